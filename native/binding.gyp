@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "tapnet",
+      "sources": ["tap.c"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "cflags_c": ["-std=c11", "-Wall", "-Wextra"]
+    }
+  ]
+}

@@ -1,0 +1,250 @@
+#!/usr/bin/env node
+/**
+ * The `tapnet` command.
+ *   tapnet lab up|down|status|exec   build and use labs (network namespaces + nodes)
+ *   tapnet show fdb|ports|stats      inspect a running node
+ *   tapnet capture NODE PORT…        pcapng of what crosses ports (to Wireshark)
+ *   tapnet node run CONFIG           the node process itself (started by lab up)
+ *   tapnet demo                      a guided tour on scripts/labs/switch.yaml
+ */
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import { Command, Option } from "commander";
+import { request, stream } from "../control/client.js";
+import { findLab, labDown, labStatus, labUp } from "../lab/lab.js";
+import { TopologyError } from "../lab/topology.js";
+import { table, vlanList } from "./format.js";
+
+const program = new Command();
+program
+  .name("tapnet")
+  .description("A userspace network dataplane on Linux TAP devices: labs, inspection, capture")
+  .showHelpAfterError();
+
+const lab = program.command("lab").description("build, inspect and remove labs described by topology files");
+
+lab
+  .command("up")
+  .argument("<file>", "topology file (YAML), e.g. scripts/labs/switch.yaml")
+  .option("-q, --quiet", "print nothing but errors")
+  .description("create the lab's namespaces and node processes; returns when the lab is ready")
+  .action(async (file: string, o: { quiet?: boolean }) => {
+    const say = o.quiet ? () => undefined : (m: string) => console.log(m);
+    const s = await labUp(file, say);
+    if (!o.quiet) {
+      console.log(`lab ${s.lab} is up: ${Object.keys(s.nodes).length} node(s), ${Object.keys(s.hosts).length} host(s)`);
+      console.log(`  try: tapnet lab exec ${Object.keys(s.hosts)[0] ?? "HOST"} -- ping -c 3 ADDRESS`);
+    }
+  });
+
+lab
+  .command("down")
+  .argument("<file|name>", "the topology file the lab came from, or the lab's name")
+  .option("-q, --quiet", "print nothing but errors")
+  .description("stop the lab's node processes and remove every namespace, TAP and veth it created")
+  .action(async (file: string, o: { quiet?: boolean }) => {
+    const r = await labDown(file);
+    if (!o.quiet) {
+      console.log(r.removed.length ? `lab ${r.lab} is down (removed ${r.removed.join(" ")})` : `lab ${r.lab} was not up; nothing to remove`);
+    }
+  });
+
+lab
+  .command("status")
+  .option("--json", "machine-readable output")
+  .description("list the labs that are up, their nodes and hosts")
+  .action(async (o: { json?: boolean }) => {
+    const labs = await labStatus();
+    if (o.json) return console.log(JSON.stringify(labs, null, 2));
+    if (labs.length === 0) return console.log("no lab is up");
+    for (const l of labs) {
+      console.log(`lab ${l.lab} (${l.file})`);
+      console.log(
+        table(
+          ["NODE", "PID", "STATE", "PORTS"],
+          l.nodes.map((n) => [n.name, n.pid, n.running ? "running" : "NOT RUNNING", n.ports?.join(",")]),
+        )
+          .split("\n")
+          .map((x) => "  " + x)
+          .join("\n"),
+      );
+      console.log(
+        table(
+          ["HOST", "NODE", "ADDRESS", "GATEWAY", "VLAN", "LINK"],
+          Object.entries(l.hosts).map(([h, s]) => [h, s.node, s.ip, s.gateway, s.vlan, s.link]),
+        )
+          .split("\n")
+          .map((x) => "  " + x)
+          .join("\n"),
+      );
+    }
+  });
+
+lab
+  .command("exec")
+  .argument("<host>", "host name")
+  .argument("<command...>", "command and arguments (put -- before them)")
+  .option("--lab <name>", "the lab, when several are up")
+  .description("run a command inside a host's network namespace")
+  .action((host: string, argv: string[], o: { lab?: string }) => {
+    const s = findLab(host, "host", o.lab);
+    const r = spawnSync("ip", ["netns", "exec", s.hosts[host].namespace, ...argv], { stdio: "inherit" });
+    if (r.error) throw r.error;
+    process.exitCode = r.status ?? (r.signal ? 128 : 1);
+  });
+
+function nodeSocket(node: string | undefined, labName: string | undefined): { node: string; socket: string }[] {
+  const s = findLab(node, "node", labName);
+  const names = node ? [node] : Object.keys(s.nodes);
+  return names.map((n) => ({ node: n, socket: s.nodes[n].socket }));
+}
+
+const show = program
+  .command("show")
+  .description("inspect running nodes")
+  .addOption(new Option("--node <name>", "only this node (default: every node of the lab)"))
+  .option("--lab <name>", "the lab, when several are up")
+  .option("--json", "machine-readable output");
+
+interface ShowOpts {
+  node?: string;
+  lab?: string;
+  json?: boolean;
+}
+
+function showCommand(what: string, description: string, render: (data: unknown) => string): void {
+  show
+    .command(what)
+    .description(description)
+    .option("--node <name>", "only this node")
+    .option("--lab <name>", "the lab, when several are up")
+    .option("--json", "machine-readable output")
+    .action(async (o: ShowOpts, cmd: Command) => {
+      const opts = { ...(cmd.parent?.opts() as ShowOpts), ...o };
+      const results: Record<string, unknown> = {};
+      for (const { node, socket } of nodeSocket(opts.node, opts.lab)) {
+        results[node] = await request(socket, { cmd: what });
+      }
+      if (opts.json) return console.log(JSON.stringify(opts.node ? results[opts.node] : results, null, 2));
+      const parts = Object.entries(results).map(([node, data]) => `node ${node}\n${render(data)}`);
+      console.log(parts.join("\n\n"));
+    });
+}
+
+interface FdbRow {
+  mac: string;
+  vlan: number;
+  port: string;
+  static: boolean;
+  age: number | null;
+}
+showCommand("fdb", "the switch's forwarding table (like 'bridge fdb show')", (d) => {
+  const rows = (d as FdbRow[]).sort((a, b) => a.vlan - b.vlan || a.port.localeCompare(b.port) || a.mac.localeCompare(b.mac));
+  if (rows.length === 0) return "  (empty)";
+  return table(
+    ["MAC", "VLAN", "PORT", "TYPE", "AGE"],
+    rows.map((r) => [r.mac, r.vlan, r.port, r.static ? "static" : "dynamic", r.age === null ? "-" : `${r.age}s`]),
+  );
+});
+
+interface PortRow {
+  name: string;
+  kind: string;
+  ifname: string;
+  mac: string;
+  mtu: number;
+  mode: string;
+  pvid: number | null;
+  tagged: number[];
+  untagged: number[];
+  rxFrames: number;
+  rxBytes: number;
+  rxDrops: number;
+  txFrames: number;
+  txBytes: number;
+  txDrops: number;
+}
+showCommand("ports", "ports with their VLANs and counters (like 'ip -s link')", (d) =>
+  table(
+    ["PORT", "KIND", "MAC", "MTU", "MODE", "VLANS", "RX-FRAMES", "RX-BYTES", "RX-DROPS", "TX-FRAMES", "TX-BYTES", "TX-DROPS"],
+    (d as PortRow[]).map((p) => [
+      p.name,
+      p.kind,
+      p.mac,
+      p.mtu,
+      p.mode,
+      p.mode === "access" ? String(p.pvid) : `${vlanList(p.tagged)}${p.pvid ? ` native ${p.pvid}` : ""}`,
+      p.rxFrames,
+      p.rxBytes,
+      p.rxDrops,
+      p.txFrames,
+      p.txBytes,
+      p.txDrops,
+    ]),
+  ),
+);
+
+showCommand("stats", "element and engine counters", (d) => {
+  const s = d as { switch: Record<string, number>; fdbEntries: number; engine: Record<string, unknown> };
+  const sw = Object.entries(s.switch).map(([k, v]) => [k, v]);
+  return table(["COUNTER", "VALUE"], [...sw, ["fdbEntries", s.fdbEntries], ["passes", String(s.engine.passes)], ["internalErrors", String(s.engine.internalErrors)]]);
+});
+
+program
+  .command("capture")
+  .argument("<node>", "node name")
+  .argument("<ports...>", "port names (see tapnet show ports)")
+  .option("-w, --write <file>", "write pcapng to this file (default: stdout, for 'wireshark -k -i -')")
+  .option("-c, --count <n>", "stop after n frames", (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`--count: '${v}' is not a positive integer`);
+    return n;
+  })
+  .option("--lab <name>", "the lab, when several are up")
+  .description("capture what crosses ports of a node as pcapng (one interface per port)")
+  .action(async (node: string, ports: string[], o: { write?: string; count?: number; lab?: string }) => {
+    const [{ socket }] = nodeSocket(node, o.lab);
+    if (!o.write && process.stdout.isTTY) {
+      throw new Error("refusing to write pcapng to a terminal: use -w FILE, or pipe into wireshark -k -i - / tshark -r -");
+    }
+    const out = o.write ? fs.createWriteStream(o.write) : process.stdout;
+    let bytes = 0;
+    const s = await stream(socket, { cmd: "capture", ports, count: o.count ?? 0 }, (chunk) => {
+      bytes += chunk.length;
+      out.write(chunk);
+    });
+    const stop = (): void => s.abort();
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+    await s.done;
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+    if (o.write) {
+      await new Promise<void>((r) => (out as fs.WriteStream).end(r));
+      process.stderr.write(`wrote ${bytes} bytes of pcapng to ${o.write}\n`);
+    }
+  });
+
+const nodeCmd = program.command("node").description("the node process (started by 'tapnet lab up')");
+nodeCmd
+  .command("run")
+  .argument("<config>", "node configuration (JSON)")
+  .description("run a node in the foreground")
+  .action(async (config: string) => {
+    const { runNode } = await import("../node/node.js");
+    await runNode(config);
+  });
+
+program
+  .command("demo")
+  .description("bring up scripts/labs/switch.yaml, ping, show the table, capture, tear down")
+  .action(async () => {
+    const { runDemo } = await import("./demo.js");
+    await runDemo();
+  });
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  if (e instanceof TopologyError) console.error(`tapnet: ${e.message}`);
+  else console.error(`tapnet: ${e instanceof Error ? e.message : String(e)}`);
+  process.exit(1);
+});

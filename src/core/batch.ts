@@ -1,0 +1,43 @@
+/**
+ * Batch: the frames of one wake-up of one port, as (offset, length) pairs into the
+ * process's PacketPool. One wake-up = one batch = one pass through the graph.
+ *
+ * TxQueue: a bounded list of frames waiting to leave one port, filled during a pass
+ * and written with one native call at the end of it. When it is full, further
+ * frames are dropped and counted (a Snabb link).
+ */
+export class Batch {
+  count = 0;
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+
+  constructor(readonly capacity: number) {
+    this.offsets = new Uint32Array(capacity);
+    this.lengths = new Uint32Array(capacity);
+  }
+}
+
+export class TxQueue {
+  count = 0;
+  drops = 0;
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+
+  constructor(readonly capacity: number) {
+    this.offsets = new Uint32Array(capacity);
+    this.lengths = new Uint32Array(capacity);
+  }
+
+  /** Queues a frame; returns false (and counts) when the queue is full. */
+  push(offset: number, length: number): boolean {
+    const n = this.count;
+    if (n === this.capacity) {
+      this.drops++;
+      return false;
+    }
+    this.offsets[n] = offset;
+    this.lengths[n] = length;
+    this.count = n + 1;
+    return true;
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * Port: where frames enter and leave a tapnet process (a TAP, an existing interface
+ * through libpcap, later a tunnel underlay). A port receives into its own region of
+ * the PacketPool and hands each wake-up's frames to the engine as one Batch; frames
+ * to send are queued on its TxQueue during a pass and written at the end of the pass
+ * with one call (flush).
+ *
+ * Counters, in the spirit of `ip -s link`: rx/tx frames and bytes, rxDrops (frames
+ * that came in and were dropped by the dataplane, for any reason) and txDrops (queue
+ * full or refused by the device).
+ */
+import { Batch, TxQueue } from "./batch.js";
+import type { PacketPool } from "./pool.js";
+
+/** A consumer of the frames crossing a port (a capture session). */
+export interface FrameTap {
+  /** dir: 0 = received on the port, 1 = sent out of the port. */
+  frame(port: Port, dir: 0 | 1, buf: Buffer, off: number, len: number): void;
+}
+
+export interface PortCounters {
+  rxFrames: number;
+  rxBytes: number;
+  rxDrops: number;
+  txFrames: number;
+  txBytes: number;
+  txDrops: number;
+}
+
+export type RxHandler = (port: Port, batch: Batch) => void;
+
+export const DEFAULT_BATCH = 256;
+export const DEFAULT_SLOT = 2048;
+/** Free bytes before each received frame, so an 802.1Q tag can be pushed in place. */
+export const HEADROOM = 64;
+
+export abstract class Port {
+  abstract readonly kind: string;
+  index = -1;
+  rxFrames = 0;
+  rxBytes = 0;
+  rxDrops = 0;
+  txFrames = 0;
+  txBytes = 0;
+  txDrops = 0;
+  readonly txq: TxQueue;
+  readonly rx: Batch;
+  taps: FrameTap[] = [];
+  protected onRx: RxHandler | null = null;
+
+  constructor(
+    readonly name: string,
+    readonly batchSize = DEFAULT_BATCH,
+    readonly slotSize = DEFAULT_SLOT,
+  ) {
+    this.rx = new Batch(batchSize);
+    // A pass can queue at most one batch of frames per ingress port on one egress
+    // port; four batches of room absorbs floods from several ports in one tick.
+    this.txq = new TxQueue(batchSize * 4);
+  }
+
+  /** Bytes this port needs in the pool for receiving. */
+  rxRegionBytes(): number {
+    return this.batchSize * this.slotSize;
+  }
+
+  /** Opens the device and starts delivering batches to `onRx`. */
+  abstract open(pool: PacketPool, onRx: RxHandler): void;
+  abstract close(): void;
+  /**
+   * Writes txq[0..count) from the pool; returns how many the device accepted and
+   * sets the length of each refused frame to 0.
+   */
+  protected abstract transmit(pool: Buffer, q: TxQueue): number;
+  /** MAC and MTU as the device reports them (0 when unknown). */
+  abstract info(): { mac: number; mtu: number; ifname: string };
+
+  /** Counts a received batch and shows it to capture taps; called by subclasses. */
+  protected received(pool: Buffer, batch: Batch): void {
+    const n = batch.count;
+    const lengths = batch.lengths;
+    let bytes = 0;
+    for (let i = 0; i < n; i++) bytes += lengths[i];
+    this.rxFrames += n;
+    this.rxBytes += bytes;
+    if (this.taps.length !== 0) {
+      const offsets = batch.offsets;
+      for (const t of this.taps) {
+        for (let i = 0; i < n; i++) t.frame(this, 0, pool, offsets[i], lengths[i]);
+      }
+    }
+  }
+
+  /** Writes what the pass queued; one device call per port per pass. */
+  flush(pool: Buffer): void {
+    const q = this.txq;
+    const n = q.count;
+    if (n === 0 && q.drops === 0) return;
+    if (n !== 0) {
+      if (this.taps.length !== 0) {
+        for (const t of this.taps) {
+          for (let i = 0; i < n; i++) t.frame(this, 1, pool, q.offsets[i], q.lengths[i]);
+        }
+      }
+      const sent = this.transmit(pool, q);
+      // transmit() zeroes the length of every frame the device refused.
+      let bytes = 0;
+      for (let i = 0; i < n; i++) bytes += q.lengths[i];
+      this.txBytes += bytes;
+      this.txFrames += sent;
+      this.txDrops += n - sent;
+    }
+    this.txDrops += q.drops;
+    q.drops = 0;
+    q.count = 0;
+  }
+
+  counters(): PortCounters {
+    return {
+      rxFrames: this.rxFrames,
+      rxBytes: this.rxBytes,
+      rxDrops: this.rxDrops,
+      txFrames: this.txFrames,
+      txBytes: this.txBytes,
+      txDrops: this.txDrops,
+    };
+  }
+}

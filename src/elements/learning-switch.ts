@@ -1,0 +1,452 @@
+/**
+ * LearningSwitch — an IEEE 802.1Q learning bridge (what the Linux bridge / cni0 does).
+ *
+ * What it does: learns (VLAN, source MAC) -> ingress port; sends known unicast out
+ * of the one port that owns the destination; floods broadcast, multicast and unknown
+ * unicast to every other member port of the frame's VLAN; never sends a frame back
+ * out of its ingress port; follows station moves; ages entries (802.1D default
+ * 300 s); keeps a bounded table (when full, new stations are not learned and
+ * `macLimit` rises — their frames are still forwarded, by flooding); holds static
+ * entries that never age or move.
+ *
+ * VLANs (802.1Q): an access port carries one VLAN untagged; a trunk port carries an
+ * allowed list tagged, and optionally one native VLAN untagged. A frame is classified
+ * once at ingress and only ever leaves through members of its VLAN. Tags are pushed
+ * or popped in place for unicast; a flooded frame that needs both forms gets a
+ * rewritten copy in the switch's scratch region, made once per frame.
+ *
+ * Ports: one per engine port, all of them members of the switch.
+ * Config: ageingTime (s), maxEntries, per-port mode/vlans, static entries.
+ * Counters: forwarded, flooded, filtered (destination on the ingress port), learned,
+ *   stationMoves, aged, macLimit, runt, oversize, badSrcMac, vlanFiltered,
+ *   linkLocal (802.1D reserved group 01:80:c2:00:00:0X, never forwarded), scratchFull.
+ */
+import type { Batch } from "../core/batch.js";
+import type { Pipeline } from "../core/engine.js";
+import type { Port } from "../core/port.js";
+
+export type SwitchPortMode =
+  | { mode: "access"; vlan: number }
+  | { mode: "trunk"; allowed: number[]; native?: number };
+
+export interface StaticFdbEntry {
+  mac: number;
+  vlan: number;
+  port: string;
+}
+
+export interface LearningSwitchConfig {
+  /** Seconds an entry lives without being refreshed (802.1D default 300). */
+  ageingTime?: number;
+  /** Most dynamic entries the table holds. */
+  maxEntries?: number;
+  ports?: Record<string, SwitchPortMode>;
+  static?: StaticFdbEntry[];
+}
+
+export interface FdbEntry {
+  mac: number;
+  vlan: number;
+  port: number;
+  lastSeen: number;
+  isStatic: boolean;
+}
+
+export const COUNTERS = [
+  "forwarded",
+  "flooded",
+  "filtered",
+  "learned",
+  "stationMoves",
+  "aged",
+  "macLimit",
+  "runt",
+  "oversize",
+  "badSrcMac",
+  "vlanFiltered",
+  "linkLocal",
+  "scratchFull",
+] as const;
+export type SwitchCounter = (typeof COUNTERS)[number];
+
+const VLANS = 4096;
+const ETH_HLEN = 14;
+/** Largest frame accepted: 1500 bytes of payload, Ethernet header and one tag. */
+const DEFAULT_MAX_FRAME = 1500 + ETH_HLEN + 4;
+
+export class LearningSwitch implements Pipeline {
+  readonly kind = "LearningSwitch";
+  readonly ageingMs: number;
+  readonly maxEntries: number;
+  forwarded = 0;
+  flooded = 0;
+  filtered = 0;
+  learned = 0;
+  stationMoves = 0;
+  aged = 0;
+  macLimit = 0;
+  runt = 0;
+  oversize = 0;
+  badSrcMac = 0;
+  vlanFiltered = 0;
+  linkLocal = 0;
+  scratchFull = 0;
+
+  /** Dynamic entries in the table (static ones are not counted against maxEntries). */
+  dynamicCount = 0;
+  maxFrame = DEFAULT_MAX_FRAME;
+
+  private readonly nPorts: number;
+  /** VLAN an untagged frame belongs to, per ingress port; -1 = untagged not accepted. */
+  private readonly pvid: Int32Array;
+  /** 1 for access ports: they take untagged (and priority-tagged) frames only. */
+  private readonly access: Uint8Array;
+  /** membership[port * 4096 + vlan]: 0 = not a member, 1 = tagged, 2 = untagged. */
+  private readonly membership: Uint8Array;
+  /** Member ports per VLAN, for flooding. */
+  private readonly floodList: Array<Int32Array | null> = new Array(VLANS).fill(null);
+  /** The table: per VLAN, MAC (48-bit number) -> entry. */
+  private readonly fdb: Array<Map<number, FdbEntry> | null> = new Array(VLANS).fill(null);
+  private scratchBase = -1;
+  private scratchSlots = 0;
+  private scratchUsed = 0;
+  private readonly scratchSlot = 2048;
+
+  constructor(
+    readonly ports: readonly Port[],
+    config: LearningSwitchConfig = {},
+  ) {
+    this.ageingMs = (config.ageingTime ?? 300) * 1000;
+    this.maxEntries = config.maxEntries ?? 8192;
+    this.nPorts = ports.length;
+    this.pvid = new Int32Array(this.nPorts).fill(-1);
+    this.membership = new Uint8Array(this.nPorts * VLANS);
+    this.access = new Uint8Array(this.nPorts);
+    const modes = config.ports ?? {};
+    for (const name of Object.keys(modes)) {
+      if (!ports.some((p) => p.name === name)) throw new Error(`switch config names unknown port '${name}'`);
+    }
+    const members: number[][] = Array.from({ length: VLANS }, () => []);
+    for (const p of ports) {
+      const m: SwitchPortMode = modes[p.name] ?? { mode: "access", vlan: 1 };
+      const base = p.index * VLANS;
+      if (m.mode === "access") {
+        checkVid(m.vlan, `port ${p.name} vlan`);
+        this.pvid[p.index] = m.vlan;
+        this.access[p.index] = 1;
+        this.membership[base + m.vlan] = 2;
+        members[m.vlan].push(p.index);
+      } else {
+        for (const v of m.allowed) {
+          checkVid(v, `port ${p.name} allowed vlan`);
+          if (this.membership[base + v] === 0) members[v].push(p.index);
+          this.membership[base + v] = 1;
+        }
+        if (m.native !== undefined) {
+          checkVid(m.native, `port ${p.name} native vlan`);
+          if (this.membership[base + m.native] === 0) members[m.native].push(p.index);
+          this.membership[base + m.native] = 2;
+          this.pvid[p.index] = m.native;
+        }
+      }
+    }
+    for (let v = 0; v < VLANS; v++) {
+      if (members[v].length !== 0) this.floodList[v] = Int32Array.from(members[v]);
+    }
+    for (const s of config.static ?? []) this.addStatic(s);
+  }
+
+  /** Where the switch may write rewritten copies of flooded frames (pool offset). */
+  scratchBytes(batchSize: number): number {
+    return batchSize * this.scratchSlot;
+  }
+
+  setScratch(base: number, bytes: number): void {
+    this.scratchBase = base;
+    this.scratchSlots = Math.floor(bytes / this.scratchSlot);
+  }
+
+  addStatic(s: StaticFdbEntry): void {
+    const p = this.ports.find((x) => x.name === s.port);
+    if (!p) throw new Error(`static fdb entry names unknown port '${s.port}'`);
+    checkVid(s.vlan, "static fdb entry vlan");
+    if (this.membership[p.index * VLANS + s.vlan] === 0) {
+      throw new Error(`static fdb entry: port '${s.port}' is not a member of vlan ${s.vlan}`);
+    }
+    if ((Math.floor(s.mac / 2 ** 40) & 1) !== 0) throw new Error("static fdb entry: MAC is a group address");
+    let t = this.fdb[s.vlan];
+    if (!t) t = this.fdb[s.vlan] = new Map();
+    const old = t.get(s.mac);
+    if (old && !old.isStatic) this.dynamicCount--;
+    t.set(s.mac, { mac: s.mac, vlan: s.vlan, port: p.index, lastSeen: 0, isStatic: true });
+  }
+
+  process(inPort: Port, batch: Batch, buf: Buffer, now: number): void {
+    const n = batch.count;
+    const offsets = batch.offsets;
+    const lengths = batch.lengths;
+    const inIdx = inPort.index;
+    const maxFrame = this.maxFrame;
+    this.scratchUsed = 0;
+    for (let i = 0; i < n; i++) {
+      const off = offsets[i];
+      const len = lengths[i];
+      if (len < ETH_HLEN) {
+        this.runt++;
+        inPort.rxDrops++;
+        continue;
+      }
+      if (len > maxFrame) {
+        this.oversize++;
+        inPort.rxDrops++;
+        continue;
+      }
+      // Ingress classification (802.1Q §8.6.1 in spirit).
+      let tagged = false;
+      let vlan: number;
+      if (buf[off + 12] === 0x81 && buf[off + 13] === 0x00) {
+        if (len < ETH_HLEN + 4) {
+          this.runt++;
+          inPort.rxDrops++;
+          continue;
+        }
+        tagged = true;
+        vlan = ((buf[off + 14] & 0x0f) << 8) | buf[off + 15];
+        if (vlan !== 0 && this.access[inIdx] === 1) {
+          // An access port carries its VLAN untagged; a VLAN tag there is foreign.
+          this.vlanFiltered++;
+          inPort.rxDrops++;
+          continue;
+        }
+        if (vlan === 0) {
+          // Priority-tagged: belongs to the port's untagged VLAN; keep the PCP.
+          vlan = this.pvid[inIdx];
+          if (vlan > 0) {
+            buf[off + 14] = (buf[off + 14] & 0xf0) | (vlan >> 8);
+            buf[off + 15] = vlan & 0xff;
+          }
+        }
+        if (vlan <= 0 || vlan === 4095 || this.membership[inIdx * VLANS + vlan] === 0) {
+          this.vlanFiltered++;
+          inPort.rxDrops++;
+          continue;
+        }
+      } else {
+        vlan = this.pvid[inIdx];
+        if (vlan < 0) {
+          this.vlanFiltered++;
+          inPort.rxDrops++;
+          continue;
+        }
+      }
+      // A group or all-zero source is not a station (802.1D; the Linux bridge drops it).
+      const s0 = buf[off + 6];
+      if ((s0 & 1) !== 0) {
+        this.badSrcMac++;
+        inPort.rxDrops++;
+        continue;
+      }
+      const srcHi = (s0 << 8) | buf[off + 7];
+      const srcLo = buf.readUInt32BE(off + 8);
+      if (srcHi === 0 && srcLo === 0) {
+        this.badSrcMac++;
+        inPort.rxDrops++;
+        continue;
+      }
+      const d0 = buf[off];
+      if (
+        d0 === 0x01 &&
+        buf[off + 1] === 0x80 &&
+        buf[off + 2] === 0xc2 &&
+        buf[off + 3] === 0 &&
+        buf[off + 4] === 0 &&
+        (buf[off + 5] & 0xf0) === 0
+      ) {
+        // IEEE 802.1D reserved group addresses (STP, LACP, LLDP …) stop at a bridge.
+        this.linkLocal++;
+        inPort.rxDrops++;
+        continue;
+      }
+      this.learn(vlan, srcHi * 4294967296 + srcLo, inIdx, now);
+
+      if ((d0 & 1) !== 0) {
+        this.flood(buf, off, len, tagged, vlan, inIdx);
+        continue;
+      }
+      const dst = ((d0 << 8) | buf[off + 1]) * 4294967296 + buf.readUInt32BE(off + 2);
+      const table = this.fdb[vlan];
+      const e = table === null ? undefined : table.get(dst);
+      if (e !== undefined) {
+        if (e.isStatic || now - e.lastSeen < this.ageingMs) {
+          if (e.port === inIdx) {
+            this.filtered++;
+            inPort.rxDrops++;
+          } else {
+            this.forwarded++;
+            this.unicast(buf, off, len, tagged, vlan, e.port);
+          }
+          continue;
+        }
+        (table as Map<number, FdbEntry>).delete(dst);
+        this.dynamicCount--;
+        this.aged++;
+      }
+      this.flood(buf, off, len, tagged, vlan, inIdx);
+    }
+  }
+
+  private learn(vlan: number, mac: number, port: number, now: number): void {
+    let t = this.fdb[vlan];
+    if (t === null) t = this.fdb[vlan] = new Map();
+    const e = t.get(mac);
+    if (e !== undefined) {
+      if (e.isStatic) return;
+      e.lastSeen = now;
+      if (e.port !== port) {
+        e.port = port;
+        this.stationMoves++;
+      }
+      return;
+    }
+    if (this.dynamicCount >= this.maxEntries) {
+      this.macLimit++;
+      return;
+    }
+    t.set(mac, { mac, vlan, port, lastSeen: now, isStatic: false });
+    this.dynamicCount++;
+    this.learned++;
+  }
+
+  private unicast(buf: Buffer, off: number, len: number, tagged: boolean, vlan: number, out: number): void {
+    const wantTagged = this.membership[out * VLANS + vlan] === 1;
+    const q = this.ports[out].txq;
+    if (wantTagged === tagged) {
+      q.push(off, len);
+    } else if (tagged) {
+      // Pop in place: the MACs move 4 bytes toward the payload over the tag.
+      buf.copyWithin(off + 4, off, off + 12);
+      q.push(off + 4, len - 4);
+    } else {
+      // Push in place into the headroom the port left before the frame.
+      buf.copyWithin(off - 4, off, off + 12);
+      writeTag(buf, off + 8, vlan);
+      q.push(off - 4, len + 4);
+    }
+  }
+
+  private flood(buf: Buffer, off: number, len: number, tagged: boolean, vlan: number, inIdx: number): void {
+    const list = this.floodList[vlan];
+    if (list === null) return;
+    this.flooded++;
+    const membership = this.membership;
+    let altOff = -1;
+    let altLen = 0;
+    for (let k = 0; k < list.length; k++) {
+      const p = list[k];
+      if (p === inIdx) continue;
+      const wantTagged = membership[p * VLANS + vlan] === 1;
+      if (wantTagged === tagged) {
+        this.ports[p].txq.push(off, len);
+        continue;
+      }
+      if (altOff < 0) {
+        if (this.scratchUsed >= this.scratchSlots) {
+          this.scratchFull++;
+          this.ports[p].txDrops++;
+          continue;
+        }
+        const base = this.scratchBase + this.scratchUsed * this.scratchSlot;
+        this.scratchUsed++;
+        if (tagged) {
+          // Untagged copy: MACs, then everything after the tag.
+          buf.copyWithin(base, off, off + 12);
+          buf.copyWithin(base + 12, off + 16, off + len);
+          altOff = base;
+          altLen = len - 4;
+        } else {
+          buf.copyWithin(base, off, off + 12);
+          writeTag(buf, base + 12, vlan);
+          buf.copyWithin(base + 16, off + 12, off + len);
+          altOff = base;
+          altLen = len + 4;
+        }
+      }
+      this.ports[p].txq.push(altOff, altLen);
+    }
+  }
+
+  /** Removes entries idle longer than the ageing time; returns how many went. */
+  age(now: number): number {
+    let removed = 0;
+    for (let v = 0; v < VLANS; v++) {
+      const t = this.fdb[v];
+      if (t === null) continue;
+      for (const [mac, e] of t) {
+        if (!e.isStatic && now - e.lastSeen >= this.ageingMs) {
+          t.delete(mac);
+          removed++;
+        }
+      }
+    }
+    this.dynamicCount -= removed;
+    this.aged += removed;
+    return removed;
+  }
+
+  /** Current entries (expired ones left out), for `show fdb`. */
+  entries(now: number): FdbEntry[] {
+    const out: FdbEntry[] = [];
+    for (let v = 0; v < VLANS; v++) {
+      const t = this.fdb[v];
+      if (t === null) continue;
+      for (const e of t.values()) {
+        if (e.isStatic || now - e.lastSeen < this.ageingMs) out.push({ ...e });
+      }
+    }
+    return out;
+  }
+
+  flush(vlan?: number): void {
+    for (let v = 0; v < VLANS; v++) {
+      if (vlan !== undefined && v !== vlan) continue;
+      const t = this.fdb[v];
+      if (t === null) continue;
+      for (const [mac, e] of t) {
+        if (!e.isStatic) {
+          t.delete(mac);
+          this.dynamicCount--;
+        }
+      }
+    }
+  }
+
+  /** Port membership summary, for `show ports`. */
+  portVlans(port: number): { pvid: number; tagged: number[]; untagged: number[] } {
+    const tagged: number[] = [];
+    const untagged: number[] = [];
+    const base = port * VLANS;
+    for (let v = 1; v < VLANS; v++) {
+      const m = this.membership[base + v];
+      if (m === 1) tagged.push(v);
+      else if (m === 2) untagged.push(v);
+    }
+    return { pvid: this.pvid[port], tagged, untagged };
+  }
+
+  counters(): Record<SwitchCounter, number> {
+    const c = {} as Record<SwitchCounter, number>;
+    for (const k of COUNTERS) c[k] = this[k];
+    return c;
+  }
+}
+
+function writeTag(buf: Buffer, at: number, vlan: number): void {
+  buf[at] = 0x81;
+  buf[at + 1] = 0x00;
+  buf[at + 2] = (vlan >> 8) & 0x0f;
+  buf[at + 3] = vlan & 0xff;
+}
+
+function checkVid(v: number, what: string): void {
+  if (!Number.isInteger(v) || v < 1 || v > 4094) throw new Error(`${what}: ${v} is not a VLAN id (1-4094)`);
+}

@@ -1,0 +1,143 @@
+/**
+ * Typed access to the native addon (native/tap.c): Linux TAP devices.
+ *
+ * The addon opens /dev/net/tun, watches the fd with uv_poll on the calling
+ * thread's event loop and, on each wake-up, drains up to `slots` frames into
+ * the caller's pool, then calls `onBatch(count)` once. Frame i of a batch is at
+ * `pool[offsets[i] .. offsets[i] + lengths[i])`; those bytes stay valid only
+ * until `onBatch` returns (the next wake-up reuses the slots). `headroom` bytes
+ * before each frame are free, so a header can be pushed in place and the frame
+ * written out with `write()` inside the same `onBatch` call.
+ *
+ * With `vnetHdr`, every received and written frame starts with a 12-byte
+ * virtio_net_hdr_v1 (`VNET_HDR_LEN`) and the kernel may hand over TCP frames
+ * up to 64 KiB (TSO) and frames with a partial checksum (flag NEEDS_CSUM).
+ *
+ * The addon is loaded lazily, so importing this module never fails on a
+ * machine where it was not built; the first call does, with instructions.
+ */
+import { createRequire } from 'node:module';
+
+/** Size of struct virtio_net_hdr_v1 that prefixes frames when `vnetHdr` is set. */
+export const VNET_HDR_LEN = 12;
+
+/** Longest interface name Linux accepts (IFNAMSIZ - 1). */
+export const IFNAME_MAX = 15;
+
+export interface TapOptions {
+  /** Interface name (at most 15 bytes; `tap%d` lets the kernel pick). Created if missing; goes away when the fd closes unless it was made persistent elsewhere. */
+  name: string;
+  /** IFF_VNET_HDR with a 12-byte header and checksum/TSO offloads (TUN_F_CSUM|TSO4|TSO6|TSO_ECN). */
+  vnetHdr?: boolean;
+  /** IFF_MULTI_QUEUE: several fds may attach to one TAP. */
+  multiQueue?: boolean;
+  /** Packet memory shared by all ports of the process. */
+  pool: Buffer;
+  /** Byte offset in `pool` of this port's receive region (`slots * slotSize` bytes). */
+  rxBase: number;
+  /** Most frames drained per wake-up. */
+  slots: number;
+  /** Bytes per slot, headroom included. Frames longer than `slotSize - headroom` are dropped and counted in `rxOversize`. */
+  slotSize: number;
+  /** Bytes left free before each received frame. */
+  headroom: number;
+  /** Receives the absolute pool offset of frame i (length >= slots). */
+  offsets: Uint32Array;
+  /** Receives the length of frame i (length >= slots). */
+  lengths: Uint32Array;
+  /** Called once per wake-up with the number of frames (never 0). An exception thrown here becomes an uncaught exception. */
+  onBatch: (count: number) => void;
+}
+
+export interface TapStats {
+  /** Frames dropped because they did not fit in a slot (or were empty). */
+  rxOversize: number;
+  /** read() failures other than EAGAIN, and poll errors (device destroyed). */
+  rxErrors: number;
+  /** Frames write() did not accept (EAGAIN, ENOBUFS, EIO, EINVAL, outside the pool...). */
+  txErrors: number;
+  /** uv_poll wake-ups. */
+  wakeups: number;
+  /** onBatch calls (wake-ups that found at least one frame). */
+  batches: number;
+}
+
+export interface TapHandle {
+  /** The kernel's name for the device (a `%d` template is filled in). */
+  readonly name: string;
+  /** File descriptor of /dev/net/tun, or -1 after close(). */
+  readonly fd: number;
+  /** Values read when the TAP was opened, in the opener's network namespace; moving the device to another namespace may change its ifindex. */
+  readonly ifindex: number;
+  /** 48-bit MAC as a number, e.g. 0x020000000001. */
+  readonly mac: number;
+  readonly mtu: number;
+  /** Start delivering batches (uv_poll_start). While started, the handle is kept alive and keeps the event loop alive. */
+  start(): void;
+  /** Pause delivery (backpressure): frames queue in the kernel (up to txqueuelen, then dropped there). */
+  stop(): void;
+  /** Writes frames 0..count-1 (one write() each) in one call; returns how many the kernel accepted. Rejected frames are counted in stats().txErrors, never thrown. */
+  write(pool: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
+  stats(): TapStats;
+  /** Stop polling and close the fd; idempotent. A garbage-collected handle (not started) is closed too. */
+  close(): void;
+}
+
+export interface InterfaceInfo {
+  mac: number;
+  mtu: number;
+  ifindex: number;
+}
+
+interface NativeBinding {
+  openTap(opts: TapOptions): TapHandle;
+  interfaceInfo(name: string): InterfaceInfo;
+}
+
+const ADDON_PATH = '../../native/build/Release/tapnet.node';
+
+let binding: NativeBinding | undefined;
+
+/** Loads the addon (once). Throws an Error with code ERR_TAPNET_NATIVE_MISSING if it was not built. */
+export function loadNative(): NativeBinding {
+  if (binding !== undefined) return binding;
+  const require = createRequire(import.meta.url);
+  try {
+    binding = require(ADDON_PATH) as NativeBinding;
+  } catch (cause) {
+    const err = new Error(
+      `tapnet native addon could not be loaded from native/build/Release/tapnet.node: ` +
+        `build it with \`npm run install\` in the repository root (needs a C compiler and the Node headers)` +
+        (cause instanceof Error ? ` [${cause.message}]` : ''),
+      { cause },
+    ) as Error & { code: string };
+    err.code = 'ERR_TAPNET_NATIVE_MISSING';
+    throw err;
+  }
+  return binding;
+}
+
+/** True when the addon is built and loadable (for skipping tests). */
+export function nativeAvailable(): boolean {
+  try {
+    loadNative();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Opens (creating if needed) a TAP device. Throws an Error with a `code`
+ * (ENAMETOOLONG, EACCES, EPERM, ENOENT, EBUSY, EINVAL, ...) and a message
+ * that says what to do; RangeError/TypeError for bad options. All options are
+ * checked before /dev/net/tun is opened, so a bad call leaves no interface.
+ */
+export function openTap(opts: TapOptions): TapHandle {
+  return loadNative().openTap(opts);
+}
+
+/** MAC, MTU and ifindex of an interface in this process's network namespace. */
+export function interfaceInfo(name: string): InterfaceInfo {
+  return loadNative().interfaceInfo(name);
+}

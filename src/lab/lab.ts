@@ -1,0 +1,343 @@
+/**
+ * The lab builder: turns a topology file into network namespaces joined through
+ * tapnet node processes, and takes it all down again.
+ *
+ * Layout of a lab named L:
+ *   - every node and every host is a network namespace `tn-L-NAME`;
+ *   - a node runs one tapnet process inside its namespace; for each TAP host the
+ *     process creates a TAP named after the host, which the builder then moves into
+ *     the host's namespace and renames eth0 (the process keeps its file descriptor,
+ *     so the host's eth0 IS the node's port);
+ *   - a veth host gets a veth pair: eth0 in the host, the other end (named after
+ *     the host) in the node, opened by the node through libpcap;
+ *   - a link between two nodes is a veth pair whose ends are named after the peer.
+ *   - state lives in /run/tapnet/L/ (state.json, node configs, logs, the root-only
+ *     control sockets), written before each step so `lab down` can always undo it.
+ */
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { request } from "../control/client.js";
+import { RUN_DIR } from "../control/protocol.js";
+import type { NodeConfig, NodePortConfig } from "../node/config.js";
+import { loadTopology, type Topology } from "./topology.js";
+import { cmdline, ipBatch, isAlive, netnsList, run, sleep } from "./sys.js";
+
+export interface LabState {
+  lab: string;
+  file: string;
+  createdAt: string;
+  namespaces: string[];
+  nodes: Record<string, { namespace: string; pid: number | null; socket: string; config: string; log: string }>;
+  hosts: Record<string, { namespace: string; node: string; ip: string; gateway?: string; vlan: number; link: string }>;
+}
+
+export const nsName = (lab: string, name: string): string => `tn-${lab}-${name}`;
+export const labDir = (lab: string): string => path.join(RUN_DIR, lab);
+const statePath = (lab: string): string => path.join(labDir(lab), "state.json");
+
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/main.js");
+
+export type Log = (msg: string) => void;
+
+export function readState(lab: string): LabState | null {
+  try {
+    return JSON.parse(fs.readFileSync(statePath(lab), "utf8")) as LabState;
+  } catch {
+    return null;
+  }
+}
+
+function writeState(s: LabState): void {
+  fs.mkdirSync(labDir(s.lab), { recursive: true, mode: 0o700 });
+  const tmp = statePath(s.lab) + ".tmp";
+  fs.writeFileSync(tmp, JSON.stringify(s, null, 2));
+  fs.renameSync(tmp, statePath(s.lab));
+}
+
+export function listLabs(): LabState[] {
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(RUN_DIR);
+  } catch {
+    return [];
+  }
+  return names.map(readState).filter((s): s is LabState => s !== null);
+}
+
+/** What a lab can't be built without; says what to do about each. */
+export function preflight(): void {
+  if (process.getuid && process.getuid() !== 0) {
+    throw new Error("tapnet lab needs root (it creates network namespaces and TAP devices): run it with sudo");
+  }
+  if (!fs.existsSync("/dev/net/tun")) throw new Error("/dev/net/tun does not exist: load the tun module (sudo modprobe tun)");
+  try {
+    run(["ip", "-V"]);
+  } catch {
+    throw new Error("the 'ip' command (iproute2) is missing: run sudo npm run setup");
+  }
+}
+
+function nodeConfig(t: Topology, node: string): NodeConfig {
+  const spec = t.nodes[node];
+  const ports: NodePortConfig[] = [];
+  for (const [h, hs] of Object.entries(t.hosts)) {
+    if (hs.node !== node) continue;
+    ports.push({ name: h, kind: hs.link === "tap" ? "tap" : "pcap", ifname: h, vlan: { mode: "access", vlan: hs.vlan } });
+  }
+  for (const l of t.links) {
+    const i = l.between.indexOf(node);
+    if (i < 0) continue;
+    const peer = l.between[1 - i];
+    ports.push({
+      name: peer,
+      kind: "pcap",
+      ifname: peer,
+      vlan: l.trunk
+        ? { mode: "trunk", allowed: l.trunk.vlans, native: l.trunk.native }
+        : { mode: "access", vlan: l.vlan ?? 1 },
+    });
+  }
+  return {
+    lab: t.name,
+    node,
+    controlSocket: path.join(labDir(t.name), `${node}.sock`),
+    ports,
+    switch: { ageingTime: spec.ageingTime, maxEntries: spec.maxEntries, static: spec.static },
+  };
+}
+
+async function waitReady(lab: string, node: string, socket: string, pid: number, log: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (!isAlive(pid) || cmdline(pid) === null) {
+      const tail = fs.existsSync(log) ? fs.readFileSync(log, "utf8").trim().split("\n").slice(-8).join("\n") : "";
+      throw new Error(`node ${node} exited during start-up. Its log (${log}):\n${tail}`);
+    }
+    try {
+      await request(socket, { cmd: "status" }, 1000);
+      return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`node ${node} of lab ${lab} did not answer on ${socket} within 15 s (log: ${log})`);
+    await sleep(50);
+  }
+}
+
+/** Brings a lab up; on any failure removes everything it made and rethrows. */
+export async function labUp(file: string, log: Log = () => undefined): Promise<LabState> {
+  const t = loadTopology(file);
+  preflight();
+  const lab = t.name;
+  const existing = readState(lab);
+  if (existing) {
+    throw new Error(`lab '${lab}' is already up (from ${existing.file}): run 'tapnet lab down ${existing.file}' first`);
+  }
+  const names = [...Object.keys(t.nodes), ...Object.keys(t.hosts)].map((n) => nsName(lab, n));
+  const clash = netnsList().filter((n) => names.includes(n));
+  if (clash.length) {
+    throw new Error(`network namespace${clash.length > 1 ? "s" : ""} ${clash.join(", ")} already exist${clash.length > 1 ? "" : "s"}: another lab named '${lab}' is in the way (tapnet lab down ${file}, or ip netns del NAME)`);
+  }
+  const state: LabState = {
+    lab,
+    file: path.resolve(file),
+    createdAt: new Date().toISOString(),
+    namespaces: [],
+    nodes: {},
+    hosts: {},
+  };
+  fs.mkdirSync(RUN_DIR, { recursive: true, mode: 0o700 });
+  writeState(state);
+  try {
+    await build(t, state, log);
+    return state;
+  } catch (e) {
+    log(`lab up failed; removing what was made`);
+    await teardown(state, () => undefined);
+    const msg = e instanceof Error ? e.message : String(e);
+    throw new Error(`lab ${lab} did not come up: ${msg}\n(everything it had created was removed)`);
+  }
+}
+
+async function build(t: Topology, state: LabState, log: Log): Promise<void> {
+  const lab = t.name;
+  // 1. Namespaces. IPv6 is switched off in them: tapnet is an IPv4 dataplane, and
+  //    router solicitations and MLD reports would only add noise to every capture.
+  for (const n of [...Object.keys(t.nodes), ...Object.keys(t.hosts)]) {
+    const ns = nsName(lab, n);
+    state.namespaces.push(ns);
+    writeState(state);
+    run(["ip", "netns", "add", ns]);
+    run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+    ipBatch(["link set lo up"], ns);
+  }
+  log(`namespaces: ${state.namespaces.join(" ")}`);
+  // 2. veth hosts and node-to-node links.
+  for (const [h, hs] of Object.entries(t.hosts)) {
+    if (hs.link !== "veth") continue;
+    const nodeNs = nsName(lab, hs.node);
+    run(["ip", "link", "add", h, "netns", nodeNs, "type", "veth", "peer", "name", "eth0", "netns", nsName(lab, h)]);
+    ipBatch([`link set ${h} mtu ${hs.mtu}`, `link set ${h} up`], nodeNs);
+  }
+  for (const l of t.links) {
+    const [a, b] = l.between;
+    run(["ip", "link", "add", b, "netns", nsName(lab, a), "type", "veth", "peer", "name", a, "netns", nsName(lab, b)]);
+    ipBatch([`link set ${b} up`], nsName(lab, a));
+    ipBatch([`link set ${a} up`], nsName(lab, b));
+  }
+  // 3. Node processes, each in its namespace.
+  const dir = labDir(lab);
+  for (const node of Object.keys(t.nodes)) {
+    const cfg = nodeConfig(t, node);
+    const cfgPath = path.join(dir, `${node}.json`);
+    const logPath = path.join(dir, `${node}.log`);
+    fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
+    const out = fs.openSync(logPath, "a");
+    const child = spawn("ip", ["netns", "exec", nsName(lab, node), process.execPath, CLI, "node", "run", cfgPath], {
+      detached: true,
+      stdio: ["ignore", out, out],
+    });
+    fs.closeSync(out);
+    child.unref();
+    if (child.pid === undefined) throw new Error(`could not start the process of node ${node}`);
+    state.nodes[node] = { namespace: nsName(lab, node), pid: child.pid, socket: cfg.controlSocket, config: cfgPath, log: logPath };
+    writeState(state);
+  }
+  for (const [node, n] of Object.entries(state.nodes)) {
+    await waitReady(lab, node, n.socket, n.pid as number, n.log);
+  }
+  log(`nodes up: ${Object.keys(state.nodes).join(" ")}`);
+  // 4. Hosts: hand each TAP host its port as eth0, then addresses and routes.
+  for (const [h, hs] of Object.entries(t.hosts)) {
+    const ns = nsName(lab, h);
+    if (hs.link === "tap") {
+      ipBatch([`link set ${h} netns ${ns}`], nsName(lab, hs.node));
+      ipBatch([`link set ${h} name eth0`], ns);
+    }
+    const cmds = [`link set eth0 mtu ${hs.mtu}`];
+    if (hs.mac) cmds.push(`link set eth0 address ${hs.mac}`);
+    cmds.push(`address add ${hs.ip} dev eth0`, "link set eth0 up");
+    if (hs.gateway) cmds.push(`route add default via ${hs.gateway} dev eth0`);
+    ipBatch(cmds, ns);
+    state.hosts[h] = { namespace: ns, node: hs.node, ip: hs.ip, gateway: hs.gateway, vlan: hs.vlan, link: hs.link };
+    writeState(state);
+  }
+  log(`hosts up: ${Object.keys(state.hosts).join(" ")}`);
+}
+
+/** Stops a node process we started: only if /proc says it is still our node. */
+async function stopNode(n: LabState["nodes"][string]): Promise<void> {
+  if (n.pid === null) return;
+  const cl = cmdline(n.pid);
+  if (cl === null || !cl.includes(n.config)) return; // gone, or the PID was reused
+  try {
+    process.kill(n.pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 40; i++) {
+    if (cmdline(n.pid) === null || !isAlive(n.pid)) return;
+    await sleep(50);
+  }
+  try {
+    process.kill(n.pid, "SIGKILL");
+  } catch {
+    // exited meanwhile
+  }
+  for (let i = 0; i < 40 && cmdline(n.pid) !== null; i++) await sleep(25);
+}
+
+async function teardown(state: LabState, log: Log, extraNamespaces: string[] = []): Promise<string[]> {
+  for (const n of Object.values(state.nodes)) await stopNode(n);
+  const present = new Set(netnsList());
+  const removed: string[] = [];
+  const failures: string[] = [];
+  for (const ns of new Set([...state.namespaces, ...extraNamespaces])) {
+    if (!present.has(ns)) continue;
+    try {
+      run(["ip", "netns", "del", ns]);
+      removed.push(ns);
+    } catch (e) {
+      failures.push(e instanceof Error ? e.message : String(e));
+    }
+  }
+  if (failures.length) throw new Error(`could not remove everything:\n${failures.join("\n")}`);
+  fs.rmSync(labDir(state.lab), { recursive: true, force: true });
+  log(`removed ${removed.length} namespaces`);
+  return removed;
+}
+
+/**
+ * Takes a lab down: stops its node processes (by the PIDs it recorded), deletes every
+ * namespace it made (which removes the veths in them; TAPs go with their process).
+ * Works after a node was killed with -9 and after a half-finished `lab up`.
+ */
+export async function labDown(fileOrName: string, log: Log = () => undefined): Promise<{ lab: string; removed: string[] }> {
+  let lab: string;
+  let derived: string[] = [];
+  if (fs.existsSync(fileOrName)) {
+    const t = loadTopology(fileOrName);
+    lab = t.name;
+    derived = [...Object.keys(t.nodes), ...Object.keys(t.hosts)].map((n) => nsName(lab, n));
+  } else {
+    lab = fileOrName;
+  }
+  preflight();
+  const state: LabState = readState(lab) ?? {
+    lab,
+    file: fileOrName,
+    createdAt: "",
+    namespaces: [],
+    nodes: {},
+    hosts: {},
+  };
+  const removed = await teardown(state, log, derived);
+  return { lab, removed };
+}
+
+export async function labStatus(): Promise<
+  Array<{ lab: string; file: string; nodes: Array<{ name: string; pid: number | null; running: boolean; ports?: string[] }>; hosts: LabState["hosts"] }>
+> {
+  const out = [];
+  for (const s of listLabs()) {
+    const nodes = [];
+    for (const [name, n] of Object.entries(s.nodes)) {
+      let ports: string[] | undefined;
+      let running = false;
+      try {
+        const st = await request<{ ports: string[] }>(n.socket, { cmd: "status" }, 2000);
+        ports = st.ports;
+        running = true;
+      } catch {
+        running = false;
+      }
+      nodes.push({ name, pid: n.pid, running, ports });
+    }
+    out.push({ lab: s.lab, file: s.file, nodes, hosts: s.hosts });
+  }
+  return out;
+}
+
+/** Finds the lab that has `name` as a host (what = "host") or node (what = "node"). */
+export function findLab(name: string | undefined, what: "host" | "node", lab?: string): LabState {
+  const labs = listLabs();
+  if (lab) {
+    const s = labs.find((l) => l.lab === lab);
+    if (!s) throw new Error(`no lab named '${lab}' is up (tapnet lab status lists them)`);
+    return s;
+  }
+  if (labs.length === 0) throw new Error("no lab is up (start one with: tapnet lab up FILE)");
+  if (name === undefined) {
+    if (labs.length > 1) throw new Error(`several labs are up (${labs.map((l) => l.lab).join(", ")}): say which with --lab`);
+    return labs[0];
+  }
+  const has = labs.filter((l) => (what === "host" ? l.hosts[name] : l.nodes[name]));
+  if (has.length === 0) {
+    const known = labs.flatMap((l) => Object.keys(what === "host" ? l.hosts : l.nodes));
+    throw new Error(`no ${what} named '${name}' in the labs that are up (${what}s: ${known.join(", ") || "none"})`);
+  }
+  if (has.length > 1) throw new Error(`${what} '${name}' exists in labs ${has.map((l) => l.lab).join(", ")}: say which with --lab`);
+  return has[0];
+}

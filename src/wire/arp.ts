@@ -1,0 +1,196 @@
+// ARP (RFC 826) for Ethernet and IPv4 only: hardware type 1, protocol type 0x0800,
+// address lengths 6 and 4, so the packet is always 28 bytes and every field has a fixed
+// offset.
+//
+//   0 hwType | 2 protoType | 4 hwLen | 5 protoLen | 6 oper
+//   8 sha (6) | 14 spa (4) | 18 tha (6) | 24 tpa (4)
+
+import { readU16, readU32, writeU16, writeU32 } from './bytes.js';
+import { ETHERTYPE_IPV4 } from './ethernet.js';
+import { readMac, writeMac } from './mac.js';
+import {
+  CHECK_BAD_HW_LEN,
+  CHECK_BAD_HW_TYPE,
+  CHECK_BAD_PROTO_LEN,
+  CHECK_BAD_PROTO_TYPE,
+  CHECK_OK,
+  CHECK_TOO_SHORT,
+} from './reason.js';
+
+export const ARP_HW_TYPE_OFF = 0;
+export const ARP_PROTO_TYPE_OFF = 2;
+export const ARP_HW_LEN_OFF = 4;
+export const ARP_PROTO_LEN_OFF = 5;
+export const ARP_OPER_OFF = 6;
+export const ARP_SHA_OFF = 8;
+export const ARP_SPA_OFF = 14;
+export const ARP_THA_OFF = 18;
+export const ARP_TPA_OFF = 24;
+/** Length of an Ethernet/IPv4 ARP packet. */
+export const ARP_LEN = 28;
+
+/** ares_hrd$Ethernet (RFC 826; IANA ARP hardware types). */
+export const ARP_HW_TYPE_ETHERNET = 1;
+export const ARP_OPER_REQUEST = 1;
+export const ARP_OPER_REPLY = 2;
+
+/**
+ * Validates an Ethernet/IPv4 ARP packet. The opcode is deliberately not checked: RFC 826's
+ * reception algorithm merges the sender's addresses before it looks at the opcode
+ * ("NOW look at the opcode!!"), so that decision belongs to the caller.
+ */
+export function arpCheck(buf: Uint8Array, off: number, len: number): number {
+  if (off < 0 || len < ARP_LEN || off + len > buf.length) return CHECK_TOO_SHORT;
+  if (readU16(buf, off + ARP_HW_TYPE_OFF) !== ARP_HW_TYPE_ETHERNET) return CHECK_BAD_HW_TYPE;
+  if (readU16(buf, off + ARP_PROTO_TYPE_OFF) !== ETHERTYPE_IPV4) return CHECK_BAD_PROTO_TYPE;
+  if (buf[off + ARP_HW_LEN_OFF] !== 6) return CHECK_BAD_HW_LEN;
+  if (buf[off + ARP_PROTO_LEN_OFF] !== 4) return CHECK_BAD_PROTO_LEN;
+  return CHECK_OK;
+}
+
+export function arpGetHwType(buf: Uint8Array, off: number): number {
+  return readU16(buf, off + ARP_HW_TYPE_OFF);
+}
+export function arpSetHwType(buf: Uint8Array, off: number, v: number): void {
+  writeU16(buf, off + ARP_HW_TYPE_OFF, v);
+}
+export function arpGetProtoType(buf: Uint8Array, off: number): number {
+  return readU16(buf, off + ARP_PROTO_TYPE_OFF);
+}
+export function arpSetProtoType(buf: Uint8Array, off: number, v: number): void {
+  writeU16(buf, off + ARP_PROTO_TYPE_OFF, v);
+}
+export function arpGetHwLen(buf: Uint8Array, off: number): number {
+  return buf[off + ARP_HW_LEN_OFF];
+}
+export function arpSetHwLen(buf: Uint8Array, off: number, v: number): void {
+  buf[off + ARP_HW_LEN_OFF] = v;
+}
+export function arpGetProtoLen(buf: Uint8Array, off: number): number {
+  return buf[off + ARP_PROTO_LEN_OFF];
+}
+export function arpSetProtoLen(buf: Uint8Array, off: number, v: number): void {
+  buf[off + ARP_PROTO_LEN_OFF] = v;
+}
+export function arpGetOper(buf: Uint8Array, off: number): number {
+  return readU16(buf, off + ARP_OPER_OFF);
+}
+export function arpSetOper(buf: Uint8Array, off: number, v: number): void {
+  writeU16(buf, off + ARP_OPER_OFF, v);
+}
+/** Sender hardware address. */
+export function arpGetSha(buf: Uint8Array, off: number): number {
+  return readMac(buf, off + ARP_SHA_OFF);
+}
+export function arpSetSha(buf: Uint8Array, off: number, mac: number): void {
+  writeMac(buf, off + ARP_SHA_OFF, mac);
+}
+/** Sender protocol (IPv4) address. */
+export function arpGetSpa(buf: Uint8Array, off: number): number {
+  return readU32(buf, off + ARP_SPA_OFF);
+}
+export function arpSetSpa(buf: Uint8Array, off: number, addr: number): void {
+  writeU32(buf, off + ARP_SPA_OFF, addr);
+}
+/** Target hardware address. */
+export function arpGetTha(buf: Uint8Array, off: number): number {
+  return readMac(buf, off + ARP_THA_OFF);
+}
+export function arpSetTha(buf: Uint8Array, off: number, mac: number): void {
+  writeMac(buf, off + ARP_THA_OFF, mac);
+}
+/** Target protocol (IPv4) address. */
+export function arpGetTpa(buf: Uint8Array, off: number): number {
+  return readU32(buf, off + ARP_TPA_OFF);
+}
+export function arpSetTpa(buf: Uint8Array, off: number, addr: number): void {
+  writeU32(buf, off + ARP_TPA_OFF, addr);
+}
+
+/** Gratuitous ARP / announcement: sender and target protocol addresses equal (RFC 5227 section 3). */
+export function arpIsGratuitous(buf: Uint8Array, off: number): boolean {
+  return arpGetSpa(buf, off) === arpGetTpa(buf, off);
+}
+
+/**
+ * Turns a request into its reply in place, as RFC 826 describes: swap the sender fields
+ * into the target fields, put `sha` and the requested address (the old tpa) in the sender
+ * fields, set the opcode to reply. The caller rewrites the Ethernet header.
+ */
+export function arpTurnIntoReply(buf: Uint8Array, off: number, sha: number): void {
+  const requesterMac = arpGetSha(buf, off);
+  const requesterIp = arpGetSpa(buf, off);
+  const targetIp = arpGetTpa(buf, off);
+  arpSetOper(buf, off, ARP_OPER_REPLY);
+  arpSetSha(buf, off, sha);
+  arpSetSpa(buf, off, targetIp);
+  arpSetTha(buf, off, requesterMac);
+  arpSetTpa(buf, off, requesterIp);
+}
+
+export interface ArpRepr {
+  oper: number;
+  sha: number;
+  spa: number;
+  tha: number;
+  tpa: number;
+}
+
+/** The packet as a plain object, or null when arpCheck() fails. */
+export function parseArp(buf: Uint8Array, off: number, len: number): ArpRepr | null {
+  if (arpCheck(buf, off, len) !== CHECK_OK) return null;
+  return {
+    oper: arpGetOper(buf, off),
+    sha: arpGetSha(buf, off),
+    spa: arpGetSpa(buf, off),
+    tha: arpGetTha(buf, off),
+    tpa: arpGetTpa(buf, off),
+  };
+}
+
+/** Writes a 28-byte Ethernet/IPv4 ARP packet; returns 28. */
+export function emitArp(repr: ArpRepr, buf: Uint8Array, off: number): number {
+  return emitArpFields(buf, off, repr.oper, repr.sha, repr.spa, repr.tha, repr.tpa);
+}
+
+/**
+ * Writes a request "who has tpa? tell spa". The target hardware address is zero: RFC 826
+ * leaves it undefined in a request, RFC 5227 section 2.1.1 says it SHOULD be zero.
+ */
+export function emitArpRequest(buf: Uint8Array, off: number, sha: number, spa: number, tpa: number): number {
+  return emitArpFields(buf, off, ARP_OPER_REQUEST, sha, spa, 0, tpa);
+}
+
+/** Writes a reply "spa is at sha" addressed to (tha, tpa). */
+export function emitArpReply(
+  buf: Uint8Array,
+  off: number,
+  sha: number,
+  spa: number,
+  tha: number,
+  tpa: number,
+): number {
+  return emitArpFields(buf, off, ARP_OPER_REPLY, sha, spa, tha, tpa);
+}
+
+// No repr object on the request/reply path: these two run per packet in a responder.
+function emitArpFields(
+  buf: Uint8Array,
+  off: number,
+  oper: number,
+  sha: number,
+  spa: number,
+  tha: number,
+  tpa: number,
+): number {
+  arpSetHwType(buf, off, ARP_HW_TYPE_ETHERNET);
+  arpSetProtoType(buf, off, ETHERTYPE_IPV4);
+  arpSetHwLen(buf, off, 6);
+  arpSetProtoLen(buf, off, 4);
+  arpSetOper(buf, off, oper);
+  arpSetSha(buf, off, sha);
+  arpSetSpa(buf, off, spa);
+  arpSetTha(buf, off, tha);
+  arpSetTpa(buf, off, tpa);
+  return ARP_LEN;
+}

@@ -1,0 +1,13 @@
+// src/wire: pure codecs over bytes. See DESIGN.md, "src/wire".
+export * from './bytes.js';
+export * from './reason.js';
+export * from './checksum.js';
+export * from './mac.js';
+export * from './ipv4addr.js';
+export * from './ethernet.js';
+export * from './vlan.js';
+export * from './arp.js';
+export * from './ipv4.js';
+export * from './icmp.js';
+export * from './udp.js';
+export * from './tcp.js';

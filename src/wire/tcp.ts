@@ -1,0 +1,224 @@
+// TCP header (RFC 9293 section 3.1), enough to rewrite ports and addresses and to
+// segment: no state machine here.
+//
+//   0 srcPort | 2 dstPort | 4 seq | 8 ack
+//  12 dataOffset(4) reserved(4) | 13 flags | 14 window | 16 checksum | 18 urgent
+//  20 options (dataOffset*4 - 20 bytes)
+
+import { readU16, readU32, writeU16, writeU32, copyBytes } from './bytes.js';
+import { checksumSum, checksumUpdate16, checksumUpdate32, pseudoHeaderSum } from './checksum.js';
+import { IP_PROTO_TCP } from './ipv4.js';
+import { CHECK_BAD_CHECKSUM, CHECK_BAD_DATA_OFFSET, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
+
+export const TCP_SRC_PORT_OFF = 0;
+export const TCP_DST_PORT_OFF = 2;
+export const TCP_SEQ_OFF = 4;
+export const TCP_ACK_OFF = 8;
+export const TCP_DATA_OFFSET_OFF = 12;
+export const TCP_FLAGS_OFF = 13;
+export const TCP_WINDOW_OFF = 14;
+export const TCP_CHECKSUM_OFF = 16;
+export const TCP_URGENT_OFF = 18;
+export const TCP_OPTIONS_OFF = 20;
+/** Header without options. */
+export const TCP_HEADER_LEN = 20;
+export const TCP_MAX_HEADER_LEN = 60;
+
+/** Control bits in byte 13 (RFC 9293 section 3.1; ECE and CWR from RFC 3168 section 23.2). */
+export const TCP_FIN = 0x01;
+export const TCP_SYN = 0x02;
+export const TCP_RST = 0x04;
+export const TCP_PSH = 0x08;
+export const TCP_ACK = 0x10;
+export const TCP_URG = 0x20;
+export const TCP_ECE = 0x40;
+export const TCP_CWR = 0x80;
+
+/**
+ * Validates a segment of `len` bytes (the IP payload: totalLen - ihl*4). CHECK_TOO_SHORT
+ * below 20 bytes; CHECK_BAD_DATA_OFFSET when dataOffset < 5 or dataOffset*4 > len;
+ * CHECK_BAD_CHECKSUM when verifyChecksum is set and the checksum over the pseudo-header
+ * and all `len` bytes is wrong.
+ */
+export function tcpCheck(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  srcAddr: number,
+  dstAddr: number,
+  verifyChecksum = true,
+): number {
+  if (off < 0 || len < TCP_HEADER_LEN || off + len > buf.length) return CHECK_TOO_SHORT;
+  const hlen = (buf[off + TCP_DATA_OFFSET_OFF] >>> 4) << 2;
+  if (hlen < TCP_HEADER_LEN || hlen > len) return CHECK_BAD_DATA_OFFSET;
+  if (verifyChecksum && !tcpChecksumValid(buf, off, len, srcAddr, dstAddr)) return CHECK_BAD_CHECKSUM;
+  return CHECK_OK;
+}
+
+export function tcpGetSrcPort(buf: Uint8Array, off: number): number {
+  return readU16(buf, off + TCP_SRC_PORT_OFF);
+}
+export function tcpSetSrcPort(buf: Uint8Array, off: number, port: number): void {
+  writeU16(buf, off + TCP_SRC_PORT_OFF, port);
+}
+export function tcpGetDstPort(buf: Uint8Array, off: number): number {
+  return readU16(buf, off + TCP_DST_PORT_OFF);
+}
+export function tcpSetDstPort(buf: Uint8Array, off: number, port: number): void {
+  writeU16(buf, off + TCP_DST_PORT_OFF, port);
+}
+/** Sequence number, unsigned 32-bit. */
+export function tcpGetSeq(buf: Uint8Array, off: number): number {
+  return readU32(buf, off + TCP_SEQ_OFF);
+}
+export function tcpSetSeq(buf: Uint8Array, off: number, v: number): void {
+  writeU32(buf, off + TCP_SEQ_OFF, v);
+}
+/** Acknowledgment number, unsigned 32-bit. */
+export function tcpGetAck(buf: Uint8Array, off: number): number {
+  return readU32(buf, off + TCP_ACK_OFF);
+}
+export function tcpSetAck(buf: Uint8Array, off: number, v: number): void {
+  writeU32(buf, off + TCP_ACK_OFF, v);
+}
+/** Header length in 32-bit words. */
+export function tcpGetDataOffset(buf: Uint8Array, off: number): number {
+  return buf[off + TCP_DATA_OFFSET_OFF] >>> 4;
+}
+export function tcpSetDataOffset(buf: Uint8Array, off: number, words: number): void {
+  const o = off + TCP_DATA_OFFSET_OFF;
+  buf[o] = (buf[o] & 0x0f) | ((words & 0x0f) << 4);
+}
+/** Header length in bytes (dataOffset * 4). */
+export function tcpGetHeaderLen(buf: Uint8Array, off: number): number {
+  return (buf[off + TCP_DATA_OFFSET_OFF] >>> 4) << 2;
+}
+/** The 8 control bits (TCP_FIN | TCP_SYN | ...). */
+export function tcpGetFlags(buf: Uint8Array, off: number): number {
+  return buf[off + TCP_FLAGS_OFF];
+}
+export function tcpSetFlags(buf: Uint8Array, off: number, flags: number): void {
+  buf[off + TCP_FLAGS_OFF] = flags;
+}
+export function tcpGetWindow(buf: Uint8Array, off: number): number {
+  return readU16(buf, off + TCP_WINDOW_OFF);
+}
+export function tcpSetWindow(buf: Uint8Array, off: number, v: number): void {
+  writeU16(buf, off + TCP_WINDOW_OFF, v);
+}
+export function tcpGetChecksum(buf: Uint8Array, off: number): number {
+  return readU16(buf, off + TCP_CHECKSUM_OFF);
+}
+export function tcpSetChecksum(buf: Uint8Array, off: number, v: number): void {
+  writeU16(buf, off + TCP_CHECKSUM_OFF, v);
+}
+/** Urgent pointer. */
+export function tcpGetUrgent(buf: Uint8Array, off: number): number {
+  return readU16(buf, off + TCP_URGENT_OFF);
+}
+export function tcpSetUrgent(buf: Uint8Array, off: number, v: number): void {
+  writeU16(buf, off + TCP_URGENT_OFF, v);
+}
+
+/** Checksum over the pseudo-header and the `len`-byte segment, as if the checksum field were zero. */
+export function tcpComputeChecksum(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  srcAddr: number,
+  dstAddr: number,
+): number {
+  let sum = pseudoHeaderSum(srcAddr, dstAddr, IP_PROTO_TCP, len);
+  sum = checksumSum(buf, off, TCP_CHECKSUM_OFF, sum);
+  sum = checksumSum(buf, off + TCP_URGENT_OFF, len - TCP_URGENT_OFF, sum);
+  return ~sum & 0xffff;
+}
+
+/** Computes and stores the checksum of the `len`-byte segment. Call after the data is in place. */
+export function tcpFillChecksum(buf: Uint8Array, off: number, len: number, srcAddr: number, dstAddr: number): void {
+  writeU16(buf, off + TCP_CHECKSUM_OFF, tcpComputeChecksum(buf, off, len, srcAddr, dstAddr));
+}
+
+/** True when the stored checksum verifies over the pseudo-header and `len` bytes. */
+export function tcpChecksumValid(buf: Uint8Array, off: number, len: number, srcAddr: number, dstAddr: number): boolean {
+  return checksumSum(buf, off, len, pseudoHeaderSum(srcAddr, dstAddr, IP_PROTO_TCP, len)) === 0xffff;
+}
+
+/** Incremental update (RFC 1624) for a 16-bit word, header or pseudo-header, that changed. */
+export function tcpUpdateChecksum16(buf: Uint8Array, off: number, oldV: number, newV: number): void {
+  const o = off + TCP_CHECKSUM_OFF;
+  writeU16(buf, o, checksumUpdate16(readU16(buf, o), oldV, newV));
+}
+
+/** As tcpUpdateChecksum16 for a 32-bit value: a pseudo-header address rewritten by NAT, seq or ack. */
+export function tcpUpdateChecksum32(buf: Uint8Array, off: number, oldV: number, newV: number): void {
+  const o = off + TCP_CHECKSUM_OFF;
+  writeU16(buf, o, checksumUpdate32(readU16(buf, o), oldV, newV));
+}
+
+export function tcpSetSrcPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number): void {
+  const old = readU16(buf, off + TCP_SRC_PORT_OFF);
+  writeU16(buf, off + TCP_SRC_PORT_OFF, port);
+  tcpUpdateChecksum16(buf, off, old, port & 0xffff);
+}
+
+export function tcpSetDstPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number): void {
+  const old = readU16(buf, off + TCP_DST_PORT_OFF);
+  writeU16(buf, off + TCP_DST_PORT_OFF, port);
+  tcpUpdateChecksum16(buf, off, old, port & 0xffff);
+}
+
+export interface TcpRepr {
+  srcPort: number;
+  dstPort: number;
+  seq: number;
+  ack: number;
+  /** TCP_FIN | TCP_SYN | ... */
+  flags: number;
+  window: number;
+  urgent: number;
+  /** Option bytes, a multiple of 4 up to 40 (padding included); dataOffset follows from it. */
+  options: Uint8Array;
+}
+
+/**
+ * The header as a plain object (options copied), or null when the structure is bad
+ * (tcpCheck without the checksum: the pseudo-header addresses are not known here).
+ */
+export function parseTcp(buf: Uint8Array, off: number, len: number): TcpRepr | null {
+  if (tcpCheck(buf, off, len, 0, 0, false) !== CHECK_OK) return null;
+  return {
+    srcPort: tcpGetSrcPort(buf, off),
+    dstPort: tcpGetDstPort(buf, off),
+    seq: tcpGetSeq(buf, off),
+    ack: tcpGetAck(buf, off),
+    flags: tcpGetFlags(buf, off),
+    window: tcpGetWindow(buf, off),
+    urgent: tcpGetUrgent(buf, off),
+    options: copyBytes(buf, off + TCP_OPTIONS_OFF, tcpGetHeaderLen(buf, off) - TCP_HEADER_LEN),
+  };
+}
+
+/**
+ * Writes the header and options with a zero checksum and zero reserved bits; returns the
+ * header length. Put the data after it, then call tcpFillChecksum. Throws when options
+ * are not a multiple of 4 bytes or longer than 40 (a caller bug).
+ */
+export function emitTcp(repr: TcpRepr, buf: Uint8Array, off: number): number {
+  const optLen = repr.options.length;
+  if ((optLen & 3) !== 0 || optLen > TCP_MAX_HEADER_LEN - TCP_HEADER_LEN) {
+    throw new Error(`TCP options must be a multiple of 4 bytes and at most 40, got ${optLen}`);
+  }
+  const hlen = TCP_HEADER_LEN + optLen;
+  writeU16(buf, off + TCP_SRC_PORT_OFF, repr.srcPort);
+  writeU16(buf, off + TCP_DST_PORT_OFF, repr.dstPort);
+  writeU32(buf, off + TCP_SEQ_OFF, repr.seq);
+  writeU32(buf, off + TCP_ACK_OFF, repr.ack);
+  buf[off + TCP_DATA_OFFSET_OFF] = (hlen >>> 2) << 4;
+  buf[off + TCP_FLAGS_OFF] = repr.flags;
+  writeU16(buf, off + TCP_WINDOW_OFF, repr.window);
+  writeU16(buf, off + TCP_CHECKSUM_OFF, 0);
+  writeU16(buf, off + TCP_URGENT_OFF, repr.urgent);
+  for (let i = 0; i < optLen; i++) buf[off + TCP_OPTIONS_OFF + i] = repr.options[i];
+  return hlen;
+}

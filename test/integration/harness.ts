@@ -1,0 +1,132 @@
+/**
+ * Shared helpers for the integration tests: they build labs of network namespaces
+ * and tapnet node processes and drive the real tools (ping, tcpdump, tshark) in them.
+ *
+ * These tests need root, /dev/net/tun and the built addon. Outside CI they are
+ * skipped when those are missing; with CI=true a missing prerequisite fails the run.
+ */
+import { spawn, spawnSync, type SpawnSyncReturns } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const CLI = path.join(ROOT, "dist/cli/main.js");
+
+export function labPrerequisites(): string | null {
+  if (process.getuid?.() !== 0) return "not root";
+  if (!fs.existsSync("/dev/net/tun")) return "no /dev/net/tun";
+  if (!fs.existsSync(CLI)) return `not built (${CLI} missing: run npm run build)`;
+  if (!fs.existsSync(path.join(ROOT, "native/build/Release/tapnet.node"))) return "native addon not built";
+  return null;
+}
+
+/** True when integration tests can run; throws under CI when they cannot. */
+export function canRunLabs(): boolean {
+  const why = labPrerequisites();
+  if (why === null) return true;
+  if (process.env.CI) throw new Error(`integration tests must run in CI but cannot: ${why}`);
+  return false;
+}
+
+export interface Result {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function result(r: SpawnSyncReturns<string>): Result {
+  return { status: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+}
+
+/** Runs the tapnet CLI (the built one, as a user would). */
+export function tapnet(args: string[], timeoutMs = 60_000): Result {
+  return result(spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: timeoutMs }));
+}
+
+export function tapnetOk(args: string[]): string {
+  const r = tapnet(args);
+  if (r.status !== 0) throw new Error(`tapnet ${args.join(" ")} exited ${r.status}:\n${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+/** Runs a command in a namespace; never throws, returns the result. */
+export function inNs(ns: string, argv: string[], timeoutMs = 30_000): Result {
+  return result(spawnSync("ip", ["netns", "exec", ns, ...argv], { encoding: "utf8", timeout: timeoutMs }));
+}
+
+export function ping(ns: string, dst: string, count = 2, extra: string[] = []): Result {
+  return inNs(ns, ["ping", "-c", String(count), "-i", "0.2", "-W", "1", ...extra, dst]);
+}
+
+export function macOf(ns: string, ifname = "eth0"): string {
+  const r = inNs(ns, ["cat", `/sys/class/net/${ifname}/address`]);
+  if (r.status !== 0) throw new Error(`no ${ifname} in ${ns}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+export function netnsList(): string[] {
+  const r = spawnSync("ip", ["netns", "list"], { encoding: "utf8" });
+  return (r.stdout ?? "").split("\n").map((l) => l.trim().split(/\s+/)[0]).filter(Boolean);
+}
+
+/**
+ * A tcpdump running in a namespace, writing a pcap; `stop()` ends it and returns the
+ * decoded lines (tcpdump -r -nn -e). Waits until tcpdump is really listening.
+ */
+export async function tcpdump(ns: string, ifname: string, filter: string[] = []): Promise<{ stop: () => Promise<string[]> }> {
+  const file = path.join(os.tmpdir(), `tn-test-${process.pid}-${Math.random().toString(16).slice(2)}.pcap`);
+  const child = spawn("ip", ["netns", "exec", ns, "tcpdump", "-i", ifname, "--immediate-mode", "-U", "-n", "-w", file, ...filter], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let err = "";
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`tcpdump in ${ns} did not start: ${err}`)), 10_000);
+    child.stderr.on("data", (c: Buffer) => {
+      err += c.toString();
+      if (err.includes("listening on")) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    child.on("exit", () => {
+      clearTimeout(t);
+      reject(new Error(`tcpdump in ${ns} exited: ${err}`));
+    });
+  });
+  return {
+    stop: async () => {
+      await new Promise<void>((resolve) => {
+        child.removeAllListeners("exit");
+        child.on("exit", () => resolve());
+        child.kill("SIGINT");
+        setTimeout(() => child.kill("SIGKILL"), 3000).unref();
+      });
+      const r = spawnSync("tcpdump", ["-r", file, "-nn", "-e"], { encoding: "utf8" });
+      fs.rmSync(file, { force: true });
+      return (r.stdout ?? "").split("\n").filter(Boolean);
+    },
+  };
+}
+
+/** Sends raw Ethernet frames (hex strings) out of an interface in a namespace. */
+export function sendRaw(ns: string, ifname: string, framesHex: string[]): Result {
+  const py = [
+    "import socket,sys",
+    "s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW)",
+    `s.bind((${JSON.stringify(ifname)},0))`,
+    ...framesHex.map((h) => `s.send(bytes.fromhex(${JSON.stringify(h)}))`),
+  ].join("\n");
+  return inNs(ns, ["python3", "-c", py]);
+}
+
+export function writeLabFile(name: string, yaml: string): string {
+  const file = path.join(os.tmpdir(), `tapnet-test-${name}-${process.pid}.yaml`);
+  fs.writeFileSync(file, yaml);
+  return file;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,86 @@
+/** `tapnet lab` as a user drives it: mistakes in topology files, lifecycle, kill -9. */
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { ROOT, canRunLabs, netnsList, ping, tapnet, tapnetOk, writeLabFile } from "./harness.js";
+
+const SWITCH = path.join(ROOT, "scripts/labs/switch.yaml");
+
+const bad: Array<[string, string, RegExp]> = [
+  ["unknown node", "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw9, ip: 10.0.0.1/24 }\n", /:5:\d+: hosts\.h1\.node: unknown node 'sw9'/],
+  ["bad address", "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.300/24 }\n", /hosts\.h1\.ip: '10\.0\.0\.300\/24' is not a valid IPv4 address/],
+  ["name too long", "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  averyveryverylonghost: { node: sw1, ip: 10.0.0.1/24 }\n", /hosts\.averyveryverylonghost: .*too long: at most 15/],
+  ["unknown field", "name: tbad\nnodes:\n  sw1: { ageing: 3 }\n", /:3:\d+: nodes\.sw1: unknown field 'ageing'/],
+  ["VLAN out of range", "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, vlan: 5000 }\n", /hosts\.h1\.vlan: VLAN ids run from 1 to 4094/],
+  ["duplicate address", "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24 }\n  h2: { node: sw1, ip: 10.0.0.1/24 }\n", /hosts\.h2\.ip: 10\.0\.0\.1 is already host h1's address/],
+  ["gateway outside", "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, gateway: 10.0.1.1 }\n", /hosts\.h1\.gateway: gateway 10\.0\.1\.1 is not inside 10\.0\.0\.1\/24/],
+  ["YAML syntax", "name: tbad\nnodes:\n  sw1: {\n", /:\d+:\d+: \(top level\): YAML: /],
+  ["missing nodes", "name: tbad\nhosts: {}\n", /nodes: missing \(required\)/],
+  ["link to itself", "name: tbad\nnodes:\n  sw1: {}\nlinks:\n  - between: [sw1, sw1]\n", /links\.0\.between: a link joins two different nodes/],
+];
+
+describe.skipIf(!canRunLabs())("tapnet lab: errors and lifecycle", () => {
+  afterAll(() => {
+    tapnet(["lab", "down", SWITCH]);
+    expect(netnsList().filter((n) => n.startsWith("tn-switch-") || n.startsWith("tn-tbad-"))).toEqual([]);
+  });
+
+  it.each(bad)("a topology with a mistake (%s) is refused with its place, and nothing is built", (_what, yaml, re) => {
+    const file = writeLabFile("tbad", yaml);
+    try {
+      const r = tapnet(["lab", "up", file]);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toContain(file);
+      expect(r.stderr).toMatch(re);
+      expect(netnsList().filter((n) => n.startsWith("tn-tbad-"))).toEqual([]);
+      expect(fs.existsSync("/run/tapnet/tbad")).toBe(false);
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
+  });
+
+  it("brings switch.yaml up, runs commands in hosts, refuses a second up, and shows status", () => {
+    tapnet(["lab", "down", SWITCH]);
+    const up = tapnet(["lab", "up", SWITCH]);
+    expect(up.status, up.stderr).toBe(0);
+    expect(up.stdout).toMatch(/lab switch is up: 1 node\(s\), 3 host\(s\)/);
+    for (const h of ["h1", "h2", "h3"]) expect(netnsList()).toContain(`tn-switch-${h}`);
+    const p = tapnet(["lab", "exec", "h1", "--", "ping", "-c", "1", "-W", "2", "10.0.0.3"]);
+    expect(p.status, p.stdout + p.stderr).toBe(0);
+    expect(tapnet(["lab", "exec", "h2", "--", "ip", "-4", "-o", "addr", "show", "eth0"]).stdout).toMatch(/inet 10\.0\.0\.2\/24/);
+    expect(tapnet(["lab", "exec", "h2", "--", "false"]).status).toBe(1);
+    const again = tapnet(["lab", "up", SWITCH]);
+    expect(again.status).toBe(1);
+    expect(again.stderr).toMatch(/lab 'switch' is already up/);
+    const st = JSON.parse(tapnetOk(["lab", "status", "--json"])) as Array<{ lab: string; nodes: Array<{ name: string; running: boolean; ports: string[] }> }>;
+    const sw = st.find((l) => l.lab === "switch");
+    expect(sw?.nodes).toEqual([expect.objectContaining({ name: "sw1", running: true, ports: ["h1", "h2", "h3"] })]);
+    expect(tapnetOk(["lab", "status"])).toMatch(/sw1\s+\d+\s+running/);
+  });
+
+  it("lab down removes everything after the node was killed with -9", async () => {
+    const state = JSON.parse(fs.readFileSync("/run/tapnet/switch/state.json", "utf8")) as { nodes: Record<string, { pid: number }> };
+    const pid = state.nodes.sw1.pid;
+    process.kill(pid, "SIGKILL");
+    await new Promise((r) => setTimeout(r, 300));
+    expect(ping("tn-switch-h1", "10.0.0.2", 1).status).not.toBe(0);
+    expect(tapnetOk(["lab", "status"])).toMatch(/NOT RUNNING/);
+    const down = tapnet(["lab", "down", SWITCH]);
+    expect(down.status, down.stderr).toBe(0);
+    expect(netnsList().filter((n) => n.startsWith("tn-switch-"))).toEqual([]);
+    expect(fs.existsSync("/run/tapnet/switch")).toBe(false);
+    // Gone (or a zombie waiting for init to reap it: no command line any more).
+    const running = (): boolean => {
+      try {
+        return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").length > 0;
+      } catch {
+        return false;
+      }
+    };
+    expect(running()).toBe(false);
+    // And a second down is harmless.
+    const again = tapnet(["lab", "down", SWITCH]);
+    expect(again.status).toBe(0);
+    expect(again.stdout).toMatch(/was not up/);
+  });
+});

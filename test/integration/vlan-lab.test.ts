@@ -1,0 +1,62 @@
+/** scripts/labs/vlan.yaml as shipped: two switches, a trunk, VLANs 10 and 20 on one subnet. */
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ROOT, canRunLabs, inNs, netnsList, ping, tapnet, tapnetOk, tcpdump } from "./harness.js";
+
+const file = path.join(ROOT, "scripts/labs/vlan.yaml");
+const ns = (n: string): string => `tn-vlan-${n}`;
+
+describe.skipIf(!canRunLabs())("vlan.yaml: 802.1Q isolation across a trunk", () => {
+  beforeAll(() => {
+    tapnet(["lab", "down", file]);
+    tapnetOk(["lab", "up", file, "-q"]);
+  });
+  afterAll(() => {
+    const r = tapnet(["lab", "down", file]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(netnsList().filter((n) => n.startsWith("tn-vlan-"))).toEqual([]);
+  });
+
+  it("h1 reaches h2 across the trunk, and the trunk carries tag 10", async () => {
+    const trunk = await tcpdump(ns("sw1"), "sw2", ["-e"]);
+    const r = ping(ns("h1"), "10.0.0.2", 3);
+    const lines = await trunk.stop();
+    expect(r.status, r.stdout).toBe(0);
+    const tagged = lines.filter((l) => /vlan 10\b/.test(l));
+    expect(tagged.length).toBeGreaterThan(0);
+    expect(lines.some((l) => /vlan 20\b/.test(l))).toBe(false);
+    expect(ping(ns("h3"), "10.0.0.4", 2).status).toBe(0);
+  });
+
+  it("h1 cannot reach h3 or h4, and h3 sees none of h1's broadcasts", async () => {
+    inNs(ns("h1"), ["ip", "neigh", "flush", "dev", "eth0"]);
+    const h3 = await tcpdump(ns("h3"), "eth0");
+    const h4 = await tcpdump(ns("h4"), "eth0");
+    const h2 = await tcpdump(ns("h2"), "eth0", ["arp"]);
+    expect(ping(ns("h1"), "10.0.0.3", 2).status).not.toBe(0);
+    expect(ping(ns("h1"), "10.0.0.4", 1).status).not.toBe(0);
+    const seen3 = await h3.stop();
+    const seen4 = await h4.stop();
+    const seen2 = await h2.stop();
+    expect(seen3.filter((l) => l.includes("10.0.0.1"))).toEqual([]);
+    expect(seen4.filter((l) => l.includes("10.0.0.1"))).toEqual([]);
+    // The same broadcasts did reach h2, in h1's VLAN, on the other switch.
+    expect(seen2.some((l) => /who-has 10\.0\.0\.3 tell 10\.0\.0\.1/.test(l))).toBe(true);
+  });
+
+  it("show ports describes access and trunk ports", () => {
+    const ports = JSON.parse(tapnetOk(["show", "ports", "--node", "sw1", "--lab", "vlan", "--json"])) as Array<{
+      name: string;
+      mode: string;
+      pvid: number | null;
+      tagged: number[];
+    }>;
+    expect(ports.find((p) => p.name === "h1")).toMatchObject({ mode: "access", pvid: 10 });
+    expect(ports.find((p) => p.name === "h3")).toMatchObject({ mode: "access", pvid: 20 });
+    expect(ports.find((p) => p.name === "sw2")).toMatchObject({ mode: "trunk", pvid: null, tagged: [10, 20] });
+    const fdb = JSON.parse(tapnetOk(["show", "fdb", "--node", "sw2", "--lab", "vlan", "--json"])) as Array<{ vlan: number; port: string }>;
+    // h1's MAC was learned on sw2 through the trunk, in VLAN 10 only.
+    expect(fdb.some((e) => e.port === "sw1" && e.vlan === 10)).toBe(true);
+    expect(fdb.filter((e) => e.vlan !== 10 && e.vlan !== 20)).toEqual([]);
+  });
+});
