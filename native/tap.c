@@ -434,6 +434,9 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   uint32_t *const lengths = t->lengths;
   const uint32_t first_off = t->rx_base + t->headroom;
   uint32_t count = 0;
+  /* Dropped frames use up reads too, so that a flood of oversize frames
+   * cannot hold the event loop: level-triggered polling brings us back. */
+  uint32_t reads = 0;
 
   /* A read() on a tun fd copies what fits and returns min(frame length,
    * buffer length) (tun_chr_read_iter clamps), so a truncated frame looks like
@@ -443,11 +446,15 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   iov[0].iov_len = room;
   iov[1].iov_base = t->overflow_probe;
   iov[1].iov_len = sizeof t->overflow_probe;
-  while (count < slots) {
+  while (reads < slots) {
     iov[0].iov_base = base + (size_t)count * slot_size;
     ssize_t n = readv(fd, iov, 2);
+    reads++;
     if (n < 0) {
-      if (errno == EINTR) continue;
+      if (errno == EINTR) {
+        reads--;
+        continue;
+      }
       if (errno != EAGAIN && errno != EWOULDBLOCK) t->rx_errors++;
       break;
     }

@@ -55,3 +55,4 @@ fi
 
 # TypeScript (incremental: a no-op when nothing changed).
 npx --no-install tsc -p tsconfig.json
+bash scripts/link-bin.sh

@@ -33,8 +33,8 @@ export async function runDemo(): Promise<void> {
   let failed = false;
   try {
     step("ping across the switch");
-    if (sh(tapnet("lab", "exec", "h1", "--", "ping", "-c", "3", "-i", "0.2", "10.0.0.2")) !== 0) failed = true;
-    if (sh(tapnet("lab", "exec", "h2", "--", "ping", "-c", "3", "-i", "0.2", "10.0.0.3")) !== 0) failed = true;
+    if (sh(tapnet("lab", "exec", "h1", "--", "ping", "-n", "-c", "3", "-i", "0.2", "10.0.0.2")) !== 0) failed = true;
+    if (sh(tapnet("lab", "exec", "h2", "--", "ping", "-n", "-c", "3", "-i", "0.2", "10.0.0.3")) !== 0) failed = true;
 
     step("what the switch learned (tapnet show fdb)");
     sh(tapnet("show", "fdb"));
@@ -44,7 +44,7 @@ export async function runDemo(): Promise<void> {
     step("capture 6 frames on ports h1 and h3 while h1 pings h3");
     const out = fs.createWriteStream(pcap);
     const cap = await stream(s.nodes.sw1.socket, { cmd: "capture", ports: ["h1", "h3"], count: 6 }, (c) => out.write(c));
-    sh(tapnet("lab", "exec", "h1", "--", "ping", "-c", "2", "-i", "0.2", "10.0.0.3"));
+    sh(tapnet("lab", "exec", "h1", "--", "ping", "-n", "-c", "2", "-i", "0.2", "10.0.0.3"));
     const timer = setTimeout(() => cap.abort(), 5000);
     await cap.done;
     clearTimeout(timer);

@@ -12,10 +12,19 @@
  * (microtasks would run after every frame); when the slots fill up first, the batch
  * goes at once and a new one starts.
  *
- * The filter is `inbound` (kernel BPF on the packet type, SKF_AD_PKTTYPE != OUTGOING):
- * the socket never sees what the kernel or other sockets send out of the interface.
- * Its own transmissions never come back to it anyway (the kernel does not loop a
- * packet socket's frames back to that socket).
+ * Direction. The port must not see what was sent out of the interface. Its own
+ * transmissions never come back to it: the kernel does not loop a packet socket's
+ * frames back to that socket (skb_loop_sk). What the kernel of the namespace sends out
+ * of the interface carries the interface's MAC, so the default BPF filter is
+ * `not ether src <the interface's MAC>`, run in the kernel. libpcap's `inbound` would
+ * be exact (SKF_AD_PKTTYPE), but libpcap 1.10 filters the first frame after
+ * pcap_setfilter again in userland, where the packet-type load cannot be evaluated, so
+ * with `inbound` the first frame received after open is always lost (measured on this
+ * kernel with a veth; libpcap issues #1254 / #1482). The MAC filter has no such load.
+ * What it lets through that `inbound` would not: frames that another process's packet
+ * socket sends out of the interface with a foreign source MAC (no lab does that). The
+ * exact fix is PACKET_IGNORE_OUTGOING on the socket, which cap cannot set. `filter`
+ * replaces the default.
  *
  * Transmit. cap.send(buffer, length) sends from the start of a Buffer, so each frame
  * is moved into the same bounce area with copyWithin and sent from there: one syscall
@@ -47,7 +56,7 @@ export interface PcapPortOptions {
   slotSize?: number;
   /** libpcap's kernel ring, in bytes (default 4 MiB). */
   bufferSize?: number;
-  /** BPF filter (default "inbound"). */
+  /** BPF filter (default: `not ether src <the interface's MAC>`, see above). */
   filter?: string;
 }
 
@@ -90,10 +99,18 @@ export function parseMac(s: string): number {
   return parseInt(hex, 16);
 }
 
+/** Formats a 48-bit MAC as "aa:bb:cc:dd:ee:ff". */
+export function formatMac(mac: number): string {
+  const hex = mac.toString(16).padStart(12, "0");
+  return hex.replace(/(..)(?!$)/g, "$1:");
+}
+
 export class PcapPort extends Port {
   readonly kind = "pcap";
   readonly bufferSize: number;
-  readonly filter: string;
+  /** The BPF filter in use (set at open). */
+  filter = "";
+  private readonly filterOption: string | undefined;
   rxTooBig = 0;
   txRefused = 0;
   lastTxError = "";
@@ -118,7 +135,7 @@ export class PcapPort extends Port {
       throw new RangeError(`pcap port '${name}': slotSize ${this.slotSize} leaves no room for a frame`);
     }
     this.bufferSize = opts.bufferSize ?? 4 * 1024 * 1024;
-    this.filter = opts.filter ?? "inbound";
+    this.filterOption = opts.filter;
   }
 
   /** Largest frame the port receives. */
@@ -149,6 +166,7 @@ export class PcapPort extends Port {
         `pcap port '${this.name}': no interface '${this.ifname}' in this network namespace`,
       );
     }
+    const filter = this.filterOption ?? (mac !== 0 ? `not ether src ${formatMac(mac)}` : "");
     const Cap = loadCap();
     const base = pool.region(this.rxRegionBytes(), `pcap port '${this.name}' rx`);
     const bounceBase = base + this.batchSize * this.slotSize;
@@ -157,7 +175,7 @@ export class PcapPort extends Port {
     pinnedCaps.push({ cap, buf: bounce });
     let linkType: string;
     try {
-      linkType = cap.open(this.ifname, this.filter, this.bufferSize, bounce);
+      linkType = cap.open(this.ifname, filter, this.bufferSize, bounce);
     } catch (e) {
       // Never close() a Cap whose open() failed: see pinnedCaps.
       throw new Error(
@@ -172,6 +190,7 @@ export class PcapPort extends Port {
     }
     this.mac = mac;
     this.mtu = mtu;
+    this.filter = filter;
     this.poolBuf = pool.buf;
     this.rxBase = base;
     this.bounceBase = bounceBase;

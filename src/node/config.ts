@@ -13,7 +13,6 @@ export interface NodePortConfig {
   /** Device name in the node's network namespace. */
   ifname: string;
   vlan: SwitchPortMode;
-  vnetHdr?: boolean;
 }
 
 export interface NodeConfig {

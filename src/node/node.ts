@@ -28,7 +28,7 @@ export class TapnetNode {
     for (const pc of config.ports) {
       const port: Port =
         pc.kind === "tap"
-          ? new TapPort(pc.name, pc.ifname, { vnetHdr: pc.vnetHdr })
+          ? new TapPort(pc.name, pc.ifname)
           : new PcapPort(pc.name, pc.ifname);
       this.engine.addPort(port);
       this.modes[pc.name] = pc.vlan;

@@ -57,7 +57,7 @@ export function inNs(ns: string, argv: string[], timeoutMs = 30_000): Result {
 }
 
 export function ping(ns: string, dst: string, count = 2, extra: string[] = []): Result {
-  return inNs(ns, ["ping", "-c", String(count), "-i", "0.2", "-W", "1", ...extra, dst]);
+  return inNs(ns, ["ping", "-n", "-c", String(count), "-i", "0.2", "-W", "1", ...extra, dst]);
 }
 
 export function macOf(ns: string, ifname = "eth0"): string {

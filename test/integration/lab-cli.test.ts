@@ -45,7 +45,7 @@ describe.skipIf(!canRunLabs())("tapnet lab: errors and lifecycle", () => {
     expect(up.status, up.stderr).toBe(0);
     expect(up.stdout).toMatch(/lab switch is up: 1 node\(s\), 3 host\(s\)/);
     for (const h of ["h1", "h2", "h3"]) expect(netnsList()).toContain(`tn-switch-${h}`);
-    const p = tapnet(["lab", "exec", "h1", "--", "ping", "-c", "1", "-W", "2", "10.0.0.3"]);
+    const p = tapnet(["lab", "exec", "h1", "--", "ping", "-n", "-c", "1", "-W", "2", "10.0.0.3"]);
     expect(p.status, p.stdout + p.stderr).toBe(0);
     expect(tapnet(["lab", "exec", "h2", "--", "ip", "-4", "-o", "addr", "show", "eth0"]).stdout).toMatch(/inet 10\.0\.0\.2\/24/);
     expect(tapnet(["lab", "exec", "h2", "--", "false"]).status).toBe(1);
