@@ -588,6 +588,7 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
     const uint32_t off = offs[i], len = lens[i];
     if (len == 0 || (uint64_t)off + len > pool_len) {
       t->tx_errors++; /* outside the pool: never hand the kernel foreign memory */
+      lens[i] = 0;    /* the contract: a refused frame's length becomes 0 */
       continue;
     }
     for (;;) {
@@ -598,10 +599,12 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
       }
       if (errno == EINTR) continue;
       t->tx_errors++;
+      lens[i] = 0;
       if (errno == EBADF || errno == EBADFD || errno == EFAULT) {
         /* The device is gone (e.g. its namespace was deleted): every
          * remaining frame would fail the same way. */
         t->tx_errors += count - i - 1;
+        for (uint32_t j = i + 1; j < count; j++) lens[j] = 0;
         i = count;
       }
       break; /* EAGAIN, ENOBUFS, EIO, EINVAL...: drop this frame, go on */

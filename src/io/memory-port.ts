@@ -6,9 +6,11 @@
  * runs one pass per batchSize frames, synchronously. transmit() plays the device's
  * send side: it copies every frame it accepts into `sent`, which tests read.
  *
- * Options: batchSize, slotSize, mac and mtu (what info() reports), ifname, and
+ * Options: batchSize, slotSize, mac and mtu (what info() reports), ifname,
  * `refuse(i)`, called for the i-th frame of each flush, to make the "device" refuse
- * frames (they get length 0 and count as txDrops, per the contract of Port.transmit).
+ * frames (they get length 0 and count as txDrops, per the contract of Port.transmit),
+ * and keepSent: false for benchmarks, where transmit() only counts (no copy, no
+ * growing `sent`).
  *
  * It is a test helper: misuse (injecting while closed, a frame that does not fit a
  * slot, injecting from inside a pass over this port's own region) throws.
@@ -28,6 +30,8 @@ export interface MemoryPortOptions {
   ifname?: string;
   /** Returns true to refuse the i-th frame of a flush. */
   refuse?: (i: number) => boolean;
+  /** Keep a copy of every transmitted frame in `sent` (default true). */
+  keepSent?: boolean;
 }
 
 export class MemoryPort extends Port {
@@ -35,6 +39,7 @@ export class MemoryPort extends Port {
   /** Copies of the frames the port accepted for transmission, in order. */
   readonly sent: Buffer[] = [];
   refuse: ((i: number) => boolean) | null;
+  keepSent: boolean;
   mac: number;
   mtu: number;
   readonly ifname: string;
@@ -45,6 +50,7 @@ export class MemoryPort extends Port {
   constructor(name: string, opts: MemoryPortOptions = {}) {
     super(name, opts.batchSize, opts.slotSize);
     this.refuse = opts.refuse ?? null;
+    this.keepSent = opts.keepSent ?? true;
     this.mac = opts.mac ?? 0;
     this.mtu = opts.mtu ?? 1500;
     this.ifname = opts.ifname ?? name;
@@ -122,8 +128,10 @@ export class MemoryPort extends Port {
         q.lengths[i] = 0;
         continue;
       }
-      const off = q.offsets[i];
-      this.sent.push(Buffer.from(pool.subarray(off, off + q.lengths[i])));
+      if (this.keepSent) {
+        const off = q.offsets[i];
+        this.sent.push(Buffer.from(pool.subarray(off, off + q.lengths[i])));
+      }
       sent++;
     }
     return sent;

@@ -76,7 +76,7 @@ export interface TapHandle {
   start(): void;
   /** Pause delivery (backpressure): frames queue in the kernel (up to txqueuelen, then dropped there). */
   stop(): void;
-  /** Writes frames 0..count-1 (one write() each) in one call; returns how many the kernel accepted. Rejected frames are counted in stats().txErrors, never thrown. */
+  /** Writes frames 0..count-1 (one write() each) in one call; returns how many the kernel accepted. A rejected frame gets its length set to 0 and is counted in stats().txErrors, never thrown. */
   write(pool: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
   stats(): TapStats;
   /** Stop polling and close the fd; idempotent. A garbage-collected handle (not started) is closed too. */

@@ -36,7 +36,10 @@
  *
  * Counters: the Port counters, plus
  *   rxTooBig  - frames longer than a slot's room (slotSize - HEADROOM), or cut by
- *               cap because they did not fit the bounce area: dropped (also rxDrops)
+ *               cap because they did not fit the bounce area: dropped (also rxDrops).
+ *               On a veth these include the peer's TSO/GSO super-frames (up to 64 KiB;
+ *               a packet socket sees them unsegmented): the peer's end needs
+ *               `ethtool -K PEER tso off gso off` for TCP to cross a pcap port.
  *   txRefused - frames the kernel refused (send threw: EMSGSIZE, ENETDOWN, ENOBUFS):
  *               their length is set to 0 and they count as txDrops
  * and lastTxError, the message of the latest refusal. Kernel-side drops (a full
@@ -44,6 +47,12 @@
  *
  * The interface must be in the process's network namespace (cap opens it by name).
  * info() reports the MAC and MTU read from /sys/class/net/IF at open.
+ *
+ * Hazard: cap 0.2.1 asserts that its poll callback never reports an error, and the
+ * kernel raises one on the packet socket (ENETDOWN) when the interface is set down
+ * or deleted: the whole process aborts. Close the port (stop the engine) before
+ * taking its interface down or deleting it or its namespace. Loss of carrier (the
+ * veth peer going down) is harmless.
  */
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -131,6 +140,11 @@ export class PcapPort extends Port {
     opts: PcapPortOptions = {},
   ) {
     super(name, opts.batchSize, opts.slotSize);
+    // A Linux interface name: at most 15 bytes, no '/', ':' or white space. It also
+    // becomes part of a /sys path.
+    if (!/^[^\s/:]{1,15}$/.test(ifname) || ifname === "." || ifname === "..") {
+      throw new RangeError(`pcap port '${name}': '${ifname}' is not an interface name`);
+    }
     if (this.slotSize <= HEADROOM + 14) {
       throw new RangeError(`pcap port '${name}': slotSize ${this.slotSize} leaves no room for a frame`);
     }

@@ -180,6 +180,9 @@ async function build(t: Topology, state: LabState, log: Log): Promise<void> {
     const nodeNs = nsName(lab, hs.node);
     run(["ip", "link", "add", h, "netns", nodeNs, "type", "veth", "peer", "name", "eth0", "netns", nsName(lab, h)]);
     ipBatch([`link set ${h} mtu ${hs.mtu}`, `link set ${h} up`], nodeNs);
+    // A packet socket sees the host's TCP super-frames before segmentation (up to
+    // 64 KiB); the switch forwards real frames, so the host must segment itself.
+    run(["ip", "netns", "exec", nsName(lab, h), "ethtool", "-K", "eth0", "tso", "off", "gso", "off"]);
   }
   for (const l of t.links) {
     const [a, b] = l.between;
