@@ -157,6 +157,7 @@ interface PortRow {
   pvid: number | null;
   tagged: number[];
   untagged: number[];
+  routed: string | null;
   rxFrames: number;
   rxBytes: number;
   rxDrops: number;
@@ -173,7 +174,7 @@ showCommand("ports", "ports with their VLANs and counters (like 'ip -s link')", 
       p.mac,
       p.mtu,
       p.mode,
-      p.mode === "access" ? String(p.pvid) : `${vlanList(p.tagged)}${p.pvid ? ` native ${p.pvid}` : ""}`,
+      p.mode === "trunk" ? `${vlanList(p.tagged)}${p.pvid ? ` native ${p.pvid}` : ""}` : p.mode === "routed" ? `(${p.routed})` : String(p.pvid),
       p.rxFrames,
       p.rxBytes,
       p.rxDrops,
@@ -185,10 +186,63 @@ showCommand("ports", "ports with their VLANs and counters (like 'ip -s link')", 
 );
 
 showCommand("stats", "element and engine counters", (d) => {
-  const s = d as { switch: Record<string, number>; fdbEntries: number; engine: Record<string, unknown> };
-  const sw = Object.entries(s.switch).map(([k, v]) => [k, v]);
-  return table(["COUNTER", "VALUE"], [...sw, ["fdbEntries", s.fdbEntries], ["passes", String(s.engine.passes)], ["internalErrors", String(s.engine.internalErrors)]]);
+  const s = d as { switch: Record<string, number>; router: Record<string, number> | null; fdbEntries: number; engine: Record<string, unknown> };
+  const rows: Array<[string, string | number]> = [];
+  for (const [k, v] of Object.entries(s.switch)) rows.push([`switch.${k}`, v]);
+  rows.push(["switch.fdbEntries", s.fdbEntries]);
+  for (const [k, v] of Object.entries(s.router ?? {})) rows.push([`router.${k}`, v]);
+  for (const k of ["passes", "internalErrors", "roundsExceeded"]) rows.push([`engine.${k}`, String(s.engine[k])]);
+  return table(["COUNTER", "VALUE"], rows);
 });
+
+interface NeighRow {
+  address: string;
+  dev: string;
+  mac: string | null;
+  state: string;
+  age: number | null;
+  queued: number;
+}
+showCommand("neigh", "the router's neighbour (ARP) cache (like 'ip neigh')", (d) => {
+  const rows = d as NeighRow[];
+  if (rows.length === 0) return "  (empty)";
+  // `ip neigh` style: ADDRESS dev IF lladdr MAC STATE
+  return rows
+    .map((r) => `${r.address} dev ${r.dev}${r.mac ? ` lladdr ${r.mac}` : ""} ${r.state}${r.age !== null ? ` (${r.age}s)` : ""}${r.queued ? ` queued ${r.queued}` : ""}`)
+    .join("\n");
+});
+
+interface RouteRow {
+  prefix: string;
+  via: string | null;
+  dev: string;
+  kind: string;
+  src: string | null;
+}
+showCommand("route", "the router's routing table (like 'ip route')", (d) =>
+  (d as RouteRow[])
+    .map((r) => {
+      const dst = r.prefix === "0.0.0.0/0" ? "default" : r.prefix;
+      if (r.kind === "connected") return `${dst} dev ${r.dev} proto kernel scope link src ${r.src}`;
+      return `${dst} via ${r.via} dev ${r.dev} proto static`;
+    })
+    .join("\n"),
+);
+
+interface IfaceRow {
+  name: string;
+  mac: string;
+  mtu: number;
+  addresses: string[];
+  proxyArp: boolean;
+  port: string;
+}
+showCommand("interfaces", "the router's interfaces (like 'ip -br addr')", (d) =>
+  table(
+    ["INTERFACE", "MAC", "MTU", "ADDRESSES", "PROXY-ARP"],
+    (d as IfaceRow[]).map((i) => [i.name, i.mac, i.mtu, i.addresses.join(" "), i.proxyArp ? "on" : "off"]),
+  ),
+);
 
 program
   .command("capture")

@@ -6,7 +6,14 @@
  * and written with one native call at the end of it. When it is full, further
  * frames are dropped and counted (a Snabb link).
  */
-export class Batch {
+/** What elements read: frames as (offset, length) pairs into the pool. */
+export interface FrameList {
+  count: number;
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+}
+
+export class Batch implements FrameList {
   count = 0;
   readonly offsets: Uint32Array;
   readonly lengths: Uint32Array;
@@ -17,7 +24,7 @@ export class Batch {
   }
 }
 
-export class TxQueue {
+export class TxQueue implements FrameList {
   count = 0;
   drops = 0;
   readonly offsets: Uint32Array;

@@ -9,7 +9,7 @@
  * that came in and were dropped by the dataplane, for any reason) and txDrops (queue
  * full or refused by the device).
  */
-import { Batch, TxQueue } from "./batch.js";
+import { Batch, type FrameList, TxQueue } from "./batch.js";
 import type { PacketPool } from "./pool.js";
 
 /** A consumer of the frames crossing a port (a capture session). */
@@ -43,7 +43,7 @@ export abstract class Port {
   txFrames = 0;
   txBytes = 0;
   txDrops = 0;
-  readonly txq: TxQueue;
+  txq: TxQueue;
   readonly rx: Batch;
   taps: FrameTap[] = [];
   protected onRx: RxHandler | null = null;
@@ -76,7 +76,7 @@ export abstract class Port {
   abstract info(): { mac: number; mtu: number; ifname: string };
 
   /** Counts a received batch and shows it to capture taps; called by subclasses. */
-  protected received(pool: Buffer, batch: Batch): void {
+  protected received(pool: Buffer, batch: FrameList): void {
     const n = batch.count;
     const lengths = batch.lengths;
     let bytes = 0;

@@ -21,8 +21,8 @@
  *   stationMoves, aged, macLimit, runt, oversize, badSrcMac, vlanFiltered,
  *   linkLocal (802.1D reserved group 01:80:c2:00:00:0X, never forwarded), scratchFull.
  */
-import type { Batch } from "../core/batch.js";
-import type { Pipeline } from "../core/engine.js";
+import type { FrameList } from "../core/batch.js";
+import type { PassAware, Pipeline } from "../core/engine.js";
 import type { Port } from "../core/port.js";
 
 export type SwitchPortMode =
@@ -74,7 +74,7 @@ const ETH_HLEN = 14;
 /** Largest frame accepted: 1500 bytes of payload, Ethernet header and one tag. */
 const DEFAULT_MAX_FRAME = 1500 + ETH_HLEN + 4;
 
-export class LearningSwitch implements Pipeline {
+export class LearningSwitch implements Pipeline, PassAware {
   readonly kind = "LearningSwitch";
   readonly ageingMs: number;
   readonly maxEntries: number;
@@ -181,13 +181,16 @@ export class LearningSwitch implements Pipeline {
     t.set(s.mac, { mac: s.mac, vlan: s.vlan, port: p.index, lastSeen: 0, isStatic: true });
   }
 
-  process(inPort: Port, batch: Batch, buf: Buffer, now: number): void {
+  beginPass(): void {
+    this.scratchUsed = 0;
+  }
+
+  process(inPort: Port, batch: FrameList, buf: Buffer, now: number): void {
     const n = batch.count;
     const offsets = batch.offsets;
     const lengths = batch.lengths;
     const inIdx = inPort.index;
     const maxFrame = this.maxFrame;
-    this.scratchUsed = 0;
     for (let i = 0; i < n; i++) {
       const off = offsets[i];
       const len = lengths[i];

@@ -21,7 +21,7 @@ import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
 import { RUN_DIR } from "../control/protocol.js";
 import type { NodeConfig, NodePortConfig } from "../node/config.js";
-import { loadTopology, type Topology } from "./topology.js";
+import { ifAddresses, loadTopology, type Topology } from "./topology.js";
 import { cmdline, ipBatch, isAlive, netnsList, run, sleep } from "./sys.js";
 
 export interface LabState {
@@ -79,12 +79,24 @@ export function preflight(): void {
   }
 }
 
+/** A stable, locally administered MAC for a router interface: 02:74:<hash of lab/node>:<n>. */
+function ifaceMac(lab: string, node: string, n: number): string {
+  let h = 0x811c9dc5;
+  for (const c of `${lab}/${node}`) h = Math.imul(h ^ c.charCodeAt(0), 0x01000193) >>> 0;
+  const b = [0x02, 0x74, (h >>> 16) & 255, (h >>> 8) & 255, h & 255, n & 255];
+  return b.map((x) => x.toString(16).padStart(2, "0")).join(":");
+}
+
 function nodeConfig(t: Topology, node: string): NodeConfig {
   const spec = t.nodes[node];
   const ports: NodePortConfig[] = [];
+  const mtuOf: Record<string, number> = {};
+  const used = new Set<number>();
   for (const [h, hs] of Object.entries(t.hosts)) {
     if (hs.node !== node) continue;
-    ports.push({ name: h, kind: hs.link === "tap" ? "tap" : "pcap", ifname: h, vlan: { mode: "access", vlan: hs.vlan } });
+    ports.push({ name: h, kind: hs.link === "tap" ? "tap" : "pcap", ifname: h, vlan: { mode: "access", vlan: hs.vlan ?? 1 } });
+    mtuOf[h] = hs.mtu;
+    used.add(hs.vlan ?? 1);
   }
   for (const l of t.links) {
     const i = l.between.indexOf(node);
@@ -98,13 +110,45 @@ function nodeConfig(t: Topology, node: string): NodeConfig {
         ? { mode: "trunk", allowed: l.trunk.vlans, native: l.trunk.native }
         : { mode: "access", vlan: l.vlan ?? 1 },
     });
+    mtuOf[peer] = l.mtu;
+    for (const v of l.trunk?.vlans ?? [l.vlan ?? 1]) used.add(v);
+    if (l.trunk?.native) used.add(l.trunk.native);
   }
+  const ifaces = Object.entries(spec.interfaces);
+  for (const [, i] of ifaces) if (i.vlan !== undefined) used.add(i.vlan);
+  // A routed port is a VLAN of its own inside the switch, taken from the top down.
+  let internalVlan = 4094;
+  const router = ifaces.length
+    ? {
+        interfaces: ifaces.map(([name, i], n) => {
+          let vlan = i.vlan;
+          if (vlan === undefined) {
+            while (used.has(internalVlan)) internalVlan--;
+            vlan = internalVlan--;
+            const p = ports.find((x) => x.name === i.port) as NodePortConfig;
+            p.vlan = { mode: "access", vlan };
+            p.routed = name;
+          }
+          return {
+            name,
+            vlan,
+            mac: i.mac ?? ifaceMac(t.name, node, n + 1),
+            mtu: i.mtu ?? (i.port !== undefined ? mtuOf[i.port] : 1500),
+            addresses: ifAddresses(i),
+            proxyArp: i.proxyArp,
+          };
+        }),
+        routes: spec.routes.map((r) => ({ to: r.to === "default" ? "0.0.0.0/0" : r.to, via: r.via })),
+        neighbors: spec.neighbors,
+      }
+    : undefined;
   return {
     lab: t.name,
     node,
     controlSocket: path.join(labDir(t.name), `${node}.sock`),
     ports,
     switch: { ageingTime: spec.ageingTime, maxEntries: spec.maxEntries, static: spec.static },
+    router,
   };
 }
 
@@ -187,8 +231,8 @@ async function build(t: Topology, state: LabState, log: Log): Promise<void> {
   for (const l of t.links) {
     const [a, b] = l.between;
     run(["ip", "link", "add", b, "netns", nsName(lab, a), "type", "veth", "peer", "name", a, "netns", nsName(lab, b)]);
-    ipBatch([`link set ${b} up`], nsName(lab, a));
-    ipBatch([`link set ${a} up`], nsName(lab, b));
+    ipBatch([`link set ${b} mtu ${l.mtu}`, `link set ${b} up`], nsName(lab, a));
+    ipBatch([`link set ${a} mtu ${l.mtu}`, `link set ${a} up`], nsName(lab, b));
   }
   // 3. Node processes, each in its namespace.
   const dir = labDir(lab);
@@ -224,7 +268,7 @@ async function build(t: Topology, state: LabState, log: Log): Promise<void> {
     cmds.push(`address add ${hs.ip} dev eth0`, "link set eth0 up");
     if (hs.gateway) cmds.push(`route add default via ${hs.gateway} dev eth0`);
     ipBatch(cmds, ns);
-    state.hosts[h] = { namespace: ns, node: hs.node, ip: hs.ip, gateway: hs.gateway, vlan: hs.vlan, link: hs.link };
+    state.hosts[h] = { namespace: ns, node: hs.node, ip: hs.ip, gateway: hs.gateway, vlan: hs.vlan ?? 1, link: hs.link };
     writeState(state);
   }
   log(`hosts up: ${Object.keys(state.hosts).join(" ")}`);

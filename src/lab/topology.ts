@@ -18,6 +18,7 @@
 import fs from "node:fs";
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from "yaml";
 import { z } from "zod";
+import { ipToString } from "../wire/ipv4addr.js";
 
 const NAME = /^[a-z][a-z0-9-]*$/;
 /** Linux interface names are at most 15 bytes (IFNAMSIZ - 1); ports are named after hosts and nodes. */
@@ -38,18 +39,43 @@ const mac = z
 
 const StaticEntry = z.strictObject({ mac, vlan: vid.default(1), port: z.string() });
 
+const InterfaceSpec = z
+  .strictObject({
+    /** A routed port: the node port (a host or a linked node) this interface owns. */
+    port: z.string().optional(),
+    /** An SVI: the switch VLAN this interface sits on. */
+    vlan: vid.optional(),
+    address: z.union([cidr, z.array(cidr).min(1, "at least one address")]),
+    mtu: z.number().int().min(68).max(9000).optional(),
+    mac: mac.optional(),
+    proxyArp: z.boolean().default(false),
+  })
+  .refine((i) => (i.port === undefined) !== (i.vlan === undefined), {
+    message: "an interface sits either on a port (port: NAME, a routed port) or on a VLAN (vlan: N, an SVI)",
+  });
+
+const RouteSpec = z.strictObject({
+  to: z.union([z.literal("default"), cidr]),
+  via: ipv4,
+});
+
+const NeighbourSpec = z.strictObject({ ip: ipv4, mac, interface: z.string() });
+
 const NodeSpec = z.strictObject({
-  kind: z.literal("switch").default("switch"),
+  kind: z.enum(["switch", "router"]).optional(),
   ageingTime: z.number().positive("ageingTime is in seconds and must be > 0").max(1_000_000).default(300),
   maxEntries: z.number().int().min(1).max(1_000_000).default(8192),
   static: z.array(StaticEntry).default([]),
+  interfaces: z.record(name("an interface name"), InterfaceSpec).default({}),
+  routes: z.array(RouteSpec).default([]),
+  neighbors: z.array(NeighbourSpec).default([]),
 });
 
 const HostSpec = z.strictObject({
   node: z.string(),
   ip: cidr,
   gateway: ipv4.optional(),
-  vlan: vid.default(1),
+  vlan: vid.optional(),
   link: z.enum(["tap", "veth"]).default("tap"),
   mtu: z.number().int().min(68).max(1500).default(1500),
   mac: mac.optional(),
@@ -59,6 +85,7 @@ const LinkSpec = z
   .strictObject({
     between: z.tuple([z.string(), z.string()]),
     vlan: vid.optional(),
+    mtu: z.number().int().min(68).max(1500).default(1500),
     trunk: z.strictObject({ vlans: z.array(vid).min(1, "a trunk carries at least one VLAN"), native: vid.optional() }).optional(),
   })
   .refine((l) => !(l.vlan !== undefined && l.trunk !== undefined), {
@@ -80,6 +107,7 @@ export type Topology = z.infer<typeof TopologySchema>;
 export type HostSpec = z.infer<typeof HostSpec>;
 export type NodeSpec = z.infer<typeof NodeSpec>;
 export type LinkSpec = z.infer<typeof LinkSpec>;
+export type InterfaceSpec = z.infer<typeof InterfaceSpec>;
 
 export interface Problem {
   path: (string | number)[];
@@ -197,6 +225,7 @@ function semanticChecks(t: Topology): Problem[] {
       if (seen.has(p)) problems.push({ path: ["nodes", n], message: `two ports of node ${n} would both be named '${p}'` });
       seen.add(p);
     }
+    routerChecks(t, n, ports, problems);
     spec.static.forEach((s, i) => {
       if (!ports.includes(s.port)) {
         problems.push({ path: ["nodes", n, "static", i, "port"], message: `node ${n} has no port '${s.port}' (ports: ${ports.join(", ") || "none"})` });
@@ -207,6 +236,75 @@ function semanticChecks(t: Topology): Problem[] {
     });
   }
   return problems;
+}
+
+/** Addresses of an interface as a list. */
+export function ifAddresses(i: InterfaceSpec): string[] {
+  return Array.isArray(i.address) ? i.address : [i.address];
+}
+
+function routerChecks(t: Topology, node: string, ports: string[], problems: Problem[]): void {
+  const spec = t.nodes[node];
+  const subnets: Array<{ net: number; mask: number; len: number; iface: string }> = [];
+  const usedPorts = new Map<string, string>();
+  for (const [ifn, i] of Object.entries(spec.interfaces)) {
+    const at = ["nodes", node, "interfaces", ifn];
+    if (ports.includes(ifn)) problems.push({ path: at, message: `'${ifn}' is also the name of a port of ${node}; pick another interface name` });
+    if (i.port !== undefined) {
+      if (!ports.includes(i.port)) {
+        problems.push({ path: [...at, "port"], message: `node ${node} has no port '${i.port}' (ports: ${ports.join(", ") || "none"})` });
+      } else if (usedPorts.has(i.port)) {
+        problems.push({ path: [...at, "port"], message: `port '${i.port}' already belongs to interface ${usedPorts.get(i.port)}` });
+      } else usedPorts.set(i.port, ifn);
+      const host = t.hosts[i.port];
+      if (host && host.node === node && host.vlan !== undefined) {
+        problems.push({ path: ["hosts", i.port, "vlan"], message: `host ${i.port} is on routed port ${node}/${ifn}: a routed port has no VLAN` });
+      }
+      const link = t.links.find((l) => l.between.includes(node) && l.between.includes(i.port as string));
+      if (link && (link.trunk || link.vlan !== undefined)) {
+        problems.push({ path: [...at, "port"], message: `the link ${node}-${i.port} is a trunk or VLAN access link; a routed port takes an untagged link` });
+      }
+    }
+    ifAddresses(i).forEach((a, k) => {
+      const c = splitCidr(a);
+      const where = Array.isArray(i.address) ? [...at, "address", k] : [...at, "address"];
+      if (!c) return void problems.push({ path: where, message: `'${a}' is not a valid IPv4 address with prefix` });
+      const mask = maskOf(c.prefixLen);
+      if (c.prefixLen < 31 && ((c.addr & ~mask) >>> 0 === 0 || (c.addr | ~mask) >>> 0 === 0xffffffff)) {
+        problems.push({ path: where, message: `${a} is the network or broadcast address of its subnet` });
+      }
+      const net = (c.addr & mask) >>> 0;
+      const clash = subnets.find((s) => ((net & s.mask) >>> 0) === s.net || ((s.net & mask) >>> 0) === net);
+      if (clash) problems.push({ path: where, message: `${a} overlaps the subnet of interface ${clash.iface}` });
+      subnets.push({ net, mask, len: c.prefixLen, iface: ifn });
+    });
+  }
+  spec.routes.forEach((r, k) => {
+    const at = ["nodes", node, "routes", k];
+    if (r.to !== "default") {
+      const c = splitCidr(r.to);
+      if (!c) problems.push({ path: [...at, "to"], message: `'${r.to}' is not a valid prefix` });
+      else if (((c.addr & ~maskOf(c.prefixLen)) >>> 0) !== 0) {
+        problems.push({ path: [...at, "to"], message: `${r.to} has host bits set (did you mean ${ipToString((c.addr & maskOf(c.prefixLen)) >>> 0)}/${c.prefixLen}?)` });
+      }
+    }
+    const via = ipToU32(r.via);
+    if (via === null) problems.push({ path: [...at, "via"], message: `'${r.via}' is not a valid IPv4 address` });
+    else if (!subnets.some((s) => ((via & s.mask) >>> 0) === s.net)) {
+      problems.push({ path: [...at, "via"], message: `next hop ${r.via} is not inside a subnet of any interface of ${node}` });
+    }
+  });
+  spec.neighbors.forEach((nb, k) => {
+    const at = ["nodes", node, "neighbors", k];
+    if (!spec.interfaces[nb.interface]) {
+      problems.push({ path: [...at, "interface"], message: `node ${node} has no interface '${nb.interface}'` });
+      return;
+    }
+    const ip = ipToU32(nb.ip);
+    if (ip === null || !subnets.some((s) => s.iface === nb.interface && ((ip & s.mask) >>> 0) === s.net)) {
+      problems.push({ path: [...at, "ip"], message: `${nb.ip} is not inside a subnet of interface ${nb.interface}` });
+    }
+  });
 }
 
 function locate(doc: Document, lc: LineCounter, path: (string | number)[]): { line?: number; col?: number } {

@@ -13,6 +13,18 @@ export interface NodePortConfig {
   /** Device name in the node's network namespace. */
   ifname: string;
   vlan: SwitchPortMode;
+  /** Set when the port is a router's routed port: the interface that owns it. */
+  routed?: string;
+}
+
+export interface RouterInterfaceConfig {
+  name: string;
+  /** The switch VLAN the interface sits on (for a routed port, an internal VLAN). */
+  vlan: number;
+  mac: string;
+  mtu: number;
+  addresses: string[];
+  proxyArp: boolean;
 }
 
 export interface NodeConfig {
@@ -24,5 +36,10 @@ export interface NodeConfig {
     ageingTime: number;
     maxEntries: number;
     static: Array<{ mac: string; vlan: number; port: string }>;
+  };
+  router?: {
+    interfaces: RouterInterfaceConfig[];
+    routes: Array<{ to: string; via: string }>;
+    neighbors: Array<{ ip: string; mac: string; interface: string }>;
   };
 }

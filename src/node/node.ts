@@ -10,15 +10,20 @@ import type { Port } from "../core/port.js";
 import { CaptureSession } from "../control/capture.js";
 import { ControlServer } from "../control/server.js";
 import type { Request } from "../control/protocol.js";
+import { InternalPort } from "../core/internal-port.js";
+import { Ipv4Router } from "../elements/ipv4-router.js";
 import { LearningSwitch, type SwitchPortMode } from "../elements/learning-switch.js";
 import { PcapPort } from "../io/pcap-port.js";
 import { TapPort } from "../io/tap-port.js";
+import { parseCidr, parseIp } from "../wire/ipv4addr.js";
 import { macToString, parseMac } from "../wire/mac.js";
 import type { NodeConfig } from "./config.js";
 
 export class TapnetNode {
   readonly engine = new Engine();
   readonly sw: LearningSwitch;
+  readonly router: Ipv4Router | null = null;
+  private tickTimer: NodeJS.Timeout | null = null;
   private readonly control: ControlServer;
   private ageTimer: NodeJS.Timeout | null = null;
   private readonly modes: Record<string, SwitchPortMode> = {};
@@ -33,20 +38,69 @@ export class TapnetNode {
       this.engine.addPort(port);
       this.modes[pc.name] = pc.vlan;
     }
+    // Router interfaces are internal ports of the switch, on their VLANs (SVIs).
+    const rc = config.router;
+    const internal: InternalPort[] = [];
+    for (const i of rc?.interfaces ?? []) {
+      const p = new InternalPort(i.name, parseMac(i.mac), i.mtu);
+      this.engine.addPort(p);
+      this.modes[i.name] = { mode: "access", vlan: i.vlan };
+      internal.push(p);
+    }
     this.sw = new LearningSwitch(this.engine.ports, {
       ageingTime: config.switch.ageingTime,
       maxEntries: config.switch.maxEntries,
       ports: this.modes,
-      static: config.switch.static.map((s) => ({ mac: parseMac(s.mac), vlan: s.vlan, port: s.port })),
+      static: [
+        ...config.switch.static.map((s) => ({ mac: parseMac(s.mac), vlan: s.vlan, port: s.port })),
+        // The router's own MACs live on its ports: never flooded, never learned elsewhere.
+        ...(rc?.interfaces ?? []).map((i) => ({ mac: parseMac(i.mac), vlan: i.vlan, port: i.name })),
+      ],
     });
     this.engine.pipeline = this.sw;
     const scratch = this.sw.scratchBytes(256);
     this.engine.reserve(scratch, "switch scratch", (base) => this.sw.setScratch(base, scratch));
+    if (rc) {
+      const router = new Ipv4Router(
+        rc.interfaces.map((i, k) => ({
+          name: i.name,
+          mac: parseMac(i.mac),
+          mtu: i.mtu,
+          addresses: i.addresses.map((a) => {
+            const c = parseCidr(a);
+            return { addr: c.addr, prefixLen: c.prefixLen };
+          }),
+          proxyArp: i.proxyArp,
+          port: internal[k],
+        })),
+      );
+      for (const p of internal) p.switchSide = this.sw;
+      for (const r of rc.routes) {
+        const to = parseCidr(r.to);
+        const via = parseIp(r.via);
+        const ifIndex = router.connectedIf(via);
+        if (ifIndex < 0) throw new Error(`route ${r.to} via ${r.via}: the next hop is not on a connected subnet`);
+        router.addRoute({ prefix: to.network, prefixLen: to.prefixLen, gateway: via, ifIndex });
+      }
+      for (const nb of rc.neighbors) {
+        const ifIndex = router.ifaces.findIndex((i) => i.name === nb.interface);
+        if (ifIndex < 0) throw new Error(`neighbour ${nb.ip}: no interface '${nb.interface}'`);
+        router.addStaticNeighbour(ifIndex, parseIp(nb.ip), parseMac(nb.mac));
+      }
+      this.engine.passAware.push(router);
+      this.engine.reserve(router.scratchBytes(), "router scratch", (base) =>
+        router.setScratch((this.engine.pool as { buf: Buffer }).buf, base, router.scratchBytes()),
+      );
+      this.router = router;
+    }
     this.control = new ControlServer(config.controlSocket, {
       status: () => this.status(),
       fdb: () => this.fdb(),
       ports: () => this.ports(),
       stats: () => this.stats(),
+      neigh: () => this.requireRouter().neighbours(performance.now()),
+      route: () => this.requireRouter().routes(),
+      interfaces: () => this.requireRouter().interfaces(),
       capture: (req, sock) => this.capture(req, sock),
       "fdb-flush": () => {
         this.sw.flush();
@@ -66,10 +120,21 @@ export class TapnetNode {
     // Sweep often enough that an entry outlives its ageing time by at most a quarter of it.
     const every = Math.min(Math.max(this.sw.ageingMs / 4, 250), 10_000);
     this.ageTimer = setInterval(() => this.sw.age(performance.now()), every);
+    const router = this.router;
+    if (router) {
+      this.engine.runPass(() => router.announce());
+      this.tickTimer = setInterval(() => this.engine.runPass((_pool, now) => router.tick(now)), 200);
+    }
+  }
+
+  private requireRouter(): Ipv4Router {
+    if (!this.router) throw new Error(`node ${this.config.node} has no router interfaces`);
+    return this.router;
   }
 
   stop(): void {
     if (this.ageTimer) clearInterval(this.ageTimer);
+    if (this.tickTimer) clearInterval(this.tickTimer);
     this.control.close();
     this.engine.stop();
   }
@@ -106,7 +171,8 @@ export class TapnetNode {
         ifname: info.ifname,
         mac: macToString(info.mac),
         mtu: info.mtu,
-        mode: mode.mode,
+        mode: p.kind === "internal" ? "router" : this.config.ports.find((c) => c.name === p.name)?.routed ? "routed" : mode.mode,
+        routed: this.config.ports.find((c) => c.name === p.name)?.routed ?? null,
         pvid: v.pvid > 0 ? v.pvid : null,
         tagged: v.tagged,
         untagged: v.untagged,
@@ -118,8 +184,14 @@ export class TapnetNode {
   stats(): unknown {
     return {
       switch: this.sw.counters(),
+      router: this.router?.counters() ?? null,
       fdbEntries: this.sw.dynamicCount,
-      engine: { passes: this.engine.passes, internalErrors: this.engine.internalErrors, lastError: this.engine.lastError },
+      engine: {
+        passes: this.engine.passes,
+        internalErrors: this.engine.internalErrors,
+        roundsExceeded: this.engine.roundsExceeded,
+        lastError: this.engine.lastError,
+      },
       ports: Object.fromEntries(this.engine.ports.map((p) => [p.name, p.counters()])),
       memory: { rss: process.memoryUsage().rss, pool: this.engine.pool?.size ?? 0 },
     };

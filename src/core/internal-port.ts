@@ -1,0 +1,114 @@
+/**
+ * InternalPort — a port with an element on each side instead of a device: the
+ * switch on one side, the router on the other (a router interface on a VLAN, an
+ * SVI). Frames the switch sends out of it (txq) go to the element; frames the
+ * element sends (inq) enter the switch as if received on it. The engine pumps
+ * internal ports until they are quiet, within the same pass, so a frame can cross
+ * switch -> router -> switch before the pass's one flush per device port.
+ *
+ * Counters follow the switch's view: rx = element -> switch, tx = switch -> element.
+ * Captures on an internal port see both directions like any other port.
+ */
+import { type FrameList, TxQueue } from "./batch.js";
+import type { PacketPool } from "./pool.js";
+import { Port, type RxHandler } from "./port.js";
+
+export interface FrameSink {
+  process(port: Port, frames: FrameList, pool: Buffer, now: number): void;
+}
+
+export class InternalPort extends Port {
+  readonly kind = "internal";
+  /** Frames the element sends into the switch. */
+  inq: TxQueue;
+  private spareTx: TxQueue;
+  private spareIn: TxQueue;
+  switchSide: FrameSink | null = null;
+  elementSide: FrameSink | null = null;
+
+  constructor(
+    name: string,
+    private readonly mac: number,
+    private readonly mtu: number,
+    batchSize = 1024,
+  ) {
+    super(name, batchSize, 0);
+    this.inq = new TxQueue(batchSize);
+    this.spareTx = new TxQueue(this.txq.capacity);
+    this.spareIn = new TxQueue(batchSize);
+  }
+
+  override rxRegionBytes(): number {
+    return 0;
+  }
+
+  open(_pool: PacketPool, _onRx: RxHandler): void {
+    // Nothing to open: the engine pumps this port.
+  }
+
+  close(): void {}
+
+  protected transmit(_pool: Buffer, q: TxQueue): number {
+    // Never flushed as a device; pump() moves its frames.
+    return q.count;
+  }
+
+  info(): { mac: number; mtu: number; ifname: string } {
+    return { mac: this.mac, mtu: this.mtu, ifname: this.name };
+  }
+
+  /** Moves what is queued in either direction; true when anything moved. */
+  pump(pool: Buffer, now: number): boolean {
+    let moved = false;
+    if (this.txq.count !== 0) {
+      const q = this.txq;
+      this.txq = this.spareTx;
+      this.spareTx = q;
+      this.count(pool, q, 1);
+      (this.elementSide as FrameSink).process(this, q, pool, now);
+      q.count = 0;
+      moved = true;
+    }
+    if (this.txq.drops !== 0 || this.spareTx.drops !== 0) {
+      this.txDrops += this.txq.drops + this.spareTx.drops;
+      this.txq.drops = 0;
+      this.spareTx.drops = 0;
+    }
+    if (this.inq.count !== 0) {
+      const q = this.inq;
+      this.inq = this.spareIn;
+      this.spareIn = q;
+      this.received(pool, q);
+      (this.switchSide as FrameSink).process(this, q, pool, now);
+      q.count = 0;
+      moved = true;
+    }
+    if (this.inq.drops !== 0 || this.spareIn.drops !== 0) {
+      this.rxDrops += this.inq.drops + this.spareIn.drops;
+      this.inq.drops = 0;
+      this.spareIn.drops = 0;
+    }
+    return moved;
+  }
+
+  /** Drops whatever is queued (after an internal error). */
+  reset(): void {
+    this.txq.count = 0;
+    this.inq.count = 0;
+    this.spareTx.count = 0;
+    this.spareIn.count = 0;
+  }
+
+  private count(pool: Buffer, q: FrameList, dir: 0 | 1): void {
+    const n = q.count;
+    let bytes = 0;
+    for (let i = 0; i < n; i++) bytes += q.lengths[i];
+    this.txFrames += n;
+    this.txBytes += bytes;
+    if (this.taps.length !== 0) {
+      for (const t of this.taps) {
+        for (let i = 0; i < n; i++) t.frame(this, dir, pool, q.offsets[i], q.lengths[i]);
+      }
+    }
+  }
+}

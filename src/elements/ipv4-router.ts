@@ -1,0 +1,696 @@
+/**
+ * Ipv4Router — an IPv4 router on real frames (what the kernel's forwarding path,
+ * its ARP and its ICMP do for a Linux router).
+ *
+ * Interfaces: each has a MAC, an MTU and one or more addresses; each sits on one
+ * VLAN of the node's switch through an InternalPort (an SVI; a "routed port" is a
+ * VLAN with one member port). Connected routes appear with the addresses.
+ *
+ * Per frame from an interface:
+ *   ARP     answer requests for the interface's own addresses (and, with proxyArp,
+ *           for addresses routed out of another interface), always out of the
+ *           interface the request came in on; learn the sender (RFC 826 merge);
+ *           replies complete pending resolutions.
+ *   IPv4    check version, IHL, total length against the frame, header checksum;
+ *           deliver what is for the router (echo -> reply, UDP -> port unreachable,
+ *           other protocols -> protocol unreachable, TCP dropped); forward the rest:
+ *           TTL (time exceeded at 1), longest-prefix match (net unreachable when
+ *           none), MTU (frag-needed with the next-hop MTU when DF, else RFC 791
+ *           fragmentation), TTL decrement with an RFC 1624 checksum update, next
+ *           hop resolution through the neighbour cache (packets wait, bounded, and
+ *           get host unreachable when ARP gives up).
+ * ICMP errors follow RFC 1812 §4.3.2.7 (never about an ICMP error, a broadcast, a
+ * non-initial fragment) and are rate-limited by a token bucket (§4.3.2.8); their
+ * source is the address of the interface the offending packet came in on.
+ *
+ * Counters: see COUNTERS; IPv4 header failures are counted by reason
+ * (tooShort, badVersion, badIhl, badTotalLen, badChecksum).
+ */
+import type { FrameList } from "../core/batch.js";
+import type { PassAware } from "../core/engine.js";
+import type { InternalPort } from "../core/internal-port.js";
+import type { Port } from "../core/port.js";
+import {
+  ARP_OPER_REPLY,
+  ARP_OPER_REQUEST,
+  arpCheck,
+  arpGetOper,
+  arpGetSha,
+  arpGetSpa,
+  arpGetTpa,
+  emitArpReply,
+  emitArpRequest,
+} from "../wire/arp.js";
+import { CHECK_OK, CHECK_REASON_NAMES } from "../wire/reason.js";
+import { readU32 } from "../wire/bytes.js";
+import { ipv4Check, ipv4DecrementTtl } from "../wire/ipv4.js";
+import { ipToString } from "../wire/ipv4addr.js";
+import { macToString, readMac, writeMac } from "../wire/mac.js";
+import { Fib } from "./fib.js";
+import { emitIcmpEchoReplyInPlace, emitIcmpError, fragmentIpv4, icmpErrorAllowed, TokenBucket } from "./ip-util.js";
+import {
+  NeighbourCache,
+  NUD_INCOMPLETE,
+  NUD_NAMES,
+  NUD_PERMANENT,
+  type Neighbour,
+  type NeighbourTimers,
+} from "./neighbour-cache.js";
+
+export interface RouterInterfaceConfig {
+  name: string;
+  mac: number;
+  mtu: number;
+  /** [address, prefixLen] pairs; the first is the primary (source of ICMP errors). */
+  addresses: Array<{ addr: number; prefixLen: number }>;
+  proxyArp?: boolean;
+  port: InternalPort;
+}
+
+export interface RouteConfig {
+  prefix: number;
+  prefixLen: number;
+  /** Next hop address; 0 = directly connected on `ifIndex`. */
+  gateway: number;
+  ifIndex: number;
+}
+
+export interface RouterInterface {
+  index: number;
+  name: string;
+  mac: number;
+  mtu: number;
+  addrs: number[];
+  prefixLens: number[];
+  masks: number[];
+  proxyArp: boolean;
+  port: InternalPort;
+}
+
+export const COUNTERS = [
+  "forwarded",
+  "delivered",
+  "echoReplies",
+  "icmpErrors",
+  "icmpRateLimited",
+  "icmpSuppressed",
+  "ttlExpired",
+  "noRoute",
+  "hostUnreachable",
+  "fragNeeded",
+  "fragmented",
+  "fragmentsOut",
+  "tooShort",
+  "badVersion",
+  "badIhl",
+  "badTotalLen",
+  "badChecksum",
+  "martianSource",
+  "broadcastDropped",
+  "otherHost",
+  "unknownEtherType",
+  "protoUnreachable",
+  "portUnreachable",
+  "localDropped",
+  "arpIn",
+  "arpRepliesSent",
+  "arpRequestsSent",
+  "badArp",
+  "arpQueueFull",
+  "neighbourTableFull",
+  "scratchFull",
+  "runt",
+] as const;
+export type RouterCounter = (typeof COUNTERS)[number];
+
+const ETH_HLEN = 14;
+const SLOT = 2048;
+const MAX_FRAGS = 48;
+const ICMP_DEST_UNREACH = 3;
+const ICMP_TIME_EXCEEDED = 11;
+
+export class Ipv4Router implements PassAware {
+  readonly kind = "Ipv4Router";
+  readonly ifaces: RouterInterface[] = [];
+  readonly fib = new Fib();
+  readonly neigh: NeighbourCache;
+  /** Route table behind the FIB's values. */
+  private readonly routeIf: number[] = [];
+  private readonly routeGw: number[] = [];
+  private readonly routeKind: string[] = [];
+  private readonly routePrefix: number[] = [];
+  private readonly routeLen: number[] = [];
+  /** The router's own addresses -> interface index. */
+  private readonly local = new Map<number, number>();
+  private readonly ifByPort = new Map<number, RouterInterface>();
+  private readonly bucket: TokenBucket;
+  private ident = 1;
+  private pool: Buffer | null = null;
+  private scratchBase = -1;
+  private scratchSlots = 0;
+  private scratchUsed = 0;
+  private readonly fragLens = new Uint32Array(MAX_FRAGS);
+
+  forwarded = 0;
+  delivered = 0;
+  echoReplies = 0;
+  icmpErrors = 0;
+  icmpRateLimited = 0;
+  icmpSuppressed = 0;
+  ttlExpired = 0;
+  noRoute = 0;
+  hostUnreachable = 0;
+  fragNeeded = 0;
+  fragmented = 0;
+  fragmentsOut = 0;
+  tooShort = 0;
+  badVersion = 0;
+  badIhl = 0;
+  badTotalLen = 0;
+  badChecksum = 0;
+  martianSource = 0;
+  broadcastDropped = 0;
+  otherHost = 0;
+  unknownEtherType = 0;
+  protoUnreachable = 0;
+  portUnreachable = 0;
+  localDropped = 0;
+  arpIn = 0;
+  arpRepliesSent = 0;
+  arpRequestsSent = 0;
+  badArp = 0;
+  arpQueueFull = 0;
+  neighbourTableFull = 0;
+  scratchFull = 0;
+  runt = 0;
+
+  constructor(
+    interfaces: RouterInterfaceConfig[],
+    opts: { icmpRate?: number; icmpBurst?: number; neighbour?: Partial<NeighbourTimers> } = {},
+  ) {
+    for (const c of interfaces) {
+      const ifc: RouterInterface = {
+        index: this.ifaces.length,
+        name: c.name,
+        mac: c.mac,
+        mtu: c.mtu,
+        addrs: c.addresses.map((a) => a.addr >>> 0),
+        prefixLens: c.addresses.map((a) => a.prefixLen),
+        masks: c.addresses.map((a) => (a.prefixLen === 0 ? 0 : (0xffffffff << (32 - a.prefixLen)) >>> 0)),
+        proxyArp: c.proxyArp ?? false,
+        port: c.port,
+      };
+      this.ifaces.push(ifc);
+      this.ifByPort.set(c.port.index, ifc);
+      c.port.elementSide = this;
+      ifc.addrs.forEach((a, k) => {
+        if (this.local.has(a)) throw new Error(`address ${ipToString(a)} is on two interfaces`);
+        this.local.set(a, ifc.index);
+        const m = ifc.masks[k];
+        this.addRoute({ prefix: (a & m) >>> 0, prefixLen: ifc.prefixLens[k], gateway: 0, ifIndex: ifc.index }, "connected");
+      });
+    }
+    this.neigh = new NeighbourCache(this.ifaces.length, opts.neighbour);
+    this.bucket = new TokenBucket(opts.icmpRate ?? 1000, opts.icmpBurst ?? 50);
+  }
+
+  scratchBytes(): number {
+    return 1024 * SLOT;
+  }
+
+  setScratch(pool: Buffer, base: number, bytes: number): void {
+    this.pool = pool;
+    this.scratchBase = base;
+    this.scratchSlots = Math.floor(bytes / SLOT);
+  }
+
+  beginPass(): void {
+    this.scratchUsed = 0;
+  }
+
+  /** Adds a route; `kind` is what `show route` says (connected, static). */
+  addRoute(r: RouteConfig, kind = "static"): void {
+    const old = this.fib.get(r.prefix, r.prefixLen);
+    if (old >= 0 && this.routeKind[old] === "connected" && kind !== "connected") {
+      throw new Error(`route ${ipToString(r.prefix)}/${r.prefixLen} is a connected subnet`);
+    }
+    const id = old >= 0 ? old : this.routeIf.length;
+    this.routeIf[id] = r.ifIndex;
+    this.routeGw[id] = r.gateway >>> 0;
+    this.routeKind[id] = kind;
+    this.routePrefix[id] = r.prefix >>> 0;
+    this.routeLen[id] = r.prefixLen;
+    this.fib.add(r.prefix >>> 0, r.prefixLen, id);
+  }
+
+  /** The interface whose connected subnet holds `addr`, or -1. */
+  connectedIf(addr: number): number {
+    for (const ifc of this.ifaces) {
+      for (let k = 0; k < ifc.addrs.length; k++) {
+        if (((addr & ifc.masks[k]) >>> 0) === ((ifc.addrs[k] & ifc.masks[k]) >>> 0)) return ifc.index;
+      }
+    }
+    return -1;
+  }
+
+  addStaticNeighbour(ifIndex: number, addr: number, mac: number): void {
+    this.neigh.setStatic(ifIndex, addr >>> 0, mac);
+  }
+
+  // ---------------------------------------------------------------------------
+  // Input
+
+  process(port: Port, frames: FrameList, buf: Buffer, now: number): void {
+    const ifc = this.ifByPort.get(port.index);
+    if (ifc === undefined) return;
+    const n = frames.count;
+    for (let i = 0; i < n; i++) {
+      const off = frames.offsets[i];
+      const len = frames.lengths[i];
+      if (len < ETH_HLEN) {
+        this.runt++;
+        continue;
+      }
+      const et = (buf[off + 12] << 8) | buf[off + 13];
+      if (et === 0x0806) this.arpInput(ifc, buf, off, len, now);
+      else if (et === 0x0800) this.ipInput(ifc, buf, off, len, now);
+      else this.unknownEtherType++;
+    }
+  }
+
+  private ipInput(ifc: RouterInterface, buf: Buffer, off: number, len: number, now: number): void {
+    const d0 = buf[off];
+    const ip = off + ETH_HLEN;
+    const linkGroup = (d0 & 1) !== 0;
+    if (!linkGroup && readMac(buf, off) !== ifc.mac) {
+      // Flooded unicast for another station: not ours to route.
+      this.otherHost++;
+      return;
+    }
+    const reason = ipv4Check(buf, ip, len - ETH_HLEN, true);
+    if (reason !== CHECK_OK) {
+      this.countReason(reason);
+      return;
+    }
+    const ipLen = (buf[ip + 2] << 8) | buf[ip + 3];
+    const src = readU32(buf, ip + 12);
+    const dst = readU32(buf, ip + 16);
+    const s0 = src >>> 24;
+    if (s0 === 0 || s0 === 127 || s0 >= 224 || src === 0xffffffff) {
+      this.martianSource++;
+      return;
+    }
+    const localIf = this.local.get(dst);
+    if (localIf !== undefined) {
+      this.localInput(ifc, buf, ip, ipLen, now, linkGroup);
+      return;
+    }
+    if (linkGroup || dst >>> 28 === 14 || dst === 0xffffffff || this.isSubnetBroadcast(dst)) {
+      // RFC 1812 §5.3.4/§5.3.5: link-layer broadcasts, multicast and directed
+      // broadcasts are not forwarded.
+      this.broadcastDropped++;
+      return;
+    }
+    if (buf[ip + 8] <= 1) {
+      this.ttlExpired++;
+      this.icmpError(ifc, buf, ip, ipLen, ICMP_TIME_EXCEEDED, 0, 0, now, false);
+      return;
+    }
+    const r = this.fib.lookup(dst);
+    if (r < 0) {
+      this.noRoute++;
+      this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 0, 0, now, false);
+      return;
+    }
+    const out = this.ifaces[this.routeIf[r]];
+    if (ipLen > out.mtu) {
+      if ((buf[ip + 6] & 0x40) !== 0) {
+        this.fragNeeded++;
+        this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 4, out.mtu & 0xffff, now, false);
+        return;
+      }
+      ipv4DecrementTtl(buf, ip);
+      this.forwarded++;
+      this.fragmentOut(ifc.index, out, this.routeGw[r] || dst, buf, ip, ipLen, now);
+      return;
+    }
+    ipv4DecrementTtl(buf, ip);
+    this.forwarded++;
+    this.output(ifc.index, out, this.routeGw[r] || dst, buf, ip, ipLen, now);
+  }
+
+  private localInput(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number, linkGroup: boolean): void {
+    this.delivered++;
+    const hl = (buf[ip] & 0x0f) << 2;
+    const proto = buf[ip + 9];
+    if ((((buf[ip + 6] & 0x1f) << 8) | buf[ip + 7]) !== 0 || (buf[ip + 6] & 0x20) !== 0) {
+      // Fragments for the router itself: it reassembles nothing.
+      this.localDropped++;
+      return;
+    }
+    if (linkGroup) {
+      // Sent to a link-layer group address: the frame is shared with other ports,
+      // and Linux ignores broadcast pings too (icmp_echo_ignore_broadcasts).
+      this.localDropped++;
+      return;
+    }
+    if (proto === 1) {
+      if (ipLen >= hl + 8 && buf[ip + hl] === 8 && buf[ip + hl + 1] === 0) {
+        if (emitIcmpEchoReplyInPlace(buf, ip, ipLen)) {
+          this.echoReplies++;
+          this.send(ifc.index, buf, ip, ipLen, now);
+          return;
+        }
+      }
+      this.localDropped++;
+      return;
+    }
+    if (proto === 17) {
+      this.portUnreachable++;
+      this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 3, 0, now, false);
+      return;
+    }
+    if (proto === 6) {
+      this.localDropped++;
+      return;
+    }
+    this.protoUnreachable++;
+    this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 2, 0, now, false);
+  }
+
+  private isSubnetBroadcast(dst: number): boolean {
+    for (const ifc of this.ifaces) {
+      for (let k = 0; k < ifc.addrs.length; k++) {
+        const m = ifc.masks[k];
+        if (ifc.prefixLens[k] < 31 && ((dst & m) >>> 0) === ((ifc.addrs[k] & m) >>> 0) && ((dst | m) >>> 0) === dst) {
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+
+  private countReason(reason: number): void {
+    switch (CHECK_REASON_NAMES[reason]) {
+      case "tooShort":
+        this.tooShort++;
+        break;
+      case "badVersion":
+        this.badVersion++;
+        break;
+      case "badIhl":
+        this.badIhl++;
+        break;
+      case "badTotalLen":
+        this.badTotalLen++;
+        break;
+      case "badChecksum":
+        this.badChecksum++;
+        break;
+      default:
+        this.tooShort++;
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // ARP
+
+  private arpInput(ifc: RouterInterface, buf: Buffer, off: number, len: number, now: number): void {
+    this.arpIn++;
+    const a = off + ETH_HLEN;
+    if (arpCheck(buf, a, len - ETH_HLEN) !== CHECK_OK) {
+      this.badArp++;
+      return;
+    }
+    const oper = arpGetOper(buf, a);
+    const sha = arpGetSha(buf, a);
+    const spa = arpGetSpa(buf, a) >>> 0;
+    const tpa = arpGetTpa(buf, a) >>> 0;
+    if ((Math.floor(sha / 1099511627776) & 1) === 1 || sha === 0) {
+      this.badArp++;
+      return;
+    }
+    const mine = this.ownsOn(ifc, tpa);
+    // Learn senders on this interface's subnets only (no off-link entries).
+    if (spa !== 0 && this.onSubnet(ifc, spa) && !this.local.has(spa)) {
+      const confirmed = oper === ARP_OPER_REPLY && readMac(buf, off) === ifc.mac;
+      const ready = this.neigh.learn(ifc.index, spa, sha, now, confirmed, mine);
+      if (ready !== null) this.sendQueued(ready, now);
+    }
+    if (oper !== ARP_OPER_REQUEST) return;
+    let answer = mine;
+    if (!answer && ifc.proxyArp && spa !== tpa) {
+      const r = this.fib.lookup(tpa);
+      answer = r >= 0 && this.routeIf[r] !== ifc.index;
+    }
+    if (!answer) return;
+    const slot = this.alloc();
+    if (slot < 0) return;
+    const pool = this.pool as Buffer;
+    writeMac(pool, slot, sha);
+    writeMac(pool, slot + 6, ifc.mac);
+    pool[slot + 12] = 0x08;
+    pool[slot + 13] = 0x06;
+    emitArpReply(pool, slot + ETH_HLEN, ifc.mac, tpa, sha, spa);
+    pool.fill(0, slot + 42, slot + 60); // pad to the Ethernet minimum
+    ifc.port.inq.push(slot, 60);
+    this.arpRepliesSent++;
+  }
+
+  private ownsOn(ifc: RouterInterface, addr: number): boolean {
+    for (let k = 0; k < ifc.addrs.length; k++) if (ifc.addrs[k] === addr) return true;
+    return false;
+  }
+
+  private onSubnet(ifc: RouterInterface, addr: number): boolean {
+    for (let k = 0; k < ifc.addrs.length; k++) {
+      const m = ifc.masks[k];
+      if (((addr & m) >>> 0) === ((ifc.addrs[k] & m) >>> 0)) return true;
+    }
+    return false;
+  }
+
+  /** The interface's address to speak from toward `peer` (same subnet first). */
+  private sourceFor(ifc: RouterInterface, peer: number): number {
+    for (let k = 0; k < ifc.addrs.length; k++) {
+      const m = ifc.masks[k];
+      if (((peer & m) >>> 0) === ((ifc.addrs[k] & m) >>> 0)) return ifc.addrs[k];
+    }
+    return ifc.addrs[0] ?? 0;
+  }
+
+  private arpRequest(ifc: RouterInterface, tpa: number, unicastTo: number): void {
+    const slot = this.alloc();
+    if (slot < 0) return;
+    const pool = this.pool as Buffer;
+    writeMac(pool, slot, unicastTo === 0 ? 0xffffffffffff : unicastTo);
+    writeMac(pool, slot + 6, ifc.mac);
+    pool[slot + 12] = 0x08;
+    pool[slot + 13] = 0x06;
+    emitArpRequest(pool, slot + ETH_HLEN, ifc.mac, this.sourceFor(ifc, tpa), tpa);
+    pool.fill(0, slot + 42, slot + 60);
+    ifc.port.inq.push(slot, 60);
+    this.arpRequestsSent++;
+  }
+
+  /** Gratuitous ARP for every address (RFC 5227 §3 announcement), when interfaces come up. */
+  announce(): void {
+    for (const ifc of this.ifaces) {
+      for (const a of ifc.addrs) {
+        const slot = this.alloc();
+        if (slot < 0) return;
+        const pool = this.pool as Buffer;
+        writeMac(pool, slot, 0xffffffffffff);
+        writeMac(pool, slot + 6, ifc.mac);
+        pool[slot + 12] = 0x08;
+        pool[slot + 13] = 0x06;
+        emitArpRequest(pool, slot + ETH_HLEN, ifc.mac, a, a);
+        pool.fill(0, slot + 42, slot + 60);
+        ifc.port.inq.push(slot, 60);
+        this.arpRequestsSent++;
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Output
+
+  /** Routes a packet the router itself sends (a reply, an ICMP error). */
+  private send(inIf: number, buf: Buffer, ip: number, ipLen: number, now: number): void {
+    const dst = readU32(buf, ip + 16);
+    const r = this.fib.lookup(dst);
+    if (r < 0) {
+      this.noRoute++;
+      return;
+    }
+    const out = this.ifaces[this.routeIf[r]];
+    const nh = this.routeGw[r] || dst;
+    if (ipLen > out.mtu) this.fragmentOut(inIf, out, nh, buf, ip, ipLen, now);
+    else this.output(inIf, out, nh, buf, ip, ipLen, now);
+  }
+
+  /**
+   * Puts an IPv4 packet on the wire of `out` toward next hop `nh`: the Ethernet
+   * header goes in the 14 bytes before `ip` (every packet the router handles has
+   * them: its own frame's header, or room left in scratch).
+   */
+  private output(inIf: number, out: RouterInterface, nh: number, buf: Buffer, ip: number, ipLen: number, now: number): void {
+    let n = this.neigh.get(out.index, nh);
+    if (n !== undefined && n.state !== NUD_INCOMPLETE) {
+      if (n.state !== NUD_PERMANENT) this.neigh.touch(n, now);
+      const e = ip - ETH_HLEN;
+      writeMac(buf, e, n.mac);
+      writeMac(buf, e + 6, out.mac);
+      buf[e + 12] = 0x08;
+      buf[e + 13] = 0x00;
+      out.port.inq.push(e, ipLen + ETH_HLEN);
+      return;
+    }
+    if (n === undefined) {
+      const made = this.neigh.create(out.index, nh, now);
+      if (made === null) {
+        this.neighbourTableFull++;
+        return;
+      }
+      n = made;
+      n.probes = 1;
+      n.nextProbe = now + this.neigh.t.retransMs;
+      this.arpRequest(out, nh, 0);
+    }
+    // Wait for ARP: the bytes must outlive this pass, so keep a copy.
+    if (!this.neigh.enqueue(n, { data: Buffer.from(buf.subarray(ip, ip + ipLen)), inIf })) this.arpQueueFull++;
+  }
+
+  private fragmentOut(inIf: number, out: RouterInterface, nh: number, buf: Buffer, ip: number, ipLen: number, now: number): void {
+    const need = Math.ceil(ipLen / Math.max(out.mtu - 60, 8)) + 1;
+    const first = this.alloc(Math.min(need, MAX_FRAGS));
+    if (first < 0) return;
+    const pool = this.pool as Buffer;
+    const k = fragmentIpv4(buf, ip, ipLen, out.mtu, pool, first + ETH_HLEN, SLOT, Math.min(need, MAX_FRAGS), this.fragLens);
+    if (k <= 0) {
+      this.scratchFull++;
+      return;
+    }
+    this.fragmented++;
+    this.fragmentsOut += k;
+    for (let i = 0; i < k; i++) {
+      this.output(inIf, out, nh, pool, first + i * SLOT + ETH_HLEN, this.fragLens[i], now);
+    }
+  }
+
+  private icmpError(
+    ifc: RouterInterface,
+    buf: Buffer,
+    ip: number,
+    ipLen: number,
+    type: number,
+    code: number,
+    rest: number,
+    now: number,
+    linkBroadcast: boolean,
+  ): void {
+    if (!icmpErrorAllowed(buf, ip, ipLen, linkBroadcast)) {
+      this.icmpSuppressed++;
+      return;
+    }
+    if (!this.bucket.take(now)) {
+      this.icmpRateLimited++;
+      return;
+    }
+    const src = this.sourceFor(ifc, readU32(buf, ip + 12));
+    if (src === 0) return;
+    const slot = this.alloc();
+    if (slot < 0) return;
+    const pool = this.pool as Buffer;
+    this.ident = (this.ident + 1) & 0xffff;
+    const len = emitIcmpError(pool, slot + ETH_HLEN, buf, ip, ipLen, type, code, rest, src, this.ident);
+    this.icmpErrors++;
+    this.send(ifc.index, pool, slot + ETH_HLEN, len, now);
+  }
+
+  /** Sends what waited for a neighbour that has now resolved. */
+  private sendQueued(n: Neighbour, now: number): void {
+    const out = this.ifaces[n.ifIndex];
+    for (const p of this.neigh.drain(n)) {
+      const slot = this.alloc();
+      if (slot < 0) return;
+      const pool = this.pool as Buffer;
+      p.data.copy(pool, slot + ETH_HLEN);
+      this.output(p.inIf, out, n.addr, pool, slot + ETH_HLEN, p.data.length, now);
+    }
+  }
+
+  /** Timer work: ARP retries, refresh probes, failures (run inside an engine pass). */
+  tick(now: number): void {
+    this.neigh.tick(
+      now,
+      (n, unicastTo) => this.arpRequest(this.ifaces[n.ifIndex], n.addr, unicastTo),
+      (n) => {
+        for (const p of this.neigh.drain(n)) {
+          this.hostUnreachable++;
+          const inIf = p.inIf >= 0 ? this.ifaces[p.inIf] : this.ifaces[n.ifIndex];
+          this.icmpError(inIf, p.data, 0, p.data.length, ICMP_DEST_UNREACH, 1, 0, now, false);
+        }
+      },
+    );
+  }
+
+  /** Scratch slots for frames the router writes; -1 (and counted) when out. */
+  private alloc(count = 1): number {
+    if (this.scratchUsed + count > this.scratchSlots) {
+      this.scratchFull++;
+      return -1;
+    }
+    const base = this.scratchBase + this.scratchUsed * SLOT;
+    this.scratchUsed += count;
+    return base;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Inspection
+
+  routes(): Array<{ prefix: string; via: string | null; dev: string; kind: string; src: string | null }> {
+    return this.fib.entries().map((e) => {
+      const id = e.value;
+      const ifc = this.ifaces[this.routeIf[id]];
+      const kind = this.routeKind[id];
+      return {
+        prefix: `${ipToString(this.routePrefix[id])}/${this.routeLen[id]}`,
+        via: this.routeGw[id] ? ipToString(this.routeGw[id]) : null,
+        dev: ifc.name,
+        kind,
+        src: kind === "connected" ? ipToString(this.sourceFor(ifc, this.routePrefix[id])) : null,
+      };
+    });
+  }
+
+  neighbours(now: number): Array<{ address: string; dev: string; mac: string | null; state: string; age: number | null; queued: number; probes: number }> {
+    return this.neigh.entries().map((n) => ({
+      address: ipToString(n.addr),
+      dev: this.ifaces[n.ifIndex].name,
+      mac: n.state === NUD_INCOMPLETE ? null : macToString(n.mac),
+      state: NUD_NAMES[n.state],
+      age: n.state === NUD_PERMANENT || n.state === NUD_INCOMPLETE ? null : Math.round((now - n.confirmed) / 100) / 10,
+      queued: n.queue.length,
+      probes: n.probes,
+    }));
+  }
+
+  interfaces(): Array<{ name: string; mac: string; mtu: number; addresses: string[]; proxyArp: boolean; port: string }> {
+    return this.ifaces.map((i) => ({
+      name: i.name,
+      mac: macToString(i.mac),
+      mtu: i.mtu,
+      addresses: i.addrs.map((a, k) => `${ipToString(a)}/${i.prefixLens[k]}`),
+      proxyArp: i.proxyArp,
+      port: i.port.name,
+    }));
+  }
+
+  counters(): Record<RouterCounter, number> {
+    const c = {} as Record<RouterCounter, number>;
+    for (const k of COUNTERS) c[k] = this[k];
+    return c;
+  }
+}
+
