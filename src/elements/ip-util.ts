@@ -321,7 +321,7 @@ export function fragmentIpv4(
     const last = k === count - 1;
     const data = last ? lastData : laterData;
     if (k > 1) dst.copy(dst, f, h1, hEnd);
-    src.copy(dst, f + laterHlen + 1, ipOff + hlen + dataOff, ipOff + hlen + dataOff + data);
+    src.copy(dst, f + laterHlen, ipOff + hlen + dataOff, ipOff + hlen + dataOff + data);
     writeU16(dst, f + IPV4_TOTAL_LEN_OFF, laterHlen + data);
     writeU16(dst, f + IPV4_FLAGS_FRAG_OFF, keepFlags | (last ? origMf : 0x2000) | (origOffset + (dataOff >>> 3)));
     ipv4FillChecksum(dst, f);

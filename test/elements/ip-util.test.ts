@@ -808,6 +808,7 @@ describe('fragmentIpv4 (RFC 791 section 3.2)', () => {
     pkts.push(Buffer.from(first.pkts[0]), ...midFr.pkts.map((p) => Buffer.from(p)), ...first.pkts.slice(2).map((p) => Buffer.from(p)));
     expected.push({ lastFrame: pkts.length, orig: whole, hlen: 20 + OPTION_SETS[2].options.length, count: 1 + midFr.n + first.n - 2 });
 
+    expect(expected.length).toBe(71); // 5 option sets x 3 MTUs x 5 sizes, less those that fit, + 1
     const rows = tshark(pkts, ['frame.number', 'ip.checksum.status', 'ip.reassembled.length', 'ip.fragment.count', 'udp.checksum.status', 'ip.reassembled.data']);
     expect(rows).toHaveLength(pkts.length);
     for (const r of rows) expect(r[1]).toBe(CK_GOOD);
