@@ -127,19 +127,23 @@ export class Fib {
     }
     const map = this.routes[prefixLen];
     const key = keyOf(p, prefixLen);
-    if (!map.has(key)) {
+    // Room for the child tables comes first, so that a failure leaves the table as it
+    // was; growing the pool for a route that turns out to be a replacement is harmless.
+    if (prefixLen > 16) {
+      const e1 = this.l1[p >>> 16];
+      let need = 0;
+      if (e1 >= EMPTY) need = prefixLen > 24 ? 2 : 1;
+      else if (prefixLen > 24 && this.pool[(-2 - e1) | ((p >>> 8) & 0xff)] >= EMPTY) need = 1;
+      if (need > 0) this.reserve(need);
+    }
+    // One hash operation for both "is it new?" and the store.
+    const before = map.size;
+    map.set(key, value);
+    if (map.size !== before) {
       if (this.count >= this.maxRoutes) {
+        map.delete(key);
         throw new Error(`Fib.add: table full (${this.maxRoutes} routes), cannot add ${fmtPrefix(p, prefixLen)}`);
       }
-      // Make room for the child tables first, so a failure leaves the table untouched.
-      if (prefixLen > 16) {
-        const e1 = this.l1[p >>> 16];
-        let need = 0;
-        if (e1 >= EMPTY) need = prefixLen > 24 ? 2 : 1;
-        else if (prefixLen > 24 && this.pool[(-2 - e1) | ((p >>> 8) & 0xff)] >= EMPTY) need = 1;
-        if (need > 0) this.reserve(need);
-      }
-      map.set(key, value);
       this.count++;
       if (prefixLen > 16) {
         const i1 = p >>> 16;
@@ -152,8 +156,6 @@ export class Fib {
           this.chunkInfo[(-2 - this.pool[s2]) >>> CHUNK_BITS]++;
         }
       }
-    } else {
-      map.set(key, value);
     }
     this.paint(p, prefixLen, prefixLen + 1, value, prefixLen + 1, false);
   }

@@ -100,6 +100,7 @@ export const COUNTERS = [
   "fragNeeded",
   "fragmented",
   "fragmentsOut",
+  "fragFailed",
   "tooShort",
   "badVersion",
   "badIhl",
@@ -163,6 +164,7 @@ export class Ipv4Router implements PassAware {
   fragNeeded = 0;
   fragmented = 0;
   fragmentsOut = 0;
+  fragFailed = 0;
   tooShort = 0;
   badVersion = 0;
   badIhl = 0;
@@ -568,7 +570,8 @@ export class Ipv4Router implements PassAware {
     const pool = this.pool as Buffer;
     const k = fragmentIpv4(buf, ip, ipLen, out.mtu, pool, first + ETH_HLEN, SLOT, Math.min(need, MAX_FRAGS), this.fragLens);
     if (k <= 0) {
-      this.scratchFull++;
+      // Too many fragments for the scratch space, or a malformed header/options.
+      this.fragFailed++;
       return;
     }
     this.fragmented++;

@@ -46,7 +46,7 @@ const InterfaceSpec = z
     /** An SVI: the switch VLAN this interface sits on. */
     vlan: vid.optional(),
     address: z.union([cidr, z.array(cidr).min(1, "at least one address")]),
-    mtu: z.number().int().min(68).max(9000).optional(),
+    mtu: z.number().int().min(68).max(1500).optional(),
     mac: mac.optional(),
     proxyArp: z.boolean().default(false),
   })

@@ -16,6 +16,11 @@ const bad: Array<[string, string, RegExp]> = [
   ["gateway outside", "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, gateway: 10.0.1.1 }\n", /hosts\.h1\.gateway: gateway 10\.0\.1\.1 is not inside 10\.0\.0\.1\/24/],
   ["YAML syntax", "name: tbad\nnodes:\n  sw1: {\n", /:\d+:\d+: \(top level\): YAML: /],
   ["missing nodes", "name: tbad\nhosts: {}\n", /nodes: missing \(required\)/],
+  ["route via an unconnected next hop", "name: tbad\nnodes:\n  r1:\n    interfaces:\n      eth1: { vlan: 10, address: 10.0.1.1/24 }\n    routes:\n      - { to: 10.0.2.0/24, via: 10.0.9.1 }\n", /:7:\d+: nodes\.r1\.routes\.0\.via: next hop 10\.0\.9\.1 is not inside a subnet of any interface of r1/],
+  ["route with host bits", "name: tbad\nnodes:\n  r1:\n    interfaces:\n      eth1: { vlan: 10, address: 10.0.1.1/24 }\n    routes:\n      - { to: 10.0.2.5/24, via: 10.0.1.2 }\n", /routes\.0\.to: 10\.0\.2\.5\/24 has host bits set \(did you mean 10\.0\.2\.0\/24\?\)/],
+  ["overlapping interfaces", "name: tbad\nnodes:\n  r1:\n    interfaces:\n      a: { vlan: 10, address: 10.0.1.1/24 }\n      b: { vlan: 20, address: 10.0.1.129/25 }\n", /interfaces\.b\.address: 10\.0\.1\.129\/25 overlaps the subnet of interface a/],
+  ["routed port that is not a port", "name: tbad\nnodes:\n  r1:\n    interfaces:\n      eth1: { port: h9, address: 10.0.1.1/24 }\n", /interfaces\.eth1\.port: node r1 has no port 'h9'/],
+  ["interface on neither port nor vlan", "name: tbad\nnodes:\n  r1:\n    interfaces:\n      eth1: { address: 10.0.1.1/24 }\n", /interfaces\.eth1: an interface sits either on a port/],
   ["link to itself", "name: tbad\nnodes:\n  sw1: {}\nlinks:\n  - between: [sw1, sw1]\n", /links\.0\.between: a link joins two different nodes/],
 ];
 

@@ -1,0 +1,257 @@
+/**
+ * The router with the real tools, on the shipped L3 labs: router.yaml (one router),
+ * routers-chain.yaml (three routers, an MTU 1400 link), inter-vlan.yaml (a layer-3
+ * switch).
+ */
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ROOT, canRunLabs, inNs, macOf, netnsList, ping, sendRaw, tapnet, tapnetOk, tcpdump } from "./harness.js";
+
+const labFile = (n: string): string => path.join(ROOT, "scripts/labs", n);
+
+function useLab(file: string, lab: string): void {
+  beforeAll(() => {
+    tapnet(["lab", "down", file]);
+    tapnetOk(["lab", "up", file, "-q"]);
+  });
+  afterAll(() => {
+    const r = tapnet(["lab", "down", file]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(netnsList().filter((n) => n.startsWith(`tn-${lab}-`))).toEqual([]);
+  });
+}
+
+const show = <T>(what: string, node: string, lab: string): T =>
+  JSON.parse(tapnetOk(["show", what, "--node", node, "--lab", lab, "--json"])) as T;
+
+interface Stats {
+  router: Record<string, number>;
+  engine: { internalErrors: number };
+}
+
+/** Runs `fn` while tcpdump writes a pcap in `ns`; returns tshark's field lines with checksum checks on. */
+async function captureChecked(ns: string, fn: () => void, fields: string[]): Promise<string[]> {
+  const file = path.join(os.tmpdir(), `tn-l3-${process.pid}-${Date.now()}.pcap`);
+  const { spawn } = await import("node:child_process");
+  const child = spawn("ip", ["netns", "exec", ns, "tcpdump", "-i", "eth0", "--immediate-mode", "-U", "-n", "-w", file], { stdio: ["ignore", "ignore", "pipe"] });
+  await new Promise<void>((resolve, reject) => {
+    let err = "";
+    const t = setTimeout(() => reject(new Error(`tcpdump did not start: ${err}`)), 10_000);
+    child.stderr.on("data", (c: Buffer) => {
+      err += c.toString();
+      if (err.includes("listening on")) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+  });
+  try {
+    fn();
+  } finally {
+    await new Promise<void>((r) => {
+      child.on("exit", () => r());
+      child.kill("SIGINT");
+    });
+  }
+  const r = spawnSync(
+    "tshark",
+    // tshark 4 always verifies ICMP checksums; IP and UDP need the preference.
+    ["-r", file, "-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE", "-T", "fields", "-E", "separator=|", ...fields.flatMap((f) => ["-e", f])],
+    { encoding: "utf8" },
+  );
+  fs.rmSync(file, { force: true });
+  if (r.status !== 0) throw new Error(`tshark: ${r.stderr}`);
+  return r.stdout.split("\n").filter(Boolean);
+}
+
+describe.skipIf(!canRunLabs())("router.yaml: one router", () => {
+  const ns = (n: string): string => `tn-router-${n}`;
+  useLab(labFile("router.yaml"), "router");
+
+  it("h1 pings h2 across the router, with TTL 63 on arrival", () => {
+    const r = ping(ns("h1"), "10.0.2.10", 3);
+    expect(r.status, r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/ttl=63/);
+  });
+
+  it("the gateway answers ping and arping", () => {
+    const p = ping(ns("h1"), "10.0.1.1", 2);
+    expect(p.status, p.stdout).toBe(0);
+    expect(p.stdout).toMatch(/from 10\.0\.1\.1: icmp_seq=1 ttl=64/);
+    const a = inNs(ns("h2"), ["arping", "-c", "2", "-w", "3", "-I", "eth0", "10.0.2.1"]);
+    expect(a.status, a.stdout + a.stderr).toBe(0);
+    const ifaces = show<Array<{ name: string; mac: string }>>("interfaces", "r1", "router");
+    const eth2 = ifaces.find((i) => i.name === "eth2")?.mac.toUpperCase();
+    expect(a.stdout).toContain(`reply from 10.0.2.1 [${eth2}]`);
+    expect(a.stdout).toMatch(/Received 2 response/);
+  });
+
+  it("show neigh and show route match what the hosts' kernels see", () => {
+    ping(ns("h1"), "10.0.2.10", 1);
+    const neigh = show<Array<{ address: string; dev: string; mac: string; state: string }>>("neigh", "r1", "router");
+    const h1 = neigh.find((n) => n.address === "10.0.1.10");
+    const h2 = neigh.find((n) => n.address === "10.0.2.10");
+    expect(h1).toMatchObject({ dev: "eth1", mac: macOf(ns("h1")) });
+    expect(h2).toMatchObject({ dev: "eth2", mac: macOf(ns("h2")) });
+    expect(["REACHABLE", "STALE"]).toContain(h1?.state);
+    // The hosts' kernels hold the router's interface MACs for their gateways.
+    const ifaces = show<Array<{ name: string; mac: string; addresses: string[] }>>("interfaces", "r1", "router");
+    for (const [host, gw, ifn] of [["h1", "10.0.1.1", "eth1"], ["h2", "10.0.2.1", "eth2"]]) {
+      const k = inNs(ns(host), ["ip", "neigh", "show", gw]).stdout;
+      expect(k).toContain(`lladdr ${ifaces.find((i) => i.name === ifn)?.mac}`);
+    }
+    // Connected routes = the hosts' own subnets, on the right interfaces.
+    const routes = show<Array<{ prefix: string; dev: string; kind: string; src: string }>>("route", "r1", "router");
+    for (const [host, ifn] of [["h1", "eth1"], ["h2", "eth2"]]) {
+      const kernel = inNs(ns(host), ["ip", "-4", "route", "show", "proto", "kernel"]).stdout.trim().split(/\s+/)[0];
+      expect(routes).toContainEqual(expect.objectContaining({ prefix: kernel, dev: ifn, kind: "connected" }));
+    }
+    expect(tapnetOk(["show", "route", "--node", "r1", "--lab", "router"])).toMatch(/10\.0\.1\.0\/24 dev eth1 proto kernel scope link src 10\.0\.1\.1/);
+  });
+
+  it("a silent address on a connected subnet gets Destination Host Unreachable", () => {
+    const r = inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "6", "10.0.2.99"]);
+    expect(r.stdout).toMatch(/From 10\.0\.1\.1 icmp_seq=1 Destination Host Unreachable/);
+    expect(show<Stats>("stats", "r1", "router").router.hostUnreachable).toBeGreaterThanOrEqual(1);
+  });
+
+  it("drops frames with a bad IPv4 checksum or a lying length, counts them, and forwards on", () => {
+    ping(ns("h1"), "10.0.2.10", 1);
+    const before = show<Stats>("stats", "r1", "router").router;
+    const gw = inNs(ns("h1"), ["ip", "neigh", "show", "10.0.1.1"]).stdout.match(/lladdr (\S+)/)?.[1].replace(/:/g, "");
+    const me = macOf(ns("h1")).replace(/:/g, "");
+    expect(gw).toBeDefined();
+    // 10.0.1.10 -> 10.0.2.10 ICMP echo, header checksum deliberately wrong (0x0000).
+    const hdr = (totalLen: string, csum: string): string => `4500${totalLen}1234000040 01${csum}0a00010a0a00020a`.replace(/ /g, "");
+    const icmp = `0800f7ff0000000000000000000000000000000000000000000000000000000000000000`;
+    const bad = sendRaw(ns("h1"), "eth0", [
+      `${gw}${me}0800${hdr("0030", "0000")}${icmp}`,
+      `${gw}${me}0800${hdr("05dc", "0000")}${icmp}`, // says 1500 bytes, carries 48
+    ]);
+    expect(bad.status, bad.stderr).toBe(0);
+    const after = show<Stats>("stats", "r1", "router");
+    expect(after.router.badChecksum - before.badChecksum).toBe(1);
+    expect(after.router.badTotalLen - before.badTotalLen).toBe(1);
+    expect(after.router.forwarded - before.forwarded).toBe(0);
+    expect(after.engine.internalErrors).toBe(0);
+    expect(ping(ns("h1"), "10.0.2.10", 2).status).toBe(0);
+  });
+});
+
+describe.skipIf(!canRunLabs())("routers-chain.yaml: three routers and an MTU 1400 link", () => {
+  const ns = (n: string): string => `tn-chain-${n}`;
+  useLab(labFile("routers-chain.yaml"), "chain");
+
+  it("h1 pings h2 across three routers", () => {
+    const r = ping(ns("h1"), "10.0.2.10", 3);
+    expect(r.status, r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/ttl=61/);
+  });
+
+  it("tracepath reports pmtu 1400", () => {
+    inNs(ns("h1"), ["ip", "route", "flush", "cache"]);
+    const r = inNs(ns("h1"), ["tracepath", "-n", "10.0.2.10"], 60_000);
+    expect(r.stdout, r.stderr).toMatch(/pmtu 1400/);
+    expect(r.stdout).toMatch(/Resume: pmtu 1400 hops 4 back 4/);
+  });
+
+  it("traceroute lists the three routers in order; tshark finds every checksum the routers wrote good", async () => {
+    let out = "";
+    const lines = await captureChecked(
+      ns("h1"),
+      () => {
+        out = inNs(ns("h1"), ["traceroute", "-n", "-q", "1", "-w", "2", "10.0.2.10"], 60_000).stdout;
+        // And one of each other kind the routers write: echo reply, net unreachable, frag-needed.
+        inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "10.1.23.1"]);
+        inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "10.99.0.1"]);
+        inNs(ns("h1"), ["ip", "route", "flush", "cache"]); // forget the path MTU tracepath learnt
+        inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1450", "10.0.2.10"]);
+        inNs(ns("h1"), ["ip", "route", "flush", "cache"]);
+      },
+      ["ip.src", "ip.checksum.status", "icmp.type", "icmp.checksum.status"],
+    );
+    const hops = out.split("\n").slice(1).map((l) => l.trim().split(/\s+/)[1]).filter(Boolean);
+    expect(hops).toEqual(["10.0.1.1", "10.1.12.2", "10.1.23.2", "10.0.2.10"]);
+    // ip.src lists the outer source, then the quoted packet's: "10.0.1.1,10.0.1.10|…".
+    const fromRouters = lines.filter((l) => /^(10\.0\.1\.1|10\.1\.12\.2|10\.1\.23\.[12])[,|]/.test(l));
+    // 3 time-exceeded, 1 echo reply, 1 net unreachable, 1 frag-needed.
+    expect(fromRouters.map((l) => l.split("|")[2].split(",")[0]).sort()).toEqual(["0", "11", "11", "11", "3", "3"]);
+    for (const l of fromRouters) {
+      const [, ipStatus, , icmpStatus] = l.split("|");
+      // Status 1 = good (2 = unverified). The quoted inner header is checked too.
+      expect(ipStatus.split(",").every((s) => s === "1"), l).toBe(true);
+      // The router's own ICMP header is first; a quoted, truncated echo is "unverified".
+      expect(icmpStatus.split(",")[0], l).toBe("1");
+    }
+  });
+
+  it("ping -M do gets frag-needed with the next-hop MTU; ping -s 3000 without DF crosses fragmented", async () => {
+    inNs(ns("h1"), ["ip", "route", "flush", "cache"]);
+    const df = inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1450", "10.0.2.10"]);
+    expect(df.stdout).toMatch(/From 10\.1\.12\.2 icmp_seq=1 Frag needed and DF set \(mtu = 1400\)/);
+    inNs(ns("h1"), ["ip", "route", "flush", "cache"]);
+    const h2 = await tcpdump(ns("h2"), "eth0", ["src", "host", "10.0.1.10"]);
+    const big = inNs(ns("h1"), ["ping", "-n", "-c", "2", "-W", "2", "-M", "dont", "-s", "3000", "10.0.2.10"]);
+    const seen = await h2.stop();
+    expect(big.status, big.stdout).toBe(0);
+    expect(big.stdout).toMatch(/3008 bytes from 10\.0\.2\.10/);
+    // What reached h2 was cut to fit the 1400 link: no frame above 1400 + 14.
+    const lengths = seen.map((l) => Number(l.match(/length (\d+):/)?.[1] ?? 0)).filter((n) => n > 0);
+    expect(Math.max(...lengths)).toBeLessThanOrEqual(1414);
+    // 2 pings x 3008 bytes of ICMP: at most 1376 bytes of data per fragment -> 3 each.
+    expect(lengths.length).toBeGreaterThanOrEqual(6);
+    const st = show<Stats>("stats", "r2", "chain");
+    expect(st.router.fragmented).toBeGreaterThanOrEqual(2);
+    expect(st.router.fragNeeded).toBeGreaterThanOrEqual(1);
+  });
+
+  it("no route gets Destination Net Unreachable from the router that has none", () => {
+    const r = inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "10.99.0.1"]);
+    expect(r.stdout).toMatch(/From 10\.1\.12\.2 icmp_seq=1 Destination Net Unreachable/);
+  });
+
+  it("show route of r2 lists its static and connected routes", () => {
+    const routes = show<Array<{ prefix: string; via: string | null; dev: string; kind: string }>>("route", "r2", "chain");
+    expect(routes).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ prefix: "10.0.1.0/24", via: "10.1.12.1", dev: "to-r1", kind: "static" }),
+        expect.objectContaining({ prefix: "10.0.2.0/24", via: "10.1.23.2", dev: "to-r3", kind: "static" }),
+        expect.objectContaining({ prefix: "10.1.12.0/30", via: null, dev: "to-r1", kind: "connected" }),
+        expect.objectContaining({ prefix: "10.1.23.0/30", via: null, dev: "to-r3", kind: "connected" }),
+      ]),
+    );
+    const r1 = tapnetOk(["show", "route", "--node", "r1", "--lab", "chain"]);
+    expect(r1).toMatch(/^default via 10\.1\.12\.2 dev to-r2 proto static$/m);
+  });
+});
+
+describe.skipIf(!canRunLabs())("inter-vlan.yaml: a layer-3 switch", () => {
+  const ns = (n: string): string => `tn-inter-vlan-${n}`;
+  useLab(labFile("inter-vlan.yaml"), "inter-vlan");
+
+  it("routes between VLANs and decrements the TTL by one", async () => {
+    let r = { status: 1 as number | null, stdout: "" };
+    const atH3 = await captureChecked(
+      ns("h3"),
+      () => {
+        r = ping(ns("h1"), "10.0.20.13", 2);
+      },
+      ["ip.src", "ip.dst", "ip.ttl", "icmp.type", "ip.checksum.status", "icmp.checksum.status"],
+    );
+    expect(r.status, r.stdout).toBe(0);
+    // h1 sends with TTL 64; the echo requests arrive at h3 with 63, checksums good.
+    const requests = atH3.filter((l) => l.startsWith("10.0.10.11|10.0.20.13|"));
+    expect(requests.length).toBe(2);
+    for (const l of requests) expect(l).toBe("10.0.10.11|10.0.20.13|63|8|1|1");
+    expect(r.stdout).toMatch(/ttl=63/);
+  });
+
+  it("bridges inside a VLAN without routing (TTL untouched)", () => {
+    const r = ping(ns("h1"), "10.0.10.12", 2);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/ttl=64/);
+  });
+});
