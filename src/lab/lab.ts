@@ -272,6 +272,10 @@ async function build(t: Topology, state: LabState, log: Log): Promise<void> {
     writeState(state);
   }
   log(`hosts up: ${Object.keys(state.hosts).join(" ")}`);
+  // 5. Routers announce their addresses (gratuitous ARP) now that the links are up.
+  for (const [node, spec] of Object.entries(t.nodes)) {
+    if (Object.keys(spec.interfaces).length) await request(state.nodes[node].socket, { cmd: "announce" });
+  }
 }
 
 /** Stops a node process we started: only if /proc says it is still our node. */

@@ -101,6 +101,13 @@ export class TapnetNode {
       neigh: () => this.requireRouter().neighbours(performance.now()),
       route: () => this.requireRouter().routes(),
       interfaces: () => this.requireRouter().interfaces(),
+      // Gratuitous ARP for every router address; `lab up` sends it once the hosts'
+      // interfaces are up (announcing into TAPs that are still down reaches nobody).
+      announce: () => {
+        const r = this.requireRouter();
+        this.engine.runPass(() => r.announce());
+        return null;
+      },
       capture: (req, sock) => this.capture(req, sock),
       "fdb-flush": () => {
         this.sw.flush();
@@ -122,7 +129,6 @@ export class TapnetNode {
     this.ageTimer = setInterval(() => this.sw.age(performance.now()), every);
     const router = this.router;
     if (router) {
-      this.engine.runPass(() => router.announce());
       this.tickTimer = setInterval(() => this.engine.runPass((_pool, now) => router.tick(now)), 200);
     }
   }

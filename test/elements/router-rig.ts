@@ -1,0 +1,312 @@
+/**
+ * router-rig — the node's L3 graph (LearningSwitch over device ports and the router's
+ * InternalPorts, Ipv4Router behind them) built over MemoryPorts, as src/node/node.ts
+ * builds it over TAPs; plus frame builders and parsers for the tests that drive it.
+ *
+ * Hosts are not simulated: a test plays each host by injecting the frames it would
+ * send and reading what came out of the MemoryPort it sits behind.
+ */
+import { Engine } from "../../src/core/engine.js";
+import { InternalPort } from "../../src/core/internal-port.js";
+import { Ipv4Router, type RouterCounter } from "../../src/elements/ipv4-router.js";
+import { LearningSwitch, type SwitchPortMode } from "../../src/elements/learning-switch.js";
+import type { NeighbourTimers } from "../../src/elements/neighbour-cache.js";
+import { MemoryPort } from "../../src/io/memory-port.js";
+import {
+  ARP_OPER_REPLY,
+  ARP_OPER_REQUEST,
+  ETH_HEADER_LEN,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+  IP_PROTO_ICMP,
+  emitArp,
+  emitEthernet,
+  emitIcmp,
+  emitIpv4,
+  icmpFillChecksum,
+  icmpRestEcho,
+  parseArp,
+  parseCidr,
+  parseEthernet,
+  parseIcmp,
+  parseIpv4,
+  parseIp,
+  type ArpRepr,
+  type EthernetRepr,
+  type IcmpRepr,
+  type Ipv4Repr,
+} from "../../src/wire/index.js";
+
+export const ip = parseIp;
+export const BCAST = 0xffffffffffff;
+
+export interface RigIface {
+  name: string;
+  mac: number;
+  mtu?: number;
+  /** CIDRs, e.g. "10.0.1.1/24"; the first is the primary. */
+  addrs: string[];
+  vlan: number;
+  proxyArp?: boolean;
+}
+
+export interface RigConfig {
+  /** Device (memory) ports and the access VLAN each carries. */
+  devices: Array<{ name: string; vlan: number }>;
+  ifaces: RigIface[];
+  router?: { icmpRate?: number; icmpBurst?: number; neighbour?: Partial<NeighbourTimers> };
+}
+
+export interface Rig {
+  engine: Engine;
+  sw: LearningSwitch;
+  router: Ipv4Router;
+  ports: Record<string, MemoryPort>;
+  internal: Record<string, InternalPort>;
+  /** Takes (and clears) what every device port sent. */
+  drain(): Record<string, Buffer[]>;
+  /** Runs router.tick(now) inside an engine pass, as the node's timer does. */
+  tick(now: number): void;
+  /** Router counters as a plain object (for deltas). */
+  counters(): Record<RouterCounter, number>;
+}
+
+/** Builds the graph exactly as TapnetNode does, with MemoryPorts for TAPs, and starts it. */
+export function buildRig(cfg: RigConfig): Rig {
+  const engine = new Engine();
+  const modes: Record<string, SwitchPortMode> = {};
+  const ports: Record<string, MemoryPort> = {};
+  for (const d of cfg.devices) {
+    const p = new MemoryPort(d.name);
+    engine.addPort(p);
+    ports[d.name] = p;
+    modes[d.name] = { mode: "access", vlan: d.vlan };
+  }
+  const internal: Record<string, InternalPort> = {};
+  const internalList: InternalPort[] = [];
+  for (const i of cfg.ifaces) {
+    const p = new InternalPort(i.name, i.mac, i.mtu ?? 1500);
+    engine.addPort(p);
+    modes[i.name] = { mode: "access", vlan: i.vlan };
+    internal[i.name] = p;
+    internalList.push(p);
+  }
+  const sw = new LearningSwitch(engine.ports, {
+    ports: modes,
+    // The router's own MACs live on its ports: never flooded, never learned elsewhere.
+    static: cfg.ifaces.map((i) => ({ mac: i.mac, vlan: i.vlan, port: i.name })),
+  });
+  engine.pipeline = sw;
+  const scratch = sw.scratchBytes(256);
+  engine.reserve(scratch, "switch scratch", (base) => sw.setScratch(base, scratch));
+  const router = new Ipv4Router(
+    cfg.ifaces.map((i, k) => ({
+      name: i.name,
+      mac: i.mac,
+      mtu: i.mtu ?? 1500,
+      addresses: i.addrs.map((a) => {
+        const c = parseCidr(a);
+        return { addr: c.addr, prefixLen: c.prefixLen };
+      }),
+      proxyArp: i.proxyArp,
+      port: internalList[k],
+    })),
+    cfg.router ?? {},
+  );
+  for (const p of internalList) p.switchSide = sw;
+  engine.passAware.push(router);
+  engine.reserve(router.scratchBytes(), "router scratch", (base) =>
+    router.setScratch((engine.pool as { buf: Buffer }).buf, base, router.scratchBytes()),
+  );
+  engine.start();
+  const drain = (): Record<string, Buffer[]> => {
+    const out: Record<string, Buffer[]> = {};
+    for (const [name, p] of Object.entries(ports)) out[name] = p.sent.splice(0);
+    return out;
+  };
+  return {
+    engine,
+    sw,
+    router,
+    ports,
+    internal,
+    drain,
+    tick: (now) => engine.runPass(() => router.tick(now)),
+    counters: () => router.counters(),
+  };
+}
+
+// -----------------------------------------------------------------------------
+// The standard rig: two routed ports.
+
+export const ETH1_MAC = 0x020000000101;
+export const ETH2_MAC = 0x020000000201;
+export const ETH1_IP = ip("10.0.1.1");
+export const ETH2_IP = ip("10.0.2.1");
+/** The host behind h1 and the host behind h2. */
+export const H1 = { mac: 0x02aa0000010a, ip: ip("10.0.1.10") };
+export const H2 = { mac: 0x02bb0000020a, ip: ip("10.0.2.10") };
+
+export interface RoutedRigOptions {
+  eth1Mtu?: number;
+  eth2Mtu?: number;
+  proxyArp1?: boolean;
+  icmpRate?: number;
+  icmpBurst?: number;
+  neighbour?: Partial<NeighbourTimers>;
+}
+
+/**
+ * h1 (access VLAN 4094) and h2 (access VLAN 4093) as routed ports: eth1 10.0.1.1/24
+ * on VLAN 4094, eth2 10.0.2.1/24 on VLAN 4093.
+ */
+export function routedRig(o: RoutedRigOptions = {}): Rig {
+  return buildRig({
+    devices: [
+      { name: "h1", vlan: 4094 },
+      { name: "h2", vlan: 4093 },
+    ],
+    ifaces: [
+      { name: "eth1", mac: ETH1_MAC, mtu: o.eth1Mtu, addrs: ["10.0.1.1/24"], vlan: 4094, proxyArp: o.proxyArp1 },
+      { name: "eth2", mac: ETH2_MAC, mtu: o.eth2Mtu, addrs: ["10.0.2.1/24"], vlan: 4093 },
+    ],
+    router: { icmpRate: o.icmpRate, icmpBurst: o.icmpBurst, neighbour: o.neighbour },
+  });
+}
+
+// -----------------------------------------------------------------------------
+// Frame builders
+
+export function ethFrame(dst: number, src: number, etherType: number, payload: Buffer): Buffer {
+  const f = Buffer.alloc(ETH_HEADER_LEN + payload.length);
+  emitEthernet({ dstAddr: dst, srcAddr: src, etherType }, f, 0);
+  payload.copy(f, ETH_HEADER_LEN);
+  return f;
+}
+
+/** An ARP frame padded to the 60-byte Ethernet minimum (as a NIC sends it). */
+export function arpFrame(o: { ethDst: number; ethSrc: number; oper: number; sha: number; spa: number; tha?: number; tpa: number }): Buffer {
+  const f = Buffer.alloc(60);
+  emitEthernet({ dstAddr: o.ethDst, srcAddr: o.ethSrc, etherType: ETHERTYPE_ARP }, f, 0);
+  emitArp({ oper: o.oper, sha: o.sha, spa: o.spa, tha: o.tha ?? 0, tpa: o.tpa }, f, ETH_HEADER_LEN);
+  return f;
+}
+
+/** "who has tpa? tell (mac, addr)", broadcast. */
+export function arpRequestFrame(mac: number, addr: number, tpa: number): Buffer {
+  return arpFrame({ ethDst: BCAST, ethSrc: mac, oper: ARP_OPER_REQUEST, sha: mac, spa: addr, tpa });
+}
+
+/** "(mac, addr) is here", unicast to (toMac, toAddr). */
+export function arpReplyFrame(mac: number, addr: number, toMac: number, toAddr: number): Buffer {
+  return arpFrame({ ethDst: toMac, ethSrc: mac, oper: ARP_OPER_REPLY, sha: mac, spa: addr, tha: toMac, tpa: toAddr });
+}
+
+export interface IpOpts {
+  src: number;
+  dst: number;
+  ttl?: number;
+  protocol?: number;
+  ident?: number;
+  df?: boolean;
+  mf?: boolean;
+  fragOffset?: number;
+  dscp?: number;
+  payload?: Buffer;
+}
+
+/** An IPv4 packet (no link header) with a correct header checksum. */
+export function ipPacket(o: IpOpts): Buffer {
+  const payload = o.payload ?? Buffer.from("tapnet router test payload");
+  const repr: Ipv4Repr = {
+    dscp: o.dscp ?? 0,
+    ecn: 0,
+    totalLen: 20 + payload.length,
+    ident: o.ident ?? 0x1234,
+    df: o.df ?? false,
+    mf: o.mf ?? false,
+    fragOffset: o.fragOffset ?? 0,
+    ttl: o.ttl ?? 64,
+    protocol: o.protocol ?? 17,
+    srcAddr: o.src,
+    dstAddr: o.dst,
+    options: new Uint8Array(0),
+  };
+  const p = Buffer.alloc(repr.totalLen);
+  emitIpv4(repr, p, 0);
+  payload.copy(p, 20);
+  return p;
+}
+
+/** An ICMP message (header + data) with a correct checksum. */
+export function icmpMessage(repr: IcmpRepr, data: Buffer): Buffer {
+  const m = Buffer.alloc(8 + data.length);
+  emitIcmp(repr, m, 0);
+  data.copy(m, 8);
+  icmpFillChecksum(m, 0, m.length);
+  return m;
+}
+
+export function echoRequest(o: Omit<IpOpts, "protocol" | "payload"> & { id?: number; seq?: number; data?: Buffer }): Buffer {
+  const msg = icmpMessage({ type: 8, code: 0, rest: icmpRestEcho(o.id ?? 0x4242, o.seq ?? 1) }, o.data ?? Buffer.from("abcdefghijklmnopqrstuvwxyz012345"));
+  return ipPacket({ ...o, protocol: IP_PROTO_ICMP, payload: msg });
+}
+
+export function ipFrame(dstMac: number, srcMac: number, packet: Buffer): Buffer {
+  return ethFrame(dstMac, srcMac, ETHERTYPE_IPV4, packet);
+}
+
+// -----------------------------------------------------------------------------
+// Parsers
+
+export interface Parsed {
+  eth: EthernetRepr;
+  arp: ArpRepr | null;
+  ip: Ipv4Repr | null;
+  /** The IPv4 packet bytes (totalLen of them), when ip is set. */
+  ipBytes: Buffer | null;
+  icmp: IcmpRepr | null;
+  /** ICMP message bytes after its 8-byte header. */
+  icmpData: Buffer | null;
+}
+
+export function parseFrame(f: Buffer): Parsed {
+  const eth = parseEthernet(f, 0, f.length);
+  if (eth === null) throw new Error(`frame of ${f.length} bytes has no Ethernet header`);
+  const out: Parsed = { eth, arp: null, ip: null, ipBytes: null, icmp: null, icmpData: null };
+  if (eth.etherType === ETHERTYPE_ARP) out.arp = parseArp(f, ETH_HEADER_LEN, f.length - ETH_HEADER_LEN);
+  if (eth.etherType === ETHERTYPE_IPV4) {
+    out.ip = parseIpv4(f, ETH_HEADER_LEN, f.length - ETH_HEADER_LEN);
+    if (out.ip !== null) {
+      out.ipBytes = f.subarray(ETH_HEADER_LEN, ETH_HEADER_LEN + out.ip.totalLen);
+      const hl = 20 + out.ip.options.length;
+      if (out.ip.protocol === IP_PROTO_ICMP && out.ip.fragOffset === 0 && !out.ip.mf) {
+        out.icmp = parseIcmp(out.ipBytes, hl, out.ip.totalLen - hl);
+        if (out.icmp !== null) out.icmpData = out.ipBytes.subarray(hl + 8);
+      }
+    }
+  }
+  return out;
+}
+
+/** Counters that changed, with their deltas. */
+export function counterDelta(
+  before: Record<RouterCounter, number>,
+  after: Record<RouterCounter, number>,
+): Partial<Record<RouterCounter, number>> {
+  const d: Partial<Record<RouterCounter, number>> = {};
+  for (const k of Object.keys(after) as RouterCounter[]) if (after[k] !== before[k]) d[k] = after[k] - before[k];
+  return d;
+}
+
+/** Deterministic PRNG (mulberry32). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
