@@ -133,18 +133,51 @@ function showCommand(what: string, description: string, render: (data: unknown) 
 
 interface FdbRow {
   mac: string;
-  vlan: number;
+  vlan: number | null;
   port: string;
   static: boolean;
   age: number | null;
+  /** For a VXLAN port's entries: the remote VTEP's underlay address. */
+  dst: string | null;
 }
-showCommand("fdb", "the switch's forwarding table (like 'bridge fdb show')", (d) => {
-  const rows = (d as FdbRow[]).sort((a, b) => a.vlan - b.vlan || a.port.localeCompare(b.port) || a.mac.localeCompare(b.mac));
+showCommand("fdb", "the switch's forwarding table and remote VTEPs (like 'bridge fdb show')", (d) => {
+  const rows = (d as FdbRow[]).sort(
+    (a, b) => (a.vlan ?? 1e9) - (b.vlan ?? 1e9) || a.port.localeCompare(b.port) || a.mac.localeCompare(b.mac),
+  );
   if (rows.length === 0) return "  (empty)";
   return table(
-    ["MAC", "VLAN", "PORT", "TYPE", "AGE"],
-    rows.map((r) => [r.mac, r.vlan, r.port, r.static ? "static" : "dynamic", r.age === null ? "-" : `${r.age}s`]),
+    ["MAC", "VLAN", "PORT", "TYPE", "AGE", "DST"],
+    rows.map((r) => [r.mac, r.vlan, r.port, r.static ? "static" : "dynamic", r.age === null ? "-" : `${r.age}s`, r.dst]),
   );
+});
+
+interface TunnelRow {
+  port: string;
+  kind: string;
+  local: string;
+  vni?: number;
+  dstPort?: number;
+  remotes?: string[];
+  peers?: string[];
+  mtu: number;
+  counters: Record<string, number>;
+}
+showCommand("tunnels", "tunnel endpoints (VXLAN, IPIP) and their counters", (d) => {
+  const rows = d as TunnelRow[];
+  if (rows.length === 0) return "  (no tunnels)";
+  return rows
+    .map((t) => {
+      const head =
+        t.kind === "vxlan"
+          ? `${t.port}: vxlan vni ${t.vni} local ${t.local} dstport ${t.dstPort} mtu ${t.mtu}${t.remotes?.length ? ` remotes ${t.remotes.join(",")}` : ""}`
+          : `${t.port}: ipip local ${t.local} peers ${t.peers?.join(",")} mtu ${t.mtu}`;
+      const c = Object.entries(t.counters)
+        .filter(([, v]) => v !== 0)
+        .map(([k, v]) => `${k} ${v}`)
+        .join("  ");
+      return `${head}\n    ${c || "(no traffic)"}`;
+    })
+    .join("\n");
 });
 
 interface PortRow {

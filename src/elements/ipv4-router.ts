@@ -209,6 +209,8 @@ export class Ipv4Router implements PassAware {
         if (this.local.has(a)) throw new Error(`address ${ipToString(a)} is on two interfaces`);
         this.local.set(a, ifc.index);
         const m = ifc.masks[k];
+        // Like Linux, a /32 gives the interface an address but no connected route.
+        if (ifc.prefixLens[k] === 32) return;
         this.addRoute({ prefix: (a & m) >>> 0, prefixLen: ifc.prefixLens[k], gateway: 0, ifIndex: ifc.index }, "connected");
       });
     }

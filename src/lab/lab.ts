@@ -21,7 +21,7 @@ import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
 import { RUN_DIR } from "../control/protocol.js";
 import type { NodeConfig, NodePortConfig } from "../node/config.js";
-import { ifAddresses, loadTopology, type Topology } from "./topology.js";
+import { ifaceMac, ifAddresses, isKernelNode, loadTopology, overlayNotes, UNDERLAY_PORT, usesUnderlayPort, type Topology } from "./topology.js";
 import { cmdline, ipBatch, isAlive, netnsList, run, sleep } from "./sys.js";
 
 export interface LabState {
@@ -79,14 +79,6 @@ export function preflight(): void {
   }
 }
 
-/** A stable, locally administered MAC for a router interface: 02:74:<hash of lab/node>:<n>. */
-function ifaceMac(lab: string, node: string, n: number): string {
-  let h = 0x811c9dc5;
-  for (const c of `${lab}/${node}`) h = Math.imul(h ^ c.charCodeAt(0), 0x01000193) >>> 0;
-  const b = [0x02, 0x74, (h >>> 16) & 255, (h >>> 8) & 255, h & 255, n & 255];
-  return b.map((x) => x.toString(16).padStart(2, "0")).join(":");
-}
-
 function nodeConfig(t: Topology, node: string): NodeConfig {
   const spec = t.nodes[node];
   const ports: NodePortConfig[] = [];
@@ -114,6 +106,37 @@ function nodeConfig(t: Topology, node: string): NodeConfig {
     for (const v of l.trunk?.vlans ?? [l.vlan ?? 1]) used.add(v);
     if (l.trunk?.native) used.add(l.trunk.native);
   }
+  const ul = spec.underlay;
+  const localAddr = ul ? ul.address.split("/")[0] : "";
+  for (const [name, v] of Object.entries(spec.vxlan)) {
+    ports.push({
+      name,
+      kind: "vxlan",
+      ifname: name,
+      vlan: { mode: "access", vlan: v.vlan ?? 1 },
+      vxlan: {
+        vni: v.vni,
+        dstPort: v.port,
+        localAddr,
+        remotes: v.remotes,
+        fdb: v.fdb,
+        arpSuppress: v.arpSuppress,
+        learning: v.learning,
+        udpChecksum: v.udpChecksum,
+        underlayMtu: ul?.mtu ?? 1500,
+      },
+    });
+    mtuOf[name] = (ul?.mtu ?? 1500) - 50;
+    used.add(v.vlan ?? 1);
+  }
+  for (const [name, v] of Object.entries(spec.ipip)) {
+    ports.push({ name, kind: "ipip", ifname: name, vlan: { mode: "access", vlan: 1 }, ipip: { localAddr, peers: v.peers, underlayMtu: ul?.mtu ?? 1500 } });
+    mtuOf[name] = (ul?.mtu ?? 1500) - 20;
+  }
+  if (usesUnderlayPort(spec)) {
+    ports.push({ name: UNDERLAY_PORT, kind: "pcap", ifname: "ul0", vlan: { mode: "access", vlan: 1 } });
+    mtuOf[UNDERLAY_PORT] = ul?.mtu ?? 1500;
+  }
   const ifaces = Object.entries(spec.interfaces);
   for (const [, i] of ifaces) if (i.vlan !== undefined) used.add(i.vlan);
   // A routed port is a VLAN of its own inside the switch, taken from the top down.
@@ -138,7 +161,7 @@ function nodeConfig(t: Topology, node: string): NodeConfig {
             proxyArp: i.proxyArp,
           };
         }),
-        routes: spec.routes.map((r) => ({ to: r.to === "default" ? "0.0.0.0/0" : r.to, via: r.via })),
+        routes: spec.routes.map((r) => ({ to: r.to === "default" ? "0.0.0.0/0" : r.to, via: r.via, dev: r.dev, onlink: r.onlink })),
         neighbors: spec.neighbors,
       }
     : undefined;
@@ -179,7 +202,7 @@ export async function labUp(file: string, log: Log = () => undefined): Promise<L
   if (existing) {
     throw new Error(`lab '${lab}' is already up (from ${existing.file}): run 'tapnet lab down ${existing.file}' first`);
   }
-  const names = [...Object.keys(t.nodes), ...Object.keys(t.hosts)].map((n) => nsName(lab, n));
+  const names = labNamespaces(t);
   const clash = netnsList().filter((n) => names.includes(n));
   if (clash.length) {
     throw new Error(`network namespace${clash.length > 1 ? "s" : ""} ${clash.join(", ")} already exist${clash.length > 1 ? "" : "s"}: another lab named '${lab}' is in the way (tapnet lab down ${file}, or ip netns del NAME)`);
@@ -205,76 +228,122 @@ export async function labUp(file: string, log: Log = () => undefined): Promise<L
   }
 }
 
+/** Every namespace a lab has: nodes, hosts, the underlay's bridges and kernel routers. */
+export function labNamespaces(t: Topology): string[] {
+  const names = [...Object.keys(t.nodes), ...Object.keys(t.hosts)];
+  if (Object.keys(t.underlay?.segments ?? {}).length) names.push("ul");
+  names.push(...Object.keys(t.underlay?.routers ?? {}));
+  return names.map((n) => nsName(t.name, n));
+}
+
 async function build(t: Topology, state: LabState, log: Log): Promise<void> {
   const lab = t.name;
+  const ns = (n: string): string => nsName(lab, n);
+  const kernel = (node: string): boolean => isKernelNode(t.nodes[node]);
   // 1. Namespaces. IPv6 is switched off in them: tapnet is an IPv4 dataplane, and
   //    router solicitations and MLD reports would only add noise to every capture.
-  for (const n of [...Object.keys(t.nodes), ...Object.keys(t.hosts)]) {
-    const ns = nsName(lab, n);
-    state.namespaces.push(ns);
+  for (const n of labNamespaces(t)) {
+    state.namespaces.push(n);
     writeState(state);
-    run(["ip", "netns", "add", ns]);
-    run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
-    ipBatch(["link set lo up"], ns);
+    run(["ip", "netns", "add", n]);
+    run(["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+    ipBatch(["link set lo up"], n);
   }
   log(`namespaces: ${state.namespaces.join(" ")}`);
-  // 2. veth hosts and node-to-node links.
+  // 2. The underlay: one kernel bridge per segment in the lab's "ul" namespace, kernel
+  //    routers (forwarding namespaces) between segments, and each node's ul0 on its
+  //    segment — an address of the node's kernel (tunnel sockets use it), or a tapnet
+  //    port with no kernel address (host-gw: the node's router owns the address).
+  const segs = Object.keys(t.underlay?.segments ?? {});
+  if (segs.length) ipBatch(segs.flatMap((g) => [`link add br-${g} type bridge`, `link set br-${g} up`]), ns("ul"));
+  for (const [r, attach] of Object.entries(t.underlay?.routers ?? {})) {
+    run(["ip", "netns", "exec", ns(r), "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    for (const [g, addr] of Object.entries(attach)) {
+      run(["ip", "link", "add", g, "netns", ns(r), "type", "veth", "peer", "name", `${r}-${g}`, "netns", ns("ul")]);
+      ipBatch([`link set ${r}-${g} master br-${g}`, `link set ${r}-${g} up`], ns("ul"));
+      ipBatch([`address add ${addr} dev ${g}`, `link set ${g} up`], ns(r));
+    }
+  }
+  for (const [node, spec] of Object.entries(t.nodes)) {
+    const ul = spec.underlay;
+    if (!ul) continue;
+    run(["ip", "link", "add", "ul0", "netns", ns(node), "type", "veth", "peer", "name", node, "netns", ns("ul")]);
+    ipBatch([`link set ${node} master br-${ul.segment}`, `link set ${node} mtu ${ul.mtu}`, `link set ${node} up`], ns("ul"));
+    const cmds = [`link set ul0 mtu ${ul.mtu}`, "link set ul0 up"];
+    if (!usesUnderlayPort(spec)) {
+      cmds.push(`address add ${ul.address} dev ul0`);
+      if (ul.gateway) cmds.push(`route add default via ${ul.gateway} dev ul0`);
+    }
+    ipBatch(cmds, ns(node));
+  }
+  // 3. Kernel nodes: a Linux bridge, and a kernel VXLAN device on it when asked.
+  for (const [node, spec] of Object.entries(t.nodes)) {
+    if (!isKernelNode(spec)) continue;
+    ipBatch(["link add br0 type bridge", "link set br0 up"], ns(node));
+    const kv = spec.kernelVxlan;
+    if (kv && spec.underlay) {
+      const local = spec.underlay.address.split("/")[0];
+      run(["ip", "-n", ns(node), "link", "add", "vx0", "type", "vxlan", "id", String(kv.vni), "dstport", String(kv.port), "local", local, "remote", kv.remote, "dev", "ul0", ...(kv.learning ? [] : ["nolearning"])]);
+      ipBatch(["link set vx0 master br0", "link set vx0 up"], ns(node));
+    }
+  }
+  // 4. veth hosts, hosts of kernel nodes, and node-to-node links.
   for (const [h, hs] of Object.entries(t.hosts)) {
-    if (hs.link !== "veth") continue;
-    const nodeNs = nsName(lab, hs.node);
-    run(["ip", "link", "add", h, "netns", nodeNs, "type", "veth", "peer", "name", "eth0", "netns", nsName(lab, h)]);
-    ipBatch([`link set ${h} mtu ${hs.mtu}`, `link set ${h} up`], nodeNs);
+    if (hs.link !== "veth" && !kernel(hs.node)) continue;
+    run(["ip", "link", "add", h, "netns", ns(hs.node), "type", "veth", "peer", "name", "eth0", "netns", ns(h)]);
+    ipBatch([`link set ${h} mtu ${hs.mtu}`, ...(kernel(hs.node) ? [`link set ${h} master br0`] : []), `link set ${h} up`], ns(hs.node));
     // A packet socket sees the host's TCP super-frames before segmentation (up to
     // 64 KiB); the switch forwards real frames, so the host must segment itself.
-    run(["ip", "netns", "exec", nsName(lab, h), "ethtool", "-K", "eth0", "tso", "off", "gso", "off"]);
+    if (!kernel(hs.node)) run(["ip", "netns", "exec", ns(h), "ethtool", "-K", "eth0", "tso", "off", "gso", "off"]);
   }
   for (const l of t.links) {
     const [a, b] = l.between;
-    run(["ip", "link", "add", b, "netns", nsName(lab, a), "type", "veth", "peer", "name", a, "netns", nsName(lab, b)]);
-    ipBatch([`link set ${b} mtu ${l.mtu}`, `link set ${b} up`], nsName(lab, a));
-    ipBatch([`link set ${a} mtu ${l.mtu}`, `link set ${a} up`], nsName(lab, b));
+    run(["ip", "link", "add", b, "netns", ns(a), "type", "veth", "peer", "name", a, "netns", ns(b)]);
+    ipBatch([`link set ${b} mtu ${l.mtu}`, ...(kernel(a) ? [`link set ${b} master br0`] : []), `link set ${b} up`], ns(a));
+    ipBatch([`link set ${a} mtu ${l.mtu}`, ...(kernel(b) ? [`link set ${a} master br0`] : []), `link set ${a} up`], ns(b));
   }
-  // 3. Node processes, each in its namespace.
+  // 5. Node processes, each in its namespace.
   const dir = labDir(lab);
   for (const node of Object.keys(t.nodes)) {
+    if (kernel(node)) continue;
     const cfg = nodeConfig(t, node);
     const cfgPath = path.join(dir, `${node}.json`);
     const logPath = path.join(dir, `${node}.log`);
     fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
     const out = fs.openSync(logPath, "a");
-    const child = spawn("ip", ["netns", "exec", nsName(lab, node), process.execPath, CLI, "node", "run", cfgPath], {
+    const child = spawn("ip", ["netns", "exec", ns(node), process.execPath, CLI, "node", "run", cfgPath], {
       detached: true,
       stdio: ["ignore", out, out],
     });
     fs.closeSync(out);
     child.unref();
     if (child.pid === undefined) throw new Error(`could not start the process of node ${node}`);
-    state.nodes[node] = { namespace: nsName(lab, node), pid: child.pid, socket: cfg.controlSocket, config: cfgPath, log: logPath };
+    state.nodes[node] = { namespace: ns(node), pid: child.pid, socket: cfg.controlSocket, config: cfgPath, log: logPath };
     writeState(state);
   }
   for (const [node, n] of Object.entries(state.nodes)) {
     await waitReady(lab, node, n.socket, n.pid as number, n.log);
   }
   log(`nodes up: ${Object.keys(state.nodes).join(" ")}`);
-  // 4. Hosts: hand each TAP host its port as eth0, then addresses and routes.
+  // 6. Hosts: hand each TAP host its port as eth0, then addresses and routes.
   for (const [h, hs] of Object.entries(t.hosts)) {
-    const ns = nsName(lab, h);
-    if (hs.link === "tap") {
-      ipBatch([`link set ${h} netns ${ns}`], nsName(lab, hs.node));
-      ipBatch([`link set ${h} name eth0`], ns);
+    if (hs.link === "tap" && !kernel(hs.node)) {
+      ipBatch([`link set ${h} netns ${ns(h)}`], ns(hs.node));
+      ipBatch([`link set ${h} name eth0`], ns(h));
     }
     const cmds = [`link set eth0 mtu ${hs.mtu}`];
     if (hs.mac) cmds.push(`link set eth0 address ${hs.mac}`);
     cmds.push(`address add ${hs.ip} dev eth0`, "link set eth0 up");
     if (hs.gateway) cmds.push(`route add default via ${hs.gateway} dev eth0`);
-    ipBatch(cmds, ns);
-    state.hosts[h] = { namespace: ns, node: hs.node, ip: hs.ip, gateway: hs.gateway, vlan: hs.vlan ?? 1, link: hs.link };
+    ipBatch(cmds, ns(h));
+    state.hosts[h] = { namespace: ns(h), node: hs.node, ip: hs.ip, gateway: hs.gateway, vlan: hs.vlan ?? 1, link: kernel(hs.node) ? "veth" : hs.link };
     writeState(state);
   }
   log(`hosts up: ${Object.keys(state.hosts).join(" ")}`);
-  // 5. Routers announce their addresses (gratuitous ARP) now that the links are up.
+  for (const note of overlayNotes.get(t) ?? []) log(`note: ${note}`);
+  // 7. Routers announce their addresses (gratuitous ARP) now that the links are up.
   for (const [node, spec] of Object.entries(t.nodes)) {
-    if (Object.keys(spec.interfaces).length) await request(state.nodes[node].socket, { cmd: "announce" });
+    if (!kernel(node) && Object.keys(spec.interfaces).length) await request(state.nodes[node].socket, { cmd: "announce" });
   }
 }
 
@@ -331,7 +400,7 @@ export async function labDown(fileOrName: string, log: Log = () => undefined): P
   if (fs.existsSync(fileOrName)) {
     const t = loadTopology(fileOrName);
     lab = t.name;
-    derived = [...Object.keys(t.nodes), ...Object.keys(t.hosts)].map((n) => nsName(lab, n));
+    derived = labNamespaces(t);
   } else {
     lab = fileOrName;
   }

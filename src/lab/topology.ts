@@ -57,12 +57,54 @@ const InterfaceSpec = z
 const RouteSpec = z.strictObject({
   to: z.union([z.literal("default"), cidr]),
   via: ipv4,
+  /** With `onlink`, the next hop is on this interface even outside its subnet (flannel's routes). */
+  dev: z.string().optional(),
+  onlink: z.boolean().default(false),
+});
+
+const UnderlaySpec = z.strictObject({
+  /** The underlay segment (a kernel bridge of the lab) this node's `ul0` joins. */
+  segment: z.string(),
+  address: cidr,
+  gateway: ipv4.optional(),
+  mtu: z.number().int().min(576).max(9000).default(1500),
+});
+
+const VxlanSpec = z.strictObject({
+  vni: z.number().int().min(1, "a VNI is 24 bits: 1..16777215").max(16777215, "a VNI is 24 bits: 1..16777215"),
+  port: z.number().int().min(1).max(65535).default(4789),
+  remotes: z.array(ipv4).default([]),
+  fdb: z.array(z.strictObject({ mac, remote: ipv4 })).default([]),
+  arpSuppress: z.array(z.strictObject({ ip: ipv4, mac })).default([]),
+  learning: z.boolean().default(true),
+  udpChecksum: z.boolean().default(true),
+  vlan: vid.optional(),
+});
+
+const IpipSpec = z.strictObject({
+  peers: z.array(ipv4).min(1, "an IPIP tunnel needs at least one peer"),
+});
+
+/** A Linux kernel VXLAN device on a kernel node's bridge (for interop with the kernel). */
+const KernelVxlanSpec = z.strictObject({
+  vni: z.number().int().min(1).max(16777215),
+  port: z.number().int().min(1).max(65535).default(4789),
+  remote: ipv4,
+  learning: z.boolean().default(true),
 });
 
 const NeighbourSpec = z.strictObject({ ip: ipv4, mac, interface: z.string() });
 
 const NodeSpec = z.strictObject({
-  kind: z.enum(["switch", "router"]).optional(),
+  /** switch/router: a tapnet process. kernel: a Linux bridge (and kernel VXLAN) instead, for comparison and interop. */
+  kind: z.enum(["switch", "router", "kernel"]).optional(),
+  underlay: UnderlaySpec.optional(),
+  /** The node's pod subnet, for `overlay` (what flanneld/Calico hand out). */
+  podCidr: cidr.optional(),
+  vxlan: z.record(name("a VXLAN port name"), VxlanSpec).default({}),
+  ipip: z.record(name("an IPIP port name"), IpipSpec).default({}),
+  /** kind: kernel only: the kernel VXLAN device on its bridge. */
+  kernelVxlan: KernelVxlanSpec.optional(),
   ageingTime: z.number().positive("ageingTime is in seconds and must be > 0").max(1_000_000).default(300),
   maxEntries: z.number().int().min(1).max(1_000_000).default(8192),
   static: z.array(StaticEntry).default([]),
@@ -101,6 +143,22 @@ const TopologySchema = z.strictObject({
   nodes: z.record(name("a node name"), NodeSpec).refine((n) => Object.keys(n).length > 0, "a lab needs at least one node"),
   hosts: z.record(name("a host name"), HostSpec).default({}),
   links: z.array(LinkSpec).default([]),
+  underlay: z
+    .strictObject({
+      /** Kernel bridges in the lab's underlay namespace; nodes join them with `underlay.segment`. */
+      segments: z.record(name("a segment name"), z.strictObject({})).default({}),
+      /** Kernel routers (namespaces with forwarding on) joining segments: `{ SEGMENT: ADDRESS/LEN }`. */
+      routers: z.record(name("a router name"), z.record(z.string(), cidr)).default({}),
+    })
+    .optional(),
+  /** What a CNI's agent would set up between the nodes' pod subnets (flanneld, Calico). */
+  overlay: z
+    .strictObject({
+      backend: z.enum(["vxlan", "ipip", "host-gw"]),
+      vni: z.number().int().min(1).max(16777215).default(1),
+      port: z.number().int().min(1).max(65535).default(8472),
+    })
+    .optional(),
 });
 
 export type Topology = z.infer<typeof TopologySchema>;
@@ -108,6 +166,7 @@ export type HostSpec = z.infer<typeof HostSpec>;
 export type NodeSpec = z.infer<typeof NodeSpec>;
 export type LinkSpec = z.infer<typeof LinkSpec>;
 export type InterfaceSpec = z.infer<typeof InterfaceSpec>;
+export type VxlanSpec = z.infer<typeof VxlanSpec>;
 
 export interface Problem {
   path: (string | number)[];
@@ -155,6 +214,7 @@ export function splitCidr(s: string): { addr: number; prefixLen: number } | null
 }
 
 /** Port names of a node: its hosts and its link peers. */
+/** Port names of a tapnet node: its hosts, its link peers, its tunnels, its underlay. */
 export function nodePorts(t: Topology, node: string): string[] {
   const out: string[] = [];
   for (const [h, spec] of Object.entries(t.hosts)) if (spec.node === node) out.push(h);
@@ -162,7 +222,162 @@ export function nodePorts(t: Topology, node: string): string[] {
     if (l.between[0] === node) out.push(l.between[1]);
     else if (l.between[1] === node) out.push(l.between[0]);
   }
+  const spec = t.nodes[node];
+  if (spec) {
+    out.push(...Object.keys(spec.vxlan), ...Object.keys(spec.ipip));
+    if (usesUnderlayPort(spec)) out.push(UNDERLAY_PORT);
+  }
   return out;
+}
+
+/** The port name of a node's underlay link when tapnet itself sits on it (host-gw). */
+export const UNDERLAY_PORT = "underlay";
+
+export function usesUnderlayPort(spec: NodeSpec): boolean {
+  return spec.underlay !== undefined && Object.values(spec.interfaces).some((i) => i.port === UNDERLAY_PORT);
+}
+
+export const isKernelNode = (spec: NodeSpec): boolean => spec.kind === "kernel";
+
+/** A stable, locally administered MAC for a router interface: 02:74:<hash of lab/node>:<n>. */
+export function ifaceMac(lab: string, node: string, n: number): string {
+  let h = 0x811c9dc5;
+  for (const c of `${lab}/${node}`) h = Math.imul(h ^ c.charCodeAt(0), 0x01000193) >>> 0;
+  const b = [0x02, 0x74, (h >>> 16) & 255, (h >>> 8) & 255, h & 255, n & 255];
+  return b.map((x) => x.toString(16).padStart(2, "0")).join(":");
+}
+
+/** Checks of what `overlay`, `underlay` and kernel nodes need, before the overlay is expanded. */
+function fabricChecks(t: Topology): Problem[] {
+  const problems: Problem[] = [];
+  const segments = Object.keys(t.underlay?.segments ?? {});
+  const reserved = new Set([...Object.keys(t.nodes), ...Object.keys(t.hosts), "ul"]);
+  for (const [r, segs] of Object.entries(t.underlay?.routers ?? {})) {
+    if (reserved.has(r)) problems.push({ path: ["underlay", "routers", r], message: `'${r}' is already a node, host or reserved name` });
+    for (const [seg, addr] of Object.entries(segs)) {
+      if (`${r}-${seg}`.length > IFNAME_MAX) {
+        problems.push({ path: ["underlay", "routers", r, seg], message: `'${r}-${seg}' names its bridge port: router and segment names together are at most ${IFNAME_MAX - 1} characters` });
+      }
+      if (!segments.includes(seg)) problems.push({ path: ["underlay", "routers", r, seg], message: `unknown segment '${seg}' (segments: ${segments.join(", ") || "none"})` });
+      if (!splitCidr(addr)) problems.push({ path: ["underlay", "routers", r, seg], message: `'${addr}' is not a valid IPv4 address with prefix` });
+    }
+  }
+  for (const [n, spec] of Object.entries(t.nodes)) {
+    const at = ["nodes", n];
+    if (spec.underlay) {
+      if (!segments.includes(spec.underlay.segment)) {
+        problems.push({ path: [...at, "underlay", "segment"], message: `unknown segment '${spec.underlay.segment}' (underlay.segments: ${segments.join(", ") || "none"})` });
+      }
+      const c = splitCidr(spec.underlay.address);
+      if (!c) problems.push({ path: [...at, "underlay", "address"], message: `'${spec.underlay.address}' is not a valid IPv4 address with prefix` });
+      else if (spec.underlay.gateway) {
+        const g = ipToU32(spec.underlay.gateway);
+        const m = maskOf(c.prefixLen);
+        if (g === null || ((g & m) >>> 0) !== ((c.addr & m) >>> 0)) {
+          problems.push({ path: [...at, "underlay", "gateway"], message: `gateway ${spec.underlay.gateway} is not inside ${spec.underlay.address}` });
+        }
+      }
+    }
+    const needsUnderlay = Object.keys(spec.vxlan).length > 0 || Object.keys(spec.ipip).length > 0 || spec.kernelVxlan !== undefined;
+    if (needsUnderlay && !spec.underlay) problems.push({ path: at, message: `node ${n} has tunnels but no underlay (underlay: { segment, address })` });
+    if (isKernelNode(spec)) {
+      for (const k of ["interfaces", "routes", "neighbors", "static"] as const) {
+        const v = spec[k];
+        if ((Array.isArray(v) ? v.length : Object.keys(v).length) > 0) problems.push({ path: [...at, k], message: `a kernel node is a Linux bridge: it takes no ${k}` });
+      }
+      if (Object.keys(spec.vxlan).length || Object.keys(spec.ipip).length) {
+        problems.push({ path: at, message: "a kernel node's VXLAN device is kernelVxlan; vxlan/ipip ports are for tapnet nodes" });
+      }
+    } else if (spec.kernelVxlan) {
+      problems.push({ path: [...at, "kernelVxlan"], message: "kernelVxlan belongs to kind: kernel nodes" });
+    }
+  }
+  for (const [h, hs] of Object.entries(t.hosts)) {
+    const n = t.nodes[hs.node];
+    if (n && isKernelNode(n) && hs.vlan !== undefined) problems.push({ path: ["hosts", h, "vlan"], message: "hosts of a kernel node are untagged on its bridge" });
+  }
+  t.links.forEach((l, i) => {
+    if (l.between.some((n) => t.nodes[n] && isKernelNode(t.nodes[n])) && (l.trunk || l.vlan !== undefined)) {
+      problems.push({ path: ["links", i], message: "a link to a kernel node is an untagged bridge port (no trunk or vlan)" });
+    }
+  });
+  if (t.overlay) {
+    const tapnetNodes = Object.entries(t.nodes).filter(([, s]) => !isKernelNode(s));
+    for (const [n, spec] of tapnetNodes) {
+      if (!spec.podCidr) problems.push({ path: ["nodes", n, "podCidr"], message: `overlay ${t.overlay.backend} needs every node's pod subnet: missing (required)` });
+      if (!spec.underlay) problems.push({ path: ["nodes", n, "underlay"], message: `overlay ${t.overlay.backend} needs every node on the underlay: missing (required)` });
+    }
+  }
+  return problems;
+}
+
+/**
+ * What flanneld or Calico would configure, written out as plain tapnet config: a
+ * cni0-like SVI (the pod subnet's first address) on each node, plus per backend
+ *   vxlan   (flannel): port vxlan0, interface flannel.1 on it = POD-NET/32 with MTU
+ *           underlay - 50, routes "POD-NET(peer) via PEER-NET dev flannel.1 onlink",
+ *           a static neighbour PEER-NET -> the peer's flannel.1 MAC, a static VTEP
+ *           FDB entry that MAC -> the peer's underlay address, learning off;
+ *   ipip    (Calico): port ipip0, interface tunl0 on it = POD-NET/32 with MTU underlay - 20,
+ *           routes "POD-NET(peer) via PEER-UNDERLAY dev tunl0 onlink";
+ *   host-gw (flannel): an interface ul0 on the underlay port with the node's underlay
+ *           address, routes "POD-NET(peer) via PEER-UNDERLAY" — only where the peer is
+ *           on the same underlay subnet (flannel's rule: otherwise there is no route,
+ *           and traffic takes the node's default route, if any).
+ */
+export function expandOverlay(t: Topology): { topology: Topology; notes: string[] } {
+  const notes: string[] = [];
+  if (!t.overlay) return { topology: t, notes };
+  const o = t.overlay;
+  const out: Topology = structuredClone(t);
+  const nodes = Object.entries(out.nodes).filter(([, s]) => !isKernelNode(s) && s.podCidr && s.underlay);
+  const info = nodes.map(([n, s]) => {
+    const pod = splitCidr(s.podCidr as string) as { addr: number; prefixLen: number };
+    const ul = splitCidr((s.underlay as NonNullable<NodeSpec["underlay"]>).address) as { addr: number; prefixLen: number };
+    const podNet = (pod.addr & maskOf(pod.prefixLen)) >>> 0;
+    return { n, s, podNet, podLen: pod.prefixLen, ul, ulAddr: ipToString(ul.addr), tunnelMac: ifaceMac(t.name, n, 100) };
+  });
+  for (const me of info) {
+    const s = me.s;
+    const ulMtu = (s.underlay as NonNullable<NodeSpec["underlay"]>).mtu;
+    s.interfaces.cni0 ??= { vlan: 1, address: `${ipToString(me.podNet + 1)}/${me.podLen}`, proxyArp: false };
+    const peers = info.filter((p) => p !== me);
+    if (o.backend === "vxlan") {
+      s.vxlan.vxlan0 = {
+        vni: o.vni,
+        port: o.port,
+        remotes: [],
+        fdb: peers.map((p) => ({ mac: p.tunnelMac, remote: p.ulAddr })),
+        arpSuppress: [],
+        learning: false,
+        udpChecksum: true,
+      };
+      s.interfaces["flannel.1"] = { port: "vxlan0", address: `${ipToString(me.podNet)}/32`, mtu: ulMtu - 50, mac: me.tunnelMac, proxyArp: false };
+      for (const p of peers) {
+        s.routes.push({ to: `${ipToString(p.podNet)}/${p.podLen}`, via: ipToString(p.podNet), dev: "flannel.1", onlink: true });
+        s.neighbors.push({ ip: ipToString(p.podNet), mac: p.tunnelMac, interface: "flannel.1" });
+      }
+    } else if (o.backend === "ipip") {
+      s.ipip.ipip0 = { peers: peers.map((p) => p.ulAddr) };
+      s.interfaces.tunl0 = { port: "ipip0", address: `${ipToString(me.podNet)}/32`, mtu: ulMtu - 20, proxyArp: false };
+      for (const p of peers) s.routes.push({ to: `${ipToString(p.podNet)}/${p.podLen}`, via: p.ulAddr, dev: "tunl0", onlink: true });
+    } else {
+      const ul = s.underlay as NonNullable<NodeSpec["underlay"]>;
+      s.interfaces.ul0 = { port: UNDERLAY_PORT, address: ul.address, mtu: ulMtu, proxyArp: false };
+      const mask = maskOf(me.ul.prefixLen);
+      for (const p of peers) {
+        if (((p.ul.addr & mask) >>> 0) === ((me.ul.addr & mask) >>> 0)) {
+          s.routes.push({ to: `${ipToString(p.podNet)}/${p.podLen}`, via: p.ulAddr, onlink: false });
+        } else {
+          notes.push(
+            `host-gw: ${p.n} (${p.ulAddr}) is not on ${me.n}'s underlay subnet, so ${me.n} gets no route to ${ipToString(p.podNet)}/${p.podLen} (flannel refuses the same route)`,
+          );
+        }
+      }
+      if (ul.gateway) s.routes.push({ to: "default", via: ul.gateway, onlink: false });
+    }
+  }
+  return { topology: out, notes };
 }
 
 function semanticChecks(t: Topology): Problem[] {
@@ -274,7 +489,8 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
         problems.push({ path: where, message: `${a} is the network or broadcast address of its subnet` });
       }
       const net = (c.addr & mask) >>> 0;
-      const clash = subnets.find((s) => ((net & s.mask) >>> 0) === s.net || ((s.net & mask) >>> 0) === net);
+      // A /32 (flannel.1's, tunl0's) is a lone address, not a subnet: it may sit in another's.
+      const clash = c.prefixLen === 32 ? undefined : subnets.find((s) => s.len < 32 && (((net & s.mask) >>> 0) === s.net || ((s.net & mask) >>> 0) === net));
       if (clash) problems.push({ path: where, message: `${a} overlaps the subnet of interface ${clash.iface}` });
       subnets.push({ net, mask, len: c.prefixLen, iface: ifn });
     });
@@ -289,8 +505,12 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
       }
     }
     const via = ipToU32(r.via);
+    if (r.dev !== undefined && !spec.interfaces[r.dev]) {
+      problems.push({ path: [...at, "dev"], message: `node ${node} has no interface '${r.dev}'` });
+    }
+    if (r.onlink && r.dev === undefined) problems.push({ path: [...at, "onlink"], message: "an onlink route names its interface (dev)" });
     if (via === null) problems.push({ path: [...at, "via"], message: `'${r.via}' is not a valid IPv4 address` });
-    else if (!subnets.some((s) => ((via & s.mask) >>> 0) === s.net)) {
+    else if (!r.onlink && !subnets.some((s) => ((via & s.mask) >>> 0) === s.net)) {
       problems.push({ path: [...at, "via"], message: `next hop ${r.via} is not inside a subnet of any interface of ${node}` });
     }
   });
@@ -301,7 +521,8 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
       return;
     }
     const ip = ipToU32(nb.ip);
-    if (ip === null || !subnets.some((s) => s.iface === nb.interface && ((ip & s.mask) >>> 0) === s.net)) {
+    const onlinkVia = spec.routes.some((r) => r.onlink && r.dev === nb.interface && r.via === nb.ip);
+    if (ip === null || (!onlinkVia && !subnets.some((s) => s.iface === nb.interface && ((ip & s.mask) >>> 0) === s.net))) {
       problems.push({ path: [...at, "ip"], message: `${nb.ip} is not inside a subnet of interface ${nb.interface}` });
     }
   });
@@ -360,15 +581,22 @@ export function parseTopology(text: string, file: string): Topology {
       }),
     );
   }
-  const problems = semanticChecks(r.data);
+  const fabric = fabricChecks(r.data);
+  if (fabric.length) throw new TopologyError(file, fabric.map((p) => ({ ...p, ...locate(doc, lc, p.path) })));
+  const { topology, notes } = expandOverlay(r.data);
+  const problems = semanticChecks(topology);
   if (problems.length) {
     throw new TopologyError(
       file,
       problems.map((p) => ({ ...p, ...locate(doc, lc, p.path) })),
     );
   }
-  return r.data;
+  overlayNotes.set(topology, notes);
+  return topology;
 }
+
+/** What the overlay expansion had to say about a parsed topology (host-gw limits). */
+export const overlayNotes = new WeakMap<Topology, string[]>();
 
 export function loadTopology(file: string): Topology {
   let text: string;

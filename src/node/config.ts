@@ -8,13 +8,28 @@ import type { SwitchPortMode } from "../elements/learning-switch.js";
 export interface NodePortConfig {
   /** Port name as `show` and `capture` know it (the host or peer node's name). */
   name: string;
-  /** tap: a TAP device the node creates; pcap: an existing interface opened with libpcap. */
-  kind: "tap" | "pcap";
+  /**
+   * tap: a TAP device the node creates; pcap: an existing interface opened with
+   * libpcap; vxlan/ipip: a tunnel endpoint over the node namespace's kernel network.
+   */
+  kind: "tap" | "pcap" | "vxlan" | "ipip";
   /** Device name in the node's network namespace. */
   ifname: string;
   vlan: SwitchPortMode;
   /** Set when the port is a router's routed port: the interface that owns it. */
   routed?: string;
+  vxlan?: {
+    vni: number;
+    dstPort: number;
+    localAddr: string;
+    remotes: string[];
+    fdb: Array<{ mac: string; remote: string }>;
+    arpSuppress: Array<{ ip: string; mac: string }>;
+    learning: boolean;
+    udpChecksum: boolean;
+    underlayMtu: number;
+  };
+  ipip?: { localAddr: string; peers: string[]; underlayMtu: number };
 }
 
 export interface RouterInterfaceConfig {
@@ -39,7 +54,7 @@ export interface NodeConfig {
   };
   router?: {
     interfaces: RouterInterfaceConfig[];
-    routes: Array<{ to: string; via: string }>;
+    routes: Array<{ to: string; via: string; dev?: string; onlink?: boolean }>;
     neighbors: Array<{ ip: string; mac: string; interface: string }>;
   };
 }

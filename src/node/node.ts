@@ -14,10 +14,12 @@ import { InternalPort } from "../core/internal-port.js";
 import { Ipv4Router } from "../elements/ipv4-router.js";
 import { LearningSwitch, type SwitchPortMode } from "../elements/learning-switch.js";
 import { PcapPort } from "../io/pcap-port.js";
+import { IpipPort, ipipNeighbourMac } from "../io/ipip-port.js";
 import { TapPort } from "../io/tap-port.js";
+import { VxlanPort } from "../io/vxlan-port.js";
 import { parseCidr, parseIp } from "../wire/ipv4addr.js";
 import { macToString, parseMac } from "../wire/mac.js";
-import type { NodeConfig } from "./config.js";
+import type { NodeConfig, NodePortConfig } from "./config.js";
 
 export class TapnetNode {
   readonly engine = new Engine();
@@ -30,16 +32,12 @@ export class TapnetNode {
   readonly startedAt = Date.now();
 
   constructor(readonly config: NodeConfig) {
+    const rc = config.router;
     for (const pc of config.ports) {
-      const port: Port =
-        pc.kind === "tap"
-          ? new TapPort(pc.name, pc.ifname)
-          : new PcapPort(pc.name, pc.ifname);
-      this.engine.addPort(port);
+      this.engine.addPort(this.makePort(pc, rc));
       this.modes[pc.name] = pc.vlan;
     }
     // Router interfaces are internal ports of the switch, on their VLANs (SVIs).
-    const rc = config.router;
     const internal: InternalPort[] = [];
     for (const i of rc?.interfaces ?? []) {
       const p = new InternalPort(i.name, parseMac(i.mac), i.mtu);
@@ -78,9 +76,12 @@ export class TapnetNode {
       for (const r of rc.routes) {
         const to = parseCidr(r.to);
         const via = parseIp(r.via);
-        const ifIndex = router.connectedIf(via);
+        const ifIndex = r.dev !== undefined ? router.ifaces.findIndex((i) => i.name === r.dev) : router.connectedIf(via);
         if (ifIndex < 0) throw new Error(`route ${r.to} via ${r.via}: the next hop is not on a connected subnet`);
         router.addRoute({ prefix: to.network, prefixLen: to.prefixLen, gateway: via, ifIndex });
+        // An IPIP tunnel has no ARP: its next hops are static, their MAC naming the remote node.
+        const routedPort = config.ports.find((p) => p.routed === router.ifaces[ifIndex].name);
+        if (routedPort?.kind === "ipip") router.addStaticNeighbour(ifIndex, via, ipipNeighbourMac(via));
       }
       for (const nb of rc.neighbors) {
         const ifIndex = router.ifaces.findIndex((i) => i.name === nb.interface);
@@ -97,6 +98,7 @@ export class TapnetNode {
       status: () => this.status(),
       fdb: () => this.fdb(),
       ports: () => this.ports(),
+      tunnels: () => this.tunnels(),
       stats: () => this.stats(),
       neigh: () => this.requireRouter().neighbours(performance.now()),
       route: () => this.requireRouter().routes(),
@@ -114,6 +116,36 @@ export class TapnetNode {
         return null;
       },
     });
+  }
+
+  private makePort(pc: NodePortConfig, rc: NodeConfig["router"]): Port {
+    switch (pc.kind) {
+      case "tap":
+        return new TapPort(pc.name, pc.ifname);
+      case "pcap":
+        return new PcapPort(pc.name, pc.ifname);
+      case "vxlan": {
+        const v = pc.vxlan;
+        if (!v) throw new Error(`port ${pc.name}: vxlan settings missing`);
+        return new VxlanPort(pc.name, {
+          vni: v.vni,
+          dstPort: v.dstPort,
+          localAddr: v.localAddr,
+          remotes: v.remotes,
+          fdb: v.fdb,
+          arpSuppress: v.arpSuppress,
+          learning: v.learning,
+          udpChecksum: v.udpChecksum,
+          underlayMtu: v.underlayMtu,
+        });
+      }
+      case "ipip": {
+        const v = pc.ipip;
+        if (!v) throw new Error(`port ${pc.name}: ipip settings missing`);
+        const owner = rc?.interfaces.find((i) => i.name === pc.routed);
+        return new IpipPort(pc.name, { localAddr: v.localAddr, peers: v.peers, mac: owner ? parseMac(owner.mac) : 0, mtu: v.underlayMtu });
+      }
+    }
   }
 
   async start(): Promise<void> {
@@ -157,13 +189,27 @@ export class TapnetNode {
 
   fdb(): unknown {
     const now = performance.now();
-    return this.sw.entries(now).map((e) => ({
+    const rows: Array<Record<string, unknown>> = this.sw.entries(now).map((e) => ({
       mac: macToString(e.mac),
       vlan: e.vlan,
       port: this.engine.ports[e.port].name,
       static: e.isStatic,
       age: e.isStatic ? null : Math.round((now - e.lastSeen) / 100) / 10,
+      dst: null,
     }));
+    // Remote VTEPs, as `bridge fdb show dev vxlan0` lists them: MAC -> underlay address.
+    for (const p of this.engine.ports) {
+      if (p instanceof VxlanPort) {
+        for (const e of p.fdbEntries(now)) rows.push({ mac: e.mac, vlan: null, port: p.name, static: e.static, age: e.age, dst: e.remote });
+      }
+    }
+    return rows;
+  }
+
+  tunnels(): unknown {
+    return this.engine.ports
+      .filter((p): p is VxlanPort | IpipPort => p instanceof VxlanPort || p instanceof IpipPort)
+      .map((p) => ({ port: p.name, ...p.tunnelInfo(), counters: { ...p.counters(), ...p.tunnelCounters() } }));
   }
 
   ports(): unknown {

@@ -24,6 +24,8 @@ import {
   emitIcmp,
   emitIpv4,
   icmpFillChecksum,
+  ipToString,
+  macToString,
   icmpRestEcho,
   parseArp,
   parseCidr,
@@ -287,6 +289,29 @@ export function parseFrame(f: Buffer): Parsed {
     }
   }
   return out;
+}
+
+/** A one-line summary of a frame, for readable failures ("ARP who-has 10.0.2.9 tell 10.0.2.1"). */
+export function describeFrame(f: Buffer): string {
+  const p = parseFrame(f);
+  const e = `${macToString(p.eth.srcAddr)} > ${macToString(p.eth.dstAddr)}`;
+  if (p.arp) {
+    const a = p.arp;
+    return a.oper === ARP_OPER_REQUEST
+      ? `${e} ARP who-has ${ipToString(a.tpa)} tell ${ipToString(a.spa)}`
+      : `${e} ARP ${ipToString(a.spa)} is-at ${macToString(a.sha)}`;
+  }
+  if (p.ip) {
+    const i = p.ip;
+    const icmp = p.icmp ? ` ICMP ${p.icmp.type}/${p.icmp.code}` : ` proto ${i.protocol}`;
+    return `${e} IP ${ipToString(i.srcAddr)} > ${ipToString(i.dstAddr)} ttl ${i.ttl} len ${i.totalLen}${icmp}`;
+  }
+  return `${e} ethertype 0x${p.eth.etherType.toString(16)} len ${f.length}`;
+}
+
+/** Every port's frames as summaries. */
+export function describeAll(out: Record<string, Buffer[]>): Record<string, string[]> {
+  return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v.map(describeFrame)]));
 }
 
 /** Counters that changed, with their deltas. */

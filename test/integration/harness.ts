@@ -130,3 +130,66 @@ export function writeLabFile(name: string, yaml: string): string {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/**
+ * Captures on `ifname` in `ns` with tcpdump while `fn` runs, then reads the capture
+ * with tshark (IP/UDP checksum validation on; tshark 4 always checks ICMP) and
+ * returns one line per frame: the fields joined by "|".
+ */
+export async function captureFields(
+  ns: string,
+  ifname: string,
+  fn: () => void | Promise<void>,
+  fields: string[],
+  tsharkArgs: string[] = [],
+): Promise<string[]> {
+  const file = path.join(os.tmpdir(), `tn-cap-${process.pid}-${Date.now()}-${Math.random().toString(16).slice(2)}.pcap`);
+  const child = spawn("ip", ["netns", "exec", ns, "tcpdump", "-i", ifname, "--immediate-mode", "-U", "-n", "-w", file], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let err = "";
+      const t = setTimeout(() => reject(new Error(`tcpdump in ${ns} did not start: ${err}`)), 10_000);
+      child.stderr.on("data", (c: Buffer) => {
+        err += c.toString();
+        if (err.includes("listening on")) {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+      child.on("exit", () => reject(new Error(`tcpdump in ${ns} exited: ${err}`)));
+    });
+    await fn();
+  } finally {
+    await new Promise<void>((r) => {
+      if (child.exitCode !== null) return r();
+      child.removeAllListeners("exit");
+      child.on("exit", () => r());
+      child.kill("SIGINT");
+      setTimeout(() => child.kill("SIGKILL"), 3000).unref();
+    });
+  }
+  const r = spawnSync(
+    "tshark",
+    ["-r", file, "-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE", ...tsharkArgs, "-T", "fields", "-E", "separator=|", ...fields.flatMap((f) => ["-e", f])],
+    { encoding: "utf8" },
+  );
+  fs.rmSync(file, { force: true });
+  if (r.status !== 0) throw new Error(`tshark: ${r.stderr}`);
+  return r.stdout.split("\n").filter(Boolean);
+}
+
+/** iperf3 TCP from `client` to `serverIp` (server in `server`) for `seconds`; returns bits/s received. */
+export async function iperf(server: string, client: string, serverIp: string, seconds = 2): Promise<number> {
+  const srv = spawn("ip", ["netns", "exec", server, "iperf3", "-s", "-1", "-J"], { stdio: ["ignore", "pipe", "pipe"] });
+  try {
+    await sleep(400);
+    const r = inNs(client, ["timeout", "-k", "2", String(seconds + 15), "iperf3", "-c", serverIp, "-t", String(seconds), "-J"], (seconds + 20) * 1000);
+    if (r.status !== 0) throw new Error(`iperf3 client failed (${r.status}): ${r.stdout.slice(-500)} ${r.stderr}`);
+    const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };
+    return j.end.sum_received.bits_per_second;
+  } finally {
+    if (srv.exitCode === null) srv.kill("SIGKILL");
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * Child process of test/io/ipip-port.test.ts: one "node" of the IPIP lab, run by the
+ * test inside the node's network namespace (`ip netns exec`), transpiled with the
+ * source tree into a temporary directory.
+ *
+ * An Engine with three ports: `tap` (a TAP the test moves into the pod's namespace),
+ * `ipip` (the port under test) and `mem` (frames the test injects, sent straight
+ * out of the IPIP port). The pipeline is a deliberately tiny router, enough to carry
+ * real packets across the tunnel:
+ *   tap  -> ARP request for the gateway: answered (and the pod's MAC learned);
+ *           IPv4 to the gateway MAC for a remote pod subnet: TTL - 1, Ethernet
+ *           rewritten to (ipipNeighbourMac(remote node), gateway MAC), out of ipip.
+ *   ipip -> IPv4 for the local pod subnet: TTL - 1, Ethernet rewritten to (pod MAC,
+ *           gateway MAC), out of the TAP.
+ *   mem  -> out of ipip unchanged.
+ * Driven by JSON lines on stdin; exits when stdin closes.
+ */
+import { createInterface } from "node:readline";
+import type { FrameList } from "../../src/core/batch.js";
+import { Engine } from "../../src/core/engine.js";
+import type { Port } from "../../src/core/port.js";
+import { IpipPort, ipipNeighbourMac } from "../../src/io/ipip-port.js";
+import { MemoryPort } from "../../src/io/memory-port.js";
+import { TapPort } from "../../src/io/tap-port.js";
+import {
+  ARP_OPER_REQUEST,
+  ARP_SPA_OFF,
+  ARP_TPA_OFF,
+  arpCheck,
+  arpGetOper,
+  arpGetSha,
+  arpTurnIntoReply,
+} from "../../src/wire/arp.js";
+import { readU32 } from "../../src/wire/bytes.js";
+import {
+  ETH_HEADER_LEN,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+  ethGetDstAddr,
+  ethGetEtherType,
+  ethSetDstAddr,
+  ethSetSrcAddr,
+} from "../../src/wire/ethernet.js";
+import { ipInSubnet, parseCidr, parseIp } from "../../src/wire/ipv4addr.js";
+import { ipv4DecrementTtl, ipv4GetDstAddr, ipv4GetTtl } from "../../src/wire/ipv4.js";
+import { CHECK_OK } from "../../src/wire/reason.js";
+
+export interface AgentConfig {
+  tap: string;
+  local: string;
+  peers: string[];
+  mtu: number;
+  gwIp: string;
+  gwMac: number;
+  /** The local pod subnet, e.g. 10.244.1.0/24. */
+  podNet: string;
+  routes: Array<{ to: string; via: string }>;
+}
+
+const cfg = JSON.parse(process.argv[2]) as AgentConfig;
+const out = (m: unknown): void => {
+  process.stdout.write(`${JSON.stringify(m)}\n`);
+};
+process.on("uncaughtException", (e) => {
+  process.stderr.write(`agent: ${e.stack ?? String(e)}\n`);
+  process.exit(3);
+});
+
+const engine = new Engine();
+const tap = new TapPort("tap", cfg.tap);
+const ipip = new IpipPort("ipip", { localAddr: cfg.local, peers: cfg.peers, mac: cfg.gwMac, mtu: cfg.mtu });
+const mem = new MemoryPort("mem");
+engine.addPort(tap);
+engine.addPort(ipip);
+engine.addPort(mem);
+
+const gwIp = parseIp(cfg.gwIp);
+const gwMac = cfg.gwMac;
+const pod = parseCidr(cfg.podNet);
+const routes = cfg.routes.map((r) => {
+  const c = parseCidr(r.to);
+  return { net: c.network, mask: c.mask, nextHopMac: ipipNeighbourMac(parseIp(r.via)) };
+});
+
+const r = { arpAnswered: 0, toTunnel: 0, fromTunnel: 0, dropped: 0, podMac: 0 };
+const ipipBatches = new Map<number, number>();
+let lastFromTunnel = "";
+
+function fromTap(pool: Buffer, off: number, len: number): void {
+  const et = ethGetEtherType(pool, off);
+  const l3 = off + ETH_HEADER_LEN;
+  if (et === ETHERTYPE_ARP && arpCheck(pool, l3, len - ETH_HEADER_LEN) === CHECK_OK) {
+    if (arpGetOper(pool, l3) === ARP_OPER_REQUEST && readU32(pool, l3 + ARP_TPA_OFF) === gwIp) {
+      const sha = arpGetSha(pool, l3);
+      if (ipInSubnet(readU32(pool, l3 + ARP_SPA_OFF), pod.network, pod.mask)) r.podMac = sha;
+      arpTurnIntoReply(pool, l3, gwMac);
+      ethSetDstAddr(pool, off, sha);
+      ethSetSrcAddr(pool, off, gwMac);
+      tap.txq.push(off, len);
+      r.arpAnswered++;
+      return;
+    }
+  } else if (et === ETHERTYPE_IPV4 && len >= ETH_HEADER_LEN + 20 && ethGetDstAddr(pool, off) === gwMac) {
+    const dst = ipv4GetDstAddr(pool, l3);
+    for (const rt of routes) {
+      if (ipInSubnet(dst, rt.net, rt.mask) && ipv4GetTtl(pool, l3) > 1) {
+        ipv4DecrementTtl(pool, l3);
+        ethSetDstAddr(pool, off, rt.nextHopMac);
+        ethSetSrcAddr(pool, off, gwMac);
+        ipip.txq.push(off, len);
+        r.toTunnel++;
+        return;
+      }
+    }
+  }
+  r.dropped++;
+}
+
+function fromTunnel(pool: Buffer, off: number, len: number): void {
+  lastFromTunnel = pool.toString("hex", off, off + ETH_HEADER_LEN);
+  const l3 = off + ETH_HEADER_LEN;
+  if (r.podMac !== 0 && ipInSubnet(ipv4GetDstAddr(pool, l3), pod.network, pod.mask) && ipv4GetTtl(pool, l3) > 1) {
+    ipv4DecrementTtl(pool, l3);
+    ethSetDstAddr(pool, off, r.podMac);
+    ethSetSrcAddr(pool, off, gwMac);
+    tap.txq.push(off, len);
+    r.fromTunnel++;
+    return;
+  }
+  r.dropped++;
+}
+
+engine.pipeline = {
+  process(port: Port, frames: FrameList, pool: Buffer): void {
+    if (port === ipip) ipipBatches.set(frames.count, (ipipBatches.get(frames.count) ?? 0) + 1);
+    for (let i = 0; i < frames.count; i++) {
+      const off = frames.offsets[i];
+      const len = frames.lengths[i];
+      if (port === tap) fromTap(pool, off, len);
+      else if (port === ipip) fromTunnel(pool, off, len);
+      else ipip.txq.push(off, len);
+    }
+  },
+};
+
+function state(): Record<string, unknown> {
+  return {
+    kind: ipip.kind,
+    isOpen: ipip.isOpen,
+    info: ipip.info(),
+    tunnelInfo: ipip.tunnelInfo(),
+    ipip: { ...ipip.counters(), ...ipip.tunnelCounters() },
+    lastTxError: ipip.lastTxError,
+    lastRxError: ipip.lastRxError,
+    rcvBuf: ipip.rcvBufEffective,
+    tap: tap.counters(),
+    router: { ...r },
+    ipipBatches: Object.fromEntries(ipipBatches),
+    lastFromTunnel,
+    passes: engine.passes,
+    internalErrors: engine.internalErrors,
+    lastError: engine.lastError,
+  };
+}
+
+try {
+  engine.start();
+} catch (e) {
+  out({ ready: false, error: String((e as Error).stack ?? e) });
+  process.exit(2);
+}
+out({ ready: true, ...state() });
+
+const rl = createInterface({ input: process.stdin });
+rl.on("close", () => {
+  engine.stop();
+  process.exit(0);
+});
+rl.on("line", (line) => {
+  const m = JSON.parse(line) as { id: number; op: string; frames?: string[] };
+  const reply = (x: Record<string, unknown>): void => out({ id: m.id, ok: true, ...x });
+  try {
+    switch (m.op) {
+      case "state":
+        return reply(state());
+      case "inject":
+        mem.inject((m.frames ?? []).map((h) => Buffer.from(h, "hex")));
+        return reply(state());
+      case "close":
+        ipip.close();
+        ipip.close();
+        return reply(state());
+      case "exit":
+        engine.stop();
+        reply({});
+        setTimeout(() => process.exit(0), 20);
+        return;
+      default:
+        throw new Error(`unknown op ${m.op}`);
+    }
+  } catch (e) {
+    out({ id: m.id, ok: false, error: String((e as Error).stack ?? e) });
+  }
+});
