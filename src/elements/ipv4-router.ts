@@ -107,6 +107,7 @@ export const COUNTERS = [
   "badTotalLen",
   "badChecksum",
   "martianSource",
+  "martianDestination",
   "broadcastDropped",
   "otherHost",
   "unknownEtherType",
@@ -171,6 +172,7 @@ export class Ipv4Router implements PassAware {
   badTotalLen = 0;
   badChecksum = 0;
   martianSource = 0;
+  martianDestination = 0;
   broadcastDropped = 0;
   otherHost = 0;
   unknownEtherType = 0;
@@ -283,9 +285,8 @@ export class Ipv4Router implements PassAware {
   }
 
   private ipInput(ifc: RouterInterface, buf: Buffer, off: number, len: number, now: number): void {
-    const d0 = buf[off];
     const ip = off + ETH_HLEN;
-    const linkGroup = (d0 & 1) !== 0;
+    const linkGroup = (buf[off] & 1) !== 0;
     if (!linkGroup && readMac(buf, off) !== ifc.mac) {
       // Flooded unicast for another station: not ours to route.
       this.otherHost++;
@@ -300,8 +301,14 @@ export class Ipv4Router implements PassAware {
     const src = readU32(buf, ip + 12);
     const dst = readU32(buf, ip + 16);
     const s0 = src >>> 24;
-    if (s0 === 0 || s0 === 127 || s0 >= 224 || src === 0xffffffff) {
+    // RFC 1812 §5.3.7: no forwarding from or to addresses that cannot be hosts.
+    if (s0 === 0 || s0 === 127 || s0 >= 224 || this.local.has(src) || this.isSubnetBroadcast(src)) {
       this.martianSource++;
+      return;
+    }
+    const d0 = dst >>> 24;
+    if (d0 === 0 || d0 === 127 || (d0 >= 240 && dst !== 0xffffffff)) {
+      this.martianDestination++;
       return;
     }
     const localIf = this.local.get(dst);
@@ -334,8 +341,7 @@ export class Ipv4Router implements PassAware {
         return;
       }
       ipv4DecrementTtl(buf, ip);
-      this.forwarded++;
-      this.fragmentOut(ifc.index, out, this.routeGw[r] || dst, buf, ip, ipLen, now);
+      if (this.fragmentOut(ifc.index, out, this.routeGw[r] || dst, buf, ip, ipLen, now)) this.forwarded++;
       return;
     }
     ipv4DecrementTtl(buf, ip);
@@ -386,7 +392,7 @@ export class Ipv4Router implements PassAware {
     for (const ifc of this.ifaces) {
       for (let k = 0; k < ifc.addrs.length; k++) {
         const m = ifc.masks[k];
-        if (ifc.prefixLens[k] < 31 && ((dst & m) >>> 0) === ((ifc.addrs[k] & m) >>> 0) && ((dst | m) >>> 0) === dst) {
+        if (ifc.prefixLens[k] < 31 && ((dst & m) >>> 0) === ((ifc.addrs[k] & m) >>> 0) && ((dst | ~m) >>> 0) === dst) {
           return true;
         }
       }
@@ -565,22 +571,23 @@ export class Ipv4Router implements PassAware {
     if (!this.neigh.enqueue(n, { data: Buffer.from(buf.subarray(ip, ip + ipLen)), inIf })) this.arpQueueFull++;
   }
 
-  private fragmentOut(inIf: number, out: RouterInterface, nh: number, buf: Buffer, ip: number, ipLen: number, now: number): void {
+  private fragmentOut(inIf: number, out: RouterInterface, nh: number, buf: Buffer, ip: number, ipLen: number, now: number): boolean {
     const need = Math.ceil(ipLen / Math.max(out.mtu - 60, 8)) + 1;
     const first = this.alloc(Math.min(need, MAX_FRAGS));
-    if (first < 0) return;
+    if (first < 0) return false;
     const pool = this.pool as Buffer;
     const k = fragmentIpv4(buf, ip, ipLen, out.mtu, pool, first + ETH_HLEN, SLOT, Math.min(need, MAX_FRAGS), this.fragLens);
     if (k <= 0) {
       // Too many fragments for the scratch space, or a malformed header/options.
       this.fragFailed++;
-      return;
+      return false;
     }
     this.fragmented++;
     this.fragmentsOut += k;
     for (let i = 0; i < k; i++) {
       this.output(inIf, out, nh, pool, first + i * SLOT + ETH_HLEN, this.fragLens[i], now);
     }
+    return true;
   }
 
   private icmpError(
