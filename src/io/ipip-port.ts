@@ -260,6 +260,8 @@ export class IpipPort extends Port {
 
   open(pool: PacketPool, onRx: RxHandler): void {
     if (this.sock !== null) throw new Error(`ipip port '${this.name}' is already open`);
+    // Reserve first: a pool that is too small must not leave a socket open.
+    const base = pool.region(this.rxRegionBytes(), `ipip port '${this.name}' rx`);
     const raw = loadRawSocket();
     let sock: RawSocket;
     try {
@@ -286,7 +288,6 @@ export class IpipPort extends Port {
       sock.close();
       throw new Error(`ipip port '${this.name}': cannot set socket options: ${(e as Error).message}`);
     }
-    const base = pool.region(this.rxRegionBytes(), `ipip port '${this.name}' rx`);
     const buf = pool.buf;
     const views: Buffer[] = [];
     for (let i = 0; i < this.batchSize; i++) {
@@ -348,7 +349,7 @@ export class IpipPort extends Port {
         wrap.recv(views[n], this.onRecv);
       } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
-        if (msg !== EAGAIN_MESSAGE) {
+        if (msg !== EAGAIN_MESSAGE && !/temporarily unavailable|would block/i.test(msg)) {
           this.rxErrors++;
           this.lastRxError = msg;
         }
