@@ -33,8 +33,9 @@
  * add their own pseudo-header.
  *
  * The packet leaves through a `raw-socket` socket of protocol IPPROTO_RAW (255): that
- * implies IP_HDRINCL (the whole IP header is ours; the kernel only fills in the total
- * length and header checksum, which we wrote the same) and it is send-only, so it
+ * implies IP_HDRINCL (the whole IP header is ours; the kernel only rewrites the total
+ * length and header checksum, which we wrote the same, and picks an ident where ours
+ * is 0) and it is send-only, so it
  * never gets a copy of the namespace's UDP traffic. The kernel routes it by its
  * destination. raw-socket's JavaScript Socket.send() only queues the request and
  * writes one queued packet per writable poll event, a later turn of the loop, holding
@@ -44,7 +45,8 @@
  * neighbour is not resolved yet: the skb waits in the neighbour queue), so one
  * staging area is reused for every packet. A refused send (EMSGSIZE, ENOBUFS, EAGAIN
  * on a full send buffer, ENETUNREACH) throws; it is counted in txErrors. A frame
- * counts as sent when at least one of its replicas was.
+ * counts as sent when at least one of its replicas was; an ARP request answered here
+ * counts as sent too (the port took it; nothing was refused).
  *
  * MTU. Overlay MTU = underlayMtu - 50 (outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet
  * 14). A frame whose payload (length - 14) exceeds it would not fit the underlay
@@ -100,6 +102,8 @@ import {
   ETHERTYPE_QINQ,
   ETHERTYPE_VLAN,
   ETH_HEADER_LEN,
+  ICMP_ECHO_REPLY,
+  ICMP_ECHO_REQUEST,
   IP_PROTO_ICMP,
   IP_PROTO_TCP,
   IP_PROTO_UDP,
@@ -161,7 +165,7 @@ export interface VxlanFdbEntry {
   mac: string;
   remote: string;
   static: boolean;
-  /** Seconds since the entry was last refreshed; null for static entries. */
+  /** Seconds (to 0.1 s, as the switch shows them) since the entry was last refreshed; null for static entries. */
   age: number | null;
 }
 
@@ -298,7 +302,7 @@ export function vxlanSourcePort(buf: Uint8Array, off: number, len: number): numb
         proto === IP_PROTO_DCCP
       ) {
         h = mix(h, readU32(buf, l4));
-      } else if (proto === IP_PROTO_ICMP && (buf[l4] === 8 || buf[l4] === 0)) {
+      } else if (proto === IP_PROTO_ICMP && (buf[l4] === ICMP_ECHO_REQUEST || buf[l4] === ICMP_ECHO_REPLY)) {
         h = mix(h, readU16(buf, l4 + 4));
       }
     }
@@ -457,9 +461,15 @@ export class VxlanPort extends Port {
 
   open(pool: PacketPool, onRx: RxHandler): void {
     if (this.raw !== null) throw new Error(`vxlan port '${this.name}' is already open`);
+    let mod: RawSocketModule;
+    try {
+      mod = loadRaw();
+    } catch (e) {
+      throw new Error(`vxlan port '${this.name}': cannot load raw-socket: ${(e as Error).message}`);
+    }
     let raw: RawSocket;
     try {
-      raw = loadRaw().createSocket({ protocol: IPPROTO_RAW });
+      raw = mod.createSocket({ protocol: IPPROTO_RAW });
     } catch (e) {
       throw new Error(
         `vxlan port '${this.name}': cannot open a raw IP socket (needs CAP_NET_RAW): ${(e as Error).message}`,
@@ -503,6 +513,8 @@ export class VxlanPort extends Port {
       }
     });
     udp.on("listening", () => {
+      // A socket closed while its bind was under way is not ours any more.
+      if (this.udp !== udp) return;
       this.listening = true;
       try {
         this.recvBufferGranted = udp.getRecvBufferSize();
@@ -832,7 +844,7 @@ export class VxlanPort extends Port {
         mac: macToString(mac),
         remote: e.remote,
         static: e.isStatic,
-        age: e.isStatic ? null : Math.max(0, now - e.lastSeen) / 1000,
+        age: e.isStatic ? null : Math.max(0, Math.round((now - e.lastSeen) / 100) / 10),
       });
     }
     return out;

@@ -12,6 +12,7 @@ import { ControlServer } from "../control/server.js";
 import type { Request } from "../control/protocol.js";
 import { InternalPort } from "../core/internal-port.js";
 import { Ipv4Router } from "../elements/ipv4-router.js";
+import { Nat } from "../elements/nat.js";
 import { LearningSwitch, type SwitchPortMode } from "../elements/learning-switch.js";
 import { PcapPort } from "../io/pcap-port.js";
 import { IpipPort, ipipNeighbourMac } from "../io/ipip-port.js";
@@ -88,6 +89,39 @@ export class TapnetNode {
         if (ifIndex < 0) throw new Error(`neighbour ${nb.ip}: no interface '${nb.interface}'`);
         router.addStaticNeighbour(ifIndex, parseIp(nb.ip), parseMac(nb.mac));
       }
+      if (rc.nat || rc.services.length) {
+        const ifIndexOf = (name: string): number => {
+          const i = router.ifaces.findIndex((x) => x.name === name);
+          if (i < 0) throw new Error(`nat: no interface '${name}'`);
+          return i;
+        };
+        router.nat = new Nat({
+          snat: (rc.nat?.masquerade ?? []).map((m) => {
+            const outIf = ifIndexOf(m.interface);
+            return {
+              sources: m.sources.map((c) => {
+                const p = parseCidr(c);
+                return { addr: p.network, prefixLen: p.prefixLen };
+              }),
+              outIf,
+              toAddr: router.ifaces[outIf].addrs[0],
+            };
+          }),
+          services: rc.services.map((sv) => ({
+            name: sv.name,
+            vip: parseIp(sv.vip),
+            proto: sv.protocol === "tcp" ? 6 : 17,
+            port: sv.port,
+            backends: sv.backends.map((b) => {
+              const [a, p] = b.split(":");
+              return { addr: parseIp(a), port: Number(p) };
+            }),
+            algorithm: sv.algorithm,
+          })),
+          maxEntries: rc.nat?.maxEntries,
+          timeouts: rc.nat?.timeouts,
+        });
+      }
       this.engine.passAware.push(router);
       this.engine.reserve(router.scratchBytes(), "router scratch", (base) =>
         router.setScratch((this.engine.pool as { buf: Buffer }).buf, base, router.scratchBytes()),
@@ -103,6 +137,8 @@ export class TapnetNode {
       neigh: () => this.requireRouter().neighbours(performance.now()),
       route: () => this.requireRouter().routes(),
       interfaces: () => this.requireRouter().interfaces(),
+      conntrack: () => this.requireNat().conntrackEntries(performance.now()),
+      services: () => this.requireNat().services(),
       // Gratuitous ARP for every router address; `lab up` sends it once the hosts'
       // interfaces are up (announcing into TAPs that are still down reaches nobody).
       announce: () => {
@@ -151,6 +187,14 @@ export class TapnetNode {
   async start(): Promise<void> {
     this.engine.start();
     try {
+      // A tunnel's UDP socket binds after open(): wait, so a bad address fails start-up.
+      for (const p of this.engine.ports) {
+        if (p instanceof VxlanPort) {
+          await p.ready().catch((e: Error) => {
+            throw new Error(`port ${p.name}: cannot receive VXLAN: ${e.message}`);
+          });
+        }
+      }
       await this.control.listen();
     } catch (e) {
       this.engine.stop();
@@ -163,6 +207,12 @@ export class TapnetNode {
     if (router) {
       this.tickTimer = setInterval(() => this.engine.runPass((_pool, now) => router.tick(now)), 200);
     }
+  }
+
+  private requireNat(): Nat {
+    const nat = this.requireRouter().nat;
+    if (!nat) throw new Error(`node ${this.config.node} has no NAT rules or services`);
+    return nat;
   }
 
   private requireRouter(): Ipv4Router {
@@ -237,6 +287,7 @@ export class TapnetNode {
     return {
       switch: this.sw.counters(),
       router: this.router?.counters() ?? null,
+      nat: this.router?.nat?.counters() ?? null,
       fdbEntries: this.sw.dynamicCount,
       engine: {
         passes: this.engine.passes,
