@@ -13,6 +13,7 @@ import { Command, Option } from "commander";
 import { request, stream } from "../control/client.js";
 import { findLab, labDown, labStatus, labUp } from "../lab/lab.js";
 import { TopologyError } from "../lab/topology.js";
+import { conntrackLine, type ConnEntryView } from "../elements/conntrack.js";
 import { table, vlanList } from "./format.js";
 
 const program = new Command();
@@ -151,6 +152,36 @@ showCommand("fdb", "the switch's forwarding table and remote VTEPs (like 'bridge
   );
 });
 
+showCommand("conntrack", "tracked connections (like 'conntrack -L')", (d) => {
+  const rows = d as ConnEntryView[];
+  if (rows.length === 0) return "  (no connections)";
+  return `${rows.map(conntrackLine).join("\n")}\nconntrack: ${rows.length} flow entries`;
+});
+
+interface ServiceRow {
+  name: string;
+  vip: string;
+  proto: string;
+  port: number;
+  backends: string[];
+  algorithm: string;
+  connections: number[];
+}
+showCommand("services", "services: VIP:port -> backends, with live connections per backend", (d) => {
+  const rows = d as ServiceRow[];
+  if (rows.length === 0) return "  (no services)";
+  return table(
+    ["SERVICE", "VIP", "PROTO", "BACKENDS (connections)", "ALGORITHM"],
+    rows.map((s) => [
+      s.name,
+      `${s.vip}:${s.port}`,
+      s.proto,
+      s.backends.length ? s.backends.map((b, i) => `${b} (${s.connections[i] ?? 0})`).join(" ") : "none: REJECT",
+      s.algorithm,
+    ]),
+  );
+});
+
 interface TunnelRow {
   port: string;
   kind: string;
@@ -219,11 +250,18 @@ showCommand("ports", "ports with their VLANs and counters (like 'ip -s link')", 
 );
 
 showCommand("stats", "element and engine counters", (d) => {
-  const s = d as { switch: Record<string, number>; router: Record<string, number> | null; fdbEntries: number; engine: Record<string, unknown> };
+  const s = d as {
+    switch: Record<string, number>;
+    router: Record<string, number> | null;
+    nat: Record<string, number> | null;
+    fdbEntries: number;
+    engine: Record<string, unknown>;
+  };
   const rows: Array<[string, string | number]> = [];
   for (const [k, v] of Object.entries(s.switch)) rows.push([`switch.${k}`, v]);
   rows.push(["switch.fdbEntries", s.fdbEntries]);
   for (const [k, v] of Object.entries(s.router ?? {})) rows.push([`router.${k}`, v]);
+  for (const [k, v] of Object.entries(s.nat ?? {})) rows.push([`nat.${k}`, v]);
   for (const k of ["passes", "internalErrors", "roundsExceeded"]) rows.push([`engine.${k}`, String(s.engine[k])]);
   return table(["COUNTER", "VALUE"], rows);
 });

@@ -47,6 +47,7 @@ import { ipv4Check, ipv4DecrementTtl } from "../wire/ipv4.js";
 import { ipToString } from "../wire/ipv4addr.js";
 import { macToString, readMac, writeMac } from "../wire/mac.js";
 import { Fib } from "./fib.js";
+import { NAT_ACCEPT, NAT_REJECT, type Nat } from "./nat.js";
 import { emitIcmpEchoReplyInPlace, emitIcmpError, fragmentIpv4, icmpErrorAllowed, TokenBucket } from "./ip-util.js";
 import {
   NeighbourCache,
@@ -122,6 +123,8 @@ export const COUNTERS = [
   "neighbourTableFull",
   "scratchFull",
   "runt",
+  "serviceRejected",
+  "natDropped",
 ] as const;
 export type RouterCounter = (typeof COUNTERS)[number];
 
@@ -187,6 +190,10 @@ export class Ipv4Router implements PassAware {
   neighbourTableFull = 0;
   scratchFull = 0;
   runt = 0;
+  serviceRejected = 0;
+  natDropped = 0;
+  /** Connection tracking and NAT, when the node has NAT rules or services. */
+  nat: Nat | null = null;
 
   constructor(
     interfaces: RouterInterfaceConfig[],
@@ -299,7 +306,7 @@ export class Ipv4Router implements PassAware {
     }
     const ipLen = (buf[ip + 2] << 8) | buf[ip + 3];
     const src = readU32(buf, ip + 12);
-    const dst = readU32(buf, ip + 16);
+    let dst = readU32(buf, ip + 16);
     const s0 = src >>> 24;
     // RFC 1812 §5.3.7: no forwarding from or to addresses that cannot be hosts.
     if (s0 === 0 || s0 === 127 || s0 >= 224 || this.local.has(src) || this.isSubnetBroadcast(src)) {
@@ -310,6 +317,22 @@ export class Ipv4Router implements PassAware {
     if (d0 === 0 || d0 === 127 || (d0 >= 240 && dst !== 0xffffffff)) {
       this.martianDestination++;
       return;
+    }
+    // PREROUTING: connection tracking, service DNAT, and un-SNAT of replies — before
+    // the router decides whether the packet is its own (a reply to a masqueraded flow
+    // is addressed to the router's address until it is translated back).
+    const nat = this.nat;
+    if (nat !== null && !linkGroup) {
+      const v = nat.prerouting(buf, ip, ipLen, ifc.index, now);
+      if (v !== NAT_ACCEPT) {
+        if (v === NAT_REJECT) {
+          // A service with no endpoints: refuse, as kube-proxy's REJECT does.
+          this.serviceRejected++;
+          this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 3, 0, now, false);
+        } else this.natDropped++;
+        return;
+      }
+      dst = readU32(buf, ip + 16);
     }
     const localIf = this.local.get(dst);
     if (localIf !== undefined) {
@@ -334,12 +357,17 @@ export class Ipv4Router implements PassAware {
       return;
     }
     const out = this.ifaces[this.routeIf[r]];
+    if (ipLen > out.mtu && (buf[ip + 6] & 0x40) !== 0) {
+      this.fragNeeded++;
+      this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 4, out.mtu & 0xffff, now, false);
+      return;
+    }
+    // POSTROUTING: source NAT (masquerade, hairpin) and un-DNAT of service replies.
+    if (nat !== null && nat.postrouting(buf, ip, ipLen, out.index, this.sourceFor(out, dst), now) !== NAT_ACCEPT) {
+      this.natDropped++;
+      return;
+    }
     if (ipLen > out.mtu) {
-      if ((buf[ip + 6] & 0x40) !== 0) {
-        this.fragNeeded++;
-        this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 4, out.mtu & 0xffff, now, false);
-        return;
-      }
       ipv4DecrementTtl(buf, ip);
       if (this.fragmentOut(ifc.index, out, this.routeGw[r] || dst, buf, ip, ipLen, now)) this.forwarded++;
       return;
@@ -351,6 +379,8 @@ export class Ipv4Router implements PassAware {
 
   private localInput(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number, linkGroup: boolean): void {
     this.delivered++;
+    // The router's own traffic is not tracked (it never reaches POSTROUTING).
+    this.nat?.abort();
     const hl = (buf[ip] & 0x0f) << 2;
     const proto = buf[ip + 9];
     if ((((buf[ip + 6] & 0x1f) << 8) | buf[ip + 7]) !== 0 || (buf[ip + 6] & 0x20) !== 0) {
@@ -616,6 +646,10 @@ export class Ipv4Router implements PassAware {
     const pool = this.pool as Buffer;
     this.ident = (this.ident + 1) & 0xffff;
     const len = emitIcmpError(pool, slot + ETH_HLEN, buf, ip, ipLen, type, code, rest, src, this.ident);
+    if (len < 0) return;
+    // About a packet NAT has already rewritten (between its two hooks): quote what the
+    // sender sent and speak from the VIP/masquerade address, as Linux does.
+    if (this.nat !== null) this.nat.localError(pool, slot + ETH_HLEN, len);
     this.icmpErrors++;
     this.send(ifc.index, pool, slot + ETH_HLEN, len, now);
   }
@@ -634,6 +668,7 @@ export class Ipv4Router implements PassAware {
 
   /** Timer work: ARP retries, refresh probes, failures (run inside an engine pass). */
   tick(now: number): void {
+    this.nat?.expire(now);
     this.neigh.tick(
       now,
       (n, unicastTo) => this.arpRequest(this.ifaces[n.ifIndex], n.addr, unicastTo),

@@ -30,7 +30,7 @@ export interface LabState {
   createdAt: string;
   namespaces: string[];
   nodes: Record<string, { namespace: string; pid: number | null; socket: string; config: string; log: string }>;
-  hosts: Record<string, { namespace: string; node: string; ip: string; gateway?: string; vlan: number; link: string }>;
+  hosts: Record<string, { namespace: string; node: string; ip: string; gateway?: string; vlan: number; link: string; run?: { pid: number; command: string; log: string } }>;
 }
 
 export const nsName = (lab: string, name: string): string => `tn-${lab}-${name}`;
@@ -38,6 +38,8 @@ export const labDir = (lab: string): string => path.join(RUN_DIR, lab);
 const statePath = (lab: string): string => path.join(labDir(lab), "state.json");
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/main.js");
+/** The repository (dist/lab/ -> ../..). */
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
 export type Log = (msg: string) => void;
 
@@ -163,6 +165,8 @@ function nodeConfig(t: Topology, node: string): NodeConfig {
         }),
         routes: spec.routes.map((r) => ({ to: r.to === "default" ? "0.0.0.0/0" : r.to, via: r.via, dev: r.dev, onlink: r.onlink })),
         neighbors: spec.neighbors,
+        nat: spec.nat,
+        services: Object.entries(spec.services).map(([name, sv]) => ({ name, ...sv })),
       }
     : undefined;
   return {
@@ -340,6 +344,26 @@ async function build(t: Topology, state: LabState, log: Log): Promise<void> {
     writeState(state);
   }
   log(`hosts up: ${Object.keys(state.hosts).join(" ")}`);
+  // Commands the hosts run (servers): each in its own process group, so lab down
+  // stops it and its children by PID.
+  for (const [h, hs] of Object.entries(t.hosts)) {
+    if (!hs.run) continue;
+    const logPath = path.join(dir, `${h}.log`);
+    const out = fs.openSync(logPath, "a");
+    // Run from the topology file's folder, with TAPNET_ROOT naming the repository
+    // (so a lab can start scripts/http-name.py wherever the user stands).
+    const child = spawn("ip", ["netns", "exec", ns(h), "sh", "-c", hs.run], {
+      detached: true,
+      stdio: ["ignore", out, out],
+      cwd: path.dirname(state.file),
+      env: { ...process.env, TAPNET_ROOT: ROOT },
+    });
+    fs.closeSync(out);
+    child.unref();
+    if (child.pid === undefined) throw new Error(`host ${h}: could not start '${hs.run}'`);
+    state.hosts[h].run = { pid: child.pid, command: hs.run, log: logPath };
+    writeState(state);
+  }
   for (const note of overlayNotes.get(t) ?? []) log(`note: ${note}`);
   // 7. Routers announce their addresses (gratuitous ARP) now that the links are up.
   for (const [node, spec] of Object.entries(t.nodes)) {
@@ -369,7 +393,25 @@ async function stopNode(n: LabState["nodes"][string]): Promise<void> {
   for (let i = 0; i < 40 && cmdline(n.pid) !== null; i++) await sleep(25);
 }
 
+/** Stops a host's command (its whole process group) if /proc still shows it. */
+async function stopRun(r: { pid: number; command: string }): Promise<void> {
+  const cl = cmdline(r.pid);
+  if (cl === null || !cl.includes(r.command)) return;
+  for (const sig of ["SIGTERM", "SIGKILL"] as const) {
+    try {
+      process.kill(-r.pid, sig);
+    } catch {
+      return;
+    }
+    for (let i = 0; i < 20; i++) {
+      if (!isAlive(r.pid) || !cmdline(r.pid)) return;
+      await sleep(50);
+    }
+  }
+}
+
 async function teardown(state: LabState, log: Log, extraNamespaces: string[] = []): Promise<string[]> {
+  for (const h of Object.values(state.hosts)) if (h.run) await stopRun(h.run);
   for (const n of Object.values(state.nodes)) await stopNode(n);
   const present = new Set(netnsList());
   const removed: string[] = [];

@@ -95,7 +95,25 @@ const KernelVxlanSpec = z.strictObject({
 
 const NeighbourSpec = z.strictObject({ ip: ipv4, mac, interface: z.string() });
 
+const NatSpec = z.strictObject({
+  /** MASQUERADE: traffic from these sources leaving by `interface` takes its address. */
+  masquerade: z.array(z.strictObject({ sources: z.array(cidr).min(1), interface: z.string() })).default([]),
+  maxEntries: z.number().int().min(1).max(10_000_000).optional(),
+  /** Seconds; keys as in the conntrack element (udp, udpAssured, icmp, tcpEstablished, …). */
+  timeouts: z.record(z.string(), z.number().positive()).default({}),
+});
+
+const ServiceSpec = z.strictObject({
+  vip: ipv4,
+  port: z.number().int().min(1).max(65535),
+  protocol: z.enum(["tcp", "udp"]).default("tcp"),
+  backends: z.array(z.string().regex(/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/, "a backend is ADDRESS:PORT, like 10.244.1.2:80")).default([]),
+  algorithm: z.enum(["random", "roundrobin"]).default("random"),
+});
+
 const NodeSpec = z.strictObject({
+  nat: NatSpec.optional(),
+  services: z.record(name("a service name"), ServiceSpec).default({}),
   /** switch/router: a tapnet process. kernel: a Linux bridge (and kernel VXLAN) instead, for comparison and interop. */
   kind: z.enum(["switch", "router", "kernel"]).optional(),
   underlay: UnderlaySpec.optional(),
@@ -121,6 +139,8 @@ const HostSpec = z.strictObject({
   link: z.enum(["tap", "veth"]).default("tap"),
   mtu: z.number().int().min(68).max(1500).default(1500),
   mac: mac.optional(),
+  /** A command started in the host when the lab is up (a server, say); stopped by lab down. */
+  run: z.string().optional(),
 });
 
 const LinkSpec = z
@@ -514,6 +534,16 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
       problems.push({ path: [...at, "via"], message: `next hop ${r.via} is not inside a subnet of any interface of ${node}` });
     }
   });
+  for (const [k, m] of (spec.nat?.masquerade ?? []).entries()) {
+    if (!spec.interfaces[m.interface]) problems.push({ path: ["nodes", node, "nat", "masquerade", k, "interface"], message: `node ${node} has no interface '${m.interface}'` });
+  }
+  for (const [svc, sv] of Object.entries(spec.services)) {
+    if (Object.keys(spec.interfaces).length === 0) problems.push({ path: ["nodes", node, "services", svc], message: "services need a router: give the node interfaces" });
+    sv.backends.forEach((b, k) => {
+      const [a, p] = b.split(":");
+      if (ipToU32(a) === null || Number(p) < 1 || Number(p) > 65535) problems.push({ path: ["nodes", node, "services", svc, "backends", k], message: `'${b}' is not ADDRESS:PORT` });
+    });
+  }
   spec.neighbors.forEach((nb, k) => {
     const at = ["nodes", node, "neighbors", k];
     if (!spec.interfaces[nb.interface]) {

@@ -138,7 +138,7 @@ export class TapnetNode {
       route: () => this.requireRouter().routes(),
       interfaces: () => this.requireRouter().interfaces(),
       conntrack: () => this.requireNat().conntrackEntries(performance.now()),
-      services: () => this.requireNat().services(),
+      services: () => this.requireNat().services(performance.now()),
       // Gratuitous ARP for every router address; `lab up` sends it once the hosts'
       // interfaces are up (announcing into TAPs that are still down reaches nobody).
       announce: () => {

@@ -187,7 +187,7 @@ describe.skipIf(!canRunLabs())("a routed underlay: host-gw fails, VXLAN and IPIP
     useLab(labFile("host-gw-routed.yaml"), "host-gw-routed");
     it("pod packets reach the router between the nodes bare, and it has no route for them", async () => {
       const ur = "tn-host-gw-routed-ur";
-      const noRoutes = (): number => Number(inNs(ur, ["nstat", "-az", "IpInNoRoutes"]).stdout.match(/IpInNoRoutes\s+(\d+)/)?.[1] ?? NaN);
+      const noRoutes = (): number => Number(inNs(ur, ["nstat", "-az", "IpExtInNoRoutes"]).stdout.match(/IpExtInNoRoutes\s+(\d+)/)?.[1] ?? NaN);
       const before = noRoutes();
       let r = { status: 0 as number | null, stdout: "" };
       const atRouter = await captureFields(ur, "net1", () => {
