@@ -172,6 +172,15 @@ function delNs(ns) {
   made.namespaces.delete(ns);
 }
 
+/** Runs an undo step; a failure is reported, not thrown (it must not hide the error that got us here). */
+function quietly(fn) {
+  try {
+    fn();
+  } catch (e) {
+    process.stderr.write(`bench: ${e instanceof Error ? e.message : e}\n`);
+  }
+}
+
 let cleaning = false;
 /** Undoes everything still in `made`, synchronously; safe to call more than once. */
 function cleanup() {
@@ -504,7 +513,7 @@ function labImpl(file, { client, server, dst, reach, rtt, prepare }) {
       return await measure({ client: ns(client), server: ns(server), dst, rtt: rtt && (() => rtt(ns)) });
     } finally {
       if (undo) undo();
-      labDown(file);
+      quietly(() => labDown(file)); // what fails here is left to the final cleanup
     }
   };
 }
@@ -520,7 +529,7 @@ function customImpl(names, build) {
       }
       return await build();
     } finally {
-      for (const n of mine.reverse()) delNs(n);
+      for (const n of mine.reverse()) quietly(() => delNs(n));
     }
   };
 }
@@ -836,6 +845,24 @@ function cleanupLeftovers() {
     n++;
   }
   for (const ns of netnsList().filter((x) => x.startsWith(NS_PREFIX) || x.startsWith("tn-bench-"))) {
+    // Processes an earlier bench started there (an iperf3 server, the relay): by PID.
+    const pids = sh(["ip", "netns", "pids", ns]).split(/\s+/).filter(Boolean).map(Number);
+    for (const pid of pids) {
+      try {
+        process.kill(pid, "SIGTERM");
+      } catch {
+        // gone
+      }
+    }
+    for (let i = 0; i < 50 && pids.some(alive); i++) sleepSync(20);
+    for (const pid of pids.filter(alive)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // gone
+      }
+    }
+    if (pids.length) process.stderr.write(`bench: stopped ${pids.length} process(es) left in ${ns}: ${pids.join(" ")}\n`);
     sh(["ip", "netns", "del", ns]);
     process.stderr.write(`bench: removed namespace ${ns}\n`);
     n++;

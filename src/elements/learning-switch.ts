@@ -107,6 +107,13 @@ export class LearningSwitch implements Pipeline, PassAware {
   private readonly floodList: Array<Int32Array | null> = new Array(VLANS).fill(null);
   /** The table: per VLAN, MAC (48-bit number) -> entry. */
   private readonly fdb: Array<Map<number, FdbEntry> | null> = new Array(VLANS).fill(null);
+  /**
+   * br_netfilter's hook: IPv4 unicast bridged between two ports of a VLAN marked in
+   * `hookVlans` is shown to `bridgeHook` (the router's NAT, which translates replies
+   * of service connections back to the VIP). Set by the node; null when unused.
+   */
+  bridgeHook: ((buf: Buffer, ipOff: number, ipLen: number, now: number) => void) | null = null;
+  readonly hookVlans = new Uint8Array(VLANS);
   private scratchBase = -1;
   private scratchSlots = 0;
   private scratchUsed = 0;
@@ -286,6 +293,10 @@ export class LearningSwitch implements Pipeline, PassAware {
             inPort.rxDrops++;
           } else {
             this.forwarded++;
+            if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.ports[e.port].kind !== "internal") {
+              const l3 = tagged ? off + 18 : off + 14;
+              if (buf[l3 - 2] === 0x08 && buf[l3 - 1] === 0x00) this.bridgeHook(buf, l3, off + len - l3, now);
+            }
             this.unicast(buf, off, len, tagged, vlan, e.port);
           }
           continue;

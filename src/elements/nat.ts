@@ -149,6 +149,7 @@ export const NAT_COUNTERS = [
   "clash",
   "unsnat",
   "undnat",
+  "bridgedReplies",
   "related",
   "rejected",
   "tableFull",
@@ -380,6 +381,7 @@ export class Nat {
   clash = 0;
   unsnat = 0;
   undnat = 0;
+  bridgedReplies = 0;
   related = 0;
   rejected = 0;
   tableFull = 0;
@@ -739,6 +741,36 @@ export class Nat {
   }
 
   /**
+   * What br_netfilter does for kube-proxy on a bridge: a backend's reply to a client
+   * on the same segment is bridged by the switch, never routed, so the switch hands
+   * it here. A reply of a DNATed connection gets its source put back to VIP:port and
+   * the connection's state advances; anything else is left alone (no new entries are
+   * made for bridged traffic). Returns true when it rewrote the packet.
+   */
+  bridged(buf: Buffer, ipOff: number, ipLen: number, now: number, csumPartial = false): boolean {
+    if (ipLen < 20 || ipv4Check(buf, ipOff, ipLen, false) !== CHECK_OK) return false;
+    if ((readU16(buf, ipOff + 6) & 0x3fff) !== 0) return false;
+    const proto = buf[ipOff + 9];
+    if (proto !== PROTO_TCP && proto !== PROTO_UDP) return false;
+    const ihl = (buf[ipOff] & 0x0f) << 2;
+    const l4 = ipOff + ihl;
+    const l4Len = readU16(buf, ipOff + 2) - ihl;
+    if (l4Len < (proto === PROTO_TCP ? 20 : 8)) return false;
+    const ct = this.ct;
+    const t = ct.find(proto, readI32(buf, ipOff + 12), readU16(buf, l4), readI32(buf, ipOff + 16), readU16(buf, l4 + 2), MATCH_REPLY, now);
+    if (t < 0 || (t & 1) !== 1) return false;
+    const e = t >> 1;
+    if ((ct.status[e] & CT_DNAT) === 0) return false;
+    ct.track(e, 1, proto === PROTO_TCP ? buf[l4 + 13] : 0, readU16(buf, ipOff + 2), now);
+    const o = 2 * e;
+    rewrite(buf, ipOff, l4, proto, true, ct.tDst[o], ct.tDport[o], csumPartial);
+    this.undnat++;
+    this.translated++;
+    this.bridgedReplies++;
+    return true;
+  }
+
+  /**
    * For an ICMP error the router itself builds about the packet between prerouting
    * and postrouting (TTL exceeded, no route, fragmentation needed): makes the quote
    * show the packet as its sender sent it (undoing the DNAT / un-SNAT prerouting did)
@@ -1026,6 +1058,7 @@ export class Nat {
       clash: this.clash,
       unsnat: this.unsnat,
       undnat: this.undnat,
+      bridgedReplies: this.bridgedReplies,
       related: this.related,
       rejected: this.rejected,
       tableFull: this.tableFull,

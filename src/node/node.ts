@@ -122,6 +122,15 @@ export class TapnetNode {
           timeouts: rc.nat?.timeouts,
         });
       }
+      const nat = router.nat;
+      if (nat !== null && rc.services.length) {
+        // Like br_netfilter under kube-proxy: replies a backend bridges straight to a
+        // client on its own segment still get the VIP back as their source.
+        for (const i of rc.interfaces) this.sw.hookVlans[i.vlan] = 1;
+        this.sw.bridgeHook = (buf, ipOff, ipLen, now) => {
+          nat.bridged(buf, ipOff, ipLen, now);
+        };
+      }
       this.engine.passAware.push(router);
       this.engine.reserve(router.scratchBytes(), "router scratch", (base) =>
         router.setScratch((this.engine.pool as { buf: Buffer }).buf, base, router.scratchBytes()),

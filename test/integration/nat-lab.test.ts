@@ -25,7 +25,7 @@ async function waitHttp(ns: string, url: string): Promise<void> {
   throw new Error(`${url} never answered from ${ns}`);
 }
 
-function labUp(file: string, lab: string): void {
+function labUp(file: string, lab: string, removeFile = false): void {
   beforeAll(async () => {
     tapnet(["lab", "down", file]);
     tapnetOk(["lab", "up", file, "-q"]);
@@ -36,6 +36,7 @@ function labUp(file: string, lab: string): void {
   }, 120_000);
   afterAll(() => {
     const r = tapnet(["lab", "down", file]);
+    if (removeFile) fs.rmSync(file, { force: true });
     expect(r.status, r.stderr).toBe(0);
     expect(netnsList().filter((n) => n.startsWith(`tn-${lab}-`))).toEqual([]);
   });
@@ -155,10 +156,9 @@ describe.skipIf(!canRunLabs())("service-nat with a small table and short timeout
   const yaml = fs
     .readFileSync(FILE, "utf8")
     .replace("name: service-nat", `name: ${lab}`)
-    .replace("        - { sources: [10.244.1.0/24], interface: eth0 }", "        - { sources: [10.244.1.0/24], interface: eth0 }\n      maxEntries: 8\n      timeouts: { udp: 2, udpAssured: 2, tcpTimeWait: 1, tcpClose: 1 }");
+    .replace("        - { sources: [10.244.1.0/24], interface: eth0 }", "        - { sources: [10.244.1.0/24], interface: eth0 }\n      maxEntries: 8\n      timeouts: { udp: 2, udpStream: 2, tcpTimeWait: 1, tcpClose: 1 }");
   const file = writeLabFile(lab, yaml);
-  labUp(file, lab);
-  afterAll(() => fs.rmSync(file, { force: true }));
+  labUp(file, lab, true);
 
   it("a conntrack entry goes away after its timeout", async () => {
     inNs(ns("client"), ["sh", "-c", "echo hello | nc -u -w1 -p 4001 192.0.2.10 5000"]);
