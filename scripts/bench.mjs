@@ -3,7 +3,7 @@
 // in the same run, each on a lab brought up fresh and taken down after (DESIGN.md rule 5:
 // a performance claim is a ratio against a reference measured in the same run).
 //
-//   sudo npm run bench                       # all scenarios (about 3 minutes)
+//   sudo npm run bench                       # all scenarios (about 2.5 minutes)
 //   sudo node scripts/bench.mjs switch router --duration 3 --json out.json --markdown
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
 //
@@ -65,14 +65,13 @@ const opts = { scenarios: [], duration: 5, json: null, markdown: false, markdown
   const a = process.argv.slice(2);
   for (let i = 0; i < a.length; i++) {
     const x = a[i];
-    if (x === "--duration") {
-      opts.duration = Number(a[++i]);
-      if (!Number.isFinite(opts.duration) || opts.duration < 1 || opts.duration > 600) {
-        process.stderr.write("bench: --duration takes seconds, 1..600\n");
+    if (x === "--duration" || x.startsWith("--duration=")) {
+      opts.duration = Number(x === "--duration" ? a[++i] : x.slice(11));
+      // iperf3 -t takes whole seconds.
+      if (!Number.isInteger(opts.duration) || opts.duration < 1 || opts.duration > 600) {
+        process.stderr.write("bench: --duration takes whole seconds, 1..600\n");
         process.exit(2);
       }
-    } else if (x.startsWith("--duration=")) {
-      opts.duration = Number(x.slice(11));
     } else if (x === "--json") {
       opts.json = a[++i];
       if (!opts.json) usage(2);

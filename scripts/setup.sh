@@ -15,7 +15,7 @@ fi
 # command -> Debian package
 declare -A want=(
   [ip]=iproute2 [ping]=iputils-ping [tcpdump]=tcpdump [tshark]=tshark
-  [iperf3]=iperf3 [traceroute]=traceroute [ethtool]=ethtool [tracepath]=iputils-tracepath [arping]=iputils-arping [curl]=curl [nc]=netcat-openbsd [make]=make [g++]=g++ [python3]=python3
+  [iperf3]=iperf3 [traceroute]=traceroute [ethtool]=ethtool [tracepath]=iputils-tracepath [arping]=iputils-arping [curl]=curl [nc]=netcat-openbsd [nft]=nftables [make]=make [g++]=g++ [python3]=python3
 )
 missing=()
 for cmd in "${!want[@]}"; do
