@@ -27,7 +27,7 @@ export interface PortCounters {
   txDrops: number;
 }
 
-export type RxHandler = (port: Port, batch: Batch) => void;
+export type RxHandler = (port: Port, frames: FrameList) => void;
 
 export const DEFAULT_BATCH = 256;
 export const DEFAULT_SLOT = 2048;
@@ -75,7 +75,19 @@ export abstract class Port {
   /** MAC and MTU as the device reports them (0 when unknown). */
   abstract info(): { mac: number; mtu: number; ifname: string };
 
-  /** Counts a received batch and shows it to capture taps; called by subclasses. */
+  /**
+   * Hands frames the port has put in the pool to the engine as one batch (one pass):
+   * counts them, shows them to capture taps, runs the pass. Every device port kind
+   * receives through here.
+   */
+  protected deliverBatch(pool: Buffer, frames: FrameList): void {
+    const onRx = this.onRx;
+    if (frames.count === 0 || onRx === null) return;
+    this.received(pool, frames);
+    onRx(this, frames);
+  }
+
+  /** Counts a received batch and shows it to capture taps. */
   protected received(pool: Buffer, batch: FrameList): void {
     const n = batch.count;
     const lengths = batch.lengths;

@@ -357,12 +357,8 @@ export class IpipPort extends Port {
       }
       if (this.got >= 0 && this.decapsulate(n, this.got)) n++;
     }
-    const onRx = this.onRx;
-    if (n === 0 || onRx === null) return;
-    const rx = this.rx;
-    rx.count = n;
-    this.received(this.poolBuf as Buffer, rx);
-    onRx(this, rx);
+    this.rx.count = n;
+    this.deliverBatch(this.poolBuf as Buffer, this.rx);
   };
 
   /** Checks the datagram in slot n and turns it into a frame; false when dropped. */

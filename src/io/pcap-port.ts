@@ -259,13 +259,9 @@ export class PcapPort extends Port {
   };
 
   private deliver(): void {
-    const n = this.pending;
-    const onRx = this.onRx;
-    if (n === 0 || onRx === null) return;
+    this.rx.count = this.pending;
     this.pending = 0;
-    this.rx.count = n;
-    this.received(this.poolBuf as Buffer, this.rx);
-    onRx(this, this.rx);
+    this.deliverBatch(this.poolBuf as Buffer, this.rx);
   }
 
   protected transmit(pool: Buffer, q: TxQueue): number {

@@ -49,8 +49,7 @@ export class TapPort extends Port {
       lengths: rx.lengths,
       onBatch: (count: number) => {
         rx.count = count;
-        this.received(buf, rx);
-        onRx(this, rx);
+        this.deliverBatch(buf, rx);
       },
     });
     this.handle.start();

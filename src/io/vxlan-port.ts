@@ -654,8 +654,7 @@ export class VxlanPort extends Port {
       this.replyCount = 0;
     }
     this.deliver();
-    const onRx = this.onRx;
-    if (r === 0 || onRx === null) return;
+    if (r === 0 || this.onRx === null) return;
     const rx = this.rx;
     const first = half * REPLY_SLOTS;
     for (let i = 0; i < r; i++) {
@@ -663,18 +662,13 @@ export class VxlanPort extends Port {
       rx.lengths[i] = this.replyLengths[first + i];
     }
     rx.count = r;
-    this.received(this.poolBuf as Buffer, rx);
-    onRx(this, rx);
+    this.deliverBatch(this.poolBuf as Buffer, rx);
   };
 
   private deliver(): void {
-    const n = this.pending;
-    const onRx = this.onRx;
-    if (n === 0 || onRx === null) return;
+    this.rx.count = this.pending;
     this.pending = 0;
-    this.rx.count = n;
-    this.received(this.poolBuf as Buffer, this.rx);
-    onRx(this, this.rx);
+    this.deliverBatch(this.poolBuf as Buffer, this.rx);
   }
 
   /** FDB lookup with lazy ageing. */
