@@ -145,7 +145,11 @@ export class Ipv4Router implements PassAware {
   private readonly routeKind: string[] = [];
   private readonly routePrefix: number[] = [];
   private readonly routeLen: number[] = [];
-  /** The router's own addresses -> interface index. */
+  /**
+   * The router's own addresses -> interface index, keyed by the address as a signed
+   * 32-bit value (`addr | 0`): a Smi key never boxes, where addresses from 128.0.0.0
+   * up would allocate a heap number per lookup.
+   */
   private readonly local = new Map<number, number>();
   private readonly ifByPort = new Map<number, RouterInterface>();
   private readonly bucket: TokenBucket;
@@ -215,8 +219,8 @@ export class Ipv4Router implements PassAware {
       this.ifByPort.set(c.port.index, ifc);
       c.port.elementSide = this;
       ifc.addrs.forEach((a, k) => {
-        if (this.local.has(a)) throw new Error(`address ${ipToString(a)} is on two interfaces`);
-        this.local.set(a, ifc.index);
+        if (this.local.has(a | 0)) throw new Error(`address ${ipToString(a)} is on two interfaces`);
+        this.local.set(a | 0, ifc.index);
         const m = ifc.masks[k];
         // Like Linux, a /32 gives the interface an address but no connected route.
         if (ifc.prefixLens[k] === 32) return;
@@ -309,7 +313,7 @@ export class Ipv4Router implements PassAware {
     let dst = readU32(buf, ip + 16);
     const s0 = src >>> 24;
     // RFC 1812 §5.3.7: no forwarding from or to addresses that cannot be hosts.
-    if (s0 === 0 || s0 === 127 || s0 >= 224 || this.local.has(src) || this.isSubnetBroadcast(src)) {
+    if (s0 === 0 || s0 === 127 || s0 >= 224 || this.local.has(src | 0) || this.isSubnetBroadcast(src)) {
       this.martianSource++;
       return;
     }
@@ -334,7 +338,7 @@ export class Ipv4Router implements PassAware {
       }
       dst = readU32(buf, ip + 16);
     }
-    const localIf = this.local.get(dst);
+    const localIf = this.local.get(dst | 0);
     if (localIf !== undefined) {
       this.localInput(ifc, buf, ip, ipLen, now, linkGroup);
       return;
@@ -472,7 +476,7 @@ export class Ipv4Router implements PassAware {
     }
     const mine = this.ownsOn(ifc, tpa);
     // Learn senders on this interface's subnets only (no off-link entries).
-    if (spa !== 0 && this.onSubnet(ifc, spa) && !this.local.has(spa)) {
+    if (spa !== 0 && this.onSubnet(ifc, spa) && !this.local.has(spa | 0)) {
       const confirmed = oper === ARP_OPER_REPLY && readMac(buf, off) === ifc.mac;
       const ready = this.neigh.learn(ifc.index, spa, sha, now, confirmed, mine);
       if (ready !== null) this.sendQueued(ready, now);
