@@ -3,8 +3,10 @@
 // in the same run, each on a lab brought up fresh and taken down after (DESIGN.md rule 5:
 // a performance claim is a ratio against a reference measured in the same run).
 //
-//   sudo npm run bench                       # all scenarios (about 2.5 minutes)
+//   sudo npm run bench                       # all network scenarios, once (about 2.5 minutes)
+//   sudo npm run bench -- --repeat 3 --svg ratios.svg   # medians of 3 (about 6.5 minutes)
 //   sudo node scripts/bench.mjs switch router --duration 3 --json out.json --markdown
+//   npm run bench -- tables                  # FDB and FIB with 1 M entries (20 s; 1 min with --repeat 3)
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
 //
 // Scenarios and their references:
@@ -22,29 +24,47 @@
 //           added: one backend, so iperf3's control and data connections meet the same pod)
 //           vs the kernel doing DNAT: a bridge with br_netfilter and an nftables dnat rule
 //           (kube-proxy's situation); needs `nft` (Debian: nftables), else n/a
+//   tables  (not in the default set; no network, no root) the FDB with 1 M MACs through the
+//           real LearningSwitch.process() vs a Map<number, entry> (scripts/bench/fdb.mjs),
+//           and the FIB with 1 M routes vs a Map per prefix length (scripts/bench-fib.mjs):
+//           build time, lookups/s, bytes per entry (JS heap and RSS growth)
 //
-// Metrics, per implementation: iperf3 TCP throughput (-t DURATION -J, one stream),
-// small-packet rate (iperf3 -u -b 0 -l 64: 64-byte UDP payloads at the sender's maximum
-// rate; packets/s received and the loss), and the average RTT of `ping -c 20 -i 0.05`
-// (for nat: a UDP echo through the VIP, as a VIP does not answer ping). Ratios are
-// tapnet / reference, per metric: above 1 is better for TCP and kpps, worse for RTT.
+// Metrics, per implementation and repetition: iperf3 TCP throughput (-t DURATION -J, one
+// stream); small-packet rate (iperf3 -u -b 0 -l 64: 64-byte UDP payloads at the sender's
+// maximum rate; packets/s received and the loss); RTT p50 and p99 over `ping -c 1000
+// -i 0.002` per-reply times (for nat: a UDP echo through the VIP, 1000 at the same
+// interval, as a VIP does not answer ping). For processes that forward (tapnet's nodes,
+// the C relay): CPU seconds (utime+stime from /proc/PID/stat, node PIDs from
+// /run/tapnet/LAB/state.json) per million frames they sent during the 64-byte test
+// (tapnet: the nodes' device-port counters, `tapnet show ports --json`; relay: its TAPs' kernel
+// counters), and their peak RSS (VmHWM) at the end of the scenario. With --repeat N the
+// lab comes up once per implementation and the measurements run N times inside it; the
+// table shows medians, the JSON keeps every sample. Ratios are of medians, tapnet /
+// reference: above 1 is better for TCP and kpps, worse for RTT and CPU.
 //
-// Options: [scenario…] (default: all), --duration S (default 5), --json FILE,
-// --markdown [FILE] (the table as markdown, on stdout or into FILE), --cleanup.
-// Progress goes to stderr, the table to stdout. Needs root, a built tree (npm run build),
-// iperf3, ping and gcc. Every namespace and process it makes is removed on exit, on
-// failure and on Ctrl-C; processes are stopped by the PIDs it started.
+// Options: [scenario…] (default: the network ones), --duration S (default 5), --repeat N
+// (default 1; use 3 for numbers worth quoting), --pings N (default 1000), --json FILE,
+// --markdown [FILE] (the table as markdown, on stdout or into FILE), --svg FILE (a bar
+// chart of the ratios), --table-size N (tables: MACs and routes, default 1000000),
+// --cleanup. Progress goes to stderr, the table to stdout. Needs root, a built tree (npm
+// run build), iperf3, ping and gcc. Every namespace and process it makes is removed on
+// exit, on failure and on Ctrl-C; processes are stopped by the PIDs it started.
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { median, percentile, ratio as ratioOf } from "./bench/stats.mjs";
+import { ratioChart } from "./bench/svg.mjs";
+import { runTables } from "./bench/tables.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const CLI = path.join(ROOT, "dist/cli/main.js");
 const LABS = path.join(ROOT, "scripts/labs");
 const BENCH_LABS = path.join(ROOT, "scripts/bench");
 const SCENARIOS = ["switch", "router", "vxlan", "ipip", "nat"];
+/** Scenarios that run only when named. */
+const EXTRA = ["tables"];
 /** Prefix of the namespaces the bench makes itself (labs' namespaces are tn-bench-…). */
 const NS_PREFIX = "tnb-";
 const IPERF_PORT = 5201;
@@ -55,31 +75,68 @@ const ECHO_PORT = 5202;
 function usage(code) {
   const out = code ? process.stderr : process.stdout;
   out.write(
-    `usage: node scripts/bench.mjs [${SCENARIOS.join("|")}…] [--duration S] [--json FILE] [--markdown [FILE]] [--cleanup]\n`,
+    `usage: node scripts/bench.mjs [${[...SCENARIOS, ...EXTRA].join("|")}…] [--duration S] [--repeat N] [--pings N]\n` +
+      `                              [--json FILE] [--markdown [FILE]] [--svg FILE] [--table-size N] [--cleanup]\n` +
+      `  default: every network scenario (${SCENARIOS.join(" ")}), --duration 5 --repeat 1 --pings 1000;\n` +
+      `  'tables' (FDB and FIB with --table-size entries, default 1000000) runs only when named.\n` +
+      `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n`,
   );
   process.exit(code);
 }
 
-const opts = { scenarios: [], duration: 5, json: null, markdown: false, markdownFile: null, cleanup: false };
+const opts = {
+  scenarios: [],
+  duration: 5,
+  repeat: 1,
+  pings: 1000,
+  tableSize: 1_000_000,
+  json: null,
+  markdown: false,
+  markdownFile: null,
+  svg: null,
+  cleanup: false,
+};
 {
   const a = process.argv.slice(2);
+  /** A whole-number option in [lo, hi]: `--name V` or `--name=V`. */
+  const intOpt = (x, name, lo, hi, i) => {
+    const v = Number(x === `--${name}` ? a[i + 1] : x.slice(name.length + 3));
+    if (!Number.isInteger(v) || v < lo || v > hi) {
+      process.stderr.write(`bench: --${name} takes a whole number, ${lo}..${hi}\n`);
+      process.exit(2);
+    }
+    return v;
+  };
+  const isOpt = (x, name) => x === `--${name}` || x.startsWith(`--${name}=`);
   for (let i = 0; i < a.length; i++) {
     const x = a[i];
-    if (x === "--duration" || x.startsWith("--duration=")) {
-      opts.duration = Number(x === "--duration" ? a[++i] : x.slice(11));
+    const step = x.includes("=") ? 0 : 1;
+    if (isOpt(x, "duration")) {
       // iperf3 -t takes whole seconds.
-      if (!Number.isInteger(opts.duration) || opts.duration < 1 || opts.duration > 600) {
-        process.stderr.write("bench: --duration takes whole seconds, 1..600\n");
-        process.exit(2);
-      }
+      opts.duration = intOpt(x, "duration", 1, 600, i);
+      i += step;
+    } else if (isOpt(x, "repeat")) {
+      opts.repeat = intOpt(x, "repeat", 1, 50, i);
+      i += step;
+    } else if (isOpt(x, "pings")) {
+      opts.pings = intOpt(x, "pings", 10, 100_000, i);
+      i += step;
+    } else if (isOpt(x, "table-size")) {
+      opts.tableSize = intOpt(x, "table-size", 1000, 4_000_000, i);
+      i += step;
     } else if (x === "--json") {
       opts.json = a[++i];
       if (!opts.json) usage(2);
     } else if (x.startsWith("--json=")) {
       opts.json = x.slice(7);
+    } else if (x === "--svg") {
+      opts.svg = a[++i];
+      if (!opts.svg) usage(2);
+    } else if (x.startsWith("--svg=")) {
+      opts.svg = x.slice(6);
     } else if (x === "--markdown") {
       opts.markdown = true;
-      if (a[i + 1] !== undefined && !a[i + 1].startsWith("--") && !SCENARIOS.includes(a[i + 1])) opts.markdownFile = a[++i];
+      if (a[i + 1] !== undefined && !a[i + 1].startsWith("--") && ![...SCENARIOS, ...EXTRA].includes(a[i + 1])) opts.markdownFile = a[++i];
     } else if (x.startsWith("--markdown=")) {
       opts.markdown = true;
       opts.markdownFile = x.slice(11);
@@ -87,17 +144,20 @@ const opts = { scenarios: [], duration: 5, json: null, markdown: false, markdown
       opts.cleanup = true;
     } else if (x === "-h" || x === "--help") {
       usage(0);
-    } else if (SCENARIOS.includes(x)) {
+    } else if (SCENARIOS.includes(x) || EXTRA.includes(x)) {
       if (!opts.scenarios.includes(x)) opts.scenarios.push(x);
     } else {
-      process.stderr.write(`bench: unknown scenario or option '${x}' (scenarios: ${SCENARIOS.join(", ")})\n`);
+      process.stderr.write(`bench: unknown scenario or option '${x}' (scenarios: ${[...SCENARIOS, ...EXTRA].join(", ")})\n`);
       usage(2);
     }
   }
   if (opts.scenarios.length === 0) opts.scenarios = [...SCENARIOS];
   // Keep the scenarios in their canonical order: ipip reuses vxlan's kernel reference.
-  opts.scenarios.sort((x, y) => SCENARIOS.indexOf(x) - SCENARIOS.indexOf(y));
+  const order = [...SCENARIOS, ...EXTRA];
+  opts.scenarios.sort((x, y) => order.indexOf(x) - order.indexOf(y));
 }
+/** Whether any scenario needs namespaces (everything but `tables`). */
+const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x));
 
 const T0 = Date.now();
 const say = (msg) => process.stderr.write(`bench [${((Date.now() - T0) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
@@ -365,18 +425,47 @@ async function waitReachable(ns, dst) {
   }, 15_000, 200);
 }
 
+/** p50/p99 (and more) of per-reply RTTs in µs. */
+function rttStats(us, sent, method) {
+  if (us.length === 0) throw new Error(`${method}: no reply`);
+  return {
+    p50Us: percentile(us, 50),
+    p99Us: percentile(us, 99),
+    meanUs: us.reduce((a, b) => a + b, 0) / us.length,
+    minUs: Math.min(...us),
+    maxUs: Math.max(...us),
+    replies: us.length,
+    lost: sent - us.length,
+    method,
+  };
+}
+
+/** The interval ping accepts: 2 ms as root; 10 ms if this ping refuses 2 ms. */
+let pingInterval = "0.002";
+
+/** `opts.pings` pings at 2 ms; per-reply times parsed from ping's normal (non -q) output. */
 async function pingRtt(ns, dst) {
-  const r = await runAsync(["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", "20", "-i", "0.05", "-W", "1", dst], 20);
-  const m = /= [\d.]+\/([\d.]+)\/([\d.]+)\/([\d.]+) ms/.exec(r.stdout);
-  const sent = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
-  if (!m) throw new Error(`ping ${dst}: no reply (${(r.stdout + r.stderr).trim().split("\n").pop()})`);
-  return { rttUs: Number(m[1]) * 1000, method: "ping -c 20 -i 0.05", lost: sent ? Number(sent[1]) - Number(sent[2]) : null };
+  const n = opts.pings;
+  for (;;) {
+    const argv = ["ip", "netns", "exec", ns, "ping", "-n", "-c", String(n), "-i", pingInterval, "-W", "1", dst];
+    const r = await runAsync(argv, Math.ceil(n * Number(pingInterval) * 3) + 20);
+    const us = [];
+    for (const m of r.stdout.matchAll(/ time=([\d.]+) ms/g)) us.push(Number(m[1]) * 1000);
+    if (us.length === 0 && pingInterval === "0.002" && /interval|flood/i.test(r.stderr)) {
+      say(`ping refuses -i 0.002 (${r.stderr.trim().split("\n")[0]}): using -i 0.01`);
+      pingInterval = "0.01";
+      continue;
+    }
+    if (us.length === 0) throw new Error(`ping ${dst}: no reply (${(r.stdout + r.stderr).trim().split("\n").pop()})`);
+    const sent = /(\d+) packets transmitted/.exec(r.stdout);
+    return rttStats(us, sent ? Number(sent[1]) : n, `ping -c ${n} -i ${pingInterval}`);
+  }
 }
 
 /** RTT of a UDP echo through `dst:port` (for a VIP, which does not answer ping). */
 const UDP_RTT_PY = String.raw`
 import json, socket, sys, time
-dst, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+dst, port, n, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 wrong = []  # replies from elsewhere than dst:port (a reply the NAT did not translate back)
 def echo(payload, timeout):
@@ -409,7 +498,7 @@ for _ in range(n):
         lost += 1
     else:
         rtts.append(r)
-    time.sleep(0.05)
+    time.sleep(gap)
 print(json.dumps({"rtts": rtts, "lost": lost}))
 `;
 const UDP_ECHO_PY = String.raw`
@@ -421,7 +510,8 @@ while True:
 `;
 
 async function udpEchoRtt(ns, dst, port) {
-  const r = await runAsync(["ip", "netns", "exec", ns, "python3", "-c", UDP_RTT_PY, dst, String(port), "20"], 30);
+  const n = opts.pings;
+  const r = await runAsync(["ip", "netns", "exec", ns, "python3", "-c", UDP_RTT_PY, dst, String(port), String(n), pingInterval], n + 30);
   let j;
   try {
     j = JSON.parse(r.stdout);
@@ -430,7 +520,7 @@ async function udpEchoRtt(ns, dst, port) {
   }
   if (j.error) throw new Error(`UDP echo to ${dst}:${port}: ${j.error}`);
   if (j.rtts.length === 0) throw new Error(`UDP echo to ${dst}:${port}: no reply`);
-  return { rttUs: j.rtts.reduce((a, b) => a + b, 0) / j.rtts.length, method: "UDP echo x20 every 50 ms (python)", lost: j.lost };
+  return rttStats(j.rtts, n, `UDP echo x${n} every ${Number(pingInterval) * 1000} ms (python)`);
 }
 
 function startIperfServer(ns) {
@@ -458,45 +548,192 @@ async function iperf(ns, dst, extra) {
   return j;
 }
 
+/** The per-repetition numbers kept as samples, and their medians on the result. */
+const SAMPLED = ["tcpGbps", "tcpRetransmits", "kpps", "sentKpps", "lossPercent", "rttP50Us", "rttP99Us", "rttMeanUs", "rttLost", "cpuSPerMFrames", "cpuS", "framesSent"];
+
 /**
- * The three measurements between `client` and `dst` (the iperf3 server runs in `server`).
- * `rtt` overrides how the RTT is measured (nat).
+ * The measurements between `client` and `dst` (the iperf3 server runs in `server`),
+ * opts.repeat times on the same path: RTT (1000 pings), TCP, 64-byte UDP. `rtt`
+ * overrides how the RTT is measured (nat). `probe` (processes that forward: tapnet's
+ * nodes, the C relay) is read around each UDP test — { read(): {cpuS, frames, …} } —
+ * and for the peak RSS at the end — { peakRss(): {kib, perProcess} }.
  */
-async function measure({ client, server, dst, rtt }) {
-  const res = {};
-  // RTT first, while the path is idle.
-  res.rtt = rtt ? await rtt() : await pingRtt(client, dst);
+async function measure({ client, server, dst, rtt, probe }) {
+  const samples = Object.fromEntries(SAMPLED.map((k) => [k, []]));
+  const detail = [];
+  let method = null;
   const srv = startIperfServer(server);
   try {
     await waitListening(server, IPERF_PORT);
-    const tcp = await iperf(client, dst, []);
-    res.tcpGbps = tcp.end.sum_received.bits_per_second / 1e9;
-    res.tcpRetransmits = tcp.end.sum_sent.retransmits ?? null;
-    await sleep(300);
-    const udp = await iperf(client, dst, ["-u", "-b", "0", "-l", "64"]);
-    const rx = udp.end.sum_received ?? udp.end.sum;
-    const tx = udp.end.sum_sent ?? udp.end.sum;
-    const received = rx.packets - rx.lost_packets;
-    res.udp = {
-      sentPps: tx.packets / tx.seconds,
-      receivedPps: received / rx.seconds,
-      lossPercent: rx.lost_percent,
-      packets: rx.packets,
-      lostPackets: rx.lost_packets,
-    };
+    for (let k = 0; k < opts.repeat; k++) {
+      if (k > 0) await sleep(500);
+      // RTT first, while the path is idle.
+      const rt = rtt ? await rtt() : await pingRtt(client, dst);
+      method = rt.method;
+      const tcp = await iperf(client, dst, []);
+      await sleep(300);
+      const before = probe ? await probe.read("before") : null;
+      const udp = await iperf(client, dst, ["-u", "-b", "0", "-l", "64"]);
+      const after = probe ? await probe.read("after") : null;
+      const rx = udp.end.sum_received ?? udp.end.sum;
+      const tx = udp.end.sum_sent ?? udp.end.sum;
+      const received = rx.packets - rx.lost_packets;
+      const one = {
+        tcpGbps: tcp.end.sum_received.bits_per_second / 1e9,
+        tcpRetransmits: tcp.end.sum_sent.retransmits ?? null,
+        kpps: received / rx.seconds / 1000,
+        sentKpps: tx.packets / tx.seconds / 1000,
+        lossPercent: rx.lost_percent,
+        rttP50Us: rt.p50Us,
+        rttP99Us: rt.p99Us,
+        rttMeanUs: rt.meanUs,
+        rttLost: rt.lost,
+        cpuS: null,
+        framesSent: null,
+        cpuSPerMFrames: null,
+      };
+      if (before && after) {
+        one.cpuS = after.cpuS - before.cpuS;
+        one.framesSent = after.frames - before.frames;
+        one.cpuSPerMFrames = one.framesSent > 0 ? one.cpuS / (one.framesSent / 1e6) : null;
+      }
+      for (const key of SAMPLED) samples[key].push(one[key]);
+      detail.push({ rtt: rt, udpPackets: rx.packets, udpLostPackets: rx.lost_packets, probe: before && after ? { before, after } : undefined });
+      if (opts.repeat > 1) {
+        say(`  run ${k + 1}/${opts.repeat}: TCP ${f1(one.tcpGbps)} Gbit/s, 64B ${f1(one.kpps, 1)} kpps, RTT p50 ${f1(one.rttP50Us, 0)} p99 ${f1(one.rttP99Us, 0)} µs${one.cpuSPerMFrames !== null ? `, CPU ${f1(one.cpuSPerMFrames)} s/Mframe` : ""}`);
+      }
+    }
   } finally {
     stopProc(srv.pid);
   }
+  const med = Object.fromEntries(SAMPLED.map((k) => [k, median(samples[k])]));
+  const peak = probe ? probe.peakRss() : null;
   return {
-    tcpGbps: res.tcpGbps,
-    tcpRetransmits: res.tcpRetransmits,
-    kpps: res.udp.receivedPps / 1000,
-    sentKpps: res.udp.sentPps / 1000,
-    lossPercent: res.udp.lossPercent,
-    rttUs: res.rtt.rttUs,
-    rttMethod: res.rtt.method,
-    rttLost: res.rtt.lost,
+    ...med,
+    // The previous name of the RTT metric (JSON readers of earlier runs): the median p50.
+    rttUs: med.rttP50Us,
+    rttMethod: method,
+    peakRssMiB: peak ? peak.kib / 1024 : null,
+    peakRss: peak ?? undefined,
+    repeat: opts.repeat,
+    samples,
+    runs: detail,
   };
+}
+
+// ---------------------------------------------------------------- CPU and memory of forwarding processes
+
+/** utime+stime of a process (all its threads), in seconds; null if it is gone. */
+function cpuSeconds(pid) {
+  let st;
+  try {
+    st = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return null;
+  }
+  // Fields after "(comm)": state is field 3; utime and stime are fields 14 and 15.
+  const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+}
+const CLK_TCK = (() => {
+  const r = spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" });
+  const n = Number((r.stdout ?? "").trim());
+  return n > 0 ? n : 100;
+})();
+
+/** VmHWM (peak resident set) of a process in KiB; null if it is gone. */
+function peakRssKiB(pid) {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** PIDs of a lab's tapnet node processes, from /run/tapnet/LAB/state.json (kernel nodes have none). */
+function labNodePids(lab) {
+  const file = `/run/tapnet/${lab}/state.json`;
+  const st = JSON.parse(fs.readFileSync(file, "utf8"));
+  const out = {};
+  for (const [node, n] of Object.entries(st.nodes ?? {})) {
+    if (typeof n.pid !== "number") continue;
+    let comm = "";
+    try {
+      comm = fs.readFileSync(`/proc/${n.pid}/comm`, "utf8").trim();
+    } catch {
+      throw new Error(`${file}: node ${node}'s process ${n.pid} is not running`);
+    }
+    if (comm !== "node") throw new Error(`${file}: node ${node}'s pid ${n.pid} is '${comm}', not a node process`);
+    out[node] = n.pid;
+  }
+  return out;
+}
+
+/**
+ * Frames the lab's nodes sent out of their device ports (TAPs, tunnel underlays: the sum
+ * of their txFrames, every node) and received on them. Internal ports (a router's
+ * interface on the switch) are left out: a frame crosses them inside the process.
+ */
+async function labFrames(lab) {
+  const r = await runAsync([process.execPath, CLI, "show", "ports", "--lab", lab, "--json"], 30);
+  let j;
+  try {
+    j = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`tapnet show ports --lab ${lab} --json: ${(r.stderr || r.stdout).trim().slice(0, 300)}`);
+  }
+  let tx = 0;
+  let rx = 0;
+  for (const ports of Object.values(j)) {
+    for (const p of ports) {
+      if (p.kind === "internal") continue;
+      tx += p.txFrames;
+      rx += p.rxFrames;
+    }
+  }
+  return { tx, rx };
+}
+
+/** CPU of the node processes and the frames they sent: the probe `measure` reads. */
+function labProbe(lab) {
+  const pids = labNodePids(lab);
+  if (Object.keys(pids).length === 0) return null;
+  const cpu = () => {
+    let t = 0;
+    for (const [node, pid] of Object.entries(pids)) {
+      const c = cpuSeconds(pid);
+      if (c === null) throw new Error(`lab ${lab}: node ${node} (pid ${pid}) is gone`);
+      t += c;
+    }
+    return t;
+  };
+  return {
+    pids,
+    // The control request of `show ports` costs the node a little CPU: read the counters
+    // outside the CPU interval (first before, last after).
+    read: async (when) => {
+      if (when === "before") {
+        const f = await labFrames(lab);
+        return { cpuS: cpu(), frames: f.tx, framesReceived: f.rx };
+      }
+      const cpuS = cpu();
+      const f = await labFrames(lab);
+      return { cpuS, frames: f.tx, framesReceived: f.rx };
+    },
+    peakRss: () => {
+      const perProcess = {};
+      for (const [node, pid] of Object.entries(pids)) perProcess[node] = peakRssKiB(pid);
+      const v = Object.values(perProcess).filter((x) => x !== null);
+      return { kib: v.length ? Math.max(...v) : null, perProcess, what: "VmHWM KiB; kib = the largest node process" };
+    },
+  };
+}
+
+/** Kernel counters of a TAP the hosts see as eth0: rx = frames its owner (the relay) wrote. */
+function linkPackets(ns, ifname) {
+  const j = JSON.parse(sh(["ip", "-n", ns, "-s", "-j", "link", "show", ifname]));
+  return { rx: j[0].stats64.rx.packets, tx: j[0].stats64.tx.packets };
 }
 
 // ---------------------------------------------------------------- implementations
@@ -509,7 +746,8 @@ function labImpl(file, { client, server, dst, reach, rtt, prepare }) {
     try {
       if (prepare) undo = await prepare(ns);
       await waitReachable(ns(client), reach ?? dst);
-      return await measure({ client: ns(client), server: ns(server), dst, rtt: rtt && (() => rtt(ns)) });
+      const probe = labProbe(labName(file));
+      return await measure({ client: ns(client), server: ns(server), dst, rtt: rtt && (() => rtt(ns)), probe });
     } finally {
       if (undo) undo();
       quietly(() => labDown(file)); // what fails here is left to the final cleanup
@@ -560,7 +798,19 @@ function relayImpl() {
         hostAddr(ns, "eth0", ip);
       }
       await waitReachable(H1, "10.0.0.2");
-      return await measure({ client: H1, server: H2, dst: "10.0.0.2" });
+      // `ip netns exec` execs the relay: the PID we started is the relay's own.
+      const comm = fs.readFileSync(`/proc/${relay.pid}/comm`, "utf8").trim();
+      if (comm !== "relay") throw new Error(`the relay's pid ${relay.pid} is '${comm}'`);
+      const frames = () => linkPackets(H1, "eth0").rx + linkPackets(H2, "eth0").rx;
+      const probe = {
+        read: async () => {
+          const cpuS = cpuSeconds(relay.pid);
+          if (cpuS === null) throw new Error("the relay is gone");
+          return { cpuS, frames: frames() };
+        },
+        peakRss: () => ({ kib: peakRssKiB(relay.pid), what: "VmHWM KiB of the relay" }),
+      };
+      return await measure({ client: H1, server: H2, dst: "10.0.0.2", probe });
     } finally {
       stopProc(relay.pid);
     }
@@ -742,92 +992,198 @@ async function scenarios() {
   };
 }
 
+/**
+ * The metrics a ratio is taken of (medians), with the direction that is better.
+ * Peak RSS has no ratio: the only reference that has one, the C relay, holds no tables.
+ */
+const METRICS = [
+  { key: "tcpGbps", ratio: "tcp", label: "TCP Gbit/s", unit: "Gbit/s", better: "higher" },
+  { key: "kpps", ratio: "kpps", label: "64B kpps", unit: "kpps", better: "higher" },
+  { key: "rttP50Us", ratio: "rttP50", label: "RTT p50 µs", unit: "µs", better: "lower" },
+  { key: "rttP99Us", ratio: "rttP99", label: "RTT p99 µs", unit: "µs", better: "lower" },
+  { key: "cpuSPerMFrames", ratio: "cpu", label: "CPU s/Mframe", unit: "CPU s per million frames", better: "lower" },
+];
+
 function ratios(r, ref) {
   if (!ref || ref.error || ref.na || r.error || r.na) return null;
-  const q = (a, b) => (a > 0 && b > 0 ? a / b : null);
-  return { tcp: q(r.tcpGbps, ref.tcpGbps), kpps: q(r.kpps, ref.kpps), rtt: q(r.rttUs, ref.rttUs) };
+  const q = {};
+  for (const m of METRICS) q[m.ratio] = ratioOf(r[m.key], ref[m.key]);
+  q.rtt = q.rttP50; // the previous name (p50 now; it was the mean of 20 pings)
+  return q;
+}
+
+/** Per scenario and metric: tapnet against each reference it is held against. */
+function metricRecords(s) {
+  const out = [];
+  const tapnet = s.results.find((r) => r.implementation === "tapnet" && !r.na && !r.error);
+  if (!tapnet) return out;
+  for (const refName of Object.keys(tapnet.ratios ?? {})) {
+    const ref = s.results.find((r) => r.implementation === refName);
+    for (const m of METRICS) {
+      const q = tapnet.ratios[refName][m.ratio];
+      if (q === null || q === undefined) continue;
+      out.push({
+        scenario: s.name,
+        metric: m.key,
+        label: m.label,
+        unit: m.unit,
+        better: m.better,
+        implementation: "tapnet",
+        referenceName: refName,
+        tapnet: tapnet[m.key],
+        reference: ref[m.key],
+        ratio: q,
+        samples: { tapnet: tapnet.samples?.[m.key] ?? [], reference: ref.samples?.[m.key] ?? [] },
+      });
+    }
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- output
 
 const f1 = (x, d = 2) => (x === null || x === undefined || !Number.isFinite(x) ? "-" : x.toFixed(d));
 const fr = (x) => (x === null || x === undefined ? "-" : x.toFixed(2));
+const fq = (q) => `${fr(q.tcp)} / ${fr(q.kpps)} / ${fr(q.rttP50)} / ${fr(q.rttP99)} / ${fr(q.cpu)}`;
 
 /** The path carried (almost) all the sender offered: its capacity is at least this rate. */
-const senderBound = (r) => r.lossPercent !== null && r.lossPercent < 1;
+const senderBound = (r) => r.lossPercent !== null && r.lossPercent !== undefined && r.lossPercent < 1;
+
+const HEAD = ["scenario", "implementation", "TCP Gbit/s", "64B kpps (loss)", "RTT p50 µs", "RTT p99 µs", "CPU s/Mframe", "peak RSS MiB", "ratio TCP / kpps / p50 / p99 / CPU"];
+/** Columns aligned right (numbers). */
+const NUMERIC = (i) => i >= 2 && i <= 7;
 
 function rows(report) {
   const out = [];
+  const blank = (s, impl, last) => [s, impl, ...Array(HEAD.length - 3).fill(""), last];
   for (const s of report.scenarios) {
     if (s.skip) {
-      out.push([s.name, "(skipped)", "", "", "", s.skip]);
+      out.push(blank(s.name, "(skipped)", s.skip));
       continue;
     }
     for (const r of s.results) {
       if (r.na || r.error) {
-        out.push([s.name, r.implementation, "-", "-", "-", r.na ? `n/a: ${r.na}` : `failed: ${r.error.split("\n")[0].slice(0, 160)}`]);
+        out.push([s.name, r.implementation, ...Array(HEAD.length - 3).fill("-"), r.na ? `n/a: ${r.na}` : `failed: ${r.error.split("\n")[0].slice(0, 160)}`]);
         continue;
       }
       let ratio;
       if (r.implementation === s.reference) ratio = "reference";
-      else if (r.ratios?.[s.reference]) {
-        const q = r.ratios[s.reference];
-        ratio = `${fr(q.tcp)} / ${fr(q.kpps)} / ${fr(q.rtt)} vs ${s.reference}`;
-      } else ratio = "-";
+      else if (r.ratios?.[s.reference]) ratio = `${fq(r.ratios[s.reference])} vs ${s.reference}`;
+      else ratio = "-";
       out.push([
         s.name,
         r.implementation + (r.reused ? " = vxlan's" : ""),
         f1(r.tcpGbps),
         `${f1(r.kpps, 1)}${senderBound(r) ? "*" : ""} (${f1(r.lossPercent, 1)}% lost)`,
-        f1(r.rttUs, 0),
+        f1(r.rttP50Us, 0),
+        f1(r.rttP99Us, 0),
+        f1(r.cpuSPerMFrames, 2),
+        f1(r.peakRssMiB, 1),
         ratio,
       ]);
       for (const [other, q] of Object.entries(r.ratios ?? {})) {
         if (other === s.reference) continue;
-        out.push([s.name, `${r.implementation} ÷ ${other}`, "", "", "", `${fr(q.tcp)} / ${fr(q.kpps)} / ${fr(q.rtt)} vs ${other}`]);
+        out.push(blank(s.name, `${r.implementation} ÷ ${other}`, `${fq(q)} vs ${other}`));
       }
     }
   }
   return out;
 }
 
-const HEAD = ["scenario", "implementation", "TCP Gbit/s", "64B kpps (loss)", "RTT µs", "ratio TCP / kpps / RTT"];
+const THEAD = ["structure", "implementation", "build s", "lookups M/s", "heap B/entry", "RSS B/entry", "ratio build / lookups / heap / RSS"];
+const TNUMERIC = (i) => i >= 2 && i <= 5;
 
-function textTable(report) {
-  const all = [HEAD, ...rows(report)];
-  const w = HEAD.map((_, i) => Math.max(...all.map((r) => String(r[i]).length)));
-  const line = (r) => r.map((c, i) => (i >= 2 && i <= 4 ? String(c).padStart(w[i]) : String(c).padEnd(w[i]))).join("  ").trimEnd();
+function tableRows(t) {
+  return t.rows.map((r) => [
+    r.structure,
+    r.implementation,
+    f1(r.buildS, 3),
+    f1(r.lookupMps, 2),
+    f1(r.heapBytesPerEntry, 0),
+    f1(r.rssBytesPerEntry, 0),
+    r.ratios ? `${fr(r.ratios.build)} / ${fr(r.ratios.lookup)} / ${fr(r.ratios.heap)} / ${fr(r.ratios.rss)} vs ${r.ratios.against}` : "reference",
+  ]);
+}
+
+function textTable(head, body, numeric) {
+  const all = [head, ...body];
+  const w = head.map((_, i) => Math.max(...all.map((r) => String(r[i]).length)));
+  const line = (r) => r.map((c, i) => (numeric(i) ? String(c).padStart(w[i]) : String(c).padEnd(w[i]))).join("  ").trimEnd();
   return [line(all[0]), w.map((n) => "-".repeat(n)).join("  "), ...all.slice(1).map(line)].join("\n") + "\n";
 }
 
-function markdownTable(report) {
+function markdownTable(head, body, numeric) {
   const esc = (c) => String(c).replace(/\|/g, "\\|");
   const lines = [
-    `| ${HEAD.join(" | ")} |`,
-    `|${HEAD.map((_, i) => (i >= 2 && i <= 4 ? "---:" : "---")).join("|")}|`,
-    ...rows(report).map((r) => `| ${r.map(esc).join(" | ")} |`),
+    `| ${head.join(" | ")} |`,
+    `|${head.map((_, i) => (numeric(i) ? "---:" : "---")).join("|")}|`,
+    ...body.map((r) => `| ${r.map(esc).join(" | ")} |`),
   ];
   return lines.join("\n") + "\n";
 }
 
+/** The tables of a report, as text or markdown. */
+function tables(report, md) {
+  const fmt = md ? markdownTable : textTable;
+  const parts = [];
+  if (report.scenarios.length) parts.push(fmt(HEAD, rows(report), NUMERIC));
+  if (report.tables) parts.push(fmt(THEAD, tableRows(report.tables), TNUMERIC));
+  if (report.tablesError) parts.push(`tables: failed: ${report.tablesError}\n`);
+  return parts.join("\n");
+}
+
 function footer(report) {
-  const lines = [
-    `ratios: tapnet (or the row) / reference, measured in this run; above 1 is better for TCP and kpps, worse for RTT.`,
-    `TCP: iperf3 -t ${report.durationS} -J, one stream; 64B: iperf3 -u -b 0 -l 64 -t ${report.durationS}, packets/s received (the sender's maximum rate, one core); RTT: ping -c 20 -i 0.05 average.`,
-    ...(report.scenarios.some((s) => (s.results ?? []).some((r) => !r.na && !r.error && senderBound(r)))
-      ? ["* under 1% lost: the path carried all that the iperf3 sender could offer, so its capacity is at least this (and a kpps ratio against it is an upper bound)."]
-      : []),
+  const results = report.scenarios.flatMap((s) => s.results ?? []).filter((r) => !r.na && !r.error);
+  const methods = [...new Set(results.map((r) => r.rttMethod).filter(Boolean))];
+  const lines = [];
+  if (report.scenarios.length) {
+    lines.push(
+      `${report.repeat > 1 ? `medians of ${report.repeat} runs per implementation (one lab each, the runs inside it; every sample in the JSON)` : "one run per implementation (--repeat 3 for medians of three)"}; ratios: tapnet (or the row) / reference, measured in this run; above 1 is better for TCP and kpps, worse for RTT and CPU.`,
+      `TCP: iperf3 -t ${report.durationS} -J, one stream; 64B: iperf3 -u -b 0 -l 64 -t ${report.durationS}, packets/s received (the sender's maximum rate, one core); RTT: p50 and p99 (nearest rank) of per-reply times, ${methods.join("; ") || `ping -c ${report.pings}`}.`,
+      `CPU s/Mframe: utime+stime of the forwarding process(es) over the 64B test / million frames they sent in it (tapnet: node PIDs from /run/tapnet/LAB/state.json, frames = txFrames of every device port (not internal ones) of every node, so a frame crossing two nodes counts twice; C relay: its PID, frames = its TAPs' kernel rx counters); it includes the kernel's work in the process's context (read()/write(), and a TAP write runs the receiving host's stack); kernel paths: not a process. peak RSS: VmHWM of the largest node process (of the relay) at the end of the scenario.`,
+    );
+    if (results.some(senderBound)) {
+      lines.push("* under 1% lost: the path carried all that the iperf3 sender could offer, so its capacity is at least this (and a kpps ratio against it is an upper bound).");
+    }
+  }
+  lines.push(
     `machine: ${report.host.cpus} CPUs, Linux ${report.host.kernel}, Node ${report.host.node}; load average ${report.loadavg.start.map((x) => x.toFixed(2)).join(" ")} at start, ${report.loadavg.end.map((x) => x.toFixed(2)).join(" ")} at end.`,
-  ];
+  );
   for (const s of report.scenarios) for (const n of s.notes ?? []) lines.push(`${s.name}: ${n}`);
+  if (report.tables) {
+    lines.push(`tables: ${report.tables.repeat > 1 ? `medians of ${report.tables.repeat} runs, each in a fresh process` : "one run (--repeat 3 for medians of three)"}; ratios tapnet / reference: above 1 is better for lookups, worse for build time and bytes.`);
+    for (const n of report.tables.notes) lines.push(`tables: ${n}`);
+  }
   return lines.join("\n") + "\n";
 }
+
+function svgChart(report) {
+  const recs = [...report.scenarios.flatMap((s) => s.metrics ?? []), ...(report.tables?.metrics ?? [])];
+  return ratioChart(
+    recs.map((m) => ({
+      group: m.scenario === "tables" ? `tables (${m.structure.toUpperCase()}, ${report.tables.size.toLocaleString("en")} entries)` : m.scenario,
+      metric: m.label,
+      against: m.referenceName,
+      ratio: m.ratio,
+      better: m.better,
+      detail: `tapnet ${fmtNum(m.tapnet)}, ${m.referenceName} ${fmtNum(m.reference)}${m.unit ? ` ${m.unit}` : ""}; samples ${m.samples.tapnet.length}`,
+    })),
+    {
+      title: "tapnet / reference, per scenario and metric",
+      subtitle: `${report.date.slice(0, 16).replace("T", " ")} UTC · ${report.host.cpus} CPUs, Linux ${report.host.kernel}, Node ${report.host.node} · ${report.repeat > 1 ? `medians of ${report.repeat} runs` : "one run"}, all in one bench run`,
+      subtitle2: report.command,
+    },
+  );
+}
+const fmtNum = (x) => (x === null || x === undefined ? "-" : Math.abs(x) >= 100 ? x.toFixed(0) : x.toPrecision(3));
 
 // ---------------------------------------------------------------- main
 
 function preflight() {
-  if (process.getuid?.() !== 0) throw new Error("the bench builds network namespaces and TAP devices: run it as root (sudo npm run bench)");
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: build first (npm run build)`);
+  // `tables` alone needs neither root nor the network tools.
+  if (!NETWORK && !opts.cleanup) return;
+  if (process.getuid?.() !== 0) throw new Error("the bench builds network namespaces and TAP devices: run it as root (sudo npm run bench)");
   for (const [cmd, pkg] of [["iperf3", "iperf3"], ["ping", "iputils-ping"], ["gcc", "gcc"], ["timeout", "coreutils"], ["python3", "python3"], ["ss", "iproute2"]]) {
     if (spawnSync("sh", ["-c", `command -v ${cmd}`]).status !== 0) throw new Error(`${cmd} is not installed (Debian: ${pkg}; sudo npm run setup)`);
   }
@@ -877,6 +1233,8 @@ async function main() {
     command: `node scripts/bench.mjs ${process.argv.slice(2).join(" ")}`.trim(),
     date: new Date().toISOString(),
     durationS: opts.duration,
+    repeat: opts.repeat,
+    pings: opts.pings,
     host: { kernel: os.release(), cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? "", node: process.versions.node },
     loadavg: { start: os.loadavg(), end: null },
     scenarios: [],
@@ -887,7 +1245,7 @@ async function main() {
   const defs = await scenarios();
   const done = {};
   let failed = 0;
-  for (const name of opts.scenarios) {
+  for (const name of opts.scenarios.filter((x) => SCENARIOS.includes(x))) {
     let def;
     try {
       def = await defs[name](done);
@@ -911,12 +1269,13 @@ async function main() {
         s.results.push({ ...impl.reuse, implementation: impl.name, reused: true, ratios: undefined });
         continue;
       }
-      say(`${name}: ${impl.name}: measuring (${opts.duration} s TCP + ${opts.duration} s UDP)…`);
+      say(`${name}: ${impl.name}: measuring (${opts.pings} pings + ${opts.duration} s TCP + ${opts.duration} s UDP${opts.repeat > 1 ? `, ${opts.repeat} times` : ""})…`);
       const t = Date.now();
       try {
         const m = await impl.run();
         s.results.push({ implementation: impl.name, ...m });
-        say(`${name}: ${impl.name}: TCP ${f1(m.tcpGbps)} Gbit/s, 64B ${f1(m.kpps, 1)} kpps received of ${f1(m.sentKpps, 1)} sent, RTT ${f1(m.rttUs, 0)} µs (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+        const extra = m.cpuSPerMFrames !== null ? `, CPU ${f1(m.cpuSPerMFrames)} s/Mframe, peak RSS ${f1(m.peakRssMiB, 1)} MiB` : "";
+        say(`${name}: ${impl.name}: ${opts.repeat > 1 ? "medians: " : ""}TCP ${f1(m.tcpGbps)} Gbit/s, 64B ${f1(m.kpps, 1)} kpps received of ${f1(m.sentKpps, 1)} sent, RTT p50 ${f1(m.rttP50Us, 0)} p99 ${f1(m.rttP99Us, 0)} µs${extra} (${((Date.now() - t) / 1000).toFixed(0)} s)`);
       } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
         if (impl.skipOnLabFailure && /lab up .* failed/.test(msg)) {
@@ -940,8 +1299,20 @@ async function main() {
         if (q2) r.ratios[other] = q2;
       }
     }
+    s.metrics = metricRecords(s);
     done[name] = s;
     report.scenarios.push(s);
+  }
+  if (opts.scenarios.includes("tables")) {
+    const t = Date.now();
+    try {
+      report.tables = await runTables({ size: opts.tableSize, repeat: opts.repeat, run: runAsync, say });
+      say(`tables: done (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+    } catch (e) {
+      failed++;
+      report.tablesError = e instanceof Error ? e.message : String(e);
+      say(`tables: FAILED: ${report.tablesError}`);
+    }
   }
   report.loadavg.end = os.loadavg();
   cleanup();
@@ -949,10 +1320,14 @@ async function main() {
   if (left.length) say(`warning: namespaces still present: ${left.join(" ")}`);
   say(`done in ${((Date.now() - T0) / 1000).toFixed(0)} s`);
 
-  process.stdout.write("\n" + (opts.markdown && !opts.markdownFile ? markdownTable(report) : textTable(report)) + "\n" + footer(report));
+  process.stdout.write("\n" + tables(report, opts.markdown && !opts.markdownFile) + "\n" + footer(report));
   if (opts.markdownFile) {
-    fs.writeFileSync(opts.markdownFile, markdownTable(report) + "\n" + footer(report).split("\n").filter(Boolean).map((l) => `${l}  `).join("\n") + "\n");
+    fs.writeFileSync(opts.markdownFile, tables(report, true) + "\n" + footer(report).split("\n").filter(Boolean).map((l) => `${l}  `).join("\n") + "\n");
     say(`markdown written to ${opts.markdownFile}`);
+  }
+  if (opts.svg) {
+    fs.writeFileSync(opts.svg, svgChart(report));
+    say(`SVG chart written to ${opts.svg}`);
   }
   if (opts.json) {
     fs.writeFileSync(opts.json, JSON.stringify(report, null, 2) + "\n");

@@ -1,26 +1,46 @@
 /**
- * Smoke test of the benchmark (scripts/bench.mjs), not a timing assertion: one short
- * run of the `switch` scenario must measure all three implementations (kernel bridge,
- * C relay, tapnet) with numbers above zero, write them as JSON with the ratios, and
- * leave no namespace or process behind. About 20 s.
+ * Smoke tests of the benchmark (scripts/bench.mjs), not timing assertions:
+ * - its helpers (medians, nearest-rank percentiles, the SVG ratio chart);
+ * - one short run of the `switch` scenario must measure all three implementations
+ *   (kernel bridge, C relay, tapnet) with numbers above zero — RTT p50/p99, and CPU per
+ *   frame and peak RSS for the two that are processes — write them as JSON with the
+ *   ratios and the per-metric records, draw the SVG, and leave no namespace or process
+ *   behind (about 12 s);
+ * - a small `tables` run (FDB and FIB with 20,000 entries; no root needed; about 6 s).
  */
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { ROOT, canRunLabs, netnsList } from "./integration/harness.js";
 
 const has = (cmd: string): boolean => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0;
 const canBench = (): boolean => canRunLabs() && has("iperf3") && has("gcc");
+const built = (): boolean => fs.existsSync(path.join(ROOT, "dist/elements/learning-switch.js"));
 
 interface Row {
   implementation: string;
   tcpGbps?: number;
   kpps?: number;
   rttUs?: number;
+  rttP50Us?: number;
+  rttP99Us?: number;
+  cpuSPerMFrames?: number | null;
+  peakRssMiB?: number | null;
   error?: string;
-  ratios?: Record<string, { tcp: number | null; kpps: number | null; rtt: number | null }>;
+  samples?: Record<string, Array<number | null>>;
+  ratios?: Record<string, { tcp: number | null; kpps: number | null; rtt: number | null; rttP99: number | null; cpu: number | null }>;
+}
+interface MetricRecord {
+  scenario: string;
+  metric: string;
+  referenceName: string;
+  tapnet: number;
+  reference: number;
+  ratio: number;
+  samples: { tapnet: number[]; reference: number[] };
 }
 
 function run(args: string[], timeoutMs: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
@@ -39,13 +59,90 @@ function run(args: string[], timeoutMs: number): Promise<{ status: number | null
   });
 }
 
-describe.skipIf(!canBench())("bench (smoke)", () => {
-  it("switch --duration 1: every implementation measured, JSON with ratios, nothing left behind", async () => {
-    const json = path.join(os.tmpdir(), `tapnet-bench-smoke-${process.pid}.json`);
+// The helpers are plain .mjs modules of the bench: imported by URL, untyped.
+const load = async (f: string): Promise<any> => import(pathToFileURL(path.join(ROOT, "scripts/bench", f)).href);
+
+describe("bench helpers", () => {
+  it("median and nearest-rank percentiles", async () => {
+    const { median, percentile, ratio } = await load("stats.mjs");
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(median([null, 5])).toBe(5);
+    expect(median([])).toBeNull();
+    const xs = Array.from({ length: 1000 }, (_, i) => 1000 - i); // 1..1000, shuffled order
+    expect(percentile(xs, 50)).toBe(500);
+    expect(percentile(xs, 99)).toBe(990);
+    expect(percentile([7], 99)).toBe(7);
+    expect(ratio(1, 4)).toBe(0.25);
+    expect(ratio(1, 0)).toBeNull();
+    expect(ratio(null, 1)).toBeNull();
+  });
+
+  it("SVG ratio chart: a well-formed document with labels, values and a 1.0 line", async () => {
+    const { ratioChart } = await load("svg.mjs");
+    const svg: string = ratioChart(
+      [
+        { group: "switch", metric: "TCP Gbit/s", against: "kernel bridge", ratio: 0.11, better: "higher" },
+        { group: "switch", metric: "RTT p50 µs", against: "C relay <x>", ratio: 2.5, better: "lower" },
+        { group: "switch", metric: "CPU s/Mframe", against: "C relay", ratio: null, better: "lower" },
+      ],
+      { title: "t", subtitle: "s" },
+    );
+    expect(svg.startsWith("<?xml")).toBe(true);
+    expect(svg.trimEnd().endsWith("</svg>")).toBe(true);
+    expect(svg).toContain("TCP Gbit/s");
+    expect(svg).toContain("C relay &lt;x&gt;");
+    expect(svg).toContain("0.11x");
+    expect(svg).toContain("2.50x");
+    expect(svg).not.toContain("CPU s/Mframe"); // no ratio, no bar
+    expect(svg).toMatch(/class="one"/);
+    expect((svg.match(/<rect [^>]*class="(good|bad)"/g) ?? []).length).toBe(2 + 2); // 2 bars + 2 legend swatches
+  });
+});
+
+describe.skipIf(!built())("bench tables (smoke)", () => {
+  it("tables --table-size 20000: FDB and FIB rows with ratios and samples", async () => {
+    const json = path.join(os.tmpdir(), `tapnet-bench-tables-${process.pid}.json`);
     try {
-      const r = await run(["switch", "--duration", "1", "--json", json], 50_000);
+      const r = await run(["tables", "--table-size", "20000", "--json", json], 25_000);
       expect(r.status, r.stderr).toBe(0);
-      const report = JSON.parse(fs.readFileSync(json, "utf8")) as { scenarios: Array<{ name: string; reference: string; results: Row[] }> };
+      const report = JSON.parse(fs.readFileSync(json, "utf8")) as {
+        scenarios: unknown[];
+        tables: { rows: Array<{ implementation: string; buildS: number; lookupMps: number; heapBytesPerEntry: number }>; metrics: MetricRecord[] };
+      };
+      expect(report.scenarios).toEqual([]);
+      expect(report.tables.rows.map((x) => x.implementation)).toEqual([
+        "tapnet LearningSwitch.process()",
+        "Map<number, entry> (reference)",
+        "tapnet Fib",
+        "Map per prefix length (reference)",
+      ]);
+      for (const x of report.tables.rows) {
+        expect(x.buildS, x.implementation).toBeGreaterThan(0);
+        expect(x.lookupMps, x.implementation).toBeGreaterThan(0);
+      }
+      const lookups = report.tables.metrics.find((m) => m.metric === "lookupMps");
+      expect(lookups?.ratio).toBeGreaterThan(0);
+      expect(lookups?.samples.tapnet).toHaveLength(1);
+      expect(r.stdout).toMatch(/FDB, 20,000 MACs\s+tapnet LearningSwitch\.process\(\)/);
+    } finally {
+      fs.rmSync(json, { force: true });
+    }
+  }, 30_000);
+});
+
+describe.skipIf(!canBench())("bench (smoke)", () => {
+  it("switch --duration 1: every implementation measured, JSON with ratios, SVG, nothing left behind", async () => {
+    const json = path.join(os.tmpdir(), `tapnet-bench-smoke-${process.pid}.json`);
+    const svg = path.join(os.tmpdir(), `tapnet-bench-smoke-${process.pid}.svg`);
+    try {
+      const r = await run(["switch", "--duration", "1", "--pings", "200", "--json", json, "--svg", svg], 50_000);
+      expect(r.status, r.stderr).toBe(0);
+      const report = JSON.parse(fs.readFileSync(json, "utf8")) as {
+        repeat: number;
+        scenarios: Array<{ name: string; reference: string; results: Row[]; metrics: MetricRecord[] }>;
+      };
+      expect(report.repeat).toBe(1);
       expect(report.scenarios.map((s) => s.name)).toEqual(["switch"]);
       const rows = report.scenarios[0].results;
       expect(rows.map((x) => x.implementation)).toEqual(["kernel bridge", "C relay", "tapnet"]);
@@ -53,15 +150,36 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
         expect(x.error, x.implementation).toBeUndefined();
         expect(x.tcpGbps, x.implementation).toBeGreaterThan(0);
         expect(x.kpps, x.implementation).toBeGreaterThan(0);
-        expect(x.rttUs, x.implementation).toBeGreaterThan(0);
+        expect(x.rttP50Us, x.implementation).toBeGreaterThan(0);
+        expect(x.rttP99Us, x.implementation).toBeGreaterThanOrEqual(x.rttP50Us ?? Infinity);
+        expect(x.rttUs, x.implementation).toBe(x.rttP50Us);
+        expect(x.samples?.tcpGbps, x.implementation).toHaveLength(1);
       }
+      // Processes that forward: CPU per million frames and peak RSS; the kernel: none.
+      for (const x of rows.slice(1)) {
+        expect(x.cpuSPerMFrames, x.implementation).toBeGreaterThan(0);
+        expect(x.peakRssMiB, x.implementation).toBeGreaterThan(0);
+      }
+      expect(rows[0].cpuSPerMFrames).toBeNull();
       const tapnet = rows[2];
       expect(Object.keys(tapnet.ratios ?? {}).sort()).toEqual(["C relay", "kernel bridge"]);
       expect(tapnet.ratios?.["kernel bridge"].tcp).toBeGreaterThan(0);
+      expect(tapnet.ratios?.["C relay"].cpu).toBeGreaterThan(0);
+      // One record per metric and reference, of medians, with the raw samples.
+      const recs = report.scenarios[0].metrics;
+      const tcp = recs.find((m) => m.metric === "tcpGbps" && m.referenceName === "kernel bridge");
+      expect(tcp?.tapnet).toBe(tapnet.tcpGbps);
+      expect(tcp?.reference).toBe(rows[0].tcpGbps);
+      expect(tcp?.ratio).toBeCloseTo((tapnet.tcpGbps ?? 0) / (rows[0].tcpGbps ?? 1), 9);
+      expect(tcp?.samples.tapnet).toHaveLength(1);
+      expect(recs.some((m) => m.metric === "cpuSPerMFrames" && m.referenceName === "C relay")).toBe(true);
       expect(r.stdout).toMatch(/switch\s+tapnet/);
+      expect(r.stdout).toMatch(/RTT p50 µs\s+RTT p99 µs/);
+      expect(fs.readFileSync(svg, "utf8")).toContain("vs kernel bridge");
       expect(netnsList().filter((n) => n.startsWith("tnb-") || n.startsWith("tn-bench-"))).toEqual([]);
     } finally {
       fs.rmSync(json, { force: true });
+      fs.rmSync(svg, { force: true });
     }
   }, 60_000);
 });

@@ -341,6 +341,9 @@ program
     const stop = (): void => s.abort();
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
+    // A reader that goes away (wireshark closed, `| head`) ends the capture.
+    out.on("error", stop);
+    if (!o.write) process.stdout.on("close", stop);
     await s.done;
     process.off("SIGINT", stop);
     process.off("SIGTERM", stop);

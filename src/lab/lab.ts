@@ -62,7 +62,11 @@ export function listLabs(): LabState[] {
   let names: string[] = [];
   try {
     names = fs.readdirSync(RUN_DIR);
-  } catch {
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EACCES" || code === "EPERM") {
+      throw new Error(`${RUN_DIR}: permission denied (labs and their control sockets are root-only: run with sudo)`);
+    }
     return [];
   }
   return names.map(readState).filter((s): s is LabState => s !== null);
