@@ -42,6 +42,8 @@ export interface LearningSwitchConfig {
   maxEntries?: number;
   ports?: Record<string, SwitchPortMode>;
   static?: StaticFdbEntry[];
+  /** All ports carry virtio-net headers (offloads): see LearningSwitch.vnet. */
+  vnet?: boolean;
 }
 
 export interface FdbEntry {
@@ -117,12 +119,20 @@ export class LearningSwitch implements Pipeline, PassAware {
   private scratchBase = -1;
   private scratchSlots = 0;
   private scratchUsed = 0;
-  private readonly scratchSlot = 2048;
+  private readonly scratchSlot: number;
+  /**
+   * Ports carry virtio-net headers (TAPs with offloads): every frame has its 12-byte
+   * header in the 12 bytes before it, TSO super-frames pass whole, and the header's
+   * offsets follow the frame when a tag is pushed or popped.
+   */
+  readonly vnet: boolean;
 
   constructor(
     readonly ports: readonly Port[],
     config: LearningSwitchConfig = {},
   ) {
+    this.vnet = config.vnet ?? false;
+    this.scratchSlot = this.vnet ? 65536 + 256 : 2048;
     this.ageingMs = (config.ageingTime ?? 300) * 1000;
     this.maxEntries = config.maxEntries ?? 8192;
     this.nPorts = ports.length;
@@ -206,7 +216,8 @@ export class LearningSwitch implements Pipeline, PassAware {
         inPort.rxDrops++;
         continue;
       }
-      if (len > maxFrame) {
+      // A TSO super-frame (virtio-net gso_type set) is one unit of up to 64 KiB.
+      if (len > maxFrame && !(this.vnet && buf[off - VNET_HDR_LEN + 1] !== 0)) {
         this.oversize++;
         inPort.rxDrops++;
         continue;
@@ -334,15 +345,19 @@ export class LearningSwitch implements Pipeline, PassAware {
   private unicast(buf: Buffer, off: number, len: number, tagged: boolean, vlan: number, out: number): void {
     const wantTagged = this.membership[out * VLANS + vlan] === 1;
     const q = this.ports[out].txq;
+    // With offloads, the 12-byte virtio-net header before the frame moves with it.
+    const h = this.vnet ? VNET_HDR_LEN : 0;
     if (wantTagged === tagged) {
       q.push(off, len);
     } else if (tagged) {
       // Pop in place: the MACs move 4 bytes toward the payload over the tag.
-      buf.copyWithin(off + 4, off, off + 12);
+      buf.copyWithin(off + 4 - h, off - h, off + 12);
+      if (h !== 0) shiftVnetOffsets(buf, off + 4 - h, -4);
       q.push(off + 4, len - 4);
     } else {
       // Push in place into the headroom the port left before the frame.
-      buf.copyWithin(off - 4, off, off + 12);
+      buf.copyWithin(off - 4 - h, off - h, off + 12);
+      if (h !== 0) shiftVnetOffsets(buf, off - 4 - h, 4);
       writeTag(buf, off + 8, vlan);
       q.push(off - 4, len + 4);
     }
@@ -369,8 +384,13 @@ export class LearningSwitch implements Pipeline, PassAware {
           this.ports[p].txDrops++;
           continue;
         }
-        const base = this.scratchBase + this.scratchUsed * this.scratchSlot;
+        // Frames in scratch start 16 bytes into their slot: room for a virtio-net header.
+        const base = this.scratchBase + this.scratchUsed * this.scratchSlot + 16;
         this.scratchUsed++;
+        if (this.vnet) {
+          buf.copyWithin(base - VNET_HDR_LEN, off - VNET_HDR_LEN, off);
+          shiftVnetOffsets(buf, base - VNET_HDR_LEN, tagged ? -4 : 4);
+        }
         if (tagged) {
           // Untagged copy: MACs, then everything after the tag.
           buf.copyWithin(base, off, off + 12);
@@ -452,6 +472,19 @@ export class LearningSwitch implements Pipeline, PassAware {
     for (const k of COUNTERS) c[k] = this[k];
     return c;
   }
+}
+
+const VNET_HDR_LEN = 12;
+const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
+
+/**
+ * A tag pushed (+4) or popped (-4) in front of the L3 header moves everything the
+ * virtio-net header at `h` points into: csum_start when a checksum is pending, and
+ * hdr_len (the headers the kernel repeats on each segment) of a TSO frame.
+ */
+function shiftVnetOffsets(buf: Buffer, h: number, delta: number): void {
+  if ((buf[h] & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) buf.writeUInt16LE(buf.readUInt16LE(h + 6) + delta, h + 6);
+  if (buf[h + 1] !== 0) buf.writeUInt16LE(buf.readUInt16LE(h + 2) + delta, h + 2);
 }
 
 function writeTag(buf: Buffer, at: number, vlan: number): void {

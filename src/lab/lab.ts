@@ -21,7 +21,7 @@ import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
 import { RUN_DIR } from "../control/protocol.js";
 import type { NodeConfig, NodePortConfig } from "../node/config.js";
-import { ifaceMac, ifAddresses, isKernelNode, loadTopology, overlayNotes, UNDERLAY_PORT, usesUnderlayPort, type Topology } from "./topology.js";
+import { ifaceMac, ifAddresses, isKernelNode, loadTopology, offloadCapable, overlayNotes, UNDERLAY_PORT, usesUnderlayPort, type Topology } from "./topology.js";
 import { cmdline, ipBatch, isAlive, netnsList, run, sleep } from "./sys.js";
 
 export interface LabState {
@@ -178,6 +178,7 @@ function nodeConfig(t: Topology, node: string): NodeConfig {
     node,
     controlSocket: path.join(labDir(t.name), `${node}.sock`),
     ports,
+    offload: spec.offload ?? offloadCapable(t, node),
     switch: { ageingTime: spec.ageingTime, maxEntries: spec.maxEntries, static: spec.static },
     router,
   };

@@ -112,6 +112,12 @@ const ServiceSpec = z.strictObject({
 });
 
 const NodeSpec = z.strictObject({
+  /**
+   * TAPs with IFF_VNET_HDR (checksum offload, TSO super-frames through the switch).
+   * Default: on for a node whose ports are all TAP hosts and that has no router;
+   * other ports cannot take super-frames yet.
+   */
+  offload: z.boolean().optional(),
   nat: NatSpec.optional(),
   services: z.record(name("a service name"), ServiceSpec).default({}),
   /** switch/router: a tapnet process. kernel: a Linux bridge (and kernel VXLAN) instead, for comparison and interop. */
@@ -258,6 +264,15 @@ export function usesUnderlayPort(spec: NodeSpec): boolean {
 }
 
 export const isKernelNode = (spec: NodeSpec): boolean => spec.kind === "kernel";
+
+/** Whether a node can run with offloads: every port a TAP host, no router, no tunnels. */
+export function offloadCapable(t: Topology, node: string): boolean {
+  const spec = t.nodes[node];
+  if (!spec || isKernelNode(spec)) return false;
+  if (Object.keys(spec.interfaces).length || Object.keys(spec.vxlan).length || Object.keys(spec.ipip).length) return false;
+  if (t.links.some((l) => l.between.includes(node))) return false;
+  return Object.values(t.hosts).every((h) => h.node !== node || h.link === "tap");
+}
 
 /** A stable, locally administered MAC for a router interface: 02:74:<hash of lab/node>:<n>. */
 export function ifaceMac(lab: string, node: string, n: number): string {
@@ -461,6 +476,9 @@ function semanticChecks(t: Topology): Problem[] {
       seen.add(p);
     }
     routerChecks(t, n, ports, problems);
+    if (spec.offload === true && !offloadCapable(t, n)) {
+      problems.push({ path: ["nodes", n, "offload"], message: "offloads need every port of the node to be a TAP host and no router or tunnel (those ports cannot take TSO super-frames yet)" });
+    }
     spec.static.forEach((s, i) => {
       if (!ports.includes(s.port)) {
         problems.push({ path: ["nodes", n, "static", i, "port"], message: `node ${n} has no port '${s.port}' (ports: ${ports.join(", ") || "none"})` });

@@ -47,6 +47,8 @@ export interface NodeConfig {
   node: string;
   controlSocket: string;
   ports: NodePortConfig[];
+  /** TAP ports with virtio-net headers and offloads (a pure-TAP switch node). */
+  offload?: boolean;
   switch: {
     ageingTime: number;
     maxEntries: number;

@@ -49,6 +49,7 @@ export class TapnetNode {
     this.sw = new LearningSwitch(this.engine.ports, {
       ageingTime: config.switch.ageingTime,
       maxEntries: config.switch.maxEntries,
+      vnet: config.offload === true,
       ports: this.modes,
       static: [
         ...config.switch.static.map((s) => ({ mac: parseMac(s.mac), vlan: s.vlan, port: s.port })),
@@ -57,7 +58,7 @@ export class TapnetNode {
       ],
     });
     this.engine.pipeline = this.sw;
-    const scratch = this.sw.scratchBytes(256);
+    const scratch = this.sw.scratchBytes(config.offload ? 32 : 256);
     this.engine.reserve(scratch, "switch scratch", (base) => this.sw.setScratch(base, scratch));
     if (rc) {
       const router = new Ipv4Router(
@@ -166,7 +167,7 @@ export class TapnetNode {
   private makePort(pc: NodePortConfig, rc: NodeConfig["router"]): Port {
     switch (pc.kind) {
       case "tap":
-        return new TapPort(pc.name, pc.ifname);
+        return new TapPort(pc.name, pc.ifname, { vnetHdr: this.config.offload === true });
       case "pcap":
         return new PcapPort(pc.name, pc.ifname);
       case "vxlan": {
