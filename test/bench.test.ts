@@ -145,7 +145,7 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
       expect(report.repeat).toBe(1);
       expect(report.scenarios.map((s) => s.name)).toEqual(["switch"]);
       const rows = report.scenarios[0].results;
-      expect(rows.map((x) => x.implementation)).toEqual(["kernel bridge", "C relay", "tapnet"]);
+      expect(rows.map((x) => x.implementation)).toEqual(["kernel bridge", "C relay", "C relay (vnet)", "tapnet"]);
       for (const x of rows) {
         expect(x.error, x.implementation).toBeUndefined();
         expect(x.tcpGbps, x.implementation).toBeGreaterThan(0);
@@ -161,8 +161,8 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
         expect(x.peakRssMiB, x.implementation).toBeGreaterThan(0);
       }
       expect(rows[0].cpuSPerMFrames).toBeNull();
-      const tapnet = rows[2];
-      expect(Object.keys(tapnet.ratios ?? {}).sort()).toEqual(["C relay", "kernel bridge"]);
+      const tapnet = rows[3];
+      expect(Object.keys(tapnet.ratios ?? {}).sort()).toEqual(["C relay", "C relay (vnet)", "kernel bridge"]);
       expect(tapnet.ratios?.["kernel bridge"].tcp).toBeGreaterThan(0);
       expect(tapnet.ratios?.["C relay"].cpu).toBeGreaterThan(0);
       // One record per metric and reference, of medians, with the raw samples.
