@@ -125,10 +125,12 @@ export const COUNTERS = [
   "runt",
   "serviceRejected",
   "natDropped",
+  "gsoDropped",
 ] as const;
 export type RouterCounter = (typeof COUNTERS)[number];
 
 const ETH_HLEN = 14;
+const VNET_HDR_LEN = 12;
 const SLOT = 2048;
 const MAX_FRAGS = 48;
 const ICMP_DEST_UNREACH = 3;
@@ -198,6 +200,14 @@ export class Ipv4Router implements PassAware {
   natDropped = 0;
   /** Connection tracking and NAT, when the node has NAT rules or services. */
   nat: Nat | null = null;
+  /**
+   * The node's ports carry virtio-net headers (offloads): every frame has its header
+   * in the 12 bytes before it; TSO super-frames are routed whole (MTU checks use their
+   * segment size) and NAT keeps partial checksums partial.
+   */
+  vnet = false;
+  /** TSO super-frames whose segments would need IP fragmentation: dropped. */
+  gsoDropped = 0;
 
   constructor(
     interfaces: RouterInterfaceConfig[],
@@ -327,7 +337,7 @@ export class Ipv4Router implements PassAware {
     // is addressed to the router's address until it is translated back).
     const nat = this.nat;
     if (nat !== null && !linkGroup) {
-      const v = nat.prerouting(buf, ip, ipLen, ifc.index, now);
+      const v = nat.prerouting(buf, ip, ipLen, ifc.index, now, this.csumPartial(buf, ip));
       if (v !== NAT_ACCEPT) {
         if (v === NAT_REJECT) {
           // A service with no endpoints: refuse, as kube-proxy's REJECT does.
@@ -361,17 +371,22 @@ export class Ipv4Router implements PassAware {
       return;
     }
     const out = this.ifaces[this.routeIf[r]];
-    if (ipLen > out.mtu && (buf[ip + 6] & 0x40) !== 0) {
+    const wire = this.wireLen(buf, ip, ipLen);
+    if (wire > out.mtu && (buf[ip + 6] & 0x40) !== 0) {
       this.fragNeeded++;
       this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 4, out.mtu & 0xffff, now, false);
       return;
     }
     // POSTROUTING: source NAT (masquerade, hairpin) and un-DNAT of service replies.
-    if (nat !== null && nat.postrouting(buf, ip, ipLen, out.index, this.sourceFor(out, dst), now) !== NAT_ACCEPT) {
+    if (nat !== null && nat.postrouting(buf, ip, ipLen, out.index, this.sourceFor(out, dst), now, this.csumPartial(buf, ip)) !== NAT_ACCEPT) {
       this.natDropped++;
       return;
     }
-    if (ipLen > out.mtu) {
+    if (wire !== ipLen && wire > out.mtu) {
+      this.gsoDropped++;
+      return;
+    }
+    if (ipLen > out.mtu && wire === ipLen) {
       ipv4DecrementTtl(buf, ip);
       if (this.fragmentOut(ifc.index, out, this.routeGw[r] || dst, buf, ip, ipLen, now)) this.forwarded++;
       return;
@@ -602,7 +617,8 @@ export class Ipv4Router implements PassAware {
       this.arpRequest(out, nh, 0);
     }
     // Wait for ARP: the bytes must outlive this pass, so keep a copy.
-    if (!this.neigh.enqueue(n, { data: Buffer.from(buf.subarray(ip, ip + ipLen)), inIf })) this.arpQueueFull++;
+    const vnet = this.vnet ? Buffer.from(buf.subarray(ip - ETH_HLEN - VNET_HDR_LEN, ip - ETH_HLEN)) : undefined;
+    if (!this.neigh.enqueue(n, { data: Buffer.from(buf.subarray(ip, ip + ipLen)), inIf, vnet })) this.arpQueueFull++;
   }
 
   private fragmentOut(inIf: number, out: RouterInterface, nh: number, buf: Buffer, ip: number, ipLen: number, now: number): boolean {
@@ -666,6 +682,7 @@ export class Ipv4Router implements PassAware {
       if (slot < 0) return;
       const pool = this.pool as Buffer;
       p.data.copy(pool, slot + ETH_HLEN);
+      if (p.vnet) p.vnet.copy(pool, slot - VNET_HDR_LEN);
       this.output(p.inIf, out, n.addr, pool, slot + ETH_HLEN, p.data.length, now);
     }
   }
@@ -686,7 +703,12 @@ export class Ipv4Router implements PassAware {
     );
   }
 
-  /** Scratch slots for frames the router writes; -1 (and counted) when out. */
+  /**
+   * Scratch slots for frames the router writes: returns where the first frame starts
+   * (16 bytes into its slot; consecutive slots are SLOT apart), or -1 (and counted) when
+   * out. The 12 bytes before each frame are a zeroed virtio-net header (no offload), so
+   * a port with offloads can send it as it is.
+   */
   private alloc(count = 1): number {
     if (this.scratchUsed + count > this.scratchSlots) {
       this.scratchFull++;
@@ -694,7 +716,25 @@ export class Ipv4Router implements PassAware {
     }
     const base = this.scratchBase + this.scratchUsed * SLOT;
     this.scratchUsed += count;
-    return base;
+    const pool = this.pool as Buffer;
+    for (let i = 0; i < count; i++) pool.fill(0, base + i * SLOT + 4, base + i * SLOT + 16);
+    return base + 16;
+  }
+
+  /**
+   * The size the packet at `ip` has on a wire: its total length, or for a TSO
+   * super-frame (offloads on) the size of the segments the kernel will cut it into.
+   */
+  private wireLen(buf: Buffer, ip: number, ipLen: number): number {
+    if (!this.vnet) return ipLen;
+    const h = ip - ETH_HLEN - VNET_HDR_LEN;
+    if (buf[h + 1] === 0) return ipLen;
+    return buf.readUInt16LE(h + 2) - ETH_HLEN + buf.readUInt16LE(h + 4);
+  }
+
+  /** Offloads on and the packet's L4 checksum is a partial sum the kernel completes. */
+  private csumPartial(buf: Buffer, ip: number): boolean {
+    return this.vnet && (buf[ip - ETH_HLEN - VNET_HDR_LEN] & 1) !== 0;
   }
 
   // ---------------------------------------------------------------------------

@@ -114,7 +114,7 @@ export class LearningSwitch implements Pipeline, PassAware {
    * `hookVlans` is shown to `bridgeHook` (the router's NAT, which translates replies
    * of service connections back to the VIP). Set by the node; null when unused.
    */
-  bridgeHook: ((buf: Buffer, ipOff: number, ipLen: number, now: number) => void) | null = null;
+  bridgeHook: ((buf: Buffer, ipOff: number, ipLen: number, now: number, csumPartial: boolean) => void) | null = null;
   readonly hookVlans = new Uint8Array(VLANS);
   private scratchBase = -1;
   private scratchSlots = 0;
@@ -306,7 +306,10 @@ export class LearningSwitch implements Pipeline, PassAware {
             this.forwarded++;
             if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.ports[e.port].kind !== "internal") {
               const l3 = tagged ? off + 18 : off + 14;
-              if (buf[l3 - 2] === 0x08 && buf[l3 - 1] === 0x00) this.bridgeHook(buf, l3, off + len - l3, now);
+              if (buf[l3 - 2] === 0x08 && buf[l3 - 1] === 0x00) {
+                // With offloads, a pending checksum must stay a partial sum.
+                this.bridgeHook(buf, l3, off + len - l3, now, this.vnet && (buf[off - VNET_HDR_LEN] & 1) !== 0);
+              }
             }
             this.unicast(buf, off, len, tagged, vlan, e.port);
           }

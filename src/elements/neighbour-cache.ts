@@ -33,6 +33,8 @@ export interface QueuedPacket {
   data: Buffer;
   /** Interface it came in on (for the source of an ICMP error), -1 if generated. */
   inIf: number;
+  /** Its virtio-net header, when the node runs with offloads. */
+  vnet?: Buffer;
 }
 
 export interface Neighbour {

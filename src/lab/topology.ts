@@ -113,9 +113,9 @@ const ServiceSpec = z.strictObject({
 
 const NodeSpec = z.strictObject({
   /**
-   * TAPs with IFF_VNET_HDR (checksum offload, TSO super-frames through the switch).
-   * Default: on for a node whose ports are all TAP hosts and that has no router;
-   * other ports cannot take super-frames yet.
+   * TAPs with IFF_VNET_HDR (checksum offload, TSO super-frames through the switch and
+   * the router). Default: on for a node whose ports are all TAP hosts; libpcap ports,
+   * links and tunnels cannot take super-frames yet.
    */
   offload: z.boolean().optional(),
   nat: NatSpec.optional(),
@@ -265,11 +265,15 @@ export function usesUnderlayPort(spec: NodeSpec): boolean {
 
 export const isKernelNode = (spec: NodeSpec): boolean => spec.kind === "kernel";
 
-/** Whether a node can run with offloads: every port a TAP host, no router, no tunnels. */
+/**
+ * Whether a node can run with offloads: every port a TAP host (the switch and the
+ * router pass TSO super-frames through), no libpcap ports, links or tunnels (those
+ * cannot take super-frames yet: they would need software segmentation).
+ */
 export function offloadCapable(t: Topology, node: string): boolean {
   const spec = t.nodes[node];
   if (!spec || isKernelNode(spec)) return false;
-  if (Object.keys(spec.interfaces).length || Object.keys(spec.vxlan).length || Object.keys(spec.ipip).length) return false;
+  if (Object.keys(spec.vxlan).length || Object.keys(spec.ipip).length || usesUnderlayPort(spec)) return false;
   if (t.links.some((l) => l.between.includes(node))) return false;
   return Object.values(t.hosts).every((h) => h.node !== node || h.link === "tap");
 }
@@ -477,7 +481,7 @@ function semanticChecks(t: Topology): Problem[] {
     }
     routerChecks(t, n, ports, problems);
     if (spec.offload === true && !offloadCapable(t, n)) {
-      problems.push({ path: ["nodes", n, "offload"], message: "offloads need every port of the node to be a TAP host and no router or tunnel (those ports cannot take TSO super-frames yet)" });
+      problems.push({ path: ["nodes", n, "offload"], message: "offloads need every port of the node to be a TAP host: libpcap ports, links and tunnels cannot take TSO super-frames yet" });
     }
     spec.static.forEach((s, i) => {
       if (!ports.includes(s.port)) {

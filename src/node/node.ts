@@ -75,6 +75,7 @@ export class TapnetNode {
         })),
       );
       for (const p of internal) p.switchSide = this.sw;
+      router.vnet = config.offload === true;
       for (const r of rc.routes) {
         const to = parseCidr(r.to);
         const via = parseIp(r.via);
@@ -128,8 +129,8 @@ export class TapnetNode {
         // Like br_netfilter under kube-proxy: replies a backend bridges straight to a
         // client on its own segment still get the VIP back as their source.
         for (const i of rc.interfaces) this.sw.hookVlans[i.vlan] = 1;
-        this.sw.bridgeHook = (buf, ipOff, ipLen, now) => {
-          nat.bridged(buf, ipOff, ipLen, now);
+        this.sw.bridgeHook = (buf, ipOff, ipLen, now, csumPartial) => {
+          nat.bridged(buf, ipOff, ipLen, now, csumPartial);
         };
       }
       this.engine.passAware.push(router);
