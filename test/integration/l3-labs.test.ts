@@ -8,7 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT, canRunLabs, inNs, macOf, netnsList, ping, sendRaw, tapnet, tapnetOk, tcpdump } from "./harness.js";
+import { ROOT, canRunLabs, inNs, iperf, macOf, netnsList, ping, sendRaw, tapnet, tapnetOk, tcpdump } from "./harness.js";
 
 const labFile = (n: string): string => path.join(ROOT, "scripts/labs", n);
 
@@ -75,6 +75,19 @@ describe.skipIf(!canRunLabs())("router.yaml: one router", () => {
     const r = ping(ns("h1"), "10.0.2.10", 3);
     expect(r.status, r.stdout).toBe(0);
     expect(r.stdout).toMatch(/ttl=63/);
+  });
+
+  it("routes TSO super-frames whole (offloads on a node of TAP hosts), and TCP flows", async () => {
+    type P = { name: string; rxFrames: number; rxBytes: number };
+    const port = (): P => (show<P[]>("ports", "r1", "router")).find((p) => p.name === "h1") as P;
+    const before = port();
+    const bps = await iperf(ns("h2"), ns("h1"), "10.0.2.10", 2);
+    const after = port();
+    expect(bps).toBeGreaterThan(1e8);
+    expect((after.rxBytes - before.rxBytes) / (after.rxFrames - before.rxFrames)).toBeGreaterThan(3000);
+    const st = show<Stats>("stats", "r1", "router").router;
+    expect(st.fragNeeded).toBe(0);
+    expect(st.gsoDropped).toBe(0);
   });
 
   it("the gateway answers ping and arping", () => {
