@@ -14,9 +14,9 @@ import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_pr
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
+import { Agent as AgentBase } from "./agent.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Batch } from "../../src/core/batch.js";
 import { Engine, type Pipeline } from "../../src/core/engine.js";
@@ -432,73 +432,7 @@ interface AgentState {
   kind: string;
 }
 
-class Agent {
-  stderr = "";
-  private nextId = 1;
-  private readonly waiting = new Map<number, (m: Record<string, unknown>) => void>();
-  private readyWaiter: ((m: Record<string, unknown>) => void) | null = null;
-  readonly exited: Promise<number | null>;
-  exitCode: number | null | undefined = undefined;
-
-  constructor(readonly child: ChildProcess) {
-    // A dead agent shows up as `exited`; writing to its stdin must not throw EPIPE
-    // into the test runner.
-    child.stdin!.on("error", () => {});
-    child.stderr!.on("data", (d: Buffer) => {
-      this.stderr += d.toString();
-    });
-    createInterface({ input: child.stdout! }).on("line", (line) => {
-      let m: Record<string, unknown>;
-      try {
-        m = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        this.stderr += `(stdout) ${line}\n`;
-        return;
-      }
-      if (typeof m.id === "number") {
-        this.waiting.get(m.id)?.(m);
-        this.waiting.delete(m.id);
-      } else if ("ready" in m) {
-        this.readyWaiter?.(m);
-      }
-    });
-    this.exited = new Promise((res) =>
-      child.on("exit", (code) => {
-        this.exitCode = code;
-        res(code);
-      }),
-    );
-  }
-
-  private timed<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-    let t: NodeJS.Timeout;
-    const timeout = new Promise<never>((_, rej) => {
-      t = setTimeout(() => rej(new Error(`agent: ${what} timed out after ${ms} ms\n${this.stderr}`)), ms);
-    });
-    const died = this.exited.then((c) => {
-      throw new Error(`agent exited (${c}) during ${what}\n${this.stderr}`);
-    });
-    return Promise.race([p, timeout, died]).finally(() => clearTimeout(t));
-  }
-
-  ready(ms = 10_000): Promise<Record<string, unknown>> {
-    return this.timed(new Promise((res) => (this.readyWaiter = res)), ms, "start");
-  }
-
-  async call(op: string, args: Record<string, unknown> = {}, ms = 5_000): Promise<Record<string, unknown>> {
-    if (this.exitCode !== undefined) throw new Error(`agent has exited (${this.exitCode})\n${this.stderr}`);
-    const id = this.nextId++;
-    const p = new Promise<Record<string, unknown>>((res) => this.waiting.set(id, res));
-    this.child.stdin!.write(`${JSON.stringify({ id, op, ...args })}\n`);
-    const m = await this.timed(p, ms, op);
-    if (m.ok !== true) throw new Error(`agent: ${op} failed: ${String(m.error)}`);
-    return m;
-  }
-
-  async state(): Promise<AgentState> {
-    return (await this.call("state")) as unknown as AgentState;
-  }
-}
+class Agent extends AgentBase<AgentState> {}
 
 function ip4(s: string): number {
   return s.split(".").reduce((a, o) => a * 256 + Number(o), 0);
