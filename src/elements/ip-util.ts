@@ -37,6 +37,7 @@ import {
   ipv4FillChecksum,
   readU16,
   readU32,
+  tcpFillChecksum,
   writeU16,
   writeU32,
 } from '../wire/index.js';
@@ -154,6 +155,62 @@ export function emitIcmpError(
   writeU32(dst, icmp + 4, rest);
   writeU16(dst, icmp + ICMP_CHECKSUM_OFF, ~checksumSum(dst, icmp, ICMP_HEADER_LEN + quoteLen) & 0xffff);
   return totalLen;
+}
+
+/**
+ * Writes at `dstOff` the TCP reset that answers the segment at `origIpOff` (RFC 793,
+ * "Reset Generation", for a connection that does not exist: the router listens on no
+ * port): from the segment's destination to its source, ports swapped; if the segment
+ * had ACK, <SEQ=SEG.ACK><CTL=RST>, else <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>, where
+ * SYN and FIN count one each. Never answers a RST. Returns the packet's length (40), or
+ * -1 (nothing written) for a reset, a fragment or a malformed segment.
+ */
+export function emitTcpReset(dst: Buffer, dstOff: number, orig: Buffer, origIpOff: number, origIpLen: number, ident: number): number {
+  if (ipv4Check(orig, origIpOff, origIpLen, false) !== CHECK_OK) return -1;
+  if (orig[origIpOff + IPV4_PROTOCOL_OFF] !== 6) return -1;
+  if ((readU16(orig, origIpOff + IPV4_FLAGS_FRAG_OFF) & 0x3fff) !== 0) return -1;
+  const hl = (orig[origIpOff] & 0x0f) << 2;
+  const totalLen = readU16(orig, origIpOff + IPV4_TOTAL_LEN_OFF);
+  const t = origIpOff + hl;
+  const segLen = totalLen - hl;
+  if (segLen < 20) return -1;
+  const tcpHl = (orig[t + 12] >> 4) << 2;
+  if (tcpHl < 20 || tcpHl > segLen) return -1;
+  const flags = orig[t + 13];
+  if ((flags & 0x04) !== 0) return -1; // RST: never answered
+  if (dstOff < 0 || dstOff + 40 > dst.length) return -1;
+  const src = readU32(orig, origIpOff + IPV4_SRC_ADDR_OFF);
+  const dstAddr = readU32(orig, origIpOff + IPV4_DST_ADDR_OFF);
+  const sport = readU16(orig, t);
+  const dport = readU16(orig, t + 2);
+  const seq = readU32(orig, t + 4);
+  const ack = readU32(orig, t + 8);
+  const dataLen = segLen - tcpHl + ((flags & 0x02) !== 0 ? 1 : 0) + ((flags & 0x01) !== 0 ? 1 : 0);
+
+  const ip = dstOff;
+  dst.fill(0, ip, ip + 40);
+  dst[ip] = 0x45;
+  writeU16(dst, ip + IPV4_TOTAL_LEN_OFF, 40);
+  writeU16(dst, ip + IPV4_IDENT_OFF, ident);
+  writeU16(dst, ip + IPV4_FLAGS_FRAG_OFF, 0x4000); // DF, as Linux sends resets
+  dst[ip + IPV4_TTL_OFF] = ICMP_ORIGINATED_TTL;
+  dst[ip + IPV4_PROTOCOL_OFF] = 6;
+  writeU32(dst, ip + IPV4_SRC_ADDR_OFF, dstAddr);
+  writeU32(dst, ip + IPV4_DST_ADDR_OFF, src);
+  ipv4FillChecksum(dst, ip);
+  const r = ip + IPV4_HEADER_LEN;
+  writeU16(dst, r, dport);
+  writeU16(dst, r + 2, sport);
+  if ((flags & 0x10) !== 0) {
+    writeU32(dst, r + 4, ack);
+    dst[r + 13] = 0x04; // RST
+  } else {
+    writeU32(dst, r + 8, (seq + dataLen) >>> 0);
+    dst[r + 13] = 0x14; // RST, ACK
+  }
+  dst[r + 12] = 5 << 4;
+  tcpFillChecksum(dst, r, 20, dstAddr, src);
+  return 40;
 }
 
 /**

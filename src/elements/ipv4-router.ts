@@ -48,7 +48,7 @@ import { ipToString } from "../wire/ipv4addr.js";
 import { macToString, readMac, writeMac } from "../wire/mac.js";
 import { Fib } from "./fib.js";
 import { NAT_ACCEPT, NAT_REJECT, type Nat } from "./nat.js";
-import { emitIcmpEchoReplyInPlace, emitIcmpError, fragmentIpv4, icmpErrorAllowed, TokenBucket } from "./ip-util.js";
+import { emitIcmpEchoReplyInPlace, emitIcmpError, emitTcpReset, fragmentIpv4, icmpErrorAllowed, TokenBucket } from "./ip-util.js";
 import {
   NeighbourCache,
   NUD_INCOMPLETE,
@@ -126,6 +126,7 @@ export const COUNTERS = [
   "serviceRejected",
   "natDropped",
   "gsoDropped",
+  "tcpResets",
 ] as const;
 export type RouterCounter = (typeof COUNTERS)[number];
 
@@ -208,6 +209,8 @@ export class Ipv4Router implements PassAware {
   vnet = false;
   /** TSO super-frames whose segments would need IP fragmentation: dropped. */
   gsoDropped = 0;
+  /** TCP segments to the router's own addresses answered with a reset. */
+  tcpResets = 0;
 
   constructor(
     interfaces: RouterInterfaceConfig[],
@@ -430,7 +433,8 @@ export class Ipv4Router implements PassAware {
       return;
     }
     if (proto === 6) {
-      this.localDropped++;
+      // No TCP listener on a router: refuse as Linux does, with a reset (RFC 793).
+      this.tcpReset(ifc, buf, ip, ipLen, now);
       return;
     }
     this.protoUnreachable++;
@@ -671,6 +675,20 @@ export class Ipv4Router implements PassAware {
     // sender sent and speak from the VIP/masquerade address, as Linux does.
     if (this.nat !== null) this.nat.localError(pool, slot + ETH_HLEN, len);
     this.icmpErrors++;
+    this.send(ifc.index, pool, slot + ETH_HLEN, len, now);
+  }
+
+  private tcpReset(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number): void {
+    const slot = this.alloc();
+    if (slot < 0) return;
+    const pool = this.pool as Buffer;
+    this.ident = (this.ident + 1) & 0xffff;
+    const len = emitTcpReset(pool, slot + ETH_HLEN, buf, ip, ipLen, this.ident);
+    if (len < 0) {
+      this.localDropped++;
+      return;
+    }
+    this.tcpResets++;
     this.send(ifc.index, pool, slot + ETH_HLEN, len, now);
   }
 

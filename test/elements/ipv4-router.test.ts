@@ -5,6 +5,7 @@
  * pass with a `now` chosen by the test.
  */
 import { describe, expect, it } from "vitest";
+import { emitTcp, ipv4Check, TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, tcpChecksumValid, tcpFillChecksum } from "../../src/wire/index.js";
 import { COUNTERS, type RouterCounter } from "../../src/elements/ipv4-router.js";
 import {
   ARP_OPER_REPLY,
@@ -949,3 +950,40 @@ function checkFragments(
   expect(rebuilt).toEqual(payload);
   return res;
 }
+
+describe("TCP to the router itself (RFC 793 reset generation)", () => {
+  function segment(flags: number, seq: number, ack: number, data = 0): Buffer {
+    const t = Buffer.alloc(20 + data);
+    emitTcp({ srcPort: 40000, dstPort: 22, seq, ack, flags, window: 64240, urgent: 0, options: new Uint8Array(0) }, t, 0);
+    const p = ipPacket({ src: H1.ip, dst: ETH1_IP, protocol: IP_PROTO_TCP, payload: t, df: true });
+    tcpFillChecksum(p, 20, 20 + data, H1.ip, ETH1_IP);
+    return p;
+  }
+
+  it("answers a SYN with RST+ACK (ack = seq + 1), an ACK segment with RST (seq = its ack), and never a RST", () => {
+    const r = routedRig();
+    hostArps(r, "h1", H1, ETH1_IP);
+    r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, segment(TCP_SYN, 1000, 0))]);
+    let out = r.drain();
+    expect(out.h1).toHaveLength(1);
+    let f = out.h1[0];
+    expect(ipv4Check(f, 14, f.length - 14, true)).toBe(CHECK_OK);
+    expect(f.readUInt32BE(14 + 12)).toBe(ETH1_IP);
+    expect(f.readUInt32BE(14 + 16)).toBe(H1.ip);
+    expect(tcpChecksumValid(f, 34, 20, ETH1_IP, H1.ip)).toBe(true);
+    expect(f.readUInt16BE(34)).toBe(22);
+    expect(f.readUInt16BE(36)).toBe(40000);
+    expect(f.readUInt32BE(34 + 4)).toBe(0);
+    expect(f.readUInt32BE(34 + 8)).toBe(1001);
+    expect(f[34 + 13]).toBe(TCP_RST | TCP_ACK);
+    r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, segment(TCP_ACK | TCP_PSH, 5000, 777, 10))]);
+    out = r.drain();
+    f = out.h1[0];
+    expect(f[34 + 13]).toBe(TCP_RST);
+    expect(f.readUInt32BE(34 + 4)).toBe(777);
+    expect(tcpChecksumValid(f, 34, 20, ETH1_IP, H1.ip)).toBe(true);
+    r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, segment(TCP_RST, 1, 0))]);
+    expect(r.drain()).toEqual({ h1: [], h2: [] });
+    expect(r.router.tcpResets).toBe(2);
+  });
+});

@@ -125,6 +125,14 @@ describe.skipIf(!canRunLabs())("router.yaml: one router", () => {
     expect(tapnetOk(["show", "route", "--node", "r1", "--lab", "router"])).toMatch(/10\.0\.1\.0\/24 dev eth1 proto kernel scope link src 10\.0\.1\.1/);
   });
 
+  it("a TCP connection to the router itself is refused with a reset", () => {
+    const t0 = Date.now();
+    const r = inNs(ns("h1"), ["curl", "-s", "--max-time", "5", "http://10.0.1.1/"]);
+    expect(r.status).toBe(7); // curl: connection refused
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(show<Stats>("stats", "r1", "router").router.tcpResets).toBeGreaterThanOrEqual(1);
+  });
+
   it("a silent address on a connected subnet gets Destination Host Unreachable", () => {
     const r = inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "6", "10.0.2.99"]);
     expect(r.stdout).toMatch(/From 10\.0\.1\.1 icmp_seq=1 Destination Host Unreachable/);
