@@ -43,6 +43,8 @@ export class Engine {
   roundsExceeded = 0;
   lastError = "";
   private readonly internal: InternalPort[] = [];
+  /** Ports with a device behind them: the ones a pass flushes. */
+  private readonly devices: Port[] = [];
   private readonly scratch: Array<{ bytes: number; what: string; set: (base: number) => void }> = [];
 
   addPort(port: Port): number {
@@ -52,6 +54,7 @@ export class Engine {
     port.index = this.ports.length;
     this.ports.push(port);
     if (port instanceof InternalPort) this.internal.push(port);
+    else this.devices.push(port);
     return port.index;
   }
 
@@ -125,10 +128,10 @@ export class Engine {
       for (const p of this.internal) p.reset();
       return;
     }
-    const ports = this.ports;
-    for (let i = 0; i < ports.length; i++) {
-      const p = ports[i];
-      if (p.kind !== "internal" && (p.txq.count !== 0 || p.txq.drops !== 0)) p.flush(pool);
+    const devices = this.devices;
+    for (let i = 0; i < devices.length; i++) {
+      const p = devices[i];
+      if (p.txq.count !== 0 || p.txq.drops !== 0) p.flush(pool);
     }
   }
 

@@ -41,7 +41,7 @@ import {
   emitArpReply,
   emitArpRequest,
 } from "../wire/arp.js";
-import { CHECK_OK, CHECK_REASON_NAMES } from "../wire/reason.js";
+import { CHECK_BAD_CHECKSUM, CHECK_BAD_IHL, CHECK_BAD_TOTAL_LEN, CHECK_BAD_VERSION, CHECK_OK } from "../wire/reason.js";
 import { readU32 } from "../wire/bytes.js";
 import { ipv4Check, ipv4DecrementTtl } from "../wire/ipv4.js";
 import { ipToString } from "../wire/ipv4addr.js";
@@ -454,26 +454,13 @@ export class Ipv4Router implements PassAware {
   }
 
   private countReason(reason: number): void {
-    switch (CHECK_REASON_NAMES[reason]) {
-      case "tooShort":
-        this.tooShort++;
-        break;
-      case "badVersion":
-        this.badVersion++;
-        break;
-      case "badIhl":
-        this.badIhl++;
-        break;
-      case "badTotalLen":
-        this.badTotalLen++;
-        break;
-      case "badChecksum":
-        this.badChecksum++;
-        break;
-      default:
-        this.tooShort++;
-    }
+    if (reason === CHECK_BAD_VERSION) this.badVersion++;
+    else if (reason === CHECK_BAD_IHL) this.badIhl++;
+    else if (reason === CHECK_BAD_TOTAL_LEN) this.badTotalLen++;
+    else if (reason === CHECK_BAD_CHECKSUM) this.badChecksum++;
+    else this.tooShort++;
   }
+
 
   // ---------------------------------------------------------------------------
   // ARP

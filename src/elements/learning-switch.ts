@@ -101,6 +101,8 @@ export class LearningSwitch implements Pipeline, PassAware {
   private readonly nPorts: number;
   /** VLAN an untagged frame belongs to, per ingress port; -1 = untagged not accepted. */
   private readonly pvid: Int32Array;
+  /** 1 for a router's internal port (an SVI): bridged frames to it are not shown to the bridge hook. */
+  private readonly internal: Uint8Array;
   /** 1 for access ports: they take untagged (and priority-tagged) frames only. */
   private readonly access: Uint8Array;
   /** membership[port * 4096 + vlan]: 0 = not a member, 1 = tagged, 2 = untagged. */
@@ -139,6 +141,7 @@ export class LearningSwitch implements Pipeline, PassAware {
     this.pvid = new Int32Array(this.nPorts).fill(-1);
     this.membership = new Uint8Array(this.nPorts * VLANS);
     this.access = new Uint8Array(this.nPorts);
+    this.internal = Uint8Array.from(ports, (p) => (p.kind === "internal" ? 1 : 0));
     const modes = config.ports ?? {};
     for (const name of Object.keys(modes)) {
       if (!ports.some((p) => p.name === name)) throw new Error(`switch config names unknown port '${name}'`);
@@ -304,7 +307,7 @@ export class LearningSwitch implements Pipeline, PassAware {
             inPort.rxDrops++;
           } else {
             this.forwarded++;
-            if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.ports[e.port].kind !== "internal") {
+            if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.internal[e.port] === 0) {
               const l3 = tagged ? off + 18 : off + 14;
               if (buf[l3 - 2] === 0x08 && buf[l3 - 1] === 0x00) {
                 // With offloads, a pending checksum must stay a partial sum.

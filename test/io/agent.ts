@@ -6,7 +6,10 @@
  * of their own (pcap, VXLAN, IPIP).
  */
 import type { ChildProcess } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import ts from "typescript";
 
 export class Agent<S = Record<string, unknown>> {
   stderr = "";
@@ -101,3 +104,28 @@ export class Agent<S = Record<string, unknown>> {
   }
 }
 
+/**
+ * Transpiles `entries` (paths under `root`) and the relative imports they reach into
+ * `outDir`, keeping the layout under `root` (no type check): what an agent child
+ * process imports, as plain JavaScript.
+ */
+export function transpileTree(root: string, entries: string[], outDir: string): void {
+  const todo = entries.map((e) => join(root, e));
+  const done = new Set<string>();
+  while (todo.length > 0) {
+    const file = todo.pop()!;
+    if (done.has(file)) continue;
+    done.add(file);
+    const text = readFileSync(file, "utf8");
+    const js = ts.transpileModule(text, {
+      fileName: file,
+      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+    }).outputText;
+    const dest = join(outDir, relative(root, file)).replace(/\.ts$/, ".js");
+    mkdirSync(dirname(dest), { recursive: true });
+    writeFileSync(dest, js);
+    for (const m of text.matchAll(/from\s+["'](\.{1,2}\/[^"']+)\.js["']/g)) {
+      todo.push(resolve(dirname(file), `${m[1]}.ts`));
+    }
+  }
+}

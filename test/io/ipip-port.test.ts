@@ -23,7 +23,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
-import { Agent as AgentBase } from "./agent.js";
+import { Agent as AgentBase, transpileTree } from "./agent.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Engine } from "../../src/core/engine.js";
 import { DEFAULT_SLOT, HEADROOM } from "../../src/core/port.js";
@@ -223,27 +223,6 @@ interface NodeState {
 
 class Agent extends AgentBase<NodeState> {}
 
-/** Transpiles `entries` (repository paths) and the relative imports they reach into outDir, keeping the layout. */
-function transpileTree(entries: string[], outDir: string): void {
-  const todo = entries.map((e) => join(REPO, e));
-  const done = new Set<string>();
-  while (todo.length > 0) {
-    const file = todo.pop()!;
-    if (done.has(file)) continue;
-    done.add(file);
-    const text = readFileSync(file, "utf8");
-    const js = ts.transpileModule(text, {
-      fileName: file,
-      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
-    }).outputText;
-    const dest = join(outDir, relative(REPO, file)).replace(/\.ts$/, ".js");
-    mkdirSync(dirname(dest), { recursive: true });
-    writeFileSync(dest, js);
-    for (const m of text.matchAll(/from\s+["'](\.{1,2}\/[^"']+)\.js["']/g)) {
-      todo.push(resolve(dirname(file), `${m[1]}.ts`));
-    }
-  }
-}
 
 function must(ns: string, argv: string[], timeout = 10_000): string {
   const r = inNs(ns, argv, timeout);
@@ -320,7 +299,7 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
     symlinkSync(join(REPO, "node_modules"), join(work, "node_modules"), "dir");
     symlinkSync(join(REPO, "native"), join(work, "native"), "dir");
     writeFileSync(join(work, "package.json"), '{ "type": "module" }\n');
-    transpileTree(["test/io/ipip-agent.ts"], work);
+    transpileTree(REPO, ["test/io/ipip-agent.ts"], work);
 
     for (const ns of Object.values(NS)) {
       ipCmd(["netns", "add", ns]);

@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
-import { Agent as AgentBase } from "./agent.js";
+import { Agent as AgentBase, transpileTree } from "./agent.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Batch } from "../../src/core/batch.js";
 import { Engine, type Pipeline } from "../../src/core/engine.js";
@@ -382,28 +382,6 @@ rl.on("line", (line) => {
 });
 `;
 
-/** Transpiles `entries` and the relative imports they reach into outDir (no type check). */
-function transpileTree(entries: string[], outDir: string): void {
-  const srcRoot = join(REPO, "src");
-  const todo = entries.map((e) => join(srcRoot, e));
-  const done = new Set<string>();
-  while (todo.length > 0) {
-    const file = todo.pop()!;
-    if (done.has(file)) continue;
-    done.add(file);
-    const text = readFileSync(file, "utf8");
-    const js = ts.transpileModule(text, {
-      fileName: file,
-      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
-    }).outputText;
-    const dest = join(outDir, relative(srcRoot, file)).replace(/\.ts$/, ".js");
-    mkdirSync(dirname(dest), { recursive: true });
-    writeFileSync(dest, js);
-    for (const m of text.matchAll(/from\s+["'](\.{1,2}\/[^"']+)\.js["']/g)) {
-      todo.push(resolve(dirname(file), `${m[1]}.ts`));
-    }
-  }
-}
 
 interface AgentState {
   batches: number[];
@@ -529,7 +507,7 @@ describe.skipIf(!canLab)("PcapPort on a veth (namespaces made by this test)", ()
     // Lets the transpiled pcap-port.js find `cap` through its createRequire.
     symlinkSync(join(REPO, "node_modules"), join(work, "node_modules"), "dir");
     writeFileSync(join(work, "package.json"), '{ "type": "module" }\n');
-    transpileTree(["core/engine.ts", "io/memory-port.ts", "io/pcap-port.ts"], work);
+    transpileTree(join(REPO, "src"), ["core/engine.ts", "io/memory-port.ts", "io/pcap-port.ts"], work);
     writeFileSync(join(work, "agent.js"), AGENT);
 
     sh("ip", ["netns", "add", NSP]);

@@ -21,7 +21,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
-import { Agent as AgentBase } from "./agent.js";
+import { Agent as AgentBase, transpileTree } from "./agent.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HEADROOM } from "../../src/core/port.js";
 import { VXLAN_COUNTERS, VxlanPort, vxlanSourcePort } from "../../src/io/vxlan-port.js";
@@ -228,28 +228,6 @@ rl.on("line", (line) => {
 });
 `;
 
-/** Transpiles `entries` (under src/) and the relative imports they reach into outDir/src (no type check). */
-function transpileTree(entries: string[], outDir: string): void {
-  const srcRoot = join(REPO, "src");
-  const todo = entries.map((e) => join(srcRoot, e));
-  const done = new Set<string>();
-  while (todo.length > 0) {
-    const file = todo.pop()!;
-    if (done.has(file)) continue;
-    done.add(file);
-    const text = readFileSync(file, "utf8");
-    const js = ts.transpileModule(text, {
-      fileName: file,
-      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
-    }).outputText;
-    const dest = join(outDir, "src", relative(srcRoot, file)).replace(/\.ts$/, ".js");
-    mkdirSync(dirname(dest), { recursive: true });
-    writeFileSync(dest, js);
-    for (const m of text.matchAll(/from\s+["'](\.{1,2}\/[^"']+)\.js["']/g)) {
-      todo.push(resolve(dirname(file), `${m[1]}.ts`));
-    }
-  }
-}
 
 interface VxState {
   rxFrames: number;
@@ -543,7 +521,7 @@ describe.skipIf(!canLab)("VxlanPort against the kernel's VXLAN device (namespace
     symlinkSync(join(REPO, "node_modules"), join(work, "node_modules"), "dir");
     symlinkSync(join(REPO, "native"), join(work, "native"), "dir");
     writeFileSync(join(work, "package.json"), '{ "type": "module" }\n');
-    transpileTree(["core/engine.ts", "io/tap-port.ts", "io/vxlan-port.ts"], work);
+    transpileTree(REPO, ["src/core/engine.ts", "src/io/tap-port.ts", "src/io/vxlan-port.ts"], work);
     writeFileSync(join(work, "agent.js"), AGENT);
 
     for (const ns of [NSA, NSB, NST]) {
