@@ -43,6 +43,8 @@
 #include <node_api.h>
 #include <uv.h>
 
+#include "common.h"
+
 #define VNET_HDR_LEN 12 /* struct virtio_net_hdr_v1 (with num_buffers) */
 #define ETH_HLEN_MIN 14
 
@@ -88,23 +90,18 @@ typedef struct tap_s {
   char name[IFNAMSIZ];
 } tap_t;
 
-typedef struct {
-  napi_ref ctor;
-} addon_data_t;
 
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                   */
 
-enum err_kind { ERR_PLAIN, ERR_TYPE, ERR_RANGE };
-
-static const char *errno_code(int err) {
+const char *errno_code(int err) {
   const char *s = strerrorname_np(err);
   return s != NULL ? s : "EUNKNOWN";
 }
 
 /* Throws an Error with `code`, and for syscall failures also `errno` (negative,
  * like Node's own system errors) and `syscall`. */
-static void throw_err(napi_env env, enum err_kind kind, const char *code,
+void throw_err(napi_env env, enum err_kind kind, const char *code,
                       const char *msg, int sys_errno, const char *syscall) {
   bool pending = false;
   napi_is_exception_pending(env, &pending);
@@ -135,7 +132,7 @@ static void throw_err(napi_env env, enum err_kind kind, const char *code,
   napi_throw(env, err);
 }
 
-static void throw_sys(napi_env env, int err, const char *syscall, const char *fmt, const char *name) {
+void throw_sys(napi_env env, int err, const char *syscall, const char *fmt, const char *name) {
   char msg[512];
   char head[384];
   snprintf(head, sizeof head, fmt, name);
@@ -143,24 +140,17 @@ static void throw_sys(napi_env env, int err, const char *syscall, const char *fm
   throw_err(env, ERR_PLAIN, errno_code(err), msg, err, syscall);
 }
 
-#define NAPI_OK_OR_THROW(call, what)                                        \
-  do {                                                                      \
-    if ((call) != napi_ok) {                                                \
-      throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "internal N-API failure: " what, 0, NULL); \
-      return NULL;                                                          \
-    }                                                                       \
-  } while (0)
 
 /* ------------------------------------------------------------------------ */
 /* Argument helpers (each throws and returns false on failure)              */
 
-static bool get_prop(napi_env env, napi_value obj, const char *key, napi_value *out, napi_valuetype *type) {
+bool get_prop(napi_env env, napi_value obj, const char *key, napi_value *out, napi_valuetype *type) {
   if (napi_get_named_property(env, obj, key, out) != napi_ok) return false;
   if (napi_typeof(env, *out, type) != napi_ok) return false;
   return true;
 }
 
-static bool get_uint_prop(napi_env env, napi_value obj, const char *key, bool required,
+bool get_uint_prop(napi_env env, napi_value obj, const char *key, bool required,
                           uint32_t def, uint32_t *out) {
   napi_value v;
   napi_valuetype t;
@@ -186,7 +176,7 @@ static bool get_uint_prop(napi_env env, napi_value obj, const char *key, bool re
   return true;
 }
 
-static bool get_bool_prop(napi_env env, napi_value obj, const char *key, bool *out) {
+bool get_bool_prop(napi_env env, napi_value obj, const char *key, bool *out) {
   napi_value v;
   napi_valuetype t;
   if (!get_prop(env, obj, key, &v, &t)) return false;
@@ -205,7 +195,7 @@ static bool get_bool_prop(napi_env env, napi_value obj, const char *key, bool *o
 }
 
 /* A Uint32Array (any offset into any ArrayBuffer). */
-static bool get_u32_array(napi_env env, napi_value v, const char *what, uint32_t **data, size_t *len) {
+bool get_u32_array(napi_env env, napi_value v, const char *what, uint32_t **data, size_t *len) {
   bool is_ta = false;
   napi_typedarray_type type;
   void *p = NULL;
@@ -939,6 +929,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"interfaceInfo", NULL, js_interface_info, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK_OR_THROW(napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns), "exports");
+  if (!offload_init(env, exports)) return NULL;
+  if (!udp_init(env, exports, ad)) return NULL;
   return exports;
 }
 

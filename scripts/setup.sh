@@ -48,7 +48,12 @@ fi
 
 # The native addon, when its sources are newer than the build.
 addon=native/build/Release/tapnet.node
-if [ ! -f "$addon" ] || [ native/tap.c -nt "$addon" ] || [ native/binding.gyp -nt "$addon" ]; then
+stale=0
+[ -f "$addon" ] || stale=1
+for f in native/*.c native/*.h native/binding.gyp; do
+  [ "$f" -nt "$addon" ] && stale=1
+done
+if [ "$stale" = 1 ]; then
   say "building the native TAP addon"
   npm run --silent install
 fi
