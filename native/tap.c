@@ -897,6 +897,7 @@ static void addon_data_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   addon_data_t *ad = data;
   if (ad->ctor != NULL) napi_delete_reference(env, ad->ctor);
+  if (ad->udp_ctor != NULL) napi_delete_reference(env, ad->udp_ctor);
   free(ad);
 }
 

@@ -1,9 +1,974 @@
-/* Batched UDP sockets for the tunnel underlay (recvmmsg/sendmmsg, UDP GSO/GRO). */
+/*
+ * Batched UDP sockets for the tunnel underlay (VXLAN): recvmmsg/sendmmsg,
+ * UDP GSO (UDP_SEGMENT) and GRO (UDP_GRO).
+ *
+ * `dgram` makes one syscall and one JavaScript call per datagram (~250 k/s at
+ * a full core, see DESIGN.md); here one uv_poll wake-up is one recvmmsg of up
+ * to `slots` datagrams straight into the caller's pool and one onBatch(count)
+ * call, and one send() is one (or a few) sendmmsg calls for a whole batch.
+ * With GSO one sendmmsg entry of up to ~64 KiB leaves as many datagrams; with
+ * GRO the kernel may hand a train of datagrams up as one buffer plus the
+ * segment size. All policy stays in TypeScript (src/io/udp-native.ts).
+ *
+ * The architecture is tap.c's, for the same reasons (read the comment at the
+ * top of tap.c for the why):
+ *   - the JS handle object owns a udp_t through napi_wrap; the finalizer closes
+ *     the socket, so a forgotten handle does not keep its port bound;
+ *   - while polling, the handle is strongly referenced;
+ *   - the uv_poll_t lives in a separately allocated box closed with uv_close
+ *     and freed in its close callback;
+ *   - each box registers an async env cleanup hook, removed only by the
+ *     poll's close callback (worker teardown would otherwise run a queued
+ *     close callback in an unloaded addon).
+ *
+ * Nothing is allocated per message: the mmsghdr/iovec/sockaddr/cmsg arrays
+ * for receive are made at open (one entry per slot, iovecs pointing at the
+ * slots for good), those for send on the first send() (SEND_BATCH entries;
+ * bigger batches go out in chunks).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <node_api.h>
+#include <uv.h>
+
 #include "common.h"
 
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103 /* linux/udp.h, kernel >= 4.18 */
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104 /* linux/udp.h, kernel >= 5.0 */
+#endif
+#ifndef SO_NO_CHECK
+#define SO_NO_CHECK 11
+#endif
+
+/* Entries of the preallocated send arrays; send() takes bigger batches in chunks. */
+#define SEND_BATCH 1024
+
+/* One control buffer per message, aligned for struct cmsghdr. Receive: the
+ * UDP_GRO cmsg carries an int (udp_cmsg_recv); send: UDP_SEGMENT a uint16_t. */
+typedef union {
+  char buf[CMSG_SPACE(sizeof(int))];
+  struct cmsghdr align;
+} udp_cmsg_t;
+
+struct udp_s;
+
+typedef struct {
+  uv_poll_t poll; /* first member: the uv_handle_t* in callbacks is the box */
+  napi_async_cleanup_hook_handle hook;
+  struct udp_s *udp; /* NULL once the socket side is closed */
+} udp_poll_box_t;
+
+typedef struct udp_s {
+  napi_env env;
+  int fd;
+  bool closed;
+  bool polling;
+  bool gro;
+  udp_poll_box_t *box;
+  napi_ref self_ref; /* weak while stopped, strong while polling */
+  napi_ref pool_ref;
+  napi_ref offsets_ref;
+  napi_ref lengths_ref;
+  napi_ref addrs_ref;
+  napi_ref ports_ref;
+  napi_ref segs_ref;
+  napi_ref cb_ref; /* NULL: a send-only socket, start() refuses */
+  napi_async_context async_ctx;
+
+  uint8_t *pool;
+  uint32_t *offsets;
+  uint32_t *lengths;
+  uint32_t *addrs;
+  uint32_t *ports;
+  uint32_t *segs;
+  uint32_t rx_base;
+  uint32_t slots;
+  uint32_t slot_size;
+
+  /* Receive arrays, `slots` entries each. */
+  struct mmsghdr *rx_msgs;
+  struct iovec *rx_iov;
+  struct sockaddr_in *rx_names;
+  udp_cmsg_t *rx_ctrl;
+  uint32_t rx_dirty; /* entries the last recvmmsg filled in (namelen/controllen to reset) */
+
+  /* Send arrays, SEND_BATCH entries each, made on the first send(). */
+  struct mmsghdr *tx_msgs;
+  struct iovec *tx_iov;
+  struct sockaddr_in *tx_names;
+  udp_cmsg_t *tx_ctrl;
+  uint32_t *tx_index; /* tx entry -> message index of the caller's batch */
+
+  uint64_t rx_errors;
+  uint64_t rx_truncated;
+  uint64_t rx_messages;
+  uint64_t tx_errors;
+  uint64_t wakeups;
+  uint64_t batches;
+  int last_tx_errno;
+
+  uint32_t bind_addr; /* host order */
+  uint16_t port;      /* bound port, host order */
+  char where[32];     /* "a.b.c.d:port" for messages */
+} udp_t;
+
+static void format_addr(char *out, size_t n, uint32_t addr, uint32_t port) {
+  snprintf(out, n, "%u.%u.%u.%u:%u", addr >> 24, (addr >> 16) & 0xff, (addr >> 8) & 0xff, addr & 0xff, port);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                  */
+
+/* Like common.h's get_uint_prop/get_bool_prop, whose messages name openTap:
+ * errors here must name openUdp, so these read the value with get_prop and
+ * check it themselves. */
+static bool opt_uint(napi_env env, napi_value obj, const char *key, bool required, uint32_t def, uint32_t max,
+                     uint32_t *out) {
+  napi_value v;
+  napi_valuetype t;
+  if (!get_prop(env, obj, key, &v, &t)) return false;
+  if (t == napi_undefined && !required) {
+    *out = def;
+    return true;
+  }
+  char msg[256];
+  if (t != napi_number) {
+    snprintf(msg, sizeof msg, "openUdp: option '%s' must be an integer in 0..%u%s", key, max,
+             t == napi_undefined ? " (it is required)" : "");
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", msg, 0, NULL);
+    return false;
+  }
+  double d;
+  napi_get_value_double(env, v, &d);
+  if (!(d >= 0) || d > (double)max || d != (double)(uint64_t)d) {
+    snprintf(msg, sizeof msg, "openUdp: option '%s' must be an integer in 0..%u, got %g", key, max, d);
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
+    return false;
+  }
+  *out = (uint32_t)d;
+  return true;
+}
+
+static bool opt_bool(napi_env env, napi_value obj, const char *key, bool *out) {
+  napi_value v;
+  napi_valuetype t;
+  if (!get_prop(env, obj, key, &v, &t)) return false;
+  if (t == napi_undefined) {
+    *out = false;
+    return true;
+  }
+  if (t != napi_boolean) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "openUdp: option '%s' must be a boolean", key);
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", msg, 0, NULL);
+    return false;
+  }
+  napi_get_value_bool(env, v, out);
+  return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Closing                                                                  */
+
+static void on_poll_closed(uv_handle_t *h) {
+  udp_poll_box_t *box = (udp_poll_box_t *)h;
+  /* Lets environment teardown proceed (see the lifetime rules in tap.c). */
+  if (box->hook != NULL) napi_remove_async_cleanup_hook(box->hook);
+  free(box);
+}
+
+static void free_arrays(udp_t *u) {
+  free(u->rx_msgs);
+  free(u->rx_iov);
+  free(u->rx_names);
+  free(u->rx_ctrl);
+  free(u->tx_msgs);
+  free(u->tx_iov);
+  free(u->tx_names);
+  free(u->tx_ctrl);
+  free(u->tx_index);
+  u->rx_msgs = NULL;
+  u->rx_iov = NULL;
+  u->rx_names = NULL;
+  u->rx_ctrl = NULL;
+  u->tx_msgs = NULL;
+  u->tx_iov = NULL;
+  u->tx_names = NULL;
+  u->tx_ctrl = NULL;
+  u->tx_index = NULL;
+}
+
+static void udp_close(udp_t *u, bool from_hook) {
+  if (u->closed) return;
+  napi_env env = u->env;
+  u->closed = true;
+  if (u->box != NULL) {
+    uv_poll_stop(&u->box->poll);
+    u->box->udp = NULL;
+    uv_close((uv_handle_t *)&u->box->poll, on_poll_closed);
+    u->box = NULL;
+  }
+  if (u->polling) {
+    u->polling = false;
+    napi_reference_unref(env, u->self_ref, NULL);
+  }
+  if (u->fd >= 0) {
+    close(u->fd);
+    u->fd = -1;
+  }
+  napi_ref *refs[] = {&u->pool_ref, &u->offsets_ref, &u->lengths_ref, &u->addrs_ref,
+                      &u->ports_ref, &u->segs_ref, &u->cb_ref};
+  for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
+    if (*refs[i] != NULL) {
+      napi_delete_reference(env, *refs[i]);
+      *refs[i] = NULL;
+    }
+  }
+  u->pool = NULL;
+  u->offsets = NULL;
+  u->lengths = NULL;
+  u->addrs = NULL;
+  u->ports = NULL;
+  u->segs = NULL;
+  /* No recvmmsg/sendmmsg can run any more (closed is checked first), and
+   * neither holds these across a call into JavaScript. */
+  free_arrays(u);
+  if (u->async_ctx != NULL) {
+    /* During environment teardown async hooks may no longer be usable. */
+    if (!from_hook) napi_async_destroy(env, u->async_ctx);
+    u->async_ctx = NULL;
+  }
+}
+
+/* Environment teardown (process end, worker exit). If the socket is already
+ * closed, its poll's close callback is pending and will remove the hook. */
+static void async_cleanup_hook(napi_async_cleanup_hook_handle handle, void *arg) {
+  (void)handle;
+  udp_poll_box_t *box = arg;
+  if (box->udp != NULL) udp_close(box->udp, true);
+}
+
+static void udp_finalize(napi_env env, void *data, void *hint) {
+  (void)hint;
+  udp_t *u = data;
+  udp_close(u, false);
+  if (u->self_ref != NULL) napi_delete_reference(env, u->self_ref);
+  free(u);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Receive                                                                  */
+
+/* Gives receive entry j back its full name and control lengths: recvmmsg
+ * overwrites them with what it filled in. */
+static inline void rx_reset(udp_t *u, uint32_t j) {
+  struct msghdr *h = &u->rx_msgs[j].msg_hdr;
+  h->msg_namelen = sizeof(struct sockaddr_in);
+  h->msg_controllen = u->gro ? sizeof(udp_cmsg_t) : 0;
+  h->msg_flags = 0;
+}
+
+static void on_readable(uv_poll_t *h, int status, int events) {
+  (void)events;
+  udp_t *u = ((udp_poll_box_t *)h)->udp;
+  if (u == NULL || u->closed) return;
+  u->wakeups++;
+  if (status < 0) {
+    /* libuv has already stopped the watcher (POLLERR). */
+    u->rx_errors++;
+    if (u->polling) {
+      u->polling = false;
+      napi_reference_unref(u->env, u->self_ref, NULL);
+    }
+    return;
+  }
+
+  for (uint32_t j = 0; j < u->rx_dirty; j++) rx_reset(u, j);
+  u->rx_dirty = 0;
+
+  /* One recvmmsg per wake-up, then one JavaScript call: if more datagrams
+   * are queued, level-triggered polling brings us back after other work of
+   * the loop has had its turn. */
+  int n;
+  do {
+    n = recvmmsg(u->fd, u->rx_msgs, u->slots, MSG_DONTWAIT, NULL);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) {
+    /* An unconnected socket has no pending ICMP errors to report here
+     * (no IP_RECVERR), so anything but EAGAIN is unexpected. */
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) u->rx_errors++;
+    return;
+  }
+  u->rx_dirty = (uint32_t)n;
+
+  uint32_t *const offsets = u->offsets, *const lengths = u->lengths;
+  uint32_t *const addrs = u->addrs, *const ports = u->ports, *const segs = u->segs;
+  uint32_t count = 0;
+  for (uint32_t j = 0; j < (uint32_t)n; j++) {
+    const struct msghdr *mh = &u->rx_msgs[j].msg_hdr;
+    /* MSG_TRUNC: the datagram (or, with GRO, the coalesced train) was longer
+     * than the slot; the rest is lost, so none of it is delivered. */
+    if (mh->msg_flags & MSG_TRUNC) {
+      u->rx_truncated++;
+      continue;
+    }
+    const uint32_t len = u->rx_msgs[j].msg_len;
+    uint32_t seg = 0;
+    if (u->gro) {
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c != NULL; c = CMSG_NXTHDR((struct msghdr *)mh, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+          int gs;
+          memcpy(&gs, CMSG_DATA(c), sizeof gs);
+          if (gs > 0) seg = (uint32_t)gs;
+        }
+      }
+      if (seg >= len) seg = 0; /* one datagram: no train to split */
+    }
+    offsets[count] = u->rx_base + j * u->slot_size;
+    lengths[count] = len;
+    addrs[count] = ntohl(u->rx_names[j].sin_addr.s_addr);
+    ports[count] = ntohs(u->rx_names[j].sin_port);
+    segs[count] = seg;
+    count++;
+  }
+  if (count == 0) return;
+  u->batches++;
+  u->rx_messages += count;
+
+  napi_env env = u->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value recv = NULL, fn = NULL, argv, result;
+  if (napi_get_reference_value(env, u->self_ref, &recv) == napi_ok && recv != NULL &&
+      napi_get_reference_value(env, u->cb_ref, &fn) == napi_ok && fn != NULL &&
+      napi_create_uint32(env, count, &argv) == napi_ok) {
+    /* `recv` (a local) keeps the handle, and so `u`, alive for this call even
+     * if JS closes and drops the handle inside onBatch. */
+    napi_status st = napi_make_callback(env, u->async_ctx, recv, fn, 1, &argv, &result);
+    if (st == napi_pending_exception) {
+      /* No JS frame below us would see it: raise it as uncaught. */
+      napi_value exc;
+      if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
+    }
+  }
+  napi_close_handle_scope(env, scope);
+  /* `u` may be closed now; it is not touched again. */
+}
+
+/* ------------------------------------------------------------------------ */
+/* Handle methods                                                           */
+
+static udp_t *this_udp(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv, bool need_open,
+                       const char *method) {
+  napi_value self;
+  if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok) return NULL;
+  udp_t *u = NULL;
+  if (napi_unwrap(env, self, (void **)&u) != napi_ok || u == NULL) {
+    throw_err(env, ERR_TYPE, "ERR_INVALID_THIS", "UdpHandle method called on an object that is not a UdpHandle", 0, NULL);
+    return NULL;
+  }
+  if (need_open && u->closed) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "UDP socket %s is closed: %s() is not possible after close()", u->where, method);
+    throw_err(env, ERR_PLAIN, "ERR_UDP_CLOSED", msg, 0, NULL);
+    return NULL;
+  }
+  return u;
+}
+
+static napi_value js_start(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  udp_t *u = this_udp(env, info, &argc, NULL, true, "start");
+  if (u == NULL) return NULL;
+  if (u->cb_ref == NULL) {
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE",
+              "start(): this UDP socket was opened without onBatch; pass openUdp({ onBatch: (count) => ... }) to receive", 0,
+              NULL);
+    return NULL;
+  }
+  if (!u->polling) {
+    int rc = uv_poll_start(&u->box->poll, UV_READABLE, on_readable);
+    if (rc < 0) {
+      throw_sys(env, -rc, "uv_poll_start", "cannot watch UDP socket %s for readability", u->where);
+      return NULL;
+    }
+    u->polling = true;
+    napi_reference_ref(env, u->self_ref, NULL);
+  }
+  return NULL;
+}
+
+static napi_value js_stop(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  udp_t *u = this_udp(env, info, &argc, NULL, false, "stop");
+  if (u == NULL) return NULL;
+  if (u->polling) {
+    uv_poll_stop(&u->box->poll);
+    u->polling = false;
+    napi_reference_unref(env, u->self_ref, NULL);
+  }
+  return NULL;
+}
+
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  udp_t *u = this_udp(env, info, &argc, NULL, false, "close");
+  if (u == NULL) return NULL;
+  udp_close(u, false);
+  return NULL;
+}
+
+/* Makes the send arrays on first use. False (nothing thrown) when out of memory. */
+static bool tx_arrays(udp_t *u) {
+  if (u->tx_msgs != NULL) return true;
+  u->tx_msgs = calloc(SEND_BATCH, sizeof *u->tx_msgs);
+  u->tx_iov = calloc(SEND_BATCH, sizeof *u->tx_iov);
+  u->tx_names = calloc(SEND_BATCH, sizeof *u->tx_names);
+  u->tx_ctrl = calloc(SEND_BATCH, sizeof *u->tx_ctrl);
+  u->tx_index = calloc(SEND_BATCH, sizeof *u->tx_index);
+  if (u->tx_msgs == NULL || u->tx_iov == NULL || u->tx_names == NULL || u->tx_ctrl == NULL || u->tx_index == NULL) {
+    free(u->tx_msgs);
+    free(u->tx_iov);
+    free(u->tx_names);
+    free(u->tx_ctrl);
+    free(u->tx_index);
+    u->tx_msgs = NULL;
+    u->tx_iov = NULL;
+    u->tx_names = NULL;
+    u->tx_ctrl = NULL;
+    u->tx_index = NULL;
+    return false;
+  }
+  for (uint32_t k = 0; k < SEND_BATCH; k++) {
+    struct msghdr *h = &u->tx_msgs[k].msg_hdr;
+    h->msg_name = &u->tx_names[k];
+    h->msg_namelen = sizeof(struct sockaddr_in);
+    h->msg_iov = &u->tx_iov[k];
+    h->msg_iovlen = 1;
+    u->tx_names[k].sin_family = AF_INET;
+    struct cmsghdr *c = &u->tx_ctrl[k].align;
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  }
+  return true;
+}
+
+static inline void tx_refuse(udp_t *u, uint32_t *lens, uint32_t i, int err) {
+  lens[i] = 0; /* the contract: a refused message's length becomes 0 */
+  u->tx_errors++;
+  u->last_tx_errno = err;
+}
+
+static napi_value js_send(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  udp_t *u = this_udp(env, info, &argc, argv, true, "send");
+  if (u == NULL) return NULL;
+  if (argc < 7) {
+    throw_err(env, ERR_TYPE, "ERR_MISSING_ARGS",
+              "send(pool, offsets, lengths, addrs, port, segs, count) takes 7 arguments (segs may be null)", 0, NULL);
+    return NULL;
+  }
+  void *pool_p = NULL;
+  size_t pool_len = 0;
+  bool is_buf = false;
+  if (napi_is_buffer(env, argv[0], &is_buf) != napi_ok || !is_buf ||
+      napi_get_buffer_info(env, argv[0], &pool_p, &pool_len) != napi_ok) {
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "send: pool must be a Buffer", 0, NULL);
+    return NULL;
+  }
+  uint32_t *offs, *lens, *addrs, *segs = NULL;
+  size_t n_offs, n_lens, n_addrs, n_segs = SIZE_MAX;
+  if (!get_u32_array(env, argv[1], "send: offsets", &offs, &n_offs)) return NULL;
+  if (!get_u32_array(env, argv[2], "send: lengths", &lens, &n_lens)) return NULL;
+  if (!get_u32_array(env, argv[3], "send: addrs", &addrs, &n_addrs)) return NULL;
+  double dport, dcount;
+  if (napi_get_value_double(env, argv[4], &dport) != napi_ok || !(dport >= 1) || dport > 65535 ||
+      dport != (double)(uint32_t)dport) {
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "send: port must be an integer in 1..65535", 0, NULL);
+    return NULL;
+  }
+  napi_valuetype st;
+  napi_typeof(env, argv[5], &st);
+  if (st != napi_null && st != napi_undefined &&
+      !get_u32_array(env, argv[5], "send: segs (or null)", &segs, &n_segs))
+    return NULL;
+  if (napi_get_value_double(env, argv[6], &dcount) != napi_ok) {
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "send: count must be a number", 0, NULL);
+    return NULL;
+  }
+  size_t limit = n_offs;
+  if (n_lens < limit) limit = n_lens;
+  if (n_addrs < limit) limit = n_addrs;
+  if (n_segs < limit) limit = n_segs;
+  if (!(dcount >= 0) || dcount != (double)(uint64_t)dcount || dcount > (double)limit) {
+    char msg[240];
+    snprintf(msg, sizeof msg,
+             "send: count must be an integer in 0..%zu (the shortest of offsets, lengths, addrs%s), got %g", limit,
+             segs != NULL ? ", segs" : "", dcount);
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
+    return NULL;
+  }
+  const uint32_t count = (uint32_t)dcount;
+  const uint16_t port_be = htons((uint16_t)dport);
+  uint8_t *const pool = pool_p;
+  if (count > 0 && !tx_arrays(u)) {
+    throw_err(env, ERR_PLAIN, "ENOMEM", "send: out of memory for the send arrays", ENOMEM, NULL);
+    return NULL;
+  }
+
+  uint32_t sent = 0;
+  uint32_t i = 0;
+  bool full = false;
+  while (i < count && !full) {
+    /* Fill up to SEND_BATCH entries with the messages that may go out. */
+    uint32_t n = 0;
+    for (; i < count && n < SEND_BATCH; i++) {
+      const uint32_t off = offs[i], len = lens[i];
+      if (len == 0 || (uint64_t)off + len > pool_len) {
+        /* Never hand the kernel memory outside the pool. Zero-length
+         * datagrams are refused too: length 0 is the "refused" marker. */
+        tx_refuse(u, lens, i, len == 0 ? EINVAL : EFAULT);
+        continue;
+      }
+      struct msghdr *h = &u->tx_msgs[n].msg_hdr;
+      u->tx_iov[n].iov_base = pool + off;
+      u->tx_iov[n].iov_len = len;
+      u->tx_names[n].sin_addr.s_addr = htonl(addrs[i]);
+      u->tx_names[n].sin_port = port_be;
+      h->msg_flags = 0;
+      const uint32_t seg = segs != NULL ? segs[i] : 0;
+      if (seg > 0 && len > seg) {
+        if (seg > 0xffff) {
+          tx_refuse(u, lens, i, EINVAL);
+          continue;
+        }
+        const uint16_t s16 = (uint16_t)seg;
+        memcpy(CMSG_DATA(&u->tx_ctrl[n].align), &s16, sizeof s16);
+        h->msg_control = u->tx_ctrl[n].buf;
+        h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+      } else {
+        h->msg_control = NULL;
+        h->msg_controllen = 0;
+      }
+      u->tx_index[n++] = i;
+    }
+
+    /* sendmmsg stops at the first message that fails and reports only what
+     * went before it (the error surfaces only if nothing was sent), so the
+     * failing one is the first of the next call: refuse it and go on. */
+    uint32_t k = 0;
+    while (k < n) {
+      int r = sendmmsg(u->fd, u->tx_msgs + k, n - k, MSG_DONTWAIT);
+      if (r > 0) {
+        sent += (uint32_t)r;
+        k += (uint32_t)r;
+        continue;
+      }
+      int err = r < 0 ? errno : EIO;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
+        /* The socket's send buffer (or the device queue) is full: what is
+         * left of the batch would fail the same way, and blocking the loop
+         * is never an option. Drop it all. */
+        for (; k < n; k++) tx_refuse(u, lens, u->tx_index[k], err);
+        full = true;
+        break;
+      }
+      /* EMSGSIZE, ENETUNREACH, EHOSTUNREACH, EINVAL (e.g. GSO with noCheck,
+       * too many segments), EACCES
+       * (broadcast)...: only this message. */
+      tx_refuse(u, lens, u->tx_index[k], err);
+      k++;
+    }
+  }
+  if (full) {
+    for (; i < count; i++) tx_refuse(u, lens, i, u->last_tx_errno);
+  }
+  napi_value result;
+  napi_create_uint32(env, sent, &result);
+  return result;
+}
+
+static napi_value js_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  udp_t *u = this_udp(env, info, &argc, NULL, false, "stats");
+  if (u == NULL) return NULL;
+  napi_value obj, v;
+  NAPI_OK_OR_THROW(napi_create_object(env, &obj), "create object");
+  const struct {
+    const char *k;
+    uint64_t v;
+  } f[] = {{"rxErrors", u->rx_errors},   {"rxTruncated", u->rx_truncated},
+           {"txErrors", u->tx_errors},   {"lastTxErrno", (uint64_t)u->last_tx_errno},
+           {"wakeups", u->wakeups},      {"batches", u->batches},
+           {"rxMessages", u->rx_messages}};
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+    napi_create_double(env, (double)f[i].v, &v);
+    napi_set_named_property(env, obj, f[i].k, v);
+  }
+  return obj;
+}
+
+static napi_value js_get_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  udp_t *u = this_udp(env, info, &argc, NULL, false, "fd");
+  if (u == NULL) return NULL;
+  napi_value v;
+  napi_create_int32(env, u->fd, &v);
+  return v;
+}
+
+static napi_value js_ctor(napi_env env, napi_callback_info info) {
+  napi_value self;
+  napi_get_cb_info(env, info, NULL, NULL, &self, NULL);
+  return self;
+}
+
+/* ------------------------------------------------------------------------ */
+/* openUdp                                                                  */
+
+/* Socket buffer size: the *FORCE option ignores net.core.[rw]mem_max but
+ * needs CAP_NET_ADMIN; without it the plain option is capped silently. */
+static int set_buf(int fd, int force_opt, int opt, uint32_t bytes) {
+  int v = bytes > INT32_MAX ? INT32_MAX : (int)bytes;
+  if (setsockopt(fd, SOL_SOCKET, force_opt, &v, sizeof v) == 0) return 0;
+  if (errno != EPERM) return errno;
+  return setsockopt(fd, SOL_SOCKET, opt, &v, sizeof v) == 0 ? 0 : errno;
+}
+
+/* Returns the socket, or -1 with an exception pending. */
+static int open_udp_fd(napi_env env, uint32_t bind_addr, uint32_t port, uint32_t rcvbuf, uint32_t sndbuf, bool gro,
+                       bool no_check, char *where, uint16_t *bound_port) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    int err = errno;
+    if (err == EMFILE || err == ENFILE)
+      throw_sys(env, err, "socket", "too many open files to open a UDP socket for %s: close some or raise the limit (ulimit -n)", where);
+    else
+      throw_sys(env, err, "socket", "cannot open a UDP socket for %s", where);
+    return -1;
+  }
+  int err;
+  const char *fail = NULL;
+  const int one = 1;
+  if (rcvbuf != 0 && (err = set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf)) != 0) {
+    fail = "setsockopt(SO_RCVBUF)";
+    goto sockopt_failed;
+  }
+  if (sndbuf != 0 && (err = set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf)) != 0) {
+    fail = "setsockopt(SO_SNDBUF)";
+    goto sockopt_failed;
+  }
+  if (gro && setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) < 0) {
+    err = errno;
+    close(fd);
+    throw_sys(env, err, "setsockopt(UDP_GRO)",
+              "cannot enable UDP GRO on the socket for %s: it needs Linux >= 5.0; open without gro", where);
+    return -1;
+  }
+  if (no_check && setsockopt(fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof one) < 0) {
+    err = errno;
+    fail = "setsockopt(SO_NO_CHECK)";
+    goto sockopt_failed;
+  }
+
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(bind_addr);
+  sa.sin_port = htons((uint16_t)port);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    err = errno;
+    close(fd);
+    switch (err) {
+      case EADDRNOTAVAIL:
+        throw_sys(env, err, "bind",
+                  "cannot bind UDP %s: that address is not on any interface in this process's network namespace; "
+                  "add it (ip addr add) or bind to 0.0.0.0 (bindAddr 0)", where);
+        break;
+      case EADDRINUSE:
+        throw_sys(env, err, "bind",
+                  "cannot bind UDP %s: another socket already has that port; close it, pick another port, or use "
+                  "port 0 for an ephemeral one", where);
+        break;
+      case EACCES:
+        throw_sys(env, err, "bind", "cannot bind UDP %s: ports below 1024 need root or CAP_NET_BIND_SERVICE", where);
+        break;
+      default:
+        throw_sys(env, err, "bind", "cannot bind UDP %s", where);
+    }
+    return -1;
+  }
+  socklen_t sl = sizeof sa;
+  if (getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+    err = errno;
+    close(fd);
+    throw_sys(env, err, "getsockname", "cannot read the port the UDP socket for %s was bound to", where);
+    return -1;
+  }
+  *bound_port = ntohs(sa.sin_port);
+  return fd;
+
+sockopt_failed:
+  close(fd);
+  throw_sys(env, err, fail, "cannot set a socket option on the UDP socket for %s", where);
+  return -1;
+}
+
+static napi_value js_open_udp(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_OK_OR_THROW(napi_get_cb_info(env, cbinfo, &argc, argv, NULL, NULL), "get_cb_info");
+  napi_valuetype vt = napi_undefined;
+  if (argc >= 1) napi_typeof(env, argv[0], &vt);
+  if (vt != napi_object) {
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "openUdp(options): options must be an object", 0, NULL);
+    return NULL;
+  }
+  napi_value opts = argv[0];
+  napi_valuetype t;
+
+  /* Everything is validated before the socket is made, so a bad call never
+   * leaves a socket (or a bound port) behind. */
+  uint32_t bind_addr, port, rcvbuf, sndbuf, rx_base, slots, slot_size;
+  bool gro, no_check;
+  if (!opt_uint(env, opts, "bindAddr", true, 0, UINT32_MAX, &bind_addr)) return NULL;
+  if (!opt_uint(env, opts, "port", true, 0, 65535, &port)) return NULL;
+  if (!opt_uint(env, opts, "rcvbuf", false, 0, INT32_MAX, &rcvbuf)) return NULL;
+  if (!opt_uint(env, opts, "sndbuf", false, 0, INT32_MAX, &sndbuf)) return NULL;
+  if (!opt_bool(env, opts, "gro", &gro)) return NULL;
+  if (!opt_bool(env, opts, "noCheck", &no_check)) return NULL;
+
+  napi_value pool_v;
+  bool is_buf = false;
+  void *pool = NULL;
+  size_t pool_len = 0;
+  if (!get_prop(env, opts, "pool", &pool_v, &t)) return NULL;
+  if (napi_is_buffer(env, pool_v, &is_buf) != napi_ok || !is_buf ||
+      napi_get_buffer_info(env, pool_v, &pool, &pool_len) != napi_ok) {
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "openUdp: option 'pool' must be a Buffer", 0, NULL);
+    return NULL;
+  }
+  if (!opt_uint(env, opts, "rxBase", true, 0, UINT32_MAX, &rx_base)) return NULL;
+  if (!opt_uint(env, opts, "slots", true, 0, UINT32_MAX, &slots)) return NULL;
+  if (!opt_uint(env, opts, "slotSize", true, 0, UINT32_MAX, &slot_size)) return NULL;
+
+  const char *arr_keys[] = {"offsets", "lengths", "addrs", "ports", "segs"};
+  napi_value arr_v[5];
+  uint32_t *arr[5];
+  size_t arr_n[5];
+  for (int k = 0; k < 5; k++) {
+    char what[64];
+    snprintf(what, sizeof what, "openUdp: option '%s'", arr_keys[k]);
+    if (!get_prop(env, opts, arr_keys[k], &arr_v[k], &t)) return NULL;
+    if (!get_u32_array(env, arr_v[k], what, &arr[k], &arr_n[k])) return NULL;
+  }
+  napi_value cb_v;
+  if (!get_prop(env, opts, "onBatch", &cb_v, &t)) return NULL;
+  if (t != napi_function && t != napi_undefined) {
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE",
+              "openUdp: option 'onBatch' must be a function (count: number) => void, or left out for a send-only socket",
+              0, NULL);
+    return NULL;
+  }
+  const bool has_cb = t == napi_function;
+
+  char msg[400];
+  if (slots == 0) {
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "openUdp: 'slots' must be at least 1", 0, NULL);
+    return NULL;
+  }
+  if (slots > 1u << 20) {
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "openUdp: 'slots' must be at most 1048576", 0, NULL);
+    return NULL;
+  }
+  if (slot_size == 0) {
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE",
+              "openUdp: 'slotSize' must be at least 1 (a datagram longer than the slot is dropped and counted in rxTruncated)",
+              0, NULL);
+    return NULL;
+  }
+  const uint64_t rx_end = (uint64_t)rx_base + (uint64_t)slots * slot_size;
+  if (rx_end > pool_len) {
+    snprintf(msg, sizeof msg,
+             "openUdp: the receive region rxBase + slots*slotSize = %u + %u*%u = %llu does not fit in the pool of %zu bytes",
+             rx_base, slots, slot_size, (unsigned long long)rx_end, pool_len);
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
+    return NULL;
+  }
+  if (rx_end > (uint64_t)UINT32_MAX) {
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "openUdp: the receive region must end below 4 GiB (offsets are Uint32)", 0, NULL);
+    return NULL;
+  }
+  for (int k = 0; k < 5; k++) {
+    if (arr_n[k] < slots) {
+      snprintf(msg, sizeof msg, "openUdp: option '%s' has %zu entries; it must hold at least slots = %u", arr_keys[k],
+               arr_n[k], slots);
+      throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
+      return NULL;
+    }
+  }
+
+  addon_data_t *ad = NULL;
+  napi_value ctor, obj;
+  NAPI_OK_OR_THROW(napi_get_instance_data(env, (void **)&ad), "instance data");
+  NAPI_OK_OR_THROW(napi_get_reference_value(env, ad->udp_ctor, &ctor), "constructor");
+  uv_loop_t *loop = NULL;
+  NAPI_OK_OR_THROW(napi_get_uv_event_loop(env, &loop), "event loop");
+
+  udp_t *u = calloc(1, sizeof *u);
+  udp_poll_box_t *box = calloc(1, sizeof *box);
+  if (u != NULL) {
+    u->rx_msgs = calloc(slots, sizeof *u->rx_msgs);
+    u->rx_iov = calloc(slots, sizeof *u->rx_iov);
+    u->rx_names = calloc(slots, sizeof *u->rx_names);
+    u->rx_ctrl = gro ? calloc(slots, sizeof *u->rx_ctrl) : NULL;
+  }
+  if (u == NULL || box == NULL || u->rx_msgs == NULL || u->rx_iov == NULL || u->rx_names == NULL ||
+      (gro && u->rx_ctrl == NULL)) {
+    if (u != NULL) free_arrays(u);
+    free(u);
+    free(box);
+    throw_err(env, ERR_PLAIN, "ENOMEM", "openUdp: out of memory", ENOMEM, NULL);
+    return NULL;
+  }
+  format_addr(u->where, sizeof u->where, bind_addr, port);
+  uint16_t bound_port = 0;
+  int fd = open_udp_fd(env, bind_addr, port, rcvbuf, sndbuf, gro, no_check, u->where, &bound_port);
+  if (fd < 0) {
+    free_arrays(u);
+    free(u);
+    free(box);
+    return NULL;
+  }
+  u->env = env;
+  u->fd = fd;
+  u->gro = gro;
+  u->bind_addr = bind_addr;
+  u->port = bound_port;
+  format_addr(u->where, sizeof u->where, bind_addr, bound_port);
+  u->pool = pool;
+  u->offsets = arr[0];
+  u->lengths = arr[1];
+  u->addrs = arr[2];
+  u->ports = arr[3];
+  u->segs = arr[4];
+  u->rx_base = rx_base;
+  u->slots = slots;
+  u->slot_size = slot_size;
+  for (uint32_t j = 0; j < slots; j++) {
+    struct msghdr *h = &u->rx_msgs[j].msg_hdr;
+    u->rx_iov[j].iov_base = (uint8_t *)pool + rx_base + (size_t)j * slot_size;
+    u->rx_iov[j].iov_len = slot_size;
+    h->msg_iov = &u->rx_iov[j];
+    h->msg_iovlen = 1;
+    h->msg_name = &u->rx_names[j];
+    h->msg_control = gro ? u->rx_ctrl[j].buf : NULL;
+    rx_reset(u, j);
+  }
+
+  int rc = uv_poll_init(loop, &box->poll, fd);
+  if (rc < 0) {
+    throw_sys(env, -rc, "uv_poll_init", "cannot watch UDP socket %s", u->where);
+    close(fd);
+    free_arrays(u);
+    free(u);
+    free(box);
+    return NULL;
+  }
+  box->udp = u;
+  u->box = box;
+
+  /* From here on udp_close() undoes whatever was set up. */
+  napi_status st = napi_add_async_cleanup_hook(env, async_cleanup_hook, box, &box->hook);
+  if (st == napi_ok) st = napi_new_instance(env, ctor, 0, NULL, &obj);
+  if (st == napi_ok) st = napi_wrap(env, obj, u, udp_finalize, NULL, NULL);
+  if (st != napi_ok) {
+    udp_close(u, false);
+    free(u);
+    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "openUdp: cannot create the handle object", 0, NULL);
+    return NULL;
+  }
+  /* The wrap owns `u` now: on any failure below, close and let GC free it. */
+  napi_value res_name;
+  bool ok = napi_create_reference(env, obj, 0, &u->self_ref) == napi_ok &&
+            napi_create_reference(env, pool_v, 1, &u->pool_ref) == napi_ok &&
+            napi_create_reference(env, arr_v[0], 1, &u->offsets_ref) == napi_ok &&
+            napi_create_reference(env, arr_v[1], 1, &u->lengths_ref) == napi_ok &&
+            napi_create_reference(env, arr_v[2], 1, &u->addrs_ref) == napi_ok &&
+            napi_create_reference(env, arr_v[3], 1, &u->ports_ref) == napi_ok &&
+            napi_create_reference(env, arr_v[4], 1, &u->segs_ref) == napi_ok &&
+            (!has_cb || napi_create_reference(env, cb_v, 1, &u->cb_ref) == napi_ok) &&
+            napi_create_string_utf8(env, "tapnet:UdpSocket", NAPI_AUTO_LENGTH, &res_name) == napi_ok &&
+            napi_async_init(env, obj, res_name, &u->async_ctx) == napi_ok;
+
+  /* What the kernel granted: Linux reports twice the size asked for (the
+   * bookkeeping overhead it allows for). */
+  int rcv = 0, snd = 0;
+  socklen_t il = sizeof rcv;
+  getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, &il);
+  il = sizeof snd;
+  getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, &il);
+  napi_value port_v, rcv_v, snd_v;
+  ok = ok && napi_create_uint32(env, bound_port, &port_v) == napi_ok && napi_create_int32(env, rcv, &rcv_v) == napi_ok &&
+       napi_create_int32(env, snd, &snd_v) == napi_ok;
+  if (ok) {
+    napi_property_descriptor props[] = {
+        {"port", NULL, NULL, NULL, NULL, port_v, napi_enumerable, NULL},
+        {"rcvbuf", NULL, NULL, NULL, NULL, rcv_v, napi_enumerable, NULL},
+        {"sndbuf", NULL, NULL, NULL, NULL, snd_v, napi_enumerable, NULL},
+    };
+    ok = napi_define_properties(env, obj, sizeof props / sizeof props[0], props) == napi_ok;
+  }
+  if (!ok) {
+    udp_close(u, false);
+    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "openUdp: cannot set up the handle object", 0, NULL);
+    return NULL;
+  }
+  return obj;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Module part                                                              */
+
 bool udp_init(napi_env env, napi_value exports, addon_data_t *ad) {
-  (void)env;
-  (void)exports;
-  (void)ad;
+  napi_property_descriptor methods[] = {
+      {"start", NULL, js_start, NULL, NULL, NULL, napi_default_method, NULL},
+      {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default_method, NULL},
+      {"send", NULL, js_send, NULL, NULL, NULL, napi_default_method, NULL},
+      {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default_method, NULL},
+      {"close", NULL, js_close, NULL, NULL, NULL, napi_default_method, NULL},
+      {"fd", NULL, NULL, js_get_fd, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_value ctor;
+  if (napi_define_class(env, "UdpHandle", NAPI_AUTO_LENGTH, js_ctor, NULL, sizeof methods / sizeof methods[0], methods,
+                        &ctor) != napi_ok ||
+      napi_create_reference(env, ctor, 1, &ad->udp_ctor) != napi_ok) {
+    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot define UdpHandle", 0, NULL);
+    return false;
+  }
+  napi_property_descriptor fns[] = {
+      {"openUdp", NULL, js_open_udp, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  if (napi_define_properties(env, exports, 1, fns) != napi_ok) {
+    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot export openUdp", 0, NULL);
+    return false;
+  }
   return true;
 }

@@ -1,0 +1,173 @@
+/**
+ * Typed access to the native batched UDP socket (native/udp.c), for the tunnel
+ * underlay (VXLAN).
+ *
+ * Receive: on each wake-up of the socket, one recvmmsg() of up to `slots`
+ * datagrams lands directly in the caller's pool (message i in slot i, at
+ * `pool[rxBase + i*slotSize ..]`), then `onBatch(count)` is called once.
+ * Message i of a batch is at `pool[offsets[i] .. offsets[i] + lengths[i])`
+ * from `addrs[i]:ports[i]`; like TAP batches, those bytes stay valid only until
+ * `onBatch` returns. The slots of a batch need not be contiguous: a datagram
+ * that did not fit its slot is dropped (counted in `rxTruncated`) and the
+ * arrays are compacted over it.
+ *
+ * Send: `send()` takes a whole batch in one call (sendmmsg), never blocks and
+ * never throws for a message the kernel refuses: that message's length
+ * becomes 0 and it is counted in `txErrors` (`lastTxErrno` keeps the errno).
+ *
+ * UDP GSO (kernel >= 4.18): a message with `segs[i] > 0` and
+ * `lengths[i] > segs[i]` leaves as datagrams of `segs[i]` bytes (the last one
+ * shorter), at most 64 segments on kernels before 5.x and 128 after, each
+ * `segs[i] + 28` bytes within the route's MTU, the whole message at most
+ * 65507 bytes. The kernel refuses such a message with EINVAL when the socket
+ * has `noCheck` (the kernel will not segment without checksums), and with
+ * EINVAL when a segment does not fit the MTU or there are too many. A device
+ * without checksum offload or UDP segmentation (`ethtool -K dev tx off`) is
+ * fine on Linux 6.x: the kernel segments in software before the device.
+ *
+ * UDP GRO (`gro`, kernel >= 5.0): the kernel may hand up several datagrams of
+ * one flow as one message with `segs[i]` = the size of each but the last; the
+ * receiver splits at multiples of `segs[i]`. `slotSize` must then hold a whole
+ * train (65535 bytes), or trains are dropped as truncated. What gets coalesced
+ * depends on the path (Linux 6.18, veth, measured in test/io/udp-native.test.ts):
+ * a GSO train sent over a veth arrives intact (the veth passes the GSO packet
+ * through); a train the sender's veth segmented in software (tx off) arrives as
+ * single datagrams unless the receiving veth does GRO (`ethtool -K dev gro on`,
+ * which gives the veth a NAPI poll), and then it is coalesced again; datagrams
+ * sent one by one (no GSO) were not coalesced even then: each reached the
+ * receiving veth's poll on its own.
+ *
+ * Addresses are IPv4 as uint32 in host order (0x0a000001 = 10.0.0.1).
+ */
+import { constants as osConstants } from 'node:os';
+import { loadNative } from './native.js';
+
+/** Largest UDP payload over IPv4: 65535 - 20 (IPv4 header) - 8 (UDP header). */
+export const UDP_MAX_PAYLOAD = 65507;
+
+/** Messages the native code prepares per sendmmsg; bigger batches go out in chunks of this size. */
+export const UDP_SEND_CHUNK = 1024;
+
+export interface UdpOptions {
+  /** Local IPv4 address as a host-order uint32; 0 = INADDR_ANY. Must be on an interface of the namespace (else EADDRNOTAVAIL). */
+  bindAddr: number;
+  /** Local port, 0..65535; 0 lets the kernel pick one (for send-only sockets). `handle.port` tells which. */
+  port: number;
+  /** Receive buffer in bytes (SO_RCVBUFFORCE, or SO_RCVBUF capped by net.core.rmem_max without CAP_NET_ADMIN). */
+  rcvbuf?: number;
+  /** Send buffer in bytes (SO_SNDBUFFORCE, or SO_SNDBUF). */
+  sndbuf?: number;
+  /** UDP_GRO: receive coalesced datagram trains as one message with `segs[i]` set. Kernel >= 5.0. */
+  gro?: boolean;
+  /** SO_NO_CHECK: send without a UDP checksum (0). The kernel then refuses GSO sends (EINVAL, counted per message). */
+  noCheck?: boolean;
+  /** Packet memory (receive slots live here). */
+  pool: Buffer;
+  /** Byte offset in `pool` of this socket's receive region (`slots * slotSize` bytes). */
+  rxBase: number;
+  /** Most datagrams received per wake-up. */
+  slots: number;
+  /** Bytes per slot. Longer datagrams (or GRO trains) are dropped and counted in `rxTruncated`. */
+  slotSize: number;
+  /** Receives the absolute pool offset of message i (length >= slots). */
+  offsets: Uint32Array;
+  /** Receives the length of message i (length >= slots). */
+  lengths: Uint32Array;
+  /** Receives the source IPv4 (host order) of message i (length >= slots). */
+  addrs: Uint32Array;
+  /** Receives the source port of message i (length >= slots). */
+  ports: Uint32Array;
+  /** Receives the GRO segment size of message i, 0 when it is a single datagram (length >= slots). */
+  segs: Uint32Array;
+  /** Called once per wake-up with the number of messages (never 0). Needed only if `start()` is called. An exception thrown here becomes an uncaught exception. */
+  onBatch?: (count: number) => void;
+}
+
+export interface UdpStats {
+  /** recvmmsg failures other than EAGAIN, and poll errors. */
+  rxErrors: number;
+  /** Datagrams (or GRO trains) dropped because they did not fit in a slot. */
+  rxTruncated: number;
+  /** Messages send() refused: by the kernel, outside the pool, empty, or dropped with the rest of a batch on a full socket buffer. */
+  txErrors: number;
+  /** errno of the last refused message (e.g. 101 ENETUNREACH, 90 EMSGSIZE, 11 EAGAIN), 0 if none yet; see `errnoName`. */
+  lastTxErrno: number;
+  /** uv_poll wake-ups. */
+  wakeups: number;
+  /** onBatch calls (wake-ups that found at least one message). */
+  batches: number;
+  /** Messages delivered through onBatch (a GRO train counts once). */
+  rxMessages: number;
+}
+
+export interface UdpHandle {
+  /** The socket's file descriptor, -1 after close(). */
+  readonly fd: number;
+  /** The bound local port (the one the kernel picked when `port` was 0). */
+  readonly port: number;
+  /** SO_RCVBUF as read back after opening (Linux reports twice what it grants). */
+  readonly rcvbuf: number;
+  /** SO_SNDBUF as read back after opening (Linux reports twice what it grants). */
+  readonly sndbuf: number;
+  /** Start delivering batches (uv_poll_start). While started, the handle is kept alive and keeps the event loop alive. Throws if opened without onBatch. */
+  start(): void;
+  /** Pause delivery: datagrams queue in the socket's receive buffer, then are dropped there. */
+  stop(): void;
+  /** Stop polling and close the socket; idempotent. A garbage-collected handle (not started) is closed too. */
+  close(): void;
+  /**
+   * Sends messages 0..count-1: message i is `pool[offsets[i] ..+ lengths[i])` to `addrs[i]:port`,
+   * split by the kernel into datagrams of `segs[i]` bytes when `segs` is given and
+   * `lengths[i] > segs[i] > 0`. Returns how many messages the kernel accepted. A refused
+   * message (kernel error, outside the pool, length 0) gets `lengths[i] = 0` and is counted;
+   * on a full socket buffer (EAGAIN/ENOBUFS) the rest of the batch is dropped the same way.
+   * Throws only for bad arguments (not arrays, count beyond an array, port not 1..65535) or
+   * after close().
+   */
+  send(
+    pool: Buffer,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    addrs: Uint32Array,
+    port: number,
+    segs: Uint32Array | null,
+    count: number,
+  ): number;
+  stats(): UdpStats;
+}
+
+interface UdpBinding {
+  openUdp(opts: UdpOptions): UdpHandle;
+}
+
+/**
+ * Opens a UDP socket (SOCK_DGRAM|SOCK_NONBLOCK|SOCK_CLOEXEC) bound to `bindAddr:port`.
+ * All options are checked before the socket is made (TypeError/RangeError), so a bad
+ * call leaves no socket. A failed bind throws an Error with `code` (EADDRNOTAVAIL,
+ * EADDRINUSE, EACCES), `errno`, `syscall: 'bind'` and a message naming the address.
+ */
+export function openUdp(opts: UdpOptions): UdpHandle {
+  return (loadNative() as unknown as UdpBinding).openUdp(opts);
+}
+
+const errnoNames = new Map<number, string>();
+for (const [name, value] of Object.entries(osConstants.errno)) {
+  if (!errnoNames.has(value)) errnoNames.set(value, name);
+}
+
+/** 'ENETUNREACH' for 101 etc. (for `lastTxErrno`); 'E?' followed by the number if unknown. */
+export function errnoName(errno: number): string {
+  return errnoNames.get(errno) ?? (errno === 0 ? '' : `E?${errno}`);
+}
+
+/** 10.0.0.1 -> 0x0a000001 (host order). Throws on anything but four decimal octets. */
+export function ipv4ToUint(addr: string): number {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(addr);
+  if (m === null || m.slice(1).some((o) => Number(o) > 255)) throw new Error(`invalid IPv4 address '${addr}'`);
+  return ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
+}
+
+/** 0x0a000001 -> '10.0.0.1'. */
+export function uintToIpv4(addr: number): string {
+  return `${addr >>> 24}.${(addr >>> 16) & 0xff}.${(addr >>> 8) & 0xff}.${addr & 0xff}`;
+}
