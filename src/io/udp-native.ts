@@ -17,9 +17,9 @@
  *
  * UDP GSO (kernel >= 4.18): a message with `segs[i] > 0` and
  * `lengths[i] > segs[i]` leaves as datagrams of `segs[i]` bytes (the last one
- * shorter), at most 64 segments on kernels before 5.x and 128 after, each
- * `segs[i] + 28` bytes within the route's MTU, the whole message at most
- * 65507 bytes. The kernel refuses such a message with EINVAL when the socket
+ * shorter): at most UDP_MAX_SEGMENTS of them (128 on Linux 6.x, 64 on older
+ * kernels), each `segs[i] + 28` bytes within the route's MTU, the whole
+ * message at most 65507 bytes. The kernel refuses such a message with EINVAL when the socket
  * has `noCheck` (the kernel will not segment without checksums), and with
  * EINVAL when a segment does not fit the MTU or there are too many. A device
  * without checksum offload or UDP segmentation (`ethtool -K dev tx off`) is
