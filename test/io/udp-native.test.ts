@@ -27,8 +27,8 @@ const ADDON = join(REPO, "native/build/Release/tapnet.node");
 
 const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
 const haveCmd = (cmd: string): boolean => spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
-const canLab = process.platform === "linux" && isRoot && ["ip", "ss", "ethtool"].every(haveCmd) && existsSync(ADDON);
-if (!canLab && process.env.CI) throw new Error("native UDP tests must run in CI: need root, ip, ss, ethtool and the built addon");
+const canLab = process.platform === "linux" && isRoot && ["ip", "ss", "ethtool", "tc"].every(haveCmd) && existsSync(ADDON);
+if (!canLab && process.env.CI) throw new Error("native UDP tests must run in CI: need root, ip, ss, ethtool, tc and the built addon");
 
 const R = randomBytes(3).toString("hex");
 const NSA = `tn-udpt-${R}-a`;
@@ -512,6 +512,32 @@ describe.skipIf(!canLab)("native UDP socket (openUdp) in two namespaces made by 
     expect(errnoName(s.stats.lastTxErrno)).toBe("EINVAL");
     const r = await receive("rx", 1);
     expect(bytes(r.msgs[0]).equals(pattern(200, 60))).toBe(true);
+  });
+
+  it("a full socket send buffer drops the rest of the batch (EAGAIN), counted, without blocking", async () => {
+    // A slow qdisc holds the sent datagrams, still charged to the socket, so a minimal
+    // send buffer (sndbuf 1: the kernel's floor, 4608) fills after a few. Port 4799 on B
+    // has no socket: B's kernel answers port-unreachable, which A's unconnected socket ignores.
+    sh("ip", ["netns", "exec", NSA, "tc", "qdisc", "add", "dev", IFA, "root", "tbf", "rate", "1mbit", "burst", "1600", "limit", "3000000"]);
+    try {
+      await a!.call("open", { h: "tiny", opts: { bindAddr: ADDR_A, port: 0, sndbuf: 1, slots: 1, noOnBatch: true } });
+      const t0 = Date.now();
+      const s = await a!.call("send", {
+        h: "tiny",
+        port: 4799,
+        msgs: Array.from({ length: 200 }, () => ({ zeros: 1400, to: ADDR_B })),
+      });
+      expect(Date.now() - t0).toBeLessThan(1000); // 200 * 1400 bytes at 1 Mbit/s would take 2.2 s
+      expect(s.sent).toBeGreaterThan(0);
+      expect(s.sent).toBeLessThan(10);
+      expect(s.lengths.slice(0, s.sent).every((l) => l === 1400)).toBe(true);
+      expect(s.lengths.slice(s.sent).every((l) => l === 0)).toBe(true);
+      expect(s.stats.txErrors).toBe(200 - s.sent);
+      expect(errnoName(s.stats.lastTxErrno)).toBe("EAGAIN");
+      await a!.call("close", { h: "tiny" });
+    } finally {
+      sh("ip", ["netns", "exec", NSA, "tc", "qdisc", "del", "dev", IFA, "root"]);
+    }
   });
 
   it("bad options throw clear errors before any socket is made", async () => {
