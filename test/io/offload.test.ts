@@ -106,6 +106,7 @@ interface TcpSpec {
   window?: number;
   ident?: number;
   ttl?: number;
+  df?: boolean;
   /** One 802.1Q / 802.1ad tag. */
   tpid?: number;
   vid?: number;
@@ -138,7 +139,7 @@ function buildTcp4(buf: Buffer, off: number, payload: Uint8Array, s: TcpSpec): B
       ecn: 0,
       totalLen: 20 + thl + payload.length,
       ident: s.ident ?? 0x1234,
-      df: true,
+      df: s.df ?? true,
       mf: false,
       fragOffset: 0,
       ttl: s.ttl ?? 64,
@@ -777,7 +778,7 @@ describe.skipIf(!canRun)('groCoalesce', () => {
     expect(readU16(g.dst, g.offsets[1] + 14 + 2)).toBe(20 + 32 + 3 * MSS); // fixed ident accepted
   });
 
-  it('stops at a sequence gap, a different ack, window, TTL or VLAN, an ident jump', () => {
+  it('stops at a sequence gap, a different ack, window, TTL, DF, TCP option or VLAN, an ident jump, URG', () => {
     const stride = 8 + 70 + MSS;
     const cases: [string, TcpSpec, number][] = [
       ['seq gap', { seq: 1000 + 2 * MSS + 1, flags: TCP_ACK }, MSS],
@@ -786,6 +787,9 @@ describe.skipIf(!canRun)('groCoalesce', () => {
       ['window', { seq: 1000 + 2 * MSS, flags: TCP_ACK, window: 1 }, MSS],
       ['ttl', { seq: 1000 + 2 * MSS, flags: TCP_ACK, ttl: 1 }, MSS],
       ['ident jump', { seq: 1000 + 2 * MSS, flags: TCP_ACK, ident: 40 }, MSS],
+      ['DF', { seq: 1000 + 2 * MSS, flags: TCP_ACK, df: false }, MSS],
+      ['TS option', { seq: 1000 + 2 * MSS, flags: TCP_ACK, options: Uint8Array.from([1, 1, 8, 10, 0x11, 0x22, 0x33, 0x45, 0x55, 0x66, 0x77, 0x88]) }, MSS],
+      ['URG', { seq: 1000 + 2 * MSS, flags: TCP_ACK | 0x20 }, MSS],
     ];
     for (const [name, third, plen] of cases) {
       const d = new Datagrams(stride);
