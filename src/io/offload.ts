@@ -1,0 +1,212 @@
+/**
+ * Software offloads (native/offload.c): TSO segmentation, checksum completion and
+ * receive coalescing (GRO) over frames in the packet pool.
+ *
+ * With IFF_VNET_HDR a TAP hands over TCP super-frames (up to 64 KiB) and frames whose
+ * checksum is only seeded (CHECKSUM_PARTIAL). Where a frame leaves through something
+ * that cannot carry that state (a tunnel underlay), it is segmented or finished here,
+ * once (DESIGN.md, hot-path rule 4); on the way in, a burst of segments of one TCP flow
+ * is merged back into a super-frame so the TAP's kernel side takes one frame, not 45.
+ *
+ * Frames use the layout of the TAP receive slots: the 12-byte virtio_net_hdr_v1
+ * (`VNET_HDR_LEN` in ./native.ts) sits right before the frame, at `off - 12`:
+ *
+ *   0 flags (VNET_F_*) | 1 gsoType (VNET_GSO_*) | 2 hdrLen | 4 gsoSize
+ *   6 csumStart | 8 csumOffset | 10 numBuffers          (u16 little-endian)
+ *
+ * `csumStart` counts from the start of the Ethernet header.
+ *
+ * None of these functions allocates or throws for a bad packet: each returns a negative
+ * OFFLOAD_ERR_* code instead (a peer controls the bytes). They throw a TypeError only
+ * when an argument has the wrong type, which is a bug in the caller. Every offset and
+ * length, given or read from the packet, is checked before C touches memory.
+ *
+ * The addon is loaded on the first call, so importing this module never fails where
+ * the addon was not built.
+ */
+import { loadNative } from './native.js';
+
+/** vnet header flags: the L4 checksum holds only the pseudo-header seed. */
+export const VNET_F_NEEDS_CSUM = 1;
+/** vnet header flags: the checksum was verified (by the sender's side). */
+export const VNET_F_DATA_VALID = 2;
+export const VNET_GSO_NONE = 0;
+export const VNET_GSO_TCPV4 = 1;
+export const VNET_GSO_TCPV6 = 4;
+/** Flag in gsoType: the super-frame has CWR set (RFC 3168); kept on the first segment only. */
+export const VNET_GSO_ECN = 0x80;
+
+/** Byte offsets inside the vnet header. */
+export const VNET_FLAGS_OFF = 0;
+export const VNET_GSO_TYPE_OFF = 1;
+export const VNET_HDR_LEN_OFF = 2;
+export const VNET_GSO_SIZE_OFF = 4;
+export const VNET_CSUM_START_OFF = 6;
+export const VNET_CSUM_OFFSET_OFF = 8;
+export const VNET_NUM_BUFFERS_OFF = 10;
+
+/** The packet is not what the call needs (not a TSO frame, truncated, inconsistent lengths, checksum field outside the frame...). */
+export const OFFLOAD_ERR_MALFORMED = -1;
+/** The output would not fit (dst region or slots too small); the caller makes room and calls again. */
+export const OFFLOAD_ERR_NO_ROOM = -2;
+/** An offset or length argument lies outside its buffer (or is not an integer in 0..2^32-1), or the regions overlap: a caller bug, reported without throwing. */
+export const OFFLOAD_ERR_RANGE = -3;
+
+interface OffloadBinding {
+  gsoSegment(
+    src: Uint8Array,
+    off: number,
+    len: number,
+    dst: Uint8Array,
+    dstOff: number,
+    dstEnd: number,
+    prefix: number,
+    lengths: Uint32Array,
+  ): number;
+  csumComplete(buf: Uint8Array, off: number, len: number): number;
+  groCoalesce(
+    src: Uint8Array,
+    srcOff: number,
+    srcLen: number,
+    segSize: number,
+    skip: number,
+    dst: Uint8Array,
+    slotBase: number,
+    slotSize: number,
+    headroom: number,
+    maxSlots: number,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    outIndex: number,
+  ): number;
+}
+
+let binding: OffloadBinding | undefined;
+
+function bind(): OffloadBinding {
+  const b = loadNative() as unknown as Partial<OffloadBinding>;
+  if (typeof b.gsoSegment !== 'function' || typeof b.csumComplete !== 'function' || typeof b.groCoalesce !== 'function') {
+    const err = new Error(
+      'tapnet native addon has no offload functions: it was built from older sources; ' +
+        'rebuild it with `npm run install` in the repository root',
+    ) as Error & { code: string };
+    err.code = 'ERR_TAPNET_NATIVE_STALE';
+    throw err;
+  }
+  binding = b as OffloadBinding;
+  return binding;
+}
+
+/**
+ * Segments the TSO super-frame `src[off, off+len)` (vnet header at `off - 12`, gsoType
+ * TCPV4 or TCPV6, with or without ECN) as Linux's tcp_gso_segment does.
+ *
+ * The header length H (Ethernet with at most one 802.1Q/802.1ad tag, IPv4 by IHL or the
+ * fixed IPv6 header without extension headers, TCP by data offset) is measured from the
+ * packet; hdrLen is ignored, csumStart must equal the TCP offset. The payload is cut
+ * into gsoSize (MSS) pieces; segment k goes to `dst[dstOff + k*S + prefix]` with stride
+ * `S = prefix + H + MSS`, the last may be shorter: the layout a UDP GSO send with
+ * UDP_SEGMENT = S takes, `prefix` bytes (a VXLAN header, say) before each frame left
+ * untouched for the caller. `lengths[k]` receives segment k's frame length (prefix not
+ * included). Each segment gets: IPv4 total length, ident + k, a new header checksum (or
+ * IPv6 payload length); TCP seq + k*MSS, CWR only on the first, FIN and PSH only on the
+ * last; a full TCP checksum. Frames carry no vnet header. A super-frame with payload <=
+ * MSS yields one segment.
+ *
+ * @returns the number of segments; OFFLOAD_ERR_MALFORMED (not a TCP GSO frame,
+ *   truncated, lengths inconsistent with the IP header, a fragment, MSS 0, csumStart or
+ *   csumOffset wrong, more segments than `lengths.length`); OFFLOAD_ERR_NO_ROOM when the
+ *   last segment would end after `dstEnd`; OFFLOAD_ERR_RANGE when `off < 12`, the frame
+ *   is outside `src`, `dstOff > dstEnd`, `dstEnd > dst.length`, or the source (with its
+ *   vnet header) overlaps `dst[dstOff, dstEnd)`.
+ */
+export function gsoSegment(
+  src: Uint8Array,
+  off: number,
+  len: number,
+  dst: Uint8Array,
+  dstOff: number,
+  dstEnd: number,
+  prefix: number,
+  lengths: Uint32Array,
+): number {
+  return (binding ?? bind()).gsoSegment(src, off, len, dst, dstOff, dstEnd, prefix, lengths);
+}
+
+/**
+ * Finishes a frame whose vnet header (at `off - 12`) has VNET_F_NEEDS_CSUM, as Linux's
+ * skb_checksum_help does: the checksum field at csumStart + csumOffset holds the folded
+ * pseudo-header sum; the one's-complement sum over `[csumStart, len)` (field included) is
+ * folded, complemented and stored (a result of 0 is stored as 0xffff, which UDP needs
+ * and TCP accepts), then NEEDS_CSUM is cleared. A frame without the flag is left alone.
+ *
+ * @returns 0 (done or nothing to do); OFFLOAD_ERR_MALFORMED when csumStart + csumOffset
+ *   + 2 > len; OFFLOAD_ERR_RANGE when `off < 12` or the frame is outside `buf`.
+ */
+export function csumComplete(buf: Uint8Array, off: number, len: number): number {
+  return (binding ?? bind()).csumComplete(buf, off, len);
+}
+
+/**
+ * Receive coalescing for the tunnel underlay, modelled on Linux's inet_gro_receive and
+ * tcp_gro_receive. `src[srcOff, srcOff+srcLen)` holds n = ceil(srcLen/segSize)
+ * datagrams back to back, each `segSize` bytes but the last (what a UDP socket with
+ * UDP_GRO returns; segSize = srcLen for one datagram), each `skip` bytes (the VXLAN
+ * header, validated by the caller) then an Ethernet frame.
+ *
+ * Output frames fill slots from `outIndex` on: slot j is `dst[slotBase + j*slotSize,
+ * +slotSize)`, its frame at `headroom` into the slot with the vnet header 12 bytes
+ * before; `offsets[j]` gets the absolute frame offset in `dst`, `lengths[j]` its length.
+ *
+ * A run starts at an IPv4 TCP segment with payload and flags exactly ACK (ACK|PSH makes
+ * a run of one). Following datagrams join while they belong to the same flow and headers
+ * (Ethernet header and tag, IHL and options, TOS, TTL, DF, addresses, ports, ack,
+ * window, data offset and TCP options), are not fragments, have no Ethernet padding, an
+ * ident equal to the previous one or one more, flags ACK or ACK|PSH, seq following on,
+ * a payload as long as the first's (a shorter one, or one with PSH, joins last), valid
+ * IPv4 and TCP checksums (every segment is verified), and the super-frame stays within
+ * 65535 bytes of IP and within `slotSize - headroom`. A run of two or more becomes one
+ * frame: the first's headers, the payloads in order, IP total length and checksum
+ * updated, PSH if any had it, the TCP checksum field set to the pseudo-header seed, and
+ * a vnet header NEEDS_CSUM / TCPV4 / hdrLen H / gsoSize = first payload length /
+ * csumStart = TCP offset / csumOffset 16. Every other datagram is copied as one frame
+ * with an all-zero vnet header. Datagrams with fewer than 14 bytes after `skip`, or
+ * longer than a slot can hold, are not output; the caller counts them by comparison.
+ *
+ * @returns the new outIndex (outIndex + frames written); OFFLOAD_ERR_NO_ROOM, writing
+ *   nothing, when outIndex + n exceeds maxSlots, offsets.length or lengths.length;
+ *   OFFLOAD_ERR_RANGE when the source is outside `src`, segSize is 0, headroom < 12 or
+ *   >= slotSize, slots 0..maxSlots-1 do not fit in `dst`, outIndex > maxSlots, a frame
+ *   offset would not fit in 32 bits, or the source overlaps the slots to be written.
+ */
+export function groCoalesce(
+  src: Uint8Array,
+  srcOff: number,
+  srcLen: number,
+  segSize: number,
+  skip: number,
+  dst: Uint8Array,
+  slotBase: number,
+  slotSize: number,
+  headroom: number,
+  maxSlots: number,
+  offsets: Uint32Array,
+  lengths: Uint32Array,
+  outIndex: number,
+): number {
+  return (binding ?? bind()).groCoalesce(
+    src,
+    srcOff,
+    srcLen,
+    segSize,
+    skip,
+    dst,
+    slotBase,
+    slotSize,
+    headroom,
+    maxSlots,
+    offsets,
+    lengths,
+    outIndex,
+  );
+}
