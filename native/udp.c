@@ -654,7 +654,7 @@ static int set_buf(int fd, int force_opt, int opt, uint32_t bytes) {
 
 /* Returns the socket, or -1 with an exception pending. */
 static int open_udp_fd(napi_env env, uint32_t bind_addr, uint32_t port, uint32_t rcvbuf, uint32_t sndbuf, bool gro,
-                       bool no_check, char *where, uint16_t *bound_port) {
+                       bool no_check, bool no_df, char *where, uint16_t *bound_port) {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     int err = errno;
@@ -685,6 +685,13 @@ static int open_udp_fd(napi_env env, uint32_t bind_addr, uint32_t port, uint32_t
   if (no_check && setsockopt(fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof one) < 0) {
     err = errno;
     fail = "setsockopt(SO_NO_CHECK)";
+    goto sockopt_failed;
+  }
+  /* Outer DF clear, as the kernel's vxlan sends (IP_PMTUDISC_DONT). */
+  const int dont = IP_PMTUDISC_DONT;
+  if (no_df && setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &dont, sizeof dont) < 0) {
+    err = errno;
+    fail = "setsockopt(IP_MTU_DISCOVER)";
     goto sockopt_failed;
   }
 
@@ -747,13 +754,14 @@ static napi_value js_open_udp(napi_env env, napi_callback_info cbinfo) {
   /* Everything is validated before the socket is made, so a bad call never
    * leaves a socket (or a bound port) behind. */
   uint32_t bind_addr, port, rcvbuf, sndbuf, rx_base, slots, slot_size;
-  bool gro, no_check;
+  bool gro, no_check, no_df;
   if (!opt_uint(env, opts, "bindAddr", true, 0, UINT32_MAX, &bind_addr)) return NULL;
   if (!opt_uint(env, opts, "port", true, 0, 65535, &port)) return NULL;
   if (!opt_uint(env, opts, "rcvbuf", false, 0, INT32_MAX, &rcvbuf)) return NULL;
   if (!opt_uint(env, opts, "sndbuf", false, 0, INT32_MAX, &sndbuf)) return NULL;
   if (!opt_bool(env, opts, "gro", &gro)) return NULL;
   if (!opt_bool(env, opts, "noCheck", &no_check)) return NULL;
+  if (!opt_bool(env, opts, "noDf", &no_df)) return NULL;
 
   napi_value pool_v;
   bool is_buf = false;
@@ -850,7 +858,7 @@ static napi_value js_open_udp(napi_env env, napi_callback_info cbinfo) {
   }
   format_addr(u->where, sizeof u->where, bind_addr, port);
   uint16_t bound_port = 0;
-  int fd = open_udp_fd(env, bind_addr, port, rcvbuf, sndbuf, gro, no_check, u->where, &bound_port);
+  int fd = open_udp_fd(env, bind_addr, port, rcvbuf, sndbuf, gro, no_check, no_df, u->where, &bound_port);
   if (fd < 0) {
     free_arrays(u);
     free(u);

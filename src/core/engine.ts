@@ -37,6 +37,11 @@ export class Engine {
   pipeline: Pipeline | null = null;
   readonly passAware: PassAware[] = [];
   passes = 0;
+  /**
+   * Offloads on: every frame in the pool has a virtio-net header in front of it. Ports
+   * whose device has none get software offloads (Port.vnetPool). Set before start().
+   */
+  vnet = false;
   /** Errors thrown by an element (a bug, never a peer's doing); the pass is dropped. */
   internalErrors = 0;
   /** Passes that still had frames moving between elements after MAX_ROUNDS (a loop). */
@@ -75,11 +80,18 @@ export class Engine {
       this.passAware.unshift(pa as PassAware);
     }
     let size = 0;
-    for (const p of this.ports) size += p.rxRegionBytes() + 64;
+    for (const p of this.ports) {
+      p.vnetPool = this.vnet;
+      size += p.rxRegionBytes() + p.softRegionBytes() + 128;
+    }
     for (const s of this.scratch) size += s.bytes + 64;
     const pool = new PacketPool(size);
     this.pool = pool;
     for (const s of this.scratch) s.set(pool.region(s.bytes, s.what));
+    for (const p of this.ports) {
+      const soft = p.softRegionBytes();
+      if (soft !== 0) p.attachSoftRegion(pool.region(soft, `port ${p.name} software offloads`));
+    }
     const opened: Port[] = [];
     try {
       for (const p of this.ports) {

@@ -38,6 +38,11 @@ export class InternalPort extends Port {
     this.spareIn = new TxQueue(batchSize);
   }
 
+  /** Frames stay in the pool with their virtio-net header; the elements handle it. */
+  override get vnetNative(): boolean {
+    return true;
+  }
+
   override rxRegionBytes(): number {
     return 0;
   }

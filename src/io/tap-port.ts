@@ -44,6 +44,10 @@ export class TapPort extends Port {
     this.vnetHdr = vnet;
   }
 
+  override get vnetNative(): boolean {
+    return this.vnetHdr;
+  }
+
   open(pool: PacketPool, onRx: RxHandler): void {
     const base = pool.region(this.rxRegionBytes(), `port ${this.name} receive slots`);
     const rx = this.rx;

@@ -61,6 +61,8 @@ export interface UdpOptions {
   gro?: boolean;
   /** SO_NO_CHECK: send without a UDP checksum (0). The kernel then refuses GSO sends (EINVAL, counted per message). */
   noCheck?: boolean;
+  /** IP_MTU_DISCOVER = IP_PMTUDISC_DONT: datagrams leave with DF clear (as the kernel's vxlan sends). */
+  noDf?: boolean;
   /** Packet memory (receive slots live here). */
   pool: Buffer;
   /** Byte offset in `pool` of this socket's receive region (`slots * slotSize` bytes). */

@@ -5,54 +5,47 @@
  * receives is the inner frame of VXLAN packets sent to (localAddr, dstPort). It speaks
  * with a Linux kernel `vxlan` device (or flannel's flannel.1) on the other side.
  *
- * Receive. A `dgram` udp4 socket bound to (localAddr, dstPort), with a 4 MiB receive
- * buffer (capped by net.core.rmem_max). Node emits one 'message' event per datagram
- * (a fresh Buffer each: dgram has no recvmmsg, DESIGN.md). Each datagram is checked
- * (8-byte header, I flag set, our VNI, an inner frame of at least 14 bytes that fits a
- * slot) and copied whole into the next receive slot so that the inner frame lands
- * HEADROOM bytes into the slot, as on a TAP port; the VXLAN header falls in the
- * headroom, which is free space (copying the whole datagram is the one Buffer.copy
- * that needs no view). The inner source MAC is learned against the outer source
- * address (RFC 7348 section 4, like the kernel's `learning`). The frames of one turn
- * of the event loop go to the engine as one batch from a setImmediate, or at once
- * when the slots fill (as in PcapPort). Nothing a peer sends throws: bad datagrams are
- * dropped and counted. The kernel has already checked the UDP checksum.
+ * Receive. A UDP socket of the native addon (src/io/udp-native.ts) bound to
+ * (localAddr, dstPort), with a 4 MiB receive buffer and UDP_GRO: each poll wake-up is
+ * one recvmmsg of up to LAND_SLOTS messages straight into landing slots of the pool,
+ * and a message may hold several datagrams of one flow back to back (the kernel's UDP
+ * GRO; segs gives their size). Every datagram is checked (8-byte header, I flag set,
+ * our VNI, an inner frame of at least 14 bytes that fits an output slot); then
+ * groCoalesce (src/io/offload.ts, C) copies the inner frames into the output slots,
+ * HEADROOM bytes in as on a TAP port with a zeroed virtio-net header in front, and,
+ * when the node has offloads, merges consecutive TCP segments of one flow (checksums
+ * verified) into one TSO super-frame: the receiving host's TAP takes 64 KiB at once,
+ * as the kernel's VXLAN GRO would hand it. The inner source MAC is learned against the
+ * outer source address (RFC 7348 section 4, like the kernel's `learning`). Nothing a
+ * peer sends throws: bad datagrams are dropped and counted. The kernel has already
+ * checked the UDP checksum.
  *
  * Transmit. For each queued frame: ARP suppression (the kernel's `proxy`: an ARP
  * request for an address in arpSuppress is answered here and the answer delivered as
  * a received frame on the next turn; the request does not cross the tunnel); else the
  * destination MAC is looked up in the FDB (static, or learned and not aged) for one
  * remote, else the frame is replicated to every flood remote (head-end replication,
- * as the kernel does with all-zeros FDB entries). The outer packet is built in a
- * staging area of the pool (copyWithin: no allocation): IPv4 (IHL 5, TOS 0, an
- * incrementing ident, DF clear, TTL 64, protocol UDP, checksum), UDP (source port from
- * a hash of the inner flow in 49152..65535 as RFC 7348 section 5 recommends, so the
- * underlay's ECMP spreads flows and keeps each in order; checksum over the IPv4
- * pseudo-header unless udpChecksum is false), VXLAN (flags 0x08, VNI), the frame. The
- * sum over UDP header, VXLAN header and frame is taken once per frame; replicas only
- * add their own pseudo-header.
- *
- * The packet leaves through a `raw-socket` socket of protocol IPPROTO_RAW (255): that
- * implies IP_HDRINCL (the whole IP header is ours; the kernel only rewrites the total
- * length and header checksum, which we wrote the same, and picks an ident where ours
- * is 0) and it is send-only, so it
- * never gets a copy of the namespace's UDP traffic. The kernel routes it by its
- * destination. raw-socket's JavaScript Socket.send() only queues the request and
- * writes one queued packet per writable poll event, a later turn of the loop, holding
- * a reference to the caller's buffer; its native SocketWrap.send() calls sendto(2) at
- * once and then its callback, synchronously. This port uses the native send: the
- * kernel has copied the packet into an skb when sendto returns (also when the
- * neighbour is not resolved yet: the skb waits in the neighbour queue), so one
- * staging area is reused for every packet. A refused send (EMSGSIZE, ENOBUFS, EAGAIN
- * on a full send buffer, ENETUNREACH) throws; it is counted in txErrors. A frame
- * counts as sent when at least one of its replicas was; an ARP request answered here
- * counts as sent too (the port took it; nothing was refused).
+ * as the kernel does with all-zeros FDB entries). A plain frame gets its VXLAN header
+ * (flags 0x08, VNI) in the headroom in front of it and is sent from where it is; a
+ * partial checksum (offloads) is completed first. A TSO super-frame is cut once by
+ * gsoSegment (C: per segment IPv4 ident, sequence number, flags and a full TCP
+ * checksum) into a staging area, each segment behind its own VXLAN header at a fixed
+ * stride, and leaves as one UDP GSO message (UDP_SEGMENT): the kernel makes the
+ * datagrams (and carries them through veths as one GSO packet). All messages of a
+ * transmit go out with one sendmmsg per send socket. The kernel builds the outer IPv4
+ * and UDP headers and the UDP checksum (offloaded on veths); udpChecksum: false sets
+ * SO_NO_CHECK, under which the kernel refuses UDP GSO, so segments then go as one
+ * message each. Outer source ports: TX_SOCKETS send sockets bound to ports in
+ * 49152..65535, picked by a hash of the inner flow (RFC 7348 section 5), so a flow
+ * keeps one port and its order. A refused message (ENETUNREACH, EMSGSIZE, a full send
+ * buffer) is counted in txErrors, never thrown. A frame counts as sent when at least
+ * one of its replicas was; an ARP request answered here counts as sent too.
  *
  * MTU. Overlay MTU = underlayMtu - 50 (outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet
  * 14). A frame whose payload (length - 14) exceeds it would not fit the underlay
  * without fragmenting, which RFC 7348 section 4.3 rules out: it is dropped and counted
  * in tooBig. (A VLAN-tagged inner frame has 4 bytes less for payload.) Outer DF is
- * clear, as the kernel's vxlan does by default.
+ * clear, as the kernel's vxlan does by default (the send sockets use IP_PMTUDISC_DONT).
  *
  * Learning and ageing. Learned entries (inner unicast source MAC -> outer source
  * address) age after ageingTime seconds, checked lazily on lookup and in fdbEntries().
@@ -81,6 +74,9 @@
  *   arpSuppressed - ARP requests answered locally
  *   txErrors      - sends the kernel refused (lastTxError has the latest message)
  *   unknownDst    - frames with nowhere to go: no FDB entry and no flood remotes
+ *   segmented     - TSO super-frames cut into segments here (offloads)
+ *   coalesced     - received datagrams merged into a super-frame (not delivered on their own)
+ *   badOffload    - super-frames or partial checksums that could not be resolved (malformed)
  * Received drops also count in rxDrops; frames not sent get length 0 (txDrops).
  *
  * bind(2) happens after open() returns (dgram binds asynchronously): a failure (the
@@ -88,11 +84,12 @@
  * false and rejects ready(). Runs on the main thread only (raw-socket's poll handle
  * lives on the default loop).
  */
-import { createRequire } from "node:module";
-import dgram from "node:dgram";
+import { constants as osConstants } from "node:os";
 import type { TxQueue } from "../core/batch.js";
 import type { PacketPool } from "../core/pool.js";
-import { HEADROOM, Port, type RxHandler } from "../core/port.js";
+import { HEADROOM, Port, type RxHandler, VNET_HDR_LEN } from "../core/port.js";
+import { csumComplete, groCoalesce, gsoSegment } from "./offload.js";
+import { openUdp, type UdpHandle } from "./udp-native.js";
 import {
   ARP_LEN,
   ARP_OPER_REQUEST,
@@ -175,6 +172,8 @@ export interface VxlanTunnelInfo {
   local: string;
   dstPort: number;
   remotes: string[];
+  /** Outer UDP source ports (one per send socket; a flow always uses the same one). */
+  sourcePorts: number[];
   mtu: number;
   learning: boolean;
 }
@@ -188,11 +187,25 @@ export const VXLAN_ENCAP_LEN = IPV4_HEADER_LEN + UDP_HEADER_LEN + VXLAN_HEADER_L
 /** What the overlay MTU loses to the tunnel: the encapsulation and the inner Ethernet header. */
 export const VXLAN_OVERHEAD = VXLAN_ENCAP_LEN + ETH_HEADER_LEN;
 
-const IPPROTO_RAW = 255;
-const SOL_SOCKET = 1;
-const SO_SNDBUF = 7;
 const REPLY_SLOTS = 16;
-const REPLY_SLOT_SIZE = 64;
+/** A reply slot: HEADROOM, then a 42-byte ARP reply. */
+const REPLY_SLOT_SIZE = HEADROOM + 64;
+/** recvmmsg landing slots; with UDP GRO one message holds up to 64 KiB of datagrams. */
+const LAND_SLOTS = 64;
+const LAND_SLOT = 65536 + 128;
+/** Output slots with offloads: a coalesced super-frame (64 KiB) behind its headroom. */
+const VNET_OUT_SLOT = 65536 + 256;
+const VNET_OUT_SLOTS = 64;
+/** Staging for segmented super-frames between two sendmmsg calls. */
+const STAGE_BYTES = 512 * 1024;
+/** Most segments of one super-frame; most messages per send socket per sendmmsg. */
+const MAX_SEGS = 1024;
+const MAX_MSGS = 1024;
+/** Largest UDP payload (65535 - 20 - 8), and most datagrams per UDP GSO message (UDP_MAX_SEGMENTS). */
+const UDP_MAX_PAYLOAD = 65507;
+const GSO_MAX_SEGS = 64;
+/** Send sockets (outer source ports); a power of two. */
+const TX_SOCKETS = 4;
 const SRC_PORT_MIN = 49152;
 const IP_PROTO_SCTP = 132;
 const IP_PROTO_UDPLITE = 136;
@@ -213,43 +226,32 @@ export const VXLAN_COUNTERS = [
   "arpSuppressed",
   "txErrors",
   "unknownDst",
+  "segmented",
+  "coalesced",
+  "badOffload",
 ] as const;
 export type VxlanCounter = (typeof VXLAN_COUNTERS)[number];
 
 interface Entry {
-  /** Outer destination, dotted quad (what sendto takes) and as a number (headers). */
-  remote: string;
+  /** Outer destination (IPv4 as a number). */
   remoteAddr: number;
   lastSeen: number;
   isStatic: boolean;
 }
 
-/** What this file uses of raw-socket. */
-interface RawSocket {
-  wrap: {
-    send(buf: Buffer, offset: number, length: number, address: string, cb: (bytes: number) => void): unknown;
-  };
-  setOption(level: number, option: number, value: number): void;
-  close(): unknown;
-  on(event: "error", fn: (e: Error) => void): unknown;
-  removeAllListeners(event?: string): unknown;
-}
-interface RawSocketModule {
-  createSocket(opts: { protocol: number }): RawSocket;
-}
-
-let rawModule: RawSocketModule | null = null;
-function loadRaw(): RawSocketModule {
-  if (rawModule === null) {
-    rawModule = createRequire(import.meta.url)("raw-socket") as RawSocketModule;
-  }
-  return rawModule;
-}
-
-const noop = (): void => {};
 
 // murmur3's 32-bit mixing: cheap, no allocation, and every input bit reaches the low
 // 14 bits that pick the source port.
+function txErrorText(errno: number): string {
+  return errno === 0 ? "send refused" : `sendmmsg: ${errnoName(errno)}`;
+}
+
+/** "ENETUNREACH" for 101, from Node's own table. */
+function errnoName(errno: number): string {
+  for (const [name, v] of Object.entries(osConstants.errno)) if (v === errno) return name;
+  return `errno ${errno}`;
+}
+
 function mix(h: number, k: number): number {
   k = Math.imul(k, 0xcc9e2d51);
   k = (k << 15) | (k >>> 17);
@@ -338,6 +340,9 @@ export class VxlanPort extends Port {
   arpSuppressed = 0;
   txErrors = 0;
   unknownDst = 0;
+  segmented = 0;
+  coalesced = 0;
+  badOffload = 0;
 
   /** The latest refused send, and the latest socket error (bind, receive). */
   lastTxError = "";
@@ -348,26 +353,41 @@ export class VxlanPort extends Port {
   recvBufferGranted = 0;
 
   private readonly localU32: number;
-  private readonly floodStr: string[] = [];
   private readonly floodU32: number[] = [];
   private readonly fdb = new Map<number, Entry>();
   private learnedCount = 0;
   private readonly suppress = new Map<number, number>();
 
-  private udp: dgram.Socket | null = null;
-  private raw: RawSocket | null = null;
+  private rxSock: UdpHandle | null = null;
+  private readonly txSocks: UdpHandle[] = [];
   private poolBuf: Buffer | null = null;
-  private rxBase = 0;
+  /** Receive: landing slots for what recvmmsg returns (a GRO message is up to 64 KiB). */
+  private landBase = 0;
+  private readonly land = {
+    offsets: new Uint32Array(LAND_SLOTS),
+    lengths: new Uint32Array(LAND_SLOTS),
+    addrs: new Uint32Array(LAND_SLOTS),
+    ports: new Uint32Array(LAND_SLOTS),
+    segs: new Uint32Array(LAND_SLOTS),
+  };
+  /** Output slots (this.rx): where inner frames (and coalesced super-frames) go. */
+  private outBase = 0;
+  private outSlots = 0;
+  private outSlotSize = 0;
   private replyBase = 0;
   private stageBase = 0;
-  private pending = 0;
+  private stageEnd = 0;
   private immediate: NodeJS.Immediate | null = null;
   /** Which half of the reply area is filling, and how many replies it holds. */
   private replyHalf = 0;
   private replyCount = 0;
   private readonly replyLengths = new Uint16Array(2 * REPLY_SLOTS);
-  private ident = 1;
   private readyWaiters: Array<{ res: () => void; rej: (e: Error) => void }> = [];
+  /** Messages of one transmit, per send socket. */
+  private readonly tx: TxMessages[] = [];
+  private readonly segLens = new Uint32Array(MAX_SEGS);
+  /** Per frame of the TxQueue chunk being sent: at least one of its messages was taken. */
+  private readonly frameOk: Uint8Array;
 
   constructor(name: string, opts: VxlanPortOptions) {
     super(name, opts.batchSize, opts.slotSize);
@@ -418,10 +438,7 @@ export class VxlanPort extends Port {
     this.mtu = underlayMtu - VXLAN_OVERHEAD;
     this.recvBufferSize = opts.recvBufferSize ?? 4 * 1024 * 1024;
     const addFlood = (a: number): void => {
-      if (!this.floodU32.includes(a)) {
-        this.floodU32.push(a);
-        this.floodStr.push(ipToString(a));
-      }
+      if (!this.floodU32.includes(a)) this.floodU32.push(a);
     };
     for (const r of opts.remotes ?? []) addFlood(ip(r, "remotes"));
     for (const f of opts.fdb ?? []) {
@@ -432,7 +449,7 @@ export class VxlanPort extends Port {
       } else if (!macIsUnicast(m)) {
         throw new Error(`${where}: fdb entry ${f.mac} is a group address`);
       } else {
-        this.fdb.set(m, { remote: ipToString(r), remoteAddr: r, lastSeen: 0, isStatic: true });
+        this.fdb.set(m, { remoteAddr: r, lastSeen: 0, isStatic: true });
       }
     }
     for (const s of opts.arpSuppress ?? []) {
@@ -440,183 +457,236 @@ export class VxlanPort extends Port {
       if (!macIsUnicast(m)) throw new Error(`${where}: arpSuppress ${s.ip}: ${s.mac} is not a unicast MAC`);
       this.suppress.set(ip(s.ip, "arpSuppress ip"), m);
     }
+    for (let k = 0; k < TX_SOCKETS; k++) this.tx.push(new TxMessages());
+    this.frameOk = new Uint8Array(this.txq.capacity);
   }
 
   get isOpen(): boolean {
-    return this.raw !== null;
+    return this.rxSock !== null;
+  }
+
+  /** The port reads and writes virtio-net headers itself (it segments for the underlay). */
+  override get vnetNative(): boolean {
+    return true;
   }
 
   /** Largest inner frame the port receives. */
   get room(): number {
-    return this.slotSize - HEADROOM;
+    return this.outSize() - HEADROOM;
   }
 
-  private get stageBytes(): number {
-    return (this.underlayMtu + 63) & ~63;
+  /** Output slot size: a 64 KiB super-frame with offloads, else slotSize. */
+  private outSize(): number {
+    return this.vnetPool ? Math.max(this.slotSize, VNET_OUT_SLOT) : this.slotSize;
+  }
+
+  private outCount(): number {
+    return this.vnetPool ? Math.min(this.batchSize, VNET_OUT_SLOTS) : this.batchSize;
   }
 
   override rxRegionBytes(): number {
-    return this.batchSize * this.slotSize + 2 * REPLY_SLOTS * REPLY_SLOT_SIZE + this.stageBytes;
+    return LAND_SLOTS * LAND_SLOT + this.outCount() * this.outSize() + 2 * REPLY_SLOTS * REPLY_SLOT_SIZE + STAGE_BYTES;
   }
 
   open(pool: PacketPool, onRx: RxHandler): void {
-    if (this.raw !== null) throw new Error(`vxlan port '${this.name}' is already open`);
-    let mod: RawSocketModule;
-    try {
-      mod = loadRaw();
-    } catch (e) {
-      throw new Error(`vxlan port '${this.name}': cannot load raw-socket: ${(e as Error).message}`);
-    }
-    let raw: RawSocket;
-    try {
-      raw = mod.createSocket({ protocol: IPPROTO_RAW });
-    } catch (e) {
-      throw new Error(
-        `vxlan port '${this.name}': cannot open a raw IP socket (needs CAP_NET_RAW): ${(e as Error).message}`,
-      );
-    }
-    // Errors of the poll handle arrive as an event; without a listener, one would throw.
-    raw.on("error", (e: Error) => {
-      this.lastError = `raw socket: ${e.message}`;
-    });
-    try {
-      raw.setOption(SOL_SOCKET, SO_SNDBUF, 4 * 1024 * 1024);
-    } catch {
-      // A smaller send buffer only means earlier ENOBUFS under load.
-    }
+    if (this.rxSock !== null) throw new Error(`vxlan port '${this.name}' is already open`);
     const base = pool.region(this.rxRegionBytes(), `vxlan port '${this.name}' rx`);
-    this.poolBuf = pool.buf;
-    this.rxBase = base;
-    this.replyBase = base + this.batchSize * this.slotSize;
+    const buf = pool.buf;
+    this.poolBuf = buf;
+    this.landBase = base;
+    this.outBase = base + LAND_SLOTS * LAND_SLOT;
+    this.outSlots = this.outCount();
+    this.outSlotSize = this.outSize();
+    this.replyBase = this.outBase + this.outSlots * this.outSlotSize;
     this.stageBase = this.replyBase + 2 * REPLY_SLOTS * REPLY_SLOT_SIZE;
-    this.pending = 0;
+    this.stageEnd = this.stageBase + STAGE_BYTES;
     this.replyHalf = 0;
     this.replyCount = 0;
-    this.onRx = onRx;
-    this.raw = raw;
     this.listening = false;
     this.lastError = "";
+    const land = this.land;
+    let rx: UdpHandle;
+    try {
+      rx = openUdp({
+        bindAddr: this.localU32,
+        port: this.dstPort,
+        rcvbuf: this.recvBufferSize,
+        gro: true,
+        pool: buf,
+        rxBase: base,
+        slots: LAND_SLOTS,
+        slotSize: LAND_SLOT,
+        offsets: land.offsets,
+        lengths: land.lengths,
+        addrs: land.addrs,
+        ports: land.ports,
+        segs: land.segs,
+        onBatch: this.onLanded,
+      });
+    } catch (e) {
+      // Not fatal for open(): the port exists, ready() reports why it cannot listen
+      // (the node prints it and exits; tests look at lastError).
+      this.lastError = (e as Error).message;
+      this.onRx = onRx;
+      return;
+    }
+    try {
+      // Send sockets: the outer source port is theirs; a flow always takes the same one.
+      for (let k = 0; k < TX_SOCKETS; k++) this.txSocks.push(this.openTxSocket(buf, k));
+    } catch (e) {
+      rx.close();
+      for (const t of this.txSocks) t.close();
+      this.txSocks.length = 0;
+      throw new Error(`vxlan port '${this.name}': cannot open its send sockets: ${(e as Error).message}`);
+    }
+    this.rxSock = rx;
+    this.recvBufferGranted = rx.rcvbuf;
+    this.onRx = onRx;
+    this.listening = true;
+    rx.start();
+  }
 
-    const udp = dgram.createSocket({ type: "udp4", recvBufferSize: this.recvBufferSize });
-    this.udp = udp;
-    udp.on("error", (e: Error) => {
-      this.lastError = e.message;
-      if (!this.listening) {
-        // bind failed: this socket is of no further use.
-        this.rejectWaiters(e);
-        if (this.udp === udp) this.udp = null;
-        try {
-          udp.close();
-        } catch {
-          // already closed
-        }
-      }
-    });
-    udp.on("listening", () => {
-      // A socket closed while its bind was under way is not ours any more.
-      if (this.udp !== udp) return;
-      this.listening = true;
+  /** A send-only socket bound to (localAddr, a port in 49152..65535 picked from k and the VNI). */
+  private openTxSocket(buf: Buffer, k: number): UdpHandle {
+    let lastErr: Error | null = null;
+    for (let attempt = 0; attempt < 64; attempt++) {
+      const port = SRC_PORT_MIN + ((this.vni * 7919 + k * 4099 + attempt * 257) & 0x3fff);
       try {
-        this.recvBufferGranted = udp.getRecvBufferSize();
-      } catch {
-        this.recvBufferGranted = 0;
+        return openUdp({
+          bindAddr: this.localU32,
+          port,
+          sndbuf: 4 * 1024 * 1024,
+          noCheck: !this.udpChecksum,
+          noDf: true,
+          pool: buf,
+          rxBase: 0,
+          slots: 1,
+          slotSize: 1,
+          offsets: this.land.offsets,
+          lengths: this.land.lengths,
+          addrs: this.land.addrs,
+          ports: this.land.ports,
+          segs: this.land.segs,
+        });
+      } catch (e) {
+        lastErr = e as Error;
+        if ((e as { code?: string }).code !== "EADDRINUSE") break;
       }
-      const w = this.readyWaiters;
-      this.readyWaiters = [];
-      for (const x of w) x.res();
-    });
-    udp.on("message", this.onMessage);
-    udp.bind({ address: this.localAddr, port: this.dstPort, exclusive: true });
+    }
+    throw lastErr ?? new Error("no free source port");
   }
 
   /** Resolves when the receive socket is bound; rejects with the bind error. */
   ready(): Promise<void> {
     if (this.listening) return Promise.resolve();
-    if (this.udp === null) {
-      return Promise.reject(new Error(`vxlan port '${this.name}' is not listening: ${this.lastError || "closed"}`));
+    if (this.lastError !== "") {
+      return Promise.reject(new Error(`vxlan port '${this.name}': cannot listen on ${this.localAddr}:${this.dstPort}: ${this.lastError}`));
     }
-    return new Promise((res, rej) => this.readyWaiters.push({ res, rej }));
-  }
-
-  private rejectWaiters(e: Error): void {
-    const w = this.readyWaiters;
-    this.readyWaiters = [];
-    const err = new Error(`vxlan port '${this.name}': cannot listen on ${this.localAddr}:${this.dstPort}: ${e.message}`);
-    for (const x of w) x.rej(err);
+    return Promise.reject(new Error(`vxlan port '${this.name}' is not listening: closed`));
   }
 
   close(): void {
-    const raw = this.raw;
-    const udp = this.udp;
-    this.raw = null;
-    this.udp = null;
+    const rx = this.rxSock;
+    this.rxSock = null;
     this.onRx = null;
     this.listening = false;
     if (this.immediate !== null) {
       clearImmediate(this.immediate);
       this.immediate = null;
     }
-    this.pending = 0;
     this.replyCount = 0;
-    if (udp !== null) {
-      udp.removeListener("message", this.onMessage);
-      try {
-        udp.close();
-      } catch {
-        // not running (bind failed): nothing to close
-      }
-    }
-    if (raw !== null) {
-      try {
-        raw.close();
-      } catch {
-        // best effort
-      }
-    }
-    if (this.readyWaiters.length !== 0) this.rejectWaiters(new Error("port closed"));
+    if (rx !== null) rx.close();
+    for (const t of this.txSocks) t.close();
+    this.txSocks.length = 0;
   }
 
-  private readonly onMessage = (msg: Buffer, rinfo: dgram.RemoteInfo): void => {
-    if (this.udp === null) return;
-    const n = msg.length;
-    if (n < VXLAN_HEADER_LEN || (msg[0] & VXLAN_FLAG_I) === 0) {
-      this.badHeader++;
-      this.rxDrops++;
-      return;
-    }
-    if (((msg[4] << 16) | (msg[5] << 8) | msg[6]) !== this.vni) {
-      this.vniMismatch++;
-      this.rxDrops++;
-      return;
-    }
-    const inner = n - VXLAN_HEADER_LEN;
-    if (inner < ETH_HEADER_LEN) {
-      this.runt++;
-      this.rxDrops++;
-      return;
-    }
-    if (inner > this.slotSize - HEADROOM) {
-      this.rxTooBig++;
-      this.rxDrops++;
-      return;
-    }
+  /**
+   * One recvmmsg's worth of messages: each is one VXLAN datagram, or with UDP GRO
+   * several of one flow back to back (segs = their size). Every datagram's header is
+   * checked; a message whose datagrams all pass goes to groCoalesce whole (TCP
+   * segments of one flow become one super-frame when the node has offloads), else its
+   * good datagrams one by one. The frames go to the engine in batches of the output
+   * slots.
+   */
+  private readonly onLanded = (count: number): void => {
+    if (this.rxSock === null) return;
     const pool = this.poolBuf as Buffer;
-    const k = this.pending;
-    const dst = this.rxBase + k * this.slotSize + HEADROOM;
-    msg.copy(pool, dst - VXLAN_HEADER_LEN);
-    this.decapsulated++;
-    if (this.learning) this.learn(pool, dst, rinfo.address);
-    this.rx.offsets[k] = dst;
-    this.rx.lengths[k] = inner;
-    this.pending = k + 1;
-    if (k + 1 === this.batchSize) {
-      this.deliver();
-    } else if (this.immediate === null) {
-      this.immediate = setImmediate(this.onImmediate);
+    const land = this.land;
+    const rx = this.rx;
+    const room = this.outSlotSize - HEADROOM;
+    const vni = this.vni;
+    let out = 0;
+    for (let i = 0; i < count; i++) {
+      const off = land.offsets[i];
+      const len = land.lengths[i];
+      const seg = land.segs[i] !== 0 && land.segs[i] < len ? land.segs[i] : len;
+      const from = land.addrs[i];
+      // Check every datagram of the message.
+      let good = 0;
+      let n = 0;
+      if (len === 0) {
+        // An empty datagram: no header at all.
+        this.badHeader++;
+        this.rxDrops++;
+        continue;
+      }
+      for (let p = 0; p < len; p += seg, n++) {
+        const dl = Math.min(seg, len - p);
+        const d = off + p;
+        if (dl < VXLAN_HEADER_LEN || (pool[d] & VXLAN_FLAG_I) === 0) this.badHeader++;
+        else if (((pool[d + 4] << 16) | (pool[d + 5] << 8) | pool[d + 6]) !== vni) this.vniMismatch++;
+        else if (dl - VXLAN_HEADER_LEN < ETH_HEADER_LEN) this.runt++;
+        else if (dl - VXLAN_HEADER_LEN > room) this.rxTooBig++;
+        else {
+          good++;
+          continue;
+        }
+        pool[d] = 0; // marks the datagram bad for the loop below
+      }
+      this.rxDrops += n - good;
+      this.decapsulated += good;
+      if (good === 0) continue;
+      if (good === n) {
+        if (out + n > this.outSlots) {
+          this.deliverOut(out);
+          out = 0;
+        }
+        const before = out;
+        out = groCoalesce(pool, off, len, seg, VXLAN_HEADER_LEN, pool, this.outBase, this.outSlotSize, HEADROOM, this.outSlots, rx.offsets, rx.lengths, out);
+        if (out < 0) {
+          // Cannot happen (room was made above); count rather than throw.
+          this.rxDrops += n;
+          out = before;
+          continue;
+        }
+        this.coalesced += n - (out - before);
+        if (this.learning) for (let j = before; j < out; j++) this.learn(pool, rx.offsets[j], from);
+        continue;
+      }
+      for (let p = 0; p < len; p += seg) {
+        const d = off + p;
+        if (pool[d] === 0) continue;
+        const dl = Math.min(seg, len - p);
+        if (out === this.outSlots) {
+          this.deliverOut(out);
+          out = 0;
+        }
+        const r = groCoalesce(pool, d, dl, dl, VXLAN_HEADER_LEN, pool, this.outBase, this.outSlotSize, HEADROOM, this.outSlots, rx.offsets, rx.lengths, out);
+        if (r <= out) continue;
+        if (this.learning) this.learn(pool, rx.offsets[out], from);
+        out = r;
+      }
     }
+    if (out !== 0) this.deliverOut(out);
   };
 
-  private learn(pool: Buffer, frame: number, from: string): void {
+  private deliverOut(count: number): void {
+    const rx = this.rx;
+    rx.count = count;
+    this.deliverBatch(this.poolBuf as Buffer, rx);
+  }
+
+  private learn(pool: Buffer, frame: number, from: number): void {
     const src = readMac(pool, frame + 6);
     // A group or zero source is not a station (IEEE 802.1Q 8.7: never learned).
     if (src === 0 || (pool[frame + 6] & 1) === 1) return;
@@ -624,13 +694,12 @@ export class VxlanPort extends Port {
     const now = performance.now();
     if (e !== undefined) {
       if (e.isStatic) return;
-      if (e.remote === from) {
+      if (e.remoteAddr === from) {
         e.lastSeen = now;
         return;
       }
       // Moved, or aged out and back: re-point it.
-      e.remote = from;
-      e.remoteAddr = parseIp(from);
+      e.remoteAddr = from;
       e.lastSeen = now;
       this.learned++;
       return;
@@ -639,37 +708,28 @@ export class VxlanPort extends Port {
       this.learnLimit++;
       return;
     }
-    this.fdb.set(src, { remote: from, remoteAddr: parseIp(from), lastSeen: now, isStatic: false });
+    this.fdb.set(src, { remoteAddr: from, lastSeen: now, isStatic: false });
     this.learnedCount++;
     this.learned++;
   }
 
   private readonly onImmediate = (): void => {
     this.immediate = null;
-    // Replies made during the passes below go to the other half, for the next turn.
+    // Replies made during the pass below go to the other half, for the next turn.
     const r = this.replyCount;
     const half = this.replyHalf;
-    if (r !== 0) {
-      this.replyHalf = half ^ 1;
-      this.replyCount = 0;
-    }
-    this.deliver();
     if (r === 0 || this.onRx === null) return;
+    this.replyHalf = half ^ 1;
+    this.replyCount = 0;
     const rx = this.rx;
     const first = half * REPLY_SLOTS;
     for (let i = 0; i < r; i++) {
-      rx.offsets[i] = this.replyBase + (first + i) * REPLY_SLOT_SIZE;
+      rx.offsets[i] = this.replyBase + (first + i) * REPLY_SLOT_SIZE + HEADROOM;
       rx.lengths[i] = this.replyLengths[first + i];
     }
     rx.count = r;
     this.deliverBatch(this.poolBuf as Buffer, rx);
   };
-
-  private deliver(): void {
-    this.rx.count = this.pending;
-    this.pending = 0;
-    this.deliverBatch(this.poolBuf as Buffer, this.rx);
-  }
 
   /** FDB lookup with lazy ageing. */
   private lookup(mac: number, now: number): Entry | undefined {
@@ -699,8 +759,9 @@ export class VxlanPort extends Port {
     if (mac === undefined) return false;
     if (this.replyCount === REPLY_SLOTS) return false;
     const slot = this.replyHalf * REPLY_SLOTS + this.replyCount;
-    const r = this.replyBase + slot * REPLY_SLOT_SIZE;
+    const r = this.replyBase + slot * REPLY_SLOT_SIZE + HEADROOM;
     const sha = arpGetSha(pool, arp);
+    pool.fill(0, r - VNET_HDR_LEN, r);
     writeMac(pool, r, sha);
     writeMac(pool, r + 6, mac);
     writeU16(pool, r + 12, ETHERTYPE_ARP);
@@ -712,11 +773,19 @@ export class VxlanPort extends Port {
     return true;
   }
 
+  /**
+   * Encapsulates q and sends it with one sendmmsg per send socket. A plain frame gets
+   * its VXLAN header written in the headroom in front of it (no copy); a TSO
+   * super-frame (offloads) is cut by gsoSegment into the staging area, each segment
+   * behind its own VXLAN header, and leaves as one UDP GSO message (UDP_SEGMENT): the
+   * kernel makes the datagrams. A partial checksum is completed first. One message per
+   * remote: a flooded frame is one message to each.
+   */
   protected transmit(pool: Buffer, q: TxQueue): number {
     const n = q.count;
     const offsets = q.offsets;
     const lengths = q.lengths;
-    if (this.raw === null) {
+    if (this.rxSock === null) {
       for (let i = 0; i < n; i++) lengths[i] = 0;
       this.txErrors += n;
       this.lastTxError = "port is closed";
@@ -725,99 +794,151 @@ export class VxlanPort extends Port {
     const now = performance.now();
     const maxLen = this.mtu + ETH_HEADER_LEN;
     const suppressing = this.suppress.size !== 0;
-    const flood = this.floodStr;
+    const flood = this.floodU32;
+    const vnet = this.vnetPool;
+    const frameOk = this.frameOk;
+    let stage = this.stageBase;
     let sent = 0;
+    let first = 0; // frames [first, i) have messages queued
     for (let i = 0; i < n; i++) {
       const off = offsets[i];
       const len = lengths[i];
+      lengths[i] = 0;
+      frameOk[i - first] = 0;
       if (len < ETH_HEADER_LEN) {
         this.runt++;
-        lengths[i] = 0;
-        continue;
-      }
-      if (len > maxLen) {
-        this.tooBig++;
-        lengths[i] = 0;
         continue;
       }
       if (suppressing && readU16(pool, off + 12) === ETHERTYPE_ARP && this.suppressArp(pool, off, len)) {
-        sent++;
+        lengths[i] = len;
+        frameOk[i - first] = 1;
         continue;
       }
       const e = this.lookup(readMac(pool, off), now);
-      let ok = 0;
-      if (e !== undefined) {
-        const sum = this.stage(pool, off, len);
-        ok = this.sendTo(pool, len, sum, e.remote, e.remoteAddr);
-      } else if (flood.length !== 0) {
-        const sum = this.stage(pool, off, len);
-        const addrs = this.floodU32;
-        for (let j = 0; j < flood.length; j++) ok += this.sendTo(pool, len, sum, flood[j], addrs[j]);
-        this.flooded++;
-      } else {
-        this.unknownDst++;
-        lengths[i] = 0;
-        continue;
+      let remotes = 1;
+      if (e === undefined) {
+        if (flood.length === 0) {
+          this.unknownDst++;
+          continue;
+        }
+        remotes = flood.length;
       }
-      if (ok !== 0) sent++;
-      else lengths[i] = 0;
+      const h = off - VNET_HDR_LEN;
+      const gso = vnet && pool[h + 1] !== 0;
+      let msgOff: number;
+      let msgLen: number;
+      let seg = 0;
+      let k = 1;
+      if (gso) {
+        // Segment size on the wire: header bytes + gso_size must fit the overlay MTU.
+        if (pool.readUInt16LE(h + 2) + pool.readUInt16LE(h + 4) > maxLen) {
+          this.tooBig++;
+          continue;
+        }
+        const prefix = VXLAN_HEADER_LEN;
+        k = gsoSegment(pool, off, len, pool, stage, this.stageEnd, prefix, this.segLens);
+        if (k === -2) {
+          this.sendQueued(pool, lengths, first, i);
+          for (let j = first; j < i; j++) if (frameOk[j - first] !== 0) sent++;
+          first = i;
+          frameOk[0] = 0;
+          stage = this.stageBase;
+          k = gsoSegment(pool, off, len, pool, stage, this.stageEnd, prefix, this.segLens);
+        }
+        if (k <= 0 || this.segLens[0] > maxLen) {
+          this.badOffload++;
+          continue;
+        }
+        const stride = prefix + this.segLens[0];
+        for (let j = 0; j < k; j++) this.writeVxlanHeader(pool, stage + j * stride);
+        msgOff = stage;
+        msgLen = (k - 1) * stride + prefix + this.segLens[k - 1];
+        seg = k > 1 ? stride : 0;
+        stage += (msgLen + 63) & ~63;
+        this.segmented++;
+      } else {
+        if (len > maxLen) {
+          this.tooBig++;
+          continue;
+        }
+        if (vnet && (pool[h] & 1) !== 0 && csumComplete(pool, off, len) < 0) {
+          this.badOffload++;
+          continue;
+        }
+        msgOff = off - VXLAN_HEADER_LEN;
+        msgLen = len + VXLAN_HEADER_LEN;
+        this.writeVxlanHeader(pool, msgOff);
+      }
+      const sock = vxlanSourcePort(pool, off, len) & (TX_SOCKETS - 1);
+      const m = this.tx[sock];
+      // A UDP GSO message holds at most 64 KiB of payload (and UDP_MAX_SEGMENTS
+      // datagrams): a super-frame's train may take several. Without UDP checksums the
+      // kernel refuses UDP GSO: one message per segment then.
+      const per = seg === 0 ? 1 : !this.udpChecksum ? 1 : Math.min(GSO_MAX_SEGS, Math.floor(UDP_MAX_PAYLOAD / seg));
+      const chunks = seg === 0 ? 1 : Math.ceil(k / per);
+      if (m.count + remotes * chunks > MAX_MSGS) {
+        this.sendQueued(pool, lengths, first, i);
+        for (let j = first; j < i; j++) if (frameOk[j - first] !== 0) sent++;
+        first = i;
+        frameOk[0] = 0;
+      }
+      for (let r = 0; r < remotes; r++) {
+        const addr = e !== undefined ? e.remoteAddr : flood[r];
+        if (seg === 0) {
+          m.add(msgOff, msgLen, addr, 0, i, 1);
+          continue;
+        }
+        for (let j = 0; j < k; j += per) {
+          const c = Math.min(per, k - j);
+          const cOff = msgOff + j * seg;
+          const cLen = j + c === k ? msgLen - j * seg : c * seg;
+          m.add(cOff, cLen, addr, c > 1 ? seg : 0, i, c);
+        }
+      }
+      if (e === undefined) this.flooded++;
+      lengths[i] = len; // provisional: sendQueued zeroes it again if nothing was taken
     }
+    this.sendQueued(pool, lengths, first, n);
+    for (let j = first; j < n; j++) if (frameOk[j - first] !== 0) sent++;
     return sent;
   }
 
-  /**
-   * Writes everything of the outer packet that does not depend on the remote into the
-   * staging area: UDP header, VXLAN header, the frame. Returns the sum of UDP header
-   * (checksum 0), VXLAN header and frame, for sendTo (0 when checksums are off).
-   */
-  private stage(pool: Buffer, off: number, len: number): number {
-    const s = this.stageBase;
-    const udp = s + IPV4_HEADER_LEN;
-    const vx = udp + UDP_HEADER_LEN;
-    pool.copyWithin(vx + VXLAN_HEADER_LEN, off, off + len);
-    pool[vx] = VXLAN_FLAG_I;
-    pool[vx + 1] = 0;
-    pool[vx + 2] = 0;
-    pool[vx + 3] = 0;
-    writeU32(pool, vx + 4, this.vni << 8);
-    writeU16(pool, udp, vxlanSourcePort(pool, off, len));
-    writeU16(pool, udp + 2, this.dstPort);
-    writeU16(pool, udp + 4, UDP_HEADER_LEN + VXLAN_HEADER_LEN + len);
-    writeU16(pool, udp + 6, 0);
-    return this.udpChecksum ? checksumSum(pool, udp, UDP_HEADER_LEN + VXLAN_HEADER_LEN + len) : 0;
+  /** VXLAN header (RFC 7348 section 5): flags I, VNI. */
+  private writeVxlanHeader(pool: Buffer, at: number): void {
+    pool[at] = VXLAN_FLAG_I;
+    pool[at + 1] = 0;
+    pool[at + 2] = 0;
+    pool[at + 3] = 0;
+    writeU32(pool, at + 4, this.vni << 8);
   }
 
-  /** Completes the staged packet for one remote and sends it; returns 1 when the kernel took it. */
-  private sendTo(pool: Buffer, len: number, sum: number, remote: string, remoteAddr: number): number {
-    const s = this.stageBase;
-    const total = VXLAN_ENCAP_LEN + len;
-    pool[s] = 0x45;
-    pool[s + 1] = 0;
-    writeU16(pool, s + 2, total);
-    writeU16(pool, s + 4, this.ident);
-    this.ident = (this.ident + 1) & 0xffff;
-    writeU16(pool, s + 6, 0);
-    pool[s + 8] = 64;
-    pool[s + 9] = IP_PROTO_UDP;
-    writeU32(pool, s + 12, this.localU32);
-    writeU32(pool, s + 16, remoteAddr);
-    ipv4FillChecksum(pool, s);
-    if (this.udpChecksum) {
-      const udpLen = total - IPV4_HEADER_LEN;
-      const c = ~checksumFold(sum + pseudoHeaderSum(this.localU32, remoteAddr, IP_PROTO_UDP, udpLen)) & 0xffff;
-      writeU16(pool, s + IPV4_HEADER_LEN + 6, c === 0 ? 0xffff : c);
-    } else {
-      writeU16(pool, s + IPV4_HEADER_LEN + 6, 0);
+  /**
+   * Sends the messages queued for frames [first, end) and marks in frameOk which
+   * frames had at least one message taken; lengths of the others are zeroed.
+   */
+  private sendQueued(pool: Buffer, lengths: Uint32Array, first: number, end: number): void {
+    const frameOk = this.frameOk;
+    for (let k = 0; k < TX_SOCKETS; k++) {
+      const m = this.tx[k];
+      const c = m.count;
+      if (c === 0) continue;
+      this.txSocks[k].send(pool, m.offsets, m.lengths, m.addrs, this.dstPort, m.segs, c);
+      let failed = 0;
+      for (let j = 0; j < c; j++) {
+        if (m.lengths[j] !== 0) {
+          frameOk[m.frame[j] - first] = 1;
+          this.encapsulated += m.datagrams[j];
+        } else {
+          failed++;
+        }
+      }
+      m.count = 0;
+      if (failed !== 0) {
+        this.txErrors += failed;
+        this.lastTxError = txErrorText(this.txSocks[k].stats().lastTxErrno);
+      }
     }
-    try {
-      (this.raw as RawSocket).wrap.send(pool, s, total, remote, noop);
-      this.encapsulated++;
-      return 1;
-    } catch (e) {
-      this.txErrors++;
-      this.lastTxError = e instanceof Error ? e.message : String(e);
-      return 0;
-    }
+    for (let i = first; i < end; i++) if (frameOk[i - first] === 0) lengths[i] = 0;
   }
 
   info(): { mac: number; mtu: number; ifname: string } {
@@ -836,7 +957,7 @@ export class VxlanPort extends Port {
       }
       out.push({
         mac: macToString(mac),
-        remote: e.remote,
+        remote: ipToString(e.remoteAddr),
         static: e.isStatic,
         age: e.isStatic ? null : Math.max(0, Math.round((now - e.lastSeen) / 100) / 10),
       });
@@ -850,7 +971,8 @@ export class VxlanPort extends Port {
       vni: this.vni,
       local: this.localAddr,
       dstPort: this.dstPort,
-      remotes: [...this.floodStr],
+      remotes: this.floodU32.map(ipToString),
+      sourcePorts: this.txSocks.map((t) => t.port),
       mtu: this.mtu,
       learning: this.learning,
     };
@@ -860,5 +982,29 @@ export class VxlanPort extends Port {
     const out = {} as Record<VxlanCounter, number>;
     for (const k of VXLAN_COUNTERS) out[k] = this[k];
     return out;
+  }
+}
+
+/** The messages of one transmit for one send socket (sendmmsg arguments). */
+class TxMessages {
+  count = 0;
+  readonly offsets = new Uint32Array(MAX_MSGS);
+  readonly lengths = new Uint32Array(MAX_MSGS);
+  readonly addrs = new Uint32Array(MAX_MSGS);
+  readonly segs = new Uint32Array(MAX_MSGS);
+  /** Index in the TxQueue of the frame the message carries. */
+  readonly frame = new Uint32Array(MAX_MSGS);
+  /** Datagrams the message becomes (its segments). */
+  readonly datagrams = new Uint32Array(MAX_MSGS);
+
+  add(off: number, len: number, addr: number, seg: number, frame: number, datagrams: number): void {
+    const c = this.count;
+    this.offsets[c] = off;
+    this.lengths[c] = len;
+    this.addrs[c] = addr;
+    this.segs[c] = seg;
+    this.frame[c] = frame;
+    this.datagrams[c] = datagrams;
+    this.count = c + 1;
   }
 }

@@ -47,7 +47,7 @@ export interface NodeConfig {
   node: string;
   controlSocket: string;
   ports: NodePortConfig[];
-  /** TAP ports with virtio-net headers and offloads (a pure-TAP switch node). */
+  /** TAP ports with virtio-net headers and offloads; other ports segment super-frames in software. */
   offload?: boolean;
   switch: {
     ageingTime: number;

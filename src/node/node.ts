@@ -34,6 +34,7 @@ export class TapnetNode {
 
   constructor(readonly config: NodeConfig) {
     const rc = config.router;
+    this.engine.vnet = config.offload === true;
     for (const pc of config.ports) {
       this.engine.addPort(this.makePort(pc, rc));
       this.modes[pc.name] = pc.vlan;
