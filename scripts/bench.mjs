@@ -29,26 +29,45 @@
 //           and the FIB with 1 M routes vs a Map per prefix length (scripts/bench-fib.mjs):
 //           build time, lookups/s, bytes per entry (JS heap and RSS growth)
 //
-// Metrics, per implementation and repetition: iperf3 TCP throughput (-t DURATION -J, one
-// stream); small-packet rate (iperf3 -u -b 0 -l 64: 64-byte UDP payloads at the sender's
-// maximum rate; packets/s received and the loss); RTT p50 and p99 over `ping -c 1000
-// -i 0.002` per-reply times (for nat: a UDP echo through the VIP, 1000 at the same
-// interval, as a VIP does not answer ping). For processes that forward (tapnet's nodes,
-// the C relay): CPU seconds (utime+stime from /proc/PID/stat, node PIDs from
-// /run/tapnet/LAB/state.json) per million frames they sent during the 64-byte test
-// (tapnet: the nodes' device-port counters, `tapnet show ports --json`; relay: its TAPs' kernel
-// counters), and their peak RSS (VmHWM) at the end of the scenario. With --repeat N the
-// lab comes up once per implementation and the measurements run N times inside it; the
-// table shows medians, the JSON keeps every sample. Ratios are of medians, tapnet /
-// reference: above 1 is better for TCP and kpps, worse for RTT and CPU.
+// Metrics, per implementation and repetition: iperf3 TCP throughput (-t DURATION -J,
+// one stream); 64-byte frames/s forwarded under a flood: trafgen (Debian: netsniff-ng),
+// in the client's namespace, one process (pinned by trafgen to CPU 0), TX_RING with the
+// qdisc bypassed, no gap, sends 60-byte frames (64 on the wire with the FCS: Ethernet,
+// IPv4 with TTL 64 and a correct header checksum, UDP with checksum 0 and 18 bytes of
+// zeros) from the client's address to the server's (nat: to the VIP) on UDP port 5201,
+// where nothing listens for UDP (nat: the DNAT'd service port), so the receiving stack
+// drops them right after the socket lookup. The destination MAC is the next hop's from
+// the client's neighbour table (the gateway's on routed paths, the server's on switched
+// ones). The source port cycles over 8 values, so NAT and conntrack see a few flows,
+// not one; nothing here spreads flows over cores (one forwarding process, veths without
+// RPS), so more would change nothing else. trafgen runs DURATION s after a 0.5 s
+// warm-up and is then stopped with SIGINT by PID; over the DURATION window, kpps = the
+// server interface's rx_packets delta / window, sent = the client interface's
+// tx_packets delta, loss = sent not received. A frame the client's interface refuses
+// (full TAP queue, full veth backlog) counts as its tx_dropped but the packet socket
+// sends it again: reported as `refusedKps` (attempts/s, in the JSON), not as loss. On
+// the kernel paths the whole path runs in softirq on the sender's core, so sender and
+// path share one core there; a TAP path's forwarder (and the receiving stack, which
+// runs in its write()) has the other. RTT p50 and p99 over `ping -c 1000 -i 0.002`
+// per-reply times (for nat: a UDP echo through the VIP, 1000 at the same interval, as a
+// VIP does not answer ping). For processes that forward (tapnet's nodes, the C relay):
+// CPU seconds (utime+stime from /proc/PID/stat, node PIDs from
+// /run/tapnet/LAB/state.json) per million frames they sent during the 64-byte flood,
+// read before trafgen starts and after it stops (tapnet: the nodes' device-port
+// counters, `tapnet show ports --json`; relay: its TAPs' kernel counters), and their
+// peak RSS (VmHWM) at the end of the scenario. With --repeat N the lab comes up once
+// per implementation and the measurements run N times inside it; the table shows
+// medians, the JSON keeps every sample. Ratios are of medians, tapnet / reference:
+// above 1 is better for TCP and kpps, worse for RTT and CPU.
 //
-// Options: [scenario…] (default: the network ones), --duration S (default 5), --repeat N
-// (default 1; use 3 for numbers worth quoting), --pings N (default 1000), --json FILE,
-// --markdown [FILE] (the table as markdown, on stdout or into FILE), --svg FILE (a bar
-// chart of the ratios), --table-size N (tables: MACs and routes, default 1000000),
-// --cleanup. Progress goes to stderr, the table to stdout. Needs root, a built tree (npm
-// run build), iperf3, ping and gcc. Every namespace and process it makes is removed on
-// exit, on failure and on Ctrl-C; processes are stopped by the PIDs it started.
+// Options: [scenario…] (default: the network ones), --duration S (default 5), --repeat
+// N (default 1; use 3 for numbers worth quoting), --pings N (default 1000), --json
+// FILE, --markdown [FILE] (the table as markdown, on stdout or into FILE), --svg FILE
+// (a bar chart of the ratios), --table-size N (tables: MACs and routes, default
+// 1000000), --cleanup. Progress goes to stderr, the table to stdout. Needs root, a
+// built tree (npm run build), iperf3, trafgen (netsniff-ng), ping and gcc. Every
+// namespace and process it makes is removed on exit, on failure and on Ctrl-C;
+// processes are stopped by the PIDs it started.
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -79,6 +98,7 @@ function usage(code) {
       `                              [--json FILE] [--markdown [FILE]] [--svg FILE] [--table-size N] [--cleanup]\n` +
       `  default: every network scenario (${SCENARIOS.join(" ")}), --duration 5 --repeat 1 --pings 1000;\n` +
       `  'tables' (FDB and FIB with --table-size entries, default 1000000) runs only when named.\n` +
+      `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n`,
   );
   process.exit(code);
@@ -548,15 +568,149 @@ async function iperf(ns, dst, extra) {
   return j;
 }
 
+// ---------------------------------------------------------------- the 64-byte flood
+
+/** Source ports of the flood: 40000..40000+FLOOD_FLOWS-1, in turn (trafgen's dinc). */
+const FLOOD_FLOWS = 8;
+/** From trafgen's start to the counting window: its ring fills, the path settles. */
+const FLOOD_WARMUP_MS = 500;
+
+/** Kernel counters of an interface (stats64) and when they were read (performance.now() ms, mid-read). */
+function linkStats(ns, ifname) {
+  const t0 = performance.now();
+  const j = JSON.parse(sh(["ip", "-n", ns, "-s", "-j", "link", "show", "dev", ifname]));
+  const t1 = performance.now();
+  const st = j[0].stats64;
+  return { at: (t0 + t1) / 2, txPackets: st.tx.packets, txDropped: st.tx.dropped, rxPackets: st.rx.packets, rxDropped: st.rx.dropped };
+}
+
+/**
+ * What a frame from `client` to `dst` must carry to be forwarded as the client's own
+ * stack would send it: the route's device and source address, the next hop's MAC (the
+ * gateway's on a routed path, the server's on a switched one: read from the client's
+ * neighbour table, filled by the RTT and TCP tests before), and the server's interface
+ * the frames arrive on (its route back to the client's address).
+ */
+async function floodPath(client, server, dst) {
+  const rt = JSON.parse(sh(["ip", "-n", client, "-j", "route", "get", dst]))[0];
+  if (!rt?.dev || !rt.prefsrc) throw new Error(`flood: no route from ${client} to ${dst}`);
+  const nextHop = rt.gateway ?? dst;
+  const lladdr = () => JSON.parse(sh(["ip", "-n", client, "-j", "neigh", "show", "to", nextHop, "dev", rt.dev]))[0]?.lladdr ?? null;
+  let dstMac = lladdr();
+  if (!dstMac) {
+    // Aged out: one ping to the next hop (a gateway answers, an on-link server too) resolves it.
+    await runAsync(["ip", "netns", "exec", client, "ping", "-n", "-q", "-c", "1", "-W", "1", nextHop], 5);
+    dstMac = lladdr();
+  }
+  if (!dstMac) throw new Error(`flood: no MAC for ${nextHop} on ${rt.dev} in ${client}`);
+  const srcMac = JSON.parse(sh(["ip", "-n", client, "-j", "link", "show", "dev", rt.dev]))[0].address;
+  const back = JSON.parse(sh(["ip", "-n", server, "-j", "route", "get", rt.prefsrc]))[0];
+  if (!back?.dev) throw new Error(`flood: no route from ${server} back to ${rt.prefsrc}`);
+  return { dev: rt.dev, srcMac, dstMac, srcAddr: rt.prefsrc, dstAddr: dst, nextHop, serverDev: back.dev };
+}
+
+/**
+ * A trafgen packet: 60 bytes (a 64-byte Ethernet frame with the FCS): Ethernet, IPv4
+ * (20 bytes, TTL 64, no DF, header checksum by trafgen), UDP to `dport` with checksum 0
+ * (none, RFC 768) and 18 bytes of zeros. The source port cycles over FLOOD_FLOWS values
+ * (dinc on its low byte), so a NAT or conntrack sees a few flows, not one.
+ */
+function trafgenConfig(p, dport) {
+  const mac = (m) => m.split(":").map((b) => `0x${b}`).join(", ");
+  const ip = (a) => a.split(".").join(", ");
+  return `/* tapnet bench: ${p.srcAddr} -> ${p.dstAddr}:${dport} via ${p.nextHop} (${p.dstMac}) */
+{
+  ${mac(p.dstMac)}, ${mac(p.srcMac)}, c16(0x0800),
+  0x45, 0x00, c16(46), c16(0), c16(0), 64, 17, csumip(14, 33),
+  ${ip(p.srcAddr)}, ${ip(p.dstAddr)},
+  0x9c, dinc(0x40, ${0x40 + FLOOD_FLOWS - 1}), c16(${dport}), c16(26), c16(0),
+  fill(0x00, 18)
+}
+`;
+}
+
+/**
+ * The 64-byte test: trafgen floods the path from the client's namespace at full speed
+ * (TX_RING, qdisc bypassed, one process, which trafgen pins to CPU 0) for
+ * FLOOD_WARMUP_MS + opts.duration s, then is stopped by SIGINT to its PID's group.
+ * Counted over the opts.duration window in the middle: sent = the client interface's
+ * tx_packets delta, received = the server interface's rx_packets delta. A frame the first
+ * hop refuses (a TAP whose queue is full, a veth whose peer's backlog is full) counts as
+ * tx_dropped, but the packet socket puts it back in its ring and sends it again: that is
+ * backpressure, not loss, so tx_dropped is kept as `refused` (attempts) and loss is what
+ * the first hop took and the server's interface never got. UDP to IPERF_PORT, where
+ * nothing listens for UDP (the iperf3 server has its TCP listener only; the NAT services
+ * DNAT it): the receiving stack drops each frame after the socket lookup (port
+ * unreachables are rate-limited). `probe` is read before trafgen starts and after it
+ * stops: the forwarders idle outside, and every frame of the run is in both counts.
+ */
+async function flood(client, server, dst, probe) {
+  const p = await floodPath(client, server, dst);
+  const cfg = path.join(tmpDir(), `flood-${client}.cfg`);
+  fs.writeFileSync(cfg, trafgenConfig(p, IPERF_PORT));
+  const before = probe ? await probe.read("before") : null;
+  // --no-sock-mem: trafgen would otherwise raise the machine-wide net.core.[rw]mem_*
+  // for the run; --notouch-irq: leave IRQ affinities alone. `timeout` is the safety net
+  // (a TAP without a reader can make trafgen ignore SIGINT).
+  const argv = ["timeout", "-k", "3", "-s", "INT", String(opts.duration + 20), "ip", "netns", "exec", client,
+    "trafgen", "--dev", p.dev, "--conf", cfg, "--cpus", "1", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats"];
+  const tg = startDaemon(argv, `trafgen in ${client}`);
+  const exited = new Promise((resolve) => tg.child.on("close", (code, signal) => resolve({ code, signal })));
+  let a;
+  let b;
+  try {
+    await waitFor(`trafgen in ${client} to start`, () => tg.output().includes("Running!") || !alive(tg.pid), 10_000, 20);
+    if (!tg.output().includes("Running!")) throw new Error(`trafgen did not start: ${tg.output().trim().split("\n").slice(-3).join(" ")}`);
+    await sleep(FLOOD_WARMUP_MS);
+    a = { c: linkStats(client, p.dev), s: linkStats(server, p.serverDev) };
+    await sleep(opts.duration * 1000);
+    b = { c: linkStats(client, p.dev), s: linkStats(server, p.serverDev) };
+  } finally {
+    try {
+      process.kill(-tg.pid, "SIGINT");
+    } catch {
+      // gone
+    }
+    if ((await Promise.race([exited, sleep(5000).then(() => null)])) === null) stopProc(tg.pid);
+  }
+  const after = probe ? await probe.read("after") : null;
+  const out = tg.output();
+  const m = /(\d+) packets outgoing/.exec(out);
+  const sent = b.c.txPackets - a.c.txPackets;
+  const refused = b.c.txDropped - a.c.txDropped;
+  const received = b.s.rxPackets - a.s.rxPackets;
+  if (sent <= 0) throw new Error(`trafgen in ${client} sent nothing on ${p.dev}: ${out.trim().split("\n").slice(-3).join(" ")}`);
+  const clientS = (b.c.at - a.c.at) / 1000;
+  return {
+    kpps: received / ((b.s.at - a.s.at) / 1000) / 1000,
+    sentKpps: sent / clientS / 1000,
+    refusedKps: refused / clientS / 1000,
+    // Frames in flight at the window's edges can make it a hair negative: 0.
+    lossPercent: Math.max(0, 100 * (1 - received / sent)),
+    before,
+    after,
+    detail: {
+      method: `trafgen, ${p.dev} ${p.srcAddr} -> ${p.dstAddr}:${IPERF_PORT} via ${p.dstMac}, counted at ${server}/${p.serverDev}`,
+      windowS: (b.s.at - a.s.at) / 1000,
+      sent,
+      refused,
+      received,
+      serverRxDropped: b.s.rxDropped - a.s.rxDropped,
+      // Frames trafgen put in its ring over the whole run (warm-up and stop included).
+      trafgenSent: m ? Number(m[1]) : null,
+    },
+  };
+}
+
 /** The per-repetition numbers kept as samples, and their medians on the result. */
-const SAMPLED = ["tcpGbps", "tcpRetransmits", "kpps", "sentKpps", "lossPercent", "rttP50Us", "rttP99Us", "rttMeanUs", "rttLost", "cpuSPerMFrames", "cpuS", "framesSent"];
+const SAMPLED = ["tcpGbps", "tcpRetransmits", "kpps", "sentKpps", "refusedKps", "lossPercent", "rttP50Us", "rttP99Us", "rttMeanUs", "rttLost", "cpuSPerMFrames", "cpuS", "framesSent"];
 
 /**
  * The measurements between `client` and `dst` (the iperf3 server runs in `server`),
- * opts.repeat times on the same path: RTT (1000 pings), TCP, 64-byte UDP. `rtt`
- * overrides how the RTT is measured (nat). `probe` (processes that forward: tapnet's
- * nodes, the C relay) is read around each UDP test — { read(): {cpuS, frames, …} } —
- * and for the peak RSS at the end — { peakRss(): {kib, perProcess} }.
+ * opts.repeat times on the same path: RTT (1000 pings), TCP, a flood of 64-byte frames
+ * (flood()). `rtt` overrides how the RTT is measured (nat). `probe` (processes that
+ * forward: tapnet's nodes, the C relay) is read around each flood — { read(): {cpuS,
+ * frames, …} } — and for the peak RSS at the end — { peakRss(): {kib, perProcess} }.
  */
 async function measure({ client, server, dst, rtt, probe }) {
   const samples = Object.fromEntries(SAMPLED.map((k) => [k, []]));
@@ -572,18 +726,14 @@ async function measure({ client, server, dst, rtt, probe }) {
       method = rt.method;
       const tcp = await iperf(client, dst, []);
       await sleep(300);
-      const before = probe ? await probe.read("before") : null;
-      const udp = await iperf(client, dst, ["-u", "-b", "0", "-l", "64"]);
-      const after = probe ? await probe.read("after") : null;
-      const rx = udp.end.sum_received ?? udp.end.sum;
-      const tx = udp.end.sum_sent ?? udp.end.sum;
-      const received = rx.packets - rx.lost_packets;
+      const fl = await flood(client, server, dst, probe);
       const one = {
         tcpGbps: tcp.end.sum_received.bits_per_second / 1e9,
         tcpRetransmits: tcp.end.sum_sent.retransmits ?? null,
-        kpps: received / rx.seconds / 1000,
-        sentKpps: tx.packets / tx.seconds / 1000,
-        lossPercent: rx.lost_percent,
+        kpps: fl.kpps,
+        sentKpps: fl.sentKpps,
+        refusedKps: fl.refusedKps,
+        lossPercent: fl.lossPercent,
         rttP50Us: rt.p50Us,
         rttP99Us: rt.p99Us,
         rttMeanUs: rt.meanUs,
@@ -592,13 +742,14 @@ async function measure({ client, server, dst, rtt, probe }) {
         framesSent: null,
         cpuSPerMFrames: null,
       };
+      const { before, after } = fl;
       if (before && after) {
         one.cpuS = after.cpuS - before.cpuS;
         one.framesSent = after.frames - before.frames;
         one.cpuSPerMFrames = one.framesSent > 0 ? one.cpuS / (one.framesSent / 1e6) : null;
       }
       for (const key of SAMPLED) samples[key].push(one[key]);
-      detail.push({ rtt: rt, udpPackets: rx.packets, udpLostPackets: rx.lost_packets, probe: before && after ? { before, after } : undefined });
+      detail.push({ rtt: rt, flood: fl.detail, probe: before && after ? { before, after } : undefined });
       if (opts.repeat > 1) {
         say(`  run ${k + 1}/${opts.repeat}: TCP ${f1(one.tcpGbps)} Gbit/s, 64B ${f1(one.kpps, 1)} kpps, RTT p50 ${f1(one.rttP50Us, 0)} p99 ${f1(one.rttP99Us, 0)} µs${one.cpuSPerMFrames !== null ? `, CPU ${f1(one.cpuSPerMFrames)} s/Mframe` : ""}`);
       }
@@ -1049,8 +1200,12 @@ const f1 = (x, d = 2) => (x === null || x === undefined || !Number.isFinite(x) ?
 const fr = (x) => (x === null || x === undefined ? "-" : x.toFixed(2));
 const fq = (q) => `${fr(q.tcp)} / ${fr(q.kpps)} / ${fr(q.rttP50)} / ${fr(q.rttP99)} / ${fr(q.cpu)}`;
 
-/** The path carried (almost) all the sender offered: its capacity is at least this rate. */
-const senderBound = (r) => r.lossPercent !== null && r.lossPercent !== undefined && r.lossPercent < 1;
+/**
+ * The first hop refused (almost) nothing and (almost) nothing was lost: trafgen, not the
+ * path, set the rate; the path's capacity is at least this.
+ */
+const senderBound = (r) =>
+  r.lossPercent !== null && r.lossPercent !== undefined && r.lossPercent < 1 && typeof r.refusedKps === "number" && r.refusedKps < 0.01 * r.sentKpps;
 
 const HEAD = ["scenario", "implementation", "TCP Gbit/s", "64B kpps (loss)", "RTT p50 µs", "RTT p99 µs", "CPU s/Mframe", "peak RSS MiB", "ratio TCP / kpps / p50 / p99 / CPU"];
 /** Columns aligned right (numbers). */
@@ -1142,11 +1297,11 @@ function footer(report) {
   if (report.scenarios.length) {
     lines.push(
       `${report.repeat > 1 ? `medians of ${report.repeat} runs per implementation (one lab each, the runs inside it; every sample in the JSON)` : "one run per implementation (--repeat 3 for medians of three)"}; ratios: tapnet (or the row) / reference, measured in this run; above 1 is better for TCP and kpps, worse for RTT and CPU.`,
-      `TCP: iperf3 -t ${report.durationS} -J, one stream; 64B: iperf3 -u -b 0 -l 64 -t ${report.durationS}, packets/s received (the sender's maximum rate, one core); RTT: p50 and p99 (nearest rank) of per-reply times, ${methods.join("; ") || `ping -c ${report.pings}`}.`,
-      `CPU s/Mframe: utime+stime of the forwarding process(es) over the 64B test / million frames they sent in it (tapnet: node PIDs from /run/tapnet/LAB/state.json, frames = txFrames of every device port (not internal ones) of every node, so a frame crossing two nodes counts twice; C relay: its PID, frames = its TAPs' kernel rx counters); it includes the kernel's work in the process's context (read()/write(), and a TAP write runs the receiving host's stack); kernel paths: not a process. peak RSS: VmHWM of the largest node process (of the relay) at the end of the scenario.`,
+      `TCP: iperf3 -t ${report.durationS} -J, one stream; 64B: trafgen floods 64-byte UDP frames (8 source ports) from the client's namespace for ${report.durationS} s after a 0.5 s warm-up, kpps = the server interface's rx_packets / s, loss = the client interface's tx_packets not received (frames its full queue refused are sent again: backpressure, not loss); kernel paths run in softirq on the sender's core; RTT: p50 and p99 (nearest rank) of per-reply times, ${methods.join("; ") || `ping -c ${report.pings}`}.`,
+      `CPU s/Mframe: utime+stime of the forwarding process(es) over the 64B flood / million frames they sent in it (tapnet: node PIDs from /run/tapnet/LAB/state.json, frames = txFrames of every device port (not internal ones) of every node, so a frame crossing two nodes counts twice; C relay: its PID, frames = its TAPs' kernel rx counters); it includes the kernel's work in the process's context (read()/write(), and a TAP write runs the receiving host's stack); kernel paths: not a process. peak RSS: VmHWM of the largest node process (of the relay) at the end of the scenario.`,
     );
     if (results.some(senderBound)) {
-      lines.push("* under 1% lost: the path carried all that the iperf3 sender could offer, so its capacity is at least this (and a kpps ratio against it is an upper bound).");
+      lines.push("* under 1% lost and nothing refused at the first hop: trafgen, not the path, set the rate, so the path's capacity is at least this (and a kpps ratio against it is an upper bound); on a kernel path that is one core doing both the sending and the forwarding.");
     }
   }
   lines.push(
@@ -1187,7 +1342,7 @@ function preflight() {
   // `tables` alone needs neither root nor the network tools.
   if (!NETWORK && !opts.cleanup) return;
   if (process.getuid?.() !== 0) throw new Error("the bench builds network namespaces and TAP devices: run it as root (sudo npm run bench)");
-  for (const [cmd, pkg] of [["iperf3", "iperf3"], ["ping", "iputils-ping"], ["gcc", "gcc"], ["timeout", "coreutils"], ["python3", "python3"], ["ss", "iproute2"]]) {
+  for (const [cmd, pkg] of [["iperf3", "iperf3"], ["ping", "iputils-ping"], ["gcc", "gcc"], ["timeout", "coreutils"], ["python3", "python3"], ["ss", "iproute2"], ["trafgen", "netsniff-ng"]]) {
     if (spawnSync("sh", ["-c", `command -v ${cmd}`]).status !== 0) throw new Error(`${cmd} is not installed (Debian: ${pkg}; sudo npm run setup)`);
   }
 }
@@ -1272,7 +1427,7 @@ async function main() {
         s.results.push({ ...impl.reuse, implementation: impl.name, reused: true, ratios: undefined });
         continue;
       }
-      say(`${name}: ${impl.name}: measuring (${opts.pings} pings + ${opts.duration} s TCP + ${opts.duration} s UDP${opts.repeat > 1 ? `, ${opts.repeat} times` : ""})…`);
+      say(`${name}: ${impl.name}: measuring (${opts.pings} pings + ${opts.duration} s TCP + ${opts.duration} s 64B flood${opts.repeat > 1 ? `, ${opts.repeat} times` : ""})…`);
       const t = Date.now();
       try {
         const m = await impl.run();

@@ -16,10 +16,12 @@ fi
 declare -A want=(
   [ip]=iproute2 [ping]=iputils-ping [tcpdump]=tcpdump [tshark]=tshark
   [iperf3]=iperf3 [traceroute]=traceroute [ethtool]=ethtool [tracepath]=iputils-tracepath [arping]=iputils-arping [curl]=curl [nc]=netcat-openbsd [nft]=nftables [make]=make [g++]=g++ [python3]=python3
+  [trafgen]=netsniff-ng
 )
 missing=()
+# Some live in /usr/sbin (nft, trafgen), which a normal user's PATH on Debian lacks.
 for cmd in "${!want[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
+  PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
 done
 [ -f /usr/include/pcap/pcap.h ] || missing+=(libpcap-dev)
 

@@ -1,8 +1,9 @@
 /**
  * Smoke tests of the benchmark (scripts/bench.mjs), not timing assertions:
  * - its helpers (medians, nearest-rank percentiles, the SVG ratio chart);
- * - one short run of the `switch` scenario must measure all three implementations
- *   (kernel bridge, C relay, tapnet) with numbers above zero — RTT p50/p99, and CPU per
+ * - one short run of the `switch` scenario must measure every implementation (kernel
+ *   bridge, C relay, C relay with vnet headers, tapnet) with numbers above zero — TCP, the
+ *   64-byte trafgen flood (needs trafgen, Debian netsniff-ng), RTT p50/p99, and CPU per
  *   frame and peak RSS for the two that are processes — write them as JSON with the
  *   ratios and the per-metric records, draw the SVG, and leave no namespace or process
  *   behind (about 12 s);
@@ -17,13 +18,16 @@ import { describe, expect, it } from "vitest";
 import { ROOT, canRunLabs, netnsList } from "./integration/harness.js";
 
 const has = (cmd: string): boolean => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0;
-const canBench = (): boolean => canRunLabs() && has("iperf3") && has("gcc");
+const canBench = (): boolean => canRunLabs() && has("iperf3") && has("gcc") && has("trafgen");
 const built = (): boolean => fs.existsSync(path.join(ROOT, "dist/elements/learning-switch.js"));
 
 interface Row {
   implementation: string;
   tcpGbps?: number;
   kpps?: number;
+  sentKpps?: number;
+  refusedKps?: number;
+  lossPercent?: number;
   rttUs?: number;
   rttP50Us?: number;
   rttP99Us?: number;
@@ -149,7 +153,12 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
       for (const x of rows) {
         expect(x.error, x.implementation).toBeUndefined();
         expect(x.tcpGbps, x.implementation).toBeGreaterThan(0);
+        // The trafgen flood: frames received at h2's interface, sent = taken by h1's.
         expect(x.kpps, x.implementation).toBeGreaterThan(0);
+        expect(x.sentKpps, x.implementation).toBeGreaterThan(0);
+        expect(x.refusedKps, x.implementation).toBeGreaterThanOrEqual(0);
+        expect(x.lossPercent, x.implementation).toBeGreaterThanOrEqual(0);
+        expect(x.lossPercent, x.implementation).toBeLessThanOrEqual(100);
         expect(x.rttP50Us, x.implementation).toBeGreaterThan(0);
         expect(x.rttP99Us, x.implementation).toBeGreaterThanOrEqual(x.rttP50Us ?? Infinity);
         expect(x.rttUs, x.implementation).toBe(x.rttP50Us);
