@@ -3,6 +3,7 @@
  * across a routed underlay, and tapnet's VTEP against the Linux kernel's VXLAN device.
  */
 import path from "node:path";
+import { spawnSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ROOT, canRunLabs, captureFields, inNs, iperf, netnsList, ping, tapnet, tapnetOk } from "./harness.js";
 
@@ -36,20 +37,42 @@ function sendUdp(ns: string, dst: string, port: number, payloadsHex: string[]): 
 
 const pods = (lab: string) => (n: string): string => `tn-${lab}-${n}`;
 
+/**
+ * The VXLAN port sends through a UDP socket: its kernel writes the outer UDP checksum,
+ * and with the veth's checksum offload on, a capture beyond the veth sees it before it
+ * is completed (CHECKSUM_PARTIAL: only the pseudo-header sum) and tshark calls it bad.
+ * With offload off on the node's ul0, the kernel completes it before the packet leaves,
+ * so the capture can check every checksum. Restored afterwards.
+ */
+async function withFullChecksums<T>(nodeNs: string, fn: () => Promise<T>): Promise<T> {
+  const ethtool = (on: string): void => {
+    const r = spawnSync("ip", ["netns", "exec", nodeNs, "ethtool", "-K", "ul0", "tx", on], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`ethtool -K ul0 tx ${on} in ${nodeNs}: ${r.stderr}`);
+  };
+  ethtool("off");
+  try {
+    return await fn();
+  } finally {
+    ethtool("on");
+  }
+}
+
 describe.skipIf(!canRunLabs())("flannel-vxlan.yaml", () => {
   const ns = pods("flannel-vxlan");
   useLab(labFile("flannel-vxlan.yaml"), "flannel-vxlan");
 
   it("pods on different nodes ping each other through VXLAN (tshark: VNI 1, inner ICMP, good outer checksums)", async () => {
     let r = { status: 1 as number | null, stdout: "" };
-    const lines = await captureFields(
-      "tn-flannel-vxlan-ul",
-      "node1",
-      () => {
-        r = ping(ns("pod1a"), "10.244.2.2", 3);
-      },
-      ["ip.src", "ip.dst", "udp.dstport", "vxlan.vni", "icmp.type", "ip.checksum.status", "udp.checksum.status"],
-      ["-d", "udp.port==8472,vxlan"],
+    const lines = await withFullChecksums(ns("node1"), () =>
+      captureFields(
+        "tn-flannel-vxlan-ul",
+        "node1",
+        () => {
+          r = ping(ns("pod1a"), "10.244.2.2", 3);
+        },
+        ["ip.src", "ip.dst", "udp.dstport", "vxlan.vni", "icmp.type", "ip.checksum.status", "udp.checksum.status"],
+        ["-d", "udp.port==8472,vxlan"],
+      ),
     );
     expect(r.status, r.stdout).toBe(0);
     expect(r.stdout).toMatch(/ttl=62/); // two routers: node1's and node2's
@@ -227,15 +250,17 @@ for (const [file, lab, port] of [
     it(`ping works both ways over UDP ${port}, and tshark decodes VXLAN VNI 42 with good checksums`, async () => {
       let a = { status: 1 as number | null, stdout: "" };
       let b = { status: 1 as number | null, stdout: "" };
-      const lines = await captureFields(
-        `tn-${lab}-ul`,
-        "vtep1",
-        () => {
-          a = ping(ns("t1"), "10.250.0.2", 2);
-          b = ping(ns("k1"), "10.250.0.1", 2);
-        },
-        ["ip.src", "udp.srcport", "udp.dstport", "vxlan.vni", "icmp.type", "ip.checksum.status", "udp.checksum.status"],
-        port === 8472 ? ["-d", "udp.port==8472,vxlan"] : [],
+      const lines = await withFullChecksums(ns("vtep1"), () =>
+        captureFields(
+          `tn-${lab}-ul`,
+          "vtep1",
+          () => {
+            a = ping(ns("t1"), "10.250.0.2", 2);
+            b = ping(ns("k1"), "10.250.0.1", 2);
+          },
+          ["ip.src", "udp.srcport", "udp.dstport", "vxlan.vni", "icmp.type", "ip.checksum.status", "udp.checksum.status"],
+          port === 8472 ? ["-d", "udp.port==8472,vxlan"] : [],
+        ),
       );
       expect(a.status, a.stdout).toBe(0);
       expect(b.status, b.stdout).toBe(0);
