@@ -12,7 +12,9 @@
 // Scenarios and their references:
 //   switch  two hosts on a tapnet switch (scripts/labs/switch.yaml, TAP ports)
 //           vs the same hosts on a Linux bridge (scripts/bench/switch-kernel.yaml)
-//           vs a minimal C relay between two TAPs (scripts/relay.c, built with gcc at run time)
+//           vs a minimal C relay between two TAPs (scripts/relay.c, built with gcc at run time),
+//           plain, with virtio-net headers (TSO), and with one thread per direction (-t: the
+//           multi-core experiment: what a second dataplane thread gains on this machine)
 //   router  two subnets through a tapnet router (scripts/labs/router.yaml)
 //           vs a kernel router: a namespace with ip_forward=1 and two veths
 //   vxlan   pod to pod across flannel-vxlan.yaml vs kernel VXLAN devices on kernel bridges
@@ -926,20 +928,24 @@ let relayBin = null;
 function buildRelay() {
   if (relayBin) return relayBin;
   const out = path.join(tmpDir(), "relay");
-  sh(["gcc", "-O2", "-Wall", "-o", out, path.join(ROOT, "scripts/relay.c")]);
+  sh(["gcc", "-O2", "-Wall", "-pthread", "-o", out, path.join(ROOT, "scripts/relay.c")]);
   relayBin = out;
   return out;
 }
 
-/** Two hosts joined by scripts/relay.c: the relay runs in its own namespace, like a node. */
-function relayImpl(vnet = false) {
-  const tag = vnet ? "vrelay" : "relay";
+/**
+ * Two hosts joined by scripts/relay.c: the relay runs in its own namespace, like a node.
+ * threads: one thread per direction (-t), the multi-core experiment.
+ */
+function relayImpl(vnet = false, threads = false) {
+  const tag = (vnet ? "vrelay" : "relay") + (threads ? "2" : "");
+  const label = `C relay${vnet ? " (vnet" + (threads ? ", 2 threads)" : ")") : threads ? " (2 threads)" : ""}`;
   const N = `${NS_PREFIX}${tag}-node`;
   const H1 = `${NS_PREFIX}${tag}-h1`;
   const H2 = `${NS_PREFIX}${tag}-h2`;
   return customImpl([N, H1, H2], async () => {
     const bin = buildRelay();
-    const relay = startDaemon(["ip", "netns", "exec", N, bin, ...(vnet ? ["-v"] : []), "h1", "h2"], vnet ? "C relay (vnet)" : "C relay");
+    const relay = startDaemon(["ip", "netns", "exec", N, bin, ...(vnet ? ["-v"] : []), ...(threads ? ["-t"] : []), "h1", "h2"], label);
     try {
       await waitFor("the relay's TAPs", () => relay.output().includes("ready") || !alive(relay.pid), 5000, 20);
       if (!relay.output().includes("ready")) throw new Error(`relay did not start: ${relay.output().trim()}`);
@@ -1089,12 +1095,14 @@ async function scenarios() {
   return {
     switch: async () => ({
       ref: "kernel bridge",
-      alsoVs: { tapnet: ["C relay", "C relay (vnet)"] },
+      alsoVs: { tapnet: ["C relay", "C relay (vnet)"], "C relay (vnet, 2 threads)": ["C relay (vnet)"] },
       impls: [
         { name: "kernel bridge", run: labImpl(path.join(BENCH_LABS, "switch-kernel.yaml"), { client: "h1", server: "h2", dst: "10.0.0.2" }) },
         { name: "C relay", run: relayImpl() },
         // The relay with virtio-net headers and TSO: the ceiling for tapnet's TAPs with offloads.
         { name: "C relay (vnet)", run: relayImpl(true) },
+        // The same with one thread per direction: does a second core pay on this machine?
+        { name: "C relay (vnet, 2 threads)", run: relayImpl(true, true) },
         { name: "tapnet", run: labImpl(await labVariant(lab("switch.yaml"), "bench-switch"), { client: "h1", server: "h2", dst: "10.0.0.2" }) },
       ],
     }),

@@ -15,7 +15,12 @@
  *
  * On exit it prints its counters on stderr: frames and bytes each way, write errors.
  *
- * Build: gcc -O2 -Wall -o relay scripts/relay.c
+ * -t: two threads, one per direction (each polls one TAP and writes to the other):
+ * what a dataplane gains from a second core when sender, receiver and dataplane share
+ * the machine's two. The benchmark runs it as a reference to decide whether tapnet
+ * should spread its ports over worker threads (issue 5: keep it only if it pays).
+ *
+ * Build: gcc -O2 -Wall -pthread -o relay scripts/relay.c
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,6 +28,7 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,14 +86,41 @@ static int open_tap(const char *name) {
   return fd;
 }
 
+/* One direction, for -t: frames from `in` to `out`. */
+struct dir {
+  int in, out;
+  unsigned long long frames, bytes, werr;
+};
+
+static void *one_way(void *arg) {
+  struct dir *d = arg;
+  static __thread unsigned char tbuf[65536 + 256];
+  struct pollfd p = {.fd = d->in, .events = POLLIN};
+  while (!stop) {
+    int n = poll(&p, 1, 200);
+    if (n <= 0) continue;
+    for (int k = 0; k < BURST; k++) {
+      ssize_t r = read(d->in, tbuf, sizeof tbuf);
+      if (r <= 0) break;
+      if (write(d->out, tbuf, (size_t)r) != r) d->werr++;
+      d->frames++;
+      d->bytes += (unsigned long long)r;
+    }
+  }
+  return NULL;
+}
+
 int main(int argc, char **argv) {
-  if (argc == 4 && strcmp(argv[1], "-v") == 0) {
-    vnet = 1;
+  int threads = 0;
+  while (argc > 1 && argv[1][0] == '-') {
+    if (strcmp(argv[1], "-v") == 0) vnet = 1;
+    else if (strcmp(argv[1], "-t") == 0) threads = 1;
+    else break;
     argv++;
     argc--;
   }
   if (argc != 3) {
-    fprintf(stderr, "usage: relay [-v] TAP_A TAP_B\n");
+    fprintf(stderr, "usage: relay [-v] [-t] TAP_A TAP_B\n");
     return 2;
   }
   prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -102,6 +135,23 @@ int main(int argc, char **argv) {
   int fd[2] = {open_tap(argv[1]), open_tap(argv[2])};
   printf("ready\n");
   fflush(stdout);
+
+  if (threads) {
+    /* Signals go to the main thread, which waits; the workers see `stop` within 200 ms. */
+    struct dir d[2] = {{.in = fd[0], .out = fd[1]}, {.in = fd[1], .out = fd[0]}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+      if (pthread_create(&t[i], NULL, one_way, &d[i]) != 0) {
+        fprintf(stderr, "relay: pthread_create failed\n");
+        return 1;
+      }
+    }
+    while (!stop) pause();
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    fprintf(stderr, "relay: %s->%s %llu frames %llu bytes (%llu write errors); %s->%s %llu frames %llu bytes (%llu write errors)\n",
+            argv[1], argv[2], d[0].frames, d[0].bytes, d[0].werr, argv[2], argv[1], d[1].frames, d[1].bytes, d[1].werr);
+    return 0;
+  }
 
   static unsigned char buf[65536 + 256];
   unsigned long long frames[2] = {0, 0}, bytes[2] = {0, 0}, werr[2] = {0, 0};

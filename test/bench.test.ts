@@ -2,7 +2,7 @@
  * Smoke tests of the benchmark (scripts/bench.mjs), not timing assertions:
  * - its helpers (medians, nearest-rank percentiles, the SVG ratio chart);
  * - one short run of the `switch` scenario must measure every implementation (kernel
- *   bridge, C relay, C relay with vnet headers, tapnet) with numbers above zero — TCP, the
+ *   bridge, C relay, C relay with vnet headers, with two threads, tapnet) with numbers above zero — TCP, the
  *   64-byte trafgen flood (needs trafgen, Debian netsniff-ng), RTT p50/p99, and CPU per
  *   frame and peak RSS for the two that are processes — write them as JSON with the
  *   ratios and the per-metric records, draw the SVG, and leave no namespace or process
@@ -140,7 +140,7 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
     const json = path.join(os.tmpdir(), `tapnet-bench-smoke-${process.pid}.json`);
     const svg = path.join(os.tmpdir(), `tapnet-bench-smoke-${process.pid}.svg`);
     try {
-      const r = await run(["switch", "--duration", "1", "--pings", "200", "--json", json, "--svg", svg], 50_000);
+      const r = await run(["switch", "--duration", "1", "--pings", "200", "--json", json, "--svg", svg], 85_000);
       expect(r.status, r.stderr).toBe(0);
       const report = JSON.parse(fs.readFileSync(json, "utf8")) as {
         repeat: number;
@@ -149,7 +149,7 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
       expect(report.repeat).toBe(1);
       expect(report.scenarios.map((s) => s.name)).toEqual(["switch"]);
       const rows = report.scenarios[0].results;
-      expect(rows.map((x) => x.implementation)).toEqual(["kernel bridge", "C relay", "C relay (vnet)", "tapnet"]);
+      expect(rows.map((x) => x.implementation)).toEqual(["kernel bridge", "C relay", "C relay (vnet)", "C relay (vnet, 2 threads)", "tapnet"]);
       for (const x of rows) {
         expect(x.error, x.implementation).toBeUndefined();
         expect(x.tcpGbps, x.implementation).toBeGreaterThan(0);
@@ -170,7 +170,8 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
         expect(x.peakRssMiB, x.implementation).toBeGreaterThan(0);
       }
       expect(rows[0].cpuSPerMFrames).toBeNull();
-      const tapnet = rows[3];
+      const tapnet = rows[4];
+      expect(Object.keys(rows[3].ratios ?? {}).sort()).toEqual(["C relay (vnet)", "kernel bridge"]);
       expect(Object.keys(tapnet.ratios ?? {}).sort()).toEqual(["C relay", "C relay (vnet)", "kernel bridge"]);
       expect(tapnet.ratios?.["kernel bridge"].tcp).toBeGreaterThan(0);
       expect(tapnet.ratios?.["C relay"].cpu).toBeGreaterThan(0);
@@ -190,5 +191,5 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
       fs.rmSync(json, { force: true });
       fs.rmSync(svg, { force: true });
     }
-  }, 60_000);
+  }, 90_000);
 });
