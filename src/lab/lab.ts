@@ -320,7 +320,10 @@ async function build(t: Topology, state: LabState, log: Log): Promise<void> {
     const logPath = path.join(dir, `${node}.log`);
     fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
     const out = fs.openSync(logPath, "a");
-    const child = spawn("ip", ["netns", "exec", ns(node), process.execPath, CLI, "node", "run", cfgPath], {
+    // TAPNET_NODE_ARGS: extra Node.js options for the node processes, e.g.
+    // "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the dataplane (written at lab down).
+    const nodeArgs = (process.env.TAPNET_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
+    const child = spawn("ip", ["netns", "exec", ns(node), process.execPath, ...nodeArgs, CLI, "node", "run", cfgPath], {
       detached: true,
       stdio: ["ignore", out, out],
     });
