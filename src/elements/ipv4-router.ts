@@ -734,7 +734,11 @@ export class Ipv4Router implements PassAware {
     if (!this.vnet) return ipLen;
     const h = ip - ETH_HLEN - VNET_HDR_LEN;
     if (buf[h + 1] === 0) return ipLen;
-    return buf.readUInt16LE(h + 2) - ETH_HLEN + buf.readUInt16LE(h + 4);
+    // IP and TCP headers as they are, plus gso_size. (The header's hdr_len is no measure:
+    // Linux fills it with the skb's linear length, which may hold payload too.)
+    const l4 = ip + ((buf[ip] & 0x0f) << 2);
+    if (l4 + 13 > ip + ipLen) return ipLen;
+    return l4 - ip + ((buf[l4 + 12] >>> 4) << 2) + buf.readUInt16LE(h + 4);
   }
 
   /** Offloads on and the packet's L4 checksum is a partial sum the kernel completes. */

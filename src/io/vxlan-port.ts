@@ -830,11 +830,6 @@ export class VxlanPort extends Port {
       let seg = 0;
       let k = 1;
       if (gso) {
-        // Segment size on the wire: header bytes + gso_size must fit the overlay MTU.
-        if (pool.readUInt16LE(h + 2) + pool.readUInt16LE(h + 4) > maxLen) {
-          this.tooBig++;
-          continue;
-        }
         const prefix = VXLAN_HEADER_LEN;
         k = gsoSegment(pool, off, len, pool, stage, this.stageEnd, prefix, this.segLens);
         if (k === -2) {
@@ -845,8 +840,13 @@ export class VxlanPort extends Port {
           stage = this.stageBase;
           k = gsoSegment(pool, off, len, pool, stage, this.stageEnd, prefix, this.segLens);
         }
-        if (k <= 0 || this.segLens[0] > maxLen) {
+        if (k <= 0) {
           this.badOffload++;
+          continue;
+        }
+        // The segments must fit the overlay MTU (the first is the longest).
+        if (this.segLens[0] > maxLen) {
+          this.tooBig++;
           continue;
         }
         const stride = prefix + this.segLens[0];

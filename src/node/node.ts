@@ -308,6 +308,14 @@ export class TapnetNode {
         lastError: this.engine.lastError,
       },
       ports: Object.fromEntries(this.engine.ports.map((p) => [p.name, p.counters()])),
+      // Offloads: virtio-net headers on the TAPs; ports without them segment in software.
+      offload: this.config.offload === true,
+      softwareOffload: Object.fromEntries(
+        this.engine.ports.flatMap((p) => {
+          const c = p.softCounters();
+          return c === null ? [] : [[p.name, c]];
+        }),
+      ),
       memory: { rss: process.memoryUsage().rss, pool: this.engine.pool?.size ?? 0 },
     };
   }
