@@ -28,6 +28,7 @@
 //           (kube-proxy's situation); needs `nft` (Debian: nftables), else n/a
 //   tables  (not in the default set; no network, no root) the FDB with 1 M MACs through the
 //           real LearningSwitch.process() vs a Map<number, entry> (scripts/bench/fdb.mjs),
+//           plus direct lookups on its FdbTable vs Map.get() ("direct M/s"),
 //           and the FIB with 1 M routes vs a Map per prefix length (scripts/bench-fib.mjs):
 //           build time, lookups/s, bytes per entry (JS heap and RSS growth)
 //
@@ -1256,8 +1257,8 @@ function rows(report) {
   return out;
 }
 
-const THEAD = ["structure", "implementation", "build s", "lookups M/s", "heap B/entry", "RSS B/entry", "ratio build / lookups / heap / RSS"];
-const TNUMERIC = (i) => i >= 2 && i <= 5;
+const THEAD = ["structure", "implementation", "build s", "lookups M/s", "direct M/s", "heap B/entry", "RSS B/entry", "ratio build / lookups / direct / heap / RSS"];
+const TNUMERIC = (i) => i >= 2 && i <= 6;
 
 function tableRows(t) {
   return t.rows.map((r) => [
@@ -1265,9 +1266,10 @@ function tableRows(t) {
     r.implementation,
     f1(r.buildS, 3),
     f1(r.lookupMps, 2),
+    f1(r.directLookupMps ?? null, 2),
     f1(r.heapBytesPerEntry, 0),
     f1(r.rssBytesPerEntry, 0),
-    r.ratios ? `${fr(r.ratios.build)} / ${fr(r.ratios.lookup)} / ${fr(r.ratios.heap)} / ${fr(r.ratios.rss)} vs ${r.ratios.against}` : "reference",
+    r.ratios ? `${fr(r.ratios.build)} / ${fr(r.ratios.lookup)} / ${fr(r.ratios.direct ?? null)} / ${fr(r.ratios.heap)} / ${fr(r.ratios.rss)} vs ${r.ratios.against}` : "reference",
   ]);
 }
 

@@ -128,6 +128,12 @@ describe.skipIf(!built())("bench tables (smoke)", () => {
       const lookups = report.tables.metrics.find((m) => m.metric === "lookupMps");
       expect(lookups?.ratio).toBeGreaterThan(0);
       expect(lookups?.samples.tapnet).toHaveLength(1);
+      // FDB lookups straight on the switch's FdbTable vs Map.get() on the same keys.
+      const direct = report.tables.metrics.find((m) => m.metric === "directLookupMps");
+      expect(direct?.tapnet).toBeGreaterThan(0);
+      expect(direct?.reference).toBeGreaterThan(0);
+      expect(direct?.ratio).toBeGreaterThan(0);
+      expect(r.stdout).toMatch(/direct M\/s/);
       expect(r.stdout).toMatch(/FDB, 20,000 MACs\s+tapnet LearningSwitch\.process\(\)/);
     } finally {
       fs.rmSync(json, { force: true });

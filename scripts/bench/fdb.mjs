@@ -15,12 +15,19 @@
 //            from the N learned MACs (random order: the table does not stay in cache).
 //            Per frame: one lookup of the source (refresh) and one of the destination.
 //            Reported as frames/s; each one is a hit and leaves as known unicast.
-//   memory:  growth of the JS heap and of RSS across the build, after two collections,
-//            divided by N: bytes per entry.
+//   direct:  the "FDB lookups/s" figure proper: after the lookups above, the same L
+//            destination keys looked up straight in the switch's FdbTable (sw.fdb.find()
+//            on (VLAN 1, MAC top 16 bits, MAC low 32 bits), then port() of the slot), no
+//            frames, no switch around it. Every one must hit. Reported as lookups/s.
+//   memory:  growth of the JS heap (ArrayBuffer backing stores included: the FdbTable is
+//            typed arrays, which heapUsed leaves out) and of RSS across the build, after
+//            two collections, divided by N: bytes per entry. tableBytesPerEntry: the
+//            FdbTable's own arrays / N (none for the reference).
 // The reference does the same per-frame work with the least code: reads the two MACs
 // from the same frames into 48-bit numbers, learns into one Map<number, {port,
 // lastSeen}>, looks the destination up, pushes to the same ports' TxQueues and flushes
-// them the same way; no VLANs, no ageing check, no validity checks.
+// them the same way; no VLANs, no ageing check, no validity checks. Its direct lookups
+// are Map.get(mac).port on the same L keys as 48-bit numbers.
 // Each of the R repetitions builds fresh tables (switch, then reference), so every
 // number has R samples.
 import { performance } from "node:perf_hooks";
@@ -51,7 +58,7 @@ function mem() {
   gc();
   gc();
   const m = process.memoryUsage();
-  return { rss: m.rss, heap: m.heapUsed };
+  return { rss: m.rss, heap: m.heapUsed + m.arrayBuffers };
 }
 
 // ---- inputs (allocated before any measurement) ----
@@ -86,10 +93,17 @@ const warmBase = lookBase + L * STRIDE;
 const frames = Buffer.alloc(warmBase + 2 * STRIDE + FRAME_LEN);
 for (let i = 0; i < N; i++) writeFrame(frames, buildBase + i * STRIDE, PEER_HI, PEER_LO, macHi[i], macLo[i]);
 let seed = 12345;
+// The lookup frames' destinations again, as key halves (FdbTable) and as 48-bit numbers (Map).
+const lookHi = new Uint16Array(L);
+const lookLo = new Uint32Array(L);
+const lookMac = new Float64Array(L);
 for (let i = 0; i < L; i++) {
   seed = mix32(seed + i);
   const k = seed % N;
   writeFrame(frames, lookBase + i * STRIDE, macHi[k], macLo[k], PEER_HI, PEER_LO);
+  lookHi[i] = macHi[k];
+  lookLo[i] = macLo[k];
+  lookMac[i] = macHi[k] * 4294967296 + macLo[k];
 }
 // The peer announces itself on port 1 (a broadcast), before anything is timed.
 writeFrame(frames, warmBase, 0xffff, 0xffffffff, PEER_HI, PEER_LO);
@@ -164,11 +178,53 @@ function makeSwitch() {
     sw.beginPass();
     sw.process(inPort, b, frames, NOW);
   };
-  return { table: sw, fn, size: () => sw.dynamicCount, forwarded: () => sw.forwarded, bad: () => sw.macLimit + sw.runt + sw.badSrcMac };
+  return {
+    table: sw,
+    fn,
+    size: () => sw.dynamicCount,
+    forwarded: () => sw.forwarded,
+    bad: () => sw.macLimit + sw.runt + sw.badSrcMac,
+    direct: (from, to) => directFdb(sw.fdb, from, to),
+    tableBytes: () => sw.fdb.bytes,
+  };
+}
+/** Lookups from..to of the L keys straight in the FdbTable; gives [hits, sum of ports]. */
+function directFdb(fdb, from, to) {
+  let hits = 0;
+  let sum = 0;
+  for (let i = from; i < to; i++) {
+    const s = fdb.find(1, lookHi[i], lookLo[i]);
+    if (s >= 0) {
+      hits++;
+      sum += fdb.port(s);
+    }
+  }
+  return [hits, sum];
+}
+/** The same on the reference's Map. */
+function directMap(t, from, to) {
+  let hits = 0;
+  let sum = 0;
+  for (let i = from; i < to; i++) {
+    const e = t.get(lookMac[i]);
+    if (e !== undefined) {
+      hits++;
+      sum += e.port;
+    }
+  }
+  return [hits, sum];
 }
 function makeRef() {
   const ref = new MapFdb();
-  return { table: ref, fn: (inPort, b) => ref.process(inPort, b, frames, NOW), size: () => ref.size, forwarded: () => ref.forwarded, bad: () => 0 };
+  return {
+    table: ref,
+    fn: (inPort, b) => ref.process(inPort, b, frames, NOW),
+    size: () => ref.size,
+    forwarded: () => ref.forwarded,
+    bad: () => 0,
+    direct: (from, to) => directMap(ref.table, from, to),
+    tableBytes: () => null,
+  };
 }
 
 /** A throwaway table, so the code is compiled by the optimising tier before timing. */
@@ -195,10 +251,22 @@ function runOne(make) {
   const lookS = (performance.now() - t) / 1000;
   const hits = impl.forwarded() - fwd0;
   if (hits !== L) throw new Error(`${hits} of ${L} lookup frames forwarded as known unicast`);
+  // Direct lookups: warm the loop up on a prefix, twice (the second call enters the
+  // optimised code instead of replacing it on the stack), then time all L.
+  impl.direct(0, Math.min(L, 100_000));
+  impl.direct(0, Math.min(L, 100_000));
+  t = performance.now();
+  const [directHits, portSum] = impl.direct(0, L);
+  const directS = (performance.now() - t) / 1000;
+  if (directHits !== L) throw new Error(`${directHits} of ${L} direct lookups hit`);
+  if (portSum !== 0) throw new Error(`direct lookups: every learned station is on port 0, ports summed to ${portSum}`);
+  const tableBytes = impl.tableBytes();
   return {
     buildS,
     buildMps: N / buildS / 1e6,
     lookupMps: L / lookS / 1e6,
+    directLookupMps: L / directS / 1e6,
+    tableBytesPerEntry: tableBytes === null ? null : tableBytes / N,
     heapBytesPerEntry: (m1.heap - m0.heap) / N,
     rssBytesPerEntry: (m1.rss - m0.rss) / N,
   };

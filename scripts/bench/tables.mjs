@@ -3,6 +3,8 @@
 // memory numbers), R times:
 //   FDB  scripts/bench/fdb.mjs: the real LearningSwitch through process() with N MACs,
 //        vs a Map<number, {port, lastSeen}> doing the same per-frame work (see that file);
+//        then, on the same tables, direct lookups: the switch's FdbTable.find() + port()
+//        vs Map.get().port on the same keys (the "FDB lookups/s" figure);
 //   FIB  scripts/bench-fib.mjs, called as it is (its own generator, seed and reference, a
 //        Map per prefix length), with N routes and fewer lookups than its default.
 // Returns rows for the table and per-metric records (tapnet, reference, ratio, samples).
@@ -83,6 +85,7 @@ export async function runTables({ size, repeat, run, say }) {
   const fdb = {
     buildS: rec("fdb", "buildS", "FDB build s", "s", "lower", fdbS("buildS"), fdbR("buildS"), FDB_REF),
     lookupMps: rec("fdb", "lookupMps", "FDB lookups M/s", "M frames/s", "higher", fdbS("lookupMps"), fdbR("lookupMps"), FDB_REF),
+    direct: rec("fdb", "directLookupMps", "FDB direct lookups M/s", "M lookups/s", "higher", fdbS("directLookupMps"), fdbR("directLookupMps"), FDB_REF),
     heap: rec("fdb", "heapBytesPerEntry", "FDB heap B/entry", "bytes", "lower", fdbS("heapBytesPerEntry"), fdbR("heapBytesPerEntry"), FDB_REF),
     rss: rec("fdb", "rssBytesPerEntry", "FDB RSS B/entry", "bytes", "lower", fdbS("rssBytesPerEntry"), fdbR("rssBytesPerEntry"), FDB_REF),
   };
@@ -102,9 +105,13 @@ export async function runTables({ size, repeat, run, say }) {
     implementation,
     buildS: m.buildS[side],
     lookupMps: m.lookupMps[side],
+    // Table lookups alone; the FIB's lookups column is that already.
+    directLookupMps: m.direct ? m.direct[side] : null,
     heapBytesPerEntry: m.heap[side],
     rssBytesPerEntry: m.rss[side],
-    ratios: reference ? { against: reference, build: m.buildS.ratio, lookup: m.lookupMps.ratio, heap: m.heap.ratio, rss: m.rss.ratio } : null,
+    ratios: reference
+      ? { against: reference, build: m.buildS.ratio, lookup: m.lookupMps.ratio, direct: m.direct ? m.direct.ratio : null, heap: m.heap.ratio, rss: m.rss.ratio }
+      : null,
   });
   const fdbName = `FDB, ${size.toLocaleString("en")} MACs`;
   const fibName = `FIB, ${size.toLocaleString("en")} routes`;
@@ -119,10 +126,12 @@ export async function runTables({ size, repeat, run, say }) {
     ],
     metrics,
     notes: [
-      `FDB: the real LearningSwitch driven through process() (batches of 256 real 64-byte frames, ports' flush() after each pass; the switch's learn/lookup internals are not called directly); build = ${size.toLocaleString("en")} frames from new stations (learn + 1 destination lookup each); lookups = frames/s for ${fdbLookups.toLocaleString("en")} frames to uniformly drawn learned MACs (a source refresh + a destination lookup each); B/entry = JS heap / RSS growth across the build / entries. Reference: a Map<number, {port, lastSeen}> doing the same per-frame work on the same frames and ports.`,
+      `FDB: the real LearningSwitch driven through process() (batches of 256 real 64-byte frames, ports' flush() after each pass; the switch's learn/lookup internals are not called directly); build = ${size.toLocaleString("en")} frames from new stations (learn + 1 destination lookup each); lookups = frames/s for ${fdbLookups.toLocaleString("en")} frames to uniformly drawn learned MACs (a source refresh + a destination lookup each); B/entry = growth of JS heap + ArrayBuffers / of RSS across the build / entries. Reference: a Map<number, {port, lastSeen}> doing the same per-frame work on the same frames and ports.`,
+      `FDB direct lookups (the "FDB lookups/s" figure): the same ${fdbLookups.toLocaleString("en")} destination keys straight on the tables the runs above built, no frames: the switch's FdbTable.find(vlan, macHi16, macLo32) + port(slot) ${f2(fdb.direct.tapnet)} M/s vs the reference's Map.get(mac48).port ${f2(fdb.direct.reference)} M/s (x${f2(fdb.direct.ratio)}); all hits, one pass, random order. The FdbTable's own arrays: ${f1(median(fdbS("tableBytesPerEntry")))} B/entry.`,
       `FIB: scripts/bench-fib.mjs --routes ${size} --lookups ${fibLookups} (${distinct.toLocaleString("en")} distinct routes); lookups M/s for addresses uniform over the whole IPv4 space (inside the loaded routes ${f2(fib.inRoutes.tapnet)} vs ${f2(fib.inRoutes.reference)}, hot 4k destinations ${f2(fib.hot.tapnet)} vs ${f2(fib.hot.reference)}); heap B/entry = the Fib's own memory (JS heap + typed arrays) / distinct routes.`,
     ],
     fibOutput: fibRuns.map((x) => x.text),
   };
 }
 const f2 = (x) => (x === null ? "-" : x.toFixed(2));
+const f1 = (x) => (x === null ? "-" : x.toFixed(1));

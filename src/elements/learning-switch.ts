@@ -17,6 +17,9 @@
  *
  * Ports: one per engine port, all of them members of the switch.
  * Config: ageingTime (s), maxEntries, per-port mode/vlans, static entries.
+ * Table: an FdbTable (fdb-table.ts), open addressing on typed arrays keyed by
+ * (VLAN, MAC), sized for maxEntries dynamic entries plus room for static ones.
+ *
  * Counters: forwarded, flooded, filtered (destination on the ingress port), learned,
  *   stationMoves, aged, macLimit, runt, oversize, badSrcMac, vlanFiltered,
  *   linkLocal (802.1D reserved group 01:80:c2:00:00:0X, never forwarded), scratchFull.
@@ -24,6 +27,7 @@
 import type { FrameList } from "../core/batch.js";
 import type { PassAware, Pipeline } from "../core/engine.js";
 import type { Port } from "../core/port.js";
+import { FdbTable } from "./fdb-table.js";
 
 export type SwitchPortMode =
   | { mode: "access"; vlan: number }
@@ -72,6 +76,8 @@ export const COUNTERS = [
 export type SwitchCounter = (typeof COUNTERS)[number];
 
 const VLANS = 4096;
+/** Static entries the table holds beyond maxEntries (they do not count against it). */
+const STATIC_RESERVE = 4096;
 const ETH_HLEN = 14;
 /** Largest frame accepted: 1500 bytes of payload, Ethernet header and one tag. */
 const DEFAULT_MAX_FRAME = 1500 + ETH_HLEN + 4;
@@ -109,8 +115,8 @@ export class LearningSwitch implements Pipeline, PassAware {
   private readonly membership: Uint8Array;
   /** Member ports per VLAN, for flooding. */
   private readonly floodList: Array<Int32Array | null> = new Array(VLANS).fill(null);
-  /** The table: per VLAN, MAC (48-bit number) -> entry. */
-  private readonly fdb: Array<Map<number, FdbEntry> | null> = new Array(VLANS).fill(null);
+  /** The table: (VLAN, MAC) -> port, last seen, static. */
+  readonly fdb: FdbTable;
   /**
    * br_netfilter's hook: IPv4 unicast bridged between two ports of a VLAN marked in
    * `hookVlans` is shown to `bridgeHook` (the router's NAT, which translates replies
@@ -137,6 +143,7 @@ export class LearningSwitch implements Pipeline, PassAware {
     this.scratchSlot = this.vnet ? 65536 + 256 : 2048;
     this.ageingMs = (config.ageingTime ?? 300) * 1000;
     this.maxEntries = config.maxEntries ?? 8192;
+    this.fdb = new FdbTable(this.maxEntries + Math.max(STATIC_RESERVE, config.static?.length ?? 0));
     this.nPorts = ports.length;
     this.pvid = new Int32Array(this.nPorts).fill(-1);
     this.membership = new Uint8Array(this.nPorts * VLANS);
@@ -194,11 +201,12 @@ export class LearningSwitch implements Pipeline, PassAware {
       throw new Error(`static fdb entry: port '${s.port}' is not a member of vlan ${s.vlan}`);
     }
     if ((Math.floor(s.mac / 2 ** 40) & 1) !== 0) throw new Error("static fdb entry: MAC is a group address");
-    let t = this.fdb[s.vlan];
-    if (!t) t = this.fdb[s.vlan] = new Map();
-    const old = t.get(s.mac);
-    if (old && !old.isStatic) this.dynamicCount--;
-    t.set(s.mac, { mac: s.mac, vlan: s.vlan, port: p.index, lastSeen: 0, isStatic: true });
+    const old = this.fdb.findMac(s.vlan, s.mac);
+    const wasDynamic = old >= 0 && !this.fdb.isStatic(old);
+    if (this.fdb.insert(s.vlan, Math.floor(s.mac / 2 ** 32), s.mac % 2 ** 32, p.index, 0, true) < 0) {
+      throw new Error(`static fdb entry: the table is full (${this.fdb.maxEntries} entries)`);
+    }
+    if (wasDynamic) this.dynamicCount--;
   }
 
   beginPass(): void {
@@ -291,34 +299,34 @@ export class LearningSwitch implements Pipeline, PassAware {
         inPort.rxDrops++;
         continue;
       }
-      this.learn(vlan, srcHi * 4294967296 + srcLo, inIdx, now);
+      this.learn(vlan, srcHi, srcLo, inIdx, now);
 
       if ((d0 & 1) !== 0) {
         this.flood(buf, off, len, tagged, vlan, inIdx);
         continue;
       }
-      const dst = ((d0 << 8) | buf[off + 1]) * 4294967296 + buf.readUInt32BE(off + 2);
-      const table = this.fdb[vlan];
-      const e = table === null ? undefined : table.get(dst);
-      if (e !== undefined) {
-        if (e.isStatic || now - e.lastSeen < this.ageingMs) {
-          if (e.port === inIdx) {
+      const fdb = this.fdb;
+      const slot = fdb.find(vlan, (d0 << 8) | buf[off + 1], buf.readUInt32BE(off + 2));
+      if (slot >= 0) {
+        const outIdx = fdb.port(slot);
+        if (fdb.isStatic(slot) || now - fdb.lastSeen(slot) < this.ageingMs) {
+          if (outIdx === inIdx) {
             this.filtered++;
             inPort.rxDrops++;
           } else {
             this.forwarded++;
-            if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.internal[e.port] === 0) {
+            if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.internal[outIdx] === 0) {
               const l3 = tagged ? off + 18 : off + 14;
               if (buf[l3 - 2] === 0x08 && buf[l3 - 1] === 0x00) {
                 // With offloads, a pending checksum must stay a partial sum.
                 this.bridgeHook(buf, l3, off + len - l3, now, this.vnet && (buf[off - VNET_HDR_LEN] & 1) !== 0);
               }
             }
-            this.unicast(buf, off, len, tagged, vlan, e.port);
+            this.unicast(buf, off, len, tagged, vlan, outIdx);
           }
           continue;
         }
-        (table as Map<number, FdbEntry>).delete(dst);
+        fdb.removeSlot(slot);
         this.dynamicCount--;
         this.aged++;
       }
@@ -326,24 +334,24 @@ export class LearningSwitch implements Pipeline, PassAware {
     }
   }
 
-  private learn(vlan: number, mac: number, port: number, now: number): void {
-    let t = this.fdb[vlan];
-    if (t === null) t = this.fdb[vlan] = new Map();
-    const e = t.get(mac);
-    if (e !== undefined) {
-      if (e.isStatic) return;
-      e.lastSeen = now;
-      if (e.port !== port) {
-        e.port = port;
+  private learn(vlan: number, macHi: number, macLo: number, port: number, now: number): void {
+    const fdb = this.fdb;
+    const slot = fdb.find(vlan, macHi, macLo);
+    if (slot >= 0) {
+      if (fdb.isStatic(slot)) return;
+      fdb.touch(slot, now);
+      if (fdb.port(slot) !== port) {
+        fdb.setPort(slot, port);
         this.stationMoves++;
       }
       return;
     }
-    if (this.dynamicCount >= this.maxEntries) {
+    // The table holds room for the static entries beyond maxEntries, so insert() fails
+    // only when statics took more than that room.
+    if (this.dynamicCount >= this.maxEntries || fdb.insert(vlan, macHi, macLo, port, now, false) < 0) {
       this.macLimit++;
       return;
     }
-    t.set(mac, { mac, vlan, port, lastSeen: now, isStatic: false });
     this.dynamicCount++;
     this.learned++;
   }
@@ -417,15 +425,15 @@ export class LearningSwitch implements Pipeline, PassAware {
 
   /** Removes entries idle longer than the ageing time; returns how many went. */
   age(now: number): number {
+    const fdb = this.fdb;
     let removed = 0;
-    for (let v = 0; v < VLANS; v++) {
-      const t = this.fdb[v];
-      if (t === null) continue;
-      for (const [mac, e] of t) {
-        if (!e.isStatic && now - e.lastSeen >= this.ageingMs) {
-          t.delete(mac);
-          removed++;
-        }
+    // removeSlot() may shift a later entry into the slot: look at it again.
+    for (let i = 0; i < fdb.capacity; ) {
+      if (fdb.isUsed(i) && !fdb.isStatic(i) && now - fdb.lastSeen(i) >= this.ageingMs) {
+        fdb.removeSlot(i);
+        removed++;
+      } else {
+        i++;
       }
     }
     this.dynamicCount -= removed;
@@ -433,29 +441,30 @@ export class LearningSwitch implements Pipeline, PassAware {
     return removed;
   }
 
-  /** Current entries (expired ones left out), for `show fdb`. */
+  /** Current entries (expired ones left out), by VLAN then MAC, for `show fdb`. */
   entries(now: number): FdbEntry[] {
     const out: FdbEntry[] = [];
-    for (let v = 0; v < VLANS; v++) {
-      const t = this.fdb[v];
-      if (t === null) continue;
-      for (const e of t.values()) {
-        if (e.isStatic || now - e.lastSeen < this.ageingMs) out.push({ ...e });
+    for (const e of this.fdb.entries()) {
+      if (e.isStatic || now - e.lastSeen < this.ageingMs) {
+        out.push({ mac: e.mac, vlan: e.vlan, port: e.port, lastSeen: e.lastSeen, isStatic: e.isStatic });
       }
     }
     return out;
   }
 
+  /** Removes the dynamic entries (of one VLAN, or all); static ones stay. */
   flush(vlan?: number): void {
-    for (let v = 0; v < VLANS; v++) {
-      if (vlan !== undefined && v !== vlan) continue;
-      const t = this.fdb[v];
-      if (t === null) continue;
-      for (const [mac, e] of t) {
-        if (!e.isStatic) {
-          t.delete(mac);
-          this.dynamicCount--;
-        }
+    const fdb = this.fdb;
+    if (vlan === undefined) {
+      this.dynamicCount -= fdb.clear(true);
+      return;
+    }
+    for (let i = 0; i < fdb.capacity; ) {
+      if (fdb.isUsed(i) && !fdb.isStatic(i) && fdb.vlan(i) === vlan) {
+        fdb.removeSlot(i);
+        this.dynamicCount--;
+      } else {
+        i++;
       }
     }
   }

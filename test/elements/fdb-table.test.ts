@@ -1,0 +1,342 @@
+import { describe, expect, it } from "vitest";
+import { Engine } from "../../src/core/engine.js";
+import { FdbTable } from "../../src/elements/fdb-table.js";
+import { LearningSwitch } from "../../src/elements/learning-switch.js";
+import { MemoryPort } from "../../src/io/memory-port.js";
+
+const TWO32 = 2 ** 32;
+const hi16 = (mac: number): number => Math.floor(mac / TWO32);
+const lo32 = (mac: number): number => mac % TWO32;
+
+/** A repeatable generator (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / TWO32;
+  };
+}
+
+function insertMac(t: FdbTable, vlan: number, mac: number, port: number, now = 1, isStatic = false): number {
+  return t.insert(vlan, hi16(mac), lo32(mac), port, now, isStatic);
+}
+
+/** Every used slot's key is reachable from its home: find() gives that very slot. */
+function checkAllFindable(t: FdbTable): number {
+  let n = 0;
+  for (let i = 0; i < t.capacity; i++) {
+    if (!t.isUsed(i)) continue;
+    n++;
+    expect(t.findMac(t.vlan(i), t.mac(i))).toBe(i);
+  }
+  return n;
+}
+
+describe("FdbTable", () => {
+  it("inserts, finds by halves and by 48-bit number, reads and updates values", () => {
+    const t = new FdbTable(100, { seed: 1 });
+    const mac = 0x0200deadbeef;
+    expect(t.findMac(1, mac)).toBe(-1);
+    const s = insertMac(t, 1, mac, 3, 1234.5);
+    expect(s).toBeGreaterThanOrEqual(0);
+    expect(t.find(1, 0x0200, 0xdeadbeef)).toBe(s);
+    expect(t.findMac(1, mac)).toBe(s);
+    expect(t.size).toBe(1);
+    expect([t.port(s), t.lastSeen(s), t.isStatic(s), t.vlan(s), t.mac(s)]).toEqual([3, 1234.5, false, 1, mac]);
+    t.setPort(s, 7);
+    t.touch(s, 99);
+    expect([t.port(s), t.lastSeen(s)]).toEqual([7, 99]);
+    // Inserting an existing key overwrites, does not add.
+    expect(insertMac(t, 1, mac, 5, 7, true)).toBe(s);
+    expect(t.size).toBe(1);
+    expect([t.port(s), t.lastSeen(s), t.isStatic(s)]).toEqual([5, 7, true]);
+    t.removeSlot(s);
+    expect(t.findMac(1, mac)).toBe(-1);
+    expect(t.size).toBe(0);
+  });
+
+  it("the same MAC on different VLANs is a different key", () => {
+    const t = new FdbTable(100, { seed: 2 });
+    const mac = 0x020000000001;
+    const a = insertMac(t, 1, mac, 1);
+    const b = insertMac(t, 2, mac, 2);
+    const c = insertMac(t, 4094, mac, 3);
+    expect(new Set([a, b, c]).size).toBe(3);
+    expect(t.size).toBe(3);
+    expect(t.port(t.findMac(1, mac))).toBe(1);
+    expect(t.port(t.findMac(2, mac))).toBe(2);
+    expect(t.port(t.findMac(4094, mac))).toBe(3);
+    expect(t.findMac(3, mac)).toBe(-1);
+    t.removeSlot(t.findMac(2, mac));
+    expect(t.findMac(2, mac)).toBe(-1);
+    expect(t.port(t.findMac(1, mac))).toBe(1);
+    expect(t.port(t.findMac(4094, mac))).toBe(3);
+  });
+
+  it("edge keys: MAC ff:ff:ff:ff:ff:ff, MAC 0, VLAN 0 and 4095", () => {
+    const t = new FdbTable(100, { seed: 3 });
+    const keys: Array<[number, number]> = [
+      [0, 0],
+      [0, 0xffffffffffff],
+      [4095, 0xffffffffffff],
+      [4095, 0],
+      [1, 0xffff00000000],
+      [1, 0x0000ffffffff],
+      [1, 0x800000000000],
+      [1, 0x000080000000],
+    ];
+    keys.forEach(([v, m], i) => expect(insertMac(t, v, m, i)).toBeGreaterThanOrEqual(0));
+    expect(t.size).toBe(keys.length);
+    keys.forEach(([v, m], i) => {
+      const s = t.findMac(v, m);
+      expect(s, `${v} ${m.toString(16)}`).toBeGreaterThanOrEqual(0);
+      expect([t.port(s), t.vlan(s), t.mac(s)]).toEqual([i, v, m]);
+    });
+    expect(t.find(4095, 0xffff, 0xffffffff)).toBe(t.findMac(4095, 0xffffffffffff));
+    expect(t.entries().map((e) => [e.vlan, e.mac])).toEqual([...keys].sort((a, b) => a[0] - b[0] || a[1] - b[1]));
+  });
+
+  it("collisions: many keys in a small table, all findable; removals keep the rest findable", () => {
+    // 500 keys in 1024 slots (load ~0.49, maxEntries 512: no growth): long probe runs.
+    const t = new FdbTable(512, { seed: 4 });
+    expect(t.capacity).toBe(1024);
+    const macs = Array.from({ length: 500 }, (_, i) => 0x020000000000 + i * 1024); // differ only above bit 10
+    for (const [i, m] of macs.entries()) expect(insertMac(t, 1, m, i)).toBeGreaterThanOrEqual(0);
+    expect(t.capacity).toBe(1024);
+    // Some keys must have landed away from their home slot for this test to mean anything.
+    let displaced = 0;
+    for (const m of macs) {
+      const s = t.findMac(1, m);
+      const probe = new FdbTable(512, { seed: 4 });
+      if (insertMac(probe, 1, m, 0) !== s) displaced++;
+    }
+    expect(displaced).toBeGreaterThan(50);
+    expect(checkAllFindable(t)).toBe(500);
+    for (let i = 0; i < macs.length; i += 2) t.removeSlot(t.findMac(1, macs[i]));
+    expect(t.size).toBe(250);
+    for (const [i, m] of macs.entries()) {
+      const s = t.findMac(1, m);
+      if (i % 2 === 0) expect(s).toBe(-1);
+      else expect(t.port(s)).toBe(i);
+    }
+    expect(checkAllFindable(t)).toBe(250);
+  });
+
+  it("backward-shift deletion across the end of the array (a probe run that wraps to slot 0)", () => {
+    const seed = 21;
+    const home = (m: number): number => insertMac(new FdbTable(512, { seed }), 1, m, 0); // slot in an empty table
+    // Keys whose home is one of the last 3 slots or the first 3, several per home.
+    const byHome = new Map<number, number[]>();
+    for (let i = 0; byHome.size < 6 || [...byHome.values()].some((v) => v.length < 2); i++) {
+      const m = 0x020000000000 + i;
+      const h = home(m);
+      if (h >= 1021 || h <= 2) {
+        const v = byHome.get(h) ?? [];
+        if (v.length < 2) v.push(m);
+        byHome.set(h, v);
+      }
+    }
+    const macs = [...byHome.entries()].sort((x, y) => ((x[0] + 512) % 1024) - ((y[0] + 512) % 1024)).flatMap(([, v]) => v);
+    const r = rng(seed);
+    for (let round = 0; round < 200; round++) {
+      const t = new FdbTable(512, { seed });
+      for (const [i, m] of macs.entries()) insertMac(t, 1, m, i);
+      // One run from slot 1021 across 1023 into the first slots.
+      expect(t.findMac(1, macs[0])).toBe(1021);
+      expect(t.isUsed(0) && t.isUsed(1023)).toBe(true);
+      const order = [...macs.keys()].sort(() => r() - 0.5);
+      const gone = new Set<number>();
+      for (const k of order.slice(0, 1 + Math.floor(r() * (macs.length - 1)))) {
+        t.removeSlot(t.findMac(1, macs[k]));
+        gone.add(k);
+        for (const [i, m] of macs.entries()) {
+          const s = t.findMac(1, m);
+          if (gone.has(i)) expect(s).toBe(-1);
+          else expect(t.port(s), `round ${round}: key ${i} after removing ${[...gone]}`).toBe(i);
+        }
+      }
+      expect(checkAllFindable(t)).toBe(macs.length - gone.size);
+    }
+  });
+
+  it("backward-shift deletion: random inserts, updates and deletes agree with a Map", () => {
+    for (const seed of [11, 12, 13]) {
+      const r = rng(seed);
+      const t = new FdbTable(3000, { seed });
+      const model = new Map<string, { vlan: number; mac: number; port: number; lastSeen: number }>();
+      const live: string[] = [];
+      // A small key space, so inserts hit existing keys and deletes hit present ones.
+      const key = (): [number, number] => [1 + Math.floor(r() * 3), 0x020000000000 + Math.floor(r() * 4000) * 0x10001];
+      for (let op = 0; op < 20_000; op++) {
+        const x = r();
+        if (x < 0.55) {
+          const [v, m] = key();
+          const k = `${v}/${m}`;
+          const port = Math.floor(r() * 64);
+          const s = insertMac(t, v, m, port, op);
+          if (model.size >= 3000 && !model.has(k)) {
+            expect(s).toBe(-1);
+            continue;
+          }
+          expect(s).toBeGreaterThanOrEqual(0);
+          if (!model.has(k)) live.push(k);
+          model.set(k, { vlan: v, mac: m, port, lastSeen: op });
+        } else if (x < 0.9 && live.length > 0) {
+          const at = Math.floor(r() * live.length);
+          const k = live[at];
+          live[at] = live[live.length - 1];
+          live.pop();
+          const e = model.get(k)!;
+          model.delete(k);
+          const s = t.findMac(e.vlan, e.mac);
+          expect(s).toBeGreaterThanOrEqual(0);
+          t.removeSlot(s);
+        } else {
+          const [v, m] = key();
+          const e = model.get(`${v}/${m}`);
+          const s = t.findMac(v, m);
+          if (e === undefined) expect(s).toBe(-1);
+          else expect([t.port(s), t.lastSeen(s)]).toEqual([e.port, e.lastSeen]);
+        }
+        expect(t.size).toBe(model.size);
+        if (op % 2000 === 1999) {
+          for (const e of model.values()) {
+            const s = t.findMac(e.vlan, e.mac);
+            expect(s).toBeGreaterThanOrEqual(0);
+            expect(t.port(s)).toBe(e.port);
+          }
+          expect(checkAllFindable(t)).toBe(model.size);
+        }
+      }
+      const want = [...model.values()].sort((a, b) => a.vlan - b.vlan || a.mac - b.mac);
+      expect(t.entries()).toEqual(want.map((e) => ({ ...e, isStatic: false })));
+    }
+  });
+
+  it("grows by doubling, keeps every entry, and stops at the capacity for maxEntries", () => {
+    const t = new FdbTable(5000, { seed: 5 });
+    expect(t.capacity).toBe(1024);
+    expect(t.maxCapacity).toBe(16384);
+    const caps = new Set<number>();
+    for (let i = 0; i < 5000; i++) {
+      expect(insertMac(t, 1 + (i % 7), 0x020000000000 + i * 7919, i % 100, i, i % 10 === 0)).toBeGreaterThanOrEqual(0);
+      caps.add(t.capacity);
+      expect(t.size * 2).toBeLessThanOrEqual(t.capacity);
+    }
+    expect([...caps]).toEqual([1024, 2048, 4096, 8192, 16384]);
+    for (let i = 0; i < 5000; i++) {
+      const s = t.findMac(1 + (i % 7), 0x020000000000 + i * 7919);
+      expect([t.port(s), t.lastSeen(s), t.isStatic(s)]).toEqual([i % 100, i, i % 10 === 0]);
+    }
+    expect(checkAllFindable(t)).toBe(5000);
+  });
+
+  it("full at maxEntries: new keys give -1, existing ones still update, a removal makes room", () => {
+    const t = new FdbTable(10, { seed: 6 });
+    for (let i = 0; i < 10; i++) expect(insertMac(t, 1, 0x020000000000 + i, i)).toBeGreaterThanOrEqual(0);
+    expect(insertMac(t, 1, 0x0200000000ff, 1)).toBe(-1);
+    expect(insertMac(t, 2, 0x020000000000, 1)).toBe(-1);
+    expect(t.size).toBe(10);
+    const s = insertMac(t, 1, 0x020000000003, 42);
+    expect(t.port(s)).toBe(42);
+    t.removeSlot(t.findMac(1, 0x020000000005));
+    expect(insertMac(t, 1, 0x0200000000ff, 1)).toBeGreaterThanOrEqual(0);
+    expect(t.size).toBe(10);
+    expect(t.capacity).toBe(1024); // never beyond what maxEntries needs (1024 is the floor)
+  });
+
+  it("static flags survive growth and removals; clear(dynamicOnly) keeps them", () => {
+    const t = new FdbTable(2000, { seed: 7 });
+    for (let i = 0; i < 1500; i++) insertMac(t, 1, 0x020000000000 + i, i % 4, i, i % 3 === 0);
+    expect(t.size).toBe(1500);
+    expect(t.clear(true)).toBe(1000);
+    expect(t.size).toBe(500);
+    for (let i = 0; i < 1500; i++) {
+      const s = t.findMac(1, 0x020000000000 + i);
+      if (i % 3 === 0) expect(t.isStatic(s)).toBe(true);
+      else expect(s).toBe(-1);
+    }
+    expect(checkAllFindable(t)).toBe(500);
+    t.setStatic(t.findMac(1, 0x020000000000), false);
+    expect(t.isStatic(t.findMac(1, 0x020000000000))).toBe(false);
+    expect(t.clear()).toBe(500);
+    expect(t.size).toBe(0);
+    expect(t.entries()).toEqual([]);
+    expect(t.findMac(1, 0x020000000003)).toBe(-1);
+  });
+
+  it("different seeds place keys differently, and find works with any", () => {
+    const a = new FdbTable(100, { seed: 1 });
+    const b = new FdbTable(100, { seed: 2 });
+    const c = new FdbTable(100); // random seed
+    const slotsA: number[] = [];
+    const slotsB: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      slotsA.push(insertMac(a, 1, 0x020000000000 + i, i));
+      slotsB.push(insertMac(b, 1, 0x020000000000 + i, i));
+      insertMac(c, 1, 0x020000000000 + i, i);
+    }
+    expect(slotsA).not.toEqual(slotsB);
+    for (let i = 0; i < 50; i++) expect(c.port(c.findMac(1, 0x020000000000 + i))).toBe(i);
+  });
+
+  it("rejects a maxEntries it cannot hold", () => {
+    expect(() => new FdbTable(0)).toThrow(RangeError);
+    expect(() => new FdbTable(1.5)).toThrow(RangeError);
+    expect(() => new FdbTable(2 ** 27)).toThrow(RangeError);
+  });
+});
+
+describe("LearningSwitch on FdbTable: walks that remove (flush, age)", () => {
+  function tagged(dst: number, src: number, vlan: number): Buffer {
+    const f = Buffer.alloc(64, 0x5a);
+    f.writeUIntBE(dst, 0, 6);
+    f.writeUIntBE(src, 6, 6);
+    f.writeUInt16BE(0x8100, 12);
+    f.writeUInt16BE(vlan, 14);
+    f.writeUInt16BE(0x0800, 16);
+    return f;
+  }
+
+  it("flush(vlan) and age() remove exactly their entries from a table thousands strong", () => {
+    const engine = new Engine();
+    const ports = ["p1", "p2"].map((n) => new MemoryPort(n));
+    for (const p of ports) engine.addPort(p);
+    const trunk = { mode: "trunk" as const, allowed: [10, 20] };
+    const sw = new LearningSwitch(engine.ports, { ports: { p1: trunk, p2: trunk }, static: [{ mac: 0x02aa00000001, vlan: 10, port: "p2" }] });
+    engine.pipeline = sw;
+    engine.reserve(sw.scratchBytes(256), "scratch", (base) => sw.setScratch(base, sw.scratchBytes(256)));
+    engine.start();
+    const mac = (i: number): number => 0x020000000000 + i * 0x10001;
+    const frames: Buffer[] = [];
+    for (let i = 0; i < 1500; i++) frames.push(tagged(0xffffffffffff, mac(i), 10), tagged(0xffffffffffff, mac(i), 20));
+    ports[0].inject(frames);
+    expect(sw.learned).toBe(3000);
+    expect(sw.dynamicCount).toBe(3000);
+    expect(sw.fdb.size).toBe(3001);
+
+    sw.flush(10);
+    expect(sw.dynamicCount).toBe(1500);
+    const now = performance.now();
+    let rows = sw.entries(now);
+    expect(rows.length).toBe(1501);
+    expect(rows[0]).toMatchObject({ vlan: 10, mac: 0x02aa00000001, isStatic: true });
+    expect(rows.slice(1).every((e) => e.vlan === 20 && !e.isStatic)).toBe(true);
+
+    // Every other station of VLAN 20 is refreshed far in the future; ageing at that time removes the rest.
+    const later = now + 1e9;
+    for (let i = 0; i < 1500; i += 2) sw.fdb.touch(sw.fdb.findMac(20, mac(i)), later);
+    expect(sw.age(later)).toBe(750);
+    expect(sw.dynamicCount).toBe(750);
+    rows = sw.entries(later);
+    expect(rows.length).toBe(751);
+    for (let i = 0; i < 1500; i++) expect(sw.fdb.findMac(20, mac(i)) >= 0, `station ${i}`).toBe(i % 2 === 0);
+    expect(checkAllFindable(sw.fdb)).toBe(751);
+
+    sw.flush();
+    expect(sw.dynamicCount).toBe(0);
+    expect(sw.entries(later)).toEqual([expect.objectContaining({ mac: 0x02aa00000001, vlan: 10, port: ports[1].index, isStatic: true })]);
+  });
+});
