@@ -5,7 +5,8 @@
  * With IFF_VNET_HDR a TAP hands over TCP super-frames (up to 64 KiB) and frames whose
  * checksum is only seeded (CHECKSUM_PARTIAL). Where a frame leaves through something
  * that cannot carry that state (a tunnel underlay), it is segmented or finished here,
- * once (DESIGN.md, hot-path rule 4); on the way in, a burst of segments of one TCP flow
+ * once (DESIGN.md, hot-path rule 4); on the way in (groCoalesce, at the tunnel) and on
+ * the way out to a TAP (groFrames, over a TxQueue), a burst of segments of one TCP flow
  * is merged back into a super-frame so the TAP's kernel side takes one frame, not 45.
  *
  * Frames use the layout of the TAP receive slots: the 12-byte virtio_net_hdr_v1

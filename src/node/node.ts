@@ -308,6 +308,13 @@ export class TapnetNode {
         lastError: this.engine.lastError,
       },
       ports: Object.fromEntries(this.engine.ports.map((p) => [p.name, p.counters()])),
+      // Per-port offload work: software TSO/checksum at ports without vnet headers, egress GRO at TAPs.
+      offloads: Object.fromEntries(
+        this.engine.ports.flatMap((p) => {
+          const c = p.offloadCounters();
+          return c === null ? [] : [[p.name, c]];
+        }),
+      ),
       memory: { rss: process.memoryUsage().rss, pool: this.engine.pool?.size ?? 0 },
     };
   }
