@@ -31,6 +31,7 @@
 
 #define VNET_HDR_LEN 12
 #define VNET_F_NEEDS_CSUM 1
+#define VNET_F_DATA_VALID 2
 #define VNET_GSO_TCPV4 1
 #define VNET_GSO_TCPV6 4
 #define VNET_GSO_ECN 0x80
@@ -76,6 +77,11 @@ static inline uint16_t rd16le(const uint8_t *p) { return (uint16_t)(p[0] | (p[1]
 static inline void wr16le(uint8_t *p, uint32_t v) {
   p[0] = (uint8_t)v;
   p[1] = (uint8_t)(v >> 8);
+}
+
+/* True when [a, a+alen) and [b, b+blen) share a byte. */
+static bool overlaps(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
+  return alen > 0 && blen > 0 && a < b + blen && b < a + alen;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -304,12 +310,13 @@ typedef struct {
 } gro_seg_t;
 
 /*
- * True when f[0..len) is an IPv4 TCP segment GRO may merge: payload, flags
- * exactly ACK or ACK|PSH (anything else, like SYN, FIN, RST, URG or the ECN
- * bits, must reach the stack as sent), not a fragment, no Ethernet padding
- * (it would be taken for payload), and both checksums verified here: once
- * merged, the frame leaves with NEEDS_CSUM and the receiver will not look
- * again, so a corrupt segment would be laundered into a valid one.
+ * True when f[0..len) is an IPv4 TCP segment GRO may merge, judged from its
+ * headers: payload, flags exactly ACK or ACK|PSH (anything else, like SYN,
+ * FIN, RST, URG or the ECN bits, must reach the stack as sent), not a
+ * fragment, no Ethernet padding (it would be taken for payload), a valid IPv4
+ * header checksum (20-60 bytes: cheap). The TCP checksum, a pass over the
+ * payload, is gro_tcp_csum_ok's job, so that a caller can first find out
+ * whether there is a run at all.
  */
 static bool gro_parse(const uint8_t *f, size_t len, gro_seg_t *s) {
   size_t l2 = 0;
@@ -327,8 +334,6 @@ static bool gro_parse(const uint8_t *f, size_t len, gro_seg_t *s) {
   if (thl < TCP_HLEN || thl >= tcplen) return false; /* >=: no payload, nothing to merge */
   uint8_t flags = th[13];
   if (flags != TCP_ACK && flags != (TCP_ACK | TCP_PSH)) return false;
-  uint32_t sum = pseudo_sum(ip, false, IP_PROTO_TCP, (uint32_t)tcplen) + csum_bytes(th, tcplen);
-  if (csum_fold(sum) != 0xffff) return false;
   s->l2 = l2;
   s->ihl = ihl;
   s->thl = thl;
@@ -337,6 +342,24 @@ static bool gro_parse(const uint8_t *f, size_t len, gro_seg_t *s) {
   s->ident = rd16(ip + 4);
   s->flags = flags;
   return true;
+}
+
+/*
+ * True when the TCP checksum of a segment gro_parse accepted verifies. Every
+ * segment that is not vouched for must pass it: once merged, the frame leaves
+ * with NEEDS_CSUM and the receiver will not look again, so a corrupt segment
+ * would be laundered into a valid one.
+ */
+static bool gro_tcp_csum_ok(const uint8_t *f, const gro_seg_t *s) {
+  const uint8_t *ip = f + s->l2;
+  uint32_t tcplen = (uint32_t)(s->thl + s->plen);
+  uint32_t sum = pseudo_sum(ip, false, IP_PROTO_TCP, tcplen) + csum_bytes(ip + s->ihl, tcplen);
+  return csum_fold(sum) == 0xffff;
+}
+
+/* gro_parse and a verified TCP checksum: what a segment from a tunnel needs. */
+static bool gro_parse_verified(const uint8_t *f, size_t len, gro_seg_t *s) {
+  return gro_parse(f, len, s) && gro_tcp_csum_ok(f, s);
 }
 
 /*
@@ -368,6 +391,32 @@ static bool gro_continues(const uint8_t *f, const gro_seg_t *fs, const gro_seg_t
 static void vnet_clear(uint8_t *vh) { memset(vh, 0, VNET_HDR_LEN); }
 
 /*
+ * Turns frame[0..flen) -- the first segment's headers followed by the payloads
+ * of a run of segs >= 2 -- into a super-frame as tcp4_gro_complete leaves it:
+ * IP total length and header checksum updated, PSH if any segment had it,
+ * CHECKSUM_PARTIAL with the pseudo-header seed in the TCP checksum field (the
+ * kernel, or a segmenter, finishes it), and the vnet header at frame - 12
+ * NEEDS_CSUM / TCPV4 / hdrLen / gsoSize = mss / csumStart = TCP offset / 16.
+ */
+static void gro_finish(uint8_t *frame, size_t flen, const gro_seg_t *first, uint8_t psh, size_t mss) {
+  uint8_t *vh = frame - VNET_HDR_LEN;
+  uint8_t *ip = frame + first->l2;
+  uint8_t *th = ip + first->ihl;
+  uint32_t tot = (uint32_t)(flen - first->l2);
+  wr16(ip + 2, tot);
+  ipv4_fill_csum(ip, first->ihl);
+  th[13] = (uint8_t)(first->flags | psh);
+  wr16(th + TCP_CSUM_OFF, csum_fold(pseudo_sum(ip, false, IP_PROTO_TCP, tot - (uint32_t)first->ihl)));
+  vh[0] = VNET_F_NEEDS_CSUM;
+  vh[1] = VNET_GSO_TCPV4;
+  wr16le(vh + 2, (uint32_t)(first->l2 + first->ihl + first->thl));
+  wr16le(vh + 4, (uint32_t)mss);
+  wr16le(vh + 6, (uint32_t)(first->l2 + first->ihl));
+  wr16le(vh + 8, TCP_CSUM_OFF);
+  wr16le(vh + 10, 0);
+}
+
+/*
  * Coalesces n datagrams (each `skip` bytes then an Ethernet frame) into
  * slots, see groCoalesce in src/io/offload.ts. Slot range and overlap were
  * checked by the caller; outIndex + n <= slot limit as well.
@@ -393,7 +442,7 @@ static int gro_impl(const uint8_t *src, size_t src_len, size_t seg_size, size_t 
     offsets[out] = (uint32_t)(frame - dst);
 
     gro_seg_t first, prev;
-    if (!gro_parse(f, flen, &first) || (first.flags & TCP_PSH)) {
+    if (!gro_parse_verified(f, flen, &first) || (first.flags & TCP_PSH)) {
       /* Not mergeable, or PSH on the first: it would end a run of one. */
       vnet_clear(vh);
       lengths[out++] = (uint32_t)flen;
@@ -411,7 +460,10 @@ static int gro_impl(const uint8_t *src, size_t src_len, size_t seg_size, size_t 
       if (dlen2 < skip + ETH_HLEN) break;
       const uint8_t *g = src + at2 + skip;
       gro_seg_t gs;
-      if (!gro_parse(g, dlen2 - skip, &gs) || !gro_continues(f, &first, &prev, g, &gs, mss)) break;
+      /* Headers first: the checksum pass only for a segment that would join. */
+      if (!gro_parse(g, dlen2 - skip, &gs) || !gro_continues(f, &first, &prev, g, &gs, mss) ||
+          !gro_tcp_csum_ok(g, &gs))
+        break;
       if (flen_out + gs.plen > room || flen_out + gs.plen - first.l2 > 65535) break;
       memcpy(frame + flen_out, g + hlen, gs.plen);
       flen_out += gs.plen;
@@ -426,25 +478,117 @@ static int gro_impl(const uint8_t *src, size_t src_len, size_t seg_size, size_t 
       lengths[out++] = (uint32_t)flen;
       continue;
     }
-    /* The super-frame, as tcp4_gro_complete leaves it: CHECKSUM_PARTIAL with
-     * the pseudo-header seed, so the kernel (or a segmenter) finishes it. */
-    uint8_t *ip = frame + first.l2;
-    uint8_t *th = ip + first.ihl;
-    uint32_t tot = (uint32_t)(flen_out - first.l2);
-    wr16(ip + 2, tot);
-    ipv4_fill_csum(ip, first.ihl);
-    th[13] = (uint8_t)(first.flags | psh);
-    wr16(th + TCP_CSUM_OFF, csum_fold(pseudo_sum(ip, false, IP_PROTO_TCP, tot - (uint32_t)first.ihl)));
-    vh[0] = VNET_F_NEEDS_CSUM;
-    vh[1] = VNET_GSO_TCPV4;
-    wr16le(vh + 2, (uint32_t)hlen);
-    wr16le(vh + 4, (uint32_t)mss);
-    wr16le(vh + 6, (uint32_t)(first.l2 + first.ihl));
-    wr16le(vh + 8, TCP_CSUM_OFF);
-    wr16le(vh + 10, 0);
+    gro_finish(frame, flen_out, &first, psh, mss);
     lengths[out++] = (uint32_t)flen_out;
   }
   return (int)out;
+}
+
+
+/*
+ * A frame list as the TxQueue holds it: frame i at pool[offs[i]], lens[i]
+ * bytes, its vnet header at offs[i] - 12; frames anywhere in the pool. The
+ * output region dst[lo, hi) is recorded so no frame read overlaps it.
+ */
+typedef struct {
+  const uint8_t *pool;
+  size_t pool_len;
+  const uint32_t *offs;
+  const uint32_t *lens;
+  const uint8_t *out;
+  size_t out_len;
+} frame_list_t;
+
+/* Frame i, checked against the pool and the output region (ERR_RANGE). */
+static int frame_at(const frame_list_t *l, size_t i, const uint8_t **f, size_t *len) {
+  uint32_t off = l->offs[i], n = l->lens[i];
+  if (off < VNET_HDR_LEN || (uint64_t)off + n > l->pool_len) return OFF_ERR_RANGE;
+  if (overlaps(l->pool + off - VNET_HDR_LEN, (size_t)n + VNET_HDR_LEN, l->out, l->out_len))
+    return OFF_ERR_RANGE;
+  *f = l->pool + off;
+  *len = n;
+  return 0;
+}
+
+/*
+ * What the vnet header in front of a parsed segment allows: false when the
+ * frame is already a super-frame (any gso_type) or its partial checksum is
+ * not the TCP one; *trusted when its TCP checksum needs no verification:
+ * NEEDS_CSUM (a local stack left the checksum to the device; the bytes came
+ * straight from it through a TAP) or DATA_VALID (the sender's side verified
+ * it: CHECKSUM_UNNECESSARY, which Linux's GRO trusts as well).
+ */
+static bool gro_vnet_ok(const uint8_t *f, const gro_seg_t *s, bool *trusted) {
+  const uint8_t *vh = f - VNET_HDR_LEN;
+  if (vh[1] != 0) return false;
+  if (vh[0] & VNET_F_NEEDS_CSUM) {
+    if (rd16le(vh + 6) != s->l2 + s->ihl || rd16le(vh + 8) != TCP_CSUM_OFF) return false;
+    *trusted = true;
+    return true;
+  }
+  *trusted = (vh[0] & VNET_F_DATA_VALID) != 0;
+  return true;
+}
+
+/*
+ * The run of mergeable segments starting at frame `start` of the list (see
+ * groFrames in src/io/offload.ts): returns how many frames it merged into
+ * dst (the vnet header at out, the frame at out + 12, its length in
+ * *out_len), 1 when frame `start` does not begin a run of two or more
+ * (nothing written), or an error. `room` is the frame bytes out can take.
+ */
+static int gro_frames_impl(const frame_list_t *l, size_t start, size_t count, uint8_t *out,
+                           size_t room, uint32_t *out_len) {
+  const uint8_t *f;
+  size_t flen;
+  int rc = frame_at(l, start, &f, &flen);
+  if (rc < 0) return rc;
+  if (start + 1 >= count) return 1;
+  gro_seg_t first, prev;
+  bool trust_first;
+  /* PSH on the first would end a run of one. */
+  if (!gro_parse(f, flen, &first) || (first.flags & TCP_PSH) || !gro_vnet_ok(f, &first, &trust_first))
+    return 1;
+  prev = first;
+  size_t mss = first.plen;
+  size_t hlen = first.l2 + first.ihl + first.thl;
+  size_t flen_out = flen;
+  size_t segs = 1;
+  uint8_t psh = 0;
+  uint8_t *frame = out + VNET_HDR_LEN;
+  for (size_t i = start + 1; i < count; i++) {
+    const uint8_t *g;
+    size_t glen;
+    rc = frame_at(l, i, &g, &glen);
+    if (rc < 0) {
+      if (segs > 1) break; /* what was merged is good; the caller meets this frame next */
+      return rc;
+    }
+    gro_seg_t gs;
+    bool trust_g;
+    if (!gro_parse(g, glen, &gs) || !gro_continues(f, &first, &prev, g, &gs, mss) ||
+        !gro_vnet_ok(g, &gs, &trust_g))
+      break;
+    if (flen_out + gs.plen - first.l2 > 65535) break;
+    if (flen_out + gs.plen > room) {
+      if (segs == 1) return OFF_ERR_NO_ROOM;
+      break;
+    }
+    /* Checksum passes only now that the frames would be merged. */
+    if (segs == 1 && !trust_first && !gro_tcp_csum_ok(f, &first)) return 1;
+    if (!trust_g && !gro_tcp_csum_ok(g, &gs)) break;
+    if (segs == 1) memcpy(frame, f, flen);
+    memcpy(frame + flen_out, g + hlen, gs.plen);
+    flen_out += gs.plen;
+    segs++;
+    psh |= gs.flags & TCP_PSH;
+    prev = gs;
+    if (psh || gs.plen < mss) break; /* PSH or a short segment ends a run */
+  }
+  if (segs == 1) return 1;
+  gro_finish(frame, flen_out, &first, psh, mss);
+  *out_len = (uint32_t)flen_out;
+  return (int)segs;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -497,11 +641,6 @@ static napi_value ret_int(napi_env env, int v) {
   napi_value r;
   NAPI_OK_OR_THROW(napi_create_int32(env, v, &r), "create_int32");
   return r;
-}
-
-/* True when [a, a+alen) and [b, b+blen) share a byte. */
-static bool overlaps(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
-  return alen > 0 && blen > 0 && a < b + blen && b < a + alen;
 }
 
 static bool get_args(napi_env env, napi_callback_info info, const char *fn, size_t want,
@@ -606,11 +745,40 @@ static napi_value js_gro_coalesce(napi_env env, napi_callback_info info) {
                                headroom, offsets, lengths, out));
 }
 
+/* groFrames(pool, offsets, lengths, start, count, dst, dstOff, dstEnd, result) */
+static napi_value js_gro_frames(napi_env env, napi_callback_info info) {
+  static const char fn[] = "groFrames";
+  napi_value argv[9];
+  if (!get_args(env, info, fn, 9, argv)) return NULL;
+  uint8_t *pool, *dst;
+  size_t pool_len, dst_len, noff, nlen, nres;
+  uint32_t start, count, dst_off, dst_end;
+  uint32_t *offsets, *lengths, *result;
+  bool ok = true;
+  if (!arg_bytes(env, argv[0], fn, "pool", &pool, &pool_len) ||
+      !get_u32_array(env, argv[1], "groFrames: offsets", &offsets, &noff) ||
+      !get_u32_array(env, argv[2], "groFrames: lengths", &lengths, &nlen) ||
+      !arg_u32(env, argv[3], fn, "start", &start, &ok) ||
+      !arg_u32(env, argv[4], fn, "count", &count, &ok) ||
+      !arg_bytes(env, argv[5], fn, "dst", &dst, &dst_len) ||
+      !arg_u32(env, argv[6], fn, "dstOff", &dst_off, &ok) ||
+      !arg_u32(env, argv[7], fn, "dstEnd", &dst_end, &ok) ||
+      !get_u32_array(env, argv[8], "groFrames: result", &result, &nres))
+    return NULL;
+  if (!ok || start >= count || count > noff || count > nlen || nres < 1 ||
+      (uint64_t)dst_off + VNET_HDR_LEN > dst_end || dst_end > dst_len)
+    return ret_int(env, OFF_ERR_RANGE);
+  frame_list_t l = {pool, pool_len, offsets, lengths, dst + dst_off, dst_end - dst_off};
+  return ret_int(env, gro_frames_impl(&l, start, count, dst + dst_off,
+                                      dst_end - dst_off - VNET_HDR_LEN, result));
+}
+
 bool offload_init(napi_env env, napi_value exports) {
   napi_property_descriptor fns[] = {
       {"gsoSegment", NULL, js_gso_segment, NULL, NULL, NULL, napi_enumerable, NULL},
       {"csumComplete", NULL, js_csum_complete, NULL, NULL, NULL, napi_enumerable, NULL},
       {"groCoalesce", NULL, js_gro_coalesce, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"groFrames", NULL, js_gro_frames, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns) != napi_ok) {
     throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot export the offload functions", 0, NULL);

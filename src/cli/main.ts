@@ -256,6 +256,7 @@ showCommand("stats", "element and engine counters", (d) => {
     nat: Record<string, number> | null;
     fdbEntries: number;
     engine: Record<string, unknown>;
+    offloads?: Record<string, Record<string, number>>;
   };
   const rows: Array<[string, string | number]> = [];
   for (const [k, v] of Object.entries(s.switch)) rows.push([`switch.${k}`, v]);
@@ -263,6 +264,7 @@ showCommand("stats", "element and engine counters", (d) => {
   for (const [k, v] of Object.entries(s.router ?? {})) rows.push([`router.${k}`, v]);
   for (const [k, v] of Object.entries(s.nat ?? {})) rows.push([`nat.${k}`, v]);
   for (const k of ["passes", "internalErrors", "roundsExceeded"]) rows.push([`engine.${k}`, String(s.engine[k])]);
+  for (const [port, c] of Object.entries(s.offloads ?? {})) for (const [k, v] of Object.entries(c)) rows.push([`port.${port}.${k}`, v]);
   return table(["COUNTER", "VALUE"], rows);
 });
 

@@ -127,6 +127,14 @@ export abstract class Port {
     return { segmented: s.segmented, segments: s.segments, csumCompleted: s.csumCompleted, badOffload: s.badOffload };
   }
 
+  /**
+   * Offload counters for `show stats`: the software offloads' by default; port kinds
+   * with offloads of their own (a TAP's egress GRO) report theirs. Null when none.
+   */
+  offloadCounters(): Record<string, number> | null {
+    return this.softCounters();
+  }
+
   /** Opens the device and starts delivering batches to `onRx`. */
   abstract open(pool: PacketPool, onRx: RxHandler): void;
   abstract close(): void;

@@ -5,7 +5,8 @@
  * With IFF_VNET_HDR a TAP hands over TCP super-frames (up to 64 KiB) and frames whose
  * checksum is only seeded (CHECKSUM_PARTIAL). Where a frame leaves through something
  * that cannot carry that state (a tunnel underlay), it is segmented or finished here,
- * once (DESIGN.md, hot-path rule 4); on the way in, a burst of segments of one TCP flow
+ * once (DESIGN.md, hot-path rule 4); on the way in (groCoalesce, at the tunnel) and on
+ * the way out to a TAP (groFrames, over a TxQueue), a burst of segments of one TCP flow
  * is merged back into a super-frame so the TAP's kernel side takes one frame, not 45.
  *
  * Frames use the layout of the TAP receive slots: the 12-byte virtio_net_hdr_v1
@@ -79,13 +80,27 @@ interface OffloadBinding {
     lengths: Uint32Array,
     outIndex: number,
   ): number;
+  groFrames(
+    pool: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    start: number,
+    count: number,
+    dst: Uint8Array,
+    dstOff: number,
+    dstEnd: number,
+    result: Uint32Array,
+  ): number;
 }
 
 let binding: OffloadBinding | undefined;
 
 function bind(): OffloadBinding {
   const b = loadNative() as unknown as Partial<OffloadBinding>;
-  if (typeof b.gsoSegment !== 'function' || typeof b.csumComplete !== 'function' || typeof b.groCoalesce !== 'function') {
+  if (
+    typeof b.gsoSegment !== 'function' || typeof b.csumComplete !== 'function' || typeof b.groCoalesce !== 'function' ||
+    typeof b.groFrames !== 'function'
+  ) {
     const err = new Error(
       'tapnet native addon has no offload functions: it was built from older sources; ' +
         'rebuild it with `npm run install` in the repository root',
@@ -209,4 +224,53 @@ export function groCoalesce(
     lengths,
     outIndex,
   );
+}
+
+/**
+ * Receive coalescing over a frame list (a TxQueue's offsets and lengths: frame i at
+ * `pool[offsets[i]]`, `lengths[i]` bytes, its vnet header at `offsets[i] - 12`; frames
+ * anywhere in the pool, in any order): the GRO a TAP's egress does for segments that
+ * crossed the node one by one (from a tunnel, libpcap, a host without TSO).
+ *
+ * Looks at frames `start, start+1, …` (up to `count - 1`) and, when they form a run of
+ * two or more, writes one TCPv4 super-frame to `dst`: its vnet header at
+ * `dst[dstOff, dstOff+12)`, the frame at `dstOff + 12`, its length in `result[0]`;
+ * nothing is written at or past `dstEnd`. The run rules are groCoalesce's (same flow and
+ * headers, seq following on, ident equal or +1, flags ACK or ACK|PSH with PSH ending the
+ * run, a payload as long as the first's with a shorter one ending it, no fragment, no
+ * Ethernet padding, a valid IPv4 header checksum, at most 65535 bytes of IP), plus what
+ * each frame's own vnet header says:
+ *   - gsoType != NONE: already a super-frame, never merged (a run stops before it);
+ *   - NEEDS_CSUM: the TCP checksum is a partial one from a local stack (its bytes came
+ *     straight from a TAP), so it is trusted, not verified; csumStart must be the TCP
+ *     offset and csumOffset 16, else the frame is not merged;
+ *   - DATA_VALID: verified by the sender's side (CHECKSUM_UNNECESSARY), trusted;
+ *   - otherwise the TCP checksum is verified, and a bad one ends the run (or prevents it).
+ * The super-frame is built as groCoalesce builds it (NEEDS_CSUM / TCPV4 / gsoSize = first
+ * payload length). Frames in the list are only read.
+ *
+ * Frames are checked as they are examined (offset >= 12, inside `pool`, not overlapping
+ * `dst[dstOff, dstEnd)`); frames after the run are not looked at.
+ *
+ * @returns the number of frames merged (>= 2; the caller goes on at `start + n`); 1 when
+ *   frame `start` does not begin a run (nothing written: send it as it is);
+ *   OFFLOAD_ERR_NO_ROOM when a run begins here but its first two frames do not fit in
+ *   `dst[dstOff + 12, dstEnd)` (nothing written: make room and call again);
+ *   OFFLOAD_ERR_RANGE when `start >= count`, `count` exceeds `offsets.length` or
+ *   `lengths.length`, `result` is empty, `dstOff + 12 > dstEnd`, `dstEnd > dst.length`,
+ *   or an examined frame lies outside `pool` or overlaps the output region (a frame after
+ *   a run of two or more that fails these checks just ends the run).
+ */
+export function groFrames(
+  pool: Uint8Array,
+  offsets: Uint32Array,
+  lengths: Uint32Array,
+  start: number,
+  count: number,
+  dst: Uint8Array,
+  dstOff: number,
+  dstEnd: number,
+  result: Uint32Array,
+): number {
+  return (binding ?? bind()).groFrames(pool, offsets, lengths, start, count, dst, dstOff, dstEnd, result);
 }

@@ -308,11 +308,12 @@ export class TapnetNode {
         lastError: this.engine.lastError,
       },
       ports: Object.fromEntries(this.engine.ports.map((p) => [p.name, p.counters()])),
-      // Offloads: virtio-net headers on the TAPs; ports without them segment in software.
+      // Offloads: virtio-net headers on the TAPs. Per port: software TSO/checksum at
+      // ports without vnet headers, egress GRO at TAPs.
       offload: this.config.offload === true,
-      softwareOffload: Object.fromEntries(
+      offloads: Object.fromEntries(
         this.engine.ports.flatMap((p) => {
-          const c = p.softCounters();
+          const c = p.offloadCounters();
           return c === null ? [] : [[p.name, c]];
         }),
       ),

@@ -20,6 +20,7 @@ import {
   VNET_GSO_TCPV6,
   csumComplete,
   groCoalesce,
+  groFrames,
   gsoSegment,
 } from '../../src/io/offload.js';
 import { PcapngWriter } from '../../src/io/pcapng.js';
@@ -895,6 +896,278 @@ describe.skipIf(!canRun)('groCoalesce', () => {
       const slen = rnd() % 2 === 0 ? t.b.len : rnd() % (t.b.len + 1);
       const n = gsoSegment(src, t.off, slen, s.dst, 0, s.dst.length, 8, new Uint32Array(64));
       expect(n === OFFLOAD_ERR_MALFORMED || n === OFFLOAD_ERR_NO_ROOM || (n >= 1 && n <= 64)).toBe(true);
+    }
+  });
+});
+
+describe.skipIf(!canRun)('groFrames', () => {
+  const POOL = 512 * 1024;
+
+  /** A pool, 0xa5-filled, and a frame list: each frame placed at an offset given by the test, vnet header zeroed. */
+  class FrameList {
+    readonly pool = Buffer.alloc(POOL, 0xa5);
+    readonly offsets = new Uint32Array(64);
+    readonly lengths = new Uint32Array(64);
+    count = 0;
+    add(frame: Uint8Array, at: number): number {
+      this.pool.fill(0, at - VNET, at);
+      this.pool.set(frame, at);
+      this.offsets[this.count] = at;
+      this.lengths[this.count] = frame.length;
+      return this.count++;
+    }
+    frame(i: number): Buffer {
+      return this.pool.subarray(this.offsets[i], this.offsets[i] + this.lengths[i]);
+    }
+  }
+
+  /** A TSO super-frame and its segments (full checksums), as copies. */
+  function segments(payloadLen: number, flags: number, spec: Partial<TcpSpec> = {}) {
+    const src = Buffer.alloc(80 * 1024);
+    const off = 64;
+    const payload = pattern(payloadLen, 33);
+    const b = buildTso4(src, off, payload, { seq: 0xfffff000, ident: 0xfffd, flags, ...spec });
+    const seg = segment(src, off, b.len, 0, 128 * 1024);
+    expect(seg.n).toBeGreaterThan(1);
+    const segs: Buffer[] = [];
+    let at = seg.base;
+    for (let k = 0; k < seg.n; k++) {
+      segs.push(Buffer.from(seg.dst.subarray(at, at + seg.lengths[k])));
+      at += seg.lengths[k];
+    }
+    return { src, off, b, payload, segs };
+  }
+
+  /** Scatters frames over the pool out of address order, with gaps that are not multiples of anything. */
+  function scatter(frames: Uint8Array[]): FrameList {
+    const l = new FrameList();
+    frames.forEach((f, k) => l.add(f, 250_000 - k * 4_000 + (k % 3) * 777 + ((k * 13) % 7)));
+    return l;
+  }
+
+  const DST_OFF = 1000;
+  function out(size = 80 * 1024) {
+    return { dst: Buffer.alloc(size, 0xa5), res: new Uint32Array(1) };
+  }
+
+  it('round trip: scattered segments of a TSO frame merge into the original super-frame, vnet header and all', () => {
+    const t = segments(20000, TCP_ACK | TCP_PSH);
+    const arp = Buffer.alloc(42, 0x11);
+    const l = new FrameList();
+    l.add(arp, 300_000);
+    const frames = scatter(t.segs);
+    for (let k = 0; k < t.segs.length; k++) l.add(t.segs[k], frames.offsets[k]);
+    const o = out();
+    const n = t.segs.length;
+    expect(groFrames(l.pool, l.offsets, l.lengths, 0, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(1);
+    expect(o.dst.every((x) => x === 0xa5)).toBe(true); // a frame alone: nothing written
+    const snap = Buffer.from(l.pool);
+    expect(groFrames(l.pool, l.offsets, l.lengths, 1, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(n);
+    expect(o.res[0]).toBe(t.b.len);
+    const f = DST_OFF + VNET;
+    expect(o.dst.subarray(DST_OFF, f + t.b.len).equals(t.src.subarray(t.off - VNET, t.off + t.b.len))).toBe(true);
+    expect(readVnet(o.dst, f)).toEqual({
+      flags: VNET_F_NEEDS_CSUM,
+      gsoType: VNET_GSO_TCPV4,
+      hdrLen: t.b.hdrLen,
+      gsoSize: MSS,
+      csumStart: t.b.l4,
+      csumOffset: 16,
+      numBuffers: 0,
+    });
+    expect(o.dst.subarray(0, DST_OFF).every((x) => x === 0xa5)).toBe(true);
+    expect(o.dst.subarray(f + t.b.len).every((x) => x === 0xa5)).toBe(true);
+    expect(l.pool.equals(snap)).toBe(true); // the list is only read
+    expect(csumComplete(o.dst, f, t.b.len)).toBe(0);
+    expect(tcpChecksumValid(o.dst, f + t.b.l4, t.b.len - t.b.l4, IP_A, IP_B)).toBe(true);
+    // The same frames, in the pool itself (dst = pool, region apart from the frames).
+    const r = new Uint32Array(1);
+    expect(groFrames(l.pool, l.offsets, l.lengths, 1, l.count, l.pool, 400_000, 480_000, r)).toBe(n);
+    expect(l.pool.subarray(400_000, 400_000 + VNET + r[0]).equals(t.src.subarray(t.off - VNET, t.off + t.b.len))).toBe(true);
+  });
+
+  it('ends a run at count, at a short segment and at PSH; a run of exactly two', () => {
+    const t = segments(5 * MSS + 100, TCP_ACK | TCP_PSH);
+    const l = scatter(t.segs); // 6 segments, the last short with PSH
+    const o = out();
+    expect(groFrames(l.pool, l.offsets, l.lengths, 0, 2, o.dst, DST_OFF, o.dst.length, o.res)).toBe(2);
+    expect(o.res[0]).toBe(t.b.hdrLen + 2 * MSS);
+    expect(groFrames(l.pool, l.offsets, l.lengths, 3, 6, o.dst, DST_OFF, o.dst.length, o.res)).toBe(3);
+    expect(o.res[0]).toBe(t.b.hdrLen + 2 * MSS + 100);
+    expect(tcpGetFlags(o.dst, DST_OFF + VNET + t.b.l4)).toBe(TCP_ACK | TCP_PSH);
+    expect(groFrames(l.pool, l.offsets, l.lengths, 5, 6, o.dst, DST_OFF, o.dst.length, o.res)).toBe(1); // the last
+    // Out of order (segment 5's seq does not follow segment 0's): no run at all.
+    const l2 = scatter([t.segs[0], t.segs[5], t.segs[1]]);
+    expect(groFrames(l2.pool, l2.offsets, l2.lengths, 0, 3, o.dst, DST_OFF, o.dst.length, o.res)).toBe(1);
+    // A retransmission of the same segment: no run either.
+    const l3 = scatter([t.segs[0], t.segs[0], t.segs[1]]);
+    expect(groFrames(l3.pool, l3.offsets, l3.lengths, 0, 3, o.dst, DST_OFF, o.dst.length, o.res)).toBe(1);
+  });
+
+  it('merges NEEDS_CSUM segments (partial checksums) without verifying them; DATA_VALID is trusted too', () => {
+    const t = segments(8 * MSS, TCP_ACK);
+    const l = scatter(t.segs);
+    for (let k = 0; k < l.count; k++) {
+      // What a local stack with checksum offload sends: the seed (here garbage, to show it is not read).
+      const f = l.offsets[k];
+      l.pool.writeUInt16BE(0xbeef + k, f + t.b.l4 + 16);
+      setVnet(l.pool, f, { flags: k === 3 ? VNET_F_DATA_VALID : VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_NONE, csumStart: t.b.l4, csumOffset: 16 });
+    }
+    const o = out();
+    expect(groFrames(l.pool, l.offsets, l.lengths, 0, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(8);
+    const f = DST_OFF + VNET;
+    expect(o.dst.subarray(DST_OFF, f + t.b.len).equals(t.src.subarray(t.off - VNET, t.off + t.b.len))).toBe(true);
+    // A partial checksum somewhere else than TCP's: not merged.
+    setVnet(l.pool, l.offsets[2], { flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_NONE, csumStart: t.b.l3, csumOffset: 10 });
+    expect(groFrames(l.pool, l.offsets, l.lengths, 0, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(2);
+    expect(groFrames(l.pool, l.offsets, l.lengths, 2, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(1);
+    // The IPv4 header checksum is verified even so.
+    setVnet(l.pool, l.offsets[2], { flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_NONE, csumStart: t.b.l4, csumOffset: 16 });
+    l.pool[l.offsets[5] + t.b.l3 + 8] -= 1; // TTL, checksum not updated
+    expect(groFrames(l.pool, l.offsets, l.lengths, 0, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(5);
+  });
+
+  it('a bad TCP checksum on a segment without NEEDS_CSUM stops the run (or prevents it)', () => {
+    const t = segments(10 * MSS, TCP_ACK);
+    const l = scatter(t.segs);
+    l.pool[l.offsets[4] + t.b.hdrLen + 7] ^= 0x10;
+    const o = out();
+    const snap = Buffer.from(o.dst);
+    expect(groFrames(l.pool, l.offsets, l.lengths, 0, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(4);
+    expect(o.res[0]).toBe(t.b.hdrLen + 4 * MSS);
+    expect(groFrames(l.pool, l.offsets, l.lengths, 4, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(1);
+    expect(groFrames(l.pool, l.offsets, l.lengths, 5, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(5);
+    // A bad first segment: no run, nothing written.
+    l.pool[l.offsets[0] + t.b.hdrLen] ^= 1;
+    const o2 = out();
+    expect(groFrames(l.pool, l.offsets, l.lengths, 0, l.count, o2.dst, DST_OFF, o2.dst.length, o2.res)).toBe(1);
+    expect(o2.dst.equals(snap)).toBe(true);
+  });
+
+  it('does not merge interleaved flows; merges each flow when grouped', () => {
+    const a = segments(3 * MSS, TCP_ACK, { srcPort: 40000 });
+    const b = segments(3 * MSS, TCP_ACK, { srcPort: 40001 });
+    const inter = scatter([a.segs[0], b.segs[0], a.segs[1], b.segs[1], a.segs[2], b.segs[2]]);
+    const o = out();
+    for (let i = 0; i < 6; i++) expect(groFrames(inter.pool, inter.offsets, inter.lengths, i, 6, o.dst, DST_OFF, o.dst.length, o.res)).toBe(1);
+    const grouped = scatter([...a.segs, ...b.segs]);
+    expect(groFrames(grouped.pool, grouped.offsets, grouped.lengths, 0, 6, o.dst, DST_OFF, o.dst.length, o.res)).toBe(3);
+    expect(groFrames(grouped.pool, grouped.offsets, grouped.lengths, 3, 6, o.dst, DST_OFF, o.dst.length, o.res)).toBe(3);
+    expect(o.dst.subarray(DST_OFF, DST_OFF + VNET + o.res[0]).equals(b.src.subarray(b.off - VNET, b.off + b.b.len))).toBe(true);
+  });
+
+  it('never merges a frame that is already a super-frame (any gso_type)', () => {
+    const t = segments(6 * MSS, TCP_ACK);
+    const l = scatter(t.segs);
+    // Segment 3 claims to be a TSO frame (as a super-frame of one segment would).
+    setVnet(l.pool, l.offsets[3], { flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_TCPV4, gsoSize: MSS, csumStart: t.b.l4, csumOffset: 16 });
+    const o = out();
+    expect(groFrames(l.pool, l.offsets, l.lengths, 0, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(3);
+    expect(groFrames(l.pool, l.offsets, l.lengths, 3, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(1);
+    expect(groFrames(l.pool, l.offsets, l.lengths, 2, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(1);
+    expect(groFrames(l.pool, l.offsets, l.lengths, 4, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(2);
+    // A real TSO super-frame in the list.
+    const sup = segments(4 * MSS, TCP_ACK);
+    const l2 = new FrameList();
+    l2.pool.set(sup.src.subarray(sup.off - VNET, sup.off + sup.b.len), 10_000 - VNET);
+    l2.offsets[0] = 10_000;
+    l2.lengths[0] = sup.b.len;
+    l2.count = 1;
+    l2.add(sup.segs[0], 100_000);
+    expect(groFrames(l2.pool, l2.offsets, l2.lengths, 0, 2, o.dst, DST_OFF, o.dst.length, o.res)).toBe(1);
+  });
+
+  it('writes nothing at or past dstEnd: a run is cut to fit, -2 when not even two segments fit', () => {
+    const t = segments(10 * MSS, TCP_ACK);
+    const l = scatter(t.segs);
+    const o = out();
+    const end = DST_OFF + VNET + t.b.hdrLen + 3 * MSS + 10; // room for 3 segments and a bit
+    expect(groFrames(l.pool, l.offsets, l.lengths, 0, l.count, o.dst, DST_OFF, end, o.res)).toBe(3);
+    expect(o.dst.subarray(DST_OFF + VNET + o.res[0]).every((x) => x === 0xa5)).toBe(true);
+    expect(o.dst.subarray(0, DST_OFF).every((x) => x === 0xa5)).toBe(true);
+    const o2 = out();
+    const snap = Buffer.from(o2.dst);
+    const tight = DST_OFF + VNET + t.b.hdrLen + 2 * MSS - 1;
+    expect(groFrames(l.pool, l.offsets, l.lengths, 0, l.count, o2.dst, DST_OFF, tight, o2.res)).toBe(OFFLOAD_ERR_NO_ROOM);
+    expect(o2.dst.equals(snap)).toBe(true);
+    // Exactly two fit.
+    expect(groFrames(l.pool, l.offsets, l.lengths, 0, l.count, o2.dst, DST_OFF, tight + 1, o2.res)).toBe(2);
+    expect(o2.dst.subarray(tight + 1).every((x) => x === 0xa5)).toBe(true);
+  });
+
+  it('keeps a super-frame within 65535 bytes of IP (small MSS, many segments)', () => {
+    // 60 segments of 1200 bytes: 54 fit under the limit.
+    const l = new FrameList();
+    for (let k = 0; k < 60; k++) {
+      const b = Buffer.alloc(2000);
+      const r = buildTcp4(b, 0, pattern(1200, k), { seq: 5000 + k * 1200, ident: k, flags: TCP_ACK });
+      tcpFillChecksum(b, r.l4, r.len - r.l4, IP_A, IP_B);
+      l.add(b.subarray(0, r.len), 64 + k * 4096);
+    }
+    const o = out(128 * 1024);
+    const n = groFrames(l.pool, l.offsets, l.lengths, 0, l.count, o.dst, DST_OFF, o.dst.length, o.res);
+    expect(n).toBe(Math.floor((65535 - 52) / 1200));
+    expect(ipv4GetTotalLen(o.dst, DST_OFF + VNET + 14)).toBe(52 + n * 1200);
+    expect(groFrames(l.pool, l.offsets, l.lengths, n, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(l.count - n);
+  });
+
+  it('-3 for bad arguments and frames outside the pool or overlapping dst; TypeError for wrong types', () => {
+    const t = segments(4 * MSS, TCP_ACK);
+    const l = scatter(t.segs);
+    const o = out();
+    const r = (f: () => number) => expect(f()).toBe(OFFLOAD_ERR_RANGE);
+    const n = l.count;
+    r(() => groFrames(l.pool, l.offsets, l.lengths, n, n, o.dst, DST_OFF, o.dst.length, o.res)); // start >= count
+    r(() => groFrames(l.pool, l.offsets, l.lengths, 0, 65, o.dst, DST_OFF, o.dst.length, o.res)); // count > offsets.length
+    r(() => groFrames(l.pool, l.offsets, new Uint32Array(2), 0, 3, o.dst, DST_OFF, o.dst.length, o.res));
+    r(() => groFrames(l.pool, l.offsets, l.lengths, 0, n, o.dst, DST_OFF, o.dst.length, new Uint32Array(0)));
+    r(() => groFrames(l.pool, l.offsets, l.lengths, 0, n, o.dst, DST_OFF, DST_OFF + 11, o.res)); // dstOff + 12 > dstEnd
+    r(() => groFrames(l.pool, l.offsets, l.lengths, 0, n, o.dst, DST_OFF, o.dst.length + 1, o.res));
+    r(() => groFrames(l.pool, l.offsets, l.lengths, -1, n, o.dst, DST_OFF, o.dst.length, o.res));
+    r(() => groFrames(l.pool, l.offsets, l.lengths, 0.5, n, o.dst, DST_OFF, o.dst.length, o.res));
+    // dst overlapping a frame it would read (the pool as dst).
+    r(() => groFrames(l.pool, l.offsets, l.lengths, 0, n, l.pool, l.offsets[1] - 100, l.offsets[1] + 100, o.res));
+    // A frame outside the pool, or too close to its start for a vnet header.
+    const bad = Uint32Array.from(l.offsets);
+    bad[0] = 4;
+    r(() => groFrames(l.pool, bad, l.lengths, 0, n, o.dst, DST_OFF, o.dst.length, o.res));
+    bad[0] = POOL - 10;
+    r(() => groFrames(l.pool, bad, l.lengths, 0, n, o.dst, DST_OFF, o.dst.length, o.res));
+    // A bad frame right after the first: -3; after a run of two: the run ends there.
+    const bad2 = Uint32Array.from(l.offsets);
+    bad2[1] = POOL;
+    r(() => groFrames(l.pool, bad2, l.lengths, 0, n, o.dst, DST_OFF, o.dst.length, o.res));
+    const bad3 = Uint32Array.from(l.offsets);
+    bad3[2] = POOL;
+    expect(groFrames(l.pool, bad3, l.lengths, 0, n, o.dst, DST_OFF, o.dst.length, o.res)).toBe(2);
+    expect(() => groFrames(l.pool, l.offsets, l.lengths, 0, n, o.dst, DST_OFF, o.dst.length, [0] as unknown as Uint32Array)).toThrow(TypeError);
+    expect(() => groFrames(l.pool, l.offsets, l.lengths, undefined as unknown as number, n, o.dst, 0, 100, o.res)).toThrow(TypeError);
+    expect(() => groFrames('x' as unknown as Buffer, l.offsets, l.lengths, 0, n, o.dst, 0, 100, o.res)).toThrow(TypeError);
+  });
+
+  it('survives random garbage in frames and vnet headers (no crash, sane results)', () => {
+    const t = segments(6 * MSS, TCP_ACK);
+    let seed = 777;
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed;
+    };
+    const o = out();
+    for (let iter = 0; iter < 1000; iter++) {
+      const l = scatter(t.segs);
+      const flips = 1 + (rnd() % 8);
+      for (let i = 0; i < flips; i++) {
+        const k = rnd() % l.count;
+        l.pool[l.offsets[k] - VNET + (rnd() % (VNET + 120))] = rnd() & 0xff;
+      }
+      if (rnd() % 4 === 0) l.lengths[rnd() % l.count] = rnd() % 1600;
+      const start = rnd() % l.count;
+      const k = groFrames(l.pool, l.offsets, l.lengths, start, l.count, o.dst, 0, o.dst.length, o.res);
+      expect(k >= 1 && k <= l.count - start, `iter ${iter}: ${k}`).toBe(true);
+      if (k >= 2) {
+        expect(o.res[0]).toBeLessThanOrEqual(14 + 65535);
+        expect(ipv4ChecksumValid(o.dst, VNET + 14)).toBe(true);
+      }
     }
   });
 });

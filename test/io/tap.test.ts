@@ -13,7 +13,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FrameList } from '../../src/core/batch.js';
+import { PacketPool } from '../../src/core/pool.js';
+import type { Port } from '../../src/core/port.js';
 import { interfaceInfo, openTap, type TapHandle, VNET_HDR_LEN } from '../../src/io/native.js';
+import { TapPort } from '../../src/io/tap-port.js';
 
 const canRun = process.platform === 'linux' && process.getuid?.() === 0 && existsSync('/dev/net/tun');
 // In CI these tests must run: a machine that cannot run them fails the run.
@@ -27,6 +31,10 @@ const TAP_X = `tntx${PID}`; // error cases, stays in the root namespace
 const NS2 = `tntap${PID}r`; // second namespace for the relay test
 const TAP_R1 = `tntr${PID}a`; // relay: in NS, 10.90.0.1/24
 const TAP_R2 = `tntr${PID}b`; // relay: in NS2, 10.90.0.2/24
+const NSG_A = `tntap${PID}ga`; // egress GRO relay: host A (offloads off on its TAP)
+const NSG_B = `tntap${PID}gb`; // egress GRO relay: host B
+const TAP_GA = `tntg${PID}a`; // in NSG_A, 10.91.0.1/24
+const TAP_GB = `tntg${PID}b`; // in NSG_B, 10.91.0.2/24
 const ADDON = fileURLToPath(new URL('../../native/build/Release/tapnet.node', import.meta.url));
 
 const IP_A = 0x0a4d0001; // 10.77.0.1, the kernel side
@@ -301,9 +309,11 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     for (const h of handles) h.close();
     tryQuiet('ip', ['netns', 'del', NS]);
     tryQuiet('ip', ['netns', 'del', NS2]);
+    tryQuiet('ip', ['netns', 'del', NSG_A]);
+    tryQuiet('ip', ['netns', 'del', NSG_B]);
     // Closing the fd destroys a non-persistent TAP wherever it lives; this is
     // only for the case where an assertion failed between open and close.
-    for (const n of [TAP_A, TAP_V, TAP_X, TAP_R1, TAP_R2]) if (linkExists(n)) tryQuiet('ip', ['link', 'del', 'dev', n]);
+    for (const n of [TAP_A, TAP_V, TAP_X, TAP_R1, TAP_R2, TAP_GA, TAP_GB]) if (linkExists(n)) tryQuiet('ip', ['link', 'del', 'dev', n]);
   });
 
   it('receives ARP requests from a TAP moved into another namespace', { timeout: 20_000 }, async () => {
@@ -608,6 +618,140 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
       server.child.kill('SIGKILL');
       for (const h of relay) h.close();
       tryQuiet('ip', ['netns', 'del', NS2]);
+    }
+  });
+
+  it('TapPort egress GRO: segments from a host without TSO reach the other host as super-frames', { timeout: 90_000 }, async () => {
+    // A relay of two TapPorts with vnetHdr, as a tapnet node holds them: host A's TAP
+    // has TSO and GSO off, so A's stack sends MSS-sized segments (with partial checksums
+    // while tx checksumming is on); B's TapPort merges runs of them into super-frames.
+    for (const ns of [NSG_A, NSG_B]) tryQuiet('ip', ['netns', 'del', ns]);
+    const dir = mkdtempSync(join(tmpdir(), 'tntap-gro-'));
+    const ga = new TapPort('a', TAP_GA, { vnetHdr: true });
+    const gb = new TapPort('b', TAP_GB, { vnetHdr: true });
+    const gpool = new PacketPool(ga.rxRegionBytes() + gb.rxRegionBytes() + 256);
+    let aMax = 0;
+    let aPartial = 0;
+    let aGso = 0;
+    const onRx = (p: Port, frames: FrameList): void => {
+      const out = p === ga ? gb : ga;
+      const buf = gpool.buf;
+      for (let i = 0; i < frames.count; i++) {
+        const off = frames.offsets[i]!;
+        if (p === ga) {
+          if (frames.lengths[i]! > aMax) aMax = frames.lengths[i]!;
+          if (buf[off - VNET_HDR_LEN + 1] !== 0) aGso++;
+          if ((buf[off - VNET_HDR_LEN]! & 1) !== 0 && buf[off + 23] === 6) aPartial++;
+        }
+        out.txq.push(off, frames.lengths[i]!);
+      }
+      out.flush(buf);
+    };
+    const netnsExec = (ns: string, args: string[], timeoutMs: number) => run('ip', ['netns', 'exec', ns, ...args], timeoutMs);
+    const snmp = (ns: string): Record<string, number> => {
+      const lines = sh('ip', ['netns', 'exec', ns, 'cat', '/proc/net/snmp']).split('\n').filter((l) => l.startsWith('Tcp:'));
+      const keys = lines[0]!.split(/\s+/).slice(1);
+      const vals = lines[1]!.split(/\s+/).slice(1).map(Number);
+      return Object.fromEntries(keys.map((k, i) => [k, vals[i]!]));
+    };
+    // A 48 MiB deterministic stream A -> B, hashed on both ends: the receiver's kernel
+    // takes a NEEDS_CSUM super-frame on trust, so only the bytes themselves prove the merge.
+    writeFileSync(
+      join(dir, 'recv.py'),
+      [
+        'import hashlib, socket, sys',
+        's = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
+        "s.bind(('10.91.0.2', int(sys.argv[1]))); s.listen(1)",
+        'c, _ = s.accept(); h = hashlib.sha256(); n = 0',
+        'while True:',
+        '    d = c.recv(1 << 20)',
+        '    if not d: break',
+        '    h.update(d); n += len(d)',
+        "print(n, h.hexdigest())",
+      ].join('\n'),
+    );
+    writeFileSync(
+      join(dir, 'send.py'),
+      [
+        'import hashlib, random, socket, sys',
+        'data = random.Random(int(sys.argv[2])).randbytes(48 << 20)',
+        "c = socket.create_connection(('10.91.0.2', int(sys.argv[1])))",
+        'c.sendall(data); c.close()',
+        "print(len(data), hashlib.sha256(data).hexdigest())",
+      ].join('\n'),
+    );
+    const transfer = async (port: number, seed: number): Promise<void> => {
+      const recv = spawnBounded('ip', ['netns', 'exec', NSG_B, 'python3', join(dir, 'recv.py'), String(port)], 40_000);
+      await waitFor(() => sh('ip', ['netns', 'exec', NSG_B, 'ss', '-Hltn', `sport = :${port}`]).trim() !== '', 5000, 'receiver to listen');
+      const sent = await netnsExec(NSG_A, ['python3', join(dir, 'send.py'), String(port), String(seed)], 40_000);
+      const got = await recv.done;
+      expect(sent.code, sent.stderr).toBe(0);
+      expect(got.code, got.stderr).toBe(0);
+      expect(got.stdout.trim()).toBe(sent.stdout.trim());
+    };
+    try {
+      for (const ns of [NSG_A, NSG_B]) {
+        sh('ip', ['netns', 'add', ns]);
+        sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+      }
+      ga.open(gpool, onRx);
+      gb.open(gpool, onRx);
+      for (const [ns, name, cidr] of [
+        [NSG_A, TAP_GA, '10.91.0.1/24'],
+        [NSG_B, TAP_GB, '10.91.0.2/24'],
+      ] as const) {
+        sh('ip', ['link', 'set', 'dev', name, 'netns', ns]);
+        sh('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', `net.ipv6.conf.${name}.disable_ipv6=1`]);
+        sh('ip', ['-n', ns, 'addr', 'add', cidr, 'dev', name]);
+        sh('ip', ['-n', ns, 'link', 'set', 'dev', name, 'up']);
+      }
+      sh('ip', ['netns', 'exec', NSG_A, 'ethtool', '-K', TAP_GA, 'tso', 'off', 'gso', 'off']);
+      const before = { a: snmp(NSG_A), b: snmp(NSG_B) };
+
+      // 1. iperf3 with partial checksums (tx checksumming still on at A).
+      const server = spawnBounded('ip', ['netns', 'exec', NSG_B, 'iperf3', '-s', '-1', '-B', '10.91.0.2'], 30_000);
+      try {
+        await waitFor(() => sh('ip', ['netns', 'exec', NSG_B, 'ss', '-Hltn', 'sport = :5201']).trim() !== '', 5000, 'iperf3 to listen');
+        const client = await netnsExec(NSG_A, ['iperf3', '-c', '10.91.0.2', '-t', '2', '-f', 'g'], 25_000);
+        const rate = /([\d.]+) Gbits\/sec.*receiver/.exec(client.stdout)?.[1];
+        expect(client.code, client.stderr).toBe(0);
+        const c = gb.offloadCounters()!;
+        console.log(`[tap] egress GRO relay, A without TSO: ${rate} Gbit/s; B: ${c.groMerged} super-frames of ${c.groSegments} segments, A: largest ${aMax} bytes, ${aPartial} partial`);
+      } finally {
+        server.child.kill('SIGKILL');
+      }
+      const c1 = gb.offloadCounters()!;
+      expect(aMax).toBeLessThanOrEqual(1514);
+      expect(aGso).toBe(0);
+      expect(aPartial).toBeGreaterThan(0);
+      expect(c1.groMerged).toBeGreaterThan(0);
+      expect(c1.groSegments).toBeGreaterThanOrEqual(2 * c1.groMerged);
+
+      // 2. The bytes arrive intact: partial checksums (trusted), then full ones (verified).
+      await transfer(5301, 1);
+      const c2 = gb.offloadCounters()!;
+      expect(c2.groMerged).toBeGreaterThan(c1.groMerged);
+      sh('ip', ['netns', 'exec', NSG_A, 'ethtool', '-K', TAP_GA, 'tx', 'off']);
+      const partialBefore = aPartial;
+      await transfer(5302, 2);
+      const c3 = gb.offloadCounters()!;
+      expect(aPartial).toBe(partialBefore); // A now sends complete checksums
+      expect(c3.groMerged).toBeGreaterThan(c2.groMerged);
+      console.log(`[tap] egress GRO: ${c3.groMerged - c2.groMerged} super-frames of ${c3.groSegments - c2.groSegments} verified segments`);
+
+      const after = { a: snmp(NSG_A), b: snmp(NSG_B) };
+      for (const k of ['a', 'b'] as const) expect(after[k].InCsumErrors - before[k].InCsumErrors, k).toBe(0);
+      expect(gb.deviceStats()).toMatchObject({ rxOversize: 0, rxErrors: 0, txErrors: 0 });
+      expect(ga.deviceStats()).toMatchObject({ rxOversize: 0, rxErrors: 0, txErrors: 0 });
+      // Counted as the segments that were queued: each frame from A is a frame sent (or dropped) at B.
+      expect(gb.txFrames + gb.txDrops).toBe(ga.rxFrames);
+      expect(gb.txDrops).toBe(gb.deviceStats().txErrors);
+    } finally {
+      ga.close();
+      gb.close();
+      tryQuiet('ip', ['netns', 'del', NSG_A]);
+      tryQuiet('ip', ['netns', 'del', NSG_B]);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
