@@ -156,6 +156,7 @@ function state(): Record<string, unknown> {
     tap: tap.counters(),
     router: { ...r },
     ipipBatches: Object.fromEntries(ipipBatches),
+    underlay: ipip.underlayStats(),
     lastFromTunnel,
     passes: engine.passes,
     internalErrors: engine.internalErrors,

@@ -27,7 +27,7 @@ import { Agent as AgentBase, transpileTree } from "./agent.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Engine } from "../../src/core/engine.js";
 import { DEFAULT_SLOT, HEADROOM } from "../../src/core/port.js";
-import { IpipPort, ipipMacRemote, ipipNeighbourMac } from "../../src/io/ipip-port.js";
+import { IpipPort, type IpipUnderlayStats, ipipMacRemote, ipipNeighbourMac } from "../../src/io/ipip-port.js";
 import { MemoryPort } from "../../src/io/memory-port.js";
 import { captureFields, inNs, iperf, ping, sleep } from "../integration/harness.js";
 
@@ -215,6 +215,7 @@ interface NodeState {
   tap: Record<string, number>;
   router: Record<string, number>;
   ipipBatches: Record<string, number>;
+  underlay: IpipUnderlayStats;
   lastFromTunnel: string;
   passes: number;
   internalErrors: number;
