@@ -412,7 +412,9 @@ static udp_t *this_udp(napi_env env, napi_callback_info info, size_t *argc, napi
   }
   if (need_open && u->closed) {
     char msg[160];
-    snprintf(msg, sizeof msg, "%s socket %s is closed: %s() is not possible after close()", u->raw ? "raw IPv4" : "UDP",
+    snprintf(msg, sizeof msg,
+             u->raw ? "raw IPv4 socket (%s) is closed: %s() is not possible after close()"
+                    : "UDP socket %s is closed: %s() is not possible after close()",
              u->where, method);
     throw_err(env, ERR_PLAIN, u->raw ? "ERR_RAW_CLOSED" : "ERR_UDP_CLOSED", msg, 0, NULL);
     return NULL;
