@@ -17,6 +17,7 @@ enum err_kind { ERR_PLAIN, ERR_TYPE, ERR_RANGE };
 typedef struct {
   napi_ref ctor;     /* TapHandle (tap.c) */
   napi_ref udp_ctor; /* UdpHandle (udp.c) */
+  napi_ref raw_ctor; /* RawHandle (udp.c) */
 } addon_data_t;
 
 /* "EAGAIN" etc. for an errno value. */

@@ -898,6 +898,7 @@ static void addon_data_finalize(napi_env env, void *data, void *hint) {
   addon_data_t *ad = data;
   if (ad->ctor != NULL) napi_delete_reference(env, ad->ctor);
   if (ad->udp_ctor != NULL) napi_delete_reference(env, ad->udp_ctor);
+  if (ad->raw_ctor != NULL) napi_delete_reference(env, ad->raw_ctor);
   free(ad);
 }
 

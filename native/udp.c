@@ -1,6 +1,7 @@
 /*
  * Batched UDP sockets for the tunnel underlay (VXLAN): recvmmsg/sendmmsg,
- * UDP GSO (UDP_SEGMENT) and GRO (UDP_GRO).
+ * UDP GSO (UDP_SEGMENT) and GRO (UDP_GRO); and, on the same machinery, batched
+ * raw IPv4 sockets of one protocol (openRaw, for IPIP: RFC 2003).
  *
  * `dgram` makes one syscall and one JavaScript call per datagram (~250 k/s at
  * a full core, see DESIGN.md); here one uv_poll wake-up is one recvmmsg of up
@@ -9,6 +10,16 @@
  * With GSO one sendmmsg entry of up to ~64 KiB leaves as many datagrams; with
  * GRO the kernel may hand a train of datagrams up as one buffer plus the
  * segment size. All policy stays in TypeScript (src/io/udp-native.ts).
+ *
+ * A raw handle (openRaw, src/io/raw-native.ts) is the same udp_t with `raw`
+ * set: SOCK_RAW of one IP protocol, optionally IP_HDRINCL. A raw IPv4 socket
+ * delivers each packet whole, outer IPv4 header included, and every packet of
+ * its protocol addressed to the namespace (a bound address narrows that); it
+ * has no ports, no GSO and no GRO, so its batches carry offsets, lengths and
+ * source addresses only, send() ignores the port and refuses segs, and
+ * onBatch gets a second argument: the packets of the wake-up dropped as
+ * truncated (MSG_TRUNC), since the caller counts drops per reason. Truncation
+ * is the one receive error a raw socket reports per packet.
  *
  * The architecture is tap.c's, for the same reasons (read the comment at the
  * top of tap.c for the why):
@@ -78,6 +89,9 @@ typedef struct udp_s {
   bool closed;
   bool polling;
   bool gro;
+  bool raw;      /* openRaw: SOCK_RAW, no ports/segs/GSO/GRO */
+  bool hdr_incl; /* raw with IP_HDRINCL */
+  uint8_t protocol;
   udp_poll_box_t *box;
   napi_ref self_ref; /* weak while stopped, strong while polling */
   napi_ref pool_ref;
@@ -98,6 +112,7 @@ typedef struct udp_s {
   uint32_t rx_base;
   uint32_t slots;
   uint32_t slot_size;
+  uint32_t rx_offset; /* a message lands this many bytes into its slot */
 
   /* Receive arrays, `slots` entries each. */
   struct mmsghdr *rx_msgs;
@@ -123,7 +138,7 @@ typedef struct udp_s {
 
   uint32_t bind_addr; /* host order */
   uint16_t port;      /* bound port, host order */
-  char where[32];     /* "a.b.c.d:port" for messages */
+  char where[48];     /* "a.b.c.d:port" (UDP) or "protocol N on a.b.c.d" (raw), for messages */
 } udp_t;
 
 static void format_addr(char *out, size_t n, uint32_t addr, uint32_t port) {
@@ -134,10 +149,10 @@ static void format_addr(char *out, size_t n, uint32_t addr, uint32_t port) {
 /* Options                                                                  */
 
 /* Like common.h's get_uint_prop/get_bool_prop, whose messages name openTap:
- * errors here must name openUdp, so these read the value with get_prop and
- * check it themselves. */
-static bool opt_uint(napi_env env, napi_value obj, const char *key, bool required, uint32_t def, uint32_t max,
-                     uint32_t *out) {
+ * errors here must name openUdp or openRaw (`fn`), so these read the value
+ * with get_prop and check it themselves. */
+static bool opt_uint(napi_env env, const char *fn, napi_value obj, const char *key, bool required, uint32_t def,
+                     uint32_t max, uint32_t *out) {
   napi_value v;
   napi_valuetype t;
   if (!get_prop(env, obj, key, &v, &t)) return false;
@@ -147,7 +162,7 @@ static bool opt_uint(napi_env env, napi_value obj, const char *key, bool require
   }
   char msg[256];
   if (t != napi_number) {
-    snprintf(msg, sizeof msg, "openUdp: option '%s' must be an integer in 0..%u%s", key, max,
+    snprintf(msg, sizeof msg, "%s: option '%s' must be an integer in 0..%u%s", fn, key, max,
              t == napi_undefined ? " (it is required)" : "");
     throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", msg, 0, NULL);
     return false;
@@ -155,7 +170,7 @@ static bool opt_uint(napi_env env, napi_value obj, const char *key, bool require
   double d;
   napi_get_value_double(env, v, &d);
   if (!(d >= 0) || d > (double)max || d != (double)(uint64_t)d) {
-    snprintf(msg, sizeof msg, "openUdp: option '%s' must be an integer in 0..%u, got %g", key, max, d);
+    snprintf(msg, sizeof msg, "%s: option '%s' must be an integer in 0..%u, got %g", fn, key, max, d);
     throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
     return false;
   }
@@ -163,7 +178,7 @@ static bool opt_uint(napi_env env, napi_value obj, const char *key, bool require
   return true;
 }
 
-static bool opt_bool(napi_env env, napi_value obj, const char *key, bool *out) {
+static bool opt_bool(napi_env env, const char *fn, napi_value obj, const char *key, bool *out) {
   napi_value v;
   napi_valuetype t;
   if (!get_prop(env, obj, key, &v, &t)) return false;
@@ -173,7 +188,7 @@ static bool opt_bool(napi_env env, napi_value obj, const char *key, bool *out) {
   }
   if (t != napi_boolean) {
     char msg[128];
-    snprintf(msg, sizeof msg, "openUdp: option '%s' must be a boolean", key);
+    snprintf(msg, sizeof msg, "%s: option '%s' must be a boolean", fn, key);
     throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", msg, 0, NULL);
     return false;
   }
@@ -317,13 +332,22 @@ static void on_readable(uv_poll_t *h, int status, int events) {
 
   uint32_t *const offsets = u->offsets, *const lengths = u->lengths;
   uint32_t *const addrs = u->addrs, *const ports = u->ports, *const segs = u->segs;
-  uint32_t count = 0;
+  const bool raw = u->raw;
+  uint32_t count = 0, truncated = 0;
   for (uint32_t j = 0; j < (uint32_t)n; j++) {
     const struct msghdr *mh = &u->rx_msgs[j].msg_hdr;
-    /* MSG_TRUNC: the datagram (or, with GRO, the coalesced train) was longer
-     * than the slot; the rest is lost, so none of it is delivered. */
+    /* MSG_TRUNC: the datagram (or, with GRO, the coalesced train; or the raw
+     * packet) was longer than the slot; the rest is lost, so none of it is
+     * delivered. */
     if (mh->msg_flags & MSG_TRUNC) {
-      u->rx_truncated++;
+      truncated++;
+      continue;
+    }
+    if (raw) {
+      offsets[count] = u->rx_base + j * u->slot_size + u->rx_offset;
+      lengths[count] = u->rx_msgs[j].msg_len;
+      addrs[count] = ntohl(u->rx_names[j].sin_addr.s_addr);
+      count++;
       continue;
     }
     const uint32_t len = u->rx_msgs[j].msg_len;
@@ -338,27 +362,31 @@ static void on_readable(uv_poll_t *h, int status, int events) {
       }
       if (seg >= len) seg = 0; /* one datagram: no train to split */
     }
-    offsets[count] = u->rx_base + j * u->slot_size;
+    offsets[count] = u->rx_base + j * u->slot_size + u->rx_offset;
     lengths[count] = len;
     addrs[count] = ntohl(u->rx_names[j].sin_addr.s_addr);
     ports[count] = ntohs(u->rx_names[j].sin_port);
     segs[count] = seg;
     count++;
   }
-  if (count == 0) return;
-  u->batches++;
+  u->rx_truncated += truncated;
+  /* A raw handle's caller also hears of a wake-up that only dropped
+   * truncated packets (count 0), so its drop counters stay current. */
+  if (count == 0 && (!raw || truncated == 0)) return;
+  if (count != 0) u->batches++;
   u->rx_messages += count;
 
   napi_env env = u->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value recv = NULL, fn = NULL, argv, result;
+  napi_value recv = NULL, fn = NULL, argv[2], result;
+  const size_t argc = raw ? 2 : 1;
   if (napi_get_reference_value(env, u->self_ref, &recv) == napi_ok && recv != NULL &&
       napi_get_reference_value(env, u->cb_ref, &fn) == napi_ok && fn != NULL &&
-      napi_create_uint32(env, count, &argv) == napi_ok) {
+      napi_create_uint32(env, count, &argv[0]) == napi_ok && napi_create_uint32(env, truncated, &argv[1]) == napi_ok) {
     /* `recv` (a local) keeps the handle, and so `u`, alive for this call even
      * if JS closes and drops the handle inside onBatch. */
-    napi_status st = napi_make_callback(env, u->async_ctx, recv, fn, 1, &argv, &result);
+    napi_status st = napi_make_callback(env, u->async_ctx, recv, fn, argc, argv, &result);
     if (st == napi_pending_exception) {
       /* No JS frame below us would see it: raise it as uncaught. */
       napi_value exc;
@@ -378,13 +406,17 @@ static udp_t *this_udp(napi_env env, napi_callback_info info, size_t *argc, napi
   if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok) return NULL;
   udp_t *u = NULL;
   if (napi_unwrap(env, self, (void **)&u) != napi_ok || u == NULL) {
-    throw_err(env, ERR_TYPE, "ERR_INVALID_THIS", "UdpHandle method called on an object that is not a UdpHandle", 0, NULL);
+    throw_err(env, ERR_TYPE, "ERR_INVALID_THIS",
+              "UdpHandle/RawHandle method called on an object that is neither a UdpHandle nor a RawHandle", 0, NULL);
     return NULL;
   }
   if (need_open && u->closed) {
-    char msg[128];
-    snprintf(msg, sizeof msg, "UDP socket %s is closed: %s() is not possible after close()", u->where, method);
-    throw_err(env, ERR_PLAIN, "ERR_UDP_CLOSED", msg, 0, NULL);
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             u->raw ? "raw IPv4 socket (%s) is closed: %s() is not possible after close()"
+                    : "UDP socket %s is closed: %s() is not possible after close()",
+             u->where, method);
+    throw_err(env, ERR_PLAIN, u->raw ? "ERR_RAW_CLOSED" : "ERR_UDP_CLOSED", msg, 0, NULL);
     return NULL;
   }
   return u;
@@ -396,14 +428,18 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   if (u == NULL) return NULL;
   if (u->cb_ref == NULL) {
     throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE",
-              "start(): this UDP socket was opened without onBatch; pass openUdp({ onBatch: (count) => ... }) to receive", 0,
-              NULL);
+              u->raw ? "start(): this raw socket was opened without onBatch; pass openRaw({ onBatch: (count, truncated) => "
+                       "... }) to receive"
+                     : "start(): this UDP socket was opened without onBatch; pass openUdp({ onBatch: (count) => ... }) to "
+                       "receive",
+              0, NULL);
     return NULL;
   }
   if (!u->polling) {
     int rc = uv_poll_start(&u->box->poll, UV_READABLE, on_readable);
     if (rc < 0) {
-      throw_sys(env, -rc, "uv_poll_start", "cannot watch UDP socket %s for readability", u->where);
+      throw_sys(env, -rc, "uv_poll_start", u->raw ? "cannot watch raw IPv4 socket %s for readability"
+                                                   : "cannot watch UDP socket %s for readability", u->where);
       return NULL;
     }
     u->polling = true;
@@ -497,14 +533,21 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   if (!get_u32_array(env, argv[1], "send: offsets", &offs, &n_offs)) return NULL;
   if (!get_u32_array(env, argv[2], "send: lengths", &lens, &n_lens)) return NULL;
   if (!get_u32_array(env, argv[3], "send: addrs", &addrs, &n_addrs)) return NULL;
-  double dport, dcount;
-  if (napi_get_value_double(env, argv[4], &dport) != napi_ok || !(dport >= 1) || dport > 65535 ||
-      dport != (double)(uint32_t)dport) {
+  double dport = 0, dcount;
+  /* Raw sockets have no ports: the argument is ignored (pass 0). */
+  if (!u->raw && (napi_get_value_double(env, argv[4], &dport) != napi_ok || !(dport >= 1) || dport > 65535 ||
+                  dport != (double)(uint32_t)dport)) {
     throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "send: port must be an integer in 1..65535", 0, NULL);
     return NULL;
   }
   napi_valuetype st;
   napi_typeof(env, argv[5], &st);
+  if (u->raw && st != napi_null && st != napi_undefined) {
+    /* No GSO on a raw socket: one message is one packet. */
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "send: segs must be null for a raw socket (one message is one packet)",
+              0, NULL);
+    return NULL;
+  }
   if (st != napi_null && st != napi_undefined &&
       !get_u32_array(env, argv[5], "send: segs (or null)", &segs, &n_segs))
     return NULL;
@@ -591,8 +634,8 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
         break;
       }
       /* EMSGSIZE, ENETUNREACH, EHOSTUNREACH, EINVAL (e.g. GSO with noCheck,
-       * too many segments), EACCES
-       * (broadcast)...: only this message. */
+       * too many segments; a raw IP_HDRINCL message shorter than its header),
+       * EACCES (broadcast)...: only this message. */
       tx_refuse(u, lens, u->tx_index[k], err);
       k++;
     }
@@ -641,7 +684,7 @@ static napi_value js_ctor(napi_env env, napi_callback_info info) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* openUdp                                                                  */
+/* openUdp, openRaw                                                         */
 
 /* Socket buffer size: the *FORCE option ignores net.core.[rw]mem_max but
  * needs CAP_NET_ADMIN; without it the plain option is capped silently. */
@@ -738,162 +781,233 @@ sockopt_failed:
   return -1;
 }
 
-static napi_value js_open_udp(napi_env env, napi_callback_info cbinfo) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_OK_OR_THROW(napi_get_cb_info(env, cbinfo, &argc, argv, NULL, NULL), "get_cb_info");
-  napi_valuetype vt = napi_undefined;
-  if (argc >= 1) napi_typeof(env, argv[0], &vt);
-  if (vt != napi_object) {
-    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "openUdp(options): options must be an object", 0, NULL);
-    return NULL;
+/* Returns a raw IPv4 socket of `protocol`, or -1 with an exception pending. */
+static int open_raw_fd(napi_env env, uint32_t protocol, bool hdr_incl, uint32_t bind_addr, uint32_t rcvbuf,
+                       uint32_t sndbuf, const char *where) {
+  int fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, (int)protocol);
+  if (fd < 0) {
+    int err = errno;
+    if (err == EPERM || err == EACCES)
+      throw_sys(env, err, "socket", "cannot open a raw IPv4 socket of %s: it needs root or CAP_NET_RAW", where);
+    else if (err == EMFILE || err == ENFILE)
+      throw_sys(env, err, "socket", "too many open files to open a raw IPv4 socket of %s: close some or raise the limit (ulimit -n)", where);
+    else
+      throw_sys(env, err, "socket", "cannot open a raw IPv4 socket of %s", where);
+    return -1;
   }
-  napi_value opts = argv[0];
-  napi_valuetype t;
-
-  /* Everything is validated before the socket is made, so a bad call never
-   * leaves a socket (or a bound port) behind. */
-  uint32_t bind_addr, port, rcvbuf, sndbuf, rx_base, slots, slot_size;
-  bool gro, no_check, no_df;
-  if (!opt_uint(env, opts, "bindAddr", true, 0, UINT32_MAX, &bind_addr)) return NULL;
-  if (!opt_uint(env, opts, "port", true, 0, 65535, &port)) return NULL;
-  if (!opt_uint(env, opts, "rcvbuf", false, 0, INT32_MAX, &rcvbuf)) return NULL;
-  if (!opt_uint(env, opts, "sndbuf", false, 0, INT32_MAX, &sndbuf)) return NULL;
-  if (!opt_bool(env, opts, "gro", &gro)) return NULL;
-  if (!opt_bool(env, opts, "noCheck", &no_check)) return NULL;
-  if (!opt_bool(env, opts, "noDf", &no_df)) return NULL;
-
-  napi_value pool_v;
-  bool is_buf = false;
-  void *pool = NULL;
-  size_t pool_len = 0;
-  if (!get_prop(env, opts, "pool", &pool_v, &t)) return NULL;
-  if (napi_is_buffer(env, pool_v, &is_buf) != napi_ok || !is_buf ||
-      napi_get_buffer_info(env, pool_v, &pool, &pool_len) != napi_ok) {
-    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "openUdp: option 'pool' must be a Buffer", 0, NULL);
-    return NULL;
+  int err;
+  const char *fail = NULL;
+  const int one = 1;
+  if (rcvbuf != 0 && (err = set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf)) != 0) {
+    fail = "setsockopt(SO_RCVBUF)";
+    goto sockopt_failed;
   }
-  if (!opt_uint(env, opts, "rxBase", true, 0, UINT32_MAX, &rx_base)) return NULL;
-  if (!opt_uint(env, opts, "slots", true, 0, UINT32_MAX, &slots)) return NULL;
-  if (!opt_uint(env, opts, "slotSize", true, 0, UINT32_MAX, &slot_size)) return NULL;
-
-  const char *arr_keys[] = {"offsets", "lengths", "addrs", "ports", "segs"};
-  napi_value arr_v[5];
-  uint32_t *arr[5];
-  size_t arr_n[5];
-  for (int k = 0; k < 5; k++) {
-    char what[64];
-    snprintf(what, sizeof what, "openUdp: option '%s'", arr_keys[k]);
-    if (!get_prop(env, opts, arr_keys[k], &arr_v[k], &t)) return NULL;
-    if (!get_u32_array(env, arr_v[k], what, &arr[k], &arr_n[k])) return NULL;
+  if (sndbuf != 0 && (err = set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf)) != 0) {
+    fail = "setsockopt(SO_SNDBUF)";
+    goto sockopt_failed;
   }
-  napi_value cb_v;
-  if (!get_prop(env, opts, "onBatch", &cb_v, &t)) return NULL;
-  if (t != napi_function && t != napi_undefined) {
-    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE",
-              "openUdp: option 'onBatch' must be a function (count: number) => void, or left out for a send-only socket",
-              0, NULL);
-    return NULL;
+  /* IPPROTO_RAW (255) implies IP_HDRINCL; setting it again is harmless. */
+  if (hdr_incl && setsockopt(fd, IPPROTO_IP, IP_HDRINCL, &one, sizeof one) < 0) {
+    err = errno;
+    fail = "setsockopt(IP_HDRINCL)";
+    goto sockopt_failed;
   }
-  const bool has_cb = t == napi_function;
-
-  char msg[400];
-  if (slots == 0) {
-    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "openUdp: 'slots' must be at least 1", 0, NULL);
-    return NULL;
-  }
-  if (slots > 1u << 20) {
-    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "openUdp: 'slots' must be at most 1048576", 0, NULL);
-    return NULL;
-  }
-  if (slot_size == 0) {
-    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE",
-              "openUdp: 'slotSize' must be at least 1 (a datagram longer than the slot is dropped and counted in rxTruncated)",
-              0, NULL);
-    return NULL;
-  }
-  const uint64_t rx_end = (uint64_t)rx_base + (uint64_t)slots * slot_size;
-  if (rx_end > pool_len) {
-    snprintf(msg, sizeof msg,
-             "openUdp: the receive region rxBase + slots*slotSize = %u + %u*%u = %llu does not fit in the pool of %zu bytes",
-             rx_base, slots, slot_size, (unsigned long long)rx_end, pool_len);
-    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
-    return NULL;
-  }
-  if (rx_end > (uint64_t)UINT32_MAX) {
-    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "openUdp: the receive region must end below 4 GiB (offsets are Uint32)", 0, NULL);
-    return NULL;
-  }
-  for (int k = 0; k < 5; k++) {
-    if (arr_n[k] < slots) {
-      snprintf(msg, sizeof msg, "openUdp: option '%s' has %zu entries; it must hold at least slots = %u", arr_keys[k],
-               arr_n[k], slots);
-      throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
-      return NULL;
+  if (bind_addr != 0) {
+    /* A bound raw socket receives only packets to that address, and sends
+     * (without IP_HDRINCL) from it. */
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(bind_addr);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+      err = errno;
+      close(fd);
+      if (err == EADDRNOTAVAIL)
+        throw_sys(env, err, "bind",
+                  "cannot bind the raw IPv4 socket of %s: that address is not on any interface in this process's network "
+                  "namespace; add it (ip addr add) or leave bindAddr out (0) to receive on every address",
+                  where);
+      else
+        throw_sys(env, err, "bind", "cannot bind the raw IPv4 socket of %s", where);
+      return -1;
     }
   }
+  return fd;
 
-  addon_data_t *ad = NULL;
-  napi_value ctor, obj;
-  NAPI_OK_OR_THROW(napi_get_instance_data(env, (void **)&ad), "instance data");
-  NAPI_OK_OR_THROW(napi_get_reference_value(env, ad->udp_ctor, &ctor), "constructor");
-  uv_loop_t *loop = NULL;
-  NAPI_OK_OR_THROW(napi_get_uv_event_loop(env, &loop), "event loop");
+sockopt_failed:
+  close(fd);
+  throw_sys(env, err, fail, "cannot set a socket option on the raw IPv4 socket of %s", where);
+  return -1;
+}
 
+/* What openUdp and openRaw share: the pool, the receive region and arrays,
+ * onBatch. `fn` names the function in messages. */
+#define MAX_ARRAYS 5
+typedef struct {
+  const char *fn;
+  napi_value pool_v;
+  void *pool;
+  size_t pool_len;
+  uint32_t rx_base, slots, slot_size, rx_offset;
+  int n_arrays; /* offsets, lengths, addrs[, ports, segs] */
+  napi_value arr_v[MAX_ARRAYS];
+  uint32_t *arr[MAX_ARRAYS];
+  napi_value cb_v;
+  bool has_cb;
+} common_opts_t;
+
+static const char *const arr_keys[MAX_ARRAYS] = {"offsets", "lengths", "addrs", "ports", "segs"};
+
+/* Reads and checks the shared options; false with an exception pending. */
+static bool read_common(napi_env env, napi_value opts, common_opts_t *c) {
+  const char *fn = c->fn;
+  char msg[400];
+  napi_valuetype t;
+  bool is_buf = false;
+  if (!get_prop(env, opts, "pool", &c->pool_v, &t)) return false;
+  if (napi_is_buffer(env, c->pool_v, &is_buf) != napi_ok || !is_buf ||
+      napi_get_buffer_info(env, c->pool_v, &c->pool, &c->pool_len) != napi_ok) {
+    snprintf(msg, sizeof msg, "%s: option 'pool' must be a Buffer", fn);
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", msg, 0, NULL);
+    return false;
+  }
+  if (!opt_uint(env, fn, opts, "rxBase", true, 0, UINT32_MAX, &c->rx_base)) return false;
+  if (!opt_uint(env, fn, opts, "slots", true, 0, UINT32_MAX, &c->slots)) return false;
+  if (!opt_uint(env, fn, opts, "slotSize", true, 0, UINT32_MAX, &c->slot_size)) return false;
+  if (!opt_uint(env, fn, opts, "rxOffset", false, 0, UINT32_MAX, &c->rx_offset)) return false;
+
+  size_t arr_n[MAX_ARRAYS];
+  for (int k = 0; k < c->n_arrays; k++) {
+    char what[64];
+    snprintf(what, sizeof what, "%s: option '%s'", fn, arr_keys[k]);
+    if (!get_prop(env, opts, arr_keys[k], &c->arr_v[k], &t)) return false;
+    if (!get_u32_array(env, c->arr_v[k], what, &c->arr[k], &arr_n[k])) return false;
+  }
+  if (!get_prop(env, opts, "onBatch", &c->cb_v, &t)) return false;
+  if (t != napi_function && t != napi_undefined) {
+    snprintf(msg, sizeof msg,
+             "%s: option 'onBatch' must be a function %s => void, or left out for a send-only socket", fn,
+             c->n_arrays == 3 ? "(count: number, truncated: number)" : "(count: number)");
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", msg, 0, NULL);
+    return false;
+  }
+  c->has_cb = t == napi_function;
+
+  if (c->slots == 0) {
+    snprintf(msg, sizeof msg, "%s: 'slots' must be at least 1", fn);
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
+    return false;
+  }
+  if (c->slots > 1u << 20) {
+    snprintf(msg, sizeof msg, "%s: 'slots' must be at most 1048576", fn);
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
+    return false;
+  }
+  if (c->slot_size == 0) {
+    snprintf(msg, sizeof msg,
+             "%s: 'slotSize' must be at least 1 (a %s longer than the slot is dropped and counted in rxTruncated)", fn,
+             c->n_arrays == 3 ? "packet" : "datagram");
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
+    return false;
+  }
+  if (c->rx_offset >= c->slot_size) {
+    snprintf(msg, sizeof msg, "%s: 'rxOffset' (%u) must be less than 'slotSize' (%u): a slot holds slotSize - rxOffset bytes",
+             fn, c->rx_offset, c->slot_size);
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
+    return false;
+  }
+  const uint64_t rx_end = (uint64_t)c->rx_base + (uint64_t)c->slots * c->slot_size;
+  if (rx_end > c->pool_len) {
+    snprintf(msg, sizeof msg,
+             "%s: the receive region rxBase + slots*slotSize = %u + %u*%u = %llu does not fit in the pool of %zu bytes", fn,
+             c->rx_base, c->slots, c->slot_size, (unsigned long long)rx_end, c->pool_len);
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
+    return false;
+  }
+  if (rx_end > (uint64_t)UINT32_MAX) {
+    snprintf(msg, sizeof msg, "%s: the receive region must end below 4 GiB (offsets are Uint32)", fn);
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
+    return false;
+  }
+  for (int k = 0; k < c->n_arrays; k++) {
+    if (arr_n[k] < c->slots) {
+      snprintf(msg, sizeof msg, "%s: option '%s' has %zu entries; it must hold at least slots = %u", fn, arr_keys[k],
+               arr_n[k], c->slots);
+      throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
+      return false;
+    }
+  }
+  return true;
+}
+
+/* A udp_t with its receive arrays (and a poll box), or NULL with ENOMEM thrown. */
+static udp_t *alloc_udp(napi_env env, const common_opts_t *c, bool gro, udp_poll_box_t **box_out) {
   udp_t *u = calloc(1, sizeof *u);
   udp_poll_box_t *box = calloc(1, sizeof *box);
   if (u != NULL) {
-    u->rx_msgs = calloc(slots, sizeof *u->rx_msgs);
-    u->rx_iov = calloc(slots, sizeof *u->rx_iov);
-    u->rx_names = calloc(slots, sizeof *u->rx_names);
-    u->rx_ctrl = gro ? calloc(slots, sizeof *u->rx_ctrl) : NULL;
+    u->rx_msgs = calloc(c->slots, sizeof *u->rx_msgs);
+    u->rx_iov = calloc(c->slots, sizeof *u->rx_iov);
+    u->rx_names = calloc(c->slots, sizeof *u->rx_names);
+    u->rx_ctrl = gro ? calloc(c->slots, sizeof *u->rx_ctrl) : NULL;
   }
   if (u == NULL || box == NULL || u->rx_msgs == NULL || u->rx_iov == NULL || u->rx_names == NULL ||
       (gro && u->rx_ctrl == NULL)) {
     if (u != NULL) free_arrays(u);
     free(u);
     free(box);
-    throw_err(env, ERR_PLAIN, "ENOMEM", "openUdp: out of memory", ENOMEM, NULL);
+    char msg[64];
+    snprintf(msg, sizeof msg, "%s: out of memory", c->fn);
+    throw_err(env, ERR_PLAIN, "ENOMEM", msg, ENOMEM, NULL);
     return NULL;
   }
-  format_addr(u->where, sizeof u->where, bind_addr, port);
-  uint16_t bound_port = 0;
-  int fd = open_udp_fd(env, bind_addr, port, rcvbuf, sndbuf, gro, no_check, no_df, u->where, &bound_port);
-  if (fd < 0) {
+  *box_out = box;
+  return u;
+}
+
+/* Points the receive entries at the slots, watches the socket and wraps `u`
+ * in a new object of class `ctor_ref`; returns it, or NULL with an exception
+ * pending (the socket closed, nothing leaked). */
+static napi_value finish_handle(napi_env env, const common_opts_t *c, udp_t *u, udp_poll_box_t *box, int fd,
+                                napi_ref ctor_ref, const char *resource) {
+  napi_value ctor, obj;
+  uv_loop_t *loop = NULL;
+  char msg[128];
+  if (napi_get_reference_value(env, ctor_ref, &ctor) != napi_ok || napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    close(fd);
     free_arrays(u);
     free(u);
     free(box);
+    snprintf(msg, sizeof msg, "%s: internal N-API failure (constructor, event loop)", c->fn);
+    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", msg, 0, NULL);
     return NULL;
   }
   u->env = env;
   u->fd = fd;
-  u->gro = gro;
-  u->bind_addr = bind_addr;
-  u->port = bound_port;
-  format_addr(u->where, sizeof u->where, bind_addr, bound_port);
-  u->pool = pool;
-  u->offsets = arr[0];
-  u->lengths = arr[1];
-  u->addrs = arr[2];
-  u->ports = arr[3];
-  u->segs = arr[4];
-  u->rx_base = rx_base;
-  u->slots = slots;
-  u->slot_size = slot_size;
-  for (uint32_t j = 0; j < slots; j++) {
+  u->pool = c->pool;
+  u->offsets = c->arr[0];
+  u->lengths = c->arr[1];
+  u->addrs = c->arr[2];
+  u->ports = c->n_arrays > 3 ? c->arr[3] : NULL;
+  u->segs = c->n_arrays > 4 ? c->arr[4] : NULL;
+  u->rx_base = c->rx_base;
+  u->slots = c->slots;
+  u->slot_size = c->slot_size;
+  u->rx_offset = c->rx_offset;
+  for (uint32_t j = 0; j < c->slots; j++) {
     struct msghdr *h = &u->rx_msgs[j].msg_hdr;
-    u->rx_iov[j].iov_base = (uint8_t *)pool + rx_base + (size_t)j * slot_size;
-    u->rx_iov[j].iov_len = slot_size;
+    u->rx_iov[j].iov_base = (uint8_t *)c->pool + c->rx_base + (size_t)j * c->slot_size + c->rx_offset;
+    u->rx_iov[j].iov_len = c->slot_size - c->rx_offset;
     h->msg_iov = &u->rx_iov[j];
     h->msg_iovlen = 1;
     h->msg_name = &u->rx_names[j];
-    h->msg_control = gro ? u->rx_ctrl[j].buf : NULL;
+    h->msg_control = u->gro ? u->rx_ctrl[j].buf : NULL;
     rx_reset(u, j);
   }
 
   int rc = uv_poll_init(loop, &box->poll, fd);
   if (rc < 0) {
-    throw_sys(env, -rc, "uv_poll_init", "cannot watch UDP socket %s", u->where);
+    throw_sys(env, -rc, "uv_poll_init", u->raw ? "cannot watch raw IPv4 socket %s" : "cannot watch UDP socket %s",
+              u->where);
     close(fd);
     free_arrays(u);
     free(u);
@@ -910,21 +1024,19 @@ static napi_value js_open_udp(napi_env env, napi_callback_info cbinfo) {
   if (st != napi_ok) {
     udp_close(u, false);
     free(u);
-    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "openUdp: cannot create the handle object", 0, NULL);
+    snprintf(msg, sizeof msg, "%s: cannot create the handle object", c->fn);
+    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", msg, 0, NULL);
     return NULL;
   }
   /* The wrap owns `u` now: on any failure below, close and let GC free it. */
+  napi_ref *arr_refs[MAX_ARRAYS] = {&u->offsets_ref, &u->lengths_ref, &u->addrs_ref, &u->ports_ref, &u->segs_ref};
   napi_value res_name;
   bool ok = napi_create_reference(env, obj, 0, &u->self_ref) == napi_ok &&
-            napi_create_reference(env, pool_v, 1, &u->pool_ref) == napi_ok &&
-            napi_create_reference(env, arr_v[0], 1, &u->offsets_ref) == napi_ok &&
-            napi_create_reference(env, arr_v[1], 1, &u->lengths_ref) == napi_ok &&
-            napi_create_reference(env, arr_v[2], 1, &u->addrs_ref) == napi_ok &&
-            napi_create_reference(env, arr_v[3], 1, &u->ports_ref) == napi_ok &&
-            napi_create_reference(env, arr_v[4], 1, &u->segs_ref) == napi_ok &&
-            (!has_cb || napi_create_reference(env, cb_v, 1, &u->cb_ref) == napi_ok) &&
-            napi_create_string_utf8(env, "tapnet:UdpSocket", NAPI_AUTO_LENGTH, &res_name) == napi_ok &&
-            napi_async_init(env, obj, res_name, &u->async_ctx) == napi_ok;
+            napi_create_reference(env, c->pool_v, 1, &u->pool_ref) == napi_ok;
+  for (int k = 0; ok && k < c->n_arrays; k++) ok = napi_create_reference(env, c->arr_v[k], 1, arr_refs[k]) == napi_ok;
+  ok = ok && (!c->has_cb || napi_create_reference(env, c->cb_v, 1, &u->cb_ref) == napi_ok) &&
+       napi_create_string_utf8(env, resource, NAPI_AUTO_LENGTH, &res_name) == napi_ok &&
+       napi_async_init(env, obj, res_name, &u->async_ctx) == napi_ok;
 
   /* What the kernel granted: Linux reports twice the size asked for (the
    * bookkeeping overhead it allows for). */
@@ -933,23 +1045,137 @@ static napi_value js_open_udp(napi_env env, napi_callback_info cbinfo) {
   getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, &il);
   il = sizeof snd;
   getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, &il);
-  napi_value port_v, rcv_v, snd_v;
-  ok = ok && napi_create_uint32(env, bound_port, &port_v) == napi_ok && napi_create_int32(env, rcv, &rcv_v) == napi_ok &&
-       napi_create_int32(env, snd, &snd_v) == napi_ok;
-  if (ok) {
-    napi_property_descriptor props[] = {
-        {"port", NULL, NULL, NULL, NULL, port_v, napi_enumerable, NULL},
-        {"rcvbuf", NULL, NULL, NULL, NULL, rcv_v, napi_enumerable, NULL},
-        {"sndbuf", NULL, NULL, NULL, NULL, snd_v, napi_enumerable, NULL},
-    };
-    ok = napi_define_properties(env, obj, sizeof props / sizeof props[0], props) == napi_ok;
+  napi_value v1, v2, rcv_v, snd_v;
+  ok = ok && napi_create_int32(env, rcv, &rcv_v) == napi_ok && napi_create_int32(env, snd, &snd_v) == napi_ok;
+  if (ok && u->raw) {
+    ok = napi_create_uint32(env, u->protocol, &v1) == napi_ok && napi_get_boolean(env, u->hdr_incl, &v2) == napi_ok;
+    if (ok) {
+      napi_property_descriptor props[] = {
+          {"protocol", NULL, NULL, NULL, NULL, v1, napi_enumerable, NULL},
+          {"hdrIncl", NULL, NULL, NULL, NULL, v2, napi_enumerable, NULL},
+          {"rcvbuf", NULL, NULL, NULL, NULL, rcv_v, napi_enumerable, NULL},
+          {"sndbuf", NULL, NULL, NULL, NULL, snd_v, napi_enumerable, NULL},
+      };
+      ok = napi_define_properties(env, obj, sizeof props / sizeof props[0], props) == napi_ok;
+    }
+  } else if (ok) {
+    ok = napi_create_uint32(env, u->port, &v1) == napi_ok;
+    if (ok) {
+      napi_property_descriptor props[] = {
+          {"port", NULL, NULL, NULL, NULL, v1, napi_enumerable, NULL},
+          {"rcvbuf", NULL, NULL, NULL, NULL, rcv_v, napi_enumerable, NULL},
+          {"sndbuf", NULL, NULL, NULL, NULL, snd_v, napi_enumerable, NULL},
+      };
+      ok = napi_define_properties(env, obj, sizeof props / sizeof props[0], props) == napi_ok;
+    }
   }
   if (!ok) {
     udp_close(u, false);
-    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "openUdp: cannot set up the handle object", 0, NULL);
+    snprintf(msg, sizeof msg, "%s: cannot set up the handle object", c->fn);
+    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", msg, 0, NULL);
     return NULL;
   }
   return obj;
+}
+
+/* The options object of openUdp/openRaw, or NULL with a TypeError thrown. */
+static napi_value options_arg(napi_env env, napi_callback_info cbinfo, const char *fn) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_OK_OR_THROW(napi_get_cb_info(env, cbinfo, &argc, argv, NULL, NULL), "get_cb_info");
+  napi_valuetype vt = napi_undefined;
+  if (argc >= 1) napi_typeof(env, argv[0], &vt);
+  if (vt != napi_object) {
+    char msg[80];
+    snprintf(msg, sizeof msg, "%s(options): options must be an object", fn);
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", msg, 0, NULL);
+    return NULL;
+  }
+  return argv[0];
+}
+
+static napi_value js_open_udp(napi_env env, napi_callback_info cbinfo) {
+  const char *fn = "openUdp";
+  napi_value opts = options_arg(env, cbinfo, fn);
+  if (opts == NULL) return NULL;
+
+  /* Everything is validated before the socket is made, so a bad call never
+   * leaves a socket (or a bound port) behind. */
+  uint32_t bind_addr, port, rcvbuf, sndbuf;
+  bool gro, no_check, no_df;
+  if (!opt_uint(env, fn, opts, "bindAddr", true, 0, UINT32_MAX, &bind_addr)) return NULL;
+  if (!opt_uint(env, fn, opts, "port", true, 0, 65535, &port)) return NULL;
+  if (!opt_uint(env, fn, opts, "rcvbuf", false, 0, INT32_MAX, &rcvbuf)) return NULL;
+  if (!opt_uint(env, fn, opts, "sndbuf", false, 0, INT32_MAX, &sndbuf)) return NULL;
+  if (!opt_bool(env, fn, opts, "gro", &gro)) return NULL;
+  if (!opt_bool(env, fn, opts, "noCheck", &no_check)) return NULL;
+  if (!opt_bool(env, fn, opts, "noDf", &no_df)) return NULL;
+  common_opts_t c = {.fn = fn, .n_arrays = 5};
+  if (!read_common(env, opts, &c)) return NULL;
+
+  addon_data_t *ad = NULL;
+  NAPI_OK_OR_THROW(napi_get_instance_data(env, (void **)&ad), "instance data");
+  udp_poll_box_t *box = NULL;
+  udp_t *u = alloc_udp(env, &c, gro, &box);
+  if (u == NULL) return NULL;
+  format_addr(u->where, sizeof u->where, bind_addr, port);
+  uint16_t bound_port = 0;
+  int fd = open_udp_fd(env, bind_addr, port, rcvbuf, sndbuf, gro, no_check, no_df, u->where, &bound_port);
+  if (fd < 0) {
+    free_arrays(u);
+    free(u);
+    free(box);
+    return NULL;
+  }
+  u->gro = gro;
+  u->bind_addr = bind_addr;
+  u->port = bound_port;
+  format_addr(u->where, sizeof u->where, bind_addr, bound_port);
+  return finish_handle(env, &c, u, box, fd, ad->udp_ctor, "tapnet:UdpSocket");
+}
+
+static napi_value js_open_raw(napi_env env, napi_callback_info cbinfo) {
+  const char *fn = "openRaw";
+  napi_value opts = options_arg(env, cbinfo, fn);
+  if (opts == NULL) return NULL;
+
+  uint32_t protocol, bind_addr, rcvbuf, sndbuf;
+  bool hdr_incl;
+  if (!opt_uint(env, fn, opts, "protocol", true, 0, 255, &protocol)) return NULL;
+  if (protocol == 0) {
+    /* 0 is IPPROTO_IP, which the kernel refuses for SOCK_RAW (EPROTONOSUPPORT). */
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE",
+              "openRaw: option 'protocol' must be an IP protocol number in 1..255 (4 = IPIP, 255 = IPPROTO_RAW, send only)",
+              0, NULL);
+    return NULL;
+  }
+  if (!opt_bool(env, fn, opts, "hdrIncl", &hdr_incl)) return NULL;
+  if (!opt_uint(env, fn, opts, "bindAddr", false, 0, UINT32_MAX, &bind_addr)) return NULL;
+  if (!opt_uint(env, fn, opts, "rcvbuf", false, 0, INT32_MAX, &rcvbuf)) return NULL;
+  if (!opt_uint(env, fn, opts, "sndbuf", false, 0, INT32_MAX, &sndbuf)) return NULL;
+  common_opts_t c = {.fn = fn, .n_arrays = 3};
+  if (!read_common(env, opts, &c)) return NULL;
+
+  addon_data_t *ad = NULL;
+  NAPI_OK_OR_THROW(napi_get_instance_data(env, (void **)&ad), "instance data");
+  udp_poll_box_t *box = NULL;
+  udp_t *u = alloc_udp(env, &c, false, &box);
+  if (u == NULL) return NULL;
+  snprintf(u->where, sizeof u->where, "protocol %u on %u.%u.%u.%u", protocol, bind_addr >> 24, (bind_addr >> 16) & 0xff,
+           (bind_addr >> 8) & 0xff, bind_addr & 0xff);
+  int fd = open_raw_fd(env, protocol, hdr_incl, bind_addr, rcvbuf, sndbuf, u->where);
+  if (fd < 0) {
+    free_arrays(u);
+    free(u);
+    free(box);
+    return NULL;
+  }
+  u->raw = true;
+  /* IPPROTO_RAW sockets always have IP_HDRINCL. */
+  u->hdr_incl = hdr_incl || protocol == IPPROTO_RAW;
+  u->protocol = (uint8_t)protocol;
+  u->bind_addr = bind_addr;
+  return finish_handle(env, &c, u, box, fd, ad->raw_ctor, "tapnet:RawSocket");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -964,18 +1190,23 @@ bool udp_init(napi_env env, napi_value exports, addon_data_t *ad) {
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default_method, NULL},
       {"fd", NULL, NULL, js_get_fd, NULL, NULL, napi_enumerable, NULL},
   };
-  napi_value ctor;
+  /* Two classes over one implementation: a raw handle is a udp_t with `raw` set. */
+  napi_value ctor, raw_ctor;
   if (napi_define_class(env, "UdpHandle", NAPI_AUTO_LENGTH, js_ctor, NULL, sizeof methods / sizeof methods[0], methods,
                         &ctor) != napi_ok ||
-      napi_create_reference(env, ctor, 1, &ad->udp_ctor) != napi_ok) {
-    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot define UdpHandle", 0, NULL);
+      napi_create_reference(env, ctor, 1, &ad->udp_ctor) != napi_ok ||
+      napi_define_class(env, "RawHandle", NAPI_AUTO_LENGTH, js_ctor, NULL, sizeof methods / sizeof methods[0], methods,
+                        &raw_ctor) != napi_ok ||
+      napi_create_reference(env, raw_ctor, 1, &ad->raw_ctor) != napi_ok) {
+    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot define UdpHandle and RawHandle", 0, NULL);
     return false;
   }
   napi_property_descriptor fns[] = {
       {"openUdp", NULL, js_open_udp, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openRaw", NULL, js_open_raw, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  if (napi_define_properties(env, exports, 1, fns) != napi_ok) {
-    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot export openUdp", 0, NULL);
+  if (napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns) != napi_ok) {
+    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot export openUdp and openRaw", 0, NULL);
     return false;
   }
   return true;

@@ -10,71 +10,64 @@
  * `dst = opts.mac (the router interface), src = ipipNeighbourMac(outer source),
  * type IPv4`, so the router can tell which node a packet came from.
  *
- * Underlay: one raw IPv4 socket of protocol 4 (the `raw-socket` package), opened for
- * the life of the port. It receives every IPIP packet addressed to the namespace,
- * with its outer header; keeping it open is also what stops the kernel (which has no
- * ipip module here) from answering each IPIP packet with ICMP protocol-unreachable
- * (ip_local_deliver_finish sends one only when no raw socket took the packet).
- * SO_RCVBUF is raised (SO_RCVBUFFORCE first, as root) to rcvBufBytes.
+ * Underlay: one raw IPv4 socket of protocol 4 with IP_HDRINCL from the native addon
+ * (openRaw, src/io/raw-native.ts: recvmmsg/sendmmsg over the pool), opened for the
+ * life of the port and not bound (a packet to another address of the node must reach
+ * the port, to be counted as wrongDst). It receives every IPIP packet addressed to the
+ * namespace, with its outer header; keeping it open is also what stops the kernel
+ * (which has no ipip module here) from answering each IPIP packet with ICMP
+ * protocol-unreachable (ip_local_deliver_finish sends one only when no raw socket
+ * took the packet). An unconnected raw socket without IP_RECVERR ignores ICMP errors
+ * from peers (raw_err), so they never become socket errors. SO_RCVBUF is raised
+ * (SO_RCVBUFFORCE first, as root) to rcvBufBytes: a full receive buffer drops quietly
+ * here, while with no socket at all the kernel would answer with ICMP.
  *
- * raw-socket, as measured and read (1.8.1, src/raw.cc and index.js):
- *  - Its Socket.send() is asynchronous: it queues {buffer, offset, length} and calls
- *    sendto() later, one request per UV_WRITABLE wake-up, without copying the buffer
- *    first; a reused staging buffer would be overwritten before it is sent, and the
- *    rate is bounded by one datagram per loop turn. The native SocketWrap.send() under
- *    it is synchronous: one sendto() on the non-blocking fd, the callback called before
- *    it returns, an Error thrown on failure (EAGAIN, EMSGSIZE, ENOBUFS...). The kernel
- *    has copied the bytes into an skb when sendto() returns, so this port calls
- *    SocketWrap.send() directly and one staging area is enough.
- *  - Its Socket receives one datagram per UV_READABLE wake-up (one recvfrom() into one
- *    shared buffer, 4096 bytes unless `bufferSize` is given) and emits 'message' with a
- *    new slice and a new closure per packet; uv_poll is level-triggered, so that gives
- *    one datagram per loop turn, and batches of one. SocketWrap.recv(buffer, cb) is one
- *    synchronous recvfrom() into any Buffer (its whole length), throwing on EAGAIN.
- *    This port replaces the Socket's 'recvReady' listener with its own, which drains
- *    up to batchSize datagrams per wake-up straight into its receive slots (a Buffer
- *    view per slot, made once at open), then hands them to the engine as one batch:
- *    one wake-up = one batch, as on a TAP port. The EAGAIN that ends a drain costs
- *    ~4 us (a thrown Error), once per wake-up. Per packet, raw-socket still allocates
- *    the source address string; nothing else is allocated.
- *  - recvfrom() on a raw socket truncates silently: a packet longer than the view is
- *    recognised by its outer total length (rxTooBig).
- *  - IP_HDRINCL (set here) makes the kernel send our outer header as written; it
- *    still fills in the checksum and total length (and an ident of 0), and never
- *    fragments: a packet longer than the route MTU is refused with EMSGSIZE.
- *  - Everything runs on the main loop (uv_default_loop); not in worker threads.
- *
- * Receive layout: slot i's view starts 6 bytes before slot + HEADROOM, so a packet
+ * Receive: one wake-up = one recvmmsg of up to batchSize packets, straight into the
+ * slots = one batch. Slot i receives at slot + HEADROOM - 6 (rxOffset), so a packet
  * with a 20-byte outer header has its inner packet at slot + HEADROOM + 14 and its
  * Ethernet header is written over the outer header's last 14 bytes, at
- * slot + HEADROOM: no copy. (Outer options move the frame further in.) The outer
- * header is checked (version, IHL, protocol 4, total length), its source must be a
- * known peer, the inner header must pass ipv4Check (checksum included); RFC 6040 §4.2
- * ECN: an outer CE is copied into an ECN-capable inner header; outer CE over a
- * not-ECT inner packet is dropped. The frame ends at the inner total length.
+ * slot + HEADROOM: no copy. (Outer options move the frame further in.) A packet
+ * longer than the slot's room is dropped by the addon (MSG_TRUNC) and counted in
+ * rxTooBig. The outer header is checked (version, IHL, protocol 4, total length), its
+ * source must be a known peer, its destination localAddr, the inner header must pass
+ * ipv4Check (checksum included); RFC 6040 §4.2 ECN: an outer CE is copied into an
+ * ECN-capable inner header; outer CE over a not-ECT inner packet is dropped. The
+ * frame ends at the inner total length. The kept frames go to the engine as one batch.
  *
  * Transmit: per frame, IPv4 only (else notIpv4), destination MAC of the 02:50 form
  * naming a unicast address (else noTunnelDst), the inner header well formed (else
  * badInner), inner length <= MTU - 20 (else tooBig). The outer header (RFC 2003 §3.1:
  * version 4, IHL 5, TOS copied from the inner header, an incrementing ident, DF copied
  * from the inner header, TTL 64, protocol 4, source localAddr, destination from the
- * MAC, header checksum) is written into a staging area in the pool, the inner packet
- * (without Ethernet padding) copied after it with copyWithin, and sent with one
- * sendto(). Refused frames get length 0 (the Port contract) and count in txErrors
- * (lastTxError keeps the message). No ICMP is generated here: a packet larger than
- * the tunnel MTU should have been answered by the router, which reads info().mtu.
+ * MAC, header checksum) is written in place, 20 bytes ending where the inner packet
+ * starts: over the frame's Ethernet header and the 6 bytes before the frame (inside
+ * the headroom every frame in the pool has: HEADROOM for received frames, SOFT_PREFIX
+ * for software segments, 16 bytes for frames the router writes; with offloads they
+ * hold the tail of the frame's virtio-net header, which Port has read before
+ * transmit()). The 20 bytes are saved first and put back after the send, so a frame
+ * the switch also queued on another port (a flood) leaves there unchanged. A frame
+ * with less than 6 bytes in front of it in the pool is copied to a staging area
+ * instead. The whole batch then leaves with one sendmmsg (the kernel copies each
+ * packet before the call returns); Ethernet padding is not sent. IP_HDRINCL makes the
+ * kernel send our outer header as written; it still fills in the checksum and total
+ * length, and never fragments: a packet longer than the route MTU is refused with
+ * EMSGSIZE. Refused frames get length 0 (the Port contract) and count in txErrors
+ * (lastTxError keeps a readable message). No ICMP is generated here: a packet larger
+ * than the tunnel MTU should have been answered by the router, which reads info().mtu.
  *
  * Counters (tunnelCounters): encapsulated, decapsulated, unknownPeer, badOuter,
  * badInner (received, or asked to send), notIpv4, noTunnelDst, tooBig (asked to send),
- * rxTooBig (received packets larger than a slot, or truncated), ecnDrop, wrongDst
- * (outer destination not localAddr), txErrors, rxErrors (recvfrom failures other than
- * EAGAIN, e.g. ECONNREFUSED after a peer's ICMP error, and poll errors).
+ * rxTooBig (received packets larger than a slot's room), ecnDrop, wrongDst (outer
+ * destination not localAddr), txErrors, rxErrors (recvmmsg failures other than EAGAIN,
+ * and poll errors, as the addon counts them). underlayStats() adds the socket's
+ * wakeups, batches (wake-ups that delivered packets), rxMessages, and the transmit
+ * side's sendBatches (sendmmsg batches) and sendMessages.
  *
  * Pool region: batchSize slots of slotSize bytes, then a staging area of `mtu`
  * bytes (rounded up to 64). slotSize defaults to the larger of DEFAULT_SLOT and what
  * an underlay packet of `mtu` bytes needs.
  */
-import { createRequire } from "node:module";
+import { getSystemErrorMap } from "node:util";
 import type { TxQueue } from "../core/batch.js";
 import type { PacketPool } from "../core/pool.js";
 import { DEFAULT_SLOT, HEADROOM, Port, type RxHandler } from "../core/port.js";
@@ -85,6 +78,7 @@ import { ipToString, parseIp } from "../wire/ipv4addr.js";
 import { IP_PROTO_IPIP, IPV4_HEADER_LEN, ipv4Check, ipv4FillChecksum } from "../wire/ipv4.js";
 import { writeMac } from "../wire/mac.js";
 import { CHECK_OK } from "../wire/reason.js";
+import { openRaw, type RawHandle } from "./raw-native.js";
 
 export interface IpipPortOptions {
   /** The node's underlay address: the outer source. */
@@ -109,13 +103,8 @@ const TWO32 = 4294967296;
 /** Bytes a slot's receive view starts before slot + HEADROOM (outer 20 - Ethernet 14). */
 const VIEW_LEAD = IPV4_HEADER_LEN - ETH_HEADER_LEN;
 const OUTER_TTL = 64;
-// Linux socket options raw-socket does not export (asm-generic/socket.h).
-const SO_SNDBUFFORCE = 32;
-const SO_RCVBUFFORCE = 33;
-/** glibc's strerror(EAGAIN): what SocketWrap.recv throws when the socket is empty. */
-const EAGAIN_MESSAGE = "Resource temporarily unavailable";
-/** Distinct remote addresses whose sendto() address strings are kept. */
-const DST_CACHE_MAX = 1024;
+/** Packets per sendmmsg; a bigger queue goes out in chunks of this size. */
+const SEND_CHUNK = 1024;
 
 /** The next-hop MAC naming remote node `remote` (an IPv4 address as uint32): 02:50:a.b.c.d. */
 export function ipipNeighbourMac(remote: number): number {
@@ -127,40 +116,35 @@ export function ipipMacRemote(mac: number): number {
   return Math.floor(mac / TWO32) === 0x0250 ? mac >>> 0 : -1;
 }
 
-/** What this file uses of raw-socket's native SocketWrap (see the header). */
-interface RawWrap {
-  recv(buffer: Buffer, cb: (buffer: Buffer, bytes: number, source: string) => void): void;
-  send(buffer: Buffer, offset: number, length: number, address: string, cb: (bytes: number) => void): void;
-  on(event: string, fn: (...args: unknown[]) => void): unknown;
-  removeAllListeners(event?: string): unknown;
+
+/** What the underlay socket and the send path have done (IpipPort.underlayStats). */
+export interface IpipUnderlayStats {
+  /** Poll wake-ups of the raw socket. */
+  wakeups: number;
+  /** Wake-ups that delivered packets (one recvmmsg batch each). */
+  batches: number;
+  /** Packets received (before the port's checks). */
+  rxMessages: number;
+  /** Packets longer than a slot's room, dropped by the addon (also in rxTooBig). */
+  rxTruncated: number;
+  /** sendmmsg batches (one per transmit, or per SEND_CHUNK packets). */
+  sendBatches: number;
+  /** Packets handed to sendmmsg. */
+  sendMessages: number;
 }
 
-interface RawSocket {
-  wrap: RawWrap;
-  setOption(level: number, option: number, value: number): void;
-  getOption(level: number, option: number, value: Buffer, length: number): number;
-  close(): unknown;
-  on(event: string, fn: (...args: unknown[]) => void): unknown;
-  removeAllListeners(event?: string): unknown;
-}
+const errnoTexts = new Map<number, string>();
 
-interface RawSocketModule {
-  createSocket(opts: { protocol: number; bufferSize?: number }): RawSocket;
-  SocketLevel: { SOL_SOCKET: number; IPPROTO_IP: number };
-  SocketOption: { SO_RCVBUF: number; SO_SNDBUF: number; IP_HDRINCL: number };
-}
-
-let rawModule: RawSocketModule | null = null;
-
-function loadRawSocket(): RawSocketModule {
-  if (rawModule === null) {
-    const require = createRequire(import.meta.url);
-    rawModule = require("raw-socket") as RawSocketModule;
+/** "ENETUNREACH (network is unreachable)" for 101. */
+function errnoText(errno: number): string {
+  let t = errnoTexts.get(errno);
+  if (t === undefined) {
+    const e = getSystemErrorMap().get(-errno);
+    t = e === undefined ? `errno ${errno}` : `${e[0]} (${e[1]})`;
+    errnoTexts.set(errno, t);
   }
-  return rawModule;
+  return t;
 }
-
-const noop = (): void => {};
 
 export class IpipPort extends Port {
   readonly kind = "ipip";
@@ -185,22 +169,33 @@ export class IpipPort extends Port {
   ecnDrop = 0;
   wrongDst = 0;
   txErrors = 0;
+  /** Receive errors of the socket (the addon counts them; brought up to date by tunnelCounters()). */
   rxErrors = 0;
   lastTxError = "";
   lastRxError = "";
+  sendBatches = 0;
+  sendMessages = 0;
   private readonly peerSet: Set<number>;
-  private sock: RawSocket | null = null;
-  private wrap: RawWrap | null = null;
+  private sock: RawHandle | null = null;
   private poolBuf: Buffer | null = null;
-  private rxBase = 0;
   private stagingBase = 0;
-  private views: Buffer[] = [];
-  /** Bytes of the datagram the last recv() returned (set by onRecv). */
-  private got = -1;
+  /** rxErrors of sockets closed before the current one. */
+  private rxErrorsClosed = 0;
+  /** Where the addon reports received packets: pool offset, length, source. */
+  private readonly rxOffs: Uint32Array;
+  private readonly rxLens: Uint32Array;
+  private readonly rxAddrs: Uint32Array;
+  /** The packets of one sendmmsg: pool offset, length, destination, and the queue index of the frame. */
+  private readonly txOffs = new Uint32Array(SEND_CHUNK);
+  private readonly txLens = new Uint32Array(SEND_CHUNK);
+  private readonly txAddrs = new Uint32Array(SEND_CHUNK);
+  private readonly txFrame = new Uint32Array(SEND_CHUNK);
+  /** Per packet: 1 when its outer header was written in place over `saved` bytes, 0 when staged. */
+  private readonly txInPlace = new Uint8Array(SEND_CHUNK);
+  /** The 20 bytes each in-place outer header overwrote, put back after the send. */
+  private readonly saved = new Uint8Array(SEND_CHUNK * IPV4_HEADER_LEN);
+  private stagingUsed = false;
   private ident: number;
-  private lastDst = -1;
-  private lastDstStr = "";
-  private readonly dstStrings = new Map<number, string>();
 
   constructor(name: string, opts: IpipPortOptions) {
     const mtu = opts.mtu ?? 1500;
@@ -236,6 +231,9 @@ export class IpipPort extends Port {
     this.underlayMtu = mtu;
     this.rcvBufBytes = opts.rcvBufBytes ?? 8 * 1024 * 1024;
     this.sndBufBytes = opts.sndBufBytes ?? 4 * 1024 * 1024;
+    this.rxOffs = new Uint32Array(this.batchSize);
+    this.rxLens = new Uint32Array(this.batchSize);
+    this.rxAddrs = new Uint32Array(this.batchSize);
     // RFC 6864 only asks for uniqueness among fragmentable packets in flight; a random
     // start keeps two runs of a node from reusing the same sequence.
     this.ident = (Math.random() * 65536) | 0;
@@ -262,119 +260,84 @@ export class IpipPort extends Port {
     if (this.sock !== null) throw new Error(`ipip port '${this.name}' is already open`);
     // Reserve first: a pool that is too small must not leave a socket open.
     const base = pool.region(this.rxRegionBytes(), `ipip port '${this.name}' rx`);
-    const raw = loadRawSocket();
-    let sock: RawSocket;
+    let sock: RawHandle;
     try {
-      // bufferSize: the Socket's own receive buffer, which this port never uses.
-      sock = raw.createSocket({ protocol: IP_PROTO_IPIP, bufferSize: 64 });
+      sock = openRaw({
+        protocol: IP_PROTO_IPIP,
+        hdrIncl: true,
+        rcvbuf: this.rcvBufBytes,
+        sndbuf: this.sndBufBytes,
+        pool: pool.buf,
+        rxBase: base,
+        slots: this.batchSize,
+        slotSize: this.slotSize,
+        rxOffset: HEADROOM - VIEW_LEAD,
+        offsets: this.rxOffs,
+        lengths: this.rxLens,
+        addrs: this.rxAddrs,
+        onBatch: this.onBatch,
+      });
     } catch (e) {
-      throw new Error(`ipip port '${this.name}': cannot open a raw IPv4 socket of protocol 4: ${(e as Error).message} (needs root or CAP_NET_RAW)`);
+      throw new Error(`ipip port '${this.name}': cannot open a raw IPv4 socket of protocol 4: ${(e as Error).message}`);
     }
-    const wrap = sock.wrap;
-    if (typeof wrap?.recv !== "function" || typeof wrap.send !== "function" || typeof wrap.removeAllListeners !== "function") {
-      sock.close();
-      throw new Error(`ipip port '${this.name}': this raw-socket version has no SocketWrap recv/send (1.8 expected)`);
-    }
-    try {
-      const { SOL_SOCKET, IPPROTO_IP } = raw.SocketLevel;
-      const { SO_RCVBUF, SO_SNDBUF, IP_HDRINCL } = raw.SocketOption;
-      setBuf(sock, SOL_SOCKET, SO_RCVBUFFORCE, SO_RCVBUF, this.rcvBufBytes);
-      setBuf(sock, SOL_SOCKET, SO_SNDBUFFORCE, SO_SNDBUF, this.sndBufBytes);
-      sock.setOption(IPPROTO_IP, IP_HDRINCL, 1);
-      const v = Buffer.alloc(4);
-      sock.getOption(SOL_SOCKET, SO_RCVBUF, v, 4);
-      this.rcvBufEffective = v.readInt32LE(0);
-    } catch (e) {
-      sock.close();
-      throw new Error(`ipip port '${this.name}': cannot set socket options: ${(e as Error).message}`);
-    }
-    const buf = pool.buf;
-    const views: Buffer[] = [];
-    for (let i = 0; i < this.batchSize; i++) {
-      const s = base + i * this.slotSize;
-      views.push(buf.subarray(s + HEADROOM - VIEW_LEAD, s + this.slotSize));
-    }
-    this.views = views;
-    this.poolBuf = buf;
-    this.rxBase = base;
+    this.poolBuf = pool.buf;
     this.stagingBase = base + this.batchSize * this.slotSize;
+    this.rcvBufEffective = sock.rcvbuf;
     this.onRx = onRx;
+    try {
+      sock.start();
+    } catch (e) {
+      sock.close();
+      this.onRx = null;
+      throw new Error(`ipip port '${this.name}': ${(e as Error).message}`);
+    }
     this.sock = sock;
-    this.wrap = wrap;
-    // The Socket's own listener would read a datagram into its 4096-byte buffer and
-    // emit 'message' to nobody: replace it. A poll error makes the Socket emit
-    // 'error' and close itself; without a listener that 'error' would be thrown.
-    wrap.removeAllListeners("recvReady");
-    wrap.on("recvReady", this.onReadable);
-    sock.on("error", this.onSocketError);
   }
 
   close(): void {
     const sock = this.sock;
     if (sock === null) return;
+    this.syncRxErrors();
+    this.rxErrorsClosed = this.rxErrors;
     this.sock = null;
-    this.wrap = null;
     this.onRx = null;
-    sock.wrap.removeAllListeners("recvReady");
-    try {
-      sock.close();
-    } catch {
-      // Best effort: the fd is closed by the addon's destructor otherwise.
-    }
-    sock.removeAllListeners("error");
-    this.views = [];
+    sock.close();
   }
 
-  private readonly onSocketError = (e: unknown): void => {
-    this.rxErrors++;
-    this.lastRxError = e instanceof Error ? e.message : String(e);
-    // raw-socket has closed the socket already; make the port say so.
-    this.close();
-  };
-
-  private readonly onRecv = (_buffer: Buffer, bytes: number): void => {
-    this.got = bytes;
-  };
-
-  /** One wake-up: drains up to batchSize datagrams, then delivers what was kept. */
-  private readonly onReadable = (): void => {
-    const wrap = this.wrap;
-    if (wrap === null) return;
-    const views = this.views;
-    const max = this.batchSize;
-    let n = 0;
-    for (let reads = 0; reads < max; reads++) {
-      this.got = -1;
-      try {
-        wrap.recv(views[n], this.onRecv);
-      } catch (e) {
-        const msg = e instanceof Error ? e.message : String(e);
-        if (msg !== EAGAIN_MESSAGE && !/temporarily unavailable|would block/i.test(msg)) {
-          this.rxErrors++;
-          this.lastRxError = msg;
-        }
-        break;
-      }
-      if (this.got >= 0 && this.decapsulate(n, this.got)) n++;
+  /** Brings rxErrors up to date with the addon's count. */
+  private syncRxErrors(): void {
+    if (this.sock === null) return;
+    const now = this.rxErrorsClosed + this.sock.stats().rxErrors;
+    if (now !== this.rxErrors) {
+      this.lastRxError = `${now - this.rxErrors} receive error(s) on the raw socket (recvmmsg other than EAGAIN, or a poll error)`;
+      this.rxErrors = now;
     }
+  }
+
+  /** One wake-up: `count` packets in the slots (`truncated` dropped by the addon); delivers what is kept as one batch. */
+  private readonly onBatch = (count: number, truncated: number): void => {
+    if (truncated !== 0) {
+      this.rxTooBig += truncated;
+      this.rxDrops += truncated;
+    }
+    const offs = this.rxOffs;
+    const lens = this.rxLens;
+    let n = 0;
+    for (let i = 0; i < count; i++) if (this.decapsulate(n, offs[i], lens[i])) n++;
     this.rx.count = n;
     this.deliverBatch(this.poolBuf as Buffer, this.rx);
   };
 
-  /** Checks the datagram in slot n and turns it into a frame; false when dropped. */
-  private decapsulate(n: number, got: number): boolean {
+  /** Checks the packet of `got` bytes at p and turns it into frame n of the batch; false when dropped. */
+  private decapsulate(n: number, p: number, got: number): boolean {
     const b = this.poolBuf as Buffer;
-    const p = this.rxBase + n * this.slotSize + HEADROOM - VIEW_LEAD;
     if (got < IPV4_HEADER_LEN) return this.dropRx(0);
     const vi = b[p];
     const hlen = (vi & 0x0f) << 2;
     if (vi >>> 4 !== 4 || hlen < IPV4_HEADER_LEN || hlen > got || b[p + 9] !== IP_PROTO_IPIP) return this.dropRx(0);
     const total = readU16(b, p + 2);
-    if (total > got) {
-      // The view was full: the kernel cut the datagram to fit it.
-      return got === this.slotSize - HEADROOM + VIEW_LEAD ? this.dropRx(1) : this.dropRx(0);
-    }
-    if (total < hlen) return this.dropRx(0);
+    // (A packet longer than the slot never gets here: the addon drops it as truncated.)
+    if (total > got || total < hlen) return this.dropRx(0);
     const src = readU32(b, p + 12);
     if (!this.peerSet.has(src)) return this.dropRx(2);
     if (readU32(b, p + 16) !== this.localAddr) return this.dropRx(3);
@@ -400,14 +363,11 @@ export class IpipPort extends Port {
     return true;
   }
 
-  /** Counts a received datagram dropped for `why`; returns false. */
+  /** Counts a received packet dropped for `why`; returns false. */
   private dropRx(why: number): boolean {
     switch (why) {
       case 0:
         this.badOuter++;
-        break;
-      case 1:
-        this.rxTooBig++;
         break;
       case 2:
         this.unknownPeer++;
@@ -427,17 +387,22 @@ export class IpipPort extends Port {
 
   protected transmit(pool: Buffer, q: TxQueue): number {
     const n = q.count;
-    const wrap = this.wrap;
     const lengths = q.lengths;
-    if (wrap === null) {
+    if (this.sock === null) {
       for (let i = 0; i < n; i++) lengths[i] = 0;
       this.txErrors += n;
       this.lastTxError = "port is closed";
       return 0;
     }
     const offsets = q.offsets;
-    const s = this.stagingBase;
     const innerMtu = this.underlayMtu - IPV4_HEADER_LEN;
+    const txOffs = this.txOffs;
+    const txLens = this.txLens;
+    const txAddrs = this.txAddrs;
+    const txFrame = this.txFrame;
+    const txInPlace = this.txInPlace;
+    const saved = this.saved;
+    let m = 0;
     let sent = 0;
     for (let i = 0; i < n; i++) {
       const off = offsets[i];
@@ -466,46 +431,106 @@ export class IpipPort extends Port {
         lengths[i] = 0;
         continue;
       }
+      // The outer header goes right in front of the inner packet: over the Ethernet
+      // header and the 6 bytes before the frame, saved first and put back after the send.
+      let s = inner - IPV4_HEADER_LEN;
+      if (s >= 0) {
+        const sv = m * IPV4_HEADER_LEN;
+        for (let k = 0; k < IPV4_HEADER_LEN; k++) saved[sv + k] = pool[s + k];
+        txInPlace[m] = 1;
+      } else {
+        // No room in front of this frame (never the case for frames of the pool's
+        // regions): copy it behind a header in the staging area, which holds one.
+        if (this.stagingUsed) {
+          sent += this.sendQueued(pool, lengths, m);
+          m = 0;
+        }
+        s = this.stagingBase;
+        this.stagingUsed = true;
+        pool.copyWithin(s + IPV4_HEADER_LEN, inner, inner + innerLen);
+        txInPlace[m] = 0;
+      }
       // RFC 2003 section 3.1.
+      const tos = pool[inner + 1];
+      const df = pool[inner + 6] & 0x40;
       pool[s] = 0x45;
-      pool[s + 1] = pool[inner + 1];
+      pool[s + 1] = tos;
       writeU16(pool, s + 2, IPV4_HEADER_LEN + innerLen);
       const id = this.ident;
       this.ident = (id + 1) & 0xffff;
       writeU16(pool, s + 4, id);
-      pool[s + 6] = pool[inner + 6] & 0x40;
+      pool[s + 6] = df;
       pool[s + 7] = 0;
       pool[s + 8] = OUTER_TTL;
       pool[s + 9] = IP_PROTO_IPIP;
+      pool[s + 10] = 0;
+      pool[s + 11] = 0;
       writeU32(pool, s + 12, this.localAddr);
       writeU32(pool, s + 16, dst);
       ipv4FillChecksum(pool, s);
-      pool.copyWithin(s + IPV4_HEADER_LEN, inner, inner + innerLen);
-      try {
-        wrap.send(pool, s, IPV4_HEADER_LEN + innerLen, this.dstString(dst), noop);
-        sent++;
-        this.encapsulated++;
-      } catch (e) {
-        lengths[i] = 0;
-        this.txErrors++;
-        this.lastTxError = e instanceof Error ? e.message : String(e);
+      txOffs[m] = s;
+      txLens[m] = IPV4_HEADER_LEN + innerLen;
+      txAddrs[m] = dst;
+      txFrame[m] = i;
+      m++;
+      if (m === SEND_CHUNK) {
+        sent += this.sendQueued(pool, lengths, m);
+        m = 0;
       }
     }
+    if (m !== 0) sent += this.sendQueued(pool, lengths, m);
     return sent;
   }
 
-  /** sendto() wants the address as a string: one per remote node, made once. */
-  private dstString(dst: number): string {
-    if (dst === this.lastDst) return this.lastDstStr;
-    let str = this.dstStrings.get(dst);
-    if (str === undefined) {
-      if (this.dstStrings.size >= DST_CACHE_MAX) this.dstStrings.clear();
-      str = ipToString(dst);
-      this.dstStrings.set(dst, str);
+  /**
+   * Sends the m packets prepared by transmit() with one sendmmsg, accounts for the
+   * refused ones (their frames get length 0), and puts back the bytes the in-place
+   * headers overwrote. Returns how many were accepted.
+   */
+  private sendQueued(pool: Buffer, lengths: Uint32Array, m: number): number {
+    const sock = this.sock as RawHandle;
+    const txLens = this.txLens;
+    const accepted = sock.send(pool, this.txOffs, txLens, this.txAddrs, 0, null, m);
+    this.sendBatches++;
+    this.sendMessages += m;
+    this.encapsulated += accepted;
+    if (accepted !== m) {
+      // The addon zeroed the length of each refused packet.
+      let last = -1;
+      for (let j = 0; j < m; j++) {
+        if (txLens[j] === 0) {
+          lengths[this.txFrame[j]] = 0;
+          this.txErrors++;
+          last = j;
+        }
+      }
+      if (last >= 0) this.lastTxError = `sendmmsg to ${ipToString(this.txAddrs[last])}: ${errnoText(sock.stats().lastTxErrno)}`;
     }
-    this.lastDst = dst;
-    this.lastDstStr = str;
-    return str;
+    const txOffs = this.txOffs;
+    const txInPlace = this.txInPlace;
+    const saved = this.saved;
+    // Backwards: should one frame be queued twice, its first save holds the original bytes.
+    for (let j = m - 1; j >= 0; j--) {
+      if (txInPlace[j] === 0) continue;
+      const s = txOffs[j];
+      const sv = j * IPV4_HEADER_LEN;
+      for (let k = 0; k < IPV4_HEADER_LEN; k++) pool[s + k] = saved[sv + k];
+    }
+    this.stagingUsed = false;
+    return accepted;
+  }
+
+  /** The underlay socket's batching: receive wake-ups and batches, sendmmsg batches. */
+  underlayStats(): IpipUnderlayStats {
+    const st = this.sock?.stats();
+    return {
+      wakeups: st?.wakeups ?? 0,
+      batches: st?.batches ?? 0,
+      rxMessages: st?.rxMessages ?? 0,
+      rxTruncated: st?.rxTruncated ?? 0,
+      sendBatches: this.sendBatches,
+      sendMessages: this.sendMessages,
+    };
   }
 
   info(): { mac: number; mtu: number; ifname: string } {
@@ -523,6 +548,7 @@ export class IpipPort extends Port {
   }
 
   tunnelCounters(): Record<string, number> {
+    this.syncRxErrors();
     return {
       encapsulated: this.encapsulated,
       decapsulated: this.decapsulated,
@@ -538,14 +564,5 @@ export class IpipPort extends Port {
       txErrors: this.txErrors,
       rxErrors: this.rxErrors,
     };
-  }
-}
-
-/** Sets a socket buffer size, past net.core.*mem_max when allowed (the FORCE option needs CAP_NET_ADMIN). */
-function setBuf(sock: RawSocket, level: number, force: number, plain: number, bytes: number): void {
-  try {
-    sock.setOption(level, force, bytes);
-  } catch {
-    sock.setOption(level, plain, bytes);
   }
 }

@@ -4,7 +4,7 @@
  *
  * Receive: on each wake-up of the socket, one recvmmsg() of up to `slots`
  * datagrams lands directly in the caller's pool (message i in slot i, at
- * `pool[rxBase + i*slotSize ..]`), then `onBatch(count)` is called once.
+ * `pool[rxBase + i*slotSize + rxOffset ..]`), then `onBatch(count)` is called once.
  * Message i of a batch is at `pool[offsets[i] .. offsets[i] + lengths[i])`
  * from `addrs[i]:ports[i]`; like TAP batches, those bytes stay valid only until
  * `onBatch` returns. The slots of a batch need not be contiguous: a datagram
@@ -71,6 +71,8 @@ export interface UdpOptions {
   slots: number;
   /** Bytes per slot. Longer datagrams (or GRO trains) are dropped and counted in `rxTruncated`. */
   slotSize: number;
+  /** Where a datagram lands in its slot (default 0): slot i receives at `rxBase + i*slotSize + rxOffset`, at most `slotSize - rxOffset` bytes. */
+  rxOffset?: number;
   /** Receives the absolute pool offset of message i (length >= slots). */
   offsets: Uint32Array;
   /** Receives the length of message i (length >= slots). */

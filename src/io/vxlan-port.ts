@@ -55,9 +55,11 @@
  * At most maxEntries MACs are learned (a peer must not grow the table without bound);
  * past that, new MACs are not learned (learnLimit).
  *
- * Pool region: batchSize receive slots of slotSize bytes, then 2 x 16 reply slots of
- * 64 bytes (ARP replies; two halves so that replies made during a pass never
- * overwrite those being delivered), then the staging area (underlayMtu bytes).
+ * Pool region: LAND_SLOTS landing slots for recvmmsg (64 KiB + 128 each: a GRO train),
+ * the output slots (batchSize of slotSize; with offloads 64 of 64 KiB + 256, room for a
+ * coalesced super-frame), 2 x 16 reply slots of HEADROOM + 64 bytes (ARP replies; two
+ * halves so that replies made during a pass never overwrite those being delivered),
+ * then the staging area for segmented super-frames (512 KiB).
  *
  * Counters: the Port ones, plus
  *   encapsulated  - outer packets sent (a flooded frame counts once per remote)
@@ -79,10 +81,10 @@
  *   badOffload    - super-frames or partial checksums that could not be resolved (malformed)
  * Received drops also count in rxDrops; frames not sent get length 0 (txDrops).
  *
- * bind(2) happens after open() returns (dgram binds asynchronously): a failure (the
- * address is not on the node, the port is taken) sets `lastError`, leaves `listening`
- * false and rejects ready(). Runs on the main thread only (raw-socket's poll handle
- * lives on the default loop).
+ * The receive socket is bound in open(): a failure (the address is not on the node, the
+ * port is taken) does not throw there; it sets `lastError`, leaves `listening` false
+ * and rejects ready(), which the node awaits. The sockets' poll handles live on the
+ * loop of the thread that opened the port.
  */
 import { constants as osConstants } from "node:os";
 import type { TxQueue } from "../core/batch.js";

@@ -13,6 +13,8 @@
  *   ipip -> IPv4 for the local pod subnet: TTL - 1, Ethernet rewritten to (pod MAC,
  *           gateway MAC), out of the TAP.
  *   mem  -> out of ipip unchanged.
+ * `inject` and `txAt` also report whether the queued frames (and the 12 bytes before
+ * each) were left unchanged by the IPIP port's transmit (framesIntact).
  * Driven by JSON lines on stdin; exits when stdin closes.
  */
 import { createInterface } from "node:readline";
@@ -116,6 +118,8 @@ function fromTap(pool: Buffer, off: number, len: number): void {
   r.dropped++;
 }
 
+let memSnaps: Array<{ pool: Buffer; from: number; to: number; bytes: Buffer }> = [];
+
 function fromTunnel(pool: Buffer, off: number, len: number): void {
   lastFromTunnel = pool.toString("hex", off, off + ETH_HEADER_LEN);
   const l3 = off + ETH_HEADER_LEN;
@@ -138,7 +142,10 @@ engine.pipeline = {
       const len = frames.lengths[i];
       if (port === tap) fromTap(pool, off, len);
       else if (port === ipip) fromTunnel(pool, off, len);
-      else ipip.txq.push(off, len);
+      else {
+        memSnaps.push({ pool, from: off - 12, to: off + len, bytes: Buffer.from(pool.subarray(off - 12, off + len)) });
+        ipip.txq.push(off, len);
+      }
     }
   },
 };
@@ -156,6 +163,7 @@ function state(): Record<string, unknown> {
     tap: tap.counters(),
     router: { ...r },
     ipipBatches: Object.fromEntries(ipipBatches),
+    underlay: ipip.underlayStats(),
     lastFromTunnel,
     passes: engine.passes,
     internalErrors: engine.internalErrors,
@@ -177,15 +185,41 @@ rl.on("close", () => {
   process.exit(0);
 });
 rl.on("line", (line) => {
-  const m = JSON.parse(line) as { id: number; op: string; frames?: string[] };
+  const m = JSON.parse(line) as { id: number; op: string; frames?: string[]; at?: Array<{ hex: string; off: number }> };
   const reply = (x: Record<string, unknown>): void => out({ id: m.id, ok: true, ...x });
   try {
     switch (m.op) {
       case "state":
         return reply(state());
-      case "inject":
+      case "inject": {
+        // The frames in mem's slots, with the 12 bytes before each, as they were when
+        // queued on the IPIP port: transmit() must leave them as it found them.
+        memSnaps = [];
         mem.inject((m.frames ?? []).map((h) => Buffer.from(h, "hex")));
-        return reply(state());
+        const framesIntact = memSnaps.every((x) => x.pool.subarray(x.from, x.to).equals(x.bytes));
+        memSnaps = [];
+        return reply({ ...state(), framesIntact });
+      }
+      case "txAt": {
+        // Frames placed at chosen pool offsets (the same offset may come twice) and
+        // queued on the IPIP port in one pass: offsets below 6 leave no room in front.
+        const at = m.at ?? [];
+        const snaps: Array<{ from: number; bytes: Buffer }> = [];
+        let poolRef = null as Buffer | null;
+        engine.runPass((pool) => {
+          poolRef = pool;
+          for (const { hex, off } of at) {
+            const f = Buffer.from(hex, "hex");
+            f.copy(pool, off);
+            const from = Math.max(0, off - 12);
+            snaps.push({ from, bytes: Buffer.from(pool.subarray(from, off + f.length)) });
+            ipip.txq.push(off, f.length);
+          }
+        });
+        const pool = poolRef as Buffer | null;
+        const framesIntact = pool !== null && snaps.every((x) => pool.subarray(x.from, x.from + x.bytes.length).equals(x.bytes));
+        return reply({ ...state(), framesIntact });
+      }
       case "close":
         ipip.close();
         ipip.close();

@@ -27,7 +27,7 @@ import { Agent as AgentBase, transpileTree } from "./agent.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Engine } from "../../src/core/engine.js";
 import { DEFAULT_SLOT, HEADROOM } from "../../src/core/port.js";
-import { IpipPort, ipipMacRemote, ipipNeighbourMac } from "../../src/io/ipip-port.js";
+import { IpipPort, type IpipUnderlayStats, ipipMacRemote, ipipNeighbourMac } from "../../src/io/ipip-port.js";
 import { MemoryPort } from "../../src/io/memory-port.js";
 import { captureFields, inNs, iperf, ping, sleep } from "../integration/harness.js";
 
@@ -215,7 +215,9 @@ interface NodeState {
   tap: Record<string, number>;
   router: Record<string, number>;
   ipipBatches: Record<string, number>;
+  underlay: IpipUnderlayStats;
   lastFromTunnel: string;
+  framesIntact?: boolean;
   passes: number;
   internalErrors: number;
   lastError: string;
@@ -562,10 +564,30 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
       txDrops: 7,
     });
     expect(s1.lastTxError).toMatch(/unreachable/i);
+    // Outer headers are written in place over each frame's Ethernet header and the 6
+    // bytes before it, and put back after the send (the frame may be queued elsewhere too).
+    expect(s1.framesIntact).toBe(true);
     await sleep(300);
     const s2 = await agents.n2!.state();
     // Both arrived whole (the Ethernet padding after the 1480 bytes was not sent).
     expect(delta(s2.ipip, before2.ipip)).toMatchObject({ decapsulated: 2, rxFrames: 2, rxBytes: 14 + 1480 + 14 + good.length });
+  }, 20_000);
+
+  it("sends a frame with no room in front of it (pool offset 0) from the staging area, twice in one batch, next to one sent in place", async () => {
+    const before1 = await agents.n1!.state();
+    const before2 = await agents.n2!.state();
+    const to2 = ipipNeighbourMac(ip4(NODE2));
+    const f = (seq: number): string =>
+      ethernet(to2, GW1_MAC, 0x0800, ipPacket({ src: "10.244.1.99", dst: H2, proto: 1, payload: echo(0x4343, seq) })).toString("hex");
+    const s1 = await agents.n1!.call("txAt", { at: [{ hex: f(1), off: 0 }, { hex: f(2), off: 3000 }, { hex: f(1), off: 0 }] });
+    expect(delta(s1.ipip, before1.ipip)).toMatchObject({ encapsulated: 3, txFrames: 3 });
+    expect(s1.ipip.txErrors).toBe(before1.ipip.txErrors);
+    expect(s1.framesIntact).toBe(true);
+    // Two sendmmsg batches: the second staged frame waits until the first has gone.
+    expect(s1.underlay.sendBatches - before1.underlay.sendBatches).toBe(2);
+    await sleep(300);
+    const s2 = await agents.n2!.state();
+    expect(delta(s2.ipip, before2.ipip)).toMatchObject({ decapsulated: 3 });
   }, 20_000);
 
   it("still carries traffic after all that", async () => {
@@ -574,6 +596,51 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
     const r2 = ping(NS.h2, H1, 2, ["-s", "1452", "-M", "do"]);
     expect(r2.stdout).toMatch(/2 packets transmitted, 2 received/);
   }, 20_000);
+
+  it("a burst crosses in batches: ping -f -l 64 (2000 packets) goes out with sendmmsg and comes in with recvmmsg batches above 1, without errors", async () => {
+    const before1 = await agents.n1!.state();
+    const before2 = await agents.n2!.state();
+    // -l 64: 64 requests leave at once, then one per reply: the tunnel sees trains, not single packets.
+    const r = inNs(NS.h1, ["timeout", "-k", "5", "40", "ping", "-n", "-q", "-f", "-l", "64", "-c", "2000", "-s", "1000", H2], 50_000);
+    expect(r.stdout, r.stderr).toMatch(/2000 packets transmitted, 2000 received/);
+    const s1 = await agents.n1!.state();
+    const s2 = await agents.n2!.state();
+    const d = (s: NodeState, b: NodeState, k: keyof IpipUnderlayStats): number => s.underlay[k] - b.underlay[k];
+    // Requests h1 -> h2: N1 sends, N2 receives; replies the other way.
+    for (const [name, tx, txBefore, rx, rxBefore] of [
+      ["requests", s1, before1, s2, before2],
+      ["replies", s2, before2, s1, before1],
+    ] as const) {
+      const sent = d(tx, txBefore, "sendMessages");
+      const sendBatches = d(tx, txBefore, "sendBatches");
+      const received = d(rx, rxBefore, "rxMessages");
+      const rxBatches = d(rx, rxBefore, "batches");
+      console.log(
+        `ping -f -l 64 ${name}: ${sent} packets in ${sendBatches} sendmmsg batches (mean ${(sent / sendBatches).toFixed(1)}), ` +
+          `${received} in ${rxBatches} recvmmsg batches (mean ${(received / rxBatches).toFixed(1)}, ${d(rx, rxBefore, "wakeups")} wake-ups)`,
+      );
+      expect(sent, name).toBe(2000);
+      expect(received, name).toBe(2000);
+      expect(sendBatches, name).toBeLessThan(sent); // some sendmmsg carried more than one packet
+      expect(rxBatches, name).toBeLessThan(received); // some recvmmsg returned more than one
+    }
+    // The frames N2 handed to its router came in batches of more than one too.
+    const bigger = Object.entries(s2.ipipBatches).some(([size, n]) => Number(size) > 1 && n > (before2.ipipBatches[size] ?? 0));
+    expect(bigger).toBe(true);
+    expect(delta(s1.ipip, before1.ipip)).toMatchObject({ encapsulated: 2000, decapsulated: 2000 });
+    expect(delta(s2.ipip, before2.ipip)).toMatchObject({ encapsulated: 2000, decapsulated: 2000 });
+    for (const [s, b] of [
+      [s1, before1],
+      [s2, before2],
+    ]) {
+      const dd = delta(s.ipip, b.ipip);
+      for (const k of ["unknownPeer", "badOuter", "badInner", "notIpv4", "noTunnelDst", "tooBig", "rxTooBig", "txErrors", "rxErrors", "txDrops", "rxDrops"]) {
+        expect(dd[k] ?? 0, k).toBe(0);
+      }
+      expect(s.underlay.rxTruncated - b.underlay.rxTruncated).toBe(0);
+      expect(s.internalErrors).toBe(0);
+    }
+  }, 60_000);
 
   it("carries an iperf3 TCP run h1 -> h2", async () => {
     const before1 = await agents.n1!.state();
@@ -589,7 +656,9 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
     console.log(
       `iperf3 h1 -> h2 through IPIP: ${(bps / 1e6).toFixed(0)} Mbit/s; N1 ${JSON.stringify(d1)}; N2 ${JSON.stringify(d2)}; ` +
         `N2 received ${nFrames} frames from the tunnel in ${nBatches} batches (mean ${(nFrames / nBatches).toFixed(1)}, ` +
-        `${s2.ipipBatches["256"] ?? 0} full ones of 256)`,
+        `${s2.ipipBatches["256"] ?? 0} full ones of 256); N1 sendmmsg: ${s1.underlay.sendMessages - before1.underlay.sendMessages} packets ` +
+        `in ${s1.underlay.sendBatches - before1.underlay.sendBatches} batches; N2 recvmmsg: ${s2.underlay.rxMessages - before2.underlay.rxMessages} ` +
+        `packets in ${s2.underlay.batches - before2.underlay.batches} batches`,
     );
     expect(bps).toBeGreaterThan(10e6);
     expect(d1.encapsulated).toBeGreaterThan(1000);

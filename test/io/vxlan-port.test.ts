@@ -524,7 +524,7 @@ describe.skipIf(!canLab)("VxlanPort against the kernel's VXLAN device (namespace
   beforeAll(() => {
     deleteNamespaces(); // leftovers of an earlier run with the same pid
     work = mkdtempSync(join(tmpdir(), "tapnet-vxlan-port-"));
-    // raw-socket through createRequire, and the TAP addon at ../../native from src/io.
+    // node_modules for the agent's imports, and the addon at ../../native from src/io.
     symlinkSync(join(REPO, "node_modules"), join(work, "node_modules"), "dir");
     symlinkSync(join(REPO, "native"), join(work, "native"), "dir");
     writeFileSync(join(work, "package.json"), '{ "type": "module" }\n');
