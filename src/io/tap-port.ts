@@ -38,6 +38,20 @@ export const GRO_STAGE_BYTES = 4 * (65536 + 128);
 /** Below this much staging room, write what is staged before looking for the next run. */
 const GRO_MIN_ROOM = 16 * 1024;
 
+/** An IPv4 TCP segment carrying data (untagged or one tag): one that may start or join a GRO run. */
+function tcpWithData(b: Buffer, off: number, len: number): boolean {
+  if (len < 54) return false;
+  let l3 = off + 14;
+  let et = (b[off + 12] << 8) | b[off + 13];
+  if (et === 0x8100 || et === 0x88a8) {
+    et = (b[off + 16] << 8) | b[off + 17];
+    l3 += 4;
+  }
+  if (et !== 0x0800 || b[l3 + 9] !== 6) return false;
+  const tcp = l3 + ((b[l3] & 0x0f) << 2);
+  return tcp + 13 < off + len && off + len > tcp + ((b[tcp + 12] >>> 4) << 2);
+}
+
 /** Egress GRO state: the list actually written, and how many queued frames each entry stands for. */
 class TapGro {
   readonly offsets: Uint32Array;
@@ -188,7 +202,15 @@ export class TapPort extends Port {
       let k = 1;
       // Only a frame followed by another, neither a super-frame (gso_type), can start a
       // run; groFrames checks the rest.
-      if (i + 1 < n && pool[offsets[i] - VNET_HDR_LEN + 1] === 0 && pool[offsets[i + 1] - VNET_HDR_LEN + 1] === 0) {
+      // A cheap look first (IPv4 TCP with payload, both), so floods of anything else
+      // (UDP, pure ACKs) cost no native call per frame.
+      if (
+        i + 1 < n &&
+        pool[offsets[i] - VNET_HDR_LEN + 1] === 0 &&
+        pool[offsets[i + 1] - VNET_HDR_LEN + 1] === 0 &&
+        tcpWithData(pool, offsets[i], lengths[i]) &&
+        tcpWithData(pool, offsets[i + 1], lengths[i + 1])
+      ) {
         if (g.end - used < GRO_MIN_ROOM) {
           sent += this.writeGro(h, pool, q, g, w, first);
           w = 0;
