@@ -14,7 +14,9 @@
 //           vs the same hosts on a Linux bridge (scripts/bench/switch-kernel.yaml)
 //           vs a minimal C relay between two TAPs (scripts/relay.c, built with gcc at run time),
 //           plain, with virtio-net headers (TSO), and with one thread per direction (-t: the
-//           multi-core experiment: what a second dataplane thread gains on this machine)
+//           multi-core experiment: what a second dataplane thread gains on this machine);
+//           tapnet runs twice: with offloads (its default) and with plain TAPs (offload:
+//           false), the plain relay's like-for-like
 //   router  two subnets through a tapnet router (scripts/labs/router.yaml)
 //           vs a kernel router: a namespace with ip_forward=1 and two veths
 //   vxlan   pod to pod across flannel-vxlan.yaml vs kernel VXLAN devices on kernel bridges
@@ -1096,7 +1098,7 @@ async function scenarios() {
   return {
     switch: async () => ({
       ref: "kernel bridge",
-      alsoVs: { tapnet: ["C relay", "C relay (vnet)"], "C relay (vnet, 2 threads)": ["C relay (vnet)"] },
+      alsoVs: { tapnet: ["C relay", "C relay (vnet)"], "C relay (vnet, 2 threads)": ["C relay (vnet)"], "tapnet (no offloads)": ["C relay"] },
       impls: [
         { name: "kernel bridge", run: labImpl(path.join(BENCH_LABS, "switch-kernel.yaml"), { client: "h1", server: "h2", dst: "10.0.0.2" }) },
         { name: "C relay", run: relayImpl() },
@@ -1105,6 +1107,14 @@ async function scenarios() {
         // The same with one thread per direction: does a second core pay on this machine?
         { name: "C relay (vnet, 2 threads)", run: relayImpl(true, true) },
         { name: "tapnet", run: labImpl(await labVariant(lab("switch.yaml"), "bench-switch"), { client: "h1", server: "h2", dst: "10.0.0.2" }) },
+        // Plain TAPs (offload: false), the plain C relay's like: what the virtio-net header costs per frame.
+        {
+          name: "tapnet (no offloads)",
+          run: labImpl(
+            await labVariant(lab("switch.yaml"), "bench-switch-plain", (doc) => doc.setIn(["nodes", "sw1", "offload"], false)),
+            { client: "h1", server: "h2", dst: "10.0.0.2" },
+          ),
+        },
       ],
     }),
     router: async () => ({

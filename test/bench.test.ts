@@ -2,7 +2,8 @@
  * Smoke tests of the benchmark (scripts/bench.mjs), not timing assertions:
  * - its helpers (medians, nearest-rank percentiles, the SVG ratio chart);
  * - one short run of the `switch` scenario must measure every implementation (kernel
- *   bridge, C relay, C relay with vnet headers, with two threads, tapnet) with numbers above zero — TCP, the
+ *   bridge, C relay, C relay with vnet headers, with two threads, tapnet with and without
+ *   offloads) with numbers above zero — TCP, the
  *   64-byte trafgen flood (needs trafgen, Debian netsniff-ng), RTT p50/p99, and CPU per
  *   frame and peak RSS for the two that are processes — write them as JSON with the
  *   ratios and the per-metric records, draw the SVG, and leave no namespace or process
@@ -155,7 +156,7 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
       expect(report.repeat).toBe(1);
       expect(report.scenarios.map((s) => s.name)).toEqual(["switch"]);
       const rows = report.scenarios[0].results;
-      expect(rows.map((x) => x.implementation)).toEqual(["kernel bridge", "C relay", "C relay (vnet)", "C relay (vnet, 2 threads)", "tapnet"]);
+      expect(rows.map((x) => x.implementation)).toEqual(["kernel bridge", "C relay", "C relay (vnet)", "C relay (vnet, 2 threads)", "tapnet", "tapnet (no offloads)"]);
       for (const x of rows) {
         expect(x.error, x.implementation).toBeUndefined();
         expect(x.tcpGbps, x.implementation).toBeGreaterThan(0);
@@ -177,6 +178,7 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
       }
       expect(rows[0].cpuSPerMFrames).toBeNull();
       const tapnet = rows[4];
+      expect(Object.keys(rows[5].ratios ?? {}).sort()).toEqual(["C relay", "kernel bridge"]);
       expect(Object.keys(rows[3].ratios ?? {}).sort()).toEqual(["C relay (vnet)", "kernel bridge"]);
       expect(Object.keys(tapnet.ratios ?? {}).sort()).toEqual(["C relay", "C relay (vnet)", "kernel bridge"]);
       expect(tapnet.ratios?.["kernel bridge"].tcp).toBeGreaterThan(0);
