@@ -481,10 +481,13 @@ export class Ipv4Router implements PassAware {
       return;
     }
     const mine = this.ownsOn(ifc, tpa);
-    // Learn senders on this interface's subnets only (no off-link entries).
+    // Learn senders on this interface's subnets only (no off-link entries). Entries are
+    // created only by a request for one of our addresses (its sender will talk to us);
+    // an unsolicited reply updates an entry but never creates one, as Linux does with
+    // arp_accept=0 (RFC 826 would add it: that lets any station plant entries).
     if (spa !== 0 && this.onSubnet(ifc, spa) && !this.local.has(spa | 0)) {
       const confirmed = oper === ARP_OPER_REPLY && readMac(buf, off) === ifc.mac;
-      const ready = this.neigh.learn(ifc.index, spa, sha, now, confirmed, mine);
+      const ready = this.neigh.learn(ifc.index, spa, sha, now, confirmed, mine && oper === ARP_OPER_REQUEST);
       if (ready !== null) this.sendQueued(ready, now);
     }
     if (oper !== ARP_OPER_REQUEST) return;

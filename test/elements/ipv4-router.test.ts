@@ -154,15 +154,23 @@ describe("Ipv4Router: ARP", () => {
     expect(r.router.arpIn).toBe(4);
   });
 
-  it("an unsolicited reply addressed to the router creates a REACHABLE entry and is not answered", () => {
+  it("an unsolicited reply addressed to the router creates no entry (Linux, arp_accept=0) and is not answered", () => {
     const r = routedRig();
     r.ports.h2.inject([arpReplyFrame(H2.mac, H2.ip, ETH2_MAC, ETH2_IP)]);
     expect(r.drain()).toEqual({ h1: [], h2: [] });
-    // RFC 826 creates entries only when the packet is for us, and a reply to our address is.
-    expect(r.router.neighbours(performance.now())).toEqual([
-      expect.objectContaining({ address: "10.0.2.10", dev: "eth2", state: "REACHABLE", mac: "02:bb:00:00:02:0a" }),
-    ]);
+    expect(r.router.neighbours(performance.now())).toEqual([]);
     expect(r.router.arpRepliesSent).toBe(0);
+    // A request for the router's address does create one (its sender is about to talk to us).
+    r.ports.h2.inject([arpRequestFrame(H2.mac, H2.ip, ETH2_IP)]);
+    expect(r.drain().h2).toHaveLength(1);
+    expect(r.router.neighbours(performance.now())).toEqual([
+      expect.objectContaining({ address: "10.0.2.10", dev: "eth2", state: "STALE", mac: "02:bb:00:00:02:0a" }),
+    ]);
+    // Now a reply to the router confirms it.
+    r.ports.h2.inject([arpReplyFrame(H2.mac, H2.ip, ETH2_MAC, ETH2_IP)]);
+    expect(r.router.neighbours(performance.now())).toEqual([
+      expect.objectContaining({ address: "10.0.2.10", dev: "eth2", state: "REACHABLE" }),
+    ]);
   });
 
   it("announce() sends one gratuitous request per address (spa == tpa) out of each interface's ports", () => {
