@@ -3,8 +3,8 @@
 // in the same run, each on a lab brought up fresh and taken down after (DESIGN.md rule 5:
 // a performance claim is a ratio against a reference measured in the same run).
 //
-//   sudo npm run bench                       # all network scenarios, once (about 2.5 minutes)
-//   sudo npm run bench -- --repeat 3 --svg ratios.svg   # medians of 3 (about 6.5 minutes)
+//   sudo npm run bench                       # all network scenarios, once (about 4 minutes)
+//   sudo npm run bench -- --repeat 3 --svg ratios.svg   # medians of 3 (about 9 minutes)
 //   sudo node scripts/bench.mjs switch router --duration 3 --json out.json --markdown
 //   npm run bench -- tables                  # FDB and FIB with 1 M entries (20 s; 1 min with --repeat 3)
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
