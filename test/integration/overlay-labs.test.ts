@@ -90,9 +90,19 @@ describe.skipIf(!canRunLabs())("flannel-vxlan.yaml", () => {
     expect(ping(ns("pod2a"), "10.244.1.3", 2).status).toBe(0);
   });
 
-  it("carries an iperf3 TCP run between pods", async () => {
+  it("carries an iperf3 TCP run between pods: super-frames cut once at node1, merged again at node2", async () => {
+    const tx0 = tunnels("node1", "flannel-vxlan")[0].counters;
+    const rx0 = tunnels("node2", "flannel-vxlan")[0].counters;
     const bps = await iperf(ns("pod2a"), ns("pod1a"), "10.244.2.2", 2);
     expect(bps).toBeGreaterThan(1e6);
+    const tx = tunnels("node1", "flannel-vxlan")[0].counters;
+    const rx = tunnels("node2", "flannel-vxlan")[0].counters;
+    // pod1a's TSO super-frames were segmented by node1's VXLAN port (UDP GSO trains) ...
+    expect(tx.segmented - tx0.segmented).toBeGreaterThan(0);
+    expect(tx.badOffload).toBe(0);
+    // ... and node2 got them as GRO trains and coalesced them into super-frames for pod2a.
+    expect(rx.coalesced - rx0.coalesced).toBeGreaterThan(0);
+    expect(rx.decapsulated - rx0.decapsulated).toBeGreaterThan(rx.rxFrames - rx0.rxFrames);
   });
 
   it("a 1500-byte ping with DF gets frag-needed (mtu 1450); a 1400-byte one passes", () => {
@@ -152,8 +162,19 @@ describe.skipIf(!canRunLabs())("calico-ipip.yaml", () => {
     }
   });
 
-  it("carries an iperf3 TCP run between pods", async () => {
+  it("carries an iperf3 TCP run between pods: segmented in software at the tunnel, merged again at pod2a's TAP", async () => {
+    const stats = (node: string): { offloads: Record<string, Record<string, number>> } =>
+      JSON.parse(tapnetOk(["show", "stats", "--node", node, "--lab", "calico-ipip", "--json"])) as { offloads: Record<string, Record<string, number>> };
+    const s1 = stats("node1").offloads;
+    const s2 = stats("node2").offloads;
     expect(await iperf(ns("pod2a"), ns("pod1b"), "10.244.2.2", 2)).toBeGreaterThan(1e6);
+    const e1 = stats("node1").offloads;
+    const e2 = stats("node2").offloads;
+    // The IPIP port takes no virtio-net header: pod1b's super-frames were cut at it ...
+    expect(e1.ipip0.segmented - s1.ipip0.segmented).toBeGreaterThan(0);
+    expect(e1.ipip0.badOffload).toBe(0);
+    // ... and the segments were merged into super-frames at pod2a's TAP (egress GRO).
+    expect(e2.pod2a.groMerged - s2.pod2a.groMerged).toBeGreaterThan(0);
   });
 
   it("a 1500-byte ping with DF gets frag-needed (mtu 1480); a 1400-byte one passes", () => {
