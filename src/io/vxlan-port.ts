@@ -617,6 +617,7 @@ export class VxlanPort extends Port {
     const rx = this.rx;
     const room = this.outSlotSize - HEADROOM;
     const vni = this.vni;
+    const now = performance.now(); // one clock read per wake-up, for learning
     let out = 0;
     for (let i = 0; i < count; i++) {
       const off = land.offsets[i];
@@ -662,7 +663,7 @@ export class VxlanPort extends Port {
           continue;
         }
         this.coalesced += n - (out - before);
-        if (this.learning) for (let j = before; j < out; j++) this.learn(pool, rx.offsets[j], from);
+        if (this.learning) for (let j = before; j < out; j++) this.learn(pool, rx.offsets[j], from, now);
         continue;
       }
       for (let p = 0; p < len; p += seg) {
@@ -675,7 +676,7 @@ export class VxlanPort extends Port {
         }
         const r = groCoalesce(pool, d, dl, dl, VXLAN_HEADER_LEN, pool, this.outBase, this.outSlotSize, HEADROOM, this.outSlots, rx.offsets, rx.lengths, out);
         if (r <= out) continue;
-        if (this.learning) this.learn(pool, rx.offsets[out], from);
+        if (this.learning) this.learn(pool, rx.offsets[out], from, now);
         out = r;
       }
     }
@@ -688,12 +689,11 @@ export class VxlanPort extends Port {
     this.deliverBatch(this.poolBuf as Buffer, rx);
   }
 
-  private learn(pool: Buffer, frame: number, from: number): void {
+  private learn(pool: Buffer, frame: number, from: number, now: number): void {
     const src = readMac(pool, frame + 6);
     // A group or zero source is not a station (IEEE 802.1Q 8.7: never learned).
     if (src === 0 || (pool[frame + 6] & 1) === 1) return;
     const e = this.fdb.get(src);
-    const now = performance.now();
     if (e !== undefined) {
       if (e.isStatic) return;
       if (e.remoteAddr === from) {
