@@ -24,6 +24,9 @@
  *     dlcloses a worker's addons after teardown, and a close callback still
  *     queued on the worker's loop would jump into unmapped code (measured:
  *     SIGSEGV in uv__finish_close with a plain napi_add_env_cleanup_hook).
+ *
+ * udp.c's handles follow the same rules; the code for them (fd, poll box,
+ * cleanup hook, wrap, self reference, start/stop/close) is in pollfd.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,30 +47,17 @@
 #include <uv.h>
 
 #include "common.h"
+#include "pollfd.h"
 
 #define VNET_HDR_LEN 12 /* struct virtio_net_hdr_v1 (with num_buffers) */
 #define ETH_HLEN_MIN 14
 
-struct tap_s;
-
 typedef struct {
-  uv_poll_t poll; /* first member: the uv_handle_t* in callbacks is the box */
-  napi_async_cleanup_hook_handle hook;
-  struct tap_s *tap; /* NULL once the tap side is closed */
-} poll_box_t;
-
-typedef struct tap_s {
-  napi_env env;
-  int fd;
-  bool closed;
-  bool polling;
-  poll_box_t *box;
-  napi_ref self_ref; /* weak while stopped, strong while polling */
+  pollfd_t pf; /* first member (pollfd.h): env, fd, poll box, self reference */
   napi_ref pool_ref;
   napi_ref offsets_ref;
   napi_ref lengths_ref;
   napi_ref cb_ref;
-  napi_async_context async_ctx;
 
   uint8_t *pool;
   size_t pool_len;
@@ -338,31 +328,11 @@ static napi_value js_interface_info(napi_env env, napi_callback_info cbinfo) {
 /* ------------------------------------------------------------------------ */
 /* Closing                                                                  */
 
-static void on_poll_closed(uv_handle_t *h) {
-  poll_box_t *box = (poll_box_t *)h;
-  /* Lets environment teardown proceed (see the lifetime rules above). */
-  if (box->hook != NULL) napi_remove_async_cleanup_hook(box->hook);
-  free(box);
-}
-
-static void tap_close(tap_t *t, bool from_hook) {
-  if (t->closed) return;
-  napi_env env = t->env;
-  t->closed = true;
-  if (t->box != NULL) {
-    uv_poll_stop(&t->box->poll);
-    t->box->tap = NULL;
-    uv_close((uv_handle_t *)&t->box->poll, on_poll_closed);
-    t->box = NULL;
-  }
-  if (t->polling) {
-    t->polling = false;
-    napi_reference_unref(env, t->self_ref, NULL);
-  }
-  if (t->fd >= 0) {
-    close(t->fd);
-    t->fd = -1;
-  }
+/* pollfd_close() has closed the poll and the fd. */
+static void tap_on_close(pollfd_t *p, bool from_hook) {
+  (void)from_hook;
+  tap_t *t = (tap_t *)p;
+  napi_env env = p->env;
   napi_ref *refs[] = {&t->pool_ref, &t->offsets_ref, &t->lengths_ref, &t->cb_ref};
   for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
     if (*refs[i] != NULL) {
@@ -373,49 +343,37 @@ static void tap_close(tap_t *t, bool from_hook) {
   t->pool = NULL;
   t->offsets = NULL;
   t->lengths = NULL;
-  if (t->async_ctx != NULL) {
-    /* During environment teardown async hooks may no longer be usable. */
-    if (!from_hook) napi_async_destroy(env, t->async_ctx);
-    t->async_ctx = NULL;
-  }
 }
 
-/* Environment teardown (process end, worker exit). If the tap is already
- * closed, its poll's close callback is pending and will remove the hook. */
-static void async_cleanup_hook(napi_async_cleanup_hook_handle handle, void *arg) {
-  (void)handle;
-  poll_box_t *box = arg;
-  if (box->tap != NULL) tap_close(box->tap, true);
+static void tap_throw_closed(napi_env env, pollfd_t *p, const char *method) {
+  char msg[128];
+  snprintf(msg, sizeof msg, "TAP %s is closed: %s() is not possible after close()", ((tap_t *)p)->name, method);
+  throw_err(env, ERR_PLAIN, "ERR_TAP_CLOSED", msg, 0, NULL);
 }
 
-static void tap_finalize(napi_env env, void *data, void *hint) {
-  (void)hint;
-  tap_t *t = data;
-  tap_close(t, false);
-  if (t->self_ref != NULL) napi_delete_reference(env, t->self_ref);
-  free(t);
-}
+static const pollfd_kind_t tap_kind = {
+    .not_this_msg = "TapHandle method called on an object that is not a TapHandle",
+    .throw_closed = tap_throw_closed,
+    .on_close = tap_on_close,
+};
 
 /* ------------------------------------------------------------------------ */
 /* Receive                                                                  */
 
 static void on_readable(uv_poll_t *h, int status, int events) {
   (void)events;
-  tap_t *t = ((poll_box_t *)h)->tap;
-  if (t == NULL || t->closed) return;
+  tap_t *t = (tap_t *)pollfd_of(h);
+  if (t == NULL || t->pf.closed) return;
   t->wakeups++;
   if (status < 0) {
     /* libuv has already stopped the watcher (POLLERR): typically the device
      * was destroyed under us, e.g. its network namespace was deleted. */
     t->rx_errors++;
-    if (t->polling) {
-      t->polling = false;
-      napi_reference_unref(t->env, t->self_ref, NULL);
-    }
+    pollfd_lost(&t->pf);
     return;
   }
 
-  const int fd = t->fd;
+  const int fd = t->pf.fd;
   const uint32_t slots = t->slots;
   const size_t slot_size = t->slot_size;
   const size_t room = t->slot_size - t->headroom;
@@ -459,24 +417,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   if (count == 0) return;
   t->batches++;
 
-  napi_env env = t->env;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value recv = NULL, fn = NULL, argv, result;
-  if (napi_get_reference_value(env, t->self_ref, &recv) == napi_ok && recv != NULL &&
-      napi_get_reference_value(env, t->cb_ref, &fn) == napi_ok && fn != NULL &&
-      napi_create_uint32(env, count, &argv) == napi_ok) {
-    /* `recv` (a local) keeps the handle, and so `t`, alive for this call even
-     * if JS closes and drops the handle inside onBatch. */
-    napi_status st = napi_make_callback(env, t->async_ctx, recv, fn, 1, &argv, &result);
-    if (st == napi_pending_exception) {
-      /* napi_make_callback leaves the exception pending on the env; with no
-       * JS frame below us nobody would see it, so raise it as uncaught. */
-      napi_value exc;
-      if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
-    }
-  }
-  napi_close_handle_scope(env, scope);
+  pollfd_call(&t->pf, t->cb_ref, 1, &count);
   /* `t` may be closed now; it is not touched again. */
 }
 
@@ -485,55 +426,14 @@ static void on_readable(uv_poll_t *h, int status, int events) {
 
 static tap_t *this_tap(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv, bool need_open,
                        const char *method) {
-  napi_value self;
-  if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok) return NULL;
-  tap_t *t = NULL;
-  if (napi_unwrap(env, self, (void **)&t) != napi_ok || t == NULL) {
-    throw_err(env, ERR_TYPE, "ERR_INVALID_THIS", "TapHandle method called on an object that is not a TapHandle", 0, NULL);
-    return NULL;
-  }
-  if (need_open && t->closed) {
-    char msg[128];
-    snprintf(msg, sizeof msg, "TAP %s is closed: %s() is not possible after close()", t->name, method);
-    throw_err(env, ERR_PLAIN, "ERR_TAP_CLOSED", msg, 0, NULL);
-    return NULL;
-  }
-  return t;
+  return (tap_t *)pollfd_this(env, info, argc, argv, need_open, method);
 }
 
 static napi_value js_start(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   tap_t *t = this_tap(env, info, &argc, NULL, true, "start");
   if (t == NULL) return NULL;
-  if (!t->polling) {
-    int rc = uv_poll_start(&t->box->poll, UV_READABLE, on_readable);
-    if (rc < 0) {
-      throw_sys(env, -rc, "uv_poll_start", "cannot watch TAP %s for readability", t->name);
-      return NULL;
-    }
-    t->polling = true;
-    napi_reference_ref(env, t->self_ref, NULL);
-  }
-  return NULL;
-}
-
-static napi_value js_stop(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  tap_t *t = this_tap(env, info, &argc, NULL, false, "stop");
-  if (t == NULL) return NULL;
-  if (t->polling) {
-    uv_poll_stop(&t->box->poll);
-    t->polling = false;
-    napi_reference_unref(env, t->self_ref, NULL);
-  }
-  return NULL;
-}
-
-static napi_value js_close(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  tap_t *t = this_tap(env, info, &argc, NULL, false, "close");
-  if (t == NULL) return NULL;
-  tap_close(t, false);
+  pollfd_start(env, &t->pf, on_readable, "cannot watch TAP %s for readability", t->name);
   return NULL;
 }
 
@@ -572,7 +472,7 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
   }
   const uint32_t count = (uint32_t)dcount;
   const uint8_t *pool = pool_p;
-  const int fd = t->fd;
+  const int fd = t->pf.fd;
   uint32_t sent = 0;
   for (uint32_t i = 0; i < count; i++) {
     const uint32_t off = offs[i], len = lens[i];
@@ -621,21 +521,6 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
     napi_set_named_property(env, obj, f[i].k, v);
   }
   return obj;
-}
-
-static napi_value js_get_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  tap_t *t = this_tap(env, info, &argc, NULL, false, "fd");
-  if (t == NULL) return NULL;
-  napi_value v;
-  napi_create_int32(env, t->fd, &v);
-  return v;
-}
-
-static napi_value js_ctor(napi_env env, napi_callback_info info) {
-  napi_value self;
-  napi_get_cb_info(env, info, NULL, NULL, &self, NULL);
-  return self;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -817,16 +702,15 @@ static napi_value js_open_tap(napi_env env, napi_callback_info cbinfo) {
   }
 
   tap_t *tap = calloc(1, sizeof *tap);
-  poll_box_t *box = calloc(1, sizeof *box);
+  pollfd_box_t *box = pollfd_box_new();
   if (tap == NULL || box == NULL) {
     free(tap);
-    free(box);
+    pollfd_box_free(box);
     close(fd);
     throw_err(env, ERR_PLAIN, "ENOMEM", "openTap: out of memory", ENOMEM, NULL);
     return NULL;
   }
-  tap->env = env;
-  tap->fd = fd;
+  pollfd_init(&tap->pf, env, &tap_kind);
   memcpy(tap->name, real_name, IFNAMSIZ);
   tap->pool = pool;
   tap->pool_len = pool_len;
@@ -837,36 +721,26 @@ static napi_value js_open_tap(napi_env env, napi_callback_info cbinfo) {
   tap->slot_size = slot_size;
   tap->headroom = headroom;
 
-  int rc = uv_poll_init(loop, &box->poll, fd);
+  int rc = pollfd_watch(&tap->pf, box, loop, fd);
   if (rc < 0) {
-    free(box);
+    pollfd_box_free(box);
     free(tap);
     close(fd);
     throw_sys(env, -rc, "uv_poll_init", "cannot watch TAP %s", real_name);
     return NULL;
   }
-  box->tap = tap;
-  tap->box = box;
 
-  /* From here on tap_close() undoes whatever was set up. */
-  napi_status st = napi_add_async_cleanup_hook(env, async_cleanup_hook, box, &box->hook);
-  if (st == napi_ok) st = napi_new_instance(env, ctor, 0, NULL, &obj);
-  if (st == napi_ok) st = napi_wrap(env, obj, tap, tap_finalize, NULL, NULL);
-  if (st != napi_ok) {
-    tap_close(tap, false);
-    free(tap);
+  /* From here on pollfd_close() undoes whatever was set up. */
+  if (!pollfd_wrap(env, &tap->pf, ctor, &obj)) {
     throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "openTap: cannot create the handle object", 0, NULL);
     return NULL;
   }
   /* The wrap owns `tap` now: on any failure below, close and let GC free it. */
-  napi_value res_name;
-  bool ok = napi_create_reference(env, obj, 0, &tap->self_ref) == napi_ok &&
+  bool ok = pollfd_setup(env, &tap->pf, obj, "tapnet:TapPort") &&
             napi_create_reference(env, pool_v, 1, &tap->pool_ref) == napi_ok &&
             napi_create_reference(env, offsets_v, 1, &tap->offsets_ref) == napi_ok &&
             napi_create_reference(env, lengths_v, 1, &tap->lengths_ref) == napi_ok &&
-            napi_create_reference(env, cb_v, 1, &tap->cb_ref) == napi_ok &&
-            napi_create_string_utf8(env, "tapnet:TapPort", NAPI_AUTO_LENGTH, &res_name) == napi_ok &&
-            napi_async_init(env, obj, res_name, &tap->async_ctx) == napi_ok;
+            napi_create_reference(env, cb_v, 1, &tap->cb_ref) == napi_ok;
 
   napi_value name_v, fd_v, ifindex_v, mac_v, mtu_v;
   ok = ok && napi_create_string_utf8(env, real_name, NAPI_AUTO_LENGTH, &name_v) == napi_ok &&
@@ -883,7 +757,7 @@ static napi_value js_open_tap(napi_env env, napi_callback_info cbinfo) {
     ok = napi_define_properties(env, obj, sizeof props / sizeof props[0], props) == napi_ok;
   }
   if (!ok) {
-    tap_close(tap, false);
+    pollfd_close(&tap->pf, false);
     throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "openTap: cannot set up the handle object", 0, NULL);
     return NULL;
   }
@@ -904,15 +778,16 @@ static void addon_data_finalize(napi_env env, void *data, void *hint) {
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
-      {"start", NULL, js_start, NULL, NULL, NULL, napi_default_method, NULL},
-      {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default_method, NULL},
-      {"write", NULL, js_write, NULL, NULL, NULL, napi_default_method, NULL},
-      {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default_method, NULL},
-      {"close", NULL, js_close, NULL, NULL, NULL, napi_default_method, NULL},
-      {"fd", NULL, NULL, js_get_fd, NULL, NULL, napi_enumerable, NULL},
+      /* data: the kind, which pollfd_this() checks `this` against */
+      {"start", NULL, js_start, NULL, NULL, NULL, napi_default_method, (void *)&tap_kind},
+      {"stop", NULL, pollfd_js_stop, NULL, NULL, NULL, napi_default_method, (void *)&tap_kind},
+      {"write", NULL, js_write, NULL, NULL, NULL, napi_default_method, (void *)&tap_kind},
+      {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default_method, (void *)&tap_kind},
+      {"close", NULL, pollfd_js_close, NULL, NULL, NULL, napi_default_method, (void *)&tap_kind},
+      {"fd", NULL, NULL, pollfd_js_get_fd, NULL, NULL, napi_enumerable, (void *)&tap_kind},
   };
   napi_value ctor;
-  NAPI_OK_OR_THROW(napi_define_class(env, "TapHandle", NAPI_AUTO_LENGTH, js_ctor, NULL,
+  NAPI_OK_OR_THROW(napi_define_class(env, "TapHandle", NAPI_AUTO_LENGTH, pollfd_js_ctor, NULL,
                                      sizeof methods / sizeof methods[0], methods, &ctor),
                    "define class");
   addon_data_t *ad = calloc(1, sizeof *ad);

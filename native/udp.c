@@ -22,7 +22,7 @@
  * is the one receive error a raw socket reports per packet.
  *
  * The architecture is tap.c's, for the same reasons (read the comment at the
- * top of tap.c for the why):
+ * top of tap.c for the why), and so is the code for it (pollfd.c):
  *   - the JS handle object owns a udp_t through napi_wrap; the finalizer closes
  *     the socket, so a forgotten handle does not keep its port bound;
  *   - while polling, the handle is strongly referenced;
@@ -54,6 +54,7 @@
 #include <uv.h>
 
 #include "common.h"
+#include "pollfd.h"
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103 /* linux/udp.h, kernel >= 4.18 */
@@ -75,25 +76,12 @@ typedef union {
   struct cmsghdr align;
 } udp_cmsg_t;
 
-struct udp_s;
-
 typedef struct {
-  uv_poll_t poll; /* first member: the uv_handle_t* in callbacks is the box */
-  napi_async_cleanup_hook_handle hook;
-  struct udp_s *udp; /* NULL once the socket side is closed */
-} udp_poll_box_t;
-
-typedef struct udp_s {
-  napi_env env;
-  int fd;
-  bool closed;
-  bool polling;
+  pollfd_t pf; /* first member (pollfd.h): env, fd, poll box, self reference */
   bool gro;
   bool raw;      /* openRaw: SOCK_RAW, no ports/segs/GSO/GRO */
   bool hdr_incl; /* raw with IP_HDRINCL */
   uint8_t protocol;
-  udp_poll_box_t *box;
-  napi_ref self_ref; /* weak while stopped, strong while polling */
   napi_ref pool_ref;
   napi_ref offsets_ref;
   napi_ref lengths_ref;
@@ -101,7 +89,6 @@ typedef struct udp_s {
   napi_ref ports_ref;
   napi_ref segs_ref;
   napi_ref cb_ref; /* NULL: a send-only socket, start() refuses */
-  napi_async_context async_ctx;
 
   uint8_t *pool;
   uint32_t *offsets;
@@ -178,6 +165,12 @@ static bool opt_uint(napi_env env, const char *fn, napi_value obj, const char *k
   return true;
 }
 
+/* rcvbuf and sndbuf (0 or left out: the system default), in that order. */
+static bool opt_bufs(napi_env env, const char *fn, napi_value obj, uint32_t *rcvbuf, uint32_t *sndbuf) {
+  return opt_uint(env, fn, obj, "rcvbuf", false, 0, INT32_MAX, rcvbuf) &&
+         opt_uint(env, fn, obj, "sndbuf", false, 0, INT32_MAX, sndbuf);
+}
+
 static bool opt_bool(napi_env env, const char *fn, napi_value obj, const char *key, bool *out) {
   napi_value v;
   napi_valuetype t;
@@ -198,13 +191,6 @@ static bool opt_bool(napi_env env, const char *fn, napi_value obj, const char *k
 
 /* ------------------------------------------------------------------------ */
 /* Closing                                                                  */
-
-static void on_poll_closed(uv_handle_t *h) {
-  udp_poll_box_t *box = (udp_poll_box_t *)h;
-  /* Lets environment teardown proceed (see the lifetime rules in tap.c). */
-  if (box->hook != NULL) napi_remove_async_cleanup_hook(box->hook);
-  free(box);
-}
 
 static void free_arrays(udp_t *u) {
   free(u->rx_msgs);
@@ -227,24 +213,11 @@ static void free_arrays(udp_t *u) {
   u->tx_index = NULL;
 }
 
-static void udp_close(udp_t *u, bool from_hook) {
-  if (u->closed) return;
-  napi_env env = u->env;
-  u->closed = true;
-  if (u->box != NULL) {
-    uv_poll_stop(&u->box->poll);
-    u->box->udp = NULL;
-    uv_close((uv_handle_t *)&u->box->poll, on_poll_closed);
-    u->box = NULL;
-  }
-  if (u->polling) {
-    u->polling = false;
-    napi_reference_unref(env, u->self_ref, NULL);
-  }
-  if (u->fd >= 0) {
-    close(u->fd);
-    u->fd = -1;
-  }
+/* pollfd_close() has closed the poll and the socket. */
+static void udp_on_close(pollfd_t *p, bool from_hook) {
+  (void)from_hook;
+  udp_t *u = (udp_t *)p;
+  napi_env env = p->env;
   napi_ref *refs[] = {&u->pool_ref, &u->offsets_ref, &u->lengths_ref, &u->addrs_ref,
                       &u->ports_ref, &u->segs_ref, &u->cb_ref};
   for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
@@ -262,27 +235,30 @@ static void udp_close(udp_t *u, bool from_hook) {
   /* No recvmmsg/sendmmsg can run any more (closed is checked first), and
    * neither holds these across a call into JavaScript. */
   free_arrays(u);
-  if (u->async_ctx != NULL) {
-    /* During environment teardown async hooks may no longer be usable. */
-    if (!from_hook) napi_async_destroy(env, u->async_ctx);
-    u->async_ctx = NULL;
-  }
 }
 
-/* Environment teardown (process end, worker exit). If the socket is already
- * closed, its poll's close callback is pending and will remove the hook. */
-static void async_cleanup_hook(napi_async_cleanup_hook_handle handle, void *arg) {
-  (void)handle;
-  udp_poll_box_t *box = arg;
-  if (box->udp != NULL) udp_close(box->udp, true);
+static void udp_throw_closed(napi_env env, pollfd_t *p, const char *method) {
+  udp_t *u = (udp_t *)p;
+  char msg[160];
+  snprintf(msg, sizeof msg,
+           u->raw ? "raw IPv4 socket (%s) is closed: %s() is not possible after close()"
+                  : "UDP socket %s is closed: %s() is not possible after close()",
+           u->where, method);
+  throw_err(env, ERR_PLAIN, u->raw ? "ERR_RAW_CLOSED" : "ERR_UDP_CLOSED", msg, 0, NULL);
 }
 
-static void udp_finalize(napi_env env, void *data, void *hint) {
-  (void)hint;
-  udp_t *u = data;
-  udp_close(u, false);
-  if (u->self_ref != NULL) napi_delete_reference(env, u->self_ref);
+/* One kind for both classes: a raw handle is a udp_t with `raw` set. */
+static const pollfd_kind_t udp_kind = {
+    .not_this_msg = "UdpHandle/RawHandle method called on an object that is neither a UdpHandle nor a RawHandle",
+    .throw_closed = udp_throw_closed,
+    .on_close = udp_on_close,
+};
+
+/* A udp_t (and box) that never got as far as pollfd_watch(). */
+static void discard_udp(udp_t *u, pollfd_box_t *box) {
+  free_arrays(u);
   free(u);
+  pollfd_box_free(box);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -299,16 +275,13 @@ static inline void rx_reset(udp_t *u, uint32_t j) {
 
 static void on_readable(uv_poll_t *h, int status, int events) {
   (void)events;
-  udp_t *u = ((udp_poll_box_t *)h)->udp;
-  if (u == NULL || u->closed) return;
+  udp_t *u = (udp_t *)pollfd_of(h);
+  if (u == NULL || u->pf.closed) return;
   u->wakeups++;
   if (status < 0) {
     /* libuv has already stopped the watcher (POLLERR). */
     u->rx_errors++;
-    if (u->polling) {
-      u->polling = false;
-      napi_reference_unref(u->env, u->self_ref, NULL);
-    }
+    pollfd_lost(&u->pf);
     return;
   }
 
@@ -320,7 +293,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
    * the loop has had its turn. */
   int n;
   do {
-    n = recvmmsg(u->fd, u->rx_msgs, u->slots, MSG_DONTWAIT, NULL);
+    n = recvmmsg(u->pf.fd, u->rx_msgs, u->slots, MSG_DONTWAIT, NULL);
   } while (n < 0 && errno == EINTR);
   if (n <= 0) {
     /* An unconnected socket has no pending ICMP errors to report here
@@ -376,24 +349,9 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   if (count != 0) u->batches++;
   u->rx_messages += count;
 
-  napi_env env = u->env;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value recv = NULL, fn = NULL, argv[2], result;
-  const size_t argc = raw ? 2 : 1;
-  if (napi_get_reference_value(env, u->self_ref, &recv) == napi_ok && recv != NULL &&
-      napi_get_reference_value(env, u->cb_ref, &fn) == napi_ok && fn != NULL &&
-      napi_create_uint32(env, count, &argv[0]) == napi_ok && napi_create_uint32(env, truncated, &argv[1]) == napi_ok) {
-    /* `recv` (a local) keeps the handle, and so `u`, alive for this call even
-     * if JS closes and drops the handle inside onBatch. */
-    napi_status st = napi_make_callback(env, u->async_ctx, recv, fn, argc, argv, &result);
-    if (st == napi_pending_exception) {
-      /* No JS frame below us would see it: raise it as uncaught. */
-      napi_value exc;
-      if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
-    }
-  }
-  napi_close_handle_scope(env, scope);
+  /* A raw handle's onBatch also gets the truncated count. */
+  const uint32_t args[2] = {count, truncated};
+  pollfd_call(&u->pf, u->cb_ref, raw ? 2 : 1, args);
   /* `u` may be closed now; it is not touched again. */
 }
 
@@ -402,24 +360,7 @@ static void on_readable(uv_poll_t *h, int status, int events) {
 
 static udp_t *this_udp(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv, bool need_open,
                        const char *method) {
-  napi_value self;
-  if (napi_get_cb_info(env, info, argc, argv, &self, NULL) != napi_ok) return NULL;
-  udp_t *u = NULL;
-  if (napi_unwrap(env, self, (void **)&u) != napi_ok || u == NULL) {
-    throw_err(env, ERR_TYPE, "ERR_INVALID_THIS",
-              "UdpHandle/RawHandle method called on an object that is neither a UdpHandle nor a RawHandle", 0, NULL);
-    return NULL;
-  }
-  if (need_open && u->closed) {
-    char msg[160];
-    snprintf(msg, sizeof msg,
-             u->raw ? "raw IPv4 socket (%s) is closed: %s() is not possible after close()"
-                    : "UDP socket %s is closed: %s() is not possible after close()",
-             u->where, method);
-    throw_err(env, ERR_PLAIN, u->raw ? "ERR_RAW_CLOSED" : "ERR_UDP_CLOSED", msg, 0, NULL);
-    return NULL;
-  }
-  return u;
+  return (udp_t *)pollfd_this(env, info, argc, argv, need_open, method);
 }
 
 static napi_value js_start(napi_env env, napi_callback_info info) {
@@ -435,36 +376,9 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
               0, NULL);
     return NULL;
   }
-  if (!u->polling) {
-    int rc = uv_poll_start(&u->box->poll, UV_READABLE, on_readable);
-    if (rc < 0) {
-      throw_sys(env, -rc, "uv_poll_start", u->raw ? "cannot watch raw IPv4 socket %s for readability"
-                                                   : "cannot watch UDP socket %s for readability", u->where);
-      return NULL;
-    }
-    u->polling = true;
-    napi_reference_ref(env, u->self_ref, NULL);
-  }
-  return NULL;
-}
-
-static napi_value js_stop(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  udp_t *u = this_udp(env, info, &argc, NULL, false, "stop");
-  if (u == NULL) return NULL;
-  if (u->polling) {
-    uv_poll_stop(&u->box->poll);
-    u->polling = false;
-    napi_reference_unref(env, u->self_ref, NULL);
-  }
-  return NULL;
-}
-
-static napi_value js_close(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  udp_t *u = this_udp(env, info, &argc, NULL, false, "close");
-  if (u == NULL) return NULL;
-  udp_close(u, false);
+  pollfd_start(env, &u->pf, on_readable,
+               u->raw ? "cannot watch raw IPv4 socket %s for readability" : "cannot watch UDP socket %s for readability",
+               u->where);
   return NULL;
 }
 
@@ -617,7 +531,7 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
      * failing one is the first of the next call: refuse it and go on. */
     uint32_t k = 0;
     while (k < n) {
-      int r = sendmmsg(u->fd, u->tx_msgs + k, n - k, MSG_DONTWAIT);
+      int r = sendmmsg(u->pf.fd, u->tx_msgs + k, n - k, MSG_DONTWAIT);
       if (r > 0) {
         sent += (uint32_t)r;
         k += (uint32_t)r;
@@ -668,21 +582,6 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   return obj;
 }
 
-static napi_value js_get_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 0;
-  udp_t *u = this_udp(env, info, &argc, NULL, false, "fd");
-  if (u == NULL) return NULL;
-  napi_value v;
-  napi_create_int32(env, u->fd, &v);
-  return v;
-}
-
-static napi_value js_ctor(napi_env env, napi_callback_info info) {
-  napi_value self;
-  napi_get_cb_info(env, info, NULL, NULL, &self, NULL);
-  return self;
-}
-
 /* ------------------------------------------------------------------------ */
 /* openUdp, openRaw                                                         */
 
@@ -693,6 +592,20 @@ static int set_buf(int fd, int force_opt, int opt, uint32_t bytes) {
   if (setsockopt(fd, SOL_SOCKET, force_opt, &v, sizeof v) == 0) return 0;
   if (errno != EPERM) return errno;
   return setsockopt(fd, SOL_SOCKET, opt, &v, sizeof v) == 0 ? 0 : errno;
+}
+
+/* rcvbuf and sndbuf, each unless 0: 0, or an errno with *fail naming the option. */
+static int set_bufs(int fd, uint32_t rcvbuf, uint32_t sndbuf, const char **fail) {
+  int err;
+  if (rcvbuf != 0 && (err = set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf)) != 0) {
+    *fail = "setsockopt(SO_RCVBUF)";
+    return err;
+  }
+  if (sndbuf != 0 && (err = set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf)) != 0) {
+    *fail = "setsockopt(SO_SNDBUF)";
+    return err;
+  }
+  return 0;
 }
 
 /* Returns the socket, or -1 with an exception pending. */
@@ -710,14 +623,7 @@ static int open_udp_fd(napi_env env, uint32_t bind_addr, uint32_t port, uint32_t
   int err;
   const char *fail = NULL;
   const int one = 1;
-  if (rcvbuf != 0 && (err = set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf)) != 0) {
-    fail = "setsockopt(SO_RCVBUF)";
-    goto sockopt_failed;
-  }
-  if (sndbuf != 0 && (err = set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf)) != 0) {
-    fail = "setsockopt(SO_SNDBUF)";
-    goto sockopt_failed;
-  }
+  if ((err = set_bufs(fd, rcvbuf, sndbuf, &fail)) != 0) goto sockopt_failed;
   if (gro && setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) < 0) {
     err = errno;
     close(fd);
@@ -798,14 +704,7 @@ static int open_raw_fd(napi_env env, uint32_t protocol, bool hdr_incl, uint32_t 
   int err;
   const char *fail = NULL;
   const int one = 1;
-  if (rcvbuf != 0 && (err = set_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf)) != 0) {
-    fail = "setsockopt(SO_RCVBUF)";
-    goto sockopt_failed;
-  }
-  if (sndbuf != 0 && (err = set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf)) != 0) {
-    fail = "setsockopt(SO_SNDBUF)";
-    goto sockopt_failed;
-  }
+  if ((err = set_bufs(fd, rcvbuf, sndbuf, &fail)) != 0) goto sockopt_failed;
   /* IPPROTO_RAW (255) implies IP_HDRINCL; setting it again is harmless. */
   if (hdr_incl && setsockopt(fd, IPPROTO_IP, IP_HDRINCL, &one, sizeof one) < 0) {
     err = errno;
@@ -941,9 +840,9 @@ static bool read_common(napi_env env, napi_value opts, common_opts_t *c) {
 }
 
 /* A udp_t with its receive arrays (and a poll box), or NULL with ENOMEM thrown. */
-static udp_t *alloc_udp(napi_env env, const common_opts_t *c, bool gro, udp_poll_box_t **box_out) {
+static udp_t *alloc_udp(napi_env env, const common_opts_t *c, bool gro, pollfd_box_t **box_out) {
   udp_t *u = calloc(1, sizeof *u);
-  udp_poll_box_t *box = calloc(1, sizeof *box);
+  pollfd_box_t *box = pollfd_box_new();
   if (u != NULL) {
     u->rx_msgs = calloc(c->slots, sizeof *u->rx_msgs);
     u->rx_iov = calloc(c->slots, sizeof *u->rx_iov);
@@ -954,12 +853,13 @@ static udp_t *alloc_udp(napi_env env, const common_opts_t *c, bool gro, udp_poll
       (gro && u->rx_ctrl == NULL)) {
     if (u != NULL) free_arrays(u);
     free(u);
-    free(box);
+    pollfd_box_free(box);
     char msg[64];
     snprintf(msg, sizeof msg, "%s: out of memory", c->fn);
     throw_err(env, ERR_PLAIN, "ENOMEM", msg, ENOMEM, NULL);
     return NULL;
   }
+  pollfd_init(&u->pf, env, &udp_kind);
   *box_out = box;
   return u;
 }
@@ -967,22 +867,18 @@ static udp_t *alloc_udp(napi_env env, const common_opts_t *c, bool gro, udp_poll
 /* Points the receive entries at the slots, watches the socket and wraps `u`
  * in a new object of class `ctor_ref`; returns it, or NULL with an exception
  * pending (the socket closed, nothing leaked). */
-static napi_value finish_handle(napi_env env, const common_opts_t *c, udp_t *u, udp_poll_box_t *box, int fd,
+static napi_value finish_handle(napi_env env, const common_opts_t *c, udp_t *u, pollfd_box_t *box, int fd,
                                 napi_ref ctor_ref, const char *resource) {
   napi_value ctor, obj;
   uv_loop_t *loop = NULL;
   char msg[128];
   if (napi_get_reference_value(env, ctor_ref, &ctor) != napi_ok || napi_get_uv_event_loop(env, &loop) != napi_ok) {
     close(fd);
-    free_arrays(u);
-    free(u);
-    free(box);
+    discard_udp(u, box);
     snprintf(msg, sizeof msg, "%s: internal N-API failure (constructor, event loop)", c->fn);
     throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", msg, 0, NULL);
     return NULL;
   }
-  u->env = env;
-  u->fd = fd;
   u->pool = c->pool;
   u->offsets = c->arr[0];
   u->lengths = c->arr[1];
@@ -1004,39 +900,27 @@ static napi_value finish_handle(napi_env env, const common_opts_t *c, udp_t *u, 
     rx_reset(u, j);
   }
 
-  int rc = uv_poll_init(loop, &box->poll, fd);
+  int rc = pollfd_watch(&u->pf, box, loop, fd);
   if (rc < 0) {
     throw_sys(env, -rc, "uv_poll_init", u->raw ? "cannot watch raw IPv4 socket %s" : "cannot watch UDP socket %s",
               u->where);
     close(fd);
-    free_arrays(u);
-    free(u);
-    free(box);
+    discard_udp(u, box);
     return NULL;
   }
-  box->udp = u;
-  u->box = box;
 
-  /* From here on udp_close() undoes whatever was set up. */
-  napi_status st = napi_add_async_cleanup_hook(env, async_cleanup_hook, box, &box->hook);
-  if (st == napi_ok) st = napi_new_instance(env, ctor, 0, NULL, &obj);
-  if (st == napi_ok) st = napi_wrap(env, obj, u, udp_finalize, NULL, NULL);
-  if (st != napi_ok) {
-    udp_close(u, false);
-    free(u);
+  /* From here on pollfd_close() undoes whatever was set up. */
+  if (!pollfd_wrap(env, &u->pf, ctor, &obj)) {
     snprintf(msg, sizeof msg, "%s: cannot create the handle object", c->fn);
     throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", msg, 0, NULL);
     return NULL;
   }
   /* The wrap owns `u` now: on any failure below, close and let GC free it. */
   napi_ref *arr_refs[MAX_ARRAYS] = {&u->offsets_ref, &u->lengths_ref, &u->addrs_ref, &u->ports_ref, &u->segs_ref};
-  napi_value res_name;
-  bool ok = napi_create_reference(env, obj, 0, &u->self_ref) == napi_ok &&
+  bool ok = pollfd_setup(env, &u->pf, obj, resource) &&
             napi_create_reference(env, c->pool_v, 1, &u->pool_ref) == napi_ok;
   for (int k = 0; ok && k < c->n_arrays; k++) ok = napi_create_reference(env, c->arr_v[k], 1, arr_refs[k]) == napi_ok;
-  ok = ok && (!c->has_cb || napi_create_reference(env, c->cb_v, 1, &u->cb_ref) == napi_ok) &&
-       napi_create_string_utf8(env, resource, NAPI_AUTO_LENGTH, &res_name) == napi_ok &&
-       napi_async_init(env, obj, res_name, &u->async_ctx) == napi_ok;
+  ok = ok && (!c->has_cb || napi_create_reference(env, c->cb_v, 1, &u->cb_ref) == napi_ok);
 
   /* What the kernel granted: Linux reports twice the size asked for (the
    * bookkeeping overhead it allows for). */
@@ -1070,7 +954,7 @@ static napi_value finish_handle(napi_env env, const common_opts_t *c, udp_t *u, 
     }
   }
   if (!ok) {
-    udp_close(u, false);
+    pollfd_close(&u->pf, false);
     snprintf(msg, sizeof msg, "%s: cannot set up the handle object", c->fn);
     throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", msg, 0, NULL);
     return NULL;
@@ -1105,8 +989,7 @@ static napi_value js_open_udp(napi_env env, napi_callback_info cbinfo) {
   bool gro, no_check, no_df;
   if (!opt_uint(env, fn, opts, "bindAddr", true, 0, UINT32_MAX, &bind_addr)) return NULL;
   if (!opt_uint(env, fn, opts, "port", true, 0, 65535, &port)) return NULL;
-  if (!opt_uint(env, fn, opts, "rcvbuf", false, 0, INT32_MAX, &rcvbuf)) return NULL;
-  if (!opt_uint(env, fn, opts, "sndbuf", false, 0, INT32_MAX, &sndbuf)) return NULL;
+  if (!opt_bufs(env, fn, opts, &rcvbuf, &sndbuf)) return NULL;
   if (!opt_bool(env, fn, opts, "gro", &gro)) return NULL;
   if (!opt_bool(env, fn, opts, "noCheck", &no_check)) return NULL;
   if (!opt_bool(env, fn, opts, "noDf", &no_df)) return NULL;
@@ -1115,16 +998,14 @@ static napi_value js_open_udp(napi_env env, napi_callback_info cbinfo) {
 
   addon_data_t *ad = NULL;
   NAPI_OK_OR_THROW(napi_get_instance_data(env, (void **)&ad), "instance data");
-  udp_poll_box_t *box = NULL;
+  pollfd_box_t *box = NULL;
   udp_t *u = alloc_udp(env, &c, gro, &box);
   if (u == NULL) return NULL;
   format_addr(u->where, sizeof u->where, bind_addr, port);
   uint16_t bound_port = 0;
   int fd = open_udp_fd(env, bind_addr, port, rcvbuf, sndbuf, gro, no_check, no_df, u->where, &bound_port);
   if (fd < 0) {
-    free_arrays(u);
-    free(u);
-    free(box);
+    discard_udp(u, box);
     return NULL;
   }
   u->gro = gro;
@@ -1151,23 +1032,20 @@ static napi_value js_open_raw(napi_env env, napi_callback_info cbinfo) {
   }
   if (!opt_bool(env, fn, opts, "hdrIncl", &hdr_incl)) return NULL;
   if (!opt_uint(env, fn, opts, "bindAddr", false, 0, UINT32_MAX, &bind_addr)) return NULL;
-  if (!opt_uint(env, fn, opts, "rcvbuf", false, 0, INT32_MAX, &rcvbuf)) return NULL;
-  if (!opt_uint(env, fn, opts, "sndbuf", false, 0, INT32_MAX, &sndbuf)) return NULL;
+  if (!opt_bufs(env, fn, opts, &rcvbuf, &sndbuf)) return NULL;
   common_opts_t c = {.fn = fn, .n_arrays = 3};
   if (!read_common(env, opts, &c)) return NULL;
 
   addon_data_t *ad = NULL;
   NAPI_OK_OR_THROW(napi_get_instance_data(env, (void **)&ad), "instance data");
-  udp_poll_box_t *box = NULL;
+  pollfd_box_t *box = NULL;
   udp_t *u = alloc_udp(env, &c, false, &box);
   if (u == NULL) return NULL;
   snprintf(u->where, sizeof u->where, "protocol %u on %u.%u.%u.%u", protocol, bind_addr >> 24, (bind_addr >> 16) & 0xff,
            (bind_addr >> 8) & 0xff, bind_addr & 0xff);
   int fd = open_raw_fd(env, protocol, hdr_incl, bind_addr, rcvbuf, sndbuf, u->where);
   if (fd < 0) {
-    free_arrays(u);
-    free(u);
-    free(box);
+    discard_udp(u, box);
     return NULL;
   }
   u->raw = true;
@@ -1183,19 +1061,20 @@ static napi_value js_open_raw(napi_env env, napi_callback_info cbinfo) {
 
 bool udp_init(napi_env env, napi_value exports, addon_data_t *ad) {
   napi_property_descriptor methods[] = {
-      {"start", NULL, js_start, NULL, NULL, NULL, napi_default_method, NULL},
-      {"stop", NULL, js_stop, NULL, NULL, NULL, napi_default_method, NULL},
-      {"send", NULL, js_send, NULL, NULL, NULL, napi_default_method, NULL},
-      {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default_method, NULL},
-      {"close", NULL, js_close, NULL, NULL, NULL, napi_default_method, NULL},
-      {"fd", NULL, NULL, js_get_fd, NULL, NULL, napi_enumerable, NULL},
+      /* data: the kind, which pollfd_this() checks `this` against */
+      {"start", NULL, js_start, NULL, NULL, NULL, napi_default_method, (void *)&udp_kind},
+      {"stop", NULL, pollfd_js_stop, NULL, NULL, NULL, napi_default_method, (void *)&udp_kind},
+      {"send", NULL, js_send, NULL, NULL, NULL, napi_default_method, (void *)&udp_kind},
+      {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default_method, (void *)&udp_kind},
+      {"close", NULL, pollfd_js_close, NULL, NULL, NULL, napi_default_method, (void *)&udp_kind},
+      {"fd", NULL, NULL, pollfd_js_get_fd, NULL, NULL, napi_enumerable, (void *)&udp_kind},
   };
   /* Two classes over one implementation: a raw handle is a udp_t with `raw` set. */
   napi_value ctor, raw_ctor;
-  if (napi_define_class(env, "UdpHandle", NAPI_AUTO_LENGTH, js_ctor, NULL, sizeof methods / sizeof methods[0], methods,
+  if (napi_define_class(env, "UdpHandle", NAPI_AUTO_LENGTH, pollfd_js_ctor, NULL, sizeof methods / sizeof methods[0], methods,
                         &ctor) != napi_ok ||
       napi_create_reference(env, ctor, 1, &ad->udp_ctor) != napi_ok ||
-      napi_define_class(env, "RawHandle", NAPI_AUTO_LENGTH, js_ctor, NULL, sizeof methods / sizeof methods[0], methods,
+      napi_define_class(env, "RawHandle", NAPI_AUTO_LENGTH, pollfd_js_ctor, NULL, sizeof methods / sizeof methods[0], methods,
                         &raw_ctor) != napi_ok ||
       napi_create_reference(env, raw_ctor, 1, &ad->raw_ctor) != napi_ok) {
     throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot define UdpHandle and RawHandle", 0, NULL);

@@ -598,6 +598,65 @@ describe.skipIf(!canLab)("native UDP socket (openUdp) in two namespaces made by 
     expect(await b!.call("tryCall", { h: "cl", method: "stop" })).toMatchObject({ threw: false });
     expect(await b!.call("tryCall", { h: "cl", method: "close" })).toMatchObject({ threw: false });
   });
+
+  // The same worker teardown as tap.test.ts's, for UDP and raw handles: a close
+  // callback left queued on the worker's loop once the addon is unloaded would crash.
+  it("a worker thread may own a UDP or raw socket, receiving, and exit without closing it", { timeout: 30_000 }, () => {
+    const script = join(work, "worker.mjs");
+    writeFileSync(
+      script,
+      `import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
+import { createRequire } from "node:module";
+import { readFileSync } from "node:fs";
+const ADDR = ${ipv4ToUint(ADDR_B)}, PORT = 4794;
+if (isMainThread) {
+  // Only the workers load the addon, so that each worker exit really unloads it.
+  // The worker's socket is gone afterwards: no UDP socket on PORT, no raw one of protocol 253.
+  const gone = (kind) => !readFileSync("/proc/net/" + kind, "utf8").split("\\n").slice(1)
+    .some((l) => (l.trim().split(/\\s+/)[1] ?? "").endsWith(":" + (kind === "udp" ? PORT : 253).toString(16).toUpperCase().padStart(4, "0")));
+  for (const kind of ["udp", "raw"]) {
+    for (const mode of ["exit", "terminate", "close-then-exit", "end-stopped"]) {
+      const w = new Worker(new URL(import.meta.url), { workerData: { kind, mode } });
+      const got = await new Promise((r) => w.once("message", r));
+      const before = gone(kind);
+      const exited = new Promise((r) => w.once("exit", r));
+      if (mode === "terminate") w.terminate(); else w.postMessage("go");
+      const code = await exited;
+      console.log(kind, mode, got, before, code, gone(kind));
+    }
+  }
+} else {
+  const b = createRequire(import.meta.url)(${JSON.stringify(ADDON)});
+  const { kind, mode } = workerData;
+  let told = false;
+  const onBatch = (n) => { if (n > 0 && !told) { told = true; parentPort.postMessage("received"); } };
+  const arr = () => new Uint32Array(8);
+  const o = { pool: Buffer.alloc(8 * 2048), rxBase: 0, slots: 8, slotSize: 2048, offsets: arr(), lengths: arr(), addrs: arr(), onBatch };
+  const h = kind === "udp" ? b.openUdp({ ...o, bindAddr: ADDR, port: PORT, ports: arr(), segs: arr() }) : b.openRaw({ ...o, protocol: 253 });
+  const pool = Buffer.from("hello from a worker");
+  const one = (v) => new Uint32Array([v]);
+  if (mode === "end-stopped") parentPort.postMessage("stopped");
+  else { h.start(); h.send(pool, one(0), one(pool.length), one(ADDR), kind === "udp" ? PORT : 0, null, 1); }
+  parentPort.once("message", () => {
+    if (mode === "exit") process.exit(3);
+    if (mode === "close-then-exit") { h.close(); process.exit(4); }
+    parentPort.unref();
+  });
+}
+`,
+    );
+    const r = spawnSync("ip", ["netns", "exec", NSB, process.execPath, script], { encoding: "utf8", timeout: 25_000 });
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim().split("\n")).toEqual(
+      ["udp", "raw"].flatMap((k) => [
+        `${k} exit received false 3 true`,
+        `${k} terminate received false 1 true`,
+        `${k} close-then-exit received false 4 true`,
+        `${k} end-stopped stopped false 0 true`,
+      ]),
+    );
+  });
 });
 
 describe("udp-native helpers", () => {
