@@ -43,11 +43,12 @@ import {
 } from "../wire/arp.js";
 import { CHECK_BAD_CHECKSUM, CHECK_BAD_IHL, CHECK_BAD_TOTAL_LEN, CHECK_BAD_VERSION, CHECK_OK } from "../wire/reason.js";
 import { readU32 } from "../wire/bytes.js";
-import { ipv4Check, ipv4DecrementTtl } from "../wire/ipv4.js";
+import { ipv4Check, ipv4DecrementTtl, ipv4FillChecksum } from "../wire/ipv4.js";
 import { ipToString } from "../wire/ipv4addr.js";
 import { macToString, readMac, writeMac } from "../wire/mac.js";
 import { Fib } from "./fib.js";
 import { NAT_ACCEPT, NAT_REJECT, type Nat } from "./nat.js";
+import { Ipv4Reassembly, type ReassemblyOptions } from "./ipv4-reassembly.js";
 import { emitIcmpEchoReplyInPlace, emitIcmpError, emitTcpReset, fragmentIpv4, icmpErrorAllowed, TokenBucket } from "./ip-util.js";
 import {
   NeighbourCache,
@@ -127,6 +128,12 @@ export const COUNTERS = [
   "natDropped",
   "gsoDropped",
   "tcpResets",
+  "fragsReceived",
+  "reassembled",
+  "reasmTimeout",
+  "reasmOverlap",
+  "reasmDropped",
+  "refragmented",
 ] as const;
 export type RouterCounter = (typeof COUNTERS)[number];
 
@@ -201,6 +208,9 @@ export class Ipv4Router implements PassAware {
   natDropped = 0;
   /** Connection tracking and NAT, when the node has NAT rules or services. */
   nat: Nat | null = null;
+  /** Fragments are reassembled before PREROUTING while `nat` is set (nf_defrag_ipv4). */
+  readonly reasm: Ipv4Reassembly;
+  refragmented = 0;
   /**
    * The node's ports carry virtio-net headers (offloads): every frame has its header
    * in the 12 bytes before it; TSO super-frames are routed whole (MTU checks use their
@@ -214,8 +224,9 @@ export class Ipv4Router implements PassAware {
 
   constructor(
     interfaces: RouterInterfaceConfig[],
-    opts: { icmpRate?: number; icmpBurst?: number; neighbour?: Partial<NeighbourTimers> } = {},
+    opts: { icmpRate?: number; icmpBurst?: number; neighbour?: Partial<NeighbourTimers>; reassembly?: ReassemblyOptions } = {},
   ) {
+    this.reasm = new Ipv4Reassembly(opts.reassembly);
     for (const c of interfaces) {
       const ifc: RouterInterface = {
         index: this.ifaces.length,
@@ -244,18 +255,39 @@ export class Ipv4Router implements PassAware {
     this.bucket = new TokenBucket(opts.icmpRate ?? 1000, opts.icmpBurst ?? 50);
   }
 
+  /** Frame slots, then the reassembly slots (used while NAT is on). */
   scratchBytes(): number {
-    return 1024 * SLOT;
+    return 1024 * SLOT + this.reasm.bytes();
   }
 
   setScratch(pool: Buffer, base: number, bytes: number): void {
     this.pool = pool;
     this.scratchBase = base;
-    this.scratchSlots = Math.floor(bytes / SLOT);
+    const frames = bytes - this.reasm.bytes();
+    this.scratchSlots = Math.floor(frames / SLOT);
+    this.reasm.attach(pool, base + this.scratchSlots * SLOT);
   }
 
   beginPass(): void {
     this.scratchUsed = 0;
+    this.reasm.beginPass();
+  }
+
+  // Reassembly counters (kept by the reassembler).
+  get fragsReceived(): number {
+    return this.reasm.fragsReceived;
+  }
+  get reassembled(): number {
+    return this.reasm.reassembled;
+  }
+  get reasmTimeout(): number {
+    return this.reasm.reasmTimeout;
+  }
+  get reasmOverlap(): number {
+    return this.reasm.reasmOverlap;
+  }
+  get reasmDropped(): number {
+    return this.reasm.reasmDropped;
   }
 
   /** Adds a route; `kind` is what `show route` says (connected, static). */
@@ -309,7 +341,7 @@ export class Ipv4Router implements PassAware {
   }
 
   private ipInput(ifc: RouterInterface, buf: Buffer, off: number, len: number, now: number): void {
-    const ip = off + ETH_HLEN;
+    let ip = off + ETH_HLEN;
     const linkGroup = (buf[off] & 1) !== 0;
     if (!linkGroup && readMac(buf, off) !== ifc.mac) {
       // Flooded unicast for another station: not ours to route.
@@ -321,7 +353,7 @@ export class Ipv4Router implements PassAware {
       this.countReason(reason);
       return;
     }
-    const ipLen = (buf[ip + 2] << 8) | buf[ip + 3];
+    let ipLen = (buf[ip + 2] << 8) | buf[ip + 3];
     const src = readU32(buf, ip + 12);
     let dst = readU32(buf, ip + 16);
     const s0 = src >>> 24;
@@ -339,6 +371,18 @@ export class Ipv4Router implements PassAware {
     // the router decides whether the packet is its own (a reply to a masqueraded flow
     // is addressed to the router's address until it is translated back).
     const nat = this.nat;
+    // Largest fragment of a datagram reassembled here (Linux's IPCB frag_max_size), else 0.
+    let fragMax = 0;
+    if (nat !== null && !linkGroup && ((buf[ip + 6] & 0x3f) | buf[ip + 7]) !== 0) {
+      // nf_defrag_ipv4: conntrack and NAT see whole datagrams.
+      this.reasmExpire(now);
+      const h = this.reasm.add(buf, ip, ipLen, ifc.index, now);
+      if (h < 0) return;
+      buf = this.pool as Buffer;
+      ip = h;
+      ipLen = this.reasm.lastLen;
+      fragMax = this.reasm.lastMaxFrag;
+    }
     if (nat !== null && !linkGroup) {
       const v = nat.prerouting(buf, ip, ipLen, ifc.index, now, this.csumPartial(buf, ip));
       if (v !== NAT_ACCEPT) {
@@ -374,7 +418,7 @@ export class Ipv4Router implements PassAware {
       return;
     }
     const out = this.ifaces[this.routeIf[r]];
-    const wire = this.wireLen(buf, ip, ipLen);
+    const wire = fragMax > 0 ? fragMax : this.wireLen(buf, ip, ipLen);
     if (wire > out.mtu && (buf[ip + 6] & 0x40) !== 0) {
       this.fragNeeded++;
       this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 4, out.mtu & 0xffff, now, false);
@@ -383,6 +427,20 @@ export class Ipv4Router implements PassAware {
     // POSTROUTING: source NAT (masquerade, hairpin) and un-DNAT of service replies.
     if (nat !== null && nat.postrouting(buf, ip, ipLen, out.index, this.sourceFor(out, dst), now, this.csumPartial(buf, ip)) !== NAT_ACCEPT) {
       this.natDropped++;
+      return;
+    }
+    if (fragMax > 0) {
+      // Leaves as it came: in fragments no larger than the largest received, nor the MTU.
+      ipv4DecrementTtl(buf, ip);
+      if ((buf[ip + 6] & 0x40) !== 0) {
+        // Every fragment had DF (and none exceeds the MTU): the pieces keep it.
+        buf[ip + 6] &= ~0x40;
+        ipv4FillChecksum(buf, ip);
+      }
+      if (this.fragmentOut(ifc.index, out, this.routeGw[r] || dst, buf, ip, ipLen, now, Math.min(out.mtu, fragMax))) {
+        this.refragmented++;
+        this.forwarded++;
+      }
       return;
     }
     if (wire !== ipLen && wire > out.mtu) {
@@ -615,12 +673,12 @@ export class Ipv4Router implements PassAware {
     if (!this.neigh.enqueue(n, { data: Buffer.from(buf.subarray(ip, ip + ipLen)), inIf, vnet })) this.arpQueueFull++;
   }
 
-  private fragmentOut(inIf: number, out: RouterInterface, nh: number, buf: Buffer, ip: number, ipLen: number, now: number): boolean {
-    const need = Math.ceil(ipLen / Math.max(out.mtu - 60, 8)) + 1;
+  private fragmentOut(inIf: number, out: RouterInterface, nh: number, buf: Buffer, ip: number, ipLen: number, now: number, mtu = out.mtu): boolean {
+    const need = Math.ceil(ipLen / Math.max(mtu - 60, 8)) + 1;
     const first = this.alloc(Math.min(need, MAX_FRAGS));
     if (first < 0) return false;
     const pool = this.pool as Buffer;
-    const k = fragmentIpv4(buf, ip, ipLen, out.mtu, pool, first + ETH_HLEN, SLOT, Math.min(need, MAX_FRAGS), this.fragLens);
+    const k = fragmentIpv4(buf, ip, ipLen, mtu, pool, first + ETH_HLEN, SLOT, Math.min(need, MAX_FRAGS), this.fragLens);
     if (k <= 0) {
       // Too many fragments for the scratch space, or a malformed header/options.
       this.fragFailed++;
@@ -698,6 +756,7 @@ export class Ipv4Router implements PassAware {
   /** Timer work: ARP retries, refresh probes, failures (run inside an engine pass). */
   tick(now: number): void {
     this.nat?.expire(now);
+    this.reasmExpire(now);
     this.neigh.tick(
       now,
       (n, unicastTo) => this.arpRequest(this.ifaces[n.ifIndex], n.addr, unicastTo),
@@ -709,6 +768,20 @@ export class Ipv4Router implements PassAware {
         }
       },
     );
+  }
+
+  /**
+   * Expires datagrams whose fragments stopped coming (ip_expire): ICMP time exceeded,
+   * fragment reassembly time exceeded, to the source when the first fragment arrived.
+   */
+  private reasmExpire(now: number): void {
+    const r = this.reasm;
+    for (let s = r.nextExpired(now); s >= 0; s = r.nextExpired(now)) {
+      if (r.expired(s)) {
+        this.icmpError(this.ifaces[r.inIfOf(s)], this.pool as Buffer, r.firstIp(s), r.firstFragLen(s), ICMP_TIME_EXCEEDED, 1, 0, now, false);
+      }
+      r.release(s);
+    }
   }
 
   /**

@@ -47,8 +47,10 @@
  * Default "accept": passed untouched and counted, as Linux does without a rule;
  * "drop" is kube-proxy's `-m conntrack --ctstate INVALID -j DROP`. Nothing tracked is
  * created for them. Untracked (passed untouched, counted): protocols other than
- * TCP/UDP/ICMP, every fragment (no reassembly here, unlike Linux's defrag before
- * conntrack), ICMP types other than echo and the errors.
+ * TCP/UDP/ICMP, a fragment (the router reassembles fragments before PREROUTING
+ * while NAT is on, as Linux's nf_defrag_ipv4 does before conntrack — see
+ * ipv4-reassembly.ts — so only what it could not reassemble, e.g. a fragment handed
+ * here directly, is seen as one), ICMP types other than echo and the errors.
  *
  * Router integration (Ipv4Router.ipInput), in this order:
  *   1. header checks, martian source/destination (as now);
