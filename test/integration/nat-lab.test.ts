@@ -149,6 +149,49 @@ describe.skipIf(!canRunLabs())("service-nat.yaml", () => {
     expect(stats("service-nat").nat.related ?? 0).toBeGreaterThanOrEqual(1);
   });
 
+  it("a 4000-byte UDP datagram to a UDP service comes back whole (reassembled, NATed, refragmented)", async () => {
+    const echoPy = [
+      "import socket",
+      "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)",
+      's.bind(("0.0.0.0", 7007))',
+      'print("ready", flush=True)',
+      "while True:",
+      "    d, a = s.recvfrom(65535)",
+      "    s.sendto(d, a)",
+    ].join("\n");
+    // ip netns exec execs python3: the PID is the echo server's.
+    const echo = spawn("ip", ["netns", "exec", ns("ext"), "python3", "-u", "-c", echoPy], { stdio: ["ignore", "pipe", "ignore"] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error("UDP echo did not start")), 5000);
+        echo.stdout.on("data", (d: Buffer) => {
+          if (d.toString().includes("ready")) {
+            clearTimeout(t);
+            resolve();
+          }
+        });
+      });
+      const before = stats("service-nat").router;
+      const clientPy = [
+        "import socket",
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)",
+        "s.settimeout(3)",
+        "d = bytes((i * 7) % 251 for i in range(4000))",
+        's.sendto(d, ("10.96.0.12", 7))',
+        "r, a = s.recvfrom(65535)",
+        'print("same" if r == d else "different", len(r), a[0], a[1])',
+      ].join("\n");
+      const r = inNs(ns("client"), ["python3", "-c", clientPy]);
+      expect(r.stdout.trim(), r.stderr).toBe("same 4000 10.96.0.12 7");
+      const after = stats("service-nat").router;
+      // Both directions arrived in 3 fragments, were reassembled and left in fragments again.
+      expect(after.reassembled - (before.reassembled ?? 0)).toBeGreaterThanOrEqual(2);
+      expect(after.refragmented - (before.refragmented ?? 0)).toBeGreaterThanOrEqual(2);
+    } finally {
+      if (echo.pid !== undefined) process.kill(echo.pid);
+    }
+  });
+
   it("show conntrack lists the flows", () => {
     curl(ns("client"), "http://192.0.2.10/");
     const out = tapnetOk(["show", "conntrack", "--node", "node1", "--lab", "service-nat"]);
