@@ -9,7 +9,7 @@
  * that came in and were dropped by the dataplane, for any reason) and txDrops (queue
  * full or refused by the device).
  */
-import { csumComplete, gsoSegment } from "../io/offload.js";
+import { completeChecksum, gsoSegment } from "../io/offload.js";
 import { Batch, type FrameList, TxQueue } from "./batch.js";
 import type { PacketPool } from "./pool.js";
 
@@ -233,7 +233,7 @@ export abstract class Port {
       const h = off - VNET_HDR_LEN;
       if (pool[h + 1] === 0) {
         if ((pool[h] & 1) !== 0) {
-          if (csumComplete(pool, off, len) < 0) {
+          if (completeChecksum(pool, off, len) < 0) {
             s.badOffload++;
             this.txDrops++;
             continue;

@@ -25,6 +25,7 @@
  * The addon is loaded on the first call, so importing this module never fails where
  * the addon was not built.
  */
+import { checksumSum } from '../wire/checksum.js';
 import { loadNative } from './native.js';
 
 /** vnet header flags: the L4 checksum holds only the pseudo-header seed. */
@@ -160,6 +161,30 @@ export function gsoSegment(
  */
 export function csumComplete(buf: Uint8Array, off: number, len: number): number {
   return (binding ?? bind()).csumComplete(buf, off, len);
+}
+
+/** Partial checksums over at most this many bytes are finished in JavaScript. */
+const JS_CSUM_MAX = 256;
+
+/**
+ * csumComplete for the forwarding path, where it runs once per frame: a short span (a
+ * pure TCP ACK, a small datagram) is summed here with src/wire's checksumSum, which
+ * costs less than a call into the addon; a long one, and anything out of range or
+ * malformed, goes to csumComplete. Same result, same return codes.
+ */
+export function completeChecksum(buf: Uint8Array, off: number, len: number): number {
+  const h = off - 12;
+  if (h < 0 || off + len > buf.length) return csumComplete(buf, off, len);
+  if ((buf[h] & VNET_F_NEEDS_CSUM) === 0) return 0;
+  const start = buf[h + 6] | (buf[h + 7] << 8);
+  const field = start + (buf[h + 8] | (buf[h + 9] << 8));
+  if (field + 2 > len || len - start > JS_CSUM_MAX) return csumComplete(buf, off, len);
+  let c = ~checksumSum(buf, off + start, len - start) & 0xffff;
+  if (c === 0) c = 0xffff;
+  buf[off + field] = c >>> 8;
+  buf[off + field + 1] = c & 0xff;
+  buf[h] &= ~VNET_F_NEEDS_CSUM;
+  return 0;
 }
 
 /**

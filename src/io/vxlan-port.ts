@@ -90,7 +90,7 @@ import { constants as osConstants } from "node:os";
 import type { TxQueue } from "../core/batch.js";
 import type { PacketPool } from "../core/pool.js";
 import { HEADROOM, Port, type RxHandler, VNET_HDR_LEN } from "../core/port.js";
-import { csumComplete, groCoalesce, gsoSegment } from "./offload.js";
+import { completeChecksum, groCoalesce, gsoSegment } from "./offload.js";
 import { openUdp, type UdpHandle } from "./udp-native.js";
 import {
   ARP_LEN,
@@ -863,7 +863,7 @@ export class VxlanPort extends Port {
           this.tooBig++;
           continue;
         }
-        if (vnet && (pool[h] & 1) !== 0 && csumComplete(pool, off, len) < 0) {
+        if (vnet && (pool[h] & 1) !== 0 && completeChecksum(pool, off, len) < 0) {
           this.badOffload++;
           continue;
         }

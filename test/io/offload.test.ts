@@ -18,6 +18,7 @@ import {
   VNET_GSO_NONE,
   VNET_GSO_TCPV4,
   VNET_GSO_TCPV6,
+  completeChecksum,
   csumComplete,
   groCoalesce,
   groFrames,
@@ -579,6 +580,39 @@ describe.skipIf(!canRun)('csumComplete', () => {
     expect(csumComplete(buf, 12, len)).toBe(0);
     expect(readU16(buf, 12 + 40)).toBe(0xffff);
     expect(udpChecksumValid(buf, 12 + 34, IP_A, IP_B)).toBe(true);
+  });
+
+  it('completeChecksum (JavaScript for short spans) writes exactly what csumComplete writes', () => {
+    // Short and long spans, odd and even lengths, the 0 -> 0xffff case, flags kept.
+    let rnd = 12345;
+    const next = (): number => (rnd = (Math.imul(rnd, 1103515245) + 12345) >>> 0);
+    for (let k = 0; k < 400; k++) {
+      const a = Buffer.alloc(2048);
+      const plen = k === 0 ? 64 : next() % (k % 2 === 0 ? 300 : 1400);
+      const payload = pattern(plen, k);
+      const len = udpFrame(a, 12, payload);
+      if (k === 0) {
+        // Make the computed checksum 0: stored as 0xffff by both.
+        a[12 + 42] = a[12 + 43] = 0;
+        const seedless = onesSum([
+          ipBytes(IP_A), ipBytes(IP_B), Uint8Array.from([0, IP_PROTO_UDP]), u16be(len - 34),
+          a.subarray(12 + 34, 12 + 40), a.subarray(12 + 42, 12 + len),
+        ]);
+        writeU16(a, 12 + 42, ~seedless & 0xffff);
+      }
+      if (k % 3 === 0) a[0] |= VNET_F_DATA_VALID;
+      const b = Buffer.from(a);
+      expect(completeChecksum(a, 12, len)).toBe(csumComplete(b, 12, len));
+      expect(a.equals(b)).toBe(true);
+      expect(udpChecksumValid(a, 12 + 34, IP_A, IP_B)).toBe(true);
+    }
+    // Malformed and out-of-range frames give the same codes.
+    const a = Buffer.alloc(2048);
+    const len = udpFrame(a, 12, pattern(100, 6));
+    setVnet(a, 12, { flags: VNET_F_NEEDS_CSUM, gsoType: 0, csumStart: len - 6, csumOffset: 5 });
+    expect(completeChecksum(a, 12, len)).toBe(OFFLOAD_ERR_MALFORMED);
+    expect(completeChecksum(a, 11, len)).toBe(OFFLOAD_ERR_RANGE);
+    expect(completeChecksum(a, 12, a.length)).toBe(OFFLOAD_ERR_RANGE);
   });
 
   it('leaves a frame without NEEDS_CSUM alone; -1 when the field lies outside the frame', () => {
