@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# tapnet set-up, idempotent: the Debian packages the labs and tests use, the npm
-# dependencies, the native TAP addon and the TypeScript build. Quick when all is there.
+# tapnet set-up, idempotent: the Debian packages tapnet uses, the npm dependencies,
+# the native addon and the TypeScript build. Quick when all is there.
+#
+#   scripts/setup.sh            what labs, capture and the demo need (npm run setup/demo)
+#   scripts/setup.sh --test     that, plus what the test suite drives (npm test)
+#   scripts/setup.sh --bench    that, plus what the benchmark drives (npm run bench)
+#
+# Packages only one kind of lab needs (etcd, BIRD, podman…) are installed by
+# `tapnet lab up` when such a lab is first brought up (src/lab/packages.ts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,18 +19,37 @@ if [ "$major" -lt 20 ]; then
   exit 1
 fi
 
-# command -> Debian package
+mode=core
+case "${1:-}" in
+  --test) mode=test ;;
+  --bench) mode=bench ;;
+  "") ;;
+  *) say "unknown option '$1' (use --test or --bench)"; exit 2 ;;
+esac
+
+# command (or file) -> Debian package. Paths beginning with / are files.
 declare -A want=(
   [ip]=iproute2 [ping]=iputils-ping [tcpdump]=tcpdump [tshark]=tshark
-  [iperf3]=iperf3 [traceroute]=traceroute [ethtool]=ethtool [tracepath]=iputils-tracepath [arping]=iputils-arping [curl]=curl [nc]=netcat-openbsd [nft]=nftables [make]=make [g++]=g++ [python3]=python3
-  [trafgen]=netsniff-ng
+  [traceroute]=traceroute [ethtool]=ethtool [tracepath]=iputils-tracepath [arping]=iputils-arping
+  [curl]=curl [nc]=netcat-openbsd [nft]=nftables [make]=make [g++]=g++ [python3]=python3
+  [/usr/include/pcap/pcap.h]=libpcap-dev
+  [/usr/include/seccomp.h]=libseccomp-dev
 )
+if [ "$mode" != core ]; then
+  want+=(
+    [iperf3]=iperf3 [trafgen]=netsniff-ng [hping3]=hping3 [socat]=socat
+    [/usr/lib/python3/dist-packages/scapy/__init__.py]=python3-scapy
+  )
+fi
 missing=()
-# Some live in /usr/sbin (nft, trafgen), which a normal user's PATH on Debian lacks.
-for cmd in "${!want[@]}"; do
-  PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
+for what in "${!want[@]}"; do
+  if [[ "$what" == /* ]]; then
+    [ -e "$what" ] || missing+=("${want[$what]}")
+  else
+    # Some live in /usr/sbin (nft, trafgen, hping3), which a normal user's PATH on Debian lacks.
+    PATH="$PATH:/usr/sbin:/sbin" command -v "$what" >/dev/null 2>&1 || missing+=("${want[$what]}")
+  fi
 done
-[ -f /usr/include/pcap/pcap.h ] || missing+=(libpcap-dev)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -56,7 +82,7 @@ for f in native/*.c native/*.h native/binding.gyp; do
   [ "$f" -nt "$addon" ] && stale=1
 done
 if [ "$stale" = 1 ]; then
-  say "building the native TAP addon"
+  say "building the native addon"
   npm run --silent install
 fi
 
