@@ -89,7 +89,7 @@ const BENCH_LABS = path.join(ROOT, "scripts/bench");
 const SCENARIOS = ["switch", "router", "vxlan", "ipip", "nat"];
 /** Scenarios that run only when named. */
 const EXTRA = ["tables"];
-/** Prefix of the namespaces the bench makes itself (labs' namespaces are tn-bench-…). */
+/** Prefix of the namespaces the bench makes itself (labs' namespaces are tn.bench-…). */
 const NS_PREFIX = "tnb-";
 const IPERF_PORT = 5201;
 const ECHO_PORT = 5202;
@@ -438,7 +438,7 @@ async function labUp(file) {
     labDown(file);
     throw new Error(`tapnet lab up ${path.basename(file)} failed: ${msg}`);
   }
-  return (n) => `tn-${name}-${n}`;
+  return (n) => `tn.${name}.${n}`;
 }
 
 // ---------------------------------------------------------------- measurements
@@ -1371,13 +1371,13 @@ function preflight() {
 function cleanupLeftovers() {
   let n = 0;
   const benchLabs = fs.existsSync("/run/tapnet") ? fs.readdirSync("/run/tapnet").filter((l) => l.startsWith("bench-")) : [];
-  const labsLeft = new Set([...benchLabs, ...netnsList().filter((x) => x.startsWith("tn-bench-")).map((x) => /^tn-(bench-[a-z0-9]+(?:-k)?)-/.exec(x)?.[1]).filter(Boolean)]);
+  const labsLeft = new Set([...benchLabs, ...netnsList().filter((x) => x.startsWith("tn.bench-")).map((x) => /^tn\.(bench-[a-z0-9]+(?:-k)?)\./.exec(x)?.[1]).filter(Boolean)]);
   for (const l of labsLeft) {
     const r = tapnetCli(["lab", "down", l]);
     process.stderr.write(`bench: lab down ${l}: ${r.status === 0 ? "ok" : (r.stderr || "").trim()}\n`);
     n++;
   }
-  for (const ns of netnsList().filter((x) => x.startsWith(NS_PREFIX) || x.startsWith("tn-bench-"))) {
+  for (const ns of netnsList().filter((x) => x.startsWith(NS_PREFIX) || x.startsWith("tn.bench-"))) {
     // Processes an earlier bench started there (an iperf3 server, the relay): by PID.
     const pids = sh(["ip", "netns", "pids", ns]).split(/\s+/).filter(Boolean).map(Number);
     for (const pid of pids) {
@@ -1494,7 +1494,7 @@ async function main() {
   }
   report.loadavg.end = os.loadavg();
   cleanup();
-  const left = netnsList().filter((n) => n.startsWith(NS_PREFIX) || n.startsWith("tn-bench-"));
+  const left = netnsList().filter((n) => n.startsWith(NS_PREFIX) || n.startsWith("tn.bench-"));
   if (left.length) say(`warning: namespaces still present: ${left.join(" ")}`);
   say(`done in ${((Date.now() - T0) / 1000).toFixed(0)} s`);
 

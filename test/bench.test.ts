@@ -194,7 +194,7 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
       expect(r.stdout).toMatch(/switch\s+tapnet/);
       expect(r.stdout).toMatch(/RTT p50 µs\s+RTT p99 µs/);
       expect(fs.readFileSync(svg, "utf8")).toContain("vs kernel bridge");
-      expect(netnsList().filter((n) => n.startsWith("tnb-") || n.startsWith("tn-bench-"))).toEqual([]);
+      expect(netnsList().filter((n) => n.startsWith("tnb-") || n.startsWith("tn.bench-"))).toEqual([]);
     } finally {
       fs.rmSync(json, { force: true });
       fs.rmSync(svg, { force: true });

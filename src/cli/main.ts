@@ -31,7 +31,21 @@ lab
   .description("create the lab's namespaces and node processes; returns when the lab is ready")
   .action(async (file: string, o: { quiet?: boolean }) => {
     const say = o.quiet ? () => undefined : (m: string) => console.log(m);
-    const s = await labUp(file, say);
+    // Ctrl-C (or a SIGTERM/SIGHUP) during the build: stop at the next step and remove
+    // what was made, rather than die and leave a half-built lab behind.
+    const abort = new AbortController();
+    const stop = (sig: NodeJS.Signals): void => {
+      if (!abort.signal.aborted) console.error(`tapnet: ${sig}: stopping lab up and removing what it made…`);
+      abort.abort();
+    };
+    const sigs = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+    for (const sig of sigs) process.on(sig, stop);
+    let s;
+    try {
+      s = await labUp(file, say, abort.signal);
+    } finally {
+      for (const sig of sigs) process.off(sig, stop);
+    }
     if (!o.quiet) {
       console.log(`lab ${s.lab} is up: ${Object.keys(s.nodes).length} node(s), ${Object.keys(s.hosts).length} host(s)`);
       console.log(`  try: tapnet lab exec ${Object.keys(s.hosts)[0] ?? "HOST"} -- ping -c 3 ADDRESS`);
@@ -53,9 +67,11 @@ lab
 lab
   .command("status")
   .option("--json", "machine-readable output")
-  .description("list the labs that are up, their nodes and hosts")
+  .description("list the labs that are up, their nodes and hosts (exit status 1 when a node is not running)")
   .action(async (o: { json?: boolean }) => {
     const labs = await labStatus();
+    // Non-zero when any node of a lab is not running, so scripts can check a lab.
+    if (labs.some((l) => l.nodes.some((n) => !n.running))) process.exitCode = 1;
     if (o.json) return console.log(JSON.stringify(labs, null, 2));
     if (labs.length === 0) return console.log("no lab is up");
     for (const l of labs) {
@@ -340,6 +356,8 @@ program
       bytes += chunk.length;
       out.write(chunk);
     });
+    // The node has attached the capture when it answers: from here on nothing is missed.
+    process.stderr.write(`tapnet: capturing on ${node}: ${ports.join(", ")}${o.count ? ` (${o.count} frames)` : ""}\n`);
     const stop = (): void => s.abort();
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);

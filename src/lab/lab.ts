@@ -3,7 +3,8 @@
  * tapnet node processes, and takes it all down again.
  *
  * Layout of a lab named L:
- *   - every node and every host is a network namespace `tn-L-NAME`;
+ *   - every node and every host is a network namespace `tn.L.NAME` (lab and node names
+ *     never hold a dot, so two different (lab, name) pairs never share a namespace);
  *   - a node runs one tapnet process inside its namespace; for each TAP host the
  *     process creates a TAP named after the host, which the builder then moves into
  *     the host's namespace and renames eth0 (the process keeps its file descriptor,
@@ -33,7 +34,7 @@ export interface LabState {
   hosts: Record<string, { namespace: string; node: string; ip: string; gateway?: string; vlan: number; link: string; run?: { pid: number; command: string; log: string } }>;
 }
 
-export const nsName = (lab: string, name: string): string => `tn-${lab}-${name}`;
+export const nsName = (lab: string, name: string): string => `tn.${lab}.${name}`;
 export const labDir = (lab: string): string => path.join(RUN_DIR, lab);
 const statePath = (lab: string): string => path.join(labDir(lab), "state.json");
 
@@ -184,9 +185,10 @@ function nodeConfig(t: Topology, node: string): NodeConfig {
   };
 }
 
-async function waitReady(lab: string, node: string, socket: string, pid: number, log: string): Promise<void> {
+async function waitReady(lab: string, node: string, socket: string, pid: number, log: string, abort?: AbortSignal): Promise<void> {
   const deadline = Date.now() + 15_000;
   for (;;) {
+    if (abort?.aborted) throw new Error("interrupted");
     if (!isAlive(pid) || cmdline(pid) === null) {
       const tail = fs.existsSync(log) ? fs.readFileSync(log, "utf8").trim().split("\n").slice(-8).join("\n") : "";
       throw new Error(`node ${node} exited during start-up. Its log (${log}):\n${tail}`);
@@ -202,8 +204,12 @@ async function waitReady(lab: string, node: string, socket: string, pid: number,
   }
 }
 
-/** Brings a lab up; on any failure removes everything it made and rethrows. */
-export async function labUp(file: string, log: Log = () => undefined): Promise<LabState> {
+/**
+ * Brings a lab up; on any failure — or when `abort` fires (Ctrl-C) — removes everything
+ * it made and rethrows. The state file is written before every step, so what was made
+ * is always known, also to a `lab down` run after a crash of this process.
+ */
+export async function labUp(file: string, log: Log = () => undefined, abort?: AbortSignal): Promise<LabState> {
   const t = loadTopology(file);
   preflight();
   const lab = t.name;
@@ -214,7 +220,12 @@ export async function labUp(file: string, log: Log = () => undefined): Promise<L
   const names = labNamespaces(t);
   const clash = netnsList().filter((n) => names.includes(n));
   if (clash.length) {
-    throw new Error(`network namespace${clash.length > 1 ? "s" : ""} ${clash.join(", ")} already exist${clash.length > 1 ? "" : "s"}: another lab named '${lab}' is in the way (tapnet lab down ${file}, or ip netns del NAME)`);
+    const owner = ownerOf(clash);
+    throw new Error(
+      owner
+        ? `network namespace ${clash[0]} belongs to lab '${owner}', which is up: tapnet lab down ${owner}`
+        : `network namespace${clash.length > 1 ? "s" : ""} ${clash.join(", ")} already exist${clash.length > 1 ? "" : "s"} and no lab records ${clash.length > 1 ? "them" : "it"} (left over from a crash?): 'tapnet lab down ${file}' removes ${clash.length > 1 ? "them" : "it"}`,
+    );
   }
   const state: LabState = {
     lab,
@@ -227,14 +238,24 @@ export async function labUp(file: string, log: Log = () => undefined): Promise<L
   fs.mkdirSync(RUN_DIR, { recursive: true, mode: 0o700 });
   writeState(state);
   try {
-    await build(t, state, log);
+    await build(t, state, log, abort);
     return state;
   } catch (e) {
-    log(`lab up failed; removing what was made`);
+    log(abort?.aborted ? "interrupted: removing what was made" : "lab up failed; removing what was made");
     await teardown(state, () => undefined);
+    if (abort?.aborted) throw new Error(`lab ${lab}: interrupted; everything it had created was removed`);
     const msg = e instanceof Error ? e.message : String(e);
     throw new Error(`lab ${lab} did not come up: ${msg}\n(everything it had created was removed)`);
   }
+}
+
+/** The lab (other than `except`) whose state records one of `namespaces`, if any. */
+function ownerOf(namespaces: string[], except?: string): string | null {
+  for (const s of listLabs()) {
+    if (s.lab === except) continue;
+    if (s.namespaces.some((n) => namespaces.includes(n))) return s.lab;
+  }
+  return null;
 }
 
 /** Every namespace a lab has: nodes, hosts, the underlay's bridges and kernel routers. */
@@ -245,13 +266,20 @@ export function labNamespaces(t: Topology): string[] {
   return names.map((n) => nsName(t.name, n));
 }
 
-async function build(t: Topology, state: LabState, log: Log): Promise<void> {
+async function build(t: Topology, state: LabState, log: Log, abort?: AbortSignal): Promise<void> {
   const lab = t.name;
+  // Signals are seen between event-loop turns: yield at every step so Ctrl-C stops the
+  // build there (and the caller removes what was made) instead of after the whole lab.
+  const step = async (): Promise<void> => {
+    await new Promise<void>((r) => setImmediate(r));
+    if (abort?.aborted) throw new Error("interrupted");
+  };
   const ns = (n: string): string => nsName(lab, n);
   const kernel = (node: string): boolean => isKernelNode(t.nodes[node]);
   // 1. Namespaces. IPv6 is switched off in them: tapnet is an IPv4 dataplane, and
   //    router solicitations and MLD reports would only add noise to every capture.
   for (const n of labNamespaces(t)) {
+    await step();
     state.namespaces.push(n);
     writeState(state);
     run(["ip", "netns", "add", n]);
@@ -297,8 +325,10 @@ async function build(t: Topology, state: LabState, log: Log): Promise<void> {
     }
   }
   // 4. veth hosts, hosts of kernel nodes, and node-to-node links.
+  await step();
   for (const [h, hs] of Object.entries(t.hosts)) {
     if (hs.link !== "veth" && !kernel(hs.node)) continue;
+    await step();
     run(["ip", "link", "add", h, "netns", ns(hs.node), "type", "veth", "peer", "name", "eth0", "netns", ns(h)]);
     ipBatch([`link set ${h} mtu ${hs.mtu}`, ...(kernel(hs.node) ? [`link set ${h} master br0`] : []), `link set ${h} up`], ns(hs.node));
     // A packet socket sees the host's TCP super-frames before segmentation (up to
@@ -315,6 +345,7 @@ async function build(t: Topology, state: LabState, log: Log): Promise<void> {
   const dir = labDir(lab);
   for (const node of Object.keys(t.nodes)) {
     if (kernel(node)) continue;
+    await step();
     const cfg = nodeConfig(t, node);
     const cfgPath = path.join(dir, `${node}.json`);
     const logPath = path.join(dir, `${node}.log`);
@@ -334,11 +365,12 @@ async function build(t: Topology, state: LabState, log: Log): Promise<void> {
     writeState(state);
   }
   for (const [node, n] of Object.entries(state.nodes)) {
-    await waitReady(lab, node, n.socket, n.pid as number, n.log);
+    await waitReady(lab, node, n.socket, n.pid as number, n.log, abort);
   }
   log(`nodes up: ${Object.keys(state.nodes).join(" ")}`);
   // 6. Hosts: hand each TAP host its port as eth0, then addresses and routes.
   for (const [h, hs] of Object.entries(t.hosts)) {
+    await step();
     if (hs.link === "tap" && !kernel(hs.node)) {
       ipBatch([`link set ${h} netns ${ns(h)}`], ns(hs.node));
       ipBatch([`link set ${h} name eth0`], ns(h));
@@ -441,8 +473,10 @@ async function teardown(state: LabState, log: Log, extraNamespaces: string[] = [
 
 /**
  * Takes a lab down: stops its node processes (by the PIDs it recorded), deletes every
- * namespace it made (which removes the veths in them; TAPs go with their process).
- * Works after a node was killed with -9 and after a half-finished `lab up`.
+ * namespace its state recorded (which removes the veths in them; TAPs go with their
+ * process). Works after a node was killed with -9 and after a half-finished `lab up`.
+ * Given the topology file of a lab whose state is gone, it also removes the namespaces
+ * that file names — never one that another lab's state records.
  */
 export async function labDown(fileOrName: string, log: Log = () => undefined): Promise<{ lab: string; removed: string[] }> {
   let lab: string;
@@ -455,7 +489,8 @@ export async function labDown(fileOrName: string, log: Log = () => undefined): P
     lab = fileOrName;
   }
   preflight();
-  const state: LabState = readState(lab) ?? {
+  const recorded = readState(lab);
+  const state: LabState = recorded ?? {
     lab,
     file: fileOrName,
     createdAt: "",
@@ -463,7 +498,10 @@ export async function labDown(fileOrName: string, log: Log = () => undefined): P
     nodes: {},
     hosts: {},
   };
-  const removed = await teardown(state, log, derived);
+  const others = new Set(listLabs().filter((s) => s.lab !== lab).flatMap((s) => s.namespaces));
+  const foreign = state.namespaces.filter((n) => others.has(n));
+  if (foreign.length) throw new Error(`lab ${lab}: its state names ${foreign.join(", ")}, which another lab's state records too; removing nothing`);
+  const removed = await teardown(state, log, recorded ? [] : derived.filter((n) => !others.has(n)));
   return { lab, removed };
 }
 

@@ -4,7 +4,7 @@
  * what is wrong). Nothing is built from a file that fails any check.
  *
  * ```yaml
- * name: vlan                      # lab name: namespaces are tn-<name>-<host|node>
+ * name: vlan                      # lab name: namespaces are tn.<name>.<host|node>
  * nodes:                          # tapnet processes, one per node
  *   sw1: { ageingTime: 300, maxEntries: 8192 }
  *   sw2: {}
@@ -245,6 +245,7 @@ export function nodePorts(t: Topology, node: string): string[] {
   const out: string[] = [];
   for (const [h, spec] of Object.entries(t.hosts)) if (spec.node === node) out.push(h);
   for (const l of t.links) {
+    if (l === undefined) continue; // a link that failed the schema (salvage)
     if (l.between[0] === node) out.push(l.between[1]);
     else if (l.between[1] === node) out.push(l.between[0]);
   }
@@ -417,15 +418,24 @@ export function expandOverlay(t: Topology): { topology: Topology; notes: string[
   return { topology: out, notes };
 }
 
-function semanticChecks(t: Topology): Problem[] {
+/**
+ * Names the file declares, also of entries that failed the schema: a host on a node whose
+ * own spec is wrong is reported for the node's problem, not as "unknown node".
+ */
+interface Declared {
+  nodes: Set<string>;
+  hosts: Set<string>;
+}
+
+function semanticChecks(t: Topology, declared: Declared): Problem[] {
   const problems: Problem[] = [];
-  const nodeNames = Object.keys(t.nodes);
-  for (const h of Object.keys(t.hosts)) {
-    if (t.nodes[h]) problems.push({ path: ["hosts", h], message: `'${h}' is also a node name; hosts and nodes need distinct names` });
+  const nodeNames = [...declared.nodes];
+  for (const h of declared.hosts) {
+    if (declared.nodes.has(h)) problems.push({ path: ["hosts", h], message: `'${h}' is also a node name; hosts and nodes need distinct names` });
   }
   const seenIp = new Map<number, string>();
   for (const [h, spec] of Object.entries(t.hosts)) {
-    if (!t.nodes[spec.node]) {
+    if (!declared.nodes.has(spec.node)) {
       problems.push({ path: ["hosts", h, "node"], message: `unknown node '${spec.node}' (nodes: ${nodeNames.join(", ")})` });
     }
     const c = splitCidr(spec.ip);
@@ -460,13 +470,13 @@ function semanticChecks(t: Topology): Problem[] {
   t.links.forEach((l, i) => {
     const [a, b] = l.between;
     for (const [k, n] of [a, b].entries()) {
-      if (!t.nodes[n]) problems.push({ path: ["links", i, "between", k], message: `unknown node '${n}' (nodes: ${nodeNames.join(", ")})` });
+      if (!declared.nodes.has(n)) problems.push({ path: ["links", i, "between", k], message: `unknown node '${n}' (nodes: ${nodeNames.join(", ")})` });
     }
     if (a === b) problems.push({ path: ["links", i, "between"], message: `a link joins two different nodes, not '${a}' to itself` });
     const key = [a, b].sort().join("\0");
     if (pairs.has(key)) problems.push({ path: ["links", i, "between"], message: `${a} and ${b} are already linked; one link per pair of nodes` });
     pairs.add(key);
-    if (t.hosts[a] || t.hosts[b]) {
+    if (declared.hosts.has(a) || declared.hosts.has(b)) {
       problems.push({ path: ["links", i, "between"], message: "links join nodes; a host is attached with hosts.NAME.node" });
     }
   });
@@ -515,7 +525,7 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
       if (host && host.node === node && host.vlan !== undefined) {
         problems.push({ path: ["hosts", i.port, "vlan"], message: `host ${i.port} is on routed port ${node}/${ifn}: a routed port has no VLAN` });
       }
-      const link = t.links.find((l) => l.between.includes(node) && l.between.includes(i.port as string));
+      const link = t.links.find((l) => l !== undefined && l.between.includes(node) && l.between.includes(i.port as string));
       if (link && (link.trunk || link.vlan !== undefined)) {
         problems.push({ path: [...at, "port"], message: `the link ${node}-${i.port} is a trunk or VLAN access link; a routed port takes an untagged link` });
       }
@@ -616,33 +626,88 @@ export function parseTopology(text: string, file: string): Topology {
     throw new TopologyError(file, [{ path: [], message: "expected a mapping with name, nodes, hosts and links" }]);
   }
   const raw = doc.toJS() as unknown;
+  // Every problem in one run: the schema's, then — on what the schema accepted, entry by
+  // entry — the checks across fields (unknown nodes, overlapping subnets, bad next hops).
+  const problems: Problem[] = [];
+  let data: Topology;
   const r = TopologySchema.safeParse(raw);
-  if (!r.success) {
-    throw new TopologyError(
-      file,
-      r.error.issues.map((i) => {
-        const path = i.path.map((p) => (typeof p === "symbol" ? String(p) : p));
-        let message = i.message;
-        // A bad key of a record (a host or node name): report the key's own problem.
-        if (i.code === "invalid_key" && i.issues.length) message = i.issues[0].message;
-        if (i.code === "unrecognized_keys") message = `unknown field${i.keys.length > 1 ? "s" : ""} ${i.keys.map((k) => `'${k}'`).join(", ")}`;
-        if (i.code === "invalid_type" && /received undefined/.test(i.message)) message = "missing (required)";
-        return { path, message, ...locate(doc, lc, path) };
-      }),
-    );
+  if (r.success) data = r.data;
+  else {
+    problems.push(...r.error.issues.map((i) => schemaProblem(i)));
+    data = salvage(raw as Record<string, unknown>);
   }
-  const fabric = fabricChecks(r.data);
-  if (fabric.length) throw new TopologyError(file, fabric.map((p) => ({ ...p, ...locate(doc, lc, p.path) })));
-  const { topology, notes } = expandOverlay(r.data);
-  const problems = semanticChecks(topology);
+  const declared: Declared = {
+    nodes: new Set(Object.keys(recordOf((raw as Record<string, unknown>).nodes))),
+    hosts: new Set(Object.keys(recordOf((raw as Record<string, unknown>).hosts))),
+  };
+  const fabric = fabricChecks(data);
+  problems.push(...fabric);
+  // The overlay is expanded only from a sound fabric (it computes from those fields).
+  const { topology, notes } = fabric.length === 0 ? expandOverlay(data) : { topology: data, notes: [] };
+  problems.push(...semanticChecks(topology, declared));
   if (problems.length) {
-    throw new TopologyError(
-      file,
-      problems.map((p) => ({ ...p, ...locate(doc, lc, p.path) })),
-    );
+    const seen = new Set<string>();
+    const located = problems
+      .map((p) => ({ ...p, ...locate(doc, lc, p.path) }))
+      .filter((p) => {
+        const key = `${p.path.join(".")}\0${p.message}`;
+        if (seen.has(key)) return false;
+        seen.add(key);
+        return true;
+      })
+      .sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.col ?? 0) - (b.col ?? 0));
+    throw new TopologyError(file, located);
   }
   overlayNotes.set(topology, notes);
   return topology;
+}
+
+function schemaProblem(i: z.core.$ZodIssue): Problem {
+  const path = i.path.map((p) => (typeof p === "symbol" ? String(p) : p));
+  let message = i.message;
+  // A bad key of a record (a host or node name): report the key's own problem.
+  if (i.code === "invalid_key" && i.issues.length) message = i.issues[0].message;
+  if (i.code === "unrecognized_keys") message = `unknown field${i.keys.length > 1 ? "s" : ""} ${i.keys.map((k) => `'${k}'`).join(", ")}`;
+  if (i.code === "invalid_type" && /received undefined/.test(i.message)) message = "missing (required)";
+  return { path, message };
+}
+
+function recordOf(v: unknown): Record<string, unknown> {
+  return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+}
+
+/**
+ * The entries of a file that failed the schema which pass it on their own, so the checks
+ * across fields can still look at them. Lists keep their indices (holes where an entry
+ * failed), so a problem found later still names the right `links[i]`.
+ */
+function salvage(raw: Record<string, unknown>): Topology {
+  const keep = <T>(schema: z.ZodType<T>, rec: unknown, keyOk: (k: string) => boolean): Record<string, T> => {
+    const out: Record<string, T> = {};
+    for (const [k, v] of Object.entries(recordOf(rec))) {
+      const p = schema.safeParse(v);
+      if (p.success && keyOk(k)) out[k] = p.data;
+    }
+    return out;
+  };
+  const okName = (k: string): boolean => NAME.test(k) && k.length <= IFNAME_MAX;
+  const links: Topology["links"] = [];
+  if (Array.isArray(raw.links)) {
+    raw.links.forEach((l, i) => {
+      const p = LinkSpec.safeParse(l);
+      if (p.success) links[i] = p.data;
+    });
+  }
+  const underlay = TopologySchema.shape.underlay.safeParse(raw.underlay);
+  const overlay = TopologySchema.shape.overlay.safeParse(raw.overlay);
+  return {
+    name: typeof raw.name === "string" && NAME.test(raw.name) ? raw.name : "lab",
+    nodes: keep(NodeSpec, raw.nodes, okName),
+    hosts: keep(HostSpec, raw.hosts, okName),
+    links,
+    underlay: underlay.success ? underlay.data : undefined,
+    overlay: overlay.success ? overlay.data : undefined,
+  };
 }
 
 /** What the overlay expansion had to say about a parsed topology (host-gw limits). */

@@ -132,6 +132,70 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /**
+ * Polls `check` every `everyMs` until it returns a value other than undefined/false, and
+ * returns that value; throws naming `what` when `timeoutMs` passes first. The one way
+ * tests wait: for a signal, with a bound.
+ */
+export async function waitFor<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/** The kernel's SNMP counters of a namespace (/proc/net/snmp), as "Udp.InDatagrams" -> value. */
+export function snmp(ns: string): Record<string, number> {
+  const r = inNs(ns, ["cat", "/proc/net/snmp"]);
+  const out: Record<string, number> = {};
+  const lines = r.stdout.split("\n");
+  for (let i = 0; i + 1 < lines.length; i += 2) {
+    const [proto, ...names] = lines[i].split(/\s+/);
+    const values = lines[i + 1].split(/\s+/).slice(1);
+    names.forEach((n, k) => (out[`${proto.replace(/:$/, "")}.${n}`] = Number(values[k])));
+  }
+  return out;
+}
+
+/** Waits until the SNMP counter `name` of `ns` has grown by at least `by` from `from`. */
+export async function waitSnmp(ns: string, name: string, from: number, by: number, timeoutMs = 5000): Promise<number> {
+  return waitFor(`${name} in ${ns} to grow by ${by}`, () => {
+    const v = snmp(ns)[name];
+    return v - from >= by ? v : undefined;
+  }, timeoutMs, 20);
+}
+
+/** Waits until something listens on `port` (tcp or udp) in namespace `ns`. */
+export async function waitListening(ns: string, port: number, proto: "tcp" | "udp" = "tcp", timeoutMs = 10_000): Promise<void> {
+  await waitFor(`${proto} port ${port} listening in ${ns}`, () => {
+    const r = inNs(ns, ["ss", "-Hn", proto === "tcp" ? "-lt" : "-lu", `sport = :${port}`]);
+    return r.status === 0 && r.stdout.trim() !== "";
+  }, timeoutMs);
+}
+
+/** Waits until `stream` (a child's stdout/stderr) has printed text matching `re`; returns all it printed. */
+export function waitOutput(stream: NodeJS.ReadableStream, re: RegExp, what: string, timeoutMs = 10_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    const t = setTimeout(() => {
+      stream.off("data", on);
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; it printed: ${text.slice(-500)}`));
+    }, timeoutMs);
+    const on = (c: Buffer): void => {
+      text += c.toString();
+      if (re.test(text)) {
+        clearTimeout(t);
+        stream.off("data", on);
+        resolve(text);
+      }
+    };
+    stream.on("data", on);
+  });
+}
+
+/**
  * Captures on `ifname` in `ns` with tcpdump while `fn` runs, then reads the capture
  * with tshark (IP/UDP checksum validation on; tshark 4 always checks ICMP) and
  * returns one line per frame: the fields joined by "|".
@@ -184,7 +248,7 @@ export async function captureFields(
 export async function iperf(server: string, client: string, serverIp: string, seconds = 2): Promise<number> {
   const srv = spawn("ip", ["netns", "exec", server, "iperf3", "-s", "-1", "-J"], { stdio: ["ignore", "pipe", "pipe"] });
   try {
-    await sleep(400);
+    await waitListening(server, 5201);
     const r = inNs(client, ["timeout", "-k", "2", String(seconds + 15), "iperf3", "-c", serverIp, "-t", String(seconds), "-J"], (seconds + 20) * 1000);
     if (r.status !== 0) throw new Error(`iperf3 client failed (${r.status}): ${r.stdout.slice(-500)} ${r.stderr}`);
     const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };

@@ -8,10 +8,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLI, canRunLabs, inNs, iperf, macOf, netnsList, ping, sendRaw, sleep, tapnet, tapnetOk, tcpdump, writeLabFile } from "./harness.js";
+import { CLI, canRunLabs, inNs, iperf, macOf, netnsList, ping, sendRaw, sleep, tapnet, tapnetOk, tcpdump, waitFor, waitOutput, writeLabFile } from "./harness.js";
 
 const LAB = "tl2";
-const ns = (n: string): string => `tn-${LAB}-${n}`;
+const ns = (n: string): string => `tn.${LAB}.${n}`;
 const file = writeLabFile(LAB, `
 name: ${LAB}
 nodes:
@@ -42,7 +42,7 @@ describe.skipIf(!canRunLabs())("L2 lab: learning switch with real tools", () => 
     const r = tapnet(["lab", "down", file]);
     fs.rmSync(file, { force: true });
     expect(r.status, r.stderr).toBe(0);
-    expect(netnsList().filter((n) => n.startsWith(`tn-${LAB}-`))).toEqual([]);
+    expect(netnsList().filter((n) => n.startsWith(`tn.${LAB}.`))).toEqual([]);
   });
 
   it("pings h1 <-> h2 <-> h3 and the veth host h4", () => {
@@ -102,8 +102,8 @@ describe.skipIf(!canRunLabs())("L2 lab: learning switch with real tools", () => 
   it("ages the table out with a short ageing time", async () => {
     expect(ping(ns("a1"), "10.9.0.2", 1).status).toBe(0);
     expect(fdb("sw2").length).toBe(2);
-    await sleep(3200); // 2 s ageing + at most 0.5 s until the sweep
-    expect(fdb("sw2")).toEqual([]);
+    // 2 s ageing + at most 0.5 s until the sweep: gone within 6 s.
+    await waitFor("sw2's table to age out", () => fdb("sw2").length === 0, 6000, 200);
     expect(stats("sw2").switch.aged).toBeGreaterThanOrEqual(2);
   });
 
@@ -122,9 +122,9 @@ describe.skipIf(!canRunLabs())("L2 lab: learning switch with real tools", () => 
   it("tapnet capture writes pcapng that tshark reads with the port names", async () => {
     const out = path.join(os.tmpdir(), `tn-cap-${process.pid}.pcapng`);
     try {
-      const cap = spawn(process.execPath, [CLI, "capture", "sw1", "h1", "h2", "--lab", LAB, "-w", out, "-c", "8"], { stdio: "ignore" });
+      const cap = spawn(process.execPath, [CLI, "capture", "sw1", "h1", "h2", "--lab", LAB, "-w", out, "-c", "8"], { stdio: ["ignore", "ignore", "pipe"] });
       const exited = new Promise<number | null>((r) => cap.on("exit", (c) => r(c)));
-      await sleep(300);
+      await waitOutput(cap.stderr, /capturing on/, "tapnet capture to attach");
       ping(ns("h1"), "10.0.0.2", 3);
       const code = await Promise.race([exited, sleep(10_000).then(() => "timeout")]);
       if (code === "timeout") cap.kill("SIGKILL");
@@ -150,7 +150,7 @@ describe.skipIf(!canRunLabs())("L2 lab: learning switch with real tools", () => 
     sh.stdout.on("data", (c: Buffer) => (out += c.toString()));
     sh.stderr.on("data", (c: Buffer) => (err += c.toString()));
     const exited = new Promise<number | null>((r) => sh.on("exit", (c) => r(c)));
-    await sleep(400);
+    await waitOutput(sh.stderr, /capturing on/, "tapnet capture to attach");
     ping(ns("h1"), "10.0.0.3", 2);
     const code = await Promise.race([exited, sleep(10_000).then(() => "timeout")]);
     if (code === "timeout") sh.kill("SIGKILL");

@@ -20,7 +20,7 @@ function useLab(file: string, lab: string): void {
   afterAll(() => {
     const r = tapnet(["lab", "down", file]);
     expect(r.status, r.stderr).toBe(0);
-    expect(netnsList().filter((n) => n.startsWith(`tn-${lab}-`))).toEqual([]);
+    expect(netnsList().filter((n) => n.startsWith(`tn.${lab}.`))).toEqual([]);
   });
 }
 
@@ -68,7 +68,7 @@ async function captureChecked(ns: string, fn: () => void, fields: string[]): Pro
 }
 
 describe.skipIf(!canRunLabs())("router.yaml: one router", () => {
-  const ns = (n: string): string => `tn-router-${n}`;
+  const ns = (n: string): string => `tn.router.${n}`;
   useLab(labFile("router.yaml"), "router");
 
   it("h1 pings h2 across the router, with TTL 63 on arrival", () => {
@@ -163,7 +163,7 @@ describe.skipIf(!canRunLabs())("router.yaml: one router", () => {
 });
 
 describe.skipIf(!canRunLabs())("routers-chain.yaml: three routers and an MTU 1400 link", () => {
-  const ns = (n: string): string => `tn-chain-${n}`;
+  const ns = (n: string): string => `tn.chain.${n}`;
   useLab(labFile("routers-chain.yaml"), "chain");
 
   it("h1 pings h2 across three routers", () => {
@@ -250,7 +250,7 @@ describe.skipIf(!canRunLabs())("routers-chain.yaml: three routers and an MTU 140
 });
 
 describe.skipIf(!canRunLabs())("inter-vlan.yaml: a layer-3 switch", () => {
-  const ns = (n: string): string => `tn-inter-vlan-${n}`;
+  const ns = (n: string): string => `tn.inter-vlan.${n}`;
   useLab(labFile("inter-vlan.yaml"), "inter-vlan");
 
   it("routes between VLANs and decrements the TTL by one", async () => {

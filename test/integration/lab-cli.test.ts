@@ -1,8 +1,9 @@
 /** `tapnet lab` as a user drives it: mistakes in topology files, lifecycle, kill -9. */
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { ROOT, canRunLabs, netnsList, ping, tapnet, tapnetOk, writeLabFile } from "./harness.js";
+import { CLI, ROOT, canRunLabs, netnsList, ping, sleep, tapnet, tapnetOk, waitFor, waitOutput, writeLabFile } from "./harness.js";
 
 const SWITCH = path.join(ROOT, "scripts/labs/switch.yaml");
 
@@ -27,7 +28,7 @@ const bad: Array<[string, string, RegExp]> = [
 describe.skipIf(!canRunLabs())("tapnet lab: errors and lifecycle", () => {
   afterAll(() => {
     tapnet(["lab", "down", SWITCH]);
-    expect(netnsList().filter((n) => n.startsWith("tn-switch-") || n.startsWith("tn-tbad-"))).toEqual([]);
+    expect(netnsList().filter((n) => n.startsWith("tn.switch.") || n.startsWith("tn.tbad."))).toEqual([]);
   });
 
   it.each(bad)("a topology with a mistake (%s) is refused with its place, and nothing is built", (_what, yaml, re) => {
@@ -37,7 +38,7 @@ describe.skipIf(!canRunLabs())("tapnet lab: errors and lifecycle", () => {
       expect(r.status).toBe(1);
       expect(r.stderr).toContain(file);
       expect(r.stderr).toMatch(re);
-      expect(netnsList().filter((n) => n.startsWith("tn-tbad-"))).toEqual([]);
+      expect(netnsList().filter((n) => n.startsWith("tn.tbad."))).toEqual([]);
       expect(fs.existsSync("/run/tapnet/tbad")).toBe(false);
     } finally {
       fs.rmSync(file, { force: true });
@@ -49,7 +50,7 @@ describe.skipIf(!canRunLabs())("tapnet lab: errors and lifecycle", () => {
     const up = tapnet(["lab", "up", SWITCH]);
     expect(up.status, up.stderr).toBe(0);
     expect(up.stdout).toMatch(/lab switch is up: 1 node\(s\), 3 host\(s\)/);
-    for (const h of ["h1", "h2", "h3"]) expect(netnsList()).toContain(`tn-switch-${h}`);
+    for (const h of ["h1", "h2", "h3"]) expect(netnsList()).toContain(`tn.switch.${h}`);
     const p = tapnet(["lab", "exec", "h1", "--", "ping", "-n", "-c", "1", "-W", "2", "10.0.0.3"]);
     expect(p.status, p.stdout + p.stderr).toBe(0);
     expect(tapnet(["lab", "exec", "h2", "--", "ip", "-4", "-o", "addr", "show", "eth0"]).stdout).toMatch(/inet 10\.0\.0\.2\/24/);
@@ -67,12 +68,16 @@ describe.skipIf(!canRunLabs())("tapnet lab: errors and lifecycle", () => {
     const state = JSON.parse(fs.readFileSync("/run/tapnet/switch/state.json", "utf8")) as { nodes: Record<string, { pid: number }> };
     const pid = state.nodes.sw1.pid;
     process.kill(pid, "SIGKILL");
-    await new Promise((r) => setTimeout(r, 300));
-    expect(ping("tn-switch-h1", "10.0.0.2", 1).status).not.toBe(0);
-    expect(tapnetOk(["lab", "status"])).toMatch(/NOT RUNNING/);
+    await waitFor("the killed node to go", () => !fs.existsSync(`/proc/${pid}/cmdline`) || fs.readFileSync(`/proc/${pid}/cmdline`, "utf8") === "");
+    expect(ping("tn.switch.h1", "10.0.0.2", 1).status).not.toBe(0);
+    // lab status says so, and exits non-zero (also with --json).
+    const st = tapnet(["lab", "status"]);
+    expect(st.status).toBe(1);
+    expect(st.stdout).toMatch(/NOT RUNNING/);
+    expect(tapnet(["lab", "status", "--json"]).status).toBe(1);
     const down = tapnet(["lab", "down", SWITCH]);
     expect(down.status, down.stderr).toBe(0);
-    expect(netnsList().filter((n) => n.startsWith("tn-switch-"))).toEqual([]);
+    expect(netnsList().filter((n) => n.startsWith("tn.switch."))).toEqual([]);
     expect(fs.existsSync("/run/tapnet/switch")).toBe(false);
     // Gone (or a zombie waiting for init to reap it: no command line any more).
     const running = (): boolean => {
@@ -88,4 +93,75 @@ describe.skipIf(!canRunLabs())("tapnet lab: errors and lifecycle", () => {
     expect(again.status).toBe(0);
     expect(again.stdout).toMatch(/was not up/);
   });
+});
+
+/** PIDs of processes whose command line mentions `text` (a lab's config path). */
+function pidsWith(text: string): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${d}/cmdline`, "utf8").includes(text)) out.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+describe.skipIf(!canRunLabs())("tapnet lab: names, interruptions", () => {
+  // Under the old naming (tn-LAB-NAME) these two labs both made tn-service-nat-node1.
+  const a = writeLabFile("svc", "name: service\nnodes:\n  nat-node1: {}\nhosts:\n  h1: { node: nat-node1, ip: 10.7.0.1/24 }\n  h2: { node: nat-node1, ip: 10.7.0.2/24 }\n");
+  const b = writeLabFile("svcnat", "name: service-nat\nnodes:\n  node1: {}\nhosts:\n  h1: { node: node1, ip: 10.7.0.1/24 }\n  h2: { node: node1, ip: 10.7.0.2/24 }\n");
+  const slow = writeLabFile(
+    "sigint",
+    `name: sigint\nnodes:\n  s1: {}\n  s2: {}\nhosts:\n${Array.from({ length: 8 }, (_, i) => `  h${i}: { node: s${1 + (i % 2)}, ip: 10.8.0.${i + 1}/24 }\n`).join("")}links:\n  - { between: [s1, s2] }\n`,
+  );
+  afterAll(() => {
+    for (const f of [a, b, slow]) {
+      tapnet(["lab", "down", f]);
+      fs.rmSync(f, { force: true });
+    }
+    expect(netnsList().filter((n) => /^tn\.(service|service-nat|sigint)\./.test(n))).toEqual([]);
+  });
+
+  it("two labs whose names would have collided come up side by side and go down independently", () => {
+    for (const f of [a, b]) {
+      const up = tapnet(["lab", "up", f]);
+      expect(up.status, up.stderr).toBe(0);
+    }
+    expect(netnsList()).toEqual(expect.arrayContaining(["tn.service.nat-node1", "tn.service-nat.node1", "tn.service.h1", "tn.service-nat.h1"]));
+    expect(tapnet(["lab", "exec", "h1", "--lab", "service", "--", "ping", "-n", "-c", "1", "-W", "2", "10.7.0.2"]).status).toBe(0);
+    expect(tapnet(["lab", "exec", "h1", "--lab", "service-nat", "--", "ping", "-n", "-c", "1", "-W", "2", "10.7.0.2"]).status).toBe(0);
+    const down = tapnet(["lab", "down", b]);
+    expect(down.status, down.stderr).toBe(0);
+    expect(netnsList().filter((n) => n.startsWith("tn.service-nat."))).toEqual([]);
+    // The other lab is whole and still forwards.
+    expect(netnsList().filter((n) => n.startsWith("tn.service.")).sort()).toEqual(["tn.service.h1", "tn.service.h2", "tn.service.nat-node1"]);
+    expect(tapnet(["lab", "exec", "h1", "--lab", "service", "--", "ping", "-n", "-c", "1", "-W", "2", "10.7.0.2"]).status).toBe(0);
+    expect(tapnet(["lab", "down", a]).status).toBe(0);
+    expect(netnsList().filter((n) => n.startsWith("tn.service."))).toEqual([]);
+  });
+
+  it.each([
+    ["namespaces", /namespaces: /],
+    ["node processes", /nodes up: /],
+  ])("SIGINT during lab up, once it has made its %s, leaves nothing behind", async (_what, marker) => {
+    const child = spawn(process.execPath, [CLI, "lab", "up", slow], { stdio: ["ignore", "pipe", "pipe"] });
+    let err = "";
+    child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+    const exited = new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+    await waitOutput(child.stdout, marker, "lab up to reach the step", 30_000);
+    child.kill("SIGINT");
+    const code = await Promise.race([exited, sleep(30_000).then(() => "timeout")]);
+    expect(code, err).toBe(1);
+    expect(err).toMatch(/interrupted; everything it had created was removed/);
+    expect(netnsList().filter((n) => n.startsWith("tn.sigint."))).toEqual([]);
+    expect(fs.existsSync("/run/tapnet/sigint")).toBe(false);
+    expect(pidsWith("/run/tapnet/sigint/")).toEqual([]);
+    // And the lab comes up cleanly afterwards.
+    const up = tapnet(["lab", "up", slow]);
+    expect(up.status, up.stderr).toBe(0);
+    expect(tapnet(["lab", "down", slow]).status).toBe(0);
+  }, 90_000);
 });

@@ -8,7 +8,7 @@ import { ROOT, canRunLabs, captureFields, inNs, netnsList, sleep, tapnet, tapnet
 const FILE = path.join(ROOT, "scripts/labs/service-nat.yaml");
 
 function nsOf(lab: string): (n: string) => string {
-  return (n) => `tn-${lab}-${n}`;
+  return (n) => `tn.${lab}.${n}`;
 }
 
 /** curl with a short timeout; returns [exit code, body]. */
@@ -38,7 +38,7 @@ function labUp(file: string, lab: string, removeFile = false): void {
     const r = tapnet(["lab", "down", file]);
     if (removeFile) fs.rmSync(file, { force: true });
     expect(r.status, r.stderr).toBe(0);
-    expect(netnsList().filter((n) => n.startsWith(`tn-${lab}-`))).toEqual([]);
+    expect(netnsList().filter((n) => n.startsWith(`tn.${lab}.`))).toEqual([]);
   });
 }
 

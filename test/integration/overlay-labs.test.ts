@@ -17,7 +17,7 @@ function useLab(file: string, lab: string): void {
   afterAll(() => {
     const r = tapnet(["lab", "down", file]);
     expect(r.status, r.stderr).toBe(0);
-    expect(netnsList().filter((n) => n.startsWith(`tn-${lab}-`))).toEqual([]);
+    expect(netnsList().filter((n) => n.startsWith(`tn.${lab}.`))).toEqual([]);
   });
 }
 
@@ -35,7 +35,7 @@ function sendUdp(ns: string, dst: string, port: number, payloadsHex: string[]): 
   if (r.status !== 0) throw new Error(r.stderr);
 }
 
-const pods = (lab: string) => (n: string): string => `tn-${lab}-${n}`;
+const pods = (lab: string) => (n: string): string => `tn.${lab}.${n}`;
 
 /**
  * The VXLAN port sends through a UDP socket: its kernel writes the outer UDP checksum,
@@ -65,7 +65,7 @@ describe.skipIf(!canRunLabs())("flannel-vxlan.yaml", () => {
     let r = { status: 1 as number | null, stdout: "" };
     const lines = await withFullChecksums(ns("node1"), () =>
       captureFields(
-        "tn-flannel-vxlan-ul",
+        "tn.flannel-vxlan.ul",
         "node1",
         () => {
           r = ping(ns("pod1a"), "10.244.2.2", 3);
@@ -115,7 +115,7 @@ describe.skipIf(!canRunLabs())("flannel-vxlan.yaml", () => {
 
   it("drops and counts garbage sent to the VXLAN port, and keeps forwarding", () => {
     const before = tunnels("node1", "flannel-vxlan")[0].counters;
-    sendUdp("tn-flannel-vxlan-node2", "192.168.0.1", 8472, [
+    sendUdp("tn.flannel-vxlan.node2", "192.168.0.1", 8472, [
       "0800", // too short for a VXLAN header
       "0000000000000100" + "ff".repeat(60), // I flag clear
       "0800000000000900" + "ff".repeat(60), // VNI 9, not ours
@@ -143,7 +143,7 @@ describe.skipIf(!canRunLabs())("calico-ipip.yaml", () => {
   it("pods ping through IPIP (tshark: protocol 4, inner ICMP, outer TTL 64, good checksums)", async () => {
     let r = { status: 1 as number | null, stdout: "" };
     const lines = await captureFields(
-      "tn-calico-ipip-ul",
+      "tn.calico-ipip.ul",
       "node1",
       () => {
         r = ping(ns("pod1a"), "10.244.2.2", 3);
@@ -186,7 +186,7 @@ describe.skipIf(!canRunLabs())("calico-ipip.yaml", () => {
 
   it("drops and counts IPIP from an unknown peer", () => {
     const before = tunnels("node1", "calico-ipip")[0].counters;
-    const node2 = "tn-calico-ipip-node2";
+    const node2 = "tn.calico-ipip.node2";
     inNs(node2, ["ip", "addr", "add", "192.168.0.9/24", "dev", "ul0"]);
     // Outer 192.168.0.9 -> 192.168.0.1 proto 4, inner a valid 10.244.2.9 -> 10.244.1.2 ICMP echo.
     const py = [
@@ -217,7 +217,7 @@ describe.skipIf(!canRunLabs())("host-gw.yaml", () => {
 
   it("pods ping and run iperf3 across host-gw routes (no outer header on the underlay)", async () => {
     let r = { status: 1 as number | null, stdout: "" };
-    const lines = await captureFields("tn-host-gw-ul", "node1", () => {
+    const lines = await captureFields("tn.host-gw.ul", "node1", () => {
       r = ping(ns("pod1a"), "10.244.2.2", 2);
     }, ["ip.src", "ip.dst", "ip.proto"]);
     expect(r.status, r.stdout).toBe(0);
@@ -230,12 +230,12 @@ describe.skipIf(!canRunLabs())("a routed underlay: host-gw fails, VXLAN and IPIP
   describe("host-gw-routed.yaml", () => {
     useLab(labFile("host-gw-routed.yaml"), "host-gw-routed");
     it("pod packets reach the router between the nodes bare, and it has no route for them", async () => {
-      const ur = "tn-host-gw-routed-ur";
+      const ur = "tn.host-gw-routed.ur";
       const noRoutes = (): number => Number(inNs(ur, ["nstat", "-az", "IpExtInNoRoutes"]).stdout.match(/IpExtInNoRoutes\s+(\d+)/)?.[1] ?? NaN);
       const before = noRoutes();
       let r = { status: 0 as number | null, stdout: "" };
       const atRouter = await captureFields(ur, "net1", () => {
-        r = inNs("tn-host-gw-routed-pod1a", ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "10.244.2.2"]);
+        r = inNs("tn.host-gw-routed.pod1a", ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "10.244.2.2"]);
       }, ["ip.src", "ip.dst", "ip.proto"]);
       expect(r.status).not.toBe(0);
       expect(r.stdout).toMatch(/2 packets transmitted, 0 received/);
@@ -247,14 +247,14 @@ describe.skipIf(!canRunLabs())("a routed underlay: host-gw fails, VXLAN and IPIP
   describe("flannel-vxlan-routed.yaml", () => {
     useLab(labFile("flannel-vxlan-routed.yaml"), "flannel-vxlan-routed");
     it("VXLAN crosses the routed underlay", () => {
-      const r = ping("tn-flannel-vxlan-routed-pod1a", "10.244.2.2", 2);
+      const r = ping("tn.flannel-vxlan-routed.pod1a", "10.244.2.2", 2);
       expect(r.status, r.stdout).toBe(0);
     });
   });
   describe("calico-ipip-routed.yaml", () => {
     useLab(labFile("calico-ipip-routed.yaml"), "calico-ipip-routed");
     it("IPIP crosses the routed underlay", () => {
-      const r = ping("tn-calico-ipip-routed-pod1a", "10.244.2.2", 2);
+      const r = ping("tn.calico-ipip-routed.pod1a", "10.244.2.2", 2);
       expect(r.status, r.stdout).toBe(0);
     });
   });
@@ -273,7 +273,7 @@ for (const [file, lab, port] of [
       let b = { status: 1 as number | null, stdout: "" };
       const lines = await withFullChecksums(ns("vtep1"), () =>
         captureFields(
-          `tn-${lab}-ul`,
+          `tn.${lab}.ul`,
           "vtep1",
           () => {
             a = ping(ns("t1"), "10.250.0.2", 2);
@@ -318,11 +318,11 @@ describe.skipIf(!canRunLabs())("ARP suppression at the VTEP", () => {
     tapnetOk(["lab", "up", file, "-q"]);
     try {
       // k1 already knows t1, so the only ARP that could cross is t1's own request.
-      const t1mac = inNs("tn-vxlan-sup-t1", ["cat", "/sys/class/net/eth0/address"]).stdout.trim();
-      inNs("tn-vxlan-sup-k1", ["ip", "neigh", "replace", "10.250.0.1", "lladdr", t1mac, "dev", "eth0", "nud", "permanent"]);
+      const t1mac = inNs("tn.vxlan-sup.t1", ["cat", "/sys/class/net/eth0/address"]).stdout.trim();
+      inNs("tn.vxlan-sup.k1", ["ip", "neigh", "replace", "10.250.0.1", "lladdr", t1mac, "dev", "eth0", "nud", "permanent"]);
       let r = { status: 1 as number | null, stdout: "" };
-      const lines = await captureFields("tn-vxlan-sup-ul", "vtep1", () => {
-        r = ping("tn-vxlan-sup-t1", "10.250.0.2", 2);
+      const lines = await captureFields("tn.vxlan-sup.ul", "vtep1", () => {
+        r = ping("tn.vxlan-sup.t1", "10.250.0.2", 2);
       }, ["arp.opcode", "icmp.type"]);
       expect(r.status, r.stdout).toBe(0);
       expect(lines.filter((l) => l.startsWith("1|") || l.startsWith("2|"))).toEqual([]);

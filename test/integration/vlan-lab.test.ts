@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ROOT, canRunLabs, inNs, netnsList, ping, tapnet, tapnetOk, tcpdump } from "./harness.js";
 
 const file = path.join(ROOT, "scripts/labs/vlan.yaml");
-const ns = (n: string): string => `tn-vlan-${n}`;
+const ns = (n: string): string => `tn.vlan.${n}`;
 
 describe.skipIf(!canRunLabs())("vlan.yaml: 802.1Q isolation across a trunk", () => {
   beforeAll(() => {
@@ -14,7 +14,7 @@ describe.skipIf(!canRunLabs())("vlan.yaml: 802.1Q isolation across a trunk", () 
   afterAll(() => {
     const r = tapnet(["lab", "down", file]);
     expect(r.status, r.stderr).toBe(0);
-    expect(netnsList().filter((n) => n.startsWith("tn-vlan-"))).toEqual([]);
+    expect(netnsList().filter((n) => n.startsWith("tn.vlan."))).toEqual([]);
   });
 
   it("h1 reaches h2 across the trunk, and the trunk carries tag 10", async () => {

@@ -29,7 +29,7 @@ import { Engine } from "../../src/core/engine.js";
 import { DEFAULT_SLOT, HEADROOM } from "../../src/core/port.js";
 import { IpipPort, type IpipUnderlayStats, ipipMacRemote, ipipNeighbourMac } from "../../src/io/ipip-port.js";
 import { MemoryPort } from "../../src/io/memory-port.js";
-import { captureFields, inNs, iperf, ping, sleep } from "../integration/harness.js";
+import { captureFields, inNs, iperf, ping, sleep, snmp, waitFor, waitSnmp } from "../integration/harness.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -442,11 +442,13 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
       U1,
       async () => {
         sendIp(NS.n2, [ipip(STRANGER, NODE1, innerEcho(1)), ipip(STRANGER, NODE1, innerEcho(2))]);
-        await sleep(300);
+        await waitFor("N1's port to drop both", async () => (await agents.n1!.state()).ipip.unknownPeer - before.ipip.unknownPeer >= 2);
         // Control: a protocol nobody handles in N1 does get its protocol-unreachable,
         // so the capture would have shown one for the packets above.
+        const unreach = snmp(NS.n2)["Icmp.InDestUnreachs"];
         sendIp(NS.n2, [ipPacket({ src: STRANGER, dst: NODE1, proto: 253, payload: Buffer.alloc(16) })]);
-        await sleep(500);
+        // The capture on N1's side has it once N2's kernel has received it.
+        await waitSnmp(NS.n2, "Icmp.InDestUnreachs", unreach, 1);
       },
       ["ip.src", "ip.dst", "icmp.type", "icmp.code", "ip.proto"],
       // ICMP messages themselves, not ICMP carried inside IPIP.
@@ -493,8 +495,10 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
       ipip(NODE2, NODE1, inner.subarray(0, 1480), { frag: 0x2000, ident: 0x4321 }),
       ipip(NODE2, NODE1, inner.subarray(1480), { frag: 1480 / 8, ident: 0x4321 }),
     ]);
-    await sleep(300);
-    const s = await agents.n1!.state();
+    const s = await waitFor("N1's port to drop all 8", async () => {
+      const st = await agents.n1!.state();
+      return st.ipip.rxDrops - before.ipip.rxDrops >= 8 ? st : undefined;
+    });
     expect(delta(s.ipip, before.ipip)).toEqual({ badInner: 5, ecnDrop: 1, wrongDst: 1, rxTooBig: 1, rxDrops: 8 });
     expect(s.router.fromTunnel).toBe(before.router.fromTunnel);
     must(NS.n1, ["ip", "addr", "del", `${N1_OTHER}/24`, "dev", U1]);
@@ -506,11 +510,13 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
       NS.h1,
       "eth0",
       async () => {
+        const replies = snmp(NS.h1)["Icmp.OutEchoReps"];
         sendIp(NS.n2, [
           ipip(NODE2, NODE1, innerEcho(20), { options: Buffer.from([1, 1, 1, 0]) }),
           ipip(NODE2, NODE1, innerEcho(21, { tos: 0x02 }), { tos: 0x03 }),
         ]);
-        await sleep(400);
+        // h1 has both once its kernel answered them (the capture is on h1's eth0).
+        await waitSnmp(NS.h1, "Icmp.OutEchoReps", replies, 2);
       },
       ["ip.src", "ip.dst", "icmp.type", "icmp.seq", "ip.dsfield.ecn", "ip.checksum.status", "ip.ttl"],
       ["-Y", "icmp.type == 8"],
@@ -567,8 +573,10 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
     // Outer headers are written in place over each frame's Ethernet header and the 6
     // bytes before it, and put back after the send (the frame may be queued elsewhere too).
     expect(s1.framesIntact).toBe(true);
-    await sleep(300);
-    const s2 = await agents.n2!.state();
+    const s2 = await waitFor("both at N2", async () => {
+      const st = await agents.n2!.state();
+      return st.ipip.decapsulated - before2.ipip.decapsulated >= 2 ? st : undefined;
+    });
     // Both arrived whole (the Ethernet padding after the 1480 bytes was not sent).
     expect(delta(s2.ipip, before2.ipip)).toMatchObject({ decapsulated: 2, rxFrames: 2, rxBytes: 14 + 1480 + 14 + good.length });
   }, 20_000);
@@ -585,8 +593,10 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
     expect(s1.framesIntact).toBe(true);
     // Two sendmmsg batches: the second staged frame waits until the first has gone.
     expect(s1.underlay.sendBatches - before1.underlay.sendBatches).toBe(2);
-    await sleep(300);
-    const s2 = await agents.n2!.state();
+    const s2 = await waitFor("all three at N2", async () => {
+      const st = await agents.n2!.state();
+      return st.ipip.decapsulated - before2.ipip.decapsulated >= 3 ? st : undefined;
+    });
     expect(delta(s2.ipip, before2.ipip)).toMatchObject({ decapsulated: 3 });
   }, 20_000);
 
@@ -675,8 +685,9 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
       NS.n1,
       U1,
       async () => {
+        const unreach = snmp(NS.n2)["Icmp.InDestUnreachs"];
         sendIp(NS.n2, [ipip(NODE2, NODE1, innerEcho(30))]);
-        await sleep(400);
+        await waitSnmp(NS.n2, "Icmp.InDestUnreachs", unreach, 1);
       },
       ["ip.src", "icmp.type", "icmp.code", "ip.proto"],
       // Sent by N1 (the IPIP packet itself has sources N2 and h2 only).

@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { errnoName, ipv4ToUint } from "../../src/io/udp-native.js";
 import { Agent as AgentBase, transpileTree } from "./agent.js";
+import { snmp, waitSnmp } from "../integration/harness.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const ADDON = join(REPO, "native/build/Release/tapnet.node");
@@ -348,9 +349,10 @@ describe.skipIf(!canLab)("native raw IPv4 socket (openRaw) in two namespaces mad
   it("a batch of 48 packets sent with one send() arrives in one onBatch, in order, one slot each", async () => {
     await b!.call("stop", { h: "rx" });
     const packets = Array.from({ length: 48 }, (_, i) => ipPacket(ADDR_A, ADDR_B, pattern(200 + i, 10 + i), 0x100 + i));
+    const delivered = snmp(NSB)["Ip.InDelivers"];
     const s = await a!.call("send", { h: "tx", msgs: packets.map((p) => ({ b64: b64(p), to: ADDR_B })) });
     expect(s.sent).toBe(48);
-    await sleep(200); // all 48 queue in B's socket while it is not polled
+    await waitSnmp(NSB, "Ip.InDelivers", delivered, 48); // all 48 queue in B's socket while it is not polled
     const before = (await b!.call("recv", { h: "rx" })).stats;
     await b!.call("start", { h: "rx" });
     const r = await receive("rx", 48);

@@ -21,6 +21,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { errnoName, ipv4ToUint, uintToIpv4 } from "../../src/io/udp-native.js";
 import { Agent as AgentBase, transpileTree } from "./agent.js";
+import { snmp, waitSnmp } from "../integration/harness.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const ADDON = join(REPO, "native/build/Release/tapnet.node");
@@ -316,10 +317,13 @@ describe.skipIf(!canLab)("native UDP socket (openUdp) in two namespaces made by 
   it("a batch of 32 datagrams in one send() arrives whole in one onBatch, from A's address and port", async () => {
     // Stopped receiver: all 32 are queued when it starts, so one recvmmsg takes them all.
     const msgs = Array.from({ length: 32 }, (_, i) => ({ b64: b64(pattern(100 + i * 37, i)), to: ADDR_B }));
+    // Ip.InDelivers counts a datagram once UDP has taken it (queued it on the socket);
+    // Udp.InDatagrams would count it only when read.
+    const inB = snmp(NSB)["Ip.InDelivers"];
     const s = await a!.call("send", { h: "tx", port: 4789, msgs });
     expect(s.sent).toBe(32);
     expect(s.stats.txErrors).toBe(0);
-    await sleep(100);
+    await waitSnmp(NSB, "Ip.InDelivers", inB, 32); // all 32 queued in B's socket
     expect((await b!.call("recv", { h: "rx" })).msgs).toHaveLength(0); // not started yet
     await b!.call("start", { h: "rx" });
     const r = await receive("rx", 32);
@@ -352,10 +356,13 @@ describe.skipIf(!canLab)("native UDP socket (openUdp) in two namespaces made by 
   it("UDP GSO: one 64000-byte message with segs 1400 arrives at a socket without GRO as 46 datagrams", async () => {
     const payload = pattern(GSO_LEN, 7);
     await b!.call("stop", { h: "rx" });
+    const inB = snmp(NSB)["Ip.InDelivers"];
     const s = await a!.call("send", { h: "tx", port: 4789, msgs: [{ b64: b64(payload), to: ADDR_B, seg: GSO_SEG }] });
     expect(s.sent).toBe(1);
     expect(s.lengths).toEqual([GSO_LEN]);
-    await sleep(100);
+    // Over the veth the message stays one GSO packet until UDP cuts it for B's socket
+    // (which has no GRO): one delivery, 46 datagrams queued.
+    await waitSnmp(NSB, "Ip.InDelivers", inB, 1);
     await b!.call("start", { h: "rx" });
     const r = await receive("rx", GSO_N);
     expect(GSO_N).toBe(46);
@@ -584,8 +591,9 @@ describe.skipIf(!canLab)("native UDP socket (openUdp) in two namespaces made by 
     expect(c.stats.fd).toBe(-1);
     expect(c.stats.rxMessages).toBe(1);
     expect(sh("ip", ["netns", "exec", NSB, "ss", "-Hnau"])).not.toContain(`${ADDR_B}:4793`);
+    const noPorts = snmp(NSB)["Udp.NoPorts"];
     await a!.call("send", { h: "tx", port: 4793, msgs: [1, 2, 3].map((i) => ({ b64: b64(pattern(80, 70 + i)), to: ADDR_B })) });
-    await sleep(300);
+    await waitSnmp(NSB, "Udp.NoPorts", noPorts, 3); // B's kernel found no socket for them
     const r = await b!.call("recv", { h: "cl" });
     expect(r.msgs).toHaveLength(0);
     expect(r.stats.rxMessages).toBe(1);
