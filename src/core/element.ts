@@ -1,0 +1,116 @@
+/**
+ * The element contract: what every stage of a node's data path (the learning switch, the
+ * router, the NAT, …) declares, in one place, so the graph builder can wire it, `show
+ * graph` can describe it and `show stats` can print it without knowing the element.
+ *
+ *   inputs/outputs  named, like Click's ports and VPP's next nodes (describe());
+ *   counters        one declared list — name, kind, one line of help — from which the
+ *                   storage (a Float64Array), the names and the JSON of `show stats`
+ *                   are derived (VPP's foreach_*_error). Kinds say what a counter
+ *                   means for a frame: every frame an element takes ends in exactly
+ *                   one `forward`, `deliver` or `drop` counter; `event` counters count
+ *                   what happened on the way (learned a MAC, sent an ARP request);
+ *   scratch         pool bytes it writes frames into (scratchBytes/attachScratch);
+ *   passes          beginPass() at the start of every pass (reset scratch).
+ *
+ * Counting on the hot path is `this.c[C.name]++` with `C` the declaration's ids (plain
+ * numbers, constant per module): no objects, no strings per frame.
+ */
+import type { FrameList } from "./batch.js";
+import type { Port } from "./port.js";
+
+export type CounterKind = "forward" | "deliver" | "drop" | "event";
+
+export interface CounterDecl {
+  readonly kind: CounterKind;
+  /** One line: what the counter counts (shown by `show stats --help` and in docs). */
+  readonly help: string;
+}
+
+/** A declared counter list: names in declaration order, their ids, kinds and help. */
+export class CounterSpec<K extends string = string> {
+  readonly names: readonly K[];
+  /** name -> index into the element's counter array. */
+  readonly id: Readonly<Record<K, number>>;
+  readonly decls: Readonly<Record<K, CounterDecl>>;
+
+  constructor(decls: Record<K, CounterDecl>) {
+    this.names = Object.freeze(Object.keys(decls) as K[]);
+    const id = {} as Record<K, number>;
+    this.names.forEach((n, i) => (id[n] = i));
+    this.id = Object.freeze(id);
+    this.decls = Object.freeze({ ...decls });
+  }
+
+  /** Fresh storage for one element instance. */
+  create(): Float64Array {
+    return new Float64Array(this.names.length);
+  }
+
+  /** The counters as an object, in declaration order (for `show stats`). */
+  read(values: Float64Array): Record<K, number> {
+    const out = {} as Record<K, number>;
+    for (let i = 0; i < this.names.length; i++) out[this.names[i]] = values[i];
+    return out;
+  }
+
+  /** Names of the counters of one kind. */
+  ofKind(kind: CounterKind): K[] {
+    return this.names.filter((n) => this.decls[n].kind === kind);
+  }
+}
+
+/** Declares an element's counters: `const S = counters({ runt: { kind: "drop", help: "…" } })`. */
+export function counters<K extends string>(decls: Record<K, CounterDecl>): CounterSpec<K> {
+  return new CounterSpec(decls);
+}
+
+/** Where an element takes frames: frames received on `from` (one of its ports). */
+export interface FrameSink {
+  process(from: Port, frames: FrameList, pool: Buffer, now: number): void;
+}
+
+/** What `show graph` says of an element. */
+export interface ElementInfo {
+  name: string;
+  kind: string;
+  inputs: string[];
+  outputs: string[];
+  /** Hooks it is called from or calls (the NAT's netfilter-style hooks). */
+  hooks?: string[];
+  counters: string[];
+}
+
+/**
+ * The base of every element: its name in the node's graph, its counters, and the drop
+ * bookkeeping `show drops` reads (how many, and when the last one was, per reason).
+ */
+export abstract class Element<K extends string = string> {
+  abstract readonly kind: string;
+  /** Counter values, indexed by the spec's ids. */
+  readonly c: Float64Array;
+  /** Per counter: the pass clock (ms) of the last frame counted there; 0 = never. */
+  readonly last: Float64Array;
+
+  constructor(
+    readonly name: string,
+    readonly spec: CounterSpec<K>,
+  ) {
+    this.c = spec.create();
+    this.last = spec.create();
+  }
+
+  /** Counts a frame dropped (or ending) at counter `id`, remembering when. */
+  protected count(id: number, now: number): void {
+    this.c[id]++;
+    this.last[id] = now;
+  }
+
+  beginPass(): void {}
+
+  counters(): Record<K, number> {
+    return this.spec.read(this.c);
+  }
+
+  abstract describe(): ElementInfo;
+}

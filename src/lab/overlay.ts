@@ -1,0 +1,78 @@
+/**
+ * The `overlay:` section of a topology expanded into plain per-node config: what
+ * flanneld (VXLAN, host-gw) or Calico (IPIP) would configure on each node.
+ */
+import { ipToString } from "../wire/ipv4addr.js";
+import { ifaceMac, isKernelNode, maskOf, type NodeSpec, splitCidr, type Topology, UNDERLAY_PORT } from "./topology-schema.js";
+
+/**
+ * What flanneld or Calico would configure, written out as plain tapnet config: a
+ * cni0-like SVI (the pod subnet's first address) on each node, plus per backend
+ *   vxlan   (flannel): port vxlan0, interface flannel.1 on it = POD-NET/32 with MTU
+ *           underlay - 50, routes "POD-NET(peer) via PEER-NET dev flannel.1 onlink",
+ *           a static neighbour PEER-NET -> the peer's flannel.1 MAC, a static VTEP
+ *           FDB entry that MAC -> the peer's underlay address, learning off;
+ *   ipip    (Calico): port ipip0, interface tunl0 on it = POD-NET/32 with MTU underlay - 20,
+ *           routes "POD-NET(peer) via PEER-UNDERLAY dev tunl0 onlink";
+ *   host-gw (flannel): an interface ul0 on the underlay port with the node's underlay
+ *           address, routes "POD-NET(peer) via PEER-UNDERLAY" — only where the peer is
+ *           on the same underlay subnet (flannel's rule: otherwise there is no route,
+ *           and traffic takes the node's default route, if any).
+ */
+export function expandOverlay(t: Topology): { topology: Topology; notes: string[] } {
+  const notes: string[] = [];
+  if (!t.overlay) return { topology: t, notes };
+  const o = t.overlay;
+  const out: Topology = structuredClone(t);
+  const nodes = Object.entries(out.nodes).filter(([, s]) => !isKernelNode(s) && s.podCidr && s.underlay);
+  const info = nodes.map(([n, s]) => {
+    const pod = splitCidr(s.podCidr as string) as { addr: number; prefixLen: number };
+    const ul = splitCidr((s.underlay as NonNullable<NodeSpec["underlay"]>).address) as { addr: number; prefixLen: number };
+    const podNet = (pod.addr & maskOf(pod.prefixLen)) >>> 0;
+    return { n, s, podNet, podLen: pod.prefixLen, ul, ulAddr: ipToString(ul.addr), tunnelMac: ifaceMac(t.name, n, 100) };
+  });
+  for (const me of info) {
+    const s = me.s;
+    const ulMtu = (s.underlay as NonNullable<NodeSpec["underlay"]>).mtu;
+    s.interfaces.cni0 ??= { vlan: 1, address: `${ipToString(me.podNet + 1)}/${me.podLen}`, proxyArp: false };
+    const peers = info.filter((p) => p !== me);
+    if (o.backend === "vxlan") {
+      s.vxlan.vxlan0 = {
+        vni: o.vni,
+        port: o.port,
+        remotes: [],
+        fdb: peers.map((p) => ({ mac: p.tunnelMac, remote: p.ulAddr })),
+        arpSuppress: [],
+        learning: false,
+        udpChecksum: true,
+      };
+      s.interfaces["flannel.1"] = { port: "vxlan0", address: `${ipToString(me.podNet)}/32`, mtu: ulMtu - 50, mac: me.tunnelMac, proxyArp: false };
+      for (const p of peers) {
+        s.routes.push({ to: `${ipToString(p.podNet)}/${p.podLen}`, via: ipToString(p.podNet), dev: "flannel.1", onlink: true });
+        s.neighbors.push({ ip: ipToString(p.podNet), mac: p.tunnelMac, interface: "flannel.1" });
+      }
+    } else if (o.backend === "ipip") {
+      s.ipip.ipip0 = { peers: peers.map((p) => p.ulAddr) };
+      s.interfaces.tunl0 = { port: "ipip0", address: `${ipToString(me.podNet)}/32`, mtu: ulMtu - 20, proxyArp: false };
+      for (const p of peers) s.routes.push({ to: `${ipToString(p.podNet)}/${p.podLen}`, via: p.ulAddr, dev: "tunl0", onlink: true });
+    } else {
+      const ul = s.underlay as NonNullable<NodeSpec["underlay"]>;
+      s.interfaces.ul0 = { port: UNDERLAY_PORT, address: ul.address, mtu: ulMtu, proxyArp: false };
+      const mask = maskOf(me.ul.prefixLen);
+      for (const p of peers) {
+        if (((p.ul.addr & mask) >>> 0) === ((me.ul.addr & mask) >>> 0)) {
+          s.routes.push({ to: `${ipToString(p.podNet)}/${p.podLen}`, via: p.ulAddr, onlink: false });
+        } else {
+          notes.push(
+            `host-gw: ${p.n} (${p.ulAddr}) is not on ${me.n}'s underlay subnet, so ${me.n} gets no route to ${ipToString(p.podNet)}/${p.podLen} (flannel refuses the same route)`,
+          );
+        }
+      }
+      if (ul.gateway) s.routes.push({ to: "default", via: ul.gateway, onlink: false });
+    }
+  }
+  return { topology: out, notes };
+}
+
+/** What the overlay expansion had to say about a parsed topology (host-gw limits). */
+export const overlayNotes = new WeakMap<Topology, string[]>();

@@ -1,0 +1,267 @@
+/**
+ * The topology file's schema (zod) and the model helpers every part of the lab builder
+ * shares: ports of a node, the underlay port, kernel nodes, router interface MACs.
+ * Parsing and error reporting are in topology.ts, the checks across fields in
+ * topology-checks.ts, the overlay expansion in overlay.ts.
+ *
+ * ```yaml
+ * name: vlan                      # lab name: namespaces are tn.<name>.<host|node>
+ * nodes:                          # tapnet processes, one per node
+ *   sw1: { ageingTime: 300, maxEntries: 8192 }
+ *   sw2: {}
+ * hosts:                          # network namespaces with one interface, eth0
+ *   h1: { node: sw1, ip: 10.0.0.1/24, vlan: 10 }       # a TAP (default)
+ *   h9: { node: sw1, ip: 10.0.0.9/24, link: veth }     # a kernel veth, through libpcap
+ * links:                          # node-to-node links (a veth pair)
+ *   - { between: [sw1, sw2], trunk: { vlans: [10, 20] } }
+ * ```
+ */
+import { z } from "zod";
+import { ipToString } from "../wire/ipv4addr.js";
+
+export const NAME = /^[a-z][a-z0-9-]*$/;
+/** Linux interface names are at most 15 bytes (IFNAMSIZ - 1); ports are named after hosts and nodes. */
+export const IFNAME_MAX = 15;
+
+const name = (what: string) =>
+  z
+    .string()
+    .regex(NAME, `${what} must start with a letter and use only a-z, 0-9 and '-'`)
+    .max(IFNAME_MAX, `${what} is too long: at most ${IFNAME_MAX} characters (it names a Linux interface)`);
+
+const vid = z.number().int().min(1, "VLAN ids run from 1 to 4094").max(4094, "VLAN ids run from 1 to 4094");
+const cidr = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, "expected an IPv4 address with prefix, like 10.0.0.1/24");
+const ipv4 = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, "expected an IPv4 address, like 10.0.0.254");
+const mac = z
+  .string()
+  .regex(/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/, "expected a MAC address like 02:00:00:00:00:01");
+
+const StaticEntry = z.strictObject({ mac, vlan: vid.default(1), port: z.string() });
+
+const InterfaceSpec = z
+  .strictObject({
+    /** A routed port: the node port (a host or a linked node) this interface owns. */
+    port: z.string().optional(),
+    /** An SVI: the switch VLAN this interface sits on. */
+    vlan: vid.optional(),
+    address: z.union([cidr, z.array(cidr).min(1, "at least one address")]),
+    mtu: z.number().int().min(68).max(1500).optional(),
+    mac: mac.optional(),
+    proxyArp: z.boolean().default(false),
+  })
+  .refine((i) => (i.port === undefined) !== (i.vlan === undefined), {
+    message: "an interface sits either on a port (port: NAME, a routed port) or on a VLAN (vlan: N, an SVI)",
+  });
+
+const RouteSpec = z.strictObject({
+  to: z.union([z.literal("default"), cidr]),
+  via: ipv4,
+  /** With `onlink`, the next hop is on this interface even outside its subnet (flannel's routes). */
+  dev: z.string().optional(),
+  onlink: z.boolean().default(false),
+});
+
+const UnderlaySpec = z.strictObject({
+  /** The underlay segment (a kernel bridge of the lab) this node's `ul0` joins. */
+  segment: z.string(),
+  address: cidr,
+  gateway: ipv4.optional(),
+  mtu: z.number().int().min(576).max(9000).default(1500),
+});
+
+const VxlanSpec = z.strictObject({
+  vni: z.number().int().min(1, "a VNI is 24 bits: 1..16777215").max(16777215, "a VNI is 24 bits: 1..16777215"),
+  port: z.number().int().min(1).max(65535).default(4789),
+  remotes: z.array(ipv4).default([]),
+  fdb: z.array(z.strictObject({ mac, remote: ipv4 })).default([]),
+  arpSuppress: z.array(z.strictObject({ ip: ipv4, mac })).default([]),
+  learning: z.boolean().default(true),
+  udpChecksum: z.boolean().default(true),
+  vlan: vid.optional(),
+});
+
+const IpipSpec = z.strictObject({
+  peers: z.array(ipv4).min(1, "an IPIP tunnel needs at least one peer"),
+});
+
+/** A Linux kernel VXLAN device on a kernel node's bridge (for interop with the kernel). */
+const KernelVxlanSpec = z.strictObject({
+  vni: z.number().int().min(1).max(16777215),
+  port: z.number().int().min(1).max(65535).default(4789),
+  remote: ipv4,
+  learning: z.boolean().default(true),
+});
+
+const NeighbourSpec = z.strictObject({ ip: ipv4, mac, interface: z.string() });
+
+const NatSpec = z.strictObject({
+  /** MASQUERADE: traffic from these sources leaving by `interface` takes its address. */
+  masquerade: z.array(z.strictObject({ sources: z.array(cidr).min(1), interface: z.string() })).default([]),
+  maxEntries: z.number().int().min(1).max(10_000_000).optional(),
+  /** Seconds; keys as in the conntrack element (udp, udpAssured, icmp, tcpEstablished, …). */
+  timeouts: z.record(z.string(), z.number().positive()).default({}),
+});
+
+const ServiceSpec = z.strictObject({
+  vip: ipv4,
+  port: z.number().int().min(1).max(65535),
+  protocol: z.enum(["tcp", "udp"]).default("tcp"),
+  backends: z.array(z.string().regex(/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/, "a backend is ADDRESS:PORT, like 10.244.1.2:80")).default([]),
+  algorithm: z.enum(["random", "roundrobin"]).default("random"),
+});
+
+const NodeSpec = z.strictObject({
+  /**
+   * TAPs with IFF_VNET_HDR (checksum offload, TSO super-frames through the switch and
+   * the router; ports without offloads segment in software). Default: on. `false`
+   * gives plain TAPs: the hosts' kernels segment and checksum every frame themselves.
+   */
+  offload: z.boolean().optional(),
+  nat: NatSpec.optional(),
+  services: z.record(name("a service name"), ServiceSpec).default({}),
+  /** switch/router: a tapnet process. kernel: a Linux bridge (and kernel VXLAN) instead, for comparison and interop. */
+  kind: z.enum(["switch", "router", "kernel"]).optional(),
+  underlay: UnderlaySpec.optional(),
+  /** The node's pod subnet, for `overlay` (what flanneld/Calico hand out). */
+  podCidr: cidr.optional(),
+  vxlan: z.record(name("a VXLAN port name"), VxlanSpec).default({}),
+  ipip: z.record(name("an IPIP port name"), IpipSpec).default({}),
+  /** kind: kernel only: the kernel VXLAN device on its bridge. */
+  kernelVxlan: KernelVxlanSpec.optional(),
+  ageingTime: z.number().positive("ageingTime is in seconds and must be > 0").max(1_000_000).default(300),
+  maxEntries: z.number().int().min(1).max(1_000_000).default(8192),
+  static: z.array(StaticEntry).default([]),
+  interfaces: z.record(name("an interface name"), InterfaceSpec).default({}),
+  routes: z.array(RouteSpec).default([]),
+  neighbors: z.array(NeighbourSpec).default([]),
+});
+
+const HostSpec = z.strictObject({
+  node: z.string(),
+  ip: cidr,
+  gateway: ipv4.optional(),
+  vlan: vid.optional(),
+  link: z.enum(["tap", "veth"]).default("tap"),
+  mtu: z.number().int().min(68).max(1500).default(1500),
+  mac: mac.optional(),
+  /** A command started in the host when the lab is up (a server, say); stopped by lab down. */
+  run: z.string().optional(),
+});
+
+const LinkSpec = z
+  .strictObject({
+    between: z.tuple([z.string(), z.string()]),
+    vlan: vid.optional(),
+    mtu: z.number().int().min(68).max(1500).default(1500),
+    trunk: z.strictObject({ vlans: z.array(vid).min(1, "a trunk carries at least one VLAN"), native: vid.optional() }).optional(),
+  })
+  .refine((l) => !(l.vlan !== undefined && l.trunk !== undefined), {
+    message: "a link is either an access link (vlan) or a trunk, not both",
+  });
+
+const TopologySchema = z.strictObject({
+  name: z
+    .string()
+    .regex(NAME, "the lab name must start with a letter and use only a-z, 0-9 and '-'")
+    .max(24, "the lab name is at most 24 characters"),
+  description: z.string().optional(),
+  nodes: z.record(name("a node name"), NodeSpec).refine((n) => Object.keys(n).length > 0, "a lab needs at least one node"),
+  hosts: z.record(name("a host name"), HostSpec).default({}),
+  links: z.array(LinkSpec).default([]),
+  underlay: z
+    .strictObject({
+      /** Kernel bridges in the lab's underlay namespace; nodes join them with `underlay.segment`. */
+      segments: z.record(name("a segment name"), z.strictObject({})).default({}),
+      /** Kernel routers (namespaces with forwarding on) joining segments: `{ SEGMENT: ADDRESS/LEN }`. */
+      routers: z.record(name("a router name"), z.record(z.string(), cidr)).default({}),
+    })
+    .optional(),
+  /** What a CNI's agent would set up between the nodes' pod subnets (flanneld, Calico). */
+  overlay: z
+    .strictObject({
+      backend: z.enum(["vxlan", "ipip", "host-gw"]),
+      vni: z.number().int().min(1).max(16777215).default(1),
+      port: z.number().int().min(1).max(65535).default(8472),
+    })
+    .optional(),
+});
+
+export type Topology = z.infer<typeof TopologySchema>;
+export type HostSpec = z.infer<typeof HostSpec>;
+export type NodeSpec = z.infer<typeof NodeSpec>;
+export type LinkSpec = z.infer<typeof LinkSpec>;
+export type InterfaceSpec = z.infer<typeof InterfaceSpec>;
+export type VxlanSpec = z.infer<typeof VxlanSpec>;
+
+export function ipToU32(s: string): number | null {
+  const parts = s.split(".").map(Number);
+  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) return null;
+  return ((parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3]) >>> 0;
+}
+
+export function maskOf(len: number): number {
+  return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+}
+
+/** Host address and prefix of `10.0.0.1/24`, or null when it is not one. */
+export function splitCidr(s: string): { addr: number; prefixLen: number } | null {
+  const [a, l] = s.split("/");
+  const addr = ipToU32(a);
+  const prefixLen = Number(l);
+  if (addr === null || !Number.isInteger(prefixLen) || prefixLen < 0 || prefixLen > 32) return null;
+  return { addr, prefixLen };
+}
+
+/** Port names of a node: its hosts and its link peers. */
+/** Port names of a tapnet node: its hosts, its link peers, its tunnels, its underlay. */
+export function nodePorts(t: Topology, node: string): string[] {
+  const out: string[] = [];
+  for (const [h, spec] of Object.entries(t.hosts)) if (spec.node === node) out.push(h);
+  for (const l of t.links) {
+    if (l === undefined) continue; // a link that failed the schema (salvage)
+    if (l.between[0] === node) out.push(l.between[1]);
+    else if (l.between[1] === node) out.push(l.between[0]);
+  }
+  const spec = t.nodes[node];
+  if (spec) {
+    out.push(...Object.keys(spec.vxlan), ...Object.keys(spec.ipip));
+    if (usesUnderlayPort(spec)) out.push(UNDERLAY_PORT);
+  }
+  return out;
+}
+
+/** The port name of a node's underlay link when tapnet itself sits on it (host-gw). */
+export const UNDERLAY_PORT = "underlay";
+
+export function usesUnderlayPort(spec: NodeSpec): boolean {
+  return spec.underlay !== undefined && Object.values(spec.interfaces).some((i) => i.port === UNDERLAY_PORT);
+}
+
+export const isKernelNode = (spec: NodeSpec): boolean => spec.kind === "kernel";
+
+/**
+ * Whether a node runs with offloads by default: every tapnet node does. Its TAPs take
+ * TSO super-frames and partial checksums (virtio-net headers), the switch and router
+ * pass them whole, and ports without offloads (libpcap, links, VXLAN and IPIP
+ * underlays) segment them in software once, on the way out.
+ */
+export function offloadCapable(t: Topology, node: string): boolean {
+  const spec = t.nodes[node];
+  return spec !== undefined && !isKernelNode(spec);
+}
+
+/** A stable, locally administered MAC for a router interface: 02:74:<hash of lab/node>:<n>. */
+export function ifaceMac(lab: string, node: string, n: number): string {
+  let h = 0x811c9dc5;
+  for (const c of `${lab}/${node}`) h = Math.imul(h ^ c.charCodeAt(0), 0x01000193) >>> 0;
+  const b = [0x02, 0x74, (h >>> 16) & 255, (h >>> 8) & 255, h & 255, n & 255];
+  return b.map((x) => x.toString(16).padStart(2, "0")).join(":");
+}
+
+/** Addresses of an interface as a list. */
+export function ifAddresses(i: InterfaceSpec): string[] {
+  return Array.isArray(i.address) ? i.address : [i.address];
+}
+
+/** The schemas, for the checker's entry-by-entry salvage of a file that failed. */
+export const schemas = { Topology: TopologySchema, Node: NodeSpec, Host: HostSpec, Link: LinkSpec };
