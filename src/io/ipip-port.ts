@@ -78,7 +78,7 @@ import { ipToString, parseIp } from "../wire/ipv4addr.js";
 import { IP_PROTO_IPIP, IPV4_HEADER_LEN, ipv4Check, ipv4FillChecksum } from "../wire/ipv4.js";
 import { writeMac } from "../wire/mac.js";
 import { CHECK_OK } from "../wire/reason.js";
-import { openRaw, type RawHandle } from "./raw-native.js";
+import { openRaw, type RawHandle, type RawOptions } from "./raw-native.js";
 
 export interface IpipPortOptions {
   /** The node's underlay address: the outer source. */
@@ -95,6 +95,12 @@ export interface IpipPortOptions {
   sndBufBytes?: number;
   batchSize?: number;
   slotSize?: number;
+  /**
+   * Opens the underlay socket (default: the addon's openRaw). The fuzz tests pass a
+   * simulated kernel here, which lands packets in the slots and calls onBatch as the
+   * addon does, so the receive path runs without a socket.
+   */
+  openSocket?: (opts: RawOptions) => RawHandle;
 }
 
 /** 02:50:00:00:00:00: the next-hop MACs that name a remote node. */
@@ -196,6 +202,7 @@ export class IpipPort extends Port {
   private readonly saved = new Uint8Array(SEND_CHUNK * IPV4_HEADER_LEN);
   private stagingUsed = false;
   private ident: number;
+  private readonly openSocket: (opts: RawOptions) => RawHandle;
 
   constructor(name: string, opts: IpipPortOptions) {
     const mtu = opts.mtu ?? 1500;
@@ -237,6 +244,7 @@ export class IpipPort extends Port {
     // RFC 6864 only asks for uniqueness among fragmentable packets in flight; a random
     // start keeps two runs of a node from reusing the same sequence.
     this.ident = (Math.random() * 65536) | 0;
+    this.openSocket = opts.openSocket ?? openRaw;
   }
 
   /** The port's (inner) MTU. */
@@ -262,7 +270,7 @@ export class IpipPort extends Port {
     const base = pool.region(this.rxRegionBytes(), `ipip port '${this.name}' rx`);
     let sock: RawHandle;
     try {
-      sock = openRaw({
+      sock = this.openSocket({
         protocol: IP_PROTO_IPIP,
         hdrIncl: true,
         rcvbuf: this.rcvBufBytes,
