@@ -36,7 +36,7 @@
  *
  * Transmit: per frame, IPv4 only (else notIpv4), destination MAC of the 02:50 form
  * naming a unicast address (else noTunnelDst), the inner header well formed (else
- * badInner), inner length <= MTU - 20 (else tooBig). The outer header (RFC 2003 §3.1:
+ * badInnerTx), inner length <= MTU - 20 (else tooBig). The outer header (RFC 2003 §3.1:
  * version 4, IHL 5, TOS copied from the inner header, an incrementing ident, DF copied
  * from the inner header, TTL 64, protocol 4, source localAddr, destination from the
  * MAC, header checksum) is written in place, 20 bytes ending where the inner packet
@@ -56,7 +56,7 @@
  * than the tunnel MTU should have been answered by the router, which reads info().mtu.
  *
  * Counters (tunnelCounters): encapsulated, decapsulated, unknownPeer, badOuter,
- * badInner (received, or asked to send), notIpv4, noTunnelDst, tooBig (asked to send),
+ * badInner (received), badInnerTx (asked to send), notIpv4, noTunnelDst, tooBig (asked to send),
  * rxTooBig (received packets larger than a slot's room), ecnDrop, wrongDst (outer
  * destination not localAddr), txErrors, rxErrors (recvmmsg failures other than EAGAIN,
  * and poll errors, as the addon counts them). underlayStats() adds the socket's
@@ -168,6 +168,8 @@ export class IpipPort extends Port {
   unknownPeer = 0;
   badOuter = 0;
   badInner = 0;
+  /** Frames to send whose inner IPv4 header is malformed (badInner counts received ones only). */
+  badInnerTx = 0;
   notIpv4 = 0;
   noTunnelDst = 0;
   tooBig = 0;
@@ -429,7 +431,7 @@ export class IpipPort extends Port {
       }
       const inner = off + ETH_HEADER_LEN;
       if (ipv4Check(pool, inner, len - ETH_HEADER_LEN, false) !== CHECK_OK) {
-        this.badInner++;
+        this.badInnerTx++;
         lengths[i] = 0;
         continue;
       }
@@ -563,6 +565,7 @@ export class IpipPort extends Port {
       unknownPeer: this.unknownPeer,
       badOuter: this.badOuter,
       badInner: this.badInner,
+      badInnerTx: this.badInnerTx,
       notIpv4: this.notIpv4,
       noTunnelDst: this.noTunnelDst,
       tooBig: this.tooBig,

@@ -657,7 +657,9 @@ export class VxlanPort extends Port {
       this.rxDrops += n - good;
       this.decapsulated += good;
       if (good === 0) continue;
-      if (good === n) {
+      // Whole, the message must fit the output slots (the kernel's UDP GRO stops at 64
+      // datagrams, which is the slot count with offloads; a longer one goes one by one).
+      if (good === n && n <= this.outSlots) {
         if (out + n > this.outSlots) {
           this.deliverOut(out);
           out = 0;
@@ -665,8 +667,11 @@ export class VxlanPort extends Port {
         const before = out;
         out = groCoalesce(pool, off, len, seg, VXLAN_HEADER_LEN, pool, this.outBase, this.outSlotSize, HEADROOM, this.outSlots, rx.offsets, rx.lengths, out);
         if (out < 0) {
-          // Cannot happen (room was made above); count rather than throw.
+          // Cannot happen (room was made above); count rather than throw, and take the
+          // datagrams back out of decapsulated so that every one is counted once.
           this.rxDrops += n;
+          this.decapsulated -= n;
+          this.badOffload += n;
           out = before;
           continue;
         }

@@ -734,8 +734,33 @@ export class Harness {
   summary(): Record<string, Record<string, number>> {
     const out: Record<string, Record<string, number>> = {};
     for (const l of this.ledgers()) out[l.name] = { in: l.in, ...l.out };
+    // What the frames reached beyond the first checks (for a long run's report).
+    const r = this.rig.router;
+    if (r) {
+      const c = r.counters();
+      out["router detail"] = nonZero({
+        echoReplies: c.echoReplies, icmpErrors: c.icmpErrors, icmpRateLimited: c.icmpRateLimited, icmpSuppressed: c.icmpSuppressed,
+        fragmented: c.fragmented, fragFailed: c.fragFailed, reassembled: c.reassembled, reasmOverlap: c.reasmOverlap,
+        reasmDropped: c.reasmDropped, reasmTimeout: c.reasmTimeout, refragmented: c.refragmented, tcpResets: c.tcpResets,
+        arpRepliesSent: c.arpRepliesSent, hostUnreachable: c.hostUnreachable, arpQueueFull: c.arpQueueFull, outNoRoute: c.outNoRoute,
+        scratchFull: c.scratchFull, localDropped: c.localDropped, protoUnreachable: c.protoUnreachable, portUnreachable: c.portUnreachable,
+      });
+      if (r.nat) out.nat = nonZero(r.nat.counters());
+    }
+    if (this.vxlan) out["vxlan detail"] = nonZero(this.vxlan.tunnelCounters());
+    if (this.ipip) out["ipip detail"] = nonZero(this.ipip.tunnelCounters());
+    const offl: Record<string, number> = {};
+    for (const p of this.engine.ports) {
+      const c = p.softCounters();
+      if (c) for (const [k, v] of Object.entries(c)) offl[k] = (offl[k] ?? 0) + v;
+    }
+    if (Object.keys(offl).length) out["software offloads"] = nonZero(offl);
     return out;
   }
+}
+
+function nonZero(r: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(r).filter(([, v]) => v !== 0));
 }
 
 function fmt(r: Record<string, number>): string {
