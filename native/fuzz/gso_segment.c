@@ -8,6 +8,38 @@
  */
 #include "fuzz_common.h"
 
+/* Checks segments dst[0..) as written for the super-frame `orig` (vnet header first). */
+static void check_segments(const uint8_t *orig, size_t len, const uint8_t *dst, size_t dsize, int k,
+                           const uint32_t *lengths, uint32_t prefix, uint32_t mss) {
+  size_t l2 = l2_len(orig + VNET, len);
+  const uint8_t *oip = orig + VNET + l2;
+  bool v6 = (orig[1] & 0x7f) == 4;
+  size_t ihl = v6 ? 40 : (size_t)(oip[0] & 0x0f) * 4;
+  size_t l4 = l2 + ihl;
+  CHECK(l4 + 20 <= len, "l4=%zu len=%zu", l4, len);
+  size_t stride = k > 1 ? prefix + lengths[0] : 0;
+  size_t payload = 0, h = 0;
+  for (int j = 0; j < k; j++) {
+    size_t at = (size_t)j * stride + prefix;
+    CHECK(at + lengths[j] <= dsize, "segment %d ends at %zu > %zu", j, at + lengths[j], dsize);
+    const uint8_t *s = dst + at;
+    const uint8_t *ip = s + l2;
+    size_t thl = (size_t)(s[l4 + 12] >> 4) * 4;
+    h = l4 + thl;
+    CHECK(lengths[j] >= h, "segment %d of %u bytes, headers %zu", j, lengths[j], h);
+    CHECK(memcmp(s + h, orig + VNET + h + payload, lengths[j] - h) == 0, "segment %d payload differs", j);
+    size_t tcplen = lengths[j] - l4;
+    if (!v6) {
+      CHECK(g16(ip + 2) == lengths[j] - l2, "segment %d total length", j);
+      CHECK(ipv4_csum_ok(ip, ihl), "segment %d IPv4 checksum", j);
+      CHECK(ref_sum(s + l4, tcplen, ref_pseudo(ip, (uint32_t)tcplen)) == 0xffff, "segment %d TCP checksum", j);
+    }
+    if (j + 1 < k) CHECK(lengths[j] - h == mss, "segment %d payload %zu, mss %u", j, lengths[j] - h, mss);
+    payload += lengths[j] - h;
+  }
+  CHECK(payload == len - h, "payload %zu of %zu", payload, len - h);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   reader_t r = {data, size};
   uint32_t ctrl = take8(&r);
@@ -18,14 +50,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint32_t a1 = take32(&r), a2 = take32(&r);
   if (r.n < VNET) return 0;
   size_t len = r.n - VNET;
-  /* Room for every segment at the worst MSS this frame allows, unless asked to be short. */
-  size_t dsize = (ctrl & 0x40) ? dspace : (size_t)(len + 1) * (prefix + 128) + nlen * 2 + dspace;
-  if (dsize > (64u << 20)) dsize = 64u << 20;
-  size_t total = VNET + len + dsize;
-  uint8_t *pool = malloc(total);
-  uint32_t *lengths = malloc(nlen * sizeof *lengths + 1);
-  memcpy(pool, r.p, VNET + len);
-  uint8_t *vh = pool, *f = pool + VNET;
+  /* The super-frame alone in an exactly-sized buffer: a byte read past it is a report. */
+  uint8_t *src = malloc(VNET + len);
+  memcpy(src, r.p, VNET + len);
+  uint8_t *vh = src, *f = src + VNET;
   if (ctrl & 1) {
     size_t l2 = fix_tcp_frame(f, len, false);
     if (l2 != 0) {
@@ -36,49 +64,43 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       p16le(vh + 8, 16);
     }
   }
-  uint8_t orig[VNET + 128];
-  size_t olen = VNET + len < sizeof orig ? VNET + len : sizeof orig;
-  memcpy(orig, pool, olen);
-  uint32_t off = VNET, flen = (uint32_t)len, doff = (uint32_t)(VNET + len), dend = (uint32_t)total;
+  uint32_t *lengths = malloc(nlen * sizeof *lengths + 1);
   if (ctrl & 0x80) {
-    /* Raw arguments, near the buffer's bounds: the range checks. */
-    off = a1 % (uint32_t)(total + 16);
-    flen = a2 % (uint32_t)(total + 16);
-    doff = (a1 >> 16) % (uint32_t)(total + 16);
-    dend = (a2 >> 16) % (uint32_t)(total + 16);
-  }
-  int k = offload_gso_segment(pool, total, off, flen, pool, total, doff, dend, prefix, lengths, nlen);
-  CHECK(k >= -3 && k != 0, "k=%d", k);
-  if (k > 0 && !(ctrl & 0x80)) {
-    CHECK((size_t)k <= nlen, "k=%d nlen=%zu", k, nlen);
-    size_t l2 = l2_len(orig + VNET, len);
-    const uint8_t *oip = orig + VNET + l2;
-    bool v6 = (vh[1] & 0x7f) == 4;
-    size_t ihl = v6 ? 40 : (size_t)(oip[0] & 0x0f) * 4;
-    size_t l4 = l2 + ihl;
-    CHECK(l4 + 20 <= len, "l4=%zu len=%zu", l4, len);
-    size_t stride = k > 1 ? prefix + lengths[0] : 0;
-    size_t payload = 0, h = 0;
-    for (int j = 0; j < k; j++) {
-      size_t at = VNET + len + (size_t)j * stride + prefix;
-      CHECK(at + lengths[j] <= total, "segment %d ends at %zu > %zu", j, at + lengths[j], total);
-      const uint8_t *s = pool + at;
-      const uint8_t *ip = s + l2;
-      size_t thl = (size_t)(s[l4 + 12] >> 4) * 4;
-      h = l4 + thl;
-      CHECK(lengths[j] >= h, "segment %d of %u bytes, headers %zu", j, lengths[j], h);
-      size_t tcplen = lengths[j] - l4;
-      if (!v6) {
-        CHECK(g16(ip + 2) == lengths[j] - l2, "segment %d total length", j);
-        CHECK(ipv4_csum_ok(ip, ihl), "segment %d IPv4 checksum", j);
-        CHECK(ref_sum(s + l4, tcplen, ref_pseudo(ip, (uint32_t)tcplen)) == 0xffff, "segment %d TCP checksum", j);
-      }
-      if (j + 1 < k) CHECK(lengths[j] - h == mss, "segment %d payload %zu, mss %u", j, lengths[j] - h, mss);
-      payload += lengths[j] - h;
+    /* One pool holding both, raw arguments near its bounds: the range and overlap checks. */
+    size_t total = VNET + len + dspace;
+    uint8_t *pool = malloc(total);
+    memcpy(pool, src, VNET + len);
+    uint32_t t = (uint32_t)total + 16;
+    int k = offload_gso_segment(pool, total, a1 % t, a2 % t, pool, total, (a1 >> 16) % t, (a2 >> 16) % t,
+                                prefix, lengths, nlen);
+    CHECK(k >= -3 && k != 0, "k=%d", k);
+    free(pool);
+  } else {
+    /* Room for every segment at the worst MSS this frame allows, unless asked to be short. */
+    size_t dsize = (ctrl & 0x40) ? dspace : (size_t)(len + 1) * (prefix + 128) + dspace;
+    if (dsize > (64u << 20)) dsize = 64u << 20;
+    uint8_t *dst = malloc(dsize + 1);
+    int k = offload_gso_segment(src, VNET + len, VNET, (uint32_t)len, dst, dsize, 0, (uint32_t)dsize, prefix,
+                                lengths, nlen);
+    CHECK(k >= -3 && k != 0, "k=%d", k);
+    if (k > 0) {
+      CHECK((size_t)k <= nlen, "k=%d nlen=%zu", k, nlen);
+      check_segments(src, len, dst, dsize, k, lengths, prefix, mss);
+      /* Again into a destination of exactly the bytes it needs: a byte written past it is a report. */
+      size_t stride = k > 1 ? prefix + lengths[0] : 0;
+      size_t exact = (size_t)(k - 1) * stride + prefix + lengths[k - 1];
+      uint8_t *tight = malloc(exact);
+      uint32_t *l2s = malloc(nlen * sizeof *l2s + 1);
+      int k2 = offload_gso_segment(src, VNET + len, VNET, (uint32_t)len, tight, exact, 0, (uint32_t)exact,
+                                   prefix, l2s, nlen);
+      CHECK(k2 == k, "k=%d then %d with an exact destination", k, k2);
+      check_segments(src, len, tight, exact, k, l2s, prefix, mss);
+      free(l2s);
+      free(tight);
     }
-    CHECK(payload == len - h || (len == h && payload == 0), "payload %zu of %zu", payload, len - h);
+    free(dst);
   }
   free(lengths);
-  free(pool);
+  free(src);
   return 0;
 }
