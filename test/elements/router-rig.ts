@@ -13,6 +13,7 @@ import { LearningSwitch, type SwitchPortMode } from "../../src/elements/learning
 import type { NeighbourTimers } from "../../src/elements/neighbour-cache.js";
 import type { Port } from "../../src/core/port.js";
 import type { Nat } from "../../src/elements/nat.js";
+import type { ReassemblyOptions } from "../../src/elements/ipv4-reassembly.js";
 import { MemoryPort, type MemoryPortOptions } from "../../src/io/memory-port.js";
 import {
   ARP_OPER_REPLY,
@@ -61,7 +62,7 @@ export interface RigConfig {
    */
   devices: Array<{ name: string; vlan: number; port?: Port }>;
   ifaces: RigIface[];
-  router?: { icmpRate?: number; icmpBurst?: number; neighbour?: Partial<NeighbourTimers> };
+  router?: { icmpRate?: number; icmpBurst?: number; neighbour?: Partial<NeighbourTimers>; reassembly?: ReassemblyOptions };
   /**
    * Offloads on, as a node with `offload: true`: engine, switch and router carry
    * virtio-net headers; the MemoryPorts play TAPs with IFF_VNET_HDR (vnetHdr).

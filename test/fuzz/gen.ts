@@ -202,6 +202,8 @@ export interface GenOptions {
 export class FrameGen {
   private readonly flows: Flow[] = [];
   private readonly fragQueue: Array<{ frame: Buffer; what: string }> = [];
+  /** Where the queued fragments come from: the harness sends them in through that port. */
+  fragWhere: Where | null = null;
   private ident = 1;
   readonly vnet: boolean;
   readonly maxLen: number;
@@ -214,7 +216,7 @@ export class FrameGen {
   ) {
     this.vnet = opts.vnet;
     this.maxLen = opts.maxLen;
-    this.mutateRate = opts.mutateRate ?? 0.6;
+    this.mutateRate = opts.mutateRate ?? 0.5;
   }
 
   // ---------------------------------------------------------------------------
@@ -252,13 +254,20 @@ export class FrameGen {
   // ---------------------------------------------------------------------------
   // Frames
 
+  /** True while fragments of a datagram are waiting to be sent. */
+  get fragPending(): boolean {
+    return this.fragQueue.length !== 0;
+  }
+
   /** One Ethernet frame for a port (with its vnet header when offloads are on). */
   frame(where: Where | null): GenFrame {
     const r = this.rng;
     // Fragments of an earlier datagram come out one by one, interleaved with the rest.
-    if (this.fragQueue.length !== 0 && r.chance(0.5)) {
+    // One datagram's fragments at a time, mostly back to back: the reassembler holds 16
+    // datagrams, and interleaving many sets would keep it full of unfinished ones.
+    if (this.fragQueue.length !== 0 && r.chance(0.8)) {
       const q = this.fragQueue.shift() as { frame: Buffer; what: string };
-      return this.finish(q.frame, q.what, where);
+      return this.finish(q.frame, q.what, where, 0.05);
     }
     const x = r.float();
     let f: Buffer;
@@ -272,10 +281,9 @@ export class FrameGen {
     } else if (x < 0.19) {
       f = this.otherFrame(where);
       what = "non-ip";
-    } else if (x < 0.27) {
+    } else if (x < 0.27 && this.fragQueue.length === 0) {
       const g = this.fragments(where);
-      f = g.frame;
-      what = g.what;
+      return this.finish(g.frame, g.what, where, 0.05);
     } else if (this.vnet && x < 0.35) {
       const g = this.superFrame(where);
       return g;
@@ -288,14 +296,14 @@ export class FrameGen {
   }
 
   /** Tags, mutations, length cap, vnet header. */
-  private finish(f: Buffer, what: string, _where: Where | null): GenFrame {
+  private finish(f: Buffer, what: string, _where: Where | null, mutate = this.mutateRate): GenFrame {
     const r = this.rng;
-    if (r.chance(0.25)) {
+    if (r.chance(mutate === this.mutateRate ? 0.25 : 0.05)) {
       const t = this.tag(f);
       f = t.frame;
       what += ` ${t.what}`;
     }
-    if (r.chance(this.mutateRate)) {
+    if (r.chance(mutate)) {
       const m = this.mutateFrame(f);
       f = m.frame;
       what += ` [${m.what}]`;
@@ -405,7 +413,13 @@ export class FrameGen {
   ipPacket(where: Where | null): { pkt: Buffer; what: string } {
     const r = this.rng;
     let flow: Flow | null = null;
-    if (this.flows.length !== 0 && r.chance(0.3)) flow = this.reply(r.pick(this.flows));
+    if (this.flows.length !== 0 && r.chance(0.35)) {
+      // A reply, preferably one whose sender sits behind this port (it must come in there).
+      for (let tries = 0; tries < 8 && flow === null; tries++) {
+        const f = this.reply(r.pick(this.flows));
+        if (where === null || where.addrs.includes(f.src) || tries === 7) flow = f;
+      }
+    }
     const x = r.float();
     const proto = flow?.proto ?? (x < 0.3 ? IP_PROTO_TCP : x < 0.6 ? IP_PROTO_UDP : x < 0.9 ? IP_PROTO_ICMP : r.pick([IP_PROTO_IPIP, 47, 50, 132, 2, 0, 255]));
     const src = flow?.src ?? this.addr(where, "src");
@@ -418,7 +432,10 @@ export class FrameGen {
     if (proto === IP_PROTO_TCP) {
       const tcpOpt = r.chance(0.3) ? this.tcpOptions(4 * r.range(1, 10)) : new Uint8Array(0);
       const data = r.bytes(r.skewed(Math.max(0, Math.min(1500, this.maxLen - 100))));
-      const flags = r.pick(TCP_FLAG_SETS);
+      // New flows mostly open with SYN, replies answer SYN|ACK or carry ACKs, so conntrack
+      // sees connections, not just segments it cannot place.
+      const flags =
+        r.chance(0.4) ? (flow === null ? TCP_SYN : r.pick([TCP_SYN | TCP_ACK, TCP_ACK, TCP_ACK | TCP_PSH, TCP_FIN | TCP_ACK])) : r.pick(TCP_FLAG_SETS);
       l4 = Buffer.alloc(20 + tcpOpt.length + data.length);
       emitTcp({ srcPort: sport, dstPort: dport, seq: r.u32(), ack: r.u32(), flags, window: r.int(65536), urgent: 0, options: tcpOpt }, l4, 0);
       data.copy(l4, 20 + tcpOpt.length);
@@ -462,7 +479,7 @@ export class FrameGen {
     if (proto === IP_PROTO_TCP || proto === IP_PROTO_UDP || (proto === IP_PROTO_ICMP && (l4[0] === 8 || l4[0] === 0))) {
       this.remember({ src, dst, proto, sport: proto === IP_PROTO_ICMP ? readU16(l4, 4) : sport, dport: proto === IP_PROTO_ICMP ? readU16(l4, 4) : dport });
     }
-    if (r.chance(0.5)) {
+    if (r.chance(0.3)) {
       const m = this.mutateIp(pkt, 0);
       return { pkt: m.pkt, what: `${what}${optLen ? ` opt${optLen}` : ""} [${m.what}]` };
     }
@@ -619,7 +636,10 @@ export class FrameGen {
     let data = p.subarray(hl);
     if (r.chance(0.3)) data = Buffer.concat([data, r.bytes(r.range(1000, 4000))]);
     const header = Buffer.from(p.subarray(0, hl));
-    const step = 8 * r.range(1, Math.max(1, Math.floor(Math.min(1400, this.maxLen - 60 - hl) / 8)));
+    // Mostly MTU-sized pieces, sometimes small ones; never more than 64 of them.
+    const units = Math.max(1, Math.floor(Math.min(1400, this.maxLen - 60 - hl) / 8));
+    let step = 8 * (r.chance(0.85) ? r.range(Math.max(1, units >> 1), units) : r.range(1, units));
+    step = Math.max(step, 8 * Math.ceil(data.length / 64 / 8));
     const frags: Buffer[] = [];
     const mfBase = r.chance(0.05) ? 0x2000 : 0; // a fragment of a fragment
     const offBase = r.chance(0.05) ? r.int(8000) : 0;
@@ -644,6 +664,7 @@ export class FrameGen {
     // All pieces share the first one's MACs (one sender), as a host sends them.
     for (let i = 1; i < eth.length; i++) eth[0].copy(eth[i], 0, 0, 12);
     for (let i = 1; i < eth.length; i++) this.fragQueue.push({ frame: eth[i], what: `fragment ${i}/${eth.length}` });
+    this.fragWhere = where;
     while (this.fragQueue.length > 200) this.fragQueue.shift();
     return { frame: eth[0], what: `fragment 0/${eth.length}` };
   }
@@ -832,7 +853,9 @@ export class FrameGen {
       writeU16(b, ip + 2, r.pick([0, 1, 19, hl - 1, hl, hl + 1, tot - 1, tot + 1, tot + 100, 65535, r.int(65536)]) & 0xffff);
       what = `totalLen ${readU16(b, ip + 2)}`;
     } else if (x < 0.48) {
-      writeU16(b, ip + 6, (r.int(8) << 13) | (r.chance(0.5) ? r.pick([0, 1, 0x1fff, 0x1ffe, 185]) : r.int(8192)));
+      // Most of the time only DF and the reserved bit: a bogus fragment would hold a
+      // reassembly slot for 30 s, and a few of those already keep the slots full.
+      writeU16(b, ip + 6, r.chance(0.6) ? r.pick([0x4000, 0x8000, 0xc000, 0]) : (r.int(8) << 13) | (r.chance(0.5) ? r.pick([0, 1, 0x1fff, 0x1ffe, 185]) : r.int(8192)));
       what = `flags/offset ${readU16(b, ip + 6).toString(16)}`;
     } else if (x < 0.54) {
       b[ip + 8] = r.pick([0, 1, 2, 255]);

@@ -372,6 +372,9 @@ export class Harness {
       vnet: this.opts.vnet,
       memory,
       clock: () => this.t,
+      // A 2 s reassembly timeout instead of 30: the slots that bogus fragments hold (the
+      // generator makes many) free up within a run, so whole datagrams get reassembled too.
+      router: { reassembly: { timeoutMs: 2000 } },
       nat: (router) =>
         new Nat(
           {
@@ -544,7 +547,7 @@ export class Harness {
   step(maxFrames: number): void {
     const r = this.rng;
     this.steps++;
-    this.t += r.chance(0.002) ? r.range(1000, 40_000) : r.range(0, 5);
+    this.t += r.chance(0.002) ? r.range(1000, 40_000) : r.range(0, 20);
     if (this.t - this.lastTick >= 200) {
       this.lastTick = this.t;
       const router = this.rig.router;
@@ -562,7 +565,9 @@ export class Harness {
     if (tunnel !== null && r.chance(0.6)) {
       this.stepTunnel(want);
     } else {
-      const input = r.pick(this.inputs);
+      // Fragments of a datagram mostly follow the first through its port (reassembly).
+      const fw = this.gen.fragWhere;
+      const input = this.gen.fragPending && fw !== null && r.chance(0.8) ? (this.inputs.find((x) => x.where === fw) ?? r.pick(this.inputs)) : r.pick(this.inputs);
       const frames: GenFrame[] = [];
       for (let i = 0; i < want; i++) frames.push(this.gen.frame(input.where));
       this.batch = frames;
