@@ -138,7 +138,7 @@ function stats(): UdpStats {
 }
 
 /** A socket with no file behind it: sends are taken, receives come from land(). */
-class SimSocket implements UdpHandle, RawHandle {
+export class SimSocket implements UdpHandle, RawHandle {
   readonly fd = -1;
   readonly port: number;
   readonly protocol: number;
