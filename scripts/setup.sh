@@ -3,7 +3,8 @@
 # the native addon and the TypeScript build. Quick when all is there.
 #
 #   scripts/setup.sh            what labs, capture and the demo need (npm run setup/demo)
-#   scripts/setup.sh --test     that, plus what the test suite drives (npm test)
+#   scripts/setup.sh --test     that, plus what the test suite drives (npm test), clang and
+#                               libFuzzer for the native fuzz harnesses
 #   scripts/setup.sh --bench    that, plus what the benchmark drives (npm run bench)
 #
 # Packages only one kind of lab needs (etcd, BIRD, podman…) are installed by
@@ -41,7 +42,15 @@ if [ "$mode" != core ]; then
     [/usr/lib/python3/dist-packages/scapy/__init__.py]=python3-scapy
   )
 fi
+if [ "$mode" = test ]; then
+  # The offload core's libFuzzer harnesses (npm run fuzz:native; a short run is in the suite).
+  want+=([clang]=clang)
+fi
 missing=()
+# libFuzzer and the sanitizer runtimes of the default clang (Debian 12: libclang-rt-14-dev).
+if [ "$mode" = test ] && ! compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >/dev/null; then
+  missing+=(libclang-rt-dev)
+fi
 for what in "${!want[@]}"; do
   if [[ "$what" == /* ]]; then
     [ -e "$what" ] || missing+=("${want[$what]}")

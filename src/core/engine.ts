@@ -47,6 +47,12 @@ export class Engine {
   /** Passes that still had frames moving between elements after MAX_ROUNDS (a loop). */
   roundsExceeded = 0;
   lastError = "";
+  /**
+   * The pass clock in ms (monotonic). performance.now() on a node; tests and the fuzzer
+   * put a virtual clock here so that timers (ageing, ICMP rate limit, reassembly) run
+   * the same way on every run of a seed.
+   */
+  clock: () => number = performance.now.bind(performance);
   private readonly internal: InternalPort[] = [];
   /** Ports with a device behind them: the ones a pass flushes. */
   private readonly devices: Port[] = [];
@@ -114,7 +120,7 @@ export class Engine {
    */
   runPass(work: (pool: Buffer, now: number) => void): void {
     const pool = (this.pool as PacketPool).buf;
-    const now = performance.now();
+    const now = this.clock();
     this.passes++;
     const aware = this.passAware;
     for (let i = 0; i < aware.length; i++) aware[i].beginPass();

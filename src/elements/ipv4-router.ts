@@ -24,7 +24,13 @@
  * source is the address of the interface the offending packet came in on.
  *
  * Counters: see COUNTERS; IPv4 header failures are counted by reason
- * (tooShort, badVersion, badIhl, badTotalLen, badChecksum).
+ * (tooShort, badVersion, badIhl, badTotalLen, badChecksum). Every frame the router
+ * receives ends in exactly one of: runt, unknownEtherType, arpIn, otherHost, the
+ * header reasons, martianSource, martianDestination, fragsReceived (taken by the
+ * reassembler; a completed datagram then counts as one more frame), serviceRejected,
+ * natDropped, delivered, broadcastDropped, ttlExpired, noRoute, fragNeeded, gsoDropped,
+ * fragDropped, forwarded. What happens to the router's own packets (replies, errors)
+ * is counted apart (outNoRoute, fragFailed, scratchFull …), never in those.
  */
 import type { FrameList } from "../core/batch.js";
 import type { PassAware } from "../core/engine.js";
@@ -134,6 +140,8 @@ export const COUNTERS = [
   "reasmOverlap",
   "reasmDropped",
   "refragmented",
+  "fragDropped",
+  "outNoRoute",
 ] as const;
 export type RouterCounter = (typeof COUNTERS)[number];
 
@@ -221,6 +229,18 @@ export class Ipv4Router implements PassAware {
   gsoDropped = 0;
   /** TCP segments to the router's own addresses answered with a reset. */
   tcpResets = 0;
+  /**
+   * Packets to forward that needed fragmenting and could not be (no scratch slots, more
+   * fragments than MAX_FRAGS, malformed options): dropped. (fragFailed and scratchFull
+   * say why; they count the router's own packets too.)
+   */
+  fragDropped = 0;
+  /**
+   * Packets the router originates (echo replies, ICMP errors, resets) with no route to
+   * their destination: Linux's OutNoRoutes, apart from noRoute (InNoRoutes, packets to
+   * forward), so a received packet is never counted twice.
+   */
+  outNoRoute = 0;
 
   constructor(
     interfaces: RouterInterfaceConfig[],
@@ -440,7 +460,7 @@ export class Ipv4Router implements PassAware {
       if (this.fragmentOut(ifc.index, out, this.routeGw[r] || dst, buf, ip, ipLen, now, Math.min(out.mtu, fragMax))) {
         this.refragmented++;
         this.forwarded++;
-      }
+      } else this.fragDropped++;
       return;
     }
     if (wire !== ipLen && wire > out.mtu) {
@@ -450,6 +470,7 @@ export class Ipv4Router implements PassAware {
     if (ipLen > out.mtu && wire === ipLen) {
       ipv4DecrementTtl(buf, ip);
       if (this.fragmentOut(ifc.index, out, this.routeGw[r] || dst, buf, ip, ipLen, now)) this.forwarded++;
+      else this.fragDropped++;
       return;
     }
     ipv4DecrementTtl(buf, ip);
@@ -631,7 +652,7 @@ export class Ipv4Router implements PassAware {
     const dst = readU32(buf, ip + 16);
     const r = this.fib.lookup(dst);
     if (r < 0) {
-      this.noRoute++;
+      this.outNoRoute++;
       return;
     }
     const out = this.ifaces[this.routeIf[r]];

@@ -496,10 +496,21 @@ const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
  * A tag pushed (+4) or popped (-4) in front of the L3 header moves everything the
  * virtio-net header at `h` points into: csum_start when a checksum is pending, and
  * hdr_len (the headers the kernel repeats on each segment) of a TSO frame.
+ *
+ * The fields come from the sender: a csum_start below 4 or near 65535 wraps around
+ * (16 bits, as the kernel's u16 would) instead of throwing, and the frame is then
+ * refused where the offset is used (completeChecksum, gsoSegment, the kernel).
  */
 function shiftVnetOffsets(buf: Buffer, h: number, delta: number): void {
-  if ((buf[h] & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) buf.writeUInt16LE(buf.readUInt16LE(h + 6) + delta, h + 6);
-  if (buf[h + 1] !== 0) buf.writeUInt16LE(buf.readUInt16LE(h + 2) + delta, h + 2);
+  if ((buf[h] & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) addU16le(buf, h + 6, delta);
+  if (buf[h + 1] !== 0) addU16le(buf, h + 2, delta);
+}
+
+/** Adds `delta` to the little-endian u16 at `at`, modulo 2^16 (Buffer.writeUInt16LE throws out of range). */
+function addU16le(buf: Buffer, at: number, delta: number): void {
+  const v = (buf[at] | (buf[at + 1] << 8)) + delta;
+  buf[at] = v & 0xff;
+  buf[at + 1] = (v >>> 8) & 0xff;
 }
 
 function writeTag(buf: Buffer, at: number, vlan: number): void {

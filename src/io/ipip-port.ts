@@ -36,7 +36,7 @@
  *
  * Transmit: per frame, IPv4 only (else notIpv4), destination MAC of the 02:50 form
  * naming a unicast address (else noTunnelDst), the inner header well formed (else
- * badInner), inner length <= MTU - 20 (else tooBig). The outer header (RFC 2003 §3.1:
+ * badInnerTx), inner length <= MTU - 20 (else tooBig). The outer header (RFC 2003 §3.1:
  * version 4, IHL 5, TOS copied from the inner header, an incrementing ident, DF copied
  * from the inner header, TTL 64, protocol 4, source localAddr, destination from the
  * MAC, header checksum) is written in place, 20 bytes ending where the inner packet
@@ -56,7 +56,7 @@
  * than the tunnel MTU should have been answered by the router, which reads info().mtu.
  *
  * Counters (tunnelCounters): encapsulated, decapsulated, unknownPeer, badOuter,
- * badInner (received, or asked to send), notIpv4, noTunnelDst, tooBig (asked to send),
+ * badInner (received), badInnerTx (asked to send), notIpv4, noTunnelDst, tooBig (asked to send),
  * rxTooBig (received packets larger than a slot's room), ecnDrop, wrongDst (outer
  * destination not localAddr), txErrors, rxErrors (recvmmsg failures other than EAGAIN,
  * and poll errors, as the addon counts them). underlayStats() adds the socket's
@@ -78,7 +78,7 @@ import { ipToString, parseIp } from "../wire/ipv4addr.js";
 import { IP_PROTO_IPIP, IPV4_HEADER_LEN, ipv4Check, ipv4FillChecksum } from "../wire/ipv4.js";
 import { writeMac } from "../wire/mac.js";
 import { CHECK_OK } from "../wire/reason.js";
-import { openRaw, type RawHandle } from "./raw-native.js";
+import { openRaw, type RawHandle, type RawOptions } from "./raw-native.js";
 
 export interface IpipPortOptions {
   /** The node's underlay address: the outer source. */
@@ -95,6 +95,12 @@ export interface IpipPortOptions {
   sndBufBytes?: number;
   batchSize?: number;
   slotSize?: number;
+  /**
+   * Opens the underlay socket (default: the addon's openRaw). The fuzz tests pass a
+   * simulated kernel here, which lands packets in the slots and calls onBatch as the
+   * addon does, so the receive path runs without a socket.
+   */
+  openSocket?: (opts: RawOptions) => RawHandle;
 }
 
 /** 02:50:00:00:00:00: the next-hop MACs that name a remote node. */
@@ -162,6 +168,8 @@ export class IpipPort extends Port {
   unknownPeer = 0;
   badOuter = 0;
   badInner = 0;
+  /** Frames to send whose inner IPv4 header is malformed (badInner counts received ones only). */
+  badInnerTx = 0;
   notIpv4 = 0;
   noTunnelDst = 0;
   tooBig = 0;
@@ -196,6 +204,7 @@ export class IpipPort extends Port {
   private readonly saved = new Uint8Array(SEND_CHUNK * IPV4_HEADER_LEN);
   private stagingUsed = false;
   private ident: number;
+  private readonly openSocket: (opts: RawOptions) => RawHandle;
 
   constructor(name: string, opts: IpipPortOptions) {
     const mtu = opts.mtu ?? 1500;
@@ -237,6 +246,7 @@ export class IpipPort extends Port {
     // RFC 6864 only asks for uniqueness among fragmentable packets in flight; a random
     // start keeps two runs of a node from reusing the same sequence.
     this.ident = (Math.random() * 65536) | 0;
+    this.openSocket = opts.openSocket ?? openRaw;
   }
 
   /** The port's (inner) MTU. */
@@ -262,7 +272,7 @@ export class IpipPort extends Port {
     const base = pool.region(this.rxRegionBytes(), `ipip port '${this.name}' rx`);
     let sock: RawHandle;
     try {
-      sock = openRaw({
+      sock = this.openSocket({
         protocol: IP_PROTO_IPIP,
         hdrIncl: true,
         rcvbuf: this.rcvBufBytes,
@@ -421,7 +431,7 @@ export class IpipPort extends Port {
       }
       const inner = off + ETH_HEADER_LEN;
       if (ipv4Check(pool, inner, len - ETH_HEADER_LEN, false) !== CHECK_OK) {
-        this.badInner++;
+        this.badInnerTx++;
         lengths[i] = 0;
         continue;
       }
@@ -555,6 +565,7 @@ export class IpipPort extends Port {
       unknownPeer: this.unknownPeer,
       badOuter: this.badOuter,
       badInner: this.badInner,
+      badInnerTx: this.badInnerTx,
       notIpv4: this.notIpv4,
       noTunnelDst: this.noTunnelDst,
       tooBig: this.tooBig,

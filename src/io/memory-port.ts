@@ -9,15 +9,18 @@
  * Options: batchSize, slotSize, mac and mtu (what info() reports), ifname,
  * `refuse(i)`, called for the i-th frame of each flush, to make the "device" refuse
  * frames (they get length 0 and count as txDrops, per the contract of Port.transmit),
- * and keepSent: false for benchmarks, where transmit() only counts (no copy, no
- * growing `sent`).
+ * keepSent: false for benchmarks, where transmit() only counts (no copy, no
+ * growing `sent`), and vnetHdr: the port plays a TAP with IFF_VNET_HDR — each buffer
+ * given to inject() starts with the 12-byte virtio-net header, which lands in front of
+ * the frame (super-frames and partial checksums reach the elements as a TAP hands them
+ * over), and frames are sent with their header as they are (no software offloads).
  *
  * It is a test helper: misuse (injecting while closed, a frame that does not fit a
  * slot, injecting from inside a pass over this port's own region) throws.
  */
 import type { TxQueue } from "../core/batch.js";
 import type { PacketPool } from "../core/pool.js";
-import { HEADROOM, Port, type RxHandler } from "../core/port.js";
+import { HEADROOM, Port, type RxHandler, VNET_HDR_LEN } from "../core/port.js";
 
 export interface MemoryPortOptions {
   batchSize?: number;
@@ -32,6 +35,8 @@ export interface MemoryPortOptions {
   refuse?: (i: number) => boolean;
   /** Keep a copy of every transmitted frame in `sent` (default true). */
   keepSent?: boolean;
+  /** Injected buffers start with a 12-byte virtio-net header (a TAP with offloads). */
+  vnetHdr?: boolean;
 }
 
 export class MemoryPort extends Port {
@@ -43,6 +48,7 @@ export class MemoryPort extends Port {
   mac: number;
   mtu: number;
   readonly ifname: string;
+  readonly vnetHdr: boolean;
   private pool: PacketPool | null = null;
   private rxBase = 0;
   private delivering = false;
@@ -54,6 +60,12 @@ export class MemoryPort extends Port {
     this.mac = opts.mac ?? 0;
     this.mtu = opts.mtu ?? 1500;
     this.ifname = opts.ifname ?? name;
+    this.vnetHdr = opts.vnetHdr ?? false;
+  }
+
+  /** With vnetHdr the port itself carries the virtio-net headers, as a TAP does. */
+  override get vnetNative(): boolean {
+    return this.vnetHdr;
   }
 
   /** Largest frame inject() accepts. */
@@ -91,10 +103,14 @@ export class MemoryPort extends Port {
       throw new Error(`memory port '${this.name}': inject() from inside a pass over its own frames`);
     }
     const room = this.room;
+    const hdr = this.vnetHdr ? VNET_HDR_LEN : 0;
     for (let i = 0; i < frames.length; i++) {
-      if (frames[i].length > room) {
+      if (frames[i].length < hdr) {
+        throw new Error(`memory port '${this.name}': buffer ${i} is shorter than its virtio-net header`);
+      }
+      if (frames[i].length - hdr > room) {
         throw new Error(
-          `memory port '${this.name}': frame ${i} is ${frames[i].length} bytes, a slot holds ${room}`,
+          `memory port '${this.name}': frame ${i} is ${frames[i].length - hdr} bytes, a slot holds ${room}`,
         );
       }
     }
@@ -107,9 +123,9 @@ export class MemoryPort extends Port {
         for (let i = 0; i < n; i++) {
           const f = frames[start + i];
           const off = this.rxBase + i * this.slotSize + HEADROOM;
-          f.copy(buf, off);
+          f.copy(buf, off - hdr);
           rx.offsets[i] = off;
-          rx.lengths[i] = f.length;
+          rx.lengths[i] = f.length - hdr;
         }
         rx.count = n;
         this.received(buf, rx);

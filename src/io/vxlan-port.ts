@@ -91,7 +91,7 @@ import type { TxQueue } from "../core/batch.js";
 import type { PacketPool } from "../core/pool.js";
 import { HEADROOM, Port, type RxHandler, VNET_HDR_LEN } from "../core/port.js";
 import { completeChecksum, groCoalesce, gsoSegment } from "./offload.js";
-import { openUdp, type UdpHandle } from "./udp-native.js";
+import { openUdp, type UdpHandle, type UdpOptions } from "./udp-native.js";
 import {
   ARP_LEN,
   ARP_OPER_REQUEST,
@@ -158,6 +158,12 @@ export interface VxlanPortOptions {
   recvBufferSize?: number;
   batchSize?: number;
   slotSize?: number;
+  /**
+   * Opens the underlay sockets (default: the addon's openUdp). The fuzz tests pass a
+   * simulated kernel here, which lands datagrams in the slots and calls onBatch as the
+   * addon does, so the receive path runs without a socket.
+   */
+  openSocket?: (opts: UdpOptions) => UdpHandle;
 }
 
 export interface VxlanFdbEntry {
@@ -390,6 +396,7 @@ export class VxlanPort extends Port {
   private readonly segLens = new Uint32Array(MAX_SEGS);
   /** Per frame of the TxQueue chunk being sent: at least one of its messages was taken. */
   private readonly frameOk: Uint8Array;
+  private readonly openSocket: (opts: UdpOptions) => UdpHandle;
 
   constructor(name: string, opts: VxlanPortOptions) {
     super(name, opts.batchSize, opts.slotSize);
@@ -461,6 +468,7 @@ export class VxlanPort extends Port {
     }
     for (let k = 0; k < TX_SOCKETS; k++) this.tx.push(new TxMessages());
     this.frameOk = new Uint8Array(this.txq.capacity);
+    this.openSocket = opts.openSocket ?? openUdp;
   }
 
   get isOpen(): boolean {
@@ -509,7 +517,7 @@ export class VxlanPort extends Port {
     const land = this.land;
     let rx: UdpHandle;
     try {
-      rx = openUdp({
+      rx = this.openSocket({
         bindAddr: this.localU32,
         port: this.dstPort,
         rcvbuf: this.recvBufferSize,
@@ -554,7 +562,7 @@ export class VxlanPort extends Port {
     for (let attempt = 0; attempt < 64; attempt++) {
       const port = SRC_PORT_MIN + ((this.vni * 7919 + k * 4099 + attempt * 257) & 0x3fff);
       try {
-        return openUdp({
+        return this.openSocket({
           bindAddr: this.localU32,
           port,
           sndbuf: 4 * 1024 * 1024,
@@ -649,7 +657,9 @@ export class VxlanPort extends Port {
       this.rxDrops += n - good;
       this.decapsulated += good;
       if (good === 0) continue;
-      if (good === n) {
+      // Whole, the message must fit the output slots (the kernel's UDP GRO stops at 64
+      // datagrams, which is the slot count with offloads; a longer one goes one by one).
+      if (good === n && n <= this.outSlots) {
         if (out + n > this.outSlots) {
           this.deliverOut(out);
           out = 0;
@@ -657,8 +667,11 @@ export class VxlanPort extends Port {
         const before = out;
         out = groCoalesce(pool, off, len, seg, VXLAN_HEADER_LEN, pool, this.outBase, this.outSlotSize, HEADROOM, this.outSlots, rx.offsets, rx.lengths, out);
         if (out < 0) {
-          // Cannot happen (room was made above); count rather than throw.
+          // Cannot happen (room was made above); count rather than throw, and take the
+          // datagrams back out of decapsulated so that every one is counted once.
           this.rxDrops += n;
+          this.decapsulated -= n;
+          this.badOffload += n;
           out = before;
           continue;
         }

@@ -16,6 +16,7 @@ import {
   IP_PROTO_ICMP,
   IP_PROTO_TCP,
   IP_PROTO_UDP,
+  emitIpv4,
   icmpCheck,
   ipv4ChecksumValid,
   ipv4FillChecksum,
@@ -993,5 +994,35 @@ describe("TCP to the router itself (RFC 793 reset generation)", () => {
     r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, segment(TCP_RST, 1, 0))]);
     expect(r.drain()).toEqual({ h1: [], h2: [] });
     expect(r.router.tcpResets).toBe(2);
+  });
+});
+
+describe("one disposition per received packet", () => {
+  it("an error that cannot be routed back counts in outNoRoute, not as a second noRoute", () => {
+    const r = routedRig();
+    const before = r.counters();
+    // TTL 1 from a source the router has no route to: time exceeded, which has nowhere to go.
+    const pkt = ipPacket({ src: ip("203.0.113.9"), dst: H2.ip, ttl: 1 });
+    r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, pkt)]);
+    expect(counterDelta(before, r.counters())).toEqual({ ttlExpired: 1, icmpErrors: 1, outNoRoute: 1 });
+    expect(r.drain()).toEqual({ h1: [], h2: [] });
+    expectNoInternalErrors(r);
+  });
+
+  it("a packet to forward that cannot be fragmented (malformed options) counts in fragDropped", () => {
+    const r = routedRig({ eth2Mtu: 1400 });
+    hostArps(r, "h1", H1, ETH1_IP);
+    const before = r.counters();
+    // 1500 bytes, DF clear, over eth2's MTU; a copied option (LSRR) whose length runs past the header.
+    const pkt = Buffer.alloc(1500, 0x55);
+    emitIpv4(
+      { dscp: 0, ecn: 0, totalLen: 1500, ident: 7, df: false, mf: false, fragOffset: 0, ttl: 64, protocol: 17, srcAddr: H1.ip, dstAddr: H2.ip, options: Uint8Array.from([0x83, 0xff, 0, 0]) },
+      pkt,
+      0,
+    );
+    r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, pkt)]);
+    expect(counterDelta(before, r.counters())).toEqual({ fragFailed: 1, fragDropped: 1 });
+    expect(r.drain()).toEqual({ h1: [], h2: [] });
+    expectNoInternalErrors(r);
   });
 });

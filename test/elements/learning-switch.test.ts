@@ -291,3 +291,41 @@ describe("LearningSwitch", () => {
     });
   });
 });
+
+describe("LearningSwitch with offloads (virtio-net headers)", () => {
+  /** A switch whose ports play TAPs with IFF_VNET_HDR: p1 access VLAN 10, p2 trunk of VLAN 10. */
+  function vnetRig() {
+    const engine = new Engine();
+    engine.vnet = true;
+    const ports = ["p1", "p2"].map((n) => new MemoryPort(n, { vnetHdr: true }));
+    for (const p of ports) engine.addPort(p);
+    const sw = new LearningSwitch(engine.ports, {
+      vnet: true,
+      ports: { p1: { mode: "access", vlan: 10 }, p2: { mode: "trunk", allowed: [10] } },
+    });
+    engine.pipeline = sw;
+    engine.reserve(sw.scratchBytes(32), "scratch", (base) => sw.setScratch(base, sw.scratchBytes(32)));
+    engine.start();
+    return { engine, sw, p1: ports[0], p2: ports[1] };
+  }
+
+  /** A virtio-net header: NEEDS_CSUM with csum_start `start`, csum_offset 16. */
+  function vnetHdr(start: number): Buffer {
+    const v = Buffer.alloc(12);
+    v[0] = 1;
+    v.writeUInt16LE(start, 6);
+    v.writeUInt16LE(16, 8);
+    return v;
+  }
+
+  it("a csum_start the tag's move takes past 0 or 65535 wraps around; nothing throws, the frame goes on", () => {
+    const { engine, p1, p2 } = vnetRig();
+    // Tagged in on the trunk, flooded untagged to p1: the tag is popped, csum_start 2 - 4.
+    p2.inject([Buffer.concat([vnetHdr(2), frame(B, A, { vlan: 10 })])]);
+    // Untagged in on p1, flooded tagged to the trunk: csum_start 65534 + 4.
+    p1.inject([Buffer.concat([vnetHdr(65534), frame(A, C)])]);
+    expect(engine.internalErrors, engine.lastError).toBe(0);
+    expect(p1.sent).toEqual([frame(B, A)]);
+    expect(p2.sent).toEqual([frame(A, C, { vlan: 10 })]);
+  });
+});

@@ -11,7 +11,10 @@ import { InternalPort } from "../../src/core/internal-port.js";
 import { Ipv4Router, type RouterCounter } from "../../src/elements/ipv4-router.js";
 import { LearningSwitch, type SwitchPortMode } from "../../src/elements/learning-switch.js";
 import type { NeighbourTimers } from "../../src/elements/neighbour-cache.js";
-import { MemoryPort } from "../../src/io/memory-port.js";
+import type { Port } from "../../src/core/port.js";
+import type { Nat } from "../../src/elements/nat.js";
+import type { ReassemblyOptions } from "../../src/elements/ipv4-reassembly.js";
+import { MemoryPort, type MemoryPortOptions } from "../../src/io/memory-port.js";
 import {
   ARP_OPER_REPLY,
   ARP_OPER_REQUEST,
@@ -53,10 +56,30 @@ export interface RigIface {
 }
 
 export interface RigConfig {
-  /** Device (memory) ports and the access VLAN each carries. */
-  devices: Array<{ name: string; vlan: number }>;
+  /**
+   * Device ports and the access VLAN each carries: MemoryPorts, or `port` (a tunnel
+   * port, say) in the engine in its place (not in Rig.ports).
+   */
+  devices: Array<{ name: string; vlan: number; port?: Port }>;
   ifaces: RigIface[];
-  router?: { icmpRate?: number; icmpBurst?: number; neighbour?: Partial<NeighbourTimers> };
+  router?: { icmpRate?: number; icmpBurst?: number; neighbour?: Partial<NeighbourTimers>; reassembly?: ReassemblyOptions };
+  /**
+   * Offloads on, as a node with `offload: true`: engine, switch and router carry
+   * virtio-net headers; the MemoryPorts play TAPs with IFF_VNET_HDR (vnetHdr).
+   */
+  vnet?: boolean;
+  /** MemoryPort options (slot size for super-frames, keepSent false for long runs). */
+  memory?: MemoryPortOptions;
+  /** Routes added after the connected ones ({ dev } names the interface, as a node's config may). */
+  routes?: Array<{ to: string; via: string; dev?: string }>;
+  neighbours?: Array<{ ip: string; mac: number; iface: string }>;
+  /**
+   * NAT, as the node sets it up when it has masquerade rules or services: router.nat,
+   * and with services the switch's bridge hook on the router's VLANs.
+   */
+  nat?: (router: Ipv4Router) => Nat;
+  /** Set before the engine starts (a virtual clock). */
+  clock?: () => number;
 }
 
 export interface Rig {
@@ -78,10 +101,17 @@ export function buildRig(cfg: RigConfig): Rig {
   const engine = new Engine();
   const modes: Record<string, SwitchPortMode> = {};
   const ports: Record<string, MemoryPort> = {};
+  const vnet = cfg.vnet === true;
+  engine.vnet = vnet;
+  if (cfg.clock) engine.clock = cfg.clock;
   for (const d of cfg.devices) {
-    const p = new MemoryPort(d.name);
-    engine.addPort(p);
-    ports[d.name] = p;
+    if (d.port !== undefined) {
+      engine.addPort(d.port);
+    } else {
+      const p = new MemoryPort(d.name, { ...cfg.memory, vnetHdr: vnet });
+      engine.addPort(p);
+      ports[d.name] = p;
+    }
     modes[d.name] = { mode: "access", vlan: d.vlan };
   }
   const internal: Record<string, InternalPort> = {};
@@ -94,12 +124,13 @@ export function buildRig(cfg: RigConfig): Rig {
     internalList.push(p);
   }
   const sw = new LearningSwitch(engine.ports, {
+    vnet,
     ports: modes,
     // The router's own MACs live on its ports: never flooded, never learned elsewhere.
     static: cfg.ifaces.map((i) => ({ mac: i.mac, vlan: i.vlan, port: i.name })),
   });
   engine.pipeline = sw;
-  const scratch = sw.scratchBytes(256);
+  const scratch = sw.scratchBytes(vnet ? 32 : 256);
   engine.reserve(scratch, "switch scratch", (base) => sw.setScratch(base, scratch));
   const router = new Ipv4Router(
     cfg.ifaces.map((i, k) => ({
@@ -116,6 +147,27 @@ export function buildRig(cfg: RigConfig): Rig {
     cfg.router ?? {},
   );
   for (const p of internalList) p.switchSide = sw;
+  router.vnet = vnet;
+  for (const r of cfg.routes ?? []) {
+    const to = parseCidr(r.to);
+    const via = parseIp(r.via);
+    const ifIndex = r.dev !== undefined ? router.ifaces.findIndex((i) => i.name === r.dev) : router.connectedIf(via);
+    if (ifIndex < 0) throw new Error(`rig route ${r.to} via ${r.via}: no interface`);
+    router.addRoute({ prefix: to.network, prefixLen: to.prefixLen, gateway: via, ifIndex });
+  }
+  for (const nb of cfg.neighbours ?? []) {
+    router.addStaticNeighbour(router.ifaces.findIndex((i) => i.name === nb.iface), parseIp(nb.ip), nb.mac);
+  }
+  if (cfg.nat) {
+    const nat = cfg.nat(router);
+    router.nat = nat;
+    if (nat.services().length !== 0) {
+      for (const i of cfg.ifaces) sw.hookVlans[i.vlan] = 1;
+    }
+    sw.bridgeHook = (buf, ipOff, ipLen, now, csumPartial) => {
+      nat.bridged(buf, ipOff, ipLen, now, csumPartial);
+    };
+  }
   engine.passAware.push(router);
   engine.reserve(router.scratchBytes(), "router scratch", (base) =>
     router.setScratch((engine.pool as { buf: Buffer }).buf, base, router.scratchBytes()),

@@ -424,7 +424,7 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
     expect(delta(s1.ipip, before1)).toMatchObject({ encapsulated: 8, decapsulated: 8 });
     expect(delta(s2.ipip, before2)).toMatchObject({ encapsulated: 8, decapsulated: 8 });
     for (const s of [s1, s2]) {
-      for (const k of ["unknownPeer", "badOuter", "badInner", "notIpv4", "noTunnelDst", "tooBig", "txErrors", "rxErrors"]) {
+      for (const k of ["unknownPeer", "badOuter", "badInner", "badInnerTx", "notIpv4", "noTunnelDst", "tooBig", "txErrors", "rxErrors"]) {
         expect(s.ipip[k], k).toBe(0);
       }
       expect(s.internalErrors).toBe(0);
@@ -561,7 +561,7 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
     expect(delta(s1.ipip, before1.ipip)).toEqual({
       notIpv4: 1,
       noTunnelDst: 3,
-      badInner: 1,
+      badInnerTx: 1,
       tooBig: 1,
       txErrors: 1,
       encapsulated: 2,
@@ -644,7 +644,7 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
       [s2, before2],
     ]) {
       const dd = delta(s.ipip, b.ipip);
-      for (const k of ["unknownPeer", "badOuter", "badInner", "notIpv4", "noTunnelDst", "tooBig", "rxTooBig", "txErrors", "rxErrors", "txDrops", "rxDrops"]) {
+      for (const k of ["unknownPeer", "badOuter", "badInner", "badInnerTx", "notIpv4", "noTunnelDst", "tooBig", "rxTooBig", "txErrors", "rxErrors", "txDrops", "rxDrops"]) {
         expect(dd[k] ?? 0, k).toBe(0);
       }
       expect(s.underlay.rxTruncated - b.underlay.rxTruncated).toBe(0);
