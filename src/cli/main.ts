@@ -344,7 +344,6 @@ showRows(
   },
 );
 
-
 interface ServiceRow {
   name: string;
   vip: string;

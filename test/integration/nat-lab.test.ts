@@ -456,6 +456,10 @@ describe.skipIf(!canRunLabs())("service-nat under a SYN flood: early drop, and l
       const end = stats(lab).nat;
       expect(end.drop - before.drop, "nothing refused: the flood's entries were always evictable").toBe(0);
       expect(end.earlyDrop - before.earlyDrop).toBeGreaterThan(MAX);
+      const text = tapnetOk(["show", "stats", "--node", "node1", "--lab", lab]);
+      expect(text).toMatch(/^nat\.earlyDrop +[1-9]\d*$/m);
+      expect(text).toMatch(/^nat\.drop +0$/m);
+      expect(text).toMatch(new RegExp(`^nat\\.maxEntries +${MAX}$`, "m"));
       stream.send("stop\n", true);
       await stream.exited;
       const m = /^done sent=(\d+) echoed=(\d+) maxgap_ms=(\d+) error=(.*)$/m.exec(stream.out());
