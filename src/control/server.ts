@@ -16,11 +16,12 @@ import path from "node:path";
 import { END_PREFIX, type Reply, type Request, type RowsEnd } from "./protocol.js";
 
 /**
- * A table walk: yields a row (a JSON-serializable object), or null after a stretch
- * of work that produced no row (a chance to end the slice); its return value goes
- * into the end line beside `rows`.
+ * A table walk: yields a row (a JSON-serializable object, or a string that already
+ * is the JSON text of one, on one line), or null after a stretch of work that
+ * produced no row (a chance to end the slice); its return value goes into the end
+ * line beside `rows`.
  */
-export type RowGenerator = Generator<object | null, Record<string, unknown> | void, void>;
+export type RowGenerator = Generator<object | string | null, Record<string, unknown> | void, void>;
 
 /** What a handler returns to answer with rows (see protocol.ts). */
 export class RowStream {
@@ -155,7 +156,7 @@ export class ControlServer {
           const r = gen.next();
           if (r.done === true) return finish(out + end(r.value ?? {}));
           if (r.value === null) continue;
-          const line = JSON.stringify(r.value);
+          const line = typeof r.value === "string" ? r.value : JSON.stringify(r.value);
           if (line.startsWith(END_PREFIX)) throw new Error("a row may not start with the key 'end'");
           out += line + "\n";
           rows++;

@@ -1028,7 +1028,7 @@ export class Nat {
   }
 
   /** A resumable listing of the table (see ConnTrack.walk). */
-  conntrackWalk(q: ConntrackQuery, clock: () => number): Generator<ConnEntryView | null, { matched: number }, void> {
+  conntrackWalk(q: ConntrackQuery, clock: () => number): Generator<string | null, { matched: number }, void> {
     return this.ct.walk(q, clock);
   }
 

@@ -299,7 +299,7 @@ export class TapnetNode {
     const q = parseConntrackQuery(req);
     const walk = nat.conntrackWalk(q, clock);
     const ct = nat.ct;
-    function* rows(): Generator<object | null, Record<string, unknown>, void> {
+    function* rows(): Generator<string | null, Record<string, unknown>, void> {
       const r = yield* walk;
       return { matched: r.matched, entries: ct.count, maxEntries: ct.maxEntries };
     }

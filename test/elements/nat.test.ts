@@ -6,7 +6,7 @@
  * sample of translated packets is checked by tshark as well.
  */
 import { describe, expect, it } from "vitest";
-import { conntrackLine, ConnTrack, MATCH_ANY, parseConntrackQuery } from "../../src/elements/conntrack.js";
+import { conntrackLine, ConnTrack, MATCH_ANY, parseConntrackQuery, type ConnEntryView } from "../../src/elements/conntrack.js";
 import { NAT_ACCEPT, NAT_DROP, NAT_REJECT, Nat, type NatConfig, type Service } from "../../src/elements/nat.js";
 import { emitIcmpError } from "../../src/elements/ip-util.js";
 import { checksumFold, ipv4FillChecksum, pseudoHeaderSum, readU16, writeU16 } from "../../src/wire/index.js";
@@ -1116,7 +1116,21 @@ describe("conntrack listing (show conntrack)", () => {
   }
 
   const list = (nat: Nat, raw: Record<string, unknown>): string[] =>
-    drain(nat.conntrackWalk(parseConntrackQuery(raw), () => 10)).rows.map((e) => `${e.proto} ${e.original.src}:${e.original.sport ?? e.original.id}>${e.original.dst}`).sort();
+    drain(nat.conntrackWalk(parseConntrackQuery(raw), () => 10))
+      .rows.map((j) => JSON.parse(j) as ConnEntryView)
+      .map((e) => `${e.proto} ${e.original.src}:${e.original.sport ?? e.original.id}>${e.original.dst}`)
+      .sort();
+
+  it("rows are the JSON of the entries' views, byte for byte", () => {
+    const nat = sample();
+    forward(nat, udpPacket(S, 53, N, 5353), UPLINK_IF, POD_IF, 6); // an answered (ASSURED) UDP flow
+    const rows = drain(nat.conntrackWalk(parseConntrackQuery({}), () => 7.5)).rows;
+    const views = nat.conntrackEntries(7.5);
+    expect(rows).toEqual(views.map((v) => JSON.stringify(v)));
+    expect(new Set(views.map((v) => v.flags.join(",")))).toEqual(
+      new Set(["ASSURED,SNAT", "UNREPLIED,SNAT", "UNREPLIED,DNAT", "ASSURED,SNAT"]),
+    );
+  });
 
   it("filters like conntrack -L on the original tuple; --limit, --count", () => {
     const nat = sample();
@@ -1188,7 +1202,7 @@ describe("conntrack listing (show conntrack)", () => {
     for (;;) {
       const x = g.next();
       if (x.done === true) break;
-      if (x.value !== null) listed.push(ip(x.value.original.src));
+      if (x.value !== null) listed.push(ip((JSON.parse(x.value) as ConnEntryView).original.src));
       // Between steps: remove some churning entries, add new ones (growth, slot reuse, eviction).
       for (let k = 0; k < 5; k++) {
         if (churn.length > 0 && r() < 0.35) {
