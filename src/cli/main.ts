@@ -10,10 +10,11 @@
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import { Command, Option } from "commander";
-import { request, stream } from "../control/client.js";
+import { request, requestRows, stream } from "../control/client.js";
+import type { Request } from "../control/protocol.js";
 import { findLab, labDown, labStatus, labUp } from "../lab/lab.js";
 import { TopologyError } from "../lab/topology.js";
-import { conntrackLine, type ConnEntryView } from "../elements/conntrack.js";
+import { conntrackLine, parseConntrackQuery, type ConnEntryView } from "../elements/conntrack.js";
 import { table, vlanList } from "./format.js";
 
 const program = new Command();
@@ -148,6 +149,136 @@ function showCommand(what: string, description: string, render: (data: unknown) 
     });
 }
 
+/**
+ * Output for listings: lines gathered and handed to stdout 64 KiB at a time. Writes
+ * to a pipe, a file or a terminal are synchronous on Linux, so while stdout is slow
+ * the control socket is not read and the node, its socket full, waits.
+ */
+class Out {
+  private buf = "";
+  constructor() {
+    // `| head`: the reader left; stop quietly like other tools.
+    process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+      if (e.code === "EPIPE") process.exit(0);
+      throw e;
+    });
+  }
+  write(s: string): void {
+    this.buf += s;
+    if (this.buf.length >= 65536) this.flush();
+  }
+  flush(): void {
+    if (this.buf !== "") process.stdout.write(this.buf);
+    this.buf = "";
+  }
+}
+
+/** Prints one node's rows as text as they come; `end` gets the end line's totals. */
+interface RowPrinter {
+  row(json: string): void;
+  end(totals: Record<string, unknown>): void;
+}
+
+/**
+ * A `show` subcommand answered with rows (protocol.ts): printed as they arrive,
+ * never gathered. `--json`: one JSON array of the rows (an object of arrays keyed
+ * by node without --node), one row per line.
+ */
+function showRows(
+  what: string,
+  description: string,
+  printer: (out: Out) => RowPrinter,
+  extra?: {
+    options: (c: Command) => void;
+    request: (o: Record<string, unknown>) => Record<string, unknown>;
+    /** Answers the command another way when it returns true (conntrack --count). */
+    instead?: (req: Record<string, unknown>, opts: ShowOpts) => Promise<boolean>;
+  },
+): Command {
+  const c = show
+    .command(what)
+    .description(description)
+    .option("--node <name>", "only this node")
+    .option("--lab <name>", "the lab, when several are up")
+    .option("--json", "machine-readable output");
+  extra?.options(c);
+  c.action(async (o: ShowOpts & Record<string, unknown>, cmd: Command) => {
+    const opts = { ...(cmd.parent?.opts() as ShowOpts), ...o };
+    const req = { cmd: what, ...(extra?.request(o) ?? {}) };
+    if (extra?.instead !== undefined && (await extra.instead(req, opts))) return;
+    const nodes = nodeSocket(opts.node, opts.lab);
+    const out = new Out();
+    const one = opts.node !== undefined;
+    if (opts.json && !one) out.write("{\n");
+    for (const [k, { node, socket }] of nodes.entries()) {
+      if (opts.json) {
+        if (!one) out.write(`${JSON.stringify(node)}: `);
+        out.write("[");
+        let n = 0;
+        await requestRows(socket, req, (row) => out.write((n++ === 0 ? "\n" : ",\n") + row));
+        out.write(n === 0 ? "]" : "\n]");
+        out.write(!one && k < nodes.length - 1 ? ",\n" : "\n");
+      } else {
+        out.write(`${k > 0 ? "\n" : ""}node ${node}\n`);
+        const p = printer(out);
+        const r = await requestRows(socket, req, (row) => p.row(row));
+        p.end(r.end);
+      }
+    }
+    if (opts.json && !one) out.write("}\n");
+    out.flush();
+  });
+  return c;
+}
+
+/**
+ * Aligned text tables for listings: the first TABLE_BUFFER rows are gathered so the
+ * columns fit them (and, when that is all there is, sorted); past that, rows are
+ * printed as they come with those widths (a longer cell pushes its line right).
+ */
+const TABLE_BUFFER = 1000;
+function streamTable<T>(
+  out: Out,
+  headers: string[],
+  cells: (r: T) => Array<string | number | null>,
+  sort?: (a: T, b: T) => number,
+  empty = "  (empty)",
+): RowPrinter {
+  let first: T[] | null = [];
+  let widths: number[] = [];
+  const fmt = (row: Array<string | number | null>): string =>
+    row
+      .map((c, i) => {
+        const t = c === null ? "-" : String(c);
+        return i === row.length - 1 ? t : t.padEnd(widths[i]);
+      })
+      .join("  ")
+      .trimEnd();
+  const flushFirst = (rows: T[]): void => {
+    const all = rows.map(cells);
+    widths = headers.map((h, i) => Math.max(h.length, ...all.map((r) => (r[i] === null ? 1 : String(r[i]).length))));
+    out.write(table(headers, all) + "\n");
+  };
+  return {
+    row(json) {
+      const r = JSON.parse(json) as T;
+      if (first === null) return out.write(fmt(cells(r)) + "\n");
+      first.push(r);
+      if (first.length >= TABLE_BUFFER) {
+        flushFirst(first);
+        first = null;
+      }
+    },
+    end(t) {
+      if (first !== null) {
+        if (first.length === 0) out.write(empty + "\n");
+        else flushFirst(sort ? first.sort(sort) : first);
+      }
+      if (t.resized === true) process.stderr.write("tapnet: the table grew during the listing: entries may be missing\n");
+    },
+  };
+}
+
 interface FdbRow {
   mac: string;
   vlan: number | null;
@@ -157,22 +288,77 @@ interface FdbRow {
   /** For a VXLAN port's entries: the remote VTEP's underlay address. */
   dst: string | null;
 }
-showCommand("fdb", "the switch's forwarding table and remote VTEPs (like 'bridge fdb show')", (d) => {
-  const rows = (d as FdbRow[]).sort(
-    (a, b) => (a.vlan ?? 1e9) - (b.vlan ?? 1e9) || a.port.localeCompare(b.port) || a.mac.localeCompare(b.mac),
-  );
-  if (rows.length === 0) return "  (empty)";
-  return table(
-    ["MAC", "VLAN", "PORT", "TYPE", "AGE", "DST"],
-    rows.map((r) => [r.mac, r.vlan, r.port, r.static ? "static" : "dynamic", r.age === null ? "-" : `${r.age}s`, r.dst]),
-  );
-});
+showRows(
+  "fdb",
+  "the switch's forwarding table and remote VTEPs (like 'bridge fdb show'; sorted when at most 1000 entries, else in table order)",
+  (out) =>
+    streamTable<FdbRow>(
+      out,
+      ["MAC", "VLAN", "PORT", "TYPE", "AGE", "DST"],
+      (r) => [r.mac, r.vlan, r.port, r.static ? "static" : "dynamic", r.age === null ? "-" : `${r.age}s`, r.dst],
+      (a, b) => (a.vlan ?? 1e9) - (b.vlan ?? 1e9) || a.port.localeCompare(b.port) || a.mac.localeCompare(b.mac),
+    ),
+);
 
-showCommand("conntrack", "tracked connections (like 'conntrack -L')", (d) => {
-  const rows = d as ConnEntryView[];
-  if (rows.length === 0) return "  (no connections)";
-  return `${rows.map(conntrackLine).join("\n")}\nconntrack: ${rows.length} flow entries`;
-});
+interface ConntrackOpts {
+  proto?: string;
+  src?: string;
+  dst?: string;
+  sport?: string;
+  dport?: string;
+  state?: string;
+  limit?: string;
+  count?: boolean;
+}
+showRows(
+  "conntrack",
+  "tracked connections (like 'conntrack -L'; with --count like 'conntrack -C'); filters select on the original direction",
+  (out) => {
+    let n = 0;
+    return {
+      row(json) {
+        out.write(conntrackLine(JSON.parse(json) as ConnEntryView) + "\n");
+        n++;
+      },
+      end() {
+        if (n === 0) out.write("  (no connections)\n");
+        out.write(`conntrack: ${n} flow entries\n`);
+      },
+    };
+  },
+  {
+    options: (c) =>
+      c
+        .option("-p, --proto <proto>", "tcp, udp or icmp")
+        .option("-s, --src <addr>", "original source address or prefix (ADDR or ADDR/LEN)")
+        .option("-d, --dst <addr>", "original destination address or prefix")
+        .option("--sport <port>", "original source port (tcp, udp)")
+        .option("--dport <port>", "original destination port (tcp, udp)")
+        .option("--state <state>", "TCP state: SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE")
+        .option("--limit <n>", "list at most n entries")
+        .option("--count", "print only how many entries match (like 'conntrack -C')"),
+    request: (o) => {
+      const c = o as ConntrackOpts;
+      const r = { proto: c.proto, src: c.src, dst: c.dst, sport: c.sport, dport: c.dport, state: c.state, limit: c.limit, count: c.count === true };
+      parseConntrackQuery(r); // bad arguments fail here, before any node is asked
+      return r;
+    },
+    // --count: one number per node (conntrack -C), from the end line's `matched`.
+    instead: async (req, opts) => {
+      if (req.count !== true) return false;
+      const counts: Array<[string, number]> = [];
+      for (const { node, socket } of nodeSocket(opts.node, opts.lab)) {
+        counts.push([node, Number((await requestRows(socket, req as Request, () => undefined)).end.matched)]);
+      }
+      if (opts.json) {
+        console.log(JSON.stringify(opts.node !== undefined ? { count: counts[0][1] } : Object.fromEntries(counts.map(([k, v]) => [k, { count: v }]))));
+      } else {
+        console.log(opts.node !== undefined ? String(counts[0][1]) : counts.map(([k, v]) => `${k}: ${v}`).join("\n"));
+      }
+      return true;
+    },
+  },
+);
 
 interface ServiceRow {
   name: string;
@@ -292,13 +478,19 @@ interface NeighRow {
   age: number | null;
   queued: number;
 }
-showCommand("neigh", "the router's neighbour (ARP) cache (like 'ip neigh')", (d) => {
-  const rows = d as NeighRow[];
-  if (rows.length === 0) return "  (empty)";
-  // `ip neigh` style: ADDRESS dev IF lladdr MAC STATE
-  return rows
-    .map((r) => `${r.address} dev ${r.dev}${r.mac ? ` lladdr ${r.mac}` : ""} ${r.state}${r.age !== null ? ` (${r.age}s)` : ""}${r.queued ? ` queued ${r.queued}` : ""}`)
-    .join("\n");
+showRows("neigh", "the router's neighbour (ARP) cache (like 'ip neigh')", (out) => {
+  let n = 0;
+  return {
+    row(json) {
+      const r = JSON.parse(json) as NeighRow;
+      n++;
+      // `ip neigh` style: ADDRESS dev IF lladdr MAC STATE
+      out.write(`${r.address} dev ${r.dev}${r.mac ? ` lladdr ${r.mac}` : ""} ${r.state}${r.age !== null ? ` (${r.age}s)` : ""}${r.queued ? ` queued ${r.queued}` : ""}\n`);
+    },
+    end() {
+      if (n === 0) out.write("  (empty)\n");
+    },
+  };
 });
 
 interface RouteRow {
@@ -308,15 +500,15 @@ interface RouteRow {
   kind: string;
   src: string | null;
 }
-showCommand("route", "the router's routing table (like 'ip route')", (d) =>
-  (d as RouteRow[])
-    .map((r) => {
-      const dst = r.prefix === "0.0.0.0/0" ? "default" : r.prefix;
-      if (r.kind === "connected") return `${dst} dev ${r.dev} proto kernel scope link src ${r.src}`;
-      return `${dst} via ${r.via} dev ${r.dev} proto static`;
-    })
-    .join("\n"),
-);
+showRows("route", "the router's routing table (like 'ip route')", (out) => ({
+  row(json) {
+    const r = JSON.parse(json) as RouteRow;
+    const dst = r.prefix === "0.0.0.0/0" ? "default" : r.prefix;
+    if (r.kind === "connected") out.write(`${dst} dev ${r.dev} proto kernel scope link src ${r.src}\n`);
+    else out.write(`${dst} via ${r.via} dev ${r.dev} proto static\n`);
+  },
+  end() {},
+}));
 
 interface IfaceRow {
   name: string;

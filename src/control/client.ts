@@ -1,7 +1,8 @@
 /** Client side of the control protocol (see protocol.ts). */
 import fs from "node:fs";
 import net from "node:net";
-import type { Reply, Request } from "./protocol.js";
+import { StringDecoder } from "node:string_decoder";
+import { END_PREFIX, type Reply, type Request, type RowsEnd } from "./protocol.js";
 
 export class ControlError extends Error {}
 
@@ -46,6 +47,110 @@ export async function request<T = unknown>(socketPath: string, req: Request, tim
       }
       if (reply.ok) resolve(reply.data as T);
       else reject(new ControlError(reply.error));
+    });
+    sock.write(JSON.stringify(req) + "\n");
+  });
+}
+
+export interface RowsResult {
+  /** The header line's fields (beyond ok/stream); {} for a one-line reply. */
+  header: Record<string, unknown>;
+  /** The end line's totals; for a one-line reply, just the row count. */
+  end: RowsEnd;
+}
+
+/**
+ * Sends a request answered with rows (protocol.ts) and hands each row to `onRow`
+ * as the JSON text of one object, in order, as it arrives: nothing is kept, so a
+ * listing of any size takes constant memory here. A node that answers in one line
+ * instead (`data` an array) works too: each element becomes a row. `onRow` runs
+ * synchronously, so a consumer that blocks (stdout into a full pipe) holds the
+ * socket's reading, and the node, seeing its socket full, waits. `idleMs`: the most
+ * time without a byte before giving up. Rejects with ControlError on {ok:false},
+ * on an end line with an error, or when the stream is cut short.
+ */
+export async function requestRows(
+  socketPath: string,
+  req: Request,
+  onRow: (json: string) => void,
+  idleMs = 10_000,
+): Promise<RowsResult> {
+  const sock = await connect(socketPath);
+  return new Promise<RowsResult>((resolve, reject) => {
+    let pending = "";
+    const utf8 = new StringDecoder("utf8");
+    let header: Record<string, unknown> | null = null;
+    let single = false;
+    let settled = false;
+    const fail = (e: Error): void => {
+      if (settled) return;
+      settled = true;
+      sock.destroy();
+      reject(e);
+    };
+    const succeed = (r: RowsResult): void => {
+      if (settled) return;
+      settled = true;
+      sock.destroy();
+      resolve(r);
+    };
+    sock.setTimeout(idleMs, () => fail(new ControlError(`${socketPath}: '${req.cmd}' sent nothing for ${idleMs} ms`)));
+    const onLine = (line: string): void => {
+      if (header === null) {
+        let first: (Reply & { stream?: string }) | null = null;
+        try {
+          first = JSON.parse(line) as Reply & { stream?: string };
+        } catch {
+          return fail(new ControlError(`${socketPath}: unreadable answer`));
+        }
+        if (!first.ok) return fail(new ControlError(first.error));
+        if (first.stream !== "rows") {
+          // The one-reply form: an array of rows (or nothing).
+          single = true;
+          const data = first.data;
+          const rows = Array.isArray(data) ? data : [];
+          for (const r of rows) onRow(JSON.stringify(r));
+          return succeed({ header: {}, end: { rows: rows.length } });
+        }
+        const { ok: _ok, stream: _s, ...rest } = first as Record<string, unknown>;
+        header = rest;
+        return;
+      }
+      if (line.startsWith(END_PREFIX)) {
+        let end: RowsEnd;
+        try {
+          end = (JSON.parse(line) as { end: RowsEnd }).end;
+        } catch {
+          return fail(new ControlError(`${socketPath}: unreadable end of '${req.cmd}'`));
+        }
+        if (typeof end.error === "string") return fail(new ControlError(`${req.cmd}: ${end.error} (after ${end.rows} rows)`));
+        return succeed({ header, end });
+      }
+      onRow(line);
+    };
+    sock.on("data", (c: Buffer) => {
+      if (settled) return;
+      pending += utf8.write(c);
+      let start = 0;
+      for (;;) {
+        const nl = pending.indexOf("\n", start);
+        if (nl < 0) break;
+        const line = pending.slice(start, nl);
+        start = nl + 1;
+        try {
+          onLine(line);
+        } catch (e) {
+          return fail(e instanceof Error ? e : new Error(String(e)));
+        }
+        if (settled) return;
+      }
+      pending = pending.slice(start);
+    });
+    sock.on("error", (e) => fail(new ControlError(`${socketPath}: ${e.message}`)));
+    sock.on("close", () => {
+      if (settled || single) return;
+      if (header === null) fail(new ControlError(`${socketPath}: the node closed the connection without answering`));
+      else fail(new ControlError(`${socketPath}: the listing of '${req.cmd}' was cut short (no end line)`));
     });
     sock.write(JSON.stringify(req) + "\n");
   });

@@ -40,6 +40,8 @@ const MIN_CAPACITY = 1024;
 /** 2^27 slots: 3 GiB of arrays; far beyond any configured maxEntries (topology caps it at 10 M). */
 const MAX_CAPACITY = 2 ** 27;
 const TWO32 = 4294967296;
+/** Slots walk() looks at between two chances for its caller to pause (at least). */
+const WALK_STRIDE = 256;
 
 export interface FdbTableEntry {
   vlan: number;
@@ -236,6 +238,51 @@ export class FdbTable {
     }
     out.sort((a, b) => a.vlan - b.vlan || a.mac - b.mac);
     return out;
+  }
+
+  /**
+   * Every entry (a copy), produced step by step so a listing can pause between
+   * event-loop turns without copying the table; yields null after about every
+   * WALK_STRIDE slots (a point to pause). Returns `resized: true` when it stopped
+   * because the table grew meanwhile (a rehash moves every entry: the rest of the
+   * walk would miss and repeat entries at random).
+   *
+   * Otherwise an entry present for the whole walk is listed exactly once: the walk
+   * goes once round the table starting after an empty slot, and reads a whole probe
+   * run before it can pause, so it only ever pauses with an empty slot at its
+   * cursor. An entry sits inside its probe run, after its home slot, and the only
+   * move an entry makes is backward shift, back toward its home within the run; so
+   * an entry ahead of the cursor (its home after the empty slot) never moves behind
+   * it, and one behind never moves ahead. Entries added or removed during the walk
+   * may or may not be listed. Table order, not sorted.
+   */
+  *walk(): Generator<FdbTableEntry | null, { resized: boolean }, void> {
+    const cap = this.cap;
+    const mask = cap - 1;
+    let s0 = 0;
+    while (s0 < cap && this.recs[3 * s0] !== 0) s0++;
+    if (s0 === cap) s0 = 0; // no empty slot (never at load <= 0.5)
+    const run: FdbTableEntry[] = [];
+    let seen = 0;
+    let n = 1;
+    while (n <= cap) {
+      if (this.cap !== cap) return { resized: true };
+      let i = (s0 + n) & mask;
+      if (this.recs[3 * i] === 0) {
+        n++;
+        if (++seen % WALK_STRIDE === 0) yield null;
+        continue;
+      }
+      run.length = 0;
+      while (n <= cap && this.recs[3 * i] !== 0) {
+        run.push({ vlan: this.vlan(i), mac: this.mac(i), port: this.port(i), lastSeen: this.lastSeen(i), isStatic: this.isStatic(i) });
+        n++;
+        seen++;
+        i = (s0 + n) & mask;
+      }
+      for (const e of run) yield e;
+    }
+    return { resized: false };
   }
 
   /** Where a new key goes: the first empty slot of its probe run (the key must be absent). */

@@ -46,6 +46,8 @@ const EMPTY = -1;
 const MAX_CHUNKS = (1 << 23) - 1;
 const INITIAL_CHUNKS = 64;
 const DEFAULT_MAX_ROUTES = 2_000_000;
+/** Trie slots walk() looks at between two chances for its caller to pause. */
+const WALK_STRIDE = 256;
 
 export interface FibOptions {
   /** Most routes the table accepts (default 2,000,000); add() of one more throws. */
@@ -217,6 +219,65 @@ export class Fib {
     }
     out.sort((a, b) => a.prefix - b.prefix || a.prefixLen - b.prefixLen);
     return out;
+  }
+
+  /**
+   * Every route in the order of entries() (by prefix, then by length), produced
+   * step by step so a listing can pause between event-loop turns without copying
+   * the table: walks the address space through the trie (first-level slots, and the
+   * second- and third-level tables where they exist) and at each aligned position
+   * asks the route maps for the lengths that can start there. Yields null after every
+   * WALK_STRIDE slots looked at (a point to pause). Every step re-reads the trie, so
+   * routes may change between steps: a route present for the whole walk is listed
+   * exactly once, in order; one added or removed meanwhile may or may not be.
+   */
+  *walk(): Generator<FibEntry | null, void, void> {
+    const routes = this.routes;
+    let work = 0;
+    const has = (lo: number, hi: number): boolean => {
+      for (let len = lo; len <= hi; len++) if (routes[len].size !== 0) return true;
+      return false;
+    };
+    for (let i = 0; i < L1_SIZE; i++) {
+      if (++work % WALK_STRIDE === 0) yield null;
+      const p1 = (i << 16) >>> 0;
+      // Lengths 0..16 start at p1 when p1 has no bits below them.
+      for (let len = 0; len <= 16; len++) {
+        if (len < 16 && (i & ((1 << (16 - len)) - 1)) !== 0) continue;
+        const m = routes[len];
+        if (m.size === 0) continue;
+        const v = m.get(keyOf(p1, len));
+        if (v !== undefined) yield { prefix: p1, prefixLen: len, value: v };
+      }
+      if (this.l1[i] >= EMPTY || !has(17, 32)) continue;
+      for (let j = 0; j < CHUNK; j++) {
+        if (++work % WALK_STRIDE === 0) yield null;
+        const c2 = this.l1[i];
+        if (c2 >= EMPTY) break; // folded meanwhile: nothing longer than /16 left here
+        const p2 = (p1 | (j << 8)) >>> 0;
+        for (let len = 17; len <= 24; len++) {
+          if (len < 24 && (j & ((1 << (24 - len)) - 1)) !== 0) continue;
+          const m = routes[len];
+          if (m.size === 0) continue;
+          const v = m.get(keyOf(p2, len));
+          if (v !== undefined) yield { prefix: p2, prefixLen: len, value: v };
+        }
+        if (this.pool[(-2 - c2) | j] >= EMPTY || !has(25, 32)) continue;
+        for (let k = 0; k < CHUNK; k++) {
+          if (++work % WALK_STRIDE === 0) yield null;
+          const c2now = this.l1[i];
+          if (c2now >= EMPTY || this.pool[(-2 - c2now) | j] >= EMPTY) break;
+          const p3 = (p2 | k) >>> 0;
+          for (let len = 25; len <= 32; len++) {
+            if (len < 32 && (k & ((1 << (32 - len)) - 1)) !== 0) continue;
+            const m = routes[len];
+            if (m.size === 0) continue;
+            const v = m.get(keyOf(p3, len));
+            if (v !== undefined) yield { prefix: p3, prefixLen: len, value: v };
+          }
+        }
+      }
+    }
   }
 
   /** Removes every route and gives the pool's memory back. */

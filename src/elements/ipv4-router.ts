@@ -75,6 +75,26 @@ export interface RouterInterfaceConfig {
   port: InternalPort;
 }
 
+/** One line of `show route`. */
+export interface RouteRow {
+  prefix: string;
+  via: string | null;
+  dev: string;
+  kind: string;
+  src: string | null;
+}
+
+/** One line of `show neigh`. */
+export interface NeighbourRow {
+  address: string;
+  dev: string;
+  mac: string | null;
+  state: string;
+  age: number | null;
+  queued: number;
+  probes: number;
+}
+
 export interface RouteConfig {
   prefix: number;
   prefixLen: number;
@@ -846,23 +866,44 @@ export class Ipv4Router implements PassAware {
   // ---------------------------------------------------------------------------
   // Inspection
 
-  routes(): Array<{ prefix: string; via: string | null; dev: string; kind: string; src: string | null }> {
-    return this.fib.entries().map((e) => {
-      const id = e.value;
-      const ifc = this.ifaces[this.routeIf[id]];
-      const kind = this.routeKind[id];
-      return {
-        prefix: `${ipToString(this.routePrefix[id])}/${this.routeLen[id]}`,
-        via: this.routeGw[id] ? ipToString(this.routeGw[id]) : null,
-        dev: ifc.name,
-        kind,
-        src: kind === "connected" ? ipToString(this.sourceFor(ifc, this.routePrefix[id])) : null,
-      };
-    });
+  routes(): RouteRow[] {
+    return this.fib.entries().map((e) => this.routeRow(e.value));
   }
 
-  neighbours(now: number): Array<{ address: string; dev: string; mac: string | null; state: string; age: number | null; queued: number; probes: number }> {
-    return this.neigh.entries().map((n) => ({
+  /** routes() step by step, in the same order (see Fib.walk); null marks a point to pause. */
+  *routeWalk(): Generator<RouteRow | null, void, void> {
+    for (const e of this.fib.walk()) yield e === null ? null : this.routeRow(e.value);
+  }
+
+  private routeRow(id: number): RouteRow {
+    const ifc = this.ifaces[this.routeIf[id]];
+    const kind = this.routeKind[id];
+    return {
+      prefix: `${ipToString(this.routePrefix[id])}/${this.routeLen[id]}`,
+      via: this.routeGw[id] ? ipToString(this.routeGw[id]) : null,
+      dev: ifc.name,
+      kind,
+      src: kind === "connected" ? ipToString(this.sourceFor(ifc, this.routePrefix[id])) : null,
+    };
+  }
+
+  neighbours(now: number): NeighbourRow[] {
+    return this.neigh.entries().map((n) => this.neighbourRow(n, now));
+  }
+
+  /** neighbours() step by step (see NeighbourCache.walk); null marks a point to pause, where the clock is read. */
+  *neighbourWalk(clock: () => number): Generator<NeighbourRow | null, void, void> {
+    let now = clock();
+    for (const n of this.neigh.walk()) {
+      if (n === null) {
+        yield null;
+        now = clock();
+      } else yield this.neighbourRow(n, now);
+    }
+  }
+
+  private neighbourRow(n: Neighbour, now: number): NeighbourRow {
+    return {
       address: ipToString(n.addr),
       dev: this.ifaces[n.ifIndex].name,
       mac: n.state === NUD_INCOMPLETE ? null : macToString(n.mac),
@@ -870,7 +911,7 @@ export class Ipv4Router implements PassAware {
       age: n.state === NUD_PERMANENT || n.state === NUD_INCOMPLETE ? null : Math.round((now - n.confirmed) / 100) / 10,
       queued: n.queue.length,
       probes: n.probes,
-    }));
+    };
   }
 
   interfaces(): Array<{ name: string; mac: string; mtu: number; addresses: string[]; proxyArp: boolean; port: string }> {

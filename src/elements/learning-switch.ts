@@ -452,6 +452,27 @@ export class LearningSwitch implements Pipeline, PassAware {
     return out;
   }
 
+  /**
+   * entries() unsorted and step by step, for a listing that pauses between event-loop
+   * turns (see FdbTable.walk for what it promises; null marks a point to pause, and
+   * the clock is read there). Returns whether the table grew meanwhile.
+   */
+  *walkEntries(clock: () => number): Generator<FdbEntry | null, { resized: boolean }, void> {
+    let now = clock();
+    const it = this.fdb.walk();
+    for (;;) {
+      const r = it.next();
+      if (r.done === true) return r.value;
+      const e = r.value;
+      if (e === null) {
+        yield null;
+        now = clock();
+      } else if (e.isStatic || now - e.lastSeen < this.ageingMs) {
+        yield e;
+      }
+    }
+  }
+
   /** Removes the dynamic entries (of one VLAN, or all); static ones stay. */
   flush(vlan?: number): void {
     const fdb = this.fdb;

@@ -37,7 +37,7 @@
  * VIRTIO_NET_HDR_F_NEEDS_CSUM, Linux CHECKSUM_PARTIAL) the TCP/UDP field holds the
  * pseudo-header seed: addresses move it by +new - old, ports not at all.
  *
- * Verdicts: NAT_ACCEPT; NAT_DROP (counted: tableFull, portsExhausted, and `invalid`
+ * Verdicts: NAT_ACCEPT; NAT_DROP (counted: drop, portsExhausted, and `invalid`
  * when invalidPolicy is "drop"); NAT_REJECT (a service with no backends: the router
  * answers ICMP port unreachable about the untouched packet, as kube-proxy's REJECT).
  *
@@ -75,10 +75,14 @@
  * dnat, snat (hairpin included), hairpin, clash (port remapped to keep a reply tuple
  * unique without a SNAT rule); packets established (of known connections),
  * translated (of known connections, rewritten), unsnat, undnat, related (ICMP errors
- * matched, localError included); refusals rejected, tableFull, portsExhausted;
- * passed untouched invalid, untracked; unconfirmed (new connections that never
- * reached postrouting), mismatch (postrouting given another packet), reopened (SYN
- * on a TIME_WAIT/CLOSE tuple); expired (entries timed out).
+ * matched, localError included); refusals rejected, drop (a new connection refused:
+ * the conntrack table was full and held nothing evictable; Linux's conntrack -S
+ * `drop`), portsExhausted; earlyDrop (entries evicted to make room for a new
+ * connection, Linux's `early_drop`; see conntrack.ts); passed untouched invalid,
+ * untracked; unconfirmed (new connections that never reached postrouting), mismatch
+ * (postrouting given another packet), reopened (SYN on a TIME_WAIT/CLOSE tuple);
+ * expired (entries timed out). Gauges beside them in counters(): entries (in the
+ * table), evictable (of those, on the eviction FIFO), maxEntries.
  */
 import {
   ConnTrack,
@@ -93,6 +97,7 @@ import {
   TCP_CLOSE,
   TCP_TIME_WAIT,
   type ConnEntryView,
+  type ConntrackQuery,
   type Timeouts,
 } from "./conntrack.js";
 import { readU16, writeU16, writeU32 } from "../wire/bytes.js";
@@ -154,7 +159,8 @@ export const NAT_COUNTERS = [
   "bridgedReplies",
   "related",
   "rejected",
-  "tableFull",
+  "drop",
+  "earlyDrop",
   "portsExhausted",
   "invalid",
   "untracked",
@@ -386,7 +392,7 @@ export class Nat {
   bridgedReplies = 0;
   related = 0;
   rejected = 0;
-  tableFull = 0;
+  drop = 0;
   portsExhausted = 0;
   invalid = 0;
   untracked = 0;
@@ -636,7 +642,7 @@ export class Nat {
     }
     const e = ct.alloc(proto, now);
     if (e < 0) {
-      this.tableFull++;
+      this.drop++;
       return NAT_DROP;
     }
     let rSrc = dst;
@@ -1021,6 +1027,11 @@ export class Nat {
     return this.ct.entries(now);
   }
 
+  /** A resumable listing of the table (see ConnTrack.walk). */
+  conntrackWalk(q: ConntrackQuery, clock: () => number): Generator<string | null, { matched: number }, void> {
+    return this.ct.walk(q, clock);
+  }
+
   services(now = Number.NEGATIVE_INFINITY): ServiceView[] {
     const counts = this.svcList.map((s) => new Array<number>(s.backends.length).fill(0));
     const ct = this.ct;
@@ -1049,7 +1060,7 @@ export class Nat {
     }));
   }
 
-  counters(): Record<NatCounter, number> {
+  counters(): Record<NatCounter | "entries" | "evictable" | "maxEntries", number> {
     return {
       new: this.newConns,
       established: this.established,
@@ -1063,7 +1074,8 @@ export class Nat {
       bridgedReplies: this.bridgedReplies,
       related: this.related,
       rejected: this.rejected,
-      tableFull: this.tableFull,
+      drop: this.drop,
+      earlyDrop: this.ct.earlyDrops,
       portsExhausted: this.portsExhausted,
       invalid: this.invalid,
       untracked: this.untracked,
@@ -1071,6 +1083,9 @@ export class Nat {
       mismatch: this.mismatch,
       reopened: this.reopened,
       expired: this.ct.expired,
+      entries: this.ct.count,
+      evictable: this.ct.evictable,
+      maxEntries: this.ct.maxEntries,
     };
   }
 }

@@ -231,6 +231,22 @@ export class NeighbourCache {
     }
   }
 
+  /**
+   * Every entry, interface by interface, step by step (null every 256 entries: a
+   * point for a listing to pause). Map iterators are live: an entry present for the
+   * whole walk is listed once; one removed before it is reached is not; one added
+   * meanwhile is listed when its interface is not done yet.
+   */
+  *walk(): Generator<Neighbour | null, void, void> {
+    let n = 0;
+    for (const t of this.tables) {
+      for (const e of t.values()) {
+        yield e;
+        if (++n % 256 === 0) yield null;
+      }
+    }
+  }
+
   entries(): Neighbour[] {
     const out: Neighbour[] = [];
     for (const t of this.tables) for (const n of t.values()) out.push(n);

@@ -963,21 +963,36 @@ export class VxlanPort extends Port {
   /** Static entries and learned ones not yet aged (aged ones are removed). `now` in ms, performance.now(). */
   fdbEntries(now: number): VxlanFdbEntry[] {
     const out: VxlanFdbEntry[] = [];
+    for (const e of this.fdbWalk(() => now)) if (e !== null) out.push(e);
+    return out;
+  }
+
+  /**
+   * fdbEntries() step by step for a listing that pauses between event-loop turns
+   * (null every 256 entries; the clock is read there). The Map iterator is live: an
+   * entry present for the whole walk is listed once.
+   */
+  *fdbWalk(clock: () => number): Generator<VxlanFdbEntry | null, void, void> {
+    let now = clock();
+    let n = 0;
     for (const [mac, e] of this.fdb) {
+      if (++n % 256 === 0) {
+        yield null;
+        now = clock();
+      }
       if (!e.isStatic && now - e.lastSeen >= this.ageingMs) {
         this.fdb.delete(mac);
         this.learnedCount--;
         this.aged++;
         continue;
       }
-      out.push({
+      yield {
         mac: macToString(mac),
         remote: ipToString(e.remoteAddr),
         static: e.isStatic,
         age: e.isStatic ? null : Math.max(0, Math.round((now - e.lastSeen) / 100) / 10),
-      });
+      };
     }
-    return out;
   }
 
   tunnelInfo(): VxlanTunnelInfo {

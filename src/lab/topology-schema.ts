@@ -17,6 +17,7 @@
  * ```
  */
 import { z } from "zod";
+import { DEFAULT_TIMEOUTS, type Timeouts } from "../elements/conntrack.js";
 import { ipToString } from "../wire/ipv4addr.js";
 
 export const NAME = /^[a-z][a-z0-9-]*$/;
@@ -98,8 +99,14 @@ const NatSpec = z.strictObject({
   /** MASQUERADE: traffic from these sources leaving by `interface` takes its address. */
   masquerade: z.array(z.strictObject({ sources: z.array(cidr).min(1), interface: z.string() })).default([]),
   maxEntries: z.number().int().min(1).max(10_000_000).optional(),
-  /** Seconds; keys as in the conntrack element (udp, udpAssured, icmp, tcpEstablished, …). */
-  timeouts: z.record(z.string(), z.number().positive()).default({}),
+  /** Seconds per state, names as in the conntrack element (tcpSynSent, udpStream, icmp, …); defaults are Linux's. */
+  timeouts: z
+    .strictObject(
+      Object.fromEntries(
+        Object.keys(DEFAULT_TIMEOUTS).map((k) => [k, z.number().positive(`${k} is in seconds and must be > 0`).optional()]),
+      ) as Record<keyof Timeouts, z.ZodOptional<z.ZodNumber>>,
+    )
+    .default({}),
 });
 
 const ServiceSpec = z.strictObject({

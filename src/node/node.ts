@@ -8,11 +8,12 @@ import type net from "node:net";
 import { Engine } from "../core/engine.js";
 import type { Port } from "../core/port.js";
 import { CaptureSession } from "../control/capture.js";
-import { ControlServer } from "../control/server.js";
+import { ControlServer, RowStream } from "../control/server.js";
 import type { Request } from "../control/protocol.js";
 import { InternalPort } from "../core/internal-port.js";
 import { Ipv4Router } from "../elements/ipv4-router.js";
 import { Nat } from "../elements/nat.js";
+import { parseConntrackQuery } from "../elements/conntrack.js";
 import { LearningSwitch, type SwitchPortMode } from "../elements/learning-switch.js";
 import { PcapPort } from "../io/pcap-port.js";
 import { IpipPort, ipipNeighbourMac } from "../io/ipip-port.js";
@@ -21,6 +22,9 @@ import { VxlanPort } from "../io/vxlan-port.js";
 import { parseCidr, parseIp } from "../wire/ipv4addr.js";
 import { macToString, parseMac } from "../wire/mac.js";
 import type { NodeConfig, NodePortConfig } from "./config.js";
+
+/** The clock of the dataplane (ms), for listings that read it as they go. */
+const clock = (): number => performance.now();
 
 export class TapnetNode {
   readonly engine = new Engine();
@@ -142,14 +146,14 @@ export class TapnetNode {
     }
     this.control = new ControlServer(config.controlSocket, {
       status: () => this.status(),
-      fdb: () => this.fdb(),
+      fdb: () => new RowStream(this.fdbWalk()),
       ports: () => this.ports(),
       tunnels: () => this.tunnels(),
       stats: () => this.stats(),
-      neigh: () => this.requireRouter().neighbours(performance.now()),
-      route: () => this.requireRouter().routes(),
+      neigh: () => new RowStream(this.requireRouter().neighbourWalk(clock)),
+      route: () => new RowStream(this.requireRouter().routeWalk()),
       interfaces: () => this.requireRouter().interfaces(),
-      conntrack: () => this.requireNat().conntrackEntries(performance.now()),
+      conntrack: (req) => this.conntrack(req),
       services: () => this.requireNat().services(performance.now()),
       // Gratuitous ARP for every router address; `lab up` sends it once the hosts'
       // interfaces are up (announcing into TAPs that are still down reaches nobody).
@@ -249,23 +253,57 @@ export class TapnetNode {
     };
   }
 
-  fdb(): unknown {
-    const now = performance.now();
-    const rows: Array<Record<string, unknown>> = this.sw.entries(now).map((e) => ({
-      mac: macToString(e.mac),
-      vlan: e.vlan,
-      port: this.engine.ports[e.port].name,
-      static: e.isStatic,
-      age: e.isStatic ? null : Math.round((now - e.lastSeen) / 100) / 10,
-      dst: null,
-    }));
-    // Remote VTEPs, as `bridge fdb show dev vxlan0` lists them: MAC -> underlay address.
+  /**
+   * `show fdb` rows: the switch's table (in table order), then the remote VTEPs of
+   * the VXLAN ports, as `bridge fdb show dev vxlan0` lists them (MAC -> underlay
+   * address). The end line says `resized: true` when the switch's table grew during
+   * the listing (entries may then be missing).
+   */
+  private *fdbWalk(): Generator<object | null, { resized: boolean }, void> {
+    let now = performance.now();
+    const sw = this.sw.walkEntries(clock);
+    let r = sw.next();
+    for (; r.done !== true; r = sw.next()) {
+      const e = r.value;
+      if (e === null) {
+        now = performance.now();
+        yield null;
+        continue;
+      }
+      yield {
+        mac: macToString(e.mac),
+        vlan: e.vlan,
+        port: this.engine.ports[e.port].name,
+        static: e.isStatic,
+        age: e.isStatic ? null : Math.round((now - e.lastSeen) / 100) / 10,
+        dst: null,
+      };
+    }
     for (const p of this.engine.ports) {
       if (p instanceof VxlanPort) {
-        for (const e of p.fdbEntries(now)) rows.push({ mac: e.mac, vlan: null, port: p.name, static: e.static, age: e.age, dst: e.remote });
+        for (const e of p.fdbWalk(clock)) {
+          yield e === null ? null : { mac: e.mac, vlan: null, port: p.name, static: e.static, age: e.age, dst: e.remote };
+        }
       }
     }
-    return rows;
+    return r.value;
+  }
+
+  /**
+   * `show conntrack`: the rows matching the request's filters (parseConntrackQuery),
+   * or with `count` only how many match; the end line carries `matched`, the table's
+   * `entries` (pending and not yet expired ones included) and `maxEntries`.
+   */
+  private conntrack(req: Request): RowStream {
+    const nat = this.requireNat();
+    const q = parseConntrackQuery(req);
+    const walk = nat.conntrackWalk(q, clock);
+    const ct = nat.ct;
+    function* rows(): Generator<string | null, Record<string, unknown>, void> {
+      const r = yield* walk;
+      return { matched: r.matched, entries: ct.count, maxEntries: ct.maxEntries };
+    }
+    return new RowStream(rows(), { count: q.count });
   }
 
   tunnels(): unknown {

@@ -340,3 +340,105 @@ describe("LearningSwitch on FdbTable: walks that remove (flush, age)", () => {
     expect(sw.entries(later)).toEqual([expect.objectContaining({ mac: 0x02aa00000001, vlan: 10, port: ports[1].index, isStatic: true })]);
   });
 });
+
+describe("FdbTable.walk (show fdb, paused between event-loop turns)", () => {
+  /**
+   * A table near load 0.5 (capacity at its maximum from the start: no resize) of
+   * 1000 stable entries and 1000 churning ones, and a churn step that removes
+   * churning entries right around `slot` (where a walk's cursor is: the removals
+   * that shift entries across it) and adds new ones.
+   */
+  function churnRig(seed: number): { t: FdbTable; stable: number[]; churnAt: (slot: number) => void } {
+    const t = new FdbTable(2000, { seed, initialCapacity: 4096 });
+    const r = rng(seed);
+    const stable: number[] = [];
+    const churn = new Set<number>();
+    let mac = 0x020000000000;
+    for (let i = 0; i < 1000; i++) {
+      insertMac(t, 1, ++mac, 1);
+      stable.push(mac);
+      insertMac(t, 1, ++mac, 2);
+      churn.add(mac);
+    }
+    const churnAt = (slot: number): void => {
+      const mask = t.capacity - 1;
+      for (let d = -6; d <= 6; d++) {
+        const i = (slot + d) & mask;
+        if (t.isUsed(i) && churn.has(t.mac(i)) && r() < 0.3) {
+          churn.delete(t.mac(i));
+          t.removeSlot(i);
+        }
+      }
+      while (t.size < 2000 && r() < 0.9) {
+        insertMac(t, 1, ++mac, 2);
+        churn.add(mac);
+      }
+    };
+    return { t, stable, churnAt };
+  }
+
+  it("lists every entry present throughout exactly once while others are added and removed around its cursor", () => {
+    for (const seed of [1, 2, 3, 4, 5]) {
+      const { t, stable, churnAt } = churnRig(seed);
+      const seen = new Map<number, number>();
+      const g = t.walk();
+      let resized = true;
+      for (;;) {
+        const r = g.next();
+        if (r.done === true) {
+          resized = r.value.resized;
+          break;
+        }
+        if (r.value !== null) {
+          seen.set(r.value.mac, (seen.get(r.value.mac) ?? 0) + 1);
+          const slot = t.findMac(1, r.value.mac);
+          if (slot >= 0) churnAt(slot);
+        }
+      }
+      expect(resized).toBe(false);
+      expect(t.capacity).toBe(4096);
+      for (const m of stable) expect(seen.get(m), `seed ${seed} mac ${m.toString(16)}`).toBe(1);
+      for (const [m, n] of seen) expect(n, `seed ${seed} mac ${m.toString(16)} listed twice`).toBe(1);
+    }
+  });
+
+  it("the same churn makes a naive slot-order walk miss or repeat entries (so the test above can fail)", () => {
+    let bad = 0;
+    for (const seed of [1, 2, 3, 4, 5]) {
+      const { t, stable, churnAt } = churnRig(seed);
+      const seen = new Map<number, number>();
+      for (let i = 0; i < t.capacity; i++) {
+        if (!t.isUsed(i)) continue;
+        seen.set(t.mac(i), (seen.get(t.mac(i)) ?? 0) + 1);
+        churnAt(i);
+      }
+      for (const m of stable) if (seen.get(m) !== 1) bad++;
+    }
+    expect(bad).toBeGreaterThan(0);
+  });
+
+  it("stops and says so when the table grows during the walk", () => {
+    const t = new FdbTable(100_000, { seed: 9 });
+    let mac = 0x020000000000;
+    for (let i = 0; i < 400; i++) insertMac(t, 1, ++mac, 1);
+    const seen = new Map<number, number>();
+    const g = t.walk();
+    let resized = false;
+    for (;;) {
+      const r = g.next();
+      if (r.done === true) {
+        resized = r.value.resized;
+        break;
+      }
+      if (r.value !== null) seen.set(r.value.mac, (seen.get(r.value.mac) ?? 0) + 1);
+      for (let k = 0; k < 10; k++) insertMac(t, 1, ++mac, 1);
+    }
+    expect(resized).toBe(true);
+    expect(t.capacity).toBeGreaterThan(1024);
+    for (const n of seen.values()) expect(n).toBe(1);
+    // Undisturbed: every entry once, in one go.
+    const all = [...t.walk()].filter((e) => e !== null);
+    expect(all.length).toBe(t.size);
+    expect(new Set(all.map((e) => e?.mac)).size).toBe(t.size);
+  });
+});

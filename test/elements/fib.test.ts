@@ -495,3 +495,61 @@ describe("Fib at scale", () => {
     }
   });
 });
+
+describe("Fib.walk (show route, paused between event-loop turns)", () => {
+  /** Random routes clustered so that every trie level is used, /0 and /32 included. */
+  function randomRoutes(seed: number, n: number): Array<[number, number]> {
+    const r = rng(seed);
+    const bases = [0, ip("10.0.0.0"), ip("10.1.2.0"), ip("192.168.255.0"), ip("255.255.255.0"), ip("127.255.255.0")];
+    const out: Array<[number, number]> = [[0, 0]];
+    for (let i = 0; i < n; i++) {
+      const len = Math.floor(r() * 33);
+      const base = bases[Math.floor(r() * bases.length)];
+      const addr = (base + Math.floor(r() * 65536 * (r() < 0.3 ? 65536 : 1))) >>> 0;
+      out.push([(addr & maskOf(len)) >>> 0, len]);
+    }
+    out.push([0xffffffff, 32]);
+    return out;
+  }
+
+  it("gives entries() exactly, in the same order", () => {
+    for (const seed of [1, 2, 3]) {
+      const fib = new Fib();
+      randomRoutes(seed, 3000).forEach(([p, l], i) => fib.add(p, l, i));
+      const walked = [...fib.walk()].filter((e) => e !== null);
+      expect(walked).toEqual(fib.entries());
+    }
+    expect([...new Fib().walk()].filter((e) => e !== null)).toEqual([]);
+  });
+
+  it("pauses often (null steps) and lists routes present throughout once, in order, while others come and go", () => {
+    const fib = new Fib();
+    const stable = randomRoutes(4, 1500);
+    stable.forEach(([p, l], i) => fib.add(p, l, i));
+    const key = (p: number, l: number): string => `${p}/${l}`;
+    const stableKeys = new Set(stable.map(([p, l]) => key(p, l)));
+    const extra = randomRoutes(5, 1500).filter(([p, l]) => !stableKeys.has(key(p, l)));
+    let k = 0;
+    let pauses = 0;
+    const seen: Array<{ prefix: number; prefixLen: number }> = [];
+    for (const e of fib.walk()) {
+      if (e === null) pauses++;
+      else seen.push(e);
+      // Between steps: add a route not in the stable set, or remove one added before.
+      const [p, l] = extra[k % extra.length];
+      if (Math.floor(k / extra.length) % 2 === 0) fib.add(p, l, 99999);
+      else fib.remove(p, l);
+      k++;
+    }
+    expect(pauses).toBeGreaterThan(100);
+    const counts = new Map<string, number>();
+    for (const e of seen) counts.set(key(e.prefix, e.prefixLen), (counts.get(key(e.prefix, e.prefixLen)) ?? 0) + 1);
+    for (const s of stableKeys) expect(counts.get(s), s).toBe(1);
+    for (const [s, n] of counts) expect(n, s).toBe(1);
+    for (let i = 1; i < seen.length; i++) {
+      const a = seen[i - 1];
+      const b = seen[i];
+      expect(a.prefix < b.prefix || (a.prefix === b.prefix && a.prefixLen < b.prefixLen)).toBe(true);
+    }
+  });
+});

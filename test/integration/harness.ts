@@ -257,3 +257,83 @@ export async function iperf(server: string, client: string, serverIp: string, se
     if (srv.exitCode === null) srv.kill("SIGKILL");
   }
 }
+
+/** A process running in a namespace in the background (a load generator, a pinger, a client). */
+export interface Background {
+  readonly pid: number;
+  /** Everything it printed so far on stdout. */
+  out(): string;
+  err(): string;
+  /** Still running? */
+  running(): boolean;
+  /** Resolves with the exit code (null when killed) once it has exited. */
+  readonly exited: Promise<number | null>;
+  /** Waits until stdout matches `re` (a readiness line); throws after `ms` or if it exits first. */
+  waitFor(re: RegExp, ms?: number): Promise<void>;
+  /** Writes to its stdin (started with `stdin: true`); `end` closes it after. */
+  send(text: string, end?: boolean): void;
+  /** Signals it (by PID) and waits for it to exit. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/**
+ * Starts `argv` in namespace `ns` (ip netns exec execs it: the PID is the command's).
+ * Bound load generators with `timeout -k 2 N …`; stop() the rest in a finally.
+ */
+export function background(ns: string, argv: string[], opts: { stdin?: boolean } = {}): Background {
+  const child = spawn("ip", ["netns", "exec", ns, ...argv], { stdio: [opts.stdin ? "pipe" : "ignore", "pipe", "pipe"] });
+  if (child.pid === undefined) throw new Error(`could not start ${argv.join(" ")} in ${ns}`);
+  let out = "";
+  let err = "";
+  child.stdout?.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  let done = false;
+  void exited.then(() => (done = true));
+  return {
+    pid: child.pid,
+    out: () => out,
+    err: () => err,
+    exited,
+    running: () => !done,
+    send(text: string, end = false): void {
+      if (!child.stdin) throw new Error(`${argv.join(" ")}: started without stdin`);
+      if (end) child.stdin.end(text);
+      else child.stdin.write(text);
+    },
+    async waitFor(re: RegExp, ms = 10_000): Promise<void> {
+      const t0 = Date.now();
+      while (!re.test(out)) {
+        if (done) throw new Error(`${argv.join(" ")} in ${ns} exited before printing ${re}: ${out.slice(-500)} ${err.slice(-500)}`);
+        if (Date.now() - t0 > ms) throw new Error(`${argv.join(" ")} in ${ns} did not print ${re} within ${ms} ms: ${out.slice(-500)} ${err.slice(-500)}`);
+        await sleep(20);
+      }
+    },
+    async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+      if (done) return;
+      try {
+        process.kill(child.pid as number, signal);
+      } catch {
+        // already gone
+      }
+      const t = setTimeout(() => {
+        try {
+          process.kill(child.pid as number, "SIGKILL");
+        } catch {
+          // gone
+        }
+      }, 5000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** Polls `fn` every `everyMs` until it returns true; throws `what` after `ms`. */
+export async function waitUntil(fn: () => boolean, what: string, ms = 10_000, everyMs = 100): Promise<void> {
+  const t0 = Date.now();
+  while (!fn()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}

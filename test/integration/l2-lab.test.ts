@@ -189,6 +189,34 @@ describe.skipIf(!canRunLabs())("L2 lab: learning switch with real tools", () => 
     const p = ping(ns("h1"), "10.0.0.2", 2);
     expect(p.status, p.stdout).toBe(0);
   });
+
+  it("show fdb streams a table of thousands of MACs: each once in --json, and the text in the header's columns throughout", async () => {
+    // 3000 broadcast frames from h3 with source MACs 02:fd:00:00:HH:LL (learned on
+    // h3), 100 at a time so the TAP's queue (1000 frames) never overflows.
+    const py = [
+      "import socket, time",
+      "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)",
+      "s.bind(('eth0', 0))",
+      "for i in range(3000):",
+      "    s.send(b'\\xff' * 6 + bytes([2, 0xfd, 0, 0, i >> 8, i & 255]) + b'\\x88\\xb5' + bytes(46))",
+      "    if i % 100 == 99: time.sleep(0.02)",
+    ].join("\n");
+    expect(inNs(ns("h3"), ["python3", "-c", py]).status).toBe(0);
+    const mine = (rows: FdbRow[]): FdbRow[] => rows.filter((r) => r.mac.startsWith("02:fd:00:00:"));
+    for (let i = 0; i < 10 && mine(fdb("sw1")).length < 3000; i++) await sleep(200);
+    const rows = mine(fdb("sw1"));
+    expect(rows).toHaveLength(3000);
+    expect(new Set(rows.map((r) => r.mac)).size).toBe(3000);
+    expect(rows.every((r) => r.port === "h3" && r.vlan === 1 && !r.static)).toBe(true);
+    const text = tapnetOk(["show", "fdb", "--node", "sw1", "--lab", LAB]).split("\n").filter(Boolean);
+    expect(text[0]).toBe("node sw1");
+    expect(text[1]).toMatch(/^MAC {16}VLAN  PORT  TYPE {5}AGE +DST$/);
+    const lines = text.filter((l) => l.startsWith("02:fd:00:00:"));
+    expect(lines).toHaveLength(3000);
+    // Every line in the columns of the header, the first 1000 rows and the rest alike.
+    for (const l of lines) expect(l).toMatch(/^02:fd:00:00:[0-9a-f]{2}:[0-9a-f]{2}  1     h3    dynamic  \d+(\.\d)?s +-$/);
+    expect(new Set(lines.map((l) => l.slice(0, 17))).size).toBe(3000);
+  });
 });
 
 function tshark(args: string[], input?: Buffer): string {
