@@ -218,13 +218,21 @@ export class TapnetNode {
         }
       }
       await this.control.listen();
-      // Everything the node opens at start-up is open: from here on, only the calls
-      // src/node/sandbox.ts lists (on every thread).
-      if (this.sandbox) installSeccomp();
     } catch (e) {
-      this.control.close();
       this.engine.stop();
       throw e;
+    }
+    // Everything the node opens at start-up is open: from here on, only the calls
+    // src/node/sandbox.ts lists (on every thread). A node asked for a filter does not
+    // run without one.
+    if (this.sandbox) {
+      try {
+        installSeccomp();
+      } catch (e) {
+        this.control.close();
+        this.engine.stop();
+        throw e;
+      }
     }
     // Sweep often enough that an entry outlives its ageing time by at most a quarter of it.
     const every = Math.min(Math.max(this.sw.ageingMs / 4, 250), 10_000);
@@ -364,6 +372,7 @@ export class TapnetNode {
  */
 export async function runNode(configPath: string): Promise<void> {
   if (!isConfined() || process.env.UV_USE_IO_URING !== "0") {
+    if (process.getuid?.() !== 0) throw new Error("tapnet node run needs root (it creates TAP devices and opens packet sockets): run it with sudo");
     if (process.env.TAPNET_NODE_RELAUNCHED === "1") {
       throw new Error("the node is still not confined after re-running under setpriv (capability bounding set or no_new_privs not applied)");
     }

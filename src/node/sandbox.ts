@@ -406,7 +406,7 @@ export function sandboxReport(): SandboxReport {
   };
 }
 
-/** One line: "uid 0, caps net_admin,net_raw,net_bind_service, no_new_privs, seccomp filter (123 syscalls)". */
+/** One line: "uid 0, caps net_bind_service,net_admin,net_raw, no_new_privs, seccomp filter (87 syscalls)". */
 export function sandboxLine(r: SandboxReport): string {
   const caps = r.capabilities.length === CAPABILITY_NAMES.length ? "all" : r.capabilities.join(",") || "none";
   const sc = r.seccomp === "filter" && r.seccompAllowed !== null ? `seccomp filter (${r.seccompAllowed} syscalls)` : `seccomp ${r.seccomp}`;
