@@ -123,11 +123,20 @@ describe.skipIf(!canRunLabs())("L2 lab: learning switch with real tools", () => 
     const out = path.join(os.tmpdir(), `tn-cap-${process.pid}.pcapng`);
     try {
       const cap = spawn(process.execPath, [CLI, "capture", "sw1", "h1", "h2", "--lab", LAB, "-w", out, "-c", "8"], { stdio: "ignore" });
-      const exited = new Promise<number | null>((r) => cap.on("exit", (c) => r(c)));
-      await sleep(300);
-      ping(ns("h1"), "10.0.0.2", 3);
-      const code = await Promise.race([exited, sleep(10_000).then(() => "timeout")]);
-      if (code === "timeout") cap.kill("SIGKILL");
+      let code: number | null | "timeout" = "timeout";
+      let done = false;
+      cap.on("exit", (c) => {
+        code = c;
+        done = true;
+      });
+      // One ping at a time (four frames across h1 and h2) until the capture has its
+      // eight: it counts from whenever its process is up, however loaded the machine.
+      const deadline = Date.now() + 20_000;
+      while (!done && Date.now() < deadline) {
+        ping(ns("h1"), "10.0.0.2", 1);
+        await sleep(100);
+      }
+      if (!done) cap.kill("SIGKILL");
       expect(code).toBe(0);
       const lines = tshark(["-r", out, "-T", "fields", "-e", "frame.interface_name", "-e", "icmp.type"]).split("\n").filter(Boolean);
       expect(lines.length).toBe(8);
