@@ -2,9 +2,10 @@
   "targets": [
     {
       "target_name": "tapnet",
-      "sources": ["tap.c", "offload.c", "offload_core.c", "udp.c", "pollfd.c"],
+      "sources": ["tap.c", "offload.c", "offload_core.c", "udp.c", "pollfd.c", "seccomp.c"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
-      "cflags_c": ["-std=c11", "-Wall", "-Wextra"]
+      "cflags_c": ["-std=c11", "-Wall", "-Wextra"],
+      "libraries": ["-lseccomp"]
     }
   ]
 }

@@ -1,5 +1,5 @@
 /*
- * Shared by the addon's C files (tap.c, offload.c, udp.c): error helpers,
+ * Shared by the addon's C files (tap.c, offload.c, udp.c, seccomp.c): error helpers,
  * argument helpers and the per-environment addon data.
  */
 #ifndef TAPNET_COMMON_H
@@ -46,5 +46,6 @@ bool get_u32_array(napi_env env, napi_value v, const char *what, uint32_t **data
 /* Module parts: each adds its functions to `exports`; false with an exception pending on failure. */
 bool offload_init(napi_env env, napi_value exports);
 bool udp_init(napi_env env, napi_value exports, addon_data_t *ad);
+bool seccomp_init_exports(napi_env env, napi_value exports);
 
 #endif

@@ -808,6 +808,10 @@ static napi_value init(napi_env env, napi_value exports) {
   NAPI_OK_OR_THROW(napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns), "exports");
   if (!offload_init(env, exports)) return NULL;
   if (!udp_init(env, exports, ad)) return NULL;
+  if (!seccomp_init_exports(env, exports)) {
+    napi_throw_error(env, "ERR_TAPNET_NAPI", "tapnet: cannot export seccompInstall");
+    return NULL;
+  }
   return exports;
 }
 

@@ -32,7 +32,7 @@ esac
 declare -A want=(
   [ip]=iproute2 [ping]=iputils-ping [tcpdump]=tcpdump [tshark]=tshark
   [traceroute]=traceroute [ethtool]=ethtool [tracepath]=iputils-tracepath [arping]=iputils-arping
-  [curl]=curl [nc]=netcat-openbsd [nft]=nftables [make]=make [g++]=g++ [python3]=python3
+  [setpriv]=util-linux [curl]=curl [nc]=netcat-openbsd [nft]=nftables [make]=make [g++]=g++ [python3]=python3
   [/usr/include/pcap/pcap.h]=libpcap-dev
   [/usr/include/seccomp.h]=libseccomp-dev
 )

@@ -15,6 +15,7 @@ import type { Request } from "../control/protocol.js";
 import { findLab, labDown, labStatus, labUp } from "../lab/lab.js";
 import { TopologyError } from "../lab/topology.js";
 import { conntrackLine, parseConntrackQuery, type ConnEntryView } from "../elements/conntrack.js";
+import { sandboxLine, type SandboxReport } from "../node/sandbox.js";
 import { table, vlanList } from "./format.js";
 
 const program = new Command();
@@ -79,8 +80,8 @@ lab
       console.log(`lab ${l.lab} (${l.file})`);
       console.log(
         table(
-          ["NODE", "PID", "STATE", "PORTS"],
-          l.nodes.map((n) => [n.name, n.pid, n.running ? "running" : "NOT RUNNING", n.ports?.join(",")]),
+          ["NODE", "PID", "STATE", "PORTS", "RUNS WITH"],
+          l.nodes.map((n) => [n.name, n.pid, n.running ? "running" : "NOT RUNNING", n.ports?.join(","), n.sandbox ? sandboxLine(n.sandbox) : undefined]),
         )
           .split("\n")
           .map((x) => "  " + x)
@@ -278,6 +279,29 @@ function streamTable<T>(
     },
   };
 }
+interface StatusReply {
+  lab: string;
+  node: string;
+  pid: number;
+  uptime: number;
+  ports: string[];
+  sandbox: SandboxReport;
+}
+showCommand("status", "the node process: PID, uptime, ports, and what it runs with (uid, capabilities, seccomp)", (d) => {
+  const s = d as StatusReply;
+  return table(
+    ["FIELD", "VALUE"],
+    [
+      ["pid", s.pid],
+      ["uptime", `${s.uptime}s`],
+      ["ports", s.ports.join(",")],
+      ["uid", s.sandbox.uid],
+      ["capabilities", s.sandbox.capabilities.join(",") || "none"],
+      ["no_new_privs", s.sandbox.noNewPrivs ? "yes" : "no"],
+      ["seccomp", s.sandbox.seccompAllowed !== null ? `${s.sandbox.seccomp}, ${s.sandbox.seccompAllowed} system calls allowed` : s.sandbox.seccomp],
+    ],
+  );
+});
 
 interface FdbRow {
   mac: string;

@@ -22,6 +22,7 @@ import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
 import { RUN_DIR } from "../control/protocol.js";
 import type { NodeConfig, NodePortConfig } from "../node/config.js";
+import { nodeEnvironment, nodeLauncher, type SandboxReport } from "../node/sandbox.js";
 import { ifaceMac, ifAddresses, isKernelNode, loadTopology, offloadCapable, overlayNotes, UNDERLAY_PORT, usesUnderlayPort, type Topology } from "./topology.js";
 import { cmdline, ipBatch, isAlive, netnsList, run, sleep } from "./sys.js";
 
@@ -83,6 +84,11 @@ export function preflight(): void {
     run(["ip", "-V"]);
   } catch {
     throw new Error("the 'ip' command (iproute2) is missing: run sudo npm run setup");
+  }
+  try {
+    run(["setpriv", "--version"]);
+  } catch {
+    throw new Error("the 'setpriv' command (util-linux) is missing: nodes are started through it to drop their capabilities (run sudo npm run setup)");
   }
 }
 
@@ -343,6 +349,9 @@ async function build(t: Topology, state: LabState, log: Log, abort?: AbortSignal
   }
   // 5. Node processes, each in its namespace.
   const dir = labDir(lab);
+  if (/prof|report|heapsnapshot/.test(process.env.TAPNET_NODE_ARGS ?? "") && process.env.TAPNET_NO_SECCOMP !== "1") {
+    log("note: TAPNET_NODE_ARGS asks the nodes to write files (profiles, reports), which their seccomp filter refuses: set TAPNET_NO_SECCOMP=1 as well");
+  }
   for (const node of Object.keys(t.nodes)) {
     if (kernel(node)) continue;
     await step();
@@ -352,11 +361,16 @@ async function build(t: Topology, state: LabState, log: Log, abort?: AbortSignal
     fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
     const out = fs.openSync(logPath, "a");
     // TAPNET_NODE_ARGS: extra Node.js options for the node processes, e.g.
-    // "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the dataplane (written at lab down).
+    // "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the dataplane (written at lab down,
+    // which the seccomp filter refuses unless TAPNET_NO_SECCOMP=1 is set as well).
     const nodeArgs = (process.env.TAPNET_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
-    const child = spawn("ip", ["netns", "exec", ns(node), process.execPath, ...nodeArgs, CLI, "node", "run", cfgPath], {
+    // Through setpriv: the node runs with NODE_CAPABILITIES and no_new_privs from its
+    // exec on, on every thread (src/node/sandbox.ts). `ip netns exec` and setpriv both
+    // exec, so child.pid is the node's PID.
+    const child = spawn("ip", ["netns", "exec", ns(node), ...nodeLauncher(), process.execPath, ...nodeArgs, CLI, "node", "run", cfgPath], {
       detached: true,
       stdio: ["ignore", out, out],
+      env: nodeEnvironment(),
     });
     fs.closeSync(out);
     child.unref();
@@ -506,22 +520,29 @@ export async function labDown(fileOrName: string, log: Log = () => undefined): P
 }
 
 export async function labStatus(): Promise<
-  Array<{ lab: string; file: string; nodes: Array<{ name: string; pid: number | null; running: boolean; ports?: string[] }>; hosts: LabState["hosts"] }>
+  Array<{
+    lab: string;
+    file: string;
+    nodes: Array<{ name: string; pid: number | null; running: boolean; ports?: string[]; sandbox?: SandboxReport }>;
+    hosts: LabState["hosts"];
+  }>
 > {
   const out = [];
   for (const s of listLabs()) {
     const nodes = [];
     for (const [name, n] of Object.entries(s.nodes)) {
       let ports: string[] | undefined;
+      let sandbox: SandboxReport | undefined;
       let running = false;
       try {
-        const st = await request<{ ports: string[] }>(n.socket, { cmd: "status" }, 2000);
+        const st = await request<{ ports: string[]; sandbox: SandboxReport }>(n.socket, { cmd: "status" }, 2000);
         ports = st.ports;
+        sandbox = st.sandbox;
         running = true;
       } catch {
         running = false;
       }
-      nodes.push({ name, pid: n.pid, running, ports });
+      nodes.push({ name, pid: n.pid, running, ports, sandbox });
     }
     out.push({ lab: s.lab, file: s.file, nodes, hosts: s.hosts });
   }

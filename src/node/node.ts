@@ -3,8 +3,10 @@
  * socket. Started by `tapnet lab up` (inside the node's network namespace) or by
  * hand with `tapnet node run CONFIG.json`.
  */
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import type net from "node:net";
+import os from "node:os";
 import { Engine } from "../core/engine.js";
 import type { Port } from "../core/port.js";
 import { CaptureSession } from "../control/capture.js";
@@ -22,6 +24,7 @@ import { VxlanPort } from "../io/vxlan-port.js";
 import { parseCidr, parseIp } from "../wire/ipv4addr.js";
 import { macToString, parseMac } from "../wire/mac.js";
 import type { NodeConfig, NodePortConfig } from "./config.js";
+import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
 
 /** The clock of the dataplane (ms), for listings that read it as they go. */
 const clock = (): number => performance.now();
@@ -36,7 +39,14 @@ export class TapnetNode {
   private readonly modes: Record<string, SwitchPortMode> = {};
   readonly startedAt = Date.now();
 
-  constructor(readonly config: NodeConfig) {
+  /**
+   * @param sandbox install the seccomp allow-list at the end of start() (the node
+   *   process does; tests that run a node inside their own process do not).
+   */
+  constructor(
+    readonly config: NodeConfig,
+    private readonly sandbox = false,
+  ) {
     const rc = config.router;
     this.engine.vnet = config.offload === true;
     for (const pc of config.ports) {
@@ -216,6 +226,18 @@ export class TapnetNode {
       this.engine.stop();
       throw e;
     }
+    // Everything the node opens at start-up is open: from here on, only the calls
+    // src/node/sandbox.ts lists (on every thread). A node asked for a filter does not
+    // run without one.
+    if (this.sandbox) {
+      try {
+        installSeccomp();
+      } catch (e) {
+        this.control.close();
+        this.engine.stop();
+        throw e;
+      }
+    }
     // Sweep often enough that an entry outlives its ageing time by at most a quarter of it.
     const every = Math.min(Math.max(this.sw.ageingMs / 4, 250), 10_000);
     this.ageTimer = setInterval(() => this.sw.age(performance.now()), every);
@@ -250,6 +272,8 @@ export class TapnetNode {
       pid: process.pid,
       uptime: Math.round((Date.now() - this.startedAt) / 1000),
       ports: this.engine.ports.map((p) => p.name),
+      // What the process runs with: uid, effective capabilities, no_new_privs, seccomp.
+      sandbox: sandboxReport(),
     };
   }
 
@@ -376,10 +400,24 @@ export class TapnetNode {
   }
 }
 
-/** Entry point of `tapnet node run CONFIG`: runs until SIGTERM/SIGINT. */
+/**
+ * Entry point of `tapnet node run CONFIG`: runs until SIGTERM/SIGINT.
+ *
+ * `tapnet lab up` starts nodes through nodeLauncher() already. Started any other way
+ * (by hand), the node re-runs itself the same way and waits for that child, passing
+ * SIGTERM/SIGINT on and exiting with its status: a node never forwards frames with
+ * more than NODE_CAPABILITIES, whoever starts it.
+ */
 export async function runNode(configPath: string): Promise<void> {
+  if (!isConfined() || process.env.UV_USE_IO_URING !== "0") {
+    if (process.getuid?.() !== 0) throw new Error("tapnet node run needs root (it creates TAP devices and opens packet sockets): run it with sudo");
+    if (process.env.TAPNET_NODE_RELAUNCHED === "1") {
+      throw new Error("the node is still not confined after re-running under setpriv (capability bounding set or no_new_privs not applied)");
+    }
+    return relaunch();
+  }
   const config = JSON.parse(fs.readFileSync(configPath, "utf8")) as NodeConfig;
-  const node = new TapnetNode(config);
+  const node = new TapnetNode(config, true);
   await node.start();
   const bye = (): void => {
     node.stop();
@@ -388,4 +426,24 @@ export async function runNode(configPath: string): Promise<void> {
   process.on("SIGTERM", bye);
   process.on("SIGINT", bye);
   console.log(`tapnet node ${config.node} (lab ${config.lab}) up: ${config.ports.map((p) => p.name).join(", ")}`);
+}
+
+/** Runs this same command again under nodeLauncher(); resolves never (exits with the child). */
+function relaunch(): Promise<void> {
+  const [cmd, ...args] = nodeLauncher();
+  const child = spawn(cmd, [...args, process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: "inherit",
+    env: { ...nodeEnvironment(), TAPNET_NODE_RELAUNCHED: "1" },
+  });
+  const pass = (sig: NodeJS.Signals) => (): void => {
+    child.kill(sig);
+  };
+  process.on("SIGTERM", pass("SIGTERM"));
+  process.on("SIGINT", pass("SIGINT"));
+  return new Promise((_resolve, reject) => {
+    child.on("error", (e: NodeJS.ErrnoException) => {
+      reject(new Error(e.code === "ENOENT" ? "setpriv (util-linux) is not installed: the node cannot drop its capabilities" : `cannot run setpriv: ${e.message}`));
+    });
+    child.on("exit", (code, signal) => process.exit(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1)));
+  });
 }

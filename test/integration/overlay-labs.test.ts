@@ -323,9 +323,11 @@ describe.skipIf(!canRunLabs())("ARP suppression at the VTEP", () => {
       let r = { status: 1 as number | null, stdout: "" };
       const lines = await captureFields("tn.vxlan-sup.ul", "vtep1", () => {
         r = ping("tn.vxlan-sup.t1", "10.250.0.2", 2);
-      }, ["arp.opcode", "icmp.type"]);
+      }, ["arp.opcode", "arp.dst.proto_ipv4", "icmp.type"]);
       expect(r.status, r.stdout).toBe(0);
-      expect(lines.filter((l) => l.startsWith("1|") || l.startsWith("2|"))).toEqual([]);
+      // Overlay ARP only: the underlay's own (192.168.0.x, e.g. the kernel's unicast
+      // re-probe of a neighbour in DELAY) may cross whenever its timers say so.
+      expect(lines.filter((l) => /^[12]\|10\.250\./.test(l))).toEqual([]);
       expect(lines.filter((l) => l.endsWith("|8")).length).toBe(2);
       expect(tunnels("vtep1", "vxlan-sup")[0].counters.arpSuppressed).toBeGreaterThanOrEqual(1);
     } finally {
