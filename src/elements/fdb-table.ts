@@ -30,6 +30,28 @@
  * Nothing on find/insert/touch/removeSlot allocates (growth aside, which happens at most
  * log2(capacity / 1024) times). Slot numbers are only valid until the next insert or
  * removal (growth rehashes; backward shift moves entries toward their home slot).
+ *
+ * Eviction when full (evictLru): the least recently seen dynamic entry of the port that
+ * holds the most dynamic entries goes, as Open vSwitch's MAC learning does, so a port
+ * that floods the table with random source MACs pays with its own entries and the
+ * stations of the other ports stay. The table counts dynamic entries per port on every
+ * change (insert, removeSlot, setPort, setStatic, clear): one typed-array increment.
+ * The LRU order itself costs nothing until the first eviction: no per-entry links (they
+ * would add 8 bytes per slot, need fixing up on every backward shift, and make each
+ * refresh unlink and relink two random neighbours). Instead, evictLru() keeps per port
+ * a list of candidates: the K least recently seen entries of that port, by key and
+ * lastSeen, found by one walk over the table (a bounded max-heap, then heapsort).
+ * Candidates are taken oldest first; one whose entry is gone, moved to another port,
+ * turned static or seen since the walk (lastSeen changed) is skipped. The first one
+ * still unchanged is the port's least recently seen entry: every entry of the port that
+ * was not a candidate had lastSeen >= the newest candidate at the walk, and anything
+ * learned, moved or refreshed since was stamped later (lastSeen values given to insert
+ * and touch must not go back: the switch's clock is monotonic; setPort and setStatic,
+ * which keep an entry's lastSeen, drop a list they would make wrong). An empty list is refilled by another walk: O(capacity) for K
+ * evictions, K = max(64, capacity / 16), so about 16 slot reads per eviction; skipped
+ * candidates are each paid for by the frame that refreshed or moved them. Keys, not
+ * slots, are kept, so backward shift and growth need no fix-ups. Ties (equal counts,
+ * equal lastSeen) go to the lowest port number / either entry.
  */
 
 /** Marks a used slot in the key's high word (a VLAN id needs only bits 16-27). */
@@ -40,6 +62,8 @@ const MIN_CAPACITY = 1024;
 /** 2^27 slots: 3 GiB of arrays; far beyond any configured maxEntries (topology caps it at 10 M). */
 const MAX_CAPACITY = 2 ** 27;
 const TWO32 = 4294967296;
+/** Fewest candidates one walk of evictLru() collects for a port. */
+const MIN_CANDIDATES = 64;
 
 export interface FdbTableEntry {
   vlan: number;
@@ -57,17 +81,35 @@ export interface FdbTableOptions {
   initialCapacity?: number;
 }
 
+/** A port's eviction candidates, oldest first: keys as the table stores them, lastSeen at the walk. */
+class Candidates {
+  hi = new Int32Array(0);
+  lo = new Int32Array(0);
+  seen = new Float64Array(0);
+  /** Next to take; the list is hi/lo/seen[next..len). */
+  next = 0;
+  len = 0;
+}
+
 export class FdbTable {
   /** Most entries the table holds (insert gives -1 beyond). */
   readonly maxEntries: number;
   /** Largest capacity it grows to: a power of two >= 2 * maxEntries. */
   readonly maxCapacity: number;
   size = 0;
+  /** Entries that are not static. */
+  dynamicSize = 0;
   private cap: number;
   private mask: number;
   private recs: Int32Array;
   private lastSeenArr: Float64Array;
   private readonly seed: number;
+  /** Dynamic entries per port (grows to the highest port seen). */
+  private perPort = new Int32Array(16);
+  /** Ports 0..portLimit-1 have held a dynamic entry (the range evictLru looks at). */
+  private portLimit = 0;
+  /** Eviction candidates per port, made at a port's first eviction. */
+  private readonly candidates: Array<Candidates | undefined> = [];
 
   constructor(maxEntries: number, opts: FdbTableOptions = {}) {
     if (!Number.isInteger(maxEntries) || maxEntries < 1 || maxEntries > MAX_CAPACITY / 2) {
@@ -144,7 +186,13 @@ export class FdbTable {
 
   setPort(slot: number, port: number): void {
     const m = 3 * slot + 2;
-    this.recs[m] = (this.recs[m] & ~PORT_MASK) | (port & PORT_MASK);
+    const meta = this.recs[m];
+    if ((meta & F_STATIC) === 0) {
+      this.perPort[meta & PORT_MASK]--;
+      this.countPort(port & PORT_MASK);
+      this.joined(port & PORT_MASK, this.lastSeenArr[slot]);
+    }
+    this.recs[m] = (meta & ~PORT_MASK) | (port & PORT_MASK);
   }
 
   touch(slot: number, now: number): void {
@@ -153,7 +201,22 @@ export class FdbTable {
 
   setStatic(slot: number, isStatic: boolean): void {
     const m = 3 * slot + 2;
-    this.recs[m] = (this.recs[m] & PORT_MASK) | (isStatic ? F_STATIC : 0);
+    const meta = this.recs[m];
+    const port = meta & PORT_MASK;
+    if ((meta & F_STATIC) === 0 && isStatic) {
+      this.perPort[port]--;
+      this.dynamicSize--;
+    } else if ((meta & F_STATIC) !== 0 && !isStatic) {
+      this.countPort(port);
+      this.dynamicSize++;
+      this.joined(port, this.lastSeenArr[slot]);
+    }
+    this.recs[m] = port | (isStatic ? F_STATIC : 0);
+  }
+
+  /** Dynamic entries on a port. */
+  portEntries(port: number): number {
+    return port < this.perPort.length ? this.perPort[port] : 0;
   }
 
   /**
@@ -168,10 +231,55 @@ export class FdbTable {
       if (2 * (this.size + 1) > this.cap && this.cap < this.maxCapacity) this.resize(this.cap * 2);
       slot = this.place(USED | (vlan << 16) | macHi16, macLo32 | 0);
       this.size++;
+    } else {
+      const old = this.recs[3 * slot + 2];
+      if ((old & F_STATIC) === 0) {
+        this.perPort[old & PORT_MASK]--;
+        this.dynamicSize--;
+      }
     }
     this.recs[3 * slot + 2] = (port & PORT_MASK) | (isStatic ? F_STATIC : 0);
     this.lastSeenArr[slot] = now;
+    if (!isStatic) {
+      this.countPort(port & PORT_MASK);
+      this.dynamicSize++;
+    }
     return slot;
+  }
+
+  /**
+   * Removes the least recently seen dynamic entry of the port with the most dynamic
+   * entries (see the file's head: exact LRU per port, amortized O(1)). Gives the port
+   * it was taken from, or -1 when the table holds no dynamic entry. Static entries are
+   * never removed. Slot numbers are stale afterwards, as after removeSlot().
+   */
+  evictLru(): number {
+    if (this.dynamicSize === 0) return -1;
+    const perPort = this.perPort;
+    let port = 0;
+    for (let p = 1; p < this.portLimit; p++) if (perPort[p] > perPort[port]) port = p;
+    let c = this.candidates[port];
+    if (c === undefined) {
+      c = new Candidates();
+      this.candidates[port] = c;
+    }
+    const recs = this.recs;
+    for (;;) {
+      // A fresh walk finds at least one entry (the port holds some), and the first
+      // candidate of a fresh walk is unchanged: the loop ends.
+      if (c.next === c.len) {
+        this.collect(port, c);
+        // Only if the per-port counts were wrong; never loop on an empty list.
+        if (c.len === 0) return -1;
+      }
+      const k = c.next++;
+      const slot = this.findKey(c.hi[k], c.lo[k]);
+      // meta === port: the entry is dynamic and still on this port.
+      if (slot >= 0 && recs[3 * slot + 2] === port && this.lastSeenArr[slot] === c.seen[k]) {
+        this.removeSlot(slot);
+        return port;
+      }
+    }
   }
 
   /**
@@ -183,6 +291,11 @@ export class FdbTable {
   removeSlot(slot: number): void {
     const recs = this.recs;
     if (recs[3 * slot] === 0) return;
+    const meta = recs[3 * slot + 2];
+    if ((meta & F_STATIC) === 0) {
+      this.perPort[meta & PORT_MASK]--;
+      this.dynamicSize--;
+    }
     const mask = this.mask;
     const lastSeen = this.lastSeenArr;
     let hole = slot;
@@ -213,6 +326,8 @@ export class FdbTable {
       const n = this.size;
       this.recs.fill(0);
       this.size = 0;
+      this.dynamicSize = 0;
+      this.perPort.fill(0);
       return n;
     }
     let removed = 0;
@@ -236,6 +351,98 @@ export class FdbTable {
     }
     out.sort((a, b) => a.vlan - b.vlan || a.mac - b.mac);
     return out;
+  }
+
+  /** Counts one more dynamic entry on `port` (not in dynamicSize: the callers do that). */
+  private countPort(port: number): void {
+    if (port >= this.perPort.length) {
+      const grown = new Int32Array(nextPow2(port + 1));
+      grown.set(this.perPort);
+      this.perPort = grown;
+    }
+    this.perPort[port]++;
+    if (port >= this.portLimit) this.portLimit = port + 1;
+  }
+
+  /**
+   * An entry joins `port`'s dynamic entries keeping its lastSeen (setPort without a
+   * touch, setStatic(false)): if that is older than a candidate still to be taken, the
+   * candidate list no longer holds the port's oldest entries; it is dropped (refilled at
+   * the next eviction). The switch touches an entry before it moves it, so this never
+   * fires there.
+   */
+  private joined(port: number, lastSeen: number): void {
+    const c = this.candidates[port];
+    if (c !== undefined && c.next < c.len && lastSeen < c.seen[c.len - 1]) c.next = c.len;
+  }
+
+  /** find() on a key as stored (hi with the USED bit, lo). */
+  private findKey(hi: number, lo: number): number {
+    const recs = this.recs;
+    const mask = this.mask;
+    let i = this.hash(hi, lo) & mask;
+    for (;;) {
+      const k = recs[3 * i];
+      if (k === hi) {
+        if (recs[3 * i + 1] === lo) return i;
+      } else if (k === 0) {
+        return -1;
+      }
+      i = (i + 1) & mask;
+    }
+  }
+
+  /**
+   * Refills `c` with the least recently seen dynamic entries of `port`, oldest first:
+   * one walk over the table keeping the K oldest in a max-heap on lastSeen (the root is
+   * the newest kept, replaced when an older entry turns up), then heapsort in place.
+   */
+  private collect(port: number, c: Candidates): void {
+    const want = Math.min(this.perPort[port], Math.max(MIN_CANDIDATES, this.cap >>> 4));
+    if (c.hi.length < want) {
+      c.hi = new Int32Array(want);
+      c.lo = new Int32Array(want);
+      c.seen = new Float64Array(want);
+    }
+    const recs = this.recs;
+    const lastSeen = this.lastSeenArr;
+    const hi = c.hi;
+    const lo = c.lo;
+    const seen = c.seen;
+    let n = 0;
+    for (let i = 0; i < this.cap; i++) {
+      if (recs[3 * i] === 0 || recs[3 * i + 2] !== port) continue;
+      const t = lastSeen[i];
+      if (n < want) {
+        // Sift up from the end.
+        let j = n++;
+        while (j > 0) {
+          const parent = (j - 1) >> 1;
+          if (seen[parent] >= t) break;
+          hi[j] = hi[parent];
+          lo[j] = lo[parent];
+          seen[j] = seen[parent];
+          j = parent;
+        }
+        hi[j] = recs[3 * i];
+        lo[j] = recs[3 * i + 1];
+        seen[j] = t;
+      } else if (t < seen[0]) {
+        siftDown(hi, lo, seen, 0, n, recs[3 * i], recs[3 * i + 1], t);
+      }
+    }
+    // Heapsort: move the newest to the end, again and again: ascending lastSeen.
+    for (let end = n - 1; end > 0; end--) {
+      const h = hi[end];
+      const l = lo[end];
+      const t = seen[end];
+      hi[end] = hi[0];
+      lo[end] = lo[0];
+      seen[end] = seen[0];
+      siftDown(hi, lo, seen, 0, end, h, l, t);
+    }
+    c.next = 0;
+    c.len = n;
   }
 
   /** Where a new key goes: the first empty slot of its probe run (the key must be absent). */
@@ -283,6 +490,24 @@ export class FdbTable {
     h = Math.imul(h, 0xc2b2ae35);
     return h ^ (h >>> 16);
   }
+}
+
+/** Puts (h, l, t) at `at` of the max-heap hi/lo/seen[0..n) and sifts it down. */
+function siftDown(hi: Int32Array, lo: Int32Array, seen: Float64Array, at: number, n: number, h: number, l: number, t: number): void {
+  let j = at;
+  for (;;) {
+    let child = 2 * j + 1;
+    if (child >= n) break;
+    if (child + 1 < n && seen[child + 1] > seen[child]) child++;
+    if (seen[child] <= t) break;
+    hi[j] = hi[child];
+    lo[j] = lo[child];
+    seen[j] = seen[child];
+    j = child;
+  }
+  hi[j] = h;
+  lo[j] = l;
+  seen[j] = t;
 }
 
 function nextPow2(n: number): number {
