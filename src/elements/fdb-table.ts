@@ -38,20 +38,26 @@
  * change (insert, removeSlot, setPort, setStatic, clear): one typed-array increment.
  * The LRU order itself costs nothing until the first eviction: no per-entry links (they
  * would add 8 bytes per slot, need fixing up on every backward shift, and make each
- * refresh unlink and relink two random neighbours). Instead, evictLru() keeps per port
- * a list of candidates: the K least recently seen entries of that port, by key and
- * lastSeen, found by one walk over the table (a bounded max-heap, then heapsort).
- * Candidates are taken oldest first; one whose entry is gone, moved to another port,
- * turned static or seen since the walk (lastSeen changed) is skipped. The first one
- * still unchanged is the port's least recently seen entry: every entry of the port that
- * was not a candidate had lastSeen >= the newest candidate at the walk, and anything
- * learned, moved or refreshed since was stamped later (lastSeen values given to insert
- * and touch must not go back: the switch's clock is monotonic; setPort and setStatic,
- * which keep an entry's lastSeen, drop a list they would make wrong). An empty list is refilled by another walk: O(capacity) for K
- * evictions, K = max(64, capacity / 16), so about 16 slot reads per eviction; skipped
- * candidates are each paid for by the frame that refreshed or moved them. Keys, not
- * slots, are kept, so backward shift and growth need no fix-ups. Ties (equal counts,
- * equal lastSeen) go to the lowest port number / either entry.
+ * refresh unlink and relink two random neighbours), no FIFO of keys written on every
+ * learn. Instead, evictLru() keeps per port a list of candidates: the K least recently
+ * seen entries of that port, as key and lastSeen, found by one walk over the table and
+ * a radix sort on lastSeen (collect()). Candidates are taken oldest first; one whose
+ * entry is gone, moved to another port, turned static or seen since the walk (lastSeen
+ * changed) is skipped. The first one still unchanged is the port's least recently seen
+ * entry: every entry of the port that was not a candidate had lastSeen >= the newest
+ * candidate at the walk, and anything learned, moved or refreshed since was stamped
+ * later. That needs lastSeen values given to insert and touch that do not go back (the
+ * switch's clock is monotonic); setPort and setStatic, which keep an entry's lastSeen,
+ * drop a list they would make wrong. Order is to the millisecond (see collect()).
+ * Cost: a walk is O(capacity + the port's entries) and serves K = max(64, capacity / 4)
+ * evictions (all of the port's entries when it holds at most a quarter of the slots),
+ * a few slot reads per eviction amortized; a skipped candidate is paid for by the frame
+ * that refreshed or moved it. The walk is one pause, as an ageing sweep is (measured
+ * here: about 0.2-0.3 ms at the default 8192 entries, 80-100 ms with a million). Keys,
+ * not slots, are kept, so backward shift and growth need no fix-ups. Memory, only once
+ * evictions start: 16 bytes per candidate of each port evicted from, and 16 bytes per
+ * entry of the largest port walked for the sort. Ties (equal counts, equal lastSeen) go
+ * to the lowest port number / either entry.
  */
 
 /** Marks a used slot in the key's high word (a VLAN id needs only bits 16-27). */
@@ -64,6 +70,10 @@ const MAX_CAPACITY = 2 ** 27;
 const TWO32 = 4294967296;
 /** Fewest candidates one walk of evictLru() collects for a port. */
 const MIN_CANDIDATES = 64;
+/** collect()'s radix sort: digits of 11 bits, two of them at most (keys below 2^22). */
+const RADIX_BITS = 11;
+const RADIX_MASK = (1 << RADIX_BITS) - 1;
+const RADIX_RANGE = 2 ** (2 * RADIX_BITS);
 
 export interface FdbTableEntry {
   vlan: number;
@@ -110,6 +120,12 @@ export class FdbTable {
   private portLimit = 0;
   /** Eviction candidates per port, made at a port's first eviction. */
   private readonly candidates: Array<Candidates | undefined> = [];
+  /** collect()'s scratch: slots and their time keys, twice (radix passes ping-pong). */
+  private sortSlots = new Int32Array(0);
+  private sortKeys = new Int32Array(0);
+  private sortSlots2 = new Int32Array(0);
+  private sortKeys2 = new Int32Array(0);
+  private readonly sortCount = new Int32Array(RADIX_MASK + 1);
 
   constructor(maxEntries: number, opts: FdbTableOptions = {}) {
     if (!Number.isInteger(maxEntries) || maxEntries < 1 || maxEntries > MAX_CAPACITY / 2) {
@@ -249,9 +265,11 @@ export class FdbTable {
 
   /**
    * Removes the least recently seen dynamic entry of the port with the most dynamic
-   * entries (see the file's head: exact LRU per port, amortized O(1)). Gives the port
-   * it was taken from, or -1 when the table holds no dynamic entry. Static entries are
-   * never removed. Slot numbers are stale afterwards, as after removeSlot().
+   * entries (see the head of this file: LRU per port to the millisecond, amortized
+   * O(1)). Gives the port it was taken from, or -1 when the table holds no dynamic
+   * entry. Static entries are never removed. Slot numbers are stale afterwards, as
+   * after removeSlot(). Finding the port looks at every port number up to the highest
+   * one used (a switch has tens of ports).
    */
   evictLru(): number {
     if (this.dynamicSize === 0) return -1;
@@ -393,56 +411,88 @@ export class FdbTable {
   }
 
   /**
-   * Refills `c` with the least recently seen dynamic entries of `port`, oldest first:
-   * one walk over the table keeping the K oldest in a max-heap on lastSeen (the root is
-   * the newest kept, replaced when an older entry turns up), then heapsort in place.
+   * Refills `c` with the least recently seen dynamic entries of `port`, oldest first.
+   * One walk over the table notes the port's slots; an LSD radix sort (stable, two
+   * passes of 11 bits at most, O(n)) orders them by lastSeen in whole clock units since
+   * the port's oldest entry — to the millisecond while the port's entries span less than
+   * 2^22 ms (70 minutes), in coarser units beyond (ties keep table order). Then the
+   * first K are decoded into keys, before anything moves. (A comparison sort costs
+   * several times as much here: ~80 ns per entry for Float64Array.prototype.sort of
+   * 8192 numbers on this machine, more for a heap in JS.)
    */
   private collect(port: number, c: Candidates): void {
-    const want = Math.min(this.perPort[port], Math.max(MIN_CANDIDATES, this.cap >>> 4));
+    const n = this.perPort[port];
+    if (this.sortSlots.length <= n) {
+      const len = nextPow2(n + 1);
+      this.sortSlots = new Int32Array(len);
+      this.sortKeys = new Int32Array(len);
+      this.sortSlots2 = new Int32Array(len);
+      this.sortKeys2 = new Int32Array(len);
+    }
+    const recs = this.recs;
+    const lastSeen = this.lastSeenArr;
+    let slots = this.sortSlots;
+    let keys = this.sortKeys;
+    // Without a branch per slot (half of them would be mispredicted): every slot is
+    // written at `found`, which moves on only for a used slot of this port (USED is the
+    // sign bit of the key word; meta ^ port is 0 only for a dynamic entry of the port).
+    const cap = this.cap;
+    let found = 0;
+    for (let i = 0; i < cap && found < n; i++) {
+      const d = recs[3 * i + 2] ^ port;
+      slots[found] = i;
+      found += (recs[3 * i] >>> 31) & (((d | -d) >>> 31) ^ 1);
+    }
+    let oldest = Infinity;
+    let newest = -Infinity;
+    for (let j = 0; j < found; j++) {
+      const t = lastSeen[slots[j]];
+      if (t < oldest) oldest = t;
+      if (t > newest) newest = t;
+    }
+    const base = Math.floor(oldest);
+    const unit = Math.max(1, Math.ceil((Math.floor(newest) - base + 1) / RADIX_RANGE));
+    for (let j = 0; j < found; j++) keys[j] = Math.floor((Math.floor(lastSeen[slots[j]]) - base) / unit);
+    const top = Math.floor((Math.floor(newest) - base) / unit);
+    const count = this.sortCount;
+    let slots2 = this.sortSlots2;
+    let keys2 = this.sortKeys2;
+    for (let shift = 0; shift === 0 || top >>> shift !== 0; shift += RADIX_BITS) {
+      // One stable counting pass on the digit at `shift`.
+      count.fill(0);
+      for (let j = 0; j < found; j++) count[(keys[j] >>> shift) & RADIX_MASK]++;
+      let sum = 0;
+      for (let d = 0; d <= RADIX_MASK; d++) {
+        const k = count[d];
+        count[d] = sum;
+        sum += k;
+      }
+      for (let j = 0; j < found; j++) {
+        const at = count[(keys[j] >>> shift) & RADIX_MASK]++;
+        keys2[at] = keys[j];
+        slots2[at] = slots[j];
+      }
+      const ks = keys;
+      keys = keys2;
+      keys2 = ks;
+      const ss = slots;
+      slots = slots2;
+      slots2 = ss;
+    }
+    const want = Math.min(found, Math.max(MIN_CANDIDATES, this.cap >>> 2));
     if (c.hi.length < want) {
       c.hi = new Int32Array(want);
       c.lo = new Int32Array(want);
       c.seen = new Float64Array(want);
     }
-    const recs = this.recs;
-    const lastSeen = this.lastSeenArr;
-    const hi = c.hi;
-    const lo = c.lo;
-    const seen = c.seen;
-    let n = 0;
-    for (let i = 0; i < this.cap; i++) {
-      if (recs[3 * i] === 0 || recs[3 * i + 2] !== port) continue;
-      const t = lastSeen[i];
-      if (n < want) {
-        // Sift up from the end.
-        let j = n++;
-        while (j > 0) {
-          const parent = (j - 1) >> 1;
-          if (seen[parent] >= t) break;
-          hi[j] = hi[parent];
-          lo[j] = lo[parent];
-          seen[j] = seen[parent];
-          j = parent;
-        }
-        hi[j] = recs[3 * i];
-        lo[j] = recs[3 * i + 1];
-        seen[j] = t;
-      } else if (t < seen[0]) {
-        siftDown(hi, lo, seen, 0, n, recs[3 * i], recs[3 * i + 1], t);
-      }
-    }
-    // Heapsort: move the newest to the end, again and again: ascending lastSeen.
-    for (let end = n - 1; end > 0; end--) {
-      const h = hi[end];
-      const l = lo[end];
-      const t = seen[end];
-      hi[end] = hi[0];
-      lo[end] = lo[0];
-      seen[end] = seen[0];
-      siftDown(hi, lo, seen, 0, end, h, l, t);
+    for (let k = 0; k < want; k++) {
+      const slot = slots[k];
+      c.hi[k] = recs[3 * slot];
+      c.lo[k] = recs[3 * slot + 1];
+      c.seen[k] = lastSeen[slot];
     }
     c.next = 0;
-    c.len = n;
+    c.len = want;
   }
 
   /** Where a new key goes: the first empty slot of its probe run (the key must be absent). */
@@ -490,24 +540,6 @@ export class FdbTable {
     h = Math.imul(h, 0xc2b2ae35);
     return h ^ (h >>> 16);
   }
-}
-
-/** Puts (h, l, t) at `at` of the max-heap hi/lo/seen[0..n) and sifts it down. */
-function siftDown(hi: Int32Array, lo: Int32Array, seen: Float64Array, at: number, n: number, h: number, l: number, t: number): void {
-  let j = at;
-  for (;;) {
-    let child = 2 * j + 1;
-    if (child >= n) break;
-    if (child + 1 < n && seen[child + 1] > seen[child]) child++;
-    if (seen[child] <= t) break;
-    hi[j] = hi[child];
-    lo[j] = lo[child];
-    seen[j] = seen[child];
-    j = child;
-  }
-  hi[j] = h;
-  lo[j] = l;
-  seen[j] = t;
 }
 
 function nextPow2(n: number): number {

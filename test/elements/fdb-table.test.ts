@@ -375,6 +375,23 @@ describe("FdbTable eviction (evictLru) and per-port counts", () => {
     expect(checkAllFindable(t)).toBe(t.size);
   });
 
+  it("orders by lastSeen over long spans too (radix keys in coarser units), and across ports' lists", () => {
+    // 1000 entries of port 0 seen at k * 1000 ms (k shuffled) and one at 5e8 ms: the span
+    // needs units of 120 ms for the sort keys, still finer than the spacing.
+    const t = new FdbTable(2000, { seed: 34 });
+    const r = rng(34);
+    const ks = Array.from({ length: 1000 }, (_, k) => k).sort(() => r() - 0.5);
+    for (const k of ks) insertMac(t, 1, M + k * 0x10001, 0, k * 1000 + 0.5);
+    insertMac(t, 1, M + 0xabcdef, 0, 5e8);
+    for (let k = 0; k < 1000; k++) {
+      expect(t.evictLru()).toBe(0);
+      expect(t.findMac(1, M + k * 0x10001), `k = ${k}`).toBe(-1);
+      if (k < 999) expect(t.findMac(1, M + (k + 1) * 0x10001)).toBeGreaterThanOrEqual(0);
+    }
+    expect(t.evictLru()).toBe(0);
+    expect(t.size).toBe(0);
+  });
+
   it("randomized against a reference model: counts per port, and what evictLru takes", () => {
     interface E { vlan: number; mac: number; port: number; lastSeen: number; isStatic: boolean }
     const MAX = 400;
