@@ -241,18 +241,12 @@ export class FdbTable {
    * (every earlier slot number is then stale).
    */
   insert(vlan: number, macHi16: number, macLo32: number, port: number, now: number, isStatic: boolean): number {
-    let slot = this.find(vlan, macHi16, macLo32);
-    if (slot < 0) {
-      if (this.size >= this.maxEntries) return -1;
-      if (2 * (this.size + 1) > this.cap && this.cap < this.maxCapacity) this.resize(this.cap * 2);
-      slot = this.place(USED | (vlan << 16) | macHi16, macLo32 | 0);
-      this.size++;
-    } else {
-      const old = this.recs[3 * slot + 2];
-      if ((old & F_STATIC) === 0) {
-        this.perPort[old & PORT_MASK]--;
-        this.dynamicSize--;
-      }
+    const slot = this.find(vlan, macHi16, macLo32);
+    if (slot < 0) return this.insertNew(vlan, macHi16, macLo32, port, now, isStatic);
+    const old = this.recs[3 * slot + 2];
+    if ((old & F_STATIC) === 0) {
+      this.perPort[old & PORT_MASK]--;
+      this.dynamicSize--;
     }
     this.recs[3 * slot + 2] = (port & PORT_MASK) | (isStatic ? F_STATIC : 0);
     this.lastSeenArr[slot] = now;
@@ -262,6 +256,26 @@ export class FdbTable {
     }
     return slot;
   }
+
+  /**
+   * insert() of a key that is not in the table — find() just said so, with no insert
+   * since (removals keep it absent) — without looking for it again: the switch learns
+   * a new station this way. Gives the slot, or -1 when the table holds maxEntries.
+   */
+  insertNew(vlan: number, macHi16: number, macLo32: number, port: number, now: number, isStatic: boolean): number {
+    if (this.size >= this.maxEntries) return -1;
+    if (2 * (this.size + 1) > this.cap && this.cap < this.maxCapacity) this.resize(this.cap * 2);
+    const slot = this.place(USED | (vlan << 16) | macHi16, macLo32 | 0);
+    this.size++;
+    this.recs[3 * slot + 2] = (port & PORT_MASK) | (isStatic ? F_STATIC : 0);
+    this.lastSeenArr[slot] = now;
+    if (!isStatic) {
+      this.countPort(port & PORT_MASK);
+      this.dynamicSize++;
+    }
+    return slot;
+  }
+
 
   /**
    * Removes the least recently seen dynamic entry of the port with the most dynamic

@@ -362,7 +362,7 @@ export class LearningSwitch implements Pipeline, PassAware {
     }
     // The table holds room for the static entries beyond maxEntries, so insert() fails
     // only when statics took more than that room.
-    if (fdb.insert(vlan, macHi, macLo, port, now, false) < 0) {
+    if (fdb.insertNew(vlan, macHi, macLo, port, now, false) < 0) {
       this.macLimit++;
       return;
     }
