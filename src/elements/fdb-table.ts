@@ -30,6 +30,34 @@
  * Nothing on find/insert/touch/removeSlot allocates (growth aside, which happens at most
  * log2(capacity / 1024) times). Slot numbers are only valid until the next insert or
  * removal (growth rehashes; backward shift moves entries toward their home slot).
+ *
+ * Eviction when full (evictLru): the least recently seen dynamic entry of the port that
+ * holds the most dynamic entries goes, as Open vSwitch's MAC learning does, so a port
+ * that floods the table with random source MACs pays with its own entries and the
+ * stations of the other ports stay. The table counts dynamic entries per port on every
+ * change (insert, removeSlot, setPort, setStatic, clear): one typed-array increment.
+ * The LRU order itself costs nothing until the first eviction: no per-entry links (they
+ * would add 8 bytes per slot, need fixing up on every backward shift, and make each
+ * refresh unlink and relink two random neighbours), no FIFO of keys written on every
+ * learn. Instead, evictLru() keeps per port a list of candidates: the K least recently
+ * seen entries of that port, as key and lastSeen, found by one walk over the table and
+ * a radix sort on lastSeen (collect()). Candidates are taken oldest first; one whose
+ * entry is gone, moved to another port, turned static or seen since the walk (lastSeen
+ * changed) is skipped. The first one still unchanged is the port's least recently seen
+ * entry: every entry of the port that was not a candidate had lastSeen >= the newest
+ * candidate at the walk, and anything learned, moved or refreshed since was stamped
+ * later. That needs lastSeen values given to insert and touch that do not go back (the
+ * switch's clock is monotonic); setPort and setStatic, which keep an entry's lastSeen,
+ * drop a list they would make wrong. Order is to the millisecond (see collect()).
+ * Cost: a walk is O(capacity + the port's entries) and serves K = max(64, capacity / 4)
+ * evictions (all of the port's entries when it holds at most a quarter of the slots),
+ * a few slot reads per eviction amortized; a skipped candidate is paid for by the frame
+ * that refreshed or moved it. The walk is one pause, as an ageing sweep is (measured
+ * here: about 0.2-0.3 ms at the default 8192 entries, 80-100 ms with a million). Keys,
+ * not slots, are kept, so backward shift and growth need no fix-ups. Memory, only once
+ * evictions start: 16 bytes per candidate of each port evicted from, and 16 bytes per
+ * entry of the largest port walked for the sort. Ties (equal counts, equal lastSeen) go
+ * to the lowest port number / either entry.
  */
 
 /** Marks a used slot in the key's high word (a VLAN id needs only bits 16-27). */
@@ -42,6 +70,12 @@ const MAX_CAPACITY = 2 ** 27;
 const TWO32 = 4294967296;
 /** Slots walk() looks at between two chances for its caller to pause (at least). */
 const WALK_STRIDE = 256;
+/** Fewest candidates one walk of evictLru() collects for a port. */
+const MIN_CANDIDATES = 64;
+/** collect()'s radix sort: digits of 11 bits, two of them at most (keys below 2^22). */
+const RADIX_BITS = 11;
+const RADIX_MASK = (1 << RADIX_BITS) - 1;
+const RADIX_RANGE = 2 ** (2 * RADIX_BITS);
 
 export interface FdbTableEntry {
   vlan: number;
@@ -59,17 +93,41 @@ export interface FdbTableOptions {
   initialCapacity?: number;
 }
 
+/** A port's eviction candidates, oldest first: keys as the table stores them, lastSeen at the walk. */
+class Candidates {
+  hi = new Int32Array(0);
+  lo = new Int32Array(0);
+  seen = new Float64Array(0);
+  /** Next to take; the list is hi/lo/seen[next..len). */
+  next = 0;
+  len = 0;
+}
+
 export class FdbTable {
   /** Most entries the table holds (insert gives -1 beyond). */
   readonly maxEntries: number;
   /** Largest capacity it grows to: a power of two >= 2 * maxEntries. */
   readonly maxCapacity: number;
   size = 0;
+  /** Entries that are not static. */
+  dynamicSize = 0;
   private cap: number;
   private mask: number;
   private recs: Int32Array;
   private lastSeenArr: Float64Array;
   private readonly seed: number;
+  /** Dynamic entries per port (grows to the highest port seen). */
+  private perPort = new Int32Array(16);
+  /** Ports 0..portLimit-1 have held a dynamic entry (the range evictLru looks at). */
+  private portLimit = 0;
+  /** Eviction candidates per port, made at a port's first eviction. */
+  private readonly candidates: Array<Candidates | undefined> = [];
+  /** collect()'s scratch: slots and their time keys, twice (radix passes ping-pong). */
+  private sortSlots = new Int32Array(0);
+  private sortKeys = new Int32Array(0);
+  private sortSlots2 = new Int32Array(0);
+  private sortKeys2 = new Int32Array(0);
+  private readonly sortCount = new Int32Array(RADIX_MASK + 1);
 
   constructor(maxEntries: number, opts: FdbTableOptions = {}) {
     if (!Number.isInteger(maxEntries) || maxEntries < 1 || maxEntries > MAX_CAPACITY / 2) {
@@ -146,7 +204,13 @@ export class FdbTable {
 
   setPort(slot: number, port: number): void {
     const m = 3 * slot + 2;
-    this.recs[m] = (this.recs[m] & ~PORT_MASK) | (port & PORT_MASK);
+    const meta = this.recs[m];
+    if ((meta & F_STATIC) === 0) {
+      this.perPort[meta & PORT_MASK]--;
+      this.countPort(port & PORT_MASK);
+      this.joined(port & PORT_MASK, this.lastSeenArr[slot]);
+    }
+    this.recs[m] = (meta & ~PORT_MASK) | (port & PORT_MASK);
   }
 
   touch(slot: number, now: number): void {
@@ -155,7 +219,22 @@ export class FdbTable {
 
   setStatic(slot: number, isStatic: boolean): void {
     const m = 3 * slot + 2;
-    this.recs[m] = (this.recs[m] & PORT_MASK) | (isStatic ? F_STATIC : 0);
+    const meta = this.recs[m];
+    const port = meta & PORT_MASK;
+    if ((meta & F_STATIC) === 0 && isStatic) {
+      this.perPort[port]--;
+      this.dynamicSize--;
+    } else if ((meta & F_STATIC) !== 0 && !isStatic) {
+      this.countPort(port);
+      this.dynamicSize++;
+      this.joined(port, this.lastSeenArr[slot]);
+    }
+    this.recs[m] = port | (isStatic ? F_STATIC : 0);
+  }
+
+  /** Dynamic entries on a port. */
+  portEntries(port: number): number {
+    return port < this.perPort.length ? this.perPort[port] : 0;
   }
 
   /**
@@ -164,16 +243,77 @@ export class FdbTable {
    * (every earlier slot number is then stale).
    */
   insert(vlan: number, macHi16: number, macLo32: number, port: number, now: number, isStatic: boolean): number {
-    let slot = this.find(vlan, macHi16, macLo32);
-    if (slot < 0) {
-      if (this.size >= this.maxEntries) return -1;
-      if (2 * (this.size + 1) > this.cap && this.cap < this.maxCapacity) this.resize(this.cap * 2);
-      slot = this.place(USED | (vlan << 16) | macHi16, macLo32 | 0);
-      this.size++;
+    const slot = this.find(vlan, macHi16, macLo32);
+    if (slot < 0) return this.insertNew(vlan, macHi16, macLo32, port, now, isStatic);
+    const old = this.recs[3 * slot + 2];
+    if ((old & F_STATIC) === 0) {
+      this.perPort[old & PORT_MASK]--;
+      this.dynamicSize--;
     }
     this.recs[3 * slot + 2] = (port & PORT_MASK) | (isStatic ? F_STATIC : 0);
     this.lastSeenArr[slot] = now;
+    if (!isStatic) {
+      this.countPort(port & PORT_MASK);
+      this.dynamicSize++;
+    }
     return slot;
+  }
+
+  /**
+   * insert() of a key that is not in the table — find() just said so, with no insert
+   * since (removals keep it absent) — without looking for it again: the switch learns
+   * a new station this way. Gives the slot, or -1 when the table holds maxEntries.
+   */
+  insertNew(vlan: number, macHi16: number, macLo32: number, port: number, now: number, isStatic: boolean): number {
+    if (this.size >= this.maxEntries) return -1;
+    if (2 * (this.size + 1) > this.cap && this.cap < this.maxCapacity) this.resize(this.cap * 2);
+    const slot = this.place(USED | (vlan << 16) | macHi16, macLo32 | 0);
+    this.size++;
+    this.recs[3 * slot + 2] = (port & PORT_MASK) | (isStatic ? F_STATIC : 0);
+    this.lastSeenArr[slot] = now;
+    if (!isStatic) {
+      this.countPort(port & PORT_MASK);
+      this.dynamicSize++;
+    }
+    return slot;
+  }
+
+
+  /**
+   * Removes the least recently seen dynamic entry of the port with the most dynamic
+   * entries (see the head of this file: LRU per port to the millisecond, amortized
+   * O(1)). Gives the port it was taken from, or -1 when the table holds no dynamic
+   * entry. Static entries are never removed. Slot numbers are stale afterwards, as
+   * after removeSlot(). Finding the port looks at every port number up to the highest
+   * one used (a switch has tens of ports).
+   */
+  evictLru(): number {
+    if (this.dynamicSize === 0) return -1;
+    const perPort = this.perPort;
+    let port = 0;
+    for (let p = 1; p < this.portLimit; p++) if (perPort[p] > perPort[port]) port = p;
+    let c = this.candidates[port];
+    if (c === undefined) {
+      c = new Candidates();
+      this.candidates[port] = c;
+    }
+    const recs = this.recs;
+    for (;;) {
+      // A fresh walk finds at least one entry (the port holds some), and the first
+      // candidate of a fresh walk is unchanged: the loop ends.
+      if (c.next === c.len) {
+        this.collect(port, c);
+        // Only if the per-port counts were wrong; never loop on an empty list.
+        if (c.len === 0) return -1;
+      }
+      const k = c.next++;
+      const slot = this.findKey(c.hi[k], c.lo[k]);
+      // meta === port: the entry is dynamic and still on this port.
+      if (slot >= 0 && recs[3 * slot + 2] === port && this.lastSeenArr[slot] === c.seen[k]) {
+        this.removeSlot(slot);
+        return port;
+      }
+    }
   }
 
   /**
@@ -185,6 +325,11 @@ export class FdbTable {
   removeSlot(slot: number): void {
     const recs = this.recs;
     if (recs[3 * slot] === 0) return;
+    const meta = recs[3 * slot + 2];
+    if ((meta & F_STATIC) === 0) {
+      this.perPort[meta & PORT_MASK]--;
+      this.dynamicSize--;
+    }
     const mask = this.mask;
     const lastSeen = this.lastSeenArr;
     let hole = slot;
@@ -215,6 +360,8 @@ export class FdbTable {
       const n = this.size;
       this.recs.fill(0);
       this.size = 0;
+      this.dynamicSize = 0;
+      this.perPort.fill(0);
       return n;
     }
     let removed = 0;
@@ -283,6 +430,130 @@ export class FdbTable {
       for (const e of run) yield e;
     }
     return { resized: false };
+  }
+
+  /** Counts one more dynamic entry on `port` (not in dynamicSize: the callers do that). */
+  private countPort(port: number): void {
+    if (port >= this.perPort.length) {
+      const grown = new Int32Array(nextPow2(port + 1));
+      grown.set(this.perPort);
+      this.perPort = grown;
+    }
+    this.perPort[port]++;
+    if (port >= this.portLimit) this.portLimit = port + 1;
+  }
+
+  /**
+   * An entry joins `port`'s dynamic entries keeping its lastSeen (setPort without a
+   * touch, setStatic(false)): if that is older than a candidate still to be taken, the
+   * candidate list no longer holds the port's oldest entries; it is dropped (refilled at
+   * the next eviction). The switch touches an entry before it moves it, so this never
+   * fires there.
+   */
+  private joined(port: number, lastSeen: number): void {
+    const c = this.candidates[port];
+    if (c !== undefined && c.next < c.len && lastSeen < c.seen[c.len - 1]) c.next = c.len;
+  }
+
+  /** find() on a key as stored (hi with the USED bit, lo). */
+  private findKey(hi: number, lo: number): number {
+    const recs = this.recs;
+    const mask = this.mask;
+    let i = this.hash(hi, lo) & mask;
+    for (;;) {
+      const k = recs[3 * i];
+      if (k === hi) {
+        if (recs[3 * i + 1] === lo) return i;
+      } else if (k === 0) {
+        return -1;
+      }
+      i = (i + 1) & mask;
+    }
+  }
+
+  /**
+   * Refills `c` with the least recently seen dynamic entries of `port`, oldest first.
+   * One walk over the table notes the port's slots; an LSD radix sort (stable, two
+   * passes of 11 bits at most, O(n)) orders them by lastSeen in whole clock units since
+   * the port's oldest entry — to the millisecond while the port's entries span less than
+   * 2^22 ms (70 minutes), in coarser units beyond (ties keep table order). Then the
+   * first K are decoded into keys, before anything moves. (A comparison sort costs
+   * several times as much here: ~80 ns per entry for Float64Array.prototype.sort of
+   * 8192 numbers on this machine, more for a heap in JS.)
+   */
+  private collect(port: number, c: Candidates): void {
+    const n = this.perPort[port];
+    if (this.sortSlots.length <= n) {
+      const len = nextPow2(n + 1);
+      this.sortSlots = new Int32Array(len);
+      this.sortKeys = new Int32Array(len);
+      this.sortSlots2 = new Int32Array(len);
+      this.sortKeys2 = new Int32Array(len);
+    }
+    const recs = this.recs;
+    const lastSeen = this.lastSeenArr;
+    let slots = this.sortSlots;
+    let keys = this.sortKeys;
+    // Without a branch per slot (half of them would be mispredicted): every slot is
+    // written at `found`, which moves on only for a used slot of this port (USED is the
+    // sign bit of the key word; meta ^ port is 0 only for a dynamic entry of the port).
+    const cap = this.cap;
+    let found = 0;
+    for (let i = 0; i < cap && found < n; i++) {
+      const d = recs[3 * i + 2] ^ port;
+      slots[found] = i;
+      found += (recs[3 * i] >>> 31) & (((d | -d) >>> 31) ^ 1);
+    }
+    let oldest = Infinity;
+    let newest = -Infinity;
+    for (let j = 0; j < found; j++) {
+      const t = lastSeen[slots[j]];
+      if (t < oldest) oldest = t;
+      if (t > newest) newest = t;
+    }
+    const base = Math.floor(oldest);
+    const unit = Math.max(1, Math.ceil((Math.floor(newest) - base + 1) / RADIX_RANGE));
+    for (let j = 0; j < found; j++) keys[j] = Math.floor((Math.floor(lastSeen[slots[j]]) - base) / unit);
+    const top = Math.floor((Math.floor(newest) - base) / unit);
+    const count = this.sortCount;
+    let slots2 = this.sortSlots2;
+    let keys2 = this.sortKeys2;
+    for (let shift = 0; shift === 0 || top >>> shift !== 0; shift += RADIX_BITS) {
+      // One stable counting pass on the digit at `shift`.
+      count.fill(0);
+      for (let j = 0; j < found; j++) count[(keys[j] >>> shift) & RADIX_MASK]++;
+      let sum = 0;
+      for (let d = 0; d <= RADIX_MASK; d++) {
+        const k = count[d];
+        count[d] = sum;
+        sum += k;
+      }
+      for (let j = 0; j < found; j++) {
+        const at = count[(keys[j] >>> shift) & RADIX_MASK]++;
+        keys2[at] = keys[j];
+        slots2[at] = slots[j];
+      }
+      const ks = keys;
+      keys = keys2;
+      keys2 = ks;
+      const ss = slots;
+      slots = slots2;
+      slots2 = ss;
+    }
+    const want = Math.min(found, Math.max(MIN_CANDIDATES, this.cap >>> 2));
+    if (c.hi.length < want) {
+      c.hi = new Int32Array(want);
+      c.lo = new Int32Array(want);
+      c.seen = new Float64Array(want);
+    }
+    for (let k = 0; k < want; k++) {
+      const slot = slots[k];
+      c.hi[k] = recs[3 * slot];
+      c.lo[k] = recs[3 * slot + 1];
+      c.seen[k] = lastSeen[slot];
+    }
+    c.next = 0;
+    c.len = want;
   }
 
   /** Where a new key goes: the first empty slot of its probe run (the key must be absent). */

@@ -5,9 +5,13 @@
  * of the one port that owns the destination; floods broadcast, multicast and unknown
  * unicast to every other member port of the frame's VLAN; never sends a frame back
  * out of its ingress port; follows station moves; ages entries (802.1D default
- * 300 s); keeps a bounded table (when full, new stations are not learned and
- * `macLimit` rises — their frames are still forwarded, by flooding); holds static
- * entries that never age or move.
+ * 300 s); keeps a bounded table: when maxEntries dynamic entries are held, a new
+ * station evicts the least recently seen entry of the port that holds the most
+ * (`evicted`; Open vSwitch's policy), so a port flooding random source MACs evicts its
+ * own entries, not other ports' stations, and a new station is still learned at its
+ * first frame; holds static entries that never age, move or get evicted. When static
+ * entries fill the table beyond their reserve, a new station is not learned (`macLimit`;
+ * its frames are still forwarded, by flooding).
  *
  * VLANs (802.1Q): an access port carries one VLAN untagged; a trunk port carries an
  * allowed list tagged, and optionally one native VLAN untagged. A frame is classified
@@ -21,7 +25,7 @@
  * (VLAN, MAC), sized for maxEntries dynamic entries plus room for static ones.
  *
  * Counters: forwarded, flooded, filtered (destination on the ingress port), learned,
- *   stationMoves, aged, macLimit, runt, oversize, badSrcMac, vlanFiltered,
+ *   stationMoves, aged, evicted, macLimit, runt, oversize, badSrcMac, vlanFiltered,
  *   linkLocal (802.1D reserved group 01:80:c2:00:00:0X, never forwarded), scratchFull.
  */
 import type { FrameList } from "../core/batch.js";
@@ -65,6 +69,7 @@ export const COUNTERS = [
   "learned",
   "stationMoves",
   "aged",
+  "evicted",
   "macLimit",
   "runt",
   "oversize",
@@ -92,6 +97,7 @@ export class LearningSwitch implements Pipeline, PassAware {
   learned = 0;
   stationMoves = 0;
   aged = 0;
+  evicted = 0;
   macLimit = 0;
   runt = 0;
   oversize = 0;
@@ -100,8 +106,6 @@ export class LearningSwitch implements Pipeline, PassAware {
   linkLocal = 0;
   scratchFull = 0;
 
-  /** Dynamic entries in the table (static ones are not counted against maxEntries). */
-  dynamicCount = 0;
   maxFrame = DEFAULT_MAX_FRAME;
 
   private readonly nPorts: number;
@@ -183,6 +187,11 @@ export class LearningSwitch implements Pipeline, PassAware {
     for (const s of config.static ?? []) this.addStatic(s);
   }
 
+  /** Dynamic entries in the table (static ones are not counted against maxEntries). */
+  get dynamicCount(): number {
+    return this.fdb.dynamicSize;
+  }
+
   /** Where the switch may write rewritten copies of flooded frames (pool offset). */
   scratchBytes(batchSize: number): number {
     return batchSize * this.scratchSlot;
@@ -201,12 +210,9 @@ export class LearningSwitch implements Pipeline, PassAware {
       throw new Error(`static fdb entry: port '${s.port}' is not a member of vlan ${s.vlan}`);
     }
     if ((Math.floor(s.mac / 2 ** 40) & 1) !== 0) throw new Error("static fdb entry: MAC is a group address");
-    const old = this.fdb.findMac(s.vlan, s.mac);
-    const wasDynamic = old >= 0 && !this.fdb.isStatic(old);
     if (this.fdb.insert(s.vlan, Math.floor(s.mac / 2 ** 32), s.mac % 2 ** 32, p.index, 0, true) < 0) {
       throw new Error(`static fdb entry: the table is full (${this.fdb.maxEntries} entries)`);
     }
-    if (wasDynamic) this.dynamicCount--;
   }
 
   beginPass(): void {
@@ -327,7 +333,6 @@ export class LearningSwitch implements Pipeline, PassAware {
           continue;
         }
         fdb.removeSlot(slot);
-        this.dynamicCount--;
         this.aged++;
       }
       this.flood(buf, off, len, tagged, vlan, inIdx);
@@ -346,13 +351,21 @@ export class LearningSwitch implements Pipeline, PassAware {
       }
       return;
     }
+    if (fdb.dynamicSize >= this.maxEntries) {
+      // Full: the busiest port gives up its least recently seen entry (evictLru gives
+      // -1 only with maxEntries 0: nothing dynamic to take).
+      if (fdb.evictLru() < 0) {
+        this.macLimit++;
+        return;
+      }
+      this.evicted++;
+    }
     // The table holds room for the static entries beyond maxEntries, so insert() fails
     // only when statics took more than that room.
-    if (this.dynamicCount >= this.maxEntries || fdb.insert(vlan, macHi, macLo, port, now, false) < 0) {
+    if (fdb.insertNew(vlan, macHi, macLo, port, now, false) < 0) {
       this.macLimit++;
       return;
     }
-    this.dynamicCount++;
     this.learned++;
   }
 
@@ -436,7 +449,6 @@ export class LearningSwitch implements Pipeline, PassAware {
         i++;
       }
     }
-    this.dynamicCount -= removed;
     this.aged += removed;
     return removed;
   }
@@ -477,13 +489,12 @@ export class LearningSwitch implements Pipeline, PassAware {
   flush(vlan?: number): void {
     const fdb = this.fdb;
     if (vlan === undefined) {
-      this.dynamicCount -= fdb.clear(true);
+      fdb.clear(true);
       return;
     }
     for (let i = 0; i < fdb.capacity; ) {
       if (fdb.isUsed(i) && !fdb.isStatic(i) && fdb.vlan(i) === vlan) {
         fdb.removeSlot(i);
-        this.dynamicCount--;
       } else {
         i++;
       }

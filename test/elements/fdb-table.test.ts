@@ -289,6 +289,255 @@ describe("FdbTable", () => {
   });
 });
 
+describe("FdbTable eviction (evictLru) and per-port counts", () => {
+  const M = 0x020000000000;
+
+  it("takes the least recently seen entry of the port with the most dynamic entries", () => {
+    const t = new FdbTable(100, { seed: 31 });
+    // Port 1: 3 entries; port 2: 5 entries (seen at 50..54); port 3: 10 statics (seen at 0).
+    for (let i = 0; i < 3; i++) insertMac(t, 1, M + 0x100 + i, 1, 10 + i);
+    for (let i = 0; i < 5; i++) insertMac(t, 1, M + 0x200 + i, 2, 54 - i); // 0x204 is the oldest
+    for (let i = 0; i < 10; i++) insertMac(t, 1, M + 0x300 + i, 3, 0, true);
+    expect([t.portEntries(1), t.portEntries(2), t.portEntries(3), t.dynamicSize, t.size]).toEqual([3, 5, 0, 8, 18]);
+    expect(t.evictLru()).toBe(2);
+    expect(t.findMac(1, M + 0x204)).toBe(-1);
+    expect([t.portEntries(2), t.dynamicSize, t.size]).toEqual([4, 7, 17]);
+    // The next oldest on port 2 (0x203, seen at 51) is seen again: 0x202 goes instead.
+    t.touch(t.findMac(1, M + 0x203), 100);
+    expect(t.evictLru()).toBe(2);
+    expect(t.findMac(1, M + 0x202)).toBe(-1);
+    expect(t.findMac(1, M + 0x203)).toBeGreaterThanOrEqual(0);
+    // Port 2 is down to 3, as many as port 1: the tie goes to the lower port number,
+    // whose oldest (0x100, seen at 10) goes.
+    expect(t.evictLru()).toBe(1);
+    expect(t.findMac(1, M + 0x100)).toBe(-1);
+    // Port 2 (3) now holds more than port 1 (2); its oldest left is 0x201 (seen at 53).
+    expect(t.evictLru()).toBe(2);
+    expect(t.findMac(1, M + 0x201)).toBe(-1);
+    // A station that moves keeps its count right: 0x200 (port 2) moves to port 1 when seen.
+    const s = t.findMac(1, M + 0x200);
+    t.touch(s, 101);
+    t.setPort(s, 1);
+    expect([t.portEntries(1), t.portEntries(2)]).toEqual([3, 1]);
+    // Port 1's oldest now is 0x101 (seen at 11); the moved one is the newest there.
+    expect(t.evictLru()).toBe(1);
+    expect(t.findMac(1, M + 0x101)).toBe(-1);
+    expect(t.findMac(1, M + 0x200)).toBeGreaterThanOrEqual(0);
+    // Statics are never taken: after the dynamic ones, nothing.
+    while (t.dynamicSize > 0) expect(t.evictLru()).toBeGreaterThan(0);
+    expect(t.evictLru()).toBe(-1);
+    expect([t.size, t.dynamicSize]).toEqual([10, 0]);
+    for (let i = 0; i < 10; i++) expect(t.isStatic(t.findMac(1, M + 0x300 + i))).toBe(true);
+  });
+
+  it("a table of statics only gives -1; a static over a dynamic entry stops counting it", () => {
+    const t = new FdbTable(20, { seed: 32 });
+    for (let i = 0; i < 20; i++) insertMac(t, 1, M + i, i % 3, 0, true);
+    expect(t.evictLru()).toBe(-1);
+    expect(t.size).toBe(20);
+    t.removeSlot(t.findMac(1, M + 19));
+    insertMac(t, 1, M + 100, 4, 5);
+    expect([t.portEntries(4), t.dynamicSize]).toEqual([1, 1]);
+    insertMac(t, 1, M + 100, 4, 6, true); // made static: no longer dynamic
+    expect([t.portEntries(4), t.dynamicSize]).toEqual([0, 0]);
+    expect(t.evictLru()).toBe(-1);
+    t.setStatic(t.findMac(1, M + 100), false);
+    expect([t.portEntries(4), t.dynamicSize]).toEqual([1, 1]);
+    expect(t.evictLru()).toBe(4);
+    expect(t.size).toBe(19);
+  });
+
+  it("a port's candidate list survives growth and backward shifts (it holds keys, not slots)", () => {
+    // 600 entries on port 0 (seen at i), 100 on port 1; evict some, then grow the table
+    // and remove entries so that others shift; the next evictions are still port 0's oldest.
+    const t = new FdbTable(4000, { seed: 33, initialCapacity: 1024 });
+    for (let i = 0; i < 600; i++) insertMac(t, 1, M + i * 0x10001, 0, i);
+    for (let i = 0; i < 100; i++) insertMac(t, 2, M + i * 0x10001, 1, 1000 + i);
+    expect(t.evictLru()).toBe(0); // builds port 0's list
+    expect(t.findMac(1, M)).toBe(-1);
+    const cap = t.capacity;
+    for (let i = 0; i < 1500; i++) insertMac(t, 3, M + i * 0x10001, 1, 2000 + i);
+    expect(t.capacity).toBeGreaterThan(cap);
+    for (let i = 0; i < 1500; i += 3) t.removeSlot(t.findMac(3, M + i * 0x10001));
+    expect(t.portEntries(1)).toBe(1100);
+    // Port 1 is the biggest now: its oldest, on VLAN 2, go first.
+    for (let k = 0; k < 500; k++) expect(t.evictLru()).toBe(1);
+    for (let i = 0; i < 100; i++) expect(t.findMac(2, M + i * 0x10001)).toBe(-1);
+    expect([t.portEntries(0), t.portEntries(1)]).toEqual([599, 600]);
+    expect(t.evictLru()).toBe(1);
+    // Equal at 599: port 0's next oldest (i = 1, 2, …).
+    for (let i = 1; i <= 3; i++) {
+      expect(t.evictLru()).toBe(0);
+      expect(t.findMac(1, M + i * 0x10001)).toBe(-1);
+      expect(t.findMac(1, M + (i + 1) * 0x10001)).toBeGreaterThanOrEqual(0);
+      expect(t.evictLru()).toBe(1);
+    }
+    expect(checkAllFindable(t)).toBe(t.size);
+  });
+
+  it("orders by lastSeen over long spans too (radix keys in coarser units), and across ports' lists", () => {
+    // 1000 entries of port 0 seen at k * 1000 ms (k shuffled) and one at 5e8 ms: the span
+    // needs units of 120 ms for the sort keys, still finer than the spacing.
+    const t = new FdbTable(2000, { seed: 34 });
+    const r = rng(34);
+    const ks = Array.from({ length: 1000 }, (_, k) => k).sort(() => r() - 0.5);
+    for (const k of ks) insertMac(t, 1, M + k * 0x10001, 0, k * 1000 + 0.5);
+    insertMac(t, 1, M + 0xabcdef, 0, 5e8);
+    for (let k = 0; k < 1000; k++) {
+      expect(t.evictLru()).toBe(0);
+      expect(t.findMac(1, M + k * 0x10001), `k = ${k}`).toBe(-1);
+      if (k < 999) expect(t.findMac(1, M + (k + 1) * 0x10001)).toBeGreaterThanOrEqual(0);
+    }
+    expect(t.evictLru()).toBe(0);
+    expect(t.size).toBe(0);
+  });
+
+  it("randomized against a reference model: counts per port, and what evictLru takes", () => {
+    interface E { vlan: number; mac: number; port: number; lastSeen: number; isStatic: boolean }
+    const MAX = 400;
+    let evictions = 0;
+    let fullEvictions = 0;
+    let resizes = 0;
+    for (const seed of [41, 42, 43, 44]) {
+      const r = rng(seed);
+      // Start tiny: the table grows (rehash) many times along the way.
+      const t = new FdbTable(MAX, { seed, initialCapacity: 2 });
+      const model = new Map<string, E>();
+      const keyOf = (vlan: number, mac: number): string => `${vlan}/${mac}`;
+      const keys = (): E[] => [...model.values()];
+      const pick = (): E | undefined => {
+        const all = keys();
+        return all.length === 0 ? undefined : all[Math.floor(r() * all.length)];
+      };
+      // Port 0 learns most (a flooding port); 9 ports in all, one of them 40000.
+      const randPort = (): number => (r() < 0.5 ? 0 : r() < 0.9 ? 1 + Math.floor(r() * 7) : 40000);
+      let lastCap = t.capacity;
+      for (let now = 1; now <= 12_000; now++) {
+        const x = r();
+        if (x < 0.55) {
+          // Learn (a small key space: some are already there and are refreshed instead).
+          const vlan = 1 + Math.floor(r() * 2);
+          const mac = M + Math.floor(r() * 1000) * 0x10001;
+          const e = model.get(keyOf(vlan, mac));
+          const s = t.findMac(vlan, mac);
+          if (e !== undefined) {
+            expect(s).toBeGreaterThanOrEqual(0);
+            if (!e.isStatic) {
+              const port = r() < 0.8 ? e.port : randPort();
+              t.touch(s, now);
+              if (port !== e.port) t.setPort(s, port);
+              e.port = port;
+              e.lastSeen = now;
+            }
+            continue;
+          }
+          expect(s).toBe(-1);
+          const isStatic = r() < 0.05;
+          const port = randPort();
+          if (model.size >= MAX) {
+            // Full: take the model's answer and compare.
+            const dyn = keys().filter((k) => !k.isStatic);
+            if (dyn.length === 0) {
+              expect(t.evictLru()).toBe(-1);
+              continue;
+            }
+            const counts = new Map<number, number>();
+            for (const k of dyn) counts.set(k.port, (counts.get(k.port) ?? 0) + 1);
+            const most = Math.max(...counts.values());
+            const victimPort = Math.min(...[...counts].filter(([, n]) => n === most).map(([p]) => p));
+            const oldest = Math.min(...dyn.filter((k) => k.port === victimPort).map((k) => k.lastSeen));
+            expect(t.evictLru(), `seed ${seed} at ${now}`).toBe(victimPort);
+            fullEvictions++;
+            const gone = dyn.filter((k) => t.findMac(k.vlan, k.mac) < 0);
+            expect(gone.length).toBe(1);
+            expect(gone[0].port).toBe(victimPort);
+            expect(gone[0].lastSeen, `seed ${seed} at ${now}: evicted one seen at ${gone[0].lastSeen}, oldest ${oldest}`).toBe(oldest);
+            model.delete(keyOf(gone[0].vlan, gone[0].mac));
+          }
+          expect(insertMac(t, vlan, mac, port, now, isStatic)).toBeGreaterThanOrEqual(0);
+          model.set(keyOf(vlan, mac), { vlan, mac, port, lastSeen: now, isStatic });
+        } else if (x < 0.6) {
+          // Remove one (backward shift).
+          const e = pick();
+          if (e === undefined) continue;
+          t.removeSlot(t.findMac(e.vlan, e.mac));
+          model.delete(keyOf(e.vlan, e.mac));
+        } else if (x < 0.67) {
+          // Move without a refresh (setPort keeps lastSeen).
+          const e = pick();
+          if (e === undefined) continue;
+          const port = randPort();
+          t.setPort(t.findMac(e.vlan, e.mac), port);
+          e.port = port;
+        } else if (x < 0.69) {
+          // Flip static.
+          const e = pick();
+          if (e === undefined) continue;
+          e.isStatic = !e.isStatic;
+          t.setStatic(t.findMac(e.vlan, e.mac), e.isStatic);
+        } else if (x < 0.695) {
+          // Ageing walk, as the switch does it: entries idle for 3000 go.
+          for (let i = 0; i < t.capacity; ) {
+            if (t.isUsed(i) && !t.isStatic(i) && now - t.lastSeen(i) >= 3000) {
+              model.delete(keyOf(t.vlan(i), t.mac(i)));
+              t.removeSlot(i);
+            } else {
+              i++;
+            }
+          }
+        } else if (x < 0.6953) {
+          expect(t.clear(true)).toBe(keys().filter((k) => !k.isStatic).length);
+          for (const e of keys()) if (!e.isStatic) model.delete(keyOf(e.vlan, e.mac));
+        } else if (x < 0.6955) {
+          t.clear();
+          model.clear();
+        } else if (x < 0.72) {
+          // An eviction now and then even when not full.
+          const dyn = keys().filter((k) => !k.isStatic);
+          const got = t.evictLru();
+          if (dyn.length === 0) {
+            expect(got).toBe(-1);
+            continue;
+          }
+          const gone = dyn.filter((k) => t.findMac(k.vlan, k.mac) < 0);
+          expect(gone.length).toBe(1);
+          expect(got).toBe(gone[0].port);
+          expect(gone[0].lastSeen).toBe(Math.min(...dyn.filter((k) => k.port === got).map((k) => k.lastSeen)));
+          model.delete(keyOf(gone[0].vlan, gone[0].mac));
+          evictions++;
+        } else {
+          // A station seen again.
+          const e = pick();
+          if (e === undefined || e.isStatic) continue;
+          t.touch(t.findMac(e.vlan, e.mac), now);
+          e.lastSeen = now;
+        }
+        if (t.capacity !== lastCap) {
+          resizes++;
+          lastCap = t.capacity;
+        }
+        const dyn = keys().filter((k) => !k.isStatic);
+        expect(t.size).toBe(model.size);
+        expect(t.dynamicSize).toBe(dyn.length);
+        if (now % 50 === 0) {
+          for (const p of [0, 1, 2, 3, 4, 5, 6, 7, 40000]) expect(t.portEntries(p), `port ${p}`).toBe(dyn.filter((k) => k.port === p).length);
+        }
+        if (now % 1000 === 0) {
+          for (const e of model.values()) {
+            const s = t.findMac(e.vlan, e.mac);
+            expect([t.port(s), t.lastSeen(s), t.isStatic(s)]).toEqual([e.port, e.lastSeen, e.isStatic]);
+          }
+          expect(checkAllFindable(t)).toBe(model.size);
+        }
+      }
+    }
+    // The run must have exercised what it claims to.
+    expect(evictions).toBeGreaterThan(500);
+    expect(fullEvictions).toBeGreaterThan(500);
+    expect(resizes).toBeGreaterThan(20);
+  });
+});
+
 describe("LearningSwitch on FdbTable: walks that remove (flush, age)", () => {
   function tagged(dst: number, src: number, vlan: number): Buffer {
     const f = Buffer.alloc(64, 0x5a);

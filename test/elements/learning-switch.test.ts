@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { Engine } from "../../src/core/engine.js";
 import { LearningSwitch, type LearningSwitchConfig } from "../../src/elements/learning-switch.js";
 import { MemoryPort } from "../../src/io/memory-port.js";
@@ -120,18 +120,93 @@ describe("LearningSwitch", () => {
     expect(out.p3.length).toBe(1); // unknown again: flooded
   });
 
-  it("keeps a bounded table: new stations are not learned but still reach everyone", () => {
+  it("keeps a bounded table: when full, a new station evicts the busiest port's oldest entry and is learned", () => {
     const { ports, drain, sw } = rig(["p1", "p2", "p3"], { maxEntries: 2 });
     ports.p1.inject([frame(BCAST, A)]);
     ports.p2.inject([frame(BCAST, B)]);
-    ports.p3.inject([frame(BCAST, C)]); // table full
+    ports.p3.inject([frame(BCAST, C)]); // table full: p1 and p2 hold one each, the lower port gives A up
     drain();
-    expect(sw.macLimit).toBe(1);
-    expect(sw.dynamicCount).toBe(2);
-    ports.p1.inject([frame(C, A)]);
+    expect([sw.learned, sw.evicted, sw.macLimit, sw.dynamicCount]).toEqual([3, 1, 0, 2]);
+    expect(sw.entries(performance.now()).map((e) => e.mac)).toEqual([B, C]);
+    // C is known at once: B -> C goes to p3 only.
+    ports.p2.inject([frame(C, B)]);
+    let out = drain();
+    expect([out.p1.length, out.p3.length]).toEqual([0, 1]);
+    // A is unknown now: flooded, and still reaches p1.
+    ports.p2.inject([frame(A, B)]);
+    out = drain();
+    expect([out.p1.length, out.p3.length]).toEqual([1, 1]);
+  });
+
+  it("with the table full of static entries, a new station is not learned (macLimit) and is flooded", () => {
+    // 4096 statics fill the room the table keeps for them; two more added later take the
+    // dynamic room too: nothing dynamic is there to evict.
+    const statics = Array.from({ length: 4096 }, (_, i) => ({ mac: 0x02aa00000000 + i, vlan: 1, port: "p3" }));
+    const { ports, drain, sw } = rig(["p1", "p2", "p3"], { maxEntries: 2, static: statics });
+    sw.addStatic({ mac: 0x02bb00000001, vlan: 1, port: "p3" });
+    sw.addStatic({ mac: 0x02bb00000002, vlan: 1, port: "p3" });
+    expect(() => sw.addStatic({ mac: 0x02bb00000003, vlan: 1, port: "p3" })).toThrow(/table is full/);
+    ports.p1.inject([frame(BCAST, A)]);
+    drain();
+    expect([sw.learned, sw.evicted, sw.macLimit, sw.dynamicCount]).toEqual([0, 0, 1, 0]);
+    ports.p2.inject([frame(A, B)]);
     const out = drain();
-    expect(out.p2.length).toBe(1);
-    expect(out.p3.length).toBe(1);
+    expect([out.p1.length, out.p3.length]).toEqual([1, 1]);
+    // Statics still forward.
+    ports.p1.inject([frame(0x02bb00000002, A)]);
+    expect(drain().p3.length).toBe(1);
+  });
+
+  it("a flood of random source MACs from one port evicts that port's own oldest entries, not other ports' stations", () => {
+    // A clock the test controls: each inject() is one pass at its own time, so the order
+    // of lastSeen is exact.
+    let t = 1000;
+    const clock = vi.spyOn(performance, "now").mockImplementation(() => t);
+    try {
+      const { ports, drain, sw } = rig(["p1", "p2", "p3"], { maxEntries: 64 });
+      const X = 0x02000000000a; // a station on the flooding port that keeps talking
+      const step = (p: MemoryPort, f: Buffer): void => {
+        t += 1;
+        p.inject([f]);
+      };
+      step(ports.p2, frame(BCAST, B));
+      step(ports.p3, frame(BCAST, C));
+      step(ports.p1, frame(BCAST, X));
+      const flood = Array.from({ length: 3000 }, (_, i) => 0x060000000000 + ((i * 2654435761) % 2 ** 32) * 256 + (i & 0xff));
+      expect(new Set(flood).size).toBe(3000);
+      for (const [i, m] of flood.entries()) {
+        step(ports.p1, frame(0x02ffffffffff, m));
+        if (i % 40 === 39) step(ports.p1, frame(BCAST, X));
+      }
+      drain();
+      // 64 entries: B, C, X and the newest 61 of the flood.
+      expect(sw.dynamicCount).toBe(64);
+      expect(sw.evicted).toBe(3000 - 61);
+      expect(sw.macLimit).toBe(0);
+      expect(sw.fdb.portEntries(ports.p1.index)).toBe(62);
+      const now = t;
+      const learned = new Set(sw.entries(now).map((e) => e.mac));
+      for (const m of [B, C, X]) expect(learned.has(m), m.toString(16)).toBe(true);
+      for (const [i, m] of flood.entries()) expect(learned.has(m), `flood MAC ${i}`).toBe(i >= 3000 - 61);
+      // B and C still reach each other without flooding.
+      const flooded = sw.flooded;
+      step(ports.p2, frame(C, B));
+      expect(sw.flooded).toBe(flooded);
+      expect(drain()).toMatchObject({ p1: [], p3: [frame(C, B)] });
+      // A new station on p2 is learned at its first frame (p1's oldest goes), and the
+      // answer to it is not flooded to p1.
+      step(ports.p2, frame(C, A));
+      expect(sw.evicted).toBe(3000 - 60);
+      expect(sw.entries(t).find((e) => e.mac === A)).toMatchObject({ port: ports.p2.index, isStatic: false });
+      expect(sw.fdb.portEntries(ports.p1.index)).toBe(61);
+      expect(sw.fdb.findMac(1, flood[3000 - 61])).toBe(-1);
+      drain();
+      step(ports.p3, frame(A, C));
+      expect(sw.flooded).toBe(flooded);
+      expect(drain()).toMatchObject({ p1: [], p2: [frame(A, C)] });
+    } finally {
+      clock.mockRestore();
+    }
   });
 
   it("static entries neither move nor age", () => {
