@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { canRunLabs, inNs, macOf, netnsList, ping, sendRaw, sleep, tapnet, tapnetOk, tcpdump, writeLabFile } from "./harness.js";
 
 const LAB = "tfdb";
-const ns = (n: string): string => `tn-${LAB}-${n}`;
+const ns = (n: string): string => `tn.${LAB}.${n}`;
 const file = writeLabFile(LAB, `
 name: ${LAB}
 nodes:
@@ -74,7 +74,7 @@ describe.skipIf(!canRunLabs())("FDB lab: a MAC flood from one port leaves the ta
     const r = tapnet(["lab", "down", file]);
     fs.rmSync(file, { force: true });
     expect(r.status, r.stderr).toBe(0);
-    expect(netnsList().filter((n) => n.startsWith(`tn-${LAB}-`))).toEqual([]);
+    expect(netnsList().filter((n) => n.startsWith(`tn.${LAB}.`))).toEqual([]);
   });
 
   it("after 100,000 random source MACs from h1, a new station is learned at its first frame and its unicast is not flooded", async () => {
