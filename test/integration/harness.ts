@@ -329,11 +329,3 @@ export function background(ns: string, argv: string[], opts: { stdin?: boolean }
   };
 }
 
-/** Polls `fn` every `everyMs` until it returns true; throws `what` after `ms`. */
-export async function waitUntil(fn: () => boolean, what: string, ms = 10_000, everyMs = 100): Promise<void> {
-  const t0 = Date.now();
-  while (!fn()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}

@@ -14,7 +14,7 @@ import {
   sleep,
   tapnet,
   tapnetOk,
-  waitUntil,
+  waitFor,
   writeLabFile,
   type Background,
 } from "./harness.js";
@@ -279,8 +279,10 @@ describe.skipIf(!canRunLabs())("service-nat with a small table and short timeout
     inNs(ns("client"), ["sh", "-c", "echo hello | nc -u -w1 -p 4001 192.0.2.10 5000"]);
     const has = (): boolean => tapnetOk(["show", "conntrack", "--node", "node1", "--lab", lab, "--json"]).includes("4001");
     expect(has()).toBe(true);
-    await sleep(3500); // 2 s timeout + the 200 ms expiry timer
-    expect(has()).toBe(false);
+    const t0 = Date.now();
+    // 2 s timeout + the 200 ms expiry timer: gone within 6 s, and not before ~2 s.
+    await waitFor("the UDP entry to time out", () => !has(), 6000, 200);
+    expect(Date.now() - t0).toBeGreaterThan(1500);
   });
 
   it("a table full of established flows refuses new ones (drop), counted, and the established ones continue", async () => {
@@ -305,7 +307,7 @@ describe.skipIf(!canRunLabs())("service-nat with a small table and short timeout
       await hold.waitFor(/^ready$/m);
       const established = (): number => Number(tapnetOk(["show", "conntrack", "--node", "node1", "--lab", lab, "--state", "ESTABLISHED", "--count"]));
       // ...and nothing else left in the table (earlier flows time out within 2 s).
-      await waitUntil(() => established() === 8 && stats(lab).nat.entries === 8, "8 ESTABLISHED entries and no others");
+      await waitFor("8 ESTABLISHED entries and no others", () => established() === 8 && stats(lab).nat.entries === 8);
       const before = stats(lab).nat;
       expect(before).toMatchObject({ entries: 8, maxEntries: 8, evictable: 0 });
       const udpPy = "import socket\nfor p in range(5001, 5021):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.bind(('', p))\n    s.sendto(b'x', ('192.0.2.10', 5000))\n    s.close()";
@@ -433,7 +435,7 @@ describe.skipIf(!canRunLabs())("service-nat under a SYN flood: early drop, and l
       const before = stats(lab).nat;
       flooders = flood(40);
       // Readiness: the table is full when the NAT starts evicting.
-      await waitUntil(() => stats(lab).nat.earlyDrop > before.earlyDrop, "the flood to fill the table (earlyDrop moving)", 20_000);
+      await waitFor("the flood to fill the table (earlyDrop moving)", () => stats(lab).nat.earlyDrop > before.earlyDrop, 20_000);
       const full = stats(lab).nat;
       expect(full.entries).toBe(MAX);
       // New connections to the VIP while the flood goes on.
@@ -486,7 +488,7 @@ describe.skipIf(!canRunLabs())("service-nat under a SYN flood: early drop, and l
     // Fill the table (unanswered SYNs stay 120 s, SYN_SENT's timeout), then stop.
     const flooders = flood(30);
     try {
-      await waitUntil(() => stats(lab).nat.entries === MAX, "a full table", 20_000);
+      await waitFor("a full table", () => stats(lab).nat.entries === MAX, 20_000);
     } finally {
       await Promise.all(flooders.map((f) => f.stop()));
     }

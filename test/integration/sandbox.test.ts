@@ -11,7 +11,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { request } from "../../src/control/client.js";
 import { nodeEnvironment, nodeLauncher } from "../../src/node/sandbox.js";
-import { CLI, ROOT, canRunLabs, inNs, netnsList, ping, sleep, tapnet, tapnetOk, writeLabFile } from "./harness.js";
+import { CLI, ROOT, canRunLabs, inNs, netnsList, ping, sleep, tapnet, tapnetOk, waitOutput, writeLabFile } from "./harness.js";
 
 const LAB = "tsbx";
 const ns = (n: string): string => `tn.${LAB}.${n}`;
@@ -103,17 +103,12 @@ describe.skipIf(!canRunLabs())("a lab node runs with least privilege", () => {
     }
     const out = path.join(os.tmpdir(), `tn-sbx-${process.pid}.pcapng`);
     try {
-      const cap = spawn(process.execPath, [CLI, "capture", "sw1", "h1", "h3", "--lab", LAB, "-w", out, "-c", "4"], { stdio: "ignore" });
-      let exit: number | null | undefined;
-      cap.on("exit", (c) => (exit = c));
-      // One ping at a time until the capture has its four frames: the capture is ready
-      // when it is ready, whatever the machine's speed.
-      const deadline = Date.now() + 20_000;
-      while (exit === undefined && Date.now() < deadline) {
-        ping(ns("h1"), "10.0.0.3", 1);
-        await sleep(100);
-      }
-      if (exit === undefined) cap.kill("SIGKILL");
+      const cap = spawn(process.execPath, [CLI, "capture", "sw1", "h1", "h3", "--lab", LAB, "-w", out, "-c", "4"], { stdio: ["ignore", "ignore", "pipe"] });
+      const exited = new Promise<number | null>((r) => cap.on("exit", (c) => r(c)));
+      await waitOutput(cap.stderr, /capturing on/, "tapnet capture to attach");
+      ping(ns("h1"), "10.0.0.3", 1);
+      const exit = await Promise.race([exited, sleep(10_000).then(() => "timeout")]);
+      if (exit === "timeout") cap.kill("SIGKILL");
       expect(exit).toBe(0);
       const r = spawnSync("tshark", ["-r", out, "-T", "fields", "-e", "frame.interface_name", "-e", "icmp.type"], { encoding: "utf8" });
       const lines = r.stdout.split("\n").filter(Boolean);
