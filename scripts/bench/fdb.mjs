@@ -173,7 +173,7 @@ function makeSwitch() {
   const sw = new LearningSwitch(ports, { maxEntries: N + 1024, ageingTime: 1e6 });
   // Flooding is not used here (everything is known unicast, the one broadcast goes to
   // an untagged access port), but the switch expects scratch space.
-  sw.setScratch(frames.length, 0);
+  sw.attachScratch(frames, frames.length, 0);
   const fn = (inPort, b) => {
     sw.beginPass();
     sw.process(inPort, b, frames, NOW);
@@ -182,8 +182,11 @@ function makeSwitch() {
     table: sw,
     fn,
     size: () => sw.dynamicCount,
-    forwarded: () => sw.forwarded,
-    bad: () => sw.macLimit + sw.runt + sw.badSrcMac,
+    forwarded: () => sw.counters().forwarded,
+    bad: () => {
+      const c = sw.counters();
+      return c.macLimit + c.runt + c.badSrcMac;
+    },
     direct: (from, to) => directFdb(sw.fdb, from, to),
     tableBytes: () => sw.fdb.bytes,
   };

@@ -15,6 +15,7 @@ import type { Request } from "../control/protocol.js";
 import { findLab, labDown, labStatus, labUp } from "../lab/lab.js";
 import { TopologyError } from "../lab/topology.js";
 import { conntrackLine, parseConntrackQuery, type ConnEntryView } from "../elements/conntrack.js";
+import type { GraphDescription } from "../node/graph.js";
 import { sandboxLine, type SandboxReport } from "../node/sandbox.js";
 import { table, vlanList } from "./format.js";
 
@@ -287,6 +288,20 @@ interface StatusReply {
   ports: string[];
   sandbox: SandboxReport;
 }
+showCommand("graph", "the node's data path: ports, elements (inputs, outputs, counters) and the edges between them", (d) => {
+  const g = d as GraphDescription;
+  const lines = [`  offloads ${g.offload ? "on (virtio-net headers)" : "off"}`, "  ports"];
+  lines.push(...table(["PORT", "KIND", "IFNAME", "MODE"], g.ports.map((p) => [p.name, p.kind, p.ifname, p.mode])).split("\n").map((l) => `    ${l}`));
+  lines.push("  elements");
+  for (const e of g.elements) {
+    const io = e.hooks ? `hooks ${e.hooks.join(", ")}` : `in/out ${e.inputs.join(", ")}`;
+    lines.push(`    ${e.name} (${e.kind}): ${io}; ${e.counters.length} counters`);
+  }
+  lines.push("  edges");
+  for (const e of g.edges) lines.push(`    ${e.from} -> ${e.to}${e.via ? ` (${e.via})` : ""}`);
+  return lines.join("\n");
+});
+
 showCommand("status", "the node process: PID, uptime, ports, and what it runs with (uid, capabilities, seccomp)", (d) => {
   const s = d as StatusReply;
   return table(

@@ -1,31 +1,33 @@
 /**
- * Engine: owns the packet pool and the ports of one tapnet process and runs passes.
+ * Engine: owns the packet pool, the ports and the elements of one tapnet process, and
+ * runs passes.
  *
- * A pass starts when a port delivers a batch (or a timer has something to send):
- * every element is told a pass begins (scratch space is reset), the batch goes
- * through the pipeline (the switch), which queues frames on output ports; internal
- * ports (switch <-> router) are pumped until quiet; then every device port with
- * queued frames is flushed once. Nothing is carried between passes: a frame's bytes
- * live in its ingress port's receive region only until that port's next wake-up,
- * which cannot come before the pass has ended; what must wait longer (a packet
- * waiting for ARP) is copied out by the element that keeps it.
+ * A pass starts when a port delivers a batch (or a timer has something to send): every
+ * element is told a pass begins (scratch space is reset), the batch goes to the input
+ * the port is connected to (the switch), which queues frames on output ports; internal
+ * ports (switch <-> router) are pumped until quiet; then every device port with queued
+ * frames is flushed once. Nothing is carried between passes: a frame's bytes live in its
+ * ingress port's receive region only until that port's next wake-up, which cannot come
+ * before the pass has ended; what must wait longer (a packet waiting for ARP) is copied
+ * out by the element that keeps it.
+ *
+ * The graph builder (src/node/graph.ts) is the one caller that wires an engine: it adds
+ * ports with the input each feeds and elements with the scratch they need.
  */
 import type { FrameList } from "./batch.js";
+import type { FrameSink } from "./element.js";
 import { InternalPort } from "./internal-port.js";
 import { PacketPool } from "./pool.js";
 import type { Port } from "./port.js";
 
-export interface Pipeline {
-  /**
-   * Processes frames received on `port`, whose bytes are in `pool`; `now` is the
-   * pass's clock in ms (read once per pass, not per frame).
-   */
-  process(port: Port, frames: FrameList, pool: Buffer, now: number): void;
-}
-
-export interface PassAware {
-  /** Called at the start of every pass, before any frame of it is seen. */
+/** What the engine needs of an element: a name, the start of each pass, pool scratch. */
+export interface EngineElement {
+  readonly name: string;
   beginPass(): void;
+  /** Pool bytes the element writes frames into (0 or absent: none). */
+  scratchBytes?(): number;
+  /** Where those bytes are, once the pool exists (before any pass). */
+  attachScratch?(pool: Buffer, base: number, bytes: number): void;
 }
 
 /** How many times internal ports are pumped in one pass before the rest is dropped. */
@@ -33,15 +35,15 @@ const MAX_ROUNDS = 16;
 
 export class Engine {
   readonly ports: Port[] = [];
+  readonly elements: EngineElement[] = [];
   pool: PacketPool | null = null;
-  pipeline: Pipeline | null = null;
-  readonly passAware: PassAware[] = [];
   passes = 0;
   /**
-   * Offloads on: every frame in the pool has a virtio-net header in front of it. Ports
-   * whose device has none get software offloads (Port.vnetPool). Set before start().
+   * Offloads on: every frame in the pool has a virtio-net header in front of it
+   * (src/wire/vnet.ts). Ports whose device has none get software offloads. Set before
+   * start().
    */
-  vnet = false;
+  offload = false;
   /** Errors thrown by an element (a bug, never a peer's doing); the pass is dropped. */
   internalErrors = 0;
   /** Passes that still had frames moving between elements after MAX_ROUNDS (a loop). */
@@ -56,44 +58,54 @@ export class Engine {
   private readonly internal: InternalPort[] = [];
   /** Ports with a device behind them: the ones a pass flushes. */
   private readonly devices: Port[] = [];
-  private readonly scratch: Array<{ bytes: number; what: string; set: (base: number) => void }> = [];
+  /** Per port index: where its received batches go. */
+  private readonly inputs: Array<FrameSink | null> = [];
 
-  addPort(port: Port): number {
+  /** Adds a port; `input` is the element its received frames go to (device ports). */
+  addPort(port: Port, input: FrameSink | null = null): number {
     if (this.ports.some((p) => p.name === port.name)) {
       throw new Error(`duplicate port name '${port.name}'`);
     }
     port.index = this.ports.length;
     this.ports.push(port);
+    this.inputs.push(input);
     if (port instanceof InternalPort) this.internal.push(port);
     else this.devices.push(port);
     return port.index;
+  }
+
+  /** Sends what `port` receives to `input` from now on. */
+  connect(port: Port, input: FrameSink): void {
+    if (this.ports[port.index] !== port) throw new Error(`port '${port.name}' is not in this engine`);
+    this.inputs[port.index] = input;
   }
 
   port(name: string): Port | undefined {
     return this.ports.find((p) => p.name === name);
   }
 
-  /** Reserves pool memory for an element (scratch space for frames it writes). */
-  reserve(bytes: number, what: string, set: (base: number) => void): void {
-    this.scratch.push({ bytes, what, set });
+  /** Adds an element: told of every pass, given its scratch when the pool is made. */
+  addElement(el: EngineElement): void {
+    if (this.elements.some((e) => e.name === el.name)) throw new Error(`duplicate element name '${el.name}'`);
+    this.elements.push(el);
   }
 
   /** Allocates the pool and opens every port. On failure, closes what was opened. */
   start(): void {
-    if (!this.pipeline) throw new Error("engine has no pipeline");
-    const pa = this.pipeline as Partial<PassAware>;
-    if (typeof pa.beginPass === "function" && !this.passAware.includes(pa as PassAware)) {
-      this.passAware.unshift(pa as PassAware);
-    }
+    const unwired = this.devices.filter((p) => this.inputs[p.index] === null);
+    if (unwired.length) throw new Error(`ports with no input: ${unwired.map((p) => p.name).join(", ")}`);
     let size = 0;
     for (const p of this.ports) {
-      p.vnetPool = this.vnet;
+      p.offload = this.offload;
       size += p.rxRegionBytes() + p.softRegionBytes() + 128;
     }
-    for (const s of this.scratch) size += s.bytes + 64;
+    const scratch = this.elements.map((e) => e.scratchBytes?.() ?? 0);
+    for (const s of scratch) size += s + 64;
     const pool = new PacketPool(size);
     this.pool = pool;
-    for (const s of this.scratch) s.set(pool.region(s.bytes, s.what));
+    this.elements.forEach((e, i) => {
+      if (scratch[i] > 0) e.attachScratch?.(pool.buf, pool.region(scratch[i], `${e.name} scratch`), scratch[i]);
+    });
     for (const p of this.ports) {
       const soft = p.softRegionBytes();
       if (soft !== 0) p.attachSoftRegion(pool.region(soft, `port ${p.name} software offloads`));
@@ -115,15 +127,15 @@ export class Engine {
   }
 
   /**
-   * Runs one pass: `work` queues frames (the pipeline on a received batch, or an
-   * element with something to send from a timer); then the pass settles and flushes.
+   * Runs one pass: `work` queues frames (an input on a received batch, or an element
+   * with something to send from a timer); then the pass settles and flushes.
    */
   runPass(work: (pool: Buffer, now: number) => void): void {
     const pool = (this.pool as PacketPool).buf;
     const now = this.clock();
     this.passes++;
-    const aware = this.passAware;
-    for (let i = 0; i < aware.length; i++) aware[i].beginPass();
+    const els = this.elements;
+    for (let i = 0; i < els.length; i++) els[i].beginPass();
     try {
       work(pool, now);
       const internal = this.internal;
@@ -138,8 +150,8 @@ export class Engine {
         for (const p of internal) p.reset();
       }
     } catch (e) {
-      // Rule 3 of the hot path: nothing a peer sends may stop the process. An
-      // exception here is our bug; count it, keep the message, drop the pass.
+      // Nothing a peer sends may stop the process. An exception here is our bug:
+      // count it, keep the message, drop the pass.
       this.internalErrors++;
       this.lastError = e instanceof Error ? (e.stack ?? e.message) : String(e);
       for (const p of this.ports) p.txq.count = 0;
@@ -156,7 +168,8 @@ export class Engine {
   private rxPort: Port | null = null;
   private rxFrames: FrameList | null = null;
   private readonly rxWork = (pool: Buffer, now: number): void => {
-    (this.pipeline as Pipeline).process(this.rxPort as Port, this.rxFrames as FrameList, pool, now);
+    const port = this.rxPort as Port;
+    (this.inputs[port.index] as FrameSink).process(port, this.rxFrames as FrameList, pool, now);
   };
   private readonly onRx = (port: Port, batch: FrameList): void => {
     this.rxPort = port;

@@ -10,12 +10,9 @@
  * Captures on an internal port see both directions like any other port.
  */
 import { type FrameList, TxQueue } from "./batch.js";
+import type { FrameSink } from "./element.js";
 import type { PacketPool } from "./pool.js";
 import { Port, type RxHandler } from "./port.js";
-
-export interface FrameSink {
-  process(port: Port, frames: FrameList, pool: Buffer, now: number): void;
-}
 
 export class InternalPort extends Port {
   readonly kind = "internal";
@@ -23,8 +20,8 @@ export class InternalPort extends Port {
   inq: TxQueue;
   private spareTx: TxQueue;
   private spareIn: TxQueue;
-  switchSide: FrameSink | null = null;
-  elementSide: FrameSink | null = null;
+  private switchSide: FrameSink | null = null;
+  private elementSide: FrameSink | null = null;
 
   constructor(
     name: string,
@@ -38,8 +35,19 @@ export class InternalPort extends Port {
     this.spareIn = new TxQueue(batchSize);
   }
 
+  /** Joins the two elements (the graph builder's call): the switch, and the element behind. */
+  link(switchSide: FrameSink, elementSide: FrameSink): void {
+    this.switchSide = switchSide;
+    this.elementSide = elementSide;
+  }
+
+  /** What the two sides are, for `show graph`. */
+  get sides(): { switchSide: FrameSink | null; elementSide: FrameSink | null } {
+    return { switchSide: this.switchSide, elementSide: this.elementSide };
+  }
+
   /** Frames stay in the pool with their virtio-net header; the elements handle it. */
-  override get vnetNative(): boolean {
+  override get deviceOffload(): boolean {
     return true;
   }
 

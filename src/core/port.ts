@@ -12,6 +12,7 @@
 import { completeChecksum, gsoSegment } from "../io/offload.js";
 import { Batch, type FrameList, TxQueue } from "./batch.js";
 import type { PacketPool } from "./pool.js";
+import { VNET_HDR_LEN } from "../wire/vnet.js";
 
 /** A consumer of the frames crossing a port (a capture session). */
 export interface FrameTap {
@@ -34,8 +35,7 @@ export const DEFAULT_BATCH = 256;
 export const DEFAULT_SLOT = 2048;
 /** Free bytes before each received frame, so an 802.1Q tag can be pushed in place. */
 export const HEADROOM = 64;
-/** Size of the virtio-net header (struct virtio_net_hdr_v1) that precedes each frame when offloads are on. */
-export const VNET_HDR_LEN = 12;
+export { VNET_HDR_LEN };
 /** Software offload staging: room for the segments of at least three 64 KiB super-frames. */
 const SOFT_STAGE_BYTES = 256 * 1024;
 /** Most segments one super-frame may be cut into (an MSS of ~64 bytes). */
@@ -77,10 +77,10 @@ export abstract class Port {
   taps: FrameTap[] = [];
   protected onRx: RxHandler | null = null;
   /**
-   * Frames in the pool carry a virtio-net header in the VNET_HDR_LEN bytes before
-   * them (the node runs with offloads). Set by the engine before open().
+   * Offloads on: frames in the pool carry a virtio-net header in the VNET_HDR_LEN bytes
+   * before them. Set by the engine before open().
    */
-  vnetPool = false;
+  offload = false;
   private soft: SoftOffload | null = null;
 
   constructor(
@@ -106,13 +106,13 @@ export abstract class Port {
    * a zeroed header, and TSO super-frames / partial checksums are resolved before
    * transmit() sees them.
    */
-  get vnetNative(): boolean {
+  get deviceOffload(): boolean {
     return false;
   }
 
   /** Pool bytes for software offloads (0 unless the node has offloads and the device has none). */
   softRegionBytes(): number {
-    return this.vnetPool && !this.vnetNative ? SOFT_STAGE_BYTES : 0;
+    return this.offload && !this.deviceOffload ? SOFT_STAGE_BYTES : 0;
   }
 
   /** Gives the port its software offload staging area (engine, before open()). */
@@ -133,6 +133,14 @@ export abstract class Port {
    */
   offloadCounters(): Record<string, number> | null {
     return this.softCounters();
+  }
+
+  /**
+   * For a port with no ARP behind it (an IPIP tunnel): the MAC a router writes for next
+   * hop `addr` so the port knows where to send (static neighbour entries). Null: ARP.
+   */
+  nextHopMac(_addr: number): number | null {
+    return null;
   }
 
   /** Opens the device and starts delivering batches to `onRx`. */

@@ -33,7 +33,7 @@
  * is counted apart (outNoRoute, fragFailed, scratchFull …), never in those.
  */
 import type { FrameList } from "../core/batch.js";
-import type { PassAware } from "../core/engine.js";
+import type { ElementInfo } from "../core/element.js";
 import type { InternalPort } from "../core/internal-port.js";
 import type { Port } from "../core/port.js";
 import {
@@ -93,6 +93,17 @@ export interface NeighbourRow {
   age: number | null;
   queued: number;
   probes: number;
+}
+
+export interface RouterOptions {
+  icmpRate?: number;
+  icmpBurst?: number;
+  neighbour?: Partial<NeighbourTimers>;
+  reassembly?: ReassemblyOptions;
+  /** Connection tracking and NAT, called at PREROUTING and POSTROUTING. */
+  nat?: Nat | null;
+  /** Frames carry virtio-net headers (src/wire/vnet.ts). */
+  offload?: boolean;
 }
 
 export interface RouteConfig {
@@ -172,7 +183,7 @@ const MAX_FRAGS = 48;
 const ICMP_DEST_UNREACH = 3;
 const ICMP_TIME_EXCEEDED = 11;
 
-export class Ipv4Router implements PassAware {
+export class Ipv4Router {
   readonly kind = "Ipv4Router";
   readonly ifaces: RouterInterface[] = [];
   readonly fib = new Fib();
@@ -235,7 +246,7 @@ export class Ipv4Router implements PassAware {
   serviceRejected = 0;
   natDropped = 0;
   /** Connection tracking and NAT, when the node has NAT rules or services. */
-  nat: Nat | null = null;
+  readonly nat: Nat | null;
   /** Fragments are reassembled before PREROUTING while `nat` is set (nf_defrag_ipv4). */
   readonly reasm: Ipv4Reassembly;
   refragmented = 0;
@@ -244,7 +255,7 @@ export class Ipv4Router implements PassAware {
    * in the 12 bytes before it; TSO super-frames are routed whole (MTU checks use their
    * segment size) and NAT keeps partial checksums partial.
    */
-  vnet = false;
+  readonly offload: boolean;
   /** TSO super-frames whose segments would need IP fragmentation: dropped. */
   gsoDropped = 0;
   /** TCP segments to the router's own addresses answered with a reset. */
@@ -264,8 +275,11 @@ export class Ipv4Router implements PassAware {
 
   constructor(
     interfaces: RouterInterfaceConfig[],
-    opts: { icmpRate?: number; icmpBurst?: number; neighbour?: Partial<NeighbourTimers>; reassembly?: ReassemblyOptions } = {},
+    opts: RouterOptions = {},
+    readonly name = "router",
   ) {
+    this.nat = opts.nat ?? null;
+    this.offload = opts.offload ?? false;
     this.reasm = new Ipv4Reassembly(opts.reassembly);
     for (const c of interfaces) {
       const ifc: RouterInterface = {
@@ -281,7 +295,6 @@ export class Ipv4Router implements PassAware {
       };
       this.ifaces.push(ifc);
       this.ifByPort.set(c.port.index, ifc);
-      c.port.elementSide = this;
       ifc.addrs.forEach((a, k) => {
         if (this.local.has(a | 0)) throw new Error(`address ${ipToString(a)} is on two interfaces`);
         this.local.set(a | 0, ifc.index);
@@ -295,12 +308,17 @@ export class Ipv4Router implements PassAware {
     this.bucket = new TokenBucket(opts.icmpRate ?? 1000, opts.icmpBurst ?? 50);
   }
 
+  describe(): ElementInfo {
+    const ifs = this.ifaces.map((i) => i.port.name);
+    return { name: this.name, kind: this.kind, inputs: ifs, outputs: ifs, counters: [...COUNTERS] };
+  }
+
   /** Frame slots, then the reassembly slots (used while NAT is on). */
   scratchBytes(): number {
     return 1024 * SLOT + this.reasm.bytes();
   }
 
-  setScratch(pool: Buffer, base: number, bytes: number): void {
+  attachScratch(pool: Buffer, base: number, bytes: number): void {
     this.pool = pool;
     this.scratchBase = base;
     const frames = bytes - this.reasm.bytes();
@@ -710,7 +728,7 @@ export class Ipv4Router implements PassAware {
       this.arpRequest(out, nh, 0);
     }
     // Wait for ARP: the bytes must outlive this pass, so keep a copy.
-    const vnet = this.vnet ? Buffer.from(buf.subarray(ip - ETH_HLEN - VNET_HDR_LEN, ip - ETH_HLEN)) : undefined;
+    const vnet = this.offload ? Buffer.from(buf.subarray(ip - ETH_HLEN - VNET_HDR_LEN, ip - ETH_HLEN)) : undefined;
     if (!this.neigh.enqueue(n, { data: Buffer.from(buf.subarray(ip, ip + ipLen)), inIf, vnet })) this.arpQueueFull++;
   }
 
@@ -848,7 +866,7 @@ export class Ipv4Router implements PassAware {
    * super-frame (offloads on) the size of the segments the kernel will cut it into.
    */
   private wireLen(buf: Buffer, ip: number, ipLen: number): number {
-    if (!this.vnet) return ipLen;
+    if (!this.offload) return ipLen;
     const h = ip - ETH_HLEN - VNET_HDR_LEN;
     if (buf[h + 1] === 0) return ipLen;
     // IP and TCP headers as they are, plus gso_size. (The header's hdr_len is no measure:
@@ -860,7 +878,7 @@ export class Ipv4Router implements PassAware {
 
   /** Offloads on and the packet's L4 checksum is a partial sum the kernel completes. */
   private csumPartial(buf: Buffer, ip: number): boolean {
-    return this.vnet && (buf[ip - ETH_HLEN - VNET_HDR_LEN] & 1) !== 0;
+    return this.offload && (buf[ip - ETH_HLEN - VNET_HDR_LEN] & 1) !== 0;
   }
 
   // ---------------------------------------------------------------------------

@@ -17,20 +17,25 @@
  * allowed list tagged, and optionally one native VLAN untagged. A frame is classified
  * once at ingress and only ever leaves through members of its VLAN. Tags are pushed
  * or popped in place for unicast; a flooded frame that needs both forms gets a
- * rewritten copy in the switch's scratch region, made once per frame.
+ * rewritten copy in the switch's scratch region, made once per frame. It is a C-VLAN
+ * bridge (Linux's vlan_protocol 802.1Q): a frame with an 802.1ad S-tag (0x88a8) is an
+ * untagged frame of EtherType 0x88a8 to it, as to the Linux bridge.
  *
- * Ports: one per engine port, all of them members of the switch.
- * Config: ageingTime (s), maxEntries, per-port mode/vlans, static entries.
+ * Inputs/outputs: every port of the node (one input and one output each).
+ * Config: ageingTime (s), maxEntries, per-port mode/vlans, static entries, offload
+ *   (frames carry virtio-net headers: TSO super-frames pass whole, the header's offsets
+ *   follow a pushed or popped tag), bridgeHook (br_netfilter's hook, below).
  * Table: an FdbTable (fdb-table.ts), open addressing on typed arrays keyed by
- * (VLAN, MAC), sized for maxEntries dynamic entries plus room for static ones.
- *
- * Counters: forwarded, flooded, filtered (destination on the ingress port), learned,
- *   stationMoves, aged, evicted, macLimit, runt, oversize, badSrcMac, vlanFiltered,
- *   linkLocal (802.1D reserved group 01:80:c2:00:00:0X, never forwarded), scratchFull.
+ *   (VLAN, MAC), sized for maxEntries dynamic entries plus room for static ones.
+ * Counters: SWITCH_COUNTERS below.
  */
 import type { FrameList } from "../core/batch.js";
-import type { PassAware, Pipeline } from "../core/engine.js";
+import { counters, Element, type ElementInfo, type FrameSink } from "../core/element.js";
 import type { Port } from "../core/port.js";
+import { readU32 } from "../wire/bytes.js";
+import { ETHERTYPE_IPV4, ETHERTYPE_VLAN } from "../wire/ethernet.js";
+import { vlanGetVid, vlanSetVid, VLAN_TAG_LEN } from "../wire/vlan.js";
+import { VNET_HDR_LEN, vnetCopy, vnetIsGso, vnetNeedsCsum, vnetShiftL3 } from "../wire/vnet.js";
 import { FdbTable } from "./fdb-table.js";
 
 export type SwitchPortMode =
@@ -43,6 +48,16 @@ export interface StaticFdbEntry {
   port: string;
 }
 
+/**
+ * br_netfilter's hook: IPv4 unicast bridged between two device ports of one of `vlans`
+ * is shown to `sink` (the router's NAT, which puts a service's VIP back as the source of
+ * a backend's reply to a client on its own segment).
+ */
+export interface BridgeHook {
+  vlans: number[];
+  sink(buf: Buffer, ipOff: number, ipLen: number, now: number, csumPartial: boolean): void;
+}
+
 export interface LearningSwitchConfig {
   /** Seconds an entry lives without being refreshed (802.1D default 300). */
   ageingTime?: number;
@@ -50,8 +65,9 @@ export interface LearningSwitchConfig {
   maxEntries?: number;
   ports?: Record<string, SwitchPortMode>;
   static?: StaticFdbEntry[];
-  /** All ports carry virtio-net headers (offloads): see LearningSwitch.vnet. */
-  vnet?: boolean;
+  /** Frames carry virtio-net headers (src/wire/vnet.ts). */
+  offload?: boolean;
+  bridgeHook?: BridgeHook;
 }
 
 export interface FdbEntry {
@@ -62,23 +78,24 @@ export interface FdbEntry {
   isStatic: boolean;
 }
 
-export const COUNTERS = [
-  "forwarded",
-  "flooded",
-  "filtered",
-  "learned",
-  "stationMoves",
-  "aged",
-  "evicted",
-  "macLimit",
-  "runt",
-  "oversize",
-  "badSrcMac",
-  "vlanFiltered",
-  "linkLocal",
-  "scratchFull",
-] as const;
-export type SwitchCounter = (typeof COUNTERS)[number];
+export const SWITCH_COUNTERS = counters({
+  forwarded: { kind: "forward", help: "known unicast sent out of the one port that owns the destination" },
+  flooded: { kind: "forward", help: "broadcast, multicast and unknown unicast sent to every other member of the VLAN" },
+  filtered: { kind: "drop", help: "destination is on the port the frame came in on" },
+  learned: { kind: "event", help: "new (VLAN, MAC) entries" },
+  stationMoves: { kind: "event", help: "a known MAC seen on another port" },
+  aged: { kind: "event", help: "entries removed after the ageing time" },
+  evicted: { kind: "event", help: "entries evicted to learn a new station in a full table" },
+  macLimit: { kind: "event", help: "stations not learned: static entries fill the table" },
+  runt: { kind: "drop", help: "shorter than an Ethernet (or tagged) header" },
+  oversize: { kind: "drop", help: "longer than the largest frame, and not a TSO super-frame" },
+  badSrcMac: { kind: "drop", help: "group or all-zero source address" },
+  vlanFiltered: { kind: "drop", help: "VLAN not allowed on the port, or a tag on an access port" },
+  linkLocal: { kind: "drop", help: "802.1D reserved group address 01:80:c2:00:00:0X (never forwarded)" },
+  scratchFull: { kind: "event", help: "flooded copies not made: the pass's scratch was used up" },
+});
+export type SwitchCounter = (typeof SWITCH_COUNTERS.names)[number];
+const C = SWITCH_COUNTERS.id;
 
 const VLANS = 4096;
 /** Static entries the table holds beyond maxEntries (they do not count against it). */
@@ -86,26 +103,14 @@ const STATIC_RESERVE = 4096;
 const ETH_HLEN = 14;
 /** Largest frame accepted: 1500 bytes of payload, Ethernet header and one tag. */
 const DEFAULT_MAX_FRAME = 1500 + ETH_HLEN + 4;
+/** Rewritten flooded copies one pass may make (a frame of 64 KiB each with offloads). */
+const SCRATCH_FRAMES_OFFLOAD = 32;
+const SCRATCH_FRAMES = 256;
 
-export class LearningSwitch implements Pipeline, PassAware {
+export class LearningSwitch extends Element<SwitchCounter> implements FrameSink {
   readonly kind = "LearningSwitch";
   readonly ageingMs: number;
   readonly maxEntries: number;
-  forwarded = 0;
-  flooded = 0;
-  filtered = 0;
-  learned = 0;
-  stationMoves = 0;
-  aged = 0;
-  evicted = 0;
-  macLimit = 0;
-  runt = 0;
-  oversize = 0;
-  badSrcMac = 0;
-  vlanFiltered = 0;
-  linkLocal = 0;
-  scratchFull = 0;
-
   maxFrame = DEFAULT_MAX_FRAME;
 
   private readonly nPorts: number;
@@ -121,30 +126,25 @@ export class LearningSwitch implements Pipeline, PassAware {
   private readonly floodList: Array<Int32Array | null> = new Array(VLANS).fill(null);
   /** The table: (VLAN, MAC) -> port, last seen, static. */
   readonly fdb: FdbTable;
-  /**
-   * br_netfilter's hook: IPv4 unicast bridged between two ports of a VLAN marked in
-   * `hookVlans` is shown to `bridgeHook` (the router's NAT, which translates replies
-   * of service connections back to the VIP). Set by the node; null when unused.
-   */
-  bridgeHook: ((buf: Buffer, ipOff: number, ipLen: number, now: number, csumPartial: boolean) => void) | null = null;
-  readonly hookVlans = new Uint8Array(VLANS);
+  private readonly bridgeHook: BridgeHook["sink"] | null;
+  private readonly hookVlans = new Uint8Array(VLANS);
   private scratchBase = -1;
   private scratchSlots = 0;
   private scratchUsed = 0;
   private readonly scratchSlot: number;
-  /**
-   * Ports carry virtio-net headers (TAPs with offloads): every frame has its 12-byte
-   * header in the 12 bytes before it, TSO super-frames pass whole, and the header's
-   * offsets follow the frame when a tag is pushed or popped.
-   */
-  readonly vnet: boolean;
+  /** Frames carry virtio-net headers: see the config. */
+  readonly offload: boolean;
 
   constructor(
     readonly ports: readonly Port[],
     config: LearningSwitchConfig = {},
+    name = "switch",
   ) {
-    this.vnet = config.vnet ?? false;
-    this.scratchSlot = this.vnet ? 65536 + 256 : 2048;
+    super(name, SWITCH_COUNTERS);
+    this.offload = config.offload ?? false;
+    this.scratchSlot = this.offload ? 65536 + 256 : 2048;
+    this.bridgeHook = config.bridgeHook?.sink ?? null;
+    for (const v of config.bridgeHook?.vlans ?? []) this.hookVlans[v] = 1;
     this.ageingMs = (config.ageingTime ?? 300) * 1000;
     this.maxEntries = config.maxEntries ?? 8192;
     this.fdb = new FdbTable(this.maxEntries + Math.max(STATIC_RESERVE, config.static?.length ?? 0));
@@ -187,17 +187,22 @@ export class LearningSwitch implements Pipeline, PassAware {
     for (const s of config.static ?? []) this.addStatic(s);
   }
 
+  /** Whether bridged frames are shown to a bridge hook (the NAT). */
+  get hasBridgeHook(): boolean {
+    return this.bridgeHook !== null;
+  }
+
   /** Dynamic entries in the table (static ones are not counted against maxEntries). */
   get dynamicCount(): number {
     return this.fdb.dynamicSize;
   }
 
-  /** Where the switch may write rewritten copies of flooded frames (pool offset). */
-  scratchBytes(batchSize: number): number {
-    return batchSize * this.scratchSlot;
+  /** Pool bytes for rewritten copies of flooded frames. */
+  scratchBytes(): number {
+    return (this.offload ? SCRATCH_FRAMES_OFFLOAD : SCRATCH_FRAMES) * this.scratchSlot;
   }
 
-  setScratch(base: number, bytes: number): void {
+  attachScratch(_pool: Buffer, base: number, bytes: number): void {
     this.scratchBase = base;
     this.scratchSlots = Math.floor(bytes / this.scratchSlot);
   }
@@ -215,8 +220,13 @@ export class LearningSwitch implements Pipeline, PassAware {
     }
   }
 
-  beginPass(): void {
+  override beginPass(): void {
     this.scratchUsed = 0;
+  }
+
+  describe(): ElementInfo {
+    const names = this.ports.map((p) => p.name);
+    return { name: this.name, kind: this.kind, inputs: names, outputs: names, counters: [...this.spec.names] };
   }
 
   process(inPort: Port, batch: FrameList, buf: Buffer, now: number): void {
@@ -229,66 +239,55 @@ export class LearningSwitch implements Pipeline, PassAware {
       const off = offsets[i];
       const len = lengths[i];
       if (len < ETH_HLEN) {
-        this.runt++;
-        inPort.rxDrops++;
+        this.drop(inPort, C.runt, now);
         continue;
       }
       // A TSO super-frame (virtio-net gso_type set) is one unit of up to 64 KiB.
-      if (len > maxFrame && !(this.vnet && buf[off - VNET_HDR_LEN + 1] !== 0)) {
-        this.oversize++;
-        inPort.rxDrops++;
+      if (len > maxFrame && !(this.offload && vnetIsGso(buf, off))) {
+        this.drop(inPort, C.oversize, now);
         continue;
       }
       // Ingress classification (802.1Q §8.6.1 in spirit).
       let tagged = false;
       let vlan: number;
-      if (buf[off + 12] === 0x81 && buf[off + 13] === 0x00) {
-        if (len < ETH_HLEN + 4) {
-          this.runt++;
-          inPort.rxDrops++;
+      if (((buf[off + 12] << 8) | buf[off + 13]) === ETHERTYPE_VLAN) {
+        if (len < ETH_HLEN + VLAN_TAG_LEN) {
+          this.drop(inPort, C.runt, now);
           continue;
         }
         tagged = true;
-        vlan = ((buf[off + 14] & 0x0f) << 8) | buf[off + 15];
+        vlan = vlanGetVid(buf, off);
         if (vlan !== 0 && this.access[inIdx] === 1) {
           // An access port carries its VLAN untagged; a VLAN tag there is foreign.
-          this.vlanFiltered++;
-          inPort.rxDrops++;
+          this.drop(inPort, C.vlanFiltered, now);
           continue;
         }
         if (vlan === 0) {
           // Priority-tagged: belongs to the port's untagged VLAN; keep the PCP.
           vlan = this.pvid[inIdx];
-          if (vlan > 0) {
-            buf[off + 14] = (buf[off + 14] & 0xf0) | (vlan >> 8);
-            buf[off + 15] = vlan & 0xff;
-          }
+          if (vlan > 0) vlanSetVid(buf, off, vlan);
         }
         if (vlan <= 0 || vlan === 4095 || this.membership[inIdx * VLANS + vlan] === 0) {
-          this.vlanFiltered++;
-          inPort.rxDrops++;
+          this.drop(inPort, C.vlanFiltered, now);
           continue;
         }
       } else {
         vlan = this.pvid[inIdx];
         if (vlan < 0) {
-          this.vlanFiltered++;
-          inPort.rxDrops++;
+          this.drop(inPort, C.vlanFiltered, now);
           continue;
         }
       }
       // A group or all-zero source is not a station (802.1D; the Linux bridge drops it).
       const s0 = buf[off + 6];
       if ((s0 & 1) !== 0) {
-        this.badSrcMac++;
-        inPort.rxDrops++;
+        this.drop(inPort, C.badSrcMac, now);
         continue;
       }
       const srcHi = (s0 << 8) | buf[off + 7];
-      const srcLo = buf.readUInt32BE(off + 8);
+      const srcLo = readU32(buf, off + 8);
       if (srcHi === 0 && srcLo === 0) {
-        this.badSrcMac++;
-        inPort.rxDrops++;
+        this.drop(inPort, C.badSrcMac, now);
         continue;
       }
       const d0 = buf[off];
@@ -301,8 +300,7 @@ export class LearningSwitch implements Pipeline, PassAware {
         (buf[off + 5] & 0xf0) === 0
       ) {
         // IEEE 802.1D reserved group addresses (STP, LACP, LLDP …) stop at a bridge.
-        this.linkLocal++;
-        inPort.rxDrops++;
+        this.drop(inPort, C.linkLocal, now);
         continue;
       }
       this.learn(vlan, srcHi, srcLo, inIdx, now);
@@ -312,20 +310,19 @@ export class LearningSwitch implements Pipeline, PassAware {
         continue;
       }
       const fdb = this.fdb;
-      const slot = fdb.find(vlan, (d0 << 8) | buf[off + 1], buf.readUInt32BE(off + 2));
+      const slot = fdb.find(vlan, (d0 << 8) | buf[off + 1], readU32(buf, off + 2));
       if (slot >= 0) {
         const outIdx = fdb.port(slot);
         if (fdb.isStatic(slot) || now - fdb.lastSeen(slot) < this.ageingMs) {
           if (outIdx === inIdx) {
-            this.filtered++;
-            inPort.rxDrops++;
+            this.drop(inPort, C.filtered, now);
           } else {
-            this.forwarded++;
+            this.c[C.forwarded]++;
             if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.internal[outIdx] === 0) {
-              const l3 = tagged ? off + 18 : off + 14;
-              if (buf[l3 - 2] === 0x08 && buf[l3 - 1] === 0x00) {
+              const l3 = tagged ? off + ETH_HLEN + VLAN_TAG_LEN : off + ETH_HLEN;
+              if (((buf[l3 - 2] << 8) | buf[l3 - 1]) === ETHERTYPE_IPV4) {
                 // With offloads, a pending checksum must stay a partial sum.
-                this.bridgeHook(buf, l3, off + len - l3, now, this.vnet && (buf[off - VNET_HDR_LEN] & 1) !== 0);
+                this.bridgeHook(buf, l3, off + len - l3, now, this.offload && vnetNeedsCsum(buf, off));
               }
             }
             this.unicast(buf, off, len, tagged, vlan, outIdx);
@@ -333,7 +330,7 @@ export class LearningSwitch implements Pipeline, PassAware {
           continue;
         }
         fdb.removeSlot(slot);
-        this.aged++;
+        this.c[C.aged]++;
       }
       this.flood(buf, off, len, tagged, vlan, inIdx);
     }
@@ -347,7 +344,7 @@ export class LearningSwitch implements Pipeline, PassAware {
       fdb.touch(slot, now);
       if (fdb.port(slot) !== port) {
         fdb.setPort(slot, port);
-        this.stationMoves++;
+        this.c[C.stationMoves]++;
       }
       return;
     }
@@ -355,36 +352,36 @@ export class LearningSwitch implements Pipeline, PassAware {
       // Full: the busiest port gives up its least recently seen entry (evictLru gives
       // -1 only with maxEntries 0: nothing dynamic to take).
       if (fdb.evictLru() < 0) {
-        this.macLimit++;
+        this.c[C.macLimit]++;
         return;
       }
-      this.evicted++;
+      this.c[C.evicted]++;
     }
     // The table holds room for the static entries beyond maxEntries, so insert() fails
     // only when statics took more than that room.
     if (fdb.insertNew(vlan, macHi, macLo, port, now, false) < 0) {
-      this.macLimit++;
+      this.c[C.macLimit]++;
       return;
     }
-    this.learned++;
+    this.c[C.learned]++;
   }
 
   private unicast(buf: Buffer, off: number, len: number, tagged: boolean, vlan: number, out: number): void {
     const wantTagged = this.membership[out * VLANS + vlan] === 1;
     const q = this.ports[out].txq;
     // With offloads, the 12-byte virtio-net header before the frame moves with it.
-    const h = this.vnet ? VNET_HDR_LEN : 0;
+    const h = this.offload ? VNET_HDR_LEN : 0;
     if (wantTagged === tagged) {
       q.push(off, len);
     } else if (tagged) {
       // Pop in place: the MACs move 4 bytes toward the payload over the tag.
       buf.copyWithin(off + 4 - h, off - h, off + 12);
-      if (h !== 0) shiftVnetOffsets(buf, off + 4 - h, -4);
+      if (h !== 0) vnetShiftL3(buf, off + 4, -4);
       q.push(off + 4, len - 4);
     } else {
       // Push in place into the headroom the port left before the frame.
       buf.copyWithin(off - 4 - h, off - h, off + 12);
-      if (h !== 0) shiftVnetOffsets(buf, off - 4 - h, 4);
+      if (h !== 0) vnetShiftL3(buf, off - 4, 4);
       writeTag(buf, off + 8, vlan);
       q.push(off - 4, len + 4);
     }
@@ -393,7 +390,7 @@ export class LearningSwitch implements Pipeline, PassAware {
   private flood(buf: Buffer, off: number, len: number, tagged: boolean, vlan: number, inIdx: number): void {
     const list = this.floodList[vlan];
     if (list === null) return;
-    this.flooded++;
+    this.c[C.flooded]++;
     const membership = this.membership;
     let altOff = -1;
     let altLen = 0;
@@ -407,16 +404,16 @@ export class LearningSwitch implements Pipeline, PassAware {
       }
       if (altOff < 0) {
         if (this.scratchUsed >= this.scratchSlots) {
-          this.scratchFull++;
+          this.c[C.scratchFull]++;
           this.ports[p].txDrops++;
           continue;
         }
         // Frames in scratch start 16 bytes into their slot: room for a virtio-net header.
         const base = this.scratchBase + this.scratchUsed * this.scratchSlot + 16;
         this.scratchUsed++;
-        if (this.vnet) {
-          buf.copyWithin(base - VNET_HDR_LEN, off - VNET_HDR_LEN, off);
-          shiftVnetOffsets(buf, base - VNET_HDR_LEN, tagged ? -4 : 4);
+        if (this.offload) {
+          vnetCopy(buf, off, base);
+          vnetShiftL3(buf, base, tagged ? -4 : 4);
         }
         if (tagged) {
           // Untagged copy: MACs, then everything after the tag.
@@ -449,7 +446,7 @@ export class LearningSwitch implements Pipeline, PassAware {
         i++;
       }
     }
-    this.aged += removed;
+    this.c[C.aged] += removed;
     return removed;
   }
 
@@ -514,40 +511,17 @@ export class LearningSwitch implements Pipeline, PassAware {
     return { pvid: this.pvid[port], tagged, untagged };
   }
 
-  counters(): Record<SwitchCounter, number> {
-    const c = {} as Record<SwitchCounter, number>;
-    for (const k of COUNTERS) c[k] = this[k];
-    return c;
+  /** Counts a frame dropped at ingress: the element's counter and the port's rxDrops. */
+  private drop(inPort: Port, id: number, now: number): void {
+    this.count(id, now);
+    inPort.rxDrops++;
   }
 }
 
-const VNET_HDR_LEN = 12;
-const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-
-/**
- * A tag pushed (+4) or popped (-4) in front of the L3 header moves everything the
- * virtio-net header at `h` points into: csum_start when a checksum is pending, and
- * hdr_len (the headers the kernel repeats on each segment) of a TSO frame.
- *
- * The fields come from the sender: a csum_start below 4 or near 65535 wraps around
- * (16 bits, as the kernel's u16 would) instead of throwing, and the frame is then
- * refused where the offset is used (completeChecksum, gsoSegment, the kernel).
- */
-function shiftVnetOffsets(buf: Buffer, h: number, delta: number): void {
-  if ((buf[h] & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) addU16le(buf, h + 6, delta);
-  if (buf[h + 1] !== 0) addU16le(buf, h + 2, delta);
-}
-
-/** Adds `delta` to the little-endian u16 at `at`, modulo 2^16 (Buffer.writeUInt16LE throws out of range). */
-function addU16le(buf: Buffer, at: number, delta: number): void {
-  const v = (buf[at] | (buf[at + 1] << 8)) + delta;
-  buf[at] = v & 0xff;
-  buf[at + 1] = (v >>> 8) & 0xff;
-}
-
+/** Writes an 802.1Q tag (TPID 0x8100, PCP 0, VID `vlan`) at `at`. */
 function writeTag(buf: Buffer, at: number, vlan: number): void {
-  buf[at] = 0x81;
-  buf[at + 1] = 0x00;
+  buf[at] = ETHERTYPE_VLAN >>> 8;
+  buf[at + 1] = ETHERTYPE_VLAN & 0xff;
   buf[at + 2] = (vlan >> 8) & 0x0f;
   buf[at + 3] = vlan & 0xff;
 }

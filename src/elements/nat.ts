@@ -84,6 +84,7 @@
  * expired (entries timed out). Gauges beside them in counters(): entries (in the
  * table), evictable (of those, on the eviction FIFO), maxEntries.
  */
+import type { ElementInfo } from "../core/element.js";
 import {
   ConnTrack,
   CT_DNAT,
@@ -338,6 +339,8 @@ function rewriteInner(
 // -----------------------------------------------------------------------------
 
 export class Nat {
+  readonly kind = "Nat";
+  readonly name = "nat";
   readonly ct: ConnTrack;
   private readonly rng: () => number;
   private readonly portLo: number;
@@ -1058,6 +1061,10 @@ export class Nat {
       algorithm: s.algorithm,
       connections: counts[i],
     }));
+  }
+
+  describe(): ElementInfo {
+    return { name: this.name, kind: this.kind, inputs: [], outputs: [], counters: [...NAT_COUNTERS] };
   }
 
   counters(): Record<NatCounter | "entries" | "evictable" | "maxEntries", number> {

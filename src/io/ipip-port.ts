@@ -254,6 +254,11 @@ export class IpipPort extends Port {
     return this.underlayMtu - IPV4_HEADER_LEN;
   }
 
+  /** An IPIP tunnel has no ARP: the MAC of next hop `addr` names the remote node. */
+  override nextHopMac(addr: number): number {
+    return ipipNeighbourMac(addr);
+  }
+
   get isOpen(): boolean {
     return this.sock !== null;
   }

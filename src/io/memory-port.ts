@@ -10,7 +10,7 @@
  * `refuse(i)`, called for the i-th frame of each flush, to make the "device" refuse
  * frames (they get length 0 and count as txDrops, per the contract of Port.transmit),
  * keepSent: false for benchmarks, where transmit() only counts (no copy, no
- * growing `sent`), and vnetHdr: the port plays a TAP with IFF_VNET_HDR — each buffer
+ * growing `sent`), and offload: the port plays a TAP with IFF_VNET_HDR — each buffer
  * given to inject() starts with the 12-byte virtio-net header, which lands in front of
  * the frame (super-frames and partial checksums reach the elements as a TAP hands them
  * over), and frames are sent with their header as they are (no software offloads).
@@ -35,8 +35,8 @@ export interface MemoryPortOptions {
   refuse?: (i: number) => boolean;
   /** Keep a copy of every transmitted frame in `sent` (default true). */
   keepSent?: boolean;
-  /** Injected buffers start with a 12-byte virtio-net header (a TAP with offloads). */
-  vnetHdr?: boolean;
+  /** The port plays a TAP with IFF_VNET_HDR: injected buffers start with a 12-byte virtio-net header. */
+  offload?: boolean;
 }
 
 export class MemoryPort extends Port {
@@ -48,7 +48,7 @@ export class MemoryPort extends Port {
   mac: number;
   mtu: number;
   readonly ifname: string;
-  readonly vnetHdr: boolean;
+  private readonly vnetDevice: boolean;
   private pool: PacketPool | null = null;
   private rxBase = 0;
   private delivering = false;
@@ -60,12 +60,12 @@ export class MemoryPort extends Port {
     this.mac = opts.mac ?? 0;
     this.mtu = opts.mtu ?? 1500;
     this.ifname = opts.ifname ?? name;
-    this.vnetHdr = opts.vnetHdr ?? false;
+    this.vnetDevice = opts.offload ?? false;
   }
 
-  /** With vnetHdr the port itself carries the virtio-net headers, as a TAP does. */
-  override get vnetNative(): boolean {
-    return this.vnetHdr;
+  /** With `offload` the port itself carries the virtio-net headers, as a TAP does. */
+  override get deviceOffload(): boolean {
+    return this.vnetDevice;
   }
 
   /** Largest frame inject() accepts. */
@@ -103,7 +103,7 @@ export class MemoryPort extends Port {
       throw new Error(`memory port '${this.name}': inject() from inside a pass over its own frames`);
     }
     const room = this.room;
-    const hdr = this.vnetHdr ? VNET_HDR_LEN : 0;
+    const hdr = this.vnetDevice ? VNET_HDR_LEN : 0;
     for (let i = 0; i < frames.length; i++) {
       if (frames[i].length < hdr) {
         throw new Error(`memory port '${this.name}': buffer ${i} is shorter than its virtio-net header`);

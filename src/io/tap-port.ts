@@ -28,7 +28,7 @@ import { groFrames, OFFLOAD_ERR_NO_ROOM } from "./offload.js";
 export interface TapPortOptions {
   batchSize?: number;
   slotSize?: number;
-  vnetHdr?: boolean;
+  offload?: boolean;
   /** Egress GRO (merge runs of TCP segments into super-frames); default on with vnetHdr, impossible without. */
   gro?: boolean;
 }
@@ -83,7 +83,7 @@ export class TapPort extends Port {
    * elements see plain Ethernet at the frame's offset, and a TSO super-frame (up to
    * 64 KiB) goes through as one unit; the kernel segments it at the last hop.
    */
-  readonly vnetHdr: boolean;
+  private readonly vnetHdr: boolean;
   private readonly gro: TapGro | null;
 
   constructor(
@@ -91,13 +91,13 @@ export class TapPort extends Port {
     readonly ifname: string,
     opts: TapPortOptions = {},
   ) {
-    const vnet = opts.vnetHdr ?? false;
+    const vnet = opts.offload ?? false;
     super(name, opts.batchSize ?? (vnet ? VNET_BATCH : DEFAULT_BATCH), opts.slotSize ?? (vnet ? VNET_SLOT : DEFAULT_SLOT));
     this.vnetHdr = vnet;
     this.gro = vnet && (opts.gro ?? true) ? new TapGro(this.txq.capacity) : null;
   }
 
-  override get vnetNative(): boolean {
+  override get deviceOffload(): boolean {
     return this.vnetHdr;
   }
 

@@ -476,7 +476,7 @@ export class VxlanPort extends Port {
   }
 
   /** The port reads and writes virtio-net headers itself (it segments for the underlay). */
-  override get vnetNative(): boolean {
+  override get deviceOffload(): boolean {
     return true;
   }
 
@@ -487,11 +487,11 @@ export class VxlanPort extends Port {
 
   /** Output slot size: a 64 KiB super-frame with offloads, else slotSize. */
   private outSize(): number {
-    return this.vnetPool ? Math.max(this.slotSize, VNET_OUT_SLOT) : this.slotSize;
+    return this.offload ? Math.max(this.slotSize, VNET_OUT_SLOT) : this.slotSize;
   }
 
   private outCount(): number {
-    return this.vnetPool ? Math.min(this.batchSize, VNET_OUT_SLOTS) : this.batchSize;
+    return this.offload ? Math.min(this.batchSize, VNET_OUT_SLOTS) : this.batchSize;
   }
 
   override rxRegionBytes(): number {
@@ -810,7 +810,7 @@ export class VxlanPort extends Port {
     const maxLen = this.mtu + ETH_HEADER_LEN;
     const suppressing = this.suppress.size !== 0;
     const flood = this.floodU32;
-    const vnet = this.vnetPool;
+    const vnet = this.offload;
     const frameOk = this.frameOk;
     let stage = this.stageBase;
     let sent = 0;

@@ -7,36 +7,34 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import type net from "node:net";
 import os from "node:os";
-import { Engine } from "../core/engine.js";
-import type { Port } from "../core/port.js";
+import type { Engine } from "../core/engine.js";
 import { CaptureSession } from "../control/capture.js";
 import { ControlServer, RowStream } from "../control/server.js";
 import type { Request } from "../control/protocol.js";
-import { InternalPort } from "../core/internal-port.js";
-import { Ipv4Router } from "../elements/ipv4-router.js";
-import { Nat } from "../elements/nat.js";
+import type { Ipv4Router } from "../elements/ipv4-router.js";
+import type { Nat } from "../elements/nat.js";
 import { parseConntrackQuery } from "../elements/conntrack.js";
-import { LearningSwitch, type SwitchPortMode } from "../elements/learning-switch.js";
-import { PcapPort } from "../io/pcap-port.js";
-import { IpipPort, ipipNeighbourMac } from "../io/ipip-port.js";
-import { TapPort } from "../io/tap-port.js";
+import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch.js";
+import { IpipPort } from "../io/ipip-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
-import { parseCidr, parseIp } from "../wire/ipv4addr.js";
-import { macToString, parseMac } from "../wire/mac.js";
-import type { NodeConfig, NodePortConfig } from "./config.js";
+import { macToString } from "../wire/mac.js";
+import type { NodeConfig } from "./config.js";
+import { buildGraph, type NodeGraph } from "./graph.js";
+import { makeDevicePort } from "./ports.js";
 import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
 
 /** The clock of the dataplane (ms), for listings that read it as they go. */
 const clock = (): number => performance.now();
 
 export class TapnetNode {
-  readonly engine = new Engine();
+  readonly graph: NodeGraph;
+  readonly engine: Engine;
   readonly sw: LearningSwitch;
-  readonly router: Ipv4Router | null = null;
+  readonly router: Ipv4Router | null;
   private tickTimer: NodeJS.Timeout | null = null;
   private readonly control: ControlServer;
   private ageTimer: NodeJS.Timeout | null = null;
-  private readonly modes: Record<string, SwitchPortMode> = {};
+  private readonly modes: Record<string, SwitchPortMode>;
   readonly startedAt = Date.now();
 
   /**
@@ -47,115 +45,14 @@ export class TapnetNode {
     readonly config: NodeConfig,
     private readonly sandbox = false,
   ) {
-    const rc = config.router;
-    this.engine.vnet = config.offload === true;
-    for (const pc of config.ports) {
-      this.engine.addPort(this.makePort(pc, rc));
-      this.modes[pc.name] = pc.vlan;
-    }
-    // Router interfaces are internal ports of the switch, on their VLANs (SVIs).
-    const internal: InternalPort[] = [];
-    for (const i of rc?.interfaces ?? []) {
-      const p = new InternalPort(i.name, parseMac(i.mac), i.mtu);
-      this.engine.addPort(p);
-      this.modes[i.name] = { mode: "access", vlan: i.vlan };
-      internal.push(p);
-    }
-    this.sw = new LearningSwitch(this.engine.ports, {
-      ageingTime: config.switch.ageingTime,
-      maxEntries: config.switch.maxEntries,
-      vnet: config.offload === true,
-      ports: this.modes,
-      static: [
-        ...config.switch.static.map((s) => ({ mac: parseMac(s.mac), vlan: s.vlan, port: s.port })),
-        // The router's own MACs live on its ports: never flooded, never learned elsewhere.
-        ...(rc?.interfaces ?? []).map((i) => ({ mac: parseMac(i.mac), vlan: i.vlan, port: i.name })),
-      ],
-    });
-    this.engine.pipeline = this.sw;
-    const scratch = this.sw.scratchBytes(config.offload ? 32 : 256);
-    this.engine.reserve(scratch, "switch scratch", (base) => this.sw.setScratch(base, scratch));
-    if (rc) {
-      const router = new Ipv4Router(
-        rc.interfaces.map((i, k) => ({
-          name: i.name,
-          mac: parseMac(i.mac),
-          mtu: i.mtu,
-          addresses: i.addresses.map((a) => {
-            const c = parseCidr(a);
-            return { addr: c.addr, prefixLen: c.prefixLen };
-          }),
-          proxyArp: i.proxyArp,
-          port: internal[k],
-        })),
-      );
-      for (const p of internal) p.switchSide = this.sw;
-      router.vnet = config.offload === true;
-      for (const r of rc.routes) {
-        const to = parseCidr(r.to);
-        const via = parseIp(r.via);
-        const ifIndex = r.dev !== undefined ? router.ifaces.findIndex((i) => i.name === r.dev) : router.connectedIf(via);
-        if (ifIndex < 0) throw new Error(`route ${r.to} via ${r.via}: the next hop is not on a connected subnet`);
-        router.addRoute({ prefix: to.network, prefixLen: to.prefixLen, gateway: via, ifIndex });
-        // An IPIP tunnel has no ARP: its next hops are static, their MAC naming the remote node.
-        const routedPort = config.ports.find((p) => p.routed === router.ifaces[ifIndex].name);
-        if (routedPort?.kind === "ipip") router.addStaticNeighbour(ifIndex, via, ipipNeighbourMac(via));
-      }
-      for (const nb of rc.neighbors) {
-        const ifIndex = router.ifaces.findIndex((i) => i.name === nb.interface);
-        if (ifIndex < 0) throw new Error(`neighbour ${nb.ip}: no interface '${nb.interface}'`);
-        router.addStaticNeighbour(ifIndex, parseIp(nb.ip), parseMac(nb.mac));
-      }
-      if (rc.nat || rc.services.length) {
-        const ifIndexOf = (name: string): number => {
-          const i = router.ifaces.findIndex((x) => x.name === name);
-          if (i < 0) throw new Error(`nat: no interface '${name}'`);
-          return i;
-        };
-        router.nat = new Nat({
-          snat: (rc.nat?.masquerade ?? []).map((m) => {
-            const outIf = ifIndexOf(m.interface);
-            return {
-              sources: m.sources.map((c) => {
-                const p = parseCidr(c);
-                return { addr: p.network, prefixLen: p.prefixLen };
-              }),
-              outIf,
-              toAddr: router.ifaces[outIf].addrs[0],
-            };
-          }),
-          services: rc.services.map((sv) => ({
-            name: sv.name,
-            vip: parseIp(sv.vip),
-            proto: sv.protocol === "tcp" ? 6 : 17,
-            port: sv.port,
-            backends: sv.backends.map((b) => {
-              const [a, p] = b.split(":");
-              return { addr: parseIp(a), port: Number(p) };
-            }),
-            algorithm: sv.algorithm,
-          })),
-          maxEntries: rc.nat?.maxEntries,
-          timeouts: rc.nat?.timeouts,
-        });
-      }
-      const nat = router.nat;
-      if (nat !== null && rc.services.length) {
-        // Like br_netfilter under kube-proxy: replies a backend bridges straight to a
-        // client on its own segment still get the VIP back as their source.
-        for (const i of rc.interfaces) this.sw.hookVlans[i.vlan] = 1;
-        this.sw.bridgeHook = (buf, ipOff, ipLen, now, csumPartial) => {
-          nat.bridged(buf, ipOff, ipLen, now, csumPartial);
-        };
-      }
-      this.engine.passAware.push(router);
-      this.engine.reserve(router.scratchBytes(), "router scratch", (base) =>
-        router.setScratch((this.engine.pool as { buf: Buffer }).buf, base, router.scratchBytes()),
-      );
-      this.router = router;
-    }
+    this.graph = buildGraph(config, { makePort: makeDevicePort });
+    this.engine = this.graph.engine;
+    this.sw = this.graph.sw;
+    this.router = this.graph.router;
+    this.modes = this.graph.modes;
     this.control = new ControlServer(config.controlSocket, {
       status: () => this.status(),
+      graph: () => this.graph.describe(),
       fdb: () => new RowStream(this.fdbWalk()),
       ports: () => this.ports(),
       tunnels: () => this.tunnels(),
@@ -178,36 +75,6 @@ export class TapnetNode {
         return null;
       },
     });
-  }
-
-  private makePort(pc: NodePortConfig, rc: NodeConfig["router"]): Port {
-    switch (pc.kind) {
-      case "tap":
-        return new TapPort(pc.name, pc.ifname, { vnetHdr: this.config.offload === true });
-      case "pcap":
-        return new PcapPort(pc.name, pc.ifname);
-      case "vxlan": {
-        const v = pc.vxlan;
-        if (!v) throw new Error(`port ${pc.name}: vxlan settings missing`);
-        return new VxlanPort(pc.name, {
-          vni: v.vni,
-          dstPort: v.dstPort,
-          localAddr: v.localAddr,
-          remotes: v.remotes,
-          fdb: v.fdb,
-          arpSuppress: v.arpSuppress,
-          learning: v.learning,
-          udpChecksum: v.udpChecksum,
-          underlayMtu: v.underlayMtu,
-        });
-      }
-      case "ipip": {
-        const v = pc.ipip;
-        if (!v) throw new Error(`port ${pc.name}: ipip settings missing`);
-        const owner = rc?.interfaces.find((i) => i.name === pc.routed);
-        return new IpipPort(pc.name, { localAddr: v.localAddr, peers: v.peers, mac: owner ? parseMac(owner.mac) : 0, mtu: v.underlayMtu });
-      }
-    }
   }
 
   async start(): Promise<void> {
@@ -361,7 +228,7 @@ export class TapnetNode {
     return {
       switch: this.sw.counters(),
       router: this.router?.counters() ?? null,
-      nat: this.router?.nat?.counters() ?? null,
+      nat: this.graph.nat?.counters() ?? null,
       fdbEntries: this.sw.dynamicCount,
       engine: {
         passes: this.engine.passes,

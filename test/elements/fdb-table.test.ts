@@ -555,14 +555,14 @@ describe("LearningSwitch on FdbTable: walks that remove (flush, age)", () => {
     for (const p of ports) engine.addPort(p);
     const trunk = { mode: "trunk" as const, allowed: [10, 20] };
     const sw = new LearningSwitch(engine.ports, { ports: { p1: trunk, p2: trunk }, static: [{ mac: 0x02aa00000001, vlan: 10, port: "p2" }] });
-    engine.pipeline = sw;
-    engine.reserve(sw.scratchBytes(256), "scratch", (base) => sw.setScratch(base, sw.scratchBytes(256)));
+    for (const p of ports) engine.connect(p, sw);
+  engine.addElement(sw);
     engine.start();
     const mac = (i: number): number => 0x020000000000 + i * 0x10001;
     const frames: Buffer[] = [];
     for (let i = 0; i < 1500; i++) frames.push(tagged(0xffffffffffff, mac(i), 10), tagged(0xffffffffffff, mac(i), 20));
     ports[0].inject(frames);
-    expect(sw.learned).toBe(3000);
+    expect(sw.counters().learned).toBe(3000);
     expect(sw.dynamicCount).toBe(3000);
     expect(sw.fdb.size).toBe(3001);
 

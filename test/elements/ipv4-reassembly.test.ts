@@ -12,15 +12,17 @@ import { udpPacket } from "./nat-packets.js";
 const VIP = ip("10.96.0.10");
 
 function natRig(): Rig {
-  const rig = routedRig();
-  rig.router.nat = new Nat(
-    {
-      snat: [],
-      services: [{ name: "dns", vip: VIP, proto: 17, port: 53, backends: [{ addr: H2.ip, port: 5353 }], algorithm: "random" }],
-      hashSeed: 7,
-    },
-    prng(3),
-  );
+  const rig = routedRig({
+    nat: () =>
+      new Nat(
+        {
+          snat: [],
+          services: [{ name: "dns", vip: VIP, proto: 17, port: 53, backends: [{ addr: H2.ip, port: 5353 }], algorithm: "random" }],
+          hashSeed: 7,
+        },
+        prng(3),
+      ),
+  });
   rig.router.addStaticNeighbour(1, H2.ip, H2.mac);
   rig.router.addStaticNeighbour(0, H1.ip, H1.mac);
   return rig;

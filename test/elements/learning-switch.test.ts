@@ -35,8 +35,8 @@ function rig(names: string[], config: Omit<LearningSwitchConfig, "ports"> & { po
   const ports = names.map((n) => new MemoryPort(n));
   for (const p of ports) engine.addPort(p);
   const sw = new LearningSwitch(engine.ports, config);
-  engine.pipeline = sw;
-  engine.reserve(sw.scratchBytes(256), "scratch", (base) => sw.setScratch(base, sw.scratchBytes(256)));
+  for (const p of ports) engine.connect(p, sw);
+  engine.addElement(sw);
   engine.start();
   const by = Object.fromEntries(ports.map((p) => [p.name, p])) as Record<string, MemoryPort>;
   const drain = (): Record<string, Buffer[]> => {
@@ -66,9 +66,9 @@ describe("LearningSwitch", () => {
     out = drain();
     expect(out.p2.length).toBe(1);
     expect(out.p3).toEqual([]);
-    expect(sw.flooded).toBe(1);
-    expect(sw.forwarded).toBe(2);
-    expect(sw.learned).toBe(2);
+    expect(sw.counters().flooded).toBe(1);
+    expect(sw.counters().forwarded).toBe(2);
+    expect(sw.counters().learned).toBe(2);
   });
 
   it("floods broadcast and multicast, never back out of the ingress port", () => {
@@ -78,7 +78,7 @@ describe("LearningSwitch", () => {
     expect(out.p2).toEqual([]);
     expect(out.p1.length).toBe(2);
     expect(out.p3.length).toBe(2);
-    expect(sw.flooded).toBe(2);
+    expect(sw.counters().flooded).toBe(2);
   });
 
   it("drops a frame whose destination lives on its ingress port", () => {
@@ -87,7 +87,7 @@ describe("LearningSwitch", () => {
     drain();
     ports.p1.inject([frame(B, A)]);
     expect(drain().p2).toEqual([]);
-    expect(sw.filtered).toBe(1);
+    expect(sw.counters().filtered).toBe(1);
     expect(ports.p1.rxDrops).toBe(1);
   });
 
@@ -100,7 +100,7 @@ describe("LearningSwitch", () => {
     const out = drain();
     expect(out.p3.length).toBe(1);
     expect(out.p1).toEqual([]);
-    expect(sw.stationMoves).toBe(1);
+    expect(sw.counters().stationMoves).toBe(1);
     expect(sw.entries(performance.now()).find((e) => e.mac === A)?.port).toBe(ports.p3.index);
   });
 
@@ -126,7 +126,7 @@ describe("LearningSwitch", () => {
     ports.p2.inject([frame(BCAST, B)]);
     ports.p3.inject([frame(BCAST, C)]); // table full: p1 and p2 hold one each, the lower port gives A up
     drain();
-    expect([sw.learned, sw.evicted, sw.macLimit, sw.dynamicCount]).toEqual([3, 1, 0, 2]);
+    expect([sw.counters().learned, sw.counters().evicted, sw.counters().macLimit, sw.dynamicCount]).toEqual([3, 1, 0, 2]);
     expect(sw.entries(performance.now()).map((e) => e.mac)).toEqual([B, C]);
     // C is known at once: B -> C goes to p3 only.
     ports.p2.inject([frame(C, B)]);
@@ -148,7 +148,7 @@ describe("LearningSwitch", () => {
     expect(() => sw.addStatic({ mac: 0x02bb00000003, vlan: 1, port: "p3" })).toThrow(/table is full/);
     ports.p1.inject([frame(BCAST, A)]);
     drain();
-    expect([sw.learned, sw.evicted, sw.macLimit, sw.dynamicCount]).toEqual([0, 0, 1, 0]);
+    expect([sw.counters().learned, sw.counters().evicted, sw.counters().macLimit, sw.dynamicCount]).toEqual([0, 0, 1, 0]);
     ports.p2.inject([frame(A, B)]);
     const out = drain();
     expect([out.p1.length, out.p3.length]).toEqual([1, 1]);
@@ -181,28 +181,28 @@ describe("LearningSwitch", () => {
       drain();
       // 64 entries: B, C, X and the newest 61 of the flood.
       expect(sw.dynamicCount).toBe(64);
-      expect(sw.evicted).toBe(3000 - 61);
-      expect(sw.macLimit).toBe(0);
+      expect(sw.counters().evicted).toBe(3000 - 61);
+      expect(sw.counters().macLimit).toBe(0);
       expect(sw.fdb.portEntries(ports.p1.index)).toBe(62);
       const now = t;
       const learned = new Set(sw.entries(now).map((e) => e.mac));
       for (const m of [B, C, X]) expect(learned.has(m), m.toString(16)).toBe(true);
       for (const [i, m] of flood.entries()) expect(learned.has(m), `flood MAC ${i}`).toBe(i >= 3000 - 61);
       // B and C still reach each other without flooding.
-      const flooded = sw.flooded;
+      const flooded = sw.counters().flooded;
       step(ports.p2, frame(C, B));
-      expect(sw.flooded).toBe(flooded);
+      expect(sw.counters().flooded).toBe(flooded);
       expect(drain()).toMatchObject({ p1: [], p3: [frame(C, B)] });
       // A new station on p2 is learned at its first frame (p1's oldest goes), and the
       // answer to it is not flooded to p1.
       step(ports.p2, frame(C, A));
-      expect(sw.evicted).toBe(3000 - 60);
+      expect(sw.counters().evicted).toBe(3000 - 60);
       expect(sw.entries(t).find((e) => e.mac === A)).toMatchObject({ port: ports.p2.index, isStatic: false });
       expect(sw.fdb.portEntries(ports.p1.index)).toBe(61);
       expect(sw.fdb.findMac(1, flood[3000 - 61])).toBe(-1);
       drain();
       step(ports.p3, frame(A, C));
-      expect(sw.flooded).toBe(flooded);
+      expect(sw.counters().flooded).toBe(flooded);
       expect(drain()).toMatchObject({ p1: [], p2: [frame(A, C)] });
     } finally {
       clock.mockRestore();
@@ -313,7 +313,7 @@ describe("LearningSwitch", () => {
       ports.trunk.inject([frame(A, C, { vlan: 10, payload: 0x33 })]);
       out = drain();
       expect(out.a10).toEqual([frame(A, C, { payload: 0x33 })]);
-      expect(sw.forwarded).toBe(1);
+      expect(sw.counters().forwarded).toBe(1);
     });
 
     it("tags known unicast toward the trunk in place", () => {
@@ -332,7 +332,7 @@ describe("LearningSwitch", () => {
       ports.trunk.inject([frame(BCAST, B, { vlan: 30 }), frame(BCAST, B)]); // 30 not allowed; untagged without native
       const out = drain();
       expect(Object.values(out).flat()).toEqual([]);
-      expect(sw.vlanFiltered).toBe(3);
+      expect(sw.counters().vlanFiltered).toBe(3);
     });
 
     it("carries the native VLAN untagged on a trunk", () => {
@@ -371,15 +371,15 @@ describe("LearningSwitch with offloads (virtio-net headers)", () => {
   /** A switch whose ports play TAPs with IFF_VNET_HDR: p1 access VLAN 10, p2 trunk of VLAN 10. */
   function vnetRig() {
     const engine = new Engine();
-    engine.vnet = true;
-    const ports = ["p1", "p2"].map((n) => new MemoryPort(n, { vnetHdr: true }));
+    engine.offload = true;
+    const ports = ["p1", "p2"].map((n) => new MemoryPort(n, { offload: true }));
     for (const p of ports) engine.addPort(p);
     const sw = new LearningSwitch(engine.ports, {
-      vnet: true,
+      offload: true,
       ports: { p1: { mode: "access", vlan: 10 }, p2: { mode: "trunk", allowed: [10] } },
     });
-    engine.pipeline = sw;
-    engine.reserve(sw.scratchBytes(32), "scratch", (base) => sw.setScratch(base, sw.scratchBytes(32)));
+    for (const p of ports) engine.connect(p, sw);
+  engine.addElement(sw);
     engine.start();
     return { engine, sw, p1: ports[0], p2: ports[1] };
   }

@@ -1,15 +1,17 @@
 /**
  * router-rig — the node's L3 graph (LearningSwitch over device ports and the router's
- * InternalPorts, Ipv4Router behind them) built over MemoryPorts, as src/node/node.ts
- * builds it over TAPs; plus frame builders and parsers for the tests that drive it.
+ * InternalPorts, Ipv4Router behind them) built by the node's graph builder
+ * (src/node/graph.ts) over MemoryPorts instead of TAPs; plus frame builders and parsers for the tests that drive it.
  *
  * Hosts are not simulated: a test plays each host by injecting the frames it would
  * send and reading what came out of the MemoryPort it sits behind.
  */
-import { Engine } from "../../src/core/engine.js";
-import { InternalPort } from "../../src/core/internal-port.js";
-import { Ipv4Router, type RouterCounter } from "../../src/elements/ipv4-router.js";
-import { LearningSwitch, type SwitchPortMode } from "../../src/elements/learning-switch.js";
+import type { Engine } from "../../src/core/engine.js";
+import type { InternalPort } from "../../src/core/internal-port.js";
+import type { Ipv4Router, RouterCounter } from "../../src/elements/ipv4-router.js";
+import type { LearningSwitch } from "../../src/elements/learning-switch.js";
+import type { NodeConfig } from "../../src/node/config.js";
+import { buildGraph } from "../../src/node/graph.js";
 import type { NeighbourTimers } from "../../src/elements/neighbour-cache.js";
 import type { Port } from "../../src/core/port.js";
 import type { Nat } from "../../src/elements/nat.js";
@@ -74,10 +76,11 @@ export interface RigConfig {
   routes?: Array<{ to: string; via: string; dev?: string }>;
   neighbours?: Array<{ ip: string; mac: number; iface: string }>;
   /**
-   * NAT, as the node sets it up when it has masquerade rules or services: router.nat,
-   * and with services the switch's bridge hook on the router's VLANs.
+   * NAT, as the node sets it up when it has masquerade rules or services: the router's
+   * hooks, and with services the switch's bridge hook on the router's VLANs. `ifIndex`
+   * gives a router interface's index by name.
    */
-  nat?: (router: Ipv4Router) => Nat;
+  nat?: (ifIndex: (name: string) => number) => Nat;
   /** Set before the engine starts (a virtual clock). */
   clock?: () => number;
 }
@@ -96,82 +99,40 @@ export interface Rig {
   counters(): Record<RouterCounter, number>;
 }
 
-/** Builds the graph exactly as TapnetNode does, with MemoryPorts for TAPs, and starts it. */
+/** Builds the graph with the node's graph builder, MemoryPorts for TAPs, and starts it. */
 export function buildRig(cfg: RigConfig): Rig {
-  const engine = new Engine();
-  const modes: Record<string, SwitchPortMode> = {};
+  const offload = cfg.vnet === true;
   const ports: Record<string, MemoryPort> = {};
-  const vnet = cfg.vnet === true;
-  engine.vnet = vnet;
-  if (cfg.clock) engine.clock = cfg.clock;
-  for (const d of cfg.devices) {
-    if (d.port !== undefined) {
-      engine.addPort(d.port);
-    } else {
-      const p = new MemoryPort(d.name, { ...cfg.memory, vnetHdr: vnet });
-      engine.addPort(p);
-      ports[d.name] = p;
-    }
-    modes[d.name] = { mode: "access", vlan: d.vlan };
-  }
-  const internal: Record<string, InternalPort> = {};
-  const internalList: InternalPort[] = [];
-  for (const i of cfg.ifaces) {
-    const p = new InternalPort(i.name, i.mac, i.mtu ?? 1500);
-    engine.addPort(p);
-    modes[i.name] = { mode: "access", vlan: i.vlan };
-    internal[i.name] = p;
-    internalList.push(p);
-  }
-  const sw = new LearningSwitch(engine.ports, {
-    vnet,
-    ports: modes,
-    // The router's own MACs live on its ports: never flooded, never learned elsewhere.
-    static: cfg.ifaces.map((i) => ({ mac: i.mac, vlan: i.vlan, port: i.name })),
+  const given = new Map<string, Port>();
+  for (const d of cfg.devices) if (d.port !== undefined) given.set(d.name, d.port);
+  const config: NodeConfig = {
+    lab: "rig",
+    node: "rig",
+    controlSocket: "",
+    offload,
+    ports: cfg.devices.map((d) => ({ name: d.name, kind: "tap", ifname: d.name, vlan: { mode: "access", vlan: d.vlan } })),
+    switch: { ageingTime: 300, maxEntries: 8192, static: [] },
+    router: {
+      interfaces: cfg.ifaces.map((i) => ({ name: i.name, vlan: i.vlan, mac: macToString(i.mac), mtu: i.mtu ?? 1500, addresses: i.addrs, proxyArp: i.proxyArp ?? false })),
+      routes: (cfg.routes ?? []).map((r) => ({ to: r.to, via: r.via, dev: r.dev })),
+      neighbors: (cfg.neighbours ?? []).map((n) => ({ ip: n.ip, mac: macToString(n.mac), interface: n.iface })),
+      services: [],
+    },
+  };
+  const graph = buildGraph(config, {
+    makePort: (pc) => {
+      const p = given.get(pc.name);
+      if (p !== undefined) return p;
+      const m = new MemoryPort(pc.name, { ...cfg.memory, offload });
+      ports[pc.name] = m;
+      return m;
+    },
+    clock: cfg.clock,
+    router: cfg.router,
+    makeNat: cfg.nat,
   });
-  engine.pipeline = sw;
-  const scratch = sw.scratchBytes(vnet ? 32 : 256);
-  engine.reserve(scratch, "switch scratch", (base) => sw.setScratch(base, scratch));
-  const router = new Ipv4Router(
-    cfg.ifaces.map((i, k) => ({
-      name: i.name,
-      mac: i.mac,
-      mtu: i.mtu ?? 1500,
-      addresses: i.addrs.map((a) => {
-        const c = parseCidr(a);
-        return { addr: c.addr, prefixLen: c.prefixLen };
-      }),
-      proxyArp: i.proxyArp,
-      port: internalList[k],
-    })),
-    cfg.router ?? {},
-  );
-  for (const p of internalList) p.switchSide = sw;
-  router.vnet = vnet;
-  for (const r of cfg.routes ?? []) {
-    const to = parseCidr(r.to);
-    const via = parseIp(r.via);
-    const ifIndex = r.dev !== undefined ? router.ifaces.findIndex((i) => i.name === r.dev) : router.connectedIf(via);
-    if (ifIndex < 0) throw new Error(`rig route ${r.to} via ${r.via}: no interface`);
-    router.addRoute({ prefix: to.network, prefixLen: to.prefixLen, gateway: via, ifIndex });
-  }
-  for (const nb of cfg.neighbours ?? []) {
-    router.addStaticNeighbour(router.ifaces.findIndex((i) => i.name === nb.iface), parseIp(nb.ip), nb.mac);
-  }
-  if (cfg.nat) {
-    const nat = cfg.nat(router);
-    router.nat = nat;
-    if (nat.services().length !== 0) {
-      for (const i of cfg.ifaces) sw.hookVlans[i.vlan] = 1;
-    }
-    sw.bridgeHook = (buf, ipOff, ipLen, now, csumPartial) => {
-      nat.bridged(buf, ipOff, ipLen, now, csumPartial);
-    };
-  }
-  engine.passAware.push(router);
-  engine.reserve(router.scratchBytes(), "router scratch", (base) =>
-    router.setScratch((engine.pool as { buf: Buffer }).buf, base, router.scratchBytes()),
-  );
+  const { engine, sw } = graph;
+  const router = graph.router as Ipv4Router;
   engine.start();
   const drain = (): Record<string, Buffer[]> => {
     const out: Record<string, Buffer[]> = {};
@@ -183,7 +144,7 @@ export function buildRig(cfg: RigConfig): Rig {
     sw,
     router,
     ports,
-    internal,
+    internal: Object.fromEntries(graph.internal.map((p) => [p.name, p])),
     drain,
     tick: (now) => engine.runPass(() => router.tick(now)),
     counters: () => router.counters(),
@@ -208,6 +169,7 @@ export interface RoutedRigOptions {
   icmpRate?: number;
   icmpBurst?: number;
   neighbour?: Partial<NeighbourTimers>;
+  nat?: RigConfig["nat"];
 }
 
 /**
@@ -225,6 +187,7 @@ export function routedRig(o: RoutedRigOptions = {}): Rig {
       { name: "eth2", mac: ETH2_MAC, mtu: o.eth2Mtu, addrs: ["10.0.2.1/24"], vlan: 4093 },
     ],
     router: { icmpRate: o.icmpRate, icmpBurst: o.icmpBurst, neighbour: o.neighbour },
+    nat: o.nat,
   });
 }
 

@@ -267,14 +267,14 @@ export class Harness {
   /** Switch only: access ports on VLANs 1, 10, 20, two trunks (one with a native VLAN). */
   private buildSwitch(memory: { slotSize?: number; batchSize?: number; keepSent: boolean }): void {
     const engine = new Engine();
-    engine.vnet = this.opts.vnet;
+    engine.offload = this.opts.vnet;
     engine.clock = () => this.t;
     const names = ["a1", "a2", "a3", "a4", "t1", "t2"];
-    const ports = names.map((n) => new MemoryPort(n, { ...memory, vnetHdr: this.opts.vnet }));
+    const ports = names.map((n) => new MemoryPort(n, { ...memory, offload: this.opts.vnet }));
     for (const p of ports) engine.addPort(p);
     const stations = Array.from({ length: 24 }, (_, i) => 0x020000000100 + i);
     const sw = new LearningSwitch(engine.ports, {
-      vnet: this.opts.vnet,
+      offload: this.opts.vnet,
       // A small table and a short ageing time: the limit and ageing paths are taken.
       maxEntries: 16,
       ageingTime: 2,
@@ -288,9 +288,8 @@ export class Harness {
       },
       static: [{ mac: 0x0200000000aa, vlan: 10, port: "a1" }],
     });
-    engine.pipeline = sw;
-    const scratch = sw.scratchBytes(this.opts.vnet ? 32 : 256);
-    engine.reserve(scratch, "switch scratch", (base) => sw.setScratch(base, scratch));
+    for (const p of ports) engine.connect(p, sw);
+    engine.addElement(sw);
     engine.start();
     this.world.macs.push(...stations, 0x0200000000aa);
     this.world.vlans.push(1, 10, 20, 30, 40);
@@ -375,10 +374,10 @@ export class Harness {
       // A 2 s reassembly timeout instead of 30: the slots that bogus fragments hold (the
       // generator makes many) free up within a run, so whole datagrams get reassembled too.
       router: { reassembly: { timeoutMs: 2000 } },
-      nat: (router) =>
+      nat: (ifIndex) =>
         new Nat(
           {
-            snat: [{ sources: [{ addr: parseIp("10.244.1.0"), prefixLen: 24 }], outIf: router.ifaces.findIndex((i) => i.name === "eth0"), toAddr: parseIp("192.0.2.1") }],
+            snat: [{ sources: [{ addr: parseIp("10.244.1.0"), prefixLen: 24 }], outIf: ifIndex("eth0"), toAddr: parseIp("192.0.2.1") }],
             services: [
               { name: "web", vip: web.addr, proto: 6, port: 80, backends, algorithm: "random" },
               { name: "none", vip: parseIp("10.96.0.11"), proto: 6, port: 80, backends: [], algorithm: "random" },
@@ -533,10 +532,10 @@ export class Harness {
       },
     });
     const gsw = wrap("LearningSwitch", sw);
-    this.rig.engine.pipeline = gsw;
+    const engine = this.rig.engine;
+    for (const p of engine.ports) if (p.kind !== "internal") engine.connect(p, gsw);
     for (const p of Object.values(this.rig.internal)) {
-      p.switchSide = gsw;
-      if (this.rig.router) p.elementSide = wrap("Ipv4Router", this.rig.router);
+      if (this.rig.router) p.link(gsw, wrap("Ipv4Router", this.rig.router));
     }
   }
 

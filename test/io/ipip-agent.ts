@@ -134,7 +134,7 @@ function fromTunnel(pool: Buffer, off: number, len: number): void {
   r.dropped++;
 }
 
-engine.pipeline = {
+const sink = {
   process(port: Port, frames: FrameList, pool: Buffer): void {
     if (port === ipip) ipipBatches.set(frames.count, (ipipBatches.get(frames.count) ?? 0) + 1);
     for (let i = 0; i < frames.count; i++) {
@@ -149,6 +149,7 @@ engine.pipeline = {
     }
   },
 };
+for (const p of engine.ports) engine.connect(p, sink);
 
 function state(): Record<string, unknown> {
   return {

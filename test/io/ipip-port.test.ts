@@ -168,7 +168,8 @@ describe("IpipPort without a socket", () => {
     const e = new Engine();
     e.addPort(m);
     e.addPort(p);
-    e.pipeline = { process() {} };
+    const sink = { process() {} };
+    for (const port of e.ports) e.connect(port, sink);
     expect(() => e.start()).toThrow(/raw IPv4 socket of protocol 4/);
     expect(m.isOpen).toBe(false);
   });

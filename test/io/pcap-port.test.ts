@@ -19,7 +19,8 @@ import ts from "typescript";
 import { Agent as AgentBase, transpileTree } from "./agent.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Batch } from "../../src/core/batch.js";
-import { Engine, type Pipeline } from "../../src/core/engine.js";
+import type { FrameSink } from "../../src/core/element.js";
+import { Engine } from "../../src/core/engine.js";
 import { HEADROOM, type Port } from "../../src/core/port.js";
 import { MemoryPort } from "../../src/io/memory-port.js";
 import { PcapPort, formatMac, parseMac } from "../../src/io/pcap-port.js";
@@ -27,7 +28,7 @@ import { PcapPort, formatMac, parseMac } from "../../src/io/pcap-port.js";
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
 /** Forwards every frame from each port to the other one. */
-function crossConnect(a: Port, b: Port): Pipeline & { batches: Array<[string, number]> } {
+function crossConnect(a: Port, b: Port): FrameSink & { batches: Array<[string, number]> } {
   const batches: Array<[string, number]> = [];
   return {
     batches,
@@ -54,7 +55,8 @@ describe("MemoryPort", () => {
     e.addPort(a);
     e.addPort(b);
     const pipe = crossConnect(a, b);
-    e.pipeline = pipe;
+    const sink = pipe;
+    for (const port of e.ports) e.connect(port, sink);
     e.start();
     return { a, b, e, pipe };
   }
@@ -82,11 +84,12 @@ describe("MemoryPort", () => {
     const e = new Engine();
     e.addPort(a);
     e.addPort(b);
-    e.pipeline = {
+    const sink: FrameSink = {
       process(_p, batch) {
         for (let i = 0; i < batch.count; i++) seen.push(batch.offsets[i]);
       },
     };
+    for (const port of e.ports) e.connect(port, sink);
     e.start();
     a.inject([frame(1, 60), frame(2, 60)]);
     b.inject([frame(3, 60), frame(4, 60), frame(5, 60)]);
@@ -125,7 +128,8 @@ describe("MemoryPort", () => {
     const e = new Engine();
     e.addPort(a);
     e.addPort(b);
-    e.pipeline = crossConnect(a, b);
+    const sink = crossConnect(a, b);
+    for (const port of e.ports) e.connect(port, sink);
     e.start();
     a.inject([frame(0, 60), frame(1, 70)]);
     expect(b.sent).toEqual([]);
@@ -147,11 +151,11 @@ describe("MemoryPort", () => {
     const a = new MemoryPort("a");
     const e = new Engine();
     e.addPort(a);
-    e.pipeline = {
+    e.connect(a, {
       process() {
         a.inject([frame(9, 60)]);
       },
-    };
+    });
     e.start();
     a.inject([frame(0, 60)]);
     expect(e.internalErrors).toBe(1);
@@ -177,7 +181,8 @@ describe("PcapPort without a device", () => {
     const e = new Engine();
     e.addPort(m);
     e.addPort(p);
-    e.pipeline = crossConnect(m, p);
+    const sink = crossConnect(m, p);
+    for (const port of e.ports) e.connect(port, sink);
     expect(() => e.start()).toThrow(/no interface 'tnpnosuch0' in this network namespace/);
     expect(m.isOpen).toBe(false);
     expect(p.isOpen).toBe(false);

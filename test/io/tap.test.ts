@@ -627,8 +627,8 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     // while tx checksumming is on); B's TapPort merges runs of them into super-frames.
     for (const ns of [NSG_A, NSG_B]) tryQuiet('ip', ['netns', 'del', ns]);
     const dir = mkdtempSync(join(tmpdir(), 'tntap-gro-'));
-    const ga = new TapPort('a', TAP_GA, { vnetHdr: true });
-    const gb = new TapPort('b', TAP_GB, { vnetHdr: true });
+    const ga = new TapPort('a', TAP_GA, { offload: true });
+    const gb = new TapPort('b', TAP_GB, { offload: true });
     const gpool = new PacketPool(ga.rxRegionBytes() + gb.rxRegionBytes() + 256);
     let aMax = 0;
     let aPartial = 0;

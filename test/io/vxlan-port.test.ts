@@ -23,6 +23,7 @@ import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { Agent as AgentBase, transpileTree } from "./agent.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { FrameSink } from "../../src/core/element.js";
 import { Engine } from "../../src/core/engine.js";
 import { HEADROOM } from "../../src/core/port.js";
 import { SimSocket } from "../fuzz/harness.js";
@@ -118,10 +119,11 @@ describe("VxlanPort without a network", () => {
       },
     });
     const engine = new Engine();
-    engine.vnet = true; // with offloads the port has 64 output slots
+    engine.offload = true; // with offloads the port has 64 output slots
     engine.addPort(vx);
     let delivered = 0;
-    engine.pipeline = { process: (_p, f) => void (delivered += f.count) };
+    const sink: FrameSink = { process: (_p, f) => void (delivered += f.count) };
+    for (const port of engine.ports) engine.connect(port, sink);
     engine.start();
     try {
       const inner = Buffer.alloc(60, 0x33);
