@@ -1,0 +1,211 @@
+/**
+ * The lab builder: turns a topology file into network namespaces joined through
+ * tapnet node processes, and takes it all down again.
+ *
+ * Layout of a lab named L:
+ *   - every node and every host is a network namespace `tn.L.NAME` (lab and node names
+ *     never hold a dot, so two different (lab, name) pairs never share a namespace);
+ *   - a node runs one tapnet process inside its namespace; for each TAP host the
+ *     process creates a TAP named after the host, which the builder then moves into
+ *     the host's namespace and renames eth0 (the process keeps its file descriptor,
+ *     so the host's eth0 IS the node's port);
+ *   - a veth host gets a veth pair: eth0 in the host, the other end (named after
+ *     the host) in the node, opened by the node through libpcap;
+ *   - a link between two nodes is a veth pair whose ends are named after the peer.
+ *   - state lives in /run/tapnet/L/ (state.json, node configs, logs, the root-only
+ *     control sockets), written before each step so `lab down` can always undo it.
+ */
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { request } from "../control/client.js";
+import { nodeEnvironment, nodeLauncher } from "../node/sandbox.js";
+import { nodeConfig } from "./node-config.js";
+import { labDir, type LabState, type Log, nsName, writeState } from "./state.js";
+import { cmdline, ipBatch, isAlive, run, sleep } from "./sys.js";
+import { isKernelNode, overlayNotes, type Topology, usesUnderlayPort } from "./topology.js";
+
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/main.js");
+/** The repository (dist/lab/ -> ../..). */
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+async function waitReady(lab: string, node: string, socket: string, pid: number, log: string, abort?: AbortSignal): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (abort?.aborted) throw new Error("interrupted");
+    if (!isAlive(pid) || cmdline(pid) === null) {
+      const tail = fs.existsSync(log) ? fs.readFileSync(log, "utf8").trim().split("\n").slice(-8).join("\n") : "";
+      throw new Error(`node ${node} exited during start-up. Its log (${log}):\n${tail}`);
+    }
+    try {
+      await request(socket, { cmd: "status" }, 1000);
+      return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`node ${node} of lab ${lab} did not answer on ${socket} within 15 s (log: ${log})`);
+    await sleep(50);
+  }
+}
+
+/** Every namespace a lab has: nodes, hosts, the underlay's bridges and kernel routers. */
+export function labNamespaces(t: Topology): string[] {
+  const names = [...Object.keys(t.nodes), ...Object.keys(t.hosts)];
+  if (Object.keys(t.underlay?.segments ?? {}).length) names.push("ul");
+  names.push(...Object.keys(t.underlay?.routers ?? {}));
+  return names.map((n) => nsName(t.name, n));
+}
+
+export async function build(t: Topology, state: LabState, log: Log, abort?: AbortSignal): Promise<void> {
+  const lab = t.name;
+  // Signals are seen between event-loop turns: yield at every step so Ctrl-C stops the
+  // build there (and the caller removes what was made) instead of after the whole lab.
+  const step = async (): Promise<void> => {
+    await new Promise<void>((r) => setImmediate(r));
+    if (abort?.aborted) throw new Error("interrupted");
+  };
+  const ns = (n: string): string => nsName(lab, n);
+  const kernel = (node: string): boolean => isKernelNode(t.nodes[node]);
+  // 1. Namespaces. IPv6 is switched off in them: tapnet is an IPv4 dataplane, and
+  //    router solicitations and MLD reports would only add noise to every capture.
+  for (const n of labNamespaces(t)) {
+    await step();
+    state.namespaces.push(n);
+    writeState(state);
+    run(["ip", "netns", "add", n]);
+    run(["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+    ipBatch(["link set lo up"], n);
+  }
+  log(`namespaces: ${state.namespaces.join(" ")}`);
+  // 2. The underlay: one kernel bridge per segment in the lab's "ul" namespace, kernel
+  //    routers (forwarding namespaces) between segments, and each node's ul0 on its
+  //    segment — an address of the node's kernel (tunnel sockets use it), or a tapnet
+  //    port with no kernel address (host-gw: the node's router owns the address).
+  const segs = Object.keys(t.underlay?.segments ?? {});
+  if (segs.length) ipBatch(segs.flatMap((g) => [`link add br-${g} type bridge`, `link set br-${g} up`]), ns("ul"));
+  for (const [r, attach] of Object.entries(t.underlay?.routers ?? {})) {
+    run(["ip", "netns", "exec", ns(r), "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    for (const [g, addr] of Object.entries(attach)) {
+      run(["ip", "link", "add", g, "netns", ns(r), "type", "veth", "peer", "name", `${r}-${g}`, "netns", ns("ul")]);
+      ipBatch([`link set ${r}-${g} master br-${g}`, `link set ${r}-${g} up`], ns("ul"));
+      ipBatch([`address add ${addr} dev ${g}`, `link set ${g} up`], ns(r));
+    }
+  }
+  for (const [node, spec] of Object.entries(t.nodes)) {
+    const ul = spec.underlay;
+    if (!ul) continue;
+    run(["ip", "link", "add", "ul0", "netns", ns(node), "type", "veth", "peer", "name", node, "netns", ns("ul")]);
+    ipBatch([`link set ${node} master br-${ul.segment}`, `link set ${node} mtu ${ul.mtu}`, `link set ${node} up`], ns("ul"));
+    const cmds = [`link set ul0 mtu ${ul.mtu}`, "link set ul0 up"];
+    if (!usesUnderlayPort(spec)) {
+      cmds.push(`address add ${ul.address} dev ul0`);
+      if (ul.gateway) cmds.push(`route add default via ${ul.gateway} dev ul0`);
+    }
+    ipBatch(cmds, ns(node));
+  }
+  // 3. Kernel nodes: a Linux bridge, and a kernel VXLAN device on it when asked.
+  for (const [node, spec] of Object.entries(t.nodes)) {
+    if (!isKernelNode(spec)) continue;
+    ipBatch(["link add br0 type bridge", "link set br0 up"], ns(node));
+    const kv = spec.kernelVxlan;
+    if (kv && spec.underlay) {
+      const local = spec.underlay.address.split("/")[0];
+      run(["ip", "-n", ns(node), "link", "add", "vx0", "type", "vxlan", "id", String(kv.vni), "dstport", String(kv.port), "local", local, "remote", kv.remote, "dev", "ul0", ...(kv.learning ? [] : ["nolearning"])]);
+      ipBatch(["link set vx0 master br0", "link set vx0 up"], ns(node));
+    }
+  }
+  // 4. veth hosts, hosts of kernel nodes, and node-to-node links.
+  await step();
+  for (const [h, hs] of Object.entries(t.hosts)) {
+    if (hs.link !== "veth" && !kernel(hs.node)) continue;
+    await step();
+    run(["ip", "link", "add", h, "netns", ns(hs.node), "type", "veth", "peer", "name", "eth0", "netns", ns(h)]);
+    ipBatch([`link set ${h} mtu ${hs.mtu}`, ...(kernel(hs.node) ? [`link set ${h} master br0`] : []), `link set ${h} up`], ns(hs.node));
+    // A packet socket sees the host's TCP super-frames before segmentation (up to
+    // 64 KiB); the switch forwards real frames, so the host must segment itself.
+    if (!kernel(hs.node)) run(["ip", "netns", "exec", ns(h), "ethtool", "-K", "eth0", "tso", "off", "gso", "off"]);
+  }
+  for (const l of t.links) {
+    const [a, b] = l.between;
+    run(["ip", "link", "add", b, "netns", ns(a), "type", "veth", "peer", "name", a, "netns", ns(b)]);
+    ipBatch([`link set ${b} mtu ${l.mtu}`, ...(kernel(a) ? [`link set ${b} master br0`] : []), `link set ${b} up`], ns(a));
+    ipBatch([`link set ${a} mtu ${l.mtu}`, ...(kernel(b) ? [`link set ${a} master br0`] : []), `link set ${a} up`], ns(b));
+  }
+  // 5. Node processes, each in its namespace.
+  const dir = labDir(lab);
+  if (/prof|report|heapsnapshot/.test(process.env.TAPNET_NODE_ARGS ?? "") && process.env.TAPNET_NO_SECCOMP !== "1") {
+    log("note: TAPNET_NODE_ARGS asks the nodes to write files (profiles, reports), which their seccomp filter refuses: set TAPNET_NO_SECCOMP=1 as well");
+  }
+  for (const node of Object.keys(t.nodes)) {
+    if (kernel(node)) continue;
+    await step();
+    const cfg = nodeConfig(t, node);
+    const cfgPath = path.join(dir, `${node}.json`);
+    const logPath = path.join(dir, `${node}.log`);
+    fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
+    const out = fs.openSync(logPath, "a");
+    // TAPNET_NODE_ARGS: extra Node.js options for the node processes, e.g.
+    // "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the dataplane (written at lab down,
+    // which the seccomp filter refuses unless TAPNET_NO_SECCOMP=1 is set as well).
+    const nodeArgs = (process.env.TAPNET_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
+    // Through setpriv: the node runs with NODE_CAPABILITIES and no_new_privs from its
+    // exec on, on every thread (src/node/sandbox.ts). `ip netns exec` and setpriv both
+    // exec, so child.pid is the node's PID.
+    const child = spawn("ip", ["netns", "exec", ns(node), ...nodeLauncher(), process.execPath, ...nodeArgs, CLI, "node", "run", cfgPath], {
+      detached: true,
+      stdio: ["ignore", out, out],
+      env: nodeEnvironment(),
+    });
+    fs.closeSync(out);
+    child.unref();
+    if (child.pid === undefined) throw new Error(`could not start the process of node ${node}`);
+    state.nodes[node] = { namespace: ns(node), pid: child.pid, socket: cfg.controlSocket, config: cfgPath, log: logPath };
+    writeState(state);
+  }
+  for (const [node, n] of Object.entries(state.nodes)) {
+    await waitReady(lab, node, n.socket, n.pid as number, n.log, abort);
+  }
+  log(`nodes up: ${Object.keys(state.nodes).join(" ")}`);
+  // 6. Hosts: hand each TAP host its port as eth0, then addresses and routes.
+  for (const [h, hs] of Object.entries(t.hosts)) {
+    await step();
+    if (hs.link === "tap" && !kernel(hs.node)) {
+      ipBatch([`link set ${h} netns ${ns(h)}`], ns(hs.node));
+      ipBatch([`link set ${h} name eth0`], ns(h));
+    }
+    const cmds = [`link set eth0 mtu ${hs.mtu}`];
+    if (hs.mac) cmds.push(`link set eth0 address ${hs.mac}`);
+    cmds.push(`address add ${hs.ip} dev eth0`, "link set eth0 up");
+    if (hs.gateway) cmds.push(`route add default via ${hs.gateway} dev eth0`);
+    ipBatch(cmds, ns(h));
+    state.hosts[h] = { namespace: ns(h), node: hs.node, ip: hs.ip, gateway: hs.gateway, vlan: hs.vlan ?? 1, link: kernel(hs.node) ? "veth" : hs.link };
+    writeState(state);
+  }
+  log(`hosts up: ${Object.keys(state.hosts).join(" ")}`);
+  // Commands the hosts run (servers): each in its own process group, so lab down
+  // stops it and its children by PID.
+  for (const [h, hs] of Object.entries(t.hosts)) {
+    if (!hs.run) continue;
+    const logPath = path.join(dir, `${h}.log`);
+    const out = fs.openSync(logPath, "a");
+    // Run from the topology file's folder, with TAPNET_ROOT naming the repository
+    // (so a lab can start scripts/http-name.py wherever the user stands).
+    const child = spawn("ip", ["netns", "exec", ns(h), "sh", "-c", hs.run], {
+      detached: true,
+      stdio: ["ignore", out, out],
+      cwd: path.dirname(state.file),
+      env: { ...process.env, TAPNET_ROOT: ROOT },
+    });
+    fs.closeSync(out);
+    child.unref();
+    if (child.pid === undefined) throw new Error(`host ${h}: could not start '${hs.run}'`);
+    state.hosts[h].run = { pid: child.pid, command: hs.run, log: logPath };
+    writeState(state);
+  }
+  for (const note of overlayNotes.get(t) ?? []) log(`note: ${note}`);
+  // 7. Routers announce their addresses (gratuitous ARP) now that the links are up.
+  for (const [node, spec] of Object.entries(t.nodes)) {
+    if (!kernel(node) && Object.keys(spec.interfaces).length) await request(state.nodes[node].socket, { cmd: "announce" });
+  }
+}

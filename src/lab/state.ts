@@ -1,0 +1,83 @@
+/**
+ * A lab's state: what `lab up` made, recorded in /run/tapnet/LAB/state.json before each
+ * step so `lab down` can always undo it, and how commands find a lab, a node or a host.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { RUN_DIR } from "../control/protocol.js";
+import type { SandboxReport } from "../node/sandbox.js";
+
+export interface LabState {
+  lab: string;
+  file: string;
+  createdAt: string;
+  namespaces: string[];
+  nodes: Record<string, { namespace: string; pid: number | null; socket: string; config: string; log: string }>;
+  hosts: Record<string, { namespace: string; node: string; ip: string; gateway?: string; vlan: number; link: string; run?: { pid: number; command: string; log: string } }>;
+}
+
+export const nsName = (lab: string, name: string): string => `tn.${lab}.${name}`;
+export const labDir = (lab: string): string => path.join(RUN_DIR, lab);
+const statePath = (lab: string): string => path.join(labDir(lab), "state.json");
+
+export type Log = (msg: string) => void;
+
+export function readState(lab: string): LabState | null {
+  try {
+    return JSON.parse(fs.readFileSync(statePath(lab), "utf8")) as LabState;
+  } catch {
+    return null;
+  }
+}
+
+export function writeState(s: LabState): void {
+  fs.mkdirSync(labDir(s.lab), { recursive: true, mode: 0o700 });
+  const tmp = statePath(s.lab) + ".tmp";
+  fs.writeFileSync(tmp, JSON.stringify(s, null, 2));
+  fs.renameSync(tmp, statePath(s.lab));
+}
+
+export function listLabs(): LabState[] {
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(RUN_DIR);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EACCES" || code === "EPERM") {
+      throw new Error(`${RUN_DIR}: permission denied (labs and their control sockets are root-only: run with sudo)`);
+    }
+    return [];
+  }
+  return names.map(readState).filter((s): s is LabState => s !== null);
+}
+
+/** The lab (other than `except`) whose state records one of `namespaces`, if any. */
+export function ownerOf(namespaces: string[], except?: string): string | null {
+  for (const s of listLabs()) {
+    if (s.lab === except) continue;
+    if (s.namespaces.some((n) => namespaces.includes(n))) return s.lab;
+  }
+  return null;
+}
+
+/** Finds the lab that has `name` as a host (what = "host") or node (what = "node"). */
+export function findLab(name: string | undefined, what: "host" | "node", lab?: string): LabState {
+  const labs = listLabs();
+  if (lab) {
+    const s = labs.find((l) => l.lab === lab);
+    if (!s) throw new Error(`no lab named '${lab}' is up (tapnet lab status lists them)`);
+    return s;
+  }
+  if (labs.length === 0) throw new Error("no lab is up (start one with: tapnet lab up FILE)");
+  if (name === undefined) {
+    if (labs.length > 1) throw new Error(`several labs are up (${labs.map((l) => l.lab).join(", ")}): say which with --lab`);
+    return labs[0];
+  }
+  const has = labs.filter((l) => (what === "host" ? l.hosts[name] : l.nodes[name]));
+  if (has.length === 0) {
+    const known = labs.flatMap((l) => Object.keys(what === "host" ? l.hosts : l.nodes));
+    throw new Error(`no ${what} named '${name}' in the labs that are up (${what}s: ${known.join(", ") || "none"})`);
+  }
+  if (has.length > 1) throw new Error(`${what} '${name}' exists in labs ${has.map((l) => l.lab).join(", ")}: say which with --lab`);
+  return has[0];
+}
