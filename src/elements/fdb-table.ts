@@ -60,6 +60,8 @@
  * to the lowest port number / either entry.
  */
 
+import { Candidates, TimeSort } from "./fdb-evict.js";
+
 /** Marks a used slot in the key's high word (a VLAN id needs only bits 16-27). */
 const USED = 0x80000000 | 0;
 const PORT_MASK = 0xffff;
@@ -72,10 +74,6 @@ const TWO32 = 4294967296;
 const WALK_STRIDE = 256;
 /** Fewest candidates one walk of evictLru() collects for a port. */
 const MIN_CANDIDATES = 64;
-/** collect()'s radix sort: digits of 11 bits, two of them at most (keys below 2^22). */
-const RADIX_BITS = 11;
-const RADIX_MASK = (1 << RADIX_BITS) - 1;
-const RADIX_RANGE = 2 ** (2 * RADIX_BITS);
 
 export interface FdbTableEntry {
   vlan: number;
@@ -91,16 +89,6 @@ export interface FdbTableOptions {
   seed?: number;
   /** First capacity in slots (power of two, default 1024; clamped to the maximum). */
   initialCapacity?: number;
-}
-
-/** A port's eviction candidates, oldest first: keys as the table stores them, lastSeen at the walk. */
-class Candidates {
-  hi = new Int32Array(0);
-  lo = new Int32Array(0);
-  seen = new Float64Array(0);
-  /** Next to take; the list is hi/lo/seen[next..len). */
-  next = 0;
-  len = 0;
 }
 
 export class FdbTable {
@@ -122,12 +110,8 @@ export class FdbTable {
   private portLimit = 0;
   /** Eviction candidates per port, made at a port's first eviction. */
   private readonly candidates: Array<Candidates | undefined> = [];
-  /** collect()'s scratch: slots and their time keys, twice (radix passes ping-pong). */
-  private sortSlots = new Int32Array(0);
-  private sortKeys = new Int32Array(0);
-  private sortSlots2 = new Int32Array(0);
-  private sortKeys2 = new Int32Array(0);
-  private readonly sortCount = new Int32Array(RADIX_MASK + 1);
+  /** collect()'s sort of a port's slots by lastSeen. */
+  private readonly sorter = new TimeSort();
 
   constructor(maxEntries: number, opts: FdbTableOptions = {}) {
     if (!Number.isInteger(maxEntries) || maxEntries < 1 || maxEntries > MAX_CAPACITY / 2) {
@@ -472,28 +456,14 @@ export class FdbTable {
   }
 
   /**
-   * Refills `c` with the least recently seen dynamic entries of `port`, oldest first.
-   * One walk over the table notes the port's slots; an LSD radix sort (stable, two
-   * passes of 11 bits at most, O(n)) orders them by lastSeen in whole clock units since
-   * the port's oldest entry — to the millisecond while the port's entries span less than
-   * 2^22 ms (70 minutes), in coarser units beyond (ties keep table order). Then the
-   * first K are decoded into keys, before anything moves. (A comparison sort costs
-   * several times as much here: ~80 ns per entry for Float64Array.prototype.sort of
-   * 8192 numbers on this machine, more for a heap in JS.)
+   * Refills `c` with the least recently seen dynamic entries of `port`, oldest first:
+   * one walk over the table notes the port's slots, TimeSort (fdb-evict.ts) orders them
+   * by lastSeen, and the first K are decoded into keys, before anything moves.
    */
   private collect(port: number, c: Candidates): void {
     const n = this.perPort[port];
-    if (this.sortSlots.length <= n) {
-      const len = nextPow2(n + 1);
-      this.sortSlots = new Int32Array(len);
-      this.sortKeys = new Int32Array(len);
-      this.sortSlots2 = new Int32Array(len);
-      this.sortKeys2 = new Int32Array(len);
-    }
+    const slots = this.sorter.room(n);
     const recs = this.recs;
-    const lastSeen = this.lastSeenArr;
-    let slots = this.sortSlots;
-    let keys = this.sortKeys;
     // Without a branch per slot (half of them would be mispredicted): every slot is
     // written at `found`, which moves on only for a used slot of this port (USED is the
     // sign bit of the key word; meta ^ port is 0 only for a dynamic entry of the port).
@@ -504,56 +474,8 @@ export class FdbTable {
       slots[found] = i;
       found += (recs[3 * i] >>> 31) & (((d | -d) >>> 31) ^ 1);
     }
-    let oldest = Infinity;
-    let newest = -Infinity;
-    for (let j = 0; j < found; j++) {
-      const t = lastSeen[slots[j]];
-      if (t < oldest) oldest = t;
-      if (t > newest) newest = t;
-    }
-    const base = Math.floor(oldest);
-    const unit = Math.max(1, Math.ceil((Math.floor(newest) - base + 1) / RADIX_RANGE));
-    for (let j = 0; j < found; j++) keys[j] = Math.floor((Math.floor(lastSeen[slots[j]]) - base) / unit);
-    const top = Math.floor((Math.floor(newest) - base) / unit);
-    const count = this.sortCount;
-    let slots2 = this.sortSlots2;
-    let keys2 = this.sortKeys2;
-    for (let shift = 0; shift === 0 || top >>> shift !== 0; shift += RADIX_BITS) {
-      // One stable counting pass on the digit at `shift`.
-      count.fill(0);
-      for (let j = 0; j < found; j++) count[(keys[j] >>> shift) & RADIX_MASK]++;
-      let sum = 0;
-      for (let d = 0; d <= RADIX_MASK; d++) {
-        const k = count[d];
-        count[d] = sum;
-        sum += k;
-      }
-      for (let j = 0; j < found; j++) {
-        const at = count[(keys[j] >>> shift) & RADIX_MASK]++;
-        keys2[at] = keys[j];
-        slots2[at] = slots[j];
-      }
-      const ks = keys;
-      keys = keys2;
-      keys2 = ks;
-      const ss = slots;
-      slots = slots2;
-      slots2 = ss;
-    }
-    const want = Math.min(found, Math.max(MIN_CANDIDATES, this.cap >>> 2));
-    if (c.hi.length < want) {
-      c.hi = new Int32Array(want);
-      c.lo = new Int32Array(want);
-      c.seen = new Float64Array(want);
-    }
-    for (let k = 0; k < want; k++) {
-      const slot = slots[k];
-      c.hi[k] = recs[3 * slot];
-      c.lo[k] = recs[3 * slot + 1];
-      c.seen[k] = lastSeen[slot];
-    }
-    c.next = 0;
-    c.len = want;
+    const sorted = this.sorter.sort(found, this.lastSeenArr);
+    c.fill(sorted, Math.min(found, Math.max(MIN_CANDIDATES, this.cap >>> 2)), recs, this.lastSeenArr);
   }
 
   /** Where a new key goes: the first empty slot of its probe run (the key must be absent). */
