@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // tapnet benchmark: every scenario measures tapnet and its reference(s) on the same work,
-// in the same run, each on a lab brought up fresh and taken down after (DESIGN.md rule 5:
+// in the same run, each on a lab brought up fresh and taken down after (docs/architecture.md:
 // a performance claim is a ratio against a reference measured in the same run).
 //
 //   sudo npm run bench                       # all network scenarios, once (about 4 minutes)

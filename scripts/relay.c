@@ -18,7 +18,7 @@
  * -t: two threads, one per direction (each polls one TAP and writes to the other):
  * what a dataplane gains from a second core when sender, receiver and dataplane share
  * the machine's two. The benchmark runs it as a reference to decide whether tapnet
- * should spread its ports over worker threads (issue 5: keep it only if it pays).
+ * should spread its ports over worker threads (only if it pays).
  *
  * Build: gcc -O2 -Wall -pthread -o relay scripts/relay.c
  */
