@@ -4,12 +4,14 @@
  *   tapnet lab up|down|status|exec   build and use labs (network namespaces + nodes)
  *   tapnet show …                    inspect a running node (src/cli/show.ts)
  *   tapnet capture NODE PORT…        pcapng of what crosses ports (to Wireshark)
+ *   tapnet stp on|off, security reset  layer-2 safety on a running lab (src/cli/l2.ts)
  *   tapnet node run CONFIG           the node process itself (started by lab up)
  *   tapnet demo                      a guided tour on scripts/labs/switch.yaml
  */
 import { Command } from "commander";
 import { TopologyError } from "../lab/topology.js";
 import { registerCapture } from "./capture.js";
+import { registerL2 } from "./l2.js";
 import { registerLab } from "./lab-commands.js";
 import { registerShow } from "./show.js";
 
@@ -22,6 +24,7 @@ program
 registerLab(program);
 registerShow(program);
 registerCapture(program);
+registerL2(program);
 
 const nodeCmd = program.command("node").description("the node process (started by 'tapnet lab up')");
 nodeCmd

@@ -21,22 +21,37 @@
  * bridge (Linux's vlan_protocol 802.1Q): a frame with an 802.1ad S-tag (0x88a8) is an
  * untagged frame of EtherType 0x88a8 to it, as to the Linux bridge.
  *
+ * Layer-2 safety: with spanning tree (stp.ts) the switch hands BPDUs to 01:80:c2:00:00:00
+ * to it (before VLAN classification: BPDUs are untagged and VLAN-blind) and consults
+ * each port's state per frame — blocking/listening ports neither learn nor forward,
+ * learning ports learn only, frames never leave by a port that is not forwarding; while
+ * STP is off BPDUs stop here like every reserved group (`linkLocal`). Per port guards
+ * (switch-guards.ts): ARP inspection and port security before learning, storm control
+ * before flooding; a port shut by port security drops everything.
+ *
  * Inputs/outputs: every port of the node (one input and one output each).
  * Config: ageingTime (s), maxEntries, per-port mode/vlans, static entries, offload
  *   (frames carry virtio-net headers: TSO super-frames pass whole, the header's offsets
- *   follow a pushed or popped tag), bridgeHook (br_netfilter's hook, below).
+ *   follow a pushed or popped tag), bridgeHook (br_netfilter's hook, below), stp (a
+ *   SpanningTree), guards (storm control, port security, ARP inspection).
  * Table: an FdbTable (fdb-table.ts), open addressing on typed arrays keyed by
  *   (VLAN, MAC), sized for maxEntries dynamic entries plus room for static ones.
- * Counters: SWITCH_COUNTERS below.
+ * Counters: SWITCH_COUNTERS (switch-counters.ts).
  */
 import type { FrameList } from "../core/batch.js";
-import { counters, Element, type ElementInfo, type FrameSink } from "../core/element.js";
+import { Element, type ElementInfo, type FrameSink } from "../core/element.js";
 import type { Port } from "../core/port.js";
 import { readU32 } from "../wire/bytes.js";
 import { ETHERTYPE_IPV4, ETHERTYPE_VLAN } from "../wire/ethernet.js";
-import { vlanGetVid, vlanSetVid, VLAN_TAG_LEN } from "../wire/vlan.js";
+import { vlanGetVid, vlanSetVid, VLAN_TAG_LEN, vlanWriteTag } from "../wire/vlan.js";
 import { VNET_HDR_LEN, vnetCopy, vnetIsGso, vnetNeedsCsum, vnetShiftL3 } from "../wire/vnet.js";
+import { isStpGroup } from "../wire/bpdu.js";
+import { STP_FORWARDING, STP_LEARNING, type SpanningTree, type StpHost } from "./stp.js";
+import { F_STORM, growU8, GUARD_SEC_SHUTDOWN, type GuardConfig, SwitchGuards } from "./switch-guards.js";
+import { STORM_BROADCAST, STORM_MULTICAST, STORM_UNKNOWN_UNICAST } from "./storm-control.js";
 import { FdbTable } from "./fdb-table.js";
+import { type FdbEntry, liveEntries, removeDynamic, sweepAged, walkLive } from "./fdb-sweep.js";
+import { SWITCH_COUNTERS, type SwitchCounter } from "./switch-counters.js";
 
 export type SwitchPortMode =
   | { mode: "access"; vlan: number }
@@ -68,34 +83,23 @@ export interface LearningSwitchConfig {
   /** Frames carry virtio-net headers (src/wire/vnet.ts). */
   offload?: boolean;
   bridgeHook?: BridgeHook;
+  /** Spanning tree: takes the BPDUs, sets the ports' states. */
+  stp?: SpanningTree;
+  /** Storm control, port security, ARP inspection. */
+  guards?: GuardConfig;
 }
 
-export interface FdbEntry {
-  mac: number;
-  vlan: number;
-  port: number;
-  lastSeen: number;
-  isStatic: boolean;
-}
+export type { FdbEntry };
 
-export const SWITCH_COUNTERS = counters({
-  forwarded: { kind: "forward", help: "known unicast sent out of the one port that owns the destination" },
-  flooded: { kind: "forward", help: "broadcast, multicast and unknown unicast sent to every other member of the VLAN" },
-  filtered: { kind: "drop", help: "destination is on the port the frame came in on" },
-  learned: { kind: "event", help: "new (VLAN, MAC) entries" },
-  stationMoves: { kind: "event", help: "a known MAC seen on another port" },
-  aged: { kind: "event", help: "entries removed after the ageing time" },
-  evicted: { kind: "event", help: "entries evicted to learn a new station in a full table" },
-  macLimit: { kind: "event", help: "stations not learned: static entries fill the table" },
-  runt: { kind: "drop", help: "shorter than an Ethernet (or tagged) header" },
-  oversize: { kind: "drop", help: "longer than the largest frame, and not a TSO super-frame" },
-  badSrcMac: { kind: "drop", help: "group or all-zero source address" },
-  vlanFiltered: { kind: "drop", help: "VLAN not allowed on the port, or a tag on an access port" },
-  linkLocal: { kind: "drop", help: "802.1D reserved group address 01:80:c2:00:00:0X (never forwarded)" },
-  scratchFull: { kind: "event", help: "flooded copies not made: the pass's scratch was used up" },
-});
-export type SwitchCounter = (typeof SWITCH_COUNTERS.names)[number];
+export { SWITCH_COUNTERS, type SwitchCounter };
 const C = SWITCH_COUNTERS.id;
+/** What a port lets through (its spanning tree state, or shut by port security). */
+const GATE_FORWARD = 0;
+const GATE_LEARN = 1;
+const GATE_DISCARD = 2;
+const GATE_SHUT = 3;
+/** Switch counter of each guard verdict (switch-guards.ts GUARD_*). */
+const GUARD_DROP = [-1, C.arpInvalid, C.arpSpoofed, C.secViolation, C.secViolation];
 
 const VLANS = 4096;
 /** Static entries the table holds beyond maxEntries (they do not count against it). */
@@ -107,9 +111,11 @@ const DEFAULT_MAX_FRAME = 1500 + ETH_HLEN + 4;
 const SCRATCH_FRAMES_OFFLOAD = 32;
 const SCRATCH_FRAMES = 256;
 
-export class LearningSwitch extends Element<SwitchCounter> implements FrameSink {
+export class LearningSwitch extends Element<SwitchCounter> implements FrameSink, StpHost {
   readonly kind = "LearningSwitch";
-  readonly ageingMs: number;
+  /** Ageing in use: the configured one, or forward delay during a topology change. */
+  ageingMs: number;
+  readonly baseAgeingMs: number;
   readonly maxEntries: number;
   maxFrame = DEFAULT_MAX_FRAME;
 
@@ -134,6 +140,10 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
   private readonly scratchSlot: number;
   /** Frames carry virtio-net headers: see the config. */
   readonly offload: boolean;
+  readonly stp: SpanningTree | null;
+  readonly guards: SwitchGuards;
+  /** Per port: GATE_*; grows with the ports. */
+  private gate: Uint8Array;
 
   constructor(
     readonly ports: readonly Port[],
@@ -146,6 +156,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     this.bridgeHook = config.bridgeHook?.sink ?? null;
     for (const v of config.bridgeHook?.vlans ?? []) this.hookVlans[v] = 1;
     this.ageingMs = (config.ageingTime ?? 300) * 1000;
+    this.baseAgeingMs = this.ageingMs;
     this.maxEntries = config.maxEntries ?? 8192;
     this.fdb = new FdbTable(this.maxEntries + Math.max(STATIC_RESERVE, config.static?.length ?? 0));
     this.nPorts = ports.length;
@@ -185,6 +196,17 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
       if (members[v].length !== 0) this.floodList[v] = Int32Array.from(members[v]);
     }
     for (const s of config.static ?? []) this.addStatic(s);
+    this.gate = new Uint8Array(Math.max(8, this.nPorts));
+    this.guards = new SwitchGuards(ports, config.guards);
+    for (const [n, sc] of Object.entries(config.guards?.security ?? {})) {
+      const p = ports.find((x) => x.name === n) as Port;
+      for (const mac of sc.macs ?? []) {
+        this.addStatic({ mac, vlan: this.pvid[p.index], port: n });
+        this.guards.security.addSecure(p.index);
+      }
+    }
+    this.stp = config.stp ?? null;
+    this.stp?.bind(this);
   }
 
   /** Whether bridged frames are shown to a bridge hook (the NAT). */
@@ -247,6 +269,17 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         this.drop(inPort, C.oversize, now);
         continue;
       }
+      const gate = this.gate[inIdx];
+      if (gate === GATE_SHUT) {
+        this.drop(inPort, C.portShutdown, now);
+        continue;
+      }
+      // Spanning tree BPDUs are untagged and belong to no VLAN (802.1D 7.12.3).
+      if (buf[off] === 0x01 && this.stp !== null && isStpGroup(buf, off) && this.stp.takes(inIdx)) {
+        this.count(C.bpdu, now);
+        this.stp.receive(inIdx, buf, off, len, now);
+        continue;
+      }
       // Ingress classification (802.1Q §8.6.1 in spirit).
       let tagged = false;
       let vlan: number;
@@ -303,9 +336,33 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         this.drop(inPort, C.linkLocal, now);
         continue;
       }
+      if (gate === GATE_DISCARD) {
+        this.drop(inPort, C.stpDiscarded, now);
+        continue;
+      }
+      const guard = this.guards.flags[inIdx];
+      if (guard !== 0) {
+        const v = this.guards.ingress(this.fdb, inIdx, buf, off, len, tagged, vlan, srcHi, srcLo, now);
+        if (v !== 0) {
+          this.drop(inPort, GUARD_DROP[v], now);
+          if (v === GUARD_SEC_SHUTDOWN) this.shutPort(inIdx, now);
+          continue;
+        }
+      }
       this.learn(vlan, srcHi, srcLo, inIdx, now);
+      if (gate === GATE_LEARN) {
+        this.drop(inPort, C.stpLearning, now);
+        continue;
+      }
 
       if ((d0 & 1) !== 0) {
+        if ((guard & F_STORM) !== 0) {
+          const bcast = d0 === 0xff && buf[off + 1] === 0xff && readU32(buf, off + 2) === 0xffffffff;
+          if (!this.guards.storm.allow(inIdx, bcast ? STORM_BROADCAST : STORM_MULTICAST, now)) {
+            this.drop(inPort, bcast ? C.stormBroadcast : C.stormMulticast, now);
+            continue;
+          }
+        }
         this.flood(buf, off, len, tagged, vlan, inIdx);
         continue;
       }
@@ -316,6 +373,8 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         if (fdb.isStatic(slot) || now - fdb.lastSeen(slot) < this.ageingMs) {
           if (outIdx === inIdx) {
             this.drop(inPort, C.filtered, now);
+          } else if (this.gate[outIdx] !== GATE_FORWARD) {
+            this.drop(inPort, C.stpEgress, now);
           } else {
             this.c[C.forwarded]++;
             if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.internal[outIdx] === 0) {
@@ -331,6 +390,10 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         }
         fdb.removeSlot(slot);
         this.c[C.aged]++;
+      }
+      if ((guard & F_STORM) !== 0 && !this.guards.storm.allow(inIdx, STORM_UNKNOWN_UNICAST, now)) {
+        this.drop(inPort, C.stormUnknownUnicast, now);
+        continue;
       }
       this.flood(buf, off, len, tagged, vlan, inIdx);
     }
@@ -382,7 +445,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
       // Push in place into the headroom the port left before the frame.
       buf.copyWithin(off - 4 - h, off - h, off + 12);
       if (h !== 0) vnetShiftL3(buf, off - 4, 4);
-      writeTag(buf, off + 8, vlan);
+      vlanWriteTag(buf, off + 8, vlan);
       q.push(off - 4, len + 4);
     }
   }
@@ -394,9 +457,10 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     const membership = this.membership;
     let altOff = -1;
     let altLen = 0;
+    const gate = this.gate;
     for (let k = 0; k < list.length; k++) {
       const p = list[k];
-      if (p === inIdx) continue;
+      if (p === inIdx || gate[p] !== GATE_FORWARD) continue;
       const wantTagged = membership[p * VLANS + vlan] === 1;
       if (wantTagged === tagged) {
         this.ports[p].txq.push(off, len);
@@ -423,7 +487,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
           altLen = len - 4;
         } else {
           buf.copyWithin(base, off, off + 12);
-          writeTag(buf, base + 12, vlan);
+          vlanWriteTag(buf, base + 12, vlan);
           buf.copyWithin(base + 16, off + 12, off + len);
           altOff = base;
           altLen = len + 4;
@@ -435,67 +499,24 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
 
   /** Removes entries idle longer than the ageing time; returns how many went. */
   age(now: number): number {
-    const fdb = this.fdb;
-    let removed = 0;
-    // removeSlot() may shift a later entry into the slot: look at it again.
-    for (let i = 0; i < fdb.capacity; ) {
-      if (fdb.isUsed(i) && !fdb.isStatic(i) && now - fdb.lastSeen(i) >= this.ageingMs) {
-        fdb.removeSlot(i);
-        removed++;
-      } else {
-        i++;
-      }
-    }
+    const removed = sweepAged(this.fdb, this.ageingMs, now);
     this.c[C.aged] += removed;
     return removed;
   }
 
   /** Current entries (expired ones left out), by VLAN then MAC, for `show fdb`. */
   entries(now: number): FdbEntry[] {
-    const out: FdbEntry[] = [];
-    for (const e of this.fdb.entries()) {
-      if (e.isStatic || now - e.lastSeen < this.ageingMs) {
-        out.push({ mac: e.mac, vlan: e.vlan, port: e.port, lastSeen: e.lastSeen, isStatic: e.isStatic });
-      }
-    }
-    return out;
+    return liveEntries(this.fdb, this.ageingMs, now);
   }
 
-  /**
-   * entries() unsorted and step by step, for a listing that pauses between event-loop
-   * turns (see FdbTable.walk for what it promises; null marks a point to pause, and
-   * the clock is read there). Returns whether the table grew meanwhile.
-   */
-  *walkEntries(clock: () => number): Generator<FdbEntry | null, { resized: boolean }, void> {
-    let now = clock();
-    const it = this.fdb.walk();
-    for (;;) {
-      const r = it.next();
-      if (r.done === true) return r.value;
-      const e = r.value;
-      if (e === null) {
-        yield null;
-        now = clock();
-      } else if (e.isStatic || now - e.lastSeen < this.ageingMs) {
-        yield e;
-      }
-    }
+  /** entries() unsorted and step by step, for a listing that pauses (fdb-sweep.ts walkLive). */
+  walkEntries(clock: () => number): Generator<FdbEntry | null, { resized: boolean }, void> {
+    return walkLive(this.fdb, () => this.ageingMs, clock);
   }
 
   /** Removes the dynamic entries (of one VLAN, or all); static ones stay. */
   flush(vlan?: number): void {
-    const fdb = this.fdb;
-    if (vlan === undefined) {
-      fdb.clear(true);
-      return;
-    }
-    for (let i = 0; i < fdb.capacity; ) {
-      if (fdb.isUsed(i) && !fdb.isStatic(i) && fdb.vlan(i) === vlan) {
-        fdb.removeSlot(i);
-      } else {
-        i++;
-      }
-    }
+    removeDynamic(this.fdb, vlan === undefined ? -1 : vlan, -1);
   }
 
   /** Port membership summary, for `show ports`. */
@@ -511,19 +532,61 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     return { pvid: this.pvid[port], tagged, untagged };
   }
 
+  /** Spanning tree set a port's state (StpHost); a port that stops forwarding forgets its stations. */
+  stpPortState(port: number, state: number): void {
+    if (port >= this.gate.length) this.gate = growU8(this.gate, port + 1);
+    if (this.gate[port] === GATE_SHUT) return;
+    const g = state === STP_FORWARDING ? GATE_FORWARD : state === STP_LEARNING ? GATE_LEARN : GATE_DISCARD;
+    if (this.gate[port] === GATE_FORWARD && g !== GATE_FORWARD) this.flushPort(port);
+    this.gate[port] = g;
+  }
+
+  /** During a topology change entries age in forward delay (802.1D 8.3.5; StpHost). */
+  stpFastAgeing(ms: number | null): void {
+    this.ageingMs = ms ?? this.baseAgeingMs;
+  }
+
+  /** Port security shuts a port: nothing in or out, spanning tree sees it down. In a pass. */
+  private shutPort(port: number, now: number): void {
+    this.gate[port] = GATE_SHUT;
+    this.c[C.portsShut]++;
+    this.flushPort(port);
+    this.stp?.setPortEnabled(port, false, now);
+  }
+
+  /** `tapnet security reset`: clears a port's violations and brings it back from shutdown. In a pass. */
+  recoverPort(port: number, now: number): boolean {
+    const wasShut = this.guards.security.recover(port);
+    if (wasShut) {
+      this.gate[port] = this.stp !== null && this.stp.takes(port) ? GATE_DISCARD : GATE_FORWARD;
+      this.stp?.setPortEnabled(port, true, now);
+    }
+    return wasShut;
+  }
+
+  /** What a port lets through: forwarding, learning, discarding (spanning tree) or shutdown. */
+  portGate(port: number): "forwarding" | "learning" | "discarding" | "shutdown" {
+    return (["forwarding", "learning", "discarding", "shutdown"] as const)[port < this.gate.length ? this.gate[port] : 0];
+  }
+
+  /** Forgets everything per port about `port` (removed, or its index about to be reused). In a pass. */
+  resetPort(port: number, now: number): void {
+    this.guards.resetPort(port);
+    this.stp?.resetPort(port, now);
+    if (port < this.gate.length) this.gate[port] = GATE_FORWARD;
+    this.flushPort(port);
+  }
+
+  /** Removes a port's dynamic entries. */
+  flushPort(port: number): void {
+    if (this.fdb.portEntries(port) !== 0) removeDynamic(this.fdb, -1, port);
+  }
+
   /** Counts a frame dropped at ingress: the element's counter and the port's rxDrops. */
   private drop(inPort: Port, id: number, now: number): void {
     this.count(id, now);
     inPort.rxDrops++;
   }
-}
-
-/** Writes an 802.1Q tag (TPID 0x8100, PCP 0, VID `vlan`) at `at`. */
-function writeTag(buf: Buffer, at: number, vlan: number): void {
-  buf[at] = ETHERTYPE_VLAN >>> 8;
-  buf[at + 1] = ETHERTYPE_VLAN & 0xff;
-  buf[at + 2] = (vlan >> 8) & 0x0f;
-  buf[at + 3] = vlan & 0xff;
 }
 
 function checkVid(v: number, what: string): void {

@@ -24,7 +24,7 @@ import { nodeEnvironment, nodeLauncher } from "../node/sandbox.js";
 import { nodeConfig } from "./node-config.js";
 import { labDir, type LabState, type Log, nsName, writeState } from "./state.js";
 import { cmdline, ipBatch, isAlive, run, sleep } from "./sys.js";
-import { isKernelNode, overlayNotes, type Topology, usesUnderlayPort } from "./topology.js";
+import { isKernelNode, overlayNotes, type StpSpec, type Topology, usesUnderlayPort } from "./topology.js";
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/main.js");
 /** The repository (dist/lab/ -> ../..). */
@@ -49,12 +49,42 @@ async function waitReady(lab: string, node: string, socket: string, pid: number,
   }
 }
 
+/** `type bridge` options of a kernel node's spanning tree (iproute2 takes times in centiseconds). */
+function kernelStp(stp: StpSpec | undefined): string {
+  if (!stp) return "";
+  const cs = (s: number): number => Math.round(s * 100);
+  return ` stp_state ${stp.enabled ? 1 : 0} priority ${stp.priority} hello_time ${cs(stp.helloTime)} forward_delay ${cs(stp.forwardDelay)} max_age ${cs(stp.maxAge)}`;
+}
+
+/**
+ * A kernel bridge port's cost and priority. The Linux bridge's port priority is 6 bits
+ * above a 10-bit port number (0-63); tapnet's is 802.1D-2004's 4 bits above 12 (0-240
+ * in steps of 16): the same port id order when the kernel's is a quarter of it.
+ */
+function kernelPortStp(dev: string, stp: { cost?: number; priority?: number } | undefined): string[] {
+  if (!stp || (stp.cost === undefined && stp.priority === undefined)) return [];
+  return [`link set dev ${dev} type bridge_slave${stp.cost !== undefined ? ` cost ${stp.cost}` : ""}${stp.priority !== undefined ? ` priority ${stp.priority / 4}` : ""}`];
+}
+
 /** Every namespace a lab has: nodes, hosts, the underlay's bridges and kernel routers. */
 export function labNamespaces(t: Topology): string[] {
   const names = [...Object.keys(t.nodes), ...Object.keys(t.hosts)];
   if (Object.keys(t.underlay?.segments ?? {}).length) names.push("ul");
   names.push(...Object.keys(t.underlay?.routers ?? {}));
   return names.map((n) => nsName(t.name, n));
+}
+
+/**
+ * ARP inspection's bindings from the lab: the address it gave host `h` and the MAC its
+ * eth0 has, told to every tapnet node that inspects the host's VLAN.
+ */
+async function tellArpBinding(t: Topology, state: LabState, h: string): Promise<void> {
+  const hs = t.hosts[h];
+  const vlan = hs.vlan ?? 1;
+  const nodes = Object.entries(t.nodes).filter(([n, s]) => !isKernelNode(s) && s.arpInspection?.vlans.includes(vlan) && state.nodes[n]);
+  if (nodes.length === 0) return;
+  const mac = run(["ip", "netns", "exec", state.hosts[h].namespace, "cat", "/sys/class/net/eth0/address"]).trim();
+  for (const [n] of nodes) await request(state.nodes[n].socket, { cmd: "arp-binding", vlan, ip: hs.ip.split("/")[0], mac, source: "lab" });
 }
 
 export async function build(t: Topology, state: LabState, log: Log, abort?: AbortSignal): Promise<void> {
@@ -107,7 +137,9 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   // 3. Kernel nodes: a Linux bridge, and a kernel VXLAN device on it when asked.
   for (const [node, spec] of Object.entries(t.nodes)) {
     if (!isKernelNode(spec)) continue;
-    ipBatch(["link add br0 type bridge", "link set br0 up"], ns(node));
+    ipBatch([`link add br0 type bridge${kernelStp(spec.stp)}`, "link set br0 up"], ns(node));
+    state.kernel = { ...state.kernel, [node]: { namespace: ns(node) } };
+    writeState(state);
     const kv = spec.kernelVxlan;
     if (kv && spec.underlay) {
       const local = spec.underlay.address.split("/")[0];
@@ -121,7 +153,7 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     if (hs.link !== "veth" && !kernel(hs.node)) continue;
     await step();
     run(["ip", "link", "add", h, "netns", ns(hs.node), "type", "veth", "peer", "name", "eth0", "netns", ns(h)]);
-    ipBatch([`link set ${h} mtu ${hs.mtu}`, ...(kernel(hs.node) ? [`link set ${h} master br0`] : []), `link set ${h} up`], ns(hs.node));
+    ipBatch([`link set ${h} mtu ${hs.mtu}`, ...(kernel(hs.node) ? [`link set ${h} master br0`, ...kernelPortStp(h, hs.stp)] : []), `link set ${h} up`], ns(hs.node));
     // A packet socket sees the host's TCP super-frames before segmentation (up to
     // 64 KiB); the switch forwards real frames, so the host must segment itself.
     if (!kernel(hs.node)) run(["ip", "netns", "exec", ns(h), "ethtool", "-K", "eth0", "tso", "off", "gso", "off"]);
@@ -129,8 +161,8 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   for (const l of t.links) {
     const [a, b] = l.between;
     run(["ip", "link", "add", b, "netns", ns(a), "type", "veth", "peer", "name", a, "netns", ns(b)]);
-    ipBatch([`link set ${b} mtu ${l.mtu}`, ...(kernel(a) ? [`link set ${b} master br0`] : []), `link set ${b} up`], ns(a));
-    ipBatch([`link set ${a} mtu ${l.mtu}`, ...(kernel(b) ? [`link set ${a} master br0`] : []), `link set ${a} up`], ns(b));
+    ipBatch([`link set ${b} mtu ${l.mtu}`, ...(kernel(a) ? [`link set ${b} master br0`, ...kernelPortStp(b, l.stp)] : []), `link set ${b} up`], ns(a));
+    ipBatch([`link set ${a} mtu ${l.mtu}`, ...(kernel(b) ? [`link set ${a} master br0`, ...kernelPortStp(a, l.stp)] : []), `link set ${a} up`], ns(b));
   }
   // 5. Node processes, each in its namespace.
   const dir = labDir(lab);
@@ -181,6 +213,7 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     ipBatch(cmds, ns(h));
     state.hosts[h] = { namespace: ns(h), node: hs.node, ip: hs.ip, gateway: hs.gateway, vlan: hs.vlan ?? 1, link: kernel(hs.node) ? "veth" : hs.link };
     writeState(state);
+    await tellArpBinding(t, state, h);
   }
   log(`hosts up: ${Object.keys(state.hosts).join(" ")}`);
   // Commands the hosts run (servers): each in its own process group, so lab down

@@ -14,6 +14,8 @@ export interface LabState {
   namespaces: string[];
   nodes: Record<string, { namespace: string; pid: number | null; socket: string; config: string; log: string }>;
   hosts: Record<string, { namespace: string; node: string; ip: string; gateway?: string; vlan: number; link: string; run?: { pid: number; command: string; log: string } }>;
+  /** kind: kernel nodes: a Linux bridge br0 in the namespace. */
+  kernel?: Record<string, { namespace: string }>;
 }
 
 export const nsName = (lab: string, name: string): string => `tn.${lab}.${name}`;

@@ -64,6 +64,9 @@ export function fabricChecks(t: Topology): Problem[] {
       if (Object.keys(spec.vxlan).length || Object.keys(spec.ipip).length) {
         problems.push({ path: at, message: "a kernel node's VXLAN device is kernelVxlan; vxlan/ipip ports are for tapnet nodes" });
       }
+      for (const k of ["stormControl", "arpInspection"] as const) {
+        if (spec[k]) problems.push({ path: [...at, k], message: `a kernel node is a Linux bridge: ${k} is a tapnet switch's (stp is both's)` });
+      }
     } else if (spec.kernelVxlan) {
       problems.push({ path: [...at, "kernelVxlan"], message: "kernelVxlan belongs to kind: kernel nodes" });
     }
@@ -71,10 +74,20 @@ export function fabricChecks(t: Topology): Problem[] {
   for (const [h, hs] of Object.entries(t.hosts)) {
     const n = t.nodes[hs.node];
     if (n && isKernelNode(n) && hs.vlan !== undefined) problems.push({ path: ["hosts", h, "vlan"], message: "hosts of a kernel node are untagged on its bridge" });
+    for (const k of ["stormControl", "portSecurity"] as const) {
+      if (n && isKernelNode(n) && hs[k]) problems.push({ path: ["hosts", h, k], message: `host ${h} is on kernel node ${hs.node}, a Linux bridge: ${k} is a tapnet switch's` });
+    }
+    if (n && hs.stp && !n.stp) problems.push({ path: ["hosts", h, "stp"], message: `node ${hs.node} runs no spanning tree (nodes.${hs.node}.stp)` });
   }
   t.links.forEach((l, i) => {
     if (l.between.some((n) => t.nodes[n] && isKernelNode(t.nodes[n])) && (l.trunk || l.vlan !== undefined)) {
       problems.push({ path: ["links", i], message: "a link to a kernel node is an untagged bridge port (no trunk or vlan)" });
+    }
+    if (l.stp && l.between.every((n) => t.nodes[n] && !t.nodes[n].stp)) {
+      problems.push({ path: ["links", i, "stp"], message: `neither ${l.between[0]} nor ${l.between[1]} runs spanning tree (nodes.NAME.stp)` });
+    }
+    if (l.stormControl && l.between.every((n) => t.nodes[n] && isKernelNode(t.nodes[n]))) {
+      problems.push({ path: ["links", i, "stormControl"], message: "storm control is a tapnet switch's; both ends of this link are kernel nodes" });
     }
   });
   if (t.overlay) {
@@ -134,6 +147,16 @@ export function semanticChecks(t: Topology, declared: Declared): Problem[] {
     if (spec.mac !== undefined && (parseInt(spec.mac.slice(0, 2), 16) & 1) === 1) {
       problems.push({ path: ["hosts", h, "mac"], message: `${spec.mac} is a multicast address; a host needs a unicast MAC` });
     }
+    const ps = spec.portSecurity;
+    if (ps) {
+      if (ps.macs.length > ps.maxMacs) problems.push({ path: ["hosts", h, "portSecurity", "macs"], message: `${ps.macs.length} static MACs, but maxMacs is ${ps.maxMacs}` });
+      ps.macs.forEach((m, k) => {
+        if ((parseInt(m.slice(0, 2), 16) & 1) === 1) problems.push({ path: ["hosts", h, "portSecurity", "macs", k], message: `${m} is a group address; secure MACs are stations` });
+      });
+      if (spec.mac !== undefined && ps.macs.length === ps.maxMacs && !ps.macs.some((m) => m.toLowerCase() === spec.mac?.toLowerCase())) {
+        problems.push({ path: ["hosts", h, "portSecurity"], message: `the static MACs fill maxMacs and leave out the host's own ${spec.mac}` });
+      }
+    }
   }
   const pairs = new Set<string>();
   t.links.forEach((l, i) => {
@@ -160,6 +183,10 @@ export function semanticChecks(t: Topology, declared: Declared): Problem[] {
     if (spec.offload === true && !offloadCapable(t, n)) {
       problems.push({ path: ["nodes", n, "offload"], message: "a kind: kernel node is a Linux bridge: tapnet's offload setting does not apply to it" });
     }
+    (spec.arpInspection?.bindings ?? []).forEach((b, i) => {
+      if ((parseInt(b.mac.slice(0, 2), 16) & 1) === 1) problems.push({ path: ["nodes", n, "arpInspection", "bindings", i, "mac"], message: `${b.mac} is a group address; a binding names a station` });
+      if (ipToU32(b.ip) === null) problems.push({ path: ["nodes", n, "arpInspection", "bindings", i, "ip"], message: `'${b.ip}' is not a valid IPv4 address` });
+    });
     spec.static.forEach((s, i) => {
       if (!ports.includes(s.port)) {
         problems.push({ path: ["nodes", n, "static", i, "port"], message: `node ${n} has no port '${s.port}' (ports: ${ports.join(", ") || "none"})` });

@@ -4,6 +4,8 @@
  * and NAT to the same file.
  */
 import type { SwitchPortMode } from "../elements/learning-switch.js";
+import type { StormLimits } from "../elements/storm-control.js";
+import type { StpPortConfig } from "../elements/stp.js";
 
 export interface NodePortConfig {
   /** Port name as `show` and `capture` know it (the host or peer node's name). */
@@ -30,6 +32,14 @@ export interface NodePortConfig {
     underlayMtu: number;
   };
   ipip?: { localAddr: string; peers: string[]; underlayMtu: number };
+  /** Spanning tree port settings (the port takes part when the node runs STP and it is not routed). */
+  stp?: StpPortConfig;
+  /** Storm control: frames/s per class at the port's ingress. */
+  stormControl?: StormLimits;
+  /** Port security (a host's port). */
+  portSecurity?: { maxMacs: number; violation: "restrict" | "shutdown"; sticky: boolean; macs: string[] };
+  /** Faces another switch (a link, a tunnel, the underlay): ARP inspection trusts it. */
+  trusted?: boolean;
 }
 
 export interface RouterInterfaceConfig {
@@ -53,6 +63,10 @@ export interface NodeConfig {
     ageingTime: number;
     maxEntries: number;
     static: Array<{ mac: string; vlan: number; port: string }>;
+    /** IEEE 802.1D spanning tree; `mac` is the bridge's (its id's low 48 bits). Times in seconds. */
+    stp?: { enabled: boolean; priority: number; helloTime: number; forwardDelay: number; maxAge: number; mac: string };
+    /** Dynamic ARP inspection: the VLANs inspected, static bindings. */
+    arpInspection?: { vlans: number[]; bindings: Array<{ ip: string; mac: string; vlan: number }> };
   };
   router?: {
     interfaces: RouterInterfaceConfig[];

@@ -6,6 +6,7 @@
  *   switch ──[internal port IF]──▶ router ──[IF]──▶ switch   (a router interface)
  *   router.prerouting / router.postrouting ──▶ nat   (netfilter-style hooks)
  *   switch.bridged ──▶ nat                           (br_netfilter, with services)
+ *   switch ──[BPDUs]──▶ stp ──▶ device port         (spanning tree, when the node runs it)
  *
  * The node process, the element test rigs and the benchmark build graphs only through
  * here: no element wires itself to another. What a device port is (a TAP, a libpcap
@@ -18,6 +19,8 @@ import type { Port } from "../core/port.js";
 import { Ipv4Router, type RouterOptions } from "../elements/ipv4-router.js";
 import { LearningSwitch, type SwitchPortMode } from "../elements/learning-switch.js";
 import { Nat, type NatConfig } from "../elements/nat.js";
+import { SpanningTree, type StpPortConfig } from "../elements/stp.js";
+import type { GuardConfig } from "../elements/switch-guards.js";
 import { parseCidr, parseIp } from "../wire/ipv4addr.js";
 import { parseMac } from "../wire/mac.js";
 import type { NodeConfig, NodePortConfig } from "./config.js";
@@ -56,6 +59,7 @@ export interface GraphDescription {
 export class NodeGraph {
   readonly engine = new Engine();
   readonly sw: LearningSwitch;
+  readonly stp: SpanningTree | null = null;
   readonly router: Ipv4Router | null = null;
   readonly nat: Nat | null = null;
   /** The router's interfaces, as internal ports of the switch. */
@@ -92,6 +96,13 @@ export class NodeGraph {
     };
     if (rc && (env.makeNat || rc.nat || rc.services.length)) this.nat = env.makeNat ? env.makeNat(ifIndex) : natFromConfig(rc, ifIndex, env.nat);
     const nat = this.nat;
+    const sc = config.switch;
+    if (sc.stp) {
+      // Every switched device port takes part; routed ports and router interfaces are not bridge ports.
+      const ports: Record<string, StpPortConfig> = {};
+      for (const pc of config.ports) if (!pc.routed) ports[pc.name] = pc.stp ?? {};
+      this.stp = new SpanningTree(engine.ports, { ...sc.stp, mac: parseMac(sc.stp.mac), ports, offload });
+    }
     this.sw = new LearningSwitch(engine.ports, {
       ageingTime: config.switch.ageingTime,
       maxEntries: config.switch.maxEntries,
@@ -108,9 +119,12 @@ export class NodeGraph {
         nat !== null && nat.services().length > 0
           ? { vlans: (rc?.interfaces ?? []).map((i) => i.vlan), sink: (buf, ipOff, ipLen, now, partial) => void nat.bridged(buf, ipOff, ipLen, now, partial) }
           : undefined,
+      stp: this.stp ?? undefined,
+      guards: guardConfig(config, (rc?.interfaces ?? []).map((i) => i.name)),
     });
     for (const p of devices) engine.connect(p, this.sw);
     engine.addElement(this.sw);
+    if (this.stp) engine.addElement(this.stp);
     if (rc) {
       const router = new Ipv4Router(
         rc.interfaces.map((i, k) => ({
@@ -170,6 +184,12 @@ export class NodeGraph {
       if (p.kind === "internal") continue;
       edges.push({ from: `port:${p.name}`, to: this.sw.name }, { from: this.sw.name, to: `port:${p.name}` });
     }
+    const stp = this.stp;
+    if (stp) {
+      const info = stp.describe();
+      elements.push(info);
+      edges.push({ from: this.sw.name, to: stp.name, via: "BPDUs" }, ...info.outputs.map((o) => ({ from: stp.name, to: `port:${o}` })));
+    }
     const router = this.router;
     if (router) {
       elements.push(router.describe());
@@ -186,6 +206,25 @@ export class NodeGraph {
     }
     return { node: this.config.node, offload: this.engine.offload, ports, elements, edges };
   }
+}
+
+/**
+ * The switch's guards from the node's config: storm control and port security per port;
+ * ARP inspection trusting ports that face other switches and the router's interfaces.
+ */
+function guardConfig(config: NodeConfig, routerIfaces: string[]): GuardConfig {
+  const ai = config.switch.arpInspection;
+  return {
+    storm: Object.fromEntries(config.ports.flatMap((p) => (p.stormControl ? [[p.name, p.stormControl]] : []))),
+    security: Object.fromEntries(
+      config.ports.flatMap((p) => (p.portSecurity ? [[p.name, { ...p.portSecurity, macs: p.portSecurity.macs.map(parseMac) }]] : [])),
+    ),
+    arpInspection: ai && {
+      vlans: ai.vlans,
+      bindings: ai.bindings.map((b) => ({ vlan: b.vlan, ip: parseIp(b.ip), mac: parseMac(b.mac), source: "static" as const })),
+      trusted: [...config.ports.filter((p) => p.trusted === true || p.routed !== undefined).map((p) => p.name), ...routerIfaces],
+    },
+  };
 }
 
 /** A NAT from the node's config: masquerade rules and services. */

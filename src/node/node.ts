@@ -9,6 +9,7 @@ import type net from "node:net";
 import os from "node:os";
 import type { Engine } from "../core/engine.js";
 import { CaptureSession } from "../control/capture.js";
+import { type CounterSpec, Element } from "../core/element.js";
 import { ControlServer, RowStream } from "../control/server.js";
 import type { Request } from "../control/protocol.js";
 import type { Ipv4Router } from "../elements/ipv4-router.js";
@@ -17,7 +18,9 @@ import { parseConntrackQuery } from "../elements/conntrack.js";
 import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch.js";
 import { IpipPort } from "../io/ipip-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
-import { macToString } from "../wire/mac.js";
+import { showStp } from "../elements/stp-view.js";
+import { ipToString, parseIp } from "../wire/ipv4addr.js";
+import { macToString, parseMac } from "../wire/mac.js";
 import type { NodeConfig } from "./config.js";
 import { buildGraph, type NodeGraph } from "./graph.js";
 import { makeDevicePort } from "./ports.js";
@@ -32,6 +35,7 @@ export class TapnetNode {
   readonly sw: LearningSwitch;
   readonly router: Ipv4Router | null;
   private tickTimer: NodeJS.Timeout | null = null;
+  private stpTimer: NodeJS.Timeout | null = null;
   private readonly control: ControlServer;
   private ageTimer: NodeJS.Timeout | null = null;
   private readonly modes: Record<string, SwitchPortMode>;
@@ -74,6 +78,28 @@ export class TapnetNode {
         this.sw.flush();
         return null;
       },
+      stp: () => this.stpView(),
+      "stp-set": (req) => {
+        const stp = this.requireStp();
+        this.engine.runPass((_pool, now) => stp.setEnabled(req.enabled === true, now));
+        return this.stpView();
+      },
+      security: () => this.security(),
+      "security-reset": (req) => {
+        const p = this.engine.port(String(req.port));
+        if (!p) throw new Error(`node ${this.config.node} has no port '${String(req.port)}'`);
+        let was = false;
+        this.engine.runPass((_pool, now) => (was = this.sw.recoverPort(p.index, now)));
+        return { port: p.name, wasShut: was };
+      },
+      // A binding for ARP inspection: the address the lab gave a host (later: DHCP leases).
+      "arp-binding": (req) => {
+        const ai = this.sw.guards.arp;
+        if (!ai) throw new Error(`node ${this.config.node} does not inspect ARP (nodes.${this.config.node}.arpInspection)`);
+        const source = req.source === "dhcp" ? "dhcp" : req.source === "static" ? "static" : "lab";
+        ai.addBinding(Number(req.vlan ?? 1), parseIp(String(req.ip)), parseMac(String(req.mac)), source);
+        return null;
+      },
     });
   }
 
@@ -108,6 +134,12 @@ export class TapnetNode {
     // Sweep often enough that an entry outlives its ageing time by at most a quarter of it.
     const every = Math.min(Math.max(this.sw.ageingMs / 4, 250), 10_000);
     this.ageTimer = setInterval(() => this.sw.age(performance.now()), every);
+    const stp = this.graph.stp;
+    if (stp) {
+      // The spanning tree's timers (hello, message age, forward delay, hold, TCN), to 0.1 s.
+      this.engine.runPass((_pool, now) => stp.tick(now));
+      this.stpTimer = setInterval(() => this.engine.runPass((_pool, now) => stp.tick(now)), 100);
+    }
     const router = this.router;
     if (router) {
       this.tickTimer = setInterval(() => this.engine.runPass((_pool, now) => router.tick(now)), 200);
@@ -120,6 +152,43 @@ export class TapnetNode {
     return nat;
   }
 
+  private requireStp(): NonNullable<NodeGraph["stp"]> {
+    if (!this.graph.stp) throw new Error(`node ${this.config.node} runs no spanning tree (nodes.${this.config.node}.stp in the topology)`);
+    return this.graph.stp;
+  }
+
+  /** `show stp`: the bridge and its ports (null when the node runs no spanning tree). */
+  private stpView(): unknown {
+    const stp = this.graph.stp;
+    return stp ? { ...showStp(stp, performance.now()), counters: stp.counters() } : null;
+  }
+
+  /** `show security`: per port guards, ARP inspection's VLANs, bindings and last drop. */
+  private security(): unknown {
+    const g = this.sw.guards;
+    const ai = g.arp;
+    return {
+      ports: this.engine.ports.flatMap((p) => {
+        const info = g.portInfo(p.index, this.sw.fdb);
+        return info ? [{ ...info, state: this.sw.portGate(p.index) }] : [];
+      }),
+      arpInspection: ai && {
+        vlans: Array.from(ai.vlans.keys()).filter((v) => ai.vlans[v] === 1),
+        bindings: ai.bindings().map((b) => ({ vlan: b.vlan, ip: ipToString(b.ip), mac: macToString(b.mac), source: b.source })),
+        lastDrop:
+          ai.lastAt < 0
+            ? null
+            : {
+                reason: ai.lastReason === 2 ? "spoofed" : "invalid",
+                vlan: ai.lastVlan,
+                ip: ipToString(ai.lastIp >>> 0),
+                mac: macToString(ai.lastMacHi * 4294967296 + (ai.lastMacLo >>> 0)),
+                ago: Math.round((performance.now() - ai.lastAt) / 100) / 10,
+              },
+      },
+    };
+  }
+
   private requireRouter(): Ipv4Router {
     if (!this.router) throw new Error(`node ${this.config.node} has no router interfaces`);
     return this.router;
@@ -128,6 +197,7 @@ export class TapnetNode {
   stop(): void {
     if (this.ageTimer) clearInterval(this.ageTimer);
     if (this.tickTimer) clearInterval(this.tickTimer);
+    if (this.stpTimer) clearInterval(this.stpTimer);
     this.control.close();
     this.engine.stop();
   }
@@ -225,8 +295,11 @@ export class TapnetNode {
   }
 
   stats(): unknown {
+    const stp = this.graph.stp;
     return {
       switch: this.sw.counters(),
+      stp: stp?.counters() ?? null,
+      drops: this.drops(),
       router: this.router?.counters() ?? null,
       nat: this.graph.nat?.counters() ?? null,
       fdbEntries: this.sw.dynamicCount,
@@ -248,6 +321,21 @@ export class TapnetNode {
       ),
       memory: { rss: process.memoryUsage().rss, pool: this.engine.pool?.size ?? 0 },
     };
+  }
+
+  /** Every frame dropped so far, by element and reason (drop counters that moved), with each reason's help. */
+  private drops(): Array<{ counter: string; value: number; help: string }> {
+    const out: Array<{ counter: string; value: number; help: string }> = [];
+    // Elements that declare their counters (src/core/element.ts).
+    for (const el of [this.sw, this.graph.stp, this.router, this.graph.nat]) {
+      if (!(el instanceof Element)) continue;
+      const spec = el.spec as CounterSpec;
+      for (const n of spec.ofKind("drop")) {
+        const v = el.c[spec.id[n]];
+        if (v !== 0) out.push({ counter: `${el.name}.${n}`, value: v, help: spec.decls[n].help });
+      }
+    }
+    return out;
   }
 
   private capture(req: Request, sock: net.Socket): "stream" {

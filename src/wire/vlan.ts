@@ -84,6 +84,14 @@ export function vlanSetEtherType(buf: Uint8Array, frameOff: number, etherType: n
   writeU16(buf, frameOff + VLAN_ETHER_TYPE_OFF, etherType);
 }
 
+/** Writes an 802.1Q tag (TPID 0x8100, PCP 0, VID `vid`) at `at`. */
+export function vlanWriteTag(buf: Uint8Array, at: number, vid: number): void {
+  buf[at] = ETHERTYPE_VLAN >>> 8;
+  buf[at + 1] = ETHERTYPE_VLAN & 0xff;
+  buf[at + 2] = (vid >> 8) & 0x0f;
+  buf[at + 3] = vid & 0xff;
+}
+
 /**
  * Inserts a tag in place: moves the 12 address bytes 4 bytes toward the start and writes
  * TPID and TCI into the gap; the original EtherType becomes the inner one. The caller
