@@ -50,7 +50,7 @@ export class StormControl {
       }
       if (!Number.isFinite(v) || v < 0) throw new Error(`storm control ${STORM_CLASS_NAMES[k]}: ${v} is not a rate in frames/s`);
       this.rate[i] = v;
-      this.depth[i] = Math.max(1, v / 10);
+      this.depth[i] = v === 0 ? 0 : Math.max(1, v / 10);
       this.tokens[i] = this.depth[i];
       this.stamp[i] = -1;
       any = true;
