@@ -51,7 +51,7 @@ export function kernelStpView(namespace: string): StpView & { kernel: true } {
     ports: Object.entries(ports)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([name, p]) => {
-        const state = on ? KERNEL_STATES[Number(p.state)] ?? "disabled" : "forwarding";
+        const state = KERNEL_STATES[Number(p.state)] ?? "disabled";
         const id = Number(p.port_id);
         const designated = p.designated_bridge === br.bridge_id && Number(p.designated_port) === id;
         const role = !on || state === "disabled" ? "disabled" : Number(p.port_no) === Number(br.root_port) ? "root" : designated ? "designated" : "alternate";
@@ -73,6 +73,12 @@ export function kernelStpView(namespace: string): StpView & { kernel: true } {
         };
       }),
   };
+}
+
+/** The ports of a kernel node's bridge br0. */
+function kernelPorts(namespace: string): string[] {
+  const r = spawnSync("ip", ["netns", "exec", namespace, "ls", "/sys/class/net/br0/brif"], { encoding: "utf8" });
+  return r.stdout.split("\n").filter((x) => x !== "");
 }
 
 /** `show stp` text for one bridge. */
@@ -136,7 +142,11 @@ export function registerL2(program: Command): void {
       if (o.node !== undefined && !s.nodes[o.node] && !kernel[o.node]) throw new Error(`lab ${s.lab} has no node '${o.node}'`);
       for (const [n, k] of Object.entries(kernel)) {
         if (o.node !== undefined && o.node !== n) continue;
-        const r = spawnSync("ip", ["-n", k.namespace, "link", "set", "br0", "type", "bridge", "stp_state", what === "on" ? "1" : "0"], { encoding: "utf8" });
+        const cmds = [`link set br0 type bridge stp_state ${what === "on" ? 1 : 0}`];
+        // With STP stopped the Linux bridge leaves its ports in the state they had (a blocked
+        // port stays blocked): a bridge without STP forwards on every port, so say so.
+        if (what === "off") for (const p of kernelPorts(k.namespace)) cmds.push(`link set dev ${p} type bridge_slave state 3`);
+        const r = spawnSync("ip", ["-n", k.namespace, "-batch", "-"], { encoding: "utf8", input: cmds.join("\n") + "\n" });
         if (r.status !== 0) throw new Error(`${n}: ${r.stderr}`);
         console.log(`${n}: spanning tree ${what} (Linux bridge)`);
       }

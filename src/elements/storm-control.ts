@@ -7,9 +7,11 @@
  * traffic — known unicast above all — is untouched, so a broadcast storm or a flood
  * from one port cannot take the VLAN's bandwidth and every host's CPU.
  *
- * Each (port, class) is a token bucket: `rate` tokens a second, at most a tenth of a
- * second's worth (at least one) saved up, one token per frame. A limit of 0 drops the
- * whole class. Per port arrays grow with the highest port configured; resetPort()
+ * Each (port, class) is a token bucket: `rate` tokens a second, at most one second's
+ * worth saved up, one token per frame — so over any stretch of time at most rate x
+ * seconds + rate frames of the class pass, however they bunch up (a port's frames come
+ * in batches), which is the per second count of a switch's storm control. A limit of 0
+ * drops the whole class. Per port arrays grow with the highest port configured; resetPort()
  * clears one (an index may be reused). Used by the learning switch only when a port has
  * a limit (its flags); no allocation per frame.
  */
@@ -50,7 +52,7 @@ export class StormControl {
       }
       if (!Number.isFinite(v) || v < 0) throw new Error(`storm control ${STORM_CLASS_NAMES[k]}: ${v} is not a rate in frames/s`);
       this.rate[i] = v;
-      this.depth[i] = v === 0 ? 0 : Math.max(1, v / 10);
+      this.depth[i] = v === 0 ? 0 : Math.max(1, v);
       this.tokens[i] = this.depth[i];
       this.stamp[i] = -1;
       any = true;
