@@ -65,8 +65,7 @@ const C = STP_COUNTERS.id;
 const HOLD_MS = 1000;
 /** Added to the message age of relayed information (8.6.1.3.2, an overestimate): 1/256 s, as Linux. */
 const MESSAGE_AGE_INCR_MS = 1000 / 256 + 1;
-/** Scratch: slots of 128 bytes (a zeroed virtio-net header room, then a 60-byte frame). */
-const toUnits = (ms: number): number => Math.min(0xffff, Math.round((ms * 256) / 1000));
+/** BPDU times are in 1/256 s (802.1D 9.2.8). */
 const toMs = (units: number): number => (units * 1000) / 256;
 
 /** Compares bridge ids (priority, MAC): <0, 0, >0. */
@@ -182,9 +181,10 @@ export abstract class StpProtocol extends Element<StpCounter> {
     this.helloTimer = now + this.helloTime;
   }
 
-  protected initPort(p: StpPort): void {
+  /** Initialise port (8.8.2), or with `state` disabled the first half of disable port (8.8.3). */
+  protected initPort(p: StpPort, state = STP_BLOCKING): void {
     this.becomeDesignated(p);
-    this.setState(p, STP_BLOCKING);
+    this.setState(p, state);
     p.tcAck = false;
     p.configPending = false;
     p.messageAgeTimer = -1;
@@ -200,19 +200,11 @@ export abstract class StpProtocol extends Element<StpCounter> {
   /** Disable port (8.8.3): its information goes, the rest of the tree is recomputed. */
   protected disablePort(p: StpPort, now: number): void {
     const wasRoot = this.isRoot();
-    this.becomeDesignated(p);
-    this.setState(p, STP_DISABLED);
-    p.tcAck = false;
-    p.configPending = false;
-    p.messageAgeTimer = -1;
-    p.forwardDelayTimer = -1;
-    p.holdTimer = -1;
+    this.initPort(p, STP_DISABLED);
     this.configurationUpdate();
     this.portStateSelection(now);
     if (this.isRoot() && !wasRoot) this.becomeRootBridge(now);
   }
-
-  /** Takes a port down (port security shut it) or brings it back, as a link going down and up. */
 
   /** Runs the timers (8.7); called in a pass every 100 ms or so. */
   tick(now: number): void {
