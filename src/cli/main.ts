@@ -14,7 +14,7 @@ import { request, requestRows, stream } from "../control/client.js";
 import type { Request } from "../control/protocol.js";
 import { findLab, labDown, labStatus, labUp } from "../lab/lab.js";
 import { TopologyError } from "../lab/topology.js";
-import { conntrackLine, parseConntrackQuery, type ConnEntryView } from "../elements/conntrack.js";
+import { conntrackLine, parseConntrackQuery, type ConnEntryView } from "../elements/conntrack-list.js";
 import type { GraphDescription } from "../node/graph.js";
 import { sandboxLine, type SandboxReport } from "../node/sandbox.js";
 import { table, vlanList } from "./format.js";

@@ -5,7 +5,7 @@
 // The checksum covers the whole ICMP message, header and data (RFC 792, "Checksum").
 
 import { readU16, readU32, writeU16, writeU32 } from './bytes.js';
-import { checksumSum, checksumUpdate16 } from './checksum.js';
+import { checksumSum, checksumUpdate16, checksumUpdate32 } from './checksum.js';
 import { CHECK_BAD_CHECKSUM, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
 
 export const ICMP_TYPE_OFF = 0;
@@ -127,20 +127,32 @@ export function icmpFillChecksum(buf: Uint8Array, off: number, len: number): voi
   writeU16(buf, off + ICMP_CHECKSUM_OFF, icmpComputeChecksum(buf, off, len));
 }
 
+/** Incremental update (RFC 1624) after a 16-bit word at an even offset of the message changed. */
+export function icmpUpdateChecksum16(buf: Uint8Array, off: number, oldV: number, newV: number): void {
+  const o = off + ICMP_CHECKSUM_OFF;
+  writeU16(buf, o, checksumUpdate16(readU16(buf, o), oldV, newV));
+}
+
+/** As icmpUpdateChecksum16 for a 32-bit value at an even offset (an address in a quoted header). */
+export function icmpUpdateChecksum32(buf: Uint8Array, off: number, oldV: number, newV: number): void {
+  const o = off + ICMP_CHECKSUM_OFF;
+  writeU16(buf, o, checksumUpdate32(readU16(buf, o), oldV, newV));
+}
+
 /** Sets type and code and updates the checksum incrementally (echo request -> reply in place). */
 export function icmpSetTypeCodeWithChecksumUpdate(buf: Uint8Array, off: number, type: number, code: number): void {
   const old = readU16(buf, off);
-  const neu = ((type & 0xff) << 8) | (code & 0xff);
   buf[off] = type;
   buf[off + 1] = code;
-  writeU16(buf, off + ICMP_CHECKSUM_OFF, checksumUpdate16(readU16(buf, off + ICMP_CHECKSUM_OFF), old, neu));
+  icmpUpdateChecksum16(buf, off, old, ((type & 0xff) << 8) | (code & 0xff));
 }
 
-/** Sets the echo identifier and updates the checksum incrementally (NAT of ping). */
+/** Sets the echo identifier and updates the checksum incrementally (NAT of ping); an unchanged one leaves the message alone. */
 export function icmpSetIdentWithChecksumUpdate(buf: Uint8Array, off: number, ident: number): void {
   const old = readU16(buf, off + ICMP_IDENT_OFF);
+  if (old === ident) return;
   writeU16(buf, off + ICMP_IDENT_OFF, ident);
-  writeU16(buf, off + ICMP_CHECKSUM_OFF, checksumUpdate16(readU16(buf, off + ICMP_CHECKSUM_OFF), old, ident & 0xffff));
+  icmpUpdateChecksum16(buf, off, old, ident & 0xffff);
 }
 
 /** Rest of header for echo and echo reply. */

@@ -6,7 +6,7 @@
 // checksum of 0 means "none"; a computed 0 is sent as 0xffff (RFC 768, "Fields").
 
 import { readU16, writeU16 } from './bytes.js';
-import { checksumSum, checksumUpdate16, checksumUpdate32, pseudoHeaderSum } from './checksum.js';
+import { checksumSum, checksumUpdate16, checksumUpdate32, partialChecksumUpdate32, pseudoHeaderSum } from './checksum.js';
 import { IP_PROTO_UDP } from './ipv4.js';
 import { CHECK_BAD_CHECKSUM, CHECK_BAD_LENGTH, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
 
@@ -108,16 +108,33 @@ export function udpUpdateChecksum32(buf: Uint8Array, off: number, oldV: number, 
   writeU16(buf, off + UDP_CHECKSUM_OFF, c === 0 ? 0xffff : c);
 }
 
-export function udpSetSrcPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number): void {
-  const old = readU16(buf, off + UDP_SRC_PORT_OFF);
-  writeU16(buf, off + UDP_SRC_PORT_OFF, port);
-  udpUpdateChecksum16(buf, off, old, port & 0xffff);
+/**
+ * The checksum after a pseudo-header address changed (NAT): udpUpdateChecksum32, or with
+ * `partial` the CHECKSUM_PARTIAL seed moved by +new - old (partialChecksumUpdate32).
+ */
+export function udpUpdateChecksumAddr(buf: Uint8Array, off: number, oldAddr: number, newAddr: number, partial: boolean): void {
+  const o = off + UDP_CHECKSUM_OFF;
+  if (partial) writeU16(buf, o, partialChecksumUpdate32(readU16(buf, o), oldAddr, newAddr));
+  else udpUpdateChecksum32(buf, off, oldAddr, newAddr);
 }
 
-export function udpSetDstPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number): void {
-  const old = readU16(buf, off + UDP_DST_PORT_OFF);
-  writeU16(buf, off + UDP_DST_PORT_OFF, port);
-  udpUpdateChecksum16(buf, off, old, port & 0xffff);
+/**
+ * Sets the port at `fieldOff` with the checksum updated; an unchanged port leaves the
+ * datagram alone. With `partial` (a CHECKSUM_PARTIAL seed) only the port is written.
+ */
+function setPort(buf: Uint8Array, off: number, fieldOff: number, port: number, partial: boolean): void {
+  const old = readU16(buf, off + fieldOff);
+  if (old === port) return;
+  writeU16(buf, off + fieldOff, port);
+  if (!partial) udpUpdateChecksum16(buf, off, old, port & 0xffff);
+}
+
+export function udpSetSrcPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number, partial = false): void {
+  setPort(buf, off, UDP_SRC_PORT_OFF, port, partial);
+}
+
+export function udpSetDstPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number, partial = false): void {
+  setPort(buf, off, UDP_DST_PORT_OFF, port, partial);
 }
 
 export interface UdpRepr {
