@@ -1035,6 +1035,113 @@ describe("untracked, invalid and hostile input", () => {
   });
 });
 
+describe("runtime changes while traffic flows (services, masquerade rules, conntrack -F / -D)", () => {
+  it("conntrack -F: confirmed entries go, a packet between the hooks keeps its pending entry", () => {
+    const nat = makeNat();
+    forward(nat, udpPacket(C1, 5000, S, 53), POD_IF, UPLINK_IF, 1);
+    forward(nat, tcpPacket(C1, 40000, S, 80, { flags: TCP_SYN }), POD_IF, UPLINK_IF, 1);
+    const between = udpPacket(C2, 5001, S, 53);
+    const ctx = nat.prerouting(between, 0, between.length, POD_IF, 2);
+    expect(nat.conntrackFlush()).toBe(2);
+    expect(nat.counters()).toMatchObject({ entries: 1, evictable: 0 });
+    expect(nat.postrouting(ctx, between, 0, between.length, UPLINK_IF, 0, 2)).toBe(NAT_ACCEPT);
+    expect(tupleOf(between)).toMatchObject({ src: S_N, sport: 5001 });
+    expect(nat.conntrackEntries(2).map((e) => e.original.sport)).toEqual([5001]);
+    // The flushed flow's reply is nobody's now: a new connection to the router, not translated.
+    const reply = udpPacket(S, 53, N, 5000);
+    forward(nat, reply, UPLINK_IF, POD_IF, 3);
+    expect(tupleOf(reply).dst).toBe(S_N);
+    expect(nat.conntrackFlush()).toBe(2);
+    expect(nat.conntrackFlush()).toBe(0);
+  });
+
+  it("conntrack -D: by the original or the reply tuple, TCP/UDP/ICMP; false for nothing", () => {
+    const nat = makeNat();
+    forward(nat, udpPacket(C1, 5000, S, 53), POD_IF, UPLINK_IF, 1);
+    forward(nat, udpPacket(C2, 5000, S, 53), POD_IF, UPLINK_IF, 1); // reply tuple remapped
+    forward(nat, tcpPacket(C1, 40000, S, 80, { flags: TCP_SYN }), POD_IF, UPLINK_IF, 1);
+    forward(nat, echoPacket(C1, S, 9, 1), POD_IF, UPLINK_IF, 1);
+    const remapped = nat.conntrackEntries(1).find((e) => e.original.src === S_C2)?.reply.dport ?? 0;
+    expect(remapped).not.toBe(5000);
+    expect(nat.conntrackDelete(17, C1, 5000, S, 53, 2)).toBe(true); // original tuple
+    expect(nat.conntrackDelete(17, C1, 5000, S, 53, 2)).toBe(false);
+    expect(nat.conntrackDelete(17, S, 53, N, remapped, 2)).toBe(true); // reply tuple
+    expect(nat.conntrackDelete(6, C1, 40000, S, 81, 2)).toBe(false);
+    expect(nat.conntrackDelete(1, C1, 9, S, 9, 2)).toBe(true); // ICMP echo: the identifier twice
+    expect(nat.conntrackEntries(2).map((e) => e.proto)).toEqual(["tcp"]);
+    // The deleted TCP flow's next segment is INVALID (not a SYN) and passes untranslated.
+    expect(nat.conntrackDelete(6, C1, 40000, S, 80, 2)).toBe(true);
+    const ack = tcpPacket(C1, 40000, S, 80, { flags: TCP_ACK });
+    forward(nat, ack, POD_IF, UPLINK_IF, 3);
+    expect(tupleOf(ack).src).toBe(S_C1);
+    expect(nat.counters()).toMatchObject({ invalid: 1, entries: 0 });
+  });
+
+  it("services: add, replace backends, empty (REJECT) and delete, existing connections keep their backend", () => {
+    const nat = makeNat({ services: [] });
+    const syn = (port: number): Buffer => tcpPacket(C1, port, VIP, 80, { flags: TCP_SYN });
+    const a = syn(50000);
+    forward(nat, a, POD_IF, POD_IF, 1);
+    expect(tupleOf(a).dst).toBe(S_VIP); // no service yet
+    nat.addService(web("roundrobin"));
+    expect(() => nat.addService(web("random"))).toThrow(/service web already exists/);
+    expect(() => nat.addService({ ...web("random"), name: "web2" })).toThrow(/10\.96\.0\.10:80\/6 is defined twice/);
+    const b = syn(50001);
+    forward(nat, b, POD_IF, POD_IF, 2);
+    expect(tupleOf(b)).toMatchObject({ dst: S_B1, dport: 8080 });
+    nat.setServiceBackends("web", [{ addr: B2, port: 9090 }]);
+    expect(() => nat.setServiceBackends("nope", [])).toThrow(/no service nope/);
+    const c = syn(50002);
+    forward(nat, c, POD_IF, POD_IF, 3);
+    expect(tupleOf(c)).toMatchObject({ dst: S_B2, dport: 9090 });
+    // b's connection still goes to B1, and its reply still comes from the VIP.
+    const bAck = tcpPacket(C1, 50001, VIP, 80, { flags: TCP_ACK });
+    forward(nat, bAck, POD_IF, POD_IF, 4);
+    expect(tupleOf(bAck)).toMatchObject({ dst: S_B1, dport: 8080 });
+    nat.setServiceBackends("web", []);
+    expect(pre(nat, syn(50003), POD_IF, 5)).toBe(NAT_REJECT);
+    expect(nat.services(5)).toMatchObject([{ name: "web", backends: [], connections: [] }]);
+    expect(nat.deleteService("web")).toBe(true);
+    expect(nat.deleteService("web")).toBe(false);
+    const d = syn(50004);
+    forward(nat, d, POD_IF, POD_IF, 6);
+    expect(tupleOf(d).dst).toBe(S_VIP);
+    const cBack = tcpPacket(B2, 9090, C1, 50002, { flags: TCP_SYN | TCP_ACK });
+    forward(nat, cBack, POD_IF, POD_IF, 7);
+    expect(tupleOf(cBack)).toMatchObject({ src: S_VIP, sport: 80 });
+    expectChecksumsGood(cBack);
+    expect(nat.counters()).toMatchObject({ dnat: 2, rejected: 1, undnat: 1 });
+  });
+
+  it("masquerade rules: add and delete (by an equal rule); existing connections keep their translation", () => {
+    const nat = makeNat({ snat: [] });
+    const rule = { sources: [{ addr: ip("10.244.0.0"), prefixLen: 16 }], outIf: UPLINK_IF, toAddr: N };
+    const a = udpPacket(C1, 6000, S, 53);
+    forward(nat, a, POD_IF, UPLINK_IF, 1);
+    expect(tupleOf(a).src).toBe(S_C1);
+    nat.addSnatRule(rule);
+    expect(() => nat.addSnatRule({ ...rule, toAddr: 0 })).toThrow(/toAddr must be a non-zero IPv4 address/);
+    const b = udpPacket(C1, 6001, S, 53);
+    forward(nat, b, POD_IF, UPLINK_IF, 2);
+    expect(tupleOf(b).src).toBe(S_N);
+    expect(nat.snatRules()).toEqual([rule]);
+    expect(nat.deleteSnatRule({ ...rule, outIf: 2 })).toBe(false);
+    // The same prefix written from another address in it is the same rule.
+    expect(nat.deleteSnatRule({ ...rule, sources: [{ addr: ip("10.244.3.4"), prefixLen: 16 }] })).toBe(true);
+    expect(nat.snatRules()).toEqual([]);
+    const c = udpPacket(C1, 6002, S, 53);
+    forward(nat, c, POD_IF, UPLINK_IF, 3);
+    expect(tupleOf(c).src).toBe(S_C1);
+    // b's flow: still masqueraded both ways.
+    const b2 = udpPacket(C1, 6001, S, 53);
+    forward(nat, b2, POD_IF, UPLINK_IF, 4);
+    expect(tupleOf(b2).src).toBe(S_N);
+    const back = udpPacket(S, 53, N, 6001);
+    forward(nat, back, UPLINK_IF, POD_IF, 4);
+    expect(tupleOf(back).dst).toBe(S_C1);
+  });
+});
+
 /**
  * A run through every kind of rewrite: SNAT and un-SNAT of TCP/UDP/ICMP echo (kept
  * and remapped ports), DNAT and un-DNAT, hairpin, related errors (SNAT and DNAT,
