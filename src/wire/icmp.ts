@@ -5,7 +5,7 @@
 // The checksum covers the whole ICMP message, header and data (RFC 792, "Checksum").
 
 import { readU16, readU32, writeU16, writeU32 } from './bytes.js';
-import { checksumSum, checksumUpdate16, checksumUpdate32 } from './checksum.js';
+import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum } from './checksum.js';
 import { CHECK_BAD_CHECKSUM, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
 
 export const ICMP_TYPE_OFF = 0;
@@ -51,7 +51,13 @@ export const ICMP_TIME_EXCEEDED_REASSEMBLY = 1;
  * (RFC 1122 section 3.2.2, RFC 1812 section 4.3.2.7).
  */
 export function icmpIsError(type: number): boolean {
-  return type === 3 || type === 4 || type === 5 || type === 11 || type === 12;
+  return (
+    type === ICMP_DEST_UNREACH ||
+    type === ICMP_SOURCE_QUENCH ||
+    type === ICMP_REDIRECT ||
+    type === ICMP_TIME_EXCEEDED ||
+    type === ICMP_PARAM_PROBLEM
+  );
 }
 
 /**
@@ -68,58 +74,32 @@ export function icmpCheck(buf: Uint8Array, off: number, len: number, verifyCheck
 export function icmpGetType(buf: Uint8Array, off: number): number {
   return buf[off + ICMP_TYPE_OFF];
 }
-export function icmpSetType(buf: Uint8Array, off: number, v: number): void {
-  buf[off + ICMP_TYPE_OFF] = v;
-}
 export function icmpGetCode(buf: Uint8Array, off: number): number {
   return buf[off + ICMP_CODE_OFF];
 }
-export function icmpSetCode(buf: Uint8Array, off: number, v: number): void {
-  buf[off + ICMP_CODE_OFF] = v;
-}
 export function icmpGetChecksum(buf: Uint8Array, off: number): number {
   return readU16(buf, off + ICMP_CHECKSUM_OFF);
-}
-export function icmpSetChecksum(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + ICMP_CHECKSUM_OFF, v);
 }
 /** The 4 bytes after the checksum as an unsigned 32-bit number. */
 export function icmpGetRest(buf: Uint8Array, off: number): number {
   return readU32(buf, off + ICMP_REST_OFF);
 }
-export function icmpSetRest(buf: Uint8Array, off: number, v: number): void {
-  writeU32(buf, off + ICMP_REST_OFF, v);
-}
 /** Echo / echo reply identifier. */
 export function icmpGetIdent(buf: Uint8Array, off: number): number {
   return readU16(buf, off + ICMP_IDENT_OFF);
-}
-export function icmpSetIdent(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + ICMP_IDENT_OFF, v);
 }
 /** Echo / echo reply sequence number. */
 export function icmpGetSeq(buf: Uint8Array, off: number): number {
   return readU16(buf, off + ICMP_SEQ_OFF);
 }
-export function icmpSetSeq(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + ICMP_SEQ_OFF, v);
-}
 /** Next-hop MTU of a Fragmentation Needed message (type 3 code 4, RFC 1191 section 4); 0 from old routers. */
 export function icmpGetNextHopMtu(buf: Uint8Array, off: number): number {
   return readU16(buf, off + ICMP_NEXT_HOP_MTU_OFF);
 }
-export function icmpSetNextHopMtu(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + ICMP_NEXT_HOP_MTU_OFF, v);
-}
-/** Parameter Problem pointer: the octet of the original header where the error was found. */
-export function icmpGetPointer(buf: Uint8Array, off: number): number {
-  return buf[off + ICMP_POINTER_OFF];
-}
 
 /** Checksum of the `len`-byte message as if the checksum field were zero. */
 export function icmpComputeChecksum(buf: Uint8Array, off: number, len: number): number {
-  const sum = checksumSum(buf, off + ICMP_REST_OFF, len - ICMP_REST_OFF, checksumSum(buf, off, 2));
-  return ~sum & 0xffff;
+  return internetChecksum(buf, off + ICMP_REST_OFF, len - ICMP_REST_OFF, checksumSum(buf, off, 2));
 }
 
 /** Computes and stores the checksum of the `len`-byte message. */

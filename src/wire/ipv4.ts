@@ -6,7 +6,7 @@
 //  12 srcAddr | 16 dstAddr | 20 options (ihl*4 - 20 bytes)
 
 import { readI32, readU16, readU32, writeU16, writeU32, copyBytes } from './bytes.js';
-import { checksumSum, checksumUpdate16, checksumUpdate32 } from './checksum.js';
+import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum } from './checksum.js';
 import {
   CHECK_BAD_CHECKSUM,
   CHECK_BAD_IHL,
@@ -190,8 +190,7 @@ export function ipv4SetDstAddr(buf: Uint8Array, off: number, addr: number): void
 export function ipv4ComputeChecksum(buf: Uint8Array, off: number): number {
   const hlen = (buf[off] & 0x0f) << 2;
   // Sum the 10 bytes before the field and the rest after it: no need to zero it first.
-  const sum = checksumSum(buf, off + 12, hlen - 12, checksumSum(buf, off, 10));
-  return ~sum & 0xffff;
+  return internetChecksum(buf, off + 12, hlen - 12, checksumSum(buf, off, 10));
 }
 
 /** Computes and stores the header checksum. */

@@ -6,7 +6,7 @@
 //  20 options (dataOffset*4 - 20 bytes)
 
 import { readU16, readU32, writeU16, writeU32, copyBytes } from './bytes.js';
-import { checksumSum, checksumUpdate16, checksumUpdate32, partialChecksumUpdate32, pseudoHeaderSum } from './checksum.js';
+import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum, partialChecksumUpdate32, pseudoHeaderSum } from './checksum.js';
 import { IP_PROTO_TCP } from './ipv4.js';
 import { CHECK_BAD_CHECKSUM, CHECK_BAD_DATA_OFFSET, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
 
@@ -58,36 +58,20 @@ export function tcpCheck(
 export function tcpGetSrcPort(buf: Uint8Array, off: number): number {
   return readU16(buf, off + TCP_SRC_PORT_OFF);
 }
-export function tcpSetSrcPort(buf: Uint8Array, off: number, port: number): void {
-  writeU16(buf, off + TCP_SRC_PORT_OFF, port);
-}
 export function tcpGetDstPort(buf: Uint8Array, off: number): number {
   return readU16(buf, off + TCP_DST_PORT_OFF);
-}
-export function tcpSetDstPort(buf: Uint8Array, off: number, port: number): void {
-  writeU16(buf, off + TCP_DST_PORT_OFF, port);
 }
 /** Sequence number, unsigned 32-bit. */
 export function tcpGetSeq(buf: Uint8Array, off: number): number {
   return readU32(buf, off + TCP_SEQ_OFF);
 }
-export function tcpSetSeq(buf: Uint8Array, off: number, v: number): void {
-  writeU32(buf, off + TCP_SEQ_OFF, v);
-}
 /** Acknowledgment number, unsigned 32-bit. */
 export function tcpGetAck(buf: Uint8Array, off: number): number {
   return readU32(buf, off + TCP_ACK_OFF);
 }
-export function tcpSetAck(buf: Uint8Array, off: number, v: number): void {
-  writeU32(buf, off + TCP_ACK_OFF, v);
-}
 /** Header length in 32-bit words. */
 export function tcpGetDataOffset(buf: Uint8Array, off: number): number {
   return buf[off + TCP_DATA_OFFSET_OFF] >>> 4;
-}
-export function tcpSetDataOffset(buf: Uint8Array, off: number, words: number): void {
-  const o = off + TCP_DATA_OFFSET_OFF;
-  buf[o] = (buf[o] & 0x0f) | ((words & 0x0f) << 4);
 }
 /** Header length in bytes (dataOffset * 4). */
 export function tcpGetHeaderLen(buf: Uint8Array, off: number): number {
@@ -97,14 +81,8 @@ export function tcpGetHeaderLen(buf: Uint8Array, off: number): number {
 export function tcpGetFlags(buf: Uint8Array, off: number): number {
   return buf[off + TCP_FLAGS_OFF];
 }
-export function tcpSetFlags(buf: Uint8Array, off: number, flags: number): void {
-  buf[off + TCP_FLAGS_OFF] = flags;
-}
 export function tcpGetWindow(buf: Uint8Array, off: number): number {
   return readU16(buf, off + TCP_WINDOW_OFF);
-}
-export function tcpSetWindow(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + TCP_WINDOW_OFF, v);
 }
 export function tcpGetChecksum(buf: Uint8Array, off: number): number {
   return readU16(buf, off + TCP_CHECKSUM_OFF);
@@ -116,9 +94,6 @@ export function tcpSetChecksum(buf: Uint8Array, off: number, v: number): void {
 export function tcpGetUrgent(buf: Uint8Array, off: number): number {
   return readU16(buf, off + TCP_URGENT_OFF);
 }
-export function tcpSetUrgent(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + TCP_URGENT_OFF, v);
-}
 
 /** Checksum over the pseudo-header and the `len`-byte segment, as if the checksum field were zero. */
 export function tcpComputeChecksum(
@@ -128,10 +103,8 @@ export function tcpComputeChecksum(
   srcAddr: number,
   dstAddr: number,
 ): number {
-  let sum = pseudoHeaderSum(srcAddr, dstAddr, IP_PROTO_TCP, len);
-  sum = checksumSum(buf, off, TCP_CHECKSUM_OFF, sum);
-  sum = checksumSum(buf, off + TCP_URGENT_OFF, len - TCP_URGENT_OFF, sum);
-  return ~sum & 0xffff;
+  const sum = checksumSum(buf, off, TCP_CHECKSUM_OFF, pseudoHeaderSum(srcAddr, dstAddr, IP_PROTO_TCP, len));
+  return internetChecksum(buf, off + TCP_URGENT_OFF, len - TCP_URGENT_OFF, sum);
 }
 
 /** Computes and stores the checksum of the `len`-byte segment. Call after the data is in place. */

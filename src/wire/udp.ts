@@ -40,27 +40,15 @@ export function udpCheck(
 export function udpGetSrcPort(buf: Uint8Array, off: number): number {
   return readU16(buf, off + UDP_SRC_PORT_OFF);
 }
-export function udpSetSrcPort(buf: Uint8Array, off: number, port: number): void {
-  writeU16(buf, off + UDP_SRC_PORT_OFF, port);
-}
 export function udpGetDstPort(buf: Uint8Array, off: number): number {
   return readU16(buf, off + UDP_DST_PORT_OFF);
-}
-export function udpSetDstPort(buf: Uint8Array, off: number, port: number): void {
-  writeU16(buf, off + UDP_DST_PORT_OFF, port);
 }
 /** Header plus data, bytes. */
 export function udpGetLength(buf: Uint8Array, off: number): number {
   return readU16(buf, off + UDP_LENGTH_OFF);
 }
-export function udpSetLength(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + UDP_LENGTH_OFF, v);
-}
 export function udpGetChecksum(buf: Uint8Array, off: number): number {
   return readU16(buf, off + UDP_CHECKSUM_OFF);
-}
-export function udpSetChecksum(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + UDP_CHECKSUM_OFF, v);
 }
 
 /**

@@ -31,6 +31,12 @@ import {
   icmpRestEcho,
   icmpRestFragNeeded,
   icmpSetIdentWithChecksumUpdate,
+  icmpUpdateChecksum16,
+  icmpUpdateChecksum32,
+  readU16,
+  readU32,
+  writeU16,
+  writeU32,
   icmpSetTypeCodeWithChecksumUpdate,
   parseIcmp,
   parseIpv4,
@@ -204,6 +210,17 @@ describe('icmp', () => {
       expect(icmpCheck(b, 0, ICMP_LEN)).toBe(CHECK_OK);
     }
     expect(b.equals(FIXTURE.subarray(ICMP_OFF))).toBe(true);
+  });
+
+  it('follows a changed word of the message (RFC 1624), 16 and 32 bits', () => {
+    const b = Buffer.from(FIXTURE.subarray(ICMP_OFF));
+    const old = readU32(b, 8);
+    writeU32(b, 8, 0xc0a80001);
+    icmpUpdateChecksum32(b, 0, old, 0xc0a80001);
+    expect(icmpCheck(b, 0, ICMP_LEN)).toBe(CHECK_OK);
+    writeU16(b, 12, 0xbeef);
+    icmpUpdateChecksum16(b, 0, readU16(FIXTURE, ICMP_OFF + 12), 0xbeef);
+    expect(icmpGetChecksum(b, 0)).toBe(icmpComputeChecksum(b, 0, ICMP_LEN));
   });
 
   it('check rejects short input and bad checksums without throwing', () => {

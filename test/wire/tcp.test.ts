@@ -38,7 +38,11 @@ import {
   tcpSetDstPortWithChecksumUpdate,
   tcpSetSrcPortWithChecksumUpdate,
   tcpUpdateChecksum32,
-  tcpSetSeq,
+  tcpUpdateChecksumAddr,
+  checksumFold,
+  pseudoHeaderSum,
+  writeU16,
+  writeU32,
 } from '../../src/wire/index.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -152,9 +156,27 @@ describe('tcp', () => {
     expect(tcpGetChecksum(f, TCP_OFF)).toBe(tcpComputeChecksum(f, TCP_OFF, TCP_LEN, A, newDst));
     // Sequence numbers (32-bit, top bit set) update the same way.
     const seq = tcpGetSeq(f, TCP_OFF);
-    tcpSetSeq(f, TCP_OFF, 0xfffffff0);
+    writeU32(f, TCP_OFF + 4, 0xfffffff0);
     tcpUpdateChecksum32(f, TCP_OFF, seq, 0xfffffff0);
     expect(tcpChecksumValid(f, TCP_OFF, TCP_LEN, A, newDst)).toBe(true);
+  });
+
+  it('NAT of a CHECKSUM_PARTIAL segment: the seed follows the addresses, not the ports', () => {
+    const newDst = 0xac100005;
+    const f = Buffer.from(FIXTURE.subarray(TCP_OFF));
+    writeU16(f, 16, checksumFold(pseudoHeaderSum(A, B, IP_PROTO_TCP, TCP_LEN)));
+    tcpUpdateChecksumAddr(f, 0, B, newDst, true);
+    tcpSetDstPortWithChecksumUpdate(f, 0, 80, true);
+    tcpSetSrcPortWithChecksumUpdate(f, 0, 1024, true);
+    expect([tcpGetSrcPort(f, 0), tcpGetDstPort(f, 0)]).toEqual([1024, 80]);
+    expect(tcpGetChecksum(f, 0) % 0xffff).toBe(checksumFold(pseudoHeaderSum(A, newDst, IP_PROTO_TCP, TCP_LEN)) % 0xffff);
+    // Full checksum: the address variant is tcpUpdateChecksum32; an unchanged port changes nothing.
+    const g = Buffer.from(FIXTURE.subarray(TCP_OFF));
+    tcpUpdateChecksumAddr(g, 0, B, newDst | 0, false);
+    expect(tcpCheck(g, 0, TCP_LEN, A, newDst)).toBe(CHECK_OK);
+    const before = Buffer.from(g);
+    tcpSetSrcPortWithChecksumUpdate(g, 0, 60932);
+    expect(g.equals(before)).toBe(true);
   });
 
   const mut = (f: (b: Buffer) => void): Buffer => {

@@ -7,6 +7,7 @@ import {
   ETHERTYPE_IPV4,
   IP_PROTO_UDP,
   UDP_HEADER_LEN,
+  checksumFold,
   checksumSum,
   emitEthernet,
   emitIpv4,
@@ -23,10 +24,10 @@ import {
   udpGetDstPort,
   udpGetLength,
   udpGetSrcPort,
-  udpSetChecksum,
   udpSetDstPortWithChecksumUpdate,
   udpSetSrcPortWithChecksumUpdate,
   udpUpdateChecksum32,
+  udpUpdateChecksumAddr,
   writeU16,
 } from '../../src/wire/index.js';
 
@@ -84,7 +85,7 @@ describe('udp', () => {
 
   it('treats a zero checksum as none and sends a computed zero as 0xffff (RFC 768)', () => {
     const b = Buffer.from(FIXTURE.subarray(UDP_OFF));
-    udpSetChecksum(b, 0, 0);
+    writeU16(b, 6, 0);
     expect(udpCheck(b, 0, UDP_LEN, A, R)).toBe(CHECK_OK);
     expect(udpCheck(b, 0, UDP_LEN, 1, 2)).toBe(CHECK_OK); // nothing to verify
     udpUpdateChecksum32(b, 0, A, 0x01020304); // stays "none"
@@ -113,6 +114,28 @@ describe('udp', () => {
     expect(udpCheck(f, UDP_OFF, UDP_LEN, newSrc, R)).toBe(CHECK_OK);
     expect(udpGetChecksum(f, UDP_OFF)).toBe(udpComputeChecksum(f, UDP_OFF, newSrc, R));
     expect(udpCheck(f, UDP_OFF, UDP_LEN, A, R)).toBe(CHECK_BAD_CHECKSUM);
+  });
+
+  it('NAT of a CHECKSUM_PARTIAL datagram: the seed follows the address, not the ports; a zero checksum stays zero', () => {
+    const newSrc = 0xc0a80a02;
+    const f = Buffer.from(FIXTURE.subarray(UDP_OFF));
+    writeU16(f, 6, checksumFold(pseudoHeaderSum(A, R, IP_PROTO_UDP, UDP_LEN)));
+    udpUpdateChecksumAddr(f, 0, A, newSrc, true);
+    udpSetSrcPortWithChecksumUpdate(f, 0, 61000, true);
+    expect(udpGetSrcPort(f, 0)).toBe(61000);
+    expect(udpGetChecksum(f, 0) % 0xffff).toBe(checksumFold(pseudoHeaderSum(newSrc, R, IP_PROTO_UDP, UDP_LEN)) % 0xffff);
+    // Full checksum, through the address variant: as udpUpdateChecksum32.
+    const g = Buffer.from(FIXTURE.subarray(UDP_OFF));
+    udpUpdateChecksumAddr(g, 0, A, newSrc | 0, false); // int32 bits work too
+    expect(udpCheck(g, 0, UDP_LEN, newSrc, R)).toBe(CHECK_OK);
+    writeU16(g, 6, 0);
+    udpUpdateChecksumAddr(g, 0, newSrc, A, false);
+    udpSetDstPortWithChecksumUpdate(g, 0, 53);
+    expect(udpGetChecksum(g, 0)).toBe(0);
+    // An unchanged port leaves the datagram alone.
+    const h = Buffer.from(FIXTURE.subarray(UDP_OFF));
+    udpSetDstPortWithChecksumUpdate(h, 0, 9);
+    expect(h.equals(FIXTURE.subarray(UDP_OFF))).toBe(true);
   });
 
   it.each([
