@@ -7,9 +7,10 @@
  * `conntrack -L` prints (conntrackLine). Filters select on the original tuple (what
  * the initiator sent), as conntrack's -s/-d/--sport/--dport do.
  */
+import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP } from "../wire/ipv4.js";
 import { ipToString, parseCidr, parseIp } from "../wire/ipv4addr.js";
 import { TCP_NONE, TCP_STATE_NAMES } from "./conntrack-states.js";
-import { CT_ASSURED, CT_DNAT, CT_SEEN_REPLY, CT_SNAT, DIR_ORIGINAL, DIR_REPLY, PROTO_ICMP, PROTO_TCP, PROTO_UDP, type ConnTrack } from "./conntrack.js";
+import { CT_ASSURED, CT_DNAT, CT_SEEN_REPLY, CT_SNAT, DIR_ORIGINAL, DIR_REPLY, type ConnTrack } from "./conntrack.js";
 
 /** Slots a listing looks at between two chances for its caller to pause. */
 const WALK_STRIDE = 256;
@@ -80,7 +81,7 @@ export interface ConntrackQuery {
   count: boolean;
 }
 
-const PROTO_NAMES: Record<string, number> = { tcp: PROTO_TCP, udp: PROTO_UDP, icmp: PROTO_ICMP, "6": PROTO_TCP, "17": PROTO_UDP, "1": PROTO_ICMP };
+const PROTO_NAMES: Record<string, number> = { tcp: IP_PROTO_TCP, udp: IP_PROTO_UDP, icmp: IP_PROTO_ICMP, "6": IP_PROTO_TCP, "17": IP_PROTO_UDP, "1": IP_PROTO_ICMP };
 
 function optString(raw: Record<string, unknown>, key: string): string | undefined {
   const v = raw[key];
@@ -125,7 +126,7 @@ export function parseConntrackQuery(raw: Record<string, unknown>): ConntrackQuer
   const [dst, dstMask] = addrFilter("dst", optString(raw, "dst"));
   const sport = portFilter("sport", optString(raw, "sport"));
   const dport = portFilter("dport", optString(raw, "dport"));
-  if (proto === PROTO_ICMP && (sport >= 0 || dport >= 0)) {
+  if (proto === IP_PROTO_ICMP && (sport >= 0 || dport >= 0)) {
     throw new Error("conntrack --sport/--dport: ICMP has no ports (they select tcp and udp entries)");
   }
   const stateS = optString(raw, "state");
@@ -135,8 +136,8 @@ export function parseConntrackQuery(raw: Record<string, unknown>): ConntrackQuer
     if (state <= TCP_NONE) {
       throw new Error(`conntrack --state: '${stateS}' is not a TCP state (${TCP_STATE_NAMES.slice(1).join(", ")})`);
     }
-    if (proto !== 0 && proto !== PROTO_TCP) throw new Error("conntrack --state: states are TCP's; it cannot go with --proto udp or icmp");
-    proto = PROTO_TCP;
+    if (proto !== 0 && proto !== IP_PROTO_TCP) throw new Error("conntrack --state: states are TCP's; it cannot go with --proto udp or icmp");
+    proto = IP_PROTO_TCP;
   }
   const limitS = optString(raw, "limit");
   let limit = 0;
@@ -153,12 +154,12 @@ export function parseConntrackQuery(raw: Record<string, unknown>): ConntrackQuer
 export function entryMatches(ct: ConnTrack, e: number, f: ConntrackFilter): boolean {
   const p = ct.proto[e];
   if (f.proto !== 0 && p !== f.proto) return false;
-  if (f.state >= 0 && (p !== PROTO_TCP || ct.state[e] !== f.state)) return false;
+  if (f.state >= 0 && (p !== IP_PROTO_TCP || ct.state[e] !== f.state)) return false;
   const o = 2 * e;
   if (f.srcMask !== 0 && ((ct.tSrc[o] & f.srcMask) >>> 0) !== f.src) return false;
   if (f.dstMask !== 0 && ((ct.tDst[o] & f.dstMask) >>> 0) !== f.dst) return false;
   if (f.sport >= 0 || f.dport >= 0) {
-    if (p === PROTO_ICMP) return false;
+    if (p === IP_PROTO_ICMP) return false;
     if (f.sport >= 0 && ct.tSport[o] !== f.sport) return false;
     if (f.dport >= 0 && ct.tDport[o] !== f.dport) return false;
   }
@@ -195,7 +196,7 @@ export function* walkConntrack(ct: ConnTrack, q: ConntrackQuery, clock: () => nu
 }
 
 function protoName(p: number): "tcp" | "udp" | "icmp" {
-  return p === PROTO_TCP ? "tcp" : p === PROTO_UDP ? "udp" : "icmp";
+  return p === IP_PROTO_TCP ? "tcp" : p === IP_PROTO_UDP ? "udp" : "icmp";
 }
 
 /** UNREPLIED, ASSURED, SNAT, DNAT, as the status bits say. */
@@ -223,10 +224,10 @@ export function entryJson(ct: ConnTrack, e: number, now: number): string {
     const t = 2 * e + dir;
     const a = `{"src":"${ipToString(ct.tSrc[t] >>> 0)}","dst":"${ipToString(ct.tDst[t] >>> 0)}",`;
     const l4 =
-      p === PROTO_ICMP ? `"type":${dir === DIR_ORIGINAL ? 8 : 0},"code":0,"id":${ct.tSport[t]}` : `"sport":${ct.tSport[t]},"dport":${ct.tDport[t]}`;
+      p === IP_PROTO_ICMP ? `"type":${dir === DIR_ORIGINAL ? 8 : 0},"code":0,"id":${ct.tSport[t]}` : `"sport":${ct.tSport[t]},"dport":${ct.tDport[t]}`;
     return `${a}${l4},"packets":${ct.packets[t]},"bytes":${ct.bytes[t]}}`;
   };
-  const state = p === PROTO_TCP ? `"${TCP_STATE_NAMES[ct.state[e]]}"` : "null";
+  const state = p === IP_PROTO_TCP ? `"${TCP_STATE_NAMES[ct.state[e]]}"` : "null";
   const flags = JSON.stringify(flagNames(ct.status[e]));
   return `{"proto":"${protoName(p)}","protoNum":${p},"state":${state},"timeout":${secondsLeft(ct, e, now)},"original":${tuple(DIR_ORIGINAL)},"reply":${tuple(DIR_REPLY)},"flags":${flags}}`;
 }
@@ -238,13 +239,13 @@ export function entryView(ct: ConnTrack, e: number, now: number): ConnEntryView 
     const t = 2 * e + dir;
     const base = { src: ipToString(ct.tSrc[t] >>> 0), dst: ipToString(ct.tDst[t] >>> 0) };
     const counts = { packets: ct.packets[t], bytes: ct.bytes[t] };
-    if (p === PROTO_ICMP) return { ...base, type: dir === DIR_ORIGINAL ? 8 : 0, code: 0, id: ct.tSport[t], ...counts };
+    if (p === IP_PROTO_ICMP) return { ...base, type: dir === DIR_ORIGINAL ? 8 : 0, code: 0, id: ct.tSport[t], ...counts };
     return { ...base, sport: ct.tSport[t], dport: ct.tDport[t], ...counts };
   };
   return {
     proto: protoName(p),
     protoNum: p,
-    state: p === PROTO_TCP ? TCP_STATE_NAMES[ct.state[e]] : null,
+    state: p === IP_PROTO_TCP ? TCP_STATE_NAMES[ct.state[e]] : null,
     timeout: secondsLeft(ct, e, now),
     original: tuple(DIR_ORIGINAL),
     reply: tuple(DIR_REPLY),

@@ -9,6 +9,7 @@
  * sysctls, and kept in milliseconds per state (timeoutTable) for the table's clock.
  * Used by the table (conntrack.ts) and the listing (conntrack-list.ts).
  */
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from "../wire/tcp.js";
 
 /** Per-state timeouts in seconds (names after nf_conntrack_*_timeout_* sysctls). */
 export interface Timeouts {
@@ -67,7 +68,6 @@ export const TCP_STATE_NAMES: readonly string[] = Object.freeze([
 export const ST_UDP = 9;
 export const ST_UDP_STREAM = 10;
 export const ST_ICMP = 11;
-const N_STATES = 12;
 
 /** Reads timeouts over the defaults; throws naming an unknown or bad one. */
 export function checkTimeouts(given: Partial<Timeouts> = {}): Timeouts {
@@ -82,29 +82,26 @@ export function checkTimeouts(given: Partial<Timeouts> = {}): Timeouts {
   return t;
 }
 
+/** The timeout of each state, by state number (TCP_NONE waits like SYN_SENT). */
+const STATE_TIMEOUT: ReadonlyArray<keyof Timeouts> = [
+  "tcpSynSent",
+  "tcpSynSent",
+  "tcpSynRecv",
+  "tcpEstablished",
+  "tcpFinWait",
+  "tcpCloseWait",
+  "tcpLastAck",
+  "tcpTimeWait",
+  "tcpClose",
+  "udp", // ST_UDP
+  "udpStream", // ST_UDP_STREAM
+  "icmp", // ST_ICMP
+];
+
 /** Milliseconds per state (TCP states, then ST_UDP, ST_UDP_STREAM, ST_ICMP). */
 export function timeoutTable(t: Timeouts): Float64Array {
-  const ms = new Float64Array(N_STATES);
-  ms[TCP_NONE] = t.tcpSynSent * 1000;
-  ms[TCP_SYN_SENT] = t.tcpSynSent * 1000;
-  ms[TCP_SYN_RECV] = t.tcpSynRecv * 1000;
-  ms[TCP_ESTABLISHED] = t.tcpEstablished * 1000;
-  ms[TCP_FIN_WAIT] = t.tcpFinWait * 1000;
-  ms[TCP_CLOSE_WAIT] = t.tcpCloseWait * 1000;
-  ms[TCP_LAST_ACK] = t.tcpLastAck * 1000;
-  ms[TCP_TIME_WAIT] = t.tcpTimeWait * 1000;
-  ms[TCP_CLOSE] = t.tcpClose * 1000;
-  ms[ST_UDP] = t.udp * 1000;
-  ms[ST_UDP_STREAM] = t.udpStream * 1000;
-  ms[ST_ICMP] = t.icmp * 1000;
-  return ms;
+  return Float64Array.from(STATE_TIMEOUT, (k) => t[k] * 1000);
 }
-
-/** TCP flags bits used here (RFC 9293 section 3.1). */
-const FIN = 0x01;
-const SYN = 0x02;
-const RST = 0x04;
-const ACK = 0x10;
 
 /** The `seen` bits of a TCP connection: which side sent a FIN, and who sent the first / the last. */
 const FIN_ORIG = 1;
@@ -131,16 +128,16 @@ export const TCP_BECAME_ASSURED = 0x10000;
  * Anything else keeps the state.
  */
 export function tcpTransition(st: number, seen: number, dir: number, flags: number): number {
-  if ((flags & RST) !== 0) return TCP_CLOSE | (seen << 8);
-  if ((flags & SYN) !== 0) {
-    if ((flags & ACK) === 0) {
+  if ((flags & TCP_RST) !== 0) return TCP_CLOSE | (seen << 8);
+  if ((flags & TCP_SYN) !== 0) {
+    if ((flags & TCP_ACK) === 0) {
       if (dir === 0 && st === TCP_NONE) st = TCP_SYN_SENT;
     } else if (dir === 1 && st === TCP_SYN_SENT) {
       st = TCP_SYN_RECV;
     }
     return st | (seen << 8);
   }
-  if ((flags & FIN) !== 0) {
+  if ((flags & TCP_FIN) !== 0) {
     const mine = dir === 0 ? FIN_ORIG : FIN_REPLY;
     const other = dir === 0 ? FIN_REPLY : FIN_ORIG;
     if (st === TCP_SYN_RECV || st === TCP_ESTABLISHED) {
@@ -151,7 +148,7 @@ export function tcpTransition(st: number, seen: number, dir: number, flags: numb
     }
     return st | (seen << 8);
   }
-  if ((flags & ACK) !== 0) {
+  if ((flags & TCP_ACK) !== 0) {
     if (st === TCP_SYN_RECV) {
       if (dir === 0) return TCP_ESTABLISHED | (seen << 8) | TCP_BECAME_ASSURED;
     } else if (st === TCP_FIN_WAIT) {

@@ -55,6 +55,7 @@
  * entries no longer refuses anyone, so there is no need to shorten them (which would
  * also cut off slow but real handshakes).
  */
+import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP } from "../wire/ipv4.js";
 import {
   ST_ICMP,
   ST_UDP,
@@ -70,10 +71,6 @@ import {
 } from "./conntrack-states.js";
 
 export const DEFAULT_MAX_ENTRIES = 65536;
-
-export const PROTO_ICMP = 1;
-export const PROTO_TCP = 6;
-export const PROTO_UDP = 17;
 
 export const DIR_ORIGINAL = 0;
 export const DIR_REPLY = 1;
@@ -329,7 +326,7 @@ export class ConnTrack {
     this.proto[e] = proto;
     this.status[e] = 0;
     this.tcpSeen[e] = 0;
-    this.state[e] = proto === PROTO_TCP ? TCP_NONE : proto === PROTO_UDP ? ST_UDP : ST_ICMP;
+    this.state[e] = proto === IP_PROTO_TCP ? TCP_NONE : proto === IP_PROTO_UDP ? ST_UDP : ST_ICMP;
     this.expires[e] = now + this.timeoutMs[this.state[e]];
     this.packets[2 * e] = 0;
     this.packets[2 * e + 1] = 0;
@@ -394,7 +391,7 @@ export class ConnTrack {
   private canEvict(e: number): boolean {
     if ((this.status[e] & CT_ASSURED) === 0) return true;
     const st = this.state[e];
-    return this.proto[e] === PROTO_TCP && st >= TCP_LAST_ACK && st <= TCP_CLOSE;
+    return this.proto[e] === IP_PROTO_TCP && st >= TCP_LAST_ACK && st <= TCP_CLOSE;
   }
 
   private evAppend(e: number): void {
@@ -442,13 +439,13 @@ export class ConnTrack {
     let st = this.state[e];
     if (dir === DIR_REPLY) this.status[e] |= CT_SEEN_REPLY;
     const p = this.proto[e];
-    if (p === PROTO_TCP) {
+    if (p === IP_PROTO_TCP) {
       const x = tcpTransition(st, this.tcpSeen[e], dir, tcpFlags);
       st = x & 0xff;
       this.state[e] = st;
       this.tcpSeen[e] = (x >> 8) & 0xff;
       if ((x & TCP_BECAME_ASSURED) !== 0) this.status[e] |= CT_ASSURED;
-    } else if (p === PROTO_UDP && (this.status[e] & CT_SEEN_REPLY) !== 0) {
+    } else if (p === IP_PROTO_UDP && (this.status[e] & CT_SEEN_REPLY) !== 0) {
       this.status[e] |= CT_ASSURED;
       st = ST_UDP_STREAM;
       this.state[e] = st;

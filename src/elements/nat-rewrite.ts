@@ -12,23 +12,13 @@
  */
 import { readU16, writeU16 } from "../wire/bytes.js";
 import { icmpSetIdentWithChecksumUpdate, icmpUpdateChecksum16, icmpUpdateChecksum32 } from "../wire/icmp.js";
-import { ipv4SetDstAddrWithChecksumUpdate, ipv4SetSrcAddrWithChecksumUpdate } from "../wire/ipv4.js";
-import { tcpSetDstPortWithChecksumUpdate, tcpSetSrcPortWithChecksumUpdate, tcpUpdateChecksumAddr } from "../wire/tcp.js";
-import { udpGetChecksum, udpSetDstPortWithChecksumUpdate, udpSetSrcPortWithChecksumUpdate, udpUpdateChecksumAddr } from "../wire/udp.js";
-import { PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "./conntrack.js";
+import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, ipv4SetDstAddrWithChecksumUpdate, ipv4SetSrcAddrWithChecksumUpdate } from "../wire/ipv4.js";
+import { L4_DST_PORT_OFF, L4_SRC_PORT_OFF, l4SetPortWithChecksumUpdate, l4UpdateChecksumAddr } from "../wire/l4.js";
+import { udpGetChecksum } from "../wire/udp.js";
 
 /** Sets the source (src: true) or destination address of the IPv4 header at `ip`; returns the old one. */
 export function setAddr(buf: Buffer, ip: number, src: boolean, addr: number): number {
   return src ? ipv4SetSrcAddrWithChecksumUpdate(buf, ip, addr) : ipv4SetDstAddrWithChecksumUpdate(buf, ip, addr);
-}
-
-/** Sets a TCP/UDP port, the transport checksum updated (not with `partial`). */
-function setPort(buf: Buffer, l4: number, proto: number, src: boolean, port: number, partial: boolean): void {
-  if (proto === PROTO_TCP) {
-    if (src) tcpSetSrcPortWithChecksumUpdate(buf, l4, port, partial);
-    else tcpSetDstPortWithChecksumUpdate(buf, l4, port, partial);
-  } else if (src) udpSetSrcPortWithChecksumUpdate(buf, l4, port, partial);
-  else udpSetDstPortWithChecksumUpdate(buf, l4, port, partial);
 }
 
 /**
@@ -37,15 +27,12 @@ function setPort(buf: Buffer, l4: number, proto: number, src: boolean, port: num
  */
 export function rewrite(buf: Buffer, ip: number, l4: number, proto: number, src: boolean, addr: number, port: number, partial: boolean): void {
   const old = setAddr(buf, ip, src, addr);
-  if (proto === PROTO_ICMP) {
+  if (proto === IP_PROTO_ICMP) {
     icmpSetIdentWithChecksumUpdate(buf, l4, port);
     return;
   }
-  if (old !== (addr | 0)) {
-    if (proto === PROTO_TCP) tcpUpdateChecksumAddr(buf, l4, old, addr, partial);
-    else udpUpdateChecksumAddr(buf, l4, old, addr, partial);
-  }
-  setPort(buf, l4, proto, src, port, partial);
+  if (old !== (addr | 0)) l4UpdateChecksumAddr(buf, l4, proto, old, addr, partial);
+  l4SetPortWithChecksumUpdate(buf, l4, proto, src ? L4_SRC_PORT_OFF : L4_DST_PORT_OFF, port, partial);
 }
 
 /**
@@ -73,25 +60,24 @@ export function rewriteQuote(
   addr: number,
   port: number,
 ): void {
-  // Is the quoted transport checksum there (a TCP quote may stop at 8 bytes; UDP 0 = none)?
-  const l4Csum = proto === PROTO_TCP ? l4Avail >= 18 : proto === PROTO_UDP ? udpGetChecksum(buf, l4) !== 0 : true;
   const old = setAddr(buf, inner, src, addr);
-  if (old !== (addr | 0) && proto !== PROTO_ICMP && l4Csum) {
-    if (proto === PROTO_TCP) tcpUpdateChecksumAddr(buf, l4, old, addr, false);
-    else udpUpdateChecksumAddr(buf, l4, old, addr, false);
-    icmpUpdateChecksum32(buf, icmp, addr, old); // the transport checksum moved by -(addr - old)
-  }
-  if (proto === PROTO_ICMP) {
+  if (proto === IP_PROTO_ICMP) {
     icmpSetIdentWithChecksumUpdate(buf, l4, port); // the quoted echo's checksum is in the quote
     return;
   }
+  // Is the quoted transport checksum there (a TCP quote may stop at 8 bytes; UDP 0 = none)?
+  const l4Csum = proto === IP_PROTO_TCP ? l4Avail >= 18 : udpGetChecksum(buf, l4) !== 0;
+  const portOff = src ? L4_SRC_PORT_OFF : L4_DST_PORT_OFF;
   if (l4Csum) {
-    setPort(buf, l4, proto, src, port, false);
+    if (old !== (addr | 0)) {
+      l4UpdateChecksumAddr(buf, l4, proto, old, addr, false);
+      icmpUpdateChecksum32(buf, icmp, addr, old); // the transport checksum moved by -(addr - old)
+    }
+    l4SetPortWithChecksumUpdate(buf, l4, proto, portOff, port, false);
     return;
   }
-  const pOff = l4 + (src ? 0 : 2);
-  const oldP = readU16(buf, pOff);
+  const oldP = readU16(buf, l4 + portOff);
   if (oldP === port) return;
-  writeU16(buf, pOff, port);
+  writeU16(buf, l4 + portOff, port);
   icmpUpdateChecksum16(buf, icmp, oldP, port);
 }

@@ -82,23 +82,31 @@ function hashOf(vip: number, pp: number): number {
   return Math.imul(h, 0xc2b2ae35) ^ (h >>> 13);
 }
 
+/** The lookup arrays, built whole by compile() and put in place by one assignment. */
+interface Compiled {
+  /** Open addressing: service index per slot, NIL when empty. */
+  slots: Int32Array;
+  vip: Int32Array;
+  /** proto << 16 | port. */
+  pp: Int32Array;
+  backStart: Int32Array;
+  backCount: Int32Array;
+  random: Uint8Array;
+  rr: Int32Array;
+  /** Backends of all services, flattened (pick() gives an index into these). */
+  backAddr: Int32Array;
+  backPort: Uint16Array;
+}
+
 export class ServiceTable {
   private list: Service[] = [];
-  private slots = new Int32Array(8).fill(NIL);
-  private slotMask = 7;
-  private vip = new Int32Array(0);
-  /** proto << 16 | port. */
-  private pp = new Int32Array(0);
-  private backStart = new Int32Array(0);
-  private backCount = new Int32Array(0);
-  private random = new Uint8Array(0);
-  private rr = new Int32Array(0);
-  /** Backends of all services, flattened (pick() gives an index into these). */
-  backAddr = new Int32Array(0);
-  backPort = new Uint16Array(0);
+  private t: Compiled;
 
   constructor(services: Service[] = []) {
-    this.set(services);
+    services.forEach(checkService);
+    const list = services.map(copyService);
+    this.t = this.compile(list);
+    this.list = list;
   }
 
   get size(): number {
@@ -146,6 +154,12 @@ export class ServiceTable {
   }
 
   private rebuild(services: Service[]): void {
+    this.t = this.compile(services);
+    this.list = services;
+  }
+
+  /** Checks that names and (vip, proto, port) are unique and builds the arrays. */
+  private compile(services: Service[]): Compiled {
     const n = services.length;
     const names = new Set<string>();
     const keys = new Set<string>();
@@ -160,76 +174,76 @@ export class ServiceTable {
     }
     let size = 8;
     while (size < 2 * n) size <<= 1;
-    const slots = new Int32Array(size).fill(NIL);
-    const vip = new Int32Array(n);
-    const pp = new Int32Array(n);
-    const bs = new Int32Array(n);
-    const bc = new Int32Array(n);
-    const rnd = new Uint8Array(n);
-    const rr = new Int32Array(n);
-    const ba = new Int32Array(nb);
-    const bp = new Uint16Array(nb);
+    const t: Compiled = {
+      slots: new Int32Array(size).fill(NIL),
+      vip: Int32Array.from(services, (s) => s.vip | 0),
+      pp: Int32Array.from(services, (s) => (s.proto << 16) | s.port),
+      backStart: new Int32Array(n),
+      backCount: Int32Array.from(services, (s) => s.backends.length),
+      random: Uint8Array.from(services, (s) => (s.algorithm === "random" ? 1 : 0)),
+      rr: new Int32Array(n),
+      backAddr: new Int32Array(nb),
+      backPort: new Uint16Array(nb),
+    };
     let k = 0;
     services.forEach((s, i) => {
-      vip[i] = s.vip | 0;
-      pp[i] = (s.proto << 16) | s.port;
-      bs[i] = k;
-      bc[i] = s.backends.length;
-      rnd[i] = s.algorithm === "random" ? 1 : 0;
+      t.backStart[i] = k;
+      // Round robin goes on where it was for a service that stays.
       const before = this.indexOf(s.name);
-      if (before >= 0 && bc[i] > 0) rr[i] = this.rr[before] % bc[i];
+      if (before >= 0 && t.backCount[i] > 0) t.rr[i] = this.t.rr[before] % t.backCount[i];
       for (const b of s.backends) {
-        ba[k] = b.addr | 0;
-        bp[k] = b.port;
+        t.backAddr[k] = b.addr | 0;
+        t.backPort[k] = b.port;
         k++;
       }
-      let h = hashOf(vip[i], pp[i]) & (size - 1);
-      while (slots[h] !== NIL) h = (h + 1) & (size - 1);
-      slots[h] = i;
+      let h = hashOf(t.vip[i], t.pp[i]) & (size - 1);
+      while (t.slots[h] !== NIL) h = (h + 1) & (size - 1);
+      t.slots[h] = i;
     });
-    this.list = services;
-    this.slots = slots;
-    this.slotMask = size - 1;
-    this.vip = vip;
-    this.pp = pp;
-    this.backStart = bs;
-    this.backCount = bc;
-    this.random = rnd;
-    this.rr = rr;
-    this.backAddr = ba;
-    this.backPort = bp;
+    return t;
   }
 
   /** Service index for (proto, vip, port), or -1. `vip` as int32 bits or uint32. */
   find(proto: number, vip: number, port: number): number {
+    const t = this.t;
     vip |= 0;
     const pp = (proto << 16) | port;
-    const mask = this.slotMask;
+    const mask = t.slots.length - 1;
     let h = hashOf(vip, pp) & mask;
     for (;;) {
-      const s = this.slots[h];
+      const s = t.slots[h];
       if (s === NIL) return NIL;
-      if (this.vip[s] === vip && this.pp[s] === pp) return s;
+      if (t.vip[s] === vip && t.pp[s] === pp) return s;
       h = (h + 1) & mask;
     }
   }
 
   backendCount(s: number): number {
-    return this.backCount[s];
+    return this.t.backCount[s];
   }
 
-  /** A backend of service `s` (which has some) for a new connection: an index into backAddr/backPort. */
+  /** A backend of service `s` (which has some) for a new connection: an index for backendAddr/backendPort. */
   pick(s: number, rng: () => number): number {
-    const n = this.backCount[s];
+    const t = this.t;
+    const n = t.backCount[s];
     let k: number;
-    if (this.random[s] === 1) {
+    if (t.random[s] === 1) {
       k = Math.floor(rng() * n);
       if (!(k >= 0 && k < n)) k = 0;
     } else {
-      k = this.rr[s];
-      this.rr[s] = k + 1 === n ? 0 : k + 1;
+      k = t.rr[s];
+      t.rr[s] = k + 1 === n ? 0 : k + 1;
     }
-    return this.backStart[s] + k;
+    return t.backStart[s] + k;
+  }
+
+  /** Backend `b`'s address (int32 bits). */
+  backendAddr(b: number): number {
+    return this.t.backAddr[b];
+  }
+
+  backendPort(b: number): number {
+    return this.t.backPort[b];
   }
 
   /** The services with their live connections per backend (`show services`). */
@@ -241,9 +255,10 @@ export class ServiceTable {
       const s = this.find(ct.proto[e], ct.tDst[o], ct.tDport[o]);
       if (s < 0) return;
       const r = o + 1;
-      const start = this.backStart[s];
-      for (let k = 0; k < this.backCount[s]; k++) {
-        if (this.backAddr[start + k] === ct.tSrc[r] && this.backPort[start + k] === ct.tSport[r]) {
+      const t = this.t;
+      for (let k = 0; k < t.backCount[s]; k++) {
+        const b = t.backStart[s] + k;
+        if (t.backAddr[b] === ct.tSrc[r] && t.backPort[b] === ct.tSport[r]) {
           counts[s][k]++;
           break;
         }

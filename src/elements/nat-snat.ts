@@ -19,7 +19,8 @@
  *             meeting a DNATed one) still gets its port remapped: netfilter's null
  *             binding keeps every reply tuple unique.
  */
-import { CT_DNAT, CT_SNAT, MATCH_ANY, MATCH_REPLY, PROTO_ICMP, type ConnTrack } from "./conntrack.js";
+import { IP_PROTO_ICMP } from "../wire/ipv4.js";
+import { CT_DNAT, CT_SNAT, MATCH_ANY, MATCH_REPLY, type ConnTrack } from "./conntrack.js";
 import { checkAddr, checkPort } from "./nat-services.js";
 
 export interface Prefix {
@@ -79,18 +80,56 @@ function sameRule(a: SnatRule, b: SnatRule): boolean {
   return a.outIf === b.outIf && a.toAddr >>> 0 === b.toAddr >>> 0 && nets(a.sources) === nets(b.sources) && nets(a.exceptDestinations) === nets(b.exceptDestinations);
 }
 
+/**
+ * The rules, flattened into arrays built whole by compile() and put in place by one
+ * assignment: rule r's sources are prefixes srcStart[r]..srcEnd[r]-1 of net/mask, its
+ * exceptions exStart[r]..exEnd[r]-1.
+ */
+interface Compiled {
+  outIf: Int32Array;
+  to: Int32Array;
+  srcStart: Int32Array;
+  srcEnd: Int32Array;
+  exStart: Int32Array;
+  exEnd: Int32Array;
+  net: Int32Array;
+  mask: Int32Array;
+}
+
+function compile(rules: SnatRule[]): Compiled {
+  const n = rules.length;
+  const t: Compiled = {
+    outIf: Int32Array.from(rules, (r) => r.outIf),
+    to: Int32Array.from(rules, (r) => r.toAddr | 0),
+    srcStart: new Int32Array(n),
+    srcEnd: new Int32Array(n),
+    exStart: new Int32Array(n),
+    exEnd: new Int32Array(n),
+    net: new Int32Array(0),
+    mask: new Int32Array(0),
+  };
+  const nets: number[] = [];
+  const masks: number[] = [];
+  const push = (p: Prefix): void => {
+    const m = maskOf(p.prefixLen);
+    nets.push(p.addr & m);
+    masks.push(m | 0);
+  };
+  rules.forEach((r, i) => {
+    t.srcStart[i] = nets.length;
+    r.sources.forEach(push);
+    t.srcEnd[i] = t.exStart[i] = nets.length;
+    (r.exceptDestinations ?? []).forEach(push);
+    t.exEnd[i] = nets.length;
+  });
+  t.net = Int32Array.from(nets);
+  t.mask = Int32Array.from(masks);
+  return t;
+}
+
 export class SourceNat {
   private list: SnatRule[] = [];
-  // The rules, flattened: rule r's sources are prefixes srcStart[r]..srcEnd[r]-1 and its
-  // exceptions exStart[r]..exEnd[r]-1 of net/mask.
-  private ruleOutIf = new Int32Array(0);
-  private ruleTo = new Int32Array(0);
-  private srcStart = new Int32Array(0);
-  private srcEnd = new Int32Array(0);
-  private exStart = new Int32Array(0);
-  private exEnd = new Int32Array(0);
-  private net = new Int32Array(0);
-  private mask = new Int32Array(0);
+  private t: Compiled = compile([]);
 
   constructor(
     rules: SnatRule[],
@@ -129,53 +168,25 @@ export class SourceNat {
   }
 
   private rebuild(rules: SnatRule[]): void {
-    const n = rules.length;
-    const outIf = new Int32Array(n);
-    const to = new Int32Array(n);
-    const ss = new Int32Array(n);
-    const se = new Int32Array(n);
-    const es = new Int32Array(n);
-    const ee = new Int32Array(n);
-    const nets: number[] = [];
-    const masks: number[] = [];
-    const push = (p: Prefix): void => {
-      const m = maskOf(p.prefixLen);
-      nets.push(p.addr & m);
-      masks.push(m | 0);
-    };
-    rules.forEach((r, i) => {
-      outIf[i] = r.outIf;
-      to[i] = r.toAddr | 0;
-      ss[i] = nets.length;
-      r.sources.forEach(push);
-      se[i] = es[i] = nets.length;
-      (r.exceptDestinations ?? []).forEach(push);
-      ee[i] = nets.length;
-    });
+    this.t = compile(rules);
     this.list = rules;
-    this.ruleOutIf = outIf;
-    this.ruleTo = to;
-    this.srcStart = ss;
-    this.srcEnd = se;
-    this.exStart = es;
-    this.exEnd = ee;
-    this.net = Int32Array.from(nets);
-    this.mask = Int32Array.from(masks);
   }
 
   /** Is `a` in one of the prefixes from..to-1? */
   private inAny(a: number, from: number, to: number): boolean {
-    for (let k = from; k < to; k++) if ((a & this.mask[k]) === this.net[k]) return true;
+    const t = this.t;
+    for (let k = from; k < to; k++) if ((a & t.mask[k]) === t.net[k]) return true;
     return false;
   }
 
   /** The rule's address for a connection from `src` to `dst` leaving by `outIf`, or 0. */
   match(src: number, dst: number, outIf: number): number {
-    const n = this.ruleOutIf.length;
+    const t = this.t;
+    const n = t.outIf.length;
     for (let r = 0; r < n; r++) {
-      const oi = this.ruleOutIf[r];
+      const oi = t.outIf[r];
       if (oi !== -1 && oi !== outIf) continue;
-      if (this.inAny(src, this.srcStart[r], this.srcEnd[r]) && !this.inAny(dst, this.exStart[r], this.exEnd[r])) return this.ruleTo[r];
+      if (this.inAny(src, t.srcStart[r], t.srcEnd[r]) && !this.inAny(dst, t.exStart[r], t.exEnd[r])) return t.to[r];
     }
     return 0;
   }
@@ -211,7 +222,7 @@ export class SourceNat {
     }
     const port = this.pickPort(ct, proto, rSrc, rSport, natAddr, origSport, now);
     if (port < 0) return res | BIND_EXHAUSTED;
-    ct.setTuple(e, 1, rSrc, proto === PROTO_ICMP ? port : rSport, natAddr, port);
+    ct.setTuple(e, 1, rSrc, proto === IP_PROTO_ICMP ? port : rSport, natAddr, port);
     ct.status[e] |= CT_SNAT;
     return res;
   }
@@ -227,7 +238,7 @@ export class SourceNat {
     if (!portTaken(ct, proto, rSrc, rSport, natAddr, keep, now)) return keep;
     let lo: number;
     let hi: number;
-    if (proto === PROTO_ICMP) {
+    if (proto === IP_PROTO_ICMP) {
       lo = 0;
       hi = 65535;
     } else if (keep < 512) {
@@ -257,6 +268,6 @@ export class SourceNat {
 
 /** Is the reply tuple (rSrc:rSport -> natAddr:port) in use? ICMP: both ids are `port`. */
 function portTaken(ct: ConnTrack, proto: number, rSrc: number, rSport: number, natAddr: number, port: number, now: number): boolean {
-  if (proto === PROTO_ICMP) return ct.taken(proto, rSrc, port, natAddr, port, MATCH_REPLY, now);
+  if (proto === IP_PROTO_ICMP) return ct.taken(proto, rSrc, port, natAddr, port, MATCH_REPLY, now);
   return ct.taken(proto, rSrc, rSport, natAddr, port, MATCH_ANY, now);
 }

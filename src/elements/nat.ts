@@ -55,13 +55,14 @@
 import { counters, Element, type ElementInfo } from "../core/element.js";
 import { readI32, readU16 } from "../wire/bytes.js";
 import { ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, icmpGetIdent, icmpGetType, icmpIsError } from "../wire/icmp.js";
-import { ipv4Check, ipv4IsFragment } from "../wire/ipv4.js";
+import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, ipv4Check, ipv4IsFragment } from "../wire/ipv4.js";
 import { CHECK_OK } from "../wire/reason.js";
-import { TCP_SYN, tcpCheck, tcpGetDstPort, tcpGetFlags, tcpGetSrcPort } from "../wire/tcp.js";
-import { udpCheck, udpGetDstPort, udpGetSrcPort } from "../wire/udp.js";
+import { l4GetDstPort, l4GetSrcPort } from "../wire/l4.js";
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, tcpCheck, tcpGetFlags } from "../wire/tcp.js";
+import { udpCheck } from "../wire/udp.js";
 import { conntrackEntries, walkConntrack, type ConnEntryView, type ConntrackQuery } from "./conntrack-list.js";
 import { TCP_CLOSE, TCP_TIME_WAIT, type Timeouts } from "./conntrack-states.js";
-import { ConnTrack, CT_DNAT, CT_SNAT, MATCH_ANY, MATCH_ORIGINAL, MATCH_REPLY, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "./conntrack.js";
+import { ConnTrack, CT_DNAT, CT_SNAT, MATCH_ANY, MATCH_ORIGINAL, MATCH_REPLY } from "./conntrack.js";
 import { rewrite, rewriteQuote, setAddr } from "./nat-rewrite.js";
 import { ServiceTable, type Backend, type Service, type ServiceView } from "./nat-services.js";
 import { BIND_CLASH, BIND_EXHAUSTED, BIND_HAIRPIN, BIND_SNAT, SourceNat, type SnatRule } from "./nat-snat.js";
@@ -118,7 +119,8 @@ const CTX_KNOWN = 2; // a packet of a known connection, not rewritten at prerout
 const CTX_TRANSLATED = 3; // one rewritten at prerouting (DNAT, un-SNAT)
 const CTX_RELATED = 4; // an ICMP error about a known connection
 
-const TCP_FLAGS_NEW_MASK = 0x17; // FIN | SYN | RST | ACK
+/** The flags that tell a first SYN from the rest of a connection. */
+const TCP_FLAGS_NEW_MASK = TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK;
 
 export class Nat extends Element<NatCounter> {
   readonly kind = "Nat";
@@ -161,28 +163,25 @@ export class Nat extends Element<NatCounter> {
     let dport: number;
     let flags = 0;
     let mask = MATCH_ANY;
-    if (proto === PROTO_TCP) {
-      if (tcpCheck(buf, l4, l4Len, 0, 0, false) !== CHECK_OK) return this.invalidVerdict();
-      sport = tcpGetSrcPort(buf, l4);
-      dport = tcpGetDstPort(buf, l4);
-      flags = tcpGetFlags(buf, l4);
-    } else if (proto === PROTO_UDP) {
-      if (udpCheck(buf, l4, l4Len, 0, 0, false) !== CHECK_OK) return this.invalidVerdict();
-      sport = udpGetSrcPort(buf, l4);
-      dport = udpGetDstPort(buf, l4);
-    } else if (proto === PROTO_ICMP && l4Len >= 8) {
+    if (proto === IP_PROTO_TCP || proto === IP_PROTO_UDP) {
+      const tcp = proto === IP_PROTO_TCP;
+      if ((tcp ? tcpCheck(buf, l4, l4Len, 0, 0, false) : udpCheck(buf, l4, l4Len, 0, 0, false)) !== CHECK_OK) return this.invalidVerdict();
+      sport = l4GetSrcPort(buf, l4);
+      dport = l4GetDstPort(buf, l4);
+      if (tcp) flags = tcpGetFlags(buf, l4);
+    } else if (proto === IP_PROTO_ICMP && l4Len >= 8) {
       const type = icmpGetType(buf, l4);
       if (icmpIsError(type)) return this.relatedIn(buf, ipOff, l4, l4Len, dst, now);
       if (type !== ICMP_ECHO_REQUEST && type !== ICMP_ECHO_REPLY) return this.untracked();
       sport = dport = icmpGetIdent(buf, l4);
       mask = type === ICMP_ECHO_REQUEST ? MATCH_ORIGINAL : MATCH_REPLY;
     } else {
-      return proto === PROTO_ICMP ? this.invalidVerdict() : this.untracked();
+      return proto === IP_PROTO_ICMP ? this.invalidVerdict() : this.untracked();
     }
 
     const ct = this.ct;
     let t = ct.find(proto, src, sport, dst, dport, mask, now);
-    if (t >= 0 && proto === PROTO_TCP && (t & 1) === 0 && (flags & TCP_FLAGS_NEW_MASK) === TCP_SYN) {
+    if (t >= 0 && proto === IP_PROTO_TCP && (t & 1) === 0 && (flags & TCP_FLAGS_NEW_MASK) === TCP_SYN) {
       // A new SYN on a closed connection's tuple: the client reuses its port. Linux
       // drops the old entry and tracks (and NATs) a new connection.
       const st = ct.state[t >> 1];
@@ -208,9 +207,9 @@ export class Nat extends Element<NatCounter> {
     }
 
     // A new connection.
-    if (proto === PROTO_TCP && (flags & TCP_FLAGS_NEW_MASK) !== TCP_SYN) return this.invalidVerdict();
+    if (proto === IP_PROTO_TCP && (flags & TCP_FLAGS_NEW_MASK) !== TCP_SYN) return this.invalidVerdict();
     if (mask === MATCH_REPLY) return this.invalidVerdict(); // echo reply without a request
-    const s = proto === PROTO_ICMP ? -1 : this.svc.find(proto, dst, dport);
+    const s = proto === IP_PROTO_ICMP ? -1 : this.svc.find(proto, dst, dport);
     if (s >= 0 && this.svc.backendCount(s) === 0) {
       this.c[C.rejected]++;
       return NAT_REJECT;
@@ -224,8 +223,8 @@ export class Nat extends Element<NatCounter> {
     let rSport = dport;
     if (s >= 0) {
       const b = this.svc.pick(s, this.rng);
-      rSrc = this.svc.backAddr[b];
-      rSport = this.svc.backPort[b];
+      rSrc = this.svc.backendAddr(b);
+      rSport = this.svc.backendPort(b);
       ct.status[e] = CT_DNAT;
       this.c[C.dnat]++;
     }
@@ -315,18 +314,17 @@ export class Nat extends Element<NatCounter> {
   bridged(buf: Buffer, ipOff: number, ipLen: number, now: number, csumPartial = false): boolean {
     if (ipLen < 20 || ipv4Check(buf, ipOff, ipLen, false) !== CHECK_OK || ipv4IsFragment(buf, ipOff)) return false;
     const proto = buf[ipOff + 9];
-    if (proto !== PROTO_TCP && proto !== PROTO_UDP) return false;
+    if (proto !== IP_PROTO_TCP && proto !== IP_PROTO_UDP) return false;
     const ihl = (buf[ipOff] & 0x0f) << 2;
     const l4 = ipOff + ihl;
     const l4Len = readU16(buf, ipOff + 2) - ihl;
-    if (l4Len < (proto === PROTO_TCP ? 20 : 8)) return false;
+    if (l4Len < (proto === IP_PROTO_TCP ? 20 : 8)) return false;
     const ct = this.ct;
-    // TCP and UDP ports alike: the first two words (RFC 768, RFC 9293 section 3.1).
-    const t = ct.find(proto, readI32(buf, ipOff + 12), readU16(buf, l4), readI32(buf, ipOff + 16), readU16(buf, l4 + 2), MATCH_REPLY, now);
+    const t = ct.find(proto, readI32(buf, ipOff + 12), l4GetSrcPort(buf, l4), readI32(buf, ipOff + 16), l4GetDstPort(buf, l4), MATCH_REPLY, now);
     if (t < 0 || (t & 1) !== 1) return false;
     const e = t >> 1;
     if ((ct.status[e] & CT_DNAT) === 0) return false;
-    ct.track(e, 1, proto === PROTO_TCP ? tcpGetFlags(buf, l4) : 0, readU16(buf, ipOff + 2), now);
+    ct.track(e, 1, proto === IP_PROTO_TCP ? tcpGetFlags(buf, l4) : 0, readU16(buf, ipOff + 2), now);
     rewrite(buf, ipOff, l4, proto, true, ct.tDst[2 * e], ct.tDport[2 * e], csumPartial);
     this.c[C.undnat]++;
     this.c[C.translated]++;
@@ -346,7 +344,7 @@ export class Nat extends Element<NatCounter> {
   localError(ctx: number, buf: Buffer, ipOff: number, ipLen: number): void {
     const kind = ctx & 7;
     if (kind !== CTX_NEW && kind !== CTX_KNOWN && kind !== CTX_TRANSLATED) return;
-    if (ipv4Check(buf, ipOff, ipLen, false) !== CHECK_OK || buf[ipOff + 9] !== PROTO_ICMP) return;
+    if (ipv4Check(buf, ipOff, ipLen, false) !== CHECK_OK || buf[ipOff + 9] !== IP_PROTO_ICMP) return;
     const icmp = ipOff + ((buf[ipOff] & 0x0f) << 2);
     const icmpLen = ipOff + readU16(buf, ipOff + 2) - icmp;
     if (icmpLen < 8 + 20 || !icmpIsError(icmpGetType(buf, icmp))) return;
@@ -395,10 +393,10 @@ export class Nat extends Element<NatCounter> {
     let is: number;
     let id: number;
     let mask = MATCH_ANY;
-    if (proto === PROTO_TCP || proto === PROTO_UDP) {
-      is = readU16(buf, il4); // the ports: the first two words of either header
-      id = readU16(buf, il4 + 2);
-    } else if (proto === PROTO_ICMP) {
+    if (proto === IP_PROTO_TCP || proto === IP_PROTO_UDP) {
+      is = l4GetSrcPort(buf, il4);
+      id = l4GetDstPort(buf, il4);
+    } else if (proto === IP_PROTO_ICMP) {
       const type = icmpGetType(buf, il4);
       // The quote is the other direction's packet: a quoted request inverts to a reply tuple.
       if (type === ICMP_ECHO_REQUEST) mask = MATCH_REPLY;

@@ -6,7 +6,7 @@
 //  20 options (dataOffset*4 - 20 bytes)
 
 import { readU16, readU32, writeU16, writeU32, copyBytes } from './bytes.js';
-import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum, partialChecksumUpdate32, pseudoHeaderSum } from './checksum.js';
+import { checksumSum, internetChecksum, pseudoHeaderSum } from './checksum.js';
 import { IP_PROTO_TCP } from './ipv4.js';
 import { CHECK_BAD_CHECKSUM, CHECK_BAD_DATA_OFFSET, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
 
@@ -115,49 +115,6 @@ export function tcpFillChecksum(buf: Uint8Array, off: number, len: number, srcAd
 /** True when the stored checksum verifies over the pseudo-header and `len` bytes. */
 export function tcpChecksumValid(buf: Uint8Array, off: number, len: number, srcAddr: number, dstAddr: number): boolean {
   return checksumSum(buf, off, len, pseudoHeaderSum(srcAddr, dstAddr, IP_PROTO_TCP, len)) === 0xffff;
-}
-
-/** Incremental update (RFC 1624) for a 16-bit word, header or pseudo-header, that changed. */
-export function tcpUpdateChecksum16(buf: Uint8Array, off: number, oldV: number, newV: number): void {
-  const o = off + TCP_CHECKSUM_OFF;
-  writeU16(buf, o, checksumUpdate16(readU16(buf, o), oldV, newV));
-}
-
-/** As tcpUpdateChecksum16 for a 32-bit value: a pseudo-header address, seq or ack (uint32 or int32 bits). */
-export function tcpUpdateChecksum32(buf: Uint8Array, off: number, oldV: number, newV: number): void {
-  const o = off + TCP_CHECKSUM_OFF;
-  writeU16(buf, o, checksumUpdate32(readU16(buf, o), oldV, newV));
-}
-
-/**
- * The checksum after a pseudo-header address changed (NAT). With `partial` the field
- * holds the pseudo-header seed of a CHECKSUM_PARTIAL frame, which moves by +new - old
- * (partialChecksumUpdate32).
- */
-export function tcpUpdateChecksumAddr(buf: Uint8Array, off: number, oldAddr: number, newAddr: number, partial: boolean): void {
-  const o = off + TCP_CHECKSUM_OFF;
-  if (partial) writeU16(buf, o, partialChecksumUpdate32(readU16(buf, o), oldAddr, newAddr));
-  else tcpUpdateChecksum32(buf, off, oldAddr, newAddr);
-}
-
-/**
- * Sets the port at `fieldOff` with the checksum updated; an unchanged port leaves the
- * segment alone. With `partial` (a CHECKSUM_PARTIAL seed) only the port is written:
- * the device sums the header, the seed covers the pseudo-header alone.
- */
-function setPort(buf: Uint8Array, off: number, fieldOff: number, port: number, partial: boolean): void {
-  const old = readU16(buf, off + fieldOff);
-  if (old === port) return;
-  writeU16(buf, off + fieldOff, port);
-  if (!partial) tcpUpdateChecksum16(buf, off, old, port & 0xffff);
-}
-
-export function tcpSetSrcPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number, partial = false): void {
-  setPort(buf, off, TCP_SRC_PORT_OFF, port, partial);
-}
-
-export function tcpSetDstPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number, partial = false): void {
-  setPort(buf, off, TCP_DST_PORT_OFF, port, partial);
 }
 
 export interface TcpRepr {

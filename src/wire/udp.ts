@@ -6,7 +6,7 @@
 // checksum of 0 means "none"; a computed 0 is sent as 0xffff (RFC 768, "Fields").
 
 import { readU16, writeU16 } from './bytes.js';
-import { checksumSum, checksumUpdate16, checksumUpdate32, partialChecksumUpdate32, pseudoHeaderSum } from './checksum.js';
+import { checksumSum, pseudoHeaderSum } from './checksum.js';
 import { IP_PROTO_UDP } from './ipv4.js';
 import { CHECK_BAD_CHECKSUM, CHECK_BAD_LENGTH, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
 
@@ -74,55 +74,6 @@ export function udpChecksumValid(buf: Uint8Array, off: number, srcAddr: number, 
   if (readU16(buf, off + UDP_CHECKSUM_OFF) === 0) return true;
   const length = readU16(buf, off + UDP_LENGTH_OFF);
   return checksumSum(buf, off, length, pseudoHeaderSum(srcAddr, dstAddr, IP_PROTO_UDP, length)) === 0xffff;
-}
-
-/**
- * Incremental update (RFC 1624) for a 16-bit word covered by the checksum, header or
- * pseudo-header, that changed from oldV to newV. Leaves a zero ("none") checksum alone
- * and never stores a computed 0 (stores 0xffff).
- */
-export function udpUpdateChecksum16(buf: Uint8Array, off: number, oldV: number, newV: number): void {
-  const hc = readU16(buf, off + UDP_CHECKSUM_OFF);
-  if (hc === 0) return;
-  const c = checksumUpdate16(hc, oldV, newV);
-  writeU16(buf, off + UDP_CHECKSUM_OFF, c === 0 ? 0xffff : c);
-}
-
-/** As udpUpdateChecksum16 for a 32-bit value, such as a pseudo-header address rewritten by NAT. */
-export function udpUpdateChecksum32(buf: Uint8Array, off: number, oldV: number, newV: number): void {
-  const hc = readU16(buf, off + UDP_CHECKSUM_OFF);
-  if (hc === 0) return;
-  const c = checksumUpdate32(hc, oldV, newV);
-  writeU16(buf, off + UDP_CHECKSUM_OFF, c === 0 ? 0xffff : c);
-}
-
-/**
- * The checksum after a pseudo-header address changed (NAT): udpUpdateChecksum32, or with
- * `partial` the CHECKSUM_PARTIAL seed moved by +new - old (partialChecksumUpdate32).
- */
-export function udpUpdateChecksumAddr(buf: Uint8Array, off: number, oldAddr: number, newAddr: number, partial: boolean): void {
-  const o = off + UDP_CHECKSUM_OFF;
-  if (partial) writeU16(buf, o, partialChecksumUpdate32(readU16(buf, o), oldAddr, newAddr));
-  else udpUpdateChecksum32(buf, off, oldAddr, newAddr);
-}
-
-/**
- * Sets the port at `fieldOff` with the checksum updated; an unchanged port leaves the
- * datagram alone. With `partial` (a CHECKSUM_PARTIAL seed) only the port is written.
- */
-function setPort(buf: Uint8Array, off: number, fieldOff: number, port: number, partial: boolean): void {
-  const old = readU16(buf, off + fieldOff);
-  if (old === port) return;
-  writeU16(buf, off + fieldOff, port);
-  if (!partial) udpUpdateChecksum16(buf, off, old, port & 0xffff);
-}
-
-export function udpSetSrcPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number, partial = false): void {
-  setPort(buf, off, UDP_SRC_PORT_OFF, port, partial);
-}
-
-export function udpSetDstPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number, partial = false): void {
-  setPort(buf, off, UDP_DST_PORT_OFF, port, partial);
 }
 
 export interface UdpRepr {

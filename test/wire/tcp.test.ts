@@ -35,10 +35,11 @@ import {
   tcpGetSrcPort,
   tcpGetUrgent,
   tcpGetWindow,
-  tcpSetDstPortWithChecksumUpdate,
-  tcpSetSrcPortWithChecksumUpdate,
-  tcpUpdateChecksum32,
-  tcpUpdateChecksumAddr,
+  L4_DST_PORT_OFF,
+  L4_SRC_PORT_OFF,
+  l4SetPortWithChecksumUpdate,
+  l4UpdateChecksum32,
+  l4UpdateChecksumAddr,
   checksumFold,
   pseudoHeaderSum,
   writeU16,
@@ -148,16 +149,16 @@ describe('tcp', () => {
     const f = Buffer.from(FIXTURE);
     const newDst = 0xac100005; // 172.16.0.5
     ipv4SetDstAddrWithChecksumUpdate(f, 14, newDst);
-    tcpUpdateChecksum32(f, TCP_OFF, B, newDst);
-    tcpSetDstPortWithChecksumUpdate(f, TCP_OFF, 80);
-    tcpSetSrcPortWithChecksumUpdate(f, TCP_OFF, 1024);
+    l4UpdateChecksum32(f, TCP_OFF, IP_PROTO_TCP, B, newDst);
+    l4SetPortWithChecksumUpdate(f, TCP_OFF, IP_PROTO_TCP, L4_DST_PORT_OFF, 80);
+    l4SetPortWithChecksumUpdate(f, TCP_OFF, IP_PROTO_TCP, L4_SRC_PORT_OFF, 1024);
     expect(ipv4Check(f, 14, 54)).toBe(CHECK_OK);
     expect(tcpCheck(f, TCP_OFF, TCP_LEN, A, newDst)).toBe(CHECK_OK);
     expect(tcpGetChecksum(f, TCP_OFF)).toBe(tcpComputeChecksum(f, TCP_OFF, TCP_LEN, A, newDst));
     // Sequence numbers (32-bit, top bit set) update the same way.
     const seq = tcpGetSeq(f, TCP_OFF);
     writeU32(f, TCP_OFF + 4, 0xfffffff0);
-    tcpUpdateChecksum32(f, TCP_OFF, seq, 0xfffffff0);
+    l4UpdateChecksum32(f, TCP_OFF, IP_PROTO_TCP, seq, 0xfffffff0);
     expect(tcpChecksumValid(f, TCP_OFF, TCP_LEN, A, newDst)).toBe(true);
   });
 
@@ -165,17 +166,17 @@ describe('tcp', () => {
     const newDst = 0xac100005;
     const f = Buffer.from(FIXTURE.subarray(TCP_OFF));
     writeU16(f, 16, checksumFold(pseudoHeaderSum(A, B, IP_PROTO_TCP, TCP_LEN)));
-    tcpUpdateChecksumAddr(f, 0, B, newDst, true);
-    tcpSetDstPortWithChecksumUpdate(f, 0, 80, true);
-    tcpSetSrcPortWithChecksumUpdate(f, 0, 1024, true);
+    l4UpdateChecksumAddr(f, 0, IP_PROTO_TCP, B, newDst, true);
+    l4SetPortWithChecksumUpdate(f, 0, IP_PROTO_TCP, L4_DST_PORT_OFF, 80, true);
+    l4SetPortWithChecksumUpdate(f, 0, IP_PROTO_TCP, L4_SRC_PORT_OFF, 1024, true);
     expect([tcpGetSrcPort(f, 0), tcpGetDstPort(f, 0)]).toEqual([1024, 80]);
     expect(tcpGetChecksum(f, 0) % 0xffff).toBe(checksumFold(pseudoHeaderSum(A, newDst, IP_PROTO_TCP, TCP_LEN)) % 0xffff);
-    // Full checksum: the address variant is tcpUpdateChecksum32; an unchanged port changes nothing.
+    // Full checksum: the address variant is l4UpdateChecksum32; an unchanged port changes nothing.
     const g = Buffer.from(FIXTURE.subarray(TCP_OFF));
-    tcpUpdateChecksumAddr(g, 0, B, newDst | 0, false);
+    l4UpdateChecksumAddr(g, 0, IP_PROTO_TCP, B, newDst | 0, false);
     expect(tcpCheck(g, 0, TCP_LEN, A, newDst)).toBe(CHECK_OK);
     const before = Buffer.from(g);
-    tcpSetSrcPortWithChecksumUpdate(g, 0, 60932);
+    l4SetPortWithChecksumUpdate(g, 0, IP_PROTO_TCP, L4_SRC_PORT_OFF, 60932);
     expect(g.equals(before)).toBe(true);
   });
 

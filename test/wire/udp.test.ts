@@ -24,10 +24,11 @@ import {
   udpGetDstPort,
   udpGetLength,
   udpGetSrcPort,
-  udpSetDstPortWithChecksumUpdate,
-  udpSetSrcPortWithChecksumUpdate,
-  udpUpdateChecksum32,
-  udpUpdateChecksumAddr,
+  L4_DST_PORT_OFF,
+  L4_SRC_PORT_OFF,
+  l4SetPortWithChecksumUpdate,
+  l4UpdateChecksum32,
+  l4UpdateChecksumAddr,
   writeU16,
 } from '../../src/wire/index.js';
 
@@ -88,7 +89,7 @@ describe('udp', () => {
     writeU16(b, 6, 0);
     expect(udpCheck(b, 0, UDP_LEN, A, R)).toBe(CHECK_OK);
     expect(udpCheck(b, 0, UDP_LEN, 1, 2)).toBe(CHECK_OK); // nothing to verify
-    udpUpdateChecksum32(b, 0, A, 0x01020304); // stays "none"
+    l4UpdateChecksum32(b, 0, IP_PROTO_UDP, A, 0x01020304); // stays "none"
     expect(udpGetChecksum(b, 0)).toBe(0);
 
     // Make the data sum to 0xffff so the computed checksum is 0.
@@ -107,9 +108,9 @@ describe('udp', () => {
     const f = Buffer.from(FIXTURE);
     const newSrc = 0xc0a80a02;
     ipv4SetSrcAddrWithChecksumUpdate(f, 14, newSrc);
-    udpUpdateChecksum32(f, UDP_OFF, A, newSrc);
-    udpSetSrcPortWithChecksumUpdate(f, UDP_OFF, 61000);
-    udpSetDstPortWithChecksumUpdate(f, UDP_OFF, 53);
+    l4UpdateChecksum32(f, UDP_OFF, IP_PROTO_UDP, A, newSrc);
+    l4SetPortWithChecksumUpdate(f, UDP_OFF, IP_PROTO_UDP, L4_SRC_PORT_OFF, 61000);
+    l4SetPortWithChecksumUpdate(f, UDP_OFF, IP_PROTO_UDP, L4_DST_PORT_OFF, 53);
     expect(ipv4Check(f, 14, 34)).toBe(CHECK_OK);
     expect(udpCheck(f, UDP_OFF, UDP_LEN, newSrc, R)).toBe(CHECK_OK);
     expect(udpGetChecksum(f, UDP_OFF)).toBe(udpComputeChecksum(f, UDP_OFF, newSrc, R));
@@ -120,21 +121,21 @@ describe('udp', () => {
     const newSrc = 0xc0a80a02;
     const f = Buffer.from(FIXTURE.subarray(UDP_OFF));
     writeU16(f, 6, checksumFold(pseudoHeaderSum(A, R, IP_PROTO_UDP, UDP_LEN)));
-    udpUpdateChecksumAddr(f, 0, A, newSrc, true);
-    udpSetSrcPortWithChecksumUpdate(f, 0, 61000, true);
+    l4UpdateChecksumAddr(f, 0, IP_PROTO_UDP, A, newSrc, true);
+    l4SetPortWithChecksumUpdate(f, 0, IP_PROTO_UDP, L4_SRC_PORT_OFF, 61000, true);
     expect(udpGetSrcPort(f, 0)).toBe(61000);
     expect(udpGetChecksum(f, 0) % 0xffff).toBe(checksumFold(pseudoHeaderSum(newSrc, R, IP_PROTO_UDP, UDP_LEN)) % 0xffff);
-    // Full checksum, through the address variant: as udpUpdateChecksum32.
+    // Full checksum, through the address variant: as l4UpdateChecksum32.
     const g = Buffer.from(FIXTURE.subarray(UDP_OFF));
-    udpUpdateChecksumAddr(g, 0, A, newSrc | 0, false); // int32 bits work too
+    l4UpdateChecksumAddr(g, 0, IP_PROTO_UDP, A, newSrc | 0, false); // int32 bits work too
     expect(udpCheck(g, 0, UDP_LEN, newSrc, R)).toBe(CHECK_OK);
     writeU16(g, 6, 0);
-    udpUpdateChecksumAddr(g, 0, newSrc, A, false);
-    udpSetDstPortWithChecksumUpdate(g, 0, 53);
+    l4UpdateChecksumAddr(g, 0, IP_PROTO_UDP, newSrc, A, false);
+    l4SetPortWithChecksumUpdate(g, 0, IP_PROTO_UDP, L4_DST_PORT_OFF, 53);
     expect(udpGetChecksum(g, 0)).toBe(0);
     // An unchanged port leaves the datagram alone.
     const h = Buffer.from(FIXTURE.subarray(UDP_OFF));
-    udpSetDstPortWithChecksumUpdate(h, 0, 9);
+    l4SetPortWithChecksumUpdate(h, 0, IP_PROTO_UDP, L4_DST_PORT_OFF, 9);
     expect(h.equals(FIXTURE.subarray(UDP_OFF))).toBe(true);
   });
 
