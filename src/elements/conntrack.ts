@@ -149,15 +149,14 @@ export class ConnTrack {
   private evHead = NIL;
   private evTail = NIL;
 
-  /** Entries in use (confirmed and pending). */
+  // Counts: `count` entries in use, `pending` of those neither confirmed nor released
+  // yet; `expired` entries removed when their timeout ran out (by expire() or a
+  // lookup), `earlyDrops` evicted to make room for a new connection (Linux's
+  // early_drop); `evictable` entries on the FIFO.
   count = 0;
-  /** Of those, pending (allocated, not yet confirmed or released). */
   pending = 0;
-  /** Entries removed because their timeout ran out (by expire() or a lookup). */
   expired = 0;
-  /** Entries evicted to make room for a new connection (Linux: early_drop). */
   earlyDrops = 0;
-  /** Evictable entries (on the FIFO). */
   evictable = 0;
 
   constructor(opts: ConnTrackOptions = {}) {

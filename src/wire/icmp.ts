@@ -77,9 +77,6 @@ export function icmpGetType(buf: Uint8Array, off: number): number {
 export function icmpGetCode(buf: Uint8Array, off: number): number {
   return buf[off + ICMP_CODE_OFF];
 }
-export function icmpGetChecksum(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + ICMP_CHECKSUM_OFF);
-}
 /** The 4 bytes after the checksum as an unsigned 32-bit number. */
 export function icmpGetRest(buf: Uint8Array, off: number): number {
   return readU32(buf, off + ICMP_REST_OFF);
@@ -87,14 +84,6 @@ export function icmpGetRest(buf: Uint8Array, off: number): number {
 /** Echo / echo reply identifier. */
 export function icmpGetIdent(buf: Uint8Array, off: number): number {
   return readU16(buf, off + ICMP_IDENT_OFF);
-}
-/** Echo / echo reply sequence number. */
-export function icmpGetSeq(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + ICMP_SEQ_OFF);
-}
-/** Next-hop MTU of a Fragmentation Needed message (type 3 code 4, RFC 1191 section 4); 0 from old routers. */
-export function icmpGetNextHopMtu(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + ICMP_NEXT_HOP_MTU_OFF);
 }
 
 /** Checksum of the `len`-byte message as if the checksum field were zero. */

@@ -40,14 +40,7 @@ export const TCP_CWR = 0x80;
  * CHECK_BAD_CHECKSUM when verifyChecksum is set and the checksum over the pseudo-header
  * and all `len` bytes is wrong.
  */
-export function tcpCheck(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  srcAddr: number,
-  dstAddr: number,
-  verifyChecksum = true,
-): number {
+export function tcpCheck(buf: Uint8Array, off: number, len: number, srcAddr: number, dstAddr: number, verifyChecksum = true): number {
   if (off < 0 || len < TCP_HEADER_LEN || off + len > buf.length) return CHECK_TOO_SHORT;
   const hlen = (buf[off + TCP_DATA_OFFSET_OFF] >>> 4) << 2;
   if (hlen < TCP_HEADER_LEN || hlen > len) return CHECK_BAD_DATA_OFFSET;
@@ -55,12 +48,6 @@ export function tcpCheck(
   return CHECK_OK;
 }
 
-export function tcpGetSrcPort(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + TCP_SRC_PORT_OFF);
-}
-export function tcpGetDstPort(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + TCP_DST_PORT_OFF);
-}
 /** Sequence number, unsigned 32-bit. */
 export function tcpGetSeq(buf: Uint8Array, off: number): number {
   return readU32(buf, off + TCP_SEQ_OFF);
@@ -68,10 +55,6 @@ export function tcpGetSeq(buf: Uint8Array, off: number): number {
 /** Acknowledgment number, unsigned 32-bit. */
 export function tcpGetAck(buf: Uint8Array, off: number): number {
   return readU32(buf, off + TCP_ACK_OFF);
-}
-/** Header length in 32-bit words. */
-export function tcpGetDataOffset(buf: Uint8Array, off: number): number {
-  return buf[off + TCP_DATA_OFFSET_OFF] >>> 4;
 }
 /** Header length in bytes (dataOffset * 4). */
 export function tcpGetHeaderLen(buf: Uint8Array, off: number): number {
@@ -83,9 +66,6 @@ export function tcpGetFlags(buf: Uint8Array, off: number): number {
 }
 export function tcpGetWindow(buf: Uint8Array, off: number): number {
   return readU16(buf, off + TCP_WINDOW_OFF);
-}
-export function tcpGetChecksum(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + TCP_CHECKSUM_OFF);
 }
 export function tcpSetChecksum(buf: Uint8Array, off: number, v: number): void {
   writeU16(buf, off + TCP_CHECKSUM_OFF, v);
@@ -137,8 +117,8 @@ export interface TcpRepr {
 export function parseTcp(buf: Uint8Array, off: number, len: number): TcpRepr | null {
   if (tcpCheck(buf, off, len, 0, 0, false) !== CHECK_OK) return null;
   return {
-    srcPort: tcpGetSrcPort(buf, off),
-    dstPort: tcpGetDstPort(buf, off),
+    srcPort: readU16(buf, off + TCP_SRC_PORT_OFF),
+    dstPort: readU16(buf, off + TCP_DST_PORT_OFF),
     seq: tcpGetSeq(buf, off),
     ack: tcpGetAck(buf, off),
     flags: tcpGetFlags(buf, off),

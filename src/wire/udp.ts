@@ -22,14 +22,7 @@ export const UDP_HEADER_LEN = 8;
  * `length` are ignored, as Linux does); CHECK_BAD_CHECKSUM when verifyChecksum is set,
  * the checksum is not 0 ("none") and it does not verify against the pseudo-header.
  */
-export function udpCheck(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  srcAddr: number,
-  dstAddr: number,
-  verifyChecksum = true,
-): number {
+export function udpCheck(buf: Uint8Array, off: number, len: number, srcAddr: number, dstAddr: number, verifyChecksum = true): number {
   if (off < 0 || len < UDP_HEADER_LEN || off + len > buf.length) return CHECK_TOO_SHORT;
   const length = readU16(buf, off + UDP_LENGTH_OFF);
   if (length < UDP_HEADER_LEN || length > len) return CHECK_BAD_LENGTH;
@@ -37,12 +30,6 @@ export function udpCheck(
   return CHECK_OK;
 }
 
-export function udpGetSrcPort(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + UDP_SRC_PORT_OFF);
-}
-export function udpGetDstPort(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + UDP_DST_PORT_OFF);
-}
 /** Header plus data, bytes. */
 export function udpGetLength(buf: Uint8Array, off: number): number {
   return readU16(buf, off + UDP_LENGTH_OFF);
@@ -89,7 +76,7 @@ export interface UdpRepr {
  */
 export function parseUdp(buf: Uint8Array, off: number, len: number): UdpRepr | null {
   if (udpCheck(buf, off, len, 0, 0, false) !== CHECK_OK) return null;
-  return { srcPort: udpGetSrcPort(buf, off), dstPort: udpGetDstPort(buf, off), length: udpGetLength(buf, off) };
+  return { srcPort: readU16(buf, off + UDP_SRC_PORT_OFF), dstPort: readU16(buf, off + UDP_DST_PORT_OFF), length: udpGetLength(buf, off) };
 }
 
 /**

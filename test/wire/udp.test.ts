@@ -21,9 +21,9 @@ import {
   udpComputeChecksum,
   udpFillChecksum,
   udpGetChecksum,
-  udpGetDstPort,
   udpGetLength,
-  udpGetSrcPort,
+  l4GetDstPort,
+  l4GetSrcPort,
   L4_DST_PORT_OFF,
   L4_SRC_PORT_OFF,
   l4SetPortWithChecksumUpdate,
@@ -52,8 +52,8 @@ const R = 0x0a6301fe;
 describe('udp', () => {
   it('parses every field of a captured datagram', () => {
     expect(udpCheck(FIXTURE, UDP_OFF, UDP_LEN, A, R)).toBe(CHECK_OK);
-    expect(udpGetSrcPort(FIXTURE, UDP_OFF)).toBe(40000);
-    expect(udpGetDstPort(FIXTURE, UDP_OFF)).toBe(9);
+    expect(l4GetSrcPort(FIXTURE, UDP_OFF)).toBe(40000);
+    expect(l4GetDstPort(FIXTURE, UDP_OFF)).toBe(9);
     expect(udpGetLength(FIXTURE, UDP_OFF)).toBe(14);
     expect(udpGetChecksum(FIXTURE, UDP_OFF)).toBe(0x1380);
     expect(udpComputeChecksum(FIXTURE, UDP_OFF, A, R)).toBe(0x1380);
@@ -123,7 +123,7 @@ describe('udp', () => {
     writeU16(f, 6, checksumFold(pseudoHeaderSum(A, R, IP_PROTO_UDP, UDP_LEN)));
     l4UpdateChecksumAddr(f, 0, IP_PROTO_UDP, A, newSrc, true);
     l4SetPortWithChecksumUpdate(f, 0, IP_PROTO_UDP, L4_SRC_PORT_OFF, 61000, true);
-    expect(udpGetSrcPort(f, 0)).toBe(61000);
+    expect(l4GetSrcPort(f, 0)).toBe(61000);
     expect(udpGetChecksum(f, 0) % 0xffff).toBe(checksumFold(pseudoHeaderSum(newSrc, R, IP_PROTO_UDP, UDP_LEN)) % 0xffff);
     // Full checksum, through the address variant: as l4UpdateChecksum32.
     const g = Buffer.from(FIXTURE.subarray(UDP_OFF));
