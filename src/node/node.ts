@@ -13,7 +13,7 @@ import { ControlServer, RowStream } from "../control/server.js";
 import type { Request } from "../control/protocol.js";
 import type { Ipv4Router } from "../elements/ipv4-router.js";
 import type { Nat } from "../elements/nat.js";
-import { parseConntrackQuery } from "../elements/conntrack.js";
+import { parseConntrackQuery } from "../elements/conntrack-list.js";
 import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch.js";
 import { IpipPort } from "../io/ipip-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
