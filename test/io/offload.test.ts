@@ -12,18 +12,20 @@ import {
   OFFLOAD_ERR_MALFORMED,
   OFFLOAD_ERR_NO_ROOM,
   OFFLOAD_ERR_RANGE,
-  VNET_F_DATA_VALID,
-  VNET_F_NEEDS_CSUM,
-  VNET_GSO_ECN,
-  VNET_GSO_NONE,
-  VNET_GSO_TCPV4,
-  VNET_GSO_TCPV6,
   completeChecksum,
   csumComplete,
   groCoalesce,
   groFrames,
   gsoSegment,
 } from '../../src/io/offload.js';
+import {
+  VIRTIO_NET_HDR_F_DATA_VALID as VNET_F_DATA_VALID,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM as VNET_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_ECN as VNET_GSO_ECN,
+  VIRTIO_NET_HDR_GSO_NONE as VNET_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4 as VNET_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6 as VNET_GSO_TCPV6,
+} from '../../src/wire/vnet.js';
 import { PcapngWriter } from '../../src/io/pcapng.js';
 import {
   ETHERTYPE_ARP,

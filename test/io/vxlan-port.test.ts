@@ -27,7 +27,9 @@ import type { FrameSink } from "../../src/core/element.js";
 import { Engine } from "../../src/core/engine.js";
 import { HEADROOM } from "../../src/core/port.js";
 import { SimSocket } from "../fuzz/harness.js";
-import { VXLAN_COUNTERS, VxlanPort, vxlanSourcePort } from "../../src/io/vxlan-port.js";
+import { VXLAN_COUNTERS } from "../../src/io/vxlan-counters.js";
+import { VxlanPort } from "../../src/io/vxlan-port.js";
+import { vxlanSourcePort } from "../../src/wire/vxlan.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -83,8 +85,8 @@ describe("VxlanPort without a network", () => {
       mtu: 8950,
       learning: false,
     });
-    expect(p.fdbEntries(1e9)).toEqual([{ mac: "02:00:00:00:00:02", remote: "192.168.77.2", static: true, age: null }]);
-    expect(Object.keys(p.tunnelCounters())).toEqual([...VXLAN_COUNTERS]);
+    expect(p.fdb.entries(1e9)).toEqual([{ mac: "02:00:00:00:00:02", remote: "192.168.77.2", static: true, age: null }]);
+    expect(Object.keys(p.tunnelCounters())).toEqual([...VXLAN_COUNTERS.names]);
     expect(Object.values(p.tunnelCounters()).every((v) => v === 0)).toBe(true);
     expect(new VxlanPort("v", { vni: 42, localAddr: "10.0.0.1" }).info().mtu).toBe(1450);
     // Landing slots for recvmmsg (64 of 64 KiB + 128), output slots, 32 reply slots of
@@ -98,7 +100,7 @@ describe("VxlanPort without a network", () => {
     p.txq.push(100, 60);
     p.flush(Buffer.alloc(4096));
     expect(p.counters()).toMatchObject({ txFrames: 0, txDrops: 2 });
-    expect(p.txErrors).toBe(2);
+    expect(p.tunnelCounters().txErrors).toBe(2);
     expect(p.lastTxError).toBe("port is closed");
     expect(p.isOpen).toBe(false);
     p.close();
@@ -133,7 +135,7 @@ describe("VxlanPort without a network", () => {
       const dgram = Buffer.concat([Buffer.from([0x08, 0, 0, 0, 0, 0, 42, 0]), inner]);
       const rx = socks.find((s) => s.udp?.onBatch !== undefined) as SimSocket;
       rx.land([{ data: Buffer.concat(Array.from({ length: 65 }, () => dgram)), from: 0x0a000002, segs: dgram.length }]);
-      expect(vx.decapsulated).toBe(65);
+      expect(vx.tunnelCounters().decapsulated).toBe(65);
       expect(vx.rxDrops).toBe(0);
       expect(vx.rxFrames).toBe(65);
       expect(delivered).toBe(65);
@@ -212,23 +214,25 @@ process.on("uncaughtException", (e) => { process.stderr.write("agent: " + (e && 
 
 const engine = new Engine();
 // offload: the TAP with virtio-net headers, every frame in the pool with one in front.
-engine.vnet = cfg.offload === true;
-const tap = new TapPort("tap", cfg.tap, { vnetHdr: cfg.offload === true });
+engine.offload = cfg.offload === true;
+const tap = new TapPort("tap", cfg.tap, { offload: cfg.offload === true });
 const vx = new VxlanPort("vx", cfg.vxlan);
 engine.addPort(tap);
 engine.addPort(vx);
-engine.pipeline = {
+const cross = {
   process(port, b) {
     const o = port === tap ? vx : tap;
     for (let i = 0; i < b.count; i++) o.txq.push(b.offsets[i], b.lengths[i]);
   },
 };
+engine.connect(tap, cross);
+engine.connect(vx, cross);
 
 function state() {
   return {
     vx: { ...vx.counters(), ...vx.tunnelCounters(), listening: vx.listening, isOpen: vx.isOpen,
           lastError: vx.lastError, lastTxError: vx.lastTxError, recvBufferGranted: vx.recvBufferGranted },
-    fdb: vx.fdbEntries(performance.now()),
+    fdb: vx.fdb.entries(performance.now()),
     tunnel: vx.tunnelInfo(),
     info: vx.info(),
     tap: tap.counters(),
