@@ -41,7 +41,7 @@ static int watch(pollfd_t *p, uv_loop_t *loop, int fd) {
 
 static void on_poll_closed(uv_handle_t *h) {
   pollfd_box_t *box = (pollfd_box_t *)h;
-  /* Lets environment teardown proceed (see the lifetime rules in tap.c). */
+  /* Lets environment teardown proceed (the lifetime rules in pollfd.h). */
   if (box->hook != NULL) napi_remove_async_cleanup_hook(box->hook);
   free(box);
 }
