@@ -172,7 +172,7 @@ export class TapnetNode {
     }
     for (const p of this.engine.ports) {
       if (p instanceof VxlanPort) {
-        for (const e of p.fdbWalk(clock)) {
+        for (const e of p.fdb.walk(clock)) {
           yield e === null ? null : { mac: e.mac, vlan: null, port: p.name, static: e.static, age: e.age, dst: e.remote };
         }
       }
