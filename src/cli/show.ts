@@ -2,7 +2,7 @@
 import { type Command, Option } from "commander";
 import { request, requestRows } from "../control/client.js";
 import type { Request } from "../control/protocol.js";
-import { conntrackLine, parseConntrackQuery, type ConnEntryView } from "../elements/conntrack.js";
+import { conntrackLine, parseConntrackQuery, type ConnEntryView } from "../elements/conntrack-list.js";
 import type { GraphDescription } from "../node/graph.js";
 import type { SandboxReport } from "../node/sandbox.js";
 import { findLab } from "../lab/lab.js";

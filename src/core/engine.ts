@@ -40,8 +40,8 @@ export class Engine {
   passes = 0;
   /**
    * Offloads on: every frame in the pool has a virtio-net header in front of it
-   * (src/wire/vnet.ts). Ports whose device has none get software offloads. Set before
-   * start().
+   * (src/wire/vnet.ts). Ports whose device has none get a TxOffload (the graph
+   * builder installs them). Set before start().
    */
   offload = false;
   /** Errors thrown by an element (a bug, never a peer's doing); the pass is dropped. */
@@ -97,7 +97,7 @@ export class Engine {
     let size = 0;
     for (const p of this.ports) {
       p.offload = this.offload;
-      size += p.rxRegionBytes() + p.softRegionBytes() + 128;
+      size += p.rxRegionBytes() + (p.txOffload?.regionBytes ?? 0) + 128;
     }
     const scratch = this.elements.map((e) => e.scratchBytes?.() ?? 0);
     for (const s of scratch) size += s + 64;
@@ -107,8 +107,8 @@ export class Engine {
       if (scratch[i] > 0) e.attachScratch?.(pool.buf, pool.region(scratch[i], `${e.name} scratch`), scratch[i]);
     });
     for (const p of this.ports) {
-      const soft = p.softRegionBytes();
-      if (soft !== 0) p.attachSoftRegion(pool.region(soft, `port ${p.name} software offloads`));
+      const o = p.txOffload;
+      if (o !== null && o.regionBytes !== 0) o.attach(pool.region(o.regionBytes, `port ${p.name} offloads`));
     }
     const opened: Port[] = [];
     try {

@@ -8,11 +8,16 @@
  * Counters, in the spirit of `ip -s link`: rx/tx frames and bytes, rxDrops (frames
  * that came in and were dropped by the dataplane, for any reason) and txDrops (queue
  * full or refused by the device).
+ *
+ * On a node with offloads, a port whose device takes no virtio-net header gets a
+ * TxOffload (the graph builder installs the software one, src/io/soft-offload.ts):
+ * its received frames get a zeroed header in front, and flush() hands the queue to
+ * the TxOffload, which finishes super-frames and partial checksums before transmit()
+ * sees them.
  */
-import { completeChecksum, gsoSegment } from "../io/offload.js";
 import { Batch, type FrameList, TxQueue } from "./batch.js";
 import type { PacketPool } from "./pool.js";
-import { VNET_HDR_LEN } from "../wire/vnet.js";
+import { vnetClear } from "../wire/vnet.js";
 
 /** A consumer of the frames crossing a port (a capture session). */
 export interface FrameTap {
@@ -20,14 +25,8 @@ export interface FrameTap {
   frame(port: Port, dir: 0 | 1, buf: Buffer, off: number, len: number): void;
 }
 
-export interface PortCounters {
-  rxFrames: number;
-  rxBytes: number;
-  rxDrops: number;
-  txFrames: number;
-  txBytes: number;
-  txDrops: number;
-}
+/** `ip -s link`'s counters, as `show ports` and `show stats` print them. */
+export type PortCounters = Record<"rxFrames" | "rxBytes" | "rxDrops" | "txFrames" | "txBytes" | "txDrops", number>;
 
 export type RxHandler = (port: Port, frames: FrameList) => void;
 
@@ -35,32 +34,24 @@ export const DEFAULT_BATCH = 256;
 export const DEFAULT_SLOT = 2048;
 /** Free bytes before each received frame, so an 802.1Q tag can be pushed in place. */
 export const HEADROOM = 64;
-export { VNET_HDR_LEN };
-/** Software offload staging: room for the segments of at least three 64 KiB super-frames. */
-const SOFT_STAGE_BYTES = 256 * 1024;
-/** Most segments one super-frame may be cut into (an MSS of ~64 bytes). */
-const SOFT_MAX_SEGS = 1024;
-/** Free bytes before each software segment (a port may build a header there). */
-const SOFT_PREFIX = 32;
+
+/** Writes a list of frames out of the port (shows them to taps, transmits, counts). */
+export type TxWriter = (pool: Buffer, q: TxQueue) => void;
 
 /**
- * Software offloads for a port whose device cannot take virtio-net headers, on a node
- * that runs with offloads: TSO super-frames are cut into segments once, here, and
- * partial checksums completed (the kernel's GSO fallback, validate_xmit_skb).
+ * What a port's flush() hands its queue to when the frames carry offloads the device
+ * cannot take (TSO super-frames, partial checksums): it resolves them and writes
+ * the wire frames through `write`, as one list or several.
  */
-class SoftOffload {
-  /** Frames to write: the queue's own frames and segments in the staging area. */
-  readonly q = new TxQueue(SOFT_MAX_SEGS);
-  readonly segLens = new Uint32Array(SOFT_MAX_SEGS);
-  segmented = 0;
-  segments = 0;
-  csumCompleted = 0;
-  /** Super-frames or partial checksums that could not be completed (malformed headers). */
-  badOffload = 0;
-  constructor(
-    readonly base: number,
-    readonly end: number,
-  ) {}
+export interface TxOffload {
+  /** Pool bytes it needs (a staging area for segments); the engine reserves them. */
+  readonly regionBytes: number;
+  /** Where those bytes are, once the pool exists (before open()). */
+  attach(base: number): void;
+  /** Resolves and writes q[0..count); returns how many frames it dropped (malformed). */
+  flush(pool: Buffer, q: TxQueue, write: TxWriter): number;
+  /** Its counters, for `show stats` (offloads). */
+  counters(): Record<string, number>;
 }
 
 export abstract class Port {
@@ -81,7 +72,12 @@ export abstract class Port {
    * before them. Set by the engine before open().
    */
   offload = false;
-  private soft: SoftOffload | null = null;
+  /**
+   * Resolves offloads the device cannot take, before transmit(); with one, received
+   * frames get a zeroed virtio-net header. Installed by the graph builder.
+   */
+  txOffload: TxOffload | null = null;
+  private readonly writeQueue: TxWriter = (pool, q) => this.write(pool, q);
 
   constructor(
     readonly name: string,
@@ -101,38 +97,20 @@ export abstract class Port {
 
   /**
    * The device itself reads and writes virtio-net headers (a TAP with IFF_VNET_HDR), or
-   * the port handles them (segmenting for its underlay). Ports that return false get
-   * software offloads from the Port on a node with offloads: their received frames get
-   * a zeroed header, and TSO super-frames / partial checksums are resolved before
-   * transmit() sees them.
+   * the port handles them (segmenting for its underlay). Ports that return false get a
+   * TxOffload on a node with offloads: their received frames get a zeroed header, and
+   * TSO super-frames / partial checksums are resolved before transmit() sees them.
    */
   get deviceOffload(): boolean {
     return false;
   }
 
-  /** Pool bytes for software offloads (0 unless the node has offloads and the device has none). */
-  softRegionBytes(): number {
-    return this.offload && !this.deviceOffload ? SOFT_STAGE_BYTES : 0;
-  }
-
-  /** Gives the port its software offload staging area (engine, before open()). */
-  attachSoftRegion(base: number): void {
-    this.soft = new SoftOffload(base, base + SOFT_STAGE_BYTES);
-  }
-
-  /** Software offload counters, or null when the port has none. */
-  softCounters(): Record<string, number> | null {
-    const s = this.soft;
-    if (s === null) return null;
-    return { segmented: s.segmented, segments: s.segments, csumCompleted: s.csumCompleted, badOffload: s.badOffload };
-  }
-
   /**
-   * Offload counters for `show stats`: the software offloads' by default; port kinds
-   * with offloads of their own (a TAP's egress GRO) report theirs. Null when none.
+   * Offload counters for `show stats`: the TxOffload's by default; port kinds with
+   * offloads of their own (a TAP's egress GRO) report theirs. Null when none.
    */
   offloadCounters(): Record<string, number> | null {
-    return this.softCounters();
+    return this.txOffload === null ? null : this.txOffload.counters();
   }
 
   /**
@@ -174,13 +152,10 @@ export abstract class Port {
     for (let i = 0; i < n; i++) bytes += lengths[i];
     this.rxFrames += n;
     this.rxBytes += bytes;
-    if (this.soft !== null) {
+    if (this.txOffload !== null) {
       // Elements read the header in front of every frame: a plain frame has a zero one.
       const offsets = batch.offsets;
-      for (let i = 0; i < n; i++) {
-        const h = offsets[i] - VNET_HDR_LEN;
-        for (let k = 0; k < VNET_HDR_LEN; k++) pool[h + k] = 0;
-      }
+      for (let i = 0; i < n; i++) vnetClear(pool, offsets[i]);
     }
     if (this.taps.length !== 0) {
       const offsets = batch.offsets;
@@ -196,7 +171,7 @@ export abstract class Port {
     const n = q.count;
     if (n === 0 && q.drops === 0) return;
     if (n !== 0) {
-      if (this.soft !== null) this.flushSoft(pool, q, this.soft);
+      if (this.txOffload !== null) this.txDrops += this.txOffload.flush(pool, q, this.writeQueue);
       else this.write(pool, q);
     }
     this.txDrops += q.drops;
@@ -219,64 +194,6 @@ export abstract class Port {
     this.txBytes += bytes;
     this.txFrames += sent;
     this.txDrops += n - sent;
-  }
-
-  /**
-   * Resolves offloads in software, then transmits: plain frames go as they are (a
-   * partial checksum completed in place), super-frames as the segments gsoSegment cut
-   * into the staging area; when the staging area or the segment queue fills, what is
-   * there is written and the area reused. Counters count wire frames (segments).
-   */
-  private flushSoft(pool: Buffer, q: TxQueue, s: SoftOffload): void {
-    const n = q.count;
-    const out = s.q;
-    const offsets = q.offsets;
-    const lengths = q.lengths;
-    const segLens = s.segLens;
-    out.count = 0;
-    let used = s.base;
-    for (let i = 0; i < n; i++) {
-      const off = offsets[i];
-      const len = lengths[i];
-      const h = off - VNET_HDR_LEN;
-      if (pool[h + 1] === 0) {
-        if ((pool[h] & 1) !== 0) {
-          if (completeChecksum(pool, off, len) < 0) {
-            s.badOffload++;
-            this.txDrops++;
-            continue;
-          }
-          s.csumCompleted++;
-        }
-        if (out.count === out.capacity) {
-          this.write(pool, out);
-          out.count = 0;
-          used = s.base;
-        }
-        out.push(off, len);
-        continue;
-      }
-      let k = gsoSegment(pool, off, len, pool, used, s.end, SOFT_PREFIX, segLens);
-      if (k === -2 || (k > 0 && out.count + k > out.capacity)) {
-        // No room left: write what is staged, then cut this one at the start.
-        this.write(pool, out);
-        out.count = 0;
-        used = s.base;
-        k = gsoSegment(pool, off, len, pool, used, s.end, SOFT_PREFIX, segLens);
-      }
-      if (k <= 0) {
-        s.badOffload++;
-        this.txDrops++;
-        continue;
-      }
-      const stride = k > 1 ? SOFT_PREFIX + segLens[0] : 0;
-      for (let j = 0; j < k; j++) out.push(used + j * stride + SOFT_PREFIX, segLens[j]);
-      used += (k - 1) * stride + SOFT_PREFIX + segLens[k - 1];
-      s.segmented++;
-      s.segments += k;
-    }
-    if (out.count !== 0) this.write(pool, out);
-    out.count = 0;
   }
 
   counters(): PortCounters {

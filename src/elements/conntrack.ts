@@ -1,11 +1,11 @@
 /**
- * ConnTrack — a connection tracking table in the spirit of Linux nf_conntrack.
+ * ConnTrack — the connection tracking table, in the spirit of Linux nf_conntrack.
  *
  * What it does: remembers every connection the NAT has seen as two tuples, the
  * original (what the initiator sent) and the reply (what the answer looks like on the
- * wire, after NAT), follows TCP through its states from the flags, and forgets a
- * connection when the timeout of its state runs out. Nat (nat.ts) decides what the
- * tuples are; this file only stores, finds, tracks and lists them.
+ * wire, after NAT), follows each through its states (conntrack-states.ts), and forgets
+ * it when the timeout of its state runs out. The NAT (nat.ts) decides what the tuples
+ * are; this file stores, finds, tracks and removes them; conntrack-list.ts lists them.
  *
  * Tuples: (protocol, srcAddr, srcPort, dstAddr, dstPort). For ICMP echo the identifier
  * is both ports. Like Linux, whose ICMP tuple holds the type, an ICMP echo request only
@@ -18,19 +18,17 @@
  * chain links per tuple id) indexes confirmed tuples; its hash is seeded at random so
  * a peer cannot choose ports that pile into one chain. Nothing on the lookup/track path
  * allocates; the arrays grow by doubling (rehash) up to maxEntries, on new connections
- * only. Measured (Node 20, this machine) against nested Maps keyed by
- * addr * 65536 + port (keys above 2^31 are HeapNumbers): 26 vs 54 ns per hit with
- * 1000 connections, 45-53 vs 196-204 ns with 50000, and no allocation (4 KB over 5 M
- * lookups once optimized).
+ * only. Against nested Maps keyed by addr * 65536 + port (keys above 2^31 are
+ * HeapNumbers) a hit took half the time with 1000 connections and a quarter with
+ * 50000, allocating nothing.
  *
  * Lifecycle of an entry: alloc() (pending: not in the hash, invisible to find()) ->
  * setTuple() x2 -> confirm() (both tuples indexed) -> track() per packet -> remove()
- * by expire(), by a lookup that meets it expired, or by the caller (TCP reopen).
- * A pending entry is either confirmed or release()d; Nat confirms after its SNAT
- * decision (netfilter confirms at POSTROUTING for the same reason).
- *
- * Time: `now` is the caller's clock in milliseconds; timeouts are configured in
- * seconds, like the nf_conntrack sysctls (defaults are Linux's).
+ * by expire(), by a lookup that meets it expired, by eviction, or by the caller (TCP
+ * reopen, `conntrack -D` / deleteTuple(), `conntrack -F` / flush()). A pending entry
+ * is either confirmed or release()d; the NAT confirms after its SNAT decision
+ * (netfilter confirms at POSTROUTING for the same reason). `pending` counts them;
+ * releasePending() frees any a caller lost track of.
  *
  * Bounded: at most maxEntries entries (pending ones included). When full, alloc()
  * first reclaims expired entries from a small rolling window, then makes room the way
@@ -49,54 +47,30 @@
  * (and is not closing) or is removed, so eviction is O(1) and allocates nothing. A
  * SYN flood of spoofed sources therefore cycles through the FIFO, each flood entry
  * living maxEntries / rate seconds, while a real handshake (a round trip) completes,
- * turns ASSURED and leaves it. Pending entries are not on the FIFO: Nat holds at
- * most one, for the packet between prerouting and postrouting, and releases it
- * before the next packet's alloc(), so there is never an unconfirmed entry to
- * evict first.
+ * turns ASSURED and leaves it. Pending entries are not on the FIFO: the NAT holds one
+ * only while its packet is between PREROUTING and POSTROUTING.
  *
- * Timeouts stay Linux's (SYN_SENT 120 s, SYN_RECV 60 s) and configurable: with
- * eviction a table full of half-open entries no longer refuses anyone, so there is
- * no need to shorten them (which would also cut off slow but real handshakes).
+ * Time: `now` is the caller's clock in milliseconds. Timeouts stay Linux's (SYN_SENT
+ * 120 s, SYN_RECV 60 s) and configurable: with eviction a table full of half-open
+ * entries no longer refuses anyone, so there is no need to shorten them (which would
+ * also cut off slow but real handshakes).
  */
-import { ipToString, parseCidr, parseIp } from "../wire/ipv4addr.js";
-
-/** Per-state timeouts in seconds (names after nf_conntrack_*_timeout_* sysctls). */
-export interface Timeouts {
-  tcpSynSent: number;
-  tcpSynRecv: number;
-  tcpEstablished: number;
-  tcpFinWait: number;
-  tcpCloseWait: number;
-  tcpLastAck: number;
-  tcpTimeWait: number;
-  tcpClose: number;
-  /** UDP until a reply is seen. */
-  udp: number;
-  /** UDP once replies have been seen (ASSURED). */
-  udpStream: number;
-  icmp: number;
-}
-
-/** Linux defaults (net.netfilter.nf_conntrack_*). */
-export const DEFAULT_TIMEOUTS: Readonly<Timeouts> = Object.freeze({
-  tcpSynSent: 120,
-  tcpSynRecv: 60,
-  tcpEstablished: 432000,
-  tcpFinWait: 120,
-  tcpCloseWait: 60,
-  tcpLastAck: 30,
-  tcpTimeWait: 120,
-  tcpClose: 10,
-  udp: 30,
-  udpStream: 120,
-  icmp: 30,
-});
+import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP } from "../wire/ipv4.js";
+import {
+  ST_ICMP,
+  ST_UDP,
+  ST_UDP_STREAM,
+  TCP_BECAME_ASSURED,
+  TCP_CLOSE,
+  TCP_LAST_ACK,
+  TCP_NONE,
+  checkTimeouts,
+  tcpTransition,
+  timeoutTable,
+  type Timeouts,
+} from "./conntrack-states.js";
 
 export const DEFAULT_MAX_ENTRIES = 65536;
-
-export const PROTO_ICMP = 1;
-export const PROTO_TCP = 6;
-export const PROTO_UDP = 17;
 
 export const DIR_ORIGINAL = 0;
 export const DIR_REPLY = 1;
@@ -105,50 +79,11 @@ export const MATCH_ORIGINAL = 1;
 export const MATCH_REPLY = 2;
 export const MATCH_ANY = 3;
 
-/** TCP states (nf_conntrack_proto_tcp, without SYN_SENT2). */
-export const TCP_NONE = 0;
-export const TCP_SYN_SENT = 1;
-export const TCP_SYN_RECV = 2;
-export const TCP_ESTABLISHED = 3;
-export const TCP_FIN_WAIT = 4;
-export const TCP_CLOSE_WAIT = 5;
-export const TCP_LAST_ACK = 6;
-export const TCP_TIME_WAIT = 7;
-export const TCP_CLOSE = 8;
-export const TCP_STATE_NAMES: readonly string[] = Object.freeze([
-  "NONE",
-  "SYN_SENT",
-  "SYN_RECV",
-  "ESTABLISHED",
-  "FIN_WAIT",
-  "CLOSE_WAIT",
-  "LAST_ACK",
-  "TIME_WAIT",
-  "CLOSE",
-]);
-/** Pseudo states for the timeout table (UDP, ICMP). */
-const ST_UDP = 9;
-const ST_UDP_STREAM = 10;
-const ST_ICMP = 11;
-const N_STATES = 12;
-
 /** Status bits (after IPS_*). */
 export const CT_SEEN_REPLY = 1;
 export const CT_ASSURED = 2;
 export const CT_SNAT = 4;
 export const CT_DNAT = 8;
-
-/** TCP flags bits used here (RFC 9293 section 3.1). */
-const FIN = 0x01;
-const SYN = 0x02;
-const RST = 0x04;
-const ACK = 0x10;
-
-/** tcpSeen bits: which side sent a FIN, and who sent the first / the last. */
-const FIN_ORIG = 1;
-const FIN_REPLY = 2;
-const FIRST_FIN_REPLY = 4;
-const LAST_FIN_REPLY = 8;
 
 const USE_FREE = 0;
 const USE_PENDING = 1;
@@ -158,169 +93,12 @@ const NIL = -1;
 const INITIAL_CAPACITY = 1024;
 /** Entries examined for expiry by alloc() on a full table before it evicts one. */
 const RECLAIM_WINDOW = 64;
-/** Slots a listing looks at between two chances for its caller to pause. */
-const WALK_STRIDE = 256;
 /** evPrev value of an entry that is not on the evictable FIFO. */
 const OFF_LIST = -2;
-
-export interface TupleView {
-  src: string;
-  dst: string;
-  /** TCP/UDP. */
-  sport?: number;
-  dport?: number;
-  /** ICMP echo: type 8 original, 0 reply; code 0; the identifier. */
-  type?: number;
-  code?: number;
-  id?: number;
-  packets: number;
-  bytes: number;
-}
-
-export interface ConnEntryView {
-  proto: "tcp" | "udp" | "icmp";
-  protoNum: number;
-  /** TCP state name; null for UDP and ICMP. */
-  state: string | null;
-  /** Seconds until the entry expires. */
-  timeout: number;
-  original: TupleView;
-  reply: TupleView;
-  /** ASSURED, UNREPLIED, SNAT, DNAT. */
-  flags: string[];
-}
-
-/** One line as `conntrack -L` prints it (plus [SNAT]/[DNAT]). */
-export function conntrackLine(v: ConnEntryView): string {
-  const t = (x: TupleView, unreplied: boolean): string => {
-    const l4 =
-      v.proto === "icmp" ? `type=${x.type} code=${x.code} id=${x.id}` : `sport=${x.sport} dport=${x.dport}`;
-    return `src=${x.src} dst=${x.dst} ${l4} packets=${x.packets} bytes=${x.bytes}${unreplied ? " [UNREPLIED]" : ""}`;
-  };
-  const unreplied = v.flags.includes("UNREPLIED");
-  const parts = [v.proto.padEnd(8), String(v.protoNum).padEnd(2), String(v.timeout)];
-  if (v.state !== null) parts.push(v.state);
-  parts.push(t(v.original, unreplied), t(v.reply, false));
-  for (const f of v.flags) if (f !== "UNREPLIED") parts.push(`[${f}]`);
-  return parts.join(" ");
-}
-
-/**
- * What a listing selects, like `conntrack -L`'s filters; all of them on the original
- * tuple (what the initiator sent), as conntrack's -s/-d/--sport/--dport are.
- */
-export interface ConntrackFilter {
-  /** 0: any. */
-  proto: number;
-  /** Original source in src/srcMask (srcMask 0: any). Unsigned. */
-  src: number;
-  srcMask: number;
-  dst: number;
-  dstMask: number;
-  /** -1: any. A port filter matches TCP and UDP entries only. */
-  sport: number;
-  dport: number;
-  /** TCP state (TCP_*), -1: any. */
-  state: number;
-}
-
-export interface ConntrackQuery {
-  filter: ConntrackFilter;
-  /** Most rows to list (0: no limit). */
-  limit: number;
-  /** Count the matching entries instead of listing them (`conntrack -C`). */
-  count: boolean;
-}
-
-const PROTO_NAMES: Record<string, number> = { tcp: PROTO_TCP, udp: PROTO_UDP, icmp: PROTO_ICMP, "6": PROTO_TCP, "17": PROTO_UDP, "1": PROTO_ICMP };
-
-function optString(raw: Record<string, unknown>, key: string): string | undefined {
-  const v = raw[key];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v === "number") return String(v);
-  if (typeof v !== "string") throw new Error(`conntrack --${key}: expected a string, got ${typeof v}`);
-  return v;
-}
-
-function addrFilter(key: string, v: string | undefined): [number, number] {
-  if (v === undefined) return [0, 0];
-  try {
-    if (v.includes("/")) {
-      const c = parseCidr(v);
-      return [c.network, c.mask];
-    }
-    return [parseIp(v), 0xffffffff];
-  } catch (e) {
-    throw new Error(`conntrack --${key}: ${(e as Error).message.replace(/^invalid /, "not an ")} (an address like 10.244.1.4, or a prefix like 10.244.1.0/24)`);
-  }
-}
-
-function portFilter(key: string, v: string | undefined): number {
-  if (v === undefined) return -1;
-  if (!/^(0|[1-9][0-9]{0,4})$/.test(v) || +v > 65535) throw new Error(`conntrack --${key}: '${v}' is not a port number (0-65535)`);
-  return +v;
-}
-
-/**
- * Reads the filters of a `show conntrack` request (strings as typed on the command
- * line, or numbers); throws an Error naming the option and what it takes.
- */
-export function parseConntrackQuery(raw: Record<string, unknown>): ConntrackQuery {
-  const protoS = optString(raw, "proto");
-  let proto = 0;
-  if (protoS !== undefined) {
-    const p = PROTO_NAMES[protoS.toLowerCase()];
-    if (p === undefined) throw new Error(`conntrack --proto: '${protoS}' is not one of tcp, udp, icmp`);
-    proto = p;
-  }
-  const [src, srcMask] = addrFilter("src", optString(raw, "src"));
-  const [dst, dstMask] = addrFilter("dst", optString(raw, "dst"));
-  const sport = portFilter("sport", optString(raw, "sport"));
-  const dport = portFilter("dport", optString(raw, "dport"));
-  if (proto === PROTO_ICMP && (sport >= 0 || dport >= 0)) {
-    throw new Error("conntrack --sport/--dport: ICMP has no ports (they select tcp and udp entries)");
-  }
-  const stateS = optString(raw, "state");
-  let state = -1;
-  if (stateS !== undefined) {
-    state = TCP_STATE_NAMES.indexOf(stateS.toUpperCase());
-    if (state <= TCP_NONE) {
-      throw new Error(`conntrack --state: '${stateS}' is not a TCP state (${TCP_STATE_NAMES.slice(1).join(", ")})`);
-    }
-    if (proto !== 0 && proto !== PROTO_TCP) throw new Error("conntrack --state: states are TCP's; it cannot go with --proto udp or icmp");
-    proto = PROTO_TCP;
-  }
-  const limitS = optString(raw, "limit");
-  let limit = 0;
-  if (limitS !== undefined) {
-    if (!/^[1-9][0-9]{0,8}$/.test(limitS)) throw new Error(`conntrack --limit: '${limitS}' is not a positive integer`);
-    limit = +limitS;
-  }
-  const c = raw.count;
-  if (c !== undefined && c !== null && typeof c !== "boolean") throw new Error("conntrack --count: expected true or false");
-  return { filter: { proto, src, srcMask, dst, dstMask, sport, dport, state }, limit, count: c === true };
-}
 
 function randomSeed(): number {
   // Not a security boundary of its own; enough that chains cannot be predicted.
   return (Math.floor(Math.random() * 0x100000000) ^ Date.now()) >>> 0;
-}
-
-function timeoutTable(t: Timeouts): Float64Array {
-  const ms = new Float64Array(N_STATES);
-  ms[TCP_NONE] = t.tcpSynSent * 1000;
-  ms[TCP_SYN_SENT] = t.tcpSynSent * 1000;
-  ms[TCP_SYN_RECV] = t.tcpSynRecv * 1000;
-  ms[TCP_ESTABLISHED] = t.tcpEstablished * 1000;
-  ms[TCP_FIN_WAIT] = t.tcpFinWait * 1000;
-  ms[TCP_CLOSE_WAIT] = t.tcpCloseWait * 1000;
-  ms[TCP_LAST_ACK] = t.tcpLastAck * 1000;
-  ms[TCP_TIME_WAIT] = t.tcpTimeWait * 1000;
-  ms[TCP_CLOSE] = t.tcpClose * 1000;
-  ms[ST_UDP] = t.udp * 1000;
-  ms[ST_UDP_STREAM] = t.udpStream * 1000;
-  ms[ST_ICMP] = t.icmp * 1000;
-  return ms;
 }
 
 export interface ConnTrackOptions {
@@ -371,13 +149,14 @@ export class ConnTrack {
   private evHead = NIL;
   private evTail = NIL;
 
-  /** Entries in use (confirmed and pending). */
+  // Counts: `count` entries in use, `pending` of those neither confirmed nor released
+  // yet; `expired` entries removed when their timeout ran out (by expire() or a
+  // lookup), `earlyDrops` evicted to make room for a new connection (Linux's
+  // early_drop); `evictable` entries on the FIFO.
   count = 0;
-  /** Entries removed because their timeout ran out (by expire() or a lookup). */
+  pending = 0;
   expired = 0;
-  /** Entries evicted to make room for a new connection (Linux: early_drop). */
   earlyDrops = 0;
-  /** Evictable entries (on the FIFO). */
   evictable = 0;
 
   constructor(opts: ConnTrackOptions = {}) {
@@ -386,16 +165,8 @@ export class ConnTrack {
       throw new Error(`conntrack maxEntries must be an integer 1..16777216, got ${String(max)}`);
     }
     this.maxEntries = max;
-    const t: Timeouts = { ...DEFAULT_TIMEOUTS };
-    for (const [k, v] of Object.entries(opts.timeouts ?? {})) {
-      if (!(k in t)) throw new Error(`unknown conntrack timeout '${k}' (known: ${Object.keys(t).join(", ")})`);
-      if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
-        throw new Error(`conntrack timeout '${k}' must be a positive number of seconds, got ${String(v)}`);
-      }
-      t[k as keyof Timeouts] = v;
-    }
-    this.timeouts = Object.freeze(t);
-    this.timeoutMs = timeoutTable(t);
+    this.timeouts = Object.freeze(checkTimeouts(opts.timeouts));
+    this.timeoutMs = timeoutTable(this.timeouts);
     this.seed = (opts.seed ?? randomSeed()) | 0;
     this.grow(Math.min(max, INITIAL_CAPACITY));
   }
@@ -554,13 +325,14 @@ export class ConnTrack {
     this.proto[e] = proto;
     this.status[e] = 0;
     this.tcpSeen[e] = 0;
-    this.state[e] = proto === PROTO_TCP ? TCP_NONE : proto === PROTO_UDP ? ST_UDP : ST_ICMP;
+    this.state[e] = proto === IP_PROTO_TCP ? TCP_NONE : proto === IP_PROTO_UDP ? ST_UDP : ST_ICMP;
     this.expires[e] = now + this.timeoutMs[this.state[e]];
     this.packets[2 * e] = 0;
     this.packets[2 * e + 1] = 0;
     this.bytes[2 * e] = 0;
     this.bytes[2 * e + 1] = 0;
     this.count++;
+    this.pending++;
     return e;
   }
 
@@ -577,6 +349,7 @@ export class ConnTrack {
   confirm(e: number): void {
     if (this.use[e] !== USE_PENDING) return;
     this.use[e] = USE_CONFIRMED;
+    this.pending--;
     this.link(2 * e);
     this.link(2 * e + 1);
     if (this.canEvict(e)) this.evAppend(e);
@@ -588,6 +361,7 @@ export class ConnTrack {
     this.use[e] = USE_FREE;
     this.free[this.freeTop++] = e;
     this.count--;
+    this.pending--;
   }
 
   /** Removes a confirmed entry (or frees a pending one). */
@@ -598,7 +372,7 @@ export class ConnTrack {
       this.unlink(2 * e);
       this.unlink(2 * e + 1);
       if (this.evPrev[e] !== OFF_LIST) this.evUnlink(e);
-    }
+    } else this.pending--;
     this.use[e] = USE_FREE;
     this.free[this.freeTop++] = e;
     this.count--;
@@ -608,11 +382,15 @@ export class ConnTrack {
     return this.use[e] === USE_CONFIRMED;
   }
 
+  isPending(e: number): boolean {
+    return this.use[e] === USE_PENDING;
+  }
+
   /** May entry e be evicted for a new connection? (See the file comment.) */
   private canEvict(e: number): boolean {
     if ((this.status[e] & CT_ASSURED) === 0) return true;
     const st = this.state[e];
-    return this.proto[e] === PROTO_TCP && st >= TCP_LAST_ACK && st <= TCP_CLOSE;
+    return this.proto[e] === IP_PROTO_TCP && st >= TCP_LAST_ACK && st <= TCP_CLOSE;
   }
 
   private evAppend(e: number): void {
@@ -650,18 +428,8 @@ export class ConnTrack {
 
   /**
    * Accounts one packet of `bytes` bytes in direction `dir` and moves the state
-   * machine; for TCP `tcpFlags` is the flags byte. Refreshes the timeout.
-   *
-   * TCP, simplified from nf_conntrack_proto_tcp (no sequence/window tracking):
-   *   RST either way                       -> CLOSE
-   *   SYN (original)                       -> SYN_SENT (from NONE)
-   *   SYN+ACK (reply) in SYN_SENT          -> SYN_RECV
-   *   ACK (original) in SYN_RECV           -> ESTABLISHED, ASSURED
-   *   FIN in SYN_RECV/ESTABLISHED          -> FIN_WAIT
-   *   ACK from the other side in FIN_WAIT  -> CLOSE_WAIT (its FIN acknowledged)
-   *   FIN from the other side after a FIN  -> LAST_ACK
-   *   ACK from the other side in LAST_ACK  -> TIME_WAIT
-   * Anything else keeps the state (and refreshes its timeout).
+   * machine (conntrack-states.ts); for TCP `tcpFlags` is the flags byte. Refreshes the
+   * timeout, and moves the entry on or off the evictable FIFO as its state says.
    */
   track(e: number, dir: number, tcpFlags: number, bytes: number, now: number): void {
     const t = 2 * e + dir;
@@ -670,49 +438,18 @@ export class ConnTrack {
     let st = this.state[e];
     if (dir === DIR_REPLY) this.status[e] |= CT_SEEN_REPLY;
     const p = this.proto[e];
-    if (p === PROTO_TCP) {
-      const f = tcpFlags;
-      const seen = this.tcpSeen[e];
-      if ((f & RST) !== 0) {
-        st = TCP_CLOSE;
-      } else if ((f & SYN) !== 0) {
-        if ((f & ACK) === 0) {
-          if (dir === DIR_ORIGINAL && st === TCP_NONE) st = TCP_SYN_SENT;
-        } else if (dir === DIR_REPLY && st === TCP_SYN_SENT) {
-          st = TCP_SYN_RECV;
-        }
-      } else if ((f & FIN) !== 0) {
-        const mine = dir === DIR_ORIGINAL ? FIN_ORIG : FIN_REPLY;
-        const other = dir === DIR_ORIGINAL ? FIN_REPLY : FIN_ORIG;
-        if (st === TCP_SYN_RECV || st === TCP_ESTABLISHED) {
-          st = TCP_FIN_WAIT;
-          this.tcpSeen[e] = seen | mine | (dir === DIR_REPLY ? FIRST_FIN_REPLY : 0);
-        } else if ((st === TCP_FIN_WAIT || st === TCP_CLOSE_WAIT) && (seen & other) !== 0 && (seen & mine) === 0) {
-          st = TCP_LAST_ACK;
-          this.tcpSeen[e] = seen | mine | (dir === DIR_REPLY ? LAST_FIN_REPLY : 0);
-        }
-      } else if ((f & ACK) !== 0) {
-        if (st === TCP_SYN_RECV) {
-          if (dir === DIR_ORIGINAL) {
-            st = TCP_ESTABLISHED;
-            this.status[e] |= CT_ASSURED;
-          }
-        } else if (st === TCP_FIN_WAIT) {
-          if ((dir === DIR_REPLY) !== ((seen & FIRST_FIN_REPLY) !== 0)) st = TCP_CLOSE_WAIT;
-        } else if (st === TCP_LAST_ACK) {
-          if ((dir === DIR_REPLY) !== ((seen & LAST_FIN_REPLY) !== 0)) st = TCP_TIME_WAIT;
-        }
-      }
+    if (p === IP_PROTO_TCP) {
+      const x = tcpTransition(st, this.tcpSeen[e], dir, tcpFlags);
+      st = x & 0xff;
       this.state[e] = st;
-    } else if (p === PROTO_UDP) {
-      if ((this.status[e] & CT_SEEN_REPLY) !== 0) {
-        this.status[e] |= CT_ASSURED;
-        st = ST_UDP_STREAM;
-        this.state[e] = st;
-      }
+      this.tcpSeen[e] = (x >> 8) & 0xff;
+      if ((x & TCP_BECAME_ASSURED) !== 0) this.status[e] |= CT_ASSURED;
+    } else if (p === IP_PROTO_UDP && (this.status[e] & CT_SEEN_REPLY) !== 0) {
+      this.status[e] |= CT_ASSURED;
+      st = ST_UDP_STREAM;
+      this.state[e] = st;
     }
     this.expires[e] = now + this.timeoutMs[st];
-    // On or off the evictable FIFO as the flow's state moved (confirmed entries only).
     if (this.use[e] === USE_CONFIRMED && this.canEvict(e) !== (this.evPrev[e] !== OFF_LIST)) {
       if (this.evPrev[e] === OFF_LIST) this.evAppend(e);
       else this.evUnlink(e);
@@ -720,7 +457,7 @@ export class ConnTrack {
   }
 
   // ---------------------------------------------------------------------------
-  // Timer and inspection
+  // Timer, removal and inspection
 
   /** Removes every confirmed entry whose timeout has run out; returns how many. */
   expire(now: number): number {
@@ -736,117 +473,55 @@ export class ConnTrack {
     return n;
   }
 
-  /** Live confirmed entries, for callers that inspect them (services' connection counts). */
-  forEachLive(now: number, fn: (e: number) => void): void {
-    const cap = this.cap;
-    for (let e = 0; e < cap; e++) if (this.use[e] === USE_CONFIRMED && this.expires[e] > now) fn(e);
-  }
-
-  /** The table as `conntrack -L` would list it (confirmed, unexpired entries). */
-  entries(now: number): ConnEntryView[] {
-    const out: ConnEntryView[] = [];
-    this.forEachLive(now, (e) => out.push(this.view(e, now)));
-    return out;
-  }
-
-  /** Does confirmed entry e match the filter? */
-  matches(e: number, f: ConntrackFilter): boolean {
-    const p = this.proto[e];
-    if (f.proto !== 0 && p !== f.proto) return false;
-    if (f.state >= 0 && (p !== PROTO_TCP || this.state[e] !== f.state)) return false;
-    const o = 2 * e;
-    if (f.srcMask !== 0 && ((this.tSrc[o] & f.srcMask) >>> 0) !== f.src) return false;
-    if (f.dstMask !== 0 && ((this.tDst[o] & f.dstMask) >>> 0) !== f.dst) return false;
-    if (f.sport >= 0 || f.dport >= 0) {
-      if (p === PROTO_ICMP) return false;
-      if (f.sport >= 0 && this.tSport[o] !== f.sport) return false;
-      if (f.dport >= 0 && this.tDport[o] !== f.dport) return false;
+  /** Releases every pending entry (their packets are gone); returns how many. */
+  releasePending(): number {
+    let n = 0;
+    for (let e = 0; e < this.cap && this.pending > 0; e++) {
+      if (this.use[e] === USE_PENDING) {
+        this.release(e);
+        n++;
+      }
     }
+    return n;
+  }
+
+  /** Removes every confirmed entry (`conntrack -F`); returns how many. */
+  flush(): number {
+    let n = 0;
+    for (let e = 0; e < this.cap; e++) {
+      if (this.use[e] === USE_CONFIRMED) {
+        this.remove(e);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /**
+   * Removes the connection one of whose tuples (original or reply) is the one given
+   * (`conntrack -D` with a whole tuple); false when there is none (or it had expired).
+   * For ICMP echo both ports are the identifier.
+   */
+  deleteTuple(proto: number, src: number, sport: number, dst: number, dport: number, now: number): boolean {
+    const t = this.find(proto, src, sport, dst, dport, MATCH_ANY, now);
+    if (t < 0) return false;
+    this.remove(t >> 1);
     return true;
   }
 
-  /**
-   * A listing that can be resumed between event-loop turns (`show conntrack`): yields
-   * each live entry matching `q.filter` as the JSON text of its view (json(); none
-   * when `q.count`), and null
-   * after every WALK_STRIDE slots looked at, so the caller can stop a slice of work
-   * there; returns how many entries matched. `clock` gives the time (read once per
-   * stride). Walks entry slots in index order, re-reading the arrays at every step
-   * (they may be regrown meanwhile; indices stay). So an entry that lives through
-   * the whole listing is listed exactly once; one created or removed meanwhile may
-   * or may not be (a slot freed and reused by a new connection shows the new one).
-   */
-  *walk(q: ConntrackQuery, clock: () => number): Generator<string | null, { matched: number }, void> {
-    const f = q.filter;
-    let now = clock();
-    let matched = 0;
-    for (let e = 0; e < this.cap; e++) {
-      if ((e & (WALK_STRIDE - 1)) === WALK_STRIDE - 1) {
-        yield null;
-        now = clock();
-      }
-      if (this.use[e] !== USE_CONFIRMED || this.expires[e] <= now || !this.matches(e, f)) continue;
-      matched++;
-      if (!q.count) {
-        yield this.json(e, now);
-        if (q.limit !== 0 && matched >= q.limit) break;
-      }
-    }
-    return { matched };
+  /** Entry slots allocated so far: entry indices are below this. */
+  get capacity(): number {
+    return this.cap;
   }
 
-  /**
-   * JSON.stringify(view(e, now)), built straight from the arrays: a listing of a
-   * large table makes one string per entry instead of five objects and an array
-   * (measured: a 65,536-entry listing grew the process by 37 MB of young-generation
-   * garbage through view(), by 4 MB this way).
-   */
-  json(e: number, now: number): string {
-    const p = this.proto[e];
-    const tuple = (dir: number): string => {
-      const t = 2 * e + dir;
-      const a = `{"src":"${ipToString(this.tSrc[t] >>> 0)}","dst":"${ipToString(this.tDst[t] >>> 0)}",`;
-      const l4 =
-        p === PROTO_ICMP ? `"type":${dir === DIR_ORIGINAL ? 8 : 0},"code":0,"id":${this.tSport[t]}` : `"sport":${this.tSport[t]},"dport":${this.tDport[t]}`;
-      return `${a}${l4},"packets":${this.packets[t]},"bytes":${this.bytes[t]}}`;
-    };
-    const s = this.status[e];
-    let flags = "";
-    if ((s & CT_SEEN_REPLY) === 0) flags += ',"UNREPLIED"';
-    if ((s & CT_ASSURED) !== 0) flags += ',"ASSURED"';
-    if ((s & CT_SNAT) !== 0) flags += ',"SNAT"';
-    if ((s & CT_DNAT) !== 0) flags += ',"DNAT"';
-    const name = p === PROTO_TCP ? "tcp" : p === PROTO_UDP ? "udp" : "icmp";
-    const state = p === PROTO_TCP ? `"${TCP_STATE_NAMES[this.state[e]]}"` : "null";
-    const timeout = Math.max(0, Math.floor((this.expires[e] - now) / 1000));
-    return `{"proto":"${name}","protoNum":${p},"state":${state},"timeout":${timeout},"original":${tuple(DIR_ORIGINAL)},"reply":${tuple(DIR_REPLY)},"flags":[${flags.slice(1)}]}`;
+  /** Is entry e confirmed and not timed out at `now`? */
+  isLive(e: number, now: number): boolean {
+    return this.use[e] === USE_CONFIRMED && this.expires[e] > now;
   }
 
-  /** JSON-friendly view of one entry. */
-  view(e: number, now: number): ConnEntryView {
-    const p = this.proto[e];
-    const name = p === PROTO_TCP ? "tcp" : p === PROTO_UDP ? "udp" : "icmp";
-    const tuple = (dir: number): TupleView => {
-      const t = 2 * e + dir;
-      const base = { src: ipToString(this.tSrc[t] >>> 0), dst: ipToString(this.tDst[t] >>> 0) };
-      const counts = { packets: this.packets[t], bytes: this.bytes[t] };
-      if (p === PROTO_ICMP) return { ...base, type: dir === DIR_ORIGINAL ? 8 : 0, code: 0, id: this.tSport[t], ...counts };
-      return { ...base, sport: this.tSport[t], dport: this.tDport[t], ...counts };
-    };
-    const s = this.status[e];
-    const flags: string[] = [];
-    if ((s & CT_SEEN_REPLY) === 0) flags.push("UNREPLIED");
-    if ((s & CT_ASSURED) !== 0) flags.push("ASSURED");
-    if ((s & CT_SNAT) !== 0) flags.push("SNAT");
-    if ((s & CT_DNAT) !== 0) flags.push("DNAT");
-    return {
-      proto: name,
-      protoNum: p,
-      state: p === PROTO_TCP ? TCP_STATE_NAMES[this.state[e]] : null,
-      timeout: Math.max(0, Math.floor((this.expires[e] - now) / 1000)),
-      original: tuple(DIR_ORIGINAL),
-      reply: tuple(DIR_REPLY),
-      flags,
-    };
+  /** Live confirmed entries, for callers that inspect them (services' connection counts). */
+  forEachLive(now: number, fn: (e: number) => void): void {
+    const cap = this.cap;
+    for (let e = 0; e < cap; e++) if (this.isLive(e, now)) fn(e);
   }
 }

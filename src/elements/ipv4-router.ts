@@ -441,10 +441,12 @@ export class Ipv4Router {
       ipLen = this.reasm.lastLen;
       fragMax = this.reasm.lastMaxFrag;
     }
+    // The packet's conntrack context, from PREROUTING to POSTROUTING (or release()).
+    let ctx = NAT_ACCEPT;
     if (nat !== null && !linkGroup) {
-      const v = nat.prerouting(buf, ip, ipLen, ifc.index, now, this.csumPartial(buf, ip));
-      if (v !== NAT_ACCEPT) {
-        if (v === NAT_REJECT) {
+      ctx = nat.prerouting(buf, ip, ipLen, ifc.index, now, this.csumPartial(buf, ip));
+      if (ctx < 0) {
+        if (ctx === NAT_REJECT) {
           // A service with no endpoints: refuse, as kube-proxy's REJECT does.
           this.serviceRejected++;
           this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 3, 0, now, false);
@@ -455,6 +457,8 @@ export class Ipv4Router {
     }
     const localIf = this.local.get(dst | 0);
     if (localIf !== undefined) {
+      // The router's own traffic is not tracked (it never reaches POSTROUTING).
+      nat?.release(ctx);
       this.localInput(ifc, buf, ip, ipLen, now, linkGroup);
       return;
     }
@@ -462,28 +466,32 @@ export class Ipv4Router {
       // RFC 1812 §5.3.4/§5.3.5: link-layer broadcasts, multicast and directed
       // broadcasts are not forwarded.
       this.broadcastDropped++;
+      nat?.release(ctx);
       return;
     }
     if (buf[ip + 8] <= 1) {
       this.ttlExpired++;
-      this.icmpError(ifc, buf, ip, ipLen, ICMP_TIME_EXCEEDED, 0, 0, now, false);
+      this.icmpError(ifc, buf, ip, ipLen, ICMP_TIME_EXCEEDED, 0, 0, now, false, ctx);
+      nat?.release(ctx);
       return;
     }
     const r = this.fib.lookup(dst);
     if (r < 0) {
       this.noRoute++;
-      this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 0, 0, now, false);
+      this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 0, 0, now, false, ctx);
+      nat?.release(ctx);
       return;
     }
     const out = this.ifaces[this.routeIf[r]];
     const wire = fragMax > 0 ? fragMax : this.wireLen(buf, ip, ipLen);
     if (wire > out.mtu && (buf[ip + 6] & 0x40) !== 0) {
       this.fragNeeded++;
-      this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 4, out.mtu & 0xffff, now, false);
+      this.icmpError(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, 4, out.mtu & 0xffff, now, false, ctx);
+      nat?.release(ctx);
       return;
     }
     // POSTROUTING: source NAT (masquerade, hairpin) and un-DNAT of service replies.
-    if (nat !== null && nat.postrouting(buf, ip, ipLen, out.index, this.sourceFor(out, dst), now, this.csumPartial(buf, ip)) !== NAT_ACCEPT) {
+    if (nat !== null && nat.postrouting(ctx, buf, ip, ipLen, out.index, this.sourceFor(out, dst), now, this.csumPartial(buf, ip)) !== NAT_ACCEPT) {
       this.natDropped++;
       return;
     }
@@ -518,8 +526,6 @@ export class Ipv4Router {
 
   private localInput(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number, linkGroup: boolean): void {
     this.delivered++;
-    // The router's own traffic is not tracked (it never reaches POSTROUTING).
-    this.nat?.abort();
     const hl = (buf[ip] & 0x0f) << 2;
     const proto = buf[ip + 9];
     if ((((buf[ip + 6] & 0x1f) << 8) | buf[ip + 7]) !== 0 || (buf[ip + 6] & 0x20) !== 0) {
@@ -761,6 +767,7 @@ export class Ipv4Router {
     rest: number,
     now: number,
     linkBroadcast: boolean,
+    natCtx = NAT_ACCEPT,
   ): void {
     if (!icmpErrorAllowed(buf, ip, ipLen, linkBroadcast)) {
       this.icmpSuppressed++;
@@ -780,7 +787,7 @@ export class Ipv4Router {
     if (len < 0) return;
     // About a packet NAT has already rewritten (between its two hooks): quote what the
     // sender sent and speak from the VIP/masquerade address, as Linux does.
-    if (this.nat !== null) this.nat.localError(pool, slot + ETH_HLEN, len);
+    if (this.nat !== null) this.nat.localError(natCtx, pool, slot + ETH_HLEN, len);
     this.icmpErrors++;
     this.send(ifc.index, pool, slot + ETH_HLEN, len, now);
   }

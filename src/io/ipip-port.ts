@@ -55,30 +55,35 @@
  * (lastTxError keeps a readable message). No ICMP is generated here: a packet larger
  * than the tunnel MTU should have been answered by the router, which reads info().mtu.
  *
- * Counters (tunnelCounters): encapsulated, decapsulated, unknownPeer, badOuter,
- * badInner (received), badInnerTx (asked to send), notIpv4, noTunnelDst, tooBig (asked to send),
- * rxTooBig (received packets larger than a slot's room), ecnDrop, wrongDst (outer
- * destination not localAddr), txErrors, rxErrors (recvmmsg failures other than EAGAIN,
- * and poll errors, as the addon counts them). underlayStats() adds the socket's
- * wakeups, batches (wake-ups that delivered packets), rxMessages, and the transmit
- * side's sendBatches (sendmmsg batches) and sendMessages.
+ * Peers can be added and removed at run time (addPeer, removePeer), as Calico's
+ * node agent does when nodes come and go.
+ *
+ * Counters (tunnelCounters, declared in IPIP_COUNTERS with their meaning): received
+ * packets end in decapsulated or one drop (unknownPeer, badOuter, badInner, ecnDrop,
+ * wrongDst, rxTooBig), frames to send in encapsulated or one drop (notIpv4,
+ * noTunnelDst, badInnerTx, tooBig, txErrors); rxErrors counts the socket's receive
+ * errors. underlayStats() adds the socket's wakeups, batches (wake-ups that delivered
+ * packets), rxMessages, and the transmit side's sendBatches (sendmmsg batches) and
+ * sendMessages.
  *
  * Pool region: batchSize slots of slotSize bytes, then a staging area of `mtu`
  * bytes (rounded up to 64). slotSize defaults to the larger of DEFAULT_SLOT and what
  * an underlay packet of `mtu` bytes needs.
  */
-import { getSystemErrorMap } from "node:util";
 import type { TxQueue } from "../core/batch.js";
+import { counters } from "../core/element.js";
 import type { PacketPool } from "../core/pool.js";
-import { DEFAULT_SLOT, HEADROOM, Port, type RxHandler } from "../core/port.js";
+import { DEFAULT_SLOT, HEADROOM, type RxHandler } from "../core/port.js";
 import { readU16, readU32, writeU16, writeU32 } from "../wire/bytes.js";
 import { checksumUpdate16 } from "../wire/checksum.js";
 import { ETH_HEADER_LEN, ETHERTYPE_IPV4 } from "../wire/ethernet.js";
 import { ipToString, parseIp } from "../wire/ipv4addr.js";
 import { IP_PROTO_IPIP, IPV4_HEADER_LEN, ipv4Check, ipv4FillChecksum } from "../wire/ipv4.js";
-import { writeMac } from "../wire/mac.js";
+import { readMac, writeMac } from "../wire/mac.js";
 import { CHECK_OK } from "../wire/reason.js";
 import { openRaw, type RawHandle, type RawOptions } from "./raw-native.js";
+import { SendList, TunnelPort } from "./tunnel-port.js";
+import { errnoText } from "./udp-native.js";
 
 export interface IpipPortOptions {
   /** The node's underlay address: the outer source. */
@@ -139,23 +144,28 @@ export interface IpipUnderlayStats {
   sendMessages: number;
 }
 
-const errnoTexts = new Map<number, string>();
+const IPIP_COUNTERS = counters({
+  encapsulated: { kind: "forward", help: "packets sent into the tunnel" },
+  decapsulated: { kind: "forward", help: "packets received from the tunnel, delivered as frames" },
+  unknownPeer: { kind: "drop", help: "received from an outer source that is not a peer" },
+  badOuter: { kind: "drop", help: "received with a malformed outer header (version, IHL, protocol, length)" },
+  badInner: { kind: "drop", help: "received with a malformed inner IPv4 header (checksum included)" },
+  badInnerTx: { kind: "drop", help: "frames to send whose inner IPv4 header is malformed" },
+  notIpv4: { kind: "drop", help: "frames to send that are not IPv4" },
+  noTunnelDst: { kind: "drop", help: "frames to send whose destination MAC names no unicast node (02:50:a.b.c.d)" },
+  tooBig: { kind: "drop", help: "frames to send above the tunnel MTU (no fragmenting)" },
+  rxTooBig: { kind: "drop", help: "received packets larger than a slot's room" },
+  ecnDrop: { kind: "drop", help: "outer CE over a not-ECT inner packet (RFC 6040 section 4.2)" },
+  wrongDst: { kind: "drop", help: "received with an outer destination other than localAddr" },
+  txErrors: { kind: "drop", help: "packets the kernel refused (lastTxError has the latest message)" },
+  rxErrors: { kind: "event", help: "receive errors of the socket (recvmmsg other than EAGAIN, poll errors)" },
+});
+type IpipCounter = (typeof IPIP_COUNTERS.names)[number];
+const C = IPIP_COUNTERS.id;
 
-/** "ENETUNREACH (network is unreachable)" for 101. */
-function errnoText(errno: number): string {
-  let t = errnoTexts.get(errno);
-  if (t === undefined) {
-    const e = getSystemErrorMap().get(-errno);
-    t = e === undefined ? `errno ${errno}` : `${e[0]} (${e[1]})`;
-    errnoTexts.set(errno, t);
-  }
-  return t;
-}
-
-export class IpipPort extends Port {
+export class IpipPort extends TunnelPort<IpipCounter> {
   readonly kind = "ipip";
   readonly localAddr: number;
-  readonly peers: readonly number[];
   readonly mac: number;
   /** Underlay MTU. */
   readonly underlayMtu: number;
@@ -163,27 +173,11 @@ export class IpipPort extends Port {
   readonly sndBufBytes: number;
   /** SO_RCVBUF as the kernel reports it after open (it doubles what was asked), 0 before. */
   rcvBufEffective = 0;
-  encapsulated = 0;
-  decapsulated = 0;
-  unknownPeer = 0;
-  badOuter = 0;
-  badInner = 0;
-  /** Frames to send whose inner IPv4 header is malformed (badInner counts received ones only). */
-  badInnerTx = 0;
-  notIpv4 = 0;
-  noTunnelDst = 0;
-  tooBig = 0;
-  rxTooBig = 0;
-  ecnDrop = 0;
-  wrongDst = 0;
-  txErrors = 0;
-  /** Receive errors of the socket (the addon counts them; brought up to date by tunnelCounters()). */
-  rxErrors = 0;
-  lastTxError = "";
   lastRxError = "";
   sendBatches = 0;
   sendMessages = 0;
-  private readonly peerSet: Set<number>;
+  /** Remote nodes (in the order they were added): only packets from these are decapsulated. */
+  private readonly peerSet = new Set<number>();
   private sock: RawHandle | null = null;
   private poolBuf: Buffer | null = null;
   private stagingBase = 0;
@@ -193,13 +187,8 @@ export class IpipPort extends Port {
   private readonly rxOffs: Uint32Array;
   private readonly rxLens: Uint32Array;
   private readonly rxAddrs: Uint32Array;
-  /** The packets of one sendmmsg: pool offset, length, destination, and the queue index of the frame. */
-  private readonly txOffs = new Uint32Array(SEND_CHUNK);
-  private readonly txLens = new Uint32Array(SEND_CHUNK);
-  private readonly txAddrs = new Uint32Array(SEND_CHUNK);
-  private readonly txFrame = new Uint32Array(SEND_CHUNK);
-  /** Per packet: 1 when its outer header was written in place over `saved` bytes, 0 when staged. */
-  private readonly txInPlace = new Uint8Array(SEND_CHUNK);
+  /** The packets of one sendmmsg; extra: 1 when the outer header was written in place over `saved` bytes, 0 when staged. */
+  private readonly tx = new SendList(SEND_CHUNK);
   /** The 20 bytes each in-place outer header overwrote, put back after the send. */
   private readonly saved = new Uint8Array(SEND_CHUNK * IPV4_HEADER_LEN);
   private stagingUsed = false;
@@ -213,7 +202,7 @@ export class IpipPort extends Port {
     }
     // A slot holds HEADROOM - VIEW_LEAD bytes, then the whole underlay packet.
     const need = HEADROOM - VIEW_LEAD + mtu;
-    super(name, opts.batchSize, opts.slotSize ?? Math.max(DEFAULT_SLOT, (need + 63) & ~63));
+    super(name, IPIP_COUNTERS, opts.batchSize, opts.slotSize ?? Math.max(DEFAULT_SLOT, (need + 63) & ~63));
     if (this.slotSize < need) {
       throw new RangeError(
         `ipip port '${name}': slotSize ${this.slotSize} cannot hold an underlay packet of ${mtu} bytes after the headroom (needs ${need})`,
@@ -226,14 +215,7 @@ export class IpipPort extends Port {
       throw new Error(what(`localAddr: ${(e as Error).message}`));
     }
     if (!Array.isArray(opts.peers)) throw new Error(what("peers must be a list of IPv4 addresses"));
-    this.peers = opts.peers.map((p) => {
-      try {
-        return parseIp(p);
-      } catch (e) {
-        throw new Error(what(`peer: ${(e as Error).message}`));
-      }
-    });
-    this.peerSet = new Set(this.peers);
+    for (const p of opts.peers) this.addPeer(p);
     const mac = opts.mac ?? 0;
     if (!Number.isInteger(mac) || mac < 0 || mac >= 2 ** 48) throw new RangeError(what(`mac ${String(mac)} is not a 48-bit number`));
     this.mac = mac;
@@ -247,6 +229,27 @@ export class IpipPort extends Port {
     // start keeps two runs of a node from reusing the same sequence.
     this.ident = (Math.random() * 65536) | 0;
     this.openSocket = opts.openSocket ?? openRaw;
+  }
+
+  /** Accepts packets from `peer` from now on; false when it was a peer already. */
+  addPeer(peer: string): boolean {
+    const a = this.parsePeer(peer);
+    if (this.peerSet.has(a)) return false;
+    this.peerSet.add(a);
+    return true;
+  }
+
+  /** Drops packets from `peer` (unknownPeer) from now on; false when it was no peer. */
+  removePeer(peer: string): boolean {
+    return this.peerSet.delete(this.parsePeer(peer));
+  }
+
+  private parsePeer(peer: string): number {
+    try {
+      return parseIp(peer);
+    } catch (e) {
+      throw new Error(`ipip port '${this.name}': peer: ${(e as Error).message}`);
+    }
   }
 
   /** The port's (inner) MTU. */
@@ -313,7 +316,7 @@ export class IpipPort extends Port {
     const sock = this.sock;
     if (sock === null) return;
     this.syncRxErrors();
-    this.rxErrorsClosed = this.rxErrors;
+    this.rxErrorsClosed = this.c[C.rxErrors];
     this.sock = null;
     this.onRx = null;
     sock.close();
@@ -323,16 +326,17 @@ export class IpipPort extends Port {
   private syncRxErrors(): void {
     if (this.sock === null) return;
     const now = this.rxErrorsClosed + this.sock.stats().rxErrors;
-    if (now !== this.rxErrors) {
-      this.lastRxError = `${now - this.rxErrors} receive error(s) on the raw socket (recvmmsg other than EAGAIN, or a poll error)`;
-      this.rxErrors = now;
+    const was = this.c[C.rxErrors];
+    if (now !== was) {
+      this.lastRxError = `${now - was} receive error(s) on the raw socket (recvmmsg other than EAGAIN, or a poll error)`;
+      this.c[C.rxErrors] = now;
     }
   }
 
   /** One wake-up: `count` packets in the slots (`truncated` dropped by the addon); delivers what is kept as one batch. */
   private readonly onBatch = (count: number, truncated: number): void => {
     if (truncated !== 0) {
-      this.rxTooBig += truncated;
+      this.c[C.rxTooBig] += truncated;
       this.rxDrops += truncated;
     }
     const offs = this.rxOffs;
@@ -346,22 +350,22 @@ export class IpipPort extends Port {
   /** Checks the packet of `got` bytes at p and turns it into frame n of the batch; false when dropped. */
   private decapsulate(n: number, p: number, got: number): boolean {
     const b = this.poolBuf as Buffer;
-    if (got < IPV4_HEADER_LEN) return this.dropRx(0);
+    if (got < IPV4_HEADER_LEN) return this.dropRx(C.badOuter);
     const vi = b[p];
     const hlen = (vi & 0x0f) << 2;
-    if (vi >>> 4 !== 4 || hlen < IPV4_HEADER_LEN || hlen > got || b[p + 9] !== IP_PROTO_IPIP) return this.dropRx(0);
+    if (vi >>> 4 !== 4 || hlen < IPV4_HEADER_LEN || hlen > got || b[p + 9] !== IP_PROTO_IPIP) return this.dropRx(C.badOuter);
     const total = readU16(b, p + 2);
     // (A packet longer than the slot never gets here: the addon drops it as truncated.)
-    if (total > got || total < hlen) return this.dropRx(0);
+    if (total > got || total < hlen) return this.dropRx(C.badOuter);
     const src = readU32(b, p + 12);
-    if (!this.peerSet.has(src)) return this.dropRx(2);
-    if (readU32(b, p + 16) !== this.localAddr) return this.dropRx(3);
+    if (!this.peerSet.has(src)) return this.dropRx(C.unknownPeer);
+    if (readU32(b, p + 16) !== this.localAddr) return this.dropRx(C.wrongDst);
     const inner = p + hlen;
-    if (ipv4Check(b, inner, total - hlen, true) !== CHECK_OK) return this.dropRx(4);
+    if (ipv4Check(b, inner, total - hlen, true) !== CHECK_OK) return this.dropRx(C.badInner);
     // RFC 6040 section 4.2: an outer CE mark survives decapsulation.
     if ((b[p + 1] & 3) === 3) {
       const tos = b[inner + 1];
-      if ((tos & 3) === 0) return this.dropRx(5);
+      if ((tos & 3) === 0) return this.dropRx(C.ecnDrop);
       if ((tos & 3) !== 3) {
         const oldWord = (b[inner] << 8) | tos;
         b[inner + 1] = tos | 3;
@@ -374,96 +378,67 @@ export class IpipPort extends Port {
     writeU16(b, eth + 12, ETHERTYPE_IPV4);
     this.rx.offsets[n] = eth;
     this.rx.lengths[n] = ETH_HEADER_LEN + readU16(b, inner + 2);
-    this.decapsulated++;
+    this.c[C.decapsulated]++;
     return true;
   }
 
-  /** Counts a received packet dropped for `why`; returns false. */
-  private dropRx(why: number): boolean {
-    switch (why) {
-      case 0:
-        this.badOuter++;
-        break;
-      case 2:
-        this.unknownPeer++;
-        break;
-      case 3:
-        this.wrongDst++;
-        break;
-      case 4:
-        this.badInner++;
-        break;
-      default:
-        this.ecnDrop++;
-    }
+  /** Counts a received packet dropped at counter `id`; returns false. */
+  private dropRx(id: number): boolean {
+    this.c[id]++;
     this.rxDrops++;
     return false;
   }
 
   protected transmit(pool: Buffer, q: TxQueue): number {
+    if (this.sock === null) return this.refuseClosed(q, C.txErrors);
     const n = q.count;
     const lengths = q.lengths;
-    if (this.sock === null) {
-      for (let i = 0; i < n; i++) lengths[i] = 0;
-      this.txErrors += n;
-      this.lastTxError = "port is closed";
-      return 0;
-    }
     const offsets = q.offsets;
     const innerMtu = this.underlayMtu - IPV4_HEADER_LEN;
-    const txOffs = this.txOffs;
-    const txLens = this.txLens;
-    const txAddrs = this.txAddrs;
-    const txFrame = this.txFrame;
-    const txInPlace = this.txInPlace;
-    const saved = this.saved;
-    let m = 0;
+    const tx = this.tx;
     let sent = 0;
     for (let i = 0; i < n; i++) {
       const off = offsets[i];
       const len = lengths[i];
       if (len < ETH_HEADER_LEN + IPV4_HEADER_LEN || readU16(pool, off + 12) !== ETHERTYPE_IPV4) {
-        this.notIpv4++;
+        this.c[C.notIpv4]++;
         lengths[i] = 0;
         continue;
       }
       // 02:50:a.b.c.d names node a.b.c.d; only a unicast address can be a tunnel end.
-      const dst = readU32(pool, off + 2);
-      if (pool[off] !== 0x02 || pool[off + 1] !== 0x50 || dst === 0 || dst >>> 28 >= 0xe) {
-        this.noTunnelDst++;
+      const dst = ipipMacRemote(readMac(pool, off));
+      if (dst <= 0 || dst >>> 28 >= 0xe) {
+        this.c[C.noTunnelDst]++;
         lengths[i] = 0;
         continue;
       }
       const inner = off + ETH_HEADER_LEN;
       if (ipv4Check(pool, inner, len - ETH_HEADER_LEN, false) !== CHECK_OK) {
-        this.badInnerTx++;
+        this.c[C.badInnerTx]++;
         lengths[i] = 0;
         continue;
       }
       const innerLen = readU16(pool, inner + 2);
       if (innerLen > innerMtu) {
-        this.tooBig++;
+        this.c[C.tooBig]++;
         lengths[i] = 0;
         continue;
       }
       // The outer header goes right in front of the inner packet: over the Ethernet
       // header and the 6 bytes before the frame, saved first and put back after the send.
       let s = inner - IPV4_HEADER_LEN;
-      if (s >= 0) {
-        const sv = m * IPV4_HEADER_LEN;
+      const inPlace = s >= 0 ? 1 : 0;
+      if (inPlace) {
+        const saved = this.saved;
+        const sv = tx.count * IPV4_HEADER_LEN;
         for (let k = 0; k < IPV4_HEADER_LEN; k++) saved[sv + k] = pool[s + k];
-        txInPlace[m] = 1;
       } else {
         // No room in front of this frame (never the case for frames of the pool's
         // regions): copy it behind a header in the staging area, which holds one.
-        if (this.stagingUsed) {
-          sent += this.sendQueued(pool, lengths, m);
-          m = 0;
-        }
+        if (this.stagingUsed) sent += this.sendQueued(pool, lengths);
         s = this.stagingBase;
         this.stagingUsed = true;
         pool.copyWithin(s + IPV4_HEADER_LEN, inner, inner + innerLen);
-        txInPlace[m] = 0;
       }
       // RFC 2003 section 3.1.
       const tos = pool[inner + 1];
@@ -483,54 +458,47 @@ export class IpipPort extends Port {
       writeU32(pool, s + 12, this.localAddr);
       writeU32(pool, s + 16, dst);
       ipv4FillChecksum(pool, s);
-      txOffs[m] = s;
-      txLens[m] = IPV4_HEADER_LEN + innerLen;
-      txAddrs[m] = dst;
-      txFrame[m] = i;
-      m++;
-      if (m === SEND_CHUNK) {
-        sent += this.sendQueued(pool, lengths, m);
-        m = 0;
-      }
+      tx.add(s, IPV4_HEADER_LEN + innerLen, dst, 0, i, inPlace);
+      if (tx.count === SEND_CHUNK) sent += this.sendQueued(pool, lengths);
     }
-    if (m !== 0) sent += this.sendQueued(pool, lengths, m);
+    if (tx.count !== 0) sent += this.sendQueued(pool, lengths);
     return sent;
   }
 
   /**
-   * Sends the m packets prepared by transmit() with one sendmmsg, accounts for the
+   * Sends the packets prepared by transmit() with one sendmmsg, accounts for the
    * refused ones (their frames get length 0), and puts back the bytes the in-place
    * headers overwrote. Returns how many were accepted.
    */
-  private sendQueued(pool: Buffer, lengths: Uint32Array, m: number): number {
+  private sendQueued(pool: Buffer, lengths: Uint32Array): number {
     const sock = this.sock as RawHandle;
-    const txLens = this.txLens;
-    const accepted = sock.send(pool, this.txOffs, txLens, this.txAddrs, 0, null, m);
+    const tx = this.tx;
+    const m = tx.count;
+    const accepted = sock.send(pool, tx.offsets, tx.lengths, tx.addrs, 0, null, m);
     this.sendBatches++;
     this.sendMessages += m;
-    this.encapsulated += accepted;
+    this.c[C.encapsulated] += accepted;
     if (accepted !== m) {
       // The addon zeroed the length of each refused packet.
       let last = -1;
       for (let j = 0; j < m; j++) {
-        if (txLens[j] === 0) {
-          lengths[this.txFrame[j]] = 0;
-          this.txErrors++;
+        if (tx.lengths[j] === 0) {
+          lengths[tx.frame[j]] = 0;
+          this.c[C.txErrors]++;
           last = j;
         }
       }
-      if (last >= 0) this.lastTxError = `sendmmsg to ${ipToString(this.txAddrs[last])}: ${errnoText(sock.stats().lastTxErrno)}`;
+      if (last >= 0) this.lastTxError = `sendmmsg to ${ipToString(tx.addrs[last])}: ${errnoText(sock.stats().lastTxErrno)}`;
     }
-    const txOffs = this.txOffs;
-    const txInPlace = this.txInPlace;
-    const saved = this.saved;
     // Backwards: should one frame be queued twice, its first save holds the original bytes.
+    const saved = this.saved;
     for (let j = m - 1; j >= 0; j--) {
-      if (txInPlace[j] === 0) continue;
-      const s = txOffs[j];
+      if (tx.extra[j] === 0) continue;
+      const s = tx.offsets[j];
       const sv = j * IPV4_HEADER_LEN;
       for (let k = 0; k < IPV4_HEADER_LEN; k++) pool[s + k] = saved[sv + k];
     }
+    tx.count = 0;
     this.stagingUsed = false;
     return accepted;
   }
@@ -556,29 +524,14 @@ export class IpipPort extends Port {
     return {
       kind: "ipip",
       local: ipToString(this.localAddr),
-      peers: this.peers.map(ipToString),
+      peers: [...this.peerSet].map(ipToString),
       mtu: this.underlayMtu - IPV4_HEADER_LEN,
       underlayMtu: this.underlayMtu,
     };
   }
 
-  tunnelCounters(): Record<string, number> {
+  override tunnelCounters(): Record<IpipCounter, number> {
     this.syncRxErrors();
-    return {
-      encapsulated: this.encapsulated,
-      decapsulated: this.decapsulated,
-      unknownPeer: this.unknownPeer,
-      badOuter: this.badOuter,
-      badInner: this.badInner,
-      badInnerTx: this.badInnerTx,
-      notIpv4: this.notIpv4,
-      noTunnelDst: this.noTunnelDst,
-      tooBig: this.tooBig,
-      rxTooBig: this.rxTooBig,
-      ecnDrop: this.ecnDrop,
-      wrongDst: this.wrongDst,
-      txErrors: this.txErrors,
-      rxErrors: this.rxErrors,
-    };
+    return super.tunnelCounters();
   }
 }

@@ -20,7 +20,8 @@
  */
 import type { TxQueue } from "../core/batch.js";
 import type { PacketPool } from "../core/pool.js";
-import { HEADROOM, Port, type RxHandler, VNET_HDR_LEN } from "../core/port.js";
+import { HEADROOM, Port, type RxHandler } from "../core/port.js";
+import { VNET_HDR_LEN } from "../wire/vnet.js";
 
 export interface MemoryPortOptions {
   batchSize?: number;
@@ -48,7 +49,8 @@ export class MemoryPort extends Port {
   mac: number;
   mtu: number;
   readonly ifname: string;
-  private readonly vnetDevice: boolean;
+  /** `offload`: buffers given to inject() and frames sent carry virtio-net headers. */
+  private readonly headers: boolean;
   private pool: PacketPool | null = null;
   private rxBase = 0;
   private delivering = false;
@@ -60,12 +62,12 @@ export class MemoryPort extends Port {
     this.mac = opts.mac ?? 0;
     this.mtu = opts.mtu ?? 1500;
     this.ifname = opts.ifname ?? name;
-    this.vnetDevice = opts.offload ?? false;
+    this.headers = opts.offload ?? false;
   }
 
   /** With `offload` the port itself carries the virtio-net headers, as a TAP does. */
   override get deviceOffload(): boolean {
-    return this.vnetDevice;
+    return this.headers;
   }
 
   /** Largest frame inject() accepts. */
@@ -103,7 +105,7 @@ export class MemoryPort extends Port {
       throw new Error(`memory port '${this.name}': inject() from inside a pass over its own frames`);
     }
     const room = this.room;
-    const hdr = this.vnetDevice ? VNET_HDR_LEN : 0;
+    const hdr = this.headers ? VNET_HDR_LEN : 0;
     for (let i = 0; i < frames.length; i++) {
       if (frames[i].length < hdr) {
         throw new Error(`memory port '${this.name}': buffer ${i} is shorter than its virtio-net header`);

@@ -9,17 +9,15 @@
  * before each frame are free, so a header can be pushed in place and the frame
  * written out with `write()` inside the same `onBatch` call.
  *
- * With `vnetHdr`, every received and written frame starts with a 12-byte
- * virtio_net_hdr_v1 (`VNET_HDR_LEN`) and the kernel may hand over TCP frames
- * up to 64 KiB (TSO) and frames with a partial checksum (flag NEEDS_CSUM).
+ * With `offload`, every received and written frame starts with a 12-byte
+ * virtio_net_hdr_v1 (VNET_HDR_LEN, src/wire/vnet.ts) and the kernel may hand
+ * over TCP frames up to 64 KiB (TSO) and frames with a partial checksum (flag
+ * NEEDS_CSUM).
  *
  * The addon is loaded lazily, so importing this module never fails on a
  * machine where it was not built; the first call does, with instructions.
  */
 import { createRequire } from 'node:module';
-
-/** Size of struct virtio_net_hdr_v1 that prefixes frames when `vnetHdr` is set. */
-export const VNET_HDR_LEN = 12;
 
 /** Longest interface name Linux accepts (IFNAMSIZ - 1). */
 export const IFNAME_MAX = 15;
@@ -28,7 +26,7 @@ export interface TapOptions {
   /** Interface name (at most 15 bytes; `tap%d` lets the kernel pick). Created if missing; goes away when the fd closes unless it was made persistent elsewhere. */
   name: string;
   /** IFF_VNET_HDR with a 12-byte header and checksum/TSO offloads (TUN_F_CSUM|TSO4|TSO6|TSO_ECN). */
-  vnetHdr?: boolean;
+  offload?: boolean;
   /** IFF_MULTI_QUEUE: several fds may attach to one TAP. */
   multiQueue?: boolean;
   /** Packet memory shared by all ports of the process. */
@@ -49,17 +47,28 @@ export interface TapOptions {
   onBatch: (count: number) => void;
 }
 
-export interface TapStats {
-  /** Frames dropped because they did not fit in a slot (or were empty). */
-  rxOversize: number;
-  /** read() failures other than EAGAIN, and poll errors (device destroyed). */
+/**
+ * What every handle of the addon counts (native/pollfd.h): the same keys for a TAP,
+ * a UDP and a raw socket, but for the one that counts what did not fit a slot.
+ */
+export interface HandleStats {
+  /** Receive failures other than EAGAIN, and poll errors (a TAP: the device was destroyed). */
   rxErrors: number;
-  /** Frames write() did not accept (EAGAIN, ENOBUFS, EIO, EINVAL, outside the pool...). */
+  /** Frames, datagrams or packets delivered through onBatch. */
+  rxMessages: number;
+  /** Messages the device or the kernel refused (EAGAIN, ENOBUFS, EMSGSIZE, outside the pool...). */
   txErrors: number;
+  /** errno of the last refused message (e.g. 101 ENETUNREACH, 90 EMSGSIZE, 11 EAGAIN), 0 if none yet. */
+  lastTxErrno: number;
   /** uv_poll wake-ups. */
   wakeups: number;
-  /** onBatch calls (wake-ups that found at least one frame). */
+  /** onBatch calls (wake-ups that delivered something). */
   batches: number;
+}
+
+export interface TapStats extends HandleStats {
+  /** Frames dropped because they did not fit in a slot (or were empty). */
+  rxOversize: number;
 }
 
 export interface TapHandle {

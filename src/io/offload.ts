@@ -5,17 +5,13 @@
  * With IFF_VNET_HDR a TAP hands over TCP super-frames (up to 64 KiB) and frames whose
  * checksum is only seeded (CHECKSUM_PARTIAL). Where a frame leaves through something
  * that cannot carry that state (a tunnel underlay), it is segmented or finished here,
- * once (DESIGN.md, hot-path rule 4); on the way in (groCoalesce, at the tunnel) and on
+ * once, at the last stage before the wire; on the way in (groCoalesce, at the tunnel) and on
  * the way out to a TAP (groFrames, over a TxQueue), a burst of segments of one TCP flow
  * is merged back into a super-frame so the TAP's kernel side takes one frame, not 45.
  *
  * Frames use the layout of the TAP receive slots: the 12-byte virtio_net_hdr_v1
- * (`VNET_HDR_LEN` in ./native.ts) sits right before the frame, at `off - 12`:
- *
- *   0 flags (VNET_F_*) | 1 gsoType (VNET_GSO_*) | 2 hdrLen | 4 gsoSize
- *   6 csumStart | 8 csumOffset | 10 numBuffers          (u16 little-endian)
- *
- * `csumStart` counts from the start of the Ethernet header.
+ * (src/wire/vnet.ts: its fields, flags and GSO types) sits right before the frame, at
+ * `off - 12`. `csumStart` counts from the start of the Ethernet header.
  *
  * None of these functions allocates or throws for a bad packet: each returns a negative
  * OFFLOAD_ERR_* code instead (a peer controls the bytes). They throw a TypeError only
@@ -26,26 +22,16 @@
  * the addon was not built.
  */
 import { checksumSum } from '../wire/checksum.js';
+import {
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VNET_HDR_LEN,
+  vnetGetCsumOffset,
+  vnetGetCsumStart,
+  vnetGetFlags,
+  vnetNeedsCsum,
+  vnetSetFlags,
+} from '../wire/vnet.js';
 import { loadNative } from './native.js';
-
-/** vnet header flags: the L4 checksum holds only the pseudo-header seed. */
-export const VNET_F_NEEDS_CSUM = 1;
-/** vnet header flags: the checksum was verified (by the sender's side). */
-export const VNET_F_DATA_VALID = 2;
-export const VNET_GSO_NONE = 0;
-export const VNET_GSO_TCPV4 = 1;
-export const VNET_GSO_TCPV6 = 4;
-/** Flag in gsoType: the super-frame has CWR set (RFC 3168); kept on the first segment only. */
-export const VNET_GSO_ECN = 0x80;
-
-/** Byte offsets inside the vnet header. */
-export const VNET_FLAGS_OFF = 0;
-export const VNET_GSO_TYPE_OFF = 1;
-export const VNET_HDR_LEN_OFF = 2;
-export const VNET_GSO_SIZE_OFF = 4;
-export const VNET_CSUM_START_OFF = 6;
-export const VNET_CSUM_OFFSET_OFF = 8;
-export const VNET_NUM_BUFFERS_OFF = 10;
 
 /** The packet is not what the call needs (not a TSO frame, truncated, inconsistent lengths, checksum field outside the frame...). */
 export const OFFLOAD_ERR_MALFORMED = -1;
@@ -54,44 +40,12 @@ export const OFFLOAD_ERR_NO_ROOM = -2;
 /** An offset or length argument lies outside its buffer (or is not an integer in 0..2^32-1), or the regions overlap: a caller bug, reported without throwing. */
 export const OFFLOAD_ERR_RANGE = -3;
 
+/** What the addon exports (native/offload.c): the functions below, each one call. */
 interface OffloadBinding {
-  gsoSegment(
-    src: Uint8Array,
-    off: number,
-    len: number,
-    dst: Uint8Array,
-    dstOff: number,
-    dstEnd: number,
-    prefix: number,
-    lengths: Uint32Array,
-  ): number;
-  csumComplete(buf: Uint8Array, off: number, len: number): number;
-  groCoalesce(
-    src: Uint8Array,
-    srcOff: number,
-    srcLen: number,
-    segSize: number,
-    skip: number,
-    dst: Uint8Array,
-    slotBase: number,
-    slotSize: number,
-    headroom: number,
-    maxSlots: number,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    outIndex: number,
-  ): number;
-  groFrames(
-    pool: Uint8Array,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    start: number,
-    count: number,
-    dst: Uint8Array,
-    dstOff: number,
-    dstEnd: number,
-    result: Uint32Array,
-  ): number;
+  gsoSegment: typeof gsoSegment;
+  csumComplete: typeof csumComplete;
+  groCoalesce: typeof groCoalesce;
+  groFrames: typeof groFrames;
 }
 
 let binding: OffloadBinding | undefined;
@@ -150,7 +104,7 @@ export function gsoSegment(
 }
 
 /**
- * Finishes a frame whose vnet header (at `off - 12`) has VNET_F_NEEDS_CSUM, as Linux's
+ * Finishes a frame whose vnet header (at `off - 12`) has NEEDS_CSUM, as Linux's
  * skb_checksum_help does: the checksum field at csumStart + csumOffset holds the folded
  * pseudo-header sum; the one's-complement sum over `[csumStart, len)` (field included) is
  * folded, complemented and stored (a result of 0 is stored as 0xffff, which UDP needs
@@ -173,17 +127,16 @@ const JS_CSUM_MAX = 256;
  * malformed, goes to csumComplete. Same result, same return codes.
  */
 export function completeChecksum(buf: Uint8Array, off: number, len: number): number {
-  const h = off - 12;
-  if (h < 0 || off + len > buf.length) return csumComplete(buf, off, len);
-  if ((buf[h] & VNET_F_NEEDS_CSUM) === 0) return 0;
-  const start = buf[h + 6] | (buf[h + 7] << 8);
-  const field = start + (buf[h + 8] | (buf[h + 9] << 8));
+  if (off < VNET_HDR_LEN || off + len > buf.length) return csumComplete(buf, off, len);
+  if (!vnetNeedsCsum(buf, off)) return 0;
+  const start = vnetGetCsumStart(buf, off);
+  const field = start + vnetGetCsumOffset(buf, off);
   if (field + 2 > len || len - start > JS_CSUM_MAX) return csumComplete(buf, off, len);
   let c = ~checksumSum(buf, off + start, len - start) & 0xffff;
   if (c === 0) c = 0xffff;
   buf[off + field] = c >>> 8;
   buf[off + field + 1] = c & 0xff;
-  buf[h] &= ~VNET_F_NEEDS_CSUM;
+  vnetSetFlags(buf, off, vnetGetFlags(buf, off) & ~VIRTIO_NET_HDR_F_NEEDS_CSUM);
   return 0;
 }
 

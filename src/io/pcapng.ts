@@ -21,13 +21,13 @@
  */
 import type { Writable } from "node:stream";
 
-export const LINKTYPE_ETHERNET = 1;
+const LINKTYPE_ETHERNET = 1;
 
 /** Block types, section 11.1. */
-export const BT_SHB = 0x0a0d0d0a;
-export const BT_IDB = 0x00000001;
-export const BT_EPB = 0x00000006;
-export const BYTE_ORDER_MAGIC = 0x1a2b3c4d;
+const BT_SHB = 0x0a0d0d0a;
+const BT_IDB = 0x00000001;
+const BT_EPB = 0x00000006;
+const BYTE_ORDER_MAGIC = 0x1a2b3c4d;
 
 /** Option codes. */
 const OPT_ENDOFOPT = 0;

@@ -35,35 +35,15 @@
  * Needs root or CAP_NET_RAW. Addresses are IPv4 as uint32 in host order.
  */
 import { loadNative } from './native.js';
-import type { UdpStats } from './udp-native.js';
+import type { SocketHandle, SocketRxOptions } from './udp-native.js';
 
-export interface RawOptions {
+export interface RawOptions extends SocketRxOptions {
   /** IP protocol number, 1..255 (4 = IPIP; 255 = IPPROTO_RAW: send only, always hdrIncl). */
   protocol: number;
   /** IP_HDRINCL: sent messages carry their own IPv4 header. */
   hdrIncl?: boolean;
   /** Receive only packets to this local address (host order); 0 or left out: every address of the namespace. */
   bindAddr?: number;
-  /** Receive buffer in bytes (SO_RCVBUFFORCE, or SO_RCVBUF capped by net.core.rmem_max without CAP_NET_ADMIN). */
-  rcvbuf?: number;
-  /** Send buffer in bytes (SO_SNDBUFFORCE, or SO_SNDBUF). */
-  sndbuf?: number;
-  /** Packet memory (receive slots live here). */
-  pool: Buffer;
-  /** Byte offset in `pool` of this socket's receive region (`slots * slotSize` bytes). */
-  rxBase: number;
-  /** Most packets received per wake-up. */
-  slots: number;
-  /** Bytes per slot. */
-  slotSize: number;
-  /** Where a packet lands in its slot (default 0): slot i receives at `rxBase + i*slotSize + rxOffset`, at most `slotSize - rxOffset` bytes. */
-  rxOffset?: number;
-  /** Receives the absolute pool offset of packet i (length >= slots). */
-  offsets: Uint32Array;
-  /** Receives the length of packet i, IPv4 header included (length >= slots). */
-  lengths: Uint32Array;
-  /** Receives the source IPv4 (host order) of packet i (length >= slots). */
-  addrs: Uint32Array;
   /**
    * Called once per wake-up that received something: `count` packets delivered, `truncated`
    * dropped for not fitting their slot (count is 0 only when truncated is not). Needed only
@@ -72,42 +52,11 @@ export interface RawOptions {
   onBatch?: (count: number, truncated: number) => void;
 }
 
-/** Same fields as the UDP handle's; `rxMessages` counts packets, `rxTruncated` packets longer than a slot. */
-export type RawStats = UdpStats;
-
-export interface RawHandle {
-  /** The socket's file descriptor, -1 after close(). */
-  readonly fd: number;
+/** A raw socket (send(): `port` ignored, pass 0; `segs` null); its stats() are the UDP handle's: `rxMessages` counts packets, `rxTruncated` packets longer than a slot. */
+export interface RawHandle extends SocketHandle<null> {
   readonly protocol: number;
   /** IP_HDRINCL is on (asked for, or protocol 255). */
   readonly hdrIncl: boolean;
-  /** SO_RCVBUF as read back after opening (Linux reports twice what it grants). */
-  readonly rcvbuf: number;
-  /** SO_SNDBUF as read back after opening (Linux reports twice what it grants). */
-  readonly sndbuf: number;
-  /** Start delivering batches (uv_poll_start). While started, the handle is kept alive and keeps the event loop alive. Throws if opened without onBatch. */
-  start(): void;
-  /** Pause delivery: packets queue in the socket's receive buffer, then are dropped there. */
-  stop(): void;
-  /** Stop polling and close the socket; idempotent. A garbage-collected handle (not started) is closed too. */
-  close(): void;
-  /**
-   * Sends packets 0..count-1: packet i is `pool[offsets[i] ..+ lengths[i])` to `addrs[i]`.
-   * Returns how many the kernel accepted; a refused one (kernel error, outside the pool,
-   * length 0) gets `lengths[i] = 0` and is counted. `port` is ignored (pass 0) and `segs`
-   * must be null. Throws only for bad arguments (not arrays, count beyond an array, segs
-   * not null) or after close() (code ERR_RAW_CLOSED).
-   */
-  send(
-    pool: Buffer,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    addrs: Uint32Array,
-    port: number,
-    segs: null,
-    count: number,
-  ): number;
-  stats(): RawStats;
 }
 
 interface RawBinding {

@@ -7,7 +7,7 @@
  * the process exits (it is not persistent), which is what makes `lab down` work
  * after a node was killed with -9.
  *
- * Egress GRO (with vnetHdr): TCP segments that crossed the node one by one (from a
+ * Egress GRO (with offload): TCP segments that crossed the node one by one (from a
  * tunnel, libpcap, a host without TSO) would reach the receiving host's stack one
  * write() and one skb each; within each flush, runs of
  * consecutive in-order segments of one flow are merged into a TSO super-frame
@@ -22,19 +22,20 @@
 import type { TxQueue } from "../core/batch.js";
 import type { PacketPool } from "../core/pool.js";
 import { DEFAULT_BATCH, DEFAULT_SLOT, HEADROOM, Port, type RxHandler } from "../core/port.js";
-import { openTap, type TapHandle, VNET_HDR_LEN } from "./native.js";
+import { VNET_HDR_LEN, vnetIsGso } from "../wire/vnet.js";
+import { openTap, type TapHandle } from "./native.js";
 import { groFrames, OFFLOAD_ERR_NO_ROOM } from "./offload.js";
 
 export interface TapPortOptions {
   batchSize?: number;
   slotSize?: number;
   offload?: boolean;
-  /** Egress GRO (merge runs of TCP segments into super-frames); default on with vnetHdr, impossible without. */
+  /** Egress GRO (merge runs of TCP segments into super-frames); default on with offload, impossible without. */
   gro?: boolean;
 }
 
 /** GRO staging: four 64 KiB super-frames with their vnet headers; one flush reuses it as it writes. */
-export const GRO_STAGE_BYTES = 4 * (65536 + 128);
+const GRO_STAGE_BYTES = 4 * (65536 + 128);
 /** Below this much staging room, write what is staged before looking for the next run. */
 const GRO_MIN_ROOM = 16 * 1024;
 
@@ -70,9 +71,9 @@ class TapGro {
 }
 
 /** Slot for a TAP with offloads: a 64 KiB TSO super-frame, its virtio-net header, headroom. */
-export const VNET_SLOT = 65536 + 256;
+const VNET_SLOT = 65536 + 256;
 /** Batch for such a TAP: 64 slots of 64 KiB are 4 MiB of pool per port. */
-export const VNET_BATCH = 64;
+const VNET_BATCH = 64;
 
 export class TapPort extends Port {
   readonly kind = "tap";
@@ -83,7 +84,7 @@ export class TapPort extends Port {
    * elements see plain Ethernet at the frame's offset, and a TSO super-frame (up to
    * 64 KiB) goes through as one unit; the kernel segments it at the last hop.
    */
-  private readonly vnetHdr: boolean;
+  private readonly headers: boolean;
   private readonly gro: TapGro | null;
 
   constructor(
@@ -91,14 +92,14 @@ export class TapPort extends Port {
     readonly ifname: string,
     opts: TapPortOptions = {},
   ) {
-    const vnet = opts.offload ?? false;
-    super(name, opts.batchSize ?? (vnet ? VNET_BATCH : DEFAULT_BATCH), opts.slotSize ?? (vnet ? VNET_SLOT : DEFAULT_SLOT));
-    this.vnetHdr = vnet;
-    this.gro = vnet && (opts.gro ?? true) ? new TapGro(this.txq.capacity) : null;
+    const offload = opts.offload ?? false;
+    super(name, opts.batchSize ?? (offload ? VNET_BATCH : DEFAULT_BATCH), opts.slotSize ?? (offload ? VNET_SLOT : DEFAULT_SLOT));
+    this.headers = offload;
+    this.gro = offload && (opts.gro ?? true) ? new TapGro(this.txq.capacity) : null;
   }
 
   override get deviceOffload(): boolean {
-    return this.vnetHdr;
+    return this.headers;
   }
 
   /** Receive slots, then the GRO staging area when there is one. */
@@ -115,22 +116,22 @@ export class TapPort extends Port {
     }
     const rx = this.rx;
     const buf = pool.buf;
-    const vnet = this.vnetHdr;
+    const headers = this.headers;
     this.onRx = onRx;
     this.handle = openTap({
       name: this.ifname,
-      vnetHdr: vnet,
+      offload: headers,
       pool: buf,
       rxBase: base,
       slots: this.batchSize,
       slotSize: this.slotSize,
       // The kernel writes header + frame; the frame itself starts at HEADROOM.
-      headroom: vnet ? HEADROOM - VNET_HDR_LEN : HEADROOM,
+      headroom: headers ? HEADROOM - VNET_HDR_LEN : HEADROOM,
       offsets: rx.offsets,
       lengths: rx.lengths,
       onBatch: (count: number) => {
         rx.count = count;
-        if (vnet) {
+        if (headers) {
           const offsets = rx.offsets;
           const lengths = rx.lengths;
           for (let i = 0; i < count; i++) {
@@ -157,7 +158,7 @@ export class TapPort extends Port {
       q.lengths.fill(0, 0, q.count);
       return 0;
     }
-    if (!this.vnetHdr) return h.write(pool, q.offsets, q.lengths, q.count);
+    if (!this.headers) return h.write(pool, q.offsets, q.lengths, q.count);
     if (this.gro !== null) return this.transmitGro(h, pool, q, this.gro);
     // Hand the kernel each frame with the virtio-net header in front of it.
     const n = q.count;
@@ -179,13 +180,8 @@ export class TapPort extends Port {
    * zeroes the length of each refused one (a refused super-frame: all its segments).
    */
   private transmitGro(h: TapHandle, pool: Buffer, q: TxQueue, g: TapGro): number {
-    const n = q.count;
-    const offsets = q.offsets;
-    const lengths = q.lengths;
-    const wo = g.offsets;
-    const wl = g.lengths;
-    const ws = g.segs;
-    const res = g.result;
+    const { count: n, offsets, lengths } = q;
+    const { offsets: wo, lengths: wl, segs: ws, result: res } = g;
     let w = 0;
     let first = 0; // first queued frame of the list being built
     let used = g.base;
@@ -206,8 +202,8 @@ export class TapPort extends Port {
       // (UDP, pure ACKs) cost no native call per frame.
       if (
         i + 1 < n &&
-        pool[offsets[i] - VNET_HDR_LEN + 1] === 0 &&
-        pool[offsets[i + 1] - VNET_HDR_LEN + 1] === 0 &&
+        !vnetIsGso(pool, offsets[i]) &&
+        !vnetIsGso(pool, offsets[i + 1]) &&
         tcpWithData(pool, offsets[i], lengths[i]) &&
         tcpWithData(pool, offsets[i + 1], lengths[i + 1])
       ) {

@@ -40,45 +40,49 @@
  * Addresses are IPv4 as uint32 in host order (0x0a000001 = 10.0.0.1).
  */
 import { constants as osConstants } from 'node:os';
-import { loadNative } from './native.js';
+import { getSystemErrorMap } from 'node:util';
+import { ipToString, parseIp } from '../wire/ipv4addr.js';
+import { type HandleStats, loadNative } from './native.js';
 
 /** Largest UDP payload over IPv4: 65535 - 20 (IPv4 header) - 8 (UDP header). */
 export const UDP_MAX_PAYLOAD = 65507;
 
-/** Messages the native code prepares per sendmmsg; bigger batches go out in chunks of this size. */
-export const UDP_SEND_CHUNK = 1024;
 
-export interface UdpOptions {
-  /** Local IPv4 address as a host-order uint32; 0 = INADDR_ANY. Must be on an interface of the namespace (else EADDRNOTAVAIL). */
-  bindAddr: number;
-  /** Local port, 0..65535; 0 lets the kernel pick one (for send-only sockets). `handle.port` tells which. */
-  port: number;
+/** What openUdp and openRaw take alike: socket buffers, the receive region and its arrays. */
+export interface SocketRxOptions {
   /** Receive buffer in bytes (SO_RCVBUFFORCE, or SO_RCVBUF capped by net.core.rmem_max without CAP_NET_ADMIN). */
   rcvbuf?: number;
   /** Send buffer in bytes (SO_SNDBUFFORCE, or SO_SNDBUF). */
   sndbuf?: number;
+  /** Packet memory (receive slots live here). */
+  pool: Buffer;
+  /** Byte offset in `pool` of this socket's receive region (`slots * slotSize` bytes). */
+  rxBase: number;
+  /** Most messages received per wake-up. */
+  slots: number;
+  /** Bytes per slot. Longer messages (or GRO trains) are dropped and counted in `rxTruncated`. */
+  slotSize: number;
+  /** Where a message lands in its slot (default 0): slot i receives at `rxBase + i*slotSize + rxOffset`, at most `slotSize - rxOffset` bytes. */
+  rxOffset?: number;
+  /** Receives the absolute pool offset of message i (length >= slots). */
+  offsets: Uint32Array;
+  /** Receives the length of message i (a raw socket's: IPv4 header included) (length >= slots). */
+  lengths: Uint32Array;
+  /** Receives the source IPv4 (host order) of message i (length >= slots). */
+  addrs: Uint32Array;
+}
+
+export interface UdpOptions extends SocketRxOptions {
+  /** Local IPv4 address as a host-order uint32; 0 = INADDR_ANY. Must be on an interface of the namespace (else EADDRNOTAVAIL). */
+  bindAddr: number;
+  /** Local port, 0..65535; 0 lets the kernel pick one (for send-only sockets). `handle.port` tells which. */
+  port: number;
   /** UDP_GRO: receive coalesced datagram trains as one message with `segs[i]` set. Kernel >= 5.0. */
   gro?: boolean;
   /** SO_NO_CHECK: send without a UDP checksum (0). The kernel then refuses GSO sends (EINVAL, counted per message). */
   noCheck?: boolean;
   /** IP_MTU_DISCOVER = IP_PMTUDISC_DONT: datagrams leave with DF clear (as the kernel's vxlan sends). */
   noDf?: boolean;
-  /** Packet memory (receive slots live here). */
-  pool: Buffer;
-  /** Byte offset in `pool` of this socket's receive region (`slots * slotSize` bytes). */
-  rxBase: number;
-  /** Most datagrams received per wake-up. */
-  slots: number;
-  /** Bytes per slot. Longer datagrams (or GRO trains) are dropped and counted in `rxTruncated`. */
-  slotSize: number;
-  /** Where a datagram lands in its slot (default 0): slot i receives at `rxBase + i*slotSize + rxOffset`, at most `slotSize - rxOffset` bytes. */
-  rxOffset?: number;
-  /** Receives the absolute pool offset of message i (length >= slots). */
-  offsets: Uint32Array;
-  /** Receives the length of message i (length >= slots). */
-  lengths: Uint32Array;
-  /** Receives the source IPv4 (host order) of message i (length >= slots). */
-  addrs: Uint32Array;
   /** Receives the source port of message i (length >= slots). */
   ports: Uint32Array;
   /** Receives the GRO segment size of message i, 0 when it is a single datagram (length >= slots). */
@@ -87,57 +91,42 @@ export interface UdpOptions {
   onBatch?: (count: number) => void;
 }
 
-export interface UdpStats {
-  /** recvmmsg failures other than EAGAIN, and poll errors. */
-  rxErrors: number;
+export interface UdpStats extends HandleStats {
   /** Datagrams (or GRO trains) dropped because they did not fit in a slot. */
   rxTruncated: number;
-  /** Messages send() refused: by the kernel, outside the pool, empty, or dropped with the rest of a batch on a full socket buffer. */
-  txErrors: number;
-  /** errno of the last refused message (e.g. 101 ENETUNREACH, 90 EMSGSIZE, 11 EAGAIN), 0 if none yet; see `errnoName`. */
-  lastTxErrno: number;
-  /** uv_poll wake-ups. */
-  wakeups: number;
-  /** onBatch calls (wake-ups that found at least one message). */
-  batches: number;
-  /** Messages delivered through onBatch (a GRO train counts once). */
-  rxMessages: number;
 }
 
-export interface UdpHandle {
+/**
+ * What a UDP and a raw socket handle have alike. send() takes a whole batch in one
+ * call (sendmmsg): message i is `pool[offsets[i] ..+ lengths[i])` to `addrs[i]` (a UDP
+ * socket's: to `addrs[i]:port`, split by the kernel into datagrams of `segs[i]` bytes
+ * when `segs` is given and `lengths[i] > segs[i] > 0`; a raw socket ignores `port` and
+ * takes `segs` null). It returns how many messages the kernel accepted; a refused one
+ * (kernel error, outside the pool, length 0) gets `lengths[i] = 0` and is counted; on a
+ * full socket buffer (EAGAIN/ENOBUFS) the rest of the batch is dropped the same way. It
+ * throws only for bad arguments (not arrays, count beyond an array, a UDP port not
+ * 1..65535, a raw socket's segs not null) or after close().
+ */
+export interface SocketHandle<Segs = Uint32Array | null> {
   /** The socket's file descriptor, -1 after close(). */
   readonly fd: number;
-  /** The bound local port (the one the kernel picked when `port` was 0). */
-  readonly port: number;
   /** SO_RCVBUF as read back after opening (Linux reports twice what it grants). */
   readonly rcvbuf: number;
   /** SO_SNDBUF as read back after opening (Linux reports twice what it grants). */
   readonly sndbuf: number;
   /** Start delivering batches (uv_poll_start). While started, the handle is kept alive and keeps the event loop alive. Throws if opened without onBatch. */
   start(): void;
-  /** Pause delivery: datagrams queue in the socket's receive buffer, then are dropped there. */
+  /** Pause delivery: messages queue in the socket's receive buffer, then are dropped there. */
   stop(): void;
   /** Stop polling and close the socket; idempotent. A garbage-collected handle (not started) is closed too. */
   close(): void;
-  /**
-   * Sends messages 0..count-1: message i is `pool[offsets[i] ..+ lengths[i])` to `addrs[i]:port`,
-   * split by the kernel into datagrams of `segs[i]` bytes when `segs` is given and
-   * `lengths[i] > segs[i] > 0`. Returns how many messages the kernel accepted. A refused
-   * message (kernel error, outside the pool, length 0) gets `lengths[i] = 0` and is counted;
-   * on a full socket buffer (EAGAIN/ENOBUFS) the rest of the batch is dropped the same way.
-   * Throws only for bad arguments (not arrays, count beyond an array, port not 1..65535) or
-   * after close().
-   */
-  send(
-    pool: Buffer,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    addrs: Uint32Array,
-    port: number,
-    segs: Uint32Array | null,
-    count: number,
-  ): number;
+  send(pool: Buffer, offsets: Uint32Array, lengths: Uint32Array, addrs: Uint32Array, port: number, segs: Segs, count: number): number;
   stats(): UdpStats;
+}
+
+export interface UdpHandle extends SocketHandle {
+  /** The bound local port (the one the kernel picked when `port` was 0). */
+  readonly port: number;
 }
 
 interface UdpBinding {
@@ -164,14 +153,21 @@ export function errnoName(errno: number): string {
   return errnoNames.get(errno) ?? (errno === 0 ? '' : `E?${errno}`);
 }
 
-/** 10.0.0.1 -> 0x0a000001 (host order). Throws on anything but four decimal octets. */
-export function ipv4ToUint(addr: string): number {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(addr);
-  if (m === null || m.slice(1).some((o) => Number(o) > 255)) throw new Error(`invalid IPv4 address '${addr}'`);
-  return ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
+const errnoTexts = new Map<number, string>();
+
+/** 'ENETUNREACH (network is unreachable)' for 101: a refused send in words (lastTxError). */
+export function errnoText(errno: number): string {
+  let t = errnoTexts.get(errno);
+  if (t === undefined) {
+    const e = getSystemErrorMap().get(-errno);
+    t = errno === 0 ? 'refused' : e === undefined ? errnoName(errno) : `${e[0]} (${e[1]})`;
+    errnoTexts.set(errno, t);
+  }
+  return t;
 }
 
-/** 0x0a000001 -> '10.0.0.1'. */
-export function uintToIpv4(addr: number): string {
-  return `${addr >>> 24}.${(addr >>> 16) & 0xff}.${(addr >>> 8) & 0xff}.${addr & 0xff}`;
-}
+/** 10.0.0.1 -> 0x0a000001 (host order), as src/wire's parseIp: throws on anything but a dotted quad. */
+export const ipv4ToUint = parseIp;
+
+/** 0x0a000001 -> '10.0.0.1', as src/wire's ipToString. */
+export const uintToIpv4 = ipToString;

@@ -17,7 +17,7 @@
  * ```
  */
 import { z } from "zod";
-import { DEFAULT_TIMEOUTS, type Timeouts } from "../elements/conntrack.js";
+import { DEFAULT_TIMEOUTS, type Timeouts } from "../elements/conntrack-states.js";
 import { ipToString } from "../wire/ipv4addr.js";
 
 export const NAME = /^[a-z][a-z0-9-]*$/;

@@ -18,6 +18,7 @@ import { InternalPort } from "../core/internal-port.js";
 import type { Port } from "../core/port.js";
 import { Ipv4Router, type RouterOptions } from "../elements/ipv4-router.js";
 import { LearningSwitch, type SwitchPortMode } from "../elements/learning-switch.js";
+import { SoftOffload } from "../io/soft-offload.js";
 import { Nat, type NatConfig } from "../elements/nat.js";
 import { SpanningTree, type StpPortConfig } from "../elements/stp.js";
 import type { GuardConfig } from "../elements/switch-guards.js";
@@ -79,6 +80,8 @@ export class NodeGraph {
     const devices: Port[] = [];
     for (const pc of config.ports) {
       const p = env.makePort(pc, config);
+      // Offloads through a device that takes no virtio-net header: finished in software.
+      if (offload && !p.deviceOffload) p.txOffload = new SoftOffload();
       engine.addPort(p);
       devices.push(p);
       this.modes[pc.name] = pc.vlan;

@@ -14,7 +14,7 @@ import { ControlServer, RowStream } from "../control/server.js";
 import type { Request } from "../control/protocol.js";
 import type { Ipv4Router } from "../elements/ipv4-router.js";
 import type { Nat } from "../elements/nat.js";
-import { parseConntrackQuery } from "../elements/conntrack.js";
+import { parseConntrackQuery } from "../elements/conntrack-list.js";
 import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch.js";
 import { IpipPort } from "../io/ipip-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
@@ -242,7 +242,7 @@ export class TapnetNode {
     }
     for (const p of this.engine.ports) {
       if (p instanceof VxlanPort) {
-        for (const e of p.fdbWalk(clock)) {
+        for (const e of p.fdb.walk(clock)) {
           yield e === null ? null : { mac: e.mac, vlan: null, port: p.name, static: e.static, age: e.age, dst: e.remote };
         }
       }

@@ -19,6 +19,16 @@ export function readU32(buf: Uint8Array, off: number): number {
   return ((buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]) >>> 0;
 }
 
+/**
+ * Reads a 32-bit big-endian value as int32 bits (an IPv4 address on a hot path). In V8
+ * an int32 is a Smi, while a uint32 from 128.0.0.0 on is a HeapNumber each time it is
+ * passed to a function that is not inlined: one allocation per packet per address.
+ * Everything in src/wire that takes an address accepts either form.
+ */
+export function readI32(buf: Uint8Array, off: number): number {
+  return (buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3];
+}
+
 /** Writes the low 32 bits of `v` big-endian (signed or unsigned input). */
 export function writeU32(buf: Uint8Array, off: number, v: number): void {
   buf[off] = v >>> 24;

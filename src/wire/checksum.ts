@@ -48,11 +48,6 @@ export function checksumSum(buf: Uint8Array, off: number, len: number, initial =
   return checksumFold(sum);
 }
 
-/** The wire checksum for a sum: ~fold(sum) & 0xffff. */
-export function checksumFinish(sum: number): number {
-  return ~checksumFold(sum) & 0xffff;
-}
-
 /**
  * RFC 1071 Internet checksum of `len` bytes at `off`, starting from the sum `initial`.
  * Over a range that includes a correct checksum field the result is 0.
@@ -82,7 +77,10 @@ export function checksumUpdate16(hc: number, oldV: number, newV: number): number
   return ~checksumFold((~hc & 0xffff) + (~oldV & 0xffff) + (newV & 0xffff)) & 0xffff;
 }
 
-/** As checksumUpdate16 for a 32-bit field (an IPv4 address, a TCP sequence number): two words at once. */
+/**
+ * As checksumUpdate16 for a 32-bit field (an IPv4 address, a TCP sequence number): two
+ * words at once. `oldV`/`newV` may be uint32 or int32 bits: only shifts and masks.
+ */
 export function checksumUpdate32(hc: number, oldV: number, newV: number): number {
   return (
     ~checksumFold(
@@ -95,13 +93,9 @@ export function checksumUpdate32(hc: number, oldV: number, newV: number): number
  * Update for a field holding a partial, not complemented, sum: the pseudo-header seed
  * that a sender with checksum offload (virtio-net/TAP with VIRTIO_NET_HDR_F_NEEDS_CSUM,
  * Linux CHECKSUM_PARTIAL) leaves in a UDP/TCP checksum field. When NAT rewrites an
- * address of such a packet, the seed must move by +m' - m, not by the RFC 1624 formula.
+ * address of such a packet, the seed must move by +m' - m, not by the RFC 1624 formula;
+ * ports and data are not in the seed (the device sums them), so only addresses move it.
  */
-export function partialChecksumUpdate16(sum: number, oldV: number, newV: number): number {
-  return checksumFold((sum & 0xffff) + (~oldV & 0xffff) + (newV & 0xffff));
-}
-
-/** As partialChecksumUpdate16 for a 32-bit field. */
 export function partialChecksumUpdate32(sum: number, oldV: number, newV: number): number {
   return checksumFold((sum & 0xffff) + (~oldV >>> 16) + (~oldV & 0xffff) + (newV >>> 16) + (newV & 0xffff));
 }

@@ -5,7 +5,7 @@
 // The checksum covers the whole ICMP message, header and data (RFC 792, "Checksum").
 
 import { readU16, readU32, writeU16, writeU32 } from './bytes.js';
-import { checksumSum, checksumUpdate16 } from './checksum.js';
+import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum } from './checksum.js';
 import { CHECK_BAD_CHECKSUM, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
 
 export const ICMP_TYPE_OFF = 0;
@@ -51,7 +51,13 @@ export const ICMP_TIME_EXCEEDED_REASSEMBLY = 1;
  * (RFC 1122 section 3.2.2, RFC 1812 section 4.3.2.7).
  */
 export function icmpIsError(type: number): boolean {
-  return type === 3 || type === 4 || type === 5 || type === 11 || type === 12;
+  return (
+    type === ICMP_DEST_UNREACH ||
+    type === ICMP_SOURCE_QUENCH ||
+    type === ICMP_REDIRECT ||
+    type === ICMP_TIME_EXCEEDED ||
+    type === ICMP_PARAM_PROBLEM
+  );
 }
 
 /**
@@ -68,58 +74,21 @@ export function icmpCheck(buf: Uint8Array, off: number, len: number, verifyCheck
 export function icmpGetType(buf: Uint8Array, off: number): number {
   return buf[off + ICMP_TYPE_OFF];
 }
-export function icmpSetType(buf: Uint8Array, off: number, v: number): void {
-  buf[off + ICMP_TYPE_OFF] = v;
-}
 export function icmpGetCode(buf: Uint8Array, off: number): number {
   return buf[off + ICMP_CODE_OFF];
-}
-export function icmpSetCode(buf: Uint8Array, off: number, v: number): void {
-  buf[off + ICMP_CODE_OFF] = v;
-}
-export function icmpGetChecksum(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + ICMP_CHECKSUM_OFF);
-}
-export function icmpSetChecksum(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + ICMP_CHECKSUM_OFF, v);
 }
 /** The 4 bytes after the checksum as an unsigned 32-bit number. */
 export function icmpGetRest(buf: Uint8Array, off: number): number {
   return readU32(buf, off + ICMP_REST_OFF);
 }
-export function icmpSetRest(buf: Uint8Array, off: number, v: number): void {
-  writeU32(buf, off + ICMP_REST_OFF, v);
-}
 /** Echo / echo reply identifier. */
 export function icmpGetIdent(buf: Uint8Array, off: number): number {
   return readU16(buf, off + ICMP_IDENT_OFF);
 }
-export function icmpSetIdent(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + ICMP_IDENT_OFF, v);
-}
-/** Echo / echo reply sequence number. */
-export function icmpGetSeq(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + ICMP_SEQ_OFF);
-}
-export function icmpSetSeq(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + ICMP_SEQ_OFF, v);
-}
-/** Next-hop MTU of a Fragmentation Needed message (type 3 code 4, RFC 1191 section 4); 0 from old routers. */
-export function icmpGetNextHopMtu(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + ICMP_NEXT_HOP_MTU_OFF);
-}
-export function icmpSetNextHopMtu(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + ICMP_NEXT_HOP_MTU_OFF, v);
-}
-/** Parameter Problem pointer: the octet of the original header where the error was found. */
-export function icmpGetPointer(buf: Uint8Array, off: number): number {
-  return buf[off + ICMP_POINTER_OFF];
-}
 
 /** Checksum of the `len`-byte message as if the checksum field were zero. */
 export function icmpComputeChecksum(buf: Uint8Array, off: number, len: number): number {
-  const sum = checksumSum(buf, off + ICMP_REST_OFF, len - ICMP_REST_OFF, checksumSum(buf, off, 2));
-  return ~sum & 0xffff;
+  return internetChecksum(buf, off + ICMP_REST_OFF, len - ICMP_REST_OFF, checksumSum(buf, off, 2));
 }
 
 /** Computes and stores the checksum of the `len`-byte message. */
@@ -127,20 +96,32 @@ export function icmpFillChecksum(buf: Uint8Array, off: number, len: number): voi
   writeU16(buf, off + ICMP_CHECKSUM_OFF, icmpComputeChecksum(buf, off, len));
 }
 
+/** Incremental update (RFC 1624) after a 16-bit word at an even offset of the message changed. */
+export function icmpUpdateChecksum16(buf: Uint8Array, off: number, oldV: number, newV: number): void {
+  const o = off + ICMP_CHECKSUM_OFF;
+  writeU16(buf, o, checksumUpdate16(readU16(buf, o), oldV, newV));
+}
+
+/** As icmpUpdateChecksum16 for a 32-bit value at an even offset (an address in a quoted header). */
+export function icmpUpdateChecksum32(buf: Uint8Array, off: number, oldV: number, newV: number): void {
+  const o = off + ICMP_CHECKSUM_OFF;
+  writeU16(buf, o, checksumUpdate32(readU16(buf, o), oldV, newV));
+}
+
 /** Sets type and code and updates the checksum incrementally (echo request -> reply in place). */
 export function icmpSetTypeCodeWithChecksumUpdate(buf: Uint8Array, off: number, type: number, code: number): void {
   const old = readU16(buf, off);
-  const neu = ((type & 0xff) << 8) | (code & 0xff);
   buf[off] = type;
   buf[off + 1] = code;
-  writeU16(buf, off + ICMP_CHECKSUM_OFF, checksumUpdate16(readU16(buf, off + ICMP_CHECKSUM_OFF), old, neu));
+  icmpUpdateChecksum16(buf, off, old, ((type & 0xff) << 8) | (code & 0xff));
 }
 
-/** Sets the echo identifier and updates the checksum incrementally (NAT of ping). */
+/** Sets the echo identifier and updates the checksum incrementally (NAT of ping); an unchanged one leaves the message alone. */
 export function icmpSetIdentWithChecksumUpdate(buf: Uint8Array, off: number, ident: number): void {
   const old = readU16(buf, off + ICMP_IDENT_OFF);
+  if (old === ident) return;
   writeU16(buf, off + ICMP_IDENT_OFF, ident);
-  writeU16(buf, off + ICMP_CHECKSUM_OFF, checksumUpdate16(readU16(buf, off + ICMP_CHECKSUM_OFF), old, ident & 0xffff));
+  icmpUpdateChecksum16(buf, off, old, ident & 0xffff);
 }
 
 /** Rest of header for echo and echo reply. */

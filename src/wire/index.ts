@@ -1,4 +1,4 @@
-// src/wire: pure codecs over bytes. See DESIGN.md, "src/wire".
+// src/wire: codecs over bytes: plain functions on (buffer, offset); the hot path allocates nothing here (only parse* and copyBytes make objects).
 export * from './bytes.js';
 export * from './reason.js';
 export * from './checksum.js';
@@ -11,4 +11,5 @@ export * from './ipv4.js';
 export * from './icmp.js';
 export * from './udp.js';
 export * from './tcp.js';
+export * from './l4.js';
 export * from './bpdu.js';

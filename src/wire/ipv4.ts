@@ -5,8 +5,8 @@
 //   8 ttl | 9 protocol  | 10 checksum
 //  12 srcAddr | 16 dstAddr | 20 options (ihl*4 - 20 bytes)
 
-import { readU16, readU32, writeU16, writeU32, copyBytes } from './bytes.js';
-import { checksumSum, checksumUpdate16, checksumUpdate32 } from './checksum.js';
+import { readI32, readU16, readU32, writeU16, writeU32, copyBytes } from './bytes.js';
+import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum } from './checksum.js';
 import {
   CHECK_BAD_CHECKSUM,
   CHECK_BAD_IHL,
@@ -190,8 +190,7 @@ export function ipv4SetDstAddr(buf: Uint8Array, off: number, addr: number): void
 export function ipv4ComputeChecksum(buf: Uint8Array, off: number): number {
   const hlen = (buf[off] & 0x0f) << 2;
   // Sum the 10 bytes before the field and the rest after it: no need to zero it first.
-  const sum = checksumSum(buf, off + 12, hlen - 12, checksumSum(buf, off, 10));
-  return ~sum & 0xffff;
+  return internetChecksum(buf, off + 12, hlen - 12, checksumSum(buf, off, 10));
 }
 
 /** Computes and stores the header checksum. */
@@ -221,20 +220,29 @@ export function ipv4DecrementTtl(buf: Uint8Array, off: number): number {
   return ttl - 1;
 }
 
-/** Rewrites the source address and updates the header checksum incrementally (NAT). */
-export function ipv4SetSrcAddrWithChecksumUpdate(buf: Uint8Array, off: number, addr: number): void {
-  const old = readU32(buf, off + IPV4_SRC_ADDR_OFF);
-  writeU32(buf, off + IPV4_SRC_ADDR_OFF, addr);
+/**
+ * Rewrites the address at `fieldOff` (IPV4_SRC_ADDR_OFF or IPV4_DST_ADDR_OFF) and updates
+ * the header checksum incrementally (RFC 1624); an unchanged address leaves the header
+ * alone. Returns the old address as int32 bits (readI32), for the transport checksum's
+ * pseudo-header. `addr` may be uint32 or int32 bits.
+ */
+function setAddr(buf: Uint8Array, off: number, fieldOff: number, addr: number): number {
+  const old = readI32(buf, off + fieldOff);
+  if (old === (addr | 0)) return old;
+  writeU32(buf, off + fieldOff, addr);
   const hc = readU16(buf, off + IPV4_CHECKSUM_OFF);
-  writeU16(buf, off + IPV4_CHECKSUM_OFF, checksumUpdate32(hc, old, addr >>> 0));
+  writeU16(buf, off + IPV4_CHECKSUM_OFF, checksumUpdate32(hc, old, addr));
+  return old;
 }
 
-/** Rewrites the destination address and updates the header checksum incrementally (NAT). */
-export function ipv4SetDstAddrWithChecksumUpdate(buf: Uint8Array, off: number, addr: number): void {
-  const old = readU32(buf, off + IPV4_DST_ADDR_OFF);
-  writeU32(buf, off + IPV4_DST_ADDR_OFF, addr);
-  const hc = readU16(buf, off + IPV4_CHECKSUM_OFF);
-  writeU16(buf, off + IPV4_CHECKSUM_OFF, checksumUpdate32(hc, old, addr >>> 0));
+/** Rewrites the source address, header checksum updated (NAT); returns the old one (int32 bits). */
+export function ipv4SetSrcAddrWithChecksumUpdate(buf: Uint8Array, off: number, addr: number): number {
+  return setAddr(buf, off, IPV4_SRC_ADDR_OFF, addr);
+}
+
+/** Rewrites the destination address, header checksum updated (NAT); returns the old one (int32 bits). */
+export function ipv4SetDstAddrWithChecksumUpdate(buf: Uint8Array, off: number, addr: number): number {
+  return setAddr(buf, off, IPV4_DST_ADDR_OFF, addr);
 }
 
 /** Rewrites the total length and updates the header checksum incrementally (trimming, segmenting). */

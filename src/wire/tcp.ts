@@ -6,7 +6,7 @@
 //  20 options (dataOffset*4 - 20 bytes)
 
 import { readU16, readU32, writeU16, writeU32, copyBytes } from './bytes.js';
-import { checksumSum, checksumUpdate16, checksumUpdate32, pseudoHeaderSum } from './checksum.js';
+import { checksumSum, internetChecksum, pseudoHeaderSum } from './checksum.js';
 import { IP_PROTO_TCP } from './ipv4.js';
 import { CHECK_BAD_CHECKSUM, CHECK_BAD_DATA_OFFSET, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
 
@@ -40,14 +40,7 @@ export const TCP_CWR = 0x80;
  * CHECK_BAD_CHECKSUM when verifyChecksum is set and the checksum over the pseudo-header
  * and all `len` bytes is wrong.
  */
-export function tcpCheck(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  srcAddr: number,
-  dstAddr: number,
-  verifyChecksum = true,
-): number {
+export function tcpCheck(buf: Uint8Array, off: number, len: number, srcAddr: number, dstAddr: number, verifyChecksum = true): number {
   if (off < 0 || len < TCP_HEADER_LEN || off + len > buf.length) return CHECK_TOO_SHORT;
   const hlen = (buf[off + TCP_DATA_OFFSET_OFF] >>> 4) << 2;
   if (hlen < TCP_HEADER_LEN || hlen > len) return CHECK_BAD_DATA_OFFSET;
@@ -55,39 +48,13 @@ export function tcpCheck(
   return CHECK_OK;
 }
 
-export function tcpGetSrcPort(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + TCP_SRC_PORT_OFF);
-}
-export function tcpSetSrcPort(buf: Uint8Array, off: number, port: number): void {
-  writeU16(buf, off + TCP_SRC_PORT_OFF, port);
-}
-export function tcpGetDstPort(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + TCP_DST_PORT_OFF);
-}
-export function tcpSetDstPort(buf: Uint8Array, off: number, port: number): void {
-  writeU16(buf, off + TCP_DST_PORT_OFF, port);
-}
 /** Sequence number, unsigned 32-bit. */
 export function tcpGetSeq(buf: Uint8Array, off: number): number {
   return readU32(buf, off + TCP_SEQ_OFF);
 }
-export function tcpSetSeq(buf: Uint8Array, off: number, v: number): void {
-  writeU32(buf, off + TCP_SEQ_OFF, v);
-}
 /** Acknowledgment number, unsigned 32-bit. */
 export function tcpGetAck(buf: Uint8Array, off: number): number {
   return readU32(buf, off + TCP_ACK_OFF);
-}
-export function tcpSetAck(buf: Uint8Array, off: number, v: number): void {
-  writeU32(buf, off + TCP_ACK_OFF, v);
-}
-/** Header length in 32-bit words. */
-export function tcpGetDataOffset(buf: Uint8Array, off: number): number {
-  return buf[off + TCP_DATA_OFFSET_OFF] >>> 4;
-}
-export function tcpSetDataOffset(buf: Uint8Array, off: number, words: number): void {
-  const o = off + TCP_DATA_OFFSET_OFF;
-  buf[o] = (buf[o] & 0x0f) | ((words & 0x0f) << 4);
 }
 /** Header length in bytes (dataOffset * 4). */
 export function tcpGetHeaderLen(buf: Uint8Array, off: number): number {
@@ -97,17 +64,8 @@ export function tcpGetHeaderLen(buf: Uint8Array, off: number): number {
 export function tcpGetFlags(buf: Uint8Array, off: number): number {
   return buf[off + TCP_FLAGS_OFF];
 }
-export function tcpSetFlags(buf: Uint8Array, off: number, flags: number): void {
-  buf[off + TCP_FLAGS_OFF] = flags;
-}
 export function tcpGetWindow(buf: Uint8Array, off: number): number {
   return readU16(buf, off + TCP_WINDOW_OFF);
-}
-export function tcpSetWindow(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + TCP_WINDOW_OFF, v);
-}
-export function tcpGetChecksum(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + TCP_CHECKSUM_OFF);
 }
 export function tcpSetChecksum(buf: Uint8Array, off: number, v: number): void {
   writeU16(buf, off + TCP_CHECKSUM_OFF, v);
@@ -115,9 +73,6 @@ export function tcpSetChecksum(buf: Uint8Array, off: number, v: number): void {
 /** Urgent pointer. */
 export function tcpGetUrgent(buf: Uint8Array, off: number): number {
   return readU16(buf, off + TCP_URGENT_OFF);
-}
-export function tcpSetUrgent(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + TCP_URGENT_OFF, v);
 }
 
 /** Checksum over the pseudo-header and the `len`-byte segment, as if the checksum field were zero. */
@@ -128,10 +83,8 @@ export function tcpComputeChecksum(
   srcAddr: number,
   dstAddr: number,
 ): number {
-  let sum = pseudoHeaderSum(srcAddr, dstAddr, IP_PROTO_TCP, len);
-  sum = checksumSum(buf, off, TCP_CHECKSUM_OFF, sum);
-  sum = checksumSum(buf, off + TCP_URGENT_OFF, len - TCP_URGENT_OFF, sum);
-  return ~sum & 0xffff;
+  const sum = checksumSum(buf, off, TCP_CHECKSUM_OFF, pseudoHeaderSum(srcAddr, dstAddr, IP_PROTO_TCP, len));
+  return internetChecksum(buf, off + TCP_URGENT_OFF, len - TCP_URGENT_OFF, sum);
 }
 
 /** Computes and stores the checksum of the `len`-byte segment. Call after the data is in place. */
@@ -142,30 +95,6 @@ export function tcpFillChecksum(buf: Uint8Array, off: number, len: number, srcAd
 /** True when the stored checksum verifies over the pseudo-header and `len` bytes. */
 export function tcpChecksumValid(buf: Uint8Array, off: number, len: number, srcAddr: number, dstAddr: number): boolean {
   return checksumSum(buf, off, len, pseudoHeaderSum(srcAddr, dstAddr, IP_PROTO_TCP, len)) === 0xffff;
-}
-
-/** Incremental update (RFC 1624) for a 16-bit word, header or pseudo-header, that changed. */
-export function tcpUpdateChecksum16(buf: Uint8Array, off: number, oldV: number, newV: number): void {
-  const o = off + TCP_CHECKSUM_OFF;
-  writeU16(buf, o, checksumUpdate16(readU16(buf, o), oldV, newV));
-}
-
-/** As tcpUpdateChecksum16 for a 32-bit value: a pseudo-header address rewritten by NAT, seq or ack. */
-export function tcpUpdateChecksum32(buf: Uint8Array, off: number, oldV: number, newV: number): void {
-  const o = off + TCP_CHECKSUM_OFF;
-  writeU16(buf, o, checksumUpdate32(readU16(buf, o), oldV, newV));
-}
-
-export function tcpSetSrcPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number): void {
-  const old = readU16(buf, off + TCP_SRC_PORT_OFF);
-  writeU16(buf, off + TCP_SRC_PORT_OFF, port);
-  tcpUpdateChecksum16(buf, off, old, port & 0xffff);
-}
-
-export function tcpSetDstPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number): void {
-  const old = readU16(buf, off + TCP_DST_PORT_OFF);
-  writeU16(buf, off + TCP_DST_PORT_OFF, port);
-  tcpUpdateChecksum16(buf, off, old, port & 0xffff);
 }
 
 export interface TcpRepr {
@@ -188,8 +117,8 @@ export interface TcpRepr {
 export function parseTcp(buf: Uint8Array, off: number, len: number): TcpRepr | null {
   if (tcpCheck(buf, off, len, 0, 0, false) !== CHECK_OK) return null;
   return {
-    srcPort: tcpGetSrcPort(buf, off),
-    dstPort: tcpGetDstPort(buf, off),
+    srcPort: readU16(buf, off + TCP_SRC_PORT_OFF),
+    dstPort: readU16(buf, off + TCP_DST_PORT_OFF),
     seq: tcpGetSeq(buf, off),
     ack: tcpGetAck(buf, off),
     flags: tcpGetFlags(buf, off),

@@ -6,7 +6,7 @@
 // checksum of 0 means "none"; a computed 0 is sent as 0xffff (RFC 768, "Fields").
 
 import { readU16, writeU16 } from './bytes.js';
-import { checksumSum, checksumUpdate16, checksumUpdate32, pseudoHeaderSum } from './checksum.js';
+import { checksumSum, pseudoHeaderSum } from './checksum.js';
 import { IP_PROTO_UDP } from './ipv4.js';
 import { CHECK_BAD_CHECKSUM, CHECK_BAD_LENGTH, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
 
@@ -22,14 +22,7 @@ export const UDP_HEADER_LEN = 8;
  * `length` are ignored, as Linux does); CHECK_BAD_CHECKSUM when verifyChecksum is set,
  * the checksum is not 0 ("none") and it does not verify against the pseudo-header.
  */
-export function udpCheck(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  srcAddr: number,
-  dstAddr: number,
-  verifyChecksum = true,
-): number {
+export function udpCheck(buf: Uint8Array, off: number, len: number, srcAddr: number, dstAddr: number, verifyChecksum = true): number {
   if (off < 0 || len < UDP_HEADER_LEN || off + len > buf.length) return CHECK_TOO_SHORT;
   const length = readU16(buf, off + UDP_LENGTH_OFF);
   if (length < UDP_HEADER_LEN || length > len) return CHECK_BAD_LENGTH;
@@ -37,30 +30,12 @@ export function udpCheck(
   return CHECK_OK;
 }
 
-export function udpGetSrcPort(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + UDP_SRC_PORT_OFF);
-}
-export function udpSetSrcPort(buf: Uint8Array, off: number, port: number): void {
-  writeU16(buf, off + UDP_SRC_PORT_OFF, port);
-}
-export function udpGetDstPort(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + UDP_DST_PORT_OFF);
-}
-export function udpSetDstPort(buf: Uint8Array, off: number, port: number): void {
-  writeU16(buf, off + UDP_DST_PORT_OFF, port);
-}
 /** Header plus data, bytes. */
 export function udpGetLength(buf: Uint8Array, off: number): number {
   return readU16(buf, off + UDP_LENGTH_OFF);
 }
-export function udpSetLength(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + UDP_LENGTH_OFF, v);
-}
 export function udpGetChecksum(buf: Uint8Array, off: number): number {
   return readU16(buf, off + UDP_CHECKSUM_OFF);
-}
-export function udpSetChecksum(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + UDP_CHECKSUM_OFF, v);
 }
 
 /**
@@ -88,38 +63,6 @@ export function udpChecksumValid(buf: Uint8Array, off: number, srcAddr: number, 
   return checksumSum(buf, off, length, pseudoHeaderSum(srcAddr, dstAddr, IP_PROTO_UDP, length)) === 0xffff;
 }
 
-/**
- * Incremental update (RFC 1624) for a 16-bit word covered by the checksum, header or
- * pseudo-header, that changed from oldV to newV. Leaves a zero ("none") checksum alone
- * and never stores a computed 0 (stores 0xffff).
- */
-export function udpUpdateChecksum16(buf: Uint8Array, off: number, oldV: number, newV: number): void {
-  const hc = readU16(buf, off + UDP_CHECKSUM_OFF);
-  if (hc === 0) return;
-  const c = checksumUpdate16(hc, oldV, newV);
-  writeU16(buf, off + UDP_CHECKSUM_OFF, c === 0 ? 0xffff : c);
-}
-
-/** As udpUpdateChecksum16 for a 32-bit value, such as a pseudo-header address rewritten by NAT. */
-export function udpUpdateChecksum32(buf: Uint8Array, off: number, oldV: number, newV: number): void {
-  const hc = readU16(buf, off + UDP_CHECKSUM_OFF);
-  if (hc === 0) return;
-  const c = checksumUpdate32(hc, oldV, newV);
-  writeU16(buf, off + UDP_CHECKSUM_OFF, c === 0 ? 0xffff : c);
-}
-
-export function udpSetSrcPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number): void {
-  const old = readU16(buf, off + UDP_SRC_PORT_OFF);
-  writeU16(buf, off + UDP_SRC_PORT_OFF, port);
-  udpUpdateChecksum16(buf, off, old, port & 0xffff);
-}
-
-export function udpSetDstPortWithChecksumUpdate(buf: Uint8Array, off: number, port: number): void {
-  const old = readU16(buf, off + UDP_DST_PORT_OFF);
-  writeU16(buf, off + UDP_DST_PORT_OFF, port);
-  udpUpdateChecksum16(buf, off, old, port & 0xffff);
-}
-
 export interface UdpRepr {
   srcPort: number;
   dstPort: number;
@@ -133,7 +76,7 @@ export interface UdpRepr {
  */
 export function parseUdp(buf: Uint8Array, off: number, len: number): UdpRepr | null {
   if (udpCheck(buf, off, len, 0, 0, false) !== CHECK_OK) return null;
-  return { srcPort: udpGetSrcPort(buf, off), dstPort: udpGetDstPort(buf, off), length: udpGetLength(buf, off) };
+  return { srcPort: readU16(buf, off + UDP_SRC_PORT_OFF), dstPort: readU16(buf, off + UDP_DST_PORT_OFF), length: udpGetLength(buf, off) };
 }
 
 /**

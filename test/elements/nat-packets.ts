@@ -182,12 +182,42 @@ export function checksumFailures(b: Buffer, off = 0, quoted = false): string[] {
   return bad;
 }
 
-/** What the router does with a forwarded packet: prerouting, TTL - 1, postrouting. */
+/** What the router does with a forwarded packet: prerouting, TTL - 1, postrouting with prerouting's context. */
 export function forward(nat: Nat, pkt: Buffer, inIf: number, outIf: number, now: number, hairpinAddr = 0): number {
-  const v = nat.prerouting(pkt, 0, pkt.length, inIf, now);
-  if (v !== NAT_ACCEPT) return v;
+  const ctx = nat.prerouting(pkt, 0, pkt.length, inIf, now);
+  if (ctx < 0) return ctx;
   ipv4DecrementTtl(pkt, 0);
-  return nat.postrouting(pkt, 0, pkt.length, outIf, hairpinAddr, now);
+  return nat.postrouting(ctx, pkt, 0, pkt.length, outIf, hairpinAddr, now);
+}
+
+/**
+ * The router's side of the two hooks, one step at a time, for tests that look at a
+ * packet between them: pre() calls prerouting and keeps its context (as the router
+ * keeps it in a local variable) for the next post(), localError() or release();
+ * pre() answers with the verdict (NAT_ACCEPT for any context).
+ */
+let pendingCtx = NAT_ACCEPT;
+
+export function pre(nat: Nat, pkt: Buffer, inIf: number, now: number, partial = false, off = 0, len = pkt.length): number {
+  pendingCtx = nat.prerouting(pkt, off, len, inIf, now, partial);
+  return pendingCtx >= 0 ? NAT_ACCEPT : pendingCtx;
+}
+
+export function post(nat: Nat, pkt: Buffer, outIf: number, hairpinAddr: number, now: number, partial = false, off = 0, len = pkt.length): number {
+  const ctx = pendingCtx;
+  pendingCtx = NAT_ACCEPT;
+  return nat.postrouting(ctx, pkt, off, len, outIf, hairpinAddr, now, partial);
+}
+
+/** The router's own ICMP error (`err`, `len` bytes) about the packet between the hooks. */
+export function localError(nat: Nat, err: Buffer, len: number): void {
+  nat.localError(pendingCtx, err, 0, len);
+}
+
+/** The packet between the hooks goes no further (delivered locally, dropped). */
+export function release(nat: Nat): void {
+  nat.release(pendingCtx);
+  pendingCtx = NAT_ACCEPT;
 }
 
 /** Deterministic PRNG in [0, 1) (mulberry32). */

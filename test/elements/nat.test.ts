@@ -6,7 +6,8 @@
  * sample of translated packets is checked by tshark as well.
  */
 import { describe, expect, it } from "vitest";
-import { conntrackLine, ConnTrack, MATCH_ANY, parseConntrackQuery, type ConnEntryView } from "../../src/elements/conntrack.js";
+import { ConnTrack, MATCH_ANY } from "../../src/elements/conntrack.js";
+import { conntrackLine, parseConntrackQuery, walkConntrack, type ConnEntryView } from "../../src/elements/conntrack-list.js";
 import { NAT_ACCEPT, NAT_DROP, NAT_REJECT, Nat, type NatConfig, type Service } from "../../src/elements/nat.js";
 import { emitIcmpError } from "../../src/elements/ip-util.js";
 import { checksumFold, ipv4FillChecksum, pseudoHeaderSum, readU16, writeU16 } from "../../src/wire/index.js";
@@ -23,8 +24,12 @@ import {
   icmpError,
   innerTupleOf,
   ip,
+  localError,
+  post,
+  pre,
   prng,
   rawPacket,
+  release,
   tcpPacket,
   tshark,
   tupleOf,
@@ -144,9 +149,9 @@ describe("SNAT (masquerade of pods to the uplink address)", () => {
 
       // Replies, to the router's address, leave prerouting addressed to the right pod.
       const r2 = P.back(t2.sport);
-      expect(nat.prerouting(r2, 0, r2.length, UPLINK_IF, ++now)).toBe(NAT_ACCEPT);
+      expect(pre(nat, r2, UPLINK_IF, ++now)).toBe(NAT_ACCEPT);
       expect(tupleOf(r2)).toMatchObject({ dst: S_C2, dport: 40000, src: S_S });
-      expect(nat.postrouting(r2, 0, r2.length, POD_IF, POD_GW, now)).toBe(NAT_ACCEPT);
+      expect(post(nat, r2, POD_IF, POD_GW, now)).toBe(NAT_ACCEPT);
       expectChecksumsGood(r2);
       const r1 = P.back(40000);
       expect(forward(nat, r1, UPLINK_IF, POD_IF, ++now)).toBe(NAT_ACCEPT);
@@ -239,8 +244,9 @@ describe("SNAT (masquerade of pods to the uplink address)", () => {
     expect(tupleOf(ping)).toMatchObject({ src: S_N, sport: 7 });
     // S pings the router with id 7: the tuple equals the reply tuple, but it is a request.
     const theirs = echoPacket(S, N, 7, 1);
-    nat.prerouting(theirs, 0, theirs.length, UPLINK_IF, 2);
+    pre(nat, theirs, UPLINK_IF, 2);
     expect(tupleOf(theirs).dst).toBe(S_N);
+    release(nat); // delivered to the router
     // The real reply still finds C1.
     const reply = echoPacket(S, N, 7, 1, true);
     forward(nat, reply, UPLINK_IF, POD_IF, 3);
@@ -250,8 +256,8 @@ describe("SNAT (masquerade of pods to the uplink address)", () => {
 
   it("checksum offload (CHECKSUM_PARTIAL): the pseudo-header seed moves with the address, not with the port", () => {
     const nat = makeNat();
-    nat.prerouting(udpPacket(C1, 40000, S, 53), 0, 40, POD_IF, 1);
-    nat.abort();
+    pre(nat, udpPacket(C1, 40000, S, 53), POD_IF, 1, false, 0, 40);
+    release(nat);
     // C2 clashes with nothing yet; C1 takes 40000 first so C2's port is remapped.
     for (const [client, proto] of [
       [C1, 6],
@@ -262,8 +268,8 @@ describe("SNAT (masquerade of pods to the uplink address)", () => {
       const csumOff = proto === 6 ? 36 : 26;
       const l4Len = p.length - 20;
       writeU16(p, csumOff, checksumFold(pseudoHeaderSum(client, S, proto, l4Len)));
-      expect(nat.prerouting(p, 0, p.length, POD_IF, 2, true)).toBe(NAT_ACCEPT);
-      expect(nat.postrouting(p, 0, p.length, UPLINK_IF, 0, 2, true)).toBe(NAT_ACCEPT);
+      expect(pre(nat, p, POD_IF, 2, true)).toBe(NAT_ACCEPT);
+      expect(post(nat, p, UPLINK_IF, 0, 2, true)).toBe(NAT_ACCEPT);
       expect(tupleOf(p).src).toBe(S_N);
       expect(readU16(p, csumOff)).toBe(checksumFold(pseudoHeaderSum(N, S, proto, l4Len)));
     }
@@ -334,13 +340,13 @@ describe("DNAT to service backends (kube-proxy)", () => {
     const nat = makeNat();
     const syn = tcpPacket(C1, 30000, VIP_EMPTY, 443, { flags: TCP_SYN });
     const before = Buffer.from(syn);
-    expect(nat.prerouting(syn, 0, syn.length, POD_IF, 1)).toBe(NAT_REJECT);
+    expect(pre(nat, syn, POD_IF, 1)).toBe(NAT_REJECT);
     expect(syn.equals(before)).toBe(true);
     expect(nat.counters().rejected).toBe(1);
     expect(nat.conntrackEntries(1)).toEqual([]);
     // Other ports of the VIP are not the service.
     const other = tcpPacket(C1, 30000, VIP_EMPTY, 444, { flags: TCP_SYN });
-    expect(nat.prerouting(other, 0, other.length, POD_IF, 1)).toBe(NAT_ACCEPT);
+    expect(pre(nat, other, POD_IF, 1)).toBe(NAT_ACCEPT);
   });
 
   it("hairpin: a client sent to itself is masqueraded to the router and the reply path translates", () => {
@@ -353,9 +359,9 @@ describe("DNAT to service backends (kube-proxy)", () => {
     // The reply is addressed to the router: prerouting must un-SNAT it before the
     // router decides it is local.
     const synack = tcpPacket(B1, 8080, POD_GW, 45000, { flags: TCP_SYN | TCP_ACK, seq: 7000, ack: 1001 });
-    expect(nat.prerouting(synack, 0, synack.length, POD_IF, 2)).toBe(NAT_ACCEPT);
+    expect(pre(nat, synack, POD_IF, 2)).toBe(NAT_ACCEPT);
     expect(tupleOf(synack)).toMatchObject({ dst: S_B1, dport: 45000 });
-    expect(nat.postrouting(synack, 0, synack.length, POD_IF, POD_GW, 2)).toBe(NAT_ACCEPT);
+    expect(post(nat, synack, POD_IF, POD_GW, 2)).toBe(NAT_ACCEPT);
     expect(tupleOf(synack)).toMatchObject({ src: S_VIP, sport: 80, dst: S_B1, dport: 45000 });
     expectChecksumsGood(synack);
     const ack = tcpPacket(B1, 45000, VIP, 80, { flags: TCP_ACK, seq: 1001, ack: 7001 });
@@ -420,10 +426,10 @@ describe("related ICMP errors", () => {
           [sent1, C1, S_C1],
         ] as const) {
           const err = icmpError(from, N, type, code, sent);
-          expect(nat.prerouting(err, 0, err.length, UPLINK_IF, 20)).toBe(NAT_ACCEPT);
+          expect(pre(nat, err, UPLINK_IF, 20)).toBe(NAT_ACCEPT);
           // Addressed to the pod before the router's local-address check.
           expect(tupleOf(err).dst).toBe(sClient);
-          expect(nat.postrouting(err, 0, err.length, POD_IF, POD_GW, 20)).toBe(NAT_ACCEPT);
+          expect(post(nat, err, POD_IF, POD_GW, 20)).toBe(NAT_ACCEPT);
           expect(err[20]).toBe(type);
           const outer = tupleOf(err);
           expect(outer.src).toBe(from === R ? "203.0.113.1" : S_S);
@@ -465,18 +471,18 @@ describe("related ICMP errors", () => {
   it("localError: the router's own time exceeded about a DNATed packet quotes the VIP", () => {
     const nat = makeNat({ services: [web("roundrobin")] });
     const syn = tcpPacket(C1, 41001, VIP, 80, { flags: TCP_SYN, ttl: 1 });
-    expect(nat.prerouting(syn, 0, syn.length, POD_IF, 1)).toBe(NAT_ACCEPT);
+    expect(pre(nat, syn, POD_IF, 1)).toBe(NAT_ACCEPT);
     expect(tupleOf(syn).dst).toBe(S_B1);
     // The router sees TTL 1 and builds Time Exceeded over the (DNATed) packet.
     const err = Buffer.alloc(600);
     const len = emitIcmpError(err, 0, syn, 0, syn.length, 11, 0, 0, POD_GW, 77);
     const pkt = err.subarray(0, len);
-    nat.localError(pkt, 0, len);
+    localError(nat, pkt, len);
     expect(tupleOf(pkt)).toMatchObject({ src: S_VIP, dst: S_C1 });
     expect(innerTupleOf(pkt)).toMatchObject({ src: S_C1, sport: 41001, dst: S_VIP, dport: 80 });
     expect(checksumFailures(Buffer.from(pkt))).toEqual([]);
-    // The connection was never confirmed: the next packet discards it.
-    nat.prerouting(udpPacket(C1, 1, S, 2), 0, 40, POD_IF, 2);
+    // The router drops the packet after its error: the connection is never confirmed.
+    release(nat);
     expect(nat.counters().unconfirmed).toBe(1);
     expect(nat.conntrackEntries(2)).toEqual([]);
   });
@@ -485,12 +491,12 @@ describe("related ICMP errors", () => {
     const nat = makeNat();
     forward(nat, udpPacket(C1, 6000, S, 53), POD_IF, UPLINK_IF, 1);
     const reply = udpPacket(S, 53, N, 6000, 12, { ttl: 1 });
-    nat.prerouting(reply, 0, reply.length, UPLINK_IF, 2);
+    pre(nat, reply, UPLINK_IF, 2);
     expect(tupleOf(reply).dst).toBe(S_C1); // un-SNATed; now the router sees TTL 1
     const err = Buffer.alloc(600);
     const len = emitIcmpError(err, 0, reply, 0, reply.length, 11, 0, 0, N, 9);
     const pkt = Buffer.from(err.subarray(0, len));
-    nat.localError(pkt, 0, len);
+    localError(nat, pkt, len);
     expect(tupleOf(pkt)).toMatchObject({ src: S_N, dst: S_S });
     expect(innerTupleOf(pkt)).toMatchObject({ src: S_S, sport: 53, dst: S_N, dport: 6000 });
     expect(checksumFailures(pkt)).toEqual([]);
@@ -534,9 +540,9 @@ describe("conntrack timeouts and TCP states", () => {
     expect(ea?.timeout).toBe(120);
     // b timed out at 31.000 s: lookups treat it as absent even before expire() runs.
     const rb = udpPacket(S, 53, N, 5001);
-    nat.prerouting(rb, 0, rb.length, UPLINK_IF, 31_000);
+    pre(nat, rb, UPLINK_IF, 31_000);
     expect(tupleOf(rb).dst).toBe(S_N);
-    nat.abort();
+    release(nat);
     expect(nat.expire(31_000)).toBe(0); // already removed by the lookup
     expect(nat.conntrackEntries(31_000)).toHaveLength(1);
     expect(nat.expire(30_999 + 120_000 - 1)).toBe(0);
@@ -548,11 +554,11 @@ describe("conntrack timeouts and TCP states", () => {
   it("expire() also discards a new connection that never reached postrouting", () => {
     const nat = makeNat();
     const p = udpPacket(C1, 6000, S, 53);
-    nat.prerouting(p, 0, p.length, POD_IF, 1);
+    pre(nat, p, POD_IF, 1);
     expect(nat.expire(2)).toBe(0);
     expect(nat.counters().unconfirmed).toBe(1);
-    // postrouting now has no context: the packet is left alone.
-    expect(nat.postrouting(p, 0, p.length, UPLINK_IF, 0, 2)).toBe(NAT_ACCEPT);
+    // The context names an entry that is gone: postrouting leaves the packet alone.
+    expect(post(nat, p, UPLINK_IF, 0, 2)).toBe(NAT_ACCEPT);
     expect(tupleOf(p).src).toBe(S_C1);
     expect(nat.conntrackEntries(2)).toEqual([]);
   });
@@ -877,8 +883,8 @@ describe("untracked, invalid and hostile input", () => {
     ];
     for (const p of pkts) {
       const before = Buffer.from(p);
-      expect(nat.prerouting(p, 0, p.length, POD_IF, 1)).toBe(NAT_ACCEPT);
-      expect(nat.postrouting(p, 0, p.length, UPLINK_IF, 0, 1)).toBe(NAT_ACCEPT);
+      expect(pre(nat, p, POD_IF, 1)).toBe(NAT_ACCEPT);
+      expect(post(nat, p, UPLINK_IF, 0, 1)).toBe(NAT_ACCEPT);
       expect(p.equals(before)).toBe(true);
     }
     expect(nat.counters().untracked).toBe(4);
@@ -894,29 +900,53 @@ describe("untracked, invalid and hostile input", () => {
       for (const flags of [TCP_ACK, TCP_SYN | TCP_ACK, TCP_FIN | TCP_ACK, TCP_RST, TCP_SYN | TCP_FIN]) {
         const p = tcpPacket(C1, 40000, VIP, 80, { flags });
         const before = Buffer.from(p);
-        expect(nat.prerouting(p, 0, p.length, POD_IF, 1)).toBe(verdict);
+        expect(pre(nat, p, POD_IF, 1)).toBe(verdict);
         expect(p.equals(before)).toBe(true);
       }
       const reply = echoPacket(S, N, 5, 1, true);
-      expect(nat.prerouting(reply, 0, reply.length, UPLINK_IF, 1)).toBe(verdict);
+      expect(pre(nat, reply, UPLINK_IF, 1)).toBe(verdict);
       expect(nat.counters().invalid).toBe(6);
       expect(nat.conntrackEntries(1)).toEqual([]);
     }
   });
 
-  it("postrouting with another packet than prerouting's leaves it alone", () => {
+  it("contexts travel with their packets: several packets between the hooks, postrouting in another order", () => {
+    const nat = makeNat();
+    forward(nat, udpPacket(C1, 4000, S, 53), POD_IF, UPLINK_IF, 1);
+    const a = udpPacket(C1, 4001, S, 53); // new
+    const b = udpPacket(C2, 4001, S, 53); // new, same port: whichever is confirmed second is remapped
+    const r = udpPacket(S, 53, N, 4000); // a reply of the first flow
+    const ca = nat.prerouting(a, 0, a.length, POD_IF, 2);
+    const cb = nat.prerouting(b, 0, b.length, POD_IF, 2);
+    const cr = nat.prerouting(r, 0, r.length, UPLINK_IF, 2);
+    expect([ca, cb, cr].every((c) => c > NAT_ACCEPT)).toBe(true);
+    expect(nat.postrouting(cr, r, 0, r.length, POD_IF, POD_GW, 2)).toBe(NAT_ACCEPT);
+    expect(nat.postrouting(cb, b, 0, b.length, UPLINK_IF, 0, 2)).toBe(NAT_ACCEPT);
+    expect(nat.postrouting(ca, a, 0, a.length, UPLINK_IF, 0, 2)).toBe(NAT_ACCEPT);
+    expect(tupleOf(b)).toMatchObject({ src: S_N, sport: 4001 });
+    expect(tupleOf(a).src).toBe(S_N);
+    expect(tupleOf(a).sport).not.toBe(4001);
+    expect(tupleOf(r)).toMatchObject({ src: S_S, dst: S_C1, dport: 4000 });
+    for (const p of [a, b, r]) expectChecksumsGood(p);
+    expect(nat.counters()).toMatchObject({ new: 3, unsnat: 1, unconfirmed: 0, entries: 3 });
+  });
+
+  it("release() frees a new connection's entry; postrouting with no context leaves the packet alone", () => {
     const nat = makeNat();
     const a = udpPacket(C1, 4000, S, 53);
-    nat.prerouting(a, 0, a.length, POD_IF, 1);
-    // The router built something else in place (its own reply): src/dst swapped.
-    const b = udpPacket(S, 53, C1, 4000);
-    b.copy(a);
+    const ctx = nat.prerouting(a, 0, a.length, POD_IF, 1);
+    expect(nat.counters()).toMatchObject({ entries: 1, new: 0 });
+    nat.release(ctx);
+    nat.release(ctx); // once only
+    expect(nat.counters()).toMatchObject({ unconfirmed: 1, new: 0, entries: 0 });
     const before = Buffer.from(a);
-    expect(nat.postrouting(a, 0, a.length, UPLINK_IF, 0, 1)).toBe(NAT_ACCEPT);
+    expect(nat.postrouting(NAT_ACCEPT, a, 0, a.length, UPLINK_IF, 0, 1)).toBe(NAT_ACCEPT);
     expect(a.equals(before)).toBe(true);
-    expect(nat.counters()).toMatchObject({ mismatch: 1, unconfirmed: 1, new: 0 });
-    // postrouting without prerouting: nothing to do.
-    expect(nat.postrouting(a, 0, a.length, UPLINK_IF, 0, 1)).toBe(NAT_ACCEPT);
+    // A known connection's context has nothing to release.
+    forward(nat, a, POD_IF, UPLINK_IF, 2);
+    const again = udpPacket(C1, 4000, S, 53);
+    nat.release(nat.prerouting(again, 0, again.length, POD_IF, 3));
+    expect(nat.counters()).toMatchObject({ unconfirmed: 1, new: 1, entries: 1 });
   });
 
   it("garbage, truncated and bit-flipped packets never throw", () => {
@@ -933,13 +963,13 @@ describe("untracked, invalid and hostile input", () => {
     ];
     const verdicts = new Set<number>();
     const run = (p: Buffer, off: number, len: number, now: number): void => {
-      const v = nat.prerouting(p, off, len, rnd() < 0.5 ? POD_IF : UPLINK_IF, now);
+      const v = pre(nat, p, rnd() < 0.5 ? POD_IF : UPLINK_IF, now, false, off, len);
       verdicts.add(v);
-      if (v === NAT_ACCEPT) verdicts.add(nat.postrouting(p, off, len, rnd() < 0.5 ? POD_IF : UPLINK_IF, POD_GW, now));
+      if (v === NAT_ACCEPT) verdicts.add(post(nat, p, rnd() < 0.5 ? POD_IF : UPLINK_IF, POD_GW, now, false, off, len));
       if (rnd() < 0.1) {
         const err = Buffer.alloc(600);
         const n = emitIcmpError(err, 0, p, off, Math.max(0, Math.min(len, p.length - off)), 11, 0, 0, POD_GW, 1);
-        if (n > 0) nat.localError(err, 0, n);
+        if (n > 0) localError(nat, err, n);
       }
     };
     let now = 0;
@@ -1005,6 +1035,113 @@ describe("untracked, invalid and hostile input", () => {
   });
 });
 
+describe("runtime changes while traffic flows (services, masquerade rules, conntrack -F / -D)", () => {
+  it("conntrack -F: confirmed entries go, a packet between the hooks keeps its pending entry", () => {
+    const nat = makeNat();
+    forward(nat, udpPacket(C1, 5000, S, 53), POD_IF, UPLINK_IF, 1);
+    forward(nat, tcpPacket(C1, 40000, S, 80, { flags: TCP_SYN }), POD_IF, UPLINK_IF, 1);
+    const between = udpPacket(C2, 5001, S, 53);
+    const ctx = nat.prerouting(between, 0, between.length, POD_IF, 2);
+    expect(nat.conntrackFlush()).toBe(2);
+    expect(nat.counters()).toMatchObject({ entries: 1, evictable: 0 });
+    expect(nat.postrouting(ctx, between, 0, between.length, UPLINK_IF, 0, 2)).toBe(NAT_ACCEPT);
+    expect(tupleOf(between)).toMatchObject({ src: S_N, sport: 5001 });
+    expect(nat.conntrackEntries(2).map((e) => e.original.sport)).toEqual([5001]);
+    // The flushed flow's reply is nobody's now: a new connection to the router, not translated.
+    const reply = udpPacket(S, 53, N, 5000);
+    forward(nat, reply, UPLINK_IF, POD_IF, 3);
+    expect(tupleOf(reply).dst).toBe(S_N);
+    expect(nat.conntrackFlush()).toBe(2);
+    expect(nat.conntrackFlush()).toBe(0);
+  });
+
+  it("conntrack -D: by the original or the reply tuple, TCP/UDP/ICMP; false for nothing", () => {
+    const nat = makeNat();
+    forward(nat, udpPacket(C1, 5000, S, 53), POD_IF, UPLINK_IF, 1);
+    forward(nat, udpPacket(C2, 5000, S, 53), POD_IF, UPLINK_IF, 1); // reply tuple remapped
+    forward(nat, tcpPacket(C1, 40000, S, 80, { flags: TCP_SYN }), POD_IF, UPLINK_IF, 1);
+    forward(nat, echoPacket(C1, S, 9, 1), POD_IF, UPLINK_IF, 1);
+    const remapped = nat.conntrackEntries(1).find((e) => e.original.src === S_C2)?.reply.dport ?? 0;
+    expect(remapped).not.toBe(5000);
+    expect(nat.conntrackDelete(17, C1, 5000, S, 53, 2)).toBe(true); // original tuple
+    expect(nat.conntrackDelete(17, C1, 5000, S, 53, 2)).toBe(false);
+    expect(nat.conntrackDelete(17, S, 53, N, remapped, 2)).toBe(true); // reply tuple
+    expect(nat.conntrackDelete(6, C1, 40000, S, 81, 2)).toBe(false);
+    expect(nat.conntrackDelete(1, C1, 9, S, 9, 2)).toBe(true); // ICMP echo: the identifier twice
+    expect(nat.conntrackEntries(2).map((e) => e.proto)).toEqual(["tcp"]);
+    // The deleted TCP flow's next segment is INVALID (not a SYN) and passes untranslated.
+    expect(nat.conntrackDelete(6, C1, 40000, S, 80, 2)).toBe(true);
+    const ack = tcpPacket(C1, 40000, S, 80, { flags: TCP_ACK });
+    forward(nat, ack, POD_IF, UPLINK_IF, 3);
+    expect(tupleOf(ack).src).toBe(S_C1);
+    expect(nat.counters()).toMatchObject({ invalid: 1, entries: 0 });
+  });
+
+  it("services: add, replace backends, empty (REJECT) and delete, existing connections keep their backend", () => {
+    const nat = makeNat({ services: [] });
+    const syn = (port: number): Buffer => tcpPacket(C1, port, VIP, 80, { flags: TCP_SYN });
+    const a = syn(50000);
+    forward(nat, a, POD_IF, POD_IF, 1);
+    expect(tupleOf(a).dst).toBe(S_VIP); // no service yet
+    nat.addService(web("roundrobin"));
+    expect(() => nat.addService(web("random"))).toThrow(/service web already exists/);
+    expect(() => nat.addService({ ...web("random"), name: "web2" })).toThrow(/10\.96\.0\.10:80\/6 is defined twice/);
+    const b = syn(50001);
+    forward(nat, b, POD_IF, POD_IF, 2);
+    expect(tupleOf(b)).toMatchObject({ dst: S_B1, dport: 8080 });
+    nat.setServiceBackends("web", [{ addr: B2, port: 9090 }]);
+    expect(() => nat.setServiceBackends("nope", [])).toThrow(/no service nope/);
+    const c = syn(50002);
+    forward(nat, c, POD_IF, POD_IF, 3);
+    expect(tupleOf(c)).toMatchObject({ dst: S_B2, dport: 9090 });
+    // b's connection still goes to B1, and its reply still comes from the VIP.
+    const bAck = tcpPacket(C1, 50001, VIP, 80, { flags: TCP_ACK });
+    forward(nat, bAck, POD_IF, POD_IF, 4);
+    expect(tupleOf(bAck)).toMatchObject({ dst: S_B1, dport: 8080 });
+    nat.setServiceBackends("web", []);
+    expect(pre(nat, syn(50003), POD_IF, 5)).toBe(NAT_REJECT);
+    expect(nat.services(5)).toMatchObject([{ name: "web", backends: [], connections: [] }]);
+    expect(nat.deleteService("web")).toBe(true);
+    expect(nat.deleteService("web")).toBe(false);
+    const d = syn(50004);
+    forward(nat, d, POD_IF, POD_IF, 6);
+    expect(tupleOf(d).dst).toBe(S_VIP);
+    const cBack = tcpPacket(B2, 9090, C1, 50002, { flags: TCP_SYN | TCP_ACK });
+    forward(nat, cBack, POD_IF, POD_IF, 7);
+    expect(tupleOf(cBack)).toMatchObject({ src: S_VIP, sport: 80 });
+    expectChecksumsGood(cBack);
+    expect(nat.counters()).toMatchObject({ dnat: 2, rejected: 1, undnat: 1 });
+  });
+
+  it("masquerade rules: add and delete (by an equal rule); existing connections keep their translation", () => {
+    const nat = makeNat({ snat: [] });
+    const rule = { sources: [{ addr: ip("10.244.0.0"), prefixLen: 16 }], outIf: UPLINK_IF, toAddr: N };
+    const a = udpPacket(C1, 6000, S, 53);
+    forward(nat, a, POD_IF, UPLINK_IF, 1);
+    expect(tupleOf(a).src).toBe(S_C1);
+    nat.addSnatRule(rule);
+    expect(() => nat.addSnatRule({ ...rule, toAddr: 0 })).toThrow(/toAddr must be a non-zero IPv4 address/);
+    const b = udpPacket(C1, 6001, S, 53);
+    forward(nat, b, POD_IF, UPLINK_IF, 2);
+    expect(tupleOf(b).src).toBe(S_N);
+    expect(nat.snatRules()).toEqual([rule]);
+    expect(nat.deleteSnatRule({ ...rule, outIf: 2 })).toBe(false);
+    // The same prefix written from another address in it is the same rule.
+    expect(nat.deleteSnatRule({ ...rule, sources: [{ addr: ip("10.244.3.4"), prefixLen: 16 }] })).toBe(true);
+    expect(nat.snatRules()).toEqual([]);
+    const c = udpPacket(C1, 6002, S, 53);
+    forward(nat, c, POD_IF, UPLINK_IF, 3);
+    expect(tupleOf(c).src).toBe(S_C1);
+    // b's flow: still masqueraded both ways.
+    const b2 = udpPacket(C1, 6001, S, 53);
+    forward(nat, b2, POD_IF, UPLINK_IF, 4);
+    expect(tupleOf(b2).src).toBe(S_N);
+    const back = udpPacket(S, 53, N, 6001);
+    forward(nat, back, UPLINK_IF, POD_IF, 4);
+    expect(tupleOf(back).dst).toBe(S_C1);
+  });
+});
+
 /**
  * A run through every kind of rewrite: SNAT and un-SNAT of TCP/UDP/ICMP echo (kept
  * and remapped ports), DNAT and un-DNAT, hairpin, related errors (SNAT and DNAT,
@@ -1057,10 +1194,10 @@ function translatedSamples(): Buffer[] {
   forward(nat, hairBack, POD_IF, POD_IF, ++now, POD_GW);
   keep(hairBack);
   const ttl1 = tcpPacket(C2, 41001, VIP, 80, { flags: TCP_SYN, ttl: 1 });
-  nat.prerouting(ttl1, 0, ttl1.length, POD_IF, ++now);
+  pre(nat, ttl1, POD_IF, ++now);
   const e = Buffer.alloc(600);
   const n = emitIcmpError(e, 0, ttl1, 0, ttl1.length, 11, 0, 0, POD_GW, 5);
-  nat.localError(e, 0, n);
+  localError(nat, e, n);
   keep(e.subarray(0, n));
   for (const p of out) expect(checksumFailures(p)).toEqual([]);
   return out;
@@ -1198,7 +1335,7 @@ describe("conntrack listing (show conntrack)", () => {
     const churn: number[] = [];
     for (let i = 0; i < 400; i++) churn.push(add(false));
     const listed: number[] = [];
-    const g = ct.walk(parseConntrackQuery({}), () => 1);
+    const g = walkConntrack(ct, parseConntrackQuery({}), () => 1);
     for (;;) {
       const x = g.next();
       if (x.done === true) break;

@@ -711,7 +711,7 @@ export class Harness {
     const out: Ledger[] = [switchLedger(this.rig.sw, this.engine.ports)];
     if (this.stp !== null) out.push(stpLedger(this.stp, this.rig.sw));
     if (this.rig.router) out.push(routerLedger(this.rig.router, Object.values(this.rig.internal)));
-    const vx = this.vxlan;
+    const vx = this.vxlan?.tunnelCounters() ?? null;
     if (vx !== null) {
       out.push({
         name: "vxlan decapsulation",
@@ -721,10 +721,10 @@ export class Harness {
       out.push({
         name: "vxlan delivery",
         in: vx.decapsulated - vx.coalesced + vx.arpSuppressed,
-        out: { rxFrames: vx.rxFrames },
+        out: { rxFrames: (this.vxlan as VxlanPort).rxFrames },
       });
     }
-    const ip = this.ipip;
+    const ip = this.ipip?.tunnelCounters() ?? null;
     if (ip !== null) {
       out.push({
         name: "ipip decapsulation",
@@ -739,7 +739,7 @@ export class Harness {
           rxTooBig: ip.rxTooBig,
         },
       });
-      out.push({ name: "ipip delivery", in: ip.decapsulated, out: { rxFrames: ip.rxFrames } });
+      out.push({ name: "ipip delivery", in: ip.decapsulated, out: { rxFrames: (this.ipip as IpipPort).rxFrames } });
     }
     return out;
   }
@@ -799,7 +799,7 @@ export class Harness {
     if (this.ipip) out["ipip detail"] = nonZero(this.ipip.tunnelCounters());
     const offl: Record<string, number> = {};
     for (const p of this.engine.ports) {
-      const c = p.softCounters();
+      const c = p.txOffload?.counters();
       if (c) for (const [k, v] of Object.entries(c)) offl[k] = (offl[k] ?? 0) + v;
     }
     if (Object.keys(offl).length) out["software offloads"] = nonZero(offl);

@@ -29,6 +29,7 @@ import { Engine } from "../../src/core/engine.js";
 import { DEFAULT_SLOT, HEADROOM } from "../../src/core/port.js";
 import { IpipPort, type IpipUnderlayStats, ipipMacRemote, ipipNeighbourMac } from "../../src/io/ipip-port.js";
 import { MemoryPort } from "../../src/io/memory-port.js";
+import { SimSocket } from "../fuzz/harness.js";
 import { captureFields, inNs, iperf, ping, sleep, snmp, waitFor, waitSnmp } from "../integration/harness.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -159,6 +160,48 @@ describe("IpipPort without a socket", () => {
     expect(p.lastTxError).toBe("port is closed");
     expect(p.isOpen).toBe(false);
     p.close();
+  });
+
+  it("accepts packets from peers added at run time, and none from removed ones", () => {
+    const socks: SimSocket[] = [];
+    const p = new IpipPort("t", {
+      localAddr: "10.0.0.1",
+      peers: ["10.0.0.2"],
+      mac: 0x02aa00000101,
+      openSocket: (o) => {
+        const s = new SimSocket(null, o);
+        socks.push(s);
+        return s;
+      },
+    });
+    const e = new Engine();
+    e.addPort(p);
+    let delivered = 0;
+    e.connect(p, { process: (_p, f) => void (delivered += f.count) });
+    e.start();
+    try {
+      const inner = ipPacket({ src: "10.244.2.2", dst: "10.244.1.2", proto: 1, payload: echo(7, 1) });
+      const land = (from: string): void =>
+        void socks[0].land([{ data: ipPacket({ src: from, dst: "10.0.0.1", proto: 4, payload: inner }), from: ip4(from), segs: 0 }]);
+      land("10.0.0.3");
+      expect(p.tunnelCounters()).toMatchObject({ unknownPeer: 1, decapsulated: 0 });
+      expect(p.addPeer("10.0.0.3")).toBe(true);
+      expect(p.addPeer("10.0.0.3")).toBe(false);
+      land("10.0.0.3");
+      expect(p.tunnelCounters()).toMatchObject({ unknownPeer: 1, decapsulated: 1 });
+      expect(delivered).toBe(1);
+      expect(p.tunnelInfo().peers).toEqual(["10.0.0.2", "10.0.0.3"]);
+      land("10.0.0.2");
+      expect(p.removePeer("10.0.0.2")).toBe(true);
+      expect(p.removePeer("10.0.0.2")).toBe(false);
+      land("10.0.0.2");
+      expect(p.tunnelCounters()).toMatchObject({ unknownPeer: 2, decapsulated: 2 });
+      expect(delivered).toBe(2);
+      expect(p.tunnelInfo().peers).toEqual(["10.0.0.3"]);
+      expect(() => p.addPeer("10.0.0")).toThrow(/ipip port 't': peer: invalid IPv4/);
+    } finally {
+      e.stop();
+    }
   });
 
   it("needs root for its socket: an engine that cannot open it says why and closes the rest", () => {

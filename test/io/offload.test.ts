@@ -12,19 +12,23 @@ import {
   OFFLOAD_ERR_MALFORMED,
   OFFLOAD_ERR_NO_ROOM,
   OFFLOAD_ERR_RANGE,
-  VNET_F_DATA_VALID,
-  VNET_F_NEEDS_CSUM,
-  VNET_GSO_ECN,
-  VNET_GSO_NONE,
-  VNET_GSO_TCPV4,
-  VNET_GSO_TCPV6,
   completeChecksum,
   csumComplete,
   groCoalesce,
   groFrames,
   gsoSegment,
 } from '../../src/io/offload.js';
+import {
+  VIRTIO_NET_HDR_F_DATA_VALID as VNET_F_DATA_VALID,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM as VNET_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_ECN as VNET_GSO_ECN,
+  VIRTIO_NET_HDR_GSO_NONE as VNET_GSO_NONE,
+  VIRTIO_NET_HDR_GSO_TCPV4 as VNET_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6 as VNET_GSO_TCPV6,
+} from '../../src/wire/vnet.js';
 import { PcapngWriter } from '../../src/io/pcapng.js';
+import { SoftOffload } from '../../src/io/soft-offload.js';
+import { TxQueue } from '../../src/core/batch.js';
 import {
   ETHERTYPE_ARP,
   ETHERTYPE_IPV4,
@@ -519,6 +523,72 @@ describe.skipIf(!canRun)('gsoSegment', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe.skipIf(!canRun)('SoftOffload (the TxOffload of ports whose device takes no virtio-net header)', () => {
+  it('writes super-frames as segments, completes partial checksums, drops and counts malformed ones', () => {
+    const pool = Buffer.alloc(1024 * 1024);
+    const q = new TxQueue(8);
+    // 1: a TSO super-frame; 2: a frame with a partial checksum; 3: a plain frame;
+    // 4: a super-frame with an MSS of 0 (malformed); 5: another TSO super-frame.
+    const payload = pattern(20000, 11);
+    const tso = buildTso4(pool, 64, payload, { seq: 1000, flags: TCP_ACK | TCP_PSH });
+    q.push(64, tso.len);
+    const small = buildTcp4(pool, 32 * 1024, pattern(100, 2), { seq: 5, flags: TCP_ACK });
+    tcpSetChecksum(pool, 32 * 1024 + small.l4, pseudoHeaderSum(IP_A, IP_B, IP_PROTO_TCP, small.len - small.l4));
+    setVnet(pool, 32 * 1024, { flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_NONE, csumStart: small.l4, csumOffset: 16 });
+    q.push(32 * 1024, small.len);
+    const plain = buildTcp4(pool, 40 * 1024, pattern(60, 3), { seq: 9, flags: TCP_ACK });
+    setVnet(pool, 40 * 1024, { flags: 0, gsoType: VNET_GSO_NONE });
+    q.push(40 * 1024, plain.len);
+    const bad = buildTso4(pool, 48 * 1024, pattern(3000, 4), { seq: 1, flags: TCP_ACK });
+    pool.writeUInt16LE(0, 48 * 1024 - VNET + 4); // gso_size 0
+    q.push(48 * 1024, bad.len);
+    const tso2 = buildTso4(pool, 64 * 1024, payload, { seq: 90000, flags: TCP_ACK });
+    q.push(64 * 1024, tso2.len);
+
+    const soft = new SoftOffload();
+    soft.attach(512 * 1024);
+    const written: Buffer[] = [];
+    let writes = 0;
+    const dropped = soft.flush(pool, q, (buf, list) => {
+      writes++;
+      for (let i = 0; i < list.count; i++) written.push(Buffer.from(buf.subarray(list.offsets[i], list.offsets[i] + list.lengths[i])));
+    });
+    const k = Math.ceil(payload.length / MSS);
+    expect(dropped).toBe(1);
+    expect(writes).toBe(1); // one list for the whole queue: it fits the staging area
+    expect(written).toHaveLength(2 * k + 2);
+    expect(soft.counters()).toEqual({ segmented: 2, segments: 2 * k, csumCompleted: 1, badOffload: 1 });
+    // In queue order; segments and the completed frame have good TCP checksums, the
+    // plain frame (checksum left 0 by its builder) goes as it was.
+    const segs1 = written.slice(0, k);
+    const [fixed, asIs] = written.slice(k, k + 2);
+    for (const f of [...segs1, fixed, ...written.slice(k + 2)]) expect(tcpChecksumValid(f, tso.l4, f.length - tso.l4, IP_A, IP_B)).toBe(true);
+    expect(Buffer.concat(segs1.map((f) => f.subarray(tso.hdrLen))).equals(payload)).toBe(true);
+    expect(fixed.length).toBe(small.len);
+    expect(asIs.equals(pool.subarray(40 * 1024, 40 * 1024 + plain.len))).toBe(true);
+    expect(readVnet(pool, 32 * 1024).flags & VNET_F_NEEDS_CSUM).toBe(0);
+  });
+
+  it('reuses its staging area when it fills: what is staged is written first', () => {
+    const pool = Buffer.alloc(2 * 1024 * 1024);
+    const q = new TxQueue(8);
+    const payload = pattern(60000, 5);
+    for (let i = 0; i < 6; i++) {
+      const off = 64 + i * 65536;
+      q.push(off, buildTso4(pool, off, payload, { seq: i * 100000, flags: TCP_ACK }).len);
+    }
+    const soft = new SoftOffload();
+    soft.attach(1024 * 1024);
+    const lists: number[] = [];
+    soft.flush(pool, q, (_buf, list) => void lists.push(list.count));
+    const k = Math.ceil(payload.length / MSS);
+    // Six 60 KB super-frames do not fit 256 KiB of staging at once.
+    expect(lists.length).toBeGreaterThan(1);
+    expect(lists.reduce((a, b) => a + b, 0)).toBe(6 * k);
+    expect(soft.counters()).toMatchObject({ segmented: 6, segments: 6 * k, badOffload: 0 });
   });
 });
 

@@ -295,7 +295,7 @@ function answer(b, off, len) {
   return false;
 }
 
-engine.pipeline = {
+const relay = {
   process(port, bt, pool) {
     if (port === pcap) batches.push(bt.count);
     for (let i = 0; i < bt.count; i++) {
@@ -312,6 +312,8 @@ engine.pipeline = {
     }
   },
 };
+engine.connect(mem, relay);
+engine.connect(pcap, relay);
 
 // A witness that sees both directions (no filter), and a second sender on the same
 // interface, both plain cap handles in this process. cap keeps only a raw pointer to

@@ -16,7 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FrameList } from '../../src/core/batch.js';
 import { PacketPool } from '../../src/core/pool.js';
 import type { Port } from '../../src/core/port.js';
-import { interfaceInfo, openTap, type TapHandle, VNET_HDR_LEN } from '../../src/io/native.js';
+import { interfaceInfo, openTap, type TapHandle } from '../../src/io/native.js';
+import { VNET_HDR_LEN } from '../../src/wire/vnet.js';
 import { TapPort } from '../../src/io/tap-port.js';
 
 const canRun = process.platform === 'linux' && process.getuid?.() === 0 && existsSync('/dev/net/tun');
@@ -26,7 +27,7 @@ if (!canRun && process.env.CI) throw new Error('native TAP tests must run in CI:
 const PID = process.pid;
 const NS = `tntap${PID}`;
 const TAP_A = `tnta${PID}`; // plain, moved into NS, 10.77.0.1/24
-const TAP_V = `tntv${PID}`; // vnetHdr, moved into NS, 10.78.0.1/24
+const TAP_V = `tntv${PID}`; // offload (IFF_VNET_HDR), moved into NS, 10.78.0.1/24
 const TAP_X = `tntx${PID}`; // error cases, stays in the root namespace
 const NS2 = `tntap${PID}r`; // second namespace for the relay test
 const TAP_R1 = `tntr${PID}a`; // relay: in NS, 10.90.0.1/24
@@ -225,7 +226,7 @@ function openPort(name: string, vnet: boolean, rxBase: number, slots: number, sl
   } as unknown as TestPort;
   port.h = openTap({
     name,
-    vnetHdr: vnet,
+    offload: vnet,
     pool,
     rxBase,
     slots,
@@ -525,7 +526,7 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     expect(links()).toBe(before);
   });
 
-  it('vnetHdr: frames carry a 12-byte virtio-net header, both ways', { timeout: 20_000 }, async () => {
+  it('offload: frames carry a 12-byte virtio-net header, both ways', { timeout: 20_000 }, async () => {
     const v = openPort(TAP_V, true, RXBASE_V, SLOTS_V, SLOT_V, PEER_V);
     moveAndConfigure(TAP_V, '10.78.0.1/24');
     v.h.start();
@@ -556,7 +557,7 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     expect(v.h.stats().rxOversize).toBe(0);
   });
 
-  it('vnetHdr relay between two namespaces carries TSO super-frames (iperf3)', { timeout: 30_000 }, async () => {
+  it('offload relay between two namespaces carries TSO super-frames (iperf3)', { timeout: 30_000 }, async () => {
     // The dataplane's fast path in miniature: every batch read from one TAP is
     // written, in place and in one call, to the other.
     sh('ip', ['netns', 'add', NS2]);
@@ -573,7 +574,7 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
       const lengths = new Uint32Array(SLOTS_R);
       const h = openTap({
         name,
-        vnetHdr: true,
+        offload: true,
         pool,
         rxBase,
         slots: SLOTS_R,
@@ -608,7 +609,7 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
       await waitFor(() => sh('ip', ['netns', 'exec', NS2, 'ss', '-Hltn', 'sport = :5201']).trim() !== '', 5000, 'iperf3 to listen');
       const client = await inNs(['iperf3', '-c', '10.90.0.2', '-t', '2', '-f', 'g'], 15_000);
       const rate = /([\d.]+) Gbits\/sec.*receiver/.exec(client.stdout)?.[1];
-      console.log(`[tap] vnetHdr relay: ${rate} Gbit/s, ${frames} frames, ${gsoFrames} GSO, largest ${maxLen} bytes`);
+      console.log(`[tap] offload relay: ${rate} Gbit/s, ${frames} frames, ${gsoFrames} GSO, largest ${maxLen} bytes`);
       expect(client.code).toBe(0);
       expect(gsoFrames).toBeGreaterThan(0);
       expect(maxLen).toBeGreaterThan(VNET_HDR_LEN + 1514);
@@ -622,7 +623,7 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
   });
 
   it('TapPort egress GRO: segments from a host without TSO reach the other host as super-frames', { timeout: 90_000 }, async () => {
-    // A relay of two TapPorts with vnetHdr, as a tapnet node holds them: host A's TAP
+    // A relay of two TapPorts with offload, as a tapnet node holds them: host A's TAP
     // has TSO and GSO off, so A's stack sends MSS-sized segments (with partial checksums
     // while tx checksumming is on); B's TapPort merges runs of them into super-frames.
     for (const ns of [NSG_A, NSG_B]) tryQuiet('ip', ['netns', 'del', ns]);

@@ -27,7 +27,12 @@ import type { FrameSink } from "../../src/core/element.js";
 import { Engine } from "../../src/core/engine.js";
 import { HEADROOM } from "../../src/core/port.js";
 import { SimSocket } from "../fuzz/harness.js";
-import { VXLAN_COUNTERS, VxlanPort, vxlanSourcePort } from "../../src/io/vxlan-port.js";
+import { VXLAN_COUNTERS } from "../../src/io/vxlan-counters.js";
+import { MemoryPort } from "../../src/io/memory-port.js";
+import { VxlanPort, type VxlanPortOptions } from "../../src/io/vxlan-port.js";
+import { ipToString, parseIp } from "../../src/wire/ipv4addr.js";
+import { parseMac } from "../../src/wire/mac.js";
+import { vxlanSourcePort } from "../../src/wire/vxlan.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -83,8 +88,8 @@ describe("VxlanPort without a network", () => {
       mtu: 8950,
       learning: false,
     });
-    expect(p.fdbEntries(1e9)).toEqual([{ mac: "02:00:00:00:00:02", remote: "192.168.77.2", static: true, age: null }]);
-    expect(Object.keys(p.tunnelCounters())).toEqual([...VXLAN_COUNTERS]);
+    expect(p.fdb.entries(1e9)).toEqual([{ mac: "02:00:00:00:00:02", remote: "192.168.77.2", static: true, age: null }]);
+    expect(Object.keys(p.tunnelCounters())).toEqual([...VXLAN_COUNTERS.names]);
     expect(Object.values(p.tunnelCounters()).every((v) => v === 0)).toBe(true);
     expect(new VxlanPort("v", { vni: 42, localAddr: "10.0.0.1" }).info().mtu).toBe(1450);
     // Landing slots for recvmmsg (64 of 64 KiB + 128), output slots, 32 reply slots of
@@ -98,7 +103,7 @@ describe("VxlanPort without a network", () => {
     p.txq.push(100, 60);
     p.flush(Buffer.alloc(4096));
     expect(p.counters()).toMatchObject({ txFrames: 0, txDrops: 2 });
-    expect(p.txErrors).toBe(2);
+    expect(p.tunnelCounters().txErrors).toBe(2);
     expect(p.lastTxError).toBe("port is closed");
     expect(p.isOpen).toBe(false);
     p.close();
@@ -133,7 +138,7 @@ describe("VxlanPort without a network", () => {
       const dgram = Buffer.concat([Buffer.from([0x08, 0, 0, 0, 0, 0, 42, 0]), inner]);
       const rx = socks.find((s) => s.udp?.onBatch !== undefined) as SimSocket;
       rx.land([{ data: Buffer.concat(Array.from({ length: 65 }, () => dgram)), from: 0x0a000002, segs: dgram.length }]);
-      expect(vx.decapsulated).toBe(65);
+      expect(vx.tunnelCounters().decapsulated).toBe(65);
       expect(vx.rxDrops).toBe(0);
       expect(vx.rxFrames).toBe(65);
       expect(delivered).toBe(65);
@@ -164,6 +169,164 @@ describe("VxlanPort without a network", () => {
     expect(vxlanSourcePort(a, 0, a.length)).toBeGreaterThanOrEqual(49152);
     expect(vxlanSourcePort(f, 0, 14)).toBeGreaterThanOrEqual(49152);
     expect(vxlanSourcePort(f, 0, 36)).toBeGreaterThanOrEqual(49152);
+  });
+});
+
+// ---------------------------------------------------------------------------------
+// The FDB changed at run time, as flanneld changes a kernel vxlan device's.
+
+/** A simulated kernel socket that also records where each sent message went. */
+class RecordingSocket extends SimSocket {
+  readonly to: number[] = [];
+  override send(pool: Buffer, o: Uint32Array, l: Uint32Array, a: Uint32Array, port: number, s: Uint32Array | null, count: number): number {
+    for (let i = 0; i < count; i++) this.to.push(a[i]);
+    return super.send(pool, o, l, a, port, s, count);
+  }
+}
+
+describe("VxlanPort: remotes, FDB entries and ARP suppression change at run time", () => {
+  const A = "02:aa:00:00:00:01"; // behind the memory port
+  const B = "02:bb:00:00:00:02"; // behind the tunnel
+  const C = "02:cc:00:00:00:03";
+  const D = "02:dd:00:00:00:04";
+
+  /** A VXLAN port and a memory port, every frame crossed over; sockets simulated. */
+  function rig(extra: Partial<VxlanPortOptions> = {}) {
+    const socks: RecordingSocket[] = [];
+    const vx = new VxlanPort("vx", {
+      vni: 42,
+      localAddr: "10.0.0.1",
+      ...extra,
+      openSocket: (o) => {
+        const s = new RecordingSocket(o, null);
+        socks.push(s);
+        return s;
+      },
+    });
+    const m = new MemoryPort("m");
+    const engine = new Engine();
+    engine.addPort(m);
+    engine.addPort(vx);
+    const cross: FrameSink = {
+      process(port, f) {
+        const o = port === m ? vx : m;
+        for (let i = 0; i < f.count; i++) o.txq.push(f.offsets[i], f.lengths[i]);
+      },
+    };
+    engine.connect(m, cross);
+    engine.connect(vx, cross);
+    engine.start();
+    const frame = (dst: string, src = A): Buffer => {
+      const b = Buffer.alloc(60, 0x5a);
+      b.writeUIntBE(parseMac(dst), 0, 6);
+      b.writeUIntBE(parseMac(src), 6, 6);
+      b.writeUInt16BE(0x88b5, 12);
+      return b;
+    };
+    /** Sends one frame from the memory port into the tunnel; returns where its messages went. */
+    const send = (f: Buffer): string[] => {
+      m.inject([f]);
+      return socks.flatMap((s) => s.to.splice(0)).map(ipToString).sort();
+    };
+    /** A datagram from `from` whose inner frame has source MAC `src` (learned). */
+    const receive = (src: string, from: string): void => {
+      const rx = socks.find((s) => s.udp?.onBatch !== undefined) as RecordingSocket;
+      const dgram = Buffer.concat([Buffer.from([0x08, 0, 0, 0, 0, 0, 42, 0]), frame(A, src)]);
+      rx.land([{ data: dgram, from: parseIp(from), segs: 0 }]);
+    };
+    return { vx, m, engine, frame, send, receive };
+  }
+
+  it("adds and removes flood remotes and static entries (bridge fdb append/replace/del)", () => {
+    const { vx, engine, frame, send } = rig({ learning: false });
+    try {
+      expect(send(frame(B))).toEqual([]);
+      expect(vx.tunnelCounters().unknownDst).toBe(1);
+      // `bridge fdb append 00:00:00:00:00:00 dst 10.0.0.2`, then a second flood remote.
+      expect(vx.fdb.add("00:00:00:00:00:00", "10.0.0.2")).toBe(true);
+      expect(vx.fdb.add("00:00:00:00:00:00", "10.0.0.2")).toBe(false);
+      expect(send(frame(B))).toEqual(["10.0.0.2"]);
+      expect(vx.fdb.addRemote("10.0.0.3")).toBe(true);
+      expect(send(frame(B))).toEqual(["10.0.0.2", "10.0.0.3"]);
+      expect(vx.tunnelInfo().remotes).toEqual(["10.0.0.2", "10.0.0.3"]);
+      expect(vx.tunnelCounters().flooded).toBe(2);
+      // `bridge fdb replace B dst 10.0.0.4`: unicast to B goes there only.
+      expect(vx.fdb.add(B, "10.0.0.4")).toBe(true);
+      expect(send(frame(B))).toEqual(["10.0.0.4"]);
+      expect(send(frame(C))).toEqual(["10.0.0.2", "10.0.0.3"]);
+      expect(vx.fdb.entries(performance.now())).toEqual([{ mac: B, remote: "10.0.0.4", static: true, age: null }]);
+      // `bridge fdb del B dst 10.0.0.9` does not match; `bridge fdb del B` does.
+      expect(vx.fdb.remove(B, "10.0.0.9")).toBe(false);
+      expect(vx.fdb.remove(B)).toBe(true);
+      expect(vx.fdb.remove(B)).toBe(false);
+      expect(send(frame(B))).toEqual(["10.0.0.2", "10.0.0.3"]);
+      // The flood remotes go one by one.
+      expect(vx.fdb.remove("00:00:00:00:00:00", "10.0.0.2")).toBe(true);
+      expect(send(frame(B))).toEqual(["10.0.0.3"]);
+      expect(vx.fdb.removeRemote("10.0.0.3")).toBe(true);
+      expect(vx.fdb.removeRemote("10.0.0.3")).toBe(false);
+      expect(send(frame(B))).toEqual([]);
+      expect(vx.tunnelCounters().unknownDst).toBe(2);
+      expect(vx.tunnelInfo().remotes).toEqual([]);
+      // Bad input says what and where, and changes nothing.
+      expect(() => vx.fdb.add("01:00:5e:00:00:01", "10.0.0.2")).toThrow(/vxlan port 'vx': fdb entry 01:00:5e:00:00:01 is a group address/);
+      expect(() => vx.fdb.add(B, "10.0.0")).toThrow(/vxlan port 'vx': fdb entry 02:bb:00:00:00:02: invalid IPv4/);
+      expect(() => vx.fdb.removeRemote("nonsense")).toThrow(/vxlan port 'vx': remotes: invalid IPv4/);
+      expect(vx.fdb.entries(performance.now())).toEqual([]);
+    } finally {
+      engine.stop();
+    }
+  });
+
+  it("a static entry replaces a learned one and frees its place in the learned table", () => {
+    const { vx, engine, frame, send, receive } = rig({ maxEntries: 1, remotes: ["10.0.0.2"] });
+    try {
+      receive(C, "10.0.0.7");
+      expect(vx.fdb.entries(performance.now())).toMatchObject([{ mac: C, remote: "10.0.0.7", static: false }]);
+      receive(D, "10.0.0.8"); // the table holds one learned MAC
+      expect(vx.tunnelCounters()).toMatchObject({ learned: 1, learnLimit: 1 });
+      expect(vx.fdb.add(C, "10.0.0.9")).toBe(true);
+      receive(C, "10.0.0.7"); // static: not moved by learning
+      expect(send(frame(C))).toEqual(["10.0.0.9"]);
+      receive(D, "10.0.0.8"); // C's place is free now
+      expect(vx.tunnelCounters()).toMatchObject({ learned: 2, learnLimit: 1 });
+      expect(send(frame(D))).toEqual(["10.0.0.8"]);
+      // Removing a learned entry frees its place too, and unicast to it floods again.
+      expect(vx.fdb.remove(D)).toBe(true);
+      expect(send(frame(D))).toEqual(["10.0.0.2"]);
+      receive(B, "10.0.0.6");
+      expect(vx.tunnelCounters()).toMatchObject({ learned: 3, learnLimit: 1 });
+      expect(vx.fdb.entries(performance.now()).map((e) => `${e.mac} ${e.remote} ${e.static}`).sort()).toEqual([
+        `${B} 10.0.0.6 false`,
+        `${C} 10.0.0.9 true`,
+      ]);
+    } finally {
+      engine.stop();
+    }
+  });
+
+  it("answers ARP for an address while it is suppressed, and lets the request through after", async () => {
+    const { vx, m, engine, send } = rig({ remotes: ["10.0.0.2"] });
+    try {
+      const req = Buffer.from(arpRequest(A, "10.250.0.1", "10.250.0.9"), "hex");
+      vx.fdb.addArpSuppress("10.250.0.9", D);
+      expect(send(req)).toEqual([]); // answered in the port: nothing crosses the tunnel
+      expect(vx.tunnelCounters().arpSuppressed).toBe(1);
+      await new Promise<void>((res) => setImmediate(res)); // the reply comes on the next turn
+      expect(m.sent).toHaveLength(1);
+      const reply = m.sent[0];
+      expect(reply.readUIntBE(0, 6)).toBe(parseMac(A));
+      expect(reply.readUInt16BE(14 + 6)).toBe(2); // ARP reply
+      expect(reply.readUIntBE(14 + 8, 6)).toBe(parseMac(D)); // sender: the suppressed address's MAC
+      expect(reply.readUInt32BE(14 + 14)).toBe(parseIp("10.250.0.9"));
+      expect(vx.fdb.removeArpSuppress("10.250.0.9")).toBe(true);
+      expect(vx.fdb.removeArpSuppress("10.250.0.9")).toBe(false);
+      expect(send(req)).toEqual(["10.0.0.2"]);
+      expect(vx.tunnelCounters().arpSuppressed).toBe(1);
+      expect(() => vx.fdb.addArpSuppress("10.250.0.9", "ff:ff:ff:ff:ff:ff")).toThrow(/vxlan port 'vx': arpSuppress 10.250.0.9: ff:ff:ff:ff:ff:ff is not a unicast MAC/);
+    } finally {
+      engine.stop();
+    }
   });
 });
 
@@ -212,23 +375,25 @@ process.on("uncaughtException", (e) => { process.stderr.write("agent: " + (e && 
 
 const engine = new Engine();
 // offload: the TAP with virtio-net headers, every frame in the pool with one in front.
-engine.vnet = cfg.offload === true;
-const tap = new TapPort("tap", cfg.tap, { vnetHdr: cfg.offload === true });
+engine.offload = cfg.offload === true;
+const tap = new TapPort("tap", cfg.tap, { offload: cfg.offload === true });
 const vx = new VxlanPort("vx", cfg.vxlan);
 engine.addPort(tap);
 engine.addPort(vx);
-engine.pipeline = {
+const cross = {
   process(port, b) {
     const o = port === tap ? vx : tap;
     for (let i = 0; i < b.count; i++) o.txq.push(b.offsets[i], b.lengths[i]);
   },
 };
+engine.connect(tap, cross);
+engine.connect(vx, cross);
 
 function state() {
   return {
     vx: { ...vx.counters(), ...vx.tunnelCounters(), listening: vx.listening, isOpen: vx.isOpen,
           lastError: vx.lastError, lastTxError: vx.lastTxError, recvBufferGranted: vx.recvBufferGranted },
-    fdb: vx.fdbEntries(performance.now()),
+    fdb: vx.fdb.entries(performance.now()),
     tunnel: vx.tunnelInfo(),
     info: vx.info(),
     tap: tap.counters(),

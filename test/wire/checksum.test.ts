@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import {
-  checksumFinish,
   checksumFold,
   checksumSum,
   checksumUpdate16,
@@ -9,7 +8,6 @@ import {
   ipv4ComputeChecksum,
   ipv4DecrementTtl,
   ipv4GetChecksum,
-  partialChecksumUpdate16,
   partialChecksumUpdate32,
   pseudoHeaderSum,
   readU16,
@@ -56,7 +54,6 @@ describe('RFC 1071 checksum', () => {
     const b = hex('0001f203f4f5f6f7');
     expect(checksumSum(b, 0, 8)).toBe(0xddf2);
     expect(internetChecksum(b, 0, 8)).toBe(0x220d);
-    expect(checksumFinish(0x2ddf0)).toBe(0x220d);
   });
 
   it('pads an odd trailing byte with zero on the right', () => {
@@ -189,12 +186,10 @@ describe('RFC 1624 incremental update', () => {
       const dst = Math.floor(r2() * 4294967296);
       const newSrc = Math.floor(r2() * 4294967296);
       const len = Math.floor(r2() * 65536);
-      const newLen = Math.floor(r2() * 65536);
       const seed = pseudoHeaderSum(src, dst, 6, len);
       const want = pseudoHeaderSum(newSrc, dst, 6, len);
       // Compare mod 0xffff: 0 and 0xffff are the same ones' complement number.
       expect(partialChecksumUpdate32(seed, src, newSrc) % 0xffff).toBe(want % 0xffff);
-      expect(partialChecksumUpdate16(seed, len, newLen) % 0xffff).toBe(pseudoHeaderSum(src, dst, 6, newLen) % 0xffff);
     }
   });
 });

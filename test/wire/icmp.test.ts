@@ -20,17 +20,20 @@ import {
   icmpCheck,
   icmpComputeChecksum,
   icmpFillChecksum,
-  icmpGetChecksum,
   icmpGetCode,
   icmpGetIdent,
-  icmpGetNextHopMtu,
   icmpGetRest,
-  icmpGetSeq,
   icmpGetType,
   icmpIsError,
   icmpRestEcho,
   icmpRestFragNeeded,
   icmpSetIdentWithChecksumUpdate,
+  icmpUpdateChecksum16,
+  icmpUpdateChecksum32,
+  readU16,
+  readU32,
+  writeU16,
+  writeU32,
   icmpSetTypeCodeWithChecksumUpdate,
   parseIcmp,
   parseIpv4,
@@ -116,10 +119,10 @@ describe('icmp', () => {
     expect(icmpCheck(FIXTURE, ICMP_OFF, ICMP_LEN)).toBe(CHECK_OK);
     expect(icmpGetType(FIXTURE, ICMP_OFF)).toBe(ICMP_ECHO_REQUEST);
     expect(icmpGetCode(FIXTURE, ICMP_OFF)).toBe(0);
-    expect(icmpGetChecksum(FIXTURE, ICMP_OFF)).toBe(0x1123);
+    expect(readU16(FIXTURE, ICMP_OFF + 2)).toBe(0x1123);
     expect(icmpComputeChecksum(FIXTURE, ICMP_OFF, ICMP_LEN)).toBe(0x1123);
     expect(icmpGetIdent(FIXTURE, ICMP_OFF)).toBe(4516);
-    expect(icmpGetSeq(FIXTURE, ICMP_OFF)).toBe(1);
+    expect(readU16(FIXTURE, ICMP_OFF + 6)).toBe(1);
     expect(icmpGetRest(FIXTURE, ICMP_OFF)).toBe(0x11a40001);
     expect(parseIcmp(FIXTURE, ICMP_OFF, ICMP_LEN)).toEqual({ type: 8, code: 0, rest: icmpRestEcho(4516, 1) });
     expect(icmpIsError(ICMP_ECHO_REQUEST)).toBe(false);
@@ -128,19 +131,19 @@ describe('icmp', () => {
   it('parses captured errors, including the quoted datagram', () => {
     expect(icmpCheck(TIME_EXCEEDED, 34, 92)).toBe(CHECK_OK);
     expect(parseIcmp(TIME_EXCEEDED, 34, 92)).toEqual({ type: ICMP_TIME_EXCEEDED, code: ICMP_TIME_EXCEEDED_TTL, rest: 0 });
-    expect(icmpGetChecksum(TIME_EXCEEDED, 34)).toBe(0xf4ff);
+    expect(readU16(TIME_EXCEEDED, 36)).toBe(0xf4ff);
     expect(parseIpv4(TIME_EXCEEDED, 42, 84)).toMatchObject({ ttl: 1, srcAddr: A, dstAddr: 0x0a630201 });
 
     expect(parseIcmp(PORT_UNREACH, 34, 42)).toEqual({ type: ICMP_DEST_UNREACH, code: ICMP_UNREACH_PORT, rest: 0 });
-    expect(icmpGetChecksum(PORT_UNREACH, 34)).toBe(0x14e1);
+    expect(readU16(PORT_UNREACH, 36)).toBe(0x14e1);
     expect(parseIpv4(PORT_UNREACH, 42, 34)).toMatchObject({ protocol: IP_PROTO_UDP, dstAddr: R });
 
     expect(FRAG_NEEDED.length).toBe(590);
     expect(icmpCheck(FRAG_NEEDED, 34, 556)).toBe(CHECK_OK);
     expect(icmpGetType(FRAG_NEEDED, 34)).toBe(ICMP_DEST_UNREACH);
     expect(icmpGetCode(FRAG_NEEDED, 34)).toBe(ICMP_UNREACH_FRAG_NEEDED);
-    expect(icmpGetChecksum(FRAG_NEEDED, 34)).toBe(0x0ec9);
-    expect(icmpGetNextHopMtu(FRAG_NEEDED, 34)).toBe(1280);
+    expect(readU16(FRAG_NEEDED, 36)).toBe(0x0ec9);
+    expect(readU16(FRAG_NEEDED, 40)).toBe(1280);
     expect(icmpGetRest(FRAG_NEEDED, 34)).toBe(icmpRestFragNeeded(1280));
     // The quoted header says 1428 bytes; only part of it is quoted, so it is "truncated".
     expect(parseIpv4(FRAG_NEEDED, 42, 548)).toBeNull();
@@ -200,10 +203,21 @@ describe('icmp', () => {
     for (const ident of [0, 1, 0x8000, 0xffff, 4516]) {
       icmpSetIdentWithChecksumUpdate(b, 0, ident);
       expect(icmpGetIdent(b, 0)).toBe(ident);
-      expect(icmpGetChecksum(b, 0)).toBe(icmpComputeChecksum(b, 0, ICMP_LEN));
+      expect(readU16(b, 2)).toBe(icmpComputeChecksum(b, 0, ICMP_LEN));
       expect(icmpCheck(b, 0, ICMP_LEN)).toBe(CHECK_OK);
     }
     expect(b.equals(FIXTURE.subarray(ICMP_OFF))).toBe(true);
+  });
+
+  it('follows a changed word of the message (RFC 1624), 16 and 32 bits', () => {
+    const b = Buffer.from(FIXTURE.subarray(ICMP_OFF));
+    const old = readU32(b, 8);
+    writeU32(b, 8, 0xc0a80001);
+    icmpUpdateChecksum32(b, 0, old, 0xc0a80001);
+    expect(icmpCheck(b, 0, ICMP_LEN)).toBe(CHECK_OK);
+    writeU16(b, 12, 0xbeef);
+    icmpUpdateChecksum16(b, 0, readU16(FIXTURE, ICMP_OFF + 12), 0xbeef);
+    expect(readU16(b, 2)).toBe(icmpComputeChecksum(b, 0, ICMP_LEN));
   });
 
   it('check rejects short input and bad checksums without throwing', () => {

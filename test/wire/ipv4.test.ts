@@ -15,6 +15,7 @@ import {
   checkReasonName,
   emitIpv4,
   internetChecksum,
+  readI32,
   ipv4Check,
   ipv4ChecksumValid,
   ipv4ComputeChecksum,
@@ -233,6 +234,17 @@ describe('ipv4', () => {
     ipv4SetDstAddrWithChecksumUpdate(h, 0, R);
     ipv4SetTotalLenWithChecksumUpdate(h, 0, 84);
     expect(h.equals(IP)).toBe(true);
+  });
+
+  it('address setters return the old address as int32 bits and leave an unchanged one alone', () => {
+    const h = Buffer.from(IP);
+    expect(ipv4SetDstAddrWithChecksumUpdate(h, 0, 0xffffffff)).toBe(R | 0);
+    expect(ipv4SetDstAddrWithChecksumUpdate(h, 0, -1)).toBe(-1); // the same address as int32 bits
+    expect(ipv4GetChecksum(h, 0)).toBe(ipv4ComputeChecksum(h, 0));
+    expect(ipv4SetDstAddrWithChecksumUpdate(h, 0, R)).toBe(-1);
+    expect(ipv4SetSrcAddrWithChecksumUpdate(h, 0, A)).toBe(A | 0);
+    expect(h.equals(IP)).toBe(true);
+    expect(readI32(h, 12)).toBe(A | 0);
   });
 
   const mutated = (src: Buffer, f: (b: Buffer) => void, fix = true): Buffer => {

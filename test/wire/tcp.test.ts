@@ -26,19 +26,23 @@ import {
   tcpComputeChecksum,
   tcpFillChecksum,
   tcpGetAck,
-  tcpGetChecksum,
-  tcpGetDataOffset,
-  tcpGetDstPort,
   tcpGetFlags,
   tcpGetHeaderLen,
   tcpGetSeq,
-  tcpGetSrcPort,
+  l4GetDstPort,
+  l4GetSrcPort,
+  readU16,
   tcpGetUrgent,
   tcpGetWindow,
-  tcpSetDstPortWithChecksumUpdate,
-  tcpSetSrcPortWithChecksumUpdate,
-  tcpUpdateChecksum32,
-  tcpSetSeq,
+  L4_DST_PORT_OFF,
+  L4_SRC_PORT_OFF,
+  l4SetPortWithChecksumUpdate,
+  l4UpdateChecksum32,
+  l4UpdateChecksumAddr,
+  checksumFold,
+  pseudoHeaderSum,
+  writeU16,
+  writeU32,
 } from '../../src/wire/index.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -70,15 +74,14 @@ const B = 0x0a630201;
 describe('tcp', () => {
   it('parses every field of a captured segment', () => {
     expect(tcpCheck(FIXTURE, TCP_OFF, TCP_LEN, A, B)).toBe(CHECK_OK);
-    expect(tcpGetSrcPort(FIXTURE, TCP_OFF)).toBe(60932);
-    expect(tcpGetDstPort(FIXTURE, TCP_OFF)).toBe(8080);
+    expect(l4GetSrcPort(FIXTURE, TCP_OFF)).toBe(60932);
+    expect(l4GetDstPort(FIXTURE, TCP_OFF)).toBe(8080);
     expect(tcpGetSeq(FIXTURE, TCP_OFF)).toBe(2647612784);
     expect(tcpGetAck(FIXTURE, TCP_OFF)).toBe(3958256072);
-    expect(tcpGetDataOffset(FIXTURE, TCP_OFF)).toBe(8);
     expect(tcpGetHeaderLen(FIXTURE, TCP_OFF)).toBe(32);
     expect(tcpGetFlags(FIXTURE, TCP_OFF)).toBe(TCP_PSH | TCP_ACK);
     expect(tcpGetWindow(FIXTURE, TCP_OFF)).toBe(63);
-    expect(tcpGetChecksum(FIXTURE, TCP_OFF)).toBe(0x74e9);
+    expect(readU16(FIXTURE, TCP_OFF + 16)).toBe(0x74e9);
     expect(tcpComputeChecksum(FIXTURE, TCP_OFF, TCP_LEN, A, B)).toBe(0x74e9);
     expect(tcpGetUrgent(FIXTURE, TCP_OFF)).toBe(0);
     const r = parseTcp(FIXTURE, TCP_OFF, TCP_LEN)!;
@@ -100,7 +103,7 @@ describe('tcp', () => {
     expect(tcpGetSeq(SYN, 0)).toBe(2647612783);
     expect(tcpGetHeaderLen(SYN, 0)).toBe(40);
     expect(tcpGetWindow(SYN, 0)).toBe(64480);
-    expect(tcpGetChecksum(SYN, 0)).toBe(0x72a3);
+    expect(readU16(SYN, 16)).toBe(0x72a3);
     expect(Buffer.from(parseTcp(SYN, 0, SYN.length)!.options).toString('hex')).toBe('020404d80402080a7f863a33000000000103030a');
     expect([TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG, TCP_ECE, TCP_CWR]).toEqual([1, 2, 4, 8, 16, 32, 64, 128]);
   });
@@ -144,17 +147,35 @@ describe('tcp', () => {
     const f = Buffer.from(FIXTURE);
     const newDst = 0xac100005; // 172.16.0.5
     ipv4SetDstAddrWithChecksumUpdate(f, 14, newDst);
-    tcpUpdateChecksum32(f, TCP_OFF, B, newDst);
-    tcpSetDstPortWithChecksumUpdate(f, TCP_OFF, 80);
-    tcpSetSrcPortWithChecksumUpdate(f, TCP_OFF, 1024);
+    l4UpdateChecksum32(f, TCP_OFF, IP_PROTO_TCP, B, newDst);
+    l4SetPortWithChecksumUpdate(f, TCP_OFF, IP_PROTO_TCP, L4_DST_PORT_OFF, 80);
+    l4SetPortWithChecksumUpdate(f, TCP_OFF, IP_PROTO_TCP, L4_SRC_PORT_OFF, 1024);
     expect(ipv4Check(f, 14, 54)).toBe(CHECK_OK);
     expect(tcpCheck(f, TCP_OFF, TCP_LEN, A, newDst)).toBe(CHECK_OK);
-    expect(tcpGetChecksum(f, TCP_OFF)).toBe(tcpComputeChecksum(f, TCP_OFF, TCP_LEN, A, newDst));
+    expect(readU16(f, TCP_OFF + 16)).toBe(tcpComputeChecksum(f, TCP_OFF, TCP_LEN, A, newDst));
     // Sequence numbers (32-bit, top bit set) update the same way.
     const seq = tcpGetSeq(f, TCP_OFF);
-    tcpSetSeq(f, TCP_OFF, 0xfffffff0);
-    tcpUpdateChecksum32(f, TCP_OFF, seq, 0xfffffff0);
+    writeU32(f, TCP_OFF + 4, 0xfffffff0);
+    l4UpdateChecksum32(f, TCP_OFF, IP_PROTO_TCP, seq, 0xfffffff0);
     expect(tcpChecksumValid(f, TCP_OFF, TCP_LEN, A, newDst)).toBe(true);
+  });
+
+  it('NAT of a CHECKSUM_PARTIAL segment: the seed follows the addresses, not the ports', () => {
+    const newDst = 0xac100005;
+    const f = Buffer.from(FIXTURE.subarray(TCP_OFF));
+    writeU16(f, 16, checksumFold(pseudoHeaderSum(A, B, IP_PROTO_TCP, TCP_LEN)));
+    l4UpdateChecksumAddr(f, 0, IP_PROTO_TCP, B, newDst, true);
+    l4SetPortWithChecksumUpdate(f, 0, IP_PROTO_TCP, L4_DST_PORT_OFF, 80, true);
+    l4SetPortWithChecksumUpdate(f, 0, IP_PROTO_TCP, L4_SRC_PORT_OFF, 1024, true);
+    expect([l4GetSrcPort(f, 0), l4GetDstPort(f, 0)]).toEqual([1024, 80]);
+    expect(readU16(f, 16) % 0xffff).toBe(checksumFold(pseudoHeaderSum(A, newDst, IP_PROTO_TCP, TCP_LEN)) % 0xffff);
+    // Full checksum: the address variant is l4UpdateChecksum32; an unchanged port changes nothing.
+    const g = Buffer.from(FIXTURE.subarray(TCP_OFF));
+    l4UpdateChecksumAddr(g, 0, IP_PROTO_TCP, B, newDst | 0, false);
+    expect(tcpCheck(g, 0, TCP_LEN, A, newDst)).toBe(CHECK_OK);
+    const before = Buffer.from(g);
+    l4SetPortWithChecksumUpdate(g, 0, IP_PROTO_TCP, L4_SRC_PORT_OFF, 60932);
+    expect(g.equals(before)).toBe(true);
   });
 
   const mut = (f: (b: Buffer) => void): Buffer => {

@@ -7,6 +7,7 @@ import {
   ETHERTYPE_IPV4,
   IP_PROTO_UDP,
   UDP_HEADER_LEN,
+  checksumFold,
   checksumSum,
   emitEthernet,
   emitIpv4,
@@ -20,13 +21,14 @@ import {
   udpComputeChecksum,
   udpFillChecksum,
   udpGetChecksum,
-  udpGetDstPort,
   udpGetLength,
-  udpGetSrcPort,
-  udpSetChecksum,
-  udpSetDstPortWithChecksumUpdate,
-  udpSetSrcPortWithChecksumUpdate,
-  udpUpdateChecksum32,
+  l4GetDstPort,
+  l4GetSrcPort,
+  L4_DST_PORT_OFF,
+  L4_SRC_PORT_OFF,
+  l4SetPortWithChecksumUpdate,
+  l4UpdateChecksum32,
+  l4UpdateChecksumAddr,
   writeU16,
 } from '../../src/wire/index.js';
 
@@ -50,8 +52,8 @@ const R = 0x0a6301fe;
 describe('udp', () => {
   it('parses every field of a captured datagram', () => {
     expect(udpCheck(FIXTURE, UDP_OFF, UDP_LEN, A, R)).toBe(CHECK_OK);
-    expect(udpGetSrcPort(FIXTURE, UDP_OFF)).toBe(40000);
-    expect(udpGetDstPort(FIXTURE, UDP_OFF)).toBe(9);
+    expect(l4GetSrcPort(FIXTURE, UDP_OFF)).toBe(40000);
+    expect(l4GetDstPort(FIXTURE, UDP_OFF)).toBe(9);
     expect(udpGetLength(FIXTURE, UDP_OFF)).toBe(14);
     expect(udpGetChecksum(FIXTURE, UDP_OFF)).toBe(0x1380);
     expect(udpComputeChecksum(FIXTURE, UDP_OFF, A, R)).toBe(0x1380);
@@ -84,10 +86,10 @@ describe('udp', () => {
 
   it('treats a zero checksum as none and sends a computed zero as 0xffff (RFC 768)', () => {
     const b = Buffer.from(FIXTURE.subarray(UDP_OFF));
-    udpSetChecksum(b, 0, 0);
+    writeU16(b, 6, 0);
     expect(udpCheck(b, 0, UDP_LEN, A, R)).toBe(CHECK_OK);
     expect(udpCheck(b, 0, UDP_LEN, 1, 2)).toBe(CHECK_OK); // nothing to verify
-    udpUpdateChecksum32(b, 0, A, 0x01020304); // stays "none"
+    l4UpdateChecksum32(b, 0, IP_PROTO_UDP, A, 0x01020304); // stays "none"
     expect(udpGetChecksum(b, 0)).toBe(0);
 
     // Make the data sum to 0xffff so the computed checksum is 0.
@@ -106,13 +108,35 @@ describe('udp', () => {
     const f = Buffer.from(FIXTURE);
     const newSrc = 0xc0a80a02;
     ipv4SetSrcAddrWithChecksumUpdate(f, 14, newSrc);
-    udpUpdateChecksum32(f, UDP_OFF, A, newSrc);
-    udpSetSrcPortWithChecksumUpdate(f, UDP_OFF, 61000);
-    udpSetDstPortWithChecksumUpdate(f, UDP_OFF, 53);
+    l4UpdateChecksum32(f, UDP_OFF, IP_PROTO_UDP, A, newSrc);
+    l4SetPortWithChecksumUpdate(f, UDP_OFF, IP_PROTO_UDP, L4_SRC_PORT_OFF, 61000);
+    l4SetPortWithChecksumUpdate(f, UDP_OFF, IP_PROTO_UDP, L4_DST_PORT_OFF, 53);
     expect(ipv4Check(f, 14, 34)).toBe(CHECK_OK);
     expect(udpCheck(f, UDP_OFF, UDP_LEN, newSrc, R)).toBe(CHECK_OK);
     expect(udpGetChecksum(f, UDP_OFF)).toBe(udpComputeChecksum(f, UDP_OFF, newSrc, R));
     expect(udpCheck(f, UDP_OFF, UDP_LEN, A, R)).toBe(CHECK_BAD_CHECKSUM);
+  });
+
+  it('NAT of a CHECKSUM_PARTIAL datagram: the seed follows the address, not the ports; a zero checksum stays zero', () => {
+    const newSrc = 0xc0a80a02;
+    const f = Buffer.from(FIXTURE.subarray(UDP_OFF));
+    writeU16(f, 6, checksumFold(pseudoHeaderSum(A, R, IP_PROTO_UDP, UDP_LEN)));
+    l4UpdateChecksumAddr(f, 0, IP_PROTO_UDP, A, newSrc, true);
+    l4SetPortWithChecksumUpdate(f, 0, IP_PROTO_UDP, L4_SRC_PORT_OFF, 61000, true);
+    expect(l4GetSrcPort(f, 0)).toBe(61000);
+    expect(udpGetChecksum(f, 0) % 0xffff).toBe(checksumFold(pseudoHeaderSum(newSrc, R, IP_PROTO_UDP, UDP_LEN)) % 0xffff);
+    // Full checksum, through the address variant: as l4UpdateChecksum32.
+    const g = Buffer.from(FIXTURE.subarray(UDP_OFF));
+    l4UpdateChecksumAddr(g, 0, IP_PROTO_UDP, A, newSrc | 0, false); // int32 bits work too
+    expect(udpCheck(g, 0, UDP_LEN, newSrc, R)).toBe(CHECK_OK);
+    writeU16(g, 6, 0);
+    l4UpdateChecksumAddr(g, 0, IP_PROTO_UDP, newSrc, A, false);
+    l4SetPortWithChecksumUpdate(g, 0, IP_PROTO_UDP, L4_DST_PORT_OFF, 53);
+    expect(udpGetChecksum(g, 0)).toBe(0);
+    // An unchanged port leaves the datagram alone.
+    const h = Buffer.from(FIXTURE.subarray(UDP_OFF));
+    l4SetPortWithChecksumUpdate(h, 0, IP_PROTO_UDP, L4_DST_PORT_OFF, 9);
+    expect(h.equals(FIXTURE.subarray(UDP_OFF))).toBe(true);
   });
 
   it.each([
