@@ -257,6 +257,10 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
     const lengths = batch.lengths;
     const inIdx = inPort.index;
     const maxFrame = this.maxFrame;
+    // Per port state, read once per batch: these arrays are replaced only when a port
+    // with a new index is added, never while a batch is processed.
+    const gates = this.gate;
+    const guardFlags = this.guards.flags;
     for (let i = 0; i < n; i++) {
       const off = offsets[i];
       const len = lengths[i];
@@ -269,13 +273,10 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
         this.drop(inPort, C.oversize, now);
         continue;
       }
-      const gate = this.gate[inIdx];
-      if (gate === GATE_SHUT) {
-        this.drop(inPort, C.portShutdown, now);
-        continue;
-      }
+      const gate = gates[inIdx];
+      const guard = guardFlags[inIdx];
       // Spanning tree BPDUs are untagged and belong to no VLAN (802.1D 7.12.3).
-      if (buf[off] === 0x01 && this.stp !== null && isStpGroup(buf, off) && this.stp.takes(inIdx)) {
+      if (buf[off] === 0x01 && this.stp !== null && gate !== GATE_SHUT && isStpGroup(buf, off) && this.stp.takes(inIdx)) {
         this.count(C.bpdu, now);
         this.stp.receive(inIdx, buf, off, len, now);
         continue;
@@ -336,13 +337,13 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
         this.drop(inPort, C.linkLocal, now);
         continue;
       }
-      if (gate === GATE_DISCARD) {
-        this.drop(inPort, C.stpDiscarded, now);
-        continue;
-      }
-      const guard = this.guards.flags[inIdx];
-      if (guard !== 0) {
-        const v = this.guards.ingress(this.fdb, inIdx, buf, off, len, tagged, vlan, srcHi, srcLo, now);
+      if ((gate | guard) !== 0) {
+        // A port not forwarding (spanning tree, or shut by port security), or with guards.
+        if (gate >= GATE_DISCARD) {
+          this.drop(inPort, gate === GATE_SHUT ? C.portShutdown : C.stpDiscarded, now);
+          continue;
+        }
+        const v = guard !== 0 ? this.guards.ingress(this.fdb, inIdx, buf, off, len, tagged, vlan, srcHi, srcLo, now) : 0;
         if (v !== 0) {
           this.drop(inPort, GUARD_DROP[v], now);
           if (v === GUARD_SEC_SHUTDOWN) this.shutPort(inIdx, now);
@@ -373,7 +374,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
         if (fdb.isStatic(slot) || now - fdb.lastSeen(slot) < this.ageingMs) {
           if (outIdx === inIdx) {
             this.drop(inPort, C.filtered, now);
-          } else if (this.gate[outIdx] !== GATE_FORWARD) {
+          } else if (gates[outIdx] !== GATE_FORWARD) {
             this.drop(inPort, C.stpEgress, now);
           } else {
             this.c[C.forwarded]++;
