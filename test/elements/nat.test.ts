@@ -8,7 +8,7 @@
 import { describe, expect, it } from "vitest";
 import { conntrackLine, ConnTrack, MATCH_ANY, parseConntrackQuery, type ConnEntryView } from "../../src/elements/conntrack.js";
 import { NAT_ACCEPT, NAT_DROP, NAT_REJECT, Nat, type NatConfig, type Service } from "../../src/elements/nat.js";
-import { emitIcmpError } from "../../src/elements/ip-util.js";
+import { emitIcmpError } from "../../src/wire/icmp.js";
 import { checksumFold, ipv4FillChecksum, pseudoHeaderSum, readU16, writeU16 } from "../../src/wire/index.js";
 import {
   TCP_ACK,
