@@ -15,6 +15,7 @@ import type { Request } from "../control/protocol.js";
 import { findLab, labDown, labStatus, labUp } from "../lab/lab.js";
 import { TopologyError } from "../lab/topology.js";
 import { conntrackLine, parseConntrackQuery, type ConnEntryView } from "../elements/conntrack.js";
+import type { NeighbourRow } from "../elements/router/ipv4-router.js";
 import type { GraphDescription } from "../node/graph.js";
 import { sandboxLine, type SandboxReport } from "../node/sandbox.js";
 import { table, vlanList } from "./format.js";
@@ -509,19 +510,11 @@ showCommand("stats", "element and engine counters", (d) => {
   return table(["COUNTER", "VALUE"], rows);
 });
 
-interface NeighRow {
-  address: string;
-  dev: string;
-  mac: string | null;
-  state: string;
-  age: number | null;
-  queued: number;
-}
 showRows("neigh", "the router's neighbour (ARP) cache (like 'ip neigh')", (out) => {
   let n = 0;
   return {
     row(json) {
-      const r = JSON.parse(json) as NeighRow;
+      const r = JSON.parse(json) as NeighbourRow;
       n++;
       // `ip neigh` style: ADDRESS dev IF lladdr MAC STATE
       out.write(`${r.address} dev ${r.dev}${r.mac ? ` lladdr ${r.mac}` : ""} ${r.state}${r.age !== null ? ` (${r.age}s)` : ""}${r.queued ? ` queued ${r.queued}` : ""}\n`);

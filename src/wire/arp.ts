@@ -200,17 +200,7 @@ function emitArpFields(
  * EtherType ARP), the packet, and zeros up to the Ethernet minimum; returns its length,
  * 60 (ETH_MIN_FRAME_LEN). For a request, `tha` is 0 (RFC 5227 section 2.1.1).
  */
-export function emitArpFrame(
-  buf: Uint8Array,
-  frameOff: number,
-  ethDst: number,
-  ethSrc: number,
-  oper: number,
-  sha: number,
-  spa: number,
-  tha: number,
-  tpa: number,
-): number {
+export function emitArpFrame(buf: Uint8Array, frameOff: number, ethDst: number, ethSrc: number, oper: number, sha: number, spa: number, tha: number, tpa: number): number {
   writeMac(buf, frameOff + ETH_DST_ADDR_OFF, ethDst);
   writeMac(buf, frameOff + ETH_SRC_ADDR_OFF, ethSrc);
   writeU16(buf, frameOff + ETH_ETHER_TYPE_OFF, ETHERTYPE_ARP);

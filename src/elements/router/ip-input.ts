@@ -58,8 +58,8 @@ import {
   ipv4IsFragment,
   ipv4SetDf,
 } from "../../wire/ipv4.js";
-import { IP_BROADCAST } from "../../wire/ipv4addr.js";
-import { tcpGetHeaderLen } from "../../wire/tcp.js";
+import { IP_BROADCAST, ipIsMulticast } from "../../wire/ipv4addr.js";
+import { TCP_DATA_OFFSET_OFF, tcpGetHeaderLen } from "../../wire/tcp.js";
 import { vnetGetGsoSize, vnetIsGso, vnetNeedsCsum } from "../../wire/vnet.js";
 import { NAT_ACCEPT, NAT_REJECT } from "../nat.js";
 import { C } from "./counters.js";
@@ -124,7 +124,17 @@ export class IpInput {
       this.local(ifc, buf, ip, ipLen, now, linkGroup);
       return;
     }
-    if (linkGroup || dst >>> 28 === 14 || dst === IP_BROADCAST || s.isSubnetBroadcast(dst)) {
+    this.forward(ifc, buf, ip, ipLen, dst, linkGroup, fragMax, now);
+  }
+
+  /**
+   * Forwarding (ip_forward), for a packet not addressed to the router. Apart from input()
+   * so that each stays small enough for the compiler to inline what it calls.
+   * `fragMax`: the largest fragment of a datagram reassembled here, else 0.
+   */
+  private forward(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, dst: number, linkGroup: boolean, fragMax: number, now: number): void {
+    const s = this.s;
+    if (linkGroup || ipIsMulticast(dst) || dst === IP_BROADCAST || s.isSubnetBroadcast(dst)) {
       // RFC 1812 §5.3.4/§5.3.5: link-layer broadcasts, multicast and directed
       // broadcasts are not forwarded.
       s.drop(C.broadcastDropped, now);
@@ -143,26 +153,16 @@ export class IpInput {
     }
     const out = s.ifaces[s.routeIf[r]];
     const nh = s.routeGw[r] || dst;
-    const wire = fragMax > 0 ? fragMax : this.wireLen(buf, ip, ipLen);
+    const wire = fragMax > 0 ? fragMax : s.offload ? this.wireLen(buf, ip, ipLen) : ipLen;
     const df = ipv4GetDf(buf, ip);
     if (wire > out.mtu && df) {
       s.drop(C.fragNeeded, now);
       this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_FRAG_NEEDED, icmpRestFragNeeded(out.mtu), now);
       return;
     }
-    if (nat && !this.postrouting(out, buf, ip, ipLen, dst, now)) return;
+    if (s.nat !== null && !this.postrouting(out, buf, ip, ipLen, dst, now)) return;
     if (fragMax > 0) {
-      // Leaves as it came: in fragments no larger than the largest received, nor the MTU.
-      ipv4DecrementTtl(buf, ip);
-      if (df) {
-        // Every fragment had DF (and none exceeds the MTU): the pieces keep it.
-        ipv4SetDf(buf, ip, false);
-        ipv4FillChecksum(buf, ip);
-      }
-      if (this.out.fragmentOut(ifc.index, out, nh, buf, ip, ipLen, now, Math.min(out.mtu, fragMax))) {
-        s.c[C.refragmented]++;
-        s.c[C.forwarded]++;
-      } else s.drop(C.fragDropped, now);
+      this.refragment(ifc, out, nh, buf, ip, ipLen, df, fragMax, now);
       return;
     }
     if (wire !== ipLen && wire > out.mtu) {
@@ -177,6 +177,24 @@ export class IpInput {
     }
     s.c[C.forwarded]++;
     this.out.output(ifc.index, out, nh, buf, ip, ipLen, now);
+  }
+
+  /**
+   * A datagram reassembled here leaves as it came: in fragments no larger than the
+   * largest received, nor the MTU (Linux's frag_max_size).
+   */
+  private refragment(ifc: RouterInterface, out: RouterInterface, nh: number, buf: Buffer, ip: number, ipLen: number, df: boolean, fragMax: number, now: number): void {
+    const s = this.s;
+    ipv4DecrementTtl(buf, ip);
+    if (df) {
+      // Every fragment had DF (and none exceeds the MTU): the pieces keep it.
+      ipv4SetDf(buf, ip, false);
+      ipv4FillChecksum(buf, ip);
+    }
+    if (this.out.fragmentOut(ifc.index, out, nh, buf, ip, ipLen, now, Math.min(out.mtu, fragMax))) {
+      s.c[C.refragmented]++;
+      s.c[C.forwarded]++;
+    } else s.drop(C.fragDropped, now);
   }
 
   /** A packet for one of the router's addresses. */
@@ -212,11 +230,17 @@ export class IpInput {
     this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PROTOCOL, 0, now, false);
   }
 
+  /** Timer work of IPv4 input: conntrack expiry, reassembly timeouts. */
+  tick(now: number): void {
+    this.conntrackExpire(now);
+    this.reasmExpire(now);
+  }
+
   /**
    * Expires datagrams whose fragments stopped coming (ip_expire): ICMP time exceeded,
    * fragment reassembly time exceeded, to the source when the first fragment arrived.
    */
-  reasmExpire(now: number): void {
+  private reasmExpire(now: number): void {
     const s = this.s;
     const r = s.reasm;
     for (let k = r.nextExpired(now); k >= 0; k = r.nextExpired(now)) {
@@ -233,17 +257,16 @@ export class IpInput {
    */
   private wireLen(buf: Buffer, ip: number, ipLen: number): number {
     const frame = ip - ETH_HEADER_LEN;
-    if (!this.s.offload || !vnetIsGso(buf, frame)) return ipLen;
+    if (!vnetIsGso(buf, frame)) return ipLen;
     // IP and TCP headers as they are, plus gso_size. (The header's hdr_len is no measure:
     // Linux fills it with the skb's linear length, which may hold payload too.)
     const l4 = ip + ipv4GetHeaderLen(buf, ip);
-    if (l4 + 13 > ip + ipLen) return ipLen;
+    if (l4 + TCP_DATA_OFFSET_OFF >= ip + ipLen) return ipLen;
     return l4 - ip + tcpGetHeaderLen(buf, l4) + vnetGetGsoSize(buf, frame);
   }
 
   // ---------------------------------------------------------------------------
-  // NAT hooks: every call the router makes into the NAT (and conntrack expiry, from the
-  // element's timer).
+  // NAT hooks: every call the router makes into the NAT.
 
   /** PREROUTING; false when the packet ends here (counted). */
   private prerouting(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number): boolean {
@@ -265,6 +288,11 @@ export class IpInput {
     if (v === NAT_ACCEPT) return true;
     s.drop(C.natDropped, now);
     return false;
+  }
+
+  /** Connection tracking's timeouts (from the element's timer). */
+  private conntrackExpire(now: number): void {
+    this.s.nat?.expire(now);
   }
 
   /** The packet PREROUTING saw will not reach POSTROUTING (it was for the router). */

@@ -76,8 +76,8 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
   readonly fib: Fib;
   readonly neigh: NeighbourCache;
   readonly reasm: Ipv4Reassembly;
+  /** Connection tracking and NAT, when the node has NAT rules or services. */
   readonly nat: Nat | null;
-  readonly offload: boolean;
 
   constructor(interfaces: RouterInterfaceConfig[], opts: RouterOptions = {}, name = "router") {
     super(name, ROUTER_COUNTERS);
@@ -92,7 +92,6 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
     this.neigh = s.neigh;
     this.reasm = s.reasm;
     this.nat = s.nat;
-    this.offload = s.offload;
   }
 
   describe(): ElementInfo {
@@ -154,10 +153,12 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
     this.arp.announce();
   }
 
-  /** Timer work: ARP retries, refresh probes, failures (run inside an engine pass). */
+  /**
+   * Timer work (run inside an engine pass): conntrack expiry and reassembly timeouts,
+   * ARP retries, refresh probes, neighbour failures (host unreachable to what waited).
+   */
   tick(now: number): void {
-    this.nat?.expire(now);
-    this.ip.reasmExpire(now);
+    this.ip.tick(now);
     this.neigh.tick(
       now,
       (n, unicastTo) => this.out.arpRequest(this.ifaces[n.ifIndex], n.addr, unicastTo),

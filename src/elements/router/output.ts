@@ -98,17 +98,27 @@ export class Output {
    * in, -1 for the router's own, for the source of a later host unreachable).
    */
   output(inIf: number, out: RouterInterface, nh: number, buf: Buffer, ip: number, ipLen: number, now: number): void {
-    const s = this.s;
-    let n = s.neigh.get(out.index, nh);
-    if (n !== undefined && n.state !== NUD_INCOMPLETE) {
-      if (n.state !== NUD_PERMANENT) s.neigh.touch(n, now);
-      const e = ip - ETH_HEADER_LEN;
-      ethSetDstAddr(buf, e, n.mac);
-      ethSetSrcAddr(buf, e, out.mac);
-      ethSetEtherType(buf, e, ETHERTYPE_IPV4);
-      out.port.inq.push(e, ipLen + ETH_HEADER_LEN);
+    const neigh = this.s.neigh;
+    const n = neigh.get(out.index, nh);
+    if (n === undefined || n.state === NUD_INCOMPLETE) {
+      this.resolve(n, inIf, out, nh, buf, ip, ipLen, now);
       return;
     }
+    if (n.state !== NUD_PERMANENT) neigh.touch(n, now);
+    const e = ip - ETH_HEADER_LEN;
+    ethSetDstAddr(buf, e, n.mac);
+    ethSetSrcAddr(buf, e, out.mac);
+    ethSetEtherType(buf, e, ETHERTYPE_IPV4);
+    out.port.inq.push(e, ipLen + ETH_HEADER_LEN);
+  }
+
+  /**
+   * The next hop is not resolved: a new entry asks for it, and the packet waits (a copy:
+   * the bytes must outlive this pass). Apart from output() so that its common case stays
+   * small enough for the compiler to inline into the forwarding path.
+   */
+  private resolve(n: Neighbour | undefined, inIf: number, out: RouterInterface, nh: number, buf: Buffer, ip: number, ipLen: number, now: number): void {
+    const s = this.s;
     if (n === undefined) {
       const made = s.neigh.create(out.index, nh, now);
       if (made === null) {
@@ -120,7 +130,6 @@ export class Output {
       n.nextProbe = now + s.neigh.t.retransMs;
       this.arpRequest(out, nh, 0);
     }
-    // Wait for ARP: the bytes must outlive this pass, so keep a copy.
     let vnet: Buffer | undefined;
     if (s.offload) {
       vnet = Buffer.allocUnsafe(VNET_HDR_LEN);
