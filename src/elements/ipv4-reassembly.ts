@@ -10,7 +10,7 @@
  * and live in a fixed number of slots of the router's packet memory (the pool), each
  * big enough for the largest datagram (65535 bytes) plus room in front for an Ethernet
  * header and a virtio-net header: the finished datagram is a frame in the pool like any
- * other (first fragment's Ethernet header, zeroed vnet header), so the router forwards
+ * other (first fragment's Ethernet header, zeroed virtio-net header), so the router forwards
  * it, and its ports send pool offsets, unchanged. State is in typed arrays; nothing is
  * allocated per fragment.
  *
@@ -55,7 +55,7 @@ import {
 } from "../wire/ipv4.js";
 import { vnetClear } from "../wire/vnet.js";
 
-/** Room in front of the data: vnet header (12) + Ethernet (14) + IPv4 header (<= 60). */
+/** Room in front of the data: virtio-net header (12) + Ethernet (14) + IPv4 header (<= 60). */
 const FRONT = 128;
 const MAX_PAYLOAD_END = 65535 - 20;
 /** Bytes of pool per slot. */
@@ -280,7 +280,7 @@ export class Ipv4Reassembly {
     if (ipLen > this.maxFrag[s]) this.maxFrag[s] = ipLen;
     if (!ipv4GetDf(buf, ip)) this.dfAll[s] = 0;
     if (offset === 0) {
-      // The first fragment's header and its frame's Ethernet header, zeroed vnet header.
+      // The first fragment's header and its frame's Ethernet header, zeroed virtio-net header.
       const h = data - hl;
       buf.copy(pool, h, ip, ip + hl);
       buf.copy(pool, h - ETH_HEADER_LEN, ip - ETH_HEADER_LEN, ip);

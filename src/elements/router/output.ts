@@ -130,12 +130,12 @@ export class Output {
       n.nextProbe = now + s.neigh.t.retransMs;
       this.arpRequest(out, nh, 0);
     }
-    let vnet: Buffer | undefined;
+    let virtioHeader: Buffer | undefined;
     if (s.offload) {
-      vnet = Buffer.allocUnsafe(VNET_HDR_LEN);
-      vnetCopyAcross(buf, ip - ETH_HEADER_LEN, vnet, VNET_HDR_LEN);
+      virtioHeader = Buffer.allocUnsafe(VNET_HDR_LEN);
+      vnetCopyAcross(buf, ip - ETH_HEADER_LEN, virtioHeader, VNET_HDR_LEN);
     }
-    if (!s.neigh.enqueue(n, { data: Buffer.from(buf.subarray(ip, ip + ipLen)), inIf, vnet })) s.c[C.arpQueueFull]++;
+    if (!s.neigh.enqueue(n, { data: Buffer.from(buf.subarray(ip, ip + ipLen)), inIf, virtioHeader })) s.c[C.arpQueueFull]++;
   }
 
   /** Sends what waited for a neighbour that has now resolved. */
@@ -147,7 +147,7 @@ export class Output {
       if (frame < 0) return;
       const pool = s.pool;
       p.data.copy(pool, frame + ETH_HEADER_LEN);
-      if (p.vnet) vnetCopyAcross(p.vnet, VNET_HDR_LEN, pool, frame);
+      if (p.virtioHeader) vnetCopyAcross(p.virtioHeader, VNET_HDR_LEN, pool, frame);
       this.output(p.inIf, out, n.addr, pool, frame + ETH_HEADER_LEN, p.data.length, now);
     }
   }
