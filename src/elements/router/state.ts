@@ -156,6 +156,8 @@ export class RouterState {
 
   /** A directed broadcast of one of the router's subnets (not /31, /32: RFC 3021). */
   isSubnetBroadcast(dst: number): boolean {
+    // At least two host bits, all ones: most addresses fail here, without the loop.
+    if ((dst & 3) !== 3) return false;
     for (const ifc of this.ifaces) {
       for (let k = 0; k < ifc.addrs.length; k++) {
         const m = ifc.masks[k];
