@@ -670,9 +670,8 @@ describe("Ipv4Router: bad input", () => {
     expect(r.drain()).toEqual({ h1: [], h2: [forwardedFrame(pkt, H2.mac, ETH2_MAC)] });
   });
 
-  // RFC 1812 §5.3.5.2 / RFC 2644: directed broadcasts are not forwarded (the router's
-  // own comment in ipInput says so). Fails today: isSubnetBroadcast() tests the network
-  // bits instead of the host bits, so 10.0.2.255 is forwarded and ARPed for.
+  // RFC 1812 §5.3.5.2 / RFC 2644: directed broadcasts are not forwarded: the host bits,
+  // all ones, make 10.0.2.255 a broadcast (not forwarded, not ARPed for).
   it("drops directed broadcasts to a connected subnet (10.0.2.255 and the ingress subnet's 10.0.1.255)", () => {
     const r = routedRig();
     hostArps(r, "h1", H1, ETH1_IP);
@@ -704,10 +703,10 @@ describe("Ipv4Router: bad input", () => {
 
   // RFC 1812 §5.3.7: a source that is one of the router's own addresses or a subnet
   // broadcast is invalid (Linux: "martian source"); §4.3.2.7: no ICMP error to a source
-  // that is not a single host. Fails today: ipInput only filters 0/8, 127/8, 224/4 and
-  // 240/4 sources, so 10.0.2.255 -> H2 is forwarded, a TTL-1 packet "from" 10.0.1.255
-  // gets a time-exceeded (ARPed for 10.0.1.255), and one "from" 10.0.1.1 makes the
-  // router ARP for its own address to deliver an ICMP error to itself.
+  // that is not a single host. Otherwise 10.0.2.255 -> H2 would be forwarded, a TTL-1
+  // packet "from" 10.0.1.255 would get a time-exceeded (ARPed for 10.0.1.255), and one
+  // "from" 10.0.1.1 would make the router ARP for its own address to deliver an ICMP
+  // error to itself.
   it("drops packets whose source is the router's own address or a connected subnet's broadcast", () => {
     const r = routedRig();
     hostArps(r, "h1", H1, ETH1_IP);
