@@ -32,7 +32,7 @@ import { NUD_INCOMPLETE, NUD_PERMANENT, type Neighbour } from "../neighbour-cach
 import { C } from "./counters.js";
 import { sourceFor, type RouterInterface, type RouterState } from "./state.js";
 
-/** Bytes of pool per scratch slot: a frame up to a 1500-byte MTU, its headers in front. */
+/** Bytes of pool per scratch slot: a virtio-net header, then a frame of up to 2032 bytes. */
 export const SLOT = 2048;
 /** Scratch slots per pass. */
 export const SCRATCH_SLOTS = 1024;
@@ -40,7 +40,7 @@ export const SCRATCH_SLOTS = 1024;
 const FRAME_IN_SLOT = 16;
 /** Fragments one packet may be cut into. */
 const MAX_FRAGS = 48;
-/** Per fragment, what the worst header (60 bytes) leaves of an MTU for data. */
+/** The largest IPv4 header: fragments carry at least mtu - 60 bytes of data (for the slot estimate). */
 const FRAG_HEADER_ROOM = 60;
 
 export class Output {
@@ -94,8 +94,9 @@ export class Output {
   }
 
   /**
-   * Puts an IPv4 packet on the wire of `out` toward next hop `nh` (`inIf`: where it came
-   * in, -1 for the router's own, for the source of a later host unreachable).
+   * Puts an IPv4 packet on the wire of `out` toward next hop `nh`. `inIf`: the interface
+   * the packet (or the one it answers) came in on, whose address a later host
+   * unreachable speaks from.
    */
   output(inIf: number, out: RouterInterface, nh: number, buf: Buffer, ip: number, ipLen: number, now: number): void {
     const neigh = this.s.neigh;
