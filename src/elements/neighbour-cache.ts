@@ -34,7 +34,7 @@ export interface QueuedPacket {
   /** Interface it came in on (for the source of an ICMP error), -1 if generated. */
   inIf: number;
   /** Its virtio-net header, when the node runs with offloads. */
-  vnet?: Buffer;
+  virtioHeader?: Buffer;
 }
 
 export interface Neighbour {

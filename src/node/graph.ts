@@ -15,7 +15,7 @@ import type { ElementInfo } from "../core/element.js";
 import { Engine } from "../core/engine.js";
 import { InternalPort } from "../core/internal-port.js";
 import type { Port } from "../core/port.js";
-import { Ipv4Router, type RouterOptions } from "../elements/ipv4-router.js";
+import { Ipv4Router, type RouterOptions } from "../elements/router/ipv4-router.js";
 import { LearningSwitch, type SwitchPortMode } from "../elements/learning-switch.js";
 import { SoftOffload } from "../io/soft-offload.js";
 import { Nat, type NatConfig } from "../elements/nat.js";

@@ -11,7 +11,7 @@ import type { Engine } from "../core/engine.js";
 import { CaptureSession } from "../control/capture.js";
 import { ControlServer, RowStream } from "../control/server.js";
 import type { Request } from "../control/protocol.js";
-import type { Ipv4Router } from "../elements/ipv4-router.js";
+import type { Ipv4Router } from "../elements/router/ipv4-router.js";
 import type { Nat } from "../elements/nat.js";
 import { parseConntrackQuery } from "../elements/conntrack-list.js";
 import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch.js";

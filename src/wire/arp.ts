@@ -6,7 +6,7 @@
 //   8 sha (6) | 14 spa (4) | 18 tha (6) | 24 tpa (4)
 
 import { readU16, readU32, writeU16, writeU32 } from './bytes.js';
-import { ETHERTYPE_IPV4 } from './ethernet.js';
+import { ETH_DST_ADDR_OFF, ETH_ETHER_TYPE_OFF, ETH_HEADER_LEN, ETH_MIN_FRAME_LEN, ETH_SRC_ADDR_OFF, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from './ethernet.js';
 import { readMac, writeMac } from './mac.js';
 import {
   CHECK_BAD_HW_LEN,
@@ -193,4 +193,18 @@ function emitArpFields(
   arpSetTha(buf, off, tha);
   arpSetTpa(buf, off, tpa);
   return ARP_LEN;
+}
+
+/**
+ * Writes a whole ARP frame at `frameOff`: the Ethernet header (`ethDst`, `ethSrc`,
+ * EtherType ARP), the packet, and zeros up to the Ethernet minimum; returns its length,
+ * 60 (ETH_MIN_FRAME_LEN). For a request, `tha` is 0 (RFC 5227 section 2.1.1).
+ */
+export function emitArpFrame(buf: Uint8Array, frameOff: number, ethDst: number, ethSrc: number, oper: number, sha: number, spa: number, tha: number, tpa: number): number {
+  writeMac(buf, frameOff + ETH_DST_ADDR_OFF, ethDst);
+  writeMac(buf, frameOff + ETH_SRC_ADDR_OFF, ethSrc);
+  writeU16(buf, frameOff + ETH_ETHER_TYPE_OFF, ETHERTYPE_ARP);
+  const end = frameOff + ETH_HEADER_LEN + emitArpFields(buf, frameOff + ETH_HEADER_LEN, oper, sha, spa, tha, tpa);
+  buf.fill(0, end, frameOff + ETH_MIN_FRAME_LEN);
+  return ETH_MIN_FRAME_LEN;
 }

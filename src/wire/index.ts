@@ -1,4 +1,6 @@
-// src/wire: codecs over bytes: plain functions on (buffer, offset); the hot path allocates nothing here (only parse* and copyBytes make objects).
+// src/wire: pure codecs over bytes, a file per protocol: accessors, checks and emitters as
+// plain functions on (buffer, offset); the parse/emit of repr objects are for slow paths
+// and tests.
 export * from './bytes.js';
 export * from './reason.js';
 export * from './checksum.js';
@@ -8,6 +10,7 @@ export * from './ethernet.js';
 export * from './vlan.js';
 export * from './arp.js';
 export * from './ipv4.js';
+export * from './ipv4-frag.js';
 export * from './icmp.js';
 export * from './udp.js';
 export * from './tcp.js';

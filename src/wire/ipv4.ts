@@ -32,6 +32,8 @@ export const IPV4_HEADER_LEN = 20;
 /** ihl = 15. */
 export const IPV4_MAX_HEADER_LEN = 60;
 export const IPV4_MAX_TOTAL_LEN = 65535;
+/** TTL of datagrams a node originates: replies, errors, resets (Linux net.ipv4.ip_default_ttl). */
+export const IPV4_DEFAULT_TTL = 64;
 
 /** 3-bit flags as returned by ipv4GetFlags: bit 0 reserved, bit 1 DF, bit 2 MF (RFC 791 numbering, MSB first). */
 export const IPV4_FLAG_DF = 0b010;

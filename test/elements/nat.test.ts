@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { ConnTrack, MATCH_ANY } from "../../src/elements/conntrack.js";
 import { conntrackLine, parseConntrackQuery, walkConntrack, type ConnEntryView } from "../../src/elements/conntrack-list.js";
 import { NAT_ACCEPT, NAT_DROP, NAT_REJECT, Nat, type NatConfig, type Service } from "../../src/elements/nat.js";
-import { emitIcmpError } from "../../src/elements/ip-util.js";
+import { emitIcmpError } from "../../src/wire/icmp.js";
 import { checksumFold, ipv4FillChecksum, pseudoHeaderSum, readU16, writeU16 } from "../../src/wire/index.js";
 import {
   TCP_ACK,

@@ -8,7 +8,7 @@
  */
 import type { Engine } from "../../src/core/engine.js";
 import type { InternalPort } from "../../src/core/internal-port.js";
-import type { Ipv4Router, RouterCounter } from "../../src/elements/ipv4-router.js";
+import type { Ipv4Router, RouterCounter } from "../../src/elements/router/ipv4-router.js";
 import type { LearningSwitch } from "../../src/elements/learning-switch.js";
 import type { NodeConfig } from "../../src/node/config.js";
 import { buildGraph } from "../../src/node/graph.js";

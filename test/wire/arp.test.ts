@@ -25,6 +25,7 @@ import {
   arpIsGratuitous,
   arpTurnIntoReply,
   emitArp,
+  emitArpFrame,
   emitArpReply,
   emitArpRequest,
   emitEthernet,
@@ -90,6 +91,21 @@ describe('arp', () => {
       expect(out.subarray(off, off + e + n).toString('hex')).toBe(fixture.toString('hex'));
       expect(out.subarray(0, off).every((b) => b === 0xa5)).toBe(true);
       expect(out.subarray(off + e + n).every((b) => b === 0xa5)).toBe(true);
+    }
+  });
+
+  it('emits whole frames (Ethernet header, packet, zero padding to 60) as captured', () => {
+    const off = 7;
+    for (const [fixture, write] of [
+      [REQUEST, (b: Buffer, o: number) => emitArpFrame(b, o, 0xffffffffffff, MAC_A, ARP_OPER_REQUEST, MAC_A, IP_A, 0, IP_R)],
+      [REPLY, (b: Buffer, o: number) => emitArpFrame(b, o, MAC_A, MAC_R, ARP_OPER_REPLY, MAC_R, IP_R, MAC_A, IP_A)],
+    ] as const) {
+      const out = Buffer.alloc(off + 60 + 5, 0xa5);
+      expect(write(out, off)).toBe(60);
+      expect(out.subarray(off, off + fixture.length).toString('hex')).toBe(fixture.toString('hex'));
+      expect(out.subarray(off + fixture.length, off + 60).every((b) => b === 0)).toBe(true);
+      expect(out.subarray(0, off).every((b) => b === 0xa5)).toBe(true);
+      expect(out.subarray(off + 60).every((b) => b === 0xa5)).toBe(true);
     }
   });
 

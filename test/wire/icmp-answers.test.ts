@@ -1,20 +1,4 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  FRAG_BAD_INPUT,
-  FRAG_DF_SET,
-  FRAG_TOO_MANY,
-  ICMP_RATE_BURST,
-  ICMP_RATE_PER_SECOND,
-  TokenBucket,
-  emitIcmpEchoReplyInPlace,
-  emitIcmpError,
-  fragmentIpv4,
-  icmpErrorAllowed,
-} from '../../src/elements/ip-util.js';
 import {
   CHECK_OK,
   ICMP_DEST_UNREACH,
@@ -28,10 +12,12 @@ import {
   IP_PROTO_ICMP,
   IP_PROTO_UDP,
   emitIcmp,
+  emitIcmpEchoReplyInPlace,
+  emitIcmpError,
   emitIpv4,
-  emitUdp,
   icmpCheck,
   icmpComputeChecksum,
+  icmpErrorAllowed,
   icmpFillChecksum,
   icmpRestEcho,
   icmpRestFragNeeded,
@@ -41,10 +27,10 @@ import {
   parseIcmp,
   parseIp,
   parseIpv4,
-  udpFillChecksum,
 } from '../../src/wire/index.js';
+import { CK_BAD, CK_GOOD, H1, H2, hasTshark, hex, removeTsharkFiles, tshark, udpPacket, type PktOpts } from './ip-test-util.js';
 
-const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+afterAll(removeTsharkFiles);
 
 // ---------------------------------------------------------------------------------------
 // Fixtures: real frames from test/wire (a veth in a test namespace, 10.99.1.1 -> Linux
@@ -114,54 +100,9 @@ const LINUX_FRAG_NEEDED = hex(`
 
 const R = parseIp('10.99.1.254');
 const A = parseIp('10.99.1.1');
-const H1 = parseIp('10.0.0.1');
-const H2 = parseIp('10.0.0.2');
 
 // ---------------------------------------------------------------------------------------
-// Packet builders (wire emitters) and a tshark harness.
-
-interface PktOpts {
-  src?: number;
-  dst?: number;
-  options?: Uint8Array;
-  df?: boolean;
-  mf?: boolean;
-  fragOffset?: number;
-  ident?: number;
-  ttl?: number;
-  protocol?: number;
-}
-
-/** A UDP datagram 40000 -> 9 (discard) with `dataLen` bytes of a counting pattern. */
-function udpPacket(dataLen: number, o: PktOpts = {}): Buffer {
-  const options = o.options ?? new Uint8Array(0);
-  const hlen = 20 + options.length;
-  const b = Buffer.alloc(hlen + 8 + dataLen);
-  const src = o.src ?? H1;
-  const dst = o.dst ?? H2;
-  emitUdp({ srcPort: 40000, dstPort: 9, length: 8 + dataLen }, b, hlen);
-  for (let i = 0; i < dataLen; i++) b[hlen + 8 + i] = (i * 7 + (i >>> 8)) & 0xff;
-  udpFillChecksum(b, hlen, src, dst);
-  emitIpv4(
-    {
-      dscp: 0,
-      ecn: 0,
-      totalLen: b.length,
-      ident: o.ident ?? 0x1234,
-      df: o.df ?? false,
-      mf: o.mf ?? false,
-      fragOffset: o.fragOffset ?? 0,
-      ttl: o.ttl ?? 64,
-      protocol: o.protocol ?? IP_PROTO_UDP,
-      srcAddr: src,
-      dstAddr: dst,
-      options,
-    },
-    b,
-    0,
-  );
-  return b;
-}
+// Packet builders (wire emitters).
 
 /** An IPv4 header with `totalLen - 20` bytes after it, the first of them `first`. */
 function headerOnly(protocol: number, totalLen: number, first: number): Buffer {
@@ -201,60 +142,6 @@ function icmpPacket(type: number, code: number, o: PktOpts = {}): Buffer {
   );
   return b;
 }
-
-let hasTshark = true;
-try {
-  execFileSync('tshark', ['--version'], { stdio: 'ignore' });
-} catch {
-  hasTshark = false;
-}
-const tmp = mkdtempSync(join(tmpdir(), 'tapnet-ip-util-'));
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-let pcapSeq = 0;
-
-/** Classic pcap, LINKTYPE_RAW (101): each packet starts with its IPv4 header. */
-function pcapRaw(pkts: Buffer[]): Buffer {
-  const parts: Buffer[] = [];
-  const gh = Buffer.alloc(24);
-  gh.writeUInt32LE(0xa1b2c3d4, 0);
-  gh.writeUInt16LE(2, 4);
-  gh.writeUInt16LE(4, 6);
-  gh.writeUInt32LE(262144, 16);
-  gh.writeUInt32LE(101, 20);
-  parts.push(gh);
-  pkts.forEach((p, i) => {
-    const h = Buffer.alloc(16);
-    h.writeUInt32LE(1_700_000_000 + i, 0);
-    h.writeUInt32LE(p.length, 8);
-    h.writeUInt32LE(p.length, 12);
-    parts.push(h, p);
-  });
-  return Buffer.concat(parts);
-}
-
-const TSHARK_CHECKS = ['-o', 'ip.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE', '-o', 'ip.defragment:TRUE'];
-
-/**
- * Runs tshark over the packets and returns, per frame, the requested fields; a field that
- * occurs more than once (outer and quoted IP header) gives all values, comma-separated.
- * The ICMP checksum has no preference in tshark 4.0: it is always verified
- * (icmp.checksum.status) when the whole message was captured.
- */
-function tshark(pkts: Buffer[], fields: string[]): string[][] {
-  const file = join(tmp, `p${pcapSeq++}.pcap`);
-  writeFileSync(file, pcapRaw(pkts));
-  const args = ['-r', file, ...TSHARK_CHECKS, '-T', 'fields', '-E', 'separator=/t', '-E', 'occurrence=a', '-E', 'aggregator=,'];
-  for (const f of fields) args.push('-e', f);
-  const out = execFileSync('tshark', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 64 << 20 });
-  return out
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => l.split('\t'));
-}
-
-/** tshark checksum status values (proto_checksum_enum_e). */
-const CK_BAD = '0';
-const CK_GOOD = '1';
 
 // ---------------------------------------------------------------------------------------
 
@@ -582,310 +469,5 @@ describe('emitIcmpEchoReplyInPlace', () => {
       [CK_GOOD, CK_GOOD, '0', '10.99.1.254', '10.99.1.1', '64', '4519', '1'],
     ]);
     expect(rows[1][8].split(',').every((t) => t === '1')).toBe(true);
-  });
-});
-
-// ---------------------------------------------------------------------------------------
-
-/** Option sets: [bytes of the whole option area (multiple of 4), what later fragments carry]. */
-const OPTION_SETS: Array<{ name: string; options: Buffer; later: Buffer }> = [
-  { name: 'no options', options: hex(''), later: hex('') },
-  // NOP + Record Route (7, not copied), as `ping -R` sends.
-  {
-    name: 'NOP + record route (not copied)',
-    options: Buffer.concat([hex('01072708 0a630101'), Buffer.alloc(32)]),
-    later: hex(''),
-  },
-  // NOP, loose source route (0x83, copied) with 2 addresses, record route, EOL.
-  {
-    name: 'NOP, LSRR (copied, 11 bytes), RR, EOL',
-    options: hex('01 830b04 0a000003 0a000002 070704 00000000 00'),
-    later: hex('830b04 0a000003 0a000002 00'),
-  },
-  // Router alert (0x94, copied) + timestamp (0x44, not copied) + security (0x82, copied).
-  {
-    name: 'router alert, timestamp, security (copied)',
-    options: hex('94040000 440c0501 00000000 00000000 820b 0000 0000 0000 0000 00 00'),
-    later: hex('94040000 820b 0000 0000 0000 0000 00 00'),
-  },
-  // 40 bytes of copied options: later fragments carry the whole header too. The route
-  // ends at the header's destination: tshark takes a source route's last address as the
-  // UDP pseudo-header destination (RFC 768, "final destination").
-  {
-    name: 'strict source route (0x89, copied) filling 40 bytes',
-    options: hex('01 892704 0a000003 0a000004 0a000005 0a000006 0a000007 0a000008 0a000009 0a00000a 0a000002'),
-    later: hex('892704 0a000003 0a000004 0a000005 0a000006 0a000007 0a000008 0a000009 0a00000a 0a000002 00'),
-  },
-];
-
-interface Frags {
-  n: number;
-  pkts: Buffer[];
-  dst: Buffer;
-}
-
-function frag(src: Buffer, mtu: number, maxFrags = 9000, stride = mtu + 8, off = 0): Frags {
-  const lens = new Uint32Array(maxFrags);
-  // Never more fragments than 8-byte blocks of payload, plus one.
-  const slots = Math.min(maxFrags, Math.ceil(src.length / 8) + 1);
-  const dst = Buffer.alloc(off + slots * stride, 0xa5);
-  const n = fragmentIpv4(src, 0, src.length, mtu, dst, off, stride, maxFrags, lens);
-  const pkts: Buffer[] = [];
-  for (let k = 0; k < n; k++) pkts.push(dst.subarray(off + k * stride, off + k * stride + lens[k]));
-  return { n, pkts, dst };
-}
-
-/** Checks every fragment against RFC 791 and puts the original payload back together. */
-function checkAndReassemble(orig: Buffer, pkts: Buffer[], mtu: number, later: Buffer): Buffer {
-  const o = parseIpv4(orig, 0, orig.length)!;
-  const ohlen = 20 + o.options.length;
-  const payload = Buffer.alloc(orig.length - ohlen, 0xee);
-  let expectOff = o.fragOffset * 8;
-  pkts.forEach((p, k) => {
-    const last = k === pkts.length - 1;
-    expect(p.length).toBeLessThanOrEqual(mtu);
-    const f = parseIpv4(p, 0, p.length);
-    expect(f).not.toBeNull();
-    expect(f!.totalLen).toBe(p.length);
-    const hl = 20 + f!.options.length;
-    if (k === 0) expect(Buffer.from(f!.options).equals(Buffer.from(o.options))).toBe(true);
-    else expect(Buffer.from(f!.options).toString('hex')).toBe(later.toString('hex'));
-    const data = p.length - hl;
-    if (!last) expect(data % 8).toBe(0);
-    expect(data).toBeGreaterThan(0);
-    expect(f!.fragOffset * 8).toBe(expectOff);
-    expect(f!.mf).toBe(last ? o.mf : true);
-    expect(f!).toMatchObject({ ident: o.ident, ttl: o.ttl, protocol: o.protocol, srcAddr: o.srcAddr, dstAddr: o.dstAddr, df: false, dscp: o.dscp });
-    p.copy(payload, expectOff - o.fragOffset * 8, hl);
-    expectOff += data;
-  });
-  expect(expectOff - o.fragOffset * 8).toBe(payload.length);
-  return payload;
-}
-
-describe('fragmentIpv4 (RFC 791 section 3.2)', () => {
-  const sizes = [100, 577, 1401, 1500, 3000, 8000, 65535];
-  const mtus = [1400, 576, 68];
-  for (const set of OPTION_SETS) {
-    for (const mtu of mtus) {
-      it(`${set.name}, mtu ${mtu}: sizes ${sizes.join(', ')}`, () => {
-        for (const size of sizes) {
-          const hlen = 20 + set.options.length;
-          if (mtu < hlen + 8) continue;
-          const orig = udpPacket(size - hlen - 8, { options: set.options, ttl: 17, ident: size });
-          const r = frag(orig, mtu);
-          if (size <= mtu) {
-            expect(r.n).toBe(1);
-            expect(r.pkts[0].equals(orig)).toBe(true);
-            continue;
-          }
-          const firstData = (mtu - hlen) & ~7;
-          const laterData = (mtu - 20 - set.later.length) & ~7;
-          expect(r.n).toBe(1 + Math.ceil((size - hlen - firstData) / laterData));
-          const payload = checkAndReassemble(orig, r.pkts, mtu, set.later);
-          expect(payload.equals(orig.subarray(hlen))).toBe(true);
-          // Nothing written between fragments (the slot past each fragment keeps 0xa5).
-          for (let k = 0; k < r.n; k++) {
-            const s = k * (mtu + 8) + r.pkts[k].length;
-            expect(r.dst.subarray(s, (k + 1) * (mtu + 8)).every((x) => x === 0xa5)).toBe(true);
-          }
-        }
-      });
-    }
-  }
-
-  it('fragments a fragment: offsets added, MF kept on the last piece when the original had it', () => {
-    const whole = udpPacket(4000, { options: hex('94040000') });
-    const first = frag(whole, 1500);
-    expect(first.n).toBe(3);
-    // Re-fragment the middle one (MF set, offset > 0) and the last one (MF clear).
-    const mid = Buffer.from(first.pkts[1]);
-    const end = Buffer.from(first.pkts[2]);
-    const midFr = frag(mid, 576);
-    const endFr = frag(end, 576);
-    expect(midFr.n).toBeGreaterThan(1);
-    expect(parseIpv4(midFr.pkts[midFr.n - 1], 0, midFr.pkts[midFr.n - 1].length)!.mf).toBe(true);
-    expect(parseIpv4(endFr.pkts[endFr.n - 1], 0, endFr.pkts[endFr.n - 1].length)!.mf).toBe(false);
-    expect(parseIpv4(midFr.pkts[0], 0, midFr.pkts[0].length)!.fragOffset).toBe(parseIpv4(mid, 0, mid.length)!.fragOffset);
-    checkAndReassemble(mid, midFr.pkts, 576, hex('94040000'));
-    checkAndReassemble(end, endFr.pkts, 576, hex('94040000'));
-    // Together they still make the original.
-    const all = [first.pkts[0], ...midFr.pkts, ...endFr.pkts];
-    const payload = Buffer.alloc(whole.length - 24);
-    for (const p of all) {
-      const hl = (p[0] & 15) * 4;
-      p.copy(payload, (p.readUInt16BE(6) & 0x1fff) * 8, hl);
-    }
-    expect(payload.equals(whole.subarray(24))).toBe(true);
-  });
-
-  it('keeps the reserved flag and the TOS, writes at an offset, accepts trailing padding', () => {
-    const orig = Buffer.concat([udpPacket(1000), Buffer.alloc(10, 0xcc)]);
-    orig[1] = 0xb8; // EF
-    orig[6] |= 0x80;
-    ipv4FillChecksum(orig, 0);
-    const lens = new Uint32Array(4);
-    const dst = Buffer.alloc(3 * 600 + 7, 0xa5);
-    expect(fragmentIpv4(orig, 0, orig.length, 576, dst, 7, 600, 4, lens)).toBe(2);
-    expect(dst.subarray(0, 7).every((x) => x === 0xa5)).toBe(true);
-    for (const k of [0, 1]) {
-      const p = dst.subarray(7 + k * 600, 7 + k * 600 + lens[k]);
-      expect(ipv4Check(p, 0, p.length)).toBe(CHECK_OK);
-      expect(p[1]).toBe(0xb8);
-      expect(p[6] & 0x80).toBe(0x80);
-    }
-    expect(lens[0] + lens[1] - 20).toBe(1028);
-  });
-
-  const errors: Array<{ name: string; run: () => number; want: number }> = [
-    { name: 'DF set and too big', run: () => frag(udpPacket(2000, { df: true }), 1500).n, want: FRAG_DF_SET },
-    { name: 'DF set but fits: copied', run: () => frag(udpPacket(1000, { df: true }), 1500).n, want: 1 },
-    { name: 'mtu 27 < 20 + 8', run: () => frag(udpPacket(100), 27).n, want: FRAG_TOO_MANY },
-    { name: 'mtu 28 = 20 + 8 works', run: () => frag(udpPacket(100), 28).n, want: 14 },
-    { name: 'mtu 67 < 60 + 8', run: () => frag(udpPacket(100, { options: OPTION_SETS[4].options }), 67).n, want: FRAG_TOO_MANY },
-    { name: 'more than maxFrags', run: () => frag(udpPacket(3000), 1400, 2).n, want: FRAG_TOO_MANY },
-    { name: 'exactly maxFrags', run: () => frag(udpPacket(3000), 1400, 3).n, want: 3 },
-    { name: 'stride < mtu', run: () => frag(udpPacket(3000), 1400, 4, 1399).n, want: FRAG_BAD_INPUT },
-    {
-      name: 'outLens shorter than the fragments',
-      run: () => fragmentIpv4(udpPacket(3000), 0, 3028, 1400, Buffer.alloc(6000), 0, 1500, 4, new Uint32Array(2)),
-      want: FRAG_BAD_INPUT,
-    },
-    {
-      name: 'dst too small for the last fragment',
-      run: () => fragmentIpv4(udpPacket(3000), 0, 3028, 1400, Buffer.alloc(3000), 0, 1400, 4, new Uint32Array(4)),
-      want: FRAG_BAD_INPUT,
-    },
-    {
-      name: 'dst too small for a fitting datagram',
-      run: () => fragmentIpv4(udpPacket(100), 0, 128, 1400, Buffer.alloc(100), 0, 1400, 4, new Uint32Array(4)),
-      want: FRAG_BAD_INPUT,
-    },
-    { name: 'empty input', run: () => fragmentIpv4(Buffer.alloc(0), 0, 0, 1400, Buffer.alloc(3000), 0, 1500, 2, new Uint32Array(2)), want: FRAG_BAD_INPUT },
-    { name: 'garbage input', run: () => fragmentIpv4(Buffer.alloc(2000, 0x99), 0, 2000, 576, Buffer.alloc(9000), 0, 600, 9, new Uint32Array(9)), want: FRAG_BAD_INPUT },
-    { name: 'total length beyond ipLen', run: () => fragmentIpv4(udpPacket(3000), 0, 1000, 576, Buffer.alloc(9000), 0, 600, 9, new Uint32Array(9)), want: FRAG_BAD_INPUT },
-    { name: 'option length 0', run: () => frag(udpPacket(1000, { options: hex('83000000') }), 576).n, want: FRAG_BAD_INPUT },
-    { name: 'option length 1', run: () => frag(udpPacket(1000, { options: hex('83010000') }), 576).n, want: FRAG_BAD_INPUT },
-    { name: 'option running past the header', run: () => frag(udpPacket(1000, { options: hex('01018305') }), 576).n, want: FRAG_BAD_INPUT },
-    { name: 'option type in the last byte, no length', run: () => frag(udpPacket(1000, { options: hex('01010183') }), 576).n, want: FRAG_BAD_INPUT },
-    { name: 'bytes after EOL ignored', run: () => frag(udpPacket(1000, { options: hex('00830000') }), 576).n, want: 2 },
-    {
-      name: 'offset would pass 8191 units',
-      run: () => frag(udpPacket(1000, { fragOffset: 0x1fff - 10, mf: true }), 576).n,
-      want: FRAG_BAD_INPUT,
-    },
-    {
-      name: 'offset reaching exactly 8191 units',
-      run: () => frag(udpPacket(1000, { fragOffset: 0x1fff - 69, mf: true }), 576).n,
-      want: 2,
-    },
-  ];
-  it.each(errors)('$name -> $want', ({ run, want }) => {
-    expect(run()).toBe(want);
-  });
-
-  it.skipIf(!hasTshark)('tshark: every fragment checksum good, reassembles to the original (mtu 1400, 576, 68; with and without options)', () => {
-    const pkts: Buffer[] = [];
-    const expected: Array<{ lastFrame: number; orig: Buffer; hlen: number; count: number }> = [];
-    let ident = 0x4000;
-    for (const set of OPTION_SETS) {
-      for (const mtu of mtus) {
-        for (const size of [577, 1401, 3000, 8000, 20000]) {
-          const hlen = 20 + set.options.length;
-          if (mtu < hlen + 8) continue;
-          const orig = udpPacket(size - hlen - 8, { options: set.options, ident: ident++ });
-          const r = frag(orig, mtu);
-          if (r.n < 2) continue;
-          pkts.push(...r.pkts.map((p) => Buffer.from(p)));
-          expected.push({ lastFrame: pkts.length, orig, hlen, count: r.n });
-        }
-      }
-    }
-    // A fragment of a fragment, also reassembled by tshark with its sibling fragments.
-    const whole = udpPacket(5000, { options: OPTION_SETS[2].options, ident: ident++ });
-    const first = frag(whole, 1500);
-    const midFr = frag(Buffer.from(first.pkts[1]), 576);
-    pkts.push(Buffer.from(first.pkts[0]), ...midFr.pkts.map((p) => Buffer.from(p)), ...first.pkts.slice(2).map((p) => Buffer.from(p)));
-    expected.push({ lastFrame: pkts.length, orig: whole, hlen: 20 + OPTION_SETS[2].options.length, count: 1 + midFr.n + first.n - 2 });
-
-    expect(expected.length).toBe(71); // 5 option sets x 3 MTUs x 5 sizes, less those that fit, + 1
-    const rows = tshark(pkts, ['frame.number', 'ip.checksum.status', 'ip.reassembled.length', 'ip.fragment.count', 'udp.checksum.status', 'ip.reassembled.data']);
-    expect(rows).toHaveLength(pkts.length);
-    for (const r of rows) expect(r[1]).toBe(CK_GOOD);
-    const reassembled = rows.filter((r) => r[2] !== '');
-    expect(reassembled.map((r) => Number(r[0]))).toEqual(expected.map((e) => e.lastFrame));
-    reassembled.forEach((r, i) => {
-      const e = expected[i];
-      expect(Number(r[2])).toBe(e.orig.length - e.hlen);
-      expect(Number(r[3])).toBe(e.count);
-      expect(r[4]).toBe(CK_GOOD); // the UDP checksum over the reassembled datagram
-      expect(r[5]).toBe(e.orig.subarray(e.hlen).toString('hex'));
-    });
-  });
-});
-
-// ---------------------------------------------------------------------------------------
-
-describe('TokenBucket (RFC 1812 section 4.3.2.8)', () => {
-  it('lets a burst through, then the steady rate', () => {
-    const tb = new TokenBucket(1000, 50);
-    let n = 0;
-    for (let i = 0; i < 100; i++) if (tb.take(5000)) n++;
-    expect(n).toBe(50);
-    expect(tb.take(5000)).toBe(false);
-    expect(tb.take(5000.5)).toBe(false);
-    expect(tb.take(5001)).toBe(true);
-    expect(tb.take(5001)).toBe(false);
-    // One second of asking every 0.1 ms: 1000 more, no burst on top.
-    n = 0;
-    for (let t = 5001; t <= 6001; t += 0.125) if (tb.take(t)) n++;
-    expect(n).toBeGreaterThanOrEqual(999);
-    expect(n).toBeLessThanOrEqual(1001);
-  });
-
-  it('refills up to the burst only, however long it was idle', () => {
-    const tb = new TokenBucket(10, 5);
-    for (let i = 0; i < 5; i++) expect(tb.take(0)).toBe(true);
-    expect(tb.take(0)).toBe(false);
-    expect(tb.take(99)).toBe(false);
-    expect(tb.take(100)).toBe(true);
-    let n = 0;
-    for (let i = 0; i < 20; i++) if (tb.take(1_000_000)) n++;
-    expect(n).toBe(5);
-  });
-
-  it('slow rates and a clock that steps back', () => {
-    const tb = new TokenBucket(1, 1);
-    expect(tb.take(1000)).toBe(true);
-    expect(tb.take(1999)).toBe(false);
-    expect(tb.take(500)).toBe(false); // back in time: nothing gained, nothing thrown
-    expect(tb.take(2000)).toBe(true);
-    expect(tb.take(Number.NaN)).toBe(false);
-    expect(tb.take(3000)).toBe(true);
-  });
-
-  it('rate 0 gives the burst once', () => {
-    const tb = new TokenBucket(0, 3);
-    const got = [0, 1, 2, 3, 1e9].map((t) => tb.take(t));
-    expect(got).toEqual([true, true, true, false, false]);
-  });
-
-  it('defaults to Linux icmp_msgs_per_sec / icmp_msgs_burst', () => {
-    expect([ICMP_RATE_PER_SECOND, ICMP_RATE_BURST]).toEqual([1000, 50]);
-    const tb = new TokenBucket();
-    let n = 0;
-    for (let i = 0; i < 60; i++) if (tb.take(0)) n++;
-    expect(n).toBe(50);
-  });
-
-  it.each([
-    [-1, 5],
-    [Number.NaN, 5],
-    [Number.POSITIVE_INFINITY, 5],
-    [10, 0],
-    [10, 0.5],
-    [10, Number.NaN],
-  ])('rejects a bad configuration (rate %s, burst %s)', (rate, burst) => {
-    expect(() => new TokenBucket(rate, burst)).toThrow(/TokenBucket/);
   });
 });
