@@ -14,10 +14,7 @@ import { registerLab } from "./lab-commands.js";
 import { registerShow } from "./show.js";
 
 const program = new Command();
-program
-  .name("tapnet")
-  .description("A userspace network dataplane on Linux TAP devices: labs, inspection, capture")
-  .showHelpAfterError();
+program.name("tapnet").description("A userspace network dataplane on Linux TAP devices: labs, inspection, capture").showHelpAfterError();
 
 registerLab(program);
 registerShow(program);
@@ -46,4 +43,3 @@ program.parseAsync(process.argv).catch((e: unknown) => {
   else console.error(`tapnet: ${e instanceof Error ? e.message : String(e)}`);
   process.exit(1);
 });
-

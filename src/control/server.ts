@@ -21,6 +21,7 @@ import { END_PREFIX, type Reply, type Request, type RowsEnd } from "./protocol.j
  * produced no row (a chance to end the slice); its return value goes into the end
  * line beside `rows`.
  */
+// biome-ignore lint/suspicious/noConfusingVoidType: a generator that returns nothing has return type void
 export type RowGenerator = Generator<object | string | null, Record<string, unknown> | void, void>;
 
 /** What a handler returns to answer with rows (see protocol.ts). */
@@ -115,7 +116,7 @@ export class ControlServer {
         streaming = false;
       }
       if (streaming) return; // the handler owns the socket now and has written its reply
-      sock.end(JSON.stringify(reply) + "\n");
+      sock.end(`${JSON.stringify(reply)}\n`);
     };
     sock.on("data", onData);
     sock.on("error", () => sock.destroy());
@@ -158,7 +159,7 @@ export class ControlServer {
           if (r.value === null) continue;
           const line = typeof r.value === "string" ? r.value : JSON.stringify(r.value);
           if (line.startsWith(END_PREFIX)) throw new Error("a row may not start with the key 'end'");
-          out += line + "\n";
+          out += `${line}\n`;
           rows++;
         }
       } catch (e) {
@@ -169,7 +170,7 @@ export class ControlServer {
       if (out === "" || sock.write(out)) setImmediate(slice);
       else sock.once("drain", slice);
     };
-    sock.write(JSON.stringify({ ok: true, stream: "rows", ...rs.header }) + "\n");
+    sock.write(`${JSON.stringify({ ok: true, stream: "rows", ...rs.header })}\n`);
     setImmediate(slice);
   }
 }

@@ -19,9 +19,7 @@ export class PacketPool {
   region(bytes: number, what: string): number {
     const base = (this.next + 63) & ~63;
     if (base + bytes > this.size) {
-      throw new RangeError(
-        `packet pool exhausted: ${what} needs ${bytes} bytes at ${base}, pool has ${this.size}`,
-      );
+      throw new RangeError(`packet pool exhausted: ${what} needs ${bytes} bytes at ${base}, pool has ${this.size}`);
     }
     this.next = base + bytes;
     return base;

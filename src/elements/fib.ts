@@ -294,12 +294,7 @@ export class Fib {
       routes: this.count,
       chunksInUse: this.chunksInUse,
       chunkCapacity: this.chunkCap,
-      trieBytes:
-        this.l1.byteLength +
-        this.l1Depth.byteLength +
-        this.pool.byteLength +
-        this.poolDepth.byteLength +
-        this.chunkInfo.byteLength,
+      trieBytes: this.l1.byteLength + this.l1Depth.byteLength + this.pool.byteLength + this.poolDepth.byteLength + this.chunkInfo.byteLength,
     };
   }
 
@@ -426,9 +421,7 @@ function checkRoute(prefix: number, prefixLen: number, op: string): number {
   const p = prefix >>> 0;
   const net = (p & maskOf(prefixLen)) >>> 0;
   if (net !== p) {
-    throw new Error(
-      `Fib.${op}: ${fmtAddr(p)}/${prefixLen} has host bits set (did you mean ${fmtPrefix(net, prefixLen)}?)`,
-    );
+    throw new Error(`Fib.${op}: ${fmtAddr(p)}/${prefixLen} has host bits set (did you mean ${fmtPrefix(net, prefixLen)}?)`);
   }
   return p;
 }

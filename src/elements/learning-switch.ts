@@ -38,9 +38,7 @@ import { vlanGetVid, vlanSetVid, VLAN_TAG_LEN } from "../wire/vlan.js";
 import { VNET_HDR_LEN, vnetCopy, vnetIsGso, vnetNeedsCsum, vnetShiftL3 } from "../wire/vnet.js";
 import { FdbTable } from "./fdb-table.js";
 
-export type SwitchPortMode =
-  | { mode: "access"; vlan: number }
-  | { mode: "trunk"; allowed: number[]; native?: number };
+export type SwitchPortMode = { mode: "access"; vlan: number } | { mode: "trunk"; allowed: number[]; native?: number };
 
 export interface StaticFdbEntry {
   mac: number;
@@ -291,14 +289,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         continue;
       }
       const d0 = buf[off];
-      if (
-        d0 === 0x01 &&
-        buf[off + 1] === 0x80 &&
-        buf[off + 2] === 0xc2 &&
-        buf[off + 3] === 0 &&
-        buf[off + 4] === 0 &&
-        (buf[off + 5] & 0xf0) === 0
-      ) {
+      if (d0 === 0x01 && buf[off + 1] === 0x80 && buf[off + 2] === 0xc2 && buf[off + 3] === 0 && buf[off + 4] === 0 && (buf[off + 5] & 0xf0) === 0) {
         // IEEE 802.1D reserved group addresses (STP, LACP, LLDP …) stop at a bridge.
         this.drop(inPort, C.linkLocal, now);
         continue;

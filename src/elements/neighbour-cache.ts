@@ -170,11 +170,7 @@ export class NeighbourCache {
    * (broadcast for INCOMPLETE, unicast `to` MAC for a STALE refresh) and `fail` for
    * entries whose resolution gave up (then removes them).
    */
-  tick(
-    now: number,
-    probe: (n: Neighbour, unicastTo: number) => void,
-    fail: (n: Neighbour) => void,
-  ): void {
+  tick(now: number, probe: (n: Neighbour, unicastTo: number) => void, fail: (n: Neighbour) => void): void {
     for (const table of this.tables) {
       for (const n of table.values()) {
         if (n.state === NUD_PERMANENT) continue;

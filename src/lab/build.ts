@@ -83,7 +83,11 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   //    segment — an address of the node's kernel (tunnel sockets use it), or a tapnet
   //    port with no kernel address (host-gw: the node's router owns the address).
   const segs = Object.keys(t.underlay?.segments ?? {});
-  if (segs.length) ipBatch(segs.flatMap((g) => [`link add br-${g} type bridge`, `link set br-${g} up`]), ns("ul"));
+  if (segs.length)
+    ipBatch(
+      segs.flatMap((g) => [`link add br-${g} type bridge`, `link set br-${g} up`]),
+      ns("ul"),
+    );
   for (const [r, attach] of Object.entries(t.underlay?.routers ?? {})) {
     run(["ip", "netns", "exec", ns(r), "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     for (const [g, addr] of Object.entries(attach)) {
@@ -111,7 +115,27 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     const kv = spec.kernelVxlan;
     if (kv && spec.underlay) {
       const local = spec.underlay.address.split("/")[0];
-      run(["ip", "-n", ns(node), "link", "add", "vx0", "type", "vxlan", "id", String(kv.vni), "dstport", String(kv.port), "local", local, "remote", kv.remote, "dev", "ul0", ...(kv.learning ? [] : ["nolearning"])]);
+      run([
+        "ip",
+        "-n",
+        ns(node),
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        String(kv.vni),
+        "dstport",
+        String(kv.port),
+        "local",
+        local,
+        "remote",
+        kv.remote,
+        "dev",
+        "ul0",
+        ...(kv.learning ? [] : ["nolearning"]),
+      ]);
       ipBatch(["link set vx0 master br0", "link set vx0 up"], ns(node));
     }
   }

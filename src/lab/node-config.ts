@@ -23,9 +23,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
       name: peer,
       kind: "pcap",
       ifname: peer,
-      vlan: l.trunk
-        ? { mode: "trunk", allowed: l.trunk.vlans, native: l.trunk.native }
-        : { mode: "access", vlan: l.vlan ?? 1 },
+      vlan: l.trunk ? { mode: "trunk", allowed: l.trunk.vlans, native: l.trunk.native } : { mode: "access", vlan: l.vlan ?? 1 },
     });
     mtuOf[peer] = l.mtu;
     for (const v of l.trunk?.vlans ?? [l.vlan ?? 1]) used.add(v);

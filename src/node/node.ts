@@ -261,7 +261,7 @@ export class TapnetNode {
       return p;
     });
     const count = typeof req.count === "number" && req.count > 0 ? Math.floor(req.count) : 0;
-    sock.write(JSON.stringify({ ok: true, data: null }) + "\n");
+    sock.write(`${JSON.stringify({ ok: true, data: null })}\n`);
     new CaptureSession(ports, sock, count);
     return "stream";
   }
@@ -309,7 +309,9 @@ function relaunch(): Promise<void> {
   process.on("SIGINT", pass("SIGINT"));
   return new Promise((_resolve, reject) => {
     child.on("error", (e: NodeJS.ErrnoException) => {
-      reject(new Error(e.code === "ENOENT" ? "setpriv (util-linux) is not installed: the node cannot drop its capabilities" : `cannot run setpriv: ${e.message}`));
+      reject(
+        new Error(e.code === "ENOENT" ? "setpriv (util-linux) is not installed: the node cannot drop its capabilities" : `cannot run setpriv: ${e.message}`),
+      );
     });
     child.on("exit", (code, signal) => process.exit(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1)));
   });

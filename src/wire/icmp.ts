@@ -4,8 +4,8 @@
 //
 // The checksum covers the whole ICMP message, header and data (RFC 792, "Checksum").
 
-import { readU16, readU32, writeU16, writeU32 } from './bytes.js';
-import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum } from './checksum.js';
+import { readU16, readU32, writeU16, writeU32 } from "./bytes.js";
+import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum } from "./checksum.js";
 import {
   IP_PROTO_ICMP,
   IPV4_DEFAULT_TTL,
@@ -21,9 +21,9 @@ import {
   IPV4_TTL_OFF,
   ipv4Check,
   ipv4FillChecksum,
-} from './ipv4.js';
-import { IP_BROADCAST } from './ipv4addr.js';
-import { CHECK_BAD_CHECKSUM, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
+} from "./ipv4.js";
+import { IP_BROADCAST } from "./ipv4addr.js";
+import { CHECK_BAD_CHECKSUM, CHECK_OK, CHECK_TOO_SHORT } from "./reason.js";
 
 export const ICMP_TYPE_OFF = 0;
 export const ICMP_CODE_OFF = 1;
@@ -68,13 +68,7 @@ export const ICMP_TIME_EXCEEDED_REASSEMBLY = 1;
  * (RFC 1122 section 3.2.2, RFC 1812 section 4.3.2.7).
  */
 export function icmpIsError(type: number): boolean {
-  return (
-    type === ICMP_DEST_UNREACH ||
-    type === ICMP_SOURCE_QUENCH ||
-    type === ICMP_REDIRECT ||
-    type === ICMP_TIME_EXCEEDED ||
-    type === ICMP_PARAM_PROBLEM
-  );
+  return type === ICMP_DEST_UNREACH || type === ICMP_SOURCE_QUENCH || type === ICMP_REDIRECT || type === ICMP_TIME_EXCEEDED || type === ICMP_PARAM_PROBLEM;
 }
 
 /**

@@ -2,16 +2,9 @@
 // section 5.2.6): cutting a datagram into fragments that fit a link's MTU. Reassembly is
 // stateful and lives with the router (src/elements/ipv4-reassembly.ts).
 
-import { readU16, writeU16 } from './bytes.js';
-import {
-  IPV4_FLAGS_FRAG_OFF,
-  IPV4_HEADER_LEN,
-  IPV4_OPTIONS_OFF,
-  IPV4_TOTAL_LEN_OFF,
-  ipv4Check,
-  ipv4FillChecksum,
-} from './ipv4.js';
-import { CHECK_OK } from './reason.js';
+import { readU16, writeU16 } from "./bytes.js";
+import { IPV4_FLAGS_FRAG_OFF, IPV4_HEADER_LEN, IPV4_OPTIONS_OFF, IPV4_TOTAL_LEN_OFF, ipv4Check, ipv4FillChecksum } from "./ipv4.js";
+import { CHECK_OK } from "./reason.js";
 
 /** fragmentIpv4: DF is set and the datagram does not fit; send Fragmentation Needed. */
 export const FRAG_DF_SET = -1;

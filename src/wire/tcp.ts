@@ -5,8 +5,8 @@
 //  12 dataOffset(4) reserved(4) | 13 flags | 14 window | 16 checksum | 18 urgent
 //  20 options (dataOffset*4 - 20 bytes)
 
-import { readU16, readU32, writeU16, writeU32, copyBytes } from './bytes.js';
-import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum, pseudoHeaderSum } from './checksum.js';
+import { readU16, readU32, writeU16, writeU32, copyBytes } from "./bytes.js";
+import { checksumSum, internetChecksum, pseudoHeaderSum } from "./checksum.js";
 import {
   IP_PROTO_TCP,
   IPV4_DEFAULT_TTL,
@@ -20,8 +20,8 @@ import {
   IPV4_TTL_OFF,
   ipv4Check,
   ipv4FillChecksum,
-} from './ipv4.js';
-import { CHECK_BAD_CHECKSUM, CHECK_BAD_DATA_OFFSET, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
+} from "./ipv4.js";
+import { CHECK_BAD_CHECKSUM, CHECK_BAD_DATA_OFFSET, CHECK_OK, CHECK_TOO_SHORT } from "./reason.js";
 
 export const TCP_SRC_PORT_OFF = 0;
 export const TCP_DST_PORT_OFF = 2;
@@ -89,13 +89,7 @@ export function tcpGetUrgent(buf: Uint8Array, off: number): number {
 }
 
 /** Checksum over the pseudo-header and the `len`-byte segment, as if the checksum field were zero. */
-export function tcpComputeChecksum(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  srcAddr: number,
-  dstAddr: number,
-): number {
+export function tcpComputeChecksum(buf: Uint8Array, off: number, len: number, srcAddr: number, dstAddr: number): number {
   const sum = checksumSum(buf, off, TCP_CHECKSUM_OFF, pseudoHeaderSum(srcAddr, dstAddr, IP_PROTO_TCP, len));
   return internetChecksum(buf, off + TCP_URGENT_OFF, len - TCP_URGENT_OFF, sum);
 }

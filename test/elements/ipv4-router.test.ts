@@ -105,9 +105,7 @@ describe("Ipv4Router: ARP", () => {
     expect(out.h2).toEqual([]);
     expect(out.h1).toHaveLength(1);
     const reply = out.h1[0];
-    expect(reply).toEqual(
-      arpFrame({ ethDst: H1.mac, ethSrc: ETH1_MAC, oper: ARP_OPER_REPLY, sha: ETH1_MAC, spa: ETH1_IP, tha: H1.mac, tpa: H1.ip }),
-    );
+    expect(reply).toEqual(arpFrame({ ethDst: H1.mac, ethSrc: ETH1_MAC, oper: ARP_OPER_REPLY, sha: ETH1_MAC, spa: ETH1_IP, tha: H1.mac, tpa: H1.ip }));
     const p = parseFrame(reply);
     expect(p.eth).toEqual({ dstAddr: H1.mac, srcAddr: ETH1_MAC, etherType: ETHERTYPE_ARP });
     expect(p.arp).toEqual({ oper: ARP_OPER_REPLY, sha: ETH1_MAC, spa: ETH1_IP, tha: H1.mac, tpa: H1.ip });
@@ -136,9 +134,7 @@ describe("Ipv4Router: ARP", () => {
     r.ports.h1.inject([arpRequestFrame(H1.mac, H1.ip, target)]);
     let out = r.drain();
     expect(out.h2).toEqual([]);
-    expect(out.h1).toEqual([
-      arpFrame({ ethDst: H1.mac, ethSrc: ETH1_MAC, oper: ARP_OPER_REPLY, sha: ETH1_MAC, spa: target, tha: H1.mac, tpa: H1.ip }),
-    ]);
+    expect(out.h1).toEqual([arpFrame({ ethDst: H1.mac, ethSrc: ETH1_MAC, oper: ARP_OPER_REPLY, sha: ETH1_MAC, spa: target, tha: H1.mac, tpa: H1.ip })]);
     // Inside eth1's own subnet the real host answers, not the router.
     r.ports.h1.inject([arpRequestFrame(H1.mac, H1.ip, ip("10.0.1.77"))]);
     out = r.drain();
@@ -169,9 +165,7 @@ describe("Ipv4Router: ARP", () => {
     ]);
     // Now a reply to the router confirms it.
     r.ports.h2.inject([arpReplyFrame(H2.mac, H2.ip, ETH2_MAC, ETH2_IP)]);
-    expect(r.router.neighbours(performance.now())).toEqual([
-      expect.objectContaining({ address: "10.0.2.10", dev: "eth2", state: "REACHABLE" }),
-    ]);
+    expect(r.router.neighbours(performance.now())).toEqual([expect.objectContaining({ address: "10.0.2.10", dev: "eth2", state: "REACHABLE" })]);
   });
 
   it("announce() sends one gratuitous request per address (spa == tpa) out of each interface's ports", () => {
@@ -255,16 +249,12 @@ describe("Ipv4Router: local delivery", () => {
     let out = r.drain();
     expect(out.h1).toHaveLength(1);
     const ident1 = parseFrame(out.h1[0]).ip?.ident ?? -1;
-    expect(out.h1[0]).toEqual(
-      icmpErrorFrame({ dstMac: H1.mac, srcMac: ETH1_MAC, src: ETH1_IP, dst: H1.ip, type: 3, code: 3, quote: udp, ident: ident1 }),
-    );
+    expect(out.h1[0]).toEqual(icmpErrorFrame({ dstMac: H1.mac, srcMac: ETH1_MAC, src: ETH1_IP, dst: H1.ip, type: 3, code: 3, quote: udp, ident: ident1 }));
     r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, gre)]);
     out = r.drain();
     expect(out.h1).toHaveLength(1);
     const ident2 = parseFrame(out.h1[0]).ip?.ident ?? -1;
-    expect(out.h1[0]).toEqual(
-      icmpErrorFrame({ dstMac: H1.mac, srcMac: ETH1_MAC, src: ETH1_IP, dst: H1.ip, type: 3, code: 2, quote: gre, ident: ident2 }),
-    );
+    expect(out.h1[0]).toEqual(icmpErrorFrame({ dstMac: H1.mac, srcMac: ETH1_MAC, src: ETH1_IP, dst: H1.ip, type: 3, code: 2, quote: gre, ident: ident2 }));
     r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, tcp)]);
     expect(r.drain()).toEqual({ h1: [], h2: [] });
     expect(r.counters().portUnreachable).toBe(1);
@@ -537,9 +527,7 @@ describe("Ipv4Router: neighbour timers", () => {
       out = r.drain();
       expect(out.h1).toEqual([]);
       requests.push(...out.h2);
-      expect(r.router.neighbours(t0 + dt)).toContainEqual(
-        expect.objectContaining({ address: "10.0.2.99", state: "INCOMPLETE", queued: 1 }),
-      );
+      expect(r.router.neighbours(t0 + dt)).toContainEqual(expect.objectContaining({ address: "10.0.2.99", state: "INCOMPLETE", queued: 1 }));
     }
     expect(requests).toEqual([1, 2, 3].map(() => arpRequestOut(ETH2_MAC, ETH2_IP, DEAD)));
 
@@ -919,13 +907,7 @@ function patterned(n: number): Buffer {
  * `mtu` bytes of IP, header fields copied, TTL one less, MF on all but the last, data
  * 8-aligned; the pieces tile the original payload exactly. Returns offset/MF/length.
  */
-function checkFragments(
-  frames: Buffer[],
-  orig: Buffer,
-  mtu: number,
-  dstMac: number,
-  srcMac: number,
-): Array<{ offset: number; mf: boolean; len: number }> {
+function checkFragments(frames: Buffer[], orig: Buffer, mtu: number, dstMac: number, srcMac: number): Array<{ offset: number; mf: boolean; len: number }> {
   const o = parseFrame(ipFrame(0, 0, orig)).ip;
   if (o === null) throw new Error("original does not parse");
   const payload = orig.subarray(20);
@@ -1015,7 +997,20 @@ describe("one disposition per received packet", () => {
     // 1500 bytes, DF clear, over eth2's MTU; a copied option (LSRR) whose length runs past the header.
     const pkt = Buffer.alloc(1500, 0x55);
     emitIpv4(
-      { dscp: 0, ecn: 0, totalLen: 1500, ident: 7, df: false, mf: false, fragOffset: 0, ttl: 64, protocol: 17, srcAddr: H1.ip, dstAddr: H2.ip, options: Uint8Array.from([0x83, 0xff, 0, 0]) },
+      {
+        dscp: 0,
+        ecn: 0,
+        totalLen: 1500,
+        ident: 7,
+        df: false,
+        mf: false,
+        fragOffset: 0,
+        ttl: 64,
+        protocol: 17,
+        srcAddr: H1.ip,
+        dstAddr: H2.ip,
+        options: Uint8Array.from([0x83, 0xff, 0, 0]),
+      },
       pkt,
       0,
     );

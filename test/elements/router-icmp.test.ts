@@ -1,9 +1,9 @@
 /** The router's ICMP rate limit (src/elements/router/icmp.ts). */
-import { describe, expect, it } from 'vitest';
-import { ICMP_RATE_BURST, ICMP_RATE_PER_SECOND, TokenBucket } from '../../src/elements/router/icmp.js';
+import { describe, expect, it } from "vitest";
+import { ICMP_RATE_BURST, ICMP_RATE_PER_SECOND, TokenBucket } from "../../src/elements/router/icmp.js";
 
-describe('TokenBucket (RFC 1812 section 4.3.2.8)', () => {
-  it('lets a burst through, then the steady rate', () => {
+describe("TokenBucket (RFC 1812 section 4.3.2.8)", () => {
+  it("lets a burst through, then the steady rate", () => {
     const tb = new TokenBucket(1000, 50);
     let n = 0;
     for (let i = 0; i < 100; i++) if (tb.take(5000)) n++;
@@ -19,7 +19,7 @@ describe('TokenBucket (RFC 1812 section 4.3.2.8)', () => {
     expect(n).toBeLessThanOrEqual(1001);
   });
 
-  it('refills up to the burst only, however long it was idle', () => {
+  it("refills up to the burst only, however long it was idle", () => {
     const tb = new TokenBucket(10, 5);
     for (let i = 0; i < 5; i++) expect(tb.take(0)).toBe(true);
     expect(tb.take(0)).toBe(false);
@@ -30,7 +30,7 @@ describe('TokenBucket (RFC 1812 section 4.3.2.8)', () => {
     expect(n).toBe(5);
   });
 
-  it('slow rates and a clock that steps back', () => {
+  it("slow rates and a clock that steps back", () => {
     const tb = new TokenBucket(1, 1);
     expect(tb.take(1000)).toBe(true);
     expect(tb.take(1999)).toBe(false);
@@ -40,13 +40,13 @@ describe('TokenBucket (RFC 1812 section 4.3.2.8)', () => {
     expect(tb.take(3000)).toBe(true);
   });
 
-  it('rate 0 gives the burst once', () => {
+  it("rate 0 gives the burst once", () => {
     const tb = new TokenBucket(0, 3);
     const got = [0, 1, 2, 3, 1e9].map((t) => tb.take(t));
     expect(got).toEqual([true, true, true, false, false]);
   });
 
-  it('defaults to Linux icmp_msgs_per_sec / icmp_msgs_burst', () => {
+  it("defaults to Linux icmp_msgs_per_sec / icmp_msgs_burst", () => {
     expect([ICMP_RATE_PER_SECOND, ICMP_RATE_BURST]).toEqual([1000, 50]);
     const tb = new TokenBucket();
     let n = 0;
@@ -61,7 +61,7 @@ describe('TokenBucket (RFC 1812 section 4.3.2.8)', () => {
     [10, 0],
     [10, 0.5],
     [10, Number.NaN],
-  ])('rejects a bad configuration (rate %s, burst %s)', (rate, burst) => {
+  ])("rejects a bad configuration (rate %s, burst %s)", (rate, burst) => {
     expect(() => new TokenBucket(rate, burst)).toThrow(/TokenBucket/);
   });
 });

@@ -532,7 +532,8 @@ export class Harness {
     } else {
       // Fragments of a datagram mostly follow the first through its port (reassembly).
       const fw = this.gen.fragWhere;
-      const input = this.gen.fragPending && fw !== null && r.chance(0.8) ? (this.inputs.find((x) => x.where === fw) ?? r.pick(this.inputs)) : r.pick(this.inputs);
+      const input =
+        this.gen.fragPending && fw !== null && r.chance(0.8) ? (this.inputs.find((x) => x.where === fw) ?? r.pick(this.inputs)) : r.pick(this.inputs);
       const frames: GenFrame[] = [];
       for (let i = 0; i < want; i++) frames.push(this.gen.frame(input.where));
       this.batch = frames;
@@ -548,7 +549,11 @@ export class Harness {
   private stepTunnel(want: number): void {
     const r = this.rng;
     const sock = this.socks.find((s) => (s.udp?.onBatch ?? s.raw?.onBatch) !== undefined) as SimSocket;
-    const remote = { macs: [0x0e0000000002, 0x0e0000000003, 0x02dd00000001], gw: this.vxlan ? 0x0e0000000001 : 0, addrs: [parseIp("10.244.2.2"), parseIp("10.244.3.3")] };
+    const remote = {
+      macs: [0x0e0000000002, 0x0e0000000003, 0x02dd00000001],
+      gw: this.vxlan ? 0x0e0000000001 : 0,
+      addrs: [parseIp("10.244.2.2"), parseIp("10.244.3.3")],
+    };
     const msgs: Array<{ data: Buffer; from: number; segs: number }> = [];
     const frames: GenFrame[] = [];
     const peers = [parseIp("192.168.0.2"), parseIp("192.168.0.3")];
@@ -561,9 +566,7 @@ export class Harness {
           // A UDP GRO message: datagrams of one size back to back (kernel: up to 64; more here).
           const n = r.chance(0.9) ? r.range(2, 20) : r.range(60, 80);
           const mss = r.pick([1398, 1448, 100, 8]);
-          const parts = r.chance(0.7)
-            ? this.gen.tcpTrain(remote, n, mss)
-            : Array.from({ length: n }, () => this.gen.frame(remote).frame);
+          const parts = r.chance(0.7) ? this.gen.tcpTrain(remote, n, mss) : Array.from({ length: n }, () => this.gen.frame(remote).frame);
           const dgrams = parts.map((f) => this.gen.vxlanDatagram(vni, f).dgram);
           const seg = Math.max(...dgrams.map((d) => d.length));
           // Every datagram but the last is exactly `seg` bytes (pad or cut to it).
@@ -709,11 +712,26 @@ export class Harness {
     if (r) {
       const c = r.counters();
       out["router detail"] = nonZero({
-        echoReplies: c.echoReplies, icmpErrors: c.icmpErrors, icmpRateLimited: c.icmpRateLimited, icmpSuppressed: c.icmpSuppressed,
-        fragmented: c.fragmented, fragFailed: c.fragFailed, reassembled: c.reassembled, reasmOverlap: c.reasmOverlap,
-        reasmDropped: c.reasmDropped, reasmTimeout: c.reasmTimeout, refragmented: c.refragmented, tcpResets: c.tcpResets,
-        arpRepliesSent: c.arpRepliesSent, hostUnreachable: c.hostUnreachable, arpQueueFull: c.arpQueueFull, outNoRoute: c.outNoRoute,
-        scratchFull: c.scratchFull, localDropped: c.localDropped, protoUnreachable: c.protoUnreachable, portUnreachable: c.portUnreachable,
+        echoReplies: c.echoReplies,
+        icmpErrors: c.icmpErrors,
+        icmpRateLimited: c.icmpRateLimited,
+        icmpSuppressed: c.icmpSuppressed,
+        fragmented: c.fragmented,
+        fragFailed: c.fragFailed,
+        reassembled: c.reassembled,
+        reasmOverlap: c.reasmOverlap,
+        reasmDropped: c.reasmDropped,
+        reasmTimeout: c.reasmTimeout,
+        refragmented: c.refragmented,
+        tcpResets: c.tcpResets,
+        arpRepliesSent: c.arpRepliesSent,
+        hostUnreachable: c.hostUnreachable,
+        arpQueueFull: c.arpQueueFull,
+        outNoRoute: c.outNoRoute,
+        scratchFull: c.scratchFull,
+        localDropped: c.localDropped,
+        protoUnreachable: c.protoUnreachable,
+        portUnreachable: c.portUnreachable,
       });
       if (r.nat) out.nat = nonZero(r.nat.counters());
     }

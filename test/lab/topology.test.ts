@@ -6,7 +6,11 @@ function problems(yaml: string): string[] {
   try {
     parseTopology(yaml, "lab.yaml");
   } catch (e) {
-    if (e instanceof TopologyError) return e.message.split("\n").slice(1).map((l) => l.trim());
+    if (e instanceof TopologyError)
+      return e.message
+        .split("\n")
+        .slice(1)
+        .map((l) => l.trim());
     throw e;
   }
   return [];

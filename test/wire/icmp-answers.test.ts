@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from "vitest";
 import {
   CHECK_OK,
   ICMP_DEST_UNREACH,
@@ -10,7 +10,6 @@ import {
   ICMP_UNREACH_FRAG_NEEDED,
   ICMP_UNREACH_PORT,
   IP_PROTO_ICMP,
-  IP_PROTO_UDP,
   emitIcmp,
   emitIcmpEchoReplyInPlace,
   emitIcmpError,
@@ -23,12 +22,11 @@ import {
   icmpRestFragNeeded,
   ipv4Check,
   ipv4ChecksumValid,
-  ipv4FillChecksum,
   parseIcmp,
   parseIp,
   parseIpv4,
-} from '../../src/wire/index.js';
-import { CK_BAD, CK_GOOD, H1, H2, hasTshark, hex, removeTsharkFiles, tshark, udpPacket, type PktOpts } from './ip-test-util.js';
+} from "../../src/wire/index.js";
+import { CK_BAD, CK_GOOD, H1, H2, hasTshark, hex, removeTsharkFiles, tshark, udpPacket, type PktOpts } from "./ip-test-util.js";
 
 afterAll(removeTsharkFiles);
 
@@ -69,7 +67,7 @@ const LINUX_TIME_EXCEEDED = hex(`
   101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f3031323334353637
 `);
 // UDP to a closed port on the router, and its Port Unreachable.
-const UDP_CLOSED = hex('4500002272d440004011b0320a6301010a6301fe 9c400009000e1380 636c6f736564');
+const UDP_CLOSED = hex("4500002272d440004011b0320a6301010a6301fe 9c400009000e1380 636c6f736564");
 const LINUX_PORT_UNREACH = hex(`
   45c0003e1705000040014b360a6301fe0a630101
   030314e100000000
@@ -98,8 +96,8 @@ const LINUX_FRAG_NEEDED = hex(`
   fafbfcfdfeff0001020304050607
 `);
 
-const R = parseIp('10.99.1.254');
-const A = parseIp('10.99.1.1');
+const R = parseIp("10.99.1.254");
+const A = parseIp("10.99.1.1");
 
 // ---------------------------------------------------------------------------------------
 // Packet builders (wire emitters).
@@ -145,43 +143,43 @@ function icmpPacket(type: number, code: number, o: PktOpts = {}): Buffer {
 
 // ---------------------------------------------------------------------------------------
 
-describe('icmpErrorAllowed (RFC 1812 section 4.3.2.7)', () => {
+describe("icmpErrorAllowed (RFC 1812 section 4.3.2.7)", () => {
   const cases: Array<{ name: string; pkt: () => Buffer; link?: boolean; ipLen?: number; want: boolean }> = [
-    { name: 'unicast UDP', pkt: () => udpPacket(20), want: true },
-    { name: 'captured TTL-1 echo request', pkt: () => Buffer.from(TTL1), want: true },
-    { name: 'ICMP echo request', pkt: () => icmpPacket(8, 0), want: true },
-    { name: 'ICMP echo reply', pkt: () => icmpPacket(0, 0), want: true },
-    { name: 'ICMP timestamp (13)', pkt: () => icmpPacket(13, 0), want: true },
-    { name: 'ICMP destination unreachable (3)', pkt: () => icmpPacket(3, 1), want: false },
-    { name: 'ICMP source quench (4)', pkt: () => icmpPacket(4, 0), want: false },
-    { name: 'ICMP redirect (5)', pkt: () => icmpPacket(5, 1), want: false },
-    { name: 'ICMP time exceeded (11)', pkt: () => icmpPacket(11, 0), want: false },
-    { name: 'ICMP parameter problem (12)', pkt: () => icmpPacket(12, 0), want: false },
-    { name: 'ICMP unknown type 42 (as Linux)', pkt: () => icmpPacket(42, 0), want: false },
-    { name: 'captured Linux time exceeded', pkt: () => Buffer.from(LINUX_TIME_EXCEEDED), want: false },
-    { name: 'ICMP with no ICMP byte', pkt: () => headerOnly(IP_PROTO_ICMP, 20, 0), want: false },
-    { name: 'ICMP with only the type byte (echo)', pkt: () => headerOnly(IP_PROTO_ICMP, 21, ICMP_ECHO_REQUEST), want: true },
-    { name: 'link-layer broadcast', pkt: () => udpPacket(20), link: true, want: false },
-    { name: 'dst 255.255.255.255', pkt: () => udpPacket(20, { dst: 0xffffffff }), want: false },
-    { name: 'dst 224.0.0.1', pkt: () => udpPacket(20, { dst: parseIp('224.0.0.1') }), want: false },
-    { name: 'dst 239.255.255.250', pkt: () => udpPacket(20, { dst: parseIp('239.255.255.250') }), want: false },
-    { name: 'dst 10.0.0.255 (directed broadcast: caller knows its subnets)', pkt: () => udpPacket(20, { dst: parseIp('10.0.0.255') }), want: true },
-    { name: 'first fragment (MF, offset 0)', pkt: () => udpPacket(20, { mf: true }), want: true },
-    { name: 'non-initial fragment (offset 1)', pkt: () => udpPacket(20, { fragOffset: 1 }), want: false },
-    { name: 'non-initial fragment (offset 185, MF)', pkt: () => udpPacket(20, { fragOffset: 185, mf: true }), want: false },
-    { name: 'non-initial ICMP error fragment', pkt: () => icmpPacket(8, 0, { fragOffset: 3 }), want: false },
-    { name: 'src 0.0.0.0', pkt: () => udpPacket(20, { src: 0 }), want: false },
-    { name: 'src 255.255.255.255', pkt: () => udpPacket(20, { src: 0xffffffff }), want: false },
-    { name: 'src 224.0.0.5', pkt: () => udpPacket(20, { src: parseIp('224.0.0.5') }), want: false },
-    { name: 'src 239.1.2.3', pkt: () => udpPacket(20, { src: parseIp('239.1.2.3') }), want: false },
-    { name: 'src 240.0.0.1', pkt: () => udpPacket(20, { src: parseIp('240.0.0.1') }), want: false },
-    { name: 'src 127.0.0.1', pkt: () => udpPacket(20, { src: parseIp('127.0.0.1') }), want: false },
-    { name: 'src 127.255.255.254', pkt: () => udpPacket(20, { src: parseIp('127.255.255.254') }), want: false },
-    { name: 'src 223.255.255.254', pkt: () => udpPacket(20, { src: parseIp('223.255.255.254') }), want: true },
-    { name: 'src 126.255.255.255', pkt: () => udpPacket(20, { src: parseIp('126.255.255.255') }), want: true },
-    { name: 'src 1.0.0.0', pkt: () => udpPacket(20, { src: parseIp('1.0.0.0') }), want: true },
+    { name: "unicast UDP", pkt: () => udpPacket(20), want: true },
+    { name: "captured TTL-1 echo request", pkt: () => Buffer.from(TTL1), want: true },
+    { name: "ICMP echo request", pkt: () => icmpPacket(8, 0), want: true },
+    { name: "ICMP echo reply", pkt: () => icmpPacket(0, 0), want: true },
+    { name: "ICMP timestamp (13)", pkt: () => icmpPacket(13, 0), want: true },
+    { name: "ICMP destination unreachable (3)", pkt: () => icmpPacket(3, 1), want: false },
+    { name: "ICMP source quench (4)", pkt: () => icmpPacket(4, 0), want: false },
+    { name: "ICMP redirect (5)", pkt: () => icmpPacket(5, 1), want: false },
+    { name: "ICMP time exceeded (11)", pkt: () => icmpPacket(11, 0), want: false },
+    { name: "ICMP parameter problem (12)", pkt: () => icmpPacket(12, 0), want: false },
+    { name: "ICMP unknown type 42 (as Linux)", pkt: () => icmpPacket(42, 0), want: false },
+    { name: "captured Linux time exceeded", pkt: () => Buffer.from(LINUX_TIME_EXCEEDED), want: false },
+    { name: "ICMP with no ICMP byte", pkt: () => headerOnly(IP_PROTO_ICMP, 20, 0), want: false },
+    { name: "ICMP with only the type byte (echo)", pkt: () => headerOnly(IP_PROTO_ICMP, 21, ICMP_ECHO_REQUEST), want: true },
+    { name: "link-layer broadcast", pkt: () => udpPacket(20), link: true, want: false },
+    { name: "dst 255.255.255.255", pkt: () => udpPacket(20, { dst: 0xffffffff }), want: false },
+    { name: "dst 224.0.0.1", pkt: () => udpPacket(20, { dst: parseIp("224.0.0.1") }), want: false },
+    { name: "dst 239.255.255.250", pkt: () => udpPacket(20, { dst: parseIp("239.255.255.250") }), want: false },
+    { name: "dst 10.0.0.255 (directed broadcast: caller knows its subnets)", pkt: () => udpPacket(20, { dst: parseIp("10.0.0.255") }), want: true },
+    { name: "first fragment (MF, offset 0)", pkt: () => udpPacket(20, { mf: true }), want: true },
+    { name: "non-initial fragment (offset 1)", pkt: () => udpPacket(20, { fragOffset: 1 }), want: false },
+    { name: "non-initial fragment (offset 185, MF)", pkt: () => udpPacket(20, { fragOffset: 185, mf: true }), want: false },
+    { name: "non-initial ICMP error fragment", pkt: () => icmpPacket(8, 0, { fragOffset: 3 }), want: false },
+    { name: "src 0.0.0.0", pkt: () => udpPacket(20, { src: 0 }), want: false },
+    { name: "src 255.255.255.255", pkt: () => udpPacket(20, { src: 0xffffffff }), want: false },
+    { name: "src 224.0.0.5", pkt: () => udpPacket(20, { src: parseIp("224.0.0.5") }), want: false },
+    { name: "src 239.1.2.3", pkt: () => udpPacket(20, { src: parseIp("239.1.2.3") }), want: false },
+    { name: "src 240.0.0.1", pkt: () => udpPacket(20, { src: parseIp("240.0.0.1") }), want: false },
+    { name: "src 127.0.0.1", pkt: () => udpPacket(20, { src: parseIp("127.0.0.1") }), want: false },
+    { name: "src 127.255.255.254", pkt: () => udpPacket(20, { src: parseIp("127.255.255.254") }), want: false },
+    { name: "src 223.255.255.254", pkt: () => udpPacket(20, { src: parseIp("223.255.255.254") }), want: true },
+    { name: "src 126.255.255.255", pkt: () => udpPacket(20, { src: parseIp("126.255.255.255") }), want: true },
+    { name: "src 1.0.0.0", pkt: () => udpPacket(20, { src: parseIp("1.0.0.0") }), want: true },
     {
-      name: 'bad header checksum',
+      name: "bad header checksum",
       pkt: () => {
         const b = udpPacket(20);
         b[10] ^= 1;
@@ -190,7 +188,7 @@ describe('icmpErrorAllowed (RFC 1812 section 4.3.2.7)', () => {
       want: false,
     },
     {
-      name: 'version 6',
+      name: "version 6",
       pkt: () => {
         const b = udpPacket(20);
         b[0] = 0x65;
@@ -198,18 +196,18 @@ describe('icmpErrorAllowed (RFC 1812 section 4.3.2.7)', () => {
       },
       want: false,
     },
-    { name: 'total length beyond the bytes', pkt: () => udpPacket(20), ipLen: 40, want: false },
-    { name: '19 bytes', pkt: () => udpPacket(20), ipLen: 19, want: false },
-    { name: 'empty', pkt: () => Buffer.alloc(0), want: false },
-    { name: 'garbage', pkt: () => Buffer.from('deadbeefdeadbeefdeadbeefdeadbeefdeadbeef', 'hex'), want: false },
-    { name: 'trailing link padding allowed', pkt: () => Buffer.concat([udpPacket(2), Buffer.alloc(16)]), want: true },
+    { name: "total length beyond the bytes", pkt: () => udpPacket(20), ipLen: 40, want: false },
+    { name: "19 bytes", pkt: () => udpPacket(20), ipLen: 19, want: false },
+    { name: "empty", pkt: () => Buffer.alloc(0), want: false },
+    { name: "garbage", pkt: () => Buffer.from("deadbeefdeadbeefdeadbeefdeadbeefdeadbeef", "hex"), want: false },
+    { name: "trailing link padding allowed", pkt: () => Buffer.concat([udpPacket(2), Buffer.alloc(16)]), want: true },
   ];
-  it.each(cases)('$name -> $want', ({ pkt, link, ipLen, want }) => {
+  it.each(cases)("$name -> $want", ({ pkt, link, ipLen, want }) => {
     const b = pkt();
     expect(icmpErrorAllowed(b, 0, ipLen ?? b.length, link ?? false)).toBe(want);
   });
 
-  it('reads at an offset and never throws on bad offsets', () => {
+  it("reads at an offset and never throws on bad offsets", () => {
     const b = Buffer.concat([Buffer.alloc(14, 0xee), udpPacket(20)]);
     expect(icmpErrorAllowed(b, 14, b.length - 14, false)).toBe(true);
     expect(icmpErrorAllowed(b, -1, b.length, false)).toBe(false);
@@ -220,10 +218,10 @@ describe('icmpErrorAllowed (RFC 1812 section 4.3.2.7)', () => {
 
 // ---------------------------------------------------------------------------------------
 
-describe('emitIcmpError', () => {
+describe("emitIcmpError", () => {
   const errCases = [
     {
-      name: 'time exceeded',
+      name: "time exceeded",
       orig: TTL1,
       type: ICMP_TIME_EXCEEDED,
       code: ICMP_TIME_EXCEEDED_TTL,
@@ -232,7 +230,7 @@ describe('emitIcmpError', () => {
       linux: LINUX_TIME_EXCEEDED,
     },
     {
-      name: 'port unreachable',
+      name: "port unreachable",
       orig: UDP_CLOSED,
       type: ICMP_DEST_UNREACH,
       code: ICMP_UNREACH_PORT,
@@ -241,7 +239,7 @@ describe('emitIcmpError', () => {
       linux: LINUX_PORT_UNREACH,
     },
     {
-      name: 'fragmentation needed, quote cut at 576',
+      name: "fragmentation needed, quote cut at 576",
       // The 1428-byte original: the 548 bytes Linux quoted, then more of ping's pattern.
       orig: Buffer.concat([LINUX_FRAG_NEEDED.subarray(28), Buffer.alloc(1428 - 548, 0x77)]),
       type: ICMP_DEST_UNREACH,
@@ -252,11 +250,11 @@ describe('emitIcmpError', () => {
     },
   ];
 
-  it.each(errCases)('$name: byte for byte what the Linux router sent', ({ orig, type, code, rest, ident, linux }) => {
+  it.each(errCases)("$name: byte for byte what the Linux router sent", ({ orig, type, code, rest, ident, linux }) => {
     const out = Buffer.alloc(700, 0xa5);
     const n = emitIcmpError(out, 50, orig, 0, orig.length, type, code, rest, R, ident);
     expect(n).toBe(linux.length);
-    expect(out.subarray(50, 50 + n).toString('hex')).toBe(linux.toString('hex'));
+    expect(out.subarray(50, 50 + n).toString("hex")).toBe(linux.toString("hex"));
     expect(out.subarray(0, 50).every((x) => x === 0xa5)).toBe(true);
     expect(out.subarray(50 + n).every((x) => x === 0xa5)).toBe(true);
     // And the wire parsers agree.
@@ -266,7 +264,7 @@ describe('emitIcmpError', () => {
     expect(parseIcmp(out, 70, n - 20)).toEqual({ type, code, rest });
   });
 
-  it('quotes the datagram up to its total length, not link padding, and at most 548 bytes', () => {
+  it("quotes the datagram up to its total length, not link padding, and at most 548 bytes", () => {
     const small = Buffer.concat([udpPacket(10), Buffer.alloc(8, 0xee)]); // 38 + 8 bytes padding
     const out = Buffer.alloc(576);
     expect(emitIcmpError(out, 0, small, 0, small.length, 3, 3, 0, R, 1)).toBe(28 + 38);
@@ -285,7 +283,7 @@ describe('emitIcmpError', () => {
     expect(emitIcmpError(out, 0, cut, 0, 100, 11, 0, 0, R, 3)).toBe(128);
   });
 
-  it('may write over the offending datagram itself (overlapping regions)', () => {
+  it("may write over the offending datagram itself (overlapping regions)", () => {
     const orig = udpPacket(300);
     const want = Buffer.alloc(576);
     const n = emitIcmpError(want, 0, orig, 0, orig.length, 3, 1, 0, R, 9);
@@ -303,30 +301,30 @@ describe('emitIcmpError', () => {
     }
   });
 
-  it('writes the 32-bit rest of header as given (parameter problem pointer)', () => {
+  it("writes the 32-bit rest of header as given (parameter problem pointer)", () => {
     const out = Buffer.alloc(576);
     const n = emitIcmpError(out, 0, UDP_CLOSED, 0, UDP_CLOSED.length, ICMP_PARAM_PROBLEM, 0, 0x09000000, R, 4);
     expect(parseIcmp(out, 20, n - 20)).toEqual({ type: 12, code: 0, rest: 0x09000000 });
   });
 
   const badCases: Array<{ name: string; run: () => number }> = [
-    { name: 'original shorter than an IP header', run: () => emitIcmpError(Buffer.alloc(576), 0, Buffer.alloc(19), 0, 19, 3, 1, 0, R, 1) },
-    { name: 'origIpLen past the buffer', run: () => emitIcmpError(Buffer.alloc(576), 0, Buffer.alloc(40), 10, 40, 3, 1, 0, R, 1) },
-    { name: 'negative origIpOff', run: () => emitIcmpError(Buffer.alloc(576), 0, Buffer.alloc(40), -1, 20, 3, 1, 0, R, 1) },
-    { name: 'no room in dst', run: () => emitIcmpError(Buffer.alloc(60), 0, UDP_CLOSED, 0, UDP_CLOSED.length, 3, 1, 0, R, 1) },
-    { name: 'negative dstOff', run: () => emitIcmpError(Buffer.alloc(576), -4, UDP_CLOSED, 0, UDP_CLOSED.length, 3, 1, 0, R, 1) },
+    { name: "original shorter than an IP header", run: () => emitIcmpError(Buffer.alloc(576), 0, Buffer.alloc(19), 0, 19, 3, 1, 0, R, 1) },
+    { name: "origIpLen past the buffer", run: () => emitIcmpError(Buffer.alloc(576), 0, Buffer.alloc(40), 10, 40, 3, 1, 0, R, 1) },
+    { name: "negative origIpOff", run: () => emitIcmpError(Buffer.alloc(576), 0, Buffer.alloc(40), -1, 20, 3, 1, 0, R, 1) },
+    { name: "no room in dst", run: () => emitIcmpError(Buffer.alloc(60), 0, UDP_CLOSED, 0, UDP_CLOSED.length, 3, 1, 0, R, 1) },
+    { name: "negative dstOff", run: () => emitIcmpError(Buffer.alloc(576), -4, UDP_CLOSED, 0, UDP_CLOSED.length, 3, 1, 0, R, 1) },
   ];
-  it.each(badCases)('returns -1: $name', ({ run }) => {
+  it.each(badCases)("returns -1: $name", ({ run }) => {
     expect(run()).toBe(-1);
   });
 
-  it.skipIf(!hasTshark)('tshark: good IP and ICMP checksums, right fields, quoted header decoded', () => {
+  it.skipIf(!hasTshark)("tshark: good IP and ICMP checksums, right fields, quoted header decoded", () => {
     const pkts: Buffer[] = [];
     const quoted: Buffer[] = [
       Buffer.from(TTL1),
       Buffer.from(UDP_CLOSED),
       udpPacket(2000),
-      udpPacket(5, { options: hex('94040000') }),
+      udpPacket(5, { options: hex("94040000") }),
       Buffer.concat([udpPacket(33), Buffer.alloc(9)]),
     ];
     const kinds: Array<[number, number, number]> = [
@@ -343,54 +341,54 @@ describe('emitIcmpError', () => {
       pkts.push(out.subarray(0, n));
     });
     const rows = tshark(pkts, [
-      'ip.len',
-      'ip.dsfield',
-      'ip.flags.df',
-      'ip.ttl',
-      'ip.src',
-      'ip.dst',
-      'ip.checksum.status',
-      'icmp.type',
-      'icmp.code',
-      'icmp.checksum.status',
-      'icmp.mtu',
+      "ip.len",
+      "ip.dsfield",
+      "ip.flags.df",
+      "ip.ttl",
+      "ip.src",
+      "ip.dst",
+      "ip.checksum.status",
+      "icmp.type",
+      "icmp.code",
+      "icmp.checksum.status",
+      "icmp.mtu",
     ]);
     expect(rows).toHaveLength(pkts.length);
     rows.forEach((r, i) => {
       const [len, ds, df, ttl, src, dst, ipck, type, code, icmpck, mtu] = r;
-      const outer = (s: string): string => s.split(',')[0];
+      const outer = (s: string): string => s.split(",")[0];
       expect(outer(len)).toBe(String(pkts[i].length));
-      expect(outer(ds)).toBe('0xc0');
-      expect(outer(df)).toBe('0');
-      expect(outer(ttl)).toBe('64');
-      expect(src.split(',')).toEqual(['10.99.1.254', i < 2 ? '10.99.1.1' : '10.0.0.1']);
-      expect(dst.split(',')).toEqual([i < 2 ? '10.99.1.1' : '10.0.0.1', i < 2 ? (i === 0 ? '10.99.2.1' : '10.99.1.254') : '10.0.0.2']);
+      expect(outer(ds)).toBe("0xc0");
+      expect(outer(df)).toBe("0");
+      expect(outer(ttl)).toBe("64");
+      expect(src.split(",")).toEqual(["10.99.1.254", i < 2 ? "10.99.1.1" : "10.0.0.1"]);
+      expect(dst.split(",")).toEqual([i < 2 ? "10.99.1.1" : "10.0.0.1", i < 2 ? (i === 0 ? "10.99.2.1" : "10.99.1.254") : "10.0.0.2"]);
       // Both the error's header and the quoted header verify.
-      expect(ipck.split(',')).toEqual([CK_GOOD, CK_GOOD]);
+      expect(ipck.split(",")).toEqual([CK_GOOD, CK_GOOD]);
       expect(outer(type)).toBe(String(kinds[i][0]));
       expect(outer(code)).toBe(String(kinds[i][1]));
       expect(outer(icmpck)).toBe(CK_GOOD);
-      expect(icmpck.split(',')).not.toContain(CK_BAD);
-      if (i === 2) expect(mtu).toBe('1400');
+      expect(icmpck.split(",")).not.toContain(CK_BAD);
+      if (i === 2) expect(mtu).toBe("1400");
     });
   });
 });
 
 // ---------------------------------------------------------------------------------------
 
-describe('emitIcmpEchoReplyInPlace', () => {
-  it('turns the captured request into the reply the kernel sent', () => {
+describe("emitIcmpEchoReplyInPlace", () => {
+  it("turns the captured request into the reply the kernel sent", () => {
     const b = Buffer.concat([Buffer.alloc(14, 0xee), ECHO_REQUEST]);
     expect(emitIcmpEchoReplyInPlace(b, 14, ECHO_REQUEST.length)).toBe(true);
     // ICMP part equal to the kernel's reply, checksum 0x1923 included.
-    expect(b.subarray(34).toString('hex')).toBe(KERNEL_REPLY_ICMP.toString('hex'));
+    expect(b.subarray(34).toString("hex")).toBe(KERNEL_REPLY_ICMP.toString("hex"));
     const ip = parseIpv4(b, 14, ECHO_REQUEST.length);
     expect(ip).toMatchObject({ srcAddr: R, dstAddr: A, ttl: 64, totalLen: 84, ident: 0xf949, df: true, protocol: 1 });
     expect(parseIcmp(b, 34, 64)).toEqual({ type: ICMP_ECHO_REPLY, code: 0, rest: icmpRestEcho(0x11a4, 1) });
     expect(b.subarray(0, 14).every((x) => x === 0xee)).toBe(true);
   });
 
-  it('neutralises options with NOPs and keeps the length (ping -R)', () => {
+  it("neutralises options with NOPs and keeps the length (ping -R)", () => {
     const b = Buffer.from(ECHO_REQUEST_RR);
     expect(emitIcmpEchoReplyInPlace(b, 0, b.length)).toBe(true);
     expect(ipv4Check(b, 0, b.length)).toBe(CHECK_OK);
@@ -401,7 +399,7 @@ describe('emitIcmpEchoReplyInPlace', () => {
     expect(b.subarray(64).equals(ECHO_REQUEST_RR.subarray(64))).toBe(true);
   });
 
-  it('incremental ICMP checksum equals a full recomputation (random payloads, codes, TTLs)', () => {
+  it("incremental ICMP checksum equals a full recomputation (random payloads, codes, TTLs)", () => {
     let seed = 12345;
     const rnd = (): number => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 16;
     for (let t = 0; t < 500; t++) {
@@ -411,7 +409,20 @@ describe('emitIcmpEchoReplyInPlace', () => {
       for (let i = 0; i < dataLen; i++) b[28 + i] = rnd() & 0xff;
       icmpFillChecksum(b, 20, 8 + dataLen);
       emitIpv4(
-        { dscp: rnd() & 63, ecn: 0, totalLen: 28 + dataLen, ident: rnd(), df: (t & 1) === 1, mf: false, fragOffset: 0, ttl: rnd() & 0xff, protocol: 1, srcAddr: (rnd() << 16) | rnd(), dstAddr: (rnd() << 16) | rnd(), options: new Uint8Array(0) },
+        {
+          dscp: rnd() & 63,
+          ecn: 0,
+          totalLen: 28 + dataLen,
+          ident: rnd(),
+          df: (t & 1) === 1,
+          mf: false,
+          fragOffset: 0,
+          ttl: rnd() & 0xff,
+          protocol: 1,
+          srcAddr: (rnd() << 16) | rnd(),
+          dstAddr: (rnd() << 16) | rnd(),
+          options: new Uint8Array(0),
+        },
         b,
         0,
       );
@@ -425,13 +436,13 @@ describe('emitIcmpEchoReplyInPlace', () => {
   });
 
   const notEcho: Array<{ name: string; pkt: () => Buffer; ipLen?: number }> = [
-    { name: 'echo reply', pkt: () => icmpPacket(0, 0) },
-    { name: 'time exceeded', pkt: () => Buffer.from(LINUX_TIME_EXCEEDED) },
-    { name: 'UDP', pkt: () => udpPacket(30) },
-    { name: 'first fragment of an echo request', pkt: () => icmpPacket(8, 0, { mf: true }) },
-    { name: 'later fragment', pkt: () => icmpPacket(8, 0, { fragOffset: 2 }) },
+    { name: "echo reply", pkt: () => icmpPacket(0, 0) },
+    { name: "time exceeded", pkt: () => Buffer.from(LINUX_TIME_EXCEEDED) },
+    { name: "UDP", pkt: () => udpPacket(30) },
+    { name: "first fragment of an echo request", pkt: () => icmpPacket(8, 0, { mf: true }) },
+    { name: "later fragment", pkt: () => icmpPacket(8, 0, { fragOffset: 2 }) },
     {
-      name: 'bad ICMP checksum',
+      name: "bad ICMP checksum",
       pkt: () => {
         const b = Buffer.from(ECHO_REQUEST);
         b[40] ^= 0x10;
@@ -439,35 +450,38 @@ describe('emitIcmpEchoReplyInPlace', () => {
       },
     },
     {
-      name: 'bad IP checksum',
+      name: "bad IP checksum",
       pkt: () => {
         const b = Buffer.from(ECHO_REQUEST);
         b[11] ^= 0x01;
         return b;
       },
     },
-    { name: 'ICMP shorter than 8 bytes', pkt: () => headerOnly(IP_PROTO_ICMP, 27, ICMP_ECHO_REQUEST) },
-    { name: 'truncated capture', pkt: () => Buffer.from(ECHO_REQUEST), ipLen: 60 },
-    { name: 'garbage', pkt: () => Buffer.alloc(84, 0x08) },
-    { name: 'empty', pkt: () => Buffer.alloc(0) },
+    { name: "ICMP shorter than 8 bytes", pkt: () => headerOnly(IP_PROTO_ICMP, 27, ICMP_ECHO_REQUEST) },
+    { name: "truncated capture", pkt: () => Buffer.from(ECHO_REQUEST), ipLen: 60 },
+    { name: "garbage", pkt: () => Buffer.alloc(84, 0x08) },
+    { name: "empty", pkt: () => Buffer.alloc(0) },
   ];
-  it.each(notEcho)('false and untouched: $name', ({ pkt, ipLen }) => {
+  it.each(notEcho)("false and untouched: $name", ({ pkt, ipLen }) => {
     const b = pkt();
     const before = Buffer.from(b);
     expect(emitIcmpEchoReplyInPlace(b, 0, ipLen ?? b.length)).toBe(false);
     expect(b.equals(before)).toBe(true);
   });
 
-  it.skipIf(!hasTshark)('tshark: replies have good checksums and are echo replies', () => {
+  it.skipIf(!hasTshark)("tshark: replies have good checksums and are echo replies", () => {
     const a = Buffer.from(ECHO_REQUEST);
     const b = Buffer.from(ECHO_REQUEST_RR);
     emitIcmpEchoReplyInPlace(a, 0, a.length);
     emitIcmpEchoReplyInPlace(b, 0, b.length);
-    const rows = tshark([a, b], ['ip.checksum.status', 'icmp.checksum.status', 'icmp.type', 'ip.src', 'ip.dst', 'ip.ttl', 'icmp.ident', 'icmp.seq', 'ip.opt.type']);
+    const rows = tshark(
+      [a, b],
+      ["ip.checksum.status", "icmp.checksum.status", "icmp.type", "ip.src", "ip.dst", "ip.ttl", "icmp.ident", "icmp.seq", "ip.opt.type"],
+    );
     expect(rows.map((r) => r.slice(0, 8))).toEqual([
-      [CK_GOOD, CK_GOOD, '0', '10.99.1.254', '10.99.1.1', '64', '4516', '1'],
-      [CK_GOOD, CK_GOOD, '0', '10.99.1.254', '10.99.1.1', '64', '4519', '1'],
+      [CK_GOOD, CK_GOOD, "0", "10.99.1.254", "10.99.1.1", "64", "4516", "1"],
+      [CK_GOOD, CK_GOOD, "0", "10.99.1.254", "10.99.1.1", "64", "4519", "1"],
     ]);
-    expect(rows[1][8].split(',').every((t) => t === '1')).toBe(true);
+    expect(rows[1][8].split(",").every((t) => t === "1")).toBe(true);
   });
 });

@@ -3,16 +3,16 @@
  * a UDP datagram builder (src/wire emitters) and a tshark harness that reads packets back
  * as Wireshark does, checksums verified.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { IP_PROTO_UDP, emitIpv4, emitUdp, parseIp, udpFillChecksum } from '../../src/wire/index.js';
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { IP_PROTO_UDP, emitIpv4, emitUdp, parseIp, udpFillChecksum } from "../../src/wire/index.js";
 
-export const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+export const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex");
 
-export const H1 = parseIp('10.0.0.1');
-export const H2 = parseIp('10.0.0.2');
+export const H1 = parseIp("10.0.0.1");
+export const H2 = parseIp("10.0.0.2");
 
 export interface PktOpts {
   src?: number;
@@ -59,7 +59,7 @@ export function udpPacket(dataLen: number, o: PktOpts = {}): Buffer {
 
 export const hasTshark = ((): boolean => {
   try {
-    execFileSync('tshark', ['--version'], { stdio: 'ignore' });
+    execFileSync("tshark", ["--version"], { stdio: "ignore" });
     return true;
   } catch {
     return false;
@@ -94,7 +94,7 @@ function pcapRaw(pkts: Buffer[]): Buffer {
   return Buffer.concat(parts);
 }
 
-const TSHARK_CHECKS = ['-o', 'ip.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE', '-o', 'ip.defragment:TRUE'];
+const TSHARK_CHECKS = ["-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE", "-o", "ip.defragment:TRUE"];
 
 /**
  * Runs tshark over the packets and returns, per frame, the requested fields; a field that
@@ -103,18 +103,18 @@ const TSHARK_CHECKS = ['-o', 'ip.check_checksum:TRUE', '-o', 'udp.check_checksum
  * (icmp.checksum.status) when the whole message was captured.
  */
 export function tshark(pkts: Buffer[], fields: string[]): string[][] {
-  tmp ??= mkdtempSync(join(tmpdir(), 'tapnet-wire-'));
+  tmp ??= mkdtempSync(join(tmpdir(), "tapnet-wire-"));
   const file = join(tmp, `p${pcapSeq++}.pcap`);
   writeFileSync(file, pcapRaw(pkts));
-  const args = ['-r', file, ...TSHARK_CHECKS, '-T', 'fields', '-E', 'separator=/t', '-E', 'occurrence=a', '-E', 'aggregator=,'];
-  for (const f of fields) args.push('-e', f);
-  const out = execFileSync('tshark', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 64 << 20 });
+  const args = ["-r", file, ...TSHARK_CHECKS, "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,"];
+  for (const f of fields) args.push("-e", f);
+  const out = execFileSync("tshark", args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], maxBuffer: 64 << 20 });
   return out
-    .split('\n')
+    .split("\n")
     .filter((l) => l.length > 0)
-    .map((l) => l.split('\t'));
+    .map((l) => l.split("\t"));
 }
 
 /** tshark checksum status values (proto_checksum_enum_e). */
-export const CK_BAD = '0';
-export const CK_GOOD = '1';
+export const CK_BAD = "0";
+export const CK_GOOD = "1";

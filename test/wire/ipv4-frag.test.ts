@@ -1,37 +1,37 @@
-import { afterAll, describe, expect, it } from 'vitest';
-import { CHECK_OK, FRAG_BAD_INPUT, FRAG_DF_SET, FRAG_TOO_MANY, fragmentIpv4, ipv4Check, ipv4FillChecksum, parseIpv4 } from '../../src/wire/index.js';
-import { CK_GOOD, hasTshark, hex, removeTsharkFiles, tshark, udpPacket } from './ip-test-util.js';
+import { afterAll, describe, expect, it } from "vitest";
+import { CHECK_OK, FRAG_BAD_INPUT, FRAG_DF_SET, FRAG_TOO_MANY, fragmentIpv4, ipv4Check, ipv4FillChecksum, parseIpv4 } from "../../src/wire/index.js";
+import { CK_GOOD, hasTshark, hex, removeTsharkFiles, tshark, udpPacket } from "./ip-test-util.js";
 
 afterAll(removeTsharkFiles);
 
 /** Option sets: [bytes of the whole option area (multiple of 4), what later fragments carry]. */
 const OPTION_SETS: Array<{ name: string; options: Buffer; later: Buffer }> = [
-  { name: 'no options', options: hex(''), later: hex('') },
+  { name: "no options", options: hex(""), later: hex("") },
   // NOP + Record Route (7, not copied), as `ping -R` sends.
   {
-    name: 'NOP + record route (not copied)',
-    options: Buffer.concat([hex('01072708 0a630101'), Buffer.alloc(32)]),
-    later: hex(''),
+    name: "NOP + record route (not copied)",
+    options: Buffer.concat([hex("01072708 0a630101"), Buffer.alloc(32)]),
+    later: hex(""),
   },
   // NOP, loose source route (0x83, copied) with 2 addresses, record route, EOL.
   {
-    name: 'NOP, LSRR (copied, 11 bytes), RR, EOL',
-    options: hex('01 830b04 0a000003 0a000002 070704 00000000 00'),
-    later: hex('830b04 0a000003 0a000002 00'),
+    name: "NOP, LSRR (copied, 11 bytes), RR, EOL",
+    options: hex("01 830b04 0a000003 0a000002 070704 00000000 00"),
+    later: hex("830b04 0a000003 0a000002 00"),
   },
   // Router alert (0x94, copied) + timestamp (0x44, not copied) + security (0x82, copied).
   {
-    name: 'router alert, timestamp, security (copied)',
-    options: hex('94040000 440c0501 00000000 00000000 820b 0000 0000 0000 0000 00 00'),
-    later: hex('94040000 820b 0000 0000 0000 0000 00 00'),
+    name: "router alert, timestamp, security (copied)",
+    options: hex("94040000 440c0501 00000000 00000000 820b 0000 0000 0000 0000 00 00"),
+    later: hex("94040000 820b 0000 0000 0000 0000 00 00"),
   },
   // 40 bytes of copied options: later fragments carry the whole header too. The route
   // ends at the header's destination: tshark takes a source route's last address as the
   // UDP pseudo-header destination (RFC 768, "final destination").
   {
-    name: 'strict source route (0x89, copied) filling 40 bytes',
-    options: hex('01 892704 0a000003 0a000004 0a000005 0a000006 0a000007 0a000008 0a000009 0a00000a 0a000002'),
-    later: hex('892704 0a000003 0a000004 0a000005 0a000006 0a000007 0a000008 0a000009 0a00000a 0a000002 00'),
+    name: "strict source route (0x89, copied) filling 40 bytes",
+    options: hex("01 892704 0a000003 0a000004 0a000005 0a000006 0a000007 0a000008 0a000009 0a00000a 0a000002"),
+    later: hex("892704 0a000003 0a000004 0a000005 0a000006 0a000007 0a000008 0a000009 0a00000a 0a000002 00"),
   },
 ];
 
@@ -66,7 +66,7 @@ function checkAndReassemble(orig: Buffer, pkts: Buffer[], mtu: number, later: Bu
     expect(f!.totalLen).toBe(p.length);
     const hl = 20 + f!.options.length;
     if (k === 0) expect(Buffer.from(f!.options).equals(Buffer.from(o.options))).toBe(true);
-    else expect(Buffer.from(f!.options).toString('hex')).toBe(later.toString('hex'));
+    else expect(Buffer.from(f!.options).toString("hex")).toBe(later.toString("hex"));
     const data = p.length - hl;
     if (!last) expect(data % 8).toBe(0);
     expect(data).toBeGreaterThan(0);
@@ -80,12 +80,12 @@ function checkAndReassemble(orig: Buffer, pkts: Buffer[], mtu: number, later: Bu
   return payload;
 }
 
-describe('fragmentIpv4 (RFC 791 section 3.2)', () => {
+describe("fragmentIpv4 (RFC 791 section 3.2)", () => {
   const sizes = [100, 577, 1401, 1500, 3000, 8000, 65535];
   const mtus = [1400, 576, 68];
   for (const set of OPTION_SETS) {
     for (const mtu of mtus) {
-      it(`${set.name}, mtu ${mtu}: sizes ${sizes.join(', ')}`, () => {
+      it(`${set.name}, mtu ${mtu}: sizes ${sizes.join(", ")}`, () => {
         for (const size of sizes) {
           const hlen = 20 + set.options.length;
           if (mtu < hlen + 8) continue;
@@ -111,8 +111,8 @@ describe('fragmentIpv4 (RFC 791 section 3.2)', () => {
     }
   }
 
-  it('fragments a fragment: offsets added, MF kept on the last piece when the original had it', () => {
-    const whole = udpPacket(4000, { options: hex('94040000') });
+  it("fragments a fragment: offsets added, MF kept on the last piece when the original had it", () => {
+    const whole = udpPacket(4000, { options: hex("94040000") });
     const first = frag(whole, 1500);
     expect(first.n).toBe(3);
     // Re-fragment the middle one (MF set, offset > 0) and the last one (MF clear).
@@ -124,8 +124,8 @@ describe('fragmentIpv4 (RFC 791 section 3.2)', () => {
     expect(parseIpv4(midFr.pkts[midFr.n - 1], 0, midFr.pkts[midFr.n - 1].length)!.mf).toBe(true);
     expect(parseIpv4(endFr.pkts[endFr.n - 1], 0, endFr.pkts[endFr.n - 1].length)!.mf).toBe(false);
     expect(parseIpv4(midFr.pkts[0], 0, midFr.pkts[0].length)!.fragOffset).toBe(parseIpv4(mid, 0, mid.length)!.fragOffset);
-    checkAndReassemble(mid, midFr.pkts, 576, hex('94040000'));
-    checkAndReassemble(end, endFr.pkts, 576, hex('94040000'));
+    checkAndReassemble(mid, midFr.pkts, 576, hex("94040000"));
+    checkAndReassemble(end, endFr.pkts, 576, hex("94040000"));
     // Together they still make the original.
     const all = [first.pkts[0], ...midFr.pkts, ...endFr.pkts];
     const payload = Buffer.alloc(whole.length - 24);
@@ -136,7 +136,7 @@ describe('fragmentIpv4 (RFC 791 section 3.2)', () => {
     expect(payload.equals(whole.subarray(24))).toBe(true);
   });
 
-  it('keeps the reserved flag and the TOS, writes at an offset, accepts trailing padding', () => {
+  it("keeps the reserved flag and the TOS, writes at an offset, accepts trailing padding", () => {
     const orig = Buffer.concat([udpPacket(1000), Buffer.alloc(10, 0xcc)]);
     orig[1] = 0xb8; // EF
     orig[6] |= 0x80;
@@ -155,53 +155,61 @@ describe('fragmentIpv4 (RFC 791 section 3.2)', () => {
   });
 
   const errors: Array<{ name: string; run: () => number; want: number }> = [
-    { name: 'DF set and too big', run: () => frag(udpPacket(2000, { df: true }), 1500).n, want: FRAG_DF_SET },
-    { name: 'DF set but fits: copied', run: () => frag(udpPacket(1000, { df: true }), 1500).n, want: 1 },
-    { name: 'mtu 27 < 20 + 8', run: () => frag(udpPacket(100), 27).n, want: FRAG_TOO_MANY },
-    { name: 'mtu 28 = 20 + 8 works', run: () => frag(udpPacket(100), 28).n, want: 14 },
-    { name: 'mtu 67 < 60 + 8', run: () => frag(udpPacket(100, { options: OPTION_SETS[4].options }), 67).n, want: FRAG_TOO_MANY },
-    { name: 'more than maxFrags', run: () => frag(udpPacket(3000), 1400, 2).n, want: FRAG_TOO_MANY },
-    { name: 'exactly maxFrags', run: () => frag(udpPacket(3000), 1400, 3).n, want: 3 },
-    { name: 'stride < mtu', run: () => frag(udpPacket(3000), 1400, 4, 1399).n, want: FRAG_BAD_INPUT },
+    { name: "DF set and too big", run: () => frag(udpPacket(2000, { df: true }), 1500).n, want: FRAG_DF_SET },
+    { name: "DF set but fits: copied", run: () => frag(udpPacket(1000, { df: true }), 1500).n, want: 1 },
+    { name: "mtu 27 < 20 + 8", run: () => frag(udpPacket(100), 27).n, want: FRAG_TOO_MANY },
+    { name: "mtu 28 = 20 + 8 works", run: () => frag(udpPacket(100), 28).n, want: 14 },
+    { name: "mtu 67 < 60 + 8", run: () => frag(udpPacket(100, { options: OPTION_SETS[4].options }), 67).n, want: FRAG_TOO_MANY },
+    { name: "more than maxFrags", run: () => frag(udpPacket(3000), 1400, 2).n, want: FRAG_TOO_MANY },
+    { name: "exactly maxFrags", run: () => frag(udpPacket(3000), 1400, 3).n, want: 3 },
+    { name: "stride < mtu", run: () => frag(udpPacket(3000), 1400, 4, 1399).n, want: FRAG_BAD_INPUT },
     {
-      name: 'outLens shorter than the fragments',
+      name: "outLens shorter than the fragments",
       run: () => fragmentIpv4(udpPacket(3000), 0, 3028, 1400, Buffer.alloc(6000), 0, 1500, 4, new Uint32Array(2)),
       want: FRAG_BAD_INPUT,
     },
     {
-      name: 'dst too small for the last fragment',
+      name: "dst too small for the last fragment",
       run: () => fragmentIpv4(udpPacket(3000), 0, 3028, 1400, Buffer.alloc(3000), 0, 1400, 4, new Uint32Array(4)),
       want: FRAG_BAD_INPUT,
     },
     {
-      name: 'dst too small for a fitting datagram',
+      name: "dst too small for a fitting datagram",
       run: () => fragmentIpv4(udpPacket(100), 0, 128, 1400, Buffer.alloc(100), 0, 1400, 4, new Uint32Array(4)),
       want: FRAG_BAD_INPUT,
     },
-    { name: 'empty input', run: () => fragmentIpv4(Buffer.alloc(0), 0, 0, 1400, Buffer.alloc(3000), 0, 1500, 2, new Uint32Array(2)), want: FRAG_BAD_INPUT },
-    { name: 'garbage input', run: () => fragmentIpv4(Buffer.alloc(2000, 0x99), 0, 2000, 576, Buffer.alloc(9000), 0, 600, 9, new Uint32Array(9)), want: FRAG_BAD_INPUT },
-    { name: 'total length beyond ipLen', run: () => fragmentIpv4(udpPacket(3000), 0, 1000, 576, Buffer.alloc(9000), 0, 600, 9, new Uint32Array(9)), want: FRAG_BAD_INPUT },
-    { name: 'option length 0', run: () => frag(udpPacket(1000, { options: hex('83000000') }), 576).n, want: FRAG_BAD_INPUT },
-    { name: 'option length 1', run: () => frag(udpPacket(1000, { options: hex('83010000') }), 576).n, want: FRAG_BAD_INPUT },
-    { name: 'option running past the header', run: () => frag(udpPacket(1000, { options: hex('01018305') }), 576).n, want: FRAG_BAD_INPUT },
-    { name: 'option type in the last byte, no length', run: () => frag(udpPacket(1000, { options: hex('01010183') }), 576).n, want: FRAG_BAD_INPUT },
-    { name: 'bytes after EOL ignored', run: () => frag(udpPacket(1000, { options: hex('00830000') }), 576).n, want: 2 },
+    { name: "empty input", run: () => fragmentIpv4(Buffer.alloc(0), 0, 0, 1400, Buffer.alloc(3000), 0, 1500, 2, new Uint32Array(2)), want: FRAG_BAD_INPUT },
     {
-      name: 'offset would pass 8191 units',
+      name: "garbage input",
+      run: () => fragmentIpv4(Buffer.alloc(2000, 0x99), 0, 2000, 576, Buffer.alloc(9000), 0, 600, 9, new Uint32Array(9)),
+      want: FRAG_BAD_INPUT,
+    },
+    {
+      name: "total length beyond ipLen",
+      run: () => fragmentIpv4(udpPacket(3000), 0, 1000, 576, Buffer.alloc(9000), 0, 600, 9, new Uint32Array(9)),
+      want: FRAG_BAD_INPUT,
+    },
+    { name: "option length 0", run: () => frag(udpPacket(1000, { options: hex("83000000") }), 576).n, want: FRAG_BAD_INPUT },
+    { name: "option length 1", run: () => frag(udpPacket(1000, { options: hex("83010000") }), 576).n, want: FRAG_BAD_INPUT },
+    { name: "option running past the header", run: () => frag(udpPacket(1000, { options: hex("01018305") }), 576).n, want: FRAG_BAD_INPUT },
+    { name: "option type in the last byte, no length", run: () => frag(udpPacket(1000, { options: hex("01010183") }), 576).n, want: FRAG_BAD_INPUT },
+    { name: "bytes after EOL ignored", run: () => frag(udpPacket(1000, { options: hex("00830000") }), 576).n, want: 2 },
+    {
+      name: "offset would pass 8191 units",
       run: () => frag(udpPacket(1000, { fragOffset: 0x1fff - 10, mf: true }), 576).n,
       want: FRAG_BAD_INPUT,
     },
     {
-      name: 'offset reaching exactly 8191 units',
+      name: "offset reaching exactly 8191 units",
       run: () => frag(udpPacket(1000, { fragOffset: 0x1fff - 69, mf: true }), 576).n,
       want: 2,
     },
   ];
-  it.each(errors)('$name -> $want', ({ run, want }) => {
+  it.each(errors)("$name -> $want", ({ run, want }) => {
     expect(run()).toBe(want);
   });
 
-  it.skipIf(!hasTshark)('tshark: every fragment checksum good, reassembles to the original (mtu 1400, 576, 68; with and without options)', () => {
+  it.skipIf(!hasTshark)("tshark: every fragment checksum good, reassembles to the original (mtu 1400, 576, 68; with and without options)", () => {
     const pkts: Buffer[] = [];
     const expected: Array<{ lastFrame: number; orig: Buffer; hlen: number; count: number }> = [];
     let ident = 0x4000;
@@ -226,17 +234,24 @@ describe('fragmentIpv4 (RFC 791 section 3.2)', () => {
     expected.push({ lastFrame: pkts.length, orig: whole, hlen: 20 + OPTION_SETS[2].options.length, count: 1 + midFr.n + first.n - 2 });
 
     expect(expected.length).toBe(71); // 5 option sets x 3 MTUs x 5 sizes, less those that fit, + 1
-    const rows = tshark(pkts, ['frame.number', 'ip.checksum.status', 'ip.reassembled.length', 'ip.fragment.count', 'udp.checksum.status', 'ip.reassembled.data']);
+    const rows = tshark(pkts, [
+      "frame.number",
+      "ip.checksum.status",
+      "ip.reassembled.length",
+      "ip.fragment.count",
+      "udp.checksum.status",
+      "ip.reassembled.data",
+    ]);
     expect(rows).toHaveLength(pkts.length);
     for (const r of rows) expect(r[1]).toBe(CK_GOOD);
-    const reassembled = rows.filter((r) => r[2] !== '');
+    const reassembled = rows.filter((r) => r[2] !== "");
     expect(reassembled.map((r) => Number(r[0]))).toEqual(expected.map((e) => e.lastFrame));
     reassembled.forEach((r, i) => {
       const e = expected[i];
       expect(Number(r[2])).toBe(e.orig.length - e.hlen);
       expect(Number(r[3])).toBe(e.count);
       expect(r[4]).toBe(CK_GOOD); // the UDP checksum over the reassembled datagram
-      expect(r[5]).toBe(e.orig.subarray(e.hlen).toString('hex'));
+      expect(r[5]).toBe(e.orig.subarray(e.hlen).toString("hex"));
     });
   });
 });

@@ -1,8 +1,8 @@
-import { describe, expect, it } from 'vitest';
-import { VNET_HDR_LEN, vnetCopyAcross, vnetGetGsoSize, vnetNeedsCsum, vnetSetFlags, vnetSetGsoSize, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../../src/wire/vnet.js';
+import { describe, expect, it } from "vitest";
+import { VNET_HDR_LEN, vnetCopyAcross, vnetGetGsoSize, vnetNeedsCsum, vnetSetFlags, vnetSetGsoSize, VIRTIO_NET_HDR_F_NEEDS_CSUM } from "../../src/wire/vnet.js";
 
-describe('vnet', () => {
-  it('vnetCopyAcross saves a frame\'s header into a buffer of its own and puts it back in front of another frame', () => {
+describe("vnet", () => {
+  it("vnetCopyAcross saves a frame's header into a buffer of its own and puts it back in front of another frame", () => {
     const pool = Buffer.alloc(200, 0xa5);
     const frame = 40;
     pool.fill(0, frame - VNET_HDR_LEN, frame);

@@ -19,16 +19,7 @@
  * Counters: arpIn (deliver: every ARP frame ends here), badArp, arpRepliesSent,
  * arpRequestsSent (events).
  */
-import {
-  ARP_OPER_REPLY,
-  ARP_OPER_REQUEST,
-  arpCheck,
-  arpGetOper,
-  arpGetSha,
-  arpGetSpa,
-  arpGetTpa,
-  emitArpFrame,
-} from "../../wire/arp.js";
+import { ARP_OPER_REPLY, ARP_OPER_REQUEST, arpCheck, arpGetOper, arpGetSha, arpGetSpa, arpGetTpa, emitArpFrame } from "../../wire/arp.js";
 import { ETH_HEADER_LEN, ethGetDstAddr } from "../../wire/ethernet.js";
 import { MAC_BROADCAST, macIsUnicast } from "../../wire/mac.js";
 import { CHECK_OK } from "../../wire/reason.js";

@@ -68,7 +68,7 @@ export class TokenBucket {
     if (nowMs > this.lastMs) {
       if (this.lastMs !== Number.NEGATIVE_INFINITY) {
         const t = this.tokens + (nowMs - this.lastMs) * this.ratePerMs;
-        this.tokens = t < this.burst ? t : this.burst;
+        this.tokens = Math.min(t, this.burst);
       }
       this.lastMs = nowMs;
     }

@@ -136,7 +136,17 @@ export class IpInput {
    * `fragMax`: the largest fragment of a datagram reassembled here, else 0; `ctx`: the
    * packet's conntrack context (NAT_ACCEPT without one).
    */
-  private forward(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, dst: number, linkGroup: boolean, fragMax: number, now: number, ctx: number): void {
+  private forward(
+    ifc: RouterInterface,
+    buf: Buffer,
+    ip: number,
+    ipLen: number,
+    dst: number,
+    linkGroup: boolean,
+    fragMax: number,
+    now: number,
+    ctx: number,
+  ): void {
     const s = this.s;
     if (linkGroup || ipIsMulticast(dst) || dst === IP_BROADCAST || s.isSubnetBroadcast(dst)) {
       // RFC 1812 §5.3.4/§5.3.5: link-layer broadcasts, multicast and directed
@@ -188,7 +198,17 @@ export class IpInput {
    * A datagram reassembled here leaves as it came: in fragments no larger than the
    * largest received, nor the MTU (Linux's frag_max_size).
    */
-  private refragment(ifc: RouterInterface, out: RouterInterface, nh: number, buf: Buffer, ip: number, ipLen: number, df: boolean, fragMax: number, now: number): void {
+  private refragment(
+    ifc: RouterInterface,
+    out: RouterInterface,
+    nh: number,
+    buf: Buffer,
+    ip: number,
+    ipLen: number,
+    df: boolean,
+    fragMax: number,
+    now: number,
+  ): void {
     const s = this.s;
     ipv4DecrementTtl(buf, ip);
     if (df) {
@@ -313,7 +333,17 @@ export class IpInput {
    * have rewritten: its quote shows the packet as its sender sent it, and it comes from
    * the VIP or masquerade address the sender talks to, as Linux does.
    */
-  private errorInFlight(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, type: number, code: number, rest: number, now: number, ctx: number): void {
+  private errorInFlight(
+    ifc: RouterInterface,
+    buf: Buffer,
+    ip: number,
+    ipLen: number,
+    type: number,
+    code: number,
+    rest: number,
+    now: number,
+    ctx: number,
+  ): void {
     const s = this.s;
     const at = this.icmp.build(ifc, buf, ip, ipLen, type, code, rest, now, false);
     if (at >= 0) {

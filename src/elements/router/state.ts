@@ -161,7 +161,7 @@ export class RouterState {
     for (const ifc of this.ifaces) {
       for (let k = 0; k < ifc.addrs.length; k++) {
         const m = ifc.masks[k];
-        if (ifc.prefixLens[k] < 31 && ((dst & m) >>> 0) === ((ifc.addrs[k] & m) >>> 0) && ((dst | ~m) >>> 0) === dst) {
+        if (ifc.prefixLens[k] < 31 && (dst & m) >>> 0 === (ifc.addrs[k] & m) >>> 0 && (dst | ~m) >>> 0 === dst) {
           return true;
         }
       }
@@ -191,7 +191,7 @@ export function sourceFor(ifc: RouterInterface, peer: number): number {
 function subnetAddr(ifc: RouterInterface, addr: number): number {
   for (let k = 0; k < ifc.addrs.length; k++) {
     const m = ifc.masks[k];
-    if (((addr & m) >>> 0) === ((ifc.addrs[k] & m) >>> 0)) return k;
+    if ((addr & m) >>> 0 === (ifc.addrs[k] & m) >>> 0) return k;
   }
   return -1;
 }
