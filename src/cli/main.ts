@@ -12,6 +12,7 @@ import { TopologyError } from "../lab/topology.js";
 import { registerCapture } from "./capture.js";
 import { registerLab } from "./lab-commands.js";
 import { registerShow } from "./show.js";
+import { registerVerbs } from "./verbs.js";
 
 const program = new Command();
 program.name("tapnet").description("A userspace network dataplane on Linux TAP devices: labs, inspection, capture").showHelpAfterError();
@@ -19,6 +20,7 @@ program.name("tapnet").description("A userspace network dataplane on Linux TAP d
 registerLab(program);
 registerShow(program);
 registerCapture(program);
+registerVerbs(program);
 
 const nodeCmd = program.command("node").description("the node process (started by 'tapnet lab up')");
 nodeCmd

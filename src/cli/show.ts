@@ -440,7 +440,7 @@ export function registerShow(program: Command): void {
       const r = JSON.parse(json) as RouteRow;
       const dst = r.prefix === "0.0.0.0/0" ? "default" : r.prefix;
       if (r.kind === "connected") out.write(`${dst} dev ${r.dev} proto kernel scope link src ${r.src}\n`);
-      else out.write(`${dst} via ${r.via} dev ${r.dev} proto static\n`);
+      else out.write(`${dst}${r.via ? ` via ${r.via}` : ""} dev ${r.dev} proto ${r.kind}\n`);
     },
     end() {},
   }));

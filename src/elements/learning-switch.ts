@@ -111,20 +111,21 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
   readonly maxEntries: number;
   maxFrame = DEFAULT_MAX_FRAME;
 
-  private readonly nPorts: number;
+  /** Ports the per-port arrays have room for (they grow when ports are added). */
+  private cap = 0;
   /** VLAN an untagged frame belongs to, per ingress port; -1 = untagged not accepted. */
-  private readonly pvid: Int32Array;
+  private pvid: Int32Array;
   /** 1 for a router's internal port (an SVI): bridged frames to it are not shown to the bridge hook. */
-  private readonly internal: Uint8Array;
+  private internal: Uint8Array;
   /** 1 for access ports: they take untagged (and priority-tagged) frames only. */
-  private readonly access: Uint8Array;
+  private access: Uint8Array;
   /** membership[port * 4096 + vlan]: 0 = not a member, 1 = tagged, 2 = untagged. */
-  private readonly membership: Uint8Array;
+  private membership: Uint8Array;
   /** Member ports per VLAN, for flooding. */
   private readonly floodList: Array<Int32Array | null> = new Array(VLANS).fill(null);
   /** The table: (VLAN, MAC) -> port, last seen, static. */
   readonly fdb: FdbTable;
-  private readonly bridgeHook: BridgeHook["sink"] | null;
+  private bridgeHook: BridgeHook["sink"] | null;
   private readonly hookVlans = new Uint8Array(VLANS);
   private scratchBase = -1;
   private scratchSlots = 0;
@@ -146,43 +147,25 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     this.ageingMs = (config.ageingTime ?? 300) * 1000;
     this.maxEntries = config.maxEntries ?? 8192;
     this.fdb = new FdbTable(this.maxEntries + Math.max(STATIC_RESERVE, config.static?.length ?? 0));
-    this.nPorts = ports.length;
-    this.pvid = new Int32Array(this.nPorts).fill(-1);
-    this.membership = new Uint8Array(this.nPorts * VLANS);
-    this.access = new Uint8Array(this.nPorts);
-    this.internal = Uint8Array.from(ports, (p) => (p.kind === "internal" ? 1 : 0));
+    this.pvid = new Int32Array(0);
+    this.membership = new Uint8Array(0);
+    this.access = new Uint8Array(0);
+    this.internal = new Uint8Array(0);
     const modes = config.ports ?? {};
     for (const name of Object.keys(modes)) {
       if (!ports.some((p) => p.name === name)) throw new Error(`switch config names unknown port '${name}'`);
     }
-    const members: number[][] = Array.from({ length: VLANS }, () => []);
-    for (const p of ports) {
-      const m: SwitchPortMode = modes[p.name] ?? { mode: "access", vlan: 1 };
-      const base = p.index * VLANS;
-      if (m.mode === "access") {
-        checkVid(m.vlan, `port ${p.name} vlan`);
-        this.pvid[p.index] = m.vlan;
-        this.access[p.index] = 1;
-        this.membership[base + m.vlan] = 2;
-        members[m.vlan].push(p.index);
-      } else {
-        for (const v of m.allowed) {
-          checkVid(v, `port ${p.name} allowed vlan`);
-          if (this.membership[base + v] === 0) members[v].push(p.index);
-          this.membership[base + v] = 1;
-        }
-        if (m.native !== undefined) {
-          checkVid(m.native, `port ${p.name} native vlan`);
-          if (this.membership[base + m.native] === 0) members[m.native].push(p.index);
-          this.membership[base + m.native] = 2;
-          this.pvid[p.index] = m.native;
-        }
-      }
-    }
-    for (let v = 0; v < VLANS; v++) {
-      if (members[v].length !== 0) this.floodList[v] = Int32Array.from(members[v]);
-    }
+    this.grow(ports.length);
+    for (const p of ports) this.setMode(p, modes[p.name] ?? { mode: "access", vlan: 1 });
+    this.rebuildFlood();
     for (const s of config.static ?? []) this.addStatic(s);
+  }
+
+  /** The graph builder installs the hook when a running node gets its first service. */
+  setBridgeHook(hook: BridgeHook): void {
+    this.bridgeHook = hook.sink;
+    this.hookVlans.fill(0);
+    for (const v of hook.vlans) this.hookVlans[v] = 1;
   }
 
   /** Whether bridged frames are shown to a bridge hook (the NAT). */
@@ -205,6 +188,114 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     this.scratchSlots = Math.floor(bytes / this.scratchSlot);
   }
 
+  /** Makes room in the per-port arrays for ports 0..n-1. */
+  private grow(n: number): void {
+    if (n <= this.cap) return;
+    const cap = Math.max(n, this.cap * 2, 8);
+    const pvid = new Int32Array(cap).fill(-1);
+    pvid.set(this.pvid);
+    const membership = new Uint8Array(cap * VLANS);
+    membership.set(this.membership);
+    const access = new Uint8Array(cap);
+    access.set(this.access);
+    const internal = new Uint8Array(cap);
+    internal.set(this.internal);
+    this.pvid = pvid;
+    this.membership = membership;
+    this.access = access;
+    this.internal = internal;
+    this.cap = cap;
+  }
+
+  /** A port's VLAN membership from its mode (the flood lists are rebuilt by the caller). */
+  private setMode(p: Port, m: SwitchPortMode): void {
+    const base = p.index * VLANS;
+    this.membership.fill(0, base, base + VLANS);
+    this.pvid[p.index] = -1;
+    this.access[p.index] = 0;
+    this.internal[p.index] = p.kind === "internal" ? 1 : 0;
+    if (m.mode === "access") {
+      checkVid(m.vlan, `port ${p.name} vlan`);
+      this.pvid[p.index] = m.vlan;
+      this.access[p.index] = 1;
+      this.membership[base + m.vlan] = 2;
+      return;
+    }
+    for (const v of m.allowed) {
+      checkVid(v, `port ${p.name} allowed vlan`);
+      this.membership[base + v] = 1;
+    }
+    if (m.native !== undefined) {
+      checkVid(m.native, `port ${p.name} native vlan`);
+      this.membership[base + m.native] = 2;
+      this.pvid[p.index] = m.native;
+    }
+  }
+
+  /** The member ports of every VLAN, for flooding, from the membership array. */
+  private rebuildFlood(): void {
+    const members: number[][] = Array.from({ length: VLANS }, () => []);
+    for (const p of this.ports) {
+      if (p.removed) continue;
+      const base = p.index * VLANS;
+      for (let v = 1; v < VLANS; v++) if (this.membership[base + v] !== 0) members[v].push(p.index);
+    }
+    for (let v = 0; v < VLANS; v++) this.floodList[v] = members[v].length !== 0 ? Int32Array.from(members[v]) : null;
+  }
+
+  /** A port added to the node while it runs (already in the engine's port list). */
+  addPort(p: Port, m: SwitchPortMode): void {
+    this.grow(p.index + 1);
+    const base = p.index * VLANS;
+    // Validate before changing anything: the mode is applied whole or not at all.
+    checkMode(p.name, m);
+    this.membership.fill(0, base, base + VLANS);
+    this.setMode(p, m);
+    this.forgetPort(p.index, true);
+    this.rebuildFlood();
+  }
+
+  /** A port leaves: its membership and every table entry on it (static ones too). */
+  removePort(p: Port): void {
+    const base = p.index * VLANS;
+    this.membership.fill(0, base, base + VLANS);
+    this.pvid[p.index] = -1;
+    this.forgetPort(p.index, true);
+    this.rebuildFlood();
+  }
+
+  /** A port's VLAN mode changes: its learned entries go (they were learned on old VLANs). */
+  setPortMode(p: Port, m: SwitchPortMode): void {
+    checkMode(p.name, m);
+    this.setMode(p, m);
+    this.forgetPort(p.index, false);
+    this.rebuildFlood();
+  }
+
+  /** The port's VLAN mode, as set. */
+  portMode(port: number): SwitchPortMode {
+    const v = this.portVlans(port);
+    if (this.access[port] === 1) return { mode: "access", vlan: v.pvid };
+    return v.pvid > 0 ? { mode: "trunk", allowed: v.tagged, native: v.pvid } : { mode: "trunk", allowed: v.tagged };
+  }
+
+  /** Removes the table's entries on `port` (dynamic ones, or all). */
+  private forgetPort(port: number, withStatic: boolean): void {
+    const fdb = this.fdb;
+    for (let i = 0; i < fdb.capacity; ) {
+      if (fdb.isUsed(i) && fdb.port(i) === port && (withStatic || !fdb.isStatic(i))) fdb.removeSlot(i);
+      else i++;
+    }
+  }
+
+  /** Removes a static entry (`bridge fdb del`); false when there is none. */
+  removeStatic(mac: number, vlan: number): boolean {
+    const slot = this.fdb.findMac(vlan, mac);
+    if (slot < 0 || !this.fdb.isStatic(slot)) return false;
+    this.fdb.removeSlot(slot);
+    return true;
+  }
+
   addStatic(s: StaticFdbEntry): void {
     const p = this.ports.find((x) => x.name === s.port);
     if (!p) throw new Error(`static fdb entry names unknown port '${s.port}'`);
@@ -223,7 +314,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
   }
 
   describe(): ElementInfo {
-    const names = this.ports.map((p) => p.name);
+    const names = this.ports.filter((p) => !p.removed).map((p) => p.name);
     return { name: this.name, kind: this.kind, inputs: names, outputs: names, counters: [...this.spec.names] };
   }
 
@@ -515,6 +606,14 @@ function writeTag(buf: Buffer, at: number, vlan: number): void {
   buf[at + 1] = ETHERTYPE_VLAN & 0xff;
   buf[at + 2] = (vlan >> 8) & 0x0f;
   buf[at + 3] = vlan & 0xff;
+}
+
+function checkMode(port: string, m: SwitchPortMode): void {
+  if (m.mode === "access") checkVid(m.vlan, `port ${port} vlan`);
+  else {
+    for (const v of m.allowed) checkVid(v, `port ${port} allowed vlan`);
+    if (m.native !== undefined) checkVid(m.native, `port ${port} native vlan`);
+  }
 }
 
 function checkVid(v: number, what: string): void {

@@ -227,6 +227,28 @@ export class NeighbourCache {
     }
   }
 
+  /** The entry for (interface, address), removed; false when there was none. */
+  removeAddr(ifIndex: number, addr: number): boolean {
+    const n = this.tables[ifIndex].get(addr >>> 0);
+    if (n === undefined) return false;
+    this.remove(n);
+    return true;
+  }
+
+  /** Removes the learned entries (of one interface, or all); static ones stay. Gives how many went. */
+  flush(ifIndex?: number): number {
+    let gone = 0;
+    this.tables.forEach((t, k) => {
+      if (ifIndex !== undefined && k !== ifIndex) return;
+      for (const n of [...t.values()]) {
+        if (n.state === NUD_PERMANENT) continue;
+        this.remove(n);
+        gone++;
+      }
+    });
+    return gone;
+  }
+
   /**
    * Every entry, interface by interface, step by step (null every 256 entries: a
    * point for a listing to pause). Map iterators are live: an entry present for the

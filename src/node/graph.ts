@@ -58,7 +58,7 @@ export class NodeGraph {
   readonly engine = new Engine();
   readonly sw: LearningSwitch;
   readonly router: Ipv4Router | null = null;
-  readonly nat: Nat | null = null;
+  nat: Nat | null = null;
   /** The router's interfaces, as internal ports of the switch. */
   readonly internal: InternalPort[] = [];
   /** Each port's VLAN mode on the switch. */
@@ -66,7 +66,7 @@ export class NodeGraph {
 
   constructor(
     readonly config: NodeConfig,
-    env: GraphEnv,
+    private readonly env: GraphEnv,
   ) {
     const rc = config.router;
     const offload = config.offload === true;
@@ -151,10 +151,67 @@ export class NodeGraph {
     }
   }
 
+  /**
+   * Adds a device port to the running node (between passes): made like the ports the
+   * node started with, opened in the pool's spare room, connected to the switch, a
+   * member of its VLANs. On failure nothing is left of it.
+   */
+  addPort(pc: NodePortConfig): Port {
+    const engine = this.engine;
+    if (engine.port(pc.name)) throw new Error(`node ${this.config.node} already has a port '${pc.name}'`);
+    const p = this.env.makePort(pc, this.config);
+    if (engine.offload && !p.deviceOffload) p.txOffload = new SoftOffload();
+    engine.addPort(p, this.sw);
+    try {
+      this.sw.addPort(p, pc.vlan);
+    } catch (e) {
+      engine.removePort(p);
+      throw e;
+    }
+    this.modes[pc.name] = pc.vlan;
+    this.config.ports.push(pc);
+    return p;
+  }
+
+  /**
+   * The node's NAT, made now if it has none (its first service or masquerade rule at
+   * runtime): given to the router's hooks, and with `services` to the switch's bridge hook.
+   */
+  ensureNat(services: boolean): Nat {
+    const router = this.router;
+    if (!router) throw new Error(`node ${this.config.node} has no router interfaces: NAT and services need one`);
+    let nat = this.nat;
+    if (nat === null) {
+      nat = new Nat({ ...this.env.nat, snat: [], services: [] });
+      router.attachNat(nat);
+      this.nat = nat;
+    }
+    if (services && !this.sw.hasBridgeHook) {
+      const n = nat;
+      this.sw.setBridgeHook({
+        vlans: router.ifaces.map((_, k) => this.modes[this.internal[k].name] as { vlan: number }).map((m) => m.vlan),
+        sink: (buf, ipOff, ipLen, now, partial) => void n.bridged(buf, ipOff, ipLen, now, partial),
+      });
+    }
+    return nat;
+  }
+
+  /** Removes a device port from the running node; what the switch learned on it goes. */
+  removePort(name: string): void {
+    const p = this.engine.port(name);
+    if (!p || p.kind === "internal") throw new Error(`node ${this.config.node} has no device port '${name}'`);
+    const pc = this.config.ports.find((c) => c.name === name);
+    if (pc?.routed) throw new Error(`port '${name}' is router interface ${pc.routed}'s routed port: it cannot be removed while the interface exists`);
+    this.sw.removePort(p);
+    this.engine.removePort(p);
+    delete this.modes[name];
+    this.config.ports = this.config.ports.filter((c) => c.name !== name);
+  }
+
   /** Names, kinds and edges of what was built (`tapnet show graph`). */
   describe(): GraphDescription {
     const cfg = new Map(this.config.ports.map((p) => [p.name, p]));
-    const ports = this.engine.ports.map((p) => {
+    const ports = this.engine.livePorts().map((p) => {
       const m = this.modes[p.name];
       const routed = cfg.get(p.name)?.routed;
       const mode =
@@ -169,7 +226,7 @@ export class NodeGraph {
     });
     const elements: ElementInfo[] = [this.sw.describe()];
     const edges: GraphEdge[] = [];
-    for (const p of this.engine.ports) {
+    for (const p of this.engine.livePorts()) {
       if (p.kind === "internal") continue;
       edges.push({ from: `port:${p.name}`, to: this.sw.name }, { from: this.sw.name, to: `port:${p.name}` });
     }

@@ -21,7 +21,12 @@ import { macToString } from "../wire/mac.js";
 import type { NodeConfig } from "./config.js";
 import { buildGraph, type NodeGraph } from "./graph.js";
 import { makeDevicePort } from "./ports.js";
+import { type Args, applyChange, JOURNALED } from "./changes.js";
+import { Journal } from "./journal.js";
 import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
+
+/** Pool room kept for ports added at runtime: 64 TAPs with offloads (64 slots of 64 KiB each). */
+const RUNTIME_POOL_BYTES = 64 * 64 * (65536 + 256);
 
 /** The clock of the dataplane (ms), for listings that read it as they go. */
 const clock = (): number => performance.now();
@@ -36,6 +41,9 @@ export class TapnetNode {
   private ageTimer: NodeJS.Timeout | null = null;
   private readonly modes: Record<string, SwitchPortMode>;
   readonly startedAt = Date.now();
+  private journal: Journal | null = null;
+  /** What the journal replay at start did. */
+  private replayed = { applied: 0, failed: 0 };
 
   /**
    * @param sandbox install the seccomp allow-list at the end of start() (the node
@@ -52,6 +60,7 @@ export class TapnetNode {
     this.modes = this.graph.modes;
     this.control = new ControlServer(config.controlSocket, {
       status: () => this.status(),
+      change: (req) => this.change(req),
       graph: () => this.graph.describe(),
       fdb: () => new RowStream(this.fdbWalk()),
       ports: () => this.ports(),
@@ -78,10 +87,12 @@ export class TapnetNode {
   }
 
   async start(): Promise<void> {
-    this.engine.start();
+    // Room in the pool for ports added while the node runs (pages cost nothing until used).
+    this.engine.start(RUNTIME_POOL_BYTES);
     try {
+      if (this.config.journal) this.replay(this.config.journal);
       // A tunnel's UDP socket binds after open(): wait, so a bad address fails start-up.
-      for (const p of this.engine.ports) {
+      for (const p of this.engine.livePorts()) {
         if (p instanceof VxlanPort) {
           await p.ready().catch((e: Error) => {
             throw new Error(`port ${p.name}: cannot receive VXLAN: ${e.message}`);
@@ -114,6 +125,36 @@ export class TapnetNode {
     }
   }
 
+  /**
+   * A runtime change (src/node/changes.ts): checked, applied whole or refused with the
+   * reason; an accepted change to the configuration is appended to the journal.
+   */
+  private change(req: Request): unknown {
+    const op = typeof req.op === "string" ? req.op : "";
+    const args = (req.args ?? {}) as Args;
+    const dryRun = req.dryRun === true;
+    const result = applyChange(this.graph, op, args, dryRun);
+    if (!dryRun && JOURNALED.has(op)) this.journal?.append(op, args);
+    return result;
+  }
+
+  /** Opens the journal and applies what it holds (a node restarted after a crash). */
+  private replay(path: string): void {
+    const { journal, entries, bad } = Journal.open(path);
+    this.journal = journal;
+    let failed = bad;
+    for (const e of entries) {
+      try {
+        applyChange(this.graph, e.op, e.args);
+      } catch (err) {
+        failed++;
+        console.error(`journal: ${e.op} no longer applies: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    this.replayed = { applied: entries.length - (failed - bad), failed };
+    if (entries.length) console.log(`journal: replayed ${this.replayed.applied} change(s)${failed ? `, ${failed} did not apply` : ""}`);
+  }
+
   private requireNat(): Nat {
     const nat = this.requireRouter().nat;
     if (!nat) throw new Error(`node ${this.config.node} has no NAT rules or services`);
@@ -128,6 +169,7 @@ export class TapnetNode {
   stop(): void {
     if (this.ageTimer) clearInterval(this.ageTimer);
     if (this.tickTimer) clearInterval(this.tickTimer);
+    this.journal?.close();
     this.control.close();
     this.engine.stop();
   }
@@ -138,9 +180,10 @@ export class TapnetNode {
       node: this.config.node,
       pid: process.pid,
       uptime: Math.round((Date.now() - this.startedAt) / 1000),
-      ports: this.engine.ports.map((p) => p.name),
+      ports: this.engine.livePorts().map((p) => p.name),
       // What the process runs with: uid, effective capabilities, no_new_privs, seccomp.
       sandbox: sandboxReport(),
+      journal: { path: this.config.journal ?? null, ...this.replayed },
     };
   }
 
@@ -170,7 +213,7 @@ export class TapnetNode {
         dst: null,
       };
     }
-    for (const p of this.engine.ports) {
+    for (const p of this.engine.livePorts()) {
       if (p instanceof VxlanPort) {
         for (const e of p.fdb.walk(clock)) {
           yield e === null ? null : { mac: e.mac, vlan: null, port: p.name, static: e.static, age: e.age, dst: e.remote };
@@ -198,13 +241,14 @@ export class TapnetNode {
   }
 
   tunnels(): unknown {
-    return this.engine.ports
+    return this.engine
+      .livePorts()
       .filter((p): p is VxlanPort | IpipPort => p instanceof VxlanPort || p instanceof IpipPort)
       .map((p) => ({ port: p.name, ...p.tunnelInfo(), counters: { ...p.counters(), ...p.tunnelCounters() } }));
   }
 
   ports(): unknown {
-    return this.engine.ports.map((p) => {
+    return this.engine.livePorts().map((p) => {
       const info = p.info();
       const v = this.sw.portVlans(p.index);
       const mode = this.modes[p.name];
@@ -236,12 +280,12 @@ export class TapnetNode {
         roundsExceeded: this.engine.roundsExceeded,
         lastError: this.engine.lastError,
       },
-      ports: Object.fromEntries(this.engine.ports.map((p) => [p.name, p.counters()])),
+      ports: Object.fromEntries(this.engine.livePorts().map((p) => [p.name, p.counters()])),
       // Offloads: virtio-net headers on the TAPs. Per port: software TSO/checksum at
       // ports without vnet headers, egress GRO at TAPs.
       offload: this.config.offload === true,
       offloads: Object.fromEntries(
-        this.engine.ports.flatMap((p) => {
+        this.engine.livePorts().flatMap((p) => {
           const c = p.offloadCounters();
           return c === null ? [] : [[p.name, c]];
         }),
@@ -256,7 +300,12 @@ export class TapnetNode {
     const ports = names.map((n) => {
       const p = this.engine.port(n);
       if (!p) {
-        throw new Error(`node ${this.config.node} has no port '${n}' (ports: ${this.engine.ports.map((x) => x.name).join(", ")})`);
+        throw new Error(
+          `node ${this.config.node} has no port '${n}' (ports: ${this.engine
+            .livePorts()
+            .map((x) => x.name)
+            .join(", ")})`,
+        );
       }
       return p;
     });

@@ -50,8 +50,10 @@ export interface RouteRow {
   prefix: string;
   via: string | null;
   dev: string;
+  /** Where the route came from: connected, static, or a control plane's name (bgp, flannel…). */
   kind: string;
   src: string | null;
+  onlink: boolean;
 }
 
 /** One line of `show neigh`. */
@@ -76,8 +78,6 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
   readonly fib: Fib;
   readonly neigh: NeighbourCache;
   readonly reasm: Ipv4Reassembly;
-  /** Connection tracking and NAT, when the node has NAT rules or services. */
-  readonly nat: Nat | null;
 
   constructor(interfaces: RouterInterfaceConfig[], opts: RouterOptions = {}, name = "router") {
     super(name, ROUTER_COUNTERS);
@@ -91,7 +91,22 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
     this.fib = s.fib;
     this.neigh = s.neigh;
     this.reasm = s.reasm;
-    this.nat = s.nat;
+  }
+
+  /** Connection tracking and NAT, when the node has NAT rules or services. */
+  get nat(): Nat | null {
+    return this.s.nat;
+  }
+
+  /** The graph builder gives a running router a NAT (the first service or masquerade rule). */
+  attachNat(nat: Nat): void {
+    if (this.s.nat !== null) throw new Error("the router has a NAT already");
+    this.s.nat = nat;
+  }
+
+  /** The state its stages share, for the runtime changes (router-control.ts). */
+  get state(): RouterState {
+    return this.s;
   }
 
   describe(): ElementInfo {
@@ -194,6 +209,7 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
       dev: ifc.name,
       kind,
       src: kind === "connected" ? ipToString(sourceFor(ifc, s.routePrefix[id])) : null,
+      onlink: s.routeOnlink[id] === true,
     };
   }
 

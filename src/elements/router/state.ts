@@ -43,6 +43,8 @@ export interface RouteConfig {
   /** Next hop address; 0 = directly connected on `ifIndex`. */
   gateway: number;
   ifIndex: number;
+  /** The next hop is on `ifIndex` even outside its subnets (flannel's routes). */
+  onlink?: boolean;
 }
 
 export interface RouterInterface {
@@ -67,11 +69,14 @@ export class RouterState {
   readonly routeKind: string[] = [];
   readonly routePrefix: number[] = [];
   readonly routeLen: number[] = [];
+  readonly routeOnlink: boolean[] = [];
+  /** Route ids of deleted routes, for the next one added. */
+  private readonly freeIds: number[] = [];
   /** The router's own addresses (`addr | 0`) -> interface index. */
   readonly local = new Map<number, number>();
   private readonly ifByPort = new Map<number, RouterInterface>();
-  /** Connection tracking and NAT, when the node has NAT rules or services. */
-  readonly nat: Nat | null;
+  /** Connection tracking and NAT, when the node has NAT rules or services (the graph builder may add one later). */
+  nat: Nat | null;
   /** Fragments are reassembled before PREROUTING while `nat` is set (nf_defrag_ipv4). */
   readonly reasm: Ipv4Reassembly;
   /**
@@ -133,19 +138,75 @@ export class RouterState {
     return this.ifByPort.get(portIndex);
   }
 
-  /** Adds a route; `kind` is what `show route` says (connected, static). */
+  /**
+   * Adds a route, or replaces the one for the same prefix; `kind` is what `show route`
+   * says it came from (connected, static, and the control planes': bgp, flannel, …).
+   */
   addRoute(r: RouteConfig, kind = "static"): void {
     const old = this.fib.get(r.prefix, r.prefixLen);
     if (old >= 0 && this.routeKind[old] === "connected" && kind !== "connected") {
       throw new Error(`route ${ipToString(r.prefix)}/${r.prefixLen} is a connected subnet`);
     }
-    const id = old >= 0 ? old : this.routeIf.length;
+    const id = old >= 0 ? old : (this.freeIds.pop() ?? this.routeIf.length);
     this.routeIf[id] = r.ifIndex;
     this.routeGw[id] = r.gateway >>> 0;
     this.routeKind[id] = kind;
     this.routePrefix[id] = r.prefix >>> 0;
     this.routeLen[id] = r.prefixLen;
+    this.routeOnlink[id] = r.onlink ?? false;
     this.fib.add(r.prefix >>> 0, r.prefixLen, id);
+  }
+
+  /** Deletes the route for exactly this prefix; its id, or -1 when there is none. */
+  removeRoute(prefix: number, prefixLen: number): number {
+    const id = this.fib.get(prefix >>> 0, prefixLen);
+    if (id < 0) return -1;
+    this.fib.remove(prefix >>> 0, prefixLen);
+    this.freeIds.push(id);
+    return id;
+  }
+
+  /** Adds an address to an interface: it becomes local, with its connected route (not a /32). */
+  addAddress(ifc: RouterInterface, addr: number, prefixLen: number): void {
+    const mask = prefixLen === 0 ? 0 : (0xffffffff << (32 - prefixLen)) >>> 0;
+    ifc.addrs.push(addr >>> 0);
+    ifc.prefixLens.push(prefixLen);
+    ifc.masks.push(mask);
+    this.local.set(addr | 0, ifc.index);
+    if (prefixLen < 32 && this.fib.get((addr & mask) >>> 0, prefixLen) < 0) {
+      this.addRoute({ prefix: (addr & mask) >>> 0, prefixLen, gateway: 0, ifIndex: ifc.index }, "connected");
+    }
+  }
+
+  /**
+   * Removes an address. Its connected route goes when no other address keeps that
+   * subnet, and so do the routes whose next hop was only reachable through it (Linux's
+   * fib_sync_down_addr); gives how many routes went.
+   */
+  removeAddress(ifc: RouterInterface, k: number): number {
+    const addr = ifc.addrs[k];
+    const mask = ifc.masks[k];
+    const len = ifc.prefixLens[k];
+    ifc.addrs.splice(k, 1);
+    ifc.prefixLens.splice(k, 1);
+    ifc.masks.splice(k, 1);
+    this.local.delete(addr | 0);
+    let gone = 0;
+    const net = (addr & mask) >>> 0;
+    const id = this.fib.get(net, len);
+    const kept = this.ifaces.some((i) => i.addrs.some((a, j) => i.prefixLens[j] === len && (a & i.masks[j]) >>> 0 === net));
+    if (len < 32 && id >= 0 && this.routeKind[id] === "connected" && !kept) {
+      this.removeRoute(net, len);
+      gone++;
+    }
+    for (const e of this.fib.entries()) {
+      const r = e.value;
+      if (this.routeGw[r] !== 0 && !this.routeOnlink[r] && this.connectedIf(this.routeGw[r]) < 0) {
+        this.removeRoute(this.routePrefix[r], this.routeLen[r]);
+        gone++;
+      }
+    }
+    return gone;
   }
 
   /** The interface whose connected subnet holds `addr`, or -1. */
