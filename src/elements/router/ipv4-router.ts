@@ -53,7 +53,6 @@ export interface RouteRow {
   /** Where the route came from: connected, static, or a control plane's name (bgp, flannel…). */
   kind: string;
   src: string | null;
-  onlink: boolean;
 }
 
 /** One line of `show neigh`. */
@@ -209,7 +208,6 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
       dev: ifc.name,
       kind,
       src: kind === "connected" ? ipToString(sourceFor(ifc, s.routePrefix[id])) : null,
-      onlink: s.routeOnlink[id] === true,
     };
   }
 
