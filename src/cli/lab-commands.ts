@@ -1,6 +1,9 @@
 /** `tapnet lab …`: build, inspect and remove labs described by topology files. */
 import { spawnSync } from "node:child_process";
 import type { Command } from "commander";
+import fs from "node:fs";
+import { hostAdd, hostDel } from "../lab/hosts.js";
+import { labSave } from "../lab/save.js";
 import { findLab, labDown, labStatus, labUp } from "../lab/lab.js";
 import { sandboxLine } from "../node/sandbox.js";
 import { table } from "./format.js";
@@ -94,5 +97,45 @@ export function registerLab(program: Command): Command {
       process.exitCode = r.status ?? (r.signal ? 128 : 1);
     });
 
+  lab
+    .command("save")
+    .argument("<lab>", "the lab")
+    .option("-o, --output <file>", "write the topology here (default: stdout)")
+    .description("write the running lab (runtime changes included) as a topology file that lab up reproduces")
+    .action(async (labName: string, o: { output?: string }) => {
+      const text = await labSave(labName);
+      if (o.output) fs.writeFileSync(o.output, text);
+      else process.stdout.write(text);
+    });
+  const host = lab.command("host").description("hosts that join or leave a running lab");
+  host
+    .command("add")
+    .argument("<lab>", "the lab")
+    .argument("<host>", "the new host's name")
+    .requiredOption("--node <name>", "the node whose port it gets")
+    .requiredOption("--ip <cidr>", "its address, e.g. 10.0.0.9/24")
+    .option("--gateway <address>", "its default route")
+    .option("--vlan <n>", "the access VLAN of its port", (v) => intArg(v, "--vlan"))
+    .option("--mtu <n>", "its eth0's MTU", (v) => intArg(v, "--mtu"))
+    .option("-q, --quiet", "print nothing but errors")
+    .description("a new host (namespace with eth0) on a node of a running lab")
+    .action(async (labName: string, name: string, o: { node: string; ip: string; gateway?: string; vlan?: number; mtu?: number; quiet?: boolean }) => {
+      await hostAdd(labName, name, { node: o.node, ip: o.ip, gateway: o.gateway, vlan: o.vlan, mtu: o.mtu }, o.quiet ? () => undefined : (m) => console.log(m));
+    });
+  host
+    .command("del")
+    .argument("<lab>", "the lab")
+    .argument("<host>", "the host")
+    .option("-q, --quiet", "print nothing but errors")
+    .description("a host leaves: its port, namespace and TAP go")
+    .action(async (labName: string, name: string, o: { quiet?: boolean }) => {
+      await hostDel(labName, name, o.quiet ? () => undefined : (m) => console.log(m));
+    });
   return lab;
+}
+
+function intArg(v: string, what: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new Error(`${what}: '${v}' is not a whole number`);
+  return n;
 }

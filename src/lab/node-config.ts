@@ -84,7 +84,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
             proxyArp: i.proxyArp,
           };
         }),
-        routes: spec.routes.map((r) => ({ to: r.to === "default" ? "0.0.0.0/0" : r.to, via: r.via, dev: r.dev, onlink: r.onlink })),
+        routes: spec.routes.map((r) => ({ to: r.to === "default" ? "0.0.0.0/0" : r.to, via: r.via, dev: r.dev, onlink: r.onlink, proto: r.proto })),
         neighbors: spec.neighbors,
         nat: spec.nat,
         services: Object.entries(spec.services).map(([name, sv]) => ({ name, ...sv })),
@@ -94,6 +94,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     lab: t.name,
     node,
     controlSocket: path.join(labDir(t.name), `${node}.sock`),
+    journal: path.join(labDir(t.name), `${node}.journal`),
     ports,
     offload: spec.offload ?? offloadCapable(t, node),
     switch: { ageingTime: spec.ageingTime, maxEntries: spec.maxEntries, static: spec.static },

@@ -222,13 +222,13 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
         });
       }
     }
-    const via = ipToU32(r.via);
+    const via = r.via === undefined ? undefined : ipToU32(r.via);
     if (r.dev !== undefined && !spec.interfaces[r.dev]) {
       problems.push({ path: [...at, "dev"], message: `node ${node} has no interface '${r.dev}'` });
     }
     if (r.onlink && r.dev === undefined) problems.push({ path: [...at, "onlink"], message: "an onlink route names its interface (dev)" });
     if (via === null) problems.push({ path: [...at, "via"], message: `'${r.via}' is not a valid IPv4 address` });
-    else if (!r.onlink && !subnets.some((s) => (via & s.mask) >>> 0 === s.net)) {
+    else if (via !== undefined && !r.onlink && !subnets.some((s) => (via & s.mask) >>> 0 === s.net)) {
       problems.push({ path: [...at, "via"], message: `next hop ${r.via} is not inside a subnet of any interface of ${node}` });
     }
   });

@@ -51,13 +51,21 @@ const InterfaceSpec = z
     message: "an interface sits either on a port (port: NAME, a routed port) or on a VLAN (vlan: N, an SVI)",
   });
 
-const RouteSpec = z.strictObject({
-  to: z.union([z.literal("default"), cidr]),
-  via: ipv4,
-  /** With `onlink`, the next hop is on this interface even outside its subnet (flannel's routes). */
-  dev: z.string().optional(),
-  onlink: z.boolean().default(false),
-});
+const RouteSpec = z
+  .strictObject({
+    to: z.union([z.literal("default"), cidr]),
+    /** The next hop; without one, the route sends straight out of `dev` (a device route). */
+    via: ipv4.optional(),
+    /** With `onlink`, the next hop is on this interface even outside its subnet (flannel's routes). */
+    dev: z.string().optional(),
+    onlink: z.boolean().default(false),
+    /** Where the route came from, as `show route` says it (static unless a control plane's). */
+    proto: z
+      .string()
+      .regex(/^[a-z][a-z0-9-]{0,15}$/, "a protocol name like static, bgp, flannel")
+      .optional(),
+  })
+  .refine((r) => r.via !== undefined || r.dev !== undefined, { message: "a route needs a next hop (via) or an interface (dev)" });
 
 const UnderlaySpec = z.strictObject({
   /** The underlay segment (a kernel bridge of the lab) this node's `ul0` joins. */

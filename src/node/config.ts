@@ -59,7 +59,7 @@ export interface NodeConfig {
   };
   router?: {
     interfaces: RouterInterfaceConfig[];
-    routes: Array<{ to: string; via: string; dev?: string; onlink?: boolean }>;
+    routes: Array<{ to: string; via?: string; dev?: string; onlink?: boolean; proto?: string }>;
     neighbors: Array<{ ip: string; mac: string; interface: string }>;
     nat?: { masquerade: Array<{ sources: string[]; interface: string }>; maxEntries?: number; timeouts: Record<string, number> };
     services: Array<{ name: string; vip: string; port: number; protocol: "tcp" | "udp"; backends: string[]; algorithm: "random" | "roundrobin" }>;

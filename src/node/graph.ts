@@ -132,13 +132,16 @@ export class NodeGraph {
       for (const p of this.internal) p.link(this.sw, router);
       for (const r of rc.routes) {
         const to = parseCidr(r.to);
-        const via = parseIp(r.via);
+        const via = r.via === undefined ? 0 : parseIp(r.via);
         const k = r.dev !== undefined ? router.ifaces.findIndex((i) => i.name === r.dev) : router.connectedIf(via);
-        if (k < 0) throw new Error(`route ${r.to} via ${r.via}: the next hop is not on a connected subnet`);
-        router.addRoute({ prefix: to.network, prefixLen: to.prefixLen, gateway: via, ifIndex: k });
+        if (k < 0)
+          throw new Error(
+            `route ${r.to}${r.via ? ` via ${r.via}` : ""}: ${r.dev !== undefined ? `no interface '${r.dev}'` : "the next hop is not on a connected subnet"}`,
+          );
+        router.addRoute({ prefix: to.network, prefixLen: to.prefixLen, gateway: via, ifIndex: k, onlink: r.onlink }, r.proto ?? "static");
         // A port with no ARP behind it (IPIP) names its next hops by static entries.
         const routed = config.ports.findIndex((p) => p.routed === router.ifaces[k].name);
-        const mac = routed >= 0 ? devices[routed].nextHopMac(via) : null;
+        const mac = routed >= 0 && via !== 0 ? devices[routed].nextHopMac(via) : null;
         if (mac !== null) router.addStaticNeighbour(k, via, mac);
       }
       for (const nb of rc.neighbors) {

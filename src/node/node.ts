@@ -23,6 +23,7 @@ import { buildGraph, type NodeGraph } from "./graph.js";
 import { makeDevicePort } from "./ports.js";
 import { type Args, applyChange, JOURNALED } from "./changes.js";
 import { Journal } from "./journal.js";
+import { runningConfig } from "./running-config.js";
 import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
 
 /** Pool room kept for ports added at runtime: 64 TAPs with offloads (64 slots of 64 KiB each). */
@@ -61,6 +62,7 @@ export class TapnetNode {
     this.control = new ControlServer(config.controlSocket, {
       status: () => this.status(),
       change: (req) => this.change(req),
+      config: () => runningConfig(this.graph),
       graph: () => this.graph.describe(),
       fdb: () => new RowStream(this.fdbWalk()),
       ports: () => this.ports(),
