@@ -33,6 +33,9 @@ export class RowStream {
   ) {}
 }
 
+/** Largest request line (a batch of changes from a control plane). */
+const MAX_REQUEST = 8 * 1024 * 1024;
+
 export type Handler = (req: Request, sock: net.Socket) => unknown | "stream" | RowStream;
 
 /** Output bytes after which a slice ends. */
@@ -90,7 +93,7 @@ export class ControlServer {
       buf += chunk.toString("utf8");
       const nl = buf.indexOf("\n");
       if (nl < 0) {
-        if (buf.length > 65536) sock.destroy();
+        if (buf.length > MAX_REQUEST) sock.destroy();
         return;
       }
       sock.off("data", onData);
@@ -106,6 +109,14 @@ export class ControlServer {
           const data = h(req, sock);
           if (data instanceof RowStream) {
             this.writeRows(sock, data);
+            return;
+          }
+          if (data instanceof Promise) {
+            // A request served in slices (a batch of changes): answered when it is done.
+            data.then(
+              (d) => sock.end(`${JSON.stringify({ ok: true, data: d ?? null })}\n`),
+              (e) => sock.end(`${JSON.stringify({ ok: false, error: e instanceof Error ? e.message : String(e) })}\n`),
+            );
             return;
           }
           if (data === "stream") streaming = true;

@@ -29,6 +29,9 @@ import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxRepor
 /** Pool room kept for ports added at runtime: 64 TAPs with offloads (64 slots of 64 KiB each). */
 const RUNTIME_POOL_BYTES = 64 * 64 * (65536 + 256);
 
+/** Most changes in one `changes` request (clients send larger ones in several). */
+const MAX_BATCH = 20_000;
+
 /** The clock of the dataplane (ms), for listings that read it as they go. */
 const clock = (): number => performance.now();
 
@@ -62,6 +65,7 @@ export class TapnetNode {
     this.control = new ControlServer(config.controlSocket, {
       status: () => this.status(),
       change: (req) => this.change(req),
+      changes: (req) => this.changeBatch(req),
       config: () => runningConfig(this.graph),
       graph: () => this.graph.describe(),
       fdb: () => new RowStream(this.fdbWalk()),
@@ -138,6 +142,39 @@ export class TapnetNode {
     const result = applyChange(this.graph, op, args, dryRun);
     if (!dryRun && JOURNALED.has(op)) this.journal?.append(op, args);
     return result;
+  }
+
+  /**
+   * A batch of changes (a control plane programming many routes): each change checked and
+   * applied on its own, as `ip -batch -force` does, in slices of at most 2 ms between which
+   * packet batches run, so a large batch never stalls forwarding. Answers, per change, null
+   * or the reason it was refused.
+   */
+  private changeBatch(req: Request): Promise<{ applied: number; errors: Array<string | null> }> {
+    const ops = Array.isArray(req.ops) ? (req.ops as Array<{ op?: unknown; args?: unknown }>) : null;
+    if (ops === null) throw new Error("changes: 'ops' must be a list of {op, args}");
+    if (ops.length > MAX_BATCH) throw new Error(`changes: at most ${MAX_BATCH} changes in one request (got ${ops.length})`);
+    const errors: Array<string | null> = [];
+    let applied = 0;
+    let k = 0;
+    return new Promise((resolve) => {
+      const slice = (): void => {
+        const t0 = performance.now();
+        for (; k < ops.length && performance.now() - t0 < 2; k++) {
+          const o = ops[k];
+          try {
+            errors.push(null);
+            this.change({ cmd: "change", op: o?.op, args: o?.args });
+            applied++;
+          } catch (e) {
+            errors[k] = e instanceof Error ? e.message : String(e);
+          }
+        }
+        if (k < ops.length) setImmediate(slice);
+        else resolve({ applied, errors });
+      };
+      slice();
+    });
   }
 
   /** Opens the journal and applies what it holds (a node restarted after a crash). */

@@ -167,7 +167,12 @@ describe.skipIf(!canRunLabs())("runtime changes: services and lab save", () => {
     tapnet(["lab", "down", file]);
     const up = tapnet(["lab", "up", file]);
     if (up.status !== 0) throw new Error(up.stderr);
-    await waitFor("web1 and web2 to answer", () => ["10.244.1.2", "10.244.1.3"].every((a) => inNs(ns(lab, "client"), ["curl", "-s", "--max-time", "2", `http://${a}/`]).status === 0), 20_000, 200);
+    await waitFor(
+      "web1 and web2 to answer",
+      () => ["10.244.1.2", "10.244.1.3"].every((a) => inNs(ns(lab, "client"), ["curl", "-s", "--max-time", "2", `http://${a}/`]).status === 0),
+      20_000,
+      200,
+    );
   });
   afterAll(() => {
     tapnet(["lab", "down", file]);
@@ -189,20 +194,26 @@ describe.skipIf(!canRunLabs())("runtime changes: services and lab save", () => {
     const changed = Date.now();
     expect(set.status, set.stderr).toBe(0);
     await done;
-    const lines = out.trim().split("\n").map((l) => l.split(" "));
+    const lines = out
+      .trim()
+      .split("\n")
+      .map((l) => l.split(" "));
     expect(lines.length).toBeGreaterThan(40);
     expect(lines.filter(([, r]) => r === "FAIL")).toEqual([]);
     const after = lines.filter(([t]) => Number(t) > changed + 10);
     expect(after.length).toBeGreaterThan(10);
     expect(new Set(after.map(([, r]) => r))).toEqual(new Set(["web2"]));
-    expect(json<Array<{ name: string; backends: string[] }>>(["show", "services", "--node", "node1", "--lab", lab]).find((s) => s.name === "web")?.backends).toEqual(["10.244.1.3:80"]);
+    expect(
+      json<Array<{ name: string; backends: string[] }>>(["show", "services", "--node", "node1", "--lab", lab]).find((s) => s.name === "web")?.backends,
+    ).toEqual(["10.244.1.3:80"]);
   }, 30_000);
 
   it("lab save, then lab down, then lab up of the saved file gives the same show route and show services", () => {
     tapnetOk(["route", "add", "10.50.0.0/16", "via", "192.0.2.10", "--lab", lab]);
     tapnetOk(["service", "add", "api", "--vip", "10.96.0.20", "--port", "8080", "--backend", "10.244.1.2:80", "--lab", lab]);
     tapnetOk(["masquerade", "add", "--source", "10.245.0.0/16", "--interface", "eth0", "--lab", lab]);
-    const services = (): unknown => json<Array<Record<string, unknown>>>(["show", "services", "--node", "node1", "--lab", lab]).map(({ connections: _, ...s }) => s);
+    const services = (): unknown =>
+      json<Array<Record<string, unknown>>>(["show", "services", "--node", "node1", "--lab", lab]).map(({ connections: _, ...s }) => s);
     const routes = tapnetOk(["show", "route", "--node", "node1", "--lab", lab]);
     const svc = services();
     expect(tapnet(["lab", "save", lab, "-o", saved]).status).toBe(0);
@@ -215,4 +226,3 @@ describe.skipIf(!canRunLabs())("runtime changes: services and lab save", () => {
     expect(tapnet(["lab", "down", saved]).status).toBe(0);
   });
 });
-
