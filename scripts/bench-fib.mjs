@@ -37,8 +37,17 @@ const maskOf = (len) => (len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0);
 
 // Length mix of a default-free-zone table, plus a tail of longer routes as an IGP adds.
 const MIX = [
-  [0.6, 24], [0.7, 23], [0.82, 22], [0.87, 21], [0.91, 20], [0.935, 19],
-  [0.95, 18], [0.96, 17], [0.975, 16], [0.98, "8-15"], [1, "25-32"],
+  [0.6, 24],
+  [0.7, 23],
+  [0.82, 22],
+  [0.87, 21],
+  [0.91, 20],
+  [0.935, 19],
+  [0.95, 18],
+  [0.96, 17],
+  [0.975, 16],
+  [0.98, "8-15"],
+  [1, "25-32"],
 ];
 function pickLen() {
   const x = rand01();
@@ -163,7 +172,11 @@ runFib(uniform.subarray(0, 1_000_000));
 runRef(uniform.subarray(0, 1_000_000));
 
 const results = {};
-for (const [name, addrs] of [["uniform", uniform], ["inRoutes", inRoutes], ["hot", hot]]) {
+for (const [name, addrs] of [
+  ["uniform", uniform],
+  ["inRoutes", inRoutes],
+  ["hot", hot],
+]) {
   const f = [];
   const r = [];
   for (let k = 0; k < REPEAT; k++) {
@@ -182,12 +195,15 @@ for (const [name, addrs] of [["uniform", uniform], ["inRoutes", inRoutes], ["hot
 // ---- report ----
 const st = fib.stats();
 const pad = (x, n) => String(x).padStart(n);
-console.log(`FIB benchmark — node ${process.version}, ${N_ROUTES.toLocaleString("en")} routes generated (${fib.size.toLocaleString("en")} distinct), ${N_LOOKUPS.toLocaleString("en")} lookups per run, median of ${REPEAT}, seed ${SEED}${globalThis.gc ? "" : " (no --expose-gc: memory numbers are rough)"}`);
-console.log(`trie: ${st.chunksInUse.toLocaleString("en")} child tables in use, capacity ${st.chunkCapacity.toLocaleString("en")}, ${MiB(st.trieBytes)} MiB of typed arrays; uniform addresses with a route: ${(hits / 1e4).toFixed(1)}%`);
+console.log(
+  `FIB benchmark — node ${process.version}, ${N_ROUTES.toLocaleString("en")} routes generated (${fib.size.toLocaleString("en")} distinct), ${N_LOOKUPS.toLocaleString("en")} lookups per run, median of ${REPEAT}, seed ${SEED}${globalThis.gc ? "" : " (no --expose-gc: memory numbers are rough)"}`,
+);
+console.log(
+  `trie: ${st.chunksInUse.toLocaleString("en")} child tables in use, capacity ${st.chunkCapacity.toLocaleString("en")}, ${MiB(st.trieBytes)} MiB of typed arrays; uniform addresses with a route: ${(hits / 1e4).toFixed(1)}%`,
+);
 console.log("");
 console.log(`${"".padEnd(28)}${pad("Fib", 12)}${pad("Map/length", 12)}${pad("Fib/ref", 10)}`);
-const row = (label, a, b, fmt, ratio = a / b) =>
-  console.log(`${label.padEnd(28)}${pad(fmt(a), 12)}${pad(fmt(b), 12)}${pad(ratio.toFixed(2) + "x", 10)}`);
+const row = (label, a, b, fmt, ratio = a / b) => console.log(`${label.padEnd(28)}${pad(fmt(a), 12)}${pad(fmt(b), 12)}${pad(`${ratio.toFixed(2)}x`, 10)}`);
 row("insert, ms", fibLoadMs, refLoadMs, (x) => x.toFixed(0));
 row("insert, routes/s (M)", N_ROUTES / fibLoadMs / 1e3, N_ROUTES / refLoadMs / 1e3, (x) => x.toFixed(2));
 row("lookup uniform, M/s", results.uniform.fib, results.uniform.ref, (x) => x.toFixed(2));
@@ -203,4 +219,6 @@ row("ArrayBuffer growth, MiB", fibMem.ab, refMem.ab, MiB);
 row("own memory, MiB", fibMem.heap + st.trieBytes, refMem.heap, MiB);
 const final = process.memoryUsage();
 console.log("");
-console.log(`process at the end: RSS ${MiB(final.rss)} MiB, heap used ${MiB(final.heapUsed)} MiB, ArrayBuffers ${MiB(final.arrayBuffers)} MiB (both structures and ${MiB(3 * N_LOOKUPS * 4 + N_ROUTES * 5)} MiB of generated inputs)`);
+console.log(
+  `process at the end: RSS ${MiB(final.rss)} MiB, heap used ${MiB(final.heapUsed)} MiB, ArrayBuffers ${MiB(final.arrayBuffers)} MiB (both structures and ${MiB(3 * N_LOOKUPS * 4 + N_ROUTES * 5)} MiB of generated inputs)`,
+);

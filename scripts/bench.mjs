@@ -311,7 +311,10 @@ process.on("uncaughtException", (e) => {
 
 function netnsList() {
   const r = spawnSync("ip", ["netns", "list"], { encoding: "utf8" });
-  return (r.stdout ?? "").split("\n").map((l) => l.trim().split(/\s+/)[0]).filter(Boolean);
+  return (r.stdout ?? "")
+    .split("\n")
+    .map((l) => l.trim().split(/\s+/)[0])
+    .filter(Boolean);
 }
 
 /** Runs a short command synchronously; throws with its stderr on failure. */
@@ -321,7 +324,7 @@ function sh(argv, input) {
   if (r.status !== 0) throw new Error(`'${argv.join(" ")}' failed (exit ${r.status}): ${(r.stderr || r.stdout).trim()}`);
   return r.stdout;
 }
-const ipn = (ns, lines) => sh(["ip", "-n", ns, "-batch", "-"], lines.join("\n") + "\n");
+const ipn = (ns, lines) => sh(["ip", "-n", ns, "-batch", "-"], `${lines.join("\n")}\n`);
 
 /**
  * Runs a command to completion asynchronously (so signals are handled meanwhile), in its
@@ -444,10 +447,15 @@ async function labUp(file) {
 // ---------------------------------------------------------------- measurements
 
 async function waitReachable(ns, dst) {
-  await waitFor(`${dst} to answer ping from ${ns}`, async () => {
-    const r = await runAsync(["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-W", "1", dst], 5);
-    return r.status === 0;
-  }, 15_000, 200);
+  await waitFor(
+    `${dst} to answer ping from ${ns}`,
+    async () => {
+      const r = await runAsync(["ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", "1", "-W", "1", dst], 5);
+      return r.status === 0;
+    },
+    15_000,
+    200,
+  );
 }
 
 /** p50/p99 (and more) of per-reply RTTs in µs. */
@@ -488,7 +496,7 @@ async function pingRtt(ns, dst) {
 }
 
 /** RTT of a UDP echo through `dst:port` (for a VIP, which does not answer ping). */
-const UDP_RTT_PY = String.raw`
+const UDP_RTT_PY = `
 import json, socket, sys, time
 dst, port, n, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -526,7 +534,7 @@ for _ in range(n):
     time.sleep(gap)
 print(json.dumps({"rtts": rtts, "lost": lost}))
 `;
-const UDP_ECHO_PY = String.raw`
+const UDP_ECHO_PY = `
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", int(sys.argv[1])))
@@ -554,10 +562,15 @@ function startIperfServer(ns) {
 }
 
 async function waitListening(ns, port, proto = "t") {
-  await waitFor(`a server on port ${port} in ${ns}`, () => {
-    const r = spawnSync("ip", ["netns", "exec", ns, "ss", "-Hln" + proto, `sport = :${port}`], { encoding: "utf8" });
-    return (r.stdout ?? "").trim().length > 0;
-  }, 5000, 50);
+  await waitFor(
+    `a server on port ${port} in ${ns}`,
+    () => {
+      const r = spawnSync("ip", ["netns", "exec", ns, "ss", `-Hln${proto}`, `sport = :${port}`], { encoding: "utf8" });
+      return (r.stdout ?? "").trim().length > 0;
+    },
+    5000,
+    50,
+  );
 }
 
 async function iperf(ns, dst, extra) {
@@ -621,7 +634,11 @@ async function floodPath(client, server, dst) {
  * (dinc on its low byte), so a NAT or conntrack sees a few flows, not one.
  */
 function trafgenConfig(p, dport) {
-  const mac = (m) => m.split(":").map((b) => `0x${b}`).join(", ");
+  const mac = (m) =>
+    m
+      .split(":")
+      .map((b) => `0x${b}`)
+      .join(", ");
   const ip = (a) => a.split(".").join(", ");
   return `/* tapnet bench: ${p.srcAddr} -> ${p.dstAddr}:${dport} via ${p.nextHop} (${p.dstMac}) */
 {
@@ -657,8 +674,28 @@ async function flood(client, server, dst, probe) {
   // --no-sock-mem: trafgen would otherwise raise the machine-wide net.core.[rw]mem_*
   // for the run; --notouch-irq: leave IRQ affinities alone. `timeout` is the safety net
   // (a TAP without a reader can make trafgen ignore SIGINT).
-  const argv = ["timeout", "-k", "3", "-s", "INT", String(opts.duration + 20), "ip", "netns", "exec", client,
-    "trafgen", "--dev", p.dev, "--conf", cfg, "--cpus", "1", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats"];
+  const argv = [
+    "timeout",
+    "-k",
+    "3",
+    "-s",
+    "INT",
+    String(opts.duration + 20),
+    "ip",
+    "netns",
+    "exec",
+    client,
+    "trafgen",
+    "--dev",
+    p.dev,
+    "--conf",
+    cfg,
+    "--cpus",
+    "1",
+    "--no-sock-mem",
+    "--notouch-irq",
+    "--no-cpu-stats",
+  ];
   const tg = startDaemon(argv, `trafgen in ${client}`);
   const exited = new Promise((resolve) => tg.child.on("close", (code, signal) => resolve({ code, signal })));
   let a;
@@ -708,7 +745,21 @@ async function flood(client, server, dst, probe) {
 }
 
 /** The per-repetition numbers kept as samples, and their medians on the result. */
-const SAMPLED = ["tcpGbps", "tcpRetransmits", "kpps", "sentKpps", "refusedKps", "lossPercent", "rttP50Us", "rttP99Us", "rttMeanUs", "rttLost", "cpuSPerMFrames", "cpuS", "framesSent"];
+const SAMPLED = [
+  "tcpGbps",
+  "tcpRetransmits",
+  "kpps",
+  "sentKpps",
+  "refusedKps",
+  "lossPercent",
+  "rttP50Us",
+  "rttP99Us",
+  "rttMeanUs",
+  "rttLost",
+  "cpuSPerMFrames",
+  "cpuS",
+  "framesSent",
+];
 
 /**
  * The measurements between `client` and `dst` (the iperf3 server runs in `server`),
@@ -756,7 +807,9 @@ async function measure({ client, server, dst, rtt, probe }) {
       for (const key of SAMPLED) samples[key].push(one[key]);
       detail.push({ rtt: rt, flood: fl.detail, probe: before && after ? { before, after } : undefined });
       if (opts.repeat > 1) {
-        say(`  run ${k + 1}/${opts.repeat}: TCP ${f1(one.tcpGbps)} Gbit/s, 64B ${f1(one.kpps, 1)} kpps, RTT p50 ${f1(one.rttP50Us, 0)} p99 ${f1(one.rttP99Us, 0)} µs${one.cpuSPerMFrames !== null ? `, CPU ${f1(one.cpuSPerMFrames)} s/Mframe` : ""}`);
+        say(
+          `  run ${k + 1}/${opts.repeat}: TCP ${f1(one.tcpGbps)} Gbit/s, 64B ${f1(one.kpps, 1)} kpps, RTT p50 ${f1(one.rttP50Us, 0)} p99 ${f1(one.rttP99Us, 0)} µs${one.cpuSPerMFrames !== null ? `, CPU ${f1(one.cpuSPerMFrames)} s/Mframe` : ""}`,
+        );
       }
     }
   } finally {
@@ -942,7 +995,7 @@ function buildRelay() {
  */
 function relayImpl(vnet = false, threads = false) {
   const tag = (vnet ? "vrelay" : "relay") + (threads ? "2" : "");
-  const label = `C relay${vnet ? " (vnet" + (threads ? ", 2 threads)" : ")") : threads ? " (2 threads)" : ""}`;
+  const label = `C relay${vnet ? ` (vnet${threads ? ", 2 threads)" : ")"}` : threads ? " (2 threads)" : ""}`;
   const N = `${NS_PREFIX}${tag}-node`;
   const H1 = `${NS_PREFIX}${tag}-h1`;
   const H2 = `${NS_PREFIX}${tag}-h2`;
@@ -953,7 +1006,10 @@ function relayImpl(vnet = false, threads = false) {
       await waitFor("the relay's TAPs", () => relay.output().includes("ready") || !alive(relay.pid), 5000, 20);
       if (!relay.output().includes("ready")) throw new Error(`relay did not start: ${relay.output().trim()}`);
       // The relay keeps the file descriptors; the TAPs become the hosts' eth0.
-      for (const [h, ns, ip] of [["h1", H1, "10.0.0.1/24"], ["h2", H2, "10.0.0.2/24"]]) {
+      for (const [h, ns, ip] of [
+        ["h1", H1, "10.0.0.1/24"],
+        ["h2", H2, "10.0.0.2/24"],
+      ]) {
         ipn(N, [`link set ${h} netns ${ns}`]);
         ipn(ns, [`link set ${h} name eth0`]);
         hostAddr(ns, "eth0", ip);
@@ -1018,7 +1074,9 @@ function kernelNatImpl() {
     ipn(N, ["link set client master br0", "link set client up", "link set web1 master br0", "link set web1 up"]);
     hostAddr(C, "eth0", "10.244.1.4/24", "10.244.1.1");
     hostAddr(W, "eth0", `${BACKEND}/24`, "10.244.1.1");
-    sh(["ip", "netns", "exec", N, "nft", "-f", "-"], `
+    sh(
+      ["ip", "netns", "exec", N, "nft", "-f", "-"],
+      `
 table ip nat {
   chain prerouting {
     type nat hook prerouting priority dstnat;
@@ -1030,7 +1088,8 @@ table ip nat {
     type nat hook postrouting priority srcnat;
   }
 }
-`);
+`,
+    );
     const echo = startDaemon(["ip", "netns", "exec", W, "python3", "-c", UDP_ECHO_PY, String(ECHO_PORT)], "UDP echo server");
     try {
       await waitListening(W, ECHO_PORT, "u");
@@ -1110,10 +1169,11 @@ async function scenarios() {
         // Plain TAPs (offload: false), the plain C relay's like: what the virtio-net header costs per frame.
         {
           name: "tapnet (no offloads)",
-          run: labImpl(
-            await labVariant(lab("switch.yaml"), "bench-switch-plain", (doc) => doc.setIn(["nodes", "sw1", "offload"], false)),
-            { client: "h1", server: "h2", dst: "10.0.0.2" },
-          ),
+          run: labImpl(await labVariant(lab("switch.yaml"), "bench-switch-plain", (doc) => doc.setIn(["nodes", "sw1", "offload"], false)), {
+            client: "h1",
+            server: "h2",
+            dst: "10.0.0.2",
+          }),
         },
       ],
     }),
@@ -1127,10 +1187,16 @@ async function scenarios() {
     vxlan: async () => ({
       ref: "kernel vxlan",
       notes: ["kernel vxlan: pods bridged across kernel VXLAN devices (L2); tapnet: flannel's routed VXLAN (cni0 -> flannel.1)"],
-      impls: [kernelVxlan, { name: "tapnet", run: labImpl(await labVariant(lab("flannel-vxlan.yaml"), "bench-vxlan"), { client: "pod1a", server: "pod2a", dst: "10.244.2.2" }) }],
+      impls: [
+        kernelVxlan,
+        { name: "tapnet", run: labImpl(await labVariant(lab("flannel-vxlan.yaml"), "bench-vxlan"), { client: "pod1a", server: "pod2a", dst: "10.244.2.2" }) },
+      ],
     }),
     ipip: async (done) => {
-      const tapnet = { name: "tapnet", run: labImpl(await labVariant(lab("calico-ipip.yaml"), "bench-ipip"), { client: "pod1a", server: "pod2a", dst: "10.244.2.2" }) };
+      const tapnet = {
+        name: "tapnet",
+        run: labImpl(await labVariant(lab("calico-ipip.yaml"), "bench-ipip"), { client: "pod1a", server: "pod2a", dst: "10.244.2.2" }),
+      };
       const has = kernelHasIpip();
       const why = has
         ? "this kernel has IPIP, but the bench has no kernel IPIP reference yet"
@@ -1138,7 +1204,9 @@ async function scenarios() {
       const fromVxlan = done.vxlan?.results.find((r) => r.implementation === "kernel vxlan" && !r.error);
       return {
         ref: "kernel vxlan (stand-in)",
-        notes: [`kernel ipip: n/a, ${why}; ratios are against the kernel VXLAN reference${fromVxlan ? " measured in this run's vxlan scenario" : ", measured here"}`],
+        notes: [
+          `kernel ipip: n/a, ${why}; ratios are against the kernel VXLAN reference${fromVxlan ? " measured in this run's vxlan scenario" : ", measured here"}`,
+        ],
         impls: [
           { name: "kernel ipip", na: why },
           fromVxlan ? { name: "kernel vxlan (stand-in)", reuse: fromVxlan } : { ...kernelVxlan, name: "kernel vxlan (stand-in)" },
@@ -1226,7 +1294,17 @@ const fq = (q) => `${fr(q.tcp)} / ${fr(q.kpps)} / ${fr(q.rttP50)} / ${fr(q.rttP9
 const senderBound = (r) =>
   r.lossPercent !== null && r.lossPercent !== undefined && r.lossPercent < 1 && typeof r.refusedKps === "number" && r.refusedKps < 0.01 * r.sentKpps;
 
-const HEAD = ["scenario", "implementation", "TCP Gbit/s", "64B kpps (loss)", "RTT p50 µs", "RTT p99 µs", "CPU s/Mframe", "peak RSS MiB", "ratio TCP / kpps / p50 / p99 / CPU"];
+const HEAD = [
+  "scenario",
+  "implementation",
+  "TCP Gbit/s",
+  "64B kpps (loss)",
+  "RTT p50 µs",
+  "RTT p99 µs",
+  "CPU s/Mframe",
+  "peak RSS MiB",
+  "ratio TCP / kpps / p50 / p99 / CPU",
+];
 /** Columns aligned right (numbers). */
 const NUMERIC = (i) => i >= 2 && i <= 7;
 
@@ -1267,7 +1345,16 @@ function rows(report) {
   return out;
 }
 
-const THEAD = ["structure", "implementation", "build s", "lookups M/s", "direct M/s", "heap B/entry", "RSS B/entry", "ratio build / lookups / direct / heap / RSS"];
+const THEAD = [
+  "structure",
+  "implementation",
+  "build s",
+  "lookups M/s",
+  "direct M/s",
+  "heap B/entry",
+  "RSS B/entry",
+  "ratio build / lookups / direct / heap / RSS",
+];
 const TNUMERIC = (i) => i >= 2 && i <= 6;
 
 function tableRows(t) {
@@ -1279,15 +1366,21 @@ function tableRows(t) {
     f1(r.directLookupMps ?? null, 2),
     f1(r.heapBytesPerEntry, 0),
     f1(r.rssBytesPerEntry, 0),
-    r.ratios ? `${fr(r.ratios.build)} / ${fr(r.ratios.lookup)} / ${fr(r.ratios.direct ?? null)} / ${fr(r.ratios.heap)} / ${fr(r.ratios.rss)} vs ${r.ratios.against}` : "reference",
+    r.ratios
+      ? `${fr(r.ratios.build)} / ${fr(r.ratios.lookup)} / ${fr(r.ratios.direct ?? null)} / ${fr(r.ratios.heap)} / ${fr(r.ratios.rss)} vs ${r.ratios.against}`
+      : "reference",
   ]);
 }
 
 function textTable(head, body, numeric) {
   const all = [head, ...body];
   const w = head.map((_, i) => Math.max(...all.map((r) => String(r[i]).length)));
-  const line = (r) => r.map((c, i) => (numeric(i) ? String(c).padStart(w[i]) : String(c).padEnd(w[i]))).join("  ").trimEnd();
-  return [line(all[0]), w.map((n) => "-".repeat(n)).join("  "), ...all.slice(1).map(line)].join("\n") + "\n";
+  const line = (r) =>
+    r
+      .map((c, i) => (numeric(i) ? String(c).padStart(w[i]) : String(c).padEnd(w[i])))
+      .join("  ")
+      .trimEnd();
+  return `${[line(all[0]), w.map((n) => "-".repeat(n)).join("  "), ...all.slice(1).map(line)].join("\n")}\n`;
 }
 
 function markdownTable(head, body, numeric) {
@@ -1297,7 +1390,7 @@ function markdownTable(head, body, numeric) {
     `|${head.map((_, i) => (numeric(i) ? "---:" : "---")).join("|")}|`,
     ...body.map((r) => `| ${r.map(esc).join(" | ")} |`),
   ];
-  return lines.join("\n") + "\n";
+  return `${lines.join("\n")}\n`;
 }
 
 /** The tables of a report, as text or markdown. */
@@ -1321,7 +1414,9 @@ function footer(report) {
       `CPU s/Mframe: utime+stime of the forwarding process(es) over the 64B flood / million frames they sent in it (tapnet: node PIDs from /run/tapnet/LAB/state.json, frames = txFrames of every device port (not internal ones) of every node, so a frame crossing two nodes counts twice; C relay: its PID, frames = its TAPs' kernel rx counters); it includes the kernel's work in the process's context (read()/write(), and a TAP write runs the receiving host's stack); kernel paths: not a process. peak RSS: VmHWM of the largest node process (of the relay) at the end of the scenario.`,
     );
     if (results.some(senderBound)) {
-      lines.push("* under 1% lost and nothing refused at the first hop: trafgen, not the path, set the rate, so the path's capacity is at least this (and a kpps ratio against it is an upper bound); on a kernel path that is one core doing both the sending and the forwarding.");
+      lines.push(
+        "* under 1% lost and nothing refused at the first hop: trafgen, not the path, set the rate, so the path's capacity is at least this (and a kpps ratio against it is an upper bound); on a kernel path that is one core doing both the sending and the forwarding.",
+      );
     }
   }
   lines.push(
@@ -1329,10 +1424,12 @@ function footer(report) {
   );
   for (const s of report.scenarios) for (const n of s.notes ?? []) lines.push(`${s.name}: ${n}`);
   if (report.tables) {
-    lines.push(`tables: ${report.tables.repeat > 1 ? `medians of ${report.tables.repeat} runs, each in a fresh process` : "one run (--repeat 3 for medians of three)"}; ratios tapnet / reference: above 1 is better for lookups, worse for build time and bytes.`);
+    lines.push(
+      `tables: ${report.tables.repeat > 1 ? `medians of ${report.tables.repeat} runs, each in a fresh process` : "one run (--repeat 3 for medians of three)"}; ratios tapnet / reference: above 1 is better for lookups, worse for build time and bytes.`,
+    );
     for (const n of report.tables.notes) lines.push(`tables: ${n}`);
   }
-  return lines.join("\n") + "\n";
+  return `${lines.join("\n")}\n`;
 }
 
 function svgChart(report) {
@@ -1362,7 +1459,15 @@ function preflight() {
   // `tables` alone needs neither root nor the network tools.
   if (!NETWORK && !opts.cleanup) return;
   if (process.getuid?.() !== 0) throw new Error("the bench builds network namespaces and TAP devices: run it as root (sudo npm run bench)");
-  for (const [cmd, pkg] of [["iperf3", "iperf3"], ["ping", "iputils-ping"], ["gcc", "gcc"], ["timeout", "coreutils"], ["python3", "python3"], ["ss", "iproute2"], ["trafgen", "netsniff-ng"]]) {
+  for (const [cmd, pkg] of [
+    ["iperf3", "iperf3"],
+    ["ping", "iputils-ping"],
+    ["gcc", "gcc"],
+    ["timeout", "coreutils"],
+    ["python3", "python3"],
+    ["ss", "iproute2"],
+    ["trafgen", "netsniff-ng"],
+  ]) {
     if (spawnSync("sh", ["-c", `command -v ${cmd}`]).status !== 0) throw new Error(`${cmd} is not installed (Debian: ${pkg}; sudo npm run setup)`);
   }
 }
@@ -1371,7 +1476,13 @@ function preflight() {
 function cleanupLeftovers() {
   let n = 0;
   const benchLabs = fs.existsSync("/run/tapnet") ? fs.readdirSync("/run/tapnet").filter((l) => l.startsWith("bench-")) : [];
-  const labsLeft = new Set([...benchLabs, ...netnsList().filter((x) => x.startsWith("tn.bench-")).map((x) => /^tn\.(bench-[a-z0-9]+(?:-k)?)\./.exec(x)?.[1]).filter(Boolean)]);
+  const labsLeft = new Set([
+    ...benchLabs,
+    ...netnsList()
+      .filter((x) => x.startsWith("tn.bench-"))
+      .map((x) => /^tn\.(bench-[a-z0-9]+(?:-k)?)\./.exec(x)?.[1])
+      .filter(Boolean),
+  ]);
   for (const l of labsLeft) {
     const r = tapnetCli(["lab", "down", l]);
     process.stderr.write(`bench: lab down ${l}: ${r.status === 0 ? "ok" : (r.stderr || "").trim()}\n`);
@@ -1447,13 +1558,17 @@ async function main() {
         s.results.push({ ...impl.reuse, implementation: impl.name, reused: true, ratios: undefined });
         continue;
       }
-      say(`${name}: ${impl.name}: measuring (${opts.pings} pings + ${opts.duration} s TCP + ${opts.duration} s 64B flood${opts.repeat > 1 ? `, ${opts.repeat} times` : ""})…`);
+      say(
+        `${name}: ${impl.name}: measuring (${opts.pings} pings + ${opts.duration} s TCP + ${opts.duration} s 64B flood${opts.repeat > 1 ? `, ${opts.repeat} times` : ""})…`,
+      );
       const t = Date.now();
       try {
         const m = await impl.run();
         s.results.push({ implementation: impl.name, ...m });
         const extra = m.cpuSPerMFrames !== null ? `, CPU ${f1(m.cpuSPerMFrames)} s/Mframe, peak RSS ${f1(m.peakRssMiB, 1)} MiB` : "";
-        say(`${name}: ${impl.name}: ${opts.repeat > 1 ? "medians: " : ""}TCP ${f1(m.tcpGbps)} Gbit/s, 64B ${f1(m.kpps, 1)} kpps received of ${f1(m.sentKpps, 1)} sent, RTT p50 ${f1(m.rttP50Us, 0)} p99 ${f1(m.rttP99Us, 0)} µs${extra} (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+        say(
+          `${name}: ${impl.name}: ${opts.repeat > 1 ? "medians: " : ""}TCP ${f1(m.tcpGbps)} Gbit/s, 64B ${f1(m.kpps, 1)} kpps received of ${f1(m.sentKpps, 1)} sent, RTT p50 ${f1(m.rttP50Us, 0)} p99 ${f1(m.rttP99Us, 0)} µs${extra} (${((Date.now() - t) / 1000).toFixed(0)} s)`,
+        );
       } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
         if (impl.skipOnLabFailure && /lab up .* failed/.test(msg)) {
@@ -1473,7 +1588,10 @@ async function main() {
       r.ratios = {};
       if (q) r.ratios[def.ref] = q;
       for (const other of def.alsoVs?.[r.implementation] ?? []) {
-        const q2 = ratios(r, s.results.find((x) => x.implementation === other));
+        const q2 = ratios(
+          r,
+          s.results.find((x) => x.implementation === other),
+        );
         if (q2) r.ratios[other] = q2;
       }
     }
@@ -1498,9 +1616,19 @@ async function main() {
   if (left.length) say(`warning: namespaces still present: ${left.join(" ")}`);
   say(`done in ${((Date.now() - T0) / 1000).toFixed(0)} s`);
 
-  process.stdout.write("\n" + tables(report, opts.markdown && !opts.markdownFile) + "\n" + footer(report));
+  process.stdout.write(`\n${tables(report, opts.markdown && !opts.markdownFile)}\n${footer(report)}`);
   if (opts.markdownFile) {
-    fs.writeFileSync(opts.markdownFile, tables(report, true) + "\n" + footer(report).split("\n").filter(Boolean).map((l) => `${l}  `).join("\n") + "\n");
+    fs.writeFileSync(
+      opts.markdownFile,
+      tables(report, true) +
+        "\n" +
+        footer(report)
+          .split("\n")
+          .filter(Boolean)
+          .map((l) => `${l}  `)
+          .join("\n") +
+        "\n",
+    );
     say(`markdown written to ${opts.markdownFile}`);
   }
   if (opts.svg) {
@@ -1508,7 +1636,7 @@ async function main() {
     say(`SVG chart written to ${opts.svg}`);
   }
   if (opts.json) {
-    fs.writeFileSync(opts.json, JSON.stringify(report, null, 2) + "\n");
+    fs.writeFileSync(opts.json, `${JSON.stringify(report, null, 2)}\n`);
     say(`JSON written to ${opts.json}`);
   }
   if (failed) process.exitCode = 1;

@@ -23,7 +23,16 @@ for (let i = 1; i <= n; i++) {
   const t0 = Date.now();
   const r = spawnSync(
     process.execPath,
-    [path.join(root, "node_modules/vitest/vitest.mjs"), "run", "--config", "test/vitest.config.ts", "--reporter=default", "--reporter=json", `--outputFile.json=${out}`, ...filters],
+    [
+      path.join(root, "node_modules/vitest/vitest.mjs"),
+      "run",
+      "--config",
+      "test/vitest.config.ts",
+      "--reporter=default",
+      "--reporter=json",
+      `--outputFile.json=${out}`,
+      ...filters,
+    ],
     { cwd: root, stdio: ["ignore", "inherit", "inherit"], env: process.env },
   );
   const secs = (Date.now() - t0) / 1000;

@@ -156,7 +156,14 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
       expect(report.repeat).toBe(1);
       expect(report.scenarios.map((s) => s.name)).toEqual(["switch"]);
       const rows = report.scenarios[0].results;
-      expect(rows.map((x) => x.implementation)).toEqual(["kernel bridge", "C relay", "C relay (vnet)", "C relay (vnet, 2 threads)", "tapnet", "tapnet (no offloads)"]);
+      expect(rows.map((x) => x.implementation)).toEqual([
+        "kernel bridge",
+        "C relay",
+        "C relay (vnet)",
+        "C relay (vnet, 2 threads)",
+        "tapnet",
+        "tapnet (no offloads)",
+      ]);
       for (const x of rows) {
         expect(x.error, x.implementation).toBeUndefined();
         expect(x.tcpGbps, x.implementation).toBeGreaterThan(0);

@@ -282,4 +282,4 @@ for (let k = 0; k < REPEAT; k++) {
 }
 out.inputMiB = frames.length / 2 ** 20;
 out.node = process.version;
-process.stdout.write(JSON.stringify(out) + "\n");
+process.stdout.write(`${JSON.stringify(out)}\n`);

@@ -97,7 +97,7 @@ export function ratioChart(records, { title = "tapnet / reference", subtitle = "
 <rect width="100%" height="100%" fill="#fff"/>
 <text x="10" y="24" class="title">${esc(title)}</text>
 <text x="10" y="43" class="sub">${esc(subtitle)}</text>
-<text x="10" y="59" class="sub">${esc(subtitle2.length > 150 ? subtitle2.slice(0, 149) + "…" : subtitle2)}</text>
+<text x="10" y="59" class="sub">${esc(subtitle2.length > 150 ? `${subtitle2.slice(0, 149)}…` : subtitle2)}</text>
 <rect x="10" y="${TOP - 39}" width="11" height="11" class="good"/><text x="26" y="${TOP - 29}" class="legend">tapnet better</text>
 <rect x="130" y="${TOP - 39}" width="11" height="11" class="bad"/><text x="146" y="${TOP - 29}" class="legend">tapnet worse</text>
 <text x="250" y="${TOP - 29}" class="legend">ratio = tapnet / reference (log scale); the black line is 1.0: equal</text>

@@ -74,7 +74,20 @@ export async function runTables({ size, repeat, run, say }) {
   const rec = (structure, metric, label, unit, better, tapnetSamples, refSamples, reference) => {
     const t = median(tapnetSamples);
     const r = median(refSamples);
-    const m = { scenario: "tables", structure, metric, label, unit, better, implementation: "tapnet", referenceName: reference, tapnet: t, reference: r, ratio: ratio(t, r), samples: { tapnet: tapnetSamples, reference: refSamples } };
+    const m = {
+      scenario: "tables",
+      structure,
+      metric,
+      label,
+      unit,
+      better,
+      implementation: "tapnet",
+      referenceName: reference,
+      tapnet: t,
+      reference: r,
+      ratio: ratio(t, r),
+      samples: { tapnet: tapnetSamples, reference: refSamples },
+    };
     metrics.push(m);
     return m;
   };

@@ -50,11 +50,34 @@ export async function runDemo(): Promise<void> {
     clearTimeout(timer);
     await new Promise<void>((r) => out.end(r));
     console.log(`wrote ${pcap}`);
-    sh(["tshark", "-r", pcap, "-T", "fields", "-E", "header=y", "-e", "frame.number", "-e", "frame.interface_name", "-e", "eth.src", "-e", "eth.dst", "-e", "_ws.col.Info"]);
+    sh([
+      "tshark",
+      "-r",
+      pcap,
+      "-T",
+      "fields",
+      "-E",
+      "header=y",
+      "-e",
+      "frame.number",
+      "-e",
+      "frame.interface_name",
+      "-e",
+      "eth.src",
+      "-e",
+      "eth.dst",
+      "-e",
+      "_ws.col.Info",
+    ]);
     console.log(`\nOpen it in Wireshark: wireshark ${pcap}`);
     console.log("Or live:            sudo npx tapnet capture sw1 h1 h2 | wireshark -k -i -");
     const st = (await request(s.nodes.sw1.socket, { cmd: "stats" })) as { switch: Record<string, number> };
-    console.log(`\nswitch counters: ${Object.entries(st.switch).filter(([, v]) => v).map(([k, v]) => `${k}=${v}`).join(" ")}`);
+    console.log(
+      `\nswitch counters: ${Object.entries(st.switch)
+        .filter(([, v]) => v)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(" ")}`,
+    );
   } finally {
     step(`tapnet lab down ${path.relative(process.cwd(), FILE)}`);
     const r = await labDown(FILE);

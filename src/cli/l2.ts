@@ -18,7 +18,9 @@ const KERNEL_STATES = ["disabled", "listening", "learning", "forwarding", "block
 
 /** A kernel bridge's spanning tree as `show stp` shows a tapnet switch's (from /sys/class/net/br0). */
 export function kernelStpView(namespace: string): StpView & { kernel: true } {
-  const r = spawnSync("ip", ["netns", "exec", namespace, "sh", "-c", "grep -r . /sys/class/net/br0/bridge/ /sys/class/net/br0/brif/*/ 2>/dev/null"], { encoding: "utf8" });
+  const r = spawnSync("ip", ["netns", "exec", namespace, "sh", "-c", "grep -r . /sys/class/net/br0/bridge/ /sys/class/net/br0/brif/*/ 2>/dev/null"], {
+    encoding: "utf8",
+  });
   if (!r.stdout) throw new Error(`no bridge br0 in ${namespace}: ${r.stderr}`);
   const br: Record<string, string> = {};
   const ports: Record<string, Record<string, string>> = {};
@@ -26,7 +28,10 @@ export function kernelStpView(namespace: string): StpView & { kernel: true } {
     const m = /^\/sys\/class\/net\/br0\/(bridge|brif\/([^/]+))\/([^:]+):(.*)$/.exec(line);
     if (!m) continue;
     if (m[1] === "bridge") br[m[3]] = m[4];
-    else (ports[m[2]] ??= {})[m[3]] = m[4];
+    else {
+      ports[m[2]] ??= {};
+      ports[m[2]][m[3]] = m[4];
+    }
   }
   const cs = (v: string): number => Number(v) / 100;
   const on = br.stp_state !== "0";
@@ -91,7 +96,11 @@ export function renderStp(v: (StpView & { kernel?: boolean }) | null): string {
       `  topology change ${v.topologyChange ? "yes" : "no"}${v.sinceTopologyChange !== null ? ` (last ${v.sinceTopologyChange}s ago)` : ""}`,
   ];
   const rows = v.ports.map((p) => [p.name, p.role, p.state, p.cost, p.priority, p.portId, p.designatedBridge, p.designatedPort, p.designatedCost]);
-  lines.push(...table(["PORT", "ROLE", "STATE", "COST", "PRIO", "PORT-ID", "DESIGNATED-BRIDGE", "D-PORT", "D-COST"], rows).split("\n").map((l) => `  ${l}`));
+  lines.push(
+    ...table(["PORT", "ROLE", "STATE", "COST", "PRIO", "PORT-ID", "DESIGNATED-BRIDGE", "D-PORT", "D-COST"], rows)
+      .split("\n")
+      .map((l) => `  ${l}`),
+  );
   return lines.join("\n");
 }
 
@@ -103,7 +112,11 @@ interface SecurityReply {
     storm: { limits: Record<string, number>; dropped: Record<string, number> } | null;
     security: { maxMacs: number; violation: string; sticky: boolean; macs: number; violations: number; shut: boolean } | null;
   }>;
-  arpInspection: { vlans: number[]; bindings: Array<{ vlan: number; ip: string; mac: string; source: string }>; lastDrop: Record<string, unknown> | null } | null;
+  arpInspection: {
+    vlans: number[];
+    bindings: Array<{ vlan: number; ip: string; mac: string; source: string }>;
+    lastDrop: Record<string, unknown> | null;
+  } | null;
 }
 
 /** `show security` text for one node. */
@@ -113,15 +126,34 @@ export function renderSecurity(d: unknown): string {
   const rows = s.ports.map((p) => [
     p.port,
     p.state,
-    p.storm ? Object.entries(p.storm.limits).map(([k, v]) => `${k} ${v}/s (dropped ${p.storm?.dropped[k] ?? 0})`).join(", ") : "-",
-    p.security ? `${p.security.macs}/${p.security.maxMacs} MACs, ${p.security.violation}${p.security.sticky ? ", sticky" : ""}, ${p.security.violations} violations${p.security.shut ? ", SHUT" : ""}` : "-",
+    p.storm
+      ? Object.entries(p.storm.limits)
+          .map(([k, v]) => `${k} ${v}/s (dropped ${p.storm?.dropped[k] ?? 0})`)
+          .join(", ")
+      : "-",
+    p.security
+      ? `${p.security.macs}/${p.security.maxMacs} MACs, ${p.security.violation}${p.security.sticky ? ", sticky" : ""}, ${p.security.violations} violations${p.security.shut ? ", SHUT" : ""}`
+      : "-",
     p.arpInspected ? "untrusted" : "trusted",
   ]);
-  lines.push(...(rows.length ? table(["PORT", "STATE", "STORM CONTROL", "PORT SECURITY", "ARP"], rows).split("\n").map((l) => `  ${l}`) : ["  (no port has a guard)"]));
+  lines.push(
+    ...(rows.length
+      ? table(["PORT", "STATE", "STORM CONTROL", "PORT SECURITY", "ARP"], rows)
+          .split("\n")
+          .map((l) => `  ${l}`)
+      : ["  (no port has a guard)"]),
+  );
   const ai = s.arpInspection;
   if (ai) {
     lines.push(`  ARP inspection on VLAN ${ai.vlans.join(",")}: ${ai.bindings.length} bindings`);
-    lines.push(...table(["VLAN", "IP", "MAC", "SOURCE"], ai.bindings.map((b) => [b.vlan, b.ip, b.mac, b.source])).split("\n").map((l) => `    ${l}`));
+    lines.push(
+      ...table(
+        ["VLAN", "IP", "MAC", "SOURCE"],
+        ai.bindings.map((b) => [b.vlan, b.ip, b.mac, b.source]),
+      )
+        .split("\n")
+        .map((l) => `    ${l}`),
+    );
     const l = ai.lastDrop;
     if (l) lines.push(`  last ARP dropped: ${String(l.reason)}, ${String(l.ip)} claimed by ${String(l.mac)} (VLAN ${String(l.vlan)}, ${String(l.ago)}s ago)`);
   }
@@ -146,7 +178,7 @@ export function registerL2(program: Command): void {
         // With STP stopped the Linux bridge leaves its ports in the state they had (a blocked
         // port stays blocked): a bridge without STP forwards on every port, so say so.
         if (what === "off") for (const p of kernelPorts(k.namespace)) cmds.push(`link set dev ${p} type bridge_slave state 3`);
-        const r = spawnSync("ip", ["-n", k.namespace, "-batch", "-"], { encoding: "utf8", input: cmds.join("\n") + "\n" });
+        const r = spawnSync("ip", ["-n", k.namespace, "-batch", "-"], { encoding: "utf8", input: `${cmds.join("\n")}\n` });
         if (r.status !== 0) throw new Error(`${n}: ${r.stderr}`);
         console.log(`${n}: spanning tree ${what} (Linux bridge)`);
       }

@@ -1,6 +1,9 @@
 /** `tapnet lab …`: build, inspect and remove labs described by topology files. */
 import { spawnSync } from "node:child_process";
 import type { Command } from "commander";
+import fs from "node:fs";
+import { hostAdd, hostDel } from "../lab/hosts.js";
+import { labSave } from "../lab/save.js";
 import { findLab, labDown, labStatus, labUp } from "../lab/lab.js";
 import { sandboxLine } from "../node/sandbox.js";
 import { table } from "./format.js";
@@ -8,91 +11,131 @@ import { table } from "./format.js";
 export function registerLab(program: Command): Command {
   const lab = program.command("lab").description("build, inspect and remove labs described by topology files");
 
-lab
-  .command("up")
-  .argument("<file>", "topology file (YAML), e.g. scripts/labs/switch.yaml")
-  .option("-q, --quiet", "print nothing but errors")
-  .description("create the lab's namespaces and node processes; returns when the lab is ready")
-  .action(async (file: string, o: { quiet?: boolean }) => {
-    const say = o.quiet ? () => undefined : (m: string) => console.log(m);
-    // Ctrl-C (or a SIGTERM/SIGHUP) during the build: stop at the next step and remove
-    // what was made, rather than die and leave a half-built lab behind.
-    const abort = new AbortController();
-    const stop = (sig: NodeJS.Signals): void => {
-      if (!abort.signal.aborted) console.error(`tapnet: ${sig}: stopping lab up and removing what it made…`);
-      abort.abort();
-    };
-    const sigs = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
-    for (const sig of sigs) process.on(sig, stop);
-    let s;
-    try {
-      s = await labUp(file, say, abort.signal);
-    } finally {
-      for (const sig of sigs) process.off(sig, stop);
-    }
-    if (!o.quiet) {
-      console.log(`lab ${s.lab} is up: ${Object.keys(s.nodes).length} node(s), ${Object.keys(s.hosts).length} host(s)`);
-      console.log(`  try: tapnet lab exec ${Object.keys(s.hosts)[0] ?? "HOST"} -- ping -c 3 ADDRESS`);
-    }
-  });
+  lab
+    .command("up")
+    .argument("<file>", "topology file (YAML), e.g. scripts/labs/switch.yaml")
+    .option("-q, --quiet", "print nothing but errors")
+    .description("create the lab's namespaces and node processes; returns when the lab is ready")
+    .action(async (file: string, o: { quiet?: boolean }) => {
+      const say = o.quiet ? () => undefined : (m: string) => console.log(m);
+      // Ctrl-C (or a SIGTERM/SIGHUP) during the build: stop at the next step and remove
+      // what was made, rather than die and leave a half-built lab behind.
+      const abort = new AbortController();
+      const stop = (sig: NodeJS.Signals): void => {
+        if (!abort.signal.aborted) console.error(`tapnet: ${sig}: stopping lab up and removing what it made…`);
+        abort.abort();
+      };
+      const sigs = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+      for (const sig of sigs) process.on(sig, stop);
+      let s: Awaited<ReturnType<typeof labUp>>;
+      try {
+        s = await labUp(file, say, abort.signal);
+      } finally {
+        for (const sig of sigs) process.off(sig, stop);
+      }
+      if (!o.quiet) {
+        console.log(`lab ${s.lab} is up: ${Object.keys(s.nodes).length} node(s), ${Object.keys(s.hosts).length} host(s)`);
+        console.log(`  try: tapnet lab exec ${Object.keys(s.hosts)[0] ?? "HOST"} -- ping -c 3 ADDRESS`);
+      }
+    });
 
-lab
-  .command("down")
-  .argument("<file|name>", "the topology file the lab came from, or the lab's name")
-  .option("-q, --quiet", "print nothing but errors")
-  .description("stop the lab's node processes and remove every namespace, TAP and veth it created")
-  .action(async (file: string, o: { quiet?: boolean }) => {
-    const r = await labDown(file);
-    if (!o.quiet) {
-      console.log(r.removed.length ? `lab ${r.lab} is down (removed ${r.removed.join(" ")})` : `lab ${r.lab} was not up; nothing to remove`);
-    }
-  });
+  lab
+    .command("down")
+    .argument("<file|name>", "the topology file the lab came from, or the lab's name")
+    .option("-q, --quiet", "print nothing but errors")
+    .description("stop the lab's node processes and remove every namespace, TAP and veth it created")
+    .action(async (file: string, o: { quiet?: boolean }) => {
+      const r = await labDown(file);
+      if (!o.quiet) {
+        console.log(r.removed.length ? `lab ${r.lab} is down (removed ${r.removed.join(" ")})` : `lab ${r.lab} was not up; nothing to remove`);
+      }
+    });
 
-lab
-  .command("status")
-  .option("--json", "machine-readable output")
-  .description("list the labs that are up, their nodes and hosts (exit status 1 when a node is not running)")
-  .action(async (o: { json?: boolean }) => {
-    const labs = await labStatus();
-    // Non-zero when any node of a lab is not running, so scripts can check a lab.
-    if (labs.some((l) => l.nodes.some((n) => !n.running))) process.exitCode = 1;
-    if (o.json) return console.log(JSON.stringify(labs, null, 2));
-    if (labs.length === 0) return console.log("no lab is up");
-    for (const l of labs) {
-      console.log(`lab ${l.lab} (${l.file})`);
-      console.log(
-        table(
-          ["NODE", "PID", "STATE", "PORTS", "RUNS WITH"],
-          l.nodes.map((n) => [n.name, n.pid, n.running ? "running" : "NOT RUNNING", n.ports?.join(","), n.sandbox ? sandboxLine(n.sandbox) : undefined]),
-        )
-          .split("\n")
-          .map((x) => "  " + x)
-          .join("\n"),
-      );
-      console.log(
-        table(
-          ["HOST", "NODE", "ADDRESS", "GATEWAY", "VLAN", "LINK"],
-          Object.entries(l.hosts).map(([h, s]) => [h, s.node, s.ip, s.gateway, s.vlan, s.link]),
-        )
-          .split("\n")
-          .map((x) => "  " + x)
-          .join("\n"),
-      );
-    }
-  });
+  lab
+    .command("status")
+    .option("--json", "machine-readable output")
+    .description("list the labs that are up, their nodes and hosts (exit status 1 when a node is not running)")
+    .action(async (o: { json?: boolean }) => {
+      const labs = await labStatus();
+      // Non-zero when any node of a lab is not running, so scripts can check a lab.
+      if (labs.some((l) => l.nodes.some((n) => !n.running))) process.exitCode = 1;
+      if (o.json) return console.log(JSON.stringify(labs, null, 2));
+      if (labs.length === 0) return console.log("no lab is up");
+      for (const l of labs) {
+        console.log(`lab ${l.lab} (${l.file})`);
+        console.log(
+          table(
+            ["NODE", "PID", "STATE", "PORTS", "RUNS WITH"],
+            l.nodes.map((n) => [n.name, n.pid, n.running ? "running" : "NOT RUNNING", n.ports?.join(","), n.sandbox ? sandboxLine(n.sandbox) : undefined]),
+          )
+            .split("\n")
+            .map((x) => `  ${x}`)
+            .join("\n"),
+        );
+        console.log(
+          table(
+            ["HOST", "NODE", "ADDRESS", "GATEWAY", "VLAN", "LINK"],
+            Object.entries(l.hosts).map(([h, s]) => [h, s.node, s.ip, s.gateway, s.vlan, s.link]),
+          )
+            .split("\n")
+            .map((x) => `  ${x}`)
+            .join("\n"),
+        );
+      }
+    });
 
-lab
-  .command("exec")
-  .argument("<host>", "host name")
-  .argument("<command...>", "command and arguments (put -- before them)")
-  .option("--lab <name>", "the lab, when several are up")
-  .description("run a command inside a host's network namespace")
-  .action((host: string, argv: string[], o: { lab?: string }) => {
-    const s = findLab(host, "host", o.lab);
-    const r = spawnSync("ip", ["netns", "exec", s.hosts[host].namespace, ...argv], { stdio: "inherit" });
-    if (r.error) throw r.error;
-    process.exitCode = r.status ?? (r.signal ? 128 : 1);
-  });
+  lab
+    .command("exec")
+    .argument("<host>", "host name")
+    .argument("<command...>", "command and arguments (put -- before them)")
+    .option("--lab <name>", "the lab, when several are up")
+    .description("run a command inside a host's network namespace")
+    .action((host: string, argv: string[], o: { lab?: string }) => {
+      const s = findLab(host, "host", o.lab);
+      const r = spawnSync("ip", ["netns", "exec", s.hosts[host].namespace, ...argv], { stdio: "inherit" });
+      if (r.error) throw r.error;
+      process.exitCode = r.status ?? (r.signal ? 128 : 1);
+    });
 
+  lab
+    .command("save")
+    .argument("<lab>", "the lab")
+    .option("-o, --output <file>", "write the topology here (default: stdout)")
+    .description("write the running lab (runtime changes included) as a topology file that lab up reproduces")
+    .action(async (labName: string, o: { output?: string }) => {
+      const text = await labSave(labName);
+      if (o.output) fs.writeFileSync(o.output, text);
+      else process.stdout.write(text);
+    });
+  const host = lab.command("host").description("hosts that join or leave a running lab");
+  host
+    .command("add")
+    .argument("<lab>", "the lab")
+    .argument("<host>", "the new host's name")
+    .requiredOption("--node <name>", "the node whose port it gets")
+    .requiredOption("--ip <cidr>", "its address, e.g. 10.0.0.9/24")
+    .option("--gateway <address>", "its default route")
+    .option("--vlan <n>", "the access VLAN of its port", (v) => intArg(v, "--vlan"))
+    .option("--mtu <n>", "its eth0's MTU", (v) => intArg(v, "--mtu"))
+    .option("-q, --quiet", "print nothing but errors")
+    .description("a new host (namespace with eth0) on a node of a running lab")
+    .action(async (labName: string, name: string, o: { node: string; ip: string; gateway?: string; vlan?: number; mtu?: number; quiet?: boolean }) => {
+      await hostAdd(labName, name, { node: o.node, ip: o.ip, gateway: o.gateway, vlan: o.vlan, mtu: o.mtu }, o.quiet ? () => undefined : (m) => console.log(m));
+    });
+  host
+    .command("del")
+    .argument("<lab>", "the lab")
+    .argument("<host>", "the host")
+    .option("-q, --quiet", "print nothing but errors")
+    .description("a host leaves: its port, namespace and TAP go")
+    .action(async (labName: string, name: string, o: { quiet?: boolean }) => {
+      await hostDel(labName, name, o.quiet ? () => undefined : (m) => console.log(m));
+    });
   return lab;
+}
+
+function intArg(v: string, what: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new Error(`${what}: '${v}' is not a whole number`);
+  return n;
 }

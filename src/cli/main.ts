@@ -14,16 +14,15 @@ import { registerCapture } from "./capture.js";
 import { registerL2 } from "./l2.js";
 import { registerLab } from "./lab-commands.js";
 import { registerShow } from "./show.js";
+import { registerVerbs } from "./verbs.js";
 
 const program = new Command();
-program
-  .name("tapnet")
-  .description("A userspace network dataplane on Linux TAP devices: labs, inspection, capture")
-  .showHelpAfterError();
+program.name("tapnet").description("A userspace network dataplane on Linux TAP devices: labs, inspection, capture").showHelpAfterError();
 
 registerLab(program);
 registerShow(program);
 registerCapture(program);
+registerVerbs(program);
 registerL2(program);
 
 const nodeCmd = program.command("node").description("the node process (started by 'tapnet lab up')");
@@ -49,4 +48,3 @@ program.parseAsync(process.argv).catch((e: unknown) => {
   else console.error(`tapnet: ${e instanceof Error ? e.message : String(e)}`);
   process.exit(1);
 });
-

@@ -28,9 +28,7 @@ export class CaptureSession implements FrameTap {
       sock.write(chunk);
     });
     ports.forEach((p, i) => this.ifIndex.set(p, i));
-    this.writer.header(
-      ports.map((p) => ({ name: p.name, description: `${p.kind} ${p.info().ifname}` })),
-    );
+    this.writer.header(ports.map((p) => ({ name: p.name, description: `${p.kind} ${p.info().ifname}` })));
     this.writer.flush();
     for (const p of ports) p.taps = [...p.taps, this];
     sock.on("close", () => this.stop());

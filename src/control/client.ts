@@ -48,7 +48,7 @@ export async function request<T = unknown>(socketPath: string, req: Request, tim
       if (reply.ok) resolve(reply.data as T);
       else reject(new ControlError(reply.error));
     });
-    sock.write(JSON.stringify(req) + "\n");
+    sock.write(`${JSON.stringify(req)}\n`);
   });
 }
 
@@ -69,12 +69,7 @@ export interface RowsResult {
  * time without a byte before giving up. Rejects with ControlError on {ok:false},
  * on an end line with an error, or when the stream is cut short.
  */
-export async function requestRows(
-  socketPath: string,
-  req: Request,
-  onRow: (json: string) => void,
-  idleMs = 10_000,
-): Promise<RowsResult> {
+export async function requestRows(socketPath: string, req: Request, onRow: (json: string) => void, idleMs = 10_000): Promise<RowsResult> {
   const sock = await connect(socketPath);
   return new Promise<RowsResult>((resolve, reject) => {
     let pending = "";
@@ -152,7 +147,7 @@ export async function requestRows(
       if (header === null) fail(new ControlError(`${socketPath}: the node closed the connection without answering`));
       else fail(new ControlError(`${socketPath}: the listing of '${req.cmd}' was cut short (no end line)`));
     });
-    sock.write(JSON.stringify(req) + "\n");
+    sock.write(`${JSON.stringify(req)}\n`);
   });
 }
 
@@ -160,11 +155,7 @@ export async function requestRows(
  * Sends a streaming request: waits for the JSON line, then hands every following
  * byte to `onData`. Resolves when the node ends the stream; `abort()` stops early.
  */
-export async function stream(
-  socketPath: string,
-  req: Request,
-  onData: (chunk: Buffer) => void,
-): Promise<{ done: Promise<void>; abort: () => void }> {
+export async function stream(socketPath: string, req: Request, onData: (chunk: Buffer) => void): Promise<{ done: Promise<void>; abort: () => void }> {
   const sock = await connect(socketPath);
   let head: Buffer = Buffer.alloc(0);
   let headerDone = false;
@@ -208,7 +199,7 @@ export async function stream(
     });
   });
   done.catch(() => undefined);
-  sock.write(JSON.stringify(req) + "\n");
+  sock.write(`${JSON.stringify(req)}\n`);
   await header;
   return { done, abort: () => sock.end() };
 }

@@ -21,6 +21,7 @@ import { END_PREFIX, type Reply, type Request, type RowsEnd } from "./protocol.j
  * produced no row (a chance to end the slice); its return value goes into the end
  * line beside `rows`.
  */
+// biome-ignore lint/suspicious/noConfusingVoidType: a generator that returns nothing has return type void
 export type RowGenerator = Generator<object | string | null, Record<string, unknown> | void, void>;
 
 /** What a handler returns to answer with rows (see protocol.ts). */
@@ -31,6 +32,9 @@ export class RowStream {
     readonly header: Record<string, unknown> = {},
   ) {}
 }
+
+/** Largest request line (a batch of changes from a control plane). */
+const MAX_REQUEST = 8 * 1024 * 1024;
 
 export type Handler = (req: Request, sock: net.Socket) => unknown | "stream" | RowStream;
 
@@ -89,7 +93,7 @@ export class ControlServer {
       buf += chunk.toString("utf8");
       const nl = buf.indexOf("\n");
       if (nl < 0) {
-        if (buf.length > 65536) sock.destroy();
+        if (buf.length > MAX_REQUEST) sock.destroy();
         return;
       }
       sock.off("data", onData);
@@ -107,6 +111,14 @@ export class ControlServer {
             this.writeRows(sock, data);
             return;
           }
+          if (data instanceof Promise) {
+            // A request served in slices (a batch of changes): answered when it is done.
+            data.then(
+              (d) => sock.end(`${JSON.stringify({ ok: true, data: d ?? null })}\n`),
+              (e) => sock.end(`${JSON.stringify({ ok: false, error: e instanceof Error ? e.message : String(e) })}\n`),
+            );
+            return;
+          }
           if (data === "stream") streaming = true;
           reply = { ok: true, data: streaming ? null : data };
         }
@@ -115,7 +127,7 @@ export class ControlServer {
         streaming = false;
       }
       if (streaming) return; // the handler owns the socket now and has written its reply
-      sock.end(JSON.stringify(reply) + "\n");
+      sock.end(`${JSON.stringify(reply)}\n`);
     };
     sock.on("data", onData);
     sock.on("error", () => sock.destroy());
@@ -158,7 +170,7 @@ export class ControlServer {
           if (r.value === null) continue;
           const line = typeof r.value === "string" ? r.value : JSON.stringify(r.value);
           if (line.startsWith(END_PREFIX)) throw new Error("a row may not start with the key 'end'");
-          out += line + "\n";
+          out += `${line}\n`;
           rows++;
         }
       } catch (e) {
@@ -169,7 +181,7 @@ export class ControlServer {
       if (out === "" || sock.write(out)) setImmediate(slice);
       else sock.once("drain", slice);
     };
-    sock.write(JSON.stringify({ ok: true, stream: "rows", ...rs.header }) + "\n");
+    sock.write(`${JSON.stringify({ ok: true, stream: "rows", ...rs.header })}\n`);
     setImmediate(slice);
   }
 }

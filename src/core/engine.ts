@@ -61,17 +61,64 @@ export class Engine {
   /** Per port index: where its received batches go. */
   private readonly inputs: Array<FrameSink | null> = [];
 
-  /** Adds a port; `input` is the element its received frames go to (device ports). */
+  /**
+   * Adds a port; `input` is the element its received frames go to (device ports). A port
+   * added while the engine runs (between passes) is opened at once, in the pool's spare
+   * room, and takes the index of a removed port when there is one.
+   */
   addPort(port: Port, input: FrameSink | null = null): number {
-    if (this.ports.some((p) => p.name === port.name)) {
+    if (this.ports.some((p) => p.name === port.name && !p.removed)) {
       throw new Error(`duplicate port name '${port.name}'`);
     }
-    port.index = this.ports.length;
-    this.ports.push(port);
-    this.inputs.push(input);
+    const free = this.ports.findIndex((p) => p.removed);
+    port.index = free >= 0 ? free : this.ports.length;
+    this.ports[port.index] = port;
+    this.inputs[port.index] = input;
     if (port instanceof InternalPort) this.internal.push(port);
     else this.devices.push(port);
+    if (this.pool !== null) {
+      try {
+        this.openPort(this.pool, port);
+      } catch (e) {
+        this.forget(port);
+        throw e;
+      }
+    }
     return port.index;
+  }
+
+  /**
+   * Closes a port and takes it out of the passes (between passes); its pool regions go
+   * back to the pool and its index to the next port added.
+   */
+  removePort(port: Port): void {
+    if (this.ports[port.index] !== port || port.removed) throw new Error(`port '${port.name}' is not in this engine`);
+    port.close();
+    this.pool?.release(port);
+    this.forget(port);
+  }
+
+  /** The ports that are in the engine (not removed). */
+  livePorts(): Port[] {
+    return this.ports.filter((p) => !p.removed);
+  }
+
+  private forget(port: Port): void {
+    port.removed = true;
+    this.inputs[port.index] = null;
+    const list: Port[] = port instanceof InternalPort ? this.internal : this.devices;
+    const k = list.indexOf(port);
+    if (k >= 0) list.splice(k, 1);
+  }
+
+  private openPort(pool: PacketPool, p: Port): void {
+    p.offload = this.offload;
+    if (pool.spare === 0 && this.pool !== null) throw new Error(`port ${p.name}: the node keeps no pool room for ports added at runtime`);
+    pool.withOwner(p, () => {
+      const o = p.txOffload;
+      if (o !== null && o.regionBytes !== 0) o.attach(pool.region(o.regionBytes, `port ${p.name} offloads`));
+      p.open(pool, this.onRx);
+    });
   }
 
   /** Sends what `port` receives to `input` from now on. */
@@ -81,7 +128,7 @@ export class Engine {
   }
 
   port(name: string): Port | undefined {
-    return this.ports.find((p) => p.name === name);
+    return this.ports.find((p) => p.name === name && !p.removed);
   }
 
   /** Adds an element: told of every pass, given its scratch when the pool is made. */
@@ -90,40 +137,37 @@ export class Engine {
     this.elements.push(el);
   }
 
-  /** Allocates the pool and opens every port. On failure, closes what was opened. */
-  start(): void {
+  /**
+   * Allocates the pool and opens every port. On failure, closes what was opened.
+   * `spare`: pool bytes kept for ports added while the engine runs.
+   */
+  start(spare = 0): void {
     const unwired = this.devices.filter((p) => this.inputs[p.index] === null);
     if (unwired.length) throw new Error(`ports with no input: ${unwired.map((p) => p.name).join(", ")}`);
     let size = 0;
-    for (const p of this.ports) {
-      p.offload = this.offload;
-      size += p.rxRegionBytes() + (p.txOffload?.regionBytes ?? 0) + 128;
-    }
+    for (const p of this.ports) p.offload = this.offload;
+    for (const p of this.ports) size += p.rxRegionBytes() + (p.txOffload?.regionBytes ?? 0) + 128;
     const scratch = this.elements.map((e) => e.scratchBytes?.() ?? 0);
     for (const s of scratch) size += s + 64;
-    const pool = new PacketPool(size);
-    this.pool = pool;
+    const pool = new PacketPool(size, spare);
     this.elements.forEach((e, i) => {
       if (scratch[i] > 0) e.attachScratch?.(pool.buf, pool.region(scratch[i], `${e.name} scratch`), scratch[i]);
     });
-    for (const p of this.ports) {
-      const o = p.txOffload;
-      if (o !== null && o.regionBytes !== 0) o.attach(pool.region(o.regionBytes, `port ${p.name} offloads`));
-    }
     const opened: Port[] = [];
     try {
       for (const p of this.ports) {
-        p.open(pool, this.onRx);
+        this.openPort(pool, p);
         opened.push(p);
       }
     } catch (e) {
       for (const p of opened) p.close();
       throw e;
     }
+    this.pool = pool;
   }
 
   stop(): void {
-    for (const p of this.ports) p.close();
+    for (const p of this.ports) if (!p.removed) p.close();
   }
 
   /**
@@ -172,6 +216,10 @@ export class Engine {
     (this.inputs[port.index] as FrameSink).process(port, this.rxFrames as FrameList, pool, now);
   };
   private readonly onRx = (port: Port, batch: FrameList): void => {
+    if (!port.adminUp) {
+      port.rxDrops += batch.count;
+      return;
+    }
     this.rxPort = port;
     this.rxFrames = batch;
     this.runPass(this.rxWork);

@@ -72,6 +72,14 @@ export class InternalPort extends Port {
 
   /** Moves what is queued in either direction; true when anything moved. */
   pump(pool: Buffer, now: number): boolean {
+    if (!this.adminUp && (this.txq.count !== 0 || this.inq.count !== 0)) {
+      // A router interface that is down: nothing crosses it, either way.
+      this.txDrops += this.txq.count;
+      this.rxDrops += this.inq.count;
+      this.txq.count = 0;
+      this.inq.count = 0;
+      return false;
+    }
     let moved = false;
     if (this.txq.count !== 0) {
       const q = this.txq;

@@ -72,6 +72,13 @@ export abstract class Port {
    * before them. Set by the engine before open().
    */
   offload = false;
+  /** Taken out of its engine while the node runs (its index may go to another port). */
+  removed = false;
+  /**
+   * Administratively up (`tapnet link set PORT down` clears it): a port that is down
+   * passes nothing — what it receives and what is queued for it are dropped and counted.
+   */
+  adminUp = true;
   /**
    * Resolves offloads the device cannot take, before transmit(); with one, received
    * frames get a zeroed virtio-net header. Installed by the graph builder.
@@ -170,6 +177,12 @@ export abstract class Port {
     const q = this.txq;
     const n = q.count;
     if (n === 0 && q.drops === 0) return;
+    if (!this.adminUp) {
+      this.txDrops += n + q.drops;
+      q.count = 0;
+      q.drops = 0;
+      return;
+    }
     if (n !== 0) {
       if (this.txOffload !== null) this.txDrops += this.txOffload.flush(pool, q, this.writeQueue);
       else this.write(pool, q);

@@ -69,14 +69,15 @@ export class ArpInspection {
   /** Adds or replaces the binding of `ip` in `vlan`. */
   addBinding(vlan: number, ip: number, mac: number, source: BindingSource): void {
     if (!Number.isInteger(vlan) || vlan < 1 || vlan > 4094) throw new Error(`arp binding vlan ${vlan}: not a VLAN id (1-4094)`);
-    if (!Number.isInteger(mac) || mac <= 0 || mac >= 2 ** 48 || Math.floor(mac / 2 ** 40) % 2 === 1) throw new Error("arp binding: the MAC must be a unicast address");
+    if (!Number.isInteger(mac) || mac <= 0 || mac >= 2 ** 48 || Math.floor(mac / 2 ** 40) % 2 === 1)
+      throw new Error("arp binding: the MAC must be a unicast address");
     if ((this.size + 1) * 2 > this.cap) this.rehash(this.cap * 2);
     const i = this.slotOf(vlan, ip | 0);
     if (this.kVlan[i] === 0) this.size++;
     this.kVlan[i] = vlan;
     this.kIp[i] = ip | 0;
     this.mHi[i] = Math.floor(mac / TWO32);
-    this.mLo[i] = mac % TWO32 | 0;
+    this.mLo[i] = (mac % TWO32) | 0;
     this.src[i] = BINDING_SOURCES.indexOf(source);
   }
 
@@ -107,7 +108,8 @@ export class ArpInspection {
     if (off + len - a < ARP_LEN || arpCheck(buf, a, ARP_LEN) !== CHECK_OK) return this.reject(ARP_INVALID, vlan, 0, 0, 0, now);
     const shaHi = readU16(buf, a + 8);
     const shaLo = readU32(buf, a + 10) | 0;
-    if (shaHi !== readU16(buf, off + 6) || shaLo !== (readU32(buf, off + 8) | 0)) return this.reject(ARP_INVALID, vlan, readU32(buf, a + 14), shaHi, shaLo, now);
+    if (shaHi !== readU16(buf, off + 6) || shaLo !== (readU32(buf, off + 8) | 0))
+      return this.reject(ARP_INVALID, vlan, readU32(buf, a + 14), shaHi, shaLo, now);
     const spa = readU32(buf, a + 14) | 0;
     if (spa === 0 || this.size === 0) return ARP_PASS;
     const i = this.slotOf(vlan, spa);

@@ -45,8 +45,7 @@ export interface ConnEntryView {
 /** One line as `conntrack -L` prints it (plus [SNAT]/[DNAT]). */
 export function conntrackLine(v: ConnEntryView): string {
   const t = (x: TupleView, unreplied: boolean): string => {
-    const l4 =
-      v.proto === "icmp" ? `type=${x.type} code=${x.code} id=${x.id}` : `sport=${x.sport} dport=${x.dport}`;
+    const l4 = v.proto === "icmp" ? `type=${x.type} code=${x.code} id=${x.id}` : `sport=${x.sport} dport=${x.dport}`;
     return `src=${x.src} dst=${x.dst} ${l4} packets=${x.packets} bytes=${x.bytes}${unreplied ? " [UNREPLIED]" : ""}`;
   };
   const unreplied = v.flags.includes("UNREPLIED");
@@ -81,7 +80,14 @@ export interface ConntrackQuery {
   count: boolean;
 }
 
-const PROTO_NAMES: Record<string, number> = { tcp: IP_PROTO_TCP, udp: IP_PROTO_UDP, icmp: IP_PROTO_ICMP, "6": IP_PROTO_TCP, "17": IP_PROTO_UDP, "1": IP_PROTO_ICMP };
+const PROTO_NAMES: Record<string, number> = {
+  tcp: IP_PROTO_TCP,
+  udp: IP_PROTO_UDP,
+  icmp: IP_PROTO_ICMP,
+  "6": IP_PROTO_TCP,
+  "17": IP_PROTO_UDP,
+  "1": IP_PROTO_ICMP,
+};
 
 function optString(raw: Record<string, unknown>, key: string): string | undefined {
   const v = raw[key];
@@ -156,8 +162,8 @@ export function entryMatches(ct: ConnTrack, e: number, f: ConntrackFilter): bool
   if (f.proto !== 0 && p !== f.proto) return false;
   if (f.state >= 0 && (p !== IP_PROTO_TCP || ct.state[e] !== f.state)) return false;
   const o = 2 * e;
-  if (f.srcMask !== 0 && ((ct.tSrc[o] & f.srcMask) >>> 0) !== f.src) return false;
-  if (f.dstMask !== 0 && ((ct.tDst[o] & f.dstMask) >>> 0) !== f.dst) return false;
+  if (f.srcMask !== 0 && (ct.tSrc[o] & f.srcMask) >>> 0 !== f.src) return false;
+  if (f.dstMask !== 0 && (ct.tDst[o] & f.dstMask) >>> 0 !== f.dst) return false;
   if (f.sport >= 0 || f.dport >= 0) {
     if (p === IP_PROTO_ICMP) return false;
     if (f.sport >= 0 && ct.tSport[o] !== f.sport) return false;
@@ -223,8 +229,7 @@ export function entryJson(ct: ConnTrack, e: number, now: number): string {
   const tuple = (dir: number): string => {
     const t = 2 * e + dir;
     const a = `{"src":"${ipToString(ct.tSrc[t] >>> 0)}","dst":"${ipToString(ct.tDst[t] >>> 0)}",`;
-    const l4 =
-      p === IP_PROTO_ICMP ? `"type":${dir === DIR_ORIGINAL ? 8 : 0},"code":0,"id":${ct.tSport[t]}` : `"sport":${ct.tSport[t]},"dport":${ct.tDport[t]}`;
+    const l4 = p === IP_PROTO_ICMP ? `"type":${dir === DIR_ORIGINAL ? 8 : 0},"code":0,"id":${ct.tSport[t]}` : `"sport":${ct.tSport[t]},"dport":${ct.tDport[t]}`;
     return `${a}${l4},"packets":${ct.packets[t]},"bytes":${ct.bytes[t]}}`;
   };
   const state = p === IP_PROTO_TCP ? `"${TCP_STATE_NAMES[ct.state[e]]}"` : "null";

@@ -55,7 +55,7 @@
  * entries no longer refuses anyone, so there is no need to shorten them (which would
  * also cut off slow but real handshakes).
  */
-import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP } from "../wire/ipv4.js";
+import { IP_PROTO_TCP, IP_PROTO_UDP } from "../wire/ipv4.js";
 import {
   ST_ICMP,
   ST_UDP,

@@ -2,7 +2,7 @@
  * Whole-table operations on the learning switch's MAC table (fdb-table.ts), apart from
  * the per frame path: the ageing sweep, the listings of live entries (`show fdb`) and
  * the flushes (all, one VLAN, one port: a port spanning tree stops forwarding, a port
- * shut by port security). An entry is live when static or seen within the ageing time
+ * shut by port security, a port that leaves or changes VLANs). An entry is live when static or seen within the ageing time
  * in use (which spanning tree shortens during a topology change).
  */
 import type { FdbTable } from "./fdb-table.js";
@@ -64,14 +64,17 @@ export function* walkLive(fdb: FdbTable, ageingMs: () => number, clock: () => nu
   }
 }
 
-/** Removes the dynamic entries of VLAN `vlan` and/or port `port` (-1: any); static ones stay. */
-export function removeDynamic(fdb: FdbTable, vlan: number, port: number): void {
-  if (vlan < 0 && port < 0) {
+/**
+ * Removes the entries of VLAN `vlan` and/or port `port` (-1: any): the dynamic ones, or
+ * with `withStatic` every one (a port that leaves).
+ */
+export function removeEntries(fdb: FdbTable, vlan: number, port: number, withStatic: boolean): void {
+  if (vlan < 0 && port < 0 && !withStatic) {
     fdb.clear(true);
     return;
   }
   for (let i = 0; i < fdb.capacity; ) {
-    if (fdb.isUsed(i) && !fdb.isStatic(i) && (vlan < 0 || fdb.vlan(i) === vlan) && (port < 0 || fdb.port(i) === port)) {
+    if (fdb.isUsed(i) && (withStatic || !fdb.isStatic(i)) && (vlan < 0 || fdb.vlan(i) === vlan) && (port < 0 || fdb.port(i) === port)) {
       fdb.removeSlot(i);
     } else {
       i++;

@@ -262,7 +262,6 @@ export class FdbTable {
     return slot;
   }
 
-
   /**
    * Removes the least recently seen dynamic entry of the port with the most dynamic
    * entries (see the head of this file: LRU per port to the millisecond, amortized

@@ -149,12 +149,12 @@ export class Fib {
       this.count++;
       if (prefixLen > 16) {
         const i1 = p >>> 16;
-        if (this.l1[i1] >= EMPTY) this.l1Split(i1);
+        if (this.l1[i1] >= EMPTY) this.split(this.l1, this.l1Depth, i1);
         const base2 = -2 - this.l1[i1];
         this.chunkInfo[base2 >>> CHUNK_BITS]++;
         if (prefixLen > 24) {
           const s2 = base2 | ((p >>> 8) & 0xff);
-          if (this.pool[s2] >= EMPTY) this.poolSplit(s2);
+          if (this.pool[s2] >= EMPTY) this.split(this.pool, this.poolDepth, s2);
           this.chunkInfo[(-2 - this.pool[s2]) >>> CHUNK_BITS]++;
         }
       }
@@ -241,42 +241,36 @@ export class Fib {
     for (let i = 0; i < L1_SIZE; i++) {
       if (++work % WALK_STRIDE === 0) yield null;
       const p1 = (i << 16) >>> 0;
-      // Lengths 0..16 start at p1 when p1 has no bits below them.
-      for (let len = 0; len <= 16; len++) {
-        if (len < 16 && (i & ((1 << (16 - len)) - 1)) !== 0) continue;
-        const m = routes[len];
-        if (m.size === 0) continue;
-        const v = m.get(keyOf(p1, len));
-        if (v !== undefined) yield { prefix: p1, prefixLen: len, value: v };
-      }
+      yield* this.routesAt(p1, i, 0, 16);
       if (this.l1[i] >= EMPTY || !has(17, 32)) continue;
       for (let j = 0; j < CHUNK; j++) {
         if (++work % WALK_STRIDE === 0) yield null;
         const c2 = this.l1[i];
         if (c2 >= EMPTY) break; // folded meanwhile: nothing longer than /16 left here
         const p2 = (p1 | (j << 8)) >>> 0;
-        for (let len = 17; len <= 24; len++) {
-          if (len < 24 && (j & ((1 << (24 - len)) - 1)) !== 0) continue;
-          const m = routes[len];
-          if (m.size === 0) continue;
-          const v = m.get(keyOf(p2, len));
-          if (v !== undefined) yield { prefix: p2, prefixLen: len, value: v };
-        }
+        yield* this.routesAt(p2, j, 17, 24);
         if (this.pool[(-2 - c2) | j] >= EMPTY || !has(25, 32)) continue;
         for (let k = 0; k < CHUNK; k++) {
           if (++work % WALK_STRIDE === 0) yield null;
           const c2now = this.l1[i];
           if (c2now >= EMPTY || this.pool[(-2 - c2now) | j] >= EMPTY) break;
-          const p3 = (p2 | k) >>> 0;
-          for (let len = 25; len <= 32; len++) {
-            if (len < 32 && (k & ((1 << (32 - len)) - 1)) !== 0) continue;
-            const m = routes[len];
-            if (m.size === 0) continue;
-            const v = m.get(keyOf(p3, len));
-            if (v !== undefined) yield { prefix: p3, prefixLen: len, value: v };
-          }
+          yield* this.routesAt((p2 | k) >>> 0, k, 25, 32);
         }
       }
+    }
+  }
+
+  /**
+   * The routes of lengths lo..hi (one trie level) that start at `p`, whose slot at that
+   * level is `slot`: a length starts there when p has no bits below it.
+   */
+  private *routesAt(p: number, slot: number, lo: number, hi: number): Generator<FibEntry, void, void> {
+    for (let len = lo; len <= hi; len++) {
+      if (len < hi && (slot & ((1 << (hi - len)) - 1)) !== 0) continue;
+      const m = this.routes[len];
+      if (m.size === 0) continue;
+      const v = m.get(keyOf(p, len));
+      if (v !== undefined) yield { prefix: p, prefixLen: len, value: v };
     }
   }
 
@@ -300,12 +294,7 @@ export class Fib {
       routes: this.count,
       chunksInUse: this.chunksInUse,
       chunkCapacity: this.chunkCap,
-      trieBytes:
-        this.l1.byteLength +
-        this.l1Depth.byteLength +
-        this.pool.byteLength +
-        this.poolDepth.byteLength +
-        this.chunkInfo.byteLength,
+      trieBytes: this.l1.byteLength + this.l1Depth.byteLength + this.pool.byteLength + this.poolDepth.byteLength + this.chunkInfo.byteLength,
     };
   }
 
@@ -356,22 +345,16 @@ export class Fib {
     }
   }
 
-  /** Gives first-level slot i a child table that inherits its route. */
-  private l1Split(i: number): void {
+  /**
+   * Gives slot i of a table (the first level: l1/l1Depth, or a second-level chunk in
+   * pool/poolDepth) a child table that inherits its route.
+   */
+  private split(values: Int32Array, depths: Uint8Array, i: number): void {
     const base = this.allocChunk() << CHUNK_BITS;
-    this.pool.fill(this.l1[i], base, base + CHUNK);
-    this.poolDepth.fill(this.l1Depth[i], base, base + CHUNK);
-    this.l1[i] = -2 - base;
-    this.l1Depth[i] = 0;
-  }
-
-  /** Gives second-level pool slot s a child table that inherits its route. */
-  private poolSplit(s: number): void {
-    const base = this.allocChunk() << CHUNK_BITS;
-    this.pool.fill(this.pool[s], base, base + CHUNK);
-    this.poolDepth.fill(this.poolDepth[s], base, base + CHUNK);
-    this.pool[s] = -2 - base;
-    this.poolDepth[s] = 0;
+    this.pool.fill(values[i], base, base + CHUNK);
+    this.poolDepth.fill(depths[i], base, base + CHUNK);
+    values[i] = -2 - base;
+    depths[i] = 0;
   }
 
   /** Guarantees that `need` more chunks can be allocated without failing. */
@@ -438,9 +421,7 @@ function checkRoute(prefix: number, prefixLen: number, op: string): number {
   const p = prefix >>> 0;
   const net = (p & maskOf(prefixLen)) >>> 0;
   if (net !== p) {
-    throw new Error(
-      `Fib.${op}: ${fmtAddr(p)}/${prefixLen} has host bits set (did you mean ${fmtPrefix(net, prefixLen)}?)`,
-    );
+    throw new Error(`Fib.${op}: ${fmtAddr(p)}/${prefixLen} has host bits set (did you mean ${fmtPrefix(net, prefixLen)}?)`);
   }
   return p;
 }

@@ -1,14 +1,16 @@
 /**
  * Ipv4Reassembly — IPv4 fragment reassembly (RFC 791 §3.2, RFC 815), what Linux's
  * nf_defrag_ipv4 does in front of conntrack. Not an element: the router hands it the
- * fragments it receives while NAT is on (Ipv4Router.ipInput, before PREROUTING) and
- * continues with the whole datagram once the last piece is in.
+ * fragments it receives while NAT is on (router/ip-input.ts, before PREROUTING) and
+ * continues with the whole datagram once the last piece is in. Its counters
+ * (REASM_COUNTERS) are part of the router's: the router declares them among its own and
+ * gives the reassembler their storage.
  *
  * Datagrams in progress are keyed by (source, destination, protocol, identification)
  * and live in a fixed number of slots of the router's packet memory (the pool), each
  * big enough for the largest datagram (65535 bytes) plus room in front for an Ethernet
  * header and a virtio-net header: the finished datagram is a frame in the pool like any
- * other (first fragment's Ethernet header, zeroed vnet header), so the router forwards
+ * other (first fragment's Ethernet header, zeroed virtio-net header), so the router forwards
  * it, and its ports send pool offsets, unchanged. State is in typed arrays; nothing is
  * allocated per fragment.
  *
@@ -34,10 +36,26 @@
  * slot stays untouched until the end of the engine pass (beginPass() frees it), since
  * the router may have pushed its offset onto a port.
  */
-import { readU16, readU32, writeU16 } from "../wire/bytes.js";
-import { ipv4FillChecksum } from "../wire/ipv4.js";
+import { counters } from "../core/element.js";
+import { ETH_HEADER_LEN } from "../wire/ethernet.js";
+import {
+  IPV4_FLAG_DF,
+  ipv4FillChecksum,
+  ipv4GetDf,
+  ipv4GetDstAddr,
+  ipv4GetFragOffset,
+  ipv4GetHeaderLen,
+  ipv4GetIdent,
+  ipv4GetMf,
+  ipv4GetProtocol,
+  ipv4GetSrcAddr,
+  ipv4SetFlags,
+  ipv4SetFragOffset,
+  ipv4SetTotalLen,
+} from "../wire/ipv4.js";
+import { vnetClear } from "../wire/vnet.js";
 
-/** Room in front of the data: vnet header (12) + Ethernet (14) + IPv4 header (<= 60). */
+/** Room in front of the data: virtio-net header (12) + Ethernet (14) + IPv4 header (<= 60). */
 const FRONT = 128;
 const MAX_PAYLOAD_END = 65535 - 20;
 /** Bytes of pool per slot. */
@@ -57,7 +75,19 @@ export interface ReassemblyOptions {
   timeoutMs?: number;
 }
 
-export const REASM_COUNTERS = ["fragsReceived", "reassembled", "reasmTimeout", "reasmOverlap", "reasmDropped"] as const;
+/**
+ * A fragment the router takes ends here (fragsReceived); the datagram it completes comes
+ * back to the router as one more frame (reassembled). What becomes of the fragments held
+ * is counted on the way (events), never as a second end.
+ */
+export const REASM_COUNTERS = counters({
+  fragsReceived: { kind: "deliver", help: "fragments taken by the reassembler (NAT on); a completed datagram re-enters as one frame" },
+  reassembled: { kind: "event", help: "datagrams completed, each handed back to the router as a frame" },
+  reasmTimeout: { kind: "event", help: "datagrams expired before all fragments came (ICMP time exceeded when the first was in)" },
+  reasmOverlap: { kind: "event", help: "datagrams dropped: a fragment partly overlapped data held" },
+  reasmDropped: { kind: "event", help: "fragments or datagrams dropped: malformed, beyond 65535, contradicting ends, out of slots or bytes" },
+});
+const R = REASM_COUNTERS.id;
 
 export class Ipv4Reassembly {
   readonly slots: number;
@@ -93,13 +123,11 @@ export class Ipv4Reassembly {
   /** Largest fragment (IPv4 total length) of the datagram add() last completed. */
   lastMaxFrag = 0;
 
-  fragsReceived = 0;
-  reassembled = 0;
-  reasmTimeout = 0;
-  reasmOverlap = 0;
-  reasmDropped = 0;
+  /** Counter values, indexed by REASM_COUNTERS.id (the owner's storage, when given). */
+  readonly c: Float64Array;
 
-  constructor(o: ReassemblyOptions = {}) {
+  constructor(o: ReassemblyOptions = {}, c: Float64Array = REASM_COUNTERS.create()) {
+    this.c = c;
     const n = Math.max(1, Math.floor(o.slots ?? 16));
     this.slots = n;
     this.byteBudget = o.byteBudget ?? 1 << 20;
@@ -152,25 +180,25 @@ export class Ipv4Reassembly {
    */
   add(buf: Buffer, ip: number, ipLen: number, inIf: number, now: number): number {
     const pool = this.pool;
-    this.fragsReceived++;
+    const c = this.c;
+    c[R.fragsReceived]++;
     if (pool === null) {
-      this.reasmDropped++;
+      c[R.reasmDropped]++;
       return -1;
     }
-    const hl = (buf[ip] & 0x0f) << 2;
-    const ff = readU16(buf, ip + 6);
-    const offset = (ff & 0x1fff) << 3;
-    const mf = (ff & 0x2000) !== 0;
+    const hl = ipv4GetHeaderLen(buf, ip);
+    const offset = ipv4GetFragOffset(buf, ip) << 3;
+    const mf = ipv4GetMf(buf, ip);
     const dlen = ipLen - hl;
     const end = offset + dlen;
     if (dlen < 0 || end > MAX_PAYLOAD_END || (mf && (dlen === 0 || (dlen & 7) !== 0))) {
-      this.reasmDropped++;
+      c[R.reasmDropped]++;
       return -1;
     }
-    const s0 = readU32(buf, ip + 12);
-    const d0 = readU32(buf, ip + 16);
-    const p0 = buf[ip + 9];
-    const id0 = readU16(buf, ip + 4);
+    const s0 = ipv4GetSrcAddr(buf, ip);
+    const d0 = ipv4GetDstAddr(buf, ip);
+    const p0 = ipv4GetProtocol(buf, ip);
+    const id0 = ipv4GetIdent(buf, ip);
     let s = -1;
     if (this.busy > 0) {
       for (let k = 0; k < this.slots; k++) {
@@ -182,7 +210,7 @@ export class Ipv4Reassembly {
     }
     if (s < 0) {
       if (this.held + dlen > this.byteBudget) {
-        this.reasmDropped++;
+        c[R.reasmDropped]++;
         return -1;
       }
       for (let k = 0; k < this.slots; k++) {
@@ -192,7 +220,7 @@ export class Ipv4Reassembly {
         }
       }
       if (s < 0) {
-        this.reasmDropped++;
+        c[R.reasmDropped]++;
         return -1;
       }
       this.state[s] = BUSY;
@@ -214,19 +242,19 @@ export class Ipv4Reassembly {
       this.inIf[s] = inIf;
       this.blocks.fill(0, s * BLOCKS, (s + 1) * BLOCKS);
     } else if (this.held + dlen > this.byteBudget) {
-      this.reasmDropped++;
+      c[R.reasmDropped]++;
       return -1;
     }
     // The end: known from the last fragment; nothing may contradict it.
     const total = this.total[s];
     if (!mf) {
       if ((total >= 0 && total !== end) || end < this.maxEnd[s]) {
-        this.reasmDropped++;
+        c[R.reasmDropped]++;
         this.release(s);
         return -1;
       }
     } else if (total >= 0 && end > total) {
-      this.reasmDropped++;
+      c[R.reasmDropped]++;
       this.release(s);
       return -1;
     }
@@ -238,7 +266,7 @@ export class Ipv4Reassembly {
     for (let b = b0; b < b1; b++) have += this.blocks[b];
     if (have !== 0) {
       if (have === b1 - b0 && (mf || total === end)) return -1; // a duplicate: ignored
-      this.reasmOverlap++;
+      c[R.reasmOverlap]++;
       this.release(s);
       return -1;
     }
@@ -250,13 +278,13 @@ export class Ipv4Reassembly {
     this.held += dlen;
     if (end > this.maxEnd[s]) this.maxEnd[s] = end;
     if (ipLen > this.maxFrag[s]) this.maxFrag[s] = ipLen;
-    if ((ff & 0x4000) === 0) this.dfAll[s] = 0;
+    if (!ipv4GetDf(buf, ip)) this.dfAll[s] = 0;
     if (offset === 0) {
-      // The first fragment's header and its frame's Ethernet header, zeroed vnet header.
+      // The first fragment's header and its frame's Ethernet header, zeroed virtio-net header.
       const h = data - hl;
       buf.copy(pool, h, ip, ip + hl);
-      buf.copy(pool, h - 14, ip - 14, ip);
-      pool.fill(0, h - 26, h - 14);
+      buf.copy(pool, h - ETH_HEADER_LEN, ip - ETH_HEADER_LEN, ip);
+      vnetClear(pool, h - ETH_HEADER_LEN);
       this.firstHl[s] = hl;
       this.firstLen[s] = ipLen;
       this.inIf[s] = inIf;
@@ -266,17 +294,18 @@ export class Ipv4Reassembly {
     // Complete.
     const len = fh + this.total[s];
     if (len > 65535) {
-      this.reasmDropped++;
+      c[R.reasmDropped]++;
       this.release(s);
       return -1;
     }
     const h = data - fh;
-    writeU16(pool, h + 2, len);
-    writeU16(pool, h + 6, this.dfAll[s] !== 0 ? 0x4000 : 0);
+    ipv4SetTotalLen(pool, h, len);
+    ipv4SetFragOffset(pool, h, 0);
+    ipv4SetFlags(pool, h, this.dfAll[s] !== 0 ? IPV4_FLAG_DF : 0);
     ipv4FillChecksum(pool, h);
     this.lastLen = len;
     this.lastMaxFrag = this.maxFrag[s];
-    this.reassembled++;
+    c[R.reassembled]++;
     this.held -= this.received[s];
     this.state[s] = DONE;
     this.busy--;
@@ -299,7 +328,7 @@ export class Ipv4Reassembly {
 
   /** Expired slot `s`: counts the timeout; true when its first fragment arrived. */
   expired(s: number): boolean {
-    this.reasmTimeout++;
+    this.c[R.reasmTimeout]++;
     return this.firstHl[s] !== 0;
   }
 

@@ -35,7 +35,8 @@
  *   follow a pushed or popped tag), bridgeHook (br_netfilter's hook, below), stp (a
  *   SpanningTree), guards (storm control, port security, ARP inspection).
  * Table: an FdbTable (fdb-table.ts), open addressing on typed arrays keyed by
- *   (VLAN, MAC), sized for maxEntries dynamic entries plus room for static ones.
+ *   (VLAN, MAC), sized for maxEntries dynamic entries plus room for static ones; its
+ *   whole-table operations in fdb-sweep.ts. VLAN membership: switch-vlans.ts.
  * Counters: SWITCH_COUNTERS (switch-counters.ts).
  */
 import type { FrameList } from "../core/batch.js";
@@ -46,16 +47,15 @@ import { ETHERTYPE_IPV4, ETHERTYPE_VLAN } from "../wire/ethernet.js";
 import { vlanGetVid, vlanSetVid, VLAN_TAG_LEN, vlanWriteTag } from "../wire/vlan.js";
 import { VNET_HDR_LEN, vnetCopy, vnetIsGso, vnetNeedsCsum, vnetShiftL3 } from "../wire/vnet.js";
 import { isStpGroup } from "../wire/bpdu.js";
-import { STP_FORWARDING, STP_LEARNING, type SpanningTree, type StpHost } from "./stp.js";
-import { F_STORM, growU8, GUARD_SEC_SHUTDOWN, type GuardConfig, SwitchGuards } from "./switch-guards.js";
+import type { SpanningTree } from "./stp.js";
+import { F_STORM, GATE_DISCARD, GATE_FORWARD, GATE_LEARN, GATE_SHUT, GUARD_SEC_SHUTDOWN, type GuardConfig, SwitchGuards } from "./switch-guards.js";
 import { STORM_BROADCAST, STORM_MULTICAST, STORM_UNKNOWN_UNICAST } from "./storm-control.js";
 import { FdbTable } from "./fdb-table.js";
-import { type FdbEntry, liveEntries, removeDynamic, sweepAged, walkLive } from "./fdb-sweep.js";
+import { type FdbEntry, liveEntries, removeEntries, sweepAged, walkLive } from "./fdb-sweep.js";
 import { SWITCH_COUNTERS, type SwitchCounter } from "./switch-counters.js";
+import { checkMode, checkVid, PortVlans, type SwitchPortMode, VLANS } from "./switch-vlans.js";
 
-export type SwitchPortMode =
-  | { mode: "access"; vlan: number }
-  | { mode: "trunk"; allowed: number[]; native?: number };
+export type { SwitchPortMode };
 
 export interface StaticFdbEntry {
   mac: number;
@@ -93,15 +93,9 @@ export type { FdbEntry };
 
 export { SWITCH_COUNTERS, type SwitchCounter };
 const C = SWITCH_COUNTERS.id;
-/** What a port lets through (its spanning tree state, or shut by port security). */
-const GATE_FORWARD = 0;
-const GATE_LEARN = 1;
-const GATE_DISCARD = 2;
-const GATE_SHUT = 3;
 /** Switch counter of each guard verdict (switch-guards.ts GUARD_*). */
 const GUARD_DROP = [-1, C.arpInvalid, C.arpSpoofed, C.secViolation, C.secViolation];
 
-const VLANS = 4096;
 /** Static entries the table holds beyond maxEntries (they do not count against it). */
 const STATIC_RESERVE = 4096;
 const ETH_HLEN = 14;
@@ -111,7 +105,7 @@ const DEFAULT_MAX_FRAME = 1500 + ETH_HLEN + 4;
 const SCRATCH_FRAMES_OFFLOAD = 32;
 const SCRATCH_FRAMES = 256;
 
-export class LearningSwitch extends Element<SwitchCounter> implements FrameSink, StpHost {
+export class LearningSwitch extends Element<SwitchCounter> implements FrameSink {
   readonly kind = "LearningSwitch";
   /** Ageing in use: the configured one, or forward delay during a topology change. */
   ageingMs: number;
@@ -119,20 +113,11 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
   readonly maxEntries: number;
   maxFrame = DEFAULT_MAX_FRAME;
 
-  private readonly nPorts: number;
-  /** VLAN an untagged frame belongs to, per ingress port; -1 = untagged not accepted. */
-  private readonly pvid: Int32Array;
-  /** 1 for a router's internal port (an SVI): bridged frames to it are not shown to the bridge hook. */
-  private readonly internal: Uint8Array;
-  /** 1 for access ports: they take untagged (and priority-tagged) frames only. */
-  private readonly access: Uint8Array;
-  /** membership[port * 4096 + vlan]: 0 = not a member, 1 = tagged, 2 = untagged. */
-  private readonly membership: Uint8Array;
-  /** Member ports per VLAN, for flooding. */
-  private readonly floodList: Array<Int32Array | null> = new Array(VLANS).fill(null);
+  /** VLAN membership per port (switch-vlans.ts). */
+  private readonly vl = new PortVlans();
   /** The table: (VLAN, MAC) -> port, last seen, static. */
   readonly fdb: FdbTable;
-  private readonly bridgeHook: BridgeHook["sink"] | null;
+  private bridgeHook: BridgeHook["sink"] | null;
   private readonly hookVlans = new Uint8Array(VLANS);
   private scratchBase = -1;
   private scratchSlots = 0;
@@ -140,10 +125,8 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
   private readonly scratchSlot: number;
   /** Frames carry virtio-net headers: see the config. */
   readonly offload: boolean;
-  readonly stp: SpanningTree | null;
+  /** Spanning tree's port states and the guards: storm control, port security, ARP inspection. */
   readonly guards: SwitchGuards;
-  /** Per port: GATE_*; grows with the ports. */
-  private gate: Uint8Array;
 
   constructor(
     readonly ports: readonly Port[],
@@ -159,54 +142,33 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
     this.baseAgeingMs = this.ageingMs;
     this.maxEntries = config.maxEntries ?? 8192;
     this.fdb = new FdbTable(this.maxEntries + Math.max(STATIC_RESERVE, config.static?.length ?? 0));
-    this.nPorts = ports.length;
-    this.pvid = new Int32Array(this.nPorts).fill(-1);
-    this.membership = new Uint8Array(this.nPorts * VLANS);
-    this.access = new Uint8Array(this.nPorts);
-    this.internal = Uint8Array.from(ports, (p) => (p.kind === "internal" ? 1 : 0));
     const modes = config.ports ?? {};
     for (const name of Object.keys(modes)) {
       if (!ports.some((p) => p.name === name)) throw new Error(`switch config names unknown port '${name}'`);
     }
-    const members: number[][] = Array.from({ length: VLANS }, () => []);
-    for (const p of ports) {
-      const m: SwitchPortMode = modes[p.name] ?? { mode: "access", vlan: 1 };
-      const base = p.index * VLANS;
-      if (m.mode === "access") {
-        checkVid(m.vlan, `port ${p.name} vlan`);
-        this.pvid[p.index] = m.vlan;
-        this.access[p.index] = 1;
-        this.membership[base + m.vlan] = 2;
-        members[m.vlan].push(p.index);
-      } else {
-        for (const v of m.allowed) {
-          checkVid(v, `port ${p.name} allowed vlan`);
-          if (this.membership[base + v] === 0) members[v].push(p.index);
-          this.membership[base + v] = 1;
-        }
-        if (m.native !== undefined) {
-          checkVid(m.native, `port ${p.name} native vlan`);
-          if (this.membership[base + m.native] === 0) members[m.native].push(p.index);
-          this.membership[base + m.native] = 2;
-          this.pvid[p.index] = m.native;
-        }
-      }
-    }
-    for (let v = 0; v < VLANS; v++) {
-      if (members[v].length !== 0) this.floodList[v] = Int32Array.from(members[v]);
-    }
+    this.vl.grow(ports.length);
+    for (const p of ports) this.vl.set(p, modes[p.name] ?? { mode: "access", vlan: 1 });
+    this.vl.rebuildFlood(ports);
     for (const s of config.static ?? []) this.addStatic(s);
-    this.gate = new Uint8Array(Math.max(8, this.nPorts));
-    this.guards = new SwitchGuards(ports, config.guards);
+    this.guards = new SwitchGuards(ports, config.guards ?? {}, this.fdb, config.stp ?? null, (ms) => (this.ageingMs = ms ?? this.baseAgeingMs));
     for (const [n, sc] of Object.entries(config.guards?.security ?? {})) {
       const p = ports.find((x) => x.name === n) as Port;
       for (const mac of sc.macs ?? []) {
-        this.addStatic({ mac, vlan: this.pvid[p.index], port: n });
+        this.addStatic({ mac, vlan: this.vl.pvid[p.index], port: n });
         this.guards.security.addSecure(p.index);
       }
     }
-    this.stp = config.stp ?? null;
-    this.stp?.bind(this);
+  }
+
+  get stp(): SpanningTree | null {
+    return this.guards.stp;
+  }
+
+  /** The graph builder installs the hook when a running node gets its first service. */
+  setBridgeHook(hook: BridgeHook): void {
+    this.bridgeHook = hook.sink;
+    this.hookVlans.fill(0);
+    for (const v of hook.vlans) this.hookVlans[v] = 1;
   }
 
   /** Whether bridged frames are shown to a bridge hook (the NAT). */
@@ -229,11 +191,50 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
     this.scratchSlots = Math.floor(bytes / this.scratchSlot);
   }
 
+  /** A port added to the node while it runs (already in the engine's port list). */
+  addPort(p: Port, m: SwitchPortMode): void {
+    this.vl.grow(p.index + 1);
+    // Validate before changing anything: the mode is applied whole or not at all.
+    checkMode(p.name, m);
+    this.vl.set(p, m);
+    removeEntries(this.fdb, -1, p.index, true);
+    this.guards.addPort(p.index);
+    this.vl.rebuildFlood(this.ports);
+  }
+
+  /** A port leaves: its membership and every table entry on it (static ones too). */
+  removePort(p: Port): void {
+    this.vl.clear(p.index);
+    removeEntries(this.fdb, -1, p.index, true);
+    this.vl.rebuildFlood(this.ports);
+  }
+
+  /** A port's VLAN mode changes: its learned entries go (they were learned on old VLANs). */
+  setPortMode(p: Port, m: SwitchPortMode): void {
+    checkMode(p.name, m);
+    this.vl.set(p, m);
+    removeEntries(this.fdb, -1, p.index, false);
+    this.vl.rebuildFlood(this.ports);
+  }
+
+  /** The port's VLAN mode, as set. */
+  portMode(port: number): SwitchPortMode {
+    return this.vl.mode(port);
+  }
+
+  /** Removes a static entry (`bridge fdb del`); false when there is none. */
+  removeStatic(mac: number, vlan: number): boolean {
+    const slot = this.fdb.findMac(vlan, mac);
+    if (slot < 0 || !this.fdb.isStatic(slot)) return false;
+    this.fdb.removeSlot(slot);
+    return true;
+  }
+
   addStatic(s: StaticFdbEntry): void {
     const p = this.ports.find((x) => x.name === s.port);
     if (!p) throw new Error(`static fdb entry names unknown port '${s.port}'`);
     checkVid(s.vlan, "static fdb entry vlan");
-    if (this.membership[p.index * VLANS + s.vlan] === 0) {
+    if (this.vl.membership[p.index * VLANS + s.vlan] === 0) {
       throw new Error(`static fdb entry: port '${s.port}' is not a member of vlan ${s.vlan}`);
     }
     if ((Math.floor(s.mac / 2 ** 40) & 1) !== 0) throw new Error("static fdb entry: MAC is a group address");
@@ -247,7 +248,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
   }
 
   describe(): ElementInfo {
-    const names = this.ports.map((p) => p.name);
+    const names = this.ports.filter((p) => !p.removed).map((p) => p.name);
     return { name: this.name, kind: this.kind, inputs: names, outputs: names, counters: [...this.spec.names] };
   }
 
@@ -259,8 +260,9 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
     const maxFrame = this.maxFrame;
     // Per port state, read once per batch: these arrays are replaced only when a port
     // with a new index is added, never while a batch is processed.
-    const gates = this.gate;
+    const gates = this.guards.gate;
     const guardFlags = this.guards.flags;
+    const { access, pvid, membership } = this.vl;
     for (let i = 0; i < n; i++) {
       const off = offsets[i];
       const len = lengths[i];
@@ -291,22 +293,22 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
         }
         tagged = true;
         vlan = vlanGetVid(buf, off);
-        if (vlan !== 0 && this.access[inIdx] === 1) {
+        if (vlan !== 0 && access[inIdx] === 1) {
           // An access port carries its VLAN untagged; a VLAN tag there is foreign.
           this.drop(inPort, C.vlanFiltered, now);
           continue;
         }
         if (vlan === 0) {
           // Priority-tagged: belongs to the port's untagged VLAN; keep the PCP.
-          vlan = this.pvid[inIdx];
+          vlan = pvid[inIdx];
           if (vlan > 0) vlanSetVid(buf, off, vlan);
         }
-        if (vlan <= 0 || vlan === 4095 || this.membership[inIdx * VLANS + vlan] === 0) {
+        if (vlan <= 0 || vlan === 4095 || membership[inIdx * VLANS + vlan] === 0) {
           this.drop(inPort, C.vlanFiltered, now);
           continue;
         }
       } else {
-        vlan = this.pvid[inIdx];
+        vlan = pvid[inIdx];
         if (vlan < 0) {
           this.drop(inPort, C.vlanFiltered, now);
           continue;
@@ -325,14 +327,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
         continue;
       }
       const d0 = buf[off];
-      if (
-        d0 === 0x01 &&
-        buf[off + 1] === 0x80 &&
-        buf[off + 2] === 0xc2 &&
-        buf[off + 3] === 0 &&
-        buf[off + 4] === 0 &&
-        (buf[off + 5] & 0xf0) === 0
-      ) {
+      if (d0 === 0x01 && buf[off + 1] === 0x80 && buf[off + 2] === 0xc2 && buf[off + 3] === 0 && buf[off + 4] === 0 && (buf[off + 5] & 0xf0) === 0) {
         // IEEE 802.1D reserved group addresses (STP, LACP, LLDP …) stop at a bridge.
         this.drop(inPort, C.linkLocal, now);
         continue;
@@ -343,10 +338,13 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
           this.drop(inPort, gate === GATE_SHUT ? C.portShutdown : C.stpDiscarded, now);
           continue;
         }
-        const v = guard !== 0 ? this.guards.ingress(this.fdb, inIdx, buf, off, len, tagged, vlan, srcHi, srcLo, now) : 0;
+        const v = guard !== 0 ? this.guards.ingress(inIdx, buf, off, len, tagged, vlan, srcHi, srcLo, now) : 0;
         if (v !== 0) {
           this.drop(inPort, GUARD_DROP[v], now);
-          if (v === GUARD_SEC_SHUTDOWN) this.shutPort(inIdx, now);
+          if (v === GUARD_SEC_SHUTDOWN) {
+            this.c[C.portsShut]++;
+            this.guards.shut(inIdx, now);
+          }
           continue;
         }
       }
@@ -378,7 +376,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
             this.drop(inPort, C.stpEgress, now);
           } else {
             this.c[C.forwarded]++;
-            if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.internal[outIdx] === 0) {
+            if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.vl.internal[outIdx] === 0) {
               const l3 = tagged ? off + ETH_HLEN + VLAN_TAG_LEN : off + ETH_HLEN;
               if (((buf[l3 - 2] << 8) | buf[l3 - 1]) === ETHERTYPE_IPV4) {
                 // With offloads, a pending checksum must stay a partial sum.
@@ -431,7 +429,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
   }
 
   private unicast(buf: Buffer, off: number, len: number, tagged: boolean, vlan: number, out: number): void {
-    const wantTagged = this.membership[out * VLANS + vlan] === 1;
+    const wantTagged = this.vl.membership[out * VLANS + vlan] === 1;
     const q = this.ports[out].txq;
     // With offloads, the 12-byte virtio-net header before the frame moves with it.
     const h = this.offload ? VNET_HDR_LEN : 0;
@@ -452,13 +450,13 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
   }
 
   private flood(buf: Buffer, off: number, len: number, tagged: boolean, vlan: number, inIdx: number): void {
-    const list = this.floodList[vlan];
+    const list = this.vl.floodList[vlan];
     if (list === null) return;
     this.c[C.flooded]++;
-    const membership = this.membership;
+    const membership = this.vl.membership;
     let altOff = -1;
     let altLen = 0;
-    const gate = this.gate;
+    const gate = this.guards.gate;
     for (let k = 0; k < list.length; k++) {
       const p = list[k];
       if (p === inIdx || gate[p] !== GATE_FORWARD) continue;
@@ -517,70 +515,12 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
 
   /** Removes the dynamic entries (of one VLAN, or all); static ones stay. */
   flush(vlan?: number): void {
-    removeDynamic(this.fdb, vlan === undefined ? -1 : vlan, -1);
+    removeEntries(this.fdb, vlan === undefined ? -1 : vlan, -1, false);
   }
 
   /** Port membership summary, for `show ports`. */
   portVlans(port: number): { pvid: number; tagged: number[]; untagged: number[] } {
-    const tagged: number[] = [];
-    const untagged: number[] = [];
-    const base = port * VLANS;
-    for (let v = 1; v < VLANS; v++) {
-      const m = this.membership[base + v];
-      if (m === 1) tagged.push(v);
-      else if (m === 2) untagged.push(v);
-    }
-    return { pvid: this.pvid[port], tagged, untagged };
-  }
-
-  /** Spanning tree set a port's state (StpHost); a port that stops forwarding forgets its stations. */
-  stpPortState(port: number, state: number): void {
-    if (port >= this.gate.length) this.gate = growU8(this.gate, port + 1);
-    if (this.gate[port] === GATE_SHUT) return;
-    const g = state === STP_FORWARDING ? GATE_FORWARD : state === STP_LEARNING ? GATE_LEARN : GATE_DISCARD;
-    if (this.gate[port] === GATE_FORWARD && g !== GATE_FORWARD) this.flushPort(port);
-    this.gate[port] = g;
-  }
-
-  /** During a topology change entries age in forward delay (802.1D 8.3.5; StpHost). */
-  stpFastAgeing(ms: number | null): void {
-    this.ageingMs = ms ?? this.baseAgeingMs;
-  }
-
-  /** Port security shuts a port: nothing in or out, spanning tree sees it down. In a pass. */
-  private shutPort(port: number, now: number): void {
-    this.gate[port] = GATE_SHUT;
-    this.c[C.portsShut]++;
-    this.flushPort(port);
-    this.stp?.setPortEnabled(port, false, now);
-  }
-
-  /** `tapnet security reset`: clears a port's violations and brings it back from shutdown. In a pass. */
-  recoverPort(port: number, now: number): boolean {
-    const wasShut = this.guards.security.recover(port);
-    if (wasShut) {
-      this.gate[port] = this.stp !== null && this.stp.takes(port) ? GATE_DISCARD : GATE_FORWARD;
-      this.stp?.setPortEnabled(port, true, now);
-    }
-    return wasShut;
-  }
-
-  /** What a port lets through: forwarding, learning, discarding (spanning tree) or shutdown. */
-  portGate(port: number): "forwarding" | "learning" | "discarding" | "shutdown" {
-    return (["forwarding", "learning", "discarding", "shutdown"] as const)[port < this.gate.length ? this.gate[port] : 0];
-  }
-
-  /** Forgets everything per port about `port` (removed, or its index about to be reused). In a pass. */
-  resetPort(port: number, now: number): void {
-    this.guards.resetPort(port);
-    this.stp?.resetPort(port, now);
-    if (port < this.gate.length) this.gate[port] = GATE_FORWARD;
-    this.flushPort(port);
-  }
-
-  /** Removes a port's dynamic entries. */
-  flushPort(port: number): void {
-    if (this.fdb.portEntries(port) !== 0) removeDynamic(this.fdb, -1, port);
+    return this.vl.summary(port);
   }
 
   /** Counts a frame dropped at ingress: the element's counter and the port's rxDrops. */
@@ -588,8 +528,4 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink,
     this.count(id, now);
     inPort.rxDrops++;
   }
-}
-
-function checkVid(v: number, what: string): void {
-  if (!Number.isInteger(v) || v < 1 || v > 4094) throw new Error(`${what}: ${v} is not a VLAN id (1-4094)`);
 }

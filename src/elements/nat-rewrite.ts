@@ -12,7 +12,7 @@
  */
 import { readU16, writeU16 } from "../wire/bytes.js";
 import { icmpSetIdentWithChecksumUpdate, icmpUpdateChecksum16, icmpUpdateChecksum32 } from "../wire/icmp.js";
-import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, ipv4SetDstAddrWithChecksumUpdate, ipv4SetSrcAddrWithChecksumUpdate } from "../wire/ipv4.js";
+import { IP_PROTO_ICMP, IP_PROTO_TCP, ipv4SetDstAddrWithChecksumUpdate, ipv4SetSrcAddrWithChecksumUpdate } from "../wire/ipv4.js";
 import { L4_DST_PORT_OFF, L4_SRC_PORT_OFF, l4SetPortWithChecksumUpdate, l4UpdateChecksumAddr } from "../wire/l4.js";
 import { udpGetChecksum } from "../wire/udp.js";
 

@@ -75,9 +75,10 @@ function copyRule(r: SnatRule): SnatRule {
 
 /** The same rule: interface, address and prefixes (as networks) alike. */
 function sameRule(a: SnatRule, b: SnatRule): boolean {
-  const nets = (ps: Prefix[] | undefined): string =>
-    (ps ?? []).map((p) => `${(p.addr & maskOf(p.prefixLen)) >>> 0}/${p.prefixLen}`).join(",");
-  return a.outIf === b.outIf && a.toAddr >>> 0 === b.toAddr >>> 0 && nets(a.sources) === nets(b.sources) && nets(a.exceptDestinations) === nets(b.exceptDestinations);
+  const nets = (ps: Prefix[] | undefined): string => (ps ?? []).map((p) => `${(p.addr & maskOf(p.prefixLen)) >>> 0}/${p.prefixLen}`).join(",");
+  return (
+    a.outIf === b.outIf && a.toAddr >>> 0 === b.toAddr >>> 0 && nets(a.sources) === nets(b.sources) && nets(a.exceptDestinations) === nets(b.exceptDestinations)
+  );
 }
 
 /**
@@ -252,7 +253,7 @@ export class SourceNat {
       hi = this.portHi;
     }
     const size = hi - lo + 1;
-    let attempts = size < PORT_ATTEMPTS ? size : PORT_ATTEMPTS;
+    let attempts = Math.min(size, PORT_ATTEMPTS);
     let off = Math.floor(this.rng() * size) | 0;
     for (;;) {
       for (let i = 0; i < attempts; i++) {

@@ -235,16 +235,7 @@ export class Nat extends Element<NatCounter> {
     return ((2 * e) << 3) | CTX_NEW;
   }
 
-  postrouting(
-    ctx: number,
-    buf: Buffer,
-    ipOff: number,
-    ipLen: number,
-    outIf: number,
-    hairpinAddr: number,
-    now: number,
-    csumPartial = false,
-  ): number {
+  postrouting(ctx: number, buf: Buffer, ipOff: number, ipLen: number, outIf: number, hairpinAddr: number, now: number, csumPartial = false): number {
     void ipLen;
     const kind = ctx & 7;
     const t = ctx >> 3;

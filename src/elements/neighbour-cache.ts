@@ -34,7 +34,7 @@ export interface QueuedPacket {
   /** Interface it came in on (for the source of an ICMP error), -1 if generated. */
   inIf: number;
   /** Its virtio-net header, when the node runs with offloads. */
-  vnet?: Buffer;
+  virtioHeader?: Buffer;
 }
 
 export interface Neighbour {
@@ -170,11 +170,7 @@ export class NeighbourCache {
    * (broadcast for INCOMPLETE, unicast `to` MAC for a STALE refresh) and `fail` for
    * entries whose resolution gave up (then removes them).
    */
-  tick(
-    now: number,
-    probe: (n: Neighbour, unicastTo: number) => void,
-    fail: (n: Neighbour) => void,
-  ): void {
+  tick(now: number, probe: (n: Neighbour, unicastTo: number) => void, fail: (n: Neighbour) => void): void {
     for (const table of this.tables) {
       for (const n of table.values()) {
         if (n.state === NUD_PERMANENT) continue;
@@ -229,6 +225,28 @@ export class NeighbourCache {
       this.queued -= n.queue.length;
       n.queue = [];
     }
+  }
+
+  /** The entry for (interface, address), removed; false when there was none. */
+  removeAddr(ifIndex: number, addr: number): boolean {
+    const n = this.tables[ifIndex].get(addr >>> 0);
+    if (n === undefined) return false;
+    this.remove(n);
+    return true;
+  }
+
+  /** Removes the learned entries (of one interface, or all); static ones stay. Gives how many went. */
+  flush(ifIndex?: number): number {
+    let gone = 0;
+    this.tables.forEach((t, k) => {
+      if (ifIndex !== undefined && k !== ifIndex) return;
+      for (const n of [...t.values()]) {
+        if (n.state === NUD_PERMANENT) continue;
+        this.remove(n);
+        gone++;
+      }
+    });
+    return gone;
   }
 
   /**

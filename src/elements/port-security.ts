@@ -101,7 +101,10 @@ export class PortSecurity {
   }
 
   /** A port's settings and state, for `show security`; null when it has no limit. */
-  portInfo(port: number, dynamicEntries: number): { maxMacs: number; violation: string; sticky: boolean; macs: number; violations: number; shut: boolean } | null {
+  portInfo(
+    port: number,
+    dynamicEntries: number,
+  ): { maxMacs: number; violation: string; sticky: boolean; macs: number; violations: number; shut: boolean } | null {
     if (!this.limited(port)) return null;
     return {
       maxMacs: this.max[port],

@@ -466,7 +466,6 @@ export abstract class StpProtocol extends Element<StpCounter> {
     this.host?.stpPortState(p.index, state);
   }
 
-
   // --- 8.6.1, 8.6.6: sending -------------------------------------------------------
 
   protected transmitConfig(p: StpPort, now: number): void {

@@ -39,17 +39,7 @@ import {
 } from "../wire/bpdu.js";
 import { CHECK_OK } from "../wire/reason.js";
 import { VNET_HDR_LEN } from "../wire/vnet.js";
-import {
-  STP_BLOCKING,
-  STP_COUNTERS,
-  STP_DEFAULTS,
-  STP_DISABLED,
-  STP_FORWARDING,
-  STP_LIMITS,
-  StpPort,
-  StpProtocol,
-  type StpHost,
-} from "./stp-protocol.js";
+import { STP_BLOCKING, STP_COUNTERS, STP_DEFAULTS, STP_DISABLED, STP_FORWARDING, STP_LIMITS, StpPort, StpProtocol, type StpHost } from "./stp-protocol.js";
 
 export * from "./stp-protocol.js";
 

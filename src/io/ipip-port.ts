@@ -127,7 +127,6 @@ export function ipipMacRemote(mac: number): number {
   return Math.floor(mac / TWO32) === 0x0250 ? mac >>> 0 : -1;
 }
 
-
 /** What the underlay socket and the send path have done (IpipPort.underlayStats). */
 export interface IpipUnderlayStats {
   /** Poll wake-ups of the raw socket. */
@@ -204,9 +203,7 @@ export class IpipPort extends TunnelPort<IpipCounter> {
     const need = HEADROOM - VIEW_LEAD + mtu;
     super(name, IPIP_COUNTERS, opts.batchSize, opts.slotSize ?? Math.max(DEFAULT_SLOT, (need + 63) & ~63));
     if (this.slotSize < need) {
-      throw new RangeError(
-        `ipip port '${name}': slotSize ${this.slotSize} cannot hold an underlay packet of ${mtu} bytes after the headroom (needs ${need})`,
-      );
+      throw new RangeError(`ipip port '${name}': slotSize ${this.slotSize} cannot hold an underlay packet of ${mtu} bytes after the headroom (needs ${need})`);
     }
     const what = (s: string): string => `ipip port '${name}': ${s}`;
     try {

@@ -111,9 +111,7 @@ export class MemoryPort extends Port {
         throw new Error(`memory port '${this.name}': buffer ${i} is shorter than its virtio-net header`);
       }
       if (frames[i].length - hdr > room) {
-        throw new Error(
-          `memory port '${this.name}': frame ${i} is ${frames[i].length - hdr} bytes, a slot holds ${room}`,
-        );
+        throw new Error(`memory port '${this.name}': frame ${i} is ${frames[i].length - hdr} bytes, a slot holds ${room}`);
       }
     }
     const buf = pool.buf;
@@ -142,7 +140,7 @@ export class MemoryPort extends Port {
     const n = q.count;
     let sent = 0;
     for (let i = 0; i < n; i++) {
-      if (this.refuse !== null && this.refuse(i)) {
+      if (this.refuse?.(i)) {
         q.lengths[i] = 0;
         continue;
       }

@@ -17,7 +17,7 @@
  * The addon is loaded lazily, so importing this module never fails on a
  * machine where it was not built; the first call does, with instructions.
  */
-import { createRequire } from 'node:module';
+import { createRequire } from "node:module";
 
 /** Longest interface name Linux accepts (IFNAMSIZ - 1). */
 export const IFNAME_MAX = 15;
@@ -103,7 +103,7 @@ interface NativeBinding {
   interfaceInfo(name: string): InterfaceInfo;
 }
 
-const ADDON_PATH = '../../native/build/Release/tapnet.node';
+const ADDON_PATH = "../../native/build/Release/tapnet.node";
 
 let binding: NativeBinding | undefined;
 
@@ -117,10 +117,10 @@ export function loadNative(): NativeBinding {
     const err = new Error(
       `tapnet native addon could not be loaded from native/build/Release/tapnet.node: ` +
         `build it with \`npm run install\` in the repository root (needs a C compiler and the Node headers)` +
-        (cause instanceof Error ? ` [${cause.message}]` : ''),
+        (cause instanceof Error ? ` [${cause.message}]` : ""),
       { cause },
     ) as Error & { code: string };
-    err.code = 'ERR_TAPNET_NATIVE_MISSING';
+    err.code = "ERR_TAPNET_NATIVE_MISSING";
     throw err;
   }
   return binding;

@@ -21,17 +21,9 @@
  * The addon is loaded on the first call, so importing this module never fails where
  * the addon was not built.
  */
-import { checksumSum } from '../wire/checksum.js';
-import {
-  VIRTIO_NET_HDR_F_NEEDS_CSUM,
-  VNET_HDR_LEN,
-  vnetGetCsumOffset,
-  vnetGetCsumStart,
-  vnetGetFlags,
-  vnetNeedsCsum,
-  vnetSetFlags,
-} from '../wire/vnet.js';
-import { loadNative } from './native.js';
+import { checksumSum } from "../wire/checksum.js";
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR_LEN, vnetGetCsumOffset, vnetGetCsumStart, vnetGetFlags, vnetNeedsCsum, vnetSetFlags } from "../wire/vnet.js";
+import { loadNative } from "./native.js";
 
 /** The packet is not what the call needs (not a TSO frame, truncated, inconsistent lengths, checksum field outside the frame...). */
 export const OFFLOAD_ERR_MALFORMED = -1;
@@ -52,15 +44,11 @@ let binding: OffloadBinding | undefined;
 
 function bind(): OffloadBinding {
   const b = loadNative() as unknown as Partial<OffloadBinding>;
-  if (
-    typeof b.gsoSegment !== 'function' || typeof b.csumComplete !== 'function' || typeof b.groCoalesce !== 'function' ||
-    typeof b.groFrames !== 'function'
-  ) {
+  if (typeof b.gsoSegment !== "function" || typeof b.csumComplete !== "function" || typeof b.groCoalesce !== "function" || typeof b.groFrames !== "function") {
     const err = new Error(
-      'tapnet native addon has no offload functions: it was built from older sources; ' +
-        'rebuild it with `npm run install` in the repository root',
+      "tapnet native addon has no offload functions: it was built from older sources; " + "rebuild it with `npm run install` in the repository root",
     ) as Error & { code: string };
-    err.code = 'ERR_TAPNET_NATIVE_STALE';
+    err.code = "ERR_TAPNET_NATIVE_STALE";
     throw err;
   }
   binding = b as OffloadBinding;
@@ -187,21 +175,7 @@ export function groCoalesce(
   lengths: Uint32Array,
   outIndex: number,
 ): number {
-  return (binding ?? bind()).groCoalesce(
-    src,
-    srcOff,
-    srcLen,
-    segSize,
-    skip,
-    dst,
-    slotBase,
-    slotSize,
-    headroom,
-    maxSlots,
-    offsets,
-    lengths,
-    outIndex,
-  );
+  return (binding ?? bind()).groCoalesce(src, srcOff, srcLen, segSize, skip, dst, slotBase, slotSize, headroom, maxSlots, offsets, lengths, outIndex);
 }
 
 /**

@@ -176,9 +176,7 @@ export class PcapPort extends Port {
       mac = parseMac(readFileSync(`${sys}/address`, "utf8"));
       mtu = parseInt(readFileSync(`${sys}/mtu`, "utf8"), 10) || 0;
     } catch {
-      throw new Error(
-        `pcap port '${this.name}': no interface '${this.ifname}' in this network namespace`,
-      );
+      throw new Error(`pcap port '${this.name}': no interface '${this.ifname}' in this network namespace`);
     }
     const filter = this.filterOption ?? (mac !== 0 ? `not ether src ${formatMac(mac)}` : "");
     const Cap = loadCap();
@@ -192,15 +190,11 @@ export class PcapPort extends Port {
       linkType = cap.open(this.ifname, filter, this.bufferSize, bounce);
     } catch (e) {
       // Never close() a Cap whose open() failed: see pinnedCaps.
-      throw new Error(
-        `pcap port '${this.name}': cannot capture on '${this.ifname}': ${(e as Error).message}`,
-      );
+      throw new Error(`pcap port '${this.name}': cannot capture on '${this.ifname}': ${(e as Error).message}`);
     }
     if (linkType !== "ETHERNET") {
       cap.close();
-      throw new Error(
-        `pcap port '${this.name}': '${this.ifname}' has link type ${linkType}, not Ethernet`,
-      );
+      throw new Error(`pcap port '${this.name}': '${this.ifname}' has link type ${linkType}, not Ethernet`);
     }
     this.mac = mac;
     this.mtu = mtu;

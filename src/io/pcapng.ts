@@ -140,8 +140,7 @@ export class PcapngWriter {
       const desc = itf.description !== undefined ? Buffer.from(itf.description, "utf8") : null;
       const snapLen = itf.snapLen ?? 0;
       this.snapLens.push(snapLen);
-      const idbLen =
-        16 + optLen(name.length) + (desc !== null ? optLen(desc.length) : 0) + optLen(1) + 4 + 4;
+      const idbLen = 16 + optLen(name.length) + (desc !== null ? optLen(desc.length) : 0) + optLen(1) + 4 + 4;
       let p = this.reserve(idbLen);
       const d = this.chunk;
       d.writeUInt32LE(BT_IDB, p);
@@ -167,14 +166,7 @@ export class PcapngWriter {
    * nowNs()); a number avoids a BigInt per frame. Frames longer than the
    * interface's snapLen are cut, with the original length kept.
    */
-  packet(
-    ifIndex: number,
-    buf: Buffer,
-    off: number,
-    len: number,
-    timestampNs: bigint | number,
-    dir?: "in" | "out",
-  ): void {
+  packet(ifIndex: number, buf: Buffer, off: number, len: number, timestampNs: bigint | number, dir?: "in" | "out"): void {
     if (ifIndex < 0 || ifIndex >= this.snapLens.length) {
       throw new RangeError(`pcapng: interface ${ifIndex} was not declared in header()`);
     }

@@ -34,8 +34,8 @@
  *
  * Needs root or CAP_NET_RAW. Addresses are IPv4 as uint32 in host order.
  */
-import { loadNative } from './native.js';
-import type { SocketHandle, SocketRxOptions } from './udp-native.js';
+import { loadNative } from "./native.js";
+import type { SocketHandle, SocketRxOptions } from "./udp-native.js";
 
 export interface RawOptions extends SocketRxOptions {
   /** IP protocol number, 1..255 (4 = IPIP; 255 = IPPROTO_RAW: send only, always hdrIncl). */

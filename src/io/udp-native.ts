@@ -39,14 +39,13 @@
  *
  * Addresses are IPv4 as uint32 in host order (0x0a000001 = 10.0.0.1).
  */
-import { constants as osConstants } from 'node:os';
-import { getSystemErrorMap } from 'node:util';
-import { ipToString, parseIp } from '../wire/ipv4addr.js';
-import { type HandleStats, loadNative } from './native.js';
+import { constants as osConstants } from "node:os";
+import { getSystemErrorMap } from "node:util";
+import { ipToString, parseIp } from "../wire/ipv4addr.js";
+import { type HandleStats, loadNative } from "./native.js";
 
 /** Largest UDP payload over IPv4: 65535 - 20 (IPv4 header) - 8 (UDP header). */
 export const UDP_MAX_PAYLOAD = 65507;
-
 
 /** What openUdp and openRaw take alike: socket buffers, the receive region and its arrays. */
 export interface SocketRxOptions {
@@ -150,7 +149,7 @@ for (const [name, value] of Object.entries(osConstants.errno)) {
 
 /** 'ENETUNREACH' for 101 etc. (for `lastTxErrno`); 'E?' followed by the number if unknown. */
 export function errnoName(errno: number): string {
-  return errnoNames.get(errno) ?? (errno === 0 ? '' : `E?${errno}`);
+  return errnoNames.get(errno) ?? (errno === 0 ? "" : `E?${errno}`);
 }
 
 const errnoTexts = new Map<number, string>();
@@ -160,7 +159,7 @@ export function errnoText(errno: number): string {
   let t = errnoTexts.get(errno);
   if (t === undefined) {
     const e = getSystemErrorMap().get(-errno);
-    t = errno === 0 ? 'refused' : e === undefined ? errnoName(errno) : `${e[0]} (${e[1]})`;
+    t = errno === 0 ? "refused" : e === undefined ? errnoName(errno) : `${e[0]} (${e[1]})`;
     errnoTexts.set(errno, t);
   }
   return t;

@@ -109,7 +109,7 @@ export class VxlanFdb {
     if (m === 0) return this.addFlood(r);
     if (!macIsUnicast(m)) throw new Error(`${this.where}: fdb entry ${mac} is a group address`);
     const e = this.table.get(m);
-    if (e !== undefined && e.isStatic && e.remoteAddr === r) return false;
+    if (e?.isStatic && e.remoteAddr === r) return false;
     if (e !== undefined && !e.isStatic) this.learnedCount--;
     this.table.set(m, { remoteAddr: r, lastSeen: 0, isStatic: true });
     return true;

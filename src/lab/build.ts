@@ -63,7 +63,9 @@ function kernelStp(stp: StpSpec | undefined): string {
  */
 function kernelPortStp(dev: string, stp: { cost?: number; priority?: number } | undefined): string[] {
   if (!stp || (stp.cost === undefined && stp.priority === undefined)) return [];
-  return [`link set dev ${dev} type bridge_slave${stp.cost !== undefined ? ` cost ${stp.cost}` : ""}${stp.priority !== undefined ? ` priority ${stp.priority / 4}` : ""}`];
+  return [
+    `link set dev ${dev} type bridge_slave${stp.cost !== undefined ? ` cost ${stp.cost}` : ""}${stp.priority !== undefined ? ` priority ${stp.priority / 4}` : ""}`,
+  ];
 }
 
 /** Every namespace a lab has: nodes, hosts, the underlay's bridges and kernel routers. */
@@ -113,7 +115,11 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   //    segment — an address of the node's kernel (tunnel sockets use it), or a tapnet
   //    port with no kernel address (host-gw: the node's router owns the address).
   const segs = Object.keys(t.underlay?.segments ?? {});
-  if (segs.length) ipBatch(segs.flatMap((g) => [`link add br-${g} type bridge`, `link set br-${g} up`]), ns("ul"));
+  if (segs.length)
+    ipBatch(
+      segs.flatMap((g) => [`link add br-${g} type bridge`, `link set br-${g} up`]),
+      ns("ul"),
+    );
   for (const [r, attach] of Object.entries(t.underlay?.routers ?? {})) {
     run(["ip", "netns", "exec", ns(r), "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     for (const [g, addr] of Object.entries(attach)) {
@@ -143,7 +149,27 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     const kv = spec.kernelVxlan;
     if (kv && spec.underlay) {
       const local = spec.underlay.address.split("/")[0];
-      run(["ip", "-n", ns(node), "link", "add", "vx0", "type", "vxlan", "id", String(kv.vni), "dstport", String(kv.port), "local", local, "remote", kv.remote, "dev", "ul0", ...(kv.learning ? [] : ["nolearning"])]);
+      run([
+        "ip",
+        "-n",
+        ns(node),
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        String(kv.vni),
+        "dstport",
+        String(kv.port),
+        "local",
+        local,
+        "remote",
+        kv.remote,
+        "dev",
+        "ul0",
+        ...(kv.learning ? [] : ["nolearning"]),
+      ]);
       ipBatch(["link set vx0 master br0", "link set vx0 up"], ns(node));
     }
   }
@@ -153,7 +179,10 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     if (hs.link !== "veth" && !kernel(hs.node)) continue;
     await step();
     run(["ip", "link", "add", h, "netns", ns(hs.node), "type", "veth", "peer", "name", "eth0", "netns", ns(h)]);
-    ipBatch([`link set ${h} mtu ${hs.mtu}`, ...(kernel(hs.node) ? [`link set ${h} master br0`, ...kernelPortStp(h, hs.stp)] : []), `link set ${h} up`], ns(hs.node));
+    ipBatch(
+      [`link set ${h} mtu ${hs.mtu}`, ...(kernel(hs.node) ? [`link set ${h} master br0`, ...kernelPortStp(h, hs.stp)] : []), `link set ${h} up`],
+      ns(hs.node),
+    );
     // A packet socket sees the host's TCP super-frames before segmentation (up to
     // 64 KiB); the switch forwards real frames, so the host must segment itself.
     if (!kernel(hs.node)) run(["ip", "netns", "exec", ns(h), "ethtool", "-K", "eth0", "tso", "off", "gso", "off"]);

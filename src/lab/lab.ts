@@ -165,7 +165,11 @@ export async function labDown(fileOrName: string, log: Log = () => undefined): P
     nodes: {},
     hosts: {},
   };
-  const others = new Set(listLabs().filter((s) => s.lab !== lab).flatMap((s) => s.namespaces));
+  const others = new Set(
+    listLabs()
+      .filter((s) => s.lab !== lab)
+      .flatMap((s) => s.namespaces),
+  );
   const foreign = state.namespaces.filter((n) => others.has(n));
   if (foreign.length) throw new Error(`lab ${lab}: its state names ${foreign.join(", ")}, which another lab's state records too; removing nothing`);
   const removed = await teardown(state, log, recorded ? [] : derived.filter((n) => !others.has(n)));

@@ -31,9 +31,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
       name: peer,
       kind: "pcap",
       ifname: peer,
-      vlan: l.trunk
-        ? { mode: "trunk", allowed: l.trunk.vlans, native: l.trunk.native }
-        : { mode: "access", vlan: l.vlan ?? 1 },
+      vlan: l.trunk ? { mode: "trunk", allowed: l.trunk.vlans, native: l.trunk.native } : { mode: "access", vlan: l.vlan ?? 1 },
       stp: l.stp,
       stormControl: l.stormControl ?? spec.stormControl,
       trusted: true,
@@ -67,7 +65,14 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     used.add(v.vlan ?? 1);
   }
   for (const [name, v] of Object.entries(spec.ipip)) {
-    ports.push({ name, kind: "ipip", ifname: name, vlan: { mode: "access", vlan: 1 }, ipip: { localAddr, peers: v.peers, underlayMtu: ul?.mtu ?? 1500 }, trusted: true });
+    ports.push({
+      name,
+      kind: "ipip",
+      ifname: name,
+      vlan: { mode: "access", vlan: 1 },
+      ipip: { localAddr, peers: v.peers, underlayMtu: ul?.mtu ?? 1500 },
+      trusted: true,
+    });
     mtuOf[name] = (ul?.mtu ?? 1500) - 20;
   }
   if (usesUnderlayPort(spec)) {
@@ -98,7 +103,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
             proxyArp: i.proxyArp,
           };
         }),
-        routes: spec.routes.map((r) => ({ to: r.to === "default" ? "0.0.0.0/0" : r.to, via: r.via, dev: r.dev, onlink: r.onlink })),
+        routes: spec.routes.map((r) => ({ to: r.to === "default" ? "0.0.0.0/0" : r.to, via: r.via, dev: r.dev, onlink: r.onlink, proto: r.proto })),
         neighbors: spec.neighbors,
         nat: spec.nat,
         services: Object.entries(spec.services).map(([name, sv]) => ({ name, ...sv })),
@@ -108,6 +113,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     lab: t.name,
     node,
     controlSocket: path.join(labDir(t.name), `${node}.sock`),
+    journal: path.join(labDir(t.name), `${node}.journal`),
     ports,
     offload: spec.offload ?? offloadCapable(t, node),
     switch: {

@@ -60,7 +60,7 @@ export function expandOverlay(t: Topology): { topology: Topology; notes: string[
       s.interfaces.ul0 = { port: UNDERLAY_PORT, address: ul.address, mtu: ulMtu, proxyArp: false };
       const mask = maskOf(me.ul.prefixLen);
       for (const p of peers) {
-        if (((p.ul.addr & mask) >>> 0) === ((me.ul.addr & mask) >>> 0)) {
+        if ((p.ul.addr & mask) >>> 0 === (me.ul.addr & mask) >>> 0) {
           s.routes.push({ to: `${ipToString(p.podNet)}/${p.podLen}`, via: p.ulAddr, onlink: false });
         } else {
           notes.push(

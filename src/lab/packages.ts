@@ -35,7 +35,8 @@ export function ensurePackages(needs: Need[], forWhat: string, log: (m: string) 
     spawnSync("apt-get", ["update", "-qq"], { encoding: "utf8", env });
     r = spawnSync("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], { encoding: "utf8", env });
   }
-  if (r.status !== 0) throw new Error(`${forWhat}: apt-get install ${missing.join(" ")} failed: ${(r.stderr || r.stdout).trim().split("\n").slice(-3).join(" ")}`);
+  if (r.status !== 0)
+    throw new Error(`${forWhat}: apt-get install ${missing.join(" ")} failed: ${(r.stderr || r.stdout).trim().split("\n").slice(-3).join(" ")}`);
   const still = needs.filter((n) => !present(n.what));
   if (still.length) throw new Error(`${forWhat}: after installing ${missing.join(" ")}, still missing ${still.map((n) => n.what).join(", ")}`);
 }

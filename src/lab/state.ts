@@ -5,7 +5,6 @@
 import fs from "node:fs";
 import path from "node:path";
 import { RUN_DIR } from "../control/protocol.js";
-import type { SandboxReport } from "../node/sandbox.js";
 
 export interface LabState {
   lab: string;
@@ -13,7 +12,10 @@ export interface LabState {
   createdAt: string;
   namespaces: string[];
   nodes: Record<string, { namespace: string; pid: number | null; socket: string; config: string; log: string }>;
-  hosts: Record<string, { namespace: string; node: string; ip: string; gateway?: string; vlan: number; link: string; run?: { pid: number; command: string; log: string } }>;
+  hosts: Record<
+    string,
+    { namespace: string; node: string; ip: string; gateway?: string; vlan: number; link: string; run?: { pid: number; command: string; log: string } }
+  >;
   /** kind: kernel nodes: a Linux bridge br0 in the namespace. */
   kernel?: Record<string, { namespace: string }>;
 }
@@ -34,7 +36,7 @@ export function readState(lab: string): LabState | null {
 
 export function writeState(s: LabState): void {
   fs.mkdirSync(labDir(s.lab), { recursive: true, mode: 0o700 });
-  const tmp = statePath(s.lab) + ".tmp";
+  const tmp = `${statePath(s.lab)}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(s, null, 2));
   fs.renameSync(tmp, statePath(s.lab));
 }

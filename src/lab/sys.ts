@@ -29,7 +29,7 @@ export function run(argv: string[], input?: string): string {
 export function ipBatch(lines: string[], netns?: string): void {
   if (lines.length === 0) return;
   const argv = netns ? ["ip", "-n", netns, "-batch", "-"] : ["ip", "-batch", "-"];
-  run(argv, lines.join("\n") + "\n");
+  run(argv, `${lines.join("\n")}\n`);
 }
 
 export function netnsList(): string[] {

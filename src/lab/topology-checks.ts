@@ -4,17 +4,7 @@
  * what kernel nodes and overlays need. Each problem carries the path of its field.
  */
 import { ipToString } from "../wire/ipv4addr.js";
-import {
-  IFNAME_MAX,
-  ifAddresses,
-  ipToU32,
-  isKernelNode,
-  maskOf,
-  nodePorts,
-  offloadCapable,
-  splitCidr,
-  type Topology,
-} from "./topology-schema.js";
+import { IFNAME_MAX, ifAddresses, ipToU32, isKernelNode, maskOf, nodePorts, offloadCapable, splitCidr, type Topology } from "./topology-schema.js";
 
 export interface Problem {
   path: (string | number)[];
@@ -32,9 +22,13 @@ export function fabricChecks(t: Topology): Problem[] {
     if (reserved.has(r)) problems.push({ path: ["underlay", "routers", r], message: `'${r}' is already a node, host or reserved name` });
     for (const [seg, addr] of Object.entries(segs)) {
       if (`${r}-${seg}`.length > IFNAME_MAX) {
-        problems.push({ path: ["underlay", "routers", r, seg], message: `'${r}-${seg}' names its bridge port: router and segment names together are at most ${IFNAME_MAX - 1} characters` });
+        problems.push({
+          path: ["underlay", "routers", r, seg],
+          message: `'${r}-${seg}' names its bridge port: router and segment names together are at most ${IFNAME_MAX - 1} characters`,
+        });
       }
-      if (!segments.includes(seg)) problems.push({ path: ["underlay", "routers", r, seg], message: `unknown segment '${seg}' (segments: ${segments.join(", ") || "none"})` });
+      if (!segments.includes(seg))
+        problems.push({ path: ["underlay", "routers", r, seg], message: `unknown segment '${seg}' (segments: ${segments.join(", ") || "none"})` });
       if (!splitCidr(addr)) problems.push({ path: ["underlay", "routers", r, seg], message: `'${addr}' is not a valid IPv4 address with prefix` });
     }
   }
@@ -42,14 +36,17 @@ export function fabricChecks(t: Topology): Problem[] {
     const at = ["nodes", n];
     if (spec.underlay) {
       if (!segments.includes(spec.underlay.segment)) {
-        problems.push({ path: [...at, "underlay", "segment"], message: `unknown segment '${spec.underlay.segment}' (underlay.segments: ${segments.join(", ") || "none"})` });
+        problems.push({
+          path: [...at, "underlay", "segment"],
+          message: `unknown segment '${spec.underlay.segment}' (underlay.segments: ${segments.join(", ") || "none"})`,
+        });
       }
       const c = splitCidr(spec.underlay.address);
       if (!c) problems.push({ path: [...at, "underlay", "address"], message: `'${spec.underlay.address}' is not a valid IPv4 address with prefix` });
       else if (spec.underlay.gateway) {
         const g = ipToU32(spec.underlay.gateway);
         const m = maskOf(c.prefixLen);
-        if (g === null || ((g & m) >>> 0) !== ((c.addr & m) >>> 0)) {
+        if (g === null || (g & m) >>> 0 !== (c.addr & m) >>> 0) {
           problems.push({ path: [...at, "underlay", "gateway"], message: `gateway ${spec.underlay.gateway} is not inside ${spec.underlay.address}` });
         }
       }
@@ -59,7 +56,8 @@ export function fabricChecks(t: Topology): Problem[] {
     if (isKernelNode(spec)) {
       for (const k of ["interfaces", "routes", "neighbors", "static"] as const) {
         const v = spec[k];
-        if ((Array.isArray(v) ? v.length : Object.keys(v).length) > 0) problems.push({ path: [...at, k], message: `a kernel node is a Linux bridge: it takes no ${k}` });
+        if ((Array.isArray(v) ? v.length : Object.keys(v).length) > 0)
+          problems.push({ path: [...at, k], message: `a kernel node is a Linux bridge: it takes no ${k}` });
       }
       if (Object.keys(spec.vxlan).length || Object.keys(spec.ipip).length) {
         problems.push({ path: at, message: "a kernel node's VXLAN device is kernelVxlan; vxlan/ipip ports are for tapnet nodes" });
@@ -73,9 +71,11 @@ export function fabricChecks(t: Topology): Problem[] {
   }
   for (const [h, hs] of Object.entries(t.hosts)) {
     const n = t.nodes[hs.node];
-    if (n && isKernelNode(n) && hs.vlan !== undefined) problems.push({ path: ["hosts", h, "vlan"], message: "hosts of a kernel node are untagged on its bridge" });
+    if (n && isKernelNode(n) && hs.vlan !== undefined)
+      problems.push({ path: ["hosts", h, "vlan"], message: "hosts of a kernel node are untagged on its bridge" });
     for (const k of ["stormControl", "portSecurity"] as const) {
-      if (n && isKernelNode(n) && hs[k]) problems.push({ path: ["hosts", h, k], message: `host ${h} is on kernel node ${hs.node}, a Linux bridge: ${k} is a tapnet switch's` });
+      if (n && isKernelNode(n) && hs[k])
+        problems.push({ path: ["hosts", h, k], message: `host ${h} is on kernel node ${hs.node}, a Linux bridge: ${k} is a tapnet switch's` });
     }
     if (n && hs.stp && !n.stp) problems.push({ path: ["hosts", h, "stp"], message: `node ${hs.node} runs no spanning tree (nodes.${hs.node}.stp)` });
   }
@@ -93,8 +93,10 @@ export function fabricChecks(t: Topology): Problem[] {
   if (t.overlay) {
     const tapnetNodes = Object.entries(t.nodes).filter(([, s]) => !isKernelNode(s));
     for (const [n, spec] of tapnetNodes) {
-      if (!spec.podCidr) problems.push({ path: ["nodes", n, "podCidr"], message: `overlay ${t.overlay.backend} needs every node's pod subnet: missing (required)` });
-      if (!spec.underlay) problems.push({ path: ["nodes", n, "underlay"], message: `overlay ${t.overlay.backend} needs every node on the underlay: missing (required)` });
+      if (!spec.podCidr)
+        problems.push({ path: ["nodes", n, "podCidr"], message: `overlay ${t.overlay.backend} needs every node's pod subnet: missing (required)` });
+      if (!spec.underlay)
+        problems.push({ path: ["nodes", n, "underlay"], message: `overlay ${t.overlay.backend} needs every node on the underlay: missing (required)` });
     }
   }
   return problems;
@@ -138,7 +140,7 @@ export function semanticChecks(t: Topology, declared: Declared): Problem[] {
       const g = ipToU32(spec.gateway);
       const m = maskOf(c.prefixLen);
       if (g === null) problems.push({ path: ["hosts", h, "gateway"], message: `'${spec.gateway}' is not a valid IPv4 address` });
-      else if (((g & m) >>> 0) !== ((c.addr & m) >>> 0)) {
+      else if ((g & m) >>> 0 !== (c.addr & m) >>> 0) {
         problems.push({ path: ["hosts", h, "gateway"], message: `gateway ${spec.gateway} is not inside ${spec.ip}` });
       } else if (g === c.addr) {
         problems.push({ path: ["hosts", h, "gateway"], message: `gateway ${spec.gateway} is the host's own address` });
@@ -149,9 +151,11 @@ export function semanticChecks(t: Topology, declared: Declared): Problem[] {
     }
     const ps = spec.portSecurity;
     if (ps) {
-      if (ps.macs.length > ps.maxMacs) problems.push({ path: ["hosts", h, "portSecurity", "macs"], message: `${ps.macs.length} static MACs, but maxMacs is ${ps.maxMacs}` });
+      if (ps.macs.length > ps.maxMacs)
+        problems.push({ path: ["hosts", h, "portSecurity", "macs"], message: `${ps.macs.length} static MACs, but maxMacs is ${ps.maxMacs}` });
       ps.macs.forEach((m, k) => {
-        if ((parseInt(m.slice(0, 2), 16) & 1) === 1) problems.push({ path: ["hosts", h, "portSecurity", "macs", k], message: `${m} is a group address; secure MACs are stations` });
+        if ((parseInt(m.slice(0, 2), 16) & 1) === 1)
+          problems.push({ path: ["hosts", h, "portSecurity", "macs", k], message: `${m} is a group address; secure MACs are stations` });
       });
       if (spec.mac !== undefined && ps.macs.length === ps.maxMacs && !ps.macs.some((m) => m.toLowerCase() === spec.mac?.toLowerCase())) {
         problems.push({ path: ["hosts", h, "portSecurity"], message: `the static MACs fill maxMacs and leave out the host's own ${spec.mac}` });
@@ -184,7 +188,8 @@ export function semanticChecks(t: Topology, declared: Declared): Problem[] {
       problems.push({ path: ["nodes", n, "offload"], message: "a kind: kernel node is a Linux bridge: tapnet's offload setting does not apply to it" });
     }
     (spec.arpInspection?.bindings ?? []).forEach((b, i) => {
-      if ((parseInt(b.mac.slice(0, 2), 16) & 1) === 1) problems.push({ path: ["nodes", n, "arpInspection", "bindings", i, "mac"], message: `${b.mac} is a group address; a binding names a station` });
+      if ((parseInt(b.mac.slice(0, 2), 16) & 1) === 1)
+        problems.push({ path: ["nodes", n, "arpInspection", "bindings", i, "mac"], message: `${b.mac} is a group address; a binding names a station` });
       if (ipToU32(b.ip) === null) problems.push({ path: ["nodes", n, "arpInspection", "bindings", i, "ip"], message: `'${b.ip}' is not a valid IPv4 address` });
     });
     spec.static.forEach((s, i) => {
@@ -216,7 +221,7 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
       if (host && host.node === node && host.vlan !== undefined) {
         problems.push({ path: ["hosts", i.port, "vlan"], message: `host ${i.port} is on routed port ${node}/${ifn}: a routed port has no VLAN` });
       }
-      const link = t.links.find((l) => l !== undefined && l.between.includes(node) && l.between.includes(i.port as string));
+      const link = t.links.find((l) => l?.between.includes(node) && l.between.includes(i.port as string));
       if (link && (link.trunk || link.vlan !== undefined)) {
         problems.push({ path: [...at, "port"], message: `the link ${node}-${i.port} is a trunk or VLAN access link; a routed port takes an untagged link` });
       }
@@ -231,7 +236,7 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
       }
       const net = (c.addr & mask) >>> 0;
       // A /32 (flannel.1's, tunl0's) is a lone address, not a subnet: it may sit in another's.
-      const clash = c.prefixLen === 32 ? undefined : subnets.find((s) => s.len < 32 && (((net & s.mask) >>> 0) === s.net || ((s.net & mask) >>> 0) === net));
+      const clash = c.prefixLen === 32 ? undefined : subnets.find((s) => s.len < 32 && ((net & s.mask) >>> 0 === s.net || (s.net & mask) >>> 0 === net));
       if (clash) problems.push({ path: where, message: `${a} overlaps the subnet of interface ${clash.iface}` });
       subnets.push({ net, mask, len: c.prefixLen, iface: ifn });
     });
@@ -241,28 +246,34 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
     if (r.to !== "default") {
       const c = splitCidr(r.to);
       if (!c) problems.push({ path: [...at, "to"], message: `'${r.to}' is not a valid prefix` });
-      else if (((c.addr & ~maskOf(c.prefixLen)) >>> 0) !== 0) {
-        problems.push({ path: [...at, "to"], message: `${r.to} has host bits set (did you mean ${ipToString((c.addr & maskOf(c.prefixLen)) >>> 0)}/${c.prefixLen}?)` });
+      else if ((c.addr & ~maskOf(c.prefixLen)) >>> 0 !== 0) {
+        problems.push({
+          path: [...at, "to"],
+          message: `${r.to} has host bits set (did you mean ${ipToString((c.addr & maskOf(c.prefixLen)) >>> 0)}/${c.prefixLen}?)`,
+        });
       }
     }
-    const via = ipToU32(r.via);
+    const via = r.via === undefined ? undefined : ipToU32(r.via);
     if (r.dev !== undefined && !spec.interfaces[r.dev]) {
       problems.push({ path: [...at, "dev"], message: `node ${node} has no interface '${r.dev}'` });
     }
     if (r.onlink && r.dev === undefined) problems.push({ path: [...at, "onlink"], message: "an onlink route names its interface (dev)" });
     if (via === null) problems.push({ path: [...at, "via"], message: `'${r.via}' is not a valid IPv4 address` });
-    else if (!r.onlink && !subnets.some((s) => ((via & s.mask) >>> 0) === s.net)) {
+    else if (via !== undefined && !r.onlink && !subnets.some((s) => (via & s.mask) >>> 0 === s.net)) {
       problems.push({ path: [...at, "via"], message: `next hop ${r.via} is not inside a subnet of any interface of ${node}` });
     }
   });
   for (const [k, m] of (spec.nat?.masquerade ?? []).entries()) {
-    if (!spec.interfaces[m.interface]) problems.push({ path: ["nodes", node, "nat", "masquerade", k, "interface"], message: `node ${node} has no interface '${m.interface}'` });
+    if (!spec.interfaces[m.interface])
+      problems.push({ path: ["nodes", node, "nat", "masquerade", k, "interface"], message: `node ${node} has no interface '${m.interface}'` });
   }
   for (const [svc, sv] of Object.entries(spec.services)) {
-    if (Object.keys(spec.interfaces).length === 0) problems.push({ path: ["nodes", node, "services", svc], message: "services need a router: give the node interfaces" });
+    if (Object.keys(spec.interfaces).length === 0)
+      problems.push({ path: ["nodes", node, "services", svc], message: "services need a router: give the node interfaces" });
     sv.backends.forEach((b, k) => {
       const [a, p] = b.split(":");
-      if (ipToU32(a) === null || Number(p) < 1 || Number(p) > 65535) problems.push({ path: ["nodes", node, "services", svc, "backends", k], message: `'${b}' is not ADDRESS:PORT` });
+      if (ipToU32(a) === null || Number(p) < 1 || Number(p) > 65535)
+        problems.push({ path: ["nodes", node, "services", svc, "backends", k], message: `'${b}' is not ADDRESS:PORT` });
     });
   }
   spec.neighbors.forEach((nb, k) => {
@@ -273,7 +284,7 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
     }
     const ip = ipToU32(nb.ip);
     const onlinkVia = spec.routes.some((r) => r.onlink && r.dev === nb.interface && r.via === nb.ip);
-    if (ip === null || (!onlinkVia && !subnets.some((s) => s.iface === nb.interface && ((ip & s.mask) >>> 0) === s.net))) {
+    if (ip === null || (!onlinkVia && !subnets.some((s) => s.iface === nb.interface && (ip & s.mask) >>> 0 === s.net))) {
       problems.push({ path: [...at, "ip"], message: `${nb.ip} is not inside a subnet of interface ${nb.interface}` });
     }
   });

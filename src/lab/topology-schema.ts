@@ -18,7 +18,6 @@
  */
 import { z } from "zod";
 import { DEFAULT_TIMEOUTS, type Timeouts } from "../elements/conntrack-states.js";
-import { ipToString } from "../wire/ipv4addr.js";
 
 export const NAME = /^[a-z][a-z0-9-]*$/;
 /** Linux interface names are at most 15 bytes (IFNAMSIZ - 1); ports are named after hosts and nodes. */
@@ -33,9 +32,7 @@ const name = (what: string) =>
 const vid = z.number().int().min(1, "VLAN ids run from 1 to 4094").max(4094, "VLAN ids run from 1 to 4094");
 const cidr = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, "expected an IPv4 address with prefix, like 10.0.0.1/24");
 const ipv4 = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, "expected an IPv4 address, like 10.0.0.254");
-const mac = z
-  .string()
-  .regex(/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/, "expected a MAC address like 02:00:00:00:00:01");
+const mac = z.string().regex(/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/, "expected a MAC address like 02:00:00:00:00:01");
 
 const StaticEntry = z.strictObject({ mac, vlan: vid.default(1), port: z.string() });
 
@@ -88,13 +85,21 @@ const InterfaceSpec = z
     message: "an interface sits either on a port (port: NAME, a routed port) or on a VLAN (vlan: N, an SVI)",
   });
 
-const RouteSpec = z.strictObject({
-  to: z.union([z.literal("default"), cidr]),
-  via: ipv4,
-  /** With `onlink`, the next hop is on this interface even outside its subnet (flannel's routes). */
-  dev: z.string().optional(),
-  onlink: z.boolean().default(false),
-});
+const RouteSpec = z
+  .strictObject({
+    to: z.union([z.literal("default"), cidr]),
+    /** The next hop; without one, the route sends straight out of `dev` (a device route). */
+    via: ipv4.optional(),
+    /** With `onlink`, the next hop is on this interface even outside its subnet (flannel's routes). */
+    dev: z.string().optional(),
+    onlink: z.boolean().default(false),
+    /** Where the route came from, as `show route` says it (static unless a control plane's). */
+    proto: z
+      .string()
+      .regex(/^[a-z][a-z0-9-]{0,15}$/, "a protocol name like static, bgp, flannel")
+      .optional(),
+  })
+  .refine((r) => r.via !== undefined || r.dev !== undefined, { message: "a route needs a next hop (via) or an interface (dev)" });
 
 const UnderlaySpec = z.strictObject({
   /** The underlay segment (a kernel bridge of the lab) this node's `ul0` joins. */
@@ -136,9 +141,10 @@ const NatSpec = z.strictObject({
   /** Seconds per state, names as in the conntrack element (tcpSynSent, udpStream, icmp, …); defaults are Linux's. */
   timeouts: z
     .strictObject(
-      Object.fromEntries(
-        Object.keys(DEFAULT_TIMEOUTS).map((k) => [k, z.number().positive(`${k} is in seconds and must be > 0`).optional()]),
-      ) as Record<keyof Timeouts, z.ZodOptional<z.ZodNumber>>,
+      Object.fromEntries(Object.keys(DEFAULT_TIMEOUTS).map((k) => [k, z.number().positive(`${k} is in seconds and must be > 0`).optional()])) as Record<
+        keyof Timeouts,
+        z.ZodOptional<z.ZodNumber>
+      >,
     )
     .default({}),
 });
@@ -210,10 +216,7 @@ const LinkSpec = z
   });
 
 const TopologySchema = z.strictObject({
-  name: z
-    .string()
-    .regex(NAME, "the lab name must start with a letter and use only a-z, 0-9 and '-'")
-    .max(24, "the lab name is at most 24 characters"),
+  name: z.string().regex(NAME, "the lab name must start with a letter and use only a-z, 0-9 and '-'").max(24, "the lab name is at most 24 characters"),
   description: z.string().optional(),
   nodes: z.record(name("a node name"), NodeSpec).refine((n) => Object.keys(n).length > 0, "a lab needs at least one node"),
   hosts: z.record(name("a host name"), HostSpec).default({}),

@@ -1,7 +1,6 @@
 /**
  * NodeConfig — everything one tapnet process needs, as the lab builder writes it
- * (JSON). A node is one switch with its ports; later issues add a router, tunnels
- * and NAT to the same file.
+ * (JSON): its ports, its switch, and when it routes its router, NAT and services.
  */
 import type { SwitchPortMode } from "../elements/learning-switch.js";
 import type { StormLimits } from "../elements/storm-control.js";
@@ -20,6 +19,8 @@ export interface NodePortConfig {
   vlan: SwitchPortMode;
   /** Set when the port is a router's routed port: the interface that owns it. */
   routed?: string;
+  /** The MTU of what is behind the port (a host's eth0), when set at runtime. */
+  mtu?: number;
   vxlan?: {
     vni: number;
     dstPort: number;
@@ -56,6 +57,8 @@ export interface NodeConfig {
   lab: string;
   node: string;
   controlSocket: string;
+  /** Where accepted runtime changes are appended (and replayed from at start). */
+  journal?: string;
   ports: NodePortConfig[];
   /** TAP ports with virtio-net headers and offloads; other ports segment super-frames in software. */
   offload?: boolean;
@@ -70,7 +73,7 @@ export interface NodeConfig {
   };
   router?: {
     interfaces: RouterInterfaceConfig[];
-    routes: Array<{ to: string; via: string; dev?: string; onlink?: boolean }>;
+    routes: Array<{ to: string; via?: string; dev?: string; onlink?: boolean; proto?: string }>;
     neighbors: Array<{ ip: string; mac: string; interface: string }>;
     nat?: { masquerade: Array<{ sources: string[]; interface: string }>; maxEntries?: number; timeouts: Record<string, number> };
     services: Array<{ name: string; vip: string; port: number; protocol: "tcp" | "udp"; backends: string[]; algorithm: "random" | "roundrobin" }>;

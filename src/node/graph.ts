@@ -16,7 +16,7 @@ import type { ElementInfo } from "../core/element.js";
 import { Engine } from "../core/engine.js";
 import { InternalPort } from "../core/internal-port.js";
 import type { Port } from "../core/port.js";
-import { Ipv4Router, type RouterOptions } from "../elements/ipv4-router.js";
+import { Ipv4Router, type RouterOptions } from "../elements/router/ipv4-router.js";
 import { LearningSwitch, type SwitchPortMode } from "../elements/learning-switch.js";
 import { SoftOffload } from "../io/soft-offload.js";
 import { Nat, type NatConfig } from "../elements/nat.js";
@@ -62,7 +62,7 @@ export class NodeGraph {
   readonly sw: LearningSwitch;
   readonly stp: SpanningTree | null = null;
   readonly router: Ipv4Router | null = null;
-  readonly nat: Nat | null = null;
+  nat: Nat | null = null;
   /** The router's interfaces, as internal ports of the switch. */
   readonly internal: InternalPort[] = [];
   /** Each port's VLAN mode on the switch. */
@@ -70,7 +70,7 @@ export class NodeGraph {
 
   constructor(
     readonly config: NodeConfig,
-    env: GraphEnv,
+    private readonly env: GraphEnv,
   ) {
     const rc = config.router;
     const offload = config.offload === true;
@@ -123,7 +123,10 @@ export class NodeGraph {
           ? { vlans: (rc?.interfaces ?? []).map((i) => i.vlan), sink: (buf, ipOff, ipLen, now, partial) => void nat.bridged(buf, ipOff, ipLen, now, partial) }
           : undefined,
       stp: this.stp ?? undefined,
-      guards: guardConfig(config, (rc?.interfaces ?? []).map((i) => i.name)),
+      guards: guardConfig(
+        config,
+        (rc?.interfaces ?? []).map((i) => i.name),
+      ),
     });
     for (const p of devices) engine.connect(p, this.sw);
     engine.addElement(this.sw);
@@ -146,13 +149,16 @@ export class NodeGraph {
       for (const p of this.internal) p.link(this.sw, router);
       for (const r of rc.routes) {
         const to = parseCidr(r.to);
-        const via = parseIp(r.via);
+        const via = r.via === undefined ? 0 : parseIp(r.via);
         const k = r.dev !== undefined ? router.ifaces.findIndex((i) => i.name === r.dev) : router.connectedIf(via);
-        if (k < 0) throw new Error(`route ${r.to} via ${r.via}: the next hop is not on a connected subnet`);
-        router.addRoute({ prefix: to.network, prefixLen: to.prefixLen, gateway: via, ifIndex: k });
+        if (k < 0)
+          throw new Error(
+            `route ${r.to}${r.via ? ` via ${r.via}` : ""}: ${r.dev !== undefined ? `no interface '${r.dev}'` : "the next hop is not on a connected subnet"}`,
+          );
+        router.addRoute({ prefix: to.network, prefixLen: to.prefixLen, gateway: via, ifIndex: k, onlink: r.onlink }, r.proto ?? "static");
         // A port with no ARP behind it (IPIP) names its next hops by static entries.
         const routed = config.ports.findIndex((p) => p.routed === router.ifaces[k].name);
-        const mac = routed >= 0 ? devices[routed].nextHopMac(via) : null;
+        const mac = routed >= 0 && via !== 0 ? devices[routed].nextHopMac(via) : null;
         if (mac !== null) router.addStaticNeighbour(k, via, mac);
       }
       for (const nb of rc.neighbors) {
@@ -165,10 +171,79 @@ export class NodeGraph {
     }
   }
 
+  /**
+   * Adds a device port to the running node (between passes): made like the ports the
+   * node started with, opened in the pool's spare room, connected to the switch, a
+   * member of its VLANs. On failure nothing is left of it.
+   */
+  addPort(pc: NodePortConfig): Port {
+    const engine = this.engine;
+    if (engine.port(pc.name)) throw new Error(`node ${this.config.node} already has a port '${pc.name}'`);
+    const p = this.env.makePort(pc, this.config);
+    if (engine.offload && !p.deviceOffload) p.txOffload = new SoftOffload();
+    engine.addPort(p, this.sw);
+    try {
+      this.sw.addPort(p, pc.vlan);
+      // A bridge port joins the spanning tree (blocking, then listening); BPDUs go in a pass.
+      const stp = this.stp;
+      if (stp && !pc.routed) engine.runPass((_pool, now) => stp.addPort(p.index, pc.stp ?? {}, now));
+    } catch (e) {
+      engine.removePort(p);
+      throw e;
+    }
+    this.modes[pc.name] = pc.vlan;
+    this.config.ports.push(pc);
+    return p;
+  }
+
+  /**
+   * The node's NAT, made now if it has none (its first service or masquerade rule at
+   * runtime): given to the router's hooks, and with `services` to the switch's bridge hook.
+   */
+  ensureNat(services: boolean): Nat {
+    const router = this.router;
+    if (!router) throw new Error(`node ${this.config.node} has no router interfaces: NAT and services need one`);
+    let nat = this.nat;
+    if (nat === null) {
+      nat = new Nat({ ...this.env.nat, snat: [], services: [] });
+      router.attachNat(nat);
+      this.nat = nat;
+    }
+    if (services && !this.sw.hasBridgeHook) {
+      const n = nat;
+      this.sw.setBridgeHook({
+        vlans: router.ifaces.map((_, k) => this.modes[this.internal[k].name] as { vlan: number }).map((m) => m.vlan),
+        sink: (buf, ipOff, ipLen, now, partial) => void n.bridged(buf, ipOff, ipLen, now, partial),
+      });
+    }
+    return nat;
+  }
+
+  /** A port set administratively up or down: to spanning tree, a link coming and going (802.1D 8.8.2-8.8.3). */
+  setPortUp(p: Port, up: boolean): void {
+    p.adminUp = up;
+    const stp = this.stp;
+    if (stp?.takes(p.index)) this.engine.runPass((_pool, now) => stp.setPortEnabled(p.index, up, now));
+  }
+
+  /** Removes a device port from the running node; what the switch learned on it goes. */
+  removePort(name: string): void {
+    const p = this.engine.port(name);
+    if (!p || p.kind === "internal") throw new Error(`node ${this.config.node} has no device port '${name}'`);
+    const pc = this.config.ports.find((c) => c.name === name);
+    if (pc?.routed) throw new Error(`port '${name}' is router interface ${pc.routed}'s routed port: it cannot be removed while the interface exists`);
+    // Its guards and its place in the spanning tree go first (the tree may send BPDUs: a pass).
+    this.engine.runPass((_pool, now) => this.sw.guards.resetPort(p.index, now));
+    this.sw.removePort(p);
+    this.engine.removePort(p);
+    delete this.modes[name];
+    this.config.ports = this.config.ports.filter((c) => c.name !== name);
+  }
+
   /** Names, kinds and edges of what was built (`tapnet show graph`). */
   describe(): GraphDescription {
     const cfg = new Map(this.config.ports.map((p) => [p.name, p]));
-    const ports = this.engine.ports.map((p) => {
+    const ports = this.engine.livePorts().map((p) => {
       const m = this.modes[p.name];
       const routed = cfg.get(p.name)?.routed;
       const mode =
@@ -183,7 +258,7 @@ export class NodeGraph {
     });
     const elements: ElementInfo[] = [this.sw.describe()];
     const edges: GraphEdge[] = [];
-    for (const p of this.engine.ports) {
+    for (const p of this.engine.livePorts()) {
       if (p.kind === "internal") continue;
       edges.push({ from: `port:${p.name}`, to: this.sw.name }, { from: this.sw.name, to: `port:${p.name}` });
     }

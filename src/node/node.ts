@@ -12,7 +12,7 @@ import { CaptureSession } from "../control/capture.js";
 import { type CounterSpec, Element } from "../core/element.js";
 import { ControlServer, RowStream } from "../control/server.js";
 import type { Request } from "../control/protocol.js";
-import type { Ipv4Router } from "../elements/ipv4-router.js";
+import type { Ipv4Router } from "../elements/router/ipv4-router.js";
 import type { Nat } from "../elements/nat.js";
 import { parseConntrackQuery } from "../elements/conntrack-list.js";
 import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch.js";
@@ -24,7 +24,16 @@ import { macToString, parseMac } from "../wire/mac.js";
 import type { NodeConfig } from "./config.js";
 import { buildGraph, type NodeGraph } from "./graph.js";
 import { makeDevicePort } from "./ports.js";
+import { type Args, applyChange, JOURNALED } from "./changes.js";
+import { Journal } from "./journal.js";
+import { runningConfig } from "./running-config.js";
 import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
+
+/** Pool room kept for ports added at runtime: 64 TAPs with offloads (64 slots of 64 KiB each). */
+const RUNTIME_POOL_BYTES = 64 * 64 * (65536 + 256);
+
+/** Most changes in one `changes` request (clients send larger ones in several). */
+const MAX_BATCH = 20_000;
 
 /** The clock of the dataplane (ms), for listings that read it as they go. */
 const clock = (): number => performance.now();
@@ -40,6 +49,9 @@ export class TapnetNode {
   private ageTimer: NodeJS.Timeout | null = null;
   private readonly modes: Record<string, SwitchPortMode>;
   readonly startedAt = Date.now();
+  private journal: Journal | null = null;
+  /** What the journal replay at start did. */
+  private replayed = { applied: 0, failed: 0 };
 
   /**
    * @param sandbox install the seccomp allow-list at the end of start() (the node
@@ -56,6 +68,9 @@ export class TapnetNode {
     this.modes = this.graph.modes;
     this.control = new ControlServer(config.controlSocket, {
       status: () => this.status(),
+      change: (req) => this.change(req),
+      changes: (req) => this.changeBatch(req),
+      config: () => runningConfig(this.graph),
       graph: () => this.graph.describe(),
       fdb: () => new RowStream(this.fdbWalk()),
       ports: () => this.ports(),
@@ -89,13 +104,18 @@ export class TapnetNode {
         const p = this.engine.port(String(req.port));
         if (!p) throw new Error(`node ${this.config.node} has no port '${String(req.port)}'`);
         let was = false;
-        this.engine.runPass((_pool, now) => (was = this.sw.recoverPort(p.index, now)));
+        this.engine.runPass((_pool, now) => (was = this.sw.guards.recover(p.index, now)));
         return { port: p.name, wasShut: was };
       },
-      // A binding for ARP inspection: the address the lab gave a host (later: DHCP leases).
+      // A binding for ARP inspection: the address the lab gave a host (later: DHCP leases);
+      // `remove` when the host leaves; `optional`: a node that inspects nothing says nothing.
       "arp-binding": (req) => {
         const ai = this.sw.guards.arp;
-        if (!ai) throw new Error(`node ${this.config.node} does not inspect ARP (nodes.${this.config.node}.arpInspection)`);
+        if (!ai) {
+          if (req.optional === true) return null;
+          throw new Error(`node ${this.config.node} does not inspect ARP (nodes.${this.config.node}.arpInspection)`);
+        }
+        if (req.remove === true) return { removed: ai.removeBinding(Number(req.vlan ?? 1), parseIp(String(req.ip))) };
         const source = req.source === "dhcp" ? "dhcp" : req.source === "static" ? "static" : "lab";
         ai.addBinding(Number(req.vlan ?? 1), parseIp(String(req.ip)), parseMac(String(req.mac)), source);
         return null;
@@ -104,10 +124,12 @@ export class TapnetNode {
   }
 
   async start(): Promise<void> {
-    this.engine.start();
+    // Room in the pool for ports added while the node runs (pages cost nothing until used).
+    this.engine.start(RUNTIME_POOL_BYTES);
     try {
+      if (this.config.journal) this.replay(this.config.journal);
       // A tunnel's UDP socket binds after open(): wait, so a bad address fails start-up.
-      for (const p of this.engine.ports) {
+      for (const p of this.engine.livePorts()) {
         if (p instanceof VxlanPort) {
           await p.ready().catch((e: Error) => {
             throw new Error(`port ${p.name}: cannot receive VXLAN: ${e.message}`);
@@ -146,6 +168,69 @@ export class TapnetNode {
     }
   }
 
+  /**
+   * A runtime change (src/node/changes.ts): checked, applied whole or refused with the
+   * reason; an accepted change to the configuration is appended to the journal.
+   */
+  private change(req: Request): unknown {
+    const op = typeof req.op === "string" ? req.op : "";
+    const args = (req.args ?? {}) as Args;
+    const dryRun = req.dryRun === true;
+    const result = applyChange(this.graph, op, args, dryRun);
+    if (!dryRun && JOURNALED.has(op)) this.journal?.append(op, args);
+    return result;
+  }
+
+  /**
+   * A batch of changes (a control plane programming many routes): each change checked and
+   * applied on its own, as `ip -batch -force` does, in slices of at most 2 ms between which
+   * packet batches run, so a large batch never stalls forwarding. Answers, per change, null
+   * or the reason it was refused.
+   */
+  private changeBatch(req: Request): Promise<{ applied: number; errors: Array<string | null> }> {
+    const ops = Array.isArray(req.ops) ? (req.ops as Array<{ op?: unknown; args?: unknown }>) : null;
+    if (ops === null) throw new Error("changes: 'ops' must be a list of {op, args}");
+    if (ops.length > MAX_BATCH) throw new Error(`changes: at most ${MAX_BATCH} changes in one request (got ${ops.length})`);
+    const errors: Array<string | null> = [];
+    let applied = 0;
+    let k = 0;
+    return new Promise((resolve) => {
+      const slice = (): void => {
+        const t0 = performance.now();
+        for (; k < ops.length && performance.now() - t0 < 2; k++) {
+          const o = ops[k];
+          try {
+            errors.push(null);
+            this.change({ cmd: "change", op: o?.op, args: o?.args });
+            applied++;
+          } catch (e) {
+            errors[k] = e instanceof Error ? e.message : String(e);
+          }
+        }
+        if (k < ops.length) setImmediate(slice);
+        else resolve({ applied, errors });
+      };
+      slice();
+    });
+  }
+
+  /** Opens the journal and applies what it holds (a node restarted after a crash). */
+  private replay(path: string): void {
+    const { journal, entries, bad } = Journal.open(path);
+    this.journal = journal;
+    let failed = bad;
+    for (const e of entries) {
+      try {
+        applyChange(this.graph, e.op, e.args);
+      } catch (err) {
+        failed++;
+        console.error(`journal: ${e.op} no longer applies: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    this.replayed = { applied: entries.length - (failed - bad), failed };
+    if (entries.length) console.log(`journal: replayed ${this.replayed.applied} change(s)${failed ? `, ${failed} did not apply` : ""}`);
+  }
+
   private requireNat(): Nat {
     const nat = this.requireRouter().nat;
     if (!nat) throw new Error(`node ${this.config.node} has no NAT rules or services`);
@@ -168,9 +253,9 @@ export class TapnetNode {
     const g = this.sw.guards;
     const ai = g.arp;
     return {
-      ports: this.engine.ports.flatMap((p) => {
-        const info = g.portInfo(p.index, this.sw.fdb);
-        return info ? [{ ...info, state: this.sw.portGate(p.index) }] : [];
+      ports: this.engine.livePorts().flatMap((p) => {
+        const info = g.portInfo(p.index);
+        return info ? [info] : [];
       }),
       arpInspection: ai && {
         vlans: Array.from(ai.vlans.keys()).filter((v) => ai.vlans[v] === 1),
@@ -198,6 +283,7 @@ export class TapnetNode {
     if (this.ageTimer) clearInterval(this.ageTimer);
     if (this.tickTimer) clearInterval(this.tickTimer);
     if (this.stpTimer) clearInterval(this.stpTimer);
+    this.journal?.close();
     this.control.close();
     this.engine.stop();
   }
@@ -208,9 +294,10 @@ export class TapnetNode {
       node: this.config.node,
       pid: process.pid,
       uptime: Math.round((Date.now() - this.startedAt) / 1000),
-      ports: this.engine.ports.map((p) => p.name),
+      ports: this.engine.livePorts().map((p) => p.name),
       // What the process runs with: uid, effective capabilities, no_new_privs, seccomp.
       sandbox: sandboxReport(),
+      journal: { path: this.config.journal ?? null, ...this.replayed },
     };
   }
 
@@ -240,7 +327,7 @@ export class TapnetNode {
         dst: null,
       };
     }
-    for (const p of this.engine.ports) {
+    for (const p of this.engine.livePorts()) {
       if (p instanceof VxlanPort) {
         for (const e of p.fdb.walk(clock)) {
           yield e === null ? null : { mac: e.mac, vlan: null, port: p.name, static: e.static, age: e.age, dst: e.remote };
@@ -268,13 +355,14 @@ export class TapnetNode {
   }
 
   tunnels(): unknown {
-    return this.engine.ports
+    return this.engine
+      .livePorts()
       .filter((p): p is VxlanPort | IpipPort => p instanceof VxlanPort || p instanceof IpipPort)
       .map((p) => ({ port: p.name, ...p.tunnelInfo(), counters: { ...p.counters(), ...p.tunnelCounters() } }));
   }
 
   ports(): unknown {
-    return this.engine.ports.map((p) => {
+    return this.engine.livePorts().map((p) => {
       const info = p.info();
       const v = this.sw.portVlans(p.index);
       const mode = this.modes[p.name];
@@ -309,12 +397,12 @@ export class TapnetNode {
         roundsExceeded: this.engine.roundsExceeded,
         lastError: this.engine.lastError,
       },
-      ports: Object.fromEntries(this.engine.ports.map((p) => [p.name, p.counters()])),
+      ports: Object.fromEntries(this.engine.livePorts().map((p) => [p.name, p.counters()])),
       // Offloads: virtio-net headers on the TAPs. Per port: software TSO/checksum at
       // ports without vnet headers, egress GRO at TAPs.
       offload: this.config.offload === true,
       offloads: Object.fromEntries(
-        this.engine.ports.flatMap((p) => {
+        this.engine.livePorts().flatMap((p) => {
           const c = p.offloadCounters();
           return c === null ? [] : [[p.name, c]];
         }),
@@ -344,12 +432,17 @@ export class TapnetNode {
     const ports = names.map((n) => {
       const p = this.engine.port(n);
       if (!p) {
-        throw new Error(`node ${this.config.node} has no port '${n}' (ports: ${this.engine.ports.map((x) => x.name).join(", ")})`);
+        throw new Error(
+          `node ${this.config.node} has no port '${n}' (ports: ${this.engine
+            .livePorts()
+            .map((x) => x.name)
+            .join(", ")})`,
+        );
       }
       return p;
     });
     const count = typeof req.count === "number" && req.count > 0 ? Math.floor(req.count) : 0;
-    sock.write(JSON.stringify({ ok: true, data: null }) + "\n");
+    sock.write(`${JSON.stringify({ ok: true, data: null })}\n`);
     new CaptureSession(ports, sock, count);
     return "stream";
   }
@@ -397,7 +490,9 @@ function relaunch(): Promise<void> {
   process.on("SIGINT", pass("SIGINT"));
   return new Promise((_resolve, reject) => {
     child.on("error", (e: NodeJS.ErrnoException) => {
-      reject(new Error(e.code === "ENOENT" ? "setpriv (util-linux) is not installed: the node cannot drop its capabilities" : `cannot run setpriv: ${e.message}`));
+      reject(
+        new Error(e.code === "ENOENT" ? "setpriv (util-linux) is not installed: the node cannot drop its capabilities" : `cannot run setpriv: ${e.message}`),
+      );
     });
     child.on("exit", (code, signal) => process.exit(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1)));
   });

@@ -54,12 +54,47 @@ export const NODE_CAPABILITIES = ["net_admin", "net_raw", "net_bind_service"] as
 
 /** Capability bit numbers (linux/capability.h) to names, as `capsh --decode` prints them. */
 export const CAPABILITY_NAMES = [
-  "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid",
-  "setpcap", "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw",
-  "ipc_lock", "ipc_owner", "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct",
-  "sys_admin", "sys_boot", "sys_nice", "sys_resource", "sys_time", "sys_tty_config", "mknod",
-  "lease", "audit_write", "audit_control", "setfcap", "mac_override", "mac_admin", "syslog",
-  "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore",
+  "chown",
+  "dac_override",
+  "dac_read_search",
+  "fowner",
+  "fsetid",
+  "kill",
+  "setgid",
+  "setuid",
+  "setpcap",
+  "linux_immutable",
+  "net_bind_service",
+  "net_broadcast",
+  "net_admin",
+  "net_raw",
+  "ipc_lock",
+  "ipc_owner",
+  "sys_module",
+  "sys_rawio",
+  "sys_chroot",
+  "sys_ptrace",
+  "sys_pacct",
+  "sys_admin",
+  "sys_boot",
+  "sys_nice",
+  "sys_resource",
+  "sys_time",
+  "sys_tty_config",
+  "mknod",
+  "lease",
+  "audit_write",
+  "audit_control",
+  "setfcap",
+  "mac_override",
+  "mac_admin",
+  "syslog",
+  "wake_alarm",
+  "block_suspend",
+  "audit_read",
+  "perfmon",
+  "bpf",
+  "checkpoint_restore",
 ] as const;
 
 /** The capability mask of a list of names (CapEff etc. in /proc/PID/status are this, in hex). */
@@ -91,13 +126,7 @@ export const NODE_CAPABILITY_MASK = capabilityMask(NODE_CAPABILITIES);
  * permitted = effective = bounding. no_new_privs keeps any later exec from gaining.
  */
 export function nodeLauncher(): string[] {
-  return [
-    "setpriv",
-    `--bounding-set=-all,${NODE_CAPABILITIES.map((c) => `+${c}`).join(",")}`,
-    "--inh-caps=-all",
-    "--no-new-privs",
-    "--",
-  ];
+  return ["setpriv", `--bounding-set=-all,${NODE_CAPABILITIES.map((c) => `+${c}`).join(",")}`, "--inh-caps=-all", "--no-new-privs", "--"];
 }
 
 /**
@@ -241,8 +270,7 @@ export interface SeccompRule {
 
 const allow = (...names: string[]): SeccompRule[] => names.map((name) => ({ name }));
 /** Allowed when argument `index`, compared on its low 32 bits, is one of `values`. */
-const allowIf = (name: string, index: number, values: number[]): SeccompRule[] =>
-  values.map((value) => ({ name, args: [{ index, mask: 0xffffffff, value }] }));
+const allowIf = (name: string, index: number, values: number[]): SeccompRule[] => values.map((value) => ({ name, args: [{ index, mask: 0xffffffff, value }] }));
 /** open/openat: read-only, or read-write without creating, truncating or appending. */
 const FLAGS = O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND;
 const openRules = (name: string, index: number): SeccompRule[] => [
@@ -359,7 +387,9 @@ export function installSeccomp(rules: SeccompRule[] = syscallRules(), env: NodeJ
   }
   const rings = ioUringFds();
   if (rings.length) {
-    throw new Error(`libuv set up an io_uring (fd ${rings.join(", ")}) that the seccomp filter would cut off: run the node with UV_USE_IO_URING=0, or TAPNET_NO_SECCOMP=1`);
+    throw new Error(
+      `libuv set up an io_uring (fd ${rings.join(", ")}) that the seccomp filter would cut off: run the node with UV_USE_IO_URING=0, or TAPNET_NO_SECCOMP=1`,
+    );
   }
   const require = createRequire(import.meta.url);
   const b = require("../../native/build/Release/tapnet.node") as SeccompBinding;

@@ -5,17 +5,10 @@
 //   0 hwType | 2 protoType | 4 hwLen | 5 protoLen | 6 oper
 //   8 sha (6) | 14 spa (4) | 18 tha (6) | 24 tpa (4)
 
-import { readU16, readU32, writeU16, writeU32 } from './bytes.js';
-import { ETHERTYPE_IPV4 } from './ethernet.js';
-import { readMac, writeMac } from './mac.js';
-import {
-  CHECK_BAD_HW_LEN,
-  CHECK_BAD_HW_TYPE,
-  CHECK_BAD_PROTO_LEN,
-  CHECK_BAD_PROTO_TYPE,
-  CHECK_OK,
-  CHECK_TOO_SHORT,
-} from './reason.js';
+import { readU16, readU32, writeU16, writeU32 } from "./bytes.js";
+import { ETH_DST_ADDR_OFF, ETH_ETHER_TYPE_OFF, ETH_HEADER_LEN, ETH_MIN_FRAME_LEN, ETH_SRC_ADDR_OFF, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from "./ethernet.js";
+import { readMac, writeMac } from "./mac.js";
+import { CHECK_BAD_HW_LEN, CHECK_BAD_HW_TYPE, CHECK_BAD_PROTO_LEN, CHECK_BAD_PROTO_TYPE, CHECK_OK, CHECK_TOO_SHORT } from "./reason.js";
 
 export const ARP_HW_TYPE_OFF = 0;
 export const ARP_PROTO_TYPE_OFF = 2;
@@ -162,27 +155,12 @@ export function emitArpRequest(buf: Uint8Array, off: number, sha: number, spa: n
 }
 
 /** Writes a reply "spa is at sha" addressed to (tha, tpa). */
-export function emitArpReply(
-  buf: Uint8Array,
-  off: number,
-  sha: number,
-  spa: number,
-  tha: number,
-  tpa: number,
-): number {
+export function emitArpReply(buf: Uint8Array, off: number, sha: number, spa: number, tha: number, tpa: number): number {
   return emitArpFields(buf, off, ARP_OPER_REPLY, sha, spa, tha, tpa);
 }
 
 // No repr object on the request/reply path: these two run per packet in a responder.
-function emitArpFields(
-  buf: Uint8Array,
-  off: number,
-  oper: number,
-  sha: number,
-  spa: number,
-  tha: number,
-  tpa: number,
-): number {
+function emitArpFields(buf: Uint8Array, off: number, oper: number, sha: number, spa: number, tha: number, tpa: number): number {
   arpSetHwType(buf, off, ARP_HW_TYPE_ETHERNET);
   arpSetProtoType(buf, off, ETHERTYPE_IPV4);
   arpSetHwLen(buf, off, 6);
@@ -193,4 +171,28 @@ function emitArpFields(
   arpSetTha(buf, off, tha);
   arpSetTpa(buf, off, tpa);
   return ARP_LEN;
+}
+
+/**
+ * Writes a whole ARP frame at `frameOff`: the Ethernet header (`ethDst`, `ethSrc`,
+ * EtherType ARP), the packet, and zeros up to the Ethernet minimum; returns its length,
+ * 60 (ETH_MIN_FRAME_LEN). For a request, `tha` is 0 (RFC 5227 section 2.1.1).
+ */
+export function emitArpFrame(
+  buf: Uint8Array,
+  frameOff: number,
+  ethDst: number,
+  ethSrc: number,
+  oper: number,
+  sha: number,
+  spa: number,
+  tha: number,
+  tpa: number,
+): number {
+  writeMac(buf, frameOff + ETH_DST_ADDR_OFF, ethDst);
+  writeMac(buf, frameOff + ETH_SRC_ADDR_OFF, ethSrc);
+  writeU16(buf, frameOff + ETH_ETHER_TYPE_OFF, ETHERTYPE_ARP);
+  const end = frameOff + ETH_HEADER_LEN + emitArpFields(buf, frameOff + ETH_HEADER_LEN, oper, sha, spa, tha, tpa);
+  buf.fill(0, end, frameOff + ETH_MIN_FRAME_LEN);
+  return ETH_MIN_FRAME_LEN;
 }

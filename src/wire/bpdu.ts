@@ -17,10 +17,10 @@
 // frame's offset. A config BPDU is 35 bytes (a 52-byte frame, padded to 60 by who sends
 // it), a TCN 4.
 
-import { readU16, readU32, writeU16, writeU32 } from './bytes.js';
-import { ETH_MIN_FRAME_LEN, ETHERTYPE_MIN } from './ethernet.js';
-import { readMac, writeMac } from './mac.js';
-import { CHECK_BAD_LENGTH, CHECK_BAD_PROTO_TYPE, CHECK_BAD_VERSION, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
+import { readU16, readU32, writeU16, writeU32 } from "./bytes.js";
+import { ETH_MIN_FRAME_LEN, ETHERTYPE_MIN } from "./ethernet.js";
+import { readMac, writeMac } from "./mac.js";
+import { CHECK_BAD_LENGTH, CHECK_BAD_PROTO_TYPE, CHECK_BAD_VERSION, CHECK_OK, CHECK_TOO_SHORT } from "./reason.js";
 
 /** 01:80:c2:00:00:00, the group address of 802.1D bridges (Table 7-9). */
 export const STP_GROUP_MAC = 0x0180c2000000;
@@ -56,14 +56,7 @@ export const BPDU_FORWARD_DELAY_OFF = 33;
 
 /** True when the frame at `off` goes to 01:80:c2:00:00:00 (the STP group address). */
 export function isStpGroup(buf: Uint8Array, off: number): boolean {
-  return (
-    buf[off] === 0x01 &&
-    buf[off + 1] === 0x80 &&
-    buf[off + 2] === 0xc2 &&
-    buf[off + 3] === 0 &&
-    buf[off + 4] === 0 &&
-    buf[off + 5] === 0
-  );
+  return buf[off] === 0x01 && buf[off + 1] === 0x80 && buf[off + 2] === 0xc2 && buf[off + 3] === 0 && buf[off + 4] === 0 && buf[off + 5] === 0;
 }
 
 /**
@@ -263,5 +256,5 @@ export function emitBpdu(r: BpduRepr, buf: Uint8Array, off: number): number {
 
 /** A bridge id as Linux's sysfs writes it (bridge_id, root_id): `8000.020000000001`. */
 export function bridgeIdString(priority: number, mac: number): string {
-  return `${priority.toString(16).padStart(4, '0')}.${mac.toString(16).padStart(12, '0')}`;
+  return `${priority.toString(16).padStart(4, "0")}.${mac.toString(16).padStart(12, "0")}`;
 }

@@ -33,11 +33,7 @@ export function checksumSum(buf: Uint8Array, off: number, len: number, initial =
   const end = off + len;
   const end8 = end - 7;
   while (i < end8) {
-    sum +=
-      ((buf[i] << 8) | buf[i + 1]) +
-      ((buf[i + 2] << 8) | buf[i + 3]) +
-      ((buf[i + 4] << 8) | buf[i + 5]) +
-      ((buf[i + 6] << 8) | buf[i + 7]);
+    sum += ((buf[i] << 8) | buf[i + 1]) + ((buf[i + 2] << 8) | buf[i + 3]) + ((buf[i + 4] << 8) | buf[i + 5]) + ((buf[i + 6] << 8) | buf[i + 7]);
     i += 8;
   }
   while (i < end - 1) {
@@ -61,9 +57,7 @@ export function internetChecksum(buf: Uint8Array, off: number, len: number, init
  * source address, destination address, zero, protocol, and the UDP/TCP length.
  */
 export function pseudoHeaderSum(srcAddr: number, dstAddr: number, protocol: number, length: number): number {
-  return checksumFold(
-    (srcAddr >>> 16) + (srcAddr & 0xffff) + (dstAddr >>> 16) + (dstAddr & 0xffff) + protocol + length,
-  );
+  return checksumFold((srcAddr >>> 16) + (srcAddr & 0xffff) + (dstAddr >>> 16) + (dstAddr & 0xffff) + protocol + length);
 }
 
 /**
@@ -82,11 +76,7 @@ export function checksumUpdate16(hc: number, oldV: number, newV: number): number
  * words at once. `oldV`/`newV` may be uint32 or int32 bits: only shifts and masks.
  */
 export function checksumUpdate32(hc: number, oldV: number, newV: number): number {
-  return (
-    ~checksumFold(
-      (~hc & 0xffff) + (~oldV >>> 16) + (~oldV & 0xffff) + (newV >>> 16) + (newV & 0xffff),
-    ) & 0xffff
-  );
+  return ~checksumFold((~hc & 0xffff) + (~oldV >>> 16) + (~oldV & 0xffff) + (newV >>> 16) + (newV & 0xffff)) & 0xffff;
 }
 
 /**

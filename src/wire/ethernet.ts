@@ -1,9 +1,9 @@
 // Ethernet II header (IEEE 802.3 clause 3.2, DIX framing). The FCS is not present:
 // TAP devices and packet sockets hand frames over without it.
 
-import { readU16, writeU16 } from './bytes.js';
-import { readMac, writeMac } from './mac.js';
-import { CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
+import { readU16, writeU16 } from "./bytes.js";
+import { readMac, writeMac } from "./mac.js";
+import { CHECK_OK, CHECK_TOO_SHORT } from "./reason.js";
 
 export const ETH_DST_ADDR_OFF = 0;
 export const ETH_SRC_ADDR_OFF = 6;

@@ -4,9 +4,26 @@
 //
 // The checksum covers the whole ICMP message, header and data (RFC 792, "Checksum").
 
-import { readU16, readU32, writeU16, writeU32 } from './bytes.js';
-import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum } from './checksum.js';
-import { CHECK_BAD_CHECKSUM, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
+import { readU16, readU32, writeU16, writeU32 } from "./bytes.js";
+import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum } from "./checksum.js";
+import {
+  IP_PROTO_ICMP,
+  IPV4_DEFAULT_TTL,
+  IPV4_DST_ADDR_OFF,
+  IPV4_FLAGS_FRAG_OFF,
+  IPV4_HEADER_LEN,
+  IPV4_IDENT_OFF,
+  IPV4_OPTIONS_OFF,
+  IPV4_PROTOCOL_OFF,
+  IPV4_SRC_ADDR_OFF,
+  IPV4_TOS_OFF,
+  IPV4_TOTAL_LEN_OFF,
+  IPV4_TTL_OFF,
+  ipv4Check,
+  ipv4FillChecksum,
+} from "./ipv4.js";
+import { IP_BROADCAST } from "./ipv4addr.js";
+import { CHECK_BAD_CHECKSUM, CHECK_OK, CHECK_TOO_SHORT } from "./reason.js";
 
 export const ICMP_TYPE_OFF = 0;
 export const ICMP_CODE_OFF = 1;
@@ -51,13 +68,7 @@ export const ICMP_TIME_EXCEEDED_REASSEMBLY = 1;
  * (RFC 1122 section 3.2.2, RFC 1812 section 4.3.2.7).
  */
 export function icmpIsError(type: number): boolean {
-  return (
-    type === ICMP_DEST_UNREACH ||
-    type === ICMP_SOURCE_QUENCH ||
-    type === ICMP_REDIRECT ||
-    type === ICMP_TIME_EXCEEDED ||
-    type === ICMP_PARAM_PROBLEM
-  );
+  return type === ICMP_DEST_UNREACH || type === ICMP_SOURCE_QUENCH || type === ICMP_REDIRECT || type === ICMP_TIME_EXCEEDED || type === ICMP_PARAM_PROBLEM;
 }
 
 /**
@@ -158,4 +169,157 @@ export function emitIcmp(repr: IcmpRepr, buf: Uint8Array, off: number): number {
   writeU16(buf, off + ICMP_CHECKSUM_OFF, 0);
   writeU32(buf, off + ICMP_REST_OFF, repr.rest);
   return ICMP_HEADER_LEN;
+}
+
+// ---------------------------------------------------------------------------------------
+// Answers to a received datagram: ICMP errors about it, the reply to an echo request.
+
+/**
+ * TOS of ICMP errors: precedence 6, internetwork control (RFC 1812 section 4.3.2.5 lets
+ * a router use it; Linux sends errors with it, so tools see what they see from Linux).
+ */
+export const ICMP_ERROR_TOS = 0xc0;
+/** IPv4 + ICMP headers in front of the quoted datagram. */
+const ICMP_ERROR_HEADERS_LEN = IPV4_HEADER_LEN + ICMP_HEADER_LEN;
+/**
+ * Highest ICMP type Linux knows (NR_ICMP_TYPES = 18). Like Linux icmp_send(), an ICMP
+ * message of an unknown type is treated as a possible error and never answered: unknown
+ * types must be discarded by hosts (RFC 1122 section 3.2.2), and a loop of errors costs
+ * more than a missing one.
+ */
+const ICMP_MAX_KNOWN_TYPE = 18;
+
+/**
+ * True when an ICMP error may be sent about the datagram at `ipOff` (`ipLen` bytes
+ * available, trailing link padding allowed). RFC 1812 section 4.3.2.7 (RFC 1122 section
+ * 3.2.2) forbids it for:
+ *  - an ICMP error message (types 3, 4, 5, 11, 12; unknown types > 18 too, as Linux);
+ *  - a datagram to the limited broadcast 255.255.255.255 or to a multicast group (224/4);
+ *  - a datagram that arrived as a link-layer broadcast (`linkBroadcast`, the caller's
+ *    knowledge: the Ethernet destination was ff:ff:ff:ff:ff:ff or a group address);
+ *  - a non-initial fragment (fragment offset != 0);
+ *  - a datagram whose source is not a unique host: 0.0.0.0, 255.255.255.255, 127/8,
+ *    224/4, 240/4.
+ * A directed broadcast to one of the router's own subnets is the caller's check too: only
+ * it knows its subnets. False as well for a header that fails ipv4Check (checksum
+ * included) and for an ICMP datagram too short to show its type.
+ */
+export function icmpErrorAllowed(buf: Uint8Array, ipOff: number, ipLen: number, linkBroadcast: boolean): boolean {
+  if (linkBroadcast) return false;
+  if (ipv4Check(buf, ipOff, ipLen, true) !== CHECK_OK) return false;
+  if ((readU16(buf, ipOff + IPV4_FLAGS_FRAG_OFF) & 0x1fff) !== 0) return false;
+  const dst = readU32(buf, ipOff + IPV4_DST_ADDR_OFF);
+  if (dst === IP_BROADCAST || dst >>> 28 === 0xe) return false;
+  const src = readU32(buf, ipOff + IPV4_SRC_ADDR_OFF);
+  const srcTop = src >>> 24;
+  // 224/4 and 240/4 (which holds 255.255.255.255) together are src >= 224.0.0.0.
+  if (src === 0 || srcTop === 127 || srcTop >= 224) return false;
+  if (buf[ipOff + IPV4_PROTOCOL_OFF] === IP_PROTO_ICMP) {
+    const hlen = (buf[ipOff] & 0x0f) << 2;
+    // An initial fragment of an ICMP message whose type byte is missing: cannot tell.
+    if (readU16(buf, ipOff + IPV4_TOTAL_LEN_OFF) <= hlen) return false;
+    const type = buf[ipOff + hlen];
+    if (icmpIsError(type) || type > ICMP_MAX_KNOWN_TYPE) return false;
+  }
+  return true;
+}
+
+/**
+ * Writes an ICMP error datagram (IPv4 header without options, then the ICMP message) at
+ * `dstOff` and returns its length, at most 576 (RFC 1812 section 4.3.2.3), or -1 when the
+ * original is shorter than an IPv4 header or `dst` has no room.
+ *
+ * The IPv4 header: TOS 0xc0, `ident`, DF clear, TTL 64, protocol ICMP, source `srcAddr`
+ * (the caller picks it, RFC 1812 section 4.3.2.4: the address of the interface the error
+ * leaves from), destination the original's source. The ICMP header: `type`, `code`, and
+ * `rest`, the 32-bit rest of header: 0, or icmpRestFragNeeded(mtu) for Fragmentation
+ * Needed (RFC 1191 section 4), or a Parameter Problem pointer in the top byte. Then as
+ * much of the original datagram, from its IP header on, as fits: at most its total
+ * length (not link padding) and at most `origIpLen` bytes.
+ *
+ * The caller checks icmpErrorAllowed() first and rate-limits. `dst` may be `orig` and the
+ * two regions may overlap (the quote moves first, with memmove semantics), so an error
+ * can be built over the offending frame in its slab slot.
+ */
+export function emitIcmpError(
+  dst: Buffer,
+  dstOff: number,
+  orig: Buffer,
+  origIpOff: number,
+  origIpLen: number,
+  type: number,
+  code: number,
+  rest: number,
+  srcAddr: number,
+  ident: number,
+): number {
+  if (origIpOff < 0 || origIpLen < IPV4_HEADER_LEN || origIpOff + origIpLen > orig.length) return -1;
+  let quoteLen = origIpLen;
+  const origTotalLen = readU16(orig, origIpOff + IPV4_TOTAL_LEN_OFF);
+  if (origTotalLen >= IPV4_HEADER_LEN && origTotalLen < quoteLen) quoteLen = origTotalLen;
+  if (quoteLen > ICMP_ERROR_MAX_DATAGRAM_LEN - ICMP_ERROR_HEADERS_LEN) {
+    quoteLen = ICMP_ERROR_MAX_DATAGRAM_LEN - ICMP_ERROR_HEADERS_LEN;
+  }
+  const totalLen = ICMP_ERROR_HEADERS_LEN + quoteLen;
+  if (dstOff < 0 || dstOff + totalLen > dst.length) return -1;
+  // Read everything needed from the original before anything is written: dst may overlap it.
+  const origSrc = readU32(orig, origIpOff + IPV4_SRC_ADDR_OFF);
+  orig.copy(dst, dstOff + ICMP_ERROR_HEADERS_LEN, origIpOff, origIpOff + quoteLen);
+
+  const ip = dstOff;
+  dst[ip] = 0x45;
+  dst[ip + IPV4_TOS_OFF] = ICMP_ERROR_TOS;
+  writeU16(dst, ip + IPV4_TOTAL_LEN_OFF, totalLen);
+  writeU16(dst, ip + IPV4_IDENT_OFF, ident);
+  writeU16(dst, ip + IPV4_FLAGS_FRAG_OFF, 0);
+  dst[ip + IPV4_TTL_OFF] = IPV4_DEFAULT_TTL;
+  dst[ip + IPV4_PROTOCOL_OFF] = IP_PROTO_ICMP;
+  writeU32(dst, ip + IPV4_SRC_ADDR_OFF, srcAddr);
+  writeU32(dst, ip + IPV4_DST_ADDR_OFF, origSrc);
+  ipv4FillChecksum(dst, ip);
+
+  const icmp = ip + IPV4_HEADER_LEN;
+  dst[icmp] = type;
+  dst[icmp + 1] = code;
+  writeU16(dst, icmp + ICMP_CHECKSUM_OFF, 0);
+  writeU32(dst, icmp + 4, rest);
+  writeU16(dst, icmp + ICMP_CHECKSUM_OFF, ~checksumSum(dst, icmp, ICMP_HEADER_LEN + quoteLen) & 0xffff);
+  return totalLen;
+}
+
+/**
+ * Turns the echo request at `ipOff` into its echo reply in place (RFC 792, RFC 1122
+ * section 3.2.2.6): source and destination swapped, type 8 -> 0 (code, identifier,
+ * sequence number and data kept, as Linux does), TTL 64, both checksums right. The length
+ * does not change; trailing link padding stays where it is.
+ *
+ * False, and the buffer untouched, unless it is a whole (unfragmented) ICMP echo request
+ * with a valid IPv4 header and a valid ICMP checksum.
+ *
+ * IP options are overwritten with NOPs (same header length, nothing moves): a source route
+ * must not be reflected as it stands, and Record Route / Timestamp would need this host's
+ * entries added, which RFC 1122 asks for only as a SHOULD. The reply's source is the
+ * request's destination, so call it only for requests to one of the router's own unicast
+ * addresses; a reply to a broadcast or multicast echo needs a unicast source (RFC 1122
+ * section 3.2.2.6) and is built by the caller.
+ */
+export function emitIcmpEchoReplyInPlace(buf: Uint8Array, ipOff: number, ipLen: number): boolean {
+  if (ipv4Check(buf, ipOff, ipLen, true) !== CHECK_OK) return false;
+  if (buf[ipOff + IPV4_PROTOCOL_OFF] !== IP_PROTO_ICMP) return false;
+  if ((readU16(buf, ipOff + IPV4_FLAGS_FRAG_OFF) & 0x3fff) !== 0) return false;
+  const hlen = (buf[ipOff] & 0x0f) << 2;
+  const icmp = ipOff + hlen;
+  const icmpLen = readU16(buf, ipOff + IPV4_TOTAL_LEN_OFF) - hlen;
+  if (icmpLen < ICMP_HEADER_LEN || buf[icmp] !== ICMP_ECHO_REQUEST) return false;
+  if (checksumSum(buf, icmp, icmpLen) !== 0xffff) return false;
+
+  icmpSetTypeCodeWithChecksumUpdate(buf, icmp, ICMP_ECHO_REPLY, buf[icmp + 1]);
+  const src = readU32(buf, ipOff + IPV4_SRC_ADDR_OFF);
+  writeU32(buf, ipOff + IPV4_SRC_ADDR_OFF, readU32(buf, ipOff + IPV4_DST_ADDR_OFF));
+  writeU32(buf, ipOff + IPV4_DST_ADDR_OFF, src);
+  buf[ipOff + IPV4_TTL_OFF] = IPV4_DEFAULT_TTL;
+  buf.fill(1, ipOff + IPV4_OPTIONS_OFF, ipOff + hlen); // IPOPT_NOOP
+  // At most 60 bytes: recomputing costs no more than tracking every change.
+  ipv4FillChecksum(buf, ipOff);
+  return true;
 }

@@ -5,16 +5,9 @@
 //   8 ttl | 9 protocol  | 10 checksum
 //  12 srcAddr | 16 dstAddr | 20 options (ihl*4 - 20 bytes)
 
-import { readI32, readU16, readU32, writeU16, writeU32, copyBytes } from './bytes.js';
-import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum } from './checksum.js';
-import {
-  CHECK_BAD_CHECKSUM,
-  CHECK_BAD_IHL,
-  CHECK_BAD_TOTAL_LEN,
-  CHECK_BAD_VERSION,
-  CHECK_OK,
-  CHECK_TOO_SHORT,
-} from './reason.js';
+import { readI32, readU16, readU32, writeU16, writeU32, copyBytes } from "./bytes.js";
+import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum } from "./checksum.js";
+import { CHECK_BAD_CHECKSUM, CHECK_BAD_IHL, CHECK_BAD_TOTAL_LEN, CHECK_BAD_VERSION, CHECK_OK, CHECK_TOO_SHORT } from "./reason.js";
 
 export const IPV4_VER_IHL_OFF = 0;
 export const IPV4_TOS_OFF = 1;
@@ -32,6 +25,8 @@ export const IPV4_HEADER_LEN = 20;
 /** ihl = 15. */
 export const IPV4_MAX_HEADER_LEN = 60;
 export const IPV4_MAX_TOTAL_LEN = 65535;
+/** TTL of datagrams a node originates: replies, errors, resets (Linux net.ipv4.ip_default_ttl). */
+export const IPV4_DEFAULT_TTL = 64;
 
 /** 3-bit flags as returned by ipv4GetFlags: bit 0 reserved, bit 1 DF, bit 2 MF (RFC 791 numbering, MSB first). */
 export const IPV4_FLAG_DF = 0b010;
@@ -305,11 +300,7 @@ export function emitIpv4(repr: Ipv4Repr, buf: Uint8Array, off: number): number {
   buf[off + IPV4_TOS_OFF] = ((repr.dscp & 0x3f) << 2) | (repr.ecn & 3);
   writeU16(buf, off + IPV4_TOTAL_LEN_OFF, repr.totalLen);
   writeU16(buf, off + IPV4_IDENT_OFF, repr.ident);
-  writeU16(
-    buf,
-    off + IPV4_FLAGS_FRAG_OFF,
-    (repr.df ? 0x4000 : 0) | (repr.mf ? 0x2000 : 0) | (repr.fragOffset & 0x1fff),
-  );
+  writeU16(buf, off + IPV4_FLAGS_FRAG_OFF, (repr.df ? 0x4000 : 0) | (repr.mf ? 0x2000 : 0) | (repr.fragOffset & 0x1fff));
   buf[off + IPV4_TTL_OFF] = repr.ttl;
   buf[off + IPV4_PROTOCOL_OFF] = repr.protocol;
   writeU32(buf, off + IPV4_SRC_ADDR_OFF, repr.srcAddr);

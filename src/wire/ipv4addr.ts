@@ -10,7 +10,7 @@ export function ipToString(addr: number): string {
   return `${addr >>> 24}.${(addr >>> 16) & 255}.${(addr >>> 8) & 255}.${addr & 255}`;
 }
 
-const OCTET = '(0|[1-9][0-9]{0,2})';
+const OCTET = "(0|[1-9][0-9]{0,2})";
 const IP_RE = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);
 
 /**
@@ -18,7 +18,7 @@ const IP_RE = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);
  * inet_aton would read as octal), no shorthand forms like "10.1". Throws on anything else.
  */
 export function parseIp(str: string): number {
-  const m = typeof str === 'string' ? IP_RE.exec(str) : null;
+  const m = typeof str === "string" ? IP_RE.exec(str) : null;
   if (m !== null) {
     const a = +m[1];
     const b = +m[2];
@@ -26,9 +26,7 @@ export function parseIp(str: string): number {
     const d = +m[4];
     if (a <= 255 && b <= 255 && c <= 255 && d <= 255) return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
   }
-  throw new Error(
-    `invalid IPv4 address ${JSON.stringify(str)}: expected a dotted quad of four decimal octets 0-255 like "10.0.0.1"`,
-  );
+  throw new Error(`invalid IPv4 address ${JSON.stringify(str)}: expected a dotted quad of four decimal octets 0-255 like "10.0.0.1"`);
 }
 
 /** Netmask for a prefix length: 0 -> 0, 24 -> 0xffffff00, 32 -> 0xffffffff. Throws outside 0..32. */
@@ -61,8 +59,8 @@ export interface Cidr {
 
 /** Parses "10.0.0.1/24". The prefix is required. Throws a clear Error on bad input. */
 export function parseCidr(str: string): Cidr {
-  const slash = typeof str === 'string' ? str.indexOf('/') : -1;
-  if (slash < 0 || str.indexOf('/', slash + 1) >= 0) {
+  const slash = typeof str === "string" ? str.indexOf("/") : -1;
+  if (slash < 0 || str.indexOf("/", slash + 1) >= 0) {
     throw new Error(`invalid CIDR ${JSON.stringify(str)}: expected address/prefix like "10.0.0.1/24"`);
   }
   const addr = parseIp(str.slice(0, slash));
@@ -77,7 +75,7 @@ export function parseCidr(str: string): Cidr {
 
 /** True when `addr` is inside network/mask. */
 export function ipInSubnet(addr: number, network: number, mask: number): boolean {
-  return ((addr & mask) >>> 0) === network >>> 0;
+  return (addr & mask) >>> 0 === network >>> 0;
 }
 
 /** 224.0.0.0/4 (RFC 5771). */

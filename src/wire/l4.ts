@@ -10,11 +10,11 @@
 // pseudo-header's fields move the seed, and by +new - old (partialChecksumUpdate32);
 // ports and data do not.
 
-import { readU16, writeU16 } from './bytes.js';
-import { checksumUpdate16, checksumUpdate32, partialChecksumUpdate32 } from './checksum.js';
-import { IP_PROTO_UDP } from './ipv4.js';
-import { TCP_CHECKSUM_OFF } from './tcp.js';
-import { UDP_CHECKSUM_OFF } from './udp.js';
+import { readU16, writeU16 } from "./bytes.js";
+import { checksumUpdate16, checksumUpdate32, partialChecksumUpdate32 } from "./checksum.js";
+import { IP_PROTO_UDP } from "./ipv4.js";
+import { TCP_CHECKSUM_OFF } from "./tcp.js";
+import { UDP_CHECKSUM_OFF } from "./udp.js";
 
 export const L4_SRC_PORT_OFF = 0;
 export const L4_DST_PORT_OFF = 2;

@@ -65,16 +65,16 @@ export function macIsUnicast(mac: number): boolean {
   return mac !== 0 && !macIsMulticast(mac);
 }
 
-const HEX = '0123456789abcdef';
+const HEX = "0123456789abcdef";
 
 /** "aa:bb:cc:dd:ee:ff", lower case. Not for the hot path. */
 export function macToString(mac: number): string {
-  let s = '';
+  let s = "";
   const hi = (mac / TWO32) | 0;
   const lo = mac >>> 0;
   for (let i = 0; i < 6; i++) {
     const b = i < 2 ? (hi >>> (8 * (1 - i))) & 0xff : (lo >>> (8 * (5 - i))) & 0xff;
-    if (i > 0) s += ':';
+    if (i > 0) s += ":";
     s += HEX[b >>> 4] + HEX[b & 15];
   }
   return s;
@@ -87,17 +87,14 @@ const MAC_RE = /^([0-9a-fA-F]{2})([:-])([0-9a-fA-F]{2})\2([0-9a-fA-F]{2})\2([0-9
  * two hex digits. Throws an Error that quotes the input on anything else.
  */
 export function parseMac(str: string): number {
-  if (typeof str !== 'string') {
+  if (typeof str !== "string") {
     throw new Error(`invalid MAC address ${String(str)}: expected a string like "02:00:00:00:00:01"`);
   }
   const m = MAC_RE.exec(str);
   if (m === null) {
-    throw new Error(
-      `invalid MAC address ${JSON.stringify(str)}: expected six two-digit hex octets separated by ':' like "02:00:00:00:00:01"`,
-    );
+    throw new Error(`invalid MAC address ${JSON.stringify(str)}: expected six two-digit hex octets separated by ':' like "02:00:00:00:00:01"`);
   }
   const hi = (parseInt(m[1], 16) << 8) | parseInt(m[3], 16);
-  const lo =
-    ((parseInt(m[4], 16) << 24) | (parseInt(m[5], 16) << 16) | (parseInt(m[6], 16) << 8) | parseInt(m[7], 16)) >>> 0;
+  const lo = ((parseInt(m[4], 16) << 24) | (parseInt(m[5], 16) << 16) | (parseInt(m[6], 16) << 8) | parseInt(m[7], 16)) >>> 0;
   return hi * TWO32 + lo;
 }

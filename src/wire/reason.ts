@@ -29,19 +29,19 @@ export const CHECK_NOT_TAGGED = 12;
 
 /** Counter names, indexed by reason code. */
 export const CHECK_REASON_NAMES: readonly string[] = Object.freeze([
-  'ok',
-  'tooShort',
-  'badVersion',
-  'badIhl',
-  'badTotalLen',
-  'badChecksum',
-  'badHwType',
-  'badProtoType',
-  'badHwLen',
-  'badProtoLen',
-  'badLength',
-  'badDataOffset',
-  'notTagged',
+  "ok",
+  "tooShort",
+  "badVersion",
+  "badIhl",
+  "badTotalLen",
+  "badChecksum",
+  "badHwType",
+  "badProtoType",
+  "badHwLen",
+  "badProtoLen",
+  "badLength",
+  "badDataOffset",
+  "notTagged",
 ]);
 
 /** Number of reason codes; size a counter array with it. */
@@ -49,5 +49,5 @@ export const CHECK_REASON_COUNT = CHECK_REASON_NAMES.length;
 
 /** Name of a reason code ("ok", "tooShort", ...), or "unknown" for an unknown code. */
 export function checkReasonName(reason: number): string {
-  return CHECK_REASON_NAMES[reason] ?? 'unknown';
+  return CHECK_REASON_NAMES[reason] ?? "unknown";
 }

@@ -5,10 +5,23 @@
 //  12 dataOffset(4) reserved(4) | 13 flags | 14 window | 16 checksum | 18 urgent
 //  20 options (dataOffset*4 - 20 bytes)
 
-import { readU16, readU32, writeU16, writeU32, copyBytes } from './bytes.js';
-import { checksumSum, internetChecksum, pseudoHeaderSum } from './checksum.js';
-import { IP_PROTO_TCP } from './ipv4.js';
-import { CHECK_BAD_CHECKSUM, CHECK_BAD_DATA_OFFSET, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
+import { readU16, readU32, writeU16, writeU32, copyBytes } from "./bytes.js";
+import { checksumSum, internetChecksum, pseudoHeaderSum } from "./checksum.js";
+import {
+  IP_PROTO_TCP,
+  IPV4_DEFAULT_TTL,
+  IPV4_DST_ADDR_OFF,
+  IPV4_FLAGS_FRAG_OFF,
+  IPV4_HEADER_LEN,
+  IPV4_IDENT_OFF,
+  IPV4_PROTOCOL_OFF,
+  IPV4_SRC_ADDR_OFF,
+  IPV4_TOTAL_LEN_OFF,
+  IPV4_TTL_OFF,
+  ipv4Check,
+  ipv4FillChecksum,
+} from "./ipv4.js";
+import { CHECK_BAD_CHECKSUM, CHECK_BAD_DATA_OFFSET, CHECK_OK, CHECK_TOO_SHORT } from "./reason.js";
 
 export const TCP_SRC_PORT_OFF = 0;
 export const TCP_DST_PORT_OFF = 2;
@@ -76,13 +89,7 @@ export function tcpGetUrgent(buf: Uint8Array, off: number): number {
 }
 
 /** Checksum over the pseudo-header and the `len`-byte segment, as if the checksum field were zero. */
-export function tcpComputeChecksum(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  srcAddr: number,
-  dstAddr: number,
-): number {
+export function tcpComputeChecksum(buf: Uint8Array, off: number, len: number, srcAddr: number, dstAddr: number): number {
   const sum = checksumSum(buf, off, TCP_CHECKSUM_OFF, pseudoHeaderSum(srcAddr, dstAddr, IP_PROTO_TCP, len));
   return internetChecksum(buf, off + TCP_URGENT_OFF, len - TCP_URGENT_OFF, sum);
 }
@@ -150,4 +157,58 @@ export function emitTcp(repr: TcpRepr, buf: Uint8Array, off: number): number {
   writeU16(buf, off + TCP_URGENT_OFF, repr.urgent);
   for (let i = 0; i < optLen; i++) buf[off + TCP_OPTIONS_OFF + i] = repr.options[i];
   return hlen;
+}
+
+/**
+ * Writes at `dstOff` the TCP reset that answers the segment at `origIpOff` (RFC 793,
+ * "Reset Generation", for a connection that does not exist: a router listens on no
+ * port): from the segment's destination to its source, ports swapped; if the segment
+ * had ACK, <SEQ=SEG.ACK><CTL=RST>, else <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>, where
+ * SYN and FIN count one each. Never answers a RST. Returns the packet's length (40), or
+ * -1 (nothing written) for a reset, a fragment or a malformed segment.
+ */
+export function emitTcpReset(dst: Uint8Array, dstOff: number, orig: Uint8Array, origIpOff: number, origIpLen: number, ident: number): number {
+  if (ipv4Check(orig, origIpOff, origIpLen, false) !== CHECK_OK) return -1;
+  if (orig[origIpOff + IPV4_PROTOCOL_OFF] !== IP_PROTO_TCP) return -1;
+  if ((readU16(orig, origIpOff + IPV4_FLAGS_FRAG_OFF) & 0x3fff) !== 0) return -1;
+  const hl = (orig[origIpOff] & 0x0f) << 2;
+  const t = origIpOff + hl;
+  const segLen = readU16(orig, origIpOff + IPV4_TOTAL_LEN_OFF) - hl;
+  if (tcpCheck(orig, t, segLen, 0, 0, false) !== CHECK_OK) return -1;
+  const flags = orig[t + TCP_FLAGS_OFF];
+  if ((flags & TCP_RST) !== 0) return -1;
+  const rstLen = IPV4_HEADER_LEN + TCP_HEADER_LEN;
+  if (dstOff < 0 || dstOff + rstLen > dst.length) return -1;
+  const src = readU32(orig, origIpOff + IPV4_SRC_ADDR_OFF);
+  const dstAddr = readU32(orig, origIpOff + IPV4_DST_ADDR_OFF);
+  const sport = readU16(orig, t + TCP_SRC_PORT_OFF);
+  const dport = readU16(orig, t + TCP_DST_PORT_OFF);
+  const seq = readU32(orig, t + TCP_SEQ_OFF);
+  const ack = readU32(orig, t + TCP_ACK_OFF);
+  const dataLen = segLen - tcpGetHeaderLen(orig, t) + ((flags & TCP_SYN) !== 0 ? 1 : 0) + ((flags & TCP_FIN) !== 0 ? 1 : 0);
+
+  const ip = dstOff;
+  dst.fill(0, ip, ip + rstLen);
+  dst[ip] = 0x45;
+  writeU16(dst, ip + IPV4_TOTAL_LEN_OFF, rstLen);
+  writeU16(dst, ip + IPV4_IDENT_OFF, ident);
+  writeU16(dst, ip + IPV4_FLAGS_FRAG_OFF, 0x4000); // DF, as Linux sends resets
+  dst[ip + IPV4_TTL_OFF] = IPV4_DEFAULT_TTL;
+  dst[ip + IPV4_PROTOCOL_OFF] = IP_PROTO_TCP;
+  writeU32(dst, ip + IPV4_SRC_ADDR_OFF, dstAddr);
+  writeU32(dst, ip + IPV4_DST_ADDR_OFF, src);
+  ipv4FillChecksum(dst, ip);
+  const r = ip + IPV4_HEADER_LEN;
+  writeU16(dst, r + TCP_SRC_PORT_OFF, dport);
+  writeU16(dst, r + TCP_DST_PORT_OFF, sport);
+  if ((flags & TCP_ACK) !== 0) {
+    writeU32(dst, r + TCP_SEQ_OFF, ack);
+    dst[r + TCP_FLAGS_OFF] = TCP_RST;
+  } else {
+    writeU32(dst, r + TCP_ACK_OFF, (seq + dataLen) >>> 0);
+    dst[r + TCP_FLAGS_OFF] = TCP_RST | TCP_ACK;
+  }
+  dst[r + TCP_DATA_OFFSET_OFF] = (TCP_HEADER_LEN >>> 2) << 4;
+  tcpFillChecksum(dst, r, TCP_HEADER_LEN, dstAddr, src);
+  return rstLen;
 }

@@ -5,10 +5,10 @@
 // The checksum covers the IPv4 pseudo-header, the header and the data. A transmitted
 // checksum of 0 means "none"; a computed 0 is sent as 0xffff (RFC 768, "Fields").
 
-import { readU16, writeU16 } from './bytes.js';
-import { checksumSum, pseudoHeaderSum } from './checksum.js';
-import { IP_PROTO_UDP } from './ipv4.js';
-import { CHECK_BAD_CHECKSUM, CHECK_BAD_LENGTH, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
+import { readU16, writeU16 } from "./bytes.js";
+import { checksumSum, pseudoHeaderSum } from "./checksum.js";
+import { IP_PROTO_UDP } from "./ipv4.js";
+import { CHECK_BAD_CHECKSUM, CHECK_BAD_LENGTH, CHECK_OK, CHECK_TOO_SHORT } from "./reason.js";
 
 export const UDP_SRC_PORT_OFF = 0;
 export const UDP_DST_PORT_OFF = 2;

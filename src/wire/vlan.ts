@@ -6,10 +6,10 @@
 //
 // TCI (802.1Q-2018 section 9.6): PCP 3 bits | DEI 1 bit | VID 12 bits.
 
-import { readU16, writeU16 } from './bytes.js';
-import { ETHERTYPE_QINQ, ETHERTYPE_VLAN } from './ethernet.js';
-import { readMac, writeMac } from './mac.js';
-import { CHECK_NOT_TAGGED, CHECK_OK, CHECK_TOO_SHORT } from './reason.js';
+import { readU16, writeU16 } from "./bytes.js";
+import { ETHERTYPE_QINQ, ETHERTYPE_VLAN } from "./ethernet.js";
+import { readMac, writeMac } from "./mac.js";
+import { CHECK_NOT_TAGGED, CHECK_OK, CHECK_TOO_SHORT } from "./reason.js";
 
 export const VLAN_TPID_OFF = 12;
 export const VLAN_TCI_OFF = 14;
@@ -99,15 +99,7 @@ export function vlanWriteTag(buf: Uint8Array, at: number, vid: number): void {
  * (frameOff - 4; the frame is now frameLen + 4 long), or -1 without touching anything
  * when there is no headroom or the frame is shorter than an Ethernet header.
  */
-export function vlanPush(
-  buf: Uint8Array,
-  frameOff: number,
-  frameLen: number,
-  vid: number,
-  pcp = 0,
-  dei = 0,
-  tpid = ETHERTYPE_VLAN,
-): number {
+export function vlanPush(buf: Uint8Array, frameOff: number, frameLen: number, vid: number, pcp = 0, dei = 0, tpid = ETHERTYPE_VLAN): number {
   if (frameOff < VLAN_TAG_LEN || frameLen < 14 || frameOff + frameLen > buf.length) return -1;
   const n = frameOff - VLAN_TAG_LEN;
   // Destination is before the source: a forward copy never reads a byte it overwrote.

@@ -103,6 +103,15 @@ export function vnetCopy(buf: Uint8Array, fromFrame: number, toFrame: number): v
 }
 
 /**
+ * Copies the header of the frame at `fromFrame` in `from` in front of the frame at
+ * `toFrame` in `to`: two buffers (a header saved while its frame waits elsewhere is a
+ * VNET_HDR_LEN-byte buffer whose "frame" is at VNET_HDR_LEN).
+ */
+export function vnetCopyAcross(from: Uint8Array, fromFrame: number, to: Uint8Array, toFrame: number): void {
+  for (let i = -VNET_HDR_LEN; i < 0; i++) to[toFrame + i] = from[fromFrame + i];
+}
+
+/**
  * The frame's L3 header moved by `delta` bytes (an 802.1Q tag pushed: +4, popped: -4):
  * csum_start (when a checksum is pending) and hdr_len (of a super-frame) follow it.
  */

@@ -6,11 +6,11 @@
 //
 // Section 5: the I flag must be 1; reserved bits are sent as 0 and ignored on receipt.
 
-import { readU16, readU32, writeU32 } from './bytes.js';
-import { ETHERTYPE_IPV4, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HEADER_LEN } from './ethernet.js';
-import { ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST } from './icmp.js';
-import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, IPV4_HEADER_LEN } from './ipv4.js';
-import { UDP_HEADER_LEN } from './udp.js';
+import { readU16, readU32, writeU32 } from "./bytes.js";
+import { ETHERTYPE_IPV4, ETHERTYPE_QINQ, ETHERTYPE_VLAN, ETH_HEADER_LEN } from "./ethernet.js";
+import { ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST } from "./icmp.js";
+import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, IPV4_HEADER_LEN } from "./ipv4.js";
+import { UDP_HEADER_LEN } from "./udp.js";
 
 /** IANA's VXLAN port; flannel and old kernels use 8472. */
 export const VXLAN_PORT = 4789;
@@ -93,13 +93,7 @@ export function vxlanSourcePort(buf: Uint8Array, off: number, len: number): numb
     const l4 = l3 + ((buf[l3] & 0x0f) << 2);
     const fragment = (readU16(buf, l3 + 6) & 0x3fff) !== 0;
     if (!fragment && l4 + 8 <= end) {
-      if (
-        proto === IP_PROTO_TCP ||
-        proto === IP_PROTO_UDP ||
-        proto === IP_PROTO_SCTP ||
-        proto === IP_PROTO_UDPLITE ||
-        proto === IP_PROTO_DCCP
-      ) {
+      if (proto === IP_PROTO_TCP || proto === IP_PROTO_UDP || proto === IP_PROTO_SCTP || proto === IP_PROTO_UDPLITE || proto === IP_PROTO_DCCP) {
         h = mix(h, readU32(buf, l4));
       } else if (proto === IP_PROTO_ICMP && (buf[l4] === ICMP_ECHO_REQUEST || buf[l4] === ICMP_ECHO_REPLY)) {
         h = mix(h, readU16(buf, l4 + 4));

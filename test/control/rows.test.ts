@@ -89,7 +89,7 @@ describe("row streams", () => {
     const sock = net.createConnection(sockPath);
     await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
     sock.pause();
-    sock.write(JSON.stringify({ cmd: "rows", n }) + "\n");
+    sock.write(`${JSON.stringify({ cmd: "rows", n })}\n`);
     // Wait until the producer stalls: no progress over 20 consecutive checks.
     let last = -1;
     let still = 0;
@@ -123,7 +123,7 @@ describe("row streams", () => {
     closedEarly = 0;
     const sock = net.createConnection(sockPath);
     await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
-    sock.write(JSON.stringify({ cmd: "rows", n: 1_000_000 }) + "\n");
+    sock.write(`${JSON.stringify({ cmd: "rows", n: 1_000_000 })}\n`);
     await new Promise<void>((resolve) => sock.once("data", () => resolve()));
     sock.destroy();
     for (let i = 0; i < 200 && closedEarly === 0; i++) await new Promise((r) => setTimeout(r, 10));

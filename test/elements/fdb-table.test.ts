@@ -393,7 +393,13 @@ describe("FdbTable eviction (evictLru) and per-port counts", () => {
   });
 
   it("randomized against a reference model: counts per port, and what evictLru takes", () => {
-    interface E { vlan: number; mac: number; port: number; lastSeen: number; isStatic: boolean }
+    interface E {
+      vlan: number;
+      mac: number;
+      port: number;
+      lastSeen: number;
+      isStatic: boolean;
+    }
     const MAX = 400;
     let evictions = 0;
     let fullEvictions = 0;
@@ -556,7 +562,7 @@ describe("LearningSwitch on FdbTable: walks that remove (flush, age)", () => {
     const trunk = { mode: "trunk" as const, allowed: [10, 20] };
     const sw = new LearningSwitch(engine.ports, { ports: { p1: trunk, p2: trunk }, static: [{ mac: 0x02aa00000001, vlan: 10, port: "p2" }] });
     for (const p of ports) engine.connect(p, sw);
-  engine.addElement(sw);
+    engine.addElement(sw);
     engine.start();
     const mac = (i: number): number => 0x020000000000 + i * 0x10001;
     const frames: Buffer[] = [];

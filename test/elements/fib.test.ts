@@ -42,7 +42,7 @@ class NaiveFib {
     let bestLen = -1;
     let best = -1;
     for (const r of this.routes.values()) {
-      if (r.len > bestLen && ((addr & maskOf(r.len)) >>> 0) === r.prefix) {
+      if (r.len > bestLen && (addr & maskOf(r.len)) >>> 0 === r.prefix) {
         bestLen = r.len;
         best = r.value;
       }
@@ -433,8 +433,17 @@ describe("Fib at scale", () => {
     // A real table's shape: mostly /24, some /16-/23, a few /8-/15 and /25-/32.
     const lens: number[] = [];
     const cdf: Array<[number, number]> = [
-      [0.6, 24], [0.7, 23], [0.82, 22], [0.87, 21], [0.91, 20], [0.935, 19],
-      [0.95, 18], [0.96, 17], [0.975, 16], [0.98, -1], [1, -2],
+      [0.6, 24],
+      [0.7, 23],
+      [0.82, 22],
+      [0.87, 21],
+      [0.91, 20],
+      [0.935, 19],
+      [0.95, 18],
+      [0.96, 17],
+      [0.975, 16],
+      [0.98, -1],
+      [1, -2],
     ];
     const pickLen = (): number => {
       const x = r();

@@ -6,7 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { Nat } from "../../src/elements/nat.js";
 import { checksumFold, ipv4FillChecksum, pseudoHeaderSum, readU16, writeU16 } from "../../src/wire/index.js";
-import { ETH1_MAC, ETH2_MAC, H1, H2, ip, ipFrame, parseFrame, prng, routedRig, type Rig } from "./router-rig.js";
+import { ETH1_MAC, H1, H2, ip, ipFrame, parseFrame, prng, routedRig, type Rig } from "./router-rig.js";
 import { udpPacket } from "./nat-packets.js";
 
 const VIP = ip("10.96.0.10");

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { emitTcp, ipv4Check, TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN, tcpChecksumValid, tcpFillChecksum } from "../../src/wire/index.js";
-import { COUNTERS, type RouterCounter } from "../../src/elements/ipv4-router.js";
+import { ROUTER_COUNTERS, type RouterCounter } from "../../src/elements/router/ipv4-router.js";
 import {
   ARP_OPER_REPLY,
   ARP_OPER_REQUEST,
@@ -87,7 +87,7 @@ function hostArps(r: Rig, port: string, host: { mac: number; ip: number }, gw: n
   return out[port][0];
 }
 
-const ZERO = Object.fromEntries(COUNTERS.map((k) => [k, 0])) as Record<RouterCounter, number>;
+const ZERO = Object.fromEntries(ROUTER_COUNTERS.names.map((k) => [k, 0])) as Record<RouterCounter, number>;
 
 function expectNoInternalErrors(r: Rig): void {
   expect(r.engine.lastError).toBe("");
@@ -105,9 +105,7 @@ describe("Ipv4Router: ARP", () => {
     expect(out.h2).toEqual([]);
     expect(out.h1).toHaveLength(1);
     const reply = out.h1[0];
-    expect(reply).toEqual(
-      arpFrame({ ethDst: H1.mac, ethSrc: ETH1_MAC, oper: ARP_OPER_REPLY, sha: ETH1_MAC, spa: ETH1_IP, tha: H1.mac, tpa: H1.ip }),
-    );
+    expect(reply).toEqual(arpFrame({ ethDst: H1.mac, ethSrc: ETH1_MAC, oper: ARP_OPER_REPLY, sha: ETH1_MAC, spa: ETH1_IP, tha: H1.mac, tpa: H1.ip }));
     const p = parseFrame(reply);
     expect(p.eth).toEqual({ dstAddr: H1.mac, srcAddr: ETH1_MAC, etherType: ETHERTYPE_ARP });
     expect(p.arp).toEqual({ oper: ARP_OPER_REPLY, sha: ETH1_MAC, spa: ETH1_IP, tha: H1.mac, tpa: H1.ip });
@@ -124,8 +122,8 @@ describe("Ipv4Router: ARP", () => {
     const out = r.drain();
     expect(out.h1).toEqual([]);
     expect(out.h2).toEqual([]);
-    expect(r.router.arpIn).toBe(1);
-    expect(r.router.arpRepliesSent).toBe(0);
+    expect(r.counters().arpIn).toBe(1);
+    expect(r.counters().arpRepliesSent).toBe(0);
     // Not for us: no entry is created for the sender (RFC 826 only updates existing ones).
     expect(r.router.neighbours(performance.now())).toEqual([]);
   });
@@ -136,9 +134,7 @@ describe("Ipv4Router: ARP", () => {
     r.ports.h1.inject([arpRequestFrame(H1.mac, H1.ip, target)]);
     let out = r.drain();
     expect(out.h2).toEqual([]);
-    expect(out.h1).toEqual([
-      arpFrame({ ethDst: H1.mac, ethSrc: ETH1_MAC, oper: ARP_OPER_REPLY, sha: ETH1_MAC, spa: target, tha: H1.mac, tpa: H1.ip }),
-    ]);
+    expect(out.h1).toEqual([arpFrame({ ethDst: H1.mac, ethSrc: ETH1_MAC, oper: ARP_OPER_REPLY, sha: ETH1_MAC, spa: target, tha: H1.mac, tpa: H1.ip })]);
     // Inside eth1's own subnet the real host answers, not the router.
     r.ports.h1.inject([arpRequestFrame(H1.mac, H1.ip, ip("10.0.1.77"))]);
     out = r.drain();
@@ -151,8 +147,8 @@ describe("Ipv4Router: ARP", () => {
     // A gratuitous ARP (spa == tpa) is never proxied.
     r.ports.h1.inject([arpRequestFrame(H1.mac, target, target)]);
     expect(r.drain().h1).toEqual([]);
-    expect(r.router.arpRepliesSent).toBe(1);
-    expect(r.router.arpIn).toBe(4);
+    expect(r.counters().arpRepliesSent).toBe(1);
+    expect(r.counters().arpIn).toBe(4);
   });
 
   it("an unsolicited reply addressed to the router creates no entry (Linux, arp_accept=0) and is not answered", () => {
@@ -160,7 +156,7 @@ describe("Ipv4Router: ARP", () => {
     r.ports.h2.inject([arpReplyFrame(H2.mac, H2.ip, ETH2_MAC, ETH2_IP)]);
     expect(r.drain()).toEqual({ h1: [], h2: [] });
     expect(r.router.neighbours(performance.now())).toEqual([]);
-    expect(r.router.arpRepliesSent).toBe(0);
+    expect(r.counters().arpRepliesSent).toBe(0);
     // A request for the router's address does create one (its sender is about to talk to us).
     r.ports.h2.inject([arpRequestFrame(H2.mac, H2.ip, ETH2_IP)]);
     expect(r.drain().h2).toHaveLength(1);
@@ -169,9 +165,7 @@ describe("Ipv4Router: ARP", () => {
     ]);
     // Now a reply to the router confirms it.
     r.ports.h2.inject([arpReplyFrame(H2.mac, H2.ip, ETH2_MAC, ETH2_IP)]);
-    expect(r.router.neighbours(performance.now())).toEqual([
-      expect.objectContaining({ address: "10.0.2.10", dev: "eth2", state: "REACHABLE" }),
-    ]);
+    expect(r.router.neighbours(performance.now())).toEqual([expect.objectContaining({ address: "10.0.2.10", dev: "eth2", state: "REACHABLE" })]);
   });
 
   it("announce() sends one gratuitous request per address (spa == tpa) out of each interface's ports", () => {
@@ -196,7 +190,7 @@ describe("Ipv4Router: ARP", () => {
       expect(a?.spa).toBe(a?.tpa);
       expect(a?.tha).toBe(0);
     }
-    expect(r.router.arpRequestsSent).toBe(3);
+    expect(r.counters().arpRequestsSent).toBe(3);
     expectNoInternalErrors(r);
   });
 });
@@ -230,8 +224,8 @@ describe("Ipv4Router: local delivery", () => {
       payload: icmpMessage({ type: 0, code: 0, rest: ((0x77 << 16) | 9) >>> 0 }, data),
     });
     expect(f).toEqual(ipFrame(H1.mac, ETH1_MAC, expected));
-    expect(r.router.echoReplies).toBe(1);
-    expect(r.router.delivered).toBe(1);
+    expect(r.counters().echoReplies).toBe(1);
+    expect(r.counters().delivered).toBe(1);
   });
 
   it("answers a ping to eth2's address arriving on h1 from 10.0.2.1, out of h1", () => {
@@ -255,22 +249,18 @@ describe("Ipv4Router: local delivery", () => {
     let out = r.drain();
     expect(out.h1).toHaveLength(1);
     const ident1 = parseFrame(out.h1[0]).ip?.ident ?? -1;
-    expect(out.h1[0]).toEqual(
-      icmpErrorFrame({ dstMac: H1.mac, srcMac: ETH1_MAC, src: ETH1_IP, dst: H1.ip, type: 3, code: 3, quote: udp, ident: ident1 }),
-    );
+    expect(out.h1[0]).toEqual(icmpErrorFrame({ dstMac: H1.mac, srcMac: ETH1_MAC, src: ETH1_IP, dst: H1.ip, type: 3, code: 3, quote: udp, ident: ident1 }));
     r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, gre)]);
     out = r.drain();
     expect(out.h1).toHaveLength(1);
     const ident2 = parseFrame(out.h1[0]).ip?.ident ?? -1;
-    expect(out.h1[0]).toEqual(
-      icmpErrorFrame({ dstMac: H1.mac, srcMac: ETH1_MAC, src: ETH1_IP, dst: H1.ip, type: 3, code: 2, quote: gre, ident: ident2 }),
-    );
+    expect(out.h1[0]).toEqual(icmpErrorFrame({ dstMac: H1.mac, srcMac: ETH1_MAC, src: ETH1_IP, dst: H1.ip, type: 3, code: 2, quote: gre, ident: ident2 }));
     r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, tcp)]);
     expect(r.drain()).toEqual({ h1: [], h2: [] });
-    expect(r.router.portUnreachable).toBe(1);
-    expect(r.router.protoUnreachable).toBe(1);
-    expect(r.router.localDropped).toBe(1);
-    expect(r.router.delivered).toBe(3);
+    expect(r.counters().portUnreachable).toBe(1);
+    expect(r.counters().protoUnreachable).toBe(1);
+    expect(r.counters().localDropped).toBe(1);
+    expect(r.counters().delivered).toBe(3);
   });
 
   it("ignores an echo request sent to the router as a link-layer broadcast", () => {
@@ -278,8 +268,8 @@ describe("Ipv4Router: local delivery", () => {
     hostArps(r, "h1", H1, ETH1_IP);
     r.ports.h1.inject([ipFrame(BCAST, H1.mac, echoRequest({ src: H1.ip, dst: ETH1_IP }))]);
     expect(r.drain()).toEqual({ h1: [], h2: [] });
-    expect(r.router.localDropped).toBe(1);
-    expect(r.router.echoReplies).toBe(0);
+    expect(r.counters().localDropped).toBe(1);
+    expect(r.counters().echoReplies).toBe(0);
   });
 });
 
@@ -348,9 +338,9 @@ describe("Ipv4Router: forwarding", () => {
         icmpErrorFrame({ dstMac: H1.mac, srcMac: ETH1_MAC, src: ETH1_IP, dst: H1.ip, type: 11, code: 0, quote: pkt, ident: p.ip?.ident ?? -1 }),
       );
     }
-    expect(r.router.ttlExpired).toBe(2);
-    expect(r.router.icmpErrors).toBe(2);
-    expect(r.router.forwarded).toBe(0);
+    expect(r.counters().ttlExpired).toBe(2);
+    expect(r.counters().icmpErrors).toBe(2);
+    expect(r.counters().forwarded).toBe(0);
   });
 
   it("no route gets net unreachable; with a default route via a neighbour on eth2 the same packet is forwarded", () => {
@@ -366,7 +356,7 @@ describe("Ipv4Router: forwarding", () => {
     expect(out.h1[0]).toEqual(
       icmpErrorFrame({ dstMac: H1.mac, srcMac: ETH1_MAC, src: ETH1_IP, dst: H1.ip, type: 3, code: 0, quote: pkt, ident: p.ip?.ident ?? -1 }),
     );
-    expect(r.router.noRoute).toBe(1);
+    expect(r.counters().noRoute).toBe(1);
 
     const GW = { mac: 0x02cc000002fe, ip: ip("10.0.2.254") };
     r.router.addRoute({ prefix: 0, prefixLen: 0, gateway: GW.ip, ifIndex: r.router.connectedIf(GW.ip) });
@@ -376,8 +366,8 @@ describe("Ipv4Router: forwarding", () => {
     out = r.drain();
     expect(out.h1).toEqual([]);
     expect(out.h2).toEqual([forwardedFrame(pkt, GW.mac, ETH2_MAC)]);
-    expect(r.router.noRoute).toBe(1);
-    expect(r.router.forwarded).toBe(1);
+    expect(r.counters().noRoute).toBe(1);
+    expect(r.counters().forwarded).toBe(1);
   });
 
   it("a packet over eth2's MTU with DF set gets frag-needed carrying next-hop MTU 1400", () => {
@@ -410,8 +400,8 @@ describe("Ipv4Router: forwarding", () => {
         ident: p.ip?.ident ?? -1,
       }),
     );
-    expect(r.router.fragNeeded).toBe(1);
-    expect(r.router.forwarded).toBe(0);
+    expect(r.counters().fragNeeded).toBe(1);
+    expect(r.counters().forwarded).toBe(0);
   });
 
   it("a packet over eth2's MTU with DF clear is fragmented out of h2 and reassembles to the original", () => {
@@ -447,7 +437,7 @@ describe("Ipv4Router: forwarding", () => {
       [69, true, 572],
       [138, false, 20 + 1460 - 2 * 552],
     ]);
-    expect(r.router.fragmentsOut).toBe(3);
+    expect(r.counters().fragmentsOut).toBe(3);
   });
 
   it("fragments of a packet to an unresolved next hop wait for ARP together and leave in order", () => {
@@ -459,7 +449,7 @@ describe("Ipv4Router: forwarding", () => {
     r.ports.h2.inject([arpReplyFrame(H2.mac, H2.ip, ETH2_MAC, ETH2_IP)]);
     const frags = checkFragments(r.drain().h2, pkt, 1000, H2.mac, ETH2_MAC);
     expect(frags.map((x) => x.offset)).toEqual([0, 122]);
-    expect(r.router.arpRequestsSent).toBe(1);
+    expect(r.counters().arpRequestsSent).toBe(1);
   });
 
   it("an ICMP error to a host the router has not resolved waits for ARP, then goes out", () => {
@@ -486,7 +476,7 @@ describe("Ipv4Router: forwarding", () => {
     let out = r.drain();
     expect(out.h1).toEqual([]);
     expect(out.h2).toEqual([forwardedFrame(pkt, S.mac, ETH2_MAC)]);
-    expect(r.router.arpRequestsSent).toBe(0);
+    expect(r.counters().arpRequestsSent).toBe(0);
     const entry = { address: "10.0.2.20", dev: "eth2", mac: "02:dd:00:00:02:14", state: "PERMANENT", age: null, queued: 0, probes: 0 };
     expect(r.router.neighbours(performance.now())).toEqual([entry]);
     const far = performance.now() + 1e10;
@@ -501,7 +491,7 @@ describe("Ipv4Router: forwarding", () => {
     r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, pkt)]);
     out = r.drain();
     expect(out.h2).toEqual([forwardedFrame(pkt, S.mac, ETH2_MAC)]);
-    expect(r.router.arpRequestsSent).toBe(0);
+    expect(r.counters().arpRequestsSent).toBe(0);
   });
 
   it("bounds the packets waiting for ARP per neighbour and releases them in order on the reply", () => {
@@ -510,7 +500,7 @@ describe("Ipv4Router: forwarding", () => {
     r.ports.h1.inject(pkts.map((p) => ipFrame(ETH1_MAC, H1.mac, p)));
     let out = r.drain();
     expect(out.h2).toEqual([arpRequestOut(ETH2_MAC, ETH2_IP, H2.ip)]);
-    expect(r.router.arpQueueFull).toBe(2);
+    expect(r.counters().arpQueueFull).toBe(2);
     r.ports.h2.inject([arpReplyFrame(H2.mac, H2.ip, ETH2_MAC, ETH2_IP)]);
     out = r.drain();
     expect(out.h2).toEqual(pkts.slice(0, 4).map((p) => forwardedFrame(p, H2.mac, ETH2_MAC)));
@@ -537,9 +527,7 @@ describe("Ipv4Router: neighbour timers", () => {
       out = r.drain();
       expect(out.h1).toEqual([]);
       requests.push(...out.h2);
-      expect(r.router.neighbours(t0 + dt)).toContainEqual(
-        expect.objectContaining({ address: "10.0.2.99", state: "INCOMPLETE", queued: 1 }),
-      );
+      expect(r.router.neighbours(t0 + dt)).toContainEqual(expect.objectContaining({ address: "10.0.2.99", state: "INCOMPLETE", queued: 1 }));
     }
     expect(requests).toEqual([1, 2, 3].map(() => arpRequestOut(ETH2_MAC, ETH2_IP, DEAD)));
 
@@ -560,8 +548,8 @@ describe("Ipv4Router: neighbour timers", () => {
       icmpErrorFrame({ dstMac: H1.mac, srcMac: ETH1_MAC, src: ETH1_IP, dst: H1.ip, type: 3, code: 1, quote: waited, ident: p.ip?.ident ?? -1 }),
     );
     expect(r.router.neighbours(t0 + 3000).map((n) => n.address)).toEqual(["10.0.1.10"]);
-    expect(r.router.hostUnreachable).toBe(1);
-    expect(r.router.arpRequestsSent).toBe(3);
+    expect(r.counters().hostUnreachable).toBe(1);
+    expect(r.counters().arpRequestsSent).toBe(3);
     r.tick(t0 + 10_000);
     expect(r.drain().h2).toEqual([]); // nothing more about 10.0.2.99
     expectNoInternalErrors(r);
@@ -670,9 +658,8 @@ describe("Ipv4Router: bad input", () => {
     expect(r.drain()).toEqual({ h1: [], h2: [forwardedFrame(pkt, H2.mac, ETH2_MAC)] });
   });
 
-  // RFC 1812 §5.3.5.2 / RFC 2644: directed broadcasts are not forwarded (the router's
-  // own comment in ipInput says so). Fails today: isSubnetBroadcast() tests the network
-  // bits instead of the host bits, so 10.0.2.255 is forwarded and ARPed for.
+  // RFC 1812 §5.3.5.2 / RFC 2644: directed broadcasts are not forwarded: the host bits,
+  // all ones, make 10.0.2.255 a broadcast (not forwarded, not ARPed for).
   it("drops directed broadcasts to a connected subnet (10.0.2.255 and the ingress subnet's 10.0.1.255)", () => {
     const r = routedRig();
     hostArps(r, "h1", H1, ETH1_IP);
@@ -687,8 +674,8 @@ describe("Ipv4Router: bad input", () => {
   });
 
   // RFC 1812 §5.3.7 / RFC 1122 §3.2.1.3: 0/8, 127/8 and 240/4 are never destinations on a
-  // wire; Linux drops them as martian destinations. Fails today: with a default route
-  // ipInput forwards them (only 224/4 and 255.255.255.255 are filtered, ipv4-router.ts ipInput, the checks at lines ~303 and ~312).
+  // wire; Linux drops them as martian destinations, and so does the router
+  // (src/elements/router/ip-input.ts, the martian checks), default route or not.
   it("does not forward packets to martian destinations (0/8, 127/8, 240/4), even with a default route", () => {
     const r = routedRig();
     hostArps(r, "h1", H1, ETH1_IP);
@@ -699,15 +686,15 @@ describe("Ipv4Router: bad input", () => {
       r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, ipPacket({ src: H1.ip, dst: ip(dst) }))]);
       expect(describeAll(r.drain()), dst).toEqual({ h1: [], h2: [] });
     }
-    expect(r.router.forwarded).toBe(0);
+    expect(r.counters().forwarded).toBe(0);
   });
 
   // RFC 1812 §5.3.7: a source that is one of the router's own addresses or a subnet
   // broadcast is invalid (Linux: "martian source"); §4.3.2.7: no ICMP error to a source
-  // that is not a single host. Fails today: ipInput only filters 0/8, 127/8, 224/4 and
-  // 240/4 sources, so 10.0.2.255 -> H2 is forwarded, a TTL-1 packet "from" 10.0.1.255
-  // gets a time-exceeded (ARPed for 10.0.1.255), and one "from" 10.0.1.1 makes the
-  // router ARP for its own address to deliver an ICMP error to itself.
+  // that is not a single host. Otherwise 10.0.2.255 -> H2 would be forwarded, a TTL-1
+  // packet "from" 10.0.1.255 would get a time-exceeded (ARPed for 10.0.1.255), and one
+  // "from" 10.0.1.1 would make the router ARP for its own address to deliver an ICMP
+  // error to itself.
   it("drops packets whose source is the router's own address or a connected subnet's broadcast", () => {
     const r = routedRig();
     hostArps(r, "h1", H1, ETH1_IP);
@@ -823,9 +810,9 @@ describe("Ipv4Router: ICMP error rules", () => {
     expect(out.h2).toEqual([]);
     expect(out.h1).toHaveLength(2);
     expect(out.h1.map((f) => parseFrame(f).icmpData)).toEqual([pkts[0], pkts[1]]);
-    expect(r.router.icmpErrors).toBe(2);
-    expect(r.router.icmpRateLimited).toBe(3);
-    expect(r.router.ttlExpired).toBe(5);
+    expect(r.counters().icmpErrors).toBe(2);
+    expect(r.counters().icmpRateLimited).toBe(3);
+    expect(r.counters().ttlExpired).toBe(5);
   });
 
   it("sources an error from the interface the offending packet came in on", () => {
@@ -876,7 +863,7 @@ describe("Ipv4Router: inter-VLAN routing through SVIs", () => {
     const pkt2 = ipPacket({ src: A1.ip, dst: B2.ip, ident: 0x1021 });
     r.ports.a1.inject([ipFrame(SVI10_MAC, A1.mac, pkt2)]);
     expect(r.drain()).toEqual({ a1: [], a2: [], b1: [], b2: [forwardedFrame(pkt2, B2.mac, SVI20_MAC)] });
-    expect(r.router.forwarded).toBe(2);
+    expect(r.counters().forwarded).toBe(2);
     expectNoInternalErrors(r);
   });
 
@@ -889,7 +876,7 @@ describe("Ipv4Router: inter-VLAN routing through SVIs", () => {
     expect(r.drain()).toEqual({ a1: [], a2: [bcast], b1: [], b2: [] });
     expect(r.internal.svi10.txFrames - svi10Before).toBe(1);
     expect(r.internal.svi20.txFrames - svi20Before).toBe(0);
-    expect(r.router.broadcastDropped).toBe(1);
+    expect(r.counters().broadcastDropped).toBe(1);
 
     // ARP for the SVI: the request floods VLAN 10, the reply goes back to a1 alone.
     const arpReq = arpRequestFrame(A1.mac, A1.ip, SVI10_IP);
@@ -920,13 +907,7 @@ function patterned(n: number): Buffer {
  * `mtu` bytes of IP, header fields copied, TTL one less, MF on all but the last, data
  * 8-aligned; the pieces tile the original payload exactly. Returns offset/MF/length.
  */
-function checkFragments(
-  frames: Buffer[],
-  orig: Buffer,
-  mtu: number,
-  dstMac: number,
-  srcMac: number,
-): Array<{ offset: number; mf: boolean; len: number }> {
+function checkFragments(frames: Buffer[], orig: Buffer, mtu: number, dstMac: number, srcMac: number): Array<{ offset: number; mf: boolean; len: number }> {
   const o = parseFrame(ipFrame(0, 0, orig)).ip;
   if (o === null) throw new Error("original does not parse");
   const payload = orig.subarray(20);
@@ -993,7 +974,7 @@ describe("TCP to the router itself (RFC 793 reset generation)", () => {
     expect(tcpChecksumValid(f, 34, 20, ETH1_IP, H1.ip)).toBe(true);
     r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, segment(TCP_RST, 1, 0))]);
     expect(r.drain()).toEqual({ h1: [], h2: [] });
-    expect(r.router.tcpResets).toBe(2);
+    expect(r.counters().tcpResets).toBe(2);
   });
 });
 
@@ -1016,7 +997,20 @@ describe("one disposition per received packet", () => {
     // 1500 bytes, DF clear, over eth2's MTU; a copied option (LSRR) whose length runs past the header.
     const pkt = Buffer.alloc(1500, 0x55);
     emitIpv4(
-      { dscp: 0, ecn: 0, totalLen: 1500, ident: 7, df: false, mf: false, fragOffset: 0, ttl: 64, protocol: 17, srcAddr: H1.ip, dstAddr: H2.ip, options: Uint8Array.from([0x83, 0xff, 0, 0]) },
+      {
+        dscp: 0,
+        ecn: 0,
+        totalLen: 1500,
+        ident: 7,
+        df: false,
+        mf: false,
+        fragOffset: 0,
+        ttl: 64,
+        protocol: 17,
+        srcAddr: H1.ip,
+        dstAddr: H2.ip,
+        options: Uint8Array.from([0x83, 0xff, 0, 0]),
+      },
       pkt,
       0,
     );

@@ -379,7 +379,7 @@ describe("LearningSwitch with offloads (virtio-net headers)", () => {
       ports: { p1: { mode: "access", vlan: 10 }, p2: { mode: "trunk", allowed: [10] } },
     });
     for (const p of ports) engine.connect(p, sw);
-  engine.addElement(sw);
+    engine.addElement(sw);
     engine.start();
     return { engine, sw, p1: ports[0], p2: ports[1] };
   }

@@ -76,11 +76,7 @@ export interface TcpOpts {
 export function tcpPacket(src: number, sport: number, dst: number, dport: number, o: TcpOpts): Buffer {
   const data = o.data ?? 0;
   const b = Buffer.alloc(20 + 20 + data);
-  emitTcp(
-    { srcPort: sport, dstPort: dport, seq: o.seq ?? 1000, ack: o.ack ?? 0, flags: o.flags, window: 64240, urgent: 0, options: new Uint8Array(0) },
-    b,
-    20,
-  );
+  emitTcp({ srcPort: sport, dstPort: dport, seq: o.seq ?? 1000, ack: o.ack ?? 0, flags: o.flags, window: 64240, urgent: 0, options: new Uint8Array(0) }, b, 20);
   pattern(b, 40, data, sport);
   tcpFillChecksum(b, 20, 20 + data, src, dst);
   ipv4(b, IP_PROTO_TCP, src, dst, { ttl: o.ttl });

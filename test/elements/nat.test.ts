@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { ConnTrack, MATCH_ANY } from "../../src/elements/conntrack.js";
 import { conntrackLine, parseConntrackQuery, walkConntrack, type ConnEntryView } from "../../src/elements/conntrack-list.js";
 import { NAT_ACCEPT, NAT_DROP, NAT_REJECT, Nat, type NatConfig, type Service } from "../../src/elements/nat.js";
-import { emitIcmpError } from "../../src/elements/ip-util.js";
+import { emitIcmpError } from "../../src/wire/icmp.js";
 import { checksumFold, ipv4FillChecksum, pseudoHeaderSum, readU16, writeU16 } from "../../src/wire/index.js";
 import {
   TCP_ACK,
@@ -63,7 +63,17 @@ const S_B2 = "10.244.1.21";
 const S_GW = "10.244.1.1";
 
 function web(algorithm: Service["algorithm"]): Service {
-  return { name: "web", vip: VIP, proto: 6, port: 80, backends: [{ addr: B1, port: 8080 }, { addr: B2, port: 8080 }], algorithm };
+  return {
+    name: "web",
+    vip: VIP,
+    proto: 6,
+    port: 80,
+    backends: [
+      { addr: B1, port: 8080 },
+      { addr: B2, port: 8080 },
+    ],
+    algorithm,
+  };
 }
 const DNS: Service = { name: "dns", vip: VIP_DNS, proto: 17, port: 53, backends: [{ addr: B1, port: 5353 }], algorithm: "random" };
 const EMPTY: Service = { name: "empty", vip: VIP_EMPTY, proto: 6, port: 443, backends: [], algorithm: "random" };
@@ -577,8 +587,14 @@ describe("conntrack timeouts and TCP states", () => {
     state: string | null;
     timeout?: number;
   }
-  const o = (flags: number, data = 0) => () => tcpPacket(C1, 40000, S, 80, { flags, data });
-  const b = (flags: number, data = 0) => () => tcpPacket(S, 80, N, 40000, { flags, data });
+  const o =
+    (flags: number, data = 0) =>
+    () =>
+      tcpPacket(C1, 40000, S, 80, { flags, data });
+  const b =
+    (flags: number, data = 0) =>
+    () =>
+      tcpPacket(S, 80, N, 40000, { flags, data });
   const cases: Array<{ name: string; steps: Step[]; goneAfter: number }> = [
     {
       name: "SYN, SYN+ACK, ACK, FIN, ACK, FIN, ACK -> TIME_WAIT -> gone",
@@ -661,9 +677,7 @@ describe("conntrack timeouts and TCP states", () => {
     let now = 0;
     let backend = "";
     for (const [flags, out] of seq) {
-      const p = out
-        ? tcpPacket(C1, 40000, VIP, 80, { flags })
-        : tcpPacket(backend === S_B1 ? B1 : B2, 8080, C1, 40000, { flags });
+      const p = out ? tcpPacket(C1, 40000, VIP, 80, { flags }) : tcpPacket(backend === S_B1 ? B1 : B2, 8080, C1, 40000, { flags });
       forward(nat, p, POD_IF, POD_IF, ++now);
       if (flags === TCP_SYN) backend = tupleOf(p).dst;
     }
@@ -683,7 +697,10 @@ describe("conntrack timeouts and TCP states", () => {
     forward(nat, tcpPacket(S, 80, N, 40000, { flags: TCP_SYN | TCP_ACK }), UPLINK_IF, POD_IF, 1);
     forward(nat, tcpPacket(C1, 40000, S, 80, { flags: TCP_ACK }), POD_IF, UPLINK_IF, 2);
     forward(nat, echoPacket(C1, S, 77, 1), POD_IF, UPLINK_IF, 3);
-    const [tcp, icmp] = nat.conntrackEntries(3).sort((a, z) => a.protoNum - z.protoNum).reverse();
+    const [tcp, icmp] = nat
+      .conntrackEntries(3)
+      .sort((a, z) => a.protoNum - z.protoNum)
+      .reverse();
     expect(tcp).toEqual({
       proto: "tcp",
       protoNum: 6,
@@ -796,7 +813,11 @@ describe("bounded table", () => {
     forward(nat, tcpPacket(S, 80, N, 40001, { flags: TCP_ACK }), UPLINK_IF, POD_IF, 3);
     // 40002: only the client's FIN so far (FIN_WAIT).
     forward(nat, tcpPacket(C1, 40002, S, 80, { flags: TCP_FIN | TCP_ACK }), POD_IF, UPLINK_IF, 4);
-    const states = (): string[] => nat.conntrackEntries(10).map((e) => `${e.original.sport} ${e.state}`).sort();
+    const states = (): string[] =>
+      nat
+        .conntrackEntries(10)
+        .map((e) => `${e.original.sport} ${e.state}`)
+        .sort();
     expect(states()).toEqual(["40001 CLOSE_WAIT", "40002 FIN_WAIT"]);
     expect(forward(nat, tcpPacket(C2, 50000, S, 80, { flags: TCP_SYN }), POD_IF, UPLINK_IF, 5)).toBe(NAT_DROP);
     // 40001: the server's FIN, then the client's ACK: TIME_WAIT, evictable.
@@ -1207,13 +1228,7 @@ describe("tshark agrees with every checksum of the translated packets", () => {
   it.skipIf(!hasTshark)("IP, TCP, UDP and ICMP checksums (outer and quoted) are good", () => {
     const samples = translatedSamples();
     expect(samples.length).toBe(25);
-    const rows = tshark(samples, [
-      "ip.proto",
-      "ip.checksum.status",
-      "tcp.checksum.status",
-      "udp.checksum.status",
-      "icmp.checksum.status",
-    ]);
+    const rows = tshark(samples, ["ip.proto", "ip.checksum.status", "tcp.checksum.status", "udp.checksum.status", "icmp.checksum.status"]);
     expect(rows).toHaveLength(samples.length);
     if (process.env.NAT_TSHARK_DUMP) console.log(rows.map((r) => r.join(" | ")).join("\n"));
     rows.forEach((r, i) => {
@@ -1221,7 +1236,10 @@ describe("tshark agrees with every checksum of the translated packets", () => {
       const where = `frame ${i + 1}: ${r.join(" | ")}`;
       const first = (s: string | undefined): string => (s ?? "").split(",")[0];
       // Outer and quoted IPv4 headers.
-      expect(ipSt.split(",").every((s) => s === "1"), where).toBe(true);
+      expect(
+        ipSt.split(",").every((s) => s === "1"),
+        where,
+      ).toBe(true);
       const mine = first(proto) === "6" ? tcpSt : first(proto) === "17" ? udpSt : icmpSt;
       expect(first(mine), where).toBe("1");
       for (const st of [tcpSt, udpSt, icmpSt]) expect((st ?? "").split(",").includes("0"), where).toBe(false);
@@ -1264,19 +1282,13 @@ describe("conntrack listing (show conntrack)", () => {
     const rows = drain(nat.conntrackWalk(parseConntrackQuery({}), () => 7.5)).rows;
     const views = nat.conntrackEntries(7.5);
     expect(rows).toEqual(views.map((v) => JSON.stringify(v)));
-    expect(new Set(views.map((v) => v.flags.join(",")))).toEqual(
-      new Set(["ASSURED,SNAT", "UNREPLIED,SNAT", "UNREPLIED,DNAT", "ASSURED,SNAT"]),
-    );
+    expect(new Set(views.map((v) => v.flags.join(",")))).toEqual(new Set(["ASSURED,SNAT", "UNREPLIED,SNAT", "UNREPLIED,DNAT", "ASSURED,SNAT"]));
   });
 
   it("filters like conntrack -L on the original tuple; --limit, --count", () => {
     const nat = sample();
     expect(list(nat, {})).toHaveLength(5);
-    expect(list(nat, { proto: "tcp" })).toEqual([
-      `tcp ${S_C1}:40000>${S_S}`,
-      `tcp ${S_C1}:40002>${S_VIP}`,
-      `tcp ${S_C2}:40001>${S_S}`,
-    ]);
+    expect(list(nat, { proto: "tcp" })).toEqual([`tcp ${S_C1}:40000>${S_S}`, `tcp ${S_C1}:40002>${S_VIP}`, `tcp ${S_C2}:40001>${S_S}`]);
     expect(list(nat, { proto: "udp" })).toEqual([`udp ${S_C1}:5353>${S_S}`]);
     expect(list(nat, { proto: "icmp" })).toEqual([`icmp ${S_C2}:77>${S_S}`]);
     expect(list(nat, { src: S_C2 })).toEqual([`icmp ${S_C2}:77>${S_S}`, `tcp ${S_C2}:40001>${S_S}`]);

@@ -8,7 +8,7 @@
  */
 import type { Engine } from "../../src/core/engine.js";
 import type { InternalPort } from "../../src/core/internal-port.js";
-import type { Ipv4Router, RouterCounter } from "../../src/elements/ipv4-router.js";
+import type { Ipv4Router, RouterCounter } from "../../src/elements/router/ipv4-router.js";
 import type { LearningSwitch } from "../../src/elements/learning-switch.js";
 import type { NodeConfig } from "../../src/node/config.js";
 import { buildGraph } from "../../src/node/graph.js";
@@ -33,7 +33,6 @@ import {
   macToString,
   icmpRestEcho,
   parseArp,
-  parseCidr,
   parseEthernet,
   parseIcmp,
   parseIpv4,
@@ -113,7 +112,14 @@ export function buildRig(cfg: RigConfig): Rig {
     ports: cfg.devices.map((d) => ({ name: d.name, kind: "tap", ifname: d.name, vlan: { mode: "access", vlan: d.vlan } })),
     switch: { ageingTime: 300, maxEntries: 8192, static: [] },
     router: {
-      interfaces: cfg.ifaces.map((i) => ({ name: i.name, vlan: i.vlan, mac: macToString(i.mac), mtu: i.mtu ?? 1500, addresses: i.addrs, proxyArp: i.proxyArp ?? false })),
+      interfaces: cfg.ifaces.map((i) => ({
+        name: i.name,
+        vlan: i.vlan,
+        mac: macToString(i.mac),
+        mtu: i.mtu ?? 1500,
+        addresses: i.addrs,
+        proxyArp: i.proxyArp ?? false,
+      })),
       routes: (cfg.routes ?? []).map((r) => ({ to: r.to, via: r.via, dev: r.dev })),
       neighbors: (cfg.neighbours ?? []).map((n) => ({ ip: n.ip, mac: macToString(n.mac), interface: n.iface })),
       services: [],
@@ -330,10 +336,7 @@ export function describeAll(out: Record<string, Buffer[]>): Record<string, strin
 }
 
 /** Counters that changed, with their deltas. */
-export function counterDelta(
-  before: Record<RouterCounter, number>,
-  after: Record<RouterCounter, number>,
-): Partial<Record<RouterCounter, number>> {
+export function counterDelta(before: Record<RouterCounter, number>, after: Record<RouterCounter, number>): Partial<Record<RouterCounter, number>> {
   const d: Partial<Record<RouterCounter, number>> = {};
   for (const k of Object.keys(after) as RouterCounter[]) if (after[k] !== before[k]) d[k] = after[k] - before[k];
   return d;

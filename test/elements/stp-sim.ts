@@ -30,7 +30,10 @@ export class SimBridge {
     readonly spec: SimBridgeSpec,
     clock: () => number,
   ) {
-    const mac = `02:73:00:00:${spec.name.length.toString(16).padStart(2, "0")}:${spec.name.charCodeAt(spec.name.length - 1).toString(16).padStart(2, "0")}`;
+    const mac = `02:73:00:00:${spec.name.length.toString(16).padStart(2, "0")}:${spec.name
+      .charCodeAt(spec.name.length - 1)
+      .toString(16)
+      .padStart(2, "0")}`;
     const config: NodeConfig = {
       lab: "sim",
       node: spec.name,

@@ -33,7 +33,8 @@ function roles(b: SimBridge): Record<string, string> {
 
 function blocked(net: SimNet): string[] {
   const out: string[] = [];
-  for (const b of Object.values(net.bridges)) for (const p of showStp(b.stp, 0).ports) if (p.state !== "forwarding") out.push(`${b.spec.name}/${p.name}:${p.state}`);
+  for (const b of Object.values(net.bridges))
+    for (const p of showStp(b.stp, 0).ports) if (p.state !== "forwarding") out.push(`${b.spec.name}/${p.name}:${p.state}`);
   return out.sort();
 }
 
@@ -196,25 +197,28 @@ describe("spanning tree (802.1D) between tapnet switches", () => {
     net.take("a", "p2", true);
     net.t += 1500;
     a.ports.p2.inject([tcn]);
-    const reply = net.take("a", "p2", true).map((f) => parseBpdu(f, 0, f.length)).find((x) => x?.type === BPDU_TYPE_CONFIG);
+    const reply = net
+      .take("a", "p2", true)
+      .map((f) => parseBpdu(f, 0, f.length))
+      .find((x) => x?.type === BPDU_TYPE_CONFIG);
     expect(reply).toMatchObject({ tca: true, tc: true });
     // STP off: every port forwards; a BPDU is a link-local frame like any other.
     a.graph.engine.runPass((_p, now) => a.stp.setEnabled(false, now));
-    expect(a.sw.portGate(a.ports.p1.index)).toBe("forwarding");
+    expect(a.sw.guards.portGate(a.ports.p1.index)).toBe("forwarding");
     const ll = a.sw.counters().linkLocal;
     a.ports.p1.inject([own]);
     expect(a.sw.counters().linkLocal).toBe(ll + 1);
     a.graph.engine.runPass((_p, now) => a.stp.setEnabled(true, now));
-    expect(a.sw.portGate(a.ports.p1.index)).toBe("discarding");
+    expect(a.sw.guards.portGate(a.ports.p1.index)).toBe("discarding");
   });
 
   it("takes ports added at run time and forgets a reset port", () => {
     const net = triangle();
     net.run(5000);
     const a = net.bridges.a;
-    a.graph.engine.runPass((_p, now) => a.sw.resetPort(a.ports.ha.index, now));
+    a.graph.engine.runPass((_p, now) => a.sw.guards.resetPort(a.ports.ha.index, now));
     expect(showStp(a.stp, 0).ports.map((p) => p.name)).toEqual(["b", "c"]);
-    expect(a.sw.portGate(a.ports.ha.index)).toBe("forwarding");
+    expect(a.sw.guards.portGate(a.ports.ha.index)).toBe("forwarding");
     a.graph.engine.runPass((_p, now) => a.stp.addPort(a.ports.ha.index, { cost: 100, priority: 32 }, now));
     const ha = showStp(a.stp, 0).ports.find((p) => p.name === "ha");
     expect(ha).toMatchObject({ role: "designated", state: "listening", cost: 100, priority: 32, portId: "2.001" });

@@ -114,8 +114,18 @@ describe("port security", () => {
     const c = r.sw.counters();
     expect(c.secViolation).toBe(2);
     expect(c.learned).toBe(2);
-    expect(r.sw.entries(r.now()).map((e) => e.mac).sort()).toEqual([A, B]);
-    expect(r.sw.guards.security.portInfo(r.ports.p1.index, r.sw.fdb.portEntries(r.ports.p1.index))).toMatchObject({ maxMacs: 2, macs: 2, violations: 2, shut: false });
+    expect(
+      r.sw
+        .entries(r.now())
+        .map((e) => e.mac)
+        .sort(),
+    ).toEqual([A, B]);
+    expect(r.sw.guards.security.portInfo(r.ports.p1.index, r.sw.fdb.portEntries(r.ports.p1.index))).toMatchObject({
+      maxMacs: 2,
+      macs: 2,
+      violations: 2,
+      shut: false,
+    });
     // A MAC flood: 1000 random sources, not one more learned.
     r.ports.p1.inject(Array.from({ length: 1000 }, (_, i) => frame(BCAST, 0x060000000000 + i)));
     expect(r.sw.dynamicCount).toBe(2);
@@ -133,7 +143,12 @@ describe("port security", () => {
     r.ports.p1.inject([frame(BCAST, A), frame(BCAST, B)]);
     expect(r.sw.counters().secViolation).toBe(1);
     const e = r.sw.entries(r.now());
-    expect(e.map((x) => [x.mac, x.isStatic])).toEqual(expect.arrayContaining([[A, true], [C, true]]));
+    expect(e.map((x) => [x.mac, x.isStatic])).toEqual(
+      expect.arrayContaining([
+        [A, true],
+        [C, true],
+      ]),
+    );
     expect(e.some((x) => x.mac === B)).toBe(false);
     r.advance(400_000);
     r.sw.age(r.now());
@@ -153,14 +168,14 @@ describe("port security", () => {
     expect(c.secViolation).toBe(1);
     expect(c.portShutdown).toBe(2);
     expect(c.portsShut).toBe(1);
-    expect(r.sw.portGate(r.ports.p1.index)).toBe("shutdown");
+    expect(r.sw.guards.portGate(r.ports.p1.index)).toBe("shutdown");
     expect(r.sw.entries(r.now()).some((x) => x.mac === A)).toBe(false);
     r.ports.p2.inject([frame(BCAST, B), frame(A, B)]);
     expect(r.sent("p1")).toBe(0);
     let was = false;
-    r.engine.runPass((_p, now) => (was = r.sw.recoverPort(r.ports.p1.index, now)));
+    r.engine.runPass((_p, now) => (was = r.sw.guards.recover(r.ports.p1.index, now)));
     expect(was).toBe(true);
-    expect(r.sw.portGate(r.ports.p1.index)).toBe("forwarding");
+    expect(r.sw.guards.portGate(r.ports.p1.index)).toBe("forwarding");
     r.sent("p2");
     r.ports.p1.inject([frame(B, A)]);
     expect(r.sent("p2")).toBe(1);

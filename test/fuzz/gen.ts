@@ -155,25 +155,13 @@ export interface Where {
 const BCAST = 0xffffffffffff;
 /** Group, zero, IEEE 802.1D reserved (STP, LLDP), IPv4 multicast MACs. */
 const ODD_MACS = [BCAST, 0, 0x0180c2000000, 0x0180c200000e, 0x01005e000001, 0x333300000001, 0x0180c2000010];
-const ODD_ADDRS = [
-  0, 0xffffffff, 0x7f000001, 0xe0000001, 0xe00000fb, 0xf0000001, 0x08080808, 0xc0a80001, 0x0a000000, 0xa9fe0001,
-];
+const ODD_ADDRS = [0, 0xffffffff, 0x7f000001, 0xe0000001, 0xe00000fb, 0xf0000001, 0x08080808, 0xc0a80001, 0x0a000000, 0xa9fe0001];
 const TCP_FIN = 0x01;
 const TCP_SYN = 0x02;
 const TCP_RST = 0x04;
 const TCP_PSH = 0x08;
 const TCP_ACK = 0x10;
-const TCP_FLAG_SETS = [
-  TCP_SYN,
-  TCP_SYN | TCP_ACK,
-  TCP_ACK,
-  TCP_ACK | TCP_PSH,
-  TCP_FIN | TCP_ACK,
-  TCP_RST,
-  TCP_RST | TCP_ACK,
-  0,
-  0xff,
-];
+const TCP_FLAG_SETS = [TCP_SYN, TCP_SYN | TCP_ACK, TCP_ACK, TCP_ACK | TCP_PSH, TCP_FIN | TCP_ACK, TCP_RST, TCP_RST | TCP_ACK, 0, 0xff];
 
 /** A remembered flow, so that replies (established, un-NAT paths) are generated too. */
 interface Flow {
@@ -483,8 +471,11 @@ export class FrameGen {
       const data = r.bytes(r.skewed(Math.max(0, Math.min(1500, this.maxLen - 100))));
       // New flows mostly open with SYN, replies answer SYN|ACK or carry ACKs, so conntrack
       // sees connections, not just segments it cannot place.
-      const flags =
-        r.chance(0.4) ? (flow === null ? TCP_SYN : r.pick([TCP_SYN | TCP_ACK, TCP_ACK, TCP_ACK | TCP_PSH, TCP_FIN | TCP_ACK])) : r.pick(TCP_FLAG_SETS);
+      const flags = r.chance(0.4)
+        ? flow === null
+          ? TCP_SYN
+          : r.pick([TCP_SYN | TCP_ACK, TCP_ACK, TCP_ACK | TCP_PSH, TCP_FIN | TCP_ACK])
+        : r.pick(TCP_FLAG_SETS);
       l4 = Buffer.alloc(20 + tcpOpt.length + data.length);
       emitTcp({ srcPort: sport, dstPort: dport, seq: r.u32(), ack: r.u32(), flags, window: r.int(65536), urgent: 0, options: tcpOpt }, l4, 0);
       data.copy(l4, 20 + tcpOpt.length);
@@ -555,7 +546,7 @@ export class FrameGen {
     const m = this.world.masq;
     if (m !== undefined && r.chance(0.8)) {
       const mask = m.len === 0 ? 0 : (0xffffffff << (32 - m.len)) >>> 0;
-      if (((f.src & mask) >>> 0) === m.net && ((f.dst & mask) >>> 0) !== m.net) dst = m.addr;
+      if ((f.src & mask) >>> 0 === m.net && (f.dst & mask) >>> 0 !== m.net) dst = m.addr;
     }
     return { src, dst, proto: f.proto, sport, dport: f.sport };
   }
@@ -572,7 +563,14 @@ export class FrameGen {
         o[p++] = 0;
         while (p < len) o[p++] = 0;
       } else if (x < 0.8 && room >= 4) {
-        const [t, l] = r.pick([[2, 4], [3, 3], [4, 2], [8, 10], [5, 10], [30, 8]] as Array<[number, number]>);
+        const [t, l] = r.pick([
+          [2, 4],
+          [3, 3],
+          [4, 2],
+          [8, 10],
+          [5, 10],
+          [30, 8],
+        ] as Array<[number, number]>);
         if (l > room) {
           o[p++] = 1;
           continue;
@@ -678,7 +676,7 @@ export class FrameGen {
     const r = this.rng;
     const p = this.ipPacket(where).pkt;
     const hl = (p[0] & 0x0f) << 2;
-    if ((p[0] >> 4) !== 4 || hl < 20 || p.length < hl + 16 || readU16(p, 2) !== p.length) {
+    if (p[0] >> 4 !== 4 || hl < 20 || p.length < hl + 16 || readU16(p, 2) !== p.length) {
       return { frame: this.ethWrap(p, where, ETHERTYPE_IPV4), what: "frag-source malformed" };
     }
     // Grow it first sometimes so that reassembly sees big datagrams (up to the header limit).
@@ -701,11 +699,12 @@ export class FrameGen {
       header.copy(f);
       data.copy(f, hl, from, end);
       writeU16(f, 2, f.length);
-      writeU16(f, 6, (f[6] & 0x40) << 8 | (last ? mfBase : 0x2000) | ((offBase + (from >> 3)) & 0x1fff));
+      writeU16(f, 6, ((f[6] & 0x40) << 8) | (last ? mfBase : 0x2000) | ((offBase + (from >> 3)) & 0x1fff));
       ipv4FillChecksum(f, 0);
       frags.push(f);
     }
     if (r.chance(0.3)) frags.reverse();
+    // biome-ignore lint/suspicious/noDuplicateElseIf: each chance() is a new draw
     else if (r.chance(0.3)) frags.sort(() => r.float() - 0.5);
     if (r.chance(0.1)) frags.push(frags[r.int(frags.length)]);
     if (r.chance(0.1) && frags.length > 1) frags.splice(r.int(frags.length), 1);
@@ -726,10 +725,40 @@ export class FrameGen {
     const src = this.addr(where, "src");
     const dst = this.addr(where, "dst");
     const tcp = Buffer.alloc(32 + payload);
-    emitTcp({ srcPort: this.port(), dstPort: this.port(), seq: r.u32(), ack: r.u32(), flags: r.pick([TCP_ACK, TCP_ACK | TCP_PSH, TCP_SYN, TCP_ACK | TCP_FIN]), window: 512, urgent: 0, options: Uint8Array.from([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]) }, tcp, 0);
+    emitTcp(
+      {
+        srcPort: this.port(),
+        dstPort: this.port(),
+        seq: r.u32(),
+        ack: r.u32(),
+        flags: r.pick([TCP_ACK, TCP_ACK | TCP_PSH, TCP_SYN, TCP_ACK | TCP_FIN]),
+        window: 512,
+        urgent: 0,
+        options: Uint8Array.from([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]),
+      },
+      tcp,
+      0,
+    );
     r.bytes(payload).copy(tcp, 32);
     const ip = Buffer.alloc(20 + tcp.length);
-    emitIpv4({ dscp: 0, ecn: 0, totalLen: ip.length, ident: this.ident++ & 0xffff, df: r.chance(0.9), mf: false, fragOffset: 0, ttl: 64, protocol: IP_PROTO_TCP, srcAddr: src, dstAddr: dst, options: new Uint8Array(0) }, ip, 0);
+    emitIpv4(
+      {
+        dscp: 0,
+        ecn: 0,
+        totalLen: ip.length,
+        ident: this.ident++ & 0xffff,
+        df: r.chance(0.9),
+        mf: false,
+        fragOffset: 0,
+        ttl: 64,
+        protocol: IP_PROTO_TCP,
+        srcAddr: src,
+        dstAddr: dst,
+        options: new Uint8Array(0),
+      },
+      ip,
+      0,
+    );
     tcp.copy(ip, 20);
     // CHECKSUM_PARTIAL: the field holds the pseudo-header seed.
     writeU16(ip, 36, checksumFold(pseudoHeaderSum(src, dst, IP_PROTO_TCP, tcp.length)));
@@ -850,7 +879,7 @@ export class FrameGen {
         if (at + 4 <= f.length) {
           const y = r.int(4);
           if (y === 0) writeU16(f, at, r.pick([ETHERTYPE_VLAN, ETHERTYPE_QINQ, ETHERTYPE_IPV4, ETHERTYPE_ARP, 0x9100, 0]));
-          else if (y === 1) writeU16(f, at + 2, (f[at + 2] & 0xf0) << 8 | r.pick([0, 1, 4094, 4095, r.int(4096)]));
+          else if (y === 1) writeU16(f, at + 2, ((f[at + 2] & 0xf0) << 8) | r.pick([0, 1, 4094, 4095, r.int(4096)]));
           else if (y === 2 && readU16(f, 12) !== ETHERTYPE_VLAN) {
             // Strip everything between the MACs and the payload: an untagged frame with a tagged body.
             f = Buffer.concat([f.subarray(0, 12), f.subarray(Math.min(f.length, 16))]);
@@ -904,7 +933,11 @@ export class FrameGen {
     } else if (x < 0.48) {
       // Most of the time only DF and the reserved bit: a bogus fragment would hold a
       // reassembly slot for 30 s, and a few of those already keep the slots full.
-      writeU16(b, ip + 6, r.chance(0.6) ? r.pick([0x4000, 0x8000, 0xc000, 0]) : (r.int(8) << 13) | (r.chance(0.5) ? r.pick([0, 1, 0x1fff, 0x1ffe, 185]) : r.int(8192)));
+      writeU16(
+        b,
+        ip + 6,
+        r.chance(0.6) ? r.pick([0x4000, 0x8000, 0xc000, 0]) : (r.int(8) << 13) | (r.chance(0.5) ? r.pick([0, 1, 0x1fff, 0x1ffe, 185]) : r.int(8192)),
+      );
       what = `flags/offset ${readU16(b, ip + 6).toString(16)}`;
     } else if (x < 0.54) {
       b[ip + 8] = r.pick([0, 1, 2, 255]);
@@ -928,7 +961,8 @@ export class FrameGen {
       } else if (proto === IP_PROTO_ICMP) {
         const y = r.int(3);
         if (y === 0) b[l4] = r.pick([0, 3, 8, 11, 12, 5, 4, 18, 19, 255]);
-        else if (y === 1 && l4 + 9 <= b.length) b[l4 + 8] = r.pick([0x45, 0x46, 0x4f, 0x40, 0x35, 0x00]); // quoted version/IHL
+        else if (y === 1 && l4 + 9 <= b.length)
+          b[l4 + 8] = r.pick([0x45, 0x46, 0x4f, 0x40, 0x35, 0x00]); // quoted version/IHL
         else writeU16(b, l4 + 2, r.int(65536));
         what = "icmp";
       } else {
@@ -1037,8 +1071,38 @@ export class FrameGen {
     for (let k = 0; k < count; k++) {
       const f = Buffer.alloc(14 + 20 + 20 + mss);
       emitEthernet({ dstAddr: dmac, srcAddr: smac, etherType: ETHERTYPE_IPV4 }, f, 0);
-      emitIpv4({ dscp: 0, ecn: 0, totalLen: 40 + mss, ident: ident++ & 0xffff, df: true, mf: false, fragOffset: 0, ttl: 64, protocol: IP_PROTO_TCP, srcAddr: src, dstAddr: dst, options: new Uint8Array(0) }, f, 14);
-      emitTcp({ srcPort: sport, dstPort: dport, seq, ack: 1, flags: k === count - 1 && r.chance(0.3) ? TCP_ACK | TCP_PSH : TCP_ACK, window: 1000, urgent: 0, options: new Uint8Array(0) }, f, 34);
+      emitIpv4(
+        {
+          dscp: 0,
+          ecn: 0,
+          totalLen: 40 + mss,
+          ident: ident++ & 0xffff,
+          df: true,
+          mf: false,
+          fragOffset: 0,
+          ttl: 64,
+          protocol: IP_PROTO_TCP,
+          srcAddr: src,
+          dstAddr: dst,
+          options: new Uint8Array(0),
+        },
+        f,
+        14,
+      );
+      emitTcp(
+        {
+          srcPort: sport,
+          dstPort: dport,
+          seq,
+          ack: 1,
+          flags: k === count - 1 && r.chance(0.3) ? TCP_ACK | TCP_PSH : TCP_ACK,
+          window: 1000,
+          urgent: 0,
+          options: new Uint8Array(0),
+        },
+        f,
+        34,
+      );
       r.bytes(mss).copy(f, 54);
       tcpFillChecksum(f, 34, 20 + mss, src, dst);
       seq = (seq + mss) >>> 0;

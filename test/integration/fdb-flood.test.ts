@@ -16,7 +16,9 @@ import { canRunLabs, inNs, macOf, netnsList, ping, sendRaw, sleep, tapnet, tapne
 
 const LAB = "tfdb";
 const ns = (n: string): string => `tn.${LAB}.${n}`;
-const file = writeLabFile(LAB, `
+const file = writeLabFile(
+  LAB,
+  `
 name: ${LAB}
 nodes:
   sw1: {}
@@ -25,13 +27,23 @@ hosts:
   h2: { node: sw1, ip: 10.0.0.2/24 }
   h3: { node: sw1, ip: 10.0.0.3/24 }
   h4: { node: sw1, ip: 10.0.0.4/24 }
-`);
+`,
+);
 const FLOOD = 100_000;
 /** The node's maxEntries (the topology's default). */
 const MAX_ENTRIES = 8192;
 
-interface FdbRow { mac: string; vlan: number; port: string; static: boolean }
-interface PortRow { name: string; rxFrames: number; rxDrops: number }
+interface FdbRow {
+  mac: string;
+  vlan: number;
+  port: string;
+  static: boolean;
+}
+interface PortRow {
+  name: string;
+  rxFrames: number;
+  rxDrops: number;
+}
 type Stats = { switch: Record<string, number>; fdbEntries: number; engine: { internalErrors: number } };
 
 const show = <T>(what: string): T => JSON.parse(tapnetOk(["show", what, "--node", "sw1", "--lab", LAB, "--json"])) as T;
@@ -83,24 +95,49 @@ describe.skipIf(!canRunLabs())("FDB lab: a MAC flood from one port leaves the ta
     const h2 = macOf(ns("h2"));
     const h3 = macOf(ns("h3"));
     const before = fdb();
-    expect(before.filter((r) => r.mac === h2 || r.mac === h3).map((r) => r.port).sort()).toEqual(["h2", "h3"]);
+    expect(
+      before
+        .filter((r) => r.mac === h2 || r.mac === h3)
+        .map((r) => r.port)
+        .sort(),
+    ).toEqual(["h2", "h3"]);
     const others = before.filter((r) => r.port !== "h1").map((r) => `${r.mac} ${r.port}`);
     const s0 = stats();
 
     // The flood: locally administered unicast sources 06:xx:xx:xx:xx:xx (5 random bytes
     // each), to an unknown unicast MAC (flooded to h2-h4, whose stacks drop it), with
     // the IEEE local experimental EtherType.
-    fs.writeFileSync(cfg, `{
+    fs.writeFileSync(
+      cfg,
+      `{
   0x02, 0xff, 0xff, 0xff, 0xff, 0xfe,
   0x06, drnd(5),
   c16(0x88b5),
   fill(0x00, 46)
 }
-`);
+`,
+    );
     const h1Tx0 = txPackets(ns("h1"));
     const tg = inNs(
       ns("h1"),
-      ["timeout", "-k", "2", "60", "trafgen", "--dev", "eth0", "--conf", cfg, "--num", String(FLOOD), "--cpus", "1", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats"],
+      [
+        "timeout",
+        "-k",
+        "2",
+        "60",
+        "trafgen",
+        "--dev",
+        "eth0",
+        "--conf",
+        cfg,
+        "--num",
+        String(FLOOD),
+        "--cpus",
+        "1",
+        "--no-sock-mem",
+        "--notouch-irq",
+        "--no-cpu-stats",
+      ],
       70_000,
     );
     expect(tg.status, `trafgen: ${tg.stdout}${tg.stderr}`).toBe(0);
@@ -110,10 +147,14 @@ describe.skipIf(!canRunLabs())("FDB lab: a MAC flood from one port leaves the ta
     const h1Tx = txPackets(ns("h1"));
     const sent = h1Tx - h1Tx0;
     expect(sent).toBeGreaterThanOrEqual(0.9 * FLOOD);
-    await until("the switch to read all of h1's frames", () => {
-      const p = port("h1");
-      return p.rxFrames >= h1Tx;
-    }, 30_000);
+    await until(
+      "the switch to read all of h1's frames",
+      () => {
+        const p = port("h1");
+        return p.rxFrames >= h1Tx;
+      },
+      30_000,
+    );
     const s1 = stats();
     const learned = s1.switch.learned - s0.switch.learned;
     const evicted = s1.switch.evicted - s0.switch.evicted;
@@ -135,7 +176,13 @@ describe.skipIf(!canRunLabs())("FDB lab: a MAC flood from one port leaves the ta
     expect(tapnetOk(["show", "stats", "--node", "sw1", "--lab", LAB])).toMatch(new RegExp(`switch\\.evicted\\s+${s1.switch.evicted}\\b`));
 
     // A station never seen: h4 with a new MAC. One frame from it (to h2, known).
-    const fresh = "02:5e:" + Array.from({ length: 4 }, () => Math.floor(Math.random() * 256).toString(16).padStart(2, "0")).join(":");
+    const fresh =
+      "02:5e:" +
+      Array.from({ length: 4 }, () =>
+        Math.floor(Math.random() * 256)
+          .toString(16)
+          .padStart(2, "0"),
+      ).join(":");
     expect(inNs(ns("h4"), ["ip", "link", "set", "dev", "eth0", "address", fresh]).status).toBe(0);
     expect(macOf(ns("h4"))).toBe(fresh);
     expect(fdb().some((r) => r.mac === fresh)).toBe(false);
@@ -167,8 +214,14 @@ describe.skipIf(!canRunLabs())("FDB lab: a MAC flood from one port leaves the ta
     const lines3 = frames(await capH3.stop());
     const lines1 = frames(await capH1.stop());
     const probe = (l: string): boolean => l.includes("02:ff:ff:ff:ff:fd");
-    expect(lines3.filter((l) => !probe(l)), lines3.join("\n")).toEqual([]);
-    expect(lines1.filter((l) => !probe(l)), lines1.join("\n")).toEqual([]);
+    expect(
+      lines3.filter((l) => !probe(l)),
+      lines3.join("\n"),
+    ).toEqual([]);
+    expect(
+      lines1.filter((l) => !probe(l)),
+      lines1.join("\n"),
+    ).toEqual([]);
     expect(lines3.filter(probe).length).toBe(1);
     expect(lines1.filter(probe).length).toBe(1);
   });

@@ -68,7 +68,10 @@ export function macOf(ns: string, ifname = "eth0"): string {
 
 export function netnsList(): string[] {
   const r = spawnSync("ip", ["netns", "list"], { encoding: "utf8" });
-  return (r.stdout ?? "").split("\n").map((l) => l.trim().split(/\s+/)[0]).filter(Boolean);
+  return (r.stdout ?? "")
+    .split("\n")
+    .map((l) => l.trim().split(/\s+/)[0])
+    .filter(Boolean);
 }
 
 /**
@@ -136,7 +139,12 @@ export function sleep(ms: number): Promise<void> {
  * returns that value; throws naming `what` when `timeoutMs` passes first. The one way
  * tests wait: for a signal, with a bound.
  */
-export async function waitFor<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000, everyMs = 50): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 10_000,
+  everyMs = 50,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await check();
@@ -161,18 +169,27 @@ export function snmp(ns: string): Record<string, number> {
 
 /** Waits until the SNMP counter `name` of `ns` has grown by at least `by` from `from`. */
 export async function waitSnmp(ns: string, name: string, from: number, by: number, timeoutMs = 5000): Promise<number> {
-  return waitFor(`${name} in ${ns} to grow by ${by}`, () => {
-    const v = snmp(ns)[name];
-    return v - from >= by ? v : undefined;
-  }, timeoutMs, 20);
+  return waitFor(
+    `${name} in ${ns} to grow by ${by}`,
+    () => {
+      const v = snmp(ns)[name];
+      return v - from >= by ? v : undefined;
+    },
+    timeoutMs,
+    20,
+  );
 }
 
 /** Waits until something listens on `port` (tcp or udp) in namespace `ns`. */
 export async function waitListening(ns: string, port: number, proto: "tcp" | "udp" = "tcp", timeoutMs = 10_000): Promise<void> {
-  await waitFor(`${proto} port ${port} listening in ${ns}`, () => {
-    const r = inNs(ns, ["ss", "-Hn", proto === "tcp" ? "-lt" : "-lu", `sport = :${port}`]);
-    return r.status === 0 && r.stdout.trim() !== "";
-  }, timeoutMs);
+  await waitFor(
+    `${proto} port ${port} listening in ${ns}`,
+    () => {
+      const r = inNs(ns, ["ss", "-Hn", proto === "tcp" ? "-lt" : "-lu", `sport = :${port}`]);
+      return r.status === 0 && r.stdout.trim() !== "";
+    },
+    timeoutMs,
+  );
 }
 
 /** Waits until `stream` (a child's stdout/stderr) has printed text matching `re`; returns all it printed. */
@@ -236,7 +253,20 @@ export async function captureFields(
   }
   const r = spawnSync(
     "tshark",
-    ["-r", file, "-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE", ...tsharkArgs, "-T", "fields", "-E", "separator=|", ...fields.flatMap((f) => ["-e", f])],
+    [
+      "-r",
+      file,
+      "-o",
+      "ip.check_checksum:TRUE",
+      "-o",
+      "udp.check_checksum:TRUE",
+      ...tsharkArgs,
+      "-T",
+      "fields",
+      "-E",
+      "separator=|",
+      ...fields.flatMap((f) => ["-e", f]),
+    ],
     { encoding: "utf8" },
   );
   fs.rmSync(file, { force: true });
@@ -328,4 +358,3 @@ export function background(ns: string, argv: string[], opts: { stdin?: boolean }
     },
   };
 }
-

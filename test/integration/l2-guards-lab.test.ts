@@ -15,7 +15,9 @@ import { background, canRunLabs, inNs, macOf, netnsList, ping, sendRaw, tapnet, 
 const LAB = "tguard";
 const ns = (n: string): string => `tn.${LAB}.${n}`;
 const LIMIT = 200;
-const file = writeLabFile(LAB, `
+const file = writeLabFile(
+  LAB,
+  `
 name: ${LAB}
 nodes:
   sw1:
@@ -29,20 +31,47 @@ hosts:
   v1: { node: sw1, ip: 10.0.2.1/24, vlan: 2 }
   v2: { node: sw1, ip: 10.0.2.2/24, vlan: 2 }
   v3: { node: sw1, ip: 10.0.2.3/24, vlan: 2 }
-`);
+`,
+);
 
-type Stats = { switch: Record<string, number>; ports: Record<string, { rxFrames: number; txFrames: number }>; drops: Array<{ counter: string; value: number }> };
+type Stats = {
+  switch: Record<string, number>;
+  ports: Record<string, { rxFrames: number; txFrames: number }>;
+  drops: Array<{ counter: string; value: number }>;
+};
 const stats = (): Stats => JSON.parse(tapnetOk(["show", "stats", "--node", "sw1", "--lab", LAB, "--json"])) as Stats;
-interface SecurityPort { port: string; state: string; security: { macs: number; maxMacs: number; violations: number; shut: boolean } | null }
-interface Security { ports: SecurityPort[]; arpInspection: { bindings: Array<{ ip: string; mac: string; source: string }>; lastDrop: { reason: string; ip: string; mac: string } | null } }
+interface SecurityPort {
+  port: string;
+  state: string;
+  security: { macs: number; maxMacs: number; violations: number; shut: boolean } | null;
+}
+interface Security {
+  ports: SecurityPort[];
+  arpInspection: { bindings: Array<{ ip: string; mac: string; source: string }>; lastDrop: { reason: string; ip: string; mac: string } | null };
+}
 const security = (): Security => JSON.parse(tapnetOk(["show", "security", "--node", "sw1", "--lab", LAB, "--json"])) as Security;
 const fdb = (): Array<{ mac: string; port: string }> => JSON.parse(tapnetOk(["show", "fdb", "--node", "sw1", "--lab", LAB, "--json"]));
 
 /** A trafgen run in `host`: `count` frames from `cfg`, at `pps`, bounded by a timeout. */
 function trafgen(host: string, cfg: string, count: number, pps?: number) {
   return background(ns(host), [
-    "timeout", "-k", "2", "30", "trafgen", "--dev", "eth0", "--conf", cfg, "--num", String(count), ...(pps ? ["--rate", `${pps}pps`] : []),
-    "--cpus", "1", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats",
+    "timeout",
+    "-k",
+    "2",
+    "30",
+    "trafgen",
+    "--dev",
+    "eth0",
+    "--conf",
+    cfg,
+    "--num",
+    String(count),
+    ...(pps ? ["--rate", `${pps}pps`] : []),
+    "--cpus",
+    "1",
+    "--no-sock-mem",
+    "--notouch-irq",
+    "--no-cpu-stats",
   ]);
 }
 
@@ -111,22 +140,31 @@ describe.skipIf(!canRunLabs())("L2 guards lab: storm control, port security, ARP
     const s = stats();
     expect(s.switch.stormBroadcast).toBeGreaterThan(3000);
     expect(s.drops.find((d) => d.counter === "switch.stormBroadcast")?.value).toBe(s.switch.stormBroadcast);
-    expect(tapnetOk(["show", "stats", "--node", "sw1", "--lab", LAB])).toMatch(/switch\.stormBroadcast\s+\d+\s+broadcast over the ingress port's storm control limit/);
+    expect(tapnetOk(["show", "stats", "--node", "sw1", "--lab", LAB])).toMatch(
+      /switch\.stormBroadcast\s+\d+\s+broadcast over the ingress port's storm control limit/,
+    );
   });
 
   it("port security stops a MAC flood at the port's limit; a shutdown port comes back with security reset", async () => {
     expect(ping(ns("h4"), "10.0.0.2", 1).status).toBe(0);
     const h4 = macOf(ns("h4"));
-    const others = fdb().filter((r) => r.port !== "h4").map((r) => `${r.mac} ${r.port}`);
+    const others = fdb()
+      .filter((r) => r.port !== "h4")
+      .map((r) => `${r.mac} ${r.port}`);
     const v0 = stats().switch.secViolation;
     // 5000 frames from random locally administered sources.
     fs.writeFileSync(`${cfg}.macs`, `{ 0x02, 0xff, 0xff, 0xff, 0xff, 0xfe, 0x06, drnd(5), c16(0x88b5), fill(0x00, 46) }\n`);
     const tg = trafgen("h4", `${cfg}.macs`, 5000);
     expect(await tg.exited, tg.err()).toBe(0);
-    const v = await waitFor("the flood's violations", () => {
-      const n = stats().switch.secViolation - v0;
-      return n >= 4900 ? n : undefined;
-    }, 15_000, 100);
+    const v = await waitFor(
+      "the flood's violations",
+      () => {
+        const n = stats().switch.secViolation - v0;
+        return n >= 4900 ? n : undefined;
+      },
+      15_000,
+      100,
+    );
     const rows = fdb();
     const onH4 = rows.filter((r) => r.port === "h4");
     expect(onH4.length).toBeLessThanOrEqual(3);
@@ -180,7 +218,10 @@ describe.skipIf(!canRunLabs())("L2 guards lab: storm control, port security, ARP
     inNs(ns("h3"), ["ip", "neigh", "flush", "dev", "eth0"]);
     expect(ping(ns("h3"), "10.0.0.1", 1).status).toBe(0);
     const seen = await cap.stop();
-    expect(seen.filter((l) => l.includes("10.0.0.2 is-at") || l.includes("tell 10.0.0.2")), seen.join("\n")).toEqual([]);
+    expect(
+      seen.filter((l) => l.includes("10.0.0.2 is-at") || l.includes("tell 10.0.0.2")),
+      seen.join("\n"),
+    ).toEqual([]);
     expect(seen.some((l) => l.includes("tell 10.0.0.3") || l.includes("10.0.0.3 is-at"))).toBe(true);
     expect(neigh("h1", "10.0.0.2")).toBe(h2);
     expect(neigh("h4", "10.0.0.2")).toBe(h2);

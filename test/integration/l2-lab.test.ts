@@ -8,11 +8,29 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLI, canRunLabs, inNs, iperf, macOf, netnsList, ping, sendRaw, sleep, tapnet, tapnetOk, tcpdump, waitFor, waitOutput, writeLabFile } from "./harness.js";
+import {
+  CLI,
+  canRunLabs,
+  inNs,
+  iperf,
+  macOf,
+  netnsList,
+  ping,
+  sendRaw,
+  sleep,
+  tapnet,
+  tapnetOk,
+  tcpdump,
+  waitFor,
+  waitOutput,
+  writeLabFile,
+} from "./harness.js";
 
 const LAB = "tl2";
 const ns = (n: string): string => `tn.${LAB}.${n}`;
-const file = writeLabFile(LAB, `
+const file = writeLabFile(
+  LAB,
+  `
 name: ${LAB}
 nodes:
   sw1: {}
@@ -24,10 +42,24 @@ hosts:
   h4: { node: sw1, ip: 10.0.0.4/24, link: veth }
   a1: { node: sw2, ip: 10.9.0.1/24 }
   a2: { node: sw2, ip: 10.9.0.2/24 }
-`);
+`,
+);
 
-interface FdbRow { mac: string; vlan: number; port: string; static: boolean; age: number | null }
-interface PortRow { name: string; rxFrames: number; txFrames: number; rxDrops: number; txDrops: number; kind: string }
+interface FdbRow {
+  mac: string;
+  vlan: number;
+  port: string;
+  static: boolean;
+  age: number | null;
+}
+interface PortRow {
+  name: string;
+  rxFrames: number;
+  txFrames: number;
+  rxDrops: number;
+  txDrops: number;
+  kind: string;
+}
 
 const fdb = (node: string): FdbRow[] => JSON.parse(tapnetOk(["show", "fdb", "--node", node, "--lab", LAB, "--json"])) as FdbRow[];
 const stats = (node: string): { switch: Record<string, number>; engine: { internalErrors: number } } =>
@@ -46,7 +78,13 @@ describe.skipIf(!canRunLabs())("L2 lab: learning switch with real tools", () => 
   });
 
   it("pings h1 <-> h2 <-> h3 and the veth host h4", () => {
-    for (const [from, to] of [["h1", "10.0.0.2"], ["h2", "10.0.0.3"], ["h3", "10.0.0.1"], ["h4", "10.0.0.1"], ["h2", "10.0.0.4"]]) {
+    for (const [from, to] of [
+      ["h1", "10.0.0.2"],
+      ["h2", "10.0.0.3"],
+      ["h3", "10.0.0.1"],
+      ["h4", "10.0.0.1"],
+      ["h2", "10.0.0.4"],
+    ]) {
       const r = ping(ns(from), to, 2);
       expect(r.status, `${from} -> ${to}\n${r.stdout}${r.stderr}`).toBe(0);
       expect(r.stdout).toMatch(/2 received/);
@@ -76,7 +114,11 @@ describe.skipIf(!canRunLabs())("L2 lab: learning switch with real tools", () => 
   });
 
   it("show fdb lists each host's MAC on its own port", () => {
-    for (const [from, to] of [["h1", "10.0.0.2"], ["h3", "10.0.0.4"]]) expect(ping(ns(from), to, 1).status).toBe(0);
+    for (const [from, to] of [
+      ["h1", "10.0.0.2"],
+      ["h3", "10.0.0.4"],
+    ])
+      expect(ping(ns(from), to, 1).status).toBe(0);
     const rows = fdb("sw1");
     for (const h of ["h1", "h2", "h3", "h4"]) {
       const mac = macOf(ns(h));
@@ -108,9 +150,13 @@ describe.skipIf(!canRunLabs())("L2 lab: learning switch with real tools", () => 
   });
 
   it("passes TSO super-frames whole on a node of TAP hosts (offloads), and TCP flows", async () => {
-    const before = (JSON.parse(tapnetOk(["show", "ports", "--node", "sw2", "--lab", LAB, "--json"])) as Array<PortRow & { rxBytes: number }>).find((p) => p.name === "a1") as PortRow & { rxBytes: number };
+    const before = (JSON.parse(tapnetOk(["show", "ports", "--node", "sw2", "--lab", LAB, "--json"])) as Array<PortRow & { rxBytes: number }>).find(
+      (p) => p.name === "a1",
+    ) as PortRow & { rxBytes: number };
     const bps = await iperf(ns("a2"), ns("a1"), "10.9.0.2", 2);
-    const after = (JSON.parse(tapnetOk(["show", "ports", "--node", "sw2", "--lab", LAB, "--json"])) as Array<PortRow & { rxBytes: number }>).find((p) => p.name === "a1") as PortRow & { rxBytes: number };
+    const after = (JSON.parse(tapnetOk(["show", "ports", "--node", "sw2", "--lab", LAB, "--json"])) as Array<PortRow & { rxBytes: number }>).find(
+      (p) => p.name === "a1",
+    ) as PortRow & { rxBytes: number };
     expect(bps).toBeGreaterThan(1e8);
     // Frames from a1 averaged far above an Ethernet MTU: the kernel's 64 KiB TSO frames
     // crossed the switch as single units (segmented only by the kernel at a2).
@@ -142,9 +188,16 @@ describe.skipIf(!canRunLabs())("L2 lab: learning switch with real tools", () => 
 
   it("streams pcapng to stdout: tapnet capture | tshark -r -", async () => {
     // A shell pipeline, as a user types it (tshark wants a real pipe on stdin).
-    const sh = spawn("bash", ["-c", `set -o pipefail; '${process.execPath}' '${CLI}' capture sw1 h3 --lab ${LAB} -c 4 | tshark -r - -T fields -e frame.interface_name -e frame.p2p_dir`], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const sh = spawn(
+      "bash",
+      [
+        "-c",
+        `set -o pipefail; '${process.execPath}' '${CLI}' capture sw1 h3 --lab ${LAB} -c 4 | tshark -r - -T fields -e frame.interface_name -e frame.p2p_dir`,
+      ],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     let out = "";
     let err = "";
     sh.stdout.on("data", (c: Buffer) => (out += c.toString()));
@@ -210,11 +263,11 @@ describe.skipIf(!canRunLabs())("L2 lab: learning switch with real tools", () => 
     expect(rows.every((r) => r.port === "h3" && r.vlan === 1 && !r.static)).toBe(true);
     const text = tapnetOk(["show", "fdb", "--node", "sw1", "--lab", LAB]).split("\n").filter(Boolean);
     expect(text[0]).toBe("node sw1");
-    expect(text[1]).toMatch(/^MAC {16}VLAN  PORT  TYPE {5}AGE +DST$/);
+    expect(text[1]).toMatch(/^MAC {16}VLAN {2}PORT {2}TYPE {5}AGE +DST$/);
     const lines = text.filter((l) => l.startsWith("02:fd:00:00:"));
     expect(lines).toHaveLength(3000);
     // Every line in the columns of the header, the first 1000 rows and the rest alike.
-    for (const l of lines) expect(l).toMatch(/^02:fd:00:00:[0-9a-f]{2}:[0-9a-f]{2}  1     h3    dynamic  \d+(\.\d)?s +-$/);
+    for (const l of lines) expect(l).toMatch(/^02:fd:00:00:[0-9a-f]{2}:[0-9a-f]{2} {2}1 {5}h3 {4}dynamic {2}\d+(\.\d)?s +-$/);
     expect(new Set(lines.map((l) => l.slice(0, 17))).size).toBe(3000);
   });
 });

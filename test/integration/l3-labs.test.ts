@@ -24,8 +24,7 @@ function useLab(file: string, lab: string): void {
   });
 }
 
-const show = <T>(what: string, node: string, lab: string): T =>
-  JSON.parse(tapnetOk(["show", what, "--node", node, "--lab", lab, "--json"])) as T;
+const show = <T>(what: string, node: string, lab: string): T => JSON.parse(tapnetOk(["show", what, "--node", node, "--lab", lab, "--json"])) as T;
 
 interface Stats {
   router: Record<string, number>;
@@ -36,7 +35,9 @@ interface Stats {
 async function captureChecked(ns: string, fn: () => void, fields: string[]): Promise<string[]> {
   const file = path.join(os.tmpdir(), `tn-l3-${process.pid}-${Date.now()}.pcap`);
   const { spawn } = await import("node:child_process");
-  const child = spawn("ip", ["netns", "exec", ns, "tcpdump", "-i", "eth0", "--immediate-mode", "-U", "-n", "-w", file], { stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn("ip", ["netns", "exec", ns, "tcpdump", "-i", "eth0", "--immediate-mode", "-U", "-n", "-w", file], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   await new Promise<void>((resolve, reject) => {
     let err = "";
     const t = setTimeout(() => reject(new Error(`tcpdump did not start: ${err}`)), 10_000);
@@ -79,7 +80,7 @@ describe.skipIf(!canRunLabs())("router.yaml: one router", () => {
 
   it("routes TSO super-frames whole (offloads on a node of TAP hosts), and TCP flows", async () => {
     type P = { name: string; rxFrames: number; rxBytes: number };
-    const port = (): P => (show<P[]>("ports", "r1", "router")).find((p) => p.name === "h1") as P;
+    const port = (): P => show<P[]>("ports", "r1", "router").find((p) => p.name === "h1") as P;
     const before = port();
     const bps = await iperf(ns("h2"), ns("h1"), "10.0.2.10", 2);
     const after = port();
@@ -112,13 +113,19 @@ describe.skipIf(!canRunLabs())("router.yaml: one router", () => {
     expect(["REACHABLE", "STALE"]).toContain(h1?.state);
     // The hosts' kernels hold the router's interface MACs for their gateways.
     const ifaces = show<Array<{ name: string; mac: string; addresses: string[] }>>("interfaces", "r1", "router");
-    for (const [host, gw, ifn] of [["h1", "10.0.1.1", "eth1"], ["h2", "10.0.2.1", "eth2"]]) {
+    for (const [host, gw, ifn] of [
+      ["h1", "10.0.1.1", "eth1"],
+      ["h2", "10.0.2.1", "eth2"],
+    ]) {
       const k = inNs(ns(host), ["ip", "neigh", "show", gw]).stdout;
       expect(k).toContain(`lladdr ${ifaces.find((i) => i.name === ifn)?.mac}`);
     }
     // Connected routes = the hosts' own subnets, on the right interfaces.
     const routes = show<Array<{ prefix: string; dev: string; kind: string; src: string }>>("route", "r1", "router");
-    for (const [host, ifn] of [["h1", "eth1"], ["h2", "eth2"]]) {
+    for (const [host, ifn] of [
+      ["h1", "eth1"],
+      ["h2", "eth2"],
+    ]) {
       const kernel = inNs(ns(host), ["ip", "-4", "route", "show", "proto", "kernel"]).stdout.trim().split(/\s+/)[0];
       expect(routes).toContainEqual(expect.objectContaining({ prefix: kernel, dev: ifn, kind: "connected" }));
     }
@@ -142,7 +149,9 @@ describe.skipIf(!canRunLabs())("router.yaml: one router", () => {
   it("drops frames with a bad IPv4 checksum or a lying length, counts them, and forwards on", () => {
     ping(ns("h1"), "10.0.2.10", 1);
     const before = show<Stats>("stats", "r1", "router").router;
-    const gw = inNs(ns("h1"), ["ip", "neigh", "show", "10.0.1.1"]).stdout.match(/lladdr (\S+)/)?.[1].replace(/:/g, "");
+    const gw = inNs(ns("h1"), ["ip", "neigh", "show", "10.0.1.1"])
+      .stdout.match(/lladdr (\S+)/)?.[1]
+      .replace(/:/g, "");
     const me = macOf(ns("h1")).replace(/:/g, "");
     expect(gw).toBeDefined();
     // 10.0.1.10 -> 10.0.2.10 ICMP echo, header checksum deliberately wrong (0x0000).
@@ -181,20 +190,20 @@ describe.skipIf(!canRunLabs())("routers-chain.yaml: three routers and an MTU 140
 
   it("traceroute lists the three routers in order; tshark finds every checksum the routers wrote good", async () => {
     let out = "";
-    const lines = await captureChecked(
-      ns("h1"),
-      () => {
-        out = inNs(ns("h1"), ["traceroute", "-n", "-q", "1", "-w", "2", "10.0.2.10"], 60_000).stdout;
-        // And one of each other kind the routers write: echo reply, net unreachable, frag-needed.
-        inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "10.1.23.1"]);
-        inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "10.99.0.1"]);
-        inNs(ns("h1"), ["ip", "route", "flush", "cache"]); // forget the path MTU tracepath learnt
-        inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1450", "10.0.2.10"]);
-        inNs(ns("h1"), ["ip", "route", "flush", "cache"]);
-      },
-      ["ip.src", "ip.checksum.status", "icmp.type", "icmp.checksum.status"],
-    );
-    const hops = out.split("\n").slice(1).map((l) => l.trim().split(/\s+/)[1]).filter(Boolean);
+    const lines = await captureChecked(ns("h1"), () => {
+      out = inNs(ns("h1"), ["traceroute", "-n", "-q", "1", "-w", "2", "10.0.2.10"], 60_000).stdout;
+      // And one of each other kind the routers write: echo reply, net unreachable, frag-needed.
+      inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "10.1.23.1"]);
+      inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "10.99.0.1"]);
+      inNs(ns("h1"), ["ip", "route", "flush", "cache"]); // forget the path MTU tracepath learnt
+      inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", "1450", "10.0.2.10"]);
+      inNs(ns("h1"), ["ip", "route", "flush", "cache"]);
+    }, ["ip.src", "ip.checksum.status", "icmp.type", "icmp.checksum.status"]);
+    const hops = out
+      .split("\n")
+      .slice(1)
+      .map((l) => l.trim().split(/\s+/)[1])
+      .filter(Boolean);
     expect(hops).toEqual(["10.0.1.1", "10.1.12.2", "10.1.23.2", "10.0.2.10"]);
     // ip.src lists the outer source, then the quoted packet's: "10.0.1.1,10.0.1.10|…".
     const fromRouters = lines.filter((l) => /^(10\.0\.1\.1|10\.1\.12\.2|10\.1\.23\.[12])[,|]/.test(l));
@@ -203,7 +212,10 @@ describe.skipIf(!canRunLabs())("routers-chain.yaml: three routers and an MTU 140
     for (const l of fromRouters) {
       const [, ipStatus, , icmpStatus] = l.split("|");
       // Status 1 = good (2 = unverified). The quoted inner header is checked too.
-      expect(ipStatus.split(",").every((s) => s === "1"), l).toBe(true);
+      expect(
+        ipStatus.split(",").every((s) => s === "1"),
+        l,
+      ).toBe(true);
       // The router's own ICMP header is first; a quoted, truncated echo is "unverified".
       expect(icmpStatus.split(",")[0], l).toBe("1");
     }
@@ -255,13 +267,9 @@ describe.skipIf(!canRunLabs())("inter-vlan.yaml: a layer-3 switch", () => {
 
   it("routes between VLANs and decrements the TTL by one", async () => {
     let r = { status: 1 as number | null, stdout: "" };
-    const atH3 = await captureChecked(
-      ns("h3"),
-      () => {
-        r = ping(ns("h1"), "10.0.20.13", 2);
-      },
-      ["ip.src", "ip.dst", "ip.ttl", "icmp.type", "ip.checksum.status", "icmp.checksum.status"],
-    );
+    const atH3 = await captureChecked(ns("h3"), () => {
+      r = ping(ns("h1"), "10.0.20.13", 2);
+    }, ["ip.src", "ip.dst", "ip.ttl", "icmp.type", "ip.checksum.status", "icmp.checksum.status"]);
     expect(r.status, r.stdout).toBe(0);
     // h1 sends with TTL 64; the echo requests arrive at h3 with 63, checksums good.
     const requests = atH3.filter((l) => l.startsWith("10.0.10.11|10.0.20.13|"));

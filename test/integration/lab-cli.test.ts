@@ -9,19 +9,59 @@ const SWITCH = path.join(ROOT, "scripts/labs/switch.yaml");
 
 const bad: Array<[string, string, RegExp]> = [
   ["unknown node", "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw9, ip: 10.0.0.1/24 }\n", /:5:\d+: hosts\.h1\.node: unknown node 'sw9'/],
-  ["bad address", "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.300/24 }\n", /hosts\.h1\.ip: '10\.0\.0\.300\/24' is not a valid IPv4 address/],
-  ["name too long", "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  averyveryverylonghost: { node: sw1, ip: 10.0.0.1/24 }\n", /hosts\.averyveryverylonghost: .*too long: at most 15/],
+  [
+    "bad address",
+    "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.300/24 }\n",
+    /hosts\.h1\.ip: '10\.0\.0\.300\/24' is not a valid IPv4 address/,
+  ],
+  [
+    "name too long",
+    "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  averyveryverylonghost: { node: sw1, ip: 10.0.0.1/24 }\n",
+    /hosts\.averyveryverylonghost: .*too long: at most 15/,
+  ],
   ["unknown field", "name: tbad\nnodes:\n  sw1: { ageing: 3 }\n", /:3:\d+: nodes\.sw1: unknown field 'ageing'/],
-  ["VLAN out of range", "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, vlan: 5000 }\n", /hosts\.h1\.vlan: VLAN ids run from 1 to 4094/],
-  ["duplicate address", "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24 }\n  h2: { node: sw1, ip: 10.0.0.1/24 }\n", /hosts\.h2\.ip: 10\.0\.0\.1 is already host h1's address/],
-  ["gateway outside", "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, gateway: 10.0.1.1 }\n", /hosts\.h1\.gateway: gateway 10\.0\.1\.1 is not inside 10\.0\.0\.1\/24/],
+  [
+    "VLAN out of range",
+    "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, vlan: 5000 }\n",
+    /hosts\.h1\.vlan: VLAN ids run from 1 to 4094/,
+  ],
+  [
+    "duplicate address",
+    "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24 }\n  h2: { node: sw1, ip: 10.0.0.1/24 }\n",
+    /hosts\.h2\.ip: 10\.0\.0\.1 is already host h1's address/,
+  ],
+  [
+    "gateway outside",
+    "name: tbad\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, gateway: 10.0.1.1 }\n",
+    /hosts\.h1\.gateway: gateway 10\.0\.1\.1 is not inside 10\.0\.0\.1\/24/,
+  ],
   ["YAML syntax", "name: tbad\nnodes:\n  sw1: {\n", /:\d+:\d+: \(top level\): YAML: /],
   ["missing nodes", "name: tbad\nhosts: {}\n", /nodes: missing \(required\)/],
-  ["route via an unconnected next hop", "name: tbad\nnodes:\n  r1:\n    interfaces:\n      eth1: { vlan: 10, address: 10.0.1.1/24 }\n    routes:\n      - { to: 10.0.2.0/24, via: 10.0.9.1 }\n", /:7:\d+: nodes\.r1\.routes\.0\.via: next hop 10\.0\.9\.1 is not inside a subnet of any interface of r1/],
-  ["route with host bits", "name: tbad\nnodes:\n  r1:\n    interfaces:\n      eth1: { vlan: 10, address: 10.0.1.1/24 }\n    routes:\n      - { to: 10.0.2.5/24, via: 10.0.1.2 }\n", /routes\.0\.to: 10\.0\.2\.5\/24 has host bits set \(did you mean 10\.0\.2\.0\/24\?\)/],
-  ["overlapping interfaces", "name: tbad\nnodes:\n  r1:\n    interfaces:\n      a: { vlan: 10, address: 10.0.1.1/24 }\n      b: { vlan: 20, address: 10.0.1.129/25 }\n", /interfaces\.b\.address: 10\.0\.1\.129\/25 overlaps the subnet of interface a/],
-  ["routed port that is not a port", "name: tbad\nnodes:\n  r1:\n    interfaces:\n      eth1: { port: h9, address: 10.0.1.1/24 }\n", /interfaces\.eth1\.port: node r1 has no port 'h9'/],
-  ["interface on neither port nor vlan", "name: tbad\nnodes:\n  r1:\n    interfaces:\n      eth1: { address: 10.0.1.1/24 }\n", /interfaces\.eth1: an interface sits either on a port/],
+  [
+    "route via an unconnected next hop",
+    "name: tbad\nnodes:\n  r1:\n    interfaces:\n      eth1: { vlan: 10, address: 10.0.1.1/24 }\n    routes:\n      - { to: 10.0.2.0/24, via: 10.0.9.1 }\n",
+    /:7:\d+: nodes\.r1\.routes\.0\.via: next hop 10\.0\.9\.1 is not inside a subnet of any interface of r1/,
+  ],
+  [
+    "route with host bits",
+    "name: tbad\nnodes:\n  r1:\n    interfaces:\n      eth1: { vlan: 10, address: 10.0.1.1/24 }\n    routes:\n      - { to: 10.0.2.5/24, via: 10.0.1.2 }\n",
+    /routes\.0\.to: 10\.0\.2\.5\/24 has host bits set \(did you mean 10\.0\.2\.0\/24\?\)/,
+  ],
+  [
+    "overlapping interfaces",
+    "name: tbad\nnodes:\n  r1:\n    interfaces:\n      a: { vlan: 10, address: 10.0.1.1/24 }\n      b: { vlan: 20, address: 10.0.1.129/25 }\n",
+    /interfaces\.b\.address: 10\.0\.1\.129\/25 overlaps the subnet of interface a/,
+  ],
+  [
+    "routed port that is not a port",
+    "name: tbad\nnodes:\n  r1:\n    interfaces:\n      eth1: { port: h9, address: 10.0.1.1/24 }\n",
+    /interfaces\.eth1\.port: node r1 has no port 'h9'/,
+  ],
+  [
+    "interface on neither port nor vlan",
+    "name: tbad\nnodes:\n  r1:\n    interfaces:\n      eth1: { address: 10.0.1.1/24 }\n",
+    /interfaces\.eth1: an interface sits either on a port/,
+  ],
   ["link to itself", "name: tbad\nnodes:\n  sw1: {}\nlinks:\n  - between: [sw1, sw1]\n", /links\.0\.between: a link joins two different nodes/],
 ];
 
@@ -111,8 +151,14 @@ function pidsWith(text: string): number[] {
 
 describe.skipIf(!canRunLabs())("tapnet lab: names, interruptions", () => {
   // Under the old naming (tn-LAB-NAME) these two labs both made tn-service-nat-node1.
-  const a = writeLabFile("svc", "name: service\nnodes:\n  nat-node1: {}\nhosts:\n  h1: { node: nat-node1, ip: 10.7.0.1/24 }\n  h2: { node: nat-node1, ip: 10.7.0.2/24 }\n");
-  const b = writeLabFile("svcnat", "name: service-nat\nnodes:\n  node1: {}\nhosts:\n  h1: { node: node1, ip: 10.7.0.1/24 }\n  h2: { node: node1, ip: 10.7.0.2/24 }\n");
+  const a = writeLabFile(
+    "svc",
+    "name: service\nnodes:\n  nat-node1: {}\nhosts:\n  h1: { node: nat-node1, ip: 10.7.0.1/24 }\n  h2: { node: nat-node1, ip: 10.7.0.2/24 }\n",
+  );
+  const b = writeLabFile(
+    "svcnat",
+    "name: service-nat\nnodes:\n  node1: {}\nhosts:\n  h1: { node: node1, ip: 10.7.0.1/24 }\n  h2: { node: node1, ip: 10.7.0.2/24 }\n",
+  );
   const slow = writeLabFile(
     "sigint",
     `name: sigint\nnodes:\n  s1: {}\n  s2: {}\nhosts:\n${Array.from({ length: 8 }, (_, i) => `  h${i}: { node: s${1 + (i % 2)}, ip: 10.8.0.${i + 1}/24 }\n`).join("")}links:\n  - { between: [s1, s2] }\n`,
@@ -137,7 +183,11 @@ describe.skipIf(!canRunLabs())("tapnet lab: names, interruptions", () => {
     expect(down.status, down.stderr).toBe(0);
     expect(netnsList().filter((n) => n.startsWith("tn.service-nat."))).toEqual([]);
     // The other lab is whole and still forwards.
-    expect(netnsList().filter((n) => n.startsWith("tn.service.")).sort()).toEqual(["tn.service.h1", "tn.service.h2", "tn.service.nat-node1"]);
+    expect(
+      netnsList()
+        .filter((n) => n.startsWith("tn.service."))
+        .sort(),
+    ).toEqual(["tn.service.h1", "tn.service.h2", "tn.service.nat-node1"]);
     expect(tapnet(["lab", "exec", "h1", "--lab", "service", "--", "ping", "-n", "-c", "1", "-W", "2", "10.7.0.2"]).status).toBe(0);
     expect(tapnet(["lab", "down", a]).status).toBe(0);
     expect(netnsList().filter((n) => n.startsWith("tn.service."))).toEqual([]);
@@ -146,22 +196,26 @@ describe.skipIf(!canRunLabs())("tapnet lab: names, interruptions", () => {
   it.each([
     ["namespaces", /namespaces: /],
     ["node processes", /nodes up: /],
-  ])("SIGINT during lab up, once it has made its %s, leaves nothing behind", async (_what, marker) => {
-    const child = spawn(process.execPath, [CLI, "lab", "up", slow], { stdio: ["ignore", "pipe", "pipe"] });
-    let err = "";
-    child.stderr.on("data", (c: Buffer) => (err += c.toString()));
-    const exited = new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
-    await waitOutput(child.stdout, marker, "lab up to reach the step", 30_000);
-    child.kill("SIGINT");
-    const code = await Promise.race([exited, sleep(30_000).then(() => "timeout")]);
-    expect(code, err).toBe(1);
-    expect(err).toMatch(/interrupted; everything it had created was removed/);
-    expect(netnsList().filter((n) => n.startsWith("tn.sigint."))).toEqual([]);
-    expect(fs.existsSync("/run/tapnet/sigint")).toBe(false);
-    expect(pidsWith("/run/tapnet/sigint/")).toEqual([]);
-    // And the lab comes up cleanly afterwards.
-    const up = tapnet(["lab", "up", slow]);
-    expect(up.status, up.stderr).toBe(0);
-    expect(tapnet(["lab", "down", slow]).status).toBe(0);
-  }, 90_000);
+  ])(
+    "SIGINT during lab up, once it has made its %s, leaves nothing behind",
+    async (_what, marker) => {
+      const child = spawn(process.execPath, [CLI, "lab", "up", slow], { stdio: ["ignore", "pipe", "pipe"] });
+      let err = "";
+      child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+      const exited = new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+      await waitOutput(child.stdout, marker, "lab up to reach the step", 30_000);
+      child.kill("SIGINT");
+      const code = await Promise.race([exited, sleep(30_000).then(() => "timeout")]);
+      expect(code, err).toBe(1);
+      expect(err).toMatch(/interrupted; everything it had created was removed/);
+      expect(netnsList().filter((n) => n.startsWith("tn.sigint."))).toEqual([]);
+      expect(fs.existsSync("/run/tapnet/sigint")).toBe(false);
+      expect(pidsWith("/run/tapnet/sigint/")).toEqual([]);
+      // And the lab comes up cleanly afterwards.
+      const up = tapnet(["lab", "up", slow]);
+      expect(up.status, up.stderr).toBe(0);
+      expect(tapnet(["lab", "down", slow]).status).toBe(0);
+    },
+    90_000,
+  );
 });

@@ -73,12 +73,18 @@ describe.skipIf(!canRunLabs())("service-nat.yaml", () => {
     // client computes them itself here, so tshark checks what the NAT rewrote.
     // (The partial-sum path is covered by the NAT's unit tests.)
     inNs(ns("client"), ["ethtool", "-K", "eth0", "tx", "off"]);
-    const seen = await captureFields(ns("ext"), "eth0", () => {
-      const [code, b] = curl(ns("client"), "http://192.0.2.10/");
-      expect(code).toBe(0);
-      body = b;
-      expect(inNs(ns("client"), ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "192.0.2.10"]).status).toBe(0);
-    }, ["ip.src", "ip.dst", "ip.checksum.status", "tcp.checksum.status", "icmp.checksum.status"], ["-o", "tcp.check_checksum:TRUE"]);
+    const seen = await captureFields(
+      ns("ext"),
+      "eth0",
+      () => {
+        const [code, b] = curl(ns("client"), "http://192.0.2.10/");
+        expect(code).toBe(0);
+        body = b;
+        expect(inNs(ns("client"), ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "192.0.2.10"]).status).toBe(0);
+      },
+      ["ip.src", "ip.dst", "ip.checksum.status", "tcp.checksum.status", "icmp.checksum.status"],
+      ["-o", "tcp.check_checksum:TRUE"],
+    );
     inNs(ns("client"), ["ethtool", "-K", "eth0", "tx", "on"]);
     expect(body).toBe("ext 192.0.2.1");
     const sources = new Set(seen.map((l) => l.split("|")[0]));
@@ -95,13 +101,23 @@ describe.skipIf(!canRunLabs())("service-nat.yaml", () => {
     const counts: Record<string, number> = {};
     const web1: string[] = [];
     const web2: string[] = [];
-    const f1 = await captureFields(ns("web1"), "eth0", async () => {
-      const f2 = await captureFields(ns("web2"), "eth0", () => {
-        const r = inNs(ns("client"), ["sh", "-c", "for i in $(seq 200); do curl -s --max-time 3 http://10.96.0.10/; done"], 120_000);
-        for (const line of r.stdout.split("\n").filter(Boolean)) counts[line] = (counts[line] ?? 0) + 1;
-      }, ["tcp.srcport", "ip.src"]);
-      web2.push(...f2);
-    }, ["tcp.srcport", "ip.src"]);
+    const f1 = await captureFields(
+      ns("web1"),
+      "eth0",
+      async () => {
+        const f2 = await captureFields(
+          ns("web2"),
+          "eth0",
+          () => {
+            const r = inNs(ns("client"), ["sh", "-c", "for i in $(seq 200); do curl -s --max-time 3 http://10.96.0.10/; done"], 120_000);
+            for (const line of r.stdout.split("\n").filter(Boolean)) counts[line] = (counts[line] ?? 0) + 1;
+          },
+          ["tcp.srcport", "ip.src"],
+        );
+        web2.push(...f2);
+      },
+      ["tcp.srcport", "ip.src"],
+    );
     web1.push(...f1);
     expect((counts["web1 10.244.1.4"] ?? 0) + (counts["web2 10.244.1.4"] ?? 0)).toBe(200);
     expect(counts["web1 10.244.1.4"]).toBeGreaterThan(20);
@@ -142,28 +158,41 @@ describe.skipIf(!canRunLabs())("service-nat.yaml", () => {
   });
 
   it("two pods pinging the outside with the same ICMP identifier both get replies", async () => {
-    const ids = await captureFields(ns("ext"), "eth0", async () => {
-      const a = spawn("ip", ["netns", "exec", ns("client"), "ping", "-n", "-e", "4242", "-c", "3", "-i", "0.2", "-W", "1", "192.0.2.10"], { stdio: ["ignore", "pipe", "ignore"] });
-      const b = spawn("ip", ["netns", "exec", ns("web2"), "ping", "-n", "-e", "4242", "-c", "3", "-i", "0.2", "-W", "1", "192.0.2.10"], { stdio: ["ignore", "pipe", "ignore"] });
-      const outs = await Promise.all(
-        [a, b].map(
-          (c) =>
-            new Promise<string>((resolve) => {
-              let o = "";
-              c.stdout?.on("data", (d: Buffer) => (o += d.toString()));
-              c.on("exit", () => resolve(o));
-            }),
-        ),
-      );
-      for (const o of outs) expect(o).toMatch(/3 packets transmitted, 3 received/);
-    }, ["icmp.type", "icmp.ident"]);
+    const ids = await captureFields(
+      ns("ext"),
+      "eth0",
+      async () => {
+        const a = spawn("ip", ["netns", "exec", ns("client"), "ping", "-n", "-e", "4242", "-c", "3", "-i", "0.2", "-W", "1", "192.0.2.10"], {
+          stdio: ["ignore", "pipe", "ignore"],
+        });
+        const b = spawn("ip", ["netns", "exec", ns("web2"), "ping", "-n", "-e", "4242", "-c", "3", "-i", "0.2", "-W", "1", "192.0.2.10"], {
+          stdio: ["ignore", "pipe", "ignore"],
+        });
+        const outs = await Promise.all(
+          [a, b].map(
+            (c) =>
+              new Promise<string>((resolve) => {
+                let o = "";
+                c.stdout?.on("data", (d: Buffer) => (o += d.toString()));
+                c.on("exit", () => resolve(o));
+              }),
+          ),
+        );
+        for (const o of outs) expect(o).toMatch(/3 packets transmitted, 3 received/);
+      },
+      ["icmp.type", "icmp.ident"],
+    );
     const requestIds = new Set(ids.filter((l) => l.startsWith("8|")).map((l) => l.split("|")[1]));
     expect(requestIds.size).toBe(2); // the NAT gave the second pod another identifier
   });
 
   it("traceroute through the NAT works (ICMP errors translated back)", () => {
     const r = inNs(ns("client"), ["traceroute", "-n", "-q", "1", "-w", "2", "192.0.2.10"], 60_000);
-    const hops = r.stdout.split("\n").slice(1).map((l) => l.trim().split(/\s+/)[1]).filter(Boolean);
+    const hops = r.stdout
+      .split("\n")
+      .slice(1)
+      .map((l) => l.trim().split(/\s+/)[1])
+      .filter(Boolean);
     expect(hops).toEqual(["10.244.1.1", "192.0.2.10"]);
     expect(stats("service-nat").nat.related ?? 0).toBeGreaterThanOrEqual(1);
   });
@@ -220,13 +249,18 @@ describe.skipIf(!canRunLabs())("service-nat.yaml", () => {
   it("show conntrack filters (--proto --src --dst --sport --dport --state), --limit and --count select known flows", () => {
     const sc = (...args: string[]): string => tapnetOk(["show", "conntrack", "--node", "node1", "--lab", "service-nat", ...args]);
     // Five UDP flows to ext:5000 (nothing listens: they stay UNREPLIED), one to the VIP, a ping.
-    const udpPy = "import socket\nfor p in range(4101, 4106):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.bind(('', p))\n    s.sendto(b'x', ('192.0.2.10', 5000))\n    s.close()";
+    const udpPy =
+      "import socket\nfor p in range(4101, 4106):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.bind(('', p))\n    s.sendto(b'x', ('192.0.2.10', 5000))\n    s.close()";
     expect(inNs(ns("client"), ["python3", "-c", udpPy]).status).toBe(0);
     expect(curl(ns("client"), "http://10.96.0.10/")[0]).toBe(0);
     expect(inNs(ns("web1"), ["ping", "-n", "-c", "1", "-W", "1", "192.0.2.10"]).status).toBe(0); // web1 has not pinged before
     expect(sc("--proto", "udp", "--src", "10.244.1.4", "--dst", "192.0.2.10", "--dport", "5000", "--count").trim()).toBe("5");
     expect(JSON.parse(sc("--proto", "udp", "--dport", "5000", "--count", "--json"))).toEqual({ count: 5 });
-    const one = JSON.parse(sc("--proto", "udp", "--sport", "4103", "--json")) as Array<{ original: { sport: number }; reply: { dst: string }; flags: string[] }>;
+    const one = JSON.parse(sc("--proto", "udp", "--sport", "4103", "--json")) as Array<{
+      original: { sport: number };
+      reply: { dst: string };
+      flags: string[];
+    }>;
     expect(one).toHaveLength(1);
     expect(one[0].original.sport).toBe(4103);
     expect(one[0].reply.dst).toBe("192.0.2.1"); // masqueraded
@@ -271,7 +305,10 @@ describe.skipIf(!canRunLabs())("service-nat with a small table and short timeout
   const yaml = fs
     .readFileSync(FILE, "utf8")
     .replace("name: service-nat", `name: ${lab}`)
-    .replace("        - { sources: [10.244.1.0/24], interface: eth0 }", "        - { sources: [10.244.1.0/24], interface: eth0 }\n      maxEntries: 8\n      timeouts: { udp: 2, udpStream: 2, tcpTimeWait: 1, tcpClose: 1 }");
+    .replace(
+      "        - { sources: [10.244.1.0/24], interface: eth0 }",
+      "        - { sources: [10.244.1.0/24], interface: eth0 }\n      maxEntries: 8\n      timeouts: { udp: 2, udpStream: 2, tcpTimeWait: 1, tcpClose: 1 }",
+    );
   const file = writeLabFile(lab, yaml);
   labUp(file, lab, true);
 
@@ -310,7 +347,8 @@ describe.skipIf(!canRunLabs())("service-nat with a small table and short timeout
       await waitFor("8 ESTABLISHED entries and no others", () => established() === 8 && stats(lab).nat.entries === 8);
       const before = stats(lab).nat;
       expect(before).toMatchObject({ entries: 8, maxEntries: 8, evictable: 0 });
-      const udpPy = "import socket\nfor p in range(5001, 5021):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.bind(('', p))\n    s.sendto(b'x', ('192.0.2.10', 5000))\n    s.close()";
+      const udpPy =
+        "import socket\nfor p in range(5001, 5021):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.bind(('', p))\n    s.sendto(b'x', ('192.0.2.10', 5000))\n    s.close()";
       expect(inNs(ns("client"), ["python3", "-c", udpPy]).status).toBe(0);
       const r = inNs(ns("web1"), ["curl", "-s", "--max-time", "2", "http://192.0.2.10/"]);
       expect(r.status).not.toBe(0); // its SYN was refused
@@ -419,7 +457,11 @@ describe.skipIf(!canRunLabs())("service-nat under a SYN flood: early drop, and l
   const sc = (...args: string[]): string => tapnetOk(["show", "conntrack", "--node", "node1", "--lab", lab, ...args]);
   /** Status codes of `n` new connections to the VIP, one after another. */
   const curls = (n: number, pause: number): Background =>
-    background(ns("client"), ["sh", "-c", `for i in $(seq ${n}); do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 2 http://10.96.0.10/; sleep ${pause}; done`]);
+    background(ns("client"), [
+      "sh",
+      "-c",
+      `for i in $(seq ${n}); do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 2 http://10.96.0.10/; sleep ${pause}; done`,
+    ]);
   const codes = (b: Background): string[] => b.out().split("\n").filter(Boolean);
 
   it("a SYN flood fills the table; early drop keeps new connections working, and an established flow is untouched", async () => {
@@ -441,7 +483,10 @@ describe.skipIf(!canRunLabs())("service-nat under a SYN flood: early drop, and l
       // New connections to the VIP while the flood goes on.
       during = curls(20, 0.1);
       await during.exited;
-      expect(flooders.every((f) => f.running()), "the flood lasted through the connections").toBe(true);
+      expect(
+        flooders.every((f) => f.running()),
+        "the flood lasted through the connections",
+      ).toBe(true);
       const mid = stats(lab).nat;
       expect(mid.earlyDrop - full.earlyDrop, "the flood kept evicting meanwhile").toBeGreaterThan(1000);
       const ok = codes(during).filter((c) => c === "200").length;
@@ -510,7 +555,10 @@ describe.skipIf(!canRunLabs())("service-nat under a SYN flood: early drop, and l
       listing.stderr?.on("data", (d: Buffer) => (err += d.toString()));
       const code = await new Promise<number | null>((resolve) => listing.on("exit", (c) => resolve(c)));
       expect(code, err).toBe(0);
-      expect(pings.every((p) => p.running()), "the listing ran while both pings did").toBe(true);
+      expect(
+        pings.every((p) => p.running()),
+        "the listing ran while both pings did",
+      ).toBe(true);
       await Promise.all(pings.map((p) => p.exited));
       maxRss = Math.max(maxRss, rssMB());
       const countAfter = Number(sc("--count"));

@@ -30,12 +30,19 @@ const tunnels = (node: string, lab: string): Tunnel[] => JSON.parse(tapnetOk(["s
 
 /** Sends raw bytes from a namespace with python3: UDP datagrams or raw IP packets. */
 function sendUdp(ns: string, dst: string, port: number, payloadsHex: string[]): void {
-  const py = ["import socket", "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)", ...payloadsHex.map((h) => `s.sendto(bytes.fromhex(${JSON.stringify(h)}), (${JSON.stringify(dst)}, ${port}))`)].join("\n");
+  const py = [
+    "import socket",
+    "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)",
+    ...payloadsHex.map((h) => `s.sendto(bytes.fromhex(${JSON.stringify(h)}), (${JSON.stringify(dst)}, ${port}))`),
+  ].join("\n");
   const r = inNs(ns, ["python3", "-c", py]);
   if (r.status !== 0) throw new Error(r.stderr);
 }
 
-const pods = (lab: string) => (n: string): string => `tn.${lab}.${n}`;
+const pods =
+  (lab: string) =>
+  (n: string): string =>
+    `tn.${lab}.${n}`;
 
 /**
  * The VXLAN port sends through a UDP socket: its kernel writes the outer UDP checksum,
@@ -117,8 +124,8 @@ describe.skipIf(!canRunLabs())("flannel-vxlan.yaml", () => {
     const before = tunnels("node1", "flannel-vxlan")[0].counters;
     sendUdp("tn.flannel-vxlan.node2", "192.168.0.1", 8472, [
       "0800", // too short for a VXLAN header
-      "0000000000000100" + "ff".repeat(60), // I flag clear
-      "0800000000000900" + "ff".repeat(60), // VNI 9, not ours
+      `0000000000000100${"ff".repeat(60)}`, // I flag clear
+      `0800000000000900${"ff".repeat(60)}`, // VNI 9, not ours
       "0800000000000100" + "ffffffff", // inner frame of 4 bytes
     ]);
     const after = tunnels("node1", "flannel-vxlan")[0].counters;
@@ -131,7 +138,11 @@ describe.skipIf(!canRunLabs())("flannel-vxlan.yaml", () => {
   it("show route and show fdb look like flannel's", () => {
     const routes = tapnetOk(["show", "route", "--node", "node1", "--lab", "flannel-vxlan"]);
     expect(routes).toMatch(/^10\.244\.2\.0\/24 via 10\.244\.2\.0 dev flannel\.1 proto static$/m);
-    const fdb = JSON.parse(tapnetOk(["show", "fdb", "--node", "node1", "--lab", "flannel-vxlan", "--json"])) as Array<{ port: string; dst: string | null; static: boolean }>;
+    const fdb = JSON.parse(tapnetOk(["show", "fdb", "--node", "node1", "--lab", "flannel-vxlan", "--json"])) as Array<{
+      port: string;
+      dst: string | null;
+      static: boolean;
+    }>;
     expect(fdb).toContainEqual(expect.objectContaining({ port: "vxlan0", dst: "192.168.0.2", static: true }));
   });
 });
@@ -217,9 +228,14 @@ describe.skipIf(!canRunLabs())("host-gw.yaml", () => {
 
   it("pods ping and run iperf3 across host-gw routes (no outer header on the underlay)", async () => {
     let r = { status: 1 as number | null, stdout: "" };
-    const lines = await captureFields("tn.host-gw.ul", "node1", () => {
-      r = ping(ns("pod1a"), "10.244.2.2", 2);
-    }, ["ip.src", "ip.dst", "ip.proto"]);
+    const lines = await captureFields(
+      "tn.host-gw.ul",
+      "node1",
+      () => {
+        r = ping(ns("pod1a"), "10.244.2.2", 2);
+      },
+      ["ip.src", "ip.dst", "ip.proto"],
+    );
     expect(r.status, r.stdout).toBe(0);
     expect(lines).toContain("10.244.1.2|10.244.2.2|1");
     expect(await iperf(ns("pod2a"), ns("pod1a"), "10.244.2.2", 2)).toBeGreaterThan(1e6);
@@ -234,9 +250,14 @@ describe.skipIf(!canRunLabs())("a routed underlay: host-gw fails, VXLAN and IPIP
       const noRoutes = (): number => Number(inNs(ur, ["nstat", "-az", "IpExtInNoRoutes"]).stdout.match(/IpExtInNoRoutes\s+(\d+)/)?.[1] ?? NaN);
       const before = noRoutes();
       let r = { status: 0 as number | null, stdout: "" };
-      const atRouter = await captureFields(ur, "net1", () => {
-        r = inNs("tn.host-gw-routed.pod1a", ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "10.244.2.2"]);
-      }, ["ip.src", "ip.dst", "ip.proto"]);
+      const atRouter = await captureFields(
+        ur,
+        "net1",
+        () => {
+          r = inNs("tn.host-gw-routed.pod1a", ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "10.244.2.2"]);
+        },
+        ["ip.src", "ip.dst", "ip.proto"],
+      );
       expect(r.status).not.toBe(0);
       expect(r.stdout).toMatch(/2 packets transmitted, 0 received/);
       // No outer header: the kernel router sees pod addresses and has no route for them.
@@ -285,7 +306,9 @@ for (const [file, lab, port] of [
       );
       expect(a.status, a.stdout).toBe(0);
       expect(b.status, b.stdout).toBe(0);
-      const fromTapnet = lines.filter((l) => l.startsWith("192.168.0.1,10.250.0.1|") && l.includes("|8|") || l.startsWith("192.168.0.1,10.250.0.1|") && l.includes("|0|"));
+      const fromTapnet = lines.filter(
+        (l) => (l.startsWith("192.168.0.1,10.250.0.1|") && l.includes("|8|")) || (l.startsWith("192.168.0.1,10.250.0.1|") && l.includes("|0|")),
+      );
       expect(fromTapnet.length).toBeGreaterThanOrEqual(4);
       for (const l of fromTapnet) {
         const [, , dport, vni, , ipSt, udpSt] = l.split("|");
@@ -298,7 +321,12 @@ for (const [file, lab, port] of [
 
     it("learns the kernel side's MAC from received packets", () => {
       ping(ns("k1"), "10.250.0.1", 1);
-      const fdb = JSON.parse(tapnetOk(["show", "fdb", "--node", "vtep1", "--lab", lab, "--json"])) as Array<{ mac: string; port: string; dst: string | null; static: boolean }>;
+      const fdb = JSON.parse(tapnetOk(["show", "fdb", "--node", "vtep1", "--lab", lab, "--json"])) as Array<{
+        mac: string;
+        port: string;
+        dst: string | null;
+        static: boolean;
+      }>;
       expect(fdb).toContainEqual(expect.objectContaining({ mac: "02:00:0a:fa:00:02", port: "vxlan0", dst: "192.168.0.2", static: false }));
       expect(tunnels("vtep1", lab)[0].counters.learned).toBeGreaterThanOrEqual(1);
     });
@@ -312,7 +340,10 @@ describe.skipIf(!canRunLabs())("ARP suppression at the VTEP", () => {
     const yaml = fs
       .readFileSync(labFile("vxlan-kernel-peer.yaml"), "utf8")
       .replace("name: vxlan-peer", "name: vxlan-sup")
-      .replace("vxlan0: { vni: 42, port: 4789, remotes: [192.168.0.2] }", 'vxlan0: { vni: 42, port: 4789, remotes: [192.168.0.2], arpSuppress: [{ ip: 10.250.0.2, mac: "02:00:0a:fa:00:02" }] }');
+      .replace(
+        "vxlan0: { vni: 42, port: 4789, remotes: [192.168.0.2] }",
+        'vxlan0: { vni: 42, port: 4789, remotes: [192.168.0.2], arpSuppress: [{ ip: 10.250.0.2, mac: "02:00:0a:fa:00:02" }] }',
+      );
     const file = writeLabFile("vxlan-sup", yaml);
     tapnet(["lab", "down", file]);
     tapnetOk(["lab", "up", file, "-q"]);
@@ -321,9 +352,14 @@ describe.skipIf(!canRunLabs())("ARP suppression at the VTEP", () => {
       const t1mac = inNs("tn.vxlan-sup.t1", ["cat", "/sys/class/net/eth0/address"]).stdout.trim();
       inNs("tn.vxlan-sup.k1", ["ip", "neigh", "replace", "10.250.0.1", "lladdr", t1mac, "dev", "eth0", "nud", "permanent"]);
       let r = { status: 1 as number | null, stdout: "" };
-      const lines = await captureFields("tn.vxlan-sup.ul", "vtep1", () => {
-        r = ping("tn.vxlan-sup.t1", "10.250.0.2", 2);
-      }, ["arp.opcode", "arp.dst.proto_ipv4", "icmp.type"]);
+      const lines = await captureFields(
+        "tn.vxlan-sup.ul",
+        "vtep1",
+        () => {
+          r = ping("tn.vxlan-sup.t1", "10.250.0.2", 2);
+        },
+        ["arp.opcode", "arp.dst.proto_ipv4", "icmp.type"],
+      );
       expect(r.status, r.stdout).toBe(0);
       // Overlay ARP only: the underlay's own (192.168.0.x, e.g. the kernel's unicast
       // re-probe of a neighbour in DELAY) may cross whenever its timers say so.

@@ -15,7 +15,9 @@ import { CLI, ROOT, canRunLabs, inNs, netnsList, ping, sleep, tapnet, tapnetOk, 
 
 const LAB = "tsbx";
 const ns = (n: string): string => `tn.${LAB}.${n}`;
-const file = writeLabFile(LAB, `
+const file = writeLabFile(
+  LAB,
+  `
 name: ${LAB}
 nodes:
   sw1: {}
@@ -23,7 +25,8 @@ hosts:
   h1: { node: sw1, ip: 10.0.0.1/24 }
   h2: { node: sw1, ip: 10.0.0.2/24 }
   h3: { node: sw1, ip: 10.0.0.3/24, link: veth }
-`);
+`,
+);
 
 /** CAP_NET_BIND_SERVICE (10), CAP_NET_ADMIN (12), CAP_NET_RAW (13), as /proc prints a mask. */
 const CAPS = ((1n << 10n) | (1n << 12n) | (1n << 13n)).toString(16).padStart(16, "0");
@@ -97,7 +100,11 @@ describe.skipIf(!canRunLabs())("a lab node runs with least privilege", () => {
   });
 
   it("hosts still ping each other through TAP and libpcap ports, and a capture still works", async () => {
-    for (const [from, to] of [["h1", "10.0.0.2"], ["h1", "10.0.0.3"], ["h3", "10.0.0.2"]]) {
+    for (const [from, to] of [
+      ["h1", "10.0.0.2"],
+      ["h1", "10.0.0.3"],
+      ["h3", "10.0.0.2"],
+    ]) {
       const r = ping(ns(from), to, 2);
       expect(r.status, `${from} -> ${to}\n${r.stdout}${r.stderr}`).toBe(0);
     }
@@ -144,7 +151,7 @@ function netns(name: string, setup: string[]): void {
   spawnSync("ip", ["netns", "del", name]);
   const r = spawnSync("ip", ["netns", "add", name], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`ip netns add ${name}: ${r.stderr}`);
-  const b = spawnSync("ip", ["-n", name, "-batch", "-"], { input: ["link set lo up", ...setup].join("\n") + "\n", encoding: "utf8" });
+  const b = spawnSync("ip", ["-n", name, "-batch", "-"], { input: `${["link set lo up", ...setup].join("\n")}\n`, encoding: "utf8" });
   if (b.status !== 0) throw new Error(`setting up ${name}: ${b.stderr}`);
 }
 
@@ -234,7 +241,17 @@ describe.skipIf(!canRunLabs())("the seccomp filter", () => {
         kind: "vxlan",
         ifname: "v0",
         vlan: access1,
-        vxlan: { vni: 7, dstPort: 4789, localAddr: "10.77.0.1", remotes: ["10.77.0.2"], fdb: [], arpSuppress: [], learning: true, udpChecksum: true, underlayMtu: 1500 },
+        vxlan: {
+          vni: 7,
+          dstPort: 4789,
+          localAddr: "10.77.0.1",
+          remotes: ["10.77.0.2"],
+          fdb: [],
+          arpSuppress: [],
+          learning: true,
+          udpChecksum: true,
+          underlayMtu: 1500,
+        },
       },
       { name: "i0", kind: "ipip", ifname: "i0", vlan: access1, ipip: { localAddr: "10.77.0.1", peers: ["10.77.0.2"], underlayMtu: 1500 } },
     ]);
@@ -247,11 +264,11 @@ describe.skipIf(!canRunLabs())("the seccomp filter", () => {
   /** Runs sandbox-probe.mjs as a node is run: setpriv, in the namespace. */
   function probe(extraEnv: Record<string, string>, scratch: string): Probe {
     fs.mkdirSync(scratch, { recursive: true });
-    const r = spawnSync(
-      "ip",
-      ["netns", "exec", NS, ...nodeLauncher(), process.execPath, path.join(ROOT, "test/integration/sandbox-probe.mjs"), cfg, scratch],
-      { encoding: "utf8", timeout: 30_000, env: { ...nodeEnvironment(), TAPNET_ROOT: ROOT, ...extraEnv } },
-    );
+    const r = spawnSync("ip", ["netns", "exec", NS, ...nodeLauncher(), process.execPath, path.join(ROOT, "test/integration/sandbox-probe.mjs"), cfg, scratch], {
+      encoding: "utf8",
+      timeout: 30_000,
+      env: { ...nodeEnvironment(), TAPNET_ROOT: ROOT, ...extraEnv },
+    });
     expect(r.status, r.stderr).toBe(0);
     return JSON.parse(r.stdout.trim().split("\n").pop() as string) as Probe;
   }

@@ -23,8 +23,21 @@ const FORWARD_DELAY = 2000;
 /** The lab's storm control on every tapnet port, broadcast frames/s. */
 const STORM_LIMIT = 1000;
 
-interface PortView { name: string; role: string; state: string; cost: number; designatedBridge: string }
-interface StpView { enabled: boolean; bridgeId: string; rootId: string; isRoot: boolean; rootPort: string | null; ports: PortView[] }
+interface PortView {
+  name: string;
+  role: string;
+  state: string;
+  cost: number;
+  designatedBridge: string;
+}
+interface StpView {
+  enabled: boolean;
+  bridgeId: string;
+  rootId: string;
+  isRoot: boolean;
+  rootPort: string | null;
+  ports: PortView[];
+}
 type All = Record<"sw1" | "sw2" | "k1", StpView>;
 
 const allStp = (): All => JSON.parse(tapnetOk(["show", "stp", "--lab", LAB, "--json"])) as All;
@@ -35,13 +48,17 @@ const notForwarding = (a: All): string[] =>
     .flatMap(([n, v]) => v.ports.filter((p) => p.state !== "forwarding").map((p) => `${n}/${p.name}:${p.state}`))
     .sort();
 /** Every port of every bridge forwarding or blocking (none listening or learning) and exactly one blocking. */
-const converged = (a: All): boolean => Object.values(a).every((v) => v.ports.every((p) => p.state === "forwarding" || p.state === "blocking")) && notForwarding(a).length === 1;
+const converged = (a: All): boolean =>
+  Object.values(a).every((v) => v.ports.every((p) => p.state === "forwarding" || p.state === "blocking")) && notForwarding(a).length === 1;
 const portOf = (a: All, node: keyof All, port: string): PortView => a[node].ports.find((p) => p.name === port) as PortView;
 
 /** `ip -d` writes a bridge id as 1000.2:73:31:4b:8d:0; sysfs (and tapnet) as 1000.0273314b8d00. */
 const sysfsId = (id: string): string => {
   const [prio, mac] = id.split(".");
-  return `${prio}.${mac.split(":").map((b) => b.padStart(2, "0")).join("")}`;
+  return `${prio}.${mac
+    .split(":")
+    .map((b) => b.padStart(2, "0"))
+    .join("")}`;
 };
 
 /** A broadcast frame of the IEEE local experimental EtherType with a marker, from `src`. */
@@ -61,10 +78,15 @@ describe.skipIf(!canRunLabs())("loop lab: 802.1D spanning tree with the Linux br
   });
 
   it("converges to one blocked port, and the kernel bridge and tapnet agree on the root", async () => {
-    const a = await waitFor("the loop to converge (one blocking port, none listening or learning)", () => {
-      const v = allStp();
-      return converged(v) ? v : undefined;
-    }, 30_000, 200);
+    const a = await waitFor(
+      "the loop to converge (one blocking port, none listening or learning)",
+      () => {
+        const v = allStp();
+        return converged(v) ? v : undefined;
+      },
+      30_000,
+      200,
+    );
     expect(notForwarding(a)).toEqual(["sw2/k1:blocking"]);
     expect(portOf(a, "sw2", "k1").role).toBe("alternate");
     expect(a.sw1.isRoot).toBe(true);
@@ -77,7 +99,11 @@ describe.skipIf(!canRunLabs())("loop lab: 802.1D spanning tree with the Linux br
     expect(inNs(ns("k1"), ["cat", "/sys/class/net/br0/bridge/bridge_id"]).stdout.trim()).toBe(a.k1.bridgeId);
     // ip -d link of k1's root port: the root and the designated bridge it heard there are
     // sw1 (iproute2 6.1 prints the bridge's own id as br0's designated_root: the port's is used).
-    const port = (JSON.parse(inNs(ns("k1"), ["ip", "-d", "-j", "link", "show", "sw1"]).stdout) as Array<{ linkinfo: { info_slave_data: { root_id: string; bridge_id: string; state: string } } }>)[0].linkinfo.info_slave_data;
+    const port = (
+      JSON.parse(inNs(ns("k1"), ["ip", "-d", "-j", "link", "show", "sw1"]).stdout) as Array<{
+        linkinfo: { info_slave_data: { root_id: string; bridge_id: string; state: string } };
+      }>
+    )[0].linkinfo.info_slave_data;
     expect(sysfsId(port.root_id)).toBe(a.sw1.bridgeId);
     expect(sysfsId(port.bridge_id)).toBe(a.sw1.bridgeId);
     // k1 is designated on its link to sw2: sw2's port there holds k1's bridge id.
@@ -89,14 +115,25 @@ describe.skipIf(!canRunLabs())("loop lab: 802.1D spanning tree with the Linux br
   });
 
   it("hosts reach each other, and no frame is duplicated", async () => {
-    for (const [from, to] of [["h1", "10.0.0.2"], ["h1", "10.0.0.3"], ["h2", "10.0.0.3"], ["h3", "10.0.0.1"]]) {
+    for (const [from, to] of [
+      ["h1", "10.0.0.2"],
+      ["h1", "10.0.0.3"],
+      ["h2", "10.0.0.3"],
+      ["h3", "10.0.0.1"],
+    ]) {
       const r = ping(ns(from), to, 2);
       expect(r.status, `${from} -> ${to}\n${r.stdout}${r.stderr}`).toBe(0);
     }
     const capH2 = await tcpdump(ns("h2"), "eth0", ["ether", "proto", "0x88b5"]);
     const capH3 = await tcpdump(ns("h3"), "eth0", ["ether", "proto", "0x88b5", "or", "icmp"]);
     const h1 = macOf(ns("h1"));
-    expect(sendRaw(ns("h1"), "eth0", Array.from({ length: 20 }, (_, i) => marker(h1, i))).status).toBe(0);
+    expect(
+      sendRaw(
+        ns("h1"),
+        "eth0",
+        Array.from({ length: 20 }, (_, i) => marker(h1, i)),
+      ).status,
+    ).toBe(0);
     const r = ping(ns("h1"), "10.0.0.3", 10, ["-i", "0.05"]);
     expect(r.status, r.stdout).toBe(0);
     expect(r.stdout).not.toMatch(/DUP!/);
@@ -115,7 +152,12 @@ describe.skipIf(!canRunLabs())("loop lab: 802.1D spanning tree with the Linux br
     const t0 = Date.now();
     expect(inNs(ns("k1"), ["ip", "link", "set", "sw1", "down"]).status).toBe(0);
     try {
-      const tf = await waitFor("sw2's blocked port to forward", () => (portOf(allStp(), "sw2", "k1").state === "forwarding" ? Date.now() : undefined), 20_000, 100);
+      const tf = await waitFor(
+        "sw2's blocked port to forward",
+        () => (portOf(allStp(), "sw2", "k1").state === "forwarding" ? Date.now() : undefined),
+        20_000,
+        100,
+      );
       const failover = tf - t0;
       // Max age, then listening and learning; plus a hello's phase and the polling.
       expect(failover).toBeLessThanOrEqual(MAX_AGE + 2 * FORWARD_DELAY + HELLO + 1500);
@@ -153,18 +195,25 @@ describe.skipIf(!canRunLabs())("loop lab: 802.1D spanning tree with the Linux br
       // copies, one each way, the loop far faster than the limit) ends it.
       await waitFor("the broadcast to multiply", () => stats("sw1").switch.flooded - s0.sw1.flooded >= 50, 5_000, 50);
       let last = -1;
-      await waitFor("the storm to be held", () => {
-        const f = stats("sw1").switch.flooded;
-        const held = f === last;
-        last = f;
-        return held;
-      }, 5_000, 300);
+      await waitFor(
+        "the storm to be held",
+        () => {
+          const f = stats("sw1").switch.flooded;
+          const held = f === last;
+          last = f;
+          return held;
+        },
+        5_000,
+        300,
+      );
       const elapsed = (Date.now() - t0) / 1000;
       const s1 = { sw1: stats("sw1").switch, sw2: stats("sw2").switch };
       const lines = await cap.stop();
       for (const n of ["sw1", "sw2"] as const) {
         const d = (k: string): number => s1[n][k] - s0[n][k];
-        console.log(`storm, STP off: ${n} flooded ${d("flooded")}, station moves ${d("stationMoves")}, storm control dropped ${d("stormBroadcast")} in ${elapsed.toFixed(1)} s`);
+        console.log(
+          `storm, STP off: ${n} flooded ${d("flooded")}, station moves ${d("stationMoves")}, storm control dropped ${d("stormBroadcast")} in ${elapsed.toFixed(1)} s`,
+        );
         expect(d("flooded")).toBeGreaterThanOrEqual(50);
         // h1's MAC came back to every switch from the loop, again and again.
         expect(d("stationMoves")).toBeGreaterThanOrEqual(20);
@@ -181,10 +230,15 @@ describe.skipIf(!canRunLabs())("loop lab: 802.1D spanning tree with the Linux br
       tapnetOk(["stp", "on", "--lab", LAB]);
       cureAt = Date.now();
     }
-    const a = await waitFor("the loop to converge after STP came back", () => {
-      const v = allStp();
-      return converged(v) ? v : undefined;
-    }, 30_000, 200);
+    const a = await waitFor(
+      "the loop to converge after STP came back",
+      () => {
+        const v = allStp();
+        return converged(v) ? v : undefined;
+      },
+      30_000,
+      200,
+    );
     console.log(`STP on: converged in ${Date.now() - cureAt} ms`);
     expect(notForwarding(a)).toEqual(["sw2/k1:blocking"]);
     // Cured: a broadcast now reaches each host once.

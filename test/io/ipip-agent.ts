@@ -24,25 +24,9 @@ import type { Port } from "../../src/core/port.js";
 import { IpipPort, ipipNeighbourMac } from "../../src/io/ipip-port.js";
 import { MemoryPort } from "../../src/io/memory-port.js";
 import { TapPort } from "../../src/io/tap-port.js";
-import {
-  ARP_OPER_REQUEST,
-  ARP_SPA_OFF,
-  ARP_TPA_OFF,
-  arpCheck,
-  arpGetOper,
-  arpGetSha,
-  arpTurnIntoReply,
-} from "../../src/wire/arp.js";
+import { ARP_OPER_REQUEST, ARP_SPA_OFF, ARP_TPA_OFF, arpCheck, arpGetOper, arpGetSha, arpTurnIntoReply } from "../../src/wire/arp.js";
 import { readU32 } from "../../src/wire/bytes.js";
-import {
-  ETH_HEADER_LEN,
-  ETHERTYPE_ARP,
-  ETHERTYPE_IPV4,
-  ethGetDstAddr,
-  ethGetEtherType,
-  ethSetDstAddr,
-  ethSetSrcAddr,
-} from "../../src/wire/ethernet.js";
+import { ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ethGetDstAddr, ethGetEtherType, ethSetDstAddr, ethSetSrcAddr } from "../../src/wire/ethernet.js";
 import { ipInSubnet, parseCidr, parseIp } from "../../src/wire/ipv4addr.js";
 import { ipv4DecrementTtl, ipv4GetDstAddr, ipv4GetTtl } from "../../src/wire/ipv4.js";
 import { CHECK_OK } from "../../src/wire/reason.js";

@@ -17,12 +17,11 @@
  * sockets in N2 and watched with tcpdump/tshark. Deleting the four namespaces (and
  * ending the agents, whose TAPs vanish with them) removes everything the test made.
  */
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, relative, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import ts from "typescript";
 import { Agent as AgentBase, transpileTree } from "./agent.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Engine } from "../../src/core/engine.js";
@@ -268,7 +267,6 @@ interface NodeState {
 }
 
 class Agent extends AgentBase<NodeState> {}
-
 
 function must(ns: string, argv: string[], timeout = 10_000): string {
   const r = inNs(ns, argv, timeout);
@@ -631,7 +629,13 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
     const to2 = ipipNeighbourMac(ip4(NODE2));
     const f = (seq: number): string =>
       ethernet(to2, GW1_MAC, 0x0800, ipPacket({ src: "10.244.1.99", dst: H2, proto: 1, payload: echo(0x4343, seq) })).toString("hex");
-    const s1 = await agents.n1!.call("txAt", { at: [{ hex: f(1), off: 0 }, { hex: f(2), off: 3000 }, { hex: f(1), off: 0 }] });
+    const s1 = await agents.n1!.call("txAt", {
+      at: [
+        { hex: f(1), off: 0 },
+        { hex: f(2), off: 3000 },
+        { hex: f(1), off: 0 },
+      ],
+    });
     expect(delta(s1.ipip, before1.ipip)).toMatchObject({ encapsulated: 3, txFrames: 3 });
     expect(s1.ipip.txErrors).toBe(before1.ipip.txErrors);
     expect(s1.framesIntact).toBe(true);
@@ -688,7 +692,20 @@ describe.skipIf(!canLab)("IpipPort between two nodes (namespaces made by this te
       [s2, before2],
     ]) {
       const dd = delta(s.ipip, b.ipip);
-      for (const k of ["unknownPeer", "badOuter", "badInner", "badInnerTx", "notIpv4", "noTunnelDst", "tooBig", "rxTooBig", "txErrors", "rxErrors", "txDrops", "rxDrops"]) {
+      for (const k of [
+        "unknownPeer",
+        "badOuter",
+        "badInner",
+        "badInnerTx",
+        "notIpv4",
+        "noTunnelDst",
+        "tooBig",
+        "rxTooBig",
+        "txErrors",
+        "rxErrors",
+        "txDrops",
+        "rxDrops",
+      ]) {
         expect(dd[k] ?? 0, k).toBe(0);
       }
       expect(s.underlay.rxTruncated - b.underlay.rxTruncated).toBe(0);

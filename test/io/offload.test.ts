@@ -2,12 +2,12 @@
 // checksum completion and receive coalescing. Frames are built with src/wire codecs;
 // checksums are verified both with the wire helpers and with an independent RFC 1071
 // sum written here, and (when tshark is installed) by Wireshark's dissectors.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { nativeAvailable } from '../../src/io/native.js';
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { nativeAvailable } from "../../src/io/native.js";
 import {
   OFFLOAD_ERR_MALFORMED,
   OFFLOAD_ERR_NO_ROOM,
@@ -17,7 +17,7 @@ import {
   groCoalesce,
   groFrames,
   gsoSegment,
-} from '../../src/io/offload.js';
+} from "../../src/io/offload.js";
 import {
   VIRTIO_NET_HDR_F_DATA_VALID as VNET_F_DATA_VALID,
   VIRTIO_NET_HDR_F_NEEDS_CSUM as VNET_F_NEEDS_CSUM,
@@ -25,10 +25,10 @@ import {
   VIRTIO_NET_HDR_GSO_NONE as VNET_GSO_NONE,
   VIRTIO_NET_HDR_GSO_TCPV4 as VNET_GSO_TCPV4,
   VIRTIO_NET_HDR_GSO_TCPV6 as VNET_GSO_TCPV6,
-} from '../../src/wire/vnet.js';
-import { PcapngWriter } from '../../src/io/pcapng.js';
-import { SoftOffload } from '../../src/io/soft-offload.js';
-import { TxQueue } from '../../src/core/batch.js';
+} from "../../src/wire/vnet.js";
+import { PcapngWriter } from "../../src/io/pcapng.js";
+import { SoftOffload } from "../../src/io/soft-offload.js";
+import { TxQueue } from "../../src/core/batch.js";
 import {
   ETHERTYPE_ARP,
   ETHERTYPE_IPV4,
@@ -63,13 +63,13 @@ import {
   udpChecksumValid,
   writeU16,
   writeU32,
-} from '../../src/wire/index.js';
+} from "../../src/wire/index.js";
 
 const VNET = 12;
 const MAC_A = 0x020000000001;
 const MAC_B = 0x020000000002;
-const IP_A = parseIp('10.78.0.1');
-const IP_B = parseIp('10.78.0.2');
+const IP_A = parseIp("10.78.0.1");
+const IP_B = parseIp("10.78.0.2");
 /** NOP, NOP, Timestamp (RFC 7323 appendix A layout): 12 option bytes. */
 const TS_OPTIONS = Uint8Array.from([1, 1, 8, 10, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]);
 const MSS = 1448;
@@ -131,11 +131,7 @@ interface Built {
 function buildTcp4(buf: Buffer, off: number, payload: Uint8Array, s: TcpSpec): Built {
   const l3 =
     s.tpid !== undefined
-      ? emitVlan(
-          { dstAddr: MAC_B, srcAddr: s.srcMac ?? MAC_A, tpid: s.tpid, pcp: 0, dei: 0, vid: s.vid ?? 100, etherType: ETHERTYPE_IPV4 },
-          buf,
-          off,
-        )
+      ? emitVlan({ dstAddr: MAC_B, srcAddr: s.srcMac ?? MAC_A, tpid: s.tpid, pcp: 0, dei: 0, vid: s.vid ?? 100, etherType: ETHERTYPE_IPV4 }, buf, off)
       : emitEthernet({ dstAddr: MAC_B, srcAddr: s.srcMac ?? MAC_A, etherType: ETHERTYPE_IPV4 }, buf, off);
   const options = s.options ?? TS_OPTIONS;
   const thl = 20 + options.length;
@@ -232,8 +228,8 @@ function buildTso4(buf: Buffer, off: number, payload: Uint8Array, s: TcpSpec, ec
   return b;
 }
 
-const SRC6 = Buffer.from('fd00000000000000000000000000000a', 'hex');
-const DST6 = Buffer.from('fd00000000000000000000000000000b', 'hex');
+const SRC6 = Buffer.from("fd00000000000000000000000000000a", "hex");
+const DST6 = Buffer.from("fd00000000000000000000000000000b", "hex");
 
 /** An Ethernet/IPv6/TCP TSO super-frame (src/wire has no IPv6 codec: fixed header by hand, RFC 8200 section 3). */
 function buildTso6(buf: Buffer, off: number, payload: Uint8Array, seq: number, flags: number): Built {
@@ -274,7 +270,7 @@ function segment(src: Buffer, off: number, len: number, prefix: number, dstSize 
 
 const canRun = nativeAvailable();
 
-describe.skipIf(!canRun)('gsoSegment', () => {
+describe.skipIf(!canRun)("gsoSegment", () => {
   const PAYLOAD = pattern(20000, 7);
   const SEQ0 = 0xfffff000; // wraps within the burst
   const ID0 = 0xfffa; // wraps too
@@ -341,7 +337,7 @@ describe.skipIf(!canRun)('gsoSegment', () => {
     });
   }
 
-  it('cuts a TCPv6 TSO frame (payload length, checksum with the IPv6 pseudo-header)', () => {
+  it("cuts a TCPv6 TSO frame (payload length, checksum with the IPv6 pseudo-header)", () => {
     const src = Buffer.alloc(16 * 1024);
     const payload = pattern(4000, 11);
     const b = buildTso6(src, 12, payload, 0x7ffffff0, TCP_ACK | TCP_FIN);
@@ -360,7 +356,7 @@ describe.skipIf(!canRun)('gsoSegment', () => {
     expect(Buffer.concat(got).equals(payload)).toBe(true);
   });
 
-  it('makes one segment with a full checksum when the payload fits in one MSS', () => {
+  it("makes one segment with a full checksum when the payload fits in one MSS", () => {
     const src = Buffer.alloc(4096);
     const payload = pattern(MSS, 5);
     const b = buildTso4(src, 12, payload, { seq: 1, flags: TCP_ACK | TCP_PSH });
@@ -371,7 +367,7 @@ describe.skipIf(!canRun)('gsoSegment', () => {
     expect(tcpGetFlags(dst, base + b.l4)).toBe(TCP_ACK | TCP_PSH);
   });
 
-  describe('rejects', () => {
+  describe("rejects", () => {
     const payload = pattern(3000, 9);
     const fresh = () => {
       const src = Buffer.alloc(8192);
@@ -384,7 +380,7 @@ describe.skipIf(!canRun)('gsoSegment', () => {
       return { n, dst };
     };
 
-    it('a frame that is not GSO (gso_type NONE, or UDP GSO)', () => {
+    it("a frame that is not GSO (gso_type NONE, or UDP GSO)", () => {
       const { src, b } = fresh();
       src[1] = VNET_GSO_NONE;
       expect(run(src, b.len).n).toBe(OFFLOAD_ERR_MALFORMED);
@@ -394,7 +390,7 @@ describe.skipIf(!canRun)('gsoSegment', () => {
       expect(run(src, b.len).n).toBe(OFFLOAD_ERR_MALFORMED);
     });
 
-    it('a truncated frame (shorter than its IP total length), and one with trailing bytes', () => {
+    it("a truncated frame (shorter than its IP total length), and one with trailing bytes", () => {
       const { src, b } = fresh();
       expect(run(src, b.len - 1).n).toBe(OFFLOAD_ERR_MALFORMED);
       expect(run(src, b.len + 1).n).toBe(OFFLOAD_ERR_MALFORMED);
@@ -402,13 +398,13 @@ describe.skipIf(!canRun)('gsoSegment', () => {
       expect(run(src, 10).n).toBe(OFFLOAD_ERR_MALFORMED); // not even Ethernet
     });
 
-    it('MSS 0', () => {
+    it("MSS 0", () => {
       const { src, b } = fresh();
       src.writeUInt16LE(0, 4);
       expect(run(src, b.len).n).toBe(OFFLOAD_ERR_MALFORMED);
     });
 
-    it('csum_start not at the TCP header, or csum_offset not 16', () => {
+    it("csum_start not at the TCP header, or csum_offset not 16", () => {
       const { src, b } = fresh();
       src.writeUInt16LE(b.l4 + 4, 6);
       expect(run(src, b.len).n).toBe(OFFLOAD_ERR_MALFORMED);
@@ -417,7 +413,7 @@ describe.skipIf(!canRun)('gsoSegment', () => {
       expect(run(src, b.len).n).toBe(OFFLOAD_ERR_MALFORMED);
     });
 
-    it('an IHL that lies (below 5, or past the end of the frame), a data offset past the end', () => {
+    it("an IHL that lies (below 5, or past the end of the frame), a data offset past the end", () => {
       const { src, b } = fresh();
       const ip = 12 + b.l3;
       src[ip] = 0x44;
@@ -435,7 +431,7 @@ describe.skipIf(!canRun)('gsoSegment', () => {
       expect(run(s2, b2.l4 + 40).n).toBe(OFFLOAD_ERR_MALFORMED);
     });
 
-    it('a fragment, a non-TCP protocol, IPv6 with an extension header', () => {
+    it("a fragment, a non-TCP protocol, IPv6 with an extension header", () => {
       const { src, b } = fresh();
       writeU16(src, 12 + b.l3 + 6, 0x2000); // MF
       expect(run(src, b.len).n).toBe(OFFLOAD_ERR_MALFORMED);
@@ -448,13 +444,13 @@ describe.skipIf(!canRun)('gsoSegment', () => {
       expect(run(s6, b6.len).n).toBe(OFFLOAD_ERR_MALFORMED);
     });
 
-    it('more segments than lengths can hold', () => {
+    it("more segments than lengths can hold", () => {
       const { src, b } = fresh();
       expect(run(src, b.len, 16 * 1024, new Uint32Array(2)).n).toBe(OFFLOAD_ERR_MALFORMED);
       expect(run(src, b.len, 16 * 1024, new Uint32Array(3)).n).toBe(3);
     });
 
-    it('-2 (no room) when the segments would pass dstEnd, writing nothing past it', () => {
+    it("-2 (no room) when the segments would pass dstEnd, writing nothing past it", () => {
       const { src, b } = fresh();
       const need = 2 * (b.hdrLen + MSS) + b.hdrLen + (3000 - 2 * MSS);
       expect(run(src, b.len, need - 1).n).toBe(OFFLOAD_ERR_NO_ROOM);
@@ -464,7 +460,7 @@ describe.skipIf(!canRun)('gsoSegment', () => {
       expect(dst.every((x) => x === 0xa5)).toBe(true);
     });
 
-    it('-3 for arguments outside their buffers or overlapping, TypeError for wrong types', () => {
+    it("-3 for arguments outside their buffers or overlapping, TypeError for wrong types", () => {
       const { src, b } = fresh();
       const dst = Buffer.alloc(16 * 1024);
       const L = new Uint32Array(8);
@@ -476,17 +472,17 @@ describe.skipIf(!canRun)('gsoSegment', () => {
       expect(gsoSegment(src, 12.5, b.len, dst, 0, dst.length, 0, L)).toBe(OFFLOAD_ERR_RANGE);
       expect(gsoSegment(src, 12, b.len, src, 1000, src.length, 0, L)).toBe(OFFLOAD_ERR_RANGE); // overlap
       const bad = (fn: () => unknown) => expect(fn).toThrow(TypeError);
-      bad(() => gsoSegment(src, '12' as unknown as number, b.len, dst, 0, dst.length, 0, L));
+      bad(() => gsoSegment(src, "12" as unknown as number, b.len, dst, 0, dst.length, 0, L));
       bad(() => gsoSegment(src, 12, b.len, dst, 0, dst.length, 0, [] as unknown as Uint32Array));
       bad(() => gsoSegment(src, 12, b.len, new Uint16Array(8) as unknown as Buffer, 0, 8, 0, L));
       bad(() => (gsoSegment as unknown as (...a: unknown[]) => number)(src, 12));
     });
   });
 
-  it('tshark agrees: every segment has a good IPv4 and TCP checksum', (ctx) => {
-    let tshark = '';
+  it("tshark agrees: every segment has a good IPv4 and TCP checksum", (ctx) => {
+    let tshark = "";
     try {
-      tshark = execFileSync('which', ['tshark'], { encoding: 'utf8' }).trim();
+      tshark = execFileSync("which", ["tshark"], { encoding: "utf8" }).trim();
     } catch {
       ctx.skip();
     }
@@ -494,40 +490,52 @@ describe.skipIf(!canRun)('gsoSegment', () => {
     const b = buildTso4(src, 64, PAYLOAD, { seq: SEQ0, ident: ID0, flags: TCP_ACK | TCP_PSH | TCP_FIN });
     const { dst, lengths, base, n } = segment(src, 64, b.len, 8);
     const stride = 8 + b.hdrLen + MSS;
-    const dir = mkdtempSync(join(tmpdir(), 'tapnet-offload-'));
+    const dir = mkdtempSync(join(tmpdir(), "tapnet-offload-"));
     try {
       const write = (name: string, frames: [number, number][]) => {
         const chunks: Buffer[] = [];
         const w = new PcapngWriter((c) => chunks.push(c));
-        w.header([{ name: 'seg' }]);
+        w.header([{ name: "seg" }]);
         for (const [o, l] of frames) w.packet(0, dst, o, l, 1_700_000_000_000_000_000);
         w.flush();
         const file = join(dir, name);
         writeFileSync(file, Buffer.concat(chunks));
         return execFileSync(
           tshark,
-          ['-r', file, '-o', 'tcp.check_checksum:TRUE', '-o', 'ip.check_checksum:TRUE', '-T', 'fields',
-           '-e', 'tcp.checksum.status', '-e', 'ip.checksum.status'],
-          { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+          [
+            "-r",
+            file,
+            "-o",
+            "tcp.check_checksum:TRUE",
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-T",
+            "fields",
+            "-e",
+            "tcp.checksum.status",
+            "-e",
+            "ip.checksum.status",
+          ],
+          { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] },
         )
           .trim()
-          .split('\n');
+          .split("\n");
       };
       const frames: [number, number][] = [];
       for (let k = 0; k < n; k++) frames.push([base + k * stride + 8, lengths[k]]);
       // Wireshark's proto_checksum_status: 0 bad, 1 good, 2 unverified.
-      expect(write('segs.pcapng', frames)).toEqual(Array(n).fill('1\t1'));
+      expect(write("segs.pcapng", frames)).toEqual(Array(n).fill("1\t1"));
       // A control, so that "1" is known to mean something: one corrupted segment.
       dst[frames[1][0] + lengths[1] - 1] ^= 0xff;
-      expect(write('bad.pcapng', frames.slice(0, 3))).toEqual(['1\t1', '0\t1', '1\t1']);
+      expect(write("bad.pcapng", frames.slice(0, 3))).toEqual(["1\t1", "0\t1", "1\t1"]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 });
 
-describe.skipIf(!canRun)('SoftOffload (the TxOffload of ports whose device takes no virtio-net header)', () => {
-  it('writes super-frames as segments, completes partial checksums, drops and counts malformed ones', () => {
+describe.skipIf(!canRun)("SoftOffload (the TxOffload of ports whose device takes no virtio-net header)", () => {
+  it("writes super-frames as segments, completes partial checksums, drops and counts malformed ones", () => {
     const pool = Buffer.alloc(1024 * 1024);
     const q = new TxQueue(8);
     // 1: a TSO super-frame; 2: a frame with a partial checksum; 3: a plain frame;
@@ -572,7 +580,7 @@ describe.skipIf(!canRun)('SoftOffload (the TxOffload of ports whose device takes
     expect(readVnet(pool, 32 * 1024).flags & VNET_F_NEEDS_CSUM).toBe(0);
   });
 
-  it('reuses its staging area when it fills: what is staged is written first', () => {
+  it("reuses its staging area when it fills: what is staged is written first", () => {
     const pool = Buffer.alloc(2 * 1024 * 1024);
     const q = new TxQueue(8);
     const payload = pattern(60000, 5);
@@ -592,8 +600,8 @@ describe.skipIf(!canRun)('SoftOffload (the TxOffload of ports whose device takes
   });
 });
 
-describe.skipIf(!canRun)('csumComplete', () => {
-  it('finishes a CHECKSUM_PARTIAL TCP frame and clears NEEDS_CSUM (other flags kept)', () => {
+describe.skipIf(!canRun)("csumComplete", () => {
+  it("finishes a CHECKSUM_PARTIAL TCP frame and clears NEEDS_CSUM (other flags kept)", () => {
     const buf = Buffer.alloc(4096);
     const b = buildTcp4(buf, 20, pattern(777, 1), { seq: 5, flags: TCP_ACK | TCP_PSH });
     tcpSetChecksum(buf, 20 + b.l4, pseudoHeaderSum(IP_A, IP_B, IP_PROTO_TCP, b.len - b.l4));
@@ -614,8 +622,20 @@ describe.skipIf(!canRun)('csumComplete', () => {
     const l3 = emitEthernet({ dstAddr: MAC_B, srcAddr: MAC_A, etherType: ETHERTYPE_IPV4 }, buf, off);
     const ulen = 8 + payload.length;
     emitIpv4(
-      { dscp: 0, ecn: 0, totalLen: 20 + ulen, ident: 1, df: false, mf: false, fragOffset: 0, ttl: 64,
-        protocol: IP_PROTO_UDP, srcAddr: IP_A, dstAddr: IP_B, options: new Uint8Array(0) },
+      {
+        dscp: 0,
+        ecn: 0,
+        totalLen: 20 + ulen,
+        ident: 1,
+        df: false,
+        mf: false,
+        fragOffset: 0,
+        ttl: 64,
+        protocol: IP_PROTO_UDP,
+        srcAddr: IP_A,
+        dstAddr: IP_B,
+        options: new Uint8Array(0),
+      },
       buf,
       off + l3,
     );
@@ -626,7 +646,7 @@ describe.skipIf(!canRun)('csumComplete', () => {
     return 34 + ulen;
   }
 
-  it('finishes a CHECKSUM_PARTIAL UDP frame (odd length)', () => {
+  it("finishes a CHECKSUM_PARTIAL UDP frame (odd length)", () => {
     const buf = Buffer.alloc(2048);
     const len = udpFrame(buf, 12, pattern(333, 2));
     expect(csumComplete(buf, 12, len)).toBe(0);
@@ -636,15 +656,19 @@ describe.skipIf(!canRun)('csumComplete', () => {
     expect(readVnet(buf, 12).flags).toBe(0);
   });
 
-  it('stores a computed UDP checksum of 0 as 0xffff (RFC 768)', () => {
+  it("stores a computed UDP checksum of 0 as 0xffff (RFC 768)", () => {
     const buf = Buffer.alloc(2048);
     const payload = pattern(64, 4);
     payload[0] = payload[1] = 0;
     const len = udpFrame(buf, 12, payload);
     // Choose the first payload word so that the data sums to 0xffff: checksum 0.
     const seedless = onesSum([
-      ipBytes(IP_A), ipBytes(IP_B), Uint8Array.from([0, IP_PROTO_UDP]), u16be(len - 34),
-      buf.subarray(12 + 34, 12 + 40), buf.subarray(12 + 42, 12 + len),
+      ipBytes(IP_A),
+      ipBytes(IP_B),
+      Uint8Array.from([0, IP_PROTO_UDP]),
+      u16be(len - 34),
+      buf.subarray(12 + 34, 12 + 40),
+      buf.subarray(12 + 42, 12 + len),
     ]);
     writeU16(buf, 12 + 42, ~seedless & 0xffff);
     expect(csumComplete(buf, 12, len)).toBe(0);
@@ -652,7 +676,7 @@ describe.skipIf(!canRun)('csumComplete', () => {
     expect(udpChecksumValid(buf, 12 + 34, IP_A, IP_B)).toBe(true);
   });
 
-  it('completeChecksum (JavaScript for short spans) writes exactly what csumComplete writes', () => {
+  it("completeChecksum (JavaScript for short spans) writes exactly what csumComplete writes", () => {
     // Short and long spans, odd and even lengths, the 0 -> 0xffff case, flags kept.
     let rnd = 12345;
     const next = (): number => (rnd = (Math.imul(rnd, 1103515245) + 12345) >>> 0);
@@ -665,8 +689,12 @@ describe.skipIf(!canRun)('csumComplete', () => {
         // Make the computed checksum 0: stored as 0xffff by both.
         a[12 + 42] = a[12 + 43] = 0;
         const seedless = onesSum([
-          ipBytes(IP_A), ipBytes(IP_B), Uint8Array.from([0, IP_PROTO_UDP]), u16be(len - 34),
-          a.subarray(12 + 34, 12 + 40), a.subarray(12 + 42, 12 + len),
+          ipBytes(IP_A),
+          ipBytes(IP_B),
+          Uint8Array.from([0, IP_PROTO_UDP]),
+          u16be(len - 34),
+          a.subarray(12 + 34, 12 + 40),
+          a.subarray(12 + 42, 12 + len),
         ]);
         writeU16(a, 12 + 42, ~seedless & 0xffff);
       }
@@ -685,7 +713,7 @@ describe.skipIf(!canRun)('csumComplete', () => {
     expect(completeChecksum(a, 12, a.length)).toBe(OFFLOAD_ERR_RANGE);
   });
 
-  it('leaves a frame without NEEDS_CSUM alone; -1 when the field lies outside the frame', () => {
+  it("leaves a frame without NEEDS_CSUM alone; -1 when the field lies outside the frame", () => {
     const buf = Buffer.alloc(2048);
     const len = udpFrame(buf, 12, pattern(100, 6));
     buf[0] = 0;
@@ -705,11 +733,11 @@ describe.skipIf(!canRun)('csumComplete', () => {
   });
 });
 
-describe.skipIf(!canRun)('groCoalesce', () => {
+describe.skipIf(!canRun)("groCoalesce", () => {
   const SLOT = 32 * 1024;
   const HEADROOM = 64;
   const SLOTS = 64;
-  const VXLAN = Buffer.from('0800000000002a00', 'hex'); // flags I, VNI 42
+  const VXLAN = Buffer.from("0800000000002a00", "hex"); // flags I, VNI 42
 
   function slots(n = SLOTS, slotSize = SLOT) {
     return {
@@ -771,7 +799,7 @@ describe.skipIf(!canRun)('groCoalesce', () => {
     return { src, off, b, payload, buf, len, stride, n: seg.n, lengths: seg.lengths };
   }
 
-  it('round trip: the segments of a TSO frame coalesce into the original super-frame, vnet header and all', () => {
+  it("round trip: the segments of a TSO frame coalesce into the original super-frame, vnet header and all", () => {
     const t = train(20000, TCP_ACK | TCP_PSH);
     const s = slots();
     expect(gro(t, t.stride, s, 3)).toBe(4);
@@ -797,7 +825,7 @@ describe.skipIf(!canRun)('groCoalesce', () => {
     expect(tcpChecksumValid(s.dst, o + t.b.l4, t.b.len - t.b.l4, IP_A, IP_B)).toBe(true);
   });
 
-  it('a single datagram (segSize = srcLen) and a run ended by a FIN segment', () => {
+  it("a single datagram (segSize = srcLen) and a run ended by a FIN segment", () => {
     const t = train(4000, TCP_ACK | TCP_FIN);
     // The FIN (last) segment cannot join: segments 0..1 merge, 2 goes alone.
     const s = slots();
@@ -812,7 +840,7 @@ describe.skipIf(!canRun)('groCoalesce', () => {
     expect(readVnet(one.dst, one.offsets[0]).flags).toBe(0);
   });
 
-  it('ends runs that would not fit in a slot, keeping every byte in order', () => {
+  it("ends runs that would not fit in a slot, keeping every byte in order", () => {
     const t = train(20000, TCP_ACK);
     const s = slots(SLOTS, 8192);
     const end = gro(t, t.stride, s);
@@ -833,7 +861,7 @@ describe.skipIf(!canRun)('groCoalesce', () => {
     expect(Buffer.concat(got).equals(t.payload)).toBe(true);
   });
 
-  it('a corrupted segment in the middle splits the run and passes through unmerged', () => {
+  it("a corrupted segment in the middle splits the run and passes through unmerged", () => {
     const t = train(20000, TCP_ACK | TCP_PSH);
     const bad = 5;
     t.buf[bad * t.stride + 8 + t.b.hdrLen + 100] ^= 0x40; // payload bit flip: TCP checksum now wrong
@@ -849,7 +877,7 @@ describe.skipIf(!canRun)('groCoalesce', () => {
     expect(tcpGetFlags(s.dst, s.offsets[2] + t.b.l4)).toBe(TCP_ACK | TCP_PSH);
   });
 
-  it('a segment with a bad IPv4 header checksum is not merged either', () => {
+  it("a segment with a bad IPv4 header checksum is not merged either", () => {
     const t = train(6000, TCP_ACK);
     t.buf[2 * t.stride + 8 + t.b.l3 + 8] -= 1; // TTL changed, checksum not updated
     const s = slots();
@@ -859,7 +887,7 @@ describe.skipIf(!canRun)('groCoalesce', () => {
     expect(readVnet(s.dst, s.offsets[1]).flags).toBe(0);
   });
 
-  it('does not merge interleaved flows, merges each flow when grouped', () => {
+  it("does not merge interleaved flows, merges each flow when grouped", () => {
     const stride = 8 + 66 + MSS;
     const a = { srcPort: 40000, seq: 1000, flags: TCP_ACK };
     const bb = { srcPort: 40001, seq: 9000, flags: TCP_ACK };
@@ -883,18 +911,18 @@ describe.skipIf(!canRun)('groCoalesce', () => {
     expect(readU16(g.dst, g.offsets[1] + 14 + 2)).toBe(20 + 32 + 3 * MSS); // fixed ident accepted
   });
 
-  it('stops at a sequence gap, a different ack, window, TTL, DF, TCP option or VLAN, an ident jump, URG', () => {
+  it("stops at a sequence gap, a different ack, window, TTL, DF, TCP option or VLAN, an ident jump, URG", () => {
     const stride = 8 + 70 + MSS;
     const cases: [string, TcpSpec, number][] = [
-      ['seq gap', { seq: 1000 + 2 * MSS + 1, flags: TCP_ACK }, MSS],
-      ['ack', { seq: 1000 + 2 * MSS, ack: 99, flags: TCP_ACK }, MSS],
-      ['vid', { seq: 1000 + 2 * MSS, flags: TCP_ACK, tpid: ETHERTYPE_VLAN, vid: 8 }, MSS],
-      ['window', { seq: 1000 + 2 * MSS, flags: TCP_ACK, window: 1 }, MSS],
-      ['ttl', { seq: 1000 + 2 * MSS, flags: TCP_ACK, ttl: 1 }, MSS],
-      ['ident jump', { seq: 1000 + 2 * MSS, flags: TCP_ACK, ident: 40 }, MSS],
-      ['DF', { seq: 1000 + 2 * MSS, flags: TCP_ACK, df: false }, MSS],
-      ['TS option', { seq: 1000 + 2 * MSS, flags: TCP_ACK, options: Uint8Array.from([1, 1, 8, 10, 0x11, 0x22, 0x33, 0x45, 0x55, 0x66, 0x77, 0x88]) }, MSS],
-      ['URG', { seq: 1000 + 2 * MSS, flags: TCP_ACK | 0x20 }, MSS],
+      ["seq gap", { seq: 1000 + 2 * MSS + 1, flags: TCP_ACK }, MSS],
+      ["ack", { seq: 1000 + 2 * MSS, ack: 99, flags: TCP_ACK }, MSS],
+      ["vid", { seq: 1000 + 2 * MSS, flags: TCP_ACK, tpid: ETHERTYPE_VLAN, vid: 8 }, MSS],
+      ["window", { seq: 1000 + 2 * MSS, flags: TCP_ACK, window: 1 }, MSS],
+      ["ttl", { seq: 1000 + 2 * MSS, flags: TCP_ACK, ttl: 1 }, MSS],
+      ["ident jump", { seq: 1000 + 2 * MSS, flags: TCP_ACK, ident: 40 }, MSS],
+      ["DF", { seq: 1000 + 2 * MSS, flags: TCP_ACK, df: false }, MSS],
+      ["TS option", { seq: 1000 + 2 * MSS, flags: TCP_ACK, options: Uint8Array.from([1, 1, 8, 10, 0x11, 0x22, 0x33, 0x45, 0x55, 0x66, 0x77, 0x88]) }, MSS],
+      ["URG", { seq: 1000 + 2 * MSS, flags: TCP_ACK | 0x20 }, MSS],
     ];
     for (const [name, third, plen] of cases) {
       const d = new Datagrams(stride);
@@ -908,7 +936,7 @@ describe.skipIf(!canRun)('groCoalesce', () => {
     }
   });
 
-  it('passes ARP, UDP, a pure ACK and a SYN through with a zeroed vnet header', () => {
+  it("passes ARP, UDP, a pure ACK and a SYN through with a zeroed vnet header", () => {
     const f = Buffer.alloc(200);
     emitEthernet({ dstAddr: 0xffffffffffff, srcAddr: MAC_A, etherType: ETHERTYPE_ARP }, f, 0);
     emitArpRequest(f, 14, MAC_A, IP_A, IP_B);
@@ -916,8 +944,20 @@ describe.skipIf(!canRun)('groCoalesce', () => {
     f.fill(0);
     emitEthernet({ dstAddr: MAC_B, srcAddr: MAC_A, etherType: ETHERTYPE_IPV4 }, f, 0);
     emitIpv4(
-      { dscp: 0, ecn: 0, totalLen: 20 + 8 + 12, ident: 5, df: true, mf: false, fragOffset: 0, ttl: 64,
-        protocol: IP_PROTO_UDP, srcAddr: IP_A, dstAddr: IP_B, options: new Uint8Array(0) },
+      {
+        dscp: 0,
+        ecn: 0,
+        totalLen: 20 + 8 + 12,
+        ident: 5,
+        df: true,
+        mf: false,
+        fragOffset: 0,
+        ttl: 64,
+        protocol: IP_PROTO_UDP,
+        srcAddr: IP_A,
+        dstAddr: IP_B,
+        options: new Uint8Array(0),
+      },
       f,
       14,
     );
@@ -941,7 +981,7 @@ describe.skipIf(!canRun)('groCoalesce', () => {
     });
   });
 
-  it('does not output a last datagram too short for Ethernet', () => {
+  it("does not output a last datagram too short for Ethernet", () => {
     const stride = 8 + 66 + MSS;
     const d = new Datagrams(stride);
     d.addTcp(pattern(MSS, 1), { seq: 1, flags: TCP_ACK });
@@ -953,7 +993,7 @@ describe.skipIf(!canRun)('groCoalesce', () => {
     expect(groCoalesce(VXLAN, 0, 8, 8, 8, s.dst, 256, SLOT, HEADROOM, SLOTS, s.offsets, s.lengths, 1)).toBe(1);
   });
 
-  it('-2 without writing anything when the slots (or offsets) are short; -3 for bad arguments', () => {
+  it("-2 without writing anything when the slots (or offsets) are short; -3 for bad arguments", () => {
     const t = train(6000, TCP_ACK);
     const s = slots(8);
     const snap = Buffer.from(s.dst);
@@ -971,14 +1011,14 @@ describe.skipIf(!canRun)('groCoalesce', () => {
     r(() => groCoalesce(t.buf, 0, t.len, t.stride, 8, s.dst, 257, SLOT, HEADROOM, 8, s.offsets, s.lengths, 0));
     r(() => groCoalesce(t.buf, 0, t.len, t.stride, 8, s.dst, 256, SLOT, HEADROOM, 8, s.offsets, s.lengths, 9));
     r(() => groCoalesce(s.dst, 256, t.len, t.stride, 8, s.dst, 256, SLOT, HEADROOM, 8, s.offsets, s.lengths, 0)); // overlap
-    expect(() =>
-      groCoalesce(t.buf, 0, t.len, t.stride, 8, s.dst, 256, SLOT, HEADROOM, 8, s.offsets, s.lengths, undefined as unknown as number),
-    ).toThrow(TypeError);
+    expect(() => groCoalesce(t.buf, 0, t.len, t.stride, 8, s.dst, 256, SLOT, HEADROOM, 8, s.offsets, s.lengths, undefined as unknown as number)).toThrow(
+      TypeError,
+    );
     // Nothing to do: outIndex comes back.
     expect(groCoalesce(t.buf, 0, 0, 1, 8, s.dst, 256, SLOT, HEADROOM, 8, s.offsets, s.lengths, 2)).toBe(2);
   });
 
-  it('survives random garbage and random truncation (no crash, sane results)', () => {
+  it("survives random garbage and random truncation (no crash, sane results)", () => {
     const t = train(6000, TCP_ACK);
     const s = slots(16);
     let seed = 12345;
@@ -1004,7 +1044,7 @@ describe.skipIf(!canRun)('groCoalesce', () => {
   });
 });
 
-describe.skipIf(!canRun)('groFrames', () => {
+describe.skipIf(!canRun)("groFrames", () => {
   const POOL = 512 * 1024;
 
   /** A pool, 0xa5-filled, and a frame list: each frame placed at an offset given by the test, vnet header zeroed. */
@@ -1054,7 +1094,7 @@ describe.skipIf(!canRun)('groFrames', () => {
     return { dst: Buffer.alloc(size, 0xa5), res: new Uint32Array(1) };
   }
 
-  it('round trip: scattered segments of a TSO frame merge into the original super-frame, vnet header and all', () => {
+  it("round trip: scattered segments of a TSO frame merge into the original super-frame, vnet header and all", () => {
     const t = segments(20000, TCP_ACK | TCP_PSH);
     const arp = Buffer.alloc(42, 0x11);
     const l = new FrameList();
@@ -1090,7 +1130,7 @@ describe.skipIf(!canRun)('groFrames', () => {
     expect(l.pool.subarray(400_000, 400_000 + VNET + r[0]).equals(t.src.subarray(t.off - VNET, t.off + t.b.len))).toBe(true);
   });
 
-  it('ends a run at count, at a short segment and at PSH; a run of exactly two', () => {
+  it("ends a run at count, at a short segment and at PSH; a run of exactly two", () => {
     const t = segments(5 * MSS + 100, TCP_ACK | TCP_PSH);
     const l = scatter(t.segs); // 6 segments, the last short with PSH
     const o = out();
@@ -1108,7 +1148,7 @@ describe.skipIf(!canRun)('groFrames', () => {
     expect(groFrames(l3.pool, l3.offsets, l3.lengths, 0, 3, o.dst, DST_OFF, o.dst.length, o.res)).toBe(1);
   });
 
-  it('merges NEEDS_CSUM segments (partial checksums) without verifying them; DATA_VALID is trusted too', () => {
+  it("merges NEEDS_CSUM segments (partial checksums) without verifying them; DATA_VALID is trusted too", () => {
     const t = segments(8 * MSS, TCP_ACK);
     const l = scatter(t.segs);
     for (let k = 0; k < l.count; k++) {
@@ -1131,7 +1171,7 @@ describe.skipIf(!canRun)('groFrames', () => {
     expect(groFrames(l.pool, l.offsets, l.lengths, 0, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(5);
   });
 
-  it('a bad TCP checksum on a segment without NEEDS_CSUM stops the run (or prevents it)', () => {
+  it("a bad TCP checksum on a segment without NEEDS_CSUM stops the run (or prevents it)", () => {
     const t = segments(10 * MSS, TCP_ACK);
     const l = scatter(t.segs);
     l.pool[l.offsets[4] + t.b.hdrLen + 7] ^= 0x10;
@@ -1148,7 +1188,7 @@ describe.skipIf(!canRun)('groFrames', () => {
     expect(o2.dst.equals(snap)).toBe(true);
   });
 
-  it('does not merge interleaved flows; merges each flow when grouped', () => {
+  it("does not merge interleaved flows; merges each flow when grouped", () => {
     const a = segments(3 * MSS, TCP_ACK, { srcPort: 40000 });
     const b = segments(3 * MSS, TCP_ACK, { srcPort: 40001 });
     const inter = scatter([a.segs[0], b.segs[0], a.segs[1], b.segs[1], a.segs[2], b.segs[2]]);
@@ -1160,7 +1200,7 @@ describe.skipIf(!canRun)('groFrames', () => {
     expect(o.dst.subarray(DST_OFF, DST_OFF + VNET + o.res[0]).equals(b.src.subarray(b.off - VNET, b.off + b.b.len))).toBe(true);
   });
 
-  it('never merges a frame that is already a super-frame (any gso_type)', () => {
+  it("never merges a frame that is already a super-frame (any gso_type)", () => {
     const t = segments(6 * MSS, TCP_ACK);
     const l = scatter(t.segs);
     // Segment 3 claims to be a TSO frame (as a super-frame of one segment would).
@@ -1181,7 +1221,7 @@ describe.skipIf(!canRun)('groFrames', () => {
     expect(groFrames(l2.pool, l2.offsets, l2.lengths, 0, 2, o.dst, DST_OFF, o.dst.length, o.res)).toBe(1);
   });
 
-  it('writes nothing at or past dstEnd: a run is cut to fit, -2 when not even two segments fit', () => {
+  it("writes nothing at or past dstEnd: a run is cut to fit, -2 when not even two segments fit", () => {
     const t = segments(10 * MSS, TCP_ACK);
     const l = scatter(t.segs);
     const o = out();
@@ -1199,7 +1239,7 @@ describe.skipIf(!canRun)('groFrames', () => {
     expect(o2.dst.subarray(tight + 1).every((x) => x === 0xa5)).toBe(true);
   });
 
-  it('keeps a super-frame within 65535 bytes of IP (small MSS, many segments)', () => {
+  it("keeps a super-frame within 65535 bytes of IP (small MSS, many segments)", () => {
     // 60 segments of 1200 bytes: 54 fit under the limit.
     const l = new FrameList();
     for (let k = 0; k < 60; k++) {
@@ -1215,7 +1255,7 @@ describe.skipIf(!canRun)('groFrames', () => {
     expect(groFrames(l.pool, l.offsets, l.lengths, n, l.count, o.dst, DST_OFF, o.dst.length, o.res)).toBe(l.count - n);
   });
 
-  it('-3 for bad arguments and frames outside the pool or overlapping dst; TypeError for wrong types', () => {
+  it("-3 for bad arguments and frames outside the pool or overlapping dst; TypeError for wrong types", () => {
     const t = segments(4 * MSS, TCP_ACK);
     const l = scatter(t.segs);
     const o = out();
@@ -1246,10 +1286,10 @@ describe.skipIf(!canRun)('groFrames', () => {
     expect(groFrames(l.pool, bad3, l.lengths, 0, n, o.dst, DST_OFF, o.dst.length, o.res)).toBe(2);
     expect(() => groFrames(l.pool, l.offsets, l.lengths, 0, n, o.dst, DST_OFF, o.dst.length, [0] as unknown as Uint32Array)).toThrow(TypeError);
     expect(() => groFrames(l.pool, l.offsets, l.lengths, undefined as unknown as number, n, o.dst, 0, 100, o.res)).toThrow(TypeError);
-    expect(() => groFrames('x' as unknown as Buffer, l.offsets, l.lengths, 0, n, o.dst, 0, 100, o.res)).toThrow(TypeError);
+    expect(() => groFrames("x" as unknown as Buffer, l.offsets, l.lengths, 0, n, o.dst, 0, 100, o.res)).toThrow(TypeError);
   });
 
-  it('survives random garbage in frames and vnet headers (no crash, sane results)', () => {
+  it("survives random garbage in frames and vnet headers (no crash, sane results)", () => {
     const t = segments(6 * MSS, TCP_ACK);
     let seed = 777;
     const rnd = () => {

@@ -10,12 +10,11 @@
  * transpiled (without type checking: tsc does that) into a temporary directory.
  * Deleting the two namespaces removes every interface the test made.
  */
-import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, relative, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import ts from "typescript";
 import { Agent as AgentBase, transpileTree } from "./agent.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Batch } from "../../src/core/batch.js";
@@ -94,13 +93,7 @@ describe("MemoryPort", () => {
     a.inject([frame(1, 60), frame(2, 60)]);
     b.inject([frame(3, 60), frame(4, 60), frame(5, 60)]);
     const bBase = a.rxRegionBytes(); // a's region starts at 0, b's at the next 64-byte boundary
-    expect(seen).toEqual([
-      HEADROOM,
-      a.slotSize + HEADROOM,
-      bBase + HEADROOM,
-      bBase + b.slotSize + HEADROOM,
-      bBase + 2 * b.slotSize + HEADROOM,
-    ]);
+    expect(seen).toEqual([HEADROOM, a.slotSize + HEADROOM, bBase + HEADROOM, bBase + b.slotSize + HEADROOM, bBase + 2 * b.slotSize + HEADROOM]);
     const pool = e.pool!.buf;
     expect(pool.readUInt32BE(bBase + 2 * b.slotSize + HEADROOM + 14)).toBe(5);
   });
@@ -389,7 +382,6 @@ rl.on("line", (line) => {
 });
 `;
 
-
 interface AgentState {
   batches: number[];
   rxSrc: Record<string, number>;
@@ -528,11 +520,9 @@ describe.skipIf(!canLab)("PcapPort on a veth (namespaces made by this test)", ()
     sh("ip", ["-n", NSH, "addr", "add", "10.78.0.1/24", "dev", IFB]);
     sh("ip", ["-n", NSH, "link", "set", IFB, "up"]);
 
-    const child = spawn(
-      "ip",
-      ["netns", "exec", NSP, process.execPath, "--expose-gc", join(work, "agent.js"), IFA, String(SLOT), String(BATCH)],
-      { stdio: ["pipe", "pipe", "pipe"] },
-    );
+    const child = spawn("ip", ["netns", "exec", NSP, process.execPath, "--expose-gc", join(work, "agent.js"), IFA, String(SLOT), String(BATCH)], {
+      stdio: ["pipe", "pipe", "pipe"],
+    });
     agent = new Agent(child);
     const r = await agent.ready();
     if (r.ready !== true) throw new Error(`agent did not start: ${String(r.error)}\n${agent.stderr}`);

@@ -3,38 +3,14 @@ import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
-import {
-  EPB_DIR_INBOUND,
-  EPB_DIR_OUTBOUND,
-  PcapngWriter,
-  nowNs,
-  readPcapng,
-  type PcapngInterface,
-} from "../../src/io/pcapng.js";
+import { EPB_DIR_INBOUND, EPB_DIR_OUTBOUND, PcapngWriter, nowNs, readPcapng, type PcapngInterface } from "../../src/io/pcapng.js";
 
 // Real frames between 10.78.0.1 (02:00:00:00:00:01) and 10.78.0.2 (02:00:00:00:00:02).
-const ARP_REQUEST = Buffer.from(
-  "ffffffffffff020000000001080600010800060400010200000000010a4e00010000000000000a4e0002",
-  "hex",
-);
-const ARP_REPLY = Buffer.from(
-  "020000000001020000000002080600010800060400020200000000020a4e00020200000000010a4e0001",
-  "hex",
-);
-const ICMP_PAYLOAD =
-  "101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f4041424344454647";
-const ICMP_ECHO_REQUEST = Buffer.from(
-  "02000000000202000000000108004500005412344000400113d70a4e00010a4e0002" +
-    "0800fce742420001" +
-    ICMP_PAYLOAD,
-  "hex",
-);
-const ICMP_ECHO_REPLY = Buffer.from(
-  "02000000000102000000000208004500005412344000400113d70a4e00020a4e0001" +
-    "000004e842420001" +
-    ICMP_PAYLOAD,
-  "hex",
-);
+const ARP_REQUEST = Buffer.from("ffffffffffff020000000001080600010800060400010200000000010a4e00010000000000000a4e0002", "hex");
+const ARP_REPLY = Buffer.from("020000000001020000000002080600010800060400020200000000020a4e00020200000000010a4e0001", "hex");
+const ICMP_PAYLOAD = "101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f4041424344454647";
+const ICMP_ECHO_REQUEST = Buffer.from(`02000000000202000000000108004500005412344000400113d70a4e00010a4e00020800fce742420001${ICMP_PAYLOAD}`, "hex");
+const ICMP_ECHO_REPLY = Buffer.from(`02000000000102000000000208004500005412344000400113d70a4e00020a4e0001000004e842420001${ICMP_PAYLOAD}`, "hex");
 
 const T0 = 1_700_000_000_123_456_789n;
 
@@ -91,31 +67,82 @@ describe("PcapngWriter block layout", () => {
     const tsHi = le32(Number(T0 >> 32n));
     const tsLo = le32(Number(T0 & 0xffffffffn));
     const shb =
-      "0a0d0d0a" + le32(44) + "4d3c2b1a" + "0100" + "0000" + "ffffffffffffffff" +
-      "0400" + "0600" + hex("tapnet") + "0000" + // shb_userappl, padded
-      "00000000" + le32(44);
+      "0a0d0d0a" +
+      le32(44) +
+      "4d3c2b1a" +
+      "0100" +
+      "0000" +
+      "ffffffffffffffff" +
+      "0400" +
+      "0600" +
+      hex("tapnet") +
+      "0000" + // shb_userappl, padded
+      "00000000" +
+      le32(44);
     const idb1 =
-      "01000000" + le32(40) + "0100" + "0000" + "00000000" +
-      "0200" + "0200" + hex("h1") + "0000" + // if_name
-      "0900" + "0100" + "09000000" + // if_tsresol = 9
-      "00000000" + le32(40);
+      "01000000" +
+      le32(40) +
+      "0100" +
+      "0000" +
+      "00000000" +
+      "0200" +
+      "0200" +
+      hex("h1") +
+      "0000" + // if_name
+      "0900" +
+      "0100" +
+      "09000000" + // if_tsresol = 9
+      "00000000" +
+      le32(40);
     const idb2 =
-      "01000000" + le32(52) + "0100" + "0000" + "00000000" +
-      "0200" + "0200" + hex("h2") + "0000" +
-      "0300" + "0800" + hex("host two") + // if_description, no padding needed
-      "0900" + "0100" + "09000000" +
-      "00000000" + le32(52);
+      "01000000" +
+      le32(52) +
+      "0100" +
+      "0000" +
+      "00000000" +
+      "0200" +
+      "0200" +
+      hex("h2") +
+      "0000" +
+      "0300" +
+      "0800" +
+      hex("host two") + // if_description, no padding needed
+      "0900" +
+      "0100" +
+      "09000000" +
+      "00000000" +
+      le32(52);
     const epb1 =
-      "06000000" + le32(88) + le32(0) + tsHi + tsLo + le32(42) + le32(42) +
-      ARP_REQUEST.toString("hex") + "0000" +
-      "0200" + "0400" + le32(EPB_DIR_INBOUND) + "00000000" + le32(88);
+      "06000000" +
+      le32(88) +
+      le32(0) +
+      tsHi +
+      tsLo +
+      le32(42) +
+      le32(42) +
+      ARP_REQUEST.toString("hex") +
+      "0000" +
+      "0200" +
+      "0400" +
+      le32(EPB_DIR_INBOUND) +
+      "00000000" +
+      le32(88);
     const epb2 =
-      "06000000" + le32(88) + le32(1) + tsHi + tsLo + le32(41) + le32(41) +
-      ARP_REPLY.subarray(0, 41).toString("hex") + "000000" +
-      "0200" + "0400" + le32(EPB_DIR_OUTBOUND) + "00000000" + le32(88);
-    const epb3 =
-      "06000000" + le32(76) + le32(1) + tsHi + tsLo + le32(42) + le32(42) +
-      ARP_REPLY.toString("hex") + "0000" + le32(76);
+      "06000000" +
+      le32(88) +
+      le32(1) +
+      tsHi +
+      tsLo +
+      le32(41) +
+      le32(41) +
+      ARP_REPLY.subarray(0, 41).toString("hex") +
+      "000000" +
+      "0200" +
+      "0400" +
+      le32(EPB_DIR_OUTBOUND) +
+      "00000000" +
+      le32(88);
+    const epb3 = `06000000${le32(76)}${le32(1)}${tsHi}${tsLo}${le32(42)}${le32(42)}${ARP_REPLY.toString("hex")}0000${le32(76)}`;
     expect(bytes().toString("hex")).toBe(shb + idb1 + idb2 + epb1 + epb2 + epb3);
   });
 
@@ -199,8 +226,7 @@ describe("PcapngWriter output read by other tools", () => {
   const file = join(dir, "sample.pcapng");
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  const tool = (cmd: string, args: string[]): string =>
-    execFileSync(cmd, args, { encoding: "utf8", timeout: 20_000, stdio: ["ignore", "pipe", "pipe"] });
+  const tool = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: "utf8", timeout: 20_000, stdio: ["ignore", "pipe", "pipe"] });
   const have = (cmd: string): boolean => {
     try {
       execFileSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" });
@@ -234,12 +260,33 @@ describe("PcapngWriter output read by other tools", () => {
     writeSample(w);
     writeFileSync(file, bytes());
     const out = tool("tshark", [
-      "-r", file, "-T", "fields", "-E", "separator=,",
-      "-e", "frame.interface_name", "-e", "frame.interface_description", "-e", "frame.len",
-      "-e", "eth.type", "-e", "frame.packet_flags_direction", "-e", "frame.time_epoch",
-      "-e", "arp.opcode", "-e", "icmp.type",
+      "-r",
+      file,
+      "-T",
+      "fields",
+      "-E",
+      "separator=,",
+      "-e",
+      "frame.interface_name",
+      "-e",
+      "frame.interface_description",
+      "-e",
+      "frame.len",
+      "-e",
+      "eth.type",
+      "-e",
+      "frame.packet_flags_direction",
+      "-e",
+      "frame.time_epoch",
+      "-e",
+      "arp.opcode",
+      "-e",
+      "icmp.type",
     ]);
-    const rows = out.trim().split("\n").map((l) => l.split(","));
+    const rows = out
+      .trim()
+      .split("\n")
+      .map((l) => l.split(","));
     expect(rows).toHaveLength(5);
     expect(rows.map((r) => r[0])).toEqual(["h1", "h2", "h2", "h1", "h1"]);
     expect(rows[1][1]).toBe("host two");
@@ -255,8 +302,18 @@ describe("PcapngWriter output read by other tools", () => {
     // No frame carries expert info (bad checksum, malformed): the bytes went through
     // unchanged. (A flipped ICMP byte makes this list "Bad checksum".)
     const expert = tool("tshark", [
-      "-r", file, "-o", "ip.check_checksum:TRUE", "-Y", "_ws.expert",
-      "-T", "fields", "-e", "frame.number", "-e", "_ws.expert.message",
+      "-r",
+      file,
+      "-o",
+      "ip.check_checksum:TRUE",
+      "-Y",
+      "_ws.expert",
+      "-T",
+      "fields",
+      "-e",
+      "frame.number",
+      "-e",
+      "_ws.expert.message",
     ]);
     expect(expert.trim()).toBe("");
   });

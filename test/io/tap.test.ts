@@ -7,22 +7,22 @@
  * there talks to a fake peer (10.77.0.2 / 10.78.0.2) that this file plays by
  * answering ARP and ICMP echo through the TAP fd.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FrameList } from '../../src/core/batch.js';
-import { PacketPool } from '../../src/core/pool.js';
-import type { Port } from '../../src/core/port.js';
-import { interfaceInfo, openTap, type TapHandle } from '../../src/io/native.js';
-import { VNET_HDR_LEN } from '../../src/wire/vnet.js';
-import { TapPort } from '../../src/io/tap-port.js';
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { FrameList } from "../../src/core/batch.js";
+import { PacketPool } from "../../src/core/pool.js";
+import type { Port } from "../../src/core/port.js";
+import { interfaceInfo, openTap, type TapHandle } from "../../src/io/native.js";
+import { VNET_HDR_LEN } from "../../src/wire/vnet.js";
+import { TapPort } from "../../src/io/tap-port.js";
 
-const canRun = process.platform === 'linux' && process.getuid?.() === 0 && existsSync('/dev/net/tun');
+const canRun = process.platform === "linux" && process.getuid?.() === 0 && existsSync("/dev/net/tun");
 // In CI these tests must run: a machine that cannot run them fails the run.
-if (!canRun && process.env.CI) throw new Error('native TAP tests must run in CI: need root and /dev/net/tun');
+if (!canRun && process.env.CI) throw new Error("native TAP tests must run in CI: need root and /dev/net/tun");
 
 const PID = process.pid;
 const NS = `tntap${PID}`;
@@ -36,14 +36,14 @@ const NSG_A = `tntap${PID}ga`; // egress GRO relay: host A (offloads off on its 
 const NSG_B = `tntap${PID}gb`; // egress GRO relay: host B
 const TAP_GA = `tntg${PID}a`; // in NSG_A, 10.91.0.1/24
 const TAP_GB = `tntg${PID}b`; // in NSG_B, 10.91.0.2/24
-const ADDON = fileURLToPath(new URL('../../native/build/Release/tapnet.node', import.meta.url));
+const ADDON = fileURLToPath(new URL("../../native/build/Release/tapnet.node", import.meta.url));
 
 const IP_A = 0x0a4d0001; // 10.77.0.1, the kernel side
 const PEER_A = 0x0a4d0002; // 10.77.0.2, played by this test
 const IP_V = 0x0a4e0001; // 10.78.0.1
 const PEER_V = 0x0a4e0002; // 10.78.0.2
 const PEER_MAC = 0x020000770002;
-const PEER_MAC_STR = '02:00:00:77:00:02';
+const PEER_MAC_STR = "02:00:00:77:00:02";
 
 const ETH_P_ARP = 0x0806;
 const ETH_P_IPV4 = 0x0800;
@@ -65,7 +65,7 @@ const POOL_SIZE = RXBASE_R2 + SLOTS_R * SLOT_V + 4096;
 // Helpers: commands, bounded in time
 
 function sh(cmd: string, args: string[], timeout = 5000): string {
-  return execFileSync(cmd, args, { timeout, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync(cmd, args, { timeout, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 }
 
 function tryQuiet(cmd: string, args: string[]): boolean {
@@ -78,7 +78,7 @@ function tryQuiet(cmd: string, args: string[]): boolean {
 }
 
 function linkExists(name: string, ns?: string): boolean {
-  return tryQuiet('ip', ns === undefined ? ['link', 'show', 'dev', name] : ['-n', ns, 'link', 'show', 'dev', name]);
+  return tryQuiet("ip", ns === undefined ? ["link", "show", "dev", name] : ["-n", ns, "link", "show", "dev", name]);
 }
 
 const children = new Set<ChildProcess>();
@@ -91,15 +91,15 @@ interface RunResult {
 
 /** Starts a command without blocking the event loop (the TAP must keep being served meanwhile); killed after timeoutMs. */
 function spawnBounded(cmd: string, args: string[], timeoutMs: number): { child: ChildProcess; done: Promise<RunResult> } {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   const done = new Promise<RunResult>((resolve) => {
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('close', (code) => {
+    let stdout = "";
+    let stderr = "";
+    child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("close", (code) => {
       clearTimeout(timer);
       children.delete(child);
       resolve({ code, stdout, stderr });
@@ -113,7 +113,7 @@ function run(cmd: string, args: string[], timeoutMs: number): Promise<RunResult>
 }
 
 function inNs(args: string[], timeoutMs: number): Promise<RunResult> {
-  return run('ip', ['netns', 'exec', NS, ...args], timeoutMs);
+  return run("ip", ["netns", "exec", NS, ...args], timeoutMs);
 }
 
 async function waitFor(pred: () => boolean, timeoutMs: number, what: string): Promise<void> {
@@ -125,7 +125,10 @@ async function waitFor(pred: () => boolean, timeoutMs: number, what: string): Pr
 }
 
 function macStr(mac: number): string {
-  return mac.toString(16).padStart(12, '0').replace(/(..)(?!$)/g, '$1:');
+  return mac
+    .toString(16)
+    .padStart(12, "0")
+    .replace(/(..)(?!$)/g, "$1:");
 }
 
 // ---------------------------------------------------------------------------
@@ -274,50 +277,50 @@ function isArpRequest(f: Buffer, senderIp: number, targetIp: number): boolean {
 }
 
 function nsMac(name: string): string {
-  const j = JSON.parse(sh('ip', ['-n', NS, '-j', 'link', 'show', 'dev', name])) as Array<{ address: string }>;
+  const j = JSON.parse(sh("ip", ["-n", NS, "-j", "link", "show", "dev", name])) as Array<{ address: string }>;
   return j[0]!.address;
 }
 
 /** Moves a TAP opened here into NS and configures it there. */
 function moveAndConfigure(name: string, cidr: string): void {
-  sh('ip', ['link', 'set', 'dev', name, 'netns', NS]);
+  sh("ip", ["link", "set", "dev", name, "netns", NS]);
   // Fewer stray IPv6 frames (router solicitations, MLD) make the counts easier to read.
-  sh('ip', ['netns', 'exec', NS, 'sysctl', '-q', '-w', `net.ipv6.conf.${name}.disable_ipv6=1`]);
-  sh('ip', ['-n', NS, 'addr', 'add', cidr, 'dev', name]);
-  sh('ip', ['-n', NS, 'link', 'set', 'dev', name, 'up']);
+  sh("ip", ["netns", "exec", NS, "sysctl", "-q", "-w", `net.ipv6.conf.${name}.disable_ipv6=1`]);
+  sh("ip", ["-n", NS, "addr", "add", cidr, "dev", name]);
+  sh("ip", ["-n", NS, "link", "set", "dev", name, "up"]);
 }
 
 // ---------------------------------------------------------------------------
 
-describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
+describe.skipIf(!canRun)("native TAP port (root, /dev/net/tun)", () => {
   let a: TestPort;
   // What was true in the root namespace before TAP_A moved away.
   let beforeMove: { existed: boolean; info: ReturnType<typeof interfaceInfo> };
 
   beforeAll(() => {
-    tryQuiet('ip', ['netns', 'del', NS]); // left over by a killed run with the same PID
-    sh('ip', ['netns', 'add', NS]);
-    sh('ip', ['-n', NS, 'link', 'set', 'lo', 'up']);
+    tryQuiet("ip", ["netns", "del", NS]); // left over by a killed run with the same PID
+    sh("ip", ["netns", "add", NS]);
+    sh("ip", ["-n", NS, "link", "set", "lo", "up"]);
     // TAP_A is shared by the tests below (vitest runs them in order).
     a = openPort(TAP_A, false, RXBASE_A, SLOTS_A, SLOT_A, PEER_A);
     beforeMove = { existed: linkExists(TAP_A), info: interfaceInfo(TAP_A) };
-    moveAndConfigure(TAP_A, '10.77.0.1/24');
+    moveAndConfigure(TAP_A, "10.77.0.1/24");
     a.h.start();
   });
 
   afterAll(() => {
-    for (const c of children) c.kill('SIGKILL');
+    for (const c of children) c.kill("SIGKILL");
     for (const h of handles) h.close();
-    tryQuiet('ip', ['netns', 'del', NS]);
-    tryQuiet('ip', ['netns', 'del', NS2]);
-    tryQuiet('ip', ['netns', 'del', NSG_A]);
-    tryQuiet('ip', ['netns', 'del', NSG_B]);
+    tryQuiet("ip", ["netns", "del", NS]);
+    tryQuiet("ip", ["netns", "del", NS2]);
+    tryQuiet("ip", ["netns", "del", NSG_A]);
+    tryQuiet("ip", ["netns", "del", NSG_B]);
     // Closing the fd destroys a non-persistent TAP wherever it lives; this is
     // only for the case where an assertion failed between open and close.
-    for (const n of [TAP_A, TAP_V, TAP_X, TAP_R1, TAP_R2, TAP_GA, TAP_GB]) if (linkExists(n)) tryQuiet('ip', ['link', 'del', 'dev', n]);
+    for (const n of [TAP_A, TAP_V, TAP_X, TAP_R1, TAP_R2, TAP_GA, TAP_GB]) if (linkExists(n)) tryQuiet("ip", ["link", "del", "dev", n]);
   });
 
-  it('receives ARP requests from a TAP moved into another namespace', { timeout: 20_000 }, async () => {
+  it("receives ARP requests from a TAP moved into another namespace", { timeout: 20_000 }, async () => {
     expect(a.h.name).toBe(TAP_A);
     expect(a.h.fd).toBeGreaterThanOrEqual(0);
     expect(a.h.mtu).toBe(1500);
@@ -327,8 +330,8 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     expect(linkExists(TAP_A, NS)).toBe(true); // ...and in NS, same name, same MAC
     expect(nsMac(TAP_A)).toBe(macStr(a.h.mac));
 
-    const ping = inNs(['ping', '-c', '3', '-W', '1', '10.77.0.2'], 8000);
-    await waitFor(() => a.captured.some((f) => isArpRequest(f, IP_A, PEER_A)), 6000, 'an ARP request on the TAP');
+    const ping = inNs(["ping", "-c", "3", "-W", "1", "10.77.0.2"], 8000);
+    await waitFor(() => a.captured.some((f) => isArpRequest(f, IP_A, PEER_A)), 6000, "an ARP request on the TAP");
     const arp = a.captured.find((f) => isArpRequest(f, IP_A, PEER_A))!;
     expect(arp.readUIntBE(0, 6)).toBe(0xffffffffffff); // broadcast
     expect(macStr(arp.readUIntBE(6, 6))).toBe(nsMac(TAP_A)); // Ethernet source
@@ -348,16 +351,16 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     expect(a.batchSizes.every((n) => n > 0)).toBe(true);
   });
 
-  it('transmits: the kernel learns an ARP reply and ping gets echo replies', { timeout: 20_000 }, async () => {
-    sh('ip', ['-n', NS, 'neigh', 'flush', 'dev', TAP_A]);
+  it("transmits: the kernel learns an ARP reply and ping gets echo replies", { timeout: 20_000 }, async () => {
+    sh("ip", ["-n", NS, "neigh", "flush", "dev", TAP_A]);
     a.answer = true;
-    const trigger = inNs(['ping', '-c', '1', '-W', '1', '10.77.0.2'], 5000);
-    const neigh = (): string => sh('ip', ['-n', NS, 'neigh', 'show', '10.77.0.2', 'dev', TAP_A]);
-    await waitFor(() => neigh().includes(PEER_MAC_STR), 5000, 'the kernel to learn 10.77.0.2');
+    const trigger = inNs(["ping", "-c", "1", "-W", "1", "10.77.0.2"], 5000);
+    const neigh = (): string => sh("ip", ["-n", NS, "neigh", "show", "10.77.0.2", "dev", TAP_A]);
+    await waitFor(() => neigh().includes(PEER_MAC_STR), 5000, "the kernel to learn 10.77.0.2");
     expect(neigh()).toMatch(/lladdr 02:00:00:77:00:02 .*(REACHABLE|STALE|DELAY)/);
     await trigger;
 
-    const ping = await inNs(['ping', '-c', '2', '-W', '2', '10.77.0.2'], 8000);
+    const ping = await inNs(["ping", "-c", "2", "-W", "2", "10.77.0.2"], 8000);
     expect(ping.stdout).toMatch(/2 packets transmitted, 2 received/);
     expect(ping.code).toBe(0);
     expect(a.txAccepted).toBeGreaterThanOrEqual(3);
@@ -365,7 +368,7 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     expect(a.h.stats().txErrors).toBe(0);
   });
 
-  it('write() skips frames the kernel rejects and sends the rest', { timeout: 10_000 }, () => {
+  it("write() skips frames the kernel rejects and sends the rest", { timeout: 10_000 }, () => {
     // Five frames: good, too short for Ethernet (EINVAL), empty, outside the pool, good.
     const base = POOL_SIZE - 4096;
     const frame = Buffer.alloc(60);
@@ -382,9 +385,9 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     expect(() => a.h.write(pool, offs, lens, 6)).toThrow(RangeError);
   });
 
-  it('drains bursts in batches (flood ping, and a backlog built while stopped)', { timeout: 30_000 }, async () => {
+  it("drains bursts in batches (flood ping, and a backlog built while stopped)", { timeout: 30_000 }, async () => {
     // A permanent neighbour keeps ARP out of the counts.
-    sh('ip', ['-n', NS, 'neigh', 'replace', '10.77.0.2', 'lladdr', PEER_MAC_STR, 'dev', TAP_A, 'nud', 'permanent']);
+    sh("ip", ["-n", NS, "neigh", "replace", "10.77.0.2", "lladdr", PEER_MAC_STR, "dev", TAP_A, "nud", "permanent"]);
     a.answer = true;
     a.capture = false;
 
@@ -392,7 +395,7 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     a.batchSizes = [];
     a.framesSeen = 0;
     const stats0 = a.h.stats();
-    const flood = await inNs(['ping', '-f', '-l', '32', '-c', '2000', '-W', '1', '10.77.0.2'], 20_000);
+    const flood = await inNs(["ping", "-f", "-l", "32", "-c", "2000", "-W", "1", "10.77.0.2"], 20_000);
     const stats1 = a.h.stats();
     const batches = stats1.batches - stats0.batches;
     const maxBatch = Math.max(...a.batchSizes);
@@ -410,11 +413,11 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     //    The first wake-up must deliver exactly `slots` frames, the next the rest.
     a.h.stop();
     a.batchSizes = [];
-    const backlog = inNs(['ping', '-c', '100', '-l', '100', '-W', '5', '10.77.0.2'], 10_000);
+    const backlog = inNs(["ping", "-c", "100", "-l", "100", "-W", "5", "10.77.0.2"], 10_000);
     await new Promise((r) => setTimeout(r, 500));
     expect(a.batchSizes).toEqual([]);
     a.h.start();
-    await waitFor(() => a.batchSizes.reduce((x, y) => x + y, 0) >= 100, 5000, '100 queued frames');
+    await waitFor(() => a.batchSizes.reduce((x, y) => x + y, 0) >= 100, 5000, "100 queued frames");
     console.log(`[tap] backlog of 100 with slots=${SLOTS_A}: batches ${JSON.stringify(a.batchSizes)}`);
     expect(a.batchSizes[0]).toBe(SLOTS_A);
     expect(a.batchSizes[1]).toBe(100 - SLOTS_A);
@@ -423,34 +426,40 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     a.capture = true;
   });
 
-  it('delivers a frame that exactly fills a slot and drops (and counts) one byte more', { timeout: 20_000 }, async () => {
+  it("delivers a frame that exactly fills a slot and drops (and counts) one byte more", { timeout: 20_000 }, async () => {
     // read() on a tun fd returns min(frame, buffer): truncation is silent, so
     // the addon reads with one spare byte to tell "fits exactly" from "cut".
     // Slots of TAP_A hold 2048 - 64 = 1984 bytes = 14 + 20 + 8 + 1942 (ICMP payload).
     const room = SLOT_A - HEADROOM;
-    sh('ip', ['-n', NS, 'link', 'set', 'dev', TAP_A, 'mtu', '4000']);
+    sh("ip", ["-n", NS, "link", "set", "dev", TAP_A, "mtu", "4000"]);
     try {
       a.captured = [];
       const s0 = a.h.stats();
-      const fits = await inNs(['ping', '-c', '1', '-W', '2', '-s', String(room - 42), '-M', 'do', '10.77.0.2'], 5000);
+      const fits = await inNs(["ping", "-c", "1", "-W", "2", "-s", String(room - 42), "-M", "do", "10.77.0.2"], 5000);
       expect(fits.stdout).toMatch(/1 packets transmitted, 1 received/);
       expect(a.captured.some((f) => f.length === room)).toBe(true);
       const s1 = a.h.stats();
       expect(s1.rxOversize).toBe(s0.rxOversize);
 
-      const cut = await inNs(['ping', '-c', '2', '-W', '1', '-s', String(room - 41), '-M', 'do', '10.77.0.2'], 5000);
+      const cut = await inNs(["ping", "-c", "2", "-W", "1", "-s", String(room - 41), "-M", "do", "10.77.0.2"], 5000);
       expect(cut.stdout).toMatch(/2 packets transmitted, 0 received/);
       const s2 = a.h.stats();
       expect(s2.rxOversize - s1.rxOversize).toBe(2);
       expect(s2.rxErrors).toBe(s0.rxErrors);
       expect(a.captured.every((f) => f.length <= room)).toBe(true);
     } finally {
-      sh('ip', ['-n', NS, 'link', 'set', 'dev', TAP_A, 'mtu', '1500']);
+      sh("ip", ["-n", NS, "link", "set", "dev", TAP_A, "mtu", "1500"]);
     }
   });
 
-  it('rejects bad options with clear errors and creates nothing', { timeout: 10_000 }, () => {
-    const links = (): string => sh('ip', ['-o', 'link', 'show']).replace(/^\d+: /gm, '').split('\n').map((l) => l.split(':')[0]).sort().join(',');
+  it("rejects bad options with clear errors and creates nothing", { timeout: 10_000 }, () => {
+    const links = (): string =>
+      sh("ip", ["-o", "link", "show"])
+        .replace(/^\d+: /gm, "")
+        .split("\n")
+        .map((l) => l.split(":")[0])
+        .sort()
+        .join(",");
     const before = links();
     const base = {
       pool,
@@ -462,16 +471,16 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
       lengths: new Uint32Array(4),
       onBatch: () => {},
     };
-    const longName = 'tnt-much-too-long0';
+    const longName = "tnt-much-too-long0";
     expect(() => openTap({ ...base, name: longName })).toThrow(/too long.*18 characters.*at most 15/);
     try {
       openTap({ ...base, name: longName });
     } catch (e) {
-      expect((e as NodeJS.ErrnoException).code).toBe('ENAMETOOLONG');
+      expect((e as NodeJS.ErrnoException).code).toBe("ENAMETOOLONG");
     }
     expect(linkExists(longName.slice(0, 15))).toBe(false);
-    expect(() => openTap({ ...base, name: '' })).toThrow(/empty/);
-    expect(() => openTap({ ...base, name: 'a/b' })).toThrow(/invalid interface name/);
+    expect(() => openTap({ ...base, name: "" })).toThrow(/empty/);
+    expect(() => openTap({ ...base, name: "a/b" })).toThrow(/invalid interface name/);
 
     expect(() => openTap({ ...base, name: TAP_X, rxBase: POOL_SIZE })).toThrow(RangeError);
     expect(() => openTap({ ...base, name: TAP_X, rxBase: POOL_SIZE - 4096 })).toThrow(/does not fit in the pool/);
@@ -483,7 +492,7 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     expect(linkExists(TAP_X)).toBe(false);
 
     // An existing interface that is not a TAP.
-    expect(() => openTap({ ...base, name: 'lo' })).toThrow(/an interface named lo already exists and is not a TAP/);
+    expect(() => openTap({ ...base, name: "lo" })).toThrow(/an interface named lo already exists and is not a TAP/);
 
     // A TAP (without multiQueue) takes one fd.
     const x = openTap({ ...base, name: TAP_X });
@@ -495,8 +504,8 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
       busy = e as NodeJS.ErrnoException;
     }
     expect(busy?.message).toMatch(new RegExp(`TAP ${TAP_X} is already attached`));
-    expect(busy?.code).toBe('EBUSY');
-    expect(busy?.syscall).toBe('ioctl(TUNSETIFF)');
+    expect(busy?.code).toBe("EBUSY");
+    expect(busy?.syscall).toBe("ioctl(TUNSETIFF)");
 
     // Close: idempotent; the non-persistent interface goes away with the fd.
     x.close();
@@ -521,34 +530,32 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     q2.close();
     expect(linkExists(TAP_X)).toBe(false);
 
-    expect(interfaceInfo('lo')).toEqual({ mac: 0, mtu: 65536, ifindex: 1 });
+    expect(interfaceInfo("lo")).toEqual({ mac: 0, mtu: 65536, ifindex: 1 });
     expect(() => interfaceInfo(TAP_X)).toThrow(/no network interface named/);
     expect(links()).toBe(before);
   });
 
-  it('offload: frames carry a 12-byte virtio-net header, both ways', { timeout: 20_000 }, async () => {
+  it("offload: frames carry a 12-byte virtio-net header, both ways", { timeout: 20_000 }, async () => {
     const v = openPort(TAP_V, true, RXBASE_V, SLOTS_V, SLOT_V, PEER_V);
-    moveAndConfigure(TAP_V, '10.78.0.1/24');
+    moveAndConfigure(TAP_V, "10.78.0.1/24");
     v.h.start();
     v.answer = true;
 
-    const ping = await inNs(['ping', '-c', '2', '-W', '2', '10.78.0.2'], 8000);
+    const ping = await inNs(["ping", "-c", "2", "-W", "2", "10.78.0.2"], 8000);
     const arp = v.captured.find((f) => isArpRequest(f.subarray(VNET_HDR_LEN), IP_V, PEER_V));
     expect(arp).toBeDefined();
     expect(arp!.subarray(0, VNET_HDR_LEN)).toEqual(Buffer.alloc(VNET_HDR_LEN)); // no offload for ARP
     expect(macStr(arp!.readUIntBE(VNET_HDR_LEN + 6, 6))).toBe(nsMac(TAP_V));
     // Our replies (written with a zero header) were understood.
     expect(ping.stdout).toMatch(/2 packets transmitted, 2 received/);
-    expect(sh('ip', ['-n', NS, 'neigh', 'show', '10.78.0.2'])).toContain(PEER_MAC_STR);
+    expect(sh("ip", ["-n", NS, "neigh", "show", "10.78.0.2"])).toContain(PEER_MAC_STR);
 
     // With TUN_F_CSUM the kernel leaves TCP checksums to us: a SYN arrives
     // with VIRTIO_NET_HDR_F_NEEDS_CSUM, csum_start at the TCP header and
     // csum_offset 16 (the checksum field of the TCP header).
     v.captured = [];
-    await inNs(['timeout', '-k', '1', '2', 'bash', '-c', 'exec 3<>/dev/tcp/10.78.0.2/7'], 5000);
-    const syn = v.captured.find(
-      (f) => f.length >= VNET_HDR_LEN + 54 && f.readUInt16BE(VNET_HDR_LEN + 12) === ETH_P_IPV4 && f[VNET_HDR_LEN + 14 + 9] === 6,
-    );
+    await inNs(["timeout", "-k", "1", "2", "bash", "-c", "exec 3<>/dev/tcp/10.78.0.2/7"], 5000);
+    const syn = v.captured.find((f) => f.length >= VNET_HDR_LEN + 54 && f.readUInt16BE(VNET_HDR_LEN + 12) === ETH_P_IPV4 && f[VNET_HDR_LEN + 14 + 9] === 6);
     expect(syn).toBeDefined();
     expect(syn![0]! & 1).toBe(1); // flags: NEEDS_CSUM
     expect(syn![1]).toBe(0); // gso_type: none
@@ -557,10 +564,10 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     expect(v.h.stats().rxOversize).toBe(0);
   });
 
-  it('offload relay between two namespaces carries TSO super-frames (iperf3)', { timeout: 30_000 }, async () => {
+  it("offload relay between two namespaces carries TSO super-frames (iperf3)", { timeout: 30_000 }, async () => {
     // The dataplane's fast path in miniature: every batch read from one TAP is
     // written, in place and in one call, to the other.
-    sh('ip', ['netns', 'add', NS2]);
+    sh("ip", ["netns", "add", NS2]);
     let maxLen = 0;
     let gsoFrames = 0;
     let frames = 0;
@@ -595,19 +602,19 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
       relay.push(h);
     }
     const placement = [
-      [TAP_R1, NS, '10.90.0.1/24'],
-      [TAP_R2, NS2, '10.90.0.2/24'],
+      [TAP_R1, NS, "10.90.0.1/24"],
+      [TAP_R2, NS2, "10.90.0.2/24"],
     ] as const;
     for (const [name, ns, cidr] of placement) {
-      sh('ip', ['link', 'set', 'dev', name, 'netns', ns]);
-      sh('ip', ['-n', ns, 'addr', 'add', cidr, 'dev', name]);
-      sh('ip', ['-n', ns, 'link', 'set', 'dev', name, 'up']);
+      sh("ip", ["link", "set", "dev", name, "netns", ns]);
+      sh("ip", ["-n", ns, "addr", "add", cidr, "dev", name]);
+      sh("ip", ["-n", ns, "link", "set", "dev", name, "up"]);
     }
     for (const h of relay) h.start();
-    const server = spawnBounded('ip', ['netns', 'exec', NS2, 'iperf3', '-s', '-1', '-B', '10.90.0.2'], 20_000);
+    const server = spawnBounded("ip", ["netns", "exec", NS2, "iperf3", "-s", "-1", "-B", "10.90.0.2"], 20_000);
     try {
-      await waitFor(() => sh('ip', ['netns', 'exec', NS2, 'ss', '-Hltn', 'sport = :5201']).trim() !== '', 5000, 'iperf3 to listen');
-      const client = await inNs(['iperf3', '-c', '10.90.0.2', '-t', '2', '-f', 'g'], 15_000);
+      await waitFor(() => sh("ip", ["netns", "exec", NS2, "ss", "-Hltn", "sport = :5201"]).trim() !== "", 5000, "iperf3 to listen");
+      const client = await inNs(["iperf3", "-c", "10.90.0.2", "-t", "2", "-f", "g"], 15_000);
       const rate = /([\d.]+) Gbits\/sec.*receiver/.exec(client.stdout)?.[1];
       console.log(`[tap] offload relay: ${rate} Gbit/s, ${frames} frames, ${gsoFrames} GSO, largest ${maxLen} bytes`);
       expect(client.code).toBe(0);
@@ -616,20 +623,20 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
       expect(maxLen).toBeLessThanOrEqual(SLOT_V);
       for (const h of relay) expect(h.stats()).toMatchObject({ rxOversize: 0, rxErrors: 0, txErrors: 0 });
     } finally {
-      server.child.kill('SIGKILL');
+      server.child.kill("SIGKILL");
       for (const h of relay) h.close();
-      tryQuiet('ip', ['netns', 'del', NS2]);
+      tryQuiet("ip", ["netns", "del", NS2]);
     }
   });
 
-  it('TapPort egress GRO: segments from a host without TSO reach the other host as super-frames', { timeout: 90_000 }, async () => {
+  it("TapPort egress GRO: segments from a host without TSO reach the other host as super-frames", { timeout: 90_000 }, async () => {
     // A relay of two TapPorts with offload, as a tapnet node holds them: host A's TAP
     // has TSO and GSO off, so A's stack sends MSS-sized segments (with partial checksums
     // while tx checksumming is on); B's TapPort merges runs of them into super-frames.
-    for (const ns of [NSG_A, NSG_B]) tryQuiet('ip', ['netns', 'del', ns]);
-    const dir = mkdtempSync(join(tmpdir(), 'tntap-gro-'));
-    const ga = new TapPort('a', TAP_GA, { offload: true });
-    const gb = new TapPort('b', TAP_GB, { offload: true });
+    for (const ns of [NSG_A, NSG_B]) tryQuiet("ip", ["netns", "del", ns]);
+    const dir = mkdtempSync(join(tmpdir(), "tntap-gro-"));
+    const ga = new TapPort("a", TAP_GA, { offload: true });
+    const gb = new TapPort("b", TAP_GB, { offload: true });
     const gpool = new PacketPool(ga.rxRegionBytes() + gb.rxRegionBytes() + 256);
     let aMax = 0;
     let aPartial = 0;
@@ -648,9 +655,11 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
       }
       out.flush(buf);
     };
-    const netnsExec = (ns: string, args: string[], timeoutMs: number) => run('ip', ['netns', 'exec', ns, ...args], timeoutMs);
+    const netnsExec = (ns: string, args: string[], timeoutMs: number) => run("ip", ["netns", "exec", ns, ...args], timeoutMs);
     const snmp = (ns: string): Record<string, number> => {
-      const lines = sh('ip', ['netns', 'exec', ns, 'cat', '/proc/net/snmp']).split('\n').filter((l) => l.startsWith('Tcp:'));
+      const lines = sh("ip", ["netns", "exec", ns, "cat", "/proc/net/snmp"])
+        .split("\n")
+        .filter((l) => l.startsWith("Tcp:"));
       const keys = lines[0]!.split(/\s+/).slice(1);
       const vals = lines[1]!.split(/\s+/).slice(1).map(Number);
       return Object.fromEntries(keys.map((k, i) => [k, vals[i]!]));
@@ -658,33 +667,33 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     // A 48 MiB deterministic stream A -> B, hashed on both ends: the receiver's kernel
     // takes a NEEDS_CSUM super-frame on trust, so only the bytes themselves prove the merge.
     writeFileSync(
-      join(dir, 'recv.py'),
+      join(dir, "recv.py"),
       [
-        'import hashlib, socket, sys',
-        's = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
+        "import hashlib, socket, sys",
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)",
         "s.bind(('10.91.0.2', int(sys.argv[1]))); s.listen(1)",
-        'c, _ = s.accept(); h = hashlib.sha256(); n = 0',
-        'while True:',
-        '    d = c.recv(1 << 20)',
-        '    if not d: break',
-        '    h.update(d); n += len(d)',
+        "c, _ = s.accept(); h = hashlib.sha256(); n = 0",
+        "while True:",
+        "    d = c.recv(1 << 20)",
+        "    if not d: break",
+        "    h.update(d); n += len(d)",
         "print(n, h.hexdigest())",
-      ].join('\n'),
+      ].join("\n"),
     );
     writeFileSync(
-      join(dir, 'send.py'),
+      join(dir, "send.py"),
       [
-        'import hashlib, random, socket, sys',
-        'data = random.Random(int(sys.argv[2])).randbytes(48 << 20)',
+        "import hashlib, random, socket, sys",
+        "data = random.Random(int(sys.argv[2])).randbytes(48 << 20)",
         "c = socket.create_connection(('10.91.0.2', int(sys.argv[1])))",
-        'c.sendall(data); c.close()',
+        "c.sendall(data); c.close()",
         "print(len(data), hashlib.sha256(data).hexdigest())",
-      ].join('\n'),
+      ].join("\n"),
     );
     const transfer = async (port: number, seed: number): Promise<void> => {
-      const recv = spawnBounded('ip', ['netns', 'exec', NSG_B, 'python3', join(dir, 'recv.py'), String(port)], 40_000);
-      await waitFor(() => sh('ip', ['netns', 'exec', NSG_B, 'ss', '-Hltn', `sport = :${port}`]).trim() !== '', 5000, 'receiver to listen');
-      const sent = await netnsExec(NSG_A, ['python3', join(dir, 'send.py'), String(port), String(seed)], 40_000);
+      const recv = spawnBounded("ip", ["netns", "exec", NSG_B, "python3", join(dir, "recv.py"), String(port)], 40_000);
+      await waitFor(() => sh("ip", ["netns", "exec", NSG_B, "ss", "-Hltn", `sport = :${port}`]).trim() !== "", 5000, "receiver to listen");
+      const sent = await netnsExec(NSG_A, ["python3", join(dir, "send.py"), String(port), String(seed)], 40_000);
       const got = await recv.done;
       expect(sent.code, sent.stderr).toBe(0);
       expect(got.code, got.stderr).toBe(0);
@@ -692,34 +701,36 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     };
     try {
       for (const ns of [NSG_A, NSG_B]) {
-        sh('ip', ['netns', 'add', ns]);
-        sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+        sh("ip", ["netns", "add", ns]);
+        sh("ip", ["-n", ns, "link", "set", "lo", "up"]);
       }
       ga.open(gpool, onRx);
       gb.open(gpool, onRx);
       for (const [ns, name, cidr] of [
-        [NSG_A, TAP_GA, '10.91.0.1/24'],
-        [NSG_B, TAP_GB, '10.91.0.2/24'],
+        [NSG_A, TAP_GA, "10.91.0.1/24"],
+        [NSG_B, TAP_GB, "10.91.0.2/24"],
       ] as const) {
-        sh('ip', ['link', 'set', 'dev', name, 'netns', ns]);
-        sh('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', `net.ipv6.conf.${name}.disable_ipv6=1`]);
-        sh('ip', ['-n', ns, 'addr', 'add', cidr, 'dev', name]);
-        sh('ip', ['-n', ns, 'link', 'set', 'dev', name, 'up']);
+        sh("ip", ["link", "set", "dev", name, "netns", ns]);
+        sh("ip", ["netns", "exec", ns, "sysctl", "-q", "-w", `net.ipv6.conf.${name}.disable_ipv6=1`]);
+        sh("ip", ["-n", ns, "addr", "add", cidr, "dev", name]);
+        sh("ip", ["-n", ns, "link", "set", "dev", name, "up"]);
       }
-      sh('ip', ['netns', 'exec', NSG_A, 'ethtool', '-K', TAP_GA, 'tso', 'off', 'gso', 'off']);
+      sh("ip", ["netns", "exec", NSG_A, "ethtool", "-K", TAP_GA, "tso", "off", "gso", "off"]);
       const before = { a: snmp(NSG_A), b: snmp(NSG_B) };
 
       // 1. iperf3 with partial checksums (tx checksumming still on at A).
-      const server = spawnBounded('ip', ['netns', 'exec', NSG_B, 'iperf3', '-s', '-1', '-B', '10.91.0.2'], 30_000);
+      const server = spawnBounded("ip", ["netns", "exec", NSG_B, "iperf3", "-s", "-1", "-B", "10.91.0.2"], 30_000);
       try {
-        await waitFor(() => sh('ip', ['netns', 'exec', NSG_B, 'ss', '-Hltn', 'sport = :5201']).trim() !== '', 5000, 'iperf3 to listen');
-        const client = await netnsExec(NSG_A, ['iperf3', '-c', '10.91.0.2', '-t', '2', '-f', 'g'], 25_000);
+        await waitFor(() => sh("ip", ["netns", "exec", NSG_B, "ss", "-Hltn", "sport = :5201"]).trim() !== "", 5000, "iperf3 to listen");
+        const client = await netnsExec(NSG_A, ["iperf3", "-c", "10.91.0.2", "-t", "2", "-f", "g"], 25_000);
         const rate = /([\d.]+) Gbits\/sec.*receiver/.exec(client.stdout)?.[1];
         expect(client.code, client.stderr).toBe(0);
         const c = gb.offloadCounters()!;
-        console.log(`[tap] egress GRO relay, A without TSO: ${rate} Gbit/s; B: ${c.groMerged} super-frames of ${c.groSegments} segments, A: largest ${aMax} bytes, ${aPartial} partial`);
+        console.log(
+          `[tap] egress GRO relay, A without TSO: ${rate} Gbit/s; B: ${c.groMerged} super-frames of ${c.groSegments} segments, A: largest ${aMax} bytes, ${aPartial} partial`,
+        );
       } finally {
-        server.child.kill('SIGKILL');
+        server.child.kill("SIGKILL");
       }
       const c1 = gb.offloadCounters()!;
       expect(aMax).toBeLessThanOrEqual(1514);
@@ -732,7 +743,7 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
       await transfer(5301, 1);
       const c2 = gb.offloadCounters()!;
       expect(c2.groMerged).toBeGreaterThan(c1.groMerged);
-      sh('ip', ['netns', 'exec', NSG_A, 'ethtool', '-K', TAP_GA, 'tx', 'off']);
+      sh("ip", ["netns", "exec", NSG_A, "ethtool", "-K", TAP_GA, "tx", "off"]);
       const partialBefore = aPartial;
       await transfer(5302, 2);
       const c3 = gb.offloadCounters()!;
@@ -741,7 +752,7 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
       console.log(`[tap] egress GRO: ${c3.groMerged - c2.groMerged} super-frames of ${c3.groSegments - c2.groSegments} verified segments`);
 
       const after = { a: snmp(NSG_A), b: snmp(NSG_B) };
-      for (const k of ['a', 'b'] as const) expect(after[k].InCsumErrors - before[k].InCsumErrors, k).toBe(0);
+      for (const k of ["a", "b"] as const) expect(after[k].InCsumErrors - before[k].InCsumErrors, k).toBe(0);
       expect(gb.deviceStats()).toMatchObject({ rxOversize: 0, rxErrors: 0, txErrors: 0 });
       expect(ga.deviceStats()).toMatchObject({ rxOversize: 0, rxErrors: 0, txErrors: 0 });
       // Counted as the segments that were queued: each frame from A is a frame sent (or dropped) at B.
@@ -750,18 +761,18 @@ describe.skipIf(!canRun)('native TAP port (root, /dev/net/tun)', () => {
     } finally {
       ga.close();
       gb.close();
-      tryQuiet('ip', ['netns', 'del', NSG_A]);
-      tryQuiet('ip', ['netns', 'del', NSG_B]);
+      tryQuiet("ip", ["netns", "del", NSG_A]);
+      tryQuiet("ip", ["netns", "del", NSG_B]);
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  it('an exception thrown by onBatch becomes an uncaught exception', { timeout: 20_000 }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tntap-'));
+  it("an exception thrown by onBatch becomes an uncaught exception", { timeout: 20_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "tntap-"));
     const ns = `${NS}e`;
-    sh('ip', ['netns', 'add', ns]);
+    sh("ip", ["netns", "add", ns]);
     try {
-      const script = join(dir, 'throw.cjs');
+      const script = join(dir, "throw.cjs");
       writeFileSync(
         script,
         `const { execFileSync, spawn } = require('node:child_process');
@@ -780,17 +791,17 @@ setTimeout(() => { console.log('no exception'); process.exit(5); }, 5000).unref(
       );
       const r = await run(process.execPath, [script], 10_000);
       expect(r.code).toBe(1);
-      expect(r.stderr).toContain('boom-from-onBatch');
+      expect(r.stderr).toContain("boom-from-onBatch");
     } finally {
-      tryQuiet('ip', ['netns', 'del', ns]);
+      tryQuiet("ip", ["netns", "del", ns]);
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  it('a worker thread may own a TAP and exit without closing it', { timeout: 20_000 }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tntap-'));
+  it("a worker thread may own a TAP and exit without closing it", { timeout: 20_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "tntap-"));
     try {
-      const script = join(dir, 'worker.mjs');
+      const script = join(dir, "worker.mjs");
       writeFileSync(
         script,
         `import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -823,17 +834,12 @@ if (isMainThread) {
 `,
       );
       const r = await run(process.execPath, [script], 15_000);
-      expect(r.stderr).toBe('');
+      expect(r.stderr).toBe("");
       expect(r.code).toBe(0);
-      expect(r.stdout.trim().split('\n')).toEqual([
-        'exit true 3 false',
-        'terminate true 1 false',
-        'close-then-exit true 4 false',
-        'end-stopped true 0 false',
-      ]);
+      expect(r.stdout.trim().split("\n")).toEqual(["exit true 3 false", "terminate true 1 false", "close-then-exit true 4 false", "end-stopped true 0 false"]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
-      if (linkExists(`tntw${PID}`)) tryQuiet('ip', ['link', 'del', 'dev', `tntw${PID}`]);
+      if (linkExists(`tntw${PID}`)) tryQuiet("ip", ["link", "del", "dev", `tntw${PID}`]);
     }
   });
 });

@@ -226,7 +226,7 @@ async function until<T>(what: string, f: () => Promise<T | undefined | false>, m
     await new Promise((r) => setTimeout(r, 30));
   }
 }
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const _sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function deleteNamespaces(): void {
   for (const ns of [NSA, NSB]) spawnSync("ip", ["netns", "del", ns], { stdio: "ignore", timeout: 10_000 });
@@ -252,7 +252,13 @@ describe.skipIf(!canLab)("native UDP socket (openUdp) in two namespaces made by 
   async function receive(h: string, n: number, ms = 5_000): Promise<Reply> {
     await until(`${n} messages on ${h}`, async () => (await b!.call("recv", { h })).msgs.length >= n, ms);
     const r = await b!.call("recv", { h, take: true });
-    if (process.env.UDPDEBUG) console.log(h, r.batches, r.msgs.map((m) => [m.len, m.seg]), r.stats);
+    if (process.env.UDPDEBUG)
+      console.log(
+        h,
+        r.batches,
+        r.msgs.map((m) => [m.len, m.seg]),
+        r.stats,
+      );
     return r;
   }
 
@@ -419,7 +425,11 @@ describe.skipIf(!canLab)("native UDP socket (openUdp) in two namespaces made by 
         return x.msgs.reduce((n, m) => n + m.len, 0) >= GSO_LEN;
       });
       r = await b!.call("recv", { h: "gro", take: true });
-      if (process.env.UDPDEBUG) console.log("veth gro on:", r.msgs.map((m) => [m.len, m.seg]));
+      if (process.env.UDPDEBUG)
+        console.log(
+          "veth gro on:",
+          r.msgs.map((m) => [m.len, m.seg]),
+        );
       expect(r.msgs.length).toBeLessThan(GSO_N); // coalesced (seen: 1 message of 64000)
       expect(r.msgs.some((m) => m.seg === GSO_SEG && m.len > GSO_SEG)).toBe(true);
       for (const m of r.msgs) if (m.seg > 0) expect(m.len % m.seg === 0 || m === r.msgs[r.msgs.length - 1]).toBe(true);
@@ -599,7 +609,10 @@ describe.skipIf(!canLab)("native UDP socket (openUdp) in two namespaces made by 
     expect(r.stats.rxMessages).toBe(1);
     for (const method of ["start", "send"]) {
       const t = await b!.call(method === "send" ? "trySend" : "tryCall", {
-        h: "cl", method, port: 4789, msgs: [{ b64: "AA==", to: ADDR_A }],
+        h: "cl",
+        method,
+        port: 4789,
+        msgs: [{ b64: "AA==", to: ADDR_A }],
       });
       expect(t).toMatchObject({ threw: true, code: "ERR_UDP_CLOSED" });
     }

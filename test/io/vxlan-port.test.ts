@@ -16,11 +16,10 @@
  * when its agent exits. VXDEBUG=1 prints the decoded captures and the agent's counters.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, relative, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import ts from "typescript";
 import { Agent as AgentBase, transpileTree } from "./agent.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { FrameSink } from "../../src/core/element.js";
@@ -48,15 +47,9 @@ describe("VxlanPort without a network", () => {
     expect(() => new VxlanPort("v", { ...ok, dstPort: 0 })).toThrow(/dstPort/);
     expect(() => new VxlanPort("v", { ...ok, localAddr: "192.168.77" })).toThrow(/localAddr: invalid IPv4/);
     expect(() => new VxlanPort("v", { ...ok, remotes: ["10.0.0.300"] })).toThrow(/remotes: invalid IPv4/);
-    expect(() => new VxlanPort("v", { ...ok, fdb: [{ mac: "02:00:00:00:00", remote: "10.0.0.1" }] })).toThrow(
-      /fdb mac: invalid MAC/,
-    );
-    expect(() => new VxlanPort("v", { ...ok, fdb: [{ mac: "01:00:5e:00:00:01", remote: "10.0.0.1" }] })).toThrow(
-      /group address/,
-    );
-    expect(() => new VxlanPort("v", { ...ok, arpSuppress: [{ ip: "10.0.0.1", mac: "ff:ff:ff:ff:ff:ff" }] })).toThrow(
-      /not a unicast MAC/,
-    );
+    expect(() => new VxlanPort("v", { ...ok, fdb: [{ mac: "02:00:00:00:00", remote: "10.0.0.1" }] })).toThrow(/fdb mac: invalid MAC/);
+    expect(() => new VxlanPort("v", { ...ok, fdb: [{ mac: "01:00:5e:00:00:01", remote: "10.0.0.1" }] })).toThrow(/group address/);
+    expect(() => new VxlanPort("v", { ...ok, arpSuppress: [{ ip: "10.0.0.1", mac: "ff:ff:ff:ff:ff:ff" }] })).toThrow(/not a unicast MAC/);
     expect(() => new VxlanPort("v", { ...ok, underlayMtu: 100 })).toThrow(/underlayMtu/);
     expect(() => new VxlanPort("v", { ...ok, ageingTime: 0 })).toThrow(/ageingTime/);
     expect(() => new VxlanPort("v", { ...ok, slotSize: HEADROOM + 14 })).toThrow(/slotSize/);
@@ -226,7 +219,10 @@ describe("VxlanPort: remotes, FDB entries and ARP suppression change at run time
     /** Sends one frame from the memory port into the tunnel; returns where its messages went. */
     const send = (f: Buffer): string[] => {
       m.inject([f]);
-      return socks.flatMap((s) => s.to.splice(0)).map(ipToString).sort();
+      return socks
+        .flatMap((s) => s.to.splice(0))
+        .map(ipToString)
+        .sort();
     };
     /** A datagram from `from` whose inner frame has source MAC `src` (learned). */
     const receive = (src: string, from: string): void => {
@@ -296,10 +292,12 @@ describe("VxlanPort: remotes, FDB entries and ARP suppression change at run time
       expect(send(frame(D))).toEqual(["10.0.0.2"]);
       receive(B, "10.0.0.6");
       expect(vx.tunnelCounters()).toMatchObject({ learned: 3, learnLimit: 1 });
-      expect(vx.fdb.entries(performance.now()).map((e) => `${e.mac} ${e.remote} ${e.static}`).sort()).toEqual([
-        `${B} 10.0.0.6 false`,
-        `${C} 10.0.0.9 true`,
-      ]);
+      expect(
+        vx.fdb
+          .entries(performance.now())
+          .map((e) => `${e.mac} ${e.remote} ${e.static}`)
+          .sort(),
+      ).toEqual([`${B} 10.0.0.6 false`, `${C} 10.0.0.9 true`]);
     } finally {
       engine.stop();
     }
@@ -323,7 +321,9 @@ describe("VxlanPort: remotes, FDB entries and ARP suppression change at run time
       expect(vx.fdb.removeArpSuppress("10.250.0.9")).toBe(false);
       expect(send(req)).toEqual(["10.0.0.2"]);
       expect(vx.tunnelCounters().arpSuppressed).toBe(1);
-      expect(() => vx.fdb.addArpSuppress("10.250.0.9", "ff:ff:ff:ff:ff:ff")).toThrow(/vxlan port 'vx': arpSuppress 10.250.0.9: ff:ff:ff:ff:ff:ff is not a unicast MAC/);
+      expect(() => vx.fdb.addArpSuppress("10.250.0.9", "ff:ff:ff:ff:ff:ff")).toThrow(
+        /vxlan port 'vx': arpSuppress 10.250.0.9: ff:ff:ff:ff:ff:ff is not a unicast MAC/,
+      );
     } finally {
       engine.stop();
     }
@@ -338,9 +338,7 @@ function haveCmd(cmd: string): boolean {
   return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
 }
 const canLab =
-  isRoot &&
-  ["ip", "ping", "tcpdump", "tshark", "python3", "ethtool", "ss"].every(haveCmd) &&
-  spawnSync("sh", ["-c", "test -c /dev/net/tun"]).status === 0;
+  isRoot && ["ip", "ping", "tcpdump", "tshark", "python3", "ethtool", "ss"].every(haveCmd) && spawnSync("sh", ["-c", "test -c /dev/net/tun"]).status === 0;
 
 const PID = process.pid;
 const NSA = `tnvx-a-${PID}`; // the node: the agent runs here
@@ -435,7 +433,6 @@ rl.on("line", (line) => {
   }
 });
 `;
-
 
 interface VxState {
   rxFrames: number;
@@ -692,8 +689,25 @@ function deleteNamespaces(): void {
 function kernelVxlan(dstPort: number): void {
   spawnSync("ip", ["-n", NSB, "link", "del", "vx0"], { stdio: "ignore", timeout: 10_000 });
   sh("ip", [
-    "-n", NSB, "link", "add", "vx0", "address", MAC_VX0, "type", "vxlan", "id", String(VNI),
-    "dstport", String(dstPort), "local", UL_B, "remote", UL_A, "dev", IFB,
+    "-n",
+    NSB,
+    "link",
+    "add",
+    "vx0",
+    "address",
+    MAC_VX0,
+    "type",
+    "vxlan",
+    "id",
+    String(VNI),
+    "dstport",
+    String(dstPort),
+    "local",
+    UL_B,
+    "remote",
+    UL_A,
+    "dev",
+    IFB,
   ]);
   sh("ip", ["netns", "exec", NSB, "sysctl", "-qw", "net.ipv6.conf.vx0.disable_ipv6=1"]);
   sh("ip", ["-n", NSB, "addr", "add", `${OV_B}/24`, "dev", "vx0"]);
@@ -786,7 +800,13 @@ describe.skipIf(!canLab)("VxlanPort against the kernel's VXLAN device (namespace
     expect(s.vx.listening).toBe(true);
     expect(s.info).toEqual({ mac: 0, mtu: 1450, ifname: "vx" });
     expect(s.tunnel).toEqual({
-      kind: "vxlan", vni: VNI, local: UL_A, dstPort: 4789, remotes: [UL_B, UL_B2], mtu: 1450, learning: true,
+      kind: "vxlan",
+      vni: VNI,
+      local: UL_A,
+      dstPort: 4789,
+      remotes: [UL_B, UL_B2],
+      mtu: 1450,
+      learning: true,
       sourcePorts: expect.any(Array),
     });
     // Four send sockets, each bound to its own port in 49152..65535.
@@ -896,7 +916,11 @@ describe.skipIf(!canLab)("VxlanPort against the kernel's VXLAN device (namespace
     const s = await until("the agent to count 7 datagrams", async () => {
       const t = await a.state();
       const seen =
-        t.vx.badHeader + t.vx.vniMismatch + t.vx.runt + t.vx.rxTooBig + t.vx.decapsulated -
+        t.vx.badHeader +
+        t.vx.vniMismatch +
+        t.vx.runt +
+        t.vx.rxTooBig +
+        t.vx.decapsulated -
         (before.badHeader + before.vniMismatch + before.runt + before.rxTooBig + before.decapsulated);
       return seen >= 7 ? t : undefined;
     });

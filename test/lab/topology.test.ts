@@ -11,7 +11,11 @@ function problems(yaml: string): string[] {
   try {
     parseTopology(yaml, "lab.yaml");
   } catch (e) {
-    if (e instanceof TopologyError) return e.message.split("\n").slice(1).map((l) => l.trim());
+    if (e instanceof TopologyError)
+      return e.message
+        .split("\n")
+        .slice(1)
+        .map((l) => l.trim());
     throw e;
   }
   return [];
@@ -89,9 +93,11 @@ describe("topology checks", () => {
       "lab.yaml:3:54: nodes.sw1.arpInspection.bindings.0.mac: 03:00:00:00:00:01 is a group address; a binding names a station",
     ]);
     // Static secure MACs beyond the limit; STP settings on a link neither end of which runs STP.
-    expect(problems("name: t\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, portSecurity: { maxMacs: 1, macs: ['02:00:00:00:00:01', '02:00:00:00:00:02'] } }\n")).toEqual([
-      "lab.yaml:5:65: hosts.h1.portSecurity.macs: 2 static MACs, but maxMacs is 1",
-    ]);
+    expect(
+      problems(
+        "name: t\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, portSecurity: { maxMacs: 1, macs: ['02:00:00:00:00:01', '02:00:00:00:00:02'] } }\n",
+      ),
+    ).toEqual(["lab.yaml:5:65: hosts.h1.portSecurity.macs: 2 static MACs, but maxMacs is 1"]);
     expect(problems("name: t\nnodes:\n  sw1: {}\n  sw2: {}\nlinks:\n  - { between: [sw1, sw2], stp: { cost: 4 } }\n")).toEqual([
       "lab.yaml:6:28: links.0.stp: neither sw1 nor sw2 runs spanning tree (nodes.NAME.stp)",
     ]);

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it } from "vitest";
 import {
   ARP_HW_TYPE_ETHERNET,
   ARP_LEN,
@@ -25,13 +25,14 @@ import {
   arpIsGratuitous,
   arpTurnIntoReply,
   emitArp,
+  emitArpFrame,
   emitArpReply,
   emitArpRequest,
   emitEthernet,
   parseArp,
-} from '../../src/wire/index.js';
+} from "../../src/wire/index.js";
 
-const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex");
 
 // Captured on a veth in a test namespace when 10.99.1.1 pinged 10.99.1.254 (frames 5 and 6).
 // tshark request: arp.hw.type 1, arp.proto.type 0x0800, arp.hw.size 6, arp.proto.size 4,
@@ -50,8 +51,8 @@ const MAC_R = 0x020000000afe;
 const IP_A = 0x0a630101;
 const IP_R = 0x0a6301fe;
 
-describe('arp', () => {
-  it('parses every field of a captured request', () => {
+describe("arp", () => {
+  it("parses every field of a captured request", () => {
     expect(arpCheck(REQUEST, 14, REQUEST.length - 14)).toBe(CHECK_OK);
     expect(arpGetHwType(REQUEST, 14)).toBe(ARP_HW_TYPE_ETHERNET);
     expect(arpGetProtoType(REQUEST, 14)).toBe(ETHERTYPE_IPV4);
@@ -65,7 +66,7 @@ describe('arp', () => {
     expect(arpIsGratuitous(REQUEST, 14)).toBe(false);
   });
 
-  it('parses a captured reply into a repr', () => {
+  it("parses a captured reply into a repr", () => {
     expect(parseArp(REPLY, 14, REPLY.length - 14)).toEqual({
       oper: ARP_OPER_REPLY,
       sha: MAC_R,
@@ -75,7 +76,7 @@ describe('arp', () => {
     });
   });
 
-  it('emits request and reply into a 0xa5-filled buffer at an offset', () => {
+  it("emits request and reply into a 0xa5-filled buffer at an offset", () => {
     const off = 19;
     for (const [fixture, write] of [
       [REQUEST, (b: Buffer, o: number) => emitArpRequest(b, o, MAC_A, IP_A, IP_R)],
@@ -87,16 +88,31 @@ describe('arp', () => {
       const e = emitEthernet({ ...eth, etherType: ETHERTYPE_ARP }, out, off);
       const n = write(out, off + e);
       expect(n).toBe(ARP_LEN);
-      expect(out.subarray(off, off + e + n).toString('hex')).toBe(fixture.toString('hex'));
+      expect(out.subarray(off, off + e + n).toString("hex")).toBe(fixture.toString("hex"));
       expect(out.subarray(0, off).every((b) => b === 0xa5)).toBe(true);
       expect(out.subarray(off + e + n).every((b) => b === 0xa5)).toBe(true);
     }
   });
 
-  it('turns the captured request into the captured reply in place (RFC 826)', () => {
+  it("emits whole frames (Ethernet header, packet, zero padding to 60) as captured", () => {
+    const off = 7;
+    for (const [fixture, write] of [
+      [REQUEST, (b: Buffer, o: number) => emitArpFrame(b, o, 0xffffffffffff, MAC_A, ARP_OPER_REQUEST, MAC_A, IP_A, 0, IP_R)],
+      [REPLY, (b: Buffer, o: number) => emitArpFrame(b, o, MAC_A, MAC_R, ARP_OPER_REPLY, MAC_R, IP_R, MAC_A, IP_A)],
+    ] as const) {
+      const out = Buffer.alloc(off + 60 + 5, 0xa5);
+      expect(write(out, off)).toBe(60);
+      expect(out.subarray(off, off + fixture.length).toString("hex")).toBe(fixture.toString("hex"));
+      expect(out.subarray(off + fixture.length, off + 60).every((b) => b === 0)).toBe(true);
+      expect(out.subarray(0, off).every((b) => b === 0xa5)).toBe(true);
+      expect(out.subarray(off + 60).every((b) => b === 0xa5)).toBe(true);
+    }
+  });
+
+  it("turns the captured request into the captured reply in place (RFC 826)", () => {
     const b = Buffer.from(REQUEST);
     arpTurnIntoReply(b, 14, MAC_R);
-    expect(b.subarray(14).toString('hex')).toBe(REPLY.subarray(14).toString('hex'));
+    expect(b.subarray(14).toString("hex")).toBe(REPLY.subarray(14).toString("hex"));
   });
 
   const bad = (mutate: (b: Buffer) => void): Buffer => {
@@ -105,22 +121,22 @@ describe('arp', () => {
     return b;
   };
   it.each([
-    ['ok', bad(() => {}), 28, CHECK_OK],
-    ['ok with trailing padding', Buffer.concat([REQUEST.subarray(14), Buffer.alloc(18)]), 46, CHECK_OK],
-    ['27 bytes', bad(() => {}), 27, CHECK_TOO_SHORT],
-    ['0 bytes', Buffer.alloc(0), 0, CHECK_TOO_SHORT],
-    ['len beyond buffer', Buffer.from(REQUEST.subarray(14, 30)), 28, CHECK_TOO_SHORT],
-    ['hwType 6 (IEEE 802)', bad((b) => b.writeUInt16BE(6, 0)), 28, CHECK_BAD_HW_TYPE],
-    ['protoType IPv6', bad((b) => b.writeUInt16BE(0x86dd, 2)), 28, CHECK_BAD_PROTO_TYPE],
-    ['hwLen 8', bad((b) => (b[4] = 8)), 28, CHECK_BAD_HW_LEN],
-    ['protoLen 16', bad((b) => (b[5] = 16)), 28, CHECK_BAD_PROTO_LEN],
-    ['unknown oper passes (RFC 826 merges before the opcode)', bad((b) => b.writeUInt16BE(9, 6)), 28, CHECK_OK],
-  ])('check: %s', (_name, b, len, want) => {
+    ["ok", bad(() => {}), 28, CHECK_OK],
+    ["ok with trailing padding", Buffer.concat([REQUEST.subarray(14), Buffer.alloc(18)]), 46, CHECK_OK],
+    ["27 bytes", bad(() => {}), 27, CHECK_TOO_SHORT],
+    ["0 bytes", Buffer.alloc(0), 0, CHECK_TOO_SHORT],
+    ["len beyond buffer", Buffer.from(REQUEST.subarray(14, 30)), 28, CHECK_TOO_SHORT],
+    ["hwType 6 (IEEE 802)", bad((b) => b.writeUInt16BE(6, 0)), 28, CHECK_BAD_HW_TYPE],
+    ["protoType IPv6", bad((b) => b.writeUInt16BE(0x86dd, 2)), 28, CHECK_BAD_PROTO_TYPE],
+    ["hwLen 8", bad((b) => (b[4] = 8)), 28, CHECK_BAD_HW_LEN],
+    ["protoLen 16", bad((b) => (b[5] = 16)), 28, CHECK_BAD_PROTO_LEN],
+    ["unknown oper passes (RFC 826 merges before the opcode)", bad((b) => b.writeUInt16BE(9, 6)), 28, CHECK_OK],
+  ])("check: %s", (_name, b, len, want) => {
     expect(arpCheck(b, 0, len)).toBe(want);
     if (want !== CHECK_OK) expect(parseArp(b, 0, len)).toBeNull();
   });
 
-  it('never throws on short buffers', () => {
+  it("never throws on short buffers", () => {
     for (let n = 0; n < ARP_LEN; n++) {
       const b = Buffer.from(REQUEST.subarray(14, 14 + n));
       expect(arpCheck(b, 0, n)).toBe(CHECK_TOO_SHORT);

@@ -1,8 +1,8 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
 import {
   BPDU_TYPE_CONFIG,
   BPDU_TYPE_TCN,
@@ -17,9 +17,9 @@ import {
   emitConfigBpdu,
   isStpGroup,
   parseBpdu,
-} from '../../src/wire/index.js';
+} from "../../src/wire/index.js";
 
-const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex");
 
 // Captured from Linux bridges (kernel 6.18, stp_state 1, priorities 4096 and 32768, hello
 // 1 s, max age 6 s, forward delay 2 s) on the veths between them; tshark -V of each:
@@ -35,7 +35,7 @@ const ROOT_CONFIG = hex(`
 `);
 // TCN: Length 7; Protocol Identifier 0x0000, Version 0, BPDU Type Topology Change
 //   Notification (0x80).
-const TCN = hex('0180c2000000 02000000010b 0007 424203 0000 00 80');
+const TCN = hex("0180c2000000 02000000010b 0007 424203 0000 00 80");
 // TC_TCA: as ROOT_CONFIG with flags 0x81 (Topology Change Acknowledgment: Yes,
 //   Topology Change: Yes).
 const TC_TCA = hex(`
@@ -51,8 +51,8 @@ const RELAYED = hex(`
   0000 00 00 01 1000 02000000000a 00000002 8000 02000000000b 8002 0107 0600 0100 0200
 `);
 
-describe('BPDUs (802.1D clause 9) against the Linux bridge', () => {
-  it('decodes what the kernel sends as tshark does', () => {
+describe("BPDUs (802.1D clause 9) against the Linux bridge", () => {
+  it("decodes what the kernel sends as tshark does", () => {
     expect(isStpGroup(ROOT_CONFIG, 0)).toBe(true);
     expect(bpduFrameCheck(ROOT_CONFIG, 0, ROOT_CONFIG.length)).toBe(CHECK_OK);
     expect(parseBpdu(ROOT_CONFIG, 0, ROOT_CONFIG.length)).toEqual({
@@ -84,10 +84,10 @@ describe('BPDUs (802.1D clause 9) against the Linux bridge', () => {
       portId: 0x8002,
       messageAge: 1.02734375,
     });
-    expect(bridgeIdString(4096, 0x02000000000a)).toBe('1000.02000000000a');
+    expect(bridgeIdString(4096, 0x02000000000a)).toBe("1000.02000000000a");
   });
 
-  it('encodes the same bytes (padded to 60 with zeros, as a NIC sends them)', () => {
+  it("encodes the same bytes (padded to 60 with zeros, as a NIC sends them)", () => {
     for (const f of [ROOT_CONFIG, TCN, TC_TCA, RELAYED]) {
       const r = parseBpdu(f, 0, f.length);
       expect(r).not.toBeNull();
@@ -102,7 +102,7 @@ describe('BPDUs (802.1D clause 9) against the Linux bridge', () => {
     }
   });
 
-  it('rejects what is not a BPDU', () => {
+  it("rejects what is not a BPDU", () => {
     const bad = (f: Buffer, mut: (b: Buffer) => void): number => {
       const b = Buffer.from(f);
       mut(b);
@@ -118,19 +118,19 @@ describe('BPDUs (802.1D clause 9) against the Linux bridge', () => {
     // A config BPDU the length field cuts short of 35 bytes.
     expect(bad(ROOT_CONFIG, (b) => b.writeUInt16BE(20, 12))).toBe(CHECK_TOO_SHORT);
     expect(parseBpdu(ROOT_CONFIG, 0, 30)).toBeNull();
-    expect(isStpGroup(hex('0180c200000e'), 0)).toBe(false);
+    expect(isStpGroup(hex("0180c200000e"), 0)).toBe(false);
   });
 
   let hasTshark = true;
   try {
-    execFileSync('tshark', ['--version'], { stdio: 'ignore' });
+    execFileSync("tshark", ["--version"], { stdio: "ignore" });
   } catch {
     hasTshark = false;
   }
-  const tmp = mkdtempSync(join(tmpdir(), 'tapnet-bpdu-'));
+  const tmp = mkdtempSync(join(tmpdir(), "tapnet-bpdu-"));
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-  it.skipIf(!hasTshark && !process.env.CI)('tshark reads what tapnet writes', () => {
+  it.skipIf(!hasTshark && !process.env.CI)("tshark reads what tapnet writes", () => {
     const f = Buffer.alloc(60);
     emitConfigBpdu(f, 0, 0x027300000101, 0x81, 8192, 0x027300aabb00, 19, 36864, 0x0273001234ff, 0x8003, 300, 6 * 256, 256, 2 * 256);
     const t = Buffer.alloc(60);
@@ -149,12 +149,52 @@ describe('BPDUs (802.1D clause 9) against the Linux bridge', () => {
       h.writeUInt32LE(p.length, 12);
       return [h, p];
     };
-    const file = join(tmp, 'bpdu.pcap');
+    const file = join(tmp, "bpdu.pcap");
     writeFileSync(file, Buffer.concat([gh, ...rec(f, 0), ...rec(t, 1)]));
-    const fields = ['llc.dsap', 'llc.ssap', 'stp.protocol', 'stp.type', 'stp.flags.tc', 'stp.flags.tcack', 'stp.root.prio', 'stp.root.hw', 'stp.root.cost', 'stp.bridge.prio', 'stp.bridge.hw', 'stp.port', 'stp.msg_age', 'stp.max_age', 'stp.hello', 'stp.forward'];
-    const out = execFileSync('tshark', ['-r', file, '-T', 'fields', '-E', 'separator=|', ...fields.flatMap((x) => ['-e', x])], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-    const [cfg, tcn] = out.trim().split('\n').map((l) => l.split('|'));
-    expect(cfg).toEqual(['0x42', '0x42', '0x0000', '0x00', '1', '1', '8192', '02:73:00:aa:bb:00', '19', '36864', '02:73:00:12:34:ff', '0x8003', '1.171875', '6', '1', '2']);
-    expect(tcn.slice(0, 4)).toEqual(['0x42', '0x42', '0x0000', '0x80']);
+    const fields = [
+      "llc.dsap",
+      "llc.ssap",
+      "stp.protocol",
+      "stp.type",
+      "stp.flags.tc",
+      "stp.flags.tcack",
+      "stp.root.prio",
+      "stp.root.hw",
+      "stp.root.cost",
+      "stp.bridge.prio",
+      "stp.bridge.hw",
+      "stp.port",
+      "stp.msg_age",
+      "stp.max_age",
+      "stp.hello",
+      "stp.forward",
+    ];
+    const out = execFileSync("tshark", ["-r", file, "-T", "fields", "-E", "separator=|", ...fields.flatMap((x) => ["-e", x])], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    const [cfg, tcn] = out
+      .trim()
+      .split("\n")
+      .map((l) => l.split("|"));
+    expect(cfg).toEqual([
+      "0x42",
+      "0x42",
+      "0x0000",
+      "0x00",
+      "1",
+      "1",
+      "8192",
+      "02:73:00:aa:bb:00",
+      "19",
+      "36864",
+      "02:73:00:12:34:ff",
+      "0x8003",
+      "1.171875",
+      "6",
+      "1",
+      "2",
+    ]);
+    expect(tcn.slice(0, 4)).toEqual(["0x42", "0x42", "0x0000", "0x80"]);
   });
 });

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it } from "vitest";
 import {
   CHECK_OK,
   CHECK_TOO_SHORT,
@@ -15,9 +15,9 @@ import {
   ethSetEtherType,
   ethSetSrcAddr,
   parseEthernet,
-} from '../../src/wire/index.js';
+} from "../../src/wire/index.js";
 
-const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex");
 
 // ICMP echo request 10.99.1.1 -> 10.99.1.254, captured on a veth in a test namespace
 // (frame 7). tshark: eth.dst 02:00:00:00:0a:fe, eth.src 02:00:00:00:0a:01, eth.type 0x0800.
@@ -33,8 +33,8 @@ const ARP_FRAME = hex(`
   0001080006040001020000000a010a6301010000000000000a6301fe
 `);
 
-describe('ethernet', () => {
-  it('parses every field of a real frame', () => {
+describe("ethernet", () => {
+  it("parses every field of a real frame", () => {
     expect(FIXTURE.length).toBe(98);
     expect(ethCheck(FIXTURE, 0, FIXTURE.length)).toBe(CHECK_OK);
     expect(ethGetDstAddr(FIXTURE, 0)).toBe(0x020000000afe);
@@ -54,26 +54,26 @@ describe('ethernet', () => {
     expect(ethDstIsMulticast(ARP_FRAME, 0)).toBe(true);
   });
 
-  it('emits into a 0xa5-filled buffer at an offset', () => {
+  it("emits into a 0xa5-filled buffer at an offset", () => {
     const off = 37;
     const out = Buffer.alloc(off + ETH_HEADER_LEN + 9, 0xa5);
     const n = emitEthernet({ dstAddr: 0x020000000afe, srcAddr: 0x020000000a01, etherType: ETHERTYPE_IPV4 }, out, off);
     expect(n).toBe(ETH_HEADER_LEN);
-    expect(out.subarray(off, off + n).toString('hex')).toBe(FIXTURE.subarray(0, 14).toString('hex'));
+    expect(out.subarray(off, off + n).toString("hex")).toBe(FIXTURE.subarray(0, 14).toString("hex"));
     expect(out.subarray(0, off).every((b) => b === 0xa5)).toBe(true);
     expect(out.subarray(off + n).every((b) => b === 0xa5)).toBe(true);
   });
 
-  it('setters write in place', () => {
+  it("setters write in place", () => {
     const f = Buffer.from(FIXTURE);
     ethSetDstAddr(f, 0, 0xffffffffffff);
     ethSetSrcAddr(f, 0, 0x020000000a01);
     ethSetEtherType(f, 0, ETHERTYPE_ARP);
-    expect(f.subarray(0, 14).toString('hex')).toBe(ARP_FRAME.subarray(0, 14).toString('hex'));
+    expect(f.subarray(0, 14).toString("hex")).toBe(ARP_FRAME.subarray(0, 14).toString("hex"));
     expect(f.subarray(14).equals(FIXTURE.subarray(14))).toBe(true);
   });
 
-  it('rejects short input without throwing', () => {
+  it("rejects short input without throwing", () => {
     for (let n = 0; n < ETH_HEADER_LEN; n++) {
       expect(ethCheck(FIXTURE, 0, n)).toBe(CHECK_TOO_SHORT);
       expect(parseEthernet(FIXTURE.subarray(0, n), 0, n)).toBeNull();

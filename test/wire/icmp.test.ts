@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it } from "vitest";
 import {
   CHECK_BAD_CHECKSUM,
   CHECK_OK,
@@ -37,9 +37,9 @@ import {
   icmpSetTypeCodeWithChecksumUpdate,
   parseIcmp,
   parseIpv4,
-} from '../../src/wire/index.js';
+} from "../../src/wire/index.js";
 
-const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex");
 
 // All captured on a veth in a test namespace (10.99.1.1 -> router 10.99.1.254 -> 10.99.2.1,
 // the router's second link at MTU 1280), decoded with tshark.
@@ -114,8 +114,8 @@ const R = 0x0a6301fe;
 const MAC_A = 0x020000000a01;
 const MAC_R = 0x020000000afe;
 
-describe('icmp', () => {
-  it('parses every field of a captured echo request', () => {
+describe("icmp", () => {
+  it("parses every field of a captured echo request", () => {
     expect(icmpCheck(FIXTURE, ICMP_OFF, ICMP_LEN)).toBe(CHECK_OK);
     expect(icmpGetType(FIXTURE, ICMP_OFF)).toBe(ICMP_ECHO_REQUEST);
     expect(icmpGetCode(FIXTURE, ICMP_OFF)).toBe(0);
@@ -128,7 +128,7 @@ describe('icmp', () => {
     expect(icmpIsError(ICMP_ECHO_REQUEST)).toBe(false);
   });
 
-  it('parses captured errors, including the quoted datagram', () => {
+  it("parses captured errors, including the quoted datagram", () => {
     expect(icmpCheck(TIME_EXCEEDED, 34, 92)).toBe(CHECK_OK);
     expect(parseIcmp(TIME_EXCEEDED, 34, 92)).toEqual({ type: ICMP_TIME_EXCEEDED, code: ICMP_TIME_EXCEEDED_TTL, rest: 0 });
     expect(readU16(TIME_EXCEEDED, 36)).toBe(0xf4ff);
@@ -152,13 +152,26 @@ describe('icmp', () => {
     for (const t of [0, 8, 13, 14]) expect(icmpIsError(t)).toBe(false);
   });
 
-  it('emits a whole echo request frame into a 0xa5-filled buffer at an offset', () => {
+  it("emits a whole echo request frame into a 0xa5-filled buffer at an offset", () => {
     const off = 29;
     const out = Buffer.alloc(off + FIXTURE.length + 13, 0xa5);
     let p = off;
     p += emitEthernet({ dstAddr: MAC_R, srcAddr: MAC_A, etherType: ETHERTYPE_IPV4 }, out, p);
     p += emitIpv4(
-      { dscp: 0, ecn: 0, totalLen: 84, ident: 0xf949, df: true, mf: false, fragOffset: 0, ttl: 64, protocol: IP_PROTO_ICMP, srcAddr: A, dstAddr: R, options: new Uint8Array(0) },
+      {
+        dscp: 0,
+        ecn: 0,
+        totalLen: 84,
+        ident: 0xf949,
+        df: true,
+        mf: false,
+        fragOffset: 0,
+        ttl: 64,
+        protocol: IP_PROTO_ICMP,
+        srcAddr: A,
+        dstAddr: R,
+        options: new Uint8Array(0),
+      },
       out,
       p,
     );
@@ -168,19 +181,32 @@ describe('icmp', () => {
     FIXTURE.copy(out, p, ICMP_OFF + 8);
     p += ICMP_LEN - 8;
     icmpFillChecksum(out, icmpOff, ICMP_LEN);
-    expect(out.subarray(off, p).toString('hex')).toBe(FIXTURE.toString('hex'));
+    expect(out.subarray(off, p).toString("hex")).toBe(FIXTURE.toString("hex"));
     expect(out.subarray(0, off).every((b) => b === 0xa5)).toBe(true);
     expect(out.subarray(p).every((b) => b === 0xa5)).toBe(true);
   });
 
-  it('builds the router\'s Time Exceeded from the offending frame, as the kernel did', () => {
+  it("builds the router's Time Exceeded from the offending frame, as the kernel did", () => {
     const off = 6;
     const out = Buffer.alloc(off + TIME_EXCEEDED.length, 0xa5);
     const quoted = TTL1_FRAME.subarray(14); // whole datagram: 84 bytes < 576 - 28
     let p = off;
     p += emitEthernet({ dstAddr: MAC_A, srcAddr: MAC_R, etherType: ETHERTYPE_IPV4 }, out, p);
     p += emitIpv4(
-      { dscp: 48, ecn: 0, totalLen: 20 + 8 + quoted.length, ident: 0x1698, df: false, mf: false, fragOffset: 0, ttl: 64, protocol: IP_PROTO_ICMP, srcAddr: R, dstAddr: A, options: new Uint8Array(0) },
+      {
+        dscp: 48,
+        ecn: 0,
+        totalLen: 20 + 8 + quoted.length,
+        ident: 0x1698,
+        df: false,
+        mf: false,
+        fragOffset: 0,
+        ttl: 64,
+        protocol: IP_PROTO_ICMP,
+        srcAddr: R,
+        dstAddr: A,
+        options: new Uint8Array(0),
+      },
       out,
       p,
     );
@@ -189,16 +215,16 @@ describe('icmp', () => {
     quoted.copy(out, p);
     p += quoted.length;
     icmpFillChecksum(out, icmpOff, p - icmpOff);
-    expect(out.subarray(off).toString('hex')).toBe(TIME_EXCEEDED.toString('hex'));
+    expect(out.subarray(off).toString("hex")).toBe(TIME_EXCEEDED.toString("hex"));
   });
 
-  it('turns a request into the captured reply with an incremental checksum', () => {
+  it("turns a request into the captured reply with an incremental checksum", () => {
     const b = Buffer.from(FIXTURE.subarray(ICMP_OFF));
     icmpSetTypeCodeWithChecksumUpdate(b, 0, ICMP_ECHO_REPLY, 0);
-    expect(b.toString('hex')).toBe(REPLY_ICMP.toString('hex'));
+    expect(b.toString("hex")).toBe(REPLY_ICMP.toString("hex"));
   });
 
-  it('rewrites the echo identifier with an incremental checksum (NAT)', () => {
+  it("rewrites the echo identifier with an incremental checksum (NAT)", () => {
     const b = Buffer.from(FIXTURE.subarray(ICMP_OFF));
     for (const ident of [0, 1, 0x8000, 0xffff, 4516]) {
       icmpSetIdentWithChecksumUpdate(b, 0, ident);
@@ -209,7 +235,7 @@ describe('icmp', () => {
     expect(b.equals(FIXTURE.subarray(ICMP_OFF))).toBe(true);
   });
 
-  it('follows a changed word of the message (RFC 1624), 16 and 32 bits', () => {
+  it("follows a changed word of the message (RFC 1624), 16 and 32 bits", () => {
     const b = Buffer.from(FIXTURE.subarray(ICMP_OFF));
     const old = readU32(b, 8);
     writeU32(b, 8, 0xc0a80001);
@@ -220,7 +246,7 @@ describe('icmp', () => {
     expect(readU16(b, 2)).toBe(icmpComputeChecksum(b, 0, ICMP_LEN));
   });
 
-  it('check rejects short input and bad checksums without throwing', () => {
+  it("check rejects short input and bad checksums without throwing", () => {
     for (let n = 0; n < ICMP_HEADER_LEN; n++) {
       expect(icmpCheck(FIXTURE, ICMP_OFF, n)).toBe(CHECK_TOO_SHORT);
       expect(parseIcmp(Buffer.from(FIXTURE.subarray(ICMP_OFF, ICMP_OFF + n)), 0, n)).toBeNull();

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it } from "vitest";
 import {
   CHECK_BAD_CHECKSUM,
   CHECK_BAD_IHL,
@@ -49,9 +49,9 @@ import {
   parseIp,
   parseIpv4,
   type Ipv4Repr,
-} from '../../src/wire/index.js';
+} from "../../src/wire/index.js";
 
-const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex");
 
 // Captured on a veth in a test namespace (Linux 6.x), checked with tshark
 // (-o ip.check_checksum:TRUE).
@@ -76,13 +76,13 @@ const WITH_OPTIONS = hex(`
 `);
 // Frame 10, ICMP time exceeded from the router. tshark: dscp 48 (CS6), ecn 0,
 // ip.len 112, ip.id 0x1698, flags none, ttl 64, ip.checksum 0x4b71 (good).
-const TOS_HEADER = hex('45c000701698000040014b710a6301fe0a630101');
+const TOS_HEADER = hex("45c000701698000040014b710a6301fe0a630101");
 
 const A = 0x0a630101; // 10.99.1.1
 const R = 0x0a6301fe; // 10.99.1.254
 
-describe('ipv4', () => {
-  it('reads every field of a captured header', () => {
+describe("ipv4", () => {
+  it("reads every field of a captured header", () => {
     expect(ipv4Check(IP, 0, IP.length)).toBe(CHECK_OK);
     expect(ipv4GetVersion(IP, 0)).toBe(4);
     expect(ipv4GetIhl(IP, 0)).toBe(5);
@@ -102,8 +102,8 @@ describe('ipv4', () => {
     expect(ipv4GetChecksum(IP, 0)).toBe(0x299b);
     expect(ipv4ComputeChecksum(IP, 0)).toBe(0x299b);
     expect(ipv4ChecksumValid(IP, 0)).toBe(true);
-    expect(ipv4GetSrcAddr(IP, 0)).toBe(parseIp('10.99.1.1'));
-    expect(ipv4GetDstAddr(IP, 0)).toBe(parseIp('10.99.1.254'));
+    expect(ipv4GetSrcAddr(IP, 0)).toBe(parseIp("10.99.1.1"));
+    expect(ipv4GetDstAddr(IP, 0)).toBe(parseIp("10.99.1.254"));
 
     expect(ipv4Check(TOS_HEADER, 0, 20, true)).toBe(CHECK_BAD_TOTAL_LEN); // header only, totalLen 112
     expect(ipv4GetDscp(TOS_HEADER, 0)).toBe(48);
@@ -112,7 +112,7 @@ describe('ipv4', () => {
     expect(ipv4ChecksumValid(TOS_HEADER, 0)).toBe(true);
   });
 
-  it('parses a captured header into a repr', () => {
+  it("parses a captured header into a repr", () => {
     expect(parseIpv4(FIXTURE, 14, FIXTURE.length - 14)).toEqual({
       dscp: 0,
       ecn: 0,
@@ -129,7 +129,7 @@ describe('ipv4', () => {
     });
   });
 
-  it('parses a captured header with options', () => {
+  it("parses a captured header with options", () => {
     expect(ipv4Check(WITH_OPTIONS, 0, WITH_OPTIONS.length)).toBe(CHECK_OK);
     expect(ipv4GetIhl(WITH_OPTIONS, 0)).toBe(15);
     expect(ipv4GetOptionsLen(WITH_OPTIONS, 0)).toBe(40);
@@ -137,14 +137,14 @@ describe('ipv4', () => {
     const r = parseIpv4(WITH_OPTIONS, 0, WITH_OPTIONS.length);
     expect(r).not.toBeNull();
     expect(r!.totalLen).toBe(124);
-    expect(Buffer.from(r!.options).toString('hex')).toBe(WITH_OPTIONS.subarray(20, 60).toString('hex'));
+    expect(Buffer.from(r!.options).toString("hex")).toBe(WITH_OPTIONS.subarray(20, 60).toString("hex"));
     // The options are a copy, not a view into the packet.
     WITH_OPTIONS[20] = 0;
     expect(r!.options[0]).toBe(1);
     WITH_OPTIONS[20] = 1;
   });
 
-  it('emits into a 0xa5-filled buffer at an offset (checksum included)', () => {
+  it("emits into a 0xa5-filled buffer at an offset (checksum included)", () => {
     const repr: Ipv4Repr = {
       dscp: 0,
       ecn: 0,
@@ -163,49 +163,45 @@ describe('ipv4', () => {
     const out = Buffer.alloc(off + 20 + 11, 0xa5);
     const n = emitIpv4(repr, out, off);
     expect(n).toBe(IPV4_HEADER_LEN);
-    expect(out.subarray(off, off + n).toString('hex')).toBe(IP.subarray(0, 20).toString('hex'));
+    expect(out.subarray(off, off + n).toString("hex")).toBe(IP.subarray(0, 20).toString("hex"));
     expect(out.subarray(0, off).every((b) => b === 0xa5)).toBe(true);
     expect(out.subarray(off + n).every((b) => b === 0xa5)).toBe(true);
 
     const withOpts = Buffer.alloc(off + 60 + 3, 0xa5);
     const parsed = parseIpv4(WITH_OPTIONS, 0, WITH_OPTIONS.length)!;
     expect(emitIpv4(parsed, withOpts, off)).toBe(60);
-    expect(withOpts.subarray(off, off + 60).toString('hex')).toBe(WITH_OPTIONS.subarray(0, 60).toString('hex'));
+    expect(withOpts.subarray(off, off + 60).toString("hex")).toBe(WITH_OPTIONS.subarray(0, 60).toString("hex"));
 
     const tos = Buffer.alloc(off + 20, 0xa5);
-    emitIpv4(
-      { ...repr, dscp: 48, totalLen: 112, ident: 0x1698, df: false, srcAddr: R, dstAddr: A },
-      tos,
-      off,
-    );
-    expect(tos.subarray(off).toString('hex')).toBe(TOS_HEADER.toString('hex'));
+    emitIpv4({ ...repr, dscp: 48, totalLen: 112, ident: 0x1698, df: false, srcAddr: R, dstAddr: A }, tos, off);
+    expect(tos.subarray(off).toString("hex")).toBe(TOS_HEADER.toString("hex"));
   });
 
-  it('emit refuses malformed options', () => {
+  it("emit refuses malformed options", () => {
     const repr = parseIpv4(IP, 0, IP.length)!;
     expect(() => emitIpv4({ ...repr, options: new Uint8Array(3) }, Buffer.alloc(64), 0)).toThrow(/multiple of 4/);
     expect(() => emitIpv4({ ...repr, options: new Uint8Array(44) }, Buffer.alloc(64), 0)).toThrow(/at most 40/);
   });
 
-  it('fragment fields round-trip through setters', () => {
+  it("fragment fields round-trip through setters", () => {
     const h = Buffer.from(IP.subarray(0, 20));
     ipv4SetFragOffset(h, 0, 185); // 1480 bytes
     ipv4SetMf(h, 0, true);
-    expect(h.subarray(6, 8).toString('hex')).toBe('60b9');
+    expect(h.subarray(6, 8).toString("hex")).toBe("60b9");
     expect(ipv4GetFragOffset(h, 0)).toBe(185);
     expect(ipv4GetFlags(h, 0)).toBe(IPV4_FLAG_DF | IPV4_FLAG_MF);
     expect(ipv4IsFragment(h, 0)).toBe(true);
     ipv4SetFlags(h, 0, 0);
-    expect(h.subarray(6, 8).toString('hex')).toBe('00b9');
+    expect(h.subarray(6, 8).toString("hex")).toBe("00b9");
     ipv4SetFragOffset(h, 0, 0x1fff);
-    expect(h.subarray(6, 8).toString('hex')).toBe('1fff');
+    expect(h.subarray(6, 8).toString("hex")).toBe("1fff");
     ipv4SetEcn(h, 0, 3);
     expect(h[1]).toBe(3);
     ipv4FillChecksum(h, 0);
     expect(internetChecksum(h, 0, 20)).toBe(0);
   });
 
-  it('decrements TTL with a valid incremental checksum', () => {
+  it("decrements TTL with a valid incremental checksum", () => {
     const h = Buffer.from(IP);
     expect(ipv4DecrementTtl(h, 0)).toBe(63);
     expect(ipv4GetTtl(h, 0)).toBe(63);
@@ -219,9 +215,9 @@ describe('ipv4', () => {
     expect(zero.equals(before)).toBe(true);
   });
 
-  it('rewrites addresses and length with incremental checksum updates (gVisor style)', () => {
+  it("rewrites addresses and length with incremental checksum updates (gVisor style)", () => {
     const h = Buffer.from(IP);
-    ipv4SetSrcAddrWithChecksumUpdate(h, 0, parseIp('192.168.255.254'));
+    ipv4SetSrcAddrWithChecksumUpdate(h, 0, parseIp("192.168.255.254"));
     expect(ipv4GetSrcAddr(h, 0)).toBe(0xc0a8fffe);
     expect(ipv4GetChecksum(h, 0)).toBe(ipv4ComputeChecksum(h, 0));
     ipv4SetDstAddrWithChecksumUpdate(h, 0, 0xffffffff);
@@ -236,7 +232,7 @@ describe('ipv4', () => {
     expect(h.equals(IP)).toBe(true);
   });
 
-  it('address setters return the old address as int32 bits and leave an unchanged one alone', () => {
+  it("address setters return the old address as int32 bits and leave an unchanged one alone", () => {
     const h = Buffer.from(IP);
     expect(ipv4SetDstAddrWithChecksumUpdate(h, 0, 0xffffffff)).toBe(R | 0);
     expect(ipv4SetDstAddrWithChecksumUpdate(h, 0, -1)).toBe(-1); // the same address as int32 bits
@@ -254,46 +250,46 @@ describe('ipv4', () => {
     return b;
   };
   it.each([
-    ['ok', IP, 0, 84, CHECK_OK],
-    ['ok with options', WITH_OPTIONS, 0, 124, CHECK_OK],
-    ['ok with Ethernet padding after totalLen', Buffer.concat([IP, Buffer.alloc(6)]), 0, 90, CHECK_OK],
-    ['ok at an offset', FIXTURE, 14, 84, CHECK_OK],
-    ['19 bytes', IP, 0, 19, CHECK_TOO_SHORT],
-    ['0 bytes', Buffer.alloc(0), 0, 0, CHECK_TOO_SHORT],
-    ['negative offset', IP, -1, 84, CHECK_TOO_SHORT],
-    ['len beyond the buffer', IP, 1, 84, CHECK_TOO_SHORT],
-    ['ihl 15 in 40 bytes', WITH_OPTIONS, 0, 40, CHECK_TOO_SHORT],
-    ['version 6', mutated(IP, (b) => (b[0] = 0x65)), 0, 84, CHECK_BAD_VERSION],
-    ['version 0', mutated(IP, (b) => (b[0] = 0x05)), 0, 84, CHECK_BAD_VERSION],
-    ['ihl 4', mutated(IP, (b) => (b[0] = 0x44)), 0, 84, CHECK_BAD_IHL],
-    ['ihl 0', mutated(IP, (b) => (b[0] = 0x40)), 0, 84, CHECK_BAD_IHL],
-    ['totalLen 19 < header', mutated(IP, (b) => b.writeUInt16BE(19, 2)), 0, 84, CHECK_BAD_TOTAL_LEN],
-    ['totalLen 40 < ihl*4 60', mutated(WITH_OPTIONS, (b) => b.writeUInt16BE(40, 2)), 0, 124, CHECK_BAD_TOTAL_LEN],
-    ['totalLen beyond available (truncated)', IP, 0, 83, CHECK_BAD_TOTAL_LEN],
-    ['totalLen 65535', mutated(IP, (b) => b.writeUInt16BE(65535, 2)), 0, 84, CHECK_BAD_TOTAL_LEN],
-    ['checksum off by one bit', mutated(IP, (b) => (b[11] ^= 1), false), 0, 84, CHECK_BAD_CHECKSUM],
-    ['ttl changed without checksum', mutated(IP, (b) => (b[8] = 63), false), 0, 84, CHECK_BAD_CHECKSUM],
-    ['option byte changed', mutated(WITH_OPTIONS, (b) => (b[30] = 1), false), 0, 124, CHECK_BAD_CHECKSUM],
-  ] as const)('check: %s', (_name, b, off, len, want) => {
+    ["ok", IP, 0, 84, CHECK_OK],
+    ["ok with options", WITH_OPTIONS, 0, 124, CHECK_OK],
+    ["ok with Ethernet padding after totalLen", Buffer.concat([IP, Buffer.alloc(6)]), 0, 90, CHECK_OK],
+    ["ok at an offset", FIXTURE, 14, 84, CHECK_OK],
+    ["19 bytes", IP, 0, 19, CHECK_TOO_SHORT],
+    ["0 bytes", Buffer.alloc(0), 0, 0, CHECK_TOO_SHORT],
+    ["negative offset", IP, -1, 84, CHECK_TOO_SHORT],
+    ["len beyond the buffer", IP, 1, 84, CHECK_TOO_SHORT],
+    ["ihl 15 in 40 bytes", WITH_OPTIONS, 0, 40, CHECK_TOO_SHORT],
+    ["version 6", mutated(IP, (b) => (b[0] = 0x65)), 0, 84, CHECK_BAD_VERSION],
+    ["version 0", mutated(IP, (b) => (b[0] = 0x05)), 0, 84, CHECK_BAD_VERSION],
+    ["ihl 4", mutated(IP, (b) => (b[0] = 0x44)), 0, 84, CHECK_BAD_IHL],
+    ["ihl 0", mutated(IP, (b) => (b[0] = 0x40)), 0, 84, CHECK_BAD_IHL],
+    ["totalLen 19 < header", mutated(IP, (b) => b.writeUInt16BE(19, 2)), 0, 84, CHECK_BAD_TOTAL_LEN],
+    ["totalLen 40 < ihl*4 60", mutated(WITH_OPTIONS, (b) => b.writeUInt16BE(40, 2)), 0, 124, CHECK_BAD_TOTAL_LEN],
+    ["totalLen beyond available (truncated)", IP, 0, 83, CHECK_BAD_TOTAL_LEN],
+    ["totalLen 65535", mutated(IP, (b) => b.writeUInt16BE(65535, 2)), 0, 84, CHECK_BAD_TOTAL_LEN],
+    ["checksum off by one bit", mutated(IP, (b) => (b[11] ^= 1), false), 0, 84, CHECK_BAD_CHECKSUM],
+    ["ttl changed without checksum", mutated(IP, (b) => (b[8] = 63), false), 0, 84, CHECK_BAD_CHECKSUM],
+    ["option byte changed", mutated(WITH_OPTIONS, (b) => (b[30] = 1), false), 0, 124, CHECK_BAD_CHECKSUM],
+  ] as const)("check: %s", (_name, b, off, len, want) => {
     expect(CHECK_REASON_NAMES[want]).toBeDefined();
     expect(ipv4Check(b, off, len)).toBe(want);
     if (want !== CHECK_OK) expect(parseIpv4(b, off, len)).toBeNull();
     if (want === CHECK_BAD_CHECKSUM) expect(ipv4Check(b, off, len, false)).toBe(CHECK_OK);
   });
 
-  it('names every reason for counters', () => {
+  it("names every reason for counters", () => {
     expect(CHECK_REASON_COUNT).toBe(CHECK_REASON_NAMES.length);
-    expect(checkReasonName(CHECK_OK)).toBe('ok');
-    expect(checkReasonName(CHECK_TOO_SHORT)).toBe('tooShort');
-    expect(checkReasonName(CHECK_BAD_VERSION)).toBe('badVersion');
-    expect(checkReasonName(CHECK_BAD_IHL)).toBe('badIhl');
-    expect(checkReasonName(CHECK_BAD_TOTAL_LEN)).toBe('badTotalLen');
-    expect(checkReasonName(CHECK_BAD_CHECKSUM)).toBe('badChecksum');
-    expect(checkReasonName(999)).toBe('unknown');
+    expect(checkReasonName(CHECK_OK)).toBe("ok");
+    expect(checkReasonName(CHECK_TOO_SHORT)).toBe("tooShort");
+    expect(checkReasonName(CHECK_BAD_VERSION)).toBe("badVersion");
+    expect(checkReasonName(CHECK_BAD_IHL)).toBe("badIhl");
+    expect(checkReasonName(CHECK_BAD_TOTAL_LEN)).toBe("badTotalLen");
+    expect(checkReasonName(CHECK_BAD_CHECKSUM)).toBe("badChecksum");
+    expect(checkReasonName(999)).toBe("unknown");
     expect(new Set(CHECK_REASON_NAMES).size).toBe(CHECK_REASON_NAMES.length);
   });
 
-  it('never throws on short or random input', () => {
+  it("never throws on short or random input", () => {
     for (let n = 0; n < 20; n++) {
       const b = Buffer.from(IP.subarray(0, n));
       expect(ipv4Check(b, 0, n)).toBe(CHECK_TOO_SHORT);

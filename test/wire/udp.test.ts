@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it } from "vitest";
 import {
   CHECK_BAD_CHECKSUM,
   CHECK_BAD_LENGTH,
@@ -30,9 +30,9 @@ import {
   l4UpdateChecksum32,
   l4UpdateChecksumAddr,
   writeU16,
-} from '../../src/wire/index.js';
+} from "../../src/wire/index.js";
 
-const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex");
 
 // Frame 18, captured on a veth in a test namespace: python3 sendto(b"closed") from
 // 10.99.1.1:40000 to 10.99.1.254:9 (tx checksum offload off, so the checksum is real).
@@ -49,8 +49,8 @@ const UDP_LEN = 14;
 const A = 0x0a630101;
 const R = 0x0a6301fe;
 
-describe('udp', () => {
-  it('parses every field of a captured datagram', () => {
+describe("udp", () => {
+  it("parses every field of a captured datagram", () => {
     expect(udpCheck(FIXTURE, UDP_OFF, UDP_LEN, A, R)).toBe(CHECK_OK);
     expect(l4GetSrcPort(FIXTURE, UDP_OFF)).toBe(40000);
     expect(l4GetDstPort(FIXTURE, UDP_OFF)).toBe(9);
@@ -59,16 +59,29 @@ describe('udp', () => {
     expect(udpComputeChecksum(FIXTURE, UDP_OFF, A, R)).toBe(0x1380);
     expect(udpChecksumValid(FIXTURE, UDP_OFF, A, R)).toBe(true);
     expect(parseUdp(FIXTURE, UDP_OFF, UDP_LEN)).toEqual({ srcPort: 40000, dstPort: 9, length: 14 });
-    expect(FIXTURE.subarray(UDP_OFF + 8).toString()).toBe('closed');
+    expect(FIXTURE.subarray(UDP_OFF + 8).toString()).toBe("closed");
   });
 
-  it('emits a whole frame into a 0xa5-filled buffer at an offset', () => {
+  it("emits a whole frame into a 0xa5-filled buffer at an offset", () => {
     const off = 51;
     const out = Buffer.alloc(off + FIXTURE.length + 5, 0xa5);
     let p = off;
     p += emitEthernet({ dstAddr: 0x020000000afe, srcAddr: 0x020000000a01, etherType: ETHERTYPE_IPV4 }, out, p);
     p += emitIpv4(
-      { dscp: 0, ecn: 0, totalLen: 34, ident: 0x72d4, df: true, mf: false, fragOffset: 0, ttl: 64, protocol: IP_PROTO_UDP, srcAddr: A, dstAddr: R, options: new Uint8Array(0) },
+      {
+        dscp: 0,
+        ecn: 0,
+        totalLen: 34,
+        ident: 0x72d4,
+        df: true,
+        mf: false,
+        fragOffset: 0,
+        ttl: 64,
+        protocol: IP_PROTO_UDP,
+        srcAddr: A,
+        dstAddr: R,
+        options: new Uint8Array(0),
+      },
       out,
       p,
     );
@@ -77,14 +90,14 @@ describe('udp', () => {
     expect(n).toBe(UDP_HEADER_LEN);
     expect(udpGetChecksum(out, udpOff)).toBe(0); // "no checksum" until filled
     p += n;
-    p += out.write('closed', p);
+    p += out.write("closed", p);
     udpFillChecksum(out, udpOff, A, R);
-    expect(out.subarray(off, p).toString('hex')).toBe(FIXTURE.toString('hex'));
+    expect(out.subarray(off, p).toString("hex")).toBe(FIXTURE.toString("hex"));
     expect(out.subarray(0, off).every((b) => b === 0xa5)).toBe(true);
     expect(out.subarray(p).every((b) => b === 0xa5)).toBe(true);
   });
 
-  it('treats a zero checksum as none and sends a computed zero as 0xffff (RFC 768)', () => {
+  it("treats a zero checksum as none and sends a computed zero as 0xffff (RFC 768)", () => {
     const b = Buffer.from(FIXTURE.subarray(UDP_OFF));
     writeU16(b, 6, 0);
     expect(udpCheck(b, 0, UDP_LEN, A, R)).toBe(CHECK_OK);
@@ -104,7 +117,7 @@ describe('udp', () => {
     expect(udpCheck(d, 0, 10, A, R)).toBe(CHECK_OK);
   });
 
-  it('keeps the checksum right through NAT rewrites (RFC 1624)', () => {
+  it("keeps the checksum right through NAT rewrites (RFC 1624)", () => {
     const f = Buffer.from(FIXTURE);
     const newSrc = 0xc0a80a02;
     ipv4SetSrcAddrWithChecksumUpdate(f, 14, newSrc);
@@ -117,7 +130,7 @@ describe('udp', () => {
     expect(udpCheck(f, UDP_OFF, UDP_LEN, A, R)).toBe(CHECK_BAD_CHECKSUM);
   });
 
-  it('NAT of a CHECKSUM_PARTIAL datagram: the seed follows the address, not the ports; a zero checksum stays zero', () => {
+  it("NAT of a CHECKSUM_PARTIAL datagram: the seed follows the address, not the ports; a zero checksum stays zero", () => {
     const newSrc = 0xc0a80a02;
     const f = Buffer.from(FIXTURE.subarray(UDP_OFF));
     writeU16(f, 6, checksumFold(pseudoHeaderSum(A, R, IP_PROTO_UDP, UDP_LEN)));
@@ -140,19 +153,39 @@ describe('udp', () => {
   });
 
   it.each([
-    ['ok', FIXTURE, UDP_OFF, UDP_LEN, CHECK_OK],
-    ['ok with bytes after length', Buffer.concat([FIXTURE, Buffer.alloc(4)]), UDP_OFF, UDP_LEN + 4, CHECK_OK],
-    ['7 bytes', FIXTURE, UDP_OFF, 7, CHECK_TOO_SHORT],
-    ['beyond the buffer', FIXTURE, UDP_OFF, UDP_LEN + 1, CHECK_TOO_SHORT],
-    ['length beyond available', FIXTURE, UDP_OFF, UDP_LEN - 1, CHECK_BAD_LENGTH],
-    ['length 7', (() => { const b = Buffer.from(FIXTURE); b.writeUInt16BE(7, UDP_OFF + 4); return b; })(), UDP_OFF, UDP_LEN, CHECK_BAD_LENGTH],
-    ['payload flipped', (() => { const b = Buffer.from(FIXTURE); b[b.length - 1] ^= 1; return b; })(), UDP_OFF, UDP_LEN, CHECK_BAD_CHECKSUM],
-  ] as const)('check: %s', (_name, b, off, len, want) => {
+    ["ok", FIXTURE, UDP_OFF, UDP_LEN, CHECK_OK],
+    ["ok with bytes after length", Buffer.concat([FIXTURE, Buffer.alloc(4)]), UDP_OFF, UDP_LEN + 4, CHECK_OK],
+    ["7 bytes", FIXTURE, UDP_OFF, 7, CHECK_TOO_SHORT],
+    ["beyond the buffer", FIXTURE, UDP_OFF, UDP_LEN + 1, CHECK_TOO_SHORT],
+    ["length beyond available", FIXTURE, UDP_OFF, UDP_LEN - 1, CHECK_BAD_LENGTH],
+    [
+      "length 7",
+      (() => {
+        const b = Buffer.from(FIXTURE);
+        b.writeUInt16BE(7, UDP_OFF + 4);
+        return b;
+      })(),
+      UDP_OFF,
+      UDP_LEN,
+      CHECK_BAD_LENGTH,
+    ],
+    [
+      "payload flipped",
+      (() => {
+        const b = Buffer.from(FIXTURE);
+        b[b.length - 1] ^= 1;
+        return b;
+      })(),
+      UDP_OFF,
+      UDP_LEN,
+      CHECK_BAD_CHECKSUM,
+    ],
+  ] as const)("check: %s", (_name, b, off, len, want) => {
     expect(udpCheck(b, off, len, A, R)).toBe(want);
     if (want === CHECK_TOO_SHORT || want === CHECK_BAD_LENGTH) expect(parseUdp(b, off, len)).toBeNull();
   });
 
-  it('never throws on short buffers', () => {
+  it("never throws on short buffers", () => {
     for (let n = 0; n < UDP_HEADER_LEN; n++) {
       const b = Buffer.from(FIXTURE.subarray(UDP_OFF, UDP_OFF + n));
       expect(udpCheck(b, 0, n, A, R)).toBe(CHECK_TOO_SHORT);

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it } from "vitest";
 import {
   CHECK_NOT_TAGGED,
   CHECK_OK,
@@ -24,9 +24,9 @@ import {
   vlanSetPcp,
   vlanSetVid,
   vlanTci,
-} from '../../src/wire/index.js';
+} from "../../src/wire/index.js";
 
-const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex");
 
 // This VM's kernel has no 8021q module (and no act_vlan), so the tagged fixture is the
 // captured echo request UNTAGGED below, re-sent with an 802.1Q tag (VID 100, PCP 5)
@@ -47,8 +47,8 @@ const UNTAGGED = hex(`
   101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f3031323334353637
 `);
 
-describe('vlan (802.1Q)', () => {
-  it('parses every field of a tagged frame', () => {
+describe("vlan (802.1Q)", () => {
+  it("parses every field of a tagged frame", () => {
     expect(vlanCheck(FIXTURE, 0, FIXTURE.length)).toBe(CHECK_OK);
     expect(vlanIsTagged(FIXTURE, 0)).toBe(true);
     expect(vlanGetTpid(FIXTURE, 0)).toBe(ETHERTYPE_VLAN);
@@ -68,7 +68,7 @@ describe('vlan (802.1Q)', () => {
     });
   });
 
-  it('emits into a 0xa5-filled buffer at an offset', () => {
+  it("emits into a 0xa5-filled buffer at an offset", () => {
     const off = 41;
     const out = Buffer.alloc(off + VLAN_HEADER_LEN + 7, 0xa5);
     const n = emitVlan(
@@ -77,18 +77,18 @@ describe('vlan (802.1Q)', () => {
       off,
     );
     expect(n).toBe(VLAN_HEADER_LEN);
-    expect(out.subarray(off, off + n).toString('hex')).toBe(FIXTURE.subarray(0, 18).toString('hex'));
+    expect(out.subarray(off, off + n).toString("hex")).toBe(FIXTURE.subarray(0, 18).toString("hex"));
     expect(out.subarray(0, off).every((b) => b === 0xa5)).toBe(true);
     expect(out.subarray(off + n).every((b) => b === 0xa5)).toBe(true);
   });
 
-  it('push turns the untagged capture into the tagged one, in place', () => {
+  it("push turns the untagged capture into the tagged one, in place", () => {
     const off = 20;
     const buf = Buffer.alloc(off + UNTAGGED.length + 8, 0xa5);
     UNTAGGED.copy(buf, off);
     const n = vlanPush(buf, off, UNTAGGED.length, 100, 5);
     expect(n).toBe(off - 4);
-    expect(buf.subarray(n, n + UNTAGGED.length + 4).toString('hex')).toBe(FIXTURE.toString('hex'));
+    expect(buf.subarray(n, n + UNTAGGED.length + 4).toString("hex")).toBe(FIXTURE.toString("hex"));
     expect(buf.subarray(0, n).every((b) => b === 0xa5)).toBe(true);
     expect(buf.subarray(off + UNTAGGED.length).every((b) => b === 0xa5)).toBe(true);
     // The pushed frame parses, and the IP header behind it is untouched.
@@ -96,13 +96,13 @@ describe('vlan (802.1Q)', () => {
     expect(ipv4Check(buf, n + 18, UNTAGGED.length - 14)).toBe(CHECK_OK);
   });
 
-  it('pop turns the tagged capture into the untagged one, in place', () => {
+  it("pop turns the tagged capture into the untagged one, in place", () => {
     const off = 3;
     const buf = Buffer.alloc(off + FIXTURE.length + 5, 0xa5);
     FIXTURE.copy(buf, off);
     const n = vlanPop(buf, off, FIXTURE.length);
     expect(n).toBe(off + 4);
-    expect(buf.subarray(n, n + FIXTURE.length - 4).toString('hex')).toBe(UNTAGGED.toString('hex'));
+    expect(buf.subarray(n, n + FIXTURE.length - 4).toString("hex")).toBe(UNTAGGED.toString("hex"));
   });
 
   it.each([
@@ -111,7 +111,7 @@ describe('vlan (802.1Q)', () => {
     [4094, 7, 1],
     [0, 3, 0],
     [0xabc, 0, 1],
-  ])('push then pop restores the original bytes (vid %i pcp %i dei %i)', (vid, pcp, dei) => {
+  ])("push then pop restores the original bytes (vid %i pcp %i dei %i)", (vid, pcp, dei) => {
     const off = 8;
     const buf = Buffer.alloc(off + UNTAGGED.length + 4, 0xa5);
     UNTAGGED.copy(buf, off);
@@ -126,15 +126,15 @@ describe('vlan (802.1Q)', () => {
     expect(buf.subarray(off).equals(before.subarray(off))).toBe(true);
   });
 
-  it('push can build an 802.1ad outer tag', () => {
+  it("push can build an 802.1ad outer tag", () => {
     const buf = Buffer.alloc(4 + FIXTURE.length);
     FIXTURE.copy(buf, 4);
     const n = vlanPush(buf, 4, FIXTURE.length, 200, 0, 0, ETHERTYPE_QINQ);
     expect(n).toBe(0);
-    expect(buf.subarray(12, 22).toString('hex')).toBe('88a800c88100a0640800');
+    expect(buf.subarray(12, 22).toString("hex")).toBe("88a800c88100a0640800");
   });
 
-  it('TCI setters change only their bits', () => {
+  it("TCI setters change only their bits", () => {
     const f = Buffer.from(FIXTURE);
     vlanSetVid(f, 0, 0xfff);
     expect(vlanGetTci(f, 0)).toBe(0xafff);
@@ -148,7 +148,7 @@ describe('vlan (802.1Q)', () => {
     expect(vlanTci(7, 1, 4095)).toBe(0xffff);
   });
 
-  it('refuses what it cannot do, without throwing or writing', () => {
+  it("refuses what it cannot do, without throwing or writing", () => {
     const buf = Buffer.from(UNTAGGED);
     expect(vlanCheck(buf, 0, buf.length)).toBe(CHECK_NOT_TAGGED);
     expect(parseVlan(buf, 0, buf.length)).toBeNull();

@@ -1,0 +1,234 @@
+/**
+ * Runtime changes in iproute2's words, so a person's habits carry over:
+ *
+ *   tapnet route add|replace PREFIX [via ADDR] [dev IF] [onlink] [proto NAME]
+ *   tapnet route del PREFIX            tapnet route get ADDR
+ *   tapnet neigh add|replace IP lladdr MAC dev IF      tapnet neigh del IP dev IF
+ *   tapnet neigh flush [dev IF]
+ *   tapnet fdb add|del MAC dev PORT [vlan N] [dst ADDR]      tapnet fdb flush
+ *   tapnet addr add|del CIDR dev IF
+ *   tapnet link set PORT [up|down] [mtu N] [vlan N | trunk V,V… [native N]]
+ *   tapnet service add NAME --vip ADDR --port N [--protocol tcp|udp] [--backend IP:PORT…]
+ *   tapnet service set NAME --backend IP:PORT…         tapnet service del NAME
+ *   tapnet masquerade add|del --source CIDR… --interface IF
+ *   tapnet conntrack flush             tapnet conntrack delete -p PROTO -s ADDR -d ADDR [--sport N] [--dport N]
+ *   tapnet tunnel peer add|del PORT ADDR
+ *
+ * Each takes --node (needed when the lab has several nodes), --lab and --json, exits
+ * non-zero with a one-line reason when the node refuses, and changes nothing then.
+ */
+import type { Command } from "commander";
+import { request } from "../control/client.js";
+import { findLab } from "../lab/lab.js";
+
+interface Target {
+  node?: string;
+  lab?: string;
+  json?: boolean;
+}
+
+/** The one node a change goes to. */
+export function changeSocket(o: Target): { node: string; socket: string } {
+  const s = findLab(o.node, "node", o.lab);
+  const names = o.node ? [o.node] : Object.keys(s.nodes);
+  if (names.length !== 1) throw new Error(`lab ${s.lab} has several nodes (${names.join(", ")}): say which with --node`);
+  return { node: names[0], socket: s.nodes[names[0]].socket };
+}
+
+/** Sends a change to a node; prints what it gives back. */
+export async function sendChange(o: Target, op: string, args: Record<string, unknown>, print?: (r: unknown) => string): Promise<unknown> {
+  const { socket } = changeSocket(o);
+  const r = await request(socket, { cmd: "change", op, args });
+  if (o.json) console.log(JSON.stringify(r ?? { ok: true }, null, 2));
+  else if (print) console.log(print(r));
+  return r;
+}
+
+/**
+ * Reads iproute2-style words: KEY VALUE pairs and lone flags. `keys` names the words
+ * that take a value, `flags` those that stand alone; anything else is an error naming it.
+ */
+export function words(argv: string[], keys: string[], flags: string[] = []): Record<string, string | true> {
+  const out: Record<string, string | true> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const w = argv[i];
+    if (flags.includes(w)) out[w] = true;
+    else if (keys.includes(w)) {
+      if (i + 1 >= argv.length) throw new Error(`'${w}' needs a value`);
+      out[w] = argv[++i];
+    } else throw new Error(`unexpected '${w}' (expected ${[...keys.map((k) => `${k} VALUE`), ...flags].join(", ")})`);
+  }
+  return out;
+}
+
+function num(v: string | true | undefined, what: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v === true || !Number.isInteger(n)) throw new Error(`${what}: '${String(v)}' is not a whole number`);
+  return n;
+}
+
+function target(c: Command): Command {
+  return c
+    .option("--node <name>", "the node (needed when the lab has several)")
+    .option("--lab <name>", "the lab, when several are up")
+    .option("--json", "machine-readable output");
+}
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+export function registerVerbs(program: Command): void {
+  const route = program.command("route").description("a node's routes, as 'ip route' changes them");
+  for (const verb of ["add", "replace"] as const) {
+    target(route.command(verb).argument("<prefix>", "CIDR or default").argument("[words...]", "via ADDR, dev IF, onlink, proto NAME"))
+      .description(`${verb} a route`)
+      .action(async (to: string, argv: string[], o: Target) => {
+        const w = words(argv, ["via", "dev", "proto"], ["onlink"]);
+        await sendChange(o, `route.${verb}`, { to, via: w.via, dev: w.dev, proto: w.proto, onlink: w.onlink === true ? true : undefined });
+      });
+  }
+  target(route.command("del").argument("<prefix>", "CIDR or default"))
+    .description("delete a route")
+    .action(async (to: string, o: Target) => void (await sendChange(o, "route.del", { to })));
+  target(route.command("get").argument("<address>", "a destination"))
+    .description("the route a destination takes")
+    .action(async (to: string, o: Target) => {
+      await sendChange(o, "route.get", { to }, (r) => {
+        const a = r as { prefix: string; via: string | null; dev: string; src: string | null; proto: string };
+        return `${to}${a.via ? ` via ${a.via}` : ""} dev ${a.dev}${a.src ? ` src ${a.src}` : ""} (${a.proto === "local" ? "local" : `${a.prefix === "0.0.0.0/0" ? "default" : a.prefix} proto ${a.proto}`})`;
+      });
+    });
+
+  const neigh = program.command("neigh").description("a node's neighbour (ARP) entries, as 'ip neigh' changes them");
+  for (const verb of ["add", "replace"] as const) {
+    target(neigh.command(verb).argument("<ip>").argument("[words...]", "lladdr MAC dev IF"))
+      .description(`${verb} a static (PERMANENT) entry`)
+      .action(async (ip: string, argv: string[], o: Target) => {
+        const w = words(argv, ["lladdr", "dev"]);
+        await sendChange(o, `neigh.${verb}`, { ip, lladdr: w.lladdr, dev: w.dev });
+      });
+  }
+  target(neigh.command("del").argument("<ip>").argument("[words...]", "dev IF"))
+    .description("delete an entry")
+    .action(async (ip: string, argv: string[], o: Target) => void (await sendChange(o, "neigh.del", { ip, dev: words(argv, ["dev"]).dev })));
+  target(neigh.command("flush").argument("[words...]", "dev IF"))
+    .description("remove the learned entries (static ones stay)")
+    .action(async (argv: string[], o: Target) => void (await sendChange(o, "neigh.flush", { dev: words(argv, ["dev"]).dev })));
+
+  const fdb = program.command("fdb").description("a node's forwarding table, as 'bridge fdb' changes it");
+  for (const verb of ["add", "del"] as const) {
+    target(fdb.command(verb).argument("<mac>").argument("[words...]", "dev PORT, vlan N, dst ADDR (VXLAN)"))
+      .description(verb === "add" ? "a static entry on a switch port, or MAC -> remote VTEP on a VXLAN port" : "remove one")
+      .action(async (mac: string, argv: string[], o: Target) => {
+        const w = words(argv, ["dev", "vlan", "dst"]);
+        await sendChange(o, `fdb.${verb}`, { mac, port: w.dev, vlan: num(w.vlan, "vlan"), dst: w.dst });
+      });
+  }
+  target(fdb.command("flush"))
+    .description("remove the learned entries")
+    .action(async (o: Target) => void (await sendChange(o, "fdb.flush", {})));
+
+  const addr = program.command("addr").description("a router interface's addresses, as 'ip addr' changes them");
+  for (const verb of ["add", "del"] as const) {
+    target(addr.command(verb).argument("<cidr>").argument("[words...]", "dev IF"))
+      .description(`${verb} an address (its connected route follows)`)
+      .action(async (address: string, argv: string[], o: Target) => void (await sendChange(o, `addr.${verb}`, { address, dev: words(argv, ["dev"]).dev })));
+  }
+
+  target(program.command("link").argument("<set>", "set").argument("<port>").argument("[words...]", "up | down | mtu N | vlan N | trunk V,V… [native N]"))
+    .description("a port's state, MTU or VLANs, as 'ip link set' changes them")
+    .action(async (set: string, port: string, argv: string[], o: Target) => {
+      if (set !== "set") throw new Error(`'tapnet link ${set}': say 'tapnet link set PORT …'`);
+      const w = words(argv, ["mtu", "vlan", "trunk", "native"], ["up", "down"]);
+      if (w.up && w.down) throw new Error("up or down, not both");
+      const trunk =
+        w.trunk === undefined
+          ? undefined
+          : String(w.trunk)
+              .split(",")
+              .map((v) => num(v, "trunk"));
+      await sendChange(o, "link.set", {
+        port,
+        up: w.up ? true : w.down ? false : undefined,
+        mtu: num(w.mtu, "mtu"),
+        vlan: num(w.vlan, "vlan"),
+        trunk,
+        native: num(w.native, "native"),
+      });
+    });
+
+  const service = program.command("service").description("a node's services (VIP:port -> backends), as kube-proxy changes them");
+  target(
+    service
+      .command("add")
+      .argument("<name>")
+      .requiredOption("--vip <address>", "the virtual IP")
+      .requiredOption("--port <n>", "the service port")
+      .option("--protocol <tcp|udp>", "tcp or udp", "tcp")
+      .option("--backend <ip:port>", "a backend (repeat for more)", collect)
+      .option("--algorithm <random|roundrobin>", "how a backend is chosen", "random"),
+  )
+    .description("add a service")
+    .action(async (name: string, o: Target & { vip: string; port: string; protocol: string; backend?: string[]; algorithm: string }) => {
+      await sendChange(o, "service.add", {
+        name,
+        vip: o.vip,
+        port: num(o.port, "--port"),
+        protocol: o.protocol,
+        backends: o.backend ?? [],
+        algorithm: o.algorithm,
+      });
+    });
+  target(service.command("set").argument("<name>").option("--backend <ip:port>", "a backend (repeat for more; none: the service refuses)", collect))
+    .description("replace a service's backends (existing connections keep theirs)")
+    .action(async (name: string, o: Target & { backend?: string[] }) => void (await sendChange(o, "service.set", { name, backends: o.backend ?? [] })));
+  target(service.command("del").argument("<name>"))
+    .description("delete a service")
+    .action(async (name: string, o: Target) => void (await sendChange(o, "service.del", { name })));
+
+  const masq = program.command("masquerade").description("a node's MASQUERADE rules");
+  for (const verb of ["add", "del"] as const) {
+    target(
+      masq
+        .command(verb)
+        .requiredOption("--source <cidr>", "a source prefix (repeat for more)", collect)
+        .requiredOption("--interface <if>", "the out interface"),
+    )
+      .description(`${verb} a rule`)
+      .action(
+        async (o: Target & { source: string[]; interface: string }) =>
+          void (await sendChange(o, `masquerade.${verb}`, { sources: o.source, interface: o.interface })),
+      );
+  }
+
+  const ct = program.command("conntrack").description("a node's tracked connections, as 'conntrack -F/-D' changes them");
+  target(ct.command("flush"))
+    .description("forget every tracked connection")
+    .action(
+      async (o: Target) =>
+        void (await sendChange(o, "conntrack.flush", {}, (r) => `conntrack: ${(r as { flushed: number }).flushed} flow entries have been deleted`)),
+    );
+  target(
+    ct
+      .command("delete")
+      .requiredOption("-p, --proto <proto>", "tcp, udp or icmp")
+      .requiredOption("-s, --src <address>", "original source")
+      .requiredOption("-d, --dst <address>", "original destination")
+      .option("--sport <n>", "original source port")
+      .option("--dport <n>", "original destination port"),
+  )
+    .description("forget one connection (by its original or reply tuple)")
+    .action(async (o: Target & { proto: string; src: string; dst: string; sport?: string; dport?: string }) => {
+      await sendChange(o, "conntrack.del", { proto: o.proto, src: o.src, dst: o.dst, sport: num(o.sport, "--sport"), dport: num(o.dport, "--dport") });
+    });
+
+  const tunnel = program.command("tunnel").description("a node's tunnel endpoints");
+  const peer = tunnel.command("peer").description("VXLAN flood remotes and IPIP peers");
+  for (const verb of ["add", "del"] as const) {
+    target(peer.command(verb).argument("<port>", "the VXLAN or IPIP port").argument("<address>", "the peer's underlay address"))
+      .description(`${verb} a peer`)
+      .action(async (port: string, address: string, o: Target) => void (await sendChange(o, `tunnel.peer.${verb}`, { port, peer: address })));
+  }
+}

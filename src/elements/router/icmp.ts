@@ -1,0 +1,158 @@
+/**
+ * Icmp — what the router answers of its own (Linux's icmp_send, icmp_echo and the
+ * reset of tcp_v4_send_reset):
+ *
+ *   error()     an ICMP error about a packet it received (time exceeded, unreachable,
+ *               fragmentation needed): never about an ICMP error, a broadcast or
+ *               multicast, a non-initial fragment or a source that is not a host
+ *               (RFC 1812 §4.3.2.7, icmpErrorAllowed in src/wire/icmp.ts); limited by a
+ *               token bucket (RFC 1812 §4.3.2.8, Linux's icmp_msgs_per_sec and
+ *               icmp_msgs_burst); from the address of the interface the packet came in
+ *               on, on the sender's subnet when it has one (RFC 1812 §4.3.2.4); at most
+ *               576 bytes (§4.3.2.3). build() writes it into scratch and stops there, for
+ *               a caller that must show it to the NAT before it leaves (ip-input.ts);
+ *   echoReply() the reply to an echo request for one of its addresses, in place
+ *               (RFC 1122 §3.2.2.6);
+ *   tcpReset()  a reset for a TCP segment to one of its addresses: a router listens on no
+ *               port (RFC 793, "Reset Generation").
+ * What it writes leaves through Output.send() (a route lookup: the packet's way back).
+ *
+ * Counters: icmpErrors, icmpSuppressed, icmpRateLimited, echoReplies, tcpResets,
+ * localDropped (a reset that could not be built) — events: the packet answered was
+ * counted where it ended.
+ */
+import { emitIcmpEchoReplyInPlace, emitIcmpError, icmpErrorAllowed } from "../../wire/icmp.js";
+import { ETH_HEADER_LEN } from "../../wire/ethernet.js";
+import { ipv4GetSrcAddr } from "../../wire/ipv4.js";
+import { emitTcpReset } from "../../wire/tcp.js";
+import { C } from "./counters.js";
+import type { Output } from "./output.js";
+import { sourceFor, type RouterInterface, type RouterState } from "./state.js";
+
+/**
+ * Linux's global ICMP limit: net.ipv4.icmp_msgs_per_sec = 1000 and icmp_msgs_burst = 50.
+ * (Linux also keeps a per-destination limit, icmp_ratelimit = 1 s for unreachable, time
+ * exceeded and parameter problem; a router wanting that keeps one bucket per peer.)
+ */
+export const ICMP_RATE_PER_SECOND = 1000;
+export const ICMP_RATE_BURST = 50;
+
+/**
+ * A token bucket for ICMP rate limiting (RFC 1812 section 4.3.2.8): starts full with
+ * `burst` tokens, gains `ratePerSecond` tokens per second up to `burst`, and take() spends
+ * one. Time is the caller's monotonic clock in milliseconds (performance.now() or the
+ * batch timestamp), passed in so that tests need no sleeping. A clock that steps back
+ * gives no tokens and does not throw. take() allocates nothing.
+ */
+export class TokenBucket {
+  private readonly ratePerMs: number;
+  private readonly burst: number;
+  private tokens: number;
+  private lastMs: number;
+
+  constructor(ratePerSecond: number = ICMP_RATE_PER_SECOND, burst: number = ICMP_RATE_BURST) {
+    if (!Number.isFinite(ratePerSecond) || ratePerSecond < 0) {
+      throw new Error(`TokenBucket rate must be a finite number >= 0 per second, got ${String(ratePerSecond)}`);
+    }
+    if (!Number.isFinite(burst) || burst < 1) {
+      throw new Error(`TokenBucket burst must be a finite number >= 1, got ${String(burst)}`);
+    }
+    this.ratePerMs = ratePerSecond / 1000;
+    this.burst = burst;
+    this.tokens = burst;
+    this.lastMs = Number.NEGATIVE_INFINITY;
+  }
+
+  /** Spends one token if there is one; true when the caller may send. */
+  take(nowMs: number): boolean {
+    if (nowMs > this.lastMs) {
+      if (this.lastMs !== Number.NEGATIVE_INFINITY) {
+        const t = this.tokens + (nowMs - this.lastMs) * this.ratePerMs;
+        this.tokens = Math.min(t, this.burst);
+      }
+      this.lastMs = nowMs;
+    }
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      return true;
+    }
+    return false;
+  }
+}
+
+export class Icmp {
+  private readonly bucket: TokenBucket;
+  /** IPv4 identification of the datagrams the router originates. */
+  private ident = 1;
+  /** Length of the error build() last wrote. */
+  len = 0;
+
+  constructor(
+    private readonly s: RouterState,
+    private readonly out: Output,
+    rate = ICMP_RATE_PER_SECOND,
+    burst = ICMP_RATE_BURST,
+  ) {
+    this.bucket = new TokenBucket(rate, burst);
+  }
+
+  /**
+   * Sends ICMP `type`/`code` (`rest`: the 32-bit rest of header) about the packet at
+   * `buf[ip, ip + ipLen)`, which came in on `ifc` (`linkBroadcast`: in a link-layer
+   * group frame).
+   */
+  error(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, type: number, code: number, rest: number, now: number, linkBroadcast: boolean): void {
+    const at = this.build(ifc, buf, ip, ipLen, type, code, rest, now, linkBroadcast);
+    if (at >= 0) this.out.send(ifc.index, this.s.pool, at, this.len, now);
+  }
+
+  /** error() without sending: where in the pool the error's IPv4 header is (length in `len`), or -1. */
+  build(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, type: number, code: number, rest: number, now: number, linkBroadcast: boolean): number {
+    const c = this.s.c;
+    if (!icmpErrorAllowed(buf, ip, ipLen, linkBroadcast)) {
+      c[C.icmpSuppressed]++;
+      return -1;
+    }
+    if (!this.bucket.take(now)) {
+      c[C.icmpRateLimited]++;
+      return -1;
+    }
+    const src = sourceFor(ifc, ipv4GetSrcAddr(buf, ip));
+    if (src === 0) return -1;
+    const frame = this.out.alloc();
+    if (frame < 0) return -1;
+    const at = frame + ETH_HEADER_LEN;
+    const len = emitIcmpError(this.s.pool, at, buf, ip, ipLen, type, code, rest, src, this.nextIdent());
+    if (len < 0) return -1;
+    this.len = len;
+    c[C.icmpErrors]++;
+    return at;
+  }
+
+  /** Answers the echo request at `ip` in place; false (nothing sent) when it is not a whole, valid one. */
+  echoReply(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number): boolean {
+    if (!emitIcmpEchoReplyInPlace(buf, ip, ipLen)) return false;
+    this.s.c[C.echoReplies]++;
+    this.out.send(ifc.index, buf, ip, ipLen, now);
+    return true;
+  }
+
+  /** Answers the TCP segment at `ip` with a reset (never a reset, a fragment, a malformed segment). */
+  tcpReset(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number): void {
+    const frame = this.out.alloc();
+    if (frame < 0) return;
+    const at = frame + ETH_HEADER_LEN;
+    const len = emitTcpReset(this.s.pool, at, buf, ip, ipLen, this.nextIdent());
+    if (len < 0) {
+      this.s.c[C.localDropped]++;
+      return;
+    }
+    this.s.c[C.tcpResets]++;
+    this.out.send(ifc.index, this.s.pool, at, len, now);
+  }
+
+  private nextIdent(): number {
+    this.ident = (this.ident + 1) & 0xffff;
+    return this.ident;
+  }
+}

@@ -1,0 +1,369 @@
+/**
+ * IpInput — an IPv4 packet from an interface, from its checks to its forwarding
+ * decision (Linux's ip_rcv, ip_route_input, ip_local_deliver and ip_forward):
+ *
+ *   1. the frame is for the router: its MAC, or a link-layer group address (otherHost);
+ *   2. the header: version, IHL, total length against the frame, checksum (counted by
+ *      reason: tooShort, badVersion, badIhl, badTotalLen, badChecksum);
+ *   3. martians (RFC 1812 §5.3.7): sources that cannot be hosts, destinations 0/8, 127/8
+ *      and 240/4;
+ *   4. with NAT: fragments are reassembled first (nf_defrag_ipv4, ipv4-reassembly.ts),
+ *      then PREROUTING (conntrack, service DNAT, un-SNAT of replies) — before the router
+ *      decides whether the packet is its own, since a reply to a masqueraded flow is
+ *      addressed to the router until translated back;
+ *   5. local delivery (one of its addresses): echo -> reply, UDP -> port unreachable,
+ *      TCP -> reset, anything else -> protocol unreachable; fragments and link
+ *      broadcasts are ignored (the router reassembles nothing of its own);
+ *   6. forwarding: no broadcast, multicast or directed broadcast (RFC 1812 §5.3.4,
+ *      §5.3.5); TTL (time exceeded at 1, §5.3.1); longest-prefix match (net unreachable
+ *      when none); MTU (fragmentation needed with the next-hop MTU when DF, RFC 1191;
+ *      else fragmentation, RFC 791 §3.2); POSTROUTING (source NAT, un-DNAT of service
+ *      replies); TTL decrement with an RFC 1624 checksum update; Output.
+ * Every packet ends in exactly one disposition counter (forwarded, delivered, or a drop
+ * by reason; see counters.ts). IP options are forwarded as they are.
+ *
+ * The router's calls into the NAT are all in the section "NAT hooks" below.
+ */
+import { CHECK_BAD_CHECKSUM, CHECK_BAD_IHL, CHECK_BAD_TOTAL_LEN, CHECK_BAD_VERSION, CHECK_OK } from "../../wire/reason.js";
+import { ETH_HEADER_LEN, ethDstIsMulticast, ethGetDstAddr } from "../../wire/ethernet.js";
+import {
+  ICMP_DEST_UNREACH,
+  ICMP_ECHO_REQUEST,
+  ICMP_HEADER_LEN,
+  ICMP_TIME_EXCEEDED,
+  ICMP_TIME_EXCEEDED_REASSEMBLY,
+  ICMP_TIME_EXCEEDED_TTL,
+  ICMP_UNREACH_FRAG_NEEDED,
+  ICMP_UNREACH_NET,
+  ICMP_UNREACH_PORT,
+  ICMP_UNREACH_PROTOCOL,
+  icmpGetCode,
+  icmpGetType,
+  icmpRestFragNeeded,
+} from "../../wire/icmp.js";
+import {
+  IP_PROTO_ICMP,
+  IP_PROTO_TCP,
+  IP_PROTO_UDP,
+  ipv4Check,
+  ipv4DecrementTtl,
+  ipv4FillChecksum,
+  ipv4GetDf,
+  ipv4GetDstAddr,
+  ipv4GetHeaderLen,
+  ipv4GetProtocol,
+  ipv4GetSrcAddr,
+  ipv4GetTotalLen,
+  ipv4GetTtl,
+  ipv4IsFragment,
+  ipv4SetDf,
+} from "../../wire/ipv4.js";
+import { IP_BROADCAST, ipIsMulticast } from "../../wire/ipv4addr.js";
+import { TCP_DATA_OFFSET_OFF, tcpGetHeaderLen } from "../../wire/tcp.js";
+import { vnetGetGsoSize, vnetIsGso, vnetNeedsCsum } from "../../wire/vnet.js";
+import { NAT_ACCEPT, NAT_REJECT } from "../nat.js";
+import { C } from "./counters.js";
+import type { Icmp } from "./icmp.js";
+import type { Output } from "./output.js";
+import { sourceFor, type RouterInterface, type RouterState } from "./state.js";
+
+export class IpInput {
+  constructor(
+    private readonly s: RouterState,
+    private readonly icmp: Icmp,
+    private readonly out: Output,
+  ) {}
+
+  /** The IPv4 frame at `buf[off, off + len)`, received on `ifc`. */
+  input(ifc: RouterInterface, buf: Buffer, off: number, len: number, now: number): void {
+    const s = this.s;
+    let ip = off + ETH_HEADER_LEN;
+    const linkGroup = ethDstIsMulticast(buf, off);
+    if (!linkGroup && ethGetDstAddr(buf, off) !== ifc.mac) {
+      // Flooded unicast for another station: not ours to route.
+      s.drop(C.otherHost, now);
+      return;
+    }
+    const reason = ipv4Check(buf, ip, len - ETH_HEADER_LEN, true);
+    if (reason !== CHECK_OK) {
+      s.drop(headerDrop(reason), now);
+      return;
+    }
+    let ipLen = ipv4GetTotalLen(buf, ip);
+    const src = ipv4GetSrcAddr(buf, ip);
+    let dst = ipv4GetDstAddr(buf, ip);
+    const s0 = src >>> 24;
+    // RFC 1812 §5.3.7: no forwarding from or to addresses that cannot be hosts.
+    if (s0 === 0 || s0 === 127 || s0 >= 224 || s.local.has(src | 0) || s.isSubnetBroadcast(src)) {
+      s.drop(C.martianSource, now);
+      return;
+    }
+    const d0 = dst >>> 24;
+    if (d0 === 0 || d0 === 127 || (d0 >= 240 && dst !== IP_BROADCAST)) {
+      s.drop(C.martianDestination, now);
+      return;
+    }
+    const nat = s.nat !== null && !linkGroup;
+    // Largest fragment of a datagram reassembled here (Linux's IPCB frag_max_size), else 0.
+    let fragMax = 0;
+    if (nat && ipv4IsFragment(buf, ip)) {
+      // nf_defrag_ipv4: conntrack and NAT see whole datagrams.
+      this.reasmExpire(now);
+      const h = s.reasm.add(buf, ip, ipLen, ifc.index, now);
+      if (h < 0) return;
+      buf = s.pool;
+      ip = h;
+      ipLen = s.reasm.lastLen;
+      fragMax = s.reasm.lastMaxFrag;
+    }
+    // The packet's conntrack context, from PREROUTING to POSTROUTING (or release).
+    let ctx = NAT_ACCEPT;
+    if (nat) {
+      ctx = this.prerouting(ifc, buf, ip, ipLen, now);
+      if (ctx < 0) return;
+      dst = ipv4GetDstAddr(buf, ip);
+    }
+    if (s.local.has(dst | 0)) {
+      this.local(ifc, buf, ip, ipLen, now, linkGroup, ctx);
+      return;
+    }
+    this.forward(ifc, buf, ip, ipLen, dst, linkGroup, fragMax, now, ctx);
+  }
+
+  /**
+   * Forwarding (ip_forward), for a packet not addressed to the router. Apart from input()
+   * so that each stays small enough for the compiler to inline what it calls.
+   * `fragMax`: the largest fragment of a datagram reassembled here, else 0; `ctx`: the
+   * packet's conntrack context (NAT_ACCEPT without one).
+   */
+  private forward(
+    ifc: RouterInterface,
+    buf: Buffer,
+    ip: number,
+    ipLen: number,
+    dst: number,
+    linkGroup: boolean,
+    fragMax: number,
+    now: number,
+    ctx: number,
+  ): void {
+    const s = this.s;
+    if (linkGroup || ipIsMulticast(dst) || dst === IP_BROADCAST || s.isSubnetBroadcast(dst)) {
+      // RFC 1812 §5.3.4/§5.3.5: link-layer broadcasts, multicast and directed
+      // broadcasts are not forwarded.
+      s.drop(C.broadcastDropped, now);
+      this.notForwarded(ctx);
+      return;
+    }
+    if (ipv4GetTtl(buf, ip) <= 1) {
+      s.drop(C.ttlExpired, now);
+      this.errorInFlight(ifc, buf, ip, ipLen, ICMP_TIME_EXCEEDED, ICMP_TIME_EXCEEDED_TTL, 0, now, ctx);
+      return;
+    }
+    const r = s.fib.lookup(dst);
+    if (r < 0) {
+      s.drop(C.noRoute, now);
+      this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_NET, 0, now, ctx);
+      return;
+    }
+    const out = s.ifaces[s.routeIf[r]];
+    const nh = s.routeGw[r] || dst;
+    const wire = fragMax > 0 ? fragMax : s.offload ? this.wireLen(buf, ip, ipLen) : ipLen;
+    const df = ipv4GetDf(buf, ip);
+    if (wire > out.mtu && df) {
+      s.drop(C.fragNeeded, now);
+      this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_FRAG_NEEDED, icmpRestFragNeeded(out.mtu), now, ctx);
+      return;
+    }
+    if (s.nat !== null && !this.postrouting(ctx, out, buf, ip, ipLen, dst, now)) return;
+    if (fragMax > 0) {
+      this.refragment(ifc, out, nh, buf, ip, ipLen, df, fragMax, now);
+      return;
+    }
+    if (wire !== ipLen && wire > out.mtu) {
+      s.drop(C.gsoDropped, now);
+      return;
+    }
+    ipv4DecrementTtl(buf, ip);
+    if (ipLen > out.mtu && wire === ipLen) {
+      if (this.out.fragmentOut(ifc.index, out, nh, buf, ip, ipLen, now, out.mtu)) s.c[C.forwarded]++;
+      else s.drop(C.fragDropped, now);
+      return;
+    }
+    s.c[C.forwarded]++;
+    this.out.output(ifc.index, out, nh, buf, ip, ipLen, now);
+  }
+
+  /**
+   * A datagram reassembled here leaves as it came: in fragments no larger than the
+   * largest received, nor the MTU (Linux's frag_max_size).
+   */
+  private refragment(
+    ifc: RouterInterface,
+    out: RouterInterface,
+    nh: number,
+    buf: Buffer,
+    ip: number,
+    ipLen: number,
+    df: boolean,
+    fragMax: number,
+    now: number,
+  ): void {
+    const s = this.s;
+    ipv4DecrementTtl(buf, ip);
+    if (df) {
+      // Every fragment had DF (and none exceeds the MTU): the pieces keep it.
+      ipv4SetDf(buf, ip, false);
+      ipv4FillChecksum(buf, ip);
+    }
+    if (this.out.fragmentOut(ifc.index, out, nh, buf, ip, ipLen, now, Math.min(out.mtu, fragMax))) {
+      s.c[C.refragmented]++;
+      s.c[C.forwarded]++;
+    } else s.drop(C.fragDropped, now);
+  }
+
+  /** A packet for one of the router's addresses. */
+  private local(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number, linkGroup: boolean, ctx: number): void {
+    const s = this.s;
+    s.c[C.delivered]++;
+    this.notForwarded(ctx);
+    if (ipv4IsFragment(buf, ip) || linkGroup) {
+      // Fragments for the router itself: it reassembles nothing. A link-layer group
+      // address: the frame is shared with other ports, and Linux ignores broadcast
+      // pings too (icmp_echo_ignore_broadcasts).
+      s.c[C.localDropped]++;
+      return;
+    }
+    const proto = ipv4GetProtocol(buf, ip);
+    if (proto === IP_PROTO_ICMP) {
+      const icmp = ip + ipv4GetHeaderLen(buf, ip);
+      const isEcho = ipLen >= icmp - ip + ICMP_HEADER_LEN && icmpGetType(buf, icmp) === ICMP_ECHO_REQUEST && icmpGetCode(buf, icmp) === 0;
+      if (!isEcho || !this.icmp.echoReply(ifc, buf, ip, ipLen, now)) s.c[C.localDropped]++;
+      return;
+    }
+    if (proto === IP_PROTO_UDP) {
+      s.c[C.portUnreachable]++;
+      this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PORT, 0, now, false);
+      return;
+    }
+    if (proto === IP_PROTO_TCP) {
+      // No TCP listener on a router: refuse as Linux does, with a reset (RFC 793).
+      this.icmp.tcpReset(ifc, buf, ip, ipLen, now);
+      return;
+    }
+    s.c[C.protoUnreachable]++;
+    this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PROTOCOL, 0, now, false);
+  }
+
+  /** Timer work of IPv4 input: conntrack expiry, reassembly timeouts. */
+  tick(now: number): void {
+    this.conntrackExpire(now);
+    this.reasmExpire(now);
+  }
+
+  /**
+   * Expires datagrams whose fragments stopped coming (ip_expire): ICMP time exceeded,
+   * fragment reassembly time exceeded, to the source when the first fragment arrived.
+   */
+  private reasmExpire(now: number): void {
+    const s = this.s;
+    const r = s.reasm;
+    for (let k = r.nextExpired(now); k >= 0; k = r.nextExpired(now)) {
+      if (r.expired(k)) {
+        this.icmp.error(s.ifaces[r.inIfOf(k)], s.pool, r.firstIp(k), r.firstFragLen(k), ICMP_TIME_EXCEEDED, ICMP_TIME_EXCEEDED_REASSEMBLY, 0, now, false);
+      }
+      r.release(k);
+    }
+  }
+
+  /**
+   * The size the packet at `ip` has on a wire: its total length, or for a TSO
+   * super-frame (offloads on) the size of the segments the kernel will cut it into.
+   */
+  private wireLen(buf: Buffer, ip: number, ipLen: number): number {
+    const frame = ip - ETH_HEADER_LEN;
+    if (!vnetIsGso(buf, frame)) return ipLen;
+    // IP and TCP headers as they are, plus gso_size. (The header's hdr_len is no measure:
+    // Linux fills it with the skb's linear length, which may hold payload too.)
+    const l4 = ip + ipv4GetHeaderLen(buf, ip);
+    if (l4 + TCP_DATA_OFFSET_OFF >= ip + ipLen) return ipLen;
+    return l4 - ip + tcpGetHeaderLen(buf, l4) + vnetGetGsoSize(buf, frame);
+  }
+
+  // ---------------------------------------------------------------------------
+  // NAT hooks: every call the router makes into the NAT.
+
+  /**
+   * PREROUTING: the packet's conntrack context (>= 0, for POSTROUTING or release), or a
+   * negative verdict when the packet ends here (counted).
+   */
+  private prerouting(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number): number {
+    const s = this.s;
+    const ctx = s.nat === null ? NAT_ACCEPT : s.nat.prerouting(buf, ip, ipLen, ifc.index, now, this.csumPartial(buf, ip));
+    if (ctx >= 0) return ctx;
+    if (ctx === NAT_REJECT) {
+      // A service with no endpoints: refuse, as kube-proxy's REJECT does.
+      s.drop(C.serviceRejected, now);
+      this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PORT, 0, now, false);
+    } else s.drop(C.natDropped, now);
+    return ctx;
+  }
+
+  /** POSTROUTING, toward `out` (its address on dst's subnet is the hairpin source); false when dropped (counted). */
+  private postrouting(ctx: number, out: RouterInterface, buf: Buffer, ip: number, ipLen: number, dst: number, now: number): boolean {
+    const s = this.s;
+    const v = s.nat === null ? NAT_ACCEPT : s.nat.postrouting(ctx, buf, ip, ipLen, out.index, sourceFor(out, dst), now, this.csumPartial(buf, ip));
+    if (v === NAT_ACCEPT) return true;
+    s.drop(C.natDropped, now);
+    return false;
+  }
+
+  /** Connection tracking's timeouts (from the element's timer). */
+  private conntrackExpire(now: number): void {
+    this.s.nat?.expire(now);
+  }
+
+  /** The packet PREROUTING saw will not reach POSTROUTING (for the router, or dropped). */
+  private notForwarded(ctx: number): void {
+    if (ctx !== NAT_ACCEPT) this.s.nat?.release(ctx);
+  }
+
+  /**
+   * An ICMP error about a packet between PREROUTING and POSTROUTING, which the NAT may
+   * have rewritten: its quote shows the packet as its sender sent it, and it comes from
+   * the VIP or masquerade address the sender talks to, as Linux does.
+   */
+  private errorInFlight(
+    ifc: RouterInterface,
+    buf: Buffer,
+    ip: number,
+    ipLen: number,
+    type: number,
+    code: number,
+    rest: number,
+    now: number,
+    ctx: number,
+  ): void {
+    const s = this.s;
+    const at = this.icmp.build(ifc, buf, ip, ipLen, type, code, rest, now, false);
+    if (at >= 0) {
+      s.nat?.localError(ctx, s.pool, at, this.icmp.len);
+      this.out.send(ifc.index, s.pool, at, this.icmp.len, now);
+    }
+    this.notForwarded(ctx);
+  }
+
+  /** Offloads on and the packet's L4 checksum is a partial sum the kernel completes. */
+  private csumPartial(buf: Buffer, ip: number): boolean {
+    return this.s.offload && vnetNeedsCsum(buf, ip - ETH_HEADER_LEN);
+  }
+}
+
+/** The drop counter of an ipv4Check() failure. */
+function headerDrop(reason: number): number {
+  if (reason === CHECK_BAD_VERSION) return C.badVersion;
+  if (reason === CHECK_BAD_IHL) return C.badIhl;
+  if (reason === CHECK_BAD_TOTAL_LEN) return C.badTotalLen;
+  if (reason === CHECK_BAD_CHECKSUM) return C.badChecksum;
+  return C.tooShort;
+}
