@@ -51,7 +51,8 @@ export class SimBridge {
       makePort: (pc) => (this.ports[pc.name] = new MemoryPort(pc.name)),
       clock,
     });
-    this.graph.engine.start();
+    // Room for a port added while it runs (the runtime test).
+    this.graph.engine.start(4 << 20);
   }
   get sw(): LearningSwitch {
     return this.graph.sw;

@@ -212,6 +212,30 @@ describe("spanning tree (802.1D) between tapnet switches", () => {
     expect(a.sw.guards.portGate(a.ports.p1.index)).toBe("discarding");
   });
 
+  it("ports added and removed while the node runs join and leave the tree; a port set down is a link gone", () => {
+    const net = triangle();
+    net.run(5000);
+    const a = net.bridges.a;
+    const p = a.graph.addPort({ name: "hx", kind: "tap", ifname: "hx", vlan: { mode: "access", vlan: 1 }, stp: { cost: 7 } });
+    expect(showStp(a.stp, 0).ports.find((x) => x.name === "hx")).toMatchObject({ role: "designated", state: "listening", cost: 7 });
+    expect(a.sw.guards.portGate(p.index)).toBe("discarding");
+    net.run(4100);
+    expect(roles(a).hx).toBe("designated/forwarding");
+    a.graph.removePort("hx");
+    expect(showStp(a.stp, 0).ports.map((x) => x.name)).toEqual(["ha", "b", "c"]);
+    // a's port to c goes down: for the tree a link gone (disabled at once on a's side, c
+    // hears nothing more and fails over by message age).
+    const c = net.bridges.c;
+    a.graph.setPortUp(a.ports.c, false);
+    expect(roles(a).c).toBe("disabled/disabled");
+    net.run(10_500);
+    expect(roles(c).b).toBe("root/forwarding");
+    expect(roles(net.bridges.b).c).toBe("designated/forwarding");
+    a.graph.setPortUp(a.ports.c, true);
+    net.run(6000);
+    expect(blocked(net)).toEqual(["b/c:blocking"]);
+  });
+
   it("takes ports added at run time and forgets a reset port", () => {
     const net = triangle();
     net.run(5000);
