@@ -9,7 +9,7 @@
  * Counters follow the switch's view: rx = element -> switch, tx = switch -> element.
  * Captures on an internal port see both directions like any other port.
  */
-import { type FrameList, TxQueue } from "./batch.js";
+import { Batch, type FrameList, TxQueue } from "./batch.js";
 import type { FrameSink } from "./element.js";
 import type { PacketPool } from "./pool.js";
 import { Port, type RxHandler } from "./port.js";
@@ -17,9 +17,13 @@ import { Port, type RxHandler } from "./port.js";
 export class InternalPort extends Port {
   readonly kind = "internal";
   /** Frames the element sends into the switch. */
-  inq: TxQueue;
-  private spareTx: TxQueue;
-  private spareIn: TxQueue;
+  readonly inq: TxQueue;
+  /**
+   * What pump() hands to a side: a queue's frames are moved here first, so the queue
+   * takes new frames while they are processed (the element answering through inq) and
+   * those wait for the engine's next round instead of joining a list being read.
+   */
+  private readonly work: Batch;
   private switchSide: FrameSink | null = null;
   private elementSide: FrameSink | null = null;
 
@@ -31,8 +35,7 @@ export class InternalPort extends Port {
   ) {
     super(name, batchSize, 0);
     this.inq = new TxQueue(batchSize);
-    this.spareTx = new TxQueue(this.txq.capacity);
-    this.spareIn = new TxQueue(batchSize);
+    this.work = new Batch(Math.max(this.txq.capacity, batchSize));
   }
 
   /** Joins the two elements (the graph builder's call): the switch, and the element behind. */
@@ -72,47 +75,44 @@ export class InternalPort extends Port {
 
   /** Moves what is queued in either direction; true when anything moved. */
   pump(pool: Buffer, now: number): boolean {
-    let moved = false;
-    if (this.txq.count !== 0) {
-      const q = this.txq;
-      this.txq = this.spareTx;
-      this.spareTx = q;
-      this.count(pool, q, 1);
-      (this.elementSide as FrameSink).process(this, q, pool, now);
-      q.count = 0;
-      moved = true;
-    }
-    if (this.txq.drops !== 0 || this.spareTx.drops !== 0) {
-      this.txDrops += this.txq.drops + this.spareTx.drops;
-      this.txq.drops = 0;
-      this.spareTx.drops = 0;
-    }
-    if (this.inq.count !== 0) {
-      const q = this.inq;
-      this.inq = this.spareIn;
-      this.spareIn = q;
-      this.received(pool, q);
-      (this.switchSide as FrameSink).process(this, q, pool, now);
-      q.count = 0;
-      moved = true;
-    }
-    if (this.inq.drops !== 0 || this.spareIn.drops !== 0) {
-      this.rxDrops += this.inq.drops + this.spareIn.drops;
-      this.inq.drops = 0;
-      this.spareIn.drops = 0;
-    }
-    return moved;
+    const toElement = this.move(this.txq, 1, this.elementSide, pool, now);
+    const toSwitch = this.move(this.inq, 0, this.switchSide, pool, now);
+    this.txDrops += this.txq.drops;
+    this.rxDrops += this.inq.drops;
+    this.txq.drops = 0;
+    this.inq.drops = 0;
+    return toElement || toSwitch;
   }
 
   /** Drops whatever is queued (after an internal error). */
   reset(): void {
     this.txq.count = 0;
     this.inq.count = 0;
-    this.spareTx.count = 0;
-    this.spareIn.count = 0;
   }
 
-  private count(pool: Buffer, q: FrameList, dir: 0 | 1): void {
+  /**
+   * Moves the frames of `q` to the work list and hands them to `side`, counted and
+   * shown to capture taps as `dir` (1: the switch sent them, 0: the port received
+   * them). False when `q` is empty.
+   */
+  private move(q: TxQueue, dir: 0 | 1, side: FrameSink | null, pool: Buffer, now: number): boolean {
+    const n = q.count;
+    if (n === 0) return false;
+    const w = this.work;
+    for (let i = 0; i < n; i++) {
+      w.offsets[i] = q.offsets[i];
+      w.lengths[i] = q.lengths[i];
+    }
+    w.count = n;
+    q.count = 0;
+    if (dir === 0) this.received(pool, w);
+    else this.sent(pool, w);
+    (side as FrameSink).process(this, w, pool, now);
+    return true;
+  }
+
+  /** Counts frames the switch sent to the element and shows them to capture taps. */
+  private sent(pool: Buffer, q: FrameList): void {
     const n = q.count;
     let bytes = 0;
     for (let i = 0; i < n; i++) bytes += q.lengths[i];
@@ -120,7 +120,7 @@ export class InternalPort extends Port {
     this.txBytes += bytes;
     if (this.taps.length !== 0) {
       for (const t of this.taps) {
-        for (let i = 0; i < n; i++) t.frame(this, dir, pool, q.offsets[i], q.lengths[i]);
+        for (let i = 0; i < n; i++) t.frame(this, 1, pool, q.offsets[i], q.lengths[i]);
       }
     }
   }

@@ -77,20 +77,26 @@ export interface FdbEntry {
 }
 
 export const SWITCH_COUNTERS = counters({
-  forwarded: { kind: "forward", help: "known unicast sent out of the one port that owns the destination" },
-  flooded: { kind: "forward", help: "broadcast, multicast and unknown unicast sent to every other member of the VLAN" },
-  filtered: { kind: "drop", help: "destination is on the port the frame came in on" },
-  learned: { kind: "event", help: "new (VLAN, MAC) entries" },
-  stationMoves: { kind: "event", help: "a known MAC seen on another port" },
-  aged: { kind: "event", help: "entries removed after the ageing time" },
-  evicted: { kind: "event", help: "entries evicted to learn a new station in a full table" },
-  macLimit: { kind: "event", help: "stations not learned: static entries fill the table" },
-  runt: { kind: "drop", help: "shorter than an Ethernet (or tagged) header" },
-  oversize: { kind: "drop", help: "longer than the largest frame, and not a TSO super-frame" },
-  badSrcMac: { kind: "drop", help: "group or all-zero source address" },
-  vlanFiltered: { kind: "drop", help: "VLAN not allowed on the port, or a tag on an access port" },
-  linkLocal: { kind: "drop", help: "802.1D reserved group address 01:80:c2:00:00:0X (never forwarded)" },
-  scratchFull: { kind: "event", help: "flooded copies not made: the pass's scratch was used up" },
+  forward: {
+    forwarded: "known unicast sent out of the one port that owns the destination",
+    flooded: "broadcast, multicast and unknown unicast sent to every other member of the VLAN",
+  },
+  drop: {
+    filtered: "destination is on the port the frame came in on",
+    runt: "shorter than an Ethernet (or tagged) header",
+    oversize: "longer than the largest frame, and not a TSO super-frame",
+    badSrcMac: "group or all-zero source address",
+    vlanFiltered: "VLAN not allowed on the port, or a tag on an access port",
+    linkLocal: "802.1D reserved group address 01:80:c2:00:00:0X (never forwarded)",
+  },
+  event: {
+    learned: "new (VLAN, MAC) entries",
+    stationMoves: "a known MAC seen on another port",
+    aged: "entries removed after the ageing time",
+    evicted: "entries evicted to learn a new station in a full table",
+    macLimit: "stations not learned: static entries fill the table",
+    scratchFull: "flooded copies not made: the pass's scratch was used up",
+  },
 });
 export type SwitchCounter = (typeof SWITCH_COUNTERS.names)[number];
 const C = SWITCH_COUNTERS.id;
