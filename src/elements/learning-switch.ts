@@ -33,8 +33,8 @@ import type { FrameList } from "../core/batch.js";
 import { counters, Element, type ElementInfo, type FrameSink } from "../core/element.js";
 import type { Port } from "../core/port.js";
 import { readU32 } from "../wire/bytes.js";
-import { ETHERTYPE_IPV4, ETHERTYPE_VLAN } from "../wire/ethernet.js";
-import { vlanGetVid, vlanSetVid, VLAN_TAG_LEN } from "../wire/vlan.js";
+import { ETH_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_VLAN } from "../wire/ethernet.js";
+import { VLAN_TAG_LEN, VLAN_VID_MAX, vlanGetTpid, vlanGetVid, vlanSetTci, vlanSetTpid, vlanSetVid } from "../wire/vlan.js";
 import { VNET_HDR_LEN, vnetCopy, vnetIsGso, vnetNeedsCsum, vnetShiftL3 } from "../wire/vnet.js";
 import { FdbTable } from "./fdb-table.js";
 
@@ -104,9 +104,8 @@ const C = SWITCH_COUNTERS.id;
 const VLANS = 4096;
 /** Static entries the table holds beyond maxEntries (they do not count against it). */
 const STATIC_RESERVE = 4096;
-const ETH_HLEN = 14;
 /** Largest frame accepted: 1500 bytes of payload, Ethernet header and one tag. */
-const DEFAULT_MAX_FRAME = 1500 + ETH_HLEN + 4;
+const DEFAULT_MAX_FRAME = 1500 + ETH_HEADER_LEN + 4;
 /** Rewritten flooded copies one pass may make (a frame of 64 KiB each with offloads). */
 const SCRATCH_FRAMES_OFFLOAD = 32;
 const SCRATCH_FRAMES = 256;
@@ -242,7 +241,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     for (let i = 0; i < n; i++) {
       const off = offsets[i];
       const len = lengths[i];
-      if (len < ETH_HLEN) {
+      if (len < ETH_HEADER_LEN) {
         this.drop(inPort, C.runt, now);
         continue;
       }
@@ -254,8 +253,8 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
       // Ingress classification (802.1Q §8.6.1 in spirit).
       let tagged = false;
       let vlan: number;
-      if (((buf[off + 12] << 8) | buf[off + 13]) === ETHERTYPE_VLAN) {
-        if (len < ETH_HLEN + VLAN_TAG_LEN) {
+      if (vlanGetTpid(buf, off) === ETHERTYPE_VLAN) {
+        if (len < ETH_HEADER_LEN + VLAN_TAG_LEN) {
           this.drop(inPort, C.runt, now);
           continue;
         }
@@ -271,7 +270,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
           vlan = this.pvid[inIdx];
           if (vlan > 0) vlanSetVid(buf, off, vlan);
         }
-        if (vlan <= 0 || vlan === 4095 || this.membership[inIdx * VLANS + vlan] === 0) {
+        if (vlan <= 0 || vlan > VLAN_VID_MAX || this.membership[inIdx * VLANS + vlan] === 0) {
           this.drop(inPort, C.vlanFiltered, now);
           continue;
         }
@@ -316,7 +315,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
           } else {
             this.c[C.forwarded]++;
             if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.internal[outIdx] === 0) {
-              const l3 = tagged ? off + ETH_HLEN + VLAN_TAG_LEN : off + ETH_HLEN;
+              const l3 = tagged ? off + ETH_HEADER_LEN + VLAN_TAG_LEN : off + ETH_HEADER_LEN;
               if (((buf[l3 - 2] << 8) | buf[l3 - 1]) === ETHERTYPE_IPV4) {
                 // With offloads, a pending checksum must stay a partial sum.
                 this.bridgeHook(buf, l3, off + len - l3, now, this.offload && vnetNeedsCsum(buf, off));
@@ -379,7 +378,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
       // Push in place into the headroom the port left before the frame.
       buf.copyWithin(off - 4 - h, off - h, off + 12);
       if (h !== 0) vnetShiftL3(buf, off - 4, 4);
-      writeTag(buf, off + 8, vlan);
+      writeTag(buf, off - 4, vlan);
       q.push(off - 4, len + 4);
     }
   }
@@ -420,7 +419,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
           altLen = len - 4;
         } else {
           buf.copyWithin(base, off, off + 12);
-          writeTag(buf, base + 12, vlan);
+          writeTag(buf, base, vlan);
           buf.copyWithin(base + 16, off + 12, off + len);
           altOff = base;
           altLen = len + 4;
@@ -515,14 +514,12 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
   }
 }
 
-/** Writes an 802.1Q tag (TPID 0x8100, PCP 0, VID `vlan`) at `at`. */
-function writeTag(buf: Buffer, at: number, vlan: number): void {
-  buf[at] = ETHERTYPE_VLAN >>> 8;
-  buf[at + 1] = ETHERTYPE_VLAN & 0xff;
-  buf[at + 2] = (vlan >> 8) & 0x0f;
-  buf[at + 3] = vlan & 0xff;
+/** Writes an 802.1Q tag (TPID 0x8100, PCP 0, DEI 0, VID `vlan`) after the MACs of the frame at `frameOff`. */
+function writeTag(buf: Buffer, frameOff: number, vlan: number): void {
+  vlanSetTpid(buf, frameOff, ETHERTYPE_VLAN);
+  vlanSetTci(buf, frameOff, vlan);
 }
 
 function checkVid(v: number, what: string): void {
-  if (!Number.isInteger(v) || v < 1 || v > 4094) throw new Error(`${what}: ${v} is not a VLAN id (1-4094)`);
+  if (!Number.isInteger(v) || v < 1 || v > VLAN_VID_MAX) throw new Error(`${what}: ${v} is not a VLAN id (1-${VLAN_VID_MAX})`);
 }
