@@ -3,6 +3,7 @@ import { type Command, Option } from "commander";
 import { request, requestRows } from "../control/client.js";
 import type { Request } from "../control/protocol.js";
 import { conntrackLine, parseConntrackQuery, type ConnEntryView } from "../elements/conntrack-list.js";
+import type { InterfaceRow, NeighbourRow, RouteRow } from "../elements/router/ipv4-router.js";
 import type { GraphDescription } from "../node/graph.js";
 import type { SandboxReport } from "../node/sandbox.js";
 import { findLab } from "../lab/lab.js";
@@ -442,19 +443,11 @@ export function registerShow(program: Command): void {
     return `${table(["COUNTER", "VALUE"], rows)}\n\n${why}`;
   });
 
-  interface NeighRow {
-    address: string;
-    dev: string;
-    mac: string | null;
-    state: string;
-    age: number | null;
-    queued: number;
-  }
   showRows("neigh", "the router's neighbour (ARP) cache (like 'ip neigh')", (out) => {
     let n = 0;
     return {
       row(json) {
-        const r = JSON.parse(json) as NeighRow;
+        const r = JSON.parse(json) as NeighbourRow;
         n++;
         // `ip neigh` style: ADDRESS dev IF lladdr MAC STATE
         out.write(
@@ -467,13 +460,6 @@ export function registerShow(program: Command): void {
     };
   });
 
-  interface RouteRow {
-    prefix: string;
-    via: string | null;
-    dev: string;
-    kind: string;
-    src: string | null;
-  }
   showRows("route", "the router's routing table (like 'ip route')", (out) => ({
     row(json) {
       const r = JSON.parse(json) as RouteRow;
@@ -484,18 +470,10 @@ export function registerShow(program: Command): void {
     end() {},
   }));
 
-  interface IfaceRow {
-    name: string;
-    mac: string;
-    mtu: number;
-    addresses: string[];
-    proxyArp: boolean;
-    port: string;
-  }
   showCommand("interfaces", "the router's interfaces (like 'ip -br addr')", (d) =>
     table(
       ["INTERFACE", "MAC", "MTU", "ADDRESSES", "PROXY-ARP"],
-      (d as IfaceRow[]).map((i) => [i.name, i.mac, i.mtu, i.addresses.join(" "), i.proxyArp ? "on" : "off"]),
+      (d as InterfaceRow[]).map((i) => [i.name, i.mac, i.mtu, i.addresses.join(" "), i.proxyArp ? "on" : "off"]),
     ),
   );
 }

@@ -49,14 +49,20 @@ export interface StpHost {
 }
 
 export const STP_COUNTERS = counters({
-  config: { kind: "deliver", help: "configuration BPDUs processed" },
-  tcn: { kind: "deliver", help: "topology change notification BPDUs processed" },
-  ignored: { kind: "drop", help: "BPDUs not acted on: RST BPDUs (RSTP is not spoken), unknown types, our own BPDU looped back" },
-  malformed: { kind: "drop", help: "not a valid BPDU: short, bad length or LLC header, protocol id not 0, message age at or past max age" },
-  txConfig: { kind: "event", help: "configuration BPDUs sent" },
-  txTcn: { kind: "event", help: "topology change notifications sent" },
-  topologyChanges: { kind: "event", help: "topology changes detected here (a port started or stopped forwarding)" },
-  scratchFull: { kind: "event", help: "BPDUs not sent: the pass's scratch was used up" },
+  deliver: {
+    config: "configuration BPDUs processed",
+    tcn: "topology change notification BPDUs processed",
+  },
+  drop: {
+    ignored: "BPDUs not acted on: RST BPDUs (RSTP is not spoken), unknown types, our own BPDU looped back",
+    malformed: "not a valid BPDU: short, bad length or LLC header, protocol id not 0, message age at or past max age",
+  },
+  event: {
+    txConfig: "configuration BPDUs sent",
+    txTcn: "topology change notifications sent",
+    topologyChanges: "topology changes detected here (a port started or stopped forwarding)",
+    scratchFull: "BPDUs not sent: the pass's scratch was used up",
+  },
 });
 type StpCounter = (typeof STP_COUNTERS.names)[number];
 const C = STP_COUNTERS.id;

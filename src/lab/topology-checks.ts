@@ -3,8 +3,8 @@
  * addresses that clash or sit outside their subnet, next hops on no connected subnet,
  * what kernel nodes and overlays need. Each problem carries the path of its field.
  */
-import { ipToString } from "../wire/ipv4addr.js";
-import { IFNAME_MAX, ifAddresses, ipToU32, isKernelNode, maskOf, nodePorts, offloadCapable, splitCidr, type Topology } from "./topology-schema.js";
+import { ipInSubnet, ipToString, maskFromPrefix } from "../wire/ipv4addr.js";
+import { IFNAME_MAX, ifAddresses, ipToU32, isKernelNode, nodePorts, offloadCapable, splitCidr, type Topology } from "./topology-schema.js";
 
 export interface Problem {
   path: (string | number)[];
@@ -45,7 +45,7 @@ export function fabricChecks(t: Topology): Problem[] {
       if (!c) problems.push({ path: [...at, "underlay", "address"], message: `'${spec.underlay.address}' is not a valid IPv4 address with prefix` });
       else if (spec.underlay.gateway) {
         const g = ipToU32(spec.underlay.gateway);
-        const m = maskOf(c.prefixLen);
+        const m = maskFromPrefix(c.prefixLen);
         if (g === null || (g & m) >>> 0 !== (c.addr & m) >>> 0) {
           problems.push({ path: [...at, "underlay", "gateway"], message: `gateway ${spec.underlay.gateway} is not inside ${spec.underlay.address}` });
         }
@@ -128,7 +128,7 @@ export function semanticChecks(t: Topology, declared: Declared): Problem[] {
       continue;
     }
     if (c.prefixLen < 31) {
-      const m = maskOf(c.prefixLen);
+      const m = maskFromPrefix(c.prefixLen);
       if ((c.addr & ~m) >>> 0 === 0 || (c.addr | ~m) >>> 0 === 0xffffffff) {
         problems.push({ path: ["hosts", h, "ip"], message: `${spec.ip} is the network or broadcast address of its subnet` });
       }
@@ -138,7 +138,7 @@ export function semanticChecks(t: Topology, declared: Declared): Problem[] {
     seenIp.set(c.addr, h);
     if (spec.gateway !== undefined) {
       const g = ipToU32(spec.gateway);
-      const m = maskOf(c.prefixLen);
+      const m = maskFromPrefix(c.prefixLen);
       if (g === null) problems.push({ path: ["hosts", h, "gateway"], message: `'${spec.gateway}' is not a valid IPv4 address` });
       else if ((g & m) >>> 0 !== (c.addr & m) >>> 0) {
         problems.push({ path: ["hosts", h, "gateway"], message: `gateway ${spec.gateway} is not inside ${spec.ip}` });
@@ -230,13 +230,13 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
       const c = splitCidr(a);
       const where = Array.isArray(i.address) ? [...at, "address", k] : [...at, "address"];
       if (!c) return void problems.push({ path: where, message: `'${a}' is not a valid IPv4 address with prefix` });
-      const mask = maskOf(c.prefixLen);
+      const mask = maskFromPrefix(c.prefixLen);
       if (c.prefixLen < 31 && ((c.addr & ~mask) >>> 0 === 0 || (c.addr | ~mask) >>> 0 === 0xffffffff)) {
         problems.push({ path: where, message: `${a} is the network or broadcast address of its subnet` });
       }
       const net = (c.addr & mask) >>> 0;
       // A /32 (flannel.1's, tunl0's) is a lone address, not a subnet: it may sit in another's.
-      const clash = c.prefixLen === 32 ? undefined : subnets.find((s) => s.len < 32 && ((net & s.mask) >>> 0 === s.net || (s.net & mask) >>> 0 === net));
+      const clash = c.prefixLen === 32 ? undefined : subnets.find((s) => s.len < 32 && (ipInSubnet(net, s.net, s.mask) || ipInSubnet(s.net, net, mask)));
       if (clash) problems.push({ path: where, message: `${a} overlaps the subnet of interface ${clash.iface}` });
       subnets.push({ net, mask, len: c.prefixLen, iface: ifn });
     });
@@ -246,10 +246,10 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
     if (r.to !== "default") {
       const c = splitCidr(r.to);
       if (!c) problems.push({ path: [...at, "to"], message: `'${r.to}' is not a valid prefix` });
-      else if ((c.addr & ~maskOf(c.prefixLen)) >>> 0 !== 0) {
+      else if ((c.addr & ~maskFromPrefix(c.prefixLen)) >>> 0 !== 0) {
         problems.push({
           path: [...at, "to"],
-          message: `${r.to} has host bits set (did you mean ${ipToString((c.addr & maskOf(c.prefixLen)) >>> 0)}/${c.prefixLen}?)`,
+          message: `${r.to} has host bits set (did you mean ${ipToString((c.addr & maskFromPrefix(c.prefixLen)) >>> 0)}/${c.prefixLen}?)`,
         });
       }
     }

@@ -253,10 +253,6 @@ export function ipToU32(s: string): number | null {
   return ((parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3]) >>> 0;
 }
 
-export function maskOf(len: number): number {
-  return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-}
-
 /** Host address and prefix of `10.0.0.1/24`, or null when it is not one. */
 export function splitCidr(s: string): { addr: number; prefixLen: number } | null {
   const [a, l] = s.split("/");
