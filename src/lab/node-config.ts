@@ -94,6 +94,8 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     lab: t.name,
     node,
     controlSocket: path.join(labDir(t.name), `${node}.sock`),
+    journal: path.join(labDir(t.name), `${node}.journal`),
+    persistentTaps: true,
     ports,
     offload: spec.offload ?? offloadCapable(t, node),
     switch: { ageingTime: spec.ageingTime, maxEntries: spec.maxEntries, static: spec.static },

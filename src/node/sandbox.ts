@@ -208,6 +208,7 @@ export const IOCTLS: Record<string, number> = {
   FIONCLEX: 0x5450,
   FIOCLEX: 0x5451,
   TUNSETIFF: 0x400454ca, // create or re-attach a TAP (CAP_NET_ADMIN)
+  TUNSETPERSIST: 0x400454cb, // a TAP added at runtime outlives the process; a removed one stops doing so
   TUNSETOFFLOAD: 0x400454d0,
   TUNSETVNETHDRSZ: 0x400454d8,
   TUNGETFEATURES: 0x800454cf,
