@@ -460,6 +460,11 @@ static napi_value js_open_tap(napi_env env, napi_callback_info cbinfo) {
   };
   static const char *const array_names[] = {"offsets", "lengths"};
   if (!read_options(env, fn, opts, spec, VAL_COUNT(spec))) return NULL;
+  if (adopt_fd <= STDERR_FILENO) {
+    throw_fmt(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "openTap: option 'fd' must be an inherited fd >= 3 (0-2 are stdio), got %u",
+              adopt_fd);
+    return NULL;
+  }
   /* From here an adopted fd is this call's: closed on every failure. */
   const int given_fd = adopt_fd != UINT32_MAX ? (int)adopt_fd : -1;
   const uint32_t min_room = ETH_HLEN_MIN + (offload ? VNET_HDR_LEN : 0);

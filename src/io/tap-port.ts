@@ -118,7 +118,6 @@ export class TapPort extends Port {
     this.adoptedMtu = opts.mtu ?? 0;
   }
 
-
   override get deviceOffload(): boolean {
     return this.headers;
   }

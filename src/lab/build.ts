@@ -186,6 +186,8 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     const cfgPath = path.join(dir, `${node}.json`);
     const logPath = path.join(dir, `${node}.log`);
     fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
+    // A new lab starts from its topology alone (the journal is for restarts of this one).
+    if (cfg.journal) fs.rmSync(cfg.journal, { force: true });
     const out = fs.openSync(logPath, "a");
     // The supervisor runs here (root, every capability: it enters the hosts'
     // namespaces to hand their TAPs to a restarted node) and starts the node through

@@ -202,6 +202,17 @@ describe.skipIf(!canRunLabs())("a node killed with -9 comes back", () => {
     // The node has the host's eth0 itself (not a TAP of its own named h5).
     expect(inNs(ns("s2"), ["ip", "-o", "link", "show", "h5"]).status).not.toBe(0);
     expect(fs.readFileSync(`/run/tapnet/${LAB}/s2.supervisor.json`, "utf8")).toMatch(/"reattached": \[\s*"h3",\s*"h4",\s*"h5"\s*\]/);
+
+    // And removed again (what `lab host del` does): the port goes, and with it the
+    // host's eth0 — a persistent TAP stops being one when its port is removed.
+    await request(socket, { cmd: "change", op: "port.del", args: { name: "h5" } });
+    expect(inNs(ns("h5"), ["ip", "link", "show", "eth0"]).status).not.toBe(0);
+    expect(spawnSync("ip", ["netns", "del", ns("h5")]).status).toBe(0);
+    const st3 = readState(LAB);
+    if (!st3) throw new Error("no lab state");
+    delete st3.hosts.h5;
+    st3.namespaces = st3.namespaces.filter((n) => n !== ns("h5"));
+    writeState(st3);
   }, 60_000);
 
   it("a crash loop is slowed down; lab down then removes every namespace, TAP, supervisor and node process", async () => {
@@ -220,6 +231,9 @@ describe.skipIf(!canRunLabs())("a node killed with -9 comes back", () => {
     expect(logText).toMatch(/restart \d+ in (500|1000|2000) ms \(\d+ exits within 10 s\)/);
     await waitFor("s2 to come back after the back-off", () => node("s2").running, 20_000);
     expect(ping(ns("h3"), "10.62.0.4", 1).status).toBe(0);
+    // Each restart replayed h5's port.add and port.del: no TAP of that name is left.
+    expect(node("s2").ports).toEqual(["h3", "h4"]);
+    expect(inNs(ns("s2"), ["ip", "-o", "link", "show", "h5"]).status).not.toBe(0);
 
     const sup = [node("r1").supervisor.pid, node("s2").supervisor.pid] as number[];
     const pids = [node("r1").pid, node("s2").pid] as number[];
