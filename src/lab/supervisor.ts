@@ -56,6 +56,18 @@ const READY_MAX_MS = 30_000;
 
 const log = (msg: string): void => console.error(`supervisor: ${msg}`);
 
+/**
+ * The crash-loop back-off: given the times (ms) of the node's earlier deaths and the
+ * time of this one, the deaths still inside the window (this one included) and how
+ * long to wait before the restart: none for the first LOOP_RESTARTS within
+ * LOOP_WINDOW_MS, then BACKOFF_FIRST_MS doubling up to BACKOFF_MAX_MS.
+ */
+export function restartDelay(deaths: number[], now: number): { deaths: number[]; waitMs: number } {
+  const recent = [...deaths.filter((t) => now - t < LOOP_WINDOW_MS), now];
+  const over = recent.length - LOOP_RESTARTS;
+  return { deaths: recent, waitMs: over > 0 ? Math.min(BACKOFF_FIRST_MS * 2 ** (over - 1), BACKOFF_MAX_MS) : 0 };
+}
+
 class Supervisor {
   private child: ChildProcess | null = null;
   private stopping = false;
@@ -211,10 +223,9 @@ class Supervisor {
     }
     this.status.lastExit = { code, signal, at: new Date().toISOString() };
     this.status.restarts++;
-    this.deaths = this.deaths.filter((t) => now - t < LOOP_WINDOW_MS);
-    this.deaths.push(now);
-    const over = this.deaths.length - LOOP_RESTARTS;
-    const wait = over > 0 ? Math.min(BACKOFF_FIRST_MS * 2 ** (over - 1), BACKOFF_MAX_MS) : 0;
+    const next = restartDelay(this.deaths, now);
+    this.deaths = next.deaths;
+    const wait = next.waitMs;
     log(
       `node ${this.config.node} (pid ${child.pid}) ${signal ? `was killed by ${signal}` : `exited with status ${code}`}; ` +
         `restart ${this.status.restarts}${wait ? ` in ${wait} ms (${this.deaths.length} exits within ${LOOP_WINDOW_MS / 1000} s)` : ""}`,
