@@ -43,16 +43,17 @@ const LAN_VLAN = 100;
 /** Routes of the one-request-per-change runs: indices from here (80.0.0.0/24 up), apart from the bursts'. */
 const SINGLE_BASE = 1 << 20;
 
-/** The i-th route the scenario adds: a /24 from 64.0.0.0/24 up (16.7 M of them before 10/8 is near). */
+/** The i-th route the scenario adds: a /24 from 64.0.0.0/24 up (4 M of them before 127/8). */
 export const prefixOf = (i) => `${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}.0/24`;
 
 /** A joining host's address: 10.3.1.1/16, 10.3.1.2/16, … (never reused: no stale ARP entry at the node). */
 const joinAddr = (k) => `10.3.${1 + (k >> 8)}.${k & 255}`;
 
 /**
- * c: the bench's helpers (see scripts/bench.mjs runControlScenario). opts: duration (D),
- * repeat, routes (N), hostAdds (K). Returns rows, per-metric records, notes and every
- * sample; route-table mismatches are in `checkFailures` (the caller fails the run).
+ * c: the bench's helpers (scripts/bench.mjs controlHelpers()). opts: duration (D), repeat,
+ * routes (N), hostAdds (K). Returns per-metric records (tapnet, reference, ratio, samples),
+ * notes and every sample; route-table mismatches are in `checkFailures` (the caller fails
+ * the run).
  */
 export async function runControl(c) {
   const { opts, say } = c;
