@@ -114,6 +114,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     node,
     controlSocket: path.join(labDir(t.name), `${node}.sock`),
     journal: path.join(labDir(t.name), `${node}.journal`),
+    persistentTaps: true,
     ports,
     offload: spec.offload ?? offloadCapable(t, node),
     switch: {

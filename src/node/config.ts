@@ -62,6 +62,11 @@ export interface NodeConfig {
   ports: NodePortConfig[];
   /** TAP ports with virtio-net headers and offloads; other ports segment super-frames in software. */
   offload?: boolean;
+  /**
+   * The node's TAPs outlive the process (TUNSETPERSIST): set by `lab up`, whose
+   * supervisor restarts a node that died and hands it its hosts' TAPs again.
+   */
+  persistentTaps?: boolean;
   switch: {
     ageingTime: number;
     maxEntries: number;

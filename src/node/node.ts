@@ -23,9 +23,9 @@ import { ipToString, parseIp } from "../wire/ipv4addr.js";
 import { macToString, parseMac } from "../wire/mac.js";
 import type { NodeConfig } from "./config.js";
 import { buildGraph, type NodeGraph } from "./graph.js";
-import { makeDevicePort } from "./ports.js";
+import { closeUnadoptedTaps, holdInheritedTaps, makeDevicePort, releaseInheritedTap } from "./ports.js";
 import { type Args, applyChange, JOURNALED } from "./changes.js";
-import { Journal } from "./journal.js";
+import { Journal, type JournalEntry } from "./journal.js";
 import { runningConfig } from "./running-config.js";
 import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
 
@@ -34,6 +34,13 @@ const RUNTIME_POOL_BYTES = 64 * 64 * (65536 + 256);
 
 /** Most changes in one `changes` request (clients send larger ones in several). */
 const MAX_BATCH = 20_000;
+
+/** For each port the journal adds, the index of its last `port.add`. */
+function lastPortAdds(entries: JournalEntry[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [i, e] of entries.entries()) if (e.op === "port.add" && typeof e.args.name === "string") out.set(e.args.name, i);
+  return out;
+}
 
 /** The clock of the dataplane (ms), for listings that read it as they go. */
 const clock = (): number => performance.now();
@@ -61,6 +68,9 @@ export class TapnetNode {
     readonly config: NodeConfig,
     private readonly sandbox = false,
   ) {
+    // A restarted node's inherited TAPs (src/node/ports.ts): a port the journal adds
+    // again adopts its TAP at that (last) `port.add`, not before.
+    if (config.journal) holdInheritedTaps(lastPortAdds(Journal.read(config.journal)).keys());
     this.graph = buildGraph(config, { makePort: makeDevicePort });
     this.engine = this.graph.engine;
     this.sw = this.graph.sw;
@@ -128,6 +138,8 @@ export class TapnetNode {
     this.engine.start(RUNTIME_POOL_BYTES);
     try {
       if (this.config.journal) this.replay(this.config.journal);
+      const unadopted = closeUnadoptedTaps();
+      if (unadopted.length) console.error(`inherited TAPs of ${unadopted.join(", ")} closed: the node has no such port`);
       // A tunnel's UDP socket binds after open(): wait, so a bad address fails start-up.
       for (const p of this.engine.livePorts()) {
         if (p instanceof VxlanPort) {
@@ -219,8 +231,10 @@ export class TapnetNode {
     const { journal, entries, bad } = Journal.open(path);
     this.journal = journal;
     let failed = bad;
-    for (const e of entries) {
+    const adopts = lastPortAdds(entries);
+    for (const [i, e] of entries.entries()) {
       try {
+        if (e.op === "port.add" && adopts.get(e.args.name as string) === i) releaseInheritedTap(e.args.name as string);
         applyChange(this.graph, e.op, e.args);
       } catch (err) {
         failed++;
