@@ -1,3 +1,10 @@
+/** table()'s lines, each indented by `indent` (a section inside a longer report). */
+export function indentedTable(headers: string[], rows: Array<Array<string | number | null | undefined>>, indent = "    "): string[] {
+  return table(headers, rows)
+    .split("\n")
+    .map((l) => indent + l);
+}
+
 /** Plain text tables for `show` and `lab status`, aligned like iproute2's output. */
 export function table(headers: string[], rows: Array<Array<string | number | null | undefined>>): string {
   const cells = [headers, ...rows.map((r) => r.map((c) => (c === null || c === undefined ? "-" : String(c))))];

@@ -10,7 +10,7 @@ import type { Command } from "commander";
 import { request } from "../control/client.js";
 import { findLab } from "../lab/lab.js";
 import type { StpView } from "../elements/stp-view.js";
-import { table } from "./format.js";
+import { indentedTable } from "./format.js";
 
 /** Port priority in 802.1D-2004's scale (0-240): the Linux bridge's (0-63) is a quarter of it. */
 const KERNEL_PRIO_SCALE = 4;
@@ -96,11 +96,7 @@ export function renderStp(v: (StpView & { kernel?: boolean }) | null): string {
       `  topology change ${v.topologyChange ? "yes" : "no"}${v.sinceTopologyChange !== null ? ` (last ${v.sinceTopologyChange}s ago)` : ""}`,
   ];
   const rows = v.ports.map((p) => [p.name, p.role, p.state, p.cost, p.priority, p.portId, p.designatedBridge, p.designatedPort, p.designatedCost]);
-  lines.push(
-    ...table(["PORT", "ROLE", "STATE", "COST", "PRIO", "PORT-ID", "DESIGNATED-BRIDGE", "D-PORT", "D-COST"], rows)
-      .split("\n")
-      .map((l) => `  ${l}`),
-  );
+  lines.push(...indentedTable(["PORT", "ROLE", "STATE", "COST", "PRIO", "PORT-ID", "DESIGNATED-BRIDGE", "D-PORT", "D-COST"], rows, "  "));
   return lines.join("\n");
 }
 
@@ -136,23 +132,15 @@ export function renderSecurity(d: unknown): string {
       : "-",
     p.arpInspected ? "untrusted" : "trusted",
   ]);
-  lines.push(
-    ...(rows.length
-      ? table(["PORT", "STATE", "STORM CONTROL", "PORT SECURITY", "ARP"], rows)
-          .split("\n")
-          .map((l) => `  ${l}`)
-      : ["  (no port has a guard)"]),
-  );
+  lines.push(...(rows.length ? indentedTable(["PORT", "STATE", "STORM CONTROL", "PORT SECURITY", "ARP"], rows, "  ") : ["  (no port has a guard)"]));
   const ai = s.arpInspection;
   if (ai) {
     lines.push(`  ARP inspection on VLAN ${ai.vlans.join(",")}: ${ai.bindings.length} bindings`);
     lines.push(
-      ...table(
+      ...indentedTable(
         ["VLAN", "IP", "MAC", "SOURCE"],
         ai.bindings.map((b) => [b.vlan, b.ip, b.mac, b.source]),
-      )
-        .split("\n")
-        .map((l) => `    ${l}`),
+      ),
     );
     const l = ai.lastDrop;
     if (l) lines.push(`  last ARP dropped: ${String(l.reason)}, ${String(l.ip)} claimed by ${String(l.mac)} (VLAN ${String(l.vlan)}, ${String(l.ago)}s ago)`);

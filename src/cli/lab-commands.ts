@@ -6,7 +6,7 @@ import { hostAdd, hostDel } from "../lab/hosts.js";
 import { labSave } from "../lab/save.js";
 import { findLab, labDown, labStatus, labUp, type NodeStatus } from "../lab/lab.js";
 import { sandboxLine } from "../node/sandbox.js";
-import { table } from "./format.js";
+import { indentedTable } from "./format.js";
 
 /** running, restarting (its supervisor is starting it again) or NOT RUNNING; "unsupervised" when its supervisor is gone. */
 function nodeState(n: NodeStatus): string {
@@ -77,7 +77,7 @@ export function registerLab(program: Command): Command {
       for (const l of labs) {
         console.log(`lab ${l.lab} (${l.file})`);
         console.log(
-          table(
+          indentedTable(
             ["NODE", "PID", "STATE", "RESTARTS", "LAST EXIT", "PORTS", "RUNS WITH"],
             l.nodes.map((n) => [
               n.name,
@@ -88,19 +88,15 @@ export function registerLab(program: Command): Command {
               n.ports?.join(","),
               n.sandbox ? sandboxLine(n.sandbox) : undefined,
             ]),
-          )
-            .split("\n")
-            .map((x) => `  ${x}`)
-            .join("\n"),
+            "  ",
+          ).join("\n"),
         );
         console.log(
-          table(
+          indentedTable(
             ["HOST", "NODE", "ADDRESS", "GATEWAY", "VLAN", "LINK"],
             Object.entries(l.hosts).map(([h, s]) => [h, s.node, s.ip, s.gateway, s.vlan, s.link]),
-          )
-            .split("\n")
-            .map((x) => `  ${x}`)
-            .join("\n"),
+            "  ",
+          ).join("\n"),
         );
       }
     });

@@ -7,7 +7,7 @@ import type { InterfaceRow, NeighbourRow, RouteRow } from "../elements/router/ip
 import type { GraphDescription } from "../node/graph.js";
 import type { SandboxReport } from "../node/sandbox.js";
 import { findLab } from "../lab/lab.js";
-import { table, vlanList } from "./format.js";
+import { indentedTable, table, vlanList } from "./format.js";
 import { kernelStpView, renderSecurity, renderStp } from "./l2.js";
 import { nodeSocket } from "./nodes.js";
 
@@ -185,12 +185,10 @@ export function registerShow(program: Command): void {
     const g = d as GraphDescription;
     const lines = [`  offloads ${g.offload ? "on (virtio-net headers)" : "off"}`, "  ports"];
     lines.push(
-      ...table(
+      ...indentedTable(
         ["PORT", "KIND", "IFNAME", "MODE"],
         g.ports.map((p) => [p.name, p.kind, p.ifname, p.mode]),
-      )
-        .split("\n")
-        .map((l) => `    ${l}`),
+      ),
     );
     lines.push("  elements");
     for (const e of g.elements) {

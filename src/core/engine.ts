@@ -131,6 +131,18 @@ export class Engine {
   port(name: string): Port | undefined {
     return this.ports.find((p) => p.name === name && !p.removed);
   }
+  /** The live port `name`; an error naming `node` and the ports it has when there is none. */
+  requirePort(name: string, node: string): Port {
+    const p = this.port(name);
+    if (!p) {
+      throw new Error(
+        `node ${node} has no port '${name}' (ports: ${this.livePorts()
+          .map((x) => x.name)
+          .join(", ")})`,
+      );
+    }
+    return p;
+  }
 
   /** Adds an element: told of every pass, given its scratch when the pool is made. */
   addElement(el: EngineElement): void {

@@ -19,16 +19,7 @@
  * tick() checks.
  */
 import { counters, Element } from "../core/element.js";
-import {
-  BPDU_FLAG_TC,
-  BPDU_FLAG_TCA,
-  bpduGetFlags,
-  bpduGetForwardDelay,
-  bpduGetHelloTime,
-  bpduGetRootMac,
-  bpduGetRootPathCost,
-  bpduGetRootPriority,
-} from "../wire/bpdu.js";
+import { BPDU_FLAG_TC, BPDU_FLAG_TCA, type Bpdu } from "../wire/bpdu.js";
 
 export const STP_DISABLED = 0;
 export const STP_BLOCKING = 1;
@@ -77,6 +68,16 @@ const toMs = (units: number): number => (units * 1000) / 256;
 /** Compares bridge ids (priority, MAC): <0, 0, >0. */
 function cmpId(p1: number, m1: number, p2: number, m2: number): number {
   return p1 !== p2 ? p1 - p2 : m1 - m2;
+}
+
+/** Sets the designated information a port holds (8.5.5.1-8.5.5.4): the root, its cost, the bridge and port that offer it. */
+function setDesignated(p: StpPort, rootPrio: number, rootMac: number, cost: number, bridgePrio: number, bridgeMac: number, port: number): void {
+  p.rootPrio = rootPrio;
+  p.rootMac = rootMac;
+  p.cost = cost;
+  p.bridgePrio = bridgePrio;
+  p.bridgeMac = bridgeMac;
+  p.port = port;
 }
 
 /** A port's protocol state (8.5.5): its own id and cost, and the designated information it holds. */
@@ -174,9 +175,7 @@ export abstract class StpProtocol extends Element<StpCounter> {
     this.rootMac = this.mac;
     this.rootPathCost = 0;
     this.rootPort = -1;
-    this.maxAge = this.bridgeMaxAge;
-    this.helloTime = this.bridgeHello;
-    this.forwardDelay = this.bridgeForwardDelay;
+    this.useBridgeTimes();
     this.topologyChangeDetected = false;
     this.setTopologyChange(false);
     this.tcnTimer = -1;
@@ -269,21 +268,14 @@ export abstract class StpProtocol extends Element<StpCounter> {
 
   // --- 8.6: the procedures --------------------------------------------------------
 
-  protected receivedConfig(p: StpPort, buf: Buffer, b: number, bPrio: number, bMac: number, portId: number, age: number, maxAge: number, now: number): void {
-    const rPrio = bpduGetRootPriority(buf, b);
-    const rMac = bpduGetRootMac(buf, b);
-    const cost = bpduGetRootPathCost(buf, b);
+  /** A config BPDU `r` (message age below max age, not our own) arrived on `p`. */
+  protected receivedConfig(p: StpPort, r: Bpdu, now: number): void {
     const wasRoot = this.isRoot();
-    if (this.supersedes(p, rPrio, rMac, cost, bPrio, bMac, portId)) {
+    if (this.supersedes(p, r)) {
       // Record configuration (8.6.2).
-      p.rootPrio = rPrio;
-      p.rootMac = rMac;
-      p.cost = cost;
-      p.bridgePrio = bPrio;
-      p.bridgeMac = bMac;
-      p.port = portId;
-      p.ageBase = now - toMs(age);
-      p.messageAgeTimer = now + toMs(maxAge) - toMs(age);
+      setDesignated(p, r.rootPriority, r.rootMac, r.rootPathCost, r.bridgePriority, r.bridgeMac, r.portId);
+      p.ageBase = now - toMs(r.messageAge);
+      p.messageAgeTimer = now + toMs(r.maxAge) - toMs(r.messageAge);
       this.configurationUpdate();
       this.portStateSelection(now);
       if (!this.isRoot() && wasRoot) {
@@ -296,14 +288,13 @@ export abstract class StpProtocol extends Element<StpCounter> {
       }
       if (p.index === this.rootPort) {
         // Record configuration timeout values (8.6.3), relay (8.6.4).
-        this.maxAge = toMs(maxAge);
-        this.helloTime = toMs(bpduGetHelloTime(buf, b));
-        this.forwardDelay = toMs(bpduGetForwardDelay(buf, b));
-        const flags = bpduGetFlags(buf, b);
-        this.setTopologyChange((flags & BPDU_FLAG_TC) !== 0);
-        if ((flags & BPDU_FLAG_TC) !== 0) this.lastTopologyChange = now;
+        this.maxAge = toMs(r.maxAge);
+        this.helloTime = toMs(r.helloTime);
+        this.forwardDelay = toMs(r.forwardDelay);
+        this.setTopologyChange((r.flags & BPDU_FLAG_TC) !== 0);
+        if ((r.flags & BPDU_FLAG_TC) !== 0) this.lastTopologyChange = now;
         this.configBpduGeneration(now);
-        if ((flags & BPDU_FLAG_TCA) !== 0) {
+        if ((r.flags & BPDU_FLAG_TCA) !== 0) {
           this.topologyChangeDetected = false;
           this.tcnTimer = -1;
         }
@@ -322,23 +313,19 @@ export abstract class StpProtocol extends Element<StpCounter> {
   }
 
   /** 8.6.2.2: the received information is better than what the port holds (or from the same port). */
-  private supersedes(p: StpPort, rPrio: number, rMac: number, cost: number, bPrio: number, bMac: number, portId: number): boolean {
-    let t = cmpId(rPrio, rMac, p.rootPrio, p.rootMac);
+  private supersedes(p: StpPort, r: Bpdu): boolean {
+    let t = cmpId(r.rootPriority, r.rootMac, p.rootPrio, p.rootMac);
     if (t !== 0) return t < 0;
-    if (cost !== p.cost) return cost < p.cost;
-    t = cmpId(bPrio, bMac, p.bridgePrio, p.bridgeMac);
+    if (r.rootPathCost !== p.cost) return r.rootPathCost < p.cost;
+    t = cmpId(r.bridgePriority, r.bridgeMac, p.bridgePrio, p.bridgeMac);
     if (t !== 0) return t < 0;
-    if (bPrio !== this.prio || bMac !== this.mac) return true;
-    return portId <= p.port;
+    if (r.bridgePriority !== this.prio || r.bridgeMac !== this.mac) return true;
+    return r.portId <= p.port;
   }
 
+  /** The port holds what this bridge offers its link (8.6.10). */
   private becomeDesignated(p: StpPort): void {
-    p.rootPrio = this.rootPrio;
-    p.rootMac = this.rootMac;
-    p.cost = this.rootPathCost;
-    p.bridgePrio = this.prio;
-    p.bridgeMac = this.mac;
-    p.port = p.portId;
+    setDesignated(p, this.rootPrio, this.rootMac, this.rootPathCost, this.prio, this.mac, p.portId);
   }
 
   private configurationUpdate(): void {
@@ -429,13 +416,18 @@ export abstract class StpProtocol extends Element<StpCounter> {
   }
 
   private becomeRootBridge(now: number): void {
-    this.maxAge = this.bridgeMaxAge;
-    this.helloTime = this.bridgeHello;
-    this.forwardDelay = this.bridgeForwardDelay;
+    this.useBridgeTimes();
     this.topologyChangeDetection(now);
     this.tcnTimer = -1;
     this.configBpduGeneration(now);
     this.helloTimer = now + this.helloTime;
+  }
+
+  /** The root's timers are this bridge's own settings (8.5.3). */
+  private useBridgeTimes(): void {
+    this.maxAge = this.bridgeMaxAge;
+    this.helloTime = this.bridgeHello;
+    this.forwardDelay = this.bridgeForwardDelay;
   }
 
   /** 8.6.14: the root signals the change in its BPDUs; another bridge tells the root (TCN). */

@@ -23,20 +23,7 @@
  */
 import type { ElementInfo } from "../core/element.js";
 import type { Port } from "../core/port.js";
-import {
-  BPDU_FRAME_OFF,
-  BPDU_TYPE_CONFIG,
-  BPDU_TYPE_TCN,
-  bpduFrameCheck,
-  bpduGetBridgeMac,
-  bpduGetBridgePriority,
-  bpduGetMaxAge,
-  bpduGetMessageAge,
-  bpduGetPortId,
-  bpduGetType,
-  emitConfigBpdu,
-  emitTcnBpdu,
-} from "../wire/bpdu.js";
+import { BPDU_TYPE_CONFIG, BPDU_TYPE_TCN, type Bpdu, bpduDecode, bpduEncode, newBpdu } from "../wire/bpdu.js";
 import { CHECK_OK } from "../wire/reason.js";
 import { VNET_HDR_LEN } from "../wire/vnet.js";
 import { STP_BLOCKING, STP_COUNTERS, STP_DEFAULTS, STP_DISABLED, STP_FORWARDING, STP_LIMITS, StpPort, StpProtocol, type StpHost } from "./stp-protocol.js";
@@ -81,6 +68,9 @@ export class SpanningTree extends StpProtocol {
   private scratchSlots = 0;
   private scratchUsed = 0;
   private readonly hdr: number;
+  /** The BPDU being received, and the one being sent: decoded into and encoded from, reused. */
+  private readonly rxBpdu = newBpdu();
+  private readonly txBpdu = newBpdu();
 
   constructor(
     readonly ports: readonly Port[],
@@ -190,70 +180,69 @@ export class SpanningTree extends StpProtocol {
       return;
     }
     if (!this.started) this.begin(now);
-    if (p.state === STP_DISABLED || bpduFrameCheck(buf, off, len) !== CHECK_OK) {
+    const r = this.rxBpdu;
+    if (p.state === STP_DISABLED || bpduDecode(buf, off, len, r) !== CHECK_OK) {
       this.count(p.state === STP_DISABLED ? C.ignored : C.malformed, now);
       return;
     }
-    const b = off + BPDU_FRAME_OFF;
-    const type = bpduGetType(buf, b);
-    if (type === BPDU_TYPE_TCN) {
+    if (r.type === BPDU_TYPE_TCN) {
       this.count(C.tcn, now);
       p.rx++;
       this.receivedTcn(p, now);
       return;
     }
-    if (type !== BPDU_TYPE_CONFIG) {
+    if (r.type !== BPDU_TYPE_CONFIG) {
       this.count(C.ignored, now);
       return;
     }
-    const age = bpduGetMessageAge(buf, b);
-    const maxAge = bpduGetMaxAge(buf, b);
-    if (age >= maxAge) {
+    if (r.messageAge >= r.maxAge) {
       this.count(C.malformed, now);
       return;
     }
-    const bPrio = bpduGetBridgePriority(buf, b);
-    const bMac = bpduGetBridgeMac(buf, b);
-    const portId = bpduGetPortId(buf, b);
-    if (bPrio === this.prio && bMac === this.mac && portId === p.portId) {
+    if (r.bridgePriority === this.prio && r.bridgeMac === this.mac && r.portId === p.portId) {
       // Our own BPDU came back to the port that sent it (802.1D-2004 9.3.4 a).
       this.count(C.ignored, now);
       return;
     }
     this.count(C.config, now);
     p.rx++;
-    this.receivedConfig(p, buf, b, bPrio, bMac, portId, age, maxAge, now);
+    this.receivedConfig(p, r, now);
   }
 
   protected sendConfig(p: StpPort, flags: number, ageMs: number, now: number): boolean {
-    const at = this.slot(now);
-    if (at < 0) return false;
-    const len = emitConfigBpdu(
-      this.pool as Buffer,
-      at,
-      p.mac,
-      flags,
-      this.rootPrio,
-      this.rootMac,
-      this.rootPathCost,
-      this.prio,
-      this.mac,
-      p.portId,
-      toUnits(ageMs),
-      toUnits(this.maxAge),
-      toUnits(this.helloTime),
-      toUnits(this.forwardDelay),
-    );
-    this.ports[p.index].txq.push(at, len);
+    const t = this.txBpdu;
+    t.type = BPDU_TYPE_CONFIG;
+    t.src = p.mac;
+    t.flags = flags;
+    t.rootPriority = this.rootPrio;
+    t.rootMac = this.rootMac;
+    t.rootPathCost = this.rootPathCost;
+    t.bridgePriority = this.prio;
+    t.bridgeMac = this.mac;
+    t.portId = p.portId;
+    t.messageAge = toUnits(ageMs);
+    t.maxAge = toUnits(this.maxAge);
+    t.helloTime = toUnits(this.helloTime);
+    t.forwardDelay = toUnits(this.forwardDelay);
+    if (!this.send(p, t, now)) return false;
     this.c[C.txConfig]++;
     return true;
   }
 
   protected sendTcn(p: StpPort, now: number): boolean {
+    const t = this.txBpdu;
+    t.type = BPDU_TYPE_TCN;
+    t.src = p.mac;
+    if (!this.send(p, t, now)) return false;
+    this.c[C.txTcn]++;
+    return true;
+  }
+
+  /** Writes `t` into a scratch frame queued on `p`'s switch port; false when the scratch is used up. */
+  private send(p: StpPort, t: Bpdu, now: number): boolean {
     const at = this.slot(now);
     if (at < 0) return false;
-    this.ports[p.index].txq.push(at, emitTcnBpdu(this.pool as Buffer, at, p.mac));
-    this.c[C.txTcn]++;
+    this.ports[p.index].txq.push(at, bpduEncode(t, this.pool as Buffer, at));
     return true;
   }
 

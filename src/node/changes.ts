@@ -119,15 +119,7 @@ function nat(g: NodeGraph): Nat {
 }
 
 function port(g: NodeGraph, name: string): Port {
-  const p = g.engine.port(name);
-  if (!p)
-    throw new Error(
-      `node ${g.config.node} has no port '${name}' (ports: ${g.engine
-        .livePorts()
-        .map((x) => x.name)
-        .join(", ")})`,
-    );
-  return p;
+  return g.engine.requirePort(name, g.config.node);
 }
 
 function backends(list: string[]): Backend[] {

@@ -443,18 +443,7 @@ export class TapnetNode {
   private capture(req: Request, sock: net.Socket): "stream" {
     const names = Array.isArray(req.ports) ? (req.ports as unknown[]).map(String) : [];
     if (names.length === 0) throw new Error("capture needs at least one port");
-    const ports = names.map((n) => {
-      const p = this.engine.port(n);
-      if (!p) {
-        throw new Error(
-          `node ${this.config.node} has no port '${n}' (ports: ${this.engine
-            .livePorts()
-            .map((x) => x.name)
-            .join(", ")})`,
-        );
-      }
-      return p;
-    });
+    const ports = names.map((n) => this.engine.requirePort(n, this.config.node));
     const count = typeof req.count === "number" && req.count > 0 ? Math.floor(req.count) : 0;
     sock.write(`${JSON.stringify({ ok: true, data: null })}\n`);
     new CaptureSession(ports, sock, count);

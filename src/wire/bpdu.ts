@@ -63,7 +63,7 @@ export function isStpGroup(buf: Uint8Array, off: number): boolean {
  * Validates a BPDU frame (802.1D-2004 9.3.4, LLC framing of 7.12.3): an 802.3 length
  * that covers the LLC header and the BPDU and fits the frame, LLC 0x42 0x42 0x03,
  * protocol id 0, and enough bytes for the type (35 for a config BPDU, 4 for a TCN, 36
- * for an RST BPDU). Returns CHECK_OK or a reason; the type is then bpduGetType().
+ * for an RST BPDU). Returns CHECK_OK or a reason; bpduDecode() reads the fields.
  */
 export function bpduFrameCheck(buf: Uint8Array, off: number, len: number): number {
   if (off < 0 || len < BPDU_FRAME_OFF + BPDU_TCN_LEN || off + len > buf.length) return CHECK_TOO_SHORT;
@@ -79,45 +79,76 @@ export function bpduFrameCheck(buf: Uint8Array, off: number, len: number): numbe
   return CHECK_OK;
 }
 
-export function bpduGetVersion(buf: Uint8Array, bpdu: number): number {
-  return buf[bpdu + BPDU_VERSION_OFF];
+/**
+ * A BPDU's fields as they are on the wire (times in 1/256 s, 9.2.8; flags BPDU_FLAG_*).
+ * One record is decoded into and encoded from; the spanning tree element reuses one for
+ * what it receives and one for what it sends. The fields past `type` are zero in a TCN.
+ */
+export interface Bpdu {
+  /** Source MAC of the frame (the sending port's). */
+  src: number;
+  version: number;
+  type: number;
+  flags: number;
+  rootPriority: number;
+  rootMac: number;
+  rootPathCost: number;
+  bridgePriority: number;
+  bridgeMac: number;
+  portId: number;
+  messageAge: number;
+  maxAge: number;
+  helloTime: number;
+  forwardDelay: number;
 }
-export function bpduGetType(buf: Uint8Array, bpdu: number): number {
-  return buf[bpdu + BPDU_TYPE_OFF];
+
+/** A record to decode into or fill for bpduEncode (a TCN from 00:00:00:00:00:00 until set). */
+export function newBpdu(): Bpdu {
+  const r = { src: 0, version: 0, type: BPDU_TYPE_TCN } as Bpdu;
+  clearConfig(r);
+  return r;
 }
-export function bpduGetFlags(buf: Uint8Array, bpdu: number): number {
-  return buf[bpdu + BPDU_FLAGS_OFF];
+
+/** Zeroes the fields only a config BPDU has. */
+function clearConfig(r: Bpdu): void {
+  r.flags = r.rootPriority = r.rootMac = r.rootPathCost = r.bridgePriority = r.bridgeMac = r.portId = 0;
+  r.messageAge = r.maxAge = r.helloTime = r.forwardDelay = 0;
 }
-export function bpduGetRootPriority(buf: Uint8Array, bpdu: number): number {
-  return readU16(buf, bpdu + BPDU_ROOT_OFF);
+
+/**
+ * Decodes the BPDU frame at `off` into `r` when bpduFrameCheck accepts it; returns the
+ * check's result (`r` is untouched unless CHECK_OK). An RST BPDU decodes as far as the
+ * fields it shares with a config BPDU.
+ */
+export function bpduDecode(buf: Uint8Array, off: number, len: number, r: Bpdu): number {
+  const check = bpduFrameCheck(buf, off, len);
+  if (check !== CHECK_OK) return check;
+  const b = off + BPDU_FRAME_OFF;
+  r.src = readMac(buf, off + 6);
+  r.version = buf[b + BPDU_VERSION_OFF];
+  r.type = buf[b + BPDU_TYPE_OFF];
+  if (r.type !== BPDU_TYPE_CONFIG && r.type !== BPDU_TYPE_RST) {
+    clearConfig(r);
+    return CHECK_OK;
+  }
+  r.flags = buf[b + BPDU_FLAGS_OFF];
+  r.rootPriority = readU16(buf, b + BPDU_ROOT_OFF);
+  r.rootMac = readMac(buf, b + BPDU_ROOT_OFF + 2);
+  r.rootPathCost = readU32(buf, b + BPDU_COST_OFF);
+  r.bridgePriority = readU16(buf, b + BPDU_BRIDGE_OFF);
+  r.bridgeMac = readMac(buf, b + BPDU_BRIDGE_OFF + 2);
+  r.portId = readU16(buf, b + BPDU_PORT_OFF);
+  r.messageAge = readU16(buf, b + BPDU_MESSAGE_AGE_OFF);
+  r.maxAge = readU16(buf, b + BPDU_MAX_AGE_OFF);
+  r.helloTime = readU16(buf, b + BPDU_HELLO_OFF);
+  r.forwardDelay = readU16(buf, b + BPDU_FORWARD_DELAY_OFF);
+  return CHECK_OK;
 }
-export function bpduGetRootMac(buf: Uint8Array, bpdu: number): number {
-  return readMac(buf, bpdu + BPDU_ROOT_OFF + 2);
-}
-export function bpduGetRootPathCost(buf: Uint8Array, bpdu: number): number {
-  return readU32(buf, bpdu + BPDU_COST_OFF);
-}
-export function bpduGetBridgePriority(buf: Uint8Array, bpdu: number): number {
-  return readU16(buf, bpdu + BPDU_BRIDGE_OFF);
-}
-export function bpduGetBridgeMac(buf: Uint8Array, bpdu: number): number {
-  return readMac(buf, bpdu + BPDU_BRIDGE_OFF + 2);
-}
-export function bpduGetPortId(buf: Uint8Array, bpdu: number): number {
-  return readU16(buf, bpdu + BPDU_PORT_OFF);
-}
-/** Message age in 1/256 s. */
-export function bpduGetMessageAge(buf: Uint8Array, bpdu: number): number {
-  return readU16(buf, bpdu + BPDU_MESSAGE_AGE_OFF);
-}
-export function bpduGetMaxAge(buf: Uint8Array, bpdu: number): number {
-  return readU16(buf, bpdu + BPDU_MAX_AGE_OFF);
-}
-export function bpduGetHelloTime(buf: Uint8Array, bpdu: number): number {
-  return readU16(buf, bpdu + BPDU_HELLO_OFF);
-}
-export function bpduGetForwardDelay(buf: Uint8Array, bpdu: number): number {
-  return readU16(buf, bpdu + BPDU_FORWARD_DELAY_OFF);
+
+/** A new record of the BPDU frame at `off` (tests, captures); null when bpduFrameCheck rejects it. */
+export function parseBpdu(buf: Uint8Array, off: number, len: number): Bpdu | null {
+  const r = newBpdu();
+  return bpduDecode(buf, off, len, r) === CHECK_OK ? r : null;
 }
 
 /** Writes the 802.3 header (to the STP group, from `src`) and the LLC header; returns the BPDU's offset. */
@@ -131,127 +162,33 @@ function writeHeaders(buf: Uint8Array, off: number, src: number, bpduLen: number
   return off + BPDU_FRAME_OFF;
 }
 
-/** Zeroes the frame's padding up to the 60-byte minimum; returns the frame length (60). */
-function pad(buf: Uint8Array, off: number, from: number): number {
-  for (let i = from; i < ETH_MIN_FRAME_LEN; i++) buf[off + i] = 0;
-  return ETH_MIN_FRAME_LEN;
-}
-
 /**
- * Writes a configuration BPDU frame at `off` (60 bytes, padded). Ids are (priority,
- * MAC) pairs; times are in 1/256 s (9.2.8). Returns the frame length.
+ * Writes `r` at `off` as a TCN (type BPDU_TYPE_TCN) or else a config BPDU, padded with
+ * zeros to the 60-byte minimum frame; returns the frame length (60).
  */
-export function emitConfigBpdu(
-  buf: Uint8Array,
-  off: number,
-  src: number,
-  flags: number,
-  rootPrio: number,
-  rootMac: number,
-  cost: number,
-  bridgePrio: number,
-  bridgeMac: number,
-  portId: number,
-  messageAge: number,
-  maxAge: number,
-  helloTime: number,
-  forwardDelay: number,
-): number {
-  const b = writeHeaders(buf, off, src, BPDU_CONFIG_LEN);
+export function bpduEncode(r: Bpdu, buf: Uint8Array, off: number): number {
+  const tcn = r.type === BPDU_TYPE_TCN;
+  const bpduLen = tcn ? BPDU_TCN_LEN : BPDU_CONFIG_LEN;
+  const b = writeHeaders(buf, off, r.src, bpduLen);
   buf[b] = 0;
   buf[b + 1] = 0;
-  buf[b + BPDU_VERSION_OFF] = 0;
-  buf[b + BPDU_TYPE_OFF] = BPDU_TYPE_CONFIG;
-  buf[b + BPDU_FLAGS_OFF] = flags;
-  writeU16(buf, b + BPDU_ROOT_OFF, rootPrio);
-  writeMac(buf, b + BPDU_ROOT_OFF + 2, rootMac);
-  writeU32(buf, b + BPDU_COST_OFF, cost);
-  writeU16(buf, b + BPDU_BRIDGE_OFF, bridgePrio);
-  writeMac(buf, b + BPDU_BRIDGE_OFF + 2, bridgeMac);
-  writeU16(buf, b + BPDU_PORT_OFF, portId);
-  writeU16(buf, b + BPDU_MESSAGE_AGE_OFF, messageAge);
-  writeU16(buf, b + BPDU_MAX_AGE_OFF, maxAge);
-  writeU16(buf, b + BPDU_HELLO_OFF, helloTime);
-  writeU16(buf, b + BPDU_FORWARD_DELAY_OFF, forwardDelay);
-  return pad(buf, off, BPDU_FRAME_OFF + BPDU_CONFIG_LEN);
-}
-
-/** Writes a topology change notification BPDU frame at `off` (60 bytes); returns its length. */
-export function emitTcnBpdu(buf: Uint8Array, off: number, src: number): number {
-  const b = writeHeaders(buf, off, src, BPDU_TCN_LEN);
-  buf[b] = 0;
-  buf[b + 1] = 0;
-  buf[b + BPDU_VERSION_OFF] = 0;
-  buf[b + BPDU_TYPE_OFF] = BPDU_TYPE_TCN;
-  return pad(buf, off, BPDU_FRAME_OFF + BPDU_TCN_LEN);
-}
-
-/** A BPDU as an object (tests, captures, `show`): times in seconds. */
-export interface BpduRepr {
-  src: number;
-  version: number;
-  type: number;
-  /** Config BPDUs only (zero for a TCN). */
-  tc: boolean;
-  tca: boolean;
-  rootPriority: number;
-  rootMac: number;
-  rootPathCost: number;
-  bridgePriority: number;
-  bridgeMac: number;
-  portId: number;
-  messageAge: number;
-  maxAge: number;
-  helloTime: number;
-  forwardDelay: number;
-}
-
-/** Parses a BPDU frame; null when bpduFrameCheck rejects it. */
-export function parseBpdu(buf: Uint8Array, off: number, len: number): BpduRepr | null {
-  if (bpduFrameCheck(buf, off, len) !== CHECK_OK) return null;
-  const b = off + BPDU_FRAME_OFF;
-  const type = bpduGetType(buf, b);
-  const cfg = type === BPDU_TYPE_CONFIG || type === BPDU_TYPE_RST;
-  const s = (v: number): number => (cfg ? v / 256 : 0);
-  return {
-    src: readMac(buf, off + 6),
-    version: bpduGetVersion(buf, b),
-    type,
-    tc: cfg && (bpduGetFlags(buf, b) & BPDU_FLAG_TC) !== 0,
-    tca: cfg && (bpduGetFlags(buf, b) & BPDU_FLAG_TCA) !== 0,
-    rootPriority: cfg ? bpduGetRootPriority(buf, b) : 0,
-    rootMac: cfg ? bpduGetRootMac(buf, b) : 0,
-    rootPathCost: cfg ? bpduGetRootPathCost(buf, b) : 0,
-    bridgePriority: cfg ? bpduGetBridgePriority(buf, b) : 0,
-    bridgeMac: cfg ? bpduGetBridgeMac(buf, b) : 0,
-    portId: cfg ? bpduGetPortId(buf, b) : 0,
-    messageAge: s(bpduGetMessageAge(buf, b)),
-    maxAge: s(bpduGetMaxAge(buf, b)),
-    helloTime: s(bpduGetHelloTime(buf, b)),
-    forwardDelay: s(bpduGetForwardDelay(buf, b)),
-  };
-}
-
-/** Writes `r` as a config BPDU (type config) or a TCN frame at `off`; returns the length. */
-export function emitBpdu(r: BpduRepr, buf: Uint8Array, off: number): number {
-  if (r.type === BPDU_TYPE_TCN) return emitTcnBpdu(buf, off, r.src);
-  const t = (s: number): number => Math.round(s * 256);
-  return emitConfigBpdu(
-    buf,
-    off,
-    r.src,
-    (r.tc ? BPDU_FLAG_TC : 0) | (r.tca ? BPDU_FLAG_TCA : 0),
-    r.rootPriority,
-    r.rootMac,
-    r.rootPathCost,
-    r.bridgePriority,
-    r.bridgeMac,
-    r.portId,
-    t(r.messageAge),
-    t(r.maxAge),
-    t(r.helloTime),
-    t(r.forwardDelay),
-  );
+  buf[b + BPDU_VERSION_OFF] = r.version;
+  buf[b + BPDU_TYPE_OFF] = tcn ? BPDU_TYPE_TCN : BPDU_TYPE_CONFIG;
+  if (!tcn) {
+    buf[b + BPDU_FLAGS_OFF] = r.flags;
+    writeU16(buf, b + BPDU_ROOT_OFF, r.rootPriority);
+    writeMac(buf, b + BPDU_ROOT_OFF + 2, r.rootMac);
+    writeU32(buf, b + BPDU_COST_OFF, r.rootPathCost);
+    writeU16(buf, b + BPDU_BRIDGE_OFF, r.bridgePriority);
+    writeMac(buf, b + BPDU_BRIDGE_OFF + 2, r.bridgeMac);
+    writeU16(buf, b + BPDU_PORT_OFF, r.portId);
+    writeU16(buf, b + BPDU_MESSAGE_AGE_OFF, r.messageAge);
+    writeU16(buf, b + BPDU_MAX_AGE_OFF, r.maxAge);
+    writeU16(buf, b + BPDU_HELLO_OFF, r.helloTime);
+    writeU16(buf, b + BPDU_FORWARD_DELAY_OFF, r.forwardDelay);
+  }
+  for (let i = BPDU_FRAME_OFF + bpduLen; i < ETH_MIN_FRAME_LEN; i++) buf[off + i] = 0;
+  return ETH_MIN_FRAME_LEN;
 }
 
 /** A bridge id as Linux's sysfs writes it (bridge_id, root_id): `8000.020000000001`. */

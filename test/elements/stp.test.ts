@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { SWITCH_COUNTERS } from "../../src/elements/switch-counters.js";
 import { STP_COUNTERS } from "../../src/elements/stp.js";
 import { showStp } from "../../src/elements/stp-view.js";
-import { emitBpdu, parseBpdu, BPDU_TYPE_CONFIG, BPDU_TYPE_TCN } from "../../src/wire/bpdu.js";
+import { BPDU_FLAG_TC, BPDU_FLAG_TCA, bpduEncode, parseBpdu, BPDU_TYPE_CONFIG, BPDU_TYPE_TCN } from "../../src/wire/bpdu.js";
 import { SimNet, type SimBridge } from "./stp-sim.js";
 
 const BCAST = "ffffffffffff";
@@ -173,7 +173,7 @@ describe("spanning tree (802.1D) between tapnet switches", () => {
     const own = net.take("a", "p1", true).find((f) => parseBpdu(f, 0, f.length)?.type === BPDU_TYPE_CONFIG) as Buffer;
     expect(own).toBeDefined();
     const cfg = parseBpdu(own, 0, own.length)!;
-    expect(cfg).toMatchObject({ rootPriority: 4096, bridgePriority: 4096, rootPathCost: 0, maxAge: 6, helloTime: 1, forwardDelay: 2, tc: false });
+    expect(cfg).toMatchObject({ rootPriority: 4096, bridgePriority: 4096, rootPathCost: 0, maxAge: 6 * 256, helloTime: 256, forwardDelay: 2 * 256, flags: 0 });
     expect(own.length).toBe(60);
     a.ports.p1.inject([own]); // its own, back on the port that sent it
     const rst = Buffer.from(own);
@@ -193,7 +193,7 @@ describe("spanning tree (802.1D) between tapnet switches", () => {
     ledgers(a);
     // A TCN on a designated port is acknowledged (TCA) in the next config BPDU.
     const tcn = Buffer.alloc(60);
-    emitBpdu({ ...cfg, type: BPDU_TYPE_TCN, src: 0x020000000099 }, tcn, 0);
+    bpduEncode({ ...cfg, type: BPDU_TYPE_TCN, src: 0x020000000099 }, tcn, 0);
     net.take("a", "p2", true);
     net.t += 1500;
     a.ports.p2.inject([tcn]);
@@ -201,7 +201,7 @@ describe("spanning tree (802.1D) between tapnet switches", () => {
       .take("a", "p2", true)
       .map((f) => parseBpdu(f, 0, f.length))
       .find((x) => x?.type === BPDU_TYPE_CONFIG);
-    expect(reply).toMatchObject({ tca: true, tc: true });
+    expect(reply).toMatchObject({ flags: BPDU_FLAG_TC | BPDU_FLAG_TCA });
     // STP off: every port forwards; a BPDU is a link-local frame like any other.
     a.graph.engine.runPass((_p, now) => a.stp.setEnabled(false, now));
     expect(a.sw.guards.portGate(a.ports.p1.index)).toBe("forwarding");

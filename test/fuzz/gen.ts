@@ -34,7 +34,7 @@ import {
   BPDU_TYPE_RST,
   BPDU_TYPE_TCN,
   emitArp,
-  emitBpdu,
+  bpduEncode,
   emitEthernet,
   emitIcmp,
   emitIpv4,
@@ -366,13 +366,12 @@ export class FrameGen {
     const id = (): number => (r.chance(0.5) ? r.pick(this.world.macs) : r.pick([0x020000000001, 0x0273000000ff, r.u32() * 65536 + r.int(65536)]));
     const units = (): number => r.pick([0, 1, 256, 512, 1536, 3840, 5120, 65535, r.int(65536)]);
     const type = r.pick([BPDU_TYPE_CONFIG, BPDU_TYPE_CONFIG, BPDU_TYPE_CONFIG, BPDU_TYPE_TCN, BPDU_TYPE_RST, r.int(256)]);
-    emitBpdu(
+    bpduEncode(
       {
         src: this.mac(where, "src"),
         version: 0,
         type: type === BPDU_TYPE_TCN ? BPDU_TYPE_TCN : BPDU_TYPE_CONFIG,
-        tc: r.chance(0.3),
-        tca: r.chance(0.2),
+        flags: (r.chance(0.3) ? 0x01 : 0) | (r.chance(0.2) ? 0x80 : 0),
         rootPriority: prio(),
         rootMac: id(),
         rootPathCost: r.pick([0, 2, 4, 19, 100, r.u32()]),

@@ -4,6 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import {
+  BPDU_FLAG_TC,
+  BPDU_FLAG_TCA,
   BPDU_TYPE_CONFIG,
   BPDU_TYPE_TCN,
   CHECK_BAD_LENGTH,
@@ -13,8 +15,7 @@ import {
   CHECK_TOO_SHORT,
   bpduFrameCheck,
   bridgeIdString,
-  emitBpdu,
-  emitConfigBpdu,
+  bpduEncode,
   isStpGroup,
   parseBpdu,
 } from "../../src/wire/index.js";
@@ -59,8 +60,7 @@ describe("BPDUs (802.1D clause 9) against the Linux bridge", () => {
       src: 0x02000000010a,
       version: 0,
       type: BPDU_TYPE_CONFIG,
-      tc: false,
-      tca: false,
+      flags: 0,
       rootPriority: 4096,
       rootMac: 0x02000000000a,
       rootPathCost: 0,
@@ -68,21 +68,20 @@ describe("BPDUs (802.1D clause 9) against the Linux bridge", () => {
       bridgeMac: 0x02000000000a,
       portId: 0x8001,
       messageAge: 0,
-      maxAge: 6,
-      helloTime: 1,
-      forwardDelay: 2,
+      maxAge: 6 * 256, // timers in 1/256 s, as on the wire
+      helloTime: 256,
+      forwardDelay: 2 * 256,
     });
-    expect(parseBpdu(TCN, 0, TCN.length)).toMatchObject({ type: BPDU_TYPE_TCN, src: 0x02000000010b, tc: false, rootPriority: 0, maxAge: 0 });
-    expect(parseBpdu(TC_TCA, 0, TC_TCA.length)).toMatchObject({ tc: true, tca: true });
+    expect(parseBpdu(TCN, 0, TCN.length)).toMatchObject({ type: BPDU_TYPE_TCN, src: 0x02000000010b, flags: 0, rootPriority: 0, maxAge: 0 });
+    expect(parseBpdu(TC_TCA, 0, TC_TCA.length)).toMatchObject({ flags: BPDU_FLAG_TC | BPDU_FLAG_TCA });
     expect(parseBpdu(RELAYED, 0, RELAYED.length)).toMatchObject({
-      tc: true,
-      tca: false,
+      flags: BPDU_FLAG_TC,
       rootPriority: 4096,
       rootPathCost: 2,
       bridgePriority: 32768,
       bridgeMac: 0x02000000000b,
       portId: 0x8002,
-      messageAge: 1.02734375,
+      messageAge: 263, // 1.027 s
     });
     expect(bridgeIdString(4096, 0x02000000000a)).toBe("1000.02000000000a");
   });
@@ -92,7 +91,7 @@ describe("BPDUs (802.1D clause 9) against the Linux bridge", () => {
       const r = parseBpdu(f, 0, f.length);
       expect(r).not.toBeNull();
       const out = Buffer.alloc(80, 0xee);
-      expect(emitBpdu(r!, out, 10)).toBe(60);
+      expect(bpduEncode(r!, out, 10)).toBe(60);
       expect(out.subarray(10, 10 + f.length)).toEqual(f);
       expect(out.subarray(10 + f.length, 70)).toEqual(Buffer.alloc(60 - f.length));
       expect(out[9]).toBe(0xee);
@@ -132,9 +131,28 @@ describe("BPDUs (802.1D clause 9) against the Linux bridge", () => {
 
   it.skipIf(!hasTshark && !process.env.CI)("tshark reads what tapnet writes", () => {
     const f = Buffer.alloc(60);
-    emitConfigBpdu(f, 0, 0x027300000101, 0x81, 8192, 0x027300aabb00, 19, 36864, 0x0273001234ff, 0x8003, 300, 6 * 256, 256, 2 * 256);
+    bpduEncode(
+      {
+        src: 0x027300000101,
+        version: 0,
+        type: BPDU_TYPE_CONFIG,
+        flags: 0x81,
+        rootPriority: 8192,
+        rootMac: 0x027300aabb00,
+        rootPathCost: 19,
+        bridgePriority: 36864,
+        bridgeMac: 0x0273001234ff,
+        portId: 0x8003,
+        messageAge: 300,
+        maxAge: 6 * 256,
+        helloTime: 256,
+        forwardDelay: 2 * 256,
+      },
+      f,
+      0,
+    );
     const t = Buffer.alloc(60);
-    emitBpdu({ ...parseBpdu(TCN, 0, TCN.length)!, src: 0x027300000102 }, t, 0);
+    bpduEncode({ ...parseBpdu(TCN, 0, TCN.length)!, src: 0x027300000102 }, t, 0);
     // Classic pcap, LINKTYPE_ETHERNET.
     const gh = Buffer.alloc(24);
     gh.writeUInt32LE(0xa1b2c3d4, 0);
