@@ -211,7 +211,7 @@ export function icmpErrorAllowed(buf: Uint8Array, ipOff: number, ipLen: number, 
  * `dstOff` and returns its length, at most 576 (RFC 1812 section 4.3.2.3), or -1 when the
  * original is shorter than an IPv4 header or `dst` has no room.
  *
- * The IPv4 header: TOS 0xc0, `ident`, DF clear, TTL 64, protocol ICMP, source `srcAddr`
+ * The IPv4 header: TOS 0xc0 with the original's TOS bits (0x1e) kept, `ident`, DF clear, TTL 64, protocol ICMP, source `srcAddr`
  * (the caller picks it, RFC 1812 section 4.3.2.4: the address of the interface the error
  * leaves from), destination the original's source. The ICMP header: `type`, `code`, and
  * `rest`, the 32-bit rest of header: 0, or icmpRestFragNeeded(mtu) for Fragmentation
@@ -246,11 +246,13 @@ export function emitIcmpError(
   if (dstOff < 0 || dstOff + totalLen > dst.length) return -1;
   // Read everything needed from the original before anything is written: dst may overlap it.
   const origSrc = readU32(orig, origIpOff + IPV4_SRC_ADDR_OFF);
+  // Linux's icmp_send: the original's TOS bits (RFC 1349, mask 0x1e) kept under precedence 6.
+  const tos = ICMP_ERROR_TOS | (orig[origIpOff + IPV4_TOS_OFF] & 0x1e);
   orig.copy(dst, dstOff + ICMP_ERROR_HEADERS_LEN, origIpOff, origIpOff + quoteLen);
 
   const ip = dstOff;
   dst[ip] = 0x45;
-  dst[ip + IPV4_TOS_OFF] = ICMP_ERROR_TOS;
+  dst[ip + IPV4_TOS_OFF] = tos;
   writeU16(dst, ip + IPV4_TOTAL_LEN_OFF, totalLen);
   writeU16(dst, ip + IPV4_IDENT_OFF, ident);
   writeU16(dst, ip + IPV4_FLAGS_FRAG_OFF, 0);
@@ -302,6 +304,8 @@ export function emitIcmpEchoReplyInPlace(buf: Uint8Array, ipOff: number, ipLen: 
   writeU32(buf, ipOff + IPV4_SRC_ADDR_OFF, readU32(buf, ipOff + IPV4_DST_ADDR_OFF));
   writeU32(buf, ipOff + IPV4_DST_ADDR_OFF, src);
   buf[ipOff + IPV4_TTL_OFF] = IPV4_DEFAULT_TTL;
+  // A new datagram, not the request's: Linux's icmp_reply sends it without DF.
+  writeU16(buf, ipOff + IPV4_FLAGS_FRAG_OFF, 0);
   buf.fill(1, ipOff + IPV4_OPTIONS_OFF, ipOff + hlen); // IPOPT_NOOP
   // At most 60 bytes: recomputing costs no more than tracking every change.
   ipv4FillChecksum(buf, ipOff);

@@ -16,6 +16,7 @@ import {
   IPV4_IDENT_OFF,
   IPV4_PROTOCOL_OFF,
   IPV4_SRC_ADDR_OFF,
+  IPV4_TOS_OFF,
   IPV4_TOTAL_LEN_OFF,
   IPV4_TTL_OFF,
   headerLenWithOptions,
@@ -164,10 +165,13 @@ export function emitTcpReset(dst: Uint8Array, dstOff: number, orig: Uint8Array, 
   const seq = readU32(orig, t + TCP_SEQ_OFF);
   const ack = readU32(orig, t + TCP_ACK_OFF);
   const dataLen = segLen - tcpGetHeaderLen(orig, t) + ((flags & TCP_SYN) !== 0 ? 1 : 0) + ((flags & TCP_FIN) !== 0 ? 1 : 0);
+  // Linux's tcp_v4_send_reset answers with the segment's TOS, ECN bits cleared.
+  const tos = orig[origIpOff + IPV4_TOS_OFF] & 0xfc;
 
   const ip = dstOff;
   dst.fill(0, ip, ip + rstLen);
   dst[ip] = 0x45;
+  dst[ip + IPV4_TOS_OFF] = tos;
   writeU16(dst, ip + IPV4_TOTAL_LEN_OFF, rstLen);
   writeU16(dst, ip + IPV4_IDENT_OFF, ident);
   writeU16(dst, ip + IPV4_FLAGS_FRAG_OFF, 0x4000); // DF, as Linux sends resets

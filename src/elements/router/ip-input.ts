@@ -12,8 +12,8 @@
  *      decides whether the packet is its own, since a reply to a masqueraded flow is
  *      addressed to the router until translated back;
  *   5. local delivery (one of its addresses): echo -> reply, UDP -> port unreachable,
- *      TCP -> reset, anything else -> protocol unreachable; fragments and link
- *      broadcasts are ignored (the router reassembles nothing of its own);
+ *      TCP -> reset, anything else -> protocol unreachable, errors from the address the
+ *      packet was for; fragments are reassembled first; link broadcasts are ignored;
  *   6. forwarding: no broadcast, multicast or directed broadcast (RFC 1812 §5.3.4,
  *      §5.3.5); TTL (time exceeded at 1, §5.3.1); longest-prefix match (net unreachable
  *      when none); MTU (fragmentation needed with the next-hop MTU when DF, RFC 1191;
@@ -225,12 +225,23 @@ export class IpInput {
   /** A packet for one of the router's addresses. */
   private local(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number, linkGroup: boolean, ctx: number): void {
     const s = this.s;
-    s.c[C.delivered]++;
     this.notForwarded(ctx);
-    if (ipv4IsFragment(buf, ip) || linkGroup) {
-      // Fragments for the router itself: it reassembles nothing. A link-layer group
-      // address: the frame is shared with other ports, and Linux ignores broadcast
-      // pings too (icmp_echo_ignore_broadcasts).
+    if (!linkGroup && ipv4IsFragment(buf, ip)) {
+      // A fragment for the router itself (NAT off: with it, input() reassembled already):
+      // ip_local_deliver reassembles (RFC 1122 §3.3.2). The fragment is counted by the
+      // reassembler (fragsReceived); the datagram it completes is delivered as one frame.
+      this.reasmExpire(now);
+      const h = s.reasm.add(buf, ip, ipLen, ifc.index, now);
+      if (h < 0) return;
+      s.c[C.reassembledLocal]++;
+      buf = s.pool;
+      ip = h;
+      ipLen = s.reasm.lastLen;
+    }
+    s.c[C.delivered]++;
+    if (linkGroup) {
+      // A link-layer group address: the frame is shared with other ports, and Linux
+      // ignores broadcast pings too (icmp_echo_ignore_broadcasts).
       s.c[C.localDropped]++;
       return;
     }
@@ -241,9 +252,11 @@ export class IpInput {
       if (!isEcho || !this.icmp.echoReply(ifc, buf, ip, ipLen, now)) s.c[C.localDropped]++;
       return;
     }
+    // Errors about a packet for one of its addresses come from that address (icmp_send).
+    const to = ipv4GetDstAddr(buf, ip);
     if (proto === IP_PROTO_UDP) {
       s.c[C.portUnreachable]++;
-      this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PORT, 0, now, false);
+      this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PORT, 0, now, false, to);
       return;
     }
     if (proto === IP_PROTO_TCP) {
@@ -252,7 +265,7 @@ export class IpInput {
       return;
     }
     s.c[C.protoUnreachable]++;
-    this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PROTOCOL, 0, now, false);
+    this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PROTOCOL, 0, now, false, to);
   }
 
   /** Timer work of IPv4 input: conntrack expiry, reassembly timeouts. */

@@ -95,7 +95,7 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
     const s = new RouterState(interfaces, opts, this.c, this.last);
     this.s = s;
     this.out = new Output(s);
-    this.icmp = new Icmp(s, this.out, opts.icmpRate, opts.icmpBurst);
+    this.icmp = new Icmp(s, this.out, opts.icmpRate, opts.icmpBurst, opts.icmpRatelimitMs, opts.icmpRatemask);
     this.arp = new Arp(s, this.out);
     this.ip = new IpInput(s, this.icmp, this.out);
     this.ifaces = s.ifaces;

@@ -27,8 +27,13 @@ export interface RouterInterfaceConfig {
 }
 
 export interface RouterOptions {
+  /** Global ICMP error limit (Linux's icmp_msgs_per_sec, icmp_msgs_burst). */
   icmpRate?: number;
   icmpBurst?: number;
+  /** Per-destination ICMP limit in ms (Linux's icmp_ratelimit, default 1000; 0: off). */
+  icmpRatelimitMs?: number;
+  /** Types limited (Linux's icmp_ratemask, default 6168). */
+  icmpRatemask?: number;
   neighbour?: Partial<NeighbourTimers>;
   reassembly?: ReassemblyOptions;
   /** Connection tracking and NAT, called at PREROUTING and POSTROUTING. */
