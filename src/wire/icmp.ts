@@ -54,6 +54,8 @@ export const ICMP_UNREACH_PORT = 3;
 export const ICMP_UNREACH_FRAG_NEEDED = 4;
 
 /** Time Exceeded codes (RFC 792). */
+/** Redirect for Host (RFC 792): Linux's only kind. */
+export const ICMP_REDIRECT_HOST = 1;
 export const ICMP_TIME_EXCEEDED_TTL = 0;
 export const ICMP_TIME_EXCEEDED_REASSEMBLY = 1;
 

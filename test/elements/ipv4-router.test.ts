@@ -116,16 +116,16 @@ describe("Ipv4Router: ARP", () => {
     expectNoInternalErrors(r);
   });
 
-  it("does not answer on h1 for eth2's address (replies only for the ingress interface's addresses)", () => {
+  it("answers on h1 for eth2's address too, with eth1's MAC (Linux's arp_ignore=0: addresses belong to the host)", () => {
     const r = routedRig();
     r.ports.h1.inject([arpRequestFrame(H1.mac, H1.ip, ETH2_IP)]);
     const out = r.drain();
-    expect(out.h1).toEqual([]);
     expect(out.h2).toEqual([]);
+    expect(out.h1).toEqual([arpFrame({ ethDst: H1.mac, ethSrc: ETH1_MAC, oper: ARP_OPER_REPLY, sha: ETH1_MAC, spa: ETH2_IP, tha: H1.mac, tpa: H1.ip })]);
     expect(r.counters().arpIn).toBe(1);
-    expect(r.counters().arpRepliesSent).toBe(0);
-    // Not for us: no entry is created for the sender (RFC 826 only updates existing ones).
-    expect(r.router.neighbours(performance.now())).toEqual([]);
+    expect(r.counters().arpRepliesSent).toBe(1);
+    // A request for one of its addresses: the sender will talk to it, so an entry is made.
+    expect(r.router.neighbours(performance.now())).toEqual([expect.objectContaining({ address: "10.0.1.10", dev: "eth1", state: "STALE" })]);
   });
 
   it("with proxyArp on eth1 answers for addresses routed via eth2 with eth1's MAC, not for eth1's own subnet", () => {

@@ -39,6 +39,8 @@ export const ROUTER_COUNTERS = counters({
     runt: "shorter than an Ethernet header",
     serviceRejected: "to a service without endpoints (port unreachable sent, as kube-proxy's REJECT)",
     natDropped: "dropped by the NAT (invalid, table full, no source port)",
+    paramProblems: "malformed IP options: dropped (parameter problem 12/0 sent with a pointer to the fault, RFC 1812 §5.2.5)",
+    sourceRouted: "loose or strict source route option: dropped (Linux's accept_source_route 0, RFC 1812 §5.2.4.1)",
     gsoDropped: "TSO super-frames whose segments would need IP fragmentation",
   },
   event: {
@@ -46,6 +48,7 @@ export const ROUTER_COUNTERS = counters({
     icmpErrors: "ICMP errors sent",
     icmpRateLimited: "ICMP errors not sent: over the rate limit (RFC 1812 §4.3.2.8)",
     icmpSuppressed: "ICMP errors not sent: about an error, a broadcast, a fragment (RFC 1812 §4.3.2.7)",
+    redirectsSent: "ICMP redirects sent: a packet left by the interface it came in on, its sender and next hop on one subnet (RFC 1812 §5.2.7.2)",
     hostUnreachable: "packets that waited for ARP in vain (host unreachable sent)",
     fragmented: "packets cut into fragments",
     fragmentsOut: "fragments made",

@@ -31,6 +31,12 @@ const REDIRECT_LOAD_MS = 20;
 const REDIRECT_NUMBER = 9;
 const REDIRECT_SILENCE_MS = REDIRECT_LOAD_MS << (REDIRECT_NUMBER + 1);
 
+/** ip_rt_error_cost, ip_rt_error_burst. */
+const ROUTE_ERROR_COST_MS = 1000;
+const ROUTE_ERROR_BURST_MS = 5000;
+/** Linux backdates a new peer's last update by 60 s: its bucket starts full. */
+const NEW_PEER_TOKENS_MS = 60_000;
+
 /** Linux's default icmp_ratemask: types 3, 4, 11, 12. */
 export const ICMP_RATEMASK_DEFAULT = 6168;
 /** Linux's default icmp_ratelimit, in milliseconds. */
@@ -62,9 +68,21 @@ export class IcmpPeers {
   allow(dst: number, now: number): boolean {
     const cost = this.ratelimitMs;
     if (cost === 0) return true;
+    return this.take(dst, now, cost, BURST_FACTOR * cost);
+  }
+
+  /**
+   * Linux's ip_error, before an unreachable for a packet without a route: 1 s per error,
+   * burst 5 s (ip_rt_error_cost, ip_rt_error_burst), from the same bucket as allow() —
+   * so a burst without a route gets two errors, not five.
+   */
+  allowRouteError(dst: number, now: number): boolean {
+    return this.take(dst, now, ROUTE_ERROR_COST_MS, ROUTE_ERROR_BURST_MS);
+  }
+
+  private take(dst: number, now: number, cost: number, burst: number): boolean {
     const k = this.slot(dst, now);
     let t = this.tokens[k] + (now - this.last[k]);
-    const burst = BURST_FACTOR * cost;
     if (t > burst) t = burst;
     this.last[k] = now;
     if (t >= cost) {
@@ -112,8 +130,8 @@ export class IcmpPeers {
     this.used[victim] = 1;
     this.keys[victim] = key;
     this.seen[victim] = now;
-    // A new peer's bucket is full (Linux backdates rate_last by 60 s).
-    this.tokens[victim] = BURST_FACTOR * this.ratelimitMs;
+    // A new peer's bucket is full (Linux backdates rate_last by 60 s; take() caps it).
+    this.tokens[victim] = NEW_PEER_TOKENS_MS;
     this.last[victim] = now;
     this.redirects[victim] = 0;
     this.redirectLast[victim] = Number.NEGATIVE_INFINITY;

@@ -20,7 +20,9 @@
  *      else fragmentation, RFC 791 §3.2); POSTROUTING (source NAT, un-DNAT of service
  *      replies); TTL decrement with an RFC 1624 checksum update; Output.
  * Every packet ends in exactly one disposition counter (forwarded, delivered, or a drop
- * by reason; see counters.ts). IP options are forwarded as they are.
+ * by reason; see counters.ts). IP options are checked and processed before 5 and 6
+ * (options.ts): Record Route and Timestamp take the router's entries, malformed ones get
+ * Parameter Problem, source routes are dropped.
  *
  * The router's calls into the NAT are all in the section "NAT hooks" below.
  */
@@ -30,6 +32,9 @@ import {
   ICMP_DEST_UNREACH,
   ICMP_ECHO_REQUEST,
   ICMP_HEADER_LEN,
+  ICMP_PARAM_PROBLEM,
+  ICMP_REDIRECT,
+  ICMP_REDIRECT_HOST,
   ICMP_TIME_EXCEEDED,
   ICMP_TIME_EXCEEDED_REASSEMBLY,
   ICMP_TIME_EXCEEDED_TTL,
@@ -65,14 +70,47 @@ import { NAT_ACCEPT, NAT_REJECT } from "../nat.js";
 import { C } from "./counters.js";
 import type { Icmp } from "./icmp.js";
 import type { Output } from "./output.js";
-import { sourceFor, type RouterInterface, type RouterState } from "./state.js";
+import { OptionsResult, ipv4OptionsForward, ipv4OptionsInput, timestampNow } from "./options.js";
+import { onSubnet, sourceFor, type RouterInterface, type RouterState } from "./state.js";
 
 export class IpInput {
+  /** The options of the packet being handled (reused: nothing is allocated per packet). */
+  private readonly opt = new OptionsResult();
+  private readonly isLocal = (addr: number): boolean => this.s.local.has(addr | 0);
+
   constructor(
     private readonly s: RouterState,
     private readonly icmp: Icmp,
     private readonly out: Output,
   ) {}
+
+  /**
+   * IP options (options.ts), for every packet whose header has them, before it is
+   * delivered or forwarded (Linux's ip_rcv_options): Record Route and Timestamp take the
+   * router's entry; a malformed option is answered with Parameter Problem 12/0 pointing
+   * at it and the packet dropped (RFC 1812 §5.2.5, §4.3.2.4); a source-routed packet is
+   * dropped (Linux's accept_source_route 0 default: RFC 1812 §5.2.4.1 lets a router
+   * refuse them, and they bypass the routing a network expects). False when dropped.
+   */
+  private options(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, dst: number, now: number, ctx: number): boolean {
+    const s = this.s;
+    const local = s.local.has(dst | 0);
+    const specDst = local ? dst : sourceFor(ifc, ipv4GetSrcAddr(buf, ip));
+    const fault = ipv4OptionsInput(buf, ip, specDst, this.isLocal, timestampNow(), this.opt);
+    if (fault >= 0) {
+      s.drop(C.paramProblems, now);
+      this.icmp.error(ifc, buf, ip, ipLen, ICMP_PARAM_PROBLEM, 0, (fault << 24) >>> 0, now, false, local ? dst : 0);
+      this.notForwarded(ctx);
+      return false;
+    }
+    if (this.opt.srr) {
+      s.drop(C.sourceRouted, now);
+      this.notForwarded(ctx);
+      return false;
+    }
+    if (this.opt.changed) ipv4FillChecksum(buf, ip);
+    return true;
+  }
 
   /** The IPv4 frame at `buf[off, off + len)`, received on `ifc`. */
   input(ifc: RouterInterface, buf: Buffer, off: number, len: number, now: number): void {
@@ -123,6 +161,8 @@ export class IpInput {
       if (ctx < 0) return;
       dst = ipv4GetDstAddr(buf, ip);
     }
+    this.opt.rr = 0;
+    if (buf[ip] !== 0x45 && !this.options(ifc, buf, ip, ipLen, dst, now, ctx)) return;
     if (s.local.has(dst | 0)) {
       this.local(ifc, buf, ip, ipLen, now, linkGroup, ctx);
       return;
@@ -163,7 +203,12 @@ export class IpInput {
     const r = s.fib.lookup(dst);
     if (r < 0) {
       s.drop(C.noRoute, now);
-      this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_NET, 0, now, ctx);
+      if (this.icmp.peers.allowRouteError(ipv4GetSrcAddr(buf, ip), now)) {
+        this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_NET, 0, now, ctx);
+      } else {
+        s.c[C.icmpRateLimited]++;
+        this.notForwarded(ctx);
+      }
       return;
     }
     const out = s.ifaces[s.routeIf[r]];
@@ -175,6 +220,12 @@ export class IpInput {
       this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_FRAG_NEEDED, icmpRestFragNeeded(out.mtu), now, ctx);
       return;
     }
+    // The TTL goes down before the redirect, which quotes the packet as it is forwarded
+    // (Linux's ip_forward), and before POSTROUTING, as there.
+    ipv4DecrementTtl(buf, ip);
+    if (out === ifc && ifc.sendRedirects) this.redirect(ifc, buf, ip, ipLen, s.routeGw[r], now);
+    // Record Route names the address the packet leaves from (Linux's ip_forward_options).
+    if (this.opt.rr !== 0) ipv4OptionsForward(buf, ip, sourceFor(out, nh), this.opt);
     if (s.nat !== null && !this.postrouting(ctx, out, buf, ip, ipLen, dst, now)) return;
     if (fragMax > 0) {
       this.refragment(ifc, out, nh, buf, ip, ipLen, df, fragMax, now);
@@ -184,7 +235,6 @@ export class IpInput {
       s.drop(C.gsoDropped, now);
       return;
     }
-    ipv4DecrementTtl(buf, ip);
     if (ipLen > out.mtu && wire === ipLen) {
       if (this.out.fragmentOut(ifc.index, out, nh, buf, ip, ipLen, now, out.mtu)) s.c[C.forwarded]++;
       else s.drop(C.fragDropped, now);
@@ -192,6 +242,25 @@ export class IpInput {
     }
     s.c[C.forwarded]++;
     this.out.output(ifc.index, out, nh, buf, ip, ipLen, now);
+  }
+
+  /**
+   * RFC 1812 §5.2.7.2, Linux's ip_rt_send_redirect: a packet that leaves by the interface
+   * it came in on, from a sender on that interface's subnet toward a gateway (`gw`, 0 for
+   * a directly connected destination) on it too, could have gone straight there: the
+   * sender hears Redirect for Host (5/1) naming the next hop (source-routed packets
+   * never get here: options() dropped them). Backed off per sender (icmp-peers.ts: 20 ms << n, at most 9); the packet is
+   * forwarded all the same.
+   */
+  private redirect(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, gw: number, now: number): void {
+    const src = ipv4GetSrcAddr(buf, ip);
+    if (!onSubnet(ifc, src) || (gw !== 0 && !onSubnet(ifc, gw))) return;
+    if (!this.icmp.peers.allowRedirect(src, now)) return;
+    const nh = gw !== 0 ? gw : ipv4GetDstAddr(buf, ip);
+    const at = this.icmp.build(ifc, buf, ip, ipLen, ICMP_REDIRECT, ICMP_REDIRECT_HOST, nh, now, false);
+    if (at < 0) return;
+    this.s.c[C.redirectsSent]++;
+    this.out.send(ifc.index, this.s.pool, at, this.icmp.len, now);
   }
 
   /**
@@ -210,7 +279,6 @@ export class IpInput {
     now: number,
   ): void {
     const s = this.s;
-    ipv4DecrementTtl(buf, ip);
     if (df) {
       // Every fragment had DF (and none exceeds the MTU): the pieces keep it.
       ipv4SetDf(buf, ip, false);

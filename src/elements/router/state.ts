@@ -23,6 +23,8 @@ export interface RouterInterfaceConfig {
   /** [address, prefixLen] pairs; the first is the primary (source of ICMP errors). */
   addresses: Array<{ addr: number; prefixLen: number }>;
   proxyArp?: boolean;
+  /** ICMP redirects for packets that leave by the interface they came in on (Linux's send_redirects, default on). */
+  sendRedirects?: boolean;
   port: InternalPort;
 }
 
@@ -61,6 +63,7 @@ export interface RouterInterface {
   prefixLens: number[];
   masks: number[];
   proxyArp: boolean;
+  sendRedirects: boolean;
   port: InternalPort;
 }
 
@@ -116,6 +119,7 @@ export class RouterState {
         prefixLens: cf.addresses.map((a) => a.prefixLen),
         masks: cf.addresses.map((a) => (a.prefixLen === 0 ? 0 : (0xffffffff << (32 - a.prefixLen)) >>> 0)),
         proxyArp: cf.proxyArp ?? false,
+        sendRedirects: cf.sendRedirects ?? true,
         port: cf.port,
       };
       this.ifaces.push(ifc);
