@@ -131,7 +131,9 @@ export function ipv4OptionsInput(buf: Buffer, ip: number, specDst: number, isLoc
           }
         }
         // Other flags: not defined (RFC 791); passed on as they are.
-      } else {
+      } else if ((buf[p + 3] & 0x0f) !== TS_PRESPEC) {
+        // Full: the overflow count goes up (RFC 791), except for prespecified addresses,
+        // whose list simply ends (as Linux).
         const overflow = buf[p + 3] >>> 4;
         if (overflow === 15) return p + 3 - ip;
         buf[p + 3] = (buf[p + 3] & 0x0f) | ((overflow + 1) << 4);
