@@ -887,9 +887,15 @@ describe("Ipv4Router: inter-VLAN routing through SVIs", () => {
       b1: [],
       b2: [],
     });
-    // Asking VLAN 10 for VLAN 20's gateway gets nothing (no proxy ARP).
+    // Asking VLAN 10 for VLAN 20's gateway: answered by VLAN 10's SVI with its own MAC
+    // (Linux's arp_ignore=0: the address is the router's), nothing in VLAN 20.
     r.ports.a2.inject([arpRequestFrame(A2.mac, A2.ip, SVI20_IP)]);
-    expect(r.drain()).toEqual({ a1: [arpRequestFrame(A2.mac, A2.ip, SVI20_IP)], a2: [], b1: [], b2: [] });
+    expect(r.drain()).toEqual({
+      a1: [arpRequestFrame(A2.mac, A2.ip, SVI20_IP)],
+      a2: [arpFrame({ ethDst: A2.mac, ethSrc: SVI10_MAC, oper: ARP_OPER_REPLY, sha: SVI10_MAC, spa: SVI20_IP, tha: A2.mac, tpa: A2.ip })],
+      b1: [],
+      b2: [],
+    });
     expect(r.internal.svi20.txFrames - svi20Before).toBe(0);
   });
 });
@@ -990,7 +996,7 @@ describe("one disposition per received packet", () => {
     expectNoInternalErrors(r);
   });
 
-  it("a packet to forward that cannot be fragmented (malformed options) counts in fragDropped", () => {
+  it("a packet to forward with malformed options is not fragmented: parameter problem, pointer at the option, counted in paramProblems", () => {
     const r = routedRig({ eth2Mtu: 1400 });
     hostArps(r, "h1", H1, ETH1_IP);
     const before = r.counters();
@@ -1015,8 +1021,14 @@ describe("one disposition per received packet", () => {
       0,
     );
     r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, pkt)]);
-    expect(counterDelta(before, r.counters())).toEqual({ fragFailed: 1, fragDropped: 1 });
-    expect(r.drain()).toEqual({ h1: [], h2: [] });
+    expect(counterDelta(before, r.counters())).toEqual({ paramProblems: 1, icmpErrors: 1 });
+    const out = r.drain();
+    expect(out.h2).toEqual([]);
+    expect(out.h1).toHaveLength(1);
+    const e = parseFrame(out.h1[0]);
+    expect(e.ip).toMatchObject({ srcAddr: ETH1_IP, dstAddr: H1.ip, protocol: 1 });
+    // RFC 792: the pointer (top byte of the rest) is the option's offset in the header, 20.
+    expect(e.icmp).toEqual({ type: 12, code: 0, rest: (20 << 24) >>> 0 });
     expectNoInternalErrors(r);
   });
 });

@@ -158,9 +158,10 @@ function buildLinuxTwin(): void {
   }
 }
 
-/** What both twins' hosts need beyond the topology: h1's case addresses, h3's 10.0.3.5. */
+/** What both twins' hosts need beyond the topology: h1's burst and case addresses, h3's 10.0.3.5. */
 function prepareHosts(ns: (h: string) => string): void {
-  const batch = Array.from({ length: 100 }, (_, i) => `address add 10.0.1.${100 + i}/24 dev eth0`).join("\n");
+  // 10.0.1.99: the TTL-1 burst's sender; 10.0.1.100-199: one per case.
+  const batch = Array.from({ length: 101 }, (_, i) => `address add 10.0.1.${99 + i}/24 dev eth0`).join("\n");
   const r = spawnSync("ip", ["-n", ns("h1"), "-batch", "-"], { input: `${batch}\n`, encoding: "utf8" });
   if (r.status !== 0) throw new Error(`h1 addresses: ${r.stderr}`);
   must(["ip", "-n", ns("h3"), "address", "add", "10.0.3.5/32", "dev", "lo"]);
@@ -349,6 +350,20 @@ describe.skipIf(!canRunLabs())("a tapnet router against a Linux router: the same
     fs.rmSync(file, { force: true });
     expect(r.status, r.stderr).toBe(0);
     expect(netnsList().filter((n) => n.startsWith(`tn.${LAB}.`) || n.startsWith(`tnk.${LAB}.`))).toEqual([]);
+  });
+
+  it("a TTL-1 burst from one sender (200 in 0.1 s) gets as many time exceeded as from Linux: six, the per-destination burst", () => {
+    const answers: Record<string, number> = {};
+    for (const tw of twins) {
+      const out = must(["ip", "netns", "exec", tw.ns("h1"), "timeout", "-k", "2", "30", PY, SCRIPT, "burst", "eth0", tw.routerMacs.eth1, "10.0.1.99", "200", "0.1"]);
+      const r = JSON.parse(out.trim().split("\n").pop() as string) as { sent: number; took: number; answers: number };
+      answers[tw.name] = r.answers;
+    }
+    console.log(`TTL-1 burst, time exceeded received: ${JSON.stringify(answers)}`);
+    // Linux: 6 at once, then one more per second (a slow sender may earn a seventh).
+    expect(answers.linux).toBeGreaterThanOrEqual(6);
+    expect(answers.linux).toBeLessThanOrEqual(7);
+    expect(Math.abs(answers.tapnet - answers.linux), JSON.stringify(answers)).toBeLessThanOrEqual(1);
   });
 
   it("phase 1 (Linux's defaults): every difference is a documented one", async () => {
