@@ -355,7 +355,24 @@ describe.skipIf(!canRunLabs())("a tapnet router against a Linux router: the same
   it("a TTL-1 burst from one sender (200 in 0.1 s) gets as many time exceeded as from Linux: six, the per-destination burst", () => {
     const answers: Record<string, number> = {};
     for (const tw of twins) {
-      const out = must(["ip", "netns", "exec", tw.ns("h1"), "timeout", "-k", "2", "30", PY, SCRIPT, "burst", "eth0", tw.routerMacs.eth1, "10.0.1.99", "200", "0.1"]);
+      const out = must([
+        "ip",
+        "netns",
+        "exec",
+        tw.ns("h1"),
+        "timeout",
+        "-k",
+        "2",
+        "30",
+        PY,
+        SCRIPT,
+        "burst",
+        "eth0",
+        tw.routerMacs.eth1,
+        "10.0.1.99",
+        "200",
+        "0.1",
+      ]);
       const r = JSON.parse(out.trim().split("\n").pop() as string) as { sent: number; took: number; answers: number };
       answers[tw.name] = r.answers;
     }

@@ -111,13 +111,35 @@ export class Icmp {
    * group frame). `from`: the source address (the router's address the packet was for),
    * or 0 to choose by the interface.
    */
-  error(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, type: number, code: number, rest: number, now: number, linkBroadcast: boolean, from = 0): void {
+  error(
+    ifc: RouterInterface,
+    buf: Buffer,
+    ip: number,
+    ipLen: number,
+    type: number,
+    code: number,
+    rest: number,
+    now: number,
+    linkBroadcast: boolean,
+    from = 0,
+  ): void {
     const at = this.build(ifc, buf, ip, ipLen, type, code, rest, now, linkBroadcast, from);
     if (at >= 0) this.out.send(ifc.index, this.s.pool, at, this.len, now);
   }
 
   /** error() without sending: where in the pool the error's IPv4 header is (length in `len`), or -1. */
-  build(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, type: number, code: number, rest: number, now: number, linkBroadcast: boolean, from = 0): number {
+  build(
+    ifc: RouterInterface,
+    buf: Buffer,
+    ip: number,
+    ipLen: number,
+    type: number,
+    code: number,
+    rest: number,
+    now: number,
+    linkBroadcast: boolean,
+    from = 0,
+  ): number {
     const c = this.s.c;
     if (!icmpErrorAllowed(buf, ip, ipLen, linkBroadcast)) {
       c[C.icmpSuppressed]++;
