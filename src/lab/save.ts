@@ -52,6 +52,7 @@ function nodeSpec(raw: Obj, c: NodeConfig): Obj {
         mtu: i.mtu,
         mac: i.mac,
         ...(i.proxyArp ? { proxyArp: true } : {}),
+        ...(i.sendRedirects === false ? { sendRedirects: false } : {}),
       };
     }
     out.interfaces = ifs;
