@@ -18,7 +18,7 @@ import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT, canRunLabs, inNs, netnsList, tapnet, tapnetOk, writeLabFile } from "./harness.js";
+import { ROOT, canRunLabs, netnsList, tapnet, tapnetOk, writeLabFile } from "./harness.js";
 import { type View, fieldDiff, fieldsText, view } from "./router-diff-view.js";
 
 const PY = "/usr/bin/python3";

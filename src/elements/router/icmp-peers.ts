@@ -89,7 +89,7 @@ export class IcmpPeers {
       this.tokens[k] = t - cost;
       return true;
     }
-    this.tokens[k] = t < 0 ? 0 : t;
+    this.tokens[k] = Math.max(t, 0);
     return false;
   }
 

@@ -125,7 +125,7 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
     return { name: this.name, kind: this.kind, inputs: ifs, outputs: ifs, counters: [...this.spec.names] };
   }
 
-  /** Frame slots, then the reassembly slots (used while NAT is on). */
+  /** Frame slots, then the reassembly slots (NAT on, and datagrams for the router itself). */
   scratchBytes(): number {
     return SCRATCH_SLOTS * SLOT + this.reasm.bytes();
   }
