@@ -18,7 +18,7 @@ import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT, canRunLabs, netnsList, tapnet, tapnetOk, writeLabFile } from "./harness.js";
+import { ROOT, canRunLabs, inNs, netnsList, tapnet, tapnetOk, writeLabFile } from "./harness.js";
 import { type View, fieldDiff, fieldsText, view } from "./router-diff-view.js";
 
 const PY = "/usr/bin/python3";
@@ -350,6 +350,35 @@ describe.skipIf(!canRunLabs())("a tapnet router against a Linux router: the same
     fs.rmSync(file, { force: true });
     expect(r.status, r.stderr).toBe(0);
     expect(netnsList().filter((n) => n.startsWith(`tn.${LAB}.`) || n.startsWith(`tnk.${LAB}.`))).toEqual([]);
+  });
+
+  it("the ordinary tools see the same router: ping -R lists it, ping -s 2000 to it is answered, traceroute -U to its far address ends there", () => {
+    const seen: Record<string, { rr: string[]; big: number | null; trace: string[] }> = {};
+    for (const tw of twins) {
+      const rr = inNs(tw.ns("h1"), ["ping", "-n", "-c", "1", "-W", "3", "-R", "10.0.2.10"]);
+      const big = inNs(tw.ns("h1"), ["ping", "-n", "-c", "1", "-W", "3", "-s", "2000", "10.0.1.1"]);
+      const trace = inNs(tw.ns("h1"), ["traceroute", "-U", "-n", "-q", "1", "-w", "3", "10.0.2.1"], 60_000);
+      // ping prints the route after "RR:", one address a line.
+      const rrLines = rr.stdout.slice(rr.stdout.indexOf("RR:")).split("\n");
+      const route = rrLines
+        .slice(
+          0,
+          rrLines.findIndex((l, i) => i > 0 && !/^\s+\d/.test(l)),
+        )
+        .map((l) => l.replace("RR:", "").trim());
+      // Hop lines: "N  ADDRESS  TIME ms"; the times differ, the addresses must not.
+      const hops = trace.stdout
+        .split("\n")
+        .slice(1)
+        .filter((l) => /^\s*\d+\s/.test(l))
+        .map((l) => l.trim().split(/\s+/).slice(0, 2).join(" "));
+      seen[tw.name] = { rr: route, big: big.status, trace: hops };
+    }
+    console.log(`the tools through both routers: ${JSON.stringify(seen)}`);
+    expect(seen.linux.big, "Linux answers ping -s 2000").toBe(0);
+    expect(seen.linux.rr).toContain("10.0.2.1");
+    expect(seen.linux.trace).toEqual(["1 10.0.2.1"]);
+    expect(seen.tapnet).toEqual(seen.linux);
   });
 
   it("a TTL-1 burst from one sender (200 in 0.1 s) gets as many time exceeded as from Linux: six, the per-destination burst", () => {
