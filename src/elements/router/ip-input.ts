@@ -223,7 +223,7 @@ export class IpInput {
     // The TTL goes down before the redirect, which quotes the packet as it is forwarded
     // (Linux's ip_forward), and before POSTROUTING, as there.
     ipv4DecrementTtl(buf, ip);
-    if (out === ifc && ifc.sendRedirects) this.redirect(ifc, buf, ip, ipLen, s.routeGw[r], now);
+    if (out === ifc && ifc.sendRedirects) this.redirect(ifc, buf, ip, ipLen, s.routeGw[r], now, ctx);
     // Record Route names the address the packet leaves from (Linux's ip_forward_options).
     if (this.opt.rr !== 0) ipv4OptionsForward(buf, ip, sourceFor(out, nh), this.opt);
     if (s.nat !== null && !this.postrouting(ctx, out, buf, ip, ipLen, dst, now)) return;
@@ -252,7 +252,7 @@ export class IpInput {
    * never get here: options() dropped them). Backed off per sender (icmp-peers.ts: 20 ms << n, at most 9); the packet is
    * forwarded all the same.
    */
-  private redirect(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, gw: number, now: number): void {
+  private redirect(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, gw: number, now: number, ctx: number): void {
     const src = ipv4GetSrcAddr(buf, ip);
     if (!onSubnet(ifc, src) || (gw !== 0 && !onSubnet(ifc, gw))) return;
     if (!this.icmp.peers.allowRedirect(src, now)) return;
@@ -260,6 +260,8 @@ export class IpInput {
     const at = this.icmp.build(ifc, buf, ip, ipLen, ICMP_REDIRECT, ICMP_REDIRECT_HOST, nh, now, false);
     if (at < 0) return;
     this.s.c[C.redirectsSent]++;
+    // As errorInFlight(): the quote shows the packet as its sender sent it (un-DNAT).
+    if (ctx !== NAT_ACCEPT) this.s.nat?.localError(ctx, this.s.pool, at, this.icmp.len);
     this.out.send(ifc.index, this.s.pool, at, this.icmp.len, now);
   }
 
