@@ -282,14 +282,15 @@ export function emitIcmpError(
  * False, and the buffer untouched, unless it is a whole (unfragmented) ICMP echo request
  * with a valid IPv4 header and a valid ICMP checksum.
  *
- * IP options are overwritten with NOPs (same header length, nothing moves): a source route
+ * IP options are overwritten with NOPs unless `keepOptions` (the caller then echoes
+ * them itself; same header length, nothing moves): a source route
  * must not be reflected as it stands, and Record Route / Timestamp would need this host's
  * entries added, which RFC 1122 asks for only as a SHOULD. The reply's source is the
  * request's destination, so call it only for requests to one of the router's own unicast
  * addresses; a reply to a broadcast or multicast echo needs a unicast source (RFC 1122
  * section 3.2.2.6) and is built by the caller.
  */
-export function emitIcmpEchoReplyInPlace(buf: Uint8Array, ipOff: number, ipLen: number): boolean {
+export function emitIcmpEchoReplyInPlace(buf: Uint8Array, ipOff: number, ipLen: number, keepOptions = false): boolean {
   if (ipv4Check(buf, ipOff, ipLen, true) !== CHECK_OK) return false;
   if (buf[ipOff + IPV4_PROTOCOL_OFF] !== IP_PROTO_ICMP) return false;
   if ((readU16(buf, ipOff + IPV4_FLAGS_FRAG_OFF) & 0x3fff) !== 0) return false;
@@ -308,7 +309,7 @@ export function emitIcmpEchoReplyInPlace(buf: Uint8Array, ipOff: number, ipLen: 
   buf[ipOff + IPV4_TTL_OFF] = IPV4_DEFAULT_TTL;
   // A new datagram, not the request's: Linux's icmp_reply sends it without DF.
   writeU16(buf, ipOff + IPV4_FLAGS_FRAG_OFF, 0);
-  buf.fill(1, ipOff + IPV4_OPTIONS_OFF, ipOff + hlen); // IPOPT_NOOP
+  if (!keepOptions) buf.fill(1, ipOff + IPV4_OPTIONS_OFF, ipOff + hlen); // IPOPT_NOOP
   // At most 60 bytes: recomputing costs no more than tracking every change.
   ipv4FillChecksum(buf, ipOff);
   return true;

@@ -278,3 +278,28 @@ describe("ipv4OptionsInput (RFC 791 §3.1, Linux's ip_options_compile)", () => {
     expect(x.res.changed).toBe(false);
   });
 });
+
+describe("echo replies echo Record Route and Timestamp (ip_options_echo)", () => {
+  it("ping -R to the router: its address on the way in and on the way back, the pointer at the third slot", () => {
+    const r = routedRig();
+    hostArps(r, "h1", H1, ETH1_IP);
+    const pkt = withOptions(echoRequest({ src: H1.ip, dst: ETH1_IP }), [7, 15, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, pkt)]);
+    const out = r.drain().h1;
+    expect(out).toHaveLength(1);
+    const b = parseFrame(out[0]).ipBytes as Buffer;
+    expect(ipv4Check(b, 0, b.length)).toBe(CHECK_OK);
+    expect(b[36]).toBe(0); // echo reply, after a 36-byte header
+    expect([...b.subarray(20, 23)]).toEqual([7, 15, 12]);
+    expect([b.readUInt32BE(23), b.readUInt32BE(27), b.readUInt32BE(31)]).toEqual([ETH1_IP, ETH1_IP, 0]);
+  });
+
+  it("other options of the request become NOPs; a full Record Route is echoed as it is", () => {
+    const r = routedRig();
+    hostArps(r, "h1", H1, ETH1_IP);
+    const pkt = withOptions(echoRequest({ src: H1.ip, dst: ETH1_IP }), [30, 4, 0xab, 0xcd, 7, 7, 8, 10, 9, 9, 9, 0]);
+    r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, pkt)]);
+    const b = parseFrame(r.drain().h1[0]).ipBytes as Buffer;
+    expect([...b.subarray(20, 32)]).toEqual([1, 1, 1, 1, 7, 7, 8, 10, 9, 9, 9, 0]);
+  });
+});

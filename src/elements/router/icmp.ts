@@ -30,6 +30,7 @@ import { ETH_HEADER_LEN } from "../../wire/ethernet.js";
 import { ipv4GetSrcAddr } from "../../wire/ipv4.js";
 import { emitTcpReset } from "../../wire/tcp.js";
 import { C } from "./counters.js";
+import { type OptionsResult, ipv4OptionsEcho, timestampNow } from "./options.js";
 import { ICMP_RATEMASK_DEFAULT, ICMP_RATELIMIT_DEFAULT_MS, IcmpPeers, icmpTypeLimited } from "./icmp-peers.js";
 import type { Output } from "./output.js";
 import { sourceFor, type RouterInterface, type RouterState } from "./state.js";
@@ -165,8 +166,12 @@ export class Icmp {
   }
 
   /** Answers the echo request at `ip` in place; false (nothing sent) when it is not a whole, valid one. */
-  echoReply(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number): boolean {
-    if (!emitIcmpEchoReplyInPlace(buf, ip, ipLen)) return false;
+  echoReply(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number, opt: OptionsResult, isLocal: (addr: number) => boolean): boolean {
+    // Record Route and Timestamp are echoed with one more entry (RFC 1122 §3.2.2.6, as
+    // Linux's ip_options_echo): `ping -R` to the router lists it.
+    const echo = opt.rr !== 0 || opt.ts !== 0;
+    if (!emitIcmpEchoReplyInPlace(buf, ip, ipLen, echo)) return false;
+    if (echo && !ipv4OptionsEcho(buf, ip, ipv4GetSrcAddr(buf, ip), isLocal, timestampNow(), opt)) return false;
     this.s.c[C.echoReplies]++;
     this.out.send(ifc.index, buf, ip, ipLen, now);
     return true;

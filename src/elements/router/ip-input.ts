@@ -161,7 +161,7 @@ export class IpInput {
       if (ctx < 0) return;
       dst = ipv4GetDstAddr(buf, ip);
     }
-    this.opt.rr = 0;
+    this.opt.clear();
     if (buf[ip] !== 0x45 && !this.options(ifc, buf, ip, ipLen, dst, now, ctx)) return;
     if (s.local.has(dst | 0)) {
       this.local(ifc, buf, ip, ipLen, now, linkGroup, ctx);
@@ -225,7 +225,7 @@ export class IpInput {
     ipv4DecrementTtl(buf, ip);
     if (out === ifc && ifc.sendRedirects) this.redirect(ifc, buf, ip, ipLen, s.routeGw[r], now, ctx);
     // Record Route names the address the packet leaves from (Linux's ip_forward_options).
-    if (this.opt.rr !== 0) ipv4OptionsForward(buf, ip, sourceFor(out, nh), this.opt);
+    if (this.opt.rrAddr) ipv4OptionsForward(buf, ip, sourceFor(out, nh), this.opt);
     if (s.nat !== null && !this.postrouting(ctx, out, buf, ip, ipLen, dst, now)) return;
     if (fragMax > 0) {
       this.refragment(ifc, out, nh, buf, ip, ipLen, df, fragMax, now);
@@ -304,6 +304,9 @@ export class IpInput {
       const h = s.reasm.add(buf, ip, ipLen, ifc.index, now);
       if (h < 0) return;
       s.c[C.reassembledLocal]++;
+      // What options input found belongs to the last fragment's header, not the
+      // datagram's (its first fragment's): nothing of it is echoed.
+      this.opt.clear();
       buf = s.pool;
       ip = h;
       ipLen = s.reasm.lastLen;
@@ -319,7 +322,7 @@ export class IpInput {
     if (proto === IP_PROTO_ICMP) {
       const icmp = ip + ipv4GetHeaderLen(buf, ip);
       const isEcho = ipLen >= icmp - ip + ICMP_HEADER_LEN && icmpGetType(buf, icmp) === ICMP_ECHO_REQUEST && icmpGetCode(buf, icmp) === 0;
-      if (!isEcho || !this.icmp.echoReply(ifc, buf, ip, ipLen, now)) s.c[C.localDropped]++;
+      if (!isEcho || !this.icmp.echoReply(ifc, buf, ip, ipLen, now, this.opt, this.isLocal)) s.c[C.localDropped]++;
       return;
     }
     // Errors about a packet for one of its addresses come from that address (icmp_send).

@@ -37,12 +37,27 @@ const TS_PRESPEC = 3;
 
 /** What ipv4OptionsInput() found, for the forwarding step. */
 export class OptionsResult {
-  /** Offset (from the IPv4 header) of the Record Route option that took an entry, else 0. */
+  /** Offset (from the IPv4 header) of the Record Route option, else 0; it took an entry. */
   rr = 0;
+  rrAddr = false;
+  /** Offset of the Timestamp option, else 0; what the entry it took had. */
+  ts = 0;
+  tsAddr = false;
+  tsTime = false;
   /** A Loose or Strict Source Route option is present. */
   srr = false;
   /** Bytes were changed: the header checksum must be recomputed. */
   changed = false;
+
+  clear(): void {
+    this.rr = 0;
+    this.rrAddr = false;
+    this.ts = 0;
+    this.tsAddr = false;
+    this.tsTime = false;
+    this.srr = false;
+    this.changed = false;
+  }
 }
 
 /**
@@ -61,9 +76,7 @@ export function timestampNow(): number {
  * header of the byte at fault (the Parameter Problem pointer).
  */
 export function ipv4OptionsInput(buf: Buffer, ip: number, specDst: number, isLocal: (addr: number) => boolean, ms: number, res: OptionsResult): number {
-  res.rr = 0;
-  res.srr = false;
-  res.changed = false;
+  res.clear();
   const end = ip + ((buf[ip] & 0x0f) << 2);
   let ts = false;
   let p = ip + 20;
@@ -97,11 +110,12 @@ export function ipv4OptionsInput(buf: Buffer, ip: number, specDst: number, isLoc
       if (len < 3) return p + 1 - ip;
       const ptr = buf[p + 2];
       if (ptr < 4) return p + 2 - ip;
+      res.rr = p - ip;
       if (ptr <= len) {
         if (ptr + 3 > len) return p + 2 - ip;
         buf.writeUInt32BE(specDst >>> 0, p + ptr - 1);
         buf[p + 2] = ptr + 4;
-        res.rr = p - ip;
+        res.rrAddr = true;
         res.changed = true;
       }
     } else if (t === IPOPT_TS) {
@@ -110,6 +124,7 @@ export function ipv4OptionsInput(buf: Buffer, ip: number, specDst: number, isLoc
       if (len < 4) return p + 1 - ip;
       const ptr = buf[p + 2];
       if (ptr < 5) return p + 2 - ip;
+      res.ts = p - ip;
       if (ptr <= len) {
         if (ptr + 3 > len) return p + 2 - ip;
         const flag = buf[p + 3] & 0x0f;
@@ -117,6 +132,7 @@ export function ipv4OptionsInput(buf: Buffer, ip: number, specDst: number, isLoc
           buf.writeUInt32BE(ms, p + ptr - 1);
           buf[p + 2] = ptr + 4;
           res.changed = true;
+          res.tsTime = true;
         } else if (flag === TS_AND_ADDR || flag === TS_PRESPEC) {
           if (ptr + 7 > len) return p + 2 - ip;
           if (flag === TS_AND_ADDR) {
@@ -124,10 +140,13 @@ export function ipv4OptionsInput(buf: Buffer, ip: number, specDst: number, isLoc
             buf.writeUInt32BE(ms, p + ptr + 3);
             buf[p + 2] = ptr + 8;
             res.changed = true;
+            res.tsAddr = true;
+            res.tsTime = true;
           } else if (isLocal(buf.readUInt32BE(p + ptr - 1))) {
             buf.writeUInt32BE(ms, p + ptr + 3);
             buf[p + 2] = ptr + 8;
             res.changed = true;
+            res.tsTime = true;
           }
         }
         // Other flags: not defined (RFC 791); passed on as they are.
@@ -149,9 +168,67 @@ export function ipv4OptionsInput(buf: Buffer, ip: number, specDst: number, isLoc
 
 /** The Record Route entry input made becomes `outAddr`, the address the packet leaves from; the checksum follows. */
 export function ipv4OptionsForward(buf: Buffer, ip: number, outAddr: number, res: OptionsResult): void {
-  if (res.rr !== 0) {
+  if (res.rrAddr) {
     const o = ip + res.rr;
     buf.writeUInt32BE(outAddr >>> 0, o + buf[o + 2] - 5);
   }
   ipv4FillChecksum(buf, ip);
+}
+
+/**
+ * The options of an echo reply built in place from a request whose options input took
+ * the router's entries (Linux's ip_options_echo, then ip_options_build): Record Route
+ * and Timestamp stay and get one more entry, the reply's source `src` (and the time
+ * `ms`), when they have room; every other option becomes NOPs. False when a Record Route
+ * or Timestamp with room left has not room for a whole entry (Linux sends no reply).
+ */
+export function ipv4OptionsEcho(buf: Buffer, ip: number, src: number, isLocal: (addr: number) => boolean, ms: number, res: OptionsResult): boolean {
+  const end = ip + ((buf[ip] & 0x0f) << 2);
+  for (let p = ip + 20; p < end; ) {
+    const t = buf[p];
+    if (t === IPOPT_END) break;
+    if (t === IPOPT_NOOP) {
+      p++;
+      continue;
+    }
+    const len = buf[p + 1];
+    const o = p - ip;
+    if (o !== res.rr && o !== res.ts) buf.fill(IPOPT_NOOP, p, p + len);
+    p += len;
+  }
+  if (res.rrAddr) {
+    const o = ip + res.rr;
+    const len = buf[o + 1];
+    const ptr = buf[o + 2];
+    if (ptr <= len) {
+      if (ptr + 3 > len) return false;
+      buf.writeUInt32BE(src >>> 0, o + ptr - 1);
+      buf[o + 2] = ptr + 4;
+    }
+  }
+  if (res.tsAddr || res.tsTime) {
+    const o = ip + res.ts;
+    const len = buf[o + 1];
+    let ptr = buf[o + 2];
+    if (ptr <= len) {
+      if (res.tsAddr) {
+        if (ptr + 3 > len) return false;
+        buf.writeUInt32BE(src >>> 0, o + ptr - 1);
+        ptr += 4;
+      }
+      if (res.tsTime) {
+        if (ptr + 3 > len) return false;
+        if ((buf[o + 3] & 0x0f) !== TS_PRESPEC) {
+          buf.writeUInt32BE(ms, o + ptr - 1);
+          ptr += 4;
+        } else if (ptr + 7 <= len && isLocal(buf.readUInt32BE(o + ptr - 1))) {
+          buf.writeUInt32BE(ms, o + ptr + 3);
+          ptr += 8;
+        }
+      }
+      buf[o + 2] = ptr;
+    }
+  }
+  ipv4FillChecksum(buf, ip);
+  return true;
 }
