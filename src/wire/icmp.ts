@@ -209,9 +209,10 @@ export function icmpErrorAllowed(buf: Uint8Array, ipOff: number, ipLen: number, 
 }
 
 /**
- * Writes an ICMP error datagram (IPv4 header without options, then the ICMP message) at
- * `dstOff` and returns its length, at most 576 (RFC 1812 section 4.3.2.3), or -1 when the
- * original is shorter than an IPv4 header or `dst` has no room.
+ * Writes an ICMP error datagram (IPv4 header, `optLen` bytes of options the caller fills
+ * (a multiple of 4, at most 40; zeroed here), then the ICMP message) at `dstOff` and
+ * returns its length, at most 576 (RFC 1812 section 4.3.2.3: options shorten the quote),
+ * or -1 when the original is shorter than an IPv4 header or `dst` has no room.
  *
  * The IPv4 header: TOS 0xc0 with the original's TOS bits (0x1e) kept, `ident`, DF clear, TTL 64, protocol ICMP, source `srcAddr`
  * (the caller picks it, RFC 1812 section 4.3.2.4: the address of the interface the error
@@ -236,24 +237,25 @@ export function emitIcmpError(
   rest: number,
   srcAddr: number,
   ident: number,
+  optLen = 0,
 ): number {
   if (origIpOff < 0 || origIpLen < IPV4_HEADER_LEN || origIpOff + origIpLen > orig.length) return -1;
+  if ((optLen & 3) !== 0 || optLen < 0 || optLen > 40) return -1;
   let quoteLen = origIpLen;
   const origTotalLen = readU16(orig, origIpOff + IPV4_TOTAL_LEN_OFF);
   if (origTotalLen >= IPV4_HEADER_LEN && origTotalLen < quoteLen) quoteLen = origTotalLen;
-  if (quoteLen > ICMP_ERROR_MAX_DATAGRAM_LEN - ICMP_ERROR_HEADERS_LEN) {
-    quoteLen = ICMP_ERROR_MAX_DATAGRAM_LEN - ICMP_ERROR_HEADERS_LEN;
-  }
-  const totalLen = ICMP_ERROR_HEADERS_LEN + quoteLen;
+  const headers = ICMP_ERROR_HEADERS_LEN + optLen;
+  if (quoteLen > ICMP_ERROR_MAX_DATAGRAM_LEN - headers) quoteLen = ICMP_ERROR_MAX_DATAGRAM_LEN - headers;
+  const totalLen = headers + quoteLen;
   if (dstOff < 0 || dstOff + totalLen > dst.length) return -1;
   // Read everything needed from the original before anything is written: dst may overlap it.
   const origSrc = readU32(orig, origIpOff + IPV4_SRC_ADDR_OFF);
   // Linux's icmp_send: the original's TOS bits (RFC 1349, mask 0x1e) kept under precedence 6.
   const tos = ICMP_ERROR_TOS | (orig[origIpOff + IPV4_TOS_OFF] & 0x1e);
-  orig.copy(dst, dstOff + ICMP_ERROR_HEADERS_LEN, origIpOff, origIpOff + quoteLen);
+  orig.copy(dst, dstOff + headers, origIpOff, origIpOff + quoteLen);
 
   const ip = dstOff;
-  dst[ip] = 0x45;
+  dst[ip] = 0x45 + (optLen >>> 2);
   dst[ip + IPV4_TOS_OFF] = tos;
   writeU16(dst, ip + IPV4_TOTAL_LEN_OFF, totalLen);
   writeU16(dst, ip + IPV4_IDENT_OFF, ident);
@@ -262,9 +264,12 @@ export function emitIcmpError(
   dst[ip + IPV4_PROTOCOL_OFF] = IP_PROTO_ICMP;
   writeU32(dst, ip + IPV4_SRC_ADDR_OFF, srcAddr);
   writeU32(dst, ip + IPV4_DST_ADDR_OFF, origSrc);
+  // Options (optLen bytes after the header) are the caller's to write, and then the
+  // header checksum; zeroed here so that a caller that writes none sends EOLs.
+  dst.fill(0, ip + IPV4_HEADER_LEN, ip + IPV4_HEADER_LEN + optLen);
   ipv4FillChecksum(dst, ip);
 
-  const icmp = ip + IPV4_HEADER_LEN;
+  const icmp = ip + IPV4_HEADER_LEN + optLen;
   dst[icmp + ICMP_TYPE_OFF] = type;
   dst[icmp + ICMP_CODE_OFF] = code;
   writeU16(dst, icmp + ICMP_CHECKSUM_OFF, 0);

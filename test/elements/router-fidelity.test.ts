@@ -303,3 +303,23 @@ describe("echo replies echo Record Route and Timestamp (ip_options_echo)", () =>
     expect([...b.subarray(20, 32)]).toEqual([1, 1, 1, 1, 7, 7, 8, 10, 9, 9, 9, 0]);
   });
 });
+
+describe("errors echo Record Route (icmp_send through ip_options_echo)", () => {
+  it("time exceeded for a packet with Record Route: the option with the router's entry twice, the quote shortened to fit 576", () => {
+    const r = routedRig();
+    hostArps(r, "h1", H1, ETH1_IP);
+    const big = Buffer.alloc(1000, 0x61);
+    const pkt = withOptions(echoRequest({ src: H1.ip, dst: ip("10.0.2.10"), ttl: 1, data: big }), [7, 15, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, pkt)]);
+    const b = parseFrame(r.drain().h1[0]).ipBytes as Buffer;
+    expect(ipv4Check(b, 0, b.length)).toBe(CHECK_OK);
+    expect(b[0]).toBe(0x49);
+    expect(b.length).toBe(576);
+    expect([...b.subarray(20, 23)]).toEqual([7, 15, 12]);
+    expect([b.readUInt32BE(23), b.readUInt32BE(27)]).toEqual([ETH1_IP, ETH1_IP]);
+    expect([b[36], b[37]]).toEqual([11, 0]);
+    // The quote: the packet as the router held it, its Record Route with the input entry.
+    const q = b.subarray(44);
+    expect([q[0], q[22], q.readUInt32BE(23)]).toEqual([0x49, 8, ETH1_IP]);
+  });
+});

@@ -27,10 +27,10 @@
  */
 import { emitIcmpEchoReplyInPlace, emitIcmpError, icmpErrorAllowed } from "../../wire/icmp.js";
 import { ETH_HEADER_LEN } from "../../wire/ethernet.js";
-import { ipv4GetSrcAddr } from "../../wire/ipv4.js";
+import { ipv4FillChecksum, ipv4GetSrcAddr } from "../../wire/ipv4.js";
 import { emitTcpReset } from "../../wire/tcp.js";
 import { C } from "./counters.js";
-import { type OptionsResult, ipv4OptionsEcho, timestampNow } from "./options.js";
+import { type OptionsResult, ipv4OptionsEcho, ipv4OptionsErrorLen, ipv4OptionsErrorWrite, timestampNow } from "./options.js";
 import { ICMP_RATEMASK_DEFAULT, ICMP_RATELIMIT_DEFAULT_MS, IcmpPeers, icmpTypeLimited } from "./icmp-peers.js";
 import type { Output } from "./output.js";
 import { sourceFor, type RouterInterface, type RouterState } from "./state.js";
@@ -92,6 +92,7 @@ export class Icmp {
   private ident = 1;
   /** Length of the error build() last wrote. */
   len = 0;
+  private readonly isLocal = (addr: number): boolean => this.s.local.has(addr | 0);
 
   constructor(
     private readonly s: RouterState,
@@ -123,8 +124,9 @@ export class Icmp {
     now: number,
     linkBroadcast: boolean,
     from = 0,
+    opt: OptionsResult | null = null,
   ): void {
-    const at = this.build(ifc, buf, ip, ipLen, type, code, rest, now, linkBroadcast, from);
+    const at = this.build(ifc, buf, ip, ipLen, type, code, rest, now, linkBroadcast, from, opt);
     if (at >= 0) this.out.send(ifc.index, this.s.pool, at, this.len, now);
   }
 
@@ -140,6 +142,7 @@ export class Icmp {
     now: number,
     linkBroadcast: boolean,
     from = 0,
+    opt: OptionsResult | null = null,
   ): number {
     const c = this.s.c;
     if (!icmpErrorAllowed(buf, ip, ipLen, linkBroadcast)) {
@@ -158,8 +161,15 @@ export class Icmp {
     const frame = this.out.alloc();
     if (frame < 0) return -1;
     const at = frame + ETH_HEADER_LEN;
-    const len = emitIcmpError(this.s.pool, at, buf, ip, ipLen, type, code, rest, src, this.nextIdent());
+    // The packet's Record Route and Timestamp, echoed with the error's entries (Linux's
+    // icmp_send through ip_options_echo); they shorten the quote.
+    const optLen = opt !== null && (opt.rr !== 0 || opt.ts !== 0) ? ipv4OptionsErrorLen(buf, ip, opt) : 0;
+    const len = emitIcmpError(this.s.pool, at, buf, ip, ipLen, type, code, rest, src, this.nextIdent(), optLen);
     if (len < 0) return -1;
+    if (opt !== null && optLen > 0) {
+      if (!ipv4OptionsErrorWrite(this.s.pool, at + 20, optLen, buf, ip, src, this.isLocal, timestampNow(), opt)) return -1;
+      ipv4FillChecksum(this.s.pool, at);
+    }
     this.len = len;
     c[C.icmpErrors]++;
     return at;

@@ -257,7 +257,7 @@ export class IpInput {
     if (!onSubnet(ifc, src) || (gw !== 0 && !onSubnet(ifc, gw))) return;
     if (!this.icmp.peers.allowRedirect(src, now)) return;
     const nh = gw !== 0 ? gw : ipv4GetDstAddr(buf, ip);
-    const at = this.icmp.build(ifc, buf, ip, ipLen, ICMP_REDIRECT, ICMP_REDIRECT_HOST, nh, now, false);
+    const at = this.icmp.build(ifc, buf, ip, ipLen, ICMP_REDIRECT, ICMP_REDIRECT_HOST, nh, now, false, 0, this.opt);
     if (at < 0) return;
     this.s.c[C.redirectsSent]++;
     // As errorInFlight(): the quote shows the packet as its sender sent it (un-DNAT).
@@ -329,7 +329,7 @@ export class IpInput {
     const to = ipv4GetDstAddr(buf, ip);
     if (proto === IP_PROTO_UDP) {
       s.c[C.portUnreachable]++;
-      this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PORT, 0, now, false, to);
+      this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PORT, 0, now, false, to, this.opt);
       return;
     }
     if (proto === IP_PROTO_TCP) {
@@ -338,7 +338,7 @@ export class IpInput {
       return;
     }
     s.c[C.protoUnreachable]++;
-    this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PROTOCOL, 0, now, false, to);
+    this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PROTOCOL, 0, now, false, to, this.opt);
   }
 
   /** Timer work of IPv4 input: conntrack expiry, reassembly timeouts. */
@@ -431,7 +431,7 @@ export class IpInput {
     ctx: number,
   ): void {
     const s = this.s;
-    const at = this.icmp.build(ifc, buf, ip, ipLen, type, code, rest, now, false);
+    const at = this.icmp.build(ifc, buf, ip, ipLen, type, code, rest, now, false, 0, this.opt);
     if (at >= 0) {
       s.nat?.localError(ctx, s.pool, at, this.icmp.len);
       this.out.send(ifc.index, s.pool, at, this.icmp.len, now);

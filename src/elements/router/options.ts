@@ -196,18 +196,68 @@ export function ipv4OptionsEcho(buf: Buffer, ip: number, src: number, isLocal: (
     if (o !== res.rr && o !== res.ts) buf.fill(IPOPT_NOOP, p, p + len);
     p += len;
   }
-  if (res.rrAddr) {
-    const o = ip + res.rr;
-    const len = buf[o + 1];
-    const ptr = buf[o + 2];
+  if (!echoEntries(buf, res.rr !== 0 ? ip + res.rr : -1, res.ts !== 0 ? ip + res.ts : -1, src, isLocal, ms, res)) return false;
+  ipv4FillChecksum(buf, ip);
+  return true;
+}
+
+/** Bytes the options echoed into an error about the packet whose options input found `res` take (a multiple of 4). */
+export function ipv4OptionsErrorLen(orig: Buffer, origIp: number, res: OptionsResult): number {
+  let n = 0;
+  if (res.rr !== 0) n += orig[origIp + res.rr + 1];
+  if (res.ts !== 0) n += orig[origIp + res.ts + 1];
+  return (n + 3) & ~3;
+}
+
+/**
+ * Writes the options of an error (Linux's icmp_send, through ip_options_echo) at
+ * `dst[at, at + len)`: the original's Record Route, then its Timestamp, each with the
+ * error's entry (`src`, the time) when they have room, then End of Option List. False
+ * when one has room left but not for a whole entry (Linux sends no error).
+ */
+export function ipv4OptionsErrorWrite(
+  dst: Buffer,
+  at: number,
+  len: number,
+  orig: Buffer,
+  origIp: number,
+  src: number,
+  isLocal: (addr: number) => boolean,
+  ms: number,
+  res: OptionsResult,
+): boolean {
+  let w = at;
+  let rrAt = -1;
+  let tsAt = -1;
+  if (res.rr !== 0) {
+    const o = origIp + res.rr;
+    rrAt = w;
+    orig.copy(dst, w, o, o + orig[o + 1]);
+    w += orig[o + 1];
+  }
+  if (res.ts !== 0) {
+    const o = origIp + res.ts;
+    tsAt = w;
+    orig.copy(dst, w, o, o + orig[o + 1]);
+    w += orig[o + 1];
+  }
+  dst.fill(IPOPT_END, w, at + len);
+  return echoEntries(dst, rrAt, tsAt, src, isLocal, ms, res);
+}
+
+/** The echoing router's entries in the Record Route at `rrAt` and the Timestamp at `tsAt` (-1: none). */
+function echoEntries(buf: Buffer, rrAt: number, tsAt: number, src: number, isLocal: (addr: number) => boolean, ms: number, res: OptionsResult): boolean {
+  if (rrAt >= 0 && res.rrAddr) {
+    const len = buf[rrAt + 1];
+    const ptr = buf[rrAt + 2];
     if (ptr <= len) {
       if (ptr + 3 > len) return false;
-      buf.writeUInt32BE(src >>> 0, o + ptr - 1);
-      buf[o + 2] = ptr + 4;
+      buf.writeUInt32BE(src >>> 0, rrAt + ptr - 1);
+      buf[rrAt + 2] = ptr + 4;
     }
   }
-  if (res.tsAddr || res.tsTime) {
-    const o = ip + res.ts;
+  if (tsAt >= 0 && (res.tsAddr || res.tsTime)) {
+    const o = tsAt;
     const len = buf[o + 1];
     let ptr = buf[o + 2];
     if (ptr <= len) {
@@ -229,6 +279,5 @@ export function ipv4OptionsEcho(buf: Buffer, ip: number, src: number, isLocal: (
       buf[o + 2] = ptr;
     }
   }
-  ipv4FillChecksum(buf, ip);
   return true;
 }
