@@ -1,7 +1,11 @@
 /** The router's Linux knobs in a topology: sendRedirects per interface, the per-destination ICMP limit. */
 import { describe, expect, it } from "vitest";
+import { MemoryPort } from "../../src/io/memory-port.js";
 import { nodeConfig } from "../../src/lab/node-config.js";
 import { parseTopology, TopologyError } from "../../src/lab/topology.js";
+import { applyChange } from "../../src/node/changes.js";
+import { buildGraph } from "../../src/node/graph.js";
+import { runningConfig } from "../../src/node/running-config.js";
 
 const LAB = (iface: string, node = ""): string =>
   `name: tfid\nnodes:\n  r1:\n${node}    interfaces:\n      eth1: { vlan: 10, address: 10.0.1.1/24${iface} }\n      eth2: { vlan: 20, address: 10.0.2.1/24 }\nhosts:\n  h1: { node: r1, ip: 10.0.1.2/24, vlan: 10 }\n`;
@@ -41,5 +45,25 @@ describe("router knobs in a topology", () => {
       expect.stringMatching(/nodes\.r1\.icmp\.ratelimit: ratelimit is whole milliseconds$/),
     ]);
     expect(problems(LAB("", "    icmp: { burst: 3 }\n"))).toEqual([expect.stringMatching(/nodes\.r1\.icmp: unknown field 'burst'$/)]);
+  });
+
+  it("router.set changes them at runtime, refuses bad values without changing anything, and the running config shows them", () => {
+    const g = buildGraph(nodeConfig(parseTopology(LAB(""), "lab.yaml"), "r1"), { makePort: (pc) => new MemoryPort(pc.name) });
+    const r = g.router;
+    if (!r) throw new Error("no router");
+    expect(r.ifaces.map((i) => i.sendRedirects)).toEqual([true, true]);
+    expect(r.icmpLimit).toEqual({ ratelimit: 1000, ratemask: 6168 });
+    expect(() => applyChange(g, "router.set", { sendRedirects: false })).toThrow(/say which interface/);
+    expect(() => applyChange(g, "router.set", { dev: "eth9", sendRedirects: false })).toThrow(/no router interface 'eth9'/);
+    expect(() => applyChange(g, "router.set", { icmpRatelimit: -1 })).toThrow(/icmpRatelimit/);
+    expect(() => applyChange(g, "router.set", {})).toThrow(/say sendRedirects/);
+    applyChange(g, "router.set", { dev: "eth1", sendRedirects: false, icmpRatelimit: 0 }, true);
+    expect(r.ifaces[0].sendRedirects).toBe(true); // a dry run changes nothing
+    applyChange(g, "router.set", { dev: "eth1", sendRedirects: false, icmpRatelimit: 0 });
+    expect(r.ifaces.map((i) => i.sendRedirects)).toEqual([false, true]);
+    expect(r.icmpLimit).toEqual({ ratelimit: 0, ratemask: 6168 });
+    const rc = runningConfig(g).router;
+    expect(rc?.interfaces.map((i) => i.sendRedirects)).toEqual([false, undefined]);
+    expect(rc?.icmp).toEqual({ ratelimit: 0, ratemask: 6168 });
   });
 });

@@ -115,6 +115,17 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
     this.s.nat = nat;
   }
 
+  /** The per-destination ICMP limit: ms per error (0: off) and the types limited. */
+  get icmpLimit(): { ratelimit: number; ratemask: number } {
+    return { ratelimit: this.icmp.peers.ratelimitMs, ratemask: this.icmp.ratemask };
+  }
+
+  /** Changes the per-destination ICMP limit (each given value; Linux's icmp_ratelimit, icmp_ratemask). */
+  setIcmpLimit(ratelimit?: number, ratemask?: number): void {
+    if (ratelimit !== undefined) this.icmp.peers.ratelimitMs = ratelimit;
+    if (ratemask !== undefined) this.icmp.ratemask = ratemask;
+  }
+
   /** The state its stages share, for the runtime changes (router-control.ts). */
   get state(): RouterState {
     return this.s;
