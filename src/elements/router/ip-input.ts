@@ -17,8 +17,9 @@
  *   6. forwarding: no broadcast, multicast or directed broadcast (RFC 1812 §5.3.4,
  *      §5.3.5); TTL (time exceeded at 1, §5.3.1); longest-prefix match (net unreachable
  *      when none); MTU (fragmentation needed with the next-hop MTU when DF, RFC 1191;
- *      else fragmentation, RFC 791 §3.2); POSTROUTING (source NAT, un-DNAT of service
- *      replies); TTL decrement with an RFC 1624 checksum update; Output.
+ *      else fragmentation, RFC 791 §3.2); TTL decrement with an RFC 1624 checksum
+ *      update; a redirect when the packet leaves by the interface it came in on
+ *      (RFC 1812 §5.2.7.2); POSTROUTING (source NAT, un-DNAT of service replies); Output.
  * Every packet ends in exactly one disposition counter (forwarded, delivered, or a drop
  * by reason; see counters.ts). IP options are checked and processed before 5 and 6
  * (options.ts): Record Route and Timestamp take the router's entries, malformed ones get
@@ -249,8 +250,8 @@ export class IpInput {
    * it came in on, from a sender on that interface's subnet toward a gateway (`gw`, 0 for
    * a directly connected destination) on it too, could have gone straight there: the
    * sender hears Redirect for Host (5/1) naming the next hop (source-routed packets
-   * never get here: options() dropped them). Backed off per sender (icmp-peers.ts: 20 ms << n, at most 9); the packet is
-   * forwarded all the same.
+   * never get here: options() dropped them). Backed off per sender (icmp-peers.ts:
+   * 20 ms << n, at most 9); the packet is forwarded all the same.
    */
   private redirect(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, gw: number, now: number, ctx: number): void {
     const src = ipv4GetSrcAddr(buf, ip);
