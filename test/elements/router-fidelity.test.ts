@@ -323,3 +323,32 @@ describe("errors echo Record Route (icmp_send through ip_options_echo)", () => {
     expect([q[0], q[22], q.readUInt32BE(23)]).toEqual([0x49, 8, ETH1_IP]);
   });
 });
+
+describe("resets echo Record Route (ip_send_unicast_reply)", () => {
+  it("a SYN with Record Route to the router: the reset carries it with the router's address twice", () => {
+    const r = routedRig();
+    hostArps(r, "h1", H1, ETH1_IP);
+    const tcp = Buffer.alloc(20);
+    tcp.writeUInt16BE(40000, 0);
+    tcp.writeUInt16BE(80, 2);
+    tcp.writeUInt32BE(7, 4);
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x02; // SYN
+    const pkt = ipPacket({ src: H1.ip, dst: ETH1_IP, protocol: 6, payload: tcp });
+    // TCP checksum over the pseudo-header.
+    let sum = (H1.ip >>> 16) + (H1.ip & 0xffff) + (ETH1_IP >>> 16) + (ETH1_IP & 0xffff) + 6 + 20;
+    for (let i = 0; i < 20; i += 2) sum += pkt.readUInt16BE(20 + i);
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    pkt.writeUInt16BE(~sum & 0xffff, 36);
+    r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, withOptions(pkt, [7, 15, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))]);
+    const out = r.drain().h1;
+    expect(out).toHaveLength(1);
+    const b = parseFrame(out[0]).ipBytes as Buffer;
+    expect(ipv4Check(b, 0, b.length)).toBe(CHECK_OK);
+    expect([b[0], b[9], b.length]).toEqual([0x49, 6, 56]);
+    expect([...b.subarray(20, 23)]).toEqual([7, 15, 12]);
+    expect([b.readUInt32BE(23), b.readUInt32BE(27)]).toEqual([ETH1_IP, ETH1_IP]);
+    expect(b[36 + 13] & 0x04).toBe(0x04); // RST
+    expect(r.counters().tcpResets).toBe(1);
+  });
+});

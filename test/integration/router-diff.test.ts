@@ -80,13 +80,6 @@ const ACCEPTED: Array<{ case: RegExp; side?: RegExp; field: RegExp; reason: stri
       "Linux quotes the header as it stands after writing its Record Route entry without updating the header checksum (ip_options_compile leaves that to forwarding), so its quote's checksum is stale; tapnet's quote carries a valid one",
   },
   {
-    case: /^opt-syn-local-rr$/,
-    side: /^h1$/,
-    field: /^(opts|len|ihl)$/,
-    reason:
-      "the router's resets carry no IP options; Linux echoes Record Route and Timestamp into them with its entry (ip_send_unicast_reply through ip_options_echo). RFC 1122 §3.2.1.8 makes reflecting them a SHOULD",
-  },
-  {
     case: /^opt-frags-out$/,
     side: /^h2$/,
     field: /^(opts|len|ihl)$/,

@@ -166,10 +166,7 @@ export class Icmp {
     const optLen = opt !== null && (opt.rr !== 0 || opt.ts !== 0) ? ipv4OptionsErrorLen(buf, ip, opt) : 0;
     const len = emitIcmpError(this.s.pool, at, buf, ip, ipLen, type, code, rest, src, this.nextIdent(), optLen);
     if (len < 0) return -1;
-    if (opt !== null && optLen > 0) {
-      if (!ipv4OptionsErrorWrite(this.s.pool, at + 20, optLen, buf, ip, src, this.isLocal, timestampNow(), opt)) return -1;
-      ipv4FillChecksum(this.s.pool, at);
-    }
+    if (opt !== null && optLen > 0 && !this.echoOptions(at, optLen, buf, ip, opt)) return -1;
     this.len = len;
     c[C.icmpErrors]++;
     return at;
@@ -188,18 +185,29 @@ export class Icmp {
   }
 
   /** Answers the TCP segment at `ip` with a reset (never a reset, a fragment, a malformed segment). */
-  tcpReset(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number): void {
+  tcpReset(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number, opt: OptionsResult | null = null): void {
     const frame = this.out.alloc();
     if (frame < 0) return;
     const at = frame + ETH_HEADER_LEN;
+    // Record Route and Timestamp echoed with the router's entry (Linux's
+    // ip_send_unicast_reply through ip_options_echo).
+    const optLen = opt !== null && (opt.rr !== 0 || opt.ts !== 0) ? ipv4OptionsErrorLen(buf, ip, opt) : 0;
     // IP ID 0, as Linux's resets (DF set: the ID identifies no fragments).
-    const len = emitTcpReset(this.s.pool, at, buf, ip, ipLen, 0);
-    if (len < 0) {
+    const len = emitTcpReset(this.s.pool, at, buf, ip, ipLen, 0, optLen);
+    if (len < 0 || (opt !== null && optLen > 0 && !this.echoOptions(at, optLen, buf, ip, opt))) {
       this.s.c[C.localDropped]++;
       return;
     }
     this.s.c[C.tcpResets]++;
     this.out.send(ifc.index, this.s.pool, at, len, now);
+  }
+
+  /** Writes the options echoed into the datagram at `at` (its source set) and its header checksum; false: none may be sent. */
+  private echoOptions(at: number, optLen: number, buf: Buffer, ip: number, opt: OptionsResult): boolean {
+    const pool = this.s.pool;
+    if (!ipv4OptionsErrorWrite(pool, at + 20, optLen, buf, ip, ipv4GetSrcAddr(pool, at), this.isLocal, timestampNow(), opt)) return false;
+    ipv4FillChecksum(pool, at);
+    return true;
   }
 
   private nextIdent(): number {

@@ -335,7 +335,7 @@ export class IpInput {
     }
     if (proto === IP_PROTO_TCP) {
       // No TCP listener on a router: refuse as Linux does, with a reset (RFC 793).
-      this.icmp.tcpReset(ifc, buf, ip, ipLen, now);
+      this.icmp.tcpReset(ifc, buf, ip, ipLen, now, this.opt);
       return;
     }
     s.c[C.protoUnreachable]++;
