@@ -82,7 +82,7 @@ export interface ReassemblyOptions {
  */
 export const REASM_COUNTERS = counters({
   deliver: {
-    fragsReceived: "fragments taken by the reassembler (NAT on); a completed datagram re-enters as one frame",
+    fragsReceived: "fragments taken by the reassembler (NAT on, or for the router itself); a completed datagram re-enters as one frame",
   },
   event: {
     reassembled: "datagrams completed, each handed back to the router as a frame",

@@ -101,10 +101,12 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
             mtu: i.mtu ?? (i.port !== undefined ? mtuOf[i.port] : 1500),
             addresses: ifAddresses(i),
             proxyArp: i.proxyArp,
+            ...(i.sendRedirects === false ? { sendRedirects: false } : {}),
           };
         }),
         routes: spec.routes.map((r) => ({ to: r.to === "default" ? "0.0.0.0/0" : r.to, via: r.via, dev: r.dev, onlink: r.onlink, proto: r.proto })),
         neighbors: spec.neighbors,
+        ...(spec.icmp ? { icmp: spec.icmp } : {}),
         nat: spec.nat,
         services: Object.entries(spec.services).map(([name, sv]) => ({ name, ...sv })),
       }

@@ -52,9 +52,11 @@ function nodeSpec(raw: Obj, c: NodeConfig): Obj {
         mtu: i.mtu,
         mac: i.mac,
         ...(i.proxyArp ? { proxyArp: true } : {}),
+        ...(i.sendRedirects === false ? { sendRedirects: false } : {}),
       };
     }
     out.interfaces = ifs;
+    if (r.icmp) out.icmp = r.icmp;
     if (r.routes.length)
       out.routes = r.routes.map((x) =>
         Object.fromEntries(Object.entries({ ...x, to: x.to === "0.0.0.0/0" ? "default" : x.to }).filter(([, v]) => v !== undefined)),

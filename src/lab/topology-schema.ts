@@ -80,10 +80,22 @@ const InterfaceSpec = z
     mtu: z.number().int().min(68).max(1500).optional(),
     mac: mac.optional(),
     proxyArp: z.boolean().default(false),
+    /** ICMP redirects for packets that leave by the interface they came in on (Linux's send_redirects); absent: on. */
+    sendRedirects: z.boolean().optional(),
   })
   .refine((i) => (i.port === undefined) !== (i.vlan === undefined), {
     message: "an interface sits either on a port (port: NAME, a routed port) or on a VLAN (vlan: N, an SVI)",
   });
+
+const IcmpSpec = z.strictObject({
+  ratelimit: z.number().int("ratelimit is whole milliseconds").min(0).max(600_000).default(1000),
+  ratemask: z
+    .number()
+    .int()
+    .min(0)
+    .max((1 << 19) - 1, "ratemask has one bit per ICMP type 0-18")
+    .default(6168),
+});
 
 const RouteSpec = z
   .strictObject({
@@ -184,6 +196,8 @@ const NodeSpec = z.strictObject({
   arpInspection: ArpInspectionSpec.optional(),
   interfaces: z.record(name("an interface name"), InterfaceSpec).default({}),
   routes: z.array(RouteSpec).default([]),
+  /** The router's per-destination ICMP error limit (Linux's icmp_ratelimit in ms, icmp_ratemask). */
+  icmp: IcmpSpec.optional(),
   neighbors: z.array(NeighbourSpec).default([]),
 });
 

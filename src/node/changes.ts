@@ -20,6 +20,8 @@
  *                               mac 00:00:00:00:00:00: a flood remote)
  *   fdb.flush                   { }                                 (learned entries)
  *   link.set                    { port, up?, mtu?, vlan?: access VLAN, trunk?: [VLANS], native? }
+ *   router.set                  { dev?, sendRedirects?, icmpRatelimit?: ms, icmpRatemask? }  (Linux's
+ *                               conf.DEV.send_redirects, icmp_ratelimit, icmp_ratemask)
  *   port.add                    { name, kind: tap, vlan?: N }
  *   port.del                    { name }
  *   service.add                 { name, vip, port, protocol?, backends?: [IP:PORT], algorithm? }
@@ -61,6 +63,7 @@ export const JOURNALED = new Set([
   "fdb.add",
   "fdb.del",
   "link.set",
+  "router.set",
   "port.add",
   "port.del",
   "service.add",
@@ -193,6 +196,23 @@ function linkSet(g: NodeGraph, a: Args, commit: boolean): unknown {
   return null;
 }
 
+function routerSet(g: NodeGraph, a: Args, commit: boolean): unknown {
+  const r = router(g);
+  const redirects = optBool(a, "sendRedirects");
+  const ratelimit = optInt(a, "icmpRatelimit", 0, 600_000);
+  const ratemask = optInt(a, "icmpRatemask", 0, (1 << 19) - 1);
+  const dev = optStr(a, "dev");
+  const ifc = dev === undefined ? undefined : r.ifaces.find((i) => i.name === dev);
+  if (dev !== undefined && !ifc) throw new Error(`dev: no router interface '${dev}'`);
+  if (redirects !== undefined && !ifc) throw new Error("sendRedirects: say which interface (dev)");
+  if (redirects === undefined && ratelimit === undefined && ratemask === undefined)
+    throw new Error("router set: say sendRedirects, icmpRatelimit or icmpRatemask");
+  if (!commit) return null;
+  if (ifc && redirects !== undefined) ifc.sendRedirects = redirects;
+  r.setIcmpLimit(ratelimit, ratemask);
+  return null;
+}
+
 function fdbOp(add: boolean): Op {
   return (g, a, commit) => {
     const p = port(g, str(a, "port"));
@@ -287,6 +307,7 @@ const OPS: Record<string, Op> = {
     return null;
   },
   "link.set": linkSet,
+  "router.set": routerSet,
   "port.add": portAdd,
   "port.del": (g, a, commit) => {
     const name = str(a, "name");

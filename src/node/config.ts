@@ -51,6 +51,8 @@ export interface RouterInterfaceConfig {
   mtu: number;
   addresses: string[];
   proxyArp: boolean;
+  /** Absent: on (Linux's default). */
+  sendRedirects?: boolean;
 }
 
 export interface NodeConfig {
@@ -80,6 +82,8 @@ export interface NodeConfig {
     interfaces: RouterInterfaceConfig[];
     routes: Array<{ to: string; via?: string; dev?: string; onlink?: boolean; proto?: string }>;
     neighbors: Array<{ ip: string; mac: string; interface: string }>;
+    /** Per-destination ICMP limit: ms per error (0: off) and the types limited (Linux's icmp_ratelimit, icmp_ratemask). */
+    icmp?: { ratelimit: number; ratemask: number };
     nat?: { masquerade: Array<{ sources: string[]; interface: string }>; maxEntries?: number; timeouts: Record<string, number> };
     services: Array<{ name: string; vip: string; port: number; protocol: "tcp" | "udp"; backends: string[]; algorithm: "random" | "roundrobin" }>;
   };

@@ -142,9 +142,10 @@ export class NodeGraph {
             return { addr: c.addr, prefixLen: c.prefixLen };
           }),
           proxyArp: i.proxyArp,
+          sendRedirects: i.sendRedirects ?? true,
           port: this.internal[k],
         })),
-        { ...env.router, nat, offload },
+        { ...env.router, ...(rc.icmp ? { icmpRatelimitMs: rc.icmp.ratelimit, icmpRatemask: rc.icmp.ratemask } : {}), nat, offload },
       );
       for (const p of this.internal) p.link(this.sw, router);
       for (const r of rc.routes) {

@@ -48,10 +48,12 @@ export function runningConfig(g: NodeGraph): NodeConfig {
     router = {
       interfaces: r.ifaces.map((i, k) => ({
         ...cfg.router!.interfaces[k],
+        sendRedirects: i.sendRedirects ? undefined : false,
         mtu: i.mtu,
         addresses: i.addrs.map((a, j) => `${ipToString(a)}/${i.prefixLens[j]}`),
       })),
       routes,
+      icmp: r.icmpLimit.ratelimit === 1000 && r.icmpLimit.ratemask === 6168 ? undefined : r.icmpLimit,
       neighbors: r.neigh
         .entries()
         .filter((n) => n.state === 4)

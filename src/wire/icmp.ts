@@ -54,6 +54,8 @@ export const ICMP_UNREACH_PORT = 3;
 export const ICMP_UNREACH_FRAG_NEEDED = 4;
 
 /** Time Exceeded codes (RFC 792). */
+/** Redirect for Host (RFC 792): Linux's only kind. */
+export const ICMP_REDIRECT_HOST = 1;
 export const ICMP_TIME_EXCEEDED_TTL = 0;
 export const ICMP_TIME_EXCEEDED_REASSEMBLY = 1;
 
@@ -207,11 +209,12 @@ export function icmpErrorAllowed(buf: Uint8Array, ipOff: number, ipLen: number, 
 }
 
 /**
- * Writes an ICMP error datagram (IPv4 header without options, then the ICMP message) at
- * `dstOff` and returns its length, at most 576 (RFC 1812 section 4.3.2.3), or -1 when the
- * original is shorter than an IPv4 header or `dst` has no room.
+ * Writes an ICMP error datagram (IPv4 header, `optLen` bytes of options the caller fills
+ * (a multiple of 4, at most 40; zeroed here), then the ICMP message) at `dstOff` and
+ * returns its length, at most 576 (RFC 1812 section 4.3.2.3: options shorten the quote),
+ * or -1 when the original is shorter than an IPv4 header or `dst` has no room.
  *
- * The IPv4 header: TOS 0xc0, `ident`, DF clear, TTL 64, protocol ICMP, source `srcAddr`
+ * The IPv4 header: TOS 0xc0 with the original's TOS bits (0x1e) kept, `ident`, DF clear, TTL 64, protocol ICMP, source `srcAddr`
  * (the caller picks it, RFC 1812 section 4.3.2.4: the address of the interface the error
  * leaves from), destination the original's source. The ICMP header: `type`, `code`, and
  * `rest`, the 32-bit rest of header: 0, or icmpRestFragNeeded(mtu) for Fragmentation
@@ -234,23 +237,26 @@ export function emitIcmpError(
   rest: number,
   srcAddr: number,
   ident: number,
+  optLen = 0,
 ): number {
   if (origIpOff < 0 || origIpLen < IPV4_HEADER_LEN || origIpOff + origIpLen > orig.length) return -1;
+  if ((optLen & 3) !== 0 || optLen < 0 || optLen > 40) return -1;
   let quoteLen = origIpLen;
   const origTotalLen = readU16(orig, origIpOff + IPV4_TOTAL_LEN_OFF);
   if (origTotalLen >= IPV4_HEADER_LEN && origTotalLen < quoteLen) quoteLen = origTotalLen;
-  if (quoteLen > ICMP_ERROR_MAX_DATAGRAM_LEN - ICMP_ERROR_HEADERS_LEN) {
-    quoteLen = ICMP_ERROR_MAX_DATAGRAM_LEN - ICMP_ERROR_HEADERS_LEN;
-  }
-  const totalLen = ICMP_ERROR_HEADERS_LEN + quoteLen;
+  const headers = ICMP_ERROR_HEADERS_LEN + optLen;
+  if (quoteLen > ICMP_ERROR_MAX_DATAGRAM_LEN - headers) quoteLen = ICMP_ERROR_MAX_DATAGRAM_LEN - headers;
+  const totalLen = headers + quoteLen;
   if (dstOff < 0 || dstOff + totalLen > dst.length) return -1;
   // Read everything needed from the original before anything is written: dst may overlap it.
   const origSrc = readU32(orig, origIpOff + IPV4_SRC_ADDR_OFF);
-  orig.copy(dst, dstOff + ICMP_ERROR_HEADERS_LEN, origIpOff, origIpOff + quoteLen);
+  // Linux's icmp_send: the original's TOS bits (RFC 1349, mask 0x1e) kept under precedence 6.
+  const tos = ICMP_ERROR_TOS | (orig[origIpOff + IPV4_TOS_OFF] & 0x1e);
+  orig.copy(dst, dstOff + headers, origIpOff, origIpOff + quoteLen);
 
   const ip = dstOff;
-  dst[ip] = 0x45;
-  dst[ip + IPV4_TOS_OFF] = ICMP_ERROR_TOS;
+  dst[ip] = 0x45 + (optLen >>> 2);
+  dst[ip + IPV4_TOS_OFF] = tos;
   writeU16(dst, ip + IPV4_TOTAL_LEN_OFF, totalLen);
   writeU16(dst, ip + IPV4_IDENT_OFF, ident);
   writeU16(dst, ip + IPV4_FLAGS_FRAG_OFF, 0);
@@ -258,9 +264,12 @@ export function emitIcmpError(
   dst[ip + IPV4_PROTOCOL_OFF] = IP_PROTO_ICMP;
   writeU32(dst, ip + IPV4_SRC_ADDR_OFF, srcAddr);
   writeU32(dst, ip + IPV4_DST_ADDR_OFF, origSrc);
+  // Options (optLen bytes after the header) are the caller's to write, and then the
+  // header checksum; zeroed here so that a caller that writes none sends EOLs.
+  dst.fill(0, ip + IPV4_HEADER_LEN, ip + IPV4_HEADER_LEN + optLen);
   ipv4FillChecksum(dst, ip);
 
-  const icmp = ip + IPV4_HEADER_LEN;
+  const icmp = ip + IPV4_HEADER_LEN + optLen;
   dst[icmp + ICMP_TYPE_OFF] = type;
   dst[icmp + ICMP_CODE_OFF] = code;
   writeU16(dst, icmp + ICMP_CHECKSUM_OFF, 0);
@@ -278,14 +287,15 @@ export function emitIcmpError(
  * False, and the buffer untouched, unless it is a whole (unfragmented) ICMP echo request
  * with a valid IPv4 header and a valid ICMP checksum.
  *
- * IP options are overwritten with NOPs (same header length, nothing moves): a source route
+ * IP options are overwritten with NOPs unless `keepOptions` (the caller then echoes
+ * them itself; same header length, nothing moves): a source route
  * must not be reflected as it stands, and Record Route / Timestamp would need this host's
  * entries added, which RFC 1122 asks for only as a SHOULD. The reply's source is the
  * request's destination, so call it only for requests to one of the router's own unicast
  * addresses; a reply to a broadcast or multicast echo needs a unicast source (RFC 1122
  * section 3.2.2.6) and is built by the caller.
  */
-export function emitIcmpEchoReplyInPlace(buf: Uint8Array, ipOff: number, ipLen: number): boolean {
+export function emitIcmpEchoReplyInPlace(buf: Uint8Array, ipOff: number, ipLen: number, keepOptions = false): boolean {
   if (ipv4Check(buf, ipOff, ipLen, true) !== CHECK_OK) return false;
   if (buf[ipOff + IPV4_PROTOCOL_OFF] !== IP_PROTO_ICMP) return false;
   if ((readU16(buf, ipOff + IPV4_FLAGS_FRAG_OFF) & 0x3fff) !== 0) return false;
@@ -302,7 +312,9 @@ export function emitIcmpEchoReplyInPlace(buf: Uint8Array, ipOff: number, ipLen: 
   writeU32(buf, ipOff + IPV4_SRC_ADDR_OFF, readU32(buf, ipOff + IPV4_DST_ADDR_OFF));
   writeU32(buf, ipOff + IPV4_DST_ADDR_OFF, src);
   buf[ipOff + IPV4_TTL_OFF] = IPV4_DEFAULT_TTL;
-  buf.fill(1, ipOff + IPV4_OPTIONS_OFF, ipOff + hlen); // IPOPT_NOOP
+  // A new datagram, not the request's: Linux's icmp_reply sends it without DF.
+  writeU16(buf, ipOff + IPV4_FLAGS_FRAG_OFF, 0);
+  if (!keepOptions) buf.fill(1, ipOff + IPV4_OPTIONS_OFF, ipOff + hlen); // IPOPT_NOOP
   // At most 60 bytes: recomputing costs no more than tracking every change.
   ipv4FillChecksum(buf, ipOff);
   return true;

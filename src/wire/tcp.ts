@@ -16,6 +16,7 @@ import {
   IPV4_IDENT_OFF,
   IPV4_PROTOCOL_OFF,
   IPV4_SRC_ADDR_OFF,
+  IPV4_TOS_OFF,
   IPV4_TOTAL_LEN_OFF,
   IPV4_TTL_OFF,
   headerLenWithOptions,
@@ -142,10 +143,13 @@ export function emitTcp(repr: TcpRepr, buf: Uint8Array, off: number): number {
  * "Reset Generation", for a connection that does not exist: a router listens on no
  * port): from the segment's destination to its source, ports swapped; if the segment
  * had ACK, <SEQ=SEG.ACK><CTL=RST>, else <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>, where
- * SYN and FIN count one each. Never answers a RST. Returns the packet's length (40), or
- * -1 (nothing written) for a reset, a fragment or a malformed segment.
+ * SYN and FIN count one each. Never answers a RST. `optLen` bytes (a multiple of 4, at
+ * most 40) after the IPv4 header are left zeroed for options the caller writes (then
+ * the header checksum). Returns the packet's length (40 + optLen), or -1 (nothing
+ * written) for a reset, a fragment or a malformed segment.
  */
-export function emitTcpReset(dst: Uint8Array, dstOff: number, orig: Uint8Array, origIpOff: number, origIpLen: number, ident: number): number {
+export function emitTcpReset(dst: Uint8Array, dstOff: number, orig: Uint8Array, origIpOff: number, origIpLen: number, ident: number, optLen = 0): number {
+  if ((optLen & 3) !== 0 || optLen < 0 || optLen > 40) return -1;
   if (ipv4Check(orig, origIpOff, origIpLen, false) !== CHECK_OK) return -1;
   if (orig[origIpOff + IPV4_PROTOCOL_OFF] !== IP_PROTO_TCP) return -1;
   if ((readU16(orig, origIpOff + IPV4_FLAGS_FRAG_OFF) & 0x3fff) !== 0) return -1;
@@ -155,7 +159,7 @@ export function emitTcpReset(dst: Uint8Array, dstOff: number, orig: Uint8Array, 
   if (tcpCheck(orig, t, segLen, 0, 0, false) !== CHECK_OK) return -1;
   const flags = orig[t + TCP_FLAGS_OFF];
   if ((flags & TCP_RST) !== 0) return -1;
-  const rstLen = IPV4_HEADER_LEN + TCP_HEADER_LEN;
+  const rstLen = IPV4_HEADER_LEN + optLen + TCP_HEADER_LEN;
   if (dstOff < 0 || dstOff + rstLen > dst.length) return -1;
   const src = readU32(orig, origIpOff + IPV4_SRC_ADDR_OFF);
   const dstAddr = readU32(orig, origIpOff + IPV4_DST_ADDR_OFF);
@@ -164,10 +168,13 @@ export function emitTcpReset(dst: Uint8Array, dstOff: number, orig: Uint8Array, 
   const seq = readU32(orig, t + TCP_SEQ_OFF);
   const ack = readU32(orig, t + TCP_ACK_OFF);
   const dataLen = segLen - tcpGetHeaderLen(orig, t) + ((flags & TCP_SYN) !== 0 ? 1 : 0) + ((flags & TCP_FIN) !== 0 ? 1 : 0);
+  // Linux's tcp_v4_send_reset answers with the segment's TOS, ECN bits cleared.
+  const tos = orig[origIpOff + IPV4_TOS_OFF] & 0xfc;
 
   const ip = dstOff;
   dst.fill(0, ip, ip + rstLen);
-  dst[ip] = 0x45;
+  dst[ip] = 0x45 + (optLen >>> 2);
+  dst[ip + IPV4_TOS_OFF] = tos;
   writeU16(dst, ip + IPV4_TOTAL_LEN_OFF, rstLen);
   writeU16(dst, ip + IPV4_IDENT_OFF, ident);
   writeU16(dst, ip + IPV4_FLAGS_FRAG_OFF, 0x4000); // DF, as Linux sends resets
@@ -176,7 +183,7 @@ export function emitTcpReset(dst: Uint8Array, dstOff: number, orig: Uint8Array, 
   writeU32(dst, ip + IPV4_SRC_ADDR_OFF, dstAddr);
   writeU32(dst, ip + IPV4_DST_ADDR_OFF, src);
   ipv4FillChecksum(dst, ip);
-  const r = ip + IPV4_HEADER_LEN;
+  const r = ip + IPV4_HEADER_LEN + optLen;
   writeU16(dst, r + TCP_SRC_PORT_OFF, dport);
   writeU16(dst, r + TCP_DST_PORT_OFF, sport);
   if ((flags & TCP_ACK) !== 0) {

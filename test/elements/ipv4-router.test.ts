@@ -116,16 +116,16 @@ describe("Ipv4Router: ARP", () => {
     expectNoInternalErrors(r);
   });
 
-  it("does not answer on h1 for eth2's address (replies only for the ingress interface's addresses)", () => {
+  it("answers on h1 for eth2's address too, with eth1's MAC (Linux's arp_ignore=0: addresses belong to the host)", () => {
     const r = routedRig();
     r.ports.h1.inject([arpRequestFrame(H1.mac, H1.ip, ETH2_IP)]);
     const out = r.drain();
-    expect(out.h1).toEqual([]);
     expect(out.h2).toEqual([]);
+    expect(out.h1).toEqual([arpFrame({ ethDst: H1.mac, ethSrc: ETH1_MAC, oper: ARP_OPER_REPLY, sha: ETH1_MAC, spa: ETH2_IP, tha: H1.mac, tpa: H1.ip })]);
     expect(r.counters().arpIn).toBe(1);
-    expect(r.counters().arpRepliesSent).toBe(0);
-    // Not for us: no entry is created for the sender (RFC 826 only updates existing ones).
-    expect(r.router.neighbours(performance.now())).toEqual([]);
+    expect(r.counters().arpRepliesSent).toBe(1);
+    // A request for one of its addresses: the sender will talk to it, so an entry is made.
+    expect(r.router.neighbours(performance.now())).toEqual([expect.objectContaining({ address: "10.0.1.10", dev: "eth1", state: "STALE" })]);
   });
 
   it("with proxyArp on eth1 answers for addresses routed via eth2 with eth1's MAC, not for eth1's own subnet", () => {
@@ -887,9 +887,15 @@ describe("Ipv4Router: inter-VLAN routing through SVIs", () => {
       b1: [],
       b2: [],
     });
-    // Asking VLAN 10 for VLAN 20's gateway gets nothing (no proxy ARP).
+    // Asking VLAN 10 for VLAN 20's gateway: answered by VLAN 10's SVI with its own MAC
+    // (Linux's arp_ignore=0: the address is the router's), nothing in VLAN 20.
     r.ports.a2.inject([arpRequestFrame(A2.mac, A2.ip, SVI20_IP)]);
-    expect(r.drain()).toEqual({ a1: [arpRequestFrame(A2.mac, A2.ip, SVI20_IP)], a2: [], b1: [], b2: [] });
+    expect(r.drain()).toEqual({
+      a1: [arpRequestFrame(A2.mac, A2.ip, SVI20_IP)],
+      a2: [arpFrame({ ethDst: A2.mac, ethSrc: SVI10_MAC, oper: ARP_OPER_REPLY, sha: SVI10_MAC, spa: SVI20_IP, tha: A2.mac, tpa: A2.ip })],
+      b1: [],
+      b2: [],
+    });
     expect(r.internal.svi20.txFrames - svi20Before).toBe(0);
   });
 });
@@ -990,7 +996,7 @@ describe("one disposition per received packet", () => {
     expectNoInternalErrors(r);
   });
 
-  it("a packet to forward that cannot be fragmented (malformed options) counts in fragDropped", () => {
+  it("a packet to forward with malformed options is not fragmented: parameter problem, pointer at the option, counted in paramProblems", () => {
     const r = routedRig({ eth2Mtu: 1400 });
     hostArps(r, "h1", H1, ETH1_IP);
     const before = r.counters();
@@ -1015,8 +1021,14 @@ describe("one disposition per received packet", () => {
       0,
     );
     r.ports.h1.inject([ipFrame(ETH1_MAC, H1.mac, pkt)]);
-    expect(counterDelta(before, r.counters())).toEqual({ fragFailed: 1, fragDropped: 1 });
-    expect(r.drain()).toEqual({ h1: [], h2: [] });
+    expect(counterDelta(before, r.counters())).toEqual({ paramProblems: 1, icmpErrors: 1 });
+    const out = r.drain();
+    expect(out.h2).toEqual([]);
+    expect(out.h1).toHaveLength(1);
+    const e = parseFrame(out.h1[0]);
+    expect(e.ip).toMatchObject({ srcAddr: ETH1_IP, dstAddr: H1.ip, protocol: 1 });
+    // RFC 792: the pointer (top byte of the rest) is the option's offset in the header, 20.
+    expect(e.icmp).toEqual({ type: 12, code: 0, rest: (20 << 24) >>> 0 });
     expectNoInternalErrors(r);
   });
 });

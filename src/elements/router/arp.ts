@@ -11,8 +11,10 @@
  *               entries). A reply to the router's MAC confirms the entry (REACHABLE).
  *               An entry that resolves sends what waited for it (Output.sendQueued).
  *               Then a request is answered, out of the interface it came in on, when it
- *               asks for one of that interface's addresses, or, with proxyArp, for an
- *               address routed out of another interface (RFC 1027).
+ *               asks for any of the router's addresses, on whichever interface (Linux's
+ *               arp_ignore=0 default: addresses belong to the host, not the interface),
+ *               or, with proxyArp, for an address routed out of another interface
+ *               (RFC 1027).
  *   announce()  gratuitous ARP for every address (RFC 5227 §3), when interfaces come up.
  * Requests for next hops (resolution, retries, unicast probes) are Output.arpRequest().
  *
@@ -25,7 +27,7 @@ import { MAC_BROADCAST, macIsUnicast } from "../../wire/mac.js";
 import { CHECK_OK } from "../../wire/reason.js";
 import { C } from "./counters.js";
 import type { Output } from "./output.js";
-import { onSubnet, ownsOn, type RouterInterface, type RouterState } from "./state.js";
+import { onSubnet, type RouterInterface, type RouterState } from "./state.js";
 
 export class Arp {
   constructor(
@@ -50,7 +52,7 @@ export class Arp {
       s.c[C.badArp]++;
       return;
     }
-    const mine = ownsOn(ifc, tpa);
+    const mine = s.local.has(tpa | 0);
     if (spa !== 0 && onSubnet(ifc, spa) && !s.local.has(spa | 0)) {
       const confirmed = oper === ARP_OPER_REPLY && ethGetDstAddr(buf, off) === ifc.mac;
       const ready = s.neigh.learn(ifc.index, spa, sha, now, confirmed, mine && oper === ARP_OPER_REQUEST);

@@ -5,11 +5,15 @@
  *   error()     an ICMP error about a packet it received (time exceeded, unreachable,
  *               fragmentation needed): never about an ICMP error, a broadcast or
  *               multicast, a non-initial fragment or a source that is not a host
- *               (RFC 1812 §4.3.2.7, icmpErrorAllowed in src/wire/icmp.ts); limited by a
- *               token bucket (RFC 1812 §4.3.2.8, Linux's icmp_msgs_per_sec and
- *               icmp_msgs_burst); from the address of the interface the packet came in
- *               on, on the sender's subnet when it has one (RFC 1812 §4.3.2.4); at most
- *               576 bytes (§4.3.2.3). build() writes it into scratch and stops there, for
+ *               (RFC 1812 §4.3.2.7, icmpErrorAllowed in src/wire/icmp.ts); limited, for
+ *               the types in the rate mask, per destination (icmp-peers.ts, Linux's
+ *               icmp_ratelimit: six at once, then one a second) and by a global token
+ *               bucket (RFC 1812 §4.3.2.8, Linux's icmp_msgs_per_sec and icmp_msgs_burst);
+ *               about a packet for one of the router's addresses, from that address
+ *               (Linux's icmp_send: `traceroute -U` to a far address ends there), else
+ *               from the address of the interface the packet came in on, on the
+ *               sender's subnet when it has one (RFC 1812 §4.3.2.4); at most 576 bytes
+ *               (§4.3.2.3). build() writes it into scratch and stops there, for
  *               a caller that must show it to the NAT before it leaves (ip-input.ts);
  *   echoReply() the reply to an echo request for one of its addresses, in place
  *               (RFC 1122 §3.2.2.6);
@@ -23,17 +27,15 @@
  */
 import { emitIcmpEchoReplyInPlace, emitIcmpError, icmpErrorAllowed } from "../../wire/icmp.js";
 import { ETH_HEADER_LEN } from "../../wire/ethernet.js";
-import { ipv4GetSrcAddr } from "../../wire/ipv4.js";
+import { ipv4FillChecksum, ipv4GetSrcAddr } from "../../wire/ipv4.js";
 import { emitTcpReset } from "../../wire/tcp.js";
 import { C } from "./counters.js";
+import { type OptionsResult, ipv4OptionsEcho, ipv4OptionsErrorLen, ipv4OptionsErrorWrite, timestampNow } from "./options.js";
+import { ICMP_RATEMASK_DEFAULT, ICMP_RATELIMIT_DEFAULT_MS, IcmpPeers, icmpTypeLimited } from "./icmp-peers.js";
 import type { Output } from "./output.js";
 import { sourceFor, type RouterInterface, type RouterState } from "./state.js";
 
-/**
- * Linux's global ICMP limit: net.ipv4.icmp_msgs_per_sec = 1000 and icmp_msgs_burst = 50.
- * (Linux also keeps a per-destination limit, icmp_ratelimit = 1 s for unreachable, time
- * exceeded and parameter problem; a router wanting that keeps one bucket per peer.)
- */
+/** Linux's global ICMP limit: net.ipv4.icmp_msgs_per_sec = 1000 and icmp_msgs_burst = 50. */
 export const ICMP_RATE_PER_SECOND = 1000;
 export const ICMP_RATE_BURST = 50;
 
@@ -82,73 +84,130 @@ export class TokenBucket {
 
 export class Icmp {
   private readonly bucket: TokenBucket;
+  /** Per-destination limits and redirect back-off. */
+  readonly peers: IcmpPeers;
+  /** Linux's icmp_ratemask: bit n set, type n is rate-limited. */
+  ratemask: number;
   /** IPv4 identification of the datagrams the router originates. */
   private ident = 1;
   /** Length of the error build() last wrote. */
   len = 0;
+  private readonly isLocal = (addr: number): boolean => this.s.local.has(addr | 0);
 
   constructor(
     private readonly s: RouterState,
     private readonly out: Output,
     rate = ICMP_RATE_PER_SECOND,
     burst = ICMP_RATE_BURST,
+    ratelimitMs = ICMP_RATELIMIT_DEFAULT_MS,
+    ratemask = ICMP_RATEMASK_DEFAULT,
   ) {
     this.bucket = new TokenBucket(rate, burst);
+    this.peers = new IcmpPeers(ratelimitMs);
+    this.ratemask = ratemask;
   }
 
   /**
    * Sends ICMP `type`/`code` (`rest`: the 32-bit rest of header) about the packet at
    * `buf[ip, ip + ipLen)`, which came in on `ifc` (`linkBroadcast`: in a link-layer
-   * group frame).
+   * group frame). `from`: the source address (the router's address the packet was for),
+   * or 0 to choose by the interface.
    */
-  error(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, type: number, code: number, rest: number, now: number, linkBroadcast: boolean): void {
-    const at = this.build(ifc, buf, ip, ipLen, type, code, rest, now, linkBroadcast);
+  error(
+    ifc: RouterInterface,
+    buf: Buffer,
+    ip: number,
+    ipLen: number,
+    type: number,
+    code: number,
+    rest: number,
+    now: number,
+    linkBroadcast: boolean,
+    from = 0,
+    opt: OptionsResult | null = null,
+  ): void {
+    const at = this.build(ifc, buf, ip, ipLen, type, code, rest, now, linkBroadcast, from, opt);
     if (at >= 0) this.out.send(ifc.index, this.s.pool, at, this.len, now);
   }
 
   /** error() without sending: where in the pool the error's IPv4 header is (length in `len`), or -1. */
-  build(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, type: number, code: number, rest: number, now: number, linkBroadcast: boolean): number {
+  build(
+    ifc: RouterInterface,
+    buf: Buffer,
+    ip: number,
+    ipLen: number,
+    type: number,
+    code: number,
+    rest: number,
+    now: number,
+    linkBroadcast: boolean,
+    from = 0,
+    opt: OptionsResult | null = null,
+  ): number {
     const c = this.s.c;
     if (!icmpErrorAllowed(buf, ip, ipLen, linkBroadcast)) {
       c[C.icmpSuppressed]++;
       return -1;
     }
-    if (!this.bucket.take(now)) {
+    const peer = ipv4GetSrcAddr(buf, ip);
+    // The destination's bucket first, then the global one (Linux ≥ 6.2: a sender over its
+    // own limit spends none of the router's global credit).
+    if (icmpTypeLimited(this.ratemask, type, code) && (!this.peers.allow(peer, now) || !this.bucket.take(now))) {
       c[C.icmpRateLimited]++;
       return -1;
     }
-    const src = sourceFor(ifc, ipv4GetSrcAddr(buf, ip));
+    const src = from !== 0 ? from : sourceFor(ifc, peer);
     if (src === 0) return -1;
     const frame = this.out.alloc();
     if (frame < 0) return -1;
     const at = frame + ETH_HEADER_LEN;
-    const len = emitIcmpError(this.s.pool, at, buf, ip, ipLen, type, code, rest, src, this.nextIdent());
+    // The packet's Record Route and Timestamp, echoed with the error's entries (Linux's
+    // icmp_send through ip_options_echo); they shorten the quote.
+    const optLen = opt !== null && (opt.rr !== 0 || opt.ts !== 0) ? ipv4OptionsErrorLen(buf, ip, opt) : 0;
+    const len = emitIcmpError(this.s.pool, at, buf, ip, ipLen, type, code, rest, src, this.nextIdent(), optLen);
     if (len < 0) return -1;
+    if (opt !== null && optLen > 0 && !this.echoOptions(at, optLen, buf, ip, opt)) return -1;
     this.len = len;
     c[C.icmpErrors]++;
     return at;
   }
 
   /** Answers the echo request at `ip` in place; false (nothing sent) when it is not a whole, valid one. */
-  echoReply(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number): boolean {
-    if (!emitIcmpEchoReplyInPlace(buf, ip, ipLen)) return false;
+  echoReply(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number, opt: OptionsResult, isLocal: (addr: number) => boolean): boolean {
+    // Record Route and Timestamp are echoed with one more entry (RFC 1122 §3.2.2.6, as
+    // Linux's ip_options_echo): `ping -R` to the router lists it.
+    const echo = opt.rr !== 0 || opt.ts !== 0;
+    if (!emitIcmpEchoReplyInPlace(buf, ip, ipLen, echo)) return false;
+    if (echo && !ipv4OptionsEcho(buf, ip, ipv4GetSrcAddr(buf, ip), isLocal, timestampNow(), opt)) return false;
     this.s.c[C.echoReplies]++;
     this.out.send(ifc.index, buf, ip, ipLen, now);
     return true;
   }
 
   /** Answers the TCP segment at `ip` with a reset (never a reset, a fragment, a malformed segment). */
-  tcpReset(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number): void {
+  tcpReset(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number, opt: OptionsResult | null = null): void {
     const frame = this.out.alloc();
     if (frame < 0) return;
     const at = frame + ETH_HEADER_LEN;
-    const len = emitTcpReset(this.s.pool, at, buf, ip, ipLen, this.nextIdent());
-    if (len < 0) {
+    // Record Route and Timestamp echoed with the router's entry (Linux's
+    // ip_send_unicast_reply through ip_options_echo).
+    const optLen = opt !== null && (opt.rr !== 0 || opt.ts !== 0) ? ipv4OptionsErrorLen(buf, ip, opt) : 0;
+    // IP ID 0, as Linux's resets (DF set: the ID identifies no fragments).
+    const len = emitTcpReset(this.s.pool, at, buf, ip, ipLen, 0, optLen);
+    if (len < 0 || (opt !== null && optLen > 0 && !this.echoOptions(at, optLen, buf, ip, opt))) {
       this.s.c[C.localDropped]++;
       return;
     }
     this.s.c[C.tcpResets]++;
     this.out.send(ifc.index, this.s.pool, at, len, now);
+  }
+
+  /** Writes the options echoed into the datagram at `at` (its source set) and its header checksum; false: none may be sent. */
+  private echoOptions(at: number, optLen: number, buf: Buffer, ip: number, opt: OptionsResult): boolean {
+    const pool = this.s.pool;
+    if (!ipv4OptionsErrorWrite(pool, at + 20, optLen, buf, ip, ipv4GetSrcAddr(pool, at), this.isLocal, timestampNow(), opt)) return false;
+    ipv4FillChecksum(pool, at);
+    return true;
   }
 
   private nextIdent(): number {

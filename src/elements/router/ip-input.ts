@@ -12,15 +12,18 @@
  *      decides whether the packet is its own, since a reply to a masqueraded flow is
  *      addressed to the router until translated back;
  *   5. local delivery (one of its addresses): echo -> reply, UDP -> port unreachable,
- *      TCP -> reset, anything else -> protocol unreachable; fragments and link
- *      broadcasts are ignored (the router reassembles nothing of its own);
+ *      TCP -> reset, anything else -> protocol unreachable, errors from the address the
+ *      packet was for; fragments are reassembled first; link broadcasts are ignored;
  *   6. forwarding: no broadcast, multicast or directed broadcast (RFC 1812 §5.3.4,
  *      §5.3.5); TTL (time exceeded at 1, §5.3.1); longest-prefix match (net unreachable
  *      when none); MTU (fragmentation needed with the next-hop MTU when DF, RFC 1191;
- *      else fragmentation, RFC 791 §3.2); POSTROUTING (source NAT, un-DNAT of service
- *      replies); TTL decrement with an RFC 1624 checksum update; Output.
+ *      else fragmentation, RFC 791 §3.2); TTL decrement with an RFC 1624 checksum
+ *      update; a redirect when the packet leaves by the interface it came in on
+ *      (RFC 1812 §5.2.7.2); POSTROUTING (source NAT, un-DNAT of service replies); Output.
  * Every packet ends in exactly one disposition counter (forwarded, delivered, or a drop
- * by reason; see counters.ts). IP options are forwarded as they are.
+ * by reason; see counters.ts). IP options are checked and processed before 5 and 6
+ * (options.ts): Record Route and Timestamp take the router's entries, malformed ones get
+ * Parameter Problem, source routes are dropped.
  *
  * The router's calls into the NAT are all in the section "NAT hooks" below.
  */
@@ -30,6 +33,9 @@ import {
   ICMP_DEST_UNREACH,
   ICMP_ECHO_REQUEST,
   ICMP_HEADER_LEN,
+  ICMP_PARAM_PROBLEM,
+  ICMP_REDIRECT,
+  ICMP_REDIRECT_HOST,
   ICMP_TIME_EXCEEDED,
   ICMP_TIME_EXCEEDED_REASSEMBLY,
   ICMP_TIME_EXCEEDED_TTL,
@@ -65,14 +71,47 @@ import { NAT_ACCEPT, NAT_REJECT } from "../nat.js";
 import { C } from "./counters.js";
 import type { Icmp } from "./icmp.js";
 import type { Output } from "./output.js";
-import { sourceFor, type RouterInterface, type RouterState } from "./state.js";
+import { OptionsResult, ipv4OptionsForward, ipv4OptionsInput, timestampNow } from "./options.js";
+import { onSubnet, sourceFor, type RouterInterface, type RouterState } from "./state.js";
 
 export class IpInput {
+  /** The options of the packet being handled (reused: nothing is allocated per packet). */
+  private readonly opt = new OptionsResult();
+  private readonly isLocal = (addr: number): boolean => this.s.local.has(addr | 0);
+
   constructor(
     private readonly s: RouterState,
     private readonly icmp: Icmp,
     private readonly out: Output,
   ) {}
+
+  /**
+   * IP options (options.ts), for every packet whose header has them, before it is
+   * delivered or forwarded (Linux's ip_rcv_options): Record Route and Timestamp take the
+   * router's entry; a malformed option is answered with Parameter Problem 12/0 pointing
+   * at it and the packet dropped (RFC 1812 §5.2.5, §4.3.2.4); a source-routed packet is
+   * dropped (Linux's accept_source_route 0 default: RFC 1812 §5.2.4.1 lets a router
+   * refuse them, and they bypass the routing a network expects). False when dropped.
+   */
+  private options(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, dst: number, now: number, ctx: number): boolean {
+    const s = this.s;
+    const local = s.local.has(dst | 0);
+    const specDst = local ? dst : sourceFor(ifc, ipv4GetSrcAddr(buf, ip));
+    const fault = ipv4OptionsInput(buf, ip, specDst, this.isLocal, timestampNow(), this.opt);
+    if (fault >= 0) {
+      s.drop(C.paramProblems, now);
+      this.icmp.error(ifc, buf, ip, ipLen, ICMP_PARAM_PROBLEM, 0, (fault << 24) >>> 0, now, false, local ? dst : 0);
+      this.notForwarded(ctx);
+      return false;
+    }
+    if (this.opt.srr) {
+      s.drop(C.sourceRouted, now);
+      this.notForwarded(ctx);
+      return false;
+    }
+    if (this.opt.changed) ipv4FillChecksum(buf, ip);
+    return true;
+  }
 
   /** The IPv4 frame at `buf[off, off + len)`, received on `ifc`. */
   input(ifc: RouterInterface, buf: Buffer, off: number, len: number, now: number): void {
@@ -123,6 +162,8 @@ export class IpInput {
       if (ctx < 0) return;
       dst = ipv4GetDstAddr(buf, ip);
     }
+    this.opt.clear();
+    if (buf[ip] !== 0x45 && !this.options(ifc, buf, ip, ipLen, dst, now, ctx)) return;
     if (s.local.has(dst | 0)) {
       this.local(ifc, buf, ip, ipLen, now, linkGroup, ctx);
       return;
@@ -163,7 +204,12 @@ export class IpInput {
     const r = s.fib.lookup(dst);
     if (r < 0) {
       s.drop(C.noRoute, now);
-      this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_NET, 0, now, ctx);
+      if (this.icmp.peers.allowRouteError(ipv4GetSrcAddr(buf, ip), now)) {
+        this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_NET, 0, now, ctx);
+      } else {
+        s.c[C.icmpRateLimited]++;
+        this.notForwarded(ctx);
+      }
       return;
     }
     const out = s.ifaces[s.routeIf[r]];
@@ -175,6 +221,12 @@ export class IpInput {
       this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_FRAG_NEEDED, icmpRestFragNeeded(out.mtu), now, ctx);
       return;
     }
+    // The TTL goes down before the redirect, which quotes the packet as it is forwarded
+    // (Linux's ip_forward), and before POSTROUTING, as there.
+    ipv4DecrementTtl(buf, ip);
+    if (out === ifc && ifc.sendRedirects) this.redirect(ifc, buf, ip, ipLen, s.routeGw[r], now, ctx);
+    // Record Route names the address the packet leaves from (Linux's ip_forward_options).
+    if (this.opt.rrAddr) ipv4OptionsForward(buf, ip, sourceFor(out, nh), this.opt);
     if (s.nat !== null && !this.postrouting(ctx, out, buf, ip, ipLen, dst, now)) return;
     if (fragMax > 0) {
       this.refragment(ifc, out, nh, buf, ip, ipLen, df, fragMax, now);
@@ -184,7 +236,6 @@ export class IpInput {
       s.drop(C.gsoDropped, now);
       return;
     }
-    ipv4DecrementTtl(buf, ip);
     if (ipLen > out.mtu && wire === ipLen) {
       if (this.out.fragmentOut(ifc.index, out, nh, buf, ip, ipLen, now, out.mtu)) s.c[C.forwarded]++;
       else s.drop(C.fragDropped, now);
@@ -192,6 +243,27 @@ export class IpInput {
     }
     s.c[C.forwarded]++;
     this.out.output(ifc.index, out, nh, buf, ip, ipLen, now);
+  }
+
+  /**
+   * RFC 1812 §5.2.7.2, Linux's ip_rt_send_redirect: a packet that leaves by the interface
+   * it came in on, from a sender on that interface's subnet toward a gateway (`gw`, 0 for
+   * a directly connected destination) on it too, could have gone straight there: the
+   * sender hears Redirect for Host (5/1) naming the next hop (source-routed packets
+   * never get here: options() dropped them). Backed off per sender (icmp-peers.ts:
+   * 20 ms << n, at most 9); the packet is forwarded all the same.
+   */
+  private redirect(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, gw: number, now: number, ctx: number): void {
+    const src = ipv4GetSrcAddr(buf, ip);
+    if (!onSubnet(ifc, src) || (gw !== 0 && !onSubnet(ifc, gw))) return;
+    if (!this.icmp.peers.allowRedirect(src, now)) return;
+    const nh = gw !== 0 ? gw : ipv4GetDstAddr(buf, ip);
+    const at = this.icmp.build(ifc, buf, ip, ipLen, ICMP_REDIRECT, ICMP_REDIRECT_HOST, nh, now, false, 0, this.opt);
+    if (at < 0) return;
+    this.s.c[C.redirectsSent]++;
+    // As errorInFlight(): the quote shows the packet as its sender sent it (un-DNAT).
+    if (ctx !== NAT_ACCEPT) this.s.nat?.localError(ctx, this.s.pool, at, this.icmp.len);
+    this.out.send(ifc.index, this.s.pool, at, this.icmp.len, now);
   }
 
   /**
@@ -210,7 +282,6 @@ export class IpInput {
     now: number,
   ): void {
     const s = this.s;
-    ipv4DecrementTtl(buf, ip);
     if (df) {
       // Every fragment had DF (and none exceeds the MTU): the pieces keep it.
       ipv4SetDf(buf, ip, false);
@@ -225,12 +296,26 @@ export class IpInput {
   /** A packet for one of the router's addresses. */
   private local(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number, linkGroup: boolean, ctx: number): void {
     const s = this.s;
-    s.c[C.delivered]++;
     this.notForwarded(ctx);
-    if (ipv4IsFragment(buf, ip) || linkGroup) {
-      // Fragments for the router itself: it reassembles nothing. A link-layer group
-      // address: the frame is shared with other ports, and Linux ignores broadcast
-      // pings too (icmp_echo_ignore_broadcasts).
+    if (!linkGroup && ipv4IsFragment(buf, ip)) {
+      // A fragment for the router itself (NAT off: with it, input() reassembled already):
+      // ip_local_deliver reassembles (RFC 1122 §3.3.2). The fragment is counted by the
+      // reassembler (fragsReceived); the datagram it completes is delivered as one frame.
+      this.reasmExpire(now);
+      const h = s.reasm.add(buf, ip, ipLen, ifc.index, now);
+      if (h < 0) return;
+      s.c[C.reassembledLocal]++;
+      // What options input found belongs to the last fragment's header, not the
+      // datagram's (its first fragment's): nothing of it is echoed.
+      this.opt.clear();
+      buf = s.pool;
+      ip = h;
+      ipLen = s.reasm.lastLen;
+    }
+    s.c[C.delivered]++;
+    if (linkGroup) {
+      // A link-layer group address: the frame is shared with other ports, and Linux
+      // ignores broadcast pings too (icmp_echo_ignore_broadcasts).
       s.c[C.localDropped]++;
       return;
     }
@@ -238,21 +323,23 @@ export class IpInput {
     if (proto === IP_PROTO_ICMP) {
       const icmp = ip + ipv4GetHeaderLen(buf, ip);
       const isEcho = ipLen >= icmp - ip + ICMP_HEADER_LEN && icmpGetType(buf, icmp) === ICMP_ECHO_REQUEST && icmpGetCode(buf, icmp) === 0;
-      if (!isEcho || !this.icmp.echoReply(ifc, buf, ip, ipLen, now)) s.c[C.localDropped]++;
+      if (!isEcho || !this.icmp.echoReply(ifc, buf, ip, ipLen, now, this.opt, this.isLocal)) s.c[C.localDropped]++;
       return;
     }
+    // Errors about a packet for one of its addresses come from that address (icmp_send).
+    const to = ipv4GetDstAddr(buf, ip);
     if (proto === IP_PROTO_UDP) {
       s.c[C.portUnreachable]++;
-      this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PORT, 0, now, false);
+      this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PORT, 0, now, false, to, this.opt);
       return;
     }
     if (proto === IP_PROTO_TCP) {
       // No TCP listener on a router: refuse as Linux does, with a reset (RFC 793).
-      this.icmp.tcpReset(ifc, buf, ip, ipLen, now);
+      this.icmp.tcpReset(ifc, buf, ip, ipLen, now, this.opt);
       return;
     }
     s.c[C.protoUnreachable]++;
-    this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PROTOCOL, 0, now, false);
+    this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PROTOCOL, 0, now, false, to, this.opt);
   }
 
   /** Timer work of IPv4 input: conntrack expiry, reassembly timeouts. */
@@ -345,7 +432,7 @@ export class IpInput {
     ctx: number,
   ): void {
     const s = this.s;
-    const at = this.icmp.build(ifc, buf, ip, ipLen, type, code, rest, now, false);
+    const at = this.icmp.build(ifc, buf, ip, ipLen, type, code, rest, now, false, 0, this.opt);
     if (at >= 0) {
       s.nat?.localError(ctx, s.pool, at, this.icmp.len);
       this.out.send(ifc.index, s.pool, at, this.icmp.len, now);

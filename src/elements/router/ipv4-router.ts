@@ -95,7 +95,7 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
     const s = new RouterState(interfaces, opts, this.c, this.last);
     this.s = s;
     this.out = new Output(s);
-    this.icmp = new Icmp(s, this.out, opts.icmpRate, opts.icmpBurst);
+    this.icmp = new Icmp(s, this.out, opts.icmpRate, opts.icmpBurst, opts.icmpRatelimitMs, opts.icmpRatemask);
     this.arp = new Arp(s, this.out);
     this.ip = new IpInput(s, this.icmp, this.out);
     this.ifaces = s.ifaces;
@@ -115,6 +115,17 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
     this.s.nat = nat;
   }
 
+  /** The per-destination ICMP limit: ms per error (0: off) and the types limited. */
+  get icmpLimit(): { ratelimit: number; ratemask: number } {
+    return { ratelimit: this.icmp.peers.ratelimitMs, ratemask: this.icmp.ratemask };
+  }
+
+  /** Changes the per-destination ICMP limit (each given value; Linux's icmp_ratelimit, icmp_ratemask). */
+  setIcmpLimit(ratelimit?: number, ratemask?: number): void {
+    if (ratelimit !== undefined) this.icmp.peers.ratelimitMs = ratelimit;
+    if (ratemask !== undefined) this.icmp.ratemask = ratemask;
+  }
+
   /** The state its stages share, for the runtime changes (router-control.ts). */
   get state(): RouterState {
     return this.s;
@@ -125,7 +136,7 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
     return { name: this.name, kind: this.kind, inputs: ifs, outputs: ifs, counters: [...this.spec.names] };
   }
 
-  /** Frame slots, then the reassembly slots (used while NAT is on). */
+  /** Frame slots, then the reassembly slots (NAT on, and datagrams for the router itself). */
   scratchBytes(): number {
     return SCRATCH_SLOTS * SLOT + this.reasm.bytes();
   }

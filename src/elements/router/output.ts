@@ -25,7 +25,7 @@
 import { ARP_OPER_REQUEST, emitArpFrame } from "../../wire/arp.js";
 import { ETH_HEADER_LEN, ETHERTYPE_IPV4, ethSetDstAddr, ethSetEtherType, ethSetSrcAddr } from "../../wire/ethernet.js";
 import { fragmentIpv4 } from "../../wire/ipv4-frag.js";
-import { ipv4GetDstAddr } from "../../wire/ipv4.js";
+import { ipv4GetDstAddr, ipv4GetSrcAddr } from "../../wire/ipv4.js";
 import { MAC_BROADCAST } from "../../wire/mac.js";
 import { VNET_HDR_LEN, vnetClear, vnetCopyAcross } from "../../wire/vnet.js";
 import { NUD_INCOMPLETE, NUD_PERMANENT, type Neighbour } from "../neighbour-cache.js";
@@ -129,7 +129,10 @@ export class Output {
       n = made;
       n.probes = 1;
       n.nextProbe = now + s.neigh.t.retransMs;
-      this.arpRequest(out, nh, 0);
+      // Linux's arp_solicit (arp_announce 0): the waiting packet's source when it is one of
+      // the router's own addresses (a reply from a far address asks from that address).
+      const src = ipv4GetSrcAddr(buf, ip);
+      this.arpRequestOut(out, MAC_BROADCAST, s.local.has(src | 0) ? src : sourceFor(out, nh), nh);
     }
     let virtioHeader: Buffer | undefined;
     if (s.offload) {

@@ -23,12 +23,19 @@ export interface RouterInterfaceConfig {
   /** [address, prefixLen] pairs; the first is the primary (source of ICMP errors). */
   addresses: Array<{ addr: number; prefixLen: number }>;
   proxyArp?: boolean;
+  /** ICMP redirects for packets that leave by the interface they came in on (Linux's send_redirects, default on). */
+  sendRedirects?: boolean;
   port: InternalPort;
 }
 
 export interface RouterOptions {
+  /** Global ICMP error limit (Linux's icmp_msgs_per_sec, icmp_msgs_burst). */
   icmpRate?: number;
   icmpBurst?: number;
+  /** Per-destination ICMP limit in ms (Linux's icmp_ratelimit, default 1000; 0: off). */
+  icmpRatelimitMs?: number;
+  /** Types limited (Linux's icmp_ratemask, default 6168). */
+  icmpRatemask?: number;
   neighbour?: Partial<NeighbourTimers>;
   reassembly?: ReassemblyOptions;
   /** Connection tracking and NAT, called at PREROUTING and POSTROUTING. */
@@ -56,6 +63,7 @@ export interface RouterInterface {
   prefixLens: number[];
   masks: number[];
   proxyArp: boolean;
+  sendRedirects: boolean;
   port: InternalPort;
 }
 
@@ -111,6 +119,7 @@ export class RouterState {
         prefixLens: cf.addresses.map((a) => a.prefixLen),
         masks: cf.addresses.map((a) => (a.prefixLen === 0 ? 0 : (0xffffffff << (32 - a.prefixLen)) >>> 0)),
         proxyArp: cf.proxyArp ?? false,
+        sendRedirects: cf.sendRedirects ?? true,
         port: cf.port,
       };
       this.ifaces.push(ifc);

@@ -1,0 +1,69 @@
+/** The router's Linux knobs in a topology: sendRedirects per interface, the per-destination ICMP limit. */
+import { describe, expect, it } from "vitest";
+import { MemoryPort } from "../../src/io/memory-port.js";
+import { nodeConfig } from "../../src/lab/node-config.js";
+import { parseTopology, TopologyError } from "../../src/lab/topology.js";
+import { applyChange } from "../../src/node/changes.js";
+import { buildGraph } from "../../src/node/graph.js";
+import { runningConfig } from "../../src/node/running-config.js";
+
+const LAB = (iface: string, node = ""): string =>
+  `name: tfid\nnodes:\n  r1:\n${node}    interfaces:\n      eth1: { vlan: 10, address: 10.0.1.1/24${iface} }\n      eth2: { vlan: 20, address: 10.0.2.1/24 }\nhosts:\n  h1: { node: r1, ip: 10.0.1.2/24, vlan: 10 }\n`;
+
+function problems(yaml: string): string[] {
+  try {
+    parseTopology(yaml, "lab.yaml");
+  } catch (e) {
+    if (e instanceof TopologyError)
+      return e.message
+        .split("\n")
+        .slice(1)
+        .map((l) => l.trim());
+    throw e;
+  }
+  return [];
+}
+
+describe("router knobs in a topology", () => {
+  it("sendRedirects off on one interface and the ICMP limit reach the node's config; absent, redirects stay on", () => {
+    const t = parseTopology(LAB(", sendRedirects: false", "    icmp: { ratelimit: 250, ratemask: 2048 }\n"), "lab.yaml");
+    const r = nodeConfig(t, "r1").router;
+    expect(r?.interfaces.map((i) => [i.name, i.sendRedirects])).toEqual([
+      ["eth1", false],
+      ["eth2", undefined],
+    ]);
+    expect(r?.icmp).toEqual({ ratelimit: 250, ratemask: 2048 });
+    expect(nodeConfig(parseTopology(LAB(""), "lab.yaml"), "r1").router?.icmp).toBeUndefined();
+  });
+
+  it("bad values are named by their path", () => {
+    expect(problems(LAB(", sendRedirects: maybe"))).toEqual([expect.stringMatching(/^lab\.yaml:5:\d+: nodes\.r1\.interfaces\.eth1\.sendRedirects: /)]);
+    expect(problems(LAB("", "    icmp: { ratemask: 1048576 }\n"))).toEqual([
+      expect.stringMatching(/^lab\.yaml:4:\d+: nodes\.r1\.icmp\.ratemask: ratemask has one bit per ICMP type 0-18$/),
+    ]);
+    expect(problems(LAB("", "    icmp: { ratelimit: 1.5 }\n"))).toEqual([
+      expect.stringMatching(/nodes\.r1\.icmp\.ratelimit: ratelimit is whole milliseconds$/),
+    ]);
+    expect(problems(LAB("", "    icmp: { burst: 3 }\n"))).toEqual([expect.stringMatching(/nodes\.r1\.icmp: unknown field 'burst'$/)]);
+  });
+
+  it("router.set changes them at runtime, refuses bad values without changing anything, and the running config shows them", () => {
+    const g = buildGraph(nodeConfig(parseTopology(LAB(""), "lab.yaml"), "r1"), { makePort: (pc) => new MemoryPort(pc.name) });
+    const r = g.router;
+    if (!r) throw new Error("no router");
+    expect(r.ifaces.map((i) => i.sendRedirects)).toEqual([true, true]);
+    expect(r.icmpLimit).toEqual({ ratelimit: 1000, ratemask: 6168 });
+    expect(() => applyChange(g, "router.set", { sendRedirects: false })).toThrow(/say which interface/);
+    expect(() => applyChange(g, "router.set", { dev: "eth9", sendRedirects: false })).toThrow(/no router interface 'eth9'/);
+    expect(() => applyChange(g, "router.set", { icmpRatelimit: -1 })).toThrow(/icmpRatelimit/);
+    expect(() => applyChange(g, "router.set", {})).toThrow(/say sendRedirects/);
+    applyChange(g, "router.set", { dev: "eth1", sendRedirects: false, icmpRatelimit: 0 }, true);
+    expect(r.ifaces[0].sendRedirects).toBe(true); // a dry run changes nothing
+    applyChange(g, "router.set", { dev: "eth1", sendRedirects: false, icmpRatelimit: 0 });
+    expect(r.ifaces.map((i) => i.sendRedirects)).toEqual([false, true]);
+    expect(r.icmpLimit).toEqual({ ratelimit: 0, ratemask: 6168 });
+    const rc = runningConfig(g).router;
+    expect(rc?.interfaces.map((i) => i.sendRedirects)).toEqual([false, undefined]);
+    expect(rc?.icmp).toEqual({ ratelimit: 0, ratemask: 6168 });
+  });
+});
