@@ -4,12 +4,14 @@
  *   tapnet lab up|down|status|exec   build and use labs (network namespaces + nodes)
  *   tapnet show …                    inspect a running node (src/cli/show.ts)
  *   tapnet capture NODE PORT…        pcapng of what crosses ports (to Wireshark)
+ *   tapnet cni install               the CNI plugin for container runtimes (src/cni/)
  *   tapnet node run CONFIG           the node process itself (started by lab up)
  *   tapnet demo                      a guided tour on scripts/labs/switch.yaml
  */
 import { Command } from "commander";
 import { TopologyError } from "../lab/topology.js";
 import { registerCapture } from "./capture.js";
+import { registerCni } from "./cni.js";
 import { registerLab } from "./lab-commands.js";
 import { registerShow } from "./show.js";
 import { registerVerbs } from "./verbs.js";
@@ -21,6 +23,7 @@ registerLab(program);
 registerShow(program);
 registerCapture(program);
 registerVerbs(program);
+registerCni(program);
 
 const nodeCmd = program.command("node").description("the node process (started by 'tapnet lab up')");
 nodeCmd
