@@ -97,12 +97,14 @@ const IP4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 
 export function isIp4(s: unknown): s is string {
   const m = typeof s === "string" ? IP4.exec(s) : null;
-  return m !== null && m.slice(1).every((x) => Number(x) <= 255);
+  if (!m) return false;
+  return m.slice(1).every((x) => Number(x) <= 255);
 }
 
 export function isCidr4(s: unknown): s is string {
   const m = typeof s === "string" ? CIDR4.exec(s) : null;
-  return m !== null && m.slice(1, 5).every((x) => Number(x) <= 255) && Number(m[5]) <= 32;
+  if (!m) return false;
+  return m.slice(1, 5).every((x) => Number(x) <= 255) && Number(m[5]) <= 32;
 }
 
 function bad(field: string, why: string): CniError {
