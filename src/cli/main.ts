@@ -5,13 +5,16 @@
  *   tapnet show …                    inspect a running node (src/cli/show.ts)
  *   tapnet capture NODE PORT…        pcapng of what crosses ports (to Wireshark)
  *   tapnet cni install               the CNI plugin for container runtimes (src/cni/)
- *   tapnet node run CONFIG           the node process itself (started by lab up)
+ *   tapnet stp on|off, security reset  layer-2 safety on a running lab (src/cli/l2.ts)
+ *   tapnet node run CONFIG           the node process itself (started by its supervisor)
+ *   tapnet node supervise CONFIG     a lab node's supervisor (started by lab up): restarts it
  *   tapnet demo                      a guided tour on scripts/labs/switch.yaml
  */
 import { Command } from "commander";
 import { TopologyError } from "../lab/topology.js";
 import { registerCapture } from "./capture.js";
 import { registerCni } from "./cni.js";
+import { registerL2 } from "./l2.js";
 import { registerLab } from "./lab-commands.js";
 import { registerShow } from "./show.js";
 import { registerVerbs } from "./verbs.js";
@@ -24,6 +27,7 @@ registerShow(program);
 registerCapture(program);
 registerVerbs(program);
 registerCni(program);
+registerL2(program);
 
 const nodeCmd = program.command("node").description("the node process (started by 'tapnet lab up')");
 nodeCmd
@@ -33,6 +37,14 @@ nodeCmd
   .action(async (config: string) => {
     const { runNode } = await import("../node/node.js");
     await runNode(config);
+  });
+nodeCmd
+  .command("supervise")
+  .argument("<config>", "node configuration (JSON) of a lab node")
+  .description("run a lab node and restart it when it dies (started by 'tapnet lab up')")
+  .action(async (config: string) => {
+    const { runSupervisor } = await import("../lab/supervisor.js");
+    runSupervisor(config);
   });
 
 program
