@@ -34,13 +34,26 @@ const REF_BRIDGE = "tncnibr0";
 const RESULT_1_0 = z
   .object({
     cniVersion: z.literal("1.0.0"),
-    interfaces: z.array(z.object({ name: z.string().min(1), mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/), sandbox: z.string().optional() }).strict()),
+    interfaces: z.array(
+      z.object({ name: z.string().min(1), mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/), sandbox: z.string().optional() }).strict(),
+    ),
     ips: z.array(
-      z.object({ address: z.string().regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/), gateway: z.string().optional(), interface: z.number().int().nonnegative().optional() }).strict(),
+      z
+        .object({
+          address: z.string().regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/),
+          gateway: z.string().optional(),
+          interface: z.number().int().nonnegative().optional(),
+        })
+        .strict(),
     ),
     routes: z.array(z.object({ dst: z.string(), gw: z.string().optional() }).strict()).optional(),
     dns: z
-      .object({ nameservers: z.array(z.string()).optional(), domain: z.string().optional(), search: z.array(z.string()).optional(), options: z.array(z.string()).optional() })
+      .object({
+        nameservers: z.array(z.string()).optional(),
+        domain: z.string().optional(),
+        search: z.array(z.string()).optional(),
+        options: z.array(z.string()).optional(),
+      })
       .strict()
       .optional(),
   })
