@@ -20,6 +20,9 @@ nodes:
     interfaces:
       cni0: { vlan: 1, address: 10.88.0.1/24 }
       vlan20: { vlan: 20, address: 10.88.20.1/24 }
+hosts:
+  h1: { node: n1, ip: 10.88.0.200/24, gateway: 10.88.0.1 }
+  h20: { node: n1, ip: 10.88.20.200/24, gateway: 10.88.20.1, vlan: 20 }
 `;
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "tapnet-cni-"));
@@ -176,13 +179,17 @@ describe.skipIf(!canRunLabs())("CNI plugin, driven as a runtime drives it", () =
     expect(allocated(DATA)).toEqual(["10.88.0.2"]);
   });
 
-  it("a 0.4.0 config (as podman writes) gets a 0.4.0 result; the pods ping their gateway and each other", () => {
+  it("a 0.4.0 config (as podman writes) gets a 0.4.0 result; the pods ping their gateway, each other and the lab's hosts", () => {
     const r = cni("ADD", conf({ cniVersion: "0.4.0" }), env("pod-2", NS[1]));
     expect(r.code, r.out).toBe(0);
     expect(r.json).toMatchObject({ cniVersion: "0.4.0", ips: [{ version: "4", interface: 0, address: "10.88.0.3/24", gateway: "10.88.0.1" }] });
     expect(ping(NS[0], "10.88.0.1", 2).stdout).toMatch(/2 received/);
     expect(ping(NS[0], "10.88.0.3", 2).stdout).toMatch(/2 received/);
     expect(ping(NS[1], "10.88.0.2", 2).stdout).toMatch(/2 received/);
+    // The lab's own hosts: one on the pods' VLAN, one routed to on VLAN 20 (and back).
+    expect(ping(NS[0], "10.88.0.200", 2).stdout).toMatch(/2 received/);
+    expect(ping(NS[0], "10.88.20.200", 2).stdout).toMatch(/2 received/);
+    expect(ping("tn.cni.h20", "10.88.0.3", 2).stdout).toMatch(/2 received/);
   });
 
   it("a pod on VLAN 20 with isGateway reaches the other VLAN's pods through the node's router", () => {
@@ -246,7 +253,8 @@ describe.skipIf(!canRunLabs())("CNI plugin, driven as a runtime drives it", () =
       [conf({ node: "nowhere" }), env("e6", NS[2]), 7, /lab cni has no node 'nowhere'/],
       [conf({ lab: "nolab" }), env("e7", NS[2]), 7, /no lab named 'nolab' is up/],
       [conf({ ipam: { type: "no-such-ipam" } }), env("e8", NS[2]), 7, /failed to find IPAM plugin "no-such-ipam"/],
-      [conf({ ipam: { type: "host-local" } }), env("e9", NS[2]), 102, /IPAM plugin host-local \(ADD\)/],
+      // host-local's own error object, its code kept (999: its generic failure)
+      [conf({ ipam: { type: "host-local" } }), env("e9", NS[2]), 999, /IPAM plugin host-local \(ADD\): no IP ranges specified/],
       [conf(), { CNI_CONTAINERID: "e10", CNI_IFNAME: "eth0" }, 4, /\[CNI_NETNS\] missing/],
       [conf(), env("e11", "tncni-none"), 3, /no such network namespace/],
     ];
