@@ -16,6 +16,7 @@ export function registerCni(program: Command): void {
     .option("--gateway <ip>", "the pods' gateway: a router address of the node")
     .option("--range-start <ip>", "first address host-local hands out")
     .option("--range-end <ip>", "last address host-local hands out")
+    .option("--data-dir <dir>", "where host-local keeps its leases (default /var/lib/cni/networks)")
     .option("--vlan <n>", "access VLAN of the pods' ports", (v) => Number(v))
     .option("--dns <ip>", "nameserver for the pods (the cluster DNS address)")
     .option("--search <domains>", "comma-separated resolv.conf search path", (v) => v.split(",").filter(Boolean))
@@ -34,6 +35,7 @@ export function registerCni(program: Command): void {
         gateway: o.gateway as string | undefined,
         rangeStart: o.rangeStart as string | undefined,
         rangeEnd: o.rangeEnd as string | undefined,
+        dataDir: o.dataDir as string | undefined,
         vlan: o.vlan as number | undefined,
         dns: o.dns as string | undefined,
         search: o.search as string[] | undefined,

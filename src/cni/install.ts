@@ -18,6 +18,7 @@ export interface InstallOptions {
   gateway?: string;
   rangeStart?: string;
   rangeEnd?: string;
+  dataDir?: string;
   vlan?: number;
   ipam: string;
   dns?: string;
@@ -37,7 +38,7 @@ export function conflist(o: InstallOptions): Record<string, unknown> {
     if (o.gateway) range.gateway = o.gateway;
     if (o.rangeStart) range.rangeStart = o.rangeStart;
     if (o.rangeEnd) range.rangeEnd = o.rangeEnd;
-    ipam = { type: "host-local", ranges: [[range]] };
+    ipam = { type: "host-local", ranges: [[range]], ...(o.dataDir ? { dataDir: o.dataDir } : {}) };
   } else if (o.ipam === "dhcp") {
     ipam = { type: "dhcp" };
   } else throw new Error(`--ipam ${o.ipam}: use host-local or dhcp`);
