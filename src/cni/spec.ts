@@ -24,7 +24,7 @@ export const ERR = {
   node: 100,
   /** CHECK found the container's interface, addresses or routes changed. */
   check: 101,
-  /** The delegated IPAM plugin failed (its own code is in `details`). */
+  /** The delegated IPAM plugin failed without an error object (one it prints keeps its own code). */
   ipam: 102,
 } as const;
 
