@@ -22,8 +22,9 @@
  */
 import { createHash } from "node:crypto";
 import fs from "node:fs";
+import path from "node:path";
 import { ControlError, request } from "../control/client.js";
-import { readState } from "../lab/state.js";
+import { labDir, readState } from "../lab/state.js";
 import { run } from "../lab/sys.js";
 import { delegate } from "./ipam.js";
 import { CniError, ERR, formatResult, isCidr4, isIp4, type NetConf, parseConfig, type Result, type Route, SUPPORTED_VERSIONS, versionLess } from "./spec.js";
@@ -65,6 +66,33 @@ function findNode(conf: NetConf): NodeRef {
       `network configuration: node: lab ${conf.lab} has no node '${conf.node}' (nodes: ${Object.keys(s.nodes).join(", ")})`,
     );
   return { socket: n.socket, namespace: n.namespace };
+}
+
+/**
+ * A pod's port as its node's supervisor needs it after a crash: the TAP lives in the
+ * container's namespace, where the restarted node (no CAP_SYS_ADMIN) cannot reach it, so
+ * the supervisor attaches to it there and hands the fd to the node, whose journal replays
+ * the `port.add` that adopts it (src/lab/supervisor.ts). One file per port: runtimes run
+ * ADDs in parallel, and the lab's state.json is written by the lab commands.
+ */
+export interface PodPort {
+  node: string;
+  netns: string;
+  ifname: string;
+}
+
+export const podPortsDir = (lab: string): string => path.join(labDir(lab), "cni");
+
+function recordPodPort(lab: string, port: string, p: PodPort): void {
+  const dir = podPortsDir(lab);
+  fs.mkdirSync(dir, { recursive: true });
+  const f = path.join(dir, `${port}.json`);
+  fs.writeFileSync(`${f}.tmp`, JSON.stringify(p));
+  fs.renameSync(`${f}.tmp`, f);
+}
+
+function forgetPodPort(lab: string, port: string): void {
+  fs.rmSync(path.join(podPortsDir(lab), `${port}.json`), { force: true });
 }
 
 async function nodeRequest<T>(node: NodeRef, req: Record<string, unknown>): Promise<T> {
@@ -129,6 +157,7 @@ async function add(env: NodeJS.ProcessEnv, conf: NetConf, stdin: string): Promis
     lines.push(`link set dev ${ifname} up`);
     lines.push(...routeLines(routes, gateway, ifname));
     ipIn(netns, ["-batch", "-"], `${lines.join("\n")}\n`);
+    recordPodPort(conf.lab, name, { node: conf.node, netns, ifname });
     // Not /sys/class/net: nsenter changes the network namespace, not the sysfs mount.
     const mac = ipJson<Array<{ address: string }>>(netns, ["link", "show", "dev", ifname])[0]?.address ?? "";
     const result: Result = {
@@ -141,6 +170,7 @@ async function add(env: NodeJS.ProcessEnv, conf: NetConf, stdin: string): Promis
     return result;
   } catch (e) {
     // Undo: the port (its TAP goes wherever it was moved) and the address.
+    forgetPodPort(conf.lab, name);
     await request(node.socket, { cmd: "change", op: "port.del", args: { name } } as never, 10_000).catch(() => undefined);
     if (ipamDone) {
       try {
@@ -170,6 +200,7 @@ async function del(env: NodeJS.ProcessEnv, conf: NetConf, stdin: string): Promis
       if (!gone) throw new CniError(ERR.node, `tapnet node ${conf.node}: ${msg}`);
     }
   }
+  if (s) forgetPodPort(conf.lab, name);
   delegate("DEL", conf.ipam.type, stdin, env);
 }
 

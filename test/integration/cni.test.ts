@@ -12,7 +12,8 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
-import { canRunLabs, inNs, netnsList, ping, tapnet, tapnetOk, writeLabFile } from "./harness.js";
+import { portName } from "../../src/cni/plugin.js";
+import { canRunLabs, inNs, netnsList, ping, tapnet, tapnetOk, waitFor, writeLabFile } from "./harness.js";
 
 const LAB = `name: cni
 nodes:
@@ -267,6 +268,31 @@ describe.skipIf(!canRunLabs())("CNI plugin, driven as a runtime drives it", () =
     }
     expect(nodePorts()).toEqual(before);
     expect(allocated(DATA)).toEqual(held);
+  });
+
+  it("a pod keeps its port when the node is killed with -9: the supervisor hands the pod's TAP to the new node", async () => {
+    type Row = { name: string; pid: number | null; running: boolean; restarts: number };
+    const row = (): Row => {
+      // Exit status 1 while a node is down: the JSON is printed all the same.
+      const labs = JSON.parse(tapnet(["lab", "status", "--json"]).stdout) as Array<{ lab: string; nodes: Row[] }>;
+      return labs.find((l) => l.lab === "cni")?.nodes.find((n) => n.name === "n1") as Row;
+    };
+    const port = portName("pod-2", "eth0");
+    expect(fs.existsSync(`/run/tapnet/cni/cni/${port}.json`)).toBe(true);
+    const before = row();
+    expect(before.running).toBe(true);
+    process.kill(before.pid as number, "SIGKILL");
+    await waitFor(
+      "n1 to be restarted",
+      () => {
+        const n = row();
+        return n.running && n.restarts === before.restarts + 1 && n.pid !== before.pid ? n : undefined;
+      },
+      30_000,
+    );
+    expect(fs.readFileSync("/run/tapnet/cni/n1.supervisor.json", "utf8")).toContain(`"${port}"`);
+    expect(nodePorts()).toContain(port);
+    expect(ping(NS[1], "10.88.0.200", 2).stdout).toMatch(/2 received/);
   });
 
   it("DEL after the lab went down, and after it came back with a fresh node, succeeds and frees the address", () => {
