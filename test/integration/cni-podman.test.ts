@@ -141,7 +141,7 @@ describe.skipIf(!canRunLabs() || !havePodman)("podman runs a container on a tapn
     expect(leases()).toEqual([]);
   });
 
-  it("a detached container's port is named after its ID; podman rm by ID removes the port and frees the address", () => {
+  it("a detached container's port is named after its ID, it pings a lab host and another container pings it; podman rm by ID removes the port and frees the address", () => {
     const before = nodePorts();
     const r = podman(["run", "-d", "--name", NAME, ...RUN_OPTS, "--rootfs", ROOTFS, "/bin/sleep", "600"]);
     expect(r.status, r.stdout + r.stderr).toBe(0);
@@ -155,6 +155,11 @@ describe.skipIf(!canRunLabs() || !havePodman)("podman runs a container on a tapn
     const p = podman(["exec", id, "/bin/ping", "-c", "2", "10.89.0.200"]);
     expect(p.status, p.stdout + p.stderr).toBe(0);
     expect(p.stdout).toMatch(/2 packets received/);
+    // Another pod, a second container, reaches the first through the node's switch.
+    const other = podman(["run", "--rm", ...RUN_OPTS, "--rootfs", ROOTFS, "/bin/ping", "-c", "2", held[0]]);
+    expect(other.status, other.stdout + other.stderr).toBe(0);
+    expect(other.stdout).toMatch(/2 packets transmitted, 2 packets received/);
+    expect(leases()).toEqual(held);
     const rm = podman(["rm", "-f", "-t", "0", id]);
     expect(rm.status, rm.stdout + rm.stderr).toBe(0);
     expect(nodePorts()).toEqual(before);

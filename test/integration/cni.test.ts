@@ -233,6 +233,11 @@ describe.skipIf(!canRunLabs())("CNI plugin, driven as a runtime drives it", () =
     expect(allocated(DATA)).toEqual(["10.88.0.3"]);
     expect(before.length - nodePorts().length).toBe(1);
     expect(inNs(NS[0], ["ip", "link", "show", "eth0"]).status).not.toBe(0);
+    // No TAP left behind anywhere: not in the container, not in the node's namespace.
+    const tap = portName("pod-1", "eth0");
+    expect(inNs("tn.cni.n1", ["ip", "link", "show", tap]).status).not.toBe(0);
+    expect(spawnSync("ip", ["link", "show", tap]).status).not.toBe(0);
+    expect(fs.existsSync(`/run/tapnet/cni/cni/${tap}.json`)).toBe(false);
     const d2 = cni("DEL", conf(), env("pod-1", NS[0]));
     expect(d2.code, d2.out).toBe(0);
     expect(d2.out).toBe("");
