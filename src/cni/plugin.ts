@@ -9,7 +9,8 @@
  *           pointing at it, routes, DNS from the config or else from IPAM).
  *   DEL     removes the port (the TAP vanishes from the container with it) and has the
  *           IPAM plugin release the address. Idempotent: a port or lab already gone is
- *           success, so a second DEL or a DEL after the node restarted succeeds.
+ *           success, so a second DEL or a DEL after the node restarted succeeds; a TAP
+ *           left in the container by a node that is gone is removed there.
  *   CHECK   the IPAM plugin's CHECK, then the node still has the port on its VLAN and the
  *           container's interface has prevResult's MAC, addresses and routes.
  *   VERSION the versions this plugin speaks.
@@ -201,7 +202,32 @@ async function del(env: NodeJS.ProcessEnv, conf: NetConf, stdin: string): Promis
     }
   }
   if (s) forgetPodPort(conf.lab, name);
+  removeOrphanTap(env);
   delegate("DEL", conf.ipam.type, stdin, env);
+}
+
+/**
+ * The container's interface after its node is gone (the lab went down, the node did not
+ * answer): the TAP is persistent, so it outlived the node in the container's namespace.
+ * DEL removes it there when it is a TAP (info_kind "tun"); anything else of that name is
+ * not this plugin's and stays.
+ */
+function removeOrphanTap(env: NodeJS.ProcessEnv): void {
+  const netns = env.CNI_NETNS;
+  const ifname = env.CNI_IFNAME as string;
+  if (!netns || !fs.existsSync(netns)) return;
+  let links: Array<{ linkinfo?: { info_kind?: string } }>;
+  try {
+    links = ipJson(netns, ["-d", "link", "show", "dev", ifname]);
+  } catch {
+    return; // no such interface: nothing left
+  }
+  if (links[0]?.linkinfo?.info_kind !== "tun") return;
+  try {
+    ipIn(netns, ["link", "del", "dev", ifname]);
+  } catch (e) {
+    throw new CniError(ERR.io, `removing ${ifname} from ${netns}: ${e instanceof Error ? e.message : String(e)}`);
+  }
 }
 
 async function check(env: NodeJS.ProcessEnv, conf: NetConf, stdin: string): Promise<void> {

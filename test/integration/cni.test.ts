@@ -303,9 +303,13 @@ describe.skipIf(!canRunLabs())("CNI plugin, driven as a runtime drives it", () =
   it("DEL after the lab went down, and after it came back with a fresh node, succeeds and frees the address", () => {
     expect(allocated(DATA)).toEqual(["10.88.0.3"]);
     tapnetOk(["lab", "down", file]);
+    // The pod's TAP is persistent and outside the lab's namespaces: still in the container.
+    expect(inNs(NS[1], ["ip", "link", "show", "eth0"]).status).toBe(0);
     const whileDown = cni("DEL", conf(), env("pod-2", NS[1]));
     expect(whileDown.code, whileDown.out).toBe(0);
     expect(allocated(DATA)).toEqual([]);
+    // DEL removed it without the node.
+    expect(inNs(NS[1], ["ip", "link", "show", "eth0"]).status).not.toBe(0);
     tapnetOk(["lab", "up", file]);
     const afterUp = cni("DEL", conf(), env("pod-2", NS[1]));
     expect(afterUp.code, afterUp.out).toBe(0);
