@@ -101,6 +101,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
             mtu: i.mtu ?? (i.port !== undefined ? mtuOf[i.port] : 1500),
             addresses: ifAddresses(i),
             proxyArp: i.proxyArp,
+            ...(i.dhcp ? { dhcp: i.dhcp } : {}),
           };
         }),
         routes: spec.routes.map((r) => ({ to: r.to === "default" ? "0.0.0.0/0" : r.to, via: r.via, dev: r.dev, onlink: r.onlink, proto: r.proto })),

@@ -80,6 +80,14 @@ const InterfaceSpec = z
     mtu: z.number().int().min(68).max(1500).optional(),
     mac: mac.optional(),
     proxyArp: z.boolean().default(false),
+    /** A DHCP server for the segment: addresses FIRST-LAST of the interface's subnet. */
+    dhcp: z
+      .strictObject({
+        range: z.string().regex(/^\d+\.\d+\.\d+\.\d+-\d+\.\d+\.\d+\.\d+$/, "FIRST-LAST, e.g. 10.0.0.100-10.0.0.150"),
+        leaseTime: z.number().int().min(60).default(3600),
+        dns: z.array(ipv4).default([]),
+      })
+      .optional(),
   })
   .refine((i) => (i.port === undefined) !== (i.vlan === undefined), {
     message: "an interface sits either on a port (port: NAME, a routed port) or on a VLAN (vlan: N, an SVI)",

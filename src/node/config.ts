@@ -51,6 +51,8 @@ export interface RouterInterfaceConfig {
   mtu: number;
   addresses: string[];
   proxyArp: boolean;
+  /** A DHCP server on this interface (src/elements/router/dhcp.ts). */
+  dhcp?: { range: string; leaseTime: number; dns: string[] };
 }
 
 export interface NodeConfig {

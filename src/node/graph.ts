@@ -143,6 +143,7 @@ export class NodeGraph {
           }),
           proxyArp: i.proxyArp,
           port: this.internal[k],
+          dhcp: i.dhcp,
         })),
         { ...env.router, nat, offload },
       );

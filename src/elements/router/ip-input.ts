@@ -63,16 +63,36 @@ import { TCP_DATA_OFFSET_OFF, tcpGetHeaderLen } from "../../wire/tcp.js";
 import { vnetGetGsoSize, vnetIsGso, vnetNeedsCsum } from "../../wire/vnet.js";
 import { NAT_ACCEPT, NAT_REJECT } from "../nat.js";
 import { C } from "./counters.js";
+import { DHCP_SERVER_PORT, type DhcpSink } from "./dhcp.js";
 import type { Icmp } from "./icmp.js";
 import type { Output } from "./output.js";
 import { sourceFor, type RouterInterface, type RouterState } from "./state.js";
 
 export class IpInput {
+  /** The interface and time of the DHCP message being answered (for dhcpSink). */
+  private dhcpIf: RouterInterface | null = null;
+  private dhcpNow = 0;
+  /** How the interfaces' DHCP servers send (one object, made once). */
+  private readonly dhcpSink: DhcpSink;
+
   constructor(
     private readonly s: RouterState,
     private readonly icmp: Icmp,
     private readonly out: Output,
-  ) {}
+  ) {
+    const self = this;
+    this.dhcpSink = {
+      alloc: () => out.alloc(),
+      get pool() {
+        return s.pool;
+      },
+      push: (frame, len) => self.dhcpIf?.port.inq.push(frame, len),
+      unicast: (ip, ipLen, dst) => {
+        const ifc = self.dhcpIf;
+        if (ifc !== null) out.output(ifc.index, ifc, dst, s.pool, ip, ipLen, self.dhcpNow);
+      },
+    };
+  }
 
   /** The IPv4 frame at `buf[off, off + len)`, received on `ifc`. */
   input(ifc: RouterInterface, buf: Buffer, off: number, len: number, now: number): void {
@@ -92,6 +112,18 @@ export class IpInput {
     let ipLen = ipv4GetTotalLen(buf, ip);
     const src = ipv4GetSrcAddr(buf, ip);
     let dst = ipv4GetDstAddr(buf, ip);
+    // DHCP (RFC 2131 §4.1): a client without an address sends from 0.0.0.0, which the
+    // martian check below would drop; the interface's server takes it first.
+    if (ifc.dhcp !== null && ipv4GetProtocol(buf, ip) === IP_PROTO_UDP && !ipv4IsFragment(buf, ip)) {
+      const udp = ip + ipv4GetHeaderLen(buf, ip);
+      if (udp + 8 <= ip + ipLen && buf.readUInt16BE(udp + 2) === DHCP_SERVER_PORT && (dst === IP_BROADCAST || s.local.get(dst | 0) === ifc.index)) {
+        s.c[C.delivered]++;
+        this.dhcpIf = ifc;
+        this.dhcpNow = now;
+        ifc.dhcp.input(buf, udp, ip + ipLen, ifc.mac, this.dhcpSink, now);
+        return;
+      }
+    }
     const s0 = src >>> 24;
     // RFC 1812 §5.3.7: no forwarding from or to addresses that cannot be hosts.
     if (s0 === 0 || s0 === 127 || s0 >= 224 || s.local.has(src | 0) || s.isSubnetBroadcast(src)) {

@@ -8,6 +8,7 @@
  * Addresses are unsigned 32-bit numbers (`>>> 0`); lookups that key a Map by address use
  * the signed value (`addr | 0`), a Smi that never boxes.
  */
+import { DhcpServer, type DhcpOptions } from "./dhcp.js";
 import type { InternalPort } from "../../core/internal-port.js";
 import { ipToString } from "../../wire/ipv4addr.js";
 import { Fib } from "../fib.js";
@@ -24,6 +25,8 @@ export interface RouterInterfaceConfig {
   addresses: Array<{ addr: number; prefixLen: number }>;
   proxyArp?: boolean;
   port: InternalPort;
+  /** A DHCP server for this interface's segment (dhcp.ts). */
+  dhcp?: DhcpOptions;
 }
 
 export interface RouterOptions {
@@ -57,6 +60,7 @@ export interface RouterInterface {
   masks: number[];
   proxyArp: boolean;
   port: InternalPort;
+  dhcp: DhcpServer | null;
 }
 
 export class RouterState {
@@ -112,6 +116,7 @@ export class RouterState {
         masks: cf.addresses.map((a) => (a.prefixLen === 0 ? 0 : (0xffffffff << (32 - a.prefixLen)) >>> 0)),
         proxyArp: cf.proxyArp ?? false,
         port: cf.port,
+        dhcp: cf.dhcp ? new DhcpServer(cf.name, cf.dhcp, cf.addresses[0].addr >>> 0, cf.addresses[0].prefixLen) : null,
       };
       this.ifaces.push(ifc);
       this.ifByPort.set(cf.port.index, ifc);
