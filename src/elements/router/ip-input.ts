@@ -80,16 +80,15 @@ export class IpInput {
     private readonly icmp: Icmp,
     private readonly out: Output,
   ) {
-    const self = this;
     this.dhcpSink = {
       alloc: () => out.alloc(),
       get pool() {
         return s.pool;
       },
-      push: (frame, len) => self.dhcpIf?.port.inq.push(frame, len),
+      push: (frame, len) => this.dhcpIf?.port.inq.push(frame, len),
       unicast: (ip, ipLen, dst) => {
-        const ifc = self.dhcpIf;
-        if (ifc !== null) out.output(ifc.index, ifc, dst, s.pool, ip, ipLen, self.dhcpNow);
+        const ifc = this.dhcpIf;
+        if (ifc !== null) out.output(ifc.index, ifc, dst, s.pool, ip, ipLen, this.dhcpNow);
       },
     };
   }
