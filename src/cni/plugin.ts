@@ -3,8 +3,8 @@
  * `tapnet cni install`). One call, one operation (CNI SPEC.md, "Section 2"):
  *
  *   ADD     asks the lab's running node for a new TAP port (the `port.add` runtime change,
- *           on the config's `vlan`), moves the TAP into CNI_NETNS as CNI_IFNAME, runs the
- *           IPAM plugin named by `ipam.type` from CNI_PATH, puts its addresses and routes on
+ *           on the config's `vlan`), moves the TAP into CNI_NETNS as CNI_IFNAME (up), runs
+ *           the IPAM plugin named by `ipam.type` from CNI_PATH, puts its addresses and routes on
  *           the interface and prints the result (the interface with its `sandbox`, the IPs
  *           pointing at it, routes, DNS from the config or else from IPAM).
  *   DEL     removes the port (the TAP vanishes from the container with it) and has the
@@ -132,6 +132,14 @@ async function add(env: NodeJS.ProcessEnv, conf: NetConf, stdin: string): Promis
   await nodeRequest(node, { cmd: "change", op: "port.add", args: { name, kind: "tap", vlan: conf.vlan } });
   let ipamDone = false;
   try {
+    // The interface is in the container, named and up, before IPAM runs: the dhcp plugin
+    // asks for a lease on it from inside the container (as the bridge plugin's veth is).
+    run(["ip", "-n", node.namespace, "link", "set", name, "netns", netns]);
+    recordPodPort(conf.lab, name, { node: conf.node, netns, ifname });
+    const setup = [`link set dev ${name} name ${ifname}`];
+    if (conf.mtu) setup.push(`link set dev ${ifname} mtu ${conf.mtu}`);
+    setup.push(`link set dev ${ifname} up`);
+    ipIn(netns, ["-batch", "-"], `${setup.join("\n")}\n`);
     const ipam = delegate("ADD", conf.ipam.type, stdin, env) as Result;
     ipamDone = true;
     const ips = ipam.ips ?? [];
@@ -151,14 +159,9 @@ async function add(env: NodeJS.ProcessEnv, conf: NetConf, stdin: string): Promis
     }
     const routes: Route[] = [...(ipam.routes ?? [])];
     if (conf.isDefaultGateway && gateway && !routes.some((r) => r.dst === "0.0.0.0/0")) routes.push({ dst: "0.0.0.0/0", gw: gateway });
-    run(["ip", "-n", node.namespace, "link", "set", name, "netns", netns]);
-    const lines = [`link set dev ${name} name ${ifname}`];
-    if (conf.mtu) lines.push(`link set dev ${ifname} mtu ${conf.mtu}`);
-    for (const ip of ips) lines.push(`address add ${ip.address} dev ${ifname}`);
-    lines.push(`link set dev ${ifname} up`);
+    const lines = ips.map((ip) => `address add ${ip.address} dev ${ifname}`);
     lines.push(...routeLines(routes, gateway, ifname));
-    ipIn(netns, ["-batch", "-"], `${lines.join("\n")}\n`);
-    recordPodPort(conf.lab, name, { node: conf.node, netns, ifname });
+    if (lines.length > 0) ipIn(netns, ["-batch", "-"], `${lines.join("\n")}\n`);
     // Not /sys/class/net: nsenter changes the network namespace, not the sysfs mount.
     const mac = ipJson<Array<{ address: string }>>(netns, ["link", "show", "dev", ifname])[0]?.address ?? "";
     const result: Result = {
