@@ -191,6 +191,14 @@ async function add(env: NodeJS.ProcessEnv, conf: NetConf, stdin: string): Promis
 async function del(env: NodeJS.ProcessEnv, conf: NetConf, stdin: string): Promise<void> {
   need(env, ["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"]);
   const name = portName(env.CNI_CONTAINERID as string, env.CNI_IFNAME as string);
+  // The address first, while the interface is still there (the dhcp plugin releases its
+  // lease through it, RFC 2131 §4.4.6); the port goes even when that fails.
+  let ipamError: unknown = null;
+  try {
+    delegate("DEL", conf.ipam.type, stdin, env);
+  } catch (e) {
+    ipamError = e;
+  }
   const s = readState(conf.lab);
   const n = s?.nodes[conf.node];
   // No lab, no node: its ports went with it. A node that does not answer is gone too
@@ -206,7 +214,7 @@ async function del(env: NodeJS.ProcessEnv, conf: NetConf, stdin: string): Promis
   }
   if (s) forgetPodPort(conf.lab, name);
   removeOrphanTap(env);
-  delegate("DEL", conf.ipam.type, stdin, env);
+  if (ipamError !== null) throw ipamError;
 }
 
 /**

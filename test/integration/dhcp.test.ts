@@ -5,7 +5,7 @@
  * CNI `dhcp` IPAM plugin (containernetworking-plugins' daemon) gets a pod its address
  * through the tapnet CNI plugin. `tapnet show dhcp` shows the leases.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -125,5 +125,59 @@ describe.skipIf(!canRunLabs() || !haveBusybox)("the router's DHCP server", () =>
     expect(tapnetOk(["show", "dhcp", "--node", "n1", "--lab", "dhcp"])).toMatch(
       /cni0 10\.90\.0\.100-10\.90\.0\.110: \d+ received, \d+ offers, 3 acks, 0 naks, 1 releases/,
     );
+  });
+
+  it("the CNI dhcp IPAM plugin, through the tapnet CNI plugin, gets a pod its address and releases it on DEL", async () => {
+    const bin = path.join(TMP, "bin");
+    tapnetOk(["cni", "install", "--bin-dir", bin]);
+    const sock = path.join(TMP, "dhcp.sock");
+    // containernetworking-plugins' lease daemon: it runs the DHCP client inside the pod.
+    const daemon = spawn("/usr/lib/cni/dhcp", ["daemon", "-socketpath", sock, "-pidfile", path.join(TMP, "dhcp.pid")], { stdio: ["ignore", "pipe", "pipe"] });
+    let log = "";
+    daemon.stdout?.on("data", (d: Buffer) => (log += d.toString()));
+    daemon.stderr?.on("data", (d: Buffer) => (log += d.toString()));
+    try {
+      await waitFor("the dhcp daemon's socket", () => fs.existsSync(sock), 15_000);
+      const conf = JSON.stringify({
+        cniVersion: "1.0.0",
+        name: "dhnet",
+        type: "tapnet",
+        lab: "dhcp",
+        node: "n1",
+        isDefaultGateway: true,
+        ipam: { type: "dhcp", daemonSocketPath: sock },
+      });
+      const call = (command: string) =>
+        spawnSync(path.join(bin, "tapnet"), [], {
+          input: conf,
+          encoding: "utf8",
+          timeout: 120_000,
+          env: {
+            PATH: process.env.PATH,
+            CNI_COMMAND: command,
+            CNI_CONTAINERID: "dhcp-pod",
+            CNI_NETNS: `/run/netns/${NS[2]}`,
+            CNI_IFNAME: "eth0",
+            CNI_PATH: `${bin}:/usr/lib/cni`,
+          },
+        });
+      const add = call("ADD");
+      expect(add.status, add.stdout + add.stderr + log).toBe(0);
+      const r = JSON.parse(add.stdout) as { ips: Array<{ address: string; gateway: string }>; interfaces: Array<{ mac: string }>; routes: unknown[] };
+      expect(r.ips).toEqual([{ interface: 0, address: "10.90.0.100/24", gateway: "10.90.0.1" }]);
+      expect(r.routes).toEqual([{ dst: "0.0.0.0/0", gw: "10.90.0.1" }]);
+      expect(leases()).toContainEqual({ interface: "cni0", mac: r.interfaces[0].mac, ip: "10.90.0.100", state: "bound", expiresInS: expect.any(Number) });
+      expect(ping(NS[2], "10.90.0.200", 2).stdout).toMatch(/2 received/);
+      const del = call("DEL");
+      expect(del.status, del.stdout + del.stderr + log).toBe(0);
+      await waitFor("the pod's lease to be released", () => leases().every((l) => l.ip !== "10.90.0.100"), 15_000);
+      expect(inNs(NS[2], ["ip", "link", "show", "eth0"]).status).not.toBe(0);
+    } finally {
+      if (daemon.pid !== undefined && daemon.exitCode === null) {
+        const gone = new Promise((res) => daemon.on("exit", res));
+        process.kill(daemon.pid, "SIGTERM");
+        await gone;
+      }
+    }
   });
 });
