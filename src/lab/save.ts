@@ -52,6 +52,7 @@ function nodeSpec(raw: Obj, c: NodeConfig): Obj {
         mtu: i.mtu,
         mac: i.mac,
         ...(i.proxyArp ? { proxyArp: true } : {}),
+        ...(i.dhcp ? { dhcp: i.dhcp } : {}),
       };
     }
     out.interfaces = ifs;
