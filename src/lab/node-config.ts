@@ -108,6 +108,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
         neighbors: spec.neighbors,
         nat: spec.nat,
         services: Object.entries(spec.services).map(([name, sv]) => ({ name, ...sv })),
+        ...(spec.clusterDns ? { clusterDns: spec.clusterDns } : {}),
       }
     : undefined;
   return {

@@ -174,6 +174,16 @@ const NodeSpec = z.strictObject({
   offload: z.boolean().optional(),
   nat: NatSpec.optional(),
   services: z.record(name("a service name"), ServiceSpec).default({}),
+  /** The cluster DNS the router answers on `address` for SERVICE.default.svc.DOMAIN. */
+  clusterDns: z
+    .strictObject({
+      address: ipv4,
+      domain: z
+        .string()
+        .regex(/^[a-z0-9-]+(\.[a-z0-9-]+)*$/, "a domain like cluster.local")
+        .default("cluster.local"),
+    })
+    .optional(),
   /** switch/router: a tapnet process. kernel: a Linux bridge (and kernel VXLAN) instead, for comparison and interop. */
   kind: z.enum(["switch", "router", "kernel"]).optional(),
   underlay: UnderlaySpec.optional(),

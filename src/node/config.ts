@@ -84,5 +84,7 @@ export interface NodeConfig {
     neighbors: Array<{ ip: string; mac: string; interface: string }>;
     nat?: { masquerade: Array<{ sources: string[]; interface: string }>; maxEntries?: number; timeouts: Record<string, number> };
     services: Array<{ name: string; vip: string; port: number; protocol: "tcp" | "udp"; backends: string[]; algorithm: "random" | "roundrobin" }>;
+    /** The cluster DNS (src/elements/router/cluster-dns.ts). */
+    clusterDns?: { address: string; domain: string };
   };
 }

@@ -145,7 +145,7 @@ export class NodeGraph {
           port: this.internal[k],
           dhcp: i.dhcp,
         })),
-        { ...env.router, nat, offload },
+        { ...env.router, nat, offload, clusterDns: rc.clusterDns },
       );
       for (const p of this.internal) p.link(this.sw, router);
       for (const r of rc.routes) {

@@ -64,6 +64,8 @@ import { vnetGetGsoSize, vnetIsGso, vnetNeedsCsum } from "../../wire/vnet.js";
 import { NAT_ACCEPT, NAT_REJECT } from "../nat.js";
 import { C } from "./counters.js";
 import { DHCP_SERVER_PORT, type DhcpSink } from "./dhcp.js";
+import { type ClusterDns, DNS_PORT } from "./cluster-dns.js";
+import { udpComputeChecksum } from "../../wire/udp.js";
 import type { Icmp } from "./icmp.js";
 import type { Output } from "./output.js";
 import { sourceFor, type RouterInterface, type RouterState } from "./state.js";
@@ -133,6 +135,15 @@ export class IpInput {
     if (d0 === 0 || d0 === 127 || (d0 >= 240 && dst !== IP_BROADCAST)) {
       s.drop(C.martianDestination, now);
       return;
+    }
+    if (s.dns !== null && dst === s.dns.addr && !linkGroup && ipv4GetProtocol(buf, ip) === IP_PROTO_UDP && !ipv4IsFragment(buf, ip)) {
+      const udp = ip + ipv4GetHeaderLen(buf, ip);
+      if (udp + 8 <= ip + ipLen && buf.readUInt16BE(udp + 2) === DNS_PORT) {
+        // The cluster DNS address is the router's own for DNS, before any service NAT.
+        s.c[C.delivered]++;
+        this.dnsReply(ifc, buf, ip, udp, ipLen, now);
+        return;
+      }
     }
     const nat = s.nat !== null && !linkGroup;
     // Largest fragment of a datagram reassembled here (Linux's IPCB frag_max_size), else 0.
@@ -251,6 +262,41 @@ export class IpInput {
       s.c[C.refragmented]++;
       s.c[C.forwarded]++;
     } else s.drop(C.fragDropped, now);
+  }
+
+  /**
+   * Answers a query to the cluster DNS: the reply datagram is written into scratch, from
+   * the DNS address back to the asker, and routed (Output.send). A reply that would not
+   * fit a datagram without fragmenting is not sent (the answers here are a few dozen bytes).
+   */
+  private dnsReply(ifc: RouterInterface, buf: Buffer, ip: number, udp: number, ipLen: number, now: number): void {
+    const s = this.s;
+    const dns = s.dns as ClusterDns;
+    const reply = dns.answer(buf.subarray(udp + 8, ip + ipLen));
+    if (reply === null || reply.length > 1400) return;
+    const frame = this.out.alloc();
+    if (frame < 0) return;
+    const p = s.pool;
+    const rip = frame + ETH_HEADER_LEN;
+    const rudp = rip + 20;
+    const len = 28 + reply.length;
+    const client = ipv4GetSrcAddr(buf, ip);
+    p[rip] = 0x45;
+    p[rip + 1] = 0;
+    p.writeUInt16BE(len, rip + 2);
+    p.writeUInt32BE(0, rip + 4);
+    p[rip + 8] = 64;
+    p[rip + 9] = IP_PROTO_UDP;
+    p.writeUInt32BE(dns.addr, rip + 12);
+    p.writeUInt32BE(client >>> 0, rip + 16);
+    ipv4FillChecksum(p, rip);
+    p.writeUInt16BE(DNS_PORT, rudp);
+    p.writeUInt16BE(buf.readUInt16BE(udp), rudp + 2);
+    p.writeUInt16BE(8 + reply.length, rudp + 4);
+    p.writeUInt16BE(0, rudp + 6);
+    reply.copy(p, rudp + 8);
+    p.writeUInt16BE(udpComputeChecksum(p, rudp, dns.addr, client >>> 0), rudp + 6);
+    this.out.send(ifc.index, p, rip, len, now);
   }
 
   /** A packet for one of the router's addresses. */
