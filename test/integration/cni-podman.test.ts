@@ -22,6 +22,9 @@ nodes:
   n1:
     interfaces:
       cni0: { vlan: 1, address: 10.89.0.1/24 }
+    services:
+      web: { vip: 10.96.0.20, port: 80, backends: ["10.89.0.200:80"] }
+    clusterDns: { address: 10.96.0.10 }
 hosts:
   h1: { node: n1, ip: 10.89.0.200/24, gateway: 10.89.0.1 }
 `;
@@ -105,12 +108,16 @@ describe.skipIf(!canRunLabs() || !havePodman)("podman runs a container on a tapn
       DATA,
       "--cni-version",
       "0.4.0",
+      "--dns",
+      "10.96.0.10",
+      "--search",
+      "default.svc.cluster.local,svc.cluster.local,cluster.local",
     ]);
     // A root filesystem from busybox-static: the binary, its applet links, empty mount points.
     for (const d of ["bin", "etc", "proc", "sys", "dev", "tmp"]) fs.mkdirSync(path.join(ROOTFS, d), { recursive: true });
     fs.copyFileSync("/bin/busybox", path.join(ROOTFS, "bin", "busybox"));
     fs.chmodSync(path.join(ROOTFS, "bin", "busybox"), 0o755);
-    for (const a of ["sh", "ping", "ip", "cat", "sleep"]) fs.symlinkSync("busybox", path.join(ROOTFS, "bin", a));
+    for (const a of ["sh", "ping", "ip", "cat", "sleep", "nslookup"]) fs.symlinkSync("busybox", path.join(ROOTFS, "bin", a));
     fs.writeFileSync(CONTAINERS_CONF, `[network]\nnetwork_backend = "cni"\ncni_plugin_dirs = ["${BIN}", "/usr/lib/cni"]\nnetwork_config_dir = "${CONF}"\n`);
   });
 
@@ -139,6 +146,14 @@ describe.skipIf(!canRunLabs() || !havePodman)("podman runs a container on a tapn
     expect(r.stdout).toMatch(/2 packets transmitted, 2 packets received/);
     expect(nodePorts()).toEqual(before);
     expect(leases()).toEqual([]);
+  });
+
+  it("the container gets the CNI result's DNS as its resolv.conf and resolves a service through the cluster DNS", () => {
+    const r = podman(["run", "--rm", ...RUN_OPTS, "--rootfs", ROOTFS, "/bin/sh", "-c", "cat /etc/resolv.conf; nslookup web.default.svc.cluster.local"]);
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^nameserver 10\.96\.0\.10$/m);
+    expect(r.stdout).toMatch(/^search .*default\.svc\.cluster\.local svc\.cluster\.local cluster\.local/m);
+    expect(r.stdout).toMatch(/Name:\s+web\.default\.svc\.cluster\.local\s+Address: 10\.96\.0\.20/);
   });
 
   it("a detached container's port is named after its ID, it pings a lab host and another container pings it; podman rm by ID removes the port and frees the address", () => {
