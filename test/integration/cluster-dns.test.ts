@@ -66,4 +66,8 @@ describe.skipIf(!canRunLabs() || !haveBusybox)("cluster DNS", () => {
     tapnetOk(["service", "del", "db", "--lab", "cdns"]);
     expect(inNs(H1, ["getent", "hosts", "db"]).status).not.toBe(0);
   });
+
+  it("lab save writes the cluster DNS back into the topology", () => {
+    expect(tapnetOk(["lab", "save", "cdns"])).toMatch(/clusterDns:[\s\S]*address: 10\.96\.0\.10[\s\S]*domain: cluster\.local/);
+  });
 });

@@ -180,4 +180,8 @@ describe.skipIf(!canRunLabs() || !haveBusybox)("the router's DHCP server", () =>
       }
     }
   });
+
+  it("lab save writes the interface's DHCP server back into the topology", () => {
+    expect(tapnetOk(["lab", "save", "dhcp"])).toMatch(/dhcp:[\s\S]*range: 10\.90\.0\.100-10\.90\.0\.110[\s\S]*leaseTime: 600/);
+  });
 });
