@@ -85,7 +85,7 @@ const InterfaceSpec = z
       .strictObject({
         range: z.string().regex(/^\d+\.\d+\.\d+\.\d+-\d+\.\d+\.\d+\.\d+$/, "FIRST-LAST, e.g. 10.0.0.100-10.0.0.150"),
         leaseTime: z.number().int().min(60).default(3600),
-        dns: z.array(ipv4).default([]),
+        dns: z.array(ipv4).max(8, "at most 8 DNS servers").default([]),
       })
       .optional(),
   })

@@ -139,6 +139,8 @@ export class DhcpServer {
       throw new Error(`interface ${ifname}: dhcp.range ${o.range} holds the interface's own address ${ipToString(addr)}`);
     if (this.last - this.first + 1 > MAX_RANGE) throw new Error(`interface ${ifname}: dhcp.range ${o.range}: at most ${MAX_RANGE} addresses`);
     if (!Number.isInteger(o.leaseTime) || o.leaseTime < 60) throw new Error(`interface ${ifname}: dhcp.leaseTime ${o.leaseTime}: at least 60 seconds`);
+    // Option 6 holds at most 63 addresses (a one-byte length); a reply must fit its slot.
+    if (o.dns.length > 8) throw new Error(`interface ${ifname}: dhcp.dns: at most 8 servers`);
     this.leaseMs = o.leaseTime * 1000;
     this.dns = o.dns.map((d) => parseIp(d) >>> 0);
   }
