@@ -5,8 +5,11 @@
  *   1. the frame is for the router: its MAC, or a link-layer group address (otherHost);
  *   2. the header: version, IHL, total length against the frame, checksum (counted by
  *      reason: tooShort, badVersion, badIhl, badTotalLen, badChecksum);
+ *   2a. DHCP to the interface's server (dhcp.ts), before the martian check: clients
+ *      without an address send from 0.0.0.0;
  *   3. martians (RFC 1812 §5.3.7): sources that cannot be hosts, destinations 0/8, 127/8
  *      and 240/4;
+ *   3a. DNS to the cluster DNS address (cluster-dns.ts), before the NAT;
  *   4. with NAT: fragments are reassembled first (nf_defrag_ipv4, ipv4-reassembly.ts),
  *      then PREROUTING (conntrack, service DNAT, un-SNAT of replies) — before the router
  *      decides whether the packet is its own, since a reply to a masqueraded flow is
