@@ -45,6 +45,9 @@ fi
 if [ "$mode" = test ]; then
   # The offload core's libFuzzer harnesses (npm run fuzz:native; a short run is in the suite).
   want+=([clang]=clang)
+  # The CNI tests: the reference plugins (host-local, bridge), podman on runc, a static busybox
+  # for the container's root filesystem.
+  want+=([/usr/lib/cni/host-local]=containernetworking-plugins [podman]=podman [runc]=runc [/bin/busybox]=busybox-static)
 fi
 missing=()
 # libFuzzer and the sanitizer runtimes of the default clang (Debian 12: libclang-rt-14-dev).

@@ -4,6 +4,7 @@
  *   tapnet lab up|down|status|exec   build and use labs (network namespaces + nodes)
  *   tapnet show …                    inspect a running node (src/cli/show.ts)
  *   tapnet capture NODE PORT…        pcapng of what crosses ports (to Wireshark)
+ *   tapnet cni install               the CNI plugin for container runtimes (src/cni/)
  *   tapnet stp on|off, security reset  layer-2 safety on a running lab (src/cli/l2.ts)
  *   tapnet node run CONFIG           the node process itself (started by its supervisor)
  *   tapnet node supervise CONFIG     a lab node's supervisor (started by lab up): restarts it
@@ -12,6 +13,7 @@
 import { Command } from "commander";
 import { TopologyError } from "../lab/topology.js";
 import { registerCapture } from "./capture.js";
+import { registerCni } from "./cni.js";
 import { registerL2 } from "./l2.js";
 import { registerLab } from "./lab-commands.js";
 import { registerShow } from "./show.js";
@@ -24,6 +26,7 @@ registerLab(program);
 registerShow(program);
 registerCapture(program);
 registerVerbs(program);
+registerCni(program);
 registerL2(program);
 
 const nodeCmd = program.command("node").description("the node process (started by 'tapnet lab up')");

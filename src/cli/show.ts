@@ -468,6 +468,23 @@ export function registerShow(program: Command): void {
     end() {},
   }));
 
+  showCommand("dhcp", "the routers' DHCP leases and servers", (d) => {
+    const { leases, servers } = d as {
+      leases: Array<{ interface: string; mac: string; ip: string; state: string; expiresInS: number }>;
+      servers: Array<Record<string, string | number>>;
+    };
+    return [
+      table(
+        ["INTERFACE", "IP", "MAC", "STATE", "EXPIRES-IN"],
+        leases.map((l) => [l.interface, l.ip, l.mac, l.state, `${l.expiresInS}s`]),
+      ),
+      ...servers.map(
+        (v) =>
+          `${v.interface} ${v.range}: ${v.received} received, ${v.offers} offers, ${v.acks} acks, ${v.naks} naks, ${v.releases} releases, ${v.declines} declines, ${v.malformed} malformed`,
+      ),
+    ].join("\n");
+  });
+
   showCommand("interfaces", "the router's interfaces (like 'ip -br addr')", (d) =>
     table(
       ["INTERFACE", "MAC", "MTU", "ADDRESSES", "PROXY-ARP"],

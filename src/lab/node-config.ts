@@ -102,6 +102,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
             addresses: ifAddresses(i),
             proxyArp: i.proxyArp,
             ...(i.sendRedirects === false ? { sendRedirects: false } : {}),
+            ...(i.dhcp ? { dhcp: i.dhcp } : {}),
           };
         }),
         routes: spec.routes.map((r) => ({ to: r.to === "default" ? "0.0.0.0/0" : r.to, via: r.via, dev: r.dev, onlink: r.onlink, proto: r.proto })),
@@ -109,6 +110,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
         ...(spec.icmp ? { icmp: spec.icmp } : {}),
         nat: spec.nat,
         services: Object.entries(spec.services).map(([name, sv]) => ({ name, ...sv })),
+        ...(spec.clusterDns ? { clusterDns: spec.clusterDns } : {}),
       }
     : undefined;
   return {

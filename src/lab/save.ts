@@ -53,6 +53,7 @@ function nodeSpec(raw: Obj, c: NodeConfig): Obj {
         mac: i.mac,
         ...(i.proxyArp ? { proxyArp: true } : {}),
         ...(i.sendRedirects === false ? { sendRedirects: false } : {}),
+        ...(i.dhcp ? { dhcp: i.dhcp } : {}),
       };
     }
     out.interfaces = ifs;
@@ -66,6 +67,7 @@ function nodeSpec(raw: Obj, c: NodeConfig): Obj {
       out.nat = Object.fromEntries(Object.entries(r.nat).filter(([k, v]) => v !== undefined && !(k === "timeouts" && Object.keys(v as Obj).length === 0)));
     }
     if (r.services.length) out.services = Object.fromEntries(r.services.map(({ name, ...sv }) => [name, sv]));
+    if (r.clusterDns) out.clusterDns = r.clusterDns;
   }
   return out;
 }

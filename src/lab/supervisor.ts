@@ -17,7 +17,9 @@
  *     capabilities, attaches to each (tapAttachIn: setns into the host's namespace on
  *     this thread, open /dev/net/tun, TUNSETIFF, setns back) and hands the fds to the
  *     new node in stdio slots 3…, named in TAPNET_TAP_FDS (src/node/ports.ts). The TAP
- *     hosts of the node are the lab state's (hosts added at runtime included);
+ *     hosts of the node are the lab state's (hosts added at runtime included); the ports
+ *     the CNI plugin moved into containers are recorded in LAB/cni/PORT.json, each with
+ *     its namespace's path and interface name, and attached to the same way;
  *   - the configuration changed at runtime: the node replays its journal;
  *   - what the node learned (FDB, neighbours, conntrack) is learned again.
  *
@@ -38,7 +40,7 @@ import { tapAttachIn } from "../io/native.js";
 import type { NodeConfig } from "../node/config.js";
 import { TAP_FDS_ENV } from "../node/ports.js";
 import { nodeEnvironment, nodeLauncher } from "../node/sandbox.js";
-import { nsName, readState, type SupervisorStatus, supervisorStatusPath } from "./state.js";
+import { labDir, nsName, readState, type SupervisorStatus, supervisorStatusPath } from "./state.js";
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/main.js");
 /** Where `ip netns` keeps its namespaces (iproute2's NETNS_RUN_DIR). */
@@ -141,6 +143,22 @@ class Supervisor {
         names.push(host);
       } catch (e) {
         log(`host ${host}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    // Container ports the CNI plugin moved into pods' namespaces (src/cni/plugin.ts PodPort).
+    const podDir = path.join(labDir(this.config.lab), "cni");
+    for (const f of fs.existsSync(podDir) ? fs.readdirSync(podDir) : []) {
+      if (!f.endsWith(".json")) continue;
+      const port = f.slice(0, -5);
+      try {
+        const p = JSON.parse(fs.readFileSync(path.join(podDir, f), "utf8")) as { node: string; netns: string; ifname: string };
+        if (p.node !== this.config.node) continue;
+        const t = tapAttachIn({ netns: p.netns, name: p.ifname, offload: this.config.offload === true });
+        parts.push(`${port}=${3 + fds.length}/${t.mtu}`);
+        fds.push(t.fd);
+        names.push(port);
+      } catch (e) {
+        log(`pod port ${port}: ${e instanceof Error ? e.message : String(e)}`);
       }
     }
     return { fds, spec: parts.join(","), names };

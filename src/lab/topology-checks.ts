@@ -3,6 +3,7 @@
  * addresses that clash or sit outside their subnet, next hops on no connected subnet,
  * what kernel nodes and overlays need. Each problem carries the path of its field.
  */
+import { DhcpServer } from "../elements/router/dhcp.js";
 import { ipInSubnet, ipToString, maskFromPrefix } from "../wire/ipv4addr.js";
 import { IFNAME_MAX, ifAddresses, ipToU32, isKernelNode, nodePorts, offloadCapable, splitCidr, type Topology } from "./topology-schema.js";
 
@@ -224,6 +225,16 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
       const link = t.links.find((l) => l?.between.includes(node) && l.between.includes(i.port as string));
       if (link && (link.trunk || link.vlan !== undefined)) {
         problems.push({ path: [...at, "port"], message: `the link ${node}-${i.port} is a trunk or VLAN access link; a routed port takes an untagged link` });
+      }
+    }
+    if (i.dhcp) {
+      const c = splitCidr(ifAddresses(i)[0]);
+      if (c) {
+        try {
+          new DhcpServer(ifn, i.dhcp, c.addr >>> 0, c.prefixLen);
+        } catch (e) {
+          problems.push({ path: [...at, "dhcp", "range"], message: (e as Error).message });
+        }
       }
     }
     ifAddresses(i).forEach((a, k) => {

@@ -82,6 +82,14 @@ const InterfaceSpec = z
     proxyArp: z.boolean().default(false),
     /** ICMP redirects for packets that leave by the interface they came in on (Linux's send_redirects); absent: on. */
     sendRedirects: z.boolean().optional(),
+    /** A DHCP server for the segment: addresses FIRST-LAST of the interface's subnet. */
+    dhcp: z
+      .strictObject({
+        range: z.string().regex(/^\d+\.\d+\.\d+\.\d+-\d+\.\d+\.\d+\.\d+$/, "FIRST-LAST, e.g. 10.0.0.100-10.0.0.150"),
+        leaseTime: z.number().int().min(60).default(3600),
+        dns: z.array(ipv4).max(8, "at most 8 DNS servers").default([]),
+      })
+      .optional(),
   })
   .refine((i) => (i.port === undefined) !== (i.vlan === undefined), {
     message: "an interface sits either on a port (port: NAME, a routed port) or on a VLAN (vlan: N, an SVI)",
@@ -178,6 +186,16 @@ const NodeSpec = z.strictObject({
   offload: z.boolean().optional(),
   nat: NatSpec.optional(),
   services: z.record(name("a service name"), ServiceSpec).default({}),
+  /** The cluster DNS the router answers on `address` for SERVICE.default.svc.DOMAIN. */
+  clusterDns: z
+    .strictObject({
+      address: ipv4,
+      domain: z
+        .string()
+        .regex(/^[a-z0-9-]+(\.[a-z0-9-]+)*$/, "a domain like cluster.local")
+        .default("cluster.local"),
+    })
+    .optional(),
   /** switch/router: a tapnet process. kernel: a Linux bridge (and kernel VXLAN) instead, for comparison and interop. */
   kind: z.enum(["switch", "router", "kernel"]).optional(),
   underlay: UnderlaySpec.optional(),

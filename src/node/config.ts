@@ -53,6 +53,8 @@ export interface RouterInterfaceConfig {
   proxyArp: boolean;
   /** Absent: on (Linux's default). */
   sendRedirects?: boolean;
+  /** A DHCP server on this interface (src/elements/router/dhcp.ts). */
+  dhcp?: { range: string; leaseTime: number; dns: string[] };
 }
 
 export interface NodeConfig {
@@ -86,5 +88,7 @@ export interface NodeConfig {
     icmp?: { ratelimit: number; ratemask: number };
     nat?: { masquerade: Array<{ sources: string[]; interface: string }>; maxEntries?: number; timeouts: Record<string, number> };
     services: Array<{ name: string; vip: string; port: number; protocol: "tcp" | "udp"; backends: string[]; algorithm: "random" | "roundrobin" }>;
+    /** The cluster DNS (src/elements/router/cluster-dns.ts). */
+    clusterDns?: { address: string; domain: string };
   };
 }

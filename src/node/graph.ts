@@ -144,8 +144,9 @@ export class NodeGraph {
           proxyArp: i.proxyArp,
           sendRedirects: i.sendRedirects ?? true,
           port: this.internal[k],
+          dhcp: i.dhcp,
         })),
-        { ...env.router, ...(rc.icmp ? { icmpRatelimitMs: rc.icmp.ratelimit, icmpRatemask: rc.icmp.ratemask } : {}), nat, offload },
+        { ...env.router, ...(rc.icmp ? { icmpRatelimitMs: rc.icmp.ratelimit, icmpRatemask: rc.icmp.ratemask } : {}), nat, offload, clusterDns: rc.clusterDns },
       );
       for (const p of this.internal) p.link(this.sw, router);
       for (const r of rc.routes) {

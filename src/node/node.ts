@@ -89,6 +89,7 @@ export class TapnetNode {
       neigh: () => new RowStream(this.requireRouter().neighbourWalk(clock)),
       route: () => new RowStream(this.requireRouter().routeWalk()),
       interfaces: () => this.requireRouter().interfaces(),
+      dhcp: () => this.requireRouter().dhcpLeases(performance.now()),
       conntrack: (req) => this.conntrack(req),
       services: () => this.requireNat().services(performance.now()),
       // Gratuitous ARP for every router address; `lab up` sends it once the hosts'

@@ -77,6 +77,7 @@ export function runningConfig(g: NodeGraph): NodeConfig {
         backends: v.backends,
         algorithm: v.algorithm,
       })),
+      ...(cfg.router.clusterDns ? { clusterDns: cfg.router.clusterDns } : {}),
     };
   }
   return { ...cfg, ports, switch: { ...cfg.switch, static: statics }, router };

@@ -108,3 +108,16 @@ describe("topology checks", () => {
     expect(problems("name: ok\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24 }\n")).toEqual([]);
   });
 });
+
+describe("a router interface's DHCP server", () => {
+  it("takes a range inside the interface's subnet, and names the problem of one that is not", () => {
+    const lab = (dhcp: string): string =>
+      ["name: tdhcp", "nodes:", "  n1:", "    interfaces:", `      cni0: { vlan: 1, address: 10.90.0.1/24, dhcp: ${dhcp} }`, ""].join("\n");
+    expect(problems(lab("{ range: 10.90.0.100-10.90.0.150, dns: [10.96.0.10] }"))).toEqual([]);
+    expect(problems(lab("{ range: 10.91.0.1-10.91.0.5 }"))).toEqual([
+      "lab.yaml:5:55: nodes.n1.interfaces.cni0.dhcp.range: interface cni0: dhcp.range 10.91.0.1-10.91.0.5 is not inside 10.90.0.1/24 (network and broadcast excluded)",
+    ]);
+    expect(problems(lab("{ range: 10.90.0.100 }"))[0]).toMatch(/dhcp\.range: FIRST-LAST, e\.g\. 10\.0\.0\.100-10\.0\.0\.150/);
+    expect(problems(lab("{ range: 10.90.0.100-10.90.0.110, leaseTime: 5 }"))[0]).toMatch(/dhcp\.leaseTime/);
+  });
+});

@@ -5,8 +5,11 @@
  *   1. the frame is for the router: its MAC, or a link-layer group address (otherHost);
  *   2. the header: version, IHL, total length against the frame, checksum (counted by
  *      reason: tooShort, badVersion, badIhl, badTotalLen, badChecksum);
+ *   2a. DHCP to the interface's server (dhcp.ts), before the martian check: clients
+ *      without an address send from 0.0.0.0;
  *   3. martians (RFC 1812 §5.3.7): sources that cannot be hosts, destinations 0/8, 127/8
  *      and 240/4;
+ *   3a. DNS to the cluster DNS address (cluster-dns.ts), before the NAT;
  *   4. with NAT: fragments are reassembled first (nf_defrag_ipv4, ipv4-reassembly.ts),
  *      then PREROUTING (conntrack, service DNAT, un-SNAT of replies) — before the router
  *      decides whether the packet is its own, since a reply to a masqueraded flow is
@@ -69,6 +72,9 @@ import { TCP_DATA_OFFSET_OFF, tcpGetHeaderLen } from "../../wire/tcp.js";
 import { vnetGetGsoSize, vnetIsGso, vnetNeedsCsum } from "../../wire/vnet.js";
 import { NAT_ACCEPT, NAT_REJECT } from "../nat.js";
 import { C } from "./counters.js";
+import { DHCP_SERVER_PORT, type DhcpSink } from "./dhcp.js";
+import { type ClusterDns, DNS_PORT } from "./cluster-dns.js";
+import { udpComputeChecksum } from "../../wire/udp.js";
 import type { Icmp } from "./icmp.js";
 import type { Output } from "./output.js";
 import { OptionsResult, ipv4OptionsForward, ipv4OptionsInput, timestampNow } from "./options.js";
@@ -78,12 +84,29 @@ export class IpInput {
   /** The options of the packet being handled (reused: nothing is allocated per packet). */
   private readonly opt = new OptionsResult();
   private readonly isLocal = (addr: number): boolean => this.s.local.has(addr | 0);
+  /** The interface and time of the DHCP message being answered (for dhcpSink). */
+  private dhcpIf: RouterInterface | null = null;
+  private dhcpNow = 0;
+  /** How the interfaces' DHCP servers send (one object, made once). */
+  private readonly dhcpSink: DhcpSink;
 
   constructor(
     private readonly s: RouterState,
     private readonly icmp: Icmp,
     private readonly out: Output,
-  ) {}
+  ) {
+    this.dhcpSink = {
+      alloc: () => out.alloc(),
+      get pool() {
+        return s.pool;
+      },
+      push: (frame, len) => this.dhcpIf?.port.inq.push(frame, len),
+      unicast: (ip, ipLen, dst) => {
+        const ifc = this.dhcpIf;
+        if (ifc !== null) out.output(ifc.index, ifc, dst, s.pool, ip, ipLen, this.dhcpNow);
+      },
+    };
+  }
 
   /**
    * IP options (options.ts), for every packet whose header has them, before it is
@@ -131,6 +154,18 @@ export class IpInput {
     let ipLen = ipv4GetTotalLen(buf, ip);
     const src = ipv4GetSrcAddr(buf, ip);
     let dst = ipv4GetDstAddr(buf, ip);
+    // DHCP (RFC 2131 §4.1): a client without an address sends from 0.0.0.0, which the
+    // martian check below would drop; the interface's server takes it first.
+    if (ifc.dhcp !== null && ipv4GetProtocol(buf, ip) === IP_PROTO_UDP && !ipv4IsFragment(buf, ip)) {
+      const udp = ip + ipv4GetHeaderLen(buf, ip);
+      if (udp + 8 <= ip + ipLen && buf.readUInt16BE(udp + 2) === DHCP_SERVER_PORT && (dst === IP_BROADCAST || s.local.get(dst | 0) === ifc.index)) {
+        s.c[C.delivered]++;
+        this.dhcpIf = ifc;
+        this.dhcpNow = now;
+        ifc.dhcp.input(buf, udp, ip + ipLen, ifc.mac, this.dhcpSink, now);
+        return;
+      }
+    }
     const s0 = src >>> 24;
     // RFC 1812 §5.3.7: no forwarding from or to addresses that cannot be hosts.
     if (s0 === 0 || s0 === 127 || s0 >= 224 || s.local.has(src | 0) || s.isSubnetBroadcast(src)) {
@@ -141,6 +176,15 @@ export class IpInput {
     if (d0 === 0 || d0 === 127 || (d0 >= 240 && dst !== IP_BROADCAST)) {
       s.drop(C.martianDestination, now);
       return;
+    }
+    if (s.dns !== null && dst === s.dns.addr && !linkGroup && ipv4GetProtocol(buf, ip) === IP_PROTO_UDP && !ipv4IsFragment(buf, ip)) {
+      const udp = ip + ipv4GetHeaderLen(buf, ip);
+      if (udp + 8 <= ip + ipLen && buf.readUInt16BE(udp + 2) === DNS_PORT) {
+        // The cluster DNS address is the router's own for DNS, before any service NAT.
+        s.c[C.delivered]++;
+        this.dnsReply(ifc, buf, ip, udp, ipLen, now);
+        return;
+      }
     }
     const nat = s.nat !== null && !linkGroup;
     // Largest fragment of a datagram reassembled here (Linux's IPCB frag_max_size), else 0.
@@ -291,6 +335,41 @@ export class IpInput {
       s.c[C.refragmented]++;
       s.c[C.forwarded]++;
     } else s.drop(C.fragDropped, now);
+  }
+
+  /**
+   * Answers a query to the cluster DNS: the reply datagram is written into scratch, from
+   * the DNS address back to the asker, and routed (Output.send). A reply that would not
+   * fit a datagram without fragmenting is not sent (the answers here are a few dozen bytes).
+   */
+  private dnsReply(ifc: RouterInterface, buf: Buffer, ip: number, udp: number, ipLen: number, now: number): void {
+    const s = this.s;
+    const dns = s.dns as ClusterDns;
+    const reply = dns.answer(buf.subarray(udp + 8, ip + ipLen));
+    if (reply === null || reply.length > 1400) return;
+    const frame = this.out.alloc();
+    if (frame < 0) return;
+    const p = s.pool;
+    const rip = frame + ETH_HEADER_LEN;
+    const rudp = rip + 20;
+    const len = 28 + reply.length;
+    const client = ipv4GetSrcAddr(buf, ip);
+    p[rip] = 0x45;
+    p[rip + 1] = 0;
+    p.writeUInt16BE(len, rip + 2);
+    p.writeUInt32BE(0, rip + 4);
+    p[rip + 8] = 64;
+    p[rip + 9] = IP_PROTO_UDP;
+    p.writeUInt32BE(dns.addr, rip + 12);
+    p.writeUInt32BE(client >>> 0, rip + 16);
+    ipv4FillChecksum(p, rip);
+    p.writeUInt16BE(DNS_PORT, rudp);
+    p.writeUInt16BE(buf.readUInt16BE(udp), rudp + 2);
+    p.writeUInt16BE(8 + reply.length, rudp + 4);
+    p.writeUInt16BE(0, rudp + 6);
+    reply.copy(p, rudp + 8);
+    p.writeUInt16BE(udpComputeChecksum(p, rudp, dns.addr, client >>> 0), rudp + 6);
+    this.out.send(ifc.index, p, rip, len, now);
   }
 
   /** A packet for one of the router's addresses. */

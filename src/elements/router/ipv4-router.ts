@@ -24,6 +24,7 @@
  * Counters: counters.ts (every frame ends in exactly one forward, deliver or drop
  * counter; the reassembler's counters are among them).
  */
+import type { DhcpLeaseRow, DhcpServer } from "./dhcp.js";
 import type { FrameList } from "../../core/batch.js";
 import { Element, type ElementInfo, type FrameSink } from "../../core/element.js";
 import type { Port } from "../../core/port.js";
@@ -258,6 +259,15 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
       age: n.state === NUD_PERMANENT || n.state === NUD_INCOMPLETE ? null : Math.round((now - n.confirmed) / 100) / 10,
       queued: n.queue.length,
       probes: n.probes,
+    };
+  }
+
+  /** Every interface's DHCP leases and server counters (`tapnet show dhcp`). */
+  dhcpLeases(now: number): { leases: DhcpLeaseRow[]; servers: Array<{ interface: string; range: string } & DhcpServer["stats"]> } {
+    const on = this.ifaces.filter((i) => i.dhcp !== null).map((i) => i.dhcp as DhcpServer);
+    return {
+      leases: on.flatMap((d) => d.leases(now)),
+      servers: on.map((d) => ({ interface: d.ifname, range: `${ipToString(d.first)}-${ipToString(d.last)}`, ...d.stats })),
     };
   }
 

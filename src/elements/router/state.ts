@@ -8,8 +8,10 @@
  * Addresses are unsigned 32-bit numbers (`>>> 0`); lookups that key a Map by address use
  * the signed value (`addr | 0`), a Smi that never boxes.
  */
+import { ClusterDns, type ClusterDnsOptions } from "./cluster-dns.js";
+import { DhcpServer, type DhcpOptions } from "./dhcp.js";
 import type { InternalPort } from "../../core/internal-port.js";
-import { ipToString } from "../../wire/ipv4addr.js";
+import { ipToString, parseIp } from "../../wire/ipv4addr.js";
 import { Fib } from "../fib.js";
 import { Ipv4Reassembly, REASM_COUNTERS, type ReassemblyOptions } from "../ipv4-reassembly.js";
 import type { Nat } from "../nat.js";
@@ -26,6 +28,8 @@ export interface RouterInterfaceConfig {
   /** ICMP redirects for packets that leave by the interface they came in on (Linux's send_redirects, default on). */
   sendRedirects?: boolean;
   port: InternalPort;
+  /** A DHCP server for this interface's segment (dhcp.ts). */
+  dhcp?: DhcpOptions;
 }
 
 export interface RouterOptions {
@@ -42,6 +46,8 @@ export interface RouterOptions {
   nat?: Nat | null;
   /** Frames carry virtio-net headers (src/wire/vnet.ts). */
   offload?: boolean;
+  /** The cluster DNS answered on an address of its own (cluster-dns.ts). */
+  clusterDns?: ClusterDnsOptions;
 }
 
 export interface RouteConfig {
@@ -65,6 +71,7 @@ export interface RouterInterface {
   proxyArp: boolean;
   sendRedirects: boolean;
   port: InternalPort;
+  dhcp: DhcpServer | null;
 }
 
 export class RouterState {
@@ -85,6 +92,8 @@ export class RouterState {
   private readonly ifByPort = new Map<number, RouterInterface>();
   /** Connection tracking and NAT, when the node has NAT rules or services (the graph builder may add one later). */
   nat: Nat | null;
+  /** The cluster DNS, when the node answers one (cluster-dns.ts). */
+  readonly dns: ClusterDns | null;
   /** Fragments are reassembled before PREROUTING while `nat` is set (nf_defrag_ipv4). */
   readonly reasm: Ipv4Reassembly;
   /**
@@ -107,6 +116,12 @@ export class RouterState {
     private readonly last: Float64Array,
   ) {
     this.nat = opts.nat ?? null;
+    this.dns = opts.clusterDns
+      ? new ClusterDns(opts.clusterDns, (name) => {
+          const v = this.nat?.services().find((x) => x.name === name);
+          return v === undefined ? undefined : parseIp(v.vip) >>> 0;
+        })
+      : null;
     this.offload = opts.offload ?? false;
     this.reasm = new Ipv4Reassembly(opts.reassembly, c.subarray(REASM_FIRST, REASM_FIRST + REASM_COUNTERS.names.length));
     for (const cf of interfaces) {
@@ -121,6 +136,7 @@ export class RouterState {
         proxyArp: cf.proxyArp ?? false,
         sendRedirects: cf.sendRedirects ?? true,
         port: cf.port,
+        dhcp: cf.dhcp ? new DhcpServer(cf.name, cf.dhcp, cf.addresses[0].addr >>> 0, cf.addresses[0].prefixLen) : null,
       };
       this.ifaces.push(ifc);
       this.ifByPort.set(cf.port.index, ifc);
