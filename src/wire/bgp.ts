@@ -247,7 +247,8 @@ function decodeOpen(b: Uint8Array): Decoded {
   const optLen = b[9];
   if (10 + optLen !== b.length) return { ok: false, error: err(ERR_OPEN, 0, `optional parameters length ${optLen} does not match the message`) };
   // §6.2: a hold time of one or two seconds MUST be rejected.
-  if (holdTime === 1 || holdTime === 2) return { ok: false, error: err(ERR_OPEN, OPEN_BAD_HOLD_TIME, `hold time ${holdTime} s is not allowed (0 or at least 3)`) };
+  if (holdTime === 1 || holdTime === 2)
+    return { ok: false, error: err(ERR_OPEN, OPEN_BAD_HOLD_TIME, `hold time ${holdTime} s is not allowed (0 or at least 3)`) };
   if (bgpId === 0 || bgpId === 0xffffffff) return { ok: false, error: err(ERR_OPEN, OPEN_BAD_BGP_ID, "BGP identifier is not a valid unicast address") };
   const capabilities: Capability[] = [];
   let p = 10;
@@ -346,7 +347,8 @@ function decodeUpdate(b: Uint8Array, as4: boolean): Decoded {
     p = v + len;
     // §3(g): a repeated attribute: all but the first are discarded (MP_* are worse).
     if (seen.has(type)) {
-      if (type === ATTR_MP_REACH || type === ATTR_MP_UNREACH) return { ok: false, error: err(ERR_UPDATE, UPD_MALFORMED_ATTR_LIST, `attribute ${type} appears twice`) };
+      if (type === ATTR_MP_REACH || type === ATTR_MP_UNREACH)
+        return { ok: false, error: err(ERR_UPDATE, UPD_MALFORMED_ATTR_LIST, `attribute ${type} appears twice`) };
       continue;
     }
     seen.add(type);
@@ -356,7 +358,8 @@ function decodeUpdate(b: Uint8Array, as4: boolean): Decoded {
       // §3(c): Optional/Transitive flags that conflict with the attribute's definition.
       const want = wellKnown ? FLAG_TRANSITIVE : type === ATTR_AGGREGATOR ? FLAG_OPTIONAL | FLAG_TRANSITIVE : FLAG_OPTIONAL;
       if ((flags & (FLAG_OPTIONAL | FLAG_TRANSITIVE)) !== want) {
-        if (type === ATTR_MP_REACH || type === ATTR_MP_UNREACH) return { ok: false, error: err(ERR_UPDATE, UPD_ATTR_FLAGS, `attribute ${type} has flags 0x${flags.toString(16)}`) };
+        if (type === ATTR_MP_REACH || type === ATTR_MP_UNREACH)
+          return { ok: false, error: err(ERR_UPDATE, UPD_ATTR_FLAGS, `attribute ${type} has flags 0x${flags.toString(16)}`) };
         twa(UPD_ATTR_FLAGS, `attribute ${type} has flags 0x${flags.toString(16)} that conflict with its definition`);
         continue;
       }
@@ -417,7 +420,10 @@ function decodeUpdate(b: Uint8Array, as4: boolean): Decoded {
         if (!(flags & FLAG_OPTIONAL)) {
           // RFC 4271 §6.3: a well-known attribute we do not recognise. RFC 7606 leaves
           // this case as it was: Unrecognized Well-known Attribute, the session resets.
-          return { ok: false, error: err(ERR_UPDATE, UPD_UNRECOGNIZED_WELL_KNOWN, `unrecognized well-known attribute ${type}`, b.slice(v - (ext ? 4 : 3), v + len)) };
+          return {
+            ok: false,
+            error: err(ERR_UPDATE, UPD_UNRECOGNIZED_WELL_KNOWN, `unrecognized well-known attribute ${type}`, b.slice(v - (ext ? 4 : 3), v + len)),
+          };
         }
         // Optional: transitive ones travel on (with Partial set, §5), others are dropped.
         if (flags & FLAG_TRANSITIVE) attrs.unknown.push({ flags: flags | FLAG_PARTIAL, type, value: b.slice(v, v + len) });
