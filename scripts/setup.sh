@@ -45,6 +45,8 @@ fi
 if [ "$mode" = test ]; then
   # The offload core's libFuzzer harnesses (npm run fuzz:native; a short run is in the suite).
   want+=([clang]=clang)
+  # BIRD 2, the BGP peer of the calico-bgp labs' tests.
+  want+=([bird]=bird2 [birdc]=bird2)
 fi
 missing=()
 # libFuzzer and the sanitizer runtimes of the default clang (Debian 12: libclang-rt-14-dev).

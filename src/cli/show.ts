@@ -6,6 +6,7 @@ import { conntrackLine, parseConntrackQuery, type ConnEntryView } from "../eleme
 import type { GraphDescription } from "../node/graph.js";
 import type { SandboxReport } from "../node/sandbox.js";
 import { table, vlanList } from "./format.js";
+import { renderBgp } from "../bgp/format.js";
 import { nodeSocket } from "./nodes.js";
 
 export function registerShow(program: Command): void {
@@ -453,6 +454,8 @@ export function registerShow(program: Command): void {
     proxyArp: boolean;
     port: string;
   }
+  showCommand("bgp", "the BGP speaker's sessions and routes (like 'birdc show protocols')", renderBgp);
+
   showCommand("interfaces", "the router's interfaces (like 'ip -br addr')", (d) =>
     table(
       ["INTERFACE", "MAC", "MTU", "ADDRESSES", "PROXY-ARP"],

@@ -7,6 +7,7 @@ import path from "node:path";
 import { request } from "../control/client.js";
 import { RUN_DIR } from "../control/protocol.js";
 import type { SandboxReport } from "../node/sandbox.js";
+import { stopDaemons } from "./bgp.js";
 import { build, labNamespaces } from "./build.js";
 import { labDir, type LabState, listLabs, type Log, ownerOf, readState, writeState } from "./state.js";
 import { cmdline, isAlive, netnsList, run, sleep } from "./sys.js";
@@ -119,6 +120,7 @@ async function stopRun(r: { pid: number; command: string }): Promise<void> {
 
 async function teardown(state: LabState, log: Log, extraNamespaces: string[] = []): Promise<string[]> {
   for (const h of Object.values(state.hosts)) if (h.run) await stopRun(h.run);
+  await stopDaemons(state);
   for (const n of Object.values(state.nodes)) await stopNode(n);
   const present = new Set(netnsList());
   const removed: string[] = [];

@@ -1,6 +1,7 @@
 /** A tapnet node's config (NodeConfig, the JSON its process reads) from the topology. */
 import path from "node:path";
 import type { NodeConfig, NodePortConfig } from "../node/config.js";
+import { bgpNodeConfig } from "./bgp.js";
 import { labDir } from "./state.js";
 import { ifaceMac, ifAddresses, offloadCapable, UNDERLAY_PORT, usesUnderlayPort, type Topology } from "./topology.js";
 
@@ -90,7 +91,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
         services: Object.entries(spec.services).map(([name, sv]) => ({ name, ...sv })),
       }
     : undefined;
-  return {
+  const cfg: NodeConfig = {
     lab: t.name,
     node,
     controlSocket: path.join(labDir(t.name), `${node}.sock`),
@@ -100,4 +101,6 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     switch: { ageingTime: spec.ageingTime, maxEntries: spec.maxEntries, static: spec.static },
     router,
   };
+  bgpNodeConfig(t, node, cfg);
+  return cfg;
 }

@@ -16,6 +16,8 @@ export interface LabState {
     string,
     { namespace: string; node: string; ip: string; gateway?: string; vlan: number; link: string; run?: { pid: number; command: string; log: string } }
   >;
+  /** Daemons the lab runs in its namespaces (BIRD), stopped by PID at lab down. */
+  daemons?: Record<string, { namespace: string; pid: number; command: string; log: string }>;
 }
 
 export const nsName = (lab: string, name: string): string => `tn.${lab}.${name}`;

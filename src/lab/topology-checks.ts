@@ -3,6 +3,7 @@
  * addresses that clash or sit outside their subnet, next hops on no connected subnet,
  * what kernel nodes and overlays need. Each problem carries the path of its field.
  */
+import { bgpChecks } from "./bgp.js";
 import { ipToString } from "../wire/ipv4addr.js";
 import { IFNAME_MAX, ifAddresses, ipToU32, isKernelNode, maskOf, nodePorts, offloadCapable, splitCidr, type Topology } from "./topology-schema.js";
 
@@ -84,6 +85,7 @@ export function fabricChecks(t: Topology): Problem[] {
       if (!spec.underlay)
         problems.push({ path: ["nodes", n, "underlay"], message: `overlay ${t.overlay.backend} needs every node on the underlay: missing (required)` });
     }
+    problems.push(...bgpChecks(t));
   }
   return problems;
 }

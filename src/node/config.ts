@@ -2,6 +2,7 @@
  * NodeConfig — everything one tapnet process needs, as the lab builder writes it
  * (JSON): its ports, its switch, and when it routes its router, NAT and services.
  */
+import type { NodeBgpConfig } from "../bgp/node-fib.js";
 import type { SwitchPortMode } from "../elements/learning-switch.js";
 
 export interface NodePortConfig {
@@ -31,6 +32,8 @@ export interface NodePortConfig {
     underlayMtu: number;
   };
   ipip?: { localAddr: string; peers: string[]; underlayMtu: number };
+  /** pcap ports: the BPF filter (default: not what the kernel sends out of the interface). */
+  filter?: string;
 }
 
 export interface RouterInterfaceConfig {
@@ -57,6 +60,8 @@ export interface NodeConfig {
     maxEntries: number;
     static: Array<{ mac: string; vlan: number; port: string }>;
   };
+  /** A BGP speaker (src/bgp): Calico's BGP modes. */
+  bgp?: NodeBgpConfig;
   router?: {
     interfaces: RouterInterfaceConfig[];
     routes: Array<{ to: string; via?: string; dev?: string; onlink?: boolean; proto?: string }>;

@@ -24,6 +24,8 @@ import { makeDevicePort } from "./ports.js";
 import { type Args, applyChange, JOURNALED } from "./changes.js";
 import { Journal } from "./journal.js";
 import { runningConfig } from "./running-config.js";
+import { NodeFib } from "../bgp/node-fib.js";
+import { BgpSpeaker } from "../bgp/speaker.js";
 import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
 
 /** Pool room kept for ports added at runtime: 64 TAPs with offloads (64 slots of 64 KiB each). */
@@ -48,6 +50,8 @@ export class TapnetNode {
   private journal: Journal | null = null;
   /** What the journal replay at start did. */
   private replayed = { applied: 0, failed: 0 };
+  /** The BGP speaker (Calico's BGP modes), when the config has one. */
+  readonly bgp: BgpSpeaker | null;
 
   /**
    * @param sandbox install the seccomp allow-list at the end of start() (the node
@@ -62,6 +66,7 @@ export class TapnetNode {
     this.sw = this.graph.sw;
     this.router = this.graph.router;
     this.modes = this.graph.modes;
+    this.bgp = config.bgp ? new BgpSpeaker(config.bgp, new NodeFib(this.graph, config.bgp.install)) : null;
     this.control = new ControlServer(config.controlSocket, {
       status: () => this.status(),
       change: (req) => this.change(req),
@@ -85,6 +90,10 @@ export class TapnetNode {
         return null;
       },
       capture: (req, sock) => this.capture(req, sock),
+      bgp: (req) => {
+        if (!this.bgp) throw new Error(`node ${this.config.node} runs no BGP speaker`);
+        return req.routes === true ? this.bgp.routes() : this.bgp.status();
+      },
       "fdb-flush": () => {
         this.sw.flush();
         return null;
@@ -106,6 +115,8 @@ export class TapnetNode {
         }
       }
       await this.control.listen();
+      // Port 179 is bound before the seccomp filter (bind and listen stay allowed after it).
+      await this.bgp?.start();
     } catch (e) {
       this.engine.stop();
       throw e;
@@ -206,6 +217,7 @@ export class TapnetNode {
   }
 
   stop(): void {
+    this.bgp?.stop();
     if (this.ageTimer) clearInterval(this.ageTimer);
     if (this.tickTimer) clearInterval(this.tickTimer);
     this.journal?.close();
