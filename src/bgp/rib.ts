@@ -127,7 +127,7 @@ export function exportFor(path: Path, to: PeerRef, me: SpeakerIdentity): PathAtt
   const a = path.attrs;
   if (to.ibgp) {
     let reflected = false;
-    if (from !== null && from.ibgp) {
+    if (from?.ibgp) {
       if (!from.rrClient && !to.rrClient) return null;
       reflected = true;
     }

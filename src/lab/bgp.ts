@@ -35,12 +35,12 @@ import fs from "node:fs";
 import path from "node:path";
 import type { NodeBgpConfig } from "../bgp/node-fib.js";
 import type { NodeConfig } from "../node/config.js";
-import { ipToString } from "../wire/ipv4addr.js";
+import { ipToString, maskFromPrefix } from "../wire/ipv4addr.js";
 import { ensurePackages } from "./packages.js";
 import { labDir, type LabState, type Log, nsName, writeState } from "./state.js";
 import { cmdline, ipBatch, isAlive, run, sleep } from "./sys.js";
 import type { Problem } from "./topology-checks.js";
-import { ifaceMac, isKernelNode, maskOf, type NodeSpec, splitCidr, type Topology, UNDERLAY_PORT } from "./topology-schema.js";
+import { ifaceMac, isKernelNode, type NodeSpec, splitCidr, type Topology, UNDERLAY_PORT } from "./topology-schema.js";
 
 export const isBgp = (t: Topology): boolean => t.overlay?.backend === "bgp" || t.overlay?.backend === "bgp-ipip";
 
@@ -60,7 +60,7 @@ const u32 = (cidr: string): { addr: number; len: number } => {
 const sameSubnet = (a: string, b: string): boolean => {
   const x = u32(a);
   const y = u32(b);
-  return x.len === y.len && (x.addr & maskOf(x.len)) >>> 0 === (y.addr & maskOf(y.len)) >>> 0;
+  return x.len === y.len && (x.addr & maskFromPrefix(x.len)) >>> 0 === (y.addr & maskFromPrefix(y.len)) >>> 0;
 };
 
 /** Checks of the BGP fields (problems with their paths). */
@@ -136,7 +136,7 @@ export function bgpNodeConfig(t: Topology, node: string, cfg: NodeConfig): void 
     holdTime: o.holdTime,
     connectRetryTime: o.connectRetryTime,
     peers: nodePeers(t, node).map((p) => ({ name: p.name, address: p.address, asn: o.asNumber })),
-    announce: [`${ipToString((pod.addr & maskOf(pod.len)) >>> 0)}/${pod.len}`],
+    announce: [`${ipToString((pod.addr & maskFromPrefix(pod.len)) >>> 0)}/${pod.len}`],
     install: o.backend === "bgp" ? { mode: "direct" } : { mode: "ipip", dev: "tunl0", port: "ipip0", crossSubnet: o.ipipMode === "CrossSubnet" },
   };
   cfg.bgp = bgp;
@@ -211,7 +211,7 @@ export async function startBirds(t: Topology, state: LabState, log: Log): Promis
     if (b.routes.length) {
       // The first address of each on lo (a dummy device needs a module a container may lack).
       ipBatch(
-        b.routes.map((r) => `address add ${ipToString(((u32(r).addr & maskOf(u32(r).len)) >>> 0) + 1)}/32 dev lo`),
+        b.routes.map((r) => `address add ${ipToString(((u32(r).addr & maskFromPrefix(u32(r).len)) >>> 0) + 1)}/32 dev lo`),
         ns,
       );
     }
