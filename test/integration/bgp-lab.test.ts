@@ -6,6 +6,7 @@
  * (bgp-craft.py) sends malformed UPDATEs that must get RFC 4271 / RFC 7606 treatment
  * while the node keeps running.
  */
+import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Background, ROOT, background, canRunLabs, inNs, netnsList, ping, tapnet, tapnetOk, waitFor } from "./harness.js";
@@ -44,6 +45,16 @@ const bgp = (node: string): BgpView => JSON.parse(tapnetOk(["show", "bgp", "--no
 const peer = (node: string, name: string): PeerView | undefined => bgp(node).peers.find((p) => p.name === name);
 const routes = (node: string): RouteView[] => JSON.parse(tapnetOk(["show", "route", "--node", node, "--lab", LAB, "--json"])) as RouteView[];
 const route = (node: string, prefix: string): RouteView | undefined => routes(node).find((r) => r.prefix === prefix);
+/** The PID of a node's process now (its supervisor restarts it when it dies). */
+function nodePid(name: string): number | null {
+  // lab status exits 1 while a node is down; its JSON still says which.
+  const labs = JSON.parse(tapnet(["lab", "status", "--json"]).stdout) as Array<{
+    lab: string;
+    nodes: Array<{ name: string; pid: number | null; running: boolean }>;
+  }>;
+  const n = labs.find((l) => l.lab === LAB)?.nodes.find((x) => x.name === name);
+  return n?.running && n.pid !== null ? n.pid : null;
+}
 /** BIRD's state of protocol `name` ("Established", "Active", …): the Info column of `show protocols`. */
 function birdState(name: string): string | undefined {
   const line = birdc("show", "protocols")
@@ -53,14 +64,21 @@ function birdState(name: string): string | undefined {
 }
 
 describe.skipIf(!canRunLabs())("calico-bgp lab: tapnet's BGP speaker with BIRD as the peer", () => {
+  let birdPid = 0;
   beforeAll(() => {
     tapnet(["lab", "down", FILE]);
     tapnetOk(["lab", "up", FILE, "-q"]);
+    const st = JSON.parse(fs.readFileSync(`/run/tapnet/${LAB}/state.json`, "utf8")) as { daemons?: Record<string, { pid: number }> };
+    birdPid = st.daemons?.peer1?.pid ?? 0;
   }, 180_000);
   afterAll(() => {
     const r = tapnet(["lab", "down", FILE]);
     expect(r.status, r.stderr).toBe(0);
     expect(netnsList().filter((n) => n.startsWith(`tn.${LAB}.`))).toEqual([]);
+    // lab down stopped BIRD by its PID and removed its socket with the lab's directory.
+    expect(birdPid).toBeGreaterThan(0);
+    expect(fs.existsSync(`/proc/${birdPid}/cmdline`) && fs.readFileSync(`/proc/${birdPid}/cmdline`, "utf8").includes("bird")).toBe(false);
+    expect(fs.existsSync(CTL)).toBe(false);
   });
 
   it("sessions reach Established on both sides: birdc show protocols and tapnet show bgp", async () => {
@@ -135,6 +153,53 @@ describe.skipIf(!canRunLabs())("calico-bgp lab: tapnet's BGP speaker with BIRD a
     // The sessions were not disturbed by it.
     expect(bgp("node1").peers.every((p) => p.state === "Established")).toBe(true);
   }, 120_000);
+
+  it("a node that hangs (SIGSTOP) loses its sessions after the hold time and its pod block everywhere; back after SIGCONT", async () => {
+    const pid = nodePid("node2") as number;
+    const t0 = Date.now();
+    process.kill(pid, "SIGSTOP");
+    try {
+      // Hold time 9 s (RFC 4271 §6.5): no KEEPALIVE from node2, so BIRD and node1 drop it.
+      await waitFor("BIRD: node2's session down", () => birdState("node2") !== "Established", 40_000, 200);
+      await waitFor("BIRD: 10.244.2.0/24 withdrawn", () => !birdc("show", "route").includes("10.244.2.0/24"), 20_000, 200);
+      await waitFor("node1: 10.244.2.0/24 withdrawn", () => route("node1", "10.244.2.0/24") === undefined, 40_000, 200);
+      // Not before the hold time: nothing else told them node2 was gone. The timer runs
+      // from node2's last KEEPALIVE (every 3 s), up to 3 s before the stop: at least 6 s.
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(5_500);
+      const p = peer("node1", "node2") as PeerView;
+      expect(p.state).not.toBe("Established");
+      expect(p.lastError).toMatch(/hold/i);
+    } finally {
+      process.kill(pid, "SIGCONT");
+    }
+    await waitFor("BIRD: node2 Established again", () => birdState("node2") === "Established", 60_000, 200);
+    await waitFor("node1: 10.244.2.0/24 back", () => route("node1", "10.244.2.0/24"), 60_000, 200);
+    const r = ping(ns("pod1a"), "10.244.2.2", 2, ["-W", "3"]);
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+  }, 180_000);
+
+  it("a node killed with -9 is restarted by its supervisor; its sessions and pod block come back", async () => {
+    const pid = nodePid("node2") as number;
+    process.kill(pid, "SIGKILL");
+    await waitFor(
+      "node2 restarted",
+      () => {
+        const now = nodePid("node2");
+        return now !== null && now !== pid;
+      },
+      30_000,
+      100,
+    );
+    for (const n of ["node1", "node3"]) {
+      await waitFor(`${n}: session with node2 Established again`, () => peer(n, "node2")?.state === "Established", 60_000, 200);
+      await waitFor(`${n}: 10.244.2.0/24`, () => route(n, "10.244.2.0/24"), 30_000, 200);
+    }
+    await waitFor("BIRD: node2 Established", () => birdState("node2") === "Established", 60_000, 200);
+    await waitFor("node2: all its sessions Established", () => bgp("node2").peers.every((p) => p.state === "Established"), 60_000, 200);
+    await waitFor("node2: 10.250.0.0/24 learned again", () => route("node2", "10.250.0.0/24"), 30_000, 200);
+    const r = ping(ns("pod3a"), "10.244.2.2", 2, ["-W", "3"]);
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+  }, 180_000);
 
   describe("malformed UPDATEs from a crafted peer (BIRD's session with node3 disabled; the script speaks from peer1's address)", () => {
     let craft: Background | null = null;
