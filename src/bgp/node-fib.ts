@@ -16,7 +16,9 @@
  */
 import type { NodeGraph } from "../node/graph.js";
 import { applyChange } from "../node/changes.js";
+import { ipipNeighbourMac } from "../io/ipip-port.js";
 import { parseCidr } from "../wire/ipv4addr.js";
+import { macToString } from "../wire/mac.js";
 import type { BgpConfig, FibAdapter } from "./speaker.js";
 
 export interface NodeBgpConfig extends BgpConfig {
@@ -67,6 +69,9 @@ export class NodeFib implements FibAdapter {
         }
       }
       applyChange(this.g, "route.replace", args);
+      // An IPIP tunnel has no ARP: the next hop's MAC names the remote node (the static
+      // entry the graph builder adds for a configured tunnel route).
+      if (args.dev !== undefined && m.mode === "ipip") applyChange(this.g, "neigh.replace", { ip: nextHop, lladdr: macToString(ipipNeighbourMac(nh)), dev: m.dev });
       return null;
     } catch (e) {
       return e instanceof Error ? e.message : String(e);
