@@ -71,7 +71,8 @@ export class NodeFib implements FibAdapter {
       applyChange(this.g, "route.replace", args);
       // An IPIP tunnel has no ARP: the next hop's MAC names the remote node (the static
       // entry the graph builder adds for a configured tunnel route).
-      if (args.dev !== undefined && m.mode === "ipip") applyChange(this.g, "neigh.replace", { ip: nextHop, lladdr: macToString(ipipNeighbourMac(nh)), dev: m.dev });
+      if (args.dev !== undefined && m.mode === "ipip")
+        applyChange(this.g, "neigh.replace", { ip: nextHop, lladdr: macToString(ipipNeighbourMac(nh)), dev: m.dev });
       return null;
     } catch (e) {
       return e instanceof Error ? e.message : String(e);
