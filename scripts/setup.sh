@@ -48,6 +48,8 @@ if [ "$mode" = test ]; then
   # The CNI tests: the reference plugins (host-local, bridge), podman on runc, a static busybox
   # for the container's root filesystem.
   want+=([/usr/lib/cni/host-local]=containernetworking-plugins [podman]=podman [runc]=runc [/bin/busybox]=busybox-static)
+  # BIRD 2, the BGP peer of the calico-bgp labs' tests.
+  want+=([bird]=bird2 [birdc]=bird2)
 fi
 missing=()
 # libFuzzer and the sanitizer runtimes of the default clang (Debian 12: libclang-rt-14-dev).

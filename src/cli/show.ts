@@ -8,6 +8,7 @@ import type { GraphDescription } from "../node/graph.js";
 import type { SandboxReport } from "../node/sandbox.js";
 import { findLab } from "../lab/lab.js";
 import { indentedTable, table, vlanList } from "./format.js";
+import { renderBgp } from "../bgp/format.js";
 import { kernelStpView, renderSecurity, renderStp } from "./l2.js";
 import { nodeSocket } from "./nodes.js";
 
@@ -484,6 +485,7 @@ export function registerShow(program: Command): void {
       ),
     ].join("\n");
   });
+  showCommand("bgp", "the BGP speaker's sessions and routes (like 'birdc show protocols')", renderBgp);
 
   showCommand("interfaces", "the router's interfaces (like 'ip -br addr')", (d) =>
     table(

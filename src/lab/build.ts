@@ -22,6 +22,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
+import { isBgp, sharedUnderlayCommands, sharedUnderlaySysctls, sharesUnderlay, startBirds } from "./bgp.js";
 import { nodeConfig } from "./node-config.js";
 import { labDir, type LabState, type Log, nsName, readSupervisorStatus, writeState } from "./state.js";
 import { cmdline, ipBatch, isAlive, run, sleep } from "./sys.js";
@@ -151,11 +152,15 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     run(["ip", "link", "add", "ul0", "netns", ns(node), "type", "veth", "peer", "name", node, "netns", ns("ul")]);
     ipBatch([`link set ${node} master br-${ul.segment}`, `link set ${node} mtu ${ul.mtu}`, `link set ${node} up`], ns("ul"));
     const cmds = [`link set ul0 mtu ${ul.mtu}`, "link set ul0 up"];
-    if (!usesUnderlayPort(spec)) {
+    // BGP: the kernel holds the address beside the router (src/lab/bgp.ts says why).
+    const shared = sharesUnderlay(t, spec);
+    if (shared) cmds.unshift(...sharedUnderlayCommands(t, node));
+    if (!usesUnderlayPort(spec) || shared) {
       cmds.push(`address add ${ul.address} dev ul0`);
       if (ul.gateway) cmds.push(`route add default via ${ul.gateway} dev ul0`);
     }
     ipBatch(cmds, ns(node));
+    if (shared) sharedUnderlaySysctls(ns(node));
   }
   // 3. Kernel nodes: a Linux bridge, and a kernel VXLAN device on it when asked.
   for (const [node, spec] of Object.entries(t.nodes)) {
@@ -286,6 +291,7 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     writeState(state);
   }
   for (const note of overlayNotes.get(t) ?? []) log(`note: ${note}`);
+  if (isBgp(t)) await startBirds(t, state, log);
   // 7. Routers announce their addresses (gratuitous ARP) now that the links are up.
   for (const [node, spec] of Object.entries(t.nodes)) {
     if (!kernel(node) && Object.keys(spec.interfaces).length) await request(state.nodes[node].socket, { cmd: "announce" });

@@ -1,6 +1,7 @@
 /** A tapnet node's config (NodeConfig, the JSON its process reads) from the topology. */
 import path from "node:path";
 import type { NodeConfig, NodePortConfig } from "../node/config.js";
+import { bgpNodeConfig } from "./bgp.js";
 import { labDir } from "./state.js";
 import { bridgeMac, ifaceMac, ifAddresses, offloadCapable, UNDERLAY_PORT, usesUnderlayPort, type Topology } from "./topology.js";
 
@@ -113,7 +114,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
         ...(spec.clusterDns ? { clusterDns: spec.clusterDns } : {}),
       }
     : undefined;
-  return {
+  const cfg: NodeConfig = {
     lab: t.name,
     node,
     controlSocket: path.join(labDir(t.name), `${node}.sock`),
@@ -130,4 +131,6 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     },
     router,
   };
+  bgpNodeConfig(t, node, cfg);
+  return cfg;
 }

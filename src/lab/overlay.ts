@@ -3,6 +3,7 @@
  * flanneld (VXLAN, host-gw) or Calico (IPIP) would configure on each node.
  */
 import { ipInSubnet, ipToString, maskFromPrefix } from "../wire/ipv4addr.js";
+import { expandBgpNode } from "./bgp.js";
 import { ifaceMac, isKernelNode, type NodeSpec, splitCidr, type Topology, UNDERLAY_PORT } from "./topology-schema.js";
 
 /**
@@ -36,7 +37,10 @@ export function expandOverlay(t: Topology): { topology: Topology; notes: string[
     const ulMtu = (s.underlay as NonNullable<NodeSpec["underlay"]>).mtu;
     s.interfaces.cni0 ??= { vlan: 1, address: `${ipToString(me.podNet + 1)}/${me.podLen}`, proxyArp: false };
     const peers = info.filter((p) => p !== me);
-    if (o.backend === "vxlan") {
+    if (o.backend === "bgp" || o.backend === "bgp-ipip") {
+      // Routes come from BGP, not from the file.
+      expandBgpNode(out, me.n, s, me.podNet, me.podLen, peers);
+    } else if (o.backend === "vxlan") {
       s.vxlan.vxlan0 = {
         vni: o.vni,
         port: o.port,

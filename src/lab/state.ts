@@ -21,6 +21,8 @@ export interface LabState {
     string,
     { namespace: string; node: string; ip: string; gateway?: string; vlan: number; link: string; run?: { pid: number; command: string; log: string } }
   >;
+  /** Daemons the lab runs in its namespaces (BIRD), stopped by PID at lab down. */
+  daemons?: Record<string, { namespace: string; pid: number; command: string; log: string }>;
   /** kind: kernel nodes: a Linux bridge br0 in the namespace. */
   kernel?: Record<string, { namespace: string }>;
 }

@@ -4,6 +4,7 @@
  * what kernel nodes and overlays need. Each problem carries the path of its field.
  */
 import { DhcpServer } from "../elements/router/dhcp.js";
+import { bgpChecks } from "./bgp.js";
 import { ipInSubnet, ipToString, maskFromPrefix } from "../wire/ipv4addr.js";
 import { IFNAME_MAX, ifAddresses, ipToU32, isKernelNode, nodePorts, offloadCapable, splitCidr, type Topology } from "./topology-schema.js";
 
@@ -99,6 +100,7 @@ export function fabricChecks(t: Topology): Problem[] {
       if (!spec.underlay)
         problems.push({ path: ["nodes", n, "underlay"], message: `overlay ${t.overlay.backend} needs every node on the underlay: missing (required)` });
     }
+    problems.push(...bgpChecks(t));
   }
   return problems;
 }

@@ -264,9 +264,20 @@ const TopologySchema = z.strictObject({
   /** What a CNI's agent would set up between the nodes' pod subnets (flanneld, Calico). */
   overlay: z
     .strictObject({
-      backend: z.enum(["vxlan", "ipip", "host-gw"]),
+      backend: z.enum(["vxlan", "ipip", "host-gw", "bgp", "bgp-ipip"]),
       vni: z.number().int().min(1).max(16777215).default(1),
       port: z.number().int().min(1).max(65535).default(8472),
+      // BGP backends (src/lab/bgp.ts): Calico's settings, and BIRD routers of the underlay.
+      asNumber: z.number().int().min(1).max(4294967295).default(64512),
+      ipipMode: z.enum(["Always", "CrossSubnet"]).default("Always"),
+      holdTime: z
+        .number()
+        .int()
+        .refine((h) => h === 0 || (h >= 3 && h <= 65535), "a hold time is 0 or 3-65535 seconds (RFC 4271 §4.2)")
+        .default(90),
+      connectRetryTime: z.number().int().min(1).max(3600).default(5),
+      routeReflectors: z.array(z.string()).default([]),
+      bird: z.record(z.string(), z.strictObject({ routes: z.array(cidr).default([]) })).default({}),
     })
     .optional(),
 });

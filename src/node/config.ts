@@ -2,6 +2,7 @@
  * NodeConfig — everything one tapnet process needs, as the lab builder writes it
  * (JSON): its ports, its switch, and when it routes its router, NAT and services.
  */
+import type { NodeBgpConfig } from "../bgp/node-fib.js";
 import type { SwitchPortMode } from "../elements/learning-switch.js";
 import type { StormLimits } from "../elements/storm-control.js";
 import type { StpPortConfig } from "../elements/stp.js";
@@ -33,6 +34,8 @@ export interface NodePortConfig {
     underlayMtu: number;
   };
   ipip?: { localAddr: string; peers: string[]; underlayMtu: number };
+  /** pcap ports: the BPF filter (default: not what the kernel sends out of the interface). */
+  filter?: string;
   /** Spanning tree port settings (the port takes part when the node runs STP and it is not routed). */
   stp?: StpPortConfig;
   /** Storm control: frames/s per class at the port's ingress. */
@@ -80,6 +83,8 @@ export interface NodeConfig {
     /** Dynamic ARP inspection: the VLANs inspected, static bindings. */
     arpInspection?: { vlans: number[]; bindings: Array<{ ip: string; mac: string; vlan: number }> };
   };
+  /** A BGP speaker (src/bgp): Calico's BGP modes. */
+  bgp?: NodeBgpConfig;
   router?: {
     interfaces: RouterInterfaceConfig[];
     routes: Array<{ to: string; via?: string; dev?: string; onlink?: boolean; proto?: string }>;

@@ -27,6 +27,8 @@ import { closeUnadoptedTaps, holdInheritedTaps, makeDevicePort, releaseInherited
 import { type Args, applyChange, JOURNALED } from "./changes.js";
 import { Journal, type JournalEntry } from "./journal.js";
 import { runningConfig } from "./running-config.js";
+import { NodeFib } from "../bgp/node-fib.js";
+import { BgpSpeaker } from "../bgp/speaker.js";
 import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
 
 /** Pool room kept for ports added at runtime: 64 TAPs with offloads (64 slots of 64 KiB each). */
@@ -59,6 +61,8 @@ export class TapnetNode {
   private journal: Journal | null = null;
   /** What the journal replay at start did. */
   private replayed = { applied: 0, failed: 0 };
+  /** The BGP speaker (Calico's BGP modes), when the config has one. */
+  readonly bgp: BgpSpeaker | null;
 
   /**
    * @param sandbox install the seccomp allow-list at the end of start() (the node
@@ -76,6 +80,7 @@ export class TapnetNode {
     this.sw = this.graph.sw;
     this.router = this.graph.router;
     this.modes = this.graph.modes;
+    this.bgp = config.bgp ? new BgpSpeaker(config.bgp, new NodeFib(this.graph, config.bgp.install)) : null;
     this.control = new ControlServer(config.controlSocket, {
       status: () => this.status(),
       change: (req) => this.change(req),
@@ -100,6 +105,10 @@ export class TapnetNode {
         return null;
       },
       capture: (req, sock) => this.capture(req, sock),
+      bgp: (req) => {
+        if (!this.bgp) throw new Error(`node ${this.config.node} runs no BGP speaker`);
+        return req.routes === true ? this.bgp.routes() : this.bgp.status();
+      },
       "fdb-flush": () => {
         this.sw.flush();
         return null;
@@ -150,6 +159,8 @@ export class TapnetNode {
         }
       }
       await this.control.listen();
+      // Port 179 is bound before the seccomp filter (bind and listen stay allowed after it).
+      await this.bgp?.start();
     } catch (e) {
       this.engine.stop();
       throw e;
@@ -295,6 +306,7 @@ export class TapnetNode {
   }
 
   stop(): void {
+    this.bgp?.stop();
     if (this.ageTimer) clearInterval(this.ageTimer);
     if (this.tickTimer) clearInterval(this.tickTimer);
     if (this.stpTimer) clearInterval(this.stpTimer);

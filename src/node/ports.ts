@@ -98,7 +98,7 @@ export function makeDevicePort(pc: NodePortConfig, config: NodeConfig): Port {
       return new TapPort(pc.name, pc.ifname, { offload: config.offload === true, persist: config.persistentTaps === true, fd: given?.fd, mtu: given?.mtu });
     }
     case "pcap":
-      return new PcapPort(pc.name, pc.ifname);
+      return new PcapPort(pc.name, pc.ifname, pc.filter === undefined ? {} : { filter: pc.filter });
     case "vxlan": {
       const v = pc.vxlan;
       if (!v) throw new Error(`port ${pc.name}: vxlan settings missing`);
