@@ -26,7 +26,8 @@ import { ensurePackages } from "./packages.js";
 import { labDir, type LabState, type Log, nsName, writeState } from "./state.js";
 import { cmdline, ipBatch, isAlive, run, sleep } from "./sys.js";
 import type { Problem } from "./topology-checks.js";
-import { maskOf, splitCidr, type Topology } from "./topology-schema.js";
+import { maskFromPrefix as maskOf } from "../wire/ipv4addr.js";
+import { splitCidr, type Topology } from "./topology-schema.js";
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/main.js");
 
