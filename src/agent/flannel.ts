@@ -101,6 +101,8 @@ export class FlannelAgent {
   private status: ControlServer | null = null;
   private changes = 0;
   private resyncs = 0;
+  /** Lease keys or values under the subnets prefix this agent could not use (counted each time one is seen). */
+  private badValues = 0;
   private readonly notes = new Set<string>();
 
   constructor(readonly o: AgentOptions) {
@@ -186,6 +188,11 @@ export class FlannelAgent {
     }
   }
 
+  private bad(m: string): void {
+    this.badValues++;
+    this.o.log(`bad lease: ${m}`);
+  }
+
   private note(m: string): void {
     if (this.notes.has(m)) return;
     this.notes.add(m);
@@ -238,7 +245,7 @@ export class FlannelAgent {
             continue;
           }
           const r = await this.etcd.putIf(this.subnetsPrefix + subnetKey(s), this.value(), id, 0);
-          if (r.ok) return { id, subnet: s, how: "taken again" };
+          if (r.ok) return { id, subnet: s, how: "the one this node asked for (its last lease or its pod subnet)" };
         }
         const taken = new Set(kvs.map((kv) => parseSubnetKey(kv.key.slice(this.subnetsPrefix.length))?.addr).filter((a): a is number => a !== undefined));
         const s = freeSubnet(c, taken);
@@ -366,10 +373,14 @@ export class FlannelAgent {
 
   private async upsert(kv: KeyValue): Promise<void> {
     const s = parseSubnetKey(kv.key.slice(this.subnetsPrefix.length));
-    if (!s) return this.note(`ignoring ${kv.key}: not a subnet key`);
+    if (!s) return this.bad(`ignoring ${kv.key}: not a subnet key`);
     if (this.lease && s.addr === this.lease.subnet.addr && s.len === this.lease.subnet.len) return;
     const p = parseLeaseValue(kv.value);
-    if ("error" in p) return this.note(`ignoring ${kv.key}: ${p.error}`);
+    if ("error" in p) {
+      // A peer whose lease turned unreadable is no longer one this node can reach.
+      if (this.peers.has(kv.key)) await this.remove(kv.key, "its lease value is no longer readable");
+      return this.bad(`ignoring ${kv.key}: ${p.error}`);
+    }
     const v: LeaseValue = p.value;
     if (v.PublicIP === this.o.publicIp) return; // an old lease of this node's
     const old = this.peers.get(kv.key);
@@ -455,6 +466,7 @@ export class FlannelAgent {
       },
       changes: this.changes,
       resyncs: this.resyncs,
+      badValues: this.badValues,
       subnetFile: this.o.subnetFile,
     };
   }

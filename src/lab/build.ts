@@ -22,6 +22,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
+import { type EtcdState, startAgents, startEtcd } from "./etcd.js";
 import { nodeConfig } from "./node-config.js";
 import { labDir, type LabState, type Log, nsName, readSupervisorStatus, writeState } from "./state.js";
 import { cmdline, ipBatch, isAlive, run, sleep } from "./sys.js";
@@ -90,6 +91,7 @@ export function labNamespaces(t: Topology): string[] {
   const names = [...Object.keys(t.nodes), ...Object.keys(t.hosts)];
   if (Object.keys(t.underlay?.segments ?? {}).length) names.push("ul");
   names.push(...Object.keys(t.underlay?.routers ?? {}));
+  names.push(...Object.keys(t.etcd?.members ?? {}));
   return names.map((n) => nsName(t.name, n));
 }
 
@@ -157,6 +159,8 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     }
     ipBatch(cmds, ns(node));
   }
+  // The lab's etcd members on their segment (src/lab/etcd.ts), healthy before any agent starts.
+  await startEtcd(t, state as LabState & EtcdState, log, abort);
   // 3. Kernel nodes: a Linux bridge, and a kernel VXLAN device on it when asked.
   for (const [node, spec] of Object.entries(t.nodes)) {
     if (!isKernelNode(spec)) continue;
@@ -248,6 +252,8 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     writeState(state);
   }
   log(`nodes up: ${Object.keys(state.nodes).join(" ")}`);
+  // Each `agent:` node's agent leases its pod subnet and programs its peers from etcd.
+  await startAgents(t, state as LabState & EtcdState, log, abort);
   // 6. Hosts: hand each TAP host its port as eth0, then addresses and routes.
   for (const [h, hs] of Object.entries(t.hosts)) {
     await step();

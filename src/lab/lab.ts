@@ -8,6 +8,7 @@ import { request } from "../control/client.js";
 import { RUN_DIR } from "../control/protocol.js";
 import type { SandboxReport } from "../node/sandbox.js";
 import { build, labNamespaces } from "./build.js";
+import { type EtcdState, stopEtcdAndAgents } from "./etcd.js";
 import { labDir, type LabState, listLabs, type Log, ownerOf, readState, readSupervisorStatus, type SupervisorStatus, writeState } from "./state.js";
 import { cmdline, isAlive, netnsList, run, sleep } from "./sys.js";
 import { loadTopology } from "./topology.js";
@@ -135,6 +136,7 @@ async function stopRun(r: { pid: number; command: string }): Promise<void> {
 
 async function teardown(state: LabState, log: Log, extraNamespaces: string[] = []): Promise<string[]> {
   for (const h of Object.values(state.hosts)) if (h.run) await stopRun(h.run);
+  await stopEtcdAndAgents(state as LabState & EtcdState);
   for (const [name, n] of Object.entries(state.nodes)) await stopNode(state.lab, name, n);
   const present = new Set(netnsList());
   const removed: string[] = [];
