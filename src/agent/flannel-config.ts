@@ -110,7 +110,7 @@ export function parseFlannelConfig(text: string, where: string): FlannelConfig {
     const subnetMax = inside(raw.SubnetMax, "SubnetMax", network.addr + netSize - size);
     if (subnetMin > subnetMax) throw new Error(`SubnetMin ${ipToString(subnetMin)} is above SubnetMax ${ipToString(subnetMax)}: no subnet to hand out`);
     const b = (raw.Backend ?? { Type: "udp" }) as Record<string, unknown>;
-    if (b === null || typeof b !== "object") throw new Error("Backend: expected an object like {\"Type\": \"vxlan\"}");
+    if (b === null || typeof b !== "object") throw new Error('Backend: expected an object like {"Type": "vxlan"}');
     const type = b.Type ?? "udp";
     if (type !== "vxlan" && type !== "host-gw") throw new Error(`Backend.Type: '${String(type)}' is not a backend tapnet's agent speaks (vxlan, host-gw)`);
     const int = (v: unknown, f: string, dflt: number, lo: number, hi: number): number => {

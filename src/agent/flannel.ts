@@ -174,9 +174,12 @@ export class FlannelAgent {
     if (c.backend.type === "vxlan") {
       const v = find(this.o.vtepIface);
       if (!v)
-        throw new Error(`node ${this.o.node} has no interface '${this.o.vtepIface}' for the vxlan backend (interfaces: ${ifaces.map((i) => i.name).join(", ")})`);
+        throw new Error(
+          `node ${this.o.node} has no interface '${this.o.vtepIface}' for the vxlan backend (interfaces: ${ifaces.map((i) => i.name).join(", ")})`,
+        );
       this.vtep = v;
-      if (c.backend.directRouting) this.note("DirectRouting: the node's router has no interface on the underlay in vxlan mode, so every peer goes through VXLAN");
+      if (c.backend.directRouting)
+        this.note("DirectRouting: the node's router has no interface on the underlay in vxlan mode, so every peer goes through VXLAN");
     } else {
       const u = find(this.o.underlayIface);
       const a = u?.addresses.find((x) => x.split("/")[0] === this.o.publicIp);
@@ -429,7 +432,9 @@ export class FlannelAgent {
 
   /** Sends changes to the node (retrying while it cannot be reached); logs the ones it refuses. */
   private async program(ops: Array<{ op: string; args: Record<string, unknown> }>, what: string, removing = false): Promise<void> {
-    const r = await this.retry(`program the node (${what})`, () => request<{ applied: number; errors: Array<string | null> }>(this.o.socket, { cmd: "changes", ops }));
+    const r = await this.retry(`program the node (${what})`, () =>
+      request<{ applied: number; errors: Array<string | null> }>(this.o.socket, { cmd: "changes", ops }),
+    );
     this.changes += r.applied;
     r.errors.forEach((e, i) => {
       // Taking away what is already gone is no error.

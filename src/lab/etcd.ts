@@ -61,7 +61,8 @@ export function etcdChecks(t: Topology): Problem[] {
   const segments = Object.keys(t.underlay?.segments ?? {});
   const agents = agentNodes(t);
   if (e) {
-    if (!segments.includes(e.segment)) problems.push({ path: ["etcd", "segment"], message: `unknown segment '${e.segment}' (underlay.segments: ${segments.join(", ") || "none"})` });
+    if (!segments.includes(e.segment))
+      problems.push({ path: ["etcd", "segment"], message: `unknown segment '${e.segment}' (underlay.segments: ${segments.join(", ") || "none"})` });
     const taken = new Set([...Object.keys(t.nodes), ...Object.keys(t.hosts), ...Object.keys(t.underlay?.routers ?? {}), "ul"]);
     for (const [m, a] of Object.entries(e.members)) {
       if (taken.has(m)) problems.push({ path: ["etcd", "members", m], message: `'${m}' is already a node, host, router or reserved name` });
@@ -224,7 +225,12 @@ export async function startEtcd(t: Topology, state: LabState & EtcdState, log: L
       }
     })();
     if (r) break;
-    if (Date.now() > deadline) throw new Error(`etcd of lab ${lab} was not healthy within 60 s (logs: ${Object.values(state.etcd).map((p) => p.log).join(" ")})`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `etcd of lab ${lab} was not healthy within 60 s (logs: ${Object.values(state.etcd)
+          .map((p) => p.log)
+          .join(" ")})`,
+      );
     await sleep(200);
   }
   run(["ip", "netns", "exec", first, "etcdctl", "--endpoints", eps, "put", `${e.prefix}/config`, flannelConfigJson(t)]);

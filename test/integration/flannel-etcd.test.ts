@@ -1,0 +1,179 @@
+/**
+ * flannel's control plane on a real etcd (Debian's etcd-server, three members) with real
+ * etcdctl: scripts/labs/flannel-etcd.yaml, its lease TTL shortened to 5 s so an expired
+ * lease is seen within the test. Nothing in the lab file routes between the nodes: every
+ * route, neighbour and FDB entry checked here was programmed by an agent from etcd.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Background, ROOT, background, canRunLabs, inNs, netnsList, ping, tapnet, tapnetOk, waitFor, writeLabFile } from "./harness.js";
+
+const LAB = "fl-etcd-test";
+const ns = (n: string): string => `tn.${LAB}.${n}`;
+const PREFIX = "/coreos.com/network";
+const ENDPOINTS = "http://192.168.0.11:2379,http://192.168.0.12:2379,http://192.168.0.13:2379";
+
+/** etcdctl in the first member's namespace (the only place the lab's etcd is reachable from). */
+function etcdctl(args: string[]): string {
+  const r = inNs(ns("etcd1"), ["etcdctl", "--endpoints", ENDPOINTS, "--dial-timeout", "3s", "--command-timeout", "5s", ...args]);
+  if (r.status !== 0) throw new Error(`etcdctl ${args.join(" ")} exited ${r.status}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** `etcdctl get --prefix KEY` as key -> value. */
+function leases(): Map<string, string> {
+  const lines = etcdctl(["get", "--prefix", `${PREFIX}/subnets/`])
+    .split("\n")
+    .filter(Boolean);
+  const out = new Map<string, string>();
+  for (let i = 0; i + 1 < lines.length; i += 2) out.set(lines[i], lines[i + 1]);
+  return out;
+}
+
+interface AgentView {
+  lease: { subnet: string } | null;
+  peers: Array<{ subnet: string; publicIp: string; vtepMac: string }>;
+  badValues: number;
+}
+const agent = (node: string): AgentView => JSON.parse(tapnetOk(["show", "agent", "--lab", LAB, "--node", node, "--json"])) as AgentView;
+const routes = (node: string): string => tapnetOk(["show", "route", "--lab", LAB, "--node", node]);
+const neighs = (node: string): string => tapnetOk(["show", "neigh", "--lab", LAB, "--node", node]);
+const fdb = (node: string): string => tapnetOk(["show", "fdb", "--lab", LAB, "--node", node]);
+
+interface State {
+  agents: Record<string, { pid: number; log: string }>;
+}
+const state = (): State => JSON.parse(fs.readFileSync(`/run/tapnet/${LAB}/state.json`, "utf8")) as State;
+
+describe.skipIf(!canRunLabs())("flannel-etcd.yaml: subnet leases in a real etcd", () => {
+  const text = fs
+    .readFileSync(path.join(ROOT, "scripts/labs/flannel-etcd.yaml"), "utf8")
+    .replace(/^name: flannel-etcd$/m, `name: ${LAB}`)
+    .replace(/leaseTtl: 15/, "leaseTtl: 5");
+  const file = writeLabFile(LAB, text);
+  const extra: Background[] = [];
+
+  beforeAll(() => {
+    tapnet(["lab", "down", file]);
+    tapnetOk(["lab", "up", file, "-q"]);
+  }, 180_000);
+  afterAll(async () => {
+    for (const b of extra) await b.stop("SIGKILL");
+    const r = tapnet(["lab", "down", file]);
+    fs.rmSync(file, { force: true });
+    expect(r.status, r.stderr).toBe(0);
+    expect(netnsList().filter((n) => n.startsWith(`tn.${LAB}.`))).toEqual([]);
+  });
+
+  it("etcdctl shows one lease per node in flanneld's JSON, the VtepMAC being the node's flannel.1", () => {
+    const l = leases();
+    expect([...l.keys()].sort()).toEqual([1, 2, 3].map((i) => `${PREFIX}/subnets/10.244.${i}.0-24`));
+    for (const i of [1, 2, 3]) {
+      const v = JSON.parse(l.get(`${PREFIX}/subnets/10.244.${i}.0-24`) as string);
+      const ifaces = JSON.parse(tapnetOk(["show", "interfaces", "--lab", LAB, "--node", `node${i}`, "--json"])) as Array<{ name: string; mac: string }>;
+      const mac = ifaces.find((x) => x.name === "flannel.1")?.mac;
+      expect(v).toEqual({ PublicIP: `192.168.0.${i}`, BackendType: "vxlan", BackendData: { VNI: 1, VtepMAC: mac } });
+    }
+    // Each lease is held by an etcd lease with the lab's TTL.
+    // (The lease ID is a 64-bit integer in etcdctl's JSON: read as text, not as a JS number.)
+    const id = /"lease":(\d+)/.exec(etcdctl(["get", `${PREFIX}/subnets/10.244.1.0-24`, "-w", "json"]))?.[1];
+    expect(id).toBeDefined();
+    const ttl = etcdctl(["lease", "timetolive", BigInt(id as string).toString(16)]);
+    expect(ttl).toMatch(/granted with TTL\(5s\)/);
+    // flanneld's config as the lab wrote it.
+    expect(JSON.parse(etcdctl(["get", `${PREFIX}/config`, "--print-value-only"]))).toEqual({
+      Network: "10.244.0.0/16",
+      Backend: { Type: "vxlan", VNI: 1, Port: 8472 },
+    });
+  });
+
+  it("every node has the agent's routes, neighbours and FDB entries for the others, and every pod pings every other", () => {
+    for (const i of [1, 2, 3]) {
+      const r = routes(`node${i}`);
+      for (const j of [1, 2, 3].filter((j) => j !== i)) {
+        expect(r).toMatch(new RegExp(`10\\.244\\.${j}\\.0/24 via 10\\.244\\.${j}\\.0 dev flannel\\.1 proto flannel`));
+        expect(neighs(`node${i}`)).toContain(`10.244.${j}.0`);
+        expect(fdb(`node${i}`)).toContain(`192.168.0.${j}`);
+      }
+      expect(
+        agent(`node${i}`)
+          .peers.map((p) => p.subnet)
+          .sort(),
+      ).toEqual([1, 2, 3].filter((j) => j !== i).map((j) => `10.244.${j}.0/24`));
+    }
+    for (const a of [1, 2, 3])
+      for (const b of [1, 2, 3].filter((b) => b !== a)) {
+        const r = ping(ns(`pod${a}a`), `10.244.${b}.2`, 2);
+        expect(r.status, `pod${a}a -> pod${b}a: ${r.stdout}`).toBe(0);
+      }
+  });
+
+  it("a lease written with etcdctl is programmed on every node; deleted, its routes go", async () => {
+    const key = `${PREFIX}/subnets/10.244.42.0-24`;
+    etcdctl(["put", key, JSON.stringify({ PublicIP: "192.168.0.42", BackendType: "vxlan", BackendData: { VNI: 1, VtepMAC: "02:00:00:00:42:42" } })]);
+    for (const n of ["node1", "node2", "node3"]) {
+      await waitFor(`${n}: route to 10.244.42.0/24`, () => /10\.244\.42\.0\/24 via 10\.244\.42\.0 dev flannel\.1 proto flannel/.test(routes(n)), 10_000, 200);
+      expect(fdb(n)).toMatch(/02:00:00:00:42:42.*192\.168\.0\.42/);
+      expect(neighs(n)).toMatch(/10\.244\.42\.0 .*02:00:00:00:42:42/);
+    }
+    etcdctl(["del", key]);
+    for (const n of ["node1", "node2", "node3"]) {
+      await waitFor(`${n}: route to 10.244.42.0/24 withdrawn`, () => !routes(n).includes("10.244.42.0/24"), 10_000, 200);
+      expect(fdb(n)).not.toContain("02:00:00:00:42:42");
+      expect(neighs(n)).not.toContain("10.244.42.0 ");
+    }
+  });
+
+  it("bad values under the subnets prefix are counted and ignored; the agents keep running and forwarding", async () => {
+    const before = agent("node1").badValues;
+    const bad = [
+      [`${PREFIX}/subnets/not-a-subnet`, '{"PublicIP":"192.168.0.9","BackendType":"vxlan"}'],
+      [`${PREFIX}/subnets/10.244.50.0-24`, "{not json"],
+      [`${PREFIX}/subnets/10.244.51.0-24`, '{"PublicIP":"300.1.1.1","BackendType":"vxlan","BackendData":{"VtepMAC":"02:00:00:00:00:01"}}'],
+      [`${PREFIX}/subnets/10.244.52.0-24`, '{"PublicIP":"192.168.0.52","BackendType":"vxlan","BackendData":{"VtepMAC":"zz"}}'],
+    ];
+    for (const [k, v] of bad) etcdctl(["put", k, v]);
+    await waitFor("node1's agent to count the 4 bad values", () => agent("node1").badValues >= before + 4, 10_000, 200);
+    const st = state();
+    for (const n of ["node1", "node2", "node3"]) {
+      expect(fs.existsSync(`/proc/${st.agents[n].pid}`), `${n}'s agent is alive`).toBe(true);
+      expect(routes(n)).not.toMatch(/10\.244\.5[012]\.0/);
+    }
+    expect(ping(ns("pod1a"), "10.244.2.2").status).toBe(0);
+    for (const [k] of bad) etcdctl(["del", k]);
+  });
+
+  it("an agent restarted keeps its subnet (its lease is still in etcd)", async () => {
+    const st = state();
+    const pid = st.agents.node2.pid;
+    const argv = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+    const leaseBefore = leases().get(`${PREFIX}/subnets/10.244.2.0-24`);
+    process.kill(pid, "SIGKILL");
+    await waitFor("node2's agent to exit", () => !fs.existsSync(`/proc/${pid}`), 10_000);
+    // The same command line, as the lab ran it (its status socket is the lab's).
+    expect(argv).toContain("agent");
+    const b = background(ns("node2"), argv);
+    extra.push(b);
+    await b.waitFor(/lease 10\.244\.2\.0\/24 \(kept/, 30_000);
+    expect(leases().get(`${PREFIX}/subnets/10.244.2.0-24`)).toBe(leaseBefore);
+    expect(ping(ns("pod1a"), "10.244.2.2").status).toBe(0);
+  });
+
+  it("an agent killed without cleanup: its lease expires and the other nodes withdraw its route, neighbour and FDB entry", async () => {
+    const st = state();
+    const pid = st.agents.node3.pid;
+    expect(ping(ns("pod1a"), "10.244.3.2").status).toBe(0);
+    process.kill(pid, "SIGKILL");
+    await waitFor("node3's lease to expire in etcd", () => !leases().has(`${PREFIX}/subnets/10.244.3.0-24`), 30_000, 250);
+    for (const n of ["node1", "node2"]) {
+      await waitFor(`${n}: route to 10.244.3.0/24 withdrawn`, () => !routes(n).includes("10.244.3.0/24"), 10_000, 200);
+      expect(neighs(n)).not.toContain("10.244.3.0 ");
+      expect(fdb(n)).not.toContain("192.168.0.3");
+      expect(agent(n).peers.map((p) => p.subnet)).not.toContain("10.244.3.0/24");
+    }
+    expect(ping(ns("pod1a"), "10.244.3.2", 1).status).not.toBe(0);
+    // The others still reach each other.
+    expect(ping(ns("pod1a"), "10.244.2.2").status).toBe(0);
+  });
+});
