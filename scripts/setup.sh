@@ -45,6 +45,8 @@ fi
 if [ "$mode" = test ]; then
   # The offload core's libFuzzer harnesses (npm run fuzz:native; a short run is in the suite).
   want+=([clang]=clang)
+  # The flannel-etcd lab's test drives a real etcd cluster and etcdctl (lab up installs them too).
+  want+=([etcd]=etcd-server [etcdctl]=etcd-client)
 fi
 missing=()
 # libFuzzer and the sanitizer runtimes of the default clang (Debian 12: libclang-rt-14-dev).

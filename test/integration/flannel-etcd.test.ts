@@ -7,7 +7,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Background, ROOT, background, canRunLabs, inNs, netnsList, ping, tapnet, tapnetOk, waitFor, writeLabFile } from "./harness.js";
+import { type Background, CLI, ROOT, background, canRunLabs, inNs, netnsList, ping, tapnet, tapnetOk, waitFor, writeLabFile } from "./harness.js";
 
 const LAB = "fl-etcd-test";
 const ns = (n: string): string => `tn.${LAB}.${n}`;
@@ -142,6 +142,55 @@ describe.skipIf(!canRunLabs())("flannel-etcd.yaml: subnet leases in a real etcd"
     }
     expect(ping(ns("pod1a"), "10.244.2.2").status).toBe(0);
     for (const [k] of bad) etcdctl(["del", k]);
+  });
+
+  /** A `tapnet agent` for node1 under another prefix, run to its end (it should fail). */
+  function agentUnder(prefix: string): { status: number | null; stderr: string } {
+    const r = inNs(
+      ns("node1"),
+      [
+        process.execPath,
+        CLI,
+        "agent",
+        "--node",
+        "node1",
+        "--etcd-endpoints",
+        ENDPOINTS,
+        "--etcd-prefix",
+        prefix,
+        "--socket",
+        `/run/tapnet/${LAB}/node1.sock`,
+        "--public-ip",
+        "192.168.0.1",
+        "--ttl",
+        "5",
+        "--subnet-file",
+        `/run/tapnet/${LAB}/test${prefix.replace(/\//g, "-")}.env`,
+      ],
+      30_000,
+    );
+    return { status: r.status, stderr: r.stderr };
+  }
+
+  it("a config with a bad Network, or a range with no free subnet, stops the agent with a clear error", () => {
+    etcdctl(["put", "/test-bad/config", '{"Network":"10.99.0.0/33","Backend":{"Type":"vxlan"}}']);
+    let r = agentUnder("/test-bad");
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain("/test-bad/config: Network: '10.99.0.0/33': a prefix length is 0-32");
+    // 10.99.0.0/23 in /24s hands out one subnet (the first is left out): 10.99.1.0, taken.
+    etcdctl(["put", "/test-full/config", '{"Network":"10.99.0.0/23","SubnetLen":24,"Backend":{"Type":"vxlan"}}']);
+    etcdctl([
+      "put",
+      "/test-full/subnets/10.99.1.0-24",
+      '{"PublicIP":"192.168.0.77","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:77"}}',
+    ]);
+    r = agentUnder("/test-full");
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain("node node1: no free subnet: all 1 /24 subnets of 10.99.1.0-10.99.1.0 in Network 10.99.0.0/23 are leased");
+    etcdctl(["del", "--prefix", "/test-"]);
+    // node1 itself was not touched: its lease and its peers are as before.
+    expect(agent("node1").lease?.subnet).toBe("10.244.1.0/24");
+    expect(ping(ns("pod1a"), "10.244.3.2").status).toBe(0);
   });
 
   it("an agent restarted keeps its subnet (its lease is still in etcd)", async () => {
