@@ -300,8 +300,9 @@ export async function startAgents(t: Topology, state: LabState & EtcdState, log:
       return (ulOf(p).addr & m) >>> 0 === (a.addr & m) >>> 0;
     }).length;
   await waitAgents(state, nodes, expected, abort);
+  const agents = state.agents ?? {};
   for (const n of nodes) {
-    const s = await request<AgentStatus>((state.agents ?? {})[n].statusSocket, { cmd: "status" });
+    const s = await request<AgentStatus>(agents[n].statusSocket, { cmd: "status" });
     const want = t.nodes[n].podCidr;
     const hasHosts = Object.values(t.hosts).some((h) => h.node === n);
     if (want && hasHosts && s.lease?.subnet !== want)
@@ -315,10 +316,11 @@ export async function waitAgents(state: LabState & EtcdState, nodes: string[], e
   const deadline = Date.now() + 60_000;
   const pending = new Set(nodes);
   let last = "";
+  const agents = state.agents ?? {};
   while (pending.size) {
     if (abort?.aborted) throw new Error("interrupted");
     for (const n of [...pending]) {
-      const a = (state.agents ?? {})[n];
+      const a = agents[n];
       if (!isAlive(a.pid) || cmdline(a.pid) === null) throw new Error(`the agent of node ${n} exited. Its log (${a.log}):\n${tail(a.log)}`);
       try {
         const s = await request<AgentStatus>(a.statusSocket, { cmd: "status" }, 2000);

@@ -32,7 +32,8 @@ function leases(): Map<string, string> {
 }
 
 interface AgentView {
-  lease: { subnet: string } | null;
+  lease: { subnet: string; renewedAt: string } | null;
+  etcd: { reachable: boolean };
   peers: Array<{ subnet: string; publicIp: string; vtepMac: string }>;
   badValues: number;
 }
@@ -43,6 +44,7 @@ const fdb = (node: string): string => tapnetOk(["show", "fdb", "--lab", LAB, "--
 
 interface State {
   agents: Record<string, { pid: number; log: string }>;
+  etcd: Record<string, { pid: number; namespace: string }>;
 }
 const state = (): State => JSON.parse(fs.readFileSync(`/run/tapnet/${LAB}/state.json`, "utf8")) as State;
 
@@ -224,5 +226,38 @@ describe.skipIf(!canRunLabs())("flannel-etcd.yaml: subnet leases in a real etcd"
     expect(ping(ns("pod1a"), "10.244.3.2", 1).status).not.toBe(0);
     // The others still reach each other.
     expect(ping(ns("pod1a"), "10.244.2.2").status).toBe(0);
+  });
+  it("all of etcd stopped: pods keep talking, the agents say etcd is unreachable; etcd back: they renew and program new leases", async () => {
+    const members = Object.entries(state().etcd);
+    const argvs = members.map(([, m]) => fs.readFileSync(`/proc/${m.pid}/cmdline`, "utf8").split("\0").filter(Boolean));
+    for (const [, m] of members) process.kill(m.pid, "SIGKILL");
+    for (const [, m] of members) await waitFor(`etcd ${m.pid} to exit`, () => !fs.existsSync(`/proc/${m.pid}`), 10_000);
+    await waitFor("node1's agent to notice etcd is gone", () => !agent("node1").etcd.reachable, 30_000, 250);
+    const r = ping(ns("pod1a"), "10.244.2.2", 3);
+    expect(r.status, r.stdout).toBe(0);
+    expect(routes("node2")).toContain("10.244.1.0/24 via 10.244.1.0 dev flannel.1 proto flannel");
+    // The same members again, from their data directories.
+    for (const [i, [, m]] of members.entries()) {
+      const argv = argvs[i];
+      expect(argv[0]).toMatch(/etcd$/);
+      extra.push(background(m.namespace, argv));
+    }
+    const since = Date.now();
+    await waitFor(
+      "node1's agent to renew its lease after etcd returns",
+      () => {
+        const a = agent("node1");
+        return a.etcd.reachable && a.lease !== null && Date.parse(a.lease.renewedAt) > since;
+      },
+      60_000,
+      250,
+    );
+    expect(leases().has(`${PREFIX}/subnets/10.244.1.0-24`)).toBe(true);
+    // A new lease is programmed again (the watch was set up anew).
+    const key = `${PREFIX}/subnets/10.244.43.0-24`;
+    etcdctl(["put", key, JSON.stringify({ PublicIP: "192.168.0.43", BackendType: "vxlan", BackendData: { VNI: 1, VtepMAC: "02:00:00:00:43:43" } })]);
+    await waitFor("node1: route to 10.244.43.0/24", () => routes("node1").includes("10.244.43.0/24 via 10.244.43.0 dev flannel.1"), 30_000, 250);
+    etcdctl(["del", key]);
+    expect(ping(ns("pod2a"), "10.244.1.2").status).toBe(0);
   });
 });
