@@ -248,7 +248,7 @@ export class FlannelAgent {
             continue;
           }
           const r = await this.etcd.putIf(this.subnetsPrefix + subnetKey(s), this.value(), id, 0);
-          if (r.ok) return { id, subnet: s, how: "the one this node asked for (its last lease or its pod subnet)" };
+          if (r.ok) return { id, subnet: s, how: "the subnet this node asked for: its last lease or its pod subnet" };
         }
         const taken = new Set(kvs.map((kv) => parseSubnetKey(kv.key.slice(this.subnetsPrefix.length))?.addr).filter((a): a is number => a !== undefined));
         const s = freeSubnet(c, taken);
