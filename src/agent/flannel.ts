@@ -317,6 +317,7 @@ export class FlannelAgent {
           lease.renewedAt = Date.now();
           continue;
         }
+        if (this.lease !== lease) continue; // leased again meanwhile (reclaim)
         this.o.log(`etcd lease ${lease.id} of ${subnetText(lease.subnet)} is gone (expired while etcd was unreachable?): leasing again`);
         await this.acquire();
       } catch (e) {
@@ -357,7 +358,10 @@ export class FlannelAgent {
     this.watch = this.etcd.watch(this.subnetsPrefix, revision + 1, {
       events: (evs, rev) => {
         this.revision = Math.max(this.revision, rev);
-        for (const e of evs) this.enqueue(() => (e.type === "PUT" ? this.upsert(e.kv) : this.remove(e.kv.key, "its lease was deleted or expired")));
+        for (const e of evs) {
+          if (e.type === "DELETE" && this.isOwn(e.kv.key)) this.enqueue(() => this.reclaim());
+          else this.enqueue(() => (e.type === "PUT" ? this.upsert(e.kv) : this.remove(e.kv.key, "its lease was deleted or expired")));
+        }
       },
       compacted: (r) => this.restartWatch(`revision ${this.revision + 1} was compacted (now ${r})`),
       lost: (why) => {
@@ -368,6 +372,23 @@ export class FlannelAgent {
         void sleep(BACKOFF_MIN).then(() => this.sync());
       },
     });
+  }
+
+  private isOwn(key: string): boolean {
+    return this.lease !== null && key === this.subnetsPrefix + subnetKey(this.lease.subnet);
+  }
+
+  /**
+   * This node's own lease key was deleted (by hand, or its etcd lease revoked) while the
+   * etcd lease may still renew: the other nodes have just removed their routes to it, so
+   * it writes the key again, under a new etcd lease, for the same subnet when still free.
+   */
+  private async reclaim(): Promise<void> {
+    const old = this.lease;
+    if (!old || this.stopped) return;
+    this.o.log(`own lease ${subnetText(old.subnet)} was deleted from etcd: leasing again`);
+    await this.etcd.revoke(old.id).catch(() => undefined);
+    await this.acquire();
   }
 
   private enqueue(f: () => Promise<void>): void {
