@@ -33,7 +33,7 @@ function leases(): Map<string, string> {
 
 interface AgentView {
   lease: { subnet: string; renewedAt: string } | null;
-  etcd: { reachable: boolean };
+  etcd: { reachable: boolean; endpoint: string | null };
   peers: Array<{ subnet: string; publicIp: string; vtepMac: string }>;
   badValues: number;
 }
@@ -56,9 +56,13 @@ describe.skipIf(!canRunLabs())("flannel-etcd.yaml: subnet leases in a real etcd"
   const file = writeLabFile(LAB, text);
   const extra: Background[] = [];
 
+  /** Each etcd member's command line, read at lab up (to start a killed member again). */
+  const memberArgv = new Map<string, string[]>();
+
   beforeAll(() => {
     tapnet(["lab", "down", file]);
     tapnetOk(["lab", "up", file, "-q"]);
+    for (const [name, m] of Object.entries(state().etcd)) memberArgv.set(name, fs.readFileSync(`/proc/${m.pid}/cmdline`, "utf8").split("\0").filter(Boolean));
   }, 180_000);
   afterAll(async () => {
     for (const b of extra) await b.stop("SIGKILL");
@@ -227,18 +231,43 @@ describe.skipIf(!canRunLabs())("flannel-etcd.yaml: subnet leases in a real etcd"
     // The others still reach each other.
     expect(ping(ns("pod1a"), "10.244.2.2").status).toBe(0);
   });
+  it("the member the agents talk to killed: they go on with the other two (leases renew, new leases are programmed)", async () => {
+    const m = state().etcd.etcd1;
+    expect(agent("node1").etcd).toMatchObject({ reachable: true, endpoint: "http://192.168.0.11:2379" });
+    process.kill(m.pid, "SIGKILL");
+    await waitFor("etcd1 to exit", () => !fs.existsSync(`/proc/${m.pid}`), 10_000);
+    const since = Date.now();
+    for (const n of ["node1", "node2"]) {
+      await waitFor(
+        `${n}'s agent to renew its lease on another member`,
+        () => {
+          const a = agent(n);
+          return a.etcd.reachable && a.etcd.endpoint !== "http://192.168.0.11:2379" && a.lease !== null && Date.parse(a.lease.renewedAt) > since;
+        },
+        30_000,
+        250,
+      );
+    }
+    const key = `${PREFIX}/subnets/10.244.44.0-24`;
+    etcdctl(["put", key, JSON.stringify({ PublicIP: "192.168.0.44", BackendType: "vxlan", BackendData: { VNI: 1, VtepMAC: "02:00:00:00:44:44" } })]);
+    for (const n of ["node1", "node2"])
+      await waitFor(`${n}: route to 10.244.44.0/24`, () => routes(n).includes("10.244.44.0/24 via 10.244.44.0 dev flannel.1"), 30_000, 250);
+    etcdctl(["del", key]);
+    expect(ping(ns("pod1a"), "10.244.2.2").status).toBe(0);
+  });
+
   it("all of etcd stopped: pods keep talking, the agents say etcd is unreachable; etcd back: they renew and program new leases", async () => {
+    // etcd1 was killed by the test before; the other two now.
     const members = Object.entries(state().etcd);
-    const argvs = members.map(([, m]) => fs.readFileSync(`/proc/${m.pid}/cmdline`, "utf8").split("\0").filter(Boolean));
-    for (const [, m] of members) process.kill(m.pid, "SIGKILL");
+    for (const [name, m] of members) if (name !== "etcd1") process.kill(m.pid, "SIGKILL");
     for (const [, m] of members) await waitFor(`etcd ${m.pid} to exit`, () => !fs.existsSync(`/proc/${m.pid}`), 10_000);
     await waitFor("node1's agent to notice etcd is gone", () => !agent("node1").etcd.reachable, 30_000, 250);
     const r = ping(ns("pod1a"), "10.244.2.2", 3);
     expect(r.status, r.stdout).toBe(0);
     expect(routes("node2")).toContain("10.244.1.0/24 via 10.244.1.0 dev flannel.1 proto flannel");
     // The same members again, from their data directories.
-    for (const [i, [, m]] of members.entries()) {
-      const argv = argvs[i];
+    for (const [name, m] of members) {
+      const argv = memberArgv.get(name) as string[];
       expect(argv[0]).toMatch(/etcd$/);
       extra.push(background(m.namespace, argv));
     }
