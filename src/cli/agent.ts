@@ -104,6 +104,32 @@ export function registerAgent(program: Command): void {
       await agent.run();
     });
 
+  const lab = program.commands.find((c) => c.name() === "lab");
+  const node = lab?.command("node").description("nodes (with their flannel agents) that join or leave a running lab with an etcd cluster");
+  node
+    ?.command("add")
+    .argument("<lab>", "the running lab")
+    .argument("<node>", "the new node's name")
+    .requiredOption("--address <cidr>", "its underlay address (its lease's PublicIP), e.g. 192.168.0.4/24")
+    .requiredOption("--pod-cidr <cidr>", "the pod subnet it asks etcd for, e.g. 10.244.4.0/24")
+    .option("--segment <name>", "its underlay segment (default: the etcd cluster's)")
+    .option("-q, --quiet", "print nothing on success")
+    .description("a node joins: namespace, node process, agent; the other agents program their routes to it from etcd")
+    .action(async (labName: string, name: string, o: { address: string; podCidr: string; segment?: string; quiet?: boolean }) => {
+      const { nodeAdd } = await import("../lab/node-join.js");
+      await nodeAdd(labName, name, { address: o.address, podCidr: o.podCidr, segment: o.segment }, o.quiet ? () => undefined : (m) => console.log(m));
+    });
+  node
+    ?.command("del")
+    .argument("<lab>", "the running lab")
+    .argument("<node>", "the node (without hosts)")
+    .option("-q, --quiet", "print nothing on success")
+    .description("a node leaves: its agent and node stopped, its lease deleted from etcd, its namespace removed")
+    .action(async (labName: string, name: string, o: { quiet?: boolean }) => {
+      const { nodeDel } = await import("../lab/node-join.js");
+      await nodeDel(labName, name, o.quiet ? () => undefined : (m) => console.log(m));
+    });
+
   const show = program.commands.find((c) => c.name() === "show");
   show
     ?.command("agent")

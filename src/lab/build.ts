@@ -42,7 +42,7 @@ function logTail(log: string): string {
  * or the node exited during start-up (the supervisor would only start it again).
  * Returns the node's PID.
  */
-async function waitReady(lab: string, node: string, n: LabState["nodes"][string], abort?: AbortSignal): Promise<number> {
+export async function waitReady(lab: string, node: string, n: LabState["nodes"][string], abort?: AbortSignal): Promise<number> {
   const deadline = Date.now() + 15_000;
   for (;;) {
     if (abort?.aborted) throw new Error("interrupted");

@@ -105,7 +105,7 @@ export function flannelConfigJson(t: Topology): string {
   });
 }
 
-async function stopProc(p: Proc): Promise<void> {
+export async function stopProc(p: Proc): Promise<void> {
   for (const sig of ["SIGTERM", "SIGKILL"] as const) {
     const cl = cmdline(p.pid);
     if (cl === null || !cl.includes(p.marker)) return;

@@ -105,7 +105,7 @@ function runs(pid: number, words: string[]): boolean {
  * process is left (its supervisor was killed, or never existed): only processes /proc
  * still shows as ours.
  */
-async function stopNode(lab: string, name: string, n: LabState["nodes"][string]): Promise<void> {
+export async function stopNode(lab: string, name: string, n: LabState["nodes"][string]): Promise<void> {
   const sup = n.supervisor;
   if (sup !== undefined && runs(sup, ["supervise", n.config])) {
     const still = (): boolean => runs(sup, ["supervise", n.config]);

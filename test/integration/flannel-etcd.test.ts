@@ -34,7 +34,7 @@ function leases(): Map<string, string> {
 interface AgentView {
   lease: { subnet: string; renewedAt: string } | null;
   etcd: { reachable: boolean; endpoint: string | null };
-  peers: Array<{ subnet: string; publicIp: string; vtepMac: string }>;
+  peers: Array<{ subnet: string; publicIp: string; vtepMac: string; since: string }>;
   badValues: number;
 }
 const agent = (node: string): AgentView => JSON.parse(tapnetOk(["show", "agent", "--lab", LAB, "--node", node, "--json"])) as AgentView;
@@ -213,6 +213,40 @@ describe.skipIf(!canRunLabs())("flannel-etcd.yaml: subnet leases in a real etcd"
     await b.waitFor(/lease 10\.244\.2\.0\/24 \(kept/, 30_000);
     expect(leases().get(`${PREFIX}/subnets/10.244.2.0-24`)).toBe(leaseBefore);
     expect(ping(ns("pod1a"), "10.244.2.2").status).toBe(0);
+  });
+
+  it("a node added at runtime is routed to by the others within 5 s; deleted, its routes go", async () => {
+    const out = tapnetOk(["lab", "node", "add", LAB, "node4", "--address", "192.168.0.4/24", "--pod-cidr", "10.244.4.0/24"]);
+    expect(out).toContain("node node4 joined lab fl-etcd-test: underlay 192.168.0.4/24, lease 10.244.4.0/24");
+    // When node4's agent wrote its lease (its log), and when each other agent had programmed
+    // the route (its peer's `since`, taken after the node accepted the changes): within 5 s.
+    const leased = /^(\S+) node4: lease 10\.244\.4\.0\/24/m.exec(fs.readFileSync(`/run/tapnet/${LAB}/node4.agent.log`, "utf8"))?.[1];
+    expect(leased).toBeDefined();
+    for (const n of ["node1", "node2", "node3"]) {
+      const since = await waitFor(`${n}'s agent to program node4's subnet`, () => agent(n).peers.find((p) => p.subnet === "10.244.4.0/24")?.since, 30_000, 100);
+      expect(Date.parse(since) - Date.parse(leased as string), `${n}: lease to route`).toBeLessThan(5_000);
+      expect(routes(n)).toContain("10.244.4.0/24 via 10.244.4.0 dev flannel.1 proto flannel");
+    }
+    expect(leases().has(`${PREFIX}/subnets/10.244.4.0-24`)).toBe(true);
+    expect(
+      agent("node4")
+        .peers.map((p) => p.subnet)
+        .sort(),
+    ).toEqual(["10.244.1.0/24", "10.244.2.0/24", "10.244.3.0/24"]);
+    // A pod on the new node, reached from a pod on an old one.
+    tapnetOk(["lab", "host", "add", LAB, "pod4a", "--node", "node4", "--ip", "10.244.4.2/24", "--gateway", "10.244.4.1"]);
+    let r = ping(ns("pod1a"), "10.244.4.2", 2);
+    expect(r.status, r.stdout).toBe(0);
+    // A node with hosts is not deleted.
+    r = tapnet(["lab", "node", "del", LAB, "node4"]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain("node node4 still has hosts (pod4a): tapnet lab host del them first");
+    tapnetOk(["lab", "host", "del", LAB, "pod4a"]);
+    expect(tapnetOk(["lab", "node", "del", LAB, "node4"])).toContain(`node node4 left lab ${LAB}; ${PREFIX}/subnets/10.244.4.0-24 deleted from etcd`);
+    for (const n of ["node1", "node2", "node3"])
+      await waitFor(`${n}: route to 10.244.4.0/24 withdrawn`, () => !routes(n).includes("10.244.4.0/24"), 15_000, 100);
+    expect(netnsList()).not.toContain(ns("node4"));
+    expect(Object.keys(state().agents)).not.toContain("node4");
   });
 
   it("an agent killed without cleanup: its lease expires and the other nodes withdraw its route, neighbour and FDB entry", async () => {
