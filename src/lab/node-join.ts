@@ -95,7 +95,9 @@ export async function nodeAdd(lab: string, node: string, a: NodeAdd, log: Log = 
     await request(cfg.controlSocket, { cmd: "announce" });
     startAgent(t, s, node);
     await waitAgents(s, [node], () => 0);
-    const st = await request<AgentStatus>((s.agents ?? {})[node].statusSocket, { cmd: "status" });
+    const rec = s.agents?.[node];
+    if (!rec) throw new Error(`the agent of node ${node} is not in the lab's state`);
+    const st = await request<AgentStatus>(rec.statusSocket, { cmd: "status" });
     log(`node ${node} joined lab ${lab}: underlay ${ul.address}, lease ${st.lease?.subnet}`);
   } catch (e) {
     await removeNode(s, node).catch(() => undefined);
