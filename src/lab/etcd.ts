@@ -64,10 +64,22 @@ export function etcdChecks(t: Topology): Problem[] {
     if (!segments.includes(e.segment))
       problems.push({ path: ["etcd", "segment"], message: `unknown segment '${e.segment}' (underlay.segments: ${segments.join(", ") || "none"})` });
     const taken = new Set([...Object.keys(t.nodes), ...Object.keys(t.hosts), ...Object.keys(t.underlay?.routers ?? {}), "ul"]);
+    // Underlay addresses already in use (nodes, their control addresses, routers), by address.
+    const used = new Map<string, string>();
+    for (const [n, s] of Object.entries(t.nodes)) {
+      if (s.underlay) used.set(s.underlay.address.split("/")[0], `node ${n}'s underlay address`);
+      if (s.control) used.set(s.control.split("/")[0], `node ${n}'s control address`);
+    }
+    for (const [r, attach] of Object.entries(t.underlay?.routers ?? {}))
+      for (const a of Object.values(attach)) used.set(a.split("/")[0], `router ${r}'s address`);
     for (const [m, a] of Object.entries(e.members)) {
       if (taken.has(m)) problems.push({ path: ["etcd", "members", m], message: `'${m}' is already a node, host, router or reserved name` });
       const c = splitCidr(a);
       if (!c) problems.push({ path: ["etcd", "members", m], message: `'${a}' is not a valid IPv4 address with prefix` });
+      const ip = a.split("/")[0];
+      const other = used.get(ip);
+      if (other) problems.push({ path: ["etcd", "members", m], message: `${ip} is already ${other}` });
+      used.set(ip, `etcd member ${m}'s address`);
     }
     if (!splitCidr(e.network)) problems.push({ path: ["etcd", "network"], message: `'${e.network}' is not a valid IPv4 CIDR` });
   }

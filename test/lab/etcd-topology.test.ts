@@ -84,6 +84,16 @@ describe("etcd and agents in topology files", () => {
       base(ETCD, "agent: flannel, control: 10.1.0.1/24", "host-gw"),
       /nodes\.node1\.control: 10\.1\.0\.1\/24 is not on the etcd members' subnet/,
     ],
+    [
+      "a member on a node's address",
+      base("etcd: { segment: net, members: { etcd1: 192.168.0.2/24 }, network: 10.244.0.0/16 }", "agent: flannel"),
+      /etcd\.members\.etcd1: 192\.168\.0\.2 is already node node2's underlay address/,
+    ],
+    [
+      "two members on one address",
+      base("etcd: { segment: net, members: { e1: 192.168.0.11/24, e2: 192.168.0.11/24, e3: 192.168.0.13/24 }, network: 10.244.0.0/16 }", "agent: flannel"),
+      /etcd\.members\.e2: 192\.168\.0\.11 is already etcd member e1's address/,
+    ],
     ["an ipip overlay", base(ETCD, "agent: flannel", "ipip"), /nodes\.node1\.agent: the flannel agent drives overlay backend vxlan or host-gw/],
   ])("refuses %s, saying where", (_what, yaml, re) => {
     expect(problems(yaml)).toMatch(re);
