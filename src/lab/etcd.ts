@@ -96,6 +96,19 @@ export function etcdChecks(t: Topology): Problem[] {
         path: at,
         message: `host-gw: node ${n}'s underlay address is its router's, so its agent reaches etcd from a second address: control: ADDRESS/LEN on the etcd segment`,
       });
+    // The subnet the agent asks for must be one flannel's config hands out (else it gets another
+    // and the pods' addresses, written in the file, do not fit).
+    const pod = spec.podCidr ? splitCidr(spec.podCidr) : null;
+    const net = e ? splitCidr(e.network) : null;
+    if (e && pod && net) {
+      const len = e.subnetLen ?? (net.prefixLen < 24 ? 24 : net.prefixLen + 1);
+      const inside = pod.prefixLen >= net.prefixLen && (pod.addr & maskOf(net.prefixLen)) >>> 0 === (net.addr & maskOf(net.prefixLen)) >>> 0;
+      if (!inside || pod.prefixLen !== len)
+        problems.push({
+          path: ["nodes", n, "podCidr"],
+          message: `${spec.podCidr} is not a /${len} of etcd.network ${e.network} (the subnets flannel hands out)`,
+        });
+    }
     if (spec.control && e) {
       const c = splitCidr(spec.control);
       const m0 = splitCidr(Object.values(e.members)[0] ?? "");

@@ -94,6 +94,16 @@ describe("etcd and agents in topology files", () => {
       base("etcd: { segment: net, members: { e1: 192.168.0.11/24, e2: 192.168.0.11/24, e3: 192.168.0.13/24 }, network: 10.244.0.0/16 }", "agent: flannel"),
       /etcd\.members\.e2: 192\.168\.0\.11 is already etcd member e1's address/,
     ],
+    [
+      "a podCidr outside the network",
+      base("etcd: { segment: net, members: { etcd1: 192.168.0.11/24 }, network: 10.96.0.0/16 }", "agent: flannel"),
+      /nodes\.node1\.podCidr: 10\.244\.1\.0\/24 is not a \/24 of etcd\.network 10\.96\.0\.0\/16/,
+    ],
+    [
+      "a podCidr of another length than subnetLen",
+      base("etcd: { segment: net, members: { etcd1: 192.168.0.11/24 }, network: 10.244.0.0/16, subnetLen: 25 }", "agent: flannel"),
+      /nodes\.node2\.podCidr: 10\.244\.2\.0\/24 is not a \/25 of etcd\.network/,
+    ],
     ["an ipip overlay", base(ETCD, "agent: flannel", "ipip"), /nodes\.node1\.agent: the flannel agent drives overlay backend vxlan or host-gw/],
   ])("refuses %s, saying where", (_what, yaml, re) => {
     expect(problems(yaml)).toMatch(re);
