@@ -50,6 +50,8 @@ if [ "$mode" = test ]; then
   want+=([/usr/lib/cni/host-local]=containernetworking-plugins [podman]=podman [runc]=runc [/bin/busybox]=busybox-static)
   # BIRD 2, the BGP peer of the calico-bgp labs' tests.
   want+=([bird]=bird2 [birdc]=bird2)
+  # The flannel-etcd lab's test drives a real etcd cluster and etcdctl (lab up installs them too).
+  want+=([etcd]=etcd-server [etcdctl]=etcd-client)
 fi
 missing=()
 # libFuzzer and the sanitizer runtimes of the default clang (Debian 12: libclang-rt-14-dev).

@@ -8,10 +8,12 @@
  *   tapnet stp on|off, security reset  layer-2 safety on a running lab (src/cli/l2.ts)
  *   tapnet node run CONFIG           the node process itself (started by its supervisor)
  *   tapnet node supervise CONFIG     a lab node's supervisor (started by lab up): restarts it
+ *   tapnet agent …                   flanneld's job for a node: subnet leases in etcd (src/cli/agent.ts)
  *   tapnet demo                      a guided tour on scripts/labs/switch.yaml
  */
 import { Command } from "commander";
 import { TopologyError } from "../lab/topology.js";
+import { registerAgent } from "./agent.js";
 import { registerCapture } from "./capture.js";
 import { registerCni } from "./cni.js";
 import { registerL2 } from "./l2.js";
@@ -28,6 +30,7 @@ registerCapture(program);
 registerVerbs(program);
 registerCni(program);
 registerL2(program);
+registerAgent(program);
 
 const nodeCmd = program.command("node").description("the node process (started by 'tapnet lab up')");
 nodeCmd

@@ -23,6 +23,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
 import { isBgp, sharedUnderlayCommands, sharedUnderlaySysctls, sharesUnderlay, startBirds } from "./bgp.js";
+import { type EtcdState, startAgents, startEtcd } from "./etcd.js";
 import { nodeConfig } from "./node-config.js";
 import { labDir, type LabState, type Log, nsName, readSupervisorStatus, writeState } from "./state.js";
 import { cmdline, ipBatch, isAlive, run, sleep } from "./sys.js";
@@ -42,7 +43,7 @@ function logTail(log: string): string {
  * or the node exited during start-up (the supervisor would only start it again).
  * Returns the node's PID.
  */
-async function waitReady(lab: string, node: string, n: LabState["nodes"][string], abort?: AbortSignal): Promise<number> {
+export async function waitReady(lab: string, node: string, n: LabState["nodes"][string], abort?: AbortSignal): Promise<number> {
   const deadline = Date.now() + 15_000;
   for (;;) {
     if (abort?.aborted) throw new Error("interrupted");
@@ -91,6 +92,7 @@ export function labNamespaces(t: Topology): string[] {
   const names = [...Object.keys(t.nodes), ...Object.keys(t.hosts)];
   if (Object.keys(t.underlay?.segments ?? {}).length) names.push("ul");
   names.push(...Object.keys(t.underlay?.routers ?? {}));
+  names.push(...Object.keys(t.etcd?.members ?? {}));
   return names.map((n) => nsName(t.name, n));
 }
 
@@ -162,6 +164,8 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     ipBatch(cmds, ns(node));
     if (shared) sharedUnderlaySysctls(ns(node));
   }
+  // The lab's etcd members on their segment (src/lab/etcd.ts), healthy before any agent starts.
+  await startEtcd(t, state as LabState & EtcdState, log, abort);
   // 3. Kernel nodes: a Linux bridge, and a kernel VXLAN device on it when asked.
   for (const [node, spec] of Object.entries(t.nodes)) {
     if (!isKernelNode(spec)) continue;
@@ -253,6 +257,8 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     writeState(state);
   }
   log(`nodes up: ${Object.keys(state.nodes).join(" ")}`);
+  // Each `agent:` node's agent leases its pod subnet and programs its peers from etcd.
+  await startAgents(t, state as LabState & EtcdState, log, abort);
   // 6. Hosts: hand each TAP host its port as eth0, then addresses and routes.
   for (const [h, hs] of Object.entries(t.hosts)) {
     await step();

@@ -9,6 +9,7 @@ import { RUN_DIR } from "../control/protocol.js";
 import type { SandboxReport } from "../node/sandbox.js";
 import { stopDaemons } from "./bgp.js";
 import { build, labNamespaces } from "./build.js";
+import { type EtcdState, stopEtcdAndAgents } from "./etcd.js";
 import { labDir, type LabState, listLabs, type Log, ownerOf, readState, readSupervisorStatus, type SupervisorStatus, writeState } from "./state.js";
 import { cmdline, isAlive, netnsList, run, sleep } from "./sys.js";
 import { loadTopology } from "./topology.js";
@@ -105,7 +106,7 @@ function runs(pid: number, words: string[]): boolean {
  * process is left (its supervisor was killed, or never existed): only processes /proc
  * still shows as ours.
  */
-async function stopNode(lab: string, name: string, n: LabState["nodes"][string]): Promise<void> {
+export async function stopNode(lab: string, name: string, n: LabState["nodes"][string]): Promise<void> {
   const sup = n.supervisor;
   if (sup !== undefined && runs(sup, ["supervise", n.config])) {
     const still = (): boolean => runs(sup, ["supervise", n.config]);
@@ -137,6 +138,7 @@ async function stopRun(r: { pid: number; command: string }): Promise<void> {
 async function teardown(state: LabState, log: Log, extraNamespaces: string[] = []): Promise<string[]> {
   for (const h of Object.values(state.hosts)) if (h.run) await stopRun(h.run);
   await stopDaemons(state);
+  await stopEtcdAndAgents(state as LabState & EtcdState);
   for (const [name, n] of Object.entries(state.nodes)) await stopNode(state.lab, name, n);
   const present = new Set(netnsList());
   const removed: string[] = [];

@@ -36,7 +36,8 @@ export function expandOverlay(t: Topology): { topology: Topology; notes: string[
     const s = me.s;
     const ulMtu = (s.underlay as NonNullable<NodeSpec["underlay"]>).mtu;
     s.interfaces.cni0 ??= { vlan: 1, address: `${ipToString(me.podNet + 1)}/${me.podLen}`, proxyArp: false };
-    const peers = info.filter((p) => p !== me);
+    // A node with an agent learns its peers from etcd at run time (src/agent/flannel.ts).
+    const peers = me.s.agent ? [] : info.filter((p) => p !== me && !p.s.agent);
     if (o.backend === "bgp" || o.backend === "bgp-ipip") {
       // Routes come from BGP, not from the file.
       expandBgpNode(out, me.n, s, me.podNet, me.podLen, peers);

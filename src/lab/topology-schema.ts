@@ -217,6 +217,27 @@ const NodeSpec = z.strictObject({
   /** The router's per-destination ICMP error limit (Linux's icmp_ratelimit in ms, icmp_ratemask). */
   icmp: IcmpSpec.optional(),
   neighbors: z.array(NeighbourSpec).default([]),
+  /** A control-plane agent beside the node (src/agent/): flannel leases its pod subnet from the lab's etcd. */
+  agent: z.enum(["flannel"]).optional(),
+  /** host-gw agents: the node kernel's own address on the etcd segment (the underlay address is the router's). */
+  control: cidr.optional(),
+});
+
+/** An etcd cluster of the lab (src/lab/etcd.ts): each member a namespace on an underlay segment. */
+const EtcdSpec = z.strictObject({
+  segment: z.string(),
+  /** member name -> its address on the segment (1, 3 or 5 members). */
+  members: z.record(name("an etcd member name"), cidr).refine((m) => [1, 3, 5].includes(Object.keys(m).length), "an etcd cluster has 1, 3 or 5 members"),
+  gateway: ipv4.optional(),
+  /** flannel's etcd prefix; the lab writes <prefix>/config from network, subnetLen and the overlay. */
+  prefix: z
+    .string()
+    .regex(/^\/[A-Za-z0-9._/-]*[^/]$/, "a key prefix like /coreos.com/network")
+    .default("/coreos.com/network"),
+  network: cidr,
+  subnetLen: z.number().int().min(1).max(30).optional(),
+  /** Seconds a subnet lease lives without renewal (flanneld's is a day; a lab's is short so a dead node's lease goes). */
+  leaseTtl: z.number().int().min(2).max(86400).default(60),
 });
 
 const HostSpec = z.strictObject({
@@ -261,6 +282,7 @@ const TopologySchema = z.strictObject({
       routers: z.record(name("a router name"), z.record(z.string(), cidr)).default({}),
     })
     .optional(),
+  etcd: EtcdSpec.optional(),
   /** What a CNI's agent would set up between the nodes' pod subnets (flanneld, Calico). */
   overlay: z
     .strictObject({
@@ -288,6 +310,7 @@ export type NodeSpec = z.infer<typeof NodeSpec>;
 export type LinkSpec = z.infer<typeof LinkSpec>;
 export type InterfaceSpec = z.infer<typeof InterfaceSpec>;
 export type VxlanSpec = z.infer<typeof VxlanSpec>;
+export type EtcdSpec = z.infer<typeof EtcdSpec>;
 export type StpSpec = z.infer<typeof StpSpec>;
 
 export function ipToU32(s: string): number | null {

@@ -7,6 +7,7 @@
 import fs from "node:fs";
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from "yaml";
 import type { z } from "zod";
+import { etcdChecks } from "./etcd.js";
 import { expandOverlay, overlayNotes } from "./overlay.js";
 import { type Declared, fabricChecks, type Problem, semanticChecks } from "./topology-checks.js";
 import { IFNAME_MAX, NAME, schemas, type Topology } from "./topology-schema.js";
@@ -86,7 +87,7 @@ export function parseTopology(text: string, file: string): Topology {
     nodes: new Set(Object.keys(recordOf((raw as Record<string, unknown>).nodes))),
     hosts: new Set(Object.keys(recordOf((raw as Record<string, unknown>).hosts))),
   };
-  const fabric = fabricChecks(data);
+  const fabric = [...fabricChecks(data), ...etcdChecks(data)];
   problems.push(...fabric);
   // The overlay is expanded only from a sound fabric (it computes from those fields).
   const { topology, notes } = fabric.length === 0 ? expandOverlay(data) : { topology: data, notes: [] };
