@@ -7,6 +7,7 @@ import type { GraphDescription } from "../node/graph.js";
 import type { SandboxReport } from "../node/sandbox.js";
 import { table, vlanList } from "./format.js";
 import { nodeSocket } from "./nodes.js";
+import { renderMesh } from "../mesh/show.js";
 
 export function registerShow(program: Command): void {
   const show = program
@@ -328,6 +329,8 @@ export function registerShow(program: Command): void {
     mtu: number;
     counters: Record<string, number>;
   }
+  showCommand("mesh", "the mesh peer's view: connections, peers and routes (direct or relay), broadcast tree", renderMesh);
+
   showCommand("tunnels", "tunnel endpoints (VXLAN, IPIP) and their counters", (d) => {
     const rows = d as TunnelRow[];
     if (rows.length === 0) return "  (no tunnels)";

@@ -11,7 +11,7 @@ export interface NodePortConfig {
    * tap: a TAP device the node creates; pcap: an existing interface opened with
    * libpcap; vxlan/ipip: a tunnel endpoint over the node namespace's kernel network.
    */
-  kind: "tap" | "pcap" | "vxlan" | "ipip";
+  kind: "tap" | "pcap" | "vxlan" | "ipip" | "mesh";
   /** Device name in the node's network namespace. */
   ifname: string;
   vlan: SwitchPortMode;
@@ -31,6 +31,8 @@ export interface NodePortConfig {
     underlayMtu: number;
   };
   ipip?: { localAddr: string; peers: string[]; underlayMtu: number };
+  /** A mesh peer (src/mesh/): its name, TCP/UDP port, password, peers to connect to, own addresses. */
+  mesh?: { name: string; port: number; password?: string; peers: string[]; addresses: string[]; underlayMtu: number };
 }
 
 export interface RouterInterfaceConfig {

@@ -17,6 +17,7 @@ import { parseConntrackQuery } from "../elements/conntrack-list.js";
 import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch.js";
 import { IpipPort } from "../io/ipip-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
+import { meshAgentOf, type MeshAgent } from "../mesh/node-mesh.js";
 import { macToString } from "../wire/mac.js";
 import type { NodeConfig } from "./config.js";
 import { buildGraph, type NodeGraph } from "./graph.js";
@@ -48,6 +49,8 @@ export class TapnetNode {
   private journal: Journal | null = null;
   /** What the journal replay at start did. */
   private replayed = { applied: 0, failed: 0 };
+  /** The mesh peer's control plane, when the node has a mesh port. */
+  readonly mesh: MeshAgent | null;
 
   /**
    * @param sandbox install the seccomp allow-list at the end of start() (the node
@@ -62,6 +65,7 @@ export class TapnetNode {
     this.sw = this.graph.sw;
     this.router = this.graph.router;
     this.modes = this.graph.modes;
+    this.mesh = meshAgentOf(this.graph);
     this.control = new ControlServer(config.controlSocket, {
       status: () => this.status(),
       change: (req) => this.change(req),
@@ -85,6 +89,10 @@ export class TapnetNode {
         return null;
       },
       capture: (req, sock) => this.capture(req, sock),
+      mesh: () => {
+        if (!this.mesh) throw new Error(`node ${this.config.node} is no mesh peer (no mesh overlay)`);
+        return this.mesh.show();
+      },
       "fdb-flush": () => {
         this.sw.flush();
         return null;
@@ -105,8 +113,10 @@ export class TapnetNode {
           });
         }
       }
+      await this.mesh?.start();
       await this.control.listen();
     } catch (e) {
+      this.mesh?.stop();
       this.engine.stop();
       throw e;
     }
@@ -209,6 +219,7 @@ export class TapnetNode {
     if (this.ageTimer) clearInterval(this.ageTimer);
     if (this.tickTimer) clearInterval(this.tickTimer);
     this.journal?.close();
+    this.mesh?.stop();
     this.control.close();
     this.engine.stop();
   }
