@@ -288,11 +288,6 @@ export class MeshAgent {
   private onData(c: Conn, d: Buffer): void {
     if (c.closed) return;
     const msgs = c.reader.push(d);
-    if (msgs === "too-long") {
-      this.counters.tooLong++;
-      this.refuse(c, "message longer than 1 MiB");
-      return;
-    }
     for (const m of msgs) {
       if (c.closed || c.sock.destroyed) return;
       try {
@@ -302,6 +297,10 @@ export class MeshAgent {
         this.counters.badMessages++;
         this.log(`mesh: internal error on a message from ${c.addr}: ${(e as Error).message}`);
       }
+    }
+    if (c.reader.tooLong && !c.closed) {
+      this.counters.tooLong++;
+      this.refuse(c, "message longer than 1 MiB");
     }
   }
 

@@ -33,8 +33,12 @@
  * Garbage collection. A peer no path reaches (its connections gone from every
  * neighbour's announcement) is removed at the second collection that finds it
  * unreachable (the agent collects every second): one sweep of grace lets an entry
- * arrive before the announcement of the connection that reaches it.
+ * arrive before the announcement of the connection that reaches it. A removed entry's
+ * version is remembered for TOMBSTONE_MS, so a neighbour that has not collected it yet
+ * cannot gossip it back; a new life of that peer has a higher version and passes.
  */
+
+const TOMBSTONE_MS = 60_000;
 
 export interface ConnAnnounce {
   /** The peer at the other end. */
@@ -96,6 +100,8 @@ export class MeshTopology {
   readonly peers = new Map<string, PeerEntry>();
   /** Peers found unreachable at the last collection (removed at the next one). */
   private doomed = new Set<string>();
+  /** Removed peers: the version they had, and when (merge refuses that version or older). */
+  private readonly tombstones = new Map<string, { version: number; at: number }>();
 
   constructor(
     readonly self: string,
@@ -136,6 +142,8 @@ export class MeshTopology {
       }
       const have = this.peers.get(e.name);
       if (have !== undefined && e.version <= have.version) continue;
+      const tomb = this.tombstones.get(e.name);
+      if (have === undefined && tomb !== undefined && e.version <= tomb.version) continue;
       const copy = { name: e.name, uid: e.uid, version: e.version, addresses: [...e.addresses], conns: e.conns.map((c) => ({ ...c })) };
       this.peers.set(e.name, copy);
       this.doomed.delete(e.name);
@@ -199,13 +207,15 @@ export class MeshTopology {
    * Removes peers unreachable at this collection and the one before; returns their
    * names. Peers unreachable now for the first time are kept until the next one.
    */
-  collect(): string[] {
+  collect(now = Date.now()): string[] {
+    for (const [name, t] of this.tombstones) if (now - t.at > TOMBSTONE_MS) this.tombstones.delete(name);
     const reach = this.bfs(this.self);
     const removed: string[] = [];
     const next = new Set<string>();
     for (const name of this.peers.keys()) {
       if (reach.has(name)) continue;
       if (this.doomed.has(name)) {
+        this.tombstones.set(name, { version: (this.peers.get(name) as PeerEntry).version, at: now });
         this.peers.delete(name);
         removed.push(name);
       } else next.add(name);

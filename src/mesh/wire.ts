@@ -84,18 +84,25 @@ export function encodeMessage(type: number, body: unknown): Buffer {
 
 /**
  * Splits a TCP byte stream into messages. push() returns the messages complete so far
- * (type and parsed body, or body undefined when it is not JSON), or "too-long" when
- * a length exceeds MAX_MESSAGE (the caller closes the connection).
+ * (type and parsed body, or body undefined when it is not JSON); when a length exceeds
+ * MAX_MESSAGE it stops there and sets `tooLong` (the caller closes the connection
+ * after handling the messages before it).
  */
 export class MessageReader {
   private buf: Buffer = Buffer.alloc(0);
+  tooLong = false;
 
-  push(chunk: Buffer): Array<{ type: number; body: unknown }> | "too-long" {
+  push(chunk: Buffer): Array<{ type: number; body: unknown }> {
+    if (this.tooLong) return [];
     this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     const out: Array<{ type: number; body: unknown }> = [];
     while (this.buf.length >= 4) {
       const len = this.buf.readUInt32BE(0);
-      if (len > MAX_MESSAGE) return "too-long";
+      if (len > MAX_MESSAGE) {
+        this.tooLong = true;
+        this.buf = Buffer.alloc(0);
+        break;
+      }
       if (len === 0) {
         out.push({ type: 0, body: undefined });
         this.buf = this.buf.subarray(4);
