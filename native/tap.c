@@ -11,9 +11,22 @@
  * a 12-byte struct virtio_net_hdr_v1 (TUNSETVNETHDRSZ; virtio 1.1 section 5.1.6),
  * and the kernel may hand over TSO super-frames and partial checksums
  * (TUNSETOFFLOAD: CSUM, TSO4, TSO6, TSO_ECN).
+ *
+ * Surviving the process (a lab node restarted after a crash):
+ *   - `persist` makes the TAP persistent (TUNSETPERSIST): it outlives its last fd, so
+ *     a host whose eth0 it is keeps its interface, addresses and routes while the
+ *     node is down; tapPersist(fd, false) undoes it before a port is removed for good;
+ *   - tapAttachIn({ netns, name, offload }) re-attaches to a TAP that lives in another
+ *     network namespace (a host's eth0): setns(2) on the calling thread into that
+ *     namespace, open /dev/net/tun there (TUNSETIFF looks the name up in the namespace
+ *     the tun file was opened in), attach, setns back. It needs CAP_SYS_ADMIN (setns),
+ *     which only the lab's supervisor has; the node gets the fd by inheritance;
+ *   - openTap({ fd }) adopts such an inherited fd instead of opening a new one.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
 #include <net/if.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -309,7 +322,24 @@ static const errno_msg_t tunsetiff_errors[] = {
     {0, "cannot create or attach TAP %s"},
 };
 
-static int open_tap_fd(napi_env env, const char *name, bool offload, bool multi_queue, char real_name[IFNAMSIZ]) {
+/* The virtio-net header size and the offloads of a TAP opened or adopted with
+ * `offload`; 0, or -1 with an exception pending (the fd is left to the caller). */
+static int set_offloads(napi_env env, int fd, const char *name) {
+  int sz = VNET_HDR_LEN;
+  if (ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) {
+    throw_sys(env, errno, "ioctl(TUNSETVNETHDRSZ)", "cannot set the virtio-net header size of TAP %s to 12", name);
+    return -1;
+  }
+  unsigned int off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+  if (ioctl(fd, TUNSETOFFLOAD, off) < 0) {
+    throw_sys(env, errno, "ioctl(TUNSETOFFLOAD)", "cannot enable checksum/TSO offloads on TAP %s", name);
+    return -1;
+  }
+  return 0;
+}
+
+static int open_tap_fd(napi_env env, const char *name, bool offload, bool multi_queue, bool persist,
+                       char real_name[IFNAMSIZ]) {
   int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     throw_sys_table(env, errno, "open", open_errors, name);
@@ -329,23 +359,67 @@ static int open_tap_fd(napi_env env, const char *name, bool offload, bool multi_
   memcpy(real_name, ifr.ifr_name, IFNAMSIZ);
   real_name[IFNAMSIZ - 1] = '\0';
 
-  if (offload) {
-    int sz = VNET_HDR_LEN;
-    if (ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) {
-      int err = errno;
-      close(fd);
-      throw_sys(env, err, "ioctl(TUNSETVNETHDRSZ)", "cannot set the virtio-net header size of TAP %s to 12", real_name);
-      return -1;
-    }
-    unsigned int off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
-    if (ioctl(fd, TUNSETOFFLOAD, off) < 0) {
-      int err = errno;
-      close(fd);
-      throw_sys(env, err, "ioctl(TUNSETOFFLOAD)", "cannot enable checksum/TSO offloads on TAP %s", real_name);
-      return -1;
-    }
+  if (offload && set_offloads(env, fd, real_name) < 0) {
+    close(fd);
+    return -1;
+  }
+  /* Last: a TAP this call created and could not set up goes away with the close above. */
+  if (persist && ioctl(fd, TUNSETPERSIST, 1) < 0) {
+    int err = errno;
+    close(fd);
+    throw_sys(env, err, "ioctl(TUNSETPERSIST)", "cannot make TAP %s persistent", real_name);
+    return -1;
   }
   return fd;
+}
+
+/*
+ * An inherited fd that is attached to a TAP (tapAttachIn in the parent): checks it
+ * is one, with the header mode the caller expects, makes it non-blocking and
+ * close-on-exec, sets the offloads again. Fills the device's name (as its own
+ * namespace knows it) and MAC; 0, or -1 with an exception pending (fd left open:
+ * it is the caller's).
+ */
+static int adopt_tap_fd(napi_env env, int fd, const char *port, bool offload, bool persist, char real_name[IFNAMSIZ],
+                        double *mac) {
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  if (ioctl(fd, TUNGETIFF, &ifr) < 0) {
+    int err = errno;
+    char what[64];
+    snprintf(what, sizeof what, "%d", fd);
+    throw_sys(env, err, "ioctl(TUNGETIFF)",
+              "openTap: fd %s is not a /dev/net/tun file attached to a TAP (was it inherited from the supervisor?)", what);
+    return -1;
+  }
+  memcpy(real_name, ifr.ifr_name, IFNAMSIZ);
+  real_name[IFNAMSIZ - 1] = '\0';
+  const bool vnet = (ifr.ifr_flags & IFF_VNET_HDR) != 0;
+  if (!(ifr.ifr_flags & IFF_TAP) || !(ifr.ifr_flags & IFF_NO_PI) || vnet != offload) {
+    throw_fmt(env, ERR_PLAIN, "EINVAL",
+              "openTap: the fd for port %s is attached to %s with flags 0x%x, expected a TAP without packet information%s",
+              port, real_name, (unsigned)ifr.ifr_flags & 0xffff,
+              offload ? " and with virtio-net headers (IFF_VNET_HDR)" : " and without virtio-net headers");
+    return -1;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+    throw_sys(env, errno, "fcntl", "openTap: cannot make the fd of TAP %s non-blocking", real_name);
+    return -1;
+  }
+  if (offload && set_offloads(env, fd, real_name) < 0) return -1;
+  if (persist && ioctl(fd, TUNSETPERSIST, 1) < 0) {
+    throw_sys(env, errno, "ioctl(TUNSETPERSIST)", "cannot make TAP %s persistent", real_name);
+    return -1;
+  }
+  /* tun answers SIOCGIFHWADDR on its own fd: the MAC without a socket in the TAP's
+   * namespace (which is not ours). */
+  memset(&ifr, 0, sizeof ifr);
+  uint64_t m = 0;
+  if (ioctl(fd, SIOCGIFHWADDR, &ifr) == 0)
+    for (int i = 0; i < 6; i++) m = (m << 8) | (unsigned char)ifr.ifr_hwaddr.sa_data[i];
+  *mac = (double)m;
+  return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -365,13 +439,16 @@ static napi_value js_open_tap(napi_env env, napi_callback_info cbinfo) {
   napi_value name_v;
   NAPI_OK_OR_THROW(napi_get_named_property(env, opts, "name", &name_v), "name");
   if (!get_ifname(env, name_v, fn, name)) return NULL;
-  bool offload = false, multi_queue = false;
+  bool offload = false, multi_queue = false, persist = false;
   val_view_t pool, arrays[2];
   uint32_t rx_base = 0, slots = 0, slot_size = 0, headroom = 0;
+  uint32_t adopt_fd = UINT32_MAX; /* absent: create or attach by name */
   napi_value cb = NULL;
   const val_spec_t spec[] = {
       {"offload", VAL_BOOL, 0, 0, NULL, &offload},
       {"multiQueue", VAL_BOOL, 0, 0, NULL, &multi_queue},
+      {"persist", VAL_BOOL, 0, 0, NULL, &persist},
+      {"fd", VAL_U32, 0, INT_MAX, NULL, &adopt_fd},
       {"pool", VAL_BYTES, VAL_REQUIRED, 0, NULL, &pool},
       {"rxBase", VAL_U32, VAL_REQUIRED, UINT32_MAX, NULL, &rx_base},
       {"slots", VAL_U32, VAL_REQUIRED, UINT32_MAX, NULL, &slots},
@@ -383,28 +460,56 @@ static napi_value js_open_tap(napi_env env, napi_callback_info cbinfo) {
   };
   static const char *const array_names[] = {"offsets", "lengths"};
   if (!read_options(env, fn, opts, spec, VAL_COUNT(spec))) return NULL;
+  if (adopt_fd <= STDERR_FILENO) {
+    throw_fmt(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "openTap: option 'fd' must be an inherited fd >= 3 (0-2 are stdio), got %u",
+              adopt_fd);
+    return NULL;
+  }
+  /* From here an adopted fd is this call's: closed on every failure. */
+  const int given_fd = adopt_fd != UINT32_MAX ? (int)adopt_fd : -1;
   const uint32_t min_room = ETH_HLEN_MIN + (offload ? VNET_HDR_LEN : 0);
   if ((uint64_t)headroom + min_room > slot_size) {
     throw_fmt(env, ERR_RANGE, "ERR_OUT_OF_RANGE",
               "openTap: slotSize %u leaves no room for a frame after headroom %u: need slotSize >= headroom + %u%s",
               slot_size, headroom, min_room,
               offload ? " (12-byte virtio-net header + Ethernet header)" : " (Ethernet header)");
+    if (given_fd >= 0) close(given_fd);
     return NULL;
   }
-  if (!check_rx_region(env, fn, pool.len, rx_base, slots, slot_size, arrays, array_names, 2)) return NULL;
+  if (!check_rx_region(env, fn, pool.len, rx_base, slots, slot_size, arrays, array_names, 2)) {
+    if (given_fd >= 0) close(given_fd);
+    return NULL;
+  }
 
   addon_data_t *ad = NULL;
   NAPI_OK_OR_THROW(napi_get_instance_data(env, (void **)&ad), "instance data");
   char real_name[IFNAMSIZ];
-  int fd = open_tap_fd(env, name, offload, multi_queue, real_name);
-  if (fd < 0) return NULL;
-  ifinfo_t ii;
-  const char *syscall = NULL;
-  int err = query_ifinfo(real_name, &ii, &syscall);
-  if (err != 0) {
-    close(fd);
-    throw_sys(env, err, syscall, "cannot read MAC/MTU/ifindex of the new TAP %s", real_name);
-    return NULL;
+  ifinfo_t ii = {0, 0, 0};
+  int fd;
+  if (given_fd >= 0) {
+    if (multi_queue) {
+      close(given_fd);
+      throw_fmt(env, ERR_PLAIN, "ERR_INVALID_ARG_VALUE", "openTap: fd and multiQueue do not go together (an fd is one queue)");
+      return NULL;
+    }
+    /* The TAP lives in another namespace (a host's eth0): no ifindex or MTU from
+     * here (0: unknown). */
+    fd = given_fd;
+    if (adopt_tap_fd(env, fd, name, offload, persist, real_name, &ii.mac) < 0) {
+      close(fd);
+      return NULL;
+    }
+  } else {
+    fd = open_tap_fd(env, name, offload, multi_queue, persist, real_name);
+    if (fd < 0) return NULL;
+    const char *syscall = NULL;
+    int err = query_ifinfo(real_name, &ii, &syscall);
+    if (err != 0) {
+      if (persist) ioctl(fd, TUNSETPERSIST, 0);
+      close(fd);
+      throw_sys(env, err, syscall, "cannot read MAC/MTU/ifindex of the new TAP %s", real_name);
+      return NULL;
+    }
   }
   named_value_t props[] = {{"name", NULL}, {"ifindex", NULL}, {"mac", NULL}, {"mtu", NULL}};
   tap_t *tap = calloc(1, sizeof *tap);
@@ -430,12 +535,140 @@ static napi_value js_open_tap(napi_env env, napi_callback_info cbinfo) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* tapPersist(fd, on) and tapAttachIn({ netns, name, offload })             */
+
+static napi_value js_tap_persist(napi_env env, napi_callback_info cbinfo) {
+  napi_value argv[2];
+  if (!get_args(env, cbinfo, "tapPersist", 2, argv)) return NULL;
+  uint32_t fd = 0;
+  bool on = false;
+  const val_spec_t args[] = {
+      {"fd", VAL_U32, VAL_REQUIRED, INT_MAX, NULL, &fd},
+      {"on", VAL_BOOL, VAL_REQUIRED, 0, NULL, &on},
+  };
+  if (!read_args(env, "tapPersist", argv, 2, args, VAL_COUNT(args), NULL)) return NULL;
+  if (ioctl((int)fd, TUNSETPERSIST, on ? 1 : 0) < 0) {
+    char what[16];
+    snprintf(what, sizeof what, "%u", fd);
+    throw_sys(env, errno, "ioctl(TUNSETPERSIST)", "tapPersist: cannot change the persistence of the TAP on fd %s", what);
+    return NULL;
+  }
+  return NULL;
+}
+
+static const errno_msg_t setns_errors[] = {
+    {EPERM, "tapAttachIn: entering network namespace %s needs CAP_SYS_ADMIN"},
+    {ENOENT, "tapAttachIn: there is no network namespace %s"},
+    {0, "tapAttachIn: cannot enter network namespace %s"},
+};
+
+/* Back to the namespace the thread came from; a thread left elsewhere would open
+ * everything after this in a host's namespace, so failing here is fatal. */
+static void setns_back(int self) {
+  if (setns(self, CLONE_NEWNET) < 0) {
+    fprintf(stderr, "tapnet: tapAttachIn: cannot return to the original network namespace (%s)\n", strerror(errno));
+    abort();
+  }
+  close(self);
+}
+
+static napi_value js_tap_attach_in(napi_env env, napi_callback_info cbinfo) {
+  const char *fn = "tapAttachIn";
+  napi_value opts = options_arg(env, cbinfo, fn);
+  if (opts == NULL) return NULL;
+  char netns[PATH_MAX];
+  napi_value v;
+  napi_valuetype t;
+  size_t len = 0;
+  NAPI_OK_OR_THROW(napi_get_named_property(env, opts, "netns", &v), "netns");
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string ||
+      napi_get_value_string_utf8(env, v, netns, sizeof netns, &len) != napi_ok || len == 0 || len >= sizeof netns - 1) {
+    throw_fmt(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "%s: option 'netns' must be the path of a network namespace (/run/netns/NAME)", fn);
+    return NULL;
+  }
+  char name[IFNAMSIZ];
+  NAPI_OK_OR_THROW(napi_get_named_property(env, opts, "name", &v), "name");
+  if (!get_ifname(env, v, fn, name)) return NULL;
+  bool offload = false;
+  const val_spec_t spec[] = {{"offload", VAL_BOOL, 0, 0, NULL, &offload}};
+  if (!read_options(env, fn, opts, spec, VAL_COUNT(spec))) return NULL;
+
+  int target = open(netns, O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    throw_sys_table(env, errno, "open", setns_errors, netns);
+    return NULL;
+  }
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) {
+    int err = errno;
+    close(target);
+    throw_sys(env, err, "open", "%s: cannot open this thread's network namespace", fn);
+    return NULL;
+  }
+  if (setns(target, CLONE_NEWNET) < 0) {
+    int err = errno;
+    close(target);
+    close(self);
+    throw_sys_table(env, err, "setns", setns_errors, netns);
+    return NULL;
+  }
+  close(target);
+  /* In the TAP's namespace now: open, attach, read what the node will report. */
+  int err = 0;
+  const char *syscall = NULL;
+  const char *what = NULL;
+  ifinfo_t ii = {0, 0, 0};
+  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    err = errno;
+    syscall = "open";
+    what = "tapAttachIn: cannot open /dev/net/tun to attach to %s";
+  } else {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, name, strnlen(name, IFNAMSIZ - 1));
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (offload ? IFF_VNET_HDR : 0);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+      err = errno;
+      syscall = "ioctl(TUNSETIFF)";
+      what = "tapAttachIn: cannot attach to TAP %s (busy: another process has it; EINVAL: not a TAP)";
+    } else if (ioctl(fd, TUNGETIFF, &ifr) < 0 || !(ifr.ifr_flags & IFF_PERSIST)) {
+      /* TUNSETIFF creates a TAP when the name is free: one that is not persistent
+       * was made just now, and goes again with this close. */
+      err = ENODEV;
+      syscall = "ioctl(TUNSETIFF)";
+      what = "tapAttachIn: there is no persistent TAP named %s in that namespace";
+    } else if ((err = query_ifinfo(name, &ii, &syscall)) != 0) {
+      what = "tapAttachIn: cannot read MAC/MTU/ifindex of TAP %s";
+    }
+    if (err != 0) close(fd);
+  }
+  setns_back(self);
+  if (err != 0) {
+    throw_sys(env, err, syscall, what, name);
+    return NULL;
+  }
+  named_value_t vals[] = {{"fd", NULL}, {"mtu", NULL}, {"ifindex", NULL}, {"mac", NULL}};
+  napi_value obj;
+  if (napi_create_object(env, &obj) != napi_ok || napi_create_int32(env, fd, &vals[0].v) != napi_ok ||
+      napi_create_int32(env, ii.mtu, &vals[1].v) != napi_ok || napi_create_int32(env, ii.ifindex, &vals[2].v) != napi_ok ||
+      napi_create_double(env, ii.mac, &vals[3].v) != napi_ok || !define_values(env, obj, vals, 4)) {
+    close(fd);
+    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapAttachIn: internal N-API failure", 0, NULL);
+    return NULL;
+  }
+  return obj;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Module part                                                              */
 
 bool tap_init(napi_env env, napi_value exports, addon_data_t *ad) {
   napi_property_descriptor fns[] = {
       {"openTap", NULL, js_open_tap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"interfaceInfo", NULL, js_interface_info, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tapPersist", NULL, js_tap_persist, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tapAttachIn", NULL, js_tap_attach_in, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (!pollfd_define_class(env, &tap_kind, "write", js_write, &ad->tap_ctor) ||
       napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns) != napi_ok) {

@@ -7,6 +7,7 @@
 //   sudo npm run bench -- --repeat 3 --svg ratios.svg   # medians of 3 (about 9 minutes)
 //   sudo node scripts/bench.mjs switch router --duration 3 --json out.json --markdown
 //   npm run bench -- tables                  # FDB and FIB with 1 M entries (20 s; 1 min with --repeat 3)
+//   sudo npm run bench -- control            # the control plane: route changes, a host joining (2 minutes)
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
 //
 // Scenarios and their references:
@@ -33,6 +34,14 @@
 //           plus direct lookups on its FdbTable vs Map.get() ("direct M/s"),
 //           and the FIB with 1 M routes vs a Map per prefix length (scripts/bench-fib.mjs):
 //           build time, lookups/s, bytes per entry (JS heap and RSS growth)
+//   control runtime changes to a router node (scripts/bench/control.mjs, which says how):
+//           route additions/s over the control socket, batched (`changes`) and one request
+//           each, idle and under a TCP stream / a 64-byte flood through the node (ratio:
+//           under load / idle); the forwarding rate during a burst of --routes additions
+//           against the same load without it; ping's max RTT across the burst; the route
+//           table checked after every burst (a mismatch fails the run); `lab host add` to
+//           the host's first ping reply against `lab up` of a one-host lab; for scale, the
+//           kernel (ip -batch, a host joined by hand to a bridge). Its own table.
 //
 // Metrics, per implementation and repetition: iperf3 TCP throughput (-t DURATION -J,
 // one stream); 64-byte frames/s forwarded under a flood: trafgen (Debian: netsniff-ng),
@@ -69,7 +78,9 @@
 // N (default 1; use 3 for numbers worth quoting), --pings N (default 1000), --json
 // FILE, --markdown [FILE] (the table as markdown, on stdout or into FILE), --svg FILE
 // (a bar chart of the ratios), --table-size N (tables: MACs and routes, default
-// 1000000), --cleanup. Progress goes to stderr, the table to stdout. Needs root, a
+// 1000000), --routes N (control: route additions per burst, default 100000), --host-adds
+// K (control: hosts joined, and reference labs brought up, per repetition, default 3),
+// --cleanup. Progress goes to stderr, the table to stdout. Needs root, a
 // built tree (npm run build), iperf3, trafgen (netsniff-ng), ping and gcc. Every
 // namespace and process it makes is removed on exit, on failure and on Ctrl-C;
 // processes are stopped by the PIDs it started.
@@ -79,6 +90,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { median, percentile, ratio as ratioOf } from "./bench/stats.mjs";
+import { runControl } from "./bench/control.mjs";
 import { ratioChart } from "./bench/svg.mjs";
 import { runTables } from "./bench/tables.mjs";
 
@@ -86,9 +98,13 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const CLI = path.join(ROOT, "dist/cli/main.js");
 const LABS = path.join(ROOT, "scripts/labs");
 const BENCH_LABS = path.join(ROOT, "scripts/bench");
+/** Scenarios measured the same way (measure(): TCP, 64B flood, RTT) on each implementation's path. */
 const SCENARIOS = ["switch", "router", "vxlan", "ipip", "nat"];
+/** The control plane's scenario (scripts/bench/control.mjs): network, in the default set, its own table. */
+const CONTROL = "control";
 /** Scenarios that run only when named. */
 const EXTRA = ["tables"];
+const ALL = [...SCENARIOS, CONTROL, ...EXTRA];
 /** Prefix of the namespaces the bench makes itself (labs' namespaces are tn.bench-…). */
 const NS_PREFIX = "tnb-";
 const IPERF_PORT = 5201;
@@ -99,12 +115,13 @@ const ECHO_PORT = 5202;
 function usage(code) {
   const out = code ? process.stderr : process.stdout;
   out.write(
-    `usage: node scripts/bench.mjs [${[...SCENARIOS, ...EXTRA].join("|")}…] [--duration S] [--repeat N] [--pings N]\n` +
-      `                              [--json FILE] [--markdown [FILE]] [--svg FILE] [--table-size N] [--cleanup]\n` +
-      `  default: every network scenario (${SCENARIOS.join(" ")}), --duration 5 --repeat 1 --pings 1000;\n` +
+    `usage: node scripts/bench.mjs [${ALL.join("|")}…] [--duration S] [--repeat N] [--pings N]\n` +
+      `                              [--json FILE] [--markdown [FILE]] [--svg FILE] [--table-size N] [--routes N] [--host-adds K] [--cleanup]\n` +
+      `  default: every network scenario (${[...SCENARIOS, CONTROL].join(" ")}), --duration 5 --repeat 1 --pings 1000;\n` +
       `  'tables' (FDB and FIB with --table-size entries, default 1000000) runs only when named.\n` +
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
-      `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n`,
+      `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
+      `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n`,
   );
   process.exit(code);
 }
@@ -115,6 +132,8 @@ const opts = {
   repeat: 1,
   pings: 1000,
   tableSize: 1_000_000,
+  routes: 100_000,
+  hostAdds: 3,
   json: null,
   markdown: false,
   markdownFile: null,
@@ -149,6 +168,12 @@ const opts = {
     } else if (isOpt(x, "table-size")) {
       opts.tableSize = intOpt(x, "table-size", 1000, 4_000_000, i);
       i += step;
+    } else if (isOpt(x, "routes")) {
+      opts.routes = intOpt(x, "routes", 1000, 1_000_000, i);
+      i += step;
+    } else if (isOpt(x, "host-adds")) {
+      opts.hostAdds = intOpt(x, "host-adds", 1, 50, i);
+      i += step;
     } else if (x === "--json") {
       opts.json = a[++i];
       if (!opts.json) usage(2);
@@ -161,7 +186,7 @@ const opts = {
       opts.svg = x.slice(6);
     } else if (x === "--markdown") {
       opts.markdown = true;
-      if (a[i + 1] !== undefined && !a[i + 1].startsWith("--") && ![...SCENARIOS, ...EXTRA].includes(a[i + 1])) opts.markdownFile = a[++i];
+      if (a[i + 1] !== undefined && !a[i + 1].startsWith("--") && !ALL.includes(a[i + 1])) opts.markdownFile = a[++i];
     } else if (x.startsWith("--markdown=")) {
       opts.markdown = true;
       opts.markdownFile = x.slice(11);
@@ -169,20 +194,19 @@ const opts = {
       opts.cleanup = true;
     } else if (x === "-h" || x === "--help") {
       usage(0);
-    } else if (SCENARIOS.includes(x) || EXTRA.includes(x)) {
+    } else if (ALL.includes(x)) {
       if (!opts.scenarios.includes(x)) opts.scenarios.push(x);
     } else {
-      process.stderr.write(`bench: unknown scenario or option '${x}' (scenarios: ${[...SCENARIOS, ...EXTRA].join(", ")})\n`);
+      process.stderr.write(`bench: unknown scenario or option '${x}' (scenarios: ${ALL.join(", ")})\n`);
       usage(2);
     }
   }
-  if (opts.scenarios.length === 0) opts.scenarios = [...SCENARIOS];
+  if (opts.scenarios.length === 0) opts.scenarios = [...SCENARIOS, CONTROL];
   // Keep the scenarios in their canonical order: ipip reuses vxlan's kernel reference.
-  const order = [...SCENARIOS, ...EXTRA];
-  opts.scenarios.sort((x, y) => order.indexOf(x) - order.indexOf(y));
+  opts.scenarios.sort((x, y) => ALL.indexOf(x) - ALL.indexOf(y));
 }
 /** Whether any scenario needs namespaces (everything but `tables`). */
-const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x));
+const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL);
 
 const T0 = Date.now();
 const say = (msg) => process.stderr.write(`bench [${((Date.now() - T0) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
@@ -1393,11 +1417,37 @@ function markdownTable(head, body, numeric) {
   return `${lines.join("\n")}\n`;
 }
 
+const CHEAD = ["control", "tapnet", "reference", "reference value", "ratio"];
+const CNUMERIC = (i) => i === 1 || i === 3 || i === 4;
+
+/** A control figure in its unit's precision. */
+function controlValue(x, unit) {
+  if (x === null || x === undefined || !Number.isFinite(x)) return "-";
+  if (unit === "kpps") return x.toFixed(1);
+  if (unit === "Gbit/s") return x.toFixed(2);
+  return Math.round(x).toLocaleString("en");
+}
+
+function controlRows(ctl) {
+  const out = ctl.metrics.map((m) => [m.label, controlValue(m.tapnet, m.unit), m.referenceName, controlValue(m.reference, m.unit), fr(m.ratio)]);
+  const bad = ctl.checkFailures.length;
+  out.push([
+    "route table after each burst",
+    bad ? `WRONG ${bad} of ${ctl.checks.length}` : `correct, ${ctl.checks.length} of ${ctl.checks.length}`,
+    "show route --json",
+    "",
+    bad ? "FAILED" : "",
+  ]);
+  return out;
+}
+
 /** The tables of a report, as text or markdown. */
 function tables(report, md) {
   const fmt = md ? markdownTable : textTable;
   const parts = [];
   if (report.scenarios.length) parts.push(fmt(HEAD, rows(report), NUMERIC));
+  if (report.control) parts.push(fmt(CHEAD, controlRows(report.control), CNUMERIC));
+  if (report.controlError) parts.push(`control: failed: ${report.controlError}\n`);
   if (report.tables) parts.push(fmt(THEAD, tableRows(report.tables), TNUMERIC));
   if (report.tablesError) parts.push(`tables: failed: ${report.tablesError}\n`);
   return parts.join("\n");
@@ -1423,6 +1473,13 @@ function footer(report) {
     `machine: ${report.host.cpus} CPUs, Linux ${report.host.kernel}, Node ${report.host.node}; load average ${report.loadavg.start.map((x) => x.toFixed(2)).join(" ")} at start, ${report.loadavg.end.map((x) => x.toFixed(2)).join(" ")} at end.`,
   );
   for (const s of report.scenarios) for (const n of s.notes ?? []) lines.push(`${s.name}: ${n}`);
+  if (report.control) {
+    const c = report.control;
+    lines.push(
+      `control: ${c.repeat > 1 ? `medians of ${c.repeat} repetitions in one lab (host add: of ${c.hostAdds * c.repeat} joins)` : `one repetition (host add: median of ${c.hostAdds} joins; --repeat 3 for medians of three)`}; ratios tapnet / reference: above 1 is better for rates, worse for RTT and times.`,
+    );
+    for (const n of c.notes) lines.push(`control: ${n}`);
+  }
   if (report.tables) {
     lines.push(
       `tables: ${report.tables.repeat > 1 ? `medians of ${report.tables.repeat} runs, each in a fresh process` : "one run (--repeat 3 for medians of three)"}; ratios tapnet / reference: above 1 is better for lookups, worse for build time and bytes.`,
@@ -1433,7 +1490,7 @@ function footer(report) {
 }
 
 function svgChart(report) {
-  const recs = [...report.scenarios.flatMap((s) => s.metrics ?? []), ...(report.tables?.metrics ?? [])];
+  const recs = [...report.scenarios.flatMap((s) => s.metrics ?? []), ...(report.control?.metrics ?? []), ...(report.tables?.metrics ?? [])];
   return ratioChart(
     recs.map((m) => ({
       group: m.scenario === "tables" ? `tables (${m.structure.toUpperCase()}, ${report.tables.size.toLocaleString("en")} entries)` : m.scenario,
@@ -1451,6 +1508,41 @@ function svgChart(report) {
   );
 }
 const fmtNum = (x) => (x === null || x === undefined ? "-" : Math.abs(x) >= 100 ? x.toFixed(0) : x.toPrecision(3));
+
+// ---------------------------------------------------------------- the control scenario
+
+/** What scripts/bench/control.mjs uses of the bench: its lab, process and namespace handling. */
+function controlHelpers() {
+  return {
+    opts,
+    say,
+    sleep,
+    sh,
+    ipn,
+    addNs,
+    delNs,
+    veth,
+    quietly,
+    alive,
+    runAsync,
+    startDaemon,
+    stopProc,
+    waitFor,
+    waitListening,
+    waitReachable,
+    floodPath,
+    trafgenConfig,
+    labVariant,
+    labUp,
+    labDown,
+    tmpDir,
+    ROOT,
+    CLI,
+    LABS,
+    IPERF_PORT,
+    NS_PREFIX,
+  };
+}
 
 // ---------------------------------------------------------------- main
 
@@ -1598,6 +1690,21 @@ async function main() {
     s.metrics = metricRecords(s);
     done[name] = s;
     report.scenarios.push(s);
+  }
+  if (opts.scenarios.includes(CONTROL)) {
+    const t = Date.now();
+    try {
+      report.control = await runControl(controlHelpers());
+      say(`control: done (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+      if (report.control.checkFailures.length) {
+        failed++;
+        say(`control: FAILED: the route table was wrong: ${report.control.checkFailures.join(" | ")}`);
+      }
+    } catch (e) {
+      failed++;
+      report.controlError = e instanceof Error ? e.message : String(e);
+      say(`control: FAILED: ${report.controlError}`);
+    }
   }
   if (opts.scenarios.includes("tables")) {
     const t = Date.now();

@@ -8,7 +8,11 @@
  *   frame and peak RSS for the two that are processes — write them as JSON with the
  *   ratios and the per-metric records, draw the SVG, and leave no namespace or process
  *   behind (about 12 s);
- * - a small `tables` run (FDB and FIB with 20,000 entries; no root needed; about 6 s).
+ * - a small `tables` run (FDB and FIB with 20,000 entries; no root needed; about 6 s);
+ * - the control scenario's route-table check and ping parsing, on made-up listings;
+ * - a short `control` run (5,000 routes per burst, 1 s windows, one host joining): every
+ *   figure measured with its reference, every route-table check passed, nothing left
+ *   behind (about 20 s).
  */
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -102,6 +106,73 @@ describe("bench helpers", () => {
     expect(svg).not.toContain("CPU s/Mframe"); // no ratio, no bar
     expect(svg).toMatch(/class="one"/);
     expect((svg.match(/<rect [^>]*class="(good|bad)"/g) ?? []).length).toBe(2 + 2); // 2 bars + 2 legend swatches
+  });
+});
+
+describe("bench control helpers", () => {
+  const own = [
+    { prefix: "10.0.1.0/24", via: null, kind: "connected" },
+    { prefix: "10.0.2.0/24", via: null, kind: "connected" },
+  ];
+  const added = (n: number, prefixOf: (i: number) => string): Set<string> => new Set(Array.from({ length: n }, (_, i) => prefixOf(i)));
+
+  it("route prefixes: distinct /24s clear of the lab's subnets", async () => {
+    const { prefixOf } = await load("control.mjs");
+    const xs = [...added(200_000, prefixOf)];
+    expect(new Set(xs).size).toBe(200_000);
+    expect(xs[0]).toBe("64.0.0.0/24");
+    expect(xs.every((x) => /^(6[4-9]|7\d)\.\d+\.\d+\.0\/24$/.test(x))).toBe(true);
+  });
+
+  it("route-table check: passes the exact table, names what is missing, wrong, foreign or doubled", async () => {
+    const { prefixOf, routeTableProblems } = await load("control.mjs");
+    const want = added(100, prefixOf);
+    const rows = [...own, ...[...want].map((p) => ({ prefix: p, via: "10.0.2.10", kind: "static" }))];
+    expect(routeTableProblems(rows, own, want, "10.0.2.10")).toEqual([]);
+    expect(routeTableProblems(own, own, new Set(), "10.0.2.10")).toEqual([]);
+
+    const missing: string[] = routeTableProblems(rows.slice(0, -3), own, want, "10.0.2.10");
+    expect(missing).toContain("99 routes listed, 2 of its own + 100 added expected");
+    expect(missing).toContain("3 of the 100 added routes missing");
+
+    const wrongVia = rows.map((r, i) => (i === 5 ? { ...r, via: "10.0.1.10" } : r));
+    expect(routeTableProblems(wrongVia, own, want, "10.0.2.10")).toEqual([
+      `added routes not static via 10.0.2.10: 1 (e.g. ${rows[5].prefix} via 10.0.1.10 (static))`,
+    ]);
+
+    const foreign = [...rows.slice(0, -1), { prefix: "192.0.2.0/24", via: "10.0.2.10", kind: "static" }];
+    const f: string[] = routeTableProblems(foreign, own, want, "10.0.2.10");
+    expect(f).toContain("1 of the 100 added routes missing");
+    expect(f).toContain("routes neither its own nor added: 1 (e.g. 192.0.2.0/24)");
+
+    const doubled = [...rows.slice(0, -1), rows[2]];
+    expect(routeTableProblems(doubled, own, want, "10.0.2.10")).toEqual([
+      "1 of the 100 added routes missing",
+      `prefixes listed twice: 1 (e.g. ${rows[2].prefix})`,
+    ]);
+
+    // After the deletion: a route left behind, or one of the node's own gone.
+    expect(routeTableProblems([...own, rows[2]], own, new Set(), "10.0.2.10")).toEqual([
+      "3 routes listed, 2 of its own + 0 added expected",
+      `routes neither its own nor added: 1 (e.g. ${rows[2].prefix})`,
+    ]);
+    expect(routeTableProblems(own.slice(1), own, new Set(), "10.0.2.10")).toEqual([
+      "1 route listed, 2 of its own + 0 added expected",
+      "its own routes missing: 1 (e.g. 10.0.1.0/24)",
+    ]);
+  });
+
+  it("ping parsing: max and p99 RTT, and replies missing between the first and the last", async () => {
+    const { parsePing } = await load("control.mjs");
+    const line = (seq: number, ms: number): string => `64 bytes from 10.0.2.10: icmp_seq=${seq} ttl=63 time=${ms} ms`;
+    const text = ["PING 10.0.2.10 (10.0.2.10) 56(84) bytes of data.", line(1, 0.2), line(2, 0.3), line(4, 12.5), line(5, 0.25), ""].join("\n");
+    const p = parsePing(text, "test");
+    expect(p.replies).toBe(4);
+    expect(p.lost).toBe(1);
+    expect(p.maxUs).toBe(12500);
+    expect(p.p99Us).toBe(12500);
+    expect(p.p50Us).toBe(250);
+    expect(() => parsePing("PING x\n", "test")).toThrow(/no reply/);
   });
 });
 
@@ -207,4 +278,65 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
       fs.rmSync(svg, { force: true });
     }
   }, 90_000);
+});
+
+describe.skipIf(!canBench())("bench control (smoke)", () => {
+  it("control --duration 1 --routes 5000 --host-adds 1: every figure against its reference, route tables checked, nothing left behind", async () => {
+    const json = path.join(os.tmpdir(), `tapnet-bench-control-${process.pid}.json`);
+    try {
+      const r = await run(["control", "--duration", "1", "--routes", "5000", "--host-adds", "1", "--json", json], 38_000);
+      expect(r.status, r.stderr).toBe(0);
+      const report = JSON.parse(fs.readFileSync(json, "utf8")) as {
+        scenarios: unknown[];
+        control: {
+          routes: number;
+          metrics: MetricRecord[];
+          checks: Array<{ phase: string; ok: boolean; expected: number; listed: number; afterDelete: number }>;
+          checkFailures: string[];
+          samples: Record<string, number[]>;
+        };
+      };
+      expect(report.scenarios).toEqual([]);
+      const c = report.control;
+      expect(c.routes).toBe(5000);
+      // One burst per phase (the pings, idle, TCP, flood), each listed whole and then gone.
+      expect(c.checks.map((x) => x.phase)).toEqual(["stall", "idle", "tcp", "flood"]);
+      expect(c.checkFailures).toEqual([]);
+      for (const x of c.checks) {
+        expect(x.ok, x.phase).toBe(true);
+        expect(x.listed, x.phase).toBe(x.expected);
+        expect(x.listed - x.afterDelete, x.phase).toBeGreaterThanOrEqual(5000);
+      }
+      expect(c.metrics.map((m) => m.metric)).toEqual([
+        "routeAddsBatchedTcp",
+        "routeAddsBatchedFlood",
+        "routeAddsSingleTcp",
+        "routeAddsSingleFlood",
+        "routeAddsBatchedIdle",
+        "kppsDuringBurst",
+        "tcpDuringBurst",
+        "pingMaxDuringBurst",
+        "pingP99DuringBurst",
+        "hostAddFirstReplyMs",
+        "hostAddVsKernelMs",
+      ]);
+      for (const m of c.metrics) {
+        expect(m.reference, `${m.metric} ${m.referenceName}`).toBeGreaterThan(0);
+        expect(m.samples.tapnet, m.metric).toHaveLength(1);
+        // Forwarding during a short burst may be ~0; everything else was measured.
+        if (m.metric === "kppsDuringBurst" || m.metric === "tcpDuringBurst") expect(m.tapnet, m.metric).toBeGreaterThanOrEqual(0);
+        else {
+          expect(m.tapnet, m.metric).toBeGreaterThan(0);
+          expect(m.ratio, m.metric).toBeCloseTo(m.tapnet / m.reference, 9);
+        }
+      }
+      expect(c.samples.labUpMs).toHaveLength(1);
+      expect(c.samples.kernelHostMs).toHaveLength(1);
+      expect(r.stdout).toMatch(/route adds\/s, batched, under 64B flood\s+[\d,]+\s+same node, idle/);
+      expect(r.stdout).toMatch(/route table after each burst\s+correct, 4 of 4/);
+      expect(netnsList().filter((n) => n.startsWith("tnb-") || n.startsWith("tn.bench-"))).toEqual([]);
+    } finally {
+      fs.rmSync(json, { force: true });
+    }
+  }, 40_000);
 });

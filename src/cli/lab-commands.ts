@@ -4,9 +4,22 @@ import type { Command } from "commander";
 import fs from "node:fs";
 import { hostAdd, hostDel } from "../lab/hosts.js";
 import { labSave } from "../lab/save.js";
-import { findLab, labDown, labStatus, labUp } from "../lab/lab.js";
+import { findLab, labDown, labStatus, labUp, type NodeStatus } from "../lab/lab.js";
 import { sandboxLine } from "../node/sandbox.js";
 import { table } from "./format.js";
+
+/** running, restarting (its supervisor is starting it again) or NOT RUNNING; "unsupervised" when its supervisor is gone. */
+function nodeState(n: NodeStatus): string {
+  const st = n.running ? "running" : n.supervisor.running && n.supervisor.state !== "stopped" ? "NOT RUNNING (restarting)" : "NOT RUNNING";
+  return n.supervisor.running ? st : `${st}, unsupervised`;
+}
+
+/** "SIGKILL at 12:03:04", "status 1 at …", or nothing. */
+function lastExit(e: NodeStatus["lastExit"]): string | undefined {
+  if (!e) return undefined;
+  const at = new Date(e.at).toISOString().slice(11, 19);
+  return `${e.signal ?? `status ${e.code}`} at ${at}`;
+}
 
 export function registerLab(program: Command): Command {
   const lab = program.command("lab").description("build, inspect and remove labs described by topology files");
@@ -65,8 +78,16 @@ export function registerLab(program: Command): Command {
         console.log(`lab ${l.lab} (${l.file})`);
         console.log(
           table(
-            ["NODE", "PID", "STATE", "PORTS", "RUNS WITH"],
-            l.nodes.map((n) => [n.name, n.pid, n.running ? "running" : "NOT RUNNING", n.ports?.join(","), n.sandbox ? sandboxLine(n.sandbox) : undefined]),
+            ["NODE", "PID", "STATE", "RESTARTS", "LAST EXIT", "PORTS", "RUNS WITH"],
+            l.nodes.map((n) => [
+              n.name,
+              n.pid,
+              nodeState(n),
+              n.restarts,
+              lastExit(n.lastExit),
+              n.ports?.join(","),
+              n.sandbox ? sandboxLine(n.sandbox) : undefined,
+            ]),
           )
             .split("\n")
             .map((x) => `  ${x}`)

@@ -4,12 +4,15 @@
  *   tapnet lab up|down|status|exec   build and use labs (network namespaces + nodes)
  *   tapnet show …                    inspect a running node (src/cli/show.ts)
  *   tapnet capture NODE PORT…        pcapng of what crosses ports (to Wireshark)
- *   tapnet node run CONFIG           the node process itself (started by lab up)
+ *   tapnet stp on|off, security reset  layer-2 safety on a running lab (src/cli/l2.ts)
+ *   tapnet node run CONFIG           the node process itself (started by its supervisor)
+ *   tapnet node supervise CONFIG     a lab node's supervisor (started by lab up): restarts it
  *   tapnet demo                      a guided tour on scripts/labs/switch.yaml
  */
 import { Command } from "commander";
 import { TopologyError } from "../lab/topology.js";
 import { registerCapture } from "./capture.js";
+import { registerL2 } from "./l2.js";
 import { registerLab } from "./lab-commands.js";
 import { registerShow } from "./show.js";
 import { registerVerbs } from "./verbs.js";
@@ -21,6 +24,7 @@ registerLab(program);
 registerShow(program);
 registerCapture(program);
 registerVerbs(program);
+registerL2(program);
 
 const nodeCmd = program.command("node").description("the node process (started by 'tapnet lab up')");
 nodeCmd
@@ -30,6 +34,14 @@ nodeCmd
   .action(async (config: string) => {
     const { runNode } = await import("../node/node.js");
     await runNode(config);
+  });
+nodeCmd
+  .command("supervise")
+  .argument("<config>", "node configuration (JSON) of a lab node")
+  .description("run a lab node and restart it when it dies (started by 'tapnet lab up')")
+  .action(async (config: string) => {
+    const { runSupervisor } = await import("../lab/supervisor.js");
+    runSupervisor(config);
   });
 
 program

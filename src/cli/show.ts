@@ -3,9 +3,12 @@ import { type Command, Option } from "commander";
 import { request, requestRows } from "../control/client.js";
 import type { Request } from "../control/protocol.js";
 import { conntrackLine, parseConntrackQuery, type ConnEntryView } from "../elements/conntrack-list.js";
+import type { InterfaceRow, NeighbourRow, RouteRow } from "../elements/router/ipv4-router.js";
 import type { GraphDescription } from "../node/graph.js";
 import type { SandboxReport } from "../node/sandbox.js";
+import { findLab } from "../lab/lab.js";
 import { table, vlanList } from "./format.js";
+import { kernelStpView, renderSecurity, renderStp } from "./l2.js";
 import { nodeSocket } from "./nodes.js";
 import { renderMesh } from "../mesh/show.js";
 
@@ -387,7 +390,34 @@ export function registerShow(program: Command): void {
     ),
   );
 
-  showCommand("stats", "element and engine counters", (d) => {
+  // Spanning tree: tapnet nodes over their sockets, kernel bridges from sysfs, in one form.
+  show
+    .command("stp")
+    .description("spanning tree: bridge id, root, and each port's role, state and cost (like 'bridge -d link', 'mstpctl showport'); kernel bridges too")
+    .option("--node <name>", "only this node")
+    .option("--lab <name>", "the lab, when several are up")
+    .option("--json", "machine-readable output")
+    .action(async (o: ShowOpts, cmd: Command) => {
+      const opts = { ...(cmd.parent?.opts() as ShowOpts), ...o };
+      const s = findLab(undefined, "node", opts.lab);
+      const kernel = s.kernel ?? {};
+      if (opts.node !== undefined && !s.nodes[opts.node] && !kernel[opts.node]) throw new Error(`lab ${s.lab} has no node '${opts.node}'`);
+      const results: Record<string, unknown> = {};
+      for (const n of [...Object.keys(s.nodes), ...Object.keys(kernel)].sort()) {
+        if (opts.node !== undefined && opts.node !== n) continue;
+        results[n] = kernel[n] ? kernelStpView(kernel[n].namespace) : await request(s.nodes[n].socket, { cmd: "stp" });
+      }
+      if (opts.json) return console.log(JSON.stringify(opts.node ? results[opts.node] : results, null, 2));
+      console.log(
+        Object.entries(results)
+          .map(([n, v]) => `node ${n}\n${renderStp(v as Parameters<typeof renderStp>[0])}`)
+          .join("\n\n"),
+      );
+    });
+
+  showCommand("security", "storm control, port security and ARP inspection: per port limits, state and drops; ARP bindings", renderSecurity);
+
+  showCommand("stats", "element and engine counters; drops by reason", (d) => {
     const s = d as {
       switch: Record<string, number>;
       router: Record<string, number> | null;
@@ -395,30 +425,32 @@ export function registerShow(program: Command): void {
       fdbEntries: number;
       engine: Record<string, unknown>;
       offloads?: Record<string, Record<string, number>>;
+      stp?: Record<string, number> | null;
+      drops?: Array<{ counter: string; value: number; help: string }>;
     };
     const rows: Array<[string, string | number]> = [];
     for (const [k, v] of Object.entries(s.switch)) rows.push([`switch.${k}`, v]);
+    for (const [k, v] of Object.entries(s.stp ?? {})) rows.push([`stp.${k}`, v]);
     rows.push(["switch.fdbEntries", s.fdbEntries]);
     for (const [k, v] of Object.entries(s.router ?? {})) rows.push([`router.${k}`, v]);
     for (const [k, v] of Object.entries(s.nat ?? {})) rows.push([`nat.${k}`, v]);
     for (const k of ["passes", "internalErrors", "roundsExceeded"]) rows.push([`engine.${k}`, String(s.engine[k])]);
     for (const [port, c] of Object.entries(s.offloads ?? {})) for (const [k, v] of Object.entries(c)) rows.push([`port.${port}.${k}`, v]);
-    return table(["COUNTER", "VALUE"], rows);
+    const drops = s.drops ?? [];
+    const why = drops.length
+      ? table(
+          ["DROPPED", "FRAMES", "WHY"],
+          drops.map((x) => [x.counter, x.value, x.help]),
+        )
+      : "(no frame dropped)";
+    return `${table(["COUNTER", "VALUE"], rows)}\n\n${why}`;
   });
 
-  interface NeighRow {
-    address: string;
-    dev: string;
-    mac: string | null;
-    state: string;
-    age: number | null;
-    queued: number;
-  }
   showRows("neigh", "the router's neighbour (ARP) cache (like 'ip neigh')", (out) => {
     let n = 0;
     return {
       row(json) {
-        const r = JSON.parse(json) as NeighRow;
+        const r = JSON.parse(json) as NeighbourRow;
         n++;
         // `ip neigh` style: ADDRESS dev IF lladdr MAC STATE
         out.write(
@@ -431,13 +463,6 @@ export function registerShow(program: Command): void {
     };
   });
 
-  interface RouteRow {
-    prefix: string;
-    via: string | null;
-    dev: string;
-    kind: string;
-    src: string | null;
-  }
   showRows("route", "the router's routing table (like 'ip route')", (out) => ({
     row(json) {
       const r = JSON.parse(json) as RouteRow;
@@ -448,18 +473,10 @@ export function registerShow(program: Command): void {
     end() {},
   }));
 
-  interface IfaceRow {
-    name: string;
-    mac: string;
-    mtu: number;
-    addresses: string[];
-    proxyArp: boolean;
-    port: string;
-  }
   showCommand("interfaces", "the router's interfaces (like 'ip -br addr')", (d) =>
     table(
       ["INTERFACE", "MAC", "MTU", "ADDRESSES", "PROXY-ARP"],
-      (d as IfaceRow[]).map((i) => [i.name, i.mac, i.mtu, i.addresses.join(" "), i.proxyArp ? "on" : "off"]),
+      (d as InterfaceRow[]).map((i) => [i.name, i.mac, i.mtu, i.addresses.join(" "), i.proxyArp ? "on" : "off"]),
     ),
   );
 }

@@ -24,16 +24,9 @@ export class Batch implements FrameList {
   }
 }
 
-export class TxQueue implements FrameList {
-  count = 0;
+/** A Batch that is filled frame by frame, counting what did not fit. */
+export class TxQueue extends Batch {
   drops = 0;
-  readonly offsets: Uint32Array;
-  readonly lengths: Uint32Array;
-
-  constructor(readonly capacity: number) {
-    this.offsets = new Uint32Array(capacity);
-    this.lengths = new Uint32Array(capacity);
-  }
 
   /** Queues a frame; returns false (and counts) when the queue is full. */
   push(offset: number, length: number): boolean {

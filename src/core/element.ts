@@ -4,12 +4,13 @@
  * graph` can describe it and `show stats` can print it without knowing the element.
  *
  *   inputs/outputs  named, like Click's ports and VPP's next nodes (describe());
- *   counters        one declared list — name, kind, one line of help — from which the
- *                   storage (a Float64Array), the names and the JSON of `show stats`
- *                   are derived (VPP's foreach_*_error). Kinds say what a counter
- *                   means for a frame: every frame an element takes ends in exactly
- *                   one `forward`, `deliver` or `drop` counter; `event` counters count
- *                   what happened on the way (learned a MAC, sent an ARP request);
+ *   counters        one declaration — names with one line of help, grouped by kind —
+ *                   from which the storage (a Float64Array), the names and the JSON of
+ *                   `show stats` are derived (VPP's foreach_*_error). Kinds say what a
+ *                   counter means for a frame: every frame an element takes ends in
+ *                   exactly one `forward`, `deliver` or `drop` counter; `event`
+ *                   counters count what happened on the way (learned a MAC, sent an
+ *                   ARP request);
  *   scratch         pool bytes it writes frames into (scratchBytes/attachScratch);
  *   passes          beginPass() at the start of every pass (reset scratch).
  *
@@ -20,12 +21,22 @@ import type { FrameList } from "./batch.js";
 import type { Port } from "./port.js";
 
 export type CounterKind = "forward" | "deliver" | "drop" | "event";
+const KINDS: readonly CounterKind[] = ["forward", "deliver", "drop", "event"];
 
 export interface CounterDecl {
   readonly kind: CounterKind;
   /** One line: what the counter counts (shown by `show stats --help` and in docs). */
   readonly help: string;
 }
+
+/**
+ * An element's counters, grouped by kind, each name with its one line of help:
+ * `{ forward: { forwarded: "…" }, drop: { runt: "…", badSrcMac: "…" }, event: { … } }`.
+ */
+export type CounterGroups = { readonly [kind in CounterKind]?: Readonly<Record<string, string>> };
+
+/** The counter names a CounterGroups declares. */
+export type CounterNames<G extends CounterGroups> = { [kind in keyof G]-?: keyof NonNullable<G[kind]> }[keyof G] & string;
 
 /** A declared counter list: names in declaration order, their ids, kinds and help. */
 export class CounterSpec<K extends string = string> {
@@ -59,11 +70,38 @@ export class CounterSpec<K extends string = string> {
   ofKind(kind: CounterKind): K[] {
     return this.names.filter((n) => this.decls[n].kind === kind);
   }
+
+  /**
+   * This list followed by another element's, in a row (the router keeps the
+   * reassembler's counters in its own storage: `other` starts at the id of its first
+   * name). Throws when a name is in both.
+   */
+  concat<P extends string>(other: CounterSpec<P>): CounterSpec<K | P> {
+    const decls: Record<string, CounterDecl> = { ...this.decls };
+    for (const n of other.names) {
+      if (Object.hasOwn(decls, n)) throw new Error(`counter ${n} declared twice`);
+      decls[n] = other.decls[n];
+    }
+    return new CounterSpec<K | P>(decls as Record<K | P, CounterDecl>);
+  }
 }
 
-/** Declares an element's counters: `const S = counters({ runt: { kind: "drop", help: "…" } })`. */
-export function counters<K extends string>(decls: Record<K, CounterDecl>): CounterSpec<K> {
-  return new CounterSpec(decls);
+/**
+ * Declares an element's counters, grouped by kind, in the order `show stats` prints
+ * them: `const S = counters({ forward: { forwarded: "…" }, drop: { runt: "…" } })`.
+ * Throws when a name is in two groups or a group is not a kind (a slip in the
+ * declaration, found when the module loads).
+ */
+export function counters<G extends CounterGroups>(groups: G): CounterSpec<CounterNames<G>> {
+  const decls: Record<string, CounterDecl> = {};
+  for (const [kind, names] of Object.entries(groups) as Array<[CounterKind, Record<string, string>]>) {
+    if (!KINDS.includes(kind)) throw new Error(`counter group ${kind} is not a kind (${KINDS.join(", ")})`);
+    for (const [name, help] of Object.entries(names)) {
+      if (Object.hasOwn(decls, name)) throw new Error(`counter ${name} declared twice`);
+      decls[name] = { kind, help };
+    }
+  }
+  return new CounterSpec(decls as Record<CounterNames<G>, CounterDecl>);
 }
 
 /** Where an element takes frames: frames received on `from` (one of its ports). */

@@ -88,12 +88,13 @@ export class Engine {
   }
 
   /**
-   * Closes a port and takes it out of the passes (between passes); its pool regions go
+   * Disposes of a port (closed, and a device made to outlive the process goes with it:
+   * Port.dispose) and takes it out of the passes (between passes); its pool regions go
    * back to the pool and its index to the next port added.
    */
   removePort(port: Port): void {
     if (this.ports[port.index] !== port || port.removed) throw new Error(`port '${port.name}' is not in this engine`);
-    port.close();
+    port.dispose();
     this.pool?.release(port);
     this.forget(port);
   }

@@ -132,6 +132,13 @@ export abstract class Port {
   abstract open(pool: PacketPool, onRx: RxHandler): void;
   abstract close(): void;
   /**
+   * The port leaves the node for good (removed at runtime), as opposed to close() when
+   * the process ends: a device made to outlive the process (a persistent TAP) goes too.
+   */
+  dispose(): void {
+    this.close();
+  }
+  /**
    * Writes txq[0..count) from the pool; returns how many the device accepted and
    * sets the length of each refused frame to 0.
    */

@@ -139,20 +139,7 @@ export class FdbTable {
 
   /** Slot of (vlan, MAC) or -1; the MAC as its top 16 and low 32 bits, as a frame holds them. */
   find(vlan: number, macHi16: number, macLo32: number): number {
-    const hi = USED | (vlan << 16) | macHi16;
-    const lo = macLo32 | 0;
-    const recs = this.recs;
-    const mask = this.mask;
-    let i = this.hash(hi, lo) & mask;
-    for (;;) {
-      const k = recs[3 * i];
-      if (k === hi) {
-        if (recs[3 * i + 1] === lo) return i;
-      } else if (k === 0) {
-        return -1;
-      }
-      i = (i + 1) & mask;
-    }
+    return this.findKey(USED | (vlan << 16) | macHi16, macLo32 | 0);
   }
 
   /** find() with the MAC as one 48-bit number. */
@@ -234,12 +221,7 @@ export class FdbTable {
       this.perPort[old & PORT_MASK]--;
       this.dynamicSize--;
     }
-    this.recs[3 * slot + 2] = (port & PORT_MASK) | (isStatic ? F_STATIC : 0);
-    this.lastSeenArr[slot] = now;
-    if (!isStatic) {
-      this.countPort(port & PORT_MASK);
-      this.dynamicSize++;
-    }
+    this.fill(slot, port, now, isStatic);
     return slot;
   }
 
@@ -253,12 +235,7 @@ export class FdbTable {
     if (2 * (this.size + 1) > this.cap && this.cap < this.maxCapacity) this.resize(this.cap * 2);
     const slot = this.place(USED | (vlan << 16) | macHi16, macLo32 | 0);
     this.size++;
-    this.recs[3 * slot + 2] = (port & PORT_MASK) | (isStatic ? F_STATIC : 0);
-    this.lastSeenArr[slot] = now;
-    if (!isStatic) {
-      this.countPort(port & PORT_MASK);
-      this.dynamicSize++;
-    }
+    this.fill(slot, port, now, isStatic);
     return slot;
   }
 
@@ -364,10 +341,15 @@ export class FdbTable {
     const out: FdbTableEntry[] = [];
     for (let i = 0; i < this.cap; i++) {
       if (this.recs[3 * i] === 0) continue;
-      out.push({ vlan: this.vlan(i), mac: this.mac(i), port: this.port(i), lastSeen: this.lastSeen(i), isStatic: this.isStatic(i) });
+      out.push(this.entry(i));
     }
     out.sort((a, b) => a.vlan - b.vlan || a.mac - b.mac);
     return out;
+  }
+
+  /** The entry at a used slot, as an object (for listings; allocates). */
+  private entry(slot: number): FdbTableEntry {
+    return { vlan: this.vlan(slot), mac: this.mac(slot), port: this.port(slot), lastSeen: this.lastSeen(slot), isStatic: this.isStatic(slot) };
   }
 
   /**
@@ -405,7 +387,7 @@ export class FdbTable {
       }
       run.length = 0;
       while (n <= cap && this.recs[3 * i] !== 0) {
-        run.push({ vlan: this.vlan(i), mac: this.mac(i), port: this.port(i), lastSeen: this.lastSeen(i), isStatic: this.isStatic(i) });
+        run.push(this.entry(i));
         n++;
         seen++;
         i = (s0 + n) & mask;
@@ -413,6 +395,16 @@ export class FdbTable {
       for (const e of run) yield e;
     }
     return { resized: false };
+  }
+
+  /** Writes an entry's values into its (keyed) slot and counts it when dynamic. */
+  private fill(slot: number, port: number, now: number, isStatic: boolean): void {
+    this.recs[3 * slot + 2] = (port & PORT_MASK) | (isStatic ? F_STATIC : 0);
+    this.lastSeenArr[slot] = now;
+    if (!isStatic) {
+      this.countPort(port & PORT_MASK);
+      this.dynamicSize++;
+    }
   }
 
   /** Counts one more dynamic entry on `port` (not in dynamicSize: the callers do that). */
@@ -438,7 +430,7 @@ export class FdbTable {
     if (c !== undefined && c.next < c.len && lastSeen < c.seen[c.len - 1]) c.next = c.len;
   }
 
-  /** find() on a key as stored (hi with the USED bit, lo). */
+  /** find() on a key as stored (hi with the USED bit, lo): its slot or -1. */
   private findKey(hi: number, lo: number): number {
     const recs = this.recs;
     const mask = this.mask;

@@ -37,6 +37,7 @@
  *
  * Not a graph element: the Ipv4Router owns one and calls lookup() per packet.
  */
+import { ipToString, maskFromPrefix } from "../wire/ipv4addr.js";
 
 const L1_SIZE = 1 << 16;
 const CHUNK_BITS = 8;
@@ -406,10 +407,6 @@ function keyOf(p: number, len: number): number {
   return len === 0 ? 0 : p >>> (32 - len);
 }
 
-function maskOf(len: number): number {
-  return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-}
-
 /** Validates prefix/len and returns the prefix as a uint32. */
 function checkRoute(prefix: number, prefixLen: number, op: string): number {
   if (!Number.isInteger(prefixLen) || prefixLen < 0 || prefixLen > 32) {
@@ -419,17 +416,13 @@ function checkRoute(prefix: number, prefixLen: number, op: string): number {
     throw new Error(`Fib.${op}: prefix must be a 32-bit integer, got ${prefix}`);
   }
   const p = prefix >>> 0;
-  const net = (p & maskOf(prefixLen)) >>> 0;
+  const net = (p & maskFromPrefix(prefixLen)) >>> 0;
   if (net !== p) {
-    throw new Error(`Fib.${op}: ${fmtAddr(p)}/${prefixLen} has host bits set (did you mean ${fmtPrefix(net, prefixLen)}?)`);
+    throw new Error(`Fib.${op}: ${ipToString(p)}/${prefixLen} has host bits set (did you mean ${fmtPrefix(net, prefixLen)}?)`);
   }
   return p;
 }
 
-function fmtAddr(a: number): string {
-  return `${a >>> 24}.${(a >>> 16) & 0xff}.${(a >>> 8) & 0xff}.${a & 0xff}`;
-}
-
 function fmtPrefix(p: number, len: number): string {
-  return `${fmtAddr(p)}/${len}`;
+  return `${ipToString(p)}/${len}`;
 }

@@ -81,11 +81,15 @@ export interface ReassemblyOptions {
  * is counted on the way (events), never as a second end.
  */
 export const REASM_COUNTERS = counters({
-  fragsReceived: { kind: "deliver", help: "fragments taken by the reassembler (NAT on); a completed datagram re-enters as one frame" },
-  reassembled: { kind: "event", help: "datagrams completed, each handed back to the router as a frame" },
-  reasmTimeout: { kind: "event", help: "datagrams expired before all fragments came (ICMP time exceeded when the first was in)" },
-  reasmOverlap: { kind: "event", help: "datagrams dropped: a fragment partly overlapped data held" },
-  reasmDropped: { kind: "event", help: "fragments or datagrams dropped: malformed, beyond 65535, contradicting ends, out of slots or bytes" },
+  deliver: {
+    fragsReceived: "fragments taken by the reassembler (NAT on); a completed datagram re-enters as one frame",
+  },
+  event: {
+    reassembled: "datagrams completed, each handed back to the router as a frame",
+    reasmTimeout: "datagrams expired before all fragments came (ICMP time exceeded when the first was in)",
+    reasmOverlap: "datagrams dropped: a fragment partly overlapped data held",
+    reasmDropped: "fragments or datagrams dropped: malformed, beyond 65535, contradicting ends, out of slots or bytes",
+  },
 });
 const R = REASM_COUNTERS.id;
 

@@ -21,24 +21,41 @@
  * bridge (Linux's vlan_protocol 802.1Q): a frame with an 802.1ad S-tag (0x88a8) is an
  * untagged frame of EtherType 0x88a8 to it, as to the Linux bridge.
  *
+ * Layer-2 safety: with spanning tree (stp.ts) the switch hands BPDUs to 01:80:c2:00:00:00
+ * to it (before VLAN classification: BPDUs are untagged and VLAN-blind) and consults
+ * each port's state per frame — blocking/listening ports neither learn nor forward,
+ * learning ports learn only, frames never leave by a port that is not forwarding; while
+ * STP is off BPDUs stop here like every reserved group (`linkLocal`). Per port guards
+ * (switch-guards.ts): ARP inspection and port security before learning, storm control
+ * before flooding; a port shut by port security drops everything.
+ *
  * Inputs/outputs: every port of the node (one input and one output each).
  * Config: ageingTime (s), maxEntries, per-port mode/vlans, static entries, offload
  *   (frames carry virtio-net headers: TSO super-frames pass whole, the header's offsets
- *   follow a pushed or popped tag), bridgeHook (br_netfilter's hook, below).
+ *   follow a pushed or popped tag), bridgeHook (br_netfilter's hook, below), stp (a
+ *   SpanningTree), guards (storm control, port security, ARP inspection).
  * Table: an FdbTable (fdb-table.ts), open addressing on typed arrays keyed by
- *   (VLAN, MAC), sized for maxEntries dynamic entries plus room for static ones.
- * Counters: SWITCH_COUNTERS below.
+ *   (VLAN, MAC), sized for maxEntries dynamic entries plus room for static ones; its
+ *   whole-table operations in fdb-sweep.ts. VLAN membership: switch-vlans.ts.
+ * Counters: SWITCH_COUNTERS (switch-counters.ts).
  */
 import type { FrameList } from "../core/batch.js";
-import { counters, Element, type ElementInfo, type FrameSink } from "../core/element.js";
+import { Element, type ElementInfo, type FrameSink } from "../core/element.js";
 import type { Port } from "../core/port.js";
 import { readU32 } from "../wire/bytes.js";
 import { ETHERTYPE_IPV4, ETHERTYPE_VLAN } from "../wire/ethernet.js";
-import { vlanGetVid, vlanSetVid, VLAN_TAG_LEN } from "../wire/vlan.js";
+import { vlanGetVid, vlanSetVid, VLAN_TAG_LEN, vlanWriteTag } from "../wire/vlan.js";
 import { VNET_HDR_LEN, vnetCopy, vnetIsGso, vnetNeedsCsum, vnetShiftL3 } from "../wire/vnet.js";
+import { isStpGroup } from "../wire/bpdu.js";
+import type { SpanningTree } from "./stp.js";
+import { F_STORM, GATE_DISCARD, GATE_FORWARD, GATE_LEARN, GATE_SHUT, GUARD_SEC_SHUTDOWN, type GuardConfig, SwitchGuards } from "./switch-guards.js";
+import { STORM_BROADCAST, STORM_MULTICAST, STORM_UNKNOWN_UNICAST } from "./storm-control.js";
 import { FdbTable } from "./fdb-table.js";
+import { type FdbEntry, liveEntries, removeEntries, sweepAged, walkLive } from "./fdb-sweep.js";
+import { SWITCH_COUNTERS, type SwitchCounter } from "./switch-counters.js";
+import { checkMode, checkVid, PortVlans, type SwitchPortMode, VLANS } from "./switch-vlans.js";
 
-export type SwitchPortMode = { mode: "access"; vlan: number } | { mode: "trunk"; allowed: number[]; native?: number };
+export type { SwitchPortMode };
 
 export interface StaticFdbEntry {
   mac: number;
@@ -66,36 +83,19 @@ export interface LearningSwitchConfig {
   /** Frames carry virtio-net headers (src/wire/vnet.ts). */
   offload?: boolean;
   bridgeHook?: BridgeHook;
+  /** Spanning tree: takes the BPDUs, sets the ports' states. */
+  stp?: SpanningTree;
+  /** Storm control, port security, ARP inspection. */
+  guards?: GuardConfig;
 }
 
-export interface FdbEntry {
-  mac: number;
-  vlan: number;
-  port: number;
-  lastSeen: number;
-  isStatic: boolean;
-}
+export type { FdbEntry };
 
-export const SWITCH_COUNTERS = counters({
-  forwarded: { kind: "forward", help: "known unicast sent out of the one port that owns the destination" },
-  flooded: { kind: "forward", help: "broadcast, multicast and unknown unicast sent to every other member of the VLAN" },
-  filtered: { kind: "drop", help: "destination is on the port the frame came in on" },
-  learned: { kind: "event", help: "new (VLAN, MAC) entries" },
-  stationMoves: { kind: "event", help: "a known MAC seen on another port" },
-  aged: { kind: "event", help: "entries removed after the ageing time" },
-  evicted: { kind: "event", help: "entries evicted to learn a new station in a full table" },
-  macLimit: { kind: "event", help: "stations not learned: static entries fill the table" },
-  runt: { kind: "drop", help: "shorter than an Ethernet (or tagged) header" },
-  oversize: { kind: "drop", help: "longer than the largest frame, and not a TSO super-frame" },
-  badSrcMac: { kind: "drop", help: "group or all-zero source address" },
-  vlanFiltered: { kind: "drop", help: "VLAN not allowed on the port, or a tag on an access port" },
-  linkLocal: { kind: "drop", help: "802.1D reserved group address 01:80:c2:00:00:0X (never forwarded)" },
-  scratchFull: { kind: "event", help: "flooded copies not made: the pass's scratch was used up" },
-});
-export type SwitchCounter = (typeof SWITCH_COUNTERS.names)[number];
+export { SWITCH_COUNTERS, type SwitchCounter };
 const C = SWITCH_COUNTERS.id;
+/** Switch counter of each guard verdict (switch-guards.ts GUARD_*). */
+const GUARD_DROP = [-1, C.arpInvalid, C.arpSpoofed, C.secViolation, C.secViolation];
 
-const VLANS = 4096;
 /** Static entries the table holds beyond maxEntries (they do not count against it). */
 const STATIC_RESERVE = 4096;
 const ETH_HLEN = 14;
@@ -107,22 +107,14 @@ const SCRATCH_FRAMES = 256;
 
 export class LearningSwitch extends Element<SwitchCounter> implements FrameSink {
   readonly kind = "LearningSwitch";
-  readonly ageingMs: number;
+  /** Ageing in use: the configured one, or forward delay during a topology change. */
+  ageingMs: number;
+  readonly baseAgeingMs: number;
   readonly maxEntries: number;
   maxFrame = DEFAULT_MAX_FRAME;
 
-  /** Ports the per-port arrays have room for (they grow when ports are added). */
-  private cap = 0;
-  /** VLAN an untagged frame belongs to, per ingress port; -1 = untagged not accepted. */
-  private pvid: Int32Array;
-  /** 1 for a router's internal port (an SVI): bridged frames to it are not shown to the bridge hook. */
-  private internal: Uint8Array;
-  /** 1 for access ports: they take untagged (and priority-tagged) frames only. */
-  private access: Uint8Array;
-  /** membership[port * 4096 + vlan]: 0 = not a member, 1 = tagged, 2 = untagged. */
-  private membership: Uint8Array;
-  /** Member ports per VLAN, for flooding. */
-  private readonly floodList: Array<Int32Array | null> = new Array(VLANS).fill(null);
+  /** VLAN membership per port (switch-vlans.ts). */
+  private readonly vl = new PortVlans();
   /** The table: (VLAN, MAC) -> port, last seen, static. */
   readonly fdb: FdbTable;
   private bridgeHook: BridgeHook["sink"] | null;
@@ -133,6 +125,8 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
   private readonly scratchSlot: number;
   /** Frames carry virtio-net headers: see the config. */
   readonly offload: boolean;
+  /** Spanning tree's port states and the guards: storm control, port security, ARP inspection. */
+  readonly guards: SwitchGuards;
 
   constructor(
     readonly ports: readonly Port[],
@@ -145,20 +139,29 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     this.bridgeHook = config.bridgeHook?.sink ?? null;
     for (const v of config.bridgeHook?.vlans ?? []) this.hookVlans[v] = 1;
     this.ageingMs = (config.ageingTime ?? 300) * 1000;
+    this.baseAgeingMs = this.ageingMs;
     this.maxEntries = config.maxEntries ?? 8192;
     this.fdb = new FdbTable(this.maxEntries + Math.max(STATIC_RESERVE, config.static?.length ?? 0));
-    this.pvid = new Int32Array(0);
-    this.membership = new Uint8Array(0);
-    this.access = new Uint8Array(0);
-    this.internal = new Uint8Array(0);
     const modes = config.ports ?? {};
     for (const name of Object.keys(modes)) {
       if (!ports.some((p) => p.name === name)) throw new Error(`switch config names unknown port '${name}'`);
     }
-    this.grow(ports.length);
-    for (const p of ports) this.setMode(p, modes[p.name] ?? { mode: "access", vlan: 1 });
-    this.rebuildFlood();
+    this.vl.grow(ports.length);
+    for (const p of ports) this.vl.set(p, modes[p.name] ?? { mode: "access", vlan: 1 });
+    this.vl.rebuildFlood(ports);
     for (const s of config.static ?? []) this.addStatic(s);
+    this.guards = new SwitchGuards(ports, config.guards ?? {}, this.fdb, config.stp ?? null, (ms) => (this.ageingMs = ms ?? this.baseAgeingMs));
+    for (const [n, sc] of Object.entries(config.guards?.security ?? {})) {
+      const p = ports.find((x) => x.name === n) as Port;
+      for (const mac of sc.macs ?? []) {
+        this.addStatic({ mac, vlan: this.vl.pvid[p.index], port: n });
+        this.guards.security.addSecure(p.index);
+      }
+    }
+  }
+
+  get stp(): SpanningTree | null {
+    return this.guards.stp;
   }
 
   /** The graph builder installs the hook when a running node gets its first service. */
@@ -188,104 +191,35 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     this.scratchSlots = Math.floor(bytes / this.scratchSlot);
   }
 
-  /** Makes room in the per-port arrays for ports 0..n-1. */
-  private grow(n: number): void {
-    if (n <= this.cap) return;
-    const cap = Math.max(n, this.cap * 2, 8);
-    const pvid = new Int32Array(cap).fill(-1);
-    pvid.set(this.pvid);
-    const membership = new Uint8Array(cap * VLANS);
-    membership.set(this.membership);
-    const access = new Uint8Array(cap);
-    access.set(this.access);
-    const internal = new Uint8Array(cap);
-    internal.set(this.internal);
-    this.pvid = pvid;
-    this.membership = membership;
-    this.access = access;
-    this.internal = internal;
-    this.cap = cap;
-  }
-
-  /** A port's VLAN membership from its mode (the flood lists are rebuilt by the caller). */
-  private setMode(p: Port, m: SwitchPortMode): void {
-    const base = p.index * VLANS;
-    this.membership.fill(0, base, base + VLANS);
-    this.pvid[p.index] = -1;
-    this.access[p.index] = 0;
-    this.internal[p.index] = p.kind === "internal" ? 1 : 0;
-    if (m.mode === "access") {
-      checkVid(m.vlan, `port ${p.name} vlan`);
-      this.pvid[p.index] = m.vlan;
-      this.access[p.index] = 1;
-      this.membership[base + m.vlan] = 2;
-      return;
-    }
-    for (const v of m.allowed) {
-      checkVid(v, `port ${p.name} allowed vlan`);
-      this.membership[base + v] = 1;
-    }
-    if (m.native !== undefined) {
-      checkVid(m.native, `port ${p.name} native vlan`);
-      this.membership[base + m.native] = 2;
-      this.pvid[p.index] = m.native;
-    }
-  }
-
-  /** The member ports of every VLAN, for flooding, from the membership array. */
-  private rebuildFlood(): void {
-    const members: number[][] = Array.from({ length: VLANS }, () => []);
-    for (const p of this.ports) {
-      if (p.removed) continue;
-      const base = p.index * VLANS;
-      for (let v = 1; v < VLANS; v++) if (this.membership[base + v] !== 0) members[v].push(p.index);
-    }
-    for (let v = 0; v < VLANS; v++) this.floodList[v] = members[v].length !== 0 ? Int32Array.from(members[v]) : null;
-  }
-
   /** A port added to the node while it runs (already in the engine's port list). */
   addPort(p: Port, m: SwitchPortMode): void {
-    this.grow(p.index + 1);
-    const base = p.index * VLANS;
+    this.vl.grow(p.index + 1);
     // Validate before changing anything: the mode is applied whole or not at all.
     checkMode(p.name, m);
-    this.membership.fill(0, base, base + VLANS);
-    this.setMode(p, m);
-    this.forgetPort(p.index, true);
-    this.rebuildFlood();
+    this.vl.set(p, m);
+    removeEntries(this.fdb, -1, p.index, true);
+    this.guards.addPort(p.index);
+    this.vl.rebuildFlood(this.ports);
   }
 
   /** A port leaves: its membership and every table entry on it (static ones too). */
   removePort(p: Port): void {
-    const base = p.index * VLANS;
-    this.membership.fill(0, base, base + VLANS);
-    this.pvid[p.index] = -1;
-    this.forgetPort(p.index, true);
-    this.rebuildFlood();
+    this.vl.clear(p.index);
+    removeEntries(this.fdb, -1, p.index, true);
+    this.vl.rebuildFlood(this.ports);
   }
 
   /** A port's VLAN mode changes: its learned entries go (they were learned on old VLANs). */
   setPortMode(p: Port, m: SwitchPortMode): void {
     checkMode(p.name, m);
-    this.setMode(p, m);
-    this.forgetPort(p.index, false);
-    this.rebuildFlood();
+    this.vl.set(p, m);
+    removeEntries(this.fdb, -1, p.index, false);
+    this.vl.rebuildFlood(this.ports);
   }
 
   /** The port's VLAN mode, as set. */
   portMode(port: number): SwitchPortMode {
-    const v = this.portVlans(port);
-    if (this.access[port] === 1) return { mode: "access", vlan: v.pvid };
-    return v.pvid > 0 ? { mode: "trunk", allowed: v.tagged, native: v.pvid } : { mode: "trunk", allowed: v.tagged };
-  }
-
-  /** Removes the table's entries on `port` (dynamic ones, or all). */
-  private forgetPort(port: number, withStatic: boolean): void {
-    const fdb = this.fdb;
-    for (let i = 0; i < fdb.capacity; ) {
-      if (fdb.isUsed(i) && fdb.port(i) === port && (withStatic || !fdb.isStatic(i))) fdb.removeSlot(i);
-      else i++;
-    }
+    return this.vl.mode(port);
   }
 
   /** Removes a static entry (`bridge fdb del`); false when there is none. */
@@ -300,7 +234,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     const p = this.ports.find((x) => x.name === s.port);
     if (!p) throw new Error(`static fdb entry names unknown port '${s.port}'`);
     checkVid(s.vlan, "static fdb entry vlan");
-    if (this.membership[p.index * VLANS + s.vlan] === 0) {
+    if (this.vl.membership[p.index * VLANS + s.vlan] === 0) {
       throw new Error(`static fdb entry: port '${s.port}' is not a member of vlan ${s.vlan}`);
     }
     if ((Math.floor(s.mac / 2 ** 40) & 1) !== 0) throw new Error("static fdb entry: MAC is a group address");
@@ -324,6 +258,11 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     const lengths = batch.lengths;
     const inIdx = inPort.index;
     const maxFrame = this.maxFrame;
+    // Per port state, read once per batch: these arrays are replaced only when a port
+    // with a new index is added, never while a batch is processed.
+    const gates = this.guards.gate;
+    const guardFlags = this.guards.flags;
+    const { access, pvid, membership } = this.vl;
     for (let i = 0; i < n; i++) {
       const off = offsets[i];
       const len = lengths[i];
@@ -336,6 +275,14 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         this.drop(inPort, C.oversize, now);
         continue;
       }
+      const gate = gates[inIdx];
+      const guard = guardFlags[inIdx];
+      // Spanning tree BPDUs are untagged and belong to no VLAN (802.1D 7.12.3).
+      if (buf[off] === 0x01 && this.stp !== null && gate !== GATE_SHUT && isStpGroup(buf, off) && this.stp.takes(inIdx)) {
+        this.count(C.bpdu, now);
+        this.stp.receive(inIdx, buf, off, len, now);
+        continue;
+      }
       // Ingress classification (802.1Q §8.6.1 in spirit).
       let tagged = false;
       let vlan: number;
@@ -346,22 +293,22 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         }
         tagged = true;
         vlan = vlanGetVid(buf, off);
-        if (vlan !== 0 && this.access[inIdx] === 1) {
+        if (vlan !== 0 && access[inIdx] === 1) {
           // An access port carries its VLAN untagged; a VLAN tag there is foreign.
           this.drop(inPort, C.vlanFiltered, now);
           continue;
         }
         if (vlan === 0) {
           // Priority-tagged: belongs to the port's untagged VLAN; keep the PCP.
-          vlan = this.pvid[inIdx];
+          vlan = pvid[inIdx];
           if (vlan > 0) vlanSetVid(buf, off, vlan);
         }
-        if (vlan <= 0 || vlan === 4095 || this.membership[inIdx * VLANS + vlan] === 0) {
+        if (vlan <= 0 || vlan === 4095 || membership[inIdx * VLANS + vlan] === 0) {
           this.drop(inPort, C.vlanFiltered, now);
           continue;
         }
       } else {
-        vlan = this.pvid[inIdx];
+        vlan = pvid[inIdx];
         if (vlan < 0) {
           this.drop(inPort, C.vlanFiltered, now);
           continue;
@@ -385,9 +332,36 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         this.drop(inPort, C.linkLocal, now);
         continue;
       }
+      if ((gate | guard) !== 0) {
+        // A port not forwarding (spanning tree, or shut by port security), or with guards.
+        if (gate >= GATE_DISCARD) {
+          this.drop(inPort, gate === GATE_SHUT ? C.portShutdown : C.stpDiscarded, now);
+          continue;
+        }
+        const v = guard !== 0 ? this.guards.ingress(inIdx, buf, off, len, tagged, vlan, srcHi, srcLo, now) : 0;
+        if (v !== 0) {
+          this.drop(inPort, GUARD_DROP[v], now);
+          if (v === GUARD_SEC_SHUTDOWN) {
+            this.c[C.portsShut]++;
+            this.guards.shut(inIdx, now);
+          }
+          continue;
+        }
+      }
       this.learn(vlan, srcHi, srcLo, inIdx, now);
+      if (gate === GATE_LEARN) {
+        this.drop(inPort, C.stpLearning, now);
+        continue;
+      }
 
       if ((d0 & 1) !== 0) {
+        if ((guard & F_STORM) !== 0) {
+          const bcast = d0 === 0xff && buf[off + 1] === 0xff && readU32(buf, off + 2) === 0xffffffff;
+          if (!this.guards.storm.allow(inIdx, bcast ? STORM_BROADCAST : STORM_MULTICAST, now)) {
+            this.drop(inPort, bcast ? C.stormBroadcast : C.stormMulticast, now);
+            continue;
+          }
+        }
         this.flood(buf, off, len, tagged, vlan, inIdx);
         continue;
       }
@@ -398,9 +372,11 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         if (fdb.isStatic(slot) || now - fdb.lastSeen(slot) < this.ageingMs) {
           if (outIdx === inIdx) {
             this.drop(inPort, C.filtered, now);
+          } else if (gates[outIdx] !== GATE_FORWARD) {
+            this.drop(inPort, C.stpEgress, now);
           } else {
             this.c[C.forwarded]++;
-            if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.internal[outIdx] === 0) {
+            if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.vl.internal[outIdx] === 0) {
               const l3 = tagged ? off + ETH_HLEN + VLAN_TAG_LEN : off + ETH_HLEN;
               if (((buf[l3 - 2] << 8) | buf[l3 - 1]) === ETHERTYPE_IPV4) {
                 // With offloads, a pending checksum must stay a partial sum.
@@ -413,6 +389,10 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         }
         fdb.removeSlot(slot);
         this.c[C.aged]++;
+      }
+      if ((guard & F_STORM) !== 0 && !this.guards.storm.allow(inIdx, STORM_UNKNOWN_UNICAST, now)) {
+        this.drop(inPort, C.stormUnknownUnicast, now);
+        continue;
       }
       this.flood(buf, off, len, tagged, vlan, inIdx);
     }
@@ -449,7 +429,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
   }
 
   private unicast(buf: Buffer, off: number, len: number, tagged: boolean, vlan: number, out: number): void {
-    const wantTagged = this.membership[out * VLANS + vlan] === 1;
+    const wantTagged = this.vl.membership[out * VLANS + vlan] === 1;
     const q = this.ports[out].txq;
     // With offloads, the 12-byte virtio-net header before the frame moves with it.
     const h = this.offload ? VNET_HDR_LEN : 0;
@@ -464,21 +444,22 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
       // Push in place into the headroom the port left before the frame.
       buf.copyWithin(off - 4 - h, off - h, off + 12);
       if (h !== 0) vnetShiftL3(buf, off - 4, 4);
-      writeTag(buf, off + 8, vlan);
+      vlanWriteTag(buf, off + 8, vlan);
       q.push(off - 4, len + 4);
     }
   }
 
   private flood(buf: Buffer, off: number, len: number, tagged: boolean, vlan: number, inIdx: number): void {
-    const list = this.floodList[vlan];
+    const list = this.vl.floodList[vlan];
     if (list === null) return;
     this.c[C.flooded]++;
-    const membership = this.membership;
+    const membership = this.vl.membership;
     let altOff = -1;
     let altLen = 0;
+    const gate = this.guards.gate;
     for (let k = 0; k < list.length; k++) {
       const p = list[k];
-      if (p === inIdx) continue;
+      if (p === inIdx || gate[p] !== GATE_FORWARD) continue;
       const wantTagged = membership[p * VLANS + vlan] === 1;
       if (wantTagged === tagged) {
         this.ports[p].txq.push(off, len);
@@ -505,7 +486,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
           altLen = len - 4;
         } else {
           buf.copyWithin(base, off, off + 12);
-          writeTag(buf, base + 12, vlan);
+          vlanWriteTag(buf, base + 12, vlan);
           buf.copyWithin(base + 16, off + 12, off + len);
           altOff = base;
           altLen = len + 4;
@@ -517,80 +498,29 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
 
   /** Removes entries idle longer than the ageing time; returns how many went. */
   age(now: number): number {
-    const fdb = this.fdb;
-    let removed = 0;
-    // removeSlot() may shift a later entry into the slot: look at it again.
-    for (let i = 0; i < fdb.capacity; ) {
-      if (fdb.isUsed(i) && !fdb.isStatic(i) && now - fdb.lastSeen(i) >= this.ageingMs) {
-        fdb.removeSlot(i);
-        removed++;
-      } else {
-        i++;
-      }
-    }
+    const removed = sweepAged(this.fdb, this.ageingMs, now);
     this.c[C.aged] += removed;
     return removed;
   }
 
   /** Current entries (expired ones left out), by VLAN then MAC, for `show fdb`. */
   entries(now: number): FdbEntry[] {
-    const out: FdbEntry[] = [];
-    for (const e of this.fdb.entries()) {
-      if (e.isStatic || now - e.lastSeen < this.ageingMs) {
-        out.push({ mac: e.mac, vlan: e.vlan, port: e.port, lastSeen: e.lastSeen, isStatic: e.isStatic });
-      }
-    }
-    return out;
+    return liveEntries(this.fdb, this.ageingMs, now);
   }
 
-  /**
-   * entries() unsorted and step by step, for a listing that pauses between event-loop
-   * turns (see FdbTable.walk for what it promises; null marks a point to pause, and
-   * the clock is read there). Returns whether the table grew meanwhile.
-   */
-  *walkEntries(clock: () => number): Generator<FdbEntry | null, { resized: boolean }, void> {
-    let now = clock();
-    const it = this.fdb.walk();
-    for (;;) {
-      const r = it.next();
-      if (r.done === true) return r.value;
-      const e = r.value;
-      if (e === null) {
-        yield null;
-        now = clock();
-      } else if (e.isStatic || now - e.lastSeen < this.ageingMs) {
-        yield e;
-      }
-    }
+  /** entries() unsorted and step by step, for a listing that pauses (fdb-sweep.ts walkLive). */
+  walkEntries(clock: () => number): Generator<FdbEntry | null, { resized: boolean }, void> {
+    return walkLive(this.fdb, () => this.ageingMs, clock);
   }
 
   /** Removes the dynamic entries (of one VLAN, or all); static ones stay. */
   flush(vlan?: number): void {
-    const fdb = this.fdb;
-    if (vlan === undefined) {
-      fdb.clear(true);
-      return;
-    }
-    for (let i = 0; i < fdb.capacity; ) {
-      if (fdb.isUsed(i) && !fdb.isStatic(i) && fdb.vlan(i) === vlan) {
-        fdb.removeSlot(i);
-      } else {
-        i++;
-      }
-    }
+    removeEntries(this.fdb, vlan === undefined ? -1 : vlan, -1, false);
   }
 
   /** Port membership summary, for `show ports`. */
   portVlans(port: number): { pvid: number; tagged: number[]; untagged: number[] } {
-    const tagged: number[] = [];
-    const untagged: number[] = [];
-    const base = port * VLANS;
-    for (let v = 1; v < VLANS; v++) {
-      const m = this.membership[base + v];
-      if (m === 1) tagged.push(v);
-      else if (m === 2) untagged.push(v);
-    }
-    return { pvid: this.pvid[port], tagged, untagged };
+    return this.vl.summary(port);
   }
 
   /** Counts a frame dropped at ingress: the element's counter and the port's rxDrops. */
@@ -598,24 +528,4 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     this.count(id, now);
     inPort.rxDrops++;
   }
-}
-
-/** Writes an 802.1Q tag (TPID 0x8100, PCP 0, VID `vlan`) at `at`. */
-function writeTag(buf: Buffer, at: number, vlan: number): void {
-  buf[at] = ETHERTYPE_VLAN >>> 8;
-  buf[at + 1] = ETHERTYPE_VLAN & 0xff;
-  buf[at + 2] = (vlan >> 8) & 0x0f;
-  buf[at + 3] = vlan & 0xff;
-}
-
-function checkMode(port: string, m: SwitchPortMode): void {
-  if (m.mode === "access") checkVid(m.vlan, `port ${port} vlan`);
-  else {
-    for (const v of m.allowed) checkVid(v, `port ${port} allowed vlan`);
-    if (m.native !== undefined) checkVid(m.native, `port ${port} native vlan`);
-  }
-}
-
-function checkVid(v: number, what: string): void {
-  if (!Number.isInteger(v) || v < 1 || v > 4094) throw new Error(`${what}: ${v} is not a VLAN id (1-4094)`);
 }

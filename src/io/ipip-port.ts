@@ -144,20 +144,26 @@ export interface IpipUnderlayStats {
 }
 
 const IPIP_COUNTERS = counters({
-  encapsulated: { kind: "forward", help: "packets sent into the tunnel" },
-  decapsulated: { kind: "forward", help: "packets received from the tunnel, delivered as frames" },
-  unknownPeer: { kind: "drop", help: "received from an outer source that is not a peer" },
-  badOuter: { kind: "drop", help: "received with a malformed outer header (version, IHL, protocol, length)" },
-  badInner: { kind: "drop", help: "received with a malformed inner IPv4 header (checksum included)" },
-  badInnerTx: { kind: "drop", help: "frames to send whose inner IPv4 header is malformed" },
-  notIpv4: { kind: "drop", help: "frames to send that are not IPv4" },
-  noTunnelDst: { kind: "drop", help: "frames to send whose destination MAC names no unicast node (02:50:a.b.c.d)" },
-  tooBig: { kind: "drop", help: "frames to send above the tunnel MTU (no fragmenting)" },
-  rxTooBig: { kind: "drop", help: "received packets larger than a slot's room" },
-  ecnDrop: { kind: "drop", help: "outer CE over a not-ECT inner packet (RFC 6040 section 4.2)" },
-  wrongDst: { kind: "drop", help: "received with an outer destination other than localAddr" },
-  txErrors: { kind: "drop", help: "packets the kernel refused (lastTxError has the latest message)" },
-  rxErrors: { kind: "event", help: "receive errors of the socket (recvmmsg other than EAGAIN, poll errors)" },
+  forward: {
+    encapsulated: "packets sent into the tunnel",
+    decapsulated: "packets received from the tunnel, delivered as frames",
+  },
+  drop: {
+    unknownPeer: "received from an outer source that is not a peer",
+    badOuter: "received with a malformed outer header (version, IHL, protocol, length)",
+    badInner: "received with a malformed inner IPv4 header (checksum included)",
+    badInnerTx: "frames to send whose inner IPv4 header is malformed",
+    notIpv4: "frames to send that are not IPv4",
+    noTunnelDst: "frames to send whose destination MAC names no unicast node (02:50:a.b.c.d)",
+    tooBig: "frames to send above the tunnel MTU (no fragmenting)",
+    rxTooBig: "received packets larger than a slot's room",
+    ecnDrop: "outer CE over a not-ECT inner packet (RFC 6040 section 4.2)",
+    wrongDst: "received with an outer destination other than localAddr",
+    txErrors: "packets the kernel refused (lastTxError has the latest message)",
+  },
+  event: {
+    rxErrors: "receive errors of the socket (recvmmsg other than EAGAIN, poll errors)",
+  },
 });
 type IpipCounter = (typeof IPIP_COUNTERS.names)[number];
 const C = IPIP_COUNTERS.id;

@@ -23,12 +23,21 @@ import { createRequire } from "node:module";
 export const IFNAME_MAX = 15;
 
 export interface TapOptions {
-  /** Interface name (at most 15 bytes; `tap%d` lets the kernel pick). Created if missing; goes away when the fd closes unless it was made persistent elsewhere. */
+  /** Interface name (at most 15 bytes; `tap%d` lets the kernel pick). Created if missing; goes away when the fd closes unless it is persistent. */
   name: string;
   /** IFF_VNET_HDR with a 12-byte header and checksum/TSO offloads (TUN_F_CSUM|TSO4|TSO6|TSO_ECN). */
   offload?: boolean;
   /** IFF_MULTI_QUEUE: several fds may attach to one TAP. */
   multiQueue?: boolean;
+  /** TUNSETPERSIST: the TAP outlives its last fd (a lab node restarted after a crash re-attaches to it). */
+  persist?: boolean;
+  /**
+   * Adopt this inherited fd, already attached to a TAP (tapAttachIn in a parent), instead
+   * of opening one by `name` (which then only names the port in messages). Its header
+   * mode must match `offload`. The call owns the fd: closed on failure too. The handle's
+   * ifindex and mtu are 0 (the TAP is in another namespace); its name is the device's.
+   */
+  fd?: number;
   /** Packet memory shared by all ports of the process. */
   pool: Buffer;
   /** Byte offset in `pool` of this port's receive region (`slots * slotSize` bytes). */
@@ -98,9 +107,16 @@ export interface InterfaceInfo {
   ifindex: number;
 }
 
+/** A TAP in another network namespace, attached by tapAttachIn: its fd and what the namespace says of it. */
+export interface AttachedTap extends InterfaceInfo {
+  fd: number;
+}
+
 interface NativeBinding {
   openTap(opts: TapOptions): TapHandle;
   interfaceInfo(name: string): InterfaceInfo;
+  tapPersist(fd: number, on: boolean): void;
+  tapAttachIn(opts: { netns: string; name: string; offload?: boolean }): AttachedTap;
 }
 
 const ADDON_PATH = "../../native/build/Release/tapnet.node";
@@ -149,4 +165,21 @@ export function openTap(opts: TapOptions): TapHandle {
 /** MAC, MTU and ifindex of an interface in this process's network namespace. */
 export function interfaceInfo(name: string): InterfaceInfo {
   return loadNative().interfaceInfo(name);
+}
+
+/** Makes the TAP on `fd` persistent (it outlives its last fd) or not (it goes with its last fd). */
+export function tapPersist(fd: number, on: boolean): void {
+  loadNative().tapPersist(fd, on);
+}
+
+/**
+ * Attaches to the persistent TAP `name` in the network namespace at `netns` (a path such
+ * as /run/netns/tn.LAB.HOST): setns there on the calling thread, open /dev/net/tun,
+ * TUNSETIFF (IFF_TAP|IFF_NO_PI, IFF_VNET_HDR with `offload`), setns back. Needs
+ * CAP_SYS_ADMIN. Refuses (ENODEV) when there is no persistent TAP of that name, rather
+ * than create one. The fd is blocking and close-on-exec; a child given it in a stdio
+ * slot adopts it with openTap({ fd }).
+ */
+export function tapAttachIn(opts: { netns: string; name: string; offload?: boolean }): AttachedTap {
+  return loadNative().tapAttachIn(opts);
 }

@@ -34,10 +34,14 @@ const SOFT_MAX_SEGS = 1024;
 const SOFT_PREFIX = 32;
 
 const SOFT_OFFLOAD_COUNTERS = counters({
-  segmented: { kind: "event", help: "TSO super-frames cut into segments in software" },
-  segments: { kind: "event", help: "segments those super-frames became" },
-  csumCompleted: { kind: "event", help: "partial checksums completed in software" },
-  badOffload: { kind: "drop", help: "super-frames or partial checksums that could not be resolved (malformed)" },
+  drop: {
+    badOffload: "super-frames or partial checksums that could not be resolved (malformed)",
+  },
+  event: {
+    segmented: "TSO super-frames cut into segments in software",
+    segments: "segments those super-frames became",
+    csumCompleted: "partial checksums completed in software",
+  },
 });
 const C = SOFT_OFFLOAD_COUNTERS.id;
 

@@ -3,9 +3,13 @@
  *
  * The addon drains up to `batchSize` frames per wake-up straight into this port's
  * region of the packet pool and calls back once per batch; transmit hands the whole
- * TxQueue to one native call. The device is created if missing and disappears when
- * the process exits (it is not persistent), which is what makes `lab down` work
- * after a node was killed with -9.
+ * TxQueue to one native call. The device is created if missing (attached to when a
+ * persistent one of that name exists). By default it disappears when the process
+ * exits; with `persist` (lab nodes) it outlives the process, so a host whose eth0 it
+ * is keeps its interface while its node restarts, and only dispose() (the port
+ * removed at runtime) or deleting its namespace (`lab down`) removes it. With `fd`
+ * the port adopts a TAP its parent attached to (a restarted lab node: the TAP is a
+ * host's eth0 in the host's namespace, out of the node's reach by name).
  *
  * Egress GRO (with offload): TCP segments that crossed the node one by one (from a
  * tunnel, libpcap, a host without TSO) would reach the receiving host's stack one
@@ -23,7 +27,7 @@ import type { TxQueue } from "../core/batch.js";
 import type { PacketPool } from "../core/pool.js";
 import { DEFAULT_BATCH, DEFAULT_SLOT, HEADROOM, Port, type RxHandler } from "../core/port.js";
 import { VNET_HDR_LEN, vnetIsGso } from "../wire/vnet.js";
-import { openTap, type TapHandle } from "./native.js";
+import { openTap, type TapHandle, tapPersist } from "./native.js";
 import { groFrames, OFFLOAD_ERR_NO_ROOM } from "./offload.js";
 
 export interface TapPortOptions {
@@ -32,6 +36,12 @@ export interface TapPortOptions {
   offload?: boolean;
   /** Egress GRO (merge runs of TCP segments into super-frames); default on with offload, impossible without. */
   gro?: boolean;
+  /** The TAP outlives the process (TUNSETPERSIST) until the port is disposed of. */
+  persist?: boolean;
+  /** An inherited fd attached to the TAP, adopted at open() instead of opening by name (the port owns it from then). */
+  fd?: number;
+  /** The MTU to report for an adopted TAP (its namespace is not ours to ask). */
+  mtu?: number;
 }
 
 /** GRO staging: four 64 KiB super-frames with their vnet headers; one flush reuses it as it writes. */
@@ -86,6 +96,12 @@ export class TapPort extends Port {
    */
   private readonly headers: boolean;
   private readonly gro: TapGro | null;
+  private readonly persist: boolean;
+  /** The inherited fd to adopt at open(), until then. */
+  private adoptFd: number | undefined;
+  private readonly adoptedMtu: number;
+  /** True when the port takes over an inherited TAP (a restarted node) rather than opening one. */
+  readonly adopted: boolean;
 
   constructor(
     name: string,
@@ -96,6 +112,10 @@ export class TapPort extends Port {
     super(name, opts.batchSize ?? (offload ? VNET_BATCH : DEFAULT_BATCH), opts.slotSize ?? (offload ? VNET_SLOT : DEFAULT_SLOT));
     this.headers = offload;
     this.gro = offload && (opts.gro ?? true) ? new TapGro(this.txq.capacity) : null;
+    this.persist = opts.persist ?? false;
+    this.adoptFd = opts.fd;
+    this.adopted = opts.fd !== undefined;
+    this.adoptedMtu = opts.mtu ?? 0;
   }
 
   override get deviceOffload(): boolean {
@@ -118,9 +138,13 @@ export class TapPort extends Port {
     const buf = pool.buf;
     const headers = this.headers;
     this.onRx = onRx;
+    const fd = this.adoptFd;
+    this.adoptFd = undefined; // openTap owns it from here, also when it fails
     this.handle = openTap({
       name: this.ifname,
       offload: headers,
+      persist: this.persist,
+      fd,
       pool: buf,
       rxBase: base,
       slots: this.batchSize,
@@ -150,6 +174,20 @@ export class TapPort extends Port {
       this.handle.close();
       this.handle = null;
     }
+  }
+
+  /** Removed for good: a persistent TAP stops being one, so it goes with the close. */
+  override dispose(): void {
+    const h = this.handle;
+    if (h !== null && this.persist) {
+      try {
+        tapPersist(h.fd, false);
+      } catch (e) {
+        // The device is gone already (its namespace was deleted): nothing left to remove.
+        if ((e as NodeJS.ErrnoException).code !== "EBADFD") console.error(`port ${this.name}: ${(e as Error).message}`);
+      }
+    }
+    this.close();
   }
 
   protected transmit(pool: Buffer, q: TxQueue): number {
@@ -272,7 +310,7 @@ export class TapPort extends Port {
 
   info(): { mac: number; mtu: number; ifname: string } {
     const h = this.handle;
-    return { mac: h ? h.mac : 0, mtu: h ? h.mtu : 0, ifname: this.ifname };
+    return { mac: h ? h.mac : 0, mtu: h ? h.mtu || this.adoptedMtu : 0, ifname: this.ifname };
   }
 
   deviceStats(): Record<string, number> {

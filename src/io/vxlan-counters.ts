@@ -8,23 +8,31 @@
 import { counters } from "../core/element.js";
 
 export const VXLAN_COUNTERS = counters({
-  encapsulated: { kind: "forward", help: "outer packets sent (a flooded frame counts once per remote)" },
-  decapsulated: { kind: "forward", help: "inner frames received" },
-  flooded: { kind: "event", help: "frames replicated to the flood list (once per frame)" },
-  learned: { kind: "event", help: "new or moved learned entries" },
-  aged: { kind: "event", help: "learned entries expired" },
-  learnLimit: { kind: "event", help: "source MACs not learned because the table was full" },
-  badHeader: { kind: "drop", help: "datagrams shorter than 8 bytes or without the I flag (RFC 7348 section 5)" },
-  vniMismatch: { kind: "drop", help: "datagrams of another VNI" },
-  runt: { kind: "drop", help: "inner frames shorter than 14 bytes (received, or queued to send)" },
-  rxTooBig: { kind: "drop", help: "inner frames larger than a slot's room (slotSize - HEADROOM)" },
-  tooBig: { kind: "drop", help: "frames to send above the overlay MTU (RFC 7348 section 4.3: no fragmenting)" },
-  arpSuppressed: { kind: "deliver", help: "ARP requests answered in the port" },
-  txErrors: { kind: "drop", help: "sends the kernel refused (lastTxError has the latest message)" },
-  unknownDst: { kind: "drop", help: "frames with nowhere to go: no FDB entry and no flood remotes" },
-  segmented: { kind: "event", help: "TSO super-frames cut into segments (offloads)" },
-  coalesced: { kind: "event", help: "received datagrams merged into a super-frame (not delivered on their own)" },
-  badOffload: { kind: "drop", help: "super-frames or partial checksums that could not be resolved (malformed)" },
+  forward: {
+    encapsulated: "outer packets sent (a flooded frame counts once per remote)",
+    decapsulated: "inner frames received",
+  },
+  deliver: {
+    arpSuppressed: "ARP requests answered in the port",
+  },
+  drop: {
+    badHeader: "datagrams shorter than 8 bytes or without the I flag (RFC 7348 section 5)",
+    vniMismatch: "datagrams of another VNI",
+    runt: "inner frames shorter than 14 bytes (received, or queued to send)",
+    rxTooBig: "inner frames larger than a slot's room (slotSize - HEADROOM)",
+    tooBig: "frames to send above the overlay MTU (RFC 7348 section 4.3: no fragmenting)",
+    txErrors: "sends the kernel refused (lastTxError has the latest message)",
+    unknownDst: "frames with nowhere to go: no FDB entry and no flood remotes",
+    badOffload: "super-frames or partial checksums that could not be resolved (malformed)",
+  },
+  event: {
+    flooded: "frames replicated to the flood list (once per frame)",
+    learned: "new or moved learned entries",
+    aged: "learned entries expired",
+    learnLimit: "source MACs not learned because the table was full",
+    segmented: "TSO super-frames cut into segments (offloads)",
+    coalesced: "received datagrams merged into a super-frame (not delivered on their own)",
+  },
 });
 
 export type VxlanCounter = (typeof VXLAN_COUNTERS.names)[number];

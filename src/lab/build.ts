@@ -5,10 +5,12 @@
  * Layout of a lab named L:
  *   - every node and every host is a network namespace `tn.L.NAME` (lab and node names
  *     never hold a dot, so two different (lab, name) pairs never share a namespace);
- *   - a node runs one tapnet process inside its namespace; for each TAP host the
- *     process creates a TAP named after the host, which the builder then moves into
- *     the host's namespace and renames eth0 (the process keeps its file descriptor,
- *     so the host's eth0 IS the node's port);
+ *   - a node runs one tapnet process inside its namespace, started (and restarted
+ *     after a crash) by a supervisor process of its own; for each TAP host the
+ *     process creates a persistent TAP named after the host, which the builder then
+ *     moves into the host's namespace and renames eth0 (the process keeps its file
+ *     descriptor, so the host's eth0 IS the node's port; a restarted node gets it back
+ *     from the supervisor);
  *   - a veth host gets a veth pair: eth0 in the host, the other end (named after
  *     the host) in the node, opened by the node through libpcap;
  *   - a link between two nodes is a veth pair whose ends are named after the peer.
@@ -20,33 +22,67 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
-import { nodeEnvironment, nodeLauncher } from "../node/sandbox.js";
 import { nodeConfig } from "./node-config.js";
-import { labDir, type LabState, type Log, nsName, writeState } from "./state.js";
+import { labDir, type LabState, type Log, nsName, readSupervisorStatus, writeState } from "./state.js";
 import { cmdline, ipBatch, isAlive, run, sleep } from "./sys.js";
-import { isKernelNode, overlayNotes, type Topology, usesUnderlayPort } from "./topology.js";
+import { isKernelNode, overlayNotes, type StpSpec, type Topology, usesUnderlayPort } from "./topology.js";
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/main.js");
 /** The repository (dist/lab/ -> ../..). */
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
-async function waitReady(lab: string, node: string, socket: string, pid: number, log: string, abort?: AbortSignal): Promise<void> {
+/** The last lines of a log file, for a message. */
+function logTail(log: string): string {
+  return fs.existsSync(log) ? fs.readFileSync(log, "utf8").trim().split("\n").slice(-8).join("\n") : "";
+}
+
+/**
+ * Waits until a node answers on its control socket; fails when its supervisor is gone
+ * or the node exited during start-up (the supervisor would only start it again).
+ * Returns the node's PID.
+ */
+async function waitReady(lab: string, node: string, n: LabState["nodes"][string], abort?: AbortSignal): Promise<number> {
   const deadline = Date.now() + 15_000;
   for (;;) {
     if (abort?.aborted) throw new Error("interrupted");
-    if (!isAlive(pid) || cmdline(pid) === null) {
-      const tail = fs.existsSync(log) ? fs.readFileSync(log, "utf8").trim().split("\n").slice(-8).join("\n") : "";
-      throw new Error(`node ${node} exited during start-up. Its log (${log}):\n${tail}`);
+    const st = readSupervisorStatus(lab, node);
+    if (st?.lastExit) {
+      const how = st.lastExit.signal ? `was killed by ${st.lastExit.signal}` : `exited with status ${st.lastExit.code}`;
+      throw new Error(`node ${node} ${how} during start-up. Its log (${n.log}):\n${logTail(n.log)}`);
     }
-    try {
-      await request(socket, { cmd: "status" }, 1000);
-      return;
-    } catch {
-      // not listening yet
+    if (n.supervisor === undefined || !isAlive(n.supervisor) || cmdline(n.supervisor) === null) {
+      throw new Error(`the supervisor of node ${node} exited during start-up. Its log (${n.log}):\n${logTail(n.log)}`);
     }
-    if (Date.now() > deadline) throw new Error(`node ${node} of lab ${lab} did not answer on ${socket} within 15 s (log: ${log})`);
+    if (st?.pid) {
+      try {
+        await request(n.socket, { cmd: "status" }, 1000);
+        return st.pid;
+      } catch {
+        // not listening yet
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`node ${node} of lab ${lab} did not answer on ${n.socket} within 15 s (log: ${n.log})`);
     await sleep(50);
   }
+}
+
+/** `type bridge` options of a kernel node's spanning tree (iproute2 takes times in centiseconds). */
+function kernelStp(stp: StpSpec | undefined): string {
+  if (!stp) return "";
+  const cs = (s: number): number => Math.round(s * 100);
+  return ` stp_state ${stp.enabled ? 1 : 0} priority ${stp.priority} hello_time ${cs(stp.helloTime)} forward_delay ${cs(stp.forwardDelay)} max_age ${cs(stp.maxAge)}`;
+}
+
+/**
+ * A kernel bridge port's cost and priority. The Linux bridge's port priority is 6 bits
+ * above a 10-bit port number (0-63); tapnet's is 802.1D-2004's 4 bits above 12 (0-240
+ * in steps of 16): the same port id order when the kernel's is a quarter of it.
+ */
+function kernelPortStp(dev: string, stp: { cost?: number; priority?: number } | undefined): string[] {
+  if (!stp || (stp.cost === undefined && stp.priority === undefined)) return [];
+  return [
+    `link set dev ${dev} type bridge_slave${stp.cost !== undefined ? ` cost ${stp.cost}` : ""}${stp.priority !== undefined ? ` priority ${stp.priority / 4}` : ""}`,
+  ];
 }
 
 /** Every namespace a lab has: nodes, hosts, the underlay's bridges and kernel routers. */
@@ -55,6 +91,19 @@ export function labNamespaces(t: Topology): string[] {
   if (Object.keys(t.underlay?.segments ?? {}).length) names.push("ul");
   names.push(...Object.keys(t.underlay?.routers ?? {}));
   return names.map((n) => nsName(t.name, n));
+}
+
+/**
+ * ARP inspection's bindings from the lab: the address it gave host `h` and the MAC its
+ * eth0 has, told to every tapnet node that inspects the host's VLAN.
+ */
+async function tellArpBinding(t: Topology, state: LabState, h: string): Promise<void> {
+  const hs = t.hosts[h];
+  const vlan = hs.vlan ?? 1;
+  const nodes = Object.entries(t.nodes).filter(([n, s]) => !isKernelNode(s) && s.arpInspection?.vlans.includes(vlan) && state.nodes[n]);
+  if (nodes.length === 0) return;
+  const mac = run(["ip", "netns", "exec", state.hosts[h].namespace, "cat", "/sys/class/net/eth0/address"]).trim();
+  for (const [n] of nodes) await request(state.nodes[n].socket, { cmd: "arp-binding", vlan, ip: hs.ip.split("/")[0], mac, source: "lab" });
 }
 
 export async function build(t: Topology, state: LabState, log: Log, abort?: AbortSignal): Promise<void> {
@@ -118,7 +167,9 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   // 3. Kernel nodes: a Linux bridge, and a kernel VXLAN device on it when asked.
   for (const [node, spec] of Object.entries(t.nodes)) {
     if (!isKernelNode(spec)) continue;
-    ipBatch(["link add br0 type bridge", "link set br0 up"], ns(node));
+    ipBatch([`link add br0 type bridge${kernelStp(spec.stp)}`, "link set br0 up"], ns(node));
+    state.kernel = { ...state.kernel, [node]: { namespace: ns(node) } };
+    writeState(state);
     const kv = spec.kernelVxlan;
     if (kv && spec.underlay) {
       const local = spec.underlay.address.split("/")[0];
@@ -152,7 +203,10 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     if (hs.link !== "veth" && !kernel(hs.node)) continue;
     await step();
     run(["ip", "link", "add", h, "netns", ns(hs.node), "type", "veth", "peer", "name", "eth0", "netns", ns(h)]);
-    ipBatch([`link set ${h} mtu ${hs.mtu}`, ...(kernel(hs.node) ? [`link set ${h} master br0`] : []), `link set ${h} up`], ns(hs.node));
+    ipBatch(
+      [`link set ${h} mtu ${hs.mtu}`, ...(kernel(hs.node) ? [`link set ${h} master br0`, ...kernelPortStp(h, hs.stp)] : []), `link set ${h} up`],
+      ns(hs.node),
+    );
     // A packet socket sees the host's TCP super-frames before segmentation (up to
     // 64 KiB); the switch forwards real frames, so the host must segment itself.
     if (!kernel(hs.node)) run(["ip", "netns", "exec", ns(h), "ethtool", "-K", "eth0", "tso", "off", "gso", "off"]);
@@ -160,10 +214,11 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   for (const l of t.links) {
     const [a, b] = l.between;
     run(["ip", "link", "add", b, "netns", ns(a), "type", "veth", "peer", "name", a, "netns", ns(b)]);
-    ipBatch([`link set ${b} mtu ${l.mtu}`, ...(kernel(a) ? [`link set ${b} master br0`] : []), `link set ${b} up`], ns(a));
-    ipBatch([`link set ${a} mtu ${l.mtu}`, ...(kernel(b) ? [`link set ${a} master br0`] : []), `link set ${a} up`], ns(b));
+    ipBatch([`link set ${b} mtu ${l.mtu}`, ...(kernel(a) ? [`link set ${b} master br0`, ...kernelPortStp(b, l.stp)] : []), `link set ${b} up`], ns(a));
+    ipBatch([`link set ${a} mtu ${l.mtu}`, ...(kernel(b) ? [`link set ${a} master br0`, ...kernelPortStp(a, l.stp)] : []), `link set ${a} up`], ns(b));
   }
-  // 5. Node processes, each in its namespace.
+  // 5. Node processes, each in its namespace, each run by a supervisor of its own
+  //    (src/lab/supervisor.ts) that starts it again when it dies.
   const dir = labDir(lab);
   if (/prof|report|heapsnapshot/.test(process.env.TAPNET_NODE_ARGS ?? "") && process.env.TAPNET_NO_SECCOMP !== "1") {
     log("note: TAPNET_NODE_ARGS asks the nodes to write files (profiles, reports), which their seccomp filter refuses: set TAPNET_NO_SECCOMP=1 as well");
@@ -175,27 +230,29 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     const cfgPath = path.join(dir, `${node}.json`);
     const logPath = path.join(dir, `${node}.log`);
     fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
+    // A new lab starts from its topology alone (the journal is for restarts of this one).
+    if (cfg.journal) fs.rmSync(cfg.journal, { force: true });
     const out = fs.openSync(logPath, "a");
+    // The supervisor runs here (root, every capability: it enters the hosts'
+    // namespaces to hand their TAPs to a restarted node) and starts the node through
+    // `ip netns exec NS setpriv …` (nodeLauncher in src/node/sandbox.ts), passing on
     // TAPNET_NODE_ARGS: extra Node.js options for the node processes, e.g.
     // "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the dataplane (written at lab down,
     // which the seccomp filter refuses unless TAPNET_NO_SECCOMP=1 is set as well).
-    const nodeArgs = (process.env.TAPNET_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
-    // Through setpriv: the node runs with NODE_CAPABILITIES and no_new_privs from its
-    // exec on, on every thread (src/node/sandbox.ts). `ip netns exec` and setpriv both
-    // exec, so child.pid is the node's PID.
-    const child = spawn("ip", ["netns", "exec", ns(node), ...nodeLauncher(), process.execPath, ...nodeArgs, CLI, "node", "run", cfgPath], {
+    const child = spawn(process.execPath, [CLI, "node", "supervise", cfgPath], {
       detached: true,
       stdio: ["ignore", out, out],
-      env: nodeEnvironment(),
+      env: process.env,
     });
     fs.closeSync(out);
     child.unref();
-    if (child.pid === undefined) throw new Error(`could not start the process of node ${node}`);
-    state.nodes[node] = { namespace: ns(node), pid: child.pid, socket: cfg.controlSocket, config: cfgPath, log: logPath };
+    if (child.pid === undefined) throw new Error(`could not start the supervisor of node ${node}`);
+    state.nodes[node] = { namespace: ns(node), pid: null, supervisor: child.pid, socket: cfg.controlSocket, config: cfgPath, log: logPath };
     writeState(state);
   }
   for (const [node, n] of Object.entries(state.nodes)) {
-    await waitReady(lab, node, n.socket, n.pid as number, n.log, abort);
+    n.pid = await waitReady(lab, node, n, abort);
+    writeState(state);
   }
   log(`nodes up: ${Object.keys(state.nodes).join(" ")}`);
   // 6. Hosts: hand each TAP host its port as eth0, then addresses and routes.
@@ -212,6 +269,7 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     ipBatch(cmds, ns(h));
     state.hosts[h] = { namespace: ns(h), node: hs.node, ip: hs.ip, gateway: hs.gateway, vlan: hs.vlan ?? 1, link: kernel(hs.node) ? "veth" : hs.link };
     writeState(state);
+    await tellArpBinding(t, state, h);
   }
   log(`hosts up: ${Object.keys(state.hosts).join(" ")}`);
   // Commands the hosts run (servers): each in its own process group, so lab down

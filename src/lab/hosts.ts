@@ -82,6 +82,11 @@ export async function hostAdd(lab: string, host: string, h: HostAdd, log: Log = 
     ipBatch(cmds, ns);
     s.hosts[host] = { namespace: ns, node: h.node, ip: h.ip, gateway: h.gateway, vlan: h.vlan ?? 1, link: "tap" };
     writeState(s);
+    // ARP inspection's binding of the new host, on every node that inspects ARP.
+    const mac = run(["ip", "netns", "exec", ns, "cat", "/sys/class/net/eth0/address"]).trim();
+    for (const n of Object.values(s.nodes)) {
+      await request(n.socket, { cmd: "arp-binding", vlan: h.vlan ?? 1, ip: h.ip.split("/")[0], mac, source: "lab", optional: true });
+    }
     log(`host ${host} joined lab ${lab} on node ${h.node} (${h.ip})`);
   } catch (e) {
     if (portMade) await request(node.socket, { cmd: "change", op: "port.del", args: { name: host } }).catch(() => undefined);
@@ -99,6 +104,9 @@ export async function hostDel(lab: string, host: string, log: Log = () => undefi
   if (h.run) throw new Error(`host ${host} runs '${h.run.command}' from the topology: it leaves with lab down`);
   const node = s.nodes[h.node];
   if (node && h.link === "tap") await request(node.socket, { cmd: "change", op: "port.del", args: { name: host } });
+  for (const n of Object.values(s.nodes)) {
+    await request(n.socket, { cmd: "arp-binding", remove: true, vlan: h.vlan, ip: h.ip.split("/")[0], optional: true }).catch(() => undefined);
+  }
   // Deleting the namespace removes its eth0 (the TAP, whose last fd the node closed).
   if (netnsList().includes(h.namespace)) run(["ip", "netns", "del", h.namespace]);
   delete s.hosts[host];

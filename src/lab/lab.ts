@@ -8,7 +8,7 @@ import { request } from "../control/client.js";
 import { RUN_DIR } from "../control/protocol.js";
 import type { SandboxReport } from "../node/sandbox.js";
 import { build, labNamespaces } from "./build.js";
-import { labDir, type LabState, listLabs, type Log, ownerOf, readState, writeState } from "./state.js";
+import { labDir, type LabState, listLabs, type Log, ownerOf, readState, readSupervisorStatus, type SupervisorStatus, writeState } from "./state.js";
 import { cmdline, isAlive, netnsList, run, sleep } from "./sys.js";
 import { loadTopology } from "./topology.js";
 
@@ -78,26 +78,42 @@ export async function labUp(file: string, log: Log = () => undefined, abort?: Ab
   }
 }
 
-/** Stops a node process we started: only if /proc says it is still our node. */
-async function stopNode(n: LabState["nodes"][string]): Promise<void> {
-  if (n.pid === null) return;
-  const cl = cmdline(n.pid);
-  if (cl === null || !cl.includes(n.config)) return; // gone, or the PID was reused
+/** Sends `sig` to `pid` and waits up to `ms` for it to go; true when it is gone. */
+async function signalAndWait(pid: number, sig: NodeJS.Signals, still: () => boolean, ms: number): Promise<boolean> {
   try {
-    process.kill(n.pid, "SIGTERM");
+    process.kill(pid, sig);
   } catch {
-    return;
+    return true;
   }
-  for (let i = 0; i < 40; i++) {
-    if (cmdline(n.pid) === null || !isAlive(n.pid)) return;
-    await sleep(50);
+  for (let waited = 0; waited < ms; waited += 25) {
+    if (!still()) return true;
+    await sleep(25);
   }
-  try {
-    process.kill(n.pid, "SIGKILL");
-  } catch {
-    // exited meanwhile
+  return !still();
+}
+
+/** True while `pid` is a live process whose command line holds all of `words` (not a reused PID). */
+function runs(pid: number, words: string[]): boolean {
+  const cl = cmdline(pid);
+  return cl !== null && cl !== "" && isAlive(pid) && words.every((w) => cl.includes(w));
+}
+
+/**
+ * Stops a node: its supervisor first (SIGTERM: it stops the node — SIGTERM, then
+ * SIGKILL after 2 s — and exits; SIGKILL if it takes longer), then whatever node
+ * process is left (its supervisor was killed, or never existed): only processes /proc
+ * still shows as ours.
+ */
+async function stopNode(lab: string, name: string, n: LabState["nodes"][string]): Promise<void> {
+  const sup = n.supervisor;
+  if (sup !== undefined && runs(sup, ["supervise", n.config])) {
+    const still = (): boolean => runs(sup, ["supervise", n.config]);
+    if (!(await signalAndWait(sup, "SIGTERM", still, 4000))) await signalAndWait(sup, "SIGKILL", still, 1000);
   }
-  for (let i = 0; i < 40 && cmdline(n.pid) !== null; i++) await sleep(25);
+  const pid = readSupervisorStatus(lab, name)?.pid ?? n.pid;
+  if (pid === null || !runs(pid, [" run ", n.config])) return;
+  const still = (): boolean => runs(pid, [" run ", n.config]);
+  if (!(await signalAndWait(pid, "SIGTERM", still, 2000))) await signalAndWait(pid, "SIGKILL", still, 1000);
 }
 
 /** Stops a host's command (its whole process group) if /proc still shows it. */
@@ -119,7 +135,7 @@ async function stopRun(r: { pid: number; command: string }): Promise<void> {
 
 async function teardown(state: LabState, log: Log, extraNamespaces: string[] = []): Promise<string[]> {
   for (const h of Object.values(state.hosts)) if (h.run) await stopRun(h.run);
-  for (const n of Object.values(state.nodes)) await stopNode(n);
+  for (const [name, n] of Object.entries(state.nodes)) await stopNode(state.lab, name, n);
   const present = new Set(netnsList());
   const removed: string[] = [];
   const failures: string[] = [];
@@ -139,9 +155,10 @@ async function teardown(state: LabState, log: Log, extraNamespaces: string[] = [
 }
 
 /**
- * Takes a lab down: stops its node processes (by the PIDs it recorded), deletes every
- * namespace its state recorded (which removes the veths in them; TAPs go with their
- * process). Works after a node was killed with -9 and after a half-finished `lab up`.
+ * Takes a lab down: stops its nodes' supervisors and node processes (by the PIDs it
+ * recorded), deletes every namespace its state recorded (which removes the veths and
+ * the persistent TAPs in them: a namespace's virtual devices are destroyed with it).
+ * Works after a node or its supervisor was killed with -9 and after a half-finished `lab up`.
  * Given the topology file of a lab whose state is gone, it also removes the namespaces
  * that file names — never one that another lab's state records.
  */
@@ -176,30 +193,56 @@ export async function labDown(fileOrName: string, log: Log = () => undefined): P
   return { lab, removed };
 }
 
-export async function labStatus(): Promise<
-  Array<{
-    lab: string;
-    file: string;
-    nodes: Array<{ name: string; pid: number | null; running: boolean; ports?: string[]; sandbox?: SandboxReport }>;
-    hosts: LabState["hosts"];
-  }>
-> {
+/** A node as `lab status` shows it. */
+export interface NodeStatus {
+  name: string;
+  /** The node process's current PID (null while it is down). */
+  pid: number | null;
+  /** It answers on its control socket. */
+  running: boolean;
+  ports?: string[];
+  sandbox?: SandboxReport;
+  /** Restarts by its supervisor, and how the node last ended. */
+  restarts: number;
+  lastExit: SupervisorStatus["lastExit"];
+  supervisor: { pid: number | null; running: boolean; state: SupervisorStatus["state"] | null; lastRecoveryMs: number | null };
+}
+
+export async function labStatus(): Promise<Array<{ lab: string; file: string; nodes: NodeStatus[]; hosts: LabState["hosts"] }>> {
   const out = [];
   for (const s of listLabs()) {
-    const nodes = [];
+    const nodes: NodeStatus[] = [];
     for (const [name, n] of Object.entries(s.nodes)) {
       let ports: string[] | undefined;
       let sandbox: SandboxReport | undefined;
       let running = false;
+      let pid = n.pid;
       try {
-        const st = await request<{ ports: string[]; sandbox: SandboxReport }>(n.socket, { cmd: "status" }, 2000);
+        const st = await request<{ pid: number; ports: string[]; sandbox: SandboxReport }>(n.socket, { cmd: "status" }, 2000);
         ports = st.ports;
         sandbox = st.sandbox;
+        pid = st.pid;
         running = true;
       } catch {
         running = false;
       }
-      nodes.push({ name, pid: n.pid, running, ports, sandbox });
+      const sup = readSupervisorStatus(s.lab, name);
+      const supPid = n.supervisor ?? null;
+      nodes.push({
+        name,
+        pid,
+        running,
+        ports,
+        sandbox,
+        restarts: sup?.restarts ?? 0,
+        lastExit: sup?.lastExit ?? null,
+        supervisor: {
+          pid: supPid,
+          running: supPid !== null && isAlive(supPid) && (cmdline(supPid) ?? "").includes("supervise"),
+          state: sup?.state ?? null,
+          lastRecoveryMs: sup?.lastRecoveryMs ?? null,
+        },
+      });
     }
     out.push({ lab: s.lab, file: s.file, nodes, hosts: s.hosts });
   }

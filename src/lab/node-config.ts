@@ -2,7 +2,7 @@
 import path from "node:path";
 import type { NodeConfig, NodePortConfig } from "../node/config.js";
 import { labDir } from "./state.js";
-import { ifaceMac, ifAddresses, MESH_PORT_NAME, offloadCapable, UNDERLAY_PORT, usesUnderlayPort, type Topology } from "./topology.js";
+import { bridgeMac, ifaceMac, ifAddresses, MESH_PORT_NAME, offloadCapable, UNDERLAY_PORT, usesUnderlayPort, type Topology } from "./topology.js";
 
 export function nodeConfig(t: Topology, node: string): NodeConfig {
   const spec = t.nodes[node];
@@ -11,7 +11,15 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
   const used = new Set<number>();
   for (const [h, hs] of Object.entries(t.hosts)) {
     if (hs.node !== node) continue;
-    ports.push({ name: h, kind: hs.link === "tap" ? "tap" : "pcap", ifname: h, vlan: { mode: "access", vlan: hs.vlan ?? 1 } });
+    ports.push({
+      name: h,
+      kind: hs.link === "tap" ? "tap" : "pcap",
+      ifname: h,
+      vlan: { mode: "access", vlan: hs.vlan ?? 1 },
+      stp: hs.stp,
+      stormControl: hs.stormControl ?? spec.stormControl,
+      portSecurity: hs.portSecurity,
+    });
     mtuOf[h] = hs.mtu;
     used.add(hs.vlan ?? 1);
   }
@@ -24,6 +32,9 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
       kind: "pcap",
       ifname: peer,
       vlan: l.trunk ? { mode: "trunk", allowed: l.trunk.vlans, native: l.trunk.native } : { mode: "access", vlan: l.vlan ?? 1 },
+      stp: l.stp,
+      stormControl: l.stormControl ?? spec.stormControl,
+      trusted: true,
     });
     mtuOf[peer] = l.mtu;
     for (const v of l.trunk?.vlans ?? [l.vlan ?? 1]) used.add(v);
@@ -37,6 +48,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
       kind: "vxlan",
       ifname: name,
       vlan: { mode: "access", vlan: v.vlan ?? 1 },
+      trusted: true,
       vxlan: {
         vni: v.vni,
         dstPort: v.port,
@@ -53,7 +65,14 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     used.add(v.vlan ?? 1);
   }
   for (const [name, v] of Object.entries(spec.ipip)) {
-    ports.push({ name, kind: "ipip", ifname: name, vlan: { mode: "access", vlan: 1 }, ipip: { localAddr, peers: v.peers, underlayMtu: ul?.mtu ?? 1500 } });
+    ports.push({
+      name,
+      kind: "ipip",
+      ifname: name,
+      vlan: { mode: "access", vlan: 1 },
+      ipip: { localAddr, peers: v.peers, underlayMtu: ul?.mtu ?? 1500 },
+      trusted: true,
+    });
     mtuOf[name] = (ul?.mtu ?? 1500) - 20;
   }
   if (spec.mesh) {
@@ -65,11 +84,12 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
       ifname: MESH_PORT_NAME,
       vlan: { mode: "access", vlan: 1 },
       mesh: { name: node, port: m.port, password: m.password, peers: m.peers, addresses, underlayMtu: ul?.mtu ?? 1500 },
+      trusted: true,
     });
     mtuOf[MESH_PORT_NAME] = (ul?.mtu ?? 1500) - 60;
   }
   if (usesUnderlayPort(spec)) {
-    ports.push({ name: UNDERLAY_PORT, kind: "pcap", ifname: "ul0", vlan: { mode: "access", vlan: 1 } });
+    ports.push({ name: UNDERLAY_PORT, kind: "pcap", ifname: "ul0", vlan: { mode: "access", vlan: 1 }, trusted: true });
     mtuOf[UNDERLAY_PORT] = ul?.mtu ?? 1500;
   }
   const ifaces = Object.entries(spec.interfaces);
@@ -107,9 +127,16 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     node,
     controlSocket: path.join(labDir(t.name), `${node}.sock`),
     journal: path.join(labDir(t.name), `${node}.journal`),
+    persistentTaps: true,
     ports,
     offload: spec.offload ?? offloadCapable(t, node),
-    switch: { ageingTime: spec.ageingTime, maxEntries: spec.maxEntries, static: spec.static },
+    switch: {
+      ageingTime: spec.ageingTime,
+      maxEntries: spec.maxEntries,
+      static: spec.static,
+      stp: spec.stp ? { ...spec.stp, mac: bridgeMac(t.name, node) } : undefined,
+      arpInspection: spec.arpInspection,
+    },
     router,
   };
 }

@@ -2,8 +2,8 @@
  * The `overlay:` section of a topology expanded into plain per-node config: what
  * flanneld (VXLAN, host-gw) or Calico (IPIP) would configure on each node.
  */
-import { ipToString } from "../wire/ipv4addr.js";
-import { ifaceMac, isKernelNode, maskOf, type NodeSpec, splitCidr, type Topology, UNDERLAY_PORT } from "./topology-schema.js";
+import { ipInSubnet, ipToString, maskFromPrefix } from "../wire/ipv4addr.js";
+import { ifaceMac, isKernelNode, type NodeSpec, splitCidr, type Topology, UNDERLAY_PORT } from "./topology-schema.js";
 import { expandMesh } from "../mesh/lab.js";
 
 /**
@@ -30,7 +30,7 @@ export function expandOverlay(t: Topology): { topology: Topology; notes: string[
   const info = nodes.map(([n, s]) => {
     const pod = splitCidr(s.podCidr as string) as { addr: number; prefixLen: number };
     const ul = splitCidr((s.underlay as NonNullable<NodeSpec["underlay"]>).address) as { addr: number; prefixLen: number };
-    const podNet = (pod.addr & maskOf(pod.prefixLen)) >>> 0;
+    const podNet = (pod.addr & maskFromPrefix(pod.prefixLen)) >>> 0;
     return { n, s, podNet, podLen: pod.prefixLen, ul, ulAddr: ipToString(ul.addr), tunnelMac: ifaceMac(t.name, n, 100) };
   });
   for (const me of info) {
@@ -60,9 +60,9 @@ export function expandOverlay(t: Topology): { topology: Topology; notes: string[
     } else {
       const ul = s.underlay as NonNullable<NodeSpec["underlay"]>;
       s.interfaces.ul0 = { port: UNDERLAY_PORT, address: ul.address, mtu: ulMtu, proxyArp: false };
-      const mask = maskOf(me.ul.prefixLen);
+      const mask = maskFromPrefix(me.ul.prefixLen);
       for (const p of peers) {
-        if ((p.ul.addr & mask) >>> 0 === (me.ul.addr & mask) >>> 0) {
+        if (ipInSubnet(p.ul.addr, me.ul.addr & mask, mask)) {
           s.routes.push({ to: `${ipToString(p.podNet)}/${p.podLen}`, via: p.ulAddr, onlink: false });
         } else {
           notes.push(

@@ -16,7 +16,8 @@ type Obj = Record<string, unknown>;
 
 function nodeSpec(raw: Obj, c: NodeConfig): Obj {
   const out: Obj = {};
-  for (const k of ["kind", "offload", "underlay"]) if (raw[k] !== undefined) out[k] = raw[k];
+  // Layer-2 safety settings are the file's (runtime changes do not touch them).
+  for (const k of ["kind", "offload", "underlay", "stp", "stormControl", "arpInspection"]) if (raw[k] !== undefined) out[k] = raw[k];
   out.ageingTime = c.switch.ageingTime;
   out.maxEntries = c.switch.maxEntries;
   if (c.switch.static.length) out.static = c.switch.static;
@@ -98,6 +99,9 @@ export async function labSave(lab: string): Promise<string> {
         mtu: r.mtu,
         mac: r.mac,
         run: r.run,
+        stp: r.stp,
+        stormControl: r.stormControl,
+        portSecurity: r.portSecurity,
       }).filter(([, v]) => v !== undefined),
     );
   }

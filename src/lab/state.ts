@@ -11,11 +11,18 @@ export interface LabState {
   file: string;
   createdAt: string;
   namespaces: string[];
-  nodes: Record<string, { namespace: string; pid: number | null; socket: string; config: string; log: string }>;
+  /**
+   * pid: the node process's PID as readState() gives it — the current one, from the
+   * supervisor's status file (a restarted node has a new PID), null while it is down.
+   * supervisor: the PID of the node's supervisor (src/lab/supervisor.ts).
+   */
+  nodes: Record<string, { namespace: string; pid: number | null; supervisor?: number; socket: string; config: string; log: string }>;
   hosts: Record<
     string,
     { namespace: string; node: string; ip: string; gateway?: string; vlan: number; link: string; run?: { pid: number; command: string; log: string } }
   >;
+  /** kind: kernel nodes: a Linux bridge br0 in the namespace. */
+  kernel?: Record<string, { namespace: string }>;
 }
 
 export const nsName = (lab: string, name: string): string => `tn.${lab}.${name}`;
@@ -24,12 +31,50 @@ const statePath = (lab: string): string => path.join(labDir(lab), "state.json");
 
 export type Log = (msg: string) => void;
 
-export function readState(lab: string): LabState | null {
+/** What a node's supervisor says of it, in /run/tapnet/LAB/NODE.supervisor.json (written by the supervisor alone). */
+export interface SupervisorStatus {
+  lab: string;
+  node: string;
+  /** The supervisor's PID. */
+  supervisor: number;
+  /** The node process's PID; null while it is down. */
+  pid: number | null;
+  /** starting: spawned, not answering yet; waiting: backing off before a restart. */
+  state: "starting" | "running" | "waiting" | "stopping" | "stopped";
+  startedAt: string;
+  /** Restarts after the node died without being asked to stop. */
+  restarts: number;
+  /** How the node last ended: exit code or signal name, and when (ISO 8601). */
+  lastExit: { code: number | null; signal: string | null; at: string } | null;
+  /** The last restart: ms from the node's death to its successor answering on the control socket. */
+  lastRecoveryMs: number | null;
+  /** Hosts whose TAPs the last start handed to the node. */
+  reattached: string[];
+}
+
+export const supervisorStatusPath = (lab: string, node: string): string => path.join(labDir(lab), `${node}.supervisor.json`);
+
+export function readSupervisorStatus(lab: string, node: string): SupervisorStatus | null {
   try {
-    return JSON.parse(fs.readFileSync(statePath(lab), "utf8")) as LabState;
+    return JSON.parse(fs.readFileSync(supervisorStatusPath(lab, node), "utf8")) as SupervisorStatus;
   } catch {
     return null;
   }
+}
+
+export function readState(lab: string): LabState | null {
+  let s: LabState;
+  try {
+    s = JSON.parse(fs.readFileSync(statePath(lab), "utf8")) as LabState;
+  } catch {
+    return null;
+  }
+  // The node's current PID is the supervisor's to know (it restarts the node).
+  for (const [name, n] of Object.entries(s.nodes)) {
+    const st = readSupervisorStatus(lab, name);
+    if (st !== null) n.pid = st.pid;
+  }
+  return s;
 }
 
 export function writeState(s: LabState): void {

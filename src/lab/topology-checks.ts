@@ -3,8 +3,8 @@
  * addresses that clash or sit outside their subnet, next hops on no connected subnet,
  * what kernel nodes and overlays need. Each problem carries the path of its field.
  */
-import { ipToString } from "../wire/ipv4addr.js";
-import { IFNAME_MAX, ifAddresses, ipToU32, isKernelNode, maskOf, nodePorts, offloadCapable, splitCidr, type Topology } from "./topology-schema.js";
+import { ipInSubnet, ipToString, maskFromPrefix } from "../wire/ipv4addr.js";
+import { IFNAME_MAX, ifAddresses, ipToU32, isKernelNode, nodePorts, offloadCapable, splitCidr, type Topology } from "./topology-schema.js";
 
 export interface Problem {
   path: (string | number)[];
@@ -43,14 +43,18 @@ export function fabricChecks(t: Topology): Problem[] {
       }
       spec.underlay.also.forEach((a, k) => {
         if (!segments.includes(a.segment))
-          problems.push({ path: [...at, "underlay", "also", k, "segment"], message: `unknown segment '${a.segment}' (underlay.segments: ${segments.join(", ") || "none"})` });
-        if (a.segment === spec.underlay?.segment) problems.push({ path: [...at, "underlay", "also", k, "segment"], message: `the node is already on segment '${a.segment}'` });
+          problems.push({
+            path: [...at, "underlay", "also", k, "segment"],
+            message: `unknown segment '${a.segment}' (underlay.segments: ${segments.join(", ") || "none"})`,
+          });
+        if (a.segment === spec.underlay?.segment)
+          problems.push({ path: [...at, "underlay", "also", k, "segment"], message: `the node is already on segment '${a.segment}'` });
       });
       const c = splitCidr(spec.underlay.address);
       if (!c) problems.push({ path: [...at, "underlay", "address"], message: `'${spec.underlay.address}' is not a valid IPv4 address with prefix` });
       else if (spec.underlay.gateway) {
         const g = ipToU32(spec.underlay.gateway);
-        const m = maskOf(c.prefixLen);
+        const m = maskFromPrefix(c.prefixLen);
         if (g === null || (g & m) >>> 0 !== (c.addr & m) >>> 0) {
           problems.push({ path: [...at, "underlay", "gateway"], message: `gateway ${spec.underlay.gateway} is not inside ${spec.underlay.address}` });
         }
@@ -67,6 +71,9 @@ export function fabricChecks(t: Topology): Problem[] {
       if (Object.keys(spec.vxlan).length || Object.keys(spec.ipip).length) {
         problems.push({ path: at, message: "a kernel node's VXLAN device is kernelVxlan; vxlan/ipip ports are for tapnet nodes" });
       }
+      for (const k of ["stormControl", "arpInspection"] as const) {
+        if (spec[k]) problems.push({ path: [...at, k], message: `a kernel node is a Linux bridge: ${k} is a tapnet switch's (stp is both's)` });
+      }
     } else if (spec.kernelVxlan) {
       problems.push({ path: [...at, "kernelVxlan"], message: "kernelVxlan belongs to kind: kernel nodes" });
     }
@@ -75,10 +82,21 @@ export function fabricChecks(t: Topology): Problem[] {
     const n = t.nodes[hs.node];
     if (n && isKernelNode(n) && hs.vlan !== undefined)
       problems.push({ path: ["hosts", h, "vlan"], message: "hosts of a kernel node are untagged on its bridge" });
+    for (const k of ["stormControl", "portSecurity"] as const) {
+      if (n && isKernelNode(n) && hs[k])
+        problems.push({ path: ["hosts", h, k], message: `host ${h} is on kernel node ${hs.node}, a Linux bridge: ${k} is a tapnet switch's` });
+    }
+    if (n && hs.stp && !n.stp) problems.push({ path: ["hosts", h, "stp"], message: `node ${hs.node} runs no spanning tree (nodes.${hs.node}.stp)` });
   }
   t.links.forEach((l, i) => {
     if (l.between.some((n) => t.nodes[n] && isKernelNode(t.nodes[n])) && (l.trunk || l.vlan !== undefined)) {
       problems.push({ path: ["links", i], message: "a link to a kernel node is an untagged bridge port (no trunk or vlan)" });
+    }
+    if (l.stp && l.between.every((n) => t.nodes[n] && !t.nodes[n].stp)) {
+      problems.push({ path: ["links", i, "stp"], message: `neither ${l.between[0]} nor ${l.between[1]} runs spanning tree (nodes.NAME.stp)` });
+    }
+    if (l.stormControl && l.between.every((n) => t.nodes[n] && isKernelNode(t.nodes[n]))) {
+      problems.push({ path: ["links", i, "stormControl"], message: "storm control is a tapnet switch's; both ends of this link are kernel nodes" });
     }
   });
   if (t.overlay) {
@@ -119,7 +137,7 @@ export function semanticChecks(t: Topology, declared: Declared): Problem[] {
       continue;
     }
     if (c.prefixLen < 31) {
-      const m = maskOf(c.prefixLen);
+      const m = maskFromPrefix(c.prefixLen);
       if ((c.addr & ~m) >>> 0 === 0 || (c.addr | ~m) >>> 0 === 0xffffffff) {
         problems.push({ path: ["hosts", h, "ip"], message: `${spec.ip} is the network or broadcast address of its subnet` });
       }
@@ -129,7 +147,7 @@ export function semanticChecks(t: Topology, declared: Declared): Problem[] {
     seenIp.set(c.addr, h);
     if (spec.gateway !== undefined) {
       const g = ipToU32(spec.gateway);
-      const m = maskOf(c.prefixLen);
+      const m = maskFromPrefix(c.prefixLen);
       if (g === null) problems.push({ path: ["hosts", h, "gateway"], message: `'${spec.gateway}' is not a valid IPv4 address` });
       else if ((g & m) >>> 0 !== (c.addr & m) >>> 0) {
         problems.push({ path: ["hosts", h, "gateway"], message: `gateway ${spec.gateway} is not inside ${spec.ip}` });
@@ -139,6 +157,18 @@ export function semanticChecks(t: Topology, declared: Declared): Problem[] {
     }
     if (spec.mac !== undefined && (parseInt(spec.mac.slice(0, 2), 16) & 1) === 1) {
       problems.push({ path: ["hosts", h, "mac"], message: `${spec.mac} is a multicast address; a host needs a unicast MAC` });
+    }
+    const ps = spec.portSecurity;
+    if (ps) {
+      if (ps.macs.length > ps.maxMacs)
+        problems.push({ path: ["hosts", h, "portSecurity", "macs"], message: `${ps.macs.length} static MACs, but maxMacs is ${ps.maxMacs}` });
+      ps.macs.forEach((m, k) => {
+        if ((parseInt(m.slice(0, 2), 16) & 1) === 1)
+          problems.push({ path: ["hosts", h, "portSecurity", "macs", k], message: `${m} is a group address; secure MACs are stations` });
+      });
+      if (spec.mac !== undefined && ps.macs.length === ps.maxMacs && !ps.macs.some((m) => m.toLowerCase() === spec.mac?.toLowerCase())) {
+        problems.push({ path: ["hosts", h, "portSecurity"], message: `the static MACs fill maxMacs and leave out the host's own ${spec.mac}` });
+      }
     }
   }
   const pairs = new Set<string>();
@@ -166,6 +196,11 @@ export function semanticChecks(t: Topology, declared: Declared): Problem[] {
     if (spec.offload === true && !offloadCapable(t, n)) {
       problems.push({ path: ["nodes", n, "offload"], message: "a kind: kernel node is a Linux bridge: tapnet's offload setting does not apply to it" });
     }
+    (spec.arpInspection?.bindings ?? []).forEach((b, i) => {
+      if ((parseInt(b.mac.slice(0, 2), 16) & 1) === 1)
+        problems.push({ path: ["nodes", n, "arpInspection", "bindings", i, "mac"], message: `${b.mac} is a group address; a binding names a station` });
+      if (ipToU32(b.ip) === null) problems.push({ path: ["nodes", n, "arpInspection", "bindings", i, "ip"], message: `'${b.ip}' is not a valid IPv4 address` });
+    });
     spec.static.forEach((s, i) => {
       if (!ports.includes(s.port)) {
         problems.push({ path: ["nodes", n, "static", i, "port"], message: `node ${n} has no port '${s.port}' (ports: ${ports.join(", ") || "none"})` });
@@ -204,13 +239,13 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
       const c = splitCidr(a);
       const where = Array.isArray(i.address) ? [...at, "address", k] : [...at, "address"];
       if (!c) return void problems.push({ path: where, message: `'${a}' is not a valid IPv4 address with prefix` });
-      const mask = maskOf(c.prefixLen);
+      const mask = maskFromPrefix(c.prefixLen);
       if (c.prefixLen < 31 && ((c.addr & ~mask) >>> 0 === 0 || (c.addr | ~mask) >>> 0 === 0xffffffff)) {
         problems.push({ path: where, message: `${a} is the network or broadcast address of its subnet` });
       }
       const net = (c.addr & mask) >>> 0;
       // A /32 (flannel.1's, tunl0's) is a lone address, not a subnet: it may sit in another's.
-      const clash = c.prefixLen === 32 ? undefined : subnets.find((s) => s.len < 32 && ((net & s.mask) >>> 0 === s.net || (s.net & mask) >>> 0 === net));
+      const clash = c.prefixLen === 32 ? undefined : subnets.find((s) => s.len < 32 && (ipInSubnet(net, s.net, s.mask) || ipInSubnet(s.net, net, mask)));
       if (clash) problems.push({ path: where, message: `${a} overlaps the subnet of interface ${clash.iface}` });
       subnets.push({ net, mask, len: c.prefixLen, iface: ifn });
     });
@@ -220,10 +255,10 @@ function routerChecks(t: Topology, node: string, ports: string[], problems: Prob
     if (r.to !== "default") {
       const c = splitCidr(r.to);
       if (!c) problems.push({ path: [...at, "to"], message: `'${r.to}' is not a valid prefix` });
-      else if ((c.addr & ~maskOf(c.prefixLen)) >>> 0 !== 0) {
+      else if ((c.addr & ~maskFromPrefix(c.prefixLen)) >>> 0 !== 0) {
         problems.push({
           path: [...at, "to"],
-          message: `${r.to} has host bits set (did you mean ${ipToString((c.addr & maskOf(c.prefixLen)) >>> 0)}/${c.prefixLen}?)`,
+          message: `${r.to} has host bits set (did you mean ${ipToString((c.addr & maskFromPrefix(c.prefixLen)) >>> 0)}/${c.prefixLen}?)`,
         });
       }
     }

@@ -36,6 +36,40 @@ const mac = z.string().regex(/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/, "expected a
 
 const StaticEntry = z.strictObject({ mac, vlan: vid.default(1), port: z.string() });
 
+const seconds = (what: string, lo: number, hi: number) =>
+  z.number().min(lo, `${what} is at least ${lo} s (the Linux bridge's minimum)`).max(hi, `${what} is at most ${hi} s`);
+
+/** A node's spanning tree (IEEE 802.1D; on a kind: kernel node, the Linux bridge's STP). */
+const StpSpec = z.strictObject({
+  enabled: z.boolean().default(true),
+  priority: z.number().int().min(0).max(65535, "a bridge priority is 0-65535").default(32768),
+  helloTime: seconds("helloTime", 1, 10).default(2),
+  forwardDelay: seconds("forwardDelay", 2, 30).default(15),
+  maxAge: seconds("maxAge", 6, 40).default(20),
+});
+
+/** A port's spanning tree settings (on a host: the node's port to it; on a link: both ends). */
+const PortStpSpec = z.strictObject({
+  cost: z.number().int().min(1).max(200_000_000).optional(),
+  priority: z.number().int().min(0).max(240).multipleOf(16, "a port priority is 0-240 in steps of 16").optional(),
+});
+
+/** Storm control: frames/s per class at the port's ingress. */
+const rate = z.number().int().min(0, "a rate is frames/s, 0 or more");
+const StormSpec = z.strictObject({ broadcast: rate.optional(), multicast: rate.optional(), unknownUnicast: rate.optional() });
+
+const PortSecuritySpec = z.strictObject({
+  maxMacs: z.number().int().min(1, "maxMacs is at least 1").max(1_000_000),
+  violation: z.enum(["restrict", "shutdown"]).default("restrict"),
+  sticky: z.boolean().default(false),
+  macs: z.array(mac).default([]),
+});
+
+const ArpInspectionSpec = z.strictObject({
+  vlans: z.array(vid).min(1, "inspect at least one VLAN").default([1]),
+  bindings: z.array(z.strictObject({ ip: ipv4, mac, vlan: vid.default(1) })).default([]),
+});
+
 const InterfaceSpec = z
   .strictObject({
     /** A routed port: the node port (a host or a linked node) this interface owns. */
@@ -74,7 +108,10 @@ const UnderlaySpec = z.strictObject({
   gateway: ipv4.optional(),
   mtu: z.number().int().min(576).max(9000).default(1500),
   /** More underlay segments the node joins (ul1, ul2, … with these addresses): a node on two networks. */
-  also: z.array(z.strictObject({ segment: z.string(), address: cidr })).max(4, "at most 4 more underlay segments").default([]),
+  also: z
+    .array(z.strictObject({ segment: z.string(), address: cidr }))
+    .max(4, "at most 4 more underlay segments")
+    .default([]),
 });
 
 /** A mesh peer on the node (the `mesh` overlay writes it): src/mesh/. */
@@ -155,6 +192,10 @@ const NodeSpec = z.strictObject({
   ageingTime: z.number().positive("ageingTime is in seconds and must be > 0").max(1_000_000).default(300),
   maxEntries: z.number().int().min(1).max(1_000_000).default(8192),
   static: z.array(StaticEntry).default([]),
+  stp: StpSpec.optional(),
+  /** Storm control for every port of the node (a host or link may set its own). */
+  stormControl: StormSpec.optional(),
+  arpInspection: ArpInspectionSpec.optional(),
   interfaces: z.record(name("an interface name"), InterfaceSpec).default({}),
   routes: z.array(RouteSpec).default([]),
   neighbors: z.array(NeighbourSpec).default([]),
@@ -170,6 +211,9 @@ const HostSpec = z.strictObject({
   mac: mac.optional(),
   /** A command started in the host when the lab is up (a server, say); stopped by lab down. */
   run: z.string().optional(),
+  stp: PortStpSpec.optional(),
+  stormControl: StormSpec.optional(),
+  portSecurity: PortSecuritySpec.optional(),
 });
 
 const LinkSpec = z
@@ -178,6 +222,8 @@ const LinkSpec = z
     vlan: vid.optional(),
     mtu: z.number().int().min(68).max(1500).default(1500),
     trunk: z.strictObject({ vlans: z.array(vid).min(1, "a trunk carries at least one VLAN"), native: vid.optional() }).optional(),
+    stp: PortStpSpec.optional(),
+    stormControl: StormSpec.optional(),
   })
   .refine((l) => !(l.vlan !== undefined && l.trunk !== undefined), {
     message: "a link is either an access link (vlan) or a trunk, not both",
@@ -216,15 +262,12 @@ export type NodeSpec = z.infer<typeof NodeSpec>;
 export type LinkSpec = z.infer<typeof LinkSpec>;
 export type InterfaceSpec = z.infer<typeof InterfaceSpec>;
 export type VxlanSpec = z.infer<typeof VxlanSpec>;
+export type StpSpec = z.infer<typeof StpSpec>;
 
 export function ipToU32(s: string): number | null {
   const parts = s.split(".").map(Number);
   if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) return null;
   return ((parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3]) >>> 0;
-}
-
-export function maskOf(len: number): number {
-  return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
 }
 
 /** Host address and prefix of `10.0.0.1/24`, or null when it is not one. */
@@ -284,6 +327,11 @@ export function ifaceMac(lab: string, node: string, n: number): string {
   for (const c of `${lab}/${node}`) h = Math.imul(h ^ c.charCodeAt(0), 0x01000193) >>> 0;
   const b = [0x02, 0x74, (h >>> 16) & 255, (h >>> 8) & 255, h & 255, n & 255];
   return b.map((x) => x.toString(16).padStart(2, "0")).join(":");
+}
+
+/** The bridge MAC of a node's spanning tree: 02:73:<hash of lab/node>:00 (ports: low 12 bits = port number). */
+export function bridgeMac(lab: string, node: string): string {
+  return ifaceMac(lab, node, 0).replace(/^02:74:/, "02:73:");
 }
 
 /** Addresses of an interface as a list. */

@@ -267,7 +267,14 @@ export class MeshAgent {
   }
 
   private hello(c: Conn): void {
-    this.send(c, MSG.HELLO, { proto: "tapnet-mesh", version: MESH_PROTOCOL, name: this.config.name, uid: this.uid, nonce: c.nonce, password: this.key !== null });
+    this.send(c, MSG.HELLO, {
+      proto: "tapnet-mesh",
+      version: MESH_PROTOCOL,
+      name: this.config.name,
+      uid: this.uid,
+      nonce: c.nonce,
+      password: this.key !== null,
+    });
   }
 
   /** Refuses a connection: ERROR to the peer (it logs the reason), a log line here, close. */
@@ -461,7 +468,9 @@ export class MeshAgent {
 
   /** Our established connections changed: a new version of our entry, to everyone. */
   private ownChanged(): void {
-    const conns = [...this.conns].filter((c) => c.state === "established" && c.peer !== null).map((c) => ({ peer: (c.peer as { name: string }).name, addr: c.addr }));
+    const conns = [...this.conns]
+      .filter((c) => c.state === "established" && c.peer !== null)
+      .map((c) => ({ peer: (c.peer as { name: string }).name, addr: c.addr }));
     const me = this.topology.setConnections(conns);
     this.reprogram();
     for (const c of this.conns) {

@@ -6,7 +6,9 @@ export function renderMesh(d: unknown): string {
   const lines = [`  peer ${v.name} (uid ${v.uid}) port ${v.port}${v.password ? ", password set" : ""}`, "  connections:"];
   if (v.connections.length === 0) lines.push("    (none)");
   for (const c of v.connections) {
-    lines.push(`    ${c.direction === "outbound" ? "->" : "<-"} ${c.address.padEnd(15)} ${(c.peer ?? "?").padEnd(12)} ${c.state}${c.error ? `: ${c.error}` : ""}`);
+    lines.push(
+      `    ${c.direction === "outbound" ? "->" : "<-"} ${c.address.padEnd(15)} ${(c.peer ?? "?").padEnd(12)} ${c.state}${c.error ? `: ${c.error}` : ""}`,
+    );
   }
   lines.push("  peers:", `    ${"NAME".padEnd(12)} ${"UID".padEnd(16)} ${"ROUTE".padEnd(16)} CONNECTIONS`);
   for (const p of v.peers) {

@@ -197,7 +197,7 @@ function linkSet(g: NodeGraph, a: Args, commit: boolean): unknown {
     const pc = g.config.ports.find((c) => c.name === p.name);
     if (pc) pc.mtu = mtu;
   }
-  if (up !== undefined) p.adminUp = up;
+  if (up !== undefined) g.setPortUp(p, up);
   return null;
 }
 

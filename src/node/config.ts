@@ -3,6 +3,8 @@
  * (JSON): its ports, its switch, and when it routes its router, NAT and services.
  */
 import type { SwitchPortMode } from "../elements/learning-switch.js";
+import type { StormLimits } from "../elements/storm-control.js";
+import type { StpPortConfig } from "../elements/stp.js";
 
 export interface NodePortConfig {
   /** Port name as `show` and `capture` know it (the host or peer node's name). */
@@ -33,6 +35,14 @@ export interface NodePortConfig {
   ipip?: { localAddr: string; peers: string[]; underlayMtu: number };
   /** A mesh peer (src/mesh/): its name, TCP/UDP port, password, peers to connect to, own addresses. */
   mesh?: { name: string; port: number; password?: string; peers: string[]; addresses: string[]; underlayMtu: number };
+  /** Spanning tree port settings (the port takes part when the node runs STP and it is not routed). */
+  stp?: StpPortConfig;
+  /** Storm control: frames/s per class at the port's ingress. */
+  stormControl?: StormLimits;
+  /** Port security (a host's port). */
+  portSecurity?: { maxMacs: number; violation: "restrict" | "shutdown"; sticky: boolean; macs: string[] };
+  /** Faces another switch (a link, a tunnel, the underlay): ARP inspection trusts it. */
+  trusted?: boolean;
 }
 
 export interface RouterInterfaceConfig {
@@ -54,10 +64,19 @@ export interface NodeConfig {
   ports: NodePortConfig[];
   /** TAP ports with virtio-net headers and offloads; other ports segment super-frames in software. */
   offload?: boolean;
+  /**
+   * The node's TAPs outlive the process (TUNSETPERSIST): set by `lab up`, whose
+   * supervisor restarts a node that died and hands it its hosts' TAPs again.
+   */
+  persistentTaps?: boolean;
   switch: {
     ageingTime: number;
     maxEntries: number;
     static: Array<{ mac: string; vlan: number; port: string }>;
+    /** IEEE 802.1D spanning tree; `mac` is the bridge's (its id's low 48 bits). Times in seconds. */
+    stp?: { enabled: boolean; priority: number; helloTime: number; forwardDelay: number; maxAge: number; mac: string };
+    /** Dynamic ARP inspection: the VLANs inspected, static bindings. */
+    arpInspection?: { vlans: number[]; bindings: Array<{ ip: string; mac: string; vlan: number }> };
   };
   router?: {
     interfaces: RouterInterfaceConfig[];

@@ -6,6 +6,7 @@
  *   switch ──[internal port IF]──▶ router ──[IF]──▶ switch   (a router interface)
  *   router.prerouting / router.postrouting ──▶ nat   (netfilter-style hooks)
  *   switch.bridged ──▶ nat                           (br_netfilter, with services)
+ *   switch ──[BPDUs]──▶ stp ──▶ device port         (spanning tree, when the node runs it)
  *
  * The node process, the element test rigs and the benchmark build graphs only through
  * here: no element wires itself to another. What a device port is (a TAP, a libpcap
@@ -19,6 +20,8 @@ import { Ipv4Router, type RouterOptions } from "../elements/router/ipv4-router.j
 import { LearningSwitch, type SwitchPortMode } from "../elements/learning-switch.js";
 import { SoftOffload } from "../io/soft-offload.js";
 import { Nat, type NatConfig } from "../elements/nat.js";
+import { SpanningTree, type StpPortConfig } from "../elements/stp.js";
+import type { GuardConfig } from "../elements/switch-guards.js";
 import { parseCidr, parseIp } from "../wire/ipv4addr.js";
 import { parseMac } from "../wire/mac.js";
 import type { NodeConfig, NodePortConfig } from "./config.js";
@@ -57,6 +60,7 @@ export interface GraphDescription {
 export class NodeGraph {
   readonly engine = new Engine();
   readonly sw: LearningSwitch;
+  readonly stp: SpanningTree | null = null;
   readonly router: Ipv4Router | null = null;
   nat: Nat | null = null;
   /** The router's interfaces, as internal ports of the switch. */
@@ -95,6 +99,13 @@ export class NodeGraph {
     };
     if (rc && (env.makeNat || rc.nat || rc.services.length)) this.nat = env.makeNat ? env.makeNat(ifIndex) : natFromConfig(rc, ifIndex, env.nat);
     const nat = this.nat;
+    const sc = config.switch;
+    if (sc.stp) {
+      // Every switched device port takes part; routed ports and router interfaces are not bridge ports.
+      const ports: Record<string, StpPortConfig> = {};
+      for (const pc of config.ports) if (!pc.routed) ports[pc.name] = pc.stp ?? {};
+      this.stp = new SpanningTree(engine.ports, { ...sc.stp, mac: parseMac(sc.stp.mac), ports, offload });
+    }
     this.sw = new LearningSwitch(engine.ports, {
       ageingTime: config.switch.ageingTime,
       maxEntries: config.switch.maxEntries,
@@ -111,9 +122,15 @@ export class NodeGraph {
         nat !== null && nat.services().length > 0
           ? { vlans: (rc?.interfaces ?? []).map((i) => i.vlan), sink: (buf, ipOff, ipLen, now, partial) => void nat.bridged(buf, ipOff, ipLen, now, partial) }
           : undefined,
+      stp: this.stp ?? undefined,
+      guards: guardConfig(
+        config,
+        (rc?.interfaces ?? []).map((i) => i.name),
+      ),
     });
     for (const p of devices) engine.connect(p, this.sw);
     engine.addElement(this.sw);
+    if (this.stp) engine.addElement(this.stp);
     if (rc) {
       const router = new Ipv4Router(
         rc.interfaces.map((i, k) => ({
@@ -167,6 +184,9 @@ export class NodeGraph {
     engine.addPort(p, this.sw);
     try {
       this.sw.addPort(p, pc.vlan);
+      // A bridge port joins the spanning tree (blocking, then listening); BPDUs go in a pass.
+      const stp = this.stp;
+      if (stp && !pc.routed) engine.runPass((_pool, now) => stp.addPort(p.index, pc.stp ?? {}, now));
     } catch (e) {
       engine.removePort(p);
       throw e;
@@ -199,12 +219,21 @@ export class NodeGraph {
     return nat;
   }
 
+  /** A port set administratively up or down: to spanning tree, a link coming and going (802.1D 8.8.2-8.8.3). */
+  setPortUp(p: Port, up: boolean): void {
+    p.adminUp = up;
+    const stp = this.stp;
+    if (stp?.takes(p.index)) this.engine.runPass((_pool, now) => stp.setPortEnabled(p.index, up, now));
+  }
+
   /** Removes a device port from the running node; what the switch learned on it goes. */
   removePort(name: string): void {
     const p = this.engine.port(name);
     if (!p || p.kind === "internal") throw new Error(`node ${this.config.node} has no device port '${name}'`);
     const pc = this.config.ports.find((c) => c.name === name);
     if (pc?.routed) throw new Error(`port '${name}' is router interface ${pc.routed}'s routed port: it cannot be removed while the interface exists`);
+    // Its guards and its place in the spanning tree go first (the tree may send BPDUs: a pass).
+    this.engine.runPass((_pool, now) => this.sw.guards.resetPort(p.index, now));
     this.sw.removePort(p);
     this.engine.removePort(p);
     delete this.modes[name];
@@ -233,6 +262,12 @@ export class NodeGraph {
       if (p.kind === "internal") continue;
       edges.push({ from: `port:${p.name}`, to: this.sw.name }, { from: this.sw.name, to: `port:${p.name}` });
     }
+    const stp = this.stp;
+    if (stp) {
+      const info = stp.describe();
+      elements.push(info);
+      edges.push({ from: this.sw.name, to: stp.name, via: "BPDUs" }, ...info.outputs.map((o) => ({ from: stp.name, to: `port:${o}` })));
+    }
     const router = this.router;
     if (router) {
       elements.push(router.describe());
@@ -249,6 +284,25 @@ export class NodeGraph {
     }
     return { node: this.config.node, offload: this.engine.offload, ports, elements, edges };
   }
+}
+
+/**
+ * The switch's guards from the node's config: storm control and port security per port;
+ * ARP inspection trusting ports that face other switches and the router's interfaces.
+ */
+function guardConfig(config: NodeConfig, routerIfaces: string[]): GuardConfig {
+  const ai = config.switch.arpInspection;
+  return {
+    storm: Object.fromEntries(config.ports.flatMap((p) => (p.stormControl ? [[p.name, p.stormControl]] : []))),
+    security: Object.fromEntries(
+      config.ports.flatMap((p) => (p.portSecurity ? [[p.name, { ...p.portSecurity, macs: p.portSecurity.macs.map(parseMac) }]] : [])),
+    ),
+    arpInspection: ai && {
+      vlans: ai.vlans,
+      bindings: ai.bindings.map((b) => ({ vlan: b.vlan, ip: parseIp(b.ip), mac: parseMac(b.mac), source: "static" as const })),
+      trusted: [...config.ports.filter((p) => p.trusted === true || p.routed !== undefined).map((p) => p.name), ...routerIfaces],
+    },
+  };
 }
 
 /** A NAT from the node's config: masquerade rules and services. */

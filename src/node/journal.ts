@@ -31,21 +31,17 @@ export class Journal {
   /** Opens (creating) the journal for appending; reads what it holds for the replay. */
   static open(path: string): { journal: Journal; entries: JournalEntry[]; bad: number } {
     const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o600);
-    const text = fs.readFileSync(fd, "utf8");
-    const entries: JournalEntry[] = [];
-    let bad = 0;
-    for (const line of text.split("\n")) {
-      if (line.trim() === "") continue;
-      try {
-        const e = JSON.parse(line) as JournalEntry;
-        if (typeof e.op === "string" && e.args !== null && typeof e.args === "object") entries.push(e);
-        else bad++;
-      } catch {
-        // A line cut short by a crash mid-write: the change it held was never confirmed.
-        bad++;
-      }
+    return { journal: new Journal(path, fd), ...parse(fs.readFileSync(fd, "utf8")) };
+  }
+
+  /** What a journal holds, without opening it for writing (none when it does not exist yet). */
+  static read(path: string): JournalEntry[] {
+    try {
+      return parse(fs.readFileSync(path, "utf8")).entries;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw e;
     }
-    return { journal: new Journal(path, fd), entries, bad };
   }
 
   append(op: string, args: Record<string, unknown>): void {
@@ -57,4 +53,21 @@ export class Journal {
     if (this.fd >= 0) fs.closeSync(this.fd);
     this.fd = -1;
   }
+}
+
+function parse(text: string): { entries: JournalEntry[]; bad: number } {
+  const entries: JournalEntry[] = [];
+  let bad = 0;
+  for (const line of text.split("\n")) {
+    if (line.trim() === "") continue;
+    try {
+      const e = JSON.parse(line) as JournalEntry;
+      if (typeof e.op === "string" && e.args !== null && typeof e.args === "object") entries.push(e);
+      else bad++;
+    } catch {
+      // A line cut short by a crash mid-write: the change it held was never confirmed.
+      bad++;
+    }
+  }
+  return { entries, bad };
 }

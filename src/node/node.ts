@@ -9,6 +9,7 @@ import type net from "node:net";
 import os from "node:os";
 import type { Engine } from "../core/engine.js";
 import { CaptureSession } from "../control/capture.js";
+import { type CounterSpec, Element } from "../core/element.js";
 import { ControlServer, RowStream } from "../control/server.js";
 import type { Request } from "../control/protocol.js";
 import type { Ipv4Router } from "../elements/router/ipv4-router.js";
@@ -18,12 +19,14 @@ import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch
 import { IpipPort } from "../io/ipip-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
 import { meshAgentOf, type MeshAgent } from "../mesh/node-mesh.js";
-import { macToString } from "../wire/mac.js";
+import { showStp } from "../elements/stp-view.js";
+import { ipToString, parseIp } from "../wire/ipv4addr.js";
+import { macToString, parseMac } from "../wire/mac.js";
 import type { NodeConfig } from "./config.js";
 import { buildGraph, type NodeGraph } from "./graph.js";
-import { makeDevicePort } from "./ports.js";
+import { closeUnadoptedTaps, holdInheritedTaps, makeDevicePort, releaseInheritedTap } from "./ports.js";
 import { type Args, applyChange, JOURNALED } from "./changes.js";
-import { Journal } from "./journal.js";
+import { Journal, type JournalEntry } from "./journal.js";
 import { runningConfig } from "./running-config.js";
 import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
 
@@ -32,6 +35,13 @@ const RUNTIME_POOL_BYTES = 64 * 64 * (65536 + 256);
 
 /** Most changes in one `changes` request (clients send larger ones in several). */
 const MAX_BATCH = 20_000;
+
+/** For each port the journal adds, the index of its last `port.add`. */
+function lastPortAdds(entries: JournalEntry[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [i, e] of entries.entries()) if (e.op === "port.add" && typeof e.args.name === "string") out.set(e.args.name, i);
+  return out;
+}
 
 /** The clock of the dataplane (ms), for listings that read it as they go. */
 const clock = (): number => performance.now();
@@ -42,6 +52,7 @@ export class TapnetNode {
   readonly sw: LearningSwitch;
   readonly router: Ipv4Router | null;
   private tickTimer: NodeJS.Timeout | null = null;
+  private stpTimer: NodeJS.Timeout | null = null;
   private readonly control: ControlServer;
   private ageTimer: NodeJS.Timeout | null = null;
   private readonly modes: Record<string, SwitchPortMode>;
@@ -60,6 +71,9 @@ export class TapnetNode {
     readonly config: NodeConfig,
     private readonly sandbox = false,
   ) {
+    // A restarted node's inherited TAPs (src/node/ports.ts): a port the journal adds
+    // again adopts its TAP at that (last) `port.add`, not before.
+    if (config.journal) holdInheritedTaps(lastPortAdds(Journal.read(config.journal)).keys());
     this.graph = buildGraph(config, { makePort: makeDevicePort });
     this.engine = this.graph.engine;
     this.sw = this.graph.sw;
@@ -97,6 +111,33 @@ export class TapnetNode {
         this.sw.flush();
         return null;
       },
+      stp: () => this.stpView(),
+      "stp-set": (req) => {
+        const stp = this.requireStp();
+        this.engine.runPass((_pool, now) => stp.setEnabled(req.enabled === true, now));
+        return this.stpView();
+      },
+      security: () => this.security(),
+      "security-reset": (req) => {
+        const p = this.engine.port(String(req.port));
+        if (!p) throw new Error(`node ${this.config.node} has no port '${String(req.port)}'`);
+        let was = false;
+        this.engine.runPass((_pool, now) => (was = this.sw.guards.recover(p.index, now)));
+        return { port: p.name, wasShut: was };
+      },
+      // A binding for ARP inspection: the address the lab gave a host (later: DHCP leases);
+      // `remove` when the host leaves; `optional`: a node that inspects nothing says nothing.
+      "arp-binding": (req) => {
+        const ai = this.sw.guards.arp;
+        if (!ai) {
+          if (req.optional === true) return null;
+          throw new Error(`node ${this.config.node} does not inspect ARP (nodes.${this.config.node}.arpInspection)`);
+        }
+        if (req.remove === true) return { removed: ai.removeBinding(Number(req.vlan ?? 1), parseIp(String(req.ip))) };
+        const source = req.source === "dhcp" ? "dhcp" : req.source === "static" ? "static" : "lab";
+        ai.addBinding(Number(req.vlan ?? 1), parseIp(String(req.ip)), parseMac(String(req.mac)), source);
+        return null;
+      },
     });
   }
 
@@ -105,6 +146,8 @@ export class TapnetNode {
     this.engine.start(RUNTIME_POOL_BYTES);
     try {
       if (this.config.journal) this.replay(this.config.journal);
+      const unadopted = closeUnadoptedTaps();
+      if (unadopted.length) console.error(`inherited TAPs of ${unadopted.join(", ")} closed: the node has no such port`);
       // A tunnel's UDP socket binds after open(): wait, so a bad address fails start-up.
       for (const p of this.engine.livePorts()) {
         if (p instanceof VxlanPort) {
@@ -135,6 +178,12 @@ export class TapnetNode {
     // Sweep often enough that an entry outlives its ageing time by at most a quarter of it.
     const every = Math.min(Math.max(this.sw.ageingMs / 4, 250), 10_000);
     this.ageTimer = setInterval(() => this.sw.age(performance.now()), every);
+    const stp = this.graph.stp;
+    if (stp) {
+      // The spanning tree's timers (hello, message age, forward delay, hold, TCN), to 0.1 s.
+      this.engine.runPass((_pool, now) => stp.tick(now));
+      this.stpTimer = setInterval(() => this.engine.runPass((_pool, now) => stp.tick(now)), 100);
+    }
     const router = this.router;
     if (router) {
       this.tickTimer = setInterval(() => this.engine.runPass((_pool, now) => router.tick(now)), 200);
@@ -192,8 +241,10 @@ export class TapnetNode {
     const { journal, entries, bad } = Journal.open(path);
     this.journal = journal;
     let failed = bad;
-    for (const e of entries) {
+    const adopts = lastPortAdds(entries);
+    for (const [i, e] of entries.entries()) {
       try {
+        if (e.op === "port.add" && adopts.get(e.args.name as string) === i) releaseInheritedTap(e.args.name as string);
         applyChange(this.graph, e.op, e.args);
       } catch (err) {
         failed++;
@@ -210,6 +261,43 @@ export class TapnetNode {
     return nat;
   }
 
+  private requireStp(): NonNullable<NodeGraph["stp"]> {
+    if (!this.graph.stp) throw new Error(`node ${this.config.node} runs no spanning tree (nodes.${this.config.node}.stp in the topology)`);
+    return this.graph.stp;
+  }
+
+  /** `show stp`: the bridge and its ports (null when the node runs no spanning tree). */
+  private stpView(): unknown {
+    const stp = this.graph.stp;
+    return stp ? { ...showStp(stp, performance.now()), counters: stp.counters() } : null;
+  }
+
+  /** `show security`: per port guards, ARP inspection's VLANs, bindings and last drop. */
+  private security(): unknown {
+    const g = this.sw.guards;
+    const ai = g.arp;
+    return {
+      ports: this.engine.livePorts().flatMap((p) => {
+        const info = g.portInfo(p.index);
+        return info ? [info] : [];
+      }),
+      arpInspection: ai && {
+        vlans: Array.from(ai.vlans.keys()).filter((v) => ai.vlans[v] === 1),
+        bindings: ai.bindings().map((b) => ({ vlan: b.vlan, ip: ipToString(b.ip), mac: macToString(b.mac), source: b.source })),
+        lastDrop:
+          ai.lastAt < 0
+            ? null
+            : {
+                reason: ai.lastReason === 2 ? "spoofed" : "invalid",
+                vlan: ai.lastVlan,
+                ip: ipToString(ai.lastIp >>> 0),
+                mac: macToString(ai.lastMacHi * 4294967296 + (ai.lastMacLo >>> 0)),
+                ago: Math.round((performance.now() - ai.lastAt) / 100) / 10,
+              },
+      },
+    };
+  }
+
   private requireRouter(): Ipv4Router {
     if (!this.router) throw new Error(`node ${this.config.node} has no router interfaces`);
     return this.router;
@@ -218,6 +306,7 @@ export class TapnetNode {
   stop(): void {
     if (this.ageTimer) clearInterval(this.ageTimer);
     if (this.tickTimer) clearInterval(this.tickTimer);
+    if (this.stpTimer) clearInterval(this.stpTimer);
     this.journal?.close();
     this.mesh?.stop();
     this.control.close();
@@ -319,8 +408,11 @@ export class TapnetNode {
   }
 
   stats(): unknown {
+    const stp = this.graph.stp;
     return {
       switch: this.sw.counters(),
+      stp: stp?.counters() ?? null,
+      drops: this.drops(),
       router: this.router?.counters() ?? null,
       nat: this.graph.nat?.counters() ?? null,
       fdbEntries: this.sw.dynamicCount,
@@ -342,6 +434,21 @@ export class TapnetNode {
       ),
       memory: { rss: process.memoryUsage().rss, pool: this.engine.pool?.size ?? 0 },
     };
+  }
+
+  /** Every frame dropped so far, by element and reason (drop counters that moved), with each reason's help. */
+  private drops(): Array<{ counter: string; value: number; help: string }> {
+    const out: Array<{ counter: string; value: number; help: string }> = [];
+    // Elements that declare their counters (src/core/element.ts).
+    for (const el of [this.sw, this.graph.stp, this.router, this.graph.nat]) {
+      if (!(el instanceof Element)) continue;
+      const spec = el.spec as CounterSpec;
+      for (const n of spec.ofKind("drop")) {
+        const v = el.c[spec.id[n]];
+        if (v !== 0) out.push({ counter: `${el.name}.${n}`, value: v, help: spec.decls[n].help });
+      }
+    }
+    return out;
   }
 
   private capture(req: Request, sock: net.Socket): "stream" {

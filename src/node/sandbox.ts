@@ -28,7 +28,8 @@
  * be told apart from it by a filter) and rewritten in place.
  *
  * Escape hatch for debugging: TAPNET_NO_SECCOMP=1 in the node's environment (it
- * passes through `tapnet lab up`) skips the filter; the node says so in its status.
+ * passes through `tapnet lab up` and the supervisor) skips the filter; the node says so
+ * in its status.
  */
 import fs from "node:fs";
 import { createRequire } from "node:module";
@@ -36,11 +37,14 @@ import os from "node:os";
 
 /**
  * The capabilities a running node keeps, and why each:
- *   net_admin        TUNSETIFF: creating a TAP, and re-attaching to a persistent TAP
- *                    after a restart (unless the TAP's owner is the node's uid, which
- *                    a TAP made by `ip tuntap` as root is not); SO_RCVBUFFORCE /
- *                    SO_SNDBUFFORCE for tunnel sockets larger than net.core.rmem_max.
- *                    Ports added at run time need it after start-up too.
+ *   net_admin        TUNSETIFF creating a TAP (attaching to an existing one without an
+ *                    owner needs none), TUNSETPERSIST; SO_RCVBUFFORCE / SO_SNDBUFFORCE
+ *                    for tunnel sockets larger than net.core.rmem_max. TAP ports added
+ *                    at run time need it after start-up too.
+ * Re-opening its hosts' TAPs after a restart would need more: they live in the hosts'
+ * namespaces (as eth0), and reaching a device in another namespace takes setns, i.e.
+ * CAP_SYS_ADMIN. A node never gets that; its supervisor (src/lab/supervisor.ts, root)
+ * attaches to them and the node inherits the fds (TAPNET_TAP_FDS, src/node/ports.ts).
  *   net_raw          AF_PACKET sockets (libpcap ports: veth hosts, node-to-node links,
  *                    the underlay port) and SOCK_RAW IPPROTO_IPIP (IPIP tunnels).
  *   net_bind_service binding a port below 1024: a BGP speaker on TCP 179, or a
@@ -208,6 +212,7 @@ export const IOCTLS: Record<string, number> = {
   FIONCLEX: 0x5450,
   FIOCLEX: 0x5451,
   TUNSETIFF: 0x400454ca, // create or re-attach a TAP (CAP_NET_ADMIN)
+  TUNSETPERSIST: 0x400454cb, // a TAP added at runtime outlives the process; a removed one stops doing so
   TUNSETOFFLOAD: 0x400454d0,
   TUNSETVNETHDRSZ: 0x400454d8,
   TUNGETFEATURES: 0x800454cf,

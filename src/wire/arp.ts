@@ -41,84 +41,20 @@ export function arpCheck(buf: Uint8Array, off: number, len: number): number {
   return CHECK_OK;
 }
 
-export function arpGetHwType(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + ARP_HW_TYPE_OFF);
-}
-export function arpSetHwType(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + ARP_HW_TYPE_OFF, v);
-}
-export function arpGetProtoType(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + ARP_PROTO_TYPE_OFF);
-}
-export function arpSetProtoType(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + ARP_PROTO_TYPE_OFF, v);
-}
-export function arpGetHwLen(buf: Uint8Array, off: number): number {
-  return buf[off + ARP_HW_LEN_OFF];
-}
-export function arpSetHwLen(buf: Uint8Array, off: number, v: number): void {
-  buf[off + ARP_HW_LEN_OFF] = v;
-}
-export function arpGetProtoLen(buf: Uint8Array, off: number): number {
-  return buf[off + ARP_PROTO_LEN_OFF];
-}
-export function arpSetProtoLen(buf: Uint8Array, off: number, v: number): void {
-  buf[off + ARP_PROTO_LEN_OFF] = v;
-}
 export function arpGetOper(buf: Uint8Array, off: number): number {
   return readU16(buf, off + ARP_OPER_OFF);
-}
-export function arpSetOper(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + ARP_OPER_OFF, v);
 }
 /** Sender hardware address. */
 export function arpGetSha(buf: Uint8Array, off: number): number {
   return readMac(buf, off + ARP_SHA_OFF);
 }
-export function arpSetSha(buf: Uint8Array, off: number, mac: number): void {
-  writeMac(buf, off + ARP_SHA_OFF, mac);
-}
 /** Sender protocol (IPv4) address. */
 export function arpGetSpa(buf: Uint8Array, off: number): number {
   return readU32(buf, off + ARP_SPA_OFF);
 }
-export function arpSetSpa(buf: Uint8Array, off: number, addr: number): void {
-  writeU32(buf, off + ARP_SPA_OFF, addr);
-}
-/** Target hardware address. */
-export function arpGetTha(buf: Uint8Array, off: number): number {
-  return readMac(buf, off + ARP_THA_OFF);
-}
-export function arpSetTha(buf: Uint8Array, off: number, mac: number): void {
-  writeMac(buf, off + ARP_THA_OFF, mac);
-}
 /** Target protocol (IPv4) address. */
 export function arpGetTpa(buf: Uint8Array, off: number): number {
   return readU32(buf, off + ARP_TPA_OFF);
-}
-export function arpSetTpa(buf: Uint8Array, off: number, addr: number): void {
-  writeU32(buf, off + ARP_TPA_OFF, addr);
-}
-
-/** Gratuitous ARP / announcement: sender and target protocol addresses equal (RFC 5227 section 3). */
-export function arpIsGratuitous(buf: Uint8Array, off: number): boolean {
-  return arpGetSpa(buf, off) === arpGetTpa(buf, off);
-}
-
-/**
- * Turns a request into its reply in place, as RFC 826 describes: swap the sender fields
- * into the target fields, put `sha` and the requested address (the old tpa) in the sender
- * fields, set the opcode to reply. The caller rewrites the Ethernet header.
- */
-export function arpTurnIntoReply(buf: Uint8Array, off: number, sha: number): void {
-  const requesterMac = arpGetSha(buf, off);
-  const requesterIp = arpGetSpa(buf, off);
-  const targetIp = arpGetTpa(buf, off);
-  arpSetOper(buf, off, ARP_OPER_REPLY);
-  arpSetSha(buf, off, sha);
-  arpSetSpa(buf, off, targetIp);
-  arpSetTha(buf, off, requesterMac);
-  arpSetTpa(buf, off, requesterIp);
 }
 
 export interface ArpRepr {
@@ -136,7 +72,7 @@ export function parseArp(buf: Uint8Array, off: number, len: number): ArpRepr | n
     oper: arpGetOper(buf, off),
     sha: arpGetSha(buf, off),
     spa: arpGetSpa(buf, off),
-    tha: arpGetTha(buf, off),
+    tha: readMac(buf, off + ARP_THA_OFF),
     tpa: arpGetTpa(buf, off),
   };
 }
@@ -161,15 +97,15 @@ export function emitArpReply(buf: Uint8Array, off: number, sha: number, spa: num
 
 // No repr object on the request/reply path: these two run per packet in a responder.
 function emitArpFields(buf: Uint8Array, off: number, oper: number, sha: number, spa: number, tha: number, tpa: number): number {
-  arpSetHwType(buf, off, ARP_HW_TYPE_ETHERNET);
-  arpSetProtoType(buf, off, ETHERTYPE_IPV4);
-  arpSetHwLen(buf, off, 6);
-  arpSetProtoLen(buf, off, 4);
-  arpSetOper(buf, off, oper);
-  arpSetSha(buf, off, sha);
-  arpSetSpa(buf, off, spa);
-  arpSetTha(buf, off, tha);
-  arpSetTpa(buf, off, tpa);
+  writeU16(buf, off + ARP_HW_TYPE_OFF, ARP_HW_TYPE_ETHERNET);
+  writeU16(buf, off + ARP_PROTO_TYPE_OFF, ETHERTYPE_IPV4);
+  buf[off + ARP_HW_LEN_OFF] = 6;
+  buf[off + ARP_PROTO_LEN_OFF] = 4;
+  writeU16(buf, off + ARP_OPER_OFF, oper);
+  writeMac(buf, off + ARP_SHA_OFF, sha);
+  writeU32(buf, off + ARP_SPA_OFF, spa);
+  writeMac(buf, off + ARP_THA_OFF, tha);
+  writeU32(buf, off + ARP_TPA_OFF, tpa);
   return ARP_LEN;
 }
 

@@ -23,7 +23,7 @@ export const ETHERTYPE_IPV6 = 0x86dd;
 export const ETHERTYPE_MIN = 0x0600;
 
 /** CHECK_OK, or CHECK_TOO_SHORT when fewer than 14 bytes are available. */
-export function ethCheck(buf: Uint8Array, off: number, len: number): number {
+function ethCheck(buf: Uint8Array, off: number, len: number): number {
   if (off < 0 || len < ETH_HEADER_LEN || off + len > buf.length) return CHECK_TOO_SHORT;
   return CHECK_OK;
 }
@@ -33,9 +33,6 @@ export function ethGetDstAddr(buf: Uint8Array, off: number): number {
 }
 export function ethSetDstAddr(buf: Uint8Array, off: number, mac: number): void {
   writeMac(buf, off, mac);
-}
-export function ethGetSrcAddr(buf: Uint8Array, off: number): number {
-  return readMac(buf, off + ETH_SRC_ADDR_OFF);
 }
 export function ethSetSrcAddr(buf: Uint8Array, off: number, mac: number): void {
   writeMac(buf, off + ETH_SRC_ADDR_OFF, mac);
@@ -63,7 +60,7 @@ export function parseEthernet(buf: Uint8Array, off: number, len: number): Ethern
   if (ethCheck(buf, off, len) !== CHECK_OK) return null;
   return {
     dstAddr: ethGetDstAddr(buf, off),
-    srcAddr: ethGetSrcAddr(buf, off),
+    srcAddr: readMac(buf, off + ETH_SRC_ADDR_OFF),
     etherType: ethGetEtherType(buf, off),
   };
 }

@@ -29,13 +29,8 @@ export const ICMP_TYPE_OFF = 0;
 export const ICMP_CODE_OFF = 1;
 export const ICMP_CHECKSUM_OFF = 2;
 export const ICMP_REST_OFF = 4;
-/** Echo: identifier at 4, sequence number at 6. */
+/** Echo: identifier at 4 (the sequence number follows at 6). */
 export const ICMP_IDENT_OFF = 4;
-export const ICMP_SEQ_OFF = 6;
-/** Destination Unreachable code 4: next-hop MTU in the low 16 bits of the rest (RFC 1191 section 4). */
-export const ICMP_NEXT_HOP_MTU_OFF = 6;
-/** Parameter Problem: pointer in the first byte of the rest (RFC 792). */
-export const ICMP_POINTER_OFF = 4;
 export const ICMP_HEADER_LEN = 8;
 /**
  * Largest ICMP error datagram a router sends, IP header included: as much of the
@@ -51,13 +46,12 @@ export const ICMP_ECHO_REQUEST = 8;
 export const ICMP_TIME_EXCEEDED = 11;
 export const ICMP_PARAM_PROBLEM = 12;
 
-/** Destination Unreachable codes (RFC 792; 13 from RFC 1812 section 5.2.7.1). */
+/** Destination Unreachable codes (RFC 792). */
 export const ICMP_UNREACH_NET = 0;
 export const ICMP_UNREACH_HOST = 1;
 export const ICMP_UNREACH_PROTOCOL = 2;
 export const ICMP_UNREACH_PORT = 3;
 export const ICMP_UNREACH_FRAG_NEEDED = 4;
-export const ICMP_UNREACH_ADMIN_PROHIBITED = 13;
 
 /** Time Exceeded codes (RFC 792). */
 export const ICMP_TIME_EXCEEDED_TTL = 0;
@@ -88,10 +82,6 @@ export function icmpGetType(buf: Uint8Array, off: number): number {
 export function icmpGetCode(buf: Uint8Array, off: number): number {
   return buf[off + ICMP_CODE_OFF];
 }
-/** The 4 bytes after the checksum as an unsigned 32-bit number. */
-export function icmpGetRest(buf: Uint8Array, off: number): number {
-  return readU32(buf, off + ICMP_REST_OFF);
-}
 /** Echo / echo reply identifier. */
 export function icmpGetIdent(buf: Uint8Array, off: number): number {
   return readU16(buf, off + ICMP_IDENT_OFF);
@@ -117,14 +107,6 @@ export function icmpUpdateChecksum16(buf: Uint8Array, off: number, oldV: number,
 export function icmpUpdateChecksum32(buf: Uint8Array, off: number, oldV: number, newV: number): void {
   const o = off + ICMP_CHECKSUM_OFF;
   writeU16(buf, o, checksumUpdate32(readU16(buf, o), oldV, newV));
-}
-
-/** Sets type and code and updates the checksum incrementally (echo request -> reply in place). */
-export function icmpSetTypeCodeWithChecksumUpdate(buf: Uint8Array, off: number, type: number, code: number): void {
-  const old = readU16(buf, off);
-  buf[off] = type;
-  buf[off + 1] = code;
-  icmpUpdateChecksum16(buf, off, old, ((type & 0xff) << 8) | (code & 0xff));
 }
 
 /** Sets the echo identifier and updates the checksum incrementally (NAT of ping); an unchanged one leaves the message alone. */
@@ -156,7 +138,7 @@ export interface IcmpRepr {
 /** The header as a plain object, or null when icmpCheck() fails (checksum over `len` bytes included). */
 export function parseIcmp(buf: Uint8Array, off: number, len: number): IcmpRepr | null {
   if (icmpCheck(buf, off, len, true) !== CHECK_OK) return null;
-  return { type: icmpGetType(buf, off), code: icmpGetCode(buf, off), rest: icmpGetRest(buf, off) };
+  return { type: icmpGetType(buf, off), code: icmpGetCode(buf, off), rest: readU32(buf, off + ICMP_REST_OFF) };
 }
 
 /**
@@ -279,10 +261,10 @@ export function emitIcmpError(
   ipv4FillChecksum(dst, ip);
 
   const icmp = ip + IPV4_HEADER_LEN;
-  dst[icmp] = type;
-  dst[icmp + 1] = code;
+  dst[icmp + ICMP_TYPE_OFF] = type;
+  dst[icmp + ICMP_CODE_OFF] = code;
   writeU16(dst, icmp + ICMP_CHECKSUM_OFF, 0);
-  writeU32(dst, icmp + 4, rest);
+  writeU32(dst, icmp + ICMP_REST_OFF, rest);
   writeU16(dst, icmp + ICMP_CHECKSUM_OFF, ~checksumSum(dst, icmp, ICMP_HEADER_LEN + quoteLen) & 0xffff);
   return totalLen;
 }
@@ -313,7 +295,9 @@ export function emitIcmpEchoReplyInPlace(buf: Uint8Array, ipOff: number, ipLen: 
   if (icmpLen < ICMP_HEADER_LEN || buf[icmp] !== ICMP_ECHO_REQUEST) return false;
   if (checksumSum(buf, icmp, icmpLen) !== 0xffff) return false;
 
-  icmpSetTypeCodeWithChecksumUpdate(buf, icmp, ICMP_ECHO_REPLY, buf[icmp + 1]);
+  const typeCode = readU16(buf, icmp + ICMP_TYPE_OFF);
+  buf[icmp + ICMP_TYPE_OFF] = ICMP_ECHO_REPLY; // code kept
+  icmpUpdateChecksum16(buf, icmp, typeCode, (ICMP_ECHO_REPLY << 8) | (typeCode & 0xff));
   const src = readU32(buf, ipOff + IPV4_SRC_ADDR_OFF);
   writeU32(buf, ipOff + IPV4_SRC_ADDR_OFF, readU32(buf, ipOff + IPV4_DST_ADDR_OFF));
   writeU32(buf, ipOff + IPV4_DST_ADDR_OFF, src);

@@ -15,3 +15,4 @@ export * from "./icmp.js";
 export * from "./udp.js";
 export * from "./tcp.js";
 export * from "./l4.js";
+export * from "./bpdu.js";

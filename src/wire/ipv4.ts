@@ -9,7 +9,6 @@ import { readI32, readU16, readU32, writeU16, writeU32, copyBytes } from "./byte
 import { checksumSum, checksumUpdate16, checksumUpdate32, internetChecksum } from "./checksum.js";
 import { CHECK_BAD_CHECKSUM, CHECK_BAD_IHL, CHECK_BAD_TOTAL_LEN, CHECK_BAD_VERSION, CHECK_OK, CHECK_TOO_SHORT } from "./reason.js";
 
-export const IPV4_VER_IHL_OFF = 0;
 export const IPV4_TOS_OFF = 1;
 export const IPV4_TOTAL_LEN_OFF = 2;
 export const IPV4_IDENT_OFF = 4;
@@ -24,11 +23,10 @@ export const IPV4_OPTIONS_OFF = 20;
 export const IPV4_HEADER_LEN = 20;
 /** ihl = 15. */
 export const IPV4_MAX_HEADER_LEN = 60;
-export const IPV4_MAX_TOTAL_LEN = 65535;
 /** TTL of datagrams a node originates: replies, errors, resets (Linux net.ipv4.ip_default_ttl). */
 export const IPV4_DEFAULT_TTL = 64;
 
-/** 3-bit flags as returned by ipv4GetFlags: bit 0 reserved, bit 1 DF, bit 2 MF (RFC 791 numbering, MSB first). */
+/** The 3 flag bits as ipv4SetFlags takes them: bit 0 reserved, bit 1 DF, bit 2 MF (RFC 791 numbering, MSB first). */
 export const IPV4_FLAG_DF = 0b010;
 export const IPV4_FLAG_MF = 0b001;
 
@@ -58,49 +56,9 @@ export function ipv4Check(buf: Uint8Array, off: number, len: number, verifyCheck
   return CHECK_OK;
 }
 
-export function ipv4GetVersion(buf: Uint8Array, off: number): number {
-  return buf[off] >>> 4;
-}
-export function ipv4SetVersion(buf: Uint8Array, off: number, v: number): void {
-  buf[off] = (buf[off] & 0x0f) | ((v & 0x0f) << 4);
-}
-/** Header length in 32-bit words. */
-export function ipv4GetIhl(buf: Uint8Array, off: number): number {
-  return buf[off] & 0x0f;
-}
-export function ipv4SetIhl(buf: Uint8Array, off: number, ihl: number): void {
-  buf[off] = (buf[off] & 0xf0) | (ihl & 0x0f);
-}
 /** Header length in bytes (ihl * 4). */
 export function ipv4GetHeaderLen(buf: Uint8Array, off: number): number {
   return (buf[off] & 0x0f) << 2;
-}
-/** Bytes of options (ihl * 4 - 20). */
-export function ipv4GetOptionsLen(buf: Uint8Array, off: number): number {
-  return ((buf[off] & 0x0f) << 2) - IPV4_HEADER_LEN;
-}
-/** The whole second byte, DSCP and ECN together (the old TOS). */
-export function ipv4GetTos(buf: Uint8Array, off: number): number {
-  return buf[off + IPV4_TOS_OFF];
-}
-export function ipv4SetTos(buf: Uint8Array, off: number, tos: number): void {
-  buf[off + IPV4_TOS_OFF] = tos;
-}
-/** Differentiated Services Code Point (RFC 2474), 6 bits. */
-export function ipv4GetDscp(buf: Uint8Array, off: number): number {
-  return buf[off + IPV4_TOS_OFF] >>> 2;
-}
-export function ipv4SetDscp(buf: Uint8Array, off: number, dscp: number): void {
-  const o = off + IPV4_TOS_OFF;
-  buf[o] = (buf[o] & 0x03) | ((dscp & 0x3f) << 2);
-}
-/** Explicit Congestion Notification (RFC 3168), 2 bits. */
-export function ipv4GetEcn(buf: Uint8Array, off: number): number {
-  return buf[off + IPV4_TOS_OFF] & 0x03;
-}
-export function ipv4SetEcn(buf: Uint8Array, off: number, ecn: number): void {
-  const o = off + IPV4_TOS_OFF;
-  buf[o] = (buf[o] & 0xfc) | (ecn & 0x03);
 }
 export function ipv4GetTotalLen(buf: Uint8Array, off: number): number {
   return readU16(buf, off + IPV4_TOTAL_LEN_OFF);
@@ -111,13 +69,7 @@ export function ipv4SetTotalLen(buf: Uint8Array, off: number, v: number): void {
 export function ipv4GetIdent(buf: Uint8Array, off: number): number {
   return readU16(buf, off + IPV4_IDENT_OFF);
 }
-export function ipv4SetIdent(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + IPV4_IDENT_OFF, v);
-}
-/** The 3 flag bits (IPV4_FLAG_DF | IPV4_FLAG_MF). */
-export function ipv4GetFlags(buf: Uint8Array, off: number): number {
-  return buf[off + IPV4_FLAGS_FRAG_OFF] >>> 5;
-}
+/** Sets the 3 flag bits (IPV4_FLAG_DF | IPV4_FLAG_MF). */
 export function ipv4SetFlags(buf: Uint8Array, off: number, flags: number): void {
   const o = off + IPV4_FLAGS_FRAG_OFF;
   buf[o] = (buf[o] & 0x1f) | ((flags & 7) << 5);
@@ -134,10 +86,6 @@ export function ipv4SetDf(buf: Uint8Array, off: number, df: boolean): void {
 export function ipv4GetMf(buf: Uint8Array, off: number): boolean {
   return (buf[off + IPV4_FLAGS_FRAG_OFF] & 0x20) !== 0;
 }
-export function ipv4SetMf(buf: Uint8Array, off: number, mf: boolean): void {
-  const o = off + IPV4_FLAGS_FRAG_OFF;
-  buf[o] = mf ? buf[o] | 0x20 : buf[o] & 0xdf;
-}
 /** Fragment offset in 8-octet units, as on the wire (multiply by 8 for bytes). */
 export function ipv4GetFragOffset(buf: Uint8Array, off: number): number {
   return readU16(buf, off + IPV4_FLAGS_FRAG_OFF) & 0x1fff;
@@ -153,32 +101,14 @@ export function ipv4IsFragment(buf: Uint8Array, off: number): boolean {
 export function ipv4GetTtl(buf: Uint8Array, off: number): number {
   return buf[off + IPV4_TTL_OFF];
 }
-export function ipv4SetTtl(buf: Uint8Array, off: number, ttl: number): void {
-  buf[off + IPV4_TTL_OFF] = ttl;
-}
 export function ipv4GetProtocol(buf: Uint8Array, off: number): number {
   return buf[off + IPV4_PROTOCOL_OFF];
-}
-export function ipv4SetProtocol(buf: Uint8Array, off: number, p: number): void {
-  buf[off + IPV4_PROTOCOL_OFF] = p;
-}
-export function ipv4GetChecksum(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + IPV4_CHECKSUM_OFF);
-}
-export function ipv4SetChecksum(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + IPV4_CHECKSUM_OFF, v);
 }
 export function ipv4GetSrcAddr(buf: Uint8Array, off: number): number {
   return readU32(buf, off + IPV4_SRC_ADDR_OFF);
 }
-export function ipv4SetSrcAddr(buf: Uint8Array, off: number, addr: number): void {
-  writeU32(buf, off + IPV4_SRC_ADDR_OFF, addr);
-}
 export function ipv4GetDstAddr(buf: Uint8Array, off: number): number {
   return readU32(buf, off + IPV4_DST_ADDR_OFF);
-}
-export function ipv4SetDstAddr(buf: Uint8Array, off: number, addr: number): void {
-  writeU32(buf, off + IPV4_DST_ADDR_OFF, addr);
 }
 
 /** Header checksum computed over ihl*4 bytes as if the checksum field were zero. */
@@ -240,14 +170,6 @@ export function ipv4SetDstAddrWithChecksumUpdate(buf: Uint8Array, off: number, a
   return setAddr(buf, off, IPV4_DST_ADDR_OFF, addr);
 }
 
-/** Rewrites the total length and updates the header checksum incrementally (trimming, segmenting). */
-export function ipv4SetTotalLenWithChecksumUpdate(buf: Uint8Array, off: number, totalLen: number): void {
-  const old = readU16(buf, off + IPV4_TOTAL_LEN_OFF);
-  writeU16(buf, off + IPV4_TOTAL_LEN_OFF, totalLen);
-  const hc = readU16(buf, off + IPV4_CHECKSUM_OFF);
-  writeU16(buf, off + IPV4_CHECKSUM_OFF, checksumUpdate16(hc, old, totalLen & 0xffff));
-}
-
 export interface Ipv4Repr {
   dscp: number;
   ecn: number;
@@ -270,8 +192,8 @@ export interface Ipv4Repr {
 export function parseIpv4(buf: Uint8Array, off: number, len: number): Ipv4Repr | null {
   if (ipv4Check(buf, off, len, true) !== CHECK_OK) return null;
   return {
-    dscp: ipv4GetDscp(buf, off),
-    ecn: ipv4GetEcn(buf, off),
+    dscp: buf[off + IPV4_TOS_OFF] >>> 2,
+    ecn: buf[off + IPV4_TOS_OFF] & 0x03,
     totalLen: ipv4GetTotalLen(buf, off),
     ident: ipv4GetIdent(buf, off),
     df: ipv4GetDf(buf, off),
@@ -281,21 +203,30 @@ export function parseIpv4(buf: Uint8Array, off: number, len: number): Ipv4Repr |
     protocol: ipv4GetProtocol(buf, off),
     srcAddr: ipv4GetSrcAddr(buf, off),
     dstAddr: ipv4GetDstAddr(buf, off),
-    options: copyBytes(buf, off + IPV4_OPTIONS_OFF, ipv4GetOptionsLen(buf, off)),
+    options: copyBytes(buf, off + IPV4_OPTIONS_OFF, ipv4GetHeaderLen(buf, off) - IPV4_HEADER_LEN),
   };
 }
 
 /**
+ * The length of an IPv4 or TCP header carrying `options`: both are 20 bytes and give
+ * their length in 32-bit words (at most 15), so options are a multiple of 4 bytes up to
+ * 40. Throws on anything else: emitting such options is a bug in the caller, not
+ * something a peer can cause.
+ */
+export function headerLenWithOptions(protocol: string, options: Uint8Array): number {
+  const n = options.length;
+  if ((n & 3) !== 0 || n > IPV4_MAX_HEADER_LEN - IPV4_HEADER_LEN) {
+    throw new Error(`${protocol} options must be a multiple of 4 bytes and at most 40, got ${n}`);
+  }
+  return IPV4_HEADER_LEN + n;
+}
+
+/**
  * Writes the header with its options and checksum at `off`; returns the header length.
- * Throws when options are not a multiple of 4 bytes or longer than 40 (a bug in the
- * caller, not something a peer can cause).
+ * Throws when options are not a multiple of 4 bytes or longer than 40 (headerLenWithOptions).
  */
 export function emitIpv4(repr: Ipv4Repr, buf: Uint8Array, off: number): number {
-  const optLen = repr.options.length;
-  if ((optLen & 3) !== 0 || optLen > IPV4_MAX_HEADER_LEN - IPV4_HEADER_LEN) {
-    throw new Error(`IPv4 options must be a multiple of 4 bytes and at most 40, got ${optLen}`);
-  }
-  const hlen = IPV4_HEADER_LEN + optLen;
+  const hlen = headerLenWithOptions("IPv4", repr.options);
   buf[off] = 0x40 | (hlen >>> 2);
   buf[off + IPV4_TOS_OFF] = ((repr.dscp & 0x3f) << 2) | (repr.ecn & 3);
   writeU16(buf, off + IPV4_TOTAL_LEN_OFF, repr.totalLen);
@@ -305,7 +236,7 @@ export function emitIpv4(repr: Ipv4Repr, buf: Uint8Array, off: number): number {
   buf[off + IPV4_PROTOCOL_OFF] = repr.protocol;
   writeU32(buf, off + IPV4_SRC_ADDR_OFF, repr.srcAddr);
   writeU32(buf, off + IPV4_DST_ADDR_OFF, repr.dstAddr);
-  for (let i = 0; i < optLen; i++) buf[off + IPV4_OPTIONS_OFF + i] = repr.options[i];
+  buf.set(repr.options, off + IPV4_OPTIONS_OFF);
   ipv4FillChecksum(buf, off);
   return hlen;
 }

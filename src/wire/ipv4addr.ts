@@ -1,7 +1,6 @@
 // IPv4 addresses as unsigned 32-bit numbers (always >= 0: every producer ends in `>>> 0`),
 // so they compare with === and key a Map without strings.
 
-export const IP_ANY = 0;
 /** 255.255.255.255, the limited broadcast address (RFC 919, RFC 1812 section 4.2.3.1). */
 export const IP_BROADCAST = 0xffffffff;
 
@@ -38,16 +37,6 @@ export function maskFromPrefix(prefixLen: number): number {
   return prefixLen === 0 ? 0 : (0xffffffff << (32 - prefixLen)) >>> 0;
 }
 
-/** Prefix length of a contiguous netmask, or -1 when the mask has holes. */
-export function prefixFromMask(mask: number): number {
-  const m = mask >>> 0;
-  const inv = ~m >>> 0;
-  if ((inv & (inv + 1)) !== 0) return -1; // inv must be 2^k - 1
-  let n = 0;
-  for (let v = m; v !== 0; v = (v << 1) >>> 0) n++;
-  return n;
-}
-
 export interface Cidr {
   /** The address as written (host bits kept). */
   addr: number;
@@ -81,9 +70,4 @@ export function ipInSubnet(addr: number, network: number, mask: number): boolean
 /** 224.0.0.0/4 (RFC 5771). */
 export function ipIsMulticast(addr: number): boolean {
   return addr >>> 28 === 0xe;
-}
-
-/** 127.0.0.0/8 (RFC 1122 section 3.2.1.3). */
-export function ipIsLoopback(addr: number): boolean {
-  return addr >>> 24 === 127;
 }

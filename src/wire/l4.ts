@@ -41,30 +41,22 @@ function store(buf: Uint8Array, o: number, proto: number, hc: number, c: number)
 }
 
 /** Incremental update after a 16-bit word covered by the checksum, header or pseudo-header, changed. */
-export function l4UpdateChecksum16(buf: Uint8Array, off: number, proto: number, oldV: number, newV: number): void {
+function l4UpdateChecksum16(buf: Uint8Array, off: number, proto: number, oldV: number, newV: number): void {
   const o = off + csumOff(proto);
   const hc = readU16(buf, o);
   store(buf, o, proto, hc, checksumUpdate16(hc, oldV, newV));
 }
 
-/** As l4UpdateChecksum16 for a 32-bit value: an address of the pseudo-header, a TCP seq or ack. */
-export function l4UpdateChecksum32(buf: Uint8Array, off: number, proto: number, oldV: number, newV: number): void {
-  const o = off + csumOff(proto);
-  const hc = readU16(buf, o);
-  store(buf, o, proto, hc, checksumUpdate32(hc, oldV, newV));
-}
-
 /**
  * The checksum after a pseudo-header address changed from `oldAddr` to `newAddr`
- * (uint32 or int32 bits): l4UpdateChecksum32, or with `partial` the seed moved.
+ * (uint32 or int32 bits): updated incrementally (RFC 1624), or with `partial` the seed
+ * moved.
  */
 export function l4UpdateChecksumAddr(buf: Uint8Array, off: number, proto: number, oldAddr: number, newAddr: number, partial: boolean): void {
-  if (!partial) {
-    l4UpdateChecksum32(buf, off, proto, oldAddr, newAddr);
-    return;
-  }
   const o = off + csumOff(proto);
-  writeU16(buf, o, partialChecksumUpdate32(readU16(buf, o), oldAddr, newAddr));
+  const hc = readU16(buf, o);
+  if (partial) writeU16(buf, o, partialChecksumUpdate32(hc, oldAddr, newAddr));
+  else store(buf, o, proto, hc, checksumUpdate32(hc, oldAddr, newAddr));
 }
 
 /**

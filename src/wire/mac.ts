@@ -1,15 +1,13 @@
 // MAC-48 addresses as plain numbers: hi16 * 2^32 + lo32, always an exact integer below
-// 2^48, so it works as a Map key and compares with === (DESIGN.md: a 48-bit number key
-// costs 0.05-0.1 us, a hex string 0.5-0.8 us). Never BigInt.
+// 2^48, so it works as a Map key and compares with === without building a string per
+// frame (a number key costs a tenth of a hex-string key: docs/architecture.md, "Rules
+// of the hot path"). Never BigInt.
 
 const TWO32 = 4294967296;
 const TWO40 = 1099511627776;
 
 /** ff:ff:ff:ff:ff:ff */
 export const MAC_BROADCAST = 0xffffffffffff;
-/** 00:00:00:00:00:00 */
-export const MAC_ZERO = 0;
-export const MAC_LEN = 6;
 
 /** Reads 6 bytes at `off` as a 48-bit integer. */
 export function readMac(buf: Uint8Array, off: number): number {
@@ -30,34 +28,9 @@ export function writeMac(buf: Uint8Array, off: number, mac: number): void {
   buf[off + 5] = lo;
 }
 
-/** True when the 6 bytes at `a` and `b` are equal, without building numbers. */
-export function macEqualAt(buf: Uint8Array, a: number, other: Uint8Array, b: number): boolean {
-  return (
-    buf[a] === other[b] &&
-    buf[a + 1] === other[b + 1] &&
-    buf[a + 2] === other[b + 2] &&
-    buf[a + 3] === other[b + 3] &&
-    buf[a + 4] === other[b + 4] &&
-    buf[a + 5] === other[b + 5]
-  );
-}
-
 /** Group address: the I/G bit, least significant bit of the first octet (IEEE 802-2014 8.2). Includes broadcast. */
-export function macIsMulticast(mac: number): boolean {
+function macIsMulticast(mac: number): boolean {
   return ((mac / TWO40) & 1) === 1;
-}
-
-/** Locally administered: the U/L bit, second least significant bit of the first octet. */
-export function macIsLocal(mac: number): boolean {
-  return ((mac / TWO40) & 2) === 2;
-}
-
-export function macIsBroadcast(mac: number): boolean {
-  return mac === MAC_BROADCAST;
-}
-
-export function macIsZero(mac: number): boolean {
-  return mac === 0;
 }
 
 /** A valid unicast address: not zero, not group. */

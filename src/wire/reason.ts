@@ -1,6 +1,6 @@
-// Reasons returned by every `xxxCheck()` in src/wire. One numbering for all protocols so
-// an element can keep a single counter array indexed by reason and name its counters with
-// CHECK_REASON_NAMES (DESIGN.md: failures are a destination with a named counter).
+// Reasons returned by every `xxxCheck()` in src/wire: one numbering for all protocols. A
+// check never throws; the element that called it counts the frame at the drop counter it
+// names for the reason (the router's ip-input.ts: badVersion, badIhl, badChecksum, …).
 
 export const CHECK_OK = 0;
 /** Fewer bytes than the fixed header, or than the header length the packet declares. */
@@ -26,28 +26,3 @@ export const CHECK_BAD_LENGTH = 10;
 export const CHECK_BAD_DATA_OFFSET = 11;
 /** Frame has no 802.1Q/802.1ad tag where one was expected. */
 export const CHECK_NOT_TAGGED = 12;
-
-/** Counter names, indexed by reason code. */
-export const CHECK_REASON_NAMES: readonly string[] = Object.freeze([
-  "ok",
-  "tooShort",
-  "badVersion",
-  "badIhl",
-  "badTotalLen",
-  "badChecksum",
-  "badHwType",
-  "badProtoType",
-  "badHwLen",
-  "badProtoLen",
-  "badLength",
-  "badDataOffset",
-  "notTagged",
-]);
-
-/** Number of reason codes; size a counter array with it. */
-export const CHECK_REASON_COUNT = CHECK_REASON_NAMES.length;
-
-/** Name of a reason code ("ok", "tooShort", ...), or "unknown" for an unknown code. */
-export function checkReasonName(reason: number): string {
-  return CHECK_REASON_NAMES[reason] ?? "unknown";
-}

@@ -18,6 +18,7 @@ import {
   IPV4_SRC_ADDR_OFF,
   IPV4_TOTAL_LEN_OFF,
   IPV4_TTL_OFF,
+  headerLenWithOptions,
   ipv4Check,
   ipv4FillChecksum,
 } from "./ipv4.js";
@@ -35,7 +36,6 @@ export const TCP_URGENT_OFF = 18;
 export const TCP_OPTIONS_OFF = 20;
 /** Header without options. */
 export const TCP_HEADER_LEN = 20;
-export const TCP_MAX_HEADER_LEN = 60;
 
 /** Control bits in byte 13 (RFC 9293 section 3.1; ECE and CWR from RFC 3168 section 23.2). */
 export const TCP_FIN = 0x01;
@@ -61,14 +61,6 @@ export function tcpCheck(buf: Uint8Array, off: number, len: number, srcAddr: num
   return CHECK_OK;
 }
 
-/** Sequence number, unsigned 32-bit. */
-export function tcpGetSeq(buf: Uint8Array, off: number): number {
-  return readU32(buf, off + TCP_SEQ_OFF);
-}
-/** Acknowledgment number, unsigned 32-bit. */
-export function tcpGetAck(buf: Uint8Array, off: number): number {
-  return readU32(buf, off + TCP_ACK_OFF);
-}
 /** Header length in bytes (dataOffset * 4). */
 export function tcpGetHeaderLen(buf: Uint8Array, off: number): number {
   return (buf[off + TCP_DATA_OFFSET_OFF] >>> 4) << 2;
@@ -76,16 +68,6 @@ export function tcpGetHeaderLen(buf: Uint8Array, off: number): number {
 /** The 8 control bits (TCP_FIN | TCP_SYN | ...). */
 export function tcpGetFlags(buf: Uint8Array, off: number): number {
   return buf[off + TCP_FLAGS_OFF];
-}
-export function tcpGetWindow(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + TCP_WINDOW_OFF);
-}
-export function tcpSetChecksum(buf: Uint8Array, off: number, v: number): void {
-  writeU16(buf, off + TCP_CHECKSUM_OFF, v);
-}
-/** Urgent pointer. */
-export function tcpGetUrgent(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + TCP_URGENT_OFF);
 }
 
 /** Checksum over the pseudo-header and the `len`-byte segment, as if the checksum field were zero. */
@@ -126,11 +108,11 @@ export function parseTcp(buf: Uint8Array, off: number, len: number): TcpRepr | n
   return {
     srcPort: readU16(buf, off + TCP_SRC_PORT_OFF),
     dstPort: readU16(buf, off + TCP_DST_PORT_OFF),
-    seq: tcpGetSeq(buf, off),
-    ack: tcpGetAck(buf, off),
+    seq: readU32(buf, off + TCP_SEQ_OFF),
+    ack: readU32(buf, off + TCP_ACK_OFF),
     flags: tcpGetFlags(buf, off),
-    window: tcpGetWindow(buf, off),
-    urgent: tcpGetUrgent(buf, off),
+    window: readU16(buf, off + TCP_WINDOW_OFF),
+    urgent: readU16(buf, off + TCP_URGENT_OFF),
     options: copyBytes(buf, off + TCP_OPTIONS_OFF, tcpGetHeaderLen(buf, off) - TCP_HEADER_LEN),
   };
 }
@@ -138,14 +120,10 @@ export function parseTcp(buf: Uint8Array, off: number, len: number): TcpRepr | n
 /**
  * Writes the header and options with a zero checksum and zero reserved bits; returns the
  * header length. Put the data after it, then call tcpFillChecksum. Throws when options
- * are not a multiple of 4 bytes or longer than 40 (a caller bug).
+ * are not a multiple of 4 bytes or longer than 40 (headerLenWithOptions: a caller bug).
  */
 export function emitTcp(repr: TcpRepr, buf: Uint8Array, off: number): number {
-  const optLen = repr.options.length;
-  if ((optLen & 3) !== 0 || optLen > TCP_MAX_HEADER_LEN - TCP_HEADER_LEN) {
-    throw new Error(`TCP options must be a multiple of 4 bytes and at most 40, got ${optLen}`);
-  }
-  const hlen = TCP_HEADER_LEN + optLen;
+  const hlen = headerLenWithOptions("TCP", repr.options);
   writeU16(buf, off + TCP_SRC_PORT_OFF, repr.srcPort);
   writeU16(buf, off + TCP_DST_PORT_OFF, repr.dstPort);
   writeU32(buf, off + TCP_SEQ_OFF, repr.seq);
@@ -155,7 +133,7 @@ export function emitTcp(repr: TcpRepr, buf: Uint8Array, off: number): number {
   writeU16(buf, off + TCP_WINDOW_OFF, repr.window);
   writeU16(buf, off + TCP_CHECKSUM_OFF, 0);
   writeU16(buf, off + TCP_URGENT_OFF, repr.urgent);
-  for (let i = 0; i < optLen; i++) buf[off + TCP_OPTIONS_OFF + i] = repr.options[i];
+  buf.set(repr.options, off + TCP_OPTIONS_OFF);
   return hlen;
 }
 

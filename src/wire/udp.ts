@@ -30,10 +30,6 @@ export function udpCheck(buf: Uint8Array, off: number, len: number, srcAddr: num
   return CHECK_OK;
 }
 
-/** Header plus data, bytes. */
-export function udpGetLength(buf: Uint8Array, off: number): number {
-  return readU16(buf, off + UDP_LENGTH_OFF);
-}
 export function udpGetChecksum(buf: Uint8Array, off: number): number {
   return readU16(buf, off + UDP_CHECKSUM_OFF);
 }
@@ -76,7 +72,7 @@ export interface UdpRepr {
  */
 export function parseUdp(buf: Uint8Array, off: number, len: number): UdpRepr | null {
   if (udpCheck(buf, off, len, 0, 0, false) !== CHECK_OK) return null;
-  return { srcPort: readU16(buf, off + UDP_SRC_PORT_OFF), dstPort: readU16(buf, off + UDP_DST_PORT_OFF), length: udpGetLength(buf, off) };
+  return { srcPort: readU16(buf, off + UDP_SRC_PORT_OFF), dstPort: readU16(buf, off + UDP_DST_PORT_OFF), length: readU16(buf, off + UDP_LENGTH_OFF) };
 }
 
 /**

@@ -19,13 +19,13 @@ export const VIRTIO_NET_HDR_F_DATA_VALID = 2;
 
 export const VIRTIO_NET_HDR_GSO_NONE = 0;
 export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
-export const VIRTIO_NET_HDR_GSO_UDP = 3;
 export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
 export const VIRTIO_NET_HDR_GSO_UDP_L4 = 5;
 export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
 
 const FLAGS = -12;
 const GSO_TYPE = -11;
+/** hdr_len: length of the headers the segments repeat (Linux fills it with the linear length). */
 const HDR_LEN = -10;
 const GSO_SIZE = -8;
 const CSUM_START = -6;
@@ -50,43 +50,21 @@ export function vnetSetFlags(buf: Uint8Array, frameOff: number, flags: number): 
 export function vnetNeedsCsum(buf: Uint8Array, frameOff: number): boolean {
   return (buf[frameOff + FLAGS] & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0;
 }
-export function vnetGetGsoType(buf: Uint8Array, frameOff: number): number {
-  return buf[frameOff + GSO_TYPE];
-}
-export function vnetSetGsoType(buf: Uint8Array, frameOff: number, gsoType: number): void {
-  buf[frameOff + GSO_TYPE] = gsoType;
-}
 /** A segmentation-offload super-frame (gso_type other than NONE): one unit of up to 64 KiB. */
 export function vnetIsGso(buf: Uint8Array, frameOff: number): boolean {
   return buf[frameOff + GSO_TYPE] !== VIRTIO_NET_HDR_GSO_NONE;
-}
-/** Length of the headers the segments repeat (Linux fills it with the linear length). */
-export function vnetGetHdrLen(buf: Uint8Array, frameOff: number): number {
-  return le16(buf, frameOff + HDR_LEN);
-}
-export function vnetSetHdrLen(buf: Uint8Array, frameOff: number, v: number): void {
-  setLe16(buf, frameOff + HDR_LEN, v);
 }
 /** Payload bytes per segment (the MSS for TCP). */
 export function vnetGetGsoSize(buf: Uint8Array, frameOff: number): number {
   return le16(buf, frameOff + GSO_SIZE);
 }
-export function vnetSetGsoSize(buf: Uint8Array, frameOff: number, v: number): void {
-  setLe16(buf, frameOff + GSO_SIZE, v);
-}
 /** Where, from the start of the frame, the checksummed data begins (the L4 header). */
 export function vnetGetCsumStart(buf: Uint8Array, frameOff: number): number {
   return le16(buf, frameOff + CSUM_START);
 }
-export function vnetSetCsumStart(buf: Uint8Array, frameOff: number, v: number): void {
-  setLe16(buf, frameOff + CSUM_START, v);
-}
 /** Where, from csum_start, the checksum field is. */
 export function vnetGetCsumOffset(buf: Uint8Array, frameOff: number): number {
   return le16(buf, frameOff + CSUM_OFFSET);
-}
-export function vnetSetCsumOffset(buf: Uint8Array, frameOff: number, v: number): void {
-  setLe16(buf, frameOff + CSUM_OFFSET, v);
 }
 
 /** A header that asks nothing: a plain, complete frame. */

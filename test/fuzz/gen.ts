@@ -30,7 +30,11 @@ import {
   IP_PROTO_TCP,
   IP_PROTO_UDP,
   checksumFold,
+  BPDU_TYPE_CONFIG,
+  BPDU_TYPE_RST,
+  BPDU_TYPE_TCN,
   emitArp,
+  emitBpdu,
   emitEthernet,
   emitIcmp,
   emitIpv4,
@@ -185,6 +189,8 @@ export interface GenOptions {
   maxLen: number;
   /** Probability that a frame is mutated at all (default 0.6). */
   mutateRate?: number;
+  /** Make spanning tree BPDUs too (config, TCN, RST, unknown types; the switch's harness). */
+  bpdus?: boolean;
 }
 
 export class FrameGen {
@@ -196,6 +202,7 @@ export class FrameGen {
   readonly vnet: boolean;
   readonly maxLen: number;
   readonly mutateRate: number;
+  readonly bpdus: boolean;
 
   constructor(
     readonly rng: Rng,
@@ -205,6 +212,7 @@ export class FrameGen {
     this.vnet = opts.vnet;
     this.maxLen = opts.maxLen;
     this.mutateRate = opts.mutateRate ?? 0.5;
+    this.bpdus = opts.bpdus ?? false;
   }
 
   // ---------------------------------------------------------------------------
@@ -257,6 +265,7 @@ export class FrameGen {
       const q = this.fragQueue.shift() as { frame: Buffer; what: string };
       return this.finish(q.frame, q.what, where, 0.05);
     }
+    if (this.bpdus && r.chance(0.06)) return this.finish(this.bpduFrame(where), "bpdu", where);
     const x = r.float();
     let f: Buffer;
     let what: string;
@@ -347,6 +356,46 @@ export class FrameGen {
     a.copy(f, ETH_HEADER_LEN);
     if (r.chance(0.5)) return Buffer.concat([f, Buffer.alloc(60 - f.length)]);
     return f;
+  }
+
+  /** A BPDU (802.1D 9.3): priorities, ids, costs and timers from small sets and at random. */
+  private bpduFrame(where: Where | null): Buffer {
+    const r = this.rng;
+    const f = Buffer.alloc(60);
+    const prio = (): number => r.pick([0, 4096, 32768, 61440, 65535, r.int(65536)]);
+    const id = (): number => (r.chance(0.5) ? r.pick(this.world.macs) : r.pick([0x020000000001, 0x0273000000ff, r.u32() * 65536 + r.int(65536)]));
+    const units = (): number => r.pick([0, 1, 256, 512, 1536, 3840, 5120, 65535, r.int(65536)]);
+    const type = r.pick([BPDU_TYPE_CONFIG, BPDU_TYPE_CONFIG, BPDU_TYPE_CONFIG, BPDU_TYPE_TCN, BPDU_TYPE_RST, r.int(256)]);
+    emitBpdu(
+      {
+        src: this.mac(where, "src"),
+        version: 0,
+        type: type === BPDU_TYPE_TCN ? BPDU_TYPE_TCN : BPDU_TYPE_CONFIG,
+        tc: r.chance(0.3),
+        tca: r.chance(0.2),
+        rootPriority: prio(),
+        rootMac: id(),
+        rootPathCost: r.pick([0, 2, 4, 19, 100, r.u32()]),
+        bridgePriority: prio(),
+        bridgeMac: id(),
+        portId: r.pick([0x8001, 0x8002, 0x0001, 0xf00f, r.int(65536)]),
+        messageAge: 0,
+        maxAge: 0,
+        helloTime: 0,
+        forwardDelay: 0,
+      },
+      f,
+      0,
+    );
+    if (type !== BPDU_TYPE_TCN) {
+      for (const at of [27, 29, 31, 33]) writeU16(f, 17 + at, units());
+      f[17 + 3] = type;
+      if (type === BPDU_TYPE_RST) {
+        f[17 + 2] = 2;
+        writeU16(f, 12, 39);
+      }
+    }
+    return r.chance(0.3) ? f.subarray(0, r.pick([17, 21, 38, 52])) : f;
   }
 
   private otherFrame(where: Where | null): Buffer {

@@ -27,6 +27,7 @@ import type { InternalPort } from "../../src/core/internal-port.js";
 import type { Port } from "../../src/core/port.js";
 import type { Ipv4Router } from "../../src/elements/router/ipv4-router.js";
 import { LearningSwitch } from "../../src/elements/learning-switch.js";
+import { SpanningTree } from "../../src/elements/stp.js";
 import { Nat } from "../../src/elements/nat.js";
 import { IpipPort, ipipNeighbourMac } from "../../src/io/ipip-port.js";
 import { MemoryPort } from "../../src/io/memory-port.js";
@@ -50,7 +51,7 @@ export interface Ledger {
 export class FuzzFailure extends Error {}
 
 /**
- * The ledgers (README, Tests): what a frame's disposition is. For the switch and the
+ * The ledgers (README, Tests): what a frame's disposition is. For the switch, the tree and the
  * router it is their declared counter kinds (src/core/element.ts): every frame an
  * element takes ends in exactly one `forward`, `deliver` or `drop` counter, so
  *
@@ -60,6 +61,7 @@ export class FuzzFailure extends Error {}
  * counted twice). What goes in:
  *
  * switch  in  = rxFrames of every port of the switch (device and router ports)
+ * stp     in  = the switch's bpdu (BPDUs it handed to spanning tree)
  * router  in  = frames the switch handed to the router's ports (their txFrames) +
  *               datagrams the reassembler completed (reassembled)
  * vxlan   in  = datagrams the kernel handed to the port (a GRO message counts each)
@@ -82,6 +84,11 @@ function switchLedger(sw: LearningSwitch, ports: readonly Port[]): Ledger {
   let inFrames = 0;
   for (const p of ports) inFrames += p.rxFrames;
   return { name: "switch", in: inFrames, out: dispositions(sw) };
+}
+
+/** stp: in = BPDUs the switch handed over (its `bpdu`). */
+function stpLedger(stp: SpanningTree, sw: LearningSwitch): Ledger {
+  return { name: "stp", in: sw.counters().bpdu, out: dispositions(stp) };
 }
 
 function routerLedger(router: Ipv4Router, internal: readonly InternalPort[]): Ledger {
@@ -196,6 +203,8 @@ export class Harness {
   private batchPort = "";
   readonly world: World;
   private readonly maxLen: number;
+  /** The switch harness's spanning tree. */
+  private stp: SpanningTree | null = null;
 
   constructor(readonly opts: HarnessOptions) {
     this.rng = new Rng(opts.seed);
@@ -219,7 +228,7 @@ export class Harness {
         this.buildIpip(memory);
         break;
     }
-    this.gen = new FrameGen(this.rng, this.world, { vnet: opts.vnet, maxLen: this.maxLen });
+    this.gen = new FrameGen(this.rng, this.world, { vnet: opts.vnet, maxLen: this.maxLen, bpdus: opts.element === "switch" });
     this.guard();
   }
 
@@ -230,7 +239,12 @@ export class Harness {
   // ---------------------------------------------------------------------------
   // Graphs
 
-  /** Switch only: access ports on VLANs 1, 10, 20, two trunks (one with a native VLAN). */
+  /**
+   * Switch only: access ports on VLANs 1, 10, 20, two trunks (one with a native VLAN);
+   * spanning tree on every port but a4 (BPDUs in the mix move ports between states);
+   * storm control on a1, port security on a2 (sticky) and a3 (shutdown, recovered now
+   * and then by the timers), ARP inspection on VLANs 10 and 20 trusting the trunks.
+   */
   private buildSwitch(memory: { slotSize?: number; batchSize?: number; keepSent: boolean }): void {
     const engine = new Engine();
     engine.offload = this.opts.vnet;
@@ -239,7 +253,30 @@ export class Harness {
     const ports = names.map((n) => new MemoryPort(n, { ...memory, offload: this.opts.vnet }));
     for (const p of ports) engine.addPort(p);
     const stations = Array.from({ length: 24 }, (_, i) => 0x020000000100 + i);
+    const stp = new SpanningTree(engine.ports, {
+      mac: 0x027300000100,
+      priority: 32768,
+      helloTime: 1,
+      forwardDelay: 2,
+      maxAge: 6,
+      offload: this.opts.vnet,
+      ports: { a1: {}, a2: {}, a3: {}, t1: { cost: 4 }, t2: { priority: 16 } },
+    });
+    this.stp = stp;
     const sw = new LearningSwitch(engine.ports, {
+      stp,
+      guards: {
+        storm: { a1: { broadcast: 20, multicast: 20, unknownUnicast: 20 } },
+        security: { a2: { maxMacs: 2, sticky: true }, a3: { maxMacs: 3, violation: "shutdown", macs: [0x0200000000bb] } },
+        arpInspection: {
+          vlans: [10, 20],
+          bindings: [
+            { vlan: 10, ip: parseIp("10.0.0.1"), mac: stations[0], source: "static" },
+            { vlan: 20, ip: parseIp("10.0.0.2"), mac: stations[9], source: "lab" },
+          ],
+          trusted: ["t1", "t2"],
+        },
+      },
       offload: this.opts.vnet,
       // A small table and a short ageing time: the limit and ageing paths are taken.
       maxEntries: 16,
@@ -256,8 +293,9 @@ export class Harness {
     });
     for (const p of ports) engine.connect(p, sw);
     engine.addElement(sw);
+    engine.addElement(stp);
     engine.start();
-    this.world.macs.push(...stations, 0x0200000000aa);
+    this.world.macs.push(...stations, 0x0200000000aa, 0x0200000000bb);
     this.world.vlans.push(1, 10, 20, 30, 40);
     this.world.addrs.push(parseIp("10.0.0.1"), parseIp("10.0.0.2"), parseIp("10.0.0.255"));
     ports.forEach((p, i) => {
@@ -519,8 +557,13 @@ export class Harness {
       const now = this.t;
       this.batch = [];
       this.batchPort = "(timers)";
+      const stp = this.stp;
+      const a3 = this.rig.ports.a3;
+      const recover = stp !== null && a3 !== undefined && r.chance(0.1);
       this.run(() => {
         if (router) this.engine.runPass(() => router.tick(now));
+        if (stp) this.engine.runPass((_p, t) => stp.tick(t));
+        if (recover) this.engine.runPass((_p, t) => this.rig.sw.guards.recover(a3.index, t));
         this.rig.sw.age(now);
       });
       this.check();
@@ -635,6 +678,7 @@ export class Harness {
 
   ledgers(): Ledger[] {
     const out: Ledger[] = [switchLedger(this.rig.sw, this.engine.ports)];
+    if (this.stp !== null) out.push(stpLedger(this.stp, this.rig.sw));
     if (this.rig.router) out.push(routerLedger(this.rig.router, Object.values(this.rig.internal)));
     const vx = this.vxlan?.tunnelCounters() ?? null;
     if (vx !== null) {

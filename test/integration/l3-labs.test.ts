@@ -132,6 +132,17 @@ describe.skipIf(!canRunLabs())("router.yaml: one router", () => {
     expect(tapnetOk(["show", "route", "--node", "r1", "--lab", "router"])).toMatch(/10\.0\.1\.0\/24 dev eth1 proto kernel scope link src 10\.0\.1\.1/);
   });
 
+  it("show graph names the node's ports, its switch and router, and prints as a table", () => {
+    type G = { node: string; ports: Array<{ name: string; kind: string }>; elements: Array<{ name: string; kind: string }>; edges: unknown[] };
+    const g = show<G>("graph", "r1", "router");
+    expect(g.node).toBe("r1");
+    expect(g.ports.map((p) => p.name)).toEqual(expect.arrayContaining(["h1", "h2"]));
+    expect(g.elements.map((e) => e.kind)).toEqual(expect.arrayContaining(["LearningSwitch", "Ipv4Router"]));
+    const text = tapnetOk(["show", "graph", "--node", "r1", "--lab", "router"]);
+    expect(text).toMatch(/elements/);
+    expect(text).toMatch(/edges/);
+  });
+
   it("a TCP connection to the router itself is refused with a reset", () => {
     const t0 = Date.now();
     const r = inNs(ns("h1"), ["curl", "-s", "--max-time", "5", "http://10.0.1.1/"]);

@@ -104,36 +104,63 @@ describe.skipIf(!canRunLabs())("tapnet lab: errors and lifecycle", () => {
     expect(tapnetOk(["lab", "status"])).toMatch(/sw1\s+\d+\s+running/);
   });
 
-  it("lab down removes everything after the node was killed with -9", async () => {
-    const state = JSON.parse(fs.readFileSync("/run/tapnet/switch/state.json", "utf8")) as { nodes: Record<string, { pid: number }> };
+  it("a node killed with -9 comes back; killed with its supervisor it stays down, and lab down still removes everything", async () => {
+    interface Row {
+      name: string;
+      pid: number | null;
+      running: boolean;
+      restarts: number;
+      lastExit: { signal: string | null } | null;
+      supervisor: { pid: number | null };
+    }
+    const sw1 = (): Row =>
+      (JSON.parse(tapnet(["lab", "status", "--json"]).stdout) as Array<{ lab: string; nodes: Row[] }>).find((l) => l.lab === "switch")?.nodes[0] as Row;
+    const state = JSON.parse(fs.readFileSync("/run/tapnet/switch/state.json", "utf8")) as { nodes: Record<string, { pid: number; supervisor: number }> };
     const pid = state.nodes.sw1.pid;
+    const supervisor = state.nodes.sw1.supervisor;
+    expect(sw1()).toMatchObject({ pid, running: true, restarts: 0, lastExit: null, supervisor: { pid: supervisor } });
     process.kill(pid, "SIGKILL");
-    await waitFor("the killed node to go", () => !fs.existsSync(`/proc/${pid}/cmdline`) || fs.readFileSync(`/proc/${pid}/cmdline`, "utf8") === "");
+    // Its supervisor starts it again: a new PID, one restart, the signal it died of.
+    const back = await waitFor("the node to be restarted", () => {
+      const n = sw1();
+      return n.running && n.pid !== pid ? n : undefined;
+    });
+    expect(back).toMatchObject({ restarts: 1, lastExit: { signal: "SIGKILL" } });
+    expect(running(pid)).toBe(false);
+    const p = ping("tn.switch.h1", "10.0.0.2", 1);
+    expect(p.status, p.stdout).toBe(0);
+    expect(tapnetOk(["lab", "status"])).toMatch(new RegExp(`sw1\\s+${back.pid}\\s+running\\s+1\\s+SIGKILL at `));
+    // Without its supervisor, a killed node stays down: lab status says so, and exits
+    // non-zero (also with --json).
+    process.kill(supervisor, "SIGKILL");
+    await waitFor("the supervisor to go", () => !running(supervisor));
+    process.kill(back.pid as number, "SIGKILL");
+    await waitFor("the killed node to go", () => !running(back.pid as number));
     expect(ping("tn.switch.h1", "10.0.0.2", 1).status).not.toBe(0);
-    // lab status says so, and exits non-zero (also with --json).
     const st = tapnet(["lab", "status"]);
     expect(st.status).toBe(1);
-    expect(st.stdout).toMatch(/NOT RUNNING/);
+    expect(st.stdout).toMatch(/NOT RUNNING, unsupervised/);
     expect(tapnet(["lab", "status", "--json"]).status).toBe(1);
     const down = tapnet(["lab", "down", SWITCH]);
     expect(down.status, down.stderr).toBe(0);
     expect(netnsList().filter((n) => n.startsWith("tn.switch."))).toEqual([]);
     expect(fs.existsSync("/run/tapnet/switch")).toBe(false);
-    // Gone (or a zombie waiting for init to reap it: no command line any more).
-    const running = (): boolean => {
-      try {
-        return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").length > 0;
-      } catch {
-        return false;
-      }
-    };
-    expect(running()).toBe(false);
+    expect(pidsWith("/run/tapnet/switch/")).toEqual([]);
     // And a second down is harmless.
     const again = tapnet(["lab", "down", SWITCH]);
     expect(again.status).toBe(0);
     expect(again.stdout).toMatch(/was not up/);
   });
 });
+
+/** Gone (or a zombie waiting for init to reap it: no command line any more). */
+function running(pid: number): boolean {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").length > 0;
+  } catch {
+    return false;
+  }
+}
 
 /** PIDs of processes whose command line mentions `text` (a lab's config path). */
 function pidsWith(text: string): number[] {

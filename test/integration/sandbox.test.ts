@@ -10,8 +10,9 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { request } from "../../src/control/client.js";
+import { readState } from "../../src/lab/state.js";
 import { nodeEnvironment, nodeLauncher } from "../../src/node/sandbox.js";
-import { CLI, ROOT, canRunLabs, inNs, netnsList, ping, sleep, tapnet, tapnetOk, waitOutput, writeLabFile } from "./harness.js";
+import { CLI, ROOT, canRunLabs, inNs, netnsList, ping, sleep, tapnet, tapnetOk, waitFor, waitOutput, writeLabFile } from "./harness.js";
 
 const LAB = "tsbx";
 const ns = (n: string): string => `tn.${LAB}.${n}`;
@@ -80,8 +81,12 @@ function expectConfined(pid: number): void {
   for (const [who, p] of Object.entries(all)) expect(p, who).toEqual(CONFINED);
 }
 
-const nodePid = (): number =>
-  (JSON.parse(fs.readFileSync(`/run/tapnet/${LAB}/state.json`, "utf8")) as { nodes: Record<string, { pid: number }> }).nodes.sw1.pid;
+/** The node's current PID (its supervisor restarts it with a new one). */
+const nodePid = (): number => {
+  const pid = readState(LAB)?.nodes.sw1.pid;
+  if (typeof pid !== "number") throw new Error(`lab ${LAB} has no running sw1`);
+  return pid;
+};
 
 describe.skipIf(!canRunLabs())("a lab node runs with least privilege", () => {
   beforeAll(() => {
@@ -143,6 +148,36 @@ describe.skipIf(!canRunLabs())("a lab node runs with least privilege", () => {
     expect(text).toContain(`filter, ${n} system calls allowed`);
     const labs = JSON.parse(tapnetOk(["lab", "status", "--json"])) as Array<{ lab: string; nodes: Array<{ sandbox: Sandbox }> }>;
     expect(labs.find((l) => l.lab === LAB)?.nodes[0].sandbox).toEqual(st.sandbox);
+  });
+
+  it("a node restarted after kill -9 runs confined the same way, and forwards through the TAPs its supervisor handed it", async () => {
+    const before = nodePid();
+    process.kill(before, "SIGKILL");
+    const after = await waitFor(
+      "sw1 to be restarted",
+      async () => {
+        try {
+          const st = await request<{ pid: number }>(`/run/tapnet/${LAB}/sw1.sock`, { cmd: "status" }, 1000);
+          return st.pid !== before ? st.pid : undefined;
+        } catch {
+          return undefined; // not answering yet
+        }
+      },
+      20_000,
+    );
+    expect(nodePid()).toBe(after);
+    expectConfined(after);
+    // The supervisor (root, all capabilities) is its parent; the node has none of that.
+    const ppid = Number(/^PPid:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${after}/status`, "utf8"))?.[1]);
+    expect(fs.readFileSync(`/proc/${ppid}/cmdline`, "utf8")).toContain("supervise");
+    for (const [from, to] of [
+      ["h1", "10.0.0.2"],
+      ["h1", "10.0.0.3"],
+    ]) {
+      const r = ping(ns(from), to, 2);
+      expect(r.status, `${from} -> ${to}\n${r.stdout}${r.stderr}`).toBe(0);
+    }
+    expect(tapnetOk(["lab", "status"])).toContain("uid 0, caps net_bind_service,net_admin,net_raw, no_new_privs, seccomp filter");
   });
 });
 

@@ -24,8 +24,7 @@ import type { Port } from "../../src/core/port.js";
 import { IpipPort, ipipNeighbourMac } from "../../src/io/ipip-port.js";
 import { MemoryPort } from "../../src/io/memory-port.js";
 import { TapPort } from "../../src/io/tap-port.js";
-import { ARP_OPER_REQUEST, ARP_SPA_OFF, ARP_TPA_OFF, arpCheck, arpGetOper, arpGetSha, arpTurnIntoReply } from "../../src/wire/arp.js";
-import { readU32 } from "../../src/wire/bytes.js";
+import { ARP_OPER_REQUEST, arpCheck, arpGetOper, arpGetSha, arpGetSpa, arpGetTpa, emitArpReply } from "../../src/wire/arp.js";
 import { ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ethGetDstAddr, ethGetEtherType, ethSetDstAddr, ethSetSrcAddr } from "../../src/wire/ethernet.js";
 import { ipInSubnet, parseCidr, parseIp } from "../../src/wire/ipv4addr.js";
 import { ipv4DecrementTtl, ipv4GetDstAddr, ipv4GetTtl } from "../../src/wire/ipv4.js";
@@ -76,10 +75,11 @@ function fromTap(pool: Buffer, off: number, len: number): void {
   const et = ethGetEtherType(pool, off);
   const l3 = off + ETH_HEADER_LEN;
   if (et === ETHERTYPE_ARP && arpCheck(pool, l3, len - ETH_HEADER_LEN) === CHECK_OK) {
-    if (arpGetOper(pool, l3) === ARP_OPER_REQUEST && readU32(pool, l3 + ARP_TPA_OFF) === gwIp) {
+    if (arpGetOper(pool, l3) === ARP_OPER_REQUEST && arpGetTpa(pool, l3) === gwIp) {
       const sha = arpGetSha(pool, l3);
-      if (ipInSubnet(readU32(pool, l3 + ARP_SPA_OFF), pod.network, pod.mask)) r.podMac = sha;
-      arpTurnIntoReply(pool, l3, gwMac);
+      const spa = arpGetSpa(pool, l3);
+      if (ipInSubnet(spa, pod.network, pod.mask)) r.podMac = sha;
+      emitArpReply(pool, l3, gwMac, gwIp, sha, spa);
       ethSetDstAddr(pool, off, sha);
       ethSetSrcAddr(pool, off, gwMac);
       tap.txq.push(off, len);

@@ -40,6 +40,7 @@ import {
   TCP_ACK,
   TCP_CWR,
   TCP_FIN,
+  TCP_CHECKSUM_OFF,
   TCP_PSH,
   emitArpRequest,
   emitEthernet,
@@ -58,8 +59,6 @@ import {
   tcpChecksumValid,
   tcpFillChecksum,
   tcpGetFlags,
-  tcpGetSeq,
-  tcpSetChecksum,
   udpChecksumValid,
   writeU16,
   writeU32,
@@ -216,7 +215,7 @@ function pattern(n: number, seed: number): Buffer {
 /** A TSO super-frame as Linux hands it to a TAP: CHECKSUM_PARTIAL with the pseudo-header seed. */
 function buildTso4(buf: Buffer, off: number, payload: Uint8Array, s: TcpSpec, ecn = false): Built {
   const b = buildTcp4(buf, off, payload, s);
-  tcpSetChecksum(buf, off + b.l4, pseudoHeaderSum(IP_A, IP_B, IP_PROTO_TCP, b.len - b.l4));
+  writeU16(buf, off + b.l4 + TCP_CHECKSUM_OFF, pseudoHeaderSum(IP_A, IP_B, IP_PROTO_TCP, b.len - b.l4));
   setVnet(buf, off, {
     flags: VNET_F_NEEDS_CSUM,
     gsoType: VNET_GSO_TCPV4 | (ecn ? VNET_GSO_ECN : 0),
@@ -300,7 +299,7 @@ describe.skipIf(!canRun)("gsoSegment", () => {
         expect(ipv4GetIdent(dst, f + b.l3)).toBe((ID0 + k) & 0xffff);
         expect(ipv4ChecksumValid(dst, f + b.l3)).toBe(true);
         expect(onesSum([dst.subarray(f + b.l3, f + b.l4)])).toBe(0xffff);
-        expect(tcpGetSeq(dst, f + b.l4)).toBe((SEQ0 + k * MSS) >>> 0);
+        expect(readU32(dst, f + b.l4 + 4)).toBe((SEQ0 + k * MSS) >>> 0);
         const flags = tcpGetFlags(dst, f + b.l4);
         expect(flags & TCP_ACK).toBe(TCP_ACK);
         expect((flags & TCP_CWR) !== 0).toBe(k === 0);
@@ -544,7 +543,7 @@ describe.skipIf(!canRun)("SoftOffload (the TxOffload of ports whose device takes
     const tso = buildTso4(pool, 64, payload, { seq: 1000, flags: TCP_ACK | TCP_PSH });
     q.push(64, tso.len);
     const small = buildTcp4(pool, 32 * 1024, pattern(100, 2), { seq: 5, flags: TCP_ACK });
-    tcpSetChecksum(pool, 32 * 1024 + small.l4, pseudoHeaderSum(IP_A, IP_B, IP_PROTO_TCP, small.len - small.l4));
+    writeU16(pool, 32 * 1024 + small.l4 + TCP_CHECKSUM_OFF, pseudoHeaderSum(IP_A, IP_B, IP_PROTO_TCP, small.len - small.l4));
     setVnet(pool, 32 * 1024, { flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_NONE, csumStart: small.l4, csumOffset: 16 });
     q.push(32 * 1024, small.len);
     const plain = buildTcp4(pool, 40 * 1024, pattern(60, 3), { seq: 9, flags: TCP_ACK });
@@ -604,7 +603,7 @@ describe.skipIf(!canRun)("csumComplete", () => {
   it("finishes a CHECKSUM_PARTIAL TCP frame and clears NEEDS_CSUM (other flags kept)", () => {
     const buf = Buffer.alloc(4096);
     const b = buildTcp4(buf, 20, pattern(777, 1), { seq: 5, flags: TCP_ACK | TCP_PSH });
-    tcpSetChecksum(buf, 20 + b.l4, pseudoHeaderSum(IP_A, IP_B, IP_PROTO_TCP, b.len - b.l4));
+    writeU16(buf, 20 + b.l4 + TCP_CHECKSUM_OFF, pseudoHeaderSum(IP_A, IP_B, IP_PROTO_TCP, b.len - b.l4));
     setVnet(buf, 20, { flags: VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID, gsoType: 0, csumStart: b.l4, csumOffset: 16 });
     expect(tcpChecksumValid(buf, 20 + b.l4, b.len - b.l4, IP_A, IP_B)).toBe(false);
     expect(csumComplete(buf, 20, b.len)).toBe(0);
@@ -850,7 +849,7 @@ describe.skipIf(!canRun)("groCoalesce", () => {
     for (let j = 0; j < end; j++) {
       const o = s.offsets[j];
       expect(s.lengths[j]).toBeLessThanOrEqual(8192 - HEADROOM);
-      expect(tcpGetSeq(s.dst, o + t.b.l4)).toBe(seq >>> 0);
+      expect(readU32(s.dst, o + t.b.l4 + 4)).toBe(seq >>> 0);
       const v = readVnet(s.dst, o);
       if (v.flags === VNET_F_NEEDS_CSUM) expect(csumComplete(s.dst, o, s.lengths[j])).toBe(0);
       expect(tcpChecksumValid(s.dst, o + t.b.l4, s.lengths[j] - t.b.l4, IP_A, IP_B)).toBe(true);
@@ -873,7 +872,7 @@ describe.skipIf(!canRun)("groCoalesce", () => {
     expect(s.dst.subarray(s.offsets[1] - VNET, s.offsets[1]).every((x) => x === 0)).toBe(true);
     expect(s.dst.subarray(s.offsets[1], s.offsets[1] + s.lengths[1]).equals(corrupted)).toBe(true);
     expect(s.lengths[2]).toBe(t.b.len - (bad + 1) * MSS);
-    expect(tcpGetSeq(s.dst, s.offsets[2] + t.b.l4)).toBe((0xfffff800 + (bad + 1) * MSS) >>> 0);
+    expect(readU32(s.dst, s.offsets[2] + t.b.l4 + 4)).toBe((0xfffff800 + (bad + 1) * MSS) >>> 0);
     expect(tcpGetFlags(s.dst, s.offsets[2] + t.b.l4)).toBe(TCP_ACK | TCP_PSH);
   });
 

@@ -1,6 +1,11 @@
 /** The topology checker: every problem of a file in one run, each with its place. */
 import { describe, expect, it } from "vitest";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseTopology, TopologyError } from "../../src/lab/topology.js";
+
+const loopYaml = (): string => fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../scripts/labs/loop.yaml"), "utf8");
 
 function problems(yaml: string): string[] {
   try {
@@ -57,6 +62,46 @@ describe("topology checks", () => {
     expect(p).toHaveLength(2);
     expect(p[0]).toMatch(/^lab\.yaml:7:\d+: nodes\.r1\.routes\.0\.via: next hop 10\.0\.9\.1 is not inside a subnet/);
     expect(p[1]).toMatch(/^lab\.yaml:9:\d+: hosts\.h1\.link: /);
+  });
+
+  it("layer-2 safety fields: spanning tree, storm control, port security, ARP inspection", () => {
+    const p = problems(
+      [
+        "name: tl2",
+        "nodes:",
+        "  sw1: { stp: { priority: 4096, forwardDelay: 1 }, arpInspection: { vlans: [1], bindings: [{ ip: 10.0.0.9, mac: '03:00:00:00:00:01' }] } }",
+        "  sw2: {}",
+        "  k1: { kind: kernel, stp: {}, stormControl: { broadcast: 10 } }",
+        "hosts:",
+        "  h1: { node: sw1, ip: 10.0.0.1/24, stp: { priority: 100 }, portSecurity: { maxMacs: 1, macs: ['02:00:00:00:00:01', '02:00:00:00:00:02'] } }",
+        "  h2: { node: sw2, ip: 10.0.0.2/24, stp: { cost: 4 } }",
+        "  h3: { node: k1, ip: 10.0.0.3/24, portSecurity: { maxMacs: 2 } }",
+        "links:",
+        "  - { between: [sw2, k1], stp: { cost: 10 }, stormControl: { unknownUnicast: -1 } }",
+        "",
+      ].join("\n"),
+    );
+    expect(p).toEqual([
+      "lab.yaml:3:33: nodes.sw1.stp.forwardDelay: forwardDelay is at least 2 s (the Linux bridge's minimum)",
+      "lab.yaml:5:32: nodes.k1.stormControl: a kernel node is a Linux bridge: stormControl is a tapnet switch's (stp is both's)",
+      "lab.yaml:7:44: hosts.h1.stp.priority: a port priority is 0-240 in steps of 16",
+      "lab.yaml:8:37: hosts.h2.stp: node sw2 runs no spanning tree (nodes.sw2.stp)",
+      "lab.yaml:9:36: hosts.h3.portSecurity: host h3 is on kernel node k1, a Linux bridge: portSecurity is a tapnet switch's",
+      "lab.yaml:11:62: links.0.stormControl.unknownUnicast: a rate is frames/s, 0 or more",
+    ]);
+    expect(problems("name: t\nnodes:\n  sw1: { arpInspection: { bindings: [{ ip: 10.0.0.9, mac: '03:00:00:00:00:01' }] } }\n")).toEqual([
+      "lab.yaml:3:54: nodes.sw1.arpInspection.bindings.0.mac: 03:00:00:00:00:01 is a group address; a binding names a station",
+    ]);
+    // Static secure MACs beyond the limit; STP settings on a link neither end of which runs STP.
+    expect(
+      problems(
+        "name: t\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, portSecurity: { maxMacs: 1, macs: ['02:00:00:00:00:01', '02:00:00:00:00:02'] } }\n",
+      ),
+    ).toEqual(["lab.yaml:5:65: hosts.h1.portSecurity.macs: 2 static MACs, but maxMacs is 1"]);
+    expect(problems("name: t\nnodes:\n  sw1: {}\n  sw2: {}\nlinks:\n  - { between: [sw1, sw2], stp: { cost: 4 } }\n")).toEqual([
+      "lab.yaml:6:28: links.0.stp: neither sw1 nor sw2 runs spanning tree (nodes.NAME.stp)",
+    ]);
+    expect(() => parseTopology(loopYaml(), "loop.yaml")).not.toThrow();
   });
 
   it("a valid file gives no problems", () => {

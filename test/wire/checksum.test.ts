@@ -7,7 +7,6 @@ import {
   internetChecksum,
   ipv4ComputeChecksum,
   ipv4DecrementTtl,
-  ipv4GetChecksum,
   partialChecksumUpdate32,
   pseudoHeaderSum,
   readU16,
@@ -172,7 +171,7 @@ describe("RFC 1624 incremental update", () => {
     const h = Buffer.from(IP_HEADER);
     for (let ttl = 64; ttl > 0; ttl--) {
       expect(ipv4DecrementTtl(h, 0)).toBe(ttl - 1);
-      expect(ipv4GetChecksum(h, 0)).toBe(ipv4ComputeChecksum(h, 0));
+      expect(readU16(h, 10)).toBe(ipv4ComputeChecksum(h, 0));
       expect(internetChecksum(h, 0, 20)).toBe(0);
     }
   });

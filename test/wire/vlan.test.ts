@@ -1,29 +1,17 @@
 import { describe, expect, it } from "vitest";
 import {
-  CHECK_NOT_TAGGED,
-  CHECK_OK,
-  CHECK_TOO_SHORT,
   ETHERTYPE_IPV4,
   ETHERTYPE_QINQ,
   ETHERTYPE_VLAN,
   VLAN_HEADER_LEN,
   emitVlan,
-  ipv4Check,
   parseVlan,
-  vlanCheck,
-  vlanGetDei,
-  vlanGetEtherType,
-  vlanGetPcp,
-  vlanGetTci,
+  readU16,
   vlanGetTpid,
   vlanGetVid,
-  vlanIsTagged,
-  vlanPop,
-  vlanPush,
-  vlanSetDei,
-  vlanSetPcp,
+  vlanSetTci,
+  vlanSetTpid,
   vlanSetVid,
-  vlanTci,
 } from "../../src/wire/index.js";
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ""), "hex");
@@ -49,14 +37,8 @@ const UNTAGGED = hex(`
 
 describe("vlan (802.1Q)", () => {
   it("parses every field of a tagged frame", () => {
-    expect(vlanCheck(FIXTURE, 0, FIXTURE.length)).toBe(CHECK_OK);
-    expect(vlanIsTagged(FIXTURE, 0)).toBe(true);
     expect(vlanGetTpid(FIXTURE, 0)).toBe(ETHERTYPE_VLAN);
-    expect(vlanGetTci(FIXTURE, 0)).toBe(0xa064);
-    expect(vlanGetPcp(FIXTURE, 0)).toBe(5);
-    expect(vlanGetDei(FIXTURE, 0)).toBe(0);
     expect(vlanGetVid(FIXTURE, 0)).toBe(100);
-    expect(vlanGetEtherType(FIXTURE, 0)).toBe(ETHERTYPE_IPV4);
     expect(parseVlan(FIXTURE, 0, FIXTURE.length)).toEqual({
       dstAddr: 0x020000000afe,
       srcAddr: 0x020000000a01,
@@ -66,6 +48,12 @@ describe("vlan (802.1Q)", () => {
       vid: 100,
       etherType: 0x0800,
     });
+  });
+
+  it("parses an 802.1ad (Q-in-Q) outer tag", () => {
+    const f = Buffer.from(FIXTURE);
+    f.writeUInt16BE(ETHERTYPE_QINQ, 12);
+    expect(parseVlan(f, 0, f.length)).toMatchObject({ tpid: ETHERTYPE_QINQ, vid: 100, etherType: ETHERTYPE_IPV4 });
   });
 
   it("emits into a 0xa5-filled buffer at an offset", () => {
@@ -82,85 +70,45 @@ describe("vlan (802.1Q)", () => {
     expect(out.subarray(off + n).every((b) => b === 0xa5)).toBe(true);
   });
 
-  it("push turns the untagged capture into the tagged one, in place", () => {
-    const off = 20;
-    const buf = Buffer.alloc(off + UNTAGGED.length + 8, 0xa5);
-    UNTAGGED.copy(buf, off);
-    const n = vlanPush(buf, off, UNTAGGED.length, 100, 5);
-    expect(n).toBe(off - 4);
-    expect(buf.subarray(n, n + UNTAGGED.length + 4).toString("hex")).toBe(FIXTURE.toString("hex"));
-    expect(buf.subarray(0, n).every((b) => b === 0xa5)).toBe(true);
-    expect(buf.subarray(off + UNTAGGED.length).every((b) => b === 0xa5)).toBe(true);
-    // The pushed frame parses, and the IP header behind it is untouched.
-    expect(parseVlan(buf, n, UNTAGGED.length + 4)).toMatchObject({ vid: 100, pcp: 5, dei: 0, etherType: ETHERTYPE_IPV4 });
-    expect(ipv4Check(buf, n + 18, UNTAGGED.length - 14)).toBe(CHECK_OK);
-  });
-
-  it("pop turns the tagged capture into the untagged one, in place", () => {
-    const off = 3;
-    const buf = Buffer.alloc(off + FIXTURE.length + 5, 0xa5);
-    FIXTURE.copy(buf, off);
-    const n = vlanPop(buf, off, FIXTURE.length);
-    expect(n).toBe(off + 4);
-    expect(buf.subarray(n, n + FIXTURE.length - 4).toString("hex")).toBe(UNTAGGED.toString("hex"));
-  });
-
   it.each([
-    [1, 0, 0],
-    [100, 5, 0],
-    [4094, 7, 1],
-    [0, 3, 0],
-    [0xabc, 0, 1],
-  ])("push then pop restores the original bytes (vid %i pcp %i dei %i)", (vid, pcp, dei) => {
-    const off = 8;
-    const buf = Buffer.alloc(off + UNTAGGED.length + 4, 0xa5);
-    UNTAGGED.copy(buf, off);
-    const before = Buffer.from(buf);
-    const pushed = vlanPush(buf, off, UNTAGGED.length, vid, pcp, dei);
-    expect(vlanGetVid(buf, pushed)).toBe(vid);
-    expect(vlanGetPcp(buf, pushed)).toBe(pcp);
-    expect(vlanGetDei(buf, pushed)).toBe(dei);
-    expect(vlanGetEtherType(buf, pushed)).toBe(ETHERTYPE_IPV4);
-    const popped = vlanPop(buf, pushed, UNTAGGED.length + 4);
-    expect(popped).toBe(off);
-    expect(buf.subarray(off).equals(before.subarray(off))).toBe(true);
+    [0, 0, 1, 0x0001],
+    [5, 0, 100, 0xa064],
+    [7, 1, 4095, 0xffff],
+    [0, 1, 0xfff, 0x1fff],
+    [3, 0, 0, 0x6000],
+  ])("emit packs PCP %i, DEI %i, VID %i into TCI %i, and parse reads them back", (pcp, dei, vid, tci) => {
+    const out = Buffer.alloc(VLAN_HEADER_LEN);
+    emitVlan({ dstAddr: 1, srcAddr: 2, tpid: ETHERTYPE_VLAN, pcp, dei, vid, etherType: ETHERTYPE_IPV4 }, out, 0);
+    expect(readU16(out, 14)).toBe(tci);
+    expect(parseVlan(out, 0, out.length)).toMatchObject({ pcp, dei, vid });
   });
 
-  it("push can build an 802.1ad outer tag", () => {
-    const buf = Buffer.alloc(4 + FIXTURE.length);
-    FIXTURE.copy(buf, 4);
-    const n = vlanPush(buf, 4, FIXTURE.length, 200, 0, 0, ETHERTYPE_QINQ);
-    expect(n).toBe(0);
-    expect(buf.subarray(12, 22).toString("hex")).toBe("88a800c88100a0640800");
+  it("tag setters write in place: the untagged capture's bytes after the MACs become the tag", () => {
+    // The untagged frame moved 4 bytes toward the start leaves room for a tag after its MACs.
+    const buf = Buffer.alloc(UNTAGGED.length + 4);
+    UNTAGGED.copy(buf, 0, 0, 12);
+    UNTAGGED.copy(buf, 16, 12);
+    vlanSetTpid(buf, 0, ETHERTYPE_VLAN);
+    vlanSetTci(buf, 0, 0xa064);
+    expect(buf.equals(FIXTURE)).toBe(true);
   });
 
-  it("TCI setters change only their bits", () => {
+  it("vlanSetVid changes only the VID bits", () => {
     const f = Buffer.from(FIXTURE);
     vlanSetVid(f, 0, 0xfff);
-    expect(vlanGetTci(f, 0)).toBe(0xafff);
-    vlanSetPcp(f, 0, 0);
-    expect(vlanGetTci(f, 0)).toBe(0x0fff);
-    vlanSetDei(f, 0, 1);
-    expect(vlanGetTci(f, 0)).toBe(0x1fff);
+    expect(readU16(f, 14)).toBe(0xafff);
+    expect(vlanGetVid(f, 0)).toBe(0xfff);
     vlanSetVid(f, 0, 100);
-    expect(vlanGetTci(f, 0)).toBe(0x1064);
-    expect(vlanTci(5, 0, 100)).toBe(0xa064);
-    expect(vlanTci(7, 1, 4095)).toBe(0xffff);
+    expect(f.equals(FIXTURE)).toBe(true);
   });
 
-  it("refuses what it cannot do, without throwing or writing", () => {
-    const buf = Buffer.from(UNTAGGED);
-    expect(vlanCheck(buf, 0, buf.length)).toBe(CHECK_NOT_TAGGED);
-    expect(parseVlan(buf, 0, buf.length)).toBeNull();
-    expect(vlanPop(buf, 0, buf.length)).toBe(-1); // not tagged
-    expect(vlanPush(buf, 0, buf.length, 1, 0)).toBe(-1); // no headroom
-    expect(vlanPush(buf, 4, 13, 1, 0)).toBe(-1); // shorter than an Ethernet header
-    expect(buf.equals(UNTAGGED)).toBe(true);
+  it("parse refuses what is not a tagged header, without throwing", () => {
+    expect(parseVlan(UNTAGGED, 0, UNTAGGED.length)).toBeNull(); // not tagged
     for (let n = 0; n < VLAN_HEADER_LEN; n++) {
-      expect(vlanCheck(FIXTURE, 0, n)).toBe(CHECK_TOO_SHORT);
+      expect(parseVlan(FIXTURE, 0, n)).toBeNull();
       expect(parseVlan(FIXTURE.subarray(0, n), 0, n)).toBeNull();
-      expect(vlanPop(Buffer.from(FIXTURE.subarray(0, n)), 0, n)).toBe(-1);
     }
-    expect(vlanCheck(Buffer.alloc(0), 0, 18)).toBe(CHECK_TOO_SHORT);
+    expect(parseVlan(Buffer.alloc(0), 0, 18)).toBeNull();
+    expect(parseVlan(FIXTURE, -1, 18)).toBeNull();
   });
 });

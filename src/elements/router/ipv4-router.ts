@@ -66,6 +66,18 @@ export interface NeighbourRow {
   probes: number;
 }
 
+/** One line of `show interfaces`. */
+export interface InterfaceRow {
+  name: string;
+  mac: string;
+  mtu: number;
+  /** ADDR/LEN */
+  addresses: string[];
+  proxyArp: boolean;
+  /** The switch port it sits behind. */
+  port: string;
+}
+
 export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
   readonly kind = "Ipv4Router";
   private readonly s: RouterState;
@@ -238,7 +250,7 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
     };
   }
 
-  interfaces(): Array<{ name: string; mac: string; mtu: number; addresses: string[]; proxyArp: boolean; port: string }> {
+  interfaces(): InterfaceRow[] {
     return this.ifaces.map((i) => ({
       name: i.name,
       mac: macToString(i.mac),

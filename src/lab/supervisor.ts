@@ -1,0 +1,262 @@
+/**
+ * The supervisor of one lab node (`tapnet node supervise CONFIG`, started by `lab up`
+ * in place of the node): it runs the node and, when the node dies without being asked
+ * to stop (a crash, `kill -9`), starts it again at once.
+ *
+ * Why a process of the lab's own and not systemd-run: a lab lives in namespaces and a
+ * run directory that belong to whoever ran `lab up` (often a container or a test's
+ * private mount namespace, where systemd is not PID 1 and /run/netns is not the
+ * system's); a supervisor started beside the lab sees exactly what the lab sees,
+ * needs nothing but Node.js, and goes with `lab down` by PID like the rest.
+ *
+ * What a restart must give back:
+ *   - the hosts' interfaces: the node's TAPs are persistent (TUNSETPERSIST), so each
+ *     host keeps its eth0 — addresses, routes, neighbours — while its node is down. A
+ *     TAP host's eth0 lives in the host's namespace, where the node (no CAP_SYS_ADMIN,
+ *     by design) cannot reach it by name; the supervisor, which runs with root's full
+ *     capabilities, attaches to each (tapAttachIn: setns into the host's namespace on
+ *     this thread, open /dev/net/tun, TUNSETIFF, setns back) and hands the fds to the
+ *     new node in stdio slots 3…, named in TAPNET_TAP_FDS (src/node/ports.ts). The TAP
+ *     hosts of the node are the lab state's (hosts added at runtime included);
+ *   - the configuration changed at runtime: the node replays its journal;
+ *   - what the node learned (FDB, neighbours, conntrack) is learned again.
+ *
+ * A crash loop is slowed down: more than 5 restarts within 10 s and each further one
+ * waits, 0.5 s doubling up to 5 s. What happened is in NODE.supervisor.json in the
+ * lab's directory (SupervisorStatus: the node's PID, restarts, the last exit's code or
+ * signal and time, how long the last recovery took), which `tapnet lab status` shows.
+ *
+ * SIGTERM (or SIGINT) stops the node — SIGTERM, then SIGKILL after 2 s — and exits.
+ * The supervisor also exits when its lab is gone (config or namespace removed).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { request } from "../control/client.js";
+import { tapAttachIn } from "../io/native.js";
+import type { NodeConfig } from "../node/config.js";
+import { TAP_FDS_ENV } from "../node/ports.js";
+import { nodeEnvironment, nodeLauncher } from "../node/sandbox.js";
+import { nsName, readState, type SupervisorStatus, supervisorStatusPath } from "./state.js";
+
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/main.js");
+/** Where `ip netns` keeps its namespaces (iproute2's NETNS_RUN_DIR). */
+const NETNS_DIR = "/run/netns";
+/** Restarts within LOOP_WINDOW_MS beyond which the next one waits. */
+const LOOP_RESTARTS = 5;
+const LOOP_WINDOW_MS = 10_000;
+const BACKOFF_FIRST_MS = 500;
+const BACKOFF_MAX_MS = 5_000;
+/** SIGTERM to the node, then SIGKILL after this long. */
+const STOP_GRACE_MS = 2_000;
+/** How often, and how long, to ask a starting node for its status. */
+const READY_POLL_MS = 10;
+const READY_MAX_MS = 30_000;
+
+const log = (msg: string): void => console.error(`supervisor: ${msg}`);
+
+/**
+ * The crash-loop back-off: given the times (ms) of the node's earlier deaths and the
+ * time of this one, the deaths still inside the window (this one included) and how
+ * long to wait before the restart: none for the first LOOP_RESTARTS within
+ * LOOP_WINDOW_MS, then BACKOFF_FIRST_MS doubling up to BACKOFF_MAX_MS.
+ */
+export function restartDelay(deaths: number[], now: number): { deaths: number[]; waitMs: number } {
+  const recent = [...deaths.filter((t) => now - t < LOOP_WINDOW_MS), now];
+  const over = recent.length - LOOP_RESTARTS;
+  return { deaths: recent, waitMs: over > 0 ? Math.min(BACKOFF_FIRST_MS * 2 ** (over - 1), BACKOFF_MAX_MS) : 0 };
+}
+
+class Supervisor {
+  private child: ChildProcess | null = null;
+  private stopping = false;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private killTimer: NodeJS.Timeout | null = null;
+  /** Times (performance.now()) of the recent deaths, for the crash-loop back-off. */
+  private deaths: number[] = [];
+  private readonly status: SupervisorStatus;
+  private readonly namespace: string;
+
+  constructor(
+    private readonly configPath: string,
+    private readonly config: NodeConfig,
+  ) {
+    this.namespace = nsName(config.lab, config.node);
+    this.status = {
+      lab: config.lab,
+      node: config.node,
+      supervisor: process.pid,
+      pid: null,
+      state: "starting",
+      startedAt: new Date().toISOString(),
+      restarts: 0,
+      lastExit: null,
+      lastRecoveryMs: null,
+      reattached: [],
+    };
+  }
+
+  start(): void {
+    for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => this.stop());
+    process.on("SIGHUP", () => undefined);
+    this.launch(null);
+  }
+
+  /** Writes the status file (whole, by rename); a lab being removed may have no directory any more. */
+  private save(): void {
+    const file = supervisorStatusPath(this.config.lab, this.config.node);
+    try {
+      fs.writeFileSync(`${file}.tmp`, JSON.stringify(this.status, null, 2));
+      fs.renameSync(`${file}.tmp`, file);
+    } catch {
+      // lab down removed the directory: nothing to record into
+    }
+  }
+
+  /** Why there is nothing to supervise any more, or null. */
+  private labGone(): string | null {
+    if (!fs.existsSync(this.configPath)) return `${this.configPath} is gone (lab down)`;
+    if (!fs.existsSync(path.join(NETNS_DIR, this.namespace))) return `namespace ${this.namespace} is gone`;
+    return null;
+  }
+
+  /**
+   * Attaches to the eth0 of each TAP host of this node recorded in the lab state.
+   * A host that is not there yet (lab up moves the TAPs after the nodes answer) is
+   * skipped: its TAP is still in the node's namespace, where the node re-attaches to
+   * it by name.
+   */
+  private attachHosts(): { fds: number[]; spec: string; names: string[] } {
+    const state = readState(this.config.lab);
+    const fds: number[] = [];
+    const parts: string[] = [];
+    const names: string[] = [];
+    for (const [host, h] of Object.entries(state?.hosts ?? {})) {
+      if (h.node !== this.config.node || h.link !== "tap") continue;
+      try {
+        const t = tapAttachIn({ netns: path.join(NETNS_DIR, h.namespace), name: "eth0", offload: this.config.offload === true });
+        parts.push(`${host}=${3 + fds.length}/${t.mtu}`);
+        fds.push(t.fd);
+        names.push(host);
+      } catch (e) {
+        log(`host ${host}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    return { fds, spec: parts.join(","), names };
+  }
+
+  /** Starts the node; `diedAt` is when its predecessor died (null: the first start). */
+  private launch(diedAt: number | null): void {
+    this.restartTimer = null;
+    if (this.stopping) return;
+    const gone = this.labGone();
+    if (gone !== null) {
+      log(`${gone}: nothing to supervise, exiting`);
+      this.status.state = "stopped";
+      this.save();
+      process.exit(0);
+    }
+    const { fds, spec, names } = diedAt === null ? { fds: [], spec: "", names: [] } : this.attachHosts();
+    const nodeArgs = (process.env.TAPNET_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
+    // `ip netns exec` and setpriv both exec, so child.pid is the node's PID, and both
+    // leave inherited fds alone: slot 3+i is fds[i].
+    const env = nodeEnvironment();
+    delete env[TAP_FDS_ENV];
+    if (spec !== "") env[TAP_FDS_ENV] = spec;
+    const child = spawn("ip", ["netns", "exec", this.namespace, ...nodeLauncher(), process.execPath, ...nodeArgs, CLI, "node", "run", this.configPath], {
+      stdio: ["ignore", "inherit", "inherit", ...fds],
+      env,
+    });
+    for (const fd of fds) fs.closeSync(fd); // the node has them now
+    this.child = child;
+    this.status.pid = child.pid ?? null;
+    this.status.state = "starting";
+    this.status.reattached = names;
+    this.save();
+    let ended = false;
+    child.on("error", (e) => {
+      log(`cannot start node ${this.config.node}: ${e.message}`);
+      if (!ended && child.pid === undefined) {
+        ended = true;
+        this.exited(child, 1, null);
+      }
+    });
+    child.on("exit", (code, signal) => {
+      if (ended) return;
+      ended = true;
+      this.exited(child, code, signal);
+    });
+    if (child.pid !== undefined) void this.waitReady(child, diedAt);
+  }
+
+  /** Asks the new node for its status until it answers; records the recovery time. */
+  private async waitReady(child: ChildProcess, diedAt: number | null): Promise<void> {
+    const begin = performance.now();
+    while (this.child === child && performance.now() - begin < READY_MAX_MS) {
+      try {
+        await request(this.config.controlSocket, { cmd: "status" }, 1000);
+        if (this.child !== child || this.stopping) return;
+        this.status.state = "running";
+        if (diedAt !== null) {
+          this.status.lastRecoveryMs = Math.round(performance.now() - diedAt);
+          log(`node ${this.config.node} (pid ${child.pid}) answers again, ${this.status.lastRecoveryMs} ms after the exit`);
+        }
+        this.save();
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, READY_POLL_MS));
+      }
+    }
+  }
+
+  private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.child !== child) return;
+    const now = performance.now();
+    this.child = null;
+    this.status.pid = null;
+    if (this.killTimer) clearTimeout(this.killTimer);
+    if (this.stopping) {
+      this.status.state = "stopped";
+      this.save();
+      process.exit(0);
+    }
+    this.status.lastExit = { code, signal, at: new Date().toISOString() };
+    this.status.restarts++;
+    const next = restartDelay(this.deaths, now);
+    this.deaths = next.deaths;
+    const wait = next.waitMs;
+    log(
+      `node ${this.config.node} (pid ${child.pid}) ${signal ? `was killed by ${signal}` : `exited with status ${code}`}; ` +
+        `restart ${this.status.restarts}${wait ? ` in ${wait} ms (${this.deaths.length} exits within ${LOOP_WINDOW_MS / 1000} s)` : ""}`,
+    );
+    this.status.state = wait ? "waiting" : "starting";
+    this.save();
+    if (wait) this.restartTimer = setTimeout(() => this.launch(now), wait);
+    else this.launch(now);
+  }
+
+  /** SIGTERM to the node, SIGKILL after STOP_GRACE_MS; exits once it is gone. */
+  private stop(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    const child = this.child;
+    if (child === null) {
+      this.status.state = "stopped";
+      this.save();
+      process.exit(0);
+    }
+    this.status.state = "stopping";
+    this.save();
+    child.kill("SIGTERM");
+    this.killTimer = setTimeout(() => child.kill("SIGKILL"), STOP_GRACE_MS);
+  }
+}
+
+/** Entry point of `tapnet node supervise CONFIG`: runs until SIGTERM/SIGINT. */
+export function runSupervisor(configPath: string): void {
+  if (process.getuid?.() !== 0) throw new Error("tapnet node supervise needs root (it enters the hosts' namespaces to hand their TAPs to a restarted node)");
+  const config = JSON.parse(fs.readFileSync(configPath, "utf8")) as NodeConfig;
+  new Supervisor(path.resolve(configPath), config).start();
+}
