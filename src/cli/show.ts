@@ -11,6 +11,7 @@ import { indentedTable, table, vlanList } from "./format.js";
 import { renderBgp } from "../bgp/format.js";
 import { kernelStpView, renderSecurity, renderStp } from "./l2.js";
 import { nodeSocket } from "./nodes.js";
+import { renderMesh } from "../mesh/show.js";
 
 export function registerShow(program: Command): void {
   const show = program
@@ -330,6 +331,8 @@ export function registerShow(program: Command): void {
     mtu: number;
     counters: Record<string, number>;
   }
+  showCommand("mesh", "the mesh peer's view: connections, peers and routes (direct or relay), broadcast tree", renderMesh);
+
   showCommand("tunnels", "tunnel endpoints (VXLAN, IPIP) and their counters", (d) => {
     const rows = d as TunnelRow[];
     if (rows.length === 0) return "  (no tunnels)";

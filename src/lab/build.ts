@@ -163,6 +163,13 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     }
     ipBatch(cmds, ns(node));
     if (shared) sharedUnderlaySysctls(ns(node));
+    // More segments (a node on two networks): ul1, ul2, … with their addresses.
+    ul.also.forEach((a, k) => {
+      const peer = `${node}-${k + 1}`;
+      run(["ip", "link", "add", `ul${k + 1}`, "netns", ns(node), "type", "veth", "peer", "name", peer, "netns", ns("ul")]);
+      ipBatch([`link set ${peer} master br-${a.segment}`, `link set ${peer} mtu ${ul.mtu}`, `link set ${peer} up`], ns("ul"));
+      ipBatch([`link set ul${k + 1} mtu ${ul.mtu}`, `link set ul${k + 1} up`, `address add ${a.address} dev ul${k + 1}`], ns(node));
+    });
   }
   // The lab's etcd members on their segment (src/lab/etcd.ts), healthy before any agent starts.
   await startEtcd(t, state as LabState & EtcdState, log, abort);

@@ -3,7 +3,7 @@ import path from "node:path";
 import type { NodeConfig, NodePortConfig } from "../node/config.js";
 import { bgpNodeConfig } from "./bgp.js";
 import { labDir } from "./state.js";
-import { bridgeMac, ifaceMac, ifAddresses, offloadCapable, UNDERLAY_PORT, usesUnderlayPort, type Topology } from "./topology.js";
+import { bridgeMac, ifaceMac, ifAddresses, MESH_PORT_NAME, offloadCapable, UNDERLAY_PORT, usesUnderlayPort, type Topology } from "./topology.js";
 
 export function nodeConfig(t: Topology, node: string): NodeConfig {
   const spec = t.nodes[node];
@@ -75,6 +75,19 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
       trusted: true,
     });
     mtuOf[name] = (ul?.mtu ?? 1500) - 20;
+  }
+  if (spec.mesh) {
+    const m = spec.mesh;
+    const addresses = ul ? [ul.address, ...ul.also.map((a) => a.address)].map((a) => a.split("/")[0]) : [];
+    ports.push({
+      name: MESH_PORT_NAME,
+      kind: "mesh",
+      ifname: MESH_PORT_NAME,
+      vlan: { mode: "access", vlan: 1 },
+      mesh: { name: node, port: m.port, password: m.password, peers: m.peers, addresses, underlayMtu: ul?.mtu ?? 1500 },
+      trusted: true,
+    });
+    mtuOf[MESH_PORT_NAME] = (ul?.mtu ?? 1500) - 60;
   }
   if (usesUnderlayPort(spec)) {
     ports.push({ name: UNDERLAY_PORT, kind: "pcap", ifname: "ul0", vlan: { mode: "access", vlan: 1 }, trusted: true });

@@ -5,6 +5,7 @@
 import { ipInSubnet, ipToString, maskFromPrefix } from "../wire/ipv4addr.js";
 import { expandBgpNode } from "./bgp.js";
 import { ifaceMac, isKernelNode, type NodeSpec, splitCidr, type Topology, UNDERLAY_PORT } from "./topology-schema.js";
+import { expandMesh } from "../mesh/lab.js";
 
 /**
  * What flanneld or Calico would configure, written out as plain tapnet config: a
@@ -25,6 +26,7 @@ export function expandOverlay(t: Topology): { topology: Topology; notes: string[
   if (!t.overlay) return { topology: t, notes };
   const o = t.overlay;
   const out: Topology = structuredClone(t);
+  if (o.backend === "mesh") return { topology: expandMesh(out), notes };
   const nodes = Object.entries(out.nodes).filter(([, s]) => !isKernelNode(s) && s.podCidr && s.underlay);
   const info = nodes.map(([n, s]) => {
     const pod = splitCidr(s.podCidr as string) as { addr: number; prefixLen: number };
@@ -44,7 +46,7 @@ export function expandOverlay(t: Topology): { topology: Topology; notes: string[
     } else if (o.backend === "vxlan") {
       s.vxlan.vxlan0 = {
         vni: o.vni,
-        port: o.port,
+        port: o.port ?? 8472,
         remotes: [],
         fdb: peers.map((p) => ({ mac: p.tunnelMac, remote: p.ulAddr })),
         arpSuppress: [],

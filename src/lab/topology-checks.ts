@@ -43,6 +43,15 @@ export function fabricChecks(t: Topology): Problem[] {
           message: `unknown segment '${spec.underlay.segment}' (underlay.segments: ${segments.join(", ") || "none"})`,
         });
       }
+      spec.underlay.also.forEach((a, k) => {
+        if (!segments.includes(a.segment))
+          problems.push({
+            path: [...at, "underlay", "also", k, "segment"],
+            message: `unknown segment '${a.segment}' (underlay.segments: ${segments.join(", ") || "none"})`,
+          });
+        if (a.segment === spec.underlay?.segment)
+          problems.push({ path: [...at, "underlay", "also", k, "segment"], message: `the node is already on segment '${a.segment}'` });
+      });
       const c = splitCidr(spec.underlay.address);
       if (!c) problems.push({ path: [...at, "underlay", "address"], message: `'${spec.underlay.address}' is not a valid IPv4 address with prefix` });
       else if (spec.underlay.gateway) {
@@ -95,7 +104,7 @@ export function fabricChecks(t: Topology): Problem[] {
   if (t.overlay) {
     const tapnetNodes = Object.entries(t.nodes).filter(([, s]) => !isKernelNode(s));
     for (const [n, spec] of tapnetNodes) {
-      if (!spec.podCidr)
+      if (!spec.podCidr && t.overlay.backend !== "mesh")
         problems.push({ path: ["nodes", n, "podCidr"], message: `overlay ${t.overlay.backend} needs every node's pod subnet: missing (required)` });
       if (!spec.underlay)
         problems.push({ path: ["nodes", n, "underlay"], message: `overlay ${t.overlay.backend} needs every node on the underlay: missing (required)` });

@@ -127,6 +127,19 @@ const UnderlaySpec = z.strictObject({
   address: cidr,
   gateway: ipv4.optional(),
   mtu: z.number().int().min(576).max(9000).default(1500),
+  /** More underlay segments the node joins (ul1, ul2, … with these addresses): a node on two networks. */
+  also: z
+    .array(z.strictObject({ segment: z.string(), address: cidr }))
+    .max(4, "at most 4 more underlay segments")
+    .default([]),
+});
+
+/** A mesh peer on the node (the `mesh` overlay writes it): src/mesh/. */
+const MeshSpec = z.strictObject({
+  port: z.number().int().min(1).max(65535).default(6783),
+  password: z.string().min(1).optional(),
+  /** Underlay addresses to connect to at start (more are learned by gossip). */
+  peers: z.array(ipv4).default([]),
 });
 
 const VxlanSpec = z.strictObject({
@@ -203,6 +216,7 @@ const NodeSpec = z.strictObject({
   podCidr: cidr.optional(),
   vxlan: z.record(name("a VXLAN port name"), VxlanSpec).default({}),
   ipip: z.record(name("an IPIP port name"), IpipSpec).default({}),
+  mesh: MeshSpec.optional(),
   /** kind: kernel only: the kernel VXLAN device on its bridge. */
   kernelVxlan: KernelVxlanSpec.optional(),
   ageingTime: z.number().positive("ageingTime is in seconds and must be > 0").max(1_000_000).default(300),
@@ -286,9 +300,12 @@ const TopologySchema = z.strictObject({
   /** What a CNI's agent would set up between the nodes' pod subnets (flanneld, Calico). */
   overlay: z
     .strictObject({
-      backend: z.enum(["vxlan", "ipip", "host-gw", "bgp", "bgp-ipip"]),
+      backend: z.enum(["vxlan", "ipip", "host-gw", "bgp", "bgp-ipip", "mesh"]),
       vni: z.number().int().min(1).max(16777215).default(1),
-      port: z.number().int().min(1).max(65535).default(8472),
+      /** UDP port: 8472 (flannel) for vxlan, 6783 (TCP and UDP) for mesh. */
+      port: z.number().int().min(1).max(65535).optional(),
+      /** mesh: a shared password; peers prove they know it (src/mesh/auth.ts). */
+      password: z.string().min(1).optional(),
       // BGP backends (src/lab/bgp.ts): Calico's settings, and BIRD routers of the underlay.
       asNumber: z.number().int().min(1).max(4294967295).default(64512),
       ipipMode: z.enum(["Always", "CrossSubnet"]).default("Always"),
@@ -341,10 +358,14 @@ export function nodePorts(t: Topology, node: string): string[] {
   const spec = t.nodes[node];
   if (spec) {
     out.push(...Object.keys(spec.vxlan), ...Object.keys(spec.ipip));
+    if (spec.mesh) out.push(MESH_PORT_NAME);
     if (usesUnderlayPort(spec)) out.push(UNDERLAY_PORT);
   }
   return out;
 }
+
+/** The port name of a node's mesh peer (Weave calls its bridge port the same). */
+export const MESH_PORT_NAME = "weave";
 
 /** The port name of a node's underlay link when tapnet itself sits on it (host-gw). */
 export const UNDERLAY_PORT = "underlay";

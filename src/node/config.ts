@@ -14,7 +14,7 @@ export interface NodePortConfig {
    * tap: a TAP device the node creates; pcap: an existing interface opened with
    * libpcap; vxlan/ipip: a tunnel endpoint over the node namespace's kernel network.
    */
-  kind: "tap" | "pcap" | "vxlan" | "ipip";
+  kind: "tap" | "pcap" | "vxlan" | "ipip" | "mesh";
   /** Device name in the node's network namespace. */
   ifname: string;
   vlan: SwitchPortMode;
@@ -36,6 +36,8 @@ export interface NodePortConfig {
   ipip?: { localAddr: string; peers: string[]; underlayMtu: number };
   /** pcap ports: the BPF filter (default: not what the kernel sends out of the interface). */
   filter?: string;
+  /** A mesh peer (src/mesh/): its name, TCP/UDP port, password, peers to connect to, own addresses. */
+  mesh?: { name: string; port: number; password?: string; peers: string[]; addresses: string[]; underlayMtu: number };
   /** Spanning tree port settings (the port takes part when the node runs STP and it is not routed). */
   stp?: StpPortConfig;
   /** Storm control: frames/s per class at the port's ingress. */

@@ -18,6 +18,7 @@ import { parseConntrackQuery } from "../elements/conntrack-list.js";
 import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch.js";
 import { IpipPort } from "../io/ipip-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
+import { meshAgentOf, type MeshAgent } from "../mesh/node-mesh.js";
 import { showStp } from "../elements/stp-view.js";
 import { ipToString, parseIp } from "../wire/ipv4addr.js";
 import { macToString, parseMac } from "../wire/mac.js";
@@ -63,6 +64,8 @@ export class TapnetNode {
   private replayed = { applied: 0, failed: 0 };
   /** The BGP speaker (Calico's BGP modes), when the config has one. */
   readonly bgp: BgpSpeaker | null;
+  /** The mesh peer's control plane, when the node has a mesh port. */
+  readonly mesh: MeshAgent | null;
 
   /**
    * @param sandbox install the seccomp allow-list at the end of start() (the node
@@ -81,6 +84,7 @@ export class TapnetNode {
     this.router = this.graph.router;
     this.modes = this.graph.modes;
     this.bgp = config.bgp ? new BgpSpeaker(config.bgp, new NodeFib(this.graph, config.bgp.install)) : null;
+    this.mesh = meshAgentOf(this.graph);
     this.control = new ControlServer(config.controlSocket, {
       status: () => this.status(),
       change: (req) => this.change(req),
@@ -108,6 +112,10 @@ export class TapnetNode {
       bgp: (req) => {
         if (!this.bgp) throw new Error(`node ${this.config.node} runs no BGP speaker`);
         return req.routes === true ? this.bgp.routes() : this.bgp.status();
+      },
+      mesh: () => {
+        if (!this.mesh) throw new Error(`node ${this.config.node} is no mesh peer (no mesh overlay)`);
+        return this.mesh.show();
       },
       "fdb-flush": () => {
         this.sw.flush();
@@ -158,10 +166,12 @@ export class TapnetNode {
           });
         }
       }
+      await this.mesh?.start();
       await this.control.listen();
       // Port 179 is bound before the seccomp filter (bind and listen stay allowed after it).
       await this.bgp?.start();
     } catch (e) {
+      this.mesh?.stop();
       this.engine.stop();
       throw e;
     }
@@ -311,6 +321,7 @@ export class TapnetNode {
     if (this.tickTimer) clearInterval(this.tickTimer);
     if (this.stpTimer) clearInterval(this.stpTimer);
     this.journal?.close();
+    this.mesh?.stop();
     this.control.close();
     this.engine.stop();
   }

@@ -14,6 +14,7 @@ import { IpipPort } from "../io/ipip-port.js";
 import { PcapPort } from "../io/pcap-port.js";
 import { TapPort } from "../io/tap-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
+import { SleevePort } from "../mesh/sleeve-port.js";
 import { parseMac } from "../wire/mac.js";
 import type { NodeConfig, NodePortConfig } from "./config.js";
 
@@ -113,6 +114,11 @@ export function makeDevicePort(pc: NodePortConfig, config: NodeConfig): Port {
         udpChecksum: v.udpChecksum,
         underlayMtu: v.underlayMtu,
       });
+    }
+    case "mesh": {
+      const m = pc.mesh;
+      if (!m) throw new Error(`port ${pc.name}: mesh settings missing`);
+      return new SleevePort(pc.name, { port: m.port, underlayMtu: m.underlayMtu });
     }
     case "ipip": {
       const v = pc.ipip;

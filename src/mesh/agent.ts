@@ -1,0 +1,633 @@
+/**
+ * The mesh agent: the control plane of a node's mesh peer, in the node process.
+ *
+ *   Peer       a stable name (the node's) and a UID drawn at every start.
+ *   Listener   TCP on the mesh port (all addresses of the node's namespace: its
+ *              underlay addresses), accepting peers.
+ *   Targets    addresses to connect to: the configured peers, and the addresses of
+ *              every peer gossip tells us of that we hold no connection with. A failed
+ *              attempt is retried after 1, 2, 4, then every 5 s.
+ *   Handshake  both ends send HELLO (protocol, version, name, UID, a nonce, whether a
+ *              password is set); with a password both then send AUTH, a proof over the
+ *              nonces (auth.ts). A version, name or password mismatch is refused with an
+ *              ERROR message the other end logs, a log line here, and no connection.
+ *              Two connections to the same peer: the one opened by the peer with the
+ *              lower name stays (both ends decide alike).
+ *   UDP        once the handshake is done, heartbeats go every 500 ms to the peer's
+ *              address on the mesh port (the sleeve socket); the connection is
+ *              *established* while acks come back (within 2.5 s), *pending* otherwise.
+ *              Only established connections are announced, so a pair that cannot
+ *              exchange UDP is routed around, through a peer both reach (a relay).
+ *   Gossip     our entry (topology.ts) is re-announced with a new version when our
+ *              established connections change; what merge() takes from a neighbour
+ *              goes on to the others; the whole view goes to every neighbour every 5 s
+ *              and to a new neighbour at once.
+ *   Routes     recomputed after every change and programmed into the sleeve port
+ *              (next hop per peer, broadcast tree children per origin); unreachable
+ *              peers are collected every second.
+ * Everything a peer sends is checked; what fails is dropped and counted (COUNTERS),
+ * never thrown.
+ */
+import { randomBytes } from "node:crypto";
+import net from "node:net";
+import { parseIp } from "../wire/ipv4addr.js";
+import { deriveKey, newNonce, proof, verify } from "./auth.js";
+import type { SleevePort } from "./sleeve-port.js";
+import { checkEntry, MeshTopology, PEER_NAME, type PeerEntry, type Routes } from "./topology.js";
+import { encodeMessage, MESH_PROTOCOL, MessageReader, MSG, SLEEVE_ACK, SLEEVE_HEARTBEAT, shortId } from "./wire.js";
+
+export interface MeshAgentConfig {
+  /** The peer's name (the node's). */
+  name: string;
+  /** TCP and UDP port (6783). */
+  port: number;
+  password?: string;
+  /** Addresses to connect to at start. */
+  peers: string[];
+  /** Our underlay addresses (announced, never connected to). */
+  addresses: string[];
+  /** Timers (tests shorten them). */
+  heartbeatMs?: number;
+  deadMs?: number;
+  gossipMs?: number;
+  log?: (line: string) => void;
+}
+
+const COUNTER_NAMES = [
+  "accepted",
+  "connected",
+  "handshakes",
+  "refused",
+  "authFailures",
+  "badMessages",
+  "malformedEntries",
+  "tooLong",
+  "gossipReceived",
+  "gossipSent",
+  "unknownHeartbeats",
+] as const;
+type AgentCounter = (typeof COUNTER_NAMES)[number];
+
+type ConnState = "handshake" | "pending" | "established";
+
+interface Conn {
+  sock: net.Socket;
+  outbound: boolean;
+  addr: string;
+  remotePort: number;
+  state: ConnState;
+  nonce: string;
+  peerNonce: string;
+  peer: { name: string; uid: string; short: number } | null;
+  helloSeen: boolean;
+  reader: MessageReader;
+  since: number;
+  lastAck: number;
+  target: Target | null;
+  closed: boolean;
+  /** Closed as the second connection to a peer (quietly). */
+  duplicate: boolean;
+}
+
+interface Target {
+  addr: string;
+  configured: boolean;
+  conn: Conn | null;
+  state: "idle" | "connecting" | "connected" | "failed";
+  lastError: string;
+  failures: number;
+  retryAt: number;
+}
+
+export class MeshAgent {
+  readonly uid = randomBytes(8).toString("hex");
+  readonly short: number;
+  readonly topology: MeshTopology;
+  readonly counters: Record<AgentCounter, number> = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0])) as Record<AgentCounter, number>;
+  private readonly key: Buffer | null;
+  private server: net.Server | null = null;
+  private readonly conns = new Set<Conn>();
+  private readonly targets = new Map<string, Target>();
+  private timers: NodeJS.Timeout[] = [];
+  private routes: Routes = { nextHop: new Map(), children: new Map(), reachable: new Set() };
+  private readonly slots = new Map<string, number>();
+  private readonly log: (line: string) => void;
+  private readonly heartbeatMs: number;
+  private readonly deadMs: number;
+  private readonly gossipMs: number;
+  private stopped = false;
+
+  constructor(
+    readonly config: MeshAgentConfig,
+    readonly port: SleevePort,
+  ) {
+    if (!PEER_NAME.test(config.name)) throw new Error(`mesh: peer name '${config.name}' must be a-z, 0-9 and '-' (at most 63)`);
+    this.short = shortId(config.name);
+    this.topology = new MeshTopology(config.name, this.uid, config.addresses);
+    // scrypt once, at start (before the node's seccomp filter; it needs nothing after).
+    this.key = config.password ? deriveKey(config.password) : null;
+    this.log = config.log ?? ((l) => console.log(l));
+    this.heartbeatMs = config.heartbeatMs ?? 500;
+    this.deadMs = config.deadMs ?? 2500;
+    this.gossipMs = config.gossipMs ?? 5000;
+    for (const a of config.peers) this.target(a, true);
+    port.listener = {
+      heartbeat: (from, addr, p) => this.onHeartbeat(from, addr, p),
+      ack: (from) => this.onAck(from),
+    };
+  }
+
+  /** Listens on the mesh port and starts connecting. */
+  async start(): Promise<void> {
+    await this.port.ready();
+    this.reprogram();
+    const server = net.createServer((sock) => this.accept(sock));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", (e) => reject(new Error(`mesh: cannot listen on TCP ${this.config.port}: ${e.message}`)));
+      server.listen({ host: "0.0.0.0", port: this.config.port }, () => resolve());
+    });
+    server.on("error", (e) => this.log(`mesh: listener error: ${e.message}`));
+    this.log(`mesh: peer ${this.config.name} (uid ${this.uid}) listening on TCP/UDP ${this.config.port}${this.key ? ", password set" : ""}`);
+    this.timers.push(
+      setInterval(() => this.tick(), this.heartbeatMs),
+      setInterval(() => this.gossipAll(), this.gossipMs),
+      setInterval(() => this.collect(), 1000),
+    );
+    this.tick();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    for (const c of this.conns) c.sock.destroy();
+    this.conns.clear();
+    this.server?.close();
+    this.server = null;
+  }
+
+  private target(addr: string, configured: boolean): Target {
+    let t = this.targets.get(addr);
+    if (t === undefined) {
+      t = { addr, configured, conn: null, state: "idle", lastError: "", failures: 0, retryAt: 0 };
+      this.targets.set(addr, t);
+    }
+    if (configured) t.configured = true;
+    return t;
+  }
+
+  /** Connects to the targets that need it, sends heartbeats, notices lost UDP. */
+  private tick(): void {
+    if (this.stopped) return;
+    const now = Date.now();
+    // Addresses of peers we hear of but hold no connection with.
+    const connected = new Set<string>();
+    for (const c of this.conns) if (c.peer) connected.add(c.peer.name);
+    for (const p of this.topology.peers.values()) {
+      if (p.name === this.config.name || connected.has(p.name)) continue;
+      for (const a of p.addresses) if (!this.config.addresses.includes(a)) this.target(a, false);
+    }
+    for (const t of this.targets.values()) {
+      if (t.conn !== null || now < t.retryAt) continue;
+      // A gossip-learned address of a peer we are connected to by another address: no need.
+      const owner = [...this.topology.peers.values()].find((p) => p.addresses.includes(t.addr));
+      if (!t.configured && (owner === undefined || connected.has(owner.name))) continue;
+      if (owner !== undefined && connected.has(owner.name)) continue;
+      this.dial(t);
+    }
+    let changed = false;
+    for (const c of this.conns) {
+      if (c.state === "handshake") {
+        if (now - c.since > 10_000) this.refuse(c, "handshake timed out", false);
+        continue;
+      }
+      if (c.peer === null) continue;
+      this.port.sendControl(SLEEVE_HEARTBEAT, c.addr, this.config.port, c.peer.short);
+      if (c.state === "established" && now - c.lastAck > this.deadMs) {
+        c.state = "pending";
+        this.log(`mesh: no UDP from ${c.peer.name} (${c.addr}) for ${this.deadMs} ms: connection pending, traffic goes around it`);
+        changed = true;
+      }
+    }
+    if (changed) this.ownChanged();
+  }
+
+  private dial(t: Target): void {
+    t.state = "connecting";
+    const sock = net.connect({ host: t.addr, port: this.config.port, timeout: 3000 });
+    const c = this.newConn(sock, true, t.addr, this.config.port);
+    c.target = t;
+    t.conn = c;
+    sock.once("connect", () => {
+      sock.setTimeout(0);
+      this.counters.connected++;
+      this.hello(c);
+    });
+    sock.once("timeout", () => sock.destroy(new Error("connect timed out")));
+  }
+
+  private accept(sock: net.Socket): void {
+    this.counters.accepted++;
+    const addr = (sock.remoteAddress ?? "").replace(/^::ffff:/, "");
+    const c = this.newConn(sock, false, addr, sock.remotePort ?? 0);
+    this.hello(c);
+  }
+
+  private newConn(sock: net.Socket, outbound: boolean, addr: string, remotePort: number): Conn {
+    const c: Conn = {
+      sock,
+      outbound,
+      addr,
+      remotePort,
+      state: "handshake",
+      nonce: newNonce(),
+      peerNonce: "",
+      peer: null,
+      helloSeen: false,
+      reader: new MessageReader(),
+      since: Date.now(),
+      lastAck: 0,
+      target: null,
+      closed: false,
+      duplicate: false,
+    };
+    this.conns.add(c);
+    sock.setNoDelay(true);
+    sock.on("data", (d: Buffer) => this.onData(c, d));
+    sock.on("error", (e: NodeJS.ErrnoException) => {
+      if (c.target && c.state === "handshake") c.target.lastError = e.code ?? e.message;
+    });
+    sock.on("close", () => this.closed(c));
+    return c;
+  }
+
+  private send(c: Conn, type: number, body: unknown): void {
+    if (!c.closed && !c.sock.destroyed) c.sock.write(encodeMessage(type, body));
+  }
+
+  private hello(c: Conn): void {
+    this.send(c, MSG.HELLO, {
+      proto: "tapnet-mesh",
+      version: MESH_PROTOCOL,
+      name: this.config.name,
+      uid: this.uid,
+      nonce: c.nonce,
+      password: this.key !== null,
+    });
+  }
+
+  /** Refuses a connection: ERROR to the peer (it logs the reason), a log line here, close. */
+  private refuse(c: Conn, reason: string, tell = true): void {
+    this.counters.refused++;
+    this.log(`mesh: refused connection ${c.outbound ? "to" : "from"} ${c.addr}${c.peer ? ` (peer ${c.peer.name})` : ""}: ${reason}`);
+    if (tell) this.send(c, MSG.ERROR, { reason });
+    c.closed = true;
+    c.sock.end();
+    // The peer closes on ERROR; one that does not is cut off a second later.
+    setTimeout(() => c.sock.destroy(), 1000).unref();
+    if (c.target) {
+      c.target.lastError = `refused: ${reason}`;
+      c.target.state = "failed";
+    }
+  }
+
+  private onData(c: Conn, d: Buffer): void {
+    if (c.closed) return;
+    const msgs = c.reader.push(d);
+    for (const m of msgs) {
+      if (c.closed || c.sock.destroyed) return;
+      try {
+        this.onMessage(c, m.type, m.body);
+      } catch (e) {
+        // A bug, not the peer's fault; count it and keep the node.
+        this.counters.badMessages++;
+        this.log(`mesh: internal error on a message from ${c.addr}: ${(e as Error).message}`);
+      }
+    }
+    if (c.reader.tooLong && !c.closed) {
+      this.counters.tooLong++;
+      this.refuse(c, "message longer than 1 MiB");
+    }
+  }
+
+  private onMessage(c: Conn, type: number, body: unknown): void {
+    const b = typeof body === "object" && body !== null ? (body as Record<string, unknown>) : null;
+    if (type === MSG.ERROR) {
+      const reason = b && typeof b.reason === "string" ? b.reason.slice(0, 200) : "(no reason)";
+      if (reason !== "duplicate connection") this.log(`mesh: ${c.addr}${c.peer ? ` (peer ${c.peer.name})` : ""} refused the connection: ${reason}`);
+      if (c.target) {
+        c.target.lastError = `refused by peer: ${reason}`;
+        c.target.state = "failed";
+      }
+      c.sock.destroy();
+      return;
+    }
+    if (b === null) {
+      this.counters.badMessages++;
+      return;
+    }
+    if (type === MSG.HELLO) return this.onHello(c, b);
+    if (type === MSG.AUTH) return this.onAuth(c, b);
+    if (type === MSG.GOSSIP && c.state !== "handshake") return this.onGossip(c, b);
+    this.counters.badMessages++;
+  }
+
+  private onHello(c: Conn, b: Record<string, unknown>): void {
+    if (c.helloSeen) {
+      this.counters.badMessages++;
+      return;
+    }
+    if (b.proto !== "tapnet-mesh") {
+      this.counters.badMessages++;
+      return this.refuse(c, "not a tapnet mesh peer");
+    }
+    if (b.version !== MESH_PROTOCOL) return this.refuse(c, `protocol version ${String(b.version)}, this peer speaks ${MESH_PROTOCOL}`);
+    if (typeof b.name !== "string" || !PEER_NAME.test(b.name) || typeof b.uid !== "string" || !/^[0-9a-f]{16}$/.test(b.uid)) {
+      this.counters.badMessages++;
+      return this.refuse(c, "malformed HELLO");
+    }
+    if (typeof b.nonce !== "string" || !/^[0-9a-f]{64}$/.test(b.nonce)) {
+      this.counters.badMessages++;
+      return this.refuse(c, "malformed HELLO nonce");
+    }
+    c.helloSeen = true;
+    c.peer = { name: b.name, uid: b.uid, short: shortId(b.name) };
+    c.peerNonce = b.nonce;
+    if (b.name === this.config.name) return this.refuse(c, `the peer calls itself ${b.name}, our own name`);
+    for (const p of this.topology.peers.keys()) {
+      if (p !== b.name && shortId(p) === c.peer.short) return this.refuse(c, `peer name ${b.name} has the same short id as ${p}`);
+    }
+    const theirs = b.password === true;
+    if (theirs !== (this.key !== null)) {
+      return this.refuse(c, this.key ? "the peer has no password and this mesh needs one" : "the peer wants a password and this peer has none");
+    }
+    if (this.key !== null) {
+      this.send(c, MSG.AUTH, { proof: proof(this.key, this.config.name, this.uid, c.nonce, c.peerNonce) });
+      return;
+    }
+    this.up(c);
+  }
+
+  private onAuth(c: Conn, b: Record<string, unknown>): void {
+    if (!c.helloSeen || c.state !== "handshake" || this.key === null || c.peer === null) {
+      this.counters.badMessages++;
+      return;
+    }
+    if (!verify(this.key, c.peer.name, c.peer.uid, c.peerNonce, c.nonce, b.proof)) {
+      this.counters.authFailures++;
+      return this.refuse(c, "authentication failed (wrong password?)");
+    }
+    this.up(c);
+  }
+
+  /** The handshake is done: keep one connection per peer, then gossip and heartbeats. */
+  private up(c: Conn): void {
+    const peer = c.peer as NonNullable<Conn["peer"]>;
+    for (const o of this.conns) {
+      if (o === c || o.peer?.name !== peer.name || o.state === "handshake" || o.closed) continue;
+      // Keep the connection opened by the peer with the lower name (both ends agree).
+      const keepOutbound = this.config.name < peer.name;
+      const drop = c.outbound === o.outbound ? c : c.outbound === keepOutbound ? o : c;
+      this.send(drop, MSG.ERROR, { reason: "duplicate connection" });
+      drop.closed = true;
+      drop.duplicate = true;
+      drop.sock.end();
+      if (drop.target) {
+        drop.target.conn = null;
+        drop.target.state = "idle";
+        drop.target.retryAt = Date.now() + 5000;
+      }
+      this.conns.delete(drop);
+      if (drop === c) return;
+    }
+    this.counters.handshakes++;
+    c.state = "pending";
+    c.lastAck = 0;
+    if (c.target) {
+      c.target.state = "connected";
+      c.target.failures = 0;
+      c.target.lastError = "";
+    }
+    this.log(`mesh: connected ${c.outbound ? "to" : "from"} ${peer.name} (${c.addr}, uid ${peer.uid})`);
+    this.send(c, MSG.GOSSIP, { peers: this.topology.all() });
+    this.counters.gossipSent++;
+    this.port.sendControl(SLEEVE_HEARTBEAT, c.addr, this.config.port, peer.short);
+  }
+
+  private closed(c: Conn): void {
+    const was = c.state;
+    c.closed = true;
+    this.conns.delete(c);
+    const t = c.target;
+    if (t !== null && t.conn === c) {
+      t.conn = null;
+      if (was === "handshake" || t.state === "failed") {
+        t.failures++;
+        t.state = "failed";
+        if (t.lastError === "") t.lastError = "closed during the handshake";
+      } else t.state = "idle";
+      t.retryAt = Date.now() + Math.min(1000 * 2 ** Math.max(0, t.failures - 1), 5000);
+    }
+    if (c.peer !== null && was !== "handshake" && !c.duplicate) {
+      this.log(`mesh: connection with ${c.peer.name} (${c.addr}) closed`);
+      if (was === "established") this.ownChanged();
+    }
+  }
+
+  private onGossip(c: Conn, b: Record<string, unknown>): void {
+    this.counters.gossipReceived++;
+    if (!Array.isArray(b.peers)) {
+      this.counters.badMessages++;
+      return;
+    }
+    const good: PeerEntry[] = [];
+    for (const x of b.peers as unknown[]) {
+      const e = checkEntry(x);
+      if (e === null) this.counters.malformedEntries++;
+      else good.push(e);
+    }
+    const taken = this.topology.merge(good);
+    if (taken.length === 0) return;
+    this.reprogram();
+    for (const o of this.conns) {
+      if (o === c || o.state === "handshake") continue;
+      this.send(o, MSG.GOSSIP, { peers: taken });
+      this.counters.gossipSent++;
+    }
+  }
+
+  private gossipAll(): void {
+    const all = this.topology.all();
+    for (const c of this.conns) {
+      if (c.state === "handshake") continue;
+      this.send(c, MSG.GOSSIP, { peers: all });
+      this.counters.gossipSent++;
+    }
+  }
+
+  /** Our established connections changed: a new version of our entry, to everyone. */
+  private ownChanged(): void {
+    const conns = [...this.conns]
+      .filter((c) => c.state === "established" && c.peer !== null)
+      .map((c) => ({ peer: (c.peer as { name: string }).name, addr: c.addr }));
+    const me = this.topology.setConnections(conns);
+    this.reprogram();
+    for (const c of this.conns) {
+      if (c.state === "handshake") continue;
+      this.send(c, MSG.GOSSIP, { peers: [me] });
+      this.counters.gossipSent++;
+    }
+  }
+
+  private collect(): void {
+    const removed = this.topology.collect();
+    if (removed.length === 0) return;
+    for (const n of removed) this.log(`mesh: peer ${n} removed: no path reaches it any more`);
+    this.reprogram();
+  }
+
+  private connTo(name: string): Conn | undefined {
+    for (const c of this.conns) if (c.peer?.name === name && c.state === "established") return c;
+    return undefined;
+  }
+
+  /** Routes from the view, into the sleeve port's tables. */
+  private reprogram(): void {
+    this.routes = this.topology.routes();
+    let flush = false;
+    for (const [name, slot] of this.slots) {
+      if (!this.topology.peers.has(name)) {
+        this.slots.delete(name);
+        flush = true;
+        void slot;
+      }
+    }
+    const used = new Set(this.slots.values());
+    for (const name of this.topology.peers.keys()) {
+      if (this.slots.has(name)) continue;
+      let s = 0;
+      while (used.has(s)) s++;
+      this.slots.set(name, s);
+      used.add(s);
+    }
+    const addrOf = (n: string): number => {
+      const c = this.connTo(n);
+      return c === undefined ? 0 : parseIp(c.addr);
+    };
+    const max = Math.max(0, ...this.slots.values()) + 1;
+    const peers: Array<{ short: number; nextHop: number; children: number[] } | null> = new Array(max).fill(null);
+    for (const [name, slot] of this.slots) {
+      const hop = this.routes.nextHop.get(name);
+      peers[slot] = {
+        short: shortId(name),
+        nextHop: hop === undefined ? 0 : addrOf(hop),
+        children: (this.routes.children.get(name) ?? []).map(addrOf).filter((a) => a !== 0),
+      };
+    }
+    this.port.program({
+      selfShort: this.short,
+      peers,
+      ownChildren: (this.routes.children.get(this.config.name) ?? []).map(addrOf).filter((a) => a !== 0),
+      flushMacs: flush,
+    });
+  }
+
+  private onHeartbeat(from: number, addr: number, port: number): void {
+    for (const c of this.conns) {
+      if (c.peer?.short === from && c.state !== "handshake") {
+        this.port.sendControl(SLEEVE_ACK, addr, port, from);
+        return;
+      }
+    }
+    this.counters.unknownHeartbeats++;
+  }
+
+  private onAck(from: number): void {
+    for (const c of this.conns) {
+      if (c.peer?.short !== from || c.state === "handshake") continue;
+      c.lastAck = Date.now();
+      if (c.state === "pending") {
+        c.state = "established";
+        this.log(`mesh: UDP with ${c.peer.name} (${c.addr}) works: connection established`);
+        this.ownChanged();
+      }
+      return;
+    }
+    this.counters.unknownHeartbeats++;
+  }
+
+  /** Whether we hold a connection to the peer that announces this address. */
+  private ownerConnected(addr: string): boolean {
+    const owner = [...this.topology.peers.values()].find((p) => p.addresses.includes(addr));
+    return owner !== undefined && [...this.conns].some((c) => c.peer?.name === owner.name && c.state !== "handshake");
+  }
+
+  /** `tapnet show mesh`: our view. */
+  show(): MeshView {
+    const r = this.routes;
+    const me = this.config.name;
+    return {
+      name: me,
+      uid: this.uid,
+      port: this.config.port,
+      password: this.key !== null,
+      connections: [...this.conns]
+        .map((c): MeshView["connections"][number] => ({
+          peer: c.peer?.name ?? null,
+          address: c.addr,
+          direction: c.outbound ? ("outbound" as const) : ("inbound" as const),
+          state: c.state,
+        }))
+        .concat(
+          [...this.targets.values()]
+            .filter((t) => t.conn === null && t.state === "failed" && !this.ownerConnected(t.addr))
+            .map((t) => ({
+              peer: [...this.topology.peers.values()].find((p) => p.addresses.includes(t.addr))?.name ?? null,
+              address: t.addr,
+              direction: "outbound" as const,
+              state: "failed",
+              error: t.lastError,
+            })),
+        ),
+      peers: [...this.topology.peers.values()]
+        .map((p) => {
+          const hop = r.nextHop.get(p.name) ?? null;
+          return {
+            name: p.name,
+            uid: p.uid,
+            version: p.version,
+            addresses: p.addresses,
+            connections: p.conns.map((c) => c.peer),
+            reachable: r.reachable.has(p.name),
+            nextHop: p.name === me ? null : hop,
+            via: p.name === me ? "self" : hop === null ? "unreachable" : hop === p.name ? "direct" : `relay ${hop}`,
+          };
+        })
+        .sort((a, b) => (a.name < b.name ? -1 : 1)),
+      broadcast: Object.fromEntries([...r.children].sort().map(([o, ch]) => [o, ch])),
+      counters: { ...this.counters, ...this.port.tunnelCounters() },
+    };
+  }
+}
+
+export interface MeshView {
+  name: string;
+  uid: string;
+  port: number;
+  password: boolean;
+  connections: Array<{ peer: string | null; address: string; direction: "outbound" | "inbound"; state: string; error?: string }>;
+  peers: Array<{
+    name: string;
+    uid: string;
+    version: number;
+    addresses: string[];
+    connections: string[];
+    reachable: boolean;
+    nextHop: string | null;
+    via: string;
+  }>;
+  /** Origin -> our children in its broadcast tree. */
+  broadcast: Record<string, string[]>;
+  counters: Record<string, number>;
+}

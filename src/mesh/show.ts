@@ -1,0 +1,25 @@
+/** `tapnet show mesh` as text: the peer, its connections, its view of the mesh, the broadcast tree. */
+import type { MeshView } from "./agent.js";
+
+export function renderMesh(d: unknown): string {
+  const v = d as MeshView;
+  const lines = [`  peer ${v.name} (uid ${v.uid}) port ${v.port}${v.password ? ", password set" : ""}`, "  connections:"];
+  if (v.connections.length === 0) lines.push("    (none)");
+  for (const c of v.connections) {
+    lines.push(
+      `    ${c.direction === "outbound" ? "->" : "<-"} ${c.address.padEnd(15)} ${(c.peer ?? "?").padEnd(12)} ${c.state}${c.error ? `: ${c.error}` : ""}`,
+    );
+  }
+  lines.push("  peers:", `    ${"NAME".padEnd(12)} ${"UID".padEnd(16)} ${"ROUTE".padEnd(16)} CONNECTIONS`);
+  for (const p of v.peers) {
+    lines.push(`    ${p.name.padEnd(12)} ${p.uid.padEnd(16)} ${p.via.padEnd(16)} ${p.connections.join(",") || "-"}`);
+  }
+  lines.push("  broadcast tree (our children per origin):");
+  for (const [o, ch] of Object.entries(v.broadcast)) lines.push(`    from ${o.padEnd(12)} -> ${ch.join(",") || "-"}`);
+  const c = Object.entries(v.counters)
+    .filter(([, n]) => n !== 0)
+    .map(([k, n]) => `${k} ${n}`)
+    .join("  ");
+  lines.push(`  counters: ${c || "(none)"}`);
+  return lines.join("\n");
+}
