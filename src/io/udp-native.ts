@@ -71,6 +71,11 @@ export interface SocketRxOptions {
   addrs: Uint32Array;
 }
 
+/** The arrays recvmmsg reports `n` received messages in (offsets, lengths, source address and port, GRO segment size), made once per socket. */
+export function landing(n: number): { offsets: Uint32Array; lengths: Uint32Array; addrs: Uint32Array; ports: Uint32Array; segs: Uint32Array } {
+  return { offsets: new Uint32Array(n), lengths: new Uint32Array(n), addrs: new Uint32Array(n), ports: new Uint32Array(n), segs: new Uint32Array(n) };
+}
+
 export interface UdpOptions extends SocketRxOptions {
   /** Local IPv4 address as a host-order uint32; 0 = INADDR_ANY. Must be on an interface of the namespace (else EADDRNOTAVAIL). */
   bindAddr: number;

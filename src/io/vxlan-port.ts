@@ -60,7 +60,7 @@ import { vnetClear } from "../wire/vnet.js";
 import { VXLAN_HEADER_LEN, VXLAN_OVERHEAD, VXLAN_PORT, vxlanGetVni, vxlanValid } from "../wire/vxlan.js";
 import { groCoalesce } from "./offload.js";
 import { TunnelPort } from "./tunnel-port.js";
-import { openUdp, type UdpHandle, type UdpOptions } from "./udp-native.js";
+import { landing, openUdp, type UdpHandle, type UdpOptions } from "./udp-native.js";
 import { V, VXLAN_COUNTERS, type VxlanCounter } from "./vxlan-counters.js";
 import { VxlanFdb, type VxlanFdbOptions } from "./vxlan-fdb.js";
 import { STAGE_BYTES, VxlanTx } from "./vxlan-tx.js";
@@ -135,13 +135,7 @@ export class VxlanPort extends TunnelPort<VxlanCounter> {
   private rxSock: UdpHandle | null = null;
   private poolBuf: Buffer | null = null;
   /** Receive: where recvmmsg reports messages (in the landing slots). */
-  private readonly land = {
-    offsets: new Uint32Array(LAND_SLOTS),
-    lengths: new Uint32Array(LAND_SLOTS),
-    addrs: new Uint32Array(LAND_SLOTS),
-    ports: new Uint32Array(LAND_SLOTS),
-    segs: new Uint32Array(LAND_SLOTS),
-  };
+  private readonly land = landing(LAND_SLOTS);
   /** Output slots (this.rx): where inner frames (and coalesced super-frames) go. */
   private outBase = 0;
   private outSlots = 0;

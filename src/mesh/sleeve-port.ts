@@ -43,8 +43,7 @@ import { counters } from "../core/element.js";
 import type { PacketPool } from "../core/pool.js";
 import { HEADROOM, type RxHandler } from "../core/port.js";
 import { FdbTable } from "../elements/fdb-table.js";
-import { openUdp, type UdpHandle, type UdpOptions } from "../io/udp-native.js";
-import { errnoText } from "../io/udp-native.js";
+import { errnoText, landing, openUdp, type UdpHandle, type UdpOptions } from "../io/udp-native.js";
 import { TunnelPort } from "../io/tunnel-port.js";
 import { readU16, readU32, writeU16 } from "../wire/bytes.js";
 import { ETH_HEADER_LEN } from "../wire/ethernet.js";
@@ -162,13 +161,7 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
 
   private sock: UdpHandle | null = null;
   private poolBuf: Buffer | null = null;
-  private readonly land = {
-    offsets: new Uint32Array(LAND_SLOTS),
-    lengths: new Uint32Array(LAND_SLOTS),
-    addrs: new Uint32Array(LAND_SLOTS),
-    ports: new Uint32Array(LAND_SLOTS),
-    segs: new Uint32Array(LAND_SLOTS),
-  };
+  private readonly land = landing(LAND_SLOTS);
   private outBase = 0;
   private outSlots = 0;
   private ctrlBase = 0;
