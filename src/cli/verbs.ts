@@ -13,6 +13,7 @@
  *   tapnet masquerade add|del --source CIDR… --interface IF
  *   tapnet conntrack flush             tapnet conntrack delete -p PROTO -s ADDR -d ADDR [--sport N] [--dport N]
  *   tapnet tunnel peer add|del PORT ADDR
+ *   tapnet router set [dev IF send_redirects 0|1] [icmp_ratelimit MS] [icmp_ratemask MASK]
  *
  * Each takes --node (needed when the lab has several nodes), --lab and --json, exits
  * non-zero with a one-line reason when the node refuses, and changes nothing then.
@@ -66,6 +67,31 @@ function num(v: string | true | undefined, what: string): number | undefined {
   const n = Number(v);
   if (v === true || !Number.isInteger(n)) throw new Error(`${what}: '${String(v)}' is not a whole number`);
   return n;
+}
+
+/**
+ * The words of `tapnet router set`, in the names of Linux's sysctls (conf.DEV.send_redirects,
+ * icmp_ratelimit, icmp_ratemask), as the router.set change's arguments. The mask may be
+ * written in hex (0x…), as people copy it from /proc/sys.
+ */
+export function routerSetArgs(argv: string[]): Record<string, unknown> {
+  const w = words(argv, ["dev", "send_redirects", "icmp_ratelimit", "icmp_ratemask"]);
+  const r = w.send_redirects;
+  if (r !== undefined && r !== "0" && r !== "1") throw new Error(`send_redirects: '${String(r)}' is not 0 or 1`);
+  const m = w.icmp_ratemask;
+  let mask: number | undefined;
+  if (m !== undefined) {
+    mask = /^(0x[0-9a-f]+|[0-9]+)$/i.test(String(m)) ? Number(m) : Number.NaN;
+    if (Number.isNaN(mask)) throw new Error(`icmp_ratemask: '${String(m)}' is not a number (decimal or 0x hex)`);
+  }
+  if (r === undefined && w.icmp_ratelimit === undefined && m === undefined)
+    throw new Error("router set: say send_redirects (with dev), icmp_ratelimit or icmp_ratemask");
+  return {
+    dev: w.dev,
+    sendRedirects: r === undefined ? undefined : r === "1",
+    icmpRatelimit: num(w.icmp_ratelimit, "icmp_ratelimit"),
+    icmpRatemask: mask,
+  };
 }
 
 function target(c: Command): Command {
@@ -231,4 +257,9 @@ export function registerVerbs(program: Command): void {
       .description(`${verb} a peer`)
       .action(async (port: string, address: string, o: Target) => void (await sendChange(o, `tunnel.peer.${verb}`, { port, peer: address })));
   }
+
+  const router = program.command("router").description("a router's ICMP and redirect settings, as Linux's sysctls set them");
+  target(router.command("set").argument("<words...>", "dev IF, send_redirects 0|1, icmp_ratelimit MS, icmp_ratemask MASK"))
+    .description("change send_redirects (per interface), icmp_ratelimit or icmp_ratemask")
+    .action(async (argv: string[], o: Target) => void (await sendChange(o, "router.set", routerSetArgs(argv))));
 }

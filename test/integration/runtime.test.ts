@@ -97,6 +97,48 @@ describe.skipIf(!canRunLabs())("runtime changes: routes", () => {
     expect(state()).toBe(before);
   });
 
+  it("tapnet router set changes send_redirects and the ICMP limit (lab save keeps them); bad words are refused with one line", () => {
+    const at = ["--node", "r1", "--lab", "rtc"];
+    const refused: Array<[string[], RegExp]> = [
+      [["router", "set", "send_redirects", "0"], /sendRedirects: say which interface \(dev\)/],
+      [["router", "set", "dev", "eth9", "send_redirects", "0"], /dev: no router interface 'eth9'/],
+      [["router", "set", "dev", "eth1", "send_redirects", "no"], /send_redirects: 'no' is not 0 or 1/],
+      [["router", "set", "icmp_ratelimit", "fast"], /icmp_ratelimit: 'fast' is not a whole number/],
+      [["router", "set", "icmp_ratelimit", "-5"], /icmpRatelimit: -5 is not an integer 0-600000/],
+      [["router", "set", "icmp_ratemask", "0xzz"], /icmp_ratemask: '0xzz' is not a number/],
+      [["router", "set", "icmp_ratemask", "0x80000"], /icmpRatemask: 524288 is not an integer 0-524287/],
+      [["router", "set", "icmp_burst", "3"], /unexpected 'icmp_burst'/],
+      [["router", "set", "dev", "eth1"], /say send_redirects \(with dev\), icmp_ratelimit or icmp_ratemask/],
+      [["router", "set", "icmp_ratelimit"], /'icmp_ratelimit' needs a value/],
+    ];
+    for (const [args, re] of refused) {
+      const r = tapnet([...args, ...at]);
+      expect(r.status, args.join(" ")).toBe(1);
+      expect(r.stderr, args.join(" ")).toMatch(re);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    }
+    const saved = path.join(os.tmpdir(), `rtc-router-set-${process.pid}.yaml`);
+    try {
+      tapnetOk(["lab", "save", "rtc", "-o", saved]);
+      // The saved file without its first line (a comment with the time of saving).
+      const body = (): string => fs.readFileSync(saved, "utf8").split("\n").slice(1).join("\n");
+      const before = body();
+      expect(before).not.toMatch(/sendRedirects|ratelimit/);
+      tapnetOk(["router", "set", "dev", "eth1", "send_redirects", "0", "icmp_ratelimit", "250", "icmp_ratemask", "0x1818", ...at]);
+      tapnetOk(["lab", "save", "rtc", "-o", saved]);
+      const r1 = body().split("\n  r2:")[0];
+      expect(r1).toMatch(
+        /\n {6}eth1:\n(?: {8}\w+: .*\n)* {8}sendRedirects: false\n {6}to-r2:\n(?: {8}\w+: .*\n)* {4}icmp:\n {6}ratelimit: 250\n {6}ratemask: 6168(\n|$)/,
+      );
+      expect(r1.split("to-r2:")[1]).not.toMatch(/sendRedirects/);
+      tapnetOk(["router", "set", "dev", "eth1", "send_redirects", "1", "icmp_ratelimit", "1000", ...at]);
+      tapnetOk(["lab", "save", "rtc", "-o", saved]);
+      expect(body()).toBe(before);
+    } finally {
+      fs.rmSync(saved, { force: true });
+    }
+  });
+
   it("addresses and neighbours change at runtime; an interface set down passes nothing", () => {
     tapnetOk(["addr", "add", "10.0.7.1/24", "dev", "eth1", "--node", "r1", "--lab", "rtc"]);
     expect(tapnetOk(["show", "route", "--node", "r1", "--lab", "rtc"])).toMatch(/^10\.0\.7\.0\/24 dev eth1 proto kernel scope link src 10\.0\.7\.1$/m);
