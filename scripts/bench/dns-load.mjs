@@ -19,7 +19,6 @@ const query = dnsPacket.encode({ type: "query", id: 0, flags: dnsPacket.RECURSIO
 /** Send time (ms, performance.now()) per query ID; 0 when none is outstanding. */
 const sentAt = new Float64Array(65536);
 let nextId = 1;
-let outstanding = 0;
 let measuring = false;
 let done = false;
 const s = { sent: 0, answered: 0, correct: 0, lost: 0 };
@@ -36,7 +35,6 @@ function send() {
   const q = Buffer.from(query);
   q.writeUInt16BE(id, 0);
   sentAt[id] = performance.now();
-  outstanding++;
   if (measuring) s.sent++;
   sock.send(q, 53, server);
 }
@@ -47,7 +45,6 @@ sock.on("message", (m) => {
   const t = sentAt[id];
   if (t === 0) return; // written off already, or not ours
   sentAt[id] = 0;
-  outstanding--;
   if (measuring) {
     s.answered++;
     const ok = (m[3] & 0x0f) === 0 && m.readUInt16BE(6) === 1 && m.subarray(m.length - 4).equals(want);
@@ -66,7 +63,6 @@ sock.bind(0, () => {
     for (let id = 1; id < 65536; id++) {
       if (sentAt[id] !== 0 && now - sentAt[id] > LOST_MS) {
         sentAt[id] = 0;
-        outstanding--;
         if (measuring) s.lost++;
         if (!done) send();
       }
