@@ -8,6 +8,7 @@
 //   sudo node scripts/bench.mjs switch router --duration 3 --json out.json --markdown
 //   npm run bench -- tables                  # FDB and FIB with 1 M entries (20 s; 1 min with --repeat 3)
 //   sudo npm run bench -- control            # the control plane: route changes, a host joining (2 minutes)
+//   sudo npm run bench -- cni                # CNI ADD/DEL vs the bridge plugin, cluster DNS answers/s (1 minute)
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
 //
 // Scenarios and their references:
@@ -34,6 +35,11 @@
 //           plus direct lookups on its FdbTable vs Map.get() ("direct M/s"),
 //           and the FIB with 1 M routes vs a Map per prefix length (scripts/bench-fib.mjs):
 //           build time, lookups/s, bytes per entry (JS heap and RSS growth)
+//   cni     a pod's network life (scripts/bench/cni.mjs, which says how): CNI ADD and DEL
+//           latency p50/p99 of 50 containers in sequence, the tapnet plugin vs
+//           containernetworking-plugins' bridge with the same host-local IPAM; cluster DNS
+//           answers/s of a node vs the same answers from dns-packet on a kernel socket.
+//           Needs /usr/lib/cni (Debian: containernetworking-plugins). Its own table.
 //   control runtime changes to a router node (scripts/bench/control.mjs, which says how):
 //           route additions/s over the control socket, batched (`changes`) and one request
 //           each, idle and under a TCP stream / a 64-byte flood through the node (ratio:
@@ -90,6 +96,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { median, percentile, ratio as ratioOf } from "./bench/stats.mjs";
+import { REF_BRIDGE as CNI_REF_BRIDGE, runCni } from "./bench/cni.mjs";
 import { runControl } from "./bench/control.mjs";
 import { ratioChart } from "./bench/svg.mjs";
 import { runTables } from "./bench/tables.mjs";
@@ -102,9 +109,11 @@ const BENCH_LABS = path.join(ROOT, "scripts/bench");
 const SCENARIOS = ["switch", "router", "vxlan", "ipip", "nat"];
 /** The control plane's scenario (scripts/bench/control.mjs): network, in the default set, its own table. */
 const CONTROL = "control";
+/** A pod's network life (scripts/bench/cni.mjs): CNI ADD/DEL against the bridge plugin, cluster DNS answers/s. */
+const CNI = "cni";
 /** Scenarios that run only when named. */
 const EXTRA = ["tables"];
-const ALL = [...SCENARIOS, CONTROL, ...EXTRA];
+const ALL = [...SCENARIOS, CONTROL, CNI, ...EXTRA];
 /** Prefix of the namespaces the bench makes itself (labs' namespaces are tn.bench-…). */
 const NS_PREFIX = "tnb-";
 const IPERF_PORT = 5201;
@@ -117,7 +126,7 @@ function usage(code) {
   out.write(
     `usage: node scripts/bench.mjs [${ALL.join("|")}…] [--duration S] [--repeat N] [--pings N]\n` +
       `                              [--json FILE] [--markdown [FILE]] [--svg FILE] [--table-size N] [--routes N] [--host-adds K] [--cleanup]\n` +
-      `  default: every network scenario (${[...SCENARIOS, CONTROL].join(" ")}), --duration 5 --repeat 1 --pings 1000;\n` +
+      `  default: every network scenario (${[...SCENARIOS, CONTROL, CNI].join(" ")}), --duration 5 --repeat 1 --pings 1000;\n` +
       `  'tables' (FDB and FIB with --table-size entries, default 1000000) runs only when named.\n` +
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
@@ -201,12 +210,12 @@ const opts = {
       usage(2);
     }
   }
-  if (opts.scenarios.length === 0) opts.scenarios = [...SCENARIOS, CONTROL];
+  if (opts.scenarios.length === 0) opts.scenarios = [...SCENARIOS, CONTROL, CNI];
   // Keep the scenarios in their canonical order: ipip reuses vxlan's kernel reference.
   opts.scenarios.sort((x, y) => ALL.indexOf(x) - ALL.indexOf(y));
 }
 /** Whether any scenario needs namespaces (everything but `tables`). */
-const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL);
+const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL || x === CNI);
 
 const T0 = Date.now();
 const say = (msg) => process.stderr.write(`bench [${((Date.now() - T0) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
@@ -1425,11 +1434,15 @@ function controlValue(x, unit) {
   if (x === null || x === undefined || !Number.isFinite(x)) return "-";
   if (unit === "kpps") return x.toFixed(1);
   if (unit === "Gbit/s") return x.toFixed(2);
+  if (unit === "ms" && x < 100) return x.toFixed(1);
   return Math.round(x).toLocaleString("en");
 }
 
+/** One row per metric record: label, tapnet's value, the reference, its value, the ratio. */
+const metricRows = (metrics) => metrics.map((m) => [m.label, controlValue(m.tapnet, m.unit), m.referenceName, controlValue(m.reference, m.unit), fr(m.ratio)]);
+
 function controlRows(ctl) {
-  const out = ctl.metrics.map((m) => [m.label, controlValue(m.tapnet, m.unit), m.referenceName, controlValue(m.reference, m.unit), fr(m.ratio)]);
+  const out = metricRows(ctl.metrics);
   const bad = ctl.checkFailures.length;
   out.push([
     "route table after each burst",
@@ -1448,6 +1461,8 @@ function tables(report, md) {
   if (report.scenarios.length) parts.push(fmt(HEAD, rows(report), NUMERIC));
   if (report.control) parts.push(fmt(CHEAD, controlRows(report.control), CNUMERIC));
   if (report.controlError) parts.push(`control: failed: ${report.controlError}\n`);
+  if (report.cni) parts.push(fmt(["cni", "tapnet", "reference", "reference value", "ratio"], metricRows(report.cni.metrics), CNUMERIC));
+  if (report.cniError) parts.push(`cni: failed: ${report.cniError}\n`);
   if (report.tables) parts.push(fmt(THEAD, tableRows(report.tables), TNUMERIC));
   if (report.tablesError) parts.push(`tables: failed: ${report.tablesError}\n`);
   return parts.join("\n");
@@ -1480,6 +1495,9 @@ function footer(report) {
     );
     for (const n of c.notes) lines.push(`control: ${n}`);
   }
+  if (report.cni) {
+    for (const n of report.cni.notes) lines.push(`cni: ${n}`);
+  }
   if (report.tables) {
     lines.push(
       `tables: ${report.tables.repeat > 1 ? `medians of ${report.tables.repeat} runs, each in a fresh process` : "one run (--repeat 3 for medians of three)"}; ratios tapnet / reference: above 1 is better for lookups, worse for build time and bytes.`,
@@ -1490,7 +1508,12 @@ function footer(report) {
 }
 
 function svgChart(report) {
-  const recs = [...report.scenarios.flatMap((s) => s.metrics ?? []), ...(report.control?.metrics ?? []), ...(report.tables?.metrics ?? [])];
+  const recs = [
+    ...report.scenarios.flatMap((s) => s.metrics ?? []),
+    ...(report.control?.metrics ?? []),
+    ...(report.cni?.metrics ?? []),
+    ...(report.tables?.metrics ?? []),
+  ];
   return ratioChart(
     recs.map((m) => ({
       group: m.scenario === "tables" ? `tables (${m.structure.toUpperCase()}, ${report.tables.size.toLocaleString("en")} entries)` : m.scenario,
@@ -1603,6 +1626,12 @@ function cleanupLeftovers() {
     process.stderr.write(`bench: removed namespace ${ns}\n`);
     n++;
   }
+  // The cni scenario's reference bridge (containernetworking-plugins' bridge makes it where it runs).
+  if (spawnSync("ip", ["link", "show", CNI_REF_BRIDGE]).status === 0) {
+    sh(["ip", "link", "del", CNI_REF_BRIDGE]);
+    process.stderr.write(`bench: removed bridge ${CNI_REF_BRIDGE}\n`);
+    n++;
+  }
   process.stderr.write(`bench: ${n ? "cleaned up" : "nothing left behind"}\n`);
 }
 
@@ -1704,6 +1733,17 @@ async function main() {
       failed++;
       report.controlError = e instanceof Error ? e.message : String(e);
       say(`control: FAILED: ${report.controlError}`);
+    }
+  }
+  if (opts.scenarios.includes(CNI)) {
+    const t = Date.now();
+    try {
+      report.cni = await runCni(controlHelpers());
+      say(`cni: done (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+    } catch (e) {
+      failed++;
+      report.cniError = e instanceof Error ? e.message : String(e);
+      say(`cni: FAILED: ${report.cniError}`);
     }
   }
   if (opts.scenarios.includes("tables")) {

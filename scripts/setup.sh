@@ -41,6 +41,8 @@ if [ "$mode" != core ]; then
     [iperf3]=iperf3 [trafgen]=netsniff-ng [hping3]=hping3 [socat]=socat
     [/usr/lib/python3/dist-packages/scapy/__init__.py]=python3-scapy
   )
+  # The bench's cni scenario and the CNI tests: the reference plugins (host-local, bridge).
+  want+=([/usr/lib/cni/bridge]=containernetworking-plugins)
 fi
 if [ "$mode" = test ]; then
   # The offload core's libFuzzer harnesses (npm run fuzz:native; a short run is in the suite).

@@ -148,12 +148,19 @@ describe.skipIf(!canRunLabs() || !havePodman)("podman runs a container on a tapn
     expect(leases()).toEqual([]);
   });
 
-  it("the container gets the CNI result's DNS as its resolv.conf and resolves a service through the cluster DNS", () => {
-    const r = podman(["run", "--rm", ...RUN_OPTS, "--rootfs", ROOTFS, "/bin/sh", "-c", "cat /etc/resolv.conf; nslookup web.default.svc.cluster.local"]);
+  it("the container gets the CNI result's DNS as its resolv.conf and resolves a service by FQDN and short name; an unknown one gets NXDOMAIN", () => {
+    const script =
+      "cat /etc/resolv.conf; nslookup web.default.svc.cluster.local; echo ==short; nslookup web; echo ==unknown; nslookup nosuch.default.svc.cluster.local; echo rc=$?";
+    const r = podman(["run", "--rm", ...RUN_OPTS, "--rootfs", ROOTFS, "/bin/sh", "-c", script]);
     expect(r.status, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^nameserver 10\.96\.0\.10$/m);
     expect(r.stdout).toMatch(/^search .*default\.svc\.cluster\.local svc\.cluster\.local cluster\.local/m);
-    expect(r.stdout).toMatch(/Name:\s+web\.default\.svc\.cluster\.local\s+Address: 10\.96\.0\.20/);
+    const [full, short, unknown] = r.stdout.split(/^==\w+$/m);
+    expect(full).toMatch(/Name:\s+web\.default\.svc\.cluster\.local\s+Address: 10\.96\.0\.20/);
+    // busybox nslookup walks resolv.conf's search path for a name without dots.
+    expect(short).toMatch(/Name:\s+web\.default\.svc\.cluster\.local\s+Address: 10\.96\.0\.20/);
+    expect(unknown).toMatch(/NXDOMAIN/);
+    expect(unknown).toMatch(/^rc=1$/m);
   });
 
   it("a detached container's port is named after its ID, it pings a lab host and another container pings it; podman rm by ID removes the port and frees the address", () => {
