@@ -8,6 +8,7 @@
 //   sudo node scripts/bench.mjs switch router --duration 3 --json out.json --markdown
 //   npm run bench -- tables                  # FDB and FIB with 1 M entries (20 s; 1 min with --repeat 3)
 //   sudo npm run bench -- control            # the control plane: route changes, a host joining (2 minutes)
+//   sudo npm run bench -- bgp                # BIRD announcing 100,000 prefixes to tapnet and to BIRD's kernel (about 2 minutes)
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
 //
 // Scenarios and their references:
@@ -34,6 +35,11 @@
 //           plus direct lookups on its FdbTable vs Map.get() ("direct M/s"),
 //           and the FIB with 1 M routes vs a Map per prefix length (scripts/bench-fib.mjs):
 //           build time, lookups/s, bytes per entry (JS heap and RSS growth)
+//   bgp     (not in the default set) BIRD announces --prefixes /24s (default 100,000) to tapnet's
+//           BGP speaker and, at the same time, to a second BIRD that exports them to its kernel
+//           (scripts/bench/bgp.mjs, which says how): time until all are in the FIB and until
+//           all are withdrawn, tapnet vs BIRD+kernel; the node's RSS with them vs idle; the
+//           64-byte forwarding rate during a load vs idle. Its own table.
 //   control runtime changes to a router node (scripts/bench/control.mjs, which says how):
 //           route additions/s over the control socket, batched (`changes`) and one request
 //           each, idle and under a TCP stream / a 64-byte flood through the node (ratio:
@@ -90,6 +96,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { median, percentile, ratio as ratioOf } from "./bench/stats.mjs";
+import { runBgp } from "./bench/bgp.mjs";
 import { runControl } from "./bench/control.mjs";
 import { ratioChart } from "./bench/svg.mjs";
 import { runTables } from "./bench/tables.mjs";
@@ -102,8 +109,10 @@ const BENCH_LABS = path.join(ROOT, "scripts/bench");
 const SCENARIOS = ["switch", "router", "vxlan", "ipip", "nat"];
 /** The control plane's scenario (scripts/bench/control.mjs): network, in the default set, its own table. */
 const CONTROL = "control";
+/** BGP: BIRD announcing --prefixes to tapnet's speaker and to BIRD's kernel (scripts/bench/bgp.mjs); runs when named. */
+const BGP = "bgp";
 /** Scenarios that run only when named. */
-const EXTRA = ["tables"];
+const EXTRA = ["tables", BGP];
 const ALL = [...SCENARIOS, CONTROL, ...EXTRA];
 /** Prefix of the namespaces the bench makes itself (labs' namespaces are tn.bench-…). */
 const NS_PREFIX = "tnb-";
@@ -122,6 +131,7 @@ function usage(code) {
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
       `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n`,
+      `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n`,
   );
   process.exit(code);
 }
@@ -133,6 +143,7 @@ const opts = {
   pings: 1000,
   tableSize: 1_000_000,
   routes: 100_000,
+  prefixes: 100_000,
   hostAdds: 3,
   json: null,
   markdown: false,
@@ -171,6 +182,9 @@ const opts = {
     } else if (isOpt(x, "routes")) {
       opts.routes = intOpt(x, "routes", 1000, 1_000_000, i);
       i += step;
+    } else if (isOpt(x, "prefixes")) {
+      opts.prefixes = intOpt(x, "prefixes", 1000, 1_000_000, i);
+      i += step;
     } else if (isOpt(x, "host-adds")) {
       opts.hostAdds = intOpt(x, "host-adds", 1, 50, i);
       i += step;
@@ -206,7 +220,7 @@ const opts = {
   opts.scenarios.sort((x, y) => ALL.indexOf(x) - ALL.indexOf(y));
 }
 /** Whether any scenario needs namespaces (everything but `tables`). */
-const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL);
+const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL || x === BGP);
 
 const T0 = Date.now();
 const say = (msg) => process.stderr.write(`bench [${((Date.now() - T0) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
@@ -1441,6 +1455,16 @@ function controlRows(ctl) {
   return out;
 }
 
+const BHEAD = ["bgp", "tapnet", "reference", "reference value", "ratio"];
+
+function bgpRows(b) {
+  const v = (x, unit) => (x === null || x === undefined || !Number.isFinite(x) ? "-" : unit === "s" ? `${x.toFixed(2)} s` : unit === "MiB" ? `${x.toFixed(0)} MiB` : unit === "B" ? `${x.toFixed(0)} B` : x.toFixed(1));
+  const out = b.metrics.map((m) => [m.label, v(m.tapnet, m.unit), m.referenceName, v(m.reference, m.unit), fr(m.ratio)]);
+  const bad = b.checkFailures.length;
+  out.push(["FIBs with the load in", bad ? `WRONG ${bad} of ${b.checks.length}` : `correct, ${b.checks.length} of ${b.checks.length}`, "show route --json, /proc/net/route", "", bad ? "FAILED" : ""]);
+  return out;
+}
+
 /** The tables of a report, as text or markdown. */
 function tables(report, md) {
   const fmt = md ? markdownTable : textTable;
@@ -1448,6 +1472,8 @@ function tables(report, md) {
   if (report.scenarios.length) parts.push(fmt(HEAD, rows(report), NUMERIC));
   if (report.control) parts.push(fmt(CHEAD, controlRows(report.control), CNUMERIC));
   if (report.controlError) parts.push(`control: failed: ${report.controlError}\n`);
+  if (report.bgp) parts.push(fmt(BHEAD, bgpRows(report.bgp), CNUMERIC));
+  if (report.bgpError) parts.push(`bgp: failed: ${report.bgpError}\n`);
   if (report.tables) parts.push(fmt(THEAD, tableRows(report.tables), TNUMERIC));
   if (report.tablesError) parts.push(`tables: failed: ${report.tablesError}\n`);
   return parts.join("\n");
@@ -1480,6 +1506,10 @@ function footer(report) {
     );
     for (const n of c.notes) lines.push(`control: ${n}`);
   }
+  if (report.bgp) {
+    lines.push("bgp: ratios tapnet / reference: above 1 is worse for times and RSS, better for kpps.");
+    for (const n of report.bgp.notes) lines.push(`bgp: ${n}`);
+  }
   if (report.tables) {
     lines.push(
       `tables: ${report.tables.repeat > 1 ? `medians of ${report.tables.repeat} runs, each in a fresh process` : "one run (--repeat 3 for medians of three)"}; ratios tapnet / reference: above 1 is better for lookups, worse for build time and bytes.`,
@@ -1490,7 +1520,7 @@ function footer(report) {
 }
 
 function svgChart(report) {
-  const recs = [...report.scenarios.flatMap((s) => s.metrics ?? []), ...(report.control?.metrics ?? []), ...(report.tables?.metrics ?? [])];
+  const recs = [...report.scenarios.flatMap((s) => s.metrics ?? []), ...(report.control?.metrics ?? []), ...(report.bgp?.metrics ?? []), ...(report.tables?.metrics ?? [])];
   return ratioChart(
     recs.map((m) => ({
       group: m.scenario === "tables" ? `tables (${m.structure.toUpperCase()}, ${report.tables.size.toLocaleString("en")} entries)` : m.scenario,
@@ -1562,6 +1592,8 @@ function preflight() {
   ]) {
     if (spawnSync("sh", ["-c", `command -v ${cmd}`]).status !== 0) throw new Error(`${cmd} is not installed (Debian: ${pkg}; sudo npm run setup)`);
   }
+  if (opts.scenarios.includes(BGP) && spawnSync("sh", ["-c", "command -v bird && command -v birdc"]).status !== 0)
+    throw new Error("bird and birdc are not installed (Debian: bird2)");
 }
 
 /** --cleanup: what a bench killed with -9 may have left: its labs and its own namespaces. */
@@ -1704,6 +1736,21 @@ async function main() {
       failed++;
       report.controlError = e instanceof Error ? e.message : String(e);
       say(`control: FAILED: ${report.controlError}`);
+    }
+  }
+  if (opts.scenarios.includes(BGP)) {
+    const t = Date.now();
+    try {
+      report.bgp = await runBgp(controlHelpers());
+      say(`bgp: done (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+      if (report.bgp.checkFailures.length) {
+        failed++;
+        say(`bgp: FAILED: a FIB was wrong: ${report.bgp.checkFailures.join(" | ")}`);
+      }
+    } catch (e) {
+      failed++;
+      report.bgpError = e instanceof Error ? e.message : String(e);
+      say(`bgp: FAILED: ${report.bgpError}`);
     }
   }
   if (opts.scenarios.includes("tables")) {

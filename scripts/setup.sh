@@ -41,6 +41,8 @@ if [ "$mode" != core ]; then
     [iperf3]=iperf3 [trafgen]=netsniff-ng [hping3]=hping3 [socat]=socat
     [/usr/lib/python3/dist-packages/scapy/__init__.py]=python3-scapy
   )
+  # BIRD 2: the BGP peer of the calico-bgp labs' tests and of the bench's bgp scenario.
+  want+=([bird]=bird2 [birdc]=bird2)
 fi
 if [ "$mode" = test ]; then
   # The offload core's libFuzzer harnesses (npm run fuzz:native; a short run is in the suite).
