@@ -131,7 +131,7 @@ function usage(code) {
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
       `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n`,
-      `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n`,
+    `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n`,
   );
   process.exit(code);
 }
@@ -1458,10 +1458,25 @@ function controlRows(ctl) {
 const BHEAD = ["bgp", "tapnet", "reference", "reference value", "ratio"];
 
 function bgpRows(b) {
-  const v = (x, unit) => (x === null || x === undefined || !Number.isFinite(x) ? "-" : unit === "s" ? `${x.toFixed(2)} s` : unit === "MiB" ? `${x.toFixed(0)} MiB` : unit === "B" ? `${x.toFixed(0)} B` : x.toFixed(1));
+  const v = (x, unit) =>
+    x === null || x === undefined || !Number.isFinite(x)
+      ? "-"
+      : unit === "s"
+        ? `${x.toFixed(2)} s`
+        : unit === "MiB"
+          ? `${x.toFixed(0)} MiB`
+          : unit === "B"
+            ? `${x.toFixed(0)} B`
+            : `${x.toFixed(1)} ${unit}`;
   const out = b.metrics.map((m) => [m.label, v(m.tapnet, m.unit), m.referenceName, v(m.reference, m.unit), fr(m.ratio)]);
   const bad = b.checkFailures.length;
-  out.push(["FIBs with the load in", bad ? `WRONG ${bad} of ${b.checks.length}` : `correct, ${b.checks.length} of ${b.checks.length}`, "show route --json, /proc/net/route", "", bad ? "FAILED" : ""]);
+  out.push([
+    "FIBs with the load in",
+    bad ? `WRONG ${bad} of ${b.checks.length}` : `correct, ${b.checks.length} of ${b.checks.length}`,
+    "show route --json, /proc/net/route",
+    "",
+    bad ? "FAILED" : "",
+  ]);
   return out;
 }
 
@@ -1520,7 +1535,12 @@ function footer(report) {
 }
 
 function svgChart(report) {
-  const recs = [...report.scenarios.flatMap((s) => s.metrics ?? []), ...(report.control?.metrics ?? []), ...(report.bgp?.metrics ?? []), ...(report.tables?.metrics ?? [])];
+  const recs = [
+    ...report.scenarios.flatMap((s) => s.metrics ?? []),
+    ...(report.control?.metrics ?? []),
+    ...(report.bgp?.metrics ?? []),
+    ...(report.tables?.metrics ?? []),
+  ];
   return ratioChart(
     recs.map((m) => ({
       group: m.scenario === "tables" ? `tables (${m.structure.toUpperCase()}, ${report.tables.size.toLocaleString("en")} entries)` : m.scenario,

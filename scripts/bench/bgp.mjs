@@ -86,7 +86,18 @@ export async function runBgp(c) {
   say(`bgp: lab up (${path.basename(labFile)})…`);
   const ns = await c.labUp(labFile);
   const notes = [];
-  const samples = { tapnetLoadS: [], kernelLoadS: [], tapnetWithdrawS: [], kernelWithdrawS: [], rssIdleMiB: [], rssLoadedMiB: [], tapnetGrowthB: [], birdGrowthB: [], kppsIdle: [], kppsLoad: [] };
+  const samples = {
+    tapnetLoadS: [],
+    kernelLoadS: [],
+    tapnetWithdrawS: [],
+    kernelWithdrawS: [],
+    rssIdleMiB: [],
+    rssLoadedMiB: [],
+    tapnetGrowthB: [],
+    birdGrowthB: [],
+    kppsIdle: [],
+    kppsLoad: [],
+  };
   const checks = [];
   const checkFailures = [];
   let birdRssMiB = null;
@@ -114,7 +125,12 @@ export async function runBgp(c) {
       60_000,
       200,
     );
-    await c.waitFor("node1's sessions Established", async () => (await request(sock, { cmd: "bgp" })).peers.every((p) => p.state === "Established"), 60_000, 200);
+    await c.waitFor(
+      "node1's sessions Established",
+      async () => (await request(sock, { cmd: "bgp" })).peers.every((p) => p.state === "Established"),
+      60_000,
+      200,
+    );
     const base = await installed();
     const kBase = kernelExported(c);
     const pid1 = JSON.parse(fs.readFileSync(`/run/tapnet/${LAB}/state.json`, "utf8")).nodes.node1.pid;
@@ -206,7 +222,9 @@ export async function runBgp(c) {
         const during = (rx() - b0) / ((performance.now() - t1) / 1000);
         samples.kppsIdle.push(idle / 1000);
         samples.kppsLoad.push(during / 1000);
-        say(`bgp: forwarding ${(idle / 1000).toFixed(1)} kpps idle, ${(during / 1000).toFixed(1)} kpps during the load (${loadS.toFixed(1)} s under the flood)`);
+        say(
+          `bgp: forwarding ${(idle / 1000).toFixed(1)} kpps idle, ${(during / 1000).toFixed(1)} kpps during the load (${loadS.toFixed(1)} s under the flood)`,
+        );
       } finally {
         await fl.stop();
       }
