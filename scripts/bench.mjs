@@ -125,13 +125,13 @@ function usage(code) {
   const out = code ? process.stderr : process.stdout;
   out.write(
     `usage: node scripts/bench.mjs [${ALL.join("|")}…] [--duration S] [--repeat N] [--pings N]\n` +
-      `                              [--json FILE] [--markdown [FILE]] [--svg FILE] [--table-size N] [--routes N] [--host-adds K] [--cleanup]\n` +
+      `                              [--json FILE] [--markdown [FILE]] [--svg FILE] [--table-size N] [--routes N] [--host-adds K] [--prefixes N] [--cleanup]\n` +
       `  default: every network scenario (${[...SCENARIOS, CONTROL].join(" ")}), --duration 5 --repeat 1 --pings 1000;\n` +
       `  'tables' (FDB and FIB with --table-size entries, default 1000000) runs only when named.\n` +
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
-      `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n`,
-    `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n`,
+      `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n` +
+      `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n`,
   );
   process.exit(code);
 }
