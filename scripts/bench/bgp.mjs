@@ -13,8 +13,8 @@
 //             all kernel1`, same polling); node1's RSS (VmRSS) before and with them, and
 //             the growth per prefix against peer2's BIRD's (first repetition only: the
 //             lab is fresh then).
-//   check     with the load in: node1's `show route --json` has exactly the N routes, each
-//             `proto bgp` via 192.168.0.10, and peer2's kernel table (/proc/net/route) has
+//   check     with the load in: node1's `show route --json` has each of the N routes,
+//             each `proto bgp` via 192.168.0.10, and peer2's kernel table (/proc/net/route) has
 //             them too. A mismatch fails the scenario.
 //   withdraw  `disable bench`: the time until node1 has none of them left, against peer2's
 //             kernel.
