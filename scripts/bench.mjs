@@ -9,6 +9,7 @@
 //   npm run bench -- tables                  # FDB and FIB with 1 M entries (20 s; 1 min with --repeat 3)
 //   sudo npm run bench -- control            # the control plane: route changes, a host joining (2 minutes)
 //   sudo npm run bench -- cni                # CNI ADD/DEL vs the bridge plugin, cluster DNS answers/s (1 minute)
+//   sudo npm run bench -- bgp                # BIRD announcing 100,000 prefixes to tapnet and to BIRD's kernel (about 2 minutes)
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
 //
 // Scenarios and their references:
@@ -40,6 +41,11 @@
 //           containernetworking-plugins' bridge with the same host-local IPAM; cluster DNS
 //           answers/s of a node vs the same answers from dns-packet on a kernel socket.
 //           Needs /usr/lib/cni (Debian: containernetworking-plugins). Its own table.
+//   bgp     (not in the default set) BIRD announces --prefixes /24s (default 100,000) to tapnet's
+//           BGP speaker and, at the same time, to a second BIRD that exports them to its kernel
+//           (scripts/bench/bgp.mjs, which says how): time until all are in the FIB and until
+//           all are withdrawn, tapnet vs BIRD+kernel; the node's RSS with them vs idle; the
+//           64-byte forwarding rate during a load vs idle. Its own table.
 //   control runtime changes to a router node (scripts/bench/control.mjs, which says how):
 //           route additions/s over the control socket, batched (`changes`) and one request
 //           each, idle and under a TCP stream / a 64-byte flood through the node (ratio:
@@ -97,6 +103,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { median, percentile, ratio as ratioOf } from "./bench/stats.mjs";
 import { REF_BRIDGE as CNI_REF_BRIDGE, runCni } from "./bench/cni.mjs";
+import { runBgp } from "./bench/bgp.mjs";
 import { runControl } from "./bench/control.mjs";
 import { ratioChart } from "./bench/svg.mjs";
 import { runTables } from "./bench/tables.mjs";
@@ -111,8 +118,10 @@ const SCENARIOS = ["switch", "router", "vxlan", "ipip", "nat"];
 const CONTROL = "control";
 /** A pod's network life (scripts/bench/cni.mjs): CNI ADD/DEL against the bridge plugin, cluster DNS answers/s. */
 const CNI = "cni";
+/** BGP: BIRD announcing --prefixes to tapnet's speaker and to BIRD's kernel (scripts/bench/bgp.mjs); runs when named. */
+const BGP = "bgp";
 /** Scenarios that run only when named. */
-const EXTRA = ["tables"];
+const EXTRA = ["tables", BGP];
 const ALL = [...SCENARIOS, CONTROL, CNI, ...EXTRA];
 /** Prefix of the namespaces the bench makes itself (labs' namespaces are tn.bench-…). */
 const NS_PREFIX = "tnb-";
@@ -125,12 +134,13 @@ function usage(code) {
   const out = code ? process.stderr : process.stdout;
   out.write(
     `usage: node scripts/bench.mjs [${ALL.join("|")}…] [--duration S] [--repeat N] [--pings N]\n` +
-      `                              [--json FILE] [--markdown [FILE]] [--svg FILE] [--table-size N] [--routes N] [--host-adds K] [--cleanup]\n` +
+      `                              [--json FILE] [--markdown [FILE]] [--svg FILE] [--table-size N] [--routes N] [--host-adds K] [--prefixes N] [--cleanup]\n` +
       `  default: every network scenario (${[...SCENARIOS, CONTROL, CNI].join(" ")}), --duration 5 --repeat 1 --pings 1000;\n` +
       `  'tables' (FDB and FIB with --table-size entries, default 1000000) runs only when named.\n` +
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
-      `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n`,
+      `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n` +
+      `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n`,
   );
   process.exit(code);
 }
@@ -142,6 +152,7 @@ const opts = {
   pings: 1000,
   tableSize: 1_000_000,
   routes: 100_000,
+  prefixes: 100_000,
   hostAdds: 3,
   json: null,
   markdown: false,
@@ -180,6 +191,9 @@ const opts = {
     } else if (isOpt(x, "routes")) {
       opts.routes = intOpt(x, "routes", 1000, 1_000_000, i);
       i += step;
+    } else if (isOpt(x, "prefixes")) {
+      opts.prefixes = intOpt(x, "prefixes", 1000, 1_000_000, i);
+      i += step;
     } else if (isOpt(x, "host-adds")) {
       opts.hostAdds = intOpt(x, "host-adds", 1, 50, i);
       i += step;
@@ -215,7 +229,7 @@ const opts = {
   opts.scenarios.sort((x, y) => ALL.indexOf(x) - ALL.indexOf(y));
 }
 /** Whether any scenario needs namespaces (everything but `tables`). */
-const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL || x === CNI);
+const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL || x === CNI || x === BGP);
 
 const T0 = Date.now();
 const say = (msg) => process.stderr.write(`bench [${((Date.now() - T0) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
@@ -1454,6 +1468,31 @@ function controlRows(ctl) {
   return out;
 }
 
+const BHEAD = ["bgp", "tapnet", "reference", "reference value", "ratio"];
+
+function bgpRows(b) {
+  const v = (x, unit) =>
+    x === null || x === undefined || !Number.isFinite(x)
+      ? "-"
+      : unit === "s"
+        ? `${x.toFixed(2)} s`
+        : unit === "MiB"
+          ? `${x.toFixed(0)} MiB`
+          : unit === "B"
+            ? `${x.toFixed(0)} B`
+            : `${x.toFixed(1)} ${unit}`;
+  const out = b.metrics.map((m) => [m.label, v(m.tapnet, m.unit), m.referenceName, v(m.reference, m.unit), fr(m.ratio)]);
+  const bad = b.checkFailures.length;
+  out.push([
+    "FIBs with the load in",
+    bad ? `WRONG ${bad} of ${b.checks.length}` : `correct, ${b.checks.length} of ${b.checks.length}`,
+    "show route --json, /proc/net/route",
+    "",
+    bad ? "FAILED" : "",
+  ]);
+  return out;
+}
+
 /** The tables of a report, as text or markdown. */
 function tables(report, md) {
   const fmt = md ? markdownTable : textTable;
@@ -1463,6 +1502,8 @@ function tables(report, md) {
   if (report.controlError) parts.push(`control: failed: ${report.controlError}\n`);
   if (report.cni) parts.push(fmt(["cni", "tapnet", "reference", "reference value", "ratio"], metricRows(report.cni.metrics), CNUMERIC));
   if (report.cniError) parts.push(`cni: failed: ${report.cniError}\n`);
+  if (report.bgp) parts.push(fmt(BHEAD, bgpRows(report.bgp), CNUMERIC));
+  if (report.bgpError) parts.push(`bgp: failed: ${report.bgpError}\n`);
   if (report.tables) parts.push(fmt(THEAD, tableRows(report.tables), TNUMERIC));
   if (report.tablesError) parts.push(`tables: failed: ${report.tablesError}\n`);
   return parts.join("\n");
@@ -1498,6 +1539,10 @@ function footer(report) {
   if (report.cni) {
     for (const n of report.cni.notes) lines.push(`cni: ${n}`);
   }
+  if (report.bgp) {
+    lines.push("bgp: ratios tapnet / reference: above 1 is worse for times and RSS, better for kpps.");
+    for (const n of report.bgp.notes) lines.push(`bgp: ${n}`);
+  }
   if (report.tables) {
     lines.push(
       `tables: ${report.tables.repeat > 1 ? `medians of ${report.tables.repeat} runs, each in a fresh process` : "one run (--repeat 3 for medians of three)"}; ratios tapnet / reference: above 1 is better for lookups, worse for build time and bytes.`,
@@ -1512,6 +1557,7 @@ function svgChart(report) {
     ...report.scenarios.flatMap((s) => s.metrics ?? []),
     ...(report.control?.metrics ?? []),
     ...(report.cni?.metrics ?? []),
+    ...(report.bgp?.metrics ?? []),
     ...(report.tables?.metrics ?? []),
   ];
   return ratioChart(
@@ -1585,6 +1631,8 @@ function preflight() {
   ]) {
     if (spawnSync("sh", ["-c", `command -v ${cmd}`]).status !== 0) throw new Error(`${cmd} is not installed (Debian: ${pkg}; sudo npm run setup)`);
   }
+  if (opts.scenarios.includes(BGP) && spawnSync("sh", ["-c", "command -v bird && command -v birdc"]).status !== 0)
+    throw new Error("bird and birdc are not installed (Debian: bird2)");
 }
 
 /** --cleanup: what a bench killed with -9 may have left: its labs and its own namespaces. */
@@ -1744,6 +1792,21 @@ async function main() {
       failed++;
       report.cniError = e instanceof Error ? e.message : String(e);
       say(`cni: FAILED: ${report.cniError}`);
+    }
+  }
+  if (opts.scenarios.includes(BGP)) {
+    const t = Date.now();
+    try {
+      report.bgp = await runBgp(controlHelpers());
+      say(`bgp: done (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+      if (report.bgp.checkFailures.length) {
+        failed++;
+        say(`bgp: FAILED: a FIB was wrong: ${report.bgp.checkFailures.join(" | ")}`);
+      }
+    } catch (e) {
+      failed++;
+      report.bgpError = e instanceof Error ? e.message : String(e);
+      say(`bgp: FAILED: ${report.bgpError}`);
     }
   }
   if (opts.scenarios.includes("tables")) {

@@ -43,6 +43,8 @@ if [ "$mode" != core ]; then
   )
   # The bench's cni scenario and the CNI tests: the reference plugins (host-local, bridge).
   want+=([/usr/lib/cni/bridge]=containernetworking-plugins)
+  # BIRD 2: the BGP peer of the calico-bgp labs' tests and of the bench's bgp scenario.
+  want+=([bird]=bird2 [birdc]=bird2)
 fi
 if [ "$mode" = test ]; then
   # The offload core's libFuzzer harnesses (npm run fuzz:native; a short run is in the suite).

@@ -516,7 +516,7 @@ function rate(a, b) {
  * iperf3 stream; its server started here and stopped after) or "flood" (trafgen, 64-byte
  * frames, as the bench's 64B test sends them). Resolves once traffic flows, after a warm-up.
  */
-async function startLoad(c, kind, client, server, capS) {
+export async function startLoad(c, kind, client, server, capS, dst = VIA) {
   if (kind === "tcp") {
     const srv = c.startDaemon(["ip", "netns", "exec", server, "iperf3", "-s", "-p", String(c.IPERF_PORT)], `iperf3 server in ${server}`);
     let cli = null;
@@ -527,7 +527,7 @@ async function startLoad(c, kind, client, server, capS) {
     try {
       await c.waitListening(server, c.IPERF_PORT);
       cli = c.startDaemon(
-        ["timeout", "-k", "3", String(capS + 10), "ip", "netns", "exec", client, "iperf3", "-c", VIA, "-p", String(c.IPERF_PORT), "-t", String(capS)],
+        ["timeout", "-k", "3", String(capS + 10), "ip", "netns", "exec", client, "iperf3", "-c", dst, "-p", String(c.IPERF_PORT), "-t", String(capS)],
         `iperf3 client in ${client}`,
       );
       const first = counters(c, { ns: server, dev: "eth0" });
@@ -545,7 +545,7 @@ async function startLoad(c, kind, client, server, capS) {
     }
     return { alive: () => c.alive(cli.pid), stop };
   }
-  const p = await c.floodPath(client, server, VIA);
+  const p = await c.floodPath(client, server, dst);
   const cfg = path.join(c.tmpDir(), `control-flood-${client}.cfg`);
   fs.writeFileSync(cfg, c.trafgenConfig(p, c.IPERF_PORT));
   const argv = [

@@ -3,7 +3,8 @@
  * 192.168.1.0/24, node2 on 192.168.2.0/24, behind the kernel router ur). Plain BGP mode
  * fails between the subnets; both of Calico's cures work: ur running BIRD and peering
  * with the nodes, or IPIP CrossSubnet. The cures are the lab file with its `overlay:`
- * line changed (lab names changed too, so each runs on its own).
+ * line changed (lab names changed too, so each runs on its own). IPIP Always, for contrast
+ * with CrossSubnet, puts the route within the subnet into tunl0 too.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -123,5 +124,32 @@ describe.skipIf(!canRunLabs())("calico-bgp-routed, cure 2: IPIP CrossSubnet", ()
     const mid = tunnel("node1");
     expect(ping(`tn.${lab}.pod1a`, "10.244.3.2", 2, ["-W", "3"]).status).toBe(0);
     expect(tunnel("node1")).toBe(mid);
+  }, 90_000);
+});
+
+describe.skipIf(!canRunLabs())("calico-bgp-routed, IPIP Always: every route into tunl0, within the subnet too", () => {
+  const lab = "cbgp-routed-always";
+  useLab(variant(lab, "{ backend: bgp-ipip, ipipMode: Always, holdTime: 9, connectRetryTime: 2 }"), lab);
+
+  it("routes to nodes on either subnet go into tunl0, and pods ping through it both ways", async () => {
+    const across = await waitFor("node1: 10.244.2.0/24", () => route(lab, "node1", "10.244.2.0/24"), 30_000, 200);
+    expect(across).toMatchObject({ via: "192.168.2.2", dev: "tunl0", kind: "bgp" });
+    const within = await waitFor("node1: 10.244.3.0/24", () => route(lab, "node1", "10.244.3.0/24"), 30_000, 200);
+    expect(within).toMatchObject({ via: "192.168.1.3", dev: "tunl0", kind: "bgp" });
+    const tunnel = (node: string): number =>
+      (JSON.parse(tapnetOk(["show", "tunnels", "--node", node, "--lab", lab, "--json"])) as Array<{ counters: Record<string, number> }>)[0].counters
+        .encapsulated;
+    for (const [to, node] of [
+      ["10.244.2.2", "node2"],
+      ["10.244.3.2", "node3"],
+    ]) {
+      const before = tunnel("node1");
+      const back = tunnel(node);
+      const r = ping(`tn.${lab}.pod1a`, to, 2, ["-W", "3"]);
+      expect(r.status, `pod1a -> ${to}: ${r.stdout}${r.stderr}`).toBe(0);
+      // Requests encapsulated by node1, replies by the node of the pod that answered.
+      expect(tunnel("node1")).toBeGreaterThanOrEqual(before + 2);
+      expect(tunnel(node)).toBeGreaterThanOrEqual(back + 2);
+    }
   }, 90_000);
 });
