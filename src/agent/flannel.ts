@@ -71,6 +71,8 @@ interface Peer {
   /** What was programmed, to take it away again. */
   undo: Array<{ op: string; args: Record<string, unknown> }>;
   since: string;
+  /** When the node acknowledged it: wall-clock ms with a fraction (the bench compares it with the writer's clock). */
+  sinceMs: number;
 }
 
 interface IfaceRow {
@@ -439,7 +441,8 @@ export class FlannelAgent {
       undo = [{ op: "route.del", args: { to } }];
     }
     await this.program(add, to);
-    this.peers.set(kv.key, { subnet: s, publicIp: v.PublicIP, vtepMac: mac, undo, since: new Date().toISOString() });
+    const at = performance.timeOrigin + performance.now();
+    this.peers.set(kv.key, { subnet: s, publicIp: v.PublicIP, vtepMac: mac, undo, since: new Date(at).toISOString(), sinceMs: at });
     this.o.log(`peer ${to} added (PublicIP ${v.PublicIP}${mac ? `, VtepMAC ${mac}` : ""}): ${add.map((a) => a.op).join(", ")}`);
   }
 
@@ -480,7 +483,13 @@ export class FlannelAgent {
             renewedAt: new Date(this.lease.renewedAt).toISOString(),
           }
         : null,
-      peers: [...this.peers.values()].map((p) => ({ subnet: subnetText(p.subnet), publicIp: p.publicIp, vtepMac: p.vtepMac, since: p.since })),
+      peers: [...this.peers.values()].map((p) => ({
+        subnet: subnetText(p.subnet),
+        publicIp: p.publicIp,
+        vtepMac: p.vtepMac,
+        since: p.since,
+        sinceMs: p.sinceMs,
+      })),
       etcd: {
         endpoints: this.o.endpoints,
         endpoint: this.etcd.lastEndpoint,
