@@ -180,8 +180,17 @@ export class FlannelAgent {
           `node ${this.o.node} has no interface '${this.o.vtepIface}' for the vxlan backend (interfaces: ${ifaces.map((i) => i.name).join(", ")})`,
         );
       this.vtep = v;
-      if (c.backend.directRouting)
-        this.note("DirectRouting: the node's router has no interface on the underlay in vxlan mode, so every peer goes through VXLAN");
+      if (c.backend.directRouting) {
+        // Direct routes leave through the router's interface on the underlay, which a vxlan
+        // node has only when its lab shares ul0 between kernel and router (overlay.directRouting).
+        const u = find(this.o.underlayIface);
+        const a = u?.addresses.find((x) => x.split("/")[0] === this.o.publicIp);
+        if (a) this.underlay = { addr: parseIp(this.o.publicIp), len: Number(a.split("/")[1]) };
+        else
+          this.note(
+            `DirectRouting: the node's router has no interface '${this.o.underlayIface}' with ${this.o.publicIp} (its lab needs overlay.directRouting: true), so every peer goes through VXLAN`,
+          );
+      }
     } else {
       const u = find(this.o.underlayIface);
       const a = u?.addresses.find((x) => x.split("/")[0] === this.o.publicIp);
@@ -419,7 +428,7 @@ export class FlannelAgent {
     const to = subnetText(s);
     let add: Array<{ op: string; args: Record<string, unknown> }>;
     let undo: Array<{ op: string; args: Record<string, unknown> }>;
-    if (c.backend.type === "vxlan") {
+    if (c.backend.type === "vxlan" && !this.directPeer(v.PublicIP)) {
       const dev = this.o.vtepIface;
       add = [
         { op: "route.replace", args: { to, via: net, dev, onlink: true, proto: "flannel" } },
@@ -432,9 +441,8 @@ export class FlannelAgent {
         { op: "route.del", args: { to } },
       ];
     } else {
-      const u = this.underlay as { addr: number; len: number };
-      const m = u.len === 0 ? 0 : (0xffffffff << (32 - u.len)) >>> 0;
-      if ((parseIp(v.PublicIP) & m) >>> 0 !== (u.addr & m) >>> 0) {
+      // host-gw, or vxlan with DirectRouting to a peer on this node's underlay subnet.
+      if (!this.directPeer(v.PublicIP)) {
         return this.note(`host-gw: ${to}'s node ${v.PublicIP} is not on this node's underlay subnet: no route to it (flannel refuses the same)`);
       }
       add = [{ op: "route.replace", args: { to, via: v.PublicIP, proto: "flannel" } }];
@@ -444,6 +452,14 @@ export class FlannelAgent {
     const at = performance.timeOrigin + performance.now();
     this.peers.set(kv.key, { subnet: s, publicIp: v.PublicIP, vtepMac: mac, undo, since: new Date(at).toISOString(), sinceMs: at });
     this.o.log(`peer ${to} added (PublicIP ${v.PublicIP}${mac ? `, VtepMAC ${mac}` : ""}): ${add.map((a) => a.op).join(", ")}`);
+  }
+
+  /** Whether a peer at `publicIp` is on this node's underlay subnet, where a direct route reaches it (host-gw, DirectRouting). */
+  private directPeer(publicIp: string): boolean {
+    const u = this.underlay;
+    if (!u) return false;
+    const m = u.len === 0 ? 0 : (0xffffffff << (32 - u.len)) >>> 0;
+    return (parseIp(publicIp) & m) >>> 0 === (u.addr & m) >>> 0;
   }
 
   private async remove(key: string, why: string): Promise<void> {

@@ -1,6 +1,7 @@
 /**
  * flannel from etcd across a routed underlay (scripts/labs/flannel-etcd-routed.yaml): node2's
- * agent reaches etcd and node1's VTEP only through the kernel router, as on another machine.
+ * agent reaches etcd and node1's VTEP only through the kernel router, as on another machine;
+ * with DirectRouting, node1 and node3 (one subnet) route to each other's pods without VXLAN.
  *
  * And docs/etcd.md's procedure for several machines, followed on one: two "machines" are
  * namespaces joined by one LAN veth (10.0.0.0/24); machine A runs etcd (started with the
@@ -47,7 +48,7 @@ describe.skipIf(!canRunLabs())("flannel-etcd-routed.yaml", () => {
       .filter(Boolean)
       .map((l) => (JSON.parse(l) as { PublicIP: string }).PublicIP)
       .sort();
-    expect(publicIps).toEqual(["192.168.1.2", "192.168.2.2"]);
+    expect(publicIps).toEqual(["192.168.1.2", "192.168.1.3", "192.168.2.2"]);
     expect(tapnetOk(["show", "route", "--lab", LAB, "--node", "node2"])).toContain("10.244.1.0/24 via 10.244.1.0 dev flannel.1 proto flannel");
     let p = { status: 1 as number | null, stdout: "" };
     // On the router's net2 side: VXLAN from node2 to node1's underlay address.
@@ -66,6 +67,38 @@ describe.skipIf(!canRunLabs())("flannel-etcd-routed.yaml", () => {
       lines.some((l) => /^192\.168\.2\.2,10\.244\.2\.2\|192\.168\.1\.2,10\.244\.1\.2\|8472\|1$/.test(l)),
       lines.join("\n"),
     ).toBe(true);
+  });
+
+  it("DirectRouting: node1 and node3 (one underlay subnet) route pods directly, without VXLAN; node2 (across the router) through VXLAN", async () => {
+    const cfg = inNs(ns("etcd1"), ["etcdctl", "--endpoints", "http://192.168.1.11:2379", "get", "/coreos.com/network/config", "--print-value-only"]);
+    expect(JSON.parse(cfg.stdout)).toMatchObject({ Backend: { Type: "vxlan", DirectRouting: true } });
+    const r1 = tapnetOk(["show", "route", "--lab", LAB, "--node", "node1"]);
+    expect(r1).toContain("10.244.3.0/24 via 192.168.1.3 dev ul0 proto flannel");
+    expect(r1).toContain("10.244.2.0/24 via 10.244.2.0 dev flannel.1 proto flannel");
+    expect(tapnetOk(["show", "route", "--lab", LAB, "--node", "node3"])).toContain("10.244.1.0/24 via 192.168.1.2 dev ul0 proto flannel");
+    expect(tapnetOk(["show", "route", "--lab", LAB, "--node", "node2"])).toContain("10.244.3.0/24 via 10.244.3.0 dev flannel.1 proto flannel");
+    // No FDB entry for node3's VTEP on node1: a direct peer is a route only (flannel's).
+    expect(tapnetOk(["show", "fdb", "--lab", LAB, "--node", "node1"])).not.toContain("192.168.1.3");
+    // On node3's underlay port: the pods' ICMP itself, no VXLAN.
+    let p = { status: 1 as number | null, stdout: "" };
+    const lines = await captureFields(
+      ns("ul"),
+      "node3",
+      () => {
+        p = ping(ns("pod1a"), "10.244.3.2", 2);
+      },
+      ["ip.src", "ip.dst", "udp.dstport"],
+      ["-Y", "icmp || udp.port==8472"],
+    );
+    expect(p.status, p.stdout).toBe(0);
+    expect(lines, lines.join("\n")).toContain("10.244.1.2|10.244.3.2|");
+    expect(lines, lines.join("\n")).toContain("10.244.3.2|10.244.1.2|");
+    expect(
+      lines.filter((l) => l.endsWith("|8472")),
+      lines.join("\n"),
+    ).toEqual([]);
+    const across = ping(ns("pod2a"), "10.244.3.2", 2);
+    expect(across.status, across.stdout).toBe(0);
   });
 });
 
