@@ -10,7 +10,8 @@
 //             arrived); latency = the slowest of the 3 nodes. Then deleted, and the bench
 //             waits until all 3 agents have withdrawn it before the next one.
 //   200       200 such leases put at once (one request each, all sent together), under one
-//             etcd lease of the writer's; per lease, the slowest node; p50, p99 and the
+//             etcd lease of the writer's (the agent sends what arrived while its previous
+//             `changes` request was in flight together); per lease, the slowest node; p50, p99 and the
 //             last (all 200 on all 3 nodes). Then the etcd lease is revoked (etcd deletes
 //             the 200 keys in one revision: 200 leases expiring at once) until every node
 //             has withdrawn all 200.
@@ -314,7 +315,7 @@ export async function runEtcd(c) {
       samples: { single, burst, rss },
       notes: [
         `lab: scripts/labs/flannel-etcd.yaml as ${LAB} (3 etcd 3.4 members, heartbeat 200 ms; node1-node3 with their agents watching through the v3 JSON gateway). Leases: flanneld's vxlan value, put by scripts/bench/etcd-writer.mjs (the agent's etcd client) in etcd1's namespace; times from just before the put is sent (so etcd's raft commit is in both tapnet's and the reference's figure) to the peer's \`since\` in each agent's \`show agent\` (stamped when its node acknowledged route, neighbour and FDB entry in one \`changes\` request); per lease the slowest of the 3 nodes.`,
-        `1 lease: ${S} samples, each put, programmed on all 3 nodes, then deleted and withdrawn before the next (per node, p50 ${NODES.map((n, j) => `${n} ${fmt(med(single.perNode.map((x) => x[j])))}`).join(", ")} ms). ${BURST} at once: one put request each, all sent together, under one etcd lease of the writer's; the agent programs peers one \`changes\` request each, in the order the watch delivers them; p50/p99 over ${BURST} leases x ${opts.repeat} run(s). Expiry: that etcd lease revoked (etcd deletes the ${BURST} keys in one revision), to every node's agent holding none of them (polled every 20 ms).`,
+        `1 lease: ${S} samples, each put, programmed on all 3 nodes, then deleted and withdrawn before the next (per node, p50 ${NODES.map((n, j) => `${n} ${fmt(med(single.perNode.map((x) => x[j])))}`).join(", ")} ms). ${BURST} at once: one put request each, all sent together, under one etcd lease of the writer's; the agent sends the leases that arrived while its previous \`changes\` request was in flight together in the next one; p50/p99 over ${BURST} leases x ${opts.repeat} run(s). Expiry: that etcd lease revoked (etcd deletes the ${BURST} keys in one revision), to every node's agent holding none of them (polled every 20 ms).`,
         `reference: \`etcdctl watch --prefix ${PREFIX}\` (gRPC) in each node's namespace; an event's time = its key line reaching the bench. It is the floor (being told), not a competitor: the ratio is what the agent adds (its own watch over the JSON gateway, parsing, the control socket, the node applying route + neighbour + FDB entry).`,
         `cost: utime+stime of each agent (and of each node process: median ${fmt(med(burst.cpuNodeMs))} ms; of each etcdctl watcher: ${fmt(med(burst.cpuWatchMs))} ms, in ${1000 / c.CLK_TCK} ms ticks) and of etcd1 (commits the ${BURST} puts, serves the watches) from just before the ${BURST} puts to the last route programmed, status polls every 250 ms included; RSS: VmRSS with ${BURST + 2} peers (before the burst, with 2: ${fmt(med(rss.agentBeforeKiB) / 1024)} MiB).`,
       ],
