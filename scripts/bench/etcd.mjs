@@ -273,21 +273,30 @@ export async function runEtcd(c) {
     };
     const W = "etcdctl watch, same events";
     const p = (xs, q) => percentile(xs, q);
-    rec("lease1P50", "1 lease -> route on 3 nodes, p50 ms", "ms", "lower", p(single.agent, 50), W, p(single.watch, 50), single);
-    rec("lease1P99", "1 lease -> route on 3 nodes, p99 ms", "ms", "lower", p(single.agent, 99), W, p(single.watch, 99), single);
-    rec("lease200P50", `${BURST} leases at once -> routes on 3 nodes, p50 ms`, "ms", "lower", p(burst.agent, 50), W, p(burst.watch, 50), burst);
-    rec("lease200P99", `${BURST} leases at once -> routes on 3 nodes, p99 ms`, "ms", "lower", p(burst.agent, 99), W, p(burst.watch, 99), burst);
-    rec("lease200Last", `${BURST} leases at once -> the last route on 3 nodes, ms`, "ms", "lower", p(burst.last, 50), W, p(burst.lastWatch, 50), burst);
-    rec(
-      "revoke200",
-      `${BURST} leases expiring at once -> all withdrawn on 3 nodes, ms`,
-      "ms",
-      "lower",
-      p(burst.revoke, 50),
-      W,
-      p(burst.revokeWatch, 50),
-      burst,
-    );
+    rec("lease1P50", "1 lease -> route on 3 nodes, p50 ms", "ms", "lower", p(single.agent, 50), W, p(single.watch, 50), {
+      tapnet: single.agent,
+      reference: single.watch,
+    });
+    rec("lease1P99", "1 lease -> route on 3 nodes, p99 ms", "ms", "lower", p(single.agent, 99), W, p(single.watch, 99), {
+      tapnet: single.agent,
+      reference: single.watch,
+    });
+    rec("lease200P50", `${BURST} leases at once -> routes on 3 nodes, p50 ms`, "ms", "lower", p(burst.agent, 50), W, p(burst.watch, 50), {
+      tapnet: burst.agent,
+      reference: burst.watch,
+    });
+    rec("lease200P99", `${BURST} leases at once -> routes on 3 nodes, p99 ms`, "ms", "lower", p(burst.agent, 99), W, p(burst.watch, 99), {
+      tapnet: burst.agent,
+      reference: burst.watch,
+    });
+    rec("lease200Last", `${BURST} leases at once -> the last route on 3 nodes, ms`, "ms", "lower", p(burst.last, 50), W, p(burst.lastWatch, 50), {
+      tapnet: burst.last,
+      reference: burst.lastWatch,
+    });
+    rec("revoke200", `${BURST} leases expiring at once -> all withdrawn on 3 nodes, ms`, "ms", "lower", p(burst.revoke, 50), W, p(burst.revokeWatch, 50), {
+      tapnet: burst.revoke,
+      reference: burst.revokeWatch,
+    });
     rec(
       "cpu200",
       `agent CPU ms for ${BURST} new peers (per agent)`,
@@ -296,18 +305,12 @@ export async function runEtcd(c) {
       p(burst.cpuAgentMs, 50),
       "etcd member etcd1, same window",
       p(burst.cpuEtcdMs, 50),
-      burst,
+      { tapnet: burst.cpuAgentMs, reference: burst.cpuEtcdMs },
     );
-    rec(
-      "rss200",
-      `agent RSS MiB with ${BURST + 2} peers`,
-      "MiB",
-      "lower",
-      p(rss.agentKiB, 50) / 1024,
-      "etcdctl watch RSS MiB",
-      p(rss.watchKiB, 50) / 1024,
-      rss,
-    );
+    rec("rss200", `agent RSS MiB with ${BURST + 2} peers`, "MiB", "lower", p(rss.agentKiB, 50) / 1024, "etcdctl watch RSS MiB", p(rss.watchKiB, 50) / 1024, {
+      tapnet: rss.agentKiB,
+      reference: rss.watchKiB,
+    });
     const med = (xs) => p(xs, 50);
     return {
       repeat: opts.repeat,
