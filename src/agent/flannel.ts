@@ -14,8 +14,10 @@
  *      Per peer (vxlan): route SUBNET via SUBNET.0 dev flannel.1 onlink proto flannel, a static
  *      neighbour SUBNET.0 -> the peer's VtepMAC, an FDB entry VtepMAC -> the peer's PublicIP on
  *      the VXLAN port. Per peer (host-gw): route SUBNET via PublicIP proto flannel, when the
- *      peer is on the node's underlay subnet (flannel's rule). A lease that goes (deleted or
- *      expired) takes its entries with it.
+ *      peer is on the node's underlay subnet (flannel's rule); vxlan with DirectRouting does the
+ *      same for a peer on that subnet. A lease that goes (deleted or expired) takes its
+ *      entries with it. Leases that arrive while the node is being programmed go to it
+ *      together in the next `changes` request.
  *   4. Writes subnet.env (FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU).
  *   5. When etcd cannot be reached, the node keeps what it was given and the agent retries
  *      with backoff (0.5 s doubling to 8 s); it converges when etcd answers again.

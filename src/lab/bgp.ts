@@ -150,7 +150,8 @@ export function bgpNodeConfig(t: Topology, node: string, cfg: NodeConfig): void 
 /** The underlay port of a node that shares ul0 with its kernel leaves the kernel's packets (and its own echoes) out. */
 export function sharedUnderlayFilter(t: Topology, node: string, cfg: NodeConfig): void {
   const spec = t.nodes[node];
-  if (!sharesUnderlay(t, spec)) return;
+  // The BGP modes set theirs with the speaker's config (bgpNodeConfig).
+  if (isBgp(t) || !sharesUnderlay(t, spec)) return;
   const port = cfg.ports.find((p) => p.name === UNDERLAY_PORT);
   const addr = (spec.underlay as NonNullable<NodeSpec["underlay"]>).address.split("/")[0];
   if (port) port.filter = `not ether src ${underlayMac(t, node)} and not ip dst host ${addr}`;
