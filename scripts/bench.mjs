@@ -10,6 +10,7 @@
 //   sudo npm run bench -- control            # the control plane: route changes, a host joining (2 minutes)
 //   sudo npm run bench -- cni                # CNI ADD/DEL vs the bridge plugin, cluster DNS answers/s (1 minute)
 //   sudo npm run bench -- bgp                # BIRD announcing 100,000 prefixes to tapnet and to BIRD's kernel (about 2 minutes)
+//   sudo npm run bench -- etcd               # flannel agents on etcd: lease to route, 200 peers (1 minute)
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
 //
 // Scenarios and their references:
@@ -31,6 +32,12 @@
 //           added: one backend, so iperf3's control and data connections meet the same pod)
 //           vs the kernel doing DNAT: a bridge with br_netfilter and an nftables dnat rule
 //           (kube-proxy's situation); needs `nft` (Debian: nftables), else n/a
+//   etcd    flannel's control plane (scripts/bench/etcd.mjs, which says how): on
+//           flannel-etcd.yaml (3 etcd members, 3 nodes with agents), a lease written in etcd
+//           to the route programmed on every other node, p50/p99, one lease at a time and
+//           200 at once, 200 expiring at once; the agents' CPU and RSS with 200 peers.
+//           Reference: `etcdctl watch` in each node's namespace seeing the same events
+//           (the agent's cost over being told). Its own table.
 //   tables  (not in the default set; no network, no root) the FDB with 1 M MACs through the
 //           real LearningSwitch.process() vs a Map<number, entry> (scripts/bench/fdb.mjs),
 //           plus direct lookups on its FdbTable vs Map.get() ("direct M/s"),
@@ -105,6 +112,7 @@ import { median, percentile, ratio as ratioOf } from "./bench/stats.mjs";
 import { REF_BRIDGE as CNI_REF_BRIDGE, runCni } from "./bench/cni.mjs";
 import { runBgp } from "./bench/bgp.mjs";
 import { runControl } from "./bench/control.mjs";
+import { runEtcd } from "./bench/etcd.mjs";
 import { ratioChart } from "./bench/svg.mjs";
 import { runTables } from "./bench/tables.mjs";
 
@@ -118,11 +126,13 @@ const SCENARIOS = ["switch", "router", "vxlan", "ipip", "nat"];
 const CONTROL = "control";
 /** A pod's network life (scripts/bench/cni.mjs): CNI ADD/DEL against the bridge plugin, cluster DNS answers/s. */
 const CNI = "cni";
+/** flannel's control plane on a real etcd (scripts/bench/etcd.mjs): network, in the default set, its own table. */
+const ETCD = "etcd";
 /** BGP: BIRD announcing --prefixes to tapnet's speaker and to BIRD's kernel (scripts/bench/bgp.mjs); runs when named. */
 const BGP = "bgp";
 /** Scenarios that run only when named. */
 const EXTRA = ["tables", BGP];
-const ALL = [...SCENARIOS, CONTROL, CNI, ...EXTRA];
+const ALL = [...SCENARIOS, CONTROL, CNI, ETCD, ...EXTRA];
 /** Prefix of the namespaces the bench makes itself (labs' namespaces are tn.bench-…). */
 const NS_PREFIX = "tnb-";
 const IPERF_PORT = 5201;
@@ -135,7 +145,7 @@ function usage(code) {
   out.write(
     `usage: node scripts/bench.mjs [${ALL.join("|")}…] [--duration S] [--repeat N] [--pings N]\n` +
       `                              [--json FILE] [--markdown [FILE]] [--svg FILE] [--table-size N] [--routes N] [--host-adds K] [--prefixes N] [--cleanup]\n` +
-      `  default: every network scenario (${[...SCENARIOS, CONTROL, CNI].join(" ")}), --duration 5 --repeat 1 --pings 1000;\n` +
+      `  default: every network scenario (${[...SCENARIOS, CONTROL, CNI, ETCD].join(" ")}), --duration 5 --repeat 1 --pings 1000;\n` +
       `  'tables' (FDB and FIB with --table-size entries, default 1000000) runs only when named.\n` +
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
@@ -224,12 +234,12 @@ const opts = {
       usage(2);
     }
   }
-  if (opts.scenarios.length === 0) opts.scenarios = [...SCENARIOS, CONTROL, CNI];
+  if (opts.scenarios.length === 0) opts.scenarios = [...SCENARIOS, CONTROL, CNI, ETCD];
   // Keep the scenarios in their canonical order: ipip reuses vxlan's kernel reference.
   opts.scenarios.sort((x, y) => ALL.indexOf(x) - ALL.indexOf(y));
 }
 /** Whether any scenario needs namespaces (everything but `tables`). */
-const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL || x === CNI || x === BGP);
+const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL || x === CNI || x === ETCD || x === BGP);
 
 const T0 = Date.now();
 const say = (msg) => process.stderr.write(`bench [${((Date.now() - T0) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
@@ -398,8 +408,9 @@ function runAsync(argv, timeoutS) {
 }
 
 /** Starts a long-running command (a server) in its own process group; returns its PID. */
-function startDaemon(argv, what) {
-  const child = spawn(argv[0], argv.slice(1), { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+function startDaemon(argv, what, o = {}) {
+  const full = o.netns ? ["ip", "netns", "exec", o.netns, ...argv] : argv;
+  const child = spawn(full[0], full.slice(1), { detached: true, stdio: [o.stdin ? "pipe" : "ignore", "pipe", "pipe"] });
   if (child.pid === undefined) throw new Error(`could not start ${what}`);
   made.procs.set(child.pid, what);
   let out = "";
@@ -901,6 +912,16 @@ const CLK_TCK = (() => {
 function peakRssKiB(pid) {
   try {
     const m = /^VmHWM:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** VmRSS (resident set now) of a process in KiB; null if it is gone. */
+function rssKiB(pid) {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
     return m ? Number(m[1]) : null;
   } catch {
     return null;
@@ -1493,6 +1514,13 @@ function bgpRows(b) {
   return out;
 }
 
+const EHEAD = ["etcd (flannel agents)", "tapnet", "reference", "reference value", "ratio"];
+
+function etcdRows(e) {
+  const v = (x) => (x === null || x === undefined || !Number.isFinite(x) ? "-" : x.toFixed(1));
+  return e.metrics.map((m) => [m.label, v(m.tapnet), m.referenceName, v(m.reference), fr(m.ratio)]);
+}
+
 /** The tables of a report, as text or markdown. */
 function tables(report, md) {
   const fmt = md ? markdownTable : textTable;
@@ -1504,6 +1532,8 @@ function tables(report, md) {
   if (report.cniError) parts.push(`cni: failed: ${report.cniError}\n`);
   if (report.bgp) parts.push(fmt(BHEAD, bgpRows(report.bgp), CNUMERIC));
   if (report.bgpError) parts.push(`bgp: failed: ${report.bgpError}\n`);
+  if (report.etcd) parts.push(fmt(EHEAD, etcdRows(report.etcd), CNUMERIC));
+  if (report.etcdError) parts.push(`etcd: failed: ${report.etcdError}\n`);
   if (report.tables) parts.push(fmt(THEAD, tableRows(report.tables), TNUMERIC));
   if (report.tablesError) parts.push(`tables: failed: ${report.tablesError}\n`);
   return parts.join("\n");
@@ -1543,6 +1573,10 @@ function footer(report) {
     lines.push("bgp: ratios tapnet / reference: above 1 is worse for times and RSS, better for kpps.");
     for (const n of report.bgp.notes) lines.push(`bgp: ${n}`);
   }
+  if (report.etcd) {
+    lines.push(`etcd: ratios tapnet / reference: above 1 is slower or costlier than the reference.`);
+    for (const n of report.etcd.notes) lines.push(`etcd: ${n}`);
+  }
   if (report.tables) {
     lines.push(
       `tables: ${report.tables.repeat > 1 ? `medians of ${report.tables.repeat} runs, each in a fresh process` : "one run (--repeat 3 for medians of three)"}; ratios tapnet / reference: above 1 is better for lookups, worse for build time and bytes.`,
@@ -1558,6 +1592,7 @@ function svgChart(report) {
     ...(report.control?.metrics ?? []),
     ...(report.cni?.metrics ?? []),
     ...(report.bgp?.metrics ?? []),
+    ...(report.etcd?.metrics ?? []),
     ...(report.tables?.metrics ?? []),
   ];
   return ratioChart(
@@ -1807,6 +1842,17 @@ async function main() {
       failed++;
       report.bgpError = e instanceof Error ? e.message : String(e);
       say(`bgp: FAILED: ${report.bgpError}`);
+    }
+  }
+  if (opts.scenarios.includes(ETCD)) {
+    const t = Date.now();
+    try {
+      report.etcd = await runEtcd({ ...controlHelpers(), cpuSeconds, rssKiB, labNodePids, CLK_TCK });
+      say(`etcd: done (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+    } catch (e) {
+      failed++;
+      report.etcdError = e instanceof Error ? e.message : String(e);
+      say(`etcd: FAILED: ${report.etcdError}`);
     }
   }
   if (opts.scenarios.includes("tables")) {

@@ -12,7 +12,9 @@
  * - the control scenario's route-table check and ping parsing, on made-up listings;
  * - a short `control` run (5,000 routes per burst, 1 s windows, one host joining): every
  *   figure measured with its reference, every route-table check passed, nothing left
- *   behind (about 20 s).
+ *   behind (about 20 s);
+ * - an `etcd` run (flannel-etcd.yaml: 30 single leases, 200 at once): every figure with its
+ *   reference, every lease measured, nothing left behind (about 20 s).
  */
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -339,4 +341,38 @@ describe.skipIf(!canBench())("bench control (smoke)", () => {
       fs.rmSync(json, { force: true });
     }
   }, 40_000);
+});
+
+describe.skipIf(!canRunLabs() || !has("etcd") || !has("etcdctl"))("bench etcd (smoke)", () => {
+  it("etcd: lease-to-route figures for 1 and 200 leases, expiry, the agents' CPU and RSS, each with its reference; nothing left behind", async () => {
+    const json = path.join(os.tmpdir(), `tapnet-bench-etcd-${process.pid}.json`);
+    try {
+      const r = await run(["etcd", "--json", json], 90_000);
+      expect(r.status, r.stderr).toBe(0);
+      const report = JSON.parse(fs.readFileSync(json, "utf8")) as {
+        etcd: { metrics: MetricRecord[]; samples: { single: { agent: number[]; watch: number[] }; burst: { agent: number[]; watch: number[] } } };
+      };
+      const e = report.etcd;
+      expect(e.metrics.map((m) => m.metric)).toEqual(["lease1P50", "lease1P99", "lease200P50", "lease200P99", "lease200Last", "revoke200", "cpu200", "rss200"]);
+      for (const m of e.metrics) {
+        // CPU is counted in clock ticks (10 ms): a short window may hold none.
+        if (m.metric === "cpu200") {
+          expect(m.tapnet, m.metric).toBeGreaterThanOrEqual(0);
+          continue;
+        }
+        expect(m.tapnet, m.metric).toBeGreaterThan(0);
+        expect(m.reference, `${m.metric} ${m.referenceName}`).toBeGreaterThan(0);
+        expect(m.ratio, m.metric).toBeCloseTo(m.tapnet / m.reference, 9);
+      }
+      // Every lease measured on every node, by the agents and by the watchers.
+      expect(e.samples.single.agent).toHaveLength(30);
+      expect(e.samples.single.watch).toHaveLength(30);
+      expect(e.samples.burst.agent).toHaveLength(200);
+      expect(e.samples.burst.watch).toHaveLength(200);
+      expect(r.stdout).toMatch(/200 leases at once -> routes on 3 nodes, p50 ms\s+[\d.]+\s+etcdctl watch, same events/);
+      expect(netnsList().filter((n) => n.startsWith("tn.bench-"))).toEqual([]);
+    } finally {
+      fs.rmSync(json, { force: true });
+    }
+  }, 120_000);
 });

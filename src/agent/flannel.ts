@@ -14,8 +14,10 @@
  *      Per peer (vxlan): route SUBNET via SUBNET.0 dev flannel.1 onlink proto flannel, a static
  *      neighbour SUBNET.0 -> the peer's VtepMAC, an FDB entry VtepMAC -> the peer's PublicIP on
  *      the VXLAN port. Per peer (host-gw): route SUBNET via PublicIP proto flannel, when the
- *      peer is on the node's underlay subnet (flannel's rule). A lease that goes (deleted or
- *      expired) takes its entries with it.
+ *      peer is on the node's underlay subnet (flannel's rule); vxlan with DirectRouting does the
+ *      same for a peer on that subnet. A lease that goes (deleted or expired) takes its
+ *      entries with it. Leases that arrive while the node is being programmed go to it
+ *      together in the next `changes` request.
  *   4. Writes subnet.env (FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU).
  *   5. When etcd cannot be reached, the node keeps what it was given and the agent retries
  *      with backoff (0.5 s doubling to 8 s); it converges when etcd answers again.
@@ -69,9 +71,28 @@ interface Peer {
   publicIp: string;
   vtepMac: string | null;
   /** What was programmed, to take it away again. */
-  undo: Array<{ op: string; args: Record<string, unknown> }>;
+  undo: Op[];
   since: string;
+  /** When the node acknowledged it: wall-clock ms with a fraction (the bench compares it with the writer's clock). */
+  sinceMs: number;
 }
+
+type Op = { op: string; args: Record<string, unknown> };
+
+/** A lease seen or gone, waiting for the next `changes` request. */
+type Change = { type: "PUT"; kv: KeyValue } | { type: "DEL"; key: string; why: string };
+
+/** Changes for one peer, and what to record once the node has them. */
+interface Planned {
+  ops: Op[];
+  /** Undoing: a `del` of what is already gone is no error. */
+  removing: boolean;
+  what: string;
+  done: (at: number) => void;
+}
+
+/** The most changes the node takes in one request (src/node/node.ts). */
+const MAX_CHANGES = 20_000;
 
 interface IfaceRow {
   name: string;
@@ -91,6 +112,10 @@ export class FlannelAgent {
   private config: FlannelConfig | null = null;
   private lease: { subnet: Subnet; id: string; renewedAt: number; ttl: number } | null = null;
   private readonly peers = new Map<string, Peer>();
+  /** Peers removed from the table whose entries the node has not yet confirmed taken away. */
+  private readonly leaving = new Set<Peer>();
+  private pending: Change[] = [];
+  private flushQueued = false;
   private revision = 0;
   private watch: Watch | null = null;
   private watching = false;
@@ -178,8 +203,17 @@ export class FlannelAgent {
           `node ${this.o.node} has no interface '${this.o.vtepIface}' for the vxlan backend (interfaces: ${ifaces.map((i) => i.name).join(", ")})`,
         );
       this.vtep = v;
-      if (c.backend.directRouting)
-        this.note("DirectRouting: the node's router has no interface on the underlay in vxlan mode, so every peer goes through VXLAN");
+      if (c.backend.directRouting) {
+        // Direct routes leave through the router's interface on the underlay, which a vxlan
+        // node has only when its lab shares ul0 between kernel and router (overlay.directRouting).
+        const u = find(this.o.underlayIface);
+        const a = u?.addresses.find((x) => x.split("/")[0] === this.o.publicIp);
+        if (a) this.underlay = { addr: parseIp(this.o.publicIp), len: Number(a.split("/")[1]) };
+        else
+          this.note(
+            `DirectRouting: the node's router has no interface '${this.o.underlayIface}' with ${this.o.publicIp} (its lab needs overlay.directRouting: true), so every peer goes through VXLAN`,
+          );
+      }
     } else {
       const u = find(this.o.underlayIface);
       const a = u?.addresses.find((x) => x.split("/")[0] === this.o.publicIp);
@@ -292,7 +326,7 @@ export class FlannelAgent {
     setAddr(this.o.podIface, `${ipToString(s.addr + 1)}/${s.len}`);
     if (c.backend.type === "vxlan") setAddr(this.o.vtepIface, `${ipToString(s.addr)}/32`);
     if (ops.length) {
-      await this.program(ops, `node addresses for ${subnetText(s)}`);
+      await this.program([{ ops, removing: false, what: `node addresses for ${subnetText(s)}`, done: () => undefined }]);
       this.o.log(`node addresses set for ${subnetText(s)}: ${ops.map((o) => `${o.op} ${o.args.address} dev ${o.args.dev}`).join(", ")}`);
     }
     const mtu = c.backend.type === "vxlan" ? (this.vtep?.mtu ?? 1450) : (ifaces.find((i) => i.name === this.o.underlayIface)?.mtu ?? 1500);
@@ -351,16 +385,17 @@ export class FlannelAgent {
     const seen = new Set<string>();
     for (const kv of kvs) {
       seen.add(kv.key);
-      this.enqueue(() => this.upsert(kv));
+      this.push({ type: "PUT", kv });
     }
-    for (const key of [...this.peers.keys()]) if (!seen.has(key)) this.enqueue(() => this.remove(key, "its lease is gone"));
+    for (const key of [...this.peers.keys()]) if (!seen.has(key)) this.push({ type: "DEL", key, why: "its lease is gone" });
     this.watching = true;
     this.watch = this.etcd.watch(this.subnetsPrefix, revision + 1, {
       events: (evs, rev) => {
         this.revision = Math.max(this.revision, rev);
         for (const e of evs) {
           if (e.type === "DELETE" && this.isOwn(e.kv.key)) this.enqueue(() => this.reclaim());
-          else this.enqueue(() => (e.type === "PUT" ? this.upsert(e.kv) : this.remove(e.kv.key, "its lease was deleted or expired")));
+          else if (e.type === "PUT") this.push({ type: "PUT", kv: e.kv });
+          else this.push({ type: "DEL", key: e.kv.key, why: "its lease was deleted or expired" });
         }
       },
       compacted: (r) => this.restartWatch(`revision ${this.revision + 1} was compacted (now ${r})`),
@@ -395,14 +430,39 @@ export class FlannelAgent {
     this.queue = this.queue.then(f).catch((e) => this.o.log(`error: ${msg(e)}`));
   }
 
-  private async upsert(kv: KeyValue): Promise<void> {
+  /**
+   * Queues a lease seen (PUT) or gone (DEL). Changes that arrive while the node is being
+   * programmed are applied together in the next `changes` request: 200 leases written at
+   * once cost a few requests, not 200.
+   */
+  private push(c: Change): void {
+    this.pending.push(c);
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    this.enqueue(() => this.flush());
+  }
+
+  private async flush(): Promise<void> {
+    this.flushQueued = false;
+    const batch = this.pending;
+    this.pending = [];
+    const planned: Planned[] = [];
+    for (const c of batch) {
+      if (c.type === "PUT") this.planUpsert(c.kv, planned);
+      else this.planRemove(c.key, c.why, planned);
+    }
+    if (planned.length) await this.program(planned);
+  }
+
+  /** What a lease asks of this node, in order after what `out` holds already; the peer table follows at once. */
+  private planUpsert(kv: KeyValue, out: Planned[]): void {
     const s = parseSubnetKey(kv.key.slice(this.subnetsPrefix.length));
     if (!s) return this.bad(`ignoring ${kv.key}: not a subnet key`);
     if (this.lease && s.addr === this.lease.subnet.addr && s.len === this.lease.subnet.len) return;
     const p = parseLeaseValue(kv.value);
     if ("error" in p) {
       // A peer whose lease turned unreadable is no longer one this node can reach.
-      if (this.peers.has(kv.key)) await this.remove(kv.key, "its lease value is no longer readable");
+      if (this.peers.has(kv.key)) this.planRemove(kv.key, "its lease value is no longer readable", out);
       return this.bad(`ignoring ${kv.key}: ${p.error}`);
     }
     const v: LeaseValue = p.value;
@@ -410,14 +470,14 @@ export class FlannelAgent {
     const old = this.peers.get(kv.key);
     const mac = v.BackendData?.VtepMAC ?? null;
     if (old && old.publicIp === v.PublicIP && old.vtepMac === mac) return;
-    if (old) await this.remove(kv.key, "its lease changed");
+    if (old) this.planRemove(kv.key, "its lease changed", out);
     const c = this.config as FlannelConfig;
     if (v.BackendType !== c.backend.type) return this.note(`ignoring ${kv.key}: backend ${v.BackendType}, this node's is ${c.backend.type}`);
     const net = ipToString(s.addr);
     const to = subnetText(s);
-    let add: Array<{ op: string; args: Record<string, unknown> }>;
-    let undo: Array<{ op: string; args: Record<string, unknown> }>;
-    if (c.backend.type === "vxlan") {
+    let add: Op[];
+    let undo: Op[];
+    if (c.backend.type === "vxlan" && !this.directPeer(v.PublicIP)) {
       const dev = this.o.vtepIface;
       add = [
         { op: "route.replace", args: { to, via: net, dev, onlink: true, proto: "flannel" } },
@@ -430,37 +490,74 @@ export class FlannelAgent {
         { op: "route.del", args: { to } },
       ];
     } else {
-      const u = this.underlay as { addr: number; len: number };
-      const m = u.len === 0 ? 0 : (0xffffffff << (32 - u.len)) >>> 0;
-      if ((parseIp(v.PublicIP) & m) >>> 0 !== (u.addr & m) >>> 0) {
+      // host-gw, or vxlan with DirectRouting to a peer on this node's underlay subnet.
+      if (!this.directPeer(v.PublicIP)) {
         return this.note(`host-gw: ${to}'s node ${v.PublicIP} is not on this node's underlay subnet: no route to it (flannel refuses the same)`);
       }
       add = [{ op: "route.replace", args: { to, via: v.PublicIP, proto: "flannel" } }];
       undo = [{ op: "route.del", args: { to } }];
     }
-    await this.program(add, to);
-    this.peers.set(kv.key, { subnet: s, publicIp: v.PublicIP, vtepMac: mac, undo, since: new Date().toISOString() });
-    this.o.log(`peer ${to} added (PublicIP ${v.PublicIP}${mac ? `, VtepMAC ${mac}` : ""}): ${add.map((a) => a.op).join(", ")}`);
+    const peer: Peer = { subnet: s, publicIp: v.PublicIP, vtepMac: mac, undo, since: "", sinceMs: 0 };
+    this.peers.set(kv.key, peer);
+    out.push({
+      ops: add,
+      removing: false,
+      what: to,
+      done: (at) => {
+        peer.since = new Date(at).toISOString();
+        peer.sinceMs = at;
+        this.o.log(`peer ${to} added (PublicIP ${v.PublicIP}${mac ? `, VtepMAC ${mac}` : ""}): ${add.map((a) => a.op).join(", ")}`);
+      },
+    });
   }
 
-  private async remove(key: string, why: string): Promise<void> {
+  /** Whether a peer at `publicIp` is on this node's underlay subnet, where a direct route reaches it (host-gw, DirectRouting). */
+  private directPeer(publicIp: string): boolean {
+    const u = this.underlay;
+    if (!u) return false;
+    const m = u.len === 0 ? 0 : (0xffffffff << (32 - u.len)) >>> 0;
+    return (parseIp(publicIp) & m) >>> 0 === (u.addr & m) >>> 0;
+  }
+
+  private planRemove(key: string, why: string, out: Planned[]): void {
     const p = this.peers.get(key);
     if (!p) return;
     this.peers.delete(key);
-    await this.program(p.undo, subnetText(p.subnet), true);
-    this.o.log(`peer ${subnetText(p.subnet)} removed (${why}): ${p.undo.map((a) => a.op).join(", ")}`);
+    // Listed (show agent) until the node has taken its entries away.
+    this.leaving.add(p);
+    out.push({
+      ops: p.undo,
+      removing: true,
+      what: subnetText(p.subnet),
+      done: () => {
+        this.leaving.delete(p);
+        this.o.log(`peer ${subnetText(p.subnet)} removed (${why}): ${p.undo.map((a) => a.op).join(", ")}`);
+      },
+    });
   }
 
-  /** Sends changes to the node (retrying while it cannot be reached); logs the ones it refuses. */
-  private async program(ops: Array<{ op: string; args: Record<string, unknown> }>, what: string, removing = false): Promise<void> {
-    const r = await this.retry(`program the node (${what})`, () =>
-      request<{ applied: number; errors: Array<string | null> }>(this.o.socket, { cmd: "changes", ops }),
-    );
-    this.changes += r.applied;
-    r.errors.forEach((e, i) => {
-      // Taking away what is already gone is no error.
-      if (e !== null && !(removing && /^(route|neigh|fdb)\.del: no /.test(e))) this.o.log(`node refused ${ops[i].op} for ${what}: ${e}`);
-    });
+  /**
+   * Sends what was planned to the node in `changes` requests of at most MAX_CHANGES (retrying
+   * while it cannot be reached); logs the changes it refuses; then each plan's done().
+   */
+  private async program(planned: Planned[]): Promise<void> {
+    const ops = planned.flatMap((p) => p.ops);
+    const owner = planned.flatMap((p) => p.ops.map(() => p));
+    for (let i = 0; i < ops.length; i += MAX_CHANGES) {
+      const chunk = ops.slice(i, i + MAX_CHANGES);
+      const what = planned.length === 1 ? planned[0].what : `${planned.length} peers`;
+      const r = await this.retry(`program the node (${what})`, () =>
+        request<{ applied: number; errors: Array<string | null> }>(this.o.socket, { cmd: "changes", ops: chunk }),
+      );
+      this.changes += r.applied;
+      r.errors.forEach((e, k) => {
+        const p = owner[i + k];
+        // Taking away what is already gone is no error.
+        if (e !== null && !(p.removing && /^(route|neigh|fdb)\.del: no /.test(e))) this.o.log(`node refused ${chunk[k].op} for ${p.what}: ${e}`);
+      });
+    }
+    const at = performance.timeOrigin + performance.now();
+    for (const p of planned) p.done(at);
   }
 
   describe(): unknown {
@@ -480,7 +577,14 @@ export class FlannelAgent {
             renewedAt: new Date(this.lease.renewedAt).toISOString(),
           }
         : null,
-      peers: [...this.peers.values()].map((p) => ({ subnet: subnetText(p.subnet), publicIp: p.publicIp, vtepMac: p.vtepMac, since: p.since })),
+      // What the node holds: peers it acknowledged, and peers whose removal it has not yet.
+      peers: [...[...this.peers.values()].filter((p) => p.sinceMs > 0), ...this.leaving].map((p) => ({
+        subnet: subnetText(p.subnet),
+        publicIp: p.publicIp,
+        vtepMac: p.vtepMac,
+        since: p.since,
+        sinceMs: p.sinceMs,
+      })),
       etcd: {
         endpoints: this.o.endpoints,
         endpoint: this.etcd.lastEndpoint,

@@ -137,8 +137,13 @@ export function registerAgent(program: Command): void {
     .option("--node <name>", "only this node")
     .option("--lab <name>", "the lab, when several are up")
     .option("--json", "machine-readable output")
-    .action(async (o: { node?: string; lab?: string; json?: boolean }, cmd: Command) => {
+    .option("--status-socket <path>", "an agent started by hand (tapnet agent --status-socket): ask it, no lab needed")
+    .action(async (o: { node?: string; lab?: string; json?: boolean; statusSocket?: string }, cmd: Command) => {
       const opts = { ...(cmd.parent?.opts() as typeof o), ...o };
+      if (opts.statusSocket) {
+        const v = await request<AgentView>(opts.statusSocket, { cmd: "status" });
+        return console.log(opts.json ? JSON.stringify(v, null, 2) : `node ${v.node}\n${renderAgent(v)}`);
+      }
       const s = findLab(opts.node, "node", opts.lab) as ReturnType<typeof findLab> & { agents?: Record<string, { statusSocket: string }> };
       const agents = s.agents ?? {};
       const names = opts.node ? [opts.node] : Object.keys(agents);

@@ -46,7 +46,10 @@ export const isBgp = (t: Topology): boolean => t.overlay?.backend === "bgp" || t
 
 /** Whether the node's router sits on the underlay (and shares ul0 with its kernel). */
 export function sharesUnderlay(t: Topology, spec: NodeSpec): boolean {
-  if (!isBgp(t) || isKernelNode(spec) || !spec.underlay) return false;
+  if (isKernelNode(spec) || !spec.underlay) return false;
+  // flannel's vxlan with DirectRouting: VXLAN through the kernel, direct routes through the router.
+  if (t.overlay?.backend === "vxlan" && t.overlay.directRouting && spec.podCidr) return true;
+  if (!isBgp(t)) return false;
   return t.overlay?.backend === "bgp" || t.overlay?.ipipMode === "CrossSubnet";
 }
 
@@ -141,6 +144,16 @@ export function bgpNodeConfig(t: Topology, node: string, cfg: NodeConfig): void 
   };
   cfg.bgp = bgp;
   const port = cfg.ports.find((p) => p.name === UNDERLAY_PORT);
+  if (port) port.filter = `not ether src ${underlayMac(t, node)} and not ip dst host ${addr}`;
+}
+
+/** The underlay port of a node that shares ul0 with its kernel leaves the kernel's packets (and its own echoes) out. */
+export function sharedUnderlayFilter(t: Topology, node: string, cfg: NodeConfig): void {
+  const spec = t.nodes[node];
+  // The BGP modes set theirs with the speaker's config (bgpNodeConfig).
+  if (isBgp(t) || !sharesUnderlay(t, spec)) return;
+  const port = cfg.ports.find((p) => p.name === UNDERLAY_PORT);
+  const addr = (spec.underlay as NonNullable<NodeSpec["underlay"]>).address.split("/")[0];
   if (port) port.filter = `not ether src ${underlayMac(t, node)} and not ip dst host ${addr}`;
 }
 

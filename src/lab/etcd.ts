@@ -126,7 +126,8 @@ export function flannelConfigJson(t: Topology): string {
   return JSON.stringify({
     Network: e.network,
     ...(e.subnetLen !== undefined ? { SubnetLen: e.subnetLen } : {}),
-    Backend: o.backend === "vxlan" ? { Type: "vxlan", VNI: o.vni, Port: o.port ?? 8472 } : { Type: "host-gw" },
+    Backend:
+      o.backend === "vxlan" ? { Type: "vxlan", VNI: o.vni, Port: o.port ?? 8472, ...(o.directRouting ? { DirectRouting: true } : {}) } : { Type: "host-gw" },
   });
 }
 

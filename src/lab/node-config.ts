@@ -1,7 +1,7 @@
 /** A tapnet node's config (NodeConfig, the JSON its process reads) from the topology. */
 import path from "node:path";
 import type { NodeConfig, NodePortConfig } from "../node/config.js";
-import { bgpNodeConfig } from "./bgp.js";
+import { bgpNodeConfig, sharedUnderlayFilter } from "./bgp.js";
 import { labDir } from "./state.js";
 import { bridgeMac, ifaceMac, ifAddresses, MESH_PORT_NAME, offloadCapable, UNDERLAY_PORT, usesUnderlayPort, type Topology } from "./topology.js";
 
@@ -145,5 +145,6 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     router,
   };
   bgpNodeConfig(t, node, cfg);
+  sharedUnderlayFilter(t, node, cfg);
   return cfg;
 }

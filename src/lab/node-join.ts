@@ -19,6 +19,7 @@ import { fileURLToPath } from "node:url";
 import { parseDocument } from "yaml";
 import { subnetFromEnv, subnetKey } from "../agent/flannel-config.js";
 import { request } from "../control/client.js";
+import { sharedUnderlayCommands, sharedUnderlaySysctls, sharesUnderlay } from "./bgp.js";
 import { waitReady } from "./build.js";
 import { type AgentStatus, endpoints, type EtcdState, startAgent, stopProc, waitAgents } from "./etcd.js";
 import { stopNode } from "./lab.js";
@@ -74,9 +75,13 @@ export async function nodeAdd(lab: string, node: string, a: NodeAdd, log: Log = 
     run(["ip", "link", "add", "ul0", "netns", ns, "type", "veth", "peer", "name", node, "netns", nsName(lab, "ul")]);
     ipBatch([`link set ${node} master br-${ul.segment}`, `link set ${node} mtu ${ul.mtu}`, `link set ${node} up`], nsName(lab, "ul"));
     const cmds = [`link set ul0 mtu ${ul.mtu}`, "link set ul0 up"];
+    // DirectRouting: the router shares ul0 with the kernel, as lab up makes it (src/lab/bgp.ts).
+    const shared = sharesUnderlay(t, spec);
+    if (shared) cmds.unshift(...sharedUnderlayCommands(t, node));
     cmds.push(`address add ${ul.address} dev ul0`);
     if (ul.gateway) cmds.push(`route add default via ${ul.gateway} dev ul0`);
     ipBatch(cmds, ns);
+    if (shared) sharedUnderlaySysctls(ns);
     const dir = labDir(lab);
     const cfg = nodeConfig(t, node);
     const cfgPath = path.join(dir, `${node}.json`);

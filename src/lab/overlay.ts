@@ -3,7 +3,7 @@
  * flanneld (VXLAN, host-gw) or Calico (IPIP) would configure on each node.
  */
 import { ipInSubnet, ipToString, maskFromPrefix } from "../wire/ipv4addr.js";
-import { expandBgpNode } from "./bgp.js";
+import { expandBgpNode, underlayMac } from "./bgp.js";
 import { ifaceMac, isKernelNode, type NodeSpec, splitCidr, type Topology, UNDERLAY_PORT } from "./topology-schema.js";
 import { expandMesh } from "../mesh/lab.js";
 
@@ -13,7 +13,10 @@ import { expandMesh } from "../mesh/lab.js";
  *   vxlan   (flannel): port vxlan0, interface flannel.1 on it = POD-NET/32 with MTU
  *           underlay - 50, routes "POD-NET(peer) via PEER-NET dev flannel.1 onlink",
  *           a static neighbour PEER-NET -> the peer's flannel.1 MAC, a static VTEP
- *           FDB entry that MAC -> the peer's underlay address, learning off;
+ *           FDB entry that MAC -> the peer's underlay address, learning off; with
+ *           directRouting (flannel's DirectRouting), an interface ul0 on the underlay port
+ *           sharing the kernel's address and MAC (src/lab/bgp.ts), and a peer on the same
+ *           underlay subnet gets "POD-NET(peer) via PEER-UNDERLAY" instead;
  *   ipip    (Calico): port ipip0, interface tunl0 on it = POD-NET/32 with MTU underlay - 20,
  *           routes "POD-NET(peer) via PEER-UNDERLAY dev tunl0 onlink";
  *   host-gw (flannel): an interface ul0 on the underlay port with the node's underlay
@@ -54,7 +57,17 @@ export function expandOverlay(t: Topology): { topology: Topology; notes: string[
         udpChecksum: true,
       };
       s.interfaces["flannel.1"] = { port: "vxlan0", address: `${ipToString(me.podNet)}/32`, mtu: ulMtu - 50, mac: me.tunnelMac, proxyArp: false };
-      for (const p of peers) {
+      const mask = maskFromPrefix(me.ul.prefixLen);
+      const direct = (p: (typeof info)[number]): boolean => o.directRouting && ipInSubnet(p.ul.addr, me.ul.addr & mask, mask);
+      if (o.directRouting) {
+        const ul = s.underlay as NonNullable<NodeSpec["underlay"]>;
+        s.interfaces.ul0 = { port: UNDERLAY_PORT, address: ul.address, mtu: ulMtu, mac: underlayMac(t, me.n), proxyArp: false };
+      }
+      for (const p of peers.filter(direct)) s.routes.push({ to: `${ipToString(p.podNet)}/${p.podLen}`, via: p.ulAddr, onlink: false });
+      (s.vxlan.vxlan0 as { fdb: Array<{ mac: string; remote: string }> }).fdb = peers
+        .filter((p) => !direct(p))
+        .map((p) => ({ mac: p.tunnelMac, remote: p.ulAddr }));
+      for (const p of peers.filter((x) => !direct(x))) {
         s.routes.push({ to: `${ipToString(p.podNet)}/${p.podLen}`, via: ipToString(p.podNet), dev: "flannel.1", onlink: true });
         s.neighbors.push({ ip: ipToString(p.podNet), mac: p.tunnelMac, interface: "flannel.1" });
       }

@@ -110,6 +110,8 @@ export function fabricChecks(t: Topology): Problem[] {
         problems.push({ path: ["nodes", n, "underlay"], message: `overlay ${t.overlay.backend} needs every node on the underlay: missing (required)` });
     }
     problems.push(...bgpChecks(t));
+    if (t.overlay.directRouting && t.overlay.backend !== "vxlan")
+      problems.push({ path: ["overlay", "directRouting"], message: `flannel's DirectRouting is a vxlan option; backend ${t.overlay.backend} has none` });
   }
   return problems;
 }

@@ -304,6 +304,12 @@ const TopologySchema = z.strictObject({
       vni: z.number().int().min(1).max(16777215).default(1),
       /** UDP port: 8472 (flannel) for vxlan, 6783 (TCP and UDP) for mesh. */
       port: z.number().int().min(1).max(65535).optional(),
+      /**
+       * vxlan: flannel's DirectRouting — a peer on the node's underlay subnet gets a plain
+       * route via its underlay address (as host-gw), the others VXLAN. The node's router then
+       * shares ul0 with its kernel (src/lab/bgp.ts says how).
+       */
+      directRouting: z.boolean().default(false),
       /** mesh: a shared password; peers prove they know it (src/mesh/auth.ts). */
       password: z.string().min(1).optional(),
       // BGP backends (src/lab/bgp.ts): Calico's settings, and BIRD routers of the underlay.

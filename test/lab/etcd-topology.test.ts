@@ -46,6 +46,33 @@ describe("etcd and agents in topology files", () => {
     expect(JSON.parse(flannelConfigJson(t))).toEqual({ Network: "10.244.0.0/16", Backend: { Type: "vxlan", VNI: 1, Port: 8472 } });
   });
 
+  it("directRouting: the config says DirectRouting; the router shares ul0; static peers on the subnet get a direct route, the rest VXLAN", () => {
+    const t = parseTopology(fs.readFileSync(path.join(labs, "flannel-etcd-routed.yaml"), "utf8"), "flannel-etcd-routed.yaml");
+    expect(JSON.parse(flannelConfigJson(t))).toEqual({ Network: "10.244.0.0/16", Backend: { Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: true } });
+    expect(t.nodes.node1.interfaces.ul0).toMatchObject({ port: "underlay", address: "192.168.1.2/24" });
+    expect(t.nodes.node1.routes).toEqual([]); // agent nodes: peers come from etcd
+    const yaml = [
+      "name: t",
+      "underlay: { segments: { a: {}, b: {} }, routers: { r: { a: 192.168.1.1/24, b: 192.168.2.1/24 } } }",
+      "overlay: { backend: vxlan, directRouting: true }",
+      "nodes:",
+      "  n1: { underlay: { segment: a, address: 192.168.1.2/24, gateway: 192.168.1.1 }, podCidr: 10.244.1.0/24 }",
+      "  n2: { underlay: { segment: b, address: 192.168.2.2/24, gateway: 192.168.2.1 }, podCidr: 10.244.2.0/24 }",
+      "  n3: { underlay: { segment: a, address: 192.168.1.3/24, gateway: 192.168.1.1 }, podCidr: 10.244.3.0/24 }",
+      "",
+    ].join("\n");
+    const s = parseTopology(yaml, "lab.yaml").nodes.n1;
+    expect(s.routes.map((r) => `${r.to} via ${r.via}${r.dev ? ` dev ${r.dev}` : ""}`).sort()).toEqual([
+      "10.244.2.0/24 via 10.244.2.0 dev flannel.1",
+      "10.244.3.0/24 via 192.168.1.3",
+    ]);
+    expect(s.vxlan.vxlan0.fdb.map((f) => f.remote)).toEqual(["192.168.2.2"]);
+    expect(s.neighbors.map((n) => n.ip)).toEqual(["10.244.2.0"]);
+    expect(problems(yaml.replace("backend: vxlan", "backend: host-gw"))).toMatch(
+      /overlay\.directRouting: flannel's DirectRouting is a vxlan option; backend host-gw has none/,
+    );
+  });
+
   it("scripts/labs/host-gw-etcd.yaml parses; its config says host-gw", () => {
     const t = parseTopology(fs.readFileSync(path.join(labs, "host-gw-etcd.yaml"), "utf8"), "host-gw-etcd.yaml");
     expect(JSON.parse(flannelConfigJson(t))).toEqual({ Network: "10.244.0.0/16", Backend: { Type: "host-gw" } });
