@@ -10,6 +10,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SWITCH_COUNTERS } from "../../src/elements/switch-counters.js";
 import { CLI, canRunLabs, ping, tapnet, tapnetOk, waitFor, writeLabFile } from "./harness.js";
 
 const LAB = "tmetrics";
@@ -101,6 +102,11 @@ describe.runIf(canRunLabs())("tapnet metrics", () => {
     expect(sample(text, "tapnet_node_up", { node: "sw1" })).toBe(1);
     expect(text).toMatch(/^# TYPE tapnet_port_frames_total counter$/m);
     expect(text).toMatch(/^# TYPE tapnet_fdb_entries gauge$/m);
+    // Every drop counter the switch declares is a reason; its other counters keep their kind.
+    for (const reason of SWITCH_COUNTERS.ofKind("drop")) expect(sample(text, "tapnet_element_drops_total", { node: "sw1", element: "switch", reason })).toBe(0);
+    for (const counter of SWITCH_COUNTERS.ofKind("forward"))
+      expect(sample(text, "tapnet_element_frames_total", { element: "switch", counter, kind: "forward" })).toBeDefined();
+    expect(text).not.toMatch(/tapnet_element_frames_total\{[^}]*kind="drop"/);
     expect(sample(text, "tapnet_process_resident_memory_bytes", { node: "sw1" })).toBeGreaterThan(1 << 20);
     expect(sample(text, "tapnet_process_cpu_seconds_total", { node: "sw1" })).toBeGreaterThan(0);
   });
@@ -117,6 +123,15 @@ describe.runIf(canRunLabs())("tapnet metrics", () => {
     );
     // Both hosts' MACs learned.
     expect(sample(after, "tapnet_fdb_entries", { node: "sw1" })).toBeGreaterThanOrEqual(2);
+  });
+
+  it("lab graph --live writes the port counters on the edges", () => {
+    const dot = path.join(tmp, "live.dot");
+    tapnetOk(["lab", "graph", file, "--live", "-o", dot]);
+    const m = /"host:h1" -- "node:sw1" \[label="rx (\d+) \/ tx (\d+)"\]/.exec(fs.readFileSync(dot, "utf8"));
+    expect(m).not.toBeNull();
+    // After the pings above, h1's port has taken frames.
+    expect(Number(m?.[1])).toBeGreaterThanOrEqual(3);
   });
 
   it("is scraped by a real Prometheus", async () => {
