@@ -10,21 +10,14 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RUN_DIR } from "../../src/control/protocol.js";
+import { parseTopology } from "../../src/lab/topology.js";
 import { SWITCH_COUNTERS } from "../../src/elements/switch-counters.js";
 import { CLI, canRunLabs, ping, tapnet, tapnetOk, waitFor, writeLabFile } from "./harness.js";
 
 const LAB = "tmetrics";
-const file = writeLabFile(
-  LAB,
-  `
-name: ${LAB}
-nodes:
-  sw1: {}
-hosts:
-  h1: { node: sw1, ip: 10.0.0.1/24 }
-  h2: { node: sw1, ip: 10.0.0.2/24 }
-`,
-);
+/** The lab serves its metrics itself (the topology's `metrics:` setting) on a port picked in beforeAll. */
+let file = "";
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tapnet-metrics-"));
 const children: Array<{ pid: number; exited: Promise<unknown>; out: () => string }> = [];
 let metricsUrl = "";
@@ -67,10 +60,22 @@ const scrape = async (): Promise<string> => {
 
 describe.runIf(canRunLabs())("tapnet metrics", () => {
   beforeAll(async () => {
+    const port = await freePort();
+    file = writeLabFile(
+      LAB,
+      `
+name: ${LAB}
+metrics: { listen: "127.0.0.1:${port}" }
+nodes:
+  sw1: {}
+hosts:
+  h1: { node: sw1, ip: 10.0.0.1/24 }
+  h2: { node: sw1, ip: 10.0.0.2/24 }
+`,
+    );
+    // lab up returns once the exporter answers.
     tapnetOk(["lab", "up", file, "-q"]);
-    const m = start([process.execPath, CLI, "metrics", "--lab", LAB, "--listen", "127.0.0.1:0"]);
-    const line = await waitFor("the metrics server's listening line", () => /http:\/\/127\.0\.0\.1:(\d+)\/metrics/.exec(m.out())?.[0], 20_000);
-    metricsUrl = line;
+    metricsUrl = `http://127.0.0.1:${port}/metrics`;
   });
 
   afterAll(async () => {
@@ -175,6 +180,15 @@ describe.runIf(canRunLabs())("tapnet metrics", () => {
     expect(Number(series[0].value[1])).toBeGreaterThanOrEqual(3);
   });
 
+  it("tapnet metrics serves the same lab on a port of its own", async () => {
+    const m = start([process.execPath, CLI, "metrics", "--lab", LAB, "--listen", "127.0.0.1:0"]);
+    const url = await waitFor("the metrics server's listening line", () => /http:\/\/127\.0\.0\.1:\d+\/metrics/.exec(m.out())?.[0], 20_000);
+    expect(url).not.toBe(metricsUrl);
+    const text = await (await fetch(url)).text();
+    expect(sample(text, "tapnet_node_up", { node: "sw1" })).toBe(1);
+    expect(sample(text, "tapnet_port_frames_total", { node: "sw1", port: "h1", direction: "rx" })).toBeGreaterThanOrEqual(3);
+  });
+
   it("refuses to listen beyond loopback and a lab that is not up", () => {
     const wide = tapnet(["metrics", "--lab", LAB, "--listen", "0.0.0.0:9423"]);
     expect(wide.status).not.toBe(0);
@@ -182,5 +196,26 @@ describe.runIf(canRunLabs())("tapnet metrics", () => {
     const none = tapnet(["metrics", "--lab", "nosuchlab", "--listen", "127.0.0.1:0"]);
     expect(none.status).not.toBe(0);
     expect(none.stderr).toMatch(/lab nosuchlab is not up/);
+    // The topology setting too: loopback only, said with the field's place.
+    expect(() => parseTopology("name: t\nmetrics: { listen: 0.0.0.0:9423 }\nnodes:\n  sw1: {}\n", "t.yaml")).toThrow(
+      /t\.yaml:2:\d+: metrics\.listen: metrics listen on a loopback address only/,
+    );
+  });
+
+  it("lab down stops the lab's exporter", async () => {
+    const state = JSON.parse(fs.readFileSync(path.join(RUN_DIR, LAB, "state.json"), "utf8")) as { daemons: Record<string, { pid: number }> };
+    const pid = state.daemons["metrics:exporter"].pid;
+    expect(fs.readFileSync(`/proc/${pid}/cmdline`, "utf8")).toMatch(/metrics\0--lab\0tmetrics/);
+    tapnetOk(["lab", "down", LAB, "-q"]);
+    // Gone (or a zombie not yet reaped by whoever inherited it: no command line).
+    const cmdline = (): string => {
+      try {
+        return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8");
+      } catch {
+        return "";
+      }
+    };
+    expect(cmdline()).toBe("");
+    await expect(fetch(metricsUrl)).rejects.toThrow();
   });
 });
