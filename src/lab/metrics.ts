@@ -22,7 +22,7 @@ import { STP_COUNTERS } from "../elements/stp-protocol.js";
 import { SWITCH_COUNTERS } from "../elements/switch-counters.js";
 import { IPIP_COUNTERS } from "../io/ipip-port.js";
 import { VXLAN_COUNTERS } from "../io/vxlan-counters.js";
-import { readState } from "./state.js";
+import { type LabState, readState } from "./state.js";
 
 /** The elements of `stats` and the declarations of their counters. */
 const ELEMENTS: Record<string, CounterSpec> = { switch: SWITCH_COUNTERS, stp: STP_COUNTERS, router: ROUTER_COUNTERS, nat: NAT_COUNTERS };
@@ -134,7 +134,8 @@ export async function collectLab(labName: string, timeoutMs = 3000): Promise<{ r
 
   const state = readState(labName);
   if (!state) throw new Error(`lab ${labName} is not up`);
-  for (const [node, n] of Object.entries(state.nodes)) {
+  // The nodes in parallel: a node that does not answer costs one timeout, not one per node.
+  const scrapeNode = async (node: string, n: LabState["nodes"][string]): Promise<void> => {
     let stats: Stats;
     let pid: number;
     try {
@@ -142,7 +143,7 @@ export async function collectLab(labName: string, timeoutMs = 3000): Promise<{ r
       stats = (await request(n.socket, { cmd: "stats" }, timeoutMs)) as Stats;
     } catch {
       nodeUp.set({ node }, 0);
-      continue;
+      return;
     }
     nodeUp.set({ node }, 1);
     for (const [port, c] of Object.entries(stats.ports)) {
@@ -178,7 +179,8 @@ export async function collectLab(labName: string, timeoutMs = 3000): Promise<{ r
     rss.set({ node }, stats.memory.rss);
     const s = cpuSeconds(pid);
     if (s !== null) cpu.inc({ node }, s);
-  }
+  };
+  await Promise.all(Object.entries(state.nodes).map(([node, n]) => scrapeNode(node, n)));
   return { registry, text: await registry.metrics() };
 }
 
