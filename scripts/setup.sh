@@ -56,6 +56,8 @@ if [ "$mode" = test ]; then
   want+=([bird]=bird2 [birdc]=bird2)
   # The flannel-etcd lab's test drives a real etcd cluster and etcdctl (lab up installs them too).
   want+=([etcd]=etcd-server [etcdctl]=etcd-client)
+  # lab graph's PNG output and its test's SVG check; the metrics test's promtool and Prometheus.
+  want+=([rsvg-convert]=librsvg2-bin [promtool]=prometheus [prometheus]=prometheus)
 fi
 missing=()
 # libFuzzer and the sanitizer runtimes of the default clang (Debian 12: libclang-rt-14-dev).

@@ -7,6 +7,25 @@ import { labSave } from "../lab/save.js";
 import { findLab, labDown, labStatus, labUp, type NodeStatus } from "../lab/lab.js";
 import { sandboxLine } from "../node/sandbox.js";
 import { indentedTable } from "./format.js";
+import { loadTopology } from "../lab/topology.js";
+import { readState } from "../lab/state.js";
+import { request } from "../control/client.js";
+import type { LiveCounters } from "../lab/graph.js";
+
+/** Each running node's port counters (its `stats`); a node that does not answer is left out. */
+async function liveCounters(labName: string): Promise<LiveCounters> {
+  const s = readState(labName);
+  if (!s) throw new Error(`--live: lab ${labName} is not up`);
+  const out: LiveCounters = {};
+  for (const [n, st] of Object.entries(s.nodes)) {
+    try {
+      out[n] = ((await request(st.socket, { cmd: "stats" })) as { ports: LiveCounters[string] }).ports;
+    } catch {
+      // A kernel node has no control socket; a restarting node answers later.
+    }
+  }
+  return out;
+}
 
 /** running, restarting (its supervisor is starting it again) or NOT RUNNING; "unsupervised" when its supervisor is gone. */
 function nodeState(n: NodeStatus): string {
@@ -123,6 +142,21 @@ export function registerLab(program: Command): Command {
       const text = await labSave(labName);
       if (o.output) fs.writeFileSync(o.output, text);
       else process.stdout.write(text);
+    });
+  lab
+    .command("graph")
+    .argument("<file>", "topology file (YAML)")
+    .option("-o, --output <file>", "FILE.svg, FILE.dot or FILE.png (default: SVG on stdout)")
+    .option("--live", "add the port counters of the running lab made from this file")
+    .description("draw the topology: nodes, hosts, links, VLANs, addresses, underlay, tunnels (Graphviz)")
+    .action(async (file: string, o: { output?: string; live?: boolean }) => {
+      const { formatOf, renderTopology } = await import("../lab/graph.js");
+      const format = o.output ? formatOf(o.output) : "svg";
+      const t = loadTopology(file);
+      const live = o.live ? await liveCounters(t.name) : undefined;
+      const drawing = await renderTopology(t, format, live);
+      if (o.output) fs.writeFileSync(o.output, drawing);
+      else process.stdout.write(drawing);
     });
   const host = lab.command("host").description("hosts that join or leave a running lab");
   host

@@ -9,6 +9,7 @@
  *   tapnet node run CONFIG           the node process itself (started by its supervisor)
  *   tapnet node supervise CONFIG     a lab node's supervisor (started by lab up): restarts it
  *   tapnet agent …                   flanneld's job for a node: subnet leases in etcd (src/cli/agent.ts)
+ *   tapnet metrics --lab LAB         Prometheus metrics of a running lab (src/cli/metrics.ts)
  *   tapnet demo                      a guided tour on scripts/labs/switch.yaml
  */
 import { Command } from "commander";
@@ -18,6 +19,7 @@ import { registerCapture } from "./capture.js";
 import { registerCni } from "./cni.js";
 import { registerL2 } from "./l2.js";
 import { registerLab } from "./lab-commands.js";
+import { registerMetrics } from "./metrics.js";
 import { registerShow } from "./show.js";
 import { registerVerbs } from "./verbs.js";
 
@@ -31,6 +33,7 @@ registerVerbs(program);
 registerCni(program);
 registerL2(program);
 registerAgent(program);
+registerMetrics(program);
 
 const nodeCmd = program.command("node").description("the node process (started by 'tapnet lab up')");
 nodeCmd

@@ -143,7 +143,7 @@ export interface IpipUnderlayStats {
   sendMessages: number;
 }
 
-const IPIP_COUNTERS = counters({
+export const IPIP_COUNTERS = counters({
   forward: {
     encapsulated: "packets sent into the tunnel",
     decapsulated: "packets received from the tunnel, delivered as frames",

@@ -88,7 +88,7 @@ interface BgpPeerSpec {
 }
 
 /** A node's peers: the other nodes (full mesh, unless reflectors), and the BIRD routers on its segments. */
-function nodePeers(t: Topology, node: string): BgpPeerSpec[] {
+export function nodePeers(t: Topology, node: string): BgpPeerSpec[] {
   const o = t.overlay as NonNullable<Topology["overlay"]>;
   const me = t.nodes[node].underlay as NonNullable<NodeSpec["underlay"]>;
   const out: BgpPeerSpec[] = [];

@@ -8,6 +8,7 @@ import { request } from "../control/client.js";
 import { RUN_DIR } from "../control/protocol.js";
 import type { SandboxReport } from "../node/sandbox.js";
 import { stopDaemons } from "./bgp.js";
+import { startMetrics } from "./metrics-daemon.js";
 import { build, labNamespaces } from "./build.js";
 import { type EtcdState, stopEtcdAndAgents } from "./etcd.js";
 import { labDir, type LabState, listLabs, type Log, ownerOf, readState, readSupervisorStatus, type SupervisorStatus, writeState } from "./state.js";
@@ -70,6 +71,7 @@ export async function labUp(file: string, log: Log = () => undefined, abort?: Ab
   writeState(state);
   try {
     await build(t, state, log, abort);
+    await startMetrics(t, state, log);
     return state;
   } catch (e) {
     log(abort?.aborted ? "interrupted: removing what was made" : "lab up failed; removing what was made");

@@ -112,6 +112,7 @@ export async function labSave(lab: string): Promise<string> {
   const out: Obj = { name: lab };
   if (raw.description !== undefined) out.description = raw.description;
   if (raw.underlay !== undefined) out.underlay = raw.underlay;
+  if (raw.metrics !== undefined) out.metrics = raw.metrics;
   out.nodes = nodes;
   out.hosts = hosts;
   if (raw.links !== undefined) out.links = raw.links;

@@ -297,6 +297,15 @@ const TopologySchema = z.strictObject({
     })
     .optional(),
   etcd: EtcdSpec.optional(),
+  /** Prometheus metrics of the lab, served while it is up (src/lab/metrics-daemon.ts); loopback only. */
+  metrics: z
+    .strictObject({
+      listen: z
+        .string()
+        .regex(/^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\]):\d{1,5}$/, "metrics listen on a loopback address only: HOST:PORT like 127.0.0.1:9423")
+        .default("127.0.0.1:9423"),
+    })
+    .optional(),
   /** What a CNI's agent would set up between the nodes' pod subnets (flanneld, Calico). */
   overlay: z
     .strictObject({
