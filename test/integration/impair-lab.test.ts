@@ -63,10 +63,29 @@ describe.skipIf(!canRunLabs())("link impairments", () => {
     tapnetOk(["link", "set", "h2", "clear", "--lab", "imp"]);
     expect(show().find((p) => p.name === "h2")?.impair).toBeNull();
     expect(median(rttList("10.9.0.2", 10))).toBeLessThan(base + 20);
+    // The other direction: what the node receives from h2 (the echo replies) waits.
+    tapnetOk(["link", "set", "h2", "dir", "in", "delay", "50ms", "--lab", "imp"]);
+    expect(show().find((p) => p.name === "h2")?.impair?.in).toMatchObject({ delay: 50 });
+    const addedIn = median(rttList("10.9.0.2", 10)) - base;
+    console.log(`dir in delay 50ms: added ${addedIn.toFixed(2)} ms`);
+    expect(addedIn).toBeGreaterThan(40);
+    expect(addedIn).toBeLessThan(60);
+    tapnetOk(["link", "set", "h2", "dir", "in", "clear", "--lab", "imp"]);
+  });
+
+  it("duplicate 100% doubles every echo request (ping counts the duplicated replies)", () => {
+    tapnetOk(["link", "set", "h2", "duplicate", "100%", "--lab", "imp"]);
+    const r = inNs(H1, ["timeout", "-k", "2", "20", "ping", "-n", "-q", "-c", "5", "-i", "0.1", "-W", "2", "10.9.0.2"], 30_000);
+    // ping stops at the fifth reply: the fifth duplicate may come after it has gone.
+    expect(r.stdout, r.stdout).toMatch(/5 received, \+[45] duplicates/);
+    // Every frame to h2 was doubled: the five requests (and an ARP request, if h1 asked again).
+    expect(Number(show().find((p) => p.name === "h2")?.impair?.out?.duplicated)).toBeGreaterThanOrEqual(5);
+    tapnetOk(["link", "set", "h2", "clear", "--lab", "imp"]);
   });
 
   it("the topology's impairment is on h3's port from the start (30 ms towards h3)", () => {
     expect(show().find((p) => p.name === "h3")?.impair?.out).toMatchObject({ delay: 30 });
+    expect(tapnetOk(["lab", "save", "imp"])).toMatch(/h3:[\s\S]*impair:\s+out:\s+delay: 30/);
     const base = median(rttList("10.9.0.2", 10));
     const added = median(rttList("10.9.0.3", 10)) - base;
     expect(added).toBeGreaterThan(20);
