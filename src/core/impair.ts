@@ -383,7 +383,7 @@ export class ImpairStage {
     if (s.rate > 0) {
       // netem: the frame starts when the link is free (or after its delay), and leaves
       // once its bits are out.
-      const start = t > this.linkFree ? t : this.linkFree;
+      const start = Math.max(t, this.linkFree);
       t = start + (wireBytes * 8 * 1000) / s.rate;
     }
     if (!this.queue.push(src, off, len, pre, t, s.limit)) {
