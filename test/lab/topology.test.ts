@@ -104,6 +104,19 @@ describe("topology checks", () => {
     expect(() => parseTopology(loopYaml(), "loop.yaml")).not.toThrow();
   });
 
+  it("impairments: tc's words checked with their place; none on a kernel node's host or a link between kernel nodes", () => {
+    const lab = (impair: string): string => `name: t\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, impair: ${impair} }\n`;
+    expect(problems(lab("{ out: { delay: 20ms, jitter: 2ms, loss: 1%, rate: 10mbit }, in: { duplicate: 0.5% } }"))).toEqual([]);
+    expect(problems(lab("{ out: { delay: 20 parsecs } }"))).toEqual([
+      expect.stringMatching(/^lab\.yaml:5:\d+: hosts\.h1\.impair\.out: delay: '20 parsecs' is not a time/),
+    ]);
+    expect(problems(lab("{ out: { reorder: 25% } }"))[0]).toMatch(/hosts\.h1\.impair\.out: reorder needs a delay/);
+    expect(problems(lab("{ up: { loss: 1% } }"))[0]).toMatch(/hosts\.h1\.impair/);
+    expect(
+      problems("name: t\nnodes:\n  k1: { kind: kernel }\n  k2: { kind: kernel }\nlinks:\n  - { between: [k1, k2], impair: { out: { loss: 1% } } }\n"),
+    ).toEqual([expect.stringMatching(/links\.0\.impair: impairments are a tapnet port's; both ends of this link are kernel nodes/)]);
+  });
+
   it("a valid file gives no problems", () => {
     expect(problems("name: ok\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24 }\n")).toEqual([]);
   });
