@@ -7,7 +7,7 @@
  */
 import fs from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { canRunLabs, inNs, iperf, netnsList, tapnet, tapnetOk, writeLabFile } from "./harness.js";
+import { canRunLabs, inNs, iperf, netnsList, tapnet, tapnetOk, waitFor, writeLabFile } from "./harness.js";
 
 const LAB = `name: imp
 nodes:
@@ -117,6 +117,36 @@ describe.skipIf(!canRunLabs())("link impairments", () => {
     expect(bps).toBeGreaterThan(9e6);
     expect(bps).toBeLessThan(11e6);
     tapnetOk(["link", "set", "h2", "clear", "--lab", "imp"]);
+  });
+
+  it("a node killed with -9 comes back with the impairments set at runtime (journal replay)", async () => {
+    tapnetOk(["link", "set", "h2", "dir", "in", "loss", "3%", "delay", "7ms", "--lab", "imp"]);
+    const row = (): { pid: number | null; running: boolean; restarts: number } | undefined =>
+      (
+        JSON.parse(tapnet(["lab", "status", "--json"]).stdout) as Array<{
+          lab: string;
+          nodes: Array<{ name: string; pid: number | null; running: boolean; restarts: number }>;
+        }>
+      )
+        .find((l) => l.lab === "imp")
+        ?.nodes.find((n) => n.name === "sw1");
+    const before = row();
+    expect(before?.running).toBe(true);
+    process.kill(before?.pid as number, "SIGKILL");
+    await waitFor(
+      "sw1 to be restarted and answer",
+      () => {
+        const n = row();
+        if (!n?.running || n.pid === before?.pid) return undefined;
+        const r = tapnet(["show", "ports", "--lab", "imp", "--json"]);
+        return r.status === 0 ? true : undefined;
+      },
+      30_000,
+      100,
+    );
+    expect(show().find((p) => p.name === "h2")?.impair?.in).toMatchObject({ loss: 3, delay: 7 });
+    expect(show().find((p) => p.name === "h3")?.impair?.out).toMatchObject({ delay: 30 });
+    tapnetOk(["link", "set", "h2", "dir", "in", "clear", "--lab", "imp"]);
   });
 
   it("refuses a bad impairment with the reason and changes nothing", () => {
