@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { nodeConfig } from "../../src/lab/node-config.js";
 import { parseTopology, TopologyError } from "../../src/lab/topology.js";
 
 const loopYaml = (): string => fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../scripts/labs/loop.yaml"), "utf8");
@@ -132,5 +133,18 @@ describe("a router interface's DHCP server", () => {
     ]);
     expect(problems(lab("{ range: 10.90.0.100 }"))[0]).toMatch(/dhcp\.range: FIRST-LAST, e\.g\. 10\.0\.0\.100-10\.0\.0\.150/);
     expect(problems(lab("{ range: 10.90.0.100-10.90.0.110, leaseTime: 5 }"))[0]).toMatch(/dhcp\.leaseTime/);
+  });
+});
+
+describe("impairments in a node's config", () => {
+  it("a host's go on the node's port to it; a link's on each tapnet end's port", () => {
+    const t = parseTopology(
+      "name: t\nnodes:\n  sw1: {}\n  sw2: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, impair: { in: { loss: 2% } } }\nlinks:\n  - { between: [sw1, sw2], impair: { out: { delay: 5ms, rate: 1gbit } } }\n",
+      "lab.yaml",
+    );
+    const sw1 = nodeConfig(t, "sw1").ports;
+    expect(sw1.find((p) => p.name === "h1")?.impair).toEqual({ in: expect.objectContaining({ loss: 2, delay: 0 }) });
+    expect(sw1.find((p) => p.name === "sw2")?.impair?.out).toMatchObject({ delay: 5, rate: 1e9, limit: 1000 });
+    expect(nodeConfig(t, "sw2").ports.find((p) => p.name === "sw1")?.impair?.out).toMatchObject({ delay: 5, rate: 1e9 });
   });
 });
