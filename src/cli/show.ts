@@ -368,10 +368,11 @@ export function registerShow(program: Command): void {
     txFrames: number;
     txBytes: number;
     txDrops: number;
+    impair: { out?: { text: string }; in?: { text: string } } | null;
   }
   showCommand("ports", "ports with their VLANs and counters (like 'ip -s link')", (d) =>
     table(
-      ["PORT", "KIND", "MAC", "MTU", "MODE", "VLANS", "RX-FRAMES", "RX-BYTES", "RX-DROPS", "TX-FRAMES", "TX-BYTES", "TX-DROPS"],
+      ["PORT", "KIND", "MAC", "MTU", "MODE", "VLANS", "RX-FRAMES", "RX-BYTES", "RX-DROPS", "TX-FRAMES", "TX-BYTES", "TX-DROPS", "IMPAIR"],
       (d as PortRow[]).map((p) => [
         p.name,
         p.kind,
@@ -385,6 +386,7 @@ export function registerShow(program: Command): void {
         p.txFrames,
         p.txBytes,
         p.txDrops,
+        p.impair ? [p.impair.out ? `out: ${p.impair.out.text}` : "", p.impair.in ? `in: ${p.impair.in.text}` : ""].filter(Boolean).join("; ") : "-",
       ]),
     ),
   );

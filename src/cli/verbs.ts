@@ -8,6 +8,8 @@
  *   tapnet fdb add|del MAC dev PORT [vlan N] [dst ADDR]      tapnet fdb flush
  *   tapnet addr add|del CIDR dev IF
  *   tapnet link set PORT [up|down] [mtu N] [vlan N | trunk V,V… [native N]]
+ *                   [dir out|in|both] [clear] [delay T [jitter T]] [loss P%] [rate R]
+ *                   [duplicate P%] [reorder P%] [limit N]           (netem's words: docs/impairments.md)
  *   tapnet service add NAME --vip ADDR --port N [--protocol tcp|udp] [--backend IP:PORT…]
  *   tapnet service set NAME --backend IP:PORT…         tapnet service del NAME
  *   tapnet masquerade add|del --source CIDR… --interface IF
@@ -20,6 +22,7 @@
  */
 import type { Command } from "commander";
 import { request } from "../control/client.js";
+import { IMPAIR_FIELDS } from "../core/impair.js";
 import { findLab } from "../lab/lab.js";
 
 interface Target {
@@ -163,11 +166,25 @@ export function registerVerbs(program: Command): void {
       .action(async (address: string, argv: string[], o: Target) => void (await sendChange(o, `addr.${verb}`, { address, dev: words(argv, ["dev"]).dev })));
   }
 
-  target(program.command("link").argument("<set>", "set").argument("<port>").argument("[words...]", "up | down | mtu N | vlan N | trunk V,V… [native N]"))
-    .description("a port's state, MTU or VLANs, as 'ip link set' changes them")
+  target(
+    program
+      .command("link")
+      .argument("<set>", "set")
+      .argument("<port>")
+      .argument(
+        "[words...]",
+        "up | down | mtu N | vlan N | trunk V,V… [native N] | delay T [jitter T] | loss P% | rate R | duplicate P% | reorder P% | limit N | dir out|in|both | clear",
+      ),
+  )
+    .description("a port's state, MTU, VLANs or impairments, as 'ip link set' and 'tc qdisc … netem' change them")
     .action(async (set: string, port: string, argv: string[], o: Target) => {
       if (set !== "set") throw new Error(`'tapnet link ${set}': say 'tapnet link set PORT …'`);
-      const w = words(argv, ["mtu", "vlan", "trunk", "native"], ["up", "down"]);
+      // netem's "delay 20ms 5ms": the second time is the jitter.
+      const k = argv.indexOf("delay");
+      if (k >= 0 && k + 2 < argv.length && /^\d+(\.\d+)?(us|ms|s)$/.test(argv[k + 2])) argv.splice(k + 2, 0, "jitter");
+      const w = words(argv, ["mtu", "vlan", "trunk", "native", "dir", ...IMPAIR_FIELDS], ["up", "down", "clear"]);
+      const fields = Object.fromEntries(IMPAIR_FIELDS.filter((f) => w[f] !== undefined).map((f) => [f, w[f]]));
+      const impair = Object.keys(fields).length || w.clear || w.dir ? { ...fields, dir: w.dir, clear: w.clear === true ? true : undefined } : undefined;
       if (w.up && w.down) throw new Error("up or down, not both");
       const trunk =
         w.trunk === undefined
@@ -182,6 +199,7 @@ export function registerVerbs(program: Command): void {
         vlan: num(w.vlan, "vlan"),
         trunk,
         native: num(w.native, "native"),
+        impair,
       });
     });
 

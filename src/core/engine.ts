@@ -16,9 +16,17 @@
  */
 import type { FrameList } from "./batch.js";
 import type { FrameSink } from "./element.js";
+import { Batch } from "./batch.js";
+import { IMPAIR_RING_BYTES, type ImpairSettings, ImpairStage, impairActive } from "./impair.js";
 import { InternalPort } from "./internal-port.js";
 import { PacketPool } from "./pool.js";
-import type { Port } from "./port.js";
+import { impairOffer, type Port } from "./port.js";
+
+/** A port's impairment stages, kept (with their pool bytes) while the port lives. */
+interface PortStages {
+  in: ImpairStage | null;
+  out: ImpairStage | null;
+}
 
 /** What the engine needs of an element: a name, the start of each pass, pool scratch. */
 export interface EngineElement {
@@ -60,6 +68,15 @@ export class Engine {
   private readonly devices: Port[] = [];
   /** Per port index: where its received batches go. */
   private readonly inputs: Array<FrameSink | null> = [];
+  /** Impairments (src/core/impair.ts): the stages of each port that has had one. */
+  private readonly stages = new Map<Port, PortStages>();
+  /** Settings given before start(): their stages are made with the pool. */
+  private readonly pendingImpair: Array<{ port: Port; dir: "in" | "out"; settings: ImpairSettings }> = [];
+  /** The one timer that releases delayed frames, armed for the earliest of them. */
+  private impairTimer: NodeJS.Timeout | null = null;
+  private impairAt = Number.POSITIVE_INFINITY;
+  /** Frames an ingress stage releases, delivered as one batch. */
+  private readonly impairRx = new Batch(256);
 
   /**
    * Adds a port; `input` is the element its received frames go to (device ports). A port
@@ -106,6 +123,9 @@ export class Engine {
 
   private forget(port: Port): void {
     port.removed = true;
+    port.impairIn = null;
+    port.impairOut = null;
+    this.stages.delete(port);
     this.inputs[port.index] = null;
     const list: Port[] = port instanceof InternalPort ? this.internal : this.devices;
     const k = list.indexOf(port);
@@ -162,6 +182,7 @@ export class Engine {
     for (const p of this.ports) size += p.rxRegionBytes() + (p.txOffload?.regionBytes ?? 0) + 128;
     const scratch = this.elements.map((e) => e.scratchBytes?.() ?? 0);
     for (const s of scratch) size += s + 64;
+    size += this.pendingImpair.length * (IMPAIR_RING_BYTES + 64);
     const pool = new PacketPool(size, spare);
     this.elements.forEach((e, i) => {
       if (scratch[i] > 0) e.attachScratch?.(pool.buf, pool.region(scratch[i], `${e.name} scratch`), scratch[i]);
@@ -177,10 +198,115 @@ export class Engine {
       throw e;
     }
     this.pool = pool;
+    for (const x of this.pendingImpair.splice(0)) if (!x.port.removed) this.setImpairment(x.port, x.dir, x.settings);
   }
 
   stop(): void {
+    if (this.impairTimer !== null) clearTimeout(this.impairTimer);
+    this.impairTimer = null;
     for (const p of this.ports) if (!p.removed) p.close();
+  }
+
+  /**
+   * Sets (or with null / nothing active, clears) one direction's impairments on a port.
+   * The stage's pool bytes are taken once, from the pool's spare room on a running
+   * engine, and kept while the port lives; frames still waiting when impairments are
+   * cleared leave at once.
+   */
+  setImpairment(port: Port, dir: "in" | "out", settings: ImpairSettings | null): void {
+    const pool = this.pool;
+    if (pool === null) {
+      const k = this.pendingImpair.findIndex((x) => x.port === port && x.dir === dir);
+      if (k >= 0) this.pendingImpair.splice(k, 1);
+      if (settings !== null && impairActive(settings)) this.pendingImpair.push({ port, dir, settings });
+      return;
+    }
+    let ps = this.stages.get(port);
+    if (settings === null || !impairActive(settings)) {
+      const st = ps?.[dir] ?? null;
+      if (st !== null && (dir === "out" ? port.impairOut : port.impairIn) !== null) {
+        this.releaseStage(port, dir, Number.POSITIVE_INFINITY);
+        if (dir === "out") port.impairOut = null;
+        else port.impairIn = null;
+      }
+      return;
+    }
+    if (ps === undefined) {
+      ps = { in: null, out: null };
+      this.stages.set(port, ps);
+    }
+    let st = ps[dir];
+    if (st === null) {
+      const base = pool.withOwner(port, () => pool.region(IMPAIR_RING_BYTES, `port ${port.name} impairments (${dir})`));
+      let seed = dir === "out" ? 0x5bd1e995 : 0x1b873593;
+      for (const c of port.name) seed = Math.imul(seed ^ c.charCodeAt(0), 0x01000193);
+      st = new ImpairStage(pool.buf, base, IMPAIR_RING_BYTES, settings, seed);
+      ps[dir] = st;
+    }
+    st.settings = settings;
+    if (dir === "out") port.impairOut = st;
+    else port.impairIn = st;
+  }
+
+  /** A port's impairment stages (show ports), null where a direction has none set. */
+  impairments(port: Port): { in: ImpairStage | null; out: ImpairStage | null } {
+    return { in: port.impairIn, out: port.impairOut };
+  }
+
+  /** Writes (egress) or delivers in a pass (ingress) what one stage has due at `now`. */
+  private releaseStage(port: Port, dir: "in" | "out", now: number): void {
+    const pool = (this.pool as PacketPool).buf;
+    if (dir === "out") {
+      port.releaseImpaired(pool, now);
+      return;
+    }
+    const st = port.impairIn;
+    if (st === null) return;
+    const rx = this.impairRx;
+    for (;;) {
+      rx.count = 0;
+      const n = st.queue.popDue(now, rx, rx.capacity);
+      if (n === 0) break;
+      st.c.released += n;
+      const input = this.inputs[port.index];
+      if (!port.adminUp || input === null || input === undefined) port.rxDrops += n;
+      else {
+        this.rxPort = port;
+        this.rxFrames = rx;
+        this.runPass(this.rxWork);
+      }
+      st.queue.reclaim();
+      if (n < rx.capacity) break;
+    }
+  }
+
+  /** Releases what is due on every impaired port, then arms the timer for the next. */
+  private readonly impairTick = (): void => {
+    this.impairTimer = null;
+    this.impairAt = Number.POSITIVE_INFINITY;
+    const now = this.clock();
+    for (const [port, ps] of this.stages) {
+      if (ps.out !== null && port.impairOut !== null) this.releaseStage(port, "out", now);
+      if (ps.in !== null && port.impairIn !== null) this.releaseStage(port, "in", now);
+    }
+    this.armImpair();
+  };
+
+  /** Arms the release timer for the earliest waiting frame (one timer for the node). */
+  private armImpair(): void {
+    let t = Number.POSITIVE_INFINITY;
+    for (const [port, ps] of this.stages) {
+      if (ps.out !== null && port.impairOut !== null) t = Math.min(t, ps.out.queue.nextTime());
+      if (ps.in !== null && port.impairIn !== null) t = Math.min(t, ps.in.queue.nextTime());
+    }
+    if (t === Number.POSITIVE_INFINITY) return;
+    if (this.impairTimer !== null) {
+      if (t >= this.impairAt) return;
+      clearTimeout(this.impairTimer);
+    }
+    this.impairAt = t;
+    this.impairTimer = setTimeout(this.impairTick, Math.max(0, Math.ceil(t - this.clock())));
+    this.impairTimer.unref();
   }
 
   /**
@@ -216,10 +342,19 @@ export class Engine {
       return;
     }
     const devices = this.devices;
+    let impaired = false;
     for (let i = 0; i < devices.length; i++) {
       const p = devices[i];
-      if (p.txq.count !== 0 || p.txq.drops !== 0) p.flush(pool);
+      if (p.txq.count !== 0 || p.txq.drops !== 0) {
+        if (p.impairOut !== null) {
+          p.flush(pool, now);
+          // What is due already (no delay: loss only, reordered frames) leaves now.
+          p.releaseImpaired(pool, now);
+          impaired = true;
+        } else p.flush(pool);
+      }
     }
+    if (impaired) this.armImpair();
   }
 
   private rxPort: Port | null = null;
@@ -231,6 +366,15 @@ export class Engine {
   private readonly onRx = (port: Port, batch: FrameList): void => {
     if (!port.adminUp) {
       port.rxDrops += batch.count;
+      return;
+    }
+    const st = port.impairIn;
+    if (st !== null) {
+      const pool = (this.pool as PacketPool).buf;
+      const now = this.clock();
+      port.rxDrops += impairOffer(st, pool, batch, port.offload, now);
+      this.releaseStage(port, "in", now);
+      this.armImpair();
       return;
     }
     this.rxPort = port;

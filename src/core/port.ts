@@ -17,7 +17,8 @@
  */
 import { Batch, type FrameList, TxQueue } from "./batch.js";
 import type { PacketPool } from "./pool.js";
-import { vnetClear } from "../wire/vnet.js";
+import type { ImpairStage } from "./impair.js";
+import { VNET_HDR_LEN, vnetClear, vnetGetGsoSize, vnetIsGso } from "../wire/vnet.js";
 
 /** A consumer of the frames crossing a port (a capture session). */
 export interface FrameTap {
@@ -85,6 +86,14 @@ export abstract class Port {
    */
   txOffload: TxOffload | null = null;
   private readonly writeQueue: TxWriter = (pool, q) => this.write(pool, q);
+  /**
+   * Link impairments (src/core/impair.ts) on what leaves (out) and what arrives (in);
+   * null: none, and the paths are the plain ones. Set by Engine.setImpairment.
+   */
+  impairOut: ImpairStage | null = null;
+  impairIn: ImpairStage | null = null;
+  /** Frames an egress stage releases, written as one list. */
+  private impairTx: TxQueue | null = null;
 
   constructor(
     readonly name: string,
@@ -179,8 +188,8 @@ export abstract class Port {
     }
   }
 
-  /** Writes what the pass queued; one device call per port per pass. */
-  flush(pool: Buffer): void {
+  /** Writes what the pass queued; one device call per port per pass (an impaired port: into its delay queue). */
+  flush(pool: Buffer, now = 0): void {
     const q = this.txq;
     const n = q.count;
     if (n === 0 && q.drops === 0) return;
@@ -191,12 +200,34 @@ export abstract class Port {
       return;
     }
     if (n !== 0) {
-      if (this.txOffload !== null) this.txDrops += this.txOffload.flush(pool, q, this.writeQueue);
+      const st = this.impairOut;
+      if (st !== null) this.txDrops += impairOffer(st, pool, q, this.offload, now);
+      else if (this.txOffload !== null) this.txDrops += this.txOffload.flush(pool, q, this.writeQueue);
       else this.write(pool, q);
     }
     this.txDrops += q.drops;
     q.drops = 0;
     q.count = 0;
+  }
+
+  /** Writes what the egress stage has due at `now` (the engine's impairment timer, or right after a flush). */
+  releaseImpaired(pool: Buffer, now: number): void {
+    const st = this.impairOut;
+    if (st === null) return;
+    let q = this.impairTx;
+    if (q === null) q = this.impairTx = new TxQueue(this.txq.capacity);
+    for (;;) {
+      q.count = 0;
+      const n = st.queue.popDue(now, q, q.capacity);
+      if (n === 0) break;
+      st.c.released += n;
+      if (!this.adminUp) this.txDrops += n;
+      else if (this.txOffload !== null) this.txDrops += this.txOffload.flush(pool, q, this.writeQueue);
+      else this.write(pool, q);
+      q.count = 0;
+      st.queue.reclaim();
+      if (n < q.capacity) break;
+    }
   }
 
   /** Shows q to capture taps, transmits it and counts. */
@@ -226,4 +257,45 @@ export abstract class Port {
       txDrops: this.txDrops,
     };
   }
+}
+
+/**
+ * Hands every frame of `frames` to an impairment stage; returns the frames it dropped
+ * (loss, overflow). With offloads the virtio-net header before each frame goes along,
+ * and a TSO super-frame counts on the wire as the segments it stands for.
+ */
+export function impairOffer(st: ImpairStage, pool: Buffer, frames: FrameList, offload: boolean, now: number): number {
+  const n = frames.count;
+  const offsets = frames.offsets;
+  const lengths = frames.lengths;
+  let drops = 0;
+  for (let i = 0; i < n; i++) {
+    const off = offsets[i];
+    const len = lengths[i];
+    let wire = len;
+    if (offload && vnetIsGso(pool, off)) {
+      // Headers up to the payload repeat in every segment: Ethernet, IPv4, TCP/UDP.
+      const gso = vnetGetGsoSize(pool, off);
+      const hdr = wireHeaderLen(pool, off, len);
+      if (gso > 0 && hdr > 0 && len > hdr) wire = len + (Math.ceil((len - hdr) / gso) - 1) * hdr;
+    }
+    drops += st.offer(pool, off, len, offload ? VNET_HDR_LEN : 0, wire, now);
+  }
+  return drops;
+}
+
+/** Ethernet (+ one tag) + IPv4 + TCP/UDP header bytes of a frame; 0 when it is none of those. */
+function wireHeaderLen(b: Buffer, off: number, len: number): number {
+  let l3 = 14;
+  let et = (b[off + 12] << 8) | b[off + 13];
+  if (et === 0x8100) {
+    et = (b[off + 16] << 8) | b[off + 17];
+    l3 = 18;
+  }
+  if (et !== 0x0800 || len < l3 + 20) return 0;
+  const l4 = l3 + ((b[off + l3] & 0x0f) << 2);
+  const proto = b[off + l3 + 9];
+  if (proto === 17) return l4 + 8;
+  if (proto !== 6 || len < l4 + 20) return 0;
+  return l4 + ((b[off + l4 + 12] >>> 4) << 2);
 }

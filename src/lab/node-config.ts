@@ -20,6 +20,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
       stp: hs.stp,
       stormControl: hs.stormControl ?? spec.stormControl,
       portSecurity: hs.portSecurity,
+      ...(hs.impair ? { impair: hs.impair } : {}),
     });
     mtuOf[h] = hs.mtu;
     used.add(hs.vlan ?? 1);
@@ -36,6 +37,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
       stp: l.stp,
       stormControl: l.stormControl ?? spec.stormControl,
       trusted: true,
+      ...(l.impair ? { impair: l.impair } : {}),
     });
     mtuOf[peer] = l.mtu;
     for (const v of l.trunk?.vlans ?? [l.vlan ?? 1]) used.add(v);

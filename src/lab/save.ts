@@ -10,6 +10,7 @@ import { isMap, parseDocument, stringify } from "yaml";
 import fs from "node:fs";
 import { request } from "../control/client.js";
 import type { NodeConfig } from "../node/config.js";
+import { DEFAULT_LIMIT } from "../core/impair.js";
 import { readState } from "./state.js";
 
 type Obj = Record<string, unknown>;
@@ -72,6 +73,16 @@ function nodeSpec(raw: Obj, c: NodeConfig): Obj {
   return out;
 }
 
+/** A port's impairments as the topology says them: the fields that are set, per direction. */
+function impairSpec(im: NonNullable<NodeConfig["ports"][number]["impair"]>): Obj {
+  const out: Obj = {};
+  for (const dir of ["out", "in"] as const) {
+    const x = im[dir];
+    if (x) out[dir] = Object.fromEntries(Object.entries(x).filter(([k, v]) => v !== 0 && !(k === "limit" && v === DEFAULT_LIMIT)));
+  }
+  return out;
+}
+
 export async function labSave(lab: string): Promise<string> {
   const s = readState(lab);
   if (!s) throw new Error(`no lab named '${lab}' is up (tapnet lab status lists them)`);
@@ -86,9 +97,13 @@ export async function labSave(lab: string): Promise<string> {
   const rawNodes = (raw.nodes ?? {}) as Record<string, Obj>;
   const rawHosts = (raw.hosts ?? {}) as Record<string, Obj>;
   const nodes: Obj = {};
+  /** Each host's impairments as its node runs them now (runtime `link set` included). */
+  const impairs: Record<string, Obj> = {};
   for (const [name, spec] of Object.entries(rawNodes)) {
     const n = s.nodes[name];
-    nodes[name] = n ? nodeSpec(spec, await request<NodeConfig>(n.socket, { cmd: "config" })) : spec;
+    const c = n ? await request<NodeConfig>(n.socket, { cmd: "config" }) : null;
+    nodes[name] = c ? nodeSpec(spec, c) : spec;
+    for (const p of c?.ports ?? []) if (p.impair && s.hosts[p.name]?.node === name) impairs[p.name] = impairSpec(p.impair);
   }
   const hosts: Obj = {};
   for (const [name, h] of Object.entries(s.hosts)) {
@@ -106,6 +121,7 @@ export async function labSave(lab: string): Promise<string> {
         stp: r.stp,
         stormControl: r.stormControl,
         portSecurity: r.portSecurity,
+        impair: impairs[name],
       }).filter(([, v]) => v !== undefined),
     );
   }

@@ -84,7 +84,7 @@ export function fabricChecks(t: Topology): Problem[] {
     const n = t.nodes[hs.node];
     if (n && isKernelNode(n) && hs.vlan !== undefined)
       problems.push({ path: ["hosts", h, "vlan"], message: "hosts of a kernel node are untagged on its bridge" });
-    for (const k of ["stormControl", "portSecurity"] as const) {
+    for (const k of ["stormControl", "portSecurity", "impair"] as const) {
       if (n && isKernelNode(n) && hs[k])
         problems.push({ path: ["hosts", h, k], message: `host ${h} is on kernel node ${hs.node}, a Linux bridge: ${k} is a tapnet switch's` });
     }
@@ -99,6 +99,9 @@ export function fabricChecks(t: Topology): Problem[] {
     }
     if (l.stormControl && l.between.every((n) => t.nodes[n] && isKernelNode(t.nodes[n]))) {
       problems.push({ path: ["links", i, "stormControl"], message: "storm control is a tapnet switch's; both ends of this link are kernel nodes" });
+    }
+    if (l.impair && l.between.every((n) => t.nodes[n] && isKernelNode(t.nodes[n]))) {
+      problems.push({ path: ["links", i, "impair"], message: "impairments are a tapnet port's; both ends of this link are kernel nodes" });
     }
   });
   if (t.overlay) {

@@ -17,6 +17,7 @@
  * ```
  */
 import { z } from "zod";
+import { impairSettings } from "../core/impair.js";
 import { DEFAULT_TIMEOUTS, type Timeouts } from "../elements/conntrack-states.js";
 
 export const NAME = /^[a-z][a-z0-9-]*$/;
@@ -64,6 +65,21 @@ const PortSecuritySpec = z.strictObject({
   sticky: z.boolean().default(false),
   macs: z.array(mac).default([]),
 });
+
+/** One direction's impairments in tc's words (delay: 50ms, loss: 1%, rate: 10mbit) or numbers (ms, %, bit/s). */
+const word = z.union([z.string(), z.number()]).optional();
+const ImpairDirSpec = z
+  .strictObject({ delay: word, jitter: word, loss: word, duplicate: word, reorder: word, rate: word, limit: z.number().int().optional() })
+  .transform((v, ctx) => {
+    try {
+      return impairSettings(Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined)));
+    } catch (e) {
+      ctx.addIssue({ code: "custom", message: e instanceof Error ? e.message : String(e) });
+      return z.NEVER;
+    }
+  });
+/** Link impairments on the node's port: `out` what the node sends out of it, `in` what it receives. */
+const ImpairSpec = z.strictObject({ out: ImpairDirSpec.optional(), in: ImpairDirSpec.optional() });
 
 const ArpInspectionSpec = z.strictObject({
   vlans: z.array(vid).min(1, "inspect at least one VLAN").default([1]),
@@ -267,6 +283,8 @@ const HostSpec = z.strictObject({
   stp: PortStpSpec.optional(),
   stormControl: StormSpec.optional(),
   portSecurity: PortSecuritySpec.optional(),
+  /** netem-like impairments on the node's port to the host (out: towards the host). */
+  impair: ImpairSpec.optional(),
 });
 
 const LinkSpec = z
@@ -277,6 +295,8 @@ const LinkSpec = z
     trunk: z.strictObject({ vlans: z.array(vid).min(1, "a trunk carries at least one VLAN"), native: vid.optional() }).optional(),
     stp: PortStpSpec.optional(),
     stormControl: StormSpec.optional(),
+    /** netem-like impairments on each tapnet end's port (out: what that end sends). */
+    impair: ImpairSpec.optional(),
   })
   .refine((l) => !(l.vlan !== undefined && l.trunk !== undefined), {
     message: "a link is either an access link (vlan) or a trunk, not both",

@@ -19,7 +19,10 @@
  *                               { mac, port, dst } on a VXLAN port (bridge fdb append/del;
  *                               mac 00:00:00:00:00:00: a flood remote)
  *   fdb.flush                   { }                                 (learned entries)
- *   link.set                    { port, up?, mtu?, vlan?: access VLAN, trunk?: [VLANS], native? }
+ *   link.set                    { port, up?, mtu?, vlan?: access VLAN, trunk?: [VLANS], native?,
+ *                                 impair?: { dir?: out|in|both, clear?, delay?, jitter?, loss?,
+ *                                 duplicate?, reorder?, rate?, limit? } }  (src/core/impair.ts;
+ *                               fields given change, others stay; clear: start from none)
  *   router.set                  { dev?, sendRedirects?, icmpRatelimit?: ms, icmpRatemask? }  (Linux's
  *                               conf.DEV.send_redirects, icmp_ratelimit, icmp_ratemask)
  *   port.add                    { name, kind: tap, vlan?: N }
@@ -32,6 +35,7 @@
  *   conntrack.del               { proto, src, dst, sport?, dport? }
  *   tunnel.peer.add | .del      { port, peer }                      (VXLAN flood remote, IPIP peer)
  */
+import { impairActive, impairSettings, type ImpairSettings, noImpairment } from "../core/impair.js";
 import type { Port } from "../core/port.js";
 import type { SwitchPortMode } from "../elements/learning-switch.js";
 import type { Nat } from "../elements/nat.js";
@@ -179,8 +183,22 @@ function linkSet(g: NodeGraph, a: Args, commit: boolean): unknown {
   const routedIf = g.router?.ifaces.find((i) => i.port === p || g.config.ports.find((c) => c.name === p.name)?.routed === i.name);
   if (mode && (p.kind === "internal" || routedIf))
     throw new Error(`port ${p.name} belongs to router interface ${routedIf?.name ?? p.name}: its VLAN is the router's`);
-  if (up === undefined && mtu === undefined && mode === undefined) throw new Error("link set: say up, down, mtu N or a VLAN mode");
+  const impair = impairChange(g, p, a.impair);
+  if (up === undefined && mtu === undefined && mode === undefined && impair === undefined)
+    throw new Error("link set: say up, down, mtu N, a VLAN mode or an impairment (delay, loss, rate, …)");
   if (!commit) return null;
+  if (impair) {
+    const pc = g.config.ports.find((c) => c.name === p.name);
+    for (const [dir, s] of impair) {
+      g.engine.setImpairment(p, dir, s);
+      if (pc) {
+        const cur = { ...pc.impair };
+        if (impairActive(s)) cur[dir] = s;
+        else delete cur[dir];
+        pc.impair = Object.keys(cur).length ? cur : undefined;
+      }
+    }
+  }
   if (mode) {
     g.sw.setPortMode(p, mode);
     g.modes[p.name] = mode;
@@ -194,6 +212,20 @@ function linkSet(g: NodeGraph, a: Args, commit: boolean): unknown {
   }
   if (up !== undefined) g.setPortUp(p, up);
   return null;
+}
+
+/** The impairments link.set asks for: per direction, the settings they become (checked whole). */
+function impairChange(g: NodeGraph, p: Port, v: unknown): Array<["in" | "out", ImpairSettings]> | undefined {
+  if (v === undefined) return undefined;
+  if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error("impair: expected an object of impairments");
+  const { dir = "out", clear, ...fields } = v as Record<string, unknown>;
+  if (dir !== "in" && dir !== "out" && dir !== "both") throw new Error(`impair.dir: '${String(dir)}' is not in, out or both`);
+  if (clear !== undefined && typeof clear !== "boolean") throw new Error("impair.clear: expected true or false");
+  if (p.kind === "internal") throw new Error(`port ${p.name} is a router interface inside the node: impair the device port it is routed through`);
+  if (!clear && Object.keys(fields).length === 0) throw new Error("impair: say what (delay, jitter, loss, duplicate, reorder, rate, limit) or clear");
+  const dirs: Array<"in" | "out"> = dir === "both" ? ["out", "in"] : [dir];
+  const current = g.engine.impairments(p);
+  return dirs.map((d) => [d, impairSettings(fields, clear ? noImpairment() : (current[d]?.settings ?? noImpairment()))]);
 }
 
 function routerSet(g: NodeGraph, a: Args, commit: boolean): unknown {

@@ -3,6 +3,7 @@
  * (JSON): its ports, its switch, and when it routes its router, NAT and services.
  */
 import type { NodeBgpConfig } from "../bgp/node-fib.js";
+import type { ImpairSettings } from "../core/impair.js";
 import type { SwitchPortMode } from "../elements/learning-switch.js";
 import type { StormLimits } from "../elements/storm-control.js";
 import type { StpPortConfig } from "../elements/stp.js";
@@ -46,6 +47,8 @@ export interface NodePortConfig {
   portSecurity?: { maxMacs: number; violation: "restrict" | "shutdown"; sticky: boolean; macs: string[] };
   /** Faces another switch (a link, a tunnel, the underlay): ARP inspection trusts it. */
   trusted?: boolean;
+  /** Link impairments (src/core/impair.ts) on what leaves the port (out) and what it receives (in). */
+  impair?: { in?: ImpairSettings; out?: ImpairSettings };
 }
 
 export interface RouterInterfaceConfig {

@@ -85,6 +85,8 @@ export class NodeGraph {
       engine.addPort(p);
       devices.push(p);
       this.modes[pc.name] = pc.vlan;
+      if (pc.impair?.out) engine.setImpairment(p, "out", pc.impair.out);
+      if (pc.impair?.in) engine.setImpairment(p, "in", pc.impair.in);
     }
     for (const i of rc?.interfaces ?? []) {
       const p = new InternalPort(i.name, parseMac(i.mac), i.mtu);

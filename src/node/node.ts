@@ -8,6 +8,8 @@ import fs from "node:fs";
 import type net from "node:net";
 import os from "node:os";
 import type { Engine } from "../core/engine.js";
+import { impairText } from "../core/impair.js";
+import type { Port } from "../core/port.js";
 import { CaptureSession } from "../control/capture.js";
 import { type CounterSpec, Element } from "../core/element.js";
 import { ControlServer, RowStream } from "../control/server.js";
@@ -43,6 +45,18 @@ function lastPortAdds(entries: JournalEntry[]): Map<string, number> {
   const out = new Map<string, number>();
   for (const [i, e] of entries.entries()) if (e.op === "port.add" && typeof e.args.name === "string") out.set(e.args.name, i);
   return out;
+}
+
+/** A port's impairments for `show ports`: per direction, the settings in tc's words and the stage's counters. */
+function impairView(p: Port): Record<string, unknown> | null {
+  const out: Record<string, unknown> = {};
+  for (const [dir, st] of [
+    ["out", p.impairOut],
+    ["in", p.impairIn],
+  ] as const) {
+    if (st !== null) out[dir] = { text: impairText(st.settings), ...st.settings, waiting: st.queue.waiting, ...st.c };
+  }
+  return Object.keys(out).length ? out : null;
 }
 
 /** The clock of the dataplane (ms), for listings that read it as they go. */
@@ -416,6 +430,7 @@ export class TapnetNode {
         tagged: v.tagged,
         untagged: v.untagged,
         ...p.counters(),
+        impair: impairView(p),
       };
     });
   }

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { nodeConfig } from "../../src/lab/node-config.js";
 import { parseTopology, TopologyError } from "../../src/lab/topology.js";
 
 const loopYaml = (): string => fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../scripts/labs/loop.yaml"), "utf8");
@@ -104,6 +105,19 @@ describe("topology checks", () => {
     expect(() => parseTopology(loopYaml(), "loop.yaml")).not.toThrow();
   });
 
+  it("impairments: tc's words checked with their place; none on a kernel node's host or a link between kernel nodes", () => {
+    const lab = (impair: string): string => `name: t\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, impair: ${impair} }\n`;
+    expect(problems(lab("{ out: { delay: 20ms, jitter: 2ms, loss: 1%, rate: 10mbit }, in: { duplicate: 0.5% } }"))).toEqual([]);
+    expect(problems(lab("{ out: { delay: 20 parsecs } }"))).toEqual([
+      expect.stringMatching(/^lab\.yaml:5:\d+: hosts\.h1\.impair\.out: delay: '20 parsecs' is not a time/),
+    ]);
+    expect(problems(lab("{ out: { reorder: 25% } }"))[0]).toMatch(/hosts\.h1\.impair\.out: reorder needs a delay/);
+    expect(problems(lab("{ up: { loss: 1% } }"))[0]).toMatch(/hosts\.h1\.impair/);
+    expect(
+      problems("name: t\nnodes:\n  k1: { kind: kernel }\n  k2: { kind: kernel }\nlinks:\n  - { between: [k1, k2], impair: { out: { loss: 1% } } }\n"),
+    ).toEqual([expect.stringMatching(/links\.0\.impair: impairments are a tapnet port's; both ends of this link are kernel nodes/)]);
+  });
+
   it("a valid file gives no problems", () => {
     expect(problems("name: ok\nnodes:\n  sw1: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24 }\n")).toEqual([]);
   });
@@ -119,5 +133,18 @@ describe("a router interface's DHCP server", () => {
     ]);
     expect(problems(lab("{ range: 10.90.0.100 }"))[0]).toMatch(/dhcp\.range: FIRST-LAST, e\.g\. 10\.0\.0\.100-10\.0\.0\.150/);
     expect(problems(lab("{ range: 10.90.0.100-10.90.0.110, leaseTime: 5 }"))[0]).toMatch(/dhcp\.leaseTime/);
+  });
+});
+
+describe("impairments in a node's config", () => {
+  it("a host's go on the node's port to it; a link's on each tapnet end's port", () => {
+    const t = parseTopology(
+      "name: t\nnodes:\n  sw1: {}\n  sw2: {}\nhosts:\n  h1: { node: sw1, ip: 10.0.0.1/24, impair: { in: { loss: 2% } } }\nlinks:\n  - { between: [sw1, sw2], impair: { out: { delay: 5ms, rate: 1gbit } } }\n",
+      "lab.yaml",
+    );
+    const sw1 = nodeConfig(t, "sw1").ports;
+    expect(sw1.find((p) => p.name === "h1")?.impair).toEqual({ in: expect.objectContaining({ loss: 2, delay: 0 }) });
+    expect(sw1.find((p) => p.name === "sw2")?.impair?.out).toMatchObject({ delay: 5, rate: 1e9, limit: 1000 });
+    expect(nodeConfig(t, "sw2").ports.find((p) => p.name === "sw1")?.impair?.out).toMatchObject({ delay: 5, rate: 1e9 });
   });
 });
