@@ -28,6 +28,7 @@ import { closeUnadoptedTaps, holdInheritedTaps, makeDevicePort, releaseInherited
 import { type Args, applyChange, JOURNALED } from "./changes.js";
 import { Journal, type JournalEntry } from "./journal.js";
 import { runningConfig } from "./running-config.js";
+import { dropsReport } from "./drops.js";
 import { NodeFib } from "../bgp/node-fib.js";
 import { BgpSpeaker } from "../bgp/speaker.js";
 import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
@@ -95,6 +96,7 @@ export class TapnetNode {
       ports: () => this.ports(),
       tunnels: () => this.tunnels(),
       stats: () => this.stats(),
+      drops: () => dropsReport([this.sw, this.graph.stp, this.router, this.graph.nat], clock(), Date.now()),
       neigh: () => new RowStream(this.requireRouter().neighbourWalk(clock)),
       route: () => new RowStream(this.requireRouter().routeWalk()),
       interfaces: () => this.requireRouter().interfaces(),

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT, canRunLabs, inNs, iperf, macOf, netnsList, ping, sendRaw, tapnet, tapnetOk, tcpdump } from "./harness.js";
+import { ROOT, canRunLabs, inNs, iperf, macOf, netnsList, ping, sendRaw, tapnet, tapnetOk, tcpdump, waitFor } from "./harness.js";
 
 const labFile = (n: string): string => path.join(ROOT, "scripts/labs", n);
 
@@ -250,6 +250,46 @@ describe.skipIf(!canRunLabs())("routers-chain.yaml: three routers and an MTU 140
     const st = show<Stats>("stats", "r2", "chain");
     expect(st.router.fragmented).toBeGreaterThanOrEqual(2);
     expect(st.router.fragNeeded).toBeGreaterThanOrEqual(1);
+  });
+
+  it("show drops names the TTL, no-route and VLAN drops with the time of the last one", async () => {
+    interface Drops {
+      total: number;
+      drops: Array<{ element: string; reason: string; frames: number; help: string; last: string | null; agoMs: number | null }>;
+    }
+    const frames = (d: Drops, element: string, reason: string): number => d.drops.find((x) => x.element === element && x.reason === reason)?.frames ?? 0;
+    const before = { r1: show<Drops>("drops", "r1", "chain"), r2: show<Drops>("drops", "r2", "chain") };
+    const t0 = Date.now();
+    // TTL 1 ends at r1 (time exceeded); 10.99.0.1 has no route at r2.
+    expect(inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "-t", "1", "10.0.2.10"]).stdout).toMatch(/Time to live exceeded/);
+    expect(inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "10.99.0.1"]).stdout).toMatch(/Destination Net Unreachable/);
+    // A VLAN-tagged frame on h1's access port: the switch drops it (vlanFiltered).
+    const src = macOf(ns("h1")).replaceAll(":", "");
+    expect(sendRaw(ns("h1"), "eth0", [`ffffffffffff${src}8100006408060001080006040001${src}0a00010a0000000000000a000101${"00".repeat(18)}`]).status).toBe(0);
+    const r1 = await waitFor("r1's vlanFiltered drop", () => {
+      const d = show<Drops>("drops", "r1", "chain");
+      return frames(d, "switch", "vlanFiltered") > frames(before.r1, "switch", "vlanFiltered") ? d : undefined;
+    });
+    expect(frames(r1, "router", "ttlExpired")).toBe(frames(before.r1, "router", "ttlExpired") + 1);
+    const r2 = show<Drops>("drops", "r2", "chain");
+    expect(frames(r2, "router", "noRoute")).toBe(frames(before.r2, "router", "noRoute") + 1);
+    for (const [d, element, reason] of [
+      [r1, "router", "ttlExpired"],
+      [r1, "switch", "vlanFiltered"],
+      [r2, "router", "noRoute"],
+    ] as const) {
+      const row = d.drops.find((x) => x.element === element && x.reason === reason);
+      expect(row?.help).toBeTruthy();
+      // The last drop happened during this test (the clock is the node's, a second of slack).
+      const at = Date.parse(row?.last ?? "");
+      expect(at).toBeGreaterThanOrEqual(t0 - 1000);
+      expect(at).toBeLessThanOrEqual(Date.now() + 1000);
+    }
+    expect(r1.total).toBe(r1.drops.reduce((s, x) => s + x.frames, 0));
+    const text = tapnetOk(["show", "drops", "--node", "r1", "--lab", "chain"]);
+    expect(text).toMatch(/frames? dropped for \d+ reasons?/);
+    expect(text).toMatch(/router\.ttlExpired\s+\d+\s+\d{4}-\d\d-\d\dT\S+\s+TTL 1 or 0/);
+    expect(text).toMatch(/switch\.vlanFiltered\s+\d+/);
   });
 
   it("no route gets Destination Net Unreachable from the router that has none", () => {
