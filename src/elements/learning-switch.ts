@@ -267,12 +267,12 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
       const off = offsets[i];
       const len = lengths[i];
       if (len < ETH_HLEN) {
-        this.drop(inPort, C.runt, now);
+        this.drop(inPort, C.runt, now, buf, off, len);
         continue;
       }
       // A TSO super-frame (virtio-net gso_type set) is one unit of up to 64 KiB.
       if (len > maxFrame && !(this.offload && vnetIsGso(buf, off))) {
-        this.drop(inPort, C.oversize, now);
+        this.drop(inPort, C.oversize, now, buf, off, len);
         continue;
       }
       const gate = gates[inIdx];
@@ -288,14 +288,14 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
       let vlan: number;
       if (((buf[off + 12] << 8) | buf[off + 13]) === ETHERTYPE_VLAN) {
         if (len < ETH_HLEN + VLAN_TAG_LEN) {
-          this.drop(inPort, C.runt, now);
+          this.drop(inPort, C.runt, now, buf, off, len);
           continue;
         }
         tagged = true;
         vlan = vlanGetVid(buf, off);
         if (vlan !== 0 && access[inIdx] === 1) {
           // An access port carries its VLAN untagged; a VLAN tag there is foreign.
-          this.drop(inPort, C.vlanFiltered, now);
+          this.drop(inPort, C.vlanFiltered, now, buf, off, len);
           continue;
         }
         if (vlan === 0) {
@@ -304,43 +304,43 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
           if (vlan > 0) vlanSetVid(buf, off, vlan);
         }
         if (vlan <= 0 || vlan === 4095 || membership[inIdx * VLANS + vlan] === 0) {
-          this.drop(inPort, C.vlanFiltered, now);
+          this.drop(inPort, C.vlanFiltered, now, buf, off, len);
           continue;
         }
       } else {
         vlan = pvid[inIdx];
         if (vlan < 0) {
-          this.drop(inPort, C.vlanFiltered, now);
+          this.drop(inPort, C.vlanFiltered, now, buf, off, len);
           continue;
         }
       }
       // A group or all-zero source is not a station (802.1D; the Linux bridge drops it).
       const s0 = buf[off + 6];
       if ((s0 & 1) !== 0) {
-        this.drop(inPort, C.badSrcMac, now);
+        this.drop(inPort, C.badSrcMac, now, buf, off, len);
         continue;
       }
       const srcHi = (s0 << 8) | buf[off + 7];
       const srcLo = readU32(buf, off + 8);
       if (srcHi === 0 && srcLo === 0) {
-        this.drop(inPort, C.badSrcMac, now);
+        this.drop(inPort, C.badSrcMac, now, buf, off, len);
         continue;
       }
       const d0 = buf[off];
       if (d0 === 0x01 && buf[off + 1] === 0x80 && buf[off + 2] === 0xc2 && buf[off + 3] === 0 && buf[off + 4] === 0 && (buf[off + 5] & 0xf0) === 0) {
         // IEEE 802.1D reserved group addresses (STP, LACP, LLDP …) stop at a bridge.
-        this.drop(inPort, C.linkLocal, now);
+        this.drop(inPort, C.linkLocal, now, buf, off, len);
         continue;
       }
       if ((gate | guard) !== 0) {
         // A port not forwarding (spanning tree, or shut by port security), or with guards.
         if (gate >= GATE_DISCARD) {
-          this.drop(inPort, gate === GATE_SHUT ? C.portShutdown : C.stpDiscarded, now);
+          this.drop(inPort, gate === GATE_SHUT ? C.portShutdown : C.stpDiscarded, now, buf, off, len);
           continue;
         }
         const v = guard !== 0 ? this.guards.ingress(inIdx, buf, off, len, tagged, vlan, srcHi, srcLo, now) : 0;
         if (v !== 0) {
-          this.drop(inPort, GUARD_DROP[v], now);
+          this.drop(inPort, GUARD_DROP[v], now, buf, off, len);
           if (v === GUARD_SEC_SHUTDOWN) {
             this.c[C.portsShut]++;
             this.guards.shut(inIdx, now);
@@ -350,7 +350,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
       }
       this.learn(vlan, srcHi, srcLo, inIdx, now);
       if (gate === GATE_LEARN) {
-        this.drop(inPort, C.stpLearning, now);
+        this.drop(inPort, C.stpLearning, now, buf, off, len);
         continue;
       }
 
@@ -358,7 +358,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         if ((guard & F_STORM) !== 0) {
           const bcast = d0 === 0xff && buf[off + 1] === 0xff && readU32(buf, off + 2) === 0xffffffff;
           if (!this.guards.storm.allow(inIdx, bcast ? STORM_BROADCAST : STORM_MULTICAST, now)) {
-            this.drop(inPort, bcast ? C.stormBroadcast : C.stormMulticast, now);
+            this.drop(inPort, bcast ? C.stormBroadcast : C.stormMulticast, now, buf, off, len);
             continue;
           }
         }
@@ -371,9 +371,9 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         const outIdx = fdb.port(slot);
         if (fdb.isStatic(slot) || now - fdb.lastSeen(slot) < this.ageingMs) {
           if (outIdx === inIdx) {
-            this.drop(inPort, C.filtered, now);
+            this.drop(inPort, C.filtered, now, buf, off, len);
           } else if (gates[outIdx] !== GATE_FORWARD) {
-            this.drop(inPort, C.stpEgress, now);
+            this.drop(inPort, C.stpEgress, now, buf, off, len);
           } else {
             this.c[C.forwarded]++;
             if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.vl.internal[outIdx] === 0) {
@@ -391,7 +391,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         this.c[C.aged]++;
       }
       if ((guard & F_STORM) !== 0 && !this.guards.storm.allow(inIdx, STORM_UNKNOWN_UNICAST, now)) {
-        this.drop(inPort, C.stormUnknownUnicast, now);
+        this.drop(inPort, C.stormUnknownUnicast, now, buf, off, len);
         continue;
       }
       this.flood(buf, off, len, tagged, vlan, inIdx);
@@ -524,8 +524,8 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
   }
 
   /** Counts a frame dropped at ingress: the element's counter and the port's rxDrops. */
-  private drop(inPort: Port, id: number, now: number): void {
-    this.count(id, now);
+  private drop(inPort: Port, id: number, now: number, buf: Buffer, off: number, len: number): void {
+    this.countDrop(id, now, buf, off, len);
     inPort.rxDrops++;
   }
 }

@@ -9,6 +9,7 @@ import type net from "node:net";
 import os from "node:os";
 import type { Engine } from "../core/engine.js";
 import { CaptureSession } from "../control/capture.js";
+import { DropCaptureSession } from "../control/drop-capture.js";
 import { type CounterSpec, Element } from "../core/element.js";
 import { ControlServer, RowStream } from "../control/server.js";
 import type { Request } from "../control/protocol.js";
@@ -467,6 +468,15 @@ export class TapnetNode {
   }
 
   private capture(req: Request, sock: net.Socket): "stream" {
+    if (req.drops === true) {
+      const count = typeof req.count === "number" && req.count > 0 ? Math.floor(req.count) : 0;
+      const elements = [this.sw, this.router].filter((e): e is LearningSwitch | Ipv4Router => e !== null && e !== undefined);
+      // Checked before answering: a second drop capture is refused with an error.
+      for (const el of elements) if (el.dropTap !== null) throw new Error(`a drop capture of ${el.name} is already running`);
+      sock.write(`${JSON.stringify({ ok: true, data: null })}\n`);
+      new DropCaptureSession(elements, sock, count);
+      return "stream";
+    }
     const names = Array.isArray(req.ports) ? (req.ports as unknown[]).map(String) : [];
     if (names.length === 0) throw new Error("capture needs at least one port");
     const ports = names.map((n) => this.engine.requirePort(n, this.config.node));

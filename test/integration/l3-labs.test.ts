@@ -3,12 +3,12 @@
  * routers-chain.yaml (three routers, an MTU 1400 link), inter-vlan.yaml (a layer-3
  * switch).
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT, canRunLabs, inNs, iperf, macOf, netnsList, ping, sendRaw, tapnet, tapnetOk, tcpdump, waitFor } from "./harness.js";
+import { CLI, ROOT, canRunLabs, inNs, iperf, macOf, netnsList, ping, sendRaw, tapnet, tapnetOk, tcpdump, sleep, waitFor, waitOutput } from "./harness.js";
 
 const labFile = (n: string): string => path.join(ROOT, "scripts/labs", n);
 
@@ -290,6 +290,46 @@ describe.skipIf(!canRunLabs())("routers-chain.yaml: three routers and an MTU 140
     expect(text).toMatch(/frames? dropped for \d+ reasons?/);
     expect(text).toMatch(/router\.ttlExpired\s+\d+\s+\d{4}-\d\d-\d\dT\S+\s+TTL 1 or 0/);
     expect(text).toMatch(/switch\.vlanFiltered\s+\d+/);
+  });
+
+  it("capture --drops writes the dropped frames with their reason as the pcapng comment (tshark frame.comment)", async () => {
+    const files = { r1: path.join(os.tmpdir(), `tn-drops-r1-${process.pid}.pcapng`), r2: path.join(os.tmpdir(), `tn-drops-r2-${process.pid}.pcapng`) };
+    const caps: Array<ReturnType<typeof spawn>> = [];
+    const comments = (file: string): string[] => {
+      // Read while the capture still writes: tshark may complain of a cut last block; its lines stand.
+      const r = spawnSync("tshark", ["-r", file, "-T", "fields", "-e", "frame.comment", "-e", "ip.ttl", "-e", "ip.dst", "-e", "vlan.id"], { encoding: "utf8" });
+      return r.stdout.split("\n").filter(Boolean);
+    };
+    try {
+      for (const node of ["r1", "r2"] as const) {
+        const cap = spawn(process.execPath, [CLI, "capture", node, "--drops", "--lab", "chain", "-w", files[node]], { stdio: ["ignore", "ignore", "pipe"] });
+        caps.push(cap);
+        await waitOutput(cap.stderr as NodeJS.ReadableStream, /capturing on/, `tapnet capture ${node} --drops to attach`);
+      }
+      expect(inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "-t", "1", "10.0.2.10"]).stdout).toMatch(/Time to live exceeded/);
+      expect(inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "10.99.0.1"]).stdout).toMatch(/Destination Net Unreachable/);
+      const src = macOf(ns("h1")).replaceAll(":", "");
+      sendRaw(ns("h1"), "eth0", [`ffffffffffff${src}8100006408060001080006040001${src}0a00010a0000000000000a000101${"00".repeat(18)}`]);
+      const r1 = await waitFor("r1's TTL and VLAN drops in the capture", () => {
+        const l = comments(files.r1);
+        return l.some((x) => x.startsWith("router.ttlExpired")) && l.some((x) => x.startsWith("switch.vlanFiltered")) ? l : undefined;
+      });
+      const r2 = await waitFor("r2's no-route drop in the capture", () => {
+        const l = comments(files.r2);
+        return l.some((x) => x.startsWith("router.noRoute")) ? l : undefined;
+      });
+      // The packet as it was dropped: TTL 1 to h2; 10.99.0.1 at r2 (TTL already down by r1); the tag of VLAN 100.
+      expect(r1).toContainEqual(expect.stringMatching(/^router\.ttlExpired: TTL 1 or 0[^\t]*\t1\t10\.0\.2\.10\t$/));
+      expect(r1).toContainEqual(expect.stringMatching(/^switch\.vlanFiltered: VLAN not allowed[^\t]*\t\t\t100$/));
+      expect(r2).toContainEqual(expect.stringMatching(/^router\.noRoute: no route to the destination[^\t]*\t63\t10\.99\.0\.1\t$/));
+    } finally {
+      for (const cap of caps) {
+        const exited = new Promise<void>((r) => (cap.exitCode !== null ? r() : cap.on("exit", () => r())));
+        cap.kill("SIGINT");
+        await Promise.race([exited, sleep(10_000).then(() => cap.kill("SIGKILL"))]);
+      }
+      for (const f of Object.values(files)) fs.rmSync(f, { force: true });
+    }
   });
 
   it("no route gets Destination Net Unreachable from the router that has none", () => {
