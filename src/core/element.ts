@@ -19,6 +19,7 @@
  */
 import type { FrameList } from "./batch.js";
 import type { Port } from "./port.js";
+import type { TraceRecorder } from "./trace.js";
 
 export type CounterKind = "forward" | "deliver" | "drop" | "event";
 const KINDS: readonly CounterKind[] = ["forward", "deliver", "drop", "event"];
@@ -143,6 +144,8 @@ export abstract class Element<K extends string = string> {
    * well-predicted branch on this field and nothing else when nobody captures.
    */
   dropTap: DropTap | null = null;
+  /** The armed trace (src/core/trace.ts), or null: one branch where a decision is made. */
+  tr: TraceRecorder | null = null;
 
   constructor(
     readonly name: string,
@@ -163,6 +166,12 @@ export abstract class Element<K extends string = string> {
     this.c[id]++;
     this.last[id] = now;
     if (this.dropTap !== null) this.dropTap.dropped(this, id, buf, off, len);
+    if (this.tr !== null) this.tr.add(this.name, `drop ${this.spec.names[id]}: ${this.spec.decls[this.spec.names[id]].help}`);
+  }
+
+  /** Arms (or with null disarms) a trace on this element. */
+  setTrace(tr: TraceRecorder | null): void {
+    this.tr = tr;
   }
 
   /** Attaches (or with null detaches) the receiver of this element's dropped frames. */

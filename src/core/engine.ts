@@ -20,6 +20,10 @@ import { InternalPort } from "./internal-port.js";
 import { PacketPool } from "./pool.js";
 import type { Port } from "./port.js";
 
+/** Pool bytes of the what-if slot: headroom (tags, a virtio-net header) and a frame. */
+const WHATIF_SLOT = 64 + 9216;
+const WHATIF_HEADROOM = 64;
+
 /** What the engine needs of an element: a name, the start of each pass, pool scratch. */
 export interface EngineElement {
   readonly name: string;
@@ -162,7 +166,9 @@ export class Engine {
     for (const p of this.ports) size += p.rxRegionBytes() + (p.txOffload?.regionBytes ?? 0) + 128;
     const scratch = this.elements.map((e) => e.scratchBytes?.() ?? 0);
     for (const s of scratch) size += s + 64;
+    size += WHATIF_SLOT + 64;
     const pool = new PacketPool(size, spare);
+    this.whatIfBase = pool.region(WHATIF_SLOT, "what-if trace slot");
     this.elements.forEach((e, i) => {
       if (scratch[i] > 0) e.attachScratch?.(pool.buf, pool.region(scratch[i], `${e.name} scratch`), scratch[i]);
     });
@@ -216,9 +222,49 @@ export class Engine {
       return;
     }
     const devices = this.devices;
+    if (this.discard !== null) {
+      // A what-if pass: what would leave is shown, not sent.
+      for (let i = 0; i < devices.length; i++) {
+        const q = devices[i].txq;
+        for (let k = 0; k < q.count; k++) this.discard(devices[i], pool, q.offsets[k], q.lengths[k]);
+        q.count = 0;
+        q.drops = 0;
+      }
+      return;
+    }
     for (let i = 0; i < devices.length; i++) {
       const p = devices[i];
       if (p.txq.count !== 0 || p.txq.drops !== 0) p.flush(pool);
+    }
+  }
+
+  /** Pool offset of the what-if slot (a synthetic frame for `tapnet trace --packet`). */
+  private whatIfBase = -1;
+  /** Set only during a what-if pass: gets each frame that would leave a device port. */
+  private discard: ((port: Port, pool: Buffer, off: number, len: number) => void) | null = null;
+
+  /**
+   * Runs one pass with `frame` as if `port` had received it, and sends nothing: every
+   * frame the pass would write to a device port goes to `out` instead (OVS's
+   * ofproto/trace). Elements keep their usual state changes (counters, a learned
+   * source); a router armed with a dry trace queues nothing for ARP.
+   */
+  whatIf(port: Port, frame: Buffer, out: (port: Port, pool: Buffer, off: number, len: number) => void): void {
+    if (this.pool === null) throw new Error("the engine is not started");
+    const input = this.inputs[port.index];
+    if (this.ports[port.index] !== port || input === null || input === undefined) throw new Error(`port '${port.name}' takes no frames`);
+    if (frame.length > WHATIF_SLOT - WHATIF_HEADROOM) throw new Error(`frame of ${frame.length} bytes: at most ${WHATIF_SLOT - WHATIF_HEADROOM}`);
+    const pool = this.pool.buf;
+    const off = this.whatIfBase + WHATIF_HEADROOM;
+    // A zeroed virtio-net header before the frame, as a port with offloads leaves it.
+    pool.fill(0, off - 16, off);
+    frame.copy(pool, off);
+    const batch: FrameList = { count: 1, offsets: Uint32Array.of(off), lengths: Uint32Array.of(frame.length) };
+    this.discard = out;
+    try {
+      this.runPass((p, now) => input.process(port, batch, p, now));
+    } finally {
+      this.discard = null;
     }
   }
 

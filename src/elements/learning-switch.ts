@@ -266,6 +266,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     for (let i = 0; i < n; i++) {
       const off = offsets[i];
       const len = lengths[i];
+      if (this.tr !== null) this.tr.add(this.name, `in ${inPort.name}, ${len} bytes`);
       if (len < ETH_HLEN) {
         this.drop(inPort, C.runt, now, buf, off, len);
         continue;
@@ -327,6 +328,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         continue;
       }
       const d0 = buf[off];
+      if (this.tr !== null) this.tr.add(this.name, `VLAN ${vlan} (${tagged ? "tagged" : "untagged"}), ${traceMac(buf, off + 6)} > ${traceMac(buf, off)}`);
       if (d0 === 0x01 && buf[off + 1] === 0x80 && buf[off + 2] === 0xc2 && buf[off + 3] === 0 && buf[off + 4] === 0 && (buf[off + 5] & 0xf0) === 0) {
         // IEEE 802.1D reserved group addresses (STP, LACP, LLDP …) stop at a bridge.
         this.drop(inPort, C.linkLocal, now, buf, off, len);
@@ -383,6 +385,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
                 this.bridgeHook(buf, l3, off + len - l3, now, this.offload && vnetNeedsCsum(buf, off));
               }
             }
+            if (this.tr !== null) this.tr.add(this.name, `FDB: ${traceMac(buf, off)} in VLAN ${vlan} is on ${this.ports[outIdx].name}: forwarded there`);
             this.unicast(buf, off, len, tagged, vlan, outIdx);
           }
           continue;
@@ -451,6 +454,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
 
   private flood(buf: Buffer, off: number, len: number, tagged: boolean, vlan: number, inIdx: number): void {
     const list = this.vl.floodList[vlan];
+    if (this.tr !== null) this.traceFlood(buf, off, vlan, inIdx, list);
     if (list === null) return;
     this.c[C.flooded]++;
     const membership = this.vl.membership;
@@ -524,8 +528,22 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
   }
 
   /** Counts a frame dropped at ingress: the element's counter and the port's rxDrops. */
+  /** The trace step of a flood (only while a trace is armed). */
+  private traceFlood(buf: Buffer, off: number, vlan: number, inIdx: number, list: ArrayLike<number> | null): void {
+    const to = list === null ? [] : Array.from(list).filter((p) => p !== inIdx && this.guards.gate[p] === GATE_FORWARD);
+    const what = (buf[off] & 1) !== 0 ? "group address" : "unknown unicast";
+    this.tr?.add(this.name, `${traceMac(buf, off)} (${what}) in VLAN ${vlan}: flooded to ${to.map((p) => this.ports[p].name).join(", ") || "no port"}`);
+  }
+
   private drop(inPort: Port, id: number, now: number, buf: Buffer, off: number, len: number): void {
     this.countDrop(id, now, buf, off, len);
     inPort.rxDrops++;
   }
+}
+
+/** The destination MAC of the frame at `off`, as text (trace steps only). */
+function traceMac(buf: Buffer, off: number): string {
+  const b: string[] = [];
+  for (let i = 0; i < 6; i++) b.push(buf[off + i].toString(16).padStart(2, "0"));
+  return b.join(":");
 }

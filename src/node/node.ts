@@ -30,6 +30,7 @@ import { type Args, applyChange, JOURNALED } from "./changes.js";
 import { Journal, type JournalEntry } from "./journal.js";
 import { runningConfig } from "./running-config.js";
 import { dropsReport } from "./drops.js";
+import { whatIfTrace } from "./trace.js";
 import { NodeFib } from "../bgp/node-fib.js";
 import { BgpSpeaker } from "../bgp/speaker.js";
 import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
@@ -97,6 +98,10 @@ export class TapnetNode {
       ports: () => this.ports(),
       tunnels: () => this.tunnels(),
       stats: () => this.stats(),
+      trace: (req) => {
+        if (typeof req.in !== "string" || typeof req.packet !== "string") throw new Error("trace needs 'in' (a port) and 'packet'");
+        return whatIfTrace(this.engine, [this.sw, this.router, this.graph.nat as unknown as Element | null], this.router, this.sw, this.config.node, req.in, req.packet);
+      },
       drops: () => dropsReport([this.sw, this.graph.stp, this.router, this.graph.nat], clock(), Date.now()),
       neigh: () => new RowStream(this.requireRouter().neighbourWalk(clock)),
       route: () => new RowStream(this.requireRouter().routeWalk()),

@@ -30,6 +30,7 @@
  *
  * The router's calls into the NAT are all in the section "NAT hooks" below.
  */
+import { ipToString } from "../../wire/ipv4addr.js";
 import { CHECK_BAD_CHECKSUM, CHECK_BAD_IHL, CHECK_BAD_TOTAL_LEN, CHECK_BAD_VERSION, CHECK_OK } from "../../wire/reason.js";
 import { ETH_HEADER_LEN, ethDstIsMulticast, ethGetDstAddr } from "../../wire/ethernet.js";
 import {
@@ -268,6 +269,7 @@ export class IpInput {
     // The TTL goes down before the redirect, which quotes the packet as it is forwarded
     // (Linux's ip_forward), and before POSTROUTING, as there.
     ipv4DecrementTtl(buf, ip);
+    if (s.tr !== null) this.traceRoute(r, out, nh, buf, ip);
     if (out === ifc && ifc.sendRedirects) this.redirect(ifc, buf, ip, ipLen, s.routeGw[r], now, ctx);
     // Record Route names the address the packet leaves from (Linux's ip_forward_options).
     if (this.opt.rrAddr) ipv4OptionsForward(buf, ip, sourceFor(out, nh), this.opt);
@@ -458,6 +460,16 @@ export class IpInput {
 
   // ---------------------------------------------------------------------------
   // NAT hooks: every call the router makes into the NAT.
+
+  /** The trace step of a forwarding decision (only while a trace is armed). */
+  private traceRoute(r: number, out: RouterInterface, nh: number, buf: Buffer, ip: number): void {
+    const s = this.s;
+    const ttl = ipv4GetTtl(buf, ip);
+    const via = s.routeGw[r] ? ` via ${ipToString(s.routeGw[r])}` : "";
+    s.trace(
+      `${ipToString(ipv4GetSrcAddr(buf, ip))} > ${ipToString(ipv4GetDstAddr(buf, ip))}: route ${ipToString(s.routePrefix[r])}/${s.routeLen[r]}${via} dev ${out.name} (${s.routeKind[r]}), next hop ${ipToString(nh)}, TTL ${ttl + 1} -> ${ttl}`,
+    );
+  }
 
   /**
    * PREROUTING: the packet's conntrack context (>= 0, for POSTROUTING or release), or a

@@ -26,6 +26,7 @@
  */
 import type { DhcpLeaseRow, DhcpServer } from "./dhcp.js";
 import type { FrameList } from "../../core/batch.js";
+import type { TraceRecorder } from "../../core/trace.js";
 import { type DropTap, Element, type ElementInfo, type FrameSink } from "../../core/element.js";
 import type { Port } from "../../core/port.js";
 import { ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ethGetEtherType } from "../../wire/ethernet.js";
@@ -103,6 +104,12 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
     this.fib = s.fib;
     this.neigh = s.neigh;
     this.reasm = s.reasm;
+  }
+
+  override setTrace(tr: TraceRecorder | null): void {
+    this.tr = tr;
+    this.s.dropOwner = this;
+    this.s.tr = tr;
   }
 
   override setDropTap(tap: DropTap | null): void {
