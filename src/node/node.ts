@@ -100,7 +100,15 @@ export class TapnetNode {
       stats: () => this.stats(),
       trace: (req) => {
         if (typeof req.in !== "string" || typeof req.packet !== "string") throw new Error("trace needs 'in' (a port) and 'packet'");
-        return whatIfTrace(this.engine, [this.sw, this.router, this.graph.nat as unknown as Element | null], this.router, this.sw, this.config.node, req.in, req.packet);
+        return whatIfTrace(
+          this.engine,
+          [this.sw, this.router, this.graph.nat as unknown as Element | null],
+          this.router,
+          this.sw,
+          this.config.node,
+          req.in,
+          req.packet,
+        );
       },
       drops: () => dropsReport([this.sw, this.graph.stp, this.router, this.graph.nat], clock(), Date.now()),
       neigh: () => new RowStream(this.requireRouter().neighbourWalk(clock)),

@@ -59,7 +59,18 @@ export function parsePacketSpec(text: string): PacketSpec {
   };
   const [src, sport] = addr(w[1], "source");
   const [dst, dport] = addr(w[3], "destination");
-  const spec: PacketSpec = { proto, src, dst, sport: sport || 40000, dport: dport || (proto === "icmp" ? 0 : 80), ttl: 64, len: 0, vlan: 0, from: null, to: null };
+  const spec: PacketSpec = {
+    proto,
+    src,
+    dst,
+    sport: sport || 40000,
+    dport: dport || (proto === "icmp" ? 0 : 80),
+    ttl: 64,
+    len: 0,
+    vlan: 0,
+    from: null,
+    to: null,
+  };
   for (let i = 4; i < w.length; i += 2) {
     const k = w[i];
     const v = w[i + 1];
@@ -173,12 +184,21 @@ export function describeFrame(buf: Buffer, off: number, len: number): string {
   if (proto === 1 && l4 + 2 <= end) {
     const t = buf[l4];
     const c = buf[l4 + 1];
-    const names: Record<number, string> = { 0: "echo reply", 3: "destination unreachable", 8: "echo request", 11: "time exceeded", 5: "redirect", 12: "parameter problem" };
+    const names: Record<number, string> = {
+      0: "echo reply",
+      3: "destination unreachable",
+      8: "echo request",
+      11: "time exceeded",
+      5: "redirect",
+      12: "parameter problem",
+    };
     what = `ICMP ${names[t] ?? `type ${t}`}${t === 3 || t === 11 || t === 5 ? ` code ${c}` : ""}`;
   } else if ((proto === 6 || proto === 17) && l4 + 4 <= end) {
     what = `${proto === 6 ? "TCP" : "UDP"} ${buf.readUInt16BE(l4)} > ${buf.readUInt16BE(l4 + 2)}`;
-    if (proto === 17 && buf.readUInt16BE(l4 + 2) === 4789 && l4 + 16 + 14 <= end) what += ` VXLAN vni ${buf.readUIntBE(l4 + 12, 3)} [${describeFrame(buf, l4 + 16, end - l4 - 16)}]`;
-    if (proto === 17 && buf.readUInt16BE(l4 + 2) === 8472 && l4 + 16 + 14 <= end) what += ` VXLAN vni ${buf.readUIntBE(l4 + 12, 3)} [${describeFrame(buf, l4 + 16, end - l4 - 16)}]`;
+    if (proto === 17 && buf.readUInt16BE(l4 + 2) === 4789 && l4 + 16 + 14 <= end)
+      what += ` VXLAN vni ${buf.readUIntBE(l4 + 12, 3)} [${describeFrame(buf, l4 + 16, end - l4 - 16)}]`;
+    if (proto === 17 && buf.readUInt16BE(l4 + 2) === 8472 && l4 + 16 + 14 <= end)
+      what += ` VXLAN vni ${buf.readUIntBE(l4 + 12, 3)} [${describeFrame(buf, l4 + 16, end - l4 - 16)}]`;
   } else if (proto === 4) what = `IPIP [${ipToString(buf.readUInt32BE(l4 + 12))} > ${ipToString(buf.readUInt32BE(l4 + 16))}]`;
   return `${l2}, IPv4 ${src} > ${dst} ttl ${ttl}, ${what}`;
 }

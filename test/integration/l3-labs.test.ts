@@ -332,6 +332,44 @@ describe.skipIf(!canRunLabs())("routers-chain.yaml: three routers and an MTU 140
     }
   });
 
+  it("a what-if trace with TTL 1 ends in time exceeded at r1 and sends nothing; TTL 64 shows the route and 64 -> 63", () => {
+    interface WhatIf {
+      steps: Array<{ element: string; what: string }>;
+      out: Array<{ port: string; frame: string }>;
+    }
+    const hostCounters = (): string[] =>
+      ["h1", "h2"].map((h) => inNs(ns(h), ["cat", "/sys/class/net/eth0/statistics/rx_packets", "/sys/class/net/eth0/statistics/tx_packets"]).stdout);
+    const before = hostCounters();
+    const trace = (node: string, port: string, packet: string): WhatIf =>
+      JSON.parse(tapnetOk(["trace", node, "--in", port, "--packet", packet, "--lab", "chain", "--json"])) as WhatIf;
+    const ttl1 = trace("r1", "h1", "icmp 10.0.1.10 > 10.0.2.10 ttl 1");
+    const drop = ttl1.steps.findIndex((x) => x.element === "router" && x.what.startsWith("drop ttlExpired"));
+    expect(drop, JSON.stringify(ttl1.steps)).toBeGreaterThan(0);
+    expect(ttl1.steps[0]).toEqual({ element: "switch", what: expect.stringMatching(/^in h1,/) });
+    expect(ttl1.steps.some((x) => x.what.startsWith("route "))).toBe(false);
+    // The time exceeded would go back out of h1, and is not sent.
+    expect(ttl1.out).toEqual([{ port: "h1", frame: expect.stringMatching(/IPv4 10\.0\.1\.1 > 10\.0\.1\.10 ttl 64, ICMP time exceeded code 0$/) }]);
+    const ttl64 = trace("r1", "h1", "icmp 10.0.1.10 > 10.0.2.10");
+    expect(ttl64.steps.map((x) => x.what)).toContainEqual(
+      expect.stringMatching(/^10\.0\.1\.10 > 10\.0\.2\.10: route 0\.0\.0\.0\/0 via 10\.1\.12\.2 dev to-r2 \(static\), next hop 10\.1\.12\.2, TTL 64 -> 63$/),
+    );
+    expect(ttl64.steps.map((x) => x.what)).toContainEqual(expect.stringMatching(/^neighbour 10\.1\.12\.2 dev to-r2: (REACHABLE|STALE|DELAY|PROBE|PERMANENT) /));
+    expect(ttl64.out).toEqual([{ port: "r2", frame: expect.stringMatching(/IPv4 10\.0\.1\.10 > 10\.0\.2\.10 ttl 63, ICMP echo request$/) }]);
+    // r2, a packet from r1 with no route: the drop and the net unreachable that would go back.
+    // (From 10.0.1.99: a what-if's ICMP error counts against the per-destination ICMP limit.)
+    const noRoute = trace("r2", "r1", "udp 10.0.1.99 > 10.99.0.1:53 ttl 63");
+    expect(noRoute.steps.map((x) => x.what)).toContainEqual(expect.stringMatching(/^drop noRoute: /));
+    expect(noRoute.out).toEqual([{ port: "r1", frame: expect.stringMatching(/ICMP destination unreachable code 0$/) }]);
+    // A tagged frame on an access port ends at the switch.
+    const tagged = trace("r1", "h1", "icmp 10.0.1.10 > 10.0.2.10 vlan 100");
+    expect(tagged.steps.map((x) => x.what)).toEqual([expect.stringMatching(/^in h1/), expect.stringMatching(/^drop vlanFiltered: /)]);
+    expect(tagged.out).toEqual([]);
+    expect(hostCounters(), "the hosts' rx/tx packet counters").toEqual(before);
+    const bad = tapnet(["trace", "r1", "--in", "h1", "--packet", "icmp 10.0.1.10 > nowhere", "--lab", "chain"]);
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/--packet 'icmp 10\.0\.1\.10 > nowhere': destination 'nowhere' is not an IPv4 address/);
+  });
+
   it("no route gets Destination Net Unreachable from the router that has none", () => {
     const r = inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "10.99.0.1"]);
     expect(r.stdout).toMatch(/From 10\.1\.12\.2 icmp_seq=1 Destination Net Unreachable/);

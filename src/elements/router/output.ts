@@ -103,9 +103,20 @@ export class Output {
     const neigh = this.s.neigh;
     const n = neigh.get(out.index, nh);
     if (this.s.tr !== null) {
-      this.s.trace(`neighbour ${ipToString(nh)} dev ${out.name}: ${n === undefined ? "none (ARP request)" : `${NUD_NAMES[n.state]}${n.state === NUD_INCOMPLETE ? "" : ` ${macToString(n.mac)}`}`}`);
-      // What-if: nothing may outlive the pass (a packet queued for ARP would leave later).
-      if (this.s.tr.dry && (n === undefined || n.state === NUD_INCOMPLETE)) return;
+      this.s.trace(
+        `neighbour ${ipToString(nh)} dev ${out.name}: ${n === undefined ? "none (ARP request)" : `${NUD_NAMES[n.state]}${n.state === NUD_INCOMPLETE ? "" : ` ${macToString(n.mac)}`}`}`,
+      );
+      // What-if: nothing may outlive the pass — no packet queued for ARP (it would leave
+      // later), no neighbour touched (a stale entry would be probed).
+      if (this.s.tr.dry) {
+        if (n === undefined || n.state === NUD_INCOMPLETE) return;
+        const e = ip - ETH_HEADER_LEN;
+        ethSetDstAddr(buf, e, n.mac);
+        ethSetSrcAddr(buf, e, out.mac);
+        ethSetEtherType(buf, e, ETHERTYPE_IPV4);
+        out.port.inq.push(e, ipLen + ETH_HEADER_LEN);
+        return;
+      }
     }
     if (n === undefined || n.state === NUD_INCOMPLETE) {
       this.resolve(n, inIf, out, nh, buf, ip, ipLen, now);
