@@ -58,7 +58,7 @@ export class DropCaptureSession implements DropTap {
     }
     const i = this.ifIndex.get(element);
     if (i === undefined) return;
-    const start = off < 0 ? 0 : off;
+    const start = Math.max(off, 0);
     const end = Math.min(off + len, buf.length);
     if (end <= start) return;
     this.writer.packet(i, buf, start, end - start, nowNs(), undefined, (this.comments.get(element) as string[])[id]);
