@@ -223,14 +223,15 @@ export class Engine {
     }
     const devices = this.devices;
     if (this.discard !== null) {
-      // A what-if pass: what would leave is shown, not sent.
+      // A traced pass: what leaves is shown; a what-if pass sends nothing.
       for (let i = 0; i < devices.length; i++) {
         const q = devices[i].txq;
         for (let k = 0; k < q.count; k++) this.discard(devices[i], pool, q.offsets[k], q.lengths[k]);
+        if (this.discardSends) continue;
         q.count = 0;
         q.drops = 0;
       }
-      return;
+      if (!this.discardSends) return;
     }
     for (let i = 0; i < devices.length; i++) {
       const p = devices[i];
@@ -240,8 +241,53 @@ export class Engine {
 
   /** Pool offset of the what-if slot (a synthetic frame for `tapnet trace --packet`). */
   private whatIfBase = -1;
-  /** Set only during a what-if pass: gets each frame that would leave a device port. */
+  /** Set only during a traced pass: gets each frame that would leave a device port. */
   private discard: ((port: Port, pool: Buffer, off: number, len: number) => void) | null = null;
+  /** The traced pass is live: its frames are sent after `discard` saw them. */
+  private discardSends = false;
+
+  /**
+   * A live trace (`tapnet trace NODE FILTER`): while set, each received batch is split so
+   * that every frame `match` takes runs in a pass of its own, with the trace armed by
+   * `begin` and what leaves handed to `sent` — the one test per batch when no trace runs.
+   */
+  liveTrace: {
+    match(port: Port, buf: Buffer, off: number, len: number): boolean;
+    begin(port: Port, buf: Buffer, off: number, len: number): void;
+    sent(port: Port, buf: Buffer, off: number, len: number): void;
+    end(): void;
+  } | null = null;
+
+  private rxTraced(port: Port, batch: FrameList): void {
+    const lt = this.liveTrace as NonNullable<Engine["liveTrace"]>;
+    const pool = (this.pool as PacketPool).buf;
+    const input = this.inputs[port.index] as FrameSink;
+    const n = batch.count;
+    let start = 0;
+    const run = (from: number, to: number): void => {
+      if (to <= from) return;
+      const sub: FrameList = { count: to - from, offsets: batch.offsets.subarray(from, to), lengths: batch.lengths.subarray(from, to) };
+      this.runPass((p, now) => input.process(port, sub, p, now));
+    };
+    for (let i = 0; i < n && this.liveTrace !== null; i++) {
+      const off = batch.offsets[i];
+      const len = batch.lengths[i];
+      if (!lt.match(port, pool, off, len)) continue;
+      run(start, i);
+      lt.begin(port, pool, off, len);
+      this.discard = lt.sent;
+      this.discardSends = true;
+      try {
+        run(i, i + 1);
+      } finally {
+        this.discard = null;
+        this.discardSends = false;
+        lt.end();
+      }
+      start = i + 1;
+    }
+    run(start, n);
+  }
 
   /**
    * Runs one pass with `frame` as if `port` had received it, and sends nothing: every
@@ -277,6 +323,10 @@ export class Engine {
   private readonly onRx = (port: Port, batch: FrameList): void => {
     if (!port.adminUp) {
       port.rxDrops += batch.count;
+      return;
+    }
+    if (this.liveTrace !== null) {
+      this.rxTraced(port, batch);
       return;
     }
     this.rxPort = port;

@@ -31,6 +31,8 @@ import { Journal, type JournalEntry } from "./journal.js";
 import { runningConfig } from "./running-config.js";
 import { dropsReport } from "./drops.js";
 import { whatIfTrace } from "./trace.js";
+import { compileFilter } from "./trace-filter.js";
+import { LiveTraceSession } from "./live-trace.js";
 import { NodeFib } from "../bgp/node-fib.js";
 import { BgpSpeaker } from "../bgp/speaker.js";
 import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
@@ -98,7 +100,24 @@ export class TapnetNode {
       ports: () => this.ports(),
       tunnels: () => this.tunnels(),
       stats: () => this.stats(),
-      trace: (req) => {
+      trace: (req, sock) => {
+        if (req.live === true) {
+          const filter = compileFilter(typeof req.filter === "string" ? req.filter : "");
+          const port = typeof req.port === "string" ? this.engine.requirePort(req.port, this.config.node) : null;
+          if (this.engine.liveTrace !== null) throw new Error("a live trace already runs on this node");
+          const count = typeof req.count === "number" && req.count > 0 ? Math.floor(req.count) : 0;
+          sock.write(`${JSON.stringify({ ok: true, data: null })}\n`);
+          new LiveTraceSession(
+            this.engine,
+            [this.sw, this.router, this.graph.nat as unknown as Element | null].filter((e): e is Element => e instanceof Element),
+            this.config.node,
+            port,
+            filter,
+            count,
+            sock,
+          );
+          return "stream";
+        }
         if (typeof req.in !== "string" || typeof req.packet !== "string") throw new Error("trace needs 'in' (a port) and 'packet'");
         return whatIfTrace(
           this.engine,
