@@ -41,7 +41,7 @@ function parseL2(buf: Buffer, off: number, len: number): boolean {
   return true;
 }
 
-const isIp = (buf: Buffer): boolean => F.et === 0x0800 && F.l3 + 20 <= F.end;
+const isIp = (_buf: Buffer): boolean => F.et === 0x0800 && F.l3 + 20 <= F.end;
 const ipSrc = (buf: Buffer): number => buf.readUInt32BE(F.l3 + 12);
 const ipDst = (buf: Buffer): number => buf.readUInt32BE(F.l3 + 16);
 const isArp = (): boolean => F.et === 0x0806 && F.l3 + 28 <= F.end;
