@@ -153,8 +153,19 @@ export function buildFrame(spec: PacketSpec, from: number, to: number): Buffer {
   return f;
 }
 
-/** One line about a frame: MACs, VLAN, and the IPv4/ICMP/UDP/TCP or ARP header. */
+/**
+ * One line about a frame: MACs, VLAN, and the IPv4/ICMP/UDP/TCP or ARP header. Never
+ * throws (it describes what peers sent): a frame it cannot read says so.
+ */
 export function describeFrame(buf: Buffer, off: number, len: number): string {
+  try {
+    return describe(buf, off, Math.min(len, buf.length - off));
+  } catch {
+    return `${len} bytes (not decoded)`;
+  }
+}
+
+function describe(buf: Buffer, off: number, len: number): string {
   if (len < 14) return `${len} bytes (runt)`;
   let p = off + 12;
   let vlan = "";
@@ -196,10 +207,10 @@ export function describeFrame(buf: Buffer, off: number, len: number): string {
   } else if ((proto === 6 || proto === 17) && l4 + 4 <= end) {
     what = `${proto === 6 ? "TCP" : "UDP"} ${buf.readUInt16BE(l4)} > ${buf.readUInt16BE(l4 + 2)}`;
     if (proto === 17 && buf.readUInt16BE(l4 + 2) === 4789 && l4 + 16 + 14 <= end)
-      what += ` VXLAN vni ${buf.readUIntBE(l4 + 12, 3)} [${describeFrame(buf, l4 + 16, end - l4 - 16)}]`;
+      what += ` VXLAN vni ${buf.readUIntBE(l4 + 12, 3)} [${describe(buf, l4 + 16, end - l4 - 16)}]`;
     if (proto === 17 && buf.readUInt16BE(l4 + 2) === 8472 && l4 + 16 + 14 <= end)
-      what += ` VXLAN vni ${buf.readUIntBE(l4 + 12, 3)} [${describeFrame(buf, l4 + 16, end - l4 - 16)}]`;
-  } else if (proto === 4) what = `IPIP [${ipToString(buf.readUInt32BE(l4 + 12))} > ${ipToString(buf.readUInt32BE(l4 + 16))}]`;
+      what += ` VXLAN vni ${buf.readUIntBE(l4 + 12, 3)} [${describe(buf, l4 + 16, end - l4 - 16)}]`;
+  } else if (proto === 4 && l4 + 20 <= end) what = `IPIP [${ipToString(buf.readUInt32BE(l4 + 12))} > ${ipToString(buf.readUInt32BE(l4 + 16))}]`;
   return `${l2}, IPv4 ${src} > ${dst} ttl ${ttl}, ${what}`;
 }
 

@@ -142,3 +142,21 @@ describe("pcapng packet comments", () => {
     }
   });
 });
+
+describe("describeFrame", () => {
+  it("never throws on what a peer may send", () => {
+    let seed = 7;
+    const rnd = (): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed;
+    };
+    const base = frame("udp 10.0.1.10:5000 > 10.0.3.1:4789");
+    for (let i = 0; i < 5000; i++) {
+      const b = Buffer.from(base);
+      for (let k = 0; k < 6; k++) b[rnd() % b.length] = rnd() & 0xff;
+      const cut = rnd() % (b.length + 1);
+      expect(typeof describeFrame(b, 0, cut)).toBe("string");
+      expect(typeof compileFilter("port 53 or host 10.0.3.1 or vlan 3")(b, 0, cut)).toBe("boolean");
+    }
+  });
+});
