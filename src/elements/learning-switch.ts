@@ -41,6 +41,7 @@
  */
 import type { FrameList } from "../core/batch.js";
 import { Element, type ElementInfo, type FrameSink } from "../core/element.js";
+import { ipTuple, natStep } from "../core/trace.js";
 import type { Port } from "../core/port.js";
 import { readU32 } from "../wire/bytes.js";
 import { ETHERTYPE_IPV4, ETHERTYPE_VLAN } from "../wire/ethernet.js";
@@ -382,7 +383,9 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
               const l3 = tagged ? off + ETH_HLEN + VLAN_TAG_LEN : off + ETH_HLEN;
               if (((buf[l3 - 2] << 8) | buf[l3 - 1]) === ETHERTYPE_IPV4) {
                 // With offloads, a pending checksum must stay a partial sum.
+                const before = this.tr !== null ? ipTuple(buf, l3) : "";
                 this.bridgeHook(buf, l3, off + len - l3, now, this.offload && vnetNeedsCsum(buf, off));
+                if (this.tr !== null) this.tr.add(this.name, natStep("bridged (br_netfilter)", before, ipTuple(buf, l3)));
               }
             }
             if (this.tr !== null) this.tr.add(this.name, `FDB: ${traceMac(buf, off)} in VLAN ${vlan} is on ${this.ports[outIdx].name}: forwarded there`);

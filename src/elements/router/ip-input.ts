@@ -31,6 +31,7 @@
  * The router's calls into the NAT are all in the section "NAT hooks" below.
  */
 import { ipToString } from "../../wire/ipv4addr.js";
+import { ipTuple, natStep } from "../../core/trace.js";
 import { CHECK_BAD_CHECKSUM, CHECK_BAD_IHL, CHECK_BAD_TOTAL_LEN, CHECK_BAD_VERSION, CHECK_OK } from "../../wire/reason.js";
 import { ETH_HEADER_LEN, ethDstIsMulticast, ethGetDstAddr } from "../../wire/ethernet.js";
 import {
@@ -477,7 +478,9 @@ export class IpInput {
    */
   private prerouting(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number): number {
     const s = this.s;
+    const before = s.tr !== null && s.nat !== null ? ipTuple(buf, ip) : "";
     const ctx = s.nat === null ? NAT_ACCEPT : s.nat.prerouting(buf, ip, ipLen, ifc.index, now, this.csumPartial(buf, ip));
+    if (s.tr !== null && s.nat !== null) s.trace(natStep("PREROUTING", before, ipTuple(buf, ip)));
     if (ctx >= 0) return ctx;
     if (ctx === NAT_REJECT) {
       // A service with no endpoints: refuse, as kube-proxy's REJECT does.
@@ -490,7 +493,9 @@ export class IpInput {
   /** POSTROUTING, toward `out` (its address on dst's subnet is the hairpin source); false when dropped (counted). */
   private postrouting(ctx: number, out: RouterInterface, buf: Buffer, ip: number, ipLen: number, dst: number, now: number): boolean {
     const s = this.s;
+    const before = s.tr !== null && s.nat !== null ? ipTuple(buf, ip) : "";
     const v = s.nat === null ? NAT_ACCEPT : s.nat.postrouting(ctx, buf, ip, ipLen, out.index, sourceFor(out, dst), now, this.csumPartial(buf, ip));
+    if (s.tr !== null && s.nat !== null) s.trace(natStep("POSTROUTING", before, ipTuple(buf, ip)));
     if (v === NAT_ACCEPT) return true;
     s.dropFrame(C.natDropped, now, buf, ip, ipLen);
     return false;
