@@ -63,6 +63,6 @@ function renderLive(r: LiveTraceRecord): string {
   const lines = [`${r.time} ${r.node} in ${r.in}: ${r.packet}`];
   for (const s of r.steps) lines.push(`  ${s.element.padEnd(8)} ${s.what}`);
   if (r.out.length === 0) lines.push("  (nothing left the node)");
-  for (const o of r.out) lines.push(`  out ${o.port}: ${o.frame}`);
+  for (const o of r.out) lines.push(`  out ${o.port}: ${o.frame}${o.encap ? `, in ${o.encap}` : ""}`);
   return lines.join("\n");
 }

@@ -21,7 +21,8 @@ export interface LiveTraceRecord {
   in: string;
   packet: string;
   steps: Array<{ element: string; what: string }>;
-  out: Array<{ port: string; frame: string }>;
+  /** What left which port; `encap`: a tunnel port's outer headers. */
+  out: Array<{ port: string; frame: string; encap?: string }>;
 }
 
 export class LiveTraceSession {
@@ -54,7 +55,8 @@ export class LiveTraceSession {
   };
 
   readonly sent = (port: Port, buf: Buffer, off: number, len: number): void => {
-    this.cur?.out.push({ port: port.name, frame: describeFrame(buf, off, len) });
+    const encap = port.traceTx(buf, off, len);
+    this.cur?.out.push({ port: port.name, frame: describeFrame(buf, off, len), ...(encap === null ? {} : { encap }) });
   };
 
   readonly end = (): void => {

@@ -219,7 +219,7 @@ export interface WhatIfResult {
   in: string;
   steps: TraceStep[];
   /** What would have left a device port (and was discarded). */
-  out: Array<{ port: string; frame: string }>;
+  out: Array<{ port: string; frame: string; encap?: string }>;
 }
 
 /** Runs a what-if trace of `packet` (a SPEC or `hex …`) received on port `inName`. */
@@ -266,7 +266,8 @@ export function whatIfTrace(
   for (const e of els) e.setTrace(tr);
   try {
     engine.whatIf(port, frame, (p, pool, off, len) => {
-      out.push({ port: p.name, frame: describeFrame(pool, off, len) });
+      const encap = p.traceTx(pool, off, len);
+      out.push({ port: p.name, frame: describeFrame(pool, off, len), ...(encap === null ? {} : { encap }) });
     });
   } finally {
     for (const e of els) e.setTrace(null);
@@ -279,6 +280,6 @@ export function renderWhatIf(r: WhatIfResult): string {
   const lines = [`packet in ${r.in}: ${r.packet}`];
   for (const s of r.steps) lines.push(`  ${s.element.padEnd(8)} ${s.what}`);
   if (r.out.length === 0) lines.push("  (nothing would leave the node)");
-  for (const o of r.out) lines.push(`  out ${o.port}: ${o.frame} (not sent)`);
+  for (const o of r.out) lines.push(`  out ${o.port}: ${o.frame}${o.encap ? `, in ${o.encap}` : ""} (not sent)`);
   return lines.join("\n");
 }
