@@ -17,6 +17,8 @@ import type { FramePredicate } from "./trace-filter.js";
 export interface LiveTraceRecord {
   /** Wall time the frame was received (ISO 8601). */
   time: string;
+  /** The same, in milliseconds since the epoch with a fraction (merging nodes' traces). */
+  at: number;
   node: string;
   in: string;
   packet: string;
@@ -51,7 +53,8 @@ export class LiveTraceSession {
   readonly begin = (port: Port, buf: Buffer, off: number, len: number): void => {
     this.tr = new TraceRecorder(false);
     for (const e of this.elements) e.setTrace(this.tr);
-    this.cur = { time: new Date().toISOString(), node: this.node, in: port.name, packet: describeFrame(buf, off, len), steps: [], out: [] };
+    const at = performance.timeOrigin + performance.now();
+    this.cur = { time: new Date(at).toISOString(), at, node: this.node, in: port.name, packet: describeFrame(buf, off, len), steps: [], out: [] };
   };
 
   readonly sent = (port: Port, buf: Buffer, off: number, len: number): void => {

@@ -380,6 +380,32 @@ describe.skipIf(!canRunLabs())("routers-chain.yaml: three routers and an MTU 140
     expect(bad.stderr).toMatch(/filter 'icmp and bogus': unknown word 'bogus'/);
   });
 
+  it("trace --lab merges the routers' traces of a ping in time order", async () => {
+    const p = spawn(process.execPath, [CLI, "trace", "--lab", "chain", "icmp", "and", "dst", "10.0.2.10", "-c", "1", "--json"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    try {
+      let out = "";
+      p.stdout?.on("data", (c: Buffer) => {
+        out += c.toString();
+      });
+      const exited = new Promise<void>((r) => p.on("exit", () => r()));
+      await waitOutput(p.stderr as NodeJS.ReadableStream, /tracing on r3/, "tapnet trace --lab chain to arm on every node");
+      expect(ping(ns("h1"), "10.0.2.10", 1).status).toBe(0);
+      await Promise.race([exited, sleep(20_000)]);
+      const recs = out
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { node: string; at: number; steps: Array<{ what: string }> });
+      expect(recs.map((r) => r.node)).toEqual(["r1", "r2", "r3"]);
+      expect(recs.map((r) => r.steps.find((x) => / route /.test(x.what))?.what.replace(/^.*TTL /, ""))).toEqual(["64 -> 63", "63 -> 62", "62 -> 61"]);
+      expect(recs[0].at).toBeLessThan(recs[1].at);
+      expect(recs[1].at).toBeLessThan(recs[2].at);
+    } finally {
+      if (p.exitCode === null) p.kill("SIGINT");
+    }
+  });
+
   it("a what-if trace with TTL 1 ends in time exceeded at r1 and sends nothing; TTL 64 shows the route and 64 -> 63", () => {
     interface WhatIf {
       steps: Array<{ element: string; what: string }>;
