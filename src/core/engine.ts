@@ -168,7 +168,6 @@ export class Engine {
     for (const s of scratch) size += s + 64;
     size += WHATIF_SLOT + 64;
     const pool = new PacketPool(size, spare);
-    this.whatIfBase = pool.region(WHATIF_SLOT, "what-if trace slot");
     this.elements.forEach((e, i) => {
       if (scratch[i] > 0) e.attachScratch?.(pool.buf, pool.region(scratch[i], `${e.name} scratch`), scratch[i]);
     });
@@ -182,6 +181,8 @@ export class Engine {
       for (const p of opened) p.close();
       throw e;
     }
+    // After the ports: their regions start where they always did.
+    this.whatIfBase = pool.region(WHATIF_SLOT, "what-if trace slot");
     this.pool = pool;
   }
 
