@@ -4,6 +4,7 @@
  *   tapnet lab up|down|status|exec   build and use labs (network namespaces + nodes)
  *   tapnet show …                    inspect a running node (src/cli/show.ts)
  *   tapnet capture NODE PORT…        pcapng of what crosses ports (to Wireshark)
+ *   tapnet trace NODE --in P --packet S  what-if: each decision of the graph, nothing sent
  *   tapnet cni install               the CNI plugin for container runtimes (src/cni/)
  *   tapnet stp on|off, security reset  layer-2 safety on a running lab (src/cli/l2.ts)
  *   tapnet node run CONFIG           the node process itself (started by its supervisor)
@@ -16,6 +17,7 @@ import { Command } from "commander";
 import { TopologyError } from "../lab/topology.js";
 import { registerAgent } from "./agent.js";
 import { registerCapture } from "./capture.js";
+import { registerTrace } from "./trace.js";
 import { registerCni } from "./cni.js";
 import { registerL2 } from "./l2.js";
 import { registerLab } from "./lab-commands.js";
@@ -29,6 +31,7 @@ program.name("tapnet").description("A userspace network dataplane on Linux TAP d
 registerLab(program);
 registerShow(program);
 registerCapture(program);
+registerTrace(program);
 registerVerbs(program);
 registerCni(program);
 registerL2(program);

@@ -12,6 +12,7 @@ import { renderBgp } from "../bgp/format.js";
 import { kernelStpView, renderSecurity, renderStp } from "./l2.js";
 import { nodeSocket } from "./nodes.js";
 import { renderMesh } from "../mesh/show.js";
+import { type DropsReport, renderDrops } from "../node/drops.js";
 
 export function registerShow(program: Command): void {
   const show = program
@@ -417,6 +418,8 @@ export function registerShow(program: Command): void {
     });
 
   showCommand("security", "storm control, port security and ARP inspection: per port limits, state and drops; ARP bindings", renderSecurity);
+
+  showCommand("drops", "every drop counter that moved, by element and reason, with the time of the last drop", (d) => renderDrops(d as DropsReport));
 
   showCommand("stats", "element and engine counters; drops by reason", (d) => {
     const s = d as {

@@ -19,6 +19,7 @@
  */
 import type { FrameList } from "./batch.js";
 import type { Port } from "./port.js";
+import type { TraceRecorder } from "./trace.js";
 
 export type CounterKind = "forward" | "deliver" | "drop" | "event";
 const KINDS: readonly CounterKind[] = ["forward", "deliver", "drop", "event"];
@@ -104,6 +105,14 @@ export function counters<G extends CounterGroups>(groups: G): CounterSpec<Counte
   return new CounterSpec(decls as Record<CounterNames<G>, CounterDecl>);
 }
 
+/**
+ * Receives the frames an element drops while a `capture --drops` is attached (the bytes
+ * are only valid during the call: a tap copies what it keeps).
+ */
+export interface DropTap {
+  dropped(element: Element, id: number, buf: Buffer, off: number, len: number): void;
+}
+
 /** Where an element takes frames: frames received on `from` (one of its ports). */
 export interface FrameSink {
   process(from: Port, frames: FrameList, pool: Buffer, now: number): void;
@@ -130,6 +139,13 @@ export abstract class Element<K extends string = string> {
   readonly c: Float64Array;
   /** Per counter: the pass clock (ms) of the last frame counted there; 0 = never. */
   readonly last: Float64Array;
+  /**
+   * Set while a drop capture is attached; null otherwise, so a drop costs one
+   * well-predicted branch on this field and nothing else when nobody captures.
+   */
+  dropTap: DropTap | null = null;
+  /** The armed trace (src/core/trace.ts), or null: one branch where a decision is made. */
+  tr: TraceRecorder | null = null;
 
   constructor(
     readonly name: string,
@@ -143,6 +159,24 @@ export abstract class Element<K extends string = string> {
   protected count(id: number, now: number): void {
     this.c[id]++;
     this.last[id] = now;
+  }
+
+  /** Counts a frame dropped at counter `id` and hands its bytes to the drop tap, if any. */
+  protected countDrop(id: number, now: number, buf: Buffer, off: number, len: number): void {
+    this.c[id]++;
+    this.last[id] = now;
+    if (this.dropTap !== null) this.dropTap.dropped(this, id, buf, off, len);
+    if (this.tr !== null) this.tr.add(this.name, `drop ${this.spec.names[id]}: ${this.spec.decls[this.spec.names[id]].help}`);
+  }
+
+  /** Arms (or with null disarms) a trace on this element. */
+  setTrace(tr: TraceRecorder | null): void {
+    this.tr = tr;
+  }
+
+  /** Attaches (or with null detaches) the receiver of this element's dropped frames. */
+  setDropTap(tap: DropTap | null): void {
+    this.dropTap = tap;
   }
 
   beginPass(): void {}

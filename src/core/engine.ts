@@ -28,6 +28,10 @@ interface PortStages {
   out: ImpairStage | null;
 }
 
+/** Pool bytes of the what-if slot: headroom (tags, a virtio-net header) and a frame. */
+const WHATIF_SLOT = 64 + 9216;
+const WHATIF_HEADROOM = 64;
+
 /** What the engine needs of an element: a name, the start of each pass, pool scratch. */
 export interface EngineElement {
   readonly name: string;
@@ -183,6 +187,7 @@ export class Engine {
     const scratch = this.elements.map((e) => e.scratchBytes?.() ?? 0);
     for (const s of scratch) size += s + 64;
     size += this.pendingImpair.length * (IMPAIR_RING_BYTES + 64);
+    size += WHATIF_SLOT + 64;
     const pool = new PacketPool(size, spare);
     this.elements.forEach((e, i) => {
       if (scratch[i] > 0) e.attachScratch?.(pool.buf, pool.region(scratch[i], `${e.name} scratch`), scratch[i]);
@@ -197,6 +202,8 @@ export class Engine {
       for (const p of opened) p.close();
       throw e;
     }
+    // After the ports: their regions start where they always did.
+    this.whatIfBase = pool.region(WHATIF_SLOT, "what-if trace slot");
     this.pool = pool;
     for (const x of this.pendingImpair.splice(0)) if (!x.port.removed) this.setImpairment(x.port, x.dir, x.settings);
   }
@@ -342,6 +349,17 @@ export class Engine {
       return;
     }
     const devices = this.devices;
+    if (this.discard !== null) {
+      // A traced pass: what leaves is shown; a what-if pass sends nothing.
+      for (let i = 0; i < devices.length; i++) {
+        const q = devices[i].txq;
+        for (let k = 0; k < q.count; k++) this.discard(devices[i], pool, q.offsets[k], q.lengths[k]);
+        if (this.discardSends) continue;
+        q.count = 0;
+        q.drops = 0;
+      }
+      if (!this.discardSends) return;
+    }
     let impaired = false;
     for (let i = 0; i < devices.length; i++) {
       const p = devices[i];
@@ -355,6 +373,81 @@ export class Engine {
       }
     }
     if (impaired) this.armImpair();
+  }
+
+  /** Pool offset of the what-if slot (a synthetic frame for `tapnet trace --packet`). */
+  private whatIfBase = -1;
+  /** Set only during a traced pass: gets each frame that would leave a device port. */
+  private discard: ((port: Port, pool: Buffer, off: number, len: number) => void) | null = null;
+  /** The traced pass is live: its frames are sent after `discard` saw them. */
+  private discardSends = false;
+
+  /**
+   * A live trace (`tapnet trace NODE FILTER`): while set, each received batch is split so
+   * that every frame `match` takes runs in a pass of its own, with the trace armed by
+   * `begin` and what leaves handed to `sent` — the one test per batch when no trace runs.
+   */
+  liveTrace: {
+    match(port: Port, buf: Buffer, off: number, len: number): boolean;
+    begin(port: Port, buf: Buffer, off: number, len: number): void;
+    sent(port: Port, buf: Buffer, off: number, len: number): void;
+    end(): void;
+  } | null = null;
+
+  private rxTraced(port: Port, batch: FrameList): void {
+    const lt = this.liveTrace as NonNullable<Engine["liveTrace"]>;
+    const pool = (this.pool as PacketPool).buf;
+    const input = this.inputs[port.index] as FrameSink;
+    const n = batch.count;
+    let start = 0;
+    const run = (from: number, to: number): void => {
+      if (to <= from) return;
+      const sub: FrameList = { count: to - from, offsets: batch.offsets.subarray(from, to), lengths: batch.lengths.subarray(from, to) };
+      this.runPass((p, now) => input.process(port, sub, p, now));
+    };
+    for (let i = 0; i < n && this.liveTrace !== null; i++) {
+      const off = batch.offsets[i];
+      const len = batch.lengths[i];
+      if (!lt.match(port, pool, off, len)) continue;
+      run(start, i);
+      lt.begin(port, pool, off, len);
+      this.discard = lt.sent;
+      this.discardSends = true;
+      try {
+        run(i, i + 1);
+      } finally {
+        this.discard = null;
+        this.discardSends = false;
+        lt.end();
+      }
+      start = i + 1;
+    }
+    run(start, n);
+  }
+
+  /**
+   * Runs one pass with `frame` as if `port` had received it, and sends nothing: every
+   * frame the pass would write to a device port goes to `out` instead (OVS's
+   * ofproto/trace). Elements keep their usual state changes (counters, a learned
+   * source); a router armed with a dry trace queues nothing for ARP.
+   */
+  whatIf(port: Port, frame: Buffer, out: (port: Port, pool: Buffer, off: number, len: number) => void): void {
+    if (this.pool === null) throw new Error("the engine is not started");
+    const input = this.inputs[port.index];
+    if (this.ports[port.index] !== port || input === null || input === undefined) throw new Error(`port '${port.name}' takes no frames`);
+    if (frame.length > WHATIF_SLOT - WHATIF_HEADROOM) throw new Error(`frame of ${frame.length} bytes: at most ${WHATIF_SLOT - WHATIF_HEADROOM}`);
+    const pool = this.pool.buf;
+    const off = this.whatIfBase + WHATIF_HEADROOM;
+    // A zeroed virtio-net header before the frame, as a port with offloads leaves it.
+    pool.fill(0, off - 16, off);
+    frame.copy(pool, off);
+    const batch: FrameList = { count: 1, offsets: Uint32Array.of(off), lengths: Uint32Array.of(frame.length) };
+    this.discard = out;
+    try {
+      this.runPass((p, now) => input.process(port, batch, p, now));
+    } finally {
+      this.discard = null;
+    }
   }
 
   private rxPort: Port | null = null;
@@ -375,6 +468,10 @@ export class Engine {
       port.rxDrops += impairOffer(st, pool, batch, port.offload, now);
       this.releaseStage(port, "in", now);
       this.armImpair();
+      return;
+    }
+    if (this.liveTrace !== null) {
+      this.rxTraced(port, batch);
       return;
     }
     this.rxPort = port;

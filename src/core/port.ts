@@ -137,6 +137,14 @@ export abstract class Port {
     return null;
   }
 
+  /**
+   * For traces: what this port does to a frame it is about to send, beyond writing it
+   * (a tunnel's outer headers). Null: it writes the frame as it is.
+   */
+  traceTx(_buf: Buffer, _off: number, _len: number): string | null {
+    return null;
+  }
+
   /** Opens the device and starts delivering batches to `onRx`. */
   abstract open(pool: PacketPool, onRx: RxHandler): void;
   abstract close(): void;

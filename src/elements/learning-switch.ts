@@ -41,6 +41,7 @@
  */
 import type { FrameList } from "../core/batch.js";
 import { Element, type ElementInfo, type FrameSink } from "../core/element.js";
+import { ipTuple, natStep } from "../core/trace.js";
 import type { Port } from "../core/port.js";
 import { readU32 } from "../wire/bytes.js";
 import { ETHERTYPE_IPV4, ETHERTYPE_VLAN } from "../wire/ethernet.js";
@@ -266,13 +267,14 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     for (let i = 0; i < n; i++) {
       const off = offsets[i];
       const len = lengths[i];
+      if (this.tr !== null) this.tr.add(this.name, `in ${inPort.name}, ${len} bytes`);
       if (len < ETH_HLEN) {
-        this.drop(inPort, C.runt, now);
+        this.drop(inPort, C.runt, now, buf, off, len);
         continue;
       }
       // A TSO super-frame (virtio-net gso_type set) is one unit of up to 64 KiB.
       if (len > maxFrame && !(this.offload && vnetIsGso(buf, off))) {
-        this.drop(inPort, C.oversize, now);
+        this.drop(inPort, C.oversize, now, buf, off, len);
         continue;
       }
       const gate = gates[inIdx];
@@ -288,14 +290,14 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
       let vlan: number;
       if (((buf[off + 12] << 8) | buf[off + 13]) === ETHERTYPE_VLAN) {
         if (len < ETH_HLEN + VLAN_TAG_LEN) {
-          this.drop(inPort, C.runt, now);
+          this.drop(inPort, C.runt, now, buf, off, len);
           continue;
         }
         tagged = true;
         vlan = vlanGetVid(buf, off);
         if (vlan !== 0 && access[inIdx] === 1) {
           // An access port carries its VLAN untagged; a VLAN tag there is foreign.
-          this.drop(inPort, C.vlanFiltered, now);
+          this.drop(inPort, C.vlanFiltered, now, buf, off, len);
           continue;
         }
         if (vlan === 0) {
@@ -304,43 +306,44 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
           if (vlan > 0) vlanSetVid(buf, off, vlan);
         }
         if (vlan <= 0 || vlan === 4095 || membership[inIdx * VLANS + vlan] === 0) {
-          this.drop(inPort, C.vlanFiltered, now);
+          this.drop(inPort, C.vlanFiltered, now, buf, off, len);
           continue;
         }
       } else {
         vlan = pvid[inIdx];
         if (vlan < 0) {
-          this.drop(inPort, C.vlanFiltered, now);
+          this.drop(inPort, C.vlanFiltered, now, buf, off, len);
           continue;
         }
       }
       // A group or all-zero source is not a station (802.1D; the Linux bridge drops it).
       const s0 = buf[off + 6];
       if ((s0 & 1) !== 0) {
-        this.drop(inPort, C.badSrcMac, now);
+        this.drop(inPort, C.badSrcMac, now, buf, off, len);
         continue;
       }
       const srcHi = (s0 << 8) | buf[off + 7];
       const srcLo = readU32(buf, off + 8);
       if (srcHi === 0 && srcLo === 0) {
-        this.drop(inPort, C.badSrcMac, now);
+        this.drop(inPort, C.badSrcMac, now, buf, off, len);
         continue;
       }
       const d0 = buf[off];
+      if (this.tr !== null) this.tr.add(this.name, `VLAN ${vlan} (${tagged ? "tagged" : "untagged"}), ${traceMac(buf, off + 6)} > ${traceMac(buf, off)}`);
       if (d0 === 0x01 && buf[off + 1] === 0x80 && buf[off + 2] === 0xc2 && buf[off + 3] === 0 && buf[off + 4] === 0 && (buf[off + 5] & 0xf0) === 0) {
         // IEEE 802.1D reserved group addresses (STP, LACP, LLDP …) stop at a bridge.
-        this.drop(inPort, C.linkLocal, now);
+        this.drop(inPort, C.linkLocal, now, buf, off, len);
         continue;
       }
       if ((gate | guard) !== 0) {
         // A port not forwarding (spanning tree, or shut by port security), or with guards.
         if (gate >= GATE_DISCARD) {
-          this.drop(inPort, gate === GATE_SHUT ? C.portShutdown : C.stpDiscarded, now);
+          this.drop(inPort, gate === GATE_SHUT ? C.portShutdown : C.stpDiscarded, now, buf, off, len);
           continue;
         }
         const v = guard !== 0 ? this.guards.ingress(inIdx, buf, off, len, tagged, vlan, srcHi, srcLo, now) : 0;
         if (v !== 0) {
-          this.drop(inPort, GUARD_DROP[v], now);
+          this.drop(inPort, GUARD_DROP[v], now, buf, off, len);
           if (v === GUARD_SEC_SHUTDOWN) {
             this.c[C.portsShut]++;
             this.guards.shut(inIdx, now);
@@ -350,7 +353,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
       }
       this.learn(vlan, srcHi, srcLo, inIdx, now);
       if (gate === GATE_LEARN) {
-        this.drop(inPort, C.stpLearning, now);
+        this.drop(inPort, C.stpLearning, now, buf, off, len);
         continue;
       }
 
@@ -358,7 +361,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         if ((guard & F_STORM) !== 0) {
           const bcast = d0 === 0xff && buf[off + 1] === 0xff && readU32(buf, off + 2) === 0xffffffff;
           if (!this.guards.storm.allow(inIdx, bcast ? STORM_BROADCAST : STORM_MULTICAST, now)) {
-            this.drop(inPort, bcast ? C.stormBroadcast : C.stormMulticast, now);
+            this.drop(inPort, bcast ? C.stormBroadcast : C.stormMulticast, now, buf, off, len);
             continue;
           }
         }
@@ -371,18 +374,21 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         const outIdx = fdb.port(slot);
         if (fdb.isStatic(slot) || now - fdb.lastSeen(slot) < this.ageingMs) {
           if (outIdx === inIdx) {
-            this.drop(inPort, C.filtered, now);
+            this.drop(inPort, C.filtered, now, buf, off, len);
           } else if (gates[outIdx] !== GATE_FORWARD) {
-            this.drop(inPort, C.stpEgress, now);
+            this.drop(inPort, C.stpEgress, now, buf, off, len);
           } else {
             this.c[C.forwarded]++;
             if (this.hookVlans[vlan] === 1 && this.bridgeHook !== null && this.vl.internal[outIdx] === 0) {
               const l3 = tagged ? off + ETH_HLEN + VLAN_TAG_LEN : off + ETH_HLEN;
               if (((buf[l3 - 2] << 8) | buf[l3 - 1]) === ETHERTYPE_IPV4) {
                 // With offloads, a pending checksum must stay a partial sum.
+                const before = this.tr !== null ? ipTuple(buf, l3) : "";
                 this.bridgeHook(buf, l3, off + len - l3, now, this.offload && vnetNeedsCsum(buf, off));
+                if (this.tr !== null) this.tr.add(this.name, natStep("bridged (br_netfilter)", before, ipTuple(buf, l3)));
               }
             }
+            if (this.tr !== null) this.tr.add(this.name, `FDB: ${traceMac(buf, off)} in VLAN ${vlan} is on ${this.ports[outIdx].name}: forwarded there`);
             this.unicast(buf, off, len, tagged, vlan, outIdx);
           }
           continue;
@@ -391,7 +397,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
         this.c[C.aged]++;
       }
       if ((guard & F_STORM) !== 0 && !this.guards.storm.allow(inIdx, STORM_UNKNOWN_UNICAST, now)) {
-        this.drop(inPort, C.stormUnknownUnicast, now);
+        this.drop(inPort, C.stormUnknownUnicast, now, buf, off, len);
         continue;
       }
       this.flood(buf, off, len, tagged, vlan, inIdx);
@@ -451,6 +457,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
 
   private flood(buf: Buffer, off: number, len: number, tagged: boolean, vlan: number, inIdx: number): void {
     const list = this.vl.floodList[vlan];
+    if (this.tr !== null) this.traceFlood(buf, off, vlan, inIdx, list);
     if (list === null) return;
     this.c[C.flooded]++;
     const membership = this.vl.membership;
@@ -524,8 +531,22 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
   }
 
   /** Counts a frame dropped at ingress: the element's counter and the port's rxDrops. */
-  private drop(inPort: Port, id: number, now: number): void {
-    this.count(id, now);
+  /** The trace step of a flood (only while a trace is armed). */
+  private traceFlood(buf: Buffer, off: number, vlan: number, inIdx: number, list: ArrayLike<number> | null): void {
+    const to = list === null ? [] : Array.from(list).filter((p) => p !== inIdx && this.guards.gate[p] === GATE_FORWARD);
+    const what = (buf[off] & 1) !== 0 ? "group address" : "unknown unicast";
+    this.tr?.add(this.name, `${traceMac(buf, off)} (${what}) in VLAN ${vlan}: flooded to ${to.map((p) => this.ports[p].name).join(", ") || "no port"}`);
+  }
+
+  private drop(inPort: Port, id: number, now: number, buf: Buffer, off: number, len: number): void {
+    this.countDrop(id, now, buf, off, len);
     inPort.rxDrops++;
   }
+}
+
+/** The destination MAC of the frame at `off`, as text (trace steps only). */
+function traceMac(buf: Buffer, off: number): string {
+  const b: string[] = [];
+  for (let i = 0; i < 6; i++) b.push(buf[off + i].toString(16).padStart(2, "0"));
+  return b.join(":");
 }

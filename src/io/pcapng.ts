@@ -36,6 +36,7 @@ const IF_NAME = 2;
 const IF_DESCRIPTION = 3;
 const IF_TSRESOL = 9;
 const EPB_FLAGS = 2;
+const OPT_COMMENT = 1;
 
 /** epb_flags direction bits (section 4.3.1). */
 export const EPB_DIR_INBOUND = 1;
@@ -166,14 +167,17 @@ export class PcapngWriter {
    * nowNs()); a number avoids a BigInt per frame. Frames longer than the
    * interface's snapLen are cut, with the original length kept.
    */
-  packet(ifIndex: number, buf: Buffer, off: number, len: number, timestampNs: bigint | number, dir?: "in" | "out"): void {
+  packet(ifIndex: number, buf: Buffer, off: number, len: number, timestampNs: bigint | number, dir?: "in" | "out", comment?: string): void {
     if (ifIndex < 0 || ifIndex >= this.snapLens.length) {
       throw new RangeError(`pcapng: interface ${ifIndex} was not declared in header()`);
     }
     const snap = this.snapLens[ifIndex];
     const capLen = snap !== 0 && len > snap ? snap : len;
     const flagsLen = dir === undefined ? 0 : 8;
-    const total = 28 + pad4(capLen) + flagsLen + (flagsLen !== 0 ? 4 : 0) + 4;
+    // opt_comment (section 3.5): UTF-8, not zero-terminated; `capture --drops` puts the drop reason there.
+    const commentBytes = comment === undefined ? 0 : Buffer.byteLength(comment, "utf8");
+    const commentLen = comment === undefined ? 0 : optLen(commentBytes);
+    const total = 28 + pad4(capLen) + flagsLen + commentLen + (flagsLen + commentLen !== 0 ? 4 : 0) + 4;
     const p = this.reserve(total);
     const c = this.chunk;
     let hi: number;
@@ -202,8 +206,16 @@ export class PcapngWriter {
       c.writeUInt16LE(EPB_FLAGS, o);
       c.writeUInt16LE(4, o + 2);
       c.writeUInt32LE(dir === "in" ? EPB_DIR_INBOUND : EPB_DIR_OUTBOUND, o + 4);
-      o = this.writeEndOfOpt(o + 8);
+      o += 8;
     }
+    if (comment !== undefined) {
+      c.writeUInt16LE(OPT_COMMENT, o);
+      c.writeUInt16LE(commentBytes, o + 2);
+      c.write(comment, o + 4, commentBytes, "utf8");
+      o += 4 + commentBytes;
+      while ((o & 3) !== 0) c[o++] = 0;
+    }
+    if (flagsLen + commentLen !== 0) o = this.writeEndOfOpt(o);
     c.writeUInt32LE(total, o);
     this.used = o + 4;
     this.packets++;

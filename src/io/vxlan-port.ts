@@ -149,6 +149,19 @@ export class VxlanPort extends TunnelPort<VxlanCounter> {
   private readonly replyLengths = new Uint16Array(2 * REPLY_SLOTS);
   private readonly openSocket: (opts: UdpOptions) => UdpHandle;
 
+  /** The outer headers the frame at `off` would leave behind (traces only). */
+  override traceTx(buf: Buffer, off: number, _len: number): string {
+    const dst = buf.readUIntBE(off, 6);
+    const e = this.fdb.lookup(dst, performance.now());
+    const to =
+      e !== undefined
+        ? ipToString(e.remoteAddr)
+        : this.fdb.flood.length > 0
+          ? `{${this.fdb.flood.map((a) => ipToString(a)).join(", ")}} (flooded: no FDB entry)`
+          : "nowhere (no FDB entry, no flood remote)";
+    return `VXLAN vni ${this.vni}: outer IPv4 ${this.localAddr} > ${to}, UDP > ${this.dstPort}`;
+  }
+
   constructor(name: string, opts: VxlanPortOptions) {
     super(name, VXLAN_COUNTERS, opts.batchSize, opts.slotSize);
     const where = `vxlan port '${name}'`;

@@ -11,6 +11,7 @@ import type { Engine } from "../core/engine.js";
 import { impairText } from "../core/impair.js";
 import type { Port } from "../core/port.js";
 import { CaptureSession } from "../control/capture.js";
+import { DropCaptureSession } from "../control/drop-capture.js";
 import { type CounterSpec, Element } from "../core/element.js";
 import { ControlServer, RowStream } from "../control/server.js";
 import type { Request } from "../control/protocol.js";
@@ -30,6 +31,10 @@ import { closeUnadoptedTaps, holdInheritedTaps, makeDevicePort, releaseInherited
 import { type Args, applyChange, JOURNALED } from "./changes.js";
 import { Journal, type JournalEntry } from "./journal.js";
 import { runningConfig } from "./running-config.js";
+import { dropsReport } from "./drops.js";
+import { whatIfTrace } from "./trace.js";
+import { compileFilter } from "./trace-filter.js";
+import { LiveTraceSession } from "./live-trace.js";
 import { NodeFib } from "../bgp/node-fib.js";
 import { BgpSpeaker } from "../bgp/speaker.js";
 import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
@@ -109,6 +114,36 @@ export class TapnetNode {
       ports: () => this.ports(),
       tunnels: () => this.tunnels(),
       stats: () => this.stats(),
+      trace: (req, sock) => {
+        if (req.live === true) {
+          const filter = compileFilter(typeof req.filter === "string" ? req.filter : "");
+          const port = typeof req.port === "string" ? this.engine.requirePort(req.port, this.config.node) : null;
+          if (this.engine.liveTrace !== null) throw new Error("a live trace already runs on this node");
+          const count = typeof req.count === "number" && req.count > 0 ? Math.floor(req.count) : 0;
+          sock.write(`${JSON.stringify({ ok: true, data: null })}\n`);
+          new LiveTraceSession(
+            this.engine,
+            [this.sw, this.router, this.graph.nat as unknown as Element | null].filter((e): e is Element => e instanceof Element),
+            this.config.node,
+            port,
+            filter,
+            count,
+            sock,
+          );
+          return "stream";
+        }
+        if (typeof req.in !== "string" || typeof req.packet !== "string") throw new Error("trace needs 'in' (a port) and 'packet'");
+        return whatIfTrace(
+          this.engine,
+          [this.sw, this.router, this.graph.nat as unknown as Element | null],
+          this.router,
+          this.sw,
+          this.config.node,
+          req.in,
+          req.packet,
+        );
+      },
+      drops: () => dropsReport([this.sw, this.graph.stp, this.router, this.graph.nat], clock(), Date.now()),
       neigh: () => new RowStream(this.requireRouter().neighbourWalk(clock)),
       route: () => new RowStream(this.requireRouter().routeWalk()),
       interfaces: () => this.requireRouter().interfaces(),
@@ -480,6 +515,15 @@ export class TapnetNode {
   }
 
   private capture(req: Request, sock: net.Socket): "stream" {
+    if (req.drops === true) {
+      const count = typeof req.count === "number" && req.count > 0 ? Math.floor(req.count) : 0;
+      const elements = [this.sw, this.router].filter((e): e is LearningSwitch | Ipv4Router => e !== null && e !== undefined);
+      // Checked before answering: a second drop capture is refused with an error.
+      for (const el of elements) if (el.dropTap !== null) throw new Error(`a drop capture of ${el.name} is already running`);
+      sock.write(`${JSON.stringify({ ok: true, data: null })}\n`);
+      new DropCaptureSession(elements, sock, count);
+      return "stream";
+    }
     const names = Array.isArray(req.ports) ? (req.ports as unknown[]).map(String) : [];
     if (names.length === 0) throw new Error("capture needs at least one port");
     const ports = names.map((n) => this.engine.requirePort(n, this.config.node));

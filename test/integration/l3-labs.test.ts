@@ -3,12 +3,12 @@
  * routers-chain.yaml (three routers, an MTU 1400 link), inter-vlan.yaml (a layer-3
  * switch).
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT, canRunLabs, inNs, iperf, macOf, netnsList, ping, sendRaw, tapnet, tapnetOk, tcpdump } from "./harness.js";
+import { CLI, ROOT, canRunLabs, inNs, iperf, macOf, netnsList, ping, sendRaw, snmp, tapnet, tapnetOk, tcpdump, sleep, waitFor, waitOutput } from "./harness.js";
 
 const labFile = (n: string): string => path.join(ROOT, "scripts/labs", n);
 
@@ -250,6 +250,198 @@ describe.skipIf(!canRunLabs())("routers-chain.yaml: three routers and an MTU 140
     const st = show<Stats>("stats", "r2", "chain");
     expect(st.router.fragmented).toBeGreaterThanOrEqual(2);
     expect(st.router.fragNeeded).toBeGreaterThanOrEqual(1);
+  });
+
+  it("show drops names the TTL, no-route and VLAN drops with the time of the last one", async () => {
+    interface Drops {
+      total: number;
+      drops: Array<{ element: string; reason: string; frames: number; help: string; last: string | null; agoMs: number | null }>;
+    }
+    const frames = (d: Drops, element: string, reason: string): number => d.drops.find((x) => x.element === element && x.reason === reason)?.frames ?? 0;
+    const before = { r1: show<Drops>("drops", "r1", "chain"), r2: show<Drops>("drops", "r2", "chain") };
+    const t0 = Date.now();
+    // TTL 1 ends at r1 (time exceeded); 10.99.0.1 has no route at r2.
+    expect(inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "-t", "1", "10.0.2.10"]).stdout).toMatch(/Time to live exceeded/);
+    expect(inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "10.99.0.1"]).stdout).toMatch(/Destination Net Unreachable/);
+    // A VLAN-tagged frame on h1's access port: the switch drops it (vlanFiltered).
+    const src = macOf(ns("h1")).replaceAll(":", "");
+    expect(sendRaw(ns("h1"), "eth0", [`ffffffffffff${src}8100006408060001080006040001${src}0a00010a0000000000000a000101${"00".repeat(18)}`]).status).toBe(0);
+    const r1 = await waitFor("r1's vlanFiltered drop", () => {
+      const d = show<Drops>("drops", "r1", "chain");
+      return frames(d, "switch", "vlanFiltered") > frames(before.r1, "switch", "vlanFiltered") ? d : undefined;
+    });
+    expect(frames(r1, "router", "ttlExpired")).toBe(frames(before.r1, "router", "ttlExpired") + 1);
+    const r2 = show<Drops>("drops", "r2", "chain");
+    expect(frames(r2, "router", "noRoute")).toBe(frames(before.r2, "router", "noRoute") + 1);
+    for (const [d, element, reason] of [
+      [r1, "router", "ttlExpired"],
+      [r1, "switch", "vlanFiltered"],
+      [r2, "router", "noRoute"],
+    ] as const) {
+      const row = d.drops.find((x) => x.element === element && x.reason === reason);
+      expect(row?.help).toBeTruthy();
+      // The last drop happened during this test (the clock is the node's, a second of slack).
+      const at = Date.parse(row?.last ?? "");
+      expect(at).toBeGreaterThanOrEqual(t0 - 1000);
+      expect(at).toBeLessThanOrEqual(Date.now() + 1000);
+    }
+    expect(r1.total).toBe(r1.drops.reduce((s, x) => s + x.frames, 0));
+    const text = tapnetOk(["show", "drops", "--node", "r1", "--lab", "chain"]);
+    expect(text).toMatch(/frames? dropped for \d+ reasons?/);
+    expect(text).toMatch(/router\.ttlExpired\s+\d+\s+\d{4}-\d\d-\d\dT\S+\s+TTL 1 or 0/);
+    expect(text).toMatch(/switch\.vlanFiltered\s+\d+/);
+  });
+
+  it("capture --drops writes the dropped frames with their reason as the pcapng comment (tshark frame.comment)", async () => {
+    const files = { r1: path.join(os.tmpdir(), `tn-drops-r1-${process.pid}.pcapng`), r2: path.join(os.tmpdir(), `tn-drops-r2-${process.pid}.pcapng`) };
+    const caps: Array<ReturnType<typeof spawn>> = [];
+    const comments = (file: string): string[] => {
+      // Read while the capture still writes: tshark may complain of a cut last block; its lines stand.
+      const r = spawnSync("tshark", ["-r", file, "-T", "fields", "-e", "frame.comment", "-e", "ip.ttl", "-e", "ip.dst", "-e", "vlan.id"], { encoding: "utf8" });
+      return r.stdout.split("\n").filter(Boolean);
+    };
+    try {
+      for (const node of ["r1", "r2"] as const) {
+        const cap = spawn(process.execPath, [CLI, "capture", node, "--drops", "--lab", "chain", "-w", files[node]], { stdio: ["ignore", "ignore", "pipe"] });
+        caps.push(cap);
+        await waitOutput(cap.stderr as NodeJS.ReadableStream, /capturing on/, `tapnet capture ${node} --drops to attach`);
+      }
+      expect(inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "-t", "1", "10.0.2.10"]).stdout).toMatch(/Time to live exceeded/);
+      expect(inNs(ns("h1"), ["ping", "-n", "-c", "1", "-W", "2", "10.99.0.1"]).stdout).toMatch(/Destination Net Unreachable/);
+      const src = macOf(ns("h1")).replaceAll(":", "");
+      sendRaw(ns("h1"), "eth0", [`ffffffffffff${src}8100006408060001080006040001${src}0a00010a0000000000000a000101${"00".repeat(18)}`]);
+      const r1 = await waitFor("r1's TTL and VLAN drops in the capture", () => {
+        const l = comments(files.r1);
+        return l.some((x) => x.startsWith("router.ttlExpired")) && l.some((x) => x.startsWith("switch.vlanFiltered")) ? l : undefined;
+      });
+      const r2 = await waitFor("r2's no-route drop in the capture", () => {
+        const l = comments(files.r2);
+        return l.some((x) => x.startsWith("router.noRoute")) ? l : undefined;
+      });
+      // The packet as it was dropped: TTL 1 to h2; 10.99.0.1 at r2 (TTL already down by r1); the tag of VLAN 100.
+      expect(r1).toContainEqual(expect.stringMatching(/^router\.ttlExpired: TTL 1 or 0[^\t]*\t1\t10\.0\.2\.10\t$/));
+      expect(r1).toContainEqual(expect.stringMatching(/^switch\.vlanFiltered: VLAN not allowed[^\t]*\t\t\t100$/));
+      expect(r2).toContainEqual(expect.stringMatching(/^router\.noRoute: no route to the destination[^\t]*\t63\t10\.99\.0\.1\t$/));
+    } finally {
+      for (const cap of caps) {
+        const exited = new Promise<void>((r) => (cap.exitCode !== null ? r() : cap.on("exit", () => r())));
+        cap.kill("SIGINT");
+        await Promise.race([exited, sleep(10_000).then(() => cap.kill("SIGKILL"))]);
+      }
+      for (const f of Object.values(files)) fs.rmSync(f, { force: true });
+    }
+  });
+
+  it("a live trace of a ping shows the three routers' route matches and TTLs 64 -> 61 in order", async () => {
+    const procs: Array<ReturnType<typeof spawn>> = [];
+    try {
+      const outs: Array<Promise<string>> = [];
+      for (const node of ["r1", "r2", "r3"]) {
+        const p = spawn(process.execPath, [CLI, "trace", node, "icmp", "and", "dst", "10.0.2.10", "-c", "1", "--json", "--lab", "chain"], {
+          stdio: ["ignore", "pipe", "pipe"],
+        });
+        procs.push(p);
+        let out = "";
+        p.stdout?.on("data", (c: Buffer) => {
+          out += c.toString();
+        });
+        outs.push(new Promise<string>((r) => p.on("exit", () => r(out))));
+        await waitOutput(p.stderr as NodeJS.ReadableStream, /tracing on/, `tapnet trace ${node} to arm`);
+      }
+      expect(ping(ns("h1"), "10.0.2.10", 1).status).toBe(0);
+      const recs = (await Promise.race([Promise.all(outs), sleep(20_000).then(() => [] as string[])])).map(
+        (o) =>
+          JSON.parse(o.trim()) as {
+            time: string;
+            node: string;
+            in: string;
+            steps: Array<{ element: string; what: string }>;
+            out: Array<{ port: string; frame: string }>;
+          },
+      );
+      expect(recs.map((r) => r.node)).toEqual(["r1", "r2", "r3"]);
+      const routes = recs.map((r) => r.steps.filter((x) => x.element === "router" && / route /.test(x.what)).map((x) => x.what));
+      expect(routes).toEqual([
+        ["10.0.1.10 > 10.0.2.10: route 0.0.0.0/0 via 10.1.12.2 dev to-r2 (static), next hop 10.1.12.2, TTL 64 -> 63"],
+        ["10.0.1.10 > 10.0.2.10: route 10.0.2.0/24 via 10.1.23.2 dev to-r3 (static), next hop 10.1.23.2, TTL 63 -> 62"],
+        ["10.0.1.10 > 10.0.2.10: route 10.0.2.0/24 dev eth1 (connected), next hop 10.0.2.10, TTL 62 -> 61"],
+      ]);
+      expect(recs.map((r) => r.in)).toEqual(["h1", "r1", "r2"]);
+      expect(recs.map((r) => r.out.map((o) => o.port))).toEqual([["r2"], ["r3"], ["h2"]]);
+      expect(recs[2].out[0].frame).toMatch(/IPv4 10\.0\.1\.10 > 10\.0\.2\.10 ttl 61, ICMP echo request$/);
+      const t = recs.map((r) => Date.parse(r.time));
+      expect(t[0]).toBeLessThanOrEqual(t[1]);
+      expect(t[1]).toBeLessThanOrEqual(t[2]);
+    } finally {
+      for (const p of procs) if (p.exitCode === null) p.kill("SIGINT");
+    }
+    const bad = tapnet(["trace", "r1", "icmp", "and", "bogus", "--lab", "chain"]);
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/filter 'icmp and bogus': unknown word 'bogus'/);
+  });
+
+  it("trace --lab merges the routers' traces of a ping in time order", async () => {
+    const p = spawn(process.execPath, [CLI, "trace", "--lab", "chain", "icmp", "and", "dst", "10.0.2.10", "-c", "1", "--json"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    try {
+      let out = "";
+      p.stdout?.on("data", (c: Buffer) => {
+        out += c.toString();
+      });
+      const exited = new Promise<void>((r) => p.on("exit", () => r()));
+      await waitOutput(p.stderr as NodeJS.ReadableStream, /tracing on r3/, "tapnet trace --lab chain to arm on every node");
+      expect(ping(ns("h1"), "10.0.2.10", 1).status).toBe(0);
+      await Promise.race([exited, sleep(20_000)]);
+      const recs = out
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { node: string; at: number; steps: Array<{ what: string }> });
+      expect(recs.map((r) => r.node)).toEqual(["r1", "r2", "r3"]);
+      expect(recs.map((r) => r.steps.find((x) => / route /.test(x.what))?.what.replace(/^.*TTL /, ""))).toEqual(["64 -> 63", "63 -> 62", "62 -> 61"]);
+      expect(recs[0].at).toBeLessThan(recs[1].at);
+      expect(recs[1].at).toBeLessThan(recs[2].at);
+    } finally {
+      if (p.exitCode === null) p.kill("SIGINT");
+    }
+  });
+
+  it("a what-if trace with TTL 1 ends in time exceeded at r1 and sends nothing; TTL 64 shows the route and 64 -> 63", () => {
+    interface WhatIf {
+      steps: Array<{ element: string; what: string }>;
+      out: Array<{ port: string; frame: string }>;
+    }
+    // IPv4 packets the hosts received (the kernels' own ARP probes may come and go meanwhile).
+    const hostCounters = (): number[] => ["h1", "h2"].map((h) => snmp(ns(h))["Ip.InReceives"]);
+    const before = hostCounters();
+    const trace = (node: string, port: string, packet: string): WhatIf =>
+      JSON.parse(tapnetOk(["trace", node, "--in", port, "--packet", packet, "--lab", "chain", "--json"])) as WhatIf;
+    const ttl1 = trace("r1", "h1", "icmp 10.0.1.10 > 10.0.2.10 ttl 1");
+    const drop = ttl1.steps.findIndex((x) => x.element === "router" && x.what.startsWith("drop ttlExpired"));
+    expect(drop, JSON.stringify(ttl1.steps)).toBeGreaterThan(0);
+    expect(ttl1.steps[0]).toEqual({ element: "switch", what: expect.stringMatching(/^in h1,/) });
+    expect(ttl1.steps.some((x) => x.what.startsWith("route "))).toBe(false);
+    // The time exceeded would go back out of h1, and is not sent.
+    expect(ttl1.out).toEqual([{ port: "h1", frame: expect.stringMatching(/IPv4 10\.0\.1\.1 > 10\.0\.1\.10 ttl 64, ICMP time exceeded code 0$/) }]);
+    const ttl64 = trace("r1", "h1", "icmp 10.0.1.10 > 10.0.2.10");
+    expect(ttl64.steps.map((x) => x.what)).toContainEqual(
+      expect.stringMatching(/^10\.0\.1\.10 > 10\.0\.2\.10: route 0\.0\.0\.0\/0 via 10\.1\.12\.2 dev to-r2 \(static\), next hop 10\.1\.12\.2, TTL 64 -> 63$/),
+    );
+    expect(ttl64.steps.map((x) => x.what)).toContainEqual(expect.stringMatching(/^neighbour 10\.1\.12\.2 dev to-r2: (REACHABLE|STALE|DELAY|PROBE|PERMANENT) /));
+    expect(ttl64.out).toEqual([{ port: "r2", frame: expect.stringMatching(/IPv4 10\.0\.1\.10 > 10\.0\.2\.10 ttl 63, ICMP echo request$/) }]);
+    // r2, a packet from r1 with no route: the drop and the net unreachable that would go back.
+    // (From 10.0.1.99: a what-if's ICMP error counts against the per-destination ICMP limit.)
+    const noRoute = trace("r2", "r1", "udp 10.0.1.99 > 10.99.0.1:53 ttl 63");
+    expect(noRoute.steps.map((x) => x.what)).toContainEqual(expect.stringMatching(/^drop noRoute: /));
+    expect(noRoute.out).toEqual([{ port: "r1", frame: expect.stringMatching(/ICMP destination unreachable code 0$/) }]);
+    // A tagged frame on an access port ends at the switch.
+    const tagged = trace("r1", "h1", "icmp 10.0.1.10 > 10.0.2.10 vlan 100");
+    expect(tagged.steps.map((x) => x.what)).toEqual([expect.stringMatching(/^in h1/), expect.stringMatching(/^drop vlanFiltered: /)]);
+    expect(tagged.out).toEqual([]);
+    expect(hostCounters(), "the hosts' IPv4 packets received").toEqual(before);
+    const bad = tapnet(["trace", "r1", "--in", "h1", "--packet", "icmp 10.0.1.10 > nowhere", "--lab", "chain"]);
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/--packet 'icmp 10\.0\.1\.10 > nowhere': destination 'nowhere' is not an IPv4 address/);
   });
 
   it("no route gets Destination Net Unreachable from the router that has none", () => {

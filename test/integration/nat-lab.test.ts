@@ -15,6 +15,7 @@ import {
   tapnet,
   tapnetOk,
   waitFor,
+  waitOutput,
   writeLabFile,
   type Background,
 } from "./harness.js";
@@ -135,6 +136,54 @@ describe.skipIf(!canRunLabs())("service-nat.yaml", () => {
     expect([...p1].filter((p) => p2.has(p))).toEqual([]);
     const svc = JSON.parse(tapnetOk(["show", "services", "--node", "node1", "--lab", "service-nat", "--json"])) as Array<{ name: string; backends: string[] }>;
     expect(svc.find((s) => s.name === "web")?.backends).toEqual(["10.244.1.2:80", "10.244.1.3:80"]);
+  });
+
+  it("a live trace shows the service's DNAT to a backend and the reply's un-DNAT", async () => {
+    const p = spawn(
+      process.execPath,
+      [CLI, "trace", "node1", "tcp", "and", "port", "80", "and", "host", "10.244.1.4", "-c", "2", "--json", "--lab", "service-nat"],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    try {
+      let out = "";
+      p.stdout?.on("data", (c: Buffer) => {
+        out += c.toString();
+      });
+      const exited = new Promise<void>((r) => p.on("exit", () => r()));
+      await waitOutput(p.stderr as NodeJS.ReadableStream, /tracing on/, "tapnet trace node1 to arm");
+      const [code, body] = curl(ns("client"), "http://10.96.0.10/");
+      expect(code).toBe(0);
+      await Promise.race([exited, sleep(20_000)]);
+      const recs = out
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { in: string; steps: Array<{ element: string; what: string }> });
+      expect(recs).toHaveLength(2);
+      const steps = recs.map((r) => r.steps.map((x) => x.what));
+      // The backend answers with its name (and the client's address).
+      const name = body.split(" ")[0];
+      const backend = name === "web1" ? "10.244.1.2" : "10.244.1.3";
+      // The SYN from the client: DNAT in PREROUTING to the backend that answered.
+      expect(recs[0].in).toBe("client");
+      expect(steps[0], `body ${body}; ${out}`).toContainEqual(
+        expect.stringMatching(
+          new RegExp(`^NAT PREROUTING: tcp 10\\.244\\.1\\.4:(\\d+) > 10\\.96\\.0\\.10:80 -> tcp 10\\.244\\.1\\.4:\\1 > ${backend.replaceAll(".", "\\.")}:80$`),
+        ),
+      );
+      // The SYN-ACK from the backend, bridged to the client: un-DNAT of its source.
+      expect(recs[1].in).toBe(name);
+      expect(steps[1]).toContainEqual(
+        expect.stringMatching(
+          new RegExp(
+            `^NAT bridged \\(br_netfilter\\): tcp ${backend.replaceAll(".", "\\.")}:80 > 10\\.244\\.1\\.4:\\d+ -> tcp 10\\.96\\.0\\.10:80 > 10\\.244\\.1\\.4:\\d+$`,
+          ),
+        ),
+      );
+    } finally {
+      if (p.exitCode === null) p.kill("SIGINT");
+    }
   });
 
   it("the service with no backends refuses at once instead of hanging", () => {

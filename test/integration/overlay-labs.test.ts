@@ -97,6 +97,19 @@ describe.skipIf(!canRunLabs())("flannel-vxlan.yaml", () => {
     expect(ping(ns("pod2a"), "10.244.1.3", 2).status).toBe(0);
   });
 
+  it("a trace of a pod-to-pod packet shows the VXLAN outer headers it leaves in", () => {
+    const r = JSON.parse(tapnetOk(["trace", "node1", "--in", "pod1a", "--packet", "icmp 10.244.1.2 > 10.244.2.2", "--lab", "flannel-vxlan", "--json"])) as {
+      steps: Array<{ element: string; what: string }>;
+      out: Array<{ port: string; frame: string; encap?: string }>;
+    };
+    expect(r.steps.map((x) => x.what)).toContainEqual(
+      expect.stringMatching(/^10\.244\.1\.2 > 10\.244\.2\.2: route 10\.244\.2\.0\/24 via 10\.244\.2\.0 dev \S+ \(\w+\), next hop 10\.244\.2\.0, TTL 64 -> 63$/),
+    );
+    expect(r.out).toHaveLength(1);
+    expect(r.out[0].frame).toMatch(/IPv4 10\.244\.1\.2 > 10\.244\.2\.2 ttl 63, ICMP echo request$/);
+    expect(r.out[0].encap).toBe("VXLAN vni 1: outer IPv4 192.168.0.1 > 192.168.0.2, UDP > 8472");
+  });
+
   it("carries an iperf3 TCP run between pods: super-frames cut once at node1, merged again at node2", async () => {
     const tx0 = tunnels("node1", "flannel-vxlan")[0].counters;
     const rx0 = tunnels("node2", "flannel-vxlan")[0].counters;

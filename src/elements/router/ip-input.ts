@@ -30,6 +30,8 @@
  *
  * The router's calls into the NAT are all in the section "NAT hooks" below.
  */
+import { ipToString } from "../../wire/ipv4addr.js";
+import { ipTuple, natStep } from "../../core/trace.js";
 import { CHECK_BAD_CHECKSUM, CHECK_BAD_IHL, CHECK_BAD_TOTAL_LEN, CHECK_BAD_VERSION, CHECK_OK } from "../../wire/reason.js";
 import { ETH_HEADER_LEN, ethDstIsMulticast, ethGetDstAddr } from "../../wire/ethernet.js";
 import {
@@ -122,13 +124,13 @@ export class IpInput {
     const specDst = local ? dst : sourceFor(ifc, ipv4GetSrcAddr(buf, ip));
     const fault = ipv4OptionsInput(buf, ip, specDst, this.isLocal, timestampNow(), this.opt);
     if (fault >= 0) {
-      s.drop(C.paramProblems, now);
+      s.dropFrame(C.paramProblems, now, buf, ip, ipLen);
       this.icmp.error(ifc, buf, ip, ipLen, ICMP_PARAM_PROBLEM, 0, (fault << 24) >>> 0, now, false, local ? dst : 0);
       this.notForwarded(ctx);
       return false;
     }
     if (this.opt.srr) {
-      s.drop(C.sourceRouted, now);
+      s.dropFrame(C.sourceRouted, now, buf, ip, ipLen);
       this.notForwarded(ctx);
       return false;
     }
@@ -143,12 +145,12 @@ export class IpInput {
     const linkGroup = ethDstIsMulticast(buf, off);
     if (!linkGroup && ethGetDstAddr(buf, off) !== ifc.mac) {
       // Flooded unicast for another station: not ours to route.
-      s.drop(C.otherHost, now);
+      s.dropFrame(C.otherHost, now, buf, ip, len - ETH_HEADER_LEN);
       return;
     }
     const reason = ipv4Check(buf, ip, len - ETH_HEADER_LEN, true);
     if (reason !== CHECK_OK) {
-      s.drop(headerDrop(reason), now);
+      s.dropFrame(headerDrop(reason), now, buf, ip, len - ETH_HEADER_LEN);
       return;
     }
     let ipLen = ipv4GetTotalLen(buf, ip);
@@ -169,12 +171,12 @@ export class IpInput {
     const s0 = src >>> 24;
     // RFC 1812 §5.3.7: no forwarding from or to addresses that cannot be hosts.
     if (s0 === 0 || s0 === 127 || s0 >= 224 || s.local.has(src | 0) || s.isSubnetBroadcast(src)) {
-      s.drop(C.martianSource, now);
+      s.dropFrame(C.martianSource, now, buf, ip, ipLen);
       return;
     }
     const d0 = dst >>> 24;
     if (d0 === 0 || d0 === 127 || (d0 >= 240 && dst !== IP_BROADCAST)) {
-      s.drop(C.martianDestination, now);
+      s.dropFrame(C.martianDestination, now, buf, ip, ipLen);
       return;
     }
     if (s.dns !== null && dst === s.dns.addr && !linkGroup && ipv4GetProtocol(buf, ip) === IP_PROTO_UDP && !ipv4IsFragment(buf, ip)) {
@@ -236,18 +238,18 @@ export class IpInput {
     if (linkGroup || ipIsMulticast(dst) || dst === IP_BROADCAST || s.isSubnetBroadcast(dst)) {
       // RFC 1812 §5.3.4/§5.3.5: link-layer broadcasts, multicast and directed
       // broadcasts are not forwarded.
-      s.drop(C.broadcastDropped, now);
+      s.dropFrame(C.broadcastDropped, now, buf, ip, ipLen);
       this.notForwarded(ctx);
       return;
     }
     if (ipv4GetTtl(buf, ip) <= 1) {
-      s.drop(C.ttlExpired, now);
+      s.dropFrame(C.ttlExpired, now, buf, ip, ipLen);
       this.errorInFlight(ifc, buf, ip, ipLen, ICMP_TIME_EXCEEDED, ICMP_TIME_EXCEEDED_TTL, 0, now, ctx);
       return;
     }
     const r = s.fib.lookup(dst);
     if (r < 0) {
-      s.drop(C.noRoute, now);
+      s.dropFrame(C.noRoute, now, buf, ip, ipLen);
       if (this.icmp.peers.allowRouteError(ipv4GetSrcAddr(buf, ip), now)) {
         this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_NET, 0, now, ctx);
       } else {
@@ -261,13 +263,14 @@ export class IpInput {
     const wire = fragMax > 0 ? fragMax : s.offload ? this.wireLen(buf, ip, ipLen) : ipLen;
     const df = ipv4GetDf(buf, ip);
     if (wire > out.mtu && df) {
-      s.drop(C.fragNeeded, now);
+      s.dropFrame(C.fragNeeded, now, buf, ip, ipLen);
       this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_FRAG_NEEDED, icmpRestFragNeeded(out.mtu), now, ctx);
       return;
     }
     // The TTL goes down before the redirect, which quotes the packet as it is forwarded
     // (Linux's ip_forward), and before POSTROUTING, as there.
     ipv4DecrementTtl(buf, ip);
+    if (s.tr !== null) this.traceRoute(r, out, nh, buf, ip);
     if (out === ifc && ifc.sendRedirects) this.redirect(ifc, buf, ip, ipLen, s.routeGw[r], now, ctx);
     // Record Route names the address the packet leaves from (Linux's ip_forward_options).
     if (this.opt.rrAddr) ipv4OptionsForward(buf, ip, sourceFor(out, nh), this.opt);
@@ -277,12 +280,12 @@ export class IpInput {
       return;
     }
     if (wire !== ipLen && wire > out.mtu) {
-      s.drop(C.gsoDropped, now);
+      s.dropFrame(C.gsoDropped, now, buf, ip, ipLen);
       return;
     }
     if (ipLen > out.mtu && wire === ipLen) {
       if (this.out.fragmentOut(ifc.index, out, nh, buf, ip, ipLen, now, out.mtu)) s.c[C.forwarded]++;
-      else s.drop(C.fragDropped, now);
+      else s.dropFrame(C.fragDropped, now, buf, ip, ipLen);
       return;
     }
     s.c[C.forwarded]++;
@@ -334,7 +337,7 @@ export class IpInput {
     if (this.out.fragmentOut(ifc.index, out, nh, buf, ip, ipLen, now, Math.min(out.mtu, fragMax))) {
       s.c[C.refragmented]++;
       s.c[C.forwarded]++;
-    } else s.drop(C.fragDropped, now);
+    } else s.dropFrame(C.fragDropped, now, buf, ip, ipLen);
   }
 
   /**
@@ -459,28 +462,42 @@ export class IpInput {
   // ---------------------------------------------------------------------------
   // NAT hooks: every call the router makes into the NAT.
 
+  /** The trace step of a forwarding decision (only while a trace is armed). */
+  private traceRoute(r: number, out: RouterInterface, nh: number, buf: Buffer, ip: number): void {
+    const s = this.s;
+    const ttl = ipv4GetTtl(buf, ip);
+    const via = s.routeGw[r] ? ` via ${ipToString(s.routeGw[r])}` : "";
+    s.trace(
+      `${ipToString(ipv4GetSrcAddr(buf, ip))} > ${ipToString(ipv4GetDstAddr(buf, ip))}: route ${ipToString(s.routePrefix[r])}/${s.routeLen[r]}${via} dev ${out.name} (${s.routeKind[r]}), next hop ${ipToString(nh)}, TTL ${ttl + 1} -> ${ttl}`,
+    );
+  }
+
   /**
    * PREROUTING: the packet's conntrack context (>= 0, for POSTROUTING or release), or a
    * negative verdict when the packet ends here (counted).
    */
   private prerouting(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, now: number): number {
     const s = this.s;
+    const before = s.tr !== null && s.nat !== null ? ipTuple(buf, ip) : "";
     const ctx = s.nat === null ? NAT_ACCEPT : s.nat.prerouting(buf, ip, ipLen, ifc.index, now, this.csumPartial(buf, ip));
+    if (s.tr !== null && s.nat !== null) s.trace(natStep("PREROUTING", before, ipTuple(buf, ip)));
     if (ctx >= 0) return ctx;
     if (ctx === NAT_REJECT) {
       // A service with no endpoints: refuse, as kube-proxy's REJECT does.
-      s.drop(C.serviceRejected, now);
+      s.dropFrame(C.serviceRejected, now, buf, ip, ipLen);
       this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_PORT, 0, now, false);
-    } else s.drop(C.natDropped, now);
+    } else s.dropFrame(C.natDropped, now, buf, ip, ipLen);
     return ctx;
   }
 
   /** POSTROUTING, toward `out` (its address on dst's subnet is the hairpin source); false when dropped (counted). */
   private postrouting(ctx: number, out: RouterInterface, buf: Buffer, ip: number, ipLen: number, dst: number, now: number): boolean {
     const s = this.s;
+    const before = s.tr !== null && s.nat !== null ? ipTuple(buf, ip) : "";
     const v = s.nat === null ? NAT_ACCEPT : s.nat.postrouting(ctx, buf, ip, ipLen, out.index, sourceFor(out, dst), now, this.csumPartial(buf, ip));
+    if (s.tr !== null && s.nat !== null) s.trace(natStep("POSTROUTING", before, ipTuple(buf, ip)));
     if (v === NAT_ACCEPT) return true;
-    s.drop(C.natDropped, now);
+    s.dropFrame(C.natDropped, now, buf, ip, ipLen);
     return false;
   }
 

@@ -26,7 +26,8 @@
  */
 import type { DhcpLeaseRow, DhcpServer } from "./dhcp.js";
 import type { FrameList } from "../../core/batch.js";
-import { Element, type ElementInfo, type FrameSink } from "../../core/element.js";
+import type { TraceRecorder } from "../../core/trace.js";
+import { type DropTap, Element, type ElementInfo, type FrameSink } from "../../core/element.js";
 import type { Port } from "../../core/port.js";
 import { ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, ethGetEtherType } from "../../wire/ethernet.js";
 import { ICMP_DEST_UNREACH, ICMP_UNREACH_HOST } from "../../wire/icmp.js";
@@ -105,6 +106,18 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
     this.reasm = s.reasm;
   }
 
+  override setTrace(tr: TraceRecorder | null): void {
+    this.tr = tr;
+    this.s.dropOwner = this;
+    this.s.tr = tr;
+  }
+
+  override setDropTap(tap: DropTap | null): void {
+    this.dropTap = tap;
+    this.s.dropOwner = this;
+    this.s.dropTap = tap;
+  }
+
   /** Connection tracking and NAT, when the node has NAT rules or services. */
   get nat(): Nat | null {
     return this.s.nat;
@@ -176,13 +189,13 @@ export class Ipv4Router extends Element<RouterCounter> implements FrameSink {
       const off = frames.offsets[i];
       const len = frames.lengths[i];
       if (len < ETH_HEADER_LEN) {
-        this.count(C.runt, now);
+        this.countDrop(C.runt, now, buf, off, len);
         continue;
       }
       const et = ethGetEtherType(buf, off);
       if (et === ETHERTYPE_IPV4) this.ip.input(ifc, buf, off, len, now);
       else if (et === ETHERTYPE_ARP) this.arp.input(ifc, buf, off, len, now);
-      else this.count(C.unknownEtherType, now);
+      else this.countDrop(C.unknownEtherType, now, buf, off, len);
     }
   }
 

@@ -26,9 +26,10 @@ import { ARP_OPER_REQUEST, emitArpFrame } from "../../wire/arp.js";
 import { ETH_HEADER_LEN, ETHERTYPE_IPV4, ethSetDstAddr, ethSetEtherType, ethSetSrcAddr } from "../../wire/ethernet.js";
 import { fragmentIpv4 } from "../../wire/ipv4-frag.js";
 import { ipv4GetDstAddr, ipv4GetSrcAddr } from "../../wire/ipv4.js";
-import { MAC_BROADCAST } from "../../wire/mac.js";
+import { MAC_BROADCAST, macToString } from "../../wire/mac.js";
 import { VNET_HDR_LEN, vnetClear, vnetCopyAcross } from "../../wire/vnet.js";
-import { NUD_INCOMPLETE, NUD_PERMANENT, type Neighbour } from "../neighbour-cache.js";
+import { NUD_INCOMPLETE, NUD_NAMES, NUD_PERMANENT, type Neighbour } from "../neighbour-cache.js";
+import { ipToString } from "../../wire/ipv4addr.js";
 import { C } from "./counters.js";
 import { sourceFor, type RouterInterface, type RouterState } from "./state.js";
 
@@ -101,6 +102,22 @@ export class Output {
   output(inIf: number, out: RouterInterface, nh: number, buf: Buffer, ip: number, ipLen: number, now: number): void {
     const neigh = this.s.neigh;
     const n = neigh.get(out.index, nh);
+    if (this.s.tr !== null) {
+      this.s.trace(
+        `neighbour ${ipToString(nh)} dev ${out.name}: ${n === undefined ? "none (ARP request)" : `${NUD_NAMES[n.state]}${n.state === NUD_INCOMPLETE ? "" : ` ${macToString(n.mac)}`}`}`,
+      );
+      // What-if: nothing may outlive the pass — no packet queued for ARP (it would leave
+      // later), no neighbour touched (a stale entry would be probed).
+      if (this.s.tr.dry) {
+        if (n === undefined || n.state === NUD_INCOMPLETE) return;
+        const e = ip - ETH_HEADER_LEN;
+        ethSetDstAddr(buf, e, n.mac);
+        ethSetSrcAddr(buf, e, out.mac);
+        ethSetEtherType(buf, e, ETHERTYPE_IPV4);
+        out.port.inq.push(e, ipLen + ETH_HEADER_LEN);
+        return;
+      }
+    }
     if (n === undefined || n.state === NUD_INCOMPLETE) {
       this.resolve(n, inIf, out, nh, buf, ip, ipLen, now);
       return;

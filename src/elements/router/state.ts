@@ -11,6 +11,8 @@
 import { ClusterDns, type ClusterDnsOptions } from "./cluster-dns.js";
 import { DhcpServer, type DhcpOptions } from "./dhcp.js";
 import type { InternalPort } from "../../core/internal-port.js";
+import type { DropTap, Element } from "../../core/element.js";
+import type { TraceRecorder } from "../../core/trace.js";
 import { ipToString, parseIp } from "../../wire/ipv4addr.js";
 import { Fib } from "../fib.js";
 import { Ipv4Reassembly, REASM_COUNTERS, type ReassemblyOptions } from "../ipv4-reassembly.js";
@@ -150,6 +152,35 @@ export class RouterState {
       });
     }
     this.neigh = new NeighbourCache(this.ifaces.length, opts.neighbour);
+  }
+
+  /** Where dropped packets go while a drop capture is attached (Element.setDropTap), and the element to name. */
+  dropTap: DropTap | null = null;
+  dropOwner: Element | null = null;
+  /** The armed trace, or null (Element.setTrace). */
+  tr: TraceRecorder | null = null;
+
+  /**
+   * Counts a packet's end at drop counter `id` like drop(), and hands the frame (the
+   * Ethernet header in front of the IPv4 packet at `ip`) to the drop tap, if any.
+   */
+  dropFrame(id: number, now: number, buf: Buffer, ip: number, ipLen: number): void {
+    this.c[id]++;
+    this.last[id] = now;
+    if (this.dropTap !== null) this.dropTap.dropped(this.dropOwner as Element, id, buf, ip - 14, ipLen + 14);
+    if (this.tr !== null) this.traceDrop(id);
+  }
+
+  /** A trace step of the router (only while a trace is armed). */
+  trace(what: string): void {
+    this.tr?.add((this.dropOwner as Element).name, what);
+  }
+
+  /** A trace step for a drop at counter `id` (only while a trace is armed). */
+  traceDrop(id: number): void {
+    const spec = (this.dropOwner as Element).spec;
+    const n = spec.names[id];
+    this.tr?.add((this.dropOwner as Element).name, `drop ${n}: ${spec.decls[n].help}`);
   }
 
   /** Counts a frame's end at drop counter `id`, remembering when (for `show drops`). */
