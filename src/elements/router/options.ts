@@ -44,8 +44,16 @@ export class OptionsResult {
   ts = 0;
   tsAddr = false;
   tsTime = false;
-  /** A Loose or Strict Source Route option is present. */
+  /** A Loose or Strict Source Route option is present; its offset (from the IPv4 header); it is strict. */
   srr = false;
+  srrOff = 0;
+  strict = false;
+  /**
+   * The source route is being followed (ipv4SourceRoute): the packet leaves for
+   * `nexthop`, the route's next address, which becomes its destination when forwarded.
+   */
+  srrHit = false;
+  nexthop = 0;
   /** Bytes were changed: the header checksum must be recomputed. */
   changed = false;
 
@@ -56,6 +64,10 @@ export class OptionsResult {
     this.tsAddr = false;
     this.tsTime = false;
     this.srr = false;
+    this.srrOff = 0;
+    this.strict = false;
+    this.srrHit = false;
+    this.nexthop = 0;
     this.changed = false;
   }
 }
@@ -105,6 +117,8 @@ export function ipv4OptionsInput(buf: Buffer, ip: number, specDst: number, isLoc
       if (buf[p + 2] < 4) return p + 2 - ip;
       if (res.srr) return p - ip;
       res.srr = true;
+      res.srrOff = p - ip;
+      res.strict = t === IPOPT_SSRR;
     } else if (t === IPOPT_RR) {
       if (res.rr !== 0) return p - ip;
       if (len < 3) return p + 1 - ip;
@@ -166,13 +180,79 @@ export function ipv4OptionsInput(buf: Buffer, ip: number, specDst: number, isLoc
   return -1;
 }
 
-/** The Record Route entry input made becomes `outAddr`, the address the packet leaves from; the checksum follows. */
+/**
+ * The Record Route entry input made becomes `outAddr`, the address the packet leaves
+ * from; a source route being followed (`srrHit`) has the slot naming the next hop
+ * replaced by `outAddr`, its pointer moved past it and the destination set to the next
+ * hop (RFC 791 §3.1, Linux's ip_forward_options); the checksum follows.
+ */
 export function ipv4OptionsForward(buf: Buffer, ip: number, outAddr: number, res: OptionsResult): void {
   if (res.rrAddr) {
     const o = ip + res.rr;
     buf.writeUInt32BE(outAddr >>> 0, o + buf[o + 2] - 5);
   }
+  if (res.srrHit) {
+    const o = ip + res.srrOff;
+    const len = buf[o + 1];
+    // The slot is the first from the pointer naming the next hop: the router's own
+    // addresses before it were passed over by ipv4SourceRoute without moving the pointer.
+    let ptr = buf[o + 2];
+    while (ptr + 3 <= len && buf.readUInt32BE(o + ptr - 1) !== res.nexthop >>> 0) ptr += 4;
+    if (ptr + 3 <= len) {
+      buf.writeUInt32BE(outAddr >>> 0, o + ptr - 1);
+      buf[o + 2] = ptr + 4;
+      buf.writeUInt32BE(res.nexthop >>> 0, ip + 16);
+    }
+  }
   ipv4FillChecksum(buf, ip);
+}
+
+/** ipv4SourceRoute(): the source route is followed; `res.srrHit`, `res.nexthop` say where. */
+export const SRR_OK = -1;
+/** ipv4SourceRoute(): dropped silently (the next address has no unicast route). */
+export const SRR_DROP = -2;
+/** ipv4SourceRoute(): a strict route passing through without naming the router (Parameter Problem, pointer 16). */
+export const SRR_STRICT_PASS = -3;
+
+/**
+ * A source-routed packet received on an interface that accepts source routes (Linux's
+ * ip_options_rcv_srr, RFC 791 §3.1, RFC 1812 §5.2.4.1). `local`: its destination is one
+ * of the router's addresses. Not ours: a loose route passes as it is (SRR_OK, not hit), a
+ * strict one is refused (SRR_STRICT_PASS). Ours, with addresses left in the route: each
+ * next address that is the router's own becomes the destination (the pointer stays), the
+ * first other one is the next hop (`srrHit`, `nexthop`) when `routable(addr)` says it has a
+ * unicast route, else SRR_DROP. An entry running past the option: the offset for Parameter
+ * Problem (its pointer byte). Route used up: delivered here (SRR_OK, not hit).
+ */
+export function ipv4SourceRoute(
+  buf: Buffer,
+  ip: number,
+  local: boolean,
+  isLocal: (addr: number) => boolean,
+  routable: (addr: number) => boolean,
+  res: OptionsResult,
+): number {
+  if (!local) return res.strict ? SRR_STRICT_PASS : SRR_OK;
+  const o = ip + res.srrOff;
+  const len = buf[o + 1];
+  let ptr = buf[o + 2];
+  for (; ptr <= len; ptr += 4) {
+    if (ptr + 3 > len) return res.srrOff + 2;
+    const next = buf.readUInt32BE(o + ptr - 1);
+    if (!isLocal(next)) {
+      if (!routable(next)) return SRR_DROP;
+      res.srrHit = true;
+      res.nexthop = next;
+      res.changed = true;
+      return SRR_OK;
+    }
+    // "Superfast loopback forward": the router's own address, the destination moves on.
+    if (buf.readUInt32BE(ip + 16) !== next) {
+      buf.writeUInt32BE(next, ip + 16);
+      res.changed = true;
+    }
+  }
+  return SRR_OK;
 }
 
 /**
