@@ -330,17 +330,39 @@ describe("acceptSourceRoute on (Linux's accept_source_route 1: ip_options_rcv_sr
     expect(parseFrame(out.h1[0]).icmp).toEqual({ type: 12, code: 0, rest: (16 << 24) >>> 0 });
   });
 
-  it("the route used up at the router: delivered (echo reply); a route leaving by the way it came: no redirect", () => {
+  it("a route used up at the router that named only the sender: delivered, the reply straight back; a route leaving by the way it came: no redirect", () => {
     const r = rig();
-    r.ports.h1.inject([srr(LSRR, ETH1_IP, [H2.ip], { ptr: 8 })]);
+    r.ports.h1.inject([srr(LSRR, ETH1_IP, [H1.ip], { ptr: 8 })]);
     const replies = r.drain().h1.map(parseFrame);
-    expect(replies.map((p) => p.icmp?.type)).toEqual([0]);
+    expect(replies.map((p) => [p.icmp?.type, p.ip?.dstAddr])).toEqual([[0, H1.ip]]);
+    expect([...(replies[0].ipBytes as Buffer).subarray(20, 28)]).toEqual([1, 1, 1, 1, 1, 1, 1, 1]);
     const gw = { mac: 0x02aa00000114, ip: ip("10.0.1.20") };
     hostArps(r, "h1", gw, ETH1_IP);
     r.ports.h1.inject([srr(LSRR, ETH1_IP, [gw.ip])]);
     const out = r.drain().h1.map(parseFrame);
     expect(out.map((p) => [p.eth.dstAddr, p.ip?.dstAddr])).toEqual([[gw.mac, gw.ip]]);
     expect(r.counters().redirectsSent).toBe(0);
+  });
+
+  it("an echo to the router whose route is used up: the reply goes to the last hop visited, the rest of the route reversed, the sender last", () => {
+    const r = rig();
+    const mid = ip("10.0.2.50");
+    r.ports.h1.inject([srr(LSRR, ETH1_IP, [mid, H2.ip], { ptr: 12 })]);
+    const out = r.drain();
+    expect(out.h1).toEqual([]);
+    const p = parseFrame(out.h2[0]);
+    expect(p.eth.dstAddr).toBe(H2.mac);
+    expect(p.icmp?.type).toBe(0);
+    expect(p.ip).toMatchObject({ srcAddr: ETH1_IP, dstAddr: H2.ip });
+    const b = p.ipBytes as Buffer;
+    expect(ipv4Check(b, 0, b.length)).toBe(CHECK_OK);
+    expect([...b.subarray(20, 23)]).toEqual([LSRR, 11, 4]);
+    expect([b.readUInt32BE(23), b.readUInt32BE(27), b[31]]).toEqual([mid, H1.ip, 0]);
+    // The sender itself as the route's first hop is left out (RFC 1812 §5.2.4.1).
+    r.ports.h1.inject([srr(LSRR, ETH1_IP, [H1.ip, H2.ip], { ptr: 12 })]);
+    const q = parseFrame(r.drain().h2[0]).ipBytes as Buffer;
+    expect([...q.subarray(20, 23)]).toEqual([LSRR, 7, 4]);
+    expect(q.readUInt32BE(23)).toBe(H1.ip);
   });
 
   it("off on the receiving interface (on elsewhere): dropped as before (sourceRouted)", () => {

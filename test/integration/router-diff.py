@@ -674,7 +674,7 @@ def _(k, s):
 
 @case("lsrr-local-used-up", phase=2)
 def _(k, s):
-    """accept_source_route on: an echo to the router whose loose route is used up (h2 already visited): answered"""
+    """accept_source_route on: an echo to the router whose loose route is used up (h2 visited): the reply goes back by h2, the route reversed"""
     return [with_options(echo(s, GW1, k), srr(131, [H2], ptr=8))]
 
 

@@ -361,3 +361,49 @@ function echoEntries(buf: Buffer, rrAt: number, tsAt: number, src: number, isLoc
   }
   return true;
 }
+
+/** Room for a reversed source route's entries (at most nine fit in 40 bytes of options). */
+const reversed = new Uint32Array(10);
+
+/**
+ * The options of an echo reply built in place from a request with a source route and no
+ * Record Route or Timestamp (Linux's ip_options_echo, then ip_options_build; RFC 1122
+ * §3.2.1.8): the route's visited hops, reversed, lead back to the sender. The last hop
+ * visited (`faddr`) becomes the reply's destination; the option, first in the header,
+ * names the earlier hops in reverse and, last, the sender (`sender`, the reply's
+ * destination so far); a first hop that was the sender itself is left out (RFC 1812
+ * §5.2.4.1's fix of illegal routes); End of Option List pads the rest. No hop visited:
+ * all options become NOPs and the reply goes straight back. The header checksum follows.
+ */
+export function ipv4OptionsEchoSourceRoute(buf: Buffer, ip: number, sender: number, res: OptionsResult): void {
+  const end = ip + ((buf[ip] & 0x0f) << 2);
+  const o = ip + res.srrOff;
+  const type = buf[o];
+  const len = buf[o + 1];
+  let soffset = buf[o + 2];
+  if (soffset > len) soffset = len + 1;
+  soffset -= 4;
+  // n: the reversed entries before the sender's slot; -1: no route goes back.
+  let n = -1;
+  let faddr = 0;
+  if (soffset > 3) {
+    faddr = buf.readUInt32BE(o + soffset - 1);
+    n = 0;
+    for (soffset -= 4; soffset > 3; soffset -= 4) reversed[n++] = buf.readUInt32BE(o + soffset - 1);
+    if (buf.readUInt32BE(o + soffset + 3) === sender >>> 0) n--;
+  }
+  if (n < 0) {
+    buf.fill(IPOPT_NOOP, ip + 20, end);
+  } else {
+    let w = ip + 20;
+    buf[w] = type;
+    buf[w + 1] = 3 + 4 * (n + 1);
+    buf[w + 2] = 4;
+    w += 3;
+    for (let i = 0; i < n; i++, w += 4) buf.writeUInt32BE(reversed[i], w);
+    buf.writeUInt32BE(sender >>> 0, w);
+    buf.fill(IPOPT_END, w + 4, end);
+    buf.writeUInt32BE(faddr >>> 0, ip + 16);
+  }
+  ipv4FillChecksum(buf, ip);
+}
