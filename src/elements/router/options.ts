@@ -15,10 +15,16 @@
  *                        fault, for Parameter Problem 12/0 with that pointer (the packet
  *                        is dropped). Options the router does not know pass unchanged;
  *                        `srr` says a Loose or Strict Source Route is present (the caller
- *                        drops it, as Linux does with accept_source_route 0).
+ *                        drops it, as Linux does with accept_source_route 0, or follows it).
+ *   ipv4SourceRoute()    a source route on an interface that accepts them: the next hop
+ *                        it names, past the router's own addresses (ip_options_rcv_srr).
  *   ipv4OptionsForward() when the packet leaves: the Record Route entry made on input
  *                        becomes the address the packet leaves from (`outAddr`), as Linux
- *                        records the outgoing interface; the checksum is recomputed.
+ *                        records the outgoing interface; a followed source route records
+ *                        it too and the next hop becomes the destination; the checksum is
+ *                        recomputed.
+ *   ipv4OptionsEcho(), ipv4OptionsEchoSourceRoute(), ipv4OptionsErrorWrite()
+ *                        the options of replies and errors (ip_options_echo).
  *
  * Nothing here allocates: the result of input is in `OptionsResult`, reused.
  */
