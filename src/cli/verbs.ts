@@ -15,7 +15,7 @@
  *   tapnet masquerade add|del --source CIDR… --interface IF
  *   tapnet conntrack flush             tapnet conntrack delete -p PROTO -s ADDR -d ADDR [--sport N] [--dport N]
  *   tapnet tunnel peer add|del PORT ADDR
- *   tapnet router set [dev IF send_redirects 0|1] [icmp_ratelimit MS] [icmp_ratemask MASK]
+ *   tapnet router set [dev IF [send_redirects 0|1] [accept_source_route 0|1]] [icmp_ratelimit MS] [icmp_ratemask MASK]
  *
  * Each takes --node (needed when the lab has several nodes), --lab and --json, exits
  * non-zero with a one-line reason when the node refuses, and changes nothing then.
@@ -74,24 +74,28 @@ function num(v: string | true | undefined, what: string): number | undefined {
 
 /**
  * The words of `tapnet router set`, in the names of Linux's sysctls (conf.DEV.send_redirects,
+ * conf.DEV.accept_source_route,
  * icmp_ratelimit, icmp_ratemask), as the router.set change's arguments. The mask may be
  * written in hex (0x…), as people copy it from /proc/sys.
  */
 export function routerSetArgs(argv: string[]): Record<string, unknown> {
-  const w = words(argv, ["dev", "send_redirects", "icmp_ratelimit", "icmp_ratemask"]);
+  const w = words(argv, ["dev", "send_redirects", "accept_source_route", "icmp_ratelimit", "icmp_ratemask"]);
   const r = w.send_redirects;
   if (r !== undefined && r !== "0" && r !== "1") throw new Error(`send_redirects: '${String(r)}' is not 0 or 1`);
+  const sr = w.accept_source_route;
+  if (sr !== undefined && sr !== "0" && sr !== "1") throw new Error(`accept_source_route: '${String(sr)}' is not 0 or 1`);
   const m = w.icmp_ratemask;
   let mask: number | undefined;
   if (m !== undefined) {
     mask = /^(0x[0-9a-f]+|[0-9]+)$/i.test(String(m)) ? Number(m) : Number.NaN;
     if (Number.isNaN(mask)) throw new Error(`icmp_ratemask: '${String(m)}' is not a number (decimal or 0x hex)`);
   }
-  if (r === undefined && w.icmp_ratelimit === undefined && m === undefined)
-    throw new Error("router set: say send_redirects (with dev), icmp_ratelimit or icmp_ratemask");
+  if (r === undefined && sr === undefined && w.icmp_ratelimit === undefined && m === undefined)
+    throw new Error("router set: say send_redirects (with dev), icmp_ratelimit or icmp_ratemask, or accept_source_route (with dev)");
   return {
     dev: w.dev,
     sendRedirects: r === undefined ? undefined : r === "1",
+    acceptSourceRoute: sr === undefined ? undefined : sr === "1",
     icmpRatelimit: num(w.icmp_ratelimit, "icmp_ratelimit"),
     icmpRatemask: mask,
   };
@@ -277,7 +281,7 @@ export function registerVerbs(program: Command): void {
   }
 
   const router = program.command("router").description("a router's ICMP and redirect settings, as Linux's sysctls set them");
-  target(router.command("set").argument("<words...>", "dev IF, send_redirects 0|1, icmp_ratelimit MS, icmp_ratemask MASK"))
-    .description("change send_redirects (per interface), icmp_ratelimit or icmp_ratemask")
+  target(router.command("set").argument("<words...>", "dev IF, send_redirects 0|1, accept_source_route 0|1, icmp_ratelimit MS, icmp_ratemask MASK"))
+    .description("change send_redirects, accept_source_route (per interface), icmp_ratelimit or icmp_ratemask")
     .action(async (argv: string[], o: Target) => void (await sendChange(o, "router.set", routerSetArgs(argv))));
 }

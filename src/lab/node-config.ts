@@ -118,6 +118,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
             addresses: ifAddresses(i),
             proxyArp: i.proxyArp,
             ...(i.sendRedirects === false ? { sendRedirects: false } : {}),
+            ...(i.acceptSourceRoute ? { acceptSourceRoute: true } : {}),
             ...(i.dhcp ? { dhcp: i.dhcp } : {}),
           };
         }),

@@ -54,6 +54,7 @@ function nodeSpec(raw: Obj, c: NodeConfig): Obj {
         mac: i.mac,
         ...(i.proxyArp ? { proxyArp: true } : {}),
         ...(i.sendRedirects === false ? { sendRedirects: false } : {}),
+        ...(i.acceptSourceRoute ? { acceptSourceRoute: true } : {}),
         ...(i.dhcp ? { dhcp: i.dhcp } : {}),
       };
     }

@@ -98,6 +98,8 @@ const InterfaceSpec = z
     proxyArp: z.boolean().default(false),
     /** ICMP redirects for packets that leave by the interface they came in on (Linux's send_redirects); absent: on. */
     sendRedirects: z.boolean().optional(),
+    /** Loose and strict source routes received here are followed (Linux's accept_source_route); absent: off, dropped. */
+    acceptSourceRoute: z.boolean().optional(),
     /** A DHCP server for the segment: addresses FIRST-LAST of the interface's subnet. */
     dhcp: z
       .strictObject({

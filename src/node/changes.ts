@@ -23,8 +23,9 @@
  *                                 impair?: { dir?: out|in|both, clear?, delay?, jitter?, loss?,
  *                                 duplicate?, reorder?, rate?, limit? } }  (src/core/impair.ts;
  *                               fields given change, others stay; clear: start from none)
- *   router.set                  { dev?, sendRedirects?, icmpRatelimit?: ms, icmpRatemask? }  (Linux's
- *                               conf.DEV.send_redirects, icmp_ratelimit, icmp_ratemask)
+ *   router.set                  { dev?, sendRedirects?, acceptSourceRoute?, icmpRatelimit?: ms, icmpRatemask? }
+ *                               (Linux's conf.DEV.send_redirects, conf.DEV.accept_source_route,
+ *                               icmp_ratelimit, icmp_ratemask)
  *   port.add                    { name, kind: tap, vlan?: N }
  *   port.del                    { name }
  *   service.add                 { name, vip, port, protocol?, backends?: [IP:PORT], algorithm? }
@@ -231,16 +232,19 @@ function impairChange(g: NodeGraph, p: Port, v: unknown): Array<["in" | "out", I
 function routerSet(g: NodeGraph, a: Args, commit: boolean): unknown {
   const r = router(g);
   const redirects = optBool(a, "sendRedirects");
+  const srr = optBool(a, "acceptSourceRoute");
   const ratelimit = optInt(a, "icmpRatelimit", 0, 600_000);
   const ratemask = optInt(a, "icmpRatemask", 0, (1 << 19) - 1);
   const dev = optStr(a, "dev");
   const ifc = dev === undefined ? undefined : r.ifaces.find((i) => i.name === dev);
   if (dev !== undefined && !ifc) throw new Error(`dev: no router interface '${dev}'`);
   if (redirects !== undefined && !ifc) throw new Error("sendRedirects: say which interface (dev)");
-  if (redirects === undefined && ratelimit === undefined && ratemask === undefined)
-    throw new Error("router set: say sendRedirects, icmpRatelimit or icmpRatemask");
+  if (srr !== undefined && !ifc) throw new Error("acceptSourceRoute: say which interface (dev)");
+  if (redirects === undefined && srr === undefined && ratelimit === undefined && ratemask === undefined)
+    throw new Error("router set: say sendRedirects, acceptSourceRoute, icmpRatelimit or icmpRatemask");
   if (!commit) return null;
   if (ifc && redirects !== undefined) ifc.sendRedirects = redirects;
+  if (ifc && srr !== undefined) ifc.acceptSourceRoute = srr;
   r.setIcmpLimit(ratelimit, ratemask);
   return null;
 }

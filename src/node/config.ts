@@ -61,6 +61,8 @@ export interface RouterInterfaceConfig {
   proxyArp: boolean;
   /** Absent: on (Linux's default). */
   sendRedirects?: boolean;
+  /** Absent: off (Linux's default accept_source_route 0). */
+  acceptSourceRoute?: boolean;
   /** A DHCP server on this interface (src/elements/router/dhcp.ts). */
   dhcp?: { range: string; leaseTime: number; dns: string[] };
 }

@@ -145,6 +145,7 @@ export class NodeGraph {
           }),
           proxyArp: i.proxyArp,
           sendRedirects: i.sendRedirects ?? true,
+          acceptSourceRoute: i.acceptSourceRoute ?? false,
           port: this.internal[k],
           dhcp: i.dhcp,
         })),

@@ -49,6 +49,7 @@ export function runningConfig(g: NodeGraph): NodeConfig {
       interfaces: r.ifaces.map((i, k) => ({
         ...cfg.router!.interfaces[k],
         sendRedirects: i.sendRedirects ? undefined : false,
+        acceptSourceRoute: i.acceptSourceRoute ? true : undefined,
         mtu: i.mtu,
         addresses: i.addrs.map((a, j) => `${ipToString(a)}/${i.prefixLens[j]}`),
       })),

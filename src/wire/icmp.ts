@@ -52,6 +52,7 @@ export const ICMP_UNREACH_HOST = 1;
 export const ICMP_UNREACH_PROTOCOL = 2;
 export const ICMP_UNREACH_PORT = 3;
 export const ICMP_UNREACH_FRAG_NEEDED = 4;
+export const ICMP_UNREACH_SR_FAILED = 5;
 
 /** Time Exceeded codes (RFC 792). */
 /** Redirect for Host (RFC 792): Linux's only kind. */

@@ -9,7 +9,7 @@ import { IcmpPeers, icmpTypeLimited } from "../../src/elements/router/icmp-peers
 import { OptionsResult, ipv4OptionsInput } from "../../src/elements/router/options.js";
 import { ipv4Check } from "../../src/wire/ipv4.js";
 import { CHECK_OK } from "../../src/wire/reason.js";
-import { ETH1_IP, ETH1_MAC, ETH2_IP, H1, type Rig, arpRequestFrame, echoRequest, ip, ipFrame, ipPacket, parseFrame, routedRig } from "./router-rig.js";
+import { ETH1_IP, ETH1_MAC, ETH2_IP, H1, H2, type Rig, arpRequestFrame, echoRequest, ip, ipFrame, ipPacket, parseFrame, routedRig } from "./router-rig.js";
 
 function hostArps(r: Rig, port: string, host: { mac: number; ip: number }, gw: number): void {
   r.ports[port].inject([arpRequestFrame(host.mac, host.ip, gw)]);
@@ -229,6 +229,150 @@ describe("Ipv4Router answers as Linux does", () => {
     expect(r.drain()).toEqual({ h1: [], h2: [] });
     expect(r.counters().sourceRouted).toBe(2);
     expect(r.counters().echoReplies).toBe(0);
+  });
+});
+
+/** A source route option (LSRR 131, SSRR 137) naming `addrs`, its pointer at `ptr`, after a NOP to align it. */
+function sourceRouteOpt(type: number, addrs: number[], ptr = 4): number[] {
+  const o = [1, type, 3 + 4 * addrs.length, ptr];
+  for (const a of addrs) o.push(a >>> 24, (a >>> 16) & 0xff, (a >>> 8) & 0xff, a & 0xff);
+  return o;
+}
+
+describe("acceptSourceRoute on (Linux's accept_source_route 1: ip_options_rcv_srr, ip_forward_options)", () => {
+  const LSRR = 131;
+  const SSRR = 137;
+  function rig(): Rig {
+    const r = routedRig();
+    r.router.ifaces[0].acceptSourceRoute = true;
+    hostArps(r, "h1", H1, ETH1_IP);
+    hostArps(r, "h2", H2, ETH2_IP);
+    return r;
+  }
+  const srr = (type: number, dst: number, addrs: number[], o: { ttl?: number; ptr?: number } = {}): Buffer =>
+    ipFrame(ETH1_MAC, H1.mac, withOptions(echoRequest({ src: H1.ip, dst, ttl: o.ttl }), sourceRouteOpt(type, addrs, o.ptr)));
+
+  it("a loose route to the router naming h2: forwarded to h2, the destination rewritten, the slot holding the address it left from", () => {
+    const r = rig();
+    r.ports.h1.inject([srr(LSRR, ETH1_IP, [H2.ip])]);
+    const out = r.drain();
+    expect(out.h1).toEqual([]);
+    expect(out.h2).toHaveLength(1);
+    const p = parseFrame(out.h2[0]);
+    expect(p.eth.dstAddr).toBe(H2.mac);
+    const b = p.ipBytes as Buffer;
+    expect(ipv4Check(b, 0, b.length)).toBe(CHECK_OK);
+    expect(p.ip).toMatchObject({ srcAddr: H1.ip, dstAddr: H2.ip, ttl: 63 });
+    expect([...b.subarray(20, 24)]).toEqual([1, LSRR, 7, 8]);
+    expect(b.readUInt32BE(24)).toBe(ETH2_IP);
+    expect(r.counters().forwarded).toBe(1);
+    expect(r.counters().sourceRouted).toBe(0);
+  });
+
+  it("the router's own addresses in the route are passed over: the next other one is the next hop, its slot takes the entry", () => {
+    const r = rig();
+    r.ports.h1.inject([srr(SSRR, ETH1_IP, [ETH2_IP, H2.ip])]);
+    const out = r.drain();
+    expect(out.h2).toHaveLength(1);
+    const p = parseFrame(out.h2[0]);
+    const b = p.ipBytes as Buffer;
+    expect(ipv4Check(b, 0, b.length)).toBe(CHECK_OK);
+    expect(p.ip?.dstAddr).toBe(H2.ip);
+    expect([...b.subarray(20, 24)]).toEqual([1, SSRR, 11, 12]);
+    expect([b.readUInt32BE(24), b.readUInt32BE(28)]).toEqual([ETH2_IP, ETH2_IP]);
+  });
+
+  it("a strict route whose next address is behind a gateway: destination unreachable 3/5 quoting the packet as sent (sourceRouteFailed)", () => {
+    const r = rig();
+    const gw = { mac: 0x02bb00000214, ip: ip("10.0.2.20") };
+    hostArps(r, "h2", gw, ETH2_IP);
+    r.router.state.addRoute({ prefix: ip("10.0.3.0"), prefixLen: 24, gateway: gw.ip, ifIndex: 1 });
+    r.ports.h1.inject([srr(SSRR, ETH1_IP, [ip("10.0.3.5")])]);
+    const out = r.drain();
+    expect(out.h2).toEqual([]);
+    expect(out.h1).toHaveLength(1);
+    const e = parseFrame(out.h1[0]);
+    expect(e.icmp).toMatchObject({ type: 3, code: 5 });
+    expect(e.ip?.srcAddr).toBe(ETH1_IP);
+    const q = e.icmpData as Buffer;
+    expect(q.readUInt32BE(16)).toBe(ETH1_IP); // the original destination, before the route moved it
+    expect(q[22 + 1]).toBe(4); // the route's pointer, not yet advanced
+    expect(r.counters().sourceRouteFailed).toBe(1);
+    // The same route loose: forwarded to the gateway, destination 10.0.3.5.
+    r.ports.h1.inject([srr(LSRR, ETH1_IP, [ip("10.0.3.5")])]);
+    const fwd = r.drain().h2.map(parseFrame);
+    expect(fwd.map((p) => [p.eth.dstAddr, p.ip?.dstAddr])).toEqual([[gw.mac, ip("10.0.3.5")]]);
+  });
+
+  it("TTL 1: time exceeded quoting the original destination; a next address without a route: dropped silently (sourceRouteDropped)", () => {
+    const r = rig();
+    r.ports.h1.inject([srr(LSRR, ETH1_IP, [H2.ip], { ttl: 1 })]);
+    let out = r.drain();
+    expect(out.h2).toEqual([]);
+    const e = parseFrame(out.h1[0]);
+    expect(e.icmp).toMatchObject({ type: 11, code: 0 });
+    expect((e.icmpData as Buffer).readUInt32BE(16)).toBe(ETH1_IP);
+    r.ports.h1.inject([srr(LSRR, ETH1_IP, [ip("192.0.2.9")]), srr(LSRR, ETH1_IP, [ip("10.0.2.255")])]);
+    out = r.drain();
+    expect(out).toEqual({ h1: [], h2: [] });
+    expect(r.counters().sourceRouteDropped).toBe(2);
+  });
+
+  it("through the router without naming it: loose forwarded unchanged, strict parameter problem pointing at the destination (16)", () => {
+    const r = rig();
+    r.ports.h1.inject([srr(LSRR, H2.ip, [ip("10.0.2.77")])]);
+    const fwd = r.drain().h2.map(parseFrame);
+    expect(fwd.map((p) => p.ip?.dstAddr)).toEqual([H2.ip]);
+    expect([...(fwd[0].ipBytes as Buffer).subarray(20, 28)]).toEqual(sourceRouteOpt(LSRR, [ip("10.0.2.77")]));
+    r.ports.h1.inject([srr(SSRR, H2.ip, [ip("10.0.2.77")])]);
+    const out = r.drain();
+    expect(out.h2).toEqual([]);
+    expect(parseFrame(out.h1[0]).icmp).toEqual({ type: 12, code: 0, rest: (16 << 24) >>> 0 });
+  });
+
+  it("a route used up at the router that named only the sender: delivered, the reply straight back; a route leaving by the way it came: no redirect", () => {
+    const r = rig();
+    r.ports.h1.inject([srr(LSRR, ETH1_IP, [H1.ip], { ptr: 8 })]);
+    const replies = r.drain().h1.map(parseFrame);
+    expect(replies.map((p) => [p.icmp?.type, p.ip?.dstAddr])).toEqual([[0, H1.ip]]);
+    expect([...(replies[0].ipBytes as Buffer).subarray(20, 28)]).toEqual([1, 1, 1, 1, 1, 1, 1, 1]);
+    const gw = { mac: 0x02aa00000114, ip: ip("10.0.1.20") };
+    hostArps(r, "h1", gw, ETH1_IP);
+    r.ports.h1.inject([srr(LSRR, ETH1_IP, [gw.ip])]);
+    const out = r.drain().h1.map(parseFrame);
+    expect(out.map((p) => [p.eth.dstAddr, p.ip?.dstAddr])).toEqual([[gw.mac, gw.ip]]);
+    expect(r.counters().redirectsSent).toBe(0);
+  });
+
+  it("an echo to the router whose route is used up: the reply goes to the last hop visited, the rest of the route reversed, the sender last", () => {
+    const r = rig();
+    const mid = ip("10.0.2.50");
+    r.ports.h1.inject([srr(LSRR, ETH1_IP, [mid, H2.ip], { ptr: 12 })]);
+    const out = r.drain();
+    expect(out.h1).toEqual([]);
+    const p = parseFrame(out.h2[0]);
+    expect(p.eth.dstAddr).toBe(H2.mac);
+    expect(p.icmp?.type).toBe(0);
+    expect(p.ip).toMatchObject({ srcAddr: ETH1_IP, dstAddr: H2.ip });
+    const b = p.ipBytes as Buffer;
+    expect(ipv4Check(b, 0, b.length)).toBe(CHECK_OK);
+    expect([...b.subarray(20, 23)]).toEqual([LSRR, 11, 4]);
+    expect([b.readUInt32BE(23), b.readUInt32BE(27), b[31]]).toEqual([mid, H1.ip, 0]);
+    // The sender itself as the route's first hop is left out (RFC 1812 §5.2.4.1).
+    r.ports.h1.inject([srr(LSRR, ETH1_IP, [H1.ip, H2.ip], { ptr: 12 })]);
+    const q = parseFrame(r.drain().h2[0]).ipBytes as Buffer;
+    expect([...q.subarray(20, 23)]).toEqual([LSRR, 7, 4]);
+    expect(q.readUInt32BE(23)).toBe(H1.ip);
+  });
+
+  it("off on the receiving interface (on elsewhere): dropped as before (sourceRouted)", () => {
+    const r = routedRig();
+    r.router.ifaces[1].acceptSourceRoute = true;
+    hostArps(r, "h1", H1, ETH1_IP);
+    hostArps(r, "h2", H2, ETH2_IP);
+    r.ports.h1.inject([srr(LSRR, ETH1_IP, [H2.ip])]);
+    expect(r.drain()).toEqual({ h1: [], h2: [] });
+    expect(r.counters().sourceRouted).toBe(1);
   });
 });
 

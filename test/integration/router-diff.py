@@ -672,6 +672,12 @@ def _(k, s):
     return [with_options(echo(s, GW1, k, ttl=1), srr(131, [H2]))]
 
 
+@case("lsrr-local-used-up", phase=2)
+def _(k, s):
+    """accept_source_route on: an echo to the router whose loose route is used up (h2 visited): the reply goes back by h2, the route reversed"""
+    return [with_options(echo(s, GW1, k), srr(131, [H2], ptr=8))]
+
+
 @case("redirect-off", phase=2)
 def _(k, s):
     """send_redirects off: forwarded to h3 without a redirect"""

@@ -97,7 +97,7 @@ describe.skipIf(!canRunLabs())("runtime changes: routes", () => {
     expect(state()).toBe(before);
   });
 
-  it("tapnet router set changes send_redirects and the ICMP limit (lab save keeps them); bad words are refused with one line", () => {
+  it("tapnet router set changes send_redirects, accept_source_route and the ICMP limit (lab save keeps them); bad words are refused with one line", () => {
     const at = ["--node", "r1", "--lab", "rtc"];
     const refused: Array<[string[], RegExp]> = [
       [["router", "set", "send_redirects", "0"], /sendRedirects: say which interface \(dev\)/],
@@ -123,15 +123,15 @@ describe.skipIf(!canRunLabs())("runtime changes: routes", () => {
       // The saved file without its first line (a comment with the time of saving).
       const body = (): string => fs.readFileSync(saved, "utf8").split("\n").slice(1).join("\n");
       const before = body();
-      expect(before).not.toMatch(/sendRedirects|ratelimit/);
-      tapnetOk(["router", "set", "dev", "eth1", "send_redirects", "0", "icmp_ratelimit", "250", "icmp_ratemask", "0x1818", ...at]);
+      expect(before).not.toMatch(/sendRedirects|acceptSourceRoute|ratelimit/);
+      tapnetOk(["router", "set", "dev", "eth1", "send_redirects", "0", "accept_source_route", "1", "icmp_ratelimit", "250", "icmp_ratemask", "0x1818", ...at]);
       tapnetOk(["lab", "save", "rtc", "-o", saved]);
       const r1 = body().split("\n  r2:")[0];
       expect(r1).toMatch(
-        /\n {6}eth1:\n(?: {8}\w+: .*\n)* {8}sendRedirects: false\n {6}to-r2:\n(?: {8}\w+: .*\n)* {4}icmp:\n {6}ratelimit: 250\n {6}ratemask: 6168(\n|$)/,
+        /\n {6}eth1:\n(?: {8}\w+: .*\n)* {8}sendRedirects: false\n {8}acceptSourceRoute: true\n {6}to-r2:\n(?: {8}\w+: .*\n)* {4}icmp:\n {6}ratelimit: 250\n {6}ratemask: 6168(\n|$)/,
       );
-      expect(r1.split("to-r2:")[1]).not.toMatch(/sendRedirects/);
-      tapnetOk(["router", "set", "dev", "eth1", "send_redirects", "1", "icmp_ratelimit", "1000", ...at]);
+      expect(r1.split("to-r2:")[1]).not.toMatch(/sendRedirects|acceptSourceRoute/);
+      tapnetOk(["router", "set", "dev", "eth1", "send_redirects", "1", "accept_source_route", "0", "icmp_ratelimit", "1000", ...at]);
       tapnetOk(["lab", "save", "rtc", "-o", saved]);
       expect(body()).toBe(before);
     } finally {

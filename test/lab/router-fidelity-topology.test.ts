@@ -1,8 +1,9 @@
-/** The router's Linux knobs in a topology: sendRedirects per interface, the per-destination ICMP limit. */
+/** The router's Linux knobs in a topology: sendRedirects and acceptSourceRoute per interface, the per-destination ICMP limit. */
 import { describe, expect, it } from "vitest";
 import { MemoryPort } from "../../src/io/memory-port.js";
 import { nodeConfig } from "../../src/lab/node-config.js";
 import { parseTopology, TopologyError } from "../../src/lab/topology.js";
+import { routerSetArgs } from "../../src/cli/verbs.js";
 import { applyChange } from "../../src/node/changes.js";
 import { buildGraph } from "../../src/node/graph.js";
 import { runningConfig } from "../../src/node/running-config.js";
@@ -65,5 +66,23 @@ describe("router knobs in a topology", () => {
     const rc = runningConfig(g).router;
     expect(rc?.interfaces.map((i) => i.sendRedirects)).toEqual([false, undefined]);
     expect(rc?.icmp).toEqual({ ratelimit: 0, ratemask: 6168 });
+  });
+
+  it("acceptSourceRoute: on for one interface from the topology, off by default, changed by router.set and tapnet router set's words", () => {
+    const t = parseTopology(LAB(", acceptSourceRoute: true"), "lab.yaml");
+    const cfg = nodeConfig(t, "r1");
+    expect(cfg.router?.interfaces.map((i) => i.acceptSourceRoute)).toEqual([true, undefined]);
+    expect(problems(LAB(", acceptSourceRoute: 1"))).toEqual([expect.stringMatching(/^lab\.yaml:5:\d+: nodes\.r1\.interfaces\.eth1\.acceptSourceRoute: /)]);
+    const g = buildGraph(cfg, { makePort: (pc) => new MemoryPort(pc.name) });
+    const r = g.router;
+    if (!r) throw new Error("no router");
+    expect(r.ifaces.map((i) => i.acceptSourceRoute)).toEqual([true, false]);
+    expect(() => applyChange(g, "router.set", { acceptSourceRoute: true })).toThrow(/acceptSourceRoute: say which interface/);
+    applyChange(g, "router.set", routerSetArgs(["dev", "eth2", "accept_source_route", "1"]));
+    applyChange(g, "router.set", routerSetArgs(["dev", "eth1", "accept_source_route", "0"]));
+    expect(r.ifaces.map((i) => i.acceptSourceRoute)).toEqual([false, true]);
+    expect(runningConfig(g).router?.interfaces.map((i) => i.acceptSourceRoute)).toEqual([undefined, true]);
+    expect(() => routerSetArgs(["dev", "eth1", "accept_source_route", "yes"])).toThrow(/accept_source_route: 'yes' is not 0 or 1/);
+    expect(() => routerSetArgs(["dev", "eth1"])).toThrow(/say send_redirects \(with dev\), icmp_ratelimit or icmp_ratemask, or accept_source_route/);
   });
 });

@@ -40,7 +40,10 @@ export const ROUTER_COUNTERS = counters({
     serviceRejected: "to a service without endpoints (port unreachable sent, as kube-proxy's REJECT)",
     natDropped: "dropped by the NAT (invalid, table full, no source port)",
     paramProblems: "malformed IP options: dropped (parameter problem 12/0 sent with a pointer to the fault, RFC 1812 §5.2.5)",
-    sourceRouted: "loose or strict source route option: dropped (Linux's accept_source_route 0, RFC 1812 §5.2.4.1)",
+    sourceRouted: "loose or strict source route option received where acceptSourceRoute is off: dropped (Linux's accept_source_route 0, RFC 1812 §5.2.4.1)",
+    sourceRouteDropped:
+      "source route followed to a next address without a unicast route, or in a link broadcast: dropped silently (Linux's ip_options_rcv_srr)",
+    sourceRouteFailed: "strict source route whose next hop is not directly connected: dropped (destination unreachable 3/5 sent, RFC 1812 §5.2.4.1)",
     gsoDropped: "TSO super-frames whose segments would need IP fragmentation",
   },
   event: {

@@ -27,10 +27,10 @@
  */
 import { emitIcmpEchoReplyInPlace, emitIcmpError, icmpErrorAllowed } from "../../wire/icmp.js";
 import { ETH_HEADER_LEN } from "../../wire/ethernet.js";
-import { ipv4FillChecksum, ipv4GetSrcAddr } from "../../wire/ipv4.js";
+import { ipv4FillChecksum, ipv4GetDstAddr, ipv4GetSrcAddr } from "../../wire/ipv4.js";
 import { emitTcpReset } from "../../wire/tcp.js";
 import { C } from "./counters.js";
-import { type OptionsResult, ipv4OptionsEcho, ipv4OptionsErrorLen, ipv4OptionsErrorWrite, timestampNow } from "./options.js";
+import { type OptionsResult, ipv4OptionsEcho, ipv4OptionsEchoSourceRoute, ipv4OptionsErrorLen, ipv4OptionsErrorWrite, timestampNow } from "./options.js";
 import { ICMP_RATEMASK_DEFAULT, ICMP_RATELIMIT_DEFAULT_MS, IcmpPeers, icmpTypeLimited } from "./icmp-peers.js";
 import type { Output } from "./output.js";
 import { sourceFor, type RouterInterface, type RouterState } from "./state.js";
@@ -177,8 +177,12 @@ export class Icmp {
     // Record Route and Timestamp are echoed with one more entry (RFC 1122 §3.2.2.6, as
     // Linux's ip_options_echo): `ping -R` to the router lists it.
     const echo = opt.rr !== 0 || opt.ts !== 0;
-    if (!emitIcmpEchoReplyInPlace(buf, ip, ipLen, echo)) return false;
+    // A source route alone goes back reversed (ip_options_echo); with Record Route or
+    // Timestamp beside it, those are echoed and the route is not (a known difference).
+    const reverse = !echo && opt.srr;
+    if (!emitIcmpEchoReplyInPlace(buf, ip, ipLen, echo || reverse)) return false;
     if (echo && !ipv4OptionsEcho(buf, ip, ipv4GetSrcAddr(buf, ip), isLocal, timestampNow(), opt)) return false;
+    if (reverse) ipv4OptionsEchoSourceRoute(buf, ip, ipv4GetDstAddr(buf, ip), opt);
     this.s.c[C.echoReplies]++;
     this.out.send(ifc.index, buf, ip, ipLen, now);
     return true;

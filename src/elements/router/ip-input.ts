@@ -26,7 +26,8 @@
  * Every packet ends in exactly one disposition counter (forwarded, delivered, or a drop
  * by reason; see counters.ts). IP options are checked and processed before 5 and 6
  * (options.ts): Record Route and Timestamp take the router's entries, malformed ones get
- * Parameter Problem, source routes are dropped.
+ * Parameter Problem, source routes are dropped unless the receiving interface accepts
+ * them (acceptSourceRoute), then followed: the next address becomes the destination.
  *
  * The router's calls into the NAT are all in the section "NAT hooks" below.
  */
@@ -48,6 +49,7 @@ import {
   ICMP_UNREACH_NET,
   ICMP_UNREACH_PORT,
   ICMP_UNREACH_PROTOCOL,
+  ICMP_UNREACH_SR_FAILED,
   icmpGetCode,
   icmpGetType,
   icmpRestFragNeeded,
@@ -79,13 +81,20 @@ import { type ClusterDns, DNS_PORT } from "./cluster-dns.js";
 import { udpComputeChecksum } from "../../wire/udp.js";
 import type { Icmp } from "./icmp.js";
 import type { Output } from "./output.js";
-import { OptionsResult, ipv4OptionsForward, ipv4OptionsInput, timestampNow } from "./options.js";
+import { OptionsResult, SRR_DROP, SRR_OK, SRR_STRICT_PASS, ipv4OptionsForward, ipv4OptionsInput, ipv4SourceRoute, timestampNow } from "./options.js";
 import { onSubnet, sourceFor, type RouterInterface, type RouterState } from "./state.js";
 
 export class IpInput {
   /** The options of the packet being handled (reused: nothing is allocated per packet). */
   private readonly opt = new OptionsResult();
   private readonly isLocal = (addr: number): boolean => this.s.local.has(addr | 0);
+  /** A source route's next address can be forwarded to: a unicast address with a route (Linux's RTN_UNICAST). */
+  private readonly routable = (addr: number): boolean => {
+    const s = this.s;
+    const a0 = addr >>> 24;
+    if (a0 === 0 || a0 === 127 || a0 >= 224 || s.isSubnetBroadcast(addr)) return false;
+    return s.fib.lookup(addr) >= 0;
+  };
   /** The interface and time of the DHCP message being answered (for dhcpSink). */
   private dhcpIf: RouterInterface | null = null;
   private dhcpNow = 0;
@@ -115,10 +124,11 @@ export class IpInput {
    * delivered or forwarded (Linux's ip_rcv_options): Record Route and Timestamp take the
    * router's entry; a malformed option is answered with Parameter Problem 12/0 pointing
    * at it and the packet dropped (RFC 1812 §5.2.5, §4.3.2.4); a source-routed packet is
-   * dropped (Linux's accept_source_route 0 default: RFC 1812 §5.2.4.1 lets a router
-   * refuse them, and they bypass the routing a network expects). False when dropped.
+   * dropped unless its interface accepts source routes (Linux's accept_source_route 0
+   * default: RFC 1812 §5.2.4.1 lets a router refuse them, and they bypass the routing a
+   * network expects); accepted, it is followed (sourceRoute()). False when dropped.
    */
-  private options(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, dst: number, now: number, ctx: number): boolean {
+  private options(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, dst: number, linkGroup: boolean, now: number, ctx: number): boolean {
     const s = this.s;
     const local = s.local.has(dst | 0);
     const specDst = local ? dst : sourceFor(ifc, ipv4GetSrcAddr(buf, ip));
@@ -129,13 +139,38 @@ export class IpInput {
       this.notForwarded(ctx);
       return false;
     }
-    if (this.opt.srr) {
+    if (this.opt.srr && !this.sourceRoute(ifc, buf, ip, ipLen, local, linkGroup, now, ctx)) return false;
+    if (this.opt.changed) ipv4FillChecksum(buf, ip);
+    return true;
+  }
+
+  /**
+   * A loose or strict source route (Linux's ip_rcv_options and ip_options_rcv_srr,
+   * RFC 791 §3.1, RFC 1812 §5.2.4.1): refused unless the interface accepts source
+   * routes; addressed to the router with addresses left, the next one not the router's
+   * own is where the packet goes (forward() makes it the destination and records the
+   * outgoing address in its slot); a strict route through the router that does not name
+   * it gets Parameter Problem pointing at the destination (16). False when dropped.
+   */
+  private sourceRoute(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, local: boolean, linkGroup: boolean, now: number, ctx: number): boolean {
+    const s = this.s;
+    if (!ifc.acceptSourceRoute) {
       s.dropFrame(C.sourceRouted, now, buf, ip, ipLen);
       this.notForwarded(ctx);
       return false;
     }
-    if (this.opt.changed) ipv4FillChecksum(buf, ip);
-    return true;
+    const r = linkGroup ? SRR_DROP : ipv4SourceRoute(buf, ip, local, this.isLocal, this.routable, this.opt);
+    if (r === SRR_OK) return true;
+    if (r === SRR_DROP) {
+      s.dropFrame(C.sourceRouteDropped, now, buf, ip, ipLen);
+      this.notForwarded(ctx);
+      return false;
+    }
+    s.dropFrame(C.paramProblems, now, buf, ip, ipLen);
+    const pointer = r === SRR_STRICT_PASS ? 16 : r;
+    this.icmp.error(ifc, buf, ip, ipLen, ICMP_PARAM_PROBLEM, 0, (pointer << 24) >>> 0, now, false, local ? ipv4GetDstAddr(buf, ip) : 0);
+    this.notForwarded(ctx);
+    return false;
   }
 
   /** The IPv4 frame at `buf[off, off + len)`, received on `ifc`. */
@@ -209,7 +244,12 @@ export class IpInput {
       dst = ipv4GetDstAddr(buf, ip);
     }
     this.opt.clear();
-    if (buf[ip] !== 0x45 && !this.options(ifc, buf, ip, ipLen, dst, now, ctx)) return;
+    if (buf[ip] !== 0x45) {
+      if (!this.options(ifc, buf, ip, ipLen, dst, linkGroup, now, ctx)) return;
+      // A source route followed: the next hop is where the packet goes (or, the route
+      // used up on the router's own addresses, the last of them).
+      if (this.opt.srr) dst = this.opt.srrHit ? this.opt.nexthop : ipv4GetDstAddr(buf, ip);
+    }
     if (s.local.has(dst | 0)) {
       this.local(ifc, buf, ip, ipLen, now, linkGroup, ctx);
       return;
@@ -260,6 +300,13 @@ export class IpInput {
     }
     const out = s.ifaces[s.routeIf[r]];
     const nh = s.routeGw[r] || dst;
+    if (this.opt.srrHit && this.opt.strict && s.routeGw[r] !== 0) {
+      // RFC 791 §3.1: a strict route's next address must be directly reachable (Linux's
+      // ip_forward sr_failed, after the TTL check and before the MTU's).
+      s.dropFrame(C.sourceRouteFailed, now, buf, ip, ipLen);
+      this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_SR_FAILED, 0, now, ctx);
+      return;
+    }
     const wire = fragMax > 0 ? fragMax : s.offload ? this.wireLen(buf, ip, ipLen) : ipLen;
     const df = ipv4GetDf(buf, ip);
     if (wire > out.mtu && df) {
@@ -271,9 +318,10 @@ export class IpInput {
     // (Linux's ip_forward), and before POSTROUTING, as there.
     ipv4DecrementTtl(buf, ip);
     if (s.tr !== null) this.traceRoute(r, out, nh, buf, ip);
-    if (out === ifc && ifc.sendRedirects) this.redirect(ifc, buf, ip, ipLen, s.routeGw[r], now, ctx);
+    // No redirect for a source-routed packet: its sender chose the way (Linux's ip_forward).
+    if (out === ifc && ifc.sendRedirects && !this.opt.srr) this.redirect(ifc, buf, ip, ipLen, s.routeGw[r], now, ctx);
     // Record Route names the address the packet leaves from (Linux's ip_forward_options).
-    if (this.opt.rrAddr) ipv4OptionsForward(buf, ip, sourceFor(out, nh), this.opt);
+    if (this.opt.rrAddr || this.opt.srrHit) ipv4OptionsForward(buf, ip, sourceFor(out, nh), this.opt);
     if (s.nat !== null && !this.postrouting(ctx, out, buf, ip, ipLen, dst, now)) return;
     if (fragMax > 0) {
       this.refragment(ifc, out, nh, buf, ip, ipLen, df, fragMax, now);
@@ -297,7 +345,7 @@ export class IpInput {
    * it came in on, from a sender on that interface's subnet toward a gateway (`gw`, 0 for
    * a directly connected destination) on it too, could have gone straight there: the
    * sender hears Redirect for Host (5/1) naming the next hop (source-routed packets
-   * never get here: options() dropped them). Backed off per sender (icmp-peers.ts:
+   * never get here: their sender chose the way). Backed off per sender (icmp-peers.ts:
    * 20 ms << n, at most 9); the packet is forwarded all the same.
    */
   private redirect(ifc: RouterInterface, buf: Buffer, ip: number, ipLen: number, gw: number, now: number, ctx: number): void {

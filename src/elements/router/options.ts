@@ -15,10 +15,16 @@
  *                        fault, for Parameter Problem 12/0 with that pointer (the packet
  *                        is dropped). Options the router does not know pass unchanged;
  *                        `srr` says a Loose or Strict Source Route is present (the caller
- *                        drops it, as Linux does with accept_source_route 0).
+ *                        drops it, as Linux does with accept_source_route 0, or follows it).
+ *   ipv4SourceRoute()    a source route on an interface that accepts them: the next hop
+ *                        it names, past the router's own addresses (ip_options_rcv_srr).
  *   ipv4OptionsForward() when the packet leaves: the Record Route entry made on input
  *                        becomes the address the packet leaves from (`outAddr`), as Linux
- *                        records the outgoing interface; the checksum is recomputed.
+ *                        records the outgoing interface; a followed source route records
+ *                        it too and the next hop becomes the destination; the checksum is
+ *                        recomputed.
+ *   ipv4OptionsEcho(), ipv4OptionsEchoSourceRoute(), ipv4OptionsErrorWrite()
+ *                        the options of replies and errors (ip_options_echo).
  *
  * Nothing here allocates: the result of input is in `OptionsResult`, reused.
  */
@@ -44,8 +50,16 @@ export class OptionsResult {
   ts = 0;
   tsAddr = false;
   tsTime = false;
-  /** A Loose or Strict Source Route option is present. */
+  /** A Loose or Strict Source Route option is present; its offset (from the IPv4 header); it is strict. */
   srr = false;
+  srrOff = 0;
+  strict = false;
+  /**
+   * The source route is being followed (ipv4SourceRoute): the packet leaves for
+   * `nexthop`, the route's next address, which becomes its destination when forwarded.
+   */
+  srrHit = false;
+  nexthop = 0;
   /** Bytes were changed: the header checksum must be recomputed. */
   changed = false;
 
@@ -56,6 +70,10 @@ export class OptionsResult {
     this.tsAddr = false;
     this.tsTime = false;
     this.srr = false;
+    this.srrOff = 0;
+    this.strict = false;
+    this.srrHit = false;
+    this.nexthop = 0;
     this.changed = false;
   }
 }
@@ -105,6 +123,8 @@ export function ipv4OptionsInput(buf: Buffer, ip: number, specDst: number, isLoc
       if (buf[p + 2] < 4) return p + 2 - ip;
       if (res.srr) return p - ip;
       res.srr = true;
+      res.srrOff = p - ip;
+      res.strict = t === IPOPT_SSRR;
     } else if (t === IPOPT_RR) {
       if (res.rr !== 0) return p - ip;
       if (len < 3) return p + 1 - ip;
@@ -166,13 +186,79 @@ export function ipv4OptionsInput(buf: Buffer, ip: number, specDst: number, isLoc
   return -1;
 }
 
-/** The Record Route entry input made becomes `outAddr`, the address the packet leaves from; the checksum follows. */
+/**
+ * The Record Route entry input made becomes `outAddr`, the address the packet leaves
+ * from; a source route being followed (`srrHit`) has the slot naming the next hop
+ * replaced by `outAddr`, its pointer moved past it and the destination set to the next
+ * hop (RFC 791 §3.1, Linux's ip_forward_options); the checksum follows.
+ */
 export function ipv4OptionsForward(buf: Buffer, ip: number, outAddr: number, res: OptionsResult): void {
   if (res.rrAddr) {
     const o = ip + res.rr;
     buf.writeUInt32BE(outAddr >>> 0, o + buf[o + 2] - 5);
   }
+  if (res.srrHit) {
+    const o = ip + res.srrOff;
+    const len = buf[o + 1];
+    // The slot is the first from the pointer naming the next hop: the router's own
+    // addresses before it were passed over by ipv4SourceRoute without moving the pointer.
+    let ptr = buf[o + 2];
+    while (ptr + 3 <= len && buf.readUInt32BE(o + ptr - 1) !== res.nexthop >>> 0) ptr += 4;
+    if (ptr + 3 <= len) {
+      buf.writeUInt32BE(outAddr >>> 0, o + ptr - 1);
+      buf[o + 2] = ptr + 4;
+      buf.writeUInt32BE(res.nexthop >>> 0, ip + 16);
+    }
+  }
   ipv4FillChecksum(buf, ip);
+}
+
+/** ipv4SourceRoute(): the source route is followed; `res.srrHit`, `res.nexthop` say where. */
+export const SRR_OK = -1;
+/** ipv4SourceRoute(): dropped silently (the next address has no unicast route). */
+export const SRR_DROP = -2;
+/** ipv4SourceRoute(): a strict route passing through without naming the router (Parameter Problem, pointer 16). */
+export const SRR_STRICT_PASS = -3;
+
+/**
+ * A source-routed packet received on an interface that accepts source routes (Linux's
+ * ip_options_rcv_srr, RFC 791 §3.1, RFC 1812 §5.2.4.1). `local`: its destination is one
+ * of the router's addresses. Not ours: a loose route passes as it is (SRR_OK, not hit), a
+ * strict one is refused (SRR_STRICT_PASS). Ours, with addresses left in the route: each
+ * next address that is the router's own becomes the destination (the pointer stays), the
+ * first other one is the next hop (`srrHit`, `nexthop`) when `routable(addr)` says it has a
+ * unicast route, else SRR_DROP. An entry running past the option: the offset for Parameter
+ * Problem (its pointer byte). Route used up: delivered here (SRR_OK, not hit).
+ */
+export function ipv4SourceRoute(
+  buf: Buffer,
+  ip: number,
+  local: boolean,
+  isLocal: (addr: number) => boolean,
+  routable: (addr: number) => boolean,
+  res: OptionsResult,
+): number {
+  if (!local) return res.strict ? SRR_STRICT_PASS : SRR_OK;
+  const o = ip + res.srrOff;
+  const len = buf[o + 1];
+  let ptr = buf[o + 2];
+  for (; ptr <= len; ptr += 4) {
+    if (ptr + 3 > len) return res.srrOff + 2;
+    const next = buf.readUInt32BE(o + ptr - 1);
+    if (!isLocal(next)) {
+      if (!routable(next)) return SRR_DROP;
+      res.srrHit = true;
+      res.nexthop = next;
+      res.changed = true;
+      return SRR_OK;
+    }
+    // "Superfast loopback forward": the router's own address, the destination moves on.
+    if (buf.readUInt32BE(ip + 16) !== next) {
+      buf.writeUInt32BE(next, ip + 16);
+      res.changed = true;
+    }
+  }
+  return SRR_OK;
 }
 
 /**
@@ -280,4 +366,50 @@ function echoEntries(buf: Buffer, rrAt: number, tsAt: number, src: number, isLoc
     }
   }
   return true;
+}
+
+/** Room for a reversed source route's entries (at most nine fit in 40 bytes of options). */
+const reversed = new Uint32Array(10);
+
+/**
+ * The options of an echo reply built in place from a request with a source route and no
+ * Record Route or Timestamp (Linux's ip_options_echo, then ip_options_build; RFC 1122
+ * §3.2.1.8): the route's visited hops, reversed, lead back to the sender. The last hop
+ * visited (`faddr`) becomes the reply's destination; the option, first in the header,
+ * names the earlier hops in reverse and, last, the sender (`sender`, the reply's
+ * destination so far); a first hop that was the sender itself is left out (RFC 1812
+ * §5.2.4.1's fix of illegal routes); End of Option List pads the rest. No hop visited:
+ * all options become NOPs and the reply goes straight back. The header checksum follows.
+ */
+export function ipv4OptionsEchoSourceRoute(buf: Buffer, ip: number, sender: number, res: OptionsResult): void {
+  const end = ip + ((buf[ip] & 0x0f) << 2);
+  const o = ip + res.srrOff;
+  const type = buf[o];
+  const len = buf[o + 1];
+  let soffset = buf[o + 2];
+  if (soffset > len) soffset = len + 1;
+  soffset -= 4;
+  // n: the reversed entries before the sender's slot; -1: no route goes back.
+  let n = -1;
+  let faddr = 0;
+  if (soffset > 3) {
+    faddr = buf.readUInt32BE(o + soffset - 1);
+    n = 0;
+    for (soffset -= 4; soffset > 3; soffset -= 4) reversed[n++] = buf.readUInt32BE(o + soffset - 1);
+    if (buf.readUInt32BE(o + soffset + 3) === sender >>> 0) n--;
+  }
+  if (n < 0) {
+    buf.fill(IPOPT_NOOP, ip + 20, end);
+  } else {
+    let w = ip + 20;
+    buf[w] = type;
+    buf[w + 1] = 3 + 4 * (n + 1);
+    buf[w + 2] = 4;
+    w += 3;
+    for (let i = 0; i < n; i++, w += 4) buf.writeUInt32BE(reversed[i], w);
+    buf.writeUInt32BE(sender >>> 0, w);
+    buf.fill(IPOPT_END, w + 4, end);
+    buf.writeUInt32BE(faddr >>> 0, ip + 16);
+  }
+  ipv4FillChecksum(buf, ip);
 }

@@ -29,6 +29,8 @@ export interface RouterInterfaceConfig {
   proxyArp?: boolean;
   /** ICMP redirects for packets that leave by the interface they came in on (Linux's send_redirects, default on). */
   sendRedirects?: boolean;
+  /** Loose and strict source routes received here are followed (Linux's accept_source_route, default off: dropped). */
+  acceptSourceRoute?: boolean;
   port: InternalPort;
   /** A DHCP server for this interface's segment (dhcp.ts). */
   dhcp?: DhcpOptions;
@@ -72,6 +74,7 @@ export interface RouterInterface {
   masks: number[];
   proxyArp: boolean;
   sendRedirects: boolean;
+  acceptSourceRoute: boolean;
   port: InternalPort;
   dhcp: DhcpServer | null;
 }
@@ -137,6 +140,7 @@ export class RouterState {
         masks: cf.addresses.map((a) => (a.prefixLen === 0 ? 0 : (0xffffffff << (32 - a.prefixLen)) >>> 0)),
         proxyArp: cf.proxyArp ?? false,
         sendRedirects: cf.sendRedirects ?? true,
+        acceptSourceRoute: cf.acceptSourceRoute ?? false,
         port: cf.port,
         dhcp: cf.dhcp ? new DhcpServer(cf.name, cf.dhcp, cf.addresses[0].addr >>> 0, cf.addresses[0].prefixLen) : null,
       };
