@@ -38,12 +38,7 @@ export interface PeerTarget {
  * The ops that add a peer and the ops that take it away again, or a note saying why the
  * peer gets none (host-gw to a node off the underlay subnet: flannel refuses the same).
  */
-export function peerOps(
-  backend: string,
-  p: PeerTarget,
-  dev: string,
-  vxlanPort: string,
-): { add: Op[]; undo: Op[] } | { note: string } {
+export function peerOps(backend: string, p: PeerTarget, dev: string, vxlanPort: string): { add: Op[]; undo: Op[] } | { note: string } {
   const net = ipToString(p.subnet.addr);
   const to = subnetText(p.subnet);
   if (backend === "vxlan" && !p.direct) {

@@ -459,7 +459,12 @@ export class FlannelAgent {
     const c = this.config as FlannelConfig;
     if (v.BackendType !== c.backend.type) return this.note(`ignoring ${kv.key}: backend ${v.BackendType}, this node's is ${c.backend.type}`);
     const to = subnetText(s);
-    const ops = peerOps(c.backend.type, { subnet: s, publicIp: v.PublicIP, vtepMac: mac, direct: this.directPeer(v.PublicIP) }, this.o.vtepIface, this.o.vxlanPort);
+    const ops = peerOps(
+      c.backend.type,
+      { subnet: s, publicIp: v.PublicIP, vtepMac: mac, direct: this.directPeer(v.PublicIP) },
+      this.o.vtepIface,
+      this.o.vxlanPort,
+    );
     if ("note" in ops) return this.note(ops.note);
     const { add, undo } = ops;
     const peer: Peer = { subnet: s, publicIp: v.PublicIP, vtepMac: mac, undo, since: "", sinceMs: 0 };
