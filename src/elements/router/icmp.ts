@@ -13,8 +13,8 @@
  *               (Linux's icmp_send: `traceroute -U` to a far address ends there), else
  *               from the address of the interface the packet came in on, on the
  *               sender's subnet when it has one (RFC 1812 §4.3.2.4); at most 576 bytes
- *               (§4.3.2.3). build() writes it into scratch and stops there, for
- *               a caller that must show it to the NAT before it leaves (ip-input.ts);
+ *               (§4.3.2.3); about a packet between the NAT's hooks, shown to the NAT
+ *               before it leaves, so that it quotes what the sender sent (ip-input.ts);
  *   echoReply() the reply to an echo request for one of its addresses, in place
  *               (RFC 1122 §3.2.2.6);
  *   tcpReset()  a reset for a TCP segment to one of its addresses: a router listens on no
