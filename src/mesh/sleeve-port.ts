@@ -43,7 +43,7 @@ import { counters } from "../core/element.js";
 import type { PacketPool } from "../core/pool.js";
 import { HEADROOM, type RxHandler } from "../core/port.js";
 import { FdbTable } from "../elements/fdb-table.js";
-import { errnoText, landing, openUdp, type UdpHandle, type UdpOptions } from "../io/udp-native.js";
+import { errnoText, landing, listenLanded, openUdp, type UdpHandle, type UdpOptions } from "../io/udp-native.js";
 import { TunnelPort } from "../io/tunnel-port.js";
 import { readU16, readU32, writeU16 } from "../wire/bytes.js";
 import { ETH_HEADER_LEN } from "../wire/ethernet.js";
@@ -161,7 +161,7 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
 
   private sock: UdpHandle | null = null;
   private poolBuf: Buffer | null = null;
-  private readonly land = landing(LAND_SLOTS);
+  private readonly land = landing(LAND_SLOTS, LAND_SLOT);
   private outBase = 0;
   private outSlots = 0;
   private ctrlBase = 0;
@@ -216,22 +216,19 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
     this.ctrlBase = this.outBase + this.outSlots * this.slotSize;
     this.stageBase = this.ctrlBase + CTRL_SLOTS * CTRL_SLOT;
     this.onRx = onRx;
-    try {
-      this.sock = this.openSocket({
-        ...this.land,
-        bindAddr: 0,
-        port: this.udpPort,
-        rcvbuf: 4 * 1024 * 1024,
-        pool: pool.buf,
-        rxBase: base,
-        slots: LAND_SLOTS,
-        slotSize: LAND_SLOT,
-        onBatch: this.onLanded,
-      });
-    } catch (e) {
-      this.lastError = (e as Error).message;
+    const sock = listenLanded(this.openSocket, this.land, {
+      bindAddr: 0,
+      port: this.udpPort,
+      rcvbuf: 4 * 1024 * 1024,
+      pool: pool.buf,
+      rxBase: base,
+      onBatch: this.onLanded,
+    });
+    if (typeof sock === "string") {
+      this.lastError = sock;
       return;
     }
+    this.sock = sock;
     this.listening = true;
     this.sock.start();
   }
