@@ -198,6 +198,13 @@ function describe(buf: Buffer, off: number, len: number): string {
   const dst = ipToString(buf.readUInt32BE(l3 + 16));
   const l4 = l3 + ihl;
   let what = `proto ${proto}`;
+  const frag = buf.readUInt16BE(l3 + 6);
+  // A later fragment carries no transport header (RFC 791 §3.2): say where it sits instead.
+  if ((frag & 0x1fff) !== 0) {
+    const name = proto === 1 ? "ICMP" : proto === 6 ? "TCP" : proto === 17 ? "UDP" : `proto ${proto}`;
+    return `${l2}, IPv4 ${src} > ${dst} ttl ${ttl}, ${name} fragment at offset ${(frag & 0x1fff) * 8}${frag & 0x2000 ? ", more fragments" : ""}`;
+  }
+  const first = frag & 0x2000 ? " (first fragment)" : "";
   if (proto === 1 && l4 + 2 <= end) {
     const t = buf[l4];
     const c = buf[l4 + 1];
@@ -217,7 +224,7 @@ function describe(buf: Buffer, off: number, len: number): string {
     if (proto === 17 && buf.readUInt16BE(l4 + 2) === 8472 && l4 + 16 + 14 <= end)
       what += ` VXLAN vni ${buf.readUIntBE(l4 + 12, 3)} [${describe(buf, l4 + 16, end - l4 - 16)}]`;
   } else if (proto === 4 && l4 + 20 <= end) what = `IPIP [${ipToString(buf.readUInt32BE(l4 + 12))} > ${ipToString(buf.readUInt32BE(l4 + 16))}]`;
-  return `${l2}, IPv4 ${src} > ${dst} ttl ${ttl}, ${what}`;
+  return `${l2}, IPv4 ${src} > ${dst} ttl ${ttl}, ${what}${first}`;
 }
 
 export interface WhatIfResult {

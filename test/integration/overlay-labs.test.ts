@@ -199,6 +199,7 @@ describe.skipIf(!canRunLabs())("calico-ipip.yaml", () => {
     const big = trace("udp 10.244.1.2:4000 > 10.244.2.2:9 len 1472 df 0");
     const mtu = big.steps.map((x) => x.what).find((w) => w.startsWith("fragmented"));
     expect(mtu).toMatch(/^fragmented for MTU 1480 of \S+: 1500 bytes into 2 fragments of 1476, 44 bytes$/);
+    expect(big.out.map((o) => o.frame.split(", ").at(-1))).toEqual(["UDP 4000 > 9 (first fragment)", "UDP fragment at offset 1456"]);
     expect(big.out.map((o) => o.encap)).toEqual([
       "IPIP: outer IPv4 192.168.0.1 > 192.168.0.2 proto 4 ttl 64, 1496 bytes",
       "IPIP: outer IPv4 192.168.0.1 > 192.168.0.2 proto 4 ttl 64, 64 bytes",
