@@ -11,6 +11,7 @@
 //   sudo npm run bench -- cni                # CNI ADD/DEL vs the bridge plugin, cluster DNS answers/s (1 minute)
 //   sudo npm run bench -- bgp                # BIRD announcing 100,000 prefixes to tapnet and to BIRD's kernel (about 2 minutes)
 //   sudo npm run bench -- etcd               # flannel agents on etcd: lease to route, 200 peers (1 minute)
+//   sudo npm run bench -- trace --before DIR --repeat 5   # tracing off / armed vs a tree without it (2-4 minutes)
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
 //
 // Scenarios and their references:
@@ -53,6 +54,10 @@
 //           (scripts/bench/bgp.mjs, which says how): time until all are in the FIB and until
 //           all are withdrawn, tapnet vs BIRD+kernel; the node's RSS with them vs idle; the
 //           64-byte forwarding rate during a load vs idle. Its own table.
+//   trace   (not in the default set) what tracing costs forwarding (scripts/bench/trace.mjs, which
+//           says how): the switch and router labs' 64-byte flood with tracing off and with a
+//           live trace armed on a filter nothing matches, against --before DIR (a built tree
+//           without tracing), interleaved rounds. Its own table.
 //   control runtime changes to a router node (scripts/bench/control.mjs, which says how):
 //           route additions/s over the control socket, batched (`changes`) and one request
 //           each, idle and under a TCP stream / a 64-byte flood through the node (ratio:
@@ -115,6 +120,7 @@ import { runControl } from "./bench/control.mjs";
 import { runEtcd } from "./bench/etcd.mjs";
 import { ratioChart } from "./bench/svg.mjs";
 import { runTables } from "./bench/tables.mjs";
+import { runTrace } from "./bench/trace.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const CLI = path.join(ROOT, "dist/cli/main.js");
@@ -130,8 +136,10 @@ const CNI = "cni";
 const ETCD = "etcd";
 /** BGP: BIRD announcing --prefixes to tapnet's speaker and to BIRD's kernel (scripts/bench/bgp.mjs); runs when named. */
 const BGP = "bgp";
+/** What tracing costs (scripts/bench/trace.mjs): off and armed on an unrelated filter, against --before; runs when named. */
+const TRACE = "trace";
 /** Scenarios that run only when named. */
-const EXTRA = ["tables", BGP];
+const EXTRA = ["tables", BGP, TRACE];
 const ALL = [...SCENARIOS, CONTROL, CNI, ETCD, ...EXTRA];
 /** Prefix of the namespaces the bench makes itself (labs' namespaces are tn.bench-…). */
 const NS_PREFIX = "tnb-";
@@ -144,12 +152,13 @@ function usage(code) {
   const out = code ? process.stderr : process.stdout;
   out.write(
     `usage: node scripts/bench.mjs [${ALL.join("|")}…] [--duration S] [--repeat N] [--pings N]\n` +
-      `                              [--json FILE] [--markdown [FILE]] [--svg FILE] [--table-size N] [--routes N] [--host-adds K] [--prefixes N] [--cleanup]\n` +
+      `                              [--json FILE] [--markdown [FILE]] [--svg FILE] [--table-size N] [--routes N] [--host-adds K] [--prefixes N] [--before DIR] [--cleanup]\n` +
       `  default: every network scenario (${[...SCENARIOS, CONTROL, CNI, ETCD].join(" ")}), --duration 5 --repeat 1 --pings 1000;\n` +
       `  'tables' (FDB and FIB with --table-size entries, default 1000000) runs only when named.\n` +
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
       `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n` +
+      `  'trace' (tracing off / armed on an unrelated filter; --before DIR: a built tree without tracing to hold them against) runs only when named.\n` +
       `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n`,
   );
   process.exit(code);
@@ -169,6 +178,7 @@ const opts = {
   markdownFile: null,
   svg: null,
   cleanup: false,
+  before: null,
 };
 {
   const a = process.argv.slice(2);
@@ -223,6 +233,11 @@ const opts = {
     } else if (x.startsWith("--markdown=")) {
       opts.markdown = true;
       opts.markdownFile = x.slice(11);
+    } else if (x === "--before") {
+      opts.before = a[++i];
+      if (!opts.before) usage(2);
+    } else if (x.startsWith("--before=")) {
+      opts.before = x.slice(9);
     } else if (x === "--cleanup") {
       opts.cleanup = true;
     } else if (x === "-h" || x === "--help") {
@@ -239,7 +254,7 @@ const opts = {
   opts.scenarios.sort((x, y) => ALL.indexOf(x) - ALL.indexOf(y));
 }
 /** Whether any scenario needs namespaces (everything but `tables`). */
-const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL || x === CNI || x === ETCD || x === BGP);
+const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL || x === CNI || x === ETCD || x === BGP || x === TRACE);
 
 const T0 = Date.now();
 const say = (msg) => process.stderr.write(`bench [${((Date.now() - T0) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
@@ -1522,6 +1537,31 @@ function etcdRows(e) {
 }
 
 /** The tables of a report, as text or markdown. */
+const TRHEAD = ["trace", "variant", "64B kpps", "CPU s/Mframe", "kpps / off", "CPU / off", "kpps / before", "CPU / before"];
+const TRNUMERIC = (i) => i >= 2;
+/** A paired ratio: its median over the rounds, with the quartiles. */
+const pairedText = (q) => (q ? `${q.median.toFixed(3)} (${q.p25.toFixed(2)}-${q.p75.toFixed(2)})` : "-");
+function traceRows(t) {
+  const out = [];
+  for (const s of t.scenarios) {
+    for (const [v, m] of Object.entries(s.medians)) {
+      const q = s.ratios[v];
+      const self = (x) => (x === v ? "1" : null);
+      out.push([
+        s.name,
+        v,
+        fmtNum(m.kpps),
+        fmtNum(m.cpuSPerMFrames),
+        self("off") ?? pairedText(q.vsOff.kpps),
+        self("off") ?? pairedText(q.vsOff.cpu),
+        self("before") ?? pairedText(q.vsBefore.kpps),
+        self("before") ?? pairedText(q.vsBefore.cpu),
+      ]);
+    }
+  }
+  return out;
+}
+
 function tables(report, md) {
   const fmt = md ? markdownTable : textTable;
   const parts = [];
@@ -1534,6 +1574,8 @@ function tables(report, md) {
   if (report.bgpError) parts.push(`bgp: failed: ${report.bgpError}\n`);
   if (report.etcd) parts.push(fmt(EHEAD, etcdRows(report.etcd), CNUMERIC));
   if (report.etcdError) parts.push(`etcd: failed: ${report.etcdError}\n`);
+  if (report.trace) parts.push(fmt(TRHEAD, traceRows(report.trace), TRNUMERIC));
+  if (report.traceError) parts.push(`trace: failed: ${report.traceError}\n`);
   if (report.tables) parts.push(fmt(THEAD, tableRows(report.tables), TNUMERIC));
   if (report.tablesError) parts.push(`tables: failed: ${report.tablesError}\n`);
   return parts.join("\n");
@@ -1853,6 +1895,17 @@ async function main() {
       failed++;
       report.etcdError = e instanceof Error ? e.message : String(e);
       say(`etcd: FAILED: ${report.etcdError}`);
+    }
+  }
+  if (opts.scenarios.includes(TRACE)) {
+    const t = Date.now();
+    try {
+      report.trace = await runTrace({ ...controlHelpers(), flood, labProbe }, opts.before);
+      say(`trace: done (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+    } catch (e) {
+      failed++;
+      report.traceError = e instanceof Error ? e.message : String(e);
+      say(`trace: FAILED: ${report.traceError}`);
     }
   }
   if (opts.scenarios.includes("tables")) {

@@ -10,6 +10,7 @@
  *   behind (about 12 s);
  * - a small `tables` run (FDB and FIB with 20,000 entries; no root needed; about 6 s);
  * - the control scenario's route-table check and ping parsing, on made-up listings;
+ * - the trace scenario's paired ratios, on made-up samples;
  * - a short `control` run (5,000 routes per burst, 1 s windows, one host joining): every
  *   figure measured with its reference, every route-table check passed, nothing left
  *   behind (about 20 s);
@@ -108,6 +109,24 @@ describe("bench helpers", () => {
     expect(svg).not.toContain("CPU s/Mframe"); // no ratio, no bar
     expect(svg).toMatch(/class="one"/);
     expect((svg.match(/<rect [^>]*class="(good|bad)"/g) ?? []).length).toBe(2 + 2); // 2 bars + 2 legend swatches
+  });
+});
+
+describe("bench trace helpers", () => {
+  it("summarize: medians per variant, ratios paired within each round with their quartiles", async () => {
+    const { summarize } = await load("trace.mjs");
+    const r = summarize({
+      before: { kpps: [100, 50, 80], cpuSPerMFrames: [2, 4, null] },
+      off: { kpps: [90, 55, 80], cpuSPerMFrames: [2, 4, 3] },
+    });
+    expect(r.medians).toEqual({ before: { kpps: 80, cpuSPerMFrames: 3 }, off: { kpps: 80, cpuSPerMFrames: 3 } });
+    // Rounds: 0.9, 1.1, 1.0 -> median 1.0 (the ratio of medians would say 1.0 too, by luck).
+    expect(r.ratios.off.vsBefore.kpps).toEqual({ median: 1, p25: 0.9, p75: 1.1, rounds: 3 });
+    // A round without a CPU figure is left out of its pairs.
+    expect(r.ratios.off.vsBefore.cpu).toMatchObject({ median: 1, rounds: 2 });
+    expect(r.ratios.before.vsOff.kpps.median).toBe(1);
+    // Without a `before` tree there is nothing to pair with.
+    expect(summarize({ off: { kpps: [1], cpuSPerMFrames: [1] } }).ratios.off.vsBefore.kpps).toBeNull();
   });
 });
 

@@ -19,7 +19,7 @@ export function registerTrace(program: Command): void {
     .option("-c, --count <n>", "live: stop after n packets (per node; default 1)", parseCount)
     .option("--port <port>", "live: only packets received on this port")
     .option("--in <port>", "what-if: the port the packet comes in on (see tapnet show ports)")
-    .option("--packet <spec>", "what-if: 'icmp|udp|tcp SRC[:PORT] > DST[:PORT] [ttl N] [len N] [vlan N] [from MAC] [to MAC]', or 'hex HEX'")
+    .option("--packet <spec>", "what-if: 'icmp|udp|tcp SRC[:PORT] > DST[:PORT] [ttl N] [len N] [vlan N] [df 0|1] [from MAC] [to MAC]', or 'hex HEX'")
     .option("--lab <name>", "the lab, when several are up")
     .option("--json", "machine-readable output (live: one JSON line per packet)")
     .description("a packet's way through a node's graph: live (the next matching packets) or what-if (--in, --packet; nothing is sent)")

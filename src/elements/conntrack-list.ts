@@ -264,3 +264,20 @@ export function conntrackEntries(ct: ConnTrack, now: number): ConnEntryView[] {
   ct.forEachLive(now, (e) => out.push(entryView(ct, e, now)));
   return out;
 }
+
+/**
+ * One entry on one line for a trace step: both tuples, the TCP state and the flags —
+ * `tcp 10.244.1.4:40250 > 10.96.0.10:80, reply 10.244.1.2:80 > 10.244.1.4:40250, SYN_SENT [UNREPLIED DNAT]`.
+ */
+export function entryText(ct: ConnTrack, e: number): string {
+  const p = ct.proto[e];
+  const tuple = (dir: number): string => {
+    const t = 2 * e + dir;
+    const src = ipToString(ct.tSrc[t] >>> 0);
+    const dst = ipToString(ct.tDst[t] >>> 0);
+    return p === IP_PROTO_ICMP ? `${src} > ${dst} id ${ct.tSport[t]}` : `${src}:${ct.tSport[t]} > ${dst}:${ct.tDport[t]}`;
+  };
+  const state = p === IP_PROTO_TCP ? `, ${TCP_STATE_NAMES[ct.state[e]]}` : "";
+  const flags = flagNames(ct.status[e]);
+  return `${protoName(p)} ${tuple(DIR_ORIGINAL)}, reply ${tuple(DIR_REPLY)}${state}${flags.length ? ` [${flags.join(" ")}]` : ""}`;
+}

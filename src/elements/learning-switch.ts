@@ -72,6 +72,8 @@ export interface StaticFdbEntry {
 export interface BridgeHook {
   vlans: number[];
   sink(buf: Buffer, ipOff: number, ipLen: number, now: number, csumPartial: boolean): void;
+  /** A trace step about what the last sink call did with conntrack (asked only while a trace is armed). */
+  traceStep?(): string | null;
 }
 
 export interface LearningSwitchConfig {
@@ -119,6 +121,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
   /** The table: (VLAN, MAC) -> port, last seen, static. */
   readonly fdb: FdbTable;
   private bridgeHook: BridgeHook["sink"] | null;
+  private bridgeTrace: BridgeHook["traceStep"] | null;
   private readonly hookVlans = new Uint8Array(VLANS);
   private scratchBase = -1;
   private scratchSlots = 0;
@@ -138,6 +141,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     this.offload = config.offload ?? false;
     this.scratchSlot = this.offload ? 65536 + 256 : 2048;
     this.bridgeHook = config.bridgeHook?.sink ?? null;
+    this.bridgeTrace = config.bridgeHook?.traceStep ?? null;
     for (const v of config.bridgeHook?.vlans ?? []) this.hookVlans[v] = 1;
     this.ageingMs = (config.ageingTime ?? 300) * 1000;
     this.baseAgeingMs = this.ageingMs;
@@ -165,9 +169,17 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
     return this.guards.stp;
   }
 
+  /** Trace steps of the bridge hook: the translation, then what conntrack made of the frame. */
+  private traceBridged(before: string, buf: Buffer, l3: number): void {
+    this.tr?.add(this.name, natStep("bridged (br_netfilter)", before, ipTuple(buf, l3)));
+    const ct = this.bridgeTrace?.() ?? null;
+    if (ct !== null) this.tr?.add(this.name, ct);
+  }
+
   /** The graph builder installs the hook when a running node gets its first service. */
   setBridgeHook(hook: BridgeHook): void {
     this.bridgeHook = hook.sink;
+    this.bridgeTrace = hook.traceStep ?? null;
     this.hookVlans.fill(0);
     for (const v of hook.vlans) this.hookVlans[v] = 1;
   }
@@ -385,7 +397,7 @@ export class LearningSwitch extends Element<SwitchCounter> implements FrameSink 
                 // With offloads, a pending checksum must stay a partial sum.
                 const before = this.tr !== null ? ipTuple(buf, l3) : "";
                 this.bridgeHook(buf, l3, off + len - l3, now, this.offload && vnetNeedsCsum(buf, off));
-                if (this.tr !== null) this.tr.add(this.name, natStep("bridged (br_netfilter)", before, ipTuple(buf, l3)));
+                if (this.tr !== null) this.traceBridged(before, buf, l3);
               }
             }
             if (this.tr !== null) this.tr.add(this.name, `FDB: ${traceMac(buf, off)} in VLAN ${vlan} is on ${this.ports[outIdx].name}: forwarded there`);

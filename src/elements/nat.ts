@@ -60,9 +60,9 @@ import { CHECK_OK } from "../wire/reason.js";
 import { l4GetDstPort, l4GetSrcPort } from "../wire/l4.js";
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, tcpCheck, tcpGetFlags } from "../wire/tcp.js";
 import { udpCheck } from "../wire/udp.js";
-import { conntrackEntries, walkConntrack, type ConnEntryView, type ConntrackQuery } from "./conntrack-list.js";
+import { conntrackEntries, entryText, walkConntrack, type ConnEntryView, type ConntrackQuery } from "./conntrack-list.js";
 import { TCP_CLOSE, TCP_TIME_WAIT, type Timeouts } from "./conntrack-states.js";
-import { ConnTrack, CT_DNAT, CT_SNAT, MATCH_ANY, MATCH_ORIGINAL, MATCH_REPLY } from "./conntrack.js";
+import { ConnTrack, CT_DNAT, CT_SEEN_REPLY, CT_SNAT, MATCH_ANY, MATCH_ORIGINAL, MATCH_REPLY } from "./conntrack.js";
 import { rewrite, rewriteQuote, setAddr } from "./nat-rewrite.js";
 import { ServiceTable, type Backend, type Service, type ServiceView } from "./nat-services.js";
 import { BIND_CLASH, BIND_EXHAUSTED, BIND_HAIRPIN, BIND_SNAT, SourceNat, type SnatRule } from "./nat-snat.js";
@@ -131,6 +131,8 @@ export class Nat extends Element<NatCounter> {
   private readonly snat: SourceNat;
   private readonly rng: () => number;
   private readonly invalidDrop: boolean;
+  /** The entry the last bridged() call translated while a trace was armed (traceBridged), else -1. */
+  private bridgedEntry = -1;
 
   constructor(cfg: NatConfig, rng: () => number = Math.random) {
     super("nat", NAT_COUNTERS);
@@ -318,6 +320,7 @@ export class Nat extends Element<NatCounter> {
     const e = t >> 1;
     if ((ct.status[e] & CT_DNAT) === 0) return false;
     ct.track(e, 1, proto === IP_PROTO_TCP ? tcpGetFlags(buf, l4) : 0, readU16(buf, ipOff + 2), now);
+    if (this.tr !== null) this.bridgedEntry = e;
     rewrite(buf, ipOff, l4, proto, true, ct.tDst[2 * e], ct.tDport[2 * e], csumPartial);
     this.c[C.undnat]++;
     this.c[C.translated]++;
@@ -413,6 +416,39 @@ export class Nat extends Element<NatCounter> {
       setAddr(buf, ipOff, false, ct.tSrc[o]);
     }
     return (t << 3) | CTX_RELATED;
+  }
+
+  /**
+   * A trace step (only while a trace is armed, never on the plain path): the conntrack
+   * entry the context of `hook` stands for, with the packet's state as iptables'
+   * `ctstate` names it — NEW until the connection has seen a reply, then ESTABLISHED;
+   * RELATED for an ICMP error about it — and its direction. Null after POSTROUTING for
+   * a packet of a known connection (PREROUTING said it all).
+   */
+  traceConntrack(hook: "PREROUTING" | "POSTROUTING", ctx: number): string | null {
+    const kind = ctx & 7;
+    if (ctx < 0) return null;
+    if (kind === 0) return hook === "PREROUTING" ? "conntrack PREROUTING: untracked (a fragment, another protocol) or invalid: left alone" : null;
+    if (hook === "POSTROUTING" && kind !== CTX_NEW) return null;
+    const t = ctx >> 3;
+    const e = t >> 1;
+    const ct = this.ct;
+    if (kind === CTX_NEW) {
+      if (hook === "POSTROUTING") return ct.isConfirmed(e) ? `conntrack POSTROUTING: NEW entry confirmed: ${entryText(ct, e)}` : null;
+      return `conntrack PREROUTING: NEW (original direction), entry ${entryText(ct, e)}`;
+    }
+    if (!ct.isConfirmed(e)) return null;
+    const dir = (t & 1) === 0 ? "original direction" : "reply direction";
+    const state = kind === CTX_RELATED ? "RELATED" : (t & 1) === 1 || (ct.status[e] & CT_SEEN_REPLY) !== 0 ? "ESTABLISHED" : "NEW";
+    return `conntrack PREROUTING: ${state} (${dir}${kind === CTX_RELATED ? ", an ICMP error about it" : ""}), entry ${entryText(ct, e)}`;
+  }
+
+  /** The trace step of the last bridged() call (asked only while a trace is armed): its entry, or that it had none. */
+  traceBridged(): string | null {
+    const e = this.bridgedEntry;
+    this.bridgedEntry = -1;
+    if (e < 0 || !this.ct.isConfirmed(e)) return "conntrack bridged: no DNATed connection's reply: left alone";
+    return `conntrack bridged: ESTABLISHED (reply direction), entry ${entryText(this.ct, e)}`;
   }
 
   // ---------------------------------------------------------------------------

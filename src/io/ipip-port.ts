@@ -392,6 +392,18 @@ export class IpipPort extends TunnelPort<IpipCounter> {
     return false;
   }
 
+  /** The outer header the frame at `off` would leave in (traces only): RFC 2003 §3.1, as transmit() writes it. */
+  override traceTx(buf: Buffer, off: number, len: number): string {
+    if (len < ETH_HEADER_LEN + IPV4_HEADER_LEN || readU16(buf, off + 12) !== ETHERTYPE_IPV4) return "IPIP: not IPv4 (dropped: notIpv4)";
+    const dst = ipipMacRemote(readMac(buf, off));
+    if (dst <= 0 || dst >>> 28 >= 0xe) return "IPIP: the next hop's MAC names no tunnel end (dropped: noTunnelDst)";
+    const inner = off + ETH_HEADER_LEN;
+    const innerLen = readU16(buf, inner + 2);
+    const df = (buf[inner + 6] & 0x40) !== 0 ? " DF" : "";
+    const tooBig = innerLen > this.underlayMtu - IPV4_HEADER_LEN ? ` (dropped: tooBig, inner MTU ${this.underlayMtu - IPV4_HEADER_LEN})` : "";
+    return `IPIP: outer IPv4 ${ipToString(this.localAddr)} > ${ipToString(dst)} proto 4 ttl ${OUTER_TTL}${df}, ${IPV4_HEADER_LEN + innerLen} bytes${tooBig}`;
+  }
+
   protected transmit(pool: Buffer, q: TxQueue): number {
     if (this.sock === null) return this.refuseClosed(q, C.txErrors);
     const n = q.count;

@@ -37,7 +37,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
       stp: l.stp,
       stormControl: l.stormControl ?? spec.stormControl,
       trusted: true,
-      ...(l.impair ? { impair: l.impair } : {}),
+      ...((l.impairAt?.[node] ?? l.impair) ? { impair: l.impairAt?.[node] ?? l.impair } : {}),
     });
     mtuOf[peer] = l.mtu;
     for (const v of l.trunk?.vlans ?? [l.vlan ?? 1]) used.add(v);

@@ -2,7 +2,8 @@
  * `tapnet lab save`: a running lab written back out as a topology file that `lab up`
  * reproduces. The nodes say how they run now (the `config` control command: their
  * NodeConfig after every runtime change); the hosts are the lab's state (those added at
- * runtime included); the underlay, links and kernel nodes come from the lab's file. An
+ * runtime included); the underlay, links and kernel nodes come from the lab's file, the
+ * links with the impairments their ends run now. An
  * `overlay:` section is written out expanded: as the interfaces, routes, neighbours and
  * FDB entries it made, plus whatever changed since.
  */
@@ -84,6 +85,33 @@ function impairSpec(im: NonNullable<NodeConfig["ports"][number]["impair"]>): Obj
   return out;
 }
 
+/**
+ * A link of the file with the impairments its tapnet ends run now: `impair` when every
+ * tapnet end has the same, else `impairAt` by node (an end set at runtime by itself).
+ */
+function linkSpec(raw: Obj, configs: Record<string, NodeConfig>): Obj {
+  const between = raw.between as [string, string] | undefined;
+  if (!Array.isArray(between) || between.length !== 2) return raw;
+  const ends: Record<string, string> = {};
+  const specs: Record<string, Obj> = {};
+  for (const [i, node] of between.entries()) {
+    const c = configs[node];
+    if (!c) continue; // a kernel node's end has no impairments
+    const p = c.ports.find((x) => x.name === between[1 - i]);
+    const spec = p?.impair ? impairSpec(p.impair) : {};
+    specs[node] = spec;
+    ends[node] = JSON.stringify(spec);
+  }
+  const { impair: _impair, impairAt: _impairAt, ...rest } = raw;
+  const texts = new Set(Object.values(ends));
+  if (texts.size === 0) return raw;
+  if (texts.size === 1) {
+    const spec = Object.values(specs)[0];
+    return Object.keys(spec).length ? { ...rest, impair: spec } : rest;
+  }
+  return { ...rest, impairAt: Object.fromEntries(Object.entries(specs).filter(([, v]) => Object.keys(v).length > 0)) };
+}
+
 export async function labSave(lab: string): Promise<string> {
   const s = readState(lab);
   if (!s) throw new Error(`no lab named '${lab}' is up (tapnet lab status lists them)`);
@@ -100,9 +128,11 @@ export async function labSave(lab: string): Promise<string> {
   const nodes: Obj = {};
   /** Each host's impairments as its node runs them now (runtime `link set` included). */
   const impairs: Record<string, Obj> = {};
+  const configs: Record<string, NodeConfig> = {};
   for (const [name, spec] of Object.entries(rawNodes)) {
     const n = s.nodes[name];
     const c = n ? await request<NodeConfig>(n.socket, { cmd: "config" }) : null;
+    if (c) configs[name] = c;
     nodes[name] = c ? nodeSpec(spec, c) : spec;
     for (const p of c?.ports ?? []) if (p.impair && s.hosts[p.name]?.node === name) impairs[p.name] = impairSpec(p.impair);
   }
@@ -132,6 +162,7 @@ export async function labSave(lab: string): Promise<string> {
   if (raw.metrics !== undefined) out.metrics = raw.metrics;
   out.nodes = nodes;
   out.hosts = hosts;
-  if (raw.links !== undefined) out.links = raw.links;
+  if (Array.isArray(raw.links)) out.links = raw.links.map((l: Obj) => linkSpec(l, configs));
+  else if (raw.links !== undefined) out.links = raw.links;
   return `# Saved from the running lab ${lab} (tapnet lab save), ${new Date().toISOString()}\n${stringify(out, { lineWidth: 0 })}`;
 }

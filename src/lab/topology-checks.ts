@@ -103,6 +103,11 @@ export function fabricChecks(t: Topology): Problem[] {
     if (l.impair && l.between.every((n) => t.nodes[n] && isKernelNode(t.nodes[n]))) {
       problems.push({ path: ["links", i, "impair"], message: "impairments are a tapnet port's; both ends of this link are kernel nodes" });
     }
+    for (const n of Object.keys(l.impairAt ?? {})) {
+      if (!l.between.includes(n)) problems.push({ path: ["links", i, "impairAt", n], message: `${n} is not an end of this link (${l.between.join(", ")})` });
+      else if (t.nodes[n] && isKernelNode(t.nodes[n]))
+        problems.push({ path: ["links", i, "impairAt", n], message: `impairments are a tapnet port's; ${n} is a kernel node` });
+    }
   });
   if (t.overlay) {
     const tapnetNodes = Object.entries(t.nodes).filter(([, s]) => !isKernelNode(s));

@@ -299,6 +299,8 @@ const LinkSpec = z
     stormControl: StormSpec.optional(),
     /** netem-like impairments on each tapnet end's port (out: what that end sends). */
     impair: ImpairSpec.optional(),
+    /** One end's impairments, by node name, in place of `impair` at that end (ends set differently, as `lab save` writes them). */
+    impairAt: z.record(z.string(), ImpairSpec).optional(),
   })
   .refine((l) => !(l.vlan !== undefined && l.trunk !== undefined), {
     message: "a link is either an access link (vlan) or a trunk, not both",

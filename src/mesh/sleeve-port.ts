@@ -47,7 +47,7 @@ import { errnoText, landing, listenLanded, openUdp, type UdpHandle, type UdpOpti
 import { TunnelPort } from "../io/tunnel-port.js";
 import { readU16, readU32, writeU16 } from "../wire/bytes.js";
 import { ETH_HEADER_LEN } from "../wire/ethernet.js";
-import { parseIp } from "../wire/ipv4addr.js";
+import { ipToString, parseIp } from "../wire/ipv4addr.js";
 import {
   FRAME_PREFIX,
   SLEEVE_ACK,
@@ -318,6 +318,32 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
       this.lastTxError = errnoText(sock.stats().lastTxErrno ?? 0);
     }
     return sent;
+  }
+
+  /**
+   * The datagram the frame at `off` would leave in (traces only), as transmit() chooses
+   * it: the peer the destination MAC lives behind and the next hop toward it, or our
+   * broadcast tree's children; the sleeve header names us as origin and the peer as
+   * destination (short ids: a hash of the peer's name, src/mesh/wire.ts shortId).
+   */
+  override traceTx(buf: Buffer, off: number, len: number): string {
+    if (len < ETH_HEADER_LEN) return "mesh: a runt (dropped: runt)";
+    if (len > this.mtu + ETH_HEADER_LEN) return `mesh: above the mesh MTU ${this.mtu} (dropped: tooBig)`;
+    let dest = BCAST;
+    if ((buf[off] & 1) === 0) {
+      const slot = this.macs.find(1, readU16(buf, off), readU32(buf, off + 2) | 0);
+      if (slot >= 0) dest = this.macs.port(slot);
+    }
+    const hex = (x: number): string => `0x${(x >>> 0).toString(16)}`;
+    const sleeve = `sleeve header origin ${hex(this.selfShort)} dest`;
+    if (dest === BCAST) {
+      if (this.ownChildren.length === 0) return "mesh: broadcast or unknown MAC, no peer to go to (dropped: noPeers)";
+      const to = [...this.ownChildren].map((a) => ipToString(a >>> 0)).join(", ");
+      return `mesh: outer IPv4 > {${to}} (our broadcast tree), UDP > ${this.udpPort}, ${sleeve} broadcast`;
+    }
+    const hop = this.nextHop[dest];
+    if (hop === 0) return `mesh: peer ${hex(this.shortOf[dest])} has no usable path (dropped: unreachable)`;
+    return `mesh: outer IPv4 > ${ipToString(hop >>> 0)}, UDP > ${this.udpPort}, ${sleeve} ${hex(this.shortOf[dest])}`;
   }
 
   protected transmit(pool: Buffer, q: TxQueue): number {

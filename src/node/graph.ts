@@ -122,7 +122,11 @@ export class NodeGraph {
       // client on its own segment still get the VIP back as their source.
       bridgeHook:
         nat !== null && nat.services().length > 0
-          ? { vlans: (rc?.interfaces ?? []).map((i) => i.vlan), sink: (buf, ipOff, ipLen, now, partial) => void nat.bridged(buf, ipOff, ipLen, now, partial) }
+          ? {
+              vlans: (rc?.interfaces ?? []).map((i) => i.vlan),
+              sink: (buf, ipOff, ipLen, now, partial) => void nat.bridged(buf, ipOff, ipLen, now, partial),
+              traceStep: () => nat.traceBridged(),
+            }
           : undefined,
       stp: this.stp ?? undefined,
       guards: guardConfig(
@@ -219,6 +223,7 @@ export class NodeGraph {
       this.sw.setBridgeHook({
         vlans: router.ifaces.map((_, k) => this.modes[this.internal[k].name] as { vlan: number }).map((m) => m.vlan),
         sink: (buf, ipOff, ipLen, now, partial) => void n.bridged(buf, ipOff, ipLen, now, partial),
+        traceStep: () => n.traceBridged(),
       });
     }
     return nat;

@@ -4,7 +4,7 @@
  * with the frame as if PORT had received it (Engine.whatIf): every decision the elements
  * take is a step, and what would leave a port is shown and discarded.
  *
- * SPEC: `PROTO SRC[:SPORT] > DST[:DPORT] [ttl N] [len N] [vlan N] [from MAC] [to MAC]`,
+ * SPEC: `PROTO SRC[:SPORT] > DST[:DPORT] [ttl N] [len N] [vlan N] [df 0|1] [from MAC] [to MAC]`,
  * PROTO one of icmp (an echo request), udp, tcp (a SYN); or `hex HEX…` (a whole
  * Ethernet frame). `from` defaults to the MAC the router's neighbour cache has for SRC
  * (else 02:00:00:74:72:63), `to` to the MAC of the router's interface in the VLAN the
@@ -30,6 +30,8 @@ export interface PacketSpec {
   vlan: number;
   from: number | null;
   to: number | null;
+  /** Don't Fragment (RFC 791 §3.1): set unless `df 0`, as ping and TCP send. */
+  df: boolean;
 }
 
 const SYNTHETIC_MAC = 0x020000747263;
@@ -38,7 +40,9 @@ const SYNTHETIC_MAC = 0x020000747263;
 export function parsePacketSpec(text: string): PacketSpec {
   const w = text.trim().split(/\s+/);
   const bad = (what: string): never => {
-    throw new Error(`--packet '${text}': ${what} (expected 'icmp|udp|tcp SRC[:PORT] > DST[:PORT] [ttl N] [len N] [vlan N] [from MAC] [to MAC]' or 'hex HEX')`);
+    throw new Error(
+      `--packet '${text}': ${what} (expected 'icmp|udp|tcp SRC[:PORT] > DST[:PORT] [ttl N] [len N] [vlan N] [df 0|1] [from MAC] [to MAC]' or 'hex HEX')`,
+    );
   };
   const proto = w[0];
   if (proto !== "icmp" && proto !== "udp" && proto !== "tcp") return bad(`'${w[0] ?? ""}' is not icmp, udp or tcp`);
@@ -70,6 +74,7 @@ export function parsePacketSpec(text: string): PacketSpec {
     vlan: 0,
     from: null,
     to: null,
+    df: true,
   };
   for (let i = 4; i < w.length; i += 2) {
     const k = w[i];
@@ -90,6 +95,7 @@ export function parsePacketSpec(text: string): PacketSpec {
     if (k === "ttl") spec.ttl = num(0, 255);
     else if (k === "len") spec.len = num(0, 1472);
     else if (k === "vlan") spec.vlan = num(1, 4094);
+    else if (k === "df") spec.df = num(0, 1) === 1;
     else if (k === "from") spec.from = mac();
     else if (k === "to") spec.to = mac();
     else return bad(`unknown word '${k}'`);
@@ -114,7 +120,7 @@ export function buildFrame(spec: PacketSpec, from: number, to: number): Buffer {
   f[ip] = 0x45;
   f.writeUInt16BE(ipLen, ip + 2);
   f.writeUInt16BE(0x7472, ip + 4);
-  f.writeUInt16BE(0x4000, ip + 6); // DF, as ping and TCP send
+  f.writeUInt16BE(spec.df ? 0x4000 : 0, ip + 6); // DF unless `df 0`, as ping and TCP send
   f[ip + 8] = spec.ttl;
   f[ip + 9] = spec.proto === "icmp" ? 1 : spec.proto === "udp" ? 17 : 6;
   f.writeUInt32BE(spec.src >>> 0, ip + 12);
@@ -192,6 +198,13 @@ function describe(buf: Buffer, off: number, len: number): string {
   const dst = ipToString(buf.readUInt32BE(l3 + 16));
   const l4 = l3 + ihl;
   let what = `proto ${proto}`;
+  const frag = buf.readUInt16BE(l3 + 6);
+  // A later fragment carries no transport header (RFC 791 §3.2): say where it sits instead.
+  if ((frag & 0x1fff) !== 0) {
+    const name = proto === 1 ? "ICMP" : proto === 6 ? "TCP" : proto === 17 ? "UDP" : `proto ${proto}`;
+    return `${l2}, IPv4 ${src} > ${dst} ttl ${ttl}, ${name} fragment at offset ${(frag & 0x1fff) * 8}${frag & 0x2000 ? ", more fragments" : ""}`;
+  }
+  const first = frag & 0x2000 ? " (first fragment)" : "";
   if (proto === 1 && l4 + 2 <= end) {
     const t = buf[l4];
     const c = buf[l4 + 1];
@@ -211,7 +224,7 @@ function describe(buf: Buffer, off: number, len: number): string {
     if (proto === 17 && buf.readUInt16BE(l4 + 2) === 8472 && l4 + 16 + 14 <= end)
       what += ` VXLAN vni ${buf.readUIntBE(l4 + 12, 3)} [${describe(buf, l4 + 16, end - l4 - 16)}]`;
   } else if (proto === 4 && l4 + 20 <= end) what = `IPIP [${ipToString(buf.readUInt32BE(l4 + 12))} > ${ipToString(buf.readUInt32BE(l4 + 16))}]`;
-  return `${l2}, IPv4 ${src} > ${dst} ttl ${ttl}, ${what}`;
+  return `${l2}, IPv4 ${src} > ${dst} ttl ${ttl}, ${what}${first}`;
 }
 
 export interface WhatIfResult {

@@ -114,6 +114,13 @@ describe("what-if packets", () => {
     expect(() => parsePacketSpec("sctp 1.1.1.1 > 2.2.2.2")).toThrow(/'sctp' is not icmp, udp or tcp/);
     expect(() => parsePacketSpec("icmp 1.1.1.1 > 2.2.2.2 ttl 300")).toThrow(/ttl '300' is not a whole number in 0\.\.255/);
     expect(() => parsePacketSpec("icmp 1.1.1.1:5 > 2.2.2.2")).toThrow(/icmp has no ports/);
+    expect(() => parsePacketSpec("udp 1.1.1.1 > 2.2.2.2 df 2")).toThrow(/df '2' is not a whole number in 0\.\.1/);
+  });
+
+  it("sets DF unless df 0", () => {
+    // The flags and fragment offset of the IPv4 header (bytes 20-21 of the frame).
+    expect(frame("udp 10.0.1.10 > 10.0.2.10").readUInt16BE(20)).toBe(0x4000);
+    expect(frame("udp 10.0.1.10 > 10.0.2.10 df 0").readUInt16BE(20)).toBe(0);
   });
 });
 

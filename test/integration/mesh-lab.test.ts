@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { request } from "../../src/control/client.js";
 import { readState } from "../../src/lab/state.js";
 import type { MeshView } from "../../src/mesh/agent.js";
+import { shortId } from "../../src/mesh/wire.js";
 import type { NodeConfig } from "../../src/node/config.js";
 import { type Background, background, CLI, canRunLabs, inNs, macOf, netnsList, ping, ROOT, sendRaw, tapnet, tapnetOk, tcpdump, waitFor } from "./harness.js";
 
@@ -128,6 +129,31 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
         expect(r.status, `${from} -> ${to}: ${r.stdout}`).toBe(0);
       }
     }
+  });
+
+  it("a trace shows the mesh's outer headers: to node3's pod through the relay node2, a broadcast along node1's tree", () => {
+    const mac = (pod: string): string => macOf(ns(pod));
+    // node1 learns pod3a's MAC behind node3 from the reply.
+    expect(ping(ns("pod1a"), "10.44.0.2", 1).status).toBe(0);
+    type WhatIf = { out: Array<{ port: string; frame: string; encap?: string }> };
+    const trace = (to: string): WhatIf =>
+      JSON.parse(
+        tapnetOk(["trace", "node1", "--in", "pod1a", "--packet", `icmp 10.32.0.2 > 10.44.0.2 from ${mac("pod1a")} to ${to}`, "--lab", LAB, "--json"]),
+      ) as WhatIf;
+    // node3 is reached through node2; short ids are the peers' (src/mesh/wire.ts shortId).
+    const hex = (x: number): string => `0x${x.toString(16)}`;
+    const short = (name: string): string => hex(shortId(name));
+    const uni = trace(mac("pod3a"));
+    expect(uni.out).toEqual([
+      expect.objectContaining({
+        port: "weave",
+        encap: `mesh: outer IPv4 > 192.168.1.2, UDP > 6783, sleeve header origin ${short("node1")} dest ${short("node3")}`,
+      }),
+    ]);
+    const flood = trace("ff:ff:ff:ff:ff:ff");
+    expect(flood.out.find((o) => o.port === "weave")?.encap).toBe(
+      `mesh: outer IPv4 > {192.168.1.2} (our broadcast tree), UDP > 6783, sleeve header origin ${short("node1")} dest broadcast`,
+    );
   });
 
   it("node1 <-> node3 travels in UDP through node2 (captures on both of node2's underlay links; relayed counter)", async () => {

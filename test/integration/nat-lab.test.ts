@@ -138,7 +138,7 @@ describe.skipIf(!canRunLabs())("service-nat.yaml", () => {
     expect(svc.find((s) => s.name === "web")?.backends).toEqual(["10.244.1.2:80", "10.244.1.3:80"]);
   });
 
-  it("a live trace shows the service's DNAT to a backend and the reply's un-DNAT", async () => {
+  it("a live trace shows the service's DNAT to a backend and the reply's un-DNAT, with the conntrack entry and its state", async () => {
     const p = spawn(
       process.execPath,
       [CLI, "trace", "node1", "tcp", "and", "port", "80", "and", "host", "10.244.1.4", "-c", "2", "--json", "--lab", "service-nat"],
@@ -172,6 +172,21 @@ describe.skipIf(!canRunLabs())("service-nat.yaml", () => {
           new RegExp(`^NAT PREROUTING: tcp 10\\.244\\.1\\.4:(\\d+) > 10\\.96\\.0\\.10:80 -> tcp 10\\.244\\.1\\.4:\\1 > ${backend.replaceAll(".", "\\.")}:80$`),
         ),
       );
+      // The SYN's conntrack entry: NEW in PREROUTING (both tuples, the reply's from the
+      // backend), confirmed in POSTROUTING.
+      const b = backend.replaceAll(".", "\\.");
+      const port = /tcp 10\.244\.1\.4:(\d+) > 10\.96\.0\.10:80/.exec(steps[0].join("\n"))?.[1];
+      const entry = `tcp 10\\.244\\.1\\.4:${port} > 10\\.96\\.0\\.10:80, reply ${b}:80 > 10\\.244\\.1\\.4:${port}`;
+      expect(steps[0]).toContainEqual(
+        expect.stringMatching(new RegExp(`^conntrack PREROUTING: NEW \\(original direction\\), entry ${entry}, SYN_SENT \\[UNREPLIED DNAT\\]$`)),
+      );
+      expect(steps[0]).toContainEqual(
+        expect.stringMatching(new RegExp(`^conntrack POSTROUTING: NEW entry confirmed: ${entry}, SYN_SENT \\[UNREPLIED DNAT\\]$`)),
+      );
+      // The SYN-ACK's: the same entry, in the reply direction, now answered.
+      expect(steps[1]).toContainEqual(
+        expect.stringMatching(new RegExp(`^conntrack bridged: ESTABLISHED \\(reply direction\\), entry ${entry}, SYN_RECV \\[DNAT\\]$`)),
+      );
       // The SYN-ACK from the backend, bridged to the client: un-DNAT of its source.
       expect(recs[1].in).toBe(name);
       expect(steps[1]).toContainEqual(
@@ -184,6 +199,27 @@ describe.skipIf(!canRunLabs())("service-nat.yaml", () => {
     } finally {
       if (p.exitCode === null) p.kill("SIGINT");
     }
+  });
+
+  it("a what-if trace of a masqueraded packet shows the SNAT and its conntrack entry; the same packet again finds the entry", () => {
+    type WhatIf = { steps: Array<{ element: string; what: string }> };
+    const trace = (): string[] =>
+      (
+        JSON.parse(
+          tapnetOk(["trace", "node1", "--in", "client", "--packet", "udp 10.244.1.4:41234 > 192.0.2.10:9999", "--lab", "service-nat", "--json"]),
+        ) as WhatIf
+      ).steps.map((x) => x.what);
+    const first = trace();
+    const snat = first.find((w) => w.startsWith("NAT POSTROUTING"));
+    const m = /^NAT POSTROUTING: udp 10\.244\.1\.4:41234 > 192\.0\.2\.10:9999 -> udp 192\.0\.2\.1:(\d+) > 192\.0\.2\.10:9999$/.exec(snat ?? "");
+    expect(m, first.join("\n")).not.toBeNull();
+    const entry = `udp 10.244.1.4:41234 > 192.0.2.10:9999, reply 192.0.2.10:9999 > 192.0.2.1:${m?.[1]}`;
+    expect(first).toContain(
+      "conntrack PREROUTING: NEW (original direction), entry udp 10.244.1.4:41234 > 192.0.2.10:9999, reply 192.0.2.10:9999 > 10.244.1.4:41234 [UNREPLIED]",
+    );
+    expect(first).toContain(`conntrack POSTROUTING: NEW entry confirmed: ${entry} [UNREPLIED SNAT]`);
+    // Not answered yet: still NEW as iptables' ctstate says, but the entry is found, not made.
+    expect(trace()).toContain(`conntrack PREROUTING: NEW (original direction), entry ${entry} [UNREPLIED SNAT]`);
   });
 
   it("the service with no backends refuses at once instead of hanging", () => {

@@ -186,6 +186,30 @@ describe.skipIf(!canRunLabs())("calico-ipip.yaml", () => {
     }
   });
 
+  it("a trace shows the IPIP outer header; a packet above the tunnel MTU without DF is fragmented by the router, each fragment in IPIP", () => {
+    type WhatIf = { steps: Array<{ element: string; what: string }>; out: Array<{ port: string; frame: string; encap?: string }> };
+    const trace = (packet: string): WhatIf =>
+      JSON.parse(tapnetOk(["trace", "node1", "--in", "pod1a", "--packet", packet, "--lab", "calico-ipip", "--json"])) as WhatIf;
+    const small = trace("icmp 10.244.1.2 > 10.244.2.2");
+    expect(small.out).toHaveLength(1);
+    expect(small.out[0].frame).toMatch(/IPv4 10\.244\.1\.2 > 10\.244\.2\.2 ttl 63, ICMP echo request$/);
+    expect(small.out[0].encap).toBe("IPIP: outer IPv4 192.168.0.1 > 192.168.0.2 proto 4 ttl 64 DF, 48 bytes");
+    // 1500 bytes of IPv4 into the tunnel's 1480 (1500 - the outer 20), DF clear: two
+    // fragments, the first with 1456 bytes of data (a multiple of 8, RFC 791 section 3.2).
+    const big = trace("udp 10.244.1.2:4000 > 10.244.2.2:9 len 1472 df 0");
+    const mtu = big.steps.map((x) => x.what).find((w) => w.startsWith("fragmented"));
+    expect(mtu).toMatch(/^fragmented for MTU 1480 of \S+: 1500 bytes into 2 fragments of 1476, 44 bytes$/);
+    expect(big.out.map((o) => o.frame.split(", ").at(-1))).toEqual(["UDP 4000 > 9 (first fragment)", "UDP fragment at offset 1456"]);
+    expect(big.out.map((o) => o.encap)).toEqual([
+      "IPIP: outer IPv4 192.168.0.1 > 192.168.0.2 proto 4 ttl 64, 1496 bytes",
+      "IPIP: outer IPv4 192.168.0.1 > 192.168.0.2 proto 4 ttl 64, 64 bytes",
+    ]);
+    // With DF the router refuses instead (fragmentation needed), and says so.
+    const df = trace("udp 10.244.1.2:4000 > 10.244.2.2:9 len 1472");
+    expect(df.steps.map((x) => x.what)).toContainEqual(expect.stringMatching(/^drop fragNeeded/));
+    expect(df.out.map((o) => o.frame)).toEqual([expect.stringMatching(/IPv4 10\.244\.1\.1 > 10\.244\.1\.2 ttl 64, ICMP destination unreachable code 4$/)]);
+  });
+
   it("carries an iperf3 TCP run between pods: segmented in software at the tunnel, merged again at pod2a's TAP", async () => {
     const stats = (node: string): { offloads: Record<string, Record<string, number>> } =>
       JSON.parse(tapnetOk(["show", "stats", "--node", node, "--lab", "calico-ipip", "--json"])) as { offloads: Record<string, Record<string, number>> };

@@ -153,6 +153,52 @@ describe.skipIf(!canRunLabs())("runtime changes: routes", () => {
     tapnetOk(["link", "set", "h1", "up", "--node", "r1", "--lab", "rtc"]);
     expect(ping(ns("rtc", "h1"), "10.0.1.1", 1).status).toBe(0);
   });
+
+  it("lab save writes the link's impairments (one end: impairAt; both ends alike: impair); lab up of the saved file runs them again", () => {
+    const saved = path.join(os.tmpdir(), `rtc-impair-${process.pid}.yaml`);
+    const at = (node: string): string[] => ["--node", node, "--lab", "rtc"];
+    /** The impairment settings of each node's port on the link, as show ports gives them. */
+    const linkImpair = (): Record<string, unknown> => {
+      const ports = json<Record<string, Array<{ name: string; impair: Record<string, Record<string, unknown>> | null }>>>(["show", "ports", "--lab", "rtc"]);
+      const pick = (node: string, port: string): unknown => {
+        const im = ports[node].find((p) => p.name === port)?.impair ?? {};
+        return Object.fromEntries(
+          Object.entries(im).map(([dir, v]) => [dir, Object.fromEntries(["delay", "jitter", "loss", "rate", "duplicate", "reorder"].map((k) => [k, v[k]]))]),
+        );
+      };
+      return { r1: pick("r1", "r2"), r2: pick("r2", "r1") };
+    };
+    const links = (): string => fs.readFileSync(saved, "utf8").split("\nlinks:")[1] ?? "";
+    try {
+      tapnetOk(["link", "set", "r2", "delay", "20ms", "5ms", "rate", "50mbit", ...at("r1")]);
+      tapnetOk(["lab", "save", "rtc", "-o", saved]);
+      expect(links()).toMatch(/impairAt:\n\s+r1:\n\s+out:\n\s+delay: 20\n\s+jitter: 5\n\s+rate: 50000000\n/);
+      expect(links()).not.toMatch(/\n\s+r2:/);
+      tapnetOk(["link", "set", "r1", "delay", "20ms", "5ms", "rate", "50mbit", ...at("r2")]);
+      tapnetOk(["lab", "save", "rtc", "-o", saved]);
+      expect(links()).toMatch(/\n\s+impair:\n\s+out:\n\s+delay: 20\n\s+jitter: 5\n\s+rate: 50000000\n/);
+      expect(links()).not.toMatch(/impairAt/);
+      tapnetOk(["link", "set", "r1", "dir", "in", "loss", "2%", "duplicate", "1%", ...at("r2")]);
+      tapnetOk(["lab", "save", "rtc", "-o", saved]);
+      expect(links()).toMatch(/impairAt:\n\s+r1:\n[\s\S]*\n\s+r2:\n[\s\S]*in:\n\s+loss: 2\n\s+duplicate: 1\n/);
+      const running = linkImpair();
+      expect(running).toMatchObject({ r2: { in: { loss: 2, duplicate: 1 }, out: { delay: 20, jitter: 5 } }, r1: { out: { delay: 20 } } });
+      expect(tapnet(["lab", "down", "rtc"]).status).toBe(0);
+      const up = tapnet(["lab", "up", saved]);
+      expect(up.status, up.stderr).toBe(0);
+      expect(linkImpair()).toEqual(running);
+      // Cleared at both ends, the link is saved without impairments.
+      for (const [node, port] of [
+        ["r1", "r2"],
+        ["r2", "r1"],
+      ])
+        tapnetOk(["link", "set", port, "dir", "both", "clear", ...at(node)]);
+      tapnetOk(["lab", "save", "rtc", "-o", saved]);
+      expect(links()).not.toMatch(/impair/);
+    } finally {
+      fs.rmSync(saved, { force: true });
+    }
+  });
 });
 
 describe.skipIf(!canRunLabs())("runtime changes: a host joins and leaves a running switch lab", () => {

@@ -134,4 +134,19 @@ describe("impairments in a node's config", () => {
     expect(sw1.find((p) => p.name === "sw2")?.impair?.out).toMatchObject({ delay: 5, rate: 1e9, limit: 1000 });
     expect(nodeConfig(t, "sw2").ports.find((p) => p.name === "sw1")?.impair?.out).toMatchObject({ delay: 5, rate: 1e9 });
   });
+
+  it("a link's impairAt sets one end's port in place of impair; a node that is not an end, or a kernel node, is refused", () => {
+    const t = parseTopology(
+      "name: t\nnodes:\n  sw1: {}\n  sw2: {}\nlinks:\n  - { between: [sw1, sw2], impair: { out: { delay: 5ms } }, impairAt: { sw2: { in: { loss: 3% } } } }\n",
+      "lab.yaml",
+    );
+    expect(nodeConfig(t, "sw1").ports.find((p) => p.name === "sw2")?.impair).toEqual({ out: expect.objectContaining({ delay: 5, loss: 0 }) });
+    expect(nodeConfig(t, "sw2").ports.find((p) => p.name === "sw1")?.impair).toEqual({ in: expect.objectContaining({ loss: 3, delay: 0 }) });
+    expect(
+      problems("name: t\nnodes:\n  sw1: {}\n  sw2: {}\n  sw3: {}\nlinks:\n  - { between: [sw1, sw2], impairAt: { sw3: { out: { loss: 1% } } } }\n"),
+    ).toEqual([expect.stringMatching(/links\.0\.impairAt\.sw3: sw3 is not an end of this link \(sw1, sw2\)/)]);
+    expect(
+      problems("name: t\nnodes:\n  sw1: {}\n  k1: { kind: kernel }\nlinks:\n  - { between: [sw1, k1], impairAt: { k1: { out: { loss: 1% } } } }\n"),
+    ).toEqual([expect.stringMatching(/links\.0\.impairAt\.k1: impairments are a tapnet port's; k1 is a kernel node/)]);
+  });
 });

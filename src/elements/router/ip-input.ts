@@ -528,7 +528,7 @@ export class IpInput {
     const s = this.s;
     const before = s.tr !== null && s.nat !== null ? ipTuple(buf, ip) : "";
     const ctx = s.nat === null ? NAT_ACCEPT : s.nat.prerouting(buf, ip, ipLen, ifc.index, now, this.csumPartial(buf, ip));
-    if (s.tr !== null && s.nat !== null) s.trace(natStep("PREROUTING", before, ipTuple(buf, ip)));
+    if (s.tr !== null && s.nat !== null) this.traceNat("PREROUTING", ctx, before, buf, ip);
     if (ctx >= 0) return ctx;
     if (ctx === NAT_REJECT) {
       // A service with no endpoints: refuse, as kube-proxy's REJECT does.
@@ -538,12 +538,20 @@ export class IpInput {
     return ctx;
   }
 
+  /** Trace steps of a NAT hook: the translation, then the conntrack entry (only while a trace is armed). */
+  private traceNat(hook: "PREROUTING" | "POSTROUTING", ctx: number, before: string, buf: Buffer, ip: number): void {
+    const s = this.s;
+    s.trace(natStep(hook, before, ipTuple(buf, ip)));
+    const ct = s.nat?.traceConntrack(hook, ctx);
+    if (ct) s.trace(ct);
+  }
+
   /** POSTROUTING, toward `out` (its address on dst's subnet is the hairpin source); false when dropped (counted). */
   private postrouting(ctx: number, out: RouterInterface, buf: Buffer, ip: number, ipLen: number, dst: number, now: number): boolean {
     const s = this.s;
     const before = s.tr !== null && s.nat !== null ? ipTuple(buf, ip) : "";
     const v = s.nat === null ? NAT_ACCEPT : s.nat.postrouting(ctx, buf, ip, ipLen, out.index, sourceFor(out, dst), now, this.csumPartial(buf, ip));
-    if (s.tr !== null && s.nat !== null) s.trace(natStep("POSTROUTING", before, ipTuple(buf, ip)));
+    if (s.tr !== null && s.nat !== null) this.traceNat("POSTROUTING", ctx, before, buf, ip);
     if (v === NAT_ACCEPT) return true;
     s.dropFrame(C.natDropped, now, buf, ip, ipLen);
     return false;

@@ -173,6 +173,13 @@ export class Output {
     }
   }
 
+  /** The trace step of a packet cut in `k` fragments (RFC 791 §3.2): the MTU and each fragment's length. */
+  private traceFragments(out: RouterInterface, ipLen: number, mtu: number, k: number): void {
+    const lens: number[] = [];
+    for (let i = 0; i < k; i++) lens.push(this.fragLens[i]);
+    this.s.trace(`fragmented for MTU ${mtu} of ${out.name}: ${ipLen} bytes into ${k} fragments of ${lens.join(", ")} bytes`);
+  }
+
   /**
    * Cuts the packet into fragments of at most `mtu` bytes in scratch and outputs them.
    * False when it could not (no scratch, too many fragments, malformed options: counted).
@@ -190,6 +197,7 @@ export class Output {
     }
     s.c[C.fragmented]++;
     s.c[C.fragmentsOut] += k;
+    if (s.tr !== null) this.traceFragments(out, ipLen, mtu, k);
     for (let i = 0; i < k; i++) this.output(inIf, out, nh, s.pool, first + i * SLOT + ETH_HEADER_LEN, this.fragLens[i], now);
     return true;
   }
