@@ -84,6 +84,25 @@ describe("RFC 2889 capacity search", () => {
     expect(await searchCapacity(table(1e9), 16384)).toMatchObject({ capacity: 16384, atLeast: true });
     expect((await searchCapacity(table(0), 100)).capacity).toBe(0);
   });
+
+  it("a first trial that says how many it held settles the capacity in three trials", async () => {
+    const { searchCapacity } = await load("rfc-search.mjs");
+    const asked: number[] = [];
+    const r = await searchCapacity(async (n: number) => {
+      asked.push(n);
+      return { pass: n <= 8190, learned: Math.min(n, 8190) };
+    }, 16384);
+    expect(r).toMatchObject({ capacity: 8190, atLeast: false });
+    expect(asked).toEqual([16384, 8190, 8191]);
+    // The held count failing on a retry (a dropped learning frame): the search goes on below it.
+    const asked2: number[] = [];
+    const r2 = await searchCapacity(async (n: number) => {
+      asked2.push(n);
+      return { pass: n <= 6000, learned: Math.min(n, 8190) };
+    }, 16384);
+    expect(r2.capacity).toBe(6000);
+    expect(asked2.slice(0, 2)).toEqual([16384, 8190]);
+  });
 });
 
 describe("RFC 2544 frame loss series", () => {

@@ -51,8 +51,9 @@ export async function searchZeroLoss(trial, { resolution = 0.04, maxTrials = 12 
 /**
  * RFC 2889 §5.7: the largest address count N in [1, max] for which `trial(N)` passes (every
  * one of N addresses learned), by binary search on N, exact. The first trial is N = max: if it
- * passes the capacity is at least max (`atLeast`). Assumes a count that passes makes every
- * smaller count pass (the table holds up to its size). Resolves to { capacity, atLeast,
+ * passes the capacity is at least max (`atLeast`); else, when it says how many addresses it
+ * held (`learned`), that count and the next are tried first. Assumes a count that passes
+ * makes every smaller count pass (the table holds up to its size). Resolves to { capacity, atLeast,
  * trials }; capacity 0 when even one address is not learned.
  */
 export async function searchCapacity(trial, max) {
@@ -65,6 +66,17 @@ export async function searchCapacity(trial, max) {
   if (await run(max)) return { capacity: max, atLeast: true, trials };
   let lo = 0; // passes (trivially)
   let hi = max; // fails
+  // A trial past the capacity tells how many it held (`learned`): try that count and the
+  // next first, which settles a table that holds exactly what it says in two trials.
+  const held = trials[0].learned;
+  if (Number.isInteger(held) && held > 0 && held < max) {
+    if (await run(held)) {
+      lo = held;
+      if (!(await run(held + 1))) hi = held + 1;
+    } else {
+      hi = held;
+    }
+  }
   while (hi - lo > 1) {
     const mid = Math.floor((lo + hi) / 2);
     if (await run(mid)) lo = mid;
