@@ -12,6 +12,8 @@
 //   sudo npm run bench -- bgp                # BIRD announcing 100,000 prefixes to tapnet and to BIRD's kernel (about 2 minutes)
 //   sudo npm run bench -- etcd               # flannel agents on etcd: lease to route, 200 peers (1 minute)
 //   sudo npm run bench -- trace --before DIR --repeat 5   # tracing off / armed vs a tree without it (2-4 minutes)
+//   sudo npm run bench -- rfc2544            # RFC 2544 throughput/latency/loss, 7 frame sizes, 5 devices (2 s trials)
+//   sudo npm run bench -- rfc2889            # RFC 2889 address caching capacity and learning rate of the switches
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
 //
 // Scenarios and their references:
@@ -58,6 +60,12 @@
 //           says how): the switch and router labs' 64-byte flood with tracing off and with a
 //           live trace armed on a filter nothing matches, against --before DIR (a built tree
 //           without tracing), interleaved rounds. Its own table.
+//   rfc2544 (not in the default set) RFC 2544 §26.1-26.3 (scripts/bench/rfc2544.mjs, which says
+//           how): zero-loss throughput by binary search on trafgen's rate, latency at it, frame
+//           loss series, for 64..1518-byte frames, on tapnet's switch and router, the C relay,
+//           the kernel bridge and a kernel router. Its own tables; --rfc-svg FILE: the chart.
+//   rfc2889 (not in the default set) RFC 2889 §5.7/5.8: address caching capacity and learning
+//           rate of tapnet's switch and the kernel bridge (same file). Its own table.
 //   control runtime changes to a router node (scripts/bench/control.mjs, which says how):
 //           route additions/s over the control socket, batched (`changes`) and one request
 //           each, idle and under a TCP stream / a 64-byte flood through the node (ratio:
@@ -118,9 +126,10 @@ import { REF_BRIDGE as CNI_REF_BRIDGE, runCni } from "./bench/cni.mjs";
 import { runBgp } from "./bench/bgp.mjs";
 import { runControl } from "./bench/control.mjs";
 import { runEtcd } from "./bench/etcd.mjs";
-import { ratioChart } from "./bench/svg.mjs";
 import { runTables } from "./bench/tables.mjs";
 import { runTrace } from "./bench/trace.mjs";
+import { FRAME_SIZES, rfc2544Series, rfc2544Tables, rfc2889Table, runRfc2544, runRfc2889 } from "./bench/rfc2544.mjs";
+import { lineChart, ratioChart } from "./bench/svg.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const CLI = path.join(ROOT, "dist/cli/main.js");
@@ -139,7 +148,9 @@ const BGP = "bgp";
 /** What tracing costs (scripts/bench/trace.mjs): off and armed on an unrelated filter, against --before; runs when named. */
 const TRACE = "trace";
 /** Scenarios that run only when named. */
-const EXTRA = ["tables", BGP, TRACE];
+const RFC2544 = "rfc2544";
+const RFC2889 = "rfc2889";
+const EXTRA = ["tables", BGP, TRACE, RFC2544, RFC2889];
 const ALL = [...SCENARIOS, CONTROL, CNI, ETCD, ...EXTRA];
 /** Prefix of the namespaces the bench makes itself (labs' namespaces are tn.bench-…). */
 const NS_PREFIX = "tnb-";
@@ -159,6 +170,8 @@ function usage(code) {
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
       `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n` +
       `  'trace' (tracing off / armed on an unrelated filter; --before DIR: a built tree without tracing to hold them against) runs only when named.\n` +
+      `  'rfc2544' / 'rfc2889' run only when named: --trial S (default 2; --rfc-trials: 60), --sizes 64,128,…,\n` +
+      `    --resolution F (default 0.04 of the maximum rate), --max-addresses N (default 16384), --learn-rate PPS (default 10000), --rfc-svg FILE.\n` +
       `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n`,
   );
   process.exit(code);
@@ -179,6 +192,13 @@ const opts = {
   svg: null,
   cleanup: false,
   before: null,
+  // rfc2544 / rfc2889
+  trial: 2,
+  sizes: FRAME_SIZES,
+  resolution: 0.04,
+  maxAddresses: 16384,
+  learnRate: 10_000,
+  rfcSvg: null,
 };
 {
   const a = process.argv.slice(2);
@@ -217,6 +237,39 @@ const opts = {
     } else if (isOpt(x, "host-adds")) {
       opts.hostAdds = intOpt(x, "host-adds", 1, 50, i);
       i += step;
+    } else if (isOpt(x, "trial")) {
+      opts.trial = intOpt(x, "trial", 1, 600, i);
+      i += step;
+    } else if (x === "--rfc-trials") {
+      opts.trial = 60;
+    } else if (isOpt(x, "max-addresses")) {
+      opts.maxAddresses = intOpt(x, "max-addresses", 2, 65536, i);
+      i += step;
+    } else if (isOpt(x, "learn-rate")) {
+      opts.learnRate = intOpt(x, "learn-rate", 100, 1_000_000, i);
+      i += step;
+    } else if (isOpt(x, "resolution")) {
+      const v = Number(x === "--resolution" ? a[i + 1] : x.slice(13));
+      if (!(v >= 0.005 && v <= 0.5)) {
+        process.stderr.write("bench: --resolution takes a fraction of the maximum rate, 0.005..0.5\n");
+        process.exit(2);
+      }
+      opts.resolution = v;
+      i += step;
+    } else if (isOpt(x, "sizes")) {
+      const v = (x === "--sizes" ? a[i + 1] : x.slice(8)) ?? "";
+      const list = v.split(",").map(Number);
+      if (!v || list.some((n) => !Number.isInteger(n) || n < 64 || n > 1518)) {
+        process.stderr.write("bench: --sizes takes frame sizes in bytes, 64..1518, comma-separated (e.g. 64,512,1518)\n");
+        process.exit(2);
+      }
+      opts.sizes = list;
+      i += step;
+    } else if (x === "--rfc-svg") {
+      opts.rfcSvg = a[++i];
+      if (!opts.rfcSvg) usage(2);
+    } else if (x.startsWith("--rfc-svg=")) {
+      opts.rfcSvg = x.slice(10);
     } else if (x === "--json") {
       opts.json = a[++i];
       if (!opts.json) usage(2);
@@ -254,7 +307,7 @@ const opts = {
   opts.scenarios.sort((x, y) => ALL.indexOf(x) - ALL.indexOf(y));
 }
 /** Whether any scenario needs namespaces (everything but `tables`). */
-const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL || x === CNI || x === ETCD || x === BGP || x === TRACE);
+const NETWORK = opts.scenarios.some((x) => x !== "tables");
 
 const T0 = Date.now();
 const say = (msg) => process.stderr.write(`bench [${((Date.now() - T0) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
@@ -1577,6 +1630,10 @@ function tables(report, md) {
   if (report.trace) parts.push(fmt(TRHEAD, traceRows(report.trace), TRNUMERIC));
   if (report.traceError) parts.push(`trace: failed: ${report.traceError}\n`);
   if (report.tables) parts.push(fmt(THEAD, tableRows(report.tables), TNUMERIC));
+  if (report.rfc2544) parts.push(rfc2544Tables(report.rfc2544, fmt));
+  if (report.rfc2544Error) parts.push(`rfc2544: failed: ${report.rfc2544Error}\n`);
+  if (report.rfc2889) parts.push(rfc2889Table(report.rfc2889, fmt));
+  if (report.rfc2889Error) parts.push(`rfc2889: failed: ${report.rfc2889Error}\n`);
   if (report.tablesError) parts.push(`tables: failed: ${report.tablesError}\n`);
   return parts.join("\n");
 }
@@ -1619,6 +1676,7 @@ function footer(report) {
     lines.push(`etcd: ratios tapnet / reference: above 1 is slower or costlier than the reference.`);
     for (const n of report.etcd.notes) lines.push(`etcd: ${n}`);
   }
+  for (const name of [RFC2544, RFC2889]) for (const n of report[name]?.notes ?? []) lines.push(`${name}: ${n}`);
   if (report.tables) {
     lines.push(
       `tables: ${report.tables.repeat > 1 ? `medians of ${report.tables.repeat} runs, each in a fresh process` : "one run (--repeat 3 for medians of three)"}; ratios tapnet / reference: above 1 is better for lookups, worse for build time and bytes.`,
@@ -1687,6 +1745,10 @@ function controlHelpers() {
     LABS,
     IPERF_PORT,
     NS_PREFIX,
+    BENCH_LABS,
+    buildRelay,
+    linkStats,
+    hostAddr,
   };
 }
 
@@ -1908,6 +1970,23 @@ async function main() {
       say(`trace: FAILED: ${report.traceError}`);
     }
   }
+  for (const [name, run] of [
+    [RFC2544, runRfc2544],
+    [RFC2889, runRfc2889],
+  ]) {
+    if (!opts.scenarios.includes(name)) continue;
+    const t = Date.now();
+    try {
+      report[name] = await run(controlHelpers());
+      const bad = report[name].duts.filter((d) => d.error);
+      if (bad.length) failed++;
+      say(`${name}: done (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+    } catch (e) {
+      failed++;
+      report[`${name}Error`] = e instanceof Error ? e.message : String(e);
+      say(`${name}: FAILED: ${report[`${name}Error`]}`);
+    }
+  }
   if (opts.scenarios.includes("tables")) {
     const t = Date.now();
     try {
@@ -1943,6 +2022,22 @@ async function main() {
   if (opts.svg) {
     fs.writeFileSync(opts.svg, svgChart(report));
     say(`SVG chart written to ${opts.svg}`);
+  }
+  if (opts.rfcSvg && report.rfc2544) {
+    const r = report.rfc2544;
+    const load = `load average ${report.loadavg.start[0].toFixed(2)} at start`;
+    fs.writeFileSync(
+      opts.rfcSvg,
+      lineChart(rfc2544Series(r), {
+        title: "RFC 2544 throughput: highest rate with zero frame loss, by frame size",
+        subtitle: `${r.trialS} s trials${r.trialS < 60 ? " (RFC: 60 s)" : ""}, binary search on trafgen's rate to ${(r.resolution * 100).toFixed(0)}% of the unthrottled rate; ${report.host.cpus} CPUs, ${load}`,
+        subtitle2: report.command,
+        xLabel: "frame size, bytes (with FCS)",
+        yLabel: "frames/s with zero loss (log)",
+        yFormat: (v) => (v >= 1e6 ? `${v / 1e6}M` : v >= 1e3 ? `${v / 1e3}k` : String(v)),
+      }),
+    );
+    say(`RFC 2544 chart written to ${opts.rfcSvg}`);
   }
   if (opts.json) {
     fs.writeFileSync(opts.json, `${JSON.stringify(report, null, 2)}\n`);

@@ -108,3 +108,81 @@ ${body.join("\n")}
 </svg>
 `;
 }
+
+const PALETTE = ["#1565c0", "#c62828", "#2e7d32", "#ef6c00", "#6a1b9a", "#00838f", "#5d4037"];
+
+/**
+ * A line chart of y against x for a few series (the RFC 2544 chart: zero-loss frames/s
+ * against frame size, one line per device under test), y on a log scale (the rates span
+ * decades), x at the measured values spaced evenly (frame sizes are not evenly spread).
+ * series: [{ name, points: [{ x, y, atLeast? }] }]; a point with atLeast (the sender, not
+ * the device, was the limit) is drawn hollow. Points without a positive y are left out.
+ * Pure function; returns the SVG document as a string.
+ */
+export function lineChart(series, { title = "", subtitle = "", subtitle2 = "", xLabel = "", yLabel = "", yFormat = (v) => String(v) } = {}) {
+  const ss = series
+    .map((s) => ({ ...s, points: s.points.filter((p) => typeof p.y === "number" && p.y > 0 && Number.isFinite(p.y)) }))
+    .filter((s) => s.points.length);
+  const xs = [...new Set(ss.flatMap((s) => s.points.map((p) => p.x)))].sort((a, b) => a - b);
+  const ys = ss.flatMap((s) => s.points.map((p) => p.y));
+  const W = 900;
+  const H = 520;
+  const L = 90;
+  const R = 200;
+  const T = 80;
+  const B = 90;
+  let lo = ys.length ? Math.min(...ys) / 1.3 : 1;
+  let hi = ys.length ? Math.max(...ys) * 1.3 : 10;
+  const steps = ticks(lo / 10, hi * 10);
+  lo = [...steps].reverse().find((t) => t <= lo) ?? lo;
+  hi = steps.find((t) => t >= hi) ?? hi;
+  const px = (x) => L + (xs.length > 1 ? (xs.indexOf(x) / (xs.length - 1)) * (W - L - R) : (W - L - R) / 2);
+  const py = (y) => T + (1 - (Math.log10(y) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * (H - T - B);
+  const out = [];
+  for (const t of ticks(lo, hi)) {
+    const y = py(t).toFixed(1);
+    out.push(
+      `<line x1="${L}" x2="${W - R}" y1="${y}" y2="${y}" class="grid"/><text x="${L - 8}" y="${Number(y) + 4}" class="tick" text-anchor="end">${esc(yFormat(t))}</text>`,
+    );
+  }
+  for (const x of xs) {
+    const X = px(x).toFixed(1);
+    out.push(
+      `<line x1="${X}" x2="${X}" y1="${T}" y2="${H - B}" class="grid"/><text x="${X}" y="${H - B + 18}" class="tick" text-anchor="middle">${esc(x)}</text>`,
+    );
+  }
+  ss.forEach((s, i) => {
+    const color = PALETTE[i % PALETTE.length];
+    const pts = s.points.map((p) => `${px(p.x).toFixed(1)},${py(p.y).toFixed(1)}`).join(" ");
+    out.push(`<polyline points="${pts}" fill="none" stroke="${color}" stroke-width="2"/>`);
+    for (const p of s.points) {
+      out.push(
+        `<circle cx="${px(p.x).toFixed(1)}" cy="${py(p.y).toFixed(1)}" r="4" fill="${p.atLeast ? "#fff" : color}" stroke="${color}" stroke-width="2"><title>${esc(`${s.name}: ${p.x}: ${p.atLeast ? "≥ " : ""}${yFormat(p.y)}`)}</title></circle>`,
+      );
+    }
+    const ly = T + 10 + i * 22;
+    out.push(
+      `<line x1="${W - R + 15}" x2="${W - R + 40}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="3"/><text x="${W - R + 46}" y="${ly + 4}" class="legend">${esc(s.name)}</text>`,
+    );
+  });
+  return `<?xml version="1.0" encoding="UTF-8"?>
+<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">
+<style>
+  .title { font-size: 17px; font-weight: bold; fill: #222; }
+  .sub { font-size: 12px; fill: #555; }
+  .tick { font-size: 11px; fill: #555; }
+  .axis { font-size: 12px; fill: #222; }
+  .grid { stroke: #e3e3e3; stroke-width: 1; }
+  .legend { font-size: 12px; fill: #222; }
+</style>
+<rect width="100%" height="100%" fill="#fff"/>
+<text x="10" y="24" class="title">${esc(title)}</text>
+<text x="10" y="43" class="sub">${esc(subtitle.length > 140 ? `${subtitle.slice(0, 139)}…` : subtitle)}</text>
+<text x="10" y="59" class="sub">${esc(subtitle2.length > 140 ? `${subtitle2.slice(0, 139)}…` : subtitle2)}</text>
+${out.join("\n")}
+<text x="${(L + W - R) / 2}" y="${H - B + 40}" class="axis" text-anchor="middle">${esc(xLabel)}</text>
+<text x="18" y="${(T + H - B) / 2}" class="axis" text-anchor="middle" transform="rotate(-90 18 ${(T + H - B) / 2})">${esc(yLabel)}</text>
+<text x="10" y="${H - 20}" class="sub">Hollow points: the sender, not the device, set the rate (nothing was lost at its maximum), so the device's throughput is at least this.</text>
+</svg>
+`;
+}
