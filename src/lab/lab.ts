@@ -7,16 +7,15 @@ import path from "node:path";
 import { request } from "../control/client.js";
 import { RUN_DIR } from "../control/protocol.js";
 import type { SandboxReport } from "../node/sandbox.js";
-import { stopDaemons } from "./bgp.js";
-import { startMetrics } from "./metrics-daemon.js";
-import { build, labNamespaces } from "./build.js";
-import { type EtcdState, stopEtcdAndAgents } from "./etcd.js";
+import type { EtcdState } from "./etcd.js";
 import { labDir, type LabState, listLabs, type Log, ownerOf, readState, readSupervisorStatus, type SupervisorStatus, writeState } from "./state.js";
 import { cmdline, isAlive, netnsList, run, sleep } from "./sys.js";
-import { loadTopology } from "./topology.js";
 
-export { labNamespaces } from "./build.js";
 export * from "./state.js";
+
+// The builder, the topology parser (yaml, zod) and the daemons' modules are imported by
+// the verbs that use them, not here: every CLI verb imports this module for findLab, and
+// `tapnet show …` must not pay for loading them.
 
 /** What a lab can't be built without; says what to do about each. */
 export function preflight(): void {
@@ -42,6 +41,11 @@ export function preflight(): void {
  * is always known, also to a `lab down` run after a crash of this process.
  */
 export async function labUp(file: string, log: Log = () => undefined, abort?: AbortSignal): Promise<LabState> {
+  const [{ loadTopology }, { build, labNamespaces }, { startMetrics }] = await Promise.all([
+    import("./topology.js"),
+    import("./build.js"),
+    import("./metrics-daemon.js"),
+  ]);
   const t = loadTopology(file);
   preflight();
   const lab = t.name;
@@ -138,6 +142,7 @@ async function stopRun(r: { pid: number; command: string }): Promise<void> {
 }
 
 async function teardown(state: LabState, log: Log, extraNamespaces: string[] = []): Promise<string[]> {
+  const [{ stopDaemons }, { stopEtcdAndAgents }] = await Promise.all([import("./bgp.js"), import("./etcd.js")]);
   for (const h of Object.values(state.hosts)) if (h.run) await stopRun(h.run);
   await stopDaemons(state);
   await stopEtcdAndAgents(state as LabState & EtcdState);
@@ -172,6 +177,7 @@ export async function labDown(fileOrName: string, log: Log = () => undefined): P
   let lab: string;
   let derived: string[] = [];
   if (fs.existsSync(fileOrName)) {
+    const [{ loadTopology }, { labNamespaces }] = await Promise.all([import("./topology.js"), import("./build.js")]);
     const t = loadTopology(fileOrName);
     lab = t.name;
     derived = labNamespaces(t);
