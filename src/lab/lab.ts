@@ -93,9 +93,9 @@ async function signalAndWait(pid: number, sig: NodeJS.Signals, still: () => bool
   } catch {
     return true;
   }
-  for (let waited = 0; waited < ms; waited += 25) {
+  for (let waited = 0; waited < ms; waited += 5) {
     if (!still()) return true;
-    await sleep(25);
+    await sleep(5);
   }
   return !still();
 }
@@ -142,24 +142,26 @@ async function stopRun(r: { pid: number; command: string }): Promise<void> {
 }
 
 async function teardown(state: LabState, log: Log, extraNamespaces: string[] = []): Promise<string[]> {
-  const [{ stopDaemons }, { stopEtcdAndAgents }] = await Promise.all([import("./bgp.js"), import("./etcd.js")]);
   for (const h of Object.values(state.hosts)) if (h.run) await stopRun(h.run);
-  await stopDaemons(state);
-  await stopEtcdAndAgents(state as LabState & EtcdState);
-  for (const [name, n] of Object.entries(state.nodes)) await stopNode(state.lab, name, n);
+  // Their modules load only when the state records such processes (lab down's start-up).
+  if (Object.keys(state.daemons ?? {}).length) await (await import("./bgp.js")).stopDaemons(state);
+  const es = state as LabState & EtcdState;
+  if (Object.keys({ ...es.etcd, ...es.agents }).length) await (await import("./etcd.js")).stopEtcdAndAgents(es);
+  // The nodes stop side by side: each stop is mostly waiting.
+  await Promise.all(Object.entries(state.nodes).map(([name, n]) => stopNode(state.lab, name, n)));
   const present = new Set(netnsList());
-  const removed: string[] = [];
-  const failures: string[] = [];
-  for (const ns of new Set([...state.namespaces, ...extraNamespaces])) {
-    if (!present.has(ns)) continue;
-    try {
-      run(["ip", "netns", "del", ns]);
-      removed.push(ns);
-    } catch (e) {
-      failures.push(e instanceof Error ? e.message : String(e));
-    }
+  const wanted = [...new Set([...state.namespaces, ...extraNamespaces])].filter((ns) => present.has(ns));
+  // One ip process for all (-force: on past a failure); what is still listed after it failed.
+  let message = "";
+  try {
+    if (wanted.length) run(["ip", "-force", "-batch", "-"], `${wanted.map((ns) => `netns del ${ns}`).join("\n")}\n`);
+  } catch (e) {
+    message = e instanceof Error ? e.message : String(e);
   }
-  if (failures.length) throw new Error(`could not remove everything:\n${failures.join("\n")}`);
+  const left = new Set(netnsList());
+  const removed = wanted.filter((ns) => !left.has(ns));
+  const failed = wanted.filter((ns) => left.has(ns));
+  if (failed.length) throw new Error(`could not remove everything: namespace${failed.length > 1 ? "s" : ""} ${failed.join(", ")} still there: ${message}`);
   fs.rmSync(labDir(state.lab), { recursive: true, force: true });
   log(`removed ${removed.length} namespaces`);
   return removed;
@@ -176,7 +178,12 @@ async function teardown(state: LabState, log: Log, extraNamespaces: string[] = [
 export async function labDown(fileOrName: string, log: Log = () => undefined): Promise<{ lab: string; removed: string[] }> {
   let lab: string;
   let derived: string[] = [];
-  if (fs.existsSync(fileOrName)) {
+  // A lab up from this file is known by its state, which lists all it made: no need to
+  // parse the file (its YAML and schema modules cost more than the rest of lab down).
+  const upFromFile = fs.existsSync(fileOrName) ? listLabs().find((s) => s.file === path.resolve(fileOrName)) : undefined;
+  if (upFromFile) {
+    lab = upFromFile.lab;
+  } else if (fs.existsSync(fileOrName)) {
     const [{ loadTopology }, { labNamespaces }] = await Promise.all([import("./topology.js"), import("./build.js")]);
     const t = loadTopology(fileOrName);
     lab = t.name;
