@@ -11,6 +11,7 @@
 //   sudo npm run bench -- cni                # CNI ADD/DEL vs the bridge plugin, cluster DNS answers/s (1 minute)
 //   sudo npm run bench -- bgp                # BIRD announcing 100,000 prefixes to tapnet and to BIRD's kernel (about 2 minutes)
 //   sudo npm run bench -- etcd               # flannel agents on etcd: lease to route, 200 peers (1 minute)
+//   sudo npm run bench -- lab                # lab up/down of 10 and 50 hosts vs Mininet, node exit, CLI start (1 minute)
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
 //
 // Scenarios and their references:
@@ -53,6 +54,10 @@
 //           (scripts/bench/bgp.mjs, which says how): time until all are in the FIB and until
 //           all are withdrawn, tapnet vs BIRD+kernel; the node's RSS with them vs idle; the
 //           64-byte forwarding rate during a load vs idle. Its own table.
+//   lab     (not in the default set) lab up and lab down of a single-switch lab of 10 and 50
+//           hosts against Mininet (lxbr switch, no controller) confined in namespaces of its
+//           own; a node's exit after SIGTERM against SIGKILL; `tapnet show ports` run directly
+//           against npx and `node -e 0` (scripts/bench/lab.mjs, which says how). Its own table.
 //   control runtime changes to a router node (scripts/bench/control.mjs, which says how):
 //           route additions/s over the control socket, batched (`changes`) and one request
 //           each, idle and under a TCP stream / a 64-byte flood through the node (ratio:
@@ -113,6 +118,7 @@ import { REF_BRIDGE as CNI_REF_BRIDGE, runCni } from "./bench/cni.mjs";
 import { runBgp } from "./bench/bgp.mjs";
 import { runControl } from "./bench/control.mjs";
 import { runEtcd } from "./bench/etcd.mjs";
+import { runLab } from "./bench/lab.mjs";
 import { ratioChart } from "./bench/svg.mjs";
 import { runTables } from "./bench/tables.mjs";
 
@@ -130,8 +136,10 @@ const CNI = "cni";
 const ETCD = "etcd";
 /** BGP: BIRD announcing --prefixes to tapnet's speaker and to BIRD's kernel (scripts/bench/bgp.mjs); runs when named. */
 const BGP = "bgp";
+/** Labs made and unmade against Mininet, node exit, CLI start (scripts/bench/lab.mjs); runs when named. */
+const LAB = "lab";
 /** Scenarios that run only when named. */
-const EXTRA = ["tables", BGP];
+const EXTRA = ["tables", BGP, LAB];
 const ALL = [...SCENARIOS, CONTROL, CNI, ETCD, ...EXTRA];
 /** Prefix of the namespaces the bench makes itself (labs' namespaces are tn.bench-…). */
 const NS_PREFIX = "tnb-";
@@ -239,7 +247,7 @@ const opts = {
   opts.scenarios.sort((x, y) => ALL.indexOf(x) - ALL.indexOf(y));
 }
 /** Whether any scenario needs namespaces (everything but `tables`). */
-const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL || x === CNI || x === ETCD || x === BGP);
+const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL || x === CNI || x === ETCD || x === BGP || x === LAB);
 
 const T0 = Date.now();
 const say = (msg) => process.stderr.write(`bench [${((Date.now() - T0) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
@@ -1534,6 +1542,8 @@ function tables(report, md) {
   if (report.bgpError) parts.push(`bgp: failed: ${report.bgpError}\n`);
   if (report.etcd) parts.push(fmt(EHEAD, etcdRows(report.etcd), CNUMERIC));
   if (report.etcdError) parts.push(`etcd: failed: ${report.etcdError}\n`);
+  if (report.lab) parts.push(fmt(["lab", "tapnet", "reference", "reference value", "ratio"], metricRows(report.lab.metrics), CNUMERIC));
+  if (report.labError) parts.push(`lab: failed: ${report.labError}\n`);
   if (report.tables) parts.push(fmt(THEAD, tableRows(report.tables), TNUMERIC));
   if (report.tablesError) parts.push(`tables: failed: ${report.tablesError}\n`);
   return parts.join("\n");
@@ -1577,6 +1587,10 @@ function footer(report) {
     lines.push(`etcd: ratios tapnet / reference: above 1 is slower or costlier than the reference.`);
     for (const n of report.etcd.notes) lines.push(`etcd: ${n}`);
   }
+  if (report.lab) {
+    lines.push("lab: ratios tapnet / reference: above 1 is slower.");
+    for (const n of report.lab.notes) lines.push(`lab: ${n}`);
+  }
   if (report.tables) {
     lines.push(
       `tables: ${report.tables.repeat > 1 ? `medians of ${report.tables.repeat} runs, each in a fresh process` : "one run (--repeat 3 for medians of three)"}; ratios tapnet / reference: above 1 is better for lookups, worse for build time and bytes.`,
@@ -1593,6 +1607,7 @@ function svgChart(report) {
     ...(report.cni?.metrics ?? []),
     ...(report.bgp?.metrics ?? []),
     ...(report.etcd?.metrics ?? []),
+    ...(report.lab?.metrics ?? []),
     ...(report.tables?.metrics ?? []),
   ];
   return ratioChart(
@@ -1853,6 +1868,17 @@ async function main() {
       failed++;
       report.etcdError = e instanceof Error ? e.message : String(e);
       say(`etcd: FAILED: ${report.etcdError}`);
+    }
+  }
+  if (opts.scenarios.includes(LAB)) {
+    const t = Date.now();
+    try {
+      report.lab = await runLab(controlHelpers());
+      say(`lab: done (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+    } catch (e) {
+      failed++;
+      report.labError = e instanceof Error ? e.message : String(e);
+      say(`lab: FAILED: ${report.labError}`);
     }
   }
   if (opts.scenarios.includes("tables")) {
