@@ -121,7 +121,10 @@ export async function runLab(c) {
   const notes = [];
   ensureMininet(say);
   const samples = {};
-  const push = (k, v) => (samples[k] ??= []).push(v);
+  const push = (k, v) => {
+    if (samples[k] === undefined) samples[k] = [];
+    samples[k].push(v);
+  };
   const cli = (args) => [process.execPath, c.CLI, ...args];
   for (const n of SIZES) {
     const lab = `bench-lab${n}`;
