@@ -123,19 +123,26 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   // 1. Namespaces. IPv6 is switched off in them: tapnet is an IPv4 dataplane, and
   //    router solicitations and MLD reports would only add noise to every capture.
   //    All in one `ip -batch` (src/lab/ip-plan.ts), recorded first: lab down removes
-  //    those that exist.
+  //    those that exist. The TAP hosts' namespaces are made while the nodes start (step 5),
+  //    which need none of them.
   await step();
   const dir = labDir(lab);
   const plan = new IpPlan(dir);
-  for (const n of labNamespaces(t)) {
-    state.namespaces.push(n);
+  // `lo` of a TAP host comes up with its eth0 in step 6 (one process fewer per host).
+  const addNamespace = (n: string, lo = true): void => {
     plan.ip(undefined, `netns add ${n}`);
     plan.exec(n, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
-    plan.ip(n, "link set lo up");
-  }
+    if (lo) plan.ip(n, "link set lo up");
+  };
+  const tapHostNs = new Set(
+    Object.entries(t.hosts)
+      .filter(([, hs]) => hs.link === "tap" && !kernel(hs.node))
+      .map(([h]) => ns(h)),
+  );
+  state.namespaces.push(...labNamespaces(t));
   writeState(state);
+  for (const n of state.namespaces) if (!tapHostNs.has(n)) addNamespace(n);
   plan.run();
-  log(`namespaces: ${state.namespaces.join(" ")}`);
   // 2. The underlay: one kernel bridge per segment in the lab's "ul" namespace, kernel
   //    routers (forwarding namespaces) between segments, and each node's ul0 on its
   //    segment — an address of the node's kernel (tunnel sockets use it), or a tapnet
@@ -267,6 +274,10 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     state.nodes[node] = { namespace: ns(node), pid: null, supervisor: child.pid, socket: cfg.controlSocket, config: cfgPath, log: logPath };
     writeState(state);
   }
+  await step();
+  for (const n of state.namespaces) if (tapHostNs.has(n)) addNamespace(n, false);
+  plan.run();
+  log(`namespaces: ${state.namespaces.join(" ")}`);
   for (const [node, n] of Object.entries(state.nodes)) {
     n.pid = await waitReady(lab, node, n, abort);
     writeState(state);
@@ -283,6 +294,7 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     if (hs.link === "tap" && !kernel(hs.node)) plan.ip(ns(hs.node), `link set ${h} netns ${ns(h)} name eth0`);
   }
   for (const [h, hs] of hosts) {
+    if (tapHostNs.has(ns(h))) plan.ip(ns(h), "link set lo up");
     plan.ip(ns(h), `link set eth0 mtu ${hs.mtu}`);
     if (hs.mac) plan.ip(ns(h), `link set eth0 address ${hs.mac}`);
     plan.ip(ns(h), `address add ${hs.ip} dev eth0`).ip(ns(h), "link set eth0 up");
