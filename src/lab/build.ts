@@ -30,7 +30,8 @@ import { labDir, type LabState, type Log, nsName, readSupervisorStatus, writeSta
 import { cmdline, ipBatch, isAlive, run, sleep } from "./sys.js";
 import { isKernelNode, overlayNotes, type StpSpec, type Topology, usesUnderlayPort } from "./topology.js";
 
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/main.js");
+/** `node supervise` and `node run` without the rest of the CLI (src/cli/node-main.ts). */
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/node-main.js");
 /** The repository (dist/lab/ -> ../..). */
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 

@@ -29,7 +29,8 @@ import { ipBatch, netnsList, run } from "./sys.js";
 import { parseTopology } from "./topology.js";
 import type { Topology } from "./topology-schema.js";
 
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/main.js");
+/** `node supervise` and `node run` without the rest of the CLI (src/cli/node-main.ts). */
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/node-main.js");
 
 export interface NodeAdd {
   /** Its underlay address (PublicIP), on the etcd segment unless `segment` says otherwise. */
