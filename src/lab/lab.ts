@@ -8,6 +8,7 @@ import { request } from "../control/client.js";
 import { RUN_DIR } from "../control/protocol.js";
 import type { SandboxReport } from "../node/sandbox.js";
 import type { EtcdState } from "./etcd.js";
+import { present } from "./packages.js";
 import { labDir, type LabState, listLabs, type Log, ownerOf, readState, readSupervisorStatus, type SupervisorStatus, writeState } from "./state.js";
 import { cmdline, isAlive, netnsList, run, sleep } from "./sys.js";
 
@@ -23,14 +24,9 @@ export function preflight(): void {
     throw new Error("tapnet lab needs root (it creates network namespaces and TAP devices): run it with sudo");
   }
   if (!fs.existsSync("/dev/net/tun")) throw new Error("/dev/net/tun does not exist: load the tun module (sudo modprobe tun)");
-  try {
-    run(["ip", "-V"]);
-  } catch {
-    throw new Error("the 'ip' command (iproute2) is missing: run sudo npm run setup");
-  }
-  try {
-    run(["setpriv", "--version"]);
-  } catch {
+  // Looked up on PATH, not run: each run is a fork of this process, on every lab up and down.
+  if (!present("ip")) throw new Error("the 'ip' command (iproute2) is missing: run sudo npm run setup");
+  if (!present("setpriv")) {
     throw new Error("the 'setpriv' command (util-linux) is missing: nodes are started through it to drop their capabilities (run sudo npm run setup)");
   }
 }
