@@ -14,6 +14,7 @@
 //   sudo npm run bench -- trace --before DIR --repeat 5   # tracing off / armed vs a tree without it (2-4 minutes)
 //   sudo npm run bench -- rfc2544            # RFC 2544 throughput/latency/loss, 7 frame sizes, 5 devices (2 s trials)
 //   sudo npm run bench -- rfc2889            # RFC 2889 address caching capacity and learning rate of the switches
+//   sudo npm run bench -- lab                # lab up/down of 10 and 50 hosts vs Mininet, node exit, CLI start (1 minute)
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
 //
 // Scenarios and their references:
@@ -66,6 +67,10 @@
 //           the kernel bridge and a kernel router. Its own tables; --rfc-svg FILE: the chart.
 //   rfc2889 (not in the default set) RFC 2889 §5.7/5.8: address caching capacity and learning
 //           rate of tapnet's switch and the kernel bridge (same file). Its own table.
+//   lab     (not in the default set) lab up and lab down of a single-switch lab of 10 and 50
+//           hosts against Mininet (lxbr switch, no controller) confined in namespaces of its
+//           own; a node's exit after SIGTERM against SIGKILL; `tapnet show ports` run directly
+//           against npx and `node -e 0` (scripts/bench/lab.mjs, which says how). Its own table.
 //   control runtime changes to a router node (scripts/bench/control.mjs, which says how):
 //           route additions/s over the control socket, batched (`changes`) and one request
 //           each, idle and under a TCP stream / a 64-byte flood through the node (ratio:
@@ -126,6 +131,7 @@ import { REF_BRIDGE as CNI_REF_BRIDGE, runCni } from "./bench/cni.mjs";
 import { runBgp } from "./bench/bgp.mjs";
 import { runControl } from "./bench/control.mjs";
 import { runEtcd } from "./bench/etcd.mjs";
+import { runLab } from "./bench/lab.mjs";
 import { runTables } from "./bench/tables.mjs";
 import { runTrace } from "./bench/trace.mjs";
 import { FRAME_SIZES, rfc2544Series, rfc2544Tables, rfc2889Table, runRfc2544, runRfc2889 } from "./bench/rfc2544.mjs";
@@ -147,10 +153,12 @@ const ETCD = "etcd";
 const BGP = "bgp";
 /** What tracing costs (scripts/bench/trace.mjs): off and armed on an unrelated filter, against --before; runs when named. */
 const TRACE = "trace";
-/** Scenarios that run only when named. */
 const RFC2544 = "rfc2544";
 const RFC2889 = "rfc2889";
-const EXTRA = ["tables", BGP, TRACE, RFC2544, RFC2889];
+/** Labs made and unmade against Mininet, node exit, CLI start (scripts/bench/lab.mjs); runs when named. */
+const LAB = "lab";
+/** Scenarios that run only when named. */
+const EXTRA = ["tables", BGP, TRACE, RFC2544, RFC2889, LAB];
 const ALL = [...SCENARIOS, CONTROL, CNI, ETCD, ...EXTRA];
 /** Prefix of the namespaces the bench makes itself (labs' namespaces are tn.bench-…). */
 const NS_PREFIX = "tnb-";
@@ -1629,6 +1637,8 @@ function tables(report, md) {
   if (report.etcdError) parts.push(`etcd: failed: ${report.etcdError}\n`);
   if (report.trace) parts.push(fmt(TRHEAD, traceRows(report.trace), TRNUMERIC));
   if (report.traceError) parts.push(`trace: failed: ${report.traceError}\n`);
+  if (report.lab) parts.push(fmt(["lab", "tapnet", "reference", "reference value", "ratio"], metricRows(report.lab.metrics), CNUMERIC));
+  if (report.labError) parts.push(`lab: failed: ${report.labError}\n`);
   if (report.tables) parts.push(fmt(THEAD, tableRows(report.tables), TNUMERIC));
   if (report.rfc2544) parts.push(rfc2544Tables(report.rfc2544, fmt));
   if (report.rfc2544Error) parts.push(`rfc2544: failed: ${report.rfc2544Error}\n`);
@@ -1677,6 +1687,10 @@ function footer(report) {
     for (const n of report.etcd.notes) lines.push(`etcd: ${n}`);
   }
   for (const name of [RFC2544, RFC2889]) for (const n of report[name]?.notes ?? []) lines.push(`${name}: ${n}`);
+  if (report.lab) {
+    lines.push("lab: ratios tapnet / reference: above 1 is slower.");
+    for (const n of report.lab.notes) lines.push(`lab: ${n}`);
+  }
   if (report.tables) {
     lines.push(
       `tables: ${report.tables.repeat > 1 ? `medians of ${report.tables.repeat} runs, each in a fresh process` : "one run (--repeat 3 for medians of three)"}; ratios tapnet / reference: above 1 is better for lookups, worse for build time and bytes.`,
@@ -1693,6 +1707,7 @@ function svgChart(report) {
     ...(report.cni?.metrics ?? []),
     ...(report.bgp?.metrics ?? []),
     ...(report.etcd?.metrics ?? []),
+    ...(report.lab?.metrics ?? []),
     ...(report.tables?.metrics ?? []),
   ];
   return ratioChart(
@@ -1985,6 +2000,17 @@ async function main() {
       failed++;
       report[`${name}Error`] = e instanceof Error ? e.message : String(e);
       say(`${name}: FAILED: ${report[`${name}Error`]}`);
+    }
+  }
+  if (opts.scenarios.includes(LAB)) {
+    const t = Date.now();
+    try {
+      report.lab = await runLab(controlHelpers());
+      say(`lab: done (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+    } catch (e) {
+      failed++;
+      report.labError = e instanceof Error ? e.message : String(e);
+      say(`lab: FAILED: ${report.labError}`);
     }
   }
   if (opts.scenarios.includes("tables")) {

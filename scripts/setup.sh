@@ -46,6 +46,10 @@ if [ "$mode" != core ]; then
   # BIRD 2: the BGP peer of the calico-bgp labs' tests and of the bench's bgp scenario.
   want+=([bird]=bird2 [birdc]=bird2)
 fi
+if [ "$mode" = bench ]; then
+  # The lab scenario's reference: Mininet on Linux bridges (its lxbr switch needs brctl).
+  want+=([mn]=mininet [brctl]=bridge-utils)
+fi
 if [ "$mode" = test ]; then
   # The offload core's libFuzzer harnesses (npm run fuzz:native; a short run is in the suite).
   want+=([clang]=clang)

@@ -2,12 +2,9 @@
 import { spawnSync } from "node:child_process";
 import type { Command } from "commander";
 import fs from "node:fs";
-import { hostAdd, hostDel } from "../lab/hosts.js";
-import { labSave } from "../lab/save.js";
 import { findLab, labDown, labStatus, labUp, type NodeStatus } from "../lab/lab.js";
 import { sandboxLine } from "../node/sandbox.js";
 import { indentedTable } from "./format.js";
-import { loadTopology } from "../lab/topology.js";
 import { readState } from "../lab/state.js";
 import { request } from "../control/client.js";
 import type { LiveCounters } from "../lab/graph.js";
@@ -139,6 +136,7 @@ export function registerLab(program: Command): Command {
     .option("-o, --output <file>", "write the topology here (default: stdout)")
     .description("write the running lab (runtime changes included) as a topology file that lab up reproduces")
     .action(async (labName: string, o: { output?: string }) => {
+      const { labSave } = await import("../lab/save.js");
       const text = await labSave(labName);
       if (o.output) fs.writeFileSync(o.output, text);
       else process.stdout.write(text);
@@ -150,7 +148,7 @@ export function registerLab(program: Command): Command {
     .option("--live", "add the port counters of the running lab made from this file")
     .description("draw the topology: nodes, hosts, links, VLANs, addresses, underlay, tunnels (Graphviz)")
     .action(async (file: string, o: { output?: string; live?: boolean }) => {
-      const { formatOf, renderTopology } = await import("../lab/graph.js");
+      const [{ formatOf, renderTopology }, { loadTopology }] = await Promise.all([import("../lab/graph.js"), import("../lab/topology.js")]);
       const format = o.output ? formatOf(o.output) : "svg";
       const t = loadTopology(file);
       const live = o.live ? await liveCounters(t.name) : undefined;
@@ -171,6 +169,7 @@ export function registerLab(program: Command): Command {
     .option("-q, --quiet", "print nothing but errors")
     .description("a new host (namespace with eth0) on a node of a running lab")
     .action(async (labName: string, name: string, o: { node: string; ip: string; gateway?: string; vlan?: number; mtu?: number; quiet?: boolean }) => {
+      const { hostAdd } = await import("../lab/hosts.js");
       await hostAdd(labName, name, { node: o.node, ip: o.ip, gateway: o.gateway, vlan: o.vlan, mtu: o.mtu }, o.quiet ? () => undefined : (m) => console.log(m));
     });
   host
@@ -180,6 +179,7 @@ export function registerLab(program: Command): Command {
     .option("-q, --quiet", "print nothing but errors")
     .description("a host leaves: its port, namespace and TAP go")
     .action(async (labName: string, name: string, o: { quiet?: boolean }) => {
+      const { hostDel } = await import("../lab/hosts.js");
       await hostDel(labName, name, o.quiet ? () => undefined : (m) => console.log(m));
     });
   return lab;

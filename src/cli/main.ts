@@ -14,7 +14,6 @@
  *   tapnet demo                      a guided tour on scripts/labs/switch.yaml
  */
 import { Command } from "commander";
-import { TopologyError } from "../lab/topology.js";
 import { registerAgent } from "./agent.js";
 import { registerCapture } from "./capture.js";
 import { registerTrace } from "./trace.js";
@@ -65,7 +64,7 @@ program
   });
 
 program.parseAsync(process.argv).catch((e: unknown) => {
-  if (e instanceof TopologyError) console.error(`tapnet: ${e.message}`);
-  else console.error(`tapnet: ${e instanceof Error ? e.message : String(e)}`);
+  // A TopologyError's message already lists every problem with its place in the file.
+  console.error(`tapnet: ${e instanceof Error ? e.message : String(e)}`);
   process.exit(1);
 });

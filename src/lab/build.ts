@@ -24,12 +24,14 @@ import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
 import { isBgp, sharedUnderlayCommands, sharedUnderlaySysctls, sharesUnderlay, startBirds } from "./bgp.js";
 import { type EtcdState, startAgents, startEtcd } from "./etcd.js";
+import { IpPlan } from "./ip-plan.js";
 import { nodeConfig } from "./node-config.js";
 import { labDir, type LabState, type Log, nsName, readSupervisorStatus, writeState } from "./state.js";
 import { cmdline, ipBatch, isAlive, run, sleep } from "./sys.js";
 import { isKernelNode, overlayNotes, type StpSpec, type Topology, usesUnderlayPort } from "./topology.js";
 
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/main.js");
+/** `node supervise` and `node run` without the rest of the CLI (src/cli/node-main.ts). */
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/node-main.js");
 /** The repository (dist/lab/ -> ../..). */
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -105,7 +107,7 @@ export async function waitReady(lab: string, node: string, n: LabState["nodes"][
       }
     }
     if (Date.now() > deadline) throw new Error(`node ${node} of lab ${lab} did not answer on ${n.socket} within 15 s (log: ${n.log})`);
-    await sleep(50);
+    await sleep(10);
   }
 }
 
@@ -162,11 +164,27 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   const kernel = (node: string): boolean => isKernelNode(t.nodes[node]);
   // 1. Namespaces. IPv6 is switched off in them: tapnet is an IPv4 dataplane, and
   //    router solicitations and MLD reports would only add noise to every capture.
-  for (const n of labNamespaces(t)) {
-    await step();
-    addNamespace(state, n);
-  }
-  log(`namespaces: ${state.namespaces.join(" ")}`);
+  //    All in one `ip -batch` (src/lab/ip-plan.ts), recorded first: lab down removes
+  //    those that exist. The TAP hosts' namespaces are made while the nodes start (step 5),
+  //    which need none of them.
+  await step();
+  const dir = labDir(lab);
+  const plan = new IpPlan(dir);
+  // `lo` of a TAP host comes up with its eth0 in step 6 (one process fewer per host).
+  const planNamespace = (n: string, lo = true): void => {
+    plan.ip(undefined, `netns add ${n}`);
+    plan.exec(n, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+    if (lo) plan.ip(n, "link set lo up");
+  };
+  const tapHostNs = new Set(
+    Object.entries(t.hosts)
+      .filter(([, hs]) => hs.link === "tap" && !kernel(hs.node))
+      .map(([h]) => ns(h)),
+  );
+  state.namespaces.push(...labNamespaces(t));
+  writeState(state);
+  for (const n of state.namespaces) if (!tapHostNs.has(n)) planNamespace(n);
+  plan.run();
   // 2. The underlay: one kernel bridge per segment in the lab's "ul" namespace, kernel
   //    routers (forwarding namespaces) between segments, and each node's ul0 on its
   //    segment — an address of the node's kernel (tunnel sockets use it), or a tapnet
@@ -245,18 +263,21 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   }
   // 4. veth hosts, hosts of kernel nodes, and node-to-node links.
   await step();
-  for (const [h, hs] of Object.entries(t.hosts)) {
-    if (hs.link !== "veth" && !kernel(hs.node)) continue;
-    await step();
-    run(["ip", "link", "add", h, "netns", ns(hs.node), "type", "veth", "peer", "name", "eth0", "netns", ns(h)]);
-    ipBatch(
-      [`link set ${h} mtu ${hs.mtu}`, ...(kernel(hs.node) ? [`link set ${h} master br0`, ...kernelPortStp(h, hs.stp)] : []), `link set ${h} up`],
-      ns(hs.node),
-    );
-    // A packet socket sees the host's TCP super-frames before segmentation (up to
-    // 64 KiB); the switch forwards real frames, so the host must segment itself.
-    if (!kernel(hs.node)) run(["ip", "netns", "exec", ns(h), "ethtool", "-K", "eth0", "tso", "off", "gso", "off"]);
+  const vethHosts = Object.entries(t.hosts).filter(([, hs]) => hs.link === "veth" || kernel(hs.node));
+  for (const [h, hs] of vethHosts) plan.ip(undefined, `link add ${h} netns ${ns(hs.node)} type veth peer name eth0 netns ${ns(h)}`);
+  for (const [h, hs] of vethHosts) {
+    for (const line of [
+      `link set ${h} mtu ${hs.mtu}`,
+      ...(kernel(hs.node) ? [`link set ${h} master br0`, ...kernelPortStp(h, hs.stp)] : []),
+      `link set ${h} up`,
+    ]) {
+      plan.ip(ns(hs.node), line);
+    }
   }
+  // A packet socket sees the host's TCP super-frames before segmentation (up to
+  // 64 KiB); the switch forwards real frames, so the host must segment itself.
+  for (const [h, hs] of vethHosts) if (!kernel(hs.node)) plan.exec(ns(h), ["ethtool", "-K", "eth0", "tso", "off", "gso", "off"]);
+  plan.run();
   for (const l of t.links) {
     const [a, b] = l.between;
     run(["ip", "link", "add", b, "netns", ns(a), "type", "veth", "peer", "name", a, "netns", ns(b)]);
@@ -265,7 +286,6 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   }
   // 5. Node processes, each in its namespace, each run by a supervisor of its own
   //    (src/lab/supervisor.ts) that starts it again when it dies.
-  const dir = labDir(lab);
   if (/prof|report|heapsnapshot/.test(process.env.TAPNET_NODE_ARGS ?? "") && process.env.TAPNET_NO_SECCOMP !== "1") {
     log("note: TAPNET_NODE_ARGS asks the nodes to write files (profiles, reports), which their seccomp filter refuses: set TAPNET_NO_SECCOMP=1 as well");
   }
@@ -274,6 +294,10 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     await step();
     startSupervisor(state, t, node, ns(node));
   }
+  await step();
+  for (const n of state.namespaces) if (tapHostNs.has(n)) planNamespace(n, false);
+  plan.run();
+  log(`namespaces: ${state.namespaces.join(" ")}`);
   for (const [node, n] of Object.entries(state.nodes)) {
     n.pid = await waitReady(lab, node, n, abort);
     writeState(state);
@@ -282,19 +306,27 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   // Each `agent:` node's agent leases its pod subnet and programs its peers from etcd.
   await startAgents(t, state as LabState & EtcdState, log, abort);
   // 6. Hosts: hand each TAP host its port as eth0, then addresses and routes.
-  for (const [h, hs] of Object.entries(t.hosts)) {
-    await step();
-    if (hs.link === "tap" && !kernel(hs.node)) {
-      ipBatch([`link set ${h} netns ${ns(h)}`], ns(hs.node));
-      ipBatch([`link set ${h} name eth0`], ns(h));
-    }
-    const cmds = [`link set eth0 mtu ${hs.mtu}`];
-    if (hs.mac) cmds.push(`link set eth0 address ${hs.mac}`);
-    cmds.push(`address add ${hs.ip} dev eth0`, "link set eth0 up");
-    if (hs.gateway) cmds.push(`route add default via ${hs.gateway} dev eth0`);
-    ipBatch(cmds, ns(h));
+  //    One batch: each node's TAPs move (renamed on the way) into their hosts, then each
+  //    host's settings.
+  await step();
+  const hosts = Object.entries(t.hosts);
+  for (const [h, hs] of [...hosts].sort(([, a], [, b]) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))) {
+    if (hs.link === "tap" && !kernel(hs.node)) plan.ip(ns(hs.node), `link set ${h} netns ${ns(h)} name eth0`);
+  }
+  for (const [h, hs] of hosts) {
+    if (tapHostNs.has(ns(h))) plan.ip(ns(h), "link set lo up");
+    plan.ip(ns(h), `link set eth0 mtu ${hs.mtu}`);
+    if (hs.mac) plan.ip(ns(h), `link set eth0 address ${hs.mac}`);
+    plan.ip(ns(h), `address add ${hs.ip} dev eth0`).ip(ns(h), "link set eth0 up");
+    if (hs.gateway) plan.ip(ns(h), `route add default via ${hs.gateway} dev eth0`);
+  }
+  plan.run();
+  for (const [h, hs] of hosts) {
     state.hosts[h] = { namespace: ns(h), node: hs.node, ip: hs.ip, gateway: hs.gateway, vlan: hs.vlan ?? 1, link: kernel(hs.node) ? "veth" : hs.link };
-    writeState(state);
+  }
+  writeState(state);
+  for (const [h] of hosts) {
+    await step();
     await tellArpBinding(t, state, h);
   }
   log(`hosts up: ${Object.keys(state.hosts).join(" ")}`);

@@ -7,16 +7,16 @@ import path from "node:path";
 import { request } from "../control/client.js";
 import { RUN_DIR } from "../control/protocol.js";
 import type { SandboxReport } from "../node/sandbox.js";
-import { stopDaemons } from "./bgp.js";
-import { startMetrics } from "./metrics-daemon.js";
-import { build, labNamespaces } from "./build.js";
-import { type EtcdState, stopEtcdAndAgents } from "./etcd.js";
+import type { EtcdState } from "./etcd.js";
+import { present } from "./packages.js";
 import { labDir, type LabState, listLabs, type Log, ownerOf, readState, readSupervisorStatus, type SupervisorStatus, writeState } from "./state.js";
 import { cmdline, isAlive, netnsList, run, sleep, stopGroup } from "./sys.js";
-import { loadTopology } from "./topology.js";
 
-export { labNamespaces } from "./build.js";
 export * from "./state.js";
+
+// The builder, the topology parser (yaml, zod) and the daemons' modules are imported by
+// the verbs that use them, not here: every CLI verb imports this module for findLab, and
+// `tapnet show …` must not pay for loading them.
 
 /** What a lab can't be built without; says what to do about each. */
 export function preflight(): void {
@@ -24,14 +24,9 @@ export function preflight(): void {
     throw new Error("tapnet lab needs root (it creates network namespaces and TAP devices): run it with sudo");
   }
   if (!fs.existsSync("/dev/net/tun")) throw new Error("/dev/net/tun does not exist: load the tun module (sudo modprobe tun)");
-  try {
-    run(["ip", "-V"]);
-  } catch {
-    throw new Error("the 'ip' command (iproute2) is missing: run sudo npm run setup");
-  }
-  try {
-    run(["setpriv", "--version"]);
-  } catch {
+  // Looked up on PATH, not run: each run is a fork of this process, on every lab up and down.
+  if (!present("ip")) throw new Error("the 'ip' command (iproute2) is missing: run sudo npm run setup");
+  if (!present("setpriv")) {
     throw new Error("the 'setpriv' command (util-linux) is missing: nodes are started through it to drop their capabilities (run sudo npm run setup)");
   }
 }
@@ -42,6 +37,11 @@ export function preflight(): void {
  * is always known, also to a `lab down` run after a crash of this process.
  */
 export async function labUp(file: string, log: Log = () => undefined, abort?: AbortSignal): Promise<LabState> {
+  const [{ loadTopology }, { build, labNamespaces }, { startMetrics }] = await Promise.all([
+    import("./topology.js"),
+    import("./build.js"),
+    import("./metrics-daemon.js"),
+  ]);
   const t = loadTopology(file);
   preflight();
   const lab = t.name;
@@ -89,9 +89,9 @@ async function signalAndWait(pid: number, sig: NodeJS.Signals, still: () => bool
   } catch {
     return true;
   }
-  for (let waited = 0; waited < ms; waited += 25) {
+  for (let waited = 0; waited < ms; waited += 5) {
     if (!still()) return true;
-    await sleep(25);
+    await sleep(5);
   }
   return !still();
 }
@@ -122,22 +122,25 @@ export async function stopNode(lab: string, name: string, n: LabState["nodes"][s
 
 async function teardown(state: LabState, log: Log, extraNamespaces: string[] = []): Promise<string[]> {
   for (const h of Object.values(state.hosts)) if (h.run) await stopGroup(h.run, 1000);
-  await stopDaemons(state);
-  await stopEtcdAndAgents(state as LabState & EtcdState);
-  for (const [name, n] of Object.entries(state.nodes)) await stopNode(state.lab, name, n);
+  // Their modules load only when the state records such processes (lab down's start-up).
+  if (Object.keys(state.daemons ?? {}).length) await (await import("./bgp.js")).stopDaemons(state);
+  const es = state as LabState & EtcdState;
+  if (Object.keys({ ...es.etcd, ...es.agents }).length) await (await import("./etcd.js")).stopEtcdAndAgents(es);
+  // The nodes stop side by side: each stop is mostly waiting.
+  await Promise.all(Object.entries(state.nodes).map(([name, n]) => stopNode(state.lab, name, n)));
   const present = new Set(netnsList());
-  const removed: string[] = [];
-  const failures: string[] = [];
-  for (const ns of new Set([...state.namespaces, ...extraNamespaces])) {
-    if (!present.has(ns)) continue;
-    try {
-      run(["ip", "netns", "del", ns]);
-      removed.push(ns);
-    } catch (e) {
-      failures.push(e instanceof Error ? e.message : String(e));
-    }
+  const wanted = [...new Set([...state.namespaces, ...extraNamespaces])].filter((ns) => present.has(ns));
+  // One ip process for all (-force: on past a failure); what is still listed after it failed.
+  let message = "";
+  try {
+    if (wanted.length) run(["ip", "-force", "-batch", "-"], `${wanted.map((ns) => `netns del ${ns}`).join("\n")}\n`);
+  } catch (e) {
+    message = e instanceof Error ? e.message : String(e);
   }
-  if (failures.length) throw new Error(`could not remove everything:\n${failures.join("\n")}`);
+  const left = new Set(netnsList());
+  const removed = wanted.filter((ns) => !left.has(ns));
+  const failed = wanted.filter((ns) => left.has(ns));
+  if (failed.length) throw new Error(`could not remove everything: namespace${failed.length > 1 ? "s" : ""} ${failed.join(", ")} still there: ${message}`);
   fs.rmSync(labDir(state.lab), { recursive: true, force: true });
   log(`removed ${removed.length} namespaces`);
   return removed;
@@ -154,7 +157,13 @@ async function teardown(state: LabState, log: Log, extraNamespaces: string[] = [
 export async function labDown(fileOrName: string, log: Log = () => undefined): Promise<{ lab: string; removed: string[] }> {
   let lab: string;
   let derived: string[] = [];
-  if (fs.existsSync(fileOrName)) {
+  // A lab up from this file is known by its state, which lists all it made: no need to
+  // parse the file (its YAML and schema modules cost more than the rest of lab down).
+  const upFromFile = fs.existsSync(fileOrName) ? listLabs().find((s) => s.file === path.resolve(fileOrName)) : undefined;
+  if (upFromFile) {
+    lab = upFromFile.lab;
+  } else if (fs.existsSync(fileOrName)) {
+    const [{ loadTopology }, { labNamespaces }] = await Promise.all([import("./topology.js"), import("./build.js")]);
     const t = loadTopology(fileOrName);
     lab = t.name;
     derived = labNamespaces(t);

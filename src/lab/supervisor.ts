@@ -38,11 +38,11 @@ import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
 import { tapAttachIn } from "../io/native.js";
 import type { NodeConfig } from "../node/config.js";
-import { TAP_FDS_ENV } from "../node/ports.js";
-import { nodeEnvironment, nodeLauncher } from "../node/sandbox.js";
+import { nodeEnvironment, nodeLauncher, TAP_FDS_ENV } from "../node/sandbox.js";
 import { labDir, nsName, readState, type SupervisorStatus, supervisorStatusPath } from "./state.js";
 
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/main.js");
+/** `node supervise` and `node run` without the rest of the CLI (src/cli/node-main.ts). */
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/node-main.js");
 /** Where `ip netns` keeps its namespaces (iproute2's NETNS_RUN_DIR). */
 const NETNS_DIR = "/run/netns";
 /** Restarts within LOOP_WINDOW_MS beyond which the next one waits. */

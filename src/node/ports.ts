@@ -17,9 +17,7 @@ import { VxlanPort } from "../io/vxlan-port.js";
 import { SleevePort } from "../mesh/sleeve-port.js";
 import { parseMac } from "../wire/mac.js";
 import type { NodeConfig, NodePortConfig } from "./config.js";
-
-/** The environment variable naming the TAP fds a restarted node inherits. */
-export const TAP_FDS_ENV = "TAPNET_TAP_FDS";
+import { TAP_FDS_ENV } from "./sandbox.js";
 
 /** Parses TAPNET_TAP_FDS: "NAME=FD/MTU,…" (MTU optional). Throws on a malformed entry. */
 export function parseTapFds(text: string): Map<string, { fd: number; mtu: number }> {

@@ -134,6 +134,12 @@ export function nodeLauncher(): string[] {
 }
 
 /**
+ * The environment variable naming the TAP fds a restarted node inherits (src/node/ports.ts
+ * reads it; here so the supervisor sets it without loading every port's module).
+ */
+export const TAP_FDS_ENV = "TAPNET_TAP_FDS";
+
+/**
  * The environment of a node: libuv must not use io_uring. libuv 1.45+ sends file
  * operations through an io_uring when the kernel has one; a ring set up before the
  * seccomp filter would need io_uring_enter afterwards, and io_uring is a large kernel
