@@ -17,6 +17,8 @@
  *   - state lives in /run/tapnet/L/ (state.json, node configs, logs, the root-only
  *     control sockets), written before each step so `lab down` can always undo it.
  */
+import { meshStateFile } from "../mesh/ipam.js";
+import { meshAddress } from "../mesh/lab.js";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
@@ -106,7 +108,7 @@ async function tellArpBinding(t: Topology, state: LabState, h: string): Promise<
   const nodes = Object.entries(t.nodes).filter(([n, s]) => !isKernelNode(s) && s.arpInspection?.vlans.includes(vlan) && state.nodes[n]);
   if (nodes.length === 0) return;
   const mac = run(["ip", "netns", "exec", state.hosts[h].namespace, "cat", "/sys/class/net/eth0/address"]).trim();
-  for (const [n] of nodes) await request(state.nodes[n].socket, { cmd: "arp-binding", vlan, ip: hs.ip.split("/")[0], mac, source: "lab" });
+  for (const [n] of nodes) await request(state.nodes[n].socket, { cmd: "arp-binding", vlan, ip: state.hosts[h].ip.split("/")[0], mac, source: "lab" });
 }
 
 export async function build(t: Topology, state: LabState, log: Log, abort?: AbortSignal): Promise<void> {
@@ -240,7 +242,7 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     const logPath = path.join(dir, `${node}.log`);
     fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
     // A new lab starts from its topology alone (the journal is for restarts of this one).
-    if (cfg.journal) fs.rmSync(cfg.journal, { force: true });
+    if (cfg.journal) for (const f of [cfg.journal, meshStateFile(cfg.journal)]) fs.rmSync(f, { force: true });
     const out = fs.openSync(logPath, "a");
     // The supervisor runs here (root, every capability: it enters the hosts'
     // namespaces to hand their TAPs to a restarted node) and starts the node through
@@ -269,6 +271,8 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   // 6. Hosts: hand each TAP host its port as eth0, then addresses and routes.
   for (const [h, hs] of Object.entries(t.hosts)) {
     await step();
+    // A mesh node's host without an address gets one from the node's share of the ring.
+    hs.ip ??= await meshAddress(state.nodes[hs.node].socket, h);
     if (hs.link === "tap" && !kernel(hs.node)) {
       ipBatch([`link set ${h} netns ${ns(h)}`], ns(hs.node));
       ipBatch([`link set ${h} name eth0`], ns(h));
