@@ -351,9 +351,7 @@ const TopologySchema = z.strictObject({
        * (Weave's 10.32.0.0/12 when left out), and the peers that own it at first (the
        * lowest node name when left out).
        */
-      ipam: z
-        .union([cidr, z.strictObject({ range: cidr.default("10.32.0.0/12"), seed: z.array(z.string()).min(1).optional() })])
-        .optional(),
+      ipam: z.union([cidr, z.strictObject({ range: cidr.default("10.32.0.0/12"), seed: z.array(z.string()).min(1).optional() })]).optional(),
       // BGP backends (src/lab/bgp.ts): Calico's settings, and BIRD routers of the underlay.
       asNumber: z.number().int().min(1).max(4294967295).default(64512),
       ipipMode: z.enum(["Always", "CrossSubnet"]).default("Always"),

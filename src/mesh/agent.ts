@@ -508,7 +508,9 @@ export class MeshAgent {
   private ipamLinks(): IpamLinks {
     const live = (name: string): Conn | undefined => [...this.conns].find((c) => c.peer?.name === name && c.state !== "handshake" && !c.closed);
     return {
-      neighbours: () => [...new Set([...this.conns].filter((c) => c.peer !== null && c.state !== "handshake" && !c.closed).map((c) => (c.peer as { name: string }).name))],
+      neighbours: () => [
+        ...new Set([...this.conns].filter((c) => c.peer !== null && c.state !== "handshake" && !c.closed).map((c) => (c.peer as { name: string }).name)),
+      ],
       send: (peer, type, body) => {
         const c = live(peer);
         if (c !== undefined) this.send(c, type, body);

@@ -156,7 +156,14 @@ export class MeshIpam {
     const asker = b.from;
     const to = b.to;
     const ttl = b.ttl;
-    if (typeof asker !== "string" || !PEER_NAME.test(asker) || typeof to !== "string" || !PEER_NAME.test(to) || typeof ttl !== "number" || !Number.isInteger(ttl)) {
+    if (
+      typeof asker !== "string" ||
+      !PEER_NAME.test(asker) ||
+      typeof to !== "string" ||
+      !PEER_NAME.test(to) ||
+      typeof ttl !== "number" ||
+      !Number.isInteger(ttl)
+    ) {
       this.counters.requestsMalformed++;
       return;
     }

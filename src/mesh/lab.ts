@@ -51,7 +51,10 @@ export function meshIpamChecks(t: Topology): Array<{ path: Array<string | number
   for (const [h, spec] of Object.entries(t.hosts)) {
     const ip = spec.ip ? ipToU32(spec.ip.split("/")[0]) : null;
     if (ip !== null && ip >= r.start && ip < r.end) {
-      out.push({ path: ["hosts", h, "ip"], message: `${spec.ip} is inside the mesh's address ring ${m.range}, which hands its addresses out: leave ip out, or use one outside it` });
+      out.push({
+        path: ["hosts", h, "ip"],
+        message: `${spec.ip} is inside the mesh's address ring ${m.range}, which hands its addresses out: leave ip out, or use one outside it`,
+      });
     }
   }
   return out;

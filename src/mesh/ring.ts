@@ -247,10 +247,9 @@ export class Ring {
     if (to === this.self) return null;
     let best: { start: number; end: number } | null = null;
     for (const r of this.owned()) {
-      // Runs of free addresses lie between the used ones (allocated or reserved).
-      const used = [...this.taken].filter((a) => a >= r.start && a < r.end);
-      for (const a of [this.start, this.end - 1]) if (a >= r.start && a < r.end) used.push(a);
-      used.sort((a, b) => a - b);
+      // Runs of free addresses lie between the allocated ones (a reserved address at
+      // either end of the range goes with its run: it belongs to some range).
+      const used = [...this.taken].filter((a) => a >= r.start && a < r.end).sort((a, b) => a - b);
       let from = r.start;
       for (const u of [...used, r.end]) {
         if (u > from && (best === null || u - from > best.end - best.start)) best = { start: from, end: u };
@@ -260,6 +259,9 @@ export class Ring {
     if (best === null) return null;
     const len = best.end - best.start;
     const give = { start: len >= 2 ? best.start + Math.floor(len / 2) : best.start, end: best.end };
+    let usable = 0;
+    for (let a = give.start; a < give.end && usable === 0; a++) if (!this.reserved(a)) usable++;
+    if (usable === 0) return null;
     const byToken = new Map(this.entries.map((e) => [e.token, e]));
     // The rest after the donated run stays ours (unless a token is there already).
     if (give.end < this.end && !byToken.has(give.end)) byToken.set(give.end, { token: give.end, peer: this.self, version: 1, free: 0 });

@@ -22,7 +22,9 @@ export function renderMesh(d: unknown): string {
     lines.push(`    ${"PEER".padEnd(12)} ${"ADDRESSES".padStart(9)} ${"FREE".padStart(9)}  RANGES`);
     for (const p of i.peers) {
       const rs = p.ranges.map((r) => `${r.start}-${r.end}`);
-      lines.push(`    ${p.peer.padEnd(12)} ${String(p.size).padStart(9)} ${String(p.free).padStart(9)}  ${rs.slice(0, 4).join(" ")}${rs.length > 4 ? ` (+${rs.length - 4})` : ""}`);
+      lines.push(
+        `    ${p.peer.padEnd(12)} ${String(p.size).padStart(9)} ${String(p.free).padStart(9)}  ${rs.slice(0, 4).join(" ")}${rs.length > 4 ? ` (+${rs.length - 4})` : ""}`,
+      );
     }
     const al = Object.entries(i.allocations);
     if (al.length) lines.push(`    allocated here: ${al.map(([o, a]) => `${o} ${a}`).join(", ")}`);
