@@ -434,6 +434,7 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     const node1Size = mesh("node2").ipam?.peers.find((p) => p.peer === "node1")?.size ?? 0;
     expect(node1Size).toBeGreaterThan(0);
     for (const v of await views()) expect(ringOwner(v, ipOf("pod1a")), v.name).toBe("node1");
+    const before = mesh("node2");
     // Refused for a peer that is still in the mesh.
     const refused = tapnet(["mesh", "rmpeer", "node3", "--node", "node2", "--lab", LAB]);
     expect(refused.status).not.toBe(0);
@@ -452,6 +453,11 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     const ip = ipOf("pod2b");
     expect(ringOwner(mesh("node2"), ip)).toBe("node2");
     expect(mesh("node2").ipam?.allocations.pod2b).toBe(ip);
+    // node2 hands out from its ranges in address order: the first free one was node1's.
+    expect(ringOwner(before, ip)).toBe("node1");
+    // The address may be pod1a's old one, in pod3a's ARP cache: pod2b speaks first (its
+    // ARP request updates pod3a's entry, as Linux does for an entry it holds).
+    expect(ping(ns("pod2b"), ipOf("pod3a"), 2).status).toBe(0);
     expect(ping(ns("pod3a"), ip, 2).status).toBe(0);
   }, 60_000);
 });
