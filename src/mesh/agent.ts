@@ -35,6 +35,7 @@ import { deriveKey, newNonce, proof, verify } from "./auth.js";
 import { type IpamConfig, type IpamLinks, MeshIpam } from "./ipam.js";
 import type { SleevePort } from "./sleeve-port.js";
 import { checkEntry, MeshTopology, PEER_NAME, type PeerEntry, type Routes } from "./topology.js";
+import { portTables } from "./port-tables.js";
 import { type MeshView, meshView } from "./view.js";
 
 export type { MeshView };
@@ -530,42 +531,11 @@ export class MeshAgent {
   /** Routes from the view, into the sleeve port's tables. */
   private reprogram(): void {
     this.routes = this.topology.routes();
-    let flush = false;
-    for (const [name, slot] of this.slots) {
-      if (!this.topology.peers.has(name)) {
-        this.slots.delete(name);
-        flush = true;
-        void slot;
-      }
-    }
-    const used = new Set(this.slots.values());
-    for (const name of this.topology.peers.keys()) {
-      if (this.slots.has(name)) continue;
-      let s = 0;
-      while (used.has(s)) s++;
-      this.slots.set(name, s);
-      used.add(s);
-    }
     const addrOf = (n: string): number => {
       const c = this.connTo(n);
       return c === undefined ? 0 : parseIp(c.addr);
     };
-    const max = Math.max(0, ...this.slots.values()) + 1;
-    const peers: Array<{ short: number; nextHop: number; children: number[] } | null> = new Array(max).fill(null);
-    for (const [name, slot] of this.slots) {
-      const hop = this.routes.nextHop.get(name);
-      peers[slot] = {
-        short: shortId(name),
-        nextHop: hop === undefined ? 0 : addrOf(hop),
-        children: (this.routes.children.get(name) ?? []).map(addrOf).filter((a) => a !== 0),
-      };
-    }
-    this.port.program({
-      selfShort: this.short,
-      peers,
-      ownChildren: (this.routes.children.get(this.config.name) ?? []).map(addrOf).filter((a) => a !== 0),
-      flushMacs: flush,
-    });
+    this.port.program(portTables(this.config.name, this.topology, this.routes, this.slots, addrOf));
   }
 
   private onHeartbeat(from: number, addr: number, port: number): void {

@@ -88,3 +88,16 @@ export async function meshAddress(socket: string, owner: string, timeoutMs = 30_
   const r = await request<{ ip: string }>(socket, { cmd: "mesh-ipam", op: "allocate", owner, timeoutMs }, timeoutMs + 5000);
   return r.ip;
 }
+
+/** For `lab save`: whether an address lies in the ring of a topology file's overlay (null: no mesh). */
+export function meshRingOf(overlay: unknown): ((ip: string) => boolean) | null {
+  const o = overlay as { backend?: unknown; ipam?: unknown } | undefined;
+  if (o?.backend !== "mesh") return null;
+  const i = o.ipam as string | { range?: string } | undefined;
+  const r = parseRange(typeof i === "string" ? i : (i?.range ?? DEFAULT_IPAM_RANGE));
+  if (r === null) return null;
+  return (ip) => {
+    const a = ipToU32(ip.split("/")[0]);
+    return a !== null && a >= r.start && a < r.end;
+  };
+}

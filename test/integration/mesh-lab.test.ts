@@ -149,7 +149,13 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     // node1 owned the range at first (the seed) and gave node2 and node3 space when they asked.
     expect(v.ipam?.peers.map((p) => p.peer)).toEqual(["node1", "node2", "node3"]);
     expect(v.ipam?.peers.reduce((n, p) => n + p.size, 0)).toBe(2 ** 20);
-    for (const [pod, node] of [["pod1a", "node1"], ["pod1b", "node1"], ["pod2a", "node2"], ["pod3a", "node3"]]) expect(ringOwner(v, ipOf(pod)), pod).toBe(node);
+    for (const [pod, node] of [
+      ["pod1a", "node1"],
+      ["pod1b", "node1"],
+      ["pod2a", "node2"],
+      ["pod3a", "node3"],
+    ])
+      expect(ringOwner(v, ipOf(pod)), pod).toBe(node);
     expect(mesh("node3").ipam?.allocations).toEqual({ pod3a: ipOf("pod3a") });
     expect(tapnetOk(["show", "mesh", "--node", "node1", "--lab", LAB])).toMatch(/address ring 10\.32\.0\.0\/12: \d+ free here/);
   });
@@ -170,6 +176,14 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     const net1 = await tcpdump(ns("node2"), "ul0", ["udp", "port", "6783", "and", "greater", "100"]);
     const net2 = await tcpdump(ns("node2"), "ul1", ["udp", "port", "6783", "and", "greater", "100"]);
     const r = ping(ns("pod1a"), ipOf("pod3a"), 5);
+    const count = (ls: string[], dir: string): number => ls.filter((l) => l.includes(dir)).length;
+    // Stop the captures once they hold what they saw (stop() may lose what tcpdump has not read yet).
+    await waitFor(
+      "both captures to hold the ping",
+      () => count(net1.lines(), "192.168.1.2.6783 > 192.168.1.1.6783") >= 5 && count(net2.lines(), "192.168.2.3.6783 > 192.168.2.2.6783") >= 5,
+      10_000,
+      100,
+    ).catch(() => undefined); // the assertions below say what is missing
     const l1 = await net1.stop();
     const l2 = await net2.stop();
     expect(r.status, r.stdout).toBe(0);
@@ -198,6 +212,8 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     expect(r.status, r.stderr).toBe(0);
     // Wait until the farthest pod (two mesh hops) has seen all three, then count everywhere.
     await waitFor("the three requests to reach pod3a's port", () => txTo() - tx0 >= 3, 10_000, 100);
+    const seen = (c: { lines: () => string[] }): number => c.lines().filter((l) => l.includes("Request who-has 10.47.255.254")).length;
+    await waitFor("every capture to hold the three requests", () => caps.every((c) => seen(c) >= 3), 10_000, 100).catch(() => undefined);
     const counts = await Promise.all(caps.map(async (c) => (await c.stop()).filter((l) => l.includes("Request who-has 10.47.255.254")).length));
     expect(Object.fromEntries(others.map((p, i) => [p, counts[i]]))).toEqual({ pod1b: 3, pod2a: 3, pod3a: 3 });
   });

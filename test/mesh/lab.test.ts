@@ -70,8 +70,12 @@ describe("mesh overlay in a topology", () => {
     expect(problems(`${MESH}\nhosts:\n  p1: { node: n1, ip: 10.40.0.9/12 }`)).toEqual([
       expect.stringMatching(/hosts\.p1\.ip.*10\.40\.0\.9\/12 is inside the mesh's address ring 10\.32\.0\.0\/12/),
     ]);
-    expect(problems(MESH.replace("password: pw }", "password: pw, ipam: { seed: [n9] } }"))).toEqual([expect.stringMatching(/overlay\.ipam.*seed 'n9' is no tapnet node/)]);
-    expect(problems(MESH.replace("password: pw }", "password: pw, ipam: 10.0.0.0/31 }"))).toEqual([expect.stringMatching(/overlay\.ipam.*no range for the ring/)]);
+    expect(problems(MESH.replace("password: pw }", "password: pw, ipam: { seed: [n9] } }"))).toEqual([
+      expect.stringMatching(/overlay\.ipam.*seed 'n9' is no tapnet node/),
+    ]);
+    expect(problems(MESH.replace("password: pw }", "password: pw, ipam: 10.0.0.0/31 }"))).toEqual([
+      expect.stringMatching(/overlay\.ipam.*no range for the ring/),
+    ]);
     const noMesh = ["name: s", "nodes: { sw: {} }", "hosts:", "  h1: { node: sw }"].join("\n");
     expect(problems(noMesh)).toEqual([expect.stringMatching(/hosts\.h1\.ip.*only hosts of a mesh overlay's nodes/)]);
   });
