@@ -239,8 +239,9 @@ export class Ring {
   }
 
   /**
-   * Gives `to` half of our largest run of free addresses (all of it when it is one
-   * address): a new token naming `to`, and a token after it keeping the rest ours.
+   * Gives `to` part of our largest run of free addresses (an aligned block at its top
+   * that leaves us at least half as much; all of it when it is one address): a new token naming `to`,
+   * and a token after it keeping the rest ours.
    * Returns the donated [start, end), or null when we have nothing to give.
    */
   donate(to: string): { start: number; end: number } | null {
@@ -257,8 +258,17 @@ export class Ring {
       }
     }
     if (best === null) return null;
-    const len = best.end - best.start;
-    const give = { start: len >= 2 ? best.start + Math.floor(len / 2) : best.start, end: best.end };
+    // The largest aligned block at the top of the run that leaves us at least half as much
+    // as it gives (CIDR-like ranges, as Weave's are): [10.32.0.3, 10.48.0.0) gives
+    // 10.40.0.0/13. A run of one address is given whole.
+    let give = { start: best.start, end: best.end };
+    for (let k = 2 ** Math.floor(Math.log2(best.end - best.start)); k >= 1; k /= 2) {
+      const d = Math.floor((best.end - k) / k) * k;
+      if (d >= best.start && best.end - best.start - k >= k / 2) {
+        give = { start: d, end: d + k };
+        break;
+      }
+    }
     let usable = 0;
     for (let a = give.start; a < give.end && usable === 0; a++) if (!this.reserved(a)) usable++;
     if (usable === 0) return null;
