@@ -88,7 +88,7 @@ export async function hostAdd(lab: string, host: string, h: HostAdd, log: Log = 
     await request(node.socket, { cmd: "change", op: "port.add", args: portAdd });
     portMade = true;
     ipBatch([`link set ${host} netns ${ns}`], node.namespace);
-    const cmds = ["link set dev " + host + " name eth0", `link set eth0 mtu ${h.mtu ?? 1500}`, `address add ${ip} dev eth0`, "link set eth0 up"];
+    const cmds = [`link set dev ${host} name eth0`, `link set eth0 mtu ${h.mtu ?? 1500}`, `address add ${ip} dev eth0`, "link set eth0 up"];
     if (h.gateway) cmds.push(`route add default via ${h.gateway} dev eth0`);
     ipBatch(cmds, ns);
     s.hosts[host] = { namespace: ns, node: h.node, ip: ip, gateway: h.gateway, vlan: h.vlan ?? 1, link: "tap" };

@@ -63,6 +63,7 @@ const COUNTERS = [
   "requestsMalformed",
   "donations",
   "allocations",
+  "persistFailures",
 ] as const;
 export type IpamCounter = (typeof COUNTERS)[number];
 
@@ -118,7 +119,13 @@ export class MeshIpam {
   }
 
   private persist(): void {
-    if (this.fd >= 0) fs.writeSync(this.fd, `${JSON.stringify(this.ring.state())}\n`);
+    if (this.fd < 0) return;
+    try {
+      fs.writeSync(this.fd, `${JSON.stringify(this.ring.state())}\n`);
+    } catch (e) {
+      // A full disk must not take the peer down; a restart would then re-read an older line.
+      if (this.counters.persistFailures++ === 0) this.links.log(`mesh ipam: cannot keep the ring in ${this.config.stateFile}: ${(e as Error).message}`);
+    }
   }
 
   /** Our ring to one neighbour (a new one), or to all of them but `except`. */

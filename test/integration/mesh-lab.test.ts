@@ -279,6 +279,9 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
         "s.sendall(msg(3, {'peers': ['x', {'name': 'Bad Name'}, {'name': 'node9', 'uid': 'zz', 'version': 1, 'addresses': [], 'conns': []}]}))",
         "s.sendall(msg(3, {'peers': 7}))",
         "s.sendall(msg(9, {}))",
+        // Rings that are not rings, and one for another range.
+        "s.sendall(msg(5, {'range': '10.32.0.0/12', 'entries': [{'token': 1, 'peer': 'rogue', 'version': 9, 'free': 1}]}))",
+        "s.sendall(msg(5, {'range': '10.0.0.0/8', 'entries': [{'token': 167772160, 'peer': 'rogue', 'version': 9, 'free': 1}]}))",
         // Our FIN comes after the messages: node2 handles them, then closes its side.
         "s.shutdown(socket.SHUT_WR)",
         "while s.recv(4096): pass",
@@ -289,7 +292,7 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
       "the drops to be counted",
       () => {
         const x = mesh("node2").counters;
-        return x.malformedEntries - c0.malformedEntries >= 3 && x.tooLong > c0.tooLong ? x : undefined;
+        return x.malformedEntries - c0.malformedEntries >= 3 && x.tooLong > c0.tooLong && x.ringWrongRange > c0.ringWrongRange ? x : undefined;
       },
       10_000,
       100,
@@ -302,6 +305,9 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     // GOSSIP before HELLO, not JSON, peers not a list, an unknown type.
     expect(c.badMessages - c0.badMessages).toBe(4);
     expect(c.tooLong - c0.tooLong).toBe(1);
+    expect(c.ringMalformed - c0.ringMalformed).toBe(1);
+    expect(c.ringWrongRange - c0.ringWrongRange).toBe(1);
+    expect(mesh("node2").ipam?.peers.map((p) => p.peer)).not.toContain("rogue");
     // node2 is still up and forwarding, and the rogue never became a peer.
     expect(ping(ns("pod1a"), ipOf("pod3a"), 2).status).toBe(0);
     expect(peerNames(mesh("node1"))).not.toContain("node9");
@@ -400,6 +406,10 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     );
     const v3 = mesh("node3");
     expect(v3.uid).not.toBe(old);
+    // Its ring and allocations came back from /run/tapnet/LAB/node3.ipam: pod3a's address stays pod3a's.
+    expect(v3.ipam?.allocations).toEqual({ pod3a: ipOf("pod3a") });
+    expect(ringOwner(v3, ipOf("pod3a"))).toBe("node3");
+    expect(nodeLog("node3")).toMatch(/mesh ipam: ring and 1 allocation\(s\) restored from .*node3\.ipam/);
     // No connection of the old life is left: node1 and node2 (node3's direct neighbours
     // since the heal) hold one connection to node3 each, established.
     for (const v of [mesh("node1"), mesh("node2")])
