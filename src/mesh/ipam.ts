@@ -94,7 +94,7 @@ export class MeshIpam {
     readonly config: IpamConfig,
     private readonly links: IpamLinks,
   ) {
-    this.ring = new Ring(self, config.range);
+    this.ring = new Ring(self, config.range, config.seed);
     let restored = false;
     if (config.stateFile) {
       this.fd = fs.openSync(config.stateFile, fs.constants.O_RDWR | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o600);
@@ -108,7 +108,7 @@ export class MeshIpam {
       }
       if (restored) links.log(`mesh ipam: ring and ${this.ring.allocations.size} allocation(s) restored from ${config.stateFile}`);
     }
-    if (!restored) this.ring.seed(config.seed);
+    if (!restored) this.ring.seed();
   }
 
   stop(): void {
@@ -148,7 +148,8 @@ export class MeshIpam {
     if (r === "malformed") this.counters.ringMalformed++;
     else if (r === "wrongRange") {
       this.counters.ringWrongRange++;
-      if (this.counters.ringWrongRange === 1) this.links.log(`mesh ipam: ${from} gossips another range than ${this.config.range}: refused`);
+      if (this.counters.ringWrongRange === 1)
+        this.links.log(`mesh ipam: ${from} gossips another ring (range or seeds) than ${this.config.range} seeded by ${this.config.seed.join(",")}: refused`);
     } else if (r === "stale") this.counters.ringStale++;
     else {
       this.counters.ringTaken++;

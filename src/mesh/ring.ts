@@ -39,15 +39,17 @@ export interface RingEntry {
   free: number;
 }
 
-/** What a peer gossips: the range (peers with another range refuse it) and the entries. */
+/** What a peer gossips: the ring's identity (range and seeds: peers with another refuse it) and the entries. */
 export interface RingMessage {
   range: string;
+  seed: string[];
   entries: RingEntry[];
 }
 
 /** What a peer keeps across restarts (ipam.ts writes it to the node's state directory). */
 export interface RingState {
   range: string;
+  seed: string[];
   entries: RingEntry[];
   allocations: Record<string, number>;
 }
@@ -89,10 +91,15 @@ export class Ring {
   readonly allocations = new Map<string, number>();
   private readonly taken = new Set<number>();
 
+  /** The seeds, sorted: with the range, what makes two rings the same ring. */
+  readonly seeds: string[];
+
   constructor(
     readonly self: string,
     readonly range: string,
+    seeds: string[] = [],
   ) {
+    this.seeds = [...new Set(seeds)].sort();
     const r = parseRange(range);
     if (r === null) throw new Error(`mesh ipam: '${range}' is not a range like 10.32.0.0/12 (prefix 8-30)`);
     this.start = r.start;
@@ -105,11 +112,11 @@ export class Ring {
   }
 
   /** The initial ring every peer builds alike: the range split evenly among the seeds. */
-  seed(seeds: string[]): void {
-    if (this.ready || seeds.length === 0) return;
-    const names = [...new Set(seeds)].sort();
+  seed(): void {
+    if (this.ready || this.seeds.length === 0) return;
     const size = this.end - this.start;
-    this.entries = names.map((peer, k) => ({ token: this.start + Math.floor((k * size) / names.length), peer, version: 1, free: 0 }));
+    const n = this.seeds.length;
+    this.entries = this.seeds.map((peer, k) => ({ token: this.start + Math.floor((k * size) / n), peer, version: 1, free: 0 }));
     for (const e of this.entries) e.free = this.capacity(e);
   }
 
@@ -154,15 +161,16 @@ export class Ring {
   }
 
   message(): RingMessage {
-    return { range: this.range, entries: this.entries.map((e) => ({ ...e })) };
+    return { range: this.range, seed: [...this.seeds], entries: this.entries.map((e) => ({ ...e })) };
   }
 
   /** Checks a gossiped ring's shape; the entries sorted, or a reason it is refused. */
   check(x: unknown): RingEntry[] | "malformed" | "wrongRange" {
     if (typeof x !== "object" || x === null) return "malformed";
     const m = x as Record<string, unknown>;
-    if (typeof m.range !== "string") return "malformed";
-    if (m.range !== this.range) return "wrongRange";
+    if (typeof m.range !== "string" || !Array.isArray(m.seed) || m.seed.length > 64) return "malformed";
+    // Peers seeded differently would each think they own the start: never merge them.
+    if (m.range !== this.range || JSON.stringify(m.seed) !== JSON.stringify(this.seeds)) return "wrongRange";
     if (!Array.isArray(m.entries) || m.entries.length === 0 || m.entries.length > MAX_ENTRIES) return "malformed";
     const out: RingEntry[] = [];
     const seen = new Set<number>();
@@ -326,14 +334,14 @@ export class Ring {
   }
 
   state(): RingState {
-    return { range: this.range, entries: this.entries.map((e) => ({ ...e })), allocations: Object.fromEntries(this.allocations) };
+    return { ...this.message(), allocations: Object.fromEntries(this.allocations) };
   }
 
   /** What a previous life of this peer kept; false when it does not fit this ring. */
   restore(s: unknown): boolean {
     if (typeof s !== "object" || s === null) return false;
     const st = s as Record<string, unknown>;
-    const entries = this.check({ range: st.range, entries: st.entries });
+    const entries = this.check({ range: st.range, seed: st.seed, entries: st.entries });
     if (typeof entries === "string" || typeof st.allocations !== "object" || st.allocations === null) return false;
     const allocs = Object.entries(st.allocations as Record<string, unknown>);
     if (!allocs.every(([, a]) => typeof a === "number" && Number.isInteger(a) && a >= this.start && a < this.end)) return false;

@@ -280,8 +280,8 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
         "s.sendall(msg(3, {'peers': 7}))",
         "s.sendall(msg(9, {}))",
         // Rings that are not rings, and one for another range.
-        "s.sendall(msg(5, {'range': '10.32.0.0/12', 'entries': [{'token': 1, 'peer': 'rogue', 'version': 9, 'free': 1}]}))",
-        "s.sendall(msg(5, {'range': '10.0.0.0/8', 'entries': [{'token': 167772160, 'peer': 'rogue', 'version': 9, 'free': 1}]}))",
+        "s.sendall(msg(5, {'range': '10.32.0.0/12', 'seed': ['node1'], 'entries': [{'token': 1, 'peer': 'rogue', 'version': 9, 'free': 1}]}))",
+        "s.sendall(msg(5, {'range': '10.0.0.0/8', 'seed': ['node1'], 'entries': [{'token': 167772160, 'peer': 'rogue', 'version': 9, 'free': 1}]}))",
         // Our FIN comes after the messages: node2 handles them, then closes its side.
         "s.shutdown(socket.SHUT_WR)",
         "while s.recv(4096): pass",

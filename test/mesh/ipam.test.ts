@@ -27,8 +27,8 @@ const canon = (r: Ring): string => JSON.stringify(r.message().entries);
 function histories(seed: number): RingMessage[] {
   const rand = rng(seed);
   const names = ["a", "b", "c", "d"];
-  const rings = names.map((n) => new Ring(n, "10.32.0.0/20"));
-  for (const r of rings) r.seed(["a"]);
+  const rings = names.map((n) => new Ring(n, "10.32.0.0/20", ["a"]));
+  for (const r of rings) r.seed();
   const out: RingMessage[] = [];
   for (let k = 0; k < 60; k++) {
     const i = Math.floor(rand() * rings.length);
@@ -51,16 +51,18 @@ describe("the ring's merge (a CRDT)", () => {
         const pick = (): RingMessage => msgs[Math.floor(rand() * msgs.length)];
         const [a, b, c] = [pick(), pick(), pick()];
         const merged = (...ms: RingMessage[]): string => {
-          const r = new Ring("x", "10.32.0.0/20");
+          const r = new Ring("x", "10.32.0.0/20", ["a"]);
           for (const m of ms) r.merge(m);
           return canon(r);
         };
+        // Not vacuous: the merges take the rings.
+        expect(JSON.parse(merged(a, b)).length).toBeGreaterThanOrEqual(a.entries.length);
         expect(merged(a, b)).toBe(merged(b, a));
         expect(merged(a, b, c)).toBe(merged(c, b, a));
         expect(merged(a, b, c)).toBe(merged(b, c, a));
         expect(merged(a, a, b, b)).toBe(merged(a, b));
         // A merge that teaches nothing says so.
-        const r = new Ring("x", "10.32.0.0/20");
+        const r = new Ring("x", "10.32.0.0/20", ["a"]);
         r.merge(a);
         expect(r.merge(a)).toBe("stale");
       }
@@ -68,11 +70,11 @@ describe("the ring's merge (a CRDT)", () => {
   });
 
   it("the higher version wins a token; an older ring cannot undo a newer one", () => {
-    const a = new Ring("a", "10.32.0.0/24");
-    a.seed(["a"]);
+    const a = new Ring("a", "10.32.0.0/24", ["a"]);
+    a.seed();
     const old = a.message();
     expect(a.donate("b")).toEqual({ start: parseRange("10.32.0.128/25")?.start, end: parseRange("10.32.0.128/25")?.end });
-    const b = new Ring("b", "10.32.0.0/24");
+    const b = new Ring("b", "10.32.0.0/24", ["a"]);
     b.merge(a.message());
     expect(b.merge(old)).toBe("stale");
     expect(b.summary().map((p) => [p.peer, p.ranges.map((r) => `${r.start}-${r.end}`), p.free])).toEqual([
@@ -284,38 +286,41 @@ describe("what a peer may send", () => {
       7,
       "ring",
       { range: "10.32.0.0/12" },
-      { range: "10.32.0.0/12", entries: [] },
-      { range: "10.32.0.0/12", entries: [{ token: 1, peer: "b", version: 9, free: 1 }] }, // no token at the start
-      { range: "10.32.0.0/12", entries: [{ ...good.entries[0], version: 0 }] },
-      { range: "10.32.0.0/12", entries: [{ ...good.entries[0], peer: "Bad Name" }] },
-      { range: "10.32.0.0/12", entries: [{ ...good.entries[0], token: 2 ** 33 }] },
-      { range: "10.32.0.0/12", entries: [{ ...good.entries[0], free: -1 }] },
-      { range: "10.32.0.0/12", entries: [good.entries[0], good.entries[0]] },
-      { range: "10.32.0.0/12", entries: new Array(5000).fill(good.entries[0]) },
+      { range: "10.32.0.0/12", entries: good.entries }, // no seeds
+      { range: "10.32.0.0/12", seed: ["a"], entries: [] },
+      { range: "10.32.0.0/12", seed: ["a"], entries: [{ token: 1, peer: "b", version: 9, free: 1 }] }, // no token at the start
+      { range: "10.32.0.0/12", seed: ["a"], entries: [{ ...good.entries[0], version: 0 }] },
+      { range: "10.32.0.0/12", seed: ["a"], entries: [{ ...good.entries[0], peer: "Bad Name" }] },
+      { range: "10.32.0.0/12", seed: ["a"], entries: [{ ...good.entries[0], token: 2 ** 33 }] },
+      { range: "10.32.0.0/12", seed: ["a"], entries: [{ ...good.entries[0], free: -1 }] },
+      { range: "10.32.0.0/12", seed: ["a"], entries: [good.entries[0], good.entries[0]] },
+      { range: "10.32.0.0/12", seed: ["a"], entries: new Array(5000).fill(good.entries[0]) },
     ];
     for (const b of bad) p.onRing("b", b);
-    p.onRing("b", { range: "10.0.0.0/8", entries: good.entries });
+    p.onRing("b", { range: "10.0.0.0/8", seed: ["a"], entries: good.entries });
+    // Seeded differently: b would think it owns the start too.
+    p.onRing("b", { range: "10.32.0.0/12", seed: ["b"], entries: good.entries.map((e) => ({ ...e, peer: "b", version: 5 })) });
     p.onRing("b", good);
     for (const b of [null, {}, { from: "b", to: "a" }, { from: "B!", to: "a", ttl: 3 }, { from: "b", to: "a", ttl: "x" }]) p.onRequest("b", b);
-    expect(p.counters).toMatchObject({ ringMalformed: bad.length, ringWrongRange: 1, ringStale: 1, ringTaken: 0, requestsMalformed: 5 });
+    expect(p.counters).toMatchObject({ ringMalformed: bad.length, ringWrongRange: 2, ringStale: 1, ringTaken: 0, requestsMalformed: 5 });
     expect(canon(p.ring)).toBe(before);
-    expect(logs.some((l) => l.includes("another range"))).toBe(true);
+    expect(logs.some((l) => l.includes("another ring"))).toBe(true);
   });
 
   it("5,000 mutated rings: no exception, the ring stays whole (sorted, starting at the range's start)", () => {
     const rand = rng(42);
     const msgs = histories(5);
-    const p = new Ring("a", "10.32.0.0/20");
-    p.seed(["a"]);
+    const p = new Ring("a", "10.32.0.0/20", ["a"]);
+    p.seed();
     const values = [0, -1, 1, 2 ** 31, 2 ** 32, 1.5, Number.NaN, null, "x", {}, [], true, p.start, p.end, p.end - 1];
     let broken = 0;
     for (let k = 0; k < 5_000; k++) {
       const m = JSON.parse(JSON.stringify(msgs[Math.floor(rand() * msgs.length)])) as Record<string, unknown>;
       const es = m.entries as Array<Record<string, unknown>>;
       const e = es[Math.floor(rand() * es.length)];
-      const field = ["token", "peer", "version", "free", "range", "entries"][Math.floor(rand() * 6)];
+      const field = ["token", "peer", "version", "free", "range", "seed", "entries"][Math.floor(rand() * 7)];
       const v = values[Math.floor(rand() * values.length)];
-      if (field === "range" || field === "entries") m[field] = v;
+      if (field === "range" || field === "seed" || field === "entries") m[field] = v;
       else e[field] = v;
       p.merge(m); // throws: the test fails
       if (p.entries[0].token !== p.start) broken++;
