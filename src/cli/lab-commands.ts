@@ -162,13 +162,13 @@ export function registerLab(program: Command): Command {
     .argument("<lab>", "the lab")
     .argument("<host>", "the new host's name")
     .requiredOption("--node <name>", "the node whose port it gets")
-    .requiredOption("--ip <cidr>", "its address, e.g. 10.0.0.9/24")
+    .option("--ip <cidr>", "its address, e.g. 10.0.0.9/24 (left out on a mesh node: one from the node's share of the address ring)")
     .option("--gateway <address>", "its default route")
     .option("--vlan <n>", "the access VLAN of its port", (v) => intArg(v, "--vlan"))
     .option("--mtu <n>", "its eth0's MTU", (v) => intArg(v, "--mtu"))
     .option("-q, --quiet", "print nothing but errors")
     .description("a new host (namespace with eth0) on a node of a running lab")
-    .action(async (labName: string, name: string, o: { node: string; ip: string; gateway?: string; vlan?: number; mtu?: number; quiet?: boolean }) => {
+    .action(async (labName: string, name: string, o: { node: string; ip?: string; gateway?: string; vlan?: number; mtu?: number; quiet?: boolean }) => {
       const { hostAdd } = await import("../lab/hosts.js");
       await hostAdd(labName, name, { node: o.node, ip: o.ip, gateway: o.gateway, vlan: o.vlan, mtu: o.mtu }, o.quiet ? () => undefined : (m) => console.log(m));
     });

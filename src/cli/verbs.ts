@@ -15,6 +15,7 @@
  *   tapnet masquerade add|del --source CIDR… --interface IF
  *   tapnet conntrack flush             tapnet conntrack delete -p PROTO -s ADDR -d ADDR [--sport N] [--dport N]
  *   tapnet tunnel peer add|del PORT ADDR
+ *   tapnet mesh rmpeer NAME            (a gone peer's address ranges become this node's)
  *   tapnet router set [dev IF [send_redirects 0|1] [accept_source_route 0|1]] [icmp_ratelimit MS] [icmp_ratemask MASK]
  *
  * Each takes --node (needed when the lab has several nodes), --lab and --json, exits
@@ -284,4 +285,13 @@ export function registerVerbs(program: Command): void {
   target(router.command("set").argument("<words...>", "dev IF, send_redirects 0|1, accept_source_route 0|1, icmp_ratelimit MS, icmp_ratemask MASK"))
     .description("change send_redirects, accept_source_route (per interface), icmp_ratelimit or icmp_ratemask")
     .action(async (argv: string[], o: Target) => void (await sendChange(o, "router.set", routerSetArgs(argv))));
+
+  const mesh = program.command("mesh").description("a node's mesh peer (src/mesh/)");
+  target(mesh.command("rmpeer").argument("<name>", "a peer that is gone for good"))
+    .description("the address ranges of a gone peer become this node's (gossiped to all; refused while the peer is reachable)")
+    .action(async (name: string, o: Target) => {
+      const { node, socket } = changeSocket(o);
+      const r = await request<{ ranges: number }>(socket, { cmd: "mesh-ipam", op: "rmpeer", peer: name });
+      console.log(o.json ? JSON.stringify(r, null, 2) : `${node} took over ${r.ranges} range(s) of ${name}`);
+    });
 }

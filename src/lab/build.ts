@@ -17,6 +17,8 @@
  *   - state lives in /run/tapnet/L/ (state.json, node configs, logs, the root-only
  *     control sockets), written before each step so `lab down` can always undo it.
  */
+import { meshStateFile } from "../mesh/ipam.js";
+import { meshAddress } from "../mesh/lab.js";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
@@ -71,7 +73,7 @@ export function startSupervisor(state: LabState, t: Topology, node: string, name
   const cfgPath = path.join(dir, `${node}.json`);
   const logPath = path.join(dir, `${node}.log`);
   fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
-  if (cfg.journal) fs.rmSync(cfg.journal, { force: true });
+  if (cfg.journal) for (const f of [cfg.journal, meshStateFile(cfg.journal)]) fs.rmSync(f, { force: true });
   const out = fs.openSync(logPath, "a");
   const child = spawn(process.execPath, [CLI, "node", "supervise", cfgPath], { detached: true, stdio: ["ignore", out, out], env: process.env });
   fs.closeSync(out);
@@ -149,7 +151,7 @@ async function tellArpBinding(t: Topology, state: LabState, h: string): Promise<
   const nodes = Object.entries(t.nodes).filter(([n, s]) => !isKernelNode(s) && s.arpInspection?.vlans.includes(vlan) && state.nodes[n]);
   if (nodes.length === 0) return;
   const mac = run(["ip", "netns", "exec", state.hosts[h].namespace, "cat", "/sys/class/net/eth0/address"]).trim();
-  for (const [n] of nodes) await request(state.nodes[n].socket, { cmd: "arp-binding", vlan, ip: hs.ip.split("/")[0], mac, source: "lab" });
+  for (const [n] of nodes) await request(state.nodes[n].socket, { cmd: "arp-binding", vlan, ip: state.hosts[h].ip.split("/")[0], mac, source: "lab" });
 }
 
 export async function build(t: Topology, state: LabState, log: Log, abort?: AbortSignal): Promise<void> {
@@ -310,6 +312,9 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   //    host's settings.
   await step();
   const hosts = Object.entries(t.hosts);
+  // A mesh node's host without an address gets one from the node's share of the ring.
+  const ips = new Map<string, string>();
+  for (const [h, hs] of hosts) ips.set(h, hs.ip ?? (await meshAddress(state.nodes[hs.node].socket, h)));
   for (const [h, hs] of [...hosts].sort(([, a], [, b]) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))) {
     if (hs.link === "tap" && !kernel(hs.node)) plan.ip(ns(hs.node), `link set ${h} netns ${ns(h)} name eth0`);
   }
@@ -317,12 +322,19 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     if (tapHostNs.has(ns(h))) plan.ip(ns(h), "link set lo up");
     plan.ip(ns(h), `link set eth0 mtu ${hs.mtu}`);
     if (hs.mac) plan.ip(ns(h), `link set eth0 address ${hs.mac}`);
-    plan.ip(ns(h), `address add ${hs.ip} dev eth0`).ip(ns(h), "link set eth0 up");
+    plan.ip(ns(h), `address add ${ips.get(h)} dev eth0`).ip(ns(h), "link set eth0 up");
     if (hs.gateway) plan.ip(ns(h), `route add default via ${hs.gateway} dev eth0`);
   }
   plan.run();
   for (const [h, hs] of hosts) {
-    state.hosts[h] = { namespace: ns(h), node: hs.node, ip: hs.ip, gateway: hs.gateway, vlan: hs.vlan ?? 1, link: kernel(hs.node) ? "veth" : hs.link };
+    state.hosts[h] = {
+      namespace: ns(h),
+      node: hs.node,
+      ip: ips.get(h) as string,
+      gateway: hs.gateway,
+      vlan: hs.vlan ?? 1,
+      link: kernel(hs.node) ? "veth" : hs.link,
+    };
   }
   writeState(state);
   for (const [h] of hosts) {

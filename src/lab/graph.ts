@@ -73,7 +73,9 @@ export function topologyDot(t: Topology, live?: LiveCounters): string {
     out.push(`  ${id.node(n)} [shape=box, ${style}, label=${q(...lines)}];`);
   }
   for (const [h, s] of Object.entries(t.hosts)) {
-    out.push(`  ${id.host(h)} [shape=ellipse, style=filled, fillcolor="#e6f5e6", label=${q(h, s.ip, s.gateway && `gw ${s.gateway}`)}];`);
+    out.push(
+      `  ${id.host(h)} [shape=ellipse, style=filled, fillcolor="#e6f5e6", label=${q(h, s.ip ?? "address from the ring", s.gateway && `gw ${s.gateway}`)}];`,
+    );
     const vlan = s.vlan !== undefined ? `vlan ${s.vlan}` : undefined;
     out.push(
       `  ${id.host(h)} -- ${id.node(s.node)} [label=${q(vlan, s.link === "veth" ? "veth" : undefined, s.mtu !== 1500 ? `mtu ${s.mtu}` : undefined, counters(s.node, h))}];`,

@@ -6,6 +6,7 @@
  * and a failure undoes what was done, so a refused or failed `host add` leaves nothing.
  */
 import { request } from "../control/client.js";
+import { meshAddress } from "../mesh/lab.js";
 import { parseCidr, parseIp } from "../wire/ipv4addr.js";
 import { addNamespace } from "./build.js";
 import { type LabState, type Log, nsName, readState, writeState } from "./state.js";
@@ -14,7 +15,8 @@ import { IFNAME_MAX, isKernelNode, loadTopology, NAME } from "./topology.js";
 
 export interface HostAdd {
   node: string;
-  ip: string;
+  /** Left out on a mesh node: the node's share of the address ring gives one. */
+  ip?: string;
   gateway?: string;
   vlan?: number;
   mtu?: number;
@@ -27,7 +29,7 @@ function labState(lab: string): LabState {
 }
 
 /** Every check that needs no change: names, addresses, the node. */
-function check(s: LabState, host: string, h: HostAdd): void {
+function check(s: LabState, host: string, h: HostAdd & { ip: string }): void {
   if (!NAME.test(host) || host.length > IFNAME_MAX)
     throw new Error(`host name '${host}': start with a letter, use a-z, 0-9 and '-', at most ${IFNAME_MAX} characters`);
   if (s.hosts[host] || s.nodes[host]) throw new Error(`lab ${s.lab} already has a host or node named '${host}'`);
@@ -62,10 +64,19 @@ function check(s: LabState, host: string, h: HostAdd): void {
 
 export async function hostAdd(lab: string, host: string, h: HostAdd, log: Log = () => undefined): Promise<void> {
   const s = labState(lab);
-  check(s, host, h);
+  // Without --ip: everything else is checked first (with a placeholder address), then the node's ring gives one.
+  check(s, host, { ...h, ip: h.ip ?? "0.0.0.1/0" });
   const node = s.nodes[h.node];
   const ns = nsName(lab, host);
   if (netnsList().includes(ns)) throw new Error(`network namespace ${ns} exists already and no lab records it: ip netns del ${ns}`);
+  const fromRing = h.ip === undefined;
+  if (fromRing) {
+    if (h.gateway !== undefined) throw new Error("--gateway needs --ip (a mesh pod's address comes from the ring, on one flat subnet)");
+    h.ip = await meshAddress(node.socket, host).catch((e: Error) => {
+      throw new Error(`host ${host}: no --ip, and node ${h.node} gives none: ${e.message}`);
+    });
+  }
+  const ip = h.ip as string;
   const portAdd = { name: host, kind: "tap", vlan: h.vlan ?? 1 };
   await request(node.socket, { cmd: "change", op: "port.add", args: portAdd, dryRun: true });
   let portMade = false;
@@ -74,19 +85,23 @@ export async function hostAdd(lab: string, host: string, h: HostAdd, log: Log = 
     await request(node.socket, { cmd: "change", op: "port.add", args: portAdd });
     portMade = true;
     ipBatch([`link set ${host} netns ${ns}`], node.namespace);
-    const cmds = [`link set dev ${host} name eth0`, `link set eth0 mtu ${h.mtu ?? 1500}`, `address add ${h.ip} dev eth0`, "link set eth0 up"];
+    const cmds = [`link set dev ${host} name eth0`, `link set eth0 mtu ${h.mtu ?? 1500}`, `address add ${ip} dev eth0`, "link set eth0 up"];
     if (h.gateway) cmds.push(`route add default via ${h.gateway} dev eth0`);
     ipBatch(cmds, ns);
-    s.hosts[host] = { namespace: ns, node: h.node, ip: h.ip, gateway: h.gateway, vlan: h.vlan ?? 1, link: "tap" };
+    s.hosts[host] = { namespace: ns, node: h.node, ip: ip, gateway: h.gateway, vlan: h.vlan ?? 1, link: "tap" };
     writeState(s);
     // ARP inspection's binding of the new host, on every node that inspects ARP.
     const mac = run(["ip", "netns", "exec", ns, "cat", "/sys/class/net/eth0/address"]).trim();
     for (const n of Object.values(s.nodes)) {
-      await request(n.socket, { cmd: "arp-binding", vlan: h.vlan ?? 1, ip: h.ip.split("/")[0], mac, source: "lab", optional: true });
+      // A node that is gone (killed, not restarted) inspects nothing: skipped.
+      await request(n.socket, { cmd: "arp-binding", vlan: h.vlan ?? 1, ip: ip.split("/")[0], mac, source: "lab", optional: true }).catch((e: Error) => {
+        if (n === node || !/the node process is gone/.test(e.message)) throw e;
+      });
     }
-    log(`host ${host} joined lab ${lab} on node ${h.node} (${h.ip})`);
+    log(`host ${host} joined lab ${lab} on node ${h.node} (${ip})`);
   } catch (e) {
     if (portMade) await request(node.socket, { cmd: "change", op: "port.del", args: { name: host } }).catch(() => undefined);
+    if (fromRing) await request(node.socket, { cmd: "mesh-ipam", op: "release", owner: host, optional: true }).catch(() => undefined);
     if (netnsList().includes(ns)) run(["ip", "netns", "del", ns]);
     s.namespaces = s.namespaces.filter((n) => n !== ns);
     writeState(s);
@@ -101,6 +116,8 @@ export async function hostDel(lab: string, host: string, log: Log = () => undefi
   if (h.run) throw new Error(`host ${host} runs '${h.run.command}' from the topology: it leaves with lab down`);
   const node = s.nodes[h.node];
   if (node && h.link === "tap") await request(node.socket, { cmd: "change", op: "port.del", args: { name: host } });
+  // Its address from the mesh's ring, if it had one, goes back.
+  if (node) await request(node.socket, { cmd: "mesh-ipam", op: "release", owner: host, optional: true }).catch(() => undefined);
   for (const n of Object.values(s.nodes)) {
     await request(n.socket, { cmd: "arp-binding", remove: true, vlan: h.vlan, ip: h.ip.split("/")[0], optional: true }).catch(() => undefined);
   }

@@ -86,7 +86,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
       kind: "mesh",
       ifname: MESH_PORT_NAME,
       vlan: { mode: "access", vlan: 1 },
-      mesh: { name: node, port: m.port, password: m.password, peers: m.peers, addresses, underlayMtu: ul?.mtu ?? 1500 },
+      mesh: { name: node, port: m.port, password: m.password, peers: m.peers, addresses, underlayMtu: ul?.mtu ?? 1500, ...(m.ipam ? { ipam: m.ipam } : {}) },
       trusted: true,
     });
     mtuOf[MESH_PORT_NAME] = (ul?.mtu ?? 1500) - 60;

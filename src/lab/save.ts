@@ -7,6 +7,7 @@
  * `overlay:` section is written out expanded: as the interfaces, routes, neighbours and
  * FDB entries it made, plus whatever changed since.
  */
+import { meshRingOf } from "../mesh/lab.js";
 import { isMap, parseDocument, stringify } from "yaml";
 import fs from "node:fs";
 import { request } from "../control/client.js";
@@ -137,12 +138,15 @@ export async function labSave(lab: string): Promise<string> {
     for (const p of c?.ports ?? []) if (p.impair && s.hosts[p.name]?.node === name) impairs[p.name] = impairSpec(p.impair);
   }
   const hosts: Obj = {};
+  const ring = meshRingOf(raw.overlay);
   for (const [name, h] of Object.entries(s.hosts)) {
     const r = rawHosts[name] ?? {};
+    // An address the mesh's ring gave stays the ring's to give (a restarted lab asks again).
+    const fromRing = ring !== null && (rawHosts[name] ? r.ip === undefined : ring(h.ip));
     hosts[name] = Object.fromEntries(
       Object.entries({
         node: h.node,
-        ip: h.ip,
+        ip: fromRing ? undefined : h.ip,
         gateway: h.gateway,
         vlan: h.vlan !== 1 ? h.vlan : undefined,
         link: h.link !== "tap" ? h.link : undefined,

@@ -3,6 +3,7 @@
  * addresses that clash or sit outside their subnet, next hops on no connected subnet,
  * what kernel nodes and overlays need. Each problem carries the path of its field.
  */
+import { meshHostWithoutIp, meshIpamChecks } from "../mesh/lab.js";
 import { DhcpServer } from "../elements/router/dhcp.js";
 import { bgpChecks } from "./bgp.js";
 import { ipInSubnet, ipToString, maskFromPrefix } from "../wire/ipv4addr.js";
@@ -117,7 +118,7 @@ export function fabricChecks(t: Topology): Problem[] {
       if (!spec.underlay)
         problems.push({ path: ["nodes", n, "underlay"], message: `overlay ${t.overlay.backend} needs every node on the underlay: missing (required)` });
     }
-    problems.push(...bgpChecks(t));
+    problems.push(...bgpChecks(t), ...meshIpamChecks(t));
     if (t.overlay.directRouting && t.overlay.backend !== "vxlan")
       problems.push({ path: ["overlay", "directRouting"], message: `flannel's DirectRouting is a vxlan option; backend ${t.overlay.backend} has none` });
   }
@@ -143,6 +144,11 @@ export function semanticChecks(t: Topology, declared: Declared): Problem[] {
   for (const [h, spec] of Object.entries(t.hosts)) {
     if (!declared.nodes.has(spec.node)) {
       problems.push({ path: ["hosts", h, "node"], message: `unknown node '${spec.node}' (nodes: ${nodeNames.join(", ")})` });
+    }
+    if (spec.ip === undefined) {
+      const why = meshHostWithoutIp(t, spec);
+      if (why) problems.push({ path: ["hosts", h, "ip"], message: why });
+      continue;
     }
     const c = splitCidr(spec.ip);
     if (!c) {

@@ -158,6 +158,8 @@ const MeshSpec = z.strictObject({
   password: z.string().min(1).optional(),
   /** Underlay addresses to connect to at start (more are learned by gossip). */
   peers: z.array(ipv4).default([]),
+  /** The address ring this peer shares (src/mesh/ipam.ts). */
+  ipam: z.strictObject({ range: cidr, seed: z.array(z.string()).min(1) }).optional(),
 });
 
 const VxlanSpec = z.strictObject({
@@ -274,7 +276,8 @@ const EtcdSpec = z.strictObject({
 
 const HostSpec = z.strictObject({
   node: z.string(),
-  ip: cidr,
+  /** Left out on a node of a mesh overlay: the node's share of the address ring gives one (src/mesh/ipam.ts). */
+  ip: cidr.optional(),
   gateway: ipv4.optional(),
   vlan: vid.optional(),
   link: z.enum(["tap", "veth"]).default("tap"),
@@ -345,6 +348,12 @@ const TopologySchema = z.strictObject({
       directRouting: z.boolean().default(false),
       /** mesh: a shared password; peers prove they know it (src/mesh/auth.ts). */
       password: z.string().min(1).optional(),
+      /**
+       * mesh: the pod range the peers split among themselves (src/mesh/ipam.ts): a CIDR
+       * (Weave's 10.32.0.0/12 when left out), and the peers that own it at first (the
+       * lowest node name when left out).
+       */
+      ipam: z.union([cidr, z.strictObject({ range: cidr.default("10.32.0.0/12"), seed: z.array(z.string()).min(1).optional() })]).optional(),
       // BGP backends (src/lab/bgp.ts): Calico's settings, and BIRD routers of the underlay.
       asNumber: z.number().int().min(1).max(4294967295).default(64512),
       ipipMode: z.enum(["Always", "CrossSubnet"]).default("Always"),

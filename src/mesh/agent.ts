@@ -32,8 +32,13 @@ import { randomBytes } from "node:crypto";
 import net from "node:net";
 import { parseIp } from "../wire/ipv4addr.js";
 import { deriveKey, newNonce, proof, verify } from "./auth.js";
+import { type IpamConfig, type IpamLinks, MeshIpam } from "./ipam.js";
 import type { SleevePort } from "./sleeve-port.js";
 import { checkEntry, MeshTopology, PEER_NAME, type PeerEntry, type Routes } from "./topology.js";
+import { portTables } from "./port-tables.js";
+import { type MeshView, meshView } from "./view.js";
+
+export type { MeshView };
 import { encodeMessage, MESH_PROTOCOL, MessageReader, MSG, SLEEVE_ACK, SLEEVE_HEARTBEAT, shortId } from "./wire.js";
 
 export interface MeshAgentConfig {
@@ -50,6 +55,8 @@ export interface MeshAgentConfig {
   heartbeatMs?: number;
   deadMs?: number;
   gossipMs?: number;
+  /** The address ring (ipam.ts); none: no IPAM. */
+  ipam?: IpamConfig;
   log?: (line: string) => void;
 }
 
@@ -70,7 +77,7 @@ type AgentCounter = (typeof COUNTER_NAMES)[number];
 
 type ConnState = "handshake" | "pending" | "established";
 
-interface Conn {
+export interface Conn {
   sock: net.Socket;
   outbound: boolean;
   addr: string;
@@ -89,7 +96,7 @@ interface Conn {
   duplicate: boolean;
 }
 
-interface Target {
+export interface Target {
   addr: string;
   configured: boolean;
   conn: Conn | null;
@@ -104,18 +111,19 @@ export class MeshAgent {
   readonly short: number;
   readonly topology: MeshTopology;
   readonly counters: Record<AgentCounter, number> = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0])) as Record<AgentCounter, number>;
-  private readonly key: Buffer | null;
+  readonly key: Buffer | null;
   private server: net.Server | null = null;
-  private readonly conns = new Set<Conn>();
-  private readonly targets = new Map<string, Target>();
+  readonly conns = new Set<Conn>();
+  readonly targets = new Map<string, Target>();
   private timers: NodeJS.Timeout[] = [];
-  private routes: Routes = { nextHop: new Map(), children: new Map(), reachable: new Set() };
+  routes: Routes = { nextHop: new Map(), children: new Map(), reachable: new Set() };
   private readonly slots = new Map<string, number>();
   private readonly log: (line: string) => void;
   private readonly heartbeatMs: number;
   private readonly deadMs: number;
   private readonly gossipMs: number;
   private stopped = false;
+  readonly ipam: MeshIpam | null;
 
   constructor(
     readonly config: MeshAgentConfig,
@@ -131,6 +139,7 @@ export class MeshAgent {
     this.deadMs = config.deadMs ?? 2500;
     this.gossipMs = config.gossipMs ?? 5000;
     for (const a of config.peers) this.target(a, true);
+    this.ipam = config.ipam ? new MeshIpam(config.name, config.ipam, this.ipamLinks()) : null;
     port.listener = {
       heartbeat: (from, addr, p) => this.onHeartbeat(from, addr, p),
       ack: (from) => this.onAck(from),
@@ -152,7 +161,10 @@ export class MeshAgent {
     this.timers.push(
       setInterval(() => this.tick(), this.heartbeatMs),
       setInterval(() => this.gossipAll(), this.gossipMs),
-      setInterval(() => this.collect(), 1000),
+      setInterval(() => {
+        this.collect();
+        this.ipam?.pump();
+      }, 1000),
     );
     this.tick();
   }
@@ -165,6 +177,7 @@ export class MeshAgent {
     this.conns.clear();
     this.server?.close();
     this.server = null;
+    this.ipam?.stop();
   }
 
   private target(addr: string, configured: boolean): Target {
@@ -330,6 +343,9 @@ export class MeshAgent {
     if (type === MSG.HELLO) return this.onHello(c, b);
     if (type === MSG.AUTH) return this.onAuth(c, b);
     if (type === MSG.GOSSIP && c.state !== "handshake") return this.onGossip(c, b);
+    if ((type === MSG.RING || type === MSG.IPAM_REQUEST) && c.state !== "handshake" && c.peer !== null && this.ipam !== null) {
+      return type === MSG.RING ? this.ipam.onRing(c.peer.name, b) : this.ipam.onRequest(c.peer.name, b);
+    }
     this.counters.badMessages++;
   }
 
@@ -412,6 +428,7 @@ export class MeshAgent {
     this.log(`mesh: connected ${c.outbound ? "to" : "from"} ${peer.name} (${c.addr}, uid ${peer.uid})`);
     this.send(c, MSG.GOSSIP, { peers: this.topology.all() });
     this.counters.gossipSent++;
+    this.ipam?.sendRing(peer.name);
     this.port.sendControl(SLEEVE_HEARTBEAT, c.addr, this.config.port, peer.short);
   }
 
@@ -464,6 +481,7 @@ export class MeshAgent {
       this.send(c, MSG.GOSSIP, { peers: all });
       this.counters.gossipSent++;
     }
+    this.ipam?.sendRing();
   }
 
   /** Our established connections changed: a new version of our entry, to everyone. */
@@ -487,6 +505,24 @@ export class MeshAgent {
     this.reprogram();
   }
 
+  /** What the address ring needs of the connections and routes. */
+  private ipamLinks(): IpamLinks {
+    const live = (name: string): Conn | undefined => [...this.conns].find((c) => c.peer?.name === name && c.state !== "handshake" && !c.closed);
+    return {
+      neighbours: () => [
+        ...new Set([...this.conns].filter((c) => c.peer !== null && c.state !== "handshake" && !c.closed).map((c) => (c.peer as { name: string }).name)),
+      ],
+      send: (peer, type, body) => {
+        const c = live(peer);
+        if (c !== undefined) this.send(c, type, body);
+        return c !== undefined;
+      },
+      nextHop: (peer) => this.routes.nextHop.get(peer),
+      reachable: () => [...this.routes.reachable].filter((n) => n !== this.config.name),
+      log: (l) => this.log(l),
+    };
+  }
+
   private connTo(name: string): Conn | undefined {
     for (const c of this.conns) if (c.peer?.name === name && c.state === "established") return c;
     return undefined;
@@ -495,42 +531,11 @@ export class MeshAgent {
   /** Routes from the view, into the sleeve port's tables. */
   private reprogram(): void {
     this.routes = this.topology.routes();
-    let flush = false;
-    for (const [name, slot] of this.slots) {
-      if (!this.topology.peers.has(name)) {
-        this.slots.delete(name);
-        flush = true;
-        void slot;
-      }
-    }
-    const used = new Set(this.slots.values());
-    for (const name of this.topology.peers.keys()) {
-      if (this.slots.has(name)) continue;
-      let s = 0;
-      while (used.has(s)) s++;
-      this.slots.set(name, s);
-      used.add(s);
-    }
     const addrOf = (n: string): number => {
       const c = this.connTo(n);
       return c === undefined ? 0 : parseIp(c.addr);
     };
-    const max = Math.max(0, ...this.slots.values()) + 1;
-    const peers: Array<{ short: number; nextHop: number; children: number[] } | null> = new Array(max).fill(null);
-    for (const [name, slot] of this.slots) {
-      const hop = this.routes.nextHop.get(name);
-      peers[slot] = {
-        short: shortId(name),
-        nextHop: hop === undefined ? 0 : addrOf(hop),
-        children: (this.routes.children.get(name) ?? []).map(addrOf).filter((a) => a !== 0),
-      };
-    }
-    this.port.program({
-      selfShort: this.short,
-      peers,
-      ownChildren: (this.routes.children.get(this.config.name) ?? []).map(addrOf).filter((a) => a !== 0),
-      flushMacs: flush,
-    });
+    this.port.program(portTables(this.config.name, this.topology, this.routes, this.slots, addrOf));
   }
 
   private onHeartbeat(from: number, addr: number, port: number): void {
@@ -557,77 +562,8 @@ export class MeshAgent {
     this.counters.unknownHeartbeats++;
   }
 
-  /** Whether we hold a connection to the peer that announces this address. */
-  private ownerConnected(addr: string): boolean {
-    const owner = [...this.topology.peers.values()].find((p) => p.addresses.includes(addr));
-    return owner !== undefined && [...this.conns].some((c) => c.peer?.name === owner.name && c.state !== "handshake");
-  }
-
-  /** `tapnet show mesh`: our view. */
+  /** `tapnet show mesh`: our view (view.ts). */
   show(): MeshView {
-    const r = this.routes;
-    const me = this.config.name;
-    return {
-      name: me,
-      uid: this.uid,
-      port: this.config.port,
-      password: this.key !== null,
-      connections: [...this.conns]
-        .map((c): MeshView["connections"][number] => ({
-          peer: c.peer?.name ?? null,
-          address: c.addr,
-          direction: c.outbound ? ("outbound" as const) : ("inbound" as const),
-          state: c.state,
-        }))
-        .concat(
-          [...this.targets.values()]
-            .filter((t) => t.conn === null && t.state === "failed" && !this.ownerConnected(t.addr))
-            .map((t) => ({
-              peer: [...this.topology.peers.values()].find((p) => p.addresses.includes(t.addr))?.name ?? null,
-              address: t.addr,
-              direction: "outbound" as const,
-              state: "failed",
-              error: t.lastError,
-            })),
-        ),
-      peers: [...this.topology.peers.values()]
-        .map((p) => {
-          const hop = r.nextHop.get(p.name) ?? null;
-          return {
-            name: p.name,
-            uid: p.uid,
-            version: p.version,
-            addresses: p.addresses,
-            connections: p.conns.map((c) => c.peer),
-            reachable: r.reachable.has(p.name),
-            nextHop: p.name === me ? null : hop,
-            via: p.name === me ? "self" : hop === null ? "unreachable" : hop === p.name ? "direct" : `relay ${hop}`,
-          };
-        })
-        .sort((a, b) => (a.name < b.name ? -1 : 1)),
-      broadcast: Object.fromEntries([...r.children].sort().map(([o, ch]) => [o, ch])),
-      counters: { ...this.counters, ...this.port.tunnelCounters() },
-    };
+    return meshView(this);
   }
-}
-
-export interface MeshView {
-  name: string;
-  uid: string;
-  port: number;
-  password: boolean;
-  connections: Array<{ peer: string | null; address: string; direction: "outbound" | "inbound"; state: string; error?: string }>;
-  peers: Array<{
-    name: string;
-    uid: string;
-    version: number;
-    addresses: string[];
-    connections: string[];
-    reachable: boolean;
-    nextHop: string | null;
-    via: string;
-  }>;
-  /** Origin -> our children in its broadcast tree. */
-  broadcast: Record<string, string[]>;
-  counters: Record<string, number>;
 }

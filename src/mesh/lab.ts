@@ -5,8 +5,60 @@
  * gossip. Pods sit on one flat subnet across the nodes (Weave's model): the mesh
  * bridges their frames, no router is involved.
  */
-import { isKernelNode, type Topology } from "../lab/topology-schema.js";
+import { request } from "../control/client.js";
+import { type HostSpec, ipToU32, isKernelNode, type Topology } from "../lab/topology-schema.js";
+import { parseRange } from "./ring.js";
 import { MESH_PORT } from "./wire.js";
+
+/** Weave's default pod range. */
+export const DEFAULT_IPAM_RANGE = "10.32.0.0/12";
+
+/**
+ * The address ring of a mesh topology: the range (Weave's when not given) and its first
+ * owners (the lowest tapnet node name when not given: every peer builds the same ring).
+ */
+export function meshIpam(t: Topology): { range: string; seed: string[] } | null {
+  const o = t.overlay;
+  if (o?.backend !== "mesh") return null;
+  const spec: { range?: string; seed?: string[] } = typeof o.ipam === "string" ? { range: o.ipam } : (o.ipam ?? {});
+  const nodes = Object.keys(t.nodes)
+    .filter((n) => !isKernelNode(t.nodes[n]))
+    .sort();
+  return { range: spec.range ?? DEFAULT_IPAM_RANGE, seed: spec.seed ?? nodes.slice(0, 1) };
+}
+
+/** Why a host without an address is wrong (null: a mesh node's ring gives it one). */
+export function meshHostWithoutIp(t: Topology, h: HostSpec): string | null {
+  const node = t.nodes[h.node];
+  if (meshIpam(t) !== null && node !== undefined && !isKernelNode(node)) {
+    return h.gateway === undefined ? null : "a gateway needs the host's address in the file (pods of the mesh are on one flat subnet)";
+  }
+  return "missing (required: only hosts of a mesh overlay's nodes get one from its address ring)";
+}
+
+/** The ring's range and seeds, and static host addresses the ring could hand out too. */
+export function meshIpamChecks(t: Topology): Array<{ path: Array<string | number>; message: string }> {
+  const m = meshIpam(t);
+  if (m === null) return [];
+  const at = ["overlay", "ipam"];
+  const r = parseRange(m.range);
+  if (r === null) return [{ path: at, message: `'${m.range}' is no range for the ring (a CIDR with prefix 8-30)` }];
+  const out: Array<{ path: Array<string | number>; message: string }> = [];
+  for (const s of m.seed) {
+    const n = t.nodes[s];
+    if (n === undefined || isKernelNode(n)) out.push({ path: [...at, "seed"], message: `seed '${s}' is no tapnet node of this lab` });
+  }
+  for (const [h, spec] of Object.entries(t.hosts)) {
+    const ip = spec.ip ? ipToU32(spec.ip.split("/")[0]) : null;
+    if (ip !== null && ip >= r.start && ip < r.end) {
+      out.push({
+        path: ["hosts", h, "ip"],
+        message: `${spec.ip} is inside the mesh's address ring ${m.range}, which hands its addresses out: leave ip out, or use one outside it`,
+      });
+    }
+  }
+  return out;
+}
 
 export function expandMesh(t: Topology): Topology {
   const o = t.overlay;
@@ -17,6 +69,7 @@ export function expandMesh(t: Topology): Topology {
     if (!ul) return [];
     return [{ segment: ul.segment, address: ul.address }, ...ul.also].map((a) => ({ segment: a.segment, addr: a.address.split("/")[0] }));
   };
+  const ipam = meshIpam(t) ?? undefined;
   for (const [n, s] of nodes) {
     const mine = new Set(segsOf(s).map((x) => x.segment));
     const peers: string[] = [];
@@ -25,7 +78,26 @@ export function expandMesh(t: Topology): Topology {
       const shared = segsOf(other).find((x) => mine.has(x.segment));
       if (shared) peers.push(shared.addr);
     }
-    s.mesh ??= { port: o.port ?? MESH_PORT, password: o.password, peers };
+    s.mesh ??= { port: o.port ?? MESH_PORT, password: o.password, peers, ipam };
   }
   return t;
+}
+
+/** An address for host `owner` from its node's share of the ring (waits while the node asks for space). */
+export async function meshAddress(socket: string, owner: string, timeoutMs = 30_000): Promise<string> {
+  const r = await request<{ ip: string }>(socket, { cmd: "mesh-ipam", op: "allocate", owner, timeoutMs }, timeoutMs + 5000);
+  return r.ip;
+}
+
+/** For `lab save`: whether an address lies in the ring of a topology file's overlay (null: no mesh). */
+export function meshRingOf(overlay: unknown): ((ip: string) => boolean) | null {
+  const o = overlay as { backend?: unknown; ipam?: unknown } | undefined;
+  if (o?.backend !== "mesh") return null;
+  const i = o.ipam as string | { range?: string } | undefined;
+  const r = parseRange(typeof i === "string" ? i : (i?.range ?? DEFAULT_IPAM_RANGE));
+  if (r === null) return null;
+  return (ip) => {
+    const a = ipToU32(ip.split("/")[0]);
+    return a !== null && a >= r.start && a < r.end;
+  };
 }

@@ -1,5 +1,5 @@
 /** `tapnet show mesh` as text: the peer, its connections, its view of the mesh, the broadcast tree. */
-import type { MeshView } from "./agent.js";
+import type { MeshView } from "./view.js";
 
 export function renderMesh(d: unknown): string {
   const v = d as MeshView;
@@ -16,6 +16,19 @@ export function renderMesh(d: unknown): string {
   }
   lines.push("  broadcast tree (our children per origin):");
   for (const [o, ch] of Object.entries(v.broadcast)) lines.push(`    from ${o.padEnd(12)} -> ${ch.join(",") || "-"}`);
+  if (v.ipam) {
+    const i = v.ipam;
+    lines.push(`  address ring ${i.range}${i.ready ? "" : " (not heard yet)"}: ${i.free} free here`);
+    lines.push(`    ${"PEER".padEnd(12)} ${"ADDRESSES".padStart(9)} ${"FREE".padStart(9)}  RANGES`);
+    for (const p of i.peers) {
+      const rs = p.ranges.map((r) => `${r.start}-${r.end}`);
+      lines.push(
+        `    ${p.peer.padEnd(12)} ${String(p.size).padStart(9)} ${String(p.free).padStart(9)}  ${rs.slice(0, 4).join(" ")}${rs.length > 4 ? ` (+${rs.length - 4})` : ""}`,
+      );
+    }
+    const al = Object.entries(i.allocations);
+    if (al.length) lines.push(`    allocated here: ${al.map(([o, a]) => `${o} ${a}`).join(", ")}`);
+  }
   const c = Object.entries(v.counters)
     .filter(([, n]) => n !== 0)
     .map(([k, n]) => `${k} ${n}`)

@@ -7,7 +7,7 @@
  *   | len  | type | JSON body (len - 1 bytes, UTF-8) |
  *
  * len is big-endian and counts the type byte and the body; at most MAX_MESSAGE. Types:
- * HELLO, AUTH, GOSSIP, ERROR (MSG below). A body that is not the JSON its type wants
+ * HELLO, AUTH, GOSSIP, ERROR, and the address ring's RING and IPAM_REQUEST (ipam.ts) (MSG below). A body that is not the JSON its type wants
  * is dropped and counted; a length beyond MAX_MESSAGE closes the connection (the
  * stream cannot be resynchronised).
  *
@@ -31,7 +31,7 @@ export const MESH_PORT = 6783;
 export const MESH_PROTOCOL = 1;
 export const MAX_MESSAGE = 1 << 20;
 
-export const MSG = { HELLO: 1, AUTH: 2, GOSSIP: 3, ERROR: 4 } as const;
+export const MSG = { HELLO: 1, AUTH: 2, GOSSIP: 3, ERROR: 4, RING: 5, IPAM_REQUEST: 6 } as const;
 
 export const SLEEVE_MAGIC = 0x57;
 export const SLEEVE_VERSION = 1;

@@ -38,7 +38,16 @@ export interface NodePortConfig {
   /** pcap ports: the BPF filter (default: not what the kernel sends out of the interface). */
   filter?: string;
   /** A mesh peer (src/mesh/): its name, TCP/UDP port, password, peers to connect to, own addresses. */
-  mesh?: { name: string; port: number; password?: string; peers: string[]; addresses: string[]; underlayMtu: number };
+  mesh?: {
+    name: string;
+    port: number;
+    password?: string;
+    peers: string[];
+    addresses: string[];
+    underlayMtu: number;
+    /** The address ring (src/mesh/ipam.ts): the pod range and the peers that own it at first. */
+    ipam?: { range: string; seed: string[] };
+  };
   /** Spanning tree port settings (the port takes part when the node runs STP and it is not routed). */
   stp?: StpPortConfig;
   /** Storm control: frames/s per class at the port's ingress. */

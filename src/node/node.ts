@@ -21,7 +21,7 @@ import { parseConntrackQuery } from "../elements/conntrack-list.js";
 import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch.js";
 import { IpipPort } from "../io/ipip-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
-import { meshAgentOf, type MeshAgent } from "../mesh/node-mesh.js";
+import { meshAgentOf, meshIpamRequest, type MeshAgent } from "../mesh/node-mesh.js";
 import { showStp } from "../elements/stp-view.js";
 import { ipToString, parseIp } from "../wire/ipv4addr.js";
 import { macToString, parseMac } from "../wire/mac.js";
@@ -166,6 +166,8 @@ export class TapnetNode {
         if (!this.mesh) throw new Error(`node ${this.config.node} is no mesh peer (no mesh overlay)`);
         return this.mesh.show();
       },
+      // The mesh's address ring (src/mesh/ipam.ts): an address for a host, its release, rmpeer.
+      "mesh-ipam": (req) => meshIpamRequest(this.config.node, this.mesh, req),
       "fdb-flush": () => {
         this.sw.flush();
         return null;

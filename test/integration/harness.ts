@@ -78,7 +78,7 @@ export function netnsList(): string[] {
  * A tcpdump running in a namespace, writing a pcap; `stop()` ends it and returns the
  * decoded lines (tcpdump -r -nn -e). Waits until tcpdump is really listening.
  */
-export async function tcpdump(ns: string, ifname: string, filter: string[] = []): Promise<{ stop: () => Promise<string[]> }> {
+export async function tcpdump(ns: string, ifname: string, filter: string[] = []): Promise<{ stop: () => Promise<string[]>; lines: () => string[] }> {
   const file = path.join(os.tmpdir(), `tn-test-${process.pid}-${Math.random().toString(16).slice(2)}.pcap`);
   const child = spawn("ip", ["netns", "exec", ns, "tcpdump", "-i", ifname, "--immediate-mode", "-U", "-n", "-w", file, ...filter], {
     stdio: ["ignore", "ignore", "pipe"],
@@ -99,6 +99,9 @@ export async function tcpdump(ns: string, ifname: string, filter: string[] = [])
     });
   });
   return {
+    // What the capture holds so far (-U writes every packet as it comes): wait on it
+    // before stop(), which may lose what tcpdump has not read yet.
+    lines: () => (spawnSync("tcpdump", ["-r", file, "-nn", "-e"], { encoding: "utf8" }).stdout ?? "").split("\n").filter(Boolean),
     stop: async () => {
       await new Promise<void>((resolve) => {
         child.removeAllListeners("exit");

@@ -25,6 +25,12 @@ const runDir = path.join(process.env.TAPNET_RUN_DIR ?? "/run/tapnet", LAB);
 const mesh = (node: string): MeshView => JSON.parse(tapnetOk(["show", "mesh", "--node", node, "--lab", LAB, "--json"])) as MeshView;
 const peerNames = (v: MeshView): string[] => v.peers.map((p) => p.name);
 const via = (v: MeshView, peer: string): string | undefined => v.peers.find((p) => p.name === peer)?.via;
+/** A pod's address, as its node's share of the ring gave it (lab state). */
+const ipOf = (pod: string): string => (readState(LAB)?.hosts[pod]?.ip ?? "").split("/")[0];
+const u32 = (ip: string): number => ip.split(".").reduce((n, o) => n * 256 + Number(o), 0);
+/** The peer whose range holds `ip`, in a peer's view of the ring. */
+const ringOwner = (v: MeshView, ip: string): string | undefined =>
+  v.ipam?.peers.find((p) => p.ranges.some((r) => u32(r.start) <= u32(ip) && u32(ip) <= u32(r.end)))?.peer;
 const nodeLog = (node: string): string => fs.readFileSync(path.join(runDir, `${node}.log`), "utf8");
 
 function sh(argv: string[]): void {
@@ -46,6 +52,8 @@ interface Extra {
   socket: string;
 }
 const extra: Extra = { proc: null, dir: "", socket: "" };
+/** pod4a's address, from node4's share of the ring. */
+let pod4ip = "";
 
 function node4Config(password: string, withPod: boolean): string {
   const cfg: NodeConfig = {
@@ -59,7 +67,15 @@ function node4Config(password: string, withPod: boolean): string {
         kind: "mesh",
         ifname: "weave",
         vlan: { mode: "access", vlan: 1 },
-        mesh: { name: "node4", port: 6783, password, peers: ["192.168.1.2"], addresses: ["192.168.1.4"], underlayMtu: 1500 },
+        mesh: {
+          name: "node4",
+          port: 6783,
+          password,
+          peers: ["192.168.1.2"],
+          addresses: ["192.168.1.4"],
+          underlayMtu: 1500,
+          ipam: { range: "10.32.0.0/12", seed: ["node1"] },
+        },
       },
     ],
     offload: true,
@@ -120,8 +136,33 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     expect(v1.password).toBe(true);
   });
 
+  it("the pods' addresses come from their nodes' shares of the ring, and every peer sees the same ring", async () => {
+    const pods = ["pod1a", "pod1b", "pod2a", "pod3a"];
+    const ips = pods.map(ipOf);
+    for (const ip of ips) expect(ip).toMatch(/^10\.(3[2-9]|4[0-7])\.\d+\.\d+$/);
+    expect(new Set(ips).size).toBe(4);
+    expect(readState(LAB)?.hosts.pod1a.ip).toMatch(/\/12$/);
+    // The views agree once the last allocation's gossip has gone round.
+    const rings = (): string[] => ["node1", "node2", "node3"].map((n) => JSON.stringify(mesh(n).ipam?.peers));
+    await waitFor("every peer to hold the same ring", () => new Set(rings()).size === 1, 10_000, 200);
+    const v = mesh("node2");
+    expect(v.ipam?.ready).toBe(true);
+    // node1 owned the range at first (the seed) and gave node2 and node3 space when they asked.
+    expect(v.ipam?.peers.map((p) => p.peer)).toEqual(["node1", "node2", "node3"]);
+    expect(v.ipam?.peers.reduce((n, p) => n + p.size, 0)).toBe(2 ** 20);
+    for (const [pod, node] of [
+      ["pod1a", "node1"],
+      ["pod1b", "node1"],
+      ["pod2a", "node2"],
+      ["pod3a", "node3"],
+    ])
+      expect(ringOwner(v, ipOf(pod)), pod).toBe(node);
+    expect(mesh("node3").ipam?.allocations).toEqual({ pod3a: ipOf("pod3a") });
+    expect(tapnetOk(["show", "mesh", "--node", "node1", "--lab", LAB])).toMatch(/address ring 10\.32\.0\.0\/12: \d+ free here/);
+  });
+
   it("all pods ping each other", () => {
-    const pods: Record<string, string> = { pod1a: "10.32.0.2", pod1b: "10.32.0.3", pod2a: "10.40.0.2", pod3a: "10.44.0.2" };
+    const pods: Record<string, string> = Object.fromEntries(["pod1a", "pod1b", "pod2a", "pod3a"].map((p) => [p, ipOf(p)]));
     for (const [from] of Object.entries(pods)) {
       for (const [to, ip] of Object.entries(pods)) {
         if (from === to) continue;
@@ -160,7 +201,15 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     const before = mesh("node2").counters.relayed;
     const net1 = await tcpdump(ns("node2"), "ul0", ["udp", "port", "6783", "and", "greater", "100"]);
     const net2 = await tcpdump(ns("node2"), "ul1", ["udp", "port", "6783", "and", "greater", "100"]);
-    const r = ping(ns("pod1a"), "10.44.0.2", 5);
+    const r = ping(ns("pod1a"), ipOf("pod3a"), 5);
+    const count = (ls: string[], dir: string): number => ls.filter((l) => l.includes(dir)).length;
+    // Stop the captures once they hold what they saw (stop() may lose what tcpdump has not read yet).
+    await waitFor(
+      "both captures to hold the ping",
+      () => count(net1.lines(), "192.168.1.2.6783 > 192.168.1.1.6783") >= 5 && count(net2.lines(), "192.168.2.3.6783 > 192.168.2.2.6783") >= 5,
+      10_000,
+      100,
+    ).catch(() => undefined); // the assertions below say what is missing
     const l1 = await net1.stop();
     const l2 = await net2.stop();
     expect(r.status, r.stdout).toBe(0);
@@ -178,7 +227,8 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     const caps = await Promise.all(others.map((p) => tcpdump(ns(p), "eth0", ["arp", "and", "ether", "src", src])));
     // Three who-has requests for an address nobody holds (no reply, no cache), 10.47.255.254.
     const mac = src.replaceAll(":", "");
-    const frame = ["ffffffffffff", mac, "0806", "0001", "0800", "06", "04", "0001", mac, "0a200002", "000000000000", "0a2ffffe"].join("");
+    const spa = u32(ipOf("pod1a")).toString(16).padStart(8, "0");
+    const frame = ["ffffffffffff", mac, "0806", "0001", "0800", "06", "04", "0001", mac, spa, "000000000000", "0a2ffffe"].join("");
     const txTo = (): number => {
       const s = JSON.parse(tapnetOk(["show", "ports", "--node", "node3", "--lab", LAB, "--json"])) as Array<{ name: string; txFrames: number }>;
       return s.find((p) => p.name === "pod3a")?.txFrames ?? 0;
@@ -188,6 +238,8 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     expect(r.status, r.stderr).toBe(0);
     // Wait until the farthest pod (two mesh hops) has seen all three, then count everywhere.
     await waitFor("the three requests to reach pod3a's port", () => txTo() - tx0 >= 3, 10_000, 100);
+    const seen = (c: { lines: () => string[] }): number => c.lines().filter((l) => l.includes("Request who-has 10.47.255.254")).length;
+    await waitFor("every capture to hold the three requests", () => caps.every((c) => seen(c) >= 3), 10_000, 100).catch(() => undefined);
     const counts = await Promise.all(caps.map(async (c) => (await c.stop()).filter((l) => l.includes("Request who-has 10.47.255.254")).length));
     expect(Object.fromEntries(others.map((p, i) => [p, counts[i]]))).toEqual({ pod1b: 3, pod2a: 3, pod3a: 3 });
   });
@@ -253,7 +305,12 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
         "s.sendall(msg(3, {'peers': ['x', {'name': 'Bad Name'}, {'name': 'node9', 'uid': 'zz', 'version': 1, 'addresses': [], 'conns': []}]}))",
         "s.sendall(msg(3, {'peers': 7}))",
         "s.sendall(msg(9, {}))",
-        "import time; time.sleep(0.5)",
+        // Rings that are not rings, and one for another range.
+        "s.sendall(msg(5, {'range': '10.32.0.0/12', 'seed': ['node1'], 'entries': [{'token': 1, 'peer': 'rogue', 'version': 9, 'free': 1}]}))",
+        "s.sendall(msg(5, {'range': '10.0.0.0/8', 'seed': ['node1'], 'entries': [{'token': 167772160, 'peer': 'rogue', 'version': 9, 'free': 1}]}))",
+        // Our FIN comes after the messages: node2 handles them, then closes its side.
+        "s.shutdown(socket.SHUT_WR)",
+        "while s.recv(4096): pass",
       ].join("\n"),
     );
     expect(out).toContain("gossip from node2 ['node1', 'node2', 'node3']");
@@ -261,7 +318,7 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
       "the drops to be counted",
       () => {
         const x = mesh("node2").counters;
-        return x.malformedEntries - c0.malformedEntries >= 3 && x.tooLong > c0.tooLong ? x : undefined;
+        return x.malformedEntries - c0.malformedEntries >= 3 && x.tooLong > c0.tooLong && x.ringWrongRange > c0.ringWrongRange ? x : undefined;
       },
       10_000,
       100,
@@ -274,8 +331,11 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     // GOSSIP before HELLO, not JSON, peers not a list, an unknown type.
     expect(c.badMessages - c0.badMessages).toBe(4);
     expect(c.tooLong - c0.tooLong).toBe(1);
+    expect(c.ringMalformed - c0.ringMalformed).toBe(1);
+    expect(c.ringWrongRange - c0.ringWrongRange).toBe(1);
+    expect(mesh("node2").ipam?.peers.map((p) => p.peer)).not.toContain("rogue");
     // node2 is still up and forwarding, and the rogue never became a peer.
-    expect(ping(ns("pod1a"), "10.44.0.2", 2).status).toBe(0);
+    expect(ping(ns("pod1a"), ipOf("pod3a"), 2).status).toBe(0);
     expect(peerNames(mesh("node1"))).not.toContain("node9");
   });
 
@@ -306,13 +366,12 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     await stopNode4();
   }, 60_000);
 
-  it("a fourth node joins at runtime: within 5 s every peer lists it, and its pod is reachable", async () => {
+  it("a fourth node joins at runtime: within 5 s every peer lists it; its pod takes an address from space node4 asks for, and is reachable", async () => {
     sh(["ip", "netns", "add", ns("pod4a")]);
     await startNode4(PASSWORD, true);
     sh(["ip", "-n", ns("node4"), "link", "set", "pod4a", "netns", ns("pod4a")]);
     sh(["ip", "-n", ns("pod4a"), "link", "set", "pod4a", "name", "eth0"]);
     sh(["ip", "-n", ns("pod4a"), "link", "set", "eth0", "mtu", "1376"]);
-    sh(["ip", "-n", ns("pod4a"), "addr", "add", "10.36.0.2/12", "dev", "eth0"]);
     sh(["ip", "-n", ns("pod4a"), "link", "set", "eth0", "up"]);
     const started = Date.now();
     await waitFor(
@@ -324,9 +383,17 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     const took = Date.now() - started;
     expect(took).toBeLessThan(5_000);
     expect(via(mesh("node3"), "node4")).toBe("relay node2");
-    expect(ping(ns("pod4a"), "10.44.0.2", 2).status).toBe(0);
-    expect(ping(ns("pod1a"), "10.36.0.2", 2).status).toBe(0);
+    // node4 owns nothing yet: it asks the peer with the most free addresses, which donates.
+    const { ip } = await request<{ ip: string }>(extra.socket, { cmd: "mesh-ipam", op: "allocate", owner: "pod4a", timeoutMs: 20_000 }, 25_000);
+    pod4ip = ip.split("/")[0];
+    expect(ip).toMatch(/\/12$/);
+    sh(["ip", "-n", ns("pod4a"), "addr", "add", ip, "dev", "eth0"]);
     const v4 = (await request(extra.socket, { cmd: "mesh" })) as MeshView;
+    expect(ringOwner(v4, pod4ip)).toBe("node4");
+    expect(v4.counters.requestsSent).toBeGreaterThanOrEqual(1);
+    expect(["node1", "node2", "node3"].map((n) => ipOf(`pod${n.slice(4)}a`))).not.toContain(pod4ip);
+    expect(ping(ns("pod4a"), ipOf("pod3a"), 2).status).toBe(0);
+    expect(ping(ns("pod1a"), pod4ip, 2).status).toBe(0);
     expect(peerNames(v4)).toEqual(["node1", "node2", "node3", "node4"]);
   }, 60_000);
 
@@ -339,7 +406,7 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     sh(["ip", "-n", ns("node3"), "route", "add", "192.168.1.0/24", "dev", "ul0"]);
     await waitFor("node1 to route to node3 directly", () => via(mesh("node1"), "node3") === "direct" && via(mesh("node3"), "node1") === "direct", 30_000, 200);
     const before = mesh("node2").counters.relayed;
-    const r = ping(ns("pod1a"), "10.44.0.2", 5);
+    const r = ping(ns("pod1a"), ipOf("pod3a"), 5);
     expect(r.status, r.stdout).toBe(0);
     expect(mesh("node2").counters.relayed).toBe(before);
   }, 60_000);
@@ -365,6 +432,10 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     );
     const v3 = mesh("node3");
     expect(v3.uid).not.toBe(old);
+    // Its ring and allocations came back from /run/tapnet/LAB/node3.ipam: pod3a's address stays pod3a's.
+    expect(v3.ipam?.allocations).toEqual({ pod3a: ipOf("pod3a") });
+    expect(ringOwner(v3, ipOf("pod3a"))).toBe("node3");
+    expect(nodeLog("node3")).toMatch(/mesh ipam: ring and 1 allocation\(s\) restored from .*node3\.ipam/);
     // No connection of the old life is left: node1 and node2 (node3's direct neighbours
     // since the heal) hold one connection to node3 each, established.
     for (const v of [mesh("node1"), mesh("node2")])
@@ -372,7 +443,7 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
         v.connections.filter((c) => c.peer === "node3").map((c) => c.state),
         v.name,
       ).toEqual(["established"]);
-    const r = ping(ns("pod3a"), "10.32.0.2", 2);
+    const r = ping(ns("pod3a"), ipOf("pod1a"), 2);
     expect(r.status, r.stdout).toBe(0);
   }, 60_000);
 
@@ -399,14 +470,46 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     expect(via(mesh("node3"), "node4")).toBe("relay node2");
     const before = mesh("node2").counters.relayed;
     for (const [from, to] of [
-      ["pod3a", "10.36.0.2"],
-      ["pod4a", "10.44.0.2"],
-      ["pod2a", "10.36.0.2"],
-      ["pod3a", "10.40.0.2"],
+      ["pod3a", pod4ip],
+      ["pod4a", ipOf("pod3a")],
+      ["pod2a", pod4ip],
+      ["pod3a", ipOf("pod2a")],
     ]) {
       const r = ping(ns(from), to, 2);
       expect(r.status, `${from} -> ${to}: ${r.stdout}`).toBe(0);
     }
     expect(mesh("node2").counters.relayed - before).toBeGreaterThanOrEqual(4);
+  }, 60_000);
+
+  it("the gone peer's ranges stay its own until `tapnet mesh rmpeer` gives them to node2; a new pod then takes one", async () => {
+    const views = async (): Promise<MeshView[]> => [mesh("node2"), mesh("node3"), (await request(extra.socket, { cmd: "mesh" })) as MeshView];
+    const node1Size = mesh("node2").ipam?.peers.find((p) => p.peer === "node1")?.size ?? 0;
+    expect(node1Size).toBeGreaterThan(0);
+    for (const v of await views()) expect(ringOwner(v, ipOf("pod1a")), v.name).toBe("node1");
+    const before = mesh("node2");
+    // Refused for a peer that is still in the mesh.
+    const refused = tapnet(["mesh", "rmpeer", "node3", "--node", "node2", "--lab", LAB]);
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toMatch(/node3 is still in the mesh/);
+    const size2 = mesh("node2").ipam?.peers.find((p) => p.peer === "node2")?.size ?? 0;
+    expect(tapnetOk(["mesh", "rmpeer", "node1", "--node", "node2", "--lab", LAB])).toMatch(/node2 took over \d+ range\(s\) of node1/);
+    await waitFor(
+      "every peer's ring to give node1's ranges to node2",
+      async () => (await views()).every((v) => !v.ipam?.peers.some((p) => p.peer === "node1") && ringOwner(v, ipOf("pod1a")) === "node2"),
+      10_000,
+      200,
+    );
+    expect(mesh("node2").ipam?.peers.find((p) => p.peer === "node2")?.size).toBe(size2 + node1Size);
+    // A pod added to node2 without an address takes one from node2's share, and answers.
+    tapnetOk(["lab", "host", "add", LAB, "pod2b", "--node", "node2", "--mtu", "1376", "-q"]);
+    const ip = ipOf("pod2b");
+    expect(ringOwner(mesh("node2"), ip)).toBe("node2");
+    expect(mesh("node2").ipam?.allocations.pod2b).toBe(ip);
+    // node2 hands out from its ranges in address order: the first free one was node1's.
+    expect(ringOwner(before, ip)).toBe("node1");
+    // The address may be pod1a's old one, in pod3a's ARP cache: pod2b speaks first (its
+    // ARP request updates pod3a's entry, as Linux does for an entry it holds).
+    expect(ping(ns("pod2b"), ipOf("pod3a"), 2).status).toBe(0);
+    expect(ping(ns("pod3a"), ip, 2).status).toBe(0);
   }, 60_000);
 });
