@@ -87,6 +87,8 @@ export interface UdpOptions extends SocketRxOptions {
   noCheck?: boolean;
   /** IP_MTU_DISCOVER = IP_PMTUDISC_DONT: datagrams leave with DF clear (as the kernel's vxlan sends). */
   noDf?: boolean;
+  /** IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF set and never fragmented here; a datagram above the path MTU the kernel knows (the route's, or learned from ICMP) is refused with EMSGSIZE. Not with noDf. */
+  df?: boolean;
   /** Receives the source port of message i (length >= slots). */
   ports: Uint32Array;
   /** Receives the GRO segment size of message i, 0 when it is a single datagram (length >= slots). */

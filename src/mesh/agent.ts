@@ -18,6 +18,8 @@
  *              *established* while acks come back (within 2.5 s), *pending* otherwise.
  *              Only established connections are announced, so a pair that cannot
  *              exchange UDP is routed around, through a peer both reach (a relay).
+ *   PMTU       each established connection's path MTU is probed (pmtu.ts) and announced
+ *              with the connection; the mesh MTU follows the smallest in the view.
  *   Gossip     our entry (topology.ts) is re-announced with a new version when our
  *              established connections change; what merge() takes from a neighbour
  *              goes on to the others; the whole view goes to every neighbour every 5 s
@@ -32,6 +34,7 @@ import { randomBytes } from "node:crypto";
 import net from "node:net";
 import { parseIp } from "../wire/ipv4addr.js";
 import { deriveKey, newNonce, proof, verify } from "./auth.js";
+import { MeshPmtu, type PmtuOptions } from "./pmtu.js";
 import type { SleevePort } from "./sleeve-port.js";
 import { checkEntry, MeshTopology, PEER_NAME, type PeerEntry, type Routes } from "./topology.js";
 import { encodeMessage, MESH_PROTOCOL, MessageReader, MSG, SLEEVE_ACK, SLEEVE_HEARTBEAT, shortId } from "./wire.js";
@@ -50,6 +53,8 @@ export interface MeshAgentConfig {
   heartbeatMs?: number;
   deadMs?: number;
   gossipMs?: number;
+  /** Path-MTU probe timers (pmtu.ts; tests shorten them). */
+  pmtu?: Omit<PmtuOptions, "max">;
   log?: (line: string) => void;
 }
 
@@ -65,6 +70,7 @@ const COUNTER_NAMES = [
   "gossipReceived",
   "gossipSent",
   "unknownHeartbeats",
+  "strayProbeAcks",
 ] as const;
 type AgentCounter = (typeof COUNTER_NAMES)[number];
 
@@ -116,6 +122,7 @@ export class MeshAgent {
   private readonly deadMs: number;
   private readonly gossipMs: number;
   private stopped = false;
+  readonly pmtu: MeshPmtu;
 
   constructor(
     readonly config: MeshAgentConfig,
@@ -131,9 +138,17 @@ export class MeshAgent {
     this.deadMs = config.deadMs ?? 2500;
     this.gossipMs = config.gossipMs ?? 5000;
     for (const a of config.peers) this.target(a, true);
+    this.pmtu = new MeshPmtu(port, config.port, config.pmtu ?? {}, () => this.ownChanged());
     port.listener = {
       heartbeat: (from, addr, p) => this.onHeartbeat(from, addr, p),
       ack: (from) => this.onAck(from),
+      probe: (from, addr, p, seq, size) => {
+        if ([...this.conns].some((c) => c.peer?.short === from && c.state !== "handshake")) port.sendProbeAck(addr, p, from, seq, size);
+        else this.counters.unknownHeartbeats++;
+      },
+      probeAck: (from, seq, size) => {
+        if (!this.pmtu.ack(from, seq, size, Date.now())) this.counters.strayProbeAcks++;
+      },
     };
   }
 
@@ -211,6 +226,7 @@ export class MeshAgent {
       }
     }
     if (changed) this.ownChanged();
+    this.pmtu.tick(now);
   }
 
   private dial(t: Target): void {
@@ -431,6 +447,7 @@ export class MeshAgent {
     }
     if (c.peer !== null && was !== "handshake" && !c.duplicate) {
       this.log(`mesh: connection with ${c.peer.name} (${c.addr}) closed`);
+      this.pmtu.stop(c.peer.name);
       if (was === "established") this.ownChanged();
     }
   }
@@ -470,7 +487,11 @@ export class MeshAgent {
   private ownChanged(): void {
     const conns = [...this.conns]
       .filter((c) => c.state === "established" && c.peer !== null)
-      .map((c) => ({ peer: (c.peer as { name: string }).name, addr: c.addr }));
+      .map((c) => {
+        const peer = (c.peer as { name: string }).name;
+        const pmtu = this.pmtu.pmtuOf(peer);
+        return pmtu === null ? { peer, addr: c.addr } : { peer, addr: c.addr, pmtu };
+      });
     const me = this.topology.setConnections(conns);
     this.reprogram();
     for (const c of this.conns) {
@@ -525,6 +546,9 @@ export class MeshAgent {
         children: (this.routes.children.get(name) ?? []).map(addrOf).filter((a) => a !== 0),
       };
     }
+    const announced: number[] = [];
+    for (const p of this.topology.peers.values()) for (const c of p.conns) if (c.pmtu !== undefined) announced.push(c.pmtu);
+    this.pmtu.apply(announced);
     this.port.program({
       selfShort: this.short,
       peers,
@@ -550,6 +574,7 @@ export class MeshAgent {
       if (c.state === "pending") {
         c.state = "established";
         this.log(`mesh: UDP with ${c.peer.name} (${c.addr}) works: connection established`);
+        this.pmtu.start(c.peer.name, c.peer.short, c.addr, c.lastAck);
         this.ownChanged();
       }
       return;
@@ -572,12 +597,16 @@ export class MeshAgent {
       uid: this.uid,
       port: this.config.port,
       password: this.key !== null,
+      pathMtu: this.port.pathMtu,
+      mtu: this.port.mtu,
+      overhead: this.port.pathMtu - this.port.mtu,
       connections: [...this.conns]
         .map((c): MeshView["connections"][number] => ({
           peer: c.peer?.name ?? null,
           address: c.addr,
           direction: c.outbound ? ("outbound" as const) : ("inbound" as const),
           state: c.state,
+          ...(c.peer !== null && c.state === "established" ? { pmtu: this.pmtu.pmtuOf(c.peer.name) } : {}),
         }))
         .concat(
           [...this.targets.values()]
@@ -616,7 +645,13 @@ export interface MeshView {
   uid: string;
   port: number;
   password: boolean;
-  connections: Array<{ peer: string | null; address: string; direction: "outbound" | "inbound"; state: string; error?: string }>;
+  /** The mesh's path MTU (the smallest connection PMTU in the view) and the mesh MTU it leaves for pods' IP packets. */
+  pathMtu: number;
+  mtu: number;
+  /** pathMtu - mtu: IP, UDP, sleeve header, frame length, Ethernet header. */
+  overhead: number;
+  /** pmtu: an established connection's path MTU as probed, null while the first search runs. */
+  connections: Array<{ peer: string | null; address: string; direction: "outbound" | "inbound"; state: string; error?: string; pmtu?: number | null }>;
   peers: Array<{
     name: string;
     uid: string;
