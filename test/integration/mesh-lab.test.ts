@@ -130,6 +130,58 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     }
   });
 
+  it("each connection's path MTU is probed; net2 lowered to 1300 lowers the mesh MTU everywhere, and a pod gets ICMP frag-needed above it", async () => {
+    const nodes = ["node1", "node2", "node3"];
+    const pmtuOf = (v: MeshView, peer: string): number | null | undefined => v.connections.find((c) => c.peer === peer && c.state === "established")?.pmtu;
+    // At first every established connection carries the configured 1500.
+    await waitFor(
+      "every connection's PMTU to be probed",
+      () =>
+        nodes.every((n) =>
+          mesh(n)
+            .connections.filter((c) => c.state === "established")
+            .every((c) => c.pmtu === 1500),
+        ),
+      20_000,
+      200,
+    );
+    expect(nodes.map((n) => [mesh(n).pathMtu, mesh(n).mtu])).toEqual(nodes.map(() => [1500, 1440]));
+    // The pods' own MTU (1376: 1348 bytes of ICMP data) fits the mesh MTU, through node2's relay.
+    const fits = ping(ns("pod1a"), "10.44.0.2", 2, ["-M", "do", "-s", "1348"]);
+    expect(fits.status, fits.stdout).toBe(0);
+    // net2 (node2's ul1, node3's ul0 and the bridge's ports) down to 1300.
+    const net2Ports = (): string[] =>
+      (JSON.parse(inNs(ns("ul"), ["ip", "-j", "link", "show", "master", "br-net2"]).stdout) as Array<{ ifname: string }>).map((l) => l.ifname);
+    const setNet2 = (mtu: number): void => {
+      for (const l of net2Ports()) sh(["ip", "-n", ns("ul"), "link", "set", l, "mtu", String(mtu)]);
+      sh(["ip", "-n", ns("node2"), "link", "set", "ul1", "mtu", String(mtu)]);
+      sh(["ip", "-n", ns("node3"), "link", "set", "ul0", "mtu", String(mtu)]);
+    };
+    const fragBefore = mesh("node1").counters.fragNeeded ?? 0;
+    setNet2(1300);
+    try {
+      await waitFor(
+        "node2 and node3 to find 1300 on their connection",
+        () => pmtuOf(mesh("node2"), "node3") === 1300 && pmtuOf(mesh("node3"), "node2") === 1300,
+        40_000,
+        200,
+      );
+      // The other connection keeps its own PMTU; the mesh MTU everywhere is 1300 - 60.
+      expect(pmtuOf(mesh("node2"), "node1")).toBe(1500);
+      await waitFor("every peer to take 1300 as the mesh's path MTU", () => nodes.every((n) => mesh(n).pathMtu === 1300 && mesh(n).mtu === 1240), 20_000, 200);
+      // 1240 bytes of IP (1212 of ICMP data) still get through; one byte more gets the
+      // frag-needed node1's sleeve answers with, naming 1240.
+      const at = ping(ns("pod1a"), "10.44.0.2", 2, ["-M", "do", "-s", "1212"]);
+      expect(at.status, at.stdout).toBe(0);
+      const above = ping(ns("pod1a"), "10.44.0.2", 2, ["-M", "do", "-s", "1213"]);
+      expect(above.status).not.toBe(0);
+      expect(`${above.stdout}${above.stderr}`).toMatch(/Frag needed and DF set \(mtu = 1240\)|message too long, mtu=1240/);
+      expect(mesh("node1").counters.fragNeeded - fragBefore).toBeGreaterThanOrEqual(1);
+    } finally {
+      setNet2(1500);
+    }
+  }, 120_000);
+
   it("node1 <-> node3 travels in UDP through node2 (captures on both of node2's underlay links; relayed counter)", async () => {
     const before = mesh("node2").counters.relayed;
     const net1 = await tcpdump(ns("node2"), "ul0", ["udp", "port", "6783", "and", "greater", "100"]);
