@@ -517,6 +517,7 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
     const ip = off + ETH_HEADER_LEN;
     if (!icmpErrorAllowed(pool, ip, len - ETH_HEADER_LEN, false)) return;
     const o = this.icmpBase + this.icmpCount * ICMP_SLOT + HEADROOM;
+    this.icmpIdent = (this.icmpIdent + 1) & 0xffff;
     const n = emitIcmpError(
       pool,
       o + ETH_HEADER_LEN,
@@ -527,7 +528,7 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
       ICMP_UNREACH_FRAG_NEEDED,
       icmpRestFragNeeded(this.mtu),
       readU32(pool, ip + IPV4_DST_ADDR_OFF),
-      (this.icmpIdent = (this.icmpIdent + 1) & 0xffff),
+      this.icmpIdent,
     );
     if (n < 0) return;
     pool.copy(pool, o, off + 6, off + 12); // to the frame's source
