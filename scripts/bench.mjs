@@ -11,6 +11,7 @@
 //   sudo npm run bench -- cni                # CNI ADD/DEL vs the bridge plugin, cluster DNS answers/s (1 minute)
 //   sudo npm run bench -- bgp                # BIRD announcing 100,000 prefixes to tapnet and to BIRD's kernel (about 2 minutes)
 //   sudo npm run bench -- etcd               # flannel agents on etcd: lease to route, 200 peers (1 minute)
+//   sudo npm run bench -- mesh               # the mesh (direct, relayed) vs the VXLAN overlay; gossip with 3 and 50 peers (1 minute)
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
 //
 // Scenarios and their references:
@@ -53,6 +54,12 @@
 //           (scripts/bench/bgp.mjs, which says how): time until all are in the FIB and until
 //           all are withdrawn, tapnet vs BIRD+kernel; the node's RSS with them vs idle; the
 //           64-byte forwarding rate during a load vs idle. Its own table.
+//   mesh    (not in the default set) the mesh of scripts/labs/weave-mesh.yaml against tapnet's
+//           VXLAN overlay (flannel-vxlan.yaml), both labs up side by side (scripts/bench/mesh.mjs,
+//           which says how): pod-to-pod TCP and RTT p50/p99, direct and relayed by a third
+//           peer, interleaved per repetition; gossip convergence of 3 and 50 simulated peers
+//           (in-process, the real merge code): messages and CPU time, cold and for a join.
+//           Its own table.
 //   control runtime changes to a router node (scripts/bench/control.mjs, which says how):
 //           route additions/s over the control socket, batched (`changes`) and one request
 //           each, idle and under a TCP stream / a 64-byte flood through the node (ratio:
@@ -113,6 +120,7 @@ import { REF_BRIDGE as CNI_REF_BRIDGE, runCni } from "./bench/cni.mjs";
 import { runBgp } from "./bench/bgp.mjs";
 import { runControl } from "./bench/control.mjs";
 import { runEtcd } from "./bench/etcd.mjs";
+import { runMesh } from "./bench/mesh.mjs";
 import { ratioChart } from "./bench/svg.mjs";
 import { runTables } from "./bench/tables.mjs";
 
@@ -130,8 +138,10 @@ const CNI = "cni";
 const ETCD = "etcd";
 /** BGP: BIRD announcing --prefixes to tapnet's speaker and to BIRD's kernel (scripts/bench/bgp.mjs); runs when named. */
 const BGP = "bgp";
+/** The mesh against the VXLAN overlay, and gossip convergence (scripts/bench/mesh.mjs); runs when named. */
+const MESH = "mesh";
 /** Scenarios that run only when named. */
-const EXTRA = ["tables", BGP];
+const EXTRA = ["tables", BGP, MESH];
 const ALL = [...SCENARIOS, CONTROL, CNI, ETCD, ...EXTRA];
 /** Prefix of the namespaces the bench makes itself (labs' namespaces are tn.bench-…). */
 const NS_PREFIX = "tnb-";
@@ -150,7 +160,8 @@ function usage(code) {
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
       `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n` +
-      `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n`,
+      `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n` +
+      `  'mesh' (the mesh direct and relayed vs the VXLAN overlay; gossip with 3 and 50 simulated peers) runs only when named.\n`,
   );
   process.exit(code);
 }
@@ -239,7 +250,7 @@ const opts = {
   opts.scenarios.sort((x, y) => ALL.indexOf(x) - ALL.indexOf(y));
 }
 /** Whether any scenario needs namespaces (everything but `tables`). */
-const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL || x === CNI || x === ETCD || x === BGP);
+const NETWORK = opts.scenarios.some((x) => SCENARIOS.includes(x) || x === CONTROL || x === CNI || x === ETCD || x === BGP || x === MESH);
 
 const T0 = Date.now();
 const say = (msg) => process.stderr.write(`bench [${((Date.now() - T0) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
@@ -1534,6 +1545,8 @@ function tables(report, md) {
   if (report.bgpError) parts.push(`bgp: failed: ${report.bgpError}\n`);
   if (report.etcd) parts.push(fmt(EHEAD, etcdRows(report.etcd), CNUMERIC));
   if (report.etcdError) parts.push(`etcd: failed: ${report.etcdError}\n`);
+  if (report.mesh) parts.push(fmt(["mesh", "tapnet", "reference", "reference value", "ratio"], etcdRows(report.mesh), CNUMERIC));
+  if (report.meshError) parts.push(`mesh: failed: ${report.meshError}\n`);
   if (report.tables) parts.push(fmt(THEAD, tableRows(report.tables), TNUMERIC));
   if (report.tablesError) parts.push(`tables: failed: ${report.tablesError}\n`);
   return parts.join("\n");
@@ -1577,6 +1590,10 @@ function footer(report) {
     lines.push(`etcd: ratios tapnet / reference: above 1 is slower or costlier than the reference.`);
     for (const n of report.etcd.notes) lines.push(`etcd: ${n}`);
   }
+  if (report.mesh) {
+    lines.push("mesh: ratios tapnet / reference: above 1 is better for TCP, worse for RTT, messages and CPU.");
+    for (const n of report.mesh.notes) lines.push(`mesh: ${n}`);
+  }
   if (report.tables) {
     lines.push(
       `tables: ${report.tables.repeat > 1 ? `medians of ${report.tables.repeat} runs, each in a fresh process` : "one run (--repeat 3 for medians of three)"}; ratios tapnet / reference: above 1 is better for lookups, worse for build time and bytes.`,
@@ -1593,6 +1610,7 @@ function svgChart(report) {
     ...(report.cni?.metrics ?? []),
     ...(report.bgp?.metrics ?? []),
     ...(report.etcd?.metrics ?? []),
+    ...(report.mesh?.metrics ?? []),
     ...(report.tables?.metrics ?? []),
   ];
   return ratioChart(
@@ -1853,6 +1871,17 @@ async function main() {
       failed++;
       report.etcdError = e instanceof Error ? e.message : String(e);
       say(`etcd: FAILED: ${report.etcdError}`);
+    }
+  }
+  if (opts.scenarios.includes(MESH)) {
+    const t = Date.now();
+    try {
+      report.mesh = await runMesh({ ...controlHelpers(), pingRtt, iperf, startIperfServer });
+      say(`mesh: done (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+    } catch (e) {
+      failed++;
+      report.meshError = e instanceof Error ? e.message : String(e);
+      say(`mesh: FAILED: ${report.meshError}`);
     }
   }
   if (opts.scenarios.includes("tables")) {
