@@ -4,7 +4,8 @@
 //   data     two labs up side by side: scripts/labs/weave-mesh.yaml as bench-mesh (node1 and
 //            node3 on segments that do not reach each other, node2 on both) and
 //            scripts/labs/flannel-vxlan.yaml as bench-meshvx (two nodes, tapnet's VXLAN
-//            ports and routers: the reference, the overlay the mesh stands beside). Paths:
+//            ports and routers: the reference, the overlay the mesh stands beside; its pods
+//            get the mesh pods' MTU, 1376). Paths:
 //            mesh direct  pod1a (node1) -> pod2a (node2), one mesh hop;
 //            mesh relay   pod1a (node1) -> pod3a (node3), relayed by node2;
 //            vxlan        pod1a (node1) -> pod2a (node2) across flannel-vxlan.
@@ -29,6 +30,8 @@ import { median, ratio } from "./stats.mjs";
 
 const LAB = "bench-mesh";
 const VLAB = "bench-meshvx";
+/** The mesh lab's pods' MTU (weave-mesh.yaml), given to the reference's pods too. */
+const POD_MTU = 1376;
 
 /** One simulated mesh of n peers: link by link to convergence, then one join. */
 function simulate(MeshTopology, n) {
@@ -160,7 +163,10 @@ export async function runMesh(c) {
 
   // ---- data, two labs
   const meshFile = await c.labVariant(path.join(c.LABS, "weave-mesh.yaml"), LAB);
-  const vxFile = await c.labVariant(path.join(c.LABS, "flannel-vxlan.yaml"), VLAB);
+  // The reference's pods get the mesh pods' MTU (1376), so a TCP segment carries as much on both.
+  const vxFile = await c.labVariant(path.join(c.LABS, "flannel-vxlan.yaml"), VLAB, (doc) => {
+    for (const h of doc.get("hosts").items) h.value.set("mtu", POD_MTU);
+  });
   say("mesh: labs up (weave-mesh as bench-mesh, flannel-vxlan as bench-meshvx)…");
   const mns = await c.labUp(meshFile);
   const vns = await c.labUp(vxFile);
@@ -202,7 +208,7 @@ export async function runMesh(c) {
       metrics,
       samples: { paths: s, gossip },
       notes: [
-        `data: ${opts.repeat} run(s), paths interleaved within each run (RTT: ping -c ${opts.pings} at 2 ms, then iperf3 -t ${opts.duration}, one stream); medians; ratios mesh / vxlan: above 1 is better for TCP, worse for RTT. The mesh's pods have MTU 1376 (Weave's default; the mesh MTU is 1440), flannel-vxlan's 1500: a TCP segment carries 124 bytes less on the mesh. The relayed path crosses three tapnet processes (node1, node2, node3), the direct and the vxlan paths two.`,
+        `data: ${opts.repeat} run(s), paths interleaved within each run (RTT: ping -c ${opts.pings} at 2 ms, then iperf3 -t ${opts.duration}, one stream); medians; ratios mesh / vxlan: above 1 is better for TCP, worse for RTT. Both labs' pods have MTU ${POD_MTU} (weave-mesh.yaml's, Weave's default; the reference's set to it), so a TCP segment carries as much on both; the mesh MTU is 1440 (1500 underlay - 60). The relayed path crosses three tapnet processes (node1, node2, node3), the direct and the vxlan paths two.`,
         `gossip: in-process simulation with the real merge and routing code, no sockets: the ring plus chords 7 apart (${gossip[50][0].cold.links} links for 50 peers, ${gossip[3][0].cold.links} for 3), brought up one after another; medians of ${gossip[3].length} runs; ratio 50 peers / 3 peers. CPU ms is the whole simulated mesh's work in one process (every peer's merges and route computations), not a network time.`,
       ],
     };

@@ -11,12 +11,13 @@
  * `lo`, a size known to pass (at first `min`, 576: the smallest underlay the mesh takes;
  * the 16-byte heartbeats that made the connection established passed), and `hi`, the
  * largest size not yet known to fail (at first `max`, the configured underlay MTU).
- * A round sends `perRound` sizes spread over (lo, hi], the largest first — heartbeats of
- * decreasing size, all at once — each `copies` times so one lost datagram does not
- * lower the PMTU. The round ends when its largest size is acked, when every size is
+ * The first round sends `max` alone (most paths carry it); if it is lost, each round
+ * sends `perRound` sizes spread over (lo, hi], the largest first — heartbeats of
+ * decreasing size, all at once. Every probe goes `copies` times so one lost datagram
+ * does not lower the PMTU. The round ends when its largest size is acked, when every size is
  * acked or refused, or after `roundMs`; then lo = the largest size acked and hi = the
  * smallest size lost above it, minus one. When lo = hi the PMTU is lo: at most
- * ceil(log_(perRound+1)(max - min)) rounds, 4 for 576..1500 with 8 per round.
+ * 1 + ceil(log_(perRound+1)(max - min)) rounds, 5 for 576..1500 with 8 per round.
  *
  * Once found, the PMTU is verified every `verifyMs` (copies of one probe at the PMTU);
  * two verifications in a row that get no ack start a new search (the path shrank), and
@@ -51,6 +52,7 @@ export interface PmtuProbeMsg {
 export type PmtuState = "searching" | "verifying";
 
 export const PMTU_MIN = 576;
+const RECENT = 64;
 
 export class PmtuProbe {
   /** The PMTU found (IP bytes); null until the first search ends. */
@@ -72,6 +74,7 @@ export class PmtuProbe {
   private readonly roundSizes = new Map<number, number>();
   private readonly acked = new Set<number>();
   private inRound = false;
+  private triedMax = false;
   private roundEnd = 0;
   private nextVerify = 0;
   private nextResearch = 0;
@@ -80,8 +83,12 @@ export class PmtuProbe {
   searches = 0;
   probesSent = 0;
   acks = 0;
-  /** Acks for no probe in flight (late, duplicated, or made up). */
+  /** Acks of a probe whose round had ended (the round settled before they came). */
+  lateAcks = 0;
+  /** Acks for no probe we sent (a wrong sequence number or size, a duplicate). */
   strayAcks = 0;
+  /** The last RECENT probes sent (seq -> size), to tell a late ack from a stray one. */
+  private readonly recent = new Map<number, number>();
 
   constructor(opts: PmtuOptions) {
     this.max = opts.max;
@@ -106,6 +113,7 @@ export class PmtuProbe {
     this.roundSizes.clear();
     this.acked.clear();
     this.verifyFailures = 0;
+    this.triedMax = false;
     this.searches++;
   }
 
@@ -122,20 +130,36 @@ export class PmtuProbe {
       this.found(now);
       return [];
     }
+    // A search starts with the largest size alone (most paths carry it: one round, two
+    // datagrams); only when it is lost are the sizes below spread over the range.
+    if (this.hi === this.max && this.lo === this.min && !this.triedMax) {
+      this.triedMax = true;
+      return this.startRound(now, [this.max]);
+    }
     const n = Math.min(this.perRound, this.hi - this.lo);
     const sizes: number[] = [];
     for (let i = n; i >= 1; i--) sizes.push(this.lo + Math.ceil(((this.hi - this.lo) * i) / n));
     return this.startRound(now, sizes);
   }
 
-  /** An ack for probe `seq` that arrived as a datagram of `size` bytes; false when it matches no probe in flight. */
+  /**
+   * An ack for probe `seq` that arrived as a datagram of `size` bytes: true when it
+   * is one of our recent probes (counted, and used when its round is still open),
+   * false when it matches none (counted as stray).
+   */
   ack(seq: number, size: number): boolean {
     const want = this.outstanding.get(seq);
     if (want === undefined || want !== size) {
+      if (want === undefined && this.recent.get(seq) === size) {
+        this.recent.delete(seq);
+        this.lateAcks++;
+        return true;
+      }
       this.strayAcks++;
       return false;
     }
     this.outstanding.delete(seq);
+    this.recent.delete(seq);
     this.acks++;
     this.acked.add(size);
     return true;
@@ -160,10 +184,16 @@ export class PmtuProbe {
       for (let k = 0; k < this.copies; k++) {
         this.seq = (this.seq + 1) >>> 0;
         this.outstanding.set(this.seq, size);
+        this.recent.set(this.seq, size);
         out.push({ seq: this.seq, size });
       }
     }
     this.probesSent += out.length;
+    // Maps iterate in insertion order: the oldest go first.
+    for (const k of this.recent.keys()) {
+      if (this.recent.size <= RECENT) break;
+      this.recent.delete(k);
+    }
     this.inRound = true;
     this.roundEnd = now + this.roundMs;
     return out;
