@@ -24,6 +24,7 @@
 //            mesh (the ratio is how the cost grows from 3 to 50 peers). Time here is the
 //            agents' own work only: on a network every hop adds its RTT (the lab test
 //            measures a real join: under 5 s).
+import fs from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { median, ratio } from "./stats.mjs";
@@ -172,10 +173,12 @@ export async function runMesh(c) {
   const vns = await c.labUp(vxFile);
   const servers = [];
   try {
+    // The pods' addresses as the labs gave them (their state files).
+    const ipOf = (lab, pod) => JSON.parse(fs.readFileSync(`/run/tapnet/${lab}/state.json`, "utf8")).hosts[pod].ip.split("/")[0];
     const paths = [
-      { key: "direct", label: "mesh direct (pod1a -> pod2a)", client: mns("pod1a"), server: mns("pod2a"), dst: "10.40.0.2" },
-      { key: "relay", label: "mesh relayed by node2 (pod1a -> pod3a)", client: mns("pod1a"), server: mns("pod3a"), dst: "10.44.0.2" },
-      { key: "vxlan", label: "vxlan (pod1a -> pod2a)", client: vns("pod1a"), server: vns("pod2a"), dst: "10.244.2.2" },
+      { key: "direct", label: "mesh direct (pod1a -> pod2a)", client: mns("pod1a"), server: mns("pod2a"), dst: ipOf(LAB, "pod2a") },
+      { key: "relay", label: "mesh relayed by node2 (pod1a -> pod3a)", client: mns("pod1a"), server: mns("pod3a"), dst: ipOf(LAB, "pod3a") },
+      { key: "vxlan", label: "vxlan (pod1a -> pod2a)", client: vns("pod1a"), server: vns("pod2a"), dst: ipOf(VLAB, "pod2a") },
     ];
     for (const p of paths) {
       await c.waitReachable(p.client, p.dst);

@@ -132,6 +132,9 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
 
   it("each connection's path MTU is probed; net2 lowered to 1300 lowers the mesh MTU everywhere, and a pod gets ICMP frag-needed above it", async () => {
     const nodes = ["node1", "node2", "node3"];
+    // pod3a's address as the lab gave it (the state file).
+    const pod3a = (readState(LAB)?.hosts.pod3a?.ip ?? "").split("/")[0];
+    expect(pod3a).toMatch(/^10\./);
     const pmtuOf = (v: MeshView, peer: string): number | null | undefined => v.connections.find((c) => c.peer === peer && c.state === "established")?.pmtu;
     // At first every established connection carries the configured 1500.
     await waitFor(
@@ -147,7 +150,7 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     );
     expect(nodes.map((n) => [mesh(n).pathMtu, mesh(n).mtu])).toEqual(nodes.map(() => [1500, 1440]));
     // The pods' own MTU (1376: 1348 bytes of ICMP data) fits the mesh MTU, through node2's relay.
-    const fits = ping(ns("pod1a"), "10.44.0.2", 2, ["-M", "do", "-s", "1348"]);
+    const fits = ping(ns("pod1a"), pod3a, 2, ["-M", "do", "-s", "1348"]);
     expect(fits.status, fits.stdout).toBe(0);
     // net2 (node2's ul1, node3's ul0 and the bridge's ports) down to 1300.
     const net2Ports = (): string[] =>
@@ -171,9 +174,9 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
       await waitFor("every peer to take 1300 as the mesh's path MTU", () => nodes.every((n) => mesh(n).pathMtu === 1300 && mesh(n).mtu === 1240), 20_000, 200);
       // 1240 bytes of IP (1212 of ICMP data) still get through; one byte more gets the
       // frag-needed node1's sleeve answers with, naming 1240.
-      const at = ping(ns("pod1a"), "10.44.0.2", 2, ["-M", "do", "-s", "1212"]);
+      const at = ping(ns("pod1a"), pod3a, 2, ["-M", "do", "-s", "1212"]);
       expect(at.status, at.stdout).toBe(0);
-      const above = ping(ns("pod1a"), "10.44.0.2", 2, ["-M", "do", "-s", "1213"]);
+      const above = ping(ns("pod1a"), pod3a, 2, ["-M", "do", "-s", "1213"]);
       expect(above.status).not.toBe(0);
       expect(`${above.stdout}${above.stderr}`).toMatch(/Frag needed and DF set \(mtu = 1240\)|message too long, mtu=1240/);
       expect(mesh("node1").counters.fragNeeded - fragBefore).toBeGreaterThanOrEqual(1);
