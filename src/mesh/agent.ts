@@ -221,6 +221,9 @@ export class MeshAgent {
       this.port.sendControl(SLEEVE_HEARTBEAT, c.addr, this.config.port, c.peer.short);
       if (c.state === "established" && now - c.lastAck > this.deadMs) {
         c.state = "pending";
+        // A dead path's probes would all be lost and its PMTU end at the floor: no probe
+        // until the connection is established again (which starts a new search).
+        this.pmtu.stop(c.peer.name);
         this.log(`mesh: no UDP from ${c.peer.name} (${c.addr}) for ${this.deadMs} ms: connection pending, traffic goes around it`);
         changed = true;
       }
