@@ -24,6 +24,8 @@ const runDir = path.join(process.env.TAPNET_RUN_DIR ?? "/run/tapnet", LAB);
 const mesh = (node: string): MeshView => JSON.parse(tapnetOk(["show", "mesh", "--node", node, "--lab", LAB, "--json"])) as MeshView;
 const peerNames = (v: MeshView): string[] => v.peers.map((p) => p.name);
 const via = (v: MeshView, peer: string): string | undefined => v.peers.find((p) => p.name === peer)?.via;
+/** The probed path MTU of a peer's established connection with another. */
+const pmtuOf = (v: MeshView, peer: string): number | null | undefined => v.connections.find((c) => c.peer === peer && c.state === "established")?.pmtu;
 const nodeLog = (node: string): string => fs.readFileSync(path.join(runDir, `${node}.log`), "utf8");
 
 function sh(argv: string[]): void {
@@ -135,7 +137,6 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     // pod3a's address as the lab gave it (the state file).
     const pod3a = (readState(LAB)?.hosts.pod3a?.ip ?? "").split("/")[0];
     expect(pod3a).toMatch(/^10\./);
-    const pmtuOf = (v: MeshView, peer: string): number | null | undefined => v.connections.find((c) => c.peer === peer && c.state === "established")?.pmtu;
     // At first every established connection carries the configured 1500.
     await waitFor(
       "every connection's PMTU to be probed",
@@ -367,6 +368,8 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     sh(["ip", "-n", ns("node1"), "route", "add", "192.168.2.0/24", "dev", "ul0"]);
     sh(["ip", "-n", ns("node3"), "route", "add", "192.168.1.0/24", "dev", "ul0"]);
     await waitFor("node1 to route to node3 directly", () => via(mesh("node1"), "node3") === "direct" && via(mesh("node3"), "node1") === "direct", 30_000, 200);
+    // The new direct connection gets its own probe: across both bridges and the joining veth, all 1500.
+    await waitFor("node1's direct connection to node3 to be probed", () => pmtuOf(mesh("node1"), "node3") === 1500, 15_000, 200);
     const before = mesh("node2").counters.relayed;
     const r = ping(ns("pod1a"), "10.44.0.2", 5);
     expect(r.status, r.stdout).toBe(0);
