@@ -263,3 +263,15 @@ bool define_values(napi_env env, napi_value obj, const named_value_t *vals, size
   }
   return napi_define_properties(env, obj, n, props) == napi_ok;
 }
+
+napi_value ret_int(napi_env env, int v) {
+  napi_value r;
+  NAPI_OK_OR_THROW(napi_create_int32(env, v, &r), "create_int32");
+  return r;
+}
+
+napi_value ret_u32(napi_env env, uint32_t v) {
+  napi_value r;
+  NAPI_OK_OR_THROW(napi_create_uint32(env, v, &r), "create_uint32");
+  return r;
+}

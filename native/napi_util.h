@@ -122,4 +122,9 @@ typedef struct {
  * also when a value is NULL (its napi_create_* failed); nothing thrown. */
 bool define_values(napi_env env, napi_value obj, const named_value_t *vals, size_t n);
 
+/* A call's number result (send counts, offload results); NULL with an exception
+ * pending if N-API cannot make it. */
+napi_value ret_int(napi_env env, int v);
+napi_value ret_u32(napi_env env, uint32_t v);
+
 #endif

@@ -24,12 +24,6 @@ static bool offload_args(napi_env env, napi_callback_info info, const char *fn, 
   return false;
 }
 
-static napi_value ret_int(napi_env env, int v) {
-  napi_value r;
-  NAPI_OK_OR_THROW(napi_create_int32(env, v, &r), "create_int32");
-  return r;
-}
-
 /* gsoSegment(src, off, len, dst, dstOff, dstEnd, prefix, lengths) */
 static napi_value js_gso_segment(napi_env env, napi_callback_info info) {
   val_view_t src, dst, lengths;

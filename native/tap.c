@@ -298,9 +298,7 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
       break; /* EAGAIN, ENOBUFS, EIO, EINVAL...: drop this frame, go on */
     }
   }
-  napi_value result;
-  napi_create_uint32(env, sent, &result);
-  return result;
+  return ret_u32(env, sent);
 }
 
 /* What open("/dev/net/tun") and TUNSETIFF failing mean, and what to do. */

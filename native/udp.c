@@ -361,9 +361,7 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   if (full) {
     for (; i < count; i++) tx_refuse(u, lens, i, u->pf.stats.last_tx_errno);
   }
-  napi_value result;
-  napi_create_uint32(env, sent, &result);
-  return result;
+  return ret_u32(env, sent);
 }
 
 /* ------------------------------------------------------------------------ */

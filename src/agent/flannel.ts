@@ -11,13 +11,11 @@
  *      The lease is renewed every TTL/3; when etcd says it is gone, it is taken again.
  *   3. Lists `<prefix>/subnets/`, programs every other node, and watches the prefix from the
  *      listed revision on; after a compaction or a lost watch it lists again and reconciles.
- *      Per peer (vxlan): route SUBNET via SUBNET.0 dev flannel.1 onlink proto flannel, a static
- *      neighbour SUBNET.0 -> the peer's VtepMAC, an FDB entry VtepMAC -> the peer's PublicIP on
- *      the VXLAN port. Per peer (host-gw): route SUBNET via PublicIP proto flannel, when the
- *      peer is on the node's underlay subnet (flannel's rule); vxlan with DirectRouting does the
- *      same for a peer on that subnet. A lease that goes (deleted or expired) takes its
- *      entries with it. Leases that arrive while the node is being programmed go to it
- *      together in the next `changes` request.
+ *      Per peer: a route (and, for vxlan, a neighbour and an FDB entry) — the entries
+ *      src/agent/flannel-peers.ts lists; host-gw reaches only peers on the node's underlay
+ *      subnet (flannel's rule), as vxlan with DirectRouting does for a peer there. A lease
+ *      that goes (deleted or expired) takes its entries with it. Leases that arrive while
+ *      the node is being programmed go to it together in the next `changes` request.
  *   4. Writes subnet.env (FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU).
  *   5. When etcd cannot be reached, the node keeps what it was given and the agent retries
  *      with backoff (0.5 s doubling to 8 s); it converges when etcd answers again.
@@ -46,6 +44,7 @@ import {
   subnetKey,
   subnetText,
 } from "./flannel-config.js";
+import { type Op, type Planned, peerOps, programNode } from "./flannel-peers.js";
 
 export interface AgentOptions {
   node: string;
@@ -77,22 +76,8 @@ interface Peer {
   sinceMs: number;
 }
 
-type Op = { op: string; args: Record<string, unknown> };
-
 /** A lease seen or gone, waiting for the next `changes` request. */
 type Change = { type: "PUT"; kv: KeyValue } | { type: "DEL"; key: string; why: string };
-
-/** Changes for one peer, and what to record once the node has them. */
-interface Planned {
-  ops: Op[];
-  /** Undoing: a `del` of what is already gone is no error. */
-  removing: boolean;
-  what: string;
-  done: (at: number) => void;
-}
-
-/** The most changes the node takes in one request (src/node/node.ts). */
-const MAX_CHANGES = 20_000;
 
 interface IfaceRow {
   name: string;
@@ -473,30 +458,15 @@ export class FlannelAgent {
     if (old) this.planRemove(kv.key, "its lease changed", out);
     const c = this.config as FlannelConfig;
     if (v.BackendType !== c.backend.type) return this.note(`ignoring ${kv.key}: backend ${v.BackendType}, this node's is ${c.backend.type}`);
-    const net = ipToString(s.addr);
     const to = subnetText(s);
-    let add: Op[];
-    let undo: Op[];
-    if (c.backend.type === "vxlan" && !this.directPeer(v.PublicIP)) {
-      const dev = this.o.vtepIface;
-      add = [
-        { op: "route.replace", args: { to, via: net, dev, onlink: true, proto: "flannel" } },
-        { op: "neigh.replace", args: { ip: net, lladdr: mac, dev } },
-        { op: "fdb.add", args: { mac, port: this.o.vxlanPort, dst: v.PublicIP } },
-      ];
-      undo = [
-        { op: "fdb.del", args: { mac, port: this.o.vxlanPort, dst: v.PublicIP } },
-        { op: "neigh.del", args: { ip: net, dev } },
-        { op: "route.del", args: { to } },
-      ];
-    } else {
-      // host-gw, or vxlan with DirectRouting to a peer on this node's underlay subnet.
-      if (!this.directPeer(v.PublicIP)) {
-        return this.note(`host-gw: ${to}'s node ${v.PublicIP} is not on this node's underlay subnet: no route to it (flannel refuses the same)`);
-      }
-      add = [{ op: "route.replace", args: { to, via: v.PublicIP, proto: "flannel" } }];
-      undo = [{ op: "route.del", args: { to } }];
-    }
+    const ops = peerOps(
+      c.backend.type,
+      { subnet: s, publicIp: v.PublicIP, vtepMac: mac, direct: this.directPeer(v.PublicIP) },
+      this.o.vtepIface,
+      this.o.vxlanPort,
+    );
+    if ("note" in ops) return this.note(ops.note);
+    const { add, undo } = ops;
     const peer: Peer = { subnet: s, publicIp: v.PublicIP, vtepMac: mac, undo, since: "", sinceMs: 0 };
     this.peers.set(kv.key, peer);
     out.push({
@@ -536,28 +506,8 @@ export class FlannelAgent {
     });
   }
 
-  /**
-   * Sends what was planned to the node in `changes` requests of at most MAX_CHANGES (retrying
-   * while it cannot be reached); logs the changes it refuses; then each plan's done().
-   */
   private async program(planned: Planned[]): Promise<void> {
-    const ops = planned.flatMap((p) => p.ops);
-    const owner = planned.flatMap((p) => p.ops.map(() => p));
-    for (let i = 0; i < ops.length; i += MAX_CHANGES) {
-      const chunk = ops.slice(i, i + MAX_CHANGES);
-      const what = planned.length === 1 ? planned[0].what : `${planned.length} peers`;
-      const r = await this.retry(`program the node (${what})`, () =>
-        request<{ applied: number; errors: Array<string | null> }>(this.o.socket, { cmd: "changes", ops: chunk }),
-      );
-      this.changes += r.applied;
-      r.errors.forEach((e, k) => {
-        const p = owner[i + k];
-        // Taking away what is already gone is no error.
-        if (e !== null && !(p.removing && /^(route|neigh|fdb)\.del: no /.test(e))) this.o.log(`node refused ${chunk[k].op} for ${p.what}: ${e}`);
-      });
-    }
-    const at = performance.timeOrigin + performance.now();
-    for (const p of planned) p.done(at);
+    this.changes += await programNode(this.o.socket, planned, (what, f) => this.retry(what, f), this.o.log);
   }
 
   describe(): unknown {

@@ -193,6 +193,8 @@ export class Peer {
     c.sock.setNoDelay(true);
     c.sock.on("data", (d: Buffer) => this.data(c, d));
     c.sock.on("error", (e: Error) => {
+      // A reset after we closed (a peer answering our NOTIFICATION with RST) says nothing new.
+      if (c.closed) return;
       if (c.state === "Connect" && !this.lastError) this.lastError = `connect: ${e.message}`;
       else if (c.state !== "Connect") this.lastError = e.message;
     });

@@ -6,6 +6,7 @@ import fs from "node:fs";
 import type { Command } from "commander";
 import { stream } from "../control/client.js";
 import { nodeSocket } from "./nodes.js";
+import { parseCount } from "./format.js";
 
 export function registerCapture(program: Command): void {
   program
@@ -14,11 +15,7 @@ export function registerCapture(program: Command): void {
     .argument("[ports...]", "port names (see tapnet show ports)")
     .option("--drops", "capture the frames the node's switch and router drop, each with its reason as the packet comment (no ports)")
     .option("-w, --write <file>", "write pcapng to this file (default: stdout, for 'wireshark -k -i -')")
-    .option("-c, --count <n>", "stop after n frames", (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n <= 0) throw new Error(`--count: '${v}' is not a positive integer`);
-      return n;
-    })
+    .option("-c, --count <n>", "stop after n frames", parseCount)
     .option("--lab <name>", "the lab, when several are up")
     .description("capture what crosses ports of a node as pcapng (one interface per port)")
     .action(async (node: string, ports: string[], o: { write?: string; count?: number; lab?: string; drops?: boolean }) => {

@@ -30,3 +30,10 @@ export function vlanList(v: number[]): string {
   }
   return out.join(",");
 }
+
+/** Commander's parser for `-c, --count <n>`: a positive integer, else a clear error. */
+export function parseCount(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`--count: '${v}' is not a positive integer`);
+  return n;
+}

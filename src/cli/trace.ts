@@ -9,17 +9,14 @@ import type { LiveTraceRecord } from "../node/live-trace.js";
 import { renderWhatIf, type WhatIfResult } from "../node/trace.js";
 import { compileFilter } from "../node/trace-filter.js";
 import { findLab } from "../lab/lab.js";
+import { parseCount } from "./format.js";
 
 export function registerTrace(program: Command): void {
   program
     .command("trace")
     .argument("[node]", "node name (live: leave it out, with --lab, to trace every node of the lab)")
     .argument("[filter...]", "live: which packets (host, src, dst, net, icmp, tcp, udp, arp, proto, port, vlan, and, or, not)")
-    .option("-c, --count <n>", "live: stop after n packets (per node; default 1)", (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n <= 0) throw new Error(`--count: '${v}' is not a positive integer`);
-      return n;
-    })
+    .option("-c, --count <n>", "live: stop after n packets (per node; default 1)", parseCount)
     .option("--port <port>", "live: only packets received on this port")
     .option("--in <port>", "what-if: the port the packet comes in on (see tapnet show ports)")
     .option("--packet <spec>", "what-if: 'icmp|udp|tcp SRC[:PORT] > DST[:PORT] [ttl N] [len N] [vlan N] [from MAC] [to MAC]', or 'hex HEX'")

@@ -225,38 +225,22 @@ export function parseResult(v: unknown, field: string): Result {
   if (v === null || typeof v !== "object" || Array.isArray(v)) throw fail("expected a result object");
   const o = v as Record<string, unknown>;
   const r: Result = { cniVersion: typeof o.cniVersion === "string" ? o.cniVersion : "" };
-  if (o.interfaces !== undefined) {
-    if (!Array.isArray(o.interfaces)) throw fail("interfaces: expected a list");
-    r.interfaces = o.interfaces.map((i, k) => {
+  // Lists of objects: a required string `key`, and optional fields kept when of the right type.
+  const list = (name: "interfaces" | "ips" | "routes", key: string, keyWhat: string, optional: Record<string, "string" | "number">): void => {
+    const v = o[name];
+    if (v === undefined) return;
+    if (!Array.isArray(v)) throw fail(`${name}: expected a list`);
+    (r as unknown as Record<string, unknown>)[name] = v.map((i, k) => {
       const x = i as Record<string, unknown>;
-      if (typeof x?.name !== "string") throw fail(`interfaces[${k}].name: expected a string`);
-      const out: { name: string; mac?: string; sandbox?: string } = { name: x.name };
-      if (typeof x.mac === "string") out.mac = x.mac;
-      if (typeof x.sandbox === "string") out.sandbox = x.sandbox;
+      if (typeof x?.[key] !== "string") throw fail(`${name}[${k}].${key}: expected ${keyWhat}`);
+      const out: Record<string, unknown> = { [key]: x[key] };
+      for (const [f, type] of Object.entries(optional)) if (typeof x[f] === type) out[f] = x[f];
       return out;
     });
-  }
-  if (o.ips !== undefined) {
-    if (!Array.isArray(o.ips)) throw fail("ips: expected a list");
-    r.ips = o.ips.map((i, k) => {
-      const x = i as Record<string, unknown>;
-      if (typeof x?.address !== "string") throw fail(`ips[${k}].address: expected a CIDR`);
-      const out: IpConfig = { address: x.address };
-      if (typeof x.gateway === "string") out.gateway = x.gateway;
-      if (typeof x.interface === "number") out.interface = x.interface;
-      return out;
-    });
-  }
-  if (o.routes !== undefined) {
-    if (!Array.isArray(o.routes)) throw fail("routes: expected a list");
-    r.routes = o.routes.map((i, k) => {
-      const x = i as Record<string, unknown>;
-      if (typeof x?.dst !== "string") throw fail(`routes[${k}].dst: expected a CIDR`);
-      const out: Route = { dst: x.dst };
-      if (typeof x.gw === "string") out.gw = x.gw;
-      return out;
-    });
-  }
+  };
+  list("interfaces", "name", "a string", { mac: "string", sandbox: "string" });
+  list("ips", "address", "a CIDR", { gateway: "string", interface: "number" });
+  list("routes", "dst", "a CIDR", { gw: "string" });
   if (o.dns !== undefined) r.dns = parseDns(o.dns, `${field}.dns`);
   return r;
 }

@@ -6,35 +6,26 @@
  * show the reason with the packet. Elements call it through their drop tap
  * (src/core/element.ts), which is null while no drop capture runs. Like CaptureSession,
  * it never makes the dataplane wait: past the socket's buffer limit frames are left out
- * of the capture and counted.
+ * of the capture and counted (src/control/pcapng-stream.ts).
  */
 import type net from "node:net";
 import type { CounterSpec, DropTap, Element } from "../core/element.js";
-import { nowNs, PcapngWriter } from "../io/pcapng.js";
-
-const MAX_BUFFERED = 16 * 1024 * 1024;
+import { PcapngStream } from "./pcapng-stream.js";
 
 export class DropCaptureSession implements DropTap {
-  captured = 0;
-  overflowed = 0;
   private readonly ifIndex = new Map<Element, number>();
   /** Per element, the comment of each drop counter (built once, not per frame). */
   private readonly comments = new Map<Element, string[]>();
-  private readonly writer: PcapngWriter;
-  private closed = false;
-  private flushPending: NodeJS.Immediate | null = null;
+  private readonly stream: PcapngStream;
 
   constructor(
     private readonly elements: Element[],
-    private readonly sock: net.Socket,
-    private readonly limit: number,
+    sock: net.Socket,
+    limit: number,
   ) {
     for (const el of elements) {
       if (el.dropTap !== null) throw new Error(`a drop capture of ${el.name} is already running`);
     }
-    this.writer = new PcapngWriter((chunk) => {
-      sock.write(chunk);
-    });
     elements.forEach((el, i) => {
       this.ifIndex.set(el, i);
       const spec = el.spec as CounterSpec;
@@ -43,41 +34,36 @@ export class DropCaptureSession implements DropTap {
         spec.names.map((n) => `${el.name}.${n}: ${spec.decls[n].help}`),
       );
     });
-    this.writer.header(elements.map((el) => ({ name: `drops.${el.name}`, description: `frames the ${el.kind} ${el.name} dropped` })));
-    this.writer.flush();
+    this.stream = new PcapngStream(
+      sock,
+      limit,
+      elements.map((el) => ({ name: `drops.${el.name}`, description: `frames the ${el.kind} ${el.name} dropped` })),
+      () => {
+        for (const el of this.elements) if (el.dropTap === this) el.setDropTap(null);
+      },
+    );
     for (const el of elements) el.setDropTap(this);
-    sock.on("close", () => this.stop());
-    sock.on("error", () => this.stop());
+  }
+
+  get captured(): number {
+    return this.stream.captured;
+  }
+  /** Frames left out of the capture while the reader was behind. */
+  get overflowed(): number {
+    return this.stream.overflowed;
   }
 
   dropped(element: Element, id: number, buf: Buffer, off: number, len: number): void {
-    if (this.closed) return;
-    if (this.sock.writableLength > MAX_BUFFERED) {
-      this.overflowed++;
-      return;
-    }
+    if (!this.stream.accepts()) return;
     const i = this.ifIndex.get(element);
     if (i === undefined) return;
     const start = Math.max(off, 0);
     const end = Math.min(off + len, buf.length);
     if (end <= start) return;
-    this.writer.packet(i, buf, start, end - start, nowNs(), undefined, (this.comments.get(element) as string[])[id]);
-    this.captured++;
-    if (this.limit > 0 && this.captured >= this.limit) return this.stop();
-    if (this.flushPending === null) this.flushPending = setImmediate(this.flush);
+    this.stream.packet(i, buf, start, end - start, undefined, (this.comments.get(element) as string[])[id]);
   }
 
-  private readonly flush = (): void => {
-    this.flushPending = null;
-    if (!this.closed) this.writer.flush();
-  };
-
   stop(): void {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.flushPending !== null) clearImmediate(this.flushPending);
-    for (const el of this.elements) if (el.dropTap === this) el.setDropTap(null);
-    this.writer.flush();
-    this.sock.end();
+    this.stream.stop();
   }
 }

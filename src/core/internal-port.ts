@@ -90,11 +90,7 @@ export class InternalPort extends Port {
       q.count = 0;
       moved = true;
     }
-    if (this.txq.drops !== 0 || this.spareTx.drops !== 0) {
-      this.txDrops += this.txq.drops + this.spareTx.drops;
-      this.txq.drops = 0;
-      this.spareTx.drops = 0;
-    }
+    this.txDrops += takeDrops(this.txq, this.spareTx);
     if (this.inq.count !== 0) {
       const q = this.inq;
       this.inq = this.spareIn;
@@ -104,11 +100,7 @@ export class InternalPort extends Port {
       q.count = 0;
       moved = true;
     }
-    if (this.inq.drops !== 0 || this.spareIn.drops !== 0) {
-      this.rxDrops += this.inq.drops + this.spareIn.drops;
-      this.inq.drops = 0;
-      this.spareIn.drops = 0;
-    }
+    this.rxDrops += takeDrops(this.inq, this.spareIn);
     return moved;
   }
 
@@ -132,4 +124,14 @@ export class InternalPort extends Port {
       }
     }
   }
+}
+
+/** The frames the two queues of one direction dropped (full) since the last pump; their counts start again. */
+function takeDrops(a: TxQueue, b: TxQueue): number {
+  const n = a.drops + b.drops;
+  if (n !== 0) {
+    a.drops = 0;
+    b.drops = 0;
+  }
+  return n;
 }

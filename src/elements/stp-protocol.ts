@@ -113,12 +113,6 @@ export class StpPort {
 }
 
 export abstract class StpProtocol extends Element<StpCounter> {
-  enabled: boolean;
-  readonly prio: number;
-  readonly mac: number;
-  readonly bridgeHello: number;
-  readonly bridgeForwardDelay: number;
-  readonly bridgeMaxAge: number;
   /** Per switch port index; null: not taking part (internal, routed ports). */
   readonly sp: Array<StpPort | null> = [];
   rootPrio: number;
@@ -140,19 +134,30 @@ export abstract class StpProtocol extends Element<StpCounter> {
   protected started = false;
   protected host: StpHost | null = null;
 
-  constructor(name: string, enabled: boolean, prio: number, mac: number, helloMs: number, forwardDelayMs: number, maxAgeMs: number) {
+  /** The bridge's own priority, MAC and timers (ms), which it uses while it is the root. */
+  constructor(
+    name: string,
+    public enabled: boolean,
+    readonly prio: number,
+    readonly mac: number,
+    readonly bridgeHello: number,
+    readonly bridgeForwardDelay: number,
+    readonly bridgeMaxAge: number,
+  ) {
     super(name, STP_COUNTERS);
-    this.enabled = enabled;
-    this.prio = prio;
-    this.mac = mac;
-    this.bridgeHello = helloMs;
-    this.bridgeForwardDelay = forwardDelayMs;
-    this.bridgeMaxAge = maxAgeMs;
     this.rootPrio = prio;
     this.rootMac = mac;
-    this.maxAge = maxAgeMs;
-    this.helloTime = helloMs;
-    this.forwardDelay = forwardDelayMs;
+    this.maxAge = bridgeMaxAge;
+    this.helloTime = bridgeHello;
+    this.forwardDelay = bridgeForwardDelay;
+  }
+
+  /** This bridge is the root (8.6.8.3.1 with no better root port; 8.8.1). */
+  private becomeRoot(): void {
+    this.rootPort = -1;
+    this.rootPrio = this.prio;
+    this.rootMac = this.mac;
+    this.rootPathCost = 0;
   }
 
   /** Sends a config BPDU out of `p` with these flags and message age (ms). */
@@ -171,10 +176,7 @@ export abstract class StpProtocol extends Element<StpCounter> {
   /** Initialisation (8.8.1): this bridge the root, every port designated and blocking, then listening. */
   protected begin(now: number): void {
     this.started = true;
-    this.rootPrio = this.prio;
-    this.rootMac = this.mac;
-    this.rootPathCost = 0;
-    this.rootPort = -1;
+    this.becomeRoot();
     this.useBridgeTimes();
     this.topologyChangeDetected = false;
     this.setTopologyChange(false);
@@ -342,10 +344,7 @@ export abstract class StpProtocol extends Element<StpCounter> {
       if (best === null || this.betterRootPort(p, best)) best = p;
     }
     if (best === null) {
-      this.rootPort = -1;
-      this.rootPrio = this.prio;
-      this.rootMac = this.mac;
-      this.rootPathCost = 0;
+      this.becomeRoot();
     } else {
       this.rootPort = best.index;
       this.rootPrio = best.rootPrio;

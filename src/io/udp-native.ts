@@ -71,9 +71,46 @@ export interface SocketRxOptions {
   addrs: Uint32Array;
 }
 
-/** The arrays recvmmsg reports `n` received messages in (offsets, lengths, source address and port, GRO segment size), made once per socket. */
-export function landing(n: number): { offsets: Uint32Array; lengths: Uint32Array; addrs: Uint32Array; ports: Uint32Array; segs: Uint32Array } {
-  return { offsets: new Uint32Array(n), lengths: new Uint32Array(n), addrs: new Uint32Array(n), ports: new Uint32Array(n), segs: new Uint32Array(n) };
+/** A tunnel port's landing: `slots` receive slots of `slotSize` bytes and the arrays recvmmsg reports them in (offsets, lengths, source address and port, GRO segment size), made once per socket. */
+export interface Landing {
+  slots: number;
+  slotSize: number;
+  offsets: Uint32Array;
+  lengths: Uint32Array;
+  addrs: Uint32Array;
+  ports: Uint32Array;
+  segs: Uint32Array;
+}
+
+export function landing(slots: number, slotSize: number): Landing {
+  const n = slots;
+  return {
+    slots,
+    slotSize,
+    offsets: new Uint32Array(n),
+    lengths: new Uint32Array(n),
+    addrs: new Uint32Array(n),
+    ports: new Uint32Array(n),
+    segs: new Uint32Array(n),
+  };
+}
+
+/**
+ * Opens a tunnel port's listening socket over its landing (at `where.rxBase` in the pool).
+ * Returns the handle, or why it could not be opened: not fatal for the port's open(), since
+ * the port exists and its ready() reports the reason (the node prints it and exits; tests
+ * look at lastError).
+ */
+export function listenLanded(
+  openSocket: (opts: UdpOptions) => UdpHandle,
+  land: Landing,
+  where: Pick<UdpOptions, "bindAddr" | "port" | "rcvbuf" | "gro" | "df" | "pool" | "rxBase" | "onBatch">,
+): UdpHandle | string {
+  try {
+    return openSocket({ ...land, ...where });
+  } catch (e) {
+    return (e as Error).message;
+  }
 }
 
 export interface UdpOptions extends SocketRxOptions {

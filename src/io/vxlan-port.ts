@@ -60,7 +60,7 @@ import { vnetClear } from "../wire/vnet.js";
 import { VXLAN_HEADER_LEN, VXLAN_OVERHEAD, VXLAN_PORT, vxlanGetVni, vxlanValid } from "../wire/vxlan.js";
 import { groCoalesce } from "./offload.js";
 import { TunnelPort } from "./tunnel-port.js";
-import { landing, openUdp, type UdpHandle, type UdpOptions } from "./udp-native.js";
+import { landing, listenLanded, openUdp, type UdpHandle, type UdpOptions } from "./udp-native.js";
 import { V, VXLAN_COUNTERS, type VxlanCounter } from "./vxlan-counters.js";
 import { VxlanFdb, type VxlanFdbOptions } from "./vxlan-fdb.js";
 import { STAGE_BYTES, VxlanTx } from "./vxlan-tx.js";
@@ -135,7 +135,7 @@ export class VxlanPort extends TunnelPort<VxlanCounter> {
   private rxSock: UdpHandle | null = null;
   private poolBuf: Buffer | null = null;
   /** Receive: where recvmmsg reports messages (in the landing slots). */
-  private readonly land = landing(LAND_SLOTS);
+  private readonly land = landing(LAND_SLOTS, LAND_SLOT);
   /** Output slots (this.rx): where inner frames (and coalesced super-frames) go. */
   private outBase = 0;
   private outSlots = 0;
@@ -243,24 +243,17 @@ export class VxlanPort extends TunnelPort<VxlanCounter> {
     this.listening = false;
     this.lastError = "";
     this.onRx = onRx;
-    let rx: UdpHandle;
-    try {
-      rx = this.openSocket({
-        ...this.land,
-        bindAddr: this.localU32,
-        port: this.dstPort,
-        rcvbuf: this.recvBufferSize,
-        gro: true,
-        pool: buf,
-        rxBase: base,
-        slots: LAND_SLOTS,
-        slotSize: LAND_SLOT,
-        onBatch: this.onLanded,
-      });
-    } catch (e) {
-      // Not fatal for open(): the port exists, ready() reports why it cannot listen
-      // (the node prints it and exits; tests look at lastError).
-      this.lastError = (e as Error).message;
+    const rx = listenLanded(this.openSocket, this.land, {
+      bindAddr: this.localU32,
+      port: this.dstPort,
+      rcvbuf: this.recvBufferSize,
+      gro: true,
+      pool: buf,
+      rxBase: base,
+      onBatch: this.onLanded,
+    });
+    if (typeof rx === "string") {
+      this.lastError = rx;
       return;
     }
     try {

@@ -38,7 +38,7 @@ import type { NodeConfig } from "../node/config.js";
 import { ipToString, maskFromPrefix } from "../wire/ipv4addr.js";
 import { ensurePackages } from "./packages.js";
 import { labDir, type LabState, type Log, nsName, writeState } from "./state.js";
-import { cmdline, ipBatch, isAlive, run, sleep } from "./sys.js";
+import { ipBatch, isAlive, run, sleep, stopGroup } from "./sys.js";
 import type { Problem } from "./topology-checks.js";
 import { ifaceMac, isKernelNode, type NodeSpec, splitCidr, type Topology, UNDERLAY_PORT } from "./topology-schema.js";
 
@@ -257,17 +257,5 @@ export async function startBirds(t: Topology, state: LabState, log: Log): Promis
 
 /** Stops the lab's BIRDs by the PIDs recorded (only while /proc still shows them). */
 export async function stopDaemons(state: LabState): Promise<void> {
-  for (const d of Object.values(state.daemons ?? {})) {
-    const cl = cmdline(d.pid);
-    if (cl === null || !cl.includes(d.command)) continue;
-    for (const sig of ["SIGTERM", "SIGKILL"] as const) {
-      try {
-        process.kill(-d.pid, sig);
-      } catch {
-        break;
-      }
-      for (let i = 0; i < 40 && isAlive(d.pid) && cmdline(d.pid) !== null; i++) await sleep(50);
-      if (!isAlive(d.pid) || cmdline(d.pid) === null) break;
-    }
-  }
+  for (const d of Object.values(state.daemons ?? {})) await stopGroup(d, 2000);
 }

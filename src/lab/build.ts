@@ -39,6 +39,47 @@ function logTail(log: string): string {
 }
 
 /**
+ * Makes a lab namespace, recorded in the lab's state first so that lab down removes it
+ * even when what follows fails. IPv6 is switched off in it: tapnet is an IPv4 dataplane,
+ * and router solicitations and MLD reports would only add noise to every capture.
+ */
+export function addNamespace(state: LabState, ns: string): void {
+  state.namespaces.push(ns);
+  writeState(state);
+  run(["ip", "netns", "add", ns]);
+  run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+  ipBatch(["link set lo up"], ns);
+}
+
+/**
+ * Writes node `node`'s configuration to the lab's directory and empties its journal (a new
+ * node starts from its topology alone: the journal is for restarts of this one), then
+ * starts its supervisor, recorded in the lab's state (the node's pid follows from waitReady).
+ *
+ * The supervisor runs here (root, every capability: it enters the hosts' namespaces to
+ * hand their TAPs to a restarted node) and starts the node through `ip netns exec NS
+ * setpriv …` (nodeLauncher in src/node/sandbox.ts), passing on TAPNET_NODE_ARGS: extra
+ * Node.js options for the node processes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to
+ * profile the dataplane (written at lab down, which the seccomp filter refuses unless
+ * TAPNET_NO_SECCOMP=1 is set as well).
+ */
+export function startSupervisor(state: LabState, t: Topology, node: string, namespace: string): void {
+  const dir = labDir(state.lab);
+  const cfg = nodeConfig(t, node);
+  const cfgPath = path.join(dir, `${node}.json`);
+  const logPath = path.join(dir, `${node}.log`);
+  fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
+  if (cfg.journal) fs.rmSync(cfg.journal, { force: true });
+  const out = fs.openSync(logPath, "a");
+  const child = spawn(process.execPath, [CLI, "node", "supervise", cfgPath], { detached: true, stdio: ["ignore", out, out], env: process.env });
+  fs.closeSync(out);
+  child.unref();
+  if (child.pid === undefined) throw new Error(`could not start the supervisor of node ${node}`);
+  state.nodes[node] = { namespace, pid: null, supervisor: child.pid, socket: cfg.controlSocket, config: cfgPath, log: logPath };
+  writeState(state);
+}
+
+/**
  * Waits until a node answers on its control socket; fails when its supervisor is gone
  * or the node exited during start-up (the supervisor would only start it again).
  * Returns the node's PID.
@@ -123,11 +164,7 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   //    router solicitations and MLD reports would only add noise to every capture.
   for (const n of labNamespaces(t)) {
     await step();
-    state.namespaces.push(n);
-    writeState(state);
-    run(["ip", "netns", "add", n]);
-    run(["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
-    ipBatch(["link set lo up"], n);
+    addNamespace(state, n);
   }
   log(`namespaces: ${state.namespaces.join(" ")}`);
   // 2. The underlay: one kernel bridge per segment in the lab's "ul" namespace, kernel
@@ -235,29 +272,7 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   for (const node of Object.keys(t.nodes)) {
     if (kernel(node)) continue;
     await step();
-    const cfg = nodeConfig(t, node);
-    const cfgPath = path.join(dir, `${node}.json`);
-    const logPath = path.join(dir, `${node}.log`);
-    fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
-    // A new lab starts from its topology alone (the journal is for restarts of this one).
-    if (cfg.journal) fs.rmSync(cfg.journal, { force: true });
-    const out = fs.openSync(logPath, "a");
-    // The supervisor runs here (root, every capability: it enters the hosts'
-    // namespaces to hand their TAPs to a restarted node) and starts the node through
-    // `ip netns exec NS setpriv …` (nodeLauncher in src/node/sandbox.ts), passing on
-    // TAPNET_NODE_ARGS: extra Node.js options for the node processes, e.g.
-    // "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the dataplane (written at lab down,
-    // which the seccomp filter refuses unless TAPNET_NO_SECCOMP=1 is set as well).
-    const child = spawn(process.execPath, [CLI, "node", "supervise", cfgPath], {
-      detached: true,
-      stdio: ["ignore", out, out],
-      env: process.env,
-    });
-    fs.closeSync(out);
-    child.unref();
-    if (child.pid === undefined) throw new Error(`could not start the supervisor of node ${node}`);
-    state.nodes[node] = { namespace: ns(node), pid: null, supervisor: child.pid, socket: cfg.controlSocket, config: cfgPath, log: logPath };
-    writeState(state);
+    startSupervisor(state, t, node, ns(node));
   }
   for (const [node, n] of Object.entries(state.nodes)) {
     n.pid = await waitReady(lab, node, n, abort);

@@ -7,6 +7,7 @@
  */
 import { request } from "../control/client.js";
 import { parseCidr, parseIp } from "../wire/ipv4addr.js";
+import { addNamespace } from "./build.js";
 import { type LabState, type Log, nsName, readState, writeState } from "./state.js";
 import { ipBatch, netnsList, run } from "./sys.js";
 import { IFNAME_MAX, isKernelNode, loadTopology, NAME } from "./topology.js";
@@ -69,15 +70,11 @@ export async function hostAdd(lab: string, host: string, h: HostAdd, log: Log = 
   await request(node.socket, { cmd: "change", op: "port.add", args: portAdd, dryRun: true });
   let portMade = false;
   try {
-    s.namespaces.push(ns);
-    writeState(s);
-    run(["ip", "netns", "add", ns]);
-    run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
-    ipBatch(["link set lo up"], ns);
+    addNamespace(s, ns);
     await request(node.socket, { cmd: "change", op: "port.add", args: portAdd });
     portMade = true;
     ipBatch([`link set ${host} netns ${ns}`], node.namespace);
-    const cmds = ["link set dev " + host + " name eth0", `link set eth0 mtu ${h.mtu ?? 1500}`, `address add ${h.ip} dev eth0`, "link set eth0 up"];
+    const cmds = [`link set dev ${host} name eth0`, `link set eth0 mtu ${h.mtu ?? 1500}`, `address add ${h.ip} dev eth0`, "link set eth0 up"];
     if (h.gateway) cmds.push(`route add default via ${h.gateway} dev eth0`);
     ipBatch(cmds, ns);
     s.hosts[host] = { namespace: ns, node: h.node, ip: h.ip, gateway: h.gateway, vlan: h.vlan ?? 1, link: "tap" };

@@ -12,7 +12,7 @@ import { startMetrics } from "./metrics-daemon.js";
 import { build, labNamespaces } from "./build.js";
 import { type EtcdState, stopEtcdAndAgents } from "./etcd.js";
 import { labDir, type LabState, listLabs, type Log, ownerOf, readState, readSupervisorStatus, type SupervisorStatus, writeState } from "./state.js";
-import { cmdline, isAlive, netnsList, run, sleep } from "./sys.js";
+import { cmdline, isAlive, netnsList, run, sleep, stopGroup } from "./sys.js";
 import { loadTopology } from "./topology.js";
 
 export { labNamespaces } from "./build.js";
@@ -120,25 +120,8 @@ export async function stopNode(lab: string, name: string, n: LabState["nodes"][s
   if (!(await signalAndWait(pid, "SIGTERM", still, 2000))) await signalAndWait(pid, "SIGKILL", still, 1000);
 }
 
-/** Stops a host's command (its whole process group) if /proc still shows it. */
-async function stopRun(r: { pid: number; command: string }): Promise<void> {
-  const cl = cmdline(r.pid);
-  if (cl === null || !cl.includes(r.command)) return;
-  for (const sig of ["SIGTERM", "SIGKILL"] as const) {
-    try {
-      process.kill(-r.pid, sig);
-    } catch {
-      return;
-    }
-    for (let i = 0; i < 20; i++) {
-      if (!isAlive(r.pid) || !cmdline(r.pid)) return;
-      await sleep(50);
-    }
-  }
-}
-
 async function teardown(state: LabState, log: Log, extraNamespaces: string[] = []): Promise<string[]> {
-  for (const h of Object.values(state.hosts)) if (h.run) await stopRun(h.run);
+  for (const h of Object.values(state.hosts)) if (h.run) await stopGroup(h.run, 1000);
   await stopDaemons(state);
   await stopEtcdAndAgents(state as LabState & EtcdState);
   for (const [name, n] of Object.entries(state.nodes)) await stopNode(state.lab, name, n);

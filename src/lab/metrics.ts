@@ -73,54 +73,28 @@ async function rowCount(
 export async function collectLab(labName: string, timeoutMs = 3000): Promise<{ registry: Registry; text: string }> {
   const registry = new Registry();
   const reg = [registry];
-  const nodeUp = new Gauge({
-    name: "tapnet_node_up",
-    help: "1 when the node answered on its control socket at this scrape",
-    labelNames: ["node"],
-    registers: reg,
-  });
-  const frames = new Counter({
-    name: "tapnet_port_frames_total",
-    help: "frames through a node's port, by direction (rx, tx)",
-    labelNames: ["node", "port", "direction"],
-    registers: reg,
-  });
-  const bytes = new Counter({
-    name: "tapnet_port_bytes_total",
-    help: "bytes through a node's port, by direction (rx, tx)",
-    labelNames: ["node", "port", "direction"],
-    registers: reg,
-  });
-  const portDrops = new Counter({
-    name: "tapnet_port_drops_total",
-    help: "frames a port dropped: rx (could not take), tx (device refused or queue full)",
-    labelNames: ["node", "port", "direction"],
-    registers: reg,
-  });
-  const elFrames = new Counter({
-    name: "tapnet_element_frames_total",
-    help: "frames an element forwarded or delivered, and events it counted (kind says which)",
-    labelNames: ["node", "element", "port", "counter", "kind"],
-    registers: reg,
-  });
-  const elDrops = new Counter({
-    name: "tapnet_element_drops_total",
-    help: "frames an element dropped, by reason (its drop counter)",
-    labelNames: ["node", "element", "port", "reason"],
-    registers: reg,
-  });
-  const fdb = new Gauge({ name: "tapnet_fdb_entries", help: "learned entries in the switch's forwarding table", labelNames: ["node"], registers: reg });
-  const routes = new Gauge({ name: "tapnet_routes", help: "routes in the router's table", labelNames: ["node"], registers: reg });
-  const neigh = new Gauge({ name: "tapnet_neighbours", help: "entries in the router's neighbour (ARP) cache", labelNames: ["node"], registers: reg });
-  const ct = new Gauge({ name: "tapnet_conntrack_entries", help: "entries in the NAT's connection tracking table", labelNames: ["node"], registers: reg });
-  const ctMax = new Gauge({ name: "tapnet_conntrack_max_entries", help: "capacity of the connection tracking table", labelNames: ["node"], registers: reg });
-  const rss = new Gauge({ name: "tapnet_process_resident_memory_bytes", help: "resident memory of the node process", labelNames: ["node"], registers: reg });
-  const cpu = new Counter({
-    name: "tapnet_process_cpu_seconds_total",
-    help: "user and system CPU time of the node process",
-    labelNames: ["node"],
-    registers: reg,
-  });
+  const gauge = (name: string, help: string, labelNames = ["node"]): Gauge => new Gauge({ name, help, labelNames, registers: reg });
+  const counter = (name: string, help: string, labelNames = ["node"]): Counter => new Counter({ name, help, labelNames, registers: reg });
+  const perPort = ["node", "port", "direction"];
+  const nodeUp = gauge("tapnet_node_up", "1 when the node answered on its control socket at this scrape");
+  const frames = counter("tapnet_port_frames_total", "frames through a node's port, by direction (rx, tx)", perPort);
+  const bytes = counter("tapnet_port_bytes_total", "bytes through a node's port, by direction (rx, tx)", perPort);
+  const portDrops = counter("tapnet_port_drops_total", "frames a port dropped: rx (could not take), tx (device refused or queue full)", perPort);
+  const elFrames = counter("tapnet_element_frames_total", "frames an element forwarded or delivered, and events it counted (kind says which)", [
+    "node",
+    "element",
+    "port",
+    "counter",
+    "kind",
+  ]);
+  const elDrops = counter("tapnet_element_drops_total", "frames an element dropped, by reason (its drop counter)", ["node", "element", "port", "reason"]);
+  const fdb = gauge("tapnet_fdb_entries", "learned entries in the switch's forwarding table");
+  const routes = gauge("tapnet_routes", "routes in the router's table");
+  const neigh = gauge("tapnet_neighbours", "entries in the router's neighbour (ARP) cache");
+  const ct = gauge("tapnet_conntrack_entries", "entries in the NAT's connection tracking table");
+  const ctMax = gauge("tapnet_conntrack_max_entries", "capacity of the connection tracking table");
+  const rss = gauge("tapnet_process_resident_memory_bytes", "resident memory of the node process");
+  const cpu = counter("tapnet_process_cpu_seconds_total", "user and system CPU time of the node process");
 
   const elementCounters = (node: string, element: string, port: string, spec: CounterSpec | undefined, values: Counters | null): void => {
     if (!values) return;

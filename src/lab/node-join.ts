@@ -12,24 +12,18 @@
  *        namespace removed.
  * The node is added to the lab's state, not to its topology file.
  */
-import { spawn } from "node:child_process";
 import fs from "node:fs";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseDocument } from "yaml";
 import { subnetFromEnv, subnetKey } from "../agent/flannel-config.js";
 import { request } from "../control/client.js";
 import { sharedUnderlayCommands, sharedUnderlaySysctls, sharesUnderlay } from "./bgp.js";
-import { waitReady } from "./build.js";
+import { addNamespace, startSupervisor, waitReady } from "./build.js";
 import { type AgentStatus, endpoints, type EtcdState, startAgent, stopProc, waitAgents } from "./etcd.js";
 import { stopNode } from "./lab.js";
-import { nodeConfig } from "./node-config.js";
-import { labDir, type LabState, type Log, nsName, readState, writeState } from "./state.js";
+import { type LabState, type Log, nsName, readState, writeState } from "./state.js";
 import { ipBatch, netnsList, run } from "./sys.js";
 import { parseTopology } from "./topology.js";
 import type { Topology } from "./topology-schema.js";
-
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/main.js");
 
 export interface NodeAdd {
   /** Its underlay address (PublicIP), on the etcd segment unless `segment` says otherwise. */
@@ -67,11 +61,7 @@ export async function nodeAdd(lab: string, node: string, a: NodeAdd, log: Log = 
   const spec = t.nodes[node];
   const ul = spec.underlay as NonNullable<typeof spec.underlay>;
   try {
-    s.namespaces.push(ns);
-    writeState(s);
-    run(["ip", "netns", "add", ns]);
-    run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
-    ipBatch(["link set lo up"], ns);
+    addNamespace(s, ns);
     run(["ip", "link", "add", "ul0", "netns", ns, "type", "veth", "peer", "name", node, "netns", nsName(lab, "ul")]);
     ipBatch([`link set ${node} master br-${ul.segment}`, `link set ${node} mtu ${ul.mtu}`, `link set ${node} up`], nsName(lab, "ul"));
     const cmds = [`link set ul0 mtu ${ul.mtu}`, "link set ul0 up"];
@@ -82,22 +72,10 @@ export async function nodeAdd(lab: string, node: string, a: NodeAdd, log: Log = 
     if (ul.gateway) cmds.push(`route add default via ${ul.gateway} dev ul0`);
     ipBatch(cmds, ns);
     if (shared) sharedUnderlaySysctls(ns);
-    const dir = labDir(lab);
-    const cfg = nodeConfig(t, node);
-    const cfgPath = path.join(dir, `${node}.json`);
-    const logPath = path.join(dir, `${node}.log`);
-    fs.writeFileSync(cfgPath, JSON.stringify(cfg, null, 2));
-    if (cfg.journal) fs.rmSync(cfg.journal, { force: true });
-    const out = fs.openSync(logPath, "a");
-    const child = spawn(process.execPath, [CLI, "node", "supervise", cfgPath], { detached: true, stdio: ["ignore", out, out], env: process.env });
-    fs.closeSync(out);
-    child.unref();
-    if (child.pid === undefined) throw new Error(`could not start the supervisor of node ${node}`);
-    s.nodes[node] = { namespace: ns, pid: null, supervisor: child.pid, socket: cfg.controlSocket, config: cfgPath, log: logPath };
-    writeState(s);
+    startSupervisor(s, t, node, ns);
     s.nodes[node].pid = await waitReady(lab, node, s.nodes[node]);
     writeState(s);
-    await request(cfg.controlSocket, { cmd: "announce" });
+    await request(s.nodes[node].socket, { cmd: "announce" });
     startAgent(t, s, node);
     await waitAgents(s, [node], () => 0);
     const rec = s.agents?.[node];

@@ -66,3 +66,24 @@ export function cmdline(pid: number): string | null {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/**
+ * Stops a process group a lab started (a host's command, a daemon) by the PID recorded,
+ * only while /proc still shows its command (a PID reused by another process is left
+ * alone): SIGTERM, then SIGKILL if it is still there after `waitMs`.
+ */
+export async function stopGroup(r: { pid: number; command: string }, waitMs: number): Promise<void> {
+  const cl = cmdline(r.pid);
+  if (cl === null || !cl.includes(r.command)) return;
+  for (const sig of ["SIGTERM", "SIGKILL"] as const) {
+    try {
+      process.kill(-r.pid, sig);
+    } catch {
+      return;
+    }
+    for (let waited = 0; waited < waitMs; waited += 50) {
+      if (!isAlive(r.pid) || cmdline(r.pid) === null) return;
+      await sleep(50);
+    }
+  }
+}

@@ -49,7 +49,7 @@ import { counters } from "../core/element.js";
 import type { PacketPool } from "../core/pool.js";
 import { HEADROOM, type RxHandler } from "../core/port.js";
 import { FdbTable } from "../elements/fdb-table.js";
-import { errnoText, landing, openUdp, type UdpHandle, type UdpOptions } from "../io/udp-native.js";
+import { errnoText, landing, listenLanded, openUdp, type UdpHandle, type UdpOptions } from "../io/udp-native.js";
 import { TunnelPort } from "../io/tunnel-port.js";
 import { readU16, readU32, writeU16 } from "../wire/bytes.js";
 import { ETH_HEADER_LEN } from "../wire/ethernet.js";
@@ -184,7 +184,7 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
 
   private sock: UdpHandle | null = null;
   private poolBuf: Buffer | null = null;
-  private readonly land = landing(LAND_SLOTS);
+  private readonly land = landing(LAND_SLOTS, LAND_SLOT);
   private outBase = 0;
   private outSlots = 0;
   private ctrlBase = 0;
@@ -252,24 +252,21 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
     // Probes are zeros after their header and body.
     pool.buf.fill(0, this.probeBase, this.probeBase + this.underlayMtu);
     this.onRx = onRx;
-    try {
-      this.sock = this.openSocket({
-        ...this.land,
-        bindAddr: 0,
-        port: this.udpPort,
-        rcvbuf: 4 * 1024 * 1024,
-        // DF set, never fragmented here: what the path-MTU probe measures is what data gets.
-        df: true,
-        pool: pool.buf,
-        rxBase: base,
-        slots: LAND_SLOTS,
-        slotSize: LAND_SLOT,
-        onBatch: this.onLanded,
-      });
-    } catch (e) {
-      this.lastError = (e as Error).message;
+    const sock = listenLanded(this.openSocket, this.land, {
+      bindAddr: 0,
+      port: this.udpPort,
+      rcvbuf: 4 * 1024 * 1024,
+      // DF set, never fragmented here: what the path-MTU probe measures is what data gets.
+      df: true,
+      pool: pool.buf,
+      rxBase: base,
+      onBatch: this.onLanded,
+    });
+    if (typeof sock === "string") {
+      this.lastError = sock;
       return;
     }
+    this.sock = sock;
     this.listening = true;
     this.sock.start();
   }

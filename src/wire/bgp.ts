@@ -298,6 +298,14 @@ function decodePrefixes(b: Uint8Array, off: number, end: number): Prefix[] | nul
   return out;
 }
 
+/** The attributes that are one 32-bit value (RFC 4271 §5.1.3, §5.1.4, §5.1.5; RFC 4456 §8): their name and field. */
+const U32_ATTRS: Record<number, [string, "nextHop" | "med" | "localPref" | "originatorId"]> = {
+  [ATTR_NEXT_HOP]: ["NEXT_HOP", "nextHop"],
+  [ATTR_MED]: ["MULTI_EXIT_DISC", "med"],
+  [ATTR_LOCAL_PREF]: ["LOCAL_PREF", "localPref"],
+  [ATTR_ORIGINATOR_ID]: ["ORIGINATOR_ID", "originatorId"],
+};
+
 /**
  * UPDATE (RFC 4271 §4.3) with RFC 7606's error handling: the withdrawn routes and the
  * attribute list's total length must be consistent (else session reset, §5.3 / §4), and
@@ -377,17 +385,14 @@ function decodeUpdate(b: Uint8Array, as4: boolean): Decoded {
         break;
       }
       case ATTR_NEXT_HOP:
-        if (len !== 4) twa(UPD_ATTR_LENGTH, `NEXT_HOP of length ${len}`);
-        else attrs.nextHop = u32(b, v);
-        break;
       case ATTR_MED:
-        if (len !== 4) twa(UPD_ATTR_LENGTH, `MULTI_EXIT_DISC of length ${len}`);
-        else attrs.med = u32(b, v);
-        break;
       case ATTR_LOCAL_PREF:
-        if (len !== 4) twa(UPD_ATTR_LENGTH, `LOCAL_PREF of length ${len}`);
-        else attrs.localPref = u32(b, v);
+      case ATTR_ORIGINATOR_ID: {
+        const [name, field] = U32_ATTRS[type];
+        if (len !== 4) twa(UPD_ATTR_LENGTH, `${name} of length ${len}`);
+        else attrs[field] = u32(b, v);
         break;
+      }
       case ATTR_ATOMIC_AGGREGATE:
         if (len !== 0) discarded.push(err(ERR_UPDATE, UPD_ATTR_LENGTH, `ATOMIC_AGGREGATE of length ${len}`, new Uint8Array(0), "attribute-discard"));
         else attrs.atomicAggregate = true;
@@ -395,10 +400,6 @@ function decodeUpdate(b: Uint8Array, as4: boolean): Decoded {
       case ATTR_AGGREGATOR:
         // §7.7: a malformed AGGREGATOR is discarded; we do not use it anyway.
         if (len !== (as4 ? 8 : 6)) discarded.push(err(ERR_UPDATE, UPD_ATTR_LENGTH, `AGGREGATOR of length ${len}`, new Uint8Array(0), "attribute-discard"));
-        break;
-      case ATTR_ORIGINATOR_ID:
-        if (len !== 4) twa(UPD_ATTR_LENGTH, `ORIGINATOR_ID of length ${len}`);
-        else attrs.originatorId = u32(b, v);
         break;
       case ATTR_CLUSTER_LIST:
         if (len % 4 !== 0) twa(UPD_ATTR_LENGTH, `CLUSTER_LIST of length ${len}`);

@@ -2,7 +2,8 @@
 import { describe, expect, it } from "vitest";
 import { MemoryPort } from "../../src/io/memory-port.js";
 import { nodeConfig } from "../../src/lab/node-config.js";
-import { parseTopology, TopologyError } from "../../src/lab/topology.js";
+import { parseTopology } from "../../src/lab/topology.js";
+import { problems } from "./problems.js";
 import { routerSetArgs } from "../../src/cli/verbs.js";
 import { applyChange } from "../../src/node/changes.js";
 import { buildGraph } from "../../src/node/graph.js";
@@ -10,20 +11,6 @@ import { runningConfig } from "../../src/node/running-config.js";
 
 const LAB = (iface: string, node = ""): string =>
   `name: tfid\nnodes:\n  r1:\n${node}    interfaces:\n      eth1: { vlan: 10, address: 10.0.1.1/24${iface} }\n      eth2: { vlan: 20, address: 10.0.2.1/24 }\nhosts:\n  h1: { node: r1, ip: 10.0.1.2/24, vlan: 10 }\n`;
-
-function problems(yaml: string): string[] {
-  try {
-    parseTopology(yaml, "lab.yaml");
-  } catch (e) {
-    if (e instanceof TopologyError)
-      return e.message
-        .split("\n")
-        .slice(1)
-        .map((l) => l.trim());
-    throw e;
-  }
-  return [];
-}
 
 describe("router knobs in a topology", () => {
   it("sendRedirects off on one interface and the ICMP limit reach the node's config; absent, redirects stay on", () => {

@@ -4,23 +4,10 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { nodeConfig } from "../../src/lab/node-config.js";
-import { parseTopology, TopologyError } from "../../src/lab/topology.js";
+import { parseTopology } from "../../src/lab/topology.js";
+import { problems } from "./problems.js";
 
 const loopYaml = (): string => fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../scripts/labs/loop.yaml"), "utf8");
-
-function problems(yaml: string): string[] {
-  try {
-    parseTopology(yaml, "lab.yaml");
-  } catch (e) {
-    if (e instanceof TopologyError)
-      return e.message
-        .split("\n")
-        .slice(1)
-        .map((l) => l.trim());
-    throw e;
-  }
-  return [];
-}
 
 describe("topology checks", () => {
   it("reports schema and cross-field problems together, in file order", () => {

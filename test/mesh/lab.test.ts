@@ -1,21 +1,8 @@
 /** The `mesh` overlay of a topology file: checks and what each node's config gets. */
 import { describe, expect, it } from "vitest";
 import { nodeConfig } from "../../src/lab/node-config.js";
-import { parseTopology, TopologyError } from "../../src/lab/topology.js";
-
-function problems(yaml: string): string[] {
-  try {
-    parseTopology(yaml, "lab.yaml");
-  } catch (e) {
-    if (e instanceof TopologyError)
-      return e.message
-        .split("\n")
-        .slice(1)
-        .map((l) => l.trim());
-    throw e;
-  }
-  return [];
-}
+import { parseTopology } from "../../src/lab/topology.js";
+import { problems } from "../lab/problems.js";
 
 const MESH = [
   "name: m",

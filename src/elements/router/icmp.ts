@@ -13,8 +13,8 @@
  *               (Linux's icmp_send: `traceroute -U` to a far address ends there), else
  *               from the address of the interface the packet came in on, on the
  *               sender's subnet when it has one (RFC 1812 §4.3.2.4); at most 576 bytes
- *               (§4.3.2.3). build() writes it into scratch and stops there, for
- *               a caller that must show it to the NAT before it leaves (ip-input.ts);
+ *               (§4.3.2.3); about a packet between the NAT's hooks, shown to the NAT
+ *               before it leaves, so that it quotes what the sender sent (ip-input.ts);
  *   echoReply() the reply to an echo request for one of its addresses, in place
  *               (RFC 1122 §3.2.2.6);
  *   tcpReset()  a reset for a TCP segment to one of its addresses: a router listens on no
@@ -29,6 +29,7 @@ import { emitIcmpEchoReplyInPlace, emitIcmpError, icmpErrorAllowed } from "../..
 import { ETH_HEADER_LEN } from "../../wire/ethernet.js";
 import { ipv4FillChecksum, ipv4GetDstAddr, ipv4GetSrcAddr } from "../../wire/ipv4.js";
 import { emitTcpReset } from "../../wire/tcp.js";
+import { NAT_ACCEPT } from "../nat.js";
 import { C } from "./counters.js";
 import { type OptionsResult, ipv4OptionsEcho, ipv4OptionsEchoSourceRoute, ipv4OptionsErrorLen, ipv4OptionsErrorWrite, timestampNow } from "./options.js";
 import { ICMP_RATEMASK_DEFAULT, ICMP_RATELIMIT_DEFAULT_MS, IcmpPeers, icmpTypeLimited } from "./icmp-peers.js";
@@ -90,8 +91,6 @@ export class Icmp {
   ratemask: number;
   /** IPv4 identification of the datagrams the router originates. */
   private ident = 1;
-  /** Length of the error build() last wrote. */
-  len = 0;
   private readonly isLocal = (addr: number): boolean => this.s.local.has(addr | 0);
 
   constructor(
@@ -110,8 +109,11 @@ export class Icmp {
   /**
    * Sends ICMP `type`/`code` (`rest`: the 32-bit rest of header) about the packet at
    * `buf[ip, ip + ipLen)`, which came in on `ifc` (`linkBroadcast`: in a link-layer
-   * group frame). `from`: the source address (the router's address the packet was for),
-   * or 0 to choose by the interface.
+   * group frame); true when it was sent. `from`: the source address (the router's address
+   * the packet was for), or 0 to choose by the interface. `natCtx`: the packet's conntrack
+   * context when it is between PREROUTING and POSTROUTING, which the NAT may have
+   * rewritten: the quote then shows the packet as its sender sent it, and the error comes
+   * from the VIP or masquerade address the sender talks to, as Linux does.
    */
   error(
     ifc: RouterInterface,
@@ -125,51 +127,35 @@ export class Icmp {
     linkBroadcast: boolean,
     from = 0,
     opt: OptionsResult | null = null,
-  ): void {
-    const at = this.build(ifc, buf, ip, ipLen, type, code, rest, now, linkBroadcast, from, opt);
-    if (at >= 0) this.out.send(ifc.index, this.s.pool, at, this.len, now);
-  }
-
-  /** error() without sending: where in the pool the error's IPv4 header is (length in `len`), or -1. */
-  build(
-    ifc: RouterInterface,
-    buf: Buffer,
-    ip: number,
-    ipLen: number,
-    type: number,
-    code: number,
-    rest: number,
-    now: number,
-    linkBroadcast: boolean,
-    from = 0,
-    opt: OptionsResult | null = null,
-  ): number {
+    natCtx = NAT_ACCEPT,
+  ): boolean {
     const c = this.s.c;
     if (!icmpErrorAllowed(buf, ip, ipLen, linkBroadcast)) {
       c[C.icmpSuppressed]++;
-      return -1;
+      return false;
     }
     const peer = ipv4GetSrcAddr(buf, ip);
     // The destination's bucket first, then the global one (Linux ≥ 6.2: a sender over its
     // own limit spends none of the router's global credit).
     if (icmpTypeLimited(this.ratemask, type, code) && (!this.peers.allow(peer, now) || !this.bucket.take(now))) {
       c[C.icmpRateLimited]++;
-      return -1;
+      return false;
     }
     const src = from !== 0 ? from : sourceFor(ifc, peer);
-    if (src === 0) return -1;
+    if (src === 0) return false;
     const frame = this.out.alloc();
-    if (frame < 0) return -1;
+    if (frame < 0) return false;
     const at = frame + ETH_HEADER_LEN;
     // The packet's Record Route and Timestamp, echoed with the error's entries (Linux's
     // icmp_send through ip_options_echo); they shorten the quote.
     const optLen = opt !== null && (opt.rr !== 0 || opt.ts !== 0) ? ipv4OptionsErrorLen(buf, ip, opt) : 0;
     const len = emitIcmpError(this.s.pool, at, buf, ip, ipLen, type, code, rest, src, this.nextIdent(), optLen);
-    if (len < 0) return -1;
-    if (opt !== null && optLen > 0 && !this.echoOptions(at, optLen, buf, ip, opt)) return -1;
-    this.len = len;
+    if (len < 0) return false;
+    if (opt !== null && optLen > 0 && !this.echoOptions(at, optLen, buf, ip, opt)) return false;
     c[C.icmpErrors]++;
-    return at;
+    if (natCtx !== NAT_ACCEPT) this.s.nat?.localError(natCtx, this.s.pool, at, len);
+    this.out.send(ifc.index, this.s.pool, at, len, now);
+    return true;
   }
 
   /** Answers the echo request at `ip` in place; false (nothing sent) when it is not a whole, valid one. */

@@ -284,14 +284,16 @@ export class IpInput {
     }
     if (ipv4GetTtl(buf, ip) <= 1) {
       s.dropFrame(C.ttlExpired, now, buf, ip, ipLen);
-      this.errorInFlight(ifc, buf, ip, ipLen, ICMP_TIME_EXCEEDED, ICMP_TIME_EXCEEDED_TTL, 0, now, ctx);
+      this.icmp.error(ifc, buf, ip, ipLen, ICMP_TIME_EXCEEDED, ICMP_TIME_EXCEEDED_TTL, 0, now, false, 0, this.opt, ctx);
+      this.notForwarded(ctx);
       return;
     }
     const r = s.fib.lookup(dst);
     if (r < 0) {
       s.dropFrame(C.noRoute, now, buf, ip, ipLen);
       if (this.icmp.peers.allowRouteError(ipv4GetSrcAddr(buf, ip), now)) {
-        this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_NET, 0, now, ctx);
+        this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_NET, 0, now, false, 0, this.opt, ctx);
+        this.notForwarded(ctx);
       } else {
         s.c[C.icmpRateLimited]++;
         this.notForwarded(ctx);
@@ -304,14 +306,16 @@ export class IpInput {
       // RFC 791 §3.1: a strict route's next address must be directly reachable (Linux's
       // ip_forward sr_failed, after the TTL check and before the MTU's).
       s.dropFrame(C.sourceRouteFailed, now, buf, ip, ipLen);
-      this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_SR_FAILED, 0, now, ctx);
+      this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_SR_FAILED, 0, now, false, 0, this.opt, ctx);
+      this.notForwarded(ctx);
       return;
     }
     const wire = fragMax > 0 ? fragMax : s.offload ? this.wireLen(buf, ip, ipLen) : ipLen;
     const df = ipv4GetDf(buf, ip);
     if (wire > out.mtu && df) {
       s.dropFrame(C.fragNeeded, now, buf, ip, ipLen);
-      this.errorInFlight(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_FRAG_NEEDED, icmpRestFragNeeded(out.mtu), now, ctx);
+      this.icmp.error(ifc, buf, ip, ipLen, ICMP_DEST_UNREACH, ICMP_UNREACH_FRAG_NEEDED, icmpRestFragNeeded(out.mtu), now, false, 0, this.opt, ctx);
+      this.notForwarded(ctx);
       return;
     }
     // The TTL goes down before the redirect, which quotes the packet as it is forwarded
@@ -353,12 +357,8 @@ export class IpInput {
     if (!onSubnet(ifc, src) || (gw !== 0 && !onSubnet(ifc, gw))) return;
     if (!this.icmp.peers.allowRedirect(src, now)) return;
     const nh = gw !== 0 ? gw : ipv4GetDstAddr(buf, ip);
-    const at = this.icmp.build(ifc, buf, ip, ipLen, ICMP_REDIRECT, ICMP_REDIRECT_HOST, nh, now, false, 0, this.opt);
-    if (at < 0) return;
-    this.s.c[C.redirectsSent]++;
-    // As errorInFlight(): the quote shows the packet as its sender sent it (un-DNAT).
-    if (ctx !== NAT_ACCEPT) this.s.nat?.localError(ctx, this.s.pool, at, this.icmp.len);
-    this.out.send(ifc.index, this.s.pool, at, this.icmp.len, now);
+    // The quote shows the packet as its sender sent it (un-DNAT), as for every error in flight.
+    if (this.icmp.error(ifc, buf, ip, ipLen, ICMP_REDIRECT, ICMP_REDIRECT_HOST, nh, now, false, 0, this.opt, ctx)) this.s.c[C.redirectsSent]++;
   }
 
   /**
@@ -557,31 +557,6 @@ export class IpInput {
   /** The packet PREROUTING saw will not reach POSTROUTING (for the router, or dropped). */
   private notForwarded(ctx: number): void {
     if (ctx !== NAT_ACCEPT) this.s.nat?.release(ctx);
-  }
-
-  /**
-   * An ICMP error about a packet between PREROUTING and POSTROUTING, which the NAT may
-   * have rewritten: its quote shows the packet as its sender sent it, and it comes from
-   * the VIP or masquerade address the sender talks to, as Linux does.
-   */
-  private errorInFlight(
-    ifc: RouterInterface,
-    buf: Buffer,
-    ip: number,
-    ipLen: number,
-    type: number,
-    code: number,
-    rest: number,
-    now: number,
-    ctx: number,
-  ): void {
-    const s = this.s;
-    const at = this.icmp.build(ifc, buf, ip, ipLen, type, code, rest, now, false, 0, this.opt);
-    if (at >= 0) {
-      s.nat?.localError(ctx, s.pool, at, this.icmp.len);
-      this.out.send(ifc.index, s.pool, at, this.icmp.len, now);
-    }
-    this.notForwarded(ctx);
   }
 
   /** Offloads on and the packet's L4 checksum is a partial sum the kernel completes. */
