@@ -472,15 +472,18 @@ static int bind_to(napi_env env, int fd, uint32_t addr, uint32_t port, const err
 
 /* Returns the socket, or -1 with an exception pending. */
 static int open_udp_fd(napi_env env, uint32_t bind_addr, uint32_t port, uint32_t rcvbuf, uint32_t sndbuf, bool gro,
-                       bool no_check, bool no_df, const char *where, uint16_t *bound_port) {
+                       bool no_check, bool no_df, bool df, const char *where, uint16_t *bound_port) {
   const sockopt_t opts[] = {
       {gro, SOL_UDP, UDP_GRO, 1, "setsockopt(UDP_GRO)",
        "cannot enable UDP GRO on the socket for %s: it needs Linux >= 5.0; open without gro"},
       {no_check, SOL_SOCKET, SO_NO_CHECK, 1, "setsockopt(SO_NO_CHECK)", NULL},
       /* Outer DF clear, as the kernel's vxlan sends. */
       {no_df, IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT, "setsockopt(IP_MTU_DISCOVER)", NULL},
+      /* DF set and never fragmented locally: a datagram above the path MTU the kernel
+       * knows is refused (EMSGSIZE), which a path-MTU probe needs (RFC 1191). */
+      {df, IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO, "setsockopt(IP_MTU_DISCOVER)", NULL},
   };
-  int fd = open_socket(env, SOCK_DGRAM, 0, rcvbuf, sndbuf, opts, 3, udp_socket_errors, "UDP socket for", where);
+  int fd = open_socket(env, SOCK_DGRAM, 0, rcvbuf, sndbuf, opts, 4, udp_socket_errors, "UDP socket for", where);
   if (fd < 0 || bind_to(env, fd, bind_addr, port, udp_bind_errors, where) < 0) return -1;
   struct sockaddr_in sa;
   socklen_t sl = sizeof sa;
@@ -620,7 +623,7 @@ static napi_value js_open_udp(napi_env env, napi_callback_info cbinfo) {
   /* Everything is validated before the socket is made, so a bad call never
    * leaves a socket (or a bound port) behind. */
   uint32_t bind_addr = 0, port = 0, rcvbuf = 0, sndbuf = 0;
-  bool gro = false, no_check = false, no_df = false;
+  bool gro = false, no_check = false, no_df = false, df = false;
   const val_spec_t spec[] = {
       {"bindAddr", VAL_U32, VAL_REQUIRED, UINT32_MAX, NULL, &bind_addr},
       {"port", VAL_U32, VAL_REQUIRED, 65535, NULL, &port},
@@ -629,9 +632,14 @@ static napi_value js_open_udp(napi_env env, napi_callback_info cbinfo) {
       {"gro", VAL_BOOL, 0, 0, NULL, &gro},
       {"noCheck", VAL_BOOL, 0, 0, NULL, &no_check},
       {"noDf", VAL_BOOL, 0, 0, NULL, &no_df},
+      {"df", VAL_BOOL, 0, 0, NULL, &df},
   };
   rx_opts_t c = {.n_arrays = 5};
   if (!read_options(env, fn, opts, spec, VAL_COUNT(spec)) || !read_rx_opts(env, fn, opts, &c)) return NULL;
+  if (no_df && df) {
+    napi_throw_type_error(env, NULL, "openUdp: options.noDf and options.df exclude each other");
+    return NULL;
+  }
 
   addon_data_t *ad = NULL;
   NAPI_OK_OR_THROW(napi_get_instance_data(env, (void **)&ad), "instance data");
@@ -640,7 +648,7 @@ static napi_value js_open_udp(napi_env env, napi_callback_info cbinfo) {
   char where[48];
   format_addr(where, sizeof where, bind_addr, port);
   uint16_t bound_port = 0;
-  int fd = open_udp_fd(env, bind_addr, port, rcvbuf, sndbuf, gro, no_check, no_df, where, &bound_port);
+  int fd = open_udp_fd(env, bind_addr, port, rcvbuf, sndbuf, gro, no_check, no_df, df, where, &bound_port);
   if (fd < 0) {
     udp_on_close(&u->pf, false);
     free(u);

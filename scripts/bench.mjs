@@ -15,6 +15,7 @@
 //   sudo npm run bench -- rfc2544            # RFC 2544 throughput/latency/loss, 7 frame sizes, 5 devices (2 s trials)
 //   sudo npm run bench -- rfc2889            # RFC 2889 address caching capacity and learning rate of the switches
 //   sudo npm run bench -- lab                # lab up/down of 10 and 50 hosts vs Mininet, node exit, CLI start (1 minute)
+//   sudo npm run bench -- mesh               # the mesh (direct, relayed) vs the VXLAN overlay; gossip with 3 and 50 peers (1 minute)
 //   sudo node scripts/bench.mjs --cleanup    # remove what a killed (-9) bench left behind
 //
 // Scenarios and their references:
@@ -71,6 +72,12 @@
 //           hosts against Mininet (lxbr switch, no controller) confined in namespaces of its
 //           own; a node's exit after SIGTERM against SIGKILL; `tapnet show ports` run directly
 //           against npx and `node -e 0` (scripts/bench/lab.mjs, which says how). Its own table.
+//   mesh    (not in the default set) the mesh of scripts/labs/weave-mesh.yaml against tapnet's
+//           VXLAN overlay (flannel-vxlan.yaml), both labs up side by side (scripts/bench/mesh.mjs,
+//           which says how): pod-to-pod TCP and RTT p50/p99, direct and relayed by a third
+//           peer, interleaved per repetition; gossip convergence of 3 and 50 simulated peers
+//           (in-process, the real merge code): messages and CPU time, cold and for a join.
+//           Its own table.
 //   control runtime changes to a router node (scripts/bench/control.mjs, which says how):
 //           route additions/s over the control socket, batched (`changes`) and one request
 //           each, idle and under a TCP stream / a 64-byte flood through the node (ratio:
@@ -132,6 +139,7 @@ import { runBgp } from "./bench/bgp.mjs";
 import { runControl } from "./bench/control.mjs";
 import { runEtcd } from "./bench/etcd.mjs";
 import { runLab } from "./bench/lab.mjs";
+import { runMesh } from "./bench/mesh.mjs";
 import { runTables } from "./bench/tables.mjs";
 import { runTrace } from "./bench/trace.mjs";
 import { FRAME_SIZES, rfc2544Series, rfc2544Tables, rfc2889Table, runRfc2544, runRfc2889 } from "./bench/rfc2544.mjs";
@@ -157,8 +165,10 @@ const RFC2544 = "rfc2544";
 const RFC2889 = "rfc2889";
 /** Labs made and unmade against Mininet, node exit, CLI start (scripts/bench/lab.mjs); runs when named. */
 const LAB = "lab";
+/** The mesh against the VXLAN overlay, and gossip convergence (scripts/bench/mesh.mjs); runs when named. */
+const MESH = "mesh";
 /** Scenarios that run only when named. */
-const EXTRA = ["tables", BGP, TRACE, RFC2544, RFC2889, LAB];
+const EXTRA = ["tables", BGP, TRACE, RFC2544, RFC2889, LAB, MESH];
 const ALL = [...SCENARIOS, CONTROL, CNI, ETCD, ...EXTRA];
 /** Prefix of the namespaces the bench makes itself (labs' namespaces are tn.bench-…). */
 const NS_PREFIX = "tnb-";
@@ -180,7 +190,8 @@ function usage(code) {
       `  'trace' (tracing off / armed on an unrelated filter; --before DIR: a built tree without tracing to hold them against) runs only when named.\n` +
       `  'rfc2544' / 'rfc2889' run only when named: --trial S (default 2; --rfc-trials: 60), --sizes 64,128,…,\n` +
       `    --resolution F (default 0.04 of the maximum rate), --max-addresses N (default 16384), --learn-rate PPS (default 10000), --rfc-svg FILE.\n` +
-      `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n`,
+      `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n` +
+      `  'mesh' (the mesh direct and relayed vs the VXLAN overlay; gossip with 3 and 50 simulated peers) runs only when named.\n`,
   );
   process.exit(code);
 }
@@ -1639,6 +1650,8 @@ function tables(report, md) {
   if (report.traceError) parts.push(`trace: failed: ${report.traceError}\n`);
   if (report.lab) parts.push(fmt(["lab", "tapnet", "reference", "reference value", "ratio"], metricRows(report.lab.metrics), CNUMERIC));
   if (report.labError) parts.push(`lab: failed: ${report.labError}\n`);
+  if (report.mesh) parts.push(fmt(["mesh", "tapnet", "reference", "reference value", "ratio"], etcdRows(report.mesh), CNUMERIC));
+  if (report.meshError) parts.push(`mesh: failed: ${report.meshError}\n`);
   if (report.tables) parts.push(fmt(THEAD, tableRows(report.tables), TNUMERIC));
   if (report.rfc2544) parts.push(rfc2544Tables(report.rfc2544, fmt));
   if (report.rfc2544Error) parts.push(`rfc2544: failed: ${report.rfc2544Error}\n`);
@@ -1691,6 +1704,10 @@ function footer(report) {
     lines.push("lab: ratios tapnet / reference: above 1 is slower.");
     for (const n of report.lab.notes) lines.push(`lab: ${n}`);
   }
+  if (report.mesh) {
+    lines.push("mesh: ratios tapnet / reference: above 1 is better for TCP, worse for RTT, messages and CPU.");
+    for (const n of report.mesh.notes) lines.push(`mesh: ${n}`);
+  }
   if (report.tables) {
     lines.push(
       `tables: ${report.tables.repeat > 1 ? `medians of ${report.tables.repeat} runs, each in a fresh process` : "one run (--repeat 3 for medians of three)"}; ratios tapnet / reference: above 1 is better for lookups, worse for build time and bytes.`,
@@ -1708,6 +1725,7 @@ function svgChart(report) {
     ...(report.bgp?.metrics ?? []),
     ...(report.etcd?.metrics ?? []),
     ...(report.lab?.metrics ?? []),
+    ...(report.mesh?.metrics ?? []),
     ...(report.tables?.metrics ?? []),
   ];
   return ratioChart(
@@ -2011,6 +2029,17 @@ async function main() {
       failed++;
       report.labError = e instanceof Error ? e.message : String(e);
       say(`lab: FAILED: ${report.labError}`);
+    }
+  }
+  if (opts.scenarios.includes(MESH)) {
+    const t = Date.now();
+    try {
+      report.mesh = await runMesh({ ...controlHelpers(), pingRtt, iperf, startIperfServer });
+      say(`mesh: done (${((Date.now() - t) / 1000).toFixed(0)} s)`);
+    } catch (e) {
+      failed++;
+      report.meshError = e instanceof Error ? e.message : String(e);
+      say(`mesh: FAILED: ${report.meshError}`);
     }
   }
   if (opts.scenarios.includes("tables")) {

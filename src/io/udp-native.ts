@@ -104,7 +104,7 @@ export function landing(slots: number, slotSize: number): Landing {
 export function listenLanded(
   openSocket: (opts: UdpOptions) => UdpHandle,
   land: Landing,
-  where: Pick<UdpOptions, "bindAddr" | "port" | "rcvbuf" | "gro" | "pool" | "rxBase" | "onBatch">,
+  where: Pick<UdpOptions, "bindAddr" | "port" | "rcvbuf" | "gro" | "df" | "pool" | "rxBase" | "onBatch">,
 ): UdpHandle | string {
   try {
     return openSocket({ ...land, ...where });
@@ -124,6 +124,8 @@ export interface UdpOptions extends SocketRxOptions {
   noCheck?: boolean;
   /** IP_MTU_DISCOVER = IP_PMTUDISC_DONT: datagrams leave with DF clear (as the kernel's vxlan sends). */
   noDf?: boolean;
+  /** IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF set and never fragmented here; a datagram above the path MTU the kernel knows (the route's, or learned from ICMP) is refused with EMSGSIZE. Not with noDf. */
+  df?: boolean;
   /** Receives the source port of message i (length >= slots). */
   ports: Uint32Array;
   /** Receives the GRO segment size of message i, 0 when it is a single datagram (length >= slots). */

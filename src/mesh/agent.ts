@@ -18,6 +18,8 @@
  *              *established* while acks come back (within 2.5 s), *pending* otherwise.
  *              Only established connections are announced, so a pair that cannot
  *              exchange UDP is routed around, through a peer both reach (a relay).
+ *   PMTU       each established connection's path MTU is probed (pmtu.ts) and announced
+ *              with the connection; the mesh MTU follows the smallest in the view.
  *   Gossip     our entry (topology.ts) is re-announced with a new version when our
  *              established connections change; what merge() takes from a neighbour
  *              goes on to the others; the whole view goes to every neighbour every 5 s
@@ -33,6 +35,7 @@ import net from "node:net";
 import { parseIp } from "../wire/ipv4addr.js";
 import { deriveKey, newNonce, proof, verify } from "./auth.js";
 import { type IpamConfig, type IpamLinks, MeshIpam } from "./ipam.js";
+import { MeshPmtu, type PmtuOptions } from "./pmtu.js";
 import type { SleevePort } from "./sleeve-port.js";
 import { checkEntry, MeshTopology, PEER_NAME, type PeerEntry, type Routes } from "./topology.js";
 import { portTables } from "./port-tables.js";
@@ -57,6 +60,8 @@ export interface MeshAgentConfig {
   gossipMs?: number;
   /** The address ring (ipam.ts); none: no IPAM. */
   ipam?: IpamConfig;
+  /** Path-MTU probe timers (pmtu.ts; tests shorten them). */
+  pmtu?: Omit<PmtuOptions, "max">;
   log?: (line: string) => void;
 }
 
@@ -72,6 +77,7 @@ const COUNTER_NAMES = [
   "gossipReceived",
   "gossipSent",
   "unknownHeartbeats",
+  "strayProbeAcks",
 ] as const;
 type AgentCounter = (typeof COUNTER_NAMES)[number];
 
@@ -124,6 +130,7 @@ export class MeshAgent {
   private readonly gossipMs: number;
   private stopped = false;
   readonly ipam: MeshIpam | null;
+  readonly pmtu: MeshPmtu;
 
   constructor(
     readonly config: MeshAgentConfig,
@@ -140,9 +147,17 @@ export class MeshAgent {
     this.gossipMs = config.gossipMs ?? 5000;
     for (const a of config.peers) this.target(a, true);
     this.ipam = config.ipam ? new MeshIpam(config.name, config.ipam, this.ipamLinks()) : null;
+    this.pmtu = new MeshPmtu(port, config.port, config.pmtu ?? {}, () => this.ownChanged());
     port.listener = {
       heartbeat: (from, addr, p) => this.onHeartbeat(from, addr, p),
       ack: (from) => this.onAck(from),
+      probe: (from, addr, p, seq, size) => {
+        if ([...this.conns].some((c) => c.peer?.short === from && c.state !== "handshake")) port.sendProbeAck(addr, p, from, seq, size);
+        else this.counters.unknownHeartbeats++;
+      },
+      probeAck: (from, seq, size) => {
+        if (!this.pmtu.ack(from, seq, size, Date.now())) this.counters.strayProbeAcks++;
+      },
     };
   }
 
@@ -219,11 +234,15 @@ export class MeshAgent {
       this.port.sendControl(SLEEVE_HEARTBEAT, c.addr, this.config.port, c.peer.short);
       if (c.state === "established" && now - c.lastAck > this.deadMs) {
         c.state = "pending";
+        // A dead path's probes would all be lost and its PMTU end at the floor: no probe
+        // until the connection is established again (which starts a new search).
+        this.pmtu.stop(c.peer.name);
         this.log(`mesh: no UDP from ${c.peer.name} (${c.addr}) for ${this.deadMs} ms: connection pending, traffic goes around it`);
         changed = true;
       }
     }
     if (changed) this.ownChanged();
+    this.pmtu.tick(now);
   }
 
   private dial(t: Target): void {
@@ -448,6 +467,7 @@ export class MeshAgent {
     }
     if (c.peer !== null && was !== "handshake" && !c.duplicate) {
       this.log(`mesh: connection with ${c.peer.name} (${c.addr}) closed`);
+      this.pmtu.stop(c.peer.name);
       if (was === "established") this.ownChanged();
     }
   }
@@ -488,7 +508,11 @@ export class MeshAgent {
   private ownChanged(): void {
     const conns = [...this.conns]
       .filter((c) => c.state === "established" && c.peer !== null)
-      .map((c) => ({ peer: (c.peer as { name: string }).name, addr: c.addr }));
+      .map((c) => {
+        const peer = (c.peer as { name: string }).name;
+        const pmtu = this.pmtu.pmtuOf(peer);
+        return pmtu === null ? { peer, addr: c.addr } : { peer, addr: c.addr, pmtu };
+      });
     const me = this.topology.setConnections(conns);
     this.reprogram();
     for (const c of this.conns) {
@@ -535,6 +559,9 @@ export class MeshAgent {
       const c = this.connTo(n);
       return c === undefined ? 0 : parseIp(c.addr);
     };
+    const announced: number[] = [];
+    for (const p of this.topology.peers.values()) for (const c of p.conns) if (c.pmtu !== undefined) announced.push(c.pmtu);
+    this.pmtu.apply(announced);
     this.port.program(portTables(this.config.name, this.topology, this.routes, this.slots, addrOf));
   }
 
@@ -555,6 +582,7 @@ export class MeshAgent {
       if (c.state === "pending") {
         c.state = "established";
         this.log(`mesh: UDP with ${c.peer.name} (${c.addr}) works: connection established`);
+        this.pmtu.start(c.peer.name, c.peer.short, c.addr, c.lastAck);
         this.ownChanged();
       }
       return;

@@ -3,11 +3,15 @@ import type { MeshView } from "./view.js";
 
 export function renderMesh(d: unknown): string {
   const v = d as MeshView;
-  const lines = [`  peer ${v.name} (uid ${v.uid}) port ${v.port}${v.password ? ", password set" : ""}`, "  connections:"];
+  const lines = [
+    `  peer ${v.name} (uid ${v.uid}) port ${v.port}${v.password ? ", password set" : ""}`,
+    `  path MTU ${v.pathMtu} (smallest connection PMTU in the mesh), mesh MTU ${v.mtu} (${v.overhead} bytes of IP, UDP, sleeve and Ethernet headers)`,
+    "  connections:",
+  ];
   if (v.connections.length === 0) lines.push("    (none)");
   for (const c of v.connections) {
     lines.push(
-      `    ${c.direction === "outbound" ? "->" : "<-"} ${c.address.padEnd(15)} ${(c.peer ?? "?").padEnd(12)} ${c.state}${c.error ? `: ${c.error}` : ""}`,
+      `    ${c.direction === "outbound" ? "->" : "<-"} ${c.address.padEnd(15)} ${(c.peer ?? "?").padEnd(12)} ${c.state}${c.error ? `: ${c.error}` : ""}${c.pmtu !== undefined ? `  pmtu ${c.pmtu ?? "probing"}` : ""}`,
     );
   }
   lines.push("  peers:", `    ${"NAME".padEnd(12)} ${"UID".padEnd(16)} ${"ROUTE".padEnd(16)} CONNECTIONS`);

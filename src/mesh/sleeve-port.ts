@@ -15,10 +15,16 @@
  *     destination in one pass share datagrams, up to the datagram size the underlay
  *     carries without fragmenting (underlayMtu - 28);
  *   - all datagrams of the pass leave in one sendmmsg.
- * A frame with no route (the peer is unreachable) or above the mesh MTU (underlayMtu -
- * 28 - 16 - 2 - 14) is dropped and counted. Offloads: the port takes no virtio-net
- * headers, so super-frames reach it already segmented (the graph builder's software
- * offload).
+ * A frame with no route (the peer is unreachable) or above the mesh MTU is dropped and
+ * counted. The mesh MTU is the path MTU the agent sets (setPathMtu(): the smallest PMTU
+ * of the mesh's connections, found by pmtu.ts) minus 28 (IP, UDP) - 16 - 2 - 14, at
+ * first the configured underlay MTU's; datagrams leave with DF set and are never
+ * fragmented (IP_PMTUDISC_DO). An IPv4 frame above it with DF set is answered as a
+ * router would (RFC 1191 section 4): an ICMP "fragmentation needed" with the mesh MTU,
+ * from the frame's destination (Weave's sleeve does the same; the mesh has no address
+ * of its own), put into the switch after the pass, so the pod lowers its path MTU.
+ * Offloads: the port takes no virtio-net headers, so super-frames reach it already
+ * segmented (the graph builder's software offload).
  *
  * Receive (one recvmmsg per wake-up into landing slots of the pool): every datagram's
  * header is checked (length, magic, version, a sender that is a known peer, known
@@ -29,8 +35,8 @@
  *   broadcast  the same, and the datagram is sent on, unchanged but its TTL, to our
  *              children in the origin's broadcast tree;
  *   another    relayed: sent on to our next hop toward it, TTL taken one.
- * Heartbeats are answered here (an ack to the sender's address and port) and reported
- * to the agent; acks are reported to the agent. Nothing a peer sends throws: what fails
+ * Heartbeats and path-MTU probes are reported to the agent, which answers those of its
+ * connections (an ack to the sender's address and port); acks are reported to the agent. Nothing a peer sends throws: what fails
  * a check is dropped at a named counter.
  *
  * The routing tables (peer slots, next hops, broadcast children) are typed arrays the
@@ -47,14 +53,19 @@ import { errnoText, landing, listenLanded, openUdp, type UdpHandle, type UdpOpti
 import { TunnelPort } from "../io/tunnel-port.js";
 import { readU16, readU32, writeU16 } from "../wire/bytes.js";
 import { ETH_HEADER_LEN } from "../wire/ethernet.js";
+import { emitIcmpError, ICMP_DEST_UNREACH, ICMP_UNREACH_FRAG_NEEDED, icmpErrorAllowed, icmpRestFragNeeded } from "../wire/icmp.js";
+import { IPV4_DST_ADDR_OFF } from "../wire/ipv4.js";
 import { ipToString, parseIp } from "../wire/ipv4addr.js";
 import {
   FRAME_PREFIX,
+  PROBE_BODY,
   SLEEVE_ACK,
   SLEEVE_FRAMES,
   SLEEVE_HEADER,
   SLEEVE_HEARTBEAT,
   SLEEVE_MAGIC,
+  SLEEVE_PROBE,
+  SLEEVE_PROBE_ACK,
   SLEEVE_TTL,
   SLEEVE_VERSION,
   UDP_IP_OVERHEAD,
@@ -77,7 +88,7 @@ export const SLEEVE_COUNTERS = counters({
     unreachable: "frames for a peer no usable path reaches",
     noPeers: "broadcast or unknown-unicast frames with no peer to go to",
     runt: "frames to send shorter than an Ethernet header",
-    tooBig: "frames to send above the mesh MTU (never fragmented)",
+    tooBig: "frames to send above the mesh MTU (never fragmented; IPv4 with DF answered with ICMP frag-needed)",
     txErrors: "datagrams the kernel refused (lastTxError has the latest reason)",
   },
   event: {
@@ -89,6 +100,9 @@ export const SLEEVE_COUNTERS = counters({
     learned: "MACs learned or moved to another peer",
     heartbeats: "heartbeats received (and answered)",
     acks: "heartbeat acks received",
+    probes: "path-MTU probes received",
+    probeAcks: "path-MTU probe acks received",
+    fragNeeded: "ICMP fragmentation-needed messages sent to pods for frames above the mesh MTU",
   },
 });
 export type SleeveCounter = (typeof SLEEVE_COUNTERS.names)[number];
@@ -102,6 +116,9 @@ const LAND_SLOTS = 64;
 const LAND_SLOT = 9216 + 64;
 const CTRL_SLOTS = 8;
 const CTRL_SLOT = 64;
+/** ICMP frag-needed frames waiting for the end of the pass: each HEADROOM, Ethernet and at most 576 bytes of IP. */
+const ICMP_SLOTS = 8;
+const ICMP_SLOT = HEADROOM + ETH_HEADER_LEN + 576 + 2;
 
 export interface SleeveOptions {
   /** UDP port of the mesh (the same on every peer). */
@@ -118,6 +135,9 @@ export interface SleeveOptions {
 export interface SleeveListener {
   heartbeat(fromShort: number, addr: number, port: number): void;
   ack(fromShort: number, addr: number): void;
+  /** A path-MTU probe that arrived as a datagram of `size` bytes (IP and UDP counted). */
+  probe(fromShort: number, addr: number, port: number, seq: number, size: number): void;
+  probeAck(fromShort: number, seq: number, size: number): void;
 }
 
 /** The routing state the agent programs: peers by slot, with their routes. */
@@ -140,11 +160,14 @@ export interface SleeveProgram {
 export class SleevePort extends TunnelPort<SleeveCounter> {
   readonly kind = "mesh";
   readonly udpPort: number;
+  /** The configured underlay MTU: the largest path MTU the mesh uses. */
   readonly underlayMtu: number;
-  /** Largest datagram: underlayMtu - 28. */
-  readonly maxDatagram: number;
+  /** The path MTU in force (setPathMtu), at most underlayMtu. */
+  pathMtu: number;
+  /** Largest datagram: pathMtu - 28. */
+  maxDatagram: number;
   /** Mesh MTU (an Ethernet payload): what fits one frame in one datagram. */
-  readonly mtu: number;
+  mtu: number;
   listening = false;
   lastError = "";
   listener: SleeveListener | null = null;
@@ -167,6 +190,14 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
   private ctrlBase = 0;
   private stageBase = 0;
   private stageBytes = 0;
+  private probeBase = 0;
+  private icmpBase = 0;
+  private icmpCount = 0;
+  private icmpIdent = 0;
+  /** Delivers the pending ICMP frames after the pass that made them. */
+  private readonly flushIcmp = (): void => this.deliverIcmp();
+  /** Control sends (heartbeats, probes, acks) have arrays of their own: they may be sent while a receive batch fills `send`. */
+  private readonly ctrl = { offsets: new Uint32Array(1), lengths: new Uint32Array(1), addrs: new Uint32Array(1), segs: new Uint32Array(1) };
   /** The messages of one sendmmsg (transmit, relays, control). */
   private readonly send = { offsets: new Uint32Array(0), lengths: new Uint32Array(0), addrs: new Uint32Array(0), segs: new Uint32Array(0), count: 0 };
   /** Transmit: each queued frame's destination slot (BCAST for the tree), -1 when dropped. */
@@ -184,6 +215,7 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
     if (!Number.isInteger(ul) || ul < 576 || ul > 9216) throw new RangeError(`${where}: underlayMtu ${String(ul)} is not 576..9216`);
     this.udpPort = opts.port;
     this.underlayMtu = ul;
+    this.pathMtu = ul;
     this.maxDatagram = ul - UDP_IP_OVERHEAD;
     this.mtu = this.maxDatagram - SLEEVE_HEADER - FRAME_PREFIX - ETH_HEADER_LEN;
     if (this.mtu + ETH_HEADER_LEN + HEADROOM > this.slotSize) throw new RangeError(`${where}: slotSize ${this.slotSize} is too small for MTU ${this.mtu}`);
@@ -204,7 +236,7 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
 
   override rxRegionBytes(): number {
     this.stageBytes = this.txq.capacity * (this.slotSize + FRAME_PREFIX + SLEEVE_HEADER);
-    return LAND_SLOTS * LAND_SLOT + this.batchSize * this.slotSize + CTRL_SLOTS * CTRL_SLOT + this.stageBytes;
+    return LAND_SLOTS * LAND_SLOT + this.batchSize * this.slotSize + CTRL_SLOTS * CTRL_SLOT + this.stageBytes + this.underlayMtu + ICMP_SLOTS * ICMP_SLOT;
   }
 
   open(pool: PacketPool, onRx: RxHandler): void {
@@ -215,11 +247,17 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
     this.outSlots = this.batchSize;
     this.ctrlBase = this.outBase + this.outSlots * this.slotSize;
     this.stageBase = this.ctrlBase + CTRL_SLOTS * CTRL_SLOT;
+    this.probeBase = this.stageBase + this.stageBytes;
+    this.icmpBase = this.probeBase + this.underlayMtu;
+    // Probes are zeros after their header and body.
+    pool.buf.fill(0, this.probeBase, this.probeBase + this.underlayMtu);
     this.onRx = onRx;
     const sock = listenLanded(this.openSocket, this.land, {
       bindAddr: 0,
       port: this.udpPort,
       rcvbuf: 4 * 1024 * 1024,
+      // DF set, never fragmented here: what the path-MTU probe measures is what data gets.
+      df: true,
       pool: pool.buf,
       rxBase: base,
       onBatch: this.onLanded,
@@ -276,22 +314,63 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
 
   /** Sends a heartbeat (or an ack) to a neighbour: control traffic, from the control slots. */
   sendControl(type: number, addr: string | number, port: number, destShort: number): boolean {
-    const sock = this.sock;
     const pool = this.poolBuf;
-    if (sock === null || pool === null) return false;
-    const off = this.ctrlBase;
-    writeSleeveHeader(pool, off, type, 1, this.selfShort, this.selfShort, destShort);
-    const s = this.send;
+    if (this.sock === null || pool === null) return false;
+    writeSleeveHeader(pool, this.ctrlBase, type, 1, this.selfShort, this.selfShort, destShort);
+    return this.sendOne(this.ctrlBase, SLEEVE_HEADER, addr, port, true);
+  }
+
+  /**
+   * Sends a path-MTU probe of `size` bytes (IP and UDP headers counted) to a neighbour;
+   * false when the kernel refused it (EMSGSIZE: above the MTU it knows for the path),
+   * which is the probe's answer, not an error.
+   */
+  sendProbe(addr: string | number, port: number, destShort: number, seq: number, size: number): boolean {
+    const pool = this.poolBuf;
+    const len = size - UDP_IP_OVERHEAD;
+    if (this.sock === null || pool === null || len < SLEEVE_HEADER + PROBE_BODY || size > this.underlayMtu) return false;
+    const off = this.probeBase;
+    writeSleeveHeader(pool, off, SLEEVE_PROBE, 1, this.selfShort, this.selfShort, destShort);
+    pool.writeUInt32BE(seq >>> 0, off + SLEEVE_HEADER);
+    writeU16(pool, off + SLEEVE_HEADER + 4, size);
+    return this.sendOne(off, len, addr, port, false);
+  }
+
+  /** Acks a probe: its sequence number and the size it arrived with. */
+  sendProbeAck(addr: string | number, port: number, destShort: number, seq: number, size: number): boolean {
+    const pool = this.poolBuf;
+    if (this.sock === null || pool === null) return false;
+    const off = this.ctrlBase + CTRL_SLOT;
+    writeSleeveHeader(pool, off, SLEEVE_PROBE_ACK, 1, this.selfShort, this.selfShort, destShort);
+    pool.writeUInt32BE(seq >>> 0, off + SLEEVE_HEADER);
+    writeU16(pool, off + SLEEVE_HEADER + 4, size);
+    return this.sendOne(off, SLEEVE_HEADER + PROBE_BODY, addr, port, true);
+  }
+
+  private sendOne(off: number, len: number, addr: string | number, port: number, countError: boolean): boolean {
+    const sock = this.sock as UdpHandle;
+    const s = this.ctrl;
     s.offsets[0] = off;
-    s.lengths[0] = SLEEVE_HEADER;
+    s.lengths[0] = len;
     s.addrs[0] = typeof addr === "number" ? addr : parseIp(addr);
     s.segs[0] = 0;
-    const ok = sock.send(pool, s.offsets, s.lengths, s.addrs, port, s.segs, 1) === 1;
-    if (!ok) {
+    const ok = sock.send(this.poolBuf as Buffer, s.offsets, s.lengths, s.addrs, port, s.segs, 1) === 1;
+    if (!ok && countError) {
       this.c[S.txErrors]++;
       this.lastTxError = errnoText(sock.stats().lastTxErrno ?? 0);
     }
     return ok;
+  }
+
+  /**
+   * The path MTU the mesh uses (the smallest of its connections'): the largest datagram
+   * becomes pathMtu - 28 and the mesh MTU follows. Clamped to 576..underlayMtu.
+   */
+  setPathMtu(pathMtu: number): void {
+    const p = Math.max(576, Math.min(this.underlayMtu, Math.floor(pathMtu)));
+    this.pathMtu = p;
+    this.maxDatagram = p - UDP_IP_OVERHEAD;
+    this.mtu = this.maxDatagram - SLEEVE_HEADER - FRAME_PREFIX - ETH_HEADER_LEN;
   }
 
   /** Adds one message to the send list. */
@@ -363,6 +442,7 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
       }
       if (len > maxFrame) {
         c[S.tooBig]++;
+        this.fragNeeded(pool, off, len);
         continue;
       }
       let dest = BCAST;
@@ -447,6 +527,53 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
     return ok;
   }
 
+  /**
+   * An IPv4 frame with DF set above the mesh MTU: an ICMP frag-needed (RFC 1191 section
+   * 4) back to its sender, Ethernet and IP addresses swapped, queued for delivery after
+   * the pass. At most ICMP_SLOTS wait at a time: more are dropped (a router rate-limits
+   * its ICMP errors too, RFC 1812 section 4.3.2.8).
+   */
+  private fragNeeded(pool: Buffer, off: number, len: number): void {
+    if (this.icmpCount === ICMP_SLOTS || this.onRx === null) return;
+    // Unicast IPv4 (0x0800) with DF (the flags byte's 0x40).
+    if ((pool[off] & 1) !== 0 || pool[off + 12] !== 0x08 || pool[off + 13] !== 0x00 || (pool[off + ETH_HEADER_LEN + 6] & 0x40) === 0) return;
+    const ip = off + ETH_HEADER_LEN;
+    if (!icmpErrorAllowed(pool, ip, len - ETH_HEADER_LEN, false)) return;
+    const o = this.icmpBase + this.icmpCount * ICMP_SLOT + HEADROOM;
+    this.icmpIdent = (this.icmpIdent + 1) & 0xffff;
+    const n = emitIcmpError(
+      pool,
+      o + ETH_HEADER_LEN,
+      pool,
+      ip,
+      len - ETH_HEADER_LEN,
+      ICMP_DEST_UNREACH,
+      ICMP_UNREACH_FRAG_NEEDED,
+      icmpRestFragNeeded(this.mtu),
+      readU32(pool, ip + IPV4_DST_ADDR_OFF),
+      this.icmpIdent,
+    );
+    if (n < 0) return;
+    pool.copy(pool, o, off + 6, off + 12); // to the frame's source
+    pool.copy(pool, o + 6, off, off + 6); // from its destination
+    pool[o + 12] = 0x08;
+    pool[o + 13] = 0x00;
+    if (this.icmpCount++ === 0) setImmediate(this.flushIcmp);
+    this.c[S.fragNeeded]++;
+  }
+
+  private deliverIcmp(): void {
+    const n = this.icmpCount;
+    this.icmpCount = 0;
+    if (n === 0 || this.sock === null) return;
+    const rx = this.rx;
+    for (let i = 0; i < n; i++) {
+      rx.offsets[i] = this.icmpBase + i * ICMP_SLOT + HEADROOM;
+      rx.lengths[i] = readU16(this.poolBuf as Buffer, rx.offsets[i] + ETH_HEADER_LEN + 2) + ETH_HEADER_LEN;
+    }
+    this.deliverOut(n);
+  }
+
   /** Writes a datagram's header and queues it to its next hop (or tree children); returns the next message index. */
   private closeDatagram(dg: number, len: number, dest: number, self: number, _first: number): number {
     const pool = this.poolBuf as Buffer;
@@ -482,7 +609,7 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
         continue;
       }
       const type = pool[off + 2];
-      if (pool[off + 1] !== SLEEVE_VERSION || type < SLEEVE_FRAMES || type > SLEEVE_ACK) {
+      if (pool[off + 1] !== SLEEVE_VERSION || type < SLEEVE_FRAMES || type > SLEEVE_PROBE_ACK) {
         c[S.badVersion]++;
         this.rxDrops++;
         continue;
@@ -498,9 +625,18 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
         if (type === SLEEVE_HEARTBEAT) {
           c[S.heartbeats]++;
           this.listener?.heartbeat(sender, land.addrs[i], land.ports[i]);
-        } else {
+        } else if (type === SLEEVE_ACK) {
           c[S.acks]++;
           this.listener?.ack(sender, land.addrs[i]);
+        } else if (len < SLEEVE_HEADER + PROBE_BODY) {
+          c[S.badHeader]++;
+          this.rxDrops++;
+        } else if (type === SLEEVE_PROBE) {
+          c[S.probes]++;
+          this.listener?.probe(sender, land.addrs[i], land.ports[i], readU32(pool, off + SLEEVE_HEADER), len + UDP_IP_OVERHEAD);
+        } else {
+          c[S.probeAcks]++;
+          this.listener?.probeAck(sender, readU32(pool, off + SLEEVE_HEADER), readU16(pool, off + SLEEVE_HEADER + 4));
         }
         continue;
       }
@@ -612,6 +748,6 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
   }
 
   tunnelInfo(): object {
-    return { kind: "mesh", local: "0.0.0.0", dstPort: this.udpPort, mtu: this.mtu, macs: this.macs.entries().length };
+    return { kind: "mesh", local: "0.0.0.0", dstPort: this.udpPort, mtu: this.mtu, pathMtu: this.pathMtu, macs: this.macs.entries().length };
   }
 }

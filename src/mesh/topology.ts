@@ -45,6 +45,8 @@ export interface ConnAnnounce {
   peer: string;
   /** Its underlay address, as this peer reaches it. */
   addr: string;
+  /** The connection's path MTU as this peer measured it (pmtu.ts), once known. */
+  pmtu?: number;
 }
 
 export interface PeerEntry {
@@ -75,7 +77,8 @@ export function checkEntry(x: unknown): PeerEntry | null {
     if (typeof c !== "object" || c === null) return null;
     const cc = c as Record<string, unknown>;
     if (typeof cc.peer !== "string" || !PEER_NAME.test(cc.peer) || typeof cc.addr !== "string" || !isIpv4(cc.addr)) return null;
-    conns.push({ peer: cc.peer, addr: cc.addr });
+    if (cc.pmtu !== undefined && (typeof cc.pmtu !== "number" || !Number.isInteger(cc.pmtu) || cc.pmtu < 576 || cc.pmtu > 65535)) return null;
+    conns.push(cc.pmtu === undefined ? { peer: cc.peer, addr: cc.addr } : { peer: cc.peer, addr: cc.addr, pmtu: cc.pmtu });
   }
   return { name: e.name, uid: e.uid, version: e.version, addresses: [...(e.addresses as string[])], conns };
 }

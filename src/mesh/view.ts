@@ -7,7 +7,13 @@ export interface MeshView {
   uid: string;
   port: number;
   password: boolean;
-  connections: Array<{ peer: string | null; address: string; direction: "outbound" | "inbound"; state: string; error?: string }>;
+  /** The mesh's path MTU (the smallest connection PMTU in the view) and the mesh MTU it leaves for pods' IP packets. */
+  pathMtu: number;
+  mtu: number;
+  /** pathMtu - mtu: IP, UDP, sleeve header, frame length, Ethernet header. */
+  overhead: number;
+  /** pmtu: an established connection's path MTU as probed, null while the first search runs. */
+  connections: Array<{ peer: string | null; address: string; direction: "outbound" | "inbound"; state: string; error?: string; pmtu?: number | null }>;
   peers: Array<{
     name: string;
     uid: string;
@@ -39,12 +45,16 @@ export function meshView(a: MeshAgent): MeshView {
     uid: a.uid,
     port: a.config.port,
     password: a.key !== null,
+    pathMtu: a.port.pathMtu,
+    mtu: a.port.mtu,
+    overhead: a.port.pathMtu - a.port.mtu,
     connections: [...a.conns]
       .map((c): MeshView["connections"][number] => ({
         peer: c.peer?.name ?? null,
         address: c.addr,
         direction: c.outbound ? ("outbound" as const) : ("inbound" as const),
         state: c.state,
+        ...(c.peer !== null && c.state === "established" ? { pmtu: a.pmtu.pmtuOf(c.peer.name) } : {}),
       }))
       .concat(
         [...a.targets.values()]

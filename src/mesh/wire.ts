@@ -23,7 +23,10 @@
  * Types: FRAMES (then frames, each as a 2-byte big-endian length and the Ethernet
  * frame, several per datagram), HEARTBEAT and HEARTBEAT_ACK (a 16-byte header only:
  * each peer sends heartbeats to every neighbour it has a TCP connection with, and
- * a connection is usable for data while the acks come back).
+ * a connection is usable for data while the acks come back), PROBE (the header, a
+ * 4-byte sequence number, a 2-byte size, zeros up to that size: a path-MTU probe,
+ * pmtu.ts) and PROBE_ACK (the header, the probe's sequence number and the size of the
+ * datagram as it arrived, IP and UDP headers counted).
  */
 
 export const MESH_PORT = 6783;
@@ -39,6 +42,10 @@ export const SLEEVE_HEADER = 16;
 export const SLEEVE_FRAMES = 1;
 export const SLEEVE_HEARTBEAT = 2;
 export const SLEEVE_ACK = 3;
+export const SLEEVE_PROBE = 4;
+export const SLEEVE_PROBE_ACK = 5;
+/** A probe's and a probe ack's body after the header: sequence number (4) and size (2). */
+export const PROBE_BODY = 6;
 /** Hops a datagram may take (relays and broadcast forwarding each take one). */
 export const SLEEVE_TTL = 16;
 /** Per frame: its 2-byte length. */

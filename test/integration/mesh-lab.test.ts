@@ -31,6 +31,8 @@ const u32 = (ip: string): number => ip.split(".").reduce((n, o) => n * 256 + Num
 /** The peer whose range holds `ip`, in a peer's view of the ring. */
 const ringOwner = (v: MeshView, ip: string): string | undefined =>
   v.ipam?.peers.find((p) => p.ranges.some((r) => u32(r.start) <= u32(ip) && u32(ip) <= u32(r.end)))?.peer;
+/** The probed path MTU of a peer's established connection with another. */
+const pmtuOf = (v: MeshView, peer: string): number | null | undefined => v.connections.find((c) => c.peer === peer && c.state === "established")?.pmtu;
 const nodeLog = (node: string): string => fs.readFileSync(path.join(runDir, `${node}.log`), "utf8");
 
 function sh(argv: string[]): void {
@@ -175,11 +177,21 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
   it("a trace shows the mesh's outer headers: to node3's pod through the relay node2, a broadcast along node1's tree", () => {
     const mac = (pod: string): string => macOf(ns(pod));
     // node1 learns pod3a's MAC behind node3 from the reply.
-    expect(ping(ns("pod1a"), "10.44.0.2", 1).status).toBe(0);
+    expect(ping(ns("pod1a"), ipOf("pod3a"), 1).status).toBe(0);
     type WhatIf = { out: Array<{ port: string; frame: string; encap?: string }> };
     const trace = (to: string): WhatIf =>
       JSON.parse(
-        tapnetOk(["trace", "node1", "--in", "pod1a", "--packet", `icmp 10.32.0.2 > 10.44.0.2 from ${mac("pod1a")} to ${to}`, "--lab", LAB, "--json"]),
+        tapnetOk([
+          "trace",
+          "node1",
+          "--in",
+          "pod1a",
+          "--packet",
+          `icmp ${ipOf("pod1a")} > ${ipOf("pod3a")} from ${mac("pod1a")} to ${to}`,
+          "--lab",
+          LAB,
+          "--json",
+        ]),
       ) as WhatIf;
     // node3 is reached through node2; short ids are the peers' (src/mesh/wire.ts shortId).
     const hex = (x: number): string => `0x${x.toString(16)}`;
@@ -196,6 +208,58 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
       `mesh: outer IPv4 > {192.168.1.2} (our broadcast tree), UDP > 6783, sleeve header origin ${short("node1")} dest broadcast`,
     );
   });
+  it("each connection's path MTU is probed; net2 lowered to 1300 lowers the mesh MTU everywhere, and a pod gets ICMP frag-needed above it", async () => {
+    const nodes = ["node1", "node2", "node3"];
+    const pod3a = ipOf("pod3a");
+    expect(pod3a).toMatch(/^10\./);
+    // At first every established connection carries the configured 1500.
+    await waitFor(
+      "every connection's PMTU to be probed",
+      () =>
+        nodes.every((n) =>
+          mesh(n)
+            .connections.filter((c) => c.state === "established")
+            .every((c) => c.pmtu === 1500),
+        ),
+      20_000,
+      200,
+    );
+    expect(nodes.map((n) => [mesh(n).pathMtu, mesh(n).mtu])).toEqual(nodes.map(() => [1500, 1440]));
+    // The pods' own MTU (1376: 1348 bytes of ICMP data) fits the mesh MTU, through node2's relay.
+    const fits = ping(ns("pod1a"), pod3a, 2, ["-M", "do", "-s", "1348"]);
+    expect(fits.status, fits.stdout).toBe(0);
+    // net2 (node2's ul1, node3's ul0 and the bridge's ports) down to 1300.
+    const net2Ports = (): string[] =>
+      (JSON.parse(inNs(ns("ul"), ["ip", "-j", "link", "show", "master", "br-net2"]).stdout) as Array<{ ifname: string }>).map((l) => l.ifname);
+    const setNet2 = (mtu: number): void => {
+      for (const l of net2Ports()) sh(["ip", "-n", ns("ul"), "link", "set", l, "mtu", String(mtu)]);
+      sh(["ip", "-n", ns("node2"), "link", "set", "ul1", "mtu", String(mtu)]);
+      sh(["ip", "-n", ns("node3"), "link", "set", "ul0", "mtu", String(mtu)]);
+    };
+    const fragBefore = mesh("node1").counters.fragNeeded ?? 0;
+    setNet2(1300);
+    try {
+      await waitFor(
+        "node2 and node3 to find 1300 on their connection",
+        () => pmtuOf(mesh("node2"), "node3") === 1300 && pmtuOf(mesh("node3"), "node2") === 1300,
+        40_000,
+        200,
+      );
+      // The other connection keeps its own PMTU; the mesh MTU everywhere is 1300 - 60.
+      expect(pmtuOf(mesh("node2"), "node1")).toBe(1500);
+      await waitFor("every peer to take 1300 as the mesh's path MTU", () => nodes.every((n) => mesh(n).pathMtu === 1300 && mesh(n).mtu === 1240), 20_000, 200);
+      // 1240 bytes of IP (1212 of ICMP data) still get through; one byte more gets the
+      // frag-needed node1's sleeve answers with, naming 1240.
+      const at = ping(ns("pod1a"), pod3a, 2, ["-M", "do", "-s", "1212"]);
+      expect(at.status, at.stdout).toBe(0);
+      const above = ping(ns("pod1a"), pod3a, 2, ["-M", "do", "-s", "1213"]);
+      expect(above.status).not.toBe(0);
+      expect(`${above.stdout}${above.stderr}`).toMatch(/Frag needed and DF set \(mtu = 1240\)|message too long, mtu=1240/);
+      expect(mesh("node1").counters.fragNeeded - fragBefore).toBeGreaterThanOrEqual(1);
+    } finally {
+      setNet2(1500);
+    }
+  }, 120_000);
 
   it("node1 <-> node3 travels in UDP through node2 (captures on both of node2's underlay links; relayed counter)", async () => {
     const before = mesh("node2").counters.relayed;
@@ -405,6 +469,8 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     sh(["ip", "-n", ns("node1"), "route", "add", "192.168.2.0/24", "dev", "ul0"]);
     sh(["ip", "-n", ns("node3"), "route", "add", "192.168.1.0/24", "dev", "ul0"]);
     await waitFor("node1 to route to node3 directly", () => via(mesh("node1"), "node3") === "direct" && via(mesh("node3"), "node1") === "direct", 30_000, 200);
+    // The new direct connection gets its own probe: across both bridges and the joining veth, all 1500.
+    await waitFor("node1's direct connection to node3 to be probed", () => pmtuOf(mesh("node1"), "node3") === 1500, 15_000, 200);
     const before = mesh("node2").counters.relayed;
     const r = ping(ns("pod1a"), ipOf("pod3a"), 5);
     expect(r.status, r.stdout).toBe(0);

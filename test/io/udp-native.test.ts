@@ -60,7 +60,7 @@ function options(o, log) {
     pool: Buffer.alloc(o.poolSize ?? rxBase + slots * slotSize), rxBase, slots, slotSize,
     offsets: arr(), lengths: arr(), addrs: arr(), ports: arr(), segs: arr(),
   };
-  for (const k of ["gro", "noCheck", "rcvbuf", "sndbuf"]) if (o[k] !== undefined) opts[k] = o[k];
+  for (const k of ["gro", "noCheck", "noDf", "df", "rcvbuf", "sndbuf"]) if (o[k] !== undefined) opts[k] = o[k];
   if (log !== undefined) opts.onBatch = (n) => {
     log.batches.push(n);
     for (let i = 0; i < n; i++) {
@@ -529,6 +529,30 @@ describe.skipIf(!canLab)("native UDP socket (openUdp) in two namespaces made by 
     expect(errnoName(s.stats.lastTxErrno)).toBe("EINVAL");
     const r = await receive("rx", 1);
     expect(bytes(r.msgs[0]).equals(pattern(200, 60))).toBe(true);
+  });
+
+  it("df: a datagram above the link MTU is refused (EMSGSIZE), never fragmented; without df the kernel fragments it", async () => {
+    await a!.call("open", { h: "df", opts: { bindAddr: ADDR_A, port: 0, df: true, slots: 1, noOnBatch: true } });
+    // The veth's MTU is 1500: 1472 bytes of UDP payload fill it.
+    const s = await a!.call("send", {
+      h: "df",
+      port: 4789,
+      msgs: [
+        { b64: b64(pattern(1472, 70)), to: ADDR_B },
+        { b64: b64(pattern(1473, 71)), to: ADDR_B },
+      ],
+    });
+    expect(s.lengths).toEqual([1472, 0]);
+    expect(errnoName(s.stats.lastTxErrno)).toBe("EMSGSIZE");
+    expect(bytes((await receive("rx", 1)).msgs[0]).equals(pattern(1472, 70))).toBe(true);
+    // The default socket sends the same 1473 bytes as two fragments, reassembled at B.
+    const w = await a!.call("send", { h: "tx", port: 4789, msgs: [{ b64: b64(pattern(1473, 72)), to: ADDR_B }] });
+    expect(w.lengths).toEqual([1473]);
+    expect(bytes((await receive("rx", 1)).msgs[0]).equals(pattern(1473, 72))).toBe(true);
+    const both = await a!.call("tryOpen", { opts: { bindAddr: ADDR_A, port: 0, df: true, noDf: true } });
+    expect(both).toMatchObject({ threw: true, name: "TypeError" });
+    expect(both.message).toMatch(/noDf and options\.df exclude each other/);
+    expect(both.fdsAfter).toBe(both.fdsBefore);
   });
 
   it("a full socket send buffer drops the rest of the batch (EAGAIN), counted, without blocking", async () => {
