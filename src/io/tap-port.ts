@@ -42,7 +42,16 @@ export interface TapPortOptions {
   fd?: number;
   /** The MTU to report for an adopted TAP (its namespace is not ours to ask). */
   mtu?: number;
+  /**
+   * How frames move between the TAP and the pool: "rw" (readv()/write(), one system
+   * call per frame; the default) or "uring" (io_uring: a multishot read into the
+   * receive slots, one submission per transmitted batch; native/uring.c). When
+   * io_uring cannot be set up the port logs why and uses "rw".
+   */
+  io?: TapIo;
 }
+
+export type TapIo = "rw" | "uring";
 
 /** GRO staging: four 64 KiB super-frames with their vnet headers; one flush reuses it as it writes. */
 const GRO_STAGE_BYTES = 4 * (65536 + 128);
@@ -100,6 +109,9 @@ export class TapPort extends Port {
   /** The inherited fd to adopt at open(), until then. */
   private adoptFd: number | undefined;
   private readonly adoptedMtu: number;
+  private readonly wantIo: TapIo;
+  /** The I/O method in use once open ("rw" until then, or after a fallback). */
+  io: TapIo = "rw";
   /** True when the port takes over an inherited TAP (a restarted node) rather than opening one. */
   readonly adopted: boolean;
 
@@ -116,6 +128,7 @@ export class TapPort extends Port {
     this.adoptFd = opts.fd;
     this.adopted = opts.fd !== undefined;
     this.adoptedMtu = opts.mtu ?? 0;
+    this.wantIo = opts.io ?? "rw";
   }
 
   override get deviceOffload(): boolean {
@@ -144,6 +157,7 @@ export class TapPort extends Port {
       name: this.ifname,
       offload: headers,
       persist: this.persist,
+      uring: this.wantIo === "uring",
       fd,
       pool: buf,
       rxBase: base,
@@ -166,6 +180,8 @@ export class TapPort extends Port {
         this.deliverBatch(buf, rx);
       },
     });
+    this.io = this.handle.io;
+    if (this.handle.ioFallback !== null) console.error(`port ${this.name}: io_uring unavailable (${this.handle.ioFallback}); using read/write`);
     this.handle.start();
   }
 
