@@ -89,6 +89,12 @@ class TapGro {
   }
 }
 
+/** The io_uring fds of open TAP ports: the seccomp filter tells them from foreign rings (src/node/sandbox.ts). */
+const openRings = new Set<number>();
+export function tapRingFds(): number[] {
+  return [...openRings];
+}
+
 /** Slot for a TAP with offloads: a 64 KiB TSO super-frame, its virtio-net header, headroom. */
 const VNET_SLOT = 65536 + 256;
 /** Batch for such a TAP: 64 slots of 64 KiB are 4 MiB of pool per port. */
@@ -181,12 +187,14 @@ export class TapPort extends Port {
       },
     });
     this.io = this.handle.io;
+    for (const r of this.handle.rings) openRings.add(r);
     if (this.handle.ioFallback !== null) console.error(`port ${this.name}: io_uring unavailable (${this.handle.ioFallback}); using read/write`);
     this.handle.start();
   }
 
   close(): void {
     if (this.handle) {
+      for (const r of this.handle.rings) openRings.delete(r);
       this.handle.close();
       this.handle = null;
     }
