@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { request } from "../../src/control/client.js";
 import { ROOT, canRunLabs, inNs, netnsList, ping, tapnet, tapnetOk, tcpdump, writeLabFile } from "./harness.js";
 
 const shipped = path.join(ROOT, "scripts/labs/vlan.yaml");
@@ -80,5 +81,19 @@ describe.skipIf(!canRunLabs()).each(["rw", "uring"] as const)("vlan.yaml: 802.1Q
     // h1's MAC was learned on sw2 through the trunk, in VLAN 10 only.
     expect(fdb.some((e) => e.port === "sw1" && e.vlan === 10)).toBe(true);
     expect(fdb.filter((e) => e.vlan !== 10 && e.vlan !== 20)).toEqual([]);
+  });
+
+  it.runIf(io === "uring")("a TAP added after the seccomp filter cannot set up io_uring: it uses read/write and the node's log says why", async () => {
+    const socket = "/run/tapnet/vlan/sw1.sock";
+    await request(socket, { cmd: "change", op: "port.add", args: { name: "h9", kind: "tap", vlan: 10 } });
+    try {
+      const ports = JSON.parse(tapnetOk(["show", "ports", "--node", "sw1", "--lab", "vlan", "--json"])) as Array<{ name: string; io?: string }>;
+      expect(ports.find((p) => p.name === "h9")?.io).toBe("rw");
+      expect(ports.find((p) => p.name === "h1")?.io).toBe("uring");
+      const log = fs.readFileSync("/run/tapnet/vlan/sw1.log", "utf8");
+      expect(log).toMatch(/port h9: io_uring unavailable \(io_uring_setup failed: Operation not permitted\); using read\/write/);
+    } finally {
+      await request(socket, { cmd: "change", op: "port.del", args: { name: "h9" } });
+    }
   });
 });
