@@ -37,7 +37,7 @@ int uring_io_eventfd(const uring_io_t *u);
 /*
  * Harvests received frames: up to `max` of them, slot index in slot[i] and
  * length in len[i]. The slots stay the caller's until uring_io_rx_done. One
- * eventfd read and (with deferred task running) one io_uring_enter per call.
+ * system call per call: the eventfd read.
  */
 uint32_t uring_io_rx(uring_io_t *u, uint32_t *slot, uint32_t *len, uint32_t max, uring_io_stats_t *st);
 

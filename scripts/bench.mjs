@@ -149,6 +149,7 @@ function usage(code) {
       `  'tables' (FDB and FIB with --table-size entries, default 1000000) runs only when named.\n` +
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
+      `  --impls A,B: only these rows (names as printed, e.g. 'tapnet,tapnet (io_uring)'); an unknown name is an error.\n` +
       `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n` +
       `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n`,
   );
@@ -169,6 +170,7 @@ const opts = {
   markdownFile: null,
   svg: null,
   cleanup: false,
+  impls: null,
 };
 {
   const a = process.argv.slice(2);
@@ -223,6 +225,11 @@ const opts = {
     } else if (x.startsWith("--markdown=")) {
       opts.markdown = true;
       opts.markdownFile = x.slice(11);
+    } else if (x === "--impls" || x.startsWith("--impls=")) {
+      // Only these rows of the scenarios (names as printed, comma-separated): a quick A/B.
+      const v = x === "--impls" ? a[++i] : x.slice(8);
+      if (!v) usage(2);
+      opts.impls = v.split(",").map((n) => n.trim());
     } else if (x === "--cleanup") {
       opts.cleanup = true;
     } else if (x === "-h" || x === "--help") {
@@ -1052,24 +1059,26 @@ let relayBin = null;
 function buildRelay() {
   if (relayBin) return relayBin;
   const out = path.join(tmpDir(), "relay");
-  sh(["gcc", "-O2", "-Wall", "-pthread", "-o", out, path.join(ROOT, "scripts/relay.c")]);
+  sh(["gcc", "-O2", "-Wall", "-pthread", "-o", out, path.join(ROOT, "scripts/relay.c"), path.join(ROOT, "native/uring.c"), "-luring"]);
   relayBin = out;
   return out;
 }
 
 /**
  * Two hosts joined by scripts/relay.c: the relay runs in its own namespace, like a node.
- * threads: one thread per direction (-t), the multi-core experiment.
+ * threads: one thread per direction (-t), the multi-core experiment; uring: io_uring (-u),
+ * the same I/O code as tapnet's TAP ports with io "uring" (native/uring.c).
  */
-function relayImpl(vnet = false, threads = false) {
-  const tag = (vnet ? "vrelay" : "relay") + (threads ? "2" : "");
-  const label = `C relay${vnet ? ` (vnet${threads ? ", 2 threads)" : ")"}` : threads ? " (2 threads)" : ""}`;
+function relayImpl(vnet = false, threads = false, uring = false) {
+  const tag = (vnet ? "vrelay" : "relay") + (threads ? "2" : "") + (uring ? "u" : "");
+  const extra = [...(vnet ? ["vnet"] : []), ...(threads ? ["2 threads"] : []), ...(uring ? ["io_uring"] : [])];
+  const label = `C relay${extra.length ? ` (${extra.join(", ")})` : ""}`;
   const N = `${NS_PREFIX}${tag}-node`;
   const H1 = `${NS_PREFIX}${tag}-h1`;
   const H2 = `${NS_PREFIX}${tag}-h2`;
   return customImpl([N, H1, H2], async () => {
     const bin = buildRelay();
-    const relay = startDaemon(["ip", "netns", "exec", N, bin, ...(vnet ? ["-v"] : []), ...(threads ? ["-t"] : []), "h1", "h2"], label);
+    const relay = startDaemon(["ip", "netns", "exec", N, bin, ...(vnet ? ["-v"] : []), ...(threads ? ["-t"] : []), ...(uring ? ["-u"] : []), "h1", "h2"], label);
     try {
       await waitFor("the relay's TAPs", () => relay.output().includes("ready") || !alive(relay.pid), 5000, 20);
       if (!relay.output().includes("ready")) throw new Error(`relay did not start: ${relay.output().trim()}`);
@@ -1225,7 +1234,16 @@ async function scenarios() {
   return {
     switch: async () => ({
       ref: "kernel bridge",
-      alsoVs: { tapnet: ["C relay", "C relay (vnet)"], "C relay (vnet, 2 threads)": ["C relay (vnet)"], "tapnet (no offloads)": ["C relay"] },
+      alsoVs: {
+        tapnet: ["C relay", "C relay (vnet)"],
+        "C relay (vnet, 2 threads)": ["C relay (vnet)"],
+        "tapnet (no offloads)": ["C relay"],
+        // io_uring rows: against the read/write row of the same kind and the relay of the same method.
+        "C relay (io_uring)": ["C relay"],
+        "C relay (vnet, io_uring)": ["C relay (vnet)"],
+        "tapnet (io_uring)": ["tapnet", "C relay (vnet, io_uring)"],
+        "tapnet (no offloads, io_uring)": ["tapnet (no offloads)", "C relay (io_uring)"],
+      },
       impls: [
         { name: "kernel bridge", run: labImpl(path.join(BENCH_LABS, "switch-kernel.yaml"), { client: "h1", server: "h2", dst: "10.0.0.2" }) },
         { name: "C relay", run: relayImpl() },
@@ -1242,6 +1260,27 @@ async function scenarios() {
             server: "h2",
             dst: "10.0.0.2",
           }),
+        },
+        // The same two with io: uring (native/uring.c), and the C relays with the same I/O.
+        { name: "C relay (io_uring)", run: relayImpl(false, false, true) },
+        { name: "C relay (vnet, io_uring)", run: relayImpl(true, false, true) },
+        {
+          name: "tapnet (io_uring)",
+          run: labImpl(await labVariant(lab("switch.yaml"), "bench-switch-uring", (doc) => doc.setIn(["nodes", "sw1", "io"], "uring")), {
+            client: "h1",
+            server: "h2",
+            dst: "10.0.0.2",
+          }),
+        },
+        {
+          name: "tapnet (no offloads, io_uring)",
+          run: labImpl(
+            await labVariant(lab("switch.yaml"), "bench-switch-plain-uring", (doc) => {
+              doc.setIn(["nodes", "sw1", "offload"], false);
+              doc.setIn(["nodes", "sw1", "io"], "uring");
+            }),
+            { client: "h1", server: "h2", dst: "10.0.0.2" },
+          ),
         },
       ],
     }),
@@ -1751,7 +1790,12 @@ async function main() {
       continue;
     }
     const s = { name, reference: def.ref, notes: [...(def.notes ?? [])], results: [] };
-    for (const impl of def.impls) {
+    if (opts.impls) {
+      const known = def.impls.map((i) => i.name);
+      const unknown = opts.impls.filter((n) => !known.includes(n));
+      if (unknown.length) throw new Error(`--impls: ${name} has no row ${unknown.map((n) => `'${n}'`).join(", ")} (rows: ${known.join(", ")})`);
+    }
+    for (const impl of opts.impls ? def.impls.filter((i) => opts.impls.includes(i.name)) : def.impls) {
       if (impl.na) {
         say(`${name}: ${impl.name}: n/a (${impl.na})`);
         s.results.push({ implementation: impl.name, na: impl.na });
