@@ -226,7 +226,9 @@ uint32_t uring_io_rx(uring_io_t *u, uint32_t *slot, uint32_t *len, uint32_t max,
   unsigned head, seen = 0;
   struct io_uring_cqe *cqe;
   io_uring_for_each_cqe(&u->rx, head, cqe) {
-    if (n >= max) break;
+    /* Completions without a slot (the read's end: ENOBUFS) are taken past `max` too:
+     * left behind, the read would never be re-armed. */
+    if (n >= max && (cqe->flags & IORING_CQE_F_BUFFER)) break;
     seen++;
     if (cqe->user_data != RX_TAG) continue; /* a cancel's own completion */
     if (!(cqe->flags & IORING_CQE_F_MORE)) {
@@ -261,6 +263,8 @@ void uring_io_rx_done(uring_io_t *u) {
   if (u->n_held != 0) io_uring_buf_ring_advance(u->br, (int)u->n_held);
   u->n_held = 0;
   if (!u->armed && !u->dead && arm(u) < 0) u->dead = true;
+  /* Completions left in the queue (more than `max`) would get no new wake-up. */
+  if (io_uring_cq_ready(&u->rx) != 0) eventfd_write(u->efd, 1);
 }
 
 uint32_t uring_io_tx(uring_io_t *u, const uint8_t *base, const uint32_t *off, uint32_t *len, uint32_t count,
