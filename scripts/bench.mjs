@@ -149,7 +149,7 @@ function usage(code) {
       `  'tables' (FDB and FIB with --table-size entries, default 1000000) runs only when named.\n` +
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
-      `  --impls A,B: only these rows (names as printed, e.g. 'tapnet,tapnet (io_uring)'); an unknown name is an error.\n` +
+      `  --impls A,B: only these rows, in this order (names as printed, e.g. 'tapnet,tapnet (io_uring)'); an unknown name is an error.\n` +
       `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n` +
       `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n`,
   );
@@ -229,7 +229,7 @@ const opts = {
       // Only these rows of the scenarios (names as printed, comma-separated): a quick A/B.
       const v = x === "--impls" ? a[++i] : x.slice(8);
       if (!v) usage(2);
-      opts.impls = v.split(",").map((n) => n.trim());
+      opts.impls = v.split(/,(?![^(]*\))/).map((n) => n.trim()); // commas inside a name's parentheses stay
     } else if (x === "--cleanup") {
       opts.cleanup = true;
     } else if (x === "-h" || x === "--help") {
@@ -1795,7 +1795,8 @@ async function main() {
       const unknown = opts.impls.filter((n) => !known.includes(n));
       if (unknown.length) throw new Error(`--impls: ${name} has no row ${unknown.map((n) => `'${n}'`).join(", ")} (rows: ${known.join(", ")})`);
     }
-    for (const impl of opts.impls ? def.impls.filter((i) => opts.impls.includes(i.name)) : def.impls) {
+    // --impls: in the order given, so that repeated runs can alternate A and B.
+    for (const impl of opts.impls ? opts.impls.map((n) => def.impls.find((i) => i.name === n)) : def.impls) {
       if (impl.na) {
         say(`${name}: ${impl.name}: n/a (${impl.na})`);
         s.results.push({ implementation: impl.name, na: impl.na });
