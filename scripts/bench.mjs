@@ -1078,7 +1078,10 @@ function relayImpl(vnet = false, threads = false, uring = false) {
   const H2 = `${NS_PREFIX}${tag}-h2`;
   return customImpl([N, H1, H2], async () => {
     const bin = buildRelay();
-    const relay = startDaemon(["ip", "netns", "exec", N, bin, ...(vnet ? ["-v"] : []), ...(threads ? ["-t"] : []), ...(uring ? ["-u"] : []), "h1", "h2"], label);
+    const relay = startDaemon(
+      ["ip", "netns", "exec", N, bin, ...(vnet ? ["-v"] : []), ...(threads ? ["-t"] : []), ...(uring ? ["-u"] : []), "h1", "h2"],
+      label,
+    );
     try {
       await waitFor("the relay's TAPs", () => relay.output().includes("ready") || !alive(relay.pid), 5000, 20);
       if (!relay.output().includes("ready")) throw new Error(`relay did not start: ${relay.output().trim()}`);

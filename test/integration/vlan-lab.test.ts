@@ -13,8 +13,7 @@ const shipped = path.join(ROOT, "scripts/labs/vlan.yaml");
 const ns = (n: string): string => `tn.vlan.${n}`;
 
 describe.skipIf(!canRunLabs()).each(["rw", "uring"] as const)("vlan.yaml: 802.1Q isolation across a trunk (TAP io %s)", (io) => {
-  const file =
-    io === "rw" ? shipped : writeLabFile("vlan-uring", fs.readFileSync(shipped, "utf8").replace(/^ {2}(sw[12]): \{\}$/gm, "  $1: { io: uring }"));
+  const file = io === "rw" ? shipped : writeLabFile("vlan-uring", fs.readFileSync(shipped, "utf8").replace(/^ {2}(sw[12]): \{\}$/gm, "  $1: { io: uring }"));
   beforeAll(() => {
     tapnet(["lab", "down", file]);
     tapnetOk(["lab", "up", file, "-q"]);

@@ -103,13 +103,6 @@ async function waitFor(pred: () => boolean, timeoutMs: number, what: string): Pr
   }
 }
 
-function macStr(mac: number): string {
-  return mac
-    .toString(16)
-    .padStart(12, "0")
-    .replace(/(..)(?!$)/g, "$1:");
-}
-
 // ---------------------------------------------------------------------------
 // A tiny peer: turns ARP requests and ICMP echo requests into replies in place
 

@@ -152,11 +152,16 @@ describe("impairments in a node's config", () => {
 
 describe("node io (TAP I/O method)", () => {
   it("io: uring reaches the node's configuration; absent stays absent (TAPNET_IO, else rw); bad values and kernel nodes are refused", () => {
-    const t = parseTopology("name: tio\nnodes:\n  a: { io: uring }\n  b: {}\nhosts:\n  h1: { node: a, ip: 10.0.0.1/24 }\n  h2: { node: b, ip: 10.0.0.2/24 }\n", "lab.yaml");
+    const t = parseTopology(
+      "name: tio\nnodes:\n  a: { io: uring }\n  b: {}\nhosts:\n  h1: { node: a, ip: 10.0.0.1/24 }\n  h2: { node: b, ip: 10.0.0.2/24 }\n",
+      "lab.yaml",
+    );
     expect(nodeConfig(t, "a").io).toBe("uring");
     expect(nodeConfig(t, "b").io).toBeUndefined();
     expect(problems("name: tio\nnodes:\n  a: { io: fast }\n").join("\n")).toMatch(/nodes\.a\.io: /);
-    expect(problems("name: tio\nnodes:\n  k: { kind: kernel, io: uring }\n")).toEqual([expect.stringMatching(/nodes\.k\.io: a kind: kernel node .* no TAP ports/)]);
+    expect(problems("name: tio\nnodes:\n  k: { kind: kernel, io: uring }\n")).toEqual([
+      expect.stringMatching(/nodes\.k\.io: a kind: kernel node .* no TAP ports/),
+    ]);
     expect(tapIoFromEnv({})).toBe("rw");
     expect(tapIoFromEnv({ TAPNET_IO: "uring" })).toBe("uring");
     expect(() => tapIoFromEnv({ TAPNET_IO: "xdp" })).toThrow(/TAPNET_IO must be "rw" or "uring", got "xdp"/);
