@@ -21,6 +21,8 @@
 //           multi-core experiment: what a second dataplane thread gains on this machine);
 //           tapnet runs twice: with offloads (its default) and with plain TAPs (offload:
 //           false), the plain relay's like-for-like
+//           --uring adds both with io: uring (native/uring.c) and the two C relays with the
+//           same I/O (-u); --impls A,B runs only the rows named, in that order (A/B repeats)
 //   router  two subnets through a tapnet router (scripts/labs/router.yaml)
 //           vs a kernel router: a namespace with ip_forward=1 and two veths
 //   vxlan   pod to pod across flannel-vxlan.yaml vs kernel VXLAN devices on kernel bridges
@@ -149,6 +151,7 @@ function usage(code) {
       `  'tables' (FDB and FIB with --table-size entries, default 1000000) runs only when named.\n` +
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
+      `  --uring: also the io_uring rows of the switch scenario (tapnet with io: uring, the C relays with -u).\n` +
       `  --impls A,B: only these rows, in this order (names as printed, e.g. 'tapnet,tapnet (io_uring)'); an unknown name is an error.\n` +
       `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n` +
       `  'bgp' (BIRD announcing --prefixes N, default 100000, to tapnet's speaker and to a BIRD that feeds its kernel) runs only when named.\n`,
@@ -171,6 +174,7 @@ const opts = {
   svg: null,
   cleanup: false,
   impls: null,
+  uring: false,
 };
 {
   const a = process.argv.slice(2);
@@ -230,6 +234,8 @@ const opts = {
       const v = x === "--impls" ? a[++i] : x.slice(8);
       if (!v) usage(2);
       opts.impls = v.split(/,(?![^(]*\))/).map((n) => n.trim()); // commas inside a name's parentheses stay
+    } else if (x === "--uring") {
+      opts.uring = true;
     } else if (x === "--cleanup") {
       opts.cleanup = true;
     } else if (x === "-h" || x === "--help") {
@@ -959,6 +965,14 @@ function labNodePids(lab) {
  * of their txFrames, every node) and received on them. Internal ports (a router's
  * interface on the switch) are left out: a frame crosses them inside the process.
  */
+/** A row that claims io_uring must measure it: every TAP port of the lab reports io "uring" (no fallback). */
+async function expectTapIo(lab, io) {
+  const r = await runAsync([process.execPath, CLI, "show", "ports", "--lab", lab, "--json"], 30);
+  const j = JSON.parse(r.stdout);
+  const wrong = Object.entries(j).flatMap(([node, ports]) => ports.filter((p) => p.kind === "tap" && p.io !== io).map((p) => `${node}/${p.name}: ${p.io}`));
+  if (wrong.length) throw new Error(`expected TAP io ${io}, the node's log says why not: ${wrong.join(", ")}`);
+}
+
 async function labFrames(lab) {
   const r = await runAsync([process.execPath, CLI, "show", "ports", "--lab", lab, "--json"], 30);
   let j;
@@ -1264,25 +1278,29 @@ async function scenarios() {
             dst: "10.0.0.2",
           }),
         },
-        // The same two with io: uring (native/uring.c), and the C relays with the same I/O.
-        { name: "C relay (io_uring)", run: relayImpl(false, false, true) },
-        { name: "C relay (vnet, io_uring)", run: relayImpl(true, false, true) },
+        // The same two with io: uring (native/uring.c), and the C relays with the same I/O:
+        // only with --uring or when --impls names them (they add a minute to the scenario).
+        { name: "C relay (io_uring)", optIn: true, run: relayImpl(false, false, true) },
+        { name: "C relay (vnet, io_uring)", optIn: true, run: relayImpl(true, false, true) },
         {
           name: "tapnet (io_uring)",
+          optIn: true,
           run: labImpl(await labVariant(lab("switch.yaml"), "bench-switch-uring", (doc) => doc.setIn(["nodes", "sw1", "io"], "uring")), {
             client: "h1",
             server: "h2",
             dst: "10.0.0.2",
+            prepare: () => expectTapIo("bench-switch-uring", "uring"),
           }),
         },
         {
           name: "tapnet (no offloads, io_uring)",
+          optIn: true,
           run: labImpl(
             await labVariant(lab("switch.yaml"), "bench-switch-plain-uring", (doc) => {
               doc.setIn(["nodes", "sw1", "offload"], false);
               doc.setIn(["nodes", "sw1", "io"], "uring");
             }),
-            { client: "h1", server: "h2", dst: "10.0.0.2" },
+            { client: "h1", server: "h2", dst: "10.0.0.2", prepare: () => expectTapIo("bench-switch-plain-uring", "uring") },
           ),
         },
       ],
@@ -1799,7 +1817,7 @@ async function main() {
       if (unknown.length) throw new Error(`--impls: ${name} has no row ${unknown.map((n) => `'${n}'`).join(", ")} (rows: ${known.join(", ")})`);
     }
     // --impls: in the order given, so that repeated runs can alternate A and B.
-    for (const impl of opts.impls ? opts.impls.map((n) => def.impls.find((i) => i.name === n)) : def.impls) {
+    for (const impl of opts.impls ? opts.impls.map((n) => def.impls.find((i) => i.name === n)) : def.impls.filter((i) => opts.uring || !i.optIn)) {
       if (impl.na) {
         say(`${name}: ${impl.name}: n/a (${impl.na})`);
         s.results.push({ implementation: impl.name, na: impl.na });
