@@ -12,7 +12,10 @@
  * in TapPort with a log line.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, readlinkSync } from "node:fs";
+import { existsSync, mkdtempSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { PacketPool } from "../../src/core/pool.js";
 import { openTap, type TapHandle } from "../../src/io/native.js";
@@ -26,6 +29,8 @@ const NS = `tnur${PID}`;
 const TAP_U = `tnuu${PID}`; // io_uring, moved into NS, 10.79.0.1/24
 const TAP_F = `tnuf${PID}`; // set-up forced to fail: readv()/write()
 const TAP_P = `tnup${PID}`; // a TapPort asked for io_uring that cannot have it
+
+const ADDON = fileURLToPath(new URL("../../native/build/Release/tapnet.node", import.meta.url));
 
 const PEER = 0x0a4f0002; // 10.79.0.2, played by this test
 const PEER_MAC = 0x020000790002;
@@ -401,6 +406,57 @@ describe.skipIf(!canRun)("TAP I/O through io_uring (root, /dev/net/tun)", () => 
       }
     } finally {
       delete process.env.TAPNET_URING_FAIL;
+    }
+  });
+
+  it("a worker thread may own an io_uring TAP and exit without closing it", { timeout: 30_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "tnur-"));
+    const name = `tnuw${PID}`;
+    try {
+      const script = join(dir, "worker.mjs");
+      writeFileSync(
+        script,
+        `import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import { execFileSync } from 'node:child_process';
+if (isMainThread) {
+  const exists = (n) => { try { execFileSync('ip', ['link', 'show', 'dev', n], { stdio: 'ignore' }); return true; } catch { return false; } };
+  for (const mode of ['exit', 'terminate', 'close-then-exit', 'end-stopped']) {
+    const w = new Worker(new URL(import.meta.url), { workerData: mode });
+    const [n, io] = await new Promise((r) => w.once('message', r));
+    const existed = exists(n);
+    const exited = new Promise((r) => w.once('exit', r));
+    if (mode === 'terminate') w.terminate(); else w.postMessage('go');
+    const code = await exited;
+    console.log(mode, io, existed, code, exists(n));
+  }
+} else {
+  const b = createRequire(import.meta.url)(${JSON.stringify(ADDON)});
+  const pool = Buffer.alloc(8 * 2048);
+  const h = b.openTap({ name: ${JSON.stringify(name)}, uring: true, pool, rxBase: 0, slots: 8, slotSize: 2048, headroom: 0,
+    offsets: new Uint32Array(8), lengths: new Uint32Array(8), onBatch() {} });
+  if (workerData !== 'end-stopped') h.start();
+  parentPort.postMessage([h.name, h.io]);
+  parentPort.once('message', () => {
+    if (workerData === 'exit') process.exit(3);
+    if (workerData === 'close-then-exit') { h.close(); process.exit(4); }
+    parentPort.unref();
+  });
+}
+`,
+      );
+      const r = await run(process.execPath, [script], 25_000);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.stdout.trim().split("\n")).toEqual([
+        "exit uring true 3 false",
+        "terminate uring true 1 false",
+        "close-then-exit uring true 4 false",
+        "end-stopped uring true 0 false",
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      if (linkExists(name)) tryQuiet("ip", ["link", "del", "dev", name]);
     }
   });
 
