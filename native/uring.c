@@ -188,7 +188,8 @@ int uring_io_open(uring_io_t **out, int fd, uint8_t *region, uint32_t slots, uin
   io_uring_buf_ring_init(u->br);
   for (uint32_t i = 0; i < slots; i++) give_back(u, i, (int)i);
   io_uring_buf_ring_advance(u->br, (int)slots);
-  *step = "io_uring_register_restrictions";
+  /* A kernel before 6.7 refuses the restriction naming READ_MULTISHOT (an unknown opcode). */
+  *step = "io_uring_register_restrictions (multishot reads need Linux 6.7)";
   if ((rc = ring_lock(&u->rx)) < 0 || (rc = ring_lock(&u->tx)) < 0) goto fail;
   *step = "io_uring_enter (multishot read)";
   if ((rc = arm(u)) < 0) goto fail;
