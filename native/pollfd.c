@@ -18,6 +18,7 @@ void pollfd_init(pollfd_t *p, napi_env env, const pollfd_kind_t *kind) {
   p->kind = kind;
   p->env = env;
   p->fd = -1;
+  p->watch_fd = -1;
 }
 
 /* uv_poll_init of fd with a new box: 0 (p owns both), or a negative uv error
@@ -25,7 +26,7 @@ void pollfd_init(pollfd_t *p, napi_env env, const pollfd_kind_t *kind) {
 static int watch(pollfd_t *p, uv_loop_t *loop, int fd) {
   pollfd_box_t *box = calloc(1, sizeof *box);
   if (box == NULL) return UV_ENOMEM;
-  int rc = uv_poll_init(loop, &box->poll, fd);
+  int rc = uv_poll_init(loop, &box->poll, p->watch_fd >= 0 ? p->watch_fd : fd);
   if (rc < 0) {
     free(box);
     return rc;

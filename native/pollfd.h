@@ -76,6 +76,7 @@ struct pollfd_s {
   const pollfd_kind_t *kind;
   napi_env env;
   int fd;
+  int watch_fd; /* the fd uv_poll watches when it is not `fd` (an io_uring's eventfd); -1: fd */
   bool closed;
   bool polling;
   pollfd_box_t *box;            /* NULL until watched, and again once closed */

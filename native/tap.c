@@ -45,6 +45,7 @@
 
 #include "common.h"
 #include "pollfd.h"
+#include "uring.h"
 
 #define VNET_HDR_LEN 12 /* struct virtio_net_hdr_v1 (with num_buffers) */
 #define ETH_HLEN_MIN 14
@@ -58,6 +59,8 @@ typedef struct {
   uint32_t slots;
   uint32_t slot_size;
   uint32_t headroom;
+  /* io "uring" (uring.c): receive and transmit through io_uring; NULL: readv()/write(). */
+  uring_io_t *uring;
 
   /* Catches the first byte beyond a slot: see on_readable. */
   uint8_t overflow_probe[16];
@@ -183,6 +186,10 @@ static napi_value js_interface_info(napi_env env, napi_callback_info cbinfo) {
 static void tap_on_close(pollfd_t *p, bool from_hook) {
   (void)from_hook;
   tap_t *t = (tap_t *)p;
+  if (t->uring != NULL) {
+    uring_io_close(t->uring);
+    t->uring = NULL;
+  }
   t->pool = NULL;
   t->offsets = NULL;
   t->lengths = NULL;
@@ -191,12 +198,42 @@ static void tap_on_close(pollfd_t *p, bool from_hook) {
 /* ------------------------------------------------------------------------ */
 /* Receive                                                                  */
 
+static void add_uring_stats(tap_t *t, const uring_io_stats_t *us) {
+  t->pf.stats.rx_errors += us->rx_errors;
+  t->pf.stats.rx_dropped += us->rx_dropped;
+  t->pf.stats.tx_errors += us->tx_errors;
+  if (us->last_tx_errno != 0) t->pf.stats.last_tx_errno = us->last_tx_errno;
+}
+
+/* io "uring": the ring's eventfd woke us; the frames are in the slots already. */
+static void on_uring_readable(tap_t *t) {
+  uring_io_stats_t us = {0, 0, 0, 0};
+  uint32_t *const offsets = t->offsets;
+  /* uring_io_rx gives slot indexes in offsets[]: turned into pool offsets here. */
+  uint32_t count = uring_io_rx(t->uring, offsets, t->lengths, t->slots, &us);
+  add_uring_stats(t, &us);
+  const uint32_t first_off = t->rx_base + t->headroom;
+  for (uint32_t i = 0; i < count; i++) offsets[i] = first_off + offsets[i] * t->slot_size;
+  if (count != 0) {
+    t->pf.stats.batches++;
+    t->pf.stats.rx_messages += count;
+    pollfd_call(&t->pf, 1, &count);
+  }
+  /* JS may have closed the handle in onBatch (that freed the rings, not `t`: the
+   * wrap's finalizer frees it, and no GC runs between the call and here). */
+  if (!t->pf.closed && t->uring != NULL) uring_io_rx_done(t->uring);
+}
+
 static void on_readable(uv_poll_t *h, int status, int events) {
   (void)events;
   /* A poll error typically means the device was destroyed under us (its
    * network namespace was deleted). */
   tap_t *t = (tap_t *)pollfd_wakeup(h, status);
   if (t == NULL) return;
+  if (t->uring != NULL) {
+    on_uring_readable(t);
+    return;
+  }
 
   const int fd = t->pf.fd;
   const uint32_t slots = t->slots;
@@ -269,6 +306,21 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
   uint32_t *const offs = offsets.data, *const lens = lengths.data;
   const int fd = t->pf.fd;
   uint32_t sent = 0;
+  if (t->uring != NULL) {
+    for (uint32_t i = 0; i < count; i++) {
+      if (lens[i] == 0 || (uint64_t)offs[i] + lens[i] > pool.len) {
+        t->pf.stats.tx_errors++;
+        t->pf.stats.last_tx_errno = lens[i] == 0 ? EINVAL : EFAULT;
+        lens[i] = 0;
+      }
+    }
+    uring_io_stats_t us = {0, 0, 0, 0};
+    sent = uring_io_tx(t->uring, pool.data, offs, lens, count, &us);
+    add_uring_stats(t, &us);
+    napi_value r;
+    napi_create_uint32(env, sent, &r);
+    return r;
+  }
   for (uint32_t i = 0; i < count; i++) {
     const uint32_t off = offs[i], len = lens[i];
     if (len == 0 || (uint64_t)off + len > pool.len) {
@@ -423,6 +475,19 @@ static int adopt_tap_fd(napi_env env, int fd, const char *port, bool offload, bo
 /* ------------------------------------------------------------------------ */
 /* openTap(options)                                                         */
 
+/* `rings`: the io_uring fds of the handle ([] for readv()/write()). */
+static bool ring_fds_value(napi_env env, const uring_io_t *u, napi_value *out) {
+  if (napi_create_array(env, out) != napi_ok) return false;
+  if (u == NULL) return true;
+  int fds[2];
+  uring_io_ring_fds(u, fds);
+  for (uint32_t i = 0; i < 2; i++) {
+    napi_value v;
+    if (napi_create_int32(env, fds[i], &v) != napi_ok || napi_set_element(env, *out, i, v) != napi_ok) return false;
+  }
+  return true;
+}
+
 static const pollfd_kind_t tap_kind = {"TapHandle", "TAP", "ERR_TAP_CLOSED", "rxOversize",
                                        "pass openTap({ onBatch: (count) => ... })", on_readable, tap_on_close};
 
@@ -437,7 +502,7 @@ static napi_value js_open_tap(napi_env env, napi_callback_info cbinfo) {
   napi_value name_v;
   NAPI_OK_OR_THROW(napi_get_named_property(env, opts, "name", &name_v), "name");
   if (!get_ifname(env, name_v, fn, name)) return NULL;
-  bool offload = false, multi_queue = false, persist = false;
+  bool offload = false, multi_queue = false, persist = false, want_uring = false;
   val_view_t pool, arrays[2];
   uint32_t rx_base = 0, slots = 0, slot_size = 0, headroom = 0;
   uint32_t adopt_fd = UINT32_MAX; /* absent: create or attach by name */
@@ -446,6 +511,7 @@ static napi_value js_open_tap(napi_env env, napi_callback_info cbinfo) {
       {"offload", VAL_BOOL, 0, 0, NULL, &offload},
       {"multiQueue", VAL_BOOL, 0, 0, NULL, &multi_queue},
       {"persist", VAL_BOOL, 0, 0, NULL, &persist},
+      {"uring", VAL_BOOL, 0, 0, NULL, &want_uring},
       {"fd", VAL_U32, 0, INT_MAX, NULL, &adopt_fd},
       {"pool", VAL_BYTES, VAL_REQUIRED, 0, NULL, &pool},
       {"rxBase", VAL_U32, VAL_REQUIRED, UINT32_MAX, NULL, &rx_base},
@@ -509,17 +575,31 @@ static napi_value js_open_tap(napi_env env, napi_callback_info cbinfo) {
       return NULL;
     }
   }
-  named_value_t props[] = {{"name", NULL}, {"ifindex", NULL}, {"mac", NULL}, {"mtu", NULL}};
+  named_value_t props[] = {{"name", NULL}, {"ifindex", NULL}, {"mac", NULL}, {"mtu", NULL}, {"io", NULL}, {"ioFallback", NULL}, {"rings", NULL}};
   tap_t *tap = calloc(1, sizeof *tap);
+  /* io_uring when asked for and the kernel allows it; otherwise readv()/write(),
+   * with the reason in ioFallback for the caller to log. */
+  char why[160] = "";
+  if (tap != NULL && want_uring) {
+    const char *step = "io_uring";
+    int err = uring_io_open(&tap->uring, fd, (uint8_t *)pool.data + rx_base, slots, slot_size, headroom, 256, &step);
+    if (err != 0) snprintf(why, sizeof why, "%s failed: %s", step, strerror(err));
+  }
   if (tap == NULL || napi_create_string_utf8(env, real_name, NAPI_AUTO_LENGTH, &props[0].v) != napi_ok ||
       napi_create_int32(env, ii.ifindex, &props[1].v) != napi_ok || napi_create_double(env, ii.mac, &props[2].v) != napi_ok ||
-      napi_create_int32(env, ii.mtu, &props[3].v) != napi_ok) {
+      napi_create_int32(env, ii.mtu, &props[3].v) != napi_ok ||
+      napi_create_string_utf8(env, tap->uring != NULL ? "uring" : "rw", NAPI_AUTO_LENGTH, &props[4].v) != napi_ok ||
+      (why[0] != '\0' ? napi_create_string_utf8(env, why, NAPI_AUTO_LENGTH, &props[5].v) : napi_get_null(env, &props[5].v)) !=
+          napi_ok ||
+      !ring_fds_value(env, tap->uring, &props[6].v)) {
+    if (tap != NULL) uring_io_close(tap->uring);
     free(tap);
     close(fd);
     throw_err(env, ERR_PLAIN, "ENOMEM", "openTap: out of memory", ENOMEM, NULL);
     return NULL;
   }
   pollfd_init(&tap->pf, env, &tap_kind);
+  if (tap->uring != NULL) tap->pf.watch_fd = uring_io_eventfd(tap->uring);
   memcpy(tap->pf.name, real_name, IFNAMSIZ);
   tap->pool = pool.data;
   tap->offsets = arrays[0].data;
@@ -529,7 +609,7 @@ static napi_value js_open_tap(napi_env env, napi_callback_info cbinfo) {
   tap->slot_size = slot_size;
   tap->headroom = headroom;
   const napi_value keep[] = {pool.v, arrays[0].v, arrays[1].v};
-  return pollfd_open(env, &tap->pf, fd, ad->tap_ctor, fn, keep, 3, cb, props, 4);
+  return pollfd_open(env, &tap->pf, fd, ad->tap_ctor, fn, keep, 3, cb, props, 7);
 }
 
 /* ------------------------------------------------------------------------ */

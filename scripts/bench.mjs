@@ -26,6 +26,8 @@
 //           multi-core experiment: what a second dataplane thread gains on this machine);
 //           tapnet runs twice: with offloads (its default) and with plain TAPs (offload:
 //           false), the plain relay's like-for-like
+//           --uring adds both with io: uring (native/uring.c) and the two C relays with the
+//           same I/O (-u); --impls A,B runs only the rows named, in that order (A/B repeats)
 //   router  two subnets through a tapnet router (scripts/labs/router.yaml)
 //           vs a kernel router: a namespace with ip_forward=1 and two veths
 //   vxlan   pod to pod across flannel-vxlan.yaml vs kernel VXLAN devices on kernel bridges
@@ -186,6 +188,8 @@ function usage(code) {
       `  'tables' (FDB and FIB with --table-size entries, default 1000000) runs only when named.\n` +
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
+      `  --uring: also the io_uring rows of the switch scenario (tapnet with io: uring, the C relays with -u).\n` +
+      `  --impls A,B: only these rows, in this order (names as printed, e.g. 'tapnet,tapnet (io_uring)'); an unknown name is an error.\n` +
       `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n` +
       `  'trace' (tracing off / armed on an unrelated filter; --before DIR: a built tree without tracing to hold them against) runs only when named.\n` +
       `  'rfc2544' / 'rfc2889' run only when named: --trial S (default 2; --rfc-trials: 60), --sizes 64,128,…,\n` +
@@ -218,6 +222,8 @@ const opts = {
   maxAddresses: 16384,
   learnRate: 10_000,
   rfcSvg: null,
+  impls: null,
+  uring: false,
 };
 {
   const a = process.argv.slice(2);
@@ -310,6 +316,13 @@ const opts = {
       if (!opts.before) usage(2);
     } else if (x.startsWith("--before=")) {
       opts.before = x.slice(9);
+    } else if (x === "--impls" || x.startsWith("--impls=")) {
+      // Only these rows of the scenarios (names as printed, comma-separated): a quick A/B.
+      const v = x === "--impls" ? a[++i] : x.slice(8);
+      if (!v) usage(2);
+      opts.impls = v.split(/,(?![^(]*\))/).map((n) => n.trim()); // commas inside a name's parentheses stay
+    } else if (x === "--uring") {
+      opts.uring = true;
     } else if (x === "--cleanup") {
       opts.cleanup = true;
     } else if (x === "-h" || x === "--help") {
@@ -1039,6 +1052,14 @@ function labNodePids(lab) {
  * of their txFrames, every node) and received on them. Internal ports (a router's
  * interface on the switch) are left out: a frame crosses them inside the process.
  */
+/** A row that claims io_uring must measure it: every TAP port of the lab reports io "uring" (no fallback). */
+async function expectTapIo(lab, io) {
+  const r = await runAsync([process.execPath, CLI, "show", "ports", "--lab", lab, "--json"], 30);
+  const j = JSON.parse(r.stdout);
+  const wrong = Object.entries(j).flatMap(([node, ports]) => ports.filter((p) => p.kind === "tap" && p.io !== io).map((p) => `${node}/${p.name}: ${p.io}`));
+  if (wrong.length) throw new Error(`expected TAP io ${io}, the node's log says why not: ${wrong.join(", ")}`);
+}
+
 async function labFrames(lab) {
   const r = await runAsync([process.execPath, CLI, "show", "ports", "--lab", lab, "--json"], 30);
   let j;
@@ -1139,24 +1160,29 @@ let relayBin = null;
 function buildRelay() {
   if (relayBin) return relayBin;
   const out = path.join(tmpDir(), "relay");
-  sh(["gcc", "-O2", "-Wall", "-pthread", "-o", out, path.join(ROOT, "scripts/relay.c")]);
+  sh(["gcc", "-O2", "-Wall", "-pthread", "-o", out, path.join(ROOT, "scripts/relay.c"), path.join(ROOT, "native/uring.c"), "-luring"]);
   relayBin = out;
   return out;
 }
 
 /**
  * Two hosts joined by scripts/relay.c: the relay runs in its own namespace, like a node.
- * threads: one thread per direction (-t), the multi-core experiment.
+ * threads: one thread per direction (-t), the multi-core experiment; uring: io_uring (-u),
+ * the same I/O code as tapnet's TAP ports with io "uring" (native/uring.c).
  */
-function relayImpl(vnet = false, threads = false) {
-  const tag = (vnet ? "vrelay" : "relay") + (threads ? "2" : "");
-  const label = `C relay${vnet ? ` (vnet${threads ? ", 2 threads)" : ")"}` : threads ? " (2 threads)" : ""}`;
+function relayImpl(vnet = false, threads = false, uring = false) {
+  const tag = (vnet ? "vrelay" : "relay") + (threads ? "2" : "") + (uring ? "u" : "");
+  const extra = [...(vnet ? ["vnet"] : []), ...(threads ? ["2 threads"] : []), ...(uring ? ["io_uring"] : [])];
+  const label = `C relay${extra.length ? ` (${extra.join(", ")})` : ""}`;
   const N = `${NS_PREFIX}${tag}-node`;
   const H1 = `${NS_PREFIX}${tag}-h1`;
   const H2 = `${NS_PREFIX}${tag}-h2`;
   return customImpl([N, H1, H2], async () => {
     const bin = buildRelay();
-    const relay = startDaemon(["ip", "netns", "exec", N, bin, ...(vnet ? ["-v"] : []), ...(threads ? ["-t"] : []), "h1", "h2"], label);
+    const relay = startDaemon(
+      ["ip", "netns", "exec", N, bin, ...(vnet ? ["-v"] : []), ...(threads ? ["-t"] : []), ...(uring ? ["-u"] : []), "h1", "h2"],
+      label,
+    );
     try {
       await waitFor("the relay's TAPs", () => relay.output().includes("ready") || !alive(relay.pid), 5000, 20);
       if (!relay.output().includes("ready")) throw new Error(`relay did not start: ${relay.output().trim()}`);
@@ -1312,7 +1338,16 @@ async function scenarios() {
   return {
     switch: async () => ({
       ref: "kernel bridge",
-      alsoVs: { tapnet: ["C relay", "C relay (vnet)"], "C relay (vnet, 2 threads)": ["C relay (vnet)"], "tapnet (no offloads)": ["C relay"] },
+      alsoVs: {
+        tapnet: ["C relay", "C relay (vnet)"],
+        "C relay (vnet, 2 threads)": ["C relay (vnet)"],
+        "tapnet (no offloads)": ["C relay"],
+        // io_uring rows: against the read/write row of the same kind and the relay of the same method.
+        "C relay (io_uring)": ["C relay"],
+        "C relay (vnet, io_uring)": ["C relay (vnet)"],
+        "tapnet (io_uring)": ["tapnet", "C relay (vnet, io_uring)"],
+        "tapnet (no offloads, io_uring)": ["tapnet (no offloads)", "C relay (io_uring)"],
+      },
       impls: [
         { name: "kernel bridge", run: labImpl(path.join(BENCH_LABS, "switch-kernel.yaml"), { client: "h1", server: "h2", dst: "10.0.0.2" }) },
         { name: "C relay", run: relayImpl() },
@@ -1329,6 +1364,31 @@ async function scenarios() {
             server: "h2",
             dst: "10.0.0.2",
           }),
+        },
+        // The same two with io: uring (native/uring.c), and the C relays with the same I/O:
+        // only with --uring or when --impls names them (they add a minute to the scenario).
+        { name: "C relay (io_uring)", optIn: true, run: relayImpl(false, false, true) },
+        { name: "C relay (vnet, io_uring)", optIn: true, run: relayImpl(true, false, true) },
+        {
+          name: "tapnet (io_uring)",
+          optIn: true,
+          run: labImpl(await labVariant(lab("switch.yaml"), "bench-switch-uring", (doc) => doc.setIn(["nodes", "sw1", "io"], "uring")), {
+            client: "h1",
+            server: "h2",
+            dst: "10.0.0.2",
+            prepare: () => expectTapIo("bench-switch-uring", "uring"),
+          }),
+        },
+        {
+          name: "tapnet (no offloads, io_uring)",
+          optIn: true,
+          run: labImpl(
+            await labVariant(lab("switch.yaml"), "bench-switch-plain-uring", (doc) => {
+              doc.setIn(["nodes", "sw1", "offload"], false);
+              doc.setIn(["nodes", "sw1", "io"], "uring");
+            }),
+            { client: "h1", server: "h2", dst: "10.0.0.2", prepare: () => expectTapIo("bench-switch-plain-uring", "uring") },
+          ),
         },
       ],
     }),
@@ -1888,7 +1948,13 @@ async function main() {
       continue;
     }
     const s = { name, reference: def.ref, notes: [...(def.notes ?? [])], results: [] };
-    for (const impl of def.impls) {
+    if (opts.impls) {
+      const known = def.impls.map((i) => i.name);
+      const unknown = opts.impls.filter((n) => !known.includes(n));
+      if (unknown.length) throw new Error(`--impls: ${name} has no row ${unknown.map((n) => `'${n}'`).join(", ")} (rows: ${known.join(", ")})`);
+    }
+    // --impls: in the order given, so that repeated runs can alternate A and B.
+    for (const impl of opts.impls ? opts.impls.map((n) => def.impls.find((i) => i.name === n)) : def.impls.filter((i) => opts.uring || !i.optIn)) {
       if (impl.na) {
         say(`${name}: ${impl.name}: n/a (${impl.na})`);
         s.results.push({ implementation: impl.name, na: impl.na });

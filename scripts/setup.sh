@@ -35,6 +35,8 @@ declare -A want=(
   [setpriv]=util-linux [curl]=curl [nc]=netcat-openbsd [nft]=nftables [make]=make [g++]=g++ [python3]=python3
   [/usr/include/pcap/pcap.h]=libpcap-dev
   [/usr/include/seccomp.h]=libseccomp-dev
+  # TAP ports with io: uring (native/uring.c) and the C relay's -u (scripts/relay.c).
+  [/usr/include/liburing.h]=liburing-dev
 )
 if [ "$mode" != core ]; then
   want+=(

@@ -8,6 +8,8 @@
  *   frame and peak RSS for the two that are processes — write them as JSON with the
  *   ratios and the per-metric records, draw the SVG, and leave no namespace or process
  *   behind (about 12 s);
+ * - `switch --impls` with the two io_uring rows (C relay -u, tapnet with io: uring, which
+ *   the bench checks the node really uses): both measured (about 20 s);
  * - a small `tables` run (FDB and FIB with 20,000 entries; no root needed; about 6 s);
  * - the control scenario's route-table check and ping parsing, on made-up listings;
  * - the trace scenario's paired ratios, on made-up samples;
@@ -299,6 +301,34 @@ describe.skipIf(!canBench())("bench (smoke)", () => {
       fs.rmSync(svg, { force: true });
     }
   }, 90_000);
+});
+
+describe.skipIf(!canBench())("bench io_uring rows (smoke)", () => {
+  it("switch --impls 'C relay (io_uring),tapnet (io_uring)': both rows measured, in that order", async () => {
+    const json = path.join(os.tmpdir(), `tapnet-bench-uring-${process.pid}.json`);
+    try {
+      const r = await run(["switch", "--impls", "C relay (io_uring),tapnet (io_uring)", "--duration", "1", "--pings", "100", "--json", json], 60_000);
+      expect(r.status, r.stderr).toBe(0);
+      const report = JSON.parse(fs.readFileSync(json, "utf8")) as { scenarios: Array<{ results: Row[] }> };
+      const rows = report.scenarios[0].results;
+      expect(rows.map((x) => x.implementation)).toEqual(["C relay (io_uring)", "tapnet (io_uring)"]);
+      for (const x of rows) {
+        expect(x.error, x.implementation).toBeUndefined();
+        expect(x.tcpGbps, x.implementation).toBeGreaterThan(0);
+        expect(x.kpps, x.implementation).toBeGreaterThan(0);
+        expect(x.cpuSPerMFrames, x.implementation).toBeGreaterThan(0);
+      }
+      expect(netnsList().filter((n) => n.startsWith("tnb-") || n.startsWith("tn.bench-"))).toEqual([]);
+    } finally {
+      fs.rmSync(json, { force: true });
+    }
+  }, 65_000);
+
+  it("--impls with a name the scenario lacks is refused with the rows it has", async () => {
+    const r = await run(["switch", "--impls", "C relay (xdp)", "--duration", "1"], 20_000);
+    expect(r.status).not.toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/--impls: switch has no row 'C relay \(xdp\)' \(rows: kernel bridge, C relay, .*C relay \(io_uring\)/);
+  }, 25_000);
 });
 
 describe.skipIf(!canBench())("bench control (smoke)", () => {

@@ -32,6 +32,14 @@ export interface TapOptions {
   /** TUNSETPERSIST: the TAP outlives its last fd (a lab node restarted after a crash re-attaches to it). */
   persist?: boolean;
   /**
+   * Receive and transmit through io_uring (native/uring.c): a multishot read into the
+   * receive slots and one submission per transmitted batch. When the kernel (or a
+   * seccomp filter) refuses it, the handle uses readv()/write() and says why in
+   * `ioFallback`. Under io_uring a frame must be at least one byte shorter than
+   * `slotSize - headroom` (one filling the slot exactly counts in rxOversize).
+   */
+  uring?: boolean;
+  /**
    * Adopt this inherited fd, already attached to a TAP (tapAttachIn in a parent), instead
    * of opening one by `name` (which then only names the port in messages). Its header
    * mode must match `offload`. The call owns the fd: closed on failure too. The handle's
@@ -90,11 +98,17 @@ export interface TapHandle {
   /** 48-bit MAC as a number, e.g. 0x020000000001. */
   readonly mac: number;
   readonly mtu: number;
+  /** The I/O method in use: "uring" or "rw" (readv()/write()). */
+  readonly io: "uring" | "rw";
+  /** Why io_uring was asked for and not used (the failed call and its error), else null. */
+  readonly ioFallback: string | null;
+  /** The handle's io_uring fds (receive, transmit); [] with "rw". */
+  readonly rings: number[];
   /** Start delivering batches (uv_poll_start). While started, the handle is kept alive and keeps the event loop alive. */
   start(): void;
   /** Pause delivery (backpressure): frames queue in the kernel (up to txqueuelen, then dropped there). */
   stop(): void;
-  /** Writes frames 0..count-1 (one write() each) in one call; returns how many the kernel accepted. A rejected frame gets its length set to 0 and is counted in stats().txErrors, never thrown. */
+  /** Writes frames 0..count-1 (one write() each, or one io_uring submission for all) in one call; returns how many the kernel accepted. A rejected frame gets its length set to 0 and is counted in stats().txErrors, never thrown. */
   write(pool: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
   stats(): TapStats;
   /** Stop polling and close the fd; idempotent. A garbage-collected handle (not started) is closed too. */

@@ -42,7 +42,16 @@ export interface TapPortOptions {
   fd?: number;
   /** The MTU to report for an adopted TAP (its namespace is not ours to ask). */
   mtu?: number;
+  /**
+   * How frames move between the TAP and the pool: "rw" (readv()/write(), one system
+   * call per frame; the default) or "uring" (io_uring: a multishot read into the
+   * receive slots, one submission per transmitted batch; native/uring.c). When
+   * io_uring cannot be set up the port logs why and uses "rw".
+   */
+  io?: TapIo;
 }
+
+export type TapIo = "rw" | "uring";
 
 /** GRO staging: four 64 KiB super-frames with their vnet headers; one flush reuses it as it writes. */
 const GRO_STAGE_BYTES = 4 * (65536 + 128);
@@ -80,6 +89,12 @@ class TapGro {
   }
 }
 
+/** The io_uring fds of open TAP ports: the seccomp filter tells them from foreign rings (src/node/sandbox.ts). */
+const openRings = new Set<number>();
+export function tapRingFds(): number[] {
+  return [...openRings];
+}
+
 /** Slot for a TAP with offloads: a 64 KiB TSO super-frame, its virtio-net header, headroom. */
 const VNET_SLOT = 65536 + 256;
 /** Batch for such a TAP: 64 slots of 64 KiB are 4 MiB of pool per port. */
@@ -100,6 +115,9 @@ export class TapPort extends Port {
   /** The inherited fd to adopt at open(), until then. */
   private adoptFd: number | undefined;
   private readonly adoptedMtu: number;
+  private readonly wantIo: TapIo;
+  /** The I/O method in use once open ("rw" until then, or after a fallback). */
+  io: TapIo = "rw";
   /** True when the port takes over an inherited TAP (a restarted node) rather than opening one. */
   readonly adopted: boolean;
 
@@ -116,6 +134,7 @@ export class TapPort extends Port {
     this.adoptFd = opts.fd;
     this.adopted = opts.fd !== undefined;
     this.adoptedMtu = opts.mtu ?? 0;
+    this.wantIo = opts.io ?? "rw";
   }
 
   override get deviceOffload(): boolean {
@@ -144,6 +163,7 @@ export class TapPort extends Port {
       name: this.ifname,
       offload: headers,
       persist: this.persist,
+      uring: this.wantIo === "uring",
       fd,
       pool: buf,
       rxBase: base,
@@ -166,11 +186,15 @@ export class TapPort extends Port {
         this.deliverBatch(buf, rx);
       },
     });
+    this.io = this.handle.io;
+    for (const r of this.handle.rings) openRings.add(r);
+    if (this.handle.ioFallback !== null) console.error(`port ${this.name}: io_uring unavailable (${this.handle.ioFallback}); using read/write`);
     this.handle.start();
   }
 
   close(): void {
     if (this.handle) {
+      for (const r of this.handle.rings) openRings.delete(r);
       this.handle.close();
       this.handle = null;
     }

@@ -138,6 +138,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     persistentTaps: true,
     ports,
     offload: spec.offload ?? offloadCapable(t, node),
+    ...(spec.io !== undefined ? { io: spec.io } : {}),
     switch: {
       ageingTime: spec.ageingTime,
       maxEntries: spec.maxEntries,

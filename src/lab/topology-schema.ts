@@ -217,6 +217,12 @@ const NodeSpec = z.strictObject({
    * gives plain TAPs: the hosts' kernels segment and checksum every frame themselves.
    */
   offload: z.boolean().optional(),
+  /**
+   * How the node's TAP ports move frames: `rw` (readv()/write(), one system call per
+   * frame; the default) or `uring` (io_uring: many frames per system call; falls back
+   * to `rw` with a log line when the kernel refuses it). TAPNET_IO sets the default.
+   */
+  io: z.enum(["rw", "uring"]).optional(),
   nat: NatSpec.optional(),
   services: z.record(name("a service name"), ServiceSpec).default({}),
   /** The cluster DNS the router answers on `address` for SERVICE.default.svc.DOMAIN. */

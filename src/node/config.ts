@@ -85,6 +85,8 @@ export interface NodeConfig {
   ports: NodePortConfig[];
   /** TAP ports with virtio-net headers and offloads; other ports segment super-frames in software. */
   offload?: boolean;
+  /** How TAP ports move frames (TapPortOptions.io); absent: TAPNET_IO, else "rw". */
+  io?: "rw" | "uring";
   /**
    * The node's TAPs outlive the process (TUNSETPERSIST): set by `lab up`, whose
    * supervisor restarts a node that died and hands it its hosts' TAPs again.

@@ -20,6 +20,7 @@ import type { Nat } from "../elements/nat.js";
 import { parseConntrackQuery } from "../elements/conntrack-list.js";
 import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch.js";
 import { IpipPort } from "../io/ipip-port.js";
+import { TapPort } from "../io/tap-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
 import { meshAgentOf, meshIpamRequest, type MeshAgent } from "../mesh/node-mesh.js";
 import { showStp } from "../elements/stp-view.js";
@@ -461,6 +462,8 @@ export class TapnetNode {
         ifname: info.ifname,
         mac: macToString(info.mac),
         mtu: info.mtu,
+        // A TAP port's I/O method: "uring" or "rw" (also after a fallback: the node's log says why).
+        ...(p instanceof TapPort ? { io: p.io } : {}),
         mode: p.kind === "internal" ? "router" : this.config.ports.find((c) => c.name === p.name)?.routed ? "routed" : mode.mode,
         routed: this.config.ports.find((c) => c.name === p.name)?.routed ?? null,
         pvid: v.pvid > 0 ? v.pvid : null,

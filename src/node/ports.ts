@@ -12,7 +12,7 @@ import fs from "node:fs";
 import type { Port } from "../core/port.js";
 import { IpipPort } from "../io/ipip-port.js";
 import { PcapPort } from "../io/pcap-port.js";
-import { TapPort } from "../io/tap-port.js";
+import { type TapIo, TapPort } from "../io/tap-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
 import { SleevePort } from "../mesh/sleeve-port.js";
 import { parseMac } from "../wire/mac.js";
@@ -88,13 +88,27 @@ export function closeUnadoptedTaps(): string[] {
   return names;
 }
 
+/** TAPNET_IO: the TAP I/O method of nodes whose configuration names none. */
+export function tapIoFromEnv(env: NodeJS.ProcessEnv = process.env): TapIo {
+  const v = env.TAPNET_IO;
+  if (v === undefined || v === "") return "rw";
+  if (v === "rw" || v === "uring") return v;
+  throw new Error(`TAPNET_IO must be "rw" or "uring", got "${v}"`);
+}
+
 export function makeDevicePort(pc: NodePortConfig, config: NodeConfig): Port {
   switch (pc.kind) {
     case "tap": {
       const taps = inheritedTaps();
       const given = taps.get(pc.name);
       taps.delete(pc.name);
-      return new TapPort(pc.name, pc.ifname, { offload: config.offload === true, persist: config.persistentTaps === true, fd: given?.fd, mtu: given?.mtu });
+      return new TapPort(pc.name, pc.ifname, {
+        offload: config.offload === true,
+        persist: config.persistentTaps === true,
+        fd: given?.fd,
+        mtu: given?.mtu,
+        io: config.io ?? tapIoFromEnv(),
+      });
     }
     case "pcap":
       return new PcapPort(pc.name, pc.ifname, pc.filter === undefined ? {} : { filter: pc.filter });

@@ -34,6 +34,7 @@
 import fs from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
+import { tapRingFds } from "../io/tap-port.js";
 
 /**
  * The capabilities a running node keeps, and why each:
@@ -313,7 +314,8 @@ const openRules = (name: string, index: number): SeccompRule[] => [
  * file creation and metadata changes (open with O_CREAT/O_TRUNC/O_APPEND or write-only,
  * mkdir, rename, link, unlink, chmod, chown, truncate), signals to other processes
  * (kill; tgkill only to this process), netlink sockets (with CAP_NET_ADMIN they would
- * reach nf_tables, routes, links), io_uring, bpf, ptrace, perf_event_open, keyctl,
+ * reach nf_tables, routes, links), io_uring (but for the restricted rings of io "uring"
+ * TAP ports, see above), bpf, ptrace, perf_event_open, keyctl,
  * mount, namespaces, module loading, memfd_create, userfaultfd. The control socket is
  * therefore not unlinked at shutdown: the next listen() on that path removes it, and
  * `lab down` removes the lab's directory.
@@ -324,8 +326,13 @@ const openRules = (name: string, index: number): SeccompRule[] => [
  * traffic. Killing would be more final against an exploit, but the allow-list is what
  * stops one; an EPERM gives an attacker nothing but a failed call.
  */
-export function syscallRules(pid = process.pid): SeccompRule[] {
+export function syscallRules(pid = process.pid, uring = tapRingFds().length > 0): SeccompRule[] {
   return [
+    // TAP ports with io "uring": their rings, made before the filter, restricted to
+    // reading and writing their own TAP (native/uring.c) and to letting go of it at
+    // close. io_uring_setup stays refused, so no other ring can appear; a ring that
+    // existed before (libuv's) makes installSeccomp refuse instead.
+    ...(uring ? allow("io_uring_enter", "io_uring_register") : []),
     // fds: TAPs, packet and UDP sockets, the control socket, the log.
     ...allow("read", "readv", "pread64", "write", "writev", "close", "lseek", "fcntl"),
     // Files, read-only: Node loads modules lazily, the status reply and the stats
@@ -396,7 +403,8 @@ export function installSeccomp(rules: SeccompRule[] = syscallRules(), env: NodeJ
     state.seccompSkipped = "TAPNET_NO_SECCOMP=1";
     return { ...state };
   }
-  const rings = ioUringFds();
+  const own = new Set(tapRingFds().map(String));
+  const rings = ioUringFds().filter((fd) => !own.has(fd));
   if (rings.length) {
     throw new Error(
       `libuv set up an io_uring (fd ${rings.join(", ")}) that the seccomp filter would cut off: run the node with UV_USE_IO_URING=0, or TAPNET_NO_SECCOMP=1`,

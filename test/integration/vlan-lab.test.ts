@@ -1,20 +1,42 @@
-/** scripts/labs/vlan.yaml as shipped: two switches, a trunk, VLANs 10 and 20 on one subnet. */
+/**
+ * scripts/labs/vlan.yaml: two switches, a trunk, VLANs 10 and 20 on one subnet. Run
+ * twice: as shipped (TAP I/O with readv()/write()), and with `io: uring` on both
+ * switches (native/uring.c), the same assertions on the same lab.
+ */
+import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT, canRunLabs, inNs, netnsList, ping, tapnet, tapnetOk, tcpdump } from "./harness.js";
+import { request } from "../../src/control/client.js";
+import { ROOT, canRunLabs, inNs, netnsList, ping, tapnet, tapnetOk, tcpdump, writeLabFile } from "./harness.js";
 
-const file = path.join(ROOT, "scripts/labs/vlan.yaml");
+const shipped = path.join(ROOT, "scripts/labs/vlan.yaml");
 const ns = (n: string): string => `tn.vlan.${n}`;
 
-describe.skipIf(!canRunLabs())("vlan.yaml: 802.1Q isolation across a trunk", () => {
+describe.skipIf(!canRunLabs()).each(["rw", "uring"] as const)("vlan.yaml: 802.1Q isolation across a trunk (TAP io %s)", (io) => {
+  const file = io === "rw" ? shipped : writeLabFile("vlan-uring", fs.readFileSync(shipped, "utf8").replace(/^ {2}(sw[12]): \{\}$/gm, "  $1: { io: uring }"));
   beforeAll(() => {
     tapnet(["lab", "down", file]);
     tapnetOk(["lab", "up", file, "-q"]);
   });
   afterAll(() => {
     const r = tapnet(["lab", "down", file]);
+    if (file !== shipped) fs.rmSync(file, { force: true });
     expect(r.status, r.stderr).toBe(0);
     expect(netnsList().filter((n) => n.startsWith("tn.vlan."))).toEqual([]);
+  });
+
+  it(`every TAP port of both switches uses ${io}, under the node's seccomp filter`, () => {
+    if (io === "uring") expect(fs.readFileSync(file, "utf8")).toMatch(/sw2: \{ io: uring \}/);
+    for (const node of ["sw1", "sw2"]) {
+      const ports = JSON.parse(tapnetOk(["show", "ports", "--node", node, "--lab", "vlan", "--json"])) as Array<{ kind: string; io?: string }>;
+      const taps = ports.filter((p) => p.kind === "tap");
+      expect(taps.length).toBeGreaterThanOrEqual(2);
+      expect(taps.map((p) => p.io)).toEqual(taps.map(() => io));
+      const st = JSON.parse(tapnetOk(["show", "status", "--node", node, "--lab", "vlan", "--json"])) as { sandbox: { seccomp: string } };
+      expect(st.sandbox.seccomp).toBe("filter");
+      const log = fs.readFileSync(`/run/tapnet/vlan/${node}.log`, "utf8");
+      expect(log).not.toMatch(/io_uring unavailable/);
+    }
   });
 
   it("h1 reaches h2 across the trunk, and the trunk carries tag 10", async () => {
@@ -59,4 +81,20 @@ describe.skipIf(!canRunLabs())("vlan.yaml: 802.1Q isolation across a trunk", () 
     expect(fdb.some((e) => e.port === "sw1" && e.vlan === 10)).toBe(true);
     expect(fdb.filter((e) => e.vlan !== 10 && e.vlan !== 20)).toEqual([]);
   });
+
+  // Only with io: uring (a registration, not a skip: the rw run has nothing to fall back from).
+  if (io === "uring")
+    it("a TAP added after the seccomp filter cannot set up io_uring: it uses read/write and the node's log says why", async () => {
+      const socket = "/run/tapnet/vlan/sw1.sock";
+      await request(socket, { cmd: "change", op: "port.add", args: { name: "h9", kind: "tap", vlan: 10 } });
+      try {
+        const ports = JSON.parse(tapnetOk(["show", "ports", "--node", "sw1", "--lab", "vlan", "--json"])) as Array<{ name: string; io?: string }>;
+        expect(ports.find((p) => p.name === "h9")?.io).toBe("rw");
+        expect(ports.find((p) => p.name === "h1")?.io).toBe("uring");
+        const log = fs.readFileSync("/run/tapnet/vlan/sw1.log", "utf8");
+        expect(log).toMatch(/port h9: io_uring unavailable \(io_uring_setup failed: Operation not permitted\); using read\/write/);
+      } finally {
+        await request(socket, { cmd: "change", op: "port.del", args: { name: "h9" } });
+      }
+    });
 });

@@ -5,6 +5,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { nodeConfig } from "../../src/lab/node-config.js";
 import { parseTopology } from "../../src/lab/topology.js";
+import { tapIoFromEnv } from "../../src/node/ports.js";
 import { problems } from "./problems.js";
 
 const loopYaml = (): string => fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../scripts/labs/loop.yaml"), "utf8");
@@ -148,5 +149,23 @@ describe("impairments in a node's config", () => {
     expect(
       problems("name: t\nnodes:\n  sw1: {}\n  k1: { kind: kernel }\nlinks:\n  - { between: [sw1, k1], impairAt: { k1: { out: { loss: 1% } } } }\n"),
     ).toEqual([expect.stringMatching(/links\.0\.impairAt\.k1: impairments are a tapnet port's; k1 is a kernel node/)]);
+  });
+});
+
+describe("node io (TAP I/O method)", () => {
+  it("io: uring reaches the node's configuration; absent stays absent (TAPNET_IO, else rw); bad values and kernel nodes are refused", () => {
+    const t = parseTopology(
+      "name: tio\nnodes:\n  a: { io: uring }\n  b: {}\nhosts:\n  h1: { node: a, ip: 10.0.0.1/24 }\n  h2: { node: b, ip: 10.0.0.2/24 }\n",
+      "lab.yaml",
+    );
+    expect(nodeConfig(t, "a").io).toBe("uring");
+    expect(nodeConfig(t, "b").io).toBeUndefined();
+    expect(problems("name: tio\nnodes:\n  a: { io: fast }\n").join("\n")).toMatch(/nodes\.a\.io: /);
+    expect(problems("name: tio\nnodes:\n  k: { kind: kernel, io: uring }\n")).toEqual([
+      expect.stringMatching(/nodes\.k\.io: a kind: kernel node .* no TAP ports/),
+    ]);
+    expect(tapIoFromEnv({})).toBe("rw");
+    expect(tapIoFromEnv({ TAPNET_IO: "uring" })).toBe("uring");
+    expect(() => tapIoFromEnv({ TAPNET_IO: "xdp" })).toThrow(/TAPNET_IO must be "rw" or "uring", got "xdp"/);
   });
 });
