@@ -36,7 +36,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
-import { tapAttachIn } from "../io/native.js";
+import { type AttachedTap, tapAttachIn } from "../io/native.js";
 import type { NodeConfig } from "../node/config.js";
 import { nodeEnvironment, nodeLauncher, TAP_FDS_ENV } from "../node/sandbox.js";
 import { labDir, nsName, readState, type SupervisorStatus, supervisorStatusPath } from "./state.js";
@@ -52,6 +52,15 @@ const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 5_000;
 /** SIGTERM to the node, then SIGKILL after this long. */
 const STOP_GRACE_MS = 2_000;
+/**
+ * How long a restart waits for a TAP that answers EBUSY, and how often it tries. A node
+ * with io "uring" registered its TAPs' files in its rings (native/uring.c); when it dies
+ * without closing them (SIGKILL, a crash) the kernel frees the rings, and lets go of the
+ * files they hold, on a workqueue after the exit: for some milliseconds after the
+ * supervisor hears of the exit the TAP is still attached, and TUNSETIFF refuses it.
+ */
+const ATTACH_BUSY_MAX_MS = 5_000;
+const ATTACH_BUSY_POLL_MS = 5;
 /** How often, and how long, to ask a starting node for its status. */
 const READY_POLL_MS = 10;
 const READY_MAX_MS = 30_000;
@@ -127,17 +136,31 @@ class Supervisor {
    * Attaches to the eth0 of each TAP host of this node recorded in the lab state.
    * A host that is not there yet (lab up moves the TAPs after the nodes answer) is
    * skipped: its TAP is still in the node's namespace, where the node re-attaches to
-   * it by name.
+   * it by name. A TAP still held by the dead node's rings (EBUSY) is tried again until
+   * ATTACH_BUSY_MAX_MS after the first try.
    */
-  private attachHosts(): { fds: number[]; spec: string; names: string[] } {
+  private async attachHosts(): Promise<{ fds: number[]; spec: string; names: string[] }> {
     const state = readState(this.config.lab);
     const fds: number[] = [];
     const parts: string[] = [];
     const names: string[] = [];
+    const begin = performance.now();
+    let busy = 0;
+    const attach = async (netns: string, name: string): Promise<AttachedTap> => {
+      for (;;) {
+        try {
+          return tapAttachIn({ netns, name, offload: this.config.offload === true });
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "EBUSY" || performance.now() - begin >= ATTACH_BUSY_MAX_MS) throw e;
+          busy++;
+          await new Promise((r) => setTimeout(r, ATTACH_BUSY_POLL_MS));
+        }
+      }
+    };
     for (const [host, h] of Object.entries(state?.hosts ?? {})) {
       if (h.node !== this.config.node || h.link !== "tap") continue;
       try {
-        const t = tapAttachIn({ netns: path.join(NETNS_DIR, h.namespace), name: "eth0", offload: this.config.offload === true });
+        const t = await attach(path.join(NETNS_DIR, h.namespace), "eth0");
         parts.push(`${host}=${3 + fds.length}/${t.mtu}`);
         fds.push(t.fd);
         names.push(host);
@@ -153,7 +176,7 @@ class Supervisor {
       try {
         const p = JSON.parse(fs.readFileSync(path.join(podDir, f), "utf8")) as { node: string; netns: string; ifname: string };
         if (p.node !== this.config.node) continue;
-        const t = tapAttachIn({ netns: p.netns, name: p.ifname, offload: this.config.offload === true });
+        const t = await attach(p.netns, p.ifname);
         parts.push(`${port}=${3 + fds.length}/${t.mtu}`);
         fds.push(t.fd);
         names.push(port);
@@ -161,6 +184,7 @@ class Supervisor {
         log(`pod port ${port}: ${e instanceof Error ? e.message : String(e)}`);
       }
     }
+    if (busy > 0) log(`the dead node's TAPs were busy for ${Math.round(performance.now() - begin)} ms (its io_uring rings let go of them after the exit)`);
     return { fds, spec: parts.join(","), names };
   }
 
@@ -175,7 +199,16 @@ class Supervisor {
       this.save();
       process.exit(0);
     }
-    const { fds, spec, names } = diedAt === null ? { fds: [], spec: "", names: [] } : this.attachHosts();
+    if (diedAt === null) this.spawnNode(null, { fds: [], spec: "", names: [] });
+    else void this.attachHosts().then((taps) => this.spawnNode(diedAt, taps));
+  }
+
+  /** Starts the node process, handing it `taps` (attachHosts). */
+  private spawnNode(diedAt: number | null, { fds, spec, names }: { fds: number[]; spec: string; names: string[] }): void {
+    if (this.stopping) {
+      for (const fd of fds) fs.closeSync(fd);
+      return;
+    }
     const nodeArgs = (process.env.TAPNET_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
     // `ip netns exec` and setpriv both exec, so child.pid is the node's PID, and both
     // leave inherited fds alone: slot 3+i is fds[i].

@@ -6,6 +6,8 @@
  *   lab tcrash: r1 routes h1 10.61.1.0/24 <-> h2 10.61.2.0/24 (and, through a route
  *               added at runtime, 10.69.0.0/24 behind h2);
  *               s2 switches h3, h4 10.62.0.0/24 (and h5, added at runtime)
+ * r1's TAP I/O is the default (readv()/write(), or TAPNET_IO's); s2's is io_uring, whose
+ * rings hold the hosts' TAPs for a while after a kill -9 (the supervisor waits for them).
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -25,7 +27,7 @@ nodes:
     interfaces:
       eth1: { port: h1, address: 10.61.1.1/24 }
       eth2: { port: h2, address: 10.61.2.1/24 }
-  s2: {}
+  s2: { io: uring }
 hosts:
   h1: { node: r1, ip: 10.61.1.10/24, gateway: 10.61.1.1 }
   h2: { node: r1, ip: 10.61.2.10/24, gateway: 10.61.2.1 }
@@ -197,6 +199,12 @@ describe.skipIf(!canRunLabs())("a node killed with -9 comes back", () => {
 
     const { after } = await killAndWait("s2");
     expect(after.ports).toEqual(["h3", "h4", "h5"]);
+    // The hosts' eth0 adopted again, with io_uring (the rings of the killed node held them).
+    const ports = JSON.parse(tapnetOk(["show", "ports", "--node", "s2", "--lab", LAB, "--json"])) as Array<{ name: string; io?: string }>;
+    expect(ports.filter((x) => x.name !== "h5").map((x) => [x.name, x.io])).toEqual([
+      ["h3", "uring"],
+      ["h4", "uring"],
+    ]);
     const p = ping(ns("h3"), "10.62.0.5", 2);
     expect(p.status, p.stdout).toBe(0);
     // The node has the host's eth0 itself (not a TAP of its own named h5).
