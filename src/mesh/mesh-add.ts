@@ -50,9 +50,6 @@ function int(a: Args, k: string, lo: number, hi: number, dflt: number): number {
 export function meshAdd(g: NodeGraph, a: Args, commit: boolean): unknown {
   const name = a.name;
   if (typeof name !== "string" || !PEER_NAME.test(name)) throw new Error(`name: '${String(name)}' is no peer name (a-z, 0-9, '-', at most 63)`);
-  const have = g.config.ports.find((p) => p.kind === "mesh");
-  if (have) throw new Error(`node ${g.config.node} is a mesh peer already (port ${have.name}, peer ${have.mesh?.name ?? "?"})`);
-  if (g.engine.port(MESH_PORT_NAME)) throw new Error(`node ${g.config.node} has a port '${MESH_PORT_NAME}' already`);
   const peers = addresses(a, "peers");
   const own = addresses(a, "addresses");
   const port = int(a, "port", 1, 65535, MESH_PORT);
@@ -70,6 +67,9 @@ export function meshAdd(g: NodeGraph, a: Args, commit: boolean): unknown {
       throw new Error("ipam.seed: expected a list of peer names (the peers that own the range at first, the same on every peer)");
     ipam = { range: i.range, seed: seed as string[] };
   }
+  const have = g.config.ports.find((p) => p.kind === "mesh");
+  if (have) throw new Error(`node ${g.config.node} is a mesh peer already (port ${have.name}, peer ${have.mesh?.name ?? "?"})`);
+  if (g.engine.port(MESH_PORT_NAME)) throw new Error(`node ${g.config.node} has a port '${MESH_PORT_NAME}' already`);
   if (!commit) return null;
   const pc: NodePortConfig = {
     name: MESH_PORT_NAME,

@@ -24,6 +24,7 @@ import { TapPort } from "../io/tap-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
 import { meshAgentOf, meshIpamRequest, type MeshAgent } from "../mesh/node-mesh.js";
 import { MESH_ADD, MeshMtuWatch } from "../mesh/mesh-add.js";
+import { reserveMeshState } from "../mesh/ipam.js";
 import { showStp } from "../elements/stp-view.js";
 import { ipToString, parseIp } from "../wire/ipv4addr.js";
 import { macToString, parseMac } from "../wire/mac.js";
@@ -225,6 +226,8 @@ export class TapnetNode {
       // A mesh peer the journal adds (`mesh.add`) starts as one from the config does.
       this.mesh ??= meshAgentOf(this.graph);
       if (this.mesh) this.meshMtu.attach(this.mesh);
+      // The ring's file of a peer a later `mesh.add` makes: created now, before the seccomp filter.
+      else if (this.config.journal) reserveMeshState(this.config.journal);
       await this.mesh?.start();
       await this.control.listen();
       // Port 179 is bound before the seccomp filter (bind and listen stay allowed after it).
