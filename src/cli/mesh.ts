@@ -65,7 +65,8 @@ export function registerMeshLaunch(launch: Command, allocate: Command, socketOf:
     .description("make the node a mesh peer (the sleeve port and the agent), connecting to --peer addresses")
     .action(async (o: LaunchOpts) => {
       const { socket } = socketOf(o);
-      if (o.ipamRange !== undefined && !o.seed?.length) throw new Error("--ipam-range needs --seed PEER… (the peers that own the range at first, the same on every peer)");
+      if (o.ipamRange !== undefined && !o.seed?.length)
+        throw new Error("--ipam-range needs --seed PEER… (the peers that own the range at first, the same on every peer)");
       if (o.seed !== undefined && o.ipamRange === undefined) throw new Error("--seed goes with --ipam-range");
       let password: string | undefined;
       if (o.passwordFile !== undefined) {

@@ -91,7 +91,15 @@ export async function hostAdd(lab: string, host: string, h: HostAdd, log: Log = 
     const cmds = [`link set dev ${host} name eth0`, `link set eth0 mtu ${mtu}`, `address add ${ip} dev eth0`, "link set eth0 up"];
     if (h.gateway) cmds.push(`route add default via ${h.gateway} dev eth0`);
     ipBatch(cmds, ns);
-    s.hosts[host] = { namespace: ns, node: h.node, ip: ip, gateway: h.gateway, vlan: h.vlan ?? 1, link: "tap", ...(meshMtu !== null ? { mtuFromMesh: true } : {}) };
+    s.hosts[host] = {
+      namespace: ns,
+      node: h.node,
+      ip: ip,
+      gateway: h.gateway,
+      vlan: h.vlan ?? 1,
+      link: "tap",
+      ...(meshMtu !== null ? { mtuFromMesh: true } : {}),
+    };
     writeState(s);
     // ARP inspection's binding of the new host, on every node that inspects ARP.
     const mac = run(["ip", "netns", "exec", ns, "cat", "/sys/class/net/eth0/address"]).trim();
