@@ -227,7 +227,13 @@ export class TapnetNode {
       this.mesh ??= meshAgentOf(this.graph);
       if (this.mesh) this.meshMtu.attach(this.mesh);
       // The ring's file of a peer a later `mesh.add` makes: created now, before the seccomp filter.
-      else if (this.config.journal) reserveMeshState(this.config.journal);
+      else if (this.config.journal) {
+        try {
+          reserveMeshState(this.config.journal);
+        } catch (e) {
+          console.error(`mesh: cannot make the ring's file beside the journal (a later mesh.add with a ring will fail): ${(e as Error).message}`);
+        }
+      }
       await this.mesh?.start();
       await this.control.listen();
       // Port 179 is bound before the seccomp filter (bind and listen stay allowed after it).
