@@ -83,6 +83,8 @@ export class PodMtuFollower {
   private apply(): void {
     const s = readState(this.lab);
     if (s === null || this.mtu === 0) return;
+    // A pod that left (and may come back under its name, made with the MTU of that moment).
+    for (const pod of this.applied.keys()) if (!s.hosts[pod]) this.applied.delete(pod);
     for (const [pod, h] of Object.entries(s.hosts)) {
       if (h.node !== this.node || h.mtuFromMesh !== true || this.applied.get(pod) === this.mtu) continue;
       this.applied.set(pod, this.mtu);
