@@ -31,7 +31,7 @@ import { median, ratio } from "./stats.mjs";
 
 const LAB = "bench-mesh";
 const VLAB = "bench-meshvx";
-/** The mesh lab's pods' MTU (weave-mesh.yaml), given to the reference's pods too. */
+/** Weave's default pod MTU, given to both labs' pods. */
 const POD_MTU = 1376;
 
 /** One simulated mesh of n peers: link by link to convergence, then one join. */
@@ -163,8 +163,11 @@ export async function runMesh(c) {
   say(`mesh: gossip simulated (3 and 50 peers, ${gossip[3].length} runs each)`);
 
   // ---- data, two labs
-  const meshFile = await c.labVariant(path.join(c.LABS, "weave-mesh.yaml"), LAB);
-  // The reference's pods get the mesh pods' MTU (1376), so a TCP segment carries as much on both.
+  // Both labs' pods get Weave's default MTU (1376; weave-mesh.yaml's pods follow the mesh
+  // MTU otherwise), so a TCP segment carries as much on both.
+  const meshFile = await c.labVariant(path.join(c.LABS, "weave-mesh.yaml"), LAB, (doc) => {
+    for (const h of doc.get("hosts").items) h.value.set("mtu", POD_MTU);
+  });
   const vxFile = await c.labVariant(path.join(c.LABS, "flannel-vxlan.yaml"), VLAB, (doc) => {
     for (const h of doc.get("hosts").items) h.value.set("mtu", POD_MTU);
   });
@@ -211,7 +214,7 @@ export async function runMesh(c) {
       metrics,
       samples: { paths: s, gossip },
       notes: [
-        `data: ${opts.repeat} run(s), paths interleaved within each run (RTT: ping -c ${opts.pings} at 2 ms, then iperf3 -t ${opts.duration}, one stream); medians; ratios mesh / vxlan: above 1 is better for TCP, worse for RTT. Both labs' pods have MTU ${POD_MTU} (weave-mesh.yaml's, Weave's default; the reference's set to it), so a TCP segment carries as much on both; the mesh MTU is 1440 (1500 underlay - 60). The relayed path crosses three tapnet processes (node1, node2, node3), the direct and the vxlan paths two.`,
+        `data: ${opts.repeat} run(s), paths interleaved within each run (RTT: ping -c ${opts.pings} at 2 ms, then iperf3 -t ${opts.duration}, one stream); medians; ratios mesh / vxlan: above 1 is better for TCP, worse for RTT. Both labs' pods have MTU ${POD_MTU} (Weave's default, set on both), so a TCP segment carries as much on both; the mesh MTU is 1440 (1500 underlay - 60). The relayed path crosses three tapnet processes (node1, node2, node3), the direct and the vxlan paths two.`,
         `gossip: in-process simulation with the real merge and routing code, no sockets: the ring plus chords 7 apart (${gossip[50][0].cold.links} links for 50 peers, ${gossip[3][0].cold.links} for 3), brought up one after another; medians of ${gossip[3].length} runs; ratio 50 peers / 3 peers. CPU ms is the whole simulated mesh's work in one process (every peer's merges and route computations), not a network time.`,
       ],
     };

@@ -165,7 +165,7 @@ export function registerLab(program: Command): Command {
     .option("--ip <cidr>", "its address, e.g. 10.0.0.9/24 (left out on a mesh node: one from the node's share of the address ring)")
     .option("--gateway <address>", "its default route")
     .option("--vlan <n>", "the access VLAN of its port", (v) => intArg(v, "--vlan"))
-    .option("--mtu <n>", "its eth0's MTU", (v) => intArg(v, "--mtu"))
+    .option("--mtu <n>", "its eth0's MTU (left out: 1500; on a mesh node the mesh MTU, which it then follows)", (v) => intArg(v, "--mtu"))
     .option("-q, --quiet", "print nothing but errors")
     .description("a new host (namespace with eth0) on a node of a running lab")
     .action(async (labName: string, name: string, o: { node: string; ip?: string; gateway?: string; vlan?: number; mtu?: number; quiet?: boolean }) => {

@@ -16,15 +16,18 @@
  *   tapnet conntrack flush             tapnet conntrack delete -p PROTO -s ADDR -d ADDR [--sport N] [--dport N]
  *   tapnet tunnel peer add|del PORT ADDR
  *   tapnet mesh rmpeer NAME            (a gone peer's address ranges become this node's)
+ *   tapnet mesh launch --peer ADDR…    (the node becomes a mesh peer: src/cli/mesh.ts)
  *   tapnet router set [dev IF [send_redirects 0|1] [accept_source_route 0|1]] [icmp_ratelimit MS] [icmp_ratemask MASK]
  *
- * Each takes --node (needed when the lab has several nodes), --lab and --json, exits
+ * Each takes --node (needed when the lab has several nodes; a path: a node's control
+ * socket, for a node outside any lab), --lab and --json, exits
  * non-zero with a one-line reason when the node refuses, and changes nothing then.
  */
 import type { Command } from "commander";
 import { request } from "../control/client.js";
 import { IMPAIR_FIELDS } from "../core/impair.js";
 import { findLab } from "../lab/lab.js";
+import { registerMeshLaunch } from "./mesh.js";
 
 interface Target {
   node?: string;
@@ -34,6 +37,8 @@ interface Target {
 
 /** The one node a change goes to. */
 export function changeSocket(o: Target): { node: string; socket: string } {
+  // A node outside any lab, by its control socket (src/cli/nodes.ts).
+  if (o.node?.includes("/")) return { node: o.node, socket: o.node };
   const s = findLab(o.node, "node", o.lab);
   const names = o.node ? [o.node] : Object.keys(s.nodes);
   if (names.length !== 1) throw new Error(`lab ${s.lab} has several nodes (${names.join(", ")}): say which with --node`);
@@ -294,4 +299,5 @@ export function registerVerbs(program: Command): void {
       const r = await request<{ ranges: number }>(socket, { cmd: "mesh-ipam", op: "rmpeer", peer: name });
       console.log(o.json ? JSON.stringify(r, null, 2) : `${node} took over ${r.ranges} range(s) of ${name}`);
     });
+  registerMeshLaunch(target(mesh.command("launch")), target(mesh.command("allocate")), changeSocket);
 }

@@ -18,7 +18,7 @@
  *     control sockets), written before each step so `lab down` can always undo it.
  */
 import { meshStateFile } from "../mesh/ipam.js";
-import { meshAddress } from "../mesh/lab.js";
+import { meshAddress, podMeshMtus } from "../mesh/lab.js";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
@@ -269,7 +269,7 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   for (const [h, hs] of vethHosts) plan.ip(undefined, `link add ${h} netns ${ns(hs.node)} type veth peer name eth0 netns ${ns(h)}`);
   for (const [h, hs] of vethHosts) {
     for (const line of [
-      `link set ${h} mtu ${hs.mtu}`,
+      `link set ${h} mtu ${hs.mtu ?? 1500}`,
       ...(kernel(hs.node) ? [`link set ${h} master br0`, ...kernelPortStp(h, hs.stp)] : []),
       `link set ${h} up`,
     ]) {
@@ -315,12 +315,17 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   // A mesh node's host without an address gets one from the node's share of the ring.
   const ips = new Map<string, string>();
   for (const [h, hs] of hosts) ips.set(h, hs.ip ?? (await meshAddress(state.nodes[hs.node].socket, h)));
+  // A mesh node's pod without an MTU of its own takes the mesh MTU, and follows it (src/mesh/pod-mtu.ts).
+  const meshMtus = await podMeshMtus(t, state);
+  const mtuOf = (hs: (typeof hosts)[number][1]): number => hs.mtu ?? meshMtus.get(hs.node) ?? 1500;
+  const follows = (hs: (typeof hosts)[number][1]): boolean => hs.mtu === undefined && meshMtus.has(hs.node);
   for (const [h, hs] of [...hosts].sort(([, a], [, b]) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))) {
     if (hs.link === "tap" && !kernel(hs.node)) plan.ip(ns(hs.node), `link set ${h} netns ${ns(h)} name eth0`);
   }
   for (const [h, hs] of hosts) {
     if (tapHostNs.has(ns(h))) plan.ip(ns(h), "link set lo up");
-    plan.ip(ns(h), `link set eth0 mtu ${hs.mtu}`);
+    plan.ip(ns(h), `link set eth0 mtu ${mtuOf(hs)}`);
+    if (follows(hs) && hs.link === "veth") plan.ip(ns(hs.node), `link set ${h} mtu ${mtuOf(hs)}`);
     if (hs.mac) plan.ip(ns(h), `link set eth0 address ${hs.mac}`);
     plan.ip(ns(h), `address add ${ips.get(h)} dev eth0`).ip(ns(h), "link set eth0 up");
     if (hs.gateway) plan.ip(ns(h), `route add default via ${hs.gateway} dev eth0`);
@@ -334,6 +339,7 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
       gateway: hs.gateway,
       vlan: hs.vlan ?? 1,
       link: kernel(hs.node) ? "veth" : hs.link,
+      ...(follows(hs) ? { mtuFromMesh: true } : {}),
     };
   }
   writeState(state);

@@ -6,7 +6,7 @@
  * and a failure undoes what was done, so a refused or failed `host add` leaves nothing.
  */
 import { request } from "../control/client.js";
-import { meshAddress } from "../mesh/lab.js";
+import { meshAddress, meshMtuOf } from "../mesh/lab.js";
 import { parseCidr, parseIp } from "../wire/ipv4addr.js";
 import { addNamespace } from "./build.js";
 import { type LabState, type Log, nsName, readState, writeState } from "./state.js";
@@ -77,6 +77,9 @@ export async function hostAdd(lab: string, host: string, h: HostAdd, log: Log = 
     });
   }
   const ip = h.ip as string;
+  // Without --mtu, a mesh node's pod takes the mesh MTU and follows it (src/mesh/pod-mtu.ts).
+  const meshMtu = h.mtu === undefined ? await meshMtuOf(node.socket) : null;
+  const mtu = h.mtu ?? meshMtu ?? 1500;
   const portAdd = { name: host, kind: "tap", vlan: h.vlan ?? 1 };
   await request(node.socket, { cmd: "change", op: "port.add", args: portAdd, dryRun: true });
   let portMade = false;
@@ -85,10 +88,18 @@ export async function hostAdd(lab: string, host: string, h: HostAdd, log: Log = 
     await request(node.socket, { cmd: "change", op: "port.add", args: portAdd });
     portMade = true;
     ipBatch([`link set ${host} netns ${ns}`], node.namespace);
-    const cmds = [`link set dev ${host} name eth0`, `link set eth0 mtu ${h.mtu ?? 1500}`, `address add ${ip} dev eth0`, "link set eth0 up"];
+    const cmds = [`link set dev ${host} name eth0`, `link set eth0 mtu ${mtu}`, `address add ${ip} dev eth0`, "link set eth0 up"];
     if (h.gateway) cmds.push(`route add default via ${h.gateway} dev eth0`);
     ipBatch(cmds, ns);
-    s.hosts[host] = { namespace: ns, node: h.node, ip: ip, gateway: h.gateway, vlan: h.vlan ?? 1, link: "tap" };
+    s.hosts[host] = {
+      namespace: ns,
+      node: h.node,
+      ip: ip,
+      gateway: h.gateway,
+      vlan: h.vlan ?? 1,
+      link: "tap",
+      ...(meshMtu !== null ? { mtuFromMesh: true } : {}),
+    };
     writeState(s);
     // ARP inspection's binding of the new host, on every node that inspects ARP.
     const mac = run(["ip", "netns", "exec", ns, "cat", "/sys/class/net/eth0/address"]).trim();

@@ -22,7 +22,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
       portSecurity: hs.portSecurity,
       ...(hs.impair ? { impair: hs.impair } : {}),
     });
-    mtuOf[h] = hs.mtu;
+    mtuOf[h] = hs.mtu ?? 1500;
     used.add(hs.vlan ?? 1);
   }
   for (const l of t.links) {

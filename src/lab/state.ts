@@ -19,7 +19,17 @@ export interface LabState {
   nodes: Record<string, { namespace: string; pid: number | null; supervisor?: number; socket: string; config: string; log: string }>;
   hosts: Record<
     string,
-    { namespace: string; node: string; ip: string; gateway?: string; vlan: number; link: string; run?: { pid: number; command: string; log: string } }
+    {
+      namespace: string;
+      node: string;
+      ip: string;
+      gateway?: string;
+      vlan: number;
+      link: string;
+      run?: { pid: number; command: string; log: string };
+      /** A mesh pod without an MTU of its own: its eth0 follows the mesh MTU (src/mesh/pod-mtu.ts). */
+      mtuFromMesh?: boolean;
+    }
   >;
   /** Daemons the lab runs in its namespaces (BIRD), stopped by PID at lab down. */
   daemons?: Record<string, { namespace: string; pid: number; command: string; log: string }>;

@@ -23,6 +23,9 @@
  *   - the configuration changed at runtime: the node replays its journal;
  *   - what the node learned (FDB, neighbours, conntrack) is learned again.
  *
+ * Beside that it sets the MTU of the node's mesh pods that follow the mesh MTU
+ * (src/mesh/pod-mtu.ts): the node cannot reach their namespaces.
+ *
  * A crash loop is slowed down: more than 5 restarts within 10 s and each further one
  * waits, 0.5 s doubling up to 5 s. What happened is in NODE.supervisor.json in the
  * lab's directory (SupervisorStatus: the node's PID, restarts, the last exit's code or
@@ -39,6 +42,7 @@ import { request } from "../control/client.js";
 import { type AttachedTap, tapAttachIn } from "../io/native.js";
 import type { NodeConfig } from "../node/config.js";
 import { nodeEnvironment, nodeLauncher, TAP_FDS_ENV } from "../node/sandbox.js";
+import { PodMtuFollower } from "../mesh/pod-mtu.js";
 import { labDir, nsName, readState, type SupervisorStatus, supervisorStatusPath } from "./state.js";
 
 /** `node supervise` and `node run` without the rest of the CLI (src/cli/node-main.ts). */
@@ -88,12 +92,14 @@ class Supervisor {
   private deaths: number[] = [];
   private readonly status: SupervisorStatus;
   private readonly namespace: string;
+  private readonly podMtu: PodMtuFollower;
 
   constructor(
     private readonly configPath: string,
     private readonly config: NodeConfig,
   ) {
     this.namespace = nsName(config.lab, config.node);
+    this.podMtu = new PodMtuFollower(config.lab, config.node, config.controlSocket, log);
     this.status = {
       lab: config.lab,
       node: config.node,
@@ -249,6 +255,7 @@ class Supervisor {
         await request(this.config.controlSocket, { cmd: "status" }, 1000);
         if (this.child !== child || this.stopping) return;
         this.status.state = "running";
+        void this.podMtu.watch();
         if (diedAt !== null) {
           this.status.lastRecoveryMs = Math.round(performance.now() - diedAt);
           log(`node ${this.config.node} (pid ${child.pid}) answers again, ${this.status.lastRecoveryMs} ms after the exit`);
@@ -291,6 +298,7 @@ class Supervisor {
   private stop(): void {
     if (this.stopping) return;
     this.stopping = true;
+    this.podMtu.stop();
     if (this.restartTimer) clearTimeout(this.restartTimer);
     const child = this.child;
     if (child === null) {

@@ -287,7 +287,8 @@ const HostSpec = z.strictObject({
   gateway: ipv4.optional(),
   vlan: vid.optional(),
   link: z.enum(["tap", "veth"]).default("tap"),
-  mtu: z.number().int().min(68).max(1500).default(1500),
+  /** Left out: 1500, or on a mesh node the mesh MTU, which the pod then follows (src/mesh/pod-mtu.ts). */
+  mtu: z.number().int().min(68).max(1500).optional(),
   mac: mac.optional(),
   /** A command started in the host when the lab is up (a server, say); stopped by lab down. */
   run: z.string().optional(),

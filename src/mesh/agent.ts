@@ -131,6 +131,9 @@ export class MeshAgent {
   private stopped = false;
   readonly ipam: MeshIpam | null;
   readonly pmtu: MeshPmtu;
+  /** Told the mesh MTU whenever it changes (the node passes it on to whoever watches: mtu-watch.ts). */
+  onMtu: ((mtu: number) => void) | null = null;
+  private lastMtu: number;
 
   constructor(
     readonly config: MeshAgentConfig,
@@ -148,6 +151,7 @@ export class MeshAgent {
     for (const a of config.peers) this.target(a, true);
     this.ipam = config.ipam ? new MeshIpam(config.name, config.ipam, this.ipamLinks()) : null;
     this.pmtu = new MeshPmtu(port, config.port, config.pmtu ?? {}, () => this.ownChanged());
+    this.lastMtu = port.mtu;
     port.listener = {
       heartbeat: (from, addr, p) => this.onHeartbeat(from, addr, p),
       ack: (from) => this.onAck(from),
@@ -562,6 +566,10 @@ export class MeshAgent {
     const announced: number[] = [];
     for (const p of this.topology.peers.values()) for (const c of p.conns) if (c.pmtu !== undefined) announced.push(c.pmtu);
     this.pmtu.apply(announced);
+    if (this.port.mtu !== this.lastMtu) {
+      this.lastMtu = this.port.mtu;
+      this.onMtu?.(this.lastMtu);
+    }
     this.port.program(portTables(this.config.name, this.topology, this.routes, this.slots, addrOf));
   }
 

@@ -29,6 +29,26 @@ export function meshStateFile(journal: string): string {
   return `${journal.replace(/\.journal$/, "")}.ipam`;
 }
 
+/**
+ * Opens the ring's file for appending. A peer added to a running node (`mesh.add`) opens
+ * it under the node's seccomp filter, which refuses O_APPEND and O_CREAT: the node made
+ * the file at start (reserveMeshState), and the writes go at the end all the same (the
+ * whole file is read first, and nothing else writes it).
+ */
+function openState(file: string): number {
+  try {
+    return fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o600);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EPERM" || !fs.existsSync(file)) throw e;
+    return fs.openSync(file, fs.constants.O_RDWR);
+  }
+}
+
+/** Makes the ring's file beside a node's journal, so a peer added after the seccomp filter can open it. */
+export function reserveMeshState(journal: string): void {
+  fs.closeSync(fs.openSync(meshStateFile(journal), fs.constants.O_RDWR | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o600));
+}
+
 export interface IpamConfig {
   /** The pod range, e.g. 10.32.0.0/12. */
   range: string;
@@ -97,7 +117,7 @@ export class MeshIpam {
     this.ring = new Ring(self, config.range, config.seed);
     let restored = false;
     if (config.stateFile) {
-      this.fd = fs.openSync(config.stateFile, fs.constants.O_RDWR | fs.constants.O_APPEND | fs.constants.O_CREAT, 0o600);
+      this.fd = openState(config.stateFile);
       const lines = fs.readFileSync(this.fd, "utf8").split("\n").filter(Boolean);
       for (let i = lines.length - 1; i >= 0 && !restored; i--) {
         try {

@@ -89,6 +89,23 @@ export async function meshAddress(socket: string, owner: string, timeoutMs = 30_
   return r.ip;
 }
 
+/** A node's mesh MTU now (null: the node is no mesh peer). */
+export async function meshMtuOf(socket: string): Promise<number | null> {
+  const r = await request<{ mtu: number } | null>(socket, { cmd: "mesh-mtu" });
+  return r?.mtu ?? null;
+}
+
+/** The mesh MTU of each mesh node that has a pod without an MTU of its own (src/mesh/pod-mtu.ts). */
+export async function podMeshMtus(t: Topology, state: { nodes: Record<string, { socket: string }> }): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const hs of Object.values(t.hosts)) {
+    if (hs.mtu !== undefined || out.has(hs.node) || !t.nodes[hs.node]?.mesh || !state.nodes[hs.node]) continue;
+    const m = await meshMtuOf(state.nodes[hs.node].socket);
+    if (m !== null) out.set(hs.node, m);
+  }
+  return out;
+}
+
 /** For `lab save`: whether an address lies in the ring of a topology file's overlay (null: no mesh). */
 export function meshRingOf(overlay: unknown): ((ip: string) => boolean) | null {
   const o = overlay as { backend?: unknown; ipam?: unknown } | undefined;

@@ -35,6 +35,8 @@
  *   conntrack.flush             { }
  *   conntrack.del               { proto, src, dst, sport?, dport? }
  *   tunnel.peer.add | .del      { port, peer }                      (VXLAN flood remote, IPIP peer)
+ *   mesh.add                    { name, peers, addresses?, port?, password?, underlayMtu?, ipam?, vlan? }
+ *                               (a mesh peer: src/mesh/mesh-add.ts)
  */
 import { impairActive, impairSettings, type ImpairSettings, noImpairment } from "../core/impair.js";
 import type { Port } from "../core/port.js";
@@ -47,6 +49,7 @@ import { IpipPort } from "../io/ipip-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
 import { ipToString, parseCidr, parseIp } from "../wire/ipv4addr.js";
 import { macIsUnicast, parseMac } from "../wire/mac.js";
+import { meshAdd } from "../mesh/mesh-add.js";
 import type { NodePortConfig } from "./config.js";
 import type { NodeGraph } from "./graph.js";
 
@@ -78,6 +81,7 @@ export const JOURNALED = new Set([
   "masquerade.del",
   "tunnel.peer.add",
   "tunnel.peer.del",
+  "mesh.add",
 ]);
 
 // ---------------------------------------------------------------------------
@@ -347,7 +351,7 @@ const OPS: Record<string, Op> = {
   "port.add": portAdd,
   "port.del": (g, a, commit) => {
     const name = str(a, "name");
-    port(g, name);
+    if (port(g, name).kind === "mesh") throw new Error(`port ${name} is the node's mesh peer: it stays while the node runs`);
     if (commit) g.removePort(name);
     return null;
   },
@@ -396,6 +400,7 @@ const OPS: Record<string, Op> = {
   },
   "tunnel.peer.add": tunnelPeer(true),
   "tunnel.peer.del": tunnelPeer(false),
+  "mesh.add": meshAdd,
 };
 
 export const OPERATIONS = Object.keys(OPS);

@@ -23,6 +23,8 @@ import { IpipPort } from "../io/ipip-port.js";
 import { TapPort } from "../io/tap-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
 import { meshAgentOf, meshIpamRequest, type MeshAgent } from "../mesh/node-mesh.js";
+import { MESH_ADD, MeshMtuWatch } from "../mesh/mesh-add.js";
+import { reserveMeshState } from "../mesh/ipam.js";
 import { showStp } from "../elements/stp-view.js";
 import { ipToString, parseIp } from "../wire/ipv4addr.js";
 import { macToString, parseMac } from "../wire/mac.js";
@@ -84,8 +86,10 @@ export class TapnetNode {
   private replayed = { applied: 0, failed: 0 };
   /** The BGP speaker (Calico's BGP modes), when the config has one. */
   readonly bgp: BgpSpeaker | null;
-  /** The mesh peer's control plane, when the node has a mesh port. */
-  readonly mesh: MeshAgent | null;
+  /** The mesh peer's control plane, when the node has a mesh port (from its config, or a `mesh.add`). */
+  mesh: MeshAgent | null;
+  /** Who watches the mesh MTU (a lab node's supervisor, for its pods). */
+  private readonly meshMtu = new MeshMtuWatch();
 
   /**
    * @param sandbox install the seccomp allow-list at the end of start() (the node
@@ -169,6 +173,7 @@ export class TapnetNode {
       },
       // The mesh's address ring (src/mesh/ipam.ts): an address for a host, its release, rmpeer.
       "mesh-ipam": (req) => meshIpamRequest(this.config.node, this.mesh, req),
+      "mesh-mtu": (req, sock) => this.meshMtu.request(this.mesh, req, sock),
       "fdb-flush": () => {
         this.sw.flush();
         return null;
@@ -218,6 +223,17 @@ export class TapnetNode {
           });
         }
       }
+      // A mesh peer the journal adds (`mesh.add`) starts as one from the config does.
+      this.mesh ??= meshAgentOf(this.graph);
+      if (this.mesh) this.meshMtu.attach(this.mesh);
+      // The ring's file of a peer a later `mesh.add` makes: created now, before the seccomp filter.
+      else if (this.config.journal) {
+        try {
+          reserveMeshState(this.config.journal);
+        } catch (e) {
+          console.error(`mesh: cannot make the ring's file beside the journal (a later mesh.add with a ring will fail): ${(e as Error).message}`);
+        }
+      }
       await this.mesh?.start();
       await this.control.listen();
       // Port 179 is bound before the seccomp filter (bind and listen stay allowed after it).
@@ -262,8 +278,28 @@ export class TapnetNode {
     const op = typeof req.op === "string" ? req.op : "";
     const args = (req.args ?? {}) as Args;
     const dryRun = req.dryRun === true;
+    if (op === MESH_ADD && !dryRun) return this.addMesh(args);
     const result = applyChange(this.graph, op, args, dryRun);
     if (!dryRun && JOURNALED.has(op)) this.journal?.append(op, args);
+    return result;
+  }
+
+  /** `mesh.add`: the sleeve port, then the agent (listening, connecting); undone whole if the agent cannot start. */
+  private async addMesh(args: Args): Promise<unknown> {
+    const result = applyChange(this.graph, MESH_ADD, args);
+    let agent: MeshAgent | null = null;
+    try {
+      agent = meshAgentOf(this.graph);
+      if (agent === null) throw new Error("no mesh port was added");
+      await agent.start();
+    } catch (e) {
+      agent?.stop();
+      this.graph.removePort(String((result as { port: string }).port));
+      throw new Error(`${MESH_ADD}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    this.mesh = agent;
+    this.meshMtu.attach(agent);
+    this.journal?.append(MESH_ADD, args);
     return result;
   }
 
@@ -287,6 +323,7 @@ export class TapnetNode {
           const o = ops[k];
           try {
             errors.push(null);
+            if (o?.op === MESH_ADD) throw new Error(`${MESH_ADD}: send it as a change of its own, not in a batch`);
             this.change({ cmd: "change", op: o?.op, args: o?.args });
             applied++;
           } catch (e) {

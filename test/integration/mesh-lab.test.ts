@@ -34,6 +34,11 @@ const ringOwner = (v: MeshView, ip: string): string | undefined =>
 /** The probed path MTU of a peer's established connection with another. */
 const pmtuOf = (v: MeshView, peer: string): number | null | undefined => v.connections.find((c) => c.peer === peer && c.state === "established")?.pmtu;
 const nodeLog = (node: string): string => fs.readFileSync(path.join(runDir, `${node}.log`), "utf8");
+/** A pod's eth0 MTU, as its kernel has it. */
+const podMtu = (pod: string): number => (JSON.parse(inNs(ns(pod), ["ip", "-j", "link", "show", "eth0"]).stdout) as Array<{ mtu: number }>)[0].mtu;
+/** The pods that set no MTU (all but pod1b, which keeps its 1376): they follow the mesh MTU. */
+const FOLLOWING = ["pod1a", "pod2a", "pod3a"];
+const podMtus = (): Record<string, number> => Object.fromEntries([...FOLLOWING, "pod1b"].map((p) => [p, podMtu(p)]));
 
 function sh(argv: string[]): void {
   const r = spawnSync(argv[0], argv.slice(1), { encoding: "utf8" });
@@ -225,8 +230,12 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
       200,
     );
     expect(nodes.map((n) => [mesh(n).pathMtu, mesh(n).mtu])).toEqual(nodes.map(() => [1500, 1440]));
-    // The pods' own MTU (1376: 1348 bytes of ICMP data) fits the mesh MTU, through node2's relay.
-    const fits = ping(ns("pod1a"), pod3a, 2, ["-M", "do", "-s", "1348"]);
+    // The pods without an MTU of their own have the mesh MTU; pod1b keeps the 1376 it sets.
+    expect(podMtus()).toEqual({ pod1a: 1440, pod2a: 1440, pod3a: 1440, pod1b: 1376 });
+    expect(FOLLOWING.map((p) => readState(LAB)?.hosts[p]?.mtuFromMesh)).toEqual([true, true, true]);
+    expect(readState(LAB)?.hosts.pod1b.mtuFromMesh).toBeUndefined();
+    // pod1a's whole MTU (1440: 1412 bytes of ICMP data) crosses node2's relay.
+    const fits = ping(ns("pod1a"), pod3a, 2, ["-M", "do", "-s", "1412"]);
     expect(fits.status, fits.stdout).toBe(0);
     // net2 (node2's ul1, node3's ul0 and the bridge's ports) down to 1300.
     const net2Ports = (): string[] =>
@@ -248,13 +257,20 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
       // The other connection keeps its own PMTU; the mesh MTU everywhere is 1300 - 60.
       expect(pmtuOf(mesh("node2"), "node1")).toBe(1500);
       await waitFor("every peer to take 1300 as the mesh's path MTU", () => nodes.every((n) => mesh(n).pathMtu === 1300 && mesh(n).mtu === 1240), 20_000, 200);
-      // 1240 bytes of IP (1212 of ICMP data) still get through; one byte more gets the
-      // frag-needed node1's sleeve answers with, naming 1240.
+      // The following pods' eth0 follow it (their supervisors set it), on every node; pod1b keeps 1376.
+      await waitFor("the following pods' eth0 to take 1240", () => FOLLOWING.every((p) => podMtu(p) === 1240), 10_000, 100);
+      expect(podMtu("pod1b")).toBe(1376);
+      // 1240 bytes of IP (1212 of ICMP data) still get through; one byte more does not
+      // leave pod1a (its own MTU) ...
       const at = ping(ns("pod1a"), pod3a, 2, ["-M", "do", "-s", "1212"]);
       expect(at.status, at.stdout).toBe(0);
-      const above = ping(ns("pod1a"), pod3a, 2, ["-M", "do", "-s", "1213"]);
+      const above = ping(ns("pod1a"), pod3a, 1, ["-M", "do", "-s", "1213"]);
       expect(above.status).not.toBe(0);
-      expect(`${above.stdout}${above.stderr}`).toMatch(/Frag needed and DF set \(mtu = 1240\)|message too long, mtu=1240/);
+      expect(`${above.stdout}${above.stderr}`).toMatch(/message too long, mtu=1240/);
+      // ... and from pod1b (1376) it gets the frag-needed node1's sleeve answers with, naming 1240.
+      const pinned = ping(ns("pod1b"), pod3a, 2, ["-M", "do", "-s", "1213"]);
+      expect(pinned.status).not.toBe(0);
+      expect(`${pinned.stdout}${pinned.stderr}`).toMatch(/Frag needed and DF set \(mtu = 1240\)|message too long, mtu=1240/);
       expect(mesh("node1").counters.fragNeeded - fragBefore).toBeGreaterThanOrEqual(1);
     } finally {
       setNet2(1500);
@@ -511,7 +527,13 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
       ).toEqual(["established"]);
     const r = ping(ns("pod3a"), ipOf("pod1a"), 2);
     expect(r.status, r.stdout).toBe(0);
-  }, 60_000);
+    // net2 is back at 1500 since the path-MTU test, and node3's new connections were probed
+    // anew: the mesh MTU is 1440 again everywhere, and the following pods (pod3a through
+    // node3's supervisor, which watches the restarted node) go back up with it.
+    await waitFor("every peer's mesh MTU to be 1440 again", () => ["node1", "node2", "node3"].every((n) => mesh(n).mtu === 1440), 70_000, 200);
+    await waitFor("the following pods' eth0 to be 1440 again", () => FOLLOWING.every((p) => podMtu(p) === 1440), 10_000, 100);
+    expect(podMtu("pod1b")).toBe(1376);
+  }, 120_000);
 
   it("a peer removed with -9 (supervisor and node) disappears from every view; the rest route around it", async () => {
     // node3 and node4 cannot exchange UDP (node4 has no route back to net2): they go
@@ -567,8 +589,11 @@ describe.skipIf(!canRunLabs())("weave-mesh.yaml", () => {
     );
     expect(mesh("node2").ipam?.peers.find((p) => p.peer === "node2")?.size).toBe(size2 + node1Size);
     // A pod added to node2 without an address takes one from node2's share, and answers.
-    tapnetOk(["lab", "host", "add", LAB, "pod2b", "--node", "node2", "--mtu", "1376", "-q"]);
+    tapnetOk(["lab", "host", "add", LAB, "pod2b", "--node", "node2", "-q"]);
     const ip = ipOf("pod2b");
+    // Without --mtu it has the mesh MTU, and follows it.
+    expect(podMtu("pod2b")).toBe(mesh("node2").mtu);
+    expect(readState(LAB)?.hosts.pod2b.mtuFromMesh).toBe(true);
     expect(ringOwner(mesh("node2"), ip)).toBe("node2");
     expect(mesh("node2").ipam?.allocations.pod2b).toBe(ip);
     // node2 hands out from its ranges in address order: the first free one was node1's.
