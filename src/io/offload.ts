@@ -45,7 +45,13 @@ let binding: OffloadBinding | undefined;
 
 function bind(): OffloadBinding {
   const b = loadNative() as unknown as Partial<OffloadBinding>;
-  if (typeof b.gsoSegment !== "function" || typeof b.gsoHeaders !== "function" || typeof b.csumComplete !== "function" || typeof b.groCoalesce !== "function" || typeof b.groFrames !== "function") {
+  if (
+    typeof b.gsoSegment !== "function" ||
+    typeof b.gsoHeaders !== "function" ||
+    typeof b.csumComplete !== "function" ||
+    typeof b.groCoalesce !== "function" ||
+    typeof b.groFrames !== "function"
+  ) {
     const err = new Error(
       "tapnet native addon has no offload functions: it was built from older sources; " + "rebuild it with `npm run install` in the repository root",
     ) as Error & { code: string };

@@ -297,7 +297,10 @@ describe.skipIf(!canRun)("gsoHeaders (scatter-gather): the gather entries carry 
     return { n, segs };
   }
   const cases: [string, (b: Buffer, off: number) => Built][] = [
-    ["TCPv4, 20000 bytes, CWR|PSH|FIN, ECN", (b, off) => buildTso4(b, off, pattern(20000, 3), { seq: 0xfffff000, ident: 0xfffa, flags: TCP_ACK | TCP_PSH | TCP_FIN | TCP_CWR }, true)],
+    [
+      "TCPv4, 20000 bytes, CWR|PSH|FIN, ECN",
+      (b, off) => buildTso4(b, off, pattern(20000, 3), { seq: 0xfffff000, ident: 0xfffa, flags: TCP_ACK | TCP_PSH | TCP_FIN | TCP_CWR }, true),
+    ],
     ["TCPv4 in an 802.1Q tag, odd payload 12345", (b, off) => buildTso4(b, off, pattern(12345, 4), { seq: 9, flags: TCP_ACK, tpid: ETHERTYPE_VLAN, vid: 7 })],
     ["TCPv4, one segment (payload < MSS)", (b, off) => buildTso4(b, off, pattern(999, 5), { seq: 1, flags: TCP_ACK | TCP_PSH })],
     ["TCPv4, 64 KiB", (b, off) => buildTso4(b, off, pattern(65000, 6), { seq: 77, flags: TCP_ACK, options: new Uint8Array(0) })],
