@@ -6,6 +6,8 @@
  * `dgram` makes one syscall and one JavaScript call per datagram; here one
  * uv_poll wake-up is one recvmmsg of up to `slots` datagrams straight into
  * the caller's pool and one onBatch(count) call, and one send() is one (or a few) sendmmsg calls for a whole batch.
+ * sendv() is send() with a gather list per message (header and payload from different
+ * places in the pool: the payload is copied once, by the kernel).
  * With GSO one sendmmsg entry of up to ~64 KiB leaves as many datagrams; with
  * GRO the kernel may hand a train of datagrams up as one buffer plus the
  * segment size. All policy stays in TypeScript (src/io/udp-native.ts).
