@@ -37,6 +37,19 @@ static napi_value js_gso_segment(napi_env env, napi_callback_info info) {
                                           lengths.data, lengths.len));
 }
 
+/* gsoHeaders(buf, off, len, hdrOff, hdrEnd, prefix, iovOffsets, iovLengths, first) */
+static napi_value js_gso_headers(napi_env env, napi_callback_info info) {
+  val_view_t buf, iov_off, iov_len;
+  uint32_t off, len, hdr_off, hdr_end, prefix, first;
+  const val_spec_t a[] = {BYTES("buf", &buf),          U32("off", &off),           U32("len", &len),
+                          U32("hdrOff", &hdr_off),     U32("hdrEnd", &hdr_end),    U32("prefix", &prefix),
+                          U32S("iovOffsets", &iov_off), U32S("iovLengths", &iov_len), U32("first", &first)};
+  napi_value r;
+  if (!offload_args(env, info, "gsoHeaders", a, VAL_COUNT(a), &r)) return r;
+  return ret_int(env, offload_gso_headers(buf.data, buf.len, off, len, hdr_off, hdr_end, prefix, iov_off.data,
+                                          iov_off.len, iov_len.data, iov_len.len, first));
+}
+
 /* csumComplete(buf, off, len) */
 static napi_value js_csum_complete(napi_env env, napi_callback_info info) {
   val_view_t buf;
@@ -80,6 +93,7 @@ static napi_value js_gro_frames(napi_env env, napi_callback_info info) {
 bool offload_init(napi_env env, napi_value exports) {
   napi_property_descriptor fns[] = {
       {"gsoSegment", NULL, js_gso_segment, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gsoHeaders", NULL, js_gso_headers, NULL, NULL, NULL, napi_enumerable, NULL},
       {"csumComplete", NULL, js_csum_complete, NULL, NULL, NULL, napi_enumerable, NULL},
       {"groCoalesce", NULL, js_gro_coalesce, NULL, NULL, NULL, napi_enumerable, NULL},
       {"groFrames", NULL, js_gro_frames, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -186,8 +186,19 @@ static int eth_l3(const uint8_t *f, size_t len, size_t *l3) {
  * checksum is computed in full, because the segments leave in a tunnel and
  * nobody downstream will finish a partial one.
  */
-static int gso_segment_impl(const uint8_t *f, size_t len, uint8_t *dst, uint64_t dst_off,
-                            uint64_t dst_end, uint64_t prefix, uint32_t *lengths, size_t nlengths) {
+/* What segmenting a TSO super-frame needs to know, from gso_parse. */
+typedef struct {
+  bool v6;
+  size_t l3, l4, thl;
+  size_t h;      /* all headers: l4 + thl */
+  size_t mss;    /* payload bytes per segment but the last */
+  size_t nseg;   /* segments */
+  size_t last_p; /* payload bytes of the last segment */
+} gso_plan_t;
+
+/* Checks the super-frame f[0..len) (vnet header at f - 12) and plans its
+ * segments: 0, or OFF_ERR_MALFORMED (also when it has more than nmax). */
+static int gso_parse(const uint8_t *f, size_t len, size_t nmax, gso_plan_t *g) {
   const uint8_t *vh = f - VNET_HDR_LEN;
   uint8_t vflags = vh[0];
   int gso = vh[1] & ~VNET_GSO_ECN;
@@ -232,42 +243,100 @@ static int gso_segment_impl(const uint8_t *f, size_t len, uint8_t *dst, uint64_t
   /* P <= MSS is not an error: the kernel would send such a frame as is;
    * one segment with a full checksum is the same thing on the wire. */
   size_t nseg = payload == 0 ? 1 : (payload + mss - 1) / mss;
-  if (nseg > nlengths) return OFF_ERR_MALFORMED;
-  size_t last_p = payload - (nseg - 1) * mss;
-  uint64_t stride = prefix + h + mss;
-  uint64_t need = dst_off + (uint64_t)(nseg - 1) * stride + prefix + h + last_p;
-  if (need > dst_end) return OFF_ERR_NO_ROOM;
+  if (nseg > nmax) return OFF_ERR_MALFORMED;
+  g->v6 = v6;
+  g->l3 = l3;
+  g->l4 = l4;
+  g->thl = thl;
+  g->h = h;
+  g->mss = mss;
+  g->nseg = nseg;
+  g->last_p = payload - (nseg - 1) * mss;
+  return 0;
+}
 
-  uint32_t seq0 = rd32(f + l4 + 4);
-  uint16_t id0 = v6 ? 0 : rd16(f + l3 + 4);
-  uint8_t flags0 = f[l4 + 13];
-  for (size_t k = 0; k < nseg; k++) {
-    uint8_t *d = dst + dst_off + k * stride + prefix;
-    size_t seg_p = k + 1 < nseg ? mss : last_p;
-    memcpy(d, f, h);
-    memcpy(d + h, f + h + k * mss, seg_p);
-    uint8_t *ip = d + l3;
-    if (!v6) {
-      wr16(ip + 2, (uint32_t)(h - l3 + seg_p));
-      wr16(ip + 4, (uint32_t)(id0 + k));
-      ipv4_fill_csum(ip, l4 - l3);
-    } else {
-      wr16(ip + 4, (uint32_t)(h - l4 + seg_p));
-    }
-    uint8_t *th = d + l4;
-    wr32(th + 4, seq0 + (uint32_t)(k * mss));
-    uint8_t fl = flags0;
-    if (k > 0) fl &= (uint8_t)~TCP_CWR;
-    if (k + 1 < nseg) fl &= (uint8_t)~(TCP_FIN | TCP_PSH);
-    th[13] = fl;
-    th[16] = th[17] = 0;
-    uint32_t tcplen = (uint32_t)(thl + seg_p);
-    /* The header (thl, a multiple of 4) and payload are contiguous: one range. */
-    uint32_t s = pseudo_sum(ip, v6, IP_PROTO_TCP, tcplen) + csum_bytes(th, tcplen);
-    wr16(th + TCP_CSUM_OFF, (uint16_t)~csum_fold(s));
-    lengths[k] = (uint32_t)(h + seg_p);
+/* Writes segment k's headers at d (a copy of f's h header bytes, then the
+ * per-segment fields) and its full TCP checksum over those headers and the
+ * payload p[0..seg_p), which need not follow the headers in memory. */
+static void gso_seg_headers(const uint8_t *f, const gso_plan_t *g, size_t k, uint8_t *d, const uint8_t *p,
+                            size_t seg_p) {
+  memcpy(d, f, g->h);
+  uint8_t *ip = d + g->l3;
+  if (!g->v6) {
+    wr16(ip + 2, (uint32_t)(g->h - g->l3 + seg_p));
+    wr16(ip + 4, (uint32_t)(rd16(f + g->l3 + 4) + k));
+    ipv4_fill_csum(ip, g->l4 - g->l3);
+  } else {
+    wr16(ip + 4, (uint32_t)(g->h - g->l4 + seg_p));
   }
-  return (int)nseg;
+  uint8_t *th = d + g->l4;
+  wr32(th + 4, rd32(f + g->l4 + 4) + (uint32_t)(k * g->mss));
+  uint8_t fl = f[g->l4 + 13];
+  if (k > 0) fl &= (uint8_t)~TCP_CWR;
+  if (k + 1 < g->nseg) fl &= (uint8_t)~(TCP_FIN | TCP_PSH);
+  th[13] = fl;
+  th[16] = th[17] = 0;
+  uint32_t tcplen = (uint32_t)(g->thl + seg_p);
+  /* The TCP header is a multiple of 4 bytes long, so its sum chains with the
+   * payload's (RFC 1071 section 2(B): sums of even-length ranges add). */
+  uint32_t s = pseudo_sum(ip, g->v6, IP_PROTO_TCP, tcplen) + csum_bytes(th, g->thl) + csum_bytes(p, seg_p);
+  wr16(th + TCP_CSUM_OFF, (uint16_t)~csum_fold(s));
+}
+
+/*
+ * Splits the super-frame f[0..len) (vnet header at f - 12) as Linux's
+ * tcp_gso_segment does (net/ipv4/tcp_offload.c): the same headers on every
+ * segment, sequence numbers advanced by MSS, IPv4 ident incremented per
+ * segment (the kernel's "fixed id" mode is not used by a TSO sender here),
+ * CWR kept only on the first segment, FIN and PSH only on the last. Each
+ * checksum is computed in full, because the segments leave in a tunnel and
+ * nobody downstream will finish a partial one.
+ */
+static int gso_segment_impl(const uint8_t *f, size_t len, uint8_t *dst, uint64_t dst_off,
+                            uint64_t dst_end, uint64_t prefix, uint32_t *lengths, size_t nlengths) {
+  gso_plan_t g;
+  int e = gso_parse(f, len, nlengths, &g);
+  if (e < 0) return e;
+  uint64_t stride = prefix + g.h + g.mss;
+  uint64_t need = dst_off + (uint64_t)(g.nseg - 1) * stride + prefix + g.h + g.last_p;
+  if (need > dst_end) return OFF_ERR_NO_ROOM;
+  for (size_t k = 0; k < g.nseg; k++) {
+    uint8_t *d = dst + dst_off + k * stride + prefix;
+    size_t seg_p = k + 1 < g.nseg ? g.mss : g.last_p;
+    memcpy(d + g.h, f + g.h + k * g.mss, seg_p);
+    gso_seg_headers(f, &g, k, d, d + g.h, seg_p);
+    lengths[k] = (uint32_t)(g.h + seg_p);
+  }
+  return (int)g.nseg;
+}
+
+/*
+ * gso_segment_impl without the payload copy: only segment k's headers are
+ * written, at buf[hdr_off + k*(prefix + h) + prefix], and the segment is
+ * described by two gather entries from iov index `first` on: (its prefix and
+ * headers) and (its payload, where it lies in the super-frame). The bytes the
+ * entries gather are exactly gso_segment_impl's segment k behind its prefix.
+ */
+static int gso_headers_impl(const uint8_t *f, size_t len, uint8_t *buf, uint64_t f_off, uint64_t hdr_off,
+                            uint64_t hdr_end, uint64_t prefix, uint32_t *iov_off, uint32_t *iov_len, size_t niov,
+                            size_t first) {
+  gso_plan_t g;
+  int e = gso_parse(f, len, SIZE_MAX / 2, &g);
+  if (e < 0) return e;
+  uint64_t stride = prefix + g.h;
+  if (hdr_off + (uint64_t)g.nseg * stride > hdr_end || first + 2 * g.nseg > niov) return OFF_ERR_NO_ROOM;
+  if (hdr_end > UINT32_MAX || f_off + len > UINT32_MAX) return OFF_ERR_RANGE;
+  for (size_t k = 0; k < g.nseg; k++) {
+    uint64_t at = hdr_off + k * stride;
+    size_t seg_p = k + 1 < g.nseg ? g.mss : g.last_p;
+    size_t p_off = g.h + k * g.mss;
+    gso_seg_headers(f, &g, k, buf + at + prefix, f + p_off, seg_p);
+    iov_off[first + 2 * k] = (uint32_t)at;
+    iov_len[first + 2 * k] = (uint32_t)stride;
+    iov_off[first + 2 * k + 1] = (uint32_t)(f_off + p_off);
+    iov_len[first + 2 * k + 1] = (uint32_t)seg_p;
+  }
+  return (int)g.nseg;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -601,6 +670,18 @@ int offload_gso_segment(const uint8_t *src, size_t src_len, uint32_t off, uint32
   if (overlaps(f - VNET_HDR_LEN, (size_t)len + VNET_HDR_LEN, dst + dst_off, dst_end - dst_off))
     return OFF_ERR_RANGE;
   return gso_segment_impl(f, len, dst, dst_off, dst_end, prefix, lengths, nlengths);
+}
+
+int offload_gso_headers(uint8_t *buf, size_t buf_len, uint32_t off, uint32_t len, uint32_t hdr_off,
+                        uint32_t hdr_end, uint32_t prefix, uint32_t *iov_off, size_t noff, uint32_t *iov_len,
+                        size_t nlen, uint32_t first) {
+  if (off < VNET_HDR_LEN || (uint64_t)off + len > buf_len || hdr_off > hdr_end || hdr_end > buf_len)
+    return OFF_ERR_RANGE;
+  const uint8_t *f = buf + off;
+  if (overlaps(f - VNET_HDR_LEN, (size_t)len + VNET_HDR_LEN, buf + hdr_off, hdr_end - hdr_off)) return OFF_ERR_RANGE;
+  size_t niov = noff < nlen ? noff : nlen;
+  if (first > niov) return OFF_ERR_RANGE;
+  return gso_headers_impl(f, len, buf, off, hdr_off, hdr_end, prefix, iov_off, iov_len, niov, first);
 }
 
 int offload_csum_complete(uint8_t *buf, size_t buf_len, uint32_t off, uint32_t len) {

@@ -25,6 +25,12 @@ int offload_gso_segment(const uint8_t *src, size_t src_len, uint32_t off, uint32
                         size_t dst_len, uint32_t dst_off, uint32_t dst_end, uint32_t prefix,
                         uint32_t *lengths, size_t nlengths);
 
+/* gsoHeaders: gsoSegment's segments as gather entries: headers written to
+ * buf[hdr_off, hdr_end), payloads left in the super-frame buf[off, off+len). */
+int offload_gso_headers(uint8_t *buf, size_t buf_len, uint32_t off, uint32_t len, uint32_t hdr_off,
+                        uint32_t hdr_end, uint32_t prefix, uint32_t *iov_off, size_t noff, uint32_t *iov_len,
+                        size_t nlen, uint32_t first);
+
 /* csumComplete: finishes the partial checksum of buf[off, off+len). */
 int offload_csum_complete(uint8_t *buf, size_t buf_len, uint32_t off, uint32_t len);
 

@@ -6,6 +6,8 @@
  * `dgram` makes one syscall and one JavaScript call per datagram; here one
  * uv_poll wake-up is one recvmmsg of up to `slots` datagrams straight into
  * the caller's pool and one onBatch(count) call, and one send() is one (or a few) sendmmsg calls for a whole batch.
+ * sendv() is send() with a gather list per message (header and payload from different
+ * places in the pool: the payload is copied once, by the kernel).
  * With GSO one sendmmsg entry of up to ~64 KiB leaves as many datagrams; with
  * GRO the kernel may hand a train of datagrams up as one buffer plus the
  * segment size. All policy stays in TypeScript (src/io/udp-native.ts).
@@ -60,6 +62,10 @@
 
 /* Entries of the preallocated send arrays; send() takes bigger batches in chunks. */
 #define SEND_BATCH 1024
+/* Gather entries of one sendmmsg of sendv(); a message has at most
+ * SEND_MAX_IOV (the kernel's UIO_MAXIOV). */
+#define SEND_GATHER 8192
+#define SEND_MAX_IOV 1024
 
 /* One control buffer per message, aligned for struct cmsghdr. Receive: the
  * UDP_GRO cmsg carries an int (udp_cmsg_recv); send: UDP_SEGMENT a uint16_t. */
@@ -98,6 +104,7 @@ typedef struct {
   msg_arrays_t rx;   /* `slots` entries, made at open */
   uint32_t rx_dirty; /* entries the last recvmmsg filled in (namelen/controllen to reset) */
   msg_arrays_t tx;   /* SEND_BATCH entries, made on the first send() */
+  struct iovec *gather; /* SEND_GATHER entries, made on the first sendv() */
 } udp_t;
 
 static void format_addr(char *out, size_t n, uint32_t addr, uint32_t port) {
@@ -132,6 +139,8 @@ static void udp_on_close(pollfd_t *p, bool from_hook) {
    * neither holds these across a call into JavaScript. */
   msg_arrays_free(&u->rx);
   msg_arrays_free(&u->tx);
+  free(u->gather);
+  u->gather = NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -249,6 +258,55 @@ static inline void tx_refuse(udp_t *u, uint32_t *lens, uint32_t i, int err) {
   u->pf.stats.last_tx_errno = err;
 }
 
+/* Sends the n prepared entries with sendmmsg, adding the accepted to *sent.
+ * sendmmsg stops at the first message that fails and reports only what went
+ * before it (the error surfaces only if nothing was sent), so the failing one
+ * is the first of the next call: refuse it and go on. True when the send
+ * buffer is full (the rest of the caller's batch is to be refused too). */
+static bool tx_drain(udp_t *u, uint32_t n, uint32_t *lens, uint32_t *sent) {
+  uint32_t k = 0;
+  while (k < n) {
+    int r = sendmmsg(u->pf.fd, u->tx.msgs + k, n - k, MSG_DONTWAIT);
+    if (r > 0) {
+      *sent += (uint32_t)r;
+      k += (uint32_t)r;
+      continue;
+    }
+    int err = r < 0 ? errno : EIO;
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
+      /* The socket's send buffer (or the device queue) is full: what is
+       * left of the batch would fail the same way, and blocking the loop
+       * is never an option. Drop it all. */
+      for (; k < n; k++) tx_refuse(u, lens, u->tx.index[k], err);
+      return true;
+    }
+    /* EMSGSIZE, ENETUNREACH, EHOSTUNREACH, EINVAL (e.g. GSO with noCheck,
+     * too many segments; a raw IP_HDRINCL message shorter than its header),
+     * EACCES (broadcast)...: only this message. */
+    tx_refuse(u, lens, u->tx.index[k], err);
+    k++;
+  }
+  return false;
+}
+
+/* Sets entry n's UDP_SEGMENT control message (seg > 0 and len > seg) or none:
+ * false when seg does not fit the option's 16 bits. */
+static bool tx_segment(udp_t *u, uint32_t n, uint32_t seg, uint32_t len) {
+  struct msghdr *h = &u->tx.msgs[n].msg_hdr;
+  if (seg > 0 && len > seg) {
+    if (seg > 0xffff) return false;
+    const uint16_t s16 = (uint16_t)seg;
+    memcpy(CMSG_DATA(&u->tx.ctrl[n].align), &s16, sizeof s16);
+    h->msg_control = u->tx.ctrl[n].buf;
+    h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+  } else {
+    h->msg_control = NULL;
+    h->msg_controllen = 0;
+  }
+  return true;
+}
+
 static napi_value js_send(napi_env env, napi_callback_info info) {
   size_t argc = 7;
   napi_value argv[7];
@@ -313,50 +371,119 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
       u->tx.names[n].sin_addr.s_addr = htonl(dst[i]);
       u->tx.names[n].sin_port = port_be;
       h->msg_flags = 0;
-      const uint32_t seg = seg_of != NULL ? seg_of[i] : 0;
-      if (seg > 0 && len > seg) {
-        if (seg > 0xffff) {
-          tx_refuse(u, lens, i, EINVAL);
-          continue;
-        }
-        const uint16_t s16 = (uint16_t)seg;
-        memcpy(CMSG_DATA(&u->tx.ctrl[n].align), &s16, sizeof s16);
-        h->msg_control = u->tx.ctrl[n].buf;
-        h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-      } else {
-        h->msg_control = NULL;
-        h->msg_controllen = 0;
+      h->msg_iov = &u->tx.iov[n];
+      h->msg_iovlen = 1;
+      if (!tx_segment(u, n, seg_of != NULL ? seg_of[i] : 0, len)) {
+        tx_refuse(u, lens, i, EINVAL);
+        continue;
       }
       u->tx.index[n++] = i;
     }
 
-    /* sendmmsg stops at the first message that fails and reports only what
-     * went before it (the error surfaces only if nothing was sent), so the
-     * failing one is the first of the next call: refuse it and go on. */
-    uint32_t k = 0;
-    while (k < n) {
-      int r = sendmmsg(u->pf.fd, u->tx.msgs + k, n - k, MSG_DONTWAIT);
-      if (r > 0) {
-        sent += (uint32_t)r;
-        k += (uint32_t)r;
+    full = tx_drain(u, n, lens, &sent);
+  }
+  if (full) {
+    for (; i < count; i++) tx_refuse(u, lens, i, u->pf.stats.last_tx_errno);
+  }
+  return ret_u32(env, sent);
+}
+
+/* ------------------------------------------------------------------------ */
+/* sendv(pool, iovOffsets, iovLengths, firsts, counts, lengths, addrs, port,  */
+/*       segs, count)                                                       */
+
+/* send() with gathered messages: message i is the concatenation of the pool
+ * ranges iov firsts[i] .. firsts[i] + counts[i] - 1 (entry j: pool[iovOffsets[j]
+ * ..+ iovLengths[j])), lengths[i] bytes in all; the kernel copies them in
+ * order, so a header and a payload need not be next to each other in memory.
+ * Everything else (segs, refusals, the return value) is send()'s. */
+static napi_value js_sendv(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value argv[10];
+  udp_t *u = (udp_t *)pollfd_this(env, info, &argc, argv, true, "sendv");
+  if (u == NULL) return NULL;
+  val_view_t pool, iov_offs, iov_lens, firsts, counts, lengths, addrs, segs;
+  uint32_t port = 0, count = 0;
+  const val_spec_t args[] = {
+      {"pool", VAL_BYTES, VAL_REQUIRED, 0, NULL, &pool},
+      {"iovOffsets", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &iov_offs},
+      {"iovLengths", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &iov_lens},
+      {"firsts", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &firsts},
+      {"counts", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &counts},
+      {"lengths", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &lengths},
+      {"addrs", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &addrs},
+      {"port", u->raw ? VAL_IGNORED : VAL_U32, VAL_REQUIRED, 65535, NULL, &port},
+      {"segs", VAL_U32_ARRAY, VAL_NULLABLE, 0, NULL, &segs},
+      {"count", VAL_U32, VAL_REQUIRED, UINT32_MAX, NULL, &count},
+  };
+  if (!read_args(env, "sendv", argv, argc, args, VAL_COUNT(args), NULL)) return NULL;
+  if (!u->raw && port == 0) {
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "sendv: port must be an integer in 1..65535", 0, NULL);
+    return NULL;
+  }
+  if (u->raw && segs.v != NULL) {
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "sendv: segs must be null for a raw socket (one message is one packet)",
+              0, NULL);
+    return NULL;
+  }
+  size_t limit = firsts.len;
+  if (counts.len < limit) limit = counts.len;
+  if (lengths.len < limit) limit = lengths.len;
+  if (addrs.len < limit) limit = addrs.len;
+  if (segs.v != NULL && segs.len < limit) limit = segs.len;
+  if (!check_count(env, "sendv", count, limit, "firsts, counts, lengths, addrs (and segs)")) return NULL;
+  if (count > 0 && (!tx_arrays(u) || (u->gather == NULL && (u->gather = calloc(SEND_GATHER, sizeof *u->gather)) == NULL))) {
+    throw_err(env, ERR_PLAIN, "ENOMEM", "sendv: out of memory for the send arrays", ENOMEM, NULL);
+    return NULL;
+  }
+  const uint16_t port_be = htons((uint16_t)port);
+  uint8_t *const pool_p = pool.data;
+  const size_t pool_len = pool.len;
+  const uint32_t *const io = iov_offs.data, *const il = iov_lens.data;
+  const size_t niov = iov_offs.len < iov_lens.len ? iov_offs.len : iov_lens.len;
+  const uint32_t *const fi = firsts.data, *const cn = counts.data;
+  uint32_t *const lens = lengths.data, *const dst = addrs.data, *const seg_of = segs.data;
+
+  uint32_t sent = 0;
+  uint32_t i = 0;
+  bool full = false;
+  while (i < count && !full) {
+    uint32_t n = 0, g = 0;
+    for (; i < count && n < SEND_BATCH; i++) {
+      const uint32_t first = fi[i], c = cn[i], len = lens[i];
+      if (len == 0 || c == 0 || c > SEND_MAX_IOV || (uint64_t)first + c > niov) {
+        tx_refuse(u, lens, i, EINVAL);
         continue;
       }
-      int err = r < 0 ? errno : EIO;
-      if (err == EINTR) continue;
-      if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
-        /* The socket's send buffer (or the device queue) is full: what is
-         * left of the batch would fail the same way, and blocking the loop
-         * is never an option. Drop it all. */
-        for (; k < n; k++) tx_refuse(u, lens, u->tx.index[k], err);
-        full = true;
-        break;
+      if (g + c > SEND_GATHER) break; /* the next sendmmsg takes it */
+      uint64_t total = 0;
+      bool inside = true;
+      for (uint32_t j = 0; j < c; j++) {
+        const uint32_t o = io[first + j], l = il[first + j];
+        /* Never hand the kernel memory outside the pool. */
+        if ((uint64_t)o + l > pool_len) inside = false;
+        u->gather[g + j].iov_base = pool_p + o;
+        u->gather[g + j].iov_len = l;
+        total += l;
       }
-      /* EMSGSIZE, ENETUNREACH, EHOSTUNREACH, EINVAL (e.g. GSO with noCheck,
-       * too many segments; a raw IP_HDRINCL message shorter than its header),
-       * EACCES (broadcast)...: only this message. */
-      tx_refuse(u, lens, u->tx.index[k], err);
-      k++;
+      if (!inside || total != len) {
+        tx_refuse(u, lens, i, inside ? EINVAL : EFAULT);
+        continue;
+      }
+      struct msghdr *h = &u->tx.msgs[n].msg_hdr;
+      h->msg_iov = &u->gather[g];
+      h->msg_iovlen = c;
+      h->msg_flags = 0;
+      u->tx.names[n].sin_addr.s_addr = htonl(dst[i]);
+      u->tx.names[n].sin_port = port_be;
+      if (!tx_segment(u, n, seg_of != NULL ? seg_of[i] : 0, len)) {
+        tx_refuse(u, lens, i, EINVAL);
+        continue;
+      }
+      g += c;
+      u->tx.index[n++] = i;
     }
+    full = tx_drain(u, n, lens, &sent);
   }
   if (full) {
     for (; i < count; i++) tx_refuse(u, lens, i, u->pf.stats.last_tx_errno);
@@ -712,6 +839,16 @@ static napi_value js_open_raw(napi_env env, napi_callback_info cbinfo) {
 /* ------------------------------------------------------------------------ */
 /* Module part                                                              */
 
+/* Adds sendv to the prototype of the class `ctor_ref` (pollfd_define_class
+ * defines one I/O method; its data is the kind, as pollfd_this() checks). */
+static bool add_sendv(napi_env env, napi_ref ctor_ref, const pollfd_kind_t *kind) {
+  napi_value ctor, proto;
+  napi_property_descriptor m = {"sendv", NULL, js_sendv, NULL, NULL, NULL, napi_default_method, (void *)kind};
+  return napi_get_reference_value(env, ctor_ref, &ctor) == napi_ok &&
+         napi_get_named_property(env, ctor, "prototype", &proto) == napi_ok &&
+         napi_define_properties(env, proto, 1, &m) == napi_ok;
+}
+
 bool udp_init(napi_env env, napi_value exports, addon_data_t *ad) {
   napi_property_descriptor fns[] = {
       {"openUdp", NULL, js_open_udp, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -719,8 +856,9 @@ bool udp_init(napi_env env, napi_value exports, addon_data_t *ad) {
   };
   if (!pollfd_define_class(env, &udp_kind, "send", js_send, &ad->udp_ctor) ||
       !pollfd_define_class(env, &raw_kind, "send", js_send, &ad->raw_ctor) ||
+      !add_sendv(env, ad->udp_ctor, &udp_kind) || !add_sendv(env, ad->raw_ctor, &raw_kind) ||
       napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns) != napi_ok) {
-    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot define UdpHandle, RawHandle, openUdp and openRaw", 0, NULL);
+    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot define UdpHandle, RawHandle (send, sendv), openUdp and openRaw", 0, NULL);
     return false;
   }
   return true;

@@ -938,7 +938,10 @@ async function measure({ client, server, dst, rtt, probe }) {
       // RTT first, while the path is idle.
       const rt = rtt ? await rtt() : await pingRtt(client, dst);
       method = rt.method;
+      // The forwarding processes' CPU over the TCP run, per GB received (tapnet: its nodes).
+      const tcpCpu0 = probe ? await probe.read("before") : null;
       const tcp = await iperf(client, dst, []);
+      const tcpCpu1 = probe ? await probe.read("after") : null;
       await sleep(300);
       const fl = await flood(client, server, dst, probe);
       const one = {
@@ -963,7 +966,9 @@ async function measure({ client, server, dst, rtt, probe }) {
         one.cpuSPerMFrames = one.framesSent > 0 ? one.cpuS / (one.framesSent / 1e6) : null;
       }
       for (const key of SAMPLED) samples[key].push(one[key]);
-      detail.push({ rtt: rt, flood: fl.detail, probe: before && after ? { before, after } : undefined });
+      const tcpBytes = tcp.end.sum_received.bytes;
+      const tcpCpuSPerGB = tcpCpu0 && tcpCpu1 && tcpBytes > 0 ? (tcpCpu1.cpuS - tcpCpu0.cpuS) / (tcpBytes / 1e9) : null;
+      detail.push({ rtt: rt, flood: fl.detail, probe: before && after ? { before, after } : undefined, tcpCpuSPerGB });
       if (opts.repeat > 1) {
         say(
           `  run ${k + 1}/${opts.repeat}: TCP ${f1(one.tcpGbps)} Gbit/s, 64B ${f1(one.kpps, 1)} kpps, RTT p50 ${f1(one.rttP50Us, 0)} p99 ${f1(one.rttP99Us, 0)} µs${one.cpuSPerMFrames !== null ? `, CPU ${f1(one.cpuSPerMFrames)} s/Mframe` : ""}`,

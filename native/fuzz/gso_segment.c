@@ -5,6 +5,8 @@
  * loop runs; some keep their bytes as they are, some get raw argument values (the
  * range checks). Every segment written is checked: inside the destination, IPv4 and
  * TCP checksums valid, lengths consistent, payloads adding up to the super-frame's.
+ * offload_gso_headers (gsoHeaders, the scatter-gather send) runs on the same frame and
+ * its gather entries must yield gsoSegment's segments byte for byte.
  */
 #include "fuzz_common.h"
 
@@ -38,6 +40,43 @@ static void check_segments(const uint8_t *orig, size_t len, const uint8_t *dst, 
     payload += lengths[j] - h;
   }
   CHECK(payload == len - h, "payload %zu of %zu", payload, len - h);
+}
+
+/* offload_gso_headers on the super-frame `orig` (vnet header first): the frame and a
+ * header area of exactly the bytes it needs in one buffer (a byte written past it is a
+ * report); the gathered segments must equal gsoSegment's k segments in dst. */
+static void check_gather(const uint8_t *orig, size_t len, const uint8_t *dst, int k, const uint32_t *lengths,
+                         uint32_t prefix) {
+  size_t stride = k > 1 ? prefix + lengths[0] : 0;
+  size_t niov = 2 * (size_t)k;
+  uint32_t *io = malloc(niov * sizeof *io), *il = malloc(niov * sizeof *il);
+  /* First with room for the largest headers (18 + 60 + 60), to learn the header length. */
+  size_t room = (size_t)k * (prefix + 160);
+  uint8_t *pool = malloc(VNET + len + room);
+  memcpy(pool, orig, VNET + len);
+  int g = offload_gso_headers(pool, VNET + len + room, VNET, (uint32_t)len, (uint32_t)(VNET + len),
+                              (uint32_t)(VNET + len + room), prefix, io, niov, il, niov, 0);
+  CHECK(g == k, "gsoHeaders gave %d segments, gsoSegment %d", g, k);
+  size_t hs = il[0];
+  free(pool);
+  size_t exact = VNET + len + (size_t)k * hs;
+  pool = malloc(exact);
+  memcpy(pool, orig, VNET + len);
+  g = offload_gso_headers(pool, exact, VNET, (uint32_t)len, (uint32_t)(VNET + len), (uint32_t)exact, prefix, io,
+                          niov, il, niov, 0);
+  CHECK(g == k, "gsoHeaders gave %d segments with an exact header area, gsoSegment %d", g, k);
+  CHECK(memcmp(pool, orig, VNET + len) == 0, "gsoHeaders wrote into the super-frame");
+  for (int j = 0; j < k; j++) {
+    const uint8_t *want = dst + (size_t)j * stride + prefix;
+    CHECK(il[2 * j] == hs, "segment %d: header entry of %u bytes, not %zu", j, il[2 * j], hs);
+    CHECK(il[2 * j] - prefix + il[2 * j + 1] == lengths[j], "segment %d: %u + %u bytes, gsoSegment %u", j,
+          il[2 * j] - prefix, il[2 * j + 1], lengths[j]);
+    CHECK(memcmp(pool + io[2 * j] + prefix, want, il[2 * j] - prefix) == 0, "segment %d headers differ", j);
+    CHECK(memcmp(pool + io[2 * j + 1], want + il[2 * j] - prefix, il[2 * j + 1]) == 0, "segment %d payload differs", j);
+  }
+  free(pool);
+  free(io);
+  free(il);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -86,6 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (k > 0) {
       CHECK((size_t)k <= nlen, "k=%d nlen=%zu", k, nlen);
       check_segments(src, len, dst, dsize, k, lengths, prefix, mss);
+      check_gather(src, len, dst, k, lengths, prefix);
       /* Again into a destination of exactly the bytes it needs: a byte written past it is a report. */
       size_t stride = k > 1 ? prefix + lengths[0] : 0;
       size_t exact = (size_t)(k - 1) * stride + prefix + lengths[k - 1];

@@ -35,6 +35,7 @@ export const OFFLOAD_ERR_RANGE = -3;
 /** What the addon exports (native/offload.c): the functions below, each one call. */
 interface OffloadBinding {
   gsoSegment: typeof gsoSegment;
+  gsoHeaders: typeof gsoHeaders;
   csumComplete: typeof csumComplete;
   groCoalesce: typeof groCoalesce;
   groFrames: typeof groFrames;
@@ -44,7 +45,13 @@ let binding: OffloadBinding | undefined;
 
 function bind(): OffloadBinding {
   const b = loadNative() as unknown as Partial<OffloadBinding>;
-  if (typeof b.gsoSegment !== "function" || typeof b.csumComplete !== "function" || typeof b.groCoalesce !== "function" || typeof b.groFrames !== "function") {
+  if (
+    typeof b.gsoSegment !== "function" ||
+    typeof b.gsoHeaders !== "function" ||
+    typeof b.csumComplete !== "function" ||
+    typeof b.groCoalesce !== "function" ||
+    typeof b.groFrames !== "function"
+  ) {
     const err = new Error(
       "tapnet native addon has no offload functions: it was built from older sources; " + "rebuild it with `npm run install` in the repository root",
     ) as Error & { code: string };
@@ -89,6 +96,40 @@ export function gsoSegment(
   lengths: Uint32Array,
 ): number {
   return (binding ?? bind()).gsoSegment(src, off, len, dst, dstOff, dstEnd, prefix, lengths);
+}
+
+/**
+ * gsoSegment without the payload copy, for a scatter-gather send (UdpHandle.sendv): the
+ * super-frame `buf[off, off+len)` (as gsoSegment takes it) is planned into the same
+ * segments, but only each segment's headers are written, into the header area
+ * `buf[hdrOff, hdrEnd)`: segment k's at `hdrOff + k*(prefix + H) + prefix` (H: the
+ * frame's Ethernet, IP and TCP headers), `prefix` bytes left in front of each for the
+ * caller (a VXLAN header). Segment k is then two gather entries from `first` on:
+ * `iovOffsets/iovLengths[first + 2k]` = its prefix and headers (prefix + H bytes) and
+ * `[first + 2k + 1]` = its payload where it lies in the super-frame. Concatenated,
+ * the entries of segment k are byte for byte gsoSegment's segment k behind its prefix
+ * (the TCP checksum is computed over the headers and the payload in place).
+ *
+ * The super-frame is only read and must stay unchanged until the send.
+ *
+ * @returns the number of segments; OFFLOAD_ERR_MALFORMED as gsoSegment;
+ *   OFFLOAD_ERR_NO_ROOM when the headers do not fit `[hdrOff, hdrEnd)` or the entries
+ *   do not fit the arrays from `first` on (nothing useful written: make room and call
+ *   again); OFFLOAD_ERR_RANGE when `[off - 12, off + len)` or the header area lies
+ *   outside `buf`, they overlap, or `first` is beyond the arrays.
+ */
+export function gsoHeaders(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  hdrOff: number,
+  hdrEnd: number,
+  prefix: number,
+  iovOffsets: Uint32Array,
+  iovLengths: Uint32Array,
+  first: number,
+): number {
+  return (binding ?? bind()).gsoHeaders(buf, off, len, hdrOff, hdrEnd, prefix, iovOffsets, iovLengths, first);
 }
 
 /**

@@ -164,6 +164,27 @@ export interface SocketHandle<Segs = Uint32Array | null> {
   /** Stop polling and close the socket; idempotent. A garbage-collected handle (not started) is closed too. */
   close(): void;
   send(pool: Buffer, offsets: Uint32Array, lengths: Uint32Array, addrs: Uint32Array, port: number, segs: Segs, count: number): number;
+  /**
+   * send() with gathered messages (sendmmsg with several iovecs per message): message i
+   * is the pool ranges of gather entries `firsts[i] .. firsts[i] + counts[i] - 1` (entry
+   * j: `pool[iovOffsets[j] ..+ iovLengths[j])`) in order, `lengths[i]` bytes in all, so
+   * a header can be sent in front of a payload that stays where it is (one copy, the
+   * kernel's). At most 1024 entries per message (UIO_MAXIOV). Refusals, segs and the
+   * return value are send()'s; a message whose entries leave the pool or do not add up to
+   * `lengths[i]` is refused (EFAULT, EINVAL). Absent on simulated sockets (tests).
+   */
+  sendv?(
+    pool: Buffer,
+    iovOffsets: Uint32Array,
+    iovLengths: Uint32Array,
+    firsts: Uint32Array,
+    counts: Uint32Array,
+    lengths: Uint32Array,
+    addrs: Uint32Array,
+    port: number,
+    segs: Segs,
+    count: number,
+  ): number;
   stats(): UdpStats;
 }
 

@@ -98,6 +98,8 @@ export interface VxlanTunnelInfo {
   sourcePorts: number[];
   mtu: number;
   learning: boolean;
+  /** How super-frames leave (vxlan-tx.ts): "scatter-gather", or "copy (why)"; "closed". */
+  txPath: string;
 }
 
 const REPLY_SLOTS = 16;
@@ -459,6 +461,7 @@ export class VxlanPort extends TunnelPort<VxlanCounter> {
       sourcePorts: this.tx.sourcePorts,
       mtu: this.mtu,
       learning: this.fdb.learning,
+      txPath: this.tx.txPath,
     };
   }
 }

@@ -13,11 +13,18 @@
  * remote, else the frame is replicated to every flood remote (head-end replication),
  * else it is dropped (unknownDst). A plain frame gets its VXLAN header in the headroom
  * in front of it and is sent from where it is; a partial checksum (offloads) is
- * completed first. A TSO super-frame is cut once by gsoSegment (C: per segment IPv4
- * ident, sequence number, flags and a full TCP checksum) into the staging area, each
- * segment behind its own VXLAN header at a fixed stride, and leaves as UDP GSO
- * messages (UDP_SEGMENT): the kernel makes the datagrams (and carries them through
- * veths as one GSO packet). The kernel builds the outer IPv4 and UDP headers and the
+ * completed first. A TSO super-frame is cut once into segments (C: per segment IPv4
+ * ident, sequence number, flags and a full TCP checksum), each behind its own VXLAN
+ * header, and leaves as UDP GSO messages (UDP_SEGMENT): the kernel makes the datagrams
+ * (and carries them through veths as one GSO packet). Scatter-gather (the default):
+ * gsoHeaders writes only each segment's VXLAN, Ethernet, IP and TCP headers into the
+ * staging area and a message is a gather list (sendv: sendmmsg with iovecs) of
+ * header, payload, header, payload… with the payloads read where the TAP put them, so
+ * the payload is copied once, by the kernel. The copying path (gsoSegment copies the
+ * whole segments into the staging area at a fixed stride, then send) is kept for a
+ * socket without sendv (simulated sockets in tests) and TAPNET_VXLAN_SG=0 (A/B
+ * measurement); the wire bytes are the same (test/io/vxlan-sg.test.ts). `txPath` says
+ * which path is in use and why. The kernel builds the outer IPv4 and UDP headers and the
  * UDP checksum; udpChecksum: false sets SO_NO_CHECK, under which the kernel refuses
  * UDP GSO, so segments then go as one message each.
  *
@@ -38,7 +45,7 @@ import { readU16 } from "../wire/bytes.js";
 import { readMac } from "../wire/mac.js";
 import { vnetIsGso, vnetNeedsCsum } from "../wire/vnet.js";
 import { VXLAN_HEADER_LEN, VXLAN_SRC_PORT_MIN, vxlanSourcePort, vxlanWriteHeader } from "../wire/vxlan.js";
-import { completeChecksum, gsoSegment, OFFLOAD_ERR_NO_ROOM } from "./offload.js";
+import { completeChecksum, gsoHeaders, gsoSegment, OFFLOAD_ERR_NO_ROOM } from "./offload.js";
 import { SendList } from "./tunnel-port.js";
 import { errnoText, UDP_MAX_PAYLOAD, type UdpHandle, type UdpOptions } from "./udp-native.js";
 import { V } from "./vxlan-counters.js";
@@ -53,6 +60,8 @@ const MAX_MSGS = 1024;
 const GSO_MAX_SEGS = 64;
 /** Send sockets (outer source ports); a power of two. */
 const TX_SOCKETS = 4;
+/** Gather entries of one transmit (scatter-gather path): two per segment, one per plain frame. */
+const IOV_CAP = 16384;
 
 /** The arrays a UDP socket reports received datagrams in (a send socket receives none). */
 export type UdpArrays = Pick<UdpOptions, "offsets" | "lengths" | "addrs" | "ports" | "segs">;
@@ -83,6 +92,13 @@ export class VxlanTx {
   private readonly frameOk: Uint8Array;
   private stageBase = 0;
   private stageEnd = 0;
+  /** Scatter-gather: gather entries (absolute pool ranges) and, per send socket, each message's entry count (its first entry is in the SendList's offsets). */
+  private sg = false;
+  private readonly iovOffsets = new Uint32Array(IOV_CAP);
+  private readonly iovLengths = new Uint32Array(IOV_CAP);
+  private readonly iovCounts: Uint32Array[] = [];
+  /** How super-frames leave: "scatter-gather" or "copy (…why…)". */
+  txPath = "closed";
 
   private readonly c: Float64Array;
 
@@ -99,7 +115,10 @@ export class VxlanTx {
     private readonly suppressArp: (pool: Buffer, off: number, len: number) => boolean,
   ) {
     this.c = owner.c;
-    for (let k = 0; k < TX_SOCKETS; k++) this.msgs.push(new SendList(MAX_MSGS));
+    for (let k = 0; k < TX_SOCKETS; k++) {
+      this.msgs.push(new SendList(MAX_MSGS));
+      this.iovCounts.push(new Uint32Array(MAX_MSGS));
+    }
     this.frameOk = new Uint8Array(capacity);
   }
 
@@ -126,6 +145,10 @@ export class VxlanTx {
       this.close();
       throw e;
     }
+    if (process.env.TAPNET_VXLAN_SG === "0") this.txPath = "copy (TAPNET_VXLAN_SG=0)";
+    else if (this.socks.some((t) => typeof t.sendv !== "function")) this.txPath = "copy (the socket has no sendv)";
+    else this.txPath = "scatter-gather";
+    this.sg = this.txPath === "scatter-gather";
   }
 
   private openOne(buf: Buffer, k: number, openSocket: (opts: UdpOptions) => UdpHandle, arrays: UdpArrays): UdpHandle {
@@ -156,6 +179,8 @@ export class VxlanTx {
   close(): void {
     for (const t of this.socks) t.close();
     this.socks.length = 0;
+    this.sg = false;
+    this.txPath = "closed";
   }
 
   /**
@@ -171,6 +196,8 @@ export class VxlanTx {
     const maxLen = this.cfg.mtu + ETH_HEADER_LEN;
     const suppressing = fdb.suppressing;
     const flood = fdb.flood;
+    const { sg, iovOffsets, iovLengths } = this;
+    let iov = 0; // gather entries used (scatter-gather)
     let stage = this.stageBase;
     let sent = 0;
     let first = 0; // frames [first, i) have messages queued
@@ -201,7 +228,39 @@ export class VxlanTx {
       let msgLen: number;
       let seg = 0;
       let k = 1;
-      if (offload && vnetIsGso(pool, off)) {
+      let firstIov = 0; // scatter-gather: the frame's first gather entry
+      let nIov = 1; // and how many (1 plain; 2 per segment)
+      if (sg && offload && vnetIsGso(pool, off)) {
+        k = gsoHeaders(pool, off, len, stage, this.stageEnd, VXLAN_HEADER_LEN, iovOffsets, iovLengths, iov);
+        if (k === OFFLOAD_ERR_NO_ROOM) {
+          sent += this.sendQueued(pool, lengths, first, i);
+          first = i;
+          frameOk[0] = 0;
+          stage = this.stageBase;
+          iov = 0;
+          k = gsoHeaders(pool, off, len, stage, this.stageEnd, VXLAN_HEADER_LEN, iovOffsets, iovLengths, iov);
+        }
+        if (k <= 0) {
+          c[V.badOffload]++;
+          continue;
+        }
+        // Entry iov + 2j: segment j's VXLAN and inner headers; iov + 2j + 1: its payload.
+        const hs = iovLengths[iov];
+        const dgram = hs + iovLengths[iov + 1]; // every datagram but the last
+        if (dgram - VXLAN_HEADER_LEN > maxLen) {
+          c[V.tooBig]++;
+          continue;
+        }
+        for (let j = 0; j < k; j++) vxlanWriteHeader(pool, iovOffsets[iov + 2 * j], this.cfg.vni);
+        msgOff = 0;
+        msgLen = (k - 1) * dgram + hs + iovLengths[iov + 2 * k - 1];
+        seg = k > 1 ? dgram : 0;
+        firstIov = iov;
+        nIov = 2 * k;
+        iov += nIov;
+        stage += (k * hs + 63) & ~63;
+        c[V.segmented]++;
+      } else if (offload && vnetIsGso(pool, off)) {
         k = gsoSegment(pool, off, len, pool, stage, this.stageEnd, VXLAN_HEADER_LEN, segLens);
         if (k === OFFLOAD_ERR_NO_ROOM) {
           sent += this.sendQueued(pool, lengths, first, i);
@@ -238,8 +297,21 @@ export class VxlanTx {
         msgOff = off - VXLAN_HEADER_LEN;
         msgLen = len + VXLAN_HEADER_LEN;
         vxlanWriteHeader(pool, msgOff, this.cfg.vni);
+        if (sg) {
+          if (iov === IOV_CAP) {
+            sent += this.sendQueued(pool, lengths, first, i);
+            first = i;
+            frameOk[0] = 0;
+            stage = this.stageBase;
+            iov = 0;
+          }
+          iovOffsets[iov] = msgOff;
+          iovLengths[iov] = msgLen;
+          firstIov = iov++;
+        }
       }
-      const m = this.msgs[vxlanSourcePort(pool, off, len) & (TX_SOCKETS - 1)];
+      const sk = vxlanSourcePort(pool, off, len) & (TX_SOCKETS - 1);
+      const m = this.msgs[sk];
       // A UDP GSO message holds at most 64 KiB of payload (and UDP_MAX_SEGMENTS
       // datagrams): a super-frame's train may take several. Without UDP checksums the
       // kernel refuses UDP GSO: one message per segment then.
@@ -250,16 +322,20 @@ export class VxlanTx {
         first = i;
         frameOk[0] = 0;
       }
+      // Scatter-gather: a message's offset is its first gather entry, its entry count in iovCounts.
+      const counts = this.iovCounts[sk];
       for (let r = 0; r < remotes; r++) {
         const addr = e !== undefined ? e.remoteAddr : flood[r];
         if (seg === 0) {
-          m.add(msgOff, msgLen, addr, 0, i, 1);
+          counts[m.count] = nIov;
+          m.add(sg ? firstIov : msgOff, msgLen, addr, 0, i, 1);
           continue;
         }
         for (let j = 0; j < k; j += per) {
           const cn = Math.min(per, k - j);
-          const cOff = msgOff + j * seg;
+          const cOff = sg ? firstIov + 2 * j : msgOff + j * seg;
           const cLen = j + cn === k ? msgLen - j * seg : cn * seg;
+          counts[m.count] = 2 * cn;
           m.add(cOff, cLen, addr, cn > 1 ? seg : 0, i, cn);
         }
       }
@@ -280,7 +356,12 @@ export class VxlanTx {
       const m = this.msgs[k];
       const n = m.count;
       if (n === 0) continue;
-      this.socks[k].send(pool, m.offsets, m.lengths, m.addrs, this.cfg.dstPort, m.segs, n);
+      const sock = this.socks[k];
+      if (this.sg && sock.sendv !== undefined) {
+        sock.sendv(pool, this.iovOffsets, this.iovLengths, m.offsets, this.iovCounts[k], m.lengths, m.addrs, this.cfg.dstPort, m.segs, n);
+      } else {
+        sock.send(pool, m.offsets, m.lengths, m.addrs, this.cfg.dstPort, m.segs, n);
+      }
       let failed = 0;
       for (let j = 0; j < n; j++) {
         if (m.lengths[j] !== 0) {

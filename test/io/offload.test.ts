@@ -16,6 +16,7 @@ import {
   csumComplete,
   groCoalesce,
   groFrames,
+  gsoHeaders,
   gsoSegment,
 } from "../../src/io/offload.js";
 import {
@@ -268,6 +269,84 @@ function segment(src: Buffer, off: number, len: number, prefix: number, dstSize 
 }
 
 const canRun = nativeAvailable();
+
+describe.skipIf(!canRun)("gsoHeaders (scatter-gather): the gather entries carry gsoSegment's bytes", () => {
+  const PREFIX = 8;
+  /** gsoHeaders over `src` (frame at off): the header area follows at hdrOff; every segment gathered. */
+  function gathered(src: Buffer, off: number, len: number, hdrOff: number, iovN = 256, first = 3) {
+    const io = new Uint32Array(iovN);
+    const il = new Uint32Array(iovN);
+    const n = gsoHeaders(src, off, len, hdrOff, src.length, PREFIX, io, il, first);
+    const segs: Buffer[] = [];
+    for (let k = 0; k < n; k++) {
+      const h = first + 2 * k;
+      segs.push(Buffer.concat([src.subarray(io[h], io[h] + il[h]), src.subarray(io[h + 1], io[h + 1] + il[h + 1])]));
+    }
+    return { n, segs, io, il };
+  }
+  /** gsoSegment's segments, each behind its prefix (0xa5 bytes, as gathered() leaves them: not written). */
+  function copied(src: Buffer, off: number, len: number) {
+    const { dst, lengths, base, n } = segment(src, off, len, PREFIX, 256 * 1024);
+    const stride = lengths[0] + PREFIX;
+    const segs: Buffer[] = [];
+    let at = base;
+    for (let k = 0; k < n; k++) {
+      segs.push(Buffer.from(dst.subarray(at, at + PREFIX + lengths[k])));
+      at += stride;
+    }
+    return { n, segs };
+  }
+  const cases: [string, (b: Buffer, off: number) => Built][] = [
+    [
+      "TCPv4, 20000 bytes, CWR|PSH|FIN, ECN",
+      (b, off) => buildTso4(b, off, pattern(20000, 3), { seq: 0xfffff000, ident: 0xfffa, flags: TCP_ACK | TCP_PSH | TCP_FIN | TCP_CWR }, true),
+    ],
+    ["TCPv4 in an 802.1Q tag, odd payload 12345", (b, off) => buildTso4(b, off, pattern(12345, 4), { seq: 9, flags: TCP_ACK, tpid: ETHERTYPE_VLAN, vid: 7 })],
+    ["TCPv4, one segment (payload < MSS)", (b, off) => buildTso4(b, off, pattern(999, 5), { seq: 1, flags: TCP_ACK | TCP_PSH })],
+    ["TCPv4, 64 KiB", (b, off) => buildTso4(b, off, pattern(65000, 6), { seq: 77, flags: TCP_ACK, options: new Uint8Array(0) })],
+    ["TCPv6, 9000 bytes", (b, off) => buildTso6(b, off, pattern(9000, 8), 0x7fffffff, TCP_ACK | TCP_PSH)],
+  ];
+  for (const [name, build] of cases) {
+    it(name, () => {
+      const src = Buffer.alloc(160 * 1024, 0xa5);
+      const off = 64;
+      const b = build(src, off);
+      const before = Buffer.from(src.subarray(0, off + b.len));
+      const want = copied(src, off, b.len);
+      const got = gathered(src, off, b.len, 80 * 1024);
+      expect(got.n).toBe(want.n);
+      expect(got.n).toBeGreaterThan(0);
+      for (let k = 0; k < got.n; k++) expect(got.segs[k].equals(want.segs[k])).toBe(true);
+      // The super-frame is only read: its payload is sent from where it is.
+      expect(src.subarray(0, off + b.len).equals(before)).toBe(true);
+      // Entry 2k+1 points into the super-frame; entry 2k into the header area, prefix + headers long.
+      expect(got.io[4]).toBe(off + b.hdrLen);
+      expect(got.il[3]).toBe(PREFIX + b.hdrLen);
+      expect(got.io[3]).toBe(80 * 1024);
+    });
+  }
+  it("reports no room (header area or entries), bad ranges and malformed frames without throwing", () => {
+    const src = Buffer.alloc(64 * 1024);
+    const b = buildTso4(src, 64, pattern(20000, 9), { seq: 1, flags: TCP_ACK });
+    const io = new Uint32Array(64);
+    const il = new Uint32Array(64);
+    const n = Math.ceil(20000 / MSS);
+    // Header area one byte short of n headers.
+    const need = n * (PREFIX + b.hdrLen);
+    expect(gsoHeaders(src, 64, b.len, 40000, 40000 + need - 1, PREFIX, io, il, 0)).toBe(OFFLOAD_ERR_NO_ROOM);
+    expect(gsoHeaders(src, 64, b.len, 40000, 40000 + need, PREFIX, io, il, 0)).toBe(n);
+    // Entries: 2 per segment from `first` on.
+    expect(gsoHeaders(src, 64, b.len, 40000, 64 * 1024, PREFIX, io, il, 64 - 2 * n + 1)).toBe(OFFLOAD_ERR_NO_ROOM);
+    expect(gsoHeaders(src, 64, b.len, 40000, 64 * 1024, PREFIX, io, il, 65)).toBe(OFFLOAD_ERR_RANGE);
+    // The header area over the frame, outside the buffer, the frame without room for its vnet header.
+    expect(gsoHeaders(src, 64, b.len, 100, 64 * 1024, PREFIX, io, il, 0)).toBe(OFFLOAD_ERR_RANGE);
+    expect(gsoHeaders(src, 64, b.len, 40000, 64 * 1024 + 1, PREFIX, io, il, 0)).toBe(OFFLOAD_ERR_RANGE);
+    expect(gsoHeaders(src, 4, b.len, 40000, 64 * 1024, PREFIX, io, il, 0)).toBe(OFFLOAD_ERR_RANGE);
+    // Not a TSO frame (gso type none).
+    src[64 - VNET + 1] = VNET_GSO_NONE;
+    expect(gsoHeaders(src, 64, b.len, 40000, 64 * 1024, PREFIX, io, il, 0)).toBe(OFFLOAD_ERR_MALFORMED);
+  });
+});
 
 describe.skipIf(!canRun)("gsoSegment", () => {
   const PAYLOAD = pattern(20000, 7);

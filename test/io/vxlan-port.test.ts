@@ -80,6 +80,7 @@ describe("VxlanPort without a network", () => {
       sourcePorts: [], // no send sockets until open()
       mtu: 8950,
       learning: false,
+      txPath: "closed",
     });
     expect(p.fdb.entries(1e9)).toEqual([{ mac: "02:00:00:00:00:02", remote: "192.168.77.2", static: true, age: null }]);
     expect(Object.keys(p.tunnelCounters())).toEqual([...VXLAN_COUNTERS.names]);
@@ -808,6 +809,8 @@ describe.skipIf(!canLab)("VxlanPort against the kernel's VXLAN device (namespace
       mtu: 1450,
       learning: true,
       sourcePorts: expect.any(Array),
+      // Super-frames leave as gather lists (header, payload, …) over real sockets.
+      txPath: "scatter-gather",
     });
     // Four send sockets, each bound to its own port in 49152..65535.
     const sourcePorts = (s.tunnel as { sourcePorts: number[] }).sourcePorts;
@@ -939,6 +942,9 @@ describe.skipIf(!canLab)("VxlanPort against the kernel's VXLAN device (namespace
 
   it("drops a frame above the overlay MTU and counts it in tooBig", async () => {
     const a = agent!;
+    // A permanent neighbour: t1's stack sends no ARP probe for OV_B in the window, so
+    // `encapsulated` staying put says the big frame alone was not sent.
+    sh("ip", ["-n", NST, "neigh", "replace", OV_B, "lladdr", MAC_VX0, "dev", TAP, "nud", "permanent"]);
     const before = (await a.state()).vx;
     sh("ip", ["-n", NST, "link", "set", "dev", TAP, "mtu", "1600"]);
     try {
@@ -949,6 +955,7 @@ describe.skipIf(!canLab)("VxlanPort against the kernel's VXLAN device (namespace
       sh("ip", ["-n", NST, "link", "set", "dev", TAP, "mtu", "1500"]);
     }
     const s = await a.state();
+    sh("ip", ["-n", NST, "neigh", "del", OV_B, "dev", TAP]);
     expect(s.vx.tooBig - before.tooBig).toBe(1);
     expect(s.vx.txDrops - before.txDrops).toBe(1);
     expect(s.vx.encapsulated).toBe(before.encapsulated);
