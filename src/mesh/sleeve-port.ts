@@ -103,7 +103,7 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
   listener: SleeveListener | null = null;
 
   /** Peer slots, next hops, broadcast trees and the MAC table. */
-  readonly routes = new SleeveRoutes();
+  private readonly routes = new SleeveRoutes();
   /** MAC -> peer slot (the FdbTable's port field). */
   readonly macs = this.routes.macs;
 
