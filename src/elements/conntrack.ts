@@ -55,6 +55,7 @@
  * entries no longer refuses anyone, so there is no need to shorten them (which would
  * also cut off slow but real handshakes).
  */
+import { grown } from "../core/grow.js";
 import { IP_PROTO_TCP, IP_PROTO_UDP } from "../wire/ipv4.js";
 import {
   ST_ICMP,
@@ -176,27 +177,21 @@ export class ConnTrack {
 
   private grow(newCap: number): void {
     const old = this.cap;
-    const cp = <T extends { set(a: T): void }>(a: T, b: T): T => {
-      b.set(a);
-      return b;
-    };
-    this.proto = cp(this.proto, new Uint8Array(newCap));
-    this.state = cp(this.state, new Uint8Array(newCap));
-    this.status = cp(this.status, new Uint8Array(newCap));
-    this.tcpSeen = cp(this.tcpSeen, new Uint8Array(newCap));
-    this.use = cp(this.use, new Uint8Array(newCap));
-    this.expires = cp(this.expires, new Float64Array(newCap));
-    this.tSrc = cp(this.tSrc, new Int32Array(2 * newCap));
-    this.tDst = cp(this.tDst, new Int32Array(2 * newCap));
-    this.tSport = cp(this.tSport, new Uint16Array(2 * newCap));
-    this.tDport = cp(this.tDport, new Uint16Array(2 * newCap));
+    this.proto = grown(this.proto, newCap);
+    this.state = grown(this.state, newCap);
+    this.status = grown(this.status, newCap);
+    this.tcpSeen = grown(this.tcpSeen, newCap);
+    this.use = grown(this.use, newCap);
+    this.expires = grown(this.expires, newCap);
+    this.tSrc = grown(this.tSrc, 2 * newCap);
+    this.tDst = grown(this.tDst, 2 * newCap);
+    this.tSport = grown(this.tSport, 2 * newCap);
+    this.tDport = grown(this.tDport, 2 * newCap);
     this.tNext = new Int32Array(2 * newCap).fill(NIL);
-    this.packets = cp(this.packets, new Float64Array(2 * newCap));
-    this.bytes = cp(this.bytes, new Float64Array(2 * newCap));
-    const evPrev = new Int32Array(newCap).fill(OFF_LIST);
-    evPrev.set(this.evPrev);
-    this.evPrev = evPrev;
-    this.evNext = cp(this.evNext, new Int32Array(newCap));
+    this.packets = grown(this.packets, 2 * newCap);
+    this.bytes = grown(this.bytes, 2 * newCap);
+    this.evPrev = grown(this.evPrev, newCap, OFF_LIST);
+    this.evNext = grown(this.evNext, newCap);
     const free = new Int32Array(newCap);
     free.set(this.free.subarray(0, this.freeTop));
     // New slots pushed so that the lowest index is taken first.

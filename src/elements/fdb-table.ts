@@ -60,6 +60,7 @@
  * to the lowest port number / either entry.
  */
 
+import { grown } from "../core/grow.js";
 import { Candidates, TimeSort } from "./fdb-evict.js";
 
 /** Marks a used slot in the key's high word (a VLAN id needs only bits 16-27). */
@@ -410,9 +411,7 @@ export class FdbTable {
   /** Counts one more dynamic entry on `port` (not in dynamicSize: the callers do that). */
   private countPort(port: number): void {
     if (port >= this.perPort.length) {
-      const grown = new Int32Array(nextPow2(port + 1));
-      grown.set(this.perPort);
-      this.perPort = grown;
+      this.perPort = grown(this.perPort, nextPow2(port + 1));
     }
     this.perPort[port]++;
     if (port >= this.portLimit) this.portLimit = port + 1;

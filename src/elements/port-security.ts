@@ -15,6 +15,7 @@
  * it when a frame's source is new on a limited port. Per port arrays grow with the
  * highest port configured; resetPort() clears one (an index may be reused).
  */
+import { grown } from "../core/grow.js";
 
 export interface PortSecurityConfig {
   /** Most MACs the port may hold (static and sticky ones included). */
@@ -119,24 +120,11 @@ export class PortSecurity {
   private grow(ports: number): void {
     if (ports <= this.max.length) return;
     const n = Math.max(ports, this.max.length * 2);
-    const max = new Int32Array(n).fill(-1);
-    max.set(this.max);
-    this.max = max;
-    this.shutdownMode = growU8(this.shutdownMode, n);
-    this.stickyMode = growU8(this.stickyMode, n);
-    this.shutFlag = growU8(this.shutFlag, n);
-    const sec = new Int32Array(n);
-    sec.set(this.secure);
-    this.secure = sec;
-    const v = new Float64Array(n);
-    v.set(this.violations);
-    this.violations = v;
+    this.max = grown(this.max, n, -1);
+    this.shutdownMode = grown(this.shutdownMode, n);
+    this.stickyMode = grown(this.stickyMode, n);
+    this.shutFlag = grown(this.shutFlag, n);
+    this.secure = grown(this.secure, n);
+    this.violations = grown(this.violations, n);
   }
-}
-
-/** A copy of `a` with room for at least `n` entries (doubling), zero-filled. */
-export function growU8(a: Uint8Array, n: number): Uint8Array<ArrayBuffer> {
-  const b = new Uint8Array(Math.max(n, a.length * 2));
-  b.set(a);
-  return b;
 }

@@ -15,6 +15,7 @@
  * clears one (an index may be reused). Used by the learning switch only when a port has
  * a limit (its flags); no allocation per frame.
  */
+import { grown } from "../core/grow.js";
 
 export const STORM_BROADCAST = 0;
 export const STORM_MULTICAST = 1;
@@ -111,15 +112,10 @@ export class StormControl {
     const n = ports * CLASSES;
     if (n <= this.rate.length) return;
     const size = Math.max(n, this.rate.length * 2);
-    const g = (a: Float64Array, fill: number): Float64Array<ArrayBuffer> => {
-      const b = new Float64Array(size).fill(fill);
-      b.set(a);
-      return b;
-    };
-    this.rate = g(this.rate, -1);
-    this.depth = g(this.depth, 0);
-    this.tokens = g(this.tokens, 0);
-    this.stamp = g(this.stamp, -1);
-    this.dropped = g(this.dropped, 0);
+    this.rate = grown(this.rate, size, -1);
+    this.depth = grown(this.depth, size);
+    this.tokens = grown(this.tokens, size);
+    this.stamp = grown(this.stamp, size, -1);
+    this.dropped = grown(this.dropped, size);
   }
 }

@@ -21,11 +21,12 @@
  * addPort() readies an index (a new port, or a reused one), resetPort() clears one of
  * every guard and of the tree (in a pass: the tree may send BPDUs).
  */
+import { grownFor } from "../core/grow.js";
 import type { Port } from "../core/port.js";
 import { ArpInspection, type ArpBinding, ARP_INVALID, ARP_PASS } from "./arp-inspection.js";
 import type { FdbTable } from "./fdb-table.js";
 import { removeEntries } from "./fdb-sweep.js";
-import { growU8, PortSecurity, type PortSecurityConfig } from "./port-security.js";
+import { PortSecurity, type PortSecurityConfig } from "./port-security.js";
 import { StormControl, type StormLimits } from "./storm-control.js";
 import { STP_FORWARDING, STP_LEARNING, type SpanningTree, type StpHost } from "./stp.js";
 
@@ -136,7 +137,7 @@ export class SwitchGuards implements StpHost {
 
   /** Spanning tree set a port's state (StpHost); a port that stops forwarding forgets its stations. */
   stpPortState(port: number, state: number): void {
-    if (port >= this.gate.length) this.gate = growU8(this.gate, port + 1);
+    if (port >= this.gate.length) this.gate = grownFor(this.gate, port);
     if (this.gate[port] === GATE_SHUT) return;
     const g = state === STP_FORWARDING ? GATE_FORWARD : state === STP_LEARNING ? GATE_LEARN : GATE_DISCARD;
     if (this.gate[port] === GATE_FORWARD && g !== GATE_FORWARD) this.flushPort(port);
@@ -192,12 +193,12 @@ export class SwitchGuards implements StpHost {
     this.storm.resetPort(port);
     this.security.resetPort(port);
     if (port < this.flags.length) this.flags[port] = 0;
-    if (port >= this.gate.length) this.gate = growU8(this.gate, port + 1);
+    if (port >= this.gate.length) this.gate = grownFor(this.gate, port);
     this.gate[port] = GATE_FORWARD;
   }
 
   private setFlag(port: number, flag: number, on: boolean): void {
-    if (port >= this.flags.length) this.flags = growU8(this.flags, port + 1);
+    if (port >= this.flags.length) this.flags = grownFor(this.flags, port);
     this.flags[port] = on ? this.flags[port] | flag : this.flags[port] & ~flag;
   }
 }

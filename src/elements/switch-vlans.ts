@@ -5,6 +5,7 @@
  * member ports of each VLAN for flooding. Arrays grow when a port with a new index is
  * added (between passes, never during one: the switch reads them once per batch).
  */
+import { grown } from "../core/grow.js";
 import type { Port } from "../core/port.js";
 
 export type SwitchPortMode = { mode: "access"; vlan: number } | { mode: "trunk"; allowed: number[]; native?: number };
@@ -29,18 +30,10 @@ export class PortVlans {
   grow(n: number): void {
     if (n <= this.cap) return;
     const cap = Math.max(n, this.cap * 2, 8);
-    const pvid = new Int32Array(cap).fill(-1);
-    pvid.set(this.pvid);
-    const membership = new Uint8Array(cap * VLANS);
-    membership.set(this.membership);
-    const access = new Uint8Array(cap);
-    access.set(this.access);
-    const internal = new Uint8Array(cap);
-    internal.set(this.internal);
-    this.pvid = pvid;
-    this.membership = membership;
-    this.access = access;
-    this.internal = internal;
+    this.pvid = grown(this.pvid, cap, -1);
+    this.membership = grown(this.membership, cap * VLANS);
+    this.access = grown(this.access, cap);
+    this.internal = grown(this.internal, cap);
     this.cap = cap;
   }
 

@@ -39,32 +39,28 @@
  * connections (an ack to the sender's address and port); acks are reported to the agent. Nothing a peer sends throws: what fails
  * a check is dropped at a named counter.
  *
- * The routing tables (peer slots, next hops, broadcast children) are typed arrays the
- * agent rewrites when the topology changes (program()); the hot path reads them with
- * no allocation. Peers are slots 0..MAX_PEERS-1, short ids map to slots through a Map
- * of 30-bit integers (small integers in V8).
+ * The routing tables (peer slots, next hops, broadcast children, the MAC table) are in
+ * sleeve-routes.ts, which the agent reprograms when the topology changes (program());
+ * control datagrams in sleeve-control.ts, the frag-needed answer in
+ * sleeve-frag-needed.ts, the counters in sleeve-counters.ts.
  */
 import type { TxQueue } from "../core/batch.js";
-import { counters } from "../core/element.js";
 import type { PacketPool } from "../core/pool.js";
 import { HEADROOM, type RxHandler } from "../core/port.js";
-import { FdbTable } from "../elements/fdb-table.js";
+import { SendList, TunnelPort } from "../io/tunnel-port.js";
 import { errnoText, landing, listenLanded, openUdp, type UdpHandle, type UdpOptions } from "../io/udp-native.js";
-import { TunnelPort } from "../io/tunnel-port.js";
-import { readU16, readU32, writeU16 } from "../wire/bytes.js";
+import { readU16, readU32, writeU16, writeU32 } from "../wire/bytes.js";
 import { ETH_HEADER_LEN } from "../wire/ethernet.js";
-import { emitIcmpError, ICMP_DEST_UNREACH, ICMP_UNREACH_FRAG_NEEDED, icmpErrorAllowed, icmpRestFragNeeded } from "../wire/icmp.js";
-import { IPV4_DST_ADDR_OFF } from "../wire/ipv4.js";
-import { ipToString, parseIp } from "../wire/ipv4addr.js";
+import { ipToString } from "../wire/ipv4addr.js";
+import { receiveControl, SleeveControl, type SleeveListener } from "./sleeve-control.js";
+import { SLEEVE_COUNTERS, type SleeveCounter } from "./sleeve-counters.js";
+import { FRAG_NEEDED_REGION, FragNeededAnswers } from "./sleeve-frag-needed.js";
+import { BCAST, SleeveRoutes, type SleeveProgram } from "./sleeve-routes.js";
 import {
   FRAME_PREFIX,
-  PROBE_BODY,
-  SLEEVE_ACK,
   SLEEVE_FRAMES,
   SLEEVE_HEADER,
-  SLEEVE_HEARTBEAT,
   SLEEVE_MAGIC,
-  SLEEVE_PROBE,
   SLEEVE_PROBE_ACK,
   SLEEVE_TTL,
   SLEEVE_VERSION,
@@ -72,53 +68,13 @@ import {
   writeSleeveHeader,
 } from "./wire.js";
 
-export const SLEEVE_COUNTERS = counters({
-  forward: {
-    sent: "frames sent toward a peer (a broadcast frame once)",
-    received: "frames received from peers and given to the switch",
-  },
-  drop: {
-    badHeader: "datagrams shorter than the 16-byte header or without the magic byte",
-    badVersion: "datagrams of another sleeve version or an unknown type",
-    unknownPeer: "datagrams whose sender, origin or destination is no peer we know",
-    badFrame: "frames cut short inside a datagram, or shorter than an Ethernet header",
-    ttlExpired: "datagrams whose TTL ran out (a routing loop while views disagree)",
-    ownOrigin: "datagrams that came back to their origin",
-    rxTooBig: "received frames larger than an output slot",
-    unreachable: "frames for a peer no usable path reaches",
-    noPeers: "broadcast or unknown-unicast frames with no peer to go to",
-    runt: "frames to send shorter than an Ethernet header",
-    tooBig: "frames to send above the mesh MTU (never fragmented; IPv4 with DF answered with ICMP frag-needed)",
-    txErrors: "datagrams the kernel refused (lastTxError has the latest reason)",
-  },
-  event: {
-    datagramsSent: "data datagrams sent (a broadcast datagram once per tree child)",
-    datagramsReceived: "data datagrams received for us or broadcast",
-    batched: "frames that shared a datagram with an earlier frame",
-    relayed: "datagrams of other peers sent on toward their destination",
-    broadcastForwarded: "broadcast datagrams sent on to children in the origin's tree",
-    learned: "MACs learned or moved to another peer",
-    heartbeats: "heartbeats received (and answered)",
-    acks: "heartbeat acks received",
-    probes: "path-MTU probes received",
-    probeAcks: "path-MTU probe acks received",
-    fragNeeded: "ICMP fragmentation-needed messages sent to pods for frames above the mesh MTU",
-  },
-});
-export type SleeveCounter = (typeof SLEEVE_COUNTERS.names)[number];
-const S = SLEEVE_COUNTERS.id;
+export type { SleeveListener } from "./sleeve-control.js";
+export { SLEEVE_COUNTERS, type SleeveCounter } from "./sleeve-counters.js";
+export { MAX_PEERS, type SleeveProgram } from "./sleeve-routes.js";
 
-/** Most peers in one mesh. */
-export const MAX_PEERS = 256;
-/** Slot of "broadcast" in the per-destination arrays. */
-const BCAST = MAX_PEERS;
+const S = SLEEVE_COUNTERS.id;
 const LAND_SLOTS = 64;
 const LAND_SLOT = 9216 + 64;
-const CTRL_SLOTS = 8;
-const CTRL_SLOT = 64;
-/** ICMP frag-needed frames waiting for the end of the pass: each HEADROOM, Ethernet and at most 576 bytes of IP. */
-const ICMP_SLOTS = 8;
-const ICMP_SLOT = HEADROOM + ETH_HEADER_LEN + 576 + 2;
 
 export interface SleeveOptions {
   /** UDP port of the mesh (the same on every peer). */
@@ -129,32 +85,6 @@ export interface SleeveOptions {
   slotSize?: number;
   /** Opens the UDP socket (default: the addon's; tests may pass a simulated one). */
   openSocket?: (opts: UdpOptions) => UdpHandle;
-}
-
-/** What the agent hears from the data path (control, not per frame). */
-export interface SleeveListener {
-  heartbeat(fromShort: number, addr: number, port: number): void;
-  ack(fromShort: number, addr: number): void;
-  /** A path-MTU probe that arrived as a datagram of `size` bytes (IP and UDP counted). */
-  probe(fromShort: number, addr: number, port: number, seq: number, size: number): void;
-  probeAck(fromShort: number, seq: number, size: number): void;
-}
-
-/** The routing state the agent programs: peers by slot, with their routes. */
-export interface SleeveProgram {
-  selfShort: number;
-  /** By slot (null: a free slot); our own entry is one of them (origin of our frames). */
-  peers: Array<{
-    short: number;
-    /** Underlay address (uint32) of the next hop toward this peer, 0 when unreachable. */
-    nextHop: number;
-    /** Underlay addresses of our children in this peer's broadcast tree. */
-    children: number[];
-  } | null>;
-  /** Forget learned MACs (a slot changed hands). */
-  flushMacs: boolean;
-  /** Our children in our own tree (where our broadcasts go first). */
-  ownChildren: number[];
 }
 
 export class SleevePort extends TunnelPort<SleeveCounter> {
@@ -172,34 +102,24 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
   lastError = "";
   listener: SleeveListener | null = null;
 
+  /** Peer slots, next hops, broadcast trees and the MAC table. */
+  private readonly routes = new SleeveRoutes();
   /** MAC -> peer slot (the FdbTable's port field). */
-  readonly macs = new FdbTable(65536);
-  private selfShort = 0;
-  private readonly slotOf = new Map<number, number>();
-  private readonly shortOf = new Uint32Array(MAX_PEERS);
-  private readonly nextHop = new Int32Array(MAX_PEERS + 1);
-  private readonly childStart = new Int32Array(MAX_PEERS + 2);
-  private childAddrs = new Int32Array(16);
-  private ownChildren = new Int32Array(0);
+  readonly macs = this.routes.macs;
 
   private sock: UdpHandle | null = null;
   private poolBuf: Buffer | null = null;
   private readonly land = landing(LAND_SLOTS, LAND_SLOT);
   private outBase = 0;
   private outSlots = 0;
-  private ctrlBase = 0;
   private stageBase = 0;
   private stageBytes = 0;
-  private probeBase = 0;
-  private icmpBase = 0;
-  private icmpCount = 0;
-  private icmpIdent = 0;
+  private readonly control: SleeveControl;
+  private readonly icmp = new FragNeededAnswers();
   /** Delivers the pending ICMP frames after the pass that made them. */
   private readonly flushIcmp = (): void => this.deliverIcmp();
-  /** Control sends (heartbeats, probes, acks) have arrays of their own: they may be sent while a receive batch fills `send`. */
-  private readonly ctrl = { offsets: new Uint32Array(1), lengths: new Uint32Array(1), addrs: new Uint32Array(1), segs: new Uint32Array(1) };
-  /** The messages of one sendmmsg (transmit, relays, control). */
-  private readonly send = { offsets: new Uint32Array(0), lengths: new Uint32Array(0), addrs: new Uint32Array(0), segs: new Uint32Array(0), count: 0 };
+  /** The messages of one sendmmsg (transmit, relays). */
+  private readonly send: SendList;
   /** Transmit: each queued frame's destination slot (BCAST for the tree), -1 when dropped. */
   private readonly destOf: Int32Array;
   /** Transmit: the datagram (send list index range) each frame went into. */
@@ -220,23 +140,19 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
     this.mtu = this.maxDatagram - SLEEVE_HEADER - FRAME_PREFIX - ETH_HEADER_LEN;
     if (this.mtu + ETH_HEADER_LEN + HEADROOM > this.slotSize) throw new RangeError(`${where}: slotSize ${this.slotSize} is too small for MTU ${this.mtu}`);
     this.openSocket = opts.openSocket ?? openUdp;
+    this.control = new SleeveControl(ul);
     const cap = this.txq.capacity;
     // Messages of one send: at most one datagram per frame, each to every tree child;
     // relays: one per landed datagram per child.
-    const msgs = cap * 4 + LAND_SLOTS * 8;
-    this.send.offsets = new Uint32Array(msgs);
-    this.send.lengths = new Uint32Array(msgs);
-    this.send.addrs = new Uint32Array(msgs);
-    this.send.segs = new Uint32Array(msgs);
+    this.send = new SendList(cap * 4 + LAND_SLOTS * 8);
     this.destOf = new Int32Array(cap);
     this.dgFirst = new Int32Array(cap);
     this.dgLast = new Int32Array(cap);
-    this.nextHop.fill(0);
   }
 
   override rxRegionBytes(): number {
     this.stageBytes = this.txq.capacity * (this.slotSize + FRAME_PREFIX + SLEEVE_HEADER);
-    return LAND_SLOTS * LAND_SLOT + this.batchSize * this.slotSize + CTRL_SLOTS * CTRL_SLOT + this.stageBytes + this.underlayMtu + ICMP_SLOTS * ICMP_SLOT;
+    return LAND_SLOTS * LAND_SLOT + this.batchSize * this.slotSize + this.control.regionBytes() + this.stageBytes + FRAG_NEEDED_REGION;
   }
 
   open(pool: PacketPool, onRx: RxHandler): void {
@@ -245,12 +161,10 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
     this.poolBuf = pool.buf;
     this.outBase = base + LAND_SLOTS * LAND_SLOT;
     this.outSlots = this.batchSize;
-    this.ctrlBase = this.outBase + this.outSlots * this.slotSize;
-    this.stageBase = this.ctrlBase + CTRL_SLOTS * CTRL_SLOT;
-    this.probeBase = this.stageBase + this.stageBytes;
-    this.icmpBase = this.probeBase + this.underlayMtu;
-    // Probes are zeros after their header and body.
-    pool.buf.fill(0, this.probeBase, this.probeBase + this.underlayMtu);
+    const ctrlBase = this.outBase + this.outSlots * this.slotSize;
+    this.control.place(pool.buf, ctrlBase);
+    this.stageBase = ctrlBase + this.control.regionBytes();
+    this.icmp.base = this.stageBase + this.stageBytes;
     this.onRx = onRx;
     const sock = listenLanded(this.openSocket, this.land, {
       bindAddr: 0,
@@ -284,40 +198,17 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
     if (s !== null) s.close();
   }
 
-  /**
-   * Rewrites the routing tables (between passes: the agent runs on the same thread).
-   * A peer keeps its slot while it is known, so learned MACs stay valid; when a slot
-   * was freed (`flushMacs`), what was learned may point at the wrong peer and goes.
-   */
+  /** Rewrites the routing tables (between passes: the agent runs on the same thread). */
   program(p: SleeveProgram): void {
-    this.selfShort = p.selfShort;
-    this.slotOf.clear();
-    const nChildren = p.peers.reduce((n, x) => n + (x === null ? 0 : x.children.length), 0);
-    if (this.childAddrs.length < nChildren) this.childAddrs = new Int32Array(nChildren * 2);
-    let k = 0;
-    this.nextHop.fill(0);
-    this.childStart.fill(0);
-    for (let slot = 0; slot < Math.min(p.peers.length, MAX_PEERS); slot++) {
-      const x = p.peers[slot];
-      this.childStart[slot] = k;
-      if (x !== null) {
-        this.slotOf.set(x.short, slot);
-        this.shortOf[slot] = x.short;
-        this.nextHop[slot] = x.nextHop | 0;
-        for (const a of x.children) this.childAddrs[k++] = a | 0;
-      } else this.shortOf[slot] = 0;
-      this.childStart[slot + 1] = k;
-    }
-    this.ownChildren = Int32Array.from(p.ownChildren, (a) => a | 0);
-    if (p.flushMacs) this.macs.clear();
+    this.routes.program(p);
   }
 
   /** Sends a heartbeat (or an ack) to a neighbour: control traffic, from the control slots. */
   sendControl(type: number, addr: string | number, port: number, destShort: number): boolean {
+    const sock = this.sock;
     const pool = this.poolBuf;
-    if (this.sock === null || pool === null) return false;
-    writeSleeveHeader(pool, this.ctrlBase, type, 1, this.selfShort, this.selfShort, destShort);
-    return this.sendOne(this.ctrlBase, SLEEVE_HEADER, addr, port, true);
+    if (sock === null || pool === null) return false;
+    return this.sent(sock, this.control.sendHeader(sock, pool, type, this.routes.selfShort, addr, port, destShort));
   }
 
   /**
@@ -326,36 +217,23 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
    * which is the probe's answer, not an error.
    */
   sendProbe(addr: string | number, port: number, destShort: number, seq: number, size: number): boolean {
+    const sock = this.sock;
     const pool = this.poolBuf;
-    const len = size - UDP_IP_OVERHEAD;
-    if (this.sock === null || pool === null || len < SLEEVE_HEADER + PROBE_BODY || size > this.underlayMtu) return false;
-    const off = this.probeBase;
-    writeSleeveHeader(pool, off, SLEEVE_PROBE, 1, this.selfShort, this.selfShort, destShort);
-    pool.writeUInt32BE(seq >>> 0, off + SLEEVE_HEADER);
-    writeU16(pool, off + SLEEVE_HEADER + 4, size);
-    return this.sendOne(off, len, addr, port, false);
+    if (sock === null || pool === null) return false;
+    return this.control.sendProbe(sock, pool, this.routes.selfShort, addr, port, destShort, seq, size);
   }
 
   /** Acks a probe: its sequence number and the size it arrived with. */
   sendProbeAck(addr: string | number, port: number, destShort: number, seq: number, size: number): boolean {
+    const sock = this.sock;
     const pool = this.poolBuf;
-    if (this.sock === null || pool === null) return false;
-    const off = this.ctrlBase + CTRL_SLOT;
-    writeSleeveHeader(pool, off, SLEEVE_PROBE_ACK, 1, this.selfShort, this.selfShort, destShort);
-    pool.writeUInt32BE(seq >>> 0, off + SLEEVE_HEADER);
-    writeU16(pool, off + SLEEVE_HEADER + 4, size);
-    return this.sendOne(off, SLEEVE_HEADER + PROBE_BODY, addr, port, true);
+    if (sock === null || pool === null) return false;
+    return this.sent(sock, this.control.sendProbeAck(sock, pool, this.routes.selfShort, addr, port, destShort, seq, size));
   }
 
-  private sendOne(off: number, len: number, addr: string | number, port: number, countError: boolean): boolean {
-    const sock = this.sock as UdpHandle;
-    const s = this.ctrl;
-    s.offsets[0] = off;
-    s.lengths[0] = len;
-    s.addrs[0] = typeof addr === "number" ? addr : parseIp(addr);
-    s.segs[0] = 0;
-    const ok = sock.send(this.poolBuf as Buffer, s.offsets, s.lengths, s.addrs, port, s.segs, 1) === 1;
-    if (!ok && countError) {
+  /** A control send's result; a refusal is counted at txErrors with its reason. */
+  private sent(sock: UdpHandle, ok: boolean): boolean {
+    if (!ok) {
       this.c[S.txErrors]++;
       this.lastTxError = errnoText(sock.stats().lastTxErrno ?? 0);
     }
@@ -371,17 +249,6 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
     this.pathMtu = p;
     this.maxDatagram = p - UDP_IP_OVERHEAD;
     this.mtu = this.maxDatagram - SLEEVE_HEADER - FRAME_PREFIX - ETH_HEADER_LEN;
-  }
-
-  /** Adds one message to the send list. */
-  private queueSend(off: number, len: number, addr: number): void {
-    const s = this.send;
-    const n = s.count;
-    s.offsets[n] = off;
-    s.lengths[n] = len;
-    s.addrs[n] = addr;
-    s.segs[n] = 0;
-    s.count = n + 1;
   }
 
   /** Sends the send list (one sendmmsg); returns how many messages the kernel took. */
@@ -408,27 +275,25 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
   override traceTx(buf: Buffer, off: number, len: number): string {
     if (len < ETH_HEADER_LEN) return "mesh: a runt (dropped: runt)";
     if (len > this.mtu + ETH_HEADER_LEN) return `mesh: above the mesh MTU ${this.mtu} (dropped: tooBig)`;
-    let dest = BCAST;
-    if ((buf[off] & 1) === 0) {
-      const slot = this.macs.find(1, readU16(buf, off), readU32(buf, off + 2) | 0);
-      if (slot >= 0) dest = this.macs.port(slot);
-    }
+    const r = this.routes;
+    const dest = r.destination(buf, off);
     const hex = (x: number): string => `0x${(x >>> 0).toString(16)}`;
-    const sleeve = `sleeve header origin ${hex(this.selfShort)} dest`;
+    const sleeve = `sleeve header origin ${hex(r.selfShort)} dest`;
     if (dest === BCAST) {
-      if (this.ownChildren.length === 0) return "mesh: broadcast or unknown MAC, no peer to go to (dropped: noPeers)";
-      const to = [...this.ownChildren].map((a) => ipToString(a >>> 0)).join(", ");
+      if (r.ownChildren.length === 0) return "mesh: broadcast or unknown MAC, no peer to go to (dropped: noPeers)";
+      const to = [...r.ownChildren].map((a) => ipToString(a >>> 0)).join(", ");
       return `mesh: outer IPv4 > {${to}} (our broadcast tree), UDP > ${this.udpPort}, ${sleeve} broadcast`;
     }
-    const hop = this.nextHop[dest];
-    if (hop === 0) return `mesh: peer ${hex(this.shortOf[dest])} has no usable path (dropped: unreachable)`;
-    return `mesh: outer IPv4 > ${ipToString(hop >>> 0)}, UDP > ${this.udpPort}, ${sleeve} ${hex(this.shortOf[dest])}`;
+    const hop = r.nextHop[dest];
+    if (hop === 0) return `mesh: peer ${hex(r.shortOf[dest])} has no usable path (dropped: unreachable)`;
+    return `mesh: outer IPv4 > ${ipToString(hop >>> 0)}, UDP > ${this.udpPort}, ${sleeve} ${hex(r.shortOf[dest])}`;
   }
 
   protected transmit(pool: Buffer, q: TxQueue): number {
     const n = q.count;
     const c = this.c;
     if (this.sock === null) return this.refuseClosed(q, S.txErrors);
+    const r = this.routes;
     const destOf = this.destOf;
     const maxFrame = this.mtu + ETH_HEADER_LEN;
     // 1. Where each frame goes.
@@ -445,17 +310,13 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
         this.fragNeeded(pool, off, len);
         continue;
       }
-      let dest = BCAST;
-      if ((pool[off] & 1) === 0) {
-        const slot = this.macs.find(1, readU16(pool, off), readU32(pool, off + 2) | 0);
-        if (slot >= 0) dest = this.macs.port(slot);
-      }
+      const dest = r.destination(pool, off);
       if (dest === BCAST) {
-        if (this.ownChildren.length === 0) {
+        if (r.ownChildren.length === 0) {
           c[S.noPeers]++;
           continue;
         }
-      } else if (this.nextHop[dest] === 0) {
+      } else if (r.nextHop[dest] === 0) {
         c[S.unreachable]++;
         continue;
       }
@@ -466,7 +327,7 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
     s.count = 0;
     const stageEnd = this.stageBase + this.stageBytes;
     let w = this.stageBase;
-    const self = this.selfShort;
+    const self = r.selfShort;
     for (let i = 0; i < n; i++) {
       const dest = destOf[i];
       if (dest < 0 || this.dgFirst[i] === -2) continue;
@@ -479,7 +340,7 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
         if (destOf[j] !== dest || (j > i && this.dgFirst[j] === -2)) continue;
         const len = q.lengths[j];
         if (dgLen + FRAME_PREFIX + len > this.maxDatagram || dg + dgLen + FRAME_PREFIX + len > stageEnd) {
-          firstMsg = this.closeDatagram(dg, dgLen, dest, self, firstMsg);
+          firstMsg = this.closeDatagram(dg, dgLen, dest, self);
           w = dg + dgLen;
           if (w + SLEEVE_HEADER + FRAME_PREFIX + len > stageEnd) break;
           dg = w;
@@ -494,7 +355,7 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
         this.dgFirst[j] = -2; // packed
         this.dgLast[j] = firstMsg;
       }
-      this.closeDatagram(dg, dgLen, dest, self, firstMsg);
+      this.closeDatagram(dg, dgLen, dest, self);
       w = dg + dgLen;
     }
     // 3. One sendmmsg; a frame is sent when the message of its datagram (one of them,
@@ -527,64 +388,33 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
     return ok;
   }
 
-  /**
-   * An IPv4 frame with DF set above the mesh MTU: an ICMP frag-needed (RFC 1191 section
-   * 4) back to its sender, Ethernet and IP addresses swapped, queued for delivery after
-   * the pass. At most ICMP_SLOTS wait at a time: more are dropped (a router rate-limits
-   * its ICMP errors too, RFC 1812 section 4.3.2.8).
-   */
+  /** A frame above the mesh MTU: answered (sleeve-frag-needed.ts) after the pass when it is IPv4 with DF set. */
   private fragNeeded(pool: Buffer, off: number, len: number): void {
-    if (this.icmpCount === ICMP_SLOTS || this.onRx === null) return;
-    // Unicast IPv4 (0x0800) with DF (the flags byte's 0x40).
-    if ((pool[off] & 1) !== 0 || pool[off + 12] !== 0x08 || pool[off + 13] !== 0x00 || (pool[off + ETH_HEADER_LEN + 6] & 0x40) === 0) return;
-    const ip = off + ETH_HEADER_LEN;
-    if (!icmpErrorAllowed(pool, ip, len - ETH_HEADER_LEN, false)) return;
-    const o = this.icmpBase + this.icmpCount * ICMP_SLOT + HEADROOM;
-    this.icmpIdent = (this.icmpIdent + 1) & 0xffff;
-    const n = emitIcmpError(
-      pool,
-      o + ETH_HEADER_LEN,
-      pool,
-      ip,
-      len - ETH_HEADER_LEN,
-      ICMP_DEST_UNREACH,
-      ICMP_UNREACH_FRAG_NEEDED,
-      icmpRestFragNeeded(this.mtu),
-      readU32(pool, ip + IPV4_DST_ADDR_OFF),
-      this.icmpIdent,
-    );
-    if (n < 0) return;
-    pool.copy(pool, o, off + 6, off + 12); // to the frame's source
-    pool.copy(pool, o + 6, off, off + 6); // from its destination
-    pool[o + 12] = 0x08;
-    pool[o + 13] = 0x00;
-    if (this.icmpCount++ === 0) setImmediate(this.flushIcmp);
+    if (this.onRx === null || !this.icmp.answer(pool, off, len, this.mtu)) return;
+    if (this.icmp.count === 1) setImmediate(this.flushIcmp);
     this.c[S.fragNeeded]++;
   }
 
   private deliverIcmp(): void {
-    const n = this.icmpCount;
-    this.icmpCount = 0;
-    if (n === 0 || this.sock === null) return;
-    const rx = this.rx;
-    for (let i = 0; i < n; i++) {
-      rx.offsets[i] = this.icmpBase + i * ICMP_SLOT + HEADROOM;
-      rx.lengths[i] = readU16(this.poolBuf as Buffer, rx.offsets[i] + ETH_HEADER_LEN + 2) + ETH_HEADER_LEN;
+    if (this.icmp.count === 0 || this.sock === null) {
+      this.icmp.count = 0;
+      return;
     }
-    this.deliverOut(n);
+    this.deliverOut(this.icmp.take(this.poolBuf as Buffer, this.rx));
   }
 
   /** Writes a datagram's header and queues it to its next hop (or tree children); returns the next message index. */
-  private closeDatagram(dg: number, len: number, dest: number, self: number, _first: number): number {
+  private closeDatagram(dg: number, len: number, dest: number, self: number): number {
     const pool = this.poolBuf as Buffer;
+    const r = this.routes;
     if (len === SLEEVE_HEADER) return this.send.count;
     if (dest === BCAST) {
       writeSleeveHeader(pool, dg, SLEEVE_FRAMES, SLEEVE_TTL, self, self, 0);
-      const ch = this.ownChildren;
-      for (let k = 0; k < ch.length; k++) this.queueSend(dg, len, ch[k] >>> 0);
+      const ch = r.ownChildren;
+      for (let k = 0; k < ch.length; k++) this.send.add(dg, len, ch[k] >>> 0, 0, 0, 0);
     } else {
-      writeSleeveHeader(pool, dg, SLEEVE_FRAMES, SLEEVE_TTL, self, self, this.shortOf[dest]);
-      this.queueSend(dg, len, this.nextHop[dest] >>> 0);
+      writeSleeveHeader(pool, dg, SLEEVE_FRAMES, SLEEVE_TTL, self, self, r.shortOf[dest]);
+      this.send.add(dg, len, r.nextHop[dest] >>> 0, 0, 0, 0);
     }
     return this.send.count;
   }
@@ -595,8 +425,9 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
     const pool = this.poolBuf as Buffer;
     const land = this.land;
     const c = this.c;
-    const slotOf = this.slotOf;
-    const self = this.selfShort;
+    const r = this.routes;
+    const slotOf = r.slotOf;
+    const self = r.selfShort;
     const rx = this.rx;
     let out = 0;
     this.send.count = 0;
@@ -618,26 +449,8 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
       const origin = readU32(pool, off + 8);
       const dest = readU32(pool, off + 12);
       if (type !== SLEEVE_FRAMES) {
-        if (dest !== self) {
-          c[S.unknownPeer]++;
-          continue;
-        }
-        if (type === SLEEVE_HEARTBEAT) {
-          c[S.heartbeats]++;
-          this.listener?.heartbeat(sender, land.addrs[i], land.ports[i]);
-        } else if (type === SLEEVE_ACK) {
-          c[S.acks]++;
-          this.listener?.ack(sender, land.addrs[i]);
-        } else if (len < SLEEVE_HEADER + PROBE_BODY) {
-          c[S.badHeader]++;
-          this.rxDrops++;
-        } else if (type === SLEEVE_PROBE) {
-          c[S.probes]++;
-          this.listener?.probe(sender, land.addrs[i], land.ports[i], readU32(pool, off + SLEEVE_HEADER), len + UDP_IP_OVERHEAD);
-        } else {
-          c[S.probeAcks]++;
-          this.listener?.probeAck(sender, readU32(pool, off + SLEEVE_HEADER), readU16(pool, off + SLEEVE_HEADER + 4));
-        }
+        if (dest !== self) c[S.unknownPeer]++;
+        else if (!receiveControl(this.listener, c, pool, off, len, type, sender, land.addrs[i], land.ports[i])) this.rxDrops++;
         continue;
       }
       const os = slotOf.get(origin);
@@ -659,23 +472,20 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
           continue;
         }
         pool[off + 3] = ttl - 1;
-        pool[off + 4] = self >>> 24;
-        pool[off + 5] = self >>> 16;
-        pool[off + 6] = self >>> 8;
-        pool[off + 7] = self;
+        writeU32(pool, off + 4, self); // we are the sender of the hop
         if (dest !== 0) {
-          const hop = this.nextHop[slotOf.get(dest) as number];
+          const hop = r.nextHop[slotOf.get(dest) as number];
           if (hop === 0) {
             c[S.unreachable]++;
             this.rxDrops++;
             continue;
           }
-          this.queueSend(off, len, hop >>> 0);
+          this.send.add(off, len, hop >>> 0, 0, 0, 0);
           c[S.relayed]++;
           continue;
         }
-        for (let k = this.childStart[os]; k < this.childStart[os + 1]; k++) {
-          this.queueSend(off, len, this.childAddrs[k] >>> 0);
+        for (let k = r.childStart[os]; k < r.childStart[os + 1]; k++) {
+          this.send.add(off, len, r.childAddrs[k] >>> 0, 0, 0, 0);
           c[S.broadcastForwarded]++;
         }
       }
@@ -712,30 +522,13 @@ export class SleevePort extends TunnelPort<SleeveCounter> {
         rx.lengths[out] = fl;
         out++;
         c[S.received]++;
-        if ((pool[f + 6] & 1) === 0) this.learn(pool, f + 6, os);
+        if ((pool[f + 6] & 1) === 0 && r.learn(pool, f + 6, os)) c[S.learned]++;
       }
     }
     if (out !== 0) this.deliverOut(out);
     const relays = this.send.count;
     if (relays !== 0) c[S.datagramsSent] += this.flushSend();
   };
-
-  private learn(pool: Buffer, mac: number, slot: number): void {
-    const macs = this.macs;
-    const hi = readU16(pool, mac);
-    const lo = readU32(pool, mac + 2) | 0;
-    const now = performance.now();
-    const e = macs.find(1, hi, lo);
-    if (e >= 0) {
-      if (macs.port(e) !== slot) {
-        macs.setPort(e, slot);
-        this.c[S.learned]++;
-      }
-      macs.touch(e, now);
-      return;
-    }
-    if (macs.insert(1, hi, lo, slot, now, false) >= 0) this.c[S.learned]++;
-  }
 
   private deliverOut(count: number): void {
     const rx = this.rx;

@@ -29,6 +29,8 @@
  * datagram as it arrived, IP and UDP headers counted).
  */
 
+import { writeU32 } from "../wire/bytes.js";
+
 export const MESH_PORT = 6783;
 /** TCP protocol version (HELLO.version). */
 export const MESH_PROTOCOL = 1;
@@ -70,13 +72,6 @@ export function writeSleeveHeader(buf: Uint8Array, off: number, type: number, tt
   writeU32(buf, off + 4, sender);
   writeU32(buf, off + 8, origin);
   writeU32(buf, off + 12, dest);
-}
-
-function writeU32(buf: Uint8Array, off: number, v: number): void {
-  buf[off] = v >>> 24;
-  buf[off + 1] = v >>> 16;
-  buf[off + 2] = v >>> 8;
-  buf[off + 3] = v;
 }
 
 /** Encodes one TCP message. */
