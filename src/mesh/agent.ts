@@ -27,90 +27,23 @@
  *   Routes     recomputed after every change and programmed into the sleeve port
  *              (next hop per peer, broadcast tree children per origin); unreachable
  *              peers are collected every second.
- * Everything a peer sends is checked; what fails is dropped and counted (COUNTERS),
+ * Everything a peer sends is checked; what fails is dropped and counted (COUNTER_NAMES in agent-types.ts),
  * never thrown.
  */
 import { randomBytes } from "node:crypto";
 import net from "node:net";
 import { parseIp } from "../wire/ipv4addr.js";
 import { deriveKey, newNonce, proof, verify } from "./auth.js";
-import { type IpamConfig, type IpamLinks, MeshIpam } from "./ipam.js";
-import { MeshPmtu, type PmtuOptions } from "./pmtu.js";
+import { type IpamLinks, MeshIpam } from "./ipam.js";
+import { MeshPmtu } from "./pmtu.js";
 import type { SleevePort } from "./sleeve-port.js";
 import { checkEntry, MeshTopology, PEER_NAME, type PeerEntry, type Routes } from "./topology.js";
 import { portTables } from "./port-tables.js";
 import { type MeshView, meshView } from "./view.js";
-
-export type { MeshView };
 import { encodeMessage, MESH_PROTOCOL, MessageReader, MSG, SLEEVE_ACK, SLEEVE_HEARTBEAT, shortId } from "./wire.js";
+import { type AgentCounter, COUNTER_NAMES, type Conn, type MeshAgentConfig, type Target } from "./agent-types.js";
 
-export interface MeshAgentConfig {
-  /** The peer's name (the node's). */
-  name: string;
-  /** TCP and UDP port (6783). */
-  port: number;
-  password?: string;
-  /** Addresses to connect to at start. */
-  peers: string[];
-  /** Our underlay addresses (announced, never connected to). */
-  addresses: string[];
-  /** Timers (tests shorten them). */
-  heartbeatMs?: number;
-  deadMs?: number;
-  gossipMs?: number;
-  /** The address ring (ipam.ts); none: no IPAM. */
-  ipam?: IpamConfig;
-  /** Path-MTU probe timers (pmtu.ts; tests shorten them). */
-  pmtu?: Omit<PmtuOptions, "max">;
-  log?: (line: string) => void;
-}
-
-const COUNTER_NAMES = [
-  "accepted",
-  "connected",
-  "handshakes",
-  "refused",
-  "authFailures",
-  "badMessages",
-  "malformedEntries",
-  "tooLong",
-  "gossipReceived",
-  "gossipSent",
-  "unknownHeartbeats",
-  "strayProbeAcks",
-] as const;
-type AgentCounter = (typeof COUNTER_NAMES)[number];
-
-type ConnState = "handshake" | "pending" | "established";
-
-export interface Conn {
-  sock: net.Socket;
-  outbound: boolean;
-  addr: string;
-  remotePort: number;
-  state: ConnState;
-  nonce: string;
-  peerNonce: string;
-  peer: { name: string; uid: string; short: number } | null;
-  helloSeen: boolean;
-  reader: MessageReader;
-  since: number;
-  lastAck: number;
-  target: Target | null;
-  closed: boolean;
-  /** Closed as the second connection to a peer (quietly). */
-  duplicate: boolean;
-}
-
-export interface Target {
-  addr: string;
-  configured: boolean;
-  conn: Conn | null;
-  state: "idle" | "connecting" | "connected" | "failed";
-  lastError: string;
-  failures: number;
-  retryAt: number;
-}
+export type { Conn, MeshAgentConfig, MeshView, Target };
 
 export class MeshAgent {
   readonly uid = randomBytes(8).toString("hex");

@@ -22,9 +22,8 @@ import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch
 import { IpipPort } from "../io/ipip-port.js";
 import { TapPort } from "../io/tap-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
-import { meshAgentOf, meshIpamRequest, type MeshAgent } from "../mesh/node-mesh.js";
-import { MESH_ADD, MeshMtuWatch } from "../mesh/mesh-add.js";
-import { reserveMeshState } from "../mesh/ipam.js";
+import { MESH_ADD } from "../mesh/mesh-add.js";
+import { NodeMesh } from "../mesh/node-mesh.js";
 import { showStp } from "../elements/stp-view.js";
 import { ipToString, parseIp } from "../wire/ipv4addr.js";
 import { macToString, parseMac } from "../wire/mac.js";
@@ -86,10 +85,8 @@ export class TapnetNode {
   private replayed = { applied: 0, failed: 0 };
   /** The BGP speaker (Calico's BGP modes), when the config has one. */
   readonly bgp: BgpSpeaker | null;
-  /** The mesh peer's control plane, when the node has a mesh port (from its config, or a `mesh.add`). */
-  mesh: MeshAgent | null;
-  /** Who watches the mesh MTU (a lab node's supervisor, for its pods). */
-  private readonly meshMtu = new MeshMtuWatch();
+  /** The mesh peer (src/mesh/node-mesh.ts), when the node is one. */
+  readonly mesh: NodeMesh;
 
   /**
    * @param sandbox install the seccomp allow-list at the end of start() (the node
@@ -108,7 +105,7 @@ export class TapnetNode {
     this.router = this.graph.router;
     this.modes = this.graph.modes;
     this.bgp = config.bgp ? new BgpSpeaker(config.bgp, new NodeFib(this.graph, config.bgp.install)) : null;
-    this.mesh = meshAgentOf(this.graph);
+    this.mesh = new NodeMesh(this.graph);
     this.control = new ControlServer(config.controlSocket, {
       status: () => this.status(),
       change: (req) => this.change(req),
@@ -167,13 +164,7 @@ export class TapnetNode {
         if (!this.bgp) throw new Error(`node ${this.config.node} runs no BGP speaker`);
         return req.routes === true ? this.bgp.routes() : this.bgp.status();
       },
-      mesh: () => {
-        if (!this.mesh) throw new Error(`node ${this.config.node} is no mesh peer (no mesh overlay)`);
-        return this.mesh.show();
-      },
-      // The mesh's address ring (src/mesh/ipam.ts): an address for a host, its release, rmpeer.
-      "mesh-ipam": (req) => meshIpamRequest(this.config.node, this.mesh, req),
-      "mesh-mtu": (req, sock) => this.meshMtu.request(this.mesh, req, sock),
+      ...this.mesh.handlers(),
       "fdb-flush": () => {
         this.sw.flush();
         return null;
@@ -223,23 +214,12 @@ export class TapnetNode {
           });
         }
       }
-      // A mesh peer the journal adds (`mesh.add`) starts as one from the config does.
-      this.mesh ??= meshAgentOf(this.graph);
-      if (this.mesh) this.meshMtu.attach(this.mesh);
-      // The ring's file of a peer a later `mesh.add` makes: created now, before the seccomp filter.
-      else if (this.config.journal) {
-        try {
-          reserveMeshState(this.config.journal);
-        } catch (e) {
-          console.error(`mesh: cannot make the ring's file beside the journal (a later mesh.add with a ring will fail): ${(e as Error).message}`);
-        }
-      }
-      await this.mesh?.start();
+      await this.mesh.start();
       await this.control.listen();
       // Port 179 is bound before the seccomp filter (bind and listen stay allowed after it).
       await this.bgp?.start();
     } catch (e) {
-      this.mesh?.stop();
+      this.mesh.stop();
       this.engine.stop();
       throw e;
     }
@@ -284,21 +264,9 @@ export class TapnetNode {
     return result;
   }
 
-  /** `mesh.add`: the sleeve port, then the agent (listening, connecting); undone whole if the agent cannot start. */
+  /** `mesh.add`: journaled once its agent has started. */
   private async addMesh(args: Args): Promise<unknown> {
-    const result = applyChange(this.graph, MESH_ADD, args);
-    let agent: MeshAgent | null = null;
-    try {
-      agent = meshAgentOf(this.graph);
-      if (agent === null) throw new Error("no mesh port was added");
-      await agent.start();
-    } catch (e) {
-      agent?.stop();
-      this.graph.removePort(String((result as { port: string }).port));
-      throw new Error(`${MESH_ADD}: ${e instanceof Error ? e.message : String(e)}`);
-    }
-    this.mesh = agent;
-    this.meshMtu.attach(agent);
+    const result = await this.mesh.add(args);
     this.journal?.append(MESH_ADD, args);
     return result;
   }
@@ -410,7 +378,7 @@ export class TapnetNode {
     if (this.tickTimer) clearInterval(this.tickTimer);
     if (this.stpTimer) clearInterval(this.stpTimer);
     this.journal?.close();
-    this.mesh?.stop();
+    this.mesh.stop();
     this.control.close();
     this.engine.stop();
   }
