@@ -21,6 +21,7 @@
  * never keeps the loop alive), and an async cleanup hook closes it at environment
  * teardown; its close callback frees it and removes the hook (the rules in pollfd.h).
  */
+#include <sched.h>
 #include <stdlib.h>
 
 #include <uv.h>
@@ -46,7 +47,12 @@ static void on_idle(uv_idle_t *h) {
   if (uv_hrtime() >= bp->until_ns) {
     uv_idle_stop(h);
     bp->active = false;
+    return;
   }
+  /* Polite polling: another runnable thread on this CPU (the host that sends, the
+   * receiving stack's process, another node) runs first; with none, this returns at
+   * once and the loop turns again. */
+  sched_yield();
 }
 
 static void on_closed(uv_handle_t *h) {
@@ -135,19 +141,20 @@ static napi_value js_set_busy_poll(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* busyPollStats(): { windowUs, windows, turns } (zeros when never set). */
+/* busyPollStats(): { windowUs, windows, turns, polling } (zeros when never set). */
 static napi_value js_busy_poll_stats(napi_env env, napi_callback_info info) {
   (void)info;
   addon_data_t *ad = NULL;
   NAPI_OK_OR_THROW(napi_get_instance_data(env, (void **)&ad), "instance data");
   const busypoll_t *bp = ad->busy;
-  named_value_t vals[] = {{"windowUs", NULL}, {"windows", NULL}, {"turns", NULL}};
+  named_value_t vals[] = {{"windowUs", NULL}, {"windows", NULL}, {"turns", NULL}, {"polling", NULL}};
   napi_value obj;
   NAPI_OK_OR_THROW(napi_create_object(env, &obj), "object");
   NAPI_OK_OR_THROW(napi_create_double(env, bp ? (double)(bp->window_ns / 1000) : 0, &vals[0].v), "windowUs");
   NAPI_OK_OR_THROW(napi_create_double(env, bp ? (double)bp->windows : 0, &vals[1].v), "windows");
   NAPI_OK_OR_THROW(napi_create_double(env, bp ? (double)bp->turns : 0, &vals[2].v), "turns");
-  NAPI_OK_OR_THROW(define_values(env, obj, vals, 3) ? napi_ok : napi_generic_failure, "properties");
+  NAPI_OK_OR_THROW(napi_get_boolean(env, bp != NULL && bp->active, &vals[3].v), "polling");
+  NAPI_OK_OR_THROW(define_values(env, obj, vals, 4) ? napi_ok : napi_generic_failure, "properties");
   return obj;
 }
 

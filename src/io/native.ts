@@ -143,6 +143,8 @@ export interface BusyPollStats {
   windows: number;
   /** Loop turns spent polling (epoll_wait with a zero timeout). */
   turns: number;
+  /** A window is open now (the loop does not sleep). */
+  polling: boolean;
 }
 
 /**
