@@ -7,8 +7,11 @@
  * the loopback), fed by a node:dgram socket. The setting is per thread (per Node.js
  * environment): this file's worker only.
  */
+import { spawn } from "node:child_process";
 import dgram from "node:dgram";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { busyPollStats, setBusyPoll } from "../../src/io/native.js";
@@ -107,5 +110,63 @@ describe.skipIf(!canRun)("busy polling after a batch", () => {
     expect(() => setBusyPoll(1_000_001)).toThrow(/setBusyPoll: microseconds must be an integer in 0\.\.1000000/);
     expect(() => setBusyPoll(1.5)).toThrow(/setBusyPoll: microseconds must be an integer/);
     expect(busyPollStats().windowUs).toBe(0);
+  });
+
+  it("a worker thread may end while its window is open: exit, terminate, or its loop running out", { timeout: 30_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "tnbp-"));
+    try {
+      const script = join(dir, "worker.mjs");
+      writeFileSync(
+        script,
+        `import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import dgram from 'node:dgram';
+if (isMainThread) {
+  const s = dgram.createSocket('udp4');
+  await new Promise((r) => s.bind(0, '127.0.0.1', r));
+  for (const mode of ['exit', 'terminate', 'end']) {
+    const w = new Worker(new URL(import.meta.url), { workerData: mode });
+    const port = await new Promise((r) => w.once('message', r));
+    const polling = new Promise((r) => w.once('message', r));
+    s.send(Buffer.from('x'), port, '127.0.0.1');
+    const st = await polling;
+    const exited = new Promise((r) => w.once('exit', r));
+    if (mode === 'terminate') w.terminate(); else w.postMessage('go');
+    console.log(mode, st.polling, st.windows, await exited);
+  }
+  s.close();
+} else {
+  const b = createRequire(import.meta.url)(${JSON.stringify(ADDON)});
+  const a = () => new Uint32Array(4);
+  const h = b.openUdp({ bindAddr: 0x7f000001, port: 0, pool: Buffer.alloc(4 * 2048), rxBase: 0, slots: 4, slotSize: 2048,
+    offsets: a(), lengths: a(), addrs: a(), ports: a(), segs: a(),
+    onBatch() { setImmediate(() => parentPort.postMessage(b.busyPollStats())); } });
+  b.setBusyPoll(1000000);
+  h.start();
+  parentPort.postMessage(h.port);
+  parentPort.once('message', () => {
+    if (workerData === 'exit') process.exit(3);
+    h.close();
+    parentPort.unref();
+  });
+}
+`,
+      );
+      const child = spawn(process.execPath, [script], { stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      let err = "";
+      child.stdout.on("data", (d) => {
+        out += d;
+      });
+      child.stderr.on("data", (d) => {
+        err += d;
+      });
+      const code = await new Promise<number | null>((r) => child.on("exit", r));
+      expect(err).toBe("");
+      expect(code).toBe(0);
+      expect(out.trim().split("\n")).toEqual(["exit true 1 3", "terminate true 1 1", "end true 1 0"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
