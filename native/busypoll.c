@@ -5,7 +5,8 @@
  * pause, the scheduler's wake-up and a pass over cold caches: on this project's
  * 2-vCPU machine that is most of the round-trip time a node adds (docs/benchmarks.md,
  * "Latency per crossing"). With a window of W microseconds, every batch any handle of
- * this environment delivers (pollfd_call: TAPs, UDP and raw sockets, io_uring rings)
+ * this environment delivers (pollfd_call: TAPs, UDP and raw sockets, io_uring rings;
+ * not libpcap ports, whose frames come through the `cap` module)
  * keeps a uv_idle_t active until W has passed since the last one. An active idle handle
  * makes libuv poll with a zero timeout, so the loop keeps turning (epoll_wait returns at
  * once, timers and the control socket are served as usual) and a frame that arrives
