@@ -118,12 +118,15 @@ describe.skipIf(!canRunLabs()).each(["rw", "uring"] as const)("vlan.yaml: 802.1Q
         engine: { busyPoll: { windowUs: number; windows: number; turns: number } };
       };
       const bp = st.engine.busyPoll;
+      const text = tapnetOk(["show", "stats", "--node", node, "--lab", "vlan"]);
       if (io === "uring" && node === "sw1") {
         expect(bp.windowUs).toBe(200);
         expect(bp.windows).toBeGreaterThan(0);
         expect(bp.turns).toBeGreaterThan(0);
+        expect(text).toMatch(/engine\.busyPoll\.windowUs\s+200\b/);
       } else {
         expect(bp).toMatchObject({ windowUs: 0, windows: 0, turns: 0 });
+        expect(text).not.toMatch(/busyPoll/);
       }
     }
   });
