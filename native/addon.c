@@ -15,6 +15,7 @@ static void addon_data_finalize(napi_env env, void *data, void *hint) {
   napi_ref refs[] = {ad->tap_ctor, ad->udp_ctor, ad->raw_ctor};
   for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
     if (refs[i] != NULL) napi_delete_reference(env, refs[i]);
+  busypoll_release(ad);
   free(ad);
 }
 
@@ -30,7 +31,7 @@ static napi_value init(napi_env env, napi_value exports) {
     return NULL;
   }
   if (!tap_init(env, exports, ad) || !udp_init(env, exports, ad) || !offload_init(env, exports) ||
-      !sandbox_init(env, exports))
+      !sandbox_init(env, exports) || !busypoll_init(env, exports))
     return NULL;
   return exports;
 }

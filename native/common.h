@@ -12,11 +12,14 @@
 
 #include "napi_util.h"
 
+typedef struct busypoll_s busypoll_t; /* busypoll.c */
+
 /* Per-environment data (napi_set_instance_data): the handle classes. */
 typedef struct {
   napi_ref tap_ctor; /* TapHandle (tap.c) */
   napi_ref udp_ctor; /* UdpHandle (udp.c) */
   napi_ref raw_ctor; /* RawHandle (udp.c) */
+  busypoll_t *busy;  /* busy polling after a batch (busypoll.c); NULL: never set */
 } addon_data_t;
 
 /* Module parts: each adds its functions to `exports`; false with an exception pending on failure. */
@@ -24,5 +27,11 @@ bool tap_init(napi_env env, napi_value exports, addon_data_t *ad);
 bool udp_init(napi_env env, napi_value exports, addon_data_t *ad);
 bool offload_init(napi_env env, napi_value exports);
 bool sandbox_init(napi_env env, napi_value exports);
+bool busypoll_init(napi_env env, napi_value exports);
+
+/* After a batch was delivered: keeps the loop polling for the busy-poll window (if set). */
+void busypoll_kick(napi_env env);
+/* The environment's data is being freed (the busy-poll handle is closed by its own hook). */
+void busypoll_release(addon_data_t *ad);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "pollfd.h"
 
 struct pollfd_box_s {
@@ -191,6 +192,7 @@ void pollfd_call(pollfd_t *p, size_t argc, const uint32_t *args) {
   }
   napi_close_handle_scope(env, scope);
   /* `p` may be closed now; it is not touched again. */
+  busypoll_kick(env);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -1352,6 +1352,8 @@ async function scenarios() {
         "C relay (vnet, io_uring)": ["C relay (vnet)"],
         "tapnet (io_uring)": ["tapnet", "C relay (vnet, io_uring)"],
         "tapnet (no offloads, io_uring)": ["tapnet (no offloads)", "C relay (io_uring)"],
+        "tapnet (busy-poll 50 µs)": ["tapnet"],
+        "tapnet (busy-poll 2.5 ms)": ["tapnet"],
       },
       impls: [
         { name: "kernel bridge", run: labImpl(path.join(BENCH_LABS, "switch-kernel.yaml"), { client: "h1", server: "h2", dst: "10.0.0.2" }) },
@@ -1395,6 +1397,22 @@ async function scenarios() {
             { client: "h1", server: "h2", dst: "10.0.0.2", prepare: () => expectTapIo("bench-switch-plain-uring", "uring") },
           ),
         },
+        // The node's busyPoll setting (native/busypoll.c): a window shorter than ping's
+        // 2 ms interval, and one longer (the node never sleeps while pinged). Only when
+        // --impls names them.
+        ...[
+          ["50 µs", 50],
+          ["2.5 ms", 2500],
+        ].map(([label, us]) => ({
+          name: `tapnet (busy-poll ${label})`,
+          optIn: "impls",
+          run: async () =>
+            labImpl(await labVariant(lab("switch.yaml"), `bench-switch-bp${us}`, (doc) => doc.setIn(["nodes", "sw1", "busyPoll"], us)), {
+              client: "h1",
+              server: "h2",
+              dst: "10.0.0.2",
+            })(),
+        })),
       ],
     }),
     router: async () => ({
@@ -1959,7 +1977,9 @@ async function main() {
       if (unknown.length) throw new Error(`--impls: ${name} has no row ${unknown.map((n) => `'${n}'`).join(", ")} (rows: ${known.join(", ")})`);
     }
     // --impls: in the order given, so that repeated runs can alternate A and B.
-    for (const impl of opts.impls ? opts.impls.map((n) => def.impls.find((i) => i.name === n)) : def.impls.filter((i) => opts.uring || !i.optIn)) {
+    for (const impl of opts.impls
+      ? opts.impls.map((n) => def.impls.find((i) => i.name === n))
+      : def.impls.filter((i) => (opts.uring && i.optIn === true) || !i.optIn)) {
       if (impl.na) {
         say(`${name}: ${impl.name}: n/a (${impl.na})`);
         s.results.push({ implementation: impl.name, na: impl.na });

@@ -439,6 +439,10 @@ export function registerShow(program: Command): void {
     for (const [k, v] of Object.entries(s.router ?? {})) rows.push([`router.${k}`, v]);
     for (const [k, v] of Object.entries(s.nat ?? {})) rows.push([`nat.${k}`, v]);
     for (const k of ["passes", "internalErrors", "roundsExceeded"]) rows.push([`engine.${k}`, String(s.engine[k])]);
+    // Busy polling (the node's busyPoll setting): shown when it is or was on.
+    const bp = s.engine.busyPoll as { windowUs: number; windows: number; turns: number } | undefined;
+    if (bp !== undefined && (bp.windowUs > 0 || bp.windows > 0))
+      for (const k of ["windowUs", "windows", "turns"] as const) rows.push([`engine.busyPoll.${k}`, bp[k]]);
     for (const [port, c] of Object.entries(s.offloads ?? {})) for (const [k, v] of Object.entries(c)) rows.push([`port.${port}.${k}`, v]);
     const drops = s.drops ?? [];
     const why = drops.length

@@ -131,6 +131,34 @@ interface NativeBinding {
   interfaceInfo(name: string): InterfaceInfo;
   tapPersist(fd: number, on: boolean): void;
   tapAttachIn(opts: { netns: string; name: string; offload?: boolean }): AttachedTap;
+  setBusyPoll(microseconds: number): void;
+  busyPollStats(): BusyPollStats;
+}
+
+/** Busy polling after a batch (native/busypoll.c): the window and what it did. */
+export interface BusyPollStats {
+  /** The window in microseconds (0: off). */
+  windowUs: number;
+  /** Windows opened: batches that found the loop about to sleep. */
+  windows: number;
+  /** Loop turns spent polling (epoll_wait with a zero timeout). */
+  turns: number;
+  /** A window is open now (the loop does not sleep). */
+  polling: boolean;
+}
+
+/**
+ * After every batch a native handle of this thread delivers, the event loop keeps
+ * polling instead of sleeping for `microseconds` (0: off, the default). See
+ * native/busypoll.c.
+ */
+export function setBusyPoll(microseconds: number): void {
+  loadNative().setBusyPoll(microseconds);
+}
+
+/** The busy-poll window of this thread and its counters (zeros when never set). */
+export function busyPollStats(): BusyPollStats {
+  return loadNative().busyPollStats();
 }
 
 const ADDON_PATH = "../../native/build/Release/tapnet.node";

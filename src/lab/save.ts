@@ -20,7 +20,7 @@ type Obj = Record<string, unknown>;
 function nodeSpec(raw: Obj, c: NodeConfig): Obj {
   const out: Obj = {};
   // Layer-2 safety settings are the file's (runtime changes do not touch them).
-  for (const k of ["kind", "offload", "io", "underlay", "stp", "stormControl", "arpInspection"]) if (raw[k] !== undefined) out[k] = raw[k];
+  for (const k of ["kind", "offload", "io", "busyPoll", "underlay", "stp", "stormControl", "arpInspection"]) if (raw[k] !== undefined) out[k] = raw[k];
   out.ageingTime = c.switch.ageingTime;
   out.maxEntries = c.switch.maxEntries;
   if (c.switch.static.length) out.static = c.switch.static;

@@ -218,6 +218,9 @@ export function semanticChecks(t: Topology, declared: Declared): Problem[] {
     if (spec.io !== undefined && isKernelNode(spec)) {
       problems.push({ path: ["nodes", n, "io"], message: "a kind: kernel node is a Linux bridge: it has no TAP ports for tapnet's io setting" });
     }
+    if (spec.busyPoll !== undefined && isKernelNode(spec)) {
+      problems.push({ path: ["nodes", n, "busyPoll"], message: "a kind: kernel node is a Linux bridge: it runs no tapnet event loop to busy-poll" });
+    }
     (spec.arpInspection?.bindings ?? []).forEach((b, i) => {
       if ((parseInt(b.mac.slice(0, 2), 16) & 1) === 1)
         problems.push({ path: ["nodes", n, "arpInspection", "bindings", i, "mac"], message: `${b.mac} is a group address; a binding names a station` });

@@ -223,6 +223,13 @@ const NodeSpec = z.strictObject({
    * to `rw` with a log line when the kernel refuses it). TAPNET_IO sets the default.
    */
   io: z.enum(["rw", "uring"]).optional(),
+  /**
+   * Busy polling: after each batch the node's event loop keeps polling (no sleep) for
+   * this many microseconds, so a frame that follows within the window is forwarded
+   * without a wake-up (native/busypoll.c). 0 or absent: off. Costs up to that much CPU
+   * per gap in the traffic; see docs/benchmarks.md, "Latency per crossing".
+   */
+  busyPoll: z.number().int().min(0).max(1_000_000).optional(),
   nat: NatSpec.optional(),
   services: z.record(name("a service name"), ServiceSpec).default({}),
   /** The cluster DNS the router answers on `address` for SERVICE.default.svc.DOMAIN. */

@@ -87,6 +87,8 @@ export interface NodeConfig {
   offload?: boolean;
   /** How TAP ports move frames (TapPortOptions.io); absent: TAPNET_IO, else "rw". */
   io?: "rw" | "uring";
+  /** Busy-poll window after each batch, in microseconds (native/busypoll.c); absent or 0: off. */
+  busyPoll?: number;
   /**
    * The node's TAPs outlive the process (TUNSETPERSIST): set by `lab up`, whose
    * supervisor restarts a node that died and hands it its hosts' TAPs again.

@@ -20,6 +20,7 @@ import type { Nat } from "../elements/nat.js";
 import { parseConntrackQuery } from "../elements/conntrack-list.js";
 import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch.js";
 import { IpipPort } from "../io/ipip-port.js";
+import { busyPollStats, setBusyPoll } from "../io/native.js";
 import { TapPort } from "../io/tap-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
 import { MESH_ADD } from "../mesh/mesh-add.js";
@@ -203,6 +204,7 @@ export class TapnetNode {
     // Room in the pool for ports added while the node runs (pages cost nothing until used).
     this.engine.start(RUNTIME_POOL_BYTES);
     try {
+      if ((this.config.busyPoll ?? 0) > 0) setBusyPoll(this.config.busyPoll as number);
       if (this.config.journal) this.replay(this.config.journal);
       const unadopted = closeUnadoptedTaps();
       if (unadopted.length) console.error(`inherited TAPs of ${unadopted.join(", ")} closed: the node has no such port`);
@@ -494,6 +496,8 @@ export class TapnetNode {
         internalErrors: this.engine.internalErrors,
         roundsExceeded: this.engine.roundsExceeded,
         lastError: this.engine.lastError,
+        // Busy polling after a batch (the busyPoll setting): window, windows opened, loop turns spent.
+        busyPoll: busyPollStats(),
       },
       ports: Object.fromEntries(this.engine.livePorts().map((p) => [p.name, p.counters()])),
       // Offloads: virtio-net headers on the TAPs. Per port: software TSO/checksum at

@@ -2,7 +2,9 @@
  * scripts/labs/vlan.yaml: two switches, a trunk, VLANs 10 and 20 on one subnet. Run
  * twice: as shipped (TAP I/O with readv()/write()), and with `io: uring` on both
  * switches (native/uring.c), the same assertions on the same lab. Under TAPNET_IO=uring
- * (which makes io_uring the default) the first run names `io: rw` on both switches.
+ * (which makes io_uring the default) the first run names `io: rw` on both switches. The
+ * uring run also sets `busyPoll: 200` on sw1 (native/busypoll.c): the setting reaches
+ * that node only, and every ping of the file crosses it.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -15,7 +17,15 @@ const ns = (n: string): string => `tn.vlan.${n}`;
 
 describe.skipIf(!canRunLabs()).each(["rw", "uring"] as const)("vlan.yaml: 802.1Q isolation across a trunk (TAP io %s)", (io) => {
   const asShipped = io === "rw" && ["", "rw"].includes(process.env.TAPNET_IO ?? "");
-  const file = asShipped ? shipped : writeLabFile(`vlan-${io}`, fs.readFileSync(shipped, "utf8").replace(/^ {2}(sw[12]): \{\}$/gm, `  $1: { io: ${io} }`));
+  const file = asShipped
+    ? shipped
+    : writeLabFile(
+        `vlan-${io}`,
+        fs
+          .readFileSync(shipped, "utf8")
+          .replace(/^ {2}(sw[12]): \{\}$/gm, `  $1: { io: ${io} }`)
+          .replace(/^ {2}sw1: \{ io: uring \}$/m, "  sw1: { io: uring, busyPoll: 200 }"),
+      );
   beforeAll(() => {
     tapnet(["lab", "down", file]);
     tapnetOk(["lab", "up", file, "-q"]);
@@ -99,4 +109,26 @@ describe.skipIf(!canRunLabs()).each(["rw", "uring"] as const)("vlan.yaml: 802.1Q
         await request(socket, { cmd: "change", op: "port.del", args: { name: "h9" } });
       }
     });
+
+  it(`busyPoll reaches the node it is set on (${io === "uring" ? "sw1: 200 µs" : "none"}): pings cross it, and its batches open windows`, () => {
+    if (io === "uring") expect(fs.readFileSync(file, "utf8")).toMatch(/sw1: \{ io: uring, busyPoll: 200 \}/);
+    const r = ping(ns("h1"), "10.0.0.2", 3);
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    for (const node of ["sw1", "sw2"]) {
+      const st = JSON.parse(tapnetOk(["show", "stats", "--node", node, "--lab", "vlan", "--json"])) as {
+        engine: { busyPoll: { windowUs: number; windows: number; turns: number } };
+      };
+      const bp = st.engine.busyPoll;
+      const text = tapnetOk(["show", "stats", "--node", node, "--lab", "vlan"]);
+      if (io === "uring" && node === "sw1") {
+        expect(bp.windowUs).toBe(200);
+        expect(bp.windows).toBeGreaterThan(0);
+        expect(bp.turns).toBeGreaterThan(0);
+        expect(text).toMatch(/engine\.busyPoll\.windowUs\s+200\b/);
+      } else {
+        expect(bp).toMatchObject({ windowUs: 0, windows: 0, turns: 0 });
+        expect(text).not.toMatch(/busyPoll/);
+      }
+    }
+  });
 });

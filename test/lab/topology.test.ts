@@ -169,3 +169,20 @@ describe("node io (TAP I/O method)", () => {
     expect(() => tapIoFromEnv({ TAPNET_IO: "xdp" })).toThrow(/TAPNET_IO must be "rw" or "uring", got "xdp"/);
   });
 });
+
+describe("node busyPoll (busy polling after a batch)", () => {
+  it("busyPoll reaches the node's configuration; absent stays absent (off); bad values and kernel nodes are refused", () => {
+    const t = parseTopology(
+      "name: tbp\nnodes:\n  a: { busyPoll: 200 }\n  b: {}\nhosts:\n  h1: { node: a, ip: 10.0.0.1/24 }\n  h2: { node: b, ip: 10.0.0.2/24 }\n",
+      "lab.yaml",
+    );
+    expect(nodeConfig(t, "a").busyPoll).toBe(200);
+    expect(nodeConfig(t, "b").busyPoll).toBeUndefined();
+    for (const bad of ["-1", "1.5", "2000000", "fast"]) {
+      expect(problems(`name: tbp\nnodes:\n  a: { busyPoll: ${bad} }\n`).join("\n"), bad).toMatch(/nodes\.a\.busyPoll: /);
+    }
+    expect(problems("name: tbp\nnodes:\n  k: { kind: kernel, busyPoll: 50 }\n")).toEqual([
+      expect.stringMatching(/nodes\.k\.busyPoll: a kind: kernel node .* no tapnet event loop/),
+    ]);
+  });
+});
