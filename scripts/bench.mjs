@@ -28,6 +28,9 @@
 //           false), the plain relay's like-for-like
 //           --uring adds both with io: uring (native/uring.c) and the two C relays with the
 //           same I/O (-u); --impls A,B runs only the rows named, in that order (A/B repeats)
+//           --ovs adds Open vSwitch's userspace datapath (datapath_type=netdev) with AF_PACKET
+//           ports and with AF_XDP ports polled by one busy-polling PMD core, its daemons
+//           started by the bench in a namespace of its own (scripts/bench/ovs.mjs)
 //   router  two subnets through a tapnet router (scripts/labs/router.yaml)
 //           vs a kernel router: a namespace with ip_forward=1 and two veths
 //   vxlan   pod to pod across flannel-vxlan.yaml vs kernel VXLAN devices on kernel bridges

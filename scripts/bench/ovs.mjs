@@ -153,6 +153,10 @@ export function ovsImpl(c, name) {
       // The ports' state as the daemon sees it: an AF_XDP port that failed to open says why here.
       const errs = vsctl(["--bare", "--columns=name,error", "find", "Interface", "error!=[]"]).trim();
       if (errs) throw new Error(`OVS ports failed: ${errs.replace(/\n+/g, " ")}`);
+      // Kept in the JSON: each port's type and status (an afxdp port's status names its XDP mode).
+      const ports = Object.fromEntries(
+        ["p1", "p2"].map((p) => [p, { type: vsctl(["get", "Interface", p, "type"]).trim(), status: vsctl(["get", "Interface", p, "status"]).trim() }]),
+      );
       await c.waitReachable(H1, "10.0.0.2");
       const frames = () => c.linkPackets(H1, "eth0").rx + c.linkPackets(H2, "eth0").rx;
       const probe = {
@@ -164,7 +168,7 @@ export function ovsImpl(c, name) {
         peakRss: () => ({ kib: c.peakRssKiB(vswitchd.pid), what: "VmHWM KiB of ovs-vswitchd" }),
       };
       const m = await c.measure({ client: H1, server: H2, dst: "10.0.0.2", probe });
-      return { ...m, ovs: { version: c.sh([bin("ovs-vswitchd"), "--version"]).split("\n")[0], portType: row.type } };
+      return { ...m, ovs: { version: c.sh([bin("ovs-vswitchd"), "--version"]).split("\n")[0], portType: row.type, ports, pids: { ovsdbServer: ovsdb.pid, vswitchd: vswitchd.pid } } };
     } finally {
       // vswitchd first (it removes its ports from the database's view), then the database.
       for (const pid of procs.reverse()) c.stopProc(pid);
