@@ -48,7 +48,10 @@ export function ensureOvs(say) {
  */
 function ifaceTypes(vsctl) {
   const out = vsctl(["get", "Open_vSwitch", ".", "iface_types"]);
-  return out.replace(/[[\]\s]/g, "").split(",").filter(Boolean);
+  return out
+    .replace(/[[\]\s]/g, "")
+    .split(",")
+    .filter(Boolean);
 }
 
 /**
@@ -168,7 +171,15 @@ export function ovsImpl(c, name) {
         peakRss: () => ({ kib: c.peakRssKiB(vswitchd.pid), what: "VmHWM KiB of ovs-vswitchd" }),
       };
       const m = await c.measure({ client: H1, server: H2, dst: "10.0.0.2", probe });
-      return { ...m, ovs: { version: c.sh([bin("ovs-vswitchd"), "--version"]).split("\n")[0], portType: row.type, ports, pids: { ovsdbServer: ovsdb.pid, vswitchd: vswitchd.pid } } };
+      return {
+        ...m,
+        ovs: {
+          version: c.sh([bin("ovs-vswitchd"), "--version"]).split("\n")[0],
+          portType: row.type,
+          ports,
+          pids: { ovsdbServer: ovsdb.pid, vswitchd: vswitchd.pid },
+        },
+      };
     } finally {
       // vswitchd first (it removes its ports from the database's view), then the database.
       for (const pid of procs.reverse()) c.stopProc(pid);
