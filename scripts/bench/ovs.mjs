@@ -23,7 +23,7 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 
-/** The rows, by name: port type, and the datapath's other_config. */
+/** The rows, by name: the tag of their namespaces and files, the ports' Interface type. */
 export const OVS_ROWS = {
   "OVS netdev (AF_PACKET)": { tag: "ovsp", type: "system" },
   "OVS netdev (AF_XDP)": { tag: "ovsx", type: "afxdp" },
