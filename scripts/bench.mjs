@@ -28,6 +28,9 @@
 //           false), the plain relay's like-for-like
 //           --uring adds both with io: uring (native/uring.c) and the two C relays with the
 //           same I/O (-u); --impls A,B runs only the rows named, in that order (A/B repeats)
+//           --ovs adds Open vSwitch's userspace datapath (datapath_type=netdev) with AF_PACKET
+//           ports and with AF_XDP ports polled by one busy-polling PMD core, its daemons
+//           started by the bench in a namespace of its own (scripts/bench/ovs.mjs)
 //   router  two subnets through a tapnet router (scripts/labs/router.yaml)
 //           vs a kernel router: a namespace with ip_forward=1 and two veths
 //   vxlan   pod to pod across flannel-vxlan.yaml vs kernel VXLAN devices on kernel bridges
@@ -142,6 +145,7 @@ import { runControl } from "./bench/control.mjs";
 import { runEtcd } from "./bench/etcd.mjs";
 import { runLab } from "./bench/lab.mjs";
 import { runMesh } from "./bench/mesh.mjs";
+import { OVS_ROWS, ovsImpl } from "./bench/ovs.mjs";
 import { runTables } from "./bench/tables.mjs";
 import { runTrace } from "./bench/trace.mjs";
 import { FRAME_SIZES, rfc2544Series, rfc2544Tables, rfc2889Table, runRfc2544, runRfc2889 } from "./bench/rfc2544.mjs";
@@ -189,6 +193,7 @@ function usage(code) {
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
       `  --uring: also the io_uring rows of the switch scenario (tapnet with io: uring, the C relays with -u).\n` +
+      `  --ovs: also Open vSwitch's userspace datapath rows of the switch scenario (AF_PACKET and AF_XDP ports; scripts/bench/ovs.mjs).\n` +
       `  --impls A,B: only these rows, in this order (names as printed, e.g. 'tapnet,tapnet (io_uring)'); an unknown name is an error.\n` +
       `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n` +
       `  'trace' (tracing off / armed on an unrelated filter; --before DIR: a built tree without tracing to hold them against) runs only when named.\n` +
@@ -224,6 +229,7 @@ const opts = {
   rfcSvg: null,
   impls: null,
   uring: false,
+  ovs: false,
 };
 {
   const a = process.argv.slice(2);
@@ -323,6 +329,8 @@ const opts = {
       opts.impls = v.split(/,(?![^(]*\))/).map((n) => n.trim()); // commas inside a name's parentheses stay
     } else if (x === "--uring") {
       opts.uring = true;
+    } else if (x === "--ovs") {
+      opts.ovs = true;
     } else if (x === "--cleanup") {
       opts.cleanup = true;
     } else if (x === "-h" || x === "--help") {
@@ -1344,7 +1352,7 @@ async function scenarios() {
     switch: async () => ({
       ref: "kernel bridge",
       alsoVs: {
-        tapnet: ["C relay", "C relay (vnet)"],
+        tapnet: ["C relay", "C relay (vnet)", ...Object.keys(OVS_ROWS)],
         "C relay (vnet, 2 threads)": ["C relay (vnet)"],
         "tapnet (no offloads)": ["C relay"],
         // io_uring rows: against the read/write row of the same kind and the relay of the same method.
@@ -1397,6 +1405,13 @@ async function scenarios() {
             { client: "h1", server: "h2", dst: "10.0.0.2", prepare: () => expectTapIo("bench-switch-plain-uring", "uring") },
           ),
         },
+        // Open vSwitch's userspace datapath (scripts/bench/ovs.mjs): only with --ovs or when
+        // --impls names them.
+        ...Object.keys(OVS_ROWS).map((name) => ({
+          name,
+          optIn: "ovs",
+          run: ovsImpl({ ...controlHelpers(), alive, measure, cpuSeconds, peakRssKiB, linkPackets }, name),
+        })),
         // The node's busyPoll setting (native/busypoll.c): a window shorter than ping's
         // 2 ms interval, and one longer (the node never sleeps while pinged). Only when
         // --impls names them.
@@ -1979,7 +1994,7 @@ async function main() {
     // --impls: in the order given, so that repeated runs can alternate A and B.
     for (const impl of opts.impls
       ? opts.impls.map((n) => def.impls.find((i) => i.name === n))
-      : def.impls.filter((i) => (opts.uring && i.optIn === true) || !i.optIn)) {
+      : def.impls.filter((i) => (opts.uring && i.optIn === true) || (opts.ovs && i.optIn === "ovs") || !i.optIn)) {
       if (impl.na) {
         say(`${name}: ${impl.name}: n/a (${impl.na})`);
         s.results.push({ implementation: impl.name, na: impl.na });
@@ -2003,7 +2018,11 @@ async function main() {
         );
       } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
-        if (impl.skipOnLabFailure && /lab up .* failed/.test(msg)) {
+        if (e?.na) {
+          // A reference this machine cannot run (OVS built without AF_XDP): why, not a failure.
+          say(`${name}: ${impl.name}: n/a (${msg})`);
+          s.results.push({ implementation: impl.name, na: msg });
+        } else if (impl.skipOnLabFailure && /lab up .* failed/.test(msg)) {
           say(`${name}: ${impl.name}: skipped, the lab does not come up: ${msg.split("\n")[0]}`);
           s.results.push({ implementation: impl.name, na: `lab does not come up: ${msg.split("\n").slice(0, 2).join(" ")}` });
         } else {

@@ -52,6 +52,12 @@ if [ "$mode" = bench ]; then
   # The lab scenario's reference: Mininet on Linux bridges (its lxbr switch needs brctl).
   want+=([mn]=mininet [brctl]=bridge-utils)
 fi
+if [ "$mode" != core ]; then
+  # The switch scenario's Open vSwitch rows (--ovs) and their smoke test: the bench starts its
+  # own ovsdb-server and ovs-vswitchd in a namespace; AF_XDP ports need libxdp, a dependency.
+  # On a machine run by systemd, installing the package also starts Debian's own service.
+  want+=([ovs-vswitchd]=openvswitch-switch)
+fi
 if [ "$mode" = test ]; then
   # The offload core's libFuzzer harnesses (npm run fuzz:native; a short run is in the suite).
   want+=([clang]=clang)

@@ -10,6 +10,9 @@
  *   behind (about 12 s);
  * - `switch --impls` with the two io_uring rows (C relay -u, tapnet with io: uring, which
  *   the bench checks the node really uses): both measured (about 20 s);
+ * - `switch --impls 'OVS netdev (AF_PACKET)'`: Open vSwitch's userspace datapath started by the
+ *   bench in a namespace of its own, measured with numbers above zero, its daemons and
+ *   namespaces gone after (needs openvswitch-switch; about 8 s);
  * - a small `tables` run (FDB and FIB with 20,000 entries; no root needed; about 6 s);
  * - the control scenario's route-table check and ping parsing, on made-up listings;
  * - the trace scenario's paired ratios, on made-up samples;
@@ -329,6 +332,39 @@ describe.skipIf(!canBench())("bench io_uring rows (smoke)", () => {
     expect(r.status).not.toBe(0);
     expect(r.stdout + r.stderr).toMatch(/--impls: switch has no row 'C relay \(xdp\)' \(rows: kernel bridge, C relay, .*C relay \(io_uring\)/);
   }, 25_000);
+});
+
+const hasOvs = (): boolean => fs.existsSync("/usr/sbin/ovs-vswitchd") && fs.existsSync("/usr/share/openvswitch/vswitch.ovsschema");
+describe.skipIf(!canBench() || !hasOvs())("bench OVS row (smoke)", () => {
+  it("switch --impls 'OVS netdev (AF_PACKET)': measured with numbers, daemons and namespaces gone after", async () => {
+    const json = path.join(os.tmpdir(), `tapnet-bench-ovs-${process.pid}.json`);
+    try {
+      const r = await run(["switch", "--impls", "OVS netdev (AF_PACKET)", "--duration", "1", "--pings", "100", "--json", json], 60_000);
+      expect(r.status, r.stderr).toBe(0);
+      const report = JSON.parse(fs.readFileSync(json, "utf8")) as {
+        scenarios: Array<{ results: Array<Row & { ovs?: { portType: string; ports: Record<string, { type: string }>; pids: Record<string, number> } }> }>;
+      };
+      const rows = report.scenarios[0].results;
+      expect(rows.map((x) => x.implementation)).toEqual(["OVS netdev (AF_PACKET)"]);
+      const x = rows[0];
+      expect(x.error).toBeUndefined();
+      expect(x.tcpGbps).toBeGreaterThan(0);
+      expect(x.kpps).toBeGreaterThan(0);
+      expect(x.rttP50Us).toBeGreaterThan(0);
+      // ovs-vswitchd's CPU over the flood per million frames the hosts received, and its peak RSS.
+      expect(x.cpuSPerMFrames).toBeGreaterThan(0);
+      expect(x.peakRssMiB).toBeGreaterThan(0);
+      // Ports of the netdev datapath's default kind ("system": AF_PACKET), not AF_XDP.
+      expect(x.ovs?.portType).toBe("system");
+      expect(Object.values(x.ovs?.ports ?? {}).map((p) => p.type)).toEqual(['""', '""']);
+      const pids = Object.values(x.ovs?.pids ?? {});
+      expect(pids).toHaveLength(2);
+      for (const pid of pids) expect(fs.existsSync(`/proc/${pid}`), `pid ${pid}`).toBe(false);
+      expect(netnsList().filter((n) => n.startsWith("tnb-"))).toEqual([]);
+    } finally {
+      fs.rmSync(json, { force: true });
+    }
+  }, 70_000);
 });
 
 describe.skipIf(!canBench())("bench control (smoke)", () => {
