@@ -24,5 +24,6 @@ bool tap_init(napi_env env, napi_value exports, addon_data_t *ad);
 bool udp_init(napi_env env, napi_value exports, addon_data_t *ad);
 bool offload_init(napi_env env, napi_value exports);
 bool sandbox_init(napi_env env, napi_value exports);
+bool fdpass_init(napi_env env, napi_value exports);
 
 #endif

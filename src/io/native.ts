@@ -131,6 +131,9 @@ interface NativeBinding {
   interfaceInfo(name: string): InterfaceInfo;
   tapPersist(fd: number, on: boolean): void;
   tapAttachIn(opts: { netns: string; name: string; offload?: boolean }): AttachedTap;
+  fdPair(): [number, number];
+  fdSend(sock: number, text: string, fds: number[]): void;
+  fdRecv(sock: number): { text: string; fds: number[] } | null;
 }
 
 const ADDON_PATH = "../../native/build/Release/tapnet.node";
@@ -196,4 +199,20 @@ export function tapPersist(fd: number, on: boolean): void {
  */
 export function tapAttachIn(opts: { netns: string; name: string; offload?: boolean }): AttachedTap {
   return loadNative().tapAttachIn(opts);
+}
+
+/**
+ * Passing open fds between processes (native/fdpass.c, SCM_RIGHTS): fdPair() makes a
+ * close-on-exec SOCK_SEQPACKET socket pair; fdSend(sock, text, fds) sends one message;
+ * fdRecv(sock) blocks until one arrives ({ text, fds }, the fds close-on-exec) or the
+ * other end is closed (null).
+ */
+export function fdPair(): [number, number] {
+  return loadNative().fdPair();
+}
+export function fdSend(sock: number, text: string, fds: number[]): void {
+  loadNative().fdSend(sock, text, fds);
+}
+export function fdRecv(sock: number): { text: string; fds: number[] } | null {
+  return loadNative().fdRecv(sock);
 }

@@ -139,6 +139,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     ports,
     offload: spec.offload ?? offloadCapable(t, node),
     ...(spec.io !== undefined ? { io: spec.io } : {}),
+    ...(spec.standby === true ? { standby: true } : {}),
     switch: {
       ageingTime: spec.ageingTime,
       maxEntries: spec.maxEntries,

@@ -223,6 +223,13 @@ const NodeSpec = z.strictObject({
    * to `rw` with a log line when the kernel refuses it). TAPNET_IO sets the default.
    */
   io: z.enum(["rw", "uring"]).optional(),
+  /**
+   * Keep a standby process for the node (src/node/standby.ts): started, modules loaded,
+   * in the node's namespace and confined, parked until the node dies, then handed the
+   * hosts' TAPs to take over — a crash costs no Node.js start-up. Costs the memory of
+   * one more Node.js process per node. Default: off.
+   */
+  standby: z.boolean().optional(),
   nat: NatSpec.optional(),
   services: z.record(name("a service name"), ServiceSpec).default({}),
   /** The cluster DNS the router answers on `address` for SERVICE.default.svc.DOMAIN. */

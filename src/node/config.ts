@@ -87,6 +87,8 @@ export interface NodeConfig {
   offload?: boolean;
   /** How TAP ports move frames (TapPortOptions.io); absent: TAPNET_IO, else "rw". */
   io?: "rw" | "uring";
+  /** The supervisor keeps a standby node process parked to take over at once after a crash (src/node/standby.ts). */
+  standby?: boolean;
   /**
    * The node's TAPs outlive the process (TUNSETPERSIST): set by `lab up`, whose
    * supervisor restarts a node that died and hands it its hosts' TAPs again.
