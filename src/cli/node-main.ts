@@ -13,7 +13,7 @@ if (verb !== "node" || (sub !== "run" && sub !== "supervise") || config === unde
 }
 try {
   // A standby (src/node/standby.ts) loads the node's modules now and runs the node later.
-  const standby = process.env.TAPNET_STANDBY_FD;
+  const standby = process.env.TAPNET_STANDBY_FD; // STANDBY_FD_ENV (src/node/sandbox.ts)
   if (sub === "run" && standby !== undefined) await (await import("../node/standby.js")).runStandby(config, standby);
   else if (sub === "run") await (await import("../node/node.js")).runNode(config);
   else (await import("../lab/supervisor.js")).runSupervisor(config);

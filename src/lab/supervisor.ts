@@ -45,8 +45,7 @@ import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
 import { type AttachedTap, fdPair, fdSend, tapAttachIn } from "../io/native.js";
 import type { NodeConfig } from "../node/config.js";
-import { nodeEnvironment, nodeLauncher, TAP_FDS_ENV } from "../node/sandbox.js";
-import { STANDBY_FD_ENV } from "../node/standby.js";
+import { nodeEnvironment, nodeLauncher, STANDBY_FD_ENV, TAP_FDS_ENV } from "../node/sandbox.js";
 import { labDir, nsName, readState, type SupervisorStatus, supervisorStatusPath } from "./state.js";
 
 /** `node supervise` and `node run` without the rest of the CLI (src/cli/node-main.ts). */

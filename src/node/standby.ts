@@ -21,10 +21,7 @@ import fs from "node:fs";
 import { fdRecv } from "../io/native.js";
 import { parseTapFds } from "./ports.js";
 import { runNode } from "./node.js";
-import { TAP_FDS_ENV } from "./sandbox.js";
-
-/** The environment variable naming the fd of a standby's socket to its supervisor. */
-export const STANDBY_FD_ENV = "TAPNET_STANDBY_FD";
+import { STANDBY_FD_ENV, TAP_FDS_ENV } from "./sandbox.js";
 
 /** TAPNET_TAP_FDS as sent ("h1=3/1500": FD is 3 + the index among `fds`) with the fds as received. */
 export function mapTapFds(spec: string, fds: number[]): string {
