@@ -25,8 +25,10 @@
  *
  * With `standby: true` the supervisor also keeps a standby node (src/node/standby.ts):
  * started once the node answers, parked in the node's namespace with its modules
- * loaded. A restart hands it the attached TAPs (native/fdpass.c) instead of starting
- * a process, and starts the next standby once the node answers again. A standby that
+ * loaded (NODE.supervisor.json names it once it says it is parked on a pipe). A restart
+ * hands it the attached TAPs (native/fdpass.c) instead of starting a process (before it
+ * is parked too: it is further along than a new process), and starts the next standby
+ * once the node answers again. A standby that
  * cannot be handed the TAPs (it died meanwhile) means a cold start, as without one; one
  * that dies parked STANDBY_FAILURES times in a row is not started again.
  *
@@ -219,7 +221,7 @@ class Supervisor {
   }
 
   /** Spawns `node run` in the node's namespace through nodeLauncher(), with `fds` in slots 3… */
-  private spawnRun(fds: number[], env: NodeJS.ProcessEnv): ChildProcess {
+  private spawnRun(fds: Array<number | "pipe">, env: NodeJS.ProcessEnv): ChildProcess {
     const nodeArgs = (process.env.TAPNET_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
     // `ip netns exec` and setpriv both exec, so child.pid is the node's PID, and both
     // leave inherited fds alone: slot 3+i is fds[i].
@@ -242,13 +244,18 @@ class Supervisor {
     }
     const env = nodeEnvironment();
     delete env[TAP_FDS_ENV];
-    env[STANDBY_FD_ENV] = "3";
-    const child = this.spawnRun([pair[1]], env);
+    env[STANDBY_FD_ENV] = "3,4";
+    const child = this.spawnRun([pair[1], "pipe"], env);
     fs.closeSync(pair[1]);
     const spare = { child, sock: pair[0] };
     this.spare = spare;
-    this.status.standby = child.pid ?? null;
-    this.save();
+    // Recorded once it is parked (its modules loaded): it says so on slot 4.
+    child.stdio[4]?.once("data", () => {
+      if (this.spare !== spare) return;
+      this.status.standby = child.pid ?? null;
+      this.save();
+    });
+    child.stdio[4]?.on("error", () => undefined);
     let ended = false;
     const gone = (why: string): void => {
       if (ended) return;

@@ -2,8 +2,9 @@
  * A standby node: a `node run` process its supervisor (src/lab/supervisor.ts) starts
  * ahead of need, for a node with `standby: true`. It is started exactly as the node is
  * (in the node's namespace, through nodeLauncher(): the same capabilities and
- * no_new_privs), loads the node's modules and the native addon, and parks: it blocks
- * in recvmsg on the socket its supervisor gave it (STANDBY_FD_ENV names the fd)
+ * no_new_privs), loads the node's modules and the native addon, says so on a pipe to
+ * its supervisor (until then a crash of the node is a cold start's wait), and parks:
+ * it blocks in recvmsg on the socket its supervisor gave it (STANDBY_FD_ENV: "SOCK,PIPE")
  * holding nothing the live node needs — no TAP, no socket, no journal, not even the
  * configuration, which it reads only when it takes over.
  *
@@ -18,7 +19,7 @@
  * SIGTERM or SIGKILL, which a parked process cannot catch (no handlers yet).
  */
 import fs from "node:fs";
-import { fdRecv } from "../io/native.js";
+import { fdRecv, loadNative } from "../io/native.js";
 import { parseTapFds } from "./ports.js";
 import { runNode } from "./node.js";
 import { STANDBY_FD_ENV, TAP_FDS_ENV } from "./sandbox.js";
@@ -35,10 +36,15 @@ export function mapTapFds(spec: string, fds: number[]): string {
 }
 
 /** Parks until the supervisor hands over the TAPs, then runs the node; exits when the supervisor is gone. */
-export async function runStandby(configPath: string, sockText: string): Promise<void> {
-  const sock = Number(sockText);
-  if (!Number.isInteger(sock) || sock < 3) throw new Error(`${STANDBY_FD_ENV}: '${sockText}' is not an fd >= 3`);
+export async function runStandby(configPath: string, fdsText: string): Promise<void> {
+  const [sock, ready] = fdsText.split(",").map(Number);
+  if (!(sock >= 3 && ready >= 3 && Number.isInteger(sock) && Number.isInteger(ready))) {
+    throw new Error(`${STANDBY_FD_ENV}: '${fdsText}' is not SOCK,PIPE (two fds >= 3)`);
+  }
   delete process.env[STANDBY_FD_ENV];
+  loadNative();
+  fs.writeSync(ready, "parked\n");
+  fs.closeSync(ready);
   const msg = fdRecv(sock);
   fs.closeSync(sock);
   if (msg === null) process.exit(0);
