@@ -31,7 +31,8 @@ static napi_value init(napi_env env, napi_value exports) {
     return NULL;
   }
   if (!tap_init(env, exports, ad) || !udp_init(env, exports, ad) || !offload_init(env, exports) ||
-      !sandbox_init(env, exports) || !busypoll_init(env, exports))
+      !sandbox_init(env, exports) || !busypoll_init(env, exports) ||
+      !fdpass_init(env, exports))
     return NULL;
   return exports;
 }

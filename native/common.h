@@ -33,5 +33,6 @@ bool busypoll_init(napi_env env, napi_value exports);
 void busypoll_kick(napi_env env);
 /* The environment's data is being freed (the busy-poll handle is closed by its own hook). */
 void busypoll_release(addon_data_t *ad);
+bool fdpass_init(napi_env env, napi_value exports);
 
 #endif

@@ -12,7 +12,10 @@ if (verb !== "node" || (sub !== "run" && sub !== "supervise") || config === unde
   process.exit(2);
 }
 try {
-  if (sub === "run") await (await import("../node/node.js")).runNode(config);
+  // A standby (src/node/standby.ts) loads the node's modules now and runs the node later.
+  const standby = process.env.TAPNET_STANDBY_FD; // STANDBY_FD_ENV (src/node/sandbox.ts)
+  if (sub === "run" && standby !== undefined) await (await import("../node/standby.js")).runStandby(config, standby);
+  else if (sub === "run") await (await import("../node/node.js")).runNode(config);
   else (await import("../lab/supervisor.js")).runSupervisor(config);
 } catch (e) {
   console.error(`tapnet: ${e instanceof Error ? e.message : String(e)}`);

@@ -133,6 +133,9 @@ interface NativeBinding {
   tapAttachIn(opts: { netns: string; name: string; offload?: boolean }): AttachedTap;
   setBusyPoll(microseconds: number): void;
   busyPollStats(): BusyPollStats;
+  fdPair(): [number, number];
+  fdSend(sock: number, text: string, fds: number[]): void;
+  fdRecv(sock: number): { text: string; fds: number[] } | null;
 }
 
 /** Busy polling after a batch (native/busypoll.c): the window and what it did. */
@@ -224,4 +227,20 @@ export function tapPersist(fd: number, on: boolean): void {
  */
 export function tapAttachIn(opts: { netns: string; name: string; offload?: boolean }): AttachedTap {
   return loadNative().tapAttachIn(opts);
+}
+
+/**
+ * Passing open fds between processes (native/fdpass.c, SCM_RIGHTS): fdPair() makes a
+ * close-on-exec SOCK_SEQPACKET socket pair; fdSend(sock, text, fds) sends one message;
+ * fdRecv(sock) blocks until one arrives ({ text, fds }, the fds close-on-exec) or the
+ * other end is closed (null).
+ */
+export function fdPair(): [number, number] {
+  return loadNative().fdPair();
+}
+export function fdSend(sock: number, text: string, fds: number[]): void {
+  loadNative().fdSend(sock, text, fds);
+}
+export function fdRecv(sock: number): { text: string; fds: number[] } | null {
+  return loadNative().fdRecv(sock);
 }

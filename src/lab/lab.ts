@@ -203,7 +203,15 @@ export interface NodeStatus {
   /** Restarts by its supervisor, and how the node last ended. */
   restarts: number;
   lastExit: SupervisorStatus["lastExit"];
-  supervisor: { pid: number | null; running: boolean; state: SupervisorStatus["state"] | null; lastRecoveryMs: number | null };
+  supervisor: {
+    pid: number | null;
+    running: boolean;
+    state: SupervisorStatus["state"] | null;
+    lastRecoveryMs: number | null;
+    /** The parked standby's PID (`standby: true` nodes), and how the last restart started the node. */
+    standby?: number | null;
+    lastRestart?: "standby" | "cold";
+  };
 }
 
 export async function labStatus(): Promise<Array<{ lab: string; file: string; nodes: NodeStatus[]; hosts: LabState["hosts"] }>> {
@@ -239,6 +247,8 @@ export async function labStatus(): Promise<Array<{ lab: string; file: string; no
           running: supPid !== null && isAlive(supPid) && (cmdline(supPid) ?? "").includes("supervise"),
           state: sup?.state ?? null,
           lastRecoveryMs: sup?.lastRecoveryMs ?? null,
+          ...(sup?.standby !== undefined ? { standby: sup.standby } : {}),
+          ...(sup?.lastRestart !== undefined ? { lastRestart: sup.lastRestart } : {}),
         },
       });
     }

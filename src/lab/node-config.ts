@@ -140,6 +140,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     offload: spec.offload ?? offloadCapable(t, node),
     ...(spec.io !== undefined ? { io: spec.io } : {}),
     ...(spec.busyPoll !== undefined ? { busyPoll: spec.busyPoll } : {}),
+    ...(spec.standby === true ? { standby: true } : {}),
     switch: {
       ageingTime: spec.ageingTime,
       maxEntries: spec.maxEntries,

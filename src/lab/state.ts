@@ -62,6 +62,10 @@ export interface SupervisorStatus {
   lastRecoveryMs: number | null;
   /** Hosts whose TAPs the last start handed to the node. */
   reattached: string[];
+  /** The parked standby process's PID (nodes with `standby: true`), null while there is none. */
+  standby?: number | null;
+  /** How the last restart started the node: "standby" (the parked process took over) or "cold" (a new process). */
+  lastRestart?: "standby" | "cold";
 }
 
 export const supervisorStatusPath = (lab: string, node: string): string => path.join(labDir(lab), `${node}.supervisor.json`);

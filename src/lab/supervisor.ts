@@ -26,6 +26,15 @@
  * Beside that it sets the MTU of the node's mesh pods that follow the mesh MTU
  * (src/mesh/pod-mtu.ts): the node cannot reach their namespaces.
  *
+ * With `standby: true` the supervisor also keeps a standby node (src/node/standby.ts):
+ * started once the node answers, parked in the node's namespace with its modules
+ * loaded (NODE.supervisor.json names it once it says it is parked on a pipe). A restart
+ * hands it the attached TAPs (native/fdpass.c) instead of starting a process (before it
+ * is parked too: it is further along than a new process), and starts the next standby
+ * once the node answers again. A standby that
+ * cannot be handed the TAPs (it died meanwhile) means a cold start, as without one; one
+ * that dies parked STANDBY_FAILURES times in a row is not started again.
+ *
  * A crash loop is slowed down: more than 5 restarts within 10 s and each further one
  * waits, 0.5 s doubling up to 5 s. What happened is in NODE.supervisor.json in the
  * lab's directory (SupervisorStatus: the node's PID, restarts, the last exit's code or
@@ -39,10 +48,10 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
-import { type AttachedTap, tapAttachIn } from "../io/native.js";
+import { type AttachedTap, fdPair, fdSend, tapAttachIn } from "../io/native.js";
 import type { NodeConfig } from "../node/config.js";
-import { nodeEnvironment, nodeLauncher, TAP_FDS_ENV } from "../node/sandbox.js";
 import { PodMtuFollower } from "../mesh/pod-mtu.js";
+import { nodeEnvironment, nodeLauncher, STANDBY_FD_ENV, TAP_FDS_ENV } from "../node/sandbox.js";
 import { labDir, nsName, readState, type SupervisorStatus, supervisorStatusPath } from "./state.js";
 
 /** `node supervise` and `node run` without the rest of the CLI (src/cli/node-main.ts). */
@@ -69,6 +78,9 @@ const ATTACH_BUSY_POLL_MS = 5;
 const READY_POLL_MS = 10;
 const READY_MAX_MS = 30_000;
 
+/** Standbys that die parked, in a row, after which no more are started. */
+const STANDBY_FAILURES = 3;
+
 const log = (msg: string): void => console.error(`supervisor: ${msg}`);
 
 /**
@@ -85,6 +97,9 @@ export function restartDelay(deaths: number[], now: number): { deaths: number[];
 
 class Supervisor {
   private child: ChildProcess | null = null;
+  /** The parked standby and the supervisor's end of its socket (nodes with `standby: true`). */
+  private spare: { child: ChildProcess; sock: number } | null = null;
+  private spareFailures = 0;
   private stopping = false;
   private restartTimer: NodeJS.Timeout | null = null;
   private killTimer: NodeJS.Timeout | null = null;
@@ -111,6 +126,7 @@ class Supervisor {
       lastExit: null,
       lastRecoveryMs: null,
       reattached: [],
+      ...(config.standby === true ? { standby: null } : {}),
     };
   }
 
@@ -201,12 +217,92 @@ class Supervisor {
     const gone = this.labGone();
     if (gone !== null) {
       log(`${gone}: nothing to supervise, exiting`);
+      this.stopSpare();
       this.status.state = "stopped";
       this.save();
       process.exit(0);
     }
     if (diedAt === null) this.spawnNode(null, { fds: [], spec: "", names: [] });
-    else void this.attachHosts().then((taps) => this.spawnNode(diedAt, taps));
+    else void this.attachHosts().then((taps) => this.takeOver(diedAt, taps) || this.spawnNode(diedAt, taps));
+  }
+
+  /** Spawns `node run` in the node's namespace through nodeLauncher(), with `fds` in slots 3… */
+  private spawnRun(fds: Array<number | "pipe">, env: NodeJS.ProcessEnv): ChildProcess {
+    const nodeArgs = (process.env.TAPNET_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
+    // `ip netns exec` and setpriv both exec, so child.pid is the node's PID, and both
+    // leave inherited fds alone: slot 3+i is fds[i].
+    return spawn("ip", ["netns", "exec", this.namespace, ...nodeLauncher(), process.execPath, ...nodeArgs, CLI, "node", "run", this.configPath], {
+      stdio: ["ignore", "inherit", "inherit", ...fds],
+      env,
+    });
+  }
+
+  /** Starts a standby (src/node/standby.ts) if the node has that option and none is parked. */
+  private startSpare(): void {
+    if (this.config.standby !== true || this.spare !== null || this.stopping || this.spareFailures >= STANDBY_FAILURES) return;
+    let pair: [number, number];
+    try {
+      pair = fdPair();
+    } catch (e) {
+      log(`no standby: ${e instanceof Error ? e.message : String(e)}`);
+      this.spareFailures = STANDBY_FAILURES;
+      return;
+    }
+    const env = nodeEnvironment();
+    delete env[TAP_FDS_ENV];
+    env[STANDBY_FD_ENV] = "3,4";
+    const child = this.spawnRun([pair[1], "pipe"], env);
+    fs.closeSync(pair[1]);
+    const spare = { child, sock: pair[0] };
+    this.spare = spare;
+    // Recorded once it is parked (its modules loaded): it says so on slot 4.
+    child.stdio[4]?.once("data", () => {
+      if (this.spare !== spare) return;
+      this.status.standby = child.pid ?? null;
+      this.save();
+    });
+    child.stdio[4]?.on("error", () => undefined);
+    let ended = false;
+    const gone = (why: string): void => {
+      if (ended) return;
+      ended = true;
+      if (this.spare !== spare) return; // it took over: the node's own handlers follow it
+      this.spare = null;
+      fs.closeSync(spare.sock);
+      this.status.standby = null;
+      this.spareFailures++;
+      log(`standby (pid ${child.pid}) ${why}${this.spareFailures >= STANDBY_FAILURES ? `; ${this.spareFailures} in a row, no more standbys` : ""}`);
+      this.save();
+      if (!this.stopping && this.child !== null && this.status.state === "running") this.startSpare();
+    };
+    child.on("error", (e) => gone(`cannot start: ${e.message}`));
+    child.on("exit", (code, signal) => gone(signal ? `was killed by ${signal}` : `exited with status ${code}`));
+  }
+
+  /**
+   * Hands `taps` to the parked standby, which becomes the node; false (the fds still
+   * ours) when there is none or it cannot take them (it died meanwhile).
+   */
+  private takeOver(diedAt: number, { fds, spec, names }: { fds: number[]; spec: string; names: string[] }): boolean {
+    const spare = this.spare;
+    if (spare === null || this.stopping) return false;
+    this.spare = null;
+    this.status.standby = null;
+    try {
+      fdSend(spare.sock, spec, fds);
+    } catch (e) {
+      log(`standby (pid ${spare.child.pid}) cannot take over (${e instanceof Error ? e.message : String(e)}): starting a new node`);
+      fs.closeSync(spare.sock);
+      spare.child.kill("SIGKILL");
+      return false;
+    }
+    fs.closeSync(spare.sock);
+    for (const fd of fds) fs.closeSync(fd); // the node has them now
+    this.spareFailures = 0;
+    this.status.lastRestart = "standby";
+    log(`standby (pid ${spare.child.pid}) takes over node ${this.config.node}`);
+    this.adopt(spare.child, diedAt, names);
+    return true;
   }
 
   /** Starts the node process, handing it `taps` (attachHosts). */
@@ -215,17 +311,17 @@ class Supervisor {
       for (const fd of fds) fs.closeSync(fd);
       return;
     }
-    const nodeArgs = (process.env.TAPNET_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
-    // `ip netns exec` and setpriv both exec, so child.pid is the node's PID, and both
-    // leave inherited fds alone: slot 3+i is fds[i].
     const env = nodeEnvironment();
     delete env[TAP_FDS_ENV];
     if (spec !== "") env[TAP_FDS_ENV] = spec;
-    const child = spawn("ip", ["netns", "exec", this.namespace, ...nodeLauncher(), process.execPath, ...nodeArgs, CLI, "node", "run", this.configPath], {
-      stdio: ["ignore", "inherit", "inherit", ...fds],
-      env,
-    });
+    const child = this.spawnRun(fds, env);
     for (const fd of fds) fs.closeSync(fd); // the node has them now
+    if (diedAt !== null && this.config.standby === true) this.status.lastRestart = "cold";
+    this.adopt(child, diedAt, names);
+  }
+
+  /** Makes `child` (just spawned, or a standby that took over) the node. */
+  private adopt(child: ChildProcess, diedAt: number | null, names: string[]): void {
     this.child = child;
     this.status.pid = child.pid ?? null;
     this.status.state = "starting";
@@ -261,6 +357,7 @@ class Supervisor {
           log(`node ${this.config.node} (pid ${child.pid}) answers again, ${this.status.lastRecoveryMs} ms after the exit`);
         }
         this.save();
+        this.startSpare();
         return;
       } catch {
         await new Promise((r) => setTimeout(r, READY_POLL_MS));
@@ -294,12 +391,23 @@ class Supervisor {
     else this.launch(now);
   }
 
+  /** Ends the standby: it holds nothing, so SIGKILL at once. */
+  private stopSpare(): void {
+    const spare = this.spare;
+    if (spare === null) return;
+    this.spare = null;
+    this.status.standby = null;
+    spare.child.kill("SIGKILL");
+    fs.closeSync(spare.sock);
+  }
+
   /** SIGTERM to the node, SIGKILL after STOP_GRACE_MS; exits once it is gone. */
   private stop(): void {
     if (this.stopping) return;
     this.stopping = true;
     this.podMtu.stop();
     if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.stopSpare();
     const child = this.child;
     if (child === null) {
       this.status.state = "stopped";

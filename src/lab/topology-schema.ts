@@ -230,6 +230,13 @@ const NodeSpec = z.strictObject({
    * per gap in the traffic; see docs/benchmarks.md, "Latency per crossing".
    */
   busyPoll: z.number().int().min(0).max(1_000_000).optional(),
+  /**
+   * Keep a standby process for the node (src/node/standby.ts): started, modules loaded,
+   * in the node's namespace and confined, parked until the node dies, then handed the
+   * hosts' TAPs to take over — a crash costs no Node.js start-up. Costs the memory of
+   * one more Node.js process per node. Default: off.
+   */
+  standby: z.boolean().optional(),
   nat: NatSpec.optional(),
   services: z.record(name("a service name"), ServiceSpec).default({}),
   /** The cluster DNS the router answers on `address` for SERVICE.default.svc.DOMAIN. */

@@ -89,6 +89,8 @@ export interface NodeConfig {
   io?: "rw" | "uring";
   /** Busy-poll window after each batch, in microseconds (native/busypoll.c); absent or 0: off. */
   busyPoll?: number;
+  /** The supervisor keeps a standby node process parked to take over at once after a crash (src/node/standby.ts). */
+  standby?: boolean;
   /**
    * The node's TAPs outlive the process (TUNSETPERSIST): set by `lab up`, whose
    * supervisor restarts a node that died and hands it its hosts' TAPs again.

@@ -139,6 +139,8 @@ export function nodeLauncher(): string[] {
  * reads it; here so the supervisor sets it without loading every port's module).
  */
 export const TAP_FDS_ENV = "TAPNET_TAP_FDS";
+/** The environment variable naming the fd of a standby node's socket to its supervisor (src/node/standby.ts). */
+export const STANDBY_FD_ENV = "TAPNET_STANDBY_FD";
 
 /**
  * The environment of a node: libuv must not use io_uring. libuv 1.45+ sends file

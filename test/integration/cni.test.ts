@@ -18,6 +18,7 @@ import { canRunLabs, inNs, netnsList, ping, tapnet, tapnetOk, waitFor, writeLabF
 const LAB = `name: cni
 nodes:
   n1:
+    standby: true
     interfaces:
       cni0: { vlan: 1, address: 10.88.0.1/24 }
       vlan20: { vlan: 20, address: 10.88.20.1/24 }
@@ -276,7 +277,13 @@ describe.skipIf(!canRunLabs())("CNI plugin, driven as a runtime drives it", () =
   });
 
   it("a pod keeps its port when the node is killed with -9: the supervisor hands the pod's TAP to the new node", async () => {
-    type Row = { name: string; pid: number | null; running: boolean; restarts: number };
+    type Row = {
+      name: string;
+      pid: number | null;
+      running: boolean;
+      restarts: number;
+      supervisor: { standby?: number | null; lastRestart?: string };
+    };
     const row = (): Row => {
       // Exit status 1 while a node is down: the JSON is printed all the same.
       const labs = JSON.parse(tapnet(["lab", "status", "--json"]).stdout) as Array<{ lab: string; nodes: Row[] }>;
@@ -284,10 +291,18 @@ describe.skipIf(!canRunLabs())("CNI plugin, driven as a runtime drives it", () =
     };
     const port = portName("pod-2", "eth0");
     expect(fs.existsSync(`/run/tapnet/cni/cni/${port}.json`)).toBe(true);
-    const before = row();
+    // n1 keeps a standby (src/node/standby.ts): the pod's TAP goes to it.
+    const before = await waitFor(
+      "n1's standby to be parked",
+      () => {
+        const n = row();
+        return typeof n.supervisor.standby === "number" ? n : undefined;
+      },
+      30_000,
+    );
     expect(before.running).toBe(true);
     process.kill(before.pid as number, "SIGKILL");
-    await waitFor(
+    const after = await waitFor(
       "n1 to be restarted",
       () => {
         const n = row();
@@ -295,6 +310,8 @@ describe.skipIf(!canRunLabs())("CNI plugin, driven as a runtime drives it", () =
       },
       30_000,
     );
+    expect(after.pid).toBe(before.supervisor.standby);
+    expect(after.supervisor.lastRestart).toBe("standby");
     expect(fs.readFileSync("/run/tapnet/cni/n1.supervisor.json", "utf8")).toContain(`"${port}"`);
     expect(nodePorts()).toContain(port);
     expect(ping(NS[1], "10.88.0.200", 2).stdout).toMatch(/2 received/);

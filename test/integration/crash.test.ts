@@ -6,6 +6,8 @@
  *   lab tcrash: r1 routes h1 10.61.1.0/24 <-> h2 10.61.2.0/24 (and, through a route
  *               added at runtime, 10.69.0.0/24 behind h2);
  *               s2 switches h3, h4 10.62.0.0/24 (and h5, added at runtime)
+ * r1 keeps a standby (standby: true, src/node/standby.ts) that takes over when it dies;
+ * s2 has none and is started anew (a cold start).
  * r1's TAP I/O is the default (readv()/write(), or TAPNET_IO's); s2's is io_uring, whose
  * rings hold the hosts' TAPs for a while after a kill -9 (the supervisor waits for them).
  */
@@ -24,6 +26,7 @@ const file = writeLabFile(
 name: ${LAB}
 nodes:
   r1:
+    standby: true
     interfaces:
       eth1: { port: h1, address: 10.61.1.1/24 }
       eth2: { port: h2, address: 10.61.2.1/24 }
@@ -43,7 +46,14 @@ interface NodeRow {
   ports?: string[];
   restarts: number;
   lastExit: { code: number | null; signal: string | null; at: string } | null;
-  supervisor: { pid: number | null; running: boolean; state: string | null; lastRecoveryMs: number | null };
+  supervisor: {
+    pid: number | null;
+    running: boolean;
+    state: string | null;
+    lastRecoveryMs: number | null;
+    standby?: number | null;
+    lastRestart?: "standby" | "cold";
+  };
 }
 
 function node(name: string): NodeRow {
@@ -74,6 +84,19 @@ function pidsWith(text: string): number[] {
     }
   }
   return out;
+}
+
+/** Waits until the supervisor of `name` has a standby parked; returns its PID. */
+async function parkedStandby(name: string, other?: number): Promise<number> {
+  return waitFor(
+    `a standby of ${name}`,
+    () => {
+      const pid = node(name).supervisor.standby;
+      return typeof pid === "number" && pid !== other && alive(pid) ? pid : undefined;
+    },
+    30_000,
+    50,
+  );
 }
 
 /** Kills a node with -9 and waits until its supervisor has a new one answering; returns the new row. */
@@ -133,9 +156,15 @@ describe.skipIf(!canRunLabs())("a node killed with -9 comes back", () => {
     const through = background(ns("h1"), ["timeout", "-k", "2", "30", "ping", "-D", "-n", "-i", "0.01", "-c", "600", "-W", "1", "10.69.0.1"]);
     const beside = background(ns("h3"), ["timeout", "-k", "2", "30", "ping", "-D", "-n", "-i", "0.01", "-c", "600", "-W", "1", "10.62.0.4"]);
     try {
-      // A steady stream first, then the kill.
+      // A steady stream first and r1's standby parked, then the kill.
       await through.waitFor(/icmp_seq=50 /, 15_000);
       await beside.waitFor(/icmp_seq=50 /, 15_000);
+      const standby = await parkedStandby("r1");
+      // Parked, it holds none of the node's TAPs, sockets or journal: its files are its log
+      // (stdout, stderr), Node.js's own (no socket among them) and its socket to the supervisor.
+      const held = fs.readdirSync(`/proc/${standby}/fd`).map((fd) => fs.readlinkSync(`/proc/${standby}/fd/${fd}`));
+      expect(held.filter((l) => l.includes("tun") || (l.includes("/run/tapnet/") && !l.endsWith("/r1.log")))).toEqual([]);
+      expect(held.filter((l) => l.startsWith("socket:"))).toHaveLength(1);
       const { before, after } = await killAndWait("r1");
       expect(await through.exited).toBe(0);
       expect(await beside.exited).toBe(0);
@@ -153,12 +182,17 @@ describe.skipIf(!canRunLabs())("a node killed with -9 comes back", () => {
       expect(after.lastExit?.signal).toBe("SIGKILL");
       expect(after.supervisor.running).toBe(true);
       expect(after.supervisor.lastRecoveryMs).toBeGreaterThan(0);
+      // The standby took over (no Node.js start-up in the outage), and a new one is parked.
+      expect(after.pid).toBe(standby);
+      expect(after.supervisor.lastRestart).toBe("standby");
+      expect(await parkedStandby("r1", standby)).not.toBe(after.pid);
       const text = tapnetOk(["lab", "status"]);
       expect(text).toMatch(new RegExp(`r1\\s+${after.pid}\\s+running\\s+1\\s+SIGKILL at \\d\\d:\\d\\d:\\d\\d\\s+h1,h2`));
       expect(text).toMatch(/s2\s+\d+\s+running\s+0\s+-\s+h3,h4/);
       console.log(
         `r1 back after kill -9: ${t.missing} of ${t.sent} replies missing at 10 ms intervals, longest time without a reply ${t.gapMs} ms; ` +
-          `the supervisor saw the new node answer ${after.supervisor.lastRecoveryMs} ms after the exit`,
+          `the supervisor saw the new node answer ${after.supervisor.lastRecoveryMs} ms after the exit (${after.supervisor.lastRestart}); ` +
+          `standby RSS ${/VmRSS:\s*(\d+ kB)/.exec(fs.readFileSync(`/proc/${node("r1").supervisor.standby}/status`, "utf8"))?.[1]}; load ${fs.readFileSync("/proc/loadavg", "utf8").split(" ")[0]}`,
       );
     } finally {
       await through.stop();
@@ -199,6 +233,7 @@ describe.skipIf(!canRunLabs())("a node killed with -9 comes back", () => {
 
     const { after } = await killAndWait("s2");
     expect(after.ports).toEqual(["h3", "h4", "h5"]);
+    expect(after.supervisor.standby, "s2 keeps no standby").toBeUndefined();
     // The hosts' eth0 adopted again, with io_uring (the rings of the killed node held them).
     const ports = JSON.parse(tapnetOk(["show", "ports", "--node", "s2", "--lab", LAB, "--json"])) as Array<{ name: string; io?: string }>;
     expect(ports.filter((x) => x.name !== "h5").map((x) => [x.name, x.io])).toEqual([
@@ -223,6 +258,31 @@ describe.skipIf(!canRunLabs())("a node killed with -9 comes back", () => {
     writeState(st3);
   }, 60_000);
 
+  it("a standby killed while parked is replaced, the node untouched; node and standby killed together: the node still comes back", async () => {
+    const r1 = node("r1");
+    const standby = await parkedStandby("r1");
+    process.kill(standby, "SIGKILL");
+    const next = await parkedStandby("r1", standby);
+    expect(node("r1")).toMatchObject({ pid: r1.pid, restarts: r1.restarts, running: true });
+    // Both at once: whichever way the supervisor hears of them (the standby's death
+    // first: a new standby, or a cold start; the handover refused: a cold start).
+    process.kill(next, "SIGKILL");
+    process.kill(r1.pid as number, "SIGKILL");
+    const after = await waitFor(
+      "r1 to be restarted",
+      () => {
+        const n = node("r1");
+        return n.running && n.restarts === r1.restarts + 1 && n.pid !== r1.pid && n.pid !== next ? n : undefined;
+      },
+      20_000,
+      50,
+    );
+    expect(["standby", "cold"]).toContain(after.supervisor.lastRestart);
+    const p = ping(ns("h1"), "10.69.0.1", 2);
+    expect(p.status, p.stdout).toBe(0);
+    await parkedStandby("r1", next);
+  }, 60_000);
+
   it("a crash loop is slowed down; lab down then removes every namespace, TAP, supervisor and node process", async () => {
     // Six deaths in a row, each as soon as the supervisor has started the next node:
     // beyond five within 10 s, the next restart waits.
@@ -244,7 +304,7 @@ describe.skipIf(!canRunLabs())("a node killed with -9 comes back", () => {
     expect(inNs(ns("s2"), ["ip", "-o", "link", "show", "h5"]).status).not.toBe(0);
 
     const sup = [node("r1").supervisor.pid, node("s2").supervisor.pid] as number[];
-    const pids = [node("r1").pid, node("s2").pid] as number[];
+    const pids = [node("r1").pid, node("s2").pid, await parkedStandby("r1")] as number[];
     const down = tapnet(["lab", "down", file]);
     expect(down.status, down.stderr).toBe(0);
     expect(netnsList().filter((x) => x.startsWith(`tn.${LAB}.`))).toEqual([]);

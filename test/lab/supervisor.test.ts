@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { restartDelay } from "../../src/lab/supervisor.js";
 import { parseTapFds } from "../../src/node/ports.js";
+import { mapTapFds } from "../../src/node/standby.js";
 
 describe("crash-loop back-off", () => {
   it("restarts at once five times within 10 s, then waits 0.5 s doubling up to 5 s", () => {
@@ -38,5 +39,16 @@ describe("TAPNET_TAP_FDS", () => {
     expect(() => parseTapFds("h1=2")).toThrow(/with FD >= 3/);
     expect(() => parseTapFds("H1=3")).toThrow(/'H1=3'/);
     expect(() => parseTapFds("h1=3,h1=4")).toThrow(/port h1 is named twice/);
+  });
+});
+
+describe("a standby's TAPNET_TAP_FDS", () => {
+  it("names the fds as received: slot 3 + i is the i-th fd of the message", () => {
+    expect(mapTapFds("h1=3/1500,web-2=4,h3=5/9000", [21, 22, 23])).toBe("h1=21/1500,web-2=22,h3=23/9000");
+    expect(mapTapFds("", [])).toBe("");
+  });
+
+  it("refuses a slot no fd came for", () => {
+    expect(() => mapTapFds("h1=3/1500,h2=4/1500", [21])).toThrow(/names fd 4 for h2, but only 1 fd\(s\) came/);
   });
 });
