@@ -265,14 +265,15 @@ describe.skipIf(!canRunLabs())("a node killed with -9 comes back", () => {
     const next = await parkedStandby("r1", standby);
     expect(node("r1")).toMatchObject({ pid: r1.pid, restarts: r1.restarts, running: true });
     // Both at once: whichever way the supervisor hears of them (the standby's death
-    // first: a new standby, or a cold start; the handover refused: a cold start).
+    // first: a new standby, or a cold start; the handover refused: a cold start; the
+    // handover taken by the dying standby: its exit is one more restart, a cold one).
     process.kill(next, "SIGKILL");
     process.kill(r1.pid as number, "SIGKILL");
     const after = await waitFor(
       "r1 to be restarted",
       () => {
         const n = node("r1");
-        return n.running && n.restarts === r1.restarts + 1 && n.pid !== r1.pid && n.pid !== next ? n : undefined;
+        return n.running && n.restarts >= r1.restarts + 1 && n.restarts <= r1.restarts + 2 && n.pid !== r1.pid && n.pid !== next ? n : undefined;
       },
       20_000,
       50,
