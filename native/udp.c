@@ -307,6 +307,23 @@ static bool tx_segment(udp_t *u, uint32_t n, uint32_t seg, uint32_t len) {
   return true;
 }
 
+/* send()/sendv(): a UDP socket needs a port; a raw socket sends one packet per
+ * message (no GSO segments). Throws and returns false otherwise. */
+static bool check_target(napi_env env, const udp_t *u, const char *fn, uint32_t port, bool has_segs) {
+  char msg[128];
+  if (!u->raw && port == 0) {
+    snprintf(msg, sizeof msg, "%s: port must be an integer in 1..65535", fn);
+    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", msg, 0, NULL);
+    return false;
+  }
+  if (u->raw && has_segs) {
+    snprintf(msg, sizeof msg, "%s: segs must be null for a raw socket (one message is one packet)", fn);
+    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", msg, 0, NULL);
+    return false;
+  }
+  return true;
+}
+
 static napi_value js_send(napi_env env, napi_callback_info info) {
   size_t argc = 7;
   napi_value argv[7];
@@ -326,15 +343,7 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
       {"count", VAL_U32, VAL_REQUIRED, UINT32_MAX, NULL, &count},
   };
   if (!read_args(env, "send", argv, argc, args, VAL_COUNT(args), NULL)) return NULL;
-  if (!u->raw && port == 0) {
-    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "send: port must be an integer in 1..65535", 0, NULL);
-    return NULL;
-  }
-  if (u->raw && segs.v != NULL) {
-    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "send: segs must be null for a raw socket (one message is one packet)",
-              0, NULL);
-    return NULL;
-  }
+  if (!check_target(env, u, "send", port, segs.v != NULL)) return NULL;
   size_t limit = offsets.len;
   if (lengths.len < limit) limit = lengths.len;
   if (addrs.len < limit) limit = addrs.len;
@@ -417,15 +426,7 @@ static napi_value js_sendv(napi_env env, napi_callback_info info) {
       {"count", VAL_U32, VAL_REQUIRED, UINT32_MAX, NULL, &count},
   };
   if (!read_args(env, "sendv", argv, argc, args, VAL_COUNT(args), NULL)) return NULL;
-  if (!u->raw && port == 0) {
-    throw_err(env, ERR_RANGE, "ERR_OUT_OF_RANGE", "sendv: port must be an integer in 1..65535", 0, NULL);
-    return NULL;
-  }
-  if (u->raw && segs.v != NULL) {
-    throw_err(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "sendv: segs must be null for a raw socket (one message is one packet)",
-              0, NULL);
-    return NULL;
-  }
+  if (!check_target(env, u, "sendv", port, segs.v != NULL)) return NULL;
   size_t limit = firsts.len;
   if (counts.len < limit) limit = counts.len;
   if (lengths.len < limit) limit = lengths.len;
