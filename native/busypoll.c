@@ -160,13 +160,9 @@ static napi_value js_busy_poll_stats(napi_env env, napi_callback_info info) {
 }
 
 bool busypoll_init(napi_env env, napi_value exports) {
-  napi_property_descriptor fns[] = {
-      {"setBusyPoll", NULL, js_set_busy_poll, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"busyPollStats", NULL, js_busy_poll_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+  static const named_fn_t fns[] = {
+      {"setBusyPoll", js_set_busy_poll},
+      {"busyPollStats", js_busy_poll_stats},
   };
-  if (napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns) != napi_ok) {
-    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot export setBusyPoll", 0, NULL);
-    return false;
-  }
-  return true;
+  return export_functions(env, exports, fns, VAL_COUNT(fns), "setBusyPoll and busyPollStats");
 }

@@ -52,15 +52,9 @@ static bool get_int(napi_env env, napi_value v, const char *what, int32_t *out) 
 }
 
 static napi_value js_fd_send(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  NAPI_OK_OR_THROW(napi_get_cb_info(env, info, &argc, argv, NULL, NULL), "fdSend arguments");
-  if (argc < 3) {
-    throw_fmt(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "fdSend(sock, text, fds): %zu argument(s) given", argc);
-    return NULL;
-  }
   int32_t sock;
-  if (!get_int(env, argv[0], "fdSend: sock", &sock)) return NULL;
+  if (!get_args(env, info, "fdSend", 3, argv) || !get_int(env, argv[0], "fdSend: sock", &sock)) return NULL;
   char text[FDPASS_TEXT_MAX + 1];
   size_t len = 0;
   if (napi_get_value_string_utf8(env, argv[1], text, sizeof text, &len) != napi_ok) {
@@ -108,19 +102,14 @@ static napi_value js_fd_send(napi_env env, napi_callback_info info) {
   ssize_t r;
   do r = sendmsg(sock, &msg, MSG_NOSIGNAL);
   while (r < 0 && errno == EINTR);
-  if (r < 0) {
-    throw_sys(env, errno, "sendmsg", "fdSend: cannot send the fds%s", "");
-    return NULL;
-  }
+  if (r < 0) throw_sys(env, errno, "sendmsg", "fdSend: cannot send the fds%s", "");
   return NULL;
 }
 
 static napi_value js_fd_recv(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  NAPI_OK_OR_THROW(napi_get_cb_info(env, info, &argc, argv, NULL, NULL), "fdRecv arguments");
   int32_t sock;
-  if (argc < 1 || !get_int(env, argv[0], "fdRecv: sock", &sock)) return NULL;
+  if (!get_args(env, info, "fdRecv", 1, argv) || !get_int(env, argv[0], "fdRecv: sock", &sock)) return NULL;
   char *text = malloc(FDPASS_TEXT_MAX);
   if (text == NULL) {
     napi_throw_error(env, "ENOMEM", "fdRecv: out of memory");
@@ -178,14 +167,10 @@ static napi_value js_fd_recv(napi_env env, napi_callback_info info) {
 }
 
 bool fdpass_init(napi_env env, napi_value exports) {
-  napi_property_descriptor fns[] = {
-      {"fdPair", NULL, js_fd_pair, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"fdSend", NULL, js_fd_send, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"fdRecv", NULL, js_fd_recv, NULL, NULL, NULL, napi_enumerable, NULL},
+  static const named_fn_t fns[] = {
+      {"fdPair", js_fd_pair},
+      {"fdSend", js_fd_send},
+      {"fdRecv", js_fd_recv},
   };
-  if (napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns) != napi_ok) {
-    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot export fdPair, fdSend and fdRecv", 0, NULL);
-    return false;
-  }
-  return true;
+  return export_functions(env, exports, fns, VAL_COUNT(fns), "fdPair, fdSend and fdRecv");
 }

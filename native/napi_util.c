@@ -264,6 +264,18 @@ bool define_values(napi_env env, napi_value obj, const named_value_t *vals, size
   return napi_define_properties(env, obj, n, props) == napi_ok;
 }
 
+bool export_functions(napi_env env, napi_value exports, const named_fn_t *fns, size_t n, const char *what) {
+  napi_property_descriptor props[8];
+  bool ok = n <= sizeof props / sizeof props[0];
+  for (size_t i = 0; ok && i < n; i++)
+    props[i] = (napi_property_descriptor){fns[i].name, NULL, fns[i].fn, NULL, NULL, NULL, napi_enumerable, NULL};
+  if (!ok || napi_define_properties(env, exports, n, props) != napi_ok) {
+    throw_fmt(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot export %s", what);
+    return false;
+  }
+  return true;
+}
+
 napi_value ret_int(napi_env env, int v) {
   napi_value r;
   NAPI_OK_OR_THROW(napi_create_int32(env, v, &r), "create_int32");

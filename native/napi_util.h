@@ -122,6 +122,16 @@ typedef struct {
  * also when a value is NULL (its napi_create_* failed); nothing thrown. */
 bool define_values(napi_env env, napi_value obj, const named_value_t *vals, size_t n);
 
+/* A function the addon exports, by its JavaScript name. */
+typedef struct {
+  const char *name;
+  napi_callback fn;
+} named_fn_t;
+
+/* Defines the functions of `fns` (at most 8) as enumerable properties of exports;
+ * false with "tapnet: cannot export <what>" thrown when N-API refuses. */
+bool export_functions(napi_env env, napi_value exports, const named_fn_t *fns, size_t n, const char *what);
+
 /* A call's number result (send counts, offload results); NULL with an exception
  * pending if N-API cannot make it. */
 napi_value ret_int(napi_env env, int v);

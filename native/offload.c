@@ -91,16 +91,12 @@ static napi_value js_gro_frames(napi_env env, napi_callback_info info) {
 }
 
 bool offload_init(napi_env env, napi_value exports) {
-  napi_property_descriptor fns[] = {
-      {"gsoSegment", NULL, js_gso_segment, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"gsoHeaders", NULL, js_gso_headers, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"csumComplete", NULL, js_csum_complete, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"groCoalesce", NULL, js_gro_coalesce, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"groFrames", NULL, js_gro_frames, NULL, NULL, NULL, napi_enumerable, NULL},
+  static const named_fn_t fns[] = {
+      {"gsoSegment", js_gso_segment},
+      {"gsoHeaders", js_gso_headers},
+      {"csumComplete", js_csum_complete},
+      {"groCoalesce", js_gro_coalesce},
+      {"groFrames", js_gro_frames},
   };
-  if (napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns) != napi_ok) {
-    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot export the offload functions", 0, NULL);
-    return false;
-  }
-  return true;
+  return export_functions(env, exports, fns, VAL_COUNT(fns), "the offload functions");
 }

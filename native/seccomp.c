@@ -181,12 +181,8 @@ fail:
 }
 
 bool sandbox_init(napi_env env, napi_value exports) {
-  napi_property_descriptor fns[] = {
-      {"seccompInstall", NULL, js_seccomp_install, NULL, NULL, NULL, napi_enumerable, NULL},
+  static const named_fn_t fns[] = {
+      {"seccompInstall", js_seccomp_install},
   };
-  if (napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns) != napi_ok) {
-    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot export seccompInstall", 0, NULL);
-    return false;
-  }
-  return true;
+  return export_functions(env, exports, fns, VAL_COUNT(fns), "seccompInstall");
 }

@@ -742,16 +742,15 @@ static napi_value js_tap_attach_in(napi_env env, napi_callback_info cbinfo) {
 /* Module part                                                              */
 
 bool tap_init(napi_env env, napi_value exports, addon_data_t *ad) {
-  napi_property_descriptor fns[] = {
-      {"openTap", NULL, js_open_tap, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"interfaceInfo", NULL, js_interface_info, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"tapPersist", NULL, js_tap_persist, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"tapAttachIn", NULL, js_tap_attach_in, NULL, NULL, NULL, napi_enumerable, NULL},
+  static const named_fn_t fns[] = {
+      {"openTap", js_open_tap},
+      {"interfaceInfo", js_interface_info},
+      {"tapPersist", js_tap_persist},
+      {"tapAttachIn", js_tap_attach_in},
   };
-  if (!pollfd_define_class(env, &tap_kind, "write", js_write, &ad->tap_ctor) ||
-      napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns) != napi_ok) {
-    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot define TapHandle and openTap", 0, NULL);
+  if (!pollfd_define_class(env, &tap_kind, "write", js_write, &ad->tap_ctor)) {
+    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot define TapHandle", 0, NULL);
     return false;
   }
-  return true;
+  return export_functions(env, exports, fns, VAL_COUNT(fns), "openTap, interfaceInfo, tapPersist and tapAttachIn");
 }

@@ -66,6 +66,8 @@
  * SEND_MAX_IOV (the kernel's UIO_MAXIOV). */
 #define SEND_GATHER 8192
 #define SEND_MAX_IOV 1024
+/* send() and sendv() arguments, at most. */
+#define SEND_MAX_ARGS 10
 
 /* One control buffer per message, aligned for struct cmsghdr. Receive: the
  * UDP_GRO cmsg carries an int (udp_cmsg_recv); send: UDP_SEGMENT a uint16_t. */
@@ -324,32 +326,52 @@ static bool check_target(napi_env env, const udp_t *u, const char *fn, uint32_t 
   return true;
 }
 
-static napi_value js_send(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
-  udp_t *u = (udp_t *)pollfd_this(env, info, &argc, argv, true, "send");
+/* The arguments send() and sendv() share: the pool first, then (after the call's
+ * own arrays) addrs, port, segs and count. */
+typedef struct {
+  val_view_t pool, addrs, segs;
+  uint32_t port, count;
+} send_args_t;
+
+/* Reads fn(pool, <own arrays>, addrs, port, segs, count) on a UdpHandle or
+ * RawHandle: `own` gets the n_own Uint32Arrays named in `names`, of which the
+ * last per_msg hold an entry per message (count is checked against them, addrs
+ * and segs; `arrays` names them in the error). The socket, or NULL with an
+ * exception pending. */
+static udp_t *read_send_args(napi_env env, napi_callback_info info, const char *fn, const char *const *names,
+                             val_view_t *own, size_t n_own, size_t per_msg, const char *arrays, send_args_t *a) {
+  napi_value argv[SEND_MAX_ARGS];
+  size_t argc = n_own + 5;
+  udp_t *u = (udp_t *)pollfd_this(env, info, &argc, argv, true, fn);
   if (u == NULL) return NULL;
-  val_view_t pool, offsets, lengths, addrs, segs;
-  uint32_t port = 0, count = 0;
+  *a = (send_args_t){0};
+  val_spec_t specs[SEND_MAX_ARGS];
+  size_t k = 0;
+  specs[k++] = (val_spec_t){"pool", VAL_BYTES, VAL_REQUIRED, 0, NULL, &a->pool};
+  for (size_t j = 0; j < n_own; j++) specs[k++] = (val_spec_t){names[j], VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &own[j]};
   /* Raw sockets have no ports (the argument is ignored: pass 0) and no GSO
    * (one message is one packet: segs must be null). */
-  const val_spec_t args[] = {
-      {"pool", VAL_BYTES, VAL_REQUIRED, 0, NULL, &pool},
-      {"offsets", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &offsets},
-      {"lengths", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &lengths},
-      {"addrs", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &addrs},
-      {"port", u->raw ? VAL_IGNORED : VAL_U32, VAL_REQUIRED, 65535, NULL, &port},
-      {"segs", VAL_U32_ARRAY, VAL_NULLABLE, 0, NULL, &segs},
-      {"count", VAL_U32, VAL_REQUIRED, UINT32_MAX, NULL, &count},
-  };
-  if (!read_args(env, "send", argv, argc, args, VAL_COUNT(args), NULL)) return NULL;
-  if (!check_target(env, u, "send", port, segs.v != NULL)) return NULL;
-  size_t limit = offsets.len;
-  if (lengths.len < limit) limit = lengths.len;
-  if (addrs.len < limit) limit = addrs.len;
-  if (segs.v != NULL && segs.len < limit) limit = segs.len;
-  if (!check_count(env, "send", count, limit, segs.v != NULL ? "offsets, lengths, addrs, segs" : "offsets, lengths, addrs"))
+  specs[k++] = (val_spec_t){"addrs", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &a->addrs};
+  specs[k++] = (val_spec_t){"port", u->raw ? VAL_IGNORED : VAL_U32, VAL_REQUIRED, 65535, NULL, &a->port};
+  specs[k++] = (val_spec_t){"segs", VAL_U32_ARRAY, VAL_NULLABLE, 0, NULL, &a->segs};
+  specs[k++] = (val_spec_t){"count", VAL_U32, VAL_REQUIRED, UINT32_MAX, NULL, &a->count};
+  if (!read_args(env, fn, argv, argc, specs, k, NULL) || !check_target(env, u, fn, a->port, a->segs.v != NULL))
     return NULL;
+  size_t limit = a->addrs.len;
+  for (size_t j = n_own - per_msg; j < n_own; j++)
+    if (own[j].len < limit) limit = own[j].len;
+  if (a->segs.v != NULL && a->segs.len < limit) limit = a->segs.len;
+  return check_count(env, fn, a->count, limit, arrays) ? u : NULL;
+}
+
+static napi_value js_send(napi_env env, napi_callback_info info) {
+  static const char *const names[] = {"offsets", "lengths"};
+  val_view_t own[2];
+  send_args_t a;
+  udp_t *u = read_send_args(env, info, "send", names, own, 2, 2, "offsets, lengths, addrs (and segs)", &a);
+  if (u == NULL) return NULL;
+  const uint32_t port = a.port, count = a.count;
+  const val_view_t pool = a.pool, offsets = own[0], lengths = own[1], addrs = a.addrs, segs = a.segs;
   if (count > 0 && !tx_arrays(u)) {
     throw_err(env, ERR_PLAIN, "ENOMEM", "send: out of memory for the send arrays", ENOMEM, NULL);
     return NULL;
@@ -407,32 +429,14 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
  * order, so a header and a payload need not be next to each other in memory.
  * Everything else (segs, refusals, the return value) is send()'s. */
 static napi_value js_sendv(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
-  napi_value argv[10];
-  udp_t *u = (udp_t *)pollfd_this(env, info, &argc, argv, true, "sendv");
+  static const char *const names[] = {"iovOffsets", "iovLengths", "firsts", "counts", "lengths"};
+  val_view_t own[5];
+  send_args_t a;
+  udp_t *u = read_send_args(env, info, "sendv", names, own, 5, 3, "firsts, counts, lengths, addrs (and segs)", &a);
   if (u == NULL) return NULL;
-  val_view_t pool, iov_offs, iov_lens, firsts, counts, lengths, addrs, segs;
-  uint32_t port = 0, count = 0;
-  const val_spec_t args[] = {
-      {"pool", VAL_BYTES, VAL_REQUIRED, 0, NULL, &pool},
-      {"iovOffsets", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &iov_offs},
-      {"iovLengths", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &iov_lens},
-      {"firsts", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &firsts},
-      {"counts", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &counts},
-      {"lengths", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &lengths},
-      {"addrs", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &addrs},
-      {"port", u->raw ? VAL_IGNORED : VAL_U32, VAL_REQUIRED, 65535, NULL, &port},
-      {"segs", VAL_U32_ARRAY, VAL_NULLABLE, 0, NULL, &segs},
-      {"count", VAL_U32, VAL_REQUIRED, UINT32_MAX, NULL, &count},
-  };
-  if (!read_args(env, "sendv", argv, argc, args, VAL_COUNT(args), NULL)) return NULL;
-  if (!check_target(env, u, "sendv", port, segs.v != NULL)) return NULL;
-  size_t limit = firsts.len;
-  if (counts.len < limit) limit = counts.len;
-  if (lengths.len < limit) limit = lengths.len;
-  if (addrs.len < limit) limit = addrs.len;
-  if (segs.v != NULL && segs.len < limit) limit = segs.len;
-  if (!check_count(env, "sendv", count, limit, "firsts, counts, lengths, addrs (and segs)")) return NULL;
+  const uint32_t port = a.port, count = a.count;
+  const val_view_t pool = a.pool, iov_offs = own[0], iov_lens = own[1], firsts = own[2], counts = own[3],
+                   lengths = own[4], addrs = a.addrs, segs = a.segs;
   if (count > 0 && (!tx_arrays(u) || (u->gather == NULL && (u->gather = calloc(SEND_GATHER, sizeof *u->gather)) == NULL))) {
     throw_err(env, ERR_PLAIN, "ENOMEM", "sendv: out of memory for the send arrays", ENOMEM, NULL);
     return NULL;
@@ -851,16 +855,15 @@ static bool add_sendv(napi_env env, napi_ref ctor_ref, const pollfd_kind_t *kind
 }
 
 bool udp_init(napi_env env, napi_value exports, addon_data_t *ad) {
-  napi_property_descriptor fns[] = {
-      {"openUdp", NULL, js_open_udp, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"openRaw", NULL, js_open_raw, NULL, NULL, NULL, napi_enumerable, NULL},
+  static const named_fn_t fns[] = {
+      {"openUdp", js_open_udp},
+      {"openRaw", js_open_raw},
   };
   if (!pollfd_define_class(env, &udp_kind, "send", js_send, &ad->udp_ctor) ||
       !pollfd_define_class(env, &raw_kind, "send", js_send, &ad->raw_ctor) ||
-      !add_sendv(env, ad->udp_ctor, &udp_kind) || !add_sendv(env, ad->raw_ctor, &raw_kind) ||
-      napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns) != napi_ok) {
-    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot define UdpHandle, RawHandle (send, sendv), openUdp and openRaw", 0, NULL);
+      !add_sendv(env, ad->udp_ctor, &udp_kind) || !add_sendv(env, ad->raw_ctor, &raw_kind)) {
+    throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot define UdpHandle and RawHandle (send, sendv)", 0, NULL);
     return false;
   }
-  return true;
+  return export_functions(env, exports, fns, VAL_COUNT(fns), "openUdp and openRaw");
 }

@@ -83,23 +83,29 @@ static int ring_init(struct io_uring *r, unsigned entries, unsigned cq) {
 
 /* Restricts a disabled ring to frames on fixed file 0 (see the top), then enables it. */
 static int ring_lock(struct io_uring *r) {
-  struct io_uring_restriction res[6];
+  /* Each rule: a restriction kind and its one-byte argument (sqe_op, sqe_flags and
+   * register_op share that byte in struct io_uring_restriction). */
+  static const struct {
+    uint16_t kind;
+    uint8_t arg;
+  } rules[] = {
+      {IORING_RESTRICTION_SQE_OP, URING_OP_READ_MULTISHOT},
+      {IORING_RESTRICTION_SQE_OP, IORING_OP_WRITE},
+      {IORING_RESTRICTION_SQE_OP, IORING_OP_ASYNC_CANCEL},
+      {IORING_RESTRICTION_SQE_FLAGS_REQUIRED, IOSQE_FIXED_FILE},
+      {IORING_RESTRICTION_SQE_FLAGS_ALLOWED, IOSQE_BUFFER_SELECT},
+      /* uring_io_close lets go of the TAP at once rather than when the ring's teardown runs. */
+      {IORING_RESTRICTION_REGISTER_OP, IORING_UNREGISTER_FILES},
+  };
+  enum { NRULES = sizeof rules / sizeof rules[0] };
+  struct io_uring_restriction res[NRULES];
   memset(res, 0, sizeof res);
-  res[0].opcode = IORING_RESTRICTION_SQE_OP;
-  res[0].sqe_op = URING_OP_READ_MULTISHOT;
-  res[1].opcode = IORING_RESTRICTION_SQE_OP;
-  res[1].sqe_op = IORING_OP_WRITE;
-  res[2].opcode = IORING_RESTRICTION_SQE_OP;
-  res[2].sqe_op = IORING_OP_ASYNC_CANCEL;
-  res[3].opcode = IORING_RESTRICTION_SQE_FLAGS_REQUIRED;
-  res[3].sqe_flags = IOSQE_FIXED_FILE;
-  res[4].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
-  res[4].sqe_flags = IOSQE_BUFFER_SELECT;
-  /* uring_io_close lets go of the TAP at once rather than when the ring's teardown runs. */
-  res[5].opcode = IORING_RESTRICTION_REGISTER_OP;
-  res[5].register_op = IORING_UNREGISTER_FILES;
+  for (int i = 0; i < NRULES; i++) {
+    res[i].opcode = rules[i].kind;
+    res[i].sqe_op = rules[i].arg;
+  }
   /* Raw io_uring_register: Debian's liburing 2.3 declares these two calls but does not export them. */
-  if (syscall(__NR_io_uring_register, r->ring_fd, IORING_REGISTER_RESTRICTIONS, res, 6) < 0) return -errno;
+  if (syscall(__NR_io_uring_register, r->ring_fd, IORING_REGISTER_RESTRICTIONS, res, NRULES) < 0) return -errno;
   if (syscall(__NR_io_uring_register, r->ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0) return -errno;
   return 0;
 }
