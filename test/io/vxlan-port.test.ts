@@ -945,6 +945,9 @@ describe.skipIf(!canLab)("VxlanPort against the kernel's VXLAN device (namespace
     // A permanent neighbour: t1's stack sends no ARP probe for OV_B in the window, so
     // `encapsulated` staying put says the big frame alone was not sent.
     sh("ip", ["-n", NST, "neigh", "replace", OV_B, "lladdr", MAC_VX0, "dev", TAP, "nud", "permanent"]);
+    // And B's for t1: otherwise B's kernel may re-check t1 (a unicast ARP probe once its
+    // entry goes stale) inside the window, and t1's answer is encapsulated.
+    sh("ip", ["-n", NSB, "neigh", "replace", OV_T1, "lladdr", MAC_T1, "dev", "vx0", "nud", "permanent"]);
     const before = (await a.state()).vx;
     sh("ip", ["-n", NST, "link", "set", "dev", TAP, "mtu", "1600"]);
     try {
@@ -956,6 +959,7 @@ describe.skipIf(!canLab)("VxlanPort against the kernel's VXLAN device (namespace
     }
     const s = await a.state();
     sh("ip", ["-n", NST, "neigh", "del", OV_B, "dev", TAP]);
+    sh("ip", ["-n", NSB, "neigh", "del", OV_T1, "dev", "vx0"]);
     expect(s.vx.tooBig - before.tooBig).toBe(1);
     expect(s.vx.txDrops - before.txDrops).toBe(1);
     expect(s.vx.encapsulated).toBe(before.encapsulated);
