@@ -19,12 +19,14 @@ typedef struct {
   napi_ref tap_ctor; /* TapHandle (tap.c) */
   napi_ref udp_ctor; /* UdpHandle (udp.c) */
   napi_ref raw_ctor; /* RawHandle (udp.c) */
+  napi_ref xsk_ctor; /* XskHandle (xsk.c) */
   busypoll_t *busy;  /* busy polling after a batch (busypoll.c); NULL: never set */
 } addon_data_t;
 
 /* Module parts: each adds its functions to `exports`; false with an exception pending on failure. */
 bool tap_init(napi_env env, napi_value exports, addon_data_t *ad);
 bool udp_init(napi_env env, napi_value exports, addon_data_t *ad);
+bool xsk_init(napi_env env, napi_value exports, addon_data_t *ad);
 bool offload_init(napi_env env, napi_value exports);
 bool sandbox_init(napi_env env, napi_value exports);
 bool busypoll_init(napi_env env, napi_value exports);

@@ -265,7 +265,7 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   }
   // 4. veth hosts, hosts of kernel nodes, and node-to-node links.
   await step();
-  const vethHosts = Object.entries(t.hosts).filter(([, hs]) => hs.link === "veth" || kernel(hs.node));
+  const vethHosts = Object.entries(t.hosts).filter(([, hs]) => hs.link !== "tap" || kernel(hs.node));
   for (const [h, hs] of vethHosts) plan.ip(undefined, `link add ${h} netns ${ns(hs.node)} type veth peer name eth0 netns ${ns(h)}`);
   for (const [h, hs] of vethHosts) {
     for (const line of [
@@ -278,7 +278,10 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   }
   // A packet socket sees the host's TCP super-frames before segmentation (up to
   // 64 KiB); the switch forwards real frames, so the host must segment itself.
-  for (const [h, hs] of vethHosts) if (!kernel(hs.node)) plan.exec(ns(h), ["ethtool", "-K", "eth0", "tso", "off", "gso", "off"]);
+  // AF_XDP carries no checksum metadata either: a veth-xdp host also finishes its checksums.
+  for (const [h, hs] of vethHosts) {
+    if (!kernel(hs.node)) plan.exec(ns(h), ["ethtool", "-K", "eth0", ...(hs.link === "veth-xdp" ? ["tx", "off"] : []), "tso", "off", "gso", "off"]);
+  }
   plan.run();
   for (const l of t.links) {
     const [a, b] = l.between;
@@ -325,7 +328,7 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   for (const [h, hs] of hosts) {
     if (tapHostNs.has(ns(h))) plan.ip(ns(h), "link set lo up");
     plan.ip(ns(h), `link set eth0 mtu ${mtuOf(hs)}`);
-    if (follows(hs) && hs.link === "veth") plan.ip(ns(hs.node), `link set ${h} mtu ${mtuOf(hs)}`);
+    if (follows(hs) && hs.link !== "tap") plan.ip(ns(hs.node), `link set ${h} mtu ${mtuOf(hs)}`);
     if (hs.mac) plan.ip(ns(h), `link set eth0 address ${hs.mac}`);
     plan.ip(ns(h), `address add ${ips.get(h)} dev eth0`).ip(ns(h), "link set eth0 up");
     if (hs.gateway) plan.ip(ns(h), `route add default via ${hs.gateway} dev eth0`);

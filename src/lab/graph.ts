@@ -78,7 +78,7 @@ export function topologyDot(t: Topology, live?: LiveCounters): string {
     );
     const vlan = s.vlan !== undefined ? `vlan ${s.vlan}` : undefined;
     out.push(
-      `  ${id.host(h)} -- ${id.node(s.node)} [label=${q(vlan, s.link === "veth" ? "veth" : undefined, s.mtu !== undefined && s.mtu !== 1500 ? `mtu ${s.mtu}` : undefined, counters(s.node, h))}];`,
+      `  ${id.host(h)} -- ${id.node(s.node)} [label=${q(vlan, s.link !== "tap" ? s.link : undefined, s.mtu !== undefined && s.mtu !== 1500 ? `mtu ${s.mtu}` : undefined, counters(s.node, h))}];`,
     );
   }
   for (const l of t.links) {

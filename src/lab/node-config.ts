@@ -14,7 +14,7 @@ export function nodeConfig(t: Topology, node: string): NodeConfig {
     if (hs.node !== node) continue;
     ports.push({
       name: h,
-      kind: hs.link === "tap" ? "tap" : "pcap",
+      kind: hs.link === "tap" ? "tap" : hs.link === "veth-xdp" ? "xdp" : "pcap",
       ifname: h,
       vlan: { mode: "access", vlan: hs.vlan ?? 1 },
       stp: hs.stp,

@@ -51,7 +51,7 @@ import { request } from "../control/client.js";
 import { type AttachedTap, fdPair, fdSend, tapAttachIn } from "../io/native.js";
 import type { NodeConfig } from "../node/config.js";
 import { PodMtuFollower } from "../mesh/pod-mtu.js";
-import { nodeEnvironment, nodeLauncher, STANDBY_FD_ENV, TAP_FDS_ENV } from "../node/sandbox.js";
+import { nodeCapabilities, nodeEnvironment, nodeLauncher, STANDBY_FD_ENV, TAP_FDS_ENV } from "../node/sandbox.js";
 import { labDir, nsName, readState, type SupervisorStatus, supervisorStatusPath } from "./state.js";
 
 /** `node supervise` and `node run` without the rest of the CLI (src/cli/node-main.ts). */
@@ -231,10 +231,15 @@ class Supervisor {
     const nodeArgs = (process.env.TAPNET_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
     // `ip netns exec` and setpriv both exec, so child.pid is the node's PID, and both
     // leave inherited fds alone: slot 3+i is fds[i].
-    return spawn("ip", ["netns", "exec", this.namespace, ...nodeLauncher(), process.execPath, ...nodeArgs, CLI, "node", "run", this.configPath], {
-      stdio: ["ignore", "inherit", "inherit", ...fds],
-      env,
-    });
+    const config = JSON.parse(fs.readFileSync(this.configPath, "utf8")) as NodeConfig;
+    return spawn(
+      "ip",
+      ["netns", "exec", this.namespace, ...nodeLauncher(nodeCapabilities(config)), process.execPath, ...nodeArgs, CLI, "node", "run", this.configPath],
+      {
+        stdio: ["ignore", "inherit", "inherit", ...fds],
+        env,
+      },
+    );
   }
 
   /** Starts a standby (src/node/standby.ts) if the node has that option and none is parked. */

@@ -300,7 +300,7 @@ const HostSpec = z.strictObject({
   ip: cidr.optional(),
   gateway: ipv4.optional(),
   vlan: vid.optional(),
-  link: z.enum(["tap", "veth"]).default("tap"),
+  link: z.enum(["tap", "veth", "veth-xdp"]).default("tap"),
   /** Left out: 1500, or on a mesh node the mesh MTU, which the pod then follows (src/mesh/pod-mtu.ts). */
   mtu: z.number().int().min(68).max(1500).optional(),
   mac: mac.optional(),

@@ -89,7 +89,7 @@ export class PodMtuFollower {
       if (h.node !== this.node || h.mtuFromMesh !== true || this.applied.get(pod) === this.mtu) continue;
       this.applied.set(pod, this.mtu);
       const cmds = [["-n", h.namespace, "link", "set", "dev", "eth0", "mtu", String(this.mtu)]];
-      if (h.link === "veth") cmds.push(["-n", nsName(this.lab, this.node), "link", "set", "dev", pod, "mtu", String(this.mtu)]);
+      if (h.link !== "tap") cmds.push(["-n", nsName(this.lab, this.node), "link", "set", "dev", pod, "mtu", String(this.mtu)]);
       for (const args of cmds) {
         const p = spawn("ip", args, { stdio: ["ignore", "ignore", "pipe"] });
         let err = "";

@@ -13,9 +13,10 @@ export interface NodePortConfig {
   name: string;
   /**
    * tap: a TAP device the node creates; pcap: an existing interface opened with
-   * libpcap; vxlan/ipip: a tunnel endpoint over the node namespace's kernel network.
+   * libpcap; xdp: an existing interface (a veth end) through an AF_XDP socket;
+   * vxlan/ipip: a tunnel endpoint over the node namespace's kernel network.
    */
-  kind: "tap" | "pcap" | "vxlan" | "ipip" | "mesh";
+  kind: "tap" | "pcap" | "xdp" | "vxlan" | "ipip" | "mesh";
   /** Device name in the node's network namespace. */
   ifname: string;
   vlan: SwitchPortMode;

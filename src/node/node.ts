@@ -22,6 +22,7 @@ import type { LearningSwitch, SwitchPortMode } from "../elements/learning-switch
 import { IpipPort } from "../io/ipip-port.js";
 import { busyPollStats, setBusyPoll } from "../io/native.js";
 import { TapPort } from "../io/tap-port.js";
+import { XdpPort } from "../io/xdp-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
 import { MESH_ADD } from "../mesh/mesh-add.js";
 import { NodeMesh } from "../mesh/node-mesh.js";
@@ -40,7 +41,7 @@ import { compileFilter } from "./trace-filter.js";
 import { LiveTraceSession } from "./live-trace.js";
 import { NodeFib } from "../bgp/node-fib.js";
 import { BgpSpeaker } from "../bgp/speaker.js";
-import { installSeccomp, isConfined, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
+import { installSeccomp, isConfined, nodeCapabilities, nodeEnvironment, nodeLauncher, sandboxReport } from "./sandbox.js";
 
 /** Pool room kept for ports added at runtime: 64 TAPs with offloads (64 slots of 64 KiB each). */
 const RUNTIME_POOL_BYTES = 64 * 64 * (65536 + 256);
@@ -471,6 +472,8 @@ export class TapnetNode {
         mtu: info.mtu,
         // A TAP port's I/O method: "uring" or "rw" (also after a fallback: the node's log says why).
         ...(p instanceof TapPort ? { io: p.io } : {}),
+        // An AF_XDP port's socket: XDP mode, chunk size, the kernel's ring counters.
+        ...(p instanceof XdpPort ? { xdp: p.xdpCounters() } : {}),
         mode: p.kind === "internal" ? "router" : this.config.ports.find((c) => c.name === p.name)?.routed ? "routed" : mode.mode,
         routed: this.config.ports.find((c) => c.name === p.name)?.routed ?? null,
         pvid: v.pvid > 0 ? v.pvid : null,
@@ -557,14 +560,15 @@ export class TapnetNode {
  * more than NODE_CAPABILITIES, whoever starts it.
  */
 export async function runNode(configPath: string): Promise<void> {
-  if (!isConfined() || process.env.UV_USE_IO_URING !== "0") {
+  const config = JSON.parse(fs.readFileSync(configPath, "utf8")) as NodeConfig;
+  const caps = nodeCapabilities(config);
+  if (!isConfined(undefined, caps) || process.env.UV_USE_IO_URING !== "0") {
     if (process.getuid?.() !== 0) throw new Error("tapnet node run needs root (it creates TAP devices and opens packet sockets): run it with sudo");
     if (process.env.TAPNET_NODE_RELAUNCHED === "1") {
       throw new Error("the node is still not confined after re-running under setpriv (capability bounding set or no_new_privs not applied)");
     }
-    return relaunch();
+    return relaunch(caps);
   }
-  const config = JSON.parse(fs.readFileSync(configPath, "utf8")) as NodeConfig;
   const node = new TapnetNode(config, true);
   await node.start();
   const bye = (): void => {
@@ -577,8 +581,8 @@ export async function runNode(configPath: string): Promise<void> {
 }
 
 /** Runs this same command again under nodeLauncher(); resolves never (exits with the child). */
-function relaunch(): Promise<void> {
-  const [cmd, ...args] = nodeLauncher();
+function relaunch(caps: readonly string[]): Promise<void> {
+  const [cmd, ...args] = nodeLauncher(caps);
   const child = spawn(cmd, [...args, process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
     stdio: "inherit",
     env: { ...nodeEnvironment(), TAPNET_NODE_RELAUNCHED: "1" },

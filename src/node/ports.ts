@@ -12,6 +12,7 @@ import fs from "node:fs";
 import type { Port } from "../core/port.js";
 import { IpipPort } from "../io/ipip-port.js";
 import { PcapPort } from "../io/pcap-port.js";
+import { XdpPort } from "../io/xdp-port.js";
 import { type TapIo, TapPort } from "../io/tap-port.js";
 import { VxlanPort } from "../io/vxlan-port.js";
 import { SleevePort } from "../mesh/sleeve-port.js";
@@ -112,6 +113,8 @@ export function makeDevicePort(pc: NodePortConfig, config: NodeConfig): Port {
     }
     case "pcap":
       return new PcapPort(pc.name, pc.ifname, pc.filter === undefined ? {} : { filter: pc.filter });
+    case "xdp":
+      return new XdpPort(pc.name, pc.ifname);
     case "vxlan": {
       const v = pc.vxlan;
       if (!v) throw new Error(`port ${pc.name}: vxlan settings missing`);

@@ -54,8 +54,17 @@ import { tapRingFds } from "../io/tap-port.js";
  * dac_override/dac_read_search/fowner (root-owned files only by owner rights), no
  * sys_ptrace, no setuid/setgid/setpcap (the sets cannot be widened again), no
  * sys_module, no bpf/perfmon.
+ *   bpf              only a node with xdp ports (AF_XDP, src/io/xdp-port.ts) keeps it:
+ *                    it creates an XSKMAP and loads an XDP program when it opens them.
+ *                    The seccomp filter refuses bpf() once the node has started, so it
+ *                    is of no use after start-up.
  */
 export const NODE_CAPABILITIES = ["net_admin", "net_raw", "net_bind_service"] as const;
+
+/** The capabilities of the node a configuration describes: NODE_CAPABILITIES, and bpf with xdp ports. */
+export function nodeCapabilities(config: { ports: ReadonlyArray<{ kind: string }> } | null): string[] {
+  return [...NODE_CAPABILITIES, ...(config?.ports.some((p) => p.kind === "xdp") ? ["bpf"] : [])];
+}
 
 /** Capability bit numbers (linux/capability.h) to names, as `capsh --decode` prints them. */
 export const CAPABILITY_NAMES = [
@@ -130,8 +139,8 @@ export const NODE_CAPABILITY_MASK = capabilityMask(NODE_CAPABILITIES);
  * inheritable (and with it the ambient) set; the exec that follows, as uid 0, makes
  * permitted = effective = bounding. no_new_privs keeps any later exec from gaining.
  */
-export function nodeLauncher(): string[] {
-  return ["setpriv", `--bounding-set=-all,${NODE_CAPABILITIES.map((c) => `+${c}`).join(",")}`, "--inh-caps=-all", "--no-new-privs", "--"];
+export function nodeLauncher(caps: readonly string[] = NODE_CAPABILITIES): string[] {
+  return ["setpriv", `--bounding-set=-all,${caps.map((c) => `+${c}`).join(",")}`, "--inh-caps=-all", "--no-new-privs", "--"];
 }
 
 /**
@@ -190,9 +199,9 @@ export function readPrivileges(statusPath = "/proc/self/status"): ProcessPrivile
 }
 
 /** True when this process already runs as nodeLauncher() would start it. */
-export function isConfined(p: ProcessPrivileges = readPrivileges()): boolean {
+export function isConfined(p: ProcessPrivileges = readPrivileges(), caps: readonly string[] = NODE_CAPABILITIES): boolean {
   const bnd = BigInt(`0x${p.capBnd}`);
-  return p.noNewPrivs && (bnd & ~NODE_CAPABILITY_MASK) === 0n;
+  return p.noNewPrivs && (bnd & ~capabilityMask(caps)) === 0n;
 }
 
 /* Constants for the argument rules: linux/socket.h, linux/sched.h, asm-generic/fcntl.h,
