@@ -30,7 +30,8 @@
 //           same I/O (-u); --impls A,B runs only the rows named, in that order (A/B repeats)
 //           --ovs adds Open vSwitch's userspace datapath (datapath_type=netdev) with AF_PACKET
 //           ports and with AF_XDP ports polled by one busy-polling PMD core, its daemons
-//           started by the bench in a namespace of its own (scripts/bench/ovs.mjs)
+//           started by the bench in a namespace of its own (scripts/bench/ovs.mjs), and
+//           tapnet with veth-xdp hosts (AF_XDP sockets), without and with busy polling
 //   router  two subnets through a tapnet router (scripts/labs/router.yaml)
 //           vs a kernel router: a namespace with ip_forward=1 and two veths
 //   vxlan   pod to pod across flannel-vxlan.yaml vs kernel VXLAN devices on kernel bridges
@@ -193,7 +194,7 @@ function usage(code) {
       `  --duration S: seconds of the iperf3 TCP test and of the 64-byte trafgen flood (after a 0.5 s warm-up).\n` +
       `  --repeat N: the measurements N times per lab, medians shown (use 3 for numbers worth quoting).\n` +
       `  --uring: also the io_uring rows of the switch scenario (tapnet with io: uring, the C relays with -u).\n` +
-      `  --ovs: also Open vSwitch's userspace datapath rows of the switch scenario (AF_PACKET and AF_XDP ports; scripts/bench/ovs.mjs).\n` +
+      `  --ovs: also the veth-host rows of the switch scenario: Open vSwitch's userspace datapath (AF_PACKET and AF_XDP ports; scripts/bench/ovs.mjs) and tapnet with veth-xdp hosts (AF_XDP), without and with busy polling.\n` +
       `  --impls A,B: only these rows, in this order (names as printed, e.g. 'tapnet,tapnet (io_uring)'); an unknown name is an error.\n` +
       `  --routes N, --host-adds K (control): route additions per burst (default 100000), hosts joined per repetition (default 3).\n` +
       `  'trace' (tracing off / armed on an unrelated filter; --before DIR: a built tree without tracing to hold them against) runs only when named.\n` +
@@ -1362,6 +1363,9 @@ async function scenarios() {
         "tapnet (no offloads, io_uring)": ["tapnet (no offloads)", "C relay (io_uring)"],
         "tapnet (busy-poll 50 µs)": ["tapnet"],
         "tapnet (busy-poll 2.5 ms)": ["tapnet"],
+        // veth hosts through AF_XDP sockets: against the TAP path and OVS's AF_XDP ports.
+        "tapnet (veth-xdp hosts)": ["tapnet", "C relay", ...Object.keys(OVS_ROWS)],
+        "tapnet (veth-xdp hosts, busy-poll 50 µs)": ["tapnet (veth-xdp hosts)", "OVS netdev (AF_XDP)"],
       },
       impls: [
         { name: "kernel bridge", run: labImpl(path.join(BENCH_LABS, "switch-kernel.yaml"), { client: "h1", server: "h2", dst: "10.0.0.2" }) },
@@ -1411,6 +1415,24 @@ async function scenarios() {
           name,
           optIn: "ovs",
           run: ovsImpl({ ...controlHelpers(), alive, measure, cpuSeconds, peakRssKiB, linkPackets }, name),
+        })),
+        // The hosts on veths whose node ends are AF_XDP sockets (link: veth-xdp,
+        // src/io/xdp-port.ts), without and with busy polling: with --ovs (the veth rows) or
+        // when --impls names them.
+        ...[
+          ["", 0],
+          [", busy-poll 50 µs", 50],
+        ].map(([label, us]) => ({
+          name: `tapnet (veth-xdp hosts${label})`,
+          optIn: "ovs",
+          run: async () =>
+            labImpl(
+              await labVariant(lab("switch.yaml"), `bench-switch-xdp${us}`, (doc) => {
+                for (const h of ["h1", "h2", "h3"]) doc.setIn(["hosts", h, "link"], "veth-xdp");
+                if (us > 0) doc.setIn(["nodes", "sw1", "busyPoll"], us);
+              }),
+              { client: "h1", server: "h2", dst: "10.0.0.2" },
+            )(),
         })),
         // The node's busyPoll setting (native/busypoll.c): a window shorter than ping's
         // 2 ms interval, and one longer (the node never sleeps while pinged). Only when

@@ -1,7 +1,7 @@
 /**
  * `link: veth-xdp` hosts: a veth whose node end is an AF_XDP socket (src/io/xdp-port.ts,
  * native/xsk.c), on one shared lab:
- *   sw1: x1 x2 (veth-xdp hosts) and t1 (a TAP host with offloads)
+ *   xsw1: x1 x2 (veth-xdp hosts) and t1 (a TAP host with offloads)
  */
 import fs from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -14,11 +14,11 @@ const file = writeLabFile(
   `
 name: ${LAB}
 nodes:
-  sw1: { offload: true }
+  xsw1: { offload: true }
 hosts:
-  x1: { node: sw1, ip: 10.0.0.1/24, link: veth-xdp }
-  x2: { node: sw1, ip: 10.0.0.2/24, link: veth-xdp }
-  t1: { node: sw1, ip: 10.0.0.3/24 }
+  x1: { node: xsw1, ip: 10.0.0.1/24, link: veth-xdp }
+  x2: { node: xsw1, ip: 10.0.0.2/24, link: veth-xdp }
+  t1: { node: xsw1, ip: 10.0.0.3/24 }
 `,
 );
 
@@ -41,7 +41,7 @@ interface PortRow {
   xdp?: XdpRow;
 }
 
-const ports = (): PortRow[] => JSON.parse(tapnetOk(["show", "ports", "--node", "sw1", "--lab", LAB, "--json"])) as PortRow[];
+const ports = (): PortRow[] => JSON.parse(tapnetOk(["show", "ports", "--node", "xsw1", "--lab", LAB, "--json"])) as PortRow[];
 const port = (name: string): PortRow => {
   const p = ports().find((r) => r.name === name);
   if (!p) throw new Error(`show ports has no ${name}`);
@@ -49,7 +49,7 @@ const port = (name: string): PortRow => {
 };
 /** The XDP programs attached to an interface of the node's namespace, by name. */
 const xdpProgs = (ifname: string): string[] => {
-  const r = inNs(ns("sw1"), ["ip", "-d", "link", "show", "dev", ifname]);
+  const r = inNs(ns("xsw1"), ["ip", "-d", "link", "show", "dev", ifname]);
   expect(r.status, r.stderr).toBe(0);
   return [...r.stdout.matchAll(/prog\/xdp\S* id \d+ name (\S+)/g)].map((m) => m[1]);
 };
@@ -59,8 +59,8 @@ const nodePid = (): { pid: number | null; running: boolean; restarts: number } =
     lab: string;
     nodes: Array<{ name: string; pid: number | null; running: boolean; restarts: number }>;
   }>;
-  const n = labs.find((l) => l.lab === LAB)?.nodes.find((x) => x.name === "sw1");
-  if (!n) throw new Error("lab status has no node sw1");
+  const n = labs.find((l) => l.lab === LAB)?.nodes.find((x) => x.name === "xsw1");
+  if (!n) throw new Error("lab status has no node xsw1");
   return n;
 };
 
@@ -137,7 +137,7 @@ describe.skipIf(!canRunLabs())("veth-xdp hosts: AF_XDP ports", () => {
     expect(before.running).toBe(true);
     process.kill(before.pid as number, "SIGKILL");
     await waitFor(
-      "sw1 to be restarted",
+      "xsw1 to be restarted",
       () => {
         const n = nodePid();
         return n.running && n.restarts === before.restarts + 1 && n.pid !== before.pid ? n : undefined;
