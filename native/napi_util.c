@@ -287,3 +287,15 @@ napi_value ret_u32(napi_env env, uint32_t v) {
   NAPI_OK_OR_THROW(napi_create_uint32(env, v, &r), "create_uint32");
   return r;
 }
+
+bool read_frame_batch(napi_env env, const char *fn, const napi_value *argv, size_t argc, frame_batch_t *b) {
+  const val_spec_t args[] = {
+      {"pool", VAL_BYTES, VAL_REQUIRED, 0, NULL, &b->pool},
+      {"offsets", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &b->offsets},
+      {"lengths", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &b->lengths},
+      {"count", VAL_U32, VAL_REQUIRED, UINT32_MAX, NULL, &b->count},
+  };
+  return read_args(env, fn, argv, argc, args, VAL_COUNT(args), NULL) &&
+         check_count(env, fn, b->count, b->offsets.len < b->lengths.len ? b->offsets.len : b->lengths.len,
+                     "offsets, lengths");
+}

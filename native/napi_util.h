@@ -103,6 +103,14 @@ napi_value options_arg(napi_env env, napi_callback_info info, const char *fn);
  * `arrays` names); RangeError otherwise. */
 bool check_count(napi_env env, const char *fn, uint32_t count, size_t limit, const char *arrays);
 
+/* The arguments of a batch write, (pool, offsets, lengths, count): TAP write(), AF_XDP
+ * send(). count is checked against both arrays. False with an exception pending. */
+typedef struct {
+  val_view_t pool, offsets, lengths;
+  uint32_t count;
+} frame_batch_t;
+bool read_frame_batch(napi_env env, const char *fn, const napi_value *argv, size_t argc, frame_batch_t *b);
+
 /* A receive region of `slots` slots of `slot_size` bytes at `rx_base` in a pool
  * of `pool_len` bytes, described to the kernel by Uint32 offsets: slots >= 1,
  * inside the pool, ending below 4 GiB, and each of the n arrays (named in

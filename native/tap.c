@@ -292,17 +292,10 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   tap_t *t = (tap_t *)pollfd_this(env, info, &argc, argv, true, "write");
   if (t == NULL) return NULL;
-  val_view_t pool, offsets, lengths;
-  uint32_t count = 0;
-  const val_spec_t args[] = {
-      {"pool", VAL_BYTES, VAL_REQUIRED, 0, NULL, &pool},
-      {"offsets", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &offsets},
-      {"lengths", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &lengths},
-      {"count", VAL_U32, VAL_REQUIRED, UINT32_MAX, NULL, &count},
-  };
-  if (!read_args(env, "write", argv, argc, args, VAL_COUNT(args), NULL)) return NULL;
-  if (!check_count(env, "write", count, offsets.len < lengths.len ? offsets.len : lengths.len, "offsets, lengths"))
-    return NULL;
+  frame_batch_t b;
+  if (!read_frame_batch(env, "write", argv, argc, &b)) return NULL;
+  const val_view_t pool = b.pool, offsets = b.offsets, lengths = b.lengths;
+  const uint32_t count = b.count;
   uint32_t *const offs = offsets.data, *const lens = lengths.data;
   const int fd = t->pf.fd;
   uint32_t sent = 0;

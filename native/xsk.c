@@ -232,19 +232,12 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   xsk_t *x = (xsk_t *)pollfd_this(env, info, &argc, argv, true, "send");
   if (x == NULL) return NULL;
-  val_view_t pool, offsets, lengths;
-  uint32_t count = 0;
-  const val_spec_t specs[] = {
-      {"pool", VAL_BYTES, VAL_REQUIRED, 0, NULL, &pool},
-      {"offsets", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &offsets},
-      {"lengths", VAL_U32_ARRAY, VAL_REQUIRED, 0, NULL, &lengths},
-      {"count", VAL_U32, VAL_REQUIRED, UINT32_MAX, NULL, &count},
-  };
-  if (!read_args(env, "send", argv, argc, specs, VAL_COUNT(specs), NULL) ||
-      !check_count(env, "send", count, offsets.len < lengths.len ? offsets.len : lengths.len, "offsets, lengths"))
-    return NULL;
+  frame_batch_t b;
+  if (!read_frame_batch(env, "send", argv, argc, &b)) return NULL;
+  const val_view_t pool = b.pool;
+  const uint32_t count = b.count;
   const uint8_t *src = pool.data;
-  uint32_t *offs = offsets.data, *lens = lengths.data;
+  uint32_t *offs = b.offsets.data, *lens = b.lengths.data;
   const uint32_t room = x->frame_size;
 
   comp_reclaim(x);
@@ -388,7 +381,11 @@ static bool setup(napi_env env, xsk_t *x, int fd, int ifindex, uint32_t queue, u
   mr.chunk_size = x->frame_size;
   mr.headroom = x->headroom;
   if (setsockopt(fd, SOL_XDP, XDP_UMEM_REG, &mr, sizeof mr) != 0) {
-    throw_sys(env, errno, "setsockopt", "openXsk: cannot register the UMEM for '%s'", ifn);
+    static const errno_msg_t msgs[] = {
+        {ENOBUFS, "openXsk: the UMEM for '%s' would pass RLIMIT_MEMLOCK (pinned pages; CAP_IPC_LOCK lifts the limit)"},
+        {0, "openXsk: cannot register the UMEM for '%s'"},
+    };
+    throw_sys_table(env, errno, "setsockopt", msgs, ifn);
     return false;
   }
   const struct {

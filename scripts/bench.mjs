@@ -12,7 +12,7 @@
 //   sudo npm run bench -- bgp                # BIRD announcing 100,000 prefixes to tapnet and to BIRD's kernel (about 2 minutes)
 //   sudo npm run bench -- etcd               # flannel agents on etcd: lease to route, 200 peers (1 minute)
 //   sudo npm run bench -- trace --before DIR --repeat 5   # tracing off / armed vs a tree without it (2-4 minutes)
-//   sudo npm run bench -- rfc2544            # RFC 2544 throughput/latency/loss, 7 frame sizes, 5 devices (2 s trials)
+//   sudo npm run bench -- rfc2544            # RFC 2544 throughput/latency/loss, 7 frame sizes, 7 devices (2 s trials)
 //   sudo npm run bench -- rfc2889            # RFC 2889 address caching capacity and learning rate of the switches
 //   sudo npm run bench -- lab                # lab up/down of 10 and 50 hosts vs Mininet, node exit, CLI start (1 minute)
 //   sudo npm run bench -- mesh               # the mesh (direct, relayed) vs the VXLAN overlay; gossip with 3 and 50 peers (1 minute)
@@ -1366,6 +1366,7 @@ async function scenarios() {
         // veth hosts through AF_XDP sockets: against the TAP path and OVS's AF_XDP ports.
         "tapnet (veth-xdp hosts)": ["tapnet", "C relay", ...Object.keys(OVS_ROWS)],
         "tapnet (veth-xdp hosts, busy-poll 50 µs)": ["tapnet (veth-xdp hosts)", "OVS netdev (AF_XDP)"],
+        "tapnet (veth-xdp hosts, busy-poll 2.5 ms)": ["tapnet (veth-xdp hosts)", "OVS netdev (AF_XDP)"],
       },
       impls: [
         { name: "kernel bridge", run: labImpl(path.join(BENCH_LABS, "switch-kernel.yaml"), { client: "h1", server: "h2", dst: "10.0.0.2" }) },
@@ -1422,6 +1423,7 @@ async function scenarios() {
         ...[
           ["", 0],
           [", busy-poll 50 µs", 50],
+          [", busy-poll 2.5 ms", 2500],
         ].map(([label, us]) => ({
           name: `tapnet (veth-xdp hosts${label})`,
           optIn: "ovs",

@@ -7,7 +7,8 @@
 //   DUTs     tapnet's switch (scripts/labs/switch.yaml) and router (router.yaml); the C
 //            relay (scripts/relay.c: one read() and one write() per frame, no offloads);
 //            the kernel bridge (scripts/bench/switch-kernel.yaml) and a kernel router (a
-//            namespace with ip_forward=1 and two veths): the references.
+//            namespace with ip_forward=1 and two veths): the references; tapnet's switch
+//            and router again with veth-xdp hosts (AF_XDP). --impls picks devices by name.
 //   frames   trafgen (netsniff-ng) in the client's namespace, one process, sends IPv4/UDP
 //            frames of the size (TTL 64, header checksum by trafgen, UDP checksum 0,
 //            8 source ports, destination port 5201 where nothing listens, so the
@@ -28,7 +29,9 @@
 //            its target without a pause was short of CPU, not held back: the DUT is
 //            credited with the rate achieved); the loss rate (§26.3) after a pause is the
 //            wire's view: 1 - delivered rate / target rate over the same timed window
-//            (frames lost, or never taken, count alike).
+//            (frames lost, or never taken, count alike). A veth client link (veth-xdp
+//            hosts, the kernel's DUTs) drops instead, counted in its tx_dropped: there
+//            those frames were sent and lost.
 //   §26.1    throughput: the unthrottled trial first (the most the sender offers on this
 //            path: the stand-in for the medium's maximum rate; if nothing is lost there,
 //            the row is sender-bound, `≥`), then a binary search on the target rate down
@@ -50,6 +53,7 @@
 //   §5.8     address learning rate: with N = the capacity found (at most --max-addresses),
 //            binary search on the rate of the learning frames (unthrottled first) for the
 //            highest rate at which all N are learned.
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -116,7 +120,11 @@ export async function runRfc2544(c) {
     duts: [],
     notes: [],
   };
-  for (const dut of rfc2544Duts(c)) {
+  const all = rfc2544Duts(c);
+  const unknown = (opts.impls ?? []).filter((n) => !all.some((d) => d.name === n));
+  if (unknown.length)
+    throw new Error(`--impls: rfc2544 has no device ${unknown.map((n) => `'${n}'`).join(", ")} (devices: ${all.map((d) => d.name).join(", ")})`);
+  for (const dut of opts.impls ? all.filter((d) => opts.impls.includes(d.name)) : all) {
     const t0 = Date.now();
     say(`rfc2544: ${dut.name}: setting up`);
     const d = { name: dut.name, kind: dut.kind, sizes: [] };
@@ -128,7 +136,8 @@ export async function runRfc2544(c) {
       for (const size of sizes) {
         const cfg = path.join(c.tmpDir(), `rfc2544-${size}.cfg`);
         fs.writeFileSync(cfg, udpFrameConfig(p, size));
-        const one = (target, during) => trial(c, { client: env.client, dev: p.dev, server: env.server, serverDev: p.serverDev, cfg, target, during });
+        const drops = isVeth(env.client, p.dev);
+        const one = (target, during) => trial(c, { client: env.client, dev: p.dev, server: env.server, serverDev: p.serverDev, cfg, target, during, drops });
         const search = await searchZeroLoss(one, { resolution: opts.resolution });
         const pingK = Math.max(100, Math.round(opts.trial * 100));
         let latency = null;
@@ -167,7 +176,7 @@ export async function runRfc2544(c) {
         };
         d.sizes.push(row);
         say(
-          `rfc2544: ${dut.name}: ${size} B: ${search.senderBound ? "≥ " : ""}${(row.throughputPps / 1000).toFixed(1)} kpps zero-loss (max offered ${(search.maxPps / 1000).toFixed(1)} kpps, ${search.trials.length} trials), RTT p50 ${latency ? latency.p50Us.toFixed(0) : "-"} µs, loss at 100% ${loss[0].lossPercent.toFixed(1)}%`,
+          `rfc2544: ${dut.name}: ${size} B: ${search.senderBound ? "≥ " : ""}${(row.throughputPps / 1000).toFixed(1)} kpps zero-loss (max offered ${(search.maxPps / 1000).toFixed(1)} kpps, ${search.trials.length} trials), RTT p50 ${latency?.p50Us != null ? latency.p50Us.toFixed(0) : "-"} µs, loss at 100% ${loss[0].lossPercent.toFixed(1)}%`,
         );
       }
     } catch (e) {
@@ -182,6 +191,11 @@ export async function runRfc2544(c) {
     `trials of ${opts.trial} s${opts.trial < 60 ? " (RFC 2544 §24 asks 60 s: --rfc-trials)" : ""}; throughput resolution ${(opts.resolution * 100).toFixed(0)}% of the unthrottled rate; latency: ping RTT every 10 ms during a trial at the throughput rate (round trip, not one-way tagged frames); frames counted at the hosts' interface counters in the lab namespaces.`,
   );
   return report;
+}
+
+/** A lab edit: every host on a veth-xdp link. */
+function vethXdp(doc) {
+  for (const h of doc.get("hosts").items) doc.setIn(["hosts", h.key.value, "link"], "veth-xdp");
 }
 
 /** The DUTs of rfc2544, in the order measured; each setup() returns { client, server, dst, teardown }. */
@@ -204,6 +218,9 @@ function rfc2544Duts(c) {
     { name: "tapnet switch", kind: "switch", setup: lab(path.join(c.LABS, "switch.yaml"), "bench-rfcsw", "h1", "h2", "10.0.0.2") },
     { name: "kernel router", kind: "router", setup: () => kernelRouterSetup(c) },
     { name: "tapnet router", kind: "router", setup: lab(path.join(c.LABS, "router.yaml"), "bench-rfcrt", "h1", "h2", "10.0.2.10") },
+    // The same two with veth-xdp hosts (AF_XDP ports, src/io/xdp-port.ts).
+    { name: "tapnet switch (veth-xdp hosts)", kind: "switch", setup: lab(path.join(c.LABS, "switch.yaml"), "bench-rfcsw-x", "h1", "h2", "10.0.0.2", vethXdp) },
+    { name: "tapnet router (veth-xdp hosts)", kind: "router", setup: lab(path.join(c.LABS, "router.yaml"), "bench-rfcrt-x", "h1", "h2", "10.0.2.10", vethXdp) },
   ];
 }
 
@@ -318,11 +335,26 @@ async function stopTrafgen(c, { tg, exited }) {
 }
 
 /**
- * One RFC 2544 trial: trafgen at `target` pps (null: unthrottled) for opts.trial s (or
- * while `during` runs), counted as the file's header says. Resolves to { pass, offeredPps,
- * lossPercent, offered, received, refused }.
+ * True when `dev` in namespace `ns` is a veth. A veth does not push back: what its peer
+ * cannot take is dropped and counted in its tx_dropped (where a full TAP refuses the send,
+ * which trafgen retries), so on a veth tx_dropped is frames lost, not pauses.
  */
-async function trial(c, { client, dev, server, serverDev, cfg, target, during }) {
+function isVeth(ns, dev) {
+  const r = spawnSync("ip", ["-n", ns, "-d", "-j", "link", "show", "dev", dev], { encoding: "utf8" });
+  try {
+    return JSON.parse(r.stdout)[0]?.linkinfo?.info_kind === "veth";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * One RFC 2544 trial: trafgen at `target` pps (null: unthrottled) for opts.trial s (or
+ * while `during` runs), counted as the file's header says. With `drops` (the client's link
+ * is a veth) the frames its tx_dropped counts were sent and lost. Resolves to { pass,
+ * offeredPps, lossPercent, offered, received, refused }.
+ */
+async function trial(c, { client, dev, server, serverDev, cfg, target, during, drops = false }) {
   const k0 = c.linkStats(client, dev);
   const s0 = c.linkStats(server, serverDev).rxPackets;
   let ra;
@@ -345,12 +377,13 @@ async function trial(c, { client, dev, server, serverDev, cfg, target, during })
   const k1 = c.linkStats(client, dev);
   const s1 = await settledRx(c, server, serverDev);
   // Frames the DUT's input took (a refused send is retried by trafgen: tx_dropped counts attempts).
-  const offered = k1.txPackets - k0.txPackets;
-  const pauses = k1.txDropped - k0.txDropped;
+  const sent = (k) => k.txPackets + (drops ? k.txDropped : 0);
+  const offered = sent(k1) - sent(k0);
+  const pauses = drops ? 0 : k1.txDropped - k0.txDropped;
   const received = s1 - s0;
   if (offered <= 0) throw new Error(`trafgen in ${client} sent nothing on ${dev}: ${run.tg.output().trim().split("\n").slice(-3).join(" ")}`);
   const windowS = (b.at - a.at) / 1000;
-  const offeredPps = (b.txPackets - a.txPackets) / windowS;
+  const offeredPps = (sent(b) - sent(a)) / windowS;
   const deliveredPps = (rb.rxPackets - ra.rxPackets) / ((rb.at - ra.at) / 1000);
   const lost = Math.max(0, offered - received);
   // The DUT held the sender back only if it paused it; a sender that fell short of its target

@@ -101,6 +101,16 @@ function loadCap(): new () => CapHandle {
  */
 const pinnedCaps: Array<{ cap: CapHandle; buf: Buffer }> = [];
 
+/**
+ * Throws unless `ifname` is a Linux interface name: at most 15 bytes, no '/', ':' or white
+ * space (it also becomes part of a /sys path). `what` names the port in the message.
+ */
+export function checkIfname(what: string, ifname: string): void {
+  if (!/^[^\s/:]{1,15}$/.test(ifname) || ifname === "." || ifname === "..") {
+    throw new RangeError(`${what}: '${ifname}' is not an interface name`);
+  }
+}
+
 /** Parses "aa:bb:cc:dd:ee:ff" into a 48-bit number (0 when malformed). */
 export function parseMac(s: string): number {
   const hex = s.trim().replace(/:/g, "");
@@ -140,11 +150,7 @@ export class PcapPort extends Port {
     opts: PcapPortOptions = {},
   ) {
     super(name, opts.batchSize, opts.slotSize);
-    // A Linux interface name: at most 15 bytes, no '/', ':' or white space. It also
-    // becomes part of a /sys path.
-    if (!/^[^\s/:]{1,15}$/.test(ifname) || ifname === "." || ifname === "..") {
-      throw new RangeError(`pcap port '${name}': '${ifname}' is not an interface name`);
-    }
+    checkIfname(`pcap port '${name}'`, ifname);
     if (this.slotSize <= HEADROOM + 14) {
       throw new RangeError(`pcap port '${name}': slotSize ${this.slotSize} leaves no room for a frame`);
     }

@@ -13,8 +13,8 @@
  * budget). A frame that finds no free chunk is dropped (txDrops; `xdp.txNoFrame`).
  *
  * Config: `mode` native (XDP in the veth driver), generic (skb mode) or auto (native,
- * else generic); `rxFrames`, `txFrames` (powers of two, default 1024 each). Chunks are
- * 2048 bytes, 4096 when the interface's MTU needs it (at most a page: XDP's limit).
+ * else generic); `rxFrames`, `txFrames` (powers of two, default 1024 each); `frameSize`,
+ * the chunk size: 2048 bytes (an MTU up to 1710), or 4096 (a page: XDP's limit).
  *
  * Offloads. AF_XDP carries no checksum or segmentation metadata: the host must send
  * complete frames (`ethtool -K eth0 tx off tso off gso off`, which `lab up` does for a
@@ -32,7 +32,7 @@ import type { TxQueue } from "../core/batch.js";
 import type { PacketPool } from "../core/pool.js";
 import { HEADROOM, Port, type RxHandler } from "../core/port.js";
 import { type HandleStats, loadNative } from "./native.js";
-import { parseMac } from "./pcap-port.js";
+import { checkIfname, parseMac } from "./pcap-port.js";
 
 export type XdpMode = "auto" | "native" | "generic";
 
@@ -41,6 +41,8 @@ export interface XdpPortOptions {
   mode?: XdpMode;
   rxFrames?: number;
   txFrames?: number;
+  /** UMEM chunk size: 2048 (default) or 4096. */
+  frameSize?: 2048 | 4096;
 }
 
 /** The kernel's and this side's counters of an AF_XDP socket. */
@@ -101,8 +103,8 @@ export class XdpPort extends Port {
   /** UMEM chunks for receiving and for sending. */
   readonly rxChunks: number;
   readonly txChunks: number;
-  /** Chunk size, chosen at open from the interface's MTU. */
-  frameSize = 2048;
+  /** UMEM chunk size. */
+  readonly frameSize: number;
   private handle: XskHandle | null = null;
   private mac = 0;
   private mtu = 0;
@@ -113,11 +115,11 @@ export class XdpPort extends Port {
     opts: XdpPortOptions = {},
   ) {
     super(name, opts.batchSize);
-    if (!/^[^\s/:]{1,15}$/.test(ifname) || ifname === "." || ifname === "..") {
-      throw new RangeError(`xdp port '${name}': '${ifname}' is not an interface name`);
-    }
+    checkIfname(`xdp port '${name}'`, ifname);
     this.mode = opts.mode ?? "auto";
     if (!(this.mode in MODES)) throw new RangeError(`xdp port '${name}': mode must be auto, native or generic, got '${this.mode}'`);
+    this.frameSize = opts.frameSize ?? 2048;
+    if (this.frameSize !== 2048 && this.frameSize !== PAGE) throw new RangeError(`xdp port '${name}': frameSize must be 2048 or 4096, got ${this.frameSize}`);
     this.rxChunks = opts.rxFrames ?? 1024;
     this.txChunks = opts.txFrames ?? 1024;
     for (const [k, v] of [
@@ -134,9 +136,9 @@ export class XdpPort extends Port {
     return this.handle !== null;
   }
 
-  /** The UMEM (both chunk sizes fit: the larger is reserved) and a page to align it. */
+  /** The UMEM and a page to align it. */
   override rxRegionBytes(): number {
-    return (this.rxChunks + this.txChunks) * PAGE + PAGE;
+    return (this.rxChunks + this.txChunks) * this.frameSize + PAGE;
   }
 
   open(pool: PacketPool, onRx: RxHandler): void {
@@ -154,7 +156,11 @@ export class XdpPort extends Port {
       throw new Error(`xdp port '${this.name}': '${this.ifname}' has ${rxQueues} receive queues; an xdp port binds one (make the veth with numrxqueues 1)`);
     }
     // A frame (with a VLAN tag) behind the kernel's headroom and ours.
-    this.frameSize = this.mtu + 18 + XDP_HEADROOM + HEADROOM <= 2048 ? 2048 : PAGE;
+    if (this.mtu + 18 + XDP_HEADROOM + HEADROOM > this.frameSize) {
+      throw new Error(
+        `xdp port '${this.name}': '${this.ifname}' has MTU ${this.mtu}, too large for ${this.frameSize}-byte chunks (frameSize 4096 takes up to ${PAGE - 18 - XDP_HEADROOM - HEADROOM})`,
+      );
+    }
     const base = pool.region(this.rxRegionBytes(), `xdp port '${this.name}' UMEM`);
     const rx = this.rx;
     const buf = pool.buf;

@@ -54,16 +54,18 @@ import { tapRingFds } from "../io/tap-port.js";
  * dac_override/dac_read_search/fowner (root-owned files only by owner rights), no
  * sys_ptrace, no setuid/setgid/setpcap (the sets cannot be widened again), no
  * sys_module, no bpf/perfmon.
- *   bpf              only a node with xdp ports (AF_XDP, src/io/xdp-port.ts) keeps it:
- *                    it creates an XSKMAP and loads an XDP program when it opens them.
- *                    The seccomp filter refuses bpf() once the node has started, so it
- *                    is of no use after start-up.
+ *   bpf, ipc_lock    only a node with xdp ports (AF_XDP, src/io/xdp-port.ts) keeps them:
+ *                    it creates an XSKMAP and loads an XDP program when it opens them, and
+ *                    registers a UMEM, whose pinned pages would otherwise count against
+ *                    RLIMIT_MEMLOCK (8 MiB, and summed over every root process without
+ *                    ipc_lock: two or three ports). The seccomp filter refuses bpf(),
+ *                    mlock and AF_XDP sockets once the node has started.
  */
 export const NODE_CAPABILITIES = ["net_admin", "net_raw", "net_bind_service"] as const;
 
 /** The capabilities of the node a configuration describes: NODE_CAPABILITIES, and bpf with xdp ports. */
 export function nodeCapabilities(config: { ports: ReadonlyArray<{ kind: string }> } | null): string[] {
-  return [...NODE_CAPABILITIES, ...(config?.ports.some((p) => p.kind === "xdp") ? ["bpf"] : [])];
+  return [...NODE_CAPABILITIES, ...(config?.ports.some((p) => p.kind === "xdp") ? ["bpf", "ipc_lock"] : [])];
 }
 
 /** Capability bit numbers (linux/capability.h) to names, as `capsh --decode` prints them. */

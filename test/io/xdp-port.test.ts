@@ -19,7 +19,9 @@ describe("XdpPort", () => {
 
   it("reserves its UMEM with a page to spare, and names a missing interface", () => {
     const p = new XdpPort("p", "tnxdpnone0", { rxFrames: 64, txFrames: 64 });
-    expect(p.rxRegionBytes()).toBe(128 * 4096 + 4096);
+    expect(p.rxRegionBytes()).toBe(128 * 2048 + 4096);
+    expect(new XdpPort("q", "x1", { rxFrames: 64, txFrames: 64, frameSize: 4096 }).rxRegionBytes()).toBe(128 * 4096 + 4096);
+    expect(() => new XdpPort("q", "x1", { frameSize: 1024 as 2048 })).toThrow(/frameSize must be 2048 or 4096, got 1024/);
     const pool = new PacketPool(p.rxRegionBytes() + 64);
     expect(() => p.open(pool, () => {})).toThrow("xdp port 'p': no interface 'tnxdpnone0' in this network namespace");
     expect(p.isOpen).toBe(false);
