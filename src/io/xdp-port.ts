@@ -13,8 +13,11 @@
  * budget). A frame that finds no free chunk is dropped (txDrops; `xdp.txNoFrame`).
  *
  * Config: `mode` native (XDP in the veth driver), generic (skb mode) or auto (native,
- * else generic); `rxFrames`, `txFrames` (powers of two, default 1024 each); `frameSize`,
- * the chunk size: 2048 bytes (an MTU up to 1710), or 4096 (a page: XDP's limit).
+ * else generic); `rxFrames`, `txFrames`, chunks (powers of two, default 4096 and 1024: a
+ * veth does not push back on its sender as a full TAP does, so the receive ring is what
+ * absorbs a node that was not scheduled for a few milliseconds; 1024 lost frames at
+ * 50 kpps); `frameSize`, the chunk size: 2048 bytes (an MTU up to 1710), or 4096 (a page:
+ * XDP's limit).
  *
  * Offloads. AF_XDP carries no checksum or segmentation metadata: the host must send
  * complete frames (`ethtool -K eth0 tx off tso off gso off`, which `lab up` does for a
@@ -120,7 +123,7 @@ export class XdpPort extends Port {
     if (!(this.mode in MODES)) throw new RangeError(`xdp port '${name}': mode must be auto, native or generic, got '${this.mode}'`);
     this.frameSize = opts.frameSize ?? 2048;
     if (this.frameSize !== 2048 && this.frameSize !== PAGE) throw new RangeError(`xdp port '${name}': frameSize must be 2048 or 4096, got ${this.frameSize}`);
-    this.rxChunks = opts.rxFrames ?? 1024;
+    this.rxChunks = opts.rxFrames ?? 4096;
     this.txChunks = opts.txFrames ?? 1024;
     for (const [k, v] of [
       ["rxFrames", this.rxChunks],
