@@ -25,8 +25,10 @@
  * transmit chunk (chunks come back through the completion ring once the kernel
  * has sent them), posts the descriptors, and kicks the kernel with sendto();
  * in copy mode each kick sends at most the kernel's budget (32 frames), so a
- * batch takes count/32 + 1 calls. A frame that cannot go (no free chunk, too
- * long, outside the pool) gets length 0 and counts in txErrors.
+ * batch takes count/32 + 1 calls. What a kick leaves on the ring (the socket's
+ * send buffer full) goes with the next send() or wake-up (xdpStats: txLeft).
+ * A frame that cannot go (no free chunk, too long, outside the pool) gets
+ * length 0 and counts in txErrors.
  *
  * The socket is a handle of pollfd.h (its lifetime rules), as a TAP is. The
  * kernel's own counters of the socket (XDP_STATISTICS) are read by xdpStats().
@@ -95,7 +97,7 @@ typedef struct {
   ring_t fill, comp, rx, tx;
   int map_fd, prog_fd, link_fd;
   bool native_mode;
-  uint64_t tx_kicks, tx_no_frame, rx_bad_desc;
+  uint64_t tx_kicks, tx_no_frame, rx_bad_desc, tx_left;
 } xsk_t;
 
 /* ------------------------------------------------------------------------ */
@@ -130,6 +132,32 @@ static void comp_reclaim(xsk_t *x) {
   __atomic_store_n(r->consumer, cons + n, __ATOMIC_RELEASE);
 }
 
+/* Descriptors on the tx ring the kernel has not taken yet. */
+static inline uint32_t tx_queued(const xsk_t *x) {
+  return x->tx.size - ring_room(&x->tx, *x->tx.producer);
+}
+
+/* Kicks the kernel until the tx ring is drained, or it stops making progress. What is
+ * left (the socket's send buffer full, the interface down) goes with the next kick: the
+ * next send(), or the next wake-up. */
+static void tx_kick(xsk_t *x, uint32_t queued) {
+  uint32_t limit = queued / 16 + 4;
+  for (uint32_t k = 0; k < limit; k++) {
+    x->tx_kicks++;
+    ssize_t r = sendto(x->pf.fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+    if (r >= 0) {
+      /* Copy mode returns 0 once the ring is empty. */
+      if (tx_queued(x) == 0) return;
+      continue;
+    }
+    if (errno == EINTR || errno == EAGAIN || errno == EBUSY) continue; /* the budget ran out: more to send */
+    /* ENETDOWN (the interface went down), ENOBUFS, ENXIO. */
+    x->pf.stats.last_tx_errno = errno;
+    break;
+  }
+  if (tx_queued(x) != 0) x->tx_left++;
+}
+
 static void unmap_ring(ring_t *r) {
   if (r->map != NULL && r->map != MAP_FAILED) munmap(r->map, r->map_len);
   r->map = NULL;
@@ -162,6 +190,8 @@ static void on_readable(uv_poll_t *h, int status, int events) {
   (void)events;
   xsk_t *x = (xsk_t *)pollfd_wakeup(h, status);
   if (x == NULL) return;
+  const uint32_t left = tx_queued(x);
+  if (left != 0) tx_kick(x, left);
   const uint64_t rx_end = (uint64_t)x->rx_frames * x->frame_size;
   const uint64_t mask = ~(uint64_t)(x->frame_size - 1);
   for (int round = 0; round < RX_ROUNDS; round++) {
@@ -208,25 +238,6 @@ static inline void tx_refuse(xsk_t *x, uint32_t *lens, uint32_t i, int err) {
   x->pf.stats.last_tx_errno = err;
 }
 
-/* Kicks the kernel until the tx ring is drained, or it stops making progress. */
-static void tx_kick(xsk_t *x, uint32_t posted) {
-  uint32_t limit = posted / 16 + 4;
-  for (uint32_t k = 0; k < limit; k++) {
-    x->tx_kicks++;
-    ssize_t r = sendto(x->pf.fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
-    if (r >= 0) {
-      /* Copy mode returns 0 once the ring is empty. */
-      if (ring_room(&x->tx, *x->tx.producer) == x->tx.size) return;
-      continue;
-    }
-    if (errno == EINTR || errno == EAGAIN || errno == EBUSY) continue; /* the budget ran out: more to send */
-    /* ENETDOWN (the interface went down), ENOBUFS, ENXIO: what is posted stays
-     * posted and goes with the next kick. */
-    x->pf.stats.last_tx_errno = errno;
-    return;
-  }
-}
-
 static napi_value js_send(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   size_t argc = 4;
@@ -269,10 +280,9 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
     e->options = 0;
     posted++;
   }
-  if (posted != 0) {
-    __atomic_store_n(r->producer, prod + posted, __ATOMIC_RELEASE);
-    tx_kick(x, posted);
-  }
+  if (posted != 0) __atomic_store_n(r->producer, prod + posted, __ATOMIC_RELEASE);
+  const uint32_t queued = tx_queued(x);
+  if (queued != 0) tx_kick(x, queued);
   return ret_u32(env, posted);
 }
 
@@ -302,6 +312,8 @@ static napi_value js_xdp_stats(napi_env env, napi_callback_info info) {
       {"txRingEmpty", s.tx_ring_empty_descs},
       {"txKicks", x->tx_kicks},
       {"txNoFrame", x->tx_no_frame},
+      {"txLeft", x->tx_left},
+      {"txQueued", tx_queued(x)},
   };
   for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
     napi_value v;

@@ -58,6 +58,10 @@ export interface XskKernelStats {
   txRingEmpty: number;
   txKicks: number;
   txNoFrame: number;
+  /** Kicks that left descriptors on the tx ring for the next one. */
+  txLeft: number;
+  /** Descriptors on the tx ring now. */
+  txQueued: number;
 }
 
 /** What native/xsk.c's openXsk() returns. */
