@@ -80,9 +80,7 @@ typedef struct {
 
 typedef struct {
   pollfd_t pf; /* first member (pollfd.h) */
-  uint8_t *pool;
-  size_t pool_len;
-  uint8_t *umem;       /* pool + umem_off */
+  uint8_t *umem;       /* the pool's data + umem_off */
   uint32_t umem_off;   /* the UMEM's offset in the pool (page-aligned address) */
   uint32_t frame_size; /* chunk size */
   uint32_t headroom;   /* the UMEM's headroom (ours), in front of the kernel's */
@@ -179,7 +177,7 @@ static void xsk_on_close(pollfd_t *p, bool from_hook) {
   free(x->pending);
   free(x->free_tx);
   x->pending = x->free_tx = NULL;
-  x->pool = x->umem = NULL;
+  x->umem = NULL;
   x->offsets = x->lengths = NULL;
 }
 
@@ -599,8 +597,6 @@ static napi_value js_open_xsk(napi_env env, napi_callback_info cbinfo) {
   pollfd_init(&x->pf, env, &xsk_kind);
   snprintf(x->pf.name, sizeof x->pf.name, "%s", ifname);
   x->map_fd = x->prog_fd = x->link_fd = -1;
-  x->pool = pool.data;
-  x->pool_len = pool.len;
   x->umem = (uint8_t *)aligned;
   x->umem_off = (uint32_t)(aligned - (uintptr_t)pool.data);
   x->frame_size = frame_size;

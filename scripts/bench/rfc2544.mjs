@@ -133,10 +133,10 @@ export async function runRfc2544(c) {
     try {
       env = await dut.setup();
       const p = await c.floodPath(env.client, env.server, env.dst);
+      const drops = isVeth(env.client, p.dev);
       for (const size of sizes) {
         const cfg = path.join(c.tmpDir(), `rfc2544-${size}.cfg`);
         fs.writeFileSync(cfg, udpFrameConfig(p, size));
-        const drops = isVeth(env.client, p.dev);
         const one = (target, during) => trial(c, { client: env.client, dev: p.dev, server: env.server, serverDev: p.serverDev, cfg, target, during, drops });
         const search = await searchZeroLoss(one, { resolution: opts.resolution });
         const pingK = Math.max(100, Math.round(opts.trial * 100));
