@@ -1,5 +1,6 @@
 /*
- * TAP devices (openTap) and interface information (interfaceInfo).
+ * TAP devices (openTap), interface information (interfaceInfo), and the few calls made
+ * from inside another network namespace (tapAttachIn, sysctlIn).
  *
  * Kept deliberately thin: it opens /dev/net/tun, watches the fd with uv_poll on the
  * calling thread's loop (the handle: pollfd.c), and on each wake-up drains up to
@@ -20,8 +21,12 @@
  *     network namespace (a host's eth0): setns(2) on the calling thread into that
  *     namespace, open /dev/net/tun there (TUNSETIFF looks the name up in the namespace
  *     the tun file was opened in), attach, setns back. It needs CAP_SYS_ADMIN (setns),
- *     which only the lab's supervisor has; the node gets the fd by inheritance;
+ *     which only the lab's supervisor and lab up have; the node gets the fd by
+ *     inheritance. With `create` a TAP that is not there is made (persistent) instead of refused: lab up
+ *     makes each host's eth0 in the host's namespace this way, so that no TAP has to
+ *     move between namespaces (each move waits for the kernel's RCU grace periods);
  *   - openTap({ fd }) adopts such an inherited fd instead of opening a new one.
+ * sysctlIn({ netns, names, value }) writes sysctls of another namespace the same way.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -606,7 +611,7 @@ static napi_value js_open_tap(napi_env env, napi_callback_info cbinfo) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* tapPersist(fd, on) and tapAttachIn({ netns, name, offload })             */
+/* tapPersist(fd, on) and tapAttachIn({ netns, name, offload, create })     */
 
 static napi_value js_tap_persist(napi_env env, napi_callback_info cbinfo) {
   napi_value argv[2];
@@ -628,19 +633,58 @@ static napi_value js_tap_persist(napi_env env, napi_callback_info cbinfo) {
 }
 
 static const errno_msg_t setns_errors[] = {
-    {EPERM, "tapAttachIn: entering network namespace %s needs CAP_SYS_ADMIN"},
-    {ENOENT, "tapAttachIn: there is no network namespace %s"},
-    {0, "tapAttachIn: cannot enter network namespace %s"},
+    {EPERM, "entering network namespace %s needs CAP_SYS_ADMIN"},
+    {ENOENT, "there is no network namespace %s"},
+    {0, "cannot enter network namespace %s"},
 };
 
 /* Back to the namespace the thread came from; a thread left elsewhere would open
  * everything after this in a host's namespace, so failing here is fatal. */
 static void setns_back(int self) {
   if (setns(self, CLONE_NEWNET) < 0) {
-    fprintf(stderr, "tapnet: tapAttachIn: cannot return to the original network namespace (%s)\n", strerror(errno));
+    fprintf(stderr, "tapnet: cannot return to the original network namespace (%s)\n", strerror(errno));
     abort();
   }
   close(self);
+}
+
+/* Reads option `netns` (the path of a network namespace) into buf; false with an exception pending. */
+static bool netns_option(napi_env env, napi_value opts, const char *fn, char buf[PATH_MAX]) {
+  napi_value v;
+  napi_valuetype t;
+  size_t len = 0;
+  if (napi_get_named_property(env, opts, "netns", &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok || t != napi_string ||
+      napi_get_value_string_utf8(env, v, buf, PATH_MAX, &len) != napi_ok || len == 0 || len >= PATH_MAX - 1) {
+    throw_fmt(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "%s: option 'netns' must be the path of a network namespace (/run/netns/NAME)", fn);
+    return false;
+  }
+  return true;
+}
+
+/* Moves the calling thread into the network namespace at `netns`; returns an fd of the
+ * namespace it came from (for setns_back), or -1 with an exception pending. */
+static int enter_netns(napi_env env, const char *fn, const char *netns) {
+  int target = open(netns, O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    throw_sys_table(env, errno, "open", setns_errors, netns);
+    return -1;
+  }
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) {
+    int err = errno;
+    close(target);
+    throw_sys(env, err, "open", "%s: cannot open this thread's network namespace", fn);
+    return -1;
+  }
+  if (setns(target, CLONE_NEWNET) < 0) {
+    int err = errno;
+    close(target);
+    close(self);
+    throw_sys_table(env, err, "setns", setns_errors, netns);
+    return -1;
+  }
+  close(target);
+  return self;
 }
 
 static napi_value js_tap_attach_in(napi_env env, napi_callback_info cbinfo) {
@@ -649,41 +693,16 @@ static napi_value js_tap_attach_in(napi_env env, napi_callback_info cbinfo) {
   if (opts == NULL) return NULL;
   char netns[PATH_MAX];
   napi_value v;
-  napi_valuetype t;
-  size_t len = 0;
-  NAPI_OK_OR_THROW(napi_get_named_property(env, opts, "netns", &v), "netns");
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string ||
-      napi_get_value_string_utf8(env, v, netns, sizeof netns, &len) != napi_ok || len == 0 || len >= sizeof netns - 1) {
-    throw_fmt(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "%s: option 'netns' must be the path of a network namespace (/run/netns/NAME)", fn);
-    return NULL;
-  }
+  if (!netns_option(env, opts, fn, netns)) return NULL;
   char name[IFNAMSIZ];
   NAPI_OK_OR_THROW(napi_get_named_property(env, opts, "name", &v), "name");
   if (!get_ifname(env, v, fn, name)) return NULL;
   bool offload = false;
-  const val_spec_t spec[] = {{"offload", VAL_BOOL, 0, 0, NULL, &offload}};
+  bool create = false;
+  const val_spec_t spec[] = {{"offload", VAL_BOOL, 0, 0, NULL, &offload}, {"create", VAL_BOOL, 0, 0, NULL, &create}};
   if (!read_options(env, fn, opts, spec, VAL_COUNT(spec))) return NULL;
-
-  int target = open(netns, O_RDONLY | O_CLOEXEC);
-  if (target < 0) {
-    throw_sys_table(env, errno, "open", setns_errors, netns);
-    return NULL;
-  }
-  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (self < 0) {
-    int err = errno;
-    close(target);
-    throw_sys(env, err, "open", "%s: cannot open this thread's network namespace", fn);
-    return NULL;
-  }
-  if (setns(target, CLONE_NEWNET) < 0) {
-    int err = errno;
-    close(target);
-    close(self);
-    throw_sys_table(env, err, "setns", setns_errors, netns);
-    return NULL;
-  }
-  close(target);
+  int self = enter_netns(env, fn, netns);
+  if (self < 0) return NULL;
   /* In the TAP's namespace now: open, attach, read what the node will report. */
   int err = 0;
   const char *syscall = NULL;
@@ -703,12 +722,20 @@ static napi_value js_tap_attach_in(napi_env env, napi_callback_info cbinfo) {
       err = errno;
       syscall = "ioctl(TUNSETIFF)";
       what = "tapAttachIn: cannot attach to TAP %s (busy: another process has it; EINVAL: not a TAP)";
-    } else if (ioctl(fd, TUNGETIFF, &ifr) < 0 || !(ifr.ifr_flags & IFF_PERSIST)) {
+    } else if (ioctl(fd, TUNGETIFF, &ifr) < 0) {
+      err = errno;
+      syscall = "ioctl(TUNGETIFF)";
+      what = "tapAttachIn: cannot read the flags of TAP %s";
+    } else if (!(ifr.ifr_flags & IFF_PERSIST) && !create) {
       /* TUNSETIFF creates a TAP when the name is free: one that is not persistent
        * was made just now, and goes again with this close. */
       err = ENODEV;
       syscall = "ioctl(TUNSETIFF)";
       what = "tapAttachIn: there is no persistent TAP named %s in that namespace";
+    } else if (!(ifr.ifr_flags & IFF_PERSIST) && ioctl(fd, TUNSETPERSIST, 1) < 0) {
+      err = errno;
+      syscall = "ioctl(TUNSETPERSIST)";
+      what = "tapAttachIn: cannot make the new TAP %s persistent";
     } else if ((err = query_ifinfo(name, &ii, &syscall)) != 0) {
       what = "tapAttachIn: cannot read MAC/MTU/ifindex of TAP %s";
     }
@@ -732,6 +759,78 @@ static napi_value js_tap_attach_in(napi_env env, napi_callback_info cbinfo) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* sysctlIn({ netns, names, value })                                        */
+
+/*
+ * Writes `value` to each sysctl of `names` (dotted, "net.ipv6.conf.all.disable_ipv6") as
+ * the network namespace at `netns` sees them: /proc/sys/net is looked up in the
+ * namespace of the task that opens it, so setns on this thread, open and write, setns
+ * back. What `ip netns exec NS sysctl -w` does without two processes per namespace.
+ */
+static napi_value js_sysctl_in(napi_env env, napi_callback_info cbinfo) {
+  const char *fn = "sysctlIn";
+  napi_value opts = options_arg(env, cbinfo, fn);
+  if (opts == NULL) return NULL;
+  char netns[PATH_MAX];
+  if (!netns_option(env, opts, fn, netns)) return NULL;
+  char value[64];
+  size_t vlen = 0;
+  napi_value v;
+  napi_valuetype t;
+  if (napi_get_named_property(env, opts, "value", &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok || t != napi_string ||
+      napi_get_value_string_utf8(env, v, value, sizeof value, &vlen) != napi_ok || vlen == 0 || vlen >= sizeof value - 1) {
+    throw_fmt(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "%s: option 'value' must be a string of 1 to 62 characters", fn);
+    return NULL;
+  }
+  napi_value arr;
+  bool is_arr = false;
+  uint32_t n = 0;
+  if (napi_get_named_property(env, opts, "names", &arr) != napi_ok || napi_is_array(env, arr, &is_arr) != napi_ok || !is_arr ||
+      napi_get_array_length(env, arr, &n) != napi_ok || n == 0 || n > 16) {
+    throw_fmt(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "%s: option 'names' must be an array of 1 to 16 sysctl names", fn);
+    return NULL;
+  }
+  char paths[16][128];
+  for (uint32_t i = 0; i < n; i++) {
+    char name[100];
+    size_t len = 0;
+    napi_value e;
+    bool ok = napi_get_element(env, arr, i, &e) == napi_ok && napi_typeof(env, e, &t) == napi_ok && t == napi_string &&
+              napi_get_value_string_utf8(env, e, name, sizeof name, &len) == napi_ok && len > 0 && len < sizeof name - 1 &&
+              name[0] != '.' && name[len - 1] != '.' && strstr(name, "..") == NULL;
+    for (size_t k = 0; ok && k < len; k++) {
+      const char c = name[k];
+      ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+    }
+    if (!ok) {
+      throw_fmt(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "%s: names[%u] must be a dotted sysctl name (a-z 0-9 _ - .)", fn, i);
+      return NULL;
+    }
+    snprintf(paths[i], sizeof paths[i], "/proc/sys/%s", name);
+    for (char *c = paths[i] + 10; *c; c++)
+      if (*c == '.') *c = '/';
+  }
+  int self = enter_netns(env, fn, netns);
+  if (self < 0) return NULL;
+  int err = 0;
+  uint32_t failed = 0;
+  for (uint32_t i = 0; i < n && err == 0; i++) {
+    int fd = open(paths[i], O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, value, vlen) != (ssize_t)vlen) {
+      err = errno != 0 ? errno : EIO;
+      failed = i;
+    }
+    if (fd >= 0) close(fd);
+  }
+  setns_back(self);
+  if (err != 0) {
+    throw_sys(env, err, "write", "sysctlIn: cannot write %s", paths[failed]);
+    return NULL;
+  }
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Module part                                                              */
 
 bool tap_init(napi_env env, napi_value exports, addon_data_t *ad) {
@@ -740,6 +839,7 @@ bool tap_init(napi_env env, napi_value exports, addon_data_t *ad) {
       {"interfaceInfo", js_interface_info},
       {"tapPersist", js_tap_persist},
       {"tapAttachIn", js_tap_attach_in},
+      {"sysctlIn", js_sysctl_in},
   };
   if (!pollfd_define_class(env, &tap_kind, "write", js_write, &ad->tap_ctor)) {
     throw_err(env, ERR_PLAIN, "ERR_TAPNET_NAPI", "tapnet: cannot define TapHandle", 0, NULL);

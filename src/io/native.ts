@@ -126,11 +126,22 @@ export interface AttachedTap extends InterfaceInfo {
   fd: number;
 }
 
+/** tapAttachIn's options: the namespace's path (/run/netns/NAME), the TAP's name there. */
+export interface TapAttachOptions {
+  netns: string;
+  name: string;
+  /** Attach with virtio-net headers (IFF_VNET_HDR). */
+  offload?: boolean;
+  /** Make the TAP (persistent) when the namespace has none of that name, instead of failing. */
+  create?: boolean;
+}
+
 interface NativeBinding {
   openTap(opts: TapOptions): TapHandle;
   interfaceInfo(name: string): InterfaceInfo;
   tapPersist(fd: number, on: boolean): void;
-  tapAttachIn(opts: { netns: string; name: string; offload?: boolean }): AttachedTap;
+  tapAttachIn(opts: TapAttachOptions): AttachedTap;
+  sysctlIn(opts: { netns: string; names: string[]; value: string }): void;
   setBusyPoll(microseconds: number): void;
   busyPollStats(): BusyPollStats;
   fdPair(): [number, number];
@@ -221,12 +232,22 @@ export function tapPersist(fd: number, on: boolean): void {
  * Attaches to the persistent TAP `name` in the network namespace at `netns` (a path such
  * as /run/netns/tn.LAB.HOST): setns there on the calling thread, open /dev/net/tun,
  * TUNSETIFF (IFF_TAP|IFF_NO_PI, IFF_VNET_HDR with `offload`), setns back. Needs
- * CAP_SYS_ADMIN. Refuses (ENODEV) when there is no persistent TAP of that name, rather
- * than create one. The fd is blocking and close-on-exec; a child given it in a stdio
- * slot adopts it with openTap({ fd }).
+ * CAP_SYS_ADMIN. Refuses (ENODEV) when there is no persistent TAP of that name, unless
+ * `create` asks for one (made persistent). The fd is blocking and close-on-exec; a child
+ * given it in a stdio slot adopts it with openTap({ fd }).
  */
-export function tapAttachIn(opts: { netns: string; name: string; offload?: boolean }): AttachedTap {
+export function tapAttachIn(opts: TapAttachOptions): AttachedTap {
   return loadNative().tapAttachIn(opts);
+}
+
+/**
+ * Writes `value` to the sysctls `names` ("net.ipv6.conf.all.disable_ipv6") of the network
+ * namespace at `netns` (a path such as /run/netns/tn.LAB.HOST), from this thread (setns
+ * there and back, as tapAttachIn): `ip netns exec NS sysctl -qw NAME=VALUE…` without its
+ * two processes. Needs CAP_SYS_ADMIN.
+ */
+export function sysctlIn(opts: { netns: string; names: string[]; value: string }): void {
+  loadNative().sysctlIn(opts);
 }
 
 /**

@@ -6,11 +6,10 @@
  *   - every node and every host is a network namespace `tn.L.NAME` (lab and node names
  *     never hold a dot, so two different (lab, name) pairs never share a namespace);
  *   - a node runs one tapnet process inside its namespace, started (and restarted
- *     after a crash) by a supervisor process of its own; for each TAP host the
- *     process creates a persistent TAP named after the host, which the builder then
- *     moves into the host's namespace and renames eth0 (the process keeps its file
- *     descriptor, so the host's eth0 IS the node's port; a restarted node gets it back
- *     from the supervisor);
+ *     after a crash) by a supervisor process of its own; each TAP host's eth0 is a
+ *     persistent TAP the builder makes in the host's namespace, which the supervisor
+ *     attaches to and hands to the node at every start, the first included (the process
+ *     holds its file descriptor, so the host's eth0 IS the node's port);
  *   - a veth host gets a veth pair: eth0 in the host, the other end (named after
  *     the host) in the node, opened by the node through libpcap;
  *   - a link between two nodes is a veth pair whose ends are named after the peer.
@@ -20,10 +19,11 @@
 import { meshStateFile } from "../mesh/ipam.js";
 import { meshAddress, podMeshMtus } from "../mesh/lab.js";
 import { spawn } from "node:child_process";
-import fs from "node:fs";
+import fs, { closeSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
+import { sysctlIn, tapAttachIn } from "../io/native.js";
 import { isBgp, sharedUnderlayCommands, sharedUnderlaySysctls, sharesUnderlay, startBirds } from "./bgp.js";
 import { type EtcdState, startAgents, startEtcd } from "./etcd.js";
 import { IpPlan } from "./ip-plan.js";
@@ -36,6 +36,9 @@ import { isKernelNode, overlayNotes, type StpSpec, type Topology, usesUnderlayPo
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../cli/node-main.js");
 /** The repository (dist/lab/ -> ../..). */
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const NETNS_DIR = "/run/netns";
+/** IPv6 off in a namespace: for its devices now (all) and those made later (default). */
+const NO_IPV6 = ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"];
 
 /** The last lines of a log file, for a message. */
 function logTail(log: string): string {
@@ -51,7 +54,7 @@ export function addNamespace(state: LabState, ns: string): void {
   state.namespaces.push(ns);
   writeState(state);
   run(["ip", "netns", "add", ns]);
-  run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+  sysctlIn({ netns: path.join(NETNS_DIR, ns), names: NO_IPV6, value: "1" });
   ipBatch(["link set lo up"], ns);
 }
 
@@ -132,6 +135,25 @@ function kernelPortStp(dev: string, stp: { cost?: number; priority?: number } | 
   ];
 }
 
+/**
+ * Each node was handed the eth0 of its TAP hosts by its supervisor; a node that was not
+ * (the supervisor could not attach: its log says why) made a TAP of the host's name in
+ * its own namespace instead, which no host would ever see.
+ */
+function checkTapsHanded(t: Topology, state: LabState, tapHostNs: Set<string>): void {
+  for (const node of Object.keys(state.nodes)) {
+    const mine = Object.entries(t.hosts).filter(([h, hs]) => hs.node === node && tapHostNs.has(nsName(t.name, h)));
+    if (!mine.length) continue;
+    const there = new Set(
+      run(["ip", "-n", nsName(t.name, node), "-o", "link", "show"])
+        .split("\n")
+        .map((l) => l.split(": ")[1]?.split("@")[0]),
+    );
+    const lost = mine.filter(([h]) => there.has(h)).map(([h]) => h);
+    if (lost.length) throw new Error(`node ${node} was not handed the eth0 of host(s) ${lost.join(", ")} by its supervisor (log: ${state.nodes[node].log})`);
+  }
+}
+
 /** Every namespace a lab has: nodes, hosts, the underlay's bridges and kernel routers. */
 export function labNamespaces(t: Topology): string[] {
   const names = [...Object.keys(t.nodes), ...Object.keys(t.hosts)];
@@ -166,18 +188,16 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   const kernel = (node: string): boolean => isKernelNode(t.nodes[node]);
   // 1. Namespaces. IPv6 is switched off in them: tapnet is an IPv4 dataplane, and
   //    router solicitations and MLD reports would only add noise to every capture.
-  //    All in one `ip -batch` (src/lab/ip-plan.ts), recorded first: lab down removes
-  //    those that exist. The TAP hosts' namespaces are made while the nodes start (step 5),
-  //    which need none of them.
+  //    Made in one `ip -batch` (src/lab/ip-plan.ts), recorded first: lab down removes
+  //    those that exist; the sysctls are written from here (sysctlIn: no process per
+  //    namespace). A TAP host's namespace gets its eth0 at once, a persistent TAP made in
+  //    place (tapAttachIn with create), which the supervisor hands to the node at its
+  //    first start as it does at a restart; moving a TAP the node made into the host's
+  //    namespace cost each host some 18 ms of the kernel's (serialized) namespace change.
+  //    The rest of a TAP host's set-up is step 6a, while the nodes start.
   await step();
   const dir = labDir(lab);
   const plan = new IpPlan(dir);
-  // `lo` of a TAP host comes up with its eth0 in step 6 (one process fewer per host).
-  const planNamespace = (n: string, lo = true): void => {
-    plan.ip(undefined, `netns add ${n}`);
-    plan.exec(n, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
-    if (lo) plan.ip(n, "link set lo up");
-  };
   const tapHostNs = new Set(
     Object.entries(t.hosts)
       .filter(([, hs]) => hs.link === "tap" && !kernel(hs.node))
@@ -185,8 +205,21 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   );
   state.namespaces.push(...labNamespaces(t));
   writeState(state);
-  for (const n of state.namespaces) if (!tapHostNs.has(n)) planNamespace(n);
+  for (const n of state.namespaces) plan.ip(undefined, `netns add ${n}`);
   plan.run();
+  for (const n of state.namespaces) {
+    sysctlIn({ netns: path.join(NETNS_DIR, n), names: NO_IPV6, value: "1" });
+    // `lo` of a TAP host comes up with its eth0 (6a).
+    if (!tapHostNs.has(n)) plan.ip(n, "link set lo up");
+  }
+  plan.run();
+  for (const [h, hs] of Object.entries(t.hosts)) {
+    if (!tapHostNs.has(ns(h))) continue;
+    closeSync(tapAttachIn({ netns: path.join(NETNS_DIR, ns(h)), name: "eth0", create: true }).fd);
+    // What the supervisor reads to attach it (the whole entry is written in step 6b).
+    state.hosts[h] = { namespace: ns(h), node: hs.node, ip: hs.ip ?? "", gateway: hs.gateway, vlan: hs.vlan ?? 1, link: "tap" };
+  }
+  writeState(state);
   // 2. The underlay: one kernel bridge per segment in the lab's "ul" namespace, kernel
   //    routers (forwarding namespaces) between segments, and each node's ul0 on its
   //    segment — an address of the node's kernel (tunnel sockets use it), or a tapnet
@@ -299,8 +332,30 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
     await step();
     startSupervisor(state, t, node, ns(node));
   }
+  // 6a. While the nodes start: the hosts whose settings do not depend on a running node
+  //     (all but a mesh node's pods without an address or an MTU of their own).
   await step();
-  for (const n of state.namespaces) if (tapHostNs.has(n)) planNamespace(n, false);
+  const hosts = Object.entries(t.hosts);
+  type HostSpec = (typeof hosts)[number][1];
+  const early = (hs: HostSpec): boolean => hs.ip !== undefined && (hs.mtu !== undefined || !t.nodes[hs.node]?.mesh);
+  // A mesh node's pod without an MTU of its own takes the mesh MTU, and follows it (src/mesh/pod-mtu.ts).
+  const meshMtus = new Map<string, number>();
+  const mtuOf = (hs: HostSpec): number => hs.mtu ?? meshMtus.get(hs.node) ?? 1500;
+  const follows = (hs: HostSpec): boolean => hs.mtu === undefined && meshMtus.has(hs.node);
+  const ips = new Map<string, string>();
+  const planHost = (h: string, hs: HostSpec): void => {
+    if (tapHostNs.has(ns(h))) plan.ip(ns(h), "link set lo up");
+    plan.ip(ns(h), `link set eth0 mtu ${mtuOf(hs)}`);
+    if (follows(hs) && hs.link !== "tap") plan.ip(ns(hs.node), `link set ${h} mtu ${mtuOf(hs)}`);
+    if (hs.mac) plan.ip(ns(h), `link set eth0 address ${hs.mac}`);
+    plan.ip(ns(h), `address add ${ips.get(h)} dev eth0`).ip(ns(h), "link set eth0 up");
+    if (hs.gateway) plan.ip(ns(h), `route add default via ${hs.gateway} dev eth0`);
+  };
+  for (const [h, hs] of hosts) {
+    if (!early(hs)) continue;
+    ips.set(h, hs.ip as string);
+    planHost(h, hs);
+  }
   plan.run();
   log(`namespaces: ${state.namespaces.join(" ")}`);
   for (const [node, n] of Object.entries(state.nodes)) {
@@ -310,28 +365,15 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   log(`nodes up: ${Object.keys(state.nodes).join(" ")}`);
   // Each `agent:` node's agent leases its pod subnet and programs its peers from etcd.
   await startAgents(t, state as LabState & EtcdState, log, abort);
-  // 6. Hosts: hand each TAP host its port as eth0, then addresses and routes.
-  //    One batch: each node's TAPs move (renamed on the way) into their hosts, then each
-  //    host's settings.
+  // 6b. The other hosts, now that their nodes answer: a mesh node's pod without an
+  //     address gets one from the node's share of the ring.
   await step();
-  const hosts = Object.entries(t.hosts);
-  // A mesh node's host without an address gets one from the node's share of the ring.
-  const ips = new Map<string, string>();
-  for (const [h, hs] of hosts) ips.set(h, hs.ip ?? (await meshAddress(state.nodes[hs.node].socket, h)));
-  // A mesh node's pod without an MTU of its own takes the mesh MTU, and follows it (src/mesh/pod-mtu.ts).
-  const meshMtus = await podMeshMtus(t, state);
-  const mtuOf = (hs: (typeof hosts)[number][1]): number => hs.mtu ?? meshMtus.get(hs.node) ?? 1500;
-  const follows = (hs: (typeof hosts)[number][1]): boolean => hs.mtu === undefined && meshMtus.has(hs.node);
-  for (const [h, hs] of [...hosts].sort(([, a], [, b]) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))) {
-    if (hs.link === "tap" && !kernel(hs.node)) plan.ip(ns(hs.node), `link set ${h} netns ${ns(h)} name eth0`);
-  }
+  checkTapsHanded(t, state, tapHostNs);
+  for (const [node, mtu] of await podMeshMtus(t, state)) meshMtus.set(node, mtu);
   for (const [h, hs] of hosts) {
-    if (tapHostNs.has(ns(h))) plan.ip(ns(h), "link set lo up");
-    plan.ip(ns(h), `link set eth0 mtu ${mtuOf(hs)}`);
-    if (follows(hs) && hs.link !== "tap") plan.ip(ns(hs.node), `link set ${h} mtu ${mtuOf(hs)}`);
-    if (hs.mac) plan.ip(ns(h), `link set eth0 address ${hs.mac}`);
-    plan.ip(ns(h), `address add ${ips.get(h)} dev eth0`).ip(ns(h), "link set eth0 up");
-    if (hs.gateway) plan.ip(ns(h), `route add default via ${hs.gateway} dev eth0`);
+    if (early(hs)) continue;
+    ips.set(h, hs.ip ?? (await meshAddress(state.nodes[hs.node].socket, h)));
+    planHost(h, hs);
   }
   plan.run();
   for (const [h, hs] of hosts) {

@@ -155,11 +155,10 @@ class Supervisor {
   }
 
   /**
-   * Attaches to the eth0 of each TAP host of this node recorded in the lab state.
-   * A host that is not there yet (lab up moves the TAPs after the nodes answer) is
-   * skipped: its TAP is still in the node's namespace, where the node re-attaches to
-   * it by name. A TAP still held by the dead node's rings (EBUSY) is tried again until
-   * ATTACH_BUSY_MAX_MS after the first try.
+   * Attaches to the eth0 of each TAP host of this node recorded in the lab state (lab
+   * up makes them in the hosts' namespaces before the node's first start). A host that
+   * cannot be attached is logged and skipped. A TAP still held by the dead node's rings
+   * (EBUSY) is tried again until ATTACH_BUSY_MAX_MS after the first try.
    */
   private async attachHosts(): Promise<{ fds: number[]; spec: string; names: string[] }> {
     const state = readState(this.config.lab);
@@ -222,7 +221,7 @@ class Supervisor {
       this.save();
       process.exit(0);
     }
-    if (diedAt === null) this.spawnNode(null, { fds: [], spec: "", names: [] });
+    if (diedAt === null) void this.attachHosts().then((taps) => this.spawnNode(null, taps));
     else void this.attachHosts().then((taps) => this.takeOver(diedAt, taps) || this.spawnNode(diedAt, taps));
   }
 

@@ -17,6 +17,7 @@
  * ```
  */
 import { z } from "zod";
+import { MESH_PORT_NAME } from "../mesh/wire.js";
 import { impairSettings } from "../core/impair.js";
 import { DEFAULT_TIMEOUTS, type Timeouts } from "../elements/conntrack-states.js";
 
@@ -433,8 +434,7 @@ export function nodePorts(t: Topology, node: string): string[] {
   return out;
 }
 
-/** The port name of a node's mesh peer (Weave calls its bridge port the same). */
-export const MESH_PORT_NAME = "weave";
+export { MESH_PORT_NAME };
 
 /** The port name of a node's underlay link when tapnet itself sits on it (host-gw). */
 export const UNDERLAY_PORT = "underlay";

@@ -20,12 +20,11 @@ import type net from "node:net";
 import type { Args } from "../node/changes.js";
 import type { NodePortConfig } from "../node/config.js";
 import type { NodeGraph } from "../node/graph.js";
-import { MESH_PORT_NAME } from "../lab/topology-schema.js";
 import { parseIp } from "../wire/ipv4addr.js";
 import type { MeshAgent } from "./agent.js";
 import { parseRange } from "./ring.js";
 import { PEER_NAME } from "./topology.js";
-import { MESH_PORT } from "./wire.js";
+import { MESH_PORT, MESH_PORT_NAME } from "./wire.js";
 
 export const MESH_ADD = "mesh.add";
 

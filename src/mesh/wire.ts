@@ -32,6 +32,8 @@
 import { writeU32 } from "../wire/bytes.js";
 
 export const MESH_PORT = 6783;
+/** The port name of a node's mesh peer (Weave calls its bridge port the same). */
+export const MESH_PORT_NAME = "weave";
 /** TCP protocol version (HELLO.version). */
 export const MESH_PROTOCOL = 1;
 export const MAX_MESSAGE = 1 << 20;

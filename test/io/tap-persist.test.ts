@@ -8,11 +8,11 @@
  * in that namespace (the kernel there talks to 10.79.0.2, played through the TAP fd).
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, fstatSync, openSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { FrameList } from "../../src/core/batch.js";
 import { PacketPool } from "../../src/core/pool.js";
-import { openTap, type TapHandle, tapAttachIn, tapPersist } from "../../src/io/native.js";
+import { openTap, sysctlIn, type TapHandle, tapAttachIn, tapPersist } from "../../src/io/native.js";
 import { TapPort } from "../../src/io/tap-port.js";
 
 const canRun = process.platform === "linux" && process.getuid?.() === 0 && existsSync("/dev/net/tun");
@@ -149,6 +149,34 @@ describe.skipIf(!canRun)("persistent TAPs, re-attached from another namespace", 
     await waitFor(() => sh("ip", ["-n", NS, "neigh", "show", "10.79.0.2"]).includes("02:00:00:79:00:02"), 5000, "the namespace to learn 10.79.0.2");
     h.close();
     expect(linkExists("eth0", NS)).toBe(true); // still persistent
+  });
+
+  it("tapAttachIn with create makes a persistent TAP in the namespace, and attaches to one that is there", () => {
+    const t = tapAttachIn({ netns: NETNS, name: "eth7", create: true });
+    expect(t.fd).toBeGreaterThan(2);
+    expect(t.mtu).toBe(1500);
+    closeSync(t.fd);
+    expect(linkExists("eth7", NS)).toBe(true); // outlives the fd
+    expect(details("eth7", NS)).toMatch(/tun type tap pi off vnet_hdr off persist on/);
+    expect(hostShows("eth7", t.mac)).toBe(false); // made there, not here
+    // There now: attached to, not made again.
+    const again = tapAttachIn({ netns: NETNS, name: "eth7", create: true });
+    expect(again.mac).toBe(t.mac);
+    closeSync(again.fd);
+    sh("ip", ["-n", NS, "link", "del", "eth7"]);
+  });
+
+  it("sysctlIn writes a namespace's sysctls, not this one's, and refuses what is not a sysctl name", () => {
+    const key = "net.ipv4.conf.default.forwarding";
+    const here = sh("sysctl", ["-n", key]).trim();
+    const next = sh("ip", ["netns", "exec", NS, "sysctl", "-n", key]).trim() === "1" ? "0" : "1";
+    sysctlIn({ netns: NETNS, names: [key, "net.ipv4.conf.lo.forwarding"], value: next });
+    expect(sh("ip", ["netns", "exec", NS, "sysctl", "-n", key]).trim()).toBe(next);
+    expect(sh("ip", ["netns", "exec", NS, "sysctl", "-n", "net.ipv4.conf.lo.forwarding"]).trim()).toBe(next);
+    expect(sh("sysctl", ["-n", key]).trim()).toBe(here); // this namespace's is untouched
+    expect(() => sysctlIn({ netns: NETNS, names: ["../../etc/passwd"], value: "1" })).toThrow(/names\[0\] must be a dotted sysctl name/);
+    expect(() => sysctlIn({ netns: NETNS, names: ["net.ipv4.no_such_thing"], value: "1" })).toThrow(/cannot write \/proc\/sys\/net\/ipv4\/no_such_thing/);
+    expect(() => sysctlIn({ netns: "/run/netns/tn-no-such-ns", names: [key], value: "1" })).toThrow(/there is no network namespace/);
   });
 
   it("refuses, and leaves nothing behind: no such TAP, no such namespace, a header mode that does not match", () => {
