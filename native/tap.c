@@ -648,17 +648,20 @@ static void setns_back(int self) {
   close(self);
 }
 
-/* Reads option `netns` (the path of a network namespace) into buf; false with an exception pending. */
-static bool netns_option(napi_env env, napi_value opts, const char *fn, char buf[PATH_MAX]) {
+/* The options object of a call made in another namespace, with its option `netns` (the
+ * path of a network namespace) read into buf; NULL with an exception pending. */
+static napi_value netns_options(napi_env env, napi_callback_info cbinfo, const char *fn, char buf[PATH_MAX]) {
+  napi_value opts = options_arg(env, cbinfo, fn);
+  if (opts == NULL) return NULL;
   napi_value v;
   napi_valuetype t;
   size_t len = 0;
   if (napi_get_named_property(env, opts, "netns", &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok || t != napi_string ||
       napi_get_value_string_utf8(env, v, buf, PATH_MAX, &len) != napi_ok || len == 0 || len >= PATH_MAX - 1) {
     throw_fmt(env, ERR_TYPE, "ERR_INVALID_ARG_TYPE", "%s: option 'netns' must be the path of a network namespace (/run/netns/NAME)", fn);
-    return false;
+    return NULL;
   }
-  return true;
+  return opts;
 }
 
 /* Moves the calling thread into the network namespace at `netns`; returns an fd of the
@@ -689,11 +692,10 @@ static int enter_netns(napi_env env, const char *fn, const char *netns) {
 
 static napi_value js_tap_attach_in(napi_env env, napi_callback_info cbinfo) {
   const char *fn = "tapAttachIn";
-  napi_value opts = options_arg(env, cbinfo, fn);
-  if (opts == NULL) return NULL;
   char netns[PATH_MAX];
+  napi_value opts = netns_options(env, cbinfo, fn, netns);
+  if (opts == NULL) return NULL;
   napi_value v;
-  if (!netns_option(env, opts, fn, netns)) return NULL;
   char name[IFNAMSIZ];
   NAPI_OK_OR_THROW(napi_get_named_property(env, opts, "name", &v), "name");
   if (!get_ifname(env, v, fn, name)) return NULL;
@@ -769,10 +771,9 @@ static napi_value js_tap_attach_in(napi_env env, napi_callback_info cbinfo) {
  */
 static napi_value js_sysctl_in(napi_env env, napi_callback_info cbinfo) {
   const char *fn = "sysctlIn";
-  napi_value opts = options_arg(env, cbinfo, fn);
-  if (opts == NULL) return NULL;
   char netns[PATH_MAX];
-  if (!netns_option(env, opts, fn, netns)) return NULL;
+  napi_value opts = netns_options(env, cbinfo, fn, netns);
+  if (opts == NULL) return NULL;
   char value[64];
   size_t vlen = 0;
   napi_value v;

@@ -14,34 +14,16 @@
  *   tapnet demo                      a guided tour on scripts/labs/switch.yaml
  */
 import { Command } from "commander";
+import { loadCommandGroups } from "./groups.js";
 
 const program = new Command();
 program.name("tapnet").description("A userspace network dataplane on Linux TAP devices: labs, inspection, capture").showHelpAfterError();
 
-/**
- * The command groups, in the order help lists them: the top-level words each registers,
- * and its module. Only the group of the word given is loaded (all of them for help or an
- * unknown word): a `tapnet show …` then loads a third of the CLI's modules, and Node.js
- * loading modules is most of what a short command costs.
- */
-const GROUPS: Array<[string[], () => Promise<unknown>]> = [
-  [["lab"], async () => (await import("./lab-commands.js")).registerLab(program)],
-  [["show"], async () => (await import("./show.js")).registerShow(program)],
-  [["capture"], async () => (await import("./capture.js")).registerCapture(program)],
-  [["trace"], async () => (await import("./trace.js")).registerTrace(program)],
-  [
-    ["route", "neigh", "fdb", "addr", "link", "service", "masquerade", "conntrack", "tunnel", "router", "mesh"],
-    async () => (await import("./verbs.js")).registerVerbs(program),
-  ],
-  [["cni"], async () => (await import("./cni.js")).registerCni(program)],
-  [["stp", "security"], async () => (await import("./l2.js")).registerL2(program)],
-  // `agent`, and `lab node add|del` (nodes with their agents).
-  [["agent", "lab"], async () => (await import("./agent.js")).registerAgent(program)],
-  [["metrics"], async () => (await import("./metrics.js")).registerMetrics(program)],
-];
-const word = process.argv.slice(2).find((a) => !a.startsWith("-"));
-const wanted = GROUPS.filter(([words]) => word !== undefined && words.includes(word));
-for (const [, load] of wanted.length ? wanted : GROUPS) await load();
+// Only the commands of the word given (src/cli/groups.ts).
+await loadCommandGroups(
+  program,
+  process.argv.slice(2).find((a) => !a.startsWith("-")),
+);
 
 const nodeCmd = program.command("node").description("the node process (started by 'tapnet lab up')");
 nodeCmd
