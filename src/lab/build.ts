@@ -19,7 +19,7 @@
 import { meshStateFile } from "../mesh/ipam.js";
 import { meshAddress, podMeshMtus } from "../mesh/lab.js";
 import { spawn } from "node:child_process";
-import fs, { closeSync } from "node:fs";
+import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { request } from "../control/client.js";
@@ -215,7 +215,7 @@ export async function build(t: Topology, state: LabState, log: Log, abort?: Abor
   plan.run();
   for (const [h, hs] of Object.entries(t.hosts)) {
     if (!tapHostNs.has(ns(h))) continue;
-    closeSync(tapAttachIn({ netns: path.join(NETNS_DIR, ns(h)), name: "eth0", create: true }).fd);
+    fs.closeSync(tapAttachIn({ netns: path.join(NETNS_DIR, ns(h)), name: "eth0", create: true }).fd);
     // What the supervisor reads to attach it (the whole entry is written in step 6b).
     state.hosts[h] = { namespace: ns(h), node: hs.node, ip: hs.ip ?? "", gateway: hs.gateway, vlan: hs.vlan ?? 1, link: "tap" };
   }

@@ -221,8 +221,8 @@ class Supervisor {
       this.save();
       process.exit(0);
     }
-    if (diedAt === null) void this.attachHosts().then((taps) => this.spawnNode(null, taps));
-    else void this.attachHosts().then((taps) => this.takeOver(diedAt, taps) || this.spawnNode(diedAt, taps));
+    // The first start too: lab up made the hosts' TAPs in their namespaces.
+    void this.attachHosts().then((taps) => (diedAt !== null && this.takeOver(diedAt, taps)) || this.spawnNode(diedAt, taps));
   }
 
   /** Spawns `node run` in the node's namespace through nodeLauncher(), with `fds` in slots 3… */
