@@ -488,6 +488,9 @@ export class TapnetNode {
   stats(): unknown {
     const stp = this.graph.stp;
     return {
+      // The node's monotonic clock when these counters were read, ms: a rate is
+      // Δcounter / ΔclockMs between two reads, whatever the reader's own delays.
+      clockMs: Math.round(performance.now() * 1000) / 1000,
       switch: this.sw.counters(),
       stp: stp?.counters() ?? null,
       drops: this.drops(),
