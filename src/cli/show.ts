@@ -2,17 +2,14 @@
 import { type Command, Option } from "commander";
 import { request, requestRows } from "../control/client.js";
 import type { Request } from "../control/protocol.js";
-import { conntrackLine, parseConntrackQuery, type ConnEntryView } from "../elements/conntrack-list.js";
+import type { ConnEntryView } from "../elements/conntrack-list.js";
 import type { InterfaceRow, NeighbourRow, RouteRow } from "../elements/router/ipv4-router.js";
 import type { GraphDescription } from "../node/graph.js";
 import type { SandboxReport } from "../node/sandbox.js";
 import { findLab } from "../lab/lab.js";
 import { indentedTable, table, vlanList } from "./format.js";
-import { renderBgp } from "../bgp/format.js";
-import { kernelStpView, renderSecurity, renderStp } from "./l2.js";
 import { nodeSocket } from "./nodes.js";
-import { renderMesh } from "../mesh/show.js";
-import { type DropsReport, renderDrops } from "../node/drops.js";
+import type { DropsReport } from "../node/drops.js";
 
 export function registerShow(program: Command): void {
   const show = program
@@ -28,7 +25,7 @@ export function registerShow(program: Command): void {
     json?: boolean;
   }
 
-  function showCommand(what: string, description: string, render: (data: unknown) => string): void {
+  function showCommand(what: string, description: string, render: (data: unknown) => string | Promise<string>): void {
     show
       .command(what)
       .description(description)
@@ -42,7 +39,7 @@ export function registerShow(program: Command): void {
           results[node] = await request(socket, { cmd: what });
         }
         if (opts.json) return console.log(JSON.stringify(opts.node ? results[opts.node] : results, null, 2));
-        const parts = Object.entries(results).map(([node, data]) => `node ${node}\n${render(data)}`);
+        const parts = await Promise.all(Object.entries(results).map(async ([node, data]) => `node ${node}\n${await render(data)}`));
         console.log(parts.join("\n\n"));
       });
   }
@@ -88,7 +85,7 @@ export function registerShow(program: Command): void {
     printer: (out: Out) => RowPrinter,
     extra?: {
       options: (c: Command) => void;
-      request: (o: Record<string, unknown>) => Record<string, unknown>;
+      request: (o: Record<string, unknown>) => Promise<Record<string, unknown>>;
       /** Answers the command another way when it returns true (conntrack --count). */
       instead?: (req: Record<string, unknown>, opts: ShowOpts) => Promise<boolean>;
     },
@@ -102,7 +99,7 @@ export function registerShow(program: Command): void {
     extra?.options(c);
     c.action(async (o: ShowOpts & Record<string, unknown>, cmd: Command) => {
       const opts = { ...(cmd.parent?.opts() as ShowOpts), ...o };
-      const req = { cmd: what, ...(extra?.request(o) ?? {}) };
+      const req = { cmd: what, ...(await extra?.request(o)) };
       if (extra?.instead !== undefined && (await extra.instead(req, opts))) return;
       const nodes = nodeSocket(opts.node, opts.lab);
       const out = new Out();
@@ -247,6 +244,8 @@ export function registerShow(program: Command): void {
     limit?: string;
     count?: boolean;
   }
+  // Loaded by the command's request step, before any row is printed.
+  let ct: typeof import("../elements/conntrack-list.js");
   showRows(
     "conntrack",
     "tracked connections (like 'conntrack -L'; with --count like 'conntrack -C'); filters select on the original direction",
@@ -254,7 +253,7 @@ export function registerShow(program: Command): void {
       let n = 0;
       return {
         row(json) {
-          out.write(`${conntrackLine(JSON.parse(json) as ConnEntryView)}\n`);
+          out.write(`${ct.conntrackLine(JSON.parse(json) as ConnEntryView)}\n`);
           n++;
         },
         end() {
@@ -274,10 +273,11 @@ export function registerShow(program: Command): void {
           .option("--state <state>", "TCP state: SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE")
           .option("--limit <n>", "list at most n entries")
           .option("--count", "print only how many entries match (like 'conntrack -C')"),
-      request: (o) => {
+      request: async (o) => {
+        ct = await import("../elements/conntrack-list.js");
         const c = o as ConntrackOpts;
         const r = { proto: c.proto, src: c.src, dst: c.dst, sport: c.sport, dport: c.dport, state: c.state, limit: c.limit, count: c.count === true };
-        parseConntrackQuery(r); // bad arguments fail here, before any node is asked
+        ct.parseConntrackQuery(r); // bad arguments fail here, before any node is asked
         return r;
       },
       // --count: one number per node (conntrack -C), from the end line's `matched`.
@@ -332,7 +332,9 @@ export function registerShow(program: Command): void {
     mtu: number;
     counters: Record<string, number>;
   }
-  showCommand("mesh", "the mesh peer's view: connections, peers and routes (direct or relay), broadcast tree", renderMesh);
+  showCommand("mesh", "the mesh peer's view: connections, peers and routes (direct or relay), broadcast tree", async (d) =>
+    (await import("../mesh/show.js")).renderMesh(d),
+  );
 
   showCommand("tunnels", "tunnel endpoints (VXLAN, IPIP) and their counters", (d) => {
     const rows = d as TunnelRow[];
@@ -401,6 +403,7 @@ export function registerShow(program: Command): void {
     .option("--json", "machine-readable output")
     .action(async (o: ShowOpts, cmd: Command) => {
       const opts = { ...(cmd.parent?.opts() as ShowOpts), ...o };
+      const { kernelStpView, renderStp } = await import("./l2.js");
       const s = findLab(undefined, "node", opts.lab);
       const kernel = s.kernel ?? {};
       if (opts.node !== undefined && !s.nodes[opts.node] && !kernel[opts.node]) throw new Error(`lab ${s.lab} has no node '${opts.node}'`);
@@ -417,9 +420,13 @@ export function registerShow(program: Command): void {
       );
     });
 
-  showCommand("security", "storm control, port security and ARP inspection: per port limits, state and drops; ARP bindings", renderSecurity);
+  showCommand("security", "storm control, port security and ARP inspection: per port limits, state and drops; ARP bindings", async (d) =>
+    (await import("./l2.js")).renderSecurity(d),
+  );
 
-  showCommand("drops", "every drop counter that moved, by element and reason, with the time of the last drop", (d) => renderDrops(d as DropsReport));
+  showCommand("drops", "every drop counter that moved, by element and reason, with the time of the last drop", async (d) =>
+    (await import("../node/drops.js")).renderDrops(d as DropsReport),
+  );
 
   showCommand("stats", "element and engine counters; drops by reason", (d) => {
     const s = d as {
@@ -497,7 +504,7 @@ export function registerShow(program: Command): void {
       ),
     ].join("\n");
   });
-  showCommand("bgp", "the BGP speaker's sessions and routes (like 'birdc show protocols')", renderBgp);
+  showCommand("bgp", "the BGP speaker's sessions and routes (like 'birdc show protocols')", async (d) => (await import("../bgp/format.js")).renderBgp(d));
 
   showCommand("interfaces", "the router's interfaces (like 'ip -br addr')", (d) =>
     table(
